@@ -1,0 +1,29 @@
+# Thin wrapper over CMake and the dependency script: no build logic lives here.
+# `make demo` and `make test` are the two commands a newcomer needs (see README.md).
+BUILD      ?= build
+TEST_BUILD ?= build-test
+JOBS       ?= $(shell nproc)
+
+.PHONY: all deps demo test bench clean
+
+all: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build $(BUILD) -j$(JOBS)
+
+deps:
+	@bash scripts/deps.sh
+
+# Tests run against an ASan/UBSan build of every binary.
+test: deps
+	cmake -S . -B $(TEST_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTV_SANITIZE=ON
+	cmake --build $(TEST_BUILD) -j$(JOBS)
+	ctest --test-dir $(TEST_BUILD) --output-on-failure --timeout 600
+
+demo: all
+	bash scripts/demo.sh $(BUILD)
+
+bench: all
+	bash bench/run.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(TEST_BUILD)

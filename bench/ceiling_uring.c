@@ -1,0 +1,81 @@
+/* Raw io_uring disk write ceiling for bench/run.sh: N MiB of 1 MiB writes through io_uring
+ * (queue depth 8) to a file in DIR, then one fdatasync, the durable path our server takes. */
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BUF_BYTES (1u << 20)
+#define QUEUE_DEPTH 8
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+int main(int argc, char **argv)
+{
+	struct io_uring ring;
+	struct io_uring_cqe *cqe;
+	char path[4096];
+	long mib, submitted = 0, done = 0;
+	char *buf;
+	double t0, dt;
+	int fd, ret;
+
+	if (argc != 3 || (mib = strtol(argv[2], NULL, 10)) <= 0) {
+		fprintf(stderr, "usage: ceiling_uring DIR MIB\n");
+		return 2;
+	}
+	snprintf(path, sizeof(path), "%s/ceiling_uring.dat", argv[1]);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0) {
+		fprintf(stderr, "ceiling_uring: open %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	ret = io_uring_queue_init(QUEUE_DEPTH, &ring, 0);
+	if (ret) {
+		fprintf(stderr, "ceiling_uring: io_uring_queue_init: %s\n", strerror(-ret));
+		return 1;
+	}
+	buf = aligned_alloc(4096, BUF_BYTES);
+	if (!buf)
+		return 1;
+	memset(buf, 0xa5, BUF_BYTES);
+	t0 = now_s();
+	while (done < mib) {
+		while (submitted < mib && submitted - done < QUEUE_DEPTH) {
+			struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+
+			io_uring_prep_write(sqe, fd, buf, BUF_BYTES, (off_t)submitted * BUF_BYTES);
+			submitted++;
+		}
+		io_uring_submit(&ring);
+		ret = io_uring_wait_cqe(&ring, &cqe);
+		if (ret || cqe->res != (int)BUF_BYTES) {
+			fprintf(stderr, "ceiling_uring: write: %s\n",
+				strerror(ret ? -ret : cqe->res < 0 ? -cqe->res : EIO));
+			return 1;
+		}
+		io_uring_cqe_seen(&ring, cqe);
+		done++;
+	}
+	if (fdatasync(fd)) {
+		fprintf(stderr, "ceiling_uring: fdatasync: %s\n", strerror(errno));
+		return 1;
+	}
+	dt = now_s() - t0;
+	printf("uring_write_fdatasync_MBps %.1f\n", mib * (double)BUF_BYTES / dt / 1e6);
+	io_uring_queue_exit(&ring);
+	close(fd);
+	unlink(path);
+	free(buf);
+	return 0;
+}

@@ -1,0 +1,430 @@
+/* Kernel side of `tracevault capture`: syscall tracepoints that follow TCP sockets of the target
+ * process from accept/connect to close and stream their payload prefixes to user space through a
+ * ring buffer (struct tv_event in capture.h). kprobes/fentry are unavailable here: tracepoints only. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+#include "capture.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define SOCK_STREAM 1
+#define MSG_PEEK 2
+#define EINPROGRESS 115
+
+/* Filters set by the loader before load (rodata): 0 means "any". */
+const volatile __u32 target_tgid = 0;
+const volatile __u32 target_port = 0;
+const volatile __u32 self_tgid = 0; /* the capturing process: never traced */
+
+/* What a tracked socket fd is: filled at accept/connect exit, removed at close. */
+struct sock_info {
+	__u64 gen;
+	struct tv_event_addr local, remote;
+	__u8 role;
+};
+
+/* How a syscall's buffer argument is laid out; saved at enter, used at exit. */
+enum arg_mode {
+	MODE_BUF = 1,      /* read/write/recvfrom/sendto: one user buffer */
+	MODE_IOV = 2,      /* readv/writev: iovec array */
+	MODE_MSG = 3,      /* recvmsg/sendmsg: user_msghdr */
+	MODE_COUNT = 4,    /* sendfile: count bytes only, the payload comes from a file */
+	MODE_CONNECT = 5,  /* connect: no data */
+};
+
+struct sys_args {
+	__u64 buf;
+	__u64 cnt;
+	__s32 fd;
+	__u8 mode;
+	__u8 kind; /* TV_EV_DATA_IN / TV_EV_DATA_OUT */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TV_CAPTURE_MAX_SOCKETS);
+	__type(key, __u64); /* tgid << 32 | fd */
+	__type(value, struct sock_info);
+} sockets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TV_CAPTURE_MAX_INFLIGHT);
+	__type(key, __u64); /* pid_tgid: one syscall in flight per thread */
+	__type(value, struct sys_args);
+} inflight SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, TV_CAPTURE_RING_BYTES);
+} events SEC(".maps");
+
+/* Events that did not fit in the ring: read (summed over CPUs) by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+/* An event is assembled here and sent with bpf_ringbuf_output so that the ring carries only
+ * payload_len payload bytes, not the fixed maximum. Offsets and lengths are masked (the verifier
+ * cannot follow the min() arithmetic as clang emits it); spill[] makes every masked copy provably
+ * in bounds. The logic itself never writes past payload[]. */
+#define PAYLOAD_MASK (2 * TV_CAPTURE_PAYLOAD_BYTES - 1)
+struct scratch {
+	struct tv_event ev;
+	__u8 spill[2 * TV_CAPTURE_PAYLOAD_BYTES];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch_buf SEC(".maps");
+
+static __always_inline int tgid_wanted(__u32 tgid)
+{
+	if (tgid == self_tgid)
+		return 0;
+	return !target_tgid || tgid == target_tgid;
+}
+
+static __always_inline __u64 sock_key(__u32 tgid, int fd)
+{
+	return (__u64)tgid << 32 | (__u32)fd;
+}
+
+static __always_inline void count_lost(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&lost, &zero);
+
+	if (n)
+		*n += 1; /* per-CPU slot: no other writer */
+}
+
+static __always_inline struct scratch *fill_header(__u64 key, const struct sock_info *si, __u8 kind,
+						    int fd)
+{
+	__u32 zero = 0;
+	struct scratch *s = bpf_map_lookup_elem(&scratch_buf, &zero);
+	__u64 id = bpf_get_current_pid_tgid();
+
+	if (!s)
+		return NULL;
+	s->ev.ts_ns = bpf_ktime_get_ns();
+	s->ev.conn_id = key;
+	s->ev.conn_gen = si->gen;
+	s->ev.bytes = 0;
+	s->ev.pid = id >> 32;
+	s->ev.tid = (__u32)id;
+	s->ev.fd = fd;
+	s->ev.payload_len = 0;
+	s->ev.kind = kind;
+	s->ev.role = si->role;
+	s->ev.flags = 0;
+	bpf_get_current_comm(s->ev.comm, sizeof(s->ev.comm));
+	s->ev.local = si->local;
+	s->ev.remote = si->remote;
+	return s;
+}
+
+static __always_inline void submit(struct scratch *s, __u32 payload_len)
+{
+	__u64 size;
+
+	barrier_var(payload_len); /* <= PAYLOAD already: the mask is for the verifier */
+	size = TV_EVENT_HEADER_BYTES + (payload_len & PAYLOAD_MASK);
+	if (bpf_ringbuf_output(&events, &s->ev, size, 0))
+		count_lost();
+}
+
+/* ---- new sockets: accept / connect ---- */
+
+static __always_inline struct sock *fd_to_sock(int fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	unsigned int max_fds = BPF_CORE_READ(fdt, max_fds);
+	struct file *f = NULL;
+	struct socket *sock;
+
+	if ((unsigned int)fd >= max_fds)
+		return NULL;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+		return NULL;
+	sock = BPF_CORE_READ(f, private_data);
+	if (!sock)
+		return NULL;
+	return BPF_CORE_READ(sock, sk);
+}
+
+static __always_inline int track_socket(int fd, __u8 role)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	struct sock_info si = {};
+	struct sock *sk;
+	__u64 key;
+	struct scratch *s;
+
+	if (fd < 0 || !tgid_wanted(tgid))
+		return 0;
+	sk = fd_to_sock(fd);
+	if (!sk)
+		return 0;
+	si.local.family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (si.local.family != AF_INET && si.local.family != AF_INET6)
+		return 0;
+	if (BPF_CORE_READ(sk, sk_type) != SOCK_STREAM)
+		return 0;
+	si.remote.family = si.local.family;
+	si.local.port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	si.remote.port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (target_port && si.local.port != target_port && si.remote.port != target_port)
+		return 0;
+	if (si.local.family == AF_INET) {
+		BPF_CORE_READ_INTO(&si.local.addr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO(&si.remote.addr, sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO(&si.local.addr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&si.remote.addr, sk, __sk_common.skc_v6_daddr);
+	}
+	si.role = role;
+	si.gen = bpf_ktime_get_ns();
+	key = sock_key(tgid, fd);
+	if (bpf_map_update_elem(&sockets, &key, &si, BPF_ANY)) {
+		count_lost(); /* table full: this connection will not be seen */
+		return 0;
+	}
+	s = fill_header(key, &si, role == TV_ROLE_SERVER ? TV_EV_ACCEPT : TV_EV_CONNECT, fd);
+	if (s)
+		submit(s, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int exit_accept(struct trace_event_raw_sys_exit *ctx)
+{
+	return track_socket(ctx->ret, TV_ROLE_SERVER);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int exit_accept4(struct trace_event_raw_sys_exit *ctx)
+{
+	return track_socket(ctx->ret, TV_ROLE_SERVER);
+}
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int enter_connect(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct sys_args a = { .fd = ctx->args[0], .mode = MODE_CONNECT };
+
+	if (!tgid_wanted(id >> 32))
+		return 0;
+	bpf_map_update_elem(&inflight, &id, &a, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int exit_connect(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct sys_args *a = bpf_map_lookup_elem(&inflight, &id);
+	int fd;
+
+	if (!a)
+		return 0;
+	fd = a->fd;
+	bpf_map_delete_elem(&inflight, &id);
+	/* a non-blocking connect returns -EINPROGRESS; the addresses are already bound then */
+	if (ctx->ret == 0 || ctx->ret == -EINPROGRESS)
+		track_socket(fd, TV_ROLE_CLIENT);
+	return 0;
+}
+
+/* ---- data syscalls ---- */
+
+static __always_inline int enter_data(int fd, __u64 buf, __u64 cnt, __u8 mode, __u8 kind)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	__u64 key = sock_key(tgid, fd);
+	struct sys_args a = { .buf = buf, .cnt = cnt, .fd = fd, .mode = mode, .kind = kind };
+
+	if (fd < 0 || !tgid_wanted(tgid))
+		return 0;
+	if (!bpf_map_lookup_elem(&sockets, &key))
+		return 0; /* not a tracked socket (files, pipes, other sockets): never copied */
+	bpf_map_update_elem(&inflight, &id, &a, BPF_ANY);
+	return 0;
+}
+
+static __always_inline __u32 copy_buf(struct scratch *s, __u64 buf, __u64 ret)
+{
+	__u32 len = ret > TV_CAPTURE_PAYLOAD_BYTES ? TV_CAPTURE_PAYLOAD_BYTES : ret;
+
+	barrier_var(len); /* clang would drop the mask, which only the verifier needs */
+	len &= PAYLOAD_MASK;
+	if (bpf_probe_read_user(s->ev.payload, len, (const void *)buf))
+		return 0;
+	return len;
+}
+
+/* Copy up to ret bytes (what the syscall moved) from an iovec array, stopping at the payload
+ * limit or after TV_CAPTURE_MAX_IOV entries. Returns the bytes copied. */
+static __always_inline __u32 copy_iov(struct scratch *s, __u64 iovp, __u64 iovcnt, __u64 ret)
+{
+	__u32 off = 0;
+
+	for (int i = 0; i < TV_CAPTURE_MAX_IOV; i++) {
+		struct iovec iov;
+		__u64 len;
+		__u32 o, l;
+
+		if (i >= iovcnt || off >= TV_CAPTURE_PAYLOAD_BYTES || off >= ret)
+			break;
+		if (bpf_probe_read_user(&iov, sizeof(iov),
+					(const void *)(iovp + i * sizeof(struct iovec))))
+			break;
+		len = iov.iov_len;
+		if (len > ret - off)
+			len = ret - off;
+		if (len > TV_CAPTURE_PAYLOAD_BYTES - off)
+			len = TV_CAPTURE_PAYLOAD_BYTES - off;
+		o = off & (TV_CAPTURE_PAYLOAD_BYTES - 1);
+		l = len;
+		barrier_var(l); /* clang would drop the mask, which only the verifier needs */
+		l &= PAYLOAD_MASK;
+		if (bpf_probe_read_user(s->ev.payload + o, l, iov.iov_base))
+			break;
+		off += l;
+	}
+	return off;
+}
+
+static __always_inline int exit_data(long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct sys_args *ap = bpf_map_lookup_elem(&inflight, &id);
+	struct sys_args a;
+	struct sock_info *si;
+	struct scratch *s;
+	__u64 key;
+	__u32 n = 0;
+
+	if (!ap)
+		return 0;
+	a = *ap;
+	bpf_map_delete_elem(&inflight, &id);
+	if (ret <= 0)
+		return 0;
+	key = sock_key(id >> 32, a.fd);
+	si = bpf_map_lookup_elem(&sockets, &key);
+	if (!si)
+		return 0; /* closed by another thread meanwhile */
+	s = fill_header(key, si, a.kind, a.fd);
+	if (!s)
+		return 0;
+	s->ev.bytes = ret;
+	if (a.mode == MODE_BUF) {
+		n = copy_buf(s, a.buf, ret);
+	} else if (a.mode == MODE_IOV) {
+		n = copy_iov(s, a.buf, a.cnt, ret);
+	} else if (a.mode == MODE_MSG) {
+		struct user_msghdr msg;
+
+		if (!bpf_probe_read_user(&msg, sizeof(msg), (const void *)a.buf))
+			n = copy_iov(s, (__u64)msg.msg_iov, msg.msg_iovlen, ret);
+	}
+	s->ev.payload_len = n;
+	if (n < ret)
+		s->ev.flags |= TV_EV_FLAG_TRUNCATED;
+	submit(s, n);
+	return 0;
+}
+
+#define DATA_TP(name, fd_arg, buf_arg, cnt_arg, mode, kind)                 \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                         \
+	int enter_##name(struct trace_event_raw_sys_enter *ctx)             \
+	{                                                                   \
+		return enter_data(ctx->args[fd_arg], ctx->args[buf_arg],    \
+				  ctx->args[cnt_arg], mode, kind);          \
+	}                                                                   \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                          \
+	int exit_##name(struct trace_event_raw_sys_exit *ctx)               \
+	{                                                                   \
+		return exit_data(ctx->ret);                                 \
+	}
+
+DATA_TP(read, 0, 1, 2, MODE_BUF, TV_EV_DATA_IN)
+DATA_TP(write, 0, 1, 2, MODE_BUF, TV_EV_DATA_OUT)
+DATA_TP(readv, 0, 1, 2, MODE_IOV, TV_EV_DATA_IN)
+DATA_TP(writev, 0, 1, 2, MODE_IOV, TV_EV_DATA_OUT)
+DATA_TP(sendto, 0, 1, 2, MODE_BUF, TV_EV_DATA_OUT)
+DATA_TP(sendmsg, 0, 1, 2, MODE_MSG, TV_EV_DATA_OUT)
+/* sendfile64(out_fd, in_fd, offset, count): the body comes from a file; count it only */
+DATA_TP(sendfile64, 0, 3, 3, MODE_COUNT, TV_EV_DATA_OUT)
+
+/* recv with MSG_PEEK leaves the bytes in the socket: they will be read again, so skip it */
+SEC("tracepoint/syscalls/sys_enter_recvfrom")
+int enter_recvfrom(struct trace_event_raw_sys_enter *ctx)
+{
+	if (ctx->args[3] & MSG_PEEK)
+		return 0;
+	return enter_data(ctx->args[0], ctx->args[1], ctx->args[2], MODE_BUF, TV_EV_DATA_IN);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvfrom")
+int exit_recvfrom(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_data(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_enter_recvmsg")
+int enter_recvmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	if (ctx->args[2] & MSG_PEEK)
+		return 0;
+	return enter_data(ctx->args[0], ctx->args[1], 0, MODE_MSG, TV_EV_DATA_IN);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvmsg")
+int exit_recvmsg(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_data(ctx->ret);
+}
+
+/* ---- close ---- */
+
+SEC("tracepoint/syscalls/sys_enter_close")
+int enter_close(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	int fd = ctx->args[0];
+	__u64 key = sock_key(tgid, fd);
+	struct sock_info *si;
+	struct scratch *s;
+
+	if (fd < 0 || !tgid_wanted(tgid))
+		return 0;
+	si = bpf_map_lookup_elem(&sockets, &key);
+	if (!si)
+		return 0;
+	s = fill_header(key, si, TV_EV_CLOSE, fd);
+	if (s)
+		submit(s, 0);
+	bpf_map_delete_elem(&sockets, &key);
+	return 0;
+}

@@ -1,0 +1,66 @@
+/* The event record shared by bpf/capture.bpf.c (producer, kernel) and client/capture.c (consumer)
+ * through the BPF ring buffer: one record per socket syscall of interest. Fixed-width types only. */
+#ifndef TV_BPF_CAPTURE_H
+#define TV_BPF_CAPTURE_H
+
+#ifndef __VMLINUX_H__ /* the kernel side gets these types from vmlinux.h */
+#include <linux/types.h>
+#endif
+
+/* Bytes of payload copied per data syscall. Large enough for the request/response header of
+ * typical HTTP traffic; bytes beyond it are counted (tv_event.bytes) but not copied. Must be a
+ * power of two: the kernel side masks offsets with it to satisfy the verifier. */
+#define TV_CAPTURE_PAYLOAD_BYTES 4096
+/* Size of the kernel -> user ring buffer (a power of two, multiple of the page size). */
+#define TV_CAPTURE_RING_BYTES (16u << 20)
+/* Sockets tracked at once (hash map entries) and in-flight syscalls (one per thread). */
+#define TV_CAPTURE_MAX_SOCKETS 65536
+#define TV_CAPTURE_MAX_INFLIGHT 16384
+/* iovec entries walked per readv/writev/recvmsg/sendmsg before giving up on copying. */
+#define TV_CAPTURE_MAX_IOV 8
+#define TV_CAPTURE_COMM_BYTES 16
+
+enum tv_event_kind {
+	TV_EV_ACCEPT = 1,   /* socket accepted: we are the server side */
+	TV_EV_CONNECT = 2,  /* socket connected (or connect in progress): we are the client side */
+	TV_EV_DATA_IN = 3,  /* bytes received (read, readv, recvfrom, recvmsg) */
+	TV_EV_DATA_OUT = 4, /* bytes sent (write, writev, sendto, sendmsg, sendfile) */
+	TV_EV_CLOSE = 5,    /* close() of a tracked socket fd */
+};
+
+enum tv_event_role {
+	TV_ROLE_SERVER = 1, /* from accept */
+	TV_ROLE_CLIENT = 2, /* from connect */
+};
+
+#define TV_EV_FLAG_TRUNCATED 0x1 /* payload holds fewer bytes than the syscall moved */
+
+/* Addresses in network byte order; IPv4 in the first 4 bytes of addr; ports in host order. */
+struct tv_event_addr {
+	__u8 addr[16];
+	__u16 port;
+	__u16 family; /* AF_INET or AF_INET6 */
+};
+
+struct tv_event {
+	__u64 ts_ns;     /* bpf_ktime_get_ns (CLOCK_MONOTONIC) at syscall exit */
+	__u64 conn_id;   /* tgid << 32 | fd */
+	__u64 conn_gen;  /* ts_ns of the accept/connect: with conn_id, unique for a reused fd */
+	__u64 bytes;     /* data: the syscall's return value (bytes moved), full count */
+	__u32 pid;       /* tgid */
+	__u32 tid;
+	__s32 fd;
+	__u32 payload_len; /* bytes of payload[] that are valid (<= TV_CAPTURE_PAYLOAD_BYTES) */
+	__u8 kind;       /* enum tv_event_kind */
+	__u8 role;       /* enum tv_event_role */
+	__u8 flags;      /* TV_EV_FLAG_* */
+	__u8 pad[5];
+	char comm[TV_CAPTURE_COMM_BYTES];
+	struct tv_event_addr local, remote;
+	/* Variable part: only payload_len bytes are sent through the ring. */
+	__u8 payload[TV_CAPTURE_PAYLOAD_BYTES];
+};
+
+#define TV_EVENT_HEADER_BYTES (sizeof(struct tv_event) - TV_CAPTURE_PAYLOAD_BYTES)
+
+#endif

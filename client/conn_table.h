@@ -1,0 +1,66 @@
+/* Per-connection state of the capture: takes kernel events (bpf/capture.h) in ring order, runs an
+ * HTTP parser per direction, and pairs requests with responses into finished exchanges. */
+#ifndef TV_CONN_TABLE_H
+#define TV_CONN_TABLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "http_parse.h"
+
+/* Room for "[ipv6]:port". */
+#define TV_ADDR_STR_BYTES 64
+/* Requests in flight on one connection (HTTP pipelining) before the oldest is dropped. */
+#define TV_CONN_MAX_PENDING 32
+/* Connections tracked at once; events of further connections are counted and dropped. */
+#define TV_CONN_MAX 65536
+
+/* One request/response pair. Times are the kernel's CLOCK_MONOTONIC ns (bpf_ktime_get_ns). */
+struct tv_exchange {
+	uint64_t ts_ns;  /* first request byte */
+	uint64_t end_ns; /* last response byte (or the close, without a response) */
+	uint32_t pid;
+	unsigned status; /* 0: no response seen */
+	uint64_t req_body_bytes, resp_body_bytes;
+	char comm[17];
+	char local[TV_ADDR_STR_BYTES], remote[TV_ADDR_STR_BYTES];
+	char method[TV_HTTP_METHOD_BYTES];
+	char path[TV_HTTP_PATH_BYTES];
+	char trace_id[TV_HTTP_TRACE_ID_BYTES];
+	char span_id[TV_HTTP_SPAN_ID_BYTES];
+};
+
+/* Called for each finished exchange; x is valid only during the call. */
+typedef void (*tv_exchange_fn)(void *ctx, const struct tv_exchange *x);
+
+struct tv_conn_stats {
+	uint64_t conns_opened, conns_closed;
+	uint64_t conns_dropped;     /* table full */
+	uint64_t exchanges;         /* passed to the callback */
+	uint64_t exchanges_dropped; /* pipelining deeper than TV_CONN_MAX_PENDING */
+	uint64_t parse_errors;      /* times a parser lost sync */
+	uint64_t bad_events;        /* short or unknown ring records */
+};
+
+struct tv_conn_table;
+
+struct tv_conn_table *tv_conn_table_new(tv_exchange_fn fn, void *ctx);
+/* Frees every connection without emitting anything: call tv_conn_table_flush first. */
+void tv_conn_table_free(struct tv_conn_table *t);
+
+/* 1: request paths keep their query string (tracevault capture --no-redact). Default 0. */
+void tv_conn_table_set_keep_query(struct tv_conn_table *t, int keep_query);
+
+/* One ring buffer record (struct tv_event, len bytes of it). Malformed records are counted. */
+void tv_conn_table_event(struct tv_conn_table *t, const void *data, size_t len);
+
+/* End of capture: every connection is treated as closed at now_ns (monotonic), so requests
+ * still waiting for a response are emitted with what was seen (status 0 without a response). */
+void tv_conn_table_flush(struct tv_conn_table *t, uint64_t now_ns);
+
+const struct tv_conn_stats *tv_conn_table_stats(const struct tv_conn_table *t);
+
+/* "127.0.0.1:8080" or "[::1]:8080" into buf (TV_ADDR_STR_BYTES). */
+void tv_format_addr(char *buf, size_t len, uint16_t family, const uint8_t addr[16], uint16_t port);
+
+#endif

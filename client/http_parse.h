@@ -1,0 +1,74 @@
+/* Incremental HTTP/1.x parser for one direction of a captured connection: fed the bytes of each
+ * syscall (a copied prefix plus the full byte count), it reports message heads and completions. */
+#ifndef TV_HTTP_PARSE_H
+#define TV_HTTP_PARSE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* A message head (start line + headers) longer than this is not parsed: the parser loses sync
+ * until the next message start it recognises. */
+#define TV_HTTP_MAX_HEAD_BYTES 8192
+#define TV_HTTP_METHOD_BYTES 16
+#define TV_HTTP_PATH_BYTES 512
+#define TV_HTTP_TRACE_ID_BYTES 33 /* 32 hex + NUL */
+#define TV_HTTP_SPAN_ID_BYTES 17  /* 16 hex + NUL */
+
+enum tv_http_kind {
+	TV_HTTP_REQUEST = 1,
+	TV_HTTP_RESPONSE = 2,
+};
+
+/* What a message is reduced to. Header values other than the framing ones and traceparent are
+ * never stored (credential headers included): the head buffer is wiped after parsing. */
+struct tv_http_msg {
+	char method[TV_HTTP_METHOD_BYTES]; /* requests */
+	char path[TV_HTTP_PATH_BYTES];     /* requests: the target (without its query unless
+					    * keep_query), truncated */
+	unsigned status;                   /* responses */
+	char trace_id[TV_HTTP_TRACE_ID_BYTES];
+	char span_id[TV_HTTP_SPAN_ID_BYTES];
+	uint64_t body_bytes;    /* body bytes seen so far (decoded, for chunked) */
+	uint64_t first_ts_ns;   /* time of the syscall that carried the first byte */
+	uint64_t last_ts_ns;    /* time of the syscall that carried the last byte */
+	int no_body;            /* on_head may set it: a response to HEAD has no body */
+	int incomplete;         /* on_done after sync was lost or the connection closed early */
+};
+
+struct tv_http_callbacks {
+	/* The head of m is parsed; the body (if any) follows. May set m->no_body. */
+	void (*on_head)(void *ctx, struct tv_http_msg *m);
+	/* m is complete (or, from tv_http_parser_close, ended by the connection closing). */
+	void (*on_done)(void *ctx, const struct tv_http_msg *m);
+};
+
+struct tv_http_parser {
+	enum tv_http_kind kind;
+	int state;
+	const struct tv_http_callbacks *cb;
+	void *ctx;
+	uint64_t remaining;   /* body or chunk bytes still expected */
+	size_t head_len;
+	size_t line_len;      /* chunk-size / trailer line length so far */
+	uint64_t errors;      /* times sync was lost (malformed or unparseable input) */
+	int head_reported;    /* on_head ran for msg and on_done has not yet */
+	int keep_query;       /* 1: path keeps "?query" (it may carry tokens; default 0) */
+	struct tv_http_msg msg;
+	char line[32];        /* chunk-size line */
+	char head[TV_HTTP_MAX_HEAD_BYTES];
+};
+
+void tv_http_parser_init(struct tv_http_parser *p, enum tv_http_kind kind,
+			 const struct tv_http_callbacks *cb, void *ctx);
+
+/* Feed one syscall's worth of bytes: data[0, copied) are the bytes seen, total (>= copied) is
+ * how many the syscall moved. Bytes past the copy are counted where the parser is inside a body
+ * and make it lose sync anywhere else (it resyncs at the next recognised message start). */
+void tv_http_parser_feed(struct tv_http_parser *p, const void *data, size_t copied,
+			 uint64_t total, uint64_t ts_ns);
+
+/* The connection closed. A body delimited by the close (no length, not chunked) completes here
+ * and is reported through on_done. Returns 1 when a message was left unfinished, else 0. */
+int tv_http_parser_close(struct tv_http_parser *p, uint64_t ts_ns);
+
+#endif

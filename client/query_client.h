@@ -1,0 +1,27 @@
+/* `tracevault query` against the server: one Query rpc for [from_ns, to_ns), records handed
+ * to a callback in ts_ns order as the response batches arrive. */
+#ifndef TV_QUERY_CLIENT_H
+#define TV_QUERY_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tracevault.pb-c.h"
+
+/* Deadline of a whole query stream and of the reachability check before it. */
+#define TV_QUERY_TIMEOUT_MS (10 * 60 * 1000)
+#define TV_QUERY_CONNECT_TIMEOUT_MS 10000
+
+/* Called once per record, in order; r is valid only during the call. A non-zero return stops
+ * the query (the rpc is cancelled) and tv_query returns that value. */
+typedef int (*tv_query_cb)(const Tracevault__V1__TraceRecord *r, void *arg);
+
+/* Query server for records with from_ns <= ts_ns < to_ns, at most limit (0: all).
+ * max_message_bytes 0 means TV_DEFAULT_MAX_MESSAGE_BYTES. Returns 0, the callback's non-zero
+ * value, or a negative errno with a one-line reason in err: "cannot reach server H:P:
+ * connection refused", "query failed: CODE: message", or a reply that breaks the contract
+ * (out of order, outside the window). */
+int tv_query(const char *server, uint64_t from_ns, uint64_t to_ns, uint64_t limit,
+	     size_t max_message_bytes, tv_query_cb cb, void *arg, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,294 @@
+/* JSON Lines and table forms of a TraceRecord. Parsing uses jansson (strict: no unknown or
+ * duplicate keys, integer types only); writing is hand-rolled so u64 values print exactly and
+ * every string comes out as valid, escaped UTF-8 whatever bytes the capture saw. */
+#include "record_json.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "timespec.h"
+
+enum field_type { FIELD_U64, FIELD_U32, FIELD_STR };
+
+struct field {
+	const char *name;
+	enum field_type type;
+	size_t off; /* into Tracevault__V1__TraceRecord */
+};
+
+#define FIELD(n, t) {#n, t, offsetof(Tracevault__V1__TraceRecord, n)}
+/* Proto field order; also the key order of the jsonl output. */
+static const struct field fields[] = {
+	FIELD(ts_ns, FIELD_U64),	  FIELD(end_ns, FIELD_U64),
+	FIELD(latency_ns, FIELD_U64),	  FIELD(pid, FIELD_U32),
+	FIELD(comm, FIELD_STR),		  FIELD(local, FIELD_STR),
+	FIELD(remote, FIELD_STR),	  FIELD(method, FIELD_STR),
+	FIELD(path, FIELD_STR),		  FIELD(status, FIELD_U32),
+	FIELD(req_body_bytes, FIELD_U64), FIELD(resp_body_bytes, FIELD_U64),
+	FIELD(trace_id, FIELD_STR),	  FIELD(span_id, FIELD_STR),
+};
+#define N_FIELDS (sizeof(fields) / sizeof(fields[0]))
+#define MAX_KEY_SHOWN 64 /* bytes of an unknown key quoted back in an error */
+
+static const struct field *find_field(const char *key)
+{
+	for (size_t i = 0; i < N_FIELDS; i++)
+		if (strcmp(fields[i].name, key) == 0)
+			return &fields[i];
+	return NULL;
+}
+
+/* A printable, bounded copy of an untrusted key for an error message. */
+static void shown_key(char *dst, size_t dstlen, const char *key)
+{
+	size_t n = 0;
+
+	for (; *key && n + 1 < dstlen && n < MAX_KEY_SHOWN; key++)
+		dst[n++] = (*key >= 0x20 && *key < 0x7f) ? *key : '?';
+	dst[n] = '\0';
+}
+
+int tv_record_json_parse(struct tv_record_json *rj, const char *line, size_t len, char *err,
+			 size_t errlen)
+{
+	Tracevault__V1__TraceRecord init = TRACEVAULT__V1__TRACE_RECORD__INIT;
+	char key_buf[MAX_KEY_SHOWN + 1];
+	json_error_t jerr;
+	const char *key;
+	bool have_ts = false;
+	json_t *root, *val;
+
+	/* No JSON_ALLOW_NUL: a string with \u0000 is rejected, so every string is a C string. */
+	root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		snprintf(err, errlen, "invalid JSON: %s (column %d)", jerr.text, jerr.column);
+		return -EINVAL;
+	}
+	if (!json_is_object(root)) {
+		snprintf(err, errlen, "expected a JSON object");
+		goto fail;
+	}
+	rj->rec = init;
+	json_object_foreach(root, key, val) {
+		const struct field *f = find_field(key);
+		char *dst;
+
+		shown_key(key_buf, sizeof(key_buf), key);
+		if (!f) {
+			snprintf(err, errlen, "unknown field '%s'", key_buf);
+			goto fail;
+		}
+		dst = (char *)&rj->rec + f->off;
+		if (f->type == FIELD_STR) {
+			const char *s;
+
+			if (!json_is_string(val)) {
+				snprintf(err, errlen, "field '%s' must be a string", key_buf);
+				goto fail;
+			}
+			/* Borrowed from the document: protobuf-c only reads it when packing. */
+			s = json_string_value(val);
+			memcpy(dst, &s, sizeof(s));
+		} else {
+			json_int_t v;
+
+			if (!json_is_integer(val)) {
+				snprintf(err, errlen, "field '%s' must be an integer", key_buf);
+				goto fail;
+			}
+			v = json_integer_value(val);
+			if (v < 0) {
+				snprintf(err, errlen, "field '%s' must not be negative: %lld", key_buf,
+					 (long long)v);
+				goto fail;
+			}
+			if (f->type == FIELD_U32) {
+				uint32_t v32 = (uint32_t)v;
+
+				if ((unsigned long long)v > UINT32_MAX) {
+					snprintf(err, errlen, "field '%s' out of range: %lld", key_buf,
+						 (long long)v);
+					goto fail;
+				}
+				memcpy(dst, &v32, sizeof(v32));
+			} else {
+				uint64_t v64 = (uint64_t)v;
+
+				memcpy(dst, &v64, sizeof(v64));
+			}
+			if (f->off == offsetof(Tracevault__V1__TraceRecord, ts_ns))
+				have_ts = true;
+		}
+	}
+	if (!have_ts) {
+		snprintf(err, errlen, "missing required field 'ts_ns'");
+		goto fail;
+	}
+	rj->doc = root;
+	return 0;
+fail:
+	json_decref(root);
+	return -EINVAL;
+}
+
+void tv_record_json_release(struct tv_record_json *rj)
+{
+	json_decref(rj->doc);
+	rj->doc = NULL;
+}
+
+/* Length of the valid UTF-8 sequence at s (n bytes left), or 0 if it is not valid (overlong,
+ * surrogate, past U+10FFFF, truncated). */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+	uint32_t cp;
+	size_t len;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		len = 2, cp = s[0] & 0x1f;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		len = 3, cp = s[0] & 0x0f;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		len = 4, cp = s[0] & 0x07;
+	else
+		return 0;
+	if (len > n)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+/* A JSON string literal; bytes that are not valid UTF-8 become U+FFFD so the line stays valid
+ * JSON even when a captured path holds arbitrary bytes. */
+static void write_json_string(FILE *f, const char *str)
+{
+	const unsigned char *s = (const unsigned char *)(str ? str : "");
+	size_t n = strlen((const char *)s);
+
+	putc('"', f);
+	while (n > 0) {
+		size_t len = utf8_seq(s, n);
+
+		if (len == 0) {
+			fputs("\\ufffd", f);
+			s++, n--;
+			continue;
+		}
+		if (len > 1) {
+			fwrite(s, 1, len, f);
+		} else if (*s == '"' || *s == '\\') {
+			putc('\\', f);
+			putc(*s, f);
+		} else if (*s == '\n') {
+			fputs("\\n", f);
+		} else if (*s == '\r') {
+			fputs("\\r", f);
+		} else if (*s == '\t') {
+			fputs("\\t", f);
+		} else if (*s < 0x20) {
+			fprintf(f, "\\u%04x", *s);
+		} else {
+			putc(*s, f);
+		}
+		s += len, n -= len;
+	}
+	putc('"', f);
+}
+
+int tv_record_write_jsonl(FILE *f, const Tracevault__V1__TraceRecord *r)
+{
+	for (size_t i = 0; i < N_FIELDS; i++) {
+		const char *p = (const char *)r + fields[i].off;
+
+		fprintf(f, "%s\"%s\":", i ? "," : "{", fields[i].name);
+		if (fields[i].type == FIELD_STR) {
+			const char *s;
+
+			memcpy(&s, p, sizeof(s));
+			write_json_string(f, s);
+		} else if (fields[i].type == FIELD_U32) {
+			uint32_t v;
+
+			memcpy(&v, p, sizeof(v));
+			fprintf(f, "%" PRIu32, v);
+		} else {
+			uint64_t v;
+
+			memcpy(&v, p, sizeof(v));
+			fprintf(f, "%" PRIu64, v);
+		}
+	}
+	fputs("}\n", f);
+	return ferror(f) ? -EIO : 0;
+}
+
+/* ---- table ---- */
+
+#define COL_TIME 24
+#define COL_METHOD 7
+#define COL_PATH 40
+#define COL_STATUS 6
+#define COL_LATENCY 12
+#define COL_PID 8
+#define COL_COMM 16
+#define TRUNC_MARK "..."
+
+/* s, printable bytes only, cut to width (ending in "...") and padded to width unless last. */
+static void write_col(FILE *f, const char *s, int width, bool last)
+{
+	size_t n = s ? strlen(s) : 0, show = n;
+	bool cut = width > 0 && n > (size_t)width;
+
+	if (cut)
+		show = (size_t)width - strlen(TRUNC_MARK);
+	for (size_t i = 0; i < show; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		putc(c >= 0x20 && c < 0x7f ? c : '?', f);
+	}
+	if (cut)
+		fputs(TRUNC_MARK, f);
+	if (last)
+		return;
+	for (size_t i = cut ? (size_t)width : show; i < (size_t)width; i++)
+		putc(' ', f);
+	putc(' ', f);
+}
+
+int tv_record_write_table_header(FILE *f)
+{
+	fprintf(f, "%-*s %-*s %-*s %*s %*s %*s %-*s %s\n", COL_TIME, "TIME", COL_METHOD, "METHOD",
+		COL_PATH, "PATH", COL_STATUS, "STATUS", COL_LATENCY, "LATENCY_MS", COL_PID, "PID",
+		COL_COMM, "COMM", "REMOTE");
+	return ferror(f) ? -EIO : 0;
+}
+
+int tv_record_write_table_row(FILE *f, const Tracevault__V1__TraceRecord *r)
+{
+	char when[TV_RFC3339_MS_LEN];
+
+	tv_format_rfc3339(r->ts_ns, when, sizeof(when));
+	write_col(f, when, COL_TIME, false);
+	write_col(f, r->method, COL_METHOD, false);
+	write_col(f, r->path, COL_PATH, false);
+	fprintf(f, "%*" PRIu32 " %*.3f %*" PRIu32 " ", COL_STATUS, r->status, COL_LATENCY,
+		(double)r->latency_ns / 1e6, COL_PID, r->pid);
+	write_col(f, r->comm, COL_COMM, false);
+	write_col(f, r->remote, 0, true);
+	putc('\n', f);
+	return ferror(f) ? -EIO : 0;
+}

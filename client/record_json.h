@@ -1,0 +1,36 @@
+/* TraceRecord <-> JSON Lines, the format `tracevault put` reads and `tracevault query` writes,
+ * plus the human table format of `query --format table`. */
+#ifndef TV_RECORD_JSON_H
+#define TV_RECORD_JSON_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "tracevault.pb-c.h"
+
+/* One parsed line. rec's strings point into the parsed JSON document held in doc; they stay
+ * valid until tv_record_json_release (which must be called after every successful parse). */
+struct tv_record_json {
+	Tracevault__V1__TraceRecord rec;
+	void *doc; /* json_t *, owned */
+};
+
+/* Parse one JSON object (len bytes, no NUL needed) with exactly the query output fields:
+ * ts_ns is required, others default to 0 / "". Rejects invalid JSON, a non-object, unknown or
+ * duplicate keys, wrong types, negative or out-of-range numbers, with a one-line reason in err.
+ * Returns 0 or -EINVAL. On error nothing needs releasing. */
+int tv_record_json_parse(struct tv_record_json *rj, const char *line, size_t len, char *err,
+			 size_t errlen);
+void tv_record_json_release(struct tv_record_json *rj);
+
+/* Write r as one JSON object and a newline, fields in proto order, integers as numbers.
+ * Returns 0 or -EIO (stream error). */
+int tv_record_write_jsonl(FILE *f, const Tracevault__V1__TraceRecord *r);
+
+/* Table output: a header line, then one aligned row per record (UTC time with ms, method,
+ * path, status, latency ms, pid, comm, remote). Non-printable bytes in captured strings are
+ * shown as '?' so a hostile path cannot drive the terminal. Returns 0 or -EIO. */
+int tv_record_write_table_header(FILE *f);
+int tv_record_write_table_row(FILE *f, const Tracevault__V1__TraceRecord *r);
+
+#endif

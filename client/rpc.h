@@ -1,0 +1,60 @@
+/* Client-side gRPC plumbing shared by the segment writer and the query client: channel setup
+ * with our message limits, the reachability probe, deadlines, status names, unary calls. */
+#ifndef TV_RPC_H
+#define TV_RPC_H
+
+#include <stddef.h>
+
+#include <grpc/grpc.h>
+#include <protobuf-c/protobuf-c.h>
+
+/* Extra time granted to completion-queue waits past a call's own deadline: gRPC finishes the
+ * call with DEADLINE_EXCEEDED by then, so hitting this bound means gRPC itself is stuck. */
+#define TV_RPC_CQ_SLACK_MS 5000
+
+/* An insecure channel to "HOST:PORT" with max send/receive message sizes set to
+ * max_message_bytes and gRPC-level retries disabled (a failed write is never retried, see
+ * grpc_writer.c). grpc_init() must have been called. NULL on failure. */
+grpc_channel *tv_rpc_channel_new(const char *server, size_t max_message_bytes);
+
+/* Shut down, drain and destroy a completion queue that has no call or watch outstanding. */
+void tv_rpc_cq_destroy(grpc_completion_queue *cq);
+
+/* Deadline timeout_ms from now (CLOCK_MONOTONIC). */
+gpr_timespec tv_rpc_deadline_ms(long timeout_ms);
+
+/* "OK", "UNAVAILABLE", ... */
+const char *tv_rpc_status_name(grpc_status_code code);
+
+/* Wait until the channel is READY. A channel that falls into TRANSIENT_FAILURE gives
+ * -ECONNREFUSED and "cannot reach server H:P: <cause>", the cause found by a plain TCP connect
+ * ("connection refused", "cannot resolve ...", "TCP connects but no gRPC server answers");
+ * no READY within timeout_ms gives -ETIMEDOUT. cq is a next-queue with no other work. */
+int tv_rpc_probe(grpc_channel *ch, grpc_completion_queue *cq, const char *server,
+		 long timeout_ms, char *err, size_t errlen);
+
+/* One unary call: packs req, waits for the reply and the status, unpacks the reply with
+ * out_desc into *out (free with protobuf_c_message_free_unpacked). Returns 0 on status OK,
+ * else a negative errno with "CODE: message" in err. */
+int tv_rpc_unary(grpc_channel *ch, grpc_completion_queue *cq, const char *method,
+		 const ProtobufCMessage *req, const ProtobufCMessageDescriptor *out_desc,
+		 size_t max_message_bytes, long timeout_ms, ProtobufCMessage **out, char *err,
+		 size_t errlen);
+
+/* Fill ops[0..4) with "send the one request and half-close, receive the initial metadata":
+ * SEND_INITIAL_METADATA, SEND_MESSAGE(send), SEND_CLOSE_FROM_CLIENT, RECV_INITIAL_METADATA.
+ * Returns 4, the number of ops. */
+size_t tv_rpc_request_ops(grpc_op ops[4], grpc_byte_buffer *send, grpc_metadata_array *init_md);
+
+/* Fill *op with RECV_STATUS_ON_CLIENT into the given places (owned by the caller). */
+void tv_rpc_status_op(grpc_op *op, grpc_metadata_array *trail_md, grpc_status_code *status,
+		      grpc_slice *details);
+
+/* Negative errno that best matches a gRPC status (UNAVAILABLE -> -ECONNREFUSED, ...). */
+int tv_rpc_status_errno(grpc_status_code code);
+
+/* Format "CODE: details" into err from a finished call's status. */
+void tv_rpc_status_text(grpc_status_code code, const grpc_slice *details, char *err,
+			size_t errlen);
+
+#endif

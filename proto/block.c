@@ -1,0 +1,451 @@
+/* Trace block encode/decode, shared by the client (which seals blocks) and the server (which
+ * checks them on arrival and reads them back for queries). Format: proto/BLOCK.md. */
+#include "block.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+#include "crc32c.h"
+
+#define HEADER_CRC_OFFSET 60
+
+struct rec_ref {
+	uint64_t ts_ns;
+	size_t off; /* into builder->buf */
+	size_t len;
+};
+
+struct tv_block_builder {
+	uint8_t *buf; /* packed records, back to back, unframed */
+	size_t len, cap;
+	struct rec_ref *refs;
+	uint32_t count, refs_cap;
+	uint64_t min_ts_ns, max_ts_ns;
+};
+
+struct tv_block_reader {
+	struct tv_block_header h;
+	uint8_t *raw; /* decompressed payload (owned) */
+	size_t raw_len, pos;
+	uint32_t seen;
+};
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* ---- little-endian field access: the header is defined byte by byte, not as a C struct ---- */
+
+static void put16(uint8_t *p, uint16_t v) { v = htole16(v); memcpy(p, &v, 2); }
+static void put32(uint8_t *p, uint32_t v) { v = htole32(v); memcpy(p, &v, 4); }
+static void put64(uint8_t *p, uint64_t v) { v = htole64(v); memcpy(p, &v, 8); }
+static uint16_t get16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return le16toh(v); }
+static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return le32toh(v); }
+static uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return le64toh(v); }
+
+static void header_write(uint8_t *p, const struct tv_block_header *h)
+{
+	put32(p + 0, h->magic);
+	put16(p + 4, h->version);
+	put16(p + 6, h->codec);
+	put64(p + 8, h->block_id);
+	put64(p + 16, h->min_ts_ns);
+	put64(p + 24, h->max_ts_ns);
+	put32(p + 32, h->record_count);
+	put32(p + 36, h->flags);
+	put64(p + 40, h->raw_bytes);
+	put64(p + 48, h->payload_bytes);
+	put32(p + 56, h->payload_crc32c);
+	put32(p + HEADER_CRC_OFFSET, tv_crc32c(p, HEADER_CRC_OFFSET));
+}
+
+int tv_block_header_parse(const void *buf, size_t len, struct tv_block_header *h, char *err,
+			  size_t errlen)
+{
+	const uint8_t *p = buf;
+	uint32_t crc;
+
+	if (len < TV_BLOCK_HEADER_BYTES) {
+		set_err(err, errlen, "block truncated: %zu bytes, header needs %d", len,
+			TV_BLOCK_HEADER_BYTES);
+		return -EINVAL;
+	}
+	h->magic = get32(p + 0);
+	if (h->magic != TV_BLOCK_MAGIC) {
+		set_err(err, errlen, "bad block magic 0x%08x (want 0x%08x)", h->magic,
+			TV_BLOCK_MAGIC);
+		return -EBADMSG;
+	}
+	h->header_crc32c = get32(p + HEADER_CRC_OFFSET);
+	crc = tv_crc32c(p, HEADER_CRC_OFFSET);
+	if (crc != h->header_crc32c) {
+		set_err(err, errlen, "block header checksum mismatch: stored 0x%08x, computed 0x%08x",
+			h->header_crc32c, crc);
+		return -EBADMSG;
+	}
+	h->version = get16(p + 4);
+	h->codec = get16(p + 6);
+	h->block_id = get64(p + 8);
+	h->min_ts_ns = get64(p + 16);
+	h->max_ts_ns = get64(p + 24);
+	h->record_count = get32(p + 32);
+	h->flags = get32(p + 36);
+	h->raw_bytes = get64(p + 40);
+	h->payload_bytes = get64(p + 48);
+	h->payload_crc32c = get32(p + 56);
+	if (h->version != TV_BLOCK_VERSION) {
+		set_err(err, errlen, "unsupported block version %u (this build reads %d)",
+			h->version, TV_BLOCK_VERSION);
+		return -EPROTONOSUPPORT;
+	}
+	if (h->codec != TV_CODEC_NONE && h->codec != TV_CODEC_ZSTD) {
+		set_err(err, errlen, "unsupported block codec %u", h->codec);
+		return -EPROTONOSUPPORT;
+	}
+	if (h->raw_bytes > TV_BLOCK_MAX_RAW_BYTES || h->payload_bytes > TV_BLOCK_MAX_PAYLOAD_BYTES) {
+		set_err(err, errlen, "block sizes out of bounds: raw %llu, payload %llu",
+			(unsigned long long)h->raw_bytes, (unsigned long long)h->payload_bytes);
+		return -EBADMSG;
+	}
+	if (h->codec == TV_CODEC_NONE && h->raw_bytes != h->payload_bytes) {
+		set_err(err, errlen, "uncompressed block with raw %llu != payload %llu bytes",
+			(unsigned long long)h->raw_bytes, (unsigned long long)h->payload_bytes);
+		return -EBADMSG;
+	}
+	if (h->record_count > 0 && h->min_ts_ns > h->max_ts_ns) {
+		set_err(err, errlen, "block time range inverted: min %llu > max %llu",
+			(unsigned long long)h->min_ts_ns, (unsigned long long)h->max_ts_ns);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+/* ---- builder ---- */
+
+struct tv_block_builder *tv_block_builder_new(void)
+{
+	return calloc(1, sizeof(struct tv_block_builder));
+}
+
+void tv_block_builder_free(struct tv_block_builder *b)
+{
+	if (!b)
+		return;
+	free(b->buf);
+	free(b->refs);
+	free(b);
+}
+
+uint32_t tv_block_builder_count(const struct tv_block_builder *b)
+{
+	return b->count;
+}
+
+size_t tv_block_builder_raw_bytes(const struct tv_block_builder *b)
+{
+	/* each record also carries a varint length prefix of at most 3 bytes (< 1 MiB) */
+	return b->len + (size_t)b->count * 3;
+}
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+	size_t ncap = *cap ? *cap : 16;
+	void *np;
+
+	if (need <= *cap)
+		return 0;
+	while (ncap < need)
+		ncap *= 2;
+	np = realloc(*p, ncap * elem);
+	if (!np)
+		return -ENOMEM;
+	*p = np;
+	*cap = ncap;
+	return 0;
+}
+
+int tv_block_builder_add(struct tv_block_builder *b, const Tracevault__V1__TraceRecord *r)
+{
+	size_t n = tracevault__v1__trace_record__get_packed_size(r);
+	size_t refs_cap = b->refs_cap;
+	int err;
+
+	if (n > TV_BLOCK_MAX_RECORD_BYTES)
+		return -E2BIG;
+	if (b->count == UINT32_MAX)
+		return -E2BIG;
+	err = grow((void **)&b->buf, &b->cap, b->len + n, 1);
+	if (err)
+		return err;
+	err = grow((void **)&b->refs, &refs_cap, (size_t)b->count + 1, sizeof(*b->refs));
+	if (err)
+		return err;
+	b->refs_cap = (uint32_t)refs_cap;
+	tracevault__v1__trace_record__pack(r, b->buf + b->len);
+	b->refs[b->count] = (struct rec_ref){ .ts_ns = r->ts_ns, .off = b->len, .len = n };
+	if (b->count == 0 || r->ts_ns < b->min_ts_ns)
+		b->min_ts_ns = r->ts_ns;
+	if (b->count == 0 || r->ts_ns > b->max_ts_ns)
+		b->max_ts_ns = r->ts_ns;
+	b->len += n;
+	b->count++;
+	return 0;
+}
+
+static int ref_cmp(const void *a, const void *b)
+{
+	const struct rec_ref *x = a, *y = b;
+
+	if (x->ts_ns != y->ts_ns)
+		return x->ts_ns < y->ts_ns ? -1 : 1;
+	/* offsets grow with insertion order: this keeps equal timestamps in arrival order */
+	return x->off < y->off ? -1 : (x->off > y->off);
+}
+
+static size_t put_varint(uint8_t *p, uint64_t v)
+{
+	size_t n = 0;
+
+	while (v >= 0x80) {
+		p[n++] = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	p[n++] = (uint8_t)v;
+	return n;
+}
+
+int tv_block_builder_seal(struct tv_block_builder *b, uint64_t block_id, enum tv_codec codec,
+			  int zstd_level, void **out, size_t *out_len)
+{
+	struct tv_block_header h = { 0 };
+	uint8_t *raw = NULL, *blk = NULL;
+	size_t raw_len = 0, bound, payload_len;
+	int err = 0;
+
+	if (b->count == 0)
+		return -ENODATA;
+	raw = malloc(b->len + (size_t)b->count * 10);
+	if (!raw)
+		return -ENOMEM;
+	qsort(b->refs, b->count, sizeof(*b->refs), ref_cmp);
+	for (uint32_t i = 0; i < b->count; i++) {
+		raw_len += put_varint(raw + raw_len, b->refs[i].len);
+		memcpy(raw + raw_len, b->buf + b->refs[i].off, b->refs[i].len);
+		raw_len += b->refs[i].len;
+	}
+	if (raw_len > TV_BLOCK_MAX_RAW_BYTES) {
+		err = -E2BIG;
+		goto out;
+	}
+
+	bound = codec == TV_CODEC_ZSTD ? ZSTD_compressBound(raw_len) : raw_len;
+	blk = malloc(TV_BLOCK_HEADER_BYTES + bound);
+	if (!blk) {
+		err = -ENOMEM;
+		goto out;
+	}
+	if (codec == TV_CODEC_ZSTD) {
+		size_t z = ZSTD_compress(blk + TV_BLOCK_HEADER_BYTES, bound, raw, raw_len,
+					 zstd_level);
+		if (ZSTD_isError(z)) {
+			err = -EIO;
+			goto out;
+		}
+		payload_len = z;
+	} else if (codec == TV_CODEC_NONE) {
+		memcpy(blk + TV_BLOCK_HEADER_BYTES, raw, raw_len);
+		payload_len = raw_len;
+	} else {
+		err = -EINVAL;
+		goto out;
+	}
+
+	h.magic = TV_BLOCK_MAGIC;
+	h.version = TV_BLOCK_VERSION;
+	h.codec = (uint16_t)codec;
+	h.block_id = block_id;
+	h.min_ts_ns = b->min_ts_ns;
+	h.max_ts_ns = b->max_ts_ns;
+	h.record_count = b->count;
+	h.raw_bytes = raw_len;
+	h.payload_bytes = payload_len;
+	h.payload_crc32c = tv_crc32c(blk + TV_BLOCK_HEADER_BYTES, payload_len);
+	header_write(blk, &h);
+
+	*out = blk;
+	*out_len = TV_BLOCK_HEADER_BYTES + payload_len;
+	blk = NULL;
+	b->len = 0;
+	b->count = 0;
+out:
+	free(blk);
+	free(raw);
+	return err;
+}
+
+/* ---- reader ---- */
+
+int tv_block_reader_open(struct tv_block_reader **out, const void *buf, size_t len, char *err,
+			 size_t errlen)
+{
+	struct tv_block_reader *r;
+	const uint8_t *payload = (const uint8_t *)buf + TV_BLOCK_HEADER_BYTES;
+	uint32_t crc;
+	int ret;
+
+	*out = NULL;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	ret = tv_block_header_parse(buf, len, &r->h, err, errlen);
+	if (ret)
+		goto fail;
+	if (len != tv_block_total_bytes(&r->h)) {
+		set_err(err, errlen, "block size mismatch: have %zu bytes, header says %llu", len,
+			(unsigned long long)tv_block_total_bytes(&r->h));
+		ret = -EBADMSG;
+		goto fail;
+	}
+	crc = tv_crc32c(payload, r->h.payload_bytes);
+	if (crc != r->h.payload_crc32c) {
+		set_err(err, errlen, "block payload checksum mismatch: stored 0x%08x, computed 0x%08x",
+			r->h.payload_crc32c, crc);
+		ret = -EBADMSG;
+		goto fail;
+	}
+	r->raw = malloc(r->h.raw_bytes ? r->h.raw_bytes : 1);
+	if (!r->raw) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	if (r->h.codec == TV_CODEC_ZSTD) {
+		size_t z = ZSTD_decompress(r->raw, r->h.raw_bytes, payload, r->h.payload_bytes);
+
+		if (ZSTD_isError(z) || z != r->h.raw_bytes) {
+			set_err(err, errlen, "block payload does not decompress to %llu bytes: %s",
+				(unsigned long long)r->h.raw_bytes,
+				ZSTD_isError(z) ? ZSTD_getErrorName(z) : "short");
+			ret = -EBADMSG;
+			goto fail;
+		}
+	} else {
+		memcpy(r->raw, payload, r->h.raw_bytes);
+	}
+	r->raw_len = r->h.raw_bytes;
+	*out = r;
+	return 0;
+fail:
+	tv_block_reader_free(r);
+	return ret;
+}
+
+const struct tv_block_header *tv_block_reader_header(const struct tv_block_reader *r)
+{
+	return &r->h;
+}
+
+static int get_varint(const uint8_t *p, size_t avail, uint64_t *v, size_t *used)
+{
+	uint64_t x = 0;
+
+	for (size_t i = 0; i < avail && i < 10; i++) {
+		x |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+		if (!(p[i] & 0x80)) {
+			*v = x;
+			*used = i + 1;
+			return 0;
+		}
+	}
+	return -EBADMSG;
+}
+
+/* Field 1 (ts_ns, varint) of a packed TraceRecord; 0 when absent, as proto3 defines. */
+static int peek_ts(const uint8_t *p, size_t len, uint64_t *ts_ns)
+{
+	size_t pos = 0, used;
+	uint64_t key, v;
+
+	*ts_ns = 0;
+	while (pos < len) {
+		if (get_varint(p + pos, len - pos, &key, &used))
+			return -EBADMSG;
+		pos += used;
+		switch (key & 7) {
+		case 0:
+			if (get_varint(p + pos, len - pos, &v, &used))
+				return -EBADMSG;
+			pos += used;
+			if ((key >> 3) == 1)
+				*ts_ns = v;
+			break;
+		case 1:
+			pos += 8;
+			break;
+		case 2:
+			if (get_varint(p + pos, len - pos, &v, &used) || v > len)
+				return -EBADMSG;
+			pos += used + v;
+			break;
+		case 5:
+			pos += 4;
+			break;
+		default:
+			return -EBADMSG;
+		}
+	}
+	return pos == len ? 0 : -EBADMSG;
+}
+
+int tv_block_reader_next_raw(struct tv_block_reader *r, const uint8_t **data, size_t *len,
+			     uint64_t *ts_ns)
+{
+	uint64_t n;
+	size_t used;
+
+	if (r->pos == r->raw_len)
+		return r->seen == r->h.record_count ? 0 : -EBADMSG;
+	if (get_varint(r->raw + r->pos, r->raw_len - r->pos, &n, &used))
+		return -EBADMSG;
+	if (n > r->raw_len - r->pos - used || r->seen == r->h.record_count)
+		return -EBADMSG;
+	*data = r->raw + r->pos + used;
+	*len = n;
+	if (peek_ts(*data, n, ts_ns))
+		return -EBADMSG;
+	r->pos += used + n;
+	r->seen++;
+	return 1;
+}
+
+int tv_block_reader_next(struct tv_block_reader *r, Tracevault__V1__TraceRecord **rec)
+{
+	const uint8_t *data;
+	size_t len;
+	uint64_t ts;
+	int ret = tv_block_reader_next_raw(r, &data, &len, &ts);
+
+	if (ret <= 0)
+		return ret;
+	*rec = tracevault__v1__trace_record__unpack(NULL, len, data);
+	return *rec ? 1 : -EBADMSG;
+}
+
+void tv_block_reader_free(struct tv_block_reader *r)
+{
+	if (!r)
+		return;
+	free(r->raw);
+	free(r);
+}

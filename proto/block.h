@@ -1,0 +1,89 @@
+/* The trace block: a 64-byte checksummed header, then a zstd-compressed run of
+ * length-delimited TraceRecord protobufs. Written by the client, stored as-is by the server. */
+#ifndef TV_BLOCK_H
+#define TV_BLOCK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tracevault.pb-c.h"
+
+#define TV_BLOCK_MAGIC 0x4b425654u /* "TVBK" as little-endian bytes */
+#define TV_BLOCK_VERSION 1
+#define TV_BLOCK_HEADER_BYTES 64
+/* Upper bounds a reader enforces before it allocates anything: a corrupt size field must
+ * not make it try to inflate gigabytes. Writers seal far below these. */
+#define TV_BLOCK_MAX_RAW_BYTES (256u << 20)
+#define TV_BLOCK_MAX_PAYLOAD_BYTES (256u << 20)
+#define TV_BLOCK_MAX_RECORD_BYTES (1u << 20)
+#define TV_BLOCK_DEFAULT_ZSTD_LEVEL 3
+
+enum tv_codec {
+	TV_CODEC_NONE = 0,
+	TV_CODEC_ZSTD = 1,
+};
+
+struct tv_block_header {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t codec;
+	uint64_t block_id;
+	uint64_t min_ts_ns;
+	uint64_t max_ts_ns;
+	uint32_t record_count;
+	uint32_t flags;          /* reserved, 0 in version 1 */
+	uint64_t raw_bytes;      /* payload size after decompression */
+	uint64_t payload_bytes;  /* payload size as stored */
+	uint32_t payload_crc32c; /* CRC32C of the stored payload bytes */
+	uint32_t header_crc32c;  /* CRC32C of header bytes [0, 60) */
+};
+
+/* Parse and check a header from the first len bytes of buf: magic, version, codec, header
+ * CRC and size bounds. Returns 0, or -EBADMSG (corrupt) / -EPROTONOSUPPORT (version, codec) /
+ * -EINVAL (len < TV_BLOCK_HEADER_BYTES), with a one-line reason in err when err != NULL. */
+int tv_block_header_parse(const void *buf, size_t len, struct tv_block_header *h, char *err,
+			  size_t errlen);
+
+/* Total encoded size of a block whose header is h. */
+static inline uint64_t tv_block_total_bytes(const struct tv_block_header *h)
+{
+	return TV_BLOCK_HEADER_BYTES + h->payload_bytes;
+}
+
+/* ---- building ---- */
+
+struct tv_block_builder;
+
+struct tv_block_builder *tv_block_builder_new(void);
+void tv_block_builder_free(struct tv_block_builder *b);
+/* Packs r into the builder (r is not kept). Returns 0 or -ENOMEM / -E2BIG (record too big). */
+int tv_block_builder_add(struct tv_block_builder *b, const Tracevault__V1__TraceRecord *r);
+uint32_t tv_block_builder_count(const struct tv_block_builder *b);
+/* Bytes the records would take uncompressed, a proxy for the sealed size. */
+size_t tv_block_builder_raw_bytes(const struct tv_block_builder *b);
+/* Seal the added records, sorted by ts_ns (stable), into one encoded block. On success *out is
+ * a malloc'd buffer of *out_len bytes owned by the caller, and the builder is empty again.
+ * codec is TV_CODEC_ZSTD or TV_CODEC_NONE. -ENODATA when the builder is empty. */
+int tv_block_builder_seal(struct tv_block_builder *b, uint64_t block_id, enum tv_codec codec,
+			  int zstd_level, void **out, size_t *out_len);
+
+/* ---- reading ---- */
+
+struct tv_block_reader;
+
+/* Check a whole encoded block (header, sizes, payload CRC) and decompress its payload.
+ * buf must stay valid only for this call. Returns 0 or a negative errno with a reason in err. */
+int tv_block_reader_open(struct tv_block_reader **out, const void *buf, size_t len, char *err,
+			 size_t errlen);
+const struct tv_block_header *tv_block_reader_header(const struct tv_block_reader *r);
+/* Next record in block order (ts_ns ascending). Returns 1 with *rec set (free it with
+ * tracevault__v1__trace_record__free_unpacked(rec, NULL)), 0 at the end, or -EBADMSG. */
+int tv_block_reader_next(struct tv_block_reader *r, Tracevault__V1__TraceRecord **rec);
+/* The same walk without unpacking: *data and *len point at the record's protobuf bytes inside the
+ * reader (valid until tv_block_reader_free), *ts_ns is its field 1. Lets a server forward
+ * records without a decode/encode round trip. Returns 1, 0 at the end, or -EBADMSG. */
+int tv_block_reader_next_raw(struct tv_block_reader *r, const uint8_t **data, size_t *len,
+			     uint64_t *ts_ns);
+void tv_block_reader_free(struct tv_block_reader *r);
+
+#endif

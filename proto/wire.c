@@ -1,0 +1,91 @@
+/* protobuf-c <-> grpc byte buffer helpers. Control messages are small and copied once; chunk
+ * payloads never pass through here as bytes, only as a length (tv_wire_chunk_prefix). */
+#include "wire.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <grpc/byte_buffer_reader.h>
+
+int tv_wire_pack(const ProtobufCMessage *m, grpc_byte_buffer **out)
+{
+	size_t n = protobuf_c_message_get_packed_size(m);
+	grpc_slice s = grpc_slice_malloc(n);
+
+	protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(s));
+	*out = grpc_raw_byte_buffer_create(&s, 1);
+	grpc_slice_unref(s);
+	return *out ? 0 : -ENOMEM;
+}
+
+int tv_wire_flatten(grpc_byte_buffer *bb, size_t max_bytes, uint8_t **out, size_t *len)
+{
+	grpc_byte_buffer_reader rd;
+	grpc_slice s;
+	size_t total = grpc_byte_buffer_length(bb), pos = 0;
+	uint8_t *buf;
+
+	if (total > max_bytes)
+		return -EMSGSIZE;
+	buf = malloc(total ? total : 1);
+	if (!buf)
+		return -ENOMEM;
+	if (!grpc_byte_buffer_reader_init(&rd, bb)) {
+		free(buf);
+		return -EBADMSG;
+	}
+	while (grpc_byte_buffer_reader_next(&rd, &s)) {
+		size_t n = GRPC_SLICE_LENGTH(s);
+
+		memcpy(buf + pos, GRPC_SLICE_START_PTR(s), n);
+		pos += n;
+		grpc_slice_unref(s);
+	}
+	grpc_byte_buffer_reader_destroy(&rd);
+	*out = buf;
+	*len = pos;
+	return 0;
+}
+
+static size_t varint(uint8_t *p, uint64_t v)
+{
+	size_t n = 0;
+
+	while (v >= 0x80) {
+		p[n++] = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	p[n++] = (uint8_t)v;
+	return n;
+}
+
+
+size_t tv_wire_chunk_prefix(uint8_t prefix[TV_CHUNK_PREFIX_MAX], uint64_t block_id,
+			    uint64_t offset, uint32_t crc32c, size_t data_len)
+{
+	/* Chunk fields in number order; proto3 omits zero scalars but data is always written so
+	 * an empty chunk still parses as a chunk. Tags: (field << 3) | wire type. */
+	uint8_t body[TV_CHUNK_PREFIX_MAX];
+	size_t b = 0, n = 0;
+
+	if (block_id) {
+		body[b++] = (1 << 3) | 0;
+		b += varint(body + b, block_id);
+	}
+	if (offset) {
+		body[b++] = (2 << 3) | 0;
+		b += varint(body + b, offset);
+	}
+	if (crc32c) {
+		body[b++] = (3 << 3) | 0;
+		b += varint(body + b, crc32c);
+	}
+	body[b++] = (4 << 3) | 2;
+	b += varint(body + b, data_len);
+
+	prefix[n++] = (2 << 3) | 2; /* WriteRequest.chunk */
+	n += varint(prefix + n, b + data_len);
+	memcpy(prefix + n, body, b);
+	return n + b;
+}

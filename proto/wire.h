@@ -1,0 +1,37 @@
+/* Glue between protobuf-c messages and grpc C-core byte buffers, shared by client and server,
+ * including the zero-copy framing of a Chunk: a small packed prefix plus the payload slice. */
+#ifndef TV_WIRE_H
+#define TV_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/slice.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "tracevault.pb-c.h"
+
+#define TV_METHOD_WRITE "/tracevault.v1.TraceStore/Write"
+#define TV_METHOD_QUERY "/tracevault.v1.TraceStore/Query"
+#define TV_METHOD_DELETE "/tracevault.v1.TraceStore/Delete"
+
+/* Default limit on one gRPC message, both directions; both binaries expose it as an option. */
+#define TV_DEFAULT_MAX_MESSAGE_BYTES (16u << 20)
+/* Largest chunk prefix: tags, lengths and three scalar fields, all varints. */
+#define TV_CHUNK_PREFIX_MAX 64
+
+/* Pack m into a new byte buffer (one copy: for small control messages). *out is owned by the
+ * caller (grpc_byte_buffer_destroy). Returns 0 or -ENOMEM. */
+int tv_wire_pack(const ProtobufCMessage *m, grpc_byte_buffer **out);
+
+/* Copy the bytes of bb into one malloc'd buffer (caller frees) for unpacking. Returns 0, or
+ * -ENOMEM, or -EMSGSIZE when larger than max_bytes. */
+int tv_wire_flatten(grpc_byte_buffer *bb, size_t max_bytes, uint8_t **out, size_t *len);
+
+/* Write into prefix the bytes that, followed by data_len payload bytes, encode
+ * WriteRequest{chunk{block_id, offset, crc32c, data}}. Returns the prefix length. */
+size_t tv_wire_chunk_prefix(uint8_t prefix[TV_CHUNK_PREFIX_MAX], uint64_t block_id,
+			    uint64_t offset, uint32_t crc32c, size_t data_len);
+
+#endif

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages tracevault needs to build, test and demo.
+# Idempotent: asks apt-get only for what dpkg says is missing, and is quiet when nothing is.
+set -euo pipefail
+
+PKGS=(
+  # build
+  build-essential cmake pkg-config make
+  # eBPF: clang compiles the kernel side, bpftool makes vmlinux.h and the skeleton
+  clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev
+  # wire and storage
+  libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
+  liburing-dev libzstd-dev libsqlite3-dev libisal-dev libjansson-dev
+  # tests and demo
+  libcmocka-dev nginx-light curl wrk python3-grpcio python3-protobuf
+  iproute2 procps
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  [[ "$p" == \#* ]] && continue
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "deps: missing packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
+  exit 1
+fi
+
+echo "deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >&2
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2

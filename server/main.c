@@ -1,0 +1,289 @@
+/* tracevaultd: the storage server. Parses options, prepares the data dir (0700, files 0600),
+ * recovers from a crash (temp files, orphan block files), then serves TraceStore until
+ * SIGTERM/SIGINT. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <grpc/grpc.h>
+
+#include "catalog.h"
+#include "rpc_server.h"
+#include "store_uring.h"
+#include "wire.h"
+
+#define DEFAULT_LISTEN "127.0.0.1:7070"
+#define ERR_LEN 512
+
+static volatile sig_atomic_t stop_requested;
+
+static const struct option OPTIONS[] = {
+	{ "data", required_argument, NULL, 'd' },
+	{ "listen", required_argument, NULL, 'l' },
+	{ "max-message-bytes", required_argument, NULL, 'm' },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static const char USAGE[] =
+	"Usage: tracevaultd --data DIR [--listen HOST:PORT] [--max-message-bytes N]\n"
+	"\n"
+	"Stores trace blocks written over gRPC (TraceStore Write) and serves time-range queries.\n"
+	"\n"
+	"  --data DIR               data directory (created 0700): blocks/, tmp/, catalog.db\n"
+	"  --listen HOST:PORT       address to serve on (default " DEFAULT_LISTEN "); port 0\n"
+	"                           picks a free port; the first stdout line is\n"
+	"                           'listening on HOST:PORT'\n"
+	"  --max-message-bytes N    largest gRPC message either way (default 16777216)\n"
+	"  --help                   this text\n"
+	"\n"
+	"Examples:\n"
+	"  tracevaultd --data /var/lib/tracevault\n"
+	"  tracevaultd --data /tmp/tv --listen 127.0.0.1:0\n";
+
+static int usage_error(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "tracevaultd: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\n");
+	return 2;
+}
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+/* HOST:PORT with a non-empty host and a decimal port 0..65535; *port gets the port. */
+static int parse_listen(const char *addr, long *port)
+{
+	const char *colon = strrchr(addr, ':');
+	char *end;
+
+	if (!colon || colon == addr || !colon[1])
+		return -EINVAL;
+	errno = 0;
+	*port = strtol(colon + 1, &end, 10);
+	if (errno || *end || *port < 0 || *port > 65535 || colon[1] == '-' || colon[1] == '+')
+		return -EINVAL;
+	return 0;
+}
+
+/* Crash recovery: temp data is never committed, so it all goes; a block file the catalog does
+ * not list was renamed but never committed (crash in between), so it goes too; a catalog row
+ * whose file is missing cannot be served, so it is logged and dropped. */
+struct recovery {
+	struct tv_catalog *catalog;
+	uint64_t *missing; /* catalog ids without a file */
+	size_t nmissing, cap;
+	uint64_t *orphans;
+	size_t norphans, ocap;
+	struct tv_store *store;
+};
+
+static int push(uint64_t **a, size_t *n, size_t *cap, uint64_t v)
+{
+	if (*n == *cap) {
+		size_t ncap = *cap ? *cap * 2 : 16;
+		uint64_t *p = realloc(*a, ncap * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		*a = p;
+		*cap = ncap;
+	}
+	(*a)[(*n)++] = v;
+	return 0;
+}
+
+static int on_block_file(uint64_t id, int valid, const char *name, void *arg)
+{
+	struct recovery *r = arg;
+	int ret;
+
+	if (!valid) {
+		fprintf(stderr, "recovery: ignoring unexpected file blocks/%s\n", name);
+		return 0;
+	}
+	ret = tv_catalog_contains(r->catalog, id);
+	if (ret < 0)
+		return ret;
+	return ret ? 0 : push(&r->orphans, &r->norphans, &r->ocap, id);
+}
+
+static int on_catalog_row(const struct tv_catalog_block *b, void *arg)
+{
+	struct recovery *r = arg;
+	void *buf = NULL;
+	size_t len = 0;
+	int ret = tv_store_read_block(r->store, b->block_id, 0, &buf, &len);
+
+	/* max_bytes 0: we only want to know whether it exists (-EFBIG means it does) */
+	free(buf);
+	if (ret == -ENOENT)
+		return push(&r->missing, &r->nmissing, &r->cap, b->block_id);
+	return 0;
+}
+
+static int recover(struct tv_catalog *c, struct tv_store *s, char *err, size_t errlen)
+{
+	struct recovery r = { .catalog = c, .store = s };
+	uint64_t *ids = NULL;
+	size_t n = 0;
+	int ret;
+
+	ret = tv_store_clear_temp(s);
+	if (ret < 0) {
+		snprintf(err, errlen, "recovery: cannot clear tmp/: %s", strerror(-ret));
+		return ret;
+	}
+	if (ret > 0)
+		fprintf(stderr, "recovery: removed %d uncommitted temp files\n", ret);
+	ret = tv_store_list_blocks(s, on_block_file, &r);
+	if (!ret)
+		ret = tv_catalog_list(c, on_catalog_row, &r);
+	if (ret) {
+		snprintf(err, errlen, "recovery: cannot scan blocks/ and the catalog: %s",
+			 strerror(-ret));
+		goto out;
+	}
+	for (size_t i = 0; i < r.norphans; i++) {
+		fprintf(stderr, "recovery: removing block %016llx: file without a catalog row\n",
+			(unsigned long long)r.orphans[i]);
+		tv_store_remove_block(s, r.orphans[i]);
+	}
+	if (r.norphans)
+		tv_store_sync_blocks_dir(s);
+	for (size_t i = 0; i < r.nmissing; i++)
+		fprintf(stderr, "recovery: block %016llx is in the catalog but its file is missing: "
+			"dropping the row\n", (unsigned long long)r.missing[i]);
+	if (r.nmissing) {
+		ret = tv_catalog_delete_ids(c, r.missing, r.nmissing, &ids, &n);
+		free(ids);
+		if (ret) {
+			snprintf(err, errlen, "recovery: cannot drop missing blocks from the catalog");
+			goto out;
+		}
+	}
+out:
+	free(r.orphans);
+	free(r.missing);
+	return ret;
+}
+
+static int prepare_data_dir(const char *dir, char *err, size_t errlen)
+{
+	if (mkdir(dir, 0700) && errno != EEXIST) {
+		snprintf(err, errlen, "cannot create data dir %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	/* an existing dir may have been created with looser permissions: we hold data in it */
+	if (chmod(dir, 0700)) {
+		snprintf(err, errlen, "cannot chmod data dir %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct tv_rpc_server_opts o = { .listen_addr = DEFAULT_LISTEN,
+					.max_message_bytes = TV_DEFAULT_MAX_MESSAGE_BYTES };
+	struct tv_rpc_server *srv = NULL;
+	struct tv_catalog *catalog = NULL;
+	struct tv_store *store = NULL;
+	const char *data_dir = NULL;
+	char err[ERR_LEN], path[PATH_MAX];
+	struct sigaction sa = { .sa_handler = on_signal };
+	int opt, port = 0, rc = 1;
+	long listen_port;
+
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, ":h", OPTIONS, NULL)) != -1) {
+		switch (opt) {
+		case 'd':
+			data_dir = optarg;
+			break;
+		case 'l':
+			if (parse_listen(optarg, &listen_port))
+				return usage_error("invalid --listen: '%s' (want HOST:PORT, port 0-65535)",
+						   optarg);
+			o.listen_addr = optarg;
+			break;
+		case 'm': {
+			char *end;
+			unsigned long long v;
+
+			errno = 0;
+			v = strtoull(optarg, &end, 10);
+			if (errno || *end || !*optarg || optarg[0] == '-' || v < 1024 || v > INT_MAX)
+				return usage_error("invalid --max-message-bytes: '%s' (want 1024..2147483647)",
+						   optarg);
+			o.max_message_bytes = (size_t)v;
+			break;
+		}
+		case 'h':
+			fputs(USAGE, stdout);
+			return 0;
+		case ':':
+			return usage_error("option %s needs a value", argv[optind - 1]);
+		default:
+			return usage_error("unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return usage_error("unexpected argument '%s'", argv[optind]);
+	if (!data_dir || !*data_dir)
+		return usage_error("%s", "missing --data DIR");
+
+	umask(077); /* every file and dir we create is ours alone */
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (prepare_data_dir(data_dir, err, sizeof(err)))
+		goto fail;
+	if (tv_store_open(&store, data_dir, err, sizeof(err)))
+		goto fail;
+	if (snprintf(path, sizeof(path), "%s/catalog.db", data_dir) >= (int)sizeof(path)) {
+		snprintf(err, sizeof(err), "data dir path too long: %s", data_dir);
+		goto fail;
+	}
+	if (tv_catalog_open(&catalog, path, err, sizeof(err)))
+		goto fail;
+	if (recover(catalog, store, err, sizeof(err)))
+		goto fail;
+
+	grpc_init();
+	if (tv_rpc_server_start(&srv, &o, catalog, store, &port, err, sizeof(err))) {
+		grpc_shutdown();
+		goto fail;
+	}
+	{
+		const char *colon = strrchr(o.listen_addr, ':');
+
+		printf("listening on %.*s:%d\n", (int)(colon - o.listen_addr), o.listen_addr, port);
+		fflush(stdout);
+	}
+	fprintf(stderr, "tracevaultd: serving %s (data %s)\n", o.listen_addr, data_dir);
+	tv_rpc_server_run(srv, &stop_requested);
+	tv_rpc_server_free(srv);
+	grpc_shutdown();
+	fprintf(stderr, "tracevaultd: stopped\n");
+	rc = 0;
+	goto out;
+fail:
+	fprintf(stderr, "tracevaultd: %s\n", err);
+out:
+	tv_catalog_close(catalog);
+	tv_store_close(store);
+	return rc;
+}

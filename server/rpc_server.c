@@ -1,0 +1,672 @@
+/* TraceStore over grpc C core: a completion-queue loop on one thread. Each call is a struct
+ * whose ops carry tags (call pointer + op kind); a call is freed when its last op completes.
+ * Write calls delegate the protocol to segment.c, Query calls to query.c. */
+#include "rpc_server.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/time.h>
+
+#include "query.h"
+#include "segment.h"
+#include "wire.h"
+
+enum method { M_WRITE, M_QUERY, M_DELETE, M_COUNT };
+enum op { OP_REQUEST, OP_CLOSE, OP_RECV, OP_SEND, OP_STATUS, OP_COUNT, OP_SHUTDOWN };
+
+static const char *const METHOD_NAME[M_COUNT] = { "Write", "Query", "Delete" };
+
+struct call;
+
+struct tag {
+	struct call *call; /* NULL for the server shutdown tag */
+	enum op op;
+};
+
+struct msg_node {
+	grpc_byte_buffer *bb;
+	struct msg_node *next;
+};
+
+struct call {
+	struct tv_rpc_server *srv;
+	enum method m;
+	struct tag tags[OP_COUNT];
+	grpc_call *call;
+	gpr_timespec deadline;
+	grpc_metadata_array req_md;
+	grpc_byte_buffer *payload; /* first request message (Query, Delete) */
+	grpc_byte_buffer *recv_bb; /* target of the outstanding RECV_MESSAGE (Write) */
+	grpc_byte_buffer *send_bb; /* the one outstanding SEND_MESSAGE */
+	struct msg_node *queue_head, *queue_tail; /* responses waiting for send_bb to clear */
+	int outstanding;      /* started ops whose tag has not come back */
+	int cancelled;        /* set by RECV_CLOSE_ON_SERVER */
+	int finishing;        /* a status is decided */
+	int status_started, status_done;
+	grpc_status_code code;
+	grpc_slice details;
+	struct tv_segment *seg;
+	struct tv_query *query;
+	struct call *prev, *next; /* live calls of the server (Delete looks for segments) */
+};
+
+struct tv_rpc_server {
+	grpc_server *server;
+	grpc_completion_queue *cq;
+	void *method[M_COUNT];
+	struct tv_catalog *catalog;
+	struct tv_store *store;
+	size_t max_message_bytes;
+	struct call *calls;
+	size_t live;
+	struct tag shutdown_tag;
+	int shutting_down, shutdown_done, stopped;
+};
+
+static const char *code_name(grpc_status_code code)
+{
+	switch (code) {
+	case GRPC_STATUS_OK: return "OK";
+	case GRPC_STATUS_CANCELLED: return "CANCELLED";
+	case GRPC_STATUS_INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+	case GRPC_STATUS_ALREADY_EXISTS: return "ALREADY_EXISTS";
+	case GRPC_STATUS_RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+	case GRPC_STATUS_ABORTED: return "ABORTED";
+	case GRPC_STATUS_INTERNAL: return "INTERNAL";
+	case GRPC_STATUS_DATA_LOSS: return "DATA_LOSS";
+	default: return "error";
+	}
+}
+
+/* ---- call lifecycle ---- */
+
+static struct call *call_new(struct tv_rpc_server *srv, enum method m)
+{
+	struct call *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->srv = srv;
+	c->m = m;
+	for (int i = 0; i < OP_COUNT; i++)
+		c->tags[i] = (struct tag){ .call = c, .op = (enum op)i };
+	grpc_metadata_array_init(&c->req_md);
+	c->details = grpc_empty_slice();
+	c->next = srv->calls;
+	if (srv->calls)
+		srv->calls->prev = c;
+	srv->calls = c;
+	srv->live++;
+	return c;
+}
+
+static void drop_queue(struct call *c)
+{
+	while (c->queue_head) {
+		struct msg_node *n = c->queue_head;
+
+		c->queue_head = n->next;
+		grpc_byte_buffer_destroy(n->bb);
+		free(n);
+	}
+	c->queue_tail = NULL;
+}
+
+static void call_free(struct call *c)
+{
+	struct tv_rpc_server *srv = c->srv;
+
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		srv->calls = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	srv->live--;
+	tv_segment_free(c->seg); /* aborts a segment that was not committed */
+	tv_query_free(c->query);
+	drop_queue(c);
+	if (c->payload)
+		grpc_byte_buffer_destroy(c->payload);
+	if (c->recv_bb)
+		grpc_byte_buffer_destroy(c->recv_bb);
+	if (c->send_bb)
+		grpc_byte_buffer_destroy(c->send_bb);
+	grpc_metadata_array_destroy(&c->req_md);
+	grpc_slice_unref(c->details);
+	if (c->call)
+		grpc_call_unref(c->call);
+	free(c);
+}
+
+static int start_batch(struct call *c, enum op kind, const grpc_op *ops, size_t n)
+{
+	grpc_call_error e = grpc_call_start_batch(c->call, ops, n, &c->tags[kind], NULL);
+
+	if (e != GRPC_CALL_OK) {
+		fprintf(stderr, "%s: grpc_call_start_batch(op %d) failed: %d\n",
+			METHOD_NAME[c->m], (int)kind, (int)e);
+		return -EIO;
+	}
+	c->outstanding++;
+	return 0;
+}
+
+static void post_request(struct tv_rpc_server *srv, enum method m)
+{
+	struct call *c = call_new(srv, m);
+	grpc_call_error e;
+
+	if (!c) {
+		fprintf(stderr, "%s: out of memory posting a request slot\n", METHOD_NAME[m]);
+		return;
+	}
+	e = grpc_server_request_registered_call(srv->server, srv->method[m], &c->call,
+						&c->deadline, &c->req_md,
+						m == M_WRITE ? NULL : &c->payload, srv->cq, srv->cq,
+						&c->tags[OP_REQUEST]);
+	if (e != GRPC_CALL_OK) {
+		fprintf(stderr, "%s: grpc_server_request_registered_call failed: %d\n",
+			METHOD_NAME[m], (int)e);
+		call_free(c);
+		return;
+	}
+	c->outstanding++;
+}
+
+/* ---- sending: one SEND_MESSAGE at a time, then the status ---- */
+
+static void pump(struct call *c);
+
+static void finish(struct call *c, grpc_status_code code, const char *msg)
+{
+	if (c->finishing)
+		return;
+	c->finishing = 1;
+	c->code = code;
+	grpc_slice_unref(c->details);
+	c->details = grpc_slice_from_copied_string(msg);
+	if (code != GRPC_STATUS_OK) {
+		drop_queue(c); /* an error status goes out without the acks still queued */
+		if (code != GRPC_STATUS_CANCELLED)
+			fprintf(stderr, "%s failed: %s: %s\n", METHOD_NAME[c->m], code_name(code),
+				msg);
+	}
+	pump(c);
+}
+
+static void enqueue(struct call *c, grpc_byte_buffer *bb)
+{
+	struct msg_node *n = malloc(sizeof(*n));
+
+	if (!n) {
+		grpc_byte_buffer_destroy(bb);
+		finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory queueing a response");
+		return;
+	}
+	n->bb = bb;
+	n->next = NULL;
+	if (c->queue_tail)
+		c->queue_tail->next = n;
+	else
+		c->queue_head = n;
+	c->queue_tail = n;
+}
+
+static int send_message(struct call *c, grpc_byte_buffer *bb)
+{
+	grpc_op op = { 0 };
+
+	c->send_bb = bb;
+	op.op = GRPC_OP_SEND_MESSAGE;
+	op.data.send_message.send_message = bb;
+	if (start_batch(c, OP_SEND, &op, 1)) {
+		c->send_bb = NULL;
+		grpc_byte_buffer_destroy(bb);
+		return -EIO;
+	}
+	return 0;
+}
+
+/* Next query batch into send_bb, or the query's final status. */
+static void query_produce(struct call *c)
+{
+	grpc_byte_buffer *bb = NULL;
+	char err[256] = "";
+	int ret = tv_query_next(c->query, &bb, err, sizeof(err));
+
+	if (ret == 1) {
+		if (send_message(c, bb))
+			finish(c, GRPC_STATUS_INTERNAL, "cannot start SEND_MESSAGE");
+	} else if (ret == 0) {
+		finish(c, GRPC_STATUS_OK, "");
+	} else {
+		finish(c, ret == -EBADMSG ? GRPC_STATUS_DATA_LOSS : GRPC_STATUS_INTERNAL,
+		       err[0] ? err : strerror(-ret));
+	}
+}
+
+static void pump(struct call *c)
+{
+	grpc_op op = { 0 };
+
+	if (!c->send_bb && c->queue_head) {
+		struct msg_node *n = c->queue_head;
+
+		c->queue_head = n->next;
+		if (!c->queue_head)
+			c->queue_tail = NULL;
+		if (send_message(c, n->bb))
+			c->finishing ? drop_queue(c) : finish(c, GRPC_STATUS_INTERNAL, "send failed");
+		free(n);
+	}
+	if (!c->send_bb && !c->finishing && c->m == M_QUERY && c->query)
+		query_produce(c); /* may call finish, which re-enters pump with finishing set */
+	if (c->finishing && !c->send_bb && !c->queue_head && !c->status_started) {
+		c->status_started = 1;
+		op.op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+		op.data.send_status_from_server.status = c->code;
+		op.data.send_status_from_server.status_details = &c->details;
+		if (start_batch(c, OP_STATUS, &op, 1))
+			c->status_done = 1;
+	}
+}
+
+/* ---- per method ---- */
+
+static void post_recv(struct call *c)
+{
+	grpc_op op = { 0 };
+
+	op.op = GRPC_OP_RECV_MESSAGE;
+	op.data.recv_message.recv_message = &c->recv_bb;
+	if (start_batch(c, OP_RECV, &op, 1))
+		finish(c, GRPC_STATUS_INTERNAL, "cannot start RECV_MESSAGE");
+}
+
+static void apply_step(struct call *c, struct tv_segment_step *step)
+{
+	if (step->response)
+		enqueue(c, step->response);
+	if (step->finished)
+		finish(c, step->code, step->msg);
+	else
+		pump(c);
+}
+
+static void write_on_recv(struct call *c)
+{
+	struct tv_segment_step step;
+	grpc_byte_buffer *bb = c->recv_bb;
+
+	c->recv_bb = NULL;
+	if (c->finishing) {
+		if (bb)
+			grpc_byte_buffer_destroy(bb);
+		return;
+	}
+	if (!bb) {
+		tv_segment_on_end(c->seg, &step);
+		apply_step(c, &step);
+		return;
+	}
+	tv_segment_on_message(c->seg, bb, &step);
+	grpc_byte_buffer_destroy(bb);
+	apply_step(c, &step);
+	if (!c->finishing)
+		post_recv(c);
+}
+
+/* Unpack the single request message of a unary-request call, or NULL (status decided). */
+static ProtobufCMessage *unpack_payload(struct call *c, const ProtobufCMessageDescriptor *d)
+{
+	ProtobufCMessage *m;
+	uint8_t *flat = NULL;
+	size_t len = 0;
+	char msg[128];
+
+	if (!c->payload) {
+		finish(c, GRPC_STATUS_INVALID_ARGUMENT, "no request message");
+		return NULL;
+	}
+	if (tv_wire_flatten(c->payload, c->srv->max_message_bytes, &flat, &len)) {
+		finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "cannot read request message");
+		return NULL;
+	}
+	m = protobuf_c_message_unpack(d, NULL, len, flat);
+	free(flat);
+	if (!m) {
+		snprintf(msg, sizeof(msg), "request is not a valid %s protobuf (%zu bytes)",
+			 d->short_name, len);
+		finish(c, GRPC_STATUS_INVALID_ARGUMENT, msg);
+	}
+	return m;
+}
+
+static void query_begin(struct call *c)
+{
+	Tracevault__V1__QueryRequest *req;
+	char err[256] = "";
+	int ret;
+
+	req = (Tracevault__V1__QueryRequest *)unpack_payload(
+		c, &tracevault__v1__query_request__descriptor);
+	if (!req)
+		return;
+	if (req->from_ns > req->to_ns) {
+		snprintf(err, sizeof(err), "from_ns %llu is after to_ns %llu",
+			 (unsigned long long)req->from_ns, (unsigned long long)req->to_ns);
+		finish(c, GRPC_STATUS_INVALID_ARGUMENT, err);
+		goto out;
+	}
+	ret = tv_query_new(&c->query, c->srv->catalog, c->srv->store, req->from_ns, req->to_ns,
+			   req->limit, err, sizeof(err));
+	if (ret) {
+		finish(c, GRPC_STATUS_INTERNAL, err[0] ? err : strerror(-ret));
+		goto out;
+	}
+	pump(c);
+out:
+	tracevault__v1__query_request__free_unpacked(req, NULL);
+}
+
+/* Remove the files of blocks whose catalog rows are gone; a missing file is not an error. */
+static void remove_block_files(struct tv_rpc_server *srv, const uint64_t *ids, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		int ret = tv_store_remove_block(srv->store, ids[i]);
+
+		if (ret && ret != -ENOENT)
+			fprintf(stderr, "delete: cannot remove block file %016llx: %s\n",
+				(unsigned long long)ids[i], strerror(-ret));
+	}
+	if (n)
+		tv_store_sync_blocks_dir(srv->store);
+}
+
+static void delete_begin(struct call *c)
+{
+	struct tv_rpc_server *srv = c->srv;
+	Tracevault__V1__DeleteRequest *req;
+	Tracevault__V1__DeleteResponse resp = TRACEVAULT__V1__DELETE_RESPONSE__INIT;
+	grpc_byte_buffer *bb = NULL;
+	uint64_t *ids = NULL;
+	size_t n = 0;
+	int ret;
+
+	req = (Tracevault__V1__DeleteRequest *)unpack_payload(
+		c, &tracevault__v1__delete_request__descriptor);
+	if (!req)
+		return;
+	if (req->segment_id) {
+		/* in-flight streams of this segment lose their temp data and end ABORTED */
+		for (struct call *w = srv->calls; w; w = w->next) {
+			if (w->m != M_WRITE || !w->seg || w->finishing ||
+			    tv_segment_id(w->seg) != req->segment_id || !tv_segment_is_open(w->seg))
+				continue;
+			resp.deleted_temp_blocks += tv_segment_abort(w->seg, "deleted by a Delete call");
+			finish(w, GRPC_STATUS_ABORTED, "segment deleted by a Delete call");
+		}
+		ret = tv_catalog_delete_segment(srv->catalog, req->segment_id, &ids, &n);
+		if (ret)
+			goto catalog_err;
+		remove_block_files(srv, ids, n);
+		resp.deleted_blocks += n;
+		free(ids);
+		ids = NULL;
+	}
+	if (req->n_block_ids) {
+		ret = tv_catalog_delete_ids(srv->catalog, req->block_ids, req->n_block_ids, &ids, &n);
+		if (ret)
+			goto catalog_err;
+		remove_block_files(srv, ids, n);
+		resp.deleted_blocks += n;
+		free(ids);
+	}
+	if (resp.deleted_blocks || resp.deleted_temp_blocks)
+		fprintf(stderr, "delete: segment %016llx, %zu ids: %llu blocks, %llu temp blocks\n",
+			(unsigned long long)req->segment_id, req->n_block_ids,
+			(unsigned long long)resp.deleted_blocks,
+			(unsigned long long)resp.deleted_temp_blocks);
+	if (tv_wire_pack(&resp.base, &bb)) {
+		finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory packing the response");
+		goto out;
+	}
+	enqueue(c, bb);
+	finish(c, GRPC_STATUS_OK, "");
+	goto out;
+catalog_err:
+	finish(c, GRPC_STATUS_INTERNAL, "catalog delete failed");
+out:
+	tracevault__v1__delete_request__free_unpacked(req, NULL);
+}
+
+static void call_begin(struct call *c)
+{
+	grpc_op ops[2] = { { 0 }, { 0 } };
+
+	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[1].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+	ops[1].data.recv_close_on_server.cancelled = &c->cancelled;
+	if (start_batch(c, OP_CLOSE, ops, 2)) {
+		/* without the close op nothing tells us when the call ends: cancel it */
+		grpc_call_cancel(c->call, NULL);
+		c->finishing = c->status_started = c->status_done = 1;
+		return;
+	}
+	switch (c->m) {
+	case M_WRITE:
+		c->seg = tv_segment_new(c->srv->catalog, c->srv->store, c->srv->max_message_bytes);
+		if (!c->seg)
+			finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		else
+			post_recv(c);
+		break;
+	case M_QUERY:
+		query_begin(c);
+		break;
+	default:
+		delete_begin(c);
+		break;
+	}
+}
+
+static void on_event(struct tv_rpc_server *srv, struct tag *t, int ok)
+{
+	struct call *c = t->call;
+
+	c->outstanding--;
+	switch (t->op) {
+	case OP_REQUEST:
+		if (!ok) { /* server shutting down: the slot was never used */
+			c->finishing = c->status_done = 1;
+			break;
+		}
+		if (!srv->shutting_down)
+			post_request(srv, c->m);
+		call_begin(c);
+		break;
+	case OP_CLOSE:
+		if (c->cancelled && !c->finishing) {
+			if (c->seg)
+				tv_segment_abort(c->seg, "cancelled by the client");
+			finish(c, GRPC_STATUS_CANCELLED, "cancelled");
+		}
+		break;
+	case OP_RECV:
+		write_on_recv(c);
+		break;
+	case OP_SEND:
+		grpc_byte_buffer_destroy(c->send_bb);
+		c->send_bb = NULL;
+		if (!ok)
+			finish(c, GRPC_STATUS_CANCELLED, "send failed: call is gone");
+		else
+			pump(c);
+		break;
+	case OP_STATUS:
+		c->status_done = 1;
+		break;
+	default:
+		break;
+	}
+	if (c->outstanding == 0 && c->status_done)
+		call_free(c);
+}
+
+/* ---- server ---- */
+
+/* grpc does not say why a bind failed: try it ourselves to get an errno for the message. */
+static const char *bind_error(const char *addr, char *buf, size_t len)
+{
+	char host[256];
+	const char *colon = strrchr(addr, ':');
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
+	struct addrinfo *res = NULL;
+	int fd, rc;
+
+	snprintf(buf, len, "address unusable");
+	if (!colon || (size_t)(colon - addr) >= sizeof(host))
+		return buf;
+	memcpy(host, addr, (size_t)(colon - addr));
+	host[colon - addr] = '\0';
+	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+		memmove(host, host + 1, strlen(host));
+		host[strlen(host) - 1] = '\0';
+	}
+	rc = getaddrinfo(host, colon + 1, &hints, &res);
+	if (rc) {
+		snprintf(buf, len, "%s", gai_strerror(rc));
+		return buf;
+	}
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0) {
+		if (bind(fd, res->ai_addr, res->ai_addrlen))
+			snprintf(buf, len, "%s", strerror(errno));
+		close(fd);
+	}
+	freeaddrinfo(res);
+	return buf;
+}
+
+int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_opts *o,
+			struct tv_catalog *c, struct tv_store *s, int *bound_port, char *err,
+			size_t errlen)
+{
+	static const char *const paths[M_COUNT] = { TV_METHOD_WRITE, TV_METHOD_QUERY,
+						    TV_METHOD_DELETE };
+	grpc_arg args[3];
+	grpc_channel_args ch_args = { .num_args = 3, .args = args };
+	grpc_server_credentials *creds;
+	struct tv_rpc_server *srv;
+	char why[128];
+	int port;
+
+	*out = NULL;
+	srv = calloc(1, sizeof(*srv));
+	if (!srv)
+		return -ENOMEM;
+	srv->catalog = c;
+	srv->store = s;
+	srv->max_message_bytes = o->max_message_bytes;
+	srv->shutdown_tag.op = OP_SHUTDOWN;
+	args[0] = (grpc_arg){ .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+			      .value.integer = (int)o->max_message_bytes };
+	args[1] = (grpc_arg){ .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
+			      .value.integer = (int)o->max_message_bytes };
+	/* with SO_REUSEPORT a second server could silently share our port */
+	args[2] = (grpc_arg){ .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT,
+			      .value.integer = 0 };
+	srv->server = grpc_server_create(&ch_args, NULL);
+	srv->cq = grpc_completion_queue_create_for_next(NULL);
+	grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
+	for (int m = 0; m < M_COUNT; m++) {
+		srv->method[m] = grpc_server_register_method(
+			srv->server, paths[m], NULL,
+			m == M_WRITE ? GRPC_SRM_PAYLOAD_NONE : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
+			0);
+		if (!srv->method[m]) {
+			snprintf(err, errlen, "cannot register method %s", paths[m]);
+			goto fail;
+		}
+	}
+	creds = grpc_insecure_server_credentials_create();
+	port = grpc_server_add_http2_port(srv->server, o->listen_addr, creds);
+	grpc_server_credentials_release(creds);
+	if (port <= 0) {
+		snprintf(err, errlen, "cannot listen on %s: %s", o->listen_addr,
+			 bind_error(o->listen_addr, why, sizeof(why)));
+		goto fail;
+	}
+	grpc_server_start(srv->server);
+	for (int m = 0; m < M_COUNT; m++)
+		post_request(srv, (enum method)m);
+	*bound_port = port;
+	*out = srv;
+	return 0;
+fail:
+	/* never started: no calls exist, destroy directly */
+	grpc_server_destroy(srv->server);
+	grpc_completion_queue_shutdown(srv->cq);
+	while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+	       GRPC_QUEUE_SHUTDOWN)
+		;
+	grpc_completion_queue_destroy(srv->cq);
+	free(srv);
+	return -EADDRNOTAVAIL;
+}
+
+int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop)
+{
+	while (!(srv->shutdown_done && srv->live == 0)) {
+		grpc_event ev;
+		struct tag *t;
+
+		if (*stop && !srv->shutting_down) {
+			srv->shutting_down = 1;
+			grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
+			grpc_server_cancel_all_calls(srv->server);
+		}
+		ev = grpc_completion_queue_next(
+			srv->cq, gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+					      gpr_time_from_millis(TV_RPC_POLL_MS, GPR_TIMESPAN)),
+			NULL);
+		if (ev.type == GRPC_QUEUE_TIMEOUT)
+			continue;
+		if (ev.type == GRPC_QUEUE_SHUTDOWN)
+			break;
+		t = ev.tag;
+		if (t == &srv->shutdown_tag)
+			srv->shutdown_done = 1;
+		else
+			on_event(srv, t, ev.success);
+	}
+	srv->stopped = 1;
+	return 0;
+}
+
+void tv_rpc_server_free(struct tv_rpc_server *srv)
+{
+	if (!srv)
+		return;
+	if (!srv->stopped) {
+		volatile sig_atomic_t stop = 1;
+
+		tv_rpc_server_run(srv, &stop);
+	}
+	grpc_server_destroy(srv->server);
+	grpc_completion_queue_shutdown(srv->cq);
+	while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+	       GRPC_QUEUE_SHUTDOWN)
+		;
+	grpc_completion_queue_destroy(srv->cq);
+	free(srv);
+}

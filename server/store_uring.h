@@ -1,0 +1,57 @@
+/* Block file storage under the data dir, driven by io_uring: temp files per in-flight block,
+ * vectored writes from received slices, grouped fdatasync, rename into blocks/ on commit. */
+#ifndef TV_STORE_URING_H
+#define TV_STORE_URING_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+/* Largest block the server accepts; a bigger OPEN_BLOCK is RESOURCE_EXHAUSTED. */
+#define TV_SERVER_MAX_BLOCK_BYTES (64u << 20)
+
+struct tv_store;
+/* One temp block file being written. Owned by the caller until tv_store_publish (which closes
+ * it) or tv_store_abort (which closes, unlinks and frees it). */
+struct tv_store_file;
+
+/* Open the store in data_dir: creates data_dir/blocks and data_dir/tmp (0700) and the ring.
+ * Returns 0 or a negative errno with a reason in err. */
+int tv_store_open(struct tv_store **out, const char *data_dir, char *err, size_t errlen);
+void tv_store_close(struct tv_store *s);
+
+/* Create tmp/<segment hex>-<block hex>.tmp with O_CREAT|O_EXCL, mode 0600. */
+int tv_store_create_temp(struct tv_store *s, uint64_t segment_id, uint64_t block_id,
+			 struct tv_store_file **out);
+/* Write the n iovecs at offset with io_uring writev, resubmitting after short writes.
+ * Returns 0 or a negative errno (-ENOSPC, -EFBIG, -EIO...). The iovecs are not modified. */
+int tv_store_writev(struct tv_store *s, struct tv_store_file *f, uint64_t offset,
+		    const struct iovec *iov, int n);
+/* fdatasync the n files with one io_uring submission (IORING_FSYNC_DATASYNC): one group
+ * commit per segment instead of one wait per block. Returns 0 or the first negative errno. */
+int tv_store_sync(struct tv_store *s, struct tv_store_file *const *files, size_t n);
+/* Rename each file to blocks/<block hex>.tvb (never replacing an existing one: -EEXIST), then
+ * fsync blocks/ and tmp/ so the names are durable. Files are closed and freed on success; on
+ * failure the ones already renamed are unlinked again and all are still owned by the caller
+ * (tv_store_abort them). */
+int tv_store_publish(struct tv_store *s, struct tv_store_file *const *files, size_t n);
+/* Close, unlink and free a temp file. NULL is a no-op. */
+void tv_store_abort(struct tv_store *s, struct tv_store_file *f);
+
+/* Remove blocks/<block hex>.tvb; -ENOENT when absent. */
+int tv_store_remove_block(struct tv_store *s, uint64_t block_id);
+/* fsync blocks/ after removals. */
+int tv_store_sync_blocks_dir(struct tv_store *s);
+/* Read a whole committed block file into a malloc'd buffer (*buf owned by the caller).
+ * Returns 0, -ENOENT, -EFBIG (larger than max_bytes) or another negative errno. */
+int tv_store_read_block(struct tv_store *s, uint64_t block_id, size_t max_bytes, void **buf,
+			size_t *len);
+
+/* Recovery: unlink every entry of tmp/; returns the count removed or a negative errno. */
+int tv_store_clear_temp(struct tv_store *s);
+/* Call cb for each blocks/<16 hex>.tvb file with its id; other names are reported through
+ * cb with valid == 0 so the caller can log them. Stops early when cb returns non-zero. */
+typedef int (*tv_store_block_cb)(uint64_t block_id, int valid, const char *name, void *arg);
+int tv_store_list_blocks(struct tv_store *s, tv_store_block_cb cb, void *arg);
+
+#endif

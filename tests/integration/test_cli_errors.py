@@ -1,0 +1,200 @@
+"""Every bad-input case of the tracevault CLI gives its exit code and one precise message:
+usage errors exit 2 with one line `tracevault: <reason>`, runtime failures exit 1 naming what
+failed, and a rejected or failed put leaves nothing on the (real) server."""
+import json
+import os
+import random
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tvtest  # noqa: E402
+
+UNREACHABLE = "127.0.0.1:1"  # port 1 on loopback: nothing listens, connect is refused
+BASE_NS = 1767225600 * 10**9
+
+
+def expect(args, rc, message, exact=False):
+    p = tvtest.run(args, timeout=60)
+    err_lines = p.stderr.splitlines()
+    ok = p.returncode == rc and len(err_lines) == 1 and p.stdout == ""
+    if ok:
+        line = err_lines[0]
+        ok = line == message if exact else (line.startswith("tracevault: ") and message in line)
+    if not ok:
+        raise AssertionError("tracevault %s: want exit %d and one stderr line %s %r, got exit %d"
+                             "\nstdout: %r\nstderr: %r" % (" ".join(args), rc,
+                                                           "==" if exact else "containing",
+                                                           message, p.returncode, p.stdout[:300],
+                                                           p.stderr))
+    print("ok exit %d  %-60s %s" % (rc, " ".join(args)[:60], err_lines[0]))
+
+
+def usage_cases(good_file):
+    q = ["query", "--server", UNREACHABLE]
+    return [
+        ([], "missing command"),
+        (["frobnicate"], "tracevault: unknown command 'frobnicate'"),
+        (["--bogus"], "unknown option '--bogus'"),
+        (["query", "--bogus", "--server", UNREACHABLE, "--from", "-1m"],
+         "tracevault: unknown option '--bogus'"),
+        (["put", "-x", "--server", UNREACHABLE, good_file], "tracevault: unknown option '-x'"),
+        (["query", "--server"], "tracevault: option '--server' requires an argument"),
+        (["query", "--from", "-1m"], "tracevault: query: missing --server"),
+        (["put", good_file], "tracevault: put: missing --server"),
+        (["capture"], "tracevault: capture: missing --server"),
+        (["put", "--server", UNREACHABLE], "tracevault: put: missing FILE (or - for stdin)"),
+        (q + ["--from", "banana"], "tracevault: invalid --from: 'banana'"),
+        (q + ["--from", "-1m", "--to", "2026-13-01T00:00:00Z"],
+         "tracevault: invalid --to: '2026-13-01T00:00:00Z'"),
+        (q + ["--from", "-15x"], "tracevault: invalid --from: '-15x'"),
+        (q + ["--from", "now", "--to", "-1h"], "tracevault: --from (now) is after --to (-1h)"),
+        (q + ["--from", "2000", "--to", "1000"], "tracevault: --from (2000) is after --to (1000)"),
+        (q + ["--from", "-1m", "--format", "xml"],
+         "tracevault: invalid --format: 'xml' (jsonl or table)"),
+        (q + ["--from", "-1m", "--limit", "-3"], "tracevault: invalid --limit: '-3'"),
+        (q + ["--from", "-1m", "extra"], "tracevault: query: unexpected argument 'extra'"),
+        (["capture", "--server", UNREACHABLE, "--pid", "abc"], "tracevault: invalid --pid: 'abc'"),
+        (["capture", "--server", UNREACHABLE, "--pid", "0"], "tracevault: invalid --pid: '0'"),
+        (["capture", "--server", UNREACHABLE, "--port", "65536"],
+         "tracevault: invalid --port: '65536'"),
+        (["capture", "--server", UNREACHABLE, "--duration", "-1"],
+         "tracevault: invalid --duration: '-1'"),
+        (["capture", "--server", UNREACHABLE, "--duration", "nan"],
+         "tracevault: invalid --duration: 'nan'"),
+        (["put", "--server", UNREACHABLE, "--max-message-bytes", "10", good_file],
+         "tracevault: invalid --max-message-bytes: '10'"),
+    ]
+
+
+def check_help():
+    for args in (["--help"], ["capture", "--help"], ["put", "--help"], ["query", "--help"]):
+        p = tvtest.run(args)
+        assert p.returncode == 0 and p.stderr == "", (args, p.returncode, p.stderr)
+        assert p.stdout.startswith("Usage: tracevault"), p.stdout[:100]
+        assert "Examples:" in p.stdout, p.stdout
+    print("ok --help for every command")
+
+
+def write_lines(path, lines):
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def good_line(i):
+    return json.dumps({"ts_ns": BASE_NS + i, "method": "GET", "path": "/%d" % i})
+
+
+def everything(addr):
+    p = tvtest.run(["query", "--server", addr, "--from", "0", "--to", str(2**63)], check=True)
+    return p.stdout.splitlines()
+
+
+def run_cases(tmp):
+    good = os.path.join(tmp, "good.jsonl")
+    write_lines(good, [good_line(i) for i in range(5)])
+
+    check_help()
+    for args, message in usage_cases(good):
+        expect(args, 2, message, exact=message.startswith("tracevault: "))
+
+    # runtime failures that need no server
+    missing = os.path.join(tmp, "does-not-exist.jsonl")
+    expect(["put", "--server", UNREACHABLE, missing], 1,
+           "tracevault: open %s: No such file or directory" % missing, exact=True)
+    expect(["put", "--server", UNREACHABLE, good], 1,
+           "tracevault: cannot reach server 127.0.0.1:1: connection refused", exact=True)
+    expect(["query", "--server", UNREACHABLE, "--from", "-1h"], 1,
+           "tracevault: cannot reach server 127.0.0.1:1: connection refused", exact=True)
+
+    # a port that accepts TCP and hangs up at once is not "connection refused"
+    with socket.socket() as ls:
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(16)
+        ls.settimeout(30)
+        closer_stop = threading.Event()
+
+        def close_all():
+            while not closer_stop.is_set():
+                try:
+                    ls.accept()[0].close()
+                except OSError:
+                    return
+
+        t = threading.Thread(target=close_all, daemon=True)
+        t.start()
+        addr = "127.0.0.1:%d" % ls.getsockname()[1]
+        expect(["query", "--server", addr, "--from", "-1h"], 1,
+               "tracevault: cannot reach server %s: TCP connects but no gRPC server answers"
+               % addr, exact=True)
+        closer_stop.set()
+    expect(["put", "--server", "no-such-host.invalid:7070", good], 1,
+           "tracevault: cannot reach server no-such-host.invalid:7070: cannot resolve the host")
+
+    srv = tvtest.Server().start()
+    try:
+        # a malformed line N: exit 1 naming FILE:N and why; nothing of the file is stored,
+        # including the valid lines before it (line 2 is empty and skipped, but counted)
+        bad_cases = [
+            ('{"ts_ns": 1, "path": "/x"', "invalid JSON"),
+            ('{"ts_ns": -4}', "field 'ts_ns' must not be negative"),
+            ('{"ts_ns": 4, "colour": "red"}', "unknown field 'colour'"),
+            ('{"ts_ns": 4, "status": "200"}', "field 'status' must be an integer"),
+            ('{"path": "/no-ts"}', "missing required field 'ts_ns'"),
+        ]
+        for n, (line, reason) in enumerate(bad_cases):
+            bad = os.path.join(tmp, "bad%d.jsonl" % n)
+            lines = [good_line(i) for i in range(100 + n * 10, 110 + n * 10)]
+            lines.insert(1, "")
+            lines.insert(6, line)  # line number 7
+            lines += [good_line(i) for i in range(1000, 1010)]
+            write_lines(bad, lines)
+            expect(["put", "--server", srv.addr, bad], 1,
+                   "tracevault: %s:7: %s" % (bad, reason))
+        assert everything(srv.addr) == [], "a rejected put left records on the server"
+        print("ok rejected puts left nothing")
+
+        # stdin works and names itself in errors
+        p = tvtest.run(["put", "--server", srv.addr, "-"], input=good_line(1) + "\nnope\n")
+        assert p.returncode == 1 and p.stderr.startswith("tracevault: <stdin>:2: invalid JSON"), \
+            p.stderr
+        assert everything(srv.addr) == []
+        print("ok stdin put with a bad line")
+    finally:
+        srv.cleanup()
+
+    # a write the server refuses mid-stream (its message limit is below our chunk size):
+    # exit 1 naming the gRPC status, the segment is deleted, nothing is visible
+    srv = tvtest.Server(extra_args=["--max-message-bytes", "65536"]).start()
+    try:
+        rng = random.Random(7)
+        big = os.path.join(tmp, "big.jsonl")
+        write_lines(big, [json.dumps({"ts_ns": BASE_NS + i, "path": "/%032x" % rng.getrandbits(128)
+                                      + "%032x" % rng.getrandbits(128)}) for i in range(4000)])
+        p = tvtest.run(["put", "--server", srv.addr, big])
+        assert p.returncode == 1, (p.returncode, p.stderr)
+        assert len(p.stderr.splitlines()) == 1, p.stderr
+        assert "RESOURCE_EXHAUSTED" in p.stderr and "segment deleted" in p.stderr, p.stderr
+        assert everything(srv.addr) == [], "a failed put left records on the server"
+        leftovers = [os.path.join(d, f) for d, _, files in os.walk(srv.data_dir) for f in files
+                     if not f.startswith("catalog.db")]
+        assert leftovers == [], "a failed put left files: %r" % leftovers
+        print("ok failed write: %s" % p.stderr.strip())
+    finally:
+        srv.cleanup()
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="tv-cli-")
+    try:
+        run_cases(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("PASS")
+
+
+if __name__ == "__main__":
+    main()

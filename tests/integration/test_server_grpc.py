@@ -1,0 +1,575 @@
+"""tracevaultd against an independent client: Python grpcio plus a block encoder written here
+from proto/BLOCK.md (pure-Python CRC32C, codec 0), so the server is checked against the contract
+rather than against our own C client."""
+import os
+import queue
+import random
+import signal
+import stat
+import struct
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tvtest  # noqa: E402
+
+try:
+    import grpc
+except ImportError:
+    tvtest.skip("python3-grpcio is not installed for /usr/bin/python3")
+sys.path.insert(0, tvtest.GEN_DIR)
+import tracevault_pb2 as pb  # noqa: E402
+
+WRITE = "/tracevault.v1.TraceStore/Write"
+QUERY = "/tracevault.v1.TraceStore/Query"
+DELETE = "/tracevault.v1.TraceStore/Delete"
+MAX_BLOCK_BYTES = 64 << 20  # TV_SERVER_MAX_BLOCK_BYTES
+TIMEOUT_S = 30
+
+# ---- CRC32C (Castagnoli, reflected 0x82F63B78), table-driven ----
+_T = []
+for _i in range(256):
+    _c = _i
+    for _ in range(8):
+        _c = (_c >> 1) ^ 0x82F63B78 if _c & 1 else _c >> 1
+    _T.append(_c)
+
+
+def crc32c(data):
+    c = 0xFFFFFFFF
+    for b in data:
+        c = _T[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+assert crc32c(b"123456789") == 0xE3069283
+
+
+def varint(v):
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def encode_block(block_id, records):
+    """BLOCK.md: 64-byte little-endian header, then length-delimited TraceRecords sorted by
+    ts_ns (stable), codec 0 (stored as is)."""
+    recs = sorted(records, key=lambda r: r.ts_ns)
+    payload = b"".join(varint(len(b)) + b for b in (r.SerializeToString() for r in recs))
+    head = struct.pack("<IHHQQQIIQQI", 0x4B425654, 1, 0, block_id, recs[0].ts_ns,
+                       recs[-1].ts_ns, len(recs), 0, len(payload), len(payload),
+                       crc32c(payload))
+    assert len(head) == 60
+    return head + struct.pack("<I", crc32c(head)) + payload
+
+
+def record(ts_ns, pid, path="/"):
+    return pb.TraceRecord(ts_ns=ts_ns, end_ns=ts_ns + 5, latency_ns=5, pid=pid, comm="t",
+                          local="127.0.0.1:80", remote="127.0.0.1:5000", method="GET",
+                          path=path, status=200)
+
+
+def cmd(type_, **kw):
+    return pb.WriteRequest(command=pb.WriteCommand(type=type_, **kw))
+
+
+def chunk_reqs(block_id, data, chunk_bytes=4096, bad_crc_at=None):
+    out = []
+    for off in range(0, len(data), chunk_bytes):
+        piece = data[off:off + chunk_bytes]
+        crc = crc32c(piece)
+        if bad_crc_at == off:
+            crc ^= 1
+        out.append(pb.WriteRequest(chunk=pb.Chunk(block_id=block_id, offset=off, crc32c=crc,
+                                                  data=piece)))
+    return out
+
+
+def segment_reqs(segment_id, blocks, commit=True):
+    reqs = [cmd(pb.OPEN_SEGMENT, segment_id=segment_id)]
+    for block_id, data in blocks:
+        reqs.append(cmd(pb.OPEN_BLOCK, block_id=block_id, length=len(data)))
+        reqs += chunk_reqs(block_id, data)
+    if commit:
+        reqs.append(cmd(pb.COMMIT))
+    return reqs
+
+
+class Client:
+    def __init__(self, addr):
+        self.ch = grpc.insecure_channel(addr, options=[
+            ("grpc.max_receive_message_length", 16 << 20),
+            ("grpc.max_send_message_length", 16 << 20)])
+        ser = lambda m: m.SerializeToString()  # noqa: E731
+        self.write_raw = self.ch.stream_stream(WRITE, request_serializer=None,
+                                               response_deserializer=pb.WriteResponse.FromString)
+        self.write = self.ch.stream_stream(WRITE, request_serializer=ser,
+                                           response_deserializer=pb.WriteResponse.FromString)
+        self.query_rpc = self.ch.unary_stream(QUERY, request_serializer=ser,
+                                              response_deserializer=pb.QueryResponse.FromString)
+        self.query_raw = self.ch.unary_stream(QUERY, request_serializer=None,
+                                              response_deserializer=pb.QueryResponse.FromString)
+        self.delete = self.ch.unary_unary(DELETE, request_serializer=ser,
+                                          response_deserializer=pb.DeleteResponse.FromString)
+
+    def write_segment(self, reqs):
+        """Send reqs; returns (responses, code, details)."""
+        responses = []
+        try:
+            for r in self.write(iter(reqs), timeout=TIMEOUT_S):
+                responses.append(r)
+            return responses, grpc.StatusCode.OK, ""
+        except grpc.RpcError as e:
+            return responses, e.code(), e.details()
+
+    def query(self, from_ns, to_ns, limit=0):
+        recs = []
+        for resp in self.query_rpc(pb.QueryRequest(from_ns=from_ns, to_ns=to_ns, limit=limit),
+                                   timeout=TIMEOUT_S):
+            recs.extend(resp.records)
+        return recs
+
+    def close(self):
+        self.ch.close()
+
+
+def expect_error(fn, code, needle=None):
+    try:
+        fn()
+    except grpc.RpcError as e:
+        assert e.code() == code, "want %s, got %s: %s" % (code, e.code(), e.details())
+        if needle:
+            assert needle in e.details(), "%r not in %r" % (needle, e.details())
+        return e.details()
+    raise AssertionError("want %s, call succeeded" % code)
+
+
+def listdir(srv, sub):
+    return sorted(os.listdir(os.path.join(srv.data_dir, sub)))
+
+
+def wait_until(pred, what, timeout_s=10):
+    """Bounded poll for server-side cleanup that has no client-visible completion signal."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+# ---- the data set: three overlapping blocks plus ties across blocks ----
+
+def make_blocks(base):
+    """Block A: ts base+0..base+9990 step 10; B: base+5000..base+14993 step 7 (shares some ts
+    with A); C: base+30000..base+39000, 10000 small records so answers span several batches."""
+    a = [record(base + 10 * i, pid=100000 + i, path="/a") for i in range(1000)]
+    b = [record(base + 5000 + 7 * i, pid=200000 + i, path="/b") for i in range(1428)]
+    c = [record(base + 30000 + (i * 9) // 10, pid=300000 + i) for i in range(10000)]
+    ids = [random.getrandbits(63) | 1 for _ in range(3)]
+    return [(ids[0], a), (ids[1], b), (ids[2], c)]
+
+
+def reference(blocks, from_ns, to_ns, limit=0):
+    """Expected answer computed independently: filter, then order by ts_ns, ties by block
+    (min_ts_ns, block_id) and position inside the block."""
+    rows = []
+    for block_id, recs in blocks:
+        min_ts = min(r.ts_ns for r in recs)
+        for pos, r in enumerate(sorted(recs, key=lambda r: r.ts_ns)):
+            if from_ns <= r.ts_ns < to_ns:
+                rows.append(((r.ts_ns, min_ts, block_id, pos), r))
+    rows.sort(key=lambda x: x[0])
+    out = [(r.ts_ns, r.pid) for _, r in rows]
+    return out[:limit] if limit else out
+
+
+def check_windows(cl, blocks, base):
+    windows = [
+        (0, 1 << 63),                       # everything
+        (base + 5000, base + 5070),         # inclusive from at a shared ts, exclusive to
+        (base + 9990, base + 9991),         # exactly the last record of A
+        (base + 9991, base + 10000),        # between records
+        (base + 14993, base + 30000),       # last of B, first of C excluded
+        (base + 15000, base + 30000),       # gap between B and C: empty
+        (base + 30000, base + 30000),       # from == to: empty
+        (base + 30000, base + 40000),       # all of C: more than one response batch
+        (base + 40000, (1 << 64) - 1),      # beyond everything, to above 2^63
+    ]
+    for f, t in windows:
+        got = [(r.ts_ns, r.pid) for r in cl.query(f, t)]
+        want = reference(blocks, f, t)
+        assert got == want, "window [%d, %d): %d records, want %d" % (f, t, len(got),
+                                                                      len(want))
+    got = [(r.ts_ns, r.pid) for r in cl.query(base, base + 40000, limit=1234)]
+    assert got == reference(blocks, base, base + 40000, 1234), "limit 1234"
+
+
+def write_blocks(cl, segment_id, blocks):
+    enc = [(bid, encode_block(bid, recs)) for bid, recs in blocks]
+    resps, code, details = cl.write_segment(segment_reqs(segment_id, enc))
+    assert code == grpc.StatusCode.OK, "write: %s %s" % (code, details)
+    final = resps[-1]
+    assert final.committed and sorted(final.committed_block_ids) == sorted(b for b, _ in blocks)
+    acks = [(r.block_id, r.offset) for r in resps[:-1]]
+    assert acks == [(bid, len(data)) for bid, data in enc], acks
+    return enc
+
+
+# ---- cases ----
+
+def test_write_query_restart_delete(srv):
+    base = 1_700_000_000_000_000_000
+    blocks = make_blocks(base)
+    cl = Client(srv.addr)
+    seg = random.getrandbits(63) | 1
+    enc = write_blocks(cl, seg, blocks)
+    assert listdir(srv, "tmp") == []
+    assert listdir(srv, "blocks") == sorted("%016x.tvb" % b for b, _ in enc)
+    check_windows(cl, blocks, base)
+    # committing a block id twice is refused and changes nothing
+    _, code, details = cl.write_segment(segment_reqs(seg + 1, enc[:1]))
+    assert code == grpc.StatusCode.ALREADY_EXISTS, (code, details)
+    assert listdir(srv, "tmp") == []
+    cl.close()
+
+    # restart on the same dir: everything committed is served again
+    assert srv.stop() == 0, "tracevaultd did not exit 0 on SIGTERM"
+    srv.start()
+    cl = Client(srv.addr)
+    check_windows(cl, blocks, base)
+
+    # Delete the segment: rows and files go, queries see nothing
+    resp = cl.delete(pb.DeleteRequest(segment_id=seg), timeout=TIMEOUT_S)
+    assert resp.deleted_blocks == 3 and resp.deleted_temp_blocks == 0, resp
+    assert cl.query(0, 1 << 63) == []
+    assert listdir(srv, "blocks") == []
+    cl.close()
+
+
+def test_delete_block_ids(srv):
+    cl = Client(srv.addr)
+    blocks = make_blocks(5_000_000)[:2]
+    write_blocks(cl, 77, blocks)
+    resp = cl.delete(pb.DeleteRequest(block_ids=[blocks[0][0], 12345]), timeout=TIMEOUT_S)
+    assert resp.deleted_blocks == 1, resp
+    got = [(r.ts_ns, r.pid) for r in cl.query(0, 1 << 63)]
+    assert got == reference(blocks[1:], 0, 1 << 63)
+    cl.delete(pb.DeleteRequest(segment_id=77), timeout=TIMEOUT_S)
+    cl.close()
+
+
+class Stream:
+    """A Write call driven step by step: send a request, wait for the ack it should produce."""
+
+    def __init__(self, cl):
+        self.q = queue.Queue()
+        self.call = cl.write(iter(self.q.get, None), timeout=TIMEOUT_S)
+
+    def send(self, reqs):
+        for r in reqs:
+            self.q.put(r)
+
+    def next(self):
+        return next(self.call)
+
+    def end(self):
+        self.q.put(None)
+
+
+def open_flushed_stream(cl, srv, segment_id, block_id):
+    """A stream holding one complete, flushed but uncommitted block; asserts its temp file."""
+    data = encode_block(block_id, [record(1000 + i, i) for i in range(200)])
+    s = Stream(cl)
+    s.send([cmd(pb.OPEN_SEGMENT, segment_id=segment_id),
+            cmd(pb.OPEN_BLOCK, block_id=block_id, length=len(data))] + chunk_reqs(block_id, data))
+    ack = s.next()
+    assert (ack.block_id, ack.offset) == (block_id, len(data)), ack
+    s.send([cmd(pb.FLUSH)])
+    ack = s.next()
+    assert ack.offset == len(data), ack
+    assert "%016x-%016x.tmp" % (segment_id, block_id) in listdir(srv, "tmp"), listdir(srv, "tmp")
+    return s
+
+
+def test_cancel_command_deletes_temp_files(srv):
+    cl = Client(srv.addr)
+    s = open_flushed_stream(cl, srv, 0x51, 0x5151)
+    s.send([cmd(pb.CANCEL)])
+    s.end()
+    assert list(s.call) == []
+    assert s.call.code() == grpc.StatusCode.OK
+    assert listdir(srv, "tmp") == [] and listdir(srv, "blocks") == []
+    assert cl.query(0, 1 << 63) == []
+    cl.close()
+
+
+def test_client_cancel_deletes_temp_files(srv):
+    cl = Client(srv.addr)
+    s = open_flushed_stream(cl, srv, 0x52, 0x5252)
+    s.call.cancel()
+    wait_until(lambda: listdir(srv, "tmp") == [], "tmp/ to empty after a client cancel")
+    assert listdir(srv, "blocks") == [] and cl.query(0, 1 << 63) == []
+    cl.close()
+
+
+def test_stream_end_without_commit_deletes_temp_files(srv):
+    cl = Client(srv.addr)
+    s = open_flushed_stream(cl, srv, 0x53, 0x5353)
+    s.end()
+    try:
+        list(s.call)
+        raise AssertionError("half-close without COMMIT succeeded")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e
+        assert "without COMMIT" in e.details(), e.details()
+    assert listdir(srv, "tmp") == [] and cl.query(0, 1 << 63) == []
+    cl.close()
+
+
+def test_delete_in_flight_segment(srv):
+    cl = Client(srv.addr)
+    s = open_flushed_stream(cl, srv, 0x54, 0x5454)
+    resp = cl.delete(pb.DeleteRequest(segment_id=0x54), timeout=TIMEOUT_S)
+    assert resp.deleted_temp_blocks == 1 and resp.deleted_blocks == 0, resp
+    assert listdir(srv, "tmp") == []
+    s.end()
+    try:
+        list(s.call)
+        raise AssertionError("deleted segment's stream succeeded")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.ABORTED, e
+    cl.close()
+
+
+def test_concurrent_streams_commit_independently(srv):
+    cl = Client(srv.addr)
+    s1 = open_flushed_stream(cl, srv, 0x55, 0x5555)
+    s2 = open_flushed_stream(cl, srv, 0x56, 0x5656)  # both open at once on one server thread
+    assert len(listdir(srv, "tmp")) == 2
+    for s, block_id in ((s2, 0x5656), (s1, 0x5555)):
+        s.send([cmd(pb.COMMIT)])
+        final = s.next()
+        assert final.committed and list(final.committed_block_ids) == [block_id], final
+        s.end()
+        assert list(s.call) == [] and s.call.code() == grpc.StatusCode.OK
+    assert listdir(srv, "tmp") == []
+    assert listdir(srv, "blocks") == ["0000000000005555.tvb", "0000000000005656.tvb"]
+    assert len(cl.query(0, 1 << 63)) == 400
+    for seg in (0x55, 0x56):
+        assert cl.delete(pb.DeleteRequest(segment_id=seg), timeout=TIMEOUT_S).deleted_blocks == 1
+    cl.close()
+
+
+def test_bad_chunk_crc_is_data_loss(srv):
+    cl = Client(srv.addr)
+    data = encode_block(0x61, [record(2000 + i, i) for i in range(500)])
+    reqs = [cmd(pb.OPEN_SEGMENT, segment_id=0x60),
+            cmd(pb.OPEN_BLOCK, block_id=0x61, length=len(data))]
+    reqs += chunk_reqs(0x61, data, bad_crc_at=4096) + [cmd(pb.COMMIT)]
+    _, code, details = cl.write_segment(reqs)
+    assert code == grpc.StatusCode.DATA_LOSS, (code, details)
+    assert "CRC32C" in details and "0000000000000061" in details, details
+    assert listdir(srv, "tmp") == [] and listdir(srv, "blocks") == []
+    assert cl.query(0, 1 << 63) == []
+    cl.close()
+
+
+def test_bad_payload_crc_is_data_loss(srv):
+    cl = Client(srv.addr)
+    data = bytearray(encode_block(0x62, [record(2000 + i, i) for i in range(50)]))
+    data[-1] ^= 0xFF  # payload byte flipped before chunking: chunk CRCs match, block CRC not
+    _, code, details = cl.write_segment(segment_reqs(0x60, [(0x62, bytes(data))]))
+    assert code == grpc.StatusCode.DATA_LOSS and "payload" in details, (code, details)
+    assert listdir(srv, "tmp") == [] and cl.query(0, 1 << 63) == []
+    cl.close()
+
+
+def test_header_block_id_mismatch_is_invalid(srv):
+    cl = Client(srv.addr)
+    data = encode_block(0x63, [record(1, 1)])
+    _, code, details = cl.write_segment(segment_reqs(0x60, [(0x64, data)]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "header" in details, (code, details)
+    assert listdir(srv, "tmp") == []
+    cl.close()
+
+
+def test_block_over_limit_is_resource_exhausted(srv):
+    cl = Client(srv.addr)
+    _, code, details = cl.write_segment([cmd(pb.OPEN_SEGMENT, segment_id=0x70),
+                                         cmd(pb.OPEN_BLOCK, block_id=0x71,
+                                             length=MAX_BLOCK_BYTES + 1)])
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit" in details, (code, details)
+    assert listdir(srv, "tmp") == []
+    cl.close()
+
+
+def test_protocol_violations_are_invalid(srv):
+    cl = Client(srv.addr)
+    data = encode_block(0x81, [record(1, 1)])
+    cases = [
+        [cmd(pb.OPEN_BLOCK, block_id=1, length=100)],          # no OPEN_SEGMENT first
+        [cmd(pb.OPEN_SEGMENT, segment_id=0)],                  # segment id 0
+        [cmd(pb.OPEN_SEGMENT, segment_id=0x80),                # offset gap
+         cmd(pb.OPEN_BLOCK, block_id=0x81, length=len(data)),
+         pb.WriteRequest(chunk=pb.Chunk(block_id=0x81, offset=8, crc32c=crc32c(data[8:]),
+                                        data=data[8:]))],
+        [cmd(pb.OPEN_SEGMENT, segment_id=0x80),                # COMMIT with a partial block
+         cmd(pb.OPEN_BLOCK, block_id=0x81, length=len(data))] + chunk_reqs(0x81, data[:64])
+        + [cmd(pb.COMMIT)],
+        [cmd(pb.OPEN_SEGMENT, segment_id=0x80),                # length disagrees with header
+         cmd(pb.OPEN_BLOCK, block_id=0x81, length=len(data) + 1)] + chunk_reqs(0x81, data),
+    ]
+    for reqs in cases:
+        _, code, details = cl.write_segment(reqs)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (code, details, reqs[-1])
+    assert listdir(srv, "tmp") == []
+    cl.close()
+
+
+def test_garbage_requests_are_invalid_and_server_survives(srv):
+    cl = Client(srv.addr)
+    try:
+        list(cl.write_raw(iter([b"\xff\xff\xff\xff\x0f"]), timeout=TIMEOUT_S))
+        raise AssertionError("garbage Write succeeded")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e
+    expect_error(lambda: list(cl.query_raw(b"\x0a\xff\xff", timeout=TIMEOUT_S)),
+                 grpc.StatusCode.INVALID_ARGUMENT)
+    assert srv.proc.poll() is None
+    assert cl.query(0, 10) == []
+    cl.close()
+
+
+def test_query_from_after_to_is_invalid(srv):
+    cl = Client(srv.addr)
+    expect_error(lambda: cl.query(10, 9), grpc.StatusCode.INVALID_ARGUMENT, "after")
+    cl.close()
+
+
+def test_corrupt_block_file_is_data_loss(srv):
+    cl = Client(srv.addr)
+    blocks = make_blocks(9_000_000)[:1]
+    write_blocks(cl, 0x90, blocks)
+    path = os.path.join(srv.data_dir, "blocks", "%016x.tvb" % blocks[0][0])
+    with open(path, "r+b") as f:
+        f.seek(200)
+        byte = f.read(1)
+        f.seek(200)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    expect_error(lambda: cl.query(0, 1 << 63), grpc.StatusCode.DATA_LOSS,
+                 "%016x" % blocks[0][0])
+    assert srv.proc.poll() is None
+    cl.delete(pb.DeleteRequest(segment_id=0x90), timeout=TIMEOUT_S)
+    cl.close()
+
+
+def test_modes_and_recovery(srv):
+    cl = Client(srv.addr)
+    blocks = make_blocks(1_000)[:1]
+    write_blocks(cl, 0xA0, blocks)
+    cl.close()
+    d = srv.data_dir
+    assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
+    for sub in ("blocks", "tmp"):
+        assert stat.S_IMODE(os.stat(os.path.join(d, sub)).st_mode) == 0o700, sub
+    files = [os.path.join(d, n) for n in os.listdir(d) if n.startswith("catalog.db")]
+    files += [os.path.join(d, "blocks", n) for n in os.listdir(os.path.join(d, "blocks"))]
+    assert len(files) >= 2
+    for p in files:
+        assert stat.S_IMODE(os.stat(p).st_mode) == 0o600, p
+    # a crash leaves temp files and a renamed-but-uncatalogued block: restart removes both
+    assert srv.stop() == 0
+    orphan = os.path.join(d, "blocks", "%016x.tvb" % 0xDEAD)
+    stale = os.path.join(d, "tmp", "00000000000000a1-000000000000dead.tmp")
+    for p in (orphan, stale):
+        with open(p, "wb") as f:
+            f.write(b"x" * 100)
+    srv.start()
+    assert not os.path.exists(orphan) and not os.path.exists(stale)
+    cl = Client(srv.addr)
+    assert [(r.ts_ns, r.pid) for r in cl.query(0, 1 << 63)] == reference(blocks, 0, 1 << 63)
+    cl.delete(pb.DeleteRequest(segment_id=0xA0), timeout=TIMEOUT_S)
+    cl.close()
+
+
+def test_cli_errors(srv):
+    import socket
+    import subprocess
+    import tempfile
+
+    def run(args):
+        return subprocess.run([tvtest.binary("tracevaultd")] + args, capture_output=True,
+                              text=True, timeout=60)
+
+    d = tempfile.mkdtemp(prefix="tv-cli-")
+    try:
+        for args, reason in ((["--listen", "127.0.0.1:0"], "missing --data"),
+                             (["--data", d, "--bogus"], "unknown option '--bogus'"),
+                             (["--data", d, "--listen", "127.0.0.1:65536"], "invalid --listen"),
+                             (["--data", d, "--max-message-bytes", "12x"],
+                              "invalid --max-message-bytes"),
+                             (["--data"], "needs a value")):
+            p = run(args)
+            assert p.returncode == 2, (args, p.returncode, p.stderr)
+            lines = p.stderr.splitlines()
+            assert len(lines) == 1 and lines[0].startswith("tracevaultd: ") and reason in lines[0], \
+                (args, p.stderr)
+        p = run(["--data", os.path.join(d, "no", "such", "parent")])
+        assert p.returncode == 1 and "cannot create data dir" in p.stderr, p.stderr
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            addr = "127.0.0.1:%d" % busy.getsockname()[1]
+            p = run(["--data", d, "--listen", addr])
+        assert p.returncode == 1, p.stderr
+        assert p.stderr.splitlines()[-1].startswith("tracevaultd: cannot listen on " + addr), \
+            p.stderr
+        p = run(["--help"])
+        assert p.returncode == 0 and p.stdout.startswith("Usage: tracevaultd"), p.stdout
+    finally:
+        import shutil
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_sigint_stops_cleanly(srv):
+    assert srv.stop(sig=signal.SIGINT) == 0
+    srv.start()
+
+
+def main():
+    random.seed(int(os.environ.get("TV_TEST_SEED", "3")))
+    tests = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
+    failed = 0
+    srv = tvtest.Server()
+    try:
+        srv.start()
+        for t in tests:
+            try:
+                t(srv)
+                print("ok   " + t.__name__)
+            except Exception:
+                failed += 1
+                print("FAIL " + t.__name__)
+                traceback.print_exc()
+                if srv.proc.poll() is not None:
+                    print("tracevaultd exited %d: %s" % (srv.proc.returncode,
+                                                        srv.proc.stderr.read()))
+                    srv.start()
+        rc = srv.stop()
+        if rc != 0:
+            print("FAIL tracevaultd exit status %d after SIGTERM" % rc)
+            failed += 1
+    finally:
+        srv.cleanup()
+    print("%d of %d tests failed" % (failed, len(tests)) if failed else
+          "all %d tests passed" % len(tests))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,316 @@
+/* Unit tests of the trace block format (proto/block.c): round trip, ordering, and that every
+ * kind of corruption a disk or a wire can cause is rejected with a clear reason. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "block.h"
+#include "crc32c.h"
+#include "wire.h"
+
+#define N_RECORDS 1000
+
+static void fill(Tracevault__V1__TraceRecord *r, uint64_t i, char *path, size_t pathlen)
+{
+	tracevault__v1__trace_record__init(r);
+	snprintf(path, pathlen, "/item/%llu?q=%llu", (unsigned long long)i,
+		 (unsigned long long)(i * 7));
+	/* deliberately out of order: the block must come out sorted */
+	r->ts_ns = 1700000000000000000ull + ((i * 7919) % N_RECORDS) * 1000;
+	r->end_ns = r->ts_ns + 500;
+	r->latency_ns = 500;
+	r->pid = 1000 + (uint32_t)i;
+	r->comm = "nginx";
+	r->local = "127.0.0.1:8080";
+	r->remote = "127.0.0.1:40000";
+	r->method = i % 2 ? "GET" : "POST";
+	r->path = path;
+	r->status = 200 + (uint32_t)(i % 3);
+	r->req_body_bytes = i;
+	r->resp_body_bytes = i * 3;
+	r->trace_id = "";
+	r->span_id = "";
+}
+
+static void *seal_n(int n, enum tv_codec codec, size_t *len)
+{
+	struct tv_block_builder *b = tv_block_builder_new();
+	void *out = NULL;
+	char path[64];
+
+	assert_non_null(b);
+	for (int i = 0; i < n; i++) {
+		Tracevault__V1__TraceRecord r;
+
+		fill(&r, (uint64_t)i, path, sizeof(path));
+		assert_int_equal(tv_block_builder_add(b, &r), 0);
+	}
+	assert_int_equal(tv_block_builder_count(b), (uint32_t)n);
+	assert_int_equal(tv_block_builder_seal(b, 42, codec, TV_BLOCK_DEFAULT_ZSTD_LEVEL, &out, len),
+			 0);
+	assert_int_equal(tv_block_builder_count(b), 0);
+	tv_block_builder_free(b);
+	return out;
+}
+
+static void roundtrip(enum tv_codec codec)
+{
+	size_t len;
+	void *blk = seal_n(N_RECORDS, codec, &len);
+	struct tv_block_reader *r;
+	Tracevault__V1__TraceRecord *rec;
+	uint64_t prev = 0, seen_sum = 0, want_sum = 0;
+	int n = 0, ret;
+	char err[256];
+
+	assert_int_equal(tv_block_reader_open(&r, blk, len, err, sizeof(err)), 0);
+	const struct tv_block_header *h = tv_block_reader_header(r);
+	assert_int_equal(h->magic, TV_BLOCK_MAGIC);
+	assert_int_equal(h->block_id, 42);
+	assert_int_equal(h->record_count, N_RECORDS);
+	assert_int_equal(h->codec, codec);
+	assert_int_equal(h->min_ts_ns, 1700000000000000000ull);
+	assert_int_equal(h->max_ts_ns, 1700000000000000000ull + (N_RECORDS - 1) * 1000ull);
+	if (codec == TV_CODEC_ZSTD)
+		assert_true(h->payload_bytes < h->raw_bytes);
+	while ((ret = tv_block_reader_next(r, &rec)) == 1) {
+		assert_true(rec->ts_ns >= prev);
+		prev = rec->ts_ns;
+		assert_int_equal(rec->end_ns, rec->ts_ns + 500);
+		/* the fields travel intact: pid encodes i, and so do the body counts */
+		uint64_t i = rec->pid - 1000;
+		assert_int_equal(rec->req_body_bytes, i);
+		assert_int_equal(rec->resp_body_bytes, i * 3);
+		assert_string_equal(rec->comm, "nginx");
+		assert_string_equal(rec->method, i % 2 ? "GET" : "POST");
+		seen_sum += i;
+		n++;
+		tracevault__v1__trace_record__free_unpacked(rec, NULL);
+	}
+	assert_int_equal(ret, 0);
+	assert_int_equal(n, N_RECORDS);
+	for (uint64_t i = 0; i < N_RECORDS; i++)
+		want_sum += i;
+	assert_int_equal(seen_sum, want_sum);
+	tv_block_reader_free(r);
+	free(blk);
+}
+
+static void test_roundtrip_zstd_sorted(void **state)
+{
+	(void)state;
+	roundtrip(TV_CODEC_ZSTD);
+}
+
+static void test_roundtrip_uncompressed(void **state)
+{
+	(void)state;
+	roundtrip(TV_CODEC_NONE);
+}
+
+static void test_seal_empty_is_enodata(void **state)
+{
+	struct tv_block_builder *b = tv_block_builder_new();
+	void *out = NULL;
+	size_t len = 0;
+
+	(void)state;
+	assert_int_equal(tv_block_builder_seal(b, 1, TV_CODEC_ZSTD, 3, &out, &len), -ENODATA);
+	assert_null(out);
+	tv_block_builder_free(b);
+}
+
+static void test_raw_walk_gives_ts_without_unpack(void **state)
+{
+	size_t len, rlen;
+	void *blk = seal_n(50, TV_CODEC_ZSTD, &len);
+	struct tv_block_reader *r;
+	const uint8_t *data;
+	uint64_t ts;
+	int n = 0;
+
+	(void)state;
+	assert_int_equal(tv_block_reader_open(&r, blk, len, NULL, 0), 0);
+	while (tv_block_reader_next_raw(r, &data, &rlen, &ts) == 1) {
+		Tracevault__V1__TraceRecord *rec =
+			tracevault__v1__trace_record__unpack(NULL, rlen, data);
+		assert_non_null(rec);
+		assert_int_equal(rec->ts_ns, ts);
+		tracevault__v1__trace_record__free_unpacked(rec, NULL);
+		n++;
+	}
+	assert_int_equal(n, 50);
+	tv_block_reader_free(r);
+	free(blk);
+}
+
+/* Corrupt one byte at off and expect rejection with ret and a reason containing what. */
+static void expect_reject(size_t off, uint8_t xor_mask, int want, const char *what)
+{
+	size_t len;
+	uint8_t *blk = seal_n(100, TV_CODEC_ZSTD, &len);
+	struct tv_block_reader *r = (void *)1;
+	char err[256] = "";
+
+	blk[off] ^= xor_mask;
+	assert_int_equal(tv_block_reader_open(&r, blk, len, err, sizeof(err)), want);
+	assert_null(r);
+	if (!strstr(err, what))
+		fail_msg("reason '%s' does not mention '%s'", err, what);
+	free(blk);
+}
+
+static void test_bad_magic_rejected(void **state)
+{
+	(void)state;
+	expect_reject(0, 0xff, -EBADMSG, "magic");
+}
+
+static void test_header_bitflip_rejected(void **state)
+{
+	(void)state;
+	/* a flipped record count: the header CRC must catch it */
+	expect_reject(32, 0x01, -EBADMSG, "header checksum");
+}
+
+static void test_payload_bitflip_rejected(void **state)
+{
+	(void)state;
+	expect_reject(TV_BLOCK_HEADER_BYTES + 5, 0x10, -EBADMSG, "payload checksum");
+}
+
+/* Rewrite a header field and fix the header CRC, so only the field's own check can catch it. */
+static void expect_field_reject(size_t off, uint64_t value, size_t width, int want,
+				const char *what)
+{
+	size_t len;
+	uint8_t *blk = seal_n(100, TV_CODEC_ZSTD, &len);
+	struct tv_block_reader *r;
+	char err[256] = "";
+	uint32_t crc;
+
+	memcpy(blk + off, &value, width); /* little-endian host: x86/arm64 */
+	crc = tv_crc32c(blk, 60);
+	memcpy(blk + 60, &crc, 4);
+	assert_int_equal(tv_block_reader_open(&r, blk, len, err, sizeof(err)), want);
+	if (!strstr(err, what))
+		fail_msg("reason '%s' does not mention '%s'", err, what);
+	free(blk);
+}
+
+static void test_unknown_version_rejected(void **state)
+{
+	(void)state;
+	expect_field_reject(4, 2, 2, -EPROTONOSUPPORT, "version 2");
+}
+
+static void test_unknown_codec_rejected(void **state)
+{
+	(void)state;
+	expect_field_reject(6, 9, 2, -EPROTONOSUPPORT, "codec 9");
+}
+
+static void test_huge_size_rejected_before_alloc(void **state)
+{
+	(void)state;
+	expect_field_reject(40, 1ull << 40, 8, -EBADMSG, "out of bounds");
+}
+
+static void test_raw_size_lie_rejected(void **state)
+{
+	size_t len;
+	uint8_t *blk = seal_n(100, TV_CODEC_ZSTD, &len);
+	struct tv_block_header h;
+
+	(void)state;
+	assert_int_equal(tv_block_header_parse(blk, len, &h, NULL, 0), 0);
+	free(blk);
+	/* raw size one byte short: zstd must not overrun, the reader must say so */
+	expect_field_reject(40, h.raw_bytes - 1, 8, -EBADMSG, "decompress");
+}
+
+static void test_truncation_rejected(void **state)
+{
+	size_t len;
+	uint8_t *blk = seal_n(100, TV_CODEC_ZSTD, &len);
+	struct tv_block_reader *r;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(tv_block_reader_open(&r, blk, len - 1, err, sizeof(err)), -EBADMSG);
+	assert_non_null(strstr(err, "size mismatch"));
+	assert_int_equal(tv_block_reader_open(&r, blk, 10, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "truncated"));
+	assert_int_equal(tv_block_reader_open(&r, blk, 0, err, sizeof(err)), -EINVAL);
+	free(blk);
+}
+
+static void test_crc32c_known_vector(void **state)
+{
+	(void)state;
+	assert_int_equal(tv_crc32c("123456789", 9), 0xe3069283u);
+	assert_int_equal(tv_crc32c_extend(tv_crc32c("1234", 4), "56789", 5), 0xe3069283u);
+	assert_int_equal(tv_crc32c("", 0), 0);
+}
+
+/* The hand-packed chunk prefix + payload must parse as the same message protobuf-c would
+ * pack: this is what lets the writer send a block's bytes without copying them. */
+static void test_chunk_prefix_matches_protobuf(void **state)
+{
+	static const uint64_t ids[] = { 1, 0x7fffffffffffffffull, 0xffffffffffffffffull };
+	static const uint64_t offsets[] = { 0, 1, 1ull << 20, 1ull << 40 };
+	uint8_t payload[300], msg[TV_CHUNK_PREFIX_MAX + sizeof(payload)];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(payload); i++)
+		payload[i] = (uint8_t)(i * 31);
+	for (size_t a = 0; a < 3; a++) {
+		for (size_t o = 0; o < 4; o++) {
+			for (size_t plen = 0; plen <= sizeof(payload); plen += 150) {
+				uint32_t crc = tv_crc32c(payload, plen);
+				size_t n = tv_wire_chunk_prefix(msg, ids[a], offsets[o], crc, plen);
+				Tracevault__V1__WriteRequest *req;
+
+				memcpy(msg + n, payload, plen);
+				req = tracevault__v1__write_request__unpack(NULL, n + plen, msg);
+				assert_non_null(req);
+				assert_int_equal(req->value_case,
+						 TRACEVAULT__V1__WRITE_REQUEST__VALUE_CHUNK);
+				assert_int_equal(req->chunk->block_id, ids[a]);
+				assert_int_equal(req->chunk->offset, offsets[o]);
+				assert_int_equal(req->chunk->crc32c, crc);
+				assert_int_equal(req->chunk->data.len, plen);
+				assert_memory_equal(req->chunk->data.data, payload, plen);
+				tracevault__v1__write_request__free_unpacked(req, NULL);
+			}
+		}
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_roundtrip_zstd_sorted),
+		cmocka_unit_test(test_roundtrip_uncompressed),
+		cmocka_unit_test(test_seal_empty_is_enodata),
+		cmocka_unit_test(test_raw_walk_gives_ts_without_unpack),
+		cmocka_unit_test(test_bad_magic_rejected),
+		cmocka_unit_test(test_header_bitflip_rejected),
+		cmocka_unit_test(test_payload_bitflip_rejected),
+		cmocka_unit_test(test_unknown_version_rejected),
+		cmocka_unit_test(test_unknown_codec_rejected),
+		cmocka_unit_test(test_huge_size_rejected_before_alloc),
+		cmocka_unit_test(test_raw_size_lie_rejected),
+		cmocka_unit_test(test_truncation_rejected),
+		cmocka_unit_test(test_crc32c_known_vector),
+		cmocka_unit_test(test_chunk_prefix_matches_protobuf),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,258 @@
+/* cmocka tests for the SQLite block catalog: time-range overlap edges ([from, to) against
+ * inclusive block ranges), ordering, u64 round trips, deletes and commit atomicity. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "catalog.h"
+
+#define MAX_SEEN 32
+
+struct fixture {
+	char dir[64];
+	char path[128];
+	struct tv_catalog *c;
+};
+
+struct seen {
+	uint64_t ids[MAX_SEEN];
+	size_t n;
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	char err[256];
+
+	assert_non_null(f);
+	strcpy(f->dir, "/tmp/tv-catalog-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(f->path, sizeof(f->path), "%s/catalog.db", f->dir);
+	assert_int_equal(tv_catalog_open(&f->c, f->path, err, sizeof(err)), 0);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	char p[160];
+
+	tv_catalog_close(f->c);
+	unlink(f->path);
+	snprintf(p, sizeof(p), "%s-wal", f->path);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s-shm", f->path);
+	unlink(p);
+	rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+static int collect(const struct tv_catalog_block *b, void *arg)
+{
+	struct seen *s = arg;
+
+	assert_true(s->n < MAX_SEEN);
+	s->ids[s->n++] = b->block_id;
+	return 0;
+}
+
+static struct tv_catalog_block blk(uint64_t id, uint64_t seg, uint64_t min_ts, uint64_t max_ts)
+{
+	return (struct tv_catalog_block){ .block_id = id, .segment_id = seg, .min_ts_ns = min_ts,
+					  .max_ts_ns = max_ts, .record_count = 1, .bytes = 100 };
+}
+
+static void commit(struct tv_catalog *c, struct tv_catalog_block *b, size_t n)
+{
+	char err[256] = "";
+
+	assert_int_equal(tv_catalog_commit_segment(c, b, n, err, sizeof(err)), 0);
+}
+
+static void overlap(struct tv_catalog *c, uint64_t from, uint64_t to, struct seen *s)
+{
+	memset(s, 0, sizeof(*s));
+	assert_int_equal(tv_catalog_overlap(c, from, to, collect, s), 0);
+}
+
+static void assert_seen(const struct seen *s, const uint64_t *want, size_t n)
+{
+	assert_int_equal(s->n, n);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(s->ids[i], want[i]);
+}
+
+/* Query [200, 300) against blocks on every side of both edges. */
+static void test_overlap_edges_inclusive_from_exclusive_to(void **state)
+{
+	struct fixture *f = *state;
+	struct tv_catalog_block b[] = {
+		blk(1, 1, 50, 199),  /* ends just before from: out */
+		blk(2, 1, 50, 200),  /* ends exactly at from: in (from is inclusive) */
+		blk(3, 1, 250, 260), /* inside */
+		blk(4, 1, 300, 400), /* starts exactly at to: out (to is exclusive) */
+		blk(5, 1, 299, 299), /* single record just below to: in */
+		blk(6, 1, 100, 500), /* straddles both edges: in */
+		blk(7, 1, 150, 250), /* straddles from: in */
+		blk(8, 1, 280, 350), /* straddles to: in */
+		blk(9, 1, 50, 250),  /* same min_ts as 2: ordered after it by block id */
+	};
+	const uint64_t want[] = { 2, 9, 6, 7, 3, 8, 5 };
+	struct seen s;
+
+	commit(f->c, b, sizeof(b) / sizeof(b[0]));
+	overlap(f->c, 200, 300, &s);
+	assert_seen(&s, want, sizeof(want) / sizeof(want[0]));
+}
+
+static void test_empty_range_returns_nothing(void **state)
+{
+	struct fixture *f = *state;
+	struct tv_catalog_block b[] = { blk(1, 1, 100, 500) };
+	struct seen s;
+
+	commit(f->c, b, 1);
+	overlap(f->c, 200, 200, &s); /* from == to: empty even inside a block */
+	assert_int_equal(s.n, 0);
+	overlap(f->c, 300, 200, &s); /* inverted: empty */
+	assert_int_equal(s.n, 0);
+	overlap(f->c, 500, 501, &s); /* the one-ns range at max_ts: the block */
+	assert_int_equal(s.n, 1);
+	overlap(f->c, 501, 600, &s);
+	assert_int_equal(s.n, 0);
+}
+
+/* Bounds above 2^63-1 must not wrap when stored as int64. */
+static void test_bounds_beyond_int64(void **state)
+{
+	struct fixture *f = *state;
+	struct tv_catalog_block b[] = { blk(1, 1, 10, 20), blk(2, 1, INT64_MAX - 5, INT64_MAX) };
+	const uint64_t both[] = { 1, 2 }, last[] = { 2 };
+	struct seen s;
+
+	commit(f->c, b, 2);
+	overlap(f->c, 0, UINT64_MAX, &s);
+	assert_seen(&s, both, 2);
+	overlap(f->c, INT64_MAX, UINT64_MAX, &s);
+	assert_seen(&s, last, 1);
+	overlap(f->c, (uint64_t)INT64_MAX + 1, UINT64_MAX, &s);
+	assert_int_equal(s.n, 0);
+}
+
+static void test_u64_ids_round_trip(void **state)
+{
+	struct fixture *f = *state;
+	const uint64_t big = 0xfedcba9876543210ull;
+	struct tv_catalog_block b[] = { blk(big, UINT64_MAX, 1, 2) };
+	struct seen s = { 0 };
+
+	commit(f->c, b, 1);
+	assert_int_equal(tv_catalog_contains(f->c, big), 1);
+	assert_int_equal(tv_catalog_contains(f->c, big - 1), 0);
+	assert_int_equal(tv_catalog_list(f->c, collect, &s), 0);
+	assert_seen(&s, &big, 1);
+}
+
+static void test_delete_by_segment(void **state)
+{
+	struct fixture *f = *state;
+	struct tv_catalog_block b1[] = { blk(11, 1, 10, 20), blk(12, 1, 30, 40) };
+	struct tv_catalog_block b2[] = { blk(21, 2, 15, 35) };
+	const uint64_t rest[] = { 21 };
+	uint64_t *ids = NULL;
+	size_t n = 0;
+	struct seen s;
+
+	commit(f->c, b1, 2);
+	commit(f->c, b2, 1);
+	assert_int_equal(tv_catalog_delete_segment(f->c, 1, &ids, &n), 0);
+	assert_int_equal(n, 2);
+	assert_true((ids[0] == 11 && ids[1] == 12) || (ids[0] == 12 && ids[1] == 11));
+	free(ids);
+	overlap(f->c, 0, 100, &s);
+	assert_seen(&s, rest, 1);
+	assert_int_equal(tv_catalog_delete_segment(f->c, 1, &ids, &n), 0);
+	assert_int_equal(n, 0);
+	free(ids);
+}
+
+static void test_delete_by_ids_reports_only_existing(void **state)
+{
+	struct fixture *f = *state;
+	struct tv_catalog_block b[] = { blk(1, 1, 10, 20), blk(2, 1, 30, 40) };
+	const uint64_t del[] = { 2, 99 };
+	uint64_t *ids = NULL;
+	size_t n = 0;
+
+	commit(f->c, b, 2);
+	assert_int_equal(tv_catalog_delete_ids(f->c, del, 2, &ids, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(ids[0], 2);
+	free(ids);
+	assert_int_equal(tv_catalog_contains(f->c, 1), 1);
+	assert_int_equal(tv_catalog_contains(f->c, 2), 0);
+}
+
+/* A commit that fails on its second row must leave its first row out too. */
+static void test_failed_commit_leaves_nothing(void **state)
+{
+	struct fixture *f = *state;
+	struct tv_catalog_block first[] = { blk(10, 1, 10, 20) };
+	struct tv_catalog_block dup[] = { blk(12, 2, 10, 20), blk(10, 2, 30, 40) };
+	struct tv_catalog_block range[] = { blk(13, 3, 1, 2), blk(14, 3, 5, (uint64_t)INT64_MAX + 1) };
+	const uint64_t only[] = { 10 };
+	char err[256] = "";
+	struct seen s = { 0 };
+
+	commit(f->c, first, 1);
+	assert_int_equal(tv_catalog_commit_segment(f->c, dup, 2, err, sizeof(err)), -EEXIST);
+	assert_non_null(strstr(err, "000000000000000a"));
+	assert_int_equal(tv_catalog_contains(f->c, 12), 0);
+	assert_int_equal(tv_catalog_commit_segment(f->c, range, 2, err, sizeof(err)), -ERANGE);
+	assert_int_equal(tv_catalog_contains(f->c, 13), 0);
+	assert_int_equal(tv_catalog_list(f->c, collect, &s), 0);
+	assert_seen(&s, only, 1);
+}
+
+static void test_rows_survive_reopen(void **state)
+{
+	struct fixture *f = *state;
+	struct tv_catalog_block b[] = { blk(5, 1, 10, 20) };
+	char err[256];
+	struct seen s;
+
+	commit(f->c, b, 1);
+	tv_catalog_close(f->c);
+	assert_int_equal(tv_catalog_open(&f->c, f->path, err, sizeof(err)), 0);
+	overlap(f->c, 20, 21, &s);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.ids[0], 5);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_overlap_edges_inclusive_from_exclusive_to, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_empty_range_returns_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bounds_beyond_int64, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_u64_ids_round_trip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delete_by_segment, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delete_by_ids_reports_only_existing, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_failed_commit_leaves_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rows_survive_reopen, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,208 @@
+/* Unit tests for client/conn_table.c: kernel events (as the ring delivers them) are paired into
+ * request/response exchanges per connection, in order, for both roles. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <arpa/inet.h>
+#include <cmocka.h>
+#include <sys/socket.h>
+
+#include "../../bpf/capture.h"
+#include "conn_table.h"
+
+#define MAX_X 16
+
+struct got {
+	int n;
+	struct tv_exchange x[MAX_X];
+};
+
+static void on_exchange(void *ctx, const struct tv_exchange *x)
+{
+	struct got *g = ctx;
+
+	assert_true(g->n < MAX_X);
+	g->x[g->n++] = *x;
+}
+
+static struct tv_event *ev(uint8_t kind, uint8_t role, int fd, uint64_t gen, uint64_t ts_ns)
+{
+	static struct tv_event e; /* test helper: one event at a time */
+
+	memset(&e, 0, sizeof(e));
+	e.kind = kind;
+	e.role = role;
+	e.fd = fd;
+	e.pid = 77;
+	e.conn_id = (uint64_t)77 << 32 | (uint32_t)fd;
+	e.conn_gen = gen;
+	e.ts_ns = ts_ns;
+	memcpy(e.comm, "nginx", 6);
+	e.local.family = e.remote.family = AF_INET;
+	inet_pton(AF_INET, "127.0.0.1", e.local.addr);
+	inet_pton(AF_INET, "127.0.0.2", e.remote.addr);
+	e.local.port = 8080;
+	e.remote.port = 40000;
+	return &e;
+}
+
+static void send_ev(struct tv_conn_table *t, struct tv_event *e)
+{
+	tv_conn_table_event(t, e, TV_EVENT_HEADER_BYTES + e->payload_len);
+}
+
+static void data(struct tv_conn_table *t, uint8_t kind, uint8_t role, int fd, uint64_t gen,
+		 uint64_t ts_ns, const char *s, uint64_t extra_bytes)
+{
+	struct tv_event *e = ev(kind, role, fd, gen, ts_ns);
+
+	e->payload_len = (uint32_t)strlen(s);
+	memcpy(e->payload, s, e->payload_len);
+	e->bytes = e->payload_len + extra_bytes;
+	send_ev(t, e);
+}
+
+static void test_server_pipelined_requests_pair_in_order(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+
+	(void)state;
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20,
+	     "GET /a HTTP/1.1\r\n\r\nHEAD /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 30,
+	     "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", 0);
+	assert_int_equal(g.n, 0);
+	/* sendfile: counted only */
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 40, "", 100000);
+	assert_int_equal(g.n, 1);
+	/* the HEAD response announces a length but has no body */
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 50,
+	     "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"
+	     "HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nno!", 0);
+	assert_int_equal(g.n, 3);
+	assert_string_equal(g.x[0].path, "/a");
+	assert_int_equal(g.x[0].resp_body_bytes, 100000);
+	assert_int_equal(g.x[0].ts_ns, 20);
+	assert_int_equal(g.x[0].end_ns, 40);
+	assert_string_equal(g.x[1].method, "HEAD");
+	assert_int_equal(g.x[1].status, 200);
+	assert_int_equal(g.x[1].resp_body_bytes, 0);
+	assert_string_equal(g.x[2].path, "/c");
+	assert_int_equal(g.x[2].status, 404);
+	assert_string_equal(g.x[2].local, "127.0.0.1:8080");
+	assert_string_equal(g.x[2].remote, "127.0.0.2:40000");
+	assert_string_equal(g.x[2].comm, "nginx");
+	assert_int_equal(g.x[2].pid, 77);
+	send_ev(t, ev(TV_EV_CLOSE, TV_ROLE_SERVER, 5, 1, 60));
+	assert_int_equal(g.n, 3);
+	assert_int_equal(tv_conn_table_stats(t)->conns_closed, 1);
+	tv_conn_table_free(t);
+}
+
+static void test_client_role_reverses_directions(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+
+	(void)state;
+	send_ev(t, ev(TV_EV_CONNECT, TV_ROLE_CLIENT, 3, 1, 1));
+	data(t, TV_EV_DATA_OUT, TV_ROLE_CLIENT, 3, 1, 2,
+	     "POST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", 0);
+	data(t, TV_EV_DATA_IN, TV_ROLE_CLIENT, 3, 1, 3,
+	     "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok", 0);
+	assert_int_equal(g.n, 1);
+	assert_string_equal(g.x[0].method, "POST");
+	assert_int_equal(g.x[0].req_body_bytes, 5);
+	assert_int_equal(g.x[0].status, 201);
+	tv_conn_table_free(t);
+}
+
+static void test_close_without_response_gives_status_zero(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+
+	(void)state;
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20, "GET /slow HTTP/1.1\r\n\r\n", 0);
+	send_ev(t, ev(TV_EV_CLOSE, TV_ROLE_SERVER, 5, 1, 90));
+	assert_int_equal(g.n, 1);
+	assert_int_equal(g.x[0].status, 0);
+	assert_int_equal(g.x[0].end_ns, 90);
+	/* the same at the end of capture */
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 6, 1, 100));
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 6, 1, 110, "GET /pending HTTP/1.1\r\n\r\n", 0);
+	tv_conn_table_flush(t, 200);
+	assert_int_equal(g.n, 2);
+	assert_string_equal(g.x[1].path, "/pending");
+	assert_int_equal(g.x[1].status, 0);
+	tv_conn_table_free(t);
+}
+
+static void test_reused_fd_does_not_merge_connections(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+
+	(void)state;
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20, "GET /old HTTP/1.1\r\n\r\n", 0);
+	/* the close of generation 1 was lost: generation 2 of fd 5 must start clean */
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 2, 30));
+	assert_int_equal(g.n, 1);
+	assert_string_equal(g.x[0].path, "/old");
+	assert_int_equal(g.x[0].status, 0);
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 2, 40, "GET /new HTTP/1.1\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 2, 50,
+	     "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0);
+	assert_int_equal(g.n, 2);
+	assert_string_equal(g.x[1].path, "/new");
+	assert_int_equal(g.x[1].status, 200);
+	tv_conn_table_free(t);
+}
+
+static void test_short_records_are_counted_not_parsed(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+	struct tv_event *e = ev(TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 1);
+
+	(void)state;
+	e->payload_len = 100; /* claims more payload than the record holds */
+	tv_conn_table_event(t, e, TV_EVENT_HEADER_BYTES + 10);
+	tv_conn_table_event(t, e, 8);
+	assert_int_equal(tv_conn_table_stats(t)->bad_events, 2);
+	assert_int_equal(tv_conn_table_stats(t)->conns_opened, 0);
+	tv_conn_table_free(t);
+}
+
+static void test_ipv6_address_format(void **state)
+{
+	char buf[TV_ADDR_STR_BYTES];
+	uint8_t a[16] = { 0 };
+
+	(void)state;
+	a[15] = 1;
+	tv_format_addr(buf, sizeof(buf), AF_INET6, a, 8080);
+	assert_string_equal(buf, "[::1]:8080");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_server_pipelined_requests_pair_in_order),
+		cmocka_unit_test(test_client_role_reverses_directions),
+		cmocka_unit_test(test_close_without_response_gives_status_zero),
+		cmocka_unit_test(test_reused_fd_does_not_merge_connections),
+		cmocka_unit_test(test_short_records_are_counted_not_parsed),
+		cmocka_unit_test(test_ipv6_address_format),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,310 @@
+/* Unit tests for client/http_parse.c: requests and responses fed the way syscalls deliver them
+ * (split anywhere, several per read, truncated copies) must give the same messages. */
+#define _GNU_SOURCE /* memmem */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "http_parse.h"
+
+#define MAX_MSGS 16
+
+struct seen {
+	int heads;
+	int n;
+	struct tv_http_msg msgs[MAX_MSGS];
+	int head_no_body; /* make on_head set no_body, as the capture does for HEAD requests */
+};
+
+static void on_head(void *ctx, struct tv_http_msg *m)
+{
+	struct seen *s = ctx;
+
+	s->heads++;
+	if (s->head_no_body)
+		m->no_body = 1;
+}
+
+static void on_done(void *ctx, const struct tv_http_msg *m)
+{
+	struct seen *s = ctx;
+
+	assert_true(s->n < MAX_MSGS);
+	s->msgs[s->n++] = *m;
+}
+
+static const struct tv_http_callbacks cbs = { on_head, on_done };
+
+static struct tv_http_parser *new_parser(enum tv_http_kind kind, struct seen *s)
+{
+	struct tv_http_parser *p = malloc(sizeof(*p));
+
+	assert_non_null(p);
+	memset(s, 0, sizeof(*s));
+	tv_http_parser_init(p, kind, &cbs, s);
+	return p;
+}
+
+static void feed_str(struct tv_http_parser *p, const char *str, uint64_t ts_ns)
+{
+	tv_http_parser_feed(p, str, strlen(str), strlen(str), ts_ns);
+}
+
+static const char POST_REQ[] = "POST /upload?token=secret HTTP/1.1\r\n"
+			       "Host: example\r\n"
+			       "Authorization: Bearer hunter2\r\n"
+			       "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"
+			       "Content-Length: 11\r\n"
+			       "\r\n"
+			       "hello world";
+
+static void test_request_split_byte_by_byte(void **state)
+{
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_REQUEST, &s);
+	size_t i, n = strlen(POST_REQ);
+
+	(void)state;
+	for (i = 0; i < n; i++)
+		tv_http_parser_feed(p, POST_REQ + i, 1, 1, 1000 + i);
+	assert_int_equal(s.n, 1);
+	assert_string_equal(s.msgs[0].method, "POST");
+	assert_string_equal(s.msgs[0].path, "/upload"); /* the query (a token here) is not kept */
+	assert_int_equal(s.msgs[0].body_bytes, 11);
+	assert_string_equal(s.msgs[0].trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+	assert_string_equal(s.msgs[0].span_id, "00f067aa0ba902b7");
+	assert_int_equal(s.msgs[0].first_ts_ns, 1000);
+	assert_int_equal(s.msgs[0].last_ts_ns, 1000 + n - 1);
+	assert_int_equal(s.msgs[0].incomplete, 0);
+	/* the head buffer is wiped: no credential survives in parser memory */
+	assert_null(memmem(p->head, sizeof(p->head), "hunter2", 7));
+	free(p);
+}
+
+static void test_several_requests_in_one_read(void **state)
+{
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_REQUEST, &s);
+	const char *reqs = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+			   "POST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
+			   "HEAD /c HTTP/1.0\r\n\r\n"
+			   "GET /d HTTP/1.1\r\nHost: x\r\n"; /* head continues in the next read */
+
+	(void)state;
+	feed_str(p, reqs, 5);
+	assert_int_equal(s.n, 3);
+	assert_string_equal(s.msgs[0].method, "GET");
+	assert_string_equal(s.msgs[0].path, "/a");
+	assert_int_equal(s.msgs[0].body_bytes, 0);
+	assert_string_equal(s.msgs[1].method, "POST");
+	assert_string_equal(s.msgs[1].path, "/b");
+	assert_int_equal(s.msgs[1].body_bytes, 3);
+	assert_string_equal(s.msgs[2].method, "HEAD");
+	assert_string_equal(s.msgs[2].path, "/c");
+	assert_string_equal(s.msgs[2].trace_id, "");
+	feed_str(p, "\r\n", 9);
+	assert_int_equal(s.n, 4);
+	assert_string_equal(s.msgs[3].path, "/d");
+	assert_int_equal(s.msgs[3].first_ts_ns, 5);
+	assert_int_equal(s.msgs[3].last_ts_ns, 9);
+	free(p);
+}
+
+static void test_response_content_length_counts_uncopied_bytes(void **state)
+{
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_RESPONSE, &s);
+	const char *head = "HTTP/1.1 200 OK\r\nContent-Length: 102400\r\n\r\n";
+
+	(void)state;
+	feed_str(p, head, 1);
+	assert_int_equal(s.heads, 1);
+	assert_int_equal(s.n, 0);
+	/* sendfile: bytes moved, none copied */
+	tv_http_parser_feed(p, NULL, 0, 65536, 2);
+	assert_int_equal(s.n, 0);
+	tv_http_parser_feed(p, NULL, 0, 102400 - 65536, 3);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.msgs[0].status, 200);
+	assert_int_equal(s.msgs[0].body_bytes, 102400);
+	assert_int_equal(s.msgs[0].last_ts_ns, 3);
+	/* keep-alive: the next response on the same connection parses normally */
+	feed_str(p, "HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\n\r\nnope!", 4);
+	assert_int_equal(s.n, 2);
+	assert_int_equal(s.msgs[1].status, 404);
+	assert_int_equal(s.msgs[1].body_bytes, 5);
+	free(p);
+}
+
+static void test_truncated_copy_inside_body(void **state)
+{
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_RESPONSE, &s);
+	const char *r = "HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\nxxxx";
+
+	(void)state;
+	/* one write of head + whole body, of which only the head and 4 body bytes were copied */
+	tv_http_parser_feed(p, r, strlen(r), strlen(r) - 4 + 10000, 7);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.msgs[0].body_bytes, 10000);
+	assert_int_equal(p->errors, 0);
+	free(p);
+}
+
+static void test_chunked_response(void **state)
+{
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_RESPONSE, &s);
+
+	(void)state;
+	feed_str(p, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel", 1);
+	feed_str(p, "lo\r\n1", 2);
+	feed_str(p, "0;ext=1\r\n0123456789abcdef\r\n0\r\n", 3);
+	assert_int_equal(s.n, 0);
+	feed_str(p, "X-Trailer: 1\r\n\r\n", 4);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.msgs[0].body_bytes, 5 + 16);
+	assert_int_equal(s.msgs[0].last_ts_ns, 4);
+	assert_int_equal(p->errors, 0);
+	free(p);
+}
+
+static void test_bodiless_responses(void **state)
+{
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_RESPONSE, &s);
+
+	(void)state;
+	/* 204 and 304 never have a body, whatever the headers say */
+	feed_str(p, "HTTP/1.1 204 No Content\r\n\r\n", 1);
+	feed_str(p, "HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n", 2);
+	/* 100 Continue is interim: not reported, the final response follows */
+	feed_str(p, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+		 3);
+	assert_int_equal(s.n, 3);
+	assert_int_equal(s.msgs[0].status, 204);
+	assert_int_equal(s.msgs[1].status, 304);
+	assert_int_equal(s.msgs[1].body_bytes, 0);
+	assert_int_equal(s.msgs[2].status, 201);
+	/* a response to HEAD: the caller marks it bodiless in on_head */
+	s.head_no_body = 1;
+	feed_str(p, "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n", 4);
+	assert_int_equal(s.n, 4);
+	assert_int_equal(s.msgs[3].body_bytes, 0);
+	s.head_no_body = 0;
+	feed_str(p, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 5);
+	assert_int_equal(s.n, 5);
+	assert_int_equal(s.msgs[4].body_bytes, 2);
+	free(p);
+}
+
+static void test_body_until_close(void **state)
+{
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_RESPONSE, &s);
+
+	(void)state;
+	feed_str(p, "HTTP/1.0 200 OK\r\n\r\nabc", 1);
+	tv_http_parser_feed(p, "def", 3, 100, 2);
+	assert_int_equal(s.n, 0);
+	assert_int_equal(tv_http_parser_close(p, 3), 0);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.msgs[0].body_bytes, 103);
+	assert_int_equal(s.msgs[0].last_ts_ns, 3);
+	free(p);
+}
+
+static void test_close_mid_body_reports_incomplete(void **state)
+{
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_RESPONSE, &s);
+
+	(void)state;
+	feed_str(p, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nab", 1);
+	assert_int_equal(tv_http_parser_close(p, 2), 1);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.msgs[0].incomplete, 1);
+	assert_int_equal(s.msgs[0].body_bytes, 2);
+	free(p);
+}
+
+static void test_malformed_input_resyncs(void **state)
+{
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_REQUEST, &s);
+	char junk[TV_HTTP_MAX_HEAD_BYTES + 100];
+	unsigned seed = 42;
+	size_t i;
+	int round;
+
+	(void)state;
+	feed_str(p, "\x01\x02garbage without structure\r\n\r\n", 1);
+	assert_int_equal(s.n, 0);
+	assert_true(p->errors >= 1);
+	feed_str(p, "GET /ok HTTP/1.1\r\n\r\n", 2);
+	assert_int_equal(s.n, 1);
+	assert_string_equal(s.msgs[0].path, "/ok");
+	/* conflicting Content-Length values are rejected, not guessed */
+	feed_str(p, "POST /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 3);
+	assert_int_equal(s.n, 1);
+	/* a head longer than the buffer */
+	memset(junk, 'a', sizeof(junk));
+	memcpy(junk, "GET /", 5);
+	tv_http_parser_feed(p, junk, sizeof(junk), sizeof(junk), 4);
+	assert_int_equal(s.n, 1);
+	/* random bytes, random split points: must not crash (ASan/UBSan build) */
+	for (round = 0; round < 200; round++) {
+		size_t n = (size_t)(rand_r(&seed) % sizeof(junk));
+
+		for (i = 0; i < n; i++)
+			junk[i] = (char)(rand_r(&seed) % 4 == 0 ? "\r\n: 0aGET/HTTP1."[rand_r(&seed) % 16]
+								: rand_r(&seed));
+		tv_http_parser_feed(p, junk, n, n + (uint64_t)(rand_r(&seed) % 3) * 1000, 5);
+	}
+	tv_http_parser_close(p, 6);
+	/* still usable afterwards */
+	s.n = 0;
+	feed_str(p, "GET /again HTTP/1.1\r\n\r\n", 7);
+	assert_int_equal(s.n, 1);
+	assert_string_equal(s.msgs[0].path, "/again");
+	free(p);
+}
+
+static void test_invalid_traceparent_ignored(void **state)
+{
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_REQUEST, &s);
+
+	(void)state;
+	feed_str(p, "GET / HTTP/1.1\r\ntraceparent: 00-00000000000000000000000000000000-"
+		    "00f067aa0ba902b7-01\r\n\r\n", 1);
+	feed_str(p, "GET / HTTP/1.1\r\nTraceParent: 00-4BF92F3577B34DA6A3CE929D0E0E4736-"
+		    "00f067aa0ba902b7-01\r\n\r\n", 2);
+	assert_int_equal(s.n, 2);
+	assert_string_equal(s.msgs[0].trace_id, ""); /* all-zero trace id is invalid */
+	assert_string_equal(s.msgs[1].trace_id, ""); /* upper-case hex is invalid */
+	free(p);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_request_split_byte_by_byte),
+		cmocka_unit_test(test_several_requests_in_one_read),
+		cmocka_unit_test(test_response_content_length_counts_uncopied_bytes),
+		cmocka_unit_test(test_truncated_copy_inside_body),
+		cmocka_unit_test(test_chunked_response),
+		cmocka_unit_test(test_bodiless_responses),
+		cmocka_unit_test(test_body_until_close),
+		cmocka_unit_test(test_close_mid_body_reports_incomplete),
+		cmocka_unit_test(test_malformed_input_resyncs),
+		cmocka_unit_test(test_invalid_traceparent_ignored),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

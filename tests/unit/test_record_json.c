@@ -1,0 +1,225 @@
+/* JSON Lines <-> TraceRecord: a full round trip through the writer and the parser, string
+ * escaping (quotes, control bytes, invalid UTF-8), the table form, and every rejection. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "record_json.h"
+
+/* Render r with tv_record_write_jsonl into a malloc'd string. */
+static char *to_jsonl(const Tracevault__V1__TraceRecord *r)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	assert_non_null(f);
+	assert_int_equal(tv_record_write_jsonl(f, r), 0);
+	fclose(f);
+	return buf;
+}
+
+static void fill(Tracevault__V1__TraceRecord *r)
+{
+	Tracevault__V1__TraceRecord init = TRACEVAULT__V1__TRACE_RECORD__INIT;
+
+	*r = init;
+	r->ts_ns = 1767225600123456789ull;
+	r->end_ns = 1767225600223456789ull;
+	r->latency_ns = 100000000;
+	r->pid = 4242;
+	r->comm = "nginx";
+	r->local = "127.0.0.1:8080";
+	r->remote = "[::1]:50000";
+	r->method = "GET";
+	r->path = "/a?b=c&d=\"e\"\\f";
+	r->status = 200;
+	r->req_body_bytes = 0;
+	r->resp_body_bytes = 9223372036854775807ull;
+	r->trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+	r->span_id = "00f067aa0ba902b7";
+}
+
+static void test_exact_jsonl_output(void **state)
+{
+	Tracevault__V1__TraceRecord r;
+	char *s;
+
+	(void)state;
+	fill(&r);
+	s = to_jsonl(&r);
+	assert_string_equal(
+		s, "{\"ts_ns\":1767225600123456789,\"end_ns\":1767225600223456789,"
+		   "\"latency_ns\":100000000,\"pid\":4242,\"comm\":\"nginx\","
+		   "\"local\":\"127.0.0.1:8080\",\"remote\":\"[::1]:50000\",\"method\":\"GET\","
+		   "\"path\":\"/a?b=c&d=\\\"e\\\"\\\\f\",\"status\":200,\"req_body_bytes\":0,"
+		   "\"resp_body_bytes\":9223372036854775807,"
+		   "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\","
+		   "\"span_id\":\"00f067aa0ba902b7\"}\n");
+	free(s);
+}
+
+static void test_round_trip_all_fields(void **state)
+{
+	Tracevault__V1__TraceRecord r;
+	struct tv_record_json rj;
+	char err[256], *s, *s2;
+
+	(void)state;
+	fill(&r);
+	r.comm = "tab\there\nnl \x01 caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80";
+	s = to_jsonl(&r);
+	assert_int_equal(tv_record_json_parse(&rj, s, strlen(s) - 1, err, sizeof(err)), 0);
+	assert_int_equal(rj.rec.ts_ns, r.ts_ns);
+	assert_int_equal(rj.rec.end_ns, r.end_ns);
+	assert_int_equal(rj.rec.latency_ns, r.latency_ns);
+	assert_int_equal(rj.rec.pid, r.pid);
+	assert_string_equal(rj.rec.comm, r.comm);
+	assert_string_equal(rj.rec.local, r.local);
+	assert_string_equal(rj.rec.remote, r.remote);
+	assert_string_equal(rj.rec.method, r.method);
+	assert_string_equal(rj.rec.path, r.path);
+	assert_int_equal(rj.rec.status, r.status);
+	assert_int_equal(rj.rec.req_body_bytes, r.req_body_bytes);
+	assert_int_equal(rj.rec.resp_body_bytes, r.resp_body_bytes);
+	assert_string_equal(rj.rec.trace_id, r.trace_id);
+	assert_string_equal(rj.rec.span_id, r.span_id);
+	s2 = to_jsonl(&rj.rec);
+	assert_string_equal(s, s2);
+	tv_record_json_release(&rj);
+	free(s);
+	free(s2);
+}
+
+static void test_escaping(void **state)
+{
+	Tracevault__V1__TraceRecord r = TRACEVAULT__V1__TRACE_RECORD__INIT;
+	char *s;
+
+	(void)state;
+	/* control bytes escaped, valid UTF-8 kept, invalid bytes and a truncated sequence become
+	 * U+FFFD, DEL kept (legal in JSON) */
+	r.path = "\"\\\b\f\n\r\t\x1f\x7f caf\xc3\xa9 \xff\xfe \xe2\x82";
+	s = to_jsonl(&r);
+	assert_non_null(strstr(s, "\"path\":\"\\\"\\\\\\u0008\\u000c\\n\\r\\t\\u001f\x7f caf\xc3\xa9 "
+				  "\\ufffd\\ufffd \\ufffd\\ufffd\""));
+	/* surrogate halves and overlong forms are not valid UTF-8 either */
+	free(s);
+	r.path = "\xed\xa0\x80\xc0\xaf";
+	s = to_jsonl(&r);
+	assert_non_null(strstr(s, "\"path\":\"\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\""));
+	free(s);
+}
+
+static void test_defaults_and_minimal(void **state)
+{
+	struct tv_record_json rj;
+	const char *line = "{\"ts_ns\": 5}";
+	char err[256];
+
+	(void)state;
+	assert_int_equal(tv_record_json_parse(&rj, line, strlen(line), err, sizeof(err)), 0);
+	assert_int_equal(rj.rec.ts_ns, 5);
+	assert_int_equal(rj.rec.pid, 0);
+	assert_int_equal(rj.rec.status, 0);
+	assert_string_equal(rj.rec.path, "");
+	assert_string_equal(rj.rec.trace_id, "");
+	tv_record_json_release(&rj);
+	/* the parser needs no NUL: only len bytes are read */
+	assert_int_equal(tv_record_json_parse(&rj, "{\"ts_ns\":7}garbage", 11, err, sizeof(err)),
+			 0);
+	assert_int_equal(rj.rec.ts_ns, 7);
+	tv_record_json_release(&rj);
+}
+
+static void assert_rejects(const char *line, const char *reason)
+{
+	struct tv_record_json rj;
+	char err[256] = "";
+
+	assert_int_equal(tv_record_json_parse(&rj, line, strlen(line), err, sizeof(err)), -EINVAL);
+	if (!strstr(err, reason))
+		fail_msg("line %s: reason '%s' lacks '%s'", line, err, reason);
+}
+
+static void test_rejections(void **state)
+{
+	(void)state;
+	assert_rejects("{\"ts_ns\": 1", "invalid JSON");
+	assert_rejects("not json", "invalid JSON");
+	assert_rejects("{\"ts_ns\": 1} {}", "invalid JSON");
+	assert_rejects("[1, 2]", "expected a JSON object");
+	assert_rejects("{}", "missing required field 'ts_ns'");
+	assert_rejects("{\"pid\": 1}", "missing required field 'ts_ns'");
+	assert_rejects("{\"ts_ns\": 1, \"bogus\": 2}", "unknown field 'bogus'");
+	assert_rejects("{\"ts_ns\": 1, \"ts_ns\": 2}", "duplicate");
+	assert_rejects("{\"ts_ns\": \"1\"}", "field 'ts_ns' must be an integer");
+	assert_rejects("{\"ts_ns\": 1.5}", "field 'ts_ns' must be an integer");
+	assert_rejects("{\"ts_ns\": 1, \"status\": true}", "field 'status' must be an integer");
+	assert_rejects("{\"ts_ns\": 1, \"pid\": null}", "field 'pid' must be an integer");
+	assert_rejects("{\"ts_ns\": -1}", "field 'ts_ns' must not be negative");
+	assert_rejects("{\"ts_ns\": 1, \"latency_ns\": -5}", "field 'latency_ns' must not be negative");
+	assert_rejects("{\"ts_ns\": 1, \"pid\": 4294967296}", "field 'pid' out of range");
+	assert_rejects("{\"ts_ns\": 1, \"status\": 4294967296}", "field 'status' out of range");
+	assert_rejects("{\"ts_ns\": 1, \"path\": 5}", "field 'path' must be a string");
+	assert_rejects("{\"ts_ns\": 1, \"comm\": [\"a\"]}", "field 'comm' must be a string");
+	assert_rejects("{\"ts_ns\": 1, \"path\": \"a\\u0000b\"}", "invalid JSON");
+	assert_rejects("{\"ts_ns\": 1, \"path\": \"\xff\"}", "invalid JSON");
+	assert_rejects("{\"ts_ns\": 99999999999999999999}", "invalid JSON");
+	/* an unknown key is quoted back printable and bounded */
+	assert_rejects("{\"ts_ns\": 1, \"a\\u001bb\": 2}", "unknown field 'a?b'");
+}
+
+/* TIME, METHOD, PATH columns (24, 7, 40 wide, a space after each), then STATUS (6 wide) */
+#define STATUS_COL_END (24 + 1 + 7 + 1 + 40 + 1 + 6)
+
+static void test_table(void **state)
+{
+	Tracevault__V1__TraceRecord r;
+	char *buf = NULL, *row;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	(void)state;
+	fill(&r);
+	r.path = "/evil\x1b[31m/and/a/very/long/path/that/does/not/fit/in/the/column";
+	assert_int_equal(tv_record_write_table_header(f), 0);
+	assert_int_equal(tv_record_write_table_row(f, &r), 0);
+	fclose(f);
+	assert_non_null(strstr(buf, "TIME"));
+	assert_non_null(strstr(buf, "LATENCY_MS"));
+	row = strchr(buf, '\n') + 1;
+	assert_non_null(strstr(row, "2026-01-01T00:00:00.123Z GET     /evil?[31m/"));
+	assert_non_null(strstr(row, "... "));
+	assert_non_null(strstr(row, " 200 "));
+	assert_non_null(strstr(row, "100.000"));
+	assert_non_null(strstr(row, "4242"));
+	assert_non_null(strstr(row, "[::1]:50000\n"));
+	assert_null(strchr(buf, '\x1b'));
+	/* columns line up: header and row put STATUS right-aligned at the same place */
+	assert_memory_equal(buf + STATUS_COL_END - 6, "STATUS", 6);
+	assert_memory_equal(row + STATUS_COL_END - 6, "   200", 6);
+	free(buf);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_exact_jsonl_output),
+		cmocka_unit_test(test_round_trip_all_fields),
+		cmocka_unit_test(test_escaping),
+		cmocka_unit_test(test_defaults_and_minimal),
+		cmocka_unit_test(test_rejections),
+		cmocka_unit_test(test_table),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
