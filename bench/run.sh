@@ -18,8 +18,8 @@ val() { awk -v k="$1" '$1 == k { print $2 }'; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 echo "tracevault bench: $MIB MiB per measurement, data dir $work (same filesystem for all)"
-tcp=$("$BIN/ceiling_tcp" "$MIB" | val tcp_loopback_MBps)
-disk=$("$BIN/ceiling_uring" "$work" "$MIB" | val uring_write_fdatasync_MBps)
+tcp=$("$BIN/bench/ceiling_tcp" "$MIB" | val tcp_loopback_MBps)
+disk=$("$BIN/bench/ceiling_uring" "$work" "$MIB" | val uring_write_fdatasync_MBps)
 
 "$BIN/tracevaultd" --data "$work/data" --listen 127.0.0.1:0 >"$work/server.out" 2>"$work/server.err" &
 srv=$!
@@ -28,7 +28,7 @@ addr=$(awk '/^listening on /{print $3; exit}' "$work/server.out")
 [[ -n "$addr" ]] || { echo "bench: tracevaultd did not start: $(cat "$work/server.err")" >&2; exit 1; }
 
 t0=$(cpu_ticks "$srv")
-"$BIN/bench_ingest" --server "$addr" --mib "$MIB" >"$work/ingest.out"
+"$BIN/bench/bench_ingest" --server "$addr" --mib "$MIB" >"$work/ingest.out"
 t1=$(cpu_ticks "$srv")
 ingest=$(val ingest_MBps <"$work/ingest.out")
 bytes=$(val ingest_bytes <"$work/ingest.out")

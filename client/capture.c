@@ -14,7 +14,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
-#include "../bpf/capture.h" /* the kernel event layout and limits */
+#include "bpf/capture.h" /* the kernel event layout and limits */
 #include "block.h"
 #include "capture.skel.h"
 #include "conn_table.h"

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "../bpf/capture.h" /* the kernel event; client/capture.h is the loader's API */
+#include "bpf/capture.h" /* the kernel event; client/capture.h is the loader's API */
 
 #define BUCKETS 4096 /* power of two */
 #define PENDING_INITIAL 4

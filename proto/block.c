@@ -11,6 +11,7 @@
 #include <zstd.h>
 
 #include "crc32c.h"
+#include "varint.h"
 
 #define HEADER_CRC_OFFSET 60
 
@@ -214,18 +215,6 @@ static int ref_cmp(const void *a, const void *b)
 	return x->off < y->off ? -1 : (x->off > y->off);
 }
 
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-	size_t n = 0;
-
-	while (v >= 0x80) {
-		p[n++] = (uint8_t)(v | 0x80);
-		v >>= 7;
-	}
-	p[n++] = (uint8_t)v;
-	return n;
-}
-
 int tv_block_builder_seal(struct tv_block_builder *b, uint64_t block_id, enum tv_codec codec,
 			  int zstd_level, void **out, size_t *out_len)
 {
@@ -241,7 +230,7 @@ int tv_block_builder_seal(struct tv_block_builder *b, uint64_t block_id, enum tv
 		return -ENOMEM;
 	qsort(b->refs, b->count, sizeof(*b->refs), ref_cmp);
 	for (uint32_t i = 0; i < b->count; i++) {
-		raw_len += put_varint(raw + raw_len, b->refs[i].len);
+		raw_len += tv_varint_put(raw + raw_len, b->refs[i].len);
 		memcpy(raw + raw_len, b->buf + b->refs[i].off, b->refs[i].len);
 		raw_len += b->refs[i].len;
 	}
@@ -356,21 +345,6 @@ const struct tv_block_header *tv_block_reader_header(const struct tv_block_reade
 	return &r->h;
 }
 
-static int get_varint(const uint8_t *p, size_t avail, uint64_t *v, size_t *used)
-{
-	uint64_t x = 0;
-
-	for (size_t i = 0; i < avail && i < 10; i++) {
-		x |= (uint64_t)(p[i] & 0x7f) << (7 * i);
-		if (!(p[i] & 0x80)) {
-			*v = x;
-			*used = i + 1;
-			return 0;
-		}
-	}
-	return -EBADMSG;
-}
-
 /* Field 1 (ts_ns, varint) of a packed TraceRecord; 0 when absent, as proto3 defines. */
 static int peek_ts(const uint8_t *p, size_t len, uint64_t *ts_ns)
 {
@@ -379,12 +353,12 @@ static int peek_ts(const uint8_t *p, size_t len, uint64_t *ts_ns)
 
 	*ts_ns = 0;
 	while (pos < len) {
-		if (get_varint(p + pos, len - pos, &key, &used))
+		if (tv_varint_get(p + pos, len - pos, &key, &used))
 			return -EBADMSG;
 		pos += used;
 		switch (key & 7) {
 		case 0:
-			if (get_varint(p + pos, len - pos, &v, &used))
+			if (tv_varint_get(p + pos, len - pos, &v, &used))
 				return -EBADMSG;
 			pos += used;
 			if ((key >> 3) == 1)
@@ -394,7 +368,7 @@ static int peek_ts(const uint8_t *p, size_t len, uint64_t *ts_ns)
 			pos += 8;
 			break;
 		case 2:
-			if (get_varint(p + pos, len - pos, &v, &used) || v > len)
+			if (tv_varint_get(p + pos, len - pos, &v, &used) || v > len)
 				return -EBADMSG;
 			pos += used + v;
 			break;
@@ -416,7 +390,7 @@ int tv_block_reader_next_raw(struct tv_block_reader *r, const uint8_t **data, si
 
 	if (r->pos == r->raw_len)
 		return r->seen == r->h.record_count ? 0 : -EBADMSG;
-	if (get_varint(r->raw + r->pos, r->raw_len - r->pos, &n, &used))
+	if (tv_varint_get(r->raw + r->pos, r->raw_len - r->pos, &n, &used))
 		return -EBADMSG;
 	if (n > r->raw_len - r->pos - used || r->seen == r->h.record_count)
 		return -EBADMSG;

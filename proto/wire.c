@@ -8,6 +8,8 @@
 
 #include <grpc/byte_buffer_reader.h>
 
+#include "varint.h"
+
 int tv_wire_pack(const ProtobufCMessage *m, grpc_byte_buffer **out)
 {
 	size_t n = protobuf_c_message_get_packed_size(m);
@@ -48,18 +50,6 @@ int tv_wire_flatten(grpc_byte_buffer *bb, size_t max_bytes, uint8_t **out, size_
 	return 0;
 }
 
-static size_t varint(uint8_t *p, uint64_t v)
-{
-	size_t n = 0;
-
-	while (v >= 0x80) {
-		p[n++] = (uint8_t)(v | 0x80);
-		v >>= 7;
-	}
-	p[n++] = (uint8_t)v;
-	return n;
-}
-
 
 size_t tv_wire_chunk_prefix(uint8_t prefix[TV_CHUNK_PREFIX_MAX], uint64_t block_id,
 			    uint64_t offset, uint32_t crc32c, size_t data_len)
@@ -71,21 +61,21 @@ size_t tv_wire_chunk_prefix(uint8_t prefix[TV_CHUNK_PREFIX_MAX], uint64_t block_
 
 	if (block_id) {
 		body[b++] = (1 << 3) | 0;
-		b += varint(body + b, block_id);
+		b += tv_varint_put(body + b, block_id);
 	}
 	if (offset) {
 		body[b++] = (2 << 3) | 0;
-		b += varint(body + b, offset);
+		b += tv_varint_put(body + b, offset);
 	}
 	if (crc32c) {
 		body[b++] = (3 << 3) | 0;
-		b += varint(body + b, crc32c);
+		b += tv_varint_put(body + b, crc32c);
 	}
 	body[b++] = (4 << 3) | 2;
-	b += varint(body + b, data_len);
+	b += tv_varint_put(body + b, data_len);
 
 	prefix[n++] = (2 << 3) | 2; /* WriteRequest.chunk */
-	n += varint(prefix + n, b + data_len);
+	n += tv_varint_put(prefix + n, b + data_len);
 	memcpy(prefix + n, body, b);
 	return n + b;
 }

@@ -10,6 +10,7 @@
 #include <grpc/slice.h>
 
 #include "block.h"
+#include "varint.h"
 
 struct cursor {
 	struct tv_block_reader *r;
@@ -219,18 +220,6 @@ fail:
 	return ret;
 }
 
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-	size_t n = 0;
-
-	while (v >= 0x80) {
-		p[n++] = (uint8_t)(v | 0x80);
-		v >>= 7;
-	}
-	p[n++] = (uint8_t)v;
-	return n;
-}
-
 int tv_query_next(struct tv_query *q, grpc_byte_buffer **out, char *err, size_t errlen)
 {
 	uint8_t *buf = NULL;
@@ -277,7 +266,7 @@ int tv_query_next(struct tv_query *q, grpc_byte_buffer **out, char *err, size_t 
 			cap = ncap;
 		}
 		buf[len++] = (1 << 3) | 2;
-		len += put_varint(buf + len, cur->len);
+		len += tv_varint_put(buf + len, cur->len);
 		memcpy(buf + len, cur->data, cur->len);
 		len += cur->len;
 		count++;

@@ -525,6 +525,16 @@ static void on_event(struct tv_rpc_server *srv, struct tag *t, int ok)
 /* ---- server ---- */
 
 /* grpc does not say why a bind failed: try it ourselves to get an errno for the message. */
+/* Every tag has been delivered once the server is destroyed; drain to SHUTDOWN, then free. */
+static void cq_shutdown_and_destroy(grpc_completion_queue *cq)
+{
+	grpc_completion_queue_shutdown(cq);
+	while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+	       GRPC_QUEUE_SHUTDOWN)
+		;
+	grpc_completion_queue_destroy(cq);
+}
+
 static const char *bind_error(const char *addr, char *buf, size_t len)
 {
 	char host[256];
@@ -615,11 +625,7 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 fail:
 	/* never started: no calls exist, destroy directly */
 	grpc_server_destroy(srv->server);
-	grpc_completion_queue_shutdown(srv->cq);
-	while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-	       GRPC_QUEUE_SHUTDOWN)
-		;
-	grpc_completion_queue_destroy(srv->cq);
+	cq_shutdown_and_destroy(srv->cq);
 	free(srv);
 	return -EADDRNOTAVAIL;
 }
@@ -663,10 +669,6 @@ void tv_rpc_server_free(struct tv_rpc_server *srv)
 		tv_rpc_server_run(srv, &stop);
 	}
 	grpc_server_destroy(srv->server);
-	grpc_completion_queue_shutdown(srv->cq);
-	while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-	       GRPC_QUEUE_SHUTDOWN)
-		;
-	grpc_completion_queue_destroy(srv->cq);
+	cq_shutdown_and_destroy(srv->cq);
 	free(srv);
 }

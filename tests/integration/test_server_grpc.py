@@ -558,7 +558,7 @@ def main():
                 traceback.print_exc()
                 if srv.proc.poll() is not None:
                     print("tracevaultd exited %d: %s" % (srv.proc.returncode,
-                                                        srv.proc.stderr.read()))
+                                                        srv.log()))
                     srv.start()
         rc = srv.stop()
         if rc != 0:

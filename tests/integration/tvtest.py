@@ -70,18 +70,26 @@ class Server:
         self.extra_args = list(extra_args)
         self.proc = None
         self.addr = None
+        # stderr goes to a file, not a pipe: a pipe nobody drains would block a chatty daemon
+        fd, self.log_path = tempfile.mkstemp(prefix="tv-server-", suffix=".log")
+        os.close(fd)
+
+    def log(self):
+        """Everything the daemon wrote to stderr so far (all its runs)."""
+        with open(self.log_path) as f:
+            return f.read()
 
     def start(self, timeout=20):
-        self.proc = subprocess.Popen(
-            [binary("tracevaultd"), "--data", self.data_dir, "--listen", "127.0.0.1:0"]
-            + self.extra_args,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen(
+                [binary("tracevaultd"), "--data", self.data_dir, "--listen", "127.0.0.1:0"]
+                + self.extra_args,
+                stdout=subprocess.PIPE, stderr=log, text=True)
         deadline = time.monotonic() + timeout
         line = self.proc.stdout.readline()  # the daemon's first stdout line is the readiness signal
         if not line.startswith("listening on ") or time.monotonic() > deadline:
-            err = self.proc.stderr.read() if self.proc.poll() is not None else ""
             self.stop()
-            raise AssertionError("tracevaultd did not start: %r %s" % (line, err))
+            raise AssertionError("tracevaultd did not start: %r %s" % (line, self.log()))
         self.addr = line.split()[-1]
         return self
 
@@ -100,6 +108,7 @@ class Server:
 
     def cleanup(self):
         self.stop()
+        os.unlink(self.log_path)
         if self.own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 

@@ -11,7 +11,7 @@
 #include <cmocka.h>
 #include <sys/socket.h>
 
-#include "../../bpf/capture.h"
+#include "bpf/capture.h"
 #include "conn_table.h"
 
 #define MAX_X 16
