@@ -75,7 +75,7 @@ static int make_block(struct tv_block_builder *b, uint64_t *ts, size_t block_byt
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: bench_ingest --server ADDR [--mib N] [--block-bytes N] "
-		   "[--blocks-per-segment N] [--chunk-bytes N]\n");
+		   "[--blocks-per-segment N] [--chunk-bytes N] [--no-zerocopy]\n");
 }
 
 int main(int argc, char **argv)
@@ -86,6 +86,7 @@ int main(int argc, char **argv)
 		{ "block-bytes", required_argument, NULL, 'b' },
 		{ "blocks-per-segment", required_argument, NULL, 'k' },
 		{ "chunk-bytes", required_argument, NULL, 'c' },
+		{ "no-zerocopy", no_argument, NULL, 'Z' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -104,7 +105,7 @@ int main(int argc, char **argv)
 		char *end;
 		unsigned long long v = 0;
 
-		if (c != 's' && c != 'h') {
+		if (c != 's' && c != 'h' && c != 'Z') {
 			errno = 0;
 			v = strtoull(optarg, &end, 10);
 			if (errno || *end || v == 0) {
@@ -120,6 +121,7 @@ int main(int argc, char **argv)
 		case 'b': block_bytes = v; break;
 		case 'k': per_seg = v; break;
 		case 'c': wo.chunk_bytes = v; break;
+		case 'Z': wo.no_zerocopy = 1; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}

@@ -1,9 +1,10 @@
 /* `tracevault capture` loader: loads bpf/capture.bpf.c (skeleton), polls its ring buffer, feeds
- * the events to the connection table, turns finished exchanges into TraceRecords, and every
- * block_age_ms seals them into one block and writes it to tracevaultd as a segment. */
+ * the events to the connection table, and hands finished exchanges as TraceRecords to the write
+ * pipeline, whose own thread seals, caches and sends them: the poll never waits on the network. */
 #include "capture.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,28 +16,22 @@
 #include <bpf/libbpf.h>
 
 #include "bpf/capture.h" /* the kernel event layout and limits */
-#include "block.h"
 #include "capture.skel.h"
 #include "conn_table.h"
-#include "grpc_writer.h"
+#include "pipeline.h"
 
 #define POLL_TIMEOUT_MS 100
-#define PROBE_TIMEOUT_MS 5000
 #define TRACEFS_DIR "/sys/kernel/tracing"
 
 /* Everything one run owns; released in tv_capture_run's cleanup, in reverse order. */
 struct capture {
 	const struct tv_capture_opts *o;
 	struct tv_capture_result *res;
-	struct tv_writer *w;
+	struct tv_pipeline *pipe;
 	struct capture_bpf *skel;
 	struct ring_buffer *rb;
 	struct tv_conn_table *conns;
-	struct tv_block_builder *bb;
 	int64_t mono_to_real_ns; /* CLOCK_REALTIME - CLOCK_MONOTONIC, measured at start */
-	uint64_t block_first_ms; /* monotonic ms of the first record in bb; 0 when bb is empty */
-	uint64_t write_failures;
-	char last_write_err[256];
 };
 
 static uint64_t clock_ns(clockid_t id)
@@ -80,44 +75,6 @@ static int ensure_tracefs(char *err, size_t errlen)
 	return -ENOENT;
 }
 
-/* Seal what the builder holds into one block and write it as one segment. A failed write is
- * not retried (the writer already cancelled and deleted the segment): its records are lost
- * and counted, and capture goes on. */
-static void send_block(struct capture *c)
-{
-	uint32_t n = tv_block_builder_count(c->bb);
-	struct tv_block_buf b = { 0 };
-	void *buf = NULL;
-	size_t len = 0;
-	char err[256] = "";
-	int rc;
-
-	c->block_first_ms = 0;
-	if (n == 0)
-		return;
-	b.block_id = tv_random_id();
-	rc = tv_block_builder_seal(c->bb, b.block_id, TV_CODEC_ZSTD, TV_BLOCK_DEFAULT_ZSTD_LEVEL,
-				   &buf, &len);
-	if (rc) {
-		snprintf(err, sizeof(err), "sealing a block of %u records: %s", n, strerror(-rc));
-		goto fail;
-	}
-	b.data = buf;
-	b.len = len;
-	b.record_count = n;
-	rc = tv_writer_write_segment(c->w, tv_random_id(), &b, 1, err, sizeof(err));
-	free(buf);
-	if (rc)
-		goto fail;
-	c->res->records_sent += n;
-	return;
-fail:
-	c->res->records_lost += n;
-	c->write_failures++;
-	snprintf(c->last_write_err, sizeof(c->last_write_err), "%s", err);
-	fprintf(stderr, "tracevault: %u records lost: %s\n", n, err);
-}
-
 static void on_exchange(void *ctx, const struct tv_exchange *x)
 {
 	struct capture *c = ctx;
@@ -138,14 +95,8 @@ static void on_exchange(void *ctx, const struct tv_exchange *x)
 	r.resp_body_bytes = x->resp_body_bytes;
 	r.trace_id = (char *)x->trace_id;
 	r.span_id = (char *)x->span_id;
-	if (tv_block_builder_add(c->bb, &r)) {
-		c->res->records_lost++;
-		return;
-	}
-	if (c->block_first_ms == 0)
-		c->block_first_ms = clock_ns(CLOCK_MONOTONIC) / 1000000;
-	if (tv_block_builder_count(c->bb) >= TV_DEFAULT_BLOCK_RECORDS)
-		send_block(c);
+	/* copied by the pipeline; a drop (cache full past back-pressure) is counted there */
+	tv_pipeline_add(c->pipe, &r);
 }
 
 static int on_event(void *ctx, void *data, size_t len)
@@ -235,12 +186,10 @@ static void signal_ready(int fd)
 			n < 0 ? strerror(errno) : "short write");
 }
 
-/* Poll until stopped or the duration ends, sealing a block whenever the oldest record in the
- * builder is block_age_ms old. */
+/* Poll until stopped or the duration ends. Sealing by size and age happens in the pipeline. */
 static int poll_loop(struct capture *c, char *err, size_t errlen)
 {
 	const struct tv_capture_opts *o = c->o;
-	int age_ms = o->block_age_ms > 0 ? o->block_age_ms : TV_DEFAULT_BLOCK_AGE_MS;
 	uint64_t end_ms = 0, now_ms;
 	int rc;
 
@@ -253,8 +202,6 @@ static int poll_loop(struct capture *c, char *err, size_t errlen)
 			return rc;
 		}
 		now_ms = clock_ns(CLOCK_MONOTONIC) / 1000000;
-		if (c->block_first_ms && now_ms - c->block_first_ms >= (uint64_t)age_ms)
-			send_block(c);
 		if (end_ms && now_ms >= end_ms)
 			break;
 	}
@@ -264,29 +211,26 @@ static int poll_loop(struct capture *c, char *err, size_t errlen)
 int tv_capture_run(const struct tv_capture_opts *o, struct tv_capture_result *res, char *err,
 		   size_t errlen)
 {
-	struct tv_writer_opts wo = { 0 };
 	struct capture c = { .o = o, .res = res };
+	struct tv_pipeline_stats ps;
 	int rc;
 
 	memset(res, 0, sizeof(*res));
-	if (!o->server || o->pid < 0 || o->port < 0 || o->port > 65535) {
+	if (!o->pipeline.servers || o->pid < 0 || o->port < 0 || o->port > 65535) {
 		snprintf(err, errlen, "invalid capture options");
 		return -EINVAL;
 	}
 	c.mono_to_real_ns = measure_mono_to_real();
-	wo.server = o->server;
-	wo.max_message_bytes = o->max_message_bytes;
-	c.w = tv_writer_new(&wo);
 	c.conns = tv_conn_table_new(on_exchange, &c);
-	c.bb = tv_block_builder_new();
-	if (!c.w || !c.conns || !c.bb) {
+	if (!c.conns) {
 		rc = -ENOMEM;
 		snprintf(err, errlen, "out of memory setting up capture");
 		goto cleanup;
 	}
 	tv_conn_table_set_keep_query(c.conns, !o->redact);
-	/* fail fast on an unreachable server, before any probe is attached */
-	rc = tv_writer_probe(c.w, PROBE_TIMEOUT_MS, err, errlen);
+	/* validates the options and fails fast on an unreachable server, before any probe is
+	 * attached */
+	rc = tv_pipeline_new(&c.pipe, &o->pipeline, err, errlen);
 	if (rc)
 		goto cleanup;
 	rc = load_bpf(&c, err, errlen);
@@ -300,19 +244,29 @@ int tv_capture_run(const struct tv_capture_opts *o, struct tv_capture_result *re
 	if (ring_buffer__consume(c.rb) < 0 && !rc)
 		fprintf(stderr, "tracevault: draining the ring buffer failed\n");
 	tv_conn_table_flush(c.conns, clock_ns(CLOCK_MONOTONIC));
-	send_block(&c);
-	res->events_lost = kernel_lost(&c);
-	res->records_lost += tv_conn_table_stats(c.conns)->exchanges_dropped;
-	if (!rc && c.write_failures && res->records_sent == 0) {
+	tv_pipeline_flush(c.pipe);
+	tv_pipeline_stats(c.pipe, &ps);
+	res->records_sent = ps.records_committed;
+	res->lost_kernel = res->events_lost = kernel_lost(&c);
+	res->lost_parser = tv_conn_table_stats(c.conns)->exchanges_dropped;
+	res->lost_cache = ps.records_dropped_cache;
+	res->lost_failed = ps.records_dropped_failed;
+	res->records_lost = res->lost_kernel + res->lost_parser + res->lost_cache +
+			    res->lost_failed;
+	res->segments_committed = ps.segments_committed;
+	res->segments_failed = ps.segments_failed;
+	res->payload_bytes_copied = ps.payload_bytes_copied;
+	res->cache_bytes_peak = ps.cache_bytes_peak;
+	if (!rc && ps.segments_failed && ps.segments_committed == 0) {
 		/* nothing reached the server: that is a failed capture, not a quiet one */
-		snprintf(err, errlen, "every segment write failed; last: %s", c.last_write_err);
+		snprintf(err, errlen, "every segment write failed (%" PRIu64 " segments, see above)",
+			 ps.segments_failed);
 		rc = -EIO;
 	}
 cleanup:
 	ring_buffer__free(c.rb);
 	capture_bpf__destroy(c.skel);
-	tv_block_builder_free(c.bb);
+	tv_pipeline_free(c.pipe);
 	tv_conn_table_free(c.conns);
-	tv_writer_free(c.w);
 	return rc;
 }

@@ -1,11 +1,12 @@
-/* The segment writer: one Write stream per segment, chunks sent zero-copy as slices over the
- * caller's block memory, and the failure rule (cancel, Delete the segment, never retry).
- * Used by `tracevault put` (one segment per file) and by capture (one segment per flush). */
+/* The segment writer: one Write stream per server a segment touches, all driven on one
+ * completion queue; chunks are zero-copy sub-slices of each block's refcounted slice; commit is
+ * two-phase (FLUSH everywhere, then COMMIT everywhere); any failure cancels and deletes. */
 #include "grpc_writer.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,67 +18,103 @@
 #include <grpc/grpc.h>
 #include <grpc/support/time.h>
 
-#include "crc32c.h"
+#include "block.h"
+#include "chunker.h"
 #include "rpc.h"
 #include "tracevault.pb-c.h"
 #include "wire.h"
 
-/* Bound on the best-effort Delete after a failed segment: it must not hold up the caller
- * (capture keeps sealing blocks meanwhile) for long. */
-#define DELETE_TIMEOUT_MS 5000
-/* How long the transport may keep a reference to a sent chunk after its call is gone. gRPC
- * drops them as it tears the stream down; hitting this means a leaked reference. */
+/* How long the transport may keep a reference to a borrowed block after its call is gone.
+ * gRPC drops them as it tears the stream down; hitting this means a leaked reference. */
 #define ZC_RELEASE_TIMEOUT_S 60
-
-/* Completion-queue tags of the three kinds of batch a Write call has outstanding. */
-#define TAG_SEND ((void *)1)
-#define TAG_RECV ((void *)2)
-#define TAG_STATUS ((void *)3)
+#define REASON_BYTES 512
+/* How long a segment waits for a server's channel to (re)connect before its streams start
+ * (and fail fast if it is still down). Not a retry: nothing of the segment was sent yet. */
+#define CONNECT_WAIT_MS 5000
+#define CLEANUP_BYTES 1536
 
 /*
- * Zero-copy and ownership. Each chunk is sent as a byte buffer of two slices: a small prefix
- * (tv_wire_chunk_prefix, copied: it is not payload) and a slice that points into the caller's
- * block memory (grpc_slice_new_with_user_data). The caller only lends `blocks` for the call,
- * and gRPC may hold such a slice after the SEND_MESSAGE batch completes, even after the call is
- * unref'd (the transport frees written slices when it gets to it). So every payload slice
- * holds one count in zc_refs, dropped by its destroy callback on whatever gRPC thread frees
- * it, and tv_writer_write_segment does not return until zc_refs is back to zero.
+ * Ownership of block memory. Every block is one refcounted slice; each chunk's byte buffer holds
+ * a sub-slice sharing that refcount, so gRPC keeps the bytes alive for exactly as long as it
+ * needs them, possibly after the call is gone. Blocks from the cache (tv_block_buf.slice) are
+ * freed by the cache's destroy callback when the last ref drops: the writer need not wait.
+ * Borrowed blocks (slice == NULL: put, bench) are wrapped here with zc_release as destroy
+ * callback, and write_segment waits for zc_refs to reach zero before it returns, since the
+ * caller frees that memory afterwards.
  */
 struct tv_writer {
-	char *server;
-	size_t max_message_bytes;
-	size_t chunk_bytes;
-	int timeout_ms;
-	grpc_channel *ch;
-	grpc_completion_queue *cq; /* every call and probe of this writer; one thread at a time */
+	char *server[TV_WRITER_MAX_SERVERS];
+	grpc_channel *ch[TV_WRITER_MAX_SERVERS];
+	unsigned nservers;
+	size_t max_message_bytes, chunk_bytes, window_bytes;
+	int timeout_ms, delete_timeout_ms;
+	enum tv_chunk_mode mode;
+	uint64_t corrupt_chunk;
+	grpc_completion_queue *cq; /* every call of this writer; one thread at a time */
 	struct tv_writer_stats st;
 
 	pthread_mutex_t zc_mu;
 	pthread_cond_t zc_cv;
-	long zc_refs; /* payload slices of the current segment not yet released by gRPC */
+	long zc_refs; /* borrowed blocks not yet released by gRPC */
 };
 
-enum seg_step { STEP_OPEN_SEGMENT, STEP_OPEN_BLOCK, STEP_CHUNK, STEP_COMMIT, STEP_DONE };
+enum tag_kind { TAG_SEND, TAG_RECV, TAG_STATUS };
 
-/* One Write call in progress. */
-struct seg_call {
-	struct tv_writer *w;
+struct wstream;
+
+/* Completion-queue tag: which stream, which of its three batches. */
+struct op_tag {
+	struct wstream *s;
+	enum tag_kind kind;
+};
+
+/* What a stream sends next. */
+enum wstep {
+	W_OPEN_SEGMENT,
+	W_OPEN_BLOCK,
+	W_CHUNK,
+	W_DATA_DONE,  /* all chunks sent: FLUSH once every byte is acked */
+	W_FLUSH_SENT, /* waiting for the FLUSH reply */
+	W_FLUSHED,    /* COMMIT once every stream of the segment is flushed */
+	W_COMMIT_SENT,
+};
+
+struct seg;
+
+/* One Write call to one server, carrying the segment's blocks placed there. */
+struct wstream {
+	struct seg *sg;
+	unsigned server;
 	grpc_call *call;
-	uint64_t segment_id;
-	const struct tv_block_buf *blocks;
-	size_t n;
-
-	enum seg_step step; /* what the next message is */
-	size_t blk;	    /* block of the next OPEN_BLOCK / chunk */
-	size_t off;	    /* offset of the next chunk inside blocks[blk] */
-
-	bool send_busy, recv_busy, status_busy, cancelled;
+	size_t *blk;	  /* indexes into sg->blocks, in send order */
+	uint64_t *acked;  /* per blk[i]: bytes the server acknowledged */
+	size_t nblk;
+	size_t bi, off;	  /* next block (index into blk) and offset in it */
+	size_t blocks_acked; /* leading blk[] entries fully acknowledged */
+	enum wstep step;
+	uint64_t sent_bytes, acked_bytes;
+	bool per_chunk_acks; /* the server acked part of a block: the window is strict */
+	bool send_busy, recv_busy, status_busy, committed;
 	grpc_byte_buffer *send_bb, *recv_bb;
 	grpc_metadata_array init_md, trail_md;
 	grpc_status_code status;
 	grpc_slice details;
-	bool committed;
-	char local_err[256]; /* first failure seen on our side (bad reply, start_batch error) */
+	struct op_tag t_send, t_recv, t_status;
+};
+
+/* One segment in progress. */
+struct seg {
+	struct tv_writer *w;
+	uint64_t segment_id;
+	const struct tv_block_buf *blocks;
+	size_t n;
+	grpc_slice *base; /* per block: our ref on its slice */
+	struct wstream *streams;
+	size_t nstreams, nflushed;
+	bool failed;
+	char reason[REASON_BYTES];
+	char cleanup[CLEANUP_BYTES];
+	unsigned cleanup_errors;
 };
 
 static void zc_release(void *arg)
@@ -90,16 +127,19 @@ static void zc_release(void *arg)
 	pthread_mutex_unlock(&w->zc_mu);
 }
 
-static void zc_acquire(struct tv_writer *w)
+/* Wrap a borrowed block in a slice whose destroy callback counts it back. */
+static grpc_slice zc_wrap(struct tv_writer *w, const struct tv_block_buf *b)
 {
 	pthread_mutex_lock(&w->zc_mu);
 	w->zc_refs++;
 	pthread_mutex_unlock(&w->zc_mu);
+	/* gRPC only reads slice memory; the cast drops const for its signature */
+	return grpc_slice_new_with_user_data((void *)b->data, b->len, zc_release, w);
 }
 
-/* Wait until gRPC released every payload slice of the finished call. Returning earlier would
- * let the caller free memory the transport still reads; a reference that never comes back is
- * a gRPC bug we cannot recover from safely, so it aborts rather than risk a use after free. */
+/* Wait until gRPC released every borrowed block. Returning earlier would let the caller free
+ * memory the transport still reads; a reference that never comes back is a gRPC bug we cannot
+ * recover from safely, so it aborts rather than risk a use after free. */
 static void zc_wait_idle(struct tv_writer *w)
 {
 	struct timespec until;
@@ -110,7 +150,7 @@ static void zc_wait_idle(struct tv_writer *w)
 	while (w->zc_refs > 0) {
 		if (pthread_cond_timedwait(&w->zc_cv, &w->zc_mu, &until) == ETIMEDOUT &&
 		    w->zc_refs > 0) {
-			fprintf(stderr, "tracevault: gRPC kept %ld chunk references for %d s\n",
+			fprintf(stderr, "tracevault: gRPC kept %ld block references for %d s\n",
 				w->zc_refs, ZC_RELEASE_TIMEOUT_S);
 			abort();
 		}
@@ -139,6 +179,48 @@ uint64_t tv_random_id(void)
 	return v;
 }
 
+unsigned tv_place_block(uint64_t block_id, unsigned nservers)
+{
+	/* Jump consistent hash (Lamping & Veach 2014), verbatim constants of the paper. */
+	int64_t b = -1, j = 0;
+	uint64_t key = block_id;
+
+	if (nservers <= 1)
+		return 0;
+	while (j < (int64_t)nservers) {
+		b = j;
+		key = key * 2862933555777941757ull + 1;
+		j = (int64_t)((double)(b + 1) * ((double)(1ll << 31) / (double)((key >> 33) + 1)));
+	}
+	return (unsigned)b;
+}
+
+/* Split "A,B,C" into w->server[]. -EINVAL on an empty entry or too many. */
+static int parse_servers(struct tv_writer *w, const char *list)
+{
+	const char *p = list;
+
+	if (!list || !*list)
+		return -EINVAL;
+	while (*p) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+
+		if (len == 0 || w->nservers == TV_WRITER_MAX_SERVERS)
+			return -EINVAL;
+		w->server[w->nservers] = strndup(p, len);
+		if (!w->server[w->nservers])
+			return -ENOMEM;
+		w->nservers++;
+		if (!comma)
+			break;
+		p = comma + 1;
+		if (!*p)
+			return -EINVAL; /* trailing comma */
+	}
+	return 0;
+}
+
 struct tv_writer *tv_writer_new(const struct tv_writer_opts *o)
 {
 	struct tv_writer *w = calloc(1, sizeof(*w));
@@ -148,23 +230,30 @@ struct tv_writer *tv_writer_new(const struct tv_writer_opts *o)
 	w->max_message_bytes = o->max_message_bytes ? o->max_message_bytes
 						    : TV_DEFAULT_MAX_MESSAGE_BYTES;
 	w->chunk_bytes = o->chunk_bytes ? o->chunk_bytes : TV_DEFAULT_CHUNK_BYTES;
-	w->timeout_ms = o->timeout_ms ? o->timeout_ms : TV_DEFAULT_WRITE_TIMEOUT_MS;
-	if (w->max_message_bytes <= 2 * TV_CHUNK_PREFIX_MAX) {
-		free(w);
+	w->window_bytes = o->window_bytes ? o->window_bytes : TV_WRITER_DEFAULT_WINDOW_BYTES;
+	w->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : TV_DEFAULT_WRITE_TIMEOUT_MS;
+	w->delete_timeout_ms = o->delete_timeout_ms > 0 ? o->delete_timeout_ms
+							: TV_WRITER_DEFAULT_DELETE_TIMEOUT_MS;
+	w->mode = o->no_zerocopy ? TV_CHUNK_PACKED : TV_CHUNK_ZEROCOPY;
+	w->corrupt_chunk = o->test_corrupt_chunk;
+	pthread_mutex_init(&w->zc_mu, NULL);
+	pthread_cond_init(&w->zc_cv, NULL);
+	grpc_init();
+	w->cq = grpc_completion_queue_create_for_next(NULL);
+	if (w->max_message_bytes <= 2 * TV_CHUNK_PREFIX_MAX || !w->cq ||
+	    parse_servers(w, o->server)) {
+		tv_writer_free(w);
 		return NULL;
 	}
 	/* A chunk plus its prefix must fit in one message. */
 	if (w->chunk_bytes > w->max_message_bytes - TV_CHUNK_PREFIX_MAX)
 		w->chunk_bytes = w->max_message_bytes - TV_CHUNK_PREFIX_MAX;
-	w->server = strdup(o->server ? o->server : "");
-	pthread_mutex_init(&w->zc_mu, NULL);
-	pthread_cond_init(&w->zc_cv, NULL);
-	grpc_init();
-	w->cq = grpc_completion_queue_create_for_next(NULL);
-	w->ch = w->server ? tv_rpc_channel_new(w->server, w->max_message_bytes) : NULL;
-	if (!w->server || !w->cq || !w->ch) {
-		tv_writer_free(w);
-		return NULL;
+	for (unsigned i = 0; i < w->nservers; i++) {
+		w->ch[i] = tv_rpc_channel_new(w->server[i], w->max_message_bytes);
+		if (!w->ch[i]) {
+			tv_writer_free(w);
+			return NULL;
+		}
 	}
 	return w;
 }
@@ -173,14 +262,16 @@ void tv_writer_free(struct tv_writer *w)
 {
 	if (!w)
 		return;
-	if (w->ch)
-		grpc_channel_destroy(w->ch);
+	for (unsigned i = 0; i < w->nservers; i++) {
+		if (w->ch[i])
+			grpc_channel_destroy(w->ch[i]);
+		free(w->server[i]);
+	}
 	if (w->cq)
 		tv_rpc_cq_destroy(w->cq); /* nothing is outstanding between calls */
 	grpc_shutdown();
 	pthread_cond_destroy(&w->zc_cv);
 	pthread_mutex_destroy(&w->zc_mu);
-	free(w->server);
 	free(w);
 }
 
@@ -191,10 +282,65 @@ const struct tv_writer_stats *tv_writer_stats(const struct tv_writer *w)
 
 int tv_writer_probe(struct tv_writer *w, int timeout_ms, char *err, size_t errlen)
 {
-	return tv_rpc_probe(w->ch, w->cq, w->server, timeout_ms, err, errlen);
+	for (unsigned i = 0; i < w->nservers; i++) {
+		int ret = tv_rpc_probe(w->ch[i], w->cq, w->server[i], timeout_ms, err, errlen);
+
+		if (ret)
+			return ret;
+	}
+	return 0;
 }
 
-/* ---- one Write call ---- */
+/* ---- one segment ---- */
+
+static void appendf(char *buf, size_t size, const char *fmt, ...)
+{
+	size_t len = strlen(buf);
+	va_list ap;
+
+	if (len + 1 >= size)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf + len, size - len, fmt, ap);
+	va_end(ap);
+}
+
+static void cleanup_error(struct seg *sg, const char *fmt, ...)
+{
+	char one[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(one, sizeof(one), fmt, ap);
+	va_end(ap);
+	appendf(sg->cleanup, sizeof(sg->cleanup), "%s%s", sg->cleanup_errors ? "; " : "", one);
+	sg->cleanup_errors++;
+}
+
+/* The first failure decides the reason; every stream of the segment is cancelled at once so
+ * none of them can still commit (Alluxio's BlockOutStream.cancel cancels every data writer). */
+static void fail_segment(struct seg *sg, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (sg->failed)
+		return;
+	sg->failed = true;
+	va_start(ap, fmt);
+	vsnprintf(sg->reason, sizeof(sg->reason), fmt, ap);
+	va_end(ap);
+	for (size_t i = 0; i < sg->nstreams; i++) {
+		struct wstream *s = &sg->streams[i];
+		grpc_call_error rc;
+
+		if (!s->call)
+			continue;
+		rc = grpc_call_cancel(s->call, NULL);
+		if (rc != GRPC_CALL_OK)
+			cleanup_error(sg, "cancel of the stream to %s: grpc_call_error %d",
+				      sg->w->server[s->server], (int)rc);
+	}
+}
 
 static int pack_command(Tracevault__V1__CommandType type, uint64_t segment_id,
 			uint64_t block_id, uint64_t length, grpc_byte_buffer **out)
@@ -211,254 +357,467 @@ static int pack_command(Tracevault__V1__CommandType type, uint64_t segment_id,
 	return tv_wire_pack(&req.base, out);
 }
 
-/* WriteRequest{chunk} as [prefix slice][slice over the block memory]: no payload copy. */
-static int pack_chunk(struct tv_writer *w, const struct tv_block_buf *b, size_t off, size_t len,
-		      grpc_byte_buffer **out)
+/*
+ * Flow control: at most window_bytes of chunk payload sent and not acknowledged per stream.
+ * A server may ack each chunk (WriteResponse{block_id, offset}) or only whole blocks. Until a
+ * stream has seen a partial-block ack we cannot tell which, and a window smaller than a block
+ * would deadlock against a whole-block acker; so until then a chunk may also go when every
+ * earlier block of the stream is fully acked (at most one block beyond the window in flight).
+ * Once a partial ack arrived, the window is strict. A chunk always goes when nothing is
+ * unacked, so chunk_bytes > window_bytes cannot stall either.
+ */
+static bool window_allows(const struct wstream *s, size_t len)
 {
-	uint8_t prefix[TV_CHUNK_PREFIX_MAX];
-	const uint8_t *data = (const uint8_t *)b->data + off;
-	size_t plen = tv_wire_chunk_prefix(prefix, b->block_id, off, tv_crc32c(data, len), len);
-	grpc_slice slices[2];
+	uint64_t unacked = s->sent_bytes - s->acked_bytes;
 
-	slices[0] = grpc_slice_from_copied_buffer((const char *)prefix, plen);
-	zc_acquire(w);
-	/* gRPC only reads slice memory; the cast drops const for its signature. */
-	slices[1] = grpc_slice_new_with_user_data((void *)data, len, zc_release, w);
-	*out = grpc_raw_byte_buffer_create(slices, 2); /* takes its own refs */
-	grpc_slice_unref(slices[0]);
-	grpc_slice_unref(slices[1]);
-	return *out ? 0 : -ENOMEM;
+	if (unacked == 0 || unacked + len <= s->sg->w->window_bytes)
+		return true;
+	return !s->per_chunk_acks && s->blocks_acked >= s->bi;
 }
 
-/* The next message of the stream in protocol order; *last is set for COMMIT. */
-static int next_message(struct seg_call *sc, grpc_byte_buffer **bb, bool *last)
+/* Start the send of the stream's next message if the protocol and the window allow it. */
+static void pump(struct wstream *s)
 {
+	struct seg *sg = s->sg;
+	struct tv_writer *w = sg->w;
 	const struct tv_block_buf *b;
-	size_t len;
-	int ret;
-
-	*last = false;
-	switch (sc->step) {
-	case STEP_OPEN_SEGMENT:
-		sc->step = sc->n ? STEP_OPEN_BLOCK : STEP_COMMIT;
-		return pack_command(TRACEVAULT__V1__COMMAND_TYPE__OPEN_SEGMENT, sc->segment_id, 0,
-				    0, bb);
-	case STEP_OPEN_BLOCK:
-		b = &sc->blocks[sc->blk];
-		sc->off = 0;
-		sc->step = b->len ? STEP_CHUNK : STEP_OPEN_BLOCK;
-		if (!b->len && ++sc->blk == sc->n)
-			sc->step = STEP_COMMIT;
-		return pack_command(TRACEVAULT__V1__COMMAND_TYPE__OPEN_BLOCK, sc->segment_id,
-				    b->block_id, b->len, bb);
-	case STEP_CHUNK:
-		b = &sc->blocks[sc->blk];
-		len = b->len - sc->off;
-		if (len > sc->w->chunk_bytes)
-			len = sc->w->chunk_bytes;
-		ret = pack_chunk(sc->w, b, sc->off, len, bb);
-		sc->off += len;
-		if (sc->off == b->len)
-			sc->step = ++sc->blk == sc->n ? STEP_COMMIT : STEP_OPEN_BLOCK;
-		return ret;
-	case STEP_COMMIT:
-		sc->step = STEP_DONE;
-		*last = true;
-		return pack_command(TRACEVAULT__V1__COMMAND_TYPE__COMMIT, sc->segment_id, 0, 0, bb);
-	case STEP_DONE:
-		break;
-	}
-	return -EINVAL;
-}
-
-static void fail_local(struct seg_call *sc, const char *fmt, const char *detail)
-{
-	if (!sc->local_err[0])
-		snprintf(sc->local_err, sizeof(sc->local_err), fmt, detail);
-	if (!sc->cancelled) {
-		sc->cancelled = true;
-		grpc_call_cancel(sc->call, NULL);
-	}
-}
-
-/* Start the send of the next message (with the close on the last one), one at a time. */
-static void send_next(struct seg_call *sc)
-{
+	grpc_byte_buffer *bb = NULL;
 	grpc_op ops[3];
-	size_t nops = 0;
-	bool last;
-	int ret;
+	size_t nops = 0, len, copied;
+	uint32_t crc;
+	bool last = false;
+	int ret = 0;
 
-	if (sc->step == STEP_DONE || sc->cancelled)
+	if (s->send_busy || sg->failed)
 		return;
 	memset(ops, 0, sizeof(ops));
-	if (sc->step == STEP_OPEN_SEGMENT)
+	switch (s->step) {
+	case W_OPEN_SEGMENT:
 		ops[nops++].op = GRPC_OP_SEND_INITIAL_METADATA;
-	ret = next_message(sc, &sc->send_bb, &last);
+		ret = pack_command(TRACEVAULT__V1__COMMAND_TYPE__OPEN_SEGMENT, sg->segment_id, 0, 0,
+				   &bb);
+		s->step = W_OPEN_BLOCK;
+		break;
+	case W_OPEN_BLOCK:
+		b = &sg->blocks[s->blk[s->bi]];
+		ret = pack_command(TRACEVAULT__V1__COMMAND_TYPE__OPEN_BLOCK, sg->segment_id,
+				   b->block_id, b->len, &bb);
+		s->off = 0;
+		s->step = W_CHUNK;
+		break;
+	case W_CHUNK:
+		b = &sg->blocks[s->blk[s->bi]];
+		len = tv_chunk_len(b->len, s->off, w->chunk_bytes);
+		if (!window_allows(s, len))
+			return; /* an ack will pump again */
+		ret = tv_chunk_message(sg->base[s->blk[s->bi]], b->block_id, s->off, len, w->mode,
+				       w->corrupt_chunk && w->st.chunks_sent + 1 == w->corrupt_chunk,
+				       &bb, &crc, &copied);
+		if (ret)
+			break;
+		w->st.chunks_sent++;
+		w->st.payload_bytes_copied += copied;
+		s->sent_bytes += len;
+		s->off += len;
+		if (s->off == b->len)
+			s->step = ++s->bi < s->nblk ? W_OPEN_BLOCK : W_DATA_DONE;
+		break;
+	case W_DATA_DONE:
+		/* FLUSH only once the server has every byte: its reply then covers them all */
+		if (s->acked_bytes < s->sent_bytes)
+			return;
+		ret = pack_command(TRACEVAULT__V1__COMMAND_TYPE__FLUSH, sg->segment_id, 0, 0, &bb);
+		s->step = W_FLUSH_SENT;
+		break;
+	case W_FLUSHED:
+		/* phase two starts only when every server made its part durable in temp */
+		if (sg->nflushed < sg->nstreams)
+			return;
+		ret = pack_command(TRACEVAULT__V1__COMMAND_TYPE__COMMIT, sg->segment_id, 0, 0, &bb);
+		last = true;
+		s->step = W_COMMIT_SENT;
+		break;
+	default:
+		return;
+	}
 	if (ret) {
-		fail_local(sc, "build request: %s", strerror(-ret));
+		fail_segment(sg, "building a request for %s: %s", w->server[s->server],
+			     strerror(-ret));
 		return;
 	}
 	ops[nops].op = GRPC_OP_SEND_MESSAGE;
-	ops[nops++].data.send_message.send_message = sc->send_bb;
+	ops[nops++].data.send_message.send_message = bb;
 	if (last)
 		ops[nops++].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-	if (grpc_call_start_batch(sc->call, ops, nops, TAG_SEND, NULL) != GRPC_CALL_OK) {
-		grpc_byte_buffer_destroy(sc->send_bb);
-		sc->send_bb = NULL;
-		fail_local(sc, "%s", "start send batch failed");
+	if (grpc_call_start_batch(s->call, ops, nops, &s->t_send, NULL) != GRPC_CALL_OK) {
+		grpc_byte_buffer_destroy(bb);
+		fail_segment(sg, "%s: cannot start a send batch", w->server[s->server]);
 		return;
 	}
-	sc->send_busy = true;
+	s->send_bb = bb;
+	s->send_busy = true;
 }
 
-static void recv_next(struct seg_call *sc, bool with_initial_metadata)
+static void recv_next(struct wstream *s, bool with_initial_metadata)
 {
 	grpc_op ops[2];
 	size_t nops = 0;
 
-	if (sc->cancelled)
-		return;
 	memset(ops, 0, sizeof(ops));
 	if (with_initial_metadata) {
 		ops[nops].op = GRPC_OP_RECV_INITIAL_METADATA;
-		ops[nops++].data.recv_initial_metadata.recv_initial_metadata = &sc->init_md;
+		ops[nops++].data.recv_initial_metadata.recv_initial_metadata = &s->init_md;
 	}
 	ops[nops].op = GRPC_OP_RECV_MESSAGE;
-	ops[nops++].data.recv_message.recv_message = &sc->recv_bb;
-	if (grpc_call_start_batch(sc->call, ops, nops, TAG_RECV, NULL) != GRPC_CALL_OK) {
-		fail_local(sc, "%s", "start receive batch failed");
+	ops[nops++].data.recv_message.recv_message = &s->recv_bb;
+	if (grpc_call_start_batch(s->call, ops, nops, &s->t_recv, NULL) != GRPC_CALL_OK) {
+		fail_segment(s->sg, "%s: cannot start a receive batch",
+			     s->sg->w->server[s->server]);
 		return;
 	}
-	sc->recv_busy = true;
+	s->recv_busy = true;
 }
 
-/* An ack or the commit reply. The commit must name exactly the blocks we sent. */
-static void handle_reply(struct seg_call *sc)
+static void on_commit_reply(struct wstream *s, const Tracevault__V1__WriteResponse *r)
 {
-	Tracevault__V1__WriteResponse *resp;
+	struct seg *sg = s->sg;
+	size_t found = 0;
+
+	for (size_t i = 0; i < s->nblk; i++) {
+		uint64_t id = sg->blocks[s->blk[i]].block_id;
+
+		for (size_t j = 0; j < r->n_committed_block_ids; j++) {
+			if (r->committed_block_ids[j] == id) {
+				found++;
+				break;
+			}
+		}
+	}
+	if (found != s->nblk || r->n_committed_block_ids != s->nblk) {
+		fail_segment(sg, "%s: commit reply lists %zu blocks, %zu of the %zu sent",
+			     sg->w->server[s->server], r->n_committed_block_ids, found, s->nblk);
+		return;
+	}
+	s->committed = true;
+}
+
+static void on_ack(struct wstream *s, const Tracevault__V1__WriteResponse *r)
+{
+	struct seg *sg = s->sg;
+	const char *srv = sg->w->server[s->server];
+	size_t j;
+
+	for (j = s->blocks_acked; j < s->nblk; j++)
+		if (sg->blocks[s->blk[j]].block_id == r->block_id)
+			break;
+	if (j == s->nblk || j >= s->bi + 1 || r->offset > sg->blocks[s->blk[j]].len) {
+		fail_segment(sg, "%s: ack for block %016" PRIx64 " offset %" PRIu64
+			     " matches nothing sent", srv, r->block_id, r->offset);
+		return;
+	}
+	if (r->offset > s->acked[j]) {
+		s->acked_bytes += r->offset - s->acked[j];
+		s->acked[j] = r->offset;
+	}
+	if (r->offset < sg->blocks[s->blk[j]].len)
+		s->per_chunk_acks = true;
+	while (s->blocks_acked < s->nblk &&
+	       s->acked[s->blocks_acked] == sg->blocks[s->blk[s->blocks_acked]].len)
+		s->blocks_acked++;
+	if (s->acked_bytes > s->sent_bytes)
+		fail_segment(sg, "%s: acked %" PRIu64 " bytes, only %" PRIu64 " sent", srv,
+			     s->acked_bytes, s->sent_bytes);
+}
+
+static void on_flush_reply(struct wstream *s, const Tracevault__V1__WriteResponse *r)
+{
+	struct seg *sg = s->sg;
+
+	if (s->step != W_FLUSH_SENT) {
+		fail_segment(sg, "%s: unexpected segment reply (offset %" PRIu64 ")",
+			     sg->w->server[s->server], r->offset);
+		return;
+	}
+	if (r->offset != s->sent_bytes) {
+		fail_segment(sg, "%s: FLUSH made %" PRIu64 " of %" PRIu64 " bytes durable",
+			     sg->w->server[s->server], r->offset, s->sent_bytes);
+		return;
+	}
+	s->step = W_FLUSHED;
+	if (++sg->nflushed == sg->nstreams)
+		for (size_t i = 0; i < sg->nstreams; i++)
+			pump(&sg->streams[i]);
+}
+
+/* An ack, a FLUSH reply, or the commit reply. */
+static void handle_reply(struct wstream *s)
+{
+	Tracevault__V1__WriteResponse *r;
 	uint8_t *flat = NULL;
 	size_t len;
 	int ret;
 
-	ret = tv_wire_flatten(sc->recv_bb, sc->w->max_message_bytes, &flat, &len);
-	grpc_byte_buffer_destroy(sc->recv_bb);
-	sc->recv_bb = NULL;
+	ret = tv_wire_flatten(s->recv_bb, s->sg->w->max_message_bytes, &flat, &len);
+	grpc_byte_buffer_destroy(s->recv_bb);
+	s->recv_bb = NULL;
 	if (ret) {
-		fail_local(sc, "read reply: %s", strerror(-ret));
+		fail_segment(s->sg, "%s: read reply: %s", s->sg->w->server[s->server],
+			     strerror(-ret));
 		return;
 	}
-	resp = tracevault__v1__write_response__unpack(NULL, len, flat);
+	r = tracevault__v1__write_response__unpack(NULL, len, flat);
 	free(flat);
-	if (!resp) {
-		fail_local(sc, "%s", "reply does not parse as WriteResponse");
+	if (!r) {
+		fail_segment(s->sg, "%s: reply does not parse as WriteResponse",
+			     s->sg->w->server[s->server]);
 		return;
 	}
-	if (resp->committed) {
-		bool all = resp->n_committed_block_ids == sc->n;
-
-		for (size_t i = 0; all && i < sc->n; i++) {
-			bool found = false;
-
-			for (size_t j = 0; j < resp->n_committed_block_ids && !found; j++)
-				found = resp->committed_block_ids[j] == sc->blocks[i].block_id;
-			all = found;
-		}
-		if (all)
-			sc->committed = true;
-		else
-			fail_local(sc, "%s", "commit reply does not list the blocks sent");
-	}
-	tracevault__v1__write_response__free_unpacked(resp, NULL);
+	if (r->committed)
+		on_commit_reply(s, r);
+	else if (r->block_id == 0)
+		on_flush_reply(s, r);
+	else
+		on_ack(s, r);
+	tracevault__v1__write_response__free_unpacked(r, NULL);
+	pump(s);
 }
 
-/* Run the call to its end: every batch completes exactly once, so the loop ends when none is
- * outstanding. Bounded by the call deadline (plus slack, then cancel). */
-static void run_call(struct seg_call *sc, gpr_timespec deadline)
+static void on_status(struct wstream *s)
 {
+	struct seg *sg = s->sg;
+	char text[REASON_BYTES - 80];
+
+	if (s->status != GRPC_STATUS_OK) {
+		tv_rpc_status_text(s->status, &s->details, text, sizeof(text));
+		fail_segment(sg, "%s: %s", sg->w->server[s->server], text);
+	} else if (!s->committed) {
+		fail_segment(sg, "%s: stream ended with OK but no commit reply",
+			     sg->w->server[s->server]);
+	}
+}
+
+static int start_stream(struct wstream *s, gpr_timespec deadline)
+{
+	struct tv_writer *w = s->sg->w;
 	grpc_op op;
+
+	s->call = grpc_channel_create_call(w->ch[s->server], NULL, GRPC_PROPAGATE_DEFAULTS, w->cq,
+					   grpc_slice_from_static_string(TV_METHOD_WRITE), NULL,
+					   deadline, NULL);
+	if (!s->call) {
+		fail_segment(s->sg, "%s: cannot create the Write call", w->server[s->server]);
+		return -ENOMEM;
+	}
+	tv_rpc_status_op(&op, &s->trail_md, &s->status, &s->details);
+	if (grpc_call_start_batch(s->call, &op, 1, &s->t_status, NULL) != GRPC_CALL_OK) {
+		fail_segment(s->sg, "%s: cannot start the status batch", w->server[s->server]);
+		return -EIO;
+	}
+	s->status_busy = true;
+	return 0;
+}
+
+static bool any_busy(const struct seg *sg)
+{
+	for (size_t i = 0; i < sg->nstreams; i++) {
+		const struct wstream *s = &sg->streams[i];
+
+		if (s->send_busy || s->recv_busy || s->status_busy)
+			return true;
+	}
+	return false;
+}
+
+/* Drive every stream to its end: every started batch completes exactly once, so the loop ends
+ * when none is outstanding. Bounded by the call deadline (plus slack, then cancel). */
+static void run_segment(struct seg *sg, gpr_timespec deadline)
+{
 	gpr_timespec wait_until =
 		gpr_time_add(deadline, gpr_time_from_millis(TV_RPC_CQ_SLACK_MS, GPR_TIMESPAN));
 
-	tv_rpc_status_op(&op, &sc->trail_md, &sc->status, &sc->details);
-	if (grpc_call_start_batch(sc->call, &op, 1, TAG_STATUS, NULL) != GRPC_CALL_OK) {
-		fail_local(sc, "%s", "start status batch failed");
-		return;
-	}
-	sc->status_busy = true;
-	send_next(sc);
-	recv_next(sc, true);
+	for (size_t i = 0; i < sg->nstreams; i++) {
+		struct wstream *s = &sg->streams[i];
+		long left_ms = gpr_time_to_millis(
+			gpr_time_sub(deadline, gpr_now(GPR_CLOCK_MONOTONIC)));
 
-	while (sc->send_busy || sc->recv_busy || sc->status_busy) {
-		grpc_event ev = grpc_completion_queue_next(sc->w->cq, wait_until, NULL);
+		tv_rpc_wait_ready(sg->w->ch[s->server], sg->w->cq,
+				  left_ms < CONNECT_WAIT_MS ? (left_ms > 0 ? left_ms : 0)
+							    : CONNECT_WAIT_MS);
+	}
+	for (size_t i = 0; i < sg->nstreams && !sg->failed; i++)
+		start_stream(&sg->streams[i], deadline);
+	for (size_t i = 0; i < sg->nstreams && !sg->failed; i++) {
+		pump(&sg->streams[i]);
+		recv_next(&sg->streams[i], true);
+	}
+	while (any_busy(sg)) {
+		grpc_event ev = grpc_completion_queue_next(sg->w->cq, wait_until, NULL);
+		struct op_tag *t;
+		struct wstream *s;
 
 		if (ev.type == GRPC_QUEUE_TIMEOUT) {
-			/* gRPC should have ended the call at its deadline; force it. After a
+			/* gRPC should have ended the calls at their deadline; force it. After a
 			 * cancel every batch completes promptly. */
-			fail_local(sc, "%s", "no completion by the deadline");
+			fail_segment(sg, "no completion by the deadline (%d ms)", sg->w->timeout_ms);
 			wait_until = gpr_inf_future(GPR_CLOCK_MONOTONIC);
 			continue;
 		}
 		if (ev.type != GRPC_OP_COMPLETE)
 			break; /* queue shut down: cannot happen while we own it */
-		if (ev.tag == TAG_SEND) {
-			sc->send_busy = false;
-			grpc_byte_buffer_destroy(sc->send_bb);
-			sc->send_bb = NULL;
-			/* a failed send means the stream is broken: the status says why */
+		t = ev.tag;
+		s = t->s;
+		switch (t->kind) {
+		case TAG_SEND:
+			s->send_busy = false;
+			grpc_byte_buffer_destroy(s->send_bb);
+			s->send_bb = NULL;
+			/* a failed send means a broken stream: its status says why */
 			if (ev.success)
-				send_next(sc);
-		} else if (ev.tag == TAG_RECV) {
-			sc->recv_busy = false;
-			if (ev.success && sc->recv_bb) {
-				handle_reply(sc);
-				recv_next(sc, false);
+				pump(s);
+			break;
+		case TAG_RECV:
+			s->recv_busy = false;
+			if (ev.success && s->recv_bb) {
+				handle_reply(s);
+				if (!sg->failed)
+					recv_next(s, false);
+			} else if (s->recv_bb) {
+				grpc_byte_buffer_destroy(s->recv_bb);
+				s->recv_bb = NULL;
 			}
-		} else if (ev.tag == TAG_STATUS) {
-			sc->status_busy = false;
+			break;
+		case TAG_STATUS:
+			s->status_busy = false;
+			on_status(s);
+			break;
 		}
 	}
 }
 
-/* Best effort removal of whatever the server holds for the segment, after a failure. */
-static void delete_segment(struct tv_writer *w, uint64_t segment_id, char *out, size_t outlen)
+/* Ask one server to remove whatever it holds of the segment; a failure is a cleanup error. */
+static bool delete_on(struct seg *sg, unsigned server)
 {
+	struct tv_writer *w = sg->w;
 	Tracevault__V1__DeleteRequest req = TRACEVAULT__V1__DELETE_REQUEST__INIT;
 	ProtobufCMessage *resp = NULL;
-	char why[256];
+	char why[384];
 	int ret;
 
-	req.segment_id = segment_id;
-	ret = tv_rpc_unary(w->ch, w->cq, TV_METHOD_DELETE, &req.base,
+	req.segment_id = sg->segment_id;
+	ret = tv_rpc_unary(w->ch[server], w->cq, TV_METHOD_DELETE, &req.base,
 			   &tracevault__v1__delete_response__descriptor, w->max_message_bytes,
-			   DELETE_TIMEOUT_MS, &resp, why, sizeof(why));
+			   w->delete_timeout_ms, &resp, why, sizeof(why));
 	if (ret) {
-		snprintf(out, outlen, "delete of the segment failed too: %s", why);
-		return;
+		cleanup_error(sg, "delete on %s: %s", w->server[server], why);
+		return false;
 	}
-	snprintf(out, outlen, "segment deleted on the server (%" PRIu64 " temp blocks removed)",
-		 ((Tracevault__V1__DeleteResponse *)resp)->deleted_temp_blocks +
-			 ((Tracevault__V1__DeleteResponse *)resp)->deleted_blocks);
 	protobuf_c_message_free_unpacked(resp, NULL);
+	return true;
+}
+
+/* Streams for the servers the blocks are placed on, each with its blocks in segment order. */
+static int plan_streams(struct seg *sg)
+{
+	struct tv_writer *w = sg->w;
+	size_t per[TV_WRITER_MAX_SERVERS] = {0};
+	int idx[TV_WRITER_MAX_SERVERS];
+	unsigned *place = calloc(sg->n, sizeof(*place));
+
+	if (!place)
+		return -ENOMEM;
+	for (size_t i = 0; i < sg->n; i++) {
+		place[i] = tv_place_block(sg->blocks[i].block_id, w->nservers);
+		per[place[i]]++;
+	}
+	sg->streams = calloc(w->nservers, sizeof(*sg->streams));
+	if (!sg->streams) {
+		free(place);
+		return -ENOMEM;
+	}
+	for (unsigned k = 0; k < w->nservers; k++) {
+		struct wstream *s;
+
+		idx[k] = -1;
+		if (!per[k])
+			continue;
+		idx[k] = (int)sg->nstreams;
+		s = &sg->streams[sg->nstreams++];
+		s->sg = sg;
+		s->server = k;
+		s->blk = calloc(per[k], sizeof(*s->blk));
+		s->acked = calloc(per[k], sizeof(*s->acked));
+		s->status = GRPC_STATUS_UNKNOWN;
+		s->details = grpc_empty_slice();
+		grpc_metadata_array_init(&s->init_md);
+		grpc_metadata_array_init(&s->trail_md);
+		s->t_send = (struct op_tag){s, TAG_SEND};
+		s->t_recv = (struct op_tag){s, TAG_RECV};
+		s->t_status = (struct op_tag){s, TAG_STATUS};
+		if (!s->blk || !s->acked) {
+			free(place);
+			return -ENOMEM;
+		}
+	}
+	for (size_t i = 0; i < sg->n; i++) {
+		struct wstream *s = &sg->streams[idx[place[i]]];
+
+		s->blk[s->nblk++] = i;
+	}
+	free(place);
+	return 0;
+}
+
+static void free_streams(struct seg *sg)
+{
+	for (size_t i = 0; sg->streams && i < sg->nstreams; i++) {
+		struct wstream *s = &sg->streams[i];
+
+		if (s->call)
+			grpc_call_unref(s->call);
+		grpc_slice_unref(s->details);
+		grpc_metadata_array_destroy(&s->init_md);
+		grpc_metadata_array_destroy(&s->trail_md);
+		free(s->blk);
+		free(s->acked);
+	}
+	free(sg->streams);
+}
+
+/* Time range of the records in the segment, from the block headers (for the loss line). */
+static void ts_range(const struct tv_block_buf *blocks, size_t n, uint64_t *from_ns,
+		     uint64_t *to_ns)
+{
+	*from_ns = UINT64_MAX;
+	*to_ns = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct tv_block_header h;
+
+		if (tv_block_header_parse(blocks[i].data, blocks[i].len, &h, NULL, 0))
+			continue;
+		if (h.record_count && h.min_ts_ns < *from_ns)
+			*from_ns = h.min_ts_ns;
+		if (h.record_count && h.max_ts_ns > *to_ns)
+			*to_ns = h.max_ts_ns;
+	}
+	if (*from_ns > *to_ns)
+		*from_ns = *to_ns = 0;
 }
 
 /*
- * Why no retry: a segment is the unit of atomicity. After any failure we cannot know how far
- * the server got (it may even have committed just before the stream broke), so the only state
- * we can establish is "nothing of this segment exists": cancel the stream and Delete the
- * segment. Replaying would need the blocks to outlive this call and risks duplicates; the
- * caller decides what to do with the loss, which the stats make visible.
+ * Why no retry (Alluxio's rule for block writes): a segment is the unit of atomicity. After any
+ * failure we cannot know how far each server got, so the only state we can establish is
+ * "nothing of this segment exists anywhere": cancel every stream and Delete the segment on
+ * every server it touched. Replaying would need the blocks to outlive the caller's budget and
+ * risks duplicates on a server that did commit; the loss is counted and logged instead.
  */
 int tv_writer_write_segment(struct tv_writer *w, uint64_t segment_id,
 			    const struct tv_block_buf *blocks, size_t n, char *err, size_t errlen)
 {
 	gpr_timespec deadline = tv_rpc_deadline_ms(w->timeout_ms);
-	struct seg_call sc = {
-		.w = w, .segment_id = segment_id, .blocks = blocks, .n = n,
-		.status = GRPC_STATUS_UNKNOWN, .step = STEP_OPEN_SEGMENT,
-	};
-	uint64_t records = 0, bytes = 0;
-	char what[512], del[384];
+	struct seg sg = {.w = w, .segment_id = segment_id, .blocks = blocks, .n = n};
+	uint64_t records = 0, bytes = 0, from_ns, to_ns;
+	bool borrowed = false, committed;
+	unsigned deleted = 0;
 	int ret;
 
 	if (n == 0)
@@ -467,48 +826,66 @@ int tv_writer_write_segment(struct tv_writer *w, uint64_t segment_id,
 		records += blocks[i].record_count;
 		bytes += blocks[i].len;
 	}
-	sc.details = grpc_empty_slice();
-	grpc_metadata_array_init(&sc.init_md);
-	grpc_metadata_array_init(&sc.trail_md);
-	sc.call = grpc_channel_create_call(w->ch, NULL, GRPC_PROPAGATE_DEFAULTS, w->cq,
-					   grpc_slice_from_static_string(TV_METHOD_WRITE), NULL,
-					   deadline, NULL);
-	if (!sc.call) {
-		snprintf(what, sizeof(what), "cannot create the Write call");
-		ret = -ENOMEM;
+	sg.base = calloc(n, sizeof(*sg.base));
+	ret = sg.base ? plan_streams(&sg) : -ENOMEM;
+	if (ret) {
+		fail_segment(&sg, "out of memory planning the segment");
 	} else {
-		run_call(&sc, deadline);
-		grpc_call_unref(sc.call);
-		zc_wait_idle(w);
-		if (sc.status == GRPC_STATUS_OK && sc.committed && !sc.local_err[0]) {
-			ret = 0;
-		} else if (sc.local_err[0]) {
-			snprintf(what, sizeof(what), "%s", sc.local_err);
-			ret = -EPROTO;
-		} else if (sc.status != GRPC_STATUS_OK) {
-			tv_rpc_status_text(sc.status, &sc.details, what, sizeof(what));
-			ret = tv_rpc_status_errno(sc.status);
-		} else {
-			snprintf(what, sizeof(what), "stream ended with OK but no commit reply");
-			ret = -EPROTO;
+		for (size_t i = 0; i < n; i++) {
+			if (blocks[i].slice) {
+				sg.base[i] = grpc_slice_ref(*blocks[i].slice);
+			} else {
+				sg.base[i] = zc_wrap(w, &blocks[i]);
+				borrowed = true;
+			}
 		}
+		run_segment(&sg, deadline);
 	}
-	grpc_slice_unref(sc.details);
-	grpc_metadata_array_destroy(&sc.init_md);
-	grpc_metadata_array_destroy(&sc.trail_md);
+	committed = !sg.failed;
+	for (size_t i = 0; i < sg.nstreams; i++)
+		committed = committed && sg.streams[i].committed &&
+			    sg.streams[i].status == GRPC_STATUS_OK;
+	if (!committed && !sg.failed)
+		fail_segment(&sg, "segment not confirmed by every server");
+	free_streams(&sg);
+	if (sg.base) {
+		for (size_t i = 0; i < n; i++)
+			grpc_slice_unref(sg.base[i]); /* an all-zero slice has no refcount */
+		free(sg.base);
+	}
+	if (borrowed)
+		zc_wait_idle(w);
 
-	if (ret == 0) {
+	if (committed) {
 		w->st.segments_committed++;
 		w->st.blocks_committed += n;
 		w->st.records_committed += records;
 		w->st.bytes_committed += bytes;
 		return 0;
 	}
-	delete_segment(w, segment_id, del, sizeof(del));
+	/* every server a block was placed on, even where no stream got started */
+	for (size_t i = 0; i < n; i++) {
+		unsigned k = tv_place_block(blocks[i].block_id, w->nservers);
+		bool seen = false;
+
+		for (size_t j = 0; j < i && !seen; j++)
+			seen = tv_place_block(blocks[j].block_id, w->nservers) == k;
+		if (!seen && delete_on(&sg, k))
+			deleted++;
+	}
 	w->st.segments_failed++;
 	w->st.blocks_dropped += n;
 	w->st.records_dropped += records;
-	snprintf(err, errlen, "write of segment %016" PRIx64 " to %s failed: %s; %s", segment_id,
-		 w->server, what, del);
-	return ret;
+	w->st.cleanup_errors += sg.cleanup_errors;
+	ts_range(blocks, n, &from_ns, &to_ns);
+	snprintf(err, errlen,
+		 "segment %016" PRIx64 " failed: %s; dropped %zu blocks, %" PRIu64
+		 " records, ts [%" PRIu64 ", %" PRIu64 "]; cleanup: ",
+		 segment_id, sg.reason, n, records, from_ns, to_ns);
+	if (sg.cleanup_errors)
+		appendf(err, errlen, "%u errors: %s", sg.cleanup_errors, sg.cleanup);
+	else
+		appendf(err, errlen, "ok (segment deleted on %u server%s)", deleted,
+			deleted == 1 ? "" : "s");
+	return -EIO;
 }

@@ -15,6 +15,7 @@
 #include "block.h"
 #include "capture.h"
 #include "grpc_writer.h"
+#include "pipeline.h"
 #include "query_client.h"
 #include "record_json.h"
 #include "timespec.h"
@@ -38,14 +39,31 @@ static void sig_handler(int sig)
 	exiting = 1;
 }
 
-enum { OPT_BLOCK_AGE_MS = 256, OPT_MAX_MESSAGE_BYTES, OPT_READY_FD, OPT_NO_REDACT };
+enum {
+	OPT_BLOCK_AGE_MS = 256, OPT_MAX_MESSAGE_BYTES, OPT_READY_FD, OPT_NO_REDACT, OPT_BLOCK_AGE,
+	OPT_CACHE_BYTES, OPT_BLOCK_BYTES, OPT_CHUNK_BYTES, OPT_WINDOW_BYTES, OPT_NO_ZEROCOPY,
+	OPT_BACKPRESSURE_MS, OPT_TEST_CORRUPT_CHUNK,
+};
+/* Bounds of the size options (the pipeline checks the relations between them too). */
+#define MIN_BLOCK_BYTES (1ull << 10)
+#define MAX_BLOCK_BYTES (128ull << 20)
+#define MAX_CACHE_BYTES (1ull << 40)
+#define MAX_TIME_MS (24ll * 3600 * 1000)
 
 static const struct option capture_options[] = {
 	{"server", required_argument, NULL, 's'},
 	{"pid", required_argument, NULL, 'p'},
 	{"port", required_argument, NULL, 'P'},
 	{"duration", required_argument, NULL, 'd'},
+	{"block-age", required_argument, NULL, OPT_BLOCK_AGE},
 	{"block-age-ms", required_argument, NULL, OPT_BLOCK_AGE_MS},
+	{"cache-bytes", required_argument, NULL, OPT_CACHE_BYTES},
+	{"block-bytes", required_argument, NULL, OPT_BLOCK_BYTES},
+	{"chunk-bytes", required_argument, NULL, OPT_CHUNK_BYTES},
+	{"window-bytes", required_argument, NULL, OPT_WINDOW_BYTES},
+	{"no-zerocopy", no_argument, NULL, OPT_NO_ZEROCOPY},
+	{"backpressure-ms", required_argument, NULL, OPT_BACKPRESSURE_MS},
+	{"test-corrupt-chunk", required_argument, NULL, OPT_TEST_CORRUPT_CHUNK},
 	{"max-message-bytes", required_argument, NULL, OPT_MAX_MESSAGE_BYTES},
 	{"ready-fd", required_argument, NULL, OPT_READY_FD},
 	{"no-redact", no_argument, NULL, OPT_NO_REDACT},
@@ -55,6 +73,10 @@ static const struct option capture_options[] = {
 
 static const struct option put_options[] = {
 	{"server", required_argument, NULL, 's'},
+	{"chunk-bytes", required_argument, NULL, OPT_CHUNK_BYTES},
+	{"window-bytes", required_argument, NULL, OPT_WINDOW_BYTES},
+	{"no-zerocopy", no_argument, NULL, OPT_NO_ZEROCOPY},
+	{"test-corrupt-chunk", required_argument, NULL, OPT_TEST_CORRUPT_CHUNK},
 	{"max-message-bytes", required_argument, NULL, OPT_MAX_MESSAGE_BYTES},
 	{"help", no_argument, NULL, 'h'},
 	{},
@@ -89,42 +111,66 @@ static const char main_usage[] =
 	"  tracevault query --server 127.0.0.1:7070 --from -15m --to now --format table\n";
 
 static const char capture_usage[] =
-	"Usage: tracevault capture --server HOST:PORT [--pid PID] [--port PORT]\n"
-	"                          [--duration SECONDS] [--block-age-ms MS]\n"
+	"Usage: tracevault capture --server HOST:PORT[,HOST:PORT...] [--pid PID] [--port PORT]\n"
+	"                          [--duration SECONDS] [--block-age DURATION]\n"
+	"                          [--cache-bytes N] [--block-bytes N] [--chunk-bytes N]\n"
+	"                          [--window-bytes N] [--backpressure-ms MS] [--no-zerocopy]\n"
 	"                          [--max-message-bytes N] [--ready-fd FD] [--no-redact]\n"
 	"\n"
 	"Trace HTTP/1.x exchanges on local sockets (eBPF, needs CAP_BPF + CAP_PERFMON or root)\n"
 	"and stream them to tracevaultd until Ctrl-C or the end of --duration.\n"
+	"Records are packed into blocks, kept in a bounded cache and written in segments (the\n"
+	"blocks of one flush, committed atomically). A failed segment is not retried: it is\n"
+	"deleted on the servers, and its loss is logged and counted in the summary.\n"
+	"Sizes N take a K, M or G suffix (KiB, MiB, GiB).\n"
 	"\n"
-	"  -s, --server HOST:PORT     tracevaultd to write to (required)\n"
+	"  -s, --server LIST          tracevaultd(s) to write to, comma-separated (required);\n"
+	"                             blocks are placed on them by a hash of the block id\n"
 	"  -p, --pid PID              only this process (default: all)\n"
 	"  -P, --port PORT            only connections with this local or remote port\n"
 	"  -d, --duration SECONDS     stop after this long (default: until Ctrl-C)\n"
-	"      --block-age-ms MS      seal and send a block at least this often (default 1000)\n"
+	"      --block-age DURATION   end a segment at least this often: 250ms, 1s, 2m\n"
+	"                             (default 1s; --block-age-ms MS is the same in ms)\n"
+	"      --cache-bytes N        bound on sealed blocks not yet written (default 256M)\n"
+	"      --block-bytes N        seal a block at this many raw record bytes (default 4M)\n"
+	"      --chunk-bytes N        payload bytes per gRPC message (default 1M)\n"
+	"      --window-bytes N       unacknowledged bytes per stream (default 8M)\n"
+	"      --backpressure-ms MS   wait this long for cache room before dropping a block\n"
+	"                             (default 1000)\n"
+	"      --no-zerocopy          copy chunks with protobuf-c (for comparison)\n"
 	"      --max-message-bytes N  gRPC message size limit (default 16 MiB)\n"
 	"      --ready-fd FD          write \"ready\\n\" to FD once the probes are attached\n"
 	"      --no-redact            keep the ?query part of paths (default: dropped, tokens\n"
 	"                             live there); header values are never stored\n"
+	"      --test-corrupt-chunk N test only: corrupt the Nth chunk sent (server sees a\n"
+	"                             CRC mismatch, the segment fails)\n"
 	"  -h, --help                 this text\n"
 	"\n"
 	"Examples:\n"
 	"  tracevault capture --server 127.0.0.1:7070                 # every process\n"
 	"  tracevault capture --server 127.0.0.1:7070 --port 8080 --duration 30\n"
-	"  tracevault capture --server 127.0.0.1:7070 --pid 4242\n";
+	"  tracevault capture --server 10.0.0.1:7070,10.0.0.2:7070 --block-age 250ms\n";
 
 static const char put_usage[] =
-	"Usage: tracevault put --server HOST:PORT [--max-message-bytes N] FILE|-\n"
+	"Usage: tracevault put --server HOST:PORT[,HOST:PORT...] [--chunk-bytes N]\n"
+	"                      [--window-bytes N] [--no-zerocopy] [--max-message-bytes N] FILE|-\n"
 	"\n"
 	"Import JSON Lines records (the fields `tracevault query --format jsonl` prints; ts_ns\n"
 	"required, others default to 0 or \"\") as one segment: all lines are checked first, then\n"
-	"written atomically. A bad line aborts the import with its line number.\n"
+	"written atomically (with several servers: two-phase, FLUSH on all, then COMMIT on all).\n"
+	"A bad line aborts the import with its line number. Sizes N take a K, M or G suffix.\n"
 	"\n"
-	"  -s, --server HOST:PORT     tracevaultd to write to (required)\n"
+	"  -s, --server LIST          tracevaultd(s) to write to, comma-separated (required)\n"
+	"      --chunk-bytes N        payload bytes per gRPC message (default 1M)\n"
+	"      --window-bytes N       unacknowledged bytes per stream (default 8M)\n"
+	"      --no-zerocopy          copy chunks with protobuf-c (for comparison)\n"
 	"      --max-message-bytes N  gRPC message size limit (default 16 MiB)\n"
+	"      --test-corrupt-chunk N test only: corrupt the Nth chunk sent\n"
 	"  -h, --help                 this text\n"
 	"\n"
 	"Examples:\n"
 	"  tracevault put --server 127.0.0.1:7070 records.jsonl\n"
+	"  tracevault put --server 127.0.0.1:7070,127.0.0.1:7071 records.jsonl\n"
 	"  gzip -dc old.jsonl.gz | tracevault put --server 127.0.0.1:7070 -\n";
 
 static const char query_usage[] =
@@ -215,12 +261,121 @@ static bool parse_message_bytes(const char *s, size_t *out)
 	return true;
 }
 
+/* Byte size: decimal digits, optionally K, M or G (binary: KiB, MiB, GiB; a trailing "iB" is
+ * accepted too), in [min, max]. */
+static bool parse_size(const char *s, unsigned long long min, unsigned long long max,
+		       size_t *out)
+{
+	unsigned long long v, mult = 1;
+	char *end;
+
+	if (*s < '0' || *s > '9')
+		return false;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return false;
+	switch (*end) {
+	case 'K': mult = 1ull << 10; end++; break;
+	case 'M': mult = 1ull << 20; end++; break;
+	case 'G': mult = 1ull << 30; end++; break;
+	default: break;
+	}
+	if (mult > 1 && strcmp(end, "iB") == 0)
+		end += 2;
+	if (*end || v > max / mult || v * mult < min)
+		return false;
+	*out = (size_t)(v * mult);
+	return true;
+}
+
+/* Duration with a unit: 250ms, 1s, 2m, 1h, in (0, MAX_TIME_MS]. */
+static bool parse_duration_ms(const char *s, int *out)
+{
+	long long v, mult;
+	char *end;
+
+	if (*s < '0' || *s > '9')
+		return false;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno || end == s)
+		return false;
+	if (strcmp(end, "ms") == 0)
+		mult = 1;
+	else if (strcmp(end, "s") == 0)
+		mult = 1000;
+	else if (strcmp(end, "m") == 0)
+		mult = 60 * 1000;
+	else if (strcmp(end, "h") == 0)
+		mult = 3600 * 1000;
+	else
+		return false;
+	if (v <= 0 || v > MAX_TIME_MS / mult)
+		return false;
+	*out = (int)(v * mult);
+	return true;
+}
+
+/* The options capture and put share: chunking and the write window. 1 if c was one of them,
+ * 0 if not, or a usage error exit code (> 1) after printing it. */
+static int writer_option(int c, size_t *chunk_bytes, size_t *window_bytes, int *no_zerocopy,
+			 uint64_t *corrupt_chunk)
+{
+	long long v;
+
+	switch (c) {
+	case OPT_CHUNK_BYTES:
+		if (!parse_size(optarg, 1, MAX_MESSAGE_BYTES - TV_CHUNK_PREFIX_MAX, chunk_bytes))
+			return usage_error("invalid --chunk-bytes: '%s'", optarg);
+		return 1;
+	case OPT_WINDOW_BYTES:
+		if (!parse_size(optarg, 1, MAX_CACHE_BYTES, window_bytes))
+			return usage_error("invalid --window-bytes: '%s'", optarg);
+		return 1;
+	case OPT_NO_ZEROCOPY:
+		*no_zerocopy = 1;
+		return 1;
+	case OPT_TEST_CORRUPT_CHUNK:
+		if (!parse_ll(optarg, 1, LLONG_MAX, &v))
+			return usage_error("invalid --test-corrupt-chunk: '%s'", optarg);
+		*corrupt_chunk = (uint64_t)v;
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/* "A,B,C" with no empty entry. */
+static bool valid_server_list(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n && s[0] != ',' && s[n - 1] != ',' && !strstr(s, ",,");
+}
+
 /* ---- capture ---- */
+
+/* Relations between sizes, as usage errors before anything starts. */
+static int check_sizes(const struct tv_pipeline_opts *po)
+{
+	size_t block = po->block_bytes ? po->block_bytes : TV_DEFAULT_BLOCK_BYTES;
+	size_t cache = po->cache_bytes ? po->cache_bytes : TV_DEFAULT_CACHE_BYTES;
+	size_t msg = po->max_message_bytes ? po->max_message_bytes : TV_DEFAULT_MAX_MESSAGE_BYTES;
+
+	if (cache < 2 * block)
+		return usage_error("--cache-bytes (%zu) must hold at least two blocks of "
+				   "--block-bytes (%zu)", cache, block);
+	if (po->chunk_bytes && po->chunk_bytes + TV_CHUNK_PREFIX_MAX > msg)
+		return usage_error("--chunk-bytes (%zu) does not fit in --max-message-bytes (%zu)",
+				   po->chunk_bytes, msg);
+	return 0;
+}
 
 static int cmd_capture(int argc, char **argv)
 {
-	struct tv_capture_opts o = {.redact = 1, .ready_fd = -1, .stop = &exiting,
-				    .block_age_ms = TV_DEFAULT_BLOCK_AGE_MS};
+	struct tv_capture_opts o = {.redact = 1, .ready_fd = -1, .stop = &exiting};
+	struct tv_pipeline_opts *po = &o.pipeline;
 	struct tv_capture_result res = {0};
 	struct sigaction sa = {.sa_handler = sig_handler};
 	char err[ERR_LEN] = "";
@@ -231,7 +386,7 @@ static int cmd_capture(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, ":hs:p:P:d:", capture_options, NULL)) != -1) {
 		switch (c) {
 		case 's':
-			o.server = optarg;
+			po->servers = optarg;
 			break;
 		case 'p':
 			if (!parse_ll(optarg, 1, INT_MAX, &v))
@@ -251,12 +406,30 @@ static int cmd_capture(int argc, char **argv)
 				return usage_error("invalid --duration: '%s'", optarg);
 			break;
 		case OPT_BLOCK_AGE_MS:
-			if (!parse_ll(optarg, 1, INT_MAX, &v))
+			if (!parse_ll(optarg, 1, MAX_TIME_MS, &v))
 				return usage_error("invalid --block-age-ms: '%s'", optarg);
-			o.block_age_ms = (int)v;
+			po->block_age_ms = (int)v;
+			break;
+		case OPT_BLOCK_AGE:
+			if (!parse_duration_ms(optarg, &po->block_age_ms))
+				return usage_error("invalid --block-age: '%s' (e.g. 250ms, 1s, 2m)",
+						   optarg);
+			break;
+		case OPT_CACHE_BYTES:
+			if (!parse_size(optarg, 2 * MIN_BLOCK_BYTES, MAX_CACHE_BYTES, &po->cache_bytes))
+				return usage_error("invalid --cache-bytes: '%s'", optarg);
+			break;
+		case OPT_BLOCK_BYTES:
+			if (!parse_size(optarg, MIN_BLOCK_BYTES, MAX_BLOCK_BYTES, &po->block_bytes))
+				return usage_error("invalid --block-bytes: '%s' (1K to 128M)", optarg);
+			break;
+		case OPT_BACKPRESSURE_MS:
+			if (!parse_ll(optarg, 1, MAX_TIME_MS, &v))
+				return usage_error("invalid --backpressure-ms: '%s'", optarg);
+			po->backpressure_ms = (int)v;
 			break;
 		case OPT_MAX_MESSAGE_BYTES:
-			if (!parse_message_bytes(optarg, &o.max_message_bytes))
+			if (!parse_message_bytes(optarg, &po->max_message_bytes))
 				return usage_error("invalid --max-message-bytes: '%s'", optarg);
 			break;
 		case OPT_READY_FD:
@@ -271,13 +444,23 @@ static int cmd_capture(int argc, char **argv)
 			fputs(capture_usage, stdout);
 			return EXIT_SUCCESS;
 		default:
-			return bad_option(c, argv);
+			ret = writer_option(c, &po->chunk_bytes, &po->window_bytes, &po->no_zerocopy,
+					    &po->test_corrupt_chunk);
+			if (ret > 1)
+				return ret;
+			if (ret == 0)
+				return bad_option(c, argv);
 		}
 	}
 	if (optind < argc)
 		return usage_error("capture: unexpected argument '%s'", argv[optind]);
-	if (!o.server)
+	if (!po->servers)
 		return usage_error("capture: missing --server");
+	if (!valid_server_list(po->servers))
+		return usage_error("invalid --server: '%s'", po->servers);
+	ret = check_sizes(po);
+	if (ret)
+		return ret;
 
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
@@ -285,9 +468,14 @@ static int cmd_capture(int argc, char **argv)
 	/* the summary whenever capture ran at all, so losses are never silent */
 	if (ret == 0 || res.events || res.records_sent || res.records_lost)
 		fprintf(stderr, "captured %" PRIu64 " records, sent %" PRIu64 ", lost %" PRIu64
-			" (kernel events %" PRIu64 ", lost in kernel %" PRIu64 ")\n",
+			" (kernel %" PRIu64 ", parser %" PRIu64 ", cache full %" PRIu64
+			", failed segments %" PRIu64 "); kernel events %" PRIu64
+			"; segments committed %" PRIu64 ", failed %" PRIu64
+			"; payload bytes copied %" PRIu64 "; cache peak %" PRIu64 " bytes\n",
 			res.records_sent + res.records_lost, res.records_sent, res.records_lost,
-			res.events, res.events_lost);
+			res.lost_kernel, res.lost_parser, res.lost_cache, res.lost_failed, res.events,
+			res.segments_committed, res.segments_failed, res.payload_bytes_copied,
+			res.cache_bytes_peak);
 	if (ret)
 		return runtime_error("%s", err[0] ? err : strerror(-ret));
 	return EXIT_SUCCESS;
@@ -419,11 +607,23 @@ static int cmd_put(int argc, char **argv)
 			fputs(put_usage, stdout);
 			return EXIT_SUCCESS;
 		default:
-			return bad_option(c, argv);
+			ret = writer_option(c, &wo.chunk_bytes, &wo.window_bytes, &wo.no_zerocopy,
+					    &wo.test_corrupt_chunk);
+			if (ret > 1)
+				return ret;
+			if (ret == 0)
+				return bad_option(c, argv);
 		}
 	}
 	if (!wo.server)
 		return usage_error("put: missing --server");
+	if (!valid_server_list(wo.server))
+		return usage_error("invalid --server: '%s'", wo.server);
+	if (wo.chunk_bytes && wo.chunk_bytes + TV_CHUNK_PREFIX_MAX >
+				      (wo.max_message_bytes ? wo.max_message_bytes
+							    : TV_DEFAULT_MAX_MESSAGE_BYTES))
+		return usage_error("--chunk-bytes (%zu) does not fit in --max-message-bytes",
+				   wo.chunk_bytes);
 	if (optind == argc)
 		return usage_error("put: missing FILE (or - for stdin)");
 	if (optind + 1 < argc)
@@ -441,7 +641,7 @@ static int cmd_put(int argc, char **argv)
 
 	w = tv_writer_new(&wo);
 	if (!w) {
-		ret = runtime_error("cannot create a gRPC channel to %s", wo.server);
+		ret = runtime_error("cannot create gRPC channels to %s", wo.server);
 		goto out;
 	}
 	if (tv_writer_probe(w, CONNECT_TIMEOUT_MS, err, sizeof(err)) ||

@@ -21,8 +21,8 @@
 grpc_channel *tv_rpc_channel_new(const char *server, size_t max_message_bytes)
 {
 	int max = max_message_bytes > INT_MAX ? INT_MAX : (int)max_message_bytes;
-	grpc_arg args[3];
-	grpc_channel_args ch_args = {.num_args = 3, .args = args};
+	grpc_arg args[6];
+	grpc_channel_args ch_args = {.num_args = 6, .args = args};
 	grpc_channel_credentials *creds;
 	grpc_channel *ch;
 
@@ -37,6 +37,17 @@ grpc_channel *tv_rpc_channel_new(const char *server, size_t max_message_bytes)
 	args[2].type = GRPC_ARG_INTEGER;
 	args[2].key = GRPC_ARG_ENABLE_RETRIES;
 	args[2].value.integer = 0;
+	/* After a server restart the channel reconnects within about a second, not after gRPC's
+	 * default backoff of up to two minutes: the next segment must find it READY. */
+	args[3].type = GRPC_ARG_INTEGER;
+	args[3].key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
+	args[3].value.integer = TV_RPC_RECONNECT_MIN_MS;
+	args[4].type = GRPC_ARG_INTEGER;
+	args[4].key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
+	args[4].value.integer = TV_RPC_RECONNECT_MIN_MS;
+	args[5].type = GRPC_ARG_INTEGER;
+	args[5].key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
+	args[5].value.integer = TV_RPC_RECONNECT_MAX_MS;
 	creds = grpc_insecure_credentials_create();
 	if (!creds)
 		return NULL;
@@ -197,6 +208,32 @@ int tv_rpc_probe(grpc_channel *ch, grpc_completion_queue *cq, const char *server
 	snprintf(err, errlen, "cannot reach server %s: no connection within %ld ms", server,
 		 timeout_ms);
 	return -ETIMEDOUT;
+}
+
+int tv_rpc_wait_ready(grpc_channel *ch, grpc_completion_queue *cq, long timeout_ms)
+{
+	gpr_timespec deadline = tv_rpc_deadline_ms(timeout_ms);
+	grpc_connectivity_state st = grpc_channel_check_connectivity_state(ch, 1);
+	int tag;
+
+	/* Bounded: each round waits for one state change or the deadline, whichever is first;
+	 * the round cap covers a channel flapping between states faster than the deadline. */
+	for (int round = 0; round < 256 && st != GRPC_CHANNEL_READY; round++) {
+		grpc_event ev;
+
+		if (st == GRPC_CHANNEL_SHUTDOWN)
+			return -ESHUTDOWN;
+		grpc_channel_watch_connectivity_state(ch, st, deadline, cq, &tag);
+		ev = grpc_completion_queue_next(
+			cq, gpr_time_add(deadline, gpr_time_from_millis(TV_RPC_CQ_SLACK_MS,
+									 GPR_TIMESPAN)),
+			NULL);
+		if (ev.type != GRPC_OP_COMPLETE || !ev.success)
+			return -ETIMEDOUT;
+		/* try_to_connect again: out of TRANSIENT_FAILURE the channel may go IDLE */
+		st = grpc_channel_check_connectivity_state(ch, 1);
+	}
+	return st == GRPC_CHANNEL_READY ? 0 : -ETIMEDOUT;
 }
 
 size_t tv_rpc_request_ops(grpc_op ops[4], grpc_byte_buffer *send, grpc_metadata_array *init_md)

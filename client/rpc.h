@@ -12,6 +12,10 @@
  * call with DEADLINE_EXCEEDED by then, so hitting this bound means gRPC itself is stuck. */
 #define TV_RPC_CQ_SLACK_MS 5000
 
+/* Reconnect backoff of our channels (gRPC's default grows to 120 s). */
+#define TV_RPC_RECONNECT_MIN_MS 100
+#define TV_RPC_RECONNECT_MAX_MS 1000
+
 /* An insecure channel to "HOST:PORT" with max send/receive message sizes set to
  * max_message_bytes and gRPC-level retries disabled (a failed write is never retried, see
  * grpc_writer.c). grpc_init() must have been called. NULL on failure. */
@@ -32,6 +36,11 @@ const char *tv_rpc_status_name(grpc_status_code code);
  * no READY within timeout_ms gives -ETIMEDOUT. cq is a next-queue with no other work. */
 int tv_rpc_probe(grpc_channel *ch, grpc_completion_queue *cq, const char *server,
 		 long timeout_ms, char *err, size_t errlen);
+
+/* Wait, through TRANSIENT_FAILURE and reconnects, until the channel is READY: 0, or
+ * -ETIMEDOUT after timeout_ms. Unlike tv_rpc_probe it does not give up on the first failed
+ * connect (a server restarting on the same port). cq is a next-queue with no other work. */
+int tv_rpc_wait_ready(grpc_channel *ch, grpc_completion_queue *cq, long timeout_ms);
 
 /* One unary call: packs req, waits for the reply and the status, unpacks the reply with
  * out_desc into *out (free with protobuf_c_message_free_unpacked). Returns 0 on status OK,

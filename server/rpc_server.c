@@ -31,8 +31,11 @@ struct tag {
 	enum op op;
 };
 
+/* A queued response: a packed message, or (bb == NULL) a Write ack packed only when it is
+ * sent, so that a newer ack for the same block can replace it while it waits. */
 struct msg_node {
 	grpc_byte_buffer *bb;
+	uint64_t block_id, offset;
 	struct msg_node *next;
 };
 
@@ -48,6 +51,9 @@ struct call {
 	grpc_byte_buffer *send_bb; /* the one outstanding SEND_MESSAGE */
 	struct msg_node *queue_head, *queue_tail; /* responses waiting for send_bb to clear */
 	int outstanding;      /* started ops whose tag has not come back */
+	int recv_busy;        /* a RECV_MESSAGE is outstanding */
+	int eos_pending;      /* end of stream seen, not yet known whether half-close or cancel */
+	gpr_timespec eos_deadline;
 	int cancelled;        /* set by RECV_CLOSE_ON_SERVER */
 	int finishing;        /* a status is decided */
 	int status_started, status_done;
@@ -69,6 +75,8 @@ struct tv_rpc_server {
 	size_t live;
 	struct tag shutdown_tag;
 	int shutting_down, shutdown_done, stopped;
+	size_t eos_pending;   /* calls with eos_pending set */
+	struct tv_segment_stats seg_stats;
 };
 
 static const char *code_name(grpc_status_code code)
@@ -114,16 +122,26 @@ static void drop_queue(struct call *c)
 		struct msg_node *n = c->queue_head;
 
 		c->queue_head = n->next;
-		grpc_byte_buffer_destroy(n->bb);
+		if (n->bb)
+			grpc_byte_buffer_destroy(n->bb);
 		free(n);
 	}
 	c->queue_tail = NULL;
+}
+
+static void eos_clear(struct call *c)
+{
+	if (c->eos_pending) {
+		c->eos_pending = 0;
+		c->srv->eos_pending--;
+	}
 }
 
 static void call_free(struct call *c)
 {
 	struct tv_rpc_server *srv = c->srv;
 
+	eos_clear(c);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -205,7 +223,7 @@ static void finish(struct call *c, grpc_status_code code, const char *msg)
 
 static void enqueue(struct call *c, grpc_byte_buffer *bb)
 {
-	struct msg_node *n = malloc(sizeof(*n));
+	struct msg_node *n = calloc(1, sizeof(*n));
 
 	if (!n) {
 		grpc_byte_buffer_destroy(bb);
@@ -213,7 +231,6 @@ static void enqueue(struct call *c, grpc_byte_buffer *bb)
 		return;
 	}
 	n->bb = bb;
-	n->next = NULL;
 	if (c->queue_tail)
 		c->queue_tail->next = n;
 	else
@@ -254,23 +271,40 @@ static void query_produce(struct call *c)
 	}
 }
 
+/* Pack a deferred Write ack; NULL on ENOMEM (the ack is dropped: a later one supersedes it). */
+static grpc_byte_buffer *pack_ack(const struct msg_node *n)
+{
+	Tracevault__V1__WriteResponse r = TRACEVAULT__V1__WRITE_RESPONSE__INIT;
+	grpc_byte_buffer *bb = NULL;
+
+	r.block_id = n->block_id;
+	r.offset = n->offset;
+	return tv_wire_pack(&r.base, &bb) ? NULL : bb;
+}
+
 static void pump(struct call *c)
 {
 	grpc_op op = { 0 };
 
 	if (!c->send_bb && c->queue_head) {
 		struct msg_node *n = c->queue_head;
+		grpc_byte_buffer *bb = n->bb ? n->bb : pack_ack(n);
 
 		c->queue_head = n->next;
 		if (!c->queue_head)
 			c->queue_tail = NULL;
-		if (send_message(c, n->bb))
+		if (!bb)
+			; /* ack lost to ENOMEM */
+		else if (send_message(c, bb))
 			c->finishing ? drop_queue(c) : finish(c, GRPC_STATUS_INTERNAL, "send failed");
 		free(n);
 	}
 	if (!c->send_bb && !c->finishing && c->m == M_QUERY && c->query)
 		query_produce(c); /* may call finish, which re-enters pump with finishing set */
-	if (c->finishing && !c->send_bb && !c->queue_head && !c->status_started) {
+	/* a Write's status waits for its segment's I/O: a failed segment's files are gone and its
+	 * space is free before the client hears the status */
+	if (c->finishing && !c->send_bb && !c->queue_head && !c->status_started &&
+	    !(c->seg && tv_segment_busy(c->seg))) {
 		c->status_started = 1;
 		op.op = GRPC_OP_SEND_STATUS_FROM_SERVER;
 		op.data.send_status_from_server.status = c->code;
@@ -286,43 +320,101 @@ static void post_recv(struct call *c)
 {
 	grpc_op op = { 0 };
 
+	if (c->recv_busy || c->finishing || !tv_segment_can_receive(c->seg))
+		return;
 	op.op = GRPC_OP_RECV_MESSAGE;
 	op.data.recv_message.recv_message = &c->recv_bb;
 	if (start_batch(c, OP_RECV, &op, 1))
 		finish(c, GRPC_STATUS_INTERNAL, "cannot start RECV_MESSAGE");
-}
-
-static void apply_step(struct call *c, struct tv_segment_step *step)
-{
-	if (step->response)
-		enqueue(c, step->response);
-	if (step->finished)
-		finish(c, step->code, step->msg);
 	else
-		pump(c);
+		c->recv_busy = 1;
 }
 
-static void write_on_recv(struct call *c)
+/* ---- the segment's sink: how segment.c reaches the call ---- */
+
+static void seg_ack(void *arg, uint64_t block_id, uint64_t offset)
 {
-	struct tv_segment_step step;
+	struct call *c = arg;
+	struct msg_node *n;
+
+	if (c->finishing)
+		return;
+	/* coalesce: an ack still queued for this block just takes the newer offset */
+	for (n = c->queue_head; n; n = n->next) {
+		if (!n->bb && n->block_id == block_id) {
+			n->offset = offset;
+			return;
+		}
+	}
+	n = calloc(1, sizeof(*n));
+	if (!n)
+		return; /* a later ack (or the commit reply) supersedes this one */
+	n->block_id = block_id;
+	n->offset = offset;
+	if (c->queue_tail)
+		c->queue_tail->next = n;
+	else
+		c->queue_head = n;
+	c->queue_tail = n;
+	pump(c);
+}
+
+static void seg_reply(void *arg, grpc_byte_buffer *bb)
+{
+	struct call *c = arg;
+
+	if (c->finishing) {
+		grpc_byte_buffer_destroy(bb);
+		return;
+	}
+	enqueue(c, bb);
+	pump(c);
+}
+
+static void seg_finish(void *arg, grpc_status_code code, const char *msg)
+{
+	finish(arg, code, msg);
+}
+
+static void seg_wake(void *arg)
+{
+	struct call *c = arg;
+
+	post_recv(c);
+	pump(c);
+}
+
+static const struct tv_segment_sink SEG_SINK = {
+	.ack = seg_ack, .reply = seg_reply, .finish = seg_finish, .wake = seg_wake,
+};
+
+static void write_on_recv(struct call *c, int ok)
+{
 	grpc_byte_buffer *bb = c->recv_bb;
 
 	c->recv_bb = NULL;
-	if (c->finishing) {
+	c->recv_busy = 0;
+	if (c->finishing || !ok) {
+		/* !ok: the call broke (cancel, disconnect); RECV_CLOSE_ON_SERVER says which */
 		if (bb)
 			grpc_byte_buffer_destroy(bb);
 		return;
 	}
 	if (!bb) {
-		tv_segment_on_end(c->seg, &step);
-		apply_step(c, &step);
+		/* A client cancel also ends the message stream (ok, NULL) and RECV_CLOSE_ON_SERVER
+		 * reports it just after; an error status sent first would hide it (cancelled is
+		 * then set for any non-OK status). So wait briefly for the cancel before calling
+		 * this a half-close without COMMIT: the log must say which it was. */
+		c->eos_pending = 1;
+		c->eos_deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+					       gpr_time_from_millis(TV_RPC_EOS_GRACE_MS, GPR_TIMESPAN));
+		c->srv->eos_pending++;
 		return;
 	}
-	tv_segment_on_message(c->seg, bb, &step);
-	grpc_byte_buffer_destroy(bb);
-	apply_step(c, &step);
-	if (!c->finishing)
-		post_recv(c);
+	tv_segment_on_message(c->seg, bb);
+	grpc_byte_buffer_destroy(bb); /* the segment holds refs on the slices it writes from */
+	post_recv(c);
+	pump(c);
 }
 
 /* Unpack the single request message of a unary-request call, or NULL (status decided). */
@@ -431,11 +523,13 @@ static void delete_begin(struct call *c)
 		resp.deleted_blocks += n;
 		free(ids);
 	}
-	if (resp.deleted_blocks || resp.deleted_temp_blocks)
-		fprintf(stderr, "delete: segment %016llx, %zu ids: %llu blocks, %llu temp blocks\n",
-			(unsigned long long)req->segment_id, req->n_block_ids,
-			(unsigned long long)resp.deleted_blocks,
+	if (req->segment_id)
+		fprintf(stderr, "delete segment %016llx: removed %llu blocks, %llu temp files\n",
+			(unsigned long long)req->segment_id, (unsigned long long)resp.deleted_blocks,
 			(unsigned long long)resp.deleted_temp_blocks);
+	else if (resp.deleted_blocks)
+		fprintf(stderr, "delete %zu block ids: removed %llu blocks\n", req->n_block_ids,
+			(unsigned long long)resp.deleted_blocks);
 	if (tv_wire_pack(&resp.base, &bb)) {
 		finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory packing the response");
 		goto out;
@@ -464,7 +558,8 @@ static void call_begin(struct call *c)
 	}
 	switch (c->m) {
 	case M_WRITE:
-		c->seg = tv_segment_new(c->srv->catalog, c->srv->store, c->srv->max_message_bytes);
+		c->seg = tv_segment_new(c->srv->catalog, c->srv->store, c->srv->max_message_bytes,
+					&SEG_SINK, c, &c->srv->seg_stats);
 		if (!c->seg)
 			finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 		else
@@ -495,14 +590,16 @@ static void on_event(struct tv_rpc_server *srv, struct tag *t, int ok)
 		call_begin(c);
 		break;
 	case OP_CLOSE:
+		eos_clear(c);
 		if (c->cancelled && !c->finishing) {
 			if (c->seg)
-				tv_segment_abort(c->seg, "cancelled by the client");
+				tv_segment_abort(c->seg, srv->shutting_down ? "server shutting down" :
+									      "cancelled by client");
 			finish(c, GRPC_STATUS_CANCELLED, "cancelled");
 		}
 		break;
 	case OP_RECV:
-		write_on_recv(c);
+		write_on_recv(c, ok);
 		break;
 	case OP_SEND:
 		grpc_byte_buffer_destroy(c->send_bb);
@@ -630,9 +727,36 @@ fail:
 	return -EADDRNOTAVAIL;
 }
 
+/* Streams whose end was seen and no cancel followed within the grace time: half-closes. */
+static void eos_expire(struct tv_rpc_server *srv)
+{
+	gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
+
+	for (struct call *c = srv->calls; c && srv->eos_pending; c = c->next) {
+		if (!c->eos_pending || gpr_time_cmp(now, c->eos_deadline) < 0)
+			continue;
+		eos_clear(c);
+		if (!c->finishing)
+			tv_segment_on_end(c->seg);
+	}
+}
+
+/* One thread serves both queues: gRPC's completion queue and the store's io_uring. Neither can
+ * block on the other's events (grpc C core has no public way to watch a foreign fd or to be
+ * woken by another thread, and its deadlines have millisecond resolution), so:
+ *  - after every gRPC event the ring is reaped without blocking, which keeps acks prompt
+ *    while messages stream in;
+ *  - when no gRPC event is ready and I/O is in flight, the thread polls gRPC without blocking
+ *    and then waits in io_uring for up to TV_RPC_IO_WAIT_US: a completion wakes it at once,
+ *    and gRPC is looked at again within that bound;
+ *  - with no I/O in flight it simply blocks in gRPC (TV_RPC_POLL_MS, for the stop flag).
+ * A second thread for completions would need a lock around every call and segment; the
+ * polling costs a few wake-ups per write instead. */
 int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop)
 {
 	while (!(srv->shutdown_done && srv->live == 0)) {
+		int io = tv_store_inflight(srv->store) > 0;
+		gpr_timespec deadline;
 		grpc_event ev;
 		struct tag *t;
 
@@ -641,12 +765,17 @@ int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop)
 			grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
 			grpc_server_cancel_all_calls(srv->server);
 		}
-		ev = grpc_completion_queue_next(
-			srv->cq, gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-					      gpr_time_from_millis(TV_RPC_POLL_MS, GPR_TIMESPAN)),
-			NULL);
-		if (ev.type == GRPC_QUEUE_TIMEOUT)
+		if (srv->eos_pending)
+			eos_expire(srv);
+		deadline = io ? gpr_inf_past(GPR_CLOCK_MONOTONIC) :
+				gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+					     gpr_time_from_millis(srv->eos_pending ? 1 : TV_RPC_POLL_MS,
+								  GPR_TIMESPAN));
+		ev = grpc_completion_queue_next(srv->cq, deadline, NULL);
+		if (ev.type == GRPC_QUEUE_TIMEOUT) {
+			tv_store_reap(srv->store, io ? TV_RPC_IO_WAIT_US : 0);
 			continue;
+		}
 		if (ev.type == GRPC_QUEUE_SHUTDOWN)
 			break;
 		t = ev.tag;
@@ -654,7 +783,17 @@ int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop)
 			srv->shutdown_done = 1;
 		else
 			on_event(srv, t, ev.success);
+		tv_store_reap(srv->store, 0);
 	}
+	/* writes of streams already freed complete into unlinked files: wait for them */
+	while (tv_store_inflight(srv->store))
+		tv_store_reap(srv->store, TV_RPC_POLL_MS * 1000L);
+	if (!srv->stopped)
+		fprintf(stderr, "tracevaultd: receive path: %llu zero-copy chunks, %llu chunks "
+			"via protobuf-c, payload bytes copied: %llu\n",
+			(unsigned long long)srv->seg_stats.zero_copy_chunks,
+			(unsigned long long)srv->seg_stats.fallback_chunks,
+			(unsigned long long)srv->seg_stats.payload_bytes_copied);
 	srv->stopped = 1;
 	return 0;
 }

@@ -11,6 +11,12 @@
 
 /* How often the loop wakes to look at the stop flag when no call is active. */
 #define TV_RPC_POLL_MS 200
+/* While disk I/O is in flight and gRPC is idle, how long to wait in io_uring before looking
+ * at gRPC again (see tv_rpc_server_run). */
+#define TV_RPC_IO_WAIT_US 50
+/* After a Write stream's end, how long a client cancel may take to show up before the end is
+ * taken as a half-close without COMMIT (see write_on_recv). */
+#define TV_RPC_EOS_GRACE_MS 20
 
 struct tv_rpc_server_opts {
 	const char *listen_addr;  /* "HOST:PORT"; port 0 binds an ephemeral one */

@@ -6,43 +6,67 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
 
 #include "block.h"
+#include "chunk_view.h"
 #include "crc32c.h"
 #include "wire.h"
 
 enum seg_state { SEG_OPEN, SEG_COMMITTED, SEG_ABORTED };
+enum pending { PENDING_NONE, PENDING_FLUSH, PENDING_COMMIT };
 
 struct seg_block {
 	uint64_t block_id;
 	uint64_t length;   /* from OPEN_BLOCK */
-	uint64_t received; /* contiguous bytes written so far */
+	uint64_t received; /* contiguous bytes accepted (checked and submitted) so far */
 	struct tv_store_file *file; /* NULL once published or aborted */
 	uint8_t hdr[TV_BLOCK_HEADER_BYTES];
 	struct tv_block_header h;
-	int hdr_ok;
 	uint32_t payload_crc; /* running CRC32C over bytes [64, received) */
 	int complete, synced;
+};
+
+/* One write or fdatasync in flight. Queued in submission order so acks go out in block order
+ * even when the kernel completes writes out of order. */
+struct seg_io {
+	struct tv_store_op op;
+	struct tv_segment *seg; /* NULL once the segment is freed: the op only cleans up */
+	size_t bi;              /* index in seg->blocks */
+	uint64_t end_offset;    /* block bytes written once this write is done */
+	size_t len;
+	int is_sync, completed, res;
+	struct tv_chunk_view view; /* the received slices the write reads from */
+	struct seg_io *next;
 };
 
 struct tv_segment {
 	struct tv_catalog *catalog;
 	struct tv_store *store;
 	size_t max_message_bytes;
+	const struct tv_segment_sink *sink;
+	void *arg;
+	struct tv_segment_stats *stats;
 	uint64_t segment_id;
 	enum seg_state state;
+	enum pending pending;
 	struct seg_block *blocks;
 	size_t n, cap;
+	struct seg_io *io_head, *io_tail; /* in flight, or done behind one that is not */
+	size_t inflight_ops, inflight_bytes;
 };
 
 #define ERR_PREFIX_FMT "segment %016llx: "
 
+static void io_done(struct tv_store_op *op, int res);
+
 struct tv_segment *tv_segment_new(struct tv_catalog *c, struct tv_store *s,
-				  size_t max_message_bytes)
+				  size_t max_message_bytes, const struct tv_segment_sink *sink,
+				  void *arg, struct tv_segment_stats *stats)
 {
 	struct tv_segment *seg = calloc(1, sizeof(*seg));
 
@@ -51,6 +75,9 @@ struct tv_segment *tv_segment_new(struct tv_catalog *c, struct tv_store *s,
 	seg->catalog = c;
 	seg->store = s;
 	seg->max_message_bytes = max_message_bytes;
+	seg->sink = sink;
+	seg->arg = arg;
+	seg->stats = stats;
 	return seg;
 }
 
@@ -76,10 +103,17 @@ size_t tv_segment_abort(struct tv_segment *seg, const char *why)
 		return 0;
 	removed = drop_temp_files(seg);
 	seg->state = SEG_ABORTED;
+	seg->pending = PENDING_NONE;
 	if (seg->segment_id)
-		fprintf(stderr, "segment %016llx aborted: %s (%zu temp blocks deleted)\n",
+		fprintf(stderr, "segment %016llx aborted: %s; removed %zu temp files\n",
 			(unsigned long long)seg->segment_id, why, removed);
 	return removed;
+}
+
+static void io_free(struct seg_io *io)
+{
+	tv_chunk_view_release(&io->view);
+	free(io);
 }
 
 void tv_segment_free(struct tv_segment *seg)
@@ -88,6 +122,16 @@ void tv_segment_free(struct tv_segment *seg)
 		return;
 	tv_segment_abort(seg, "stream closed");
 	drop_temp_files(seg);
+	/* ops the kernel still holds are detached and free themselves on completion */
+	while (seg->io_head) {
+		struct seg_io *io = seg->io_head;
+
+		seg->io_head = io->next;
+		if (io->completed)
+			io_free(io);
+		else
+			io->seg = NULL;
+	}
 	free(seg->blocks);
 	free(seg);
 }
@@ -102,29 +146,35 @@ int tv_segment_is_open(const struct tv_segment *seg)
 	return seg->state == SEG_OPEN;
 }
 
-/* End the stream with an error: the segment's temp data goes, the message names the segment. */
-static void fail(struct tv_segment *seg, struct tv_segment_step *step, grpc_status_code code,
-		 const char *fmt, ...)
+int tv_segment_can_receive(const struct tv_segment *seg)
 {
-	char reason[200];
+	return seg->state == SEG_OPEN && seg->pending == PENDING_NONE &&
+	       seg->inflight_ops < TV_SEGMENT_MAX_INFLIGHT_CHUNKS &&
+	       seg->inflight_bytes < TV_SEGMENT_MAX_INFLIGHT_BYTES;
+}
+
+size_t tv_segment_busy(const struct tv_segment *seg)
+{
+	return seg->inflight_ops;
+}
+
+/* End the stream with an error: the segment's temp data goes, the message names the segment. */
+static void fail(struct tv_segment *seg, grpc_status_code code, const char *fmt, ...)
+{
+	char reason[200], msg[256];
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
-	if (step->response) {
-		grpc_byte_buffer_destroy(step->response);
-		step->response = NULL;
-	}
-	step->finished = 1;
-	step->code = code;
 	if (seg->segment_id)
-		snprintf(step->msg, sizeof(step->msg), ERR_PREFIX_FMT "%s",
-			 (unsigned long long)seg->segment_id, reason);
+		snprintf(msg, sizeof(msg), ERR_PREFIX_FMT "%s", (unsigned long long)seg->segment_id,
+			 reason);
 	else
-		snprintf(step->msg, sizeof(step->msg), "%s", reason);
+		snprintf(msg, sizeof(msg), "%s", reason);
 	tv_segment_abort(seg, reason);
 	seg->state = SEG_ABORTED;
+	seg->sink->finish(seg->arg, code, msg);
 }
 
 static grpc_status_code errno_code(int err)
@@ -141,18 +191,19 @@ static grpc_status_code errno_code(int err)
 	}
 }
 
-static void respond(struct tv_segment_step *step, uint64_t block_id, uint64_t offset,
-		    const uint64_t *committed, size_t ncommitted)
+static void respond(struct tv_segment *seg, uint64_t offset, const uint64_t *committed,
+		    size_t ncommitted)
 {
 	Tracevault__V1__WriteResponse r = TRACEVAULT__V1__WRITE_RESPONSE__INIT;
+	grpc_byte_buffer *bb = NULL;
 
-	r.block_id = block_id;
 	r.offset = offset;
 	r.committed = committed != NULL;
 	r.committed_block_ids = (uint64_t *)committed;
 	r.n_committed_block_ids = ncommitted;
-	if (tv_wire_pack(&r.base, &step->response))
-		step->response = NULL; /* an ack lost to ENOMEM: the final reply still decides */
+	if (tv_wire_pack(&r.base, &bb) == 0)
+		seg->sink->reply(seg->arg, bb);
+	/* a reply lost to ENOMEM: the final status still decides */
 }
 
 static struct seg_block *current(struct tv_segment *seg)
@@ -160,40 +211,39 @@ static struct seg_block *current(struct tv_segment *seg)
 	return seg->n ? &seg->blocks[seg->n - 1] : NULL;
 }
 
-static void open_block(struct tv_segment *seg, const Tracevault__V1__WriteCommand *cmd,
-		       struct tv_segment_step *step)
+static void open_block(struct tv_segment *seg, const Tracevault__V1__WriteCommand *cmd)
 {
 	struct seg_block *cur = current(seg), *b;
 	int ret;
 
 	if (cmd->block_id == 0)
-		return fail(seg, step, GRPC_STATUS_INVALID_ARGUMENT, "OPEN_BLOCK needs block_id != 0");
+		return fail(seg, GRPC_STATUS_INVALID_ARGUMENT, "OPEN_BLOCK needs block_id != 0");
 	if (cur && !cur->complete)
-		return fail(seg, step, GRPC_STATUS_INVALID_ARGUMENT,
+		return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
 			    "OPEN_BLOCK %016llx while block %016llx is incomplete (%llu of %llu bytes)",
 			    (unsigned long long)cmd->block_id, (unsigned long long)cur->block_id,
 			    (unsigned long long)cur->received, (unsigned long long)cur->length);
 	if (cmd->length < TV_BLOCK_HEADER_BYTES)
-		return fail(seg, step, GRPC_STATUS_INVALID_ARGUMENT,
+		return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
 			    "block %016llx: length %llu is shorter than the %d-byte header",
 			    (unsigned long long)cmd->block_id, (unsigned long long)cmd->length,
 			    TV_BLOCK_HEADER_BYTES);
 	if (cmd->length > TV_SERVER_MAX_BLOCK_BYTES)
-		return fail(seg, step, GRPC_STATUS_RESOURCE_EXHAUSTED,
+		return fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED,
 			    "block %016llx: length %llu exceeds the server limit of %u bytes",
 			    (unsigned long long)cmd->block_id, (unsigned long long)cmd->length,
 			    TV_SERVER_MAX_BLOCK_BYTES);
 	if (seg->n == TV_SERVER_MAX_SEGMENT_BLOCKS)
-		return fail(seg, step, GRPC_STATUS_RESOURCE_EXHAUSTED,
+		return fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED,
 			    "more than %d blocks in one segment", TV_SERVER_MAX_SEGMENT_BLOCKS);
 	for (size_t i = 0; i < seg->n; i++)
 		if (seg->blocks[i].block_id == cmd->block_id)
-			return fail(seg, step, GRPC_STATUS_INVALID_ARGUMENT,
+			return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
 				    "block %016llx opened twice in one segment",
 				    (unsigned long long)cmd->block_id);
 	ret = tv_catalog_contains(seg->catalog, cmd->block_id);
 	if (ret)
-		return fail(seg, step, ret > 0 ? GRPC_STATUS_ALREADY_EXISTS : GRPC_STATUS_INTERNAL,
+		return fail(seg, ret > 0 ? GRPC_STATUS_ALREADY_EXISTS : GRPC_STATUS_INTERNAL,
 			    ret > 0 ? "block %016llx is already committed" :
 				      "block %016llx: catalog lookup failed",
 			    (unsigned long long)cmd->block_id);
@@ -202,7 +252,7 @@ static void open_block(struct tv_segment *seg, const Tracevault__V1__WriteComman
 		struct seg_block *p = realloc(seg->blocks, ncap * sizeof(*p));
 
 		if (!p)
-			return fail(seg, step, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+			return fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 		seg->blocks = p;
 		seg->cap = ncap;
 	}
@@ -213,7 +263,7 @@ static void open_block(struct tv_segment *seg, const Tracevault__V1__WriteComman
 	b->payload_crc = 0; /* CRC32C of zero bytes; extended as payload arrives */
 	ret = tv_store_create_temp(seg->store, seg->segment_id, b->block_id, &b->file);
 	if (ret)
-		return fail(seg, step, errno_code(ret),
+		return fail(seg, errno_code(ret),
 			    ret == -EEXIST ? "block %016llx is already being written by another stream"
 					   : "block %016llx: cannot create temp file: %s",
 			    (unsigned long long)b->block_id, strerror(-ret));
@@ -221,145 +271,190 @@ static void open_block(struct tv_segment *seg, const Tracevault__V1__WriteComman
 }
 
 /* Check the header once its 64 bytes are in: fail fast on a block that cannot be valid. */
-static int check_header(struct tv_segment *seg, struct seg_block *b, struct tv_segment_step *step)
+static int check_header(struct tv_segment *seg, struct seg_block *b)
 {
 	char why[160];
 
 	if (tv_block_header_parse(b->hdr, sizeof(b->hdr), &b->h, why, sizeof(why))) {
-		fail(seg, step, GRPC_STATUS_INVALID_ARGUMENT, "block %016llx: %s",
+		fail(seg, GRPC_STATUS_INVALID_ARGUMENT, "block %016llx: %s",
 		     (unsigned long long)b->block_id, why);
 		return -1;
 	}
 	if (b->h.block_id != b->block_id) {
-		fail(seg, step, GRPC_STATUS_INVALID_ARGUMENT,
+		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
 		     "block %016llx: header carries block id %016llx",
 		     (unsigned long long)b->block_id, (unsigned long long)b->h.block_id);
 		return -1;
 	}
 	if (tv_block_total_bytes(&b->h) != b->length) {
-		fail(seg, step, GRPC_STATUS_INVALID_ARGUMENT,
+		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
 		     "block %016llx: header says %llu bytes, OPEN_BLOCK said %llu",
 		     (unsigned long long)b->block_id,
 		     (unsigned long long)tv_block_total_bytes(&b->h), (unsigned long long)b->length);
 		return -1;
 	}
 	if (b->h.max_ts_ns > TV_CATALOG_MAX_TS_NS) {
-		fail(seg, step, GRPC_STATUS_INVALID_ARGUMENT,
+		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
 		     "block %016llx: max_ts_ns %llu beyond the supported 2^63-1",
 		     (unsigned long long)b->block_id, (unsigned long long)b->h.max_ts_ns);
 		return -1;
 	}
-	b->hdr_ok = 1;
 	return 0;
 }
 
-static void chunk(struct tv_segment *seg, const Tracevault__V1__Chunk *c,
-		  struct tv_segment_step *step)
+/* Accept one chunk: check it fully (offset, length, CRC32C, header, payload CRC of a complete
+ * block) before a byte reaches the disk, then submit the write from the view's slices.
+ * Takes ownership of v. */
+static void io_queue(struct tv_segment *seg, struct seg_io *io);
+
+static void chunk(struct tv_segment *seg, struct tv_chunk_view *v)
 {
 	struct seg_block *b = current(seg);
-	const uint8_t *data = c->data.data;
-	size_t len = c->data.len;
-	struct iovec iov;
+	size_t len = v->data_len, h = 0;
+	struct seg_io *io = NULL;
 	uint32_t crc;
 	int ret;
 
-	if (!b || b->complete || c->block_id != b->block_id)
-		return fail(seg, step, GRPC_STATUS_INVALID_ARGUMENT,
-			    "chunk for block %016llx, but no such block is open",
-			    (unsigned long long)c->block_id);
-	if (c->offset != b->received)
-		return fail(seg, step, GRPC_STATUS_INVALID_ARGUMENT,
-			    "block %016llx: chunk at offset %llu, expected %llu",
-			    (unsigned long long)b->block_id, (unsigned long long)c->offset,
-			    (unsigned long long)b->received);
-	if (len > b->length - b->received)
-		return fail(seg, step, GRPC_STATUS_INVALID_ARGUMENT,
-			    "block %016llx: chunk of %zu bytes at %llu overruns its length %llu",
-			    (unsigned long long)b->block_id, len, (unsigned long long)c->offset,
-			    (unsigned long long)b->length);
-	crc = tv_crc32c(data, len);
-	if (crc != c->crc32c)
-		return fail(seg, step, GRPC_STATUS_DATA_LOSS,
-			    "block %016llx: chunk at offset %llu has CRC32C 0x%08x, sender said 0x%08x",
-			    (unsigned long long)b->block_id, (unsigned long long)c->offset, crc,
-			    c->crc32c);
-	iov.iov_base = (void *)data;
-	iov.iov_len = len;
-	ret = tv_store_writev(seg->store, b->file, b->received, &iov, 1);
-	if (ret)
-		return fail(seg, step, errno_code(ret), "block %016llx: write temp file: %s",
-			    (unsigned long long)b->block_id, strerror(-ret));
-	/* split the bytes between the header copy and the running payload CRC */
+	if (!b || b->complete || v->block_id != b->block_id) {
+		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
+		     "chunk for block %016llx, but no such block is open",
+		     (unsigned long long)v->block_id);
+		goto drop;
+	}
+	if (v->offset != b->received) {
+		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
+		     "block %016llx: chunk at offset %llu, expected %llu",
+		     (unsigned long long)b->block_id, (unsigned long long)v->offset,
+		     (unsigned long long)b->received);
+		goto drop;
+	}
+	if (len > b->length - b->received) {
+		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
+		     "block %016llx: chunk of %zu bytes at %llu overruns its length %llu",
+		     (unsigned long long)b->block_id, len, (unsigned long long)v->offset,
+		     (unsigned long long)b->length);
+		goto drop;
+	}
+	crc = tv_iov_crc32c(0, v->iov, v->iovcnt, 0);
+	if (crc != v->crc32c) {
+		fail(seg, GRPC_STATUS_DATA_LOSS,
+		     "chunk crc32c mismatch: block %016llx at offset %llu: CRC32C 0x%08x, sender said 0x%08x",
+		     (unsigned long long)b->block_id, (unsigned long long)v->offset, crc, v->crc32c);
+		goto drop;
+	}
+	/* the block header (64 bytes, not payload) is copied to be parsed and checked */
 	if (b->received < TV_BLOCK_HEADER_BYTES) {
-		size_t h = TV_BLOCK_HEADER_BYTES - b->received;
-
+		h = TV_BLOCK_HEADER_BYTES - b->received;
 		if (h > len)
 			h = len;
-		memcpy(b->hdr + b->received, data, h);
-		data += h;
-		len -= h;
-		b->received += h;
-		if (b->received == TV_BLOCK_HEADER_BYTES && check_header(seg, b, step))
-			return;
+		tv_iov_copy_out(v->iov, v->iovcnt, 0, b->hdr + b->received, h);
+		if (b->received + h == TV_BLOCK_HEADER_BYTES && check_header(seg, b))
+			goto drop;
 	}
-	b->payload_crc = tv_crc32c_extend(b->payload_crc, data, len);
-	b->received += len;
-	if (b->received < b->length)
+	b->payload_crc = tv_iov_crc32c(b->payload_crc, v->iov, v->iovcnt, h);
+	if (b->received + len == b->length && b->payload_crc != b->h.payload_crc32c) {
+		fail(seg, GRPC_STATUS_DATA_LOSS,
+		     "block %016llx: payload CRC32C 0x%08x, header says 0x%08x",
+		     (unsigned long long)b->block_id, b->payload_crc, b->h.payload_crc32c);
+		goto drop;
+	}
+	if (len == 0)
+		goto drop; /* nothing to write; the offset did not move */
+	io = calloc(1, sizeof(*io));
+	if (!io) {
+		fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		goto drop;
+	}
+	io->seg = seg;
+	io->bi = seg->n - 1;
+	io->len = len;
+	io->end_offset = b->received + len;
+	io->view = *v;
+	memset(v, 0, sizeof(*v));
+	io->op.done = io_done;
+	ret = tv_store_submit_writev(seg->store, b->file, b->received, io->view.iov,
+				     io->view.iovcnt, &io->op);
+	if (ret) {
+		io_free(io);
+		fail(seg, errno_code(ret), "block %016llx: write temp file: %s",
+		     (unsigned long long)b->block_id, strerror(-ret));
 		return;
-	if (b->payload_crc != b->h.payload_crc32c)
-		return fail(seg, step, GRPC_STATUS_DATA_LOSS,
-			    "block %016llx: payload CRC32C 0x%08x, header says 0x%08x",
-			    (unsigned long long)b->block_id, b->payload_crc, b->h.payload_crc32c);
-	b->complete = 1;
-	respond(step, b->block_id, b->length, NULL, 0);
-}
-
-/* fdatasync every complete block not yet synced, as one io_uring submission. */
-static int sync_complete(struct tv_segment *seg, uint64_t *durable_bytes)
-{
-	struct tv_store_file **files;
-	size_t k = 0;
-	int ret;
-
-	files = calloc(seg->n ? seg->n : 1, sizeof(*files));
-	if (!files)
-		return -ENOMEM;
-	for (size_t i = 0; i < seg->n; i++)
-		if (seg->blocks[i].complete && !seg->blocks[i].synced)
-			files[k++] = seg->blocks[i].file;
-	ret = tv_store_sync(seg->store, files, k);
-	free(files);
-	if (ret)
-		return ret;
-	*durable_bytes = 0;
-	for (size_t i = 0; i < seg->n; i++) {
-		if (seg->blocks[i].complete) {
-			seg->blocks[i].synced = 1;
-			*durable_bytes += seg->blocks[i].length;
-		}
 	}
-	return 0;
+	io_queue(seg, io);
+	b->received += len;
+	b->complete = b->received == b->length;
+	return;
+drop:
+	tv_chunk_view_release(v);
 }
 
-static void commit(struct tv_segment *seg, struct tv_segment_step *step)
+static void io_queue(struct tv_segment *seg, struct seg_io *io)
+{
+	if (seg->io_tail)
+		seg->io_tail->next = io;
+	else
+		seg->io_head = io;
+	seg->io_tail = io;
+	seg->inflight_ops++;
+	seg->inflight_bytes += io->len;
+}
+
+/* Group commit: one fdatasync per complete block not yet synced, all in flight at once.
+ * Returns how many were submitted, or a negative errno. */
+static int sync_submit(struct tv_segment *seg)
+{
+	int count = 0;
+
+	for (size_t i = 0; i < seg->n; i++) {
+		struct seg_block *b = &seg->blocks[i];
+		struct seg_io *io;
+		int ret;
+
+		if (!b->complete || b->synced || !b->file)
+			continue;
+		io = calloc(1, sizeof(*io));
+		if (!io)
+			return -ENOMEM;
+		io->seg = seg;
+		io->bi = i;
+		io->is_sync = 1;
+		io->op.done = io_done;
+		ret = tv_store_submit_fdatasync(seg->store, b->file, &io->op);
+		if (ret) {
+			free(io);
+			return ret;
+		}
+		io_queue(seg, io);
+		count++;
+	}
+	return count;
+}
+
+static uint64_t durable_bytes(const struct tv_segment *seg)
+{
+	uint64_t sum = 0;
+
+	for (size_t i = 0; i < seg->n; i++)
+		if (seg->blocks[i].synced)
+			sum += seg->blocks[i].length;
+	return sum;
+}
+
+/* COMMIT once every block is written and synced: rename into blocks/ (then fsync the dirs),
+ * one catalog transaction, reply. The dir fsyncs and SQLite's own fsync are synchronous: once
+ * per segment, after the data itself is durable. */
+static void commit_now(struct tv_segment *seg)
 {
 	struct tv_catalog_block *rows = NULL;
 	struct tv_store_file **files = NULL;
-	uint64_t *ids = NULL, durable = 0, records = 0;
+	uint64_t *ids = NULL, total = 0;
 	char why[200];
 	int ret;
 
 	for (size_t i = 0; i < seg->n; i++) {
-		if (!seg->blocks[i].complete)
-			return fail(seg, step, GRPC_STATUS_INVALID_ARGUMENT,
-				    "COMMIT with block %016llx incomplete (%llu of %llu bytes)",
-				    (unsigned long long)seg->blocks[i].block_id,
-				    (unsigned long long)seg->blocks[i].received,
-				    (unsigned long long)seg->blocks[i].length);
 		ret = tv_catalog_contains(seg->catalog, seg->blocks[i].block_id);
 		if (ret)
-			return fail(seg, step,
-				    ret > 0 ? GRPC_STATUS_ALREADY_EXISTS : GRPC_STATUS_INTERNAL,
+			return fail(seg, ret > 0 ? GRPC_STATUS_ALREADY_EXISTS : GRPC_STATUS_INTERNAL,
 				    ret > 0 ? "block %016llx is already committed" :
 					      "block %016llx: catalog lookup failed",
 				    (unsigned long long)seg->blocks[i].block_id);
@@ -368,12 +463,7 @@ static void commit(struct tv_segment *seg, struct tv_segment_step *step)
 	files = calloc(seg->n ? seg->n : 1, sizeof(*files));
 	ids = calloc(seg->n ? seg->n : 1, sizeof(*ids));
 	if (!rows || !files || !ids) {
-		fail(seg, step, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory at COMMIT");
-		goto out;
-	}
-	ret = sync_complete(seg, &durable);
-	if (ret) {
-		fail(seg, step, errno_code(ret), "fdatasync of temp files: %s", strerror(-ret));
+		fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory at COMMIT");
 		goto out;
 	}
 	for (size_t i = 0; i < seg->n; i++) {
@@ -387,11 +477,11 @@ static void commit(struct tv_segment *seg, struct tv_segment_step *step)
 						     .max_ts_ns = b->h.max_ts_ns,
 						     .record_count = b->h.record_count,
 						     .bytes = b->length };
-		records += b->h.record_count;
+		total += b->length;
 	}
 	ret = tv_store_publish(seg->store, files, seg->n);
 	if (ret) {
-		fail(seg, step, errno_code(ret), "rename into blocks/: %s", strerror(-ret));
+		fail(seg, errno_code(ret), "rename into blocks/: %s", strerror(-ret));
 		goto out;
 	}
 	/* the files now live in blocks/ and are closed: from here the segment owns none */
@@ -403,117 +493,203 @@ static void commit(struct tv_segment *seg, struct tv_segment_step *step)
 		for (size_t i = 0; i < seg->n; i++)
 			tv_store_remove_block(seg->store, ids[i]);
 		tv_store_sync_blocks_dir(seg->store);
-		fail(seg, step, errno_code(ret), "%s", why);
+		fail(seg, errno_code(ret), "%s", why);
 		goto out;
 	}
 	seg->state = SEG_COMMITTED;
-	fprintf(stderr, "segment %016llx committed: %zu blocks, %llu records, %llu bytes\n",
-		(unsigned long long)seg->segment_id, seg->n, (unsigned long long)records,
-		(unsigned long long)durable);
-	respond(step, 0, durable, ids, seg->n);
-	step->finished = 1;
-	step->code = GRPC_STATUS_OK;
+	fprintf(stderr, "segment %016llx committed: %zu blocks, %llu bytes\n",
+		(unsigned long long)seg->segment_id, seg->n, (unsigned long long)total);
+	respond(seg, total, ids, seg->n);
+	seg->sink->finish(seg->arg, GRPC_STATUS_OK, "");
 out:
 	free(rows);
 	free(files);
 	free(ids);
 }
 
-static void command(struct tv_segment *seg, const Tracevault__V1__WriteCommand *cmd,
-		    struct tv_segment_step *step)
+/* A FLUSH or COMMIT waits here until the writes before it are done, then until the syncs it
+ * started are done. */
+static void advance(struct tv_segment *seg)
 {
-	uint64_t durable = 0;
+	enum pending p = seg->pending;
 	int ret;
 
+	if (seg->state != SEG_OPEN || p == PENDING_NONE || seg->inflight_ops)
+		return;
+	ret = sync_submit(seg);
+	if (ret < 0)
+		return fail(seg, errno_code(ret), "fdatasync of temp files: %s", strerror(-ret));
+	if (ret > 0)
+		return; /* their completions call advance again */
+	seg->pending = PENDING_NONE;
+	if (p == PENDING_FLUSH)
+		respond(seg, durable_bytes(seg), NULL, 0);
+	else
+		commit_now(seg);
+}
+
+/* Retire finished ops from the head: acks for writes (newest offset per block), the synced
+ * mark for fdatasyncs. */
+static void retire(struct tv_segment *seg)
+{
+	while (seg->io_head && seg->io_head->completed) {
+		struct seg_io *io = seg->io_head;
+		struct seg_block *b = &seg->blocks[io->bi];
+
+		seg->io_head = io->next;
+		if (!seg->io_head)
+			seg->io_tail = NULL;
+		if (seg->state == SEG_OPEN && io->res == 0) {
+			if (io->is_sync)
+				b->synced = 1;
+			else
+				seg->sink->ack(seg->arg, b->block_id, io->end_offset);
+		}
+		io_free(io);
+	}
+}
+
+static void io_done(struct tv_store_op *op, int res)
+{
+	struct seg_io *io = (struct seg_io *)((char *)op - offsetof(struct seg_io, op));
+	struct tv_segment *seg = io->seg;
+
+	io->completed = 1;
+	io->res = res;
+	if (!seg) { /* the stream is gone: only the slices and the op remain to release */
+		io_free(io);
+		return;
+	}
+	seg->inflight_ops--;
+	seg->inflight_bytes -= io->len;
+	if (res < 0 && seg->state == SEG_OPEN) {
+		const struct seg_block *b = &seg->blocks[io->bi];
+
+		fail(seg, errno_code(res), io->is_sync ? "block %016llx: fdatasync temp file: %s" :
+			  "block %016llx: write temp file: %s",
+		     (unsigned long long)b->block_id, strerror(-res));
+	}
+	retire(seg);
+	advance(seg);
+	seg->sink->wake(seg->arg);
+}
+
+static void command(struct tv_segment *seg, const Tracevault__V1__WriteCommand *cmd)
+{
 	if (cmd->type == TRACEVAULT__V1__COMMAND_TYPE__OPEN_SEGMENT) {
 		if (seg->segment_id)
-			return fail(seg, step, GRPC_STATUS_INVALID_ARGUMENT, "OPEN_SEGMENT sent twice");
+			return fail(seg, GRPC_STATUS_INVALID_ARGUMENT, "OPEN_SEGMENT sent twice");
 		if (cmd->segment_id == 0)
-			return fail(seg, step, GRPC_STATUS_INVALID_ARGUMENT,
+			return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
 				    "OPEN_SEGMENT needs segment_id != 0");
 		seg->segment_id = cmd->segment_id;
+		fprintf(stderr, "segment %016llx opened\n", (unsigned long long)seg->segment_id);
 		return;
 	}
 	if (!seg->segment_id)
-		return fail(seg, step, GRPC_STATUS_INVALID_ARGUMENT,
+		return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
 			    "the first request of a Write stream must be OPEN_SEGMENT");
 	switch (cmd->type) {
 	case TRACEVAULT__V1__COMMAND_TYPE__OPEN_BLOCK:
-		return open_block(seg, cmd, step);
+		return open_block(seg, cmd);
 	case TRACEVAULT__V1__COMMAND_TYPE__FLUSH:
-		ret = sync_complete(seg, &durable);
-		if (ret)
-			return fail(seg, step, errno_code(ret), "fdatasync of temp files: %s",
-				    strerror(-ret));
-		return respond(step, 0, durable, NULL, 0);
+		seg->pending = PENDING_FLUSH;
+		return advance(seg);
 	case TRACEVAULT__V1__COMMAND_TYPE__COMMIT:
-		return commit(seg, step);
-	case TRACEVAULT__V1__COMMAND_TYPE__CANCEL:
-		tv_segment_abort(seg, "CANCEL from the client");
-		step->finished = 1;
-		step->code = GRPC_STATUS_OK;
-		snprintf(step->msg, sizeof(step->msg), ERR_PREFIX_FMT "cancelled",
+		for (size_t i = 0; i < seg->n; i++)
+			if (!seg->blocks[i].complete)
+				return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
+					    "COMMIT with block %016llx incomplete (%llu of %llu bytes)",
+					    (unsigned long long)seg->blocks[i].block_id,
+					    (unsigned long long)seg->blocks[i].received,
+					    (unsigned long long)seg->blocks[i].length);
+		seg->pending = PENDING_COMMIT;
+		return advance(seg);
+	case TRACEVAULT__V1__COMMAND_TYPE__CANCEL: {
+		char msg[64];
+
+		tv_segment_abort(seg, "cancelled by client");
+		snprintf(msg, sizeof(msg), ERR_PREFIX_FMT "cancelled",
 			 (unsigned long long)seg->segment_id);
-		return;
+		return seg->sink->finish(seg->arg, GRPC_STATUS_OK, msg);
+	}
 	default:
-		return fail(seg, step, GRPC_STATUS_INVALID_ARGUMENT, "unknown command type %d",
+		return fail(seg, GRPC_STATUS_INVALID_ARGUMENT, "unknown command type %d",
 			    (int)cmd->type);
 	}
 }
 
-void tv_segment_on_message(struct tv_segment *seg, grpc_byte_buffer *bb,
-			   struct tv_segment_step *step)
+/* The protobuf-c path: commands (small), and chunks in a layout the prefix parser leaves
+ * alone. A chunk taken this way costs copies, which are counted. */
+static void unpack_message(struct tv_segment *seg, grpc_byte_buffer *bb)
 {
 	Tracevault__V1__WriteRequest *req = NULL;
+	struct tv_chunk_view v;
 	uint8_t *flat = NULL;
 	size_t len = 0;
 	int ret;
 
-	memset(step, 0, sizeof(*step));
-	if (seg->state != SEG_OPEN)
-		return fail(seg, step, GRPC_STATUS_INVALID_ARGUMENT,
-			    "request after the segment was committed or abandoned");
-	/* the skeleton flattens and unpacks; the zero-copy path (prefix parse + slices straight
-	 * to tv_store_writev) replaces this without changing the store API */
 	ret = tv_wire_flatten(bb, seg->max_message_bytes, &flat, &len);
 	if (ret)
-		return fail(seg, step, ret == -EMSGSIZE ? GRPC_STATUS_RESOURCE_EXHAUSTED :
-							  GRPC_STATUS_INTERNAL,
+		return fail(seg, ret == -EMSGSIZE ? GRPC_STATUS_RESOURCE_EXHAUSTED :
+						    GRPC_STATUS_INTERNAL,
 			    "cannot read request: %s", strerror(-ret));
 	req = tracevault__v1__write_request__unpack(NULL, len, flat);
-	if (!req) {
-		fail(seg, step, GRPC_STATUS_INVALID_ARGUMENT,
-		     "request is not a valid WriteRequest protobuf (%zu bytes)", len);
-		goto out;
-	}
+	free(flat);
+	if (!req)
+		return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
+			    "request is not a valid WriteRequest protobuf (%zu bytes)", len);
 	switch (req->value_case) {
 	case TRACEVAULT__V1__WRITE_REQUEST__VALUE_COMMAND:
-		command(seg, req->command, step);
+		command(seg, req->command);
 		break;
 	case TRACEVAULT__V1__WRITE_REQUEST__VALUE_CHUNK:
-		if (!seg->segment_id)
-			fail(seg, step, GRPC_STATUS_INVALID_ARGUMENT,
+		if (!seg->segment_id) {
+			fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
 			     "the first request of a Write stream must be OPEN_SEGMENT");
-		else
-			chunk(seg, req->chunk, step);
-		break;
+			break;
+		}
+		/* flatten copied the message, unpack copied data out of it */
+		seg->stats->fallback_chunks++;
+		seg->stats->payload_bytes_copied += len + req->chunk->data.len;
+		if (tv_chunk_view_from_unpacked(req, &v)) {
+			fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+			break;
+		}
+		return chunk(seg, &v); /* v owns req now */
 	default:
-		fail(seg, step, GRPC_STATUS_INVALID_ARGUMENT,
+		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
 		     "WriteRequest carries neither a command nor a chunk");
 		break;
 	}
-out:
-	if (req)
-		tracevault__v1__write_request__free_unpacked(req, NULL);
-	free(flat);
+	tracevault__v1__write_request__free_unpacked(req, NULL);
 }
 
-void tv_segment_on_end(struct tv_segment *seg, struct tv_segment_step *step)
+void tv_segment_on_message(struct tv_segment *seg, grpc_byte_buffer *bb)
 {
-	memset(step, 0, sizeof(*step));
-	step->finished = 1;
+	struct tv_chunk_view v;
+	int ret;
+
+	if (seg->state != SEG_OPEN)
+		return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
+			    "request after the segment was committed or abandoned");
+	ret = tv_chunk_view_parse(bb, &v);
+	if (ret < 0)
+		return fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+	if (ret == 0)
+		return unpack_message(seg, bb);
+	if (!seg->segment_id) {
+		tv_chunk_view_release(&v);
+		return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
+			    "the first request of a Write stream must be OPEN_SEGMENT");
+	}
+	seg->stats->zero_copy_chunks++;
+	chunk(seg, &v);
+}
+
+void tv_segment_on_end(struct tv_segment *seg)
+{
 	if (seg->state == SEG_COMMITTED)
 		return;
-	fail(seg, step, GRPC_STATUS_INVALID_ARGUMENT,
-	     "stream ended without COMMIT: segment discarded");
+	fail(seg, GRPC_STATUS_INVALID_ARGUMENT, "stream ended without COMMIT: segment discarded");
 }

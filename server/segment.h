@@ -1,6 +1,7 @@
 /* One Write stream's segment: the protocol state machine (OPEN_SEGMENT, OPEN_BLOCK + chunks,
  * FLUSH, COMMIT, CANCEL) over the store and catalog, independent of the gRPC transport.
- * The rpc layer feeds it request messages and sends back what each step says. */
+ * Chunks are written asynchronously straight from the received slices; what the transport
+ * must do (ack, reply, end the call, receive again) comes back through a sink of callbacks. */
 #ifndef TV_SEGMENT_H
 #define TV_SEGMENT_H
 
@@ -15,35 +16,61 @@
 
 /* More blocks than this in one segment is RESOURCE_EXHAUSTED: bounds per-stream state. */
 #define TV_SERVER_MAX_SEGMENT_BLOCKS 65536
+/* Per stream, the server stops receiving while this many chunk writes (or bytes) are in
+ * flight: bounds the memory pinned by received slices and pushes back on the client through
+ * HTTP/2 flow control. 8 x 1 MiB chunks keep the disk busy while the next chunks arrive. */
+#define TV_SEGMENT_MAX_INFLIGHT_CHUNKS 8
+#define TV_SEGMENT_MAX_INFLIGHT_BYTES (32u << 20)
 
-/* What the transport must do after one step. */
-struct tv_segment_step {
-	grpc_byte_buffer *response; /* NULL or a WriteResponse to send; the caller owns it */
-	int finished;               /* 1: end the call with code/msg (after sending response) */
-	grpc_status_code code;
-	char msg[256];
+/* How the segment talks back to the transport. Every callback may run from
+ * tv_segment_on_message / tv_segment_on_end / tv_segment_abort or from tv_store_reap. */
+struct tv_segment_sink {
+	/* offset bytes of block_id are written (coalescable: a newer ack replaces an older one) */
+	void (*ack)(void *arg, uint64_t block_id, uint64_t offset);
+	/* a FLUSH or COMMIT reply to send in order; the callee owns bb */
+	void (*reply)(void *arg, grpc_byte_buffer *bb);
+	/* end the call with this status once tv_segment_busy is 0 (after the queued replies) */
+	void (*finish)(void *arg, grpc_status_code code, const char *msg);
+	/* I/O completed: tv_segment_can_receive or tv_segment_busy may have changed */
+	void (*wake)(void *arg);
+};
+
+/* Counters shared by every segment of a server (one thread: no locking). */
+struct tv_segment_stats {
+	uint64_t zero_copy_chunks;
+	uint64_t fallback_chunks;       /* chunks that went through flatten + protobuf-c unpack */
+	uint64_t payload_bytes_copied;  /* user-space copies of chunk payload bytes on receive */
 };
 
 struct tv_segment;
 
-/* c and s must outlive the segment. max_message_bytes bounds one request. NULL on ENOMEM. */
+/* c, s, sink, stats must outlive the segment; arg is passed to the sink. NULL on ENOMEM. */
 struct tv_segment *tv_segment_new(struct tv_catalog *c, struct tv_store *s,
-				  size_t max_message_bytes);
-/* Aborts (deletes temp files of) a segment that was not committed, then frees it. */
+				  size_t max_message_bytes, const struct tv_segment_sink *sink,
+				  void *arg, struct tv_segment_stats *stats);
+/* Aborts (deletes temp files of) a segment that was not committed, then frees it. Writes
+ * still in flight finish on their own (their slices and file are released then). */
 void tv_segment_free(struct tv_segment *seg);
 
-/* Handle one received WriteRequest message (bb stays owned by the caller). */
-void tv_segment_on_message(struct tv_segment *seg, grpc_byte_buffer *bb,
-			   struct tv_segment_step *step);
-/* The request stream ended (half-close or cancel) at this point: abort unless committed. */
-void tv_segment_on_end(struct tv_segment *seg, struct tv_segment_step *step);
+/* Handle one received WriteRequest message. bb stays owned by the caller; the segment takes
+ * its own refs on the slices it writes from. */
+void tv_segment_on_message(struct tv_segment *seg, grpc_byte_buffer *bb);
+/* The client half-closed: abort unless committed. */
+void tv_segment_on_end(struct tv_segment *seg);
+/* 1 when the transport should receive the next request now (open, no FLUSH/COMMIT waiting
+ * for I/O, in-flight writes below the bounds). */
+int tv_segment_can_receive(const struct tv_segment *seg);
+/* Operations of this segment still in flight (a final status waits for 0, so that a failed
+ * segment's space is free before the client hears about it). */
+size_t tv_segment_busy(const struct tv_segment *seg);
 
 /* 0 until OPEN_SEGMENT arrived. */
 uint64_t tv_segment_id(const struct tv_segment *seg);
 /* 1 while the segment can still be committed (not committed, cancelled or failed). */
 int tv_segment_is_open(const struct tv_segment *seg);
-/* Abandon an open segment from outside the stream (a Delete rpc): deletes its temp files and
- * returns how many blocks were removed. The stream's later messages are rejected. */
+/* Abandon an open segment (client cancel, a Delete rpc, shutdown): deletes its temp files,
+ * logs `segment <id> aborted: <why>; removed N temp files` and returns N. Does not end the
+ * call: the caller decides the status. */
 size_t tv_segment_abort(struct tv_segment *seg, const char *why);
 
 #endif

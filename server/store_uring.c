@@ -17,19 +17,25 @@
 
 #include <liburing.h>
 
-#define RING_ENTRIES 64
-/* A short write is retried; a device that keeps making no progress is an error, not a loop. */
-#define MAX_WRITE_ROUNDS 64
+/* SQ entries: every op is submitted at once, so this bounds nothing but a burst of prepares;
+ * the kernel keeps CQEs beyond the CQ ring (IORING_FEAT_NODROP). */
+#define RING_ENTRIES 256
 #define TEMP_NAME_MAX 64
+
+enum { OP_WRITEV = 1, OP_FDATASYNC, OP_FSYNC_DIR };
 
 struct tv_store {
 	struct io_uring ring;
+	size_t inflight;           /* ops submitted, done not yet run */
+	struct tv_store_op *parked; /* complete, done not yet run (see wait_op) */
 	int blocks_fd; /* O_DIRECTORY fds: names are resolved relative to them (openat/renameat) */
 	int tmp_fd;
 };
 
 struct tv_store_file {
 	int fd;
+	int inflight;  /* ops on fd not yet complete */
+	int abandoned; /* unlinked by tv_store_abort: close and free at inflight 0 */
 	uint64_t block_id;
 	char name[TEMP_NAME_MAX]; /* relative to tmp/ */
 };
@@ -104,6 +110,8 @@ void tv_store_close(struct tv_store *s)
 {
 	if (!s)
 		return;
+	while (s->inflight || s->parked) /* ops of streams already gone: let them finish */
+		tv_store_reap(s, 100000);
 	io_uring_queue_exit(&s->ring);
 	close(s->blocks_fd);
 	close(s->tmp_fd);
@@ -131,118 +139,274 @@ int tv_store_create_temp(struct tv_store *s, uint64_t segment_id, uint64_t block
 	return 0;
 }
 
-/* Submit the prepared SQEs and reap exactly n completions; returns the first negative result
- * (every CQE is still consumed so the ring stays clean) or 0. res[] gets each result by
- * user_data index when res != NULL. */
-static int submit_and_reap(struct tv_store *s, unsigned n, int *res)
+/* ---- asynchronous operations ----
+ * One ring per store, driven from the server's single thread: submit never waits, and every
+ * completion is handed to its op's done callback from tv_store_reap, so the gRPC loop keeps
+ * receiving while the kernel writes. The synchronous helpers below wait for their own op only
+ * and park the other completions (s->parked) for the next reap, so a done callback never runs
+ * nested inside another store call. */
+
+static struct io_uring_sqe *get_sqe(struct tv_store *s)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+
+	if (!sqe) { /* SQ ring full of prepared entries: hand them to the kernel, then retry */
+		io_uring_submit(&s->ring);
+		sqe = io_uring_get_sqe(&s->ring);
+	}
+	return sqe;
+}
+
+/* Prepare and submit the next round of op (a write continues where the last round ended). */
+static int op_issue(struct tv_store *s, struct tv_store_op *op)
+{
+	struct io_uring_sqe *sqe = get_sqe(s);
+	int ret;
+
+	if (!sqe)
+		return -EBUSY;
+	if (op->kind == OP_WRITEV)
+		io_uring_prep_writev(sqe, op->file->fd, op->iov,
+				     (unsigned)(op->iovcnt < IOV_MAX ? op->iovcnt : IOV_MAX),
+				     op->offset);
+	else
+		io_uring_prep_fsync(sqe, op->file->fd,
+				    op->kind == OP_FDATASYNC ? IORING_FSYNC_DATASYNC : 0);
+	io_uring_sqe_set_data(sqe, op);
+	ret = io_uring_submit(&s->ring);
+	return ret < 0 ? ret : 0;
+}
+
+static void file_put(struct tv_store *s, struct tv_store_file *f)
+{
+	if (!f || --f->inflight > 0 || !f->abandoned)
+		return;
+	(void)s;
+	close(f->fd);
+	free(f);
+}
+
+/* A write round finished with res bytes: advance the iovec window. Returns 1 when more is left
+ * (issued again), 0 when the op is complete, or a negative errno. */
+static int write_progress(struct tv_store *s, struct tv_store_op *op, int res)
+{
+	size_t done = (size_t)res;
+	int first = 0;
+
+	if (res < 0)
+		return res;
+	if (res == 0)
+		return -ENOSPC; /* no progress and no error: treat as a full device */
+	op->offset += done;
+	op->left -= done;
+	while (first < op->iovcnt && done >= op->iov[first].iov_len) {
+		done -= op->iov[first].iov_len;
+		first++;
+	}
+	op->iov += first;
+	op->iovcnt -= first;
+	if (op->iovcnt > 0) {
+		op->iov[0].iov_base = (char *)op->iov[0].iov_base + done;
+		op->iov[0].iov_len -= done;
+	}
+	if (op->left == 0)
+		return 0;
+	return op_issue(s, op) ? -EIO : 1;
+}
+
+/* A CQE of op arrived: 1 while the op continues (short write), else 0 with op->res final. */
+static int op_cqe(struct tv_store *s, struct tv_store_op *op, int res)
+{
+	if (op->kind == OP_WRITEV) {
+		int ret = write_progress(s, op, res);
+
+		if (ret == 1)
+			return 1;
+		op->res = ret;
+	} else {
+		op->res = res < 0 ? res : 0;
+	}
+	return 0;
+}
+
+static void op_finish(struct tv_store *s, struct tv_store_op *op)
+{
+	struct tv_store_file *f = op->file;
+
+	s->inflight--;
+	file_put(s, f); /* an abandoned file closes before anyone hears the op is done */
+	op->done(op, op->res);
+}
+
+static int submit_op(struct tv_store *s, struct tv_store_file *f, struct tv_store_op *op,
+		     int kind)
+{
+	int ret;
+
+	op->file = f;
+	op->kind = kind;
+	op->res = 0;
+	op->next = NULL;
+	ret = op_issue(s, op);
+	if (ret)
+		return ret;
+	f->inflight++;
+	s->inflight++;
+	return 0;
+}
+
+int tv_store_submit_writev(struct tv_store *s, struct tv_store_file *f, uint64_t offset,
+			   struct iovec *iov, int n, struct tv_store_op *op)
+{
+	size_t left = 0;
+
+	for (int i = 0; i < n; i++)
+		left += iov[i].iov_len;
+	if (n <= 0 || left == 0)
+		return -EINVAL;
+	op->iov = iov;
+	op->iovcnt = n;
+	op->offset = offset;
+	op->left = left;
+	return submit_op(s, f, op, OP_WRITEV);
+}
+
+int tv_store_submit_fdatasync(struct tv_store *s, struct tv_store_file *f,
+			      struct tv_store_op *op)
+{
+	return submit_op(s, f, op, OP_FDATASYNC);
+}
+
+size_t tv_store_inflight(const struct tv_store *s)
+{
+	return s->inflight;
+}
+
+/* Take one CQE if there is one: its op, and whether the op is complete. */
+static struct tv_store_op *take_cqe(struct tv_store *s, struct io_uring_cqe *cqe)
+{
+	struct tv_store_op *op = io_uring_cqe_get_data(cqe);
+	int res = cqe->res;
+
+	io_uring_cqe_seen(&s->ring, cqe);
+	return op_cqe(s, op, res) ? NULL : op;
+}
+
+int tv_store_reap(struct tv_store *s, long wait_us)
 {
 	struct io_uring_cqe *cqe;
-	int first_err = 0, ret;
+	int count = 0;
 
-	ret = io_uring_submit_and_wait(&s->ring, n);
-	if (ret < 0)
-		return ret;
-	for (unsigned i = 0; i < n; i++) {
+	if (wait_us > 0 && !s->parked && s->inflight &&
+	    io_uring_peek_cqe(&s->ring, &cqe) != 0) {
+		struct __kernel_timespec ts = { .tv_sec = wait_us / 1000000,
+						.tv_nsec = (wait_us % 1000000) * 1000 };
+
+		io_uring_wait_cqe_timeout(&s->ring, &cqe, &ts); /* -ETIME is the normal outcome */
+	}
+	for (;;) {
+		struct tv_store_op *op = s->parked;
+
+		if (op) {
+			s->parked = op->next;
+		} else {
+			if (io_uring_peek_cqe(&s->ring, &cqe) != 0)
+				break;
+			op = take_cqe(s, cqe);
+			if (!op)
+				continue;
+		}
+		op_finish(s, op);
+		count++;
+	}
+	return count;
+}
+
+static void sync_done(struct tv_store_op *op, int res)
+{
+	(void)op;
+	(void)res;
+}
+
+/* Wait for op only; other completed ops are parked for tv_store_reap. */
+static int wait_op(struct tv_store *s, struct tv_store_op *op)
+{
+	for (;;) {
+		struct io_uring_cqe *cqe;
+		struct tv_store_op *got;
+		int ret;
+
 		do
 			ret = io_uring_wait_cqe(&s->ring, &cqe);
 		while (ret == -EINTR);
 		if (ret < 0)
 			return ret; /* the ring is unusable: nothing sane left to reap */
-		if (res && cqe->user_data < n)
-			res[cqe->user_data] = cqe->res;
-		if (cqe->res < 0 && !first_err)
-			first_err = cqe->res;
-		io_uring_cqe_seen(&s->ring, cqe);
+		got = take_cqe(s, cqe);
+		if (!got)
+			continue;
+		if (got == op) {
+			s->inflight--;
+			file_put(s, op->file);
+			return op->res;
+		}
+		got->next = s->parked;
+		s->parked = got;
 	}
-	return first_err;
 }
 
 int tv_store_writev(struct tv_store *s, struct tv_store_file *f, uint64_t offset,
 		    const struct iovec *iov, int n)
 {
-	struct iovec local[IOV_MAX];
-	size_t left = 0;
-	int cnt = 0, res = 0, ret;
+	struct tv_store_op op = { .done = sync_done };
+	struct iovec *local;
+	int cnt = 0, ret;
 
-	if (n < 0 || n > IOV_MAX)
+	if (n < 0)
 		return -EINVAL;
-	for (int i = 0; i < n; i++) {
-		if (iov[i].iov_len == 0)
-			continue;
-		local[cnt++] = iov[i];
-		left += iov[i].iov_len;
-	}
-	for (int round = 0; left > 0; round++) {
-		struct io_uring_sqe *sqe;
-		size_t done;
-		int first = 0;
-
-		if (round == MAX_WRITE_ROUNDS)
-			return -EIO;
-		sqe = io_uring_get_sqe(&s->ring);
-		if (!sqe)
-			return -EBUSY;
-		io_uring_prep_writev(sqe, f->fd, local, (unsigned)cnt, offset);
-		sqe->user_data = 0;
-		ret = submit_and_reap(s, 1, &res);
-		if (ret < 0)
-			return ret;
-		if (res == 0)
-			return -ENOSPC; /* no progress and no error: treat as a full device */
-		/* short write: advance the iovec window past what the kernel took */
-		done = (size_t)res;
-		offset += done;
-		left -= done;
-		while (first < cnt && done >= local[first].iov_len) {
-			done -= local[first].iov_len;
-			first++;
-		}
-		if (first < cnt) {
-			local[first].iov_base = (char *)local[first].iov_base + done;
-			local[first].iov_len -= done;
-		}
-		memmove(local, local + first, (size_t)(cnt - first) * sizeof(*local));
-		cnt -= first;
-	}
-	return 0;
+	local = calloc(n ? (size_t)n : 1, sizeof(*local));
+	if (!local)
+		return -ENOMEM;
+	for (int i = 0; i < n; i++)
+		if (iov[i].iov_len)
+			local[cnt++] = iov[i];
+	ret = cnt ? tv_store_submit_writev(s, f, offset, local, cnt, &op) : 0;
+	if (cnt && !ret)
+		ret = wait_op(s, &op);
+	free(local);
+	return ret;
 }
 
 int tv_store_sync(struct tv_store *s, struct tv_store_file *const *files, size_t n)
 {
-	size_t i = 0;
-	int ret;
+	int first_err = 0;
 
-	while (i < n) {
-		unsigned batch = 0;
+	/* one at a time is fine here: the server's group commit uses the async submit */
+	for (size_t i = 0; i < n; i++) {
+		struct tv_store_op op = { .done = sync_done };
+		int ret = tv_store_submit_fdatasync(s, files[i], &op);
 
-		while (i < n && batch < RING_ENTRIES) {
-			struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
-
-			if (!sqe)
-				break;
-			io_uring_prep_fsync(sqe, files[i]->fd, IORING_FSYNC_DATASYNC);
-			sqe->user_data = batch;
-			batch++;
-			i++;
-		}
-		if (batch == 0)
-			return -EBUSY;
-		ret = submit_and_reap(s, batch, NULL);
-		if (ret < 0)
-			return ret;
+		if (!ret)
+			ret = wait_op(s, &op);
+		if (ret && !first_err)
+			first_err = ret;
 	}
-	return 0;
+	return first_err;
 }
 
 static int fsync_fd(struct tv_store *s, int fd)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+	struct tv_store_file dir = { .fd = fd };
+	struct tv_store_op op = { .done = sync_done };
+	int ret;
 
-	if (!sqe)
-		return -EBUSY;
-	io_uring_prep_fsync(sqe, fd, 0);
-	sqe->user_data = 0;
-	return submit_and_reap(s, 1, NULL);
+	op.file = &dir;
+	op.kind = OP_FSYNC_DIR;
+	ret = op_issue(s, &op);
+	if (ret)
+		return ret;
+	dir.inflight = 1;
+	s->inflight++;
+	return wait_op(s, &op);
 }
 
 int tv_store_publish(struct tv_store *s, struct tv_store_file *const *files, size_t n)
@@ -282,9 +446,10 @@ void tv_store_abort(struct tv_store *s, struct tv_store_file *f)
 {
 	if (!f)
 		return;
-	close(f->fd);
 	unlinkat(s->tmp_fd, f->name, 0);
-	free(f);
+	f->abandoned = 1;
+	f->inflight++;
+	file_put(s, f); /* closes now unless a write or sync on it is still in flight */
 }
 
 int tv_store_remove_block(struct tv_store *s, uint64_t block_id)

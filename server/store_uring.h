@@ -11,6 +11,25 @@
 #define TV_SERVER_MAX_BLOCK_BYTES (64u << 20)
 
 struct tv_store;
+struct tv_store_file;
+
+/* One asynchronous store operation (a vectored write or an fdatasync). The caller owns the
+ * memory (usually embedded in a bigger struct, found again with container_of) and sets done;
+ * the store owns everything else until done runs. done runs exactly once, from tv_store_reap,
+ * never from inside the submit call, with res 0 or a negative errno (-ENOSPC, -EFBIG, -EIO).
+ * A write's iovec array is advanced in place on short writes, so it must stay valid and
+ * untouched until done. */
+struct tv_store_op {
+	void (*done)(struct tv_store_op *op, int res);
+	/* private to the store */
+	struct tv_store_file *file;
+	struct iovec *iov;
+	int iovcnt, kind, res;
+	uint64_t offset;
+	size_t left;
+	struct tv_store_op *next; /* reaped while a synchronous call waited: dispatched later */
+};
+
 /* One temp block file being written. Owned by the caller until tv_store_publish (which closes
  * it) or tv_store_abort (which closes, unlinks and frees it). */
 struct tv_store_file;
@@ -23,6 +42,23 @@ void tv_store_close(struct tv_store *s);
 /* Create tmp/<segment hex>-<block hex>.tmp with O_CREAT|O_EXCL, mode 0600. */
 int tv_store_create_temp(struct tv_store *s, uint64_t segment_id, uint64_t block_id,
 			 struct tv_store_file **out);
+/* Queue a writev of iov[0..n) at offset (n may exceed IOV_MAX: it is written in rounds).
+ * Short writes are continued; a write that makes no progress is -ENOSPC. The file stays open
+ * until op completes even if tv_store_abort runs first. Returns 0 or a negative errno (then
+ * done will not run). */
+int tv_store_submit_writev(struct tv_store *s, struct tv_store_file *f, uint64_t offset,
+			   struct iovec *iov, int n, struct tv_store_op *op);
+/* Queue an fdatasync of f (IORING_FSYNC_DATASYNC). Same contract as tv_store_submit_writev. */
+int tv_store_submit_fdatasync(struct tv_store *s, struct tv_store_file *f,
+			      struct tv_store_op *op);
+/* Run done for every completed operation. With wait_us > 0 and nothing ready, wait up to
+ * wait_us for one completion first. Returns the number of ops completed. */
+int tv_store_reap(struct tv_store *s, long wait_us);
+/* Operations submitted whose done has not run yet. */
+size_t tv_store_inflight(const struct tv_store *s);
+
+/* Synchronous helpers (tests, commit): they wait only for their own completion; completions
+ * of asynchronous ops seen meanwhile are kept for the next tv_store_reap. */
 /* Write the n iovecs at offset with io_uring writev, resubmitting after short writes.
  * Returns 0 or a negative errno (-ENOSPC, -EFBIG, -EIO...). The iovecs are not modified. */
 int tv_store_writev(struct tv_store *s, struct tv_store_file *f, uint64_t offset,
@@ -35,7 +71,8 @@ int tv_store_sync(struct tv_store *s, struct tv_store_file *const *files, size_t
  * failure the ones already renamed are unlinked again and all are still owned by the caller
  * (tv_store_abort them). */
 int tv_store_publish(struct tv_store *s, struct tv_store_file *const *files, size_t n);
-/* Close, unlink and free a temp file. NULL is a no-op. */
+/* Unlink a temp file now; close and free it once no operation on it is in flight.
+ * NULL is a no-op. */
 void tv_store_abort(struct tv_store *s, struct tv_store_file *f);
 
 /* Remove blocks/<block hex>.tvb; -ENOENT when absent. */

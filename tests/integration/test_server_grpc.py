@@ -215,9 +215,26 @@ def write_blocks(cl, segment_id, blocks):
     assert code == grpc.StatusCode.OK, "write: %s %s" % (code, details)
     final = resps[-1]
     assert final.committed and sorted(final.committed_block_ids) == sorted(b for b, _ in blocks)
-    acks = [(r.block_id, r.offset) for r in resps[:-1]]
-    assert acks == [(bid, len(data)) for bid, data in enc], acks
+    check_acks(resps[:-1], enc)
     return enc
+
+
+def check_acks(resps, enc):
+    """Acks by offset: per block, strictly increasing offsets at chunk boundaries, in block
+    order, the last one the whole block (several acks may be coalesced into the newest)."""
+    acks = [(r.block_id, r.offset) for r in resps]
+    order = [bid for bid, _ in enc]
+    seen = []
+    for bid, off in acks:
+        assert bid in order, acks
+        if not seen or seen[-1][0] != bid:
+            assert bid not in [s[0] for s in seen], "acks of block %x interleaved: %s" % (bid, acks)
+            seen.append([bid, 0])
+        assert off > seen[-1][1], "ack offsets not increasing: %s" % acks
+        seen[-1][1] = off
+    assert [s[0] for s in seen] == order, acks
+    for (bid, last), (_, data) in zip(seen, enc):
+        assert last == len(data), (hex(bid), last, len(data))
 
 
 # ---- cases ----
@@ -280,6 +297,15 @@ class Stream:
     def end(self):
         self.q.put(None)
 
+    def wait_acked(self, block_id, length):
+        """Read acks of block_id (increasing offsets) until one says length bytes are written;
+        bounded: every ack must advance the offset."""
+        last = 0
+        while last < length:
+            ack = self.next()
+            assert ack.block_id == block_id and last < ack.offset <= length, (ack, last)
+            last = ack.offset
+
 
 def open_flushed_stream(cl, srv, segment_id, block_id):
     """A stream holding one complete, flushed but uncommitted block; asserts its temp file."""
@@ -287,8 +313,7 @@ def open_flushed_stream(cl, srv, segment_id, block_id):
     s = Stream(cl)
     s.send([cmd(pb.OPEN_SEGMENT, segment_id=segment_id),
             cmd(pb.OPEN_BLOCK, block_id=block_id, length=len(data))] + chunk_reqs(block_id, data))
-    ack = s.next()
-    assert (ack.block_id, ack.offset) == (block_id, len(data)), ack
+    s.wait_acked(block_id, len(data))
     s.send([cmd(pb.FLUSH)])
     ack = s.next()
     assert ack.offset == len(data), ack
@@ -534,6 +559,172 @@ def test_cli_errors(srv):
     finally:
         import shutil
         shutil.rmtree(d, ignore_errors=True)
+
+
+def big_block(block_id, approx_bytes, ts0=1):
+    """A block of about approx_bytes (long paths), encoded by the pure-Python encoder."""
+    n = max(1, approx_bytes // 1100)
+    return encode_block(block_id, [record(ts0 + i, i, "/" + "x" * 1000) for i in range(n)])
+
+
+def test_log_lines_and_pipelined_acks(srv):
+    """The log lines other tests grep, and per-chunk acks of a block sent in many chunks."""
+    cl = Client(srv.addr)
+    seg, bid = 0xB1, 0xB1B1
+    data = big_block(bid, 300 << 10)
+    reqs = segment_reqs(seg, [], commit=False) + [cmd(pb.OPEN_BLOCK, block_id=bid,
+                                                     length=len(data))]
+    reqs += chunk_reqs(bid, data, chunk_bytes=16 << 10) + [cmd(pb.COMMIT)]
+    resps, code, details = cl.write_segment(reqs)
+    assert code == grpc.StatusCode.OK, (code, details)
+    check_acks(resps[:-1], [(bid, data)])
+    log = tvtest.segment_log_lines(srv.log(), seg)
+    assert "segment %016x opened" % seg in log, log
+    assert "segment %016x committed: 1 blocks, %d bytes" % (seg, len(data)) in log, log
+    resp = cl.delete(pb.DeleteRequest(segment_id=seg), timeout=TIMEOUT_S)
+    assert resp.deleted_blocks == 1
+    assert "delete segment %016x: removed 1 blocks, 0 temp files" % seg in srv.log()
+    # a client cancel is logged as exactly that
+    s = open_flushed_stream(cl, srv, 0xB2, 0xB2B2)
+    s.call.cancel()
+    line = "segment %016x aborted: cancelled by client; removed 1 temp files" % 0xB2
+    wait_until(lambda: line in srv.log(), "the cancel log line: %s" % tvtest.segment_log_lines(
+        srv.log(), 0xB2))
+    # a CRC mismatch names itself first
+    d = encode_block(0xB4, [record(1, 1)])
+    reqs = [cmd(pb.OPEN_SEGMENT, segment_id=0xB3), cmd(pb.OPEN_BLOCK, block_id=0xB4,
+                                                      length=len(d))]
+    _, code, details = cl.write_segment(reqs + chunk_reqs(0xB4, d, bad_crc_at=0))
+    assert code == grpc.StatusCode.DATA_LOSS, (code, details)
+    log = tvtest.segment_log_lines(srv.log(), 0xB3)
+    assert any(l.startswith("segment %016x aborted: chunk crc32c mismatch" % 0xB3) for l in log), log
+    cl.close()
+
+
+def raw_chunk(fields):
+    """WriteRequest{chunk} bytes with the Chunk fields in the given order: (field, value)."""
+    body = b""
+    for field, value in fields:
+        if field == 4:
+            body += bytes([0x22]) + varint(len(value)) + value
+        else:
+            body += bytes([field << 3]) + varint(value)
+    return bytes([0x12]) + varint(len(body)) + body
+
+
+def test_unusual_field_order_falls_back_and_is_counted(srv):
+    """data before the scalars is valid protobuf: accepted through the protobuf-c path, and
+    its bytes are counted as copied; in-order chunks copy nothing."""
+    del srv
+    with tvtest.Server() as own:
+        cl = Client(own.addr)
+        d = encode_block(0xC1, [record(1, 1), record(2, 2)])
+        half = len(d) // 2
+        ser = lambda m: m.SerializeToString()  # noqa: E731
+        reqs = [ser(cmd(pb.OPEN_SEGMENT, segment_id=0xC0)),
+                ser(cmd(pb.OPEN_BLOCK, block_id=0xC1, length=len(d))),
+                raw_chunk([(1, 0xC1), (3, crc32c(d[:half])), (4, d[:half])]),
+                raw_chunk([(4, d[half:]), (3, crc32c(d[half:])), (2, half), (1, 0xC1)]),
+                ser(cmd(pb.COMMIT))]
+        resps = list(cl.write_raw(iter(reqs), timeout=TIMEOUT_S))
+        assert resps[-1].committed, resps
+        cl.close()
+        assert own.stop() == 0
+        want = "1 zero-copy chunks, 1 chunks via protobuf-c, payload bytes copied: %d" % (
+            len(reqs[3]) + len(d) - half)
+        assert want in own.log(), own.log()
+
+
+def test_malformed_chunks_are_invalid(srv):
+    cl = Client(srv.addr)
+    opened = [cmd(pb.OPEN_SEGMENT, segment_id=0xC5).SerializeToString(),
+              cmd(pb.OPEN_BLOCK, block_id=0xC6, length=100).SerializeToString()]
+    bad = [
+        b"\x12\x07\x08\xc6\x01\x22\x10ab",           # data length beyond the message
+        b"\x12\x20\x08\xc6\x01",                     # chunk length beyond the message
+        b"\x12\x03\x08\xc6",                         # varint cut off
+        b"\x12\x04\x08\xc6\x01\x2a",                 # a length-delimited field 5 cut off
+        b"\x12\x02\x22\x05",                         # data length beyond a short message
+        b"\x12\x03\x08\xc6\x01\x12\x00",          # a second WriteRequest field after the chunk
+    ]
+    for raw in bad:
+        try:
+            list(cl.write_raw(iter(opened + [raw]), timeout=TIMEOUT_S))
+            raise AssertionError("malformed chunk %r accepted" % raw)
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, (raw, e.code(), e.details())
+    assert srv.proc.poll() is None
+    assert listdir(srv, "tmp") == []
+    cl.close()
+
+
+def mount_tmpfs(size):
+    """A fresh tmpfs of size; (dir, None) or (None, reason it is not permitted here)."""
+    import subprocess
+    import tempfile
+    d = tempfile.mkdtemp(prefix="tv-tmpfs-")
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=0700" % size, "tmpfs", d],
+                       capture_output=True, text=True, timeout=30)
+    if p.returncode != 0:
+        os.rmdir(d)
+        return None, "mount -t tmpfs not permitted: " + p.stderr.strip()
+    return d, None
+
+
+def test_enospc_fails_segment_then_next_succeeds(srv):
+    import subprocess
+    del srv
+    mnt, why = mount_tmpfs("4m")
+    if not mnt:
+        print("skip test_enospc_fails_segment_then_next_succeeds: " + why)
+        return
+    try:
+        with tvtest.Server(data_dir=os.path.join(mnt, "data")) as own:
+            st = os.statvfs(mnt)
+            free = st.f_bavail * st.f_frsize
+            with open(os.path.join(mnt, "filler"), "wb") as f:  # leave ~512 KiB free
+                f.write(b"\0" * (free - (512 << 10)))
+            cl = Client(own.addr)
+            data = big_block(0xD1, 1 << 20)
+            reqs = segment_reqs(0xD0, [(0xD1, data)])
+            _, code, details = cl.write_segment(reqs)
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, (code, details)
+            assert "No space left on device" in details, details
+            assert listdir(own, "tmp") == [] and listdir(own, "blocks") == []
+            log = tvtest.segment_log_lines(own.log(), 0xD0)
+            assert any("aborted:" in l and "No space left on device; removed 1 temp files" in l
+                       for l in log), log
+            write_blocks(cl, 0xD2, [(0xD3, [record(5 + i, i) for i in range(100)])])  # the space of the failed segment is free again
+            assert len(cl.query(0, 1 << 63)) == 100
+            cl.close()
+            assert own.proc.poll() is None
+    finally:
+        subprocess.run(["umount", mnt], timeout=30)
+        os.rmdir(mnt)
+
+
+def test_file_size_limit_fails_segment_then_next_succeeds(srv):
+    import resource
+    del srv
+    limit = 1 << 20
+
+    def lower_fsize():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    with tvtest.Server(preexec_fn=lower_fsize) as own:
+        cl = Client(own.addr)
+        data = big_block(0xE1, 3 << 19)  # 1.5 MiB: a short write at 1 MiB, then EFBIG
+        assert len(data) > limit
+        _, code, details = cl.write_segment(
+            segment_reqs(0xE0, [(0xE1, data)], commit=True)[:2]
+            + chunk_reqs(0xE1, data, chunk_bytes=768 << 10) + [cmd(pb.COMMIT)])
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, (code, details)
+        assert "File too large" in details, details
+        assert listdir(own, "tmp") == []
+        assert own.proc.poll() is None, "SIGXFSZ killed tracevaultd"
+        write_blocks(cl, 0xE2, [(0xE3, [record(9, 9)])])
+        assert len(cl.query(0, 1 << 63)) == 1
+        cl.close()
 
 
 def test_sigint_stops_cleanly(srv):

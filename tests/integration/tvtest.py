@@ -64,7 +64,9 @@ def run(args, input=None, timeout=120, check=False):
 class Server:
     """A real tracevaultd on a temp data dir and an ephemeral port."""
 
-    def __init__(self, data_dir=None, extra_args=()):
+    def __init__(self, data_dir=None, extra_args=(), listen="127.0.0.1:0", preexec_fn=None):
+        self.listen = listen  # set it to self.addr to restart on the same port
+        self.preexec_fn = preexec_fn  # e.g. a resource.setrlimit for the daemon only
         self.own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="tv-data-")
         self.extra_args = list(extra_args)
@@ -82,9 +84,9 @@ class Server:
     def start(self, timeout=20):
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen(
-                [binary("tracevaultd"), "--data", self.data_dir, "--listen", "127.0.0.1:0"]
+                [binary("tracevaultd"), "--data", self.data_dir, "--listen", self.listen]
                 + self.extra_args,
-                stdout=subprocess.PIPE, stderr=log, text=True)
+                stdout=subprocess.PIPE, stderr=log, text=True, preexec_fn=self.preexec_fn)
         deadline = time.monotonic() + timeout
         line = self.proc.stdout.readline()  # the daemon's first stdout line is the readiness signal
         if not line.startswith("listening on ") or time.monotonic() > deadline:
@@ -261,3 +263,316 @@ class Capture:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+# ---- tv_load: the test-only driver of the real client pipeline (tests/tools/tv_load.c) ----
+
+FAIL_LINE_RE = (r"^tracevault: segment ([0-9a-f]{16}) failed: (.*); dropped (\d+) blocks, "
+                r"(\d+) records, ts \[(\d+), (\d+)\]; cleanup: (.*)$")
+
+
+class Loader:
+    """A running tv_load. Each command waits for its one answer line on stdout (the readiness
+    signal); stderr (the pipeline's failure lines) goes to a file read by stderr_text()."""
+
+    def __init__(self, servers, records, extra_args=(), tag=0, ts_base_ns=None):
+        import queue
+        import threading
+        self.tag = tag
+        self.ts_base_ns = ts_base_ns if ts_base_ns is not None else 1767225600 * 10**9 + tag * 10**12
+        fd, self.err_path = tempfile.mkstemp(prefix="tv-load-", suffix=".err")
+        os.close(fd)
+        with open(self.err_path, "w") as err:
+            self.proc = subprocess.Popen(
+                [binary("tv_load"), "--server", servers, "--records", str(records),
+                 "--tag", str(tag), "--ts-base", str(self.ts_base_ns)] + list(extra_args),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1)
+        self.lines = queue.Queue()
+        # a reader thread turns stdout lines into a queue, so every wait has a timeout
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        first = self._line(60)
+        if first != "ready":
+            self.kill()
+            raise AssertionError("tv_load did not start: %r %s" % (first, self.stderr_text()))
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def _line(self, timeout):
+        import queue
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError("tv_load gave no answer within %ss; stderr: %s"
+                                 % (timeout, self.stderr_text()))
+        if line is None:
+            raise AssertionError("tv_load exited (%s): %s" % (self.proc.wait(), self.stderr_text()))
+        return line
+
+    def send(self, command):
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+
+    def command(self, command, timeout=120):
+        self.send(command)
+        return self._line(timeout)
+
+    def answer(self, timeout=120):
+        """The answer to a command sent earlier with send()."""
+        return self._line(timeout)
+
+    def poll_answer(self):
+        """An answer line if one is waiting, else None (never blocks)."""
+        import queue
+        try:
+            line = self.lines.get_nowait()
+        except queue.Empty:
+            return None
+        if line is None:
+            raise AssertionError("tv_load exited (%s): %s" % (self.proc.wait(), self.stderr_text()))
+        return line
+
+    @staticmethod
+    def parse_segment(line):
+        """'segment ok first F count N refused K[ seqs A-B,...]' -> dict with the seqs stored
+        if the segment committed (the range minus the refused runs)."""
+        w = line.split()
+        if len(w) < 8 or w[0] != "segment" or w[1] not in ("ok", "failed"):
+            raise AssertionError("unexpected tv_load answer %r" % line)
+        first, count, refused = int(w[3]), int(w[5]), int(w[7])
+        refused_seqs = set()
+        if len(w) > 8:
+            for run in w[9].split(","):
+                a, b = run.split("-")
+                refused_seqs.update(range(int(a), int(b) + 1))
+        assert len(refused_seqs) == refused, line
+        return {"ok": w[1] == "ok", "first": first, "count": count, "refused": refused,
+                "seqs": [s for s in range(first, first + count) if s not in refused_seqs]}
+
+    def segment(self, n=None, timeout=120):
+        return self.parse_segment(self.command("segment" + ("" if n is None else " %d" % n),
+                                               timeout))
+
+    def stats(self):
+        import json
+        return json.loads(self.command("stats", 30))
+
+    def ts_of(self, seq):
+        return self.ts_base_ns + seq
+
+    def stderr_text(self):
+        with open(self.err_path) as f:
+            return f.read()
+
+    def failure_lines(self):
+        import re
+        return [re.match(FAIL_LINE_RE, line).groups() for line in self.stderr_text().splitlines()
+                if re.match(FAIL_LINE_RE, line)]
+
+    def quit(self, timeout=60):
+        if self.proc.poll() is None:
+            self.send("quit")
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise AssertionError("tv_load did not quit within %ss" % timeout)
+        return self.proc.returncode
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def cleanup(self):
+        try:
+            if self.proc.poll() is None:
+                self.proc.stdin.close()  # EOF: the driver frees the pipeline and exits
+                try:
+                    self.proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:
+            self.kill()
+            os.unlink(self.err_path)
+
+
+def loader_path_key(path):
+    """(tag, seq) from a tv_load record path /tvload/<tag>/<seq>/<pad>, or None."""
+    parts = path.split("/")
+    if len(parts) < 4 or parts[1] != "tvload":
+        return None
+    return int(parts[2]), int(parts[3])
+
+
+def query_keys(servers, from_ns=0, to_ns=2**63, extra=()):
+    """`tracevault query` over servers: the (tag, seq) keys in output order, and the ts_ns list."""
+    import json
+    p = run(["query", "--server", servers, "--from", str(from_ns), "--to", str(to_ns)]
+            + list(extra), timeout=300, check=True)
+    keys, ts = [], []
+    for line in p.stdout.splitlines():
+        obj = json.loads(line)
+        keys.append(loader_path_key(obj["path"]))
+        ts.append(obj["ts_ns"])
+    return keys, ts
+
+
+# ---- server data dir inspection ----
+
+def catalog_blocks(data_dir):
+    """{block_id: segment_id} from DATA/catalog.db (ids as unsigned 64-bit)."""
+    import sqlite3
+    db = sqlite3.connect("file:%s?mode=ro" % os.path.join(data_dir, "catalog.db"), uri=True,
+                         timeout=10)
+    try:
+        rows = db.execute("SELECT block_id, segment_id FROM blocks").fetchall()
+    finally:
+        db.close()
+    return {b & (2**64 - 1): s & (2**64 - 1) for b, s in rows}
+
+
+def block_files(data_dir):
+    """Block ids of the files in DATA/blocks (names are <16hex>.tvb)."""
+    out = set()
+    for name in os.listdir(os.path.join(data_dir, "blocks")):
+        assert name.endswith(".tvb") and len(name) == 20, "unexpected file blocks/%s" % name
+        out.add(int(name[:16], 16))
+    return out
+
+
+def tmp_files(data_dir):
+    return sorted(os.listdir(os.path.join(data_dir, "tmp")))
+
+
+def segment_log_lines(log, segment_id):
+    """The server log lines about one segment ('segment <16hex> ...')."""
+    tag = "segment %016x " % segment_id
+    return [line for line in log.splitlines() if line.startswith(tag)]
+
+
+def wait_for(pred, what, timeout_s=30, interval_s=0.01):
+    """Bounded poll, for the few signals that only exist as file content (a server log line)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError("timed out after %ss waiting for %s" % (timeout_s, what))
+
+
+def place_block(block_id, nservers):
+    """tv_place_block (client/grpc_writer.c): jump consistent hash, computed independently."""
+    if nservers <= 1:
+        return 0
+    b, j, key = -1, 0, block_id
+    while j < nservers:
+        b = j
+        key = (key * 2862933555777941757 + 1) & (2**64 - 1)
+        j = int(float(b + 1) * (float(1 << 31) / float((key >> 33) + 1)))
+    return b
+
+
+# ---- an independent grpcio client (interop): block encoder from proto/BLOCK.md ----
+
+def grpc_modules():
+    """(grpc, tracevault_pb2), or SKIP when python3-grpcio is missing."""
+    try:
+        import grpc
+    except ImportError:
+        skip("python3-grpcio is not installed for /usr/bin/python3")
+    sys.path.insert(0, GEN_DIR)
+    import tracevault_pb2
+    return grpc, tracevault_pb2
+
+
+def _crc32c_table():
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC_T = _crc32c_table()
+
+
+def crc32c(data):
+    c = 0xFFFFFFFF
+    for b in data:
+        c = _CRC_T[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def _varint(v):
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def encode_block(block_id, records):
+    """BLOCK.md: 64-byte little-endian header, then length-delimited TraceRecords sorted by
+    ts_ns, codec 0 (stored as is)."""
+    import struct
+    recs = sorted(records, key=lambda r: r.ts_ns)
+    payload = b"".join(_varint(len(b)) + b for b in (r.SerializeToString() for r in recs))
+    head = struct.pack("<IHHQQQIIQQI", 0x4B425654, 1, 0, block_id, recs[0].ts_ns,
+                       recs[-1].ts_ns, len(recs), 0, len(payload), len(payload),
+                       crc32c(payload))
+    return head + struct.pack("<I", crc32c(head)) + payload
+
+
+class GrpcClient:
+    """Write/Query/Delete through grpcio and the generated messages only."""
+
+    def __init__(self, addr, timeout_s=30):
+        self.grpc, self.pb = grpc_modules()
+        self.timeout_s = timeout_s
+        self.ch = self.grpc.insecure_channel(addr, options=[
+            ("grpc.max_receive_message_length", 16 << 20),
+            ("grpc.max_send_message_length", 16 << 20)])
+        ser = lambda m: m.SerializeToString()  # noqa: E731
+        self.write = self.ch.stream_stream("/tracevault.v1.TraceStore/Write",
+                                           request_serializer=ser,
+                                           response_deserializer=self.pb.WriteResponse.FromString)
+        self.query_rpc = self.ch.unary_stream(
+            "/tracevault.v1.TraceStore/Query", request_serializer=ser,
+            response_deserializer=self.pb.QueryResponse.FromString)
+
+    def write_segment(self, segment_id, blocks, chunk_bytes=4096):
+        """blocks: [(block_id, [TraceRecord])]; returns the last WriteResponse (committed)."""
+        pb = self.pb
+        reqs = [pb.WriteRequest(command=pb.WriteCommand(type=pb.OPEN_SEGMENT,
+                                                        segment_id=segment_id))]
+        for block_id, recs in blocks:
+            data = encode_block(block_id, recs)
+            reqs.append(pb.WriteRequest(command=pb.WriteCommand(type=pb.OPEN_BLOCK,
+                                                                block_id=block_id,
+                                                                length=len(data))))
+            for off in range(0, len(data), chunk_bytes):
+                piece = data[off:off + chunk_bytes]
+                reqs.append(pb.WriteRequest(chunk=pb.Chunk(block_id=block_id, offset=off,
+                                                           crc32c=crc32c(piece), data=piece)))
+        reqs.append(pb.WriteRequest(command=pb.WriteCommand(type=pb.COMMIT,
+                                                            segment_id=segment_id)))
+        responses = list(self.write(iter(reqs), timeout=self.timeout_s))
+        return responses[-1]
+
+    def query(self, from_ns, to_ns, limit=0):
+        recs = []
+        for resp in self.query_rpc(self.pb.QueryRequest(from_ns=from_ns, to_ns=to_ns, limit=limit),
+                                   timeout=self.timeout_s):
+            recs.extend(resp.records)
+        return recs
+
+    def close(self):
+        self.ch.close()

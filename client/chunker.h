@@ -1,0 +1,35 @@
+/* Cuts a block (one refcounted slice) into WriteRequest{chunk} messages: a packed prefix plus a
+ * sub-slice of the block (zero-copy), or one protobuf-c packed message (--no-zerocopy). */
+#ifndef TV_CHUNKER_H
+#define TV_CHUNKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/slice.h>
+
+enum tv_chunk_mode {
+	TV_CHUNK_ZEROCOPY = 0, /* [prefix slice][sub-slice sharing the block's refcount] */
+	TV_CHUNK_PACKED = 1,   /* protobuf-c pack into a fresh slice: copies the payload */
+};
+
+/* Payload length of the chunk that starts at offset: min(chunk_bytes, block_len - offset). */
+static inline size_t tv_chunk_len(size_t block_len, size_t offset, size_t chunk_bytes)
+{
+	size_t left = block_len - offset;
+
+	return left < chunk_bytes ? left : chunk_bytes;
+}
+
+/* Build the message for bytes [offset, offset+len) of block (whose bytes start at block_id's
+ * block offset 0). The CRC32C is computed over the real bytes; with corrupt != 0 the payload
+ * is then copied and one bit flipped (test only: the server must see a CRC mismatch).
+ * *copied_bytes gets the payload bytes copied in user space (0 for a zero-copy chunk).
+ * *out is owned by the caller (grpc_byte_buffer_destroy); it holds its own refs on the block
+ * slice. Returns 0 or -ENOMEM / -EINVAL (range outside the block). */
+int tv_chunk_message(grpc_slice block, uint64_t block_id, size_t offset, size_t len,
+		     enum tv_chunk_mode mode, int corrupt, grpc_byte_buffer **out,
+		     uint32_t *crc32c_out, size_t *copied_bytes);
+
+#endif
