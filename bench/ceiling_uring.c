@@ -1,5 +1,6 @@
 /* Raw io_uring disk write ceiling for bench/run.sh: N MiB of 1 MiB writes through io_uring
- * (queue depth 8) to a file in DIR, then one fdatasync, the durable path our server takes. */
+ * (queue depth 8) to a file in DIR with an fdatasync every SYNC_MIB, as the server syncs a
+ * segment: the same durable pattern without any protocol. */
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
@@ -25,13 +26,14 @@ int main(int argc, char **argv)
 	struct io_uring ring;
 	struct io_uring_cqe *cqe;
 	char path[4096];
-	long mib, submitted = 0, done = 0;
+	long mib, sync_mib = 32, sync_at, submitted = 0, done = 0;
 	char *buf;
 	double t0, dt;
 	int fd, ret;
 
-	if (argc != 3 || (mib = strtol(argv[2], NULL, 10)) <= 0) {
-		fprintf(stderr, "usage: ceiling_uring DIR MIB\n");
+	if ((argc != 3 && argc != 4) || (mib = strtol(argv[2], NULL, 10)) <= 0 ||
+	    (argc == 4 && (sync_mib = strtol(argv[3], NULL, 10)) <= 0)) {
+		fprintf(stderr, "usage: ceiling_uring DIR MIB [SYNC_MIB]\n");
 		return 2;
 	}
 	snprintf(path, sizeof(path), "%s/ceiling_uring.dat", argv[1]);
@@ -45,13 +47,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ceiling_uring: io_uring_queue_init: %s\n", strerror(-ret));
 		return 1;
 	}
+	sync_at = sync_mib;
 	buf = aligned_alloc(4096, BUF_BYTES);
 	if (!buf)
 		return 1;
 	memset(buf, 0xa5, BUF_BYTES);
 	t0 = now_s();
 	while (done < mib) {
-		while (submitted < mib && submitted - done < QUEUE_DEPTH) {
+		/* never run ahead of the next sync point: each sync covers exactly sync_mib */
+		while (submitted < mib && submitted < sync_at && submitted - done < QUEUE_DEPTH) {
 			struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
 
 			io_uring_prep_write(sqe, fd, buf, BUF_BYTES, (off_t)submitted * BUF_BYTES);
@@ -66,10 +70,14 @@ int main(int argc, char **argv)
 		}
 		io_uring_cqe_seen(&ring, cqe);
 		done++;
-	}
-	if (fdatasync(fd)) {
-		fprintf(stderr, "ceiling_uring: fdatasync: %s\n", strerror(errno));
-		return 1;
+		/* completions arrive in any order: sync once everything submitted so far is done */
+		if (done == sync_at || done == mib) {
+			if (fdatasync(fd)) {
+				fprintf(stderr, "ceiling_uring: fdatasync: %s\n", strerror(errno));
+				return 1;
+			}
+			sync_at += sync_mib;
+		}
 	}
 	dt = now_s() - t0;
 	printf("uring_write_fdatasync_MBps %.1f\n", mib * (double)BUF_BYTES / dt / 1e6);

@@ -1,47 +1,81 @@
 #!/usr/bin/env bash
 # `make bench`: our durable ingest beside the machine's ceilings measured in the same run
-# (raw loopback TCP, raw io_uring write + fdatasync), all on this machine, all on loopback.
+# (raw loopback TCP, raw io_uring write + fdatasync), zero-copy and --no-zerocopy alternated.
 set -euo pipefail
 
 BUILD=${1:-build}
 BIN=$(cd "$BUILD" && pwd)
 MIB=${TV_BENCH_MIB:-1024}
+ROUNDS=${TV_BENCH_ROUNDS:-3}
 work=$(mktemp -d /tmp/tracevault-bench.XXXXXX)
 srv=""
-cleanup() {
-	[[ -n "$srv" ]] && kill "$srv" 2>/dev/null && wait "$srv" 2>/dev/null || true
-	rm -rf "$work"
+stop_server() {
+	if [[ -n "$srv" ]]; then
+		kill "$srv" 2>/dev/null || true
+		wait "$srv" 2>/dev/null || true
+		srv=""
+	fi
 }
-trap cleanup EXIT
+trap 'stop_server; rm -rf "$work"' EXIT
 
 val() { awk -v k="$1" '$1 == k { print $2 }'; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-
-echo "tracevault bench: $MIB MiB per measurement, data dir $work (same filesystem for all)"
-tcp=$("$BIN/bench/ceiling_tcp" "$MIB" | val tcp_loopback_MBps)
-disk=$("$BIN/bench/ceiling_uring" "$work" "$MIB" | val uring_write_fdatasync_MBps)
-
-"$BIN/tracevaultd" --data "$work/data" --listen 127.0.0.1:0 >"$work/server.out" 2>"$work/server.err" &
-srv=$!
-for ((i = 0; i < 200; i++)); do grep -q '^listening on ' "$work/server.out" && break; sleep 0.05; done
-addr=$(awk '/^listening on /{print $3; exit}' "$work/server.out")
-[[ -n "$addr" ]] || { echo "bench: tracevaultd did not start: $(cat "$work/server.err")" >&2; exit 1; }
-
-t0=$(cpu_ticks "$srv")
-"$BIN/bench/bench_ingest" --server "$addr" --mib "$MIB" >"$work/ingest.out"
-t1=$(cpu_ticks "$srv")
-ingest=$(val ingest_MBps <"$work/ingest.out")
-bytes=$(val ingest_bytes <"$work/ingest.out")
 hz=$(getconf CLK_TCK)
 
-awk -v tcp="$tcp" -v disk="$disk" -v ing="$ingest" -v bytes="$bytes" \
-    -v scpu="$(( t1 - t0 ))" -v hz="$hz" -v ccpu="$(val client_cpu_s_per_GB <"$work/ingest.out")" \
-    -v copied="$(val payload_bytes_copied <"$work/ingest.out")" 'BEGIN {
-	bound = tcp < disk ? tcp : disk
-	printf "%-40s %10.1f MB/s\n", "ceiling: raw loopback TCP", tcp
-	printf "%-40s %10.1f MB/s\n", "ceiling: raw io_uring write + fdatasync", disk
-	printf "%-40s %10.1f MB/s  (%.2fx of min(TCP, disk) = %.1f)\n", \
-		"tracevault durable ingest (4 MiB blocks)", ing, ing / bound, bound
-	printf "%-40s %10.3f s/GB client, %.3f s/GB server\n", "CPU", ccpu, scpu / hz / (bytes / 1e9)
-	printf "%-40s %10d\n", "payload bytes copied in user space", copied
+# ingest MODE ARGS...: one fresh server, one bench_ingest run; prints "MBps client_s/GB server_s/GB copied"
+ingest() {
+	local data="$work/data.$RANDOM"
+	"$BIN/tracevaultd" --data "$data" --listen 127.0.0.1:0 >"$work/server.out" 2>"$work/server.err" &
+	srv=$!
+	for ((i = 0; i < 200; i++)); do grep -q '^listening on ' "$work/server.out" && break; sleep 0.05; done
+	local addr
+	addr=$(awk '/^listening on /{print $3; exit}' "$work/server.out")
+	[[ -n "$addr" ]] || { echo "bench: tracevaultd did not start: $(cat "$work/server.err")" >&2; exit 1; }
+	local t0 t1
+	t0=$(cpu_ticks "$srv")
+	"$BIN/bench/bench_ingest" --server "$addr" --mib "$MIB" "$@" >"$work/ingest.out"
+	t1=$(cpu_ticks "$srv")
+	stop_server
+	rm -rf "$data"
+	local bytes
+	bytes=$(val ingest_bytes <"$work/ingest.out")
+	awk -v mbps="$(val ingest_MBps <"$work/ingest.out")" \
+	    -v ccpu="$(val client_cpu_s_per_GB <"$work/ingest.out")" \
+	    -v scpu="$((t1 - t0))" -v hz="$hz" -v bytes="$bytes" \
+	    -v copied="$(val payload_bytes_copied <"$work/ingest.out")" \
+	    'BEGIN { printf "%.1f %.3f %.3f %d\n", mbps, ccpu, scpu / hz / (bytes / 1e9), copied }'
+}
+
+echo "tracevault bench: $MIB MiB per measurement, $ROUNDS rounds, data under $work"
+echo "(disk speed here swings 2-4x within minutes: each round measures its own ceilings next to its runs)"
+printf "%-26s %9s %9s %9s %8s %12s %12s %11s\n" "round/mode" "MB/s" "TCP" "disk" "x bound" \
+	"client s/GB" "server s/GB" "copied"
+ratios_zc="" ratios_nc="" sum_zc=0 sum_nc=0 cpu_zc=0 cpu_nc=0
+for ((r = 1; r <= ROUNDS; r++)); do
+	tcp=$("$BIN/bench/ceiling_tcp" "$MIB" | val tcp_loopback_MBps)
+	# 32 MiB between fdatasyncs = one segment of 8 x 4 MiB blocks, as the ingest runs
+	disk=$("$BIN/bench/ceiling_uring" "$work" "$MIB" 32 | val uring_write_fdatasync_MBps)
+	bound=$(awk -v a="$tcp" -v b="$disk" 'BEGIN { print (a < b ? a : b) }')
+	for mode in zerocopy no-zerocopy; do
+		if [[ $mode == zerocopy ]]; then out=$(ingest); else out=$(ingest --no-zerocopy); fi
+		read -r mbps ccpu scpu copied <<<"$out"
+		ratio=$(awk -v a="$mbps" -v b="$bound" 'BEGIN { printf "%.2f", a / b }')
+		printf "%-26s %9.1f %9.1f %9.1f %8s %12.3f %12.3f %11d\n" "$r $mode" "$mbps" "$tcp" \
+			"$disk" "$ratio" "$ccpu" "$scpu" "$copied"
+		if [[ $mode == zerocopy ]]; then
+			ratios_zc+="$ratio "
+			sum_zc=$(awk -v a="$sum_zc" -v b="$mbps" 'BEGIN { print a + b }')
+			cpu_zc=$(awk -v a="$cpu_zc" -v c="$ccpu" -v s="$scpu" 'BEGIN { print a + c + s }')
+		else
+			ratios_nc+="$ratio "
+			sum_nc=$(awk -v a="$sum_nc" -v b="$mbps" 'BEGIN { print a + b }')
+			cpu_nc=$(awk -v a="$cpu_nc" -v c="$ccpu" -v s="$scpu" 'BEGIN { print a + c + s }')
+		fi
+	done
+done
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+echo "zero-copy ingest / min(TCP, disk) of its round: median $(median <<<"$ratios_zc")x (per round: $ratios_zc) goal >= 0.8x"
+awk -v zc="$sum_zc" -v nc="$sum_nc" -v czc="$cpu_zc" -v cnc="$cpu_nc" 'BEGIN {
+	printf "zero-copy vs --no-zerocopy: %.2fx throughput (mean); CPU per GB, client + server, summed over rounds: %.2f vs %.2f s (%+.0f%%)\n",
+		zc / nc, czc, cnc, 100 * (czc / cnc - 1)
 }'

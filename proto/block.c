@@ -133,6 +133,18 @@ int tv_block_header_parse(const void *buf, size_t len, struct tv_block_header *h
 	return 0;
 }
 
+int tv_block_set_id(void *buf, size_t len, uint64_t block_id)
+{
+	struct tv_block_header h;
+	int err = tv_block_header_parse(buf, len, &h, NULL, 0);
+
+	if (err)
+		return err;
+	h.block_id = block_id;
+	header_write(buf, &h);
+	return 0;
+}
+
 /* ---- builder ---- */
 
 struct tv_block_builder *tv_block_builder_new(void)

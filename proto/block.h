@@ -67,6 +67,11 @@ size_t tv_block_builder_raw_bytes(const struct tv_block_builder *b);
 int tv_block_builder_seal(struct tv_block_builder *b, uint64_t block_id, enum tv_codec codec,
 			  int zstd_level, void **out, size_t *out_len);
 
+/* Give an encoded block a new block_id in place (and fix its header CRC), so one sealed block
+ * can be stored again under another id: used by the benchmark to reuse warm block memory.
+ * Returns 0, or the tv_block_header_parse error for a buffer that is not a block. */
+int tv_block_set_id(void *buf, size_t len, uint64_t block_id);
+
 /* ---- reading ---- */
 
 struct tv_block_reader;

@@ -140,8 +140,8 @@ def test_stopped_server_fails_only_its_segments(srvs, tmp):
     servers = ",".join(s.addr for s in srvs)
     # one block per segment: each segment touches exactly one server
     ld = tvtest.Loader(servers, 50, ["--block-bytes", str(4 << 20), "--pad-bytes", "20",
-                                     "--write-timeout-ms", "10000",
-                                     "--delete-timeout-ms", "2000"], tag=12)
+                                     "--write-timeout-ms", "2500",
+                                     "--delete-timeout-ms", "1000"], tag=12)
     try:
         assert ld.segment()["ok"]
         b.listen = b.addr

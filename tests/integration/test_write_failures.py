@@ -192,8 +192,11 @@ def test_kill_9_mid_segment(tmp):
             before = f.stats()
             opened_before = srv.log().count(" opened")
             f.send("segment 150000")  # ~25 MB stored in 64 KiB chunks
-            tvtest.wait_for(lambda: srv.log().count(" opened") > opened_before,
-                            "the big segment's opened line", 120, 0.002)
+            # kill once the segment has data on disk: the server logs "opened" at
+            # OPEN_SEGMENT but creates the first temp file only at OPEN_BLOCK
+            tvtest.wait_for(lambda: srv.log().count(" opened") > opened_before
+                            and tvtest.tmp_files(srv.data_dir),
+                            "the big segment's opened line and first temp file", 120, 0.002)
             srv.proc.send_signal(signal.SIGKILL)
             srv.proc.wait(10)
             h_case = Case(other)

@@ -252,6 +252,23 @@ static void test_truncation_rejected(void **state)
 	free(blk);
 }
 
+static void test_set_id_restamps_header(void **state)
+{
+	size_t len;
+	uint8_t *blk = seal_n(20, TV_CODEC_ZSTD, &len);
+	struct tv_block_reader *r;
+
+	(void)state;
+	assert_int_equal(tv_block_set_id(blk, len, 0x1122334455667788ull), 0);
+	assert_int_equal(tv_block_reader_open(&r, blk, len, NULL, 0), 0);
+	assert_int_equal(tv_block_reader_header(r)->block_id, 0x1122334455667788ull);
+	assert_int_equal(tv_block_reader_header(r)->record_count, 20);
+	tv_block_reader_free(r);
+	blk[0] ^= 1; /* not a block any more: refused, not stamped */
+	assert_int_equal(tv_block_set_id(blk, len, 7), -EBADMSG);
+	free(blk);
+}
+
 static void test_crc32c_known_vector(void **state)
 {
 	(void)state;
@@ -309,6 +326,7 @@ int main(void)
 		cmocka_unit_test(test_huge_size_rejected_before_alloc),
 		cmocka_unit_test(test_raw_size_lie_rejected),
 		cmocka_unit_test(test_truncation_rejected),
+		cmocka_unit_test(test_set_id_restamps_header),
 		cmocka_unit_test(test_crc32c_known_vector),
 		cmocka_unit_test(test_chunk_prefix_matches_protobuf),
 	};
