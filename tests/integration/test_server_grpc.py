@@ -6,7 +6,6 @@ import queue
 import random
 import signal
 import stat
-import struct
 import sys
 import time
 import traceback
@@ -27,44 +26,12 @@ DELETE = "/tracevault.v1.TraceStore/Delete"
 MAX_BLOCK_BYTES = 64 << 20  # TV_SERVER_MAX_BLOCK_BYTES
 TIMEOUT_S = 30
 
-# ---- CRC32C (Castagnoli, reflected 0x82F63B78), table-driven ----
-_T = []
-for _i in range(256):
-    _c = _i
-    for _ in range(8):
-        _c = (_c >> 1) ^ 0x82F63B78 if _c & 1 else _c >> 1
-    _T.append(_c)
-
-
-def crc32c(data):
-    c = 0xFFFFFFFF
-    for b in data:
-        c = _T[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
-
-
+# The independent encoder (pure-Python CRC32C, BLOCK.md header) lives in tvtest, shared with
+# the multi-server tests.
+crc32c = tvtest.crc32c
+varint = tvtest.varint
+encode_block = tvtest.encode_block
 assert crc32c(b"123456789") == 0xE3069283
-
-
-def varint(v):
-    out = bytearray()
-    while v >= 0x80:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
-
-
-def encode_block(block_id, records):
-    """BLOCK.md: 64-byte little-endian header, then length-delimited TraceRecords sorted by
-    ts_ns (stable), codec 0 (stored as is)."""
-    recs = sorted(records, key=lambda r: r.ts_ns)
-    payload = b"".join(varint(len(b)) + b for b in (r.SerializeToString() for r in recs))
-    head = struct.pack("<IHHQQQIIQQI", 0x4B425654, 1, 0, block_id, recs[0].ts_ns,
-                       recs[-1].ts_ns, len(recs), 0, len(payload), len(payload),
-                       crc32c(payload))
-    assert len(head) == 60
-    return head + struct.pack("<I", crc32c(head)) + payload
 
 
 def record(ts_ns, pid, path="/"):

@@ -268,6 +268,56 @@ def test_backpressure_drops_and_counts(tmp):
             f.cleanup()
 
 
+def vm_kib(pid, key):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s in /proc/%d/status" % (key, pid))
+
+
+def test_rss_bounded_by_cache(tmp):
+    """~60 MB of records through a 4 MiB cache while the server is stopped: the client's peak
+    RSS grows by at most the cache plus a small constant (the builder's open block, gRPC
+    buffers), not by what passed through. ASan's quarantine is turned off for the driver, or
+    freed blocks would be held back on purpose and the bound would measure ASan."""
+    cache, block, slack = 4 << 20, 256 << 10, 16 << 20
+    srv = tvtest.Server()
+    with srv:
+        saved = os.environ.get("ASAN_OPTIONS")
+        os.environ["ASAN_OPTIONS"] = ((saved + ":") if saved else "") + "quarantine_size_mb=0"
+        try:
+            f = tvtest.Loader(srv.addr, 2000, ["--pad-bytes", "200", "--cache-bytes", str(cache),
+                                               "--block-bytes", str(block),
+                                               "--backpressure-ms", "5",
+                                               "--write-timeout-ms", "30000"], tag=1)
+        finally:
+            if saved is None:
+                del os.environ["ASAN_OPTIONS"]
+            else:
+                os.environ["ASAN_OPTIONS"] = saved
+        try:
+            assert f.segment()["ok"]  # gRPC, the pipeline and the allocator are warm now
+            base_kib = vm_kib(f.proc.pid, "VmHWM")
+            srv.proc.send_signal(signal.SIGSTOP)
+            try:
+                f.send("segment 200000")  # ~60 MB of records: far more than the cache
+                time.sleep(1.0)  # the fault is a stopped server for a fixed time
+            finally:
+                srv.proc.send_signal(signal.SIGCONT)
+            f.answer()
+            st = f.stats()
+            peak_kib = vm_kib(f.proc.pid, "VmHWM")
+            assert st["records_in"] == 202000, st
+            assert st["records_dropped_cache"] > 0, st  # the cache really was full
+            assert st["cache_bytes_peak"] <= cache, st
+            assert (peak_kib - base_kib) * 1024 <= cache + slack, \
+                "peak RSS grew %d KiB for a %d KiB cache" % (peak_kib - base_kib, cache >> 10)
+            assert f.quit() == 0
+        finally:
+            f.cleanup()
+
+
 def main():
     only = sys.argv[1:]
     tests = [v for k, v in sorted(globals().items()) if k.startswith("test_")

@@ -510,7 +510,7 @@ def crc32c(data):
     return c ^ 0xFFFFFFFF
 
 
-def _varint(v):
+def varint(v):
     out = bytearray()
     while v >= 0x80:
         out.append((v & 0x7F) | 0x80)
@@ -521,13 +521,14 @@ def _varint(v):
 
 def encode_block(block_id, records):
     """BLOCK.md: 64-byte little-endian header, then length-delimited TraceRecords sorted by
-    ts_ns, codec 0 (stored as is)."""
+    ts_ns (stable), codec 0 (stored as is)."""
     import struct
     recs = sorted(records, key=lambda r: r.ts_ns)
-    payload = b"".join(_varint(len(b)) + b for b in (r.SerializeToString() for r in recs))
+    payload = b"".join(varint(len(b)) + b for b in (r.SerializeToString() for r in recs))
     head = struct.pack("<IHHQQQIIQQI", 0x4B425654, 1, 0, block_id, recs[0].ts_ns,
                        recs[-1].ts_ns, len(recs), 0, len(payload), len(payload),
                        crc32c(payload))
+    assert len(head) == 60
     return head + struct.pack("<I", crc32c(head)) + payload
 
 
