@@ -154,7 +154,7 @@ static const char capture_usage[] =
 	"Examples:\n"
 	"  tracevault capture --server 127.0.0.1:7070                 # every process\n"
 	"  tracevault capture --server 127.0.0.1:7070 --port 8080 --duration 30\n"
-	"  tracevault capture --server 10.0.0.1:7070,10.0.0.2:7070 --block-age 250ms\n";
+	"  tracevault capture --server 127.0.0.1:7070,127.0.0.1:7071 --block-age 250ms\n";
 
 static const char put_usage[] =
 	"Usage: tracevault put --server HOST:PORT[,HOST:PORT...] [--chunk-bytes N]\n"
@@ -179,14 +179,15 @@ static const char put_usage[] =
 	"  gzip -dc old.jsonl.gz | tracevault put --server 127.0.0.1:7070 -\n";
 
 static const char query_usage[] =
-	"Usage: tracevault query --server HOST:PORT --from T [--to T] [--format jsonl|table]\n"
-	"                        [--limit N] [--max-message-bytes N]\n"
+	"Usage: tracevault query --server HOST:PORT[,HOST:PORT...] --from T [--to T]\n"
+	"                        [--format jsonl|table] [--limit N] [--max-message-bytes N]\n"
 	"\n"
 	"Print the records with from <= ts_ns < to, ordered by ts_ns, on stdout.\n"
 	"T is RFC 3339 (2026-03-01T12:00:00.5Z, 2026-03-01T14:00:00+02:00), unix nanoseconds,\n"
 	"'now', or relative to now: -500ms, -30s, -15m, -2h, -1d.\n"
 	"\n"
-	"  -s, --server HOST:PORT     tracevaultd to read from (required)\n"
+	"  -s, --server LIST          tracevaultd(s) to read from, comma-separated (required);\n"
+	"                             several are queried at once and merged by ts_ns\n"
 	"  -f, --from T               start of the window, inclusive (required)\n"
 	"  -t, --to T                 end of the window, exclusive (default: now)\n"
 	"  -F, --format FMT           jsonl (default: one JSON object per line) or table\n"
