@@ -15,12 +15,15 @@
 #include "block.h"
 #include "block_cache.h"
 #include "grpc_writer.h"
+#include "wire.h"
 
 #define PROBE_TIMEOUT_MS 5000
 #define ERR_BYTES 2048
 /* Sanity bounds of the options: beyond these a value is a typo, not a configuration. */
 #define MIN_BLOCK_BYTES 1024u
-#define MAX_BLOCK_BYTES (TV_BLOCK_MAX_RAW_BYTES / 2)
+/* Half the server's block limit: a sealed block may exceed block_bytes by one record plus
+ * the header, and zstd can grow incompressible data slightly. */
+#define MAX_BLOCK_BYTES (TV_WIRE_MAX_BLOCK_BYTES / 2)
 #define MAX_TIMEOUT_MS (24 * 3600 * 1000)
 
 /* One sealed block in the cache, waiting for its segment. The pipeline owns one slice ref. */
@@ -90,6 +93,8 @@ static void seal_locked(struct tv_pipeline *p, struct raw_block *rb)
 		fprintf(stderr, "tracevault: sealing a block of %u records failed: %s; dropped\n",
 			n, strerror(-ret));
 		p->st.records_dropped_cache += n;
+		/* counted as dropped, so they must leave the builder: a failed seal keeps them */
+		tv_block_builder_reset(p->bb);
 		rb->data = NULL;
 		return;
 	}
@@ -215,6 +220,16 @@ static void write_segment(struct tv_pipeline *p, struct sealed *v, size_t n)
 	free(bufs);
 }
 
+/* The blocks of one flush form one segment, unless they are more than a server takes in one
+ * segment (tiny blocks, a big cache): then consecutive runs of at most that many. */
+static void write_segments(struct tv_pipeline *p, struct sealed *v, size_t n)
+{
+	for (size_t off = 0; off < n; off += TV_WIRE_MAX_SEGMENT_BLOCKS)
+		write_segment(p, v + off,
+			      n - off < TV_WIRE_MAX_SEGMENT_BLOCKS ? n - off
+								  : TV_WIRE_MAX_SEGMENT_BLOCKS);
+}
+
 /* One segment: seal the open block, take every queued block, write them together. */
 static void writer_cycle(struct tv_pipeline *p)
 {
@@ -237,9 +252,10 @@ static void writer_cycle(struct tv_pipeline *p)
 		struct sealed s = {.block_id = rb.block_id, .records = rb.records};
 		struct sealed *nv = realloc(v, (n + 1) * sizeof(*nv));
 
+		if (nv) /* realloc may have moved v even if adopt fails below */
+			v = nv;
 		if (tv_block_cache_adopt(p->cache, rb.data, rb.len, &s.slice) == 0) {
 			if (nv) {
-				v = nv;
 				v[n++] = s;
 			} else {
 				pthread_mutex_lock(&p->mu);
@@ -254,7 +270,7 @@ static void writer_cycle(struct tv_pipeline *p)
 		}
 		rb.data = NULL;
 	}
-	write_segment(p, v, n);
+	write_segments(p, v, n);
 	free(v);
 	if (rb.data && cache_block(p, &rb, p->o.backpressure_ms) == 0) {
 		pthread_mutex_lock(&p->mu);
@@ -263,7 +279,7 @@ static void writer_cycle(struct tv_pipeline *p)
 		p->q = NULL;
 		p->qn = p->qcap = p->q_bytes = 0;
 		pthread_mutex_unlock(&p->mu);
-		write_segment(p, v, n);
+		write_segments(p, v, n);
 		free(v);
 	}
 }

@@ -166,6 +166,12 @@ uint32_t tv_block_builder_count(const struct tv_block_builder *b)
 	return b->count;
 }
 
+void tv_block_builder_reset(struct tv_block_builder *b)
+{
+	b->len = 0;
+	b->count = 0;
+}
+
 size_t tv_block_builder_raw_bytes(const struct tv_block_builder *b)
 {
 	/* each record also carries a varint length prefix of at most 3 bytes (< 1 MiB) */
@@ -288,8 +294,7 @@ int tv_block_builder_seal(struct tv_block_builder *b, uint64_t block_id, enum tv
 	*out = blk;
 	*out_len = TV_BLOCK_HEADER_BYTES + payload_len;
 	blk = NULL;
-	b->len = 0;
-	b->count = 0;
+	tv_block_builder_reset(b);
 out:
 	free(blk);
 	free(raw);

@@ -59,6 +59,9 @@ void tv_block_builder_free(struct tv_block_builder *b);
 /* Packs r into the builder (r is not kept). Returns 0 or -ENOMEM / -E2BIG (record too big). */
 int tv_block_builder_add(struct tv_block_builder *b, const Tracevault__V1__TraceRecord *r);
 uint32_t tv_block_builder_count(const struct tv_block_builder *b);
+/* Forget every added record (memory is kept for reuse). A failed seal leaves the records in
+ * the builder; a caller that gives them up calls this. */
+void tv_block_builder_reset(struct tv_block_builder *b);
 /* Bytes the records would take uncompressed, a proxy for the sealed size. */
 size_t tv_block_builder_raw_bytes(const struct tv_block_builder *b);
 /* Seal the added records, sorted by ts_ns (stable), into one encoded block. On success *out is

@@ -18,6 +18,10 @@
 
 /* Default limit on one gRPC message, both directions; both binaries expose it as an option. */
 #define TV_DEFAULT_MAX_MESSAGE_BYTES (16u << 20)
+/* Limits of one Write stream that both sides must agree on: the server refuses more
+ * (RESOURCE_EXHAUSTED), so the client's pipeline never produces more. */
+#define TV_WIRE_MAX_BLOCK_BYTES (64u << 20)   /* one encoded block */
+#define TV_WIRE_MAX_SEGMENT_BLOCKS 65536      /* blocks in one segment on one server */
 /* Largest chunk prefix: tags, lengths and three scalar fields, all varints. */
 #define TV_CHUNK_PREFIX_MAX 64
 

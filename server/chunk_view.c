@@ -107,7 +107,10 @@ int tv_chunk_view_parse(grpc_byte_buffer *bb, struct tv_chunk_view *v)
 			continue;
 		}
 		v->slices[v->nslices++] = grpc_slice_ref(sb->slices[i]);
-		v->iov[k].iov_base = GRPC_SLICE_START_PTR(sb->slices[i]) + skip;
+		/* Point into OUR copy of the slice: a small slice keeps its bytes inline in the
+		 * grpc_slice struct, so the message's own array dies with the message while the
+		 * write is still in flight. v->slices is heap-allocated and outlives the write. */
+		v->iov[k].iov_base = GRPC_SLICE_START_PTR(v->slices[v->nslices - 1]) + skip;
 		v->iov[k].iov_len = n - skip;
 		k++;
 		skip = 0;

@@ -1,6 +1,7 @@
 /* TraceStore over grpc C core: a completion-queue loop on one thread. Each call is a struct
  * whose ops carry tags (call pointer + op kind); a call is freed when its last op completes.
- * Write calls delegate the protocol to segment.c, Query calls to query.c. */
+ * Write calls delegate the protocol to segment.c, Query calls to query.c, Delete to
+ * delete_rpc.c. */
 #include "rpc_server.h"
 
 #include <errno.h>
@@ -15,6 +16,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
 
+#include "delete_rpc.h"
 #include "query.h"
 #include "segment.h"
 #include "wire.h"
@@ -470,76 +472,41 @@ out:
 	tracevault__v1__query_request__free_unpacked(req, NULL);
 }
 
-/* Remove the files of blocks whose catalog rows are gone; a missing file is not an error. */
-static void remove_block_files(struct tv_rpc_server *srv, const uint64_t *ids, size_t n)
+/* In-flight streams of a deleted segment lose their temp data and end ABORTED. Returns the temp
+ * files they removed. */
+static uint64_t abort_segment_streams(struct tv_rpc_server *srv, uint64_t segment_id)
 {
-	for (size_t i = 0; i < n; i++) {
-		int ret = tv_store_remove_block(srv->store, ids[i]);
+	uint64_t removed = 0;
 
-		if (ret && ret != -ENOENT)
-			fprintf(stderr, "delete: cannot remove block file %016llx: %s\n",
-				(unsigned long long)ids[i], strerror(-ret));
+	for (struct call *w = srv->calls; w; w = w->next) {
+		if (w->m != M_WRITE || !w->seg || w->finishing ||
+		    tv_segment_id(w->seg) != segment_id || !tv_segment_is_open(w->seg))
+			continue;
+		removed += tv_segment_abort(w->seg, "deleted by a Delete call");
+		finish(w, GRPC_STATUS_ABORTED, "segment deleted by a Delete call");
 	}
-	if (n)
-		tv_store_sync_blocks_dir(srv->store);
+	return removed;
 }
 
 static void delete_begin(struct call *c)
 {
 	struct tv_rpc_server *srv = c->srv;
 	Tracevault__V1__DeleteRequest *req;
-	Tracevault__V1__DeleteResponse resp = TRACEVAULT__V1__DELETE_RESPONSE__INIT;
 	grpc_byte_buffer *bb = NULL;
-	uint64_t *ids = NULL;
-	size_t n = 0;
-	int ret;
+	uint64_t temp_blocks = 0;
+	grpc_status_code code;
+	const char *msg;
 
 	req = (Tracevault__V1__DeleteRequest *)unpack_payload(
 		c, &tracevault__v1__delete_request__descriptor);
 	if (!req)
 		return;
-	if (req->segment_id) {
-		/* in-flight streams of this segment lose their temp data and end ABORTED */
-		for (struct call *w = srv->calls; w; w = w->next) {
-			if (w->m != M_WRITE || !w->seg || w->finishing ||
-			    tv_segment_id(w->seg) != req->segment_id || !tv_segment_is_open(w->seg))
-				continue;
-			resp.deleted_temp_blocks += tv_segment_abort(w->seg, "deleted by a Delete call");
-			finish(w, GRPC_STATUS_ABORTED, "segment deleted by a Delete call");
-		}
-		ret = tv_catalog_delete_segment(srv->catalog, req->segment_id, &ids, &n);
-		if (ret)
-			goto catalog_err;
-		remove_block_files(srv, ids, n);
-		resp.deleted_blocks += n;
-		free(ids);
-		ids = NULL;
-	}
-	if (req->n_block_ids) {
-		ret = tv_catalog_delete_ids(srv->catalog, req->block_ids, req->n_block_ids, &ids, &n);
-		if (ret)
-			goto catalog_err;
-		remove_block_files(srv, ids, n);
-		resp.deleted_blocks += n;
-		free(ids);
-	}
 	if (req->segment_id)
-		fprintf(stderr, "delete segment %016llx: removed %llu blocks, %llu temp files\n",
-			(unsigned long long)req->segment_id, (unsigned long long)resp.deleted_blocks,
-			(unsigned long long)resp.deleted_temp_blocks);
-	else if (resp.deleted_blocks)
-		fprintf(stderr, "delete %zu block ids: removed %llu blocks\n", req->n_block_ids,
-			(unsigned long long)resp.deleted_blocks);
-	if (tv_wire_pack(&resp.base, &bb)) {
-		finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory packing the response");
-		goto out;
-	}
-	enqueue(c, bb);
-	finish(c, GRPC_STATUS_OK, "");
-	goto out;
-catalog_err:
-	finish(c, GRPC_STATUS_INTERNAL, "catalog delete failed");
-out:
+		temp_blocks = abort_segment_streams(srv, req->segment_id);
+	code = tv_delete_rpc_apply(srv->catalog, srv->store, req, temp_blocks, &bb, &msg);
+	if (code == GRPC_STATUS_OK)
+		enqueue(c, bb);
+	finish(c, code, msg);
 	tracevault__v1__delete_request__free_unpacked(req, NULL);
 }
 

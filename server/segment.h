@@ -15,7 +15,7 @@
 #include "store_uring.h"
 
 /* More blocks than this in one segment is RESOURCE_EXHAUSTED: bounds per-stream state. */
-#define TV_SERVER_MAX_SEGMENT_BLOCKS 65536
+#define TV_SERVER_MAX_SEGMENT_BLOCKS TV_WIRE_MAX_SEGMENT_BLOCKS
 /* Per stream, the server stops receiving while this many chunk writes (or bytes) are in
  * flight: bounds the memory pinned by received slices and pushes back on the client through
  * HTTP/2 flow control. 8 x 1 MiB chunks keep the disk busy while the next chunks arrive. */

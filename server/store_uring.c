@@ -173,8 +173,14 @@ static int op_issue(struct tv_store *s, struct tv_store_op *op)
 		io_uring_prep_fsync(sqe, op->file->fd,
 				    op->kind == OP_FDATASYNC ? IORING_FSYNC_DATASYNC : 0);
 	io_uring_sqe_set_data(sqe, op);
+	/* Once prepared, the SQE belongs to the ring whatever submit answers (-EAGAIN, -EBUSY
+	 * under memory or CQ pressure): the kernel takes it at the next submit, which
+	 * tv_store_reap retries. So the op is issued; failing it here would free an op the
+	 * kernel can still complete. */
 	ret = io_uring_submit(&s->ring);
-	return ret < 0 ? ret : 0;
+	if (ret < 0)
+		fprintf(stderr, "tracevaultd: io_uring submit deferred: %s\n", strerror(-ret));
+	return 0;
 }
 
 static void file_put(struct tv_store *s, struct tv_store_file *f)
@@ -297,6 +303,8 @@ int tv_store_reap(struct tv_store *s, long wait_us)
 	struct io_uring_cqe *cqe;
 	int count = 0;
 
+	if (io_uring_sq_ready(&s->ring)) /* entries a failed submit left behind (op_issue) */
+		io_uring_submit(&s->ring);
 	if (wait_us > 0 && !s->parked && s->inflight &&
 	    io_uring_peek_cqe(&s->ring, &cqe) != 0) {
 		struct __kernel_timespec ts = { .tv_sec = wait_us / 1000000,

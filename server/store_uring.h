@@ -7,8 +7,10 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "wire.h"
+
 /* Largest block the server accepts; a bigger OPEN_BLOCK is RESOURCE_EXHAUSTED. */
-#define TV_SERVER_MAX_BLOCK_BYTES (64u << 20)
+#define TV_SERVER_MAX_BLOCK_BYTES TV_WIRE_MAX_BLOCK_BYTES
 
 struct tv_store;
 struct tv_store_file;

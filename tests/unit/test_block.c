@@ -127,6 +127,33 @@ static void test_seal_empty_is_enodata(void **state)
 	tv_block_builder_free(b);
 }
 
+static void test_reset_forgets_records(void **state)
+{
+	struct tv_block_builder *b = tv_block_builder_new();
+	Tracevault__V1__TraceRecord r;
+	void *out = NULL;
+	size_t len = 0;
+	char path[64];
+
+	(void)state;
+	fill(&r, 1, path, sizeof(path));
+	assert_int_equal(tv_block_builder_add(b, &r), 0);
+	tv_block_builder_reset(b);
+	assert_int_equal(tv_block_builder_count(b), 0);
+	assert_int_equal(tv_block_builder_raw_bytes(b), 0);
+	assert_int_equal(tv_block_builder_seal(b, 1, TV_CODEC_ZSTD, 3, &out, &len), -ENODATA);
+	/* the builder is usable again, and the forgotten record does not come back */
+	fill(&r, 2, path, sizeof(path));
+	assert_int_equal(tv_block_builder_add(b, &r), 0);
+	assert_int_equal(tv_block_builder_seal(b, 1, TV_CODEC_NONE, 0, &out, &len), 0);
+	struct tv_block_header h;
+	assert_int_equal(tv_block_header_parse(out, len, &h, NULL, 0), 0);
+	assert_int_equal(h.record_count, 1);
+	assert_int_equal(h.min_ts_ns, r.ts_ns);
+	free(out);
+	tv_block_builder_free(b);
+}
+
 static void test_raw_walk_gives_ts_without_unpack(void **state)
 {
 	size_t len, rlen;
@@ -317,6 +344,7 @@ int main(void)
 		cmocka_unit_test(test_roundtrip_zstd_sorted),
 		cmocka_unit_test(test_roundtrip_uncompressed),
 		cmocka_unit_test(test_seal_empty_is_enodata),
+		cmocka_unit_test(test_reset_forgets_records),
 		cmocka_unit_test(test_raw_walk_gives_ts_without_unpack),
 		cmocka_unit_test(test_bad_magic_rejected),
 		cmocka_unit_test(test_header_bitflip_rejected),
