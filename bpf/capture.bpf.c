@@ -21,6 +21,11 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile __u32 target_tgid = 0;
 const volatile __u32 target_port = 0;
 const volatile __u32 self_tgid = 0; /* the capturing process: never traced */
+const volatile __u8 filter_comm = 0;  /* 1: only tasks whose comm equals target_comm */
+const volatile char target_comm[TV_CAPTURE_COMM_BYTES] = {};
+const volatile __u8 filter_cgroup = 0; /* 1: only tasks under the cgroup in cgroup_map[0] */
+/* bytes copied per data syscall (--payload-bytes, <= TV_CAPTURE_PAYLOAD_BYTES) */
+const volatile __u32 payload_bytes = TV_CAPTURE_DEFAULT_PAYLOAD_BYTES;
 
 /* What a tracked socket fd is: filled at accept/connect exit, removed at close. */
 struct sock_info {
@@ -36,6 +41,7 @@ enum arg_mode {
 	MODE_MSG = 3,      /* recvmsg/sendmsg: user_msghdr */
 	MODE_COUNT = 4,    /* sendfile: count bytes only, the payload comes from a file */
 	MODE_CONNECT = 5,  /* connect: no data */
+	MODE_MMSG = 6,     /* recvmmsg/sendmmsg: mmsghdr array, ret = messages moved */
 };
 
 struct sys_args {
@@ -65,18 +71,29 @@ struct {
 	__uint(max_entries, TV_CAPTURE_RING_BYTES);
 } events SEC(".maps");
 
-/* Events that did not fit in the ring: read (summed over CPUs) by the loader. */
+/* Loss counters by enum tv_lost_reason: read (summed over CPUs) by the loader. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, TV_LOST_NREASONS);
 	__type(key, __u32);
 	__type(value, __u64);
 } lost SEC(".maps");
 
+/* --cgroup: the loader stores the cgroup v2 directory's fd at index 0. As in libbpf-tools,
+ * bpf_current_task_under_cgroup matches the cgroup and all its descendants. */
+struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} cgroup_map SEC(".maps");
+
 /* An event is assembled here and sent with bpf_ringbuf_output so that the ring carries only
  * payload_len payload bytes, not the fixed maximum. Offsets and lengths are masked (the verifier
  * cannot follow the min() arithmetic as clang emits it); spill[] makes every masked copy provably
- * in bounds. The logic itself never writes past payload[]. */
+ * in bounds. The logic itself never writes past payload[]. At 32 KiB of payload a slot exceeds
+ * the per-CPU allocator's 32 KiB value limit, so this is a plain array with one slot per
+ * possible CPU (the loader sets max_entries), indexed by the current CPU. */
 #define PAYLOAD_MASK (2 * TV_CAPTURE_PAYLOAD_BYTES - 1)
 struct scratch {
 	struct tv_event ev;
@@ -84,8 +101,8 @@ struct scratch {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1); /* set to the number of possible CPUs by the loader */
 	__type(key, __u32);
 	__type(value, struct scratch);
 } scratch_buf SEC(".maps");
@@ -97,25 +114,45 @@ static __always_inline int tgid_wanted(__u32 tgid)
 	return !target_tgid || tgid == target_tgid;
 }
 
+/* --comm and --cgroup: checked where a socket starts being tracked (accept/connect), so that
+ * nothing of another task's connection is ever copied. */
+static __always_inline int task_wanted(void)
+{
+	if (filter_comm) {
+		char comm[TV_CAPTURE_COMM_BYTES];
+
+		bpf_get_current_comm(comm, sizeof(comm));
+		for (int i = 0; i < TV_CAPTURE_COMM_BYTES; i++) {
+			if (comm[i] != target_comm[i])
+				return 0;
+			if (!comm[i])
+				break;
+		}
+	}
+	if (filter_cgroup && bpf_current_task_under_cgroup(&cgroup_map, 0) != 1)
+		return 0;
+	return 1;
+}
+
 static __always_inline __u64 sock_key(__u32 tgid, int fd)
 {
 	return (__u64)tgid << 32 | (__u32)fd;
 }
 
-static __always_inline void count_lost(void)
+static __always_inline void count_lost(__u32 reason)
 {
-	__u32 zero = 0;
-	__u64 *n = bpf_map_lookup_elem(&lost, &zero);
+	__u64 *n = bpf_map_lookup_elem(&lost, &reason);
 
+	/* per-CPU slot, but syscall tracepoints may be preempted on this kernel: atomic add */
 	if (n)
-		*n += 1; /* per-CPU slot: no other writer */
+		__sync_fetch_and_add(n, 1);
 }
 
 static __always_inline struct scratch *fill_header(__u64 key, const struct sock_info *si, __u8 kind,
 						    int fd)
 {
-	__u32 zero = 0;
-	struct scratch *s = bpf_map_lookup_elem(&scratch_buf, &zero);
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct scratch *s = bpf_map_lookup_elem(&scratch_buf, &cpu);
 	__u64 id = bpf_get_current_pid_tgid();
 
 	if (!s)
@@ -144,7 +181,7 @@ static __always_inline void submit(struct scratch *s, __u32 payload_len)
 	barrier_var(payload_len); /* <= PAYLOAD already: the mask is for the verifier */
 	size = TV_EVENT_HEADER_BYTES + (payload_len & PAYLOAD_MASK);
 	if (bpf_ringbuf_output(&events, &s->ev, size, 0))
-		count_lost();
+		count_lost(TV_LOST_RING_FULL);
 }
 
 /* ---- new sockets: accept / connect ---- */
@@ -168,6 +205,21 @@ static __always_inline struct sock *fd_to_sock(int fd)
 	return BPF_CORE_READ(sock, sk);
 }
 
+static __always_inline int is_v4_mapped(const __u8 a[16])
+{
+	for (int i = 0; i < 10; i++)
+		if (a[i])
+			return 0;
+	return a[10] == 0xff && a[11] == 0xff;
+}
+
+static __always_inline void v4_unmap(struct tv_event_addr *a)
+{
+	__builtin_memcpy(a->addr, a->addr + 12, 4);
+	__builtin_memset(a->addr + 4, 0, 12);
+	a->family = AF_INET;
+}
+
 static __always_inline int track_socket(int fd, __u8 role)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -177,7 +229,7 @@ static __always_inline int track_socket(int fd, __u8 role)
 	__u64 key;
 	struct scratch *s;
 
-	if (fd < 0 || !tgid_wanted(tgid))
+	if (fd < 0 || !tgid_wanted(tgid) || !task_wanted())
 		return 0;
 	sk = fd_to_sock(fd);
 	if (!sk)
@@ -198,12 +250,17 @@ static __always_inline int track_socket(int fd, __u8 role)
 	} else {
 		BPF_CORE_READ_INTO(&si.local.addr, sk, __sk_common.skc_v6_rcv_saddr);
 		BPF_CORE_READ_INTO(&si.remote.addr, sk, __sk_common.skc_v6_daddr);
+		/* an IPv4 peer of a dual-stack socket: report plain IPv4 */
+		if (is_v4_mapped(si.local.addr) && is_v4_mapped(si.remote.addr)) {
+			v4_unmap(&si.local);
+			v4_unmap(&si.remote);
+		}
 	}
 	si.role = role;
 	si.gen = bpf_ktime_get_ns();
 	key = sock_key(tgid, fd);
 	if (bpf_map_update_elem(&sockets, &key, &si, BPF_ANY)) {
-		count_lost(); /* table full: this connection will not be seen */
+		count_lost(TV_LOST_MAP_FULL); /* table full: this connection will not be seen */
 		return 0;
 	}
 	s = fill_header(key, &si, role == TV_ROLE_SERVER ? TV_EV_ACCEPT : TV_EV_CONNECT, fd);
@@ -232,7 +289,8 @@ int enter_connect(struct trace_event_raw_sys_enter *ctx)
 
 	if (!tgid_wanted(id >> 32))
 		return 0;
-	bpf_map_update_elem(&inflight, &id, &a, BPF_ANY);
+	if (bpf_map_update_elem(&inflight, &id, &a, BPF_ANY))
+		count_lost(TV_LOST_MAP_FULL);
 	return 0;
 }
 
@@ -266,13 +324,14 @@ static __always_inline int enter_data(int fd, __u64 buf, __u64 cnt, __u8 mode, _
 		return 0;
 	if (!bpf_map_lookup_elem(&sockets, &key))
 		return 0; /* not a tracked socket (files, pipes, other sockets): never copied */
-	bpf_map_update_elem(&inflight, &id, &a, BPF_ANY);
+	if (bpf_map_update_elem(&inflight, &id, &a, BPF_ANY))
+		count_lost(TV_LOST_MAP_FULL); /* this syscall's bytes will not be seen */
 	return 0;
 }
 
 static __always_inline __u32 copy_buf(struct scratch *s, __u64 buf, __u64 ret)
 {
-	__u32 len = ret > TV_CAPTURE_PAYLOAD_BYTES ? TV_CAPTURE_PAYLOAD_BYTES : ret;
+	__u32 len = ret > payload_bytes ? payload_bytes : ret;
 
 	barrier_var(len); /* clang would drop the mask, which only the verifier needs */
 	len &= PAYLOAD_MASK;
@@ -292,7 +351,7 @@ static __always_inline __u32 copy_iov(struct scratch *s, __u64 iovp, __u64 iovcn
 		__u64 len;
 		__u32 o, l;
 
-		if (i >= iovcnt || off >= TV_CAPTURE_PAYLOAD_BYTES || off >= ret)
+		if (i >= iovcnt || off >= payload_bytes || off >= ret)
 			break;
 		if (bpf_probe_read_user(&iov, sizeof(iov),
 					(const void *)(iovp + i * sizeof(struct iovec))))
@@ -300,8 +359,8 @@ static __always_inline __u32 copy_iov(struct scratch *s, __u64 iovp, __u64 iovcn
 		len = iov.iov_len;
 		if (len > ret - off)
 			len = ret - off;
-		if (len > TV_CAPTURE_PAYLOAD_BYTES - off)
-			len = TV_CAPTURE_PAYLOAD_BYTES - off;
+		if (len > payload_bytes - off)
+			len = payload_bytes - off;
 		o = off & (TV_CAPTURE_PAYLOAD_BYTES - 1);
 		l = len;
 		barrier_var(l); /* clang would drop the mask, which only the verifier needs */
@@ -311,6 +370,30 @@ static __always_inline __u32 copy_iov(struct scratch *s, __u64 iovp, __u64 iovcn
 		off += l;
 	}
 	return off;
+}
+
+/* recvmmsg/sendmmsg return a message count: sum the kernel-filled msg_len of each message so the
+ * byte count stays exact (more than TV_CAPTURE_MAX_MMSG messages: *complete = 0), and copy the
+ * first message's payload. */
+static __always_inline __u64 mmsg_bytes(__u64 vec, long nmsg, int *complete)
+{
+	__u64 sum = 0;
+
+	*complete = nmsg <= TV_CAPTURE_MAX_MMSG;
+	for (int i = 0; i < TV_CAPTURE_MAX_MMSG; i++) {
+		unsigned int len;
+
+		if (i >= nmsg)
+			break;
+		if (bpf_probe_read_user(&len, sizeof(len),
+					(const void *)(vec + i * sizeof(struct mmsghdr) +
+						       __builtin_offsetof(struct mmsghdr, msg_len)))) {
+			*complete = 0;
+			break;
+		}
+		sum += len;
+	}
+	return sum;
 }
 
 static __always_inline int exit_data(long ret)
@@ -337,7 +420,17 @@ static __always_inline int exit_data(long ret)
 	if (!s)
 		return 0;
 	s->ev.bytes = ret;
-	if (a.mode == MODE_BUF) {
+	if (a.mode == MODE_MMSG) {
+		struct mmsghdr m0;
+		int complete;
+
+		s->ev.bytes = mmsg_bytes(a.buf, ret, &complete);
+		if (!complete)
+			s->ev.flags |= TV_EV_FLAG_TRUNCATED;
+		if (!bpf_probe_read_user(&m0, sizeof(m0), (const void *)a.buf))
+			n = copy_iov(s, (__u64)m0.msg_hdr.msg_iov, m0.msg_hdr.msg_iovlen,
+				     m0.msg_len);
+	} else if (a.mode == MODE_BUF) {
 		n = copy_buf(s, a.buf, ret);
 	} else if (a.mode == MODE_IOV) {
 		n = copy_iov(s, a.buf, a.cnt, ret);
@@ -348,8 +441,12 @@ static __always_inline int exit_data(long ret)
 			n = copy_iov(s, (__u64)msg.msg_iov, msg.msg_iovlen, ret);
 	}
 	s->ev.payload_len = n;
-	if (n < ret)
+	if (n < s->ev.bytes) {
 		s->ev.flags |= TV_EV_FLAG_TRUNCATED;
+		/* sendfile copies nothing by design: not a truncation of what we meant to copy */
+		if (a.mode != MODE_COUNT)
+			count_lost(TV_LOST_TRUNCATED);
+	}
 	submit(s, n);
 	return 0;
 }
@@ -404,6 +501,22 @@ int exit_recvmsg(struct trace_event_raw_sys_exit *ctx)
 {
 	return exit_data(ctx->ret);
 }
+
+SEC("tracepoint/syscalls/sys_enter_recvmmsg")
+int enter_recvmmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	if (ctx->args[3] & MSG_PEEK)
+		return 0;
+	return enter_data(ctx->args[0], ctx->args[1], ctx->args[2], MODE_MMSG, TV_EV_DATA_IN);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvmmsg")
+int exit_recvmmsg(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_data(ctx->ret);
+}
+
+DATA_TP(sendmmsg, 0, 1, 2, MODE_MMSG, TV_EV_DATA_OUT)
 
 /* ---- close ---- */
 

@@ -7,17 +7,24 @@
 #include <linux/types.h>
 #endif
 
-/* Bytes of payload copied per data syscall. Large enough for the request/response header of
- * typical HTTP traffic; bytes beyond it are counted (tv_event.bytes) but not copied. Must be a
- * power of two: the kernel side masks offsets with it to satisfy the verifier. */
-#define TV_CAPTURE_PAYLOAD_BYTES 4096
-/* Size of the kernel -> user ring buffer (a power of two, multiple of the page size). */
+/* Upper bound of payload bytes copied per data syscall (--payload-bytes): the size of
+ * tv_event.payload. Bytes beyond the copied prefix are counted (tv_event.bytes) but not copied.
+ * Must be a power of two: the kernel side masks offsets with it to satisfy the verifier. */
+#define TV_CAPTURE_PAYLOAD_BYTES 32768
+/* Default per-event copy (--payload-bytes): covers the request/response head of typical HTTP. */
+#define TV_CAPTURE_DEFAULT_PAYLOAD_BYTES 4096
+/* Size of the kernel -> user ring buffer (--ring-bytes): a power of two, multiple of the page
+ * size. */
 #define TV_CAPTURE_RING_BYTES (16u << 20)
+#define TV_CAPTURE_MIN_RING_BYTES (4u << 10)
+#define TV_CAPTURE_MAX_RING_BYTES (1u << 30)
 /* Sockets tracked at once (hash map entries) and in-flight syscalls (one per thread). */
 #define TV_CAPTURE_MAX_SOCKETS 65536
 #define TV_CAPTURE_MAX_INFLIGHT 16384
 /* iovec entries walked per readv/writev/recvmsg/sendmsg before giving up on copying. */
 #define TV_CAPTURE_MAX_IOV 8
+/* mmsghdr entries whose msg_len is summed per recvmmsg/sendmmsg (more: event flagged). */
+#define TV_CAPTURE_MAX_MMSG 64
 #define TV_CAPTURE_COMM_BYTES 16
 
 enum tv_event_kind {
@@ -35,7 +42,16 @@ enum tv_event_role {
 
 #define TV_EV_FLAG_TRUNCATED 0x1 /* payload holds fewer bytes than the syscall moved */
 
-/* Addresses in network byte order; IPv4 in the first 4 bytes of addr; ports in host order. */
+/* Indexes of the kernel's per-CPU loss counters (map `lost`), summed by the loader. */
+enum tv_lost_reason {
+	TV_LOST_RING_FULL = 0, /* event dropped: ring buffer full */
+	TV_LOST_TRUNCATED = 1, /* event sent with payload cut at --payload-bytes (bytes exact) */
+	TV_LOST_MAP_FULL = 2,  /* sockets/inflight insert failed: connection or syscall unseen */
+	TV_LOST_NREASONS = 3,
+};
+
+/* Addresses in network byte order; IPv4 in the first 4 bytes of addr; ports in host order.
+ * A v4-mapped IPv6 address (::ffff:a.b.c.d) is reported as AF_INET a.b.c.d. */
 struct tv_event_addr {
 	__u8 addr[16];
 	__u16 port;
@@ -50,7 +66,7 @@ struct tv_event {
 	__u32 pid;       /* tgid */
 	__u32 tid;
 	__s32 fd;
-	__u32 payload_len; /* bytes of payload[] that are valid (<= TV_CAPTURE_PAYLOAD_BYTES) */
+	__u32 payload_len; /* bytes of payload[] that are valid (<= --payload-bytes) */
 	__u8 kind;       /* enum tv_event_kind */
 	__u8 role;       /* enum tv_event_role */
 	__u8 flags;      /* TV_EV_FLAG_* */

@@ -4,11 +4,14 @@
 #include "capture.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/mount.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,6 +22,7 @@
 #include "capture.skel.h"
 #include "conn_table.h"
 #include "pipeline.h"
+#include "sampler.h"
 
 #define POLL_TIMEOUT_MS 100
 #define TRACEFS_DIR "/sys/kernel/tracing"
@@ -32,6 +36,8 @@ struct capture {
 	struct ring_buffer *rb;
 	struct tv_conn_table *conns;
 	int64_t mono_to_real_ns; /* CLOCK_REALTIME - CLOCK_MONOTONIC, measured at start */
+	struct tv_sampler sampler; /* --sample-ratio */
+	int cg_fd;               /* --cgroup directory, or -1 */
 };
 
 static uint64_t clock_ns(clockid_t id)
@@ -80,6 +86,11 @@ static void on_exchange(void *ctx, const struct tv_exchange *x)
 	struct capture *c = ctx;
 	Tracevault__V1__TraceRecord r = TRACEVAULT__V1__TRACE_RECORD__INIT;
 
+	/* sampled by trace id (OTel-consistent) or by connection; a choice, so not a loss */
+	if (!tv_sampler_keep(&c->sampler, x->trace_id, x->conn_id, x->conn_gen)) {
+		c->res->sampled_out++;
+		return;
+	}
 	r.ts_ns = (uint64_t)((int64_t)x->ts_ns + c->mono_to_real_ns);
 	r.end_ns = (uint64_t)((int64_t)x->end_ns + c->mono_to_real_ns);
 	r.latency_ns = x->end_ns - x->ts_ns;
@@ -95,6 +106,7 @@ static void on_exchange(void *ctx, const struct tv_exchange *x)
 	r.resp_body_bytes = x->resp_body_bytes;
 	r.trace_id = (char *)x->trace_id;
 	r.span_id = (char *)x->span_id;
+	r.flags = x->flags;
 	/* copied by the pipeline; a drop (cache full past back-pressure) is counted there */
 	tv_pipeline_add(c->pipe, &r);
 }
@@ -108,21 +120,55 @@ static int on_event(void *ctx, void *data, size_t len)
 	return 0;
 }
 
-/* Sum of the kernel's per-CPU count of events that found the ring full. */
-static uint64_t kernel_lost(struct capture *c)
+/* Sum over CPUs of the kernel's loss counter for one enum tv_lost_reason. */
+static uint64_t kernel_lost(struct capture *c, uint32_t reason)
 {
 	int ncpu = libbpf_num_possible_cpus();
-	uint32_t zero = 0;
 	uint64_t *v, sum = 0;
 	int i;
 
 	if (ncpu <= 0 || !(v = calloc((size_t)ncpu, sizeof(*v))))
 		return 0;
-	if (bpf_map_lookup_elem(bpf_map__fd(c->skel->maps.lost), &zero, v) == 0)
+	if (bpf_map_lookup_elem(bpf_map__fd(c->skel->maps.lost), &reason, v) == 0)
 		for (i = 0; i < ncpu; i++)
 			sum += v[i];
 	free(v);
 	return sum;
+}
+
+/* --cgroup: the kernel tests membership with bpf_current_task_under_cgroup, which needs an fd
+ * of a cgroup v2 directory in cgroup_map. Checked before load for a clear error. */
+int tv_capture_open_cgroup(const char *path, char *err, size_t errlen)
+{
+	struct statfs sfs;
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0) {
+		int rc = -errno;
+
+		snprintf(err, errlen, "opening --cgroup %s: %s", path, strerror(-rc));
+		return rc;
+	}
+	if (fstatfs(fd, &sfs) || sfs.f_type != CGROUP2_SUPER_MAGIC) {
+		snprintf(err, errlen, "--cgroup %s is not a cgroup v2 directory", path);
+		close(fd);
+		return -EINVAL;
+	}
+	return fd;
+}
+
+static int set_cgroup_filter(struct capture *c, int cg_fd, char *err, size_t errlen)
+{
+	uint32_t zero = 0;
+	uint32_t v = (uint32_t)cg_fd;
+
+	if (bpf_map_update_elem(bpf_map__fd(c->skel->maps.cgroup_map), &zero, &v, BPF_ANY)) {
+		int rc = -errno;
+
+		snprintf(err, errlen, "setting the --cgroup filter: %s", strerror(-rc));
+		return rc;
+	}
+	return 0;
 }
 
 static int load_bpf(struct capture *c, char *err, size_t errlen)
@@ -142,6 +188,24 @@ static int load_bpf(struct capture *c, char *err, size_t errlen)
 	c->skel->rodata->target_tgid = (uint32_t)c->o->pid;
 	c->skel->rodata->target_port = (uint32_t)c->o->port;
 	c->skel->rodata->self_tgid = (uint32_t)getpid();
+	if (c->o->comm) {
+		c->skel->rodata->filter_comm = 1;
+		/* the task comm is at most 15 bytes + NUL; main checks the length */
+		strncpy((char *)c->skel->rodata->target_comm, c->o->comm,
+			sizeof(c->skel->rodata->target_comm) - 1);
+	}
+	c->skel->rodata->filter_cgroup = c->cg_fd >= 0;
+	c->skel->rodata->payload_bytes = c->o->payload_bytes ? c->o->payload_bytes
+							     : TV_CAPTURE_DEFAULT_PAYLOAD_BYTES;
+	rc = bpf_map__set_max_entries(c->skel->maps.events,
+				      c->o->ring_bytes ? c->o->ring_bytes : TV_CAPTURE_RING_BYTES);
+	if (!rc)
+		rc = bpf_map__set_max_entries(c->skel->maps.scratch_buf,
+					      (uint32_t)libbpf_num_possible_cpus());
+	if (rc) {
+		snprintf(err, errlen, "sizing the eBPF maps: %s", strerror(-rc));
+		return rc;
+	}
 	rc = capture_bpf__load(c->skel);
 	if (rc == -EPERM || rc == -EACCES) {
 		if (rc == -EPERM)
@@ -155,6 +219,11 @@ static int load_bpf(struct capture *c, char *err, size_t errlen)
 	if (rc) {
 		snprintf(err, errlen, "loading the eBPF program: %s", strerror(-rc));
 		return rc;
+	}
+	if (c->cg_fd >= 0) {
+		rc = set_cgroup_filter(c, c->cg_fd, err, errlen);
+		if (rc)
+			return rc;
 	}
 	rc = capture_bpf__attach(c->skel);
 	if (rc) {
@@ -211,14 +280,23 @@ static int poll_loop(struct capture *c, char *err, size_t errlen)
 int tv_capture_run(const struct tv_capture_opts *o, struct tv_capture_result *res, char *err,
 		   size_t errlen)
 {
-	struct capture c = { .o = o, .res = res };
+	struct capture c = { .o = o, .res = res, .cg_fd = -1 };
 	struct tv_pipeline_stats ps;
 	int rc;
 
 	memset(res, 0, sizeof(*res));
-	if (!o->pipeline.servers || o->pid < 0 || o->port < 0 || o->port > 65535) {
+	if (!o->pipeline.servers || o->pid < 0 || o->port < 0 || o->port > 65535 ||
+	    o->payload_bytes > TV_CAPTURE_PAYLOAD_BYTES ||
+	    (o->ring_bytes && (o->ring_bytes < TV_CAPTURE_MIN_RING_BYTES ||
+			       (o->ring_bytes & (o->ring_bytes - 1)))) ||
+	    (o->comm && (!o->comm[0] || strlen(o->comm) >= TV_CAPTURE_COMM_BYTES))) {
 		snprintf(err, errlen, "invalid capture options");
 		return -EINVAL;
+	}
+	if (o->cgroup) {
+		c.cg_fd = tv_capture_open_cgroup(o->cgroup, err, errlen);
+		if (c.cg_fd < 0)
+			return c.cg_fd;
 	}
 	c.mono_to_real_ns = measure_mono_to_real();
 	c.conns = tv_conn_table_new(on_exchange, &c);
@@ -228,6 +306,11 @@ int tv_capture_run(const struct tv_capture_opts *o, struct tv_capture_result *re
 		goto cleanup;
 	}
 	tv_conn_table_set_keep_query(c.conns, !o->redact);
+	rc = tv_sampler_init(&c.sampler, o->sample_ratio > 0 ? o->sample_ratio : 1.0);
+	if (rc) {
+		snprintf(err, errlen, "invalid sample ratio %g: must be in (0, 1]", o->sample_ratio);
+		goto cleanup;
+	}
 	/* validates the options and fails fast on an unreachable server, before any probe is
 	 * attached */
 	rc = tv_pipeline_new(&c.pipe, &o->pipeline, err, errlen);
@@ -247,7 +330,10 @@ int tv_capture_run(const struct tv_capture_opts *o, struct tv_capture_result *re
 	tv_pipeline_flush(c.pipe);
 	tv_pipeline_stats(c.pipe, &ps);
 	res->records_sent = ps.records_committed;
-	res->lost_kernel = res->events_lost = kernel_lost(&c);
+	res->lost_ring_full = kernel_lost(&c, TV_LOST_RING_FULL);
+	res->lost_map_full = kernel_lost(&c, TV_LOST_MAP_FULL);
+	res->events_truncated = kernel_lost(&c, TV_LOST_TRUNCATED);
+	res->lost_kernel = res->events_lost = res->lost_ring_full + res->lost_map_full;
 	res->lost_parser = tv_conn_table_stats(c.conns)->exchanges_dropped;
 	res->lost_cache = ps.records_dropped_cache;
 	res->lost_failed = ps.records_dropped_failed;
@@ -268,5 +354,7 @@ cleanup:
 	capture_bpf__destroy(c.skel);
 	tv_pipeline_free(c.pipe);
 	tv_conn_table_free(c.conns);
+	if (c.cg_fd >= 0)
+		close(c.cg_fd);
 	return rc;
 }

@@ -13,8 +13,13 @@ struct tv_capture_opts {
 	struct tv_pipeline_opts pipeline; /* servers, cache, block, chunk, window ... */
 	int pid;                     /* 0: every process */
 	int port;                    /* 0: every port; else local or remote port must match */
+	const char *comm;            /* NULL: every task; else exact task comm (<= 15 bytes) */
+	const char *cgroup;          /* NULL: every cgroup; else a cgroup v2 directory (subtree) */
+	uint32_t payload_bytes;      /* 0: TV_CAPTURE_DEFAULT_PAYLOAD_BYTES; max 32 KiB */
+	uint32_t ring_bytes;         /* 0: TV_CAPTURE_RING_BYTES; a power of two >= 4 KiB */
 	double duration_s;           /* 0: until stopped */
 	int redact;                  /* redact credential headers (default 1) */
+	double sample_ratio;         /* (0, 1]: keep this share of exchanges (0 means 1) */
 	volatile sig_atomic_t *stop; /* set by the SIGINT/SIGTERM handler in main */
 	int ready_fd;                /* >= 0: write "ready\n" here once probes are attached */
 };
@@ -22,16 +27,24 @@ struct tv_capture_opts {
 struct tv_capture_result {
 	uint64_t records_sent;   /* committed on the server(s) */
 	uint64_t records_lost;   /* the sum of the lost_* below */
-	uint64_t lost_kernel;    /* events the kernel could not queue (ring buffer full) */
+	uint64_t lost_kernel;    /* lost_ring_full + lost_map_full */
+	uint64_t lost_ring_full; /* kernel events dropped: ring buffer full */
+	uint64_t lost_map_full;  /* sockets/inflight map inserts that failed (map full) */
+	uint64_t events_truncated; /* events whose payload copy was cut (byte counts exact) */
 	uint64_t lost_parser;    /* exchanges the connection table dropped */
 	uint64_t lost_cache;     /* block cache full past the back-pressure time */
 	uint64_t lost_failed;    /* in segments whose write failed */
+	uint64_t sampled_out;    /* not kept by --sample-ratio (by choice: not lost) */
 	uint64_t events;
-	uint64_t events_lost;    /* = lost_kernel */
+	uint64_t events_lost;    /* = lost_kernel (events or whole connections unseen) */
 	uint64_t segments_committed, segments_failed;
 	uint64_t payload_bytes_copied;
 	uint64_t cache_bytes_peak;
 };
+
+/* Opens a cgroup v2 directory for --cgroup: the fd (close it), or a negative errno with a
+ * one-line reason in err (missing path, not a cgroup v2 directory). */
+int tv_capture_open_cgroup(const char *path, char *err, size_t errlen);
 
 /* Runs until *stop or the duration ends, then flushes. Returns 0, -EPERM when eBPF cannot be
  * loaded (missing CAP_BPF/CAP_SYS_ADMIN), or another negative errno, with a reason in err. */

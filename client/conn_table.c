@@ -20,6 +20,7 @@ struct pending {
 	uint64_t ts_ns, end_ns;
 	uint64_t req_body_bytes, resp_body_bytes;
 	unsigned status;
+	uint32_t flags; /* TV_RECORD_FLAG_* */
 	int req_done, resp_done, is_head;
 	char method[TV_HTTP_METHOD_BYTES];
 	char path[TV_HTTP_PATH_BYTES];
@@ -89,6 +90,9 @@ static void emit(struct conn *c, const struct pending *p)
 	x.end_ns = p->end_ns > p->ts_ns ? p->end_ns : p->ts_ns;
 	x.pid = c->pid;
 	x.status = p->status;
+	x.flags = p->flags;
+	x.conn_id = c->conn_id;
+	x.conn_gen = c->gen;
 	x.req_body_bytes = p->req_body_bytes;
 	x.resp_body_bytes = p->resp_body_bytes;
 	memcpy(x.comm, c->comm, sizeof(x.comm));
@@ -170,6 +174,8 @@ static void on_req_done(void *ctx, const struct tv_http_msg *m)
 		return;
 	p->req_done = 1;
 	p->req_body_bytes = m->body_bytes;
+	if (m->incomplete)
+		p->flags |= TV_RECORD_FLAG_PARTIAL;
 	emit_ready(c);
 }
 
@@ -201,6 +207,8 @@ static void on_resp_done(void *ctx, const struct tv_http_msg *m)
 		return;
 	p->resp_done = 1;
 	p->resp_body_bytes = m->body_bytes;
+	if (m->incomplete)
+		p->flags |= TV_RECORD_FLAG_PARTIAL;
 	p->end_ns = m->last_ts_ns;
 	emit_ready(c);
 }
@@ -268,8 +276,12 @@ static void conn_close(struct tv_conn_table *t, struct conn **slot, uint64_t ts_
 	(void)tv_http_parser_close(&c->req, ts_ns);
 	(void)tv_http_parser_close(&c->resp, ts_ns);
 	while ((p = pending_at(c, c->q_head)) != NULL) {
-		if (!p->resp_done)
+		if (!p->resp_done) {
 			p->end_ns = ts_ns;
+			/* a response head without its end was flagged PARTIAL by its parser */
+			if (p->status == 0)
+				p->flags |= TV_RECORD_FLAG_NO_RESPONSE;
+		}
 		emit(c, p);
 		c->q_head++;
 	}

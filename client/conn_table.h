@@ -15,12 +15,18 @@
 /* Connections tracked at once; events of further connections are counted and dropped. */
 #define TV_CONN_MAX 65536
 
+/* TraceRecord.flags bits (proto/tracevault.proto documents them). */
+#define TV_RECORD_FLAG_NO_RESPONSE 1u /* closed before a response: status 0 */
+#define TV_RECORD_FLAG_PARTIAL 2u     /* sync lost or message cut: counts are lower bounds */
+
 /* One request/response pair. Times are the kernel's CLOCK_MONOTONIC ns (bpf_ktime_get_ns). */
 struct tv_exchange {
 	uint64_t ts_ns;  /* first request byte */
 	uint64_t end_ns; /* last response byte (or the close, without a response) */
 	uint32_t pid;
 	unsigned status; /* 0: no response seen */
+	uint32_t flags;  /* TV_RECORD_FLAG_* */
+	uint64_t conn_id, conn_gen; /* the connection's identity (sampling keeps it together) */
 	uint64_t req_body_bytes, resp_body_bytes;
 	char comm[17];
 	char local[TV_ADDR_STR_BYTES], remote[TV_ADDR_STR_BYTES];

@@ -1,6 +1,7 @@
 /* Incremental HTTP/1.x parser (one direction of one connection). Heads are buffered until the
  * blank line, reduced to the few fields a record needs, then wiped; bodies are only counted, so
  * a truncated payload copy costs nothing there. See http_parse.h for the contract. */
+#define _GNU_SOURCE /* memrchr */
 #include "http_parse.h"
 
 #include <stdlib.h>
@@ -261,6 +262,46 @@ static void head_complete(struct tv_http_parser *p, uint64_t ts_ns)
 	}
 }
 
+/* The head cannot be read whole: its copy was cut (the syscall moved more than was copied) or
+ * it outgrew the buffer. Its complete lines usually hold the start line, so the message is
+ * still reported, marked incomplete, instead of vanishing: that keeps a request paired with its
+ * own response (a lost request would shift every later pairing on the connection). The rest of
+ * the message is skipped until the next recognised start; its body count is a lower bound. */
+static void head_cut(struct tv_http_parser *p, uint64_t ts_ns)
+{
+	struct framing fr;
+	const char *last_nl = memrchr(p->head, '\n', p->head_len);
+	const char *eol = memchr(p->head, '\n', p->head_len);
+	size_t full_len = p->head_len; /* all of it is wiped, the cut line included */
+	int rc = -1;
+
+	if (last_nl) {
+		/* the complete lines only: a cut header line is not guessed at */
+		p->head_len = (size_t)(last_nl - p->head) + 1;
+		rc = parse_head(p, &fr);
+		if (rc) { /* a malformed header line: the start line alone still says enough */
+			size_t n = (size_t)(eol - p->head);
+
+			if (n > 0 && p->head[n - 1] == '\r')
+				n--;
+			memset(&p->msg.trace_id, 0, sizeof(p->msg.trace_id));
+			memset(&p->msg.span_id, 0, sizeof(p->msg.span_id));
+			rc = p->kind == TV_HTTP_REQUEST
+				     ? parse_request_line(&p->msg, p->head, n, p->keep_query)
+				     : parse_status_line(&p->msg, p->head, n);
+		}
+	}
+	/* an interim 1xx is not a message of its own; a 101 is not worth guessing past */
+	if (rc == 0 && (p->kind == TV_HTTP_REQUEST || p->msg.status >= 200)) {
+		p->head_reported = 1;
+		if (p->cb && p->cb->on_head)
+			p->cb->on_head(p->ctx, &p->msg);
+	}
+	explicit_bzero(p->head, full_len);
+	p->head_len = 0;
+	lose_sync(p, ts_ns); /* completes the reported message, marked incomplete */
+}
+
 static void start_message(struct tv_http_parser *p, uint64_t ts_ns)
 {
 	memset(&p->msg, 0, sizeof(p->msg));
@@ -334,7 +375,7 @@ void tv_http_parser_feed(struct tv_http_parser *p, const void *data, size_t copi
 				size_t hl;
 
 				if (p->head_len == sizeof(p->head)) {
-					lose_sync(p, ts_ns);
+					head_cut(p, ts_ns);
 					break;
 				}
 				c = d[i++];
@@ -400,6 +441,9 @@ void tv_http_parser_feed(struct tv_http_parser *p, const void *data, size_t copi
 			p->msg.body_bytes += unknown;
 			unknown = 0;
 		} else if (p->state == ST_LOST || p->state == ST_UPGRADED) {
+			unknown = 0;
+		} else if (p->state == ST_HEAD) {
+			head_cut(p, ts_ns);
 			unknown = 0;
 		} else {
 			lose_sync(p, ts_ns);

@@ -12,9 +12,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "block.h"
+#include "bpf/capture.h" /* capture's eBPF limits: comm, payload and ring sizes */
 #include "capture.h"
+#include "sampler.h"
 #include "grpc_writer.h"
 #include "pipeline.h"
 #include "query_client.h"
@@ -47,8 +50,10 @@ static void sig_handler(int sig)
 enum {
 	OPT_BLOCK_AGE_MS = 256, OPT_MAX_MESSAGE_BYTES, OPT_READY_FD, OPT_NO_REDACT, OPT_BLOCK_AGE,
 	OPT_CACHE_BYTES, OPT_BLOCK_BYTES, OPT_CHUNK_BYTES, OPT_WINDOW_BYTES, OPT_NO_ZEROCOPY,
-	OPT_BACKPRESSURE_MS, OPT_TEST_CORRUPT_CHUNK,
+	OPT_BACKPRESSURE_MS, OPT_TEST_CORRUPT_CHUNK, OPT_SAMPLE_RATIO,
 };
+/* capture's kernel-side options (filters and eBPF sizes) */
+enum { OPT_COMM = 512, OPT_CGROUP, OPT_PAYLOAD_BYTES, OPT_RING_BYTES };
 /* Bounds of the size options (the pipeline checks the relations between them too). */
 #define MIN_BLOCK_BYTES (1ull << 10)
 #define MAX_BLOCK_BYTES (128ull << 20)
@@ -59,6 +64,10 @@ static const struct option capture_options[] = {
 	{"server", required_argument, NULL, 's'},
 	{"pid", required_argument, NULL, 'p'},
 	{"port", required_argument, NULL, 'P'},
+	{"comm", required_argument, NULL, OPT_COMM},
+	{"cgroup", required_argument, NULL, OPT_CGROUP},
+	{"payload-bytes", required_argument, NULL, OPT_PAYLOAD_BYTES},
+	{"ring-bytes", required_argument, NULL, OPT_RING_BYTES},
 	{"duration", required_argument, NULL, 'd'},
 	{"block-age", required_argument, NULL, OPT_BLOCK_AGE},
 	{"block-age-ms", required_argument, NULL, OPT_BLOCK_AGE_MS},
@@ -72,6 +81,7 @@ static const struct option capture_options[] = {
 	{"max-message-bytes", required_argument, NULL, OPT_MAX_MESSAGE_BYTES},
 	{"ready-fd", required_argument, NULL, OPT_READY_FD},
 	{"no-redact", no_argument, NULL, OPT_NO_REDACT},
+	{"sample-ratio", required_argument, NULL, OPT_SAMPLE_RATIO},
 	{"help", no_argument, NULL, 'h'},
 	{},
 };
@@ -117,10 +127,12 @@ static const char main_usage[] =
 
 static const char capture_usage[] =
 	"Usage: tracevault capture --server HOST:PORT[,HOST:PORT...] [--pid PID] [--port PORT]\n"
-	"                          [--duration SECONDS] [--block-age DURATION]\n"
+	"                          [--comm NAME] [--cgroup PATH] [--payload-bytes N]\n"
+	"                          [--ring-bytes N] [--duration SECONDS] [--block-age DURATION]\n"
 	"                          [--cache-bytes N] [--block-bytes N] [--chunk-bytes N]\n"
 	"                          [--window-bytes N] [--backpressure-ms MS] [--no-zerocopy]\n"
 	"                          [--max-message-bytes N] [--ready-fd FD] [--no-redact]\n"
+	"                          [--sample-ratio R]\n"
 	"\n"
 	"Trace HTTP/1.x exchanges on local sockets (eBPF, needs CAP_BPF + CAP_PERFMON or root)\n"
 	"and stream them to tracevaultd until Ctrl-C or the end of --duration.\n"
@@ -133,6 +145,11 @@ static const char capture_usage[] =
 	"                             blocks are placed on them by a hash of the block id\n"
 	"  -p, --pid PID              only this process (default: all)\n"
 	"  -P, --port PORT            only connections with this local or remote port\n"
+	"      --comm NAME            only tasks whose command name (comm, <= 15 bytes) is NAME\n"
+	"      --cgroup PATH          only tasks in this cgroup v2 directory or below it\n"
+	"      --payload-bytes N      bytes copied per socket syscall (default 4K, max 32K);\n"
+	"                             byte counts stay exact, cut events are counted\n"
+	"      --ring-bytes N         kernel ring buffer size, a power of two (default 16M)\n"
 	"  -d, --duration SECONDS     stop after this long (default: until Ctrl-C)\n"
 	"      --block-age DURATION   end a segment at least this often: 250ms, 1s, 2m\n"
 	"                             (default 1s; --block-age-ms MS is the same in ms)\n"
@@ -147,6 +164,10 @@ static const char capture_usage[] =
 	"      --ready-fd FD          write \"ready\\n\" to FD once the probes are attached\n"
 	"      --no-redact            keep the ?query part of paths (default: dropped, tokens\n"
 	"                             live there); header values are never stored\n"
+	"      --sample-ratio R       keep this share of exchanges, 0 < R <= 1 (default 1):\n"
+	"                             by W3C trace id as OpenTelemetry's TraceIdRatioBased\n"
+	"                             sampler decides, untraced ones by connection; counted\n"
+	"                             as sampled out, not lost\n"
 	"      --test-corrupt-chunk N test only: corrupt the Nth chunk sent (server sees a\n"
 	"                             CRC mismatch, the segment fails)\n"
 	"  -h, --help                 this text\n"
@@ -386,6 +407,7 @@ static int cmd_capture(int argc, char **argv)
 	struct sigaction sa = {.sa_handler = sig_handler};
 	char err[ERR_LEN] = "";
 	long long v;
+	size_t sz;
 	char *end;
 	int c, ret;
 
@@ -403,6 +425,32 @@ static int cmd_capture(int argc, char **argv)
 			if (!parse_ll(optarg, 1, 65535, &v))
 				return usage_error("invalid --port: '%s'", optarg);
 			o.port = (int)v;
+			break;
+		case OPT_COMM:
+			if (!optarg[0] || strlen(optarg) >= TV_CAPTURE_COMM_BYTES)
+				return usage_error("invalid --comm: '%s' (1 to %d bytes)", optarg,
+						   TV_CAPTURE_COMM_BYTES - 1);
+			o.comm = optarg;
+			break;
+		case OPT_CGROUP:
+			ret = tv_capture_open_cgroup(optarg, err, sizeof(err));
+			if (ret < 0)
+				return usage_error("%s", err);
+			close(ret);
+			o.cgroup = optarg;
+			break;
+		case OPT_PAYLOAD_BYTES:
+			if (!parse_size(optarg, 1, TV_CAPTURE_PAYLOAD_BYTES, &sz))
+				return usage_error("invalid --payload-bytes: '%s' (1 to %u)", optarg,
+						   TV_CAPTURE_PAYLOAD_BYTES);
+			o.payload_bytes = (uint32_t)sz;
+			break;
+		case OPT_RING_BYTES:
+			if (!parse_size(optarg, TV_CAPTURE_MIN_RING_BYTES, TV_CAPTURE_MAX_RING_BYTES,
+					&sz) || (sz & (sz - 1)))
+				return usage_error("invalid --ring-bytes: '%s' (a power of two, 4K to 1G)",
+						   optarg);
+			o.ring_bytes = (uint32_t)sz;
 			break;
 		case 'd':
 			errno = 0;
@@ -446,6 +494,10 @@ static int cmd_capture(int argc, char **argv)
 		case OPT_NO_REDACT:
 			o.redact = 0;
 			break;
+		case OPT_SAMPLE_RATIO:
+			if (tv_sampler_parse_ratio(optarg, &o.sample_ratio))
+				return usage_error("invalid --sample-ratio: '%s' (0 < R <= 1)", optarg);
+			break;
 		case 'h':
 			fputs(capture_usage, stdout);
 			return EXIT_SUCCESS;
@@ -476,12 +528,17 @@ static int cmd_capture(int argc, char **argv)
 		fprintf(stderr, "captured %" PRIu64 " records, sent %" PRIu64 ", lost %" PRIu64
 			" (kernel %" PRIu64 ", parser %" PRIu64 ", cache full %" PRIu64
 			", failed segments %" PRIu64 "); kernel events %" PRIu64
+			", lost: ring full %" PRIu64 ", map full %" PRIu64 ", truncated %" PRIu64
 			"; segments committed %" PRIu64 ", failed %" PRIu64
 			"; payload bytes copied %" PRIu64 "; cache peak %" PRIu64 " bytes\n",
 			res.records_sent + res.records_lost, res.records_sent, res.records_lost,
 			res.lost_kernel, res.lost_parser, res.lost_cache, res.lost_failed, res.events,
+			res.lost_ring_full, res.lost_map_full, res.events_truncated,
 			res.segments_committed, res.segments_failed, res.payload_bytes_copied,
 			res.cache_bytes_peak);
+	if (res.sampled_out || (o.sample_ratio > 0 && o.sample_ratio < 1))
+		fprintf(stderr, "sampled out %" PRIu64 " records (--sample-ratio %g)\n",
+			res.sampled_out, o.sample_ratio);
 	if (ret)
 		return runtime_error("%s", err[0] ? err : strerror(-ret));
 	return EXIT_SUCCESS;

@@ -31,6 +31,7 @@ static const struct field fields[] = {
 	FIELD(path, FIELD_STR),		  FIELD(status, FIELD_U32),
 	FIELD(req_body_bytes, FIELD_U64), FIELD(resp_body_bytes, FIELD_U64),
 	FIELD(trace_id, FIELD_STR),	  FIELD(span_id, FIELD_STR),
+	FIELD(flags, FIELD_U32),
 };
 #define N_FIELDS (sizeof(fields) / sizeof(fields[0]))
 #define MAX_KEY_SHOWN 64 /* bytes of an unknown key quoted back in an error */

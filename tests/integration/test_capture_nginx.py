@@ -104,6 +104,7 @@ def main():
             assert r["remote"].startswith("127.0.0.1:"), r
             assert from_ns <= r["ts_ns"] <= r["end_ns"], r
             assert r["latency_ns"] == r["end_ns"] - r["ts_ns"], r
+            assert r["flags"] == 0, r  # every exchange seen whole: no flag
         posts = sorted(r["req_body_bytes"] for r in recs if r["method"] == "POST")
         assert posts == [10, 11, 12, 13, 14, 5000, 5000], posts
         traced = [r for r in recs if r["trace_id"]]

@@ -65,6 +65,10 @@ def usage_cases(good_file):
          "tracevault: invalid --duration: '-1'"),
         (["capture", "--server", UNREACHABLE, "--duration", "nan"],
          "tracevault: invalid --duration: 'nan'"),
+        (["capture", "--server", UNREACHABLE, "--sample-ratio", "0"],
+         "tracevault: invalid --sample-ratio: '0' (0 < R <= 1)"),
+        (["capture", "--server", UNREACHABLE, "--sample-ratio", "1.5"],
+         "tracevault: invalid --sample-ratio: '1.5' (0 < R <= 1)"),
         (["put", "--server", UNREACHABLE, "--max-message-bytes", "10", good_file],
          "tracevault: invalid --max-message-bytes: '10'"),
     ]

@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tvtest  # noqa: E402
 
 FIELDS = ["ts_ns", "end_ns", "latency_ns", "pid", "comm", "local", "remote", "method", "path",
-          "status", "req_body_bytes", "resp_body_bytes", "trace_id", "span_id"]
+          "status", "req_body_bytes", "resp_body_bytes", "trace_id", "span_id", "flags"]
 BASE_NS = 1767225600 * 10**9          # 2026-01-01T00:00:00Z
 SPAN_NS = 2 * 3600 * 10**9            # records spread over two hours
 N_RECORDS = 100_000
@@ -42,6 +42,7 @@ def make_record(rng, ts_ns):
         "resp_body_bytes": rng.choice([0, rng.randrange(0, 2**63)]),
         "trace_id": "%032x" % rng.getrandbits(128) if trace else "",
         "span_id": "%016x" % rng.getrandbits(64) if trace else "",
+        "flags": rng.choice([0, 0, 0, 1, 2, 3, 2**32 - 1]),
     }
 
 

@@ -214,6 +214,77 @@ class Nginx:
         self.cleanup()
 
 
+class PyHttp:
+    """A second, independent HTTP server: /usr/bin/python3 -m http.server serving a temp dir on
+    bind:port (bind may be an IPv6 address such as "::1", or "::" for dual stack). Its comm is
+    "python3". preexec_fn runs in the child before exec (e.g. to join a cgroup)."""
+
+    def __init__(self, bind="127.0.0.1", files=None, preexec_fn=None):
+        self.bind = bind
+        self.dir = tempfile.mkdtemp(prefix="tv-pyhttp-")
+        self.port = None
+        self.proc = None
+        self.preexec_fn = preexec_fn
+        for name, body in (files or {"index.html": b"hello from python\n"}).items():
+            with open(os.path.join(self.dir, name), "wb") as f:
+                f.write(body)
+
+    def start(self, timeout=10):
+        family = socket.AF_INET6 if ":" in self.bind else socket.AF_INET
+        probe = "::1" if self.bind == "::" else self.bind
+        for _ in range(5):  # the free port can be taken between probe and bind: try again
+            self.port = free_port()
+            self.proc = subprocess.Popen(["/usr/bin/python3", "-m", "http.server", "--bind",
+                                          self.bind, "--directory", self.dir, str(self.port)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                         preexec_fn=self.preexec_fn)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    with socket.socket(family) as s:
+                        s.settimeout(0.2)
+                        s.connect((probe, self.port))
+                    return self
+                except OSError:
+                    time.sleep(0.05)
+            self.stop()
+        raise AssertionError("python http.server did not start on %s" % self.bind)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+
+def cgroup2_mount():
+    """The cgroup v2 mount point (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts),
+    or None."""
+    with open("/proc/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 2 and parts[2] == "cgroup2":
+                return parts[1]
+    return None
+
+
 class Capture:
     """A running `tracevault capture`, started with --ready-fd: start() returns once the probes
     are attached (the process writes "ready" on the pipe), stop() sends SIGINT and waits."""

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -135,6 +136,7 @@ static void test_close_without_response_gives_status_zero(void **state)
 	assert_int_equal(g.n, 1);
 	assert_int_equal(g.x[0].status, 0);
 	assert_int_equal(g.x[0].end_ns, 90);
+	assert_int_equal(g.x[0].flags, TV_RECORD_FLAG_NO_RESPONSE);
 	/* the same at the end of capture */
 	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 6, 1, 100));
 	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 6, 1, 110, "GET /pending HTTP/1.1\r\n\r\n", 0);
@@ -142,6 +144,121 @@ static void test_close_without_response_gives_status_zero(void **state)
 	assert_int_equal(g.n, 2);
 	assert_string_equal(g.x[1].path, "/pending");
 	assert_int_equal(g.x[1].status, 0);
+	assert_int_equal(g.x[1].flags, TV_RECORD_FLAG_NO_RESPONSE);
+	tv_conn_table_free(t);
+}
+
+/* Expect: 100-continue end to end: the interim 100 does not complete the exchange, the final
+ * response does, with the request body sent after the 100 counted. */
+static void test_expect_continue_exchange_completes_on_final_response(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+
+	(void)state;
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20,
+	     "PUT /f HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 7\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 30, "HTTP/1.1 100 Continue\r\n\r\n", 0);
+	assert_int_equal(g.n, 0);
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 40, "payload", 0);
+	assert_int_equal(g.n, 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 50,
+	     "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok", 0);
+	assert_int_equal(g.n, 1);
+	assert_string_equal(g.x[0].method, "PUT");
+	assert_int_equal(g.x[0].status, 201);
+	assert_int_equal(g.x[0].req_body_bytes, 7);
+	assert_int_equal(g.x[0].resp_body_bytes, 2);
+	assert_int_equal(g.x[0].end_ns, 50);
+	assert_int_equal(g.x[0].flags, 0);
+	send_ev(t, ev(TV_EV_CLOSE, TV_ROLE_SERVER, 5, 1, 60));
+	assert_int_equal(g.n, 1);
+	tv_conn_table_free(t);
+}
+
+/* A response cut by the close keeps its status and is flagged PARTIAL (counts are lower
+ * bounds); the clean exchange before it on the same connection is not flagged. */
+static void test_cut_response_flagged_partial(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+
+	(void)state;
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20, "GET /ok HTTP/1.1\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 30,
+	     "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx", 0);
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 40, "GET /cut HTTP/1.1\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 50,
+	     "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", 300);
+	send_ev(t, ev(TV_EV_CLOSE, TV_ROLE_SERVER, 5, 1, 60));
+	assert_int_equal(g.n, 2);
+	assert_int_equal(g.x[0].flags, 0);
+	assert_string_equal(g.x[1].path, "/cut");
+	assert_int_equal(g.x[1].status, 200);
+	assert_int_equal(g.x[1].resp_body_bytes, 300);
+	assert_int_equal(g.x[1].flags, TV_RECORD_FLAG_PARTIAL);
+	assert_int_equal(g.x[1].end_ns, 60);
+	tv_conn_table_free(t);
+}
+
+/* HTTP/1.0 close-delimited response sent by sendfile (1 MiB, nothing copied): counted exactly,
+ * completed by the close, not flagged; the exchange carries its connection's identity. */
+static void test_close_delimited_sendfile_body(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+	int i;
+
+	(void)state;
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 9, 4, 10));
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 9, 4, 20, "GET /file HTTP/1.0\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 9, 4, 30, "HTTP/1.0 200 OK\r\n\r\n", 0);
+	for (i = 0; i < 16; i++)
+		data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 9, 4, 40 + (uint64_t)i, "", 65536);
+	assert_int_equal(g.n, 0);
+	send_ev(t, ev(TV_EV_CLOSE, TV_ROLE_SERVER, 9, 4, 100));
+	assert_int_equal(g.n, 1);
+	assert_int_equal(g.x[0].status, 200);
+	assert_int_equal(g.x[0].resp_body_bytes, 1 << 20);
+	assert_int_equal(g.x[0].flags, 0);
+	assert_int_equal(g.x[0].end_ns, 100);
+	assert_true(g.x[0].conn_id == ((uint64_t)77 << 32 | 9));
+	assert_int_equal(g.x[0].conn_gen, 4);
+	tv_conn_table_free(t);
+}
+
+/* A request whose head was cut by the copy limit stays paired with its own response, so the
+ * next exchange on the connection is not shifted onto the wrong response. */
+static void test_cut_request_head_keeps_pairing(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+	struct tv_event *e;
+	size_t n;
+
+	(void)state;
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	e = ev(TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20);
+	/* the default --payload-bytes (4 KiB) copied of a 7 KiB head */
+	n = (size_t)snprintf((char *)e->payload, 4096, "GET /big HTTP/1.1\r\nCookie: ");
+	memset(e->payload + n, 'c', 4096 - n);
+	e->payload_len = 4096;
+	e->bytes = 4096 + 3000; /* the rest of the cookie, then CRLFCRLF */
+	send_ev(t, e);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 30,
+	     "HTTP/1.1 403 Forbidden\r\nContent-Length: 1\r\n\r\nx", 0);
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 40, "GET /small HTTP/1.1\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 50,
+	     "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 0);
+	assert_int_equal(g.n, 2);
+	assert_string_equal(g.x[0].path, "/big");
+	assert_int_equal(g.x[0].status, 403);
+	assert_int_equal(g.x[0].flags, TV_RECORD_FLAG_PARTIAL);
+	assert_string_equal(g.x[1].path, "/small");
+	assert_int_equal(g.x[1].status, 200);
+	assert_int_equal(g.x[1].flags, 0);
 	tv_conn_table_free(t);
 }
 
@@ -202,6 +319,10 @@ int main(void)
 		cmocka_unit_test(test_reused_fd_does_not_merge_connections),
 		cmocka_unit_test(test_short_records_are_counted_not_parsed),
 		cmocka_unit_test(test_ipv6_address_format),
+		cmocka_unit_test(test_expect_continue_exchange_completes_on_final_response),
+		cmocka_unit_test(test_cut_response_flagged_partial),
+		cmocka_unit_test(test_close_delimited_sendfile_body),
+		cmocka_unit_test(test_cut_request_head_keeps_pairing),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

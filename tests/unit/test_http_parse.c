@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -291,6 +292,222 @@ static void test_invalid_traceparent_ignored(void **state)
 	free(p);
 }
 
+/* Feed str in two reads split at k, timestamps 1 and 2. */
+static void feed_split(struct tv_http_parser *p, const char *str, size_t k)
+{
+	size_t n = strlen(str);
+
+	tv_http_parser_feed(p, str, k, k, 1);
+	tv_http_parser_feed(p, str + k, n - k, n - k, 2);
+}
+
+/* Chunked bodies in both directions, split at every byte (inside the size line, its extension,
+ * the CRLFs after the size and after the data, the last chunk and the trailer), then followed
+ * by a pipelined message that must still parse. */
+static void test_chunked_split_anywhere_both_directions(void **state)
+{
+	static const char req[] = "POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+				  "5\r\nhello\r\n1a;name=val\r\nabcdefghijklmnopqrstuvwxyz\r\n"
+				  "0\r\nX-Checksum: 1\r\n\r\n"
+				  "GET /next HTTP/1.1\r\n\r\n";
+	static const char resp[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+				   "A\r\n0123456789\r\n3\r\nabc\r\n0\r\n\r\n"
+				   "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+	struct seen s;
+	struct tv_http_parser *p;
+	size_t k, i;
+
+	(void)state;
+	for (k = 0; k <= strlen(req); k++) {
+		p = new_parser(TV_HTTP_REQUEST, &s);
+		feed_split(p, req, k);
+		assert_int_equal(s.n, 2);
+		assert_string_equal(s.msgs[0].path, "/up");
+		assert_int_equal(s.msgs[0].body_bytes, 5 + 26);
+		assert_int_equal(s.msgs[0].incomplete, 0);
+		assert_string_equal(s.msgs[1].path, "/next");
+		assert_int_equal(p->errors, 0);
+		free(p);
+	}
+	for (k = 0; k <= strlen(resp); k++) {
+		p = new_parser(TV_HTTP_RESPONSE, &s);
+		feed_split(p, resp, k);
+		assert_int_equal(s.n, 2);
+		assert_int_equal(s.msgs[0].body_bytes, 13);
+		assert_int_equal(s.msgs[1].body_bytes, 2);
+		assert_int_equal(p->errors, 0);
+		free(p);
+	}
+	/* and one byte per read */
+	p = new_parser(TV_HTTP_RESPONSE, &s);
+	for (i = 0; i < strlen(resp); i++)
+		tv_http_parser_feed(p, resp + i, 1, 1, i);
+	assert_int_equal(s.n, 2);
+	assert_int_equal(s.msgs[0].body_bytes, 13);
+	free(p);
+}
+
+/* Several responses in one read (answers to pipelined requests), mixed framings. */
+static void test_pipelined_responses_in_one_read(void **state)
+{
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_RESPONSE, &s);
+
+	(void)state;
+	feed_str(p, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"
+		    "HTTP/1.1 204 No Content\r\n\r\n"
+		    "HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nnope\r\n0\r\n\r\n"
+		    "HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n"
+		    "HTTP/1.1 500 Oops\r\nContent-Length: 6\r\n\r\nerr", 1);
+	assert_int_equal(s.n, 4);
+	assert_int_equal(s.msgs[0].status, 200);
+	assert_int_equal(s.msgs[0].body_bytes, 3);
+	assert_int_equal(s.msgs[1].status, 204);
+	assert_int_equal(s.msgs[2].status, 404);
+	assert_int_equal(s.msgs[2].body_bytes, 4);
+	assert_int_equal(s.msgs[3].status, 304);
+	assert_int_equal(s.msgs[3].body_bytes, 0);
+	feed_str(p, "ors", 2);
+	assert_int_equal(s.n, 5);
+	assert_int_equal(s.msgs[4].status, 500);
+	assert_int_equal(s.msgs[4].body_bytes, 6);
+	assert_int_equal(s.msgs[4].first_ts_ns, 1);
+	assert_int_equal(s.msgs[4].last_ts_ns, 2);
+	free(p);
+}
+
+/* Interim 1xx responses (100 Continue, 102, 103 Early Hints with headers) neither report a
+ * head nor complete anything: the final response does. */
+static void test_interim_1xx_responses_do_not_complete(void **state)
+{
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_RESPONSE, &s);
+
+	(void)state;
+	feed_str(p, "HTTP/1.1 100 Continue\r\n\r\n", 1);
+	assert_int_equal(s.heads, 0);
+	assert_int_equal(s.n, 0);
+	feed_str(p, "HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 103 Early Hints\r\n"
+		    "Link: </style.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-", 2);
+	assert_int_equal(s.heads, 0);
+	assert_int_equal(s.n, 0);
+	feed_str(p, "Length: 4\r\n\r\ndone", 3);
+	assert_int_equal(s.heads, 1);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.msgs[0].status, 200);
+	assert_int_equal(s.msgs[0].body_bytes, 4);
+	assert_int_equal(s.msgs[0].first_ts_ns, 2); /* the final response's first byte */
+	free(p);
+}
+
+/* The request side of Expect: 100-continue: the head arrives alone, the body after the 100. */
+static void test_expect_continue_request_body_follows_later(void **state)
+{
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_REQUEST, &s);
+
+	(void)state;
+	feed_str(p, "PUT /big HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 6\r\n\r\n", 1);
+	assert_int_equal(s.heads, 1);
+	assert_int_equal(s.n, 0);
+	feed_str(p, "abcdef", 5);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.msgs[0].body_bytes, 6);
+	assert_int_equal(s.msgs[0].first_ts_ns, 1);
+	assert_int_equal(s.msgs[0].last_ts_ns, 5);
+	free(p);
+}
+
+/* HTTP/1.0: a request without framing headers has no body; a response without them is
+ * delimited by the close, its uncopied bytes counted too. */
+static void test_http10_request_and_close_delimited_response(void **state)
+{
+	struct seen rq, rs;
+	struct tv_http_parser *req = new_parser(TV_HTTP_REQUEST, &rq);
+	struct tv_http_parser *resp = new_parser(TV_HTTP_RESPONSE, &rs);
+
+	(void)state;
+	feed_str(req, "GET /old HTTP/1.0\r\nUser-Agent: x\r\n\r\n", 1);
+	assert_int_equal(rq.n, 1);
+	assert_int_equal(rq.msgs[0].body_bytes, 0);
+	feed_str(resp, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nsome", 2);
+	tv_http_parser_feed(resp, NULL, 0, 1 << 20, 3); /* sendfile of the rest */
+	assert_int_equal(rs.n, 0);
+	assert_int_equal(tv_http_parser_close(resp, 4), 0);
+	assert_int_equal(rs.n, 1);
+	assert_int_equal(rs.msgs[0].body_bytes, 4 + (1 << 20));
+	assert_int_equal(rs.msgs[0].incomplete, 0);
+	free(req);
+	free(resp);
+}
+
+/* A truncated copy where the parser needs the bytes (a head) loses sync; the message whose
+ * head was reported ends marked incomplete, and parsing resumes at the next message start. */
+static void test_truncated_head_loses_sync_and_marks_incomplete(void **state)
+{
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_RESPONSE, &s);
+	const char *r = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nab";
+
+	(void)state;
+	/* the copy ends inside chunk data, the syscall carried 100 more bytes (the rest of the
+	 * chunk, then framing the parser never sees) */
+	tv_http_parser_feed(p, r, strlen(r), strlen(r) + 100, 1);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.msgs[0].incomplete, 1);
+	assert_true(s.msgs[0].body_bytes >= 4);
+	assert_true(p->errors >= 1);
+	feed_str(p, "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", 2);
+	assert_int_equal(s.n, 2);
+	assert_int_equal(s.msgs[1].status, 201);
+	assert_int_equal(s.msgs[1].incomplete, 0);
+	free(p);
+}
+
+/* A request head cut by the payload copy limit (a big Cookie) or longer than the head buffer
+ * is still reported from its complete lines, marked incomplete, and the next message parses. */
+static void test_cut_or_oversized_head_still_reports_start_line(void **state)
+{
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_REQUEST, &s);
+	char big[TV_HTTP_MAX_HEAD_BYTES + 2000];
+	size_t n;
+
+	(void)state;
+	n = (size_t)snprintf(big, sizeof(big), "GET /cookie-heavy?q=1 HTTP/1.1\r\ntraceparent: "
+			     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\nCookie: ");
+	memset(big + n, 'c', sizeof(big) - n);
+	/* 4 KiB copied of a 6 KiB head + its blank line */
+	tv_http_parser_feed(p, big, 4096, 6000, 1);
+	assert_int_equal(s.heads, 1);
+	assert_int_equal(s.n, 1);
+	assert_string_equal(s.msgs[0].method, "GET");
+	assert_string_equal(s.msgs[0].path, "/cookie-heavy");
+	assert_string_equal(s.msgs[0].trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+	assert_int_equal(s.msgs[0].incomplete, 1);
+	assert_null(memmem(p->head, sizeof(p->head), "cccc", 4)); /* wiped */
+	feed_str(p, "GET /next HTTP/1.1\r\n\r\n", 2);
+	assert_int_equal(s.n, 2);
+	assert_string_equal(s.msgs[1].path, "/next");
+	assert_int_equal(s.msgs[1].incomplete, 0);
+	/* all of it copied, but longer than the head buffer */
+	tv_http_parser_feed(p, big, sizeof(big), sizeof(big), 3);
+	assert_int_equal(s.n, 3);
+	assert_string_equal(s.msgs[2].path, "/cookie-heavy");
+	assert_int_equal(s.msgs[2].incomplete, 1);
+	/* a cut response head still gives its status */
+	free(p);
+	p = new_parser(TV_HTTP_RESPONSE, &s);
+	tv_http_parser_feed(p, "HTTP/1.1 302 Found\r\nLocation: /x", 32, 5000, 4);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.msgs[0].status, 302);
+	assert_int_equal(s.msgs[0].incomplete, 1);
+	/* a cut interim response is not a message */
+	tv_http_parser_feed(p, "HTTP/1.1 100 Continue\r\nX: y", 27, 500, 5);
+	assert_int_equal(s.n, 1);
+	free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -304,6 +521,13 @@ int main(void)
 		cmocka_unit_test(test_close_mid_body_reports_incomplete),
 		cmocka_unit_test(test_malformed_input_resyncs),
 		cmocka_unit_test(test_invalid_traceparent_ignored),
+		cmocka_unit_test(test_chunked_split_anywhere_both_directions),
+		cmocka_unit_test(test_pipelined_responses_in_one_read),
+		cmocka_unit_test(test_interim_1xx_responses_do_not_complete),
+		cmocka_unit_test(test_expect_continue_request_body_follows_later),
+		cmocka_unit_test(test_http10_request_and_close_delimited_response),
+		cmocka_unit_test(test_truncated_head_loses_sync_and_marks_incomplete),
+		cmocka_unit_test(test_cut_or_oversized_head_still_reports_start_line),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -46,6 +46,7 @@ static void fill(Tracevault__V1__TraceRecord *r)
 	r->resp_body_bytes = 9223372036854775807ull;
 	r->trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
 	r->span_id = "00f067aa0ba902b7";
+	r->flags = 3;
 }
 
 static void test_exact_jsonl_output(void **state)
@@ -63,7 +64,7 @@ static void test_exact_jsonl_output(void **state)
 		   "\"path\":\"/a?b=c&d=\\\"e\\\"\\\\f\",\"status\":200,\"req_body_bytes\":0,"
 		   "\"resp_body_bytes\":9223372036854775807,"
 		   "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\","
-		   "\"span_id\":\"00f067aa0ba902b7\"}\n");
+		   "\"span_id\":\"00f067aa0ba902b7\",\"flags\":3}\n");
 	free(s);
 }
 
@@ -92,6 +93,7 @@ static void test_round_trip_all_fields(void **state)
 	assert_int_equal(rj.rec.resp_body_bytes, r.resp_body_bytes);
 	assert_string_equal(rj.rec.trace_id, r.trace_id);
 	assert_string_equal(rj.rec.span_id, r.span_id);
+	assert_int_equal(rj.rec.flags, 3);
 	s2 = to_jsonl(&rj.rec);
 	assert_string_equal(s, s2);
 	tv_record_json_release(&rj);
@@ -132,6 +134,7 @@ static void test_defaults_and_minimal(void **state)
 	assert_int_equal(rj.rec.status, 0);
 	assert_string_equal(rj.rec.path, "");
 	assert_string_equal(rj.rec.trace_id, "");
+	assert_int_equal(rj.rec.flags, 0);
 	tv_record_json_release(&rj);
 	/* the parser needs no NUL: only len bytes are read */
 	assert_int_equal(tv_record_json_parse(&rj, "{\"ts_ns\":7}garbage", 11, err, sizeof(err)),
@@ -169,6 +172,9 @@ static void test_rejections(void **state)
 	assert_rejects("{\"ts_ns\": 1, \"latency_ns\": -5}", "field 'latency_ns' must not be negative");
 	assert_rejects("{\"ts_ns\": 1, \"pid\": 4294967296}", "field 'pid' out of range");
 	assert_rejects("{\"ts_ns\": 1, \"status\": 4294967296}", "field 'status' out of range");
+	assert_rejects("{\"ts_ns\": 1, \"flags\": 4294967296}", "field 'flags' out of range");
+	assert_rejects("{\"ts_ns\": 1, \"flags\": -1}", "field 'flags' must not be negative");
+	assert_rejects("{\"ts_ns\": 1, \"flags\": \"1\"}", "field 'flags' must be an integer");
 	assert_rejects("{\"ts_ns\": 1, \"path\": 5}", "field 'path' must be a string");
 	assert_rejects("{\"ts_ns\": 1, \"comm\": [\"a\"]}", "field 'comm' must be a string");
 	assert_rejects("{\"ts_ns\": 1, \"path\": \"a\\u0000b\"}", "invalid JSON");
