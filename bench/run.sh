@@ -79,3 +79,9 @@ awk -v zc="$sum_zc" -v nc="$sum_nc" -v czc="$cpu_zc" -v cnc="$cpu_nc" 'BEGIN {
 	printf "zero-copy vs --no-zerocopy: %.2fx throughput (mean); CPU per GB, client + server, summed over rounds: %.2f vs %.2f s (%+.0f%%)\n",
 		zc / nc, czc, cnc, 100 * (czc / cnc - 1)
 }'
+
+# capture: nginx with eBPF capture off vs on, the lossless request rate, parser replay
+# (bench/bench_capture.py reuses the integration tests' helpers to run nginx, tracevaultd, wrk)
+echo
+echo "tracevault capture bench (needs root or CAP_BPF+CAP_PERFMON for (i) and (ii))"
+TV_BIN_DIR="$BIN" /usr/bin/python3 "$(dirname "${BASH_SOURCE[0]}")/bench_capture.py"

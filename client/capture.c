@@ -81,6 +81,33 @@ static int ensure_tracefs(char *err, size_t errlen)
 	return -ENOENT;
 }
 
+/* Header messages over a "name\0value\0" buffer: *out (malloc'd: the Header structs and the
+ * pointer array in one block, caller frees) points into hdrs, which must outlive it. Returns
+ * the count; 0 (and *out NULL) for none or out of memory (the record goes without them). */
+static size_t headers_view(const char *hdrs, size_t len, Tracevault__V1__Header ***out)
+{
+	size_t n = hdrs ? tv_http_header_count(hdrs, len) : 0, pos = 0;
+	Tracevault__V1__Header **v, *h;
+
+	*out = NULL;
+	if (n == 0)
+		return 0;
+	v = malloc(n * (sizeof(*v) + sizeof(*h)));
+	if (!v)
+		return 0;
+	h = (Tracevault__V1__Header *)(v + n);
+	for (size_t i = 0; i < n; i++) {
+		tracevault__v1__header__init(&h[i]);
+		h[i].name = (char *)hdrs + pos;
+		pos += strlen(hdrs + pos) + 1;
+		h[i].value = (char *)hdrs + pos;
+		pos += strlen(hdrs + pos) + 1;
+		v[i] = &h[i];
+	}
+	*out = v;
+	return n;
+}
+
 static void on_exchange(void *ctx, const struct tv_exchange *x)
 {
 	struct capture *c = ctx;
@@ -107,8 +134,12 @@ static void on_exchange(void *ctx, const struct tv_exchange *x)
 	r.trace_id = (char *)x->trace_id;
 	r.span_id = (char *)x->span_id;
 	r.flags = x->flags;
+	r.n_req_headers = headers_view(x->req_hdrs, x->req_hdrs_len, &r.req_headers);
+	r.n_resp_headers = headers_view(x->resp_hdrs, x->resp_hdrs_len, &r.resp_headers);
 	/* copied by the pipeline; a drop (cache full past back-pressure) is counted there */
 	tv_pipeline_add(c->pipe, &r);
+	free(r.req_headers);
+	free(r.resp_headers);
 }
 
 static int on_event(void *ctx, void *data, size_t len)
@@ -240,6 +271,18 @@ static int load_bpf(struct capture *c, char *err, size_t errlen)
 	return 0;
 }
 
+/* Hand the kernel and parser loss totals to the pipeline, which stamps their increase into the
+ * next block header (BLOCK.md v2), so the archive itself records the gaps. */
+static void note_loss(struct capture *c)
+{
+	struct tv_block_loss total = {0};
+
+	total.ring_full = kernel_lost(c, TV_LOST_RING_FULL);
+	total.map_full = kernel_lost(c, TV_LOST_MAP_FULL);
+	total.parser = tv_conn_table_stats(c->conns)->exchanges_dropped;
+	tv_pipeline_note_loss(c->pipe, &total);
+}
+
 static void signal_ready(int fd)
 {
 	static const char msg[] = "ready\n";
@@ -270,6 +313,7 @@ static int poll_loop(struct capture *c, char *err, size_t errlen)
 			snprintf(err, errlen, "polling the ring buffer: %s", strerror(-rc));
 			return rc;
 		}
+		note_loss(c);
 		now_ms = clock_ns(CLOCK_MONOTONIC) / 1000000;
 		if (end_ms && now_ms >= end_ms)
 			break;
@@ -306,6 +350,7 @@ int tv_capture_run(const struct tv_capture_opts *o, struct tv_capture_result *re
 		goto cleanup;
 	}
 	tv_conn_table_set_keep_query(c.conns, !o->redact);
+	tv_conn_table_set_headers(c.conns, o->headers, !o->redact);
 	rc = tv_sampler_init(&c.sampler, o->sample_ratio > 0 ? o->sample_ratio : 1.0);
 	if (rc) {
 		snprintf(err, errlen, "invalid sample ratio %g: must be in (0, 1]", o->sample_ratio);
@@ -327,6 +372,7 @@ int tv_capture_run(const struct tv_capture_opts *o, struct tv_capture_result *re
 	if (ring_buffer__consume(c.rb) < 0 && !rc)
 		fprintf(stderr, "tracevault: draining the ring buffer failed\n");
 	tv_conn_table_flush(c.conns, clock_ns(CLOCK_MONOTONIC));
+	note_loss(&c); /* the last counts go into the final flush's block */
 	tv_pipeline_flush(c.pipe);
 	tv_pipeline_stats(c.pipe, &ps);
 	res->records_sent = ps.records_committed;

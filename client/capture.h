@@ -18,7 +18,8 @@ struct tv_capture_opts {
 	uint32_t payload_bytes;      /* 0: TV_CAPTURE_DEFAULT_PAYLOAD_BYTES; max 32 KiB */
 	uint32_t ring_bytes;         /* 0: TV_CAPTURE_RING_BYTES; a power of two >= 4 KiB */
 	double duration_s;           /* 0: until stopped */
-	int redact;                  /* redact credential headers (default 1) */
+	int redact;                  /* redact credential headers and the ?query (default 1) */
+	int headers;                 /* store request/response headers in records (--headers) */
 	double sample_ratio;         /* (0, 1]: keep this share of exchanges (0 means 1) */
 	volatile sig_atomic_t *stop; /* set by the SIGINT/SIGTERM handler in main */
 	int ready_fd;                /* >= 0: write "ready\n" here once probes are attached */

@@ -26,6 +26,10 @@ struct pending {
 	char path[TV_HTTP_PATH_BYTES];
 	char trace_id[TV_HTTP_TRACE_ID_BYTES];
 	char span_id[TV_HTTP_SPAN_ID_BYTES];
+	/* --headers: taken from the parsers' heads (see tv_http_msg.hdrs), owned here until the
+	 * exchange is emitted or dropped */
+	char *req_hdrs, *resp_hdrs;
+	size_t req_hdrs_len, resp_hdrs_len;
 };
 
 #define NO_SEQ UINT64_MAX
@@ -53,6 +57,7 @@ struct tv_conn_table {
 	void *ctx;
 	size_t n_conns;
 	int keep_query;
+	int keep_headers, keep_credentials;
 	struct tv_conn_stats stats;
 	struct conn *buckets[BUCKETS];
 };
@@ -81,7 +86,33 @@ static struct pending *pending_at(struct conn *c, uint64_t seq)
 	return &c->q[seq % c->q_cap];
 }
 
-static void emit(struct conn *c, const struct pending *p)
+static void pending_release(struct pending *p)
+{
+	free(p->req_hdrs);
+	free(p->resp_hdrs);
+	p->req_hdrs = p->resp_hdrs = NULL;
+	p->req_hdrs_len = p->resp_hdrs_len = 0;
+}
+
+/* Take the parser's header buffer (shrunk to its size) into *dst. */
+static void take_headers(struct tv_http_msg *m, char **dst, size_t *dst_len)
+{
+	char *h;
+
+	if (!m->hdrs)
+		return;
+	h = realloc(m->hdrs, m->hdrs_len ? m->hdrs_len : 1);
+	if (!h)
+		return; /* the parser still owns m->hdrs and frees it */
+	free(*dst);
+	*dst = h;
+	*dst_len = m->hdrs_len;
+	m->hdrs = NULL;
+	m->hdrs_len = 0;
+}
+
+/* Hand p to the callback, then release what it owns. */
+static void emit(struct conn *c, struct pending *p)
 {
 	struct tv_exchange x;
 
@@ -102,8 +133,13 @@ static void emit(struct conn *c, const struct pending *p)
 	memcpy(x.path, p->path, sizeof(x.path));
 	memcpy(x.trace_id, p->trace_id, sizeof(x.trace_id));
 	memcpy(x.span_id, p->span_id, sizeof(x.span_id));
+	x.req_hdrs = p->req_hdrs;
+	x.req_hdrs_len = p->req_hdrs_len;
+	x.resp_hdrs = p->resp_hdrs;
+	x.resp_hdrs_len = p->resp_hdrs_len;
 	c->t->stats.exchanges++;
 	c->t->fn(c->t->ctx, &x);
+	pending_release(p);
 }
 
 /* Emit finished exchanges from the front, in request order. */
@@ -139,6 +175,7 @@ static int pending_reserve(struct conn *c)
 		return 0;
 	}
 	c->t->stats.exchanges_dropped++;
+	pending_release(&c->q[c->q_head % c->q_cap]);
 	c->q_head++;
 	return 0;
 }
@@ -161,6 +198,7 @@ static void on_req_head(void *ctx, struct tv_http_msg *m)
 	memcpy(p->trace_id, m->trace_id, sizeof(p->trace_id));
 	memcpy(p->span_id, m->span_id, sizeof(p->span_id));
 	p->is_head = strcmp(m->method, "HEAD") == 0;
+	take_headers(m, &p->req_hdrs, &p->req_hdrs_len);
 	c->req_seq = c->q_tail++;
 }
 
@@ -193,6 +231,7 @@ static void on_resp_head(void *ctx, struct tv_http_msg *m)
 	}
 	c->resp_seq = c->next_resp_seq++;
 	p->status = m->status;
+	take_headers(m, &p->resp_hdrs, &p->resp_hdrs_len);
 	if (p->is_head)
 		m->no_body = 1;
 }
@@ -232,8 +271,20 @@ void tv_conn_table_set_keep_query(struct tv_conn_table *t, int keep_query)
 	t->keep_query = keep_query;
 }
 
+void tv_conn_table_set_headers(struct tv_conn_table *t, int keep_headers, int keep_credentials)
+{
+	t->keep_headers = keep_headers;
+	t->keep_credentials = keep_credentials;
+}
+
 static void conn_free(struct conn *c)
 {
+	struct pending *p;
+
+	while ((p = pending_at(c, c->q_head)) != NULL) {
+		pending_release(p);
+		c->q_head++;
+	}
 	free(c->q);
 	free(c);
 }
@@ -320,6 +371,8 @@ static struct conn *conn_open(struct tv_conn_table *t, struct conn **slot,
 	tv_http_parser_init(&c->req, TV_HTTP_REQUEST, &req_cbs, c);
 	tv_http_parser_init(&c->resp, TV_HTTP_RESPONSE, &resp_cbs, c);
 	c->req.keep_query = t->keep_query;
+	c->req.keep_headers = c->resp.keep_headers = t->keep_headers;
+	c->req.keep_credentials = c->resp.keep_credentials = t->keep_credentials;
 	c->next = NULL;
 	*slot = c;
 	t->n_conns++;

@@ -34,6 +34,9 @@ struct tv_exchange {
 	char path[TV_HTTP_PATH_BYTES];
 	char trace_id[TV_HTTP_TRACE_ID_BYTES];
 	char span_id[TV_HTTP_SPAN_ID_BYTES];
+	/* --headers: "name\0value\0" pairs (tv_http_msg.hdrs), NULL/0 when none were kept */
+	const char *req_hdrs, *resp_hdrs;
+	size_t req_hdrs_len, resp_hdrs_len;
 };
 
 /* Called for each finished exchange; x is valid only during the call. */
@@ -56,6 +59,10 @@ void tv_conn_table_free(struct tv_conn_table *t);
 
 /* 1: request paths keep their query string (tracevault capture --no-redact). Default 0. */
 void tv_conn_table_set_keep_query(struct tv_conn_table *t, int keep_query);
+
+/* 1: keep request/response header lines in the exchanges (capture --headers); credential
+ * header values are redacted unless keep_credentials (capture --no-redact). Default 0, 0. */
+void tv_conn_table_set_headers(struct tv_conn_table *t, int keep_headers, int keep_credentials);
 
 /* One ring buffer record (struct tv_event, len bytes of it). Malformed records are counted. */
 void tv_conn_table_event(struct tv_conn_table *t, const void *data, size_t len);

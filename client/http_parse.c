@@ -31,6 +31,75 @@ void tv_http_parser_init(struct tv_http_parser *p, enum tv_http_kind kind,
 	p->state = ST_IDLE;
 }
 
+/* ---- --headers: header lines kept in msg.hdrs ---- */
+
+static const char *const CREDENTIAL_HEADERS[] = { "authorization", "proxy-authorization",
+						   "cookie", "set-cookie" };
+
+int tv_http_is_credential_header(const char *name, size_t len)
+{
+	for (size_t i = 0; i < sizeof(CREDENTIAL_HEADERS) / sizeof(CREDENTIAL_HEADERS[0]); i++)
+		if (strlen(CREDENTIAL_HEADERS[i]) == len &&
+		    strncasecmp(name, CREDENTIAL_HEADERS[i], len) == 0)
+			return 1;
+	return 0;
+}
+
+size_t tv_http_header_count(const char *hdrs, size_t len)
+{
+	size_t nul = 0;
+
+	for (size_t i = 0; i < len; i++)
+		nul += hdrs[i] == '\0';
+	return nul / 2;
+}
+
+/* Append n bytes of s and a NUL; bytes outside printable ASCII become '?' so the stored
+ * strings are valid UTF-8 whatever the peer sent. The head is at most TV_HTTP_MAX_HEAD_BYTES,
+ * which bounds the buffer. */
+static void hdr_put(char *dst, size_t *len, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		dst[(*len)++] = (c >= 0x20 && c < 0x7f) || c == '\t' ? (char)c : '?';
+	}
+	dst[(*len)++] = '\0';
+}
+
+static void keep_header(struct tv_http_parser *p, const char *name, size_t name_len,
+			const char *v, size_t vlen)
+{
+	struct tv_http_msg *m = &p->msg;
+	int redact = !p->keep_credentials && tv_http_is_credential_header(name, name_len);
+
+	if (redact) {
+		v = TV_HTTP_REDACTED;
+		vlen = strlen(TV_HTTP_REDACTED);
+	}
+	if (!m->hdrs) {
+		/* every pair fits: name + value + 2 NULs <= its line + ":" + CRLF, and the
+		 * redacted value adds at most its own length per line */
+		m->hdrs = malloc(TV_HTTP_MAX_HEAD_BYTES * 2);
+		if (!m->hdrs)
+			return; /* headers are an extra: the record goes on without them */
+		m->hdrs_len = 0;
+	}
+	if (m->hdrs_len + name_len + vlen + 2 > TV_HTTP_MAX_HEAD_BYTES * 2)
+		return;
+	hdr_put(m->hdrs, &m->hdrs_len, name, name_len);
+	hdr_put(m->hdrs, &m->hdrs_len, v, vlen);
+}
+
+static void drop_headers(struct tv_http_msg *m)
+{
+	if (m->hdrs)
+		explicit_bzero(m->hdrs, m->hdrs_len); /* values may be credentials (--no-redact) */
+	free(m->hdrs);
+	m->hdrs = NULL;
+	m->hdrs_len = 0;
+}
+
 static void msg_done(struct tv_http_parser *p, uint64_t ts_ns)
 {
 	p->msg.last_ts_ns = ts_ns;
@@ -213,6 +282,8 @@ static int parse_head(struct tv_http_parser *p, struct framing *fr)
 			} else if (name_len == 11 && strncasecmp(h, "traceparent", 11) == 0) {
 				parse_traceparent(&p->msg, v, vlen);
 			}
+			if (p->keep_headers)
+				keep_header(p, h, name_len, v, vlen);
 		}
 		h = eol + 1;
 	}
@@ -228,17 +299,20 @@ static void head_complete(struct tv_http_parser *p, uint64_t ts_ns)
 	explicit_bzero(p->head, p->head_len); /* header values (cookies, tokens) are not kept */
 	p->head_len = 0;
 	if (rc) {
+		drop_headers(&p->msg);
 		lose_sync(p, ts_ns);
 		return;
 	}
 	if (p->kind == TV_HTTP_RESPONSE && p->msg.status >= 100 && p->msg.status < 200 &&
 	    p->msg.status != 101) {
+		drop_headers(&p->msg);
 		p->state = ST_IDLE; /* interim (100 Continue): the final response follows */
 		return;
 	}
 	p->head_reported = 1;
 	if (p->cb && p->cb->on_head)
 		p->cb->on_head(p->ctx, &p->msg);
+	drop_headers(&p->msg);
 	if (p->kind == TV_HTTP_RESPONSE && p->msg.status == 101) {
 		msg_done(p, ts_ns);
 		p->state = ST_UPGRADED;
@@ -297,6 +371,7 @@ static void head_cut(struct tv_http_parser *p, uint64_t ts_ns)
 		if (p->cb && p->cb->on_head)
 			p->cb->on_head(p->ctx, &p->msg);
 	}
+	drop_headers(&p->msg); /* the complete lines of a cut head, or nothing */
 	explicit_bzero(p->head, full_len);
 	p->head_len = 0;
 	lose_sync(p, ts_ns); /* completes the reported message, marked incomplete */
@@ -304,6 +379,7 @@ static void head_cut(struct tv_http_parser *p, uint64_t ts_ns)
 
 static void start_message(struct tv_http_parser *p, uint64_t ts_ns)
 {
+	drop_headers(&p->msg); /* none is left here; kept as the rule that frees them */
 	memset(&p->msg, 0, sizeof(p->msg));
 	p->msg.first_ts_ns = ts_ns;
 	p->head_len = 0;

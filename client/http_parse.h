@@ -19,8 +19,12 @@ enum tv_http_kind {
 	TV_HTTP_RESPONSE = 2,
 };
 
+/* Value stored instead of a credential header's (Authorization, Proxy-Authorization, Cookie,
+ * Set-Cookie) unless the parser keeps credentials. */
+#define TV_HTTP_REDACTED "[redacted]"
+
 /* What a message is reduced to. Header values other than the framing ones and traceparent are
- * never stored (credential headers included): the head buffer is wiped after parsing. */
+ * not stored unless keep_headers is set: the head buffer is wiped after parsing. */
 struct tv_http_msg {
 	char method[TV_HTTP_METHOD_BYTES]; /* requests */
 	char path[TV_HTTP_PATH_BYTES];     /* requests: the target (without its query unless
@@ -32,6 +36,12 @@ struct tv_http_msg {
 	uint64_t first_ts_ns;   /* time of the syscall that carried the first byte */
 	uint64_t last_ts_ns;    /* time of the syscall that carried the last byte */
 	int no_body;            /* on_head may set it: a response to HEAD has no body */
+	/* keep_headers: the head's header lines as "name\0value\0" pairs back to back (hdrs_len
+	 * bytes, malloc'd; credential values redacted unless keep_credentials; bytes outside
+	 * printable ASCII shown as '?'). Valid during on_head only: on_head may take the buffer
+	 * (set hdrs to NULL, then it frees it), else the parser frees it after on_head. */
+	char *hdrs;
+	size_t hdrs_len;
 	int incomplete;         /* on_done after sync was lost or the connection closed early */
 };
 
@@ -53,6 +63,8 @@ struct tv_http_parser {
 	uint64_t errors;      /* times sync was lost (malformed or unparseable input) */
 	int head_reported;    /* on_head ran for msg and on_done has not yet */
 	int keep_query;       /* 1: path keeps "?query" (it may carry tokens; default 0) */
+	int keep_headers;     /* 1: report header lines in msg.hdrs (default 0) */
+	int keep_credentials; /* 1: credential header values are not redacted (default 0) */
 	struct tv_http_msg msg;
 	char line[32];        /* chunk-size line */
 	char head[TV_HTTP_MAX_HEAD_BYTES];
@@ -60,6 +72,12 @@ struct tv_http_parser {
 
 void tv_http_parser_init(struct tv_http_parser *p, enum tv_http_kind kind,
 			 const struct tv_http_callbacks *cb, void *ctx);
+
+/* 1 when a header of this name (case-insensitive) carries credentials and is redacted. */
+int tv_http_is_credential_header(const char *name, size_t len);
+
+/* Number of "name\0value\0" pairs in a msg.hdrs buffer. */
+size_t tv_http_header_count(const char *hdrs, size_t len);
 
 /* Feed one syscall's worth of bytes: data[0, copied) are the bytes seen, total (>= copied) is
  * how many the syscall moved. Bytes past the copy are counted where the parser is inside a body

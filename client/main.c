@@ -50,10 +50,12 @@ static void sig_handler(int sig)
 enum {
 	OPT_BLOCK_AGE_MS = 256, OPT_MAX_MESSAGE_BYTES, OPT_READY_FD, OPT_NO_REDACT, OPT_BLOCK_AGE,
 	OPT_CACHE_BYTES, OPT_BLOCK_BYTES, OPT_CHUNK_BYTES, OPT_WINDOW_BYTES, OPT_NO_ZEROCOPY,
-	OPT_BACKPRESSURE_MS, OPT_TEST_CORRUPT_CHUNK, OPT_SAMPLE_RATIO,
+	OPT_BACKPRESSURE_MS, OPT_TEST_CORRUPT_CHUNK, OPT_SAMPLE_RATIO, OPT_HEADERS,
 };
 /* capture's kernel-side options (filters and eBPF sizes) */
 enum { OPT_COMM = 512, OPT_CGROUP, OPT_PAYLOAD_BYTES, OPT_RING_BYTES };
+/* query-only options */
+enum { OPT_STATS = 768 };
 /* Bounds of the size options (the pipeline checks the relations between them too). */
 #define MIN_BLOCK_BYTES (1ull << 10)
 #define MAX_BLOCK_BYTES (128ull << 20)
@@ -81,6 +83,7 @@ static const struct option capture_options[] = {
 	{"max-message-bytes", required_argument, NULL, OPT_MAX_MESSAGE_BYTES},
 	{"ready-fd", required_argument, NULL, OPT_READY_FD},
 	{"no-redact", no_argument, NULL, OPT_NO_REDACT},
+	{"headers", no_argument, NULL, OPT_HEADERS},
 	{"sample-ratio", required_argument, NULL, OPT_SAMPLE_RATIO},
 	{"help", no_argument, NULL, 'h'},
 	{},
@@ -103,6 +106,7 @@ static const struct option query_options[] = {
 	{"to", required_argument, NULL, 't'},
 	{"format", required_argument, NULL, 'F'},
 	{"limit", required_argument, NULL, 'n'},
+	{"stats", no_argument, NULL, OPT_STATS},
 	{"max-message-bytes", required_argument, NULL, OPT_MAX_MESSAGE_BYTES},
 	{"help", no_argument, NULL, 'h'},
 	{},
@@ -132,7 +136,7 @@ static const char capture_usage[] =
 	"                          [--cache-bytes N] [--block-bytes N] [--chunk-bytes N]\n"
 	"                          [--window-bytes N] [--backpressure-ms MS] [--no-zerocopy]\n"
 	"                          [--max-message-bytes N] [--ready-fd FD] [--no-redact]\n"
-	"                          [--sample-ratio R]\n"
+	"                          [--sample-ratio R] [--headers]\n"
 	"\n"
 	"Trace HTTP/1.x exchanges on local sockets (eBPF, needs CAP_BPF + CAP_PERFMON or root)\n"
 	"and stream them to tracevaultd until Ctrl-C or the end of --duration.\n"
@@ -162,8 +166,12 @@ static const char capture_usage[] =
 	"      --no-zerocopy          copy chunks with protobuf-c (for comparison)\n"
 	"      --max-message-bytes N  gRPC message size limit (default 16 MiB)\n"
 	"      --ready-fd FD          write \"ready\\n\" to FD once the probes are attached\n"
+	"      --headers              store request and response header lines in the records\n"
+	"                             (as far as the payload copy holds the head); the values\n"
+	"                             of Authorization, Proxy-Authorization, Cookie and\n"
+	"                             Set-Cookie are stored as \"[redacted]\"\n"
 	"      --no-redact            keep the ?query part of paths (default: dropped, tokens\n"
-	"                             live there); header values are never stored\n"
+	"                             live there) and credential header values (--headers)\n"
 	"      --sample-ratio R       keep this share of exchanges, 0 < R <= 1 (default 1):\n"
 	"                             by W3C trace id as OpenTelemetry's TraceIdRatioBased\n"
 	"                             sampler decides, untraced ones by connection; counted\n"
@@ -201,9 +209,13 @@ static const char put_usage[] =
 
 static const char query_usage[] =
 	"Usage: tracevault query --server HOST:PORT[,HOST:PORT...] --from T [--to T]\n"
-	"                        [--format jsonl|table] [--limit N] [--max-message-bytes N]\n"
+	"                        [--format jsonl|table] [--limit N] [--stats]\n"
+	"                        [--max-message-bytes N]\n"
 	"\n"
 	"Print the records with from <= ts_ns < to, ordered by ts_ns, on stdout.\n"
+	"With --stats, print instead what the archive holds for the blocks overlapping the\n"
+	"window (summed over the servers): blocks, records, bytes, and the records lost by\n"
+	"reason as stored in the block headers (ring_full, map_full, parser, cache, failed).\n"
 	"T is RFC 3339 (2026-03-01T12:00:00.5Z, 2026-03-01T14:00:00+02:00), unix nanoseconds,\n"
 	"'now', or relative to now: -500ms, -30s, -15m, -2h, -1d.\n"
 	"\n"
@@ -213,11 +225,13 @@ static const char query_usage[] =
 	"  -t, --to T                 end of the window, exclusive (default: now)\n"
 	"  -F, --format FMT           jsonl (default: one JSON object per line) or table\n"
 	"  -n, --limit N              at most N records (default: all)\n"
+	"      --stats                block counts and loss totals instead of records\n"
 	"      --max-message-bytes N  gRPC message size limit (default 16 MiB)\n"
 	"  -h, --help                 this text\n"
 	"\n"
 	"Examples:\n"
 	"  tracevault query --server 127.0.0.1:7070 --from -15m --format table\n"
+	"  tracevault query --server 127.0.0.1:7070 --from -1h --stats --format table\n"
 	"  tracevault query --server 127.0.0.1:7070 --from 2026-03-01T00:00:00Z \\\n"
 	"                   --to 2026-03-02T00:00:00Z > day.jsonl\n";
 
@@ -491,6 +505,9 @@ static int cmd_capture(int argc, char **argv)
 				return usage_error("invalid --ready-fd: '%s'", optarg);
 			o.ready_fd = (int)v;
 			break;
+		case OPT_HEADERS:
+			o.headers = 1;
+			break;
 		case OPT_NO_REDACT:
 			o.redact = 0;
 			break;
@@ -746,18 +763,55 @@ static int print_record(const Tracevault__V1__TraceRecord *r, void *arg)
 	return tv_record_write_table_row(stdout, r) ? STDOUT_FAILED : 0;
 }
 
+/* --stats output: one JSON object (jsonl) or a name/value table. */
+static int print_stats(enum out_format format, uint64_t from_ns, uint64_t to_ns,
+		       const Tracevault__V1__StatsResponse *r)
+{
+	const struct {
+		const char *name;
+		uint64_t v;
+	} f[] = {
+		{"from_ns", from_ns},
+		{"to_ns", to_ns},
+		{"blocks", r->blocks},
+		{"records", r->records},
+		{"bytes", r->bytes},
+		{"lost_ring_full", r->lost_ring_full},
+		{"lost_map_full", r->lost_map_full},
+		{"lost_parser", r->lost_parser},
+		{"lost_cache", r->lost_cache},
+		{"lost_failed", r->lost_failed},
+		{"lost_total", r->lost_ring_full + r->lost_map_full + r->lost_parser +
+				       r->lost_cache + r->lost_failed},
+	};
+	size_t n = sizeof(f) / sizeof(f[0]);
+
+	for (size_t i = 0; i < n; i++) {
+		if (format == FORMAT_JSONL)
+			printf("%s\"%s\":%" PRIu64 "%s", i ? "" : "{", f[i].name, f[i].v,
+			       i + 1 < n ? "," : "}\n");
+		else
+			printf("%-16s %" PRIu64 "\n", f[i].name, f[i].v);
+	}
+	return fflush(stdout) ? -errno : 0;
+}
+
 static int cmd_query(int argc, char **argv)
 {
 	const char *server = NULL, *from = NULL, *to = "now";
 	uint64_t now_ns = tv_now_ns(), from_ns, to_ns, limit = 0;
 	struct query_out qo = {.format = FORMAT_JSONL};
 	size_t max_message_bytes = 0;
+	bool stats = false;
 	char err[ERR_LEN];
 	long long v;
 	int c, ret;
 
 	while ((c = getopt_long(argc, argv, ":hs:f:t:F:n:", query_options, NULL)) != -1) {
 		switch (c) {
+		case OPT_STATS:
+			stats = true;
+			break;
 		case 's':
 			server = optarg;
 			break;
@@ -805,6 +859,21 @@ static int cmd_query(int argc, char **argv)
 	if (from_ns > to_ns)
 		return usage_error("--from (%s) is after --to (%s)", from, to);
 
+	if (stats) {
+		Tracevault__V1__StatsResponse *r = NULL;
+
+		if (limit)
+			return usage_error("--limit does not apply to --stats");
+		ret = tv_query_stats(server, from_ns, to_ns, max_message_bytes, &r, err,
+				     sizeof(err));
+		if (ret)
+			return runtime_error("%s", err);
+		ret = print_stats(qo.format, from_ns, to_ns, r);
+		free(r);
+		if (ret)
+			return runtime_error("write stdout: %s", strerror(-ret));
+		return EXIT_SUCCESS;
+	}
 	setvbuf(stdout, NULL, _IOFBF, STDOUT_BUFFER_BYTES);
 	ret = tv_query(server, from_ns, to_ns, limit, max_message_bytes, print_record, &qo, err,
 		       sizeof(err));

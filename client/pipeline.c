@@ -31,6 +31,7 @@ struct sealed {
 	uint64_t block_id;
 	grpc_slice slice;
 	uint32_t records;
+	struct tv_block_loss loss; /* stamped in its header: owed again if the block is lost */
 };
 
 /*
@@ -58,7 +59,38 @@ struct tv_pipeline {
 	struct tv_pipeline_stats st;
 	/* segments that never reached the writer (out of memory), added to its counts */
 	uint64_t lost_records, lost_blocks, lost_segments;
+	struct tv_block_loss pending;  /* loss not yet stamped in a sealed block */
+	struct tv_block_loss ext_seen; /* caller's totals at its last tv_pipeline_note_loss */
 };
+
+static void loss_add(struct tv_block_loss *to, const struct tv_block_loss *l)
+{
+	to->ring_full += l->ring_full;
+	to->map_full += l->map_full;
+	to->parser += l->parser;
+	to->cache += l->cache;
+	to->failed += l->failed;
+}
+
+static bool loss_any(const struct tv_block_loss *l)
+{
+	return (l->ring_full | l->map_full | l->parser | l->cache | l->failed) != 0;
+}
+
+/* n records dropped before reaching a block; the caller holds mu */
+static void drop_cache_locked(struct tv_pipeline *p, uint64_t n)
+{
+	p->st.records_dropped_cache += n;
+	p->pending.cache += n;
+}
+
+static uint64_t realtime_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 static uint64_t now_ms(void)
 {
@@ -74,6 +106,7 @@ struct raw_block {
 	void *data;
 	size_t len;
 	uint32_t records;
+	struct tv_block_loss loss;
 };
 
 /* Seal the builder into rb; the caller holds mu. rb->data NULL when the builder was empty or
@@ -84,28 +117,31 @@ static void seal_locked(struct tv_pipeline *p, struct raw_block *rb)
 	int ret;
 
 	memset(rb, 0, sizeof(*rb));
-	if (n == 0)
+	if (n == 0 && !loss_any(&p->pending))
 		return;
 	rb->block_id = tv_random_id();
+	tv_block_builder_set_loss(p->bb, &p->pending, realtime_ns());
 	ret = tv_block_builder_seal(p->bb, rb->block_id, TV_CODEC_ZSTD, TV_BLOCK_DEFAULT_ZSTD_LEVEL,
 				    &rb->data, &rb->len);
 	if (ret) {
 		fprintf(stderr, "tracevault: sealing a block of %u records failed: %s; dropped\n",
 			n, strerror(-ret));
-		p->st.records_dropped_cache += n;
+		drop_cache_locked(p, n);
 		/* counted as dropped, so they must leave the builder: a failed seal keeps them */
 		tv_block_builder_reset(p->bb);
 		rb->data = NULL;
 		return;
 	}
 	rb->records = n;
+	rb->loss = p->pending; /* now in rb's header */
+	memset(&p->pending, 0, sizeof(p->pending));
 }
 
 /* Put rb into the cache within timeout_ms and queue it, or drop it and log one line.
  * Called without mu. Returns 0 or -ENOBUFS. */
 static int cache_block(struct tv_pipeline *p, struct raw_block *rb, int timeout_ms)
 {
-	struct sealed s = {.block_id = rb->block_id, .records = rb->records};
+	struct sealed s = {.block_id = rb->block_id, .records = rb->records, .loss = rb->loss};
 	int ret = tv_block_cache_reserve(p->cache, rb->len, timeout_ms);
 
 	if (ret == 0)
@@ -127,7 +163,8 @@ static int cache_block(struct tv_pipeline *p, struct raw_block *rb, int timeout_
 		}
 	}
 	if (ret) {
-		p->st.records_dropped_cache += rb->records;
+		drop_cache_locked(p, rb->records);
+		loss_add(&p->pending, &rb->loss);
 		pthread_mutex_unlock(&p->mu);
 		fprintf(stderr, "tracevault: block cache %s: dropped 1 block, %u records\n",
 			ret == -ENOMEM ? "out of memory"
@@ -154,7 +191,7 @@ int tv_pipeline_add(struct tv_pipeline *p, const Tracevault__V1__TraceRecord *r)
 	p->st.records_in++;
 	ret = tv_block_builder_add(p->bb, r);
 	if (ret) {
-		p->st.records_dropped_cache++; /* never sealed: too big or ENOMEM */
+		drop_cache_locked(p, 1); /* never sealed: too big or ENOMEM */
 		pthread_mutex_unlock(&p->mu);
 		return ret;
 	}
@@ -194,6 +231,14 @@ static void write_segment(struct tv_pipeline *p, struct sealed *v, size_t n)
 			fprintf(stderr, "tracevault: %s\n", err);
 	}
 	pthread_mutex_lock(&p->mu);
+	if (ret) {
+		/* The whole segment is gone (the no-retry rule deletes every part of it): its
+		 * records and the loss its headers carried are owed to the next block. */
+		for (size_t i = 0; i < n; i++) {
+			p->pending.failed += v[i].records;
+			loss_add(&p->pending, &v[i].loss);
+		}
+	}
 	if (!bufs) {
 		/* counted like a failed segment: these records are gone */
 		for (size_t i = 0; i < n; i++)
@@ -249,7 +294,8 @@ static void writer_cycle(struct tv_pipeline *p)
 	/* The open block joins the segment if the cache has room now. If not, the cache is full
 	 * of the queued blocks only this thread can release: write those first, then wait. */
 	if (rb.data && tv_block_cache_reserve(p->cache, rb.len, 0) == 0) {
-		struct sealed s = {.block_id = rb.block_id, .records = rb.records};
+		struct sealed s = {.block_id = rb.block_id, .records = rb.records,
+				   .loss = rb.loss};
 		struct sealed *nv = realloc(v, (n + 1) * sizeof(*nv));
 
 		if (nv) /* realloc may have moved v even if adopt fails below */
@@ -259,13 +305,15 @@ static void writer_cycle(struct tv_pipeline *p)
 				v[n++] = s;
 			} else {
 				pthread_mutex_lock(&p->mu);
-				p->st.records_dropped_cache += rb.records;
+				drop_cache_locked(p, rb.records);
+				loss_add(&p->pending, &rb.loss);
 				pthread_mutex_unlock(&p->mu);
 				grpc_slice_unref(s.slice);
 			}
 		} else {
 			pthread_mutex_lock(&p->mu);
-			p->st.records_dropped_cache += rb.records;
+			drop_cache_locked(p, rb.records);
+			loss_add(&p->pending, &rb.loss);
 			pthread_mutex_unlock(&p->mu);
 		}
 		rb.data = NULL;
@@ -346,6 +394,22 @@ void tv_pipeline_stats(struct tv_pipeline *p, struct tv_pipeline_stats *st)
 	pthread_mutex_unlock(&p->mu);
 	st->cache_bytes_used = cs.used_bytes;
 	st->cache_bytes_peak = cs.peak_bytes;
+}
+
+void tv_pipeline_note_loss(struct tv_pipeline *p, const struct tv_block_loss *total)
+{
+	pthread_mutex_lock(&p->mu);
+	/* totals only grow; a smaller value (a counter that restarted) adds nothing */
+	if (total->ring_full > p->ext_seen.ring_full)
+		p->pending.ring_full += total->ring_full - p->ext_seen.ring_full;
+	if (total->map_full > p->ext_seen.map_full)
+		p->pending.map_full += total->map_full - p->ext_seen.map_full;
+	if (total->parser > p->ext_seen.parser)
+		p->pending.parser += total->parser - p->ext_seen.parser;
+	p->ext_seen.ring_full = total->ring_full;
+	p->ext_seen.map_full = total->map_full;
+	p->ext_seen.parser = total->parser;
+	pthread_mutex_unlock(&p->mu);
 }
 
 static int validate(struct tv_pipeline_opts *o, char *err, size_t errlen)

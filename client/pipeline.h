@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "block.h"
 #include "tracevault.pb-c.h"
 
 #define TV_DEFAULT_CACHE_BYTES (256u << 20)
@@ -62,6 +63,14 @@ int tv_pipeline_add(struct tv_pipeline *p, const Tracevault__V1__TraceRecord *r)
 int tv_pipeline_flush(struct tv_pipeline *p);
 
 void tv_pipeline_stats(struct tv_pipeline *p, struct tv_pipeline_stats *st);
+
+/* Loss stored in the archive: every sealed block's header carries the records lost since the
+ * previous seal (BLOCK.md v2). The pipeline counts its own (cache, failed); the caller reports
+ * the others here as running totals (ring_full, map_full, parser of total; its cache and
+ * failed are ignored), and their increase since the last call goes into the next block. Losses
+ * of a block that is dropped or whose segment fails go into the next block sealed; a loss
+ * noted when no record follows is stored by the next flush in a block without records. */
+void tv_pipeline_note_loss(struct tv_pipeline *p, const struct tv_block_loss *total);
 
 /* Flush, stop the writer thread, release everything. Safe on NULL. */
 void tv_pipeline_free(struct tv_pipeline *p);

@@ -407,3 +407,86 @@ out:
 	grpc_shutdown();
 	return ret;
 }
+
+/* One Stats call on server; its counters are added to sum. */
+static int stats_one(const char *server, const Tracevault__V1__StatsRequest *req,
+		     size_t max_message_bytes, Tracevault__V1__StatsResponse *sum, char *err,
+		     size_t errlen)
+{
+	grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+	grpc_channel *ch = cq ? tv_rpc_channel_new(server, max_message_bytes) : NULL;
+	ProtobufCMessage *m = NULL;
+	Tracevault__V1__StatsResponse *r;
+	char why[512];
+	int ret;
+
+	if (!ch) {
+		snprintf(err, errlen, "cannot create a channel to %s", server);
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = tv_rpc_probe(ch, cq, server, TV_QUERY_CONNECT_TIMEOUT_MS, err, errlen);
+	if (ret)
+		goto out;
+	ret = tv_rpc_unary(ch, cq, TV_METHOD_STATS, &req->base,
+			   &tracevault__v1__stats_response__descriptor, max_message_bytes,
+			   TV_QUERY_CONNECT_TIMEOUT_MS, &m, why, sizeof(why));
+	if (ret) {
+		snprintf(err, errlen, "stats failed on %s: %s", server, why);
+		goto out;
+	}
+	r = (Tracevault__V1__StatsResponse *)m;
+	sum->blocks += r->blocks;
+	sum->records += r->records;
+	sum->bytes += r->bytes;
+	sum->lost_ring_full += r->lost_ring_full;
+	sum->lost_map_full += r->lost_map_full;
+	sum->lost_parser += r->lost_parser;
+	sum->lost_cache += r->lost_cache;
+	sum->lost_failed += r->lost_failed;
+	protobuf_c_message_free_unpacked(m, NULL);
+out:
+	if (ch)
+		grpc_channel_destroy(ch);
+	if (cq)
+		tv_rpc_cq_destroy(cq);
+	return ret;
+}
+
+int tv_query_stats(const char *server, uint64_t from_ns, uint64_t to_ns,
+		   size_t max_message_bytes, Tracevault__V1__StatsResponse **out, char *err,
+		   size_t errlen)
+{
+	Tracevault__V1__StatsRequest req = TRACEVAULT__V1__STATS_REQUEST__INIT;
+	Tracevault__V1__StatsResponse *sum = calloc(1, sizeof(*sum));
+	char *list = strdup(server), *save = NULL, *s;
+	int ret = 0, n = 0;
+
+	*out = NULL;
+	if (!sum || !list) {
+		snprintf(err, errlen, "out of memory");
+		ret = -ENOMEM;
+		goto out;
+	}
+	tracevault__v1__stats_response__init(sum);
+	if (!max_message_bytes)
+		max_message_bytes = TV_DEFAULT_MAX_MESSAGE_BYTES;
+	req.from_ns = from_ns;
+	req.to_ns = to_ns;
+	grpc_init();
+	for (s = strtok_r(list, ",", &save); s && !ret; s = strtok_r(NULL, ",", &save), n++)
+		ret = stats_one(s, &req, max_message_bytes, sum, err, errlen);
+	grpc_shutdown();
+	if (!ret && n == 0) {
+		snprintf(err, errlen, "no server given");
+		ret = -EINVAL;
+	}
+	if (!ret) {
+		*out = sum;
+		sum = NULL;
+	}
+out:
+	free(sum);
+	free(list);
+	return ret;
+}

@@ -24,4 +24,12 @@ typedef int (*tv_query_cb)(const Tracevault__V1__TraceRecord *r, void *arg);
 int tv_query(const char *server, uint64_t from_ns, uint64_t to_ns, uint64_t limit,
 	     size_t max_message_bytes, tv_query_cb cb, void *arg, char *err, size_t errlen);
 
+/* The Stats rpc on every server of the comma-separated list, summed: blocks, records, bytes
+ * and loss counters of the blocks overlapping [from_ns, to_ns). *out is filled on success
+ * (a malloc'd message of scalars: free it with free()). Returns 0 or a negative errno with
+ * a one-line reason in err ("cannot reach server H:P: ...", "stats failed on H:P: CODE: ..."). */
+int tv_query_stats(const char *server, uint64_t from_ns, uint64_t to_ns,
+		   size_t max_message_bytes, Tracevault__V1__StatsResponse **out, char *err,
+		   size_t errlen);
+
 #endif

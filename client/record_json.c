@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "timespec.h"
@@ -54,9 +55,75 @@ static void shown_key(char *dst, size_t dstlen, const char *key)
 	dst[n] = '\0';
 }
 
+/* Header fields, after the scalar ones (proto order). */
+static const char *const HEADER_FIELDS[] = { "req_headers", "resp_headers" };
+
+/* Count the {"name", "value"} objects of both header arrays and check their shape. */
+static int check_headers(json_t *arr, const char *key, size_t *n, char *err, size_t errlen)
+{
+	size_t i;
+	json_t *h;
+
+	if (!json_is_array(arr)) {
+		snprintf(err, errlen, "field '%s' must be an array", key);
+		return -EINVAL;
+	}
+	json_array_foreach(arr, i, h) {
+		if (!json_is_object(h) || json_object_size(h) != 2 ||
+		    !json_is_string(json_object_get(h, "name")) ||
+		    !json_is_string(json_object_get(h, "value"))) {
+			snprintf(err, errlen, "field '%s': element %zu must be "
+				 "{\"name\": string, \"value\": string}", key, i);
+			return -EINVAL;
+		}
+	}
+	*n += json_array_size(arr);
+	return 0;
+}
+
+/* Point rec's header arrays at the strings of the document (borrowed like the other strings);
+ * the Header structs and pointer arrays are one block in rj->hdr_mem. */
+static int fill_headers(struct tv_record_json *rj, json_t *arrs[2], size_t total)
+{
+	Tracevault__V1__Header **v, *h;
+	size_t k = 0;
+
+	if (total == 0)
+		return 0;
+	v = malloc(total * (sizeof(*v) + sizeof(*h)));
+	if (!v)
+		return -ENOMEM;
+	h = (Tracevault__V1__Header *)(v + total);
+	rj->hdr_mem = v;
+	for (int a = 0; a < 2; a++) {
+		size_t i;
+		json_t *o;
+
+		if (!arrs[a])
+			continue;
+		if (a == 0) {
+			rj->rec.req_headers = v + k;
+			rj->rec.n_req_headers = json_array_size(arrs[a]);
+		} else {
+			rj->rec.resp_headers = v + k;
+			rj->rec.n_resp_headers = json_array_size(arrs[a]);
+		}
+		json_array_foreach(arrs[a], i, o) {
+			tracevault__v1__header__init(&h[k]);
+			h[k].name = (char *)json_string_value(json_object_get(o, "name"));
+			h[k].value = (char *)json_string_value(json_object_get(o, "value"));
+			v[k] = &h[k];
+			k++;
+		}
+	}
+	return 0;
+}
+
 int tv_record_json_parse(struct tv_record_json *rj, const char *line, size_t len, char *err,
 			 size_t errlen)
 {
+	json_t *hdr_arrs[2] = { NULL, NULL };
+	size_t n_hdrs = 0;
 	Tracevault__V1__TraceRecord init = TRACEVAULT__V1__TRACE_RECORD__INIT;
 	char key_buf[MAX_KEY_SHOWN + 1];
 	json_error_t jerr;
@@ -75,11 +142,18 @@ int tv_record_json_parse(struct tv_record_json *rj, const char *line, size_t len
 		goto fail;
 	}
 	rj->rec = init;
+	rj->hdr_mem = NULL;
 	json_object_foreach(root, key, val) {
 		const struct field *f = find_field(key);
 		char *dst;
 
 		shown_key(key_buf, sizeof(key_buf), key);
+		if (!f && (strcmp(key, HEADER_FIELDS[0]) == 0 || strcmp(key, HEADER_FIELDS[1]) == 0)) {
+			if (check_headers(val, key, &n_hdrs, err, errlen))
+				goto fail;
+			hdr_arrs[strcmp(key, HEADER_FIELDS[0]) == 0 ? 0 : 1] = val;
+			continue;
+		}
 		if (!f) {
 			snprintf(err, errlen, "unknown field '%s'", key_buf);
 			goto fail;
@@ -130,6 +204,10 @@ int tv_record_json_parse(struct tv_record_json *rj, const char *line, size_t len
 		snprintf(err, errlen, "missing required field 'ts_ns'");
 		goto fail;
 	}
+	if (fill_headers(rj, hdr_arrs, n_hdrs)) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
 	rj->doc = root;
 	return 0;
 fail:
@@ -141,6 +219,8 @@ void tv_record_json_release(struct tv_record_json *rj)
 {
 	json_decref(rj->doc);
 	rj->doc = NULL;
+	free(rj->hdr_mem);
+	rj->hdr_mem = NULL;
 }
 
 /* Length of the valid UTF-8 sequence at s (n bytes left), or 0 if it is not valid (overlong,
@@ -232,6 +312,22 @@ int tv_record_write_jsonl(FILE *f, const Tracevault__V1__TraceRecord *r)
 			memcpy(&v, p, sizeof(v));
 			fprintf(f, "%" PRIu64, v);
 		}
+	}
+	for (int a = 0; a < 2; a++) {
+		Tracevault__V1__Header **h = a ? r->resp_headers : r->req_headers;
+		size_t n = a ? r->n_resp_headers : r->n_req_headers;
+
+		if (n == 0)
+			continue;
+		fprintf(f, ",\"%s\":[", HEADER_FIELDS[a]);
+		for (size_t i = 0; i < n; i++) {
+			fputs(i ? ",{\"name\":" : "{\"name\":", f);
+			write_json_string(f, h[i]->name);
+			fputs(",\"value\":", f);
+			write_json_string(f, h[i]->value);
+			putc('}', f);
+		}
+		putc(']', f);
 	}
 	fputs("}\n", f);
 	return ferror(f) ? -EIO : 0;

@@ -13,17 +13,20 @@
 struct tv_record_json {
 	Tracevault__V1__TraceRecord rec;
 	void *doc; /* json_t *, owned */
+	void *hdr_mem; /* req/resp Header arrays of rec (one malloc'd block), owned */
 };
 
 /* Parse one JSON object (len bytes, no NUL needed) with exactly the query output fields:
- * ts_ns is required, others default to 0 / "". Rejects invalid JSON, a non-object, unknown or
+ * ts_ns is required, others default to 0 / "". req_headers / resp_headers, when present, are
+ * arrays of {"name": string, "value": string} objects. Rejects invalid JSON, a non-object, unknown or
  * duplicate keys, wrong types, negative or out-of-range numbers, with a one-line reason in err.
  * Returns 0 or -EINVAL. On error nothing needs releasing. */
 int tv_record_json_parse(struct tv_record_json *rj, const char *line, size_t len, char *err,
 			 size_t errlen);
 void tv_record_json_release(struct tv_record_json *rj);
 
-/* Write r as one JSON object and a newline, fields in proto order, integers as numbers.
+/* Write r as one JSON object and a newline, fields in proto order, integers as numbers;
+ * req_headers / resp_headers (arrays of {"name", "value"}) only when r has any.
  * Returns 0 or -EIO (stream error). */
 int tv_record_write_jsonl(FILE *f, const Tracevault__V1__TraceRecord *r);
 

@@ -13,7 +13,9 @@
 #include "crc32c.h"
 #include "varint.h"
 
-#define HEADER_CRC_OFFSET 60
+/* v2 header: the v1 fields at the same offsets, 4 reserved bytes, five u64 loss counters,
+ * 4 reserved bytes, then the CRC as the last 4 bytes (BLOCK.md) */
+#define V2_LOSS_OFFSET 64
 
 struct rec_ref {
 	uint64_t ts_ns;
@@ -27,6 +29,8 @@ struct tv_block_builder {
 	struct rec_ref *refs;
 	uint32_t count, refs_cap;
 	uint64_t min_ts_ns, max_ts_ns;
+	struct tv_block_loss loss; /* for the next seal */
+	uint64_t loss_ts_ns;       /* time range of a seal without records */
 };
 
 struct tv_block_reader {
@@ -56,8 +60,16 @@ static uint16_t get16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return l
 static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return le32toh(v); }
 static uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return le64toh(v); }
 
+static int loss_nonzero(const struct tv_block_loss *l)
+{
+	return (l->ring_full | l->map_full | l->parser | l->cache | l->failed) != 0;
+}
+
 static void header_write(uint8_t *p, const struct tv_block_header *h)
 {
+	uint32_t crc_off = h->header_bytes - 4;
+
+	memset(p, 0, h->header_bytes); /* reserved bytes are 0 */
 	put32(p + 0, h->magic);
 	put16(p + 4, h->version);
 	put16(p + 6, h->codec);
@@ -69,18 +81,42 @@ static void header_write(uint8_t *p, const struct tv_block_header *h)
 	put64(p + 40, h->raw_bytes);
 	put64(p + 48, h->payload_bytes);
 	put32(p + 56, h->payload_crc32c);
-	put32(p + HEADER_CRC_OFFSET, tv_crc32c(p, HEADER_CRC_OFFSET));
+	if (h->version >= 2) {
+		put64(p + V2_LOSS_OFFSET + 0, h->loss.ring_full);
+		put64(p + V2_LOSS_OFFSET + 8, h->loss.map_full);
+		put64(p + V2_LOSS_OFFSET + 16, h->loss.parser);
+		put64(p + V2_LOSS_OFFSET + 24, h->loss.cache);
+		put64(p + V2_LOSS_OFFSET + 32, h->loss.failed);
+	}
+	put32(p + crc_off, tv_crc32c(p, crc_off));
+}
+
+uint32_t tv_block_header_bytes(const void *buf)
+{
+	const uint8_t *p = buf;
+
+	if (get32(p) != TV_BLOCK_MAGIC)
+		return 0;
+	switch (get16(p + 4)) {
+	case 1:
+		return TV_BLOCK_V1_HEADER_BYTES;
+	case 2:
+		return TV_BLOCK_V2_HEADER_BYTES;
+	default:
+		return 0;
+	}
 }
 
 int tv_block_header_parse(const void *buf, size_t len, struct tv_block_header *h, char *err,
 			  size_t errlen)
 {
 	const uint8_t *p = buf;
-	uint32_t crc;
+	uint32_t crc, hb, crc_off;
 
-	if (len < TV_BLOCK_HEADER_BYTES) {
+	memset(h, 0, sizeof(*h));
+	if (len < TV_BLOCK_MIN_HEADER_BYTES) {
 		set_err(err, errlen, "block truncated: %zu bytes, header needs %d", len,
-			TV_BLOCK_HEADER_BYTES);
+			TV_BLOCK_MIN_HEADER_BYTES);
 		return -EINVAL;
 	}
 	h->magic = get32(p + 0);
@@ -89,14 +125,29 @@ int tv_block_header_parse(const void *buf, size_t len, struct tv_block_header *h
 			TV_BLOCK_MAGIC);
 		return -EBADMSG;
 	}
-	h->header_crc32c = get32(p + HEADER_CRC_OFFSET);
-	crc = tv_crc32c(p, HEADER_CRC_OFFSET);
+	/* The version is read before the CRC because it says where the CRC is. An unknown
+	 * version (or a corrupt one) cannot be checked further. */
+	h->version = get16(p + 4);
+	hb = tv_block_header_bytes(p);
+	if (hb == 0) {
+		set_err(err, errlen, "unsupported block version %u (this build reads 1 and 2)",
+			h->version);
+		return -EPROTONOSUPPORT;
+	}
+	if (len < hb) {
+		set_err(err, errlen, "block truncated: %zu bytes, version %u header needs %u", len,
+			h->version, hb);
+		return -EINVAL;
+	}
+	crc_off = hb - 4;
+	h->header_bytes = hb;
+	h->header_crc32c = get32(p + crc_off);
+	crc = tv_crc32c(p, crc_off);
 	if (crc != h->header_crc32c) {
 		set_err(err, errlen, "block header checksum mismatch: stored 0x%08x, computed 0x%08x",
 			h->header_crc32c, crc);
 		return -EBADMSG;
 	}
-	h->version = get16(p + 4);
 	h->codec = get16(p + 6);
 	h->block_id = get64(p + 8);
 	h->min_ts_ns = get64(p + 16);
@@ -106,10 +157,12 @@ int tv_block_header_parse(const void *buf, size_t len, struct tv_block_header *h
 	h->raw_bytes = get64(p + 40);
 	h->payload_bytes = get64(p + 48);
 	h->payload_crc32c = get32(p + 56);
-	if (h->version != TV_BLOCK_VERSION) {
-		set_err(err, errlen, "unsupported block version %u (this build reads %d)",
-			h->version, TV_BLOCK_VERSION);
-		return -EPROTONOSUPPORT;
+	if (h->version >= 2) {
+		h->loss.ring_full = get64(p + V2_LOSS_OFFSET + 0);
+		h->loss.map_full = get64(p + V2_LOSS_OFFSET + 8);
+		h->loss.parser = get64(p + V2_LOSS_OFFSET + 16);
+		h->loss.cache = get64(p + V2_LOSS_OFFSET + 24);
+		h->loss.failed = get64(p + V2_LOSS_OFFSET + 32);
 	}
 	if (h->codec != TV_CODEC_NONE && h->codec != TV_CODEC_ZSTD) {
 		set_err(err, errlen, "unsupported block codec %u", h->codec);
@@ -170,6 +223,13 @@ void tv_block_builder_reset(struct tv_block_builder *b)
 {
 	b->len = 0;
 	b->count = 0;
+}
+
+void tv_block_builder_set_loss(struct tv_block_builder *b, const struct tv_block_loss *loss,
+			       uint64_t ts_ns)
+{
+	b->loss = *loss;
+	b->loss_ts_ns = ts_ns;
 }
 
 size_t tv_block_builder_raw_bytes(const struct tv_block_builder *b)
@@ -241,12 +301,13 @@ int tv_block_builder_seal(struct tv_block_builder *b, uint64_t block_id, enum tv
 	size_t raw_len = 0, bound, payload_len;
 	int err = 0;
 
-	if (b->count == 0)
+	if (b->count == 0 && !loss_nonzero(&b->loss))
 		return -ENODATA;
-	raw = malloc(b->len + (size_t)b->count * 10);
+	raw = malloc(b->len + (size_t)b->count * 10 + 1);
 	if (!raw)
 		return -ENOMEM;
-	qsort(b->refs, b->count, sizeof(*b->refs), ref_cmp);
+	if (b->count) /* refs may be NULL for a loss-only block */
+		qsort(b->refs, b->count, sizeof(*b->refs), ref_cmp);
 	for (uint32_t i = 0; i < b->count; i++) {
 		raw_len += tv_varint_put(raw + raw_len, b->refs[i].len);
 		memcpy(raw + raw_len, b->buf + b->refs[i].off, b->refs[i].len);
@@ -258,13 +319,13 @@ int tv_block_builder_seal(struct tv_block_builder *b, uint64_t block_id, enum tv
 	}
 
 	bound = codec == TV_CODEC_ZSTD ? ZSTD_compressBound(raw_len) : raw_len;
-	blk = malloc(TV_BLOCK_HEADER_BYTES + bound);
+	blk = malloc(TV_BLOCK_V2_HEADER_BYTES + bound);
 	if (!blk) {
 		err = -ENOMEM;
 		goto out;
 	}
 	if (codec == TV_CODEC_ZSTD) {
-		size_t z = ZSTD_compress(blk + TV_BLOCK_HEADER_BYTES, bound, raw, raw_len,
+		size_t z = ZSTD_compress(blk + TV_BLOCK_V2_HEADER_BYTES, bound, raw, raw_len,
 					 zstd_level);
 		if (ZSTD_isError(z)) {
 			err = -EIO;
@@ -272,7 +333,7 @@ int tv_block_builder_seal(struct tv_block_builder *b, uint64_t block_id, enum tv
 		}
 		payload_len = z;
 	} else if (codec == TV_CODEC_NONE) {
-		memcpy(blk + TV_BLOCK_HEADER_BYTES, raw, raw_len);
+		memcpy(blk + TV_BLOCK_V2_HEADER_BYTES, raw, raw_len);
 		payload_len = raw_len;
 	} else {
 		err = -EINVAL;
@@ -283,18 +344,22 @@ int tv_block_builder_seal(struct tv_block_builder *b, uint64_t block_id, enum tv
 	h.version = TV_BLOCK_VERSION;
 	h.codec = (uint16_t)codec;
 	h.block_id = block_id;
-	h.min_ts_ns = b->min_ts_ns;
-	h.max_ts_ns = b->max_ts_ns;
+	h.header_bytes = TV_BLOCK_V2_HEADER_BYTES;
+	/* a loss-only block (no record) takes the time the loss was noted as its range */
+	h.min_ts_ns = b->count ? b->min_ts_ns : b->loss_ts_ns;
+	h.max_ts_ns = b->count ? b->max_ts_ns : b->loss_ts_ns;
 	h.record_count = b->count;
 	h.raw_bytes = raw_len;
 	h.payload_bytes = payload_len;
-	h.payload_crc32c = tv_crc32c(blk + TV_BLOCK_HEADER_BYTES, payload_len);
+	h.payload_crc32c = tv_crc32c(blk + TV_BLOCK_V2_HEADER_BYTES, payload_len);
+	h.loss = b->loss;
 	header_write(blk, &h);
 
 	*out = blk;
-	*out_len = TV_BLOCK_HEADER_BYTES + payload_len;
+	*out_len = TV_BLOCK_V2_HEADER_BYTES + payload_len;
 	blk = NULL;
 	tv_block_builder_reset(b);
+	memset(&b->loss, 0, sizeof(b->loss));
 out:
 	free(blk);
 	free(raw);
@@ -307,7 +372,7 @@ int tv_block_reader_open(struct tv_block_reader **out, const void *buf, size_t l
 			 size_t errlen)
 {
 	struct tv_block_reader *r;
-	const uint8_t *payload = (const uint8_t *)buf + TV_BLOCK_HEADER_BYTES;
+	const uint8_t *payload;
 	uint32_t crc;
 	int ret;
 
@@ -318,6 +383,7 @@ int tv_block_reader_open(struct tv_block_reader **out, const void *buf, size_t l
 	ret = tv_block_header_parse(buf, len, &r->h, err, errlen);
 	if (ret)
 		goto fail;
+	payload = (const uint8_t *)buf + r->h.header_bytes;
 	if (len != tv_block_total_bytes(&r->h)) {
 		set_err(err, errlen, "block size mismatch: have %zu bytes, header says %llu", len,
 			(unsigned long long)tv_block_total_bytes(&r->h));

@@ -1,5 +1,6 @@
-/* The trace block: a 64-byte checksummed header, then a zstd-compressed run of
- * length-delimited TraceRecord protobufs. Written by the client, stored as-is by the server. */
+/* The trace block: a checksummed header (64 bytes in version 1, 112 in version 2 with loss
+ * counters), then a zstd-compressed run of length-delimited TraceRecord protobufs. Written by
+ * the client, stored as-is by the server. */
 #ifndef TV_BLOCK_H
 #define TV_BLOCK_H
 
@@ -9,8 +10,14 @@
 #include "tracevault.pb-c.h"
 
 #define TV_BLOCK_MAGIC 0x4b425654u /* "TVBK" as little-endian bytes */
-#define TV_BLOCK_VERSION 1
-#define TV_BLOCK_HEADER_BYTES 64
+#define TV_BLOCK_VERSION 2	/* what the builder writes; readers take 1 and 2 */
+#define TV_BLOCK_V1_HEADER_BYTES 64
+#define TV_BLOCK_V2_HEADER_BYTES 112
+/* Every block is at least this long; magic and version sit in its first 8 bytes. */
+#define TV_BLOCK_MIN_HEADER_BYTES TV_BLOCK_V1_HEADER_BYTES
+#define TV_BLOCK_MAX_HEADER_BYTES TV_BLOCK_V2_HEADER_BYTES
+/* Bytes a reader needs to learn the header length (magic + version + codec). */
+#define TV_BLOCK_PREFIX_BYTES 8
 /* Upper bounds a reader enforces before it allocates anything: a corrupt size field must
  * not make it try to inflate gigabytes. Writers seal far below these. */
 #define TV_BLOCK_MAX_RAW_BYTES (256u << 20)
@@ -21,6 +28,16 @@
 enum tv_codec {
 	TV_CODEC_NONE = 0,
 	TV_CODEC_ZSTD = 1,
+};
+
+/* Records lost by reason since the previous block this writer sealed (version 2; all 0 when
+ * read from a version 1 block). Sampled-out exchanges are a choice, not a loss: not here. */
+struct tv_block_loss {
+	uint64_t ring_full;  /* kernel events dropped: ring buffer full */
+	uint64_t map_full;   /* kernel map inserts that failed (connections unseen) */
+	uint64_t parser;     /* exchanges the client's connection table dropped */
+	uint64_t cache;      /* records dropped: block cache full past back-pressure */
+	uint64_t failed;     /* records of segments whose write failed */
 };
 
 struct tv_block_header {
@@ -35,19 +52,25 @@ struct tv_block_header {
 	uint64_t raw_bytes;      /* payload size after decompression */
 	uint64_t payload_bytes;  /* payload size as stored */
 	uint32_t payload_crc32c; /* CRC32C of the stored payload bytes */
-	uint32_t header_crc32c;  /* CRC32C of header bytes [0, 60) */
+	uint32_t header_crc32c;  /* CRC32C of header bytes [0, header_bytes - 4) */
+	uint32_t header_bytes;   /* 64 (version 1) or 112 (version 2): derived, not stored */
+	struct tv_block_loss loss; /* version 2 only */
 };
+
+/* Header length of the block whose first TV_BLOCK_PREFIX_BYTES bytes are at buf: 64 or 112,
+ * or 0 for a bad magic or an unknown version. */
+uint32_t tv_block_header_bytes(const void *buf);
 
 /* Parse and check a header from the first len bytes of buf: magic, version, codec, header
  * CRC and size bounds. Returns 0, or -EBADMSG (corrupt) / -EPROTONOSUPPORT (version, codec) /
- * -EINVAL (len < TV_BLOCK_HEADER_BYTES), with a one-line reason in err when err != NULL. */
+ * -EINVAL (len shorter than the header of its version), with a one-line reason in err when err != NULL. */
 int tv_block_header_parse(const void *buf, size_t len, struct tv_block_header *h, char *err,
 			  size_t errlen);
 
 /* Total encoded size of a block whose header is h. */
 static inline uint64_t tv_block_total_bytes(const struct tv_block_header *h)
 {
-	return TV_BLOCK_HEADER_BYTES + h->payload_bytes;
+	return h->header_bytes + h->payload_bytes;
 }
 
 /* ---- building ---- */
@@ -62,11 +85,17 @@ uint32_t tv_block_builder_count(const struct tv_block_builder *b);
 /* Forget every added record (memory is kept for reuse). A failed seal leaves the records in
  * the builder; a caller that gives them up calls this. */
 void tv_block_builder_reset(struct tv_block_builder *b);
+/* Loss counters for the next sealed block (copied; kept until that seal). ts_ns gives the time
+ * range of a block sealed with no record, which tv_block_builder_seal allows when a loss
+ * counter is non-zero: the loss is stored even when nothing was kept. */
+void tv_block_builder_set_loss(struct tv_block_builder *b, const struct tv_block_loss *loss,
+			       uint64_t ts_ns);
 /* Bytes the records would take uncompressed, a proxy for the sealed size. */
 size_t tv_block_builder_raw_bytes(const struct tv_block_builder *b);
 /* Seal the added records, sorted by ts_ns (stable), into one encoded block. On success *out is
  * a malloc'd buffer of *out_len bytes owned by the caller, and the builder is empty again.
- * codec is TV_CODEC_ZSTD or TV_CODEC_NONE. -ENODATA when the builder is empty. */
+ * codec is TV_CODEC_ZSTD or TV_CODEC_NONE. -ENODATA when the builder has no record and no loss.
+ * Writes version 2 with the loss set by tv_block_builder_set_loss (then cleared). */
 int tv_block_builder_seal(struct tv_block_builder *b, uint64_t block_id, enum tv_codec codec,
 			  int zstd_level, void **out, size_t *out_len);
 

@@ -15,6 +15,7 @@
 #define TV_METHOD_WRITE "/tracevault.v1.TraceStore/Write"
 #define TV_METHOD_QUERY "/tracevault.v1.TraceStore/Query"
 #define TV_METHOD_DELETE "/tracevault.v1.TraceStore/Delete"
+#define TV_METHOD_STATS "/tracevault.v1.TraceStore/Stats"
 
 /* Default limit on one gRPC message, both directions; both binaries expose it as an option. */
 #define TV_DEFAULT_MAX_MESSAGE_BYTES (16u << 20)

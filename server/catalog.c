@@ -20,11 +20,22 @@ static const char SCHEMA_SQL[] =
 	" max_ts_ns INTEGER NOT NULL,"
 	" record_count INTEGER NOT NULL,"
 	" bytes INTEGER NOT NULL,"
-	" committed_ns INTEGER NOT NULL);"
+	" committed_ns INTEGER NOT NULL,"
+	" lost_ring_full INTEGER NOT NULL DEFAULT 0,"
+	" lost_map_full INTEGER NOT NULL DEFAULT 0,"
+	" lost_parser INTEGER NOT NULL DEFAULT 0,"
+	" lost_cache INTEGER NOT NULL DEFAULT 0,"
+	" lost_failed INTEGER NOT NULL DEFAULT 0);"
 	"CREATE INDEX IF NOT EXISTS blocks_by_time ON blocks(min_ts_ns, max_ts_ns);"
 	"CREATE INDEX IF NOT EXISTS blocks_by_segment ON blocks(segment_id);";
 
-#define COLS "block_id, segment_id, min_ts_ns, max_ts_ns, record_count, bytes, committed_ns"
+#define COLS "block_id, segment_id, min_ts_ns, max_ts_ns, record_count, bytes, committed_ns," \
+	" lost_ring_full, lost_map_full, lost_parser, lost_cache, lost_failed"
+
+/* Columns added after the first schema, with what an older catalog gets: ALTER TABLE ADD
+ * COLUMN on open when missing (blocks committed before them recorded no loss). */
+static const char *const ADDED_COLS[] = { "lost_ring_full", "lost_map_full", "lost_parser",
+					  "lost_cache", "lost_failed" };
 
 struct tv_catalog {
 	sqlite3 *db;
@@ -34,6 +45,35 @@ struct tv_catalog {
 static int exec(struct tv_catalog *c, const char *sql)
 {
 	return sqlite3_exec(c->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
+}
+
+/* Add each of ADDED_COLS that the blocks table lacks. */
+static int migrate(struct tv_catalog *c)
+{
+	char sql[160];
+
+	for (size_t i = 0; i < sizeof(ADDED_COLS) / sizeof(ADDED_COLS[0]); i++) {
+		sqlite3_stmt *st;
+		int rc, found = 0;
+
+		snprintf(sql, sizeof(sql),
+			 "SELECT 1 FROM pragma_table_info('blocks') WHERE name = '%s'",
+			 ADDED_COLS[i]);
+		if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK)
+			return -EIO;
+		rc = sqlite3_step(st);
+		found = rc == SQLITE_ROW;
+		sqlite3_finalize(st);
+		if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+			return -EIO;
+		if (found)
+			continue;
+		snprintf(sql, sizeof(sql),
+			 "ALTER TABLE blocks ADD COLUMN %s INTEGER NOT NULL DEFAULT 0", ADDED_COLS[i]);
+		if (exec(c, sql))
+			return -EIO;
+	}
+	return 0;
 }
 
 static int prepare(struct tv_catalog *c, const char *sql, sqlite3_stmt **st)
@@ -60,12 +100,13 @@ int tv_catalog_open(struct tv_catalog **out, const char *path, char *err, size_t
 	 * writer. A busy timeout covers a stray second process opening the file. */
 	sqlite3_busy_timeout(c->db, 5000);
 	if (exec(c, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;") ||
-	    exec(c, SCHEMA_SQL)) {
+	    exec(c, SCHEMA_SQL) || migrate(c)) {
 		snprintf(err, errlen, "cannot initialise catalog %s: %s", path,
 			 sqlite3_errmsg(c->db));
 		goto fail;
 	}
-	if (prepare(c, "INSERT INTO blocks (" COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+	if (prepare(c, "INSERT INTO blocks (" COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
+		       " ?8, ?9, ?10, ?11, ?12)",
 		    &c->insert) ||
 	    prepare(c, "SELECT 1 FROM blocks WHERE block_id = ?1", &c->contains) ||
 	    prepare(c, "SELECT " COLS " FROM blocks WHERE min_ts_ns < ?2 AND max_ts_ns >= ?1"
@@ -139,6 +180,11 @@ int tv_catalog_commit_segment(struct tv_catalog *c, struct tv_catalog_block *blo
 		sqlite3_bind_int64(st, 5, blocks[i].record_count);
 		sqlite3_bind_int64(st, 6, (int64_t)blocks[i].bytes);
 		sqlite3_bind_int64(st, 7, committed_ns);
+		sqlite3_bind_int64(st, 8, (int64_t)blocks[i].loss.ring_full);
+		sqlite3_bind_int64(st, 9, (int64_t)blocks[i].loss.map_full);
+		sqlite3_bind_int64(st, 10, (int64_t)blocks[i].loss.parser);
+		sqlite3_bind_int64(st, 11, (int64_t)blocks[i].loss.cache);
+		sqlite3_bind_int64(st, 12, (int64_t)blocks[i].loss.failed);
 		rc = sqlite3_step(st);
 		sqlite3_reset(st);
 		if (rc != SQLITE_DONE) {
@@ -181,6 +227,11 @@ static void row_to_block(sqlite3_stmt *st, struct tv_catalog_block *b)
 	b->record_count = (uint32_t)sqlite3_column_int64(st, 4);
 	b->bytes = (uint64_t)sqlite3_column_int64(st, 5);
 	b->committed_ns = sqlite3_column_int64(st, 6);
+	b->loss.ring_full = (uint64_t)sqlite3_column_int64(st, 7);
+	b->loss.map_full = (uint64_t)sqlite3_column_int64(st, 8);
+	b->loss.parser = (uint64_t)sqlite3_column_int64(st, 9);
+	b->loss.cache = (uint64_t)sqlite3_column_int64(st, 10);
+	b->loss.failed = (uint64_t)sqlite3_column_int64(st, 11);
 }
 
 /* Step st to the end, calling cb per row; resets st whatever happens. */

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "block.h"
+
 /* Unsigned 64-bit values are stored as SQLite INTEGER (int64) with the same bit pattern.
  * Ids are only compared for equality, so any u64 round-trips. Timestamps are compared in SQL,
  * so the catalog accepts only ts_ns <= TV_CATALOG_MAX_TS_NS (2^63-1 ns is year 2262): the
@@ -20,11 +22,13 @@ struct tv_catalog_block {
 	uint32_t record_count;
 	uint64_t bytes;        /* encoded block size = file size */
 	int64_t committed_ns;  /* CLOCK_REALTIME at commit; filled in by commit_segment */
+	struct tv_block_loss loss; /* from the block header (0 for version 1 blocks) */
 };
 
 struct tv_catalog;
 
-/* Open (create) the catalog at path: WAL journal, synchronous=FULL. Returns 0 or a negative
+/* Open (create) the catalog at path: WAL journal, synchronous=FULL. A catalog made before the
+ * loss columns existed gets them added (value 0) on open. Returns 0 or a negative
  * errno with a reason in err. */
 int tv_catalog_open(struct tv_catalog **out, const char *path, char *err, size_t errlen);
 void tv_catalog_close(struct tv_catalog *c);

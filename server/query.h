@@ -30,4 +30,9 @@ void tv_query_free(struct tv_query *q);
  * the block id: answer DATA_LOSS), or another negative errno. */
 int tv_query_next(struct tv_query *q, grpc_byte_buffer **out, char *err, size_t errlen);
 
+/* The Stats rpc: sum the catalog rows of the blocks overlapping [from_ns, to_ns) into a packed
+ * StatsResponse in *out (caller owns it). Returns 0 or a negative errno. */
+int tv_query_stats(struct tv_catalog *c, uint64_t from_ns, uint64_t to_ns,
+		   grpc_byte_buffer **out);
+
 #endif

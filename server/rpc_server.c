@@ -21,10 +21,10 @@
 #include "segment.h"
 #include "wire.h"
 
-enum method { M_WRITE, M_QUERY, M_DELETE, M_COUNT };
+enum method { M_WRITE, M_QUERY, M_DELETE, M_STATS, M_COUNT };
 enum op { OP_REQUEST, OP_CLOSE, OP_RECV, OP_SEND, OP_STATUS, OP_COUNT, OP_SHUTDOWN };
 
-static const char *const METHOD_NAME[M_COUNT] = { "Write", "Query", "Delete" };
+static const char *const METHOD_NAME[M_COUNT] = { "Write", "Query", "Delete", "Stats" };
 
 struct call;
 
@@ -510,6 +510,35 @@ static void delete_begin(struct call *c)
 	tracevault__v1__delete_request__free_unpacked(req, NULL);
 }
 
+static void stats_begin(struct call *c)
+{
+	Tracevault__V1__StatsRequest *req;
+	grpc_byte_buffer *bb = NULL;
+	char err[256];
+	int ret;
+
+	req = (Tracevault__V1__StatsRequest *)unpack_payload(
+		c, &tracevault__v1__stats_request__descriptor);
+	if (!req)
+		return;
+	if (req->from_ns > req->to_ns) {
+		snprintf(err, sizeof(err), "from_ns %llu is after to_ns %llu",
+			 (unsigned long long)req->from_ns, (unsigned long long)req->to_ns);
+		finish(c, GRPC_STATUS_INVALID_ARGUMENT, err);
+		goto out;
+	}
+	ret = tv_query_stats(c->srv->catalog, req->from_ns, req->to_ns, &bb);
+	if (ret) {
+		snprintf(err, sizeof(err), "catalog lookup failed: %s", strerror(-ret));
+		finish(c, GRPC_STATUS_INTERNAL, err);
+		goto out;
+	}
+	enqueue(c, bb);
+	finish(c, GRPC_STATUS_OK, "");
+out:
+	tracevault__v1__stats_request__free_unpacked(req, NULL);
+}
+
 static void call_begin(struct call *c)
 {
 	grpc_op ops[2] = { { 0 }, { 0 } };
@@ -534,6 +563,9 @@ static void call_begin(struct call *c)
 		break;
 	case M_QUERY:
 		query_begin(c);
+		break;
+	case M_STATS:
+		stats_begin(c);
 		break;
 	default:
 		delete_begin(c);
@@ -636,7 +668,7 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 			size_t errlen)
 {
 	static const char *const paths[M_COUNT] = { TV_METHOD_WRITE, TV_METHOD_QUERY,
-						    TV_METHOD_DELETE };
+						    TV_METHOD_DELETE, TV_METHOD_STATS };
 	grpc_arg args[3];
 	grpc_channel_args ch_args = { .num_args = 3, .args = args };
 	grpc_server_credentials *creds;

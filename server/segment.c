@@ -4,6 +4,7 @@
  * transaction) before it is acknowledged. Any failure deletes everything of the segment. */
 #include "segment.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,9 +26,11 @@ struct seg_block {
 	uint64_t length;   /* from OPEN_BLOCK */
 	uint64_t received; /* contiguous bytes accepted (checked and submitted) so far */
 	struct tv_store_file *file; /* NULL once published or aborted */
-	uint8_t hdr[TV_BLOCK_HEADER_BYTES];
+	uint8_t hdr[TV_BLOCK_MAX_HEADER_BYTES];
 	struct tv_block_header h;
-	uint32_t payload_crc; /* running CRC32C over bytes [64, received) */
+	uint32_t hdr_bytes;   /* header length once its version is in; 0 before */
+	int hdr_checked;
+	uint32_t payload_crc; /* running CRC32C over bytes [hdr_bytes, received) */
 	int complete, synced;
 };
 
@@ -223,11 +226,11 @@ static void open_block(struct tv_segment *seg, const Tracevault__V1__WriteComman
 			    "OPEN_BLOCK %016llx while block %016llx is incomplete (%llu of %llu bytes)",
 			    (unsigned long long)cmd->block_id, (unsigned long long)cur->block_id,
 			    (unsigned long long)cur->received, (unsigned long long)cur->length);
-	if (cmd->length < TV_BLOCK_HEADER_BYTES)
+	if (cmd->length < TV_BLOCK_MIN_HEADER_BYTES)
 		return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
 			    "block %016llx: length %llu is shorter than the %d-byte header",
 			    (unsigned long long)cmd->block_id, (unsigned long long)cmd->length,
-			    TV_BLOCK_HEADER_BYTES);
+			    TV_BLOCK_MIN_HEADER_BYTES);
 	if (cmd->length > TV_SERVER_MAX_BLOCK_BYTES)
 		return fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED,
 			    "block %016llx: length %llu exceeds the server limit of %u bytes",
@@ -270,12 +273,12 @@ static void open_block(struct tv_segment *seg, const Tracevault__V1__WriteComman
 	seg->n++;
 }
 
-/* Check the header once its 64 bytes are in: fail fast on a block that cannot be valid. */
+/* Check the header once all its bytes are in: fail fast on a block that cannot be valid. */
 static int check_header(struct tv_segment *seg, struct seg_block *b)
 {
 	char why[160];
 
-	if (tv_block_header_parse(b->hdr, sizeof(b->hdr), &b->h, why, sizeof(why))) {
+	if (tv_block_header_parse(b->hdr, b->hdr_bytes, &b->h, why, sizeof(why))) {
 		fail(seg, GRPC_STATUS_INVALID_ARGUMENT, "block %016llx: %s",
 		     (unsigned long long)b->block_id, why);
 		return -1;
@@ -342,14 +345,37 @@ static void chunk(struct tv_segment *seg, struct tv_chunk_view *v)
 		     (unsigned long long)b->block_id, (unsigned long long)v->offset, crc, v->crc32c);
 		goto drop;
 	}
-	/* the block header (64 bytes, not payload) is copied to be parsed and checked */
-	if (b->received < TV_BLOCK_HEADER_BYTES) {
-		h = TV_BLOCK_HEADER_BYTES - b->received;
-		if (h > len)
-			h = len;
-		tv_iov_copy_out(v->iov, v->iovcnt, 0, b->hdr + b->received, h);
-		if (b->received + h == TV_BLOCK_HEADER_BYTES && check_header(seg, b))
+	/* The block header (not payload) is copied to be parsed and checked. Its length depends
+	 * on the version (BLOCK.md), so the first TV_BLOCK_PREFIX_BYTES come in first. h counts
+	 * the header bytes of this chunk, which the payload CRC skips. */
+	while (!b->hdr_checked && h < len) {
+		size_t want = b->hdr_bytes ? b->hdr_bytes : TV_BLOCK_PREFIX_BYTES;
+		size_t have = b->received + h, n = want - have;
+
+		if (n > len - h)
+			n = len - h;
+		tv_iov_copy_out(v->iov, v->iovcnt, h, b->hdr + have, n);
+		h += n;
+		if (b->received + h < want)
+			break;
+		if (b->hdr_bytes) {
+			if (check_header(seg, b))
+				goto drop;
+			b->hdr_checked = 1;
+			break;
+		}
+		b->hdr_bytes = tv_block_header_bytes(b->hdr);
+		if (b->hdr_bytes == 0 || b->hdr_bytes > b->length) {
+			uint32_t magic;
+
+			memcpy(&magic, b->hdr, 4);
+			fail(seg, GRPC_STATUS_INVALID_ARGUMENT, "block %016llx: %s",
+			     (unsigned long long)b->block_id,
+			     b->hdr_bytes ? "length shorter than its header"
+			     : le32toh(magic) != TV_BLOCK_MAGIC ? "bad block magic"
+								 : "unsupported block version");
 			goto drop;
+		}
 	}
 	b->payload_crc = tv_iov_crc32c(b->payload_crc, v->iov, v->iovcnt, h);
 	if (b->received + len == b->length && b->payload_crc != b->h.payload_crc32c) {
@@ -476,7 +502,8 @@ static void commit_now(struct tv_segment *seg)
 						     .min_ts_ns = b->h.min_ts_ns,
 						     .max_ts_ns = b->h.max_ts_ns,
 						     .record_count = b->h.record_count,
-						     .bytes = b->length };
+						     .bytes = b->length,
+						     .loss = b->h.loss };
 		total += b->length;
 	}
 	ret = tv_store_publish(seg->store, files, seg->n);

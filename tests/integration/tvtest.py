@@ -603,6 +603,21 @@ def encode_block(block_id, records):
     return head + struct.pack("<I", crc32c(head)) + payload
 
 
+def encode_block_v2(block_id, records, loss=(0, 0, 0, 0, 0), empty_ts_ns=0):
+    """BLOCK.md version 2: the v1 fields, 4 reserved bytes, the five u64 loss counters
+    (ring_full, map_full, parser, cache, failed), 4 reserved bytes, the CRC32C of [0, 108),
+    then the payload (codec 0). With no records the range is [empty_ts_ns, empty_ts_ns]."""
+    import struct
+    recs = sorted(records, key=lambda r: r.ts_ns)
+    payload = b"".join(varint(len(b)) + b for b in (r.SerializeToString() for r in recs))
+    lo = recs[0].ts_ns if recs else empty_ts_ns
+    hi = recs[-1].ts_ns if recs else empty_ts_ns
+    head = struct.pack("<IHHQQQIIQQII5QI", 0x4B425654, 2, 0, block_id, lo, hi, len(recs), 0,
+                       len(payload), len(payload), crc32c(payload), 0, *loss, 0)
+    assert len(head) == 108
+    return head + struct.pack("<I", crc32c(head)) + payload
+
+
 class GrpcClient:
     """Write/Query/Delete through grpcio and the generated messages only."""
 
@@ -639,6 +654,24 @@ class GrpcClient:
         responses = list(self.write(iter(reqs), timeout=self.timeout_s))
         return responses[-1]
 
+    def write_encoded(self, segment_id, blocks, chunk_bytes=4096):
+        """Like write_segment, for blocks already encoded: [(block_id, bytes)]."""
+        pb = self.pb
+        reqs = [pb.WriteRequest(command=pb.WriteCommand(type=pb.OPEN_SEGMENT,
+                                                        segment_id=segment_id))]
+        for block_id, data in blocks:
+            reqs.append(pb.WriteRequest(command=pb.WriteCommand(type=pb.OPEN_BLOCK,
+                                                                block_id=block_id,
+                                                                length=len(data))))
+            for off in range(0, len(data), chunk_bytes):
+                piece = data[off:off + chunk_bytes]
+                reqs.append(pb.WriteRequest(chunk=pb.Chunk(block_id=block_id, offset=off,
+                                                           crc32c=crc32c(piece), data=piece)))
+        reqs.append(pb.WriteRequest(command=pb.WriteCommand(type=pb.COMMIT,
+                                                            segment_id=segment_id)))
+        responses = list(self.write(iter(reqs), timeout=self.timeout_s))
+        return responses[-1]
+
     def query(self, from_ns, to_ns, limit=0):
         recs = []
         for resp in self.query_rpc(self.pb.QueryRequest(from_ns=from_ns, to_ns=to_ns, limit=limit),
@@ -648,3 +681,251 @@ class GrpcClient:
 
     def close(self):
         self.ch.close()
+
+
+# ---- capture fidelity helpers: a raw HTTP/1.x client, lighttpd, wrk, one capture run ----
+
+class RawHttp:
+    """One TCP connection to 127.0.0.1:port for what curl cannot do on purpose: several requests
+    in one send (pipelining), a request written byte by byte, a chunked or 100-continue upload.
+    Every read has a timeout, so a test never hangs on a server that stops answering."""
+
+    def __init__(self, port, timeout_s=10):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout_s)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def send_bytewise(self, data, pause_s=0.001):
+        """One send per byte (TCP_NODELAY): the server sees the request across many reads."""
+        for i in range(len(data)):
+            self.sock.sendall(data[i:i + 1])
+            time.sleep(pause_s)
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise AssertionError("server closed the connection mid-response")
+        self.buf += chunk
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            self._fill()
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _take(self, n):
+        while len(self.buf) < n:
+            self._fill()
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def read_head(self):
+        """(status, {lowercase name: value}) of the next response head, 1xx included."""
+        status = int(self._line().split()[1])
+        headers = {}
+        while True:
+            line = self._line()
+            if not line:
+                return status, headers
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+
+    def read_response(self, head_request=False, close_delimited_ok=False):
+        """(status, body bytes) of the next final response; 1xx interim heads are skipped."""
+        while True:
+            status, headers = self.read_head()
+            if status >= 200:
+                break
+        if head_request or status in (204, 304):
+            return status, 0
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            total = 0
+            while True:
+                size = int(self._line().split(b";")[0], 16)
+                if size == 0:
+                    while self._line():  # trailers up to the empty line
+                        pass
+                    return status, total
+                self._take(size)
+                total += size
+                assert self._take(2) == b"\r\n", "bad chunk framing"
+        if "content-length" in headers:
+            return status, len(self._take(int(headers["content-length"])))
+        assert close_delimited_ok, "response without length: %s" % headers
+        while True:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                data, self.buf = self.buf, b""
+                return status, len(data)
+            self.buf += chunk
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def http_request(method, path, headers=(), body=b"", version="HTTP/1.1"):
+    """The bytes of one request; Host is always sent, Content-Length when body is non-empty
+    and no Transfer-Encoding header is given."""
+    lines = ["%s %s %s" % (method, path, version), "Host: 127.0.0.1"] + list(headers)
+    if body and not any(h.lower().startswith("transfer-encoding:") for h in headers):
+        lines.append("Content-Length: %d" % len(body))
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+LIGHTTPD_CONF = """
+server.document-root = "{dir}/www"
+server.bind = "127.0.0.1"
+server.port = {port}
+server.pid-file = "{dir}/lighttpd.pid"
+server.errorlog = "{dir}/error.log"
+server.modules = ("mod_accesslog")
+server.max-keep-alive-requests = 1000
+server.network-backend = "sendfile"
+accesslog.filename = "{dir}/access.log"
+accesslog.format = "%m %U %>s %b"
+mimetype.assign = ("" => "application/octet-stream")
+"""
+
+
+class Lighttpd:
+    """A real lighttpd (Debian package lighttpd) in the foreground on 127.0.0.1:port serving a
+    temp www dir, logging each request as 'METHOD PATH STATUS BODY_BYTES' (%b is '-' for 0)."""
+
+    def __init__(self, files=None):
+        self.dir = tempfile.mkdtemp(prefix="tv-lighttpd-")
+        self.port = None
+        self.proc = None
+        os.makedirs(os.path.join(self.dir, "www"))
+        for name, body in (files or {"index.html": b"hello from lighttpd\n"}).items():
+            with open(os.path.join(self.dir, "www", name), "wb") as f:
+                f.write(body)
+
+    @staticmethod
+    def binary():
+        return shutil.which("lighttpd") or ("/usr/sbin/lighttpd"
+                                            if os.path.exists("/usr/sbin/lighttpd") else None)
+
+    def start(self, timeout=10):
+        for _ in range(5):  # the free port can be taken between probe and bind: try again
+            self.port = free_port()
+            conf = os.path.join(self.dir, "lighttpd.conf")
+            with open(conf, "w") as f:
+                f.write(LIGHTTPD_CONF.format(dir=self.dir, port=self.port))
+            self.proc = subprocess.Popen([self.binary(), "-D", "-f", conf],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                    return self
+                except OSError:
+                    time.sleep(0.05)
+            self.stop()
+        raise AssertionError("lighttpd did not start")
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def access_log(self):
+        """[(method, path, status, body bytes)]; the probe connection of start() sent nothing."""
+        path = os.path.join(self.dir, "access.log")
+        if not os.path.exists(path):
+            return []
+        out = []
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    m, u, s, b = line.split()
+                    out.append((m, u, int(s), 0 if b == "-" else int(b)))
+        return out
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # graceful: closes and flushes the access log
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+
+WRK_RE = r"(\d+) requests in [0-9.]+\w+, [0-9.]+\w+ read"
+
+
+def wrk(url, threads=1, conns=10, duration_s=2, extra=(), timeout_s=120):
+    """Run wrk once: (completed requests, req/s, socket error text or '', full stdout)."""
+    import re
+    p = subprocess.run(["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % duration_s]
+                       + list(extra) + [url], capture_output=True, text=True, timeout=timeout_s)
+    if p.returncode != 0:
+        raise AssertionError("wrk failed (%d): %s" % (p.returncode, p.stderr.strip()))
+    m = re.search(WRK_RE, p.stdout)
+    r = re.search(r"Requests/sec:\s+([0-9.]+)", p.stdout)
+    if not m or not r:
+        raise AssertionError("unexpected wrk output: %s" % p.stdout)
+    errs = re.search(r"Socket errors:.*", p.stdout)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", p.stdout)
+    bad = (errs.group(0) if errs else "") + (" non-2xx %s" % non2xx.group(1) if non2xx else "")
+    return int(m.group(1)), float(r.group(1)), bad.strip(), p.stdout
+
+
+CAPTURE_SUMMARY_RE = (r"sent (\d+), lost (\d+) .*lost: ring full (\d+), map full (\d+), "
+                      r"truncated (\d+)")
+
+
+def capture_records(srv, args, traffic):
+    """Runs traffic() under one `tracevault capture` with args (plus --block-age-ms 200);
+    returns (records read back with query, {sent, lost, ring_full, map_full, truncated},
+    capture stderr). Asserts the capture exited 0 and its summary's 'sent' equals the records
+    read back."""
+    import json
+    import re
+    from_ns = time.time_ns()
+    cap = Capture(srv.addr, list(args) + ["--block-age-ms", "200"]).start()
+    try:
+        traffic()
+    finally:
+        rc, err = cap.stop()
+    assert rc == 0, "capture %s exited %s: %s" % (args, rc, err)
+    m = re.search(CAPTURE_SUMMARY_RE, err)
+    assert m, "no capture summary in: %s" % err
+    nums = dict(zip(("sent", "lost", "ring_full", "map_full", "truncated"),
+                    (int(g) for g in m.groups())))
+    q = run(["query", "--server", srv.addr, "--from", str(from_ns),
+             "--to", str(time.time_ns() + 1), "--format", "jsonl"], timeout=300, check=True)
+    recs = [json.loads(line) for line in q.stdout.splitlines() if line.strip()]
+    assert nums["sent"] == len(recs), (m.group(0), len(recs))
+    return recs, nums, err
+
+
+def compare_exchanges(want, recs, what, err=""):
+    """want: [(method, path, status, body bytes)] from a server's access log; every one must be
+    exactly one record and there must be no other record. Raises with the differences."""
+    import collections
+    w = collections.Counter(want)
+    g = collections.Counter((r["method"], r["path"], r["status"], r["resp_body_bytes"])
+                            for r in recs)
+    if w != g or len(want) != len(recs):
+        raise AssertionError("%s: captured records differ from the server's access log\n"
+                             "missing: %s\nextra: %s\ncapture: %s"
+                             % (what, dict(w - g), dict(g - w), err.strip()))

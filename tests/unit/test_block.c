@@ -210,7 +210,7 @@ static void test_header_bitflip_rejected(void **state)
 static void test_payload_bitflip_rejected(void **state)
 {
 	(void)state;
-	expect_reject(TV_BLOCK_HEADER_BYTES + 5, 0x10, -EBADMSG, "payload checksum");
+	expect_reject(TV_BLOCK_V2_HEADER_BYTES + 5, 0x10, -EBADMSG, "payload checksum");
 }
 
 /* Rewrite a header field and fix the header CRC, so only the field's own check can catch it. */
@@ -224,8 +224,8 @@ static void expect_field_reject(size_t off, uint64_t value, size_t width, int wa
 	uint32_t crc;
 
 	memcpy(blk + off, &value, width); /* little-endian host: x86/arm64 */
-	crc = tv_crc32c(blk, 60);
-	memcpy(blk + 60, &crc, 4);
+	crc = tv_crc32c(blk, TV_BLOCK_V2_HEADER_BYTES - 4);
+	memcpy(blk + TV_BLOCK_V2_HEADER_BYTES - 4, &crc, 4);
 	assert_int_equal(tv_block_reader_open(&r, blk, len, err, sizeof(err)), want);
 	if (!strstr(err, what))
 		fail_msg("reason '%s' does not mention '%s'", err, what);
@@ -235,7 +235,8 @@ static void expect_field_reject(size_t off, uint64_t value, size_t width, int wa
 static void test_unknown_version_rejected(void **state)
 {
 	(void)state;
-	expect_field_reject(4, 2, 2, -EPROTONOSUPPORT, "version 2");
+	expect_field_reject(4, 3, 2, -EPROTONOSUPPORT, "version 3");
+	expect_field_reject(4, 0, 2, -EPROTONOSUPPORT, "version 0");
 }
 
 static void test_unknown_codec_rejected(void **state)
@@ -276,6 +277,9 @@ static void test_truncation_rejected(void **state)
 	assert_int_equal(tv_block_reader_open(&r, blk, 10, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "truncated"));
 	assert_int_equal(tv_block_reader_open(&r, blk, 0, err, sizeof(err)), -EINVAL);
+	/* past the v1 size but short of the v2 header this block has */
+	assert_int_equal(tv_block_reader_open(&r, blk, 80, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "header needs 112"));
 	free(blk);
 }
 
@@ -338,6 +342,135 @@ static void test_chunk_prefix_matches_protobuf(void **state)
 	}
 }
 
+/* ---- version 2 loss counters, and version 1 blocks still read ---- */
+
+static void test_v2_header_carries_loss(void **state)
+{
+	struct tv_block_builder *b = tv_block_builder_new();
+	const struct tv_block_loss loss = {.ring_full = 7, .map_full = 1, .parser = 3,
+					   .cache = 1ull << 40, .failed = 5};
+	Tracevault__V1__TraceRecord rec;
+	struct tv_block_reader *r;
+	const struct tv_block_header *h;
+	char path[64], err[256];
+	void *out = NULL;
+	size_t len = 0;
+
+	(void)state;
+	fill(&rec, 9, path, sizeof(path));
+	assert_int_equal(tv_block_builder_add(b, &rec), 0);
+	tv_block_builder_set_loss(b, &loss, 123);
+	assert_int_equal(tv_block_builder_seal(b, 5, TV_CODEC_ZSTD, 3, &out, &len), 0);
+	assert_int_equal(tv_block_reader_open(&r, out, len, err, sizeof(err)), 0);
+	h = tv_block_reader_header(r);
+	assert_int_equal(h->version, 2);
+	assert_int_equal(h->header_bytes, TV_BLOCK_V2_HEADER_BYTES);
+	assert_int_equal(tv_block_header_bytes(out), TV_BLOCK_V2_HEADER_BYTES);
+	assert_memory_equal(&h->loss, &loss, sizeof(loss));
+	assert_int_equal(h->min_ts_ns, rec.ts_ns); /* records, not the loss time, give the range */
+	tv_block_reader_free(r);
+	free(out);
+	/* the loss went with that seal: the next block starts from zero */
+	assert_int_equal(tv_block_builder_add(b, &rec), 0);
+	assert_int_equal(tv_block_builder_seal(b, 6, TV_CODEC_NONE, 0, &out, &len), 0);
+	assert_int_equal(tv_block_reader_open(&r, out, len, err, sizeof(err)), 0);
+	h = tv_block_reader_header(r);
+	assert_int_equal(h->loss.ring_full + h->loss.map_full + h->loss.parser + h->loss.cache +
+				 h->loss.failed, 0);
+	tv_block_reader_free(r);
+	free(out);
+	tv_block_builder_free(b);
+}
+
+static void test_loss_only_block_has_no_records(void **state)
+{
+	struct tv_block_builder *b = tv_block_builder_new();
+	const struct tv_block_loss loss = {.ring_full = 11};
+	struct tv_block_reader *r;
+	Tracevault__V1__TraceRecord *rec;
+	const struct tv_block_header *h;
+	char err[256];
+	void *out = NULL;
+	size_t len = 0;
+
+	(void)state;
+	tv_block_builder_set_loss(b, &loss, 777);
+	assert_int_equal(tv_block_builder_seal(b, 8, TV_CODEC_ZSTD, 3, &out, &len), 0);
+	assert_int_equal(tv_block_reader_open(&r, out, len, err, sizeof(err)), 0);
+	h = tv_block_reader_header(r);
+	assert_int_equal(h->record_count, 0);
+	assert_int_equal(h->min_ts_ns, 777);
+	assert_int_equal(h->max_ts_ns, 777);
+	assert_int_equal(h->loss.ring_full, 11);
+	assert_int_equal(tv_block_reader_next(r, &rec), 0);
+	tv_block_reader_free(r);
+	free(out);
+	/* and with the loss stamped, an empty builder is empty again */
+	out = NULL;
+	assert_int_equal(tv_block_builder_seal(b, 9, TV_CODEC_ZSTD, 3, &out, &len), -ENODATA);
+	tv_block_builder_free(b);
+}
+
+/* A version 1 block as BLOCK.md lays it out (what tvtest.encode_block writes): 60 bytes of the
+ * same fields as v2 with version 1, the CRC of those at 60, then the payload. */
+static uint8_t *to_v1(const uint8_t *v2, size_t len, size_t *v1_len)
+{
+	uint8_t *v1 = malloc(len);
+	uint16_t one = 1;
+	uint32_t crc;
+
+	assert_non_null(v1);
+	memcpy(v1, v2, 60);
+	memcpy(v1 + 4, &one, 2);
+	crc = tv_crc32c(v1, 60);
+	memcpy(v1 + 60, &crc, 4);
+	memcpy(v1 + 64, v2 + TV_BLOCK_V2_HEADER_BYTES, len - TV_BLOCK_V2_HEADER_BYTES);
+	*v1_len = len - (TV_BLOCK_V2_HEADER_BYTES - TV_BLOCK_V1_HEADER_BYTES);
+	return v1;
+}
+
+static void test_v1_block_still_reads(void **state)
+{
+	size_t len, v1_len;
+	uint8_t *v2 = seal_n(100, TV_CODEC_ZSTD, &len);
+	uint8_t *v1 = to_v1(v2, len, &v1_len);
+	struct tv_block_reader *r;
+	const struct tv_block_header *h;
+	Tracevault__V1__TraceRecord *rec;
+	char err[256] = "";
+	int n = 0;
+
+	(void)state;
+	assert_int_equal(tv_block_header_bytes(v1), TV_BLOCK_V1_HEADER_BYTES);
+	if (tv_block_reader_open(&r, v1, v1_len, err, sizeof(err)))
+		fail_msg("v1 block rejected: %s", err);
+	h = tv_block_reader_header(r);
+	assert_int_equal(h->version, 1);
+	assert_int_equal(h->header_bytes, TV_BLOCK_V1_HEADER_BYTES);
+	assert_int_equal(tv_block_total_bytes(h), v1_len);
+	assert_int_equal(h->record_count, 100);
+	assert_int_equal(h->loss.ring_full + h->loss.failed + h->loss.cache, 0);
+	while (tv_block_reader_next(r, &rec) == 1) {
+		tracevault__v1__trace_record__free_unpacked(rec, NULL);
+		n++;
+	}
+	assert_int_equal(n, 100);
+	tv_block_reader_free(r);
+	/* a v1 header checksum covers [0, 60): a flipped field is caught there */
+	v1[33] ^= 1;
+	assert_int_equal(tv_block_reader_open(&r, v1, v1_len, err, sizeof(err)), -EBADMSG);
+	assert_non_null(strstr(err, "header checksum"));
+	free(v1);
+	free(v2);
+}
+
+static void test_v2_loss_bitflip_rejected(void **state)
+{
+	(void)state;
+	/* a flipped loss counter: the v2 header CRC covers it */
+	expect_reject(64 + 3, 0x01, -EBADMSG, "header checksum");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -356,6 +489,10 @@ int main(void)
 		cmocka_unit_test(test_truncation_rejected),
 		cmocka_unit_test(test_set_id_restamps_header),
 		cmocka_unit_test(test_crc32c_known_vector),
+		cmocka_unit_test(test_v2_header_carries_loss),
+		cmocka_unit_test(test_loss_only_block_has_no_records),
+		cmocka_unit_test(test_v1_block_still_reads),
+		cmocka_unit_test(test_v2_loss_bitflip_rejected),
 		cmocka_unit_test(test_chunk_prefix_matches_protobuf),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "catalog.h"
 
@@ -239,6 +240,60 @@ static void test_rows_survive_reopen(void **state)
 	assert_int_equal(s.ids[0], 5);
 }
 
+static int take_first(const struct tv_catalog_block *b, void *arg)
+{
+	*(struct tv_catalog_block *)arg = *b;
+	return 0;
+}
+
+static void test_loss_columns_round_trip(void **state)
+{
+	struct fixture *f = *state;
+	struct tv_catalog_block b = blk(0xfeedull << 48, 1, 10, 20), got = {0};
+
+	b.loss = (struct tv_block_loss){ .ring_full = 1, .map_full = 2, .parser = 3,
+					 .cache = 4, .failed = UINT64_MAX };
+	commit(f->c, &b, 1);
+	assert_int_equal(tv_catalog_overlap(f->c, 0, 100, take_first, &got), 0);
+	assert_memory_equal(&got.loss, &b.loss, sizeof(b.loss));
+}
+
+/* A catalog.db of the first schema (no loss columns) gains them on open, rows intact. */
+static void test_old_catalog_is_migrated(void **state)
+{
+	struct fixture *f = *state;
+	struct tv_catalog_block b = blk(9, 2, 50, 60), got = {0};
+	sqlite3 *db;
+	char err[256] = "";
+
+	tv_catalog_close(f->c);
+	f->c = NULL;
+	unlink(f->path);
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+				      "CREATE TABLE blocks (block_id INTEGER PRIMARY KEY,"
+				      " segment_id INTEGER NOT NULL, min_ts_ns INTEGER NOT NULL,"
+				      " max_ts_ns INTEGER NOT NULL, record_count INTEGER NOT NULL,"
+				      " bytes INTEGER NOT NULL, committed_ns INTEGER NOT NULL);"
+				      "INSERT INTO blocks VALUES (7, 1, 10, 20, 5, 100, 1);",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	sqlite3_close(db);
+	if (tv_catalog_open(&f->c, f->path, err, sizeof(err)))
+		fail_msg("open of an old catalog failed: %s", err);
+	assert_int_equal(tv_catalog_overlap(f->c, 0, 30, take_first, &got), 0);
+	assert_int_equal(got.block_id, 7);
+	assert_int_equal(got.record_count, 5);
+	assert_int_equal(got.loss.ring_full + got.loss.failed, 0);
+	b.loss.parser = 42;
+	commit(f->c, &b, 1);
+	assert_int_equal(tv_catalog_overlap(f->c, 50, 51, take_first, &got), 0);
+	assert_int_equal(got.loss.parser, 42);
+	/* and a second open finds the columns there */
+	tv_catalog_close(f->c);
+	assert_int_equal(tv_catalog_open(&f->c, f->path, err, sizeof(err)), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -252,6 +307,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_failed_commit_leaves_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rows_survive_reopen, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_loss_columns_round_trip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_old_catalog_is_migrated, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

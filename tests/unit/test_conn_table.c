@@ -310,9 +310,65 @@ static void test_ipv6_address_format(void **state)
 	assert_string_equal(buf, "[::1]:8080");
 }
 
+/* --headers: the exchange carries both heads' header lines (credentials redacted); requests
+ * dropped (pipelining overflow) or still pending at close release theirs (ASan checks). */
+static struct {
+	int n;
+	char req[256], resp[256];
+	size_t req_len, resp_len;
+} hx;
+
+static void on_exchange_hdrs(void *ctx, const struct tv_exchange *x)
+{
+	(void)ctx;
+	if (hx.n++ == 0) {
+		assert_true(x->req_hdrs_len <= sizeof(hx.req) && x->resp_hdrs_len <= sizeof(hx.resp));
+		memcpy(hx.req, x->req_hdrs, x->req_hdrs_len);
+		memcpy(hx.resp, x->resp_hdrs, x->resp_hdrs_len);
+		hx.req_len = x->req_hdrs_len;
+		hx.resp_len = x->resp_hdrs_len;
+	}
+}
+
+static void test_exchange_carries_headers_and_frees_them(void **state)
+{
+	static const char want_req[] = "Host\0h\0Cookie\0[redacted]\0";
+	static const char want_resp[] = "Content-Length\0" "0\0Set-Cookie\0[redacted]\0";
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange_hdrs, NULL);
+	char many[64 * 40];
+	size_t off = 0;
+
+	(void)state;
+	memset(&hx, 0, sizeof(hx));
+	tv_conn_table_set_headers(t, 1, 0);
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20,
+	     "GET /a HTTP/1.1\r\nHost: h\r\nCookie: s=1\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 30,
+	     "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nSet-Cookie: s=2\r\n\r\n", 0);
+	assert_int_equal(hx.n, 1);
+	assert_int_equal(hx.req_len, sizeof(want_req) - 1);
+	assert_memory_equal(hx.req, want_req, sizeof(want_req) - 1);
+	assert_int_equal(hx.resp_len, sizeof(want_resp) - 1);
+	assert_memory_equal(hx.resp, want_resp, sizeof(want_resp) - 1);
+	/* more pipelined requests than TV_CONN_MAX_PENDING, then a close with them unanswered */
+	for (int i = 0; i < TV_CONN_MAX_PENDING + 8; i++)
+		off += (size_t)snprintf(many + off, sizeof(many) - off,
+					"GET /p%d HTTP/1.1\r\nX-N: %d\r\n\r\n", i, i);
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 40, many, 0);
+	assert_int_equal(tv_conn_table_stats(t)->exchanges_dropped, 8);
+	send_ev(t, ev(TV_EV_CLOSE, TV_ROLE_SERVER, 5, 1, 50));
+	assert_int_equal(hx.n, 1 + TV_CONN_MAX_PENDING);
+	/* and a connection freed with requests pending (no flush) */
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 6, 1, 60));
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 6, 1, 70, "GET /z HTTP/1.1\r\nA: b\r\n\r\n", 0);
+	tv_conn_table_free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_exchange_carries_headers_and_frees_them),
 		cmocka_unit_test(test_server_pipelined_requests_pair_in_order),
 		cmocka_unit_test(test_client_role_reverses_directions),
 		cmocka_unit_test(test_close_without_response_gives_status_zero),

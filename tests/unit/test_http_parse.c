@@ -508,6 +508,172 @@ static void test_cut_or_oversized_head_still_reports_start_line(void **state)
 	free(p);
 }
 
+/* ---- --headers and redaction ---- */
+
+struct hdr_seen {
+	int heads;
+	char buf[4][2048]; /* hdrs of each head, copied */
+	size_t len[4];
+	int had_null;      /* a head came with hdrs == NULL */
+};
+
+static void on_head_hdrs(void *ctx, struct tv_http_msg *m)
+{
+	struct hdr_seen *s = ctx;
+
+	assert_true(s->heads < 4);
+	if (!m->hdrs) {
+		s->had_null = 1;
+	} else {
+		assert_true(m->hdrs_len <= sizeof(s->buf[0]));
+		memcpy(s->buf[s->heads], m->hdrs, m->hdrs_len);
+		s->len[s->heads] = m->hdrs_len;
+	}
+	s->heads++;
+}
+
+static void on_done_none(void *ctx, const struct tv_http_msg *m)
+{
+	(void)ctx;
+	assert_null(m->hdrs); /* the head's buffer never outlives on_head */
+}
+
+static const struct tv_http_callbacks hdr_cbs = { on_head_hdrs, on_done_none };
+
+/* The value of header name (exact case) in pairs, or NULL. */
+static const char *hdr_value(const char *pairs, size_t len, const char *name)
+{
+	size_t pos = 0;
+
+	while (pos < len) {
+		const char *n = pairs + pos, *v = n + strlen(n) + 1;
+
+		if (strcmp(n, name) == 0)
+			return v;
+		pos = (size_t)(v - pairs) + strlen(v) + 1;
+	}
+	return NULL;
+}
+
+static const char CRED_REQ[] = "GET /me?session=abc HTTP/1.1\r\n"
+			       "Host: example\r\n"
+			       "Authorization: Basic dXNlcjpwYXNz\r\n"
+			       "COOKIE: sid=42; theme=dark\r\n"
+			       "proxy-authorization: Bearer pxy\r\n"
+			       "X-Odd: caf\xc3\xa9\x01!\r\n"
+			       "Authorizations: not-a-credential\r\n"
+			       "\r\n";
+static const char CRED_RESP[] = "HTTP/1.1 200 OK\r\n"
+				"Set-Cookie: sid=43; HttpOnly\r\n"
+				"Content-Length: 2\r\n"
+				"\r\nok";
+
+static void parse_with_headers(int keep_credentials, struct hdr_seen *req,
+			       struct hdr_seen *resp)
+{
+	struct tv_http_parser *p = malloc(sizeof(*p)), *q = malloc(sizeof(*q));
+
+	assert_non_null(p);
+	assert_non_null(q);
+	memset(req, 0, sizeof(*req));
+	memset(resp, 0, sizeof(*resp));
+	tv_http_parser_init(p, TV_HTTP_REQUEST, &hdr_cbs, req);
+	tv_http_parser_init(q, TV_HTTP_RESPONSE, &hdr_cbs, resp);
+	p->keep_headers = q->keep_headers = 1;
+	p->keep_credentials = q->keep_credentials = keep_credentials;
+	feed_str(p, CRED_REQ, 1);
+	feed_str(q, CRED_RESP, 2);
+	free(p);
+	free(q);
+}
+
+static void test_credential_headers_redacted_by_default(void **state)
+{
+	struct hdr_seen req, resp;
+
+	(void)state;
+	parse_with_headers(0, &req, &resp);
+	assert_int_equal(req.heads, 1);
+	assert_int_equal(tv_http_header_count(req.buf[0], req.len[0]), 6);
+	assert_string_equal(hdr_value(req.buf[0], req.len[0], "Host"), "example");
+	assert_string_equal(hdr_value(req.buf[0], req.len[0], "Authorization"), "[redacted]");
+	/* names are matched case-insensitively and stored as sent */
+	assert_string_equal(hdr_value(req.buf[0], req.len[0], "COOKIE"), "[redacted]");
+	assert_string_equal(hdr_value(req.buf[0], req.len[0], "proxy-authorization"),
+			    "[redacted]");
+	/* only the exact names: a longer one is an ordinary header */
+	assert_string_equal(hdr_value(req.buf[0], req.len[0], "Authorizations"),
+			    "not-a-credential");
+	/* bytes outside printable ASCII become '?' */
+	assert_string_equal(hdr_value(req.buf[0], req.len[0], "X-Odd"), "caf??" "?!");
+	assert_null(memmem(req.buf[0], req.len[0], "dXNlcjpwYXNz", 12));
+	assert_null(memmem(req.buf[0], req.len[0], "sid=42", 6));
+	assert_int_equal(resp.heads, 1);
+	assert_string_equal(hdr_value(resp.buf[0], resp.len[0], "Set-Cookie"), "[redacted]");
+	assert_string_equal(hdr_value(resp.buf[0], resp.len[0], "Content-Length"), "2");
+}
+
+static void test_credential_headers_kept_with_no_redact(void **state)
+{
+	struct hdr_seen req, resp;
+
+	(void)state;
+	parse_with_headers(1, &req, &resp);
+	assert_string_equal(hdr_value(req.buf[0], req.len[0], "Authorization"),
+			    "Basic dXNlcjpwYXNz");
+	assert_string_equal(hdr_value(req.buf[0], req.len[0], "COOKIE"), "sid=42; theme=dark");
+	assert_string_equal(hdr_value(req.buf[0], req.len[0], "proxy-authorization"),
+			    "Bearer pxy");
+	assert_string_equal(hdr_value(resp.buf[0], resp.len[0], "Set-Cookie"),
+			    "sid=43; HttpOnly");
+}
+
+static void test_headers_not_kept_by_default(void **state)
+{
+	struct tv_http_parser *p = malloc(sizeof(*p));
+	struct hdr_seen req;
+
+	(void)state;
+	assert_non_null(p);
+	memset(&req, 0, sizeof(req));
+	tv_http_parser_init(p, TV_HTTP_REQUEST, &hdr_cbs, &req);
+	feed_str(p, CRED_REQ, 1);
+	assert_int_equal(req.heads, 1);
+	assert_true(req.had_null);
+	free(p);
+}
+
+static void test_credential_header_names(void **state)
+{
+	(void)state;
+	assert_true(tv_http_is_credential_header("set-COOKIE", 10));
+	assert_true(tv_http_is_credential_header("Proxy-Authorization", 19));
+	assert_false(tv_http_is_credential_header("Cookie2", 7));
+	assert_false(tv_http_is_credential_header("Cook", 4));
+	assert_false(tv_http_is_credential_header("X-Api-Key", 9));
+}
+
+/* A head whose copy was cut: only its complete lines are kept (no guessed-at value). */
+static void test_cut_head_keeps_complete_header_lines(void **state)
+{
+	static const char head[] = "GET /x HTTP/1.1\r\nHost: h\r\nCookie: sid=1\r\nX-Long: abcdef";
+	struct tv_http_parser *p = malloc(sizeof(*p));
+	struct hdr_seen req;
+
+	(void)state;
+	assert_non_null(p);
+	memset(&req, 0, sizeof(req));
+	tv_http_parser_init(p, TV_HTTP_REQUEST, &hdr_cbs, &req);
+	p->keep_headers = 1;
+	/* the syscall moved 5000 bytes, only the first strlen(head) were copied */
+	tv_http_parser_feed(p, head, strlen(head), 5000, 1);
+	assert_int_equal(req.heads, 1);
+	assert_int_equal(tv_http_header_count(req.buf[0], req.len[0]), 2);
+	assert_string_equal(hdr_value(req.buf[0], req.len[0], "Cookie"), "[redacted]");
+	assert_null(hdr_value(req.buf[0], req.len[0], "X-Long"));
+	free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -528,6 +694,11 @@ int main(void)
 		cmocka_unit_test(test_http10_request_and_close_delimited_response),
 		cmocka_unit_test(test_truncated_head_loses_sync_and_marks_incomplete),
 		cmocka_unit_test(test_cut_or_oversized_head_still_reports_start_line),
+		cmocka_unit_test(test_credential_headers_redacted_by_default),
+		cmocka_unit_test(test_credential_headers_kept_with_no_redact),
+		cmocka_unit_test(test_headers_not_kept_by_default),
+		cmocka_unit_test(test_credential_header_names),
+		cmocka_unit_test(test_cut_head_keeps_complete_header_lines),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -216,9 +216,60 @@ static void test_table(void **state)
 	free(buf);
 }
 
+static void test_headers_round_trip(void **state)
+{
+	Tracevault__V1__TraceRecord r;
+	Tracevault__V1__Header h[3] = { TRACEVAULT__V1__HEADER__INIT, TRACEVAULT__V1__HEADER__INIT,
+					TRACEVAULT__V1__HEADER__INIT };
+	Tracevault__V1__Header *req[2] = { &h[0], &h[1] }, *resp[1] = { &h[2] };
+	struct tv_record_json rj;
+	char err[256], *s, *s2;
+
+	(void)state;
+	fill(&r);
+	h[0].name = "Host";
+	h[0].value = "a\"b";
+	h[1].name = "Cookie";
+	h[1].value = "[redacted]";
+	h[2].name = "Content-Length";
+	h[2].value = "9";
+	r.req_headers = req;
+	r.n_req_headers = 2;
+	r.resp_headers = resp;
+	r.n_resp_headers = 1;
+	s = to_jsonl(&r);
+	assert_non_null(strstr(s, ",\"flags\":3,\"req_headers\":[{\"name\":\"Host\","
+				  "\"value\":\"a\\\"b\"},{\"name\":\"Cookie\",\"value\":"
+				  "\"[redacted]\"}],\"resp_headers\":[{\"name\":"
+				  "\"Content-Length\",\"value\":\"9\"}]}\n"));
+	assert_int_equal(tv_record_json_parse(&rj, s, strlen(s) - 1, err, sizeof(err)), 0);
+	assert_int_equal(rj.rec.n_req_headers, 2);
+	assert_int_equal(rj.rec.n_resp_headers, 1);
+	assert_string_equal(rj.rec.req_headers[1]->value, "[redacted]");
+	s2 = to_jsonl(&rj.rec);
+	assert_string_equal(s, s2);
+	tv_record_json_release(&rj);
+	free(s);
+	free(s2);
+	/* shapes that are refused */
+	s = "{\"ts_ns\":1,\"req_headers\":{}}";
+	assert_int_equal(tv_record_json_parse(&rj, s, strlen(s), err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "must be an array"));
+	s = "{\"ts_ns\":1,\"resp_headers\":[{\"name\":\"a\",\"value\":1}]}";
+	assert_int_equal(tv_record_json_parse(&rj, s, strlen(s), err, sizeof(err)), -EINVAL);
+	s = "{\"ts_ns\":1,\"resp_headers\":[{\"name\":\"a\",\"value\":\"b\",\"x\":\"c\"}]}";
+	assert_int_equal(tv_record_json_parse(&rj, s, strlen(s), err, sizeof(err)), -EINVAL);
+	/* no headers: no keys in the output (the pre-headers form is unchanged) */
+	fill(&r);
+	s = to_jsonl(&r);
+	assert_null(strstr(s, "headers"));
+	free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_headers_round_trip),
 		cmocka_unit_test(test_exact_jsonl_output),
 		cmocka_unit_test(test_round_trip_all_fields),
 		cmocka_unit_test(test_escaping),

@@ -1,0 +1,143 @@
+#!/usr/bin/python3
+"""`make bench`, capture part: nginx throughput with eBPF capture off vs on (same run), the
+highest request rate captured with nothing lost, and the parser replay rate on one core."""
+import os
+import re
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
+import tvtest  # noqa: E402  (TV_BIN_DIR, set by bench/run.sh, selects the build)
+
+BODY = b"b" * 612  # the size of nginx's stock index.html
+DURATION_S = int(os.environ.get("TV_BENCH_CAPTURE_S", "5"))
+RAMP_S = int(os.environ.get("TV_BENCH_RAMP_S", "3"))
+RAMP = [(1, 1), (1, 2), (1, 4), (2, 8), (2, 16), (2, 32), (2, 64), (2, 128)]  # (threads, conns)
+CAPTURE_ARGS = ["--ring-bytes", "64M", "--block-age-ms", "500"]
+
+
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid):
+    """User + system CPU seconds of a live process (its threads included)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / HZ
+
+
+def wrk_cpu(ng, threads, conns, duration_s, extra_pids=()):
+    """wrk with the CPU seconds nginx (and extra_pids) used meanwhile:
+    (completed, req/s, errors, [cpu s of nginx, *extra])."""
+    pids = [ng.pid] + list(extra_pids)
+    t0 = [cpu_s(p) for p in pids]
+    completed, rps, bad, _ = tvtest.wrk(ng.url, threads, conns, duration_s)
+    return completed, rps, bad, [cpu_s(p) - t for p, t in zip(pids, t0)]
+
+
+def capture_run(srv, ng, threads, conns, duration_s):
+    """wrk under one capture: (wrk req/s, wrk completed, records sent, lost, nginx log lines
+    added, wrk errors, capture summary, CPU us per request of nginx, capture, tracevaultd)."""
+    before = len(ng.access_log())
+    cap = tvtest.Capture(srv.addr, ["--pid", str(ng.pid)] + CAPTURE_ARGS).start()
+    try:
+        completed, rps, bad, cpu = wrk_cpu(ng, threads, conns, duration_s,
+                                           (cap.proc.pid, srv.proc.pid))
+    finally:
+        rc, err = cap.stop()
+    if rc != 0:
+        raise SystemExit("bench: capture exited %s: %s" % (rc, err.strip()))
+    m = re.search(tvtest.CAPTURE_SUMMARY_RE, err)
+    if not m:
+        raise SystemExit("bench: no capture summary: %s" % err.strip())
+    logged = wait_log(ng, before + completed) - before
+    summary = [ln for ln in err.splitlines() if "sent " in ln]
+    us = [c * 1e6 / max(completed, 1) for c in cpu]
+    return rps, completed, int(m.group(1)), int(m.group(2)), logged, bad, summary[-1], us
+
+
+def wait_log(ng, at_least, timeout_s=10):
+    """nginx writes its access log unbuffered after each request: wait (bounded) until the
+    lines wrk completed are all there, then return the line count."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        n = len(ng.access_log())
+        if n >= at_least or time.monotonic() > deadline:
+            return n
+        time.sleep(0.05)
+
+
+def throughput(srv, ng):
+    print("(i) nginx throughput, wrk -t2 -c50 -d%ds on a %d-byte file, capture off/on "
+          "alternated" % (DURATION_S, len(BODY)))
+    off, on = [], []
+    for mode in ("off", "on", "off", "on"):
+        if mode == "off":
+            done, rps, bad, cpu = wrk_cpu(ng, 2, 50, DURATION_S)
+            off.append(rps)
+            print("  capture off: %9.0f req/s %s  CPU us/request: nginx %.1f"
+                  % (rps, bad, cpu[0] * 1e6 / max(done, 1)))
+        else:
+            rps, done, sent, lost, logged, bad, _, us = capture_run(srv, ng, 2, 50, DURATION_S)
+            on.append(rps)
+            print("  capture on:  %9.0f req/s %s  CPU us/request: nginx %.1f (eBPF runs in "
+                  "its syscalls), capture %.1f, tracevaultd %.1f; records %d, lost %d, nginx "
+                  "logged %d" % (rps, bad, us[0], us[1], us[2], sent, lost, logged))
+    ratio = (sum(on) / len(on)) / (sum(off) / len(off))
+    print("capture on / off throughput: %.3fx (mean %.0f vs %.0f req/s) goal >= 0.95x"
+          % (ratio, sum(on) / len(on), sum(off) / len(off)))
+
+
+def ramp(srv, ng):
+    print("(ii) lossless rate: wrk -d%ds at rising -t/-c, one capture per step; lossless = "
+          "lost 0 and records == nginx log lines" % RAMP_S)
+    best = None
+    for threads, conns in RAMP:
+        rps, done, sent, lost, logged, bad, summary, _ = capture_run(srv, ng, threads, conns,
+                                                                     RAMP_S)
+        ok = lost == 0 and sent == logged
+        print("  -t%d -c%-3d %9.0f req/s  wrk %7d  nginx %7d  records %7d  lost %5d  %s"
+              % (threads, conns, rps, done, logged, sent, lost, "lossless" if ok else "LOSS"))
+        if not ok:
+            print("    " + summary)
+        elif best is None or rps > best:
+            best = rps
+    print("highest rate captured with lost 0: %s goal >= 20000 req/s (on %d cores, wrk + "
+          "nginx + capture + tracevaultd sharing them)"
+          % ("%.0f req/s" % best if best else "none", os.cpu_count()))
+
+
+def parser():
+    p = subprocess.run([tvtest.binary("bench/bench_parser"), "3"], capture_output=True,
+                       text=True, timeout=120)
+    if p.returncode != 0:
+        raise SystemExit("bench: bench_parser failed: %s" % p.stderr.strip())
+    vals = dict(line.split() for line in p.stdout.splitlines())
+    print("(iii) parser replay (conn table + HTTP parser, one core, synthetic nginx-like "
+          "keep-alive events): %.0f exchanges/s (%.0f events/s, %s MB/s) goal >= 100000"
+          % (float(vals["parser_exchanges_per_s"]), float(vals["parser_events_per_s"]),
+             vals["parser_MBps"]))
+
+
+def main():
+    parser()
+    reason = tvtest.bpf_unavailable_reason()
+    if reason:
+        print("(i), (ii) not run: " + reason)
+        return
+    for tool in ("wrk", "nginx"):
+        if not (subprocess.run(["which", tool], capture_output=True).returncode == 0 or
+                os.path.exists("/usr/sbin/" + tool)):
+            print("(i), (ii) not run: %s is not installed (scripts/deps.sh)" % tool)
+            return
+    with tvtest.Server() as srv, tvtest.Nginx({"index.html": BODY}) as ng:
+        ng.url = "http://127.0.0.1:%d/index.html" % ng.port
+        tvtest.wrk(ng.url, 2, 50, 1)  # warm-up, not reported
+        throughput(srv, ng)
+        ramp(srv, ng)
+
+
+if __name__ == "__main__":
+    main()
