@@ -26,6 +26,8 @@ const volatile char target_comm[TV_CAPTURE_COMM_BYTES] = {};
 const volatile __u8 filter_cgroup = 0; /* 1: only tasks under the cgroup in cgroup_map[0] */
 /* bytes copied per data syscall (--payload-bytes, <= TV_CAPTURE_PAYLOAD_BYTES) */
 const volatile __u32 payload_bytes = TV_CAPTURE_DEFAULT_PAYLOAD_BYTES;
+/* queued bytes at which the reader is woken (the loader sets it from the ring size) */
+const volatile __u64 wakeup_bytes = TV_CAPTURE_WAKEUP_BYTES;
 
 /* What a tracked socket fd is: filled at accept/connect exit, removed at close. */
 struct sock_info {
@@ -180,7 +182,13 @@ static __always_inline void submit(struct scratch *s, __u32 payload_len)
 
 	barrier_var(payload_len); /* <= PAYLOAD already: the mask is for the verifier */
 	size = TV_EVENT_HEADER_BYTES + (payload_len & PAYLOAD_MASK);
-	if (bpf_ringbuf_output(&events, &s->ev, size, 0))
+	/* Wake the reader only once wakeup_bytes are queued: a wake-up per event cost the reader
+	 * a context switch per request (bench: nginx at 0.54-0.64x of its speed with capture on).
+	 * The reader also drains the ring every poll interval, so nothing waits longer than that. */
+	if (bpf_ringbuf_output(&events, &s->ev, size,
+			       bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
+				       ? BPF_RB_FORCE_WAKEUP
+				       : BPF_RB_NO_WAKEUP))
 		count_lost(TV_LOST_RING_FULL);
 }
 

@@ -16,6 +16,9 @@
 /* Size of the kernel -> user ring buffer (--ring-bytes): a power of two, multiple of the page
  * size. */
 #define TV_CAPTURE_RING_BYTES (16u << 20)
+/* Queued ring bytes that wake the reader (at most a quarter of the ring, set by the loader);
+ * below it the reader finds events at its next poll interval instead. */
+#define TV_CAPTURE_WAKEUP_BYTES (256u << 10)
 #define TV_CAPTURE_MIN_RING_BYTES (4u << 10)
 #define TV_CAPTURE_MAX_RING_BYTES (1u << 30)
 /* Sockets tracked at once (hash map entries) and in-flight syscalls (one per thread). */

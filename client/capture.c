@@ -24,7 +24,9 @@
 #include "pipeline.h"
 #include "sampler.h"
 
-#define POLL_TIMEOUT_MS 100
+/* The kernel wakes us only when TV_CAPTURE_WAKEUP_BYTES are queued, so this interval is also
+ * the longest an event waits in the ring, and how often loss totals reach the pipeline. */
+#define POLL_TIMEOUT_MS 10
 #define TRACEFS_DIR "/sys/kernel/tracing"
 
 /* Everything one run owns; released in tv_capture_run's cleanup, in reverse order. */
@@ -204,6 +206,7 @@ static int set_cgroup_filter(struct capture *c, int cg_fd, char *err, size_t err
 
 static int load_bpf(struct capture *c, char *err, size_t errlen)
 {
+	uint32_t ring_bytes;
 	int rc;
 
 	libbpf_set_print(libbpf_print);
@@ -228,8 +231,12 @@ static int load_bpf(struct capture *c, char *err, size_t errlen)
 	c->skel->rodata->filter_cgroup = c->cg_fd >= 0;
 	c->skel->rodata->payload_bytes = c->o->payload_bytes ? c->o->payload_bytes
 							     : TV_CAPTURE_DEFAULT_PAYLOAD_BYTES;
-	rc = bpf_map__set_max_entries(c->skel->maps.events,
-				      c->o->ring_bytes ? c->o->ring_bytes : TV_CAPTURE_RING_BYTES);
+	ring_bytes = c->o->ring_bytes ? c->o->ring_bytes : TV_CAPTURE_RING_BYTES;
+	/* a small ring (tests, --ring-bytes) must wake us well before it is full */
+	c->skel->rodata->wakeup_bytes = ring_bytes / 4 < TV_CAPTURE_WAKEUP_BYTES
+						? ring_bytes / 4
+						: TV_CAPTURE_WAKEUP_BYTES;
+	rc = bpf_map__set_max_entries(c->skel->maps.events, ring_bytes);
 	if (!rc)
 		rc = bpf_map__set_max_entries(c->skel->maps.scratch_buf,
 					      (uint32_t)libbpf_num_possible_cpus());
@@ -309,6 +316,9 @@ static int poll_loop(struct capture *c, char *err, size_t errlen)
 		end_ms = clock_ns(CLOCK_MONOTONIC) / 1000000 + (uint64_t)(o->duration_s * 1000.0);
 	while (!(o->stop && *o->stop)) {
 		rc = ring_buffer__poll(c->rb, POLL_TIMEOUT_MS);
+		/* events queued below the wake-up threshold raise no epoll event: drain them */
+		if (rc >= 0)
+			rc = ring_buffer__consume(c->rb);
 		if (rc < 0 && rc != -EINTR) {
 			snprintf(err, errlen, "polling the ring buffer: %s", strerror(-rc));
 			return rc;
