@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <netdb.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -445,6 +446,20 @@ static ProtobufCMessage *unpack_payload(struct call *c, const ProtobufCMessageDe
 	return m;
 }
 
+/* Query and Stats take [from_ns, to_ns): from == to is an empty range, from > to a mistake
+ * answered with INVALID_ARGUMENT (which finishes the call). */
+static bool range_valid(struct call *c, uint64_t from_ns, uint64_t to_ns)
+{
+	char err[128];
+
+	if (from_ns <= to_ns)
+		return true;
+	snprintf(err, sizeof(err), "from_ns %llu is after to_ns %llu",
+		 (unsigned long long)from_ns, (unsigned long long)to_ns);
+	finish(c, GRPC_STATUS_INVALID_ARGUMENT, err);
+	return false;
+}
+
 static void query_begin(struct call *c)
 {
 	Tracevault__V1__QueryRequest *req;
@@ -455,12 +470,8 @@ static void query_begin(struct call *c)
 		c, &tracevault__v1__query_request__descriptor);
 	if (!req)
 		return;
-	if (req->from_ns > req->to_ns) {
-		snprintf(err, sizeof(err), "from_ns %llu is after to_ns %llu",
-			 (unsigned long long)req->from_ns, (unsigned long long)req->to_ns);
-		finish(c, GRPC_STATUS_INVALID_ARGUMENT, err);
+	if (!range_valid(c, req->from_ns, req->to_ns))
 		goto out;
-	}
 	ret = tv_query_new(&c->query, c->srv->catalog, c->srv->store, req->from_ns, req->to_ns,
 			   req->limit, err, sizeof(err));
 	if (ret) {
@@ -521,12 +532,8 @@ static void stats_begin(struct call *c)
 		c, &tracevault__v1__stats_request__descriptor);
 	if (!req)
 		return;
-	if (req->from_ns > req->to_ns) {
-		snprintf(err, sizeof(err), "from_ns %llu is after to_ns %llu",
-			 (unsigned long long)req->from_ns, (unsigned long long)req->to_ns);
-		finish(c, GRPC_STATUS_INVALID_ARGUMENT, err);
+	if (!range_valid(c, req->from_ns, req->to_ns))
 		goto out;
-	}
 	ret = tv_query_stats(c->srv->catalog, req->from_ns, req->to_ns, &bb);
 	if (ret) {
 		snprintf(err, sizeof(err), "catalog lookup failed: %s", strerror(-ret));

@@ -103,8 +103,13 @@ def test_wrk(srv):
     assert completed <= len(log) <= completed + WRK_CONNS, (completed, len(log))
     assert all(x == ("GET", "/index.html", 200, len(body)) for x in log[:completed]), \
         "nginx logged something other than wrk's GETs"
-    for r in recs:
-        assert r["flags"] == 0, r
+    # The requests in flight when wrk closed its connections at its deadline: nginx had sent
+    # the head, the body's sendfile then failed on the closed socket, and the record is flagged
+    # partial (2) with the bytes nginx logged (compare_exchanges checked those). Only those may
+    # be flagged, so there are at most as many as nginx logged beyond wrk's count.
+    cut = [r for r in recs if r["flags"] != 0]
+    assert len(cut) <= len(log) - completed, (cut, completed, len(log))
+    assert all(r["flags"] == 2 and r["resp_body_bytes"] < len(body) for r in cut), cut
     print("ok: wrk completed %d requests (%.0f req/s); nginx logged %d, captured %d, lost 0"
           % (completed, rps, len(log), len(recs)))
 

@@ -51,6 +51,19 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_accepting(proc, port, timeout):
+    """True once 127.0.0.1:port accepts a connection (a server has no other readiness signal
+    we can read), False if proc exits or timeout seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
 def run(args, input=None, timeout=120, check=False):
     """Run the tracevault CLI; returns CompletedProcess with text stdout/stderr."""
     p = subprocess.run([binary("tracevault")] + list(args), input=input, capture_output=True,
@@ -173,13 +186,8 @@ class Nginx:
                 f.write(NGINX_CONF.format(dir=self.dir, port=self.port))
             self.proc = subprocess.Popen([nginx, "-c", conf, "-e", os.path.join(self.dir, "error.log")],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                try:
-                    socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                    return self
-                except OSError:
-                    time.sleep(0.05)
+            if wait_accepting(self.proc, self.port, timeout):
+                return self
             self.stop()
         raise AssertionError("nginx did not start")
 
@@ -822,13 +830,8 @@ class Lighttpd:
                 f.write(LIGHTTPD_CONF.format(dir=self.dir, port=self.port))
             self.proc = subprocess.Popen([self.binary(), "-D", "-f", conf],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                try:
-                    socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                    return self
-                except OSError:
-                    time.sleep(0.05)
+            if wait_accepting(self.proc, self.port, timeout):
+                return self
             self.stop()
         raise AssertionError("lighttpd did not start")
 
