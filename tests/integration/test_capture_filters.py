@@ -12,21 +12,11 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tvtest  # noqa: E402
 
-CURL_TIMEOUT_S = 60
 SUMMARY_RE = re.compile(r"sent (\d+), lost (\d+) .*lost: ring full (\d+), map full (\d+), "
                         r"truncated (\d+)")
 
 
-def curl(*args):
-    """One curl run (its URLs share a keep-alive connection unless told otherwise); returns the
-    status codes. Arguments starting with http:// are URLs, each with its own -o /dev/null."""
-    argv = ["curl", "-s", "-S", "-g", "-w", "%{http_code}\\n"]
-    for a in args:
-        argv += ["-o", "/dev/null", a] if a.startswith("http://") else [a]
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=CURL_TIMEOUT_S)
-    if p.returncode != 0:
-        raise AssertionError("curl %s failed: %s" % (" ".join(args), p.stderr.strip()))
-    return p.stdout.split()
+curl = tvtest.curl
 
 
 def capture(srv, args, traffic):

@@ -3,7 +3,6 @@ access log) gives the same record == log-line equality; (b) under wrk load again
 exchange is lost: records == access-log lines, wrk's completed requests are all among them,
 and the kernel and client loss counters stay 0."""
 import os
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -12,18 +11,10 @@ from tvtest import RawHttp, http_request as req  # noqa: E402
 
 SMALL = b"hello from lighttpd\n"
 BIG = bytes((i * 11 + 5) % 253 for i in range(300 * 1024))
-CURL_TIMEOUT_S = 60
 WRK_CONNS = 10
 
 
-def curl(*args):
-    argv = ["curl", "-s", "-S", "-w", "%{http_code}\\n"]
-    for a in args:
-        argv += ["-o", "/dev/null", a] if a.startswith("http://") else [a]
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=CURL_TIMEOUT_S)
-    if p.returncode != 0:
-        raise AssertionError("curl %s failed: %s" % (" ".join(args), p.stderr.strip()))
-    return p.stdout.split()
+curl = tvtest.curl
 
 
 def lighttpd_traffic(port):

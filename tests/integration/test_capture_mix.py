@@ -3,7 +3,6 @@ keep-alive, pipelining, byte-by-byte writes, POST with Content-Length / chunked 
 HEAD, 404, HTTP/1.0, query strings and a 1 MiB sendfile body. Every access-log line must be
 exactly one captured record (method, path, status, response body bytes), and nothing else."""
 import os
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -19,18 +18,9 @@ FILES = {"index.html": SMALL, "medium.bin": MEDIUM, "huge.bin": HUGE}
 # bytes too; the record counts only the final response's body, which is what was served
 CONTINUE_BYTES = len(b"HTTP/1.1 100 Continue\r\n\r\n")
 POST_REPLY = len(b"created\n")
-CURL_TIMEOUT_S = 60
 
 
-def curl(*args, data=None):
-    """One curl run (its URLs share a keep-alive connection); returns the status codes."""
-    argv = ["curl", "-s", "-S", "-w", "%{http_code}\\n"]
-    for a in args:
-        argv += ["-o", "/dev/null", a] if a.startswith("http://") else [a]
-    p = subprocess.run(argv, input=data, capture_output=True, timeout=CURL_TIMEOUT_S)
-    if p.returncode != 0:
-        raise AssertionError("curl %s failed: %s" % (" ".join(args), p.stderr.strip()))
-    return p.stdout.decode().split()
+curl = tvtest.curl
 
 
 def traffic(port):

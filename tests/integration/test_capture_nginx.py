@@ -19,15 +19,7 @@ CURL_TIMEOUT_S = 30
 
 
 def curl(*args):
-    """Run one curl (URLs in one invocation share a keep-alive connection); returns the status
-    codes. Arguments starting with http:// are URLs, each with its own -o /dev/null."""
-    argv = ["curl", "-s", "-S", "-w", "%{http_code}\\n"]
-    for a in args:
-        argv += ["-o", "/dev/null", a] if a.startswith("http://") else [a]
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=CURL_TIMEOUT_S)
-    if p.returncode != 0:
-        raise AssertionError("curl %s failed: %s" % (" ".join(args), p.stderr.strip()))
-    return p.stdout.split()
+    return tvtest.curl(*args, timeout_s=CURL_TIMEOUT_S)
 
 
 def send_requests(base):

@@ -51,6 +51,19 @@ def free_port():
         return s.getsockname()[1]
 
 
+def curl(*args, data=None, timeout_s=60):
+    """One curl run (its URLs share a keep-alive connection); returns the status codes.
+    Arguments starting with http:// are URLs, each with its own -o /dev/null; -g so that an
+    IPv6 literal like [::1] is not read as a glob. data (bytes) goes to curl's stdin."""
+    argv = ["curl", "-s", "-S", "-g", "-w", "%{http_code}\\n"]
+    for a in args:
+        argv += ["-o", "/dev/null", a] if a.startswith("http://") else [a]
+    p = subprocess.run(argv, input=data, capture_output=True, timeout=timeout_s)
+    if p.returncode != 0:
+        raise AssertionError("curl %s failed: %s" % (" ".join(args), p.stderr.decode().strip()))
+    return p.stdout.decode().split()
+
+
 def wait_accepting(proc, port, timeout):
     """True once 127.0.0.1:port accepts a connection (a server has no other readiness signal
     we can read), False if proc exits or timeout seconds pass first."""
@@ -164,9 +177,39 @@ http {{
 """
 
 
-class Nginx:
+class HttpServer:
+    """What the test HTTP servers share: a process serving a temp dir, stopped with the signal
+    that makes it flush its log (STOP_SIGNAL), then killed if it does not exit in time."""
+    STOP_SIGNAL = signal.SIGTERM
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(self.STOP_SIGNAL)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+
+class Nginx(HttpServer):
     """A real nginx on 127.0.0.1:port serving files from a temp www dir, logging each request as
     'METHOD URI STATUS BODY_BYTES_SENT REQUEST_LENGTH' to access.log."""
+    STOP_SIGNAL = signal.SIGQUIT  # graceful: flushes the access log
 
     def __init__(self, files=None):
         self.dir = tempfile.mkdtemp(prefix="tv-nginx-")
@@ -191,10 +234,6 @@ class Nginx:
             self.stop()
         raise AssertionError("nginx did not start")
 
-    @property
-    def pid(self):
-        return self.proc.pid
-
     def access_log(self):
         path = os.path.join(self.dir, "access.log")
         if not os.path.exists(path):
@@ -202,27 +241,8 @@ class Nginx:
         with open(path) as f:
             return [line.split() for line in f if line.strip()]
 
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)  # graceful: flushes the access log
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
-    def cleanup(self):
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.cleanup()
-
-
-class PyHttp:
+class PyHttp(HttpServer):
     """A second, independent HTTP server: /usr/bin/python3 -m http.server serving a temp dir on
     bind:port (bind may be an IPv6 address such as "::1", or "::" for dual stack). Its comm is
     "python3". preexec_fn runs in the child before exec (e.g. to join a cgroup)."""
@@ -257,29 +277,6 @@ class PyHttp:
                     time.sleep(0.05)
             self.stop()
         raise AssertionError("python http.server did not start on %s" % self.bind)
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def cleanup(self):
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.cleanup()
 
 
 def cgroup2_mount():
@@ -804,9 +801,10 @@ mimetype.assign = ("" => "application/octet-stream")
 """
 
 
-class Lighttpd:
+class Lighttpd(HttpServer):
     """A real lighttpd (Debian package lighttpd) in the foreground on 127.0.0.1:port serving a
     temp www dir, logging each request as 'METHOD PATH STATUS BODY_BYTES' (%b is '-' for 0)."""
+    STOP_SIGNAL = signal.SIGINT  # graceful: closes and flushes the access log
 
     def __init__(self, files=None):
         self.dir = tempfile.mkdtemp(prefix="tv-lighttpd-")
@@ -835,10 +833,6 @@ class Lighttpd:
             self.stop()
         raise AssertionError("lighttpd did not start")
 
-    @property
-    def pid(self):
-        return self.proc.pid
-
     def access_log(self):
         """[(method, path, status, body bytes)]; the probe connection of start() sent nothing."""
         path = os.path.join(self.dir, "access.log")
@@ -851,25 +845,6 @@ class Lighttpd:
                     m, u, s, b = line.split()
                     out.append((m, u, int(s), 0 if b == "-" else int(b)))
         return out
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # graceful: closes and flushes the access log
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def cleanup(self):
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.cleanup()
 
 
 WRK_RE = r"(\d+) requests in [0-9.]+\w+, [0-9.]+\w+ read"
