@@ -34,6 +34,11 @@ struct sock_info {
 	__u64 gen;
 	struct tv_event_addr local, remote;
 	__u8 role;
+	/* Data events of this socket lost (ring full) since the last event delivered, by
+	 * direction (0 = in, 1 = out): handed to user space with the next event that gets
+	 * through (TV_EV_FLAG_GAP). Atomic: threads of the process may share the socket. */
+	__u32 lost_events[2], lost_heads[2];
+	__u64 lost_bytes[2];
 };
 
 /* How a syscall's buffer argument is laid out; saved at enter, used at exit. */
@@ -176,20 +181,98 @@ static __always_inline struct scratch *fill_header(__u64 key, const struct sock_
 	return s;
 }
 
-static __always_inline void submit(struct scratch *s, __u32 payload_len)
+#define WORD(a, b, c, d) ((__u32)(a) | (__u32)(b) << 8 | (__u32)(c) << 16 | (__u32)(d) << 24)
+enum { NOT_A_HEAD = 0, REQUEST_HEAD = 1, RESPONSE_HEAD = 2 };
+
+/* Does a copied payload begin an HTTP/1.x message? Checked only for events about to be lost,
+ * so user space can tell how many messages a gap swallowed (and we can count lost requests).
+ * A second message later in the same lost event (pipelining) is not seen: a bounded scan of
+ * the payload would cost the verifier and the hot path more than it is worth. */
+static __always_inline int head_kind(const struct tv_event *ev, __u32 payload_len)
 {
+	__u32 w;
+
+	if (payload_len < 5)
+		return NOT_A_HEAD;
+	__builtin_memcpy(&w, ev->payload, 4);
+	if (w == WORD('H', 'T', 'T', 'P') && ev->payload[4] == '/') {
+		/* "HTTP/1.1 100 Continue" is interim: the final response of that request follows
+		 * (101 Switching Protocols is final). Too short to tell: counted as final. */
+		if (payload_len >= 12 && ev->payload[9] == '1' &&
+		    !(ev->payload[10] == '0' && ev->payload[11] == '1'))
+			return NOT_A_HEAD;
+		return RESPONSE_HEAD;
+	}
+	if (w == WORD('G', 'E', 'T', ' ') || w == WORD('P', 'O', 'S', 'T') ||
+	    w == WORD('P', 'U', 'T', ' ') || w == WORD('H', 'E', 'A', 'D') ||
+	    w == WORD('D', 'E', 'L', 'E') || w == WORD('P', 'A', 'T', 'C') ||
+	    w == WORD('O', 'P', 'T', 'I') || w == WORD('C', 'O', 'N', 'N') ||
+	    w == WORD('T', 'R', 'A', 'C'))
+		return REQUEST_HEAD;
+	return NOT_A_HEAD;
+}
+
+/* A data event did not fit in the ring: remember what the connection lost so the next event
+ * that gets through tells user space exactly which bytes are missing. */
+static __always_inline void note_lost_data(struct sock_info *si, const struct tv_event *ev,
+					   __u32 payload_len)
+{
+	__u32 d = ev->kind == TV_EV_DATA_OUT; /* 0: in, 1: out */
+	int head = head_kind(ev, payload_len);
+
+	__sync_fetch_and_add(&si->lost_events[d], 1);
+	__sync_fetch_and_add(&si->lost_bytes[d], ev->bytes);
+	if (head == NOT_A_HEAD)
+		return;
+	__sync_fetch_and_add(&si->lost_heads[d], 1);
+	/* a server receives requests, a client sends them */
+	if (head == REQUEST_HEAD && (d == 0) == (si->role == TV_ROLE_SERVER))
+		count_lost(TV_LOST_REQUESTS);
+}
+
+/* Send the assembled event. si: the socket's map entry (NULL for a new socket), whose pending
+ * loss rides along in the event and is taken off once the event is in the ring. */
+static __always_inline void submit(struct scratch *s, __u32 payload_len, struct sock_info *si)
+{
+	struct tv_event *ev = &s->ev;
 	__u64 size;
 
+	ev->lost_in_events = ev->lost_out_events = 0;
+	ev->lost_in_heads = ev->lost_out_heads = 0;
+	ev->lost_in_bytes = ev->lost_out_bytes = 0;
+	if (si) {
+		ev->lost_in_events = si->lost_events[0];
+		ev->lost_out_events = si->lost_events[1];
+		ev->lost_in_heads = si->lost_heads[0];
+		ev->lost_out_heads = si->lost_heads[1];
+		ev->lost_in_bytes = si->lost_bytes[0];
+		ev->lost_out_bytes = si->lost_bytes[1];
+		if (ev->lost_in_events | ev->lost_out_events)
+			ev->flags |= TV_EV_FLAG_GAP;
+	}
 	barrier_var(payload_len); /* <= PAYLOAD already: the mask is for the verifier */
 	size = TV_EVENT_HEADER_BYTES + (payload_len & PAYLOAD_MASK);
 	/* Wake the reader only once wakeup_bytes are queued: a wake-up per event cost the reader
 	 * a context switch per request (bench: nginx at 0.54-0.64x of its speed with capture on).
 	 * The reader also drains the ring every poll interval, so nothing waits longer than that. */
-	if (bpf_ringbuf_output(&events, &s->ev, size,
+	if (bpf_ringbuf_output(&events, ev, size,
 			       bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
 				       ? BPF_RB_FORCE_WAKEUP
-				       : BPF_RB_NO_WAKEUP))
+				       : BPF_RB_NO_WAKEUP)) {
 		count_lost(TV_LOST_RING_FULL);
+		if (si && (ev->kind == TV_EV_DATA_IN || ev->kind == TV_EV_DATA_OUT))
+			note_lost_data(si, ev, payload_len);
+		return;
+	}
+	/* Delivered: take off what it reported. Losses another thread added meanwhile stay. */
+	if (si && (ev->flags & TV_EV_FLAG_GAP)) {
+		__sync_fetch_and_add(&si->lost_events[0], -ev->lost_in_events);
+		__sync_fetch_and_add(&si->lost_events[1], -ev->lost_out_events);
+		__sync_fetch_and_add(&si->lost_heads[0], -ev->lost_in_heads);
+		__sync_fetch_and_add(&si->lost_heads[1], -ev->lost_out_heads);
+		__sync_fetch_and_add(&si->lost_bytes[0], -ev->lost_in_bytes);
+		__sync_fetch_and_add(&si->lost_bytes[1], -ev->lost_out_bytes);
+	}
 }
 
 /* ---- new sockets: accept / connect ---- */
@@ -273,7 +356,7 @@ static __always_inline int track_socket(int fd, __u8 role)
 	}
 	s = fill_header(key, &si, role == TV_ROLE_SERVER ? TV_EV_ACCEPT : TV_EV_CONNECT, fd);
 	if (s)
-		submit(s, 0);
+		submit(s, 0, NULL);
 	return 0;
 }
 
@@ -455,7 +538,7 @@ static __always_inline int exit_data(long ret)
 		if (a.mode != MODE_COUNT)
 			count_lost(TV_LOST_TRUNCATED);
 	}
-	submit(s, n);
+	submit(s, n, si);
 	return 0;
 }
 
@@ -545,7 +628,7 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 		return 0;
 	s = fill_header(key, si, TV_EV_CLOSE, fd);
 	if (s)
-		submit(s, 0);
+		submit(s, 0, si);
 	bpf_map_delete_elem(&sockets, &key);
 	return 0;
 }

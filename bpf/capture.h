@@ -44,13 +44,21 @@ enum tv_event_role {
 };
 
 #define TV_EV_FLAG_TRUNCATED 0x1 /* payload holds fewer bytes than the syscall moved */
+/* Data of this connection was lost before this event: lost_{in,out}_{events,bytes} say how
+ * much, by direction, so the parser skips exactly those bytes (or resyncs) instead of
+ * mis-pairing what follows. Set by the kernel (events dropped, ring full) and by the
+ * sockfilter mode's TCP reassembly (sequence gaps). */
+#define TV_EV_FLAG_GAP 0x2
 
 /* Indexes of the kernel's per-CPU loss counters (map `lost`), summed by the loader. */
 enum tv_lost_reason {
 	TV_LOST_RING_FULL = 0, /* event dropped: ring buffer full */
 	TV_LOST_TRUNCATED = 1, /* event sent with payload cut at --payload-bytes (bytes exact) */
 	TV_LOST_MAP_FULL = 2,  /* sockets/inflight insert failed: connection or syscall unseen */
-	TV_LOST_NREASONS = 3,
+	/* Not a reason of its own: of the TV_LOST_RING_FULL data events, those that began an HTTP
+	 * request (a method at their first byte), i.e. requests that will have no record. */
+	TV_LOST_REQUESTS = 3,
+	TV_LOST_NREASONS = 4,
 };
 
 /* Addresses in network byte order; IPv4 in the first 4 bytes of addr; ports in host order.
@@ -73,7 +81,14 @@ struct tv_event {
 	__u8 kind;       /* enum tv_event_kind */
 	__u8 role;       /* enum tv_event_role */
 	__u8 flags;      /* TV_EV_FLAG_* */
-	__u8 pad[5];
+	__u8 pad;
+	/* TV_EV_FLAG_GAP: data events of this connection lost since the previous event that
+	 * reached user space, by direction (IN = received): how many, how many of them began an
+	 * HTTP message (a request method or "HTTP/1." at their first byte), and their bytes. */
+	__u32 lost_in_events, lost_out_events;
+	__u32 lost_in_heads, lost_out_heads;
+	__u32 pad2;
+	__u64 lost_in_bytes, lost_out_bytes;
 	char comm[TV_CAPTURE_COMM_BYTES];
 	struct tv_event_addr local, remote;
 	/* Variable part: only payload_len bytes are sent through the ring. */

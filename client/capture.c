@@ -23,6 +23,7 @@
 #include "conn_table.h"
 #include "pipeline.h"
 #include "sampler.h"
+#include "sockfilter.h"
 
 /* The kernel wakes us only when TV_CAPTURE_WAKEUP_BYTES are queued, so this interval is also
  * the longest an event waits in the ring, and how often loss totals reach the pipeline. */
@@ -36,6 +37,7 @@ struct capture {
 	struct tv_pipeline *pipe;
 	struct capture_bpf *skel;
 	struct ring_buffer *rb;
+	struct tv_sockfilter *sf; /* --mode sockfilter: the event source instead of skel + rb */
 	struct tv_conn_table *conns;
 	int64_t mono_to_real_ns; /* CLOCK_REALTIME - CLOCK_MONOTONIC, measured at start */
 	struct tv_sampler sampler; /* --sample-ratio */
@@ -160,6 +162,8 @@ static uint64_t kernel_lost(struct capture *c, uint32_t reason)
 	uint64_t *v, sum = 0;
 	int i;
 
+	if (c->sf) /* its counters under the reasons that mean the same (sockfilter.h) */
+		return tv_sockfilter_lost(c->sf, reason);
 	if (ncpu <= 0 || !(v = calloc((size_t)ncpu, sizeof(*v))))
 		return 0;
 	if (bpf_map_lookup_elem(bpf_map__fd(c->skel->maps.lost), &reason, v) == 0)
@@ -278,6 +282,21 @@ static int load_bpf(struct capture *c, char *err, size_t errlen)
 	return 0;
 }
 
+/* --mode sockfilter: packets of --interface instead of syscalls (client/sockfilter.c); its
+ * events reach on_event like the ring's. */
+static int open_sockfilter(struct capture *c, char *err, size_t errlen)
+{
+	struct tv_sockfilter_opts so = {
+		.interface = c->o->interface,
+		.port = c->o->port,
+		.payload_bytes = c->o->payload_bytes,
+		.mono_to_real_ns = c->mono_to_real_ns,
+	};
+
+	libbpf_set_print(libbpf_print);
+	return tv_sockfilter_open(&c->sf, &so, on_event, c, err, errlen);
+}
+
 /* Hand the kernel and parser loss totals to the pipeline, which stamps their increase into the
  * next block header (BLOCK.md v2), so the archive itself records the gaps. */
 static void note_loss(struct capture *c)
@@ -287,6 +306,7 @@ static void note_loss(struct capture *c)
 	total.ring_full = kernel_lost(c, TV_LOST_RING_FULL);
 	total.map_full = kernel_lost(c, TV_LOST_MAP_FULL);
 	total.parser = tv_conn_table_stats(c->conns)->exchanges_dropped;
+	total.requests = kernel_lost(c, TV_LOST_REQUESTS);
 	tv_pipeline_note_loss(c->pipe, &total);
 }
 
@@ -305,6 +325,25 @@ static void signal_ready(int fd)
 			n < 0 ? strerror(errno) : "short write");
 }
 
+/* One wait for events from the mode's source, each handed to on_event. 0 or a negative
+ * errno with the reason in err. */
+static int poll_events(struct capture *c, char *err, size_t errlen)
+{
+	int rc;
+
+	if (c->sf)
+		return tv_sockfilter_poll(c->sf, POLL_TIMEOUT_MS, err, errlen);
+	rc = ring_buffer__poll(c->rb, POLL_TIMEOUT_MS);
+	/* events queued below the wake-up threshold raise no epoll event: drain them */
+	if (rc >= 0)
+		rc = ring_buffer__consume(c->rb);
+	if (rc < 0 && rc != -EINTR) {
+		snprintf(err, errlen, "polling the ring buffer: %s", strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
 /* Poll until stopped or the duration ends. Sealing by size and age happens in the pipeline. */
 static int poll_loop(struct capture *c, char *err, size_t errlen)
 {
@@ -315,14 +354,9 @@ static int poll_loop(struct capture *c, char *err, size_t errlen)
 	if (o->duration_s > 0)
 		end_ms = clock_ns(CLOCK_MONOTONIC) / 1000000 + (uint64_t)(o->duration_s * 1000.0);
 	while (!(o->stop && *o->stop)) {
-		rc = ring_buffer__poll(c->rb, POLL_TIMEOUT_MS);
-		/* events queued below the wake-up threshold raise no epoll event: drain them */
-		if (rc >= 0)
-			rc = ring_buffer__consume(c->rb);
-		if (rc < 0 && rc != -EINTR) {
-			snprintf(err, errlen, "polling the ring buffer: %s", strerror(-rc));
+		rc = poll_events(c, err, errlen);
+		if (rc)
 			return rc;
-		}
 		note_loss(c);
 		now_ms = clock_ns(CLOCK_MONOTONIC) / 1000000;
 		if (end_ms && now_ms >= end_ms)
@@ -345,6 +379,13 @@ int tv_capture_run(const struct tv_capture_opts *o, struct tv_capture_result *re
 			       (o->ring_bytes & (o->ring_bytes - 1)))) ||
 	    (o->comm && (!o->comm[0] || strlen(o->comm) >= TV_CAPTURE_COMM_BYTES))) {
 		snprintf(err, errlen, "invalid capture options");
+		return -EINVAL;
+	}
+	/* sockfilter sees packets: no process to filter by, no kernel ring to size */
+	if (o->mode == TV_CAPTURE_MODE_SOCKFILTER
+		    ? o->pid || o->comm || o->cgroup || o->ring_bytes
+		    : o->mode != TV_CAPTURE_MODE_TRACEPOINT || o->interface) {
+		snprintf(err, errlen, "invalid capture options for capture mode %d", o->mode);
 		return -EINVAL;
 	}
 	if (o->cgroup) {
@@ -371,16 +412,21 @@ int tv_capture_run(const struct tv_capture_opts *o, struct tv_capture_result *re
 	rc = tv_pipeline_new(&c.pipe, &o->pipeline, err, errlen);
 	if (rc)
 		goto cleanup;
-	rc = load_bpf(&c, err, errlen);
+	rc = o->mode == TV_CAPTURE_MODE_SOCKFILTER ? open_sockfilter(&c, err, errlen)
+						   : load_bpf(&c, err, errlen);
 	if (rc)
 		goto cleanup;
 	signal_ready(o->ready_fd);
 
 	rc = poll_loop(&c, err, errlen);
 	/* Stop the producers, then drain what they already queued so nothing seen is dropped. */
-	capture_bpf__detach(c.skel);
-	if (ring_buffer__consume(c.rb) < 0 && !rc)
-		fprintf(stderr, "tracevault: draining the ring buffer failed\n");
+	if (c.sf) {
+		tv_sockfilter_finish(c.sf, clock_ns(CLOCK_MONOTONIC));
+	} else {
+		capture_bpf__detach(c.skel);
+		if (ring_buffer__consume(c.rb) < 0 && !rc)
+			fprintf(stderr, "tracevault: draining the ring buffer failed\n");
+	}
 	tv_conn_table_flush(c.conns, clock_ns(CLOCK_MONOTONIC));
 	note_loss(&c); /* the last counts go into the final flush's block */
 	tv_pipeline_flush(c.pipe);
@@ -389,6 +435,15 @@ int tv_capture_run(const struct tv_capture_opts *o, struct tv_capture_result *re
 	res->lost_ring_full = kernel_lost(&c, TV_LOST_RING_FULL);
 	res->lost_map_full = kernel_lost(&c, TV_LOST_MAP_FULL);
 	res->events_truncated = kernel_lost(&c, TV_LOST_TRUNCATED);
+	if (c.sf) {
+		struct tv_sockfilter_stats st;
+
+		tv_sockfilter_stats(c.sf, &st);
+		res->gaps = st.gaps;
+		res->gap_bytes = st.gap_bytes;
+	}
+	res->lost_requests = kernel_lost(&c, TV_LOST_REQUESTS);
+	res->responses_lost = tv_conn_table_stats(c.conns)->responses_lost;
 	res->lost_kernel = res->events_lost = res->lost_ring_full + res->lost_map_full;
 	res->lost_parser = tv_conn_table_stats(c.conns)->exchanges_dropped;
 	res->lost_cache = ps.records_dropped_cache;
@@ -406,6 +461,7 @@ int tv_capture_run(const struct tv_capture_opts *o, struct tv_capture_result *re
 		rc = -EIO;
 	}
 cleanup:
+	tv_sockfilter_free(c.sf);
 	ring_buffer__free(c.rb);
 	capture_bpf__destroy(c.skel);
 	tv_pipeline_free(c.pipe);

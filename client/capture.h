@@ -9,8 +9,16 @@
 
 #include "pipeline.h"
 
+/* Where events come from (--mode). */
+enum tv_capture_mode {
+	TV_CAPTURE_MODE_TRACEPOINT = 0, /* syscall tracepoints (bpf/capture.bpf.c), the default */
+	TV_CAPTURE_MODE_SOCKFILTER = 1, /* packets of one interface (client/sockfilter.c) */
+};
+
 struct tv_capture_opts {
 	struct tv_pipeline_opts pipeline; /* servers, cache, block, chunk, window ... */
+	int mode;                    /* enum tv_capture_mode */
+	const char *interface;       /* sockfilter: NULL = "lo" (tracepoint: must be NULL) */
 	int pid;                     /* 0: every process */
 	int port;                    /* 0: every port; else local or remote port must match */
 	const char *comm;            /* NULL: every task; else exact task comm (<= 15 bytes) */
@@ -29,9 +37,15 @@ struct tv_capture_result {
 	uint64_t records_sent;   /* committed on the server(s) */
 	uint64_t records_lost;   /* the sum of the lost_* below */
 	uint64_t lost_kernel;    /* lost_ring_full + lost_map_full */
-	uint64_t lost_ring_full; /* kernel events dropped: ring buffer full */
-	uint64_t lost_map_full;  /* sockets/inflight map inserts that failed (map full) */
+	uint64_t lost_ring_full; /* kernel events dropped: ring buffer full (sockfilter: packets
+				  * dropped, packet ring full) */
+	uint64_t lost_map_full;  /* sockets/inflight map inserts that failed (map full; sockfilter:
+				  * connections the reassembly table refused) */
+	uint64_t lost_requests;  /* of the ring-full events, those that began a request: requests
+				  * without a record (exact unless a lost read held several) */
+	uint64_t responses_lost; /* records sent with TV_RECORD_FLAG_LOST (response lost) */
 	uint64_t events_truncated; /* events whose payload copy was cut (byte counts exact) */
+	uint64_t gaps, gap_bytes; /* sockfilter: stream holes given up by the TCP reassembly */
 	uint64_t lost_parser;    /* exchanges the connection table dropped */
 	uint64_t lost_cache;     /* block cache full past the back-pressure time */
 	uint64_t lost_failed;    /* in segments whose write failed */

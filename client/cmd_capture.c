@@ -40,6 +40,8 @@ enum {
 	OPT_CACHE_BYTES, OPT_BLOCK_BYTES, OPT_BACKPRESSURE_MS, OPT_SAMPLE_RATIO, OPT_HEADERS,
 	/* kernel-side options (filters and eBPF sizes) */
 	OPT_COMM, OPT_CGROUP, OPT_PAYLOAD_BYTES, OPT_RING_BYTES,
+	/* event source */
+	OPT_MODE, OPT_INTERFACE,
 };
 
 static const struct option capture_options[] = {
@@ -50,6 +52,8 @@ static const struct option capture_options[] = {
 	{"cgroup", required_argument, NULL, OPT_CGROUP},
 	{"payload-bytes", required_argument, NULL, OPT_PAYLOAD_BYTES},
 	{"ring-bytes", required_argument, NULL, OPT_RING_BYTES},
+	{"mode", required_argument, NULL, OPT_MODE},
+	{"interface", required_argument, NULL, OPT_INTERFACE},
 	{"duration", required_argument, NULL, 'd'},
 	{"block-age", required_argument, NULL, OPT_BLOCK_AGE},
 	{"block-age-ms", required_argument, NULL, OPT_BLOCK_AGE_MS},
@@ -77,6 +81,7 @@ static const char capture_usage[] =
 	"                          [--window-bytes N] [--backpressure-ms MS] [--no-zerocopy]\n"
 	"                          [--max-message-bytes N] [--ready-fd FD] [--no-redact]\n"
 	"                          [--sample-ratio R] [--headers]\n"
+	"                          [--mode tracepoint|sockfilter] [--interface IF]\n"
 	"\n"
 	"Trace HTTP/1.x exchanges on local sockets (eBPF, needs CAP_BPF + CAP_PERFMON or root)\n"
 	"and stream them to tracevaultd until Ctrl-C or the end of --duration.\n"
@@ -94,6 +99,14 @@ static const char capture_usage[] =
 	"      --payload-bytes N      bytes copied per socket syscall (default 4K, max 32K);\n"
 	"                             byte counts stay exact, cut events are counted\n"
 	"      --ring-bytes N         kernel ring buffer size, a power of two (default 16M)\n"
+	"      --mode MODE            where exchanges are seen: tracepoint (default: socket\n"
+	"                             syscalls, with pid and comm) or sockfilter (TCP packets\n"
+	"                             of --interface, reassembled; pid 0, no comm; needs\n"
+	"                             CAP_NET_RAW + CAP_BPF; --pid, --comm, --cgroup and\n"
+	"                             --ring-bytes do not apply). With --port, connections\n"
+	"                             open before the start are picked up at their next\n"
+	"                             request; without it only those that start later\n"
+	"      --interface IF         sockfilter: the interface to read (default lo)\n"
 	"  -d, --duration SECONDS     stop after this long (default: until Ctrl-C)\n"
 	"      --block-age DURATION   end a segment at least this often: 250ms, 1s, 2m\n"
 	"                             (default 1s; --block-age-ms MS is the same in ms)\n"
@@ -123,7 +136,8 @@ static const char capture_usage[] =
 	"Examples:\n"
 	"  tracevault capture --server 127.0.0.1:7070                 # every process\n"
 	"  tracevault capture --server 127.0.0.1:7070 --port 8080 --duration 30\n"
-	"  tracevault capture --server 127.0.0.1:7070,127.0.0.1:7071 --block-age 250ms\n";
+	"  tracevault capture --server 127.0.0.1:7070,127.0.0.1:7071 --block-age 250ms\n"
+	"  tracevault capture --server 127.0.0.1:7070 --mode sockfilter --interface lo --port 80\n";
 
 /* Duration with a unit: 250ms, 1s, 2m, 1h, in (0, MAX_TIME_MS]. */
 static bool parse_duration_ms(const char *s, int *out)
@@ -151,6 +165,30 @@ static bool parse_duration_ms(const char *s, int *out)
 		return false;
 	*out = (int)(v * mult);
 	return true;
+}
+
+/* Options that only one --mode understands, as usage errors: packets carry no process, and
+ * the sockfilter mode has no BPF ring buffer to size. */
+static int check_mode(const struct tv_capture_opts *o)
+{
+	const char *opt = NULL;
+
+	if (o->mode == TV_CAPTURE_MODE_SOCKFILTER) {
+		if (o->pid)
+			opt = "--pid";
+		else if (o->comm)
+			opt = "--comm";
+		else if (o->cgroup)
+			opt = "--cgroup";
+		else if (o->ring_bytes)
+			opt = "--ring-bytes";
+		if (opt)
+			return tv_cli_usage_error("%s does not apply to --mode sockfilter (packets "
+						  "carry no process; no BPF ring buffer)", opt);
+	} else if (o->interface) {
+		return tv_cli_usage_error("--interface needs --mode sockfilter");
+	}
+	return 0;
 }
 
 /* Relations between sizes, as usage errors before anything starts. */
@@ -225,6 +263,20 @@ int tv_cmd_capture(int argc, char **argv)
 					optarg);
 			o.ring_bytes = (uint32_t)sz;
 			break;
+		case OPT_MODE:
+			if (strcmp(optarg, "tracepoint") == 0)
+				o.mode = TV_CAPTURE_MODE_TRACEPOINT;
+			else if (strcmp(optarg, "sockfilter") == 0)
+				o.mode = TV_CAPTURE_MODE_SOCKFILTER;
+			else
+				return tv_cli_usage_error(
+					"invalid --mode: '%s' (tracepoint or sockfilter)", optarg);
+			break;
+		case OPT_INTERFACE:
+			if (!optarg[0])
+				return tv_cli_usage_error("invalid --interface: ''");
+			o.interface = optarg;
+			break;
 		case 'd':
 			errno = 0;
 			o.duration_s = strtod(optarg, &end);
@@ -298,6 +350,9 @@ int tv_cmd_capture(int argc, char **argv)
 		return tv_cli_usage_error("capture: missing --server");
 	if (!tv_cli_valid_server_list(po->servers))
 		return tv_cli_usage_error("invalid --server: '%s'", po->servers);
+	ret = check_mode(&o);
+	if (ret)
+		return ret;
 	ret = check_sizes(po);
 	if (ret)
 		return ret;
@@ -311,16 +366,21 @@ int tv_cmd_capture(int argc, char **argv)
 			" (kernel %" PRIu64 ", parser %" PRIu64 ", cache full %" PRIu64
 			", failed segments %" PRIu64 "); kernel events %" PRIu64
 			", lost: ring full %" PRIu64 ", map full %" PRIu64 ", truncated %" PRIu64
+			"; requests in lost events %" PRIu64 ", responses lost %" PRIu64
 			"; segments committed %" PRIu64 ", failed %" PRIu64
 			"; payload bytes copied %" PRIu64 "; cache peak %" PRIu64 " bytes\n",
 			res.records_sent + res.records_lost, res.records_sent, res.records_lost,
 			res.lost_kernel, res.lost_parser, res.lost_cache, res.lost_failed, res.events,
 			res.lost_ring_full, res.lost_map_full, res.events_truncated,
-			res.segments_committed, res.segments_failed, res.payload_bytes_copied,
-			res.cache_bytes_peak);
+			res.lost_requests, res.responses_lost, res.segments_committed,
+			res.segments_failed, res.payload_bytes_copied, res.cache_bytes_peak);
 	if (res.sampled_out || (o.sample_ratio > 0 && o.sample_ratio < 1))
 		fprintf(stderr, "sampled out %" PRIu64 " records (--sample-ratio %g)\n",
 			res.sampled_out, o.sample_ratio);
+	/* ring full = packets the kernel dropped, map full = connections refused (see above) */
+	if (o.mode == TV_CAPTURE_MODE_SOCKFILTER && (ret == 0 || res.events))
+		fprintf(stderr, "sockfilter: stream gaps %" PRIu64 " (%" PRIu64 " bytes)\n",
+			res.gaps, res.gap_bytes);
 	if (ret)
 		return tv_cli_runtime_error("%s", err[0] ? err : strerror(-ret));
 	return EXIT_SUCCESS;

@@ -39,7 +39,9 @@ static const char query_usage[] =
 	"Print the records with from <= ts_ns < to, ordered by ts_ns, on stdout.\n"
 	"With --stats, print instead what the archive holds for the blocks overlapping the\n"
 	"window (summed over the servers): blocks, records, bytes, and the records lost by\n"
-	"reason as stored in the block headers (ring_full, map_full, parser, cache, failed).\n"
+	"reason as stored in the block headers (ring_full, map_full, parser, cache, failed),\n"
+	"and lost_requests: how many of the ring_full events began a request (requests\n"
+	"without a record; part of ring_full, so not added to lost_total).\n"
 	"T is RFC 3339 (2026-03-01T12:00:00.5Z, 2026-03-01T14:00:00+02:00), unix nanoseconds,\n"
 	"'now', or relative to now: -500ms, -30s, -15m, -2h, -1d.\n"
 	"\n"
@@ -103,6 +105,8 @@ static int print_stats(enum out_format format, uint64_t from_ns, uint64_t to_ns,
 		{"lost_failed", r->lost_failed},
 		{"lost_total", r->lost_ring_full + r->lost_map_full + r->lost_parser +
 				       r->lost_cache + r->lost_failed},
+		/* a subset of lost_ring_full (requests those events began), not in the total */
+		{"lost_requests", r->lost_requests},
 	};
 	size_t n = sizeof(f) / sizeof(f[0]);
 

@@ -22,6 +22,9 @@ struct pending {
 	unsigned status;
 	uint32_t flags; /* TV_RECORD_FLAG_* */
 	int req_done, resp_done, is_head;
+	/* a request that began in data the capture lost: holds its place in the FIFO so that
+	 * its response, if seen, pairs with it and not with the next request; never emitted */
+	int unseen;
 	char method[TV_HTTP_METHOD_BYTES];
 	char path[TV_HTTP_PATH_BYTES];
 	char trace_id[TV_HTTP_TRACE_ID_BYTES];
@@ -148,7 +151,10 @@ static void emit_ready(struct conn *c)
 	struct pending *p;
 
 	while ((p = pending_at(c, c->q_head)) != NULL && p->req_done && p->resp_done) {
-		emit(c, p);
+		if (p->unseen)
+			pending_release(p);
+		else
+			emit(c, p);
 		c->q_head++;
 	}
 }
@@ -174,7 +180,9 @@ static int pending_reserve(struct conn *c)
 		c->q_cap = cap;
 		return 0;
 	}
-	c->t->stats.exchanges_dropped++;
+	/* an unseen request is already counted lost by the kernel */
+	if (!c->q[c->q_head % c->q_cap].unseen)
+		c->t->stats.exchanges_dropped++;
 	pending_release(&c->q[c->q_head % c->q_cap]);
 	c->q_head++;
 	return 0;
@@ -226,6 +234,7 @@ static void on_resp_head(void *ctx, struct tv_http_msg *m)
 		c->next_resp_seq = c->q_head;
 	p = pending_at(c, c->next_resp_seq);
 	if (!p) { /* a response to a request we did not see (capture started mid-connection) */
+		c->t->stats.responses_unpaired++;
 		c->resp_seq = NO_SEQ;
 		return;
 	}
@@ -327,6 +336,11 @@ static void conn_close(struct tv_conn_table *t, struct conn **slot, uint64_t ts_
 	(void)tv_http_parser_close(&c->req, ts_ns);
 	(void)tv_http_parser_close(&c->resp, ts_ns);
 	while ((p = pending_at(c, c->q_head)) != NULL) {
+		if (p->unseen) {
+			pending_release(p);
+			c->q_head++;
+			continue;
+		}
 		if (!p->resp_done) {
 			p->end_ns = ts_ns;
 			/* a response head without its end was flagged PARTIAL by its parser */
@@ -380,6 +394,54 @@ static struct conn *conn_open(struct tv_conn_table *t, struct conn **slot,
 	return c;
 }
 
+/* Data of c was lost before event e (TV_EV_FLAG_GAP). The kernel says, per direction, how many
+ * bytes and how many messages began in it. Each parser skips exactly those bytes (a body of
+ * known length keeps its exact count; anywhere else it resyncs at the next message start).
+ * Requests that began in the gap get an unseen place in the FIFO; responses that began in it
+ * answered the oldest requests still waiting, which are emitted with TV_RECORD_FLAG_LOST (or
+ * dropped silently if unseen). Requests come before their responses, so applying the request
+ * side first is right whatever the order inside the gap. A message that began inside a lost
+ * event (after another one: pipelining) is not counted by the kernel; pairs may then shift
+ * until the connection ends. */
+static void apply_gap(struct conn *c, const struct tv_event *e)
+{
+	int server = c->role == TV_ROLE_SERVER;
+	uint64_t req_bytes = server ? e->lost_in_bytes : e->lost_out_bytes;
+	uint64_t resp_bytes = server ? e->lost_out_bytes : e->lost_in_bytes;
+	uint32_t req_heads = server ? e->lost_in_heads : e->lost_out_heads;
+	uint32_t resp_heads = server ? e->lost_out_heads : e->lost_in_heads;
+	struct pending *p;
+	uint32_t i;
+
+	c->t->stats.gaps++;
+	if (req_bytes)
+		tv_http_parser_feed(&c->req, "", 0, req_bytes, e->ts_ns);
+	for (i = 0; i < req_heads && i < TV_CONN_MAX_PENDING; i++) {
+		if (pending_reserve(c))
+			break;
+		p = &c->q[c->q_tail % c->q_cap];
+		memset(p, 0, sizeof(*p));
+		p->unseen = p->req_done = 1;
+		p->ts_ns = e->ts_ns;
+		c->q_tail++;
+		c->t->stats.requests_unseen++;
+	}
+	if (resp_bytes)
+		tv_http_parser_feed(&c->resp, "", 0, resp_bytes, e->ts_ns);
+	if (c->next_resp_seq < c->q_head)
+		c->next_resp_seq = c->q_head;
+	for (i = 0; i < resp_heads && (p = pending_at(c, c->next_resp_seq)) != NULL; i++) {
+		c->next_resp_seq++;
+		p->resp_done = 1;
+		p->end_ns = e->ts_ns;
+		if (!p->unseen) {
+			p->flags |= TV_RECORD_FLAG_LOST;
+			c->t->stats.responses_lost++;
+		}
+	}
+	emit_ready(c);
+}
+
 void tv_conn_table_event(struct tv_conn_table *t, const void *data, size_t len)
 {
 	const struct tv_event *e = data;
@@ -411,6 +473,8 @@ void tv_conn_table_event(struct tv_conn_table *t, const void *data, size_t len)
 		/* the accept may have been lost: the event carries all a connection needs */
 		if (!c && !(c = conn_open(t, slot, e)))
 			return;
+		if (e->flags & TV_EV_FLAG_GAP)
+			apply_gap(c, e);
 		/* server: inbound is the request; client: outbound is the request */
 		if ((e->kind == TV_EV_DATA_IN) == (c->role == TV_ROLE_SERVER))
 			p = &c->req;
@@ -419,8 +483,11 @@ void tv_conn_table_event(struct tv_conn_table *t, const void *data, size_t len)
 		tv_http_parser_feed(p, e->payload, e->payload_len, e->bytes, e->ts_ns);
 		return;
 	case TV_EV_CLOSE:
-		if (c)
-			conn_close(t, slot, e->ts_ns);
+		if (!c)
+			return;
+		if (e->flags & TV_EV_FLAG_GAP)
+			apply_gap(c, e);
+		conn_close(t, slot, e->ts_ns);
 		return;
 	default:
 		t->stats.bad_events++;

@@ -18,6 +18,7 @@
 /* TraceRecord.flags bits (proto/tracevault.proto documents them). */
 #define TV_RECORD_FLAG_NO_RESPONSE 1u /* closed before a response: status 0 */
 #define TV_RECORD_FLAG_PARTIAL 2u     /* sync lost or message cut: counts are lower bounds */
+#define TV_RECORD_FLAG_LOST 4u        /* the response was lost in capture: status 0 */
 
 /* One request/response pair. Times are the kernel's CLOCK_MONOTONIC ns (bpf_ktime_get_ns). */
 struct tv_exchange {
@@ -49,6 +50,12 @@ struct tv_conn_stats {
 	uint64_t exchanges_dropped; /* pipelining deeper than TV_CONN_MAX_PENDING */
 	uint64_t parse_errors;      /* times a parser lost sync */
 	uint64_t bad_events;        /* short or unknown ring records */
+	uint64_t gaps;              /* events telling of lost data before them (TV_EV_FLAG_GAP) */
+	uint64_t requests_unseen;   /* requests that began in lost data: no record (the kernel
+				     * counts them as TV_LOST_REQUESTS); their responses are
+				     * matched and skipped so later pairs stay aligned */
+	uint64_t responses_lost;    /* records emitted with TV_RECORD_FLAG_LOST */
+	uint64_t responses_unpaired; /* responses with no request waiting (dropped) */
 };
 
 struct tv_conn_table;

@@ -70,11 +70,7 @@ static void loss_add(struct tv_block_loss *to, const struct tv_block_loss *l)
 	to->parser += l->parser;
 	to->cache += l->cache;
 	to->failed += l->failed;
-}
-
-static bool loss_any(const struct tv_block_loss *l)
-{
-	return (l->ring_full | l->map_full | l->parser | l->cache | l->failed) != 0;
+	to->requests += l->requests;
 }
 
 /* n records dropped before reaching a block; the caller holds mu */
@@ -117,7 +113,7 @@ static void seal_locked(struct tv_pipeline *p, struct raw_block *rb)
 	int ret;
 
 	memset(rb, 0, sizeof(*rb));
-	if (n == 0 && !loss_any(&p->pending))
+	if (n == 0 && !tv_block_loss_any(&p->pending))
 		return;
 	rb->block_id = tv_random_id();
 	tv_block_builder_set_loss(p->bb, &p->pending, realtime_ns());
@@ -406,9 +402,12 @@ void tv_pipeline_note_loss(struct tv_pipeline *p, const struct tv_block_loss *to
 		p->pending.map_full += total->map_full - p->ext_seen.map_full;
 	if (total->parser > p->ext_seen.parser)
 		p->pending.parser += total->parser - p->ext_seen.parser;
+	if (total->requests > p->ext_seen.requests)
+		p->pending.requests += total->requests - p->ext_seen.requests;
 	p->ext_seen.ring_full = total->ring_full;
 	p->ext_seen.map_full = total->map_full;
 	p->ext_seen.parser = total->parser;
+	p->ext_seen.requests = total->requests;
 	pthread_mutex_unlock(&p->mu);
 }
 

@@ -66,7 +66,7 @@ void tv_pipeline_stats(struct tv_pipeline *p, struct tv_pipeline_stats *st);
 
 /* Loss stored in the archive: every sealed block's header carries the records lost since the
  * previous seal (BLOCK.md v2). The pipeline counts its own (cache, failed); the caller reports
- * the others here as running totals (ring_full, map_full, parser of total; its cache and
+ * the others here as running totals (ring_full, map_full, parser, requests of total; its cache and
  * failed are ignored), and their increase since the last call goes into the next block. Losses
  * of a block that is dropped or whose segment fails go into the next block sealed; a loss
  * noted when no record follows is stored by the next flush in a block without records. */

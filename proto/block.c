@@ -60,9 +60,9 @@ static uint16_t get16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return l
 static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return le32toh(v); }
 static uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return le64toh(v); }
 
-static int loss_nonzero(const struct tv_block_loss *l)
+int tv_block_loss_any(const struct tv_block_loss *l)
 {
-	return (l->ring_full | l->map_full | l->parser | l->cache | l->failed) != 0;
+	return (l->ring_full | l->map_full | l->parser | l->cache | l->failed | l->requests) != 0;
 }
 
 static void header_write(uint8_t *p, const struct tv_block_header *h)
@@ -87,6 +87,8 @@ static void header_write(uint8_t *p, const struct tv_block_header *h)
 		put64(p + V2_LOSS_OFFSET + 16, h->loss.parser);
 		put64(p + V2_LOSS_OFFSET + 24, h->loss.cache);
 		put64(p + V2_LOSS_OFFSET + 32, h->loss.failed);
+		put32(p + V2_LOSS_OFFSET + 40,
+		      h->loss.requests > UINT32_MAX ? UINT32_MAX : (uint32_t)h->loss.requests);
 	}
 	put32(p + crc_off, tv_crc32c(p, crc_off));
 }
@@ -163,6 +165,7 @@ int tv_block_header_parse(const void *buf, size_t len, struct tv_block_header *h
 		h->loss.parser = get64(p + V2_LOSS_OFFSET + 16);
 		h->loss.cache = get64(p + V2_LOSS_OFFSET + 24);
 		h->loss.failed = get64(p + V2_LOSS_OFFSET + 32);
+		h->loss.requests = get32(p + V2_LOSS_OFFSET + 40);
 	}
 	if (h->codec != TV_CODEC_NONE && h->codec != TV_CODEC_ZSTD) {
 		set_err(err, errlen, "unsupported block codec %u", h->codec);
@@ -301,7 +304,7 @@ int tv_block_builder_seal(struct tv_block_builder *b, uint64_t block_id, enum tv
 	size_t raw_len = 0, bound, payload_len;
 	int err = 0;
 
-	if (b->count == 0 && !loss_nonzero(&b->loss))
+	if (b->count == 0 && !tv_block_loss_any(&b->loss))
 		return -ENODATA;
 	raw = malloc(b->len + (size_t)b->count * 10 + 1);
 	if (!raw)

@@ -38,7 +38,14 @@ struct tv_block_loss {
 	uint64_t parser;     /* exchanges the client's connection table dropped */
 	uint64_t cache;      /* records dropped: block cache full past back-pressure */
 	uint64_t failed;     /* records of segments whose write failed */
+	/* Not a further loss: of the ring_full events, those that began an HTTP request, so
+	 * requests that have no record (at most one per event). Stored in 32 bits per block
+	 * (saturating). */
+	uint64_t requests;
 };
+
+/* 1 if any counter of l is non-zero. */
+int tv_block_loss_any(const struct tv_block_loss *l);
 
 struct tv_block_header {
 	uint32_t magic;

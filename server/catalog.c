@@ -25,17 +25,18 @@ static const char SCHEMA_SQL[] =
 	" lost_map_full INTEGER NOT NULL DEFAULT 0,"
 	" lost_parser INTEGER NOT NULL DEFAULT 0,"
 	" lost_cache INTEGER NOT NULL DEFAULT 0,"
-	" lost_failed INTEGER NOT NULL DEFAULT 0);"
+	" lost_failed INTEGER NOT NULL DEFAULT 0,"
+	" lost_requests INTEGER NOT NULL DEFAULT 0);"
 	"CREATE INDEX IF NOT EXISTS blocks_by_time ON blocks(min_ts_ns, max_ts_ns);"
 	"CREATE INDEX IF NOT EXISTS blocks_by_segment ON blocks(segment_id);";
 
 #define COLS "block_id, segment_id, min_ts_ns, max_ts_ns, record_count, bytes, committed_ns," \
-	" lost_ring_full, lost_map_full, lost_parser, lost_cache, lost_failed"
+	" lost_ring_full, lost_map_full, lost_parser, lost_cache, lost_failed, lost_requests"
 
 /* Columns added after the first schema, with what an older catalog gets: ALTER TABLE ADD
  * COLUMN on open when missing (blocks committed before them recorded no loss). */
 static const char *const ADDED_COLS[] = { "lost_ring_full", "lost_map_full", "lost_parser",
-					  "lost_cache", "lost_failed" };
+					  "lost_cache", "lost_failed", "lost_requests" };
 
 struct tv_catalog {
 	sqlite3 *db;
@@ -106,7 +107,7 @@ int tv_catalog_open(struct tv_catalog **out, const char *path, char *err, size_t
 		goto fail;
 	}
 	if (prepare(c, "INSERT INTO blocks (" COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
-		       " ?8, ?9, ?10, ?11, ?12)",
+		       " ?8, ?9, ?10, ?11, ?12, ?13)",
 		    &c->insert) ||
 	    prepare(c, "SELECT 1 FROM blocks WHERE block_id = ?1", &c->contains) ||
 	    prepare(c, "SELECT " COLS " FROM blocks WHERE min_ts_ns < ?2 AND max_ts_ns >= ?1"
@@ -185,6 +186,7 @@ int tv_catalog_commit_segment(struct tv_catalog *c, struct tv_catalog_block *blo
 		sqlite3_bind_int64(st, 10, (int64_t)blocks[i].loss.parser);
 		sqlite3_bind_int64(st, 11, (int64_t)blocks[i].loss.cache);
 		sqlite3_bind_int64(st, 12, (int64_t)blocks[i].loss.failed);
+		sqlite3_bind_int64(st, 13, (int64_t)blocks[i].loss.requests);
 		rc = sqlite3_step(st);
 		sqlite3_reset(st);
 		if (rc != SQLITE_DONE) {
@@ -232,6 +234,7 @@ static void row_to_block(sqlite3_stmt *st, struct tv_catalog_block *b)
 	b->loss.parser = (uint64_t)sqlite3_column_int64(st, 9);
 	b->loss.cache = (uint64_t)sqlite3_column_int64(st, 10);
 	b->loss.failed = (uint64_t)sqlite3_column_int64(st, 11);
+	b->loss.requests = (uint64_t)sqlite3_column_int64(st, 12);
 }
 
 /* Step st to the end, calling cb per row; resets st whatever happens. */

@@ -312,6 +312,7 @@ static int add_stats(const struct tv_catalog_block *b, void *arg)
 	r->lost_parser += b->loss.parser;
 	r->lost_cache += b->loss.cache;
 	r->lost_failed += b->loss.failed;
+	r->lost_requests += b->loss.requests;
 	return 0;
 }
 

@@ -13,7 +13,7 @@ BASE_NS = 1767225600 * 10**9          # 2026-01-01T00:00:00Z
 S = 10**9
 N_PUT = 1000
 KEYS = ["blocks", "records", "bytes", "lost_ring_full", "lost_map_full", "lost_parser",
-        "lost_cache", "lost_failed", "lost_total"]
+        "lost_cache", "lost_failed", "lost_total", "lost_requests"]
 
 
 def stats(addr, frm, to, fmt="jsonl"):
@@ -83,11 +83,11 @@ def main():
             # a version 2 block with loss at BASE + 3000 s, sent in 7-byte chunks so its
             # 112-byte header crosses many chunks on the server
             v2 = [record(pb, BASE_NS + 3000 * S + i, "/v2/%d" % i) for i in range(2)]
-            data = tvtest.encode_block_v2(0xA2, v2, loss=(1, 2, 3, 4, 5))
+            data = tvtest.encode_block_v2(0xA2, v2, loss=(1, 2, 3, 4, 5), lost_requests=1)
             assert cli.write_encoded(0x52, [(0xA2, data)], chunk_bytes=7).committed
             # a block of loss only (no record) at BASE + 4000 s
             data = tvtest.encode_block_v2(0xA3, [], loss=(10, 0, 0, 0, 20),
-                                          empty_ts_ns=BASE_NS + 4000 * S)
+                                          empty_ts_ns=BASE_NS + 4000 * S, lost_requests=6)
             assert cli.write_encoded(0x53, [(0xA3, data)]).committed
             # a block that lies about its loss (bad header CRC) is refused, nothing counted
             bad = bytearray(tvtest.encode_block_v2(0xA4, v2, loss=(1, 0, 0, 0, 0)))
@@ -111,14 +111,16 @@ def main():
             assert st["records"] == N_PUT + 5, st
             assert (st["lost_ring_full"], st["lost_map_full"], st["lost_parser"],
                     st["lost_cache"], st["lost_failed"]) == (11, 2, 3, 4, 25), st
-            assert st["lost_total"] == 45, st
+            assert st["lost_total"] == 45, st  # lost_requests is part of ring_full
+            assert st["lost_requests"] == 7, st
             assert st["bytes"] > 0, st
             return st
 
         whole = check_all(srv.addr)
         # only the v2 block with loss overlaps [BASE+2500 s, BASE+3500 s)
         st = stats(srv.addr, BASE_NS + 2500 * S, BASE_NS + 3500 * S)
-        assert (st["blocks"], st["records"], st["lost_total"]) == (1, 2, 15), st
+        assert (st["blocks"], st["records"], st["lost_total"], st["lost_requests"]) == \
+            (1, 2, 15, 1), st
         # only the v1 block: no loss
         st = stats(srv.addr, BASE_NS + 1500 * S, BASE_NS + 2500 * S)
         assert (st["blocks"], st["records"], st["lost_total"]) == (1, 3, 0), st

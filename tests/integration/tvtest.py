@@ -167,7 +167,7 @@ http {{
     keepalive_timeout 30;
     log_format tv '$request_method $uri $status $body_bytes_sent $request_length';
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port};{listen6}
         access_log {dir}/access.log tv;
         root {dir}/www;
         location / {{ }}
@@ -208,10 +208,12 @@ class HttpServer:
 
 class Nginx(HttpServer):
     """A real nginx on 127.0.0.1:port serving files from a temp www dir, logging each request as
-    'METHOD URI STATUS BODY_BYTES_SENT REQUEST_LENGTH' to access.log."""
+    'METHOD URI STATUS BODY_BYTES_SENT REQUEST_LENGTH' to access.log. ipv6=True: also on
+    [::1]:port (the same port)."""
     STOP_SIGNAL = signal.SIGQUIT  # graceful: flushes the access log
 
-    def __init__(self, files=None):
+    def __init__(self, files=None, ipv6=False):
+        self.ipv6 = ipv6
         self.dir = tempfile.mkdtemp(prefix="tv-nginx-")
         self.port = None
         self.proc = None
@@ -226,7 +228,8 @@ class Nginx(HttpServer):
             self.port = free_port()
             conf = os.path.join(self.dir, "nginx.conf")
             with open(conf, "w") as f:
-                f.write(NGINX_CONF.format(dir=self.dir, port=self.port))
+                f.write(NGINX_CONF.format(dir=self.dir, port=self.port, listen6=(
+                    "\n        listen [::1]:%d;" % self.port if self.ipv6 else "")))
             self.proc = subprocess.Popen([nginx, "-c", conf, "-e", os.path.join(self.dir, "error.log")],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             if wait_accepting(self.proc, self.port, timeout):
@@ -608,9 +611,9 @@ def encode_block(block_id, records):
     return head + struct.pack("<I", crc32c(head)) + payload
 
 
-def encode_block_v2(block_id, records, loss=(0, 0, 0, 0, 0), empty_ts_ns=0):
+def encode_block_v2(block_id, records, loss=(0, 0, 0, 0, 0), empty_ts_ns=0, lost_requests=0):
     """BLOCK.md version 2: the v1 fields, 4 reserved bytes, the five u64 loss counters
-    (ring_full, map_full, parser, cache, failed), 4 reserved bytes, the CRC32C of [0, 108),
+    (ring_full, map_full, parser, cache, failed), u32 lost_requests, the CRC32C of [0, 108),
     then the payload (codec 0). With no records the range is [empty_ts_ns, empty_ts_ns]."""
     import struct
     recs = sorted(records, key=lambda r: r.ts_ns)
@@ -618,7 +621,7 @@ def encode_block_v2(block_id, records, loss=(0, 0, 0, 0, 0), empty_ts_ns=0):
     lo = recs[0].ts_ns if recs else empty_ts_ns
     hi = recs[-1].ts_ns if recs else empty_ts_ns
     head = struct.pack("<IHHQQQIIQQII5QI", 0x4B425654, 2, 0, block_id, lo, hi, len(recs), 0,
-                       len(payload), len(payload), crc32c(payload), 0, *loss, 0)
+                       len(payload), len(payload), crc32c(payload), 0, *loss, lost_requests)
     assert len(head) == 108
     return head + struct.pack("<I", crc32c(head)) + payload
 
@@ -867,17 +870,28 @@ def wrk(url, threads=1, conns=10, duration_s=2, extra=(), timeout_s=120):
     return int(m.group(1)), float(r.group(1)), bad.strip(), p.stdout
 
 
-CAPTURE_SUMMARY_RE = (r"sent (\d+), lost (\d+) .*lost: ring full (\d+), map full (\d+), "
-                      r"truncated (\d+)")
+CAPTURE_SUMMARY_RE = (r"sent (\d+), lost (\d+) \(kernel (\d+), parser (\d+), cache full (\d+), "
+                      r"failed segments (\d+)\); kernel events (\d+), lost: ring full (\d+), "
+                      r"map full (\d+), truncated (\d+); requests in lost events (\d+), "
+                      r"responses lost (\d+)")
+CAPTURE_SUMMARY_KEYS = ("sent", "lost", "kernel", "parser", "cache", "failed", "events",
+                        "ring_full", "map_full", "truncated", "lost_requests", "responses_lost")
+
+
+def parse_capture_summary(err):
+    """The numbers of `tracevault capture`'s exit summary line, by CAPTURE_SUMMARY_KEYS."""
+    import re
+    m = re.search(CAPTURE_SUMMARY_RE, err)
+    assert m, "no capture summary in: %s" % err
+    return dict(zip(CAPTURE_SUMMARY_KEYS, (int(g) for g in m.groups())))
 
 
 def capture_records(srv, args, traffic):
     """Runs traffic() under one `tracevault capture` with args (plus --block-age-ms 200);
-    returns (records read back with query, {sent, lost, ring_full, map_full, truncated},
+    returns (records read back with query, the summary's numbers (parse_capture_summary),
     capture stderr). Asserts the capture exited 0 and its summary's 'sent' equals the records
     read back."""
     import json
-    import re
     from_ns = time.time_ns()
     cap = Capture(srv.addr, list(args) + ["--block-age-ms", "200"]).start()
     try:
@@ -885,14 +899,11 @@ def capture_records(srv, args, traffic):
     finally:
         rc, err = cap.stop()
     assert rc == 0, "capture %s exited %s: %s" % (args, rc, err)
-    m = re.search(CAPTURE_SUMMARY_RE, err)
-    assert m, "no capture summary in: %s" % err
-    nums = dict(zip(("sent", "lost", "ring_full", "map_full", "truncated"),
-                    (int(g) for g in m.groups())))
+    nums = parse_capture_summary(err)
     q = run(["query", "--server", srv.addr, "--from", str(from_ns),
              "--to", str(time.time_ns() + 1), "--format", "jsonl"], timeout=300, check=True)
     recs = [json.loads(line) for line in q.stdout.splitlines() if line.strip()]
-    assert nums["sent"] == len(recs), (m.group(0), len(recs))
+    assert nums["sent"] == len(recs), (nums, len(recs))
     return recs, nums, err
 
 

@@ -365,6 +365,153 @@ static void test_exchange_carries_headers_and_frees_them(void **state)
 	tv_conn_table_free(t);
 }
 
+/* An event with TV_EV_FLAG_GAP: what the kernel lost on this connection before it. */
+static void gap_data(struct tv_conn_table *t, uint8_t kind, int fd, uint64_t ts_ns,
+		     const char *s, uint64_t extra_bytes, uint32_t in_heads, uint64_t in_bytes,
+		     uint32_t out_heads, uint64_t out_bytes)
+{
+	struct tv_event *e = ev(kind, TV_ROLE_SERVER, fd, 1, ts_ns);
+
+	e->payload_len = (uint32_t)strlen(s);
+	memcpy(e->payload, s, e->payload_len);
+	e->bytes = e->payload_len + extra_bytes;
+	e->flags = TV_EV_FLAG_GAP;
+	e->lost_in_events = in_bytes ? 1 : 0;
+	e->lost_in_heads = in_heads;
+	e->lost_in_bytes = in_bytes;
+	e->lost_out_events = out_bytes ? 1 : 0;
+	e->lost_out_heads = out_heads;
+	e->lost_out_bytes = out_bytes;
+	send_ev(t, e);
+}
+
+static const char RESP_OK[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+static void test_gap_lost_response_flags_its_request_only(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+
+	(void)state;
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 10, "GET /a HTTP/1.1\r\n\r\n", 0);
+	/* the response to /a was lost; the next event (request /b) says so */
+	gap_data(t, TV_EV_DATA_IN, 5, 30, "GET /b HTTP/1.1\r\n\r\n", 0, 0, 0, 1,
+		 sizeof(RESP_OK) - 1);
+	assert_int_equal(g.n, 1);
+	assert_string_equal(g.x[0].path, "/a");
+	assert_int_equal(g.x[0].status, 0);
+	assert_int_equal(g.x[0].flags, TV_RECORD_FLAG_LOST);
+	assert_int_equal(g.x[0].end_ns, 30);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 40, RESP_OK, 0);
+	assert_int_equal(g.n, 2);
+	assert_string_equal(g.x[1].path, "/b"); /* not shifted onto /a */
+	assert_int_equal(g.x[1].status, 200);
+	assert_int_equal(g.x[1].flags, 0);
+	assert_int_equal(tv_conn_table_stats(t)->responses_lost, 1);
+	tv_conn_table_free(t);
+}
+
+static void test_gap_lost_request_absorbs_its_response(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+
+	(void)state;
+	/* request /a lost; its response arrives and says so: it must not be paired with /b */
+	gap_data(t, TV_EV_DATA_OUT, 5, 20, RESP_OK, 0, 1, 18, 0, 0);
+	assert_int_equal(g.n, 0);
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 30, "GET /b HTTP/1.1\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 40,
+	     "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", 0);
+	assert_int_equal(g.n, 1);
+	assert_string_equal(g.x[0].path, "/b");
+	assert_int_equal(g.x[0].status, 404);
+	assert_int_equal(tv_conn_table_stats(t)->requests_unseen, 1);
+	tv_conn_table_free(t);
+}
+
+static void test_gap_lost_request_and_response_leave_no_trace(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+
+	(void)state;
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 10, "GET /a HTTP/1.1\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 20, RESP_OK, 0);
+	/* /b and its response both lost, then /c */
+	gap_data(t, TV_EV_DATA_IN, 5, 50, "GET /c HTTP/1.1\r\n\r\n", 0, 1, 18, 1,
+		 sizeof(RESP_OK) - 1);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 60, RESP_OK, 0);
+	assert_int_equal(g.n, 2);
+	assert_string_equal(g.x[0].path, "/a");
+	assert_string_equal(g.x[1].path, "/c");
+	assert_int_equal(g.x[1].status, 200);
+	assert_int_equal(g.x[1].flags, 0);
+	tv_conn_table_free(t);
+}
+
+static void test_gap_inside_body_keeps_exact_count(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+
+	(void)state;
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 10, "GET /big HTTP/1.1\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 20,
+	     "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", 0);
+	/* the first sendfile (60000 bytes) was lost, the second arrives */
+	gap_data(t, TV_EV_DATA_OUT, 5, 40, "", 40000, 0, 0, 0, 60000);
+	assert_int_equal(g.n, 1);
+	assert_int_equal(g.x[0].resp_body_bytes, 100000);
+	assert_int_equal(g.x[0].flags, 0);
+	/* the connection stays in sync */
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 50, "GET /n HTTP/1.1\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 60, RESP_OK, 0);
+	assert_int_equal(g.n, 2);
+	assert_string_equal(g.x[1].path, "/n");
+	assert_int_equal(g.x[1].flags, 0);
+	tv_conn_table_free(t);
+}
+
+static void test_gap_in_pipelined_responses(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+
+	(void)state;
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 10,
+	     "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 20, RESP_OK, 0);
+	/* the response to /b was lost: reported with the response to /c */
+	gap_data(t, TV_EV_DATA_OUT, 5, 40, "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+		 0, 0, 0, 1, sizeof(RESP_OK) - 1);
+	assert_int_equal(g.n, 3);
+	assert_int_equal(g.x[0].status, 200);
+	assert_string_equal(g.x[1].path, "/b");
+	assert_int_equal(g.x[1].flags, TV_RECORD_FLAG_LOST);
+	assert_string_equal(g.x[2].path, "/c");
+	assert_int_equal(g.x[2].status, 201);
+	tv_conn_table_free(t);
+}
+
+static void test_gap_reported_by_close(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+	struct tv_event *e;
+
+	(void)state;
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 10, "GET /a HTTP/1.1\r\n\r\n", 0);
+	e = ev(TV_EV_CLOSE, TV_ROLE_SERVER, 5, 1, 30);
+	e->flags = TV_EV_FLAG_GAP;
+	e->lost_out_events = e->lost_out_heads = 1;
+	e->lost_out_bytes = 100;
+	send_ev(t, e);
+	assert_int_equal(g.n, 1);
+	assert_int_equal(g.x[0].flags, TV_RECORD_FLAG_LOST); /* lost, not "no response" */
+	tv_conn_table_free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -379,6 +526,12 @@ int main(void)
 		cmocka_unit_test(test_cut_response_flagged_partial),
 		cmocka_unit_test(test_close_delimited_sendfile_body),
 		cmocka_unit_test(test_cut_request_head_keeps_pairing),
+		cmocka_unit_test(test_gap_lost_response_flags_its_request_only),
+		cmocka_unit_test(test_gap_lost_request_absorbs_its_response),
+		cmocka_unit_test(test_gap_lost_request_and_response_leave_no_trace),
+		cmocka_unit_test(test_gap_inside_body_keeps_exact_count),
+		cmocka_unit_test(test_gap_in_pipelined_responses),
+		cmocka_unit_test(test_gap_reported_by_close),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

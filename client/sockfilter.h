@@ -1,0 +1,69 @@
+/* Event source of `tracevault capture --mode sockfilter`: packets of one interface from a raw
+ * AF_PACKET socket filtered by bpf/sockfilter.bpf.c, reassembled per TCP connection
+ * (tcp_reasm.c) and handed out as the same struct tv_event records the tracepoint mode makes. */
+#ifndef TV_SOCKFILTER_H
+#define TV_SOCKFILTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Interface read when --interface is not given. */
+#define TV_SOCKFILTER_DEFAULT_INTERFACE "lo"
+/* Bytes of the TPACKET_V2 receive ring shared with the kernel: frames of the headers plus
+ * --payload-bytes, rounded up to a power of two (2048 frames at the 4 KiB default). Packets
+ * arriving while it is full are dropped by the kernel and counted (tp_drops). */
+#define TV_SOCKFILTER_RING_BYTES (16u << 20)
+/* How often holes and idle connections are expired (tv_tcp_reasm_expire). */
+#define TV_SOCKFILTER_EXPIRE_MS 200
+
+struct tv_sockfilter_opts {
+	const char *interface;   /* NULL: TV_SOCKFILTER_DEFAULT_INTERFACE */
+	int port;                /* 0: every TCP port; else source or destination port */
+	uint32_t payload_bytes;  /* 0: TV_CAPTURE_DEFAULT_PAYLOAD_BYTES; max 32 KiB */
+	int64_t mono_to_real_ns; /* CLOCK_REALTIME - CLOCK_MONOTONIC: packets carry realtime */
+};
+
+/* Receives each struct tv_event (len bytes: header + payload_len), valid during the call
+ * only. The shape of libbpf's ring_buffer_sample_fn, so one handler serves both modes. */
+typedef int (*tv_sockfilter_event_fn)(void *ctx, void *data, size_t len);
+
+struct tv_sockfilter_stats {
+	uint64_t packets;        /* frames read from the ring */
+	uint64_t drops;          /* packets the kernel dropped: ring full (tp_drops) */
+	uint64_t bad_packets;    /* frames that did not parse as IPv4/IPv6 TCP */
+	uint64_t truncated;      /* data events whose payload was cut (byte counts exact) */
+	uint64_t gaps, gap_bytes;  /* holes in the streams given up by the reassembler */
+	uint64_t conns_overflow; /* connections refused: reassembly table full */
+	uint64_t midstream_ignored; /* segments of connections started before the capture */
+};
+
+struct tv_sockfilter;
+
+/* Loads the filter, opens the socket on the interface and maps its ring: packets are captured
+ * from return on. 0, or a negative errno with a one-line reason in err: -ENODEV for an unknown
+ * interface, -EPERM without CAP_NET_RAW/CAP_BPF, -EOPNOTSUPP for a link type without an
+ * Ethernet or no link-layer header. fn/ctx must outlive *out. */
+int tv_sockfilter_open(struct tv_sockfilter **out, const struct tv_sockfilter_opts *o,
+		       tv_sockfilter_event_fn fn, void *ctx, char *err, size_t errlen);
+
+/* Waits up to timeout_ms for packets, then hands out every event they complete. 0 or a
+ * negative errno (err says why). */
+int tv_sockfilter_poll(struct tv_sockfilter *s, int timeout_ms, char *err, size_t errlen);
+
+/* End of capture: reads what the ring still holds, then ends every connection at now_ns
+ * (monotonic), its holes reported as gaps and a CLOSE event each. */
+void tv_sockfilter_finish(struct tv_sockfilter *s, uint64_t now_ns);
+
+/* The loss counters, read fresh from the kernel (drops). */
+void tv_sockfilter_stats(struct tv_sockfilter *s, struct tv_sockfilter_stats *st);
+
+/* The counters under the tracepoint mode's loss reasons (enum tv_lost_reason) that mean the
+ * same, so the summary and the block loss counters need no second set: TV_LOST_RING_FULL =
+ * packets the kernel dropped (ring full), TV_LOST_MAP_FULL = connections the reassembly table
+ * refused, TV_LOST_TRUNCATED = data events with a cut payload; any other reason is 0. */
+uint64_t tv_sockfilter_lost(struct tv_sockfilter *s, uint32_t reason);
+
+/* Closes the socket and frees everything. Safe on NULL. */
+void tv_sockfilter_free(struct tv_sockfilter *s);
+
+#endif
