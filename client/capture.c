@@ -290,6 +290,7 @@ static int open_sockfilter(struct capture *c, char *err, size_t errlen)
 		.interface = c->o->interface,
 		.port = c->o->port,
 		.payload_bytes = c->o->payload_bytes,
+		.ring_bytes = c->o->ring_bytes,
 		.mono_to_real_ns = c->mono_to_real_ns,
 	};
 
@@ -381,9 +382,9 @@ int tv_capture_run(const struct tv_capture_opts *o, struct tv_capture_result *re
 		snprintf(err, errlen, "invalid capture options");
 		return -EINVAL;
 	}
-	/* sockfilter sees packets: no process to filter by, no kernel ring to size */
+	/* sockfilter sees packets: no process to filter by */
 	if (o->mode == TV_CAPTURE_MODE_SOCKFILTER
-		    ? o->pid || o->comm || o->cgroup || o->ring_bytes
+		    ? o->pid || o->comm || o->cgroup
 		    : o->mode != TV_CAPTURE_MODE_TRACEPOINT || o->interface) {
 		snprintf(err, errlen, "invalid capture options for capture mode %d", o->mode);
 		return -EINVAL;

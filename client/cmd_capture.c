@@ -98,12 +98,13 @@ static const char capture_usage[] =
 	"      --cgroup PATH          only tasks in this cgroup v2 directory or below it\n"
 	"      --payload-bytes N      bytes copied per socket syscall (default 4K, max 32K);\n"
 	"                             byte counts stay exact, cut events are counted\n"
-	"      --ring-bytes N         kernel ring buffer size, a power of two (default 16M)\n"
+	"      --ring-bytes N         kernel ring buffer size, a power of two (default 16M;\n"
+	"                             sockfilter: the packet ring, in 1M blocks, default 64M)\n"
 	"      --mode MODE            where exchanges are seen: tracepoint (default: socket\n"
 	"                             syscalls, with pid and comm) or sockfilter (TCP packets\n"
 	"                             of --interface, reassembled; pid 0, no comm; needs\n"
-	"                             CAP_NET_RAW + CAP_BPF; --pid, --comm, --cgroup and\n"
-	"                             --ring-bytes do not apply). With --port, connections\n"
+	"                             CAP_NET_RAW + CAP_BPF; --pid, --comm and --cgroup\n"
+	"                             do not apply). With --port, connections\n"
 	"                             open before the start are picked up at their next\n"
 	"                             request; without it only those that start later\n"
 	"      --interface IF         sockfilter: the interface to read (default lo)\n"
@@ -167,8 +168,7 @@ static bool parse_duration_ms(const char *s, int *out)
 	return true;
 }
 
-/* Options that only one --mode understands, as usage errors: packets carry no process, and
- * the sockfilter mode has no BPF ring buffer to size. */
+/* Options that only one --mode understands, as usage errors: packets carry no process. */
 static int check_mode(const struct tv_capture_opts *o)
 {
 	const char *opt = NULL;
@@ -180,11 +180,9 @@ static int check_mode(const struct tv_capture_opts *o)
 			opt = "--comm";
 		else if (o->cgroup)
 			opt = "--cgroup";
-		else if (o->ring_bytes)
-			opt = "--ring-bytes";
 		if (opt)
 			return tv_cli_usage_error("%s does not apply to --mode sockfilter (packets "
-						  "carry no process; no BPF ring buffer)", opt);
+						  "carry no process)", opt);
 	} else if (o->interface) {
 		return tv_cli_usage_error("--interface needs --mode sockfilter");
 	}

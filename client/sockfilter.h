@@ -9,10 +9,10 @@
 
 /* Interface read when --interface is not given. */
 #define TV_SOCKFILTER_DEFAULT_INTERFACE "lo"
-/* Bytes of the TPACKET_V2 receive ring shared with the kernel: frames of the headers plus
- * --payload-bytes, rounded up to a power of two (2048 frames at the 4 KiB default). Packets
- * arriving while it is full are dropped by the kernel and counted (tp_drops). */
-#define TV_SOCKFILTER_RING_BYTES (16u << 20)
+/* Default bytes of the TPACKET_V3 receive ring shared with the kernel (--ring-bytes): blocks
+ * of packets cut to headers + --payload-bytes, packed back to back. Packets arriving while it
+ * is full are dropped by the kernel and counted (tp_drops). */
+#define TV_SOCKFILTER_RING_BYTES (64u << 20)
 /* How often holes and idle connections are expired (tv_tcp_reasm_expire). */
 #define TV_SOCKFILTER_EXPIRE_MS 200
 
@@ -20,6 +20,7 @@ struct tv_sockfilter_opts {
 	const char *interface;   /* NULL: TV_SOCKFILTER_DEFAULT_INTERFACE */
 	int port;                /* 0: every TCP port; else source or destination port */
 	uint32_t payload_bytes;  /* 0: TV_CAPTURE_DEFAULT_PAYLOAD_BYTES; max 32 KiB */
+	uint32_t ring_bytes;     /* 0: TV_SOCKFILTER_RING_BYTES */
 	int64_t mono_to_real_ns; /* CLOCK_REALTIME - CLOCK_MONOTONIC: packets carry realtime */
 };
 

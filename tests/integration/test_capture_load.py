@@ -68,12 +68,14 @@ def test_lighttpd(srv):
     return True
 
 
-def test_wrk(srv):
+def test_wrk(srv, capture_args=lambda ng: ["--pid", str(ng.pid), "--ring-bytes", "64M"],
+             what="nginx under wrk"):
     """wrk -t1 -c10 -d2s: nothing lost. wrk counts the responses it read before its timer
     fired; the requests still in flight then (at most one per connection: wrk does not
     pipeline) are served and logged by nginx after wrk stopped counting. So the exact
     statements are: records == access log (as a multiset), loss counters 0, and
-    wrk's count <= log lines <= wrk's count + connections."""
+    wrk's count <= log lines <= wrk's count + connections. capture_args(nginx): the capture's
+    options (test_capture_sockfilter runs this with --mode sockfilter)."""
     body = b"w" * 612
     with tvtest.Nginx({"index.html": body}) as ng:
         out = {}
@@ -81,8 +83,7 @@ def test_wrk(srv):
         def run():
             out["wrk"] = tvtest.wrk("http://127.0.0.1:%d/index.html" % ng.port, threads=1,
                                     conns=WRK_CONNS, duration_s=2)
-        recs, nums, err = tvtest.capture_records(
-            srv, ["--pid", str(ng.pid), "--ring-bytes", "64M"], run)
+        recs, nums, err = tvtest.capture_records(srv, capture_args(ng), run)
         ng.stop()
         log = [(m, u, int(s), int(b)) for m, u, s, b, _ in ng.access_log()]
     completed, rps, bad, _ = out["wrk"]
@@ -90,7 +91,7 @@ def test_wrk(srv):
     if nums["lost"] or nums["ring_full"] or nums["map_full"]:
         raise AssertionError("capture lost exchanges under wrk (%d req/s): %s" % (rps, err))
     assert completed > 1000, "wrk completed only %d requests" % completed
-    tvtest.compare_exchanges(log, recs, "nginx under wrk", err)
+    tvtest.compare_exchanges(log, recs, what, err)
     assert completed <= len(log) <= completed + WRK_CONNS, (completed, len(log))
     assert all(x == ("GET", "/index.html", 200, len(body)) for x in log[:completed]), \
         "nginx logged something other than wrk's GETs"
@@ -101,8 +102,8 @@ def test_wrk(srv):
     cut = [r for r in recs if r["flags"] != 0]
     assert len(cut) <= len(log) - completed, (cut, completed, len(log))
     assert all(r["flags"] == 2 and r["resp_body_bytes"] < len(body) for r in cut), cut
-    print("ok: wrk completed %d requests (%.0f req/s); nginx logged %d, captured %d, lost 0"
-          % (completed, rps, len(log), len(recs)))
+    print("ok: %s: wrk completed %d requests (%.0f req/s); nginx logged %d, captured %d, "
+          "lost 0" % (what, completed, rps, len(log), len(recs)))
 
 
 def main():

@@ -2,12 +2,14 @@
 test_capture_mix.py seen as loopback packets (AF_PACKET + eBPF socket filter, TCP reassembly)
 must give exactly one record per access-log line and nothing else, pid 0 and the right
 addresses; the same over IPv6 ([::1]); and a keep-alive connection opened before the capture
-starts is picked up at its next request (--port names the server side), never before it."""
+starts is picked up at its next request (--port names the server side), never before it; and
+test_capture_load's wrk run (records == access log, nothing lost) in this mode."""
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_capture_load as load  # noqa: E402  (its wrk check, shared)
 import test_capture_mix as mix  # noqa: E402  (its traffic(), shared, not copied)
 import tvtest  # noqa: E402
 from tvtest import RawHttp, http_request as req  # noqa: E402
@@ -141,6 +143,9 @@ def main():
         test_mix(srv)
         test_ipv6(srv)
         test_connection_open_before_capture(srv)
+        # under load: records == access log, nothing lost (packet ring, reassembly)
+        load.test_wrk(srv, lambda ng: SOCKFILTER + ["--port", str(ng.port)],
+                      "sockfilter, nginx under wrk")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,14 @@ def usage_cases(good_file):
          "tracevault: invalid --sample-ratio: '0' (0 < R <= 1)"),
         (["capture", "--server", UNREACHABLE, "--sample-ratio", "1.5"],
          "tracevault: invalid --sample-ratio: '1.5' (0 < R <= 1)"),
+        (["capture", "--server", UNREACHABLE, "--mode", "pcap"],
+         "tracevault: invalid --mode: 'pcap' (tracepoint or sockfilter)"),
+        (["capture", "--server", UNREACHABLE, "--mode", "sockfilter", "--pid", "1"],
+         "tracevault: --pid does not apply to --mode sockfilter (packets carry no process)"),
+        (["capture", "--server", UNREACHABLE, "--mode", "sockfilter", "--comm", "nginx"],
+         "tracevault: --comm does not apply to --mode sockfilter (packets carry no process)"),
+        (["capture", "--server", UNREACHABLE, "--interface", "lo"],
+         "tracevault: --interface needs --mode sockfilter"),
         (["put", "--server", UNREACHABLE, "--max-message-bytes", "10", good_file],
          "tracevault: invalid --max-message-bytes: '10'"),
     ]
@@ -183,6 +191,10 @@ def run_cases(tmp):
         assert len(p.stderr.splitlines()) == 1, p.stderr
         assert "RESOURCE_EXHAUSTED" in p.stderr and "segment deleted" in p.stderr, p.stderr
         assert everything(srv.addr) == [], "a failed put left records on the server"
+        # a capture on an interface that does not exist: a runtime failure naming it (the
+        # server is checked first, so this one must be reachable)
+        expect(["capture", "--server", srv.addr, "--mode", "sockfilter", "--interface",
+                "nosuch0"], 1, "tracevault: unknown interface nosuch0", exact=True)
         leftovers = [os.path.join(d, f) for d, _, files in os.walk(srv.data_dir) for f in files
                      if not f.startswith("catalog.db")]
         assert leftovers == [], "a failed put left files: %r" % leftovers
