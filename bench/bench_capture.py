@@ -14,6 +14,7 @@ import tvtest  # noqa: E402  (TV_BIN_DIR, set by bench/run.sh, selects the build
 BODY = b"b" * 612  # the size of nginx's stock index.html
 DURATION_S = int(os.environ.get("TV_BENCH_CAPTURE_S", "5"))
 RAMP_S = int(os.environ.get("TV_BENCH_RAMP_S", "3"))
+ROUNDS = int(os.environ.get("TV_BENCH_CAPTURE_ROUNDS", "3"))  # off/tracepoint/sockfilter
 RAMP = [(1, 1), (1, 2), (1, 4), (2, 8), (2, 16), (2, 32), (2, 64), (2, 128)]  # (threads, conns)
 CAPTURE_ARGS = ["--ring-bytes", "64M", "--block-age-ms", "500"]
 
@@ -37,11 +38,18 @@ def wrk_cpu(ng, threads, conns, duration_s, extra_pids=()):
     return completed, rps, bad, [cpu_s(p) - t for p, t in zip(pids, t0)]
 
 
-def capture_run(srv, ng, threads, conns, duration_s):
+def mode_args(ng, mode):
+    """tracepoint: nginx's syscalls (--pid); sockfilter: loopback packets of nginx's port."""
+    if mode == "sockfilter":
+        return ["--mode", "sockfilter", "--port", str(ng.port), "--block-age-ms", "500"]
+    return ["--pid", str(ng.pid)] + CAPTURE_ARGS
+
+
+def capture_run(srv, ng, threads, conns, duration_s, mode="tracepoint"):
     """wrk under one capture: (wrk req/s, wrk completed, records sent, lost, nginx log lines
     added, wrk errors, capture summary, CPU us per request of nginx, capture, tracevaultd)."""
     before = len(ng.access_log())
-    cap = tvtest.Capture(srv.addr, ["--pid", str(ng.pid)] + CAPTURE_ARGS).start()
+    cap = tvtest.Capture(srv.addr, mode_args(ng, mode)).start()
     try:
         completed, rps, bad, cpu = wrk_cpu(ng, threads, conns, duration_s,
                                            (cap.proc.pid, srv.proc.pid))
@@ -70,24 +78,28 @@ def wait_log(ng, at_least, timeout_s=10):
 
 
 def throughput(srv, ng):
-    print("(i) nginx throughput, wrk -t2 -c50 -d%ds on a %d-byte file, capture off/on "
-          "alternated" % (DURATION_S, len(BODY)))
-    off, on = [], []
-    for mode in ("off", "on", "off", "on"):
-        if mode == "off":
-            done, rps, bad, cpu = wrk_cpu(ng, 2, 50, DURATION_S)
-            off.append(rps)
-            print("  capture off: %9.0f req/s %s  CPU us/request: nginx %.1f"
-                  % (rps, bad, cpu[0] * 1e6 / max(done, 1)))
-        else:
-            rps, done, sent, lost, logged, bad, _, us = capture_run(srv, ng, 2, 50, DURATION_S)
-            on.append(rps)
-            print("  capture on:  %9.0f req/s %s  CPU us/request: nginx %.1f (eBPF runs in "
-                  "its syscalls), capture %.1f, tracevaultd %.1f; records %d, lost %d, nginx "
-                  "logged %d" % (rps, bad, us[0], us[1], us[2], sent, lost, logged))
-    ratio = (sum(on) / len(on)) / (sum(off) / len(off))
-    print("capture on / off throughput: %.3fx (mean %.0f vs %.0f req/s) goal >= 0.95x"
-          % (ratio, sum(on) / len(on), sum(off) / len(off)))
+    print("(i) nginx throughput, wrk -t2 -c50 -d%ds on a %d-byte file, capture off / "
+          "tracepoint mode / sockfilter mode alternated" % (DURATION_S, len(BODY)))
+    runs = {"off": [], "tracepoint": [], "sockfilter": []}
+    for _ in range(ROUNDS):
+        for mode in ("off", "tracepoint", "sockfilter"):
+            if mode == "off":
+                done, rps, bad, cpu = wrk_cpu(ng, 2, 50, DURATION_S)
+                runs[mode].append(rps)
+                print("  capture off:  %9.0f req/s %s  CPU us/request: nginx %.1f"
+                      % (rps, bad, cpu[0] * 1e6 / max(done, 1)))
+                continue
+            rps, done, sent, lost, logged, bad, _, us = capture_run(srv, ng, 2, 50,
+                                                                    DURATION_S, mode)
+            runs[mode].append(rps)
+            print("  %-12s %9.0f req/s %s  CPU us/request: nginx %.1f, capture %.1f, "
+                  "tracevaultd %.1f; records %d, lost %d, nginx logged %d"
+                  % (mode + ":", rps, bad, us[0], us[1], us[2], sent, lost, logged))
+    off = sum(runs["off"]) / len(runs["off"])
+    for mode in ("tracepoint", "sockfilter"):
+        on = sum(runs[mode]) / len(runs[mode])
+        print("capture on (%s) / off throughput: %.3fx (mean %.0f vs %.0f req/s) goal >= 0.95x"
+              % (mode, on / off, on, off))
 
 
 def ramp(srv, ng):

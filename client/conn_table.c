@@ -397,12 +397,14 @@ static struct conn *conn_open(struct tv_conn_table *t, struct conn **slot,
 /* Data of c was lost before event e (TV_EV_FLAG_GAP). The kernel says, per direction, how many
  * bytes and how many messages began in it. Each parser skips exactly those bytes (a body of
  * known length keeps its exact count; anywhere else it resyncs at the next message start).
- * Requests that began in the gap get an unseen place in the FIFO; responses that began in it
- * answered the oldest requests still waiting, which are emitted with TV_RECORD_FLAG_LOST (or
- * dropped silently if unseen). Requests come before their responses, so applying the request
- * side first is right whatever the order inside the gap. A message that began inside a lost
- * event (after another one: pipelining) is not counted by the kernel; pairs may then shift
- * until the connection ends. */
+ * Responses that began in the gap answered the oldest requests still waiting for one: first
+ * those already pending, which are emitted with TV_RECORD_FLAG_LOST, then requests that began
+ * in the gap too (both lost: nothing to emit, the kernel counted the request). Requests of the
+ * gap left without a response there get an unseen place in the FIFO, so the response that
+ * comes later pairs with it, not with the next request. (Requests come before their
+ * responses, so this holds whatever the order inside the gap.) A message that began inside a
+ * lost event (after another one: pipelining) is not counted by the kernel; pairs may then
+ * shift until the connection ends. */
 static void apply_gap(struct conn *c, const struct tv_event *e)
 {
 	int server = c->role == TV_ROLE_SERVER;
@@ -411,26 +413,15 @@ static void apply_gap(struct conn *c, const struct tv_event *e)
 	uint32_t req_heads = server ? e->lost_in_heads : e->lost_out_heads;
 	uint32_t resp_heads = server ? e->lost_out_heads : e->lost_in_heads;
 	struct pending *p;
-	uint32_t i;
 
 	c->t->stats.gaps++;
 	if (req_bytes)
 		tv_http_parser_feed(&c->req, "", 0, req_bytes, e->ts_ns);
-	for (i = 0; i < req_heads && i < TV_CONN_MAX_PENDING; i++) {
-		if (pending_reserve(c))
-			break;
-		p = &c->q[c->q_tail % c->q_cap];
-		memset(p, 0, sizeof(*p));
-		p->unseen = p->req_done = 1;
-		p->ts_ns = e->ts_ns;
-		c->q_tail++;
-		c->t->stats.requests_unseen++;
-	}
 	if (resp_bytes)
 		tv_http_parser_feed(&c->resp, "", 0, resp_bytes, e->ts_ns);
 	if (c->next_resp_seq < c->q_head)
 		c->next_resp_seq = c->q_head;
-	for (i = 0; i < resp_heads && (p = pending_at(c, c->next_resp_seq)) != NULL; i++) {
+	for (; resp_heads > 0 && (p = pending_at(c, c->next_resp_seq)) != NULL; resp_heads--) {
 		c->next_resp_seq++;
 		p->resp_done = 1;
 		p->end_ns = e->ts_ns;
@@ -439,7 +430,21 @@ static void apply_gap(struct conn *c, const struct tv_event *e)
 			c->t->stats.responses_lost++;
 		}
 	}
+	/* the remaining lost responses answered the first requests of the gap */
+	req_heads = req_heads > resp_heads ? req_heads - resp_heads : 0;
+	c->t->stats.requests_unseen += req_heads;
 	emit_ready(c);
+	/* places for the rest, as far as the FIFO has room: an unseen request never pushes out
+	 * a request that will be emitted (a response beyond them then goes unpaired, counted) */
+	for (; req_heads > 0 && c->q_tail - c->q_head < TV_CONN_MAX_PENDING; req_heads--) {
+		if (pending_reserve(c))
+			break;
+		p = &c->q[c->q_tail % c->q_cap];
+		memset(p, 0, sizeof(*p));
+		p->unseen = p->req_done = 1;
+		p->ts_ns = e->ts_ns;
+		c->q_tail++;
+	}
 }
 
 void tv_conn_table_event(struct tv_conn_table *t, const void *data, size_t len)

@@ -167,7 +167,7 @@ def test_loss(srv):
     files["index.html"] = b"i" * sizes["/"]
     with tvtest.Nginx(files) as ng, tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
         lua.write('local i = 0\nrequest = function()\n  i = i + 1\n'
-                  '  return wrk.format("GET", "/f" .. (i %% 4) .. ".html")\nend\n')
+                  '  return wrk.format("GET", "/f" .. (i % 4) .. ".html")\nend\n')
         lua.flush()
 
         def run():
@@ -194,6 +194,7 @@ def test_loss(srv):
         (r["flags"] & 3 and r["status"] in (0, 200) and
          r["resp_body_bytes"] <= sizes[r["path"]]))]
     assert not bad, "records not matching their request: %s" % bad[:5]
+    assert {r["path"] for r in recs} == set(sizes), {r["path"] for r in recs}
     assert len(lost) == nums["responses_lost"], (len(lost), nums)
     print("ok: %d requests = %d records (%d with the response lost) + %d requests in lost "
           "events + %d parser drops; %d events lost (ring full)"

@@ -494,6 +494,28 @@ static void test_gap_in_pipelined_responses(void **state)
 	tv_conn_table_free(t);
 }
 
+static void test_gap_longer_than_the_pipeline_limit(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+
+	(void)state;
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 10, "GET /a HTTP/1.1\r\n\r\n", 0);
+	/* 81 requests and 82 responses lost (more than TV_CONN_MAX_PENDING): the responses
+	 * answer /a and the 81 lost requests, nothing is dropped, /z pairs with its own */
+	gap_data(t, TV_EV_DATA_IN, 5, 30, "GET /z HTTP/1.1\r\n\r\n", 0, 81, 81 * 18, 82,
+		 82 * (sizeof(RESP_OK) - 1));
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 40,
+	     "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", 0);
+	assert_int_equal(g.n, 2);
+	assert_string_equal(g.x[0].path, "/a");
+	assert_int_equal(g.x[0].flags, TV_RECORD_FLAG_LOST);
+	assert_string_equal(g.x[1].path, "/z");
+	assert_int_equal(g.x[1].status, 404);
+	assert_int_equal(tv_conn_table_stats(t)->exchanges_dropped, 0);
+	tv_conn_table_free(t);
+}
+
 static void test_gap_reported_by_close(void **state)
 {
 	struct got g = { 0 };
@@ -531,6 +553,7 @@ int main(void)
 		cmocka_unit_test(test_gap_lost_request_and_response_leave_no_trace),
 		cmocka_unit_test(test_gap_inside_body_keeps_exact_count),
 		cmocka_unit_test(test_gap_in_pipelined_responses),
+		cmocka_unit_test(test_gap_longer_than_the_pipeline_limit),
 		cmocka_unit_test(test_gap_reported_by_close),
 	};
 
