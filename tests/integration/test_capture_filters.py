@@ -163,8 +163,6 @@ def test_loss(srv):
     # would show the wrong size for its path
     sizes = {"/f%d.html" % i: n for i, n in enumerate((100, 700, 1300, 2500))}
     files = {p[1:]: b"z" * n for p, n in sizes.items()}
-    sizes["/"] = 50  # wrk's first request on each connection is the URL's own path
-    files["index.html"] = b"i" * sizes["/"]
     with tvtest.Nginx(files) as ng, tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
         lua.write('local i = 0\nrequest = function()\n  i = i + 1\n'
                   '  return wrk.format("GET", "/f" .. (i % 4) .. ".html")\nend\n')
