@@ -431,25 +431,27 @@ static __always_inline __u32 copy_buf(struct scratch *s, __u64 buf, __u64 ret)
 	return len;
 }
 
-/* Copy up to ret bytes (what the syscall moved) from an iovec array, stopping at the payload
- * limit or after TV_CAPTURE_MAX_IOV entries. Returns the bytes copied. */
-static __always_inline __u32 copy_iov(struct scratch *s, __u64 iovp, __u64 iovcnt, __u64 ret)
+/* Copy up to ret bytes (what the syscall moved for this message) from an iovec array into the
+ * payload at off, stopping at the payload limit or after TV_CAPTURE_MAX_IOV entries. Returns
+ * the payload offset reached. */
+static __always_inline __u32 copy_iov(struct scratch *s, __u32 off, __u64 iovp, __u64 iovcnt,
+				      __u64 ret)
 {
-	__u32 off = 0;
+	__u64 done = 0;
 
 	for (int i = 0; i < TV_CAPTURE_MAX_IOV; i++) {
 		struct iovec iov;
 		__u64 len;
 		__u32 o, l;
 
-		if (i >= iovcnt || off >= payload_bytes || off >= ret)
+		if (i >= iovcnt || off >= payload_bytes || done >= ret)
 			break;
 		if (bpf_probe_read_user(&iov, sizeof(iov),
 					(const void *)(iovp + i * sizeof(struct iovec))))
 			break;
 		len = iov.iov_len;
-		if (len > ret - off)
-			len = ret - off;
+		if (len > ret - done)
+			len = ret - done;
 		if (len > payload_bytes - off)
 			len = payload_bytes - off;
 		o = off & (TV_CAPTURE_PAYLOAD_BYTES - 1);
@@ -459,6 +461,31 @@ static __always_inline __u32 copy_iov(struct scratch *s, __u64 iovp, __u64 iovcn
 		if (bpf_probe_read_user(s->ev.payload + o, l, iov.iov_base))
 			break;
 		off += l;
+		done += l;
+	}
+	return off;
+}
+
+/* recvmmsg/sendmmsg on a stream socket: the messages are consecutive bytes of the stream, so
+ * they are copied back to back (a request in the second message is as much a part of the
+ * payload as one in the first). Stops at the payload limit, after TV_CAPTURE_MAX_MMSG_COPY
+ * messages, or at a message not copied whole: what follows would not be contiguous. */
+static __always_inline __u32 copy_mmsg(struct scratch *s, __u64 vec, long nmsg)
+{
+	__u32 off = 0;
+
+	for (int m = 0; m < TV_CAPTURE_MAX_MMSG_COPY; m++) {
+		struct mmsghdr mh;
+		__u32 start = off;
+
+		if (m >= nmsg || off >= payload_bytes)
+			break;
+		if (bpf_probe_read_user(&mh, sizeof(mh),
+					(const void *)(vec + m * sizeof(struct mmsghdr))))
+			break;
+		off = copy_iov(s, off, (__u64)mh.msg_hdr.msg_iov, mh.msg_hdr.msg_iovlen, mh.msg_len);
+		if (off - start < mh.msg_len)
+			break;
 	}
 	return off;
 }
@@ -512,24 +539,23 @@ static __always_inline int exit_data(long ret)
 		return 0;
 	s->ev.bytes = ret;
 	if (a.mode == MODE_MMSG) {
-		struct mmsghdr m0;
 		int complete;
 
 		s->ev.bytes = mmsg_bytes(a.buf, ret, &complete);
+		if (!s->ev.bytes)
+			return 0; /* messages of 0 bytes: end of stream, not data */
 		if (!complete)
 			s->ev.flags |= TV_EV_FLAG_TRUNCATED;
-		if (!bpf_probe_read_user(&m0, sizeof(m0), (const void *)a.buf))
-			n = copy_iov(s, (__u64)m0.msg_hdr.msg_iov, m0.msg_hdr.msg_iovlen,
-				     m0.msg_len);
+		n = copy_mmsg(s, a.buf, ret);
 	} else if (a.mode == MODE_BUF) {
 		n = copy_buf(s, a.buf, ret);
 	} else if (a.mode == MODE_IOV) {
-		n = copy_iov(s, a.buf, a.cnt, ret);
+		n = copy_iov(s, 0, a.buf, a.cnt, ret);
 	} else if (a.mode == MODE_MSG) {
 		struct user_msghdr msg;
 
 		if (!bpf_probe_read_user(&msg, sizeof(msg), (const void *)a.buf))
-			n = copy_iov(s, (__u64)msg.msg_iov, msg.msg_iovlen, ret);
+			n = copy_iov(s, 0, (__u64)msg.msg_iov, msg.msg_iovlen, ret);
 	}
 	s->ev.payload_len = n;
 	if (n < s->ev.bytes) {

@@ -28,6 +28,8 @@
 #define TV_CAPTURE_MAX_IOV 8
 /* mmsghdr entries whose msg_len is summed per recvmmsg/sendmmsg (more: event flagged). */
 #define TV_CAPTURE_MAX_MMSG 64
+/* mmsghdr entries whose payload is copied (back to back, up to --payload-bytes). */
+#define TV_CAPTURE_MAX_MMSG_COPY 4
 #define TV_CAPTURE_COMM_BYTES 16
 
 enum tv_event_kind {
