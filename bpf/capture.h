@@ -21,9 +21,8 @@
 #define TV_CAPTURE_WAKEUP_BYTES (256u << 10)
 #define TV_CAPTURE_MIN_RING_BYTES (4u << 10)
 #define TV_CAPTURE_MAX_RING_BYTES (1u << 30)
-/* Sockets tracked at once (hash map entries) and in-flight syscalls (one per thread). */
+/* Sockets tracked at once (hash map entries). */
 #define TV_CAPTURE_MAX_SOCKETS 65536
-#define TV_CAPTURE_MAX_INFLIGHT 16384
 /* iovec entries walked per readv/writev/recvmsg/sendmsg before giving up on copying. */
 #define TV_CAPTURE_MAX_IOV 8
 /* mmsghdr entries whose msg_len is summed per recvmmsg/sendmmsg (more: event flagged). */
@@ -56,7 +55,7 @@ enum tv_event_role {
 enum tv_lost_reason {
 	TV_LOST_RING_FULL = 0, /* event dropped: ring buffer full */
 	TV_LOST_TRUNCATED = 1, /* event sent with payload cut at --payload-bytes (bytes exact) */
-	TV_LOST_MAP_FULL = 2,  /* sockets/inflight insert failed: connection or syscall unseen */
+	TV_LOST_MAP_FULL = 2,  /* sockets insert failed: a connection unseen */
 	/* Not a reason of its own: of the TV_LOST_RING_FULL data events, those that began an HTTP
 	 * request (a method at their first byte), i.e. requests that will have no record. */
 	TV_LOST_REQUESTS = 3,

@@ -39,7 +39,7 @@ struct tv_capture_result {
 	uint64_t lost_kernel;    /* lost_ring_full + lost_map_full */
 	uint64_t lost_ring_full; /* kernel events dropped: ring buffer full (sockfilter: packets
 				  * dropped, packet ring full) */
-	uint64_t lost_map_full;  /* sockets/inflight map inserts that failed (map full; sockfilter:
+	uint64_t lost_map_full;  /* sockets map inserts that failed (map full; sockfilter:
 				  * connections the reassembly table refused) */
 	uint64_t lost_requests;  /* of the ring-full events, those that began a request: requests
 				  * without a record (exact unless a lost read held several) */
