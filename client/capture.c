@@ -445,6 +445,7 @@ int tv_capture_run(const struct tv_capture_opts *o, struct tv_capture_result *re
 	}
 	res->lost_requests = kernel_lost(&c, TV_LOST_REQUESTS);
 	res->responses_lost = tv_conn_table_stats(c.conns)->responses_lost;
+	res->parser_resyncs = tv_conn_table_stats(c.conns)->parse_errors; /* all closed now */
 	res->lost_kernel = res->events_lost = res->lost_ring_full + res->lost_map_full;
 	res->lost_parser = tv_conn_table_stats(c.conns)->exchanges_dropped;
 	res->lost_cache = ps.records_dropped_cache;

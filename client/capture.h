@@ -44,6 +44,9 @@ struct tv_capture_result {
 	uint64_t lost_requests;  /* of the ring-full events, those that began a request: requests
 				  * without a record (exact unless a lost read held several) */
 	uint64_t responses_lost; /* records sent with TV_RECORD_FLAG_LOST (response lost) */
+	uint64_t parser_resyncs; /* times a parser lost sync (malformed or cut input, or lost
+				  * events): what it skipped until the next message start may
+				  * have held requests no counter above has seen */
 	uint64_t events_truncated; /* events whose payload copy was cut (byte counts exact) */
 	uint64_t gaps, gap_bytes; /* sockfilter: stream holes given up by the TCP reassembly */
 	uint64_t lost_parser;    /* exchanges the connection table dropped */

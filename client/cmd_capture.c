@@ -365,12 +365,13 @@ int tv_cmd_capture(int argc, char **argv)
 			", failed segments %" PRIu64 "); kernel events %" PRIu64
 			", lost: ring full %" PRIu64 ", map full %" PRIu64 ", truncated %" PRIu64
 			"; requests in lost events %" PRIu64 ", responses lost %" PRIu64
-			"; segments committed %" PRIu64 ", failed %" PRIu64
+			", parser resyncs %" PRIu64 "; segments committed %" PRIu64 ", failed %" PRIu64
 			"; payload bytes copied %" PRIu64 "; cache peak %" PRIu64 " bytes\n",
 			res.records_sent + res.records_lost, res.records_sent, res.records_lost,
 			res.lost_kernel, res.lost_parser, res.lost_cache, res.lost_failed, res.events,
 			res.lost_ring_full, res.lost_map_full, res.events_truncated,
-			res.lost_requests, res.responses_lost, res.segments_committed,
+			res.lost_requests, res.responses_lost, res.parser_resyncs,
+			res.segments_committed,
 			res.segments_failed, res.payload_bytes_copied, res.cache_bytes_peak);
 	if (res.sampled_out || (o.sample_ratio > 0 && o.sample_ratio < 1))
 		fprintf(stderr, "sampled out %" PRIu64 " records (--sample-ratio %g)\n",

@@ -132,6 +132,7 @@ def main():
         log = [("POST", "/post", 201, POST_REPLY) if x == cont else x for x in log]
         tvtest.compare_exchanges(log, recs, "nginx mix", err)
         assert nums["lost"] == 0 and nums["ring_full"] == 0 and nums["map_full"] == 0, err
+        assert nums["resyncs"] == 0, err  # the parser never lost its place
 
         # what the access log does not say, but the records must
         for r in recs:

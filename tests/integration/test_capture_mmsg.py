@@ -99,6 +99,7 @@ def capture_scenario(srv, what, server_args=()):
     tvtest.compare_exchanges(want, recs, what, err)
     assert nums["lost"] == 0 and nums["ring_full"] == 0 and nums["map_full"] == 0, err
     assert nums["lost_requests"] == 0 and nums["responses_lost"] == 0, err
+    assert nums["resyncs"] == 0, err
     for r in recs:
         assert r["flags"] == 0, r  # every exchange seen whole
         assert r["pid"] == hs.pid and r["comm"] == COMM, (r, COMM)

@@ -36,6 +36,7 @@ def check_common(recs, nums, err, ng, local, remote_prefix, t0_ns, t1_ns):
     """What holds for every record of this mode: no process, the server as local side, wall
     clock times inside the capture, and no loss of any kind."""
     assert nums["lost"] == 0 and nums["ring_full"] == 0 and nums["map_full"] == 0, err
+    assert nums["resyncs"] == 0, err
     assert "sockfilter: stream gaps 0 (0 bytes)" in err, err
     for r in recs:
         assert r["pid"] == 0 and r["comm"] == "", r

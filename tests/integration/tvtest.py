@@ -873,9 +873,10 @@ def wrk(url, threads=1, conns=10, duration_s=2, extra=(), timeout_s=120):
 CAPTURE_SUMMARY_RE = (r"sent (\d+), lost (\d+) \(kernel (\d+), parser (\d+), cache full (\d+), "
                       r"failed segments (\d+)\); kernel events (\d+), lost: ring full (\d+), "
                       r"map full (\d+), truncated (\d+); requests in lost events (\d+), "
-                      r"responses lost (\d+)")
+                      r"responses lost (\d+), parser resyncs (\d+)")
 CAPTURE_SUMMARY_KEYS = ("sent", "lost", "kernel", "parser", "cache", "failed", "events",
-                        "ring_full", "map_full", "truncated", "lost_requests", "responses_lost")
+                        "ring_full", "map_full", "truncated", "lost_requests", "responses_lost",
+                        "resyncs")
 
 
 def parse_capture_summary(err):
