@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mix64.h"
+
 /*
  * Reference: opentelemetry-java, sdk/trace/src/main/java/io/opentelemetry/sdk/trace/samplers/
  * TraceIdRatioBasedSampler.java (and TraceIdHex.getTraceIdRandomPart = the rightmost 16 hex
@@ -88,23 +90,12 @@ bool tv_sampler_keep_trace(const struct tv_sampler *s, const char *trace_id)
 	return keep_lower(s, lower);
 }
 
-/* splitmix64's finaliser: a bijective mix, so distinct connections spread over all 64 bits. */
-static uint64_t mix64(uint64_t x)
-{
-	x ^= x >> 30;
-	x *= 0xbf58476d1ce4e5b9ull;
-	x ^= x >> 27;
-	x *= 0x94d049bb133111ebull;
-	x ^= x >> 31;
-	return x;
-}
-
 bool tv_sampler_keep_conn(const struct tv_sampler *s, uint64_t conn_id, uint64_t conn_gen)
 {
 	if (s->keep_all)
 		return true;
 	/* the same comparison as for trace ids, on a hash standing in for the random part */
-	return keep_lower(s, mix64(conn_id ^ mix64(conn_gen + 0x9e3779b97f4a7c15ull)));
+	return keep_lower(s, tv_mix64(conn_id ^ tv_mix64(conn_gen + 0x9e3779b97f4a7c15ull)));
 }
 
 bool tv_sampler_keep(const struct tv_sampler *s, const char *trace_id, uint64_t conn_id,

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <sys/socket.h> /* AF_INET */
 
+#include "mix64.h"
+
 #define BUCKETS 16384 /* power of two */
 
 /* An early segment waiting for the hole before it; its captured bytes follow the struct. */
@@ -57,16 +59,6 @@ static int32_t seq_diff(uint32_t a, uint32_t b)
 	return (int32_t)(a - b);
 }
 
-static uint64_t mix64(uint64_t x)
-{
-	x ^= x >> 30;
-	x *= 0xbf58476d1ce4e5b9ull;
-	x ^= x >> 27;
-	x *= 0x94d049bb133111ebull;
-	x ^= x >> 31;
-	return x;
-}
-
 static uint64_t endpoint_hash(const struct tv_tcp_endpoint *e)
 {
 	uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a over the address, then port and family */
@@ -74,7 +66,7 @@ static uint64_t endpoint_hash(const struct tv_tcp_endpoint *e)
 
 	for (i = 0; i < n; i++)
 		h = (h ^ e->addr[i]) * 0x100000001b3ull;
-	return mix64(h ^ ((uint64_t)e->port << 16 | e->family));
+	return tv_mix64(h ^ ((uint64_t)e->port << 16 | e->family));
 }
 
 /* Symmetric: both directions of a connection land in the same bucket. */
@@ -329,7 +321,7 @@ static struct conn *conn_open(struct tv_tcp_reasm *t, struct conn **slot,
 	c->info.client = *client;
 	c->info.server = *server;
 	c->info.gen = ts_ns;
-	c->info.id = mix64(tuple_hash(client, server) ^ mix64(ts_ns));
+	c->info.id = tv_mix64(tuple_hash(client, server) ^ tv_mix64(ts_ns));
 	c->info.midstream = midstream;
 	c->last_ns = ts_ns;
 	c->next = NULL;
