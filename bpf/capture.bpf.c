@@ -99,6 +99,7 @@ struct {
  * possible CPU (the loader sets max_entries), indexed by the current CPU. */
 #define PAYLOAD_MASK (2 * TV_CAPTURE_PAYLOAD_BYTES - 1)
 struct scratch {
+	__u32 busy; /* 1 while a program on this CPU assembles an event here (scratch_get) */
 	struct tv_event ev;
 	__u8 spill[2 * TV_CAPTURE_PAYLOAD_BYTES];
 };
@@ -151,11 +152,35 @@ static __always_inline void count_lost(__u32 reason)
 		__sync_fetch_and_add(n, 1);
 }
 
-static __always_inline struct scratch *fill_header(__u64 key, const struct sock_info *si, __u8 kind,
-						    int fd)
+/* This CPU's slot. Syscall tracepoints are faultable since 6.14 and their programs run with
+ * migration but not preemption disabled: on a kernel with full preemption a program holding
+ * the slot can be preempted and the next one on this CPU would overwrite its half-built event.
+ * The slot is claimed atomically instead; a program that finds it taken drops its event,
+ * counted as ring full (this kernel runs preempt=none, where it never happens). Every
+ * scratch_get that succeeds is paired with a scratch_put. */
+static __always_inline struct scratch *scratch_get(void)
 {
 	__u32 cpu = bpf_get_smp_processor_id();
 	struct scratch *s = bpf_map_lookup_elem(&scratch_buf, &cpu);
+
+	if (!s)
+		return NULL;
+	if (__sync_val_compare_and_swap(&s->busy, 0, 1) != 0) {
+		count_lost(TV_LOST_RING_FULL);
+		return NULL;
+	}
+	return s;
+}
+
+static __always_inline void scratch_put(struct scratch *s)
+{
+	*(volatile __u32 *)&s->busy = 0;
+}
+
+static __always_inline struct scratch *fill_header(__u64 key, const struct sock_info *si, __u8 kind,
+						    int fd)
+{
+	struct scratch *s = scratch_get();
 	__u64 id = bpf_get_current_pid_tgid();
 
 	if (!s)
@@ -228,7 +253,7 @@ static __always_inline void note_lost_data(struct sock_info *si, const struct tv
 
 /* Send the assembled event. si: the socket's map entry (NULL for a new socket), whose pending
  * loss rides along in the event and is taken off once the event is in the ring. */
-static __always_inline void submit(struct scratch *s, __u32 payload_len, struct sock_info *si)
+static __always_inline void send_event(struct scratch *s, __u32 payload_len, struct sock_info *si)
 {
 	struct tv_event *ev = &s->ev;
 	__u64 size;
@@ -269,6 +294,13 @@ static __always_inline void submit(struct scratch *s, __u32 payload_len, struct 
 		__sync_fetch_and_add(&si->lost_bytes[0], -ev->lost_in_bytes);
 		__sync_fetch_and_add(&si->lost_bytes[1], -ev->lost_out_bytes);
 	}
+}
+
+/* Send the event and give the slot back. */
+static __always_inline void submit(struct scratch *s, __u32 payload_len, struct sock_info *si)
+{
+	send_event(s, payload_len, si);
+	scratch_put(s);
 }
 
 /* ---- new sockets: accept / connect ---- */
@@ -523,8 +555,10 @@ static __always_inline int exit_data(long ret, __u8 mode, __u8 kind, int peek_ar
 		int complete;
 
 		s->ev.bytes = mmsg_bytes(a.buf, ret, &complete);
-		if (!s->ev.bytes)
-			return 0; /* messages of 0 bytes: end of stream, not data */
+		if (!s->ev.bytes) { /* messages of 0 bytes: end of stream, not data */
+			scratch_put(s);
+			return 0;
+		}
 		if (!complete)
 			s->ev.flags |= TV_EV_FLAG_TRUNCATED;
 		n = copy_mmsg(s, a.buf, ret);
