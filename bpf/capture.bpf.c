@@ -33,18 +33,6 @@ const volatile __u32 payload_bytes = TV_CAPTURE_DEFAULT_PAYLOAD_BYTES;
 /* queued bytes at which the reader is woken (the loader sets it from the ring size) */
 const volatile __u64 wakeup_bytes = TV_CAPTURE_WAKEUP_BYTES;
 
-/* What a tracked socket fd is: filled at accept/connect exit, removed at close. */
-struct sock_info {
-	__u64 gen;
-	struct tv_event_addr local, remote;
-	__u8 role;
-	/* Data events of this socket lost (ring full) since the last event delivered, by
-	 * direction (0 = in, 1 = out): handed to user space with the next event that gets
-	 * through (TV_EV_FLAG_GAP). Atomic: threads of the process may share the socket. */
-	__u32 lost_events[2], lost_heads[2];
-	__u64 lost_bytes[2];
-};
-
 /* How a syscall's buffer argument is laid out (known from which sys_exit tracepoint fired). */
 enum arg_mode {
 	MODE_BUF = 1,      /* read/write/recvfrom/sendto: one user buffer */
@@ -66,7 +54,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, TV_CAPTURE_MAX_SOCKETS);
 	__type(key, __u64); /* tgid << 32 | fd */
-	__type(value, struct sock_info);
+	__type(value, struct tv_sock_info);
 } sockets SEC(".maps");
 
 struct {
@@ -177,8 +165,8 @@ static __always_inline void scratch_put(struct scratch *s)
 	*(volatile __u32 *)&s->busy = 0;
 }
 
-static __always_inline struct scratch *fill_header(__u64 key, const struct sock_info *si, __u8 kind,
-						    int fd)
+static __always_inline struct scratch *fill_header(__u64 key, const struct tv_sock_info *si,
+						    __u8 kind, int fd)
 {
 	struct scratch *s = scratch_get();
 	__u64 id = bpf_get_current_pid_tgid();
@@ -235,7 +223,7 @@ static __always_inline int head_kind(const struct tv_event *ev, __u32 payload_le
 
 /* A data event did not fit in the ring: remember what the connection lost so the next event
  * that gets through tells user space exactly which bytes are missing. */
-static __always_inline void note_lost_data(struct sock_info *si, const struct tv_event *ev,
+static __always_inline void note_lost_data(struct tv_sock_info *si, const struct tv_event *ev,
 					   __u32 payload_len)
 {
 	__u32 d = ev->kind == TV_EV_DATA_OUT; /* 0: in, 1: out */
@@ -253,7 +241,8 @@ static __always_inline void note_lost_data(struct sock_info *si, const struct tv
 
 /* Send the assembled event. si: the socket's map entry (NULL for a new socket), whose pending
  * loss rides along in the event and is taken off once the event is in the ring. */
-static __always_inline void send_event(struct scratch *s, __u32 payload_len, struct sock_info *si)
+static __always_inline void send_event(struct scratch *s, __u32 payload_len,
+				       struct tv_sock_info *si)
 {
 	struct tv_event *ev = &s->ev;
 	__u64 size;
@@ -297,7 +286,7 @@ static __always_inline void send_event(struct scratch *s, __u32 payload_len, str
 }
 
 /* Send the event and give the slot back. */
-static __always_inline void submit(struct scratch *s, __u32 payload_len, struct sock_info *si)
+static __always_inline void submit(struct scratch *s, __u32 payload_len, struct tv_sock_info *si)
 {
 	send_event(s, payload_len, si);
 	scratch_put(s);
@@ -343,7 +332,7 @@ static __always_inline int track_socket(int fd, __u8 role)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
-	struct sock_info si = {};
+	struct tv_sock_info si = {};
 	struct sock *sk;
 	__u64 key;
 	struct scratch *s;
@@ -378,6 +367,8 @@ static __always_inline int track_socket(int fd, __u8 role)
 	si.role = role;
 	si.gen = bpf_ktime_get_ns();
 	key = sock_key(tgid, fd);
+	/* BPF_ANY: a stale entry for this fd number (close missed, or seeded by the loader for
+	 * a socket closed while it walked /proc) is replaced; the loader inserts BPF_NOEXIST */
 	if (bpf_map_update_elem(&sockets, &key, &si, BPF_ANY)) {
 		count_lost(TV_LOST_MAP_FULL); /* table full: this connection will not be seen */
 		return 0;
@@ -527,7 +518,7 @@ static __always_inline int exit_data(long ret, __u8 mode, __u8 kind, int peek_ar
 	__u64 id = bpf_get_current_pid_tgid();
 	struct pt_regs *regs;
 	struct sys_args a = { .mode = mode, .kind = kind };
-	struct sock_info *si;
+	struct tv_sock_info *si;
 	struct scratch *s;
 	__u64 key;
 	__u32 n = 0;
@@ -612,7 +603,7 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 	__u32 tgid = id >> 32;
 	int fd = ctx->args[0];
 	__u64 key = sock_key(tgid, fd);
-	struct sock_info *si;
+	struct tv_sock_info *si;
 	struct scratch *s;
 
 	if (fd < 0 || !tgid_wanted(tgid))

@@ -70,6 +70,20 @@ struct tv_event_addr {
 	__u16 family; /* AF_INET or AF_INET6 */
 };
 
+/* What a tracked socket fd is: the value of the kernel's `sockets` map (key tgid << 32 | fd).
+ * Filled at accept/connect exit, removed at close; the loader also inserts the sockets that
+ * were already open when the capture started (client/preexisting.c), so both sides share it. */
+struct tv_sock_info {
+	__u64 gen; /* CLOCK_MONOTONIC ns at accept/connect (or at seeding): tv_event.conn_gen */
+	struct tv_event_addr local, remote;
+	__u8 role; /* enum tv_event_role */
+	/* Data events of this socket lost (ring full) since the last event delivered, by
+	 * direction (0 = in, 1 = out): handed to user space with the next event that gets
+	 * through (TV_EV_FLAG_GAP). Atomic: threads of the process may share the socket. */
+	__u32 lost_events[2], lost_heads[2];
+	__u64 lost_bytes[2];
+};
+
 struct tv_event {
 	__u64 ts_ns;     /* bpf_ktime_get_ns (CLOCK_MONOTONIC) at syscall exit */
 	__u64 conn_id;   /* tgid << 32 | fd */

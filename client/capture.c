@@ -22,6 +22,7 @@
 #include "capture.skel.h"
 #include "conn_table.h"
 #include "pipeline.h"
+#include "preexisting.h"
 #include "sampler.h"
 #include "sockfilter.h"
 
@@ -208,6 +209,41 @@ static int set_cgroup_filter(struct capture *c, int cg_fd, char *err, size_t err
 	return 0;
 }
 
+/* Connections open before the start have had their accept/connect already: put them in the
+ * kernel's sockets map from /proc. Called once the tracepoints are attached (the order that
+ * loses least: client/preexisting.c). */
+static int seed_open_sockets(struct capture *c, char *err, size_t errlen)
+{
+	struct tv_seed_filter f = {
+		.tgid = (uint32_t)c->o->pid,
+		.port = (uint16_t)c->o->port,
+		.comm = c->o->comm,
+		.cgroup = c->o->cgroup,
+		.self_tgid = (uint32_t)getpid(),
+	};
+	struct tv_seed_stats st;
+	char why[128] = "";
+	uint64_t skipped;
+	int rc;
+
+	rc = tv_capture_seed_sockets(bpf_map__fd(c->skel->maps.sockets), &f,
+				     clock_ns(CLOCK_MONOTONIC), &st, err, errlen);
+	if (rc)
+		return rc;
+	skipped = st.not_established + st.map_full;
+	if (!st.seeded && !skipped && !st.procs_unreadable)
+		return 0;
+	if (skipped)
+		snprintf(why, sizeof(why), ": %" PRIu64 " not established, %" PRIu64 " map full",
+			 st.not_established, st.map_full);
+	if (st.procs_unreadable)
+		snprintf(why + strlen(why), sizeof(why) - strlen(why),
+			 "; %" PRIu64 " processes unreadable", st.procs_unreadable);
+	fprintf(stderr, "tracevault: following %" PRIu64 " connections open before the capture (%"
+		PRIu64 " skipped%s)\n", st.seeded, skipped, why);
+	return 0;
+}
+
 static int load_bpf(struct capture *c, char *err, size_t errlen)
 {
 	uint32_t ring_bytes;
@@ -273,6 +309,9 @@ static int load_bpf(struct capture *c, char *err, size_t errlen)
 			 rc == -EPERM ? " (needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN)" : "");
 		return rc;
 	}
+	rc = seed_open_sockets(c, err, errlen);
+	if (rc)
+		return rc;
 	c->rb = ring_buffer__new(bpf_map__fd(c->skel->maps.events), on_event, c, NULL);
 	if (!c->rb) {
 		rc = -errno;

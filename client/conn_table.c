@@ -476,8 +476,14 @@ void tv_conn_table_event(struct tv_conn_table *t, const void *data, size_t len)
 	case TV_EV_DATA_IN:
 	case TV_EV_DATA_OUT:
 		/* the accept may have been lost: the event carries all a connection needs */
-		if (!c && !(c = conn_open(t, slot, e)))
-			return;
+		if (!c) {
+			if (!(c = conn_open(t, slot, e)))
+				return;
+			/* open before the capture (or its accept lost): a message may be under
+			 * way, whose tail must not be taken for the start of the next one */
+			tv_http_parser_join_midstream(&c->req);
+			tv_http_parser_join_midstream(&c->resp);
+		}
 		if (e->flags & TV_EV_FLAG_GAP)
 			apply_gap(c, e);
 		/* server: inbound is the request; client: outbound is the request */

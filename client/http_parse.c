@@ -31,6 +31,11 @@ void tv_http_parser_init(struct tv_http_parser *p, enum tv_http_kind kind,
 	p->state = ST_IDLE;
 }
 
+void tv_http_parser_join_midstream(struct tv_http_parser *p)
+{
+	p->state = ST_LOST;
+}
+
 /* ---- --headers: header lines kept in msg.hdrs ---- */
 
 static const char *const CREDENTIAL_HEADERS[] = { "authorization", "proxy-authorization",

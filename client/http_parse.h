@@ -73,6 +73,11 @@ struct tv_http_parser {
 void tv_http_parser_init(struct tv_http_parser *p, enum tv_http_kind kind,
 			 const struct tv_http_callbacks *cb, void *ctx);
 
+/* The stream is joined somewhere in its middle (a connection first seen after it started):
+ * skip to the first event that begins a recognised message, as after lost sync, but without
+ * counting an error: nothing the capture saw was lost. Call right after init. */
+void tv_http_parser_join_midstream(struct tv_http_parser *p);
+
 /* 1 when a header of this name (case-insensitive) carries credentials and is redacted. */
 int tv_http_is_credential_header(const char *name, size_t len);
 

@@ -96,6 +96,11 @@ static void on_tcp_event(void *ctx, const struct tv_tcp_event *te)
 	to_event_addr(&e->remote, &te->conn->client);
 	switch (te->kind) {
 	case TV_TCP_EV_OPEN:
+		/* joined mid-stream (open before the capture): no ACCEPT, so the connection
+		 * table opens it at its first data and waits for a message start there, as for
+		 * any connection first seen in its middle */
+		if (te->conn->midstream)
+			return;
 		e->kind = TV_EV_ACCEPT;
 		break;
 	case TV_TCP_EV_DATA:

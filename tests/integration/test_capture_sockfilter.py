@@ -12,7 +12,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_capture_load as load  # noqa: E402  (its wrk check, shared)
 import test_capture_mix as mix  # noqa: E402  (its traffic(), shared, not copied)
 import tvtest  # noqa: E402
-from tvtest import RawHttp, http_request as req  # noqa: E402
 
 CAP_NET_RAW = 13
 SOCKFILTER = ["--mode", "sockfilter"]
@@ -107,28 +106,8 @@ def test_connection_open_before_capture(srv):
     the server; what it carried before is not seen. Its next request is therefore recorded
     whole, and the one before the capture is not."""
     with tvtest.Nginx() as ng:
-        old = RawHttp(ng.port)
-        try:
-            old.send(req("GET", "/before-capture"))
-            assert old.read_response()[0] == 404
-            old_client = "127.0.0.1:%d" % old.sock.getsockname()[1]
-
-            def run():
-                old.send(req("GET", "/old-conn-after-start"))
-                assert old.read_response()[0] == 404
-                old.send(req("GET", "/index.html"))
-                assert old.read_response() == (200, len(b"hello tracevault\n"))
-                assert tvtest.curl("http://127.0.0.1:%d/index.html" % ng.port) == ["200"]
-                old.close()
-            t0 = time.time_ns()
-            recs, nums, err = tvtest.capture_records(
-                srv, SOCKFILTER + ["--port", str(ng.port)], run)
-            t1 = time.time_ns()
-        finally:
-            old.close()
-        ng.stop()
-        log = access_log(ng)
-        assert log[0][:2] == ("GET", "/before-capture"), log
+        recs, nums, err, log, old_client, t0, t1 = tvtest.capture_old_connection(
+            srv, ng, SOCKFILTER + ["--port", str(ng.port)])
         tvtest.compare_exchanges(log[1:], recs, "sockfilter pre-existing connection", err)
         check_common(recs, nums, err, ng, "127.0.0.1:%d" % ng.port, "127.0.0.1:", t0, t1)
         on_old = [r["path"] for r in recs if r["remote"] == old_client]

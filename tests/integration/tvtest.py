@@ -919,3 +919,33 @@ def compare_exchanges(want, recs, what, err=""):
         raise AssertionError("%s: captured records differ from the server's access log\n"
                              "missing: %s\nextra: %s\ncapture: %s"
                              % (what, dict(w - g), dict(g - w), err.strip()))
+
+
+def capture_old_connection(srv, ng, capture_args):
+    """A keep-alive connection opened and used (GET /before-capture) before a capture with
+    capture_args starts; under the capture two more requests on it, one on a new connection
+    (curl), then it closes. Returns (records, summary numbers, capture stderr, nginx log as
+    (method, uri, status, bytes) after ng.stop(), the old connection's client address, t0,
+    t1) for the mode's own checks: the log's first line is the request before the capture."""
+    old = RawHttp(ng.port)
+    try:
+        old.send(http_request("GET", "/before-capture"))
+        assert old.read_response()[0] == 404
+        old_client = "127.0.0.1:%d" % old.sock.getsockname()[1]
+
+        def run():
+            old.send(http_request("GET", "/old-conn-after-start"))
+            assert old.read_response()[0] == 404
+            old.send(http_request("GET", "/index.html"))
+            assert old.read_response()[0] == 200
+            assert curl("http://127.0.0.1:%d/index.html" % ng.port) == ["200"]
+            old.close()  # the close of a connection joined mid-way is seen like any other
+        t0 = time.time_ns()
+        recs, nums, err = capture_records(srv, capture_args, run)
+        t1 = time.time_ns()
+    finally:
+        old.close()
+    ng.stop()  # flushes the access log
+    log = [(m, u, int(st), int(b)) for m, u, st, b, _ in ng.access_log()]
+    assert log[0][:2] == ("GET", "/before-capture") and len(log) == 4, log
+    return recs, nums, err, log, old_client, t0, t1

@@ -534,6 +534,51 @@ static void test_gap_reported_by_close(void **state)
 	tv_conn_table_free(t);
 }
 
+/* A connection open before the capture (seeded, or its accept lost) is first seen mid-
+ * response: the tail of a body written with write(), no blank line in it. Nothing may be
+ * recorded for the exchange under way, and the next exchange must be recorded whole. */
+static void test_connection_first_seen_mid_response(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+
+	(void)state;
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 10, "the end of a page</html>", 0);
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20, "GET /next HTTP/1.1\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 30,
+	     "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 0);
+	assert_int_equal(g.n, 1);
+	assert_string_equal(g.x[0].path, "/next");
+	assert_int_equal(g.x[0].status, 200);
+	assert_int_equal(g.x[0].resp_body_bytes, 2);
+	assert_int_equal(g.x[0].flags, 0);
+	send_ev(t, ev(TV_EV_CLOSE, TV_ROLE_SERVER, 5, 1, 40));
+	assert_int_equal(g.n, 1);
+	tv_conn_table_free(t);
+}
+
+/* The same for the request side: first seen in the middle of an upload's body. */
+static void test_connection_first_seen_mid_request_body(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+
+	(void)state;
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 10, "name=value&more=1", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 20,
+	     "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", 0);
+	assert_int_equal(g.n, 0); /* its request was not seen */
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 30, "GET /next HTTP/1.1\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 40,
+	     "HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nno!", 0);
+	send_ev(t, ev(TV_EV_CLOSE, TV_ROLE_SERVER, 5, 1, 50));
+	assert_int_equal(g.n, 1);
+	assert_string_equal(g.x[0].path, "/next");
+	assert_int_equal(g.x[0].status, 404);
+	assert_int_equal(g.x[0].resp_body_bytes, 3);
+	tv_conn_table_free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -555,6 +600,8 @@ int main(void)
 		cmocka_unit_test(test_gap_in_pipelined_responses),
 		cmocka_unit_test(test_gap_longer_than_the_pipeline_limit),
 		cmocka_unit_test(test_gap_reported_by_close),
+		cmocka_unit_test(test_connection_first_seen_mid_response),
+		cmocka_unit_test(test_connection_first_seen_mid_request_body),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
