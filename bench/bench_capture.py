@@ -15,9 +15,10 @@ import tvtest  # noqa: E402  (TV_BIN_DIR, set by bench/run.sh, selects the build
 BODY = b"b" * 612  # the size of nginx's stock index.html
 DURATION_S = int(os.environ.get("TV_BENCH_CAPTURE_S", "5"))
 RAMP_S = int(os.environ.get("TV_BENCH_RAMP_S", "3"))
-ROUNDS = int(os.environ.get("TV_BENCH_CAPTURE_ROUNDS", "5"))  # off/tracepoint/sockfilter
+ROUNDS = int(os.environ.get("TV_BENCH_CAPTURE_ROUNDS", "7"))  # off/tracepoint/sockfilter
 RAMP = [(1, 1), (1, 2), (1, 4), (2, 8), (2, 16), (2, 32), (2, 64), (2, 128)]  # (threads, conns)
-CAPTURE_ARGS = ["--ring-bytes", "64M", "--block-age-ms", "500"]
+CAPTURE_ARGS = ["--block-age-ms", "500"]  # the default ring (16M), as a user gets it
+COST_RINGS = ["64M", "16M", "4M"]  # (i-b): the eBPF cost per request by --ring-bytes
 
 
 HZ = os.sysconf("SC_CLK_TCK")
@@ -108,6 +109,59 @@ def throughput(srv, ng):
                  on / off))
 
 
+def bpf_programs():
+    """{id: (name, run_time_ns, run_cnt)} of the loaded BPF programs (bpftool; Debian's build
+    does not show which process holds them, so ours are told apart by id: new since before the
+    capture started)."""
+    import json
+    p = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True,
+                       timeout=30)
+    if p.returncode != 0:
+        return {}
+    return {x["id"]: (x.get("name", "?"), x.get("run_time_ns", 0), x.get("run_cnt", 0))
+            for x in json.loads(p.stdout or "[]")}
+
+
+def ebpf_cost(srv, ng):
+    """What the throughput ratio blurs on a shared machine: the time our eBPF programs run per
+    request (in nginx's syscalls, plus the early exits in wrk's), from the kernel's own
+    accounting (kernel.bpf_stats_enabled, which adds ~20-30 ns per run itself), beside nginx's
+    CPU per request without capture; by --ring-bytes, as the ring's size decides how cold the
+    memory each event is copied into is. The cost of the syscall tracepoints being enabled at
+    all (the slow syscall path, ~4-6% of nginx's CPU by perf) is not in it."""
+    stats_path = "/proc/sys/kernel/bpf_stats_enabled"
+    done, _, _, cpu = wrk_cpu(ng, 2, 50, DURATION_S)
+    off_us = cpu[0] * 1e6 / max(done, 1)
+    print("(i-b) eBPF program time per request (kernel.bpf_stats_enabled), nginx without "
+          "capture: %.1f us CPU per request" % off_us)
+    for ring in COST_RINGS:
+        before = len(ng.access_log())
+        others = set(bpf_programs())
+        cap = tvtest.Capture(srv.addr, ["--pid", str(ng.pid), "--ring-bytes", ring]).start()
+        try:
+            with open(stats_path, "w") as f:
+                f.write("1")
+            try:
+                p0 = {i: v for i, v in bpf_programs().items() if i not in others}
+                done, rps, bad, _ = wrk_cpu(ng, 2, 50, DURATION_S)
+                p1 = {i: v for i, v in bpf_programs().items() if i in p0}
+            finally:
+                with open(stats_path, "w") as f:
+                    f.write("0")
+        finally:
+            rc, err = cap.stop()
+        requests = max(wait_log(ng, before + done) - before, 1)
+        if not p1:
+            print("  --ring-bytes %-4s bpftool shows no program of the capture" % ring)
+            continue
+        ns = sum(t - p0[i][1] for i, (_, t, _) in p1.items()) / requests
+        runs = sum(c - p0[i][2] for i, (_, _, c) in p1.items()) / requests
+        m = re.search(tvtest.CAPTURE_SUMMARY_RE, err)
+        print("  --ring-bytes %-4s %5.0f ns per request (%.1f program runs) = %.1f%% of nginx's "
+              "CPU per request; lost %s" % (ring, ns, runs, ns / 10 / off_us,
+                                             m.group(2) if m else "?"))
+
+
 def ramp(srv, ng):
     print("(ii) lossless rate: wrk -d%ds at rising -t/-c, one capture per step; lossless = "
           "lost 0 and records == nginx log lines" % RAMP_S)
@@ -154,6 +208,7 @@ def main():
         ng.url = "http://127.0.0.1:%d/index.html" % ng.port
         tvtest.wrk(ng.url, 2, 50, 1)  # warm-up, not reported
         throughput(srv, ng)
+        ebpf_cost(srv, ng)
         ramp(srv, ng)
 
 
