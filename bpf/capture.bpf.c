@@ -193,8 +193,9 @@ static __always_inline struct scratch *fill_header(__u64 key, const struct tv_so
 #define WORD(a, b, c, d) ((__u32)(a) | (__u32)(b) << 8 | (__u32)(c) << 16 | (__u32)(d) << 24)
 enum { NOT_A_HEAD = 0, REQUEST_HEAD = 1, RESPONSE_HEAD = 2 };
 
-/* Does a copied payload begin an HTTP/1.x message? Checked only for events about to be lost,
- * so user space can tell how many messages a gap swallowed (and we can count lost requests).
+/* Does a copied payload begin an HTTP/1.x message (a request with one of RFC 9110's methods or
+ * PATCH, or a final response)? Checked only for events about to be lost, so user space can
+ * tell how many messages a gap swallowed (and we can count lost requests).
  * A second message later in the same lost event (pipelining) is not seen: a bounded scan of
  * the payload would cost the verifier and the hot path more than it is worth. */
 static __always_inline int head_kind(const struct tv_event *ev, __u32 payload_len)
