@@ -432,7 +432,7 @@ int tv_sockfilter_open(struct tv_sockfilter **out, const struct tv_sockfilter_op
 	struct tv_sockfilter *s;
 	uint32_t l2_bytes = 0;
 	unsigned ifindex;
-	int rc, prog_fd;
+	int rc, prog_fd, one = 1;
 
 	*out = NULL;
 	if (o->port < 0 || o->port > 65535 || payload_bytes > TV_CAPTURE_PAYLOAD_BYTES) {
@@ -481,6 +481,15 @@ int tv_sockfilter_open(struct tv_sockfilter **out, const struct tv_sockfilter_op
 		rc = -errno;
 		snprintf(err, errlen, "attaching the socket filter (SO_ATTACH_BPF): %s",
 			 strerror(-rc));
+		goto err;
+	}
+	/* Loopback: each packet passes the tap twice. PACKET_IGNORE_OUTGOING (4.20) keeps the
+	 * outgoing pass from reaching us at all: the kernel would clone the skb and run the filter
+	 * in the sender's context only for the filter to drop it. */
+	if (s->skip_outgoing &&
+	    setsockopt(s->fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one))) {
+		rc = -errno;
+		snprintf(err, errlen, "PACKET_IGNORE_OUTGOING on %s: %s", ifname, strerror(-rc));
 		goto err;
 	}
 	rc = map_ring(s, payload_bytes, o->ring_bytes ? o->ring_bytes : TV_SOCKFILTER_RING_BYTES,
