@@ -69,22 +69,14 @@ def test_filters(srv, ng, py):
 def test_cgroup(srv, ng):
     """--cgroup keeps the tasks of one cgroup v2 directory: python in a fresh cgroup is seen,
     nginx (outside it) is not."""
-    root = tvtest.cgroup2_mount()
-    if not root:
-        print("note: no cgroup2 mount, --cgroup not tested")
-        return
-    cg = os.path.join(root, "tv-test-%d" % os.getpid())
-    os.mkdir(cg)
-    try:
-        def join():
-            with open(os.path.join(cg, "cgroup.procs"), "w") as f:
-                f.write("0")
-        with tvtest.PyHttp(files={"py.html": b"in a cgroup\n"}, preexec_fn=join) as py:
+    with tvtest.TempCgroup("filters") as cg:
+        if not cg.path:
+            print("note: no cgroup2 mount, --cgroup not tested")
+            return
+        with tvtest.PyHttp(files={"py.html": b"in a cgroup\n"}, preexec_fn=cg.join) as py:
             run, ng_paths, py_paths = mixed_traffic(ng, py)
-            recs, _, _ = capture(srv, ["--cgroup", cg], run)
+            recs, _, _ = capture(srv, ["--cgroup", cg.path], run)
             check_only(recs, py_paths, py.pid, "python3", "--cgroup")
-    finally:
-        os.rmdir(cg)
     print("ok: --cgroup keeps only the tasks in the cgroup")
 
 

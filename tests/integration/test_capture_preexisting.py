@@ -184,30 +184,22 @@ def test_port_filter(srv):
 def test_cgroup(srv):
     """--cgroup: the old connection of a client inside the cgroup is followed; nginx, outside
     it, holds the other end of that same connection and is not."""
-    root = tvtest.cgroup2_mount()
-    if not root:
-        print("note: no cgroup2 mount, --cgroup not tested")
-        return
-    cg = os.path.join(root, "tv-test-pre-%d" % os.getpid())
-    os.mkdir(cg)
-    try:
-        def join():
-            with open(os.path.join(cg, "cgroup.procs"), "w") as f:
-                f.write("0")
+    with tvtest.TempCgroup("pre") as cg:
+        if not cg.path:
+            print("note: no cgroup2 mount, --cgroup not tested")
+            return
         with tvtest.Nginx() as ng:
-            cl = Client(ng.port, preexec_fn=join)
+            cl = Client(ng.port, preexec_fn=cg.join)
             try:
                 port = cl.cmd("GET /before-capture")[2]
                 recs, nums, err = tvtest.capture_records(
-                    srv, ["--cgroup", cg], lambda: cl.cmd("GET /index.html"))
+                    srv, ["--cgroup", cg.path], lambda: cl.cmd("GET /index.html"))
             finally:
                 cl.close()
         check_clean(nums, err)
         assert seeded(err) is not None and seeded(err)[0] == 1, err
         assert [(r["pid"], r["path"], r["local"]) for r in recs] == [
             (cl.proc.pid, "/index.html", "127.0.0.1:%d" % port)], recs
-    finally:
-        os.rmdir(cg)
     print("ok: --cgroup seeds only the connections of processes in the cgroup")
 
 

@@ -293,6 +293,29 @@ def cgroup2_mount():
     return None
 
 
+class TempCgroup:
+    """A fresh cgroup v2 directory for one test (removed on exit; it must be empty by then:
+    stop the processes put in it first), and join, a preexec_fn that moves a child process
+    into it. path is None without a cgroup2 mount (the test then has nothing to run)."""
+
+    def __init__(self, tag):
+        root = cgroup2_mount()
+        self.path = os.path.join(root, "tv-test-%s-%d" % (tag, os.getpid())) if root else None
+
+    def join(self):
+        with open(os.path.join(self.path, "cgroup.procs"), "w") as f:
+            f.write("0")
+
+    def __enter__(self):
+        if self.path:
+            os.mkdir(self.path)
+        return self
+
+    def __exit__(self, *exc):
+        if self.path:
+            os.rmdir(self.path)
+
+
 class Capture:
     """A running `tracevault capture`, started with --ready-fd: start() returns once the probes
     are attached (the process writes "ready" on the pipe), stop() sends SIGINT and waits."""
