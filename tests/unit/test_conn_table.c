@@ -427,6 +427,9 @@ static void test_gap_lost_request_absorbs_its_response(void **state)
 	assert_string_equal(g.x[0].path, "/b");
 	assert_int_equal(g.x[0].status, 404);
 	assert_int_equal(tv_conn_table_stats(t)->requests_unseen, 1);
+	/* the response of the lost request found its place: not an unpaired response */
+	assert_int_equal(tv_conn_table_stats(t)->responses_unpaired, 0);
+	assert_int_equal(tv_conn_table_stats(t)->gaps, 1);
 	tv_conn_table_free(t);
 }
 
