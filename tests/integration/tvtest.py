@@ -668,22 +668,9 @@ class GrpcClient:
 
     def write_segment(self, segment_id, blocks, chunk_bytes=4096):
         """blocks: [(block_id, [TraceRecord])]; returns the last WriteResponse (committed)."""
-        pb = self.pb
-        reqs = [pb.WriteRequest(command=pb.WriteCommand(type=pb.OPEN_SEGMENT,
-                                                        segment_id=segment_id))]
-        for block_id, recs in blocks:
-            data = encode_block(block_id, recs)
-            reqs.append(pb.WriteRequest(command=pb.WriteCommand(type=pb.OPEN_BLOCK,
-                                                                block_id=block_id,
-                                                                length=len(data))))
-            for off in range(0, len(data), chunk_bytes):
-                piece = data[off:off + chunk_bytes]
-                reqs.append(pb.WriteRequest(chunk=pb.Chunk(block_id=block_id, offset=off,
-                                                           crc32c=crc32c(piece), data=piece)))
-        reqs.append(pb.WriteRequest(command=pb.WriteCommand(type=pb.COMMIT,
-                                                            segment_id=segment_id)))
-        responses = list(self.write(iter(reqs), timeout=self.timeout_s))
-        return responses[-1]
+        return self.write_encoded(segment_id,
+                                  [(block_id, encode_block(block_id, recs))
+                                   for block_id, recs in blocks], chunk_bytes)
 
     def write_encoded(self, segment_id, blocks, chunk_bytes=4096):
         """Like write_segment, for blocks already encoded: [(block_id, bytes)]."""
