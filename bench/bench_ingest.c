@@ -9,8 +9,8 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "block.h"
-#include "grpc_writer.h"
+#include "proto/block.h"
+#include "write/grpc_writer.h"
 
 #define DEFAULT_MIB 1024
 #define DEFAULT_BLOCK_BYTES (4u << 20)
@@ -103,7 +103,7 @@ int main(int argc, char **argv)
 	char err[512];
 	int c, cold = 0, ret = 1;
 
-	/* the same block-memory reuse policy as the tracevault CLI (client/main.c) */
+	/* the same block-memory reuse policy as the tracevault CLI (client/cli/main.c) */
 	mallopt(M_MMAP_THRESHOLD, 64 << 20);
 	mallopt(M_TRIM_THRESHOLD, 512 << 20);
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {

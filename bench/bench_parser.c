@@ -1,5 +1,5 @@
 /* Parser replay benchmark: exchanges/s on one core of the HTTP parser + connection table
- * (client/conn_table.c) fed pre-built kernel events of synthetic keep-alive exchanges. */
+ * (client/capture/conn_table.c) fed pre-built kernel events of synthetic keep-alive exchanges. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -9,8 +9,8 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#include "bpf/capture.h"
-#include "conn_table.h"
+#include "bpf/tv_event.h"
+#include "capture/conn_table.h"
 
 /* Connections open at once (interleaved round-robin, as many clients on one server) and
  * keep-alive exchanges per connection in one replay round. */

@@ -1,11 +1,11 @@
 /* Kernel side of `tracevault capture --mode sockfilter`: a socket filter on a raw AF_PACKET
  * socket that keeps TCP segments of the target port and cuts each to its headers plus at most
- * payload_bytes of payload; client/sockfilter.c reassembles the streams from them. */
+ * payload_bytes of payload; client/capture/sockfilter.c reassembles the streams from them. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#include "capture.h"
+#include "tv_event.h"
 #include "sockfilter.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

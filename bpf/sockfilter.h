@@ -1,5 +1,5 @@
 /* Limits shared by bpf/sockfilter.bpf.c (socket filter on a raw AF_PACKET socket) and its loader
- * client/sockfilter.c: how much of a packet the filter keeps. Fixed-width types only. */
+ * client/capture/sockfilter.c: how much of a packet the filter keeps. Fixed-width types only. */
 #ifndef TV_BPF_SOCKFILTER_H
 #define TV_BPF_SOCKFILTER_H
 

@@ -1,6 +1,6 @@
 /* Trace block encode/decode, shared by the client (which seals blocks) and the server (which
  * checks them on arrival and reads them back for queries). Format: proto/BLOCK.md. */
-#include "block.h"
+#include "proto/block.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -10,8 +10,8 @@
 #include <string.h>
 #include <zstd.h>
 
-#include "crc32c.h"
-#include "varint.h"
+#include "proto/crc32c.h"
+#include "proto/varint.h"
 
 /* v2 header: the v1 fields at the same offsets, 4 reserved bytes, five u64 loss counters,
  * 4 reserved bytes, then the CRC as the last 4 bytes (BLOCK.md) */
@@ -60,9 +60,40 @@ static uint16_t get16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return l
 static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return le32toh(v); }
 static uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return le64toh(v); }
 
+_Static_assert(sizeof(struct tv_block_loss) == TV_BLOCK_LOSS_COUNTERS * sizeof(uint64_t),
+	       "a new loss counter: update tv_block_loss_any/add/add_since and the v2 header");
+
 int tv_block_loss_any(const struct tv_block_loss *l)
 {
 	return (l->ring_full | l->map_full | l->parser | l->cache | l->failed | l->requests) != 0;
+}
+
+void tv_block_loss_add(struct tv_block_loss *to, const struct tv_block_loss *l)
+{
+	to->ring_full += l->ring_full;
+	to->map_full += l->map_full;
+	to->parser += l->parser;
+	to->cache += l->cache;
+	to->failed += l->failed;
+	to->requests += l->requests;
+}
+
+static void add_increase(uint64_t *to, uint64_t total, uint64_t *seen)
+{
+	if (total > *seen)
+		*to += total - *seen;
+	*seen = total;
+}
+
+void tv_block_loss_add_since(struct tv_block_loss *to, const struct tv_block_loss *total,
+			     struct tv_block_loss *seen)
+{
+	add_increase(&to->ring_full, total->ring_full, &seen->ring_full);
+	add_increase(&to->map_full, total->map_full, &seen->map_full);
+	add_increase(&to->parser, total->parser, &seen->parser);
+	add_increase(&to->cache, total->cache, &seen->cache);
+	add_increase(&to->failed, total->failed, &seen->failed);
+	add_increase(&to->requests, total->requests, &seen->requests);
 }
 
 static void header_write(uint8_t *p, const struct tv_block_header *h)

@@ -44,8 +44,19 @@ struct tv_block_loss {
 	uint64_t requests;
 };
 
+/* The number of counters in struct tv_block_loss. A new loss reason touches the struct, this
+ * number, the three helpers below and the v2 header layout (block.c checks the struct's size
+ * against this number at compile time), and no other place sums loss counters by hand. */
+#define TV_BLOCK_LOSS_COUNTERS 6
+
 /* 1 if any counter of l is non-zero. */
 int tv_block_loss_any(const struct tv_block_loss *l);
+/* to += l, counter by counter. */
+void tv_block_loss_add(struct tv_block_loss *to, const struct tv_block_loss *l);
+/* Running totals in, increases out: to += (total - *seen) for each counter that grew (one that
+ * went down, a counter that restarted, adds nothing), then *seen = *total. */
+void tv_block_loss_add_since(struct tv_block_loss *to, const struct tv_block_loss *total,
+			     struct tv_block_loss *seen);
 
 struct tv_block_header {
 	uint32_t magic;

@@ -1,6 +1,6 @@
 /* CRC32C over ISA-L: hardware-accelerated where the CPU has it, a table otherwise.
  * ISA-L's crc32_iscsi takes and returns the raw register, so the ~ pre/post steps live here. */
-#include "crc32c.h"
+#include "proto/crc32c.h"
 
 #include <isa-l/crc.h>
 

@@ -1,6 +1,6 @@
 /* protobuf-c <-> grpc byte buffer helpers. Control messages are small and copied once; chunk
  * payloads never pass through here as bytes, only as a length (tv_wire_chunk_prefix). */
-#include "wire.h"
+#include "proto/wire.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -8,7 +8,7 @@
 
 #include <grpc/byte_buffer_reader.h>
 
-#include "varint.h"
+#include "proto/varint.h"
 
 int tv_wire_pack(const ProtobufCMessage *m, grpc_byte_buffer **out)
 {

@@ -1,6 +1,6 @@
 /* SQLite catalog of committed blocks. One connection, used from the server's single rpc thread;
  * every change is one transaction so a segment becomes visible (or disappears) atomically. */
-#include "catalog.h"
+#include "server/catalog.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -339,4 +339,22 @@ int tv_catalog_delete_ids(struct tv_catalog *c, const uint64_t *block_ids, size_
 			  uint64_t **ids, size_t *n)
 {
 	return delete_keys(c, c->del_id, block_ids, count, ids, n);
+}
+
+static int add_stats(const struct tv_catalog_block *b, void *arg)
+{
+	struct tv_catalog_stats *st = arg;
+
+	st->blocks++;
+	st->records += b->record_count;
+	st->bytes += b->bytes;
+	tv_block_loss_add(&st->loss, &b->loss);
+	return 0;
+}
+
+int tv_catalog_stats(struct tv_catalog *c, uint64_t from_ns, uint64_t to_ns,
+		     struct tv_catalog_stats *st)
+{
+	*st = (struct tv_catalog_stats){ 0 };
+	return tv_catalog_overlap(c, from_ns, to_ns, add_stats, st);
 }

@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "block.h"
+#include "proto/block.h"
 
 /* Unsigned 64-bit values are stored as SQLite INTEGER (int64) with the same bit pattern.
  * Ids are only compared for equality, so any u64 round-trips. Timestamps are compared in SQL,
@@ -47,6 +47,16 @@ int tv_catalog_contains(struct tv_catalog *c, uint64_t block_id);
 typedef int (*tv_catalog_block_cb)(const struct tv_catalog_block *b, void *arg);
 int tv_catalog_overlap(struct tv_catalog *c, uint64_t from_ns, uint64_t to_ns,
 		       tv_catalog_block_cb cb, void *arg);
+/* Sums over the committed blocks overlapping [from_ns, to_ns) (tv_catalog_overlap's rule). */
+struct tv_catalog_stats {
+	uint64_t blocks, records;
+	uint64_t bytes;            /* encoded block bytes as stored */
+	struct tv_block_loss loss; /* the blocks' header loss counters, summed */
+};
+/* Fill *st from catalog rows only (no block is read): the Stats rpc. 0 or a negative errno. */
+int tv_catalog_stats(struct tv_catalog *c, uint64_t from_ns, uint64_t to_ns,
+		     struct tv_catalog_stats *st);
+
 /* Every committed block, in block_id order (recovery). */
 int tv_catalog_list(struct tv_catalog *c, tv_catalog_block_cb cb, void *arg);
 

@@ -1,15 +1,15 @@
 /* The server's zero-copy receive: a Chunk's prefix is a few varints, parsed from a small stack
  * copy of the message's first bytes; the payload stays in gRPC's slices and goes to the disk as
  * an iovec list. Everything unusual is left to protobuf-c (the caller's fallback path). */
-#include "chunk_view.h"
+#include "server/chunk_view.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "crc32c.h"
-#include "varint.h"
-#include "wire.h"
+#include "proto/crc32c.h"
+#include "proto/varint.h"
+#include "proto/wire.h"
 
 #define TAG_CHUNK ((2u << 3) | 2u)   /* WriteRequest.chunk, length-delimited */
 #define WT_VARINT 0u

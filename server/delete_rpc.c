@@ -1,14 +1,14 @@
 /* The Delete rpc on the server, after the transport part: catalog rows go first, in one
  * transaction per request field, then exactly the block files whose rows were deleted.
  * rpc_server.c unpacks the request, aborts in-flight streams and sends the answer. */
-#include "delete_rpc.h"
+#include "server/delete_rpc.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "wire.h"
+#include "proto/wire.h"
 
 /* Remove the files of blocks whose catalog rows are gone; a missing file is not an error. */
 static void remove_block_files(struct tv_store *s, const uint64_t *ids, size_t n)

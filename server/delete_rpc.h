@@ -9,8 +9,8 @@
 #include <grpc/byte_buffer.h>
 #include <grpc/status.h>
 
-#include "catalog.h"
-#include "store_uring.h"
+#include "server/catalog.h"
+#include "server/store_uring.h"
 #include "tracevault.pb-c.h"
 
 /* Carry out req: its segment's committed blocks (segment_id != 0), then its block_ids; logs what

@@ -14,10 +14,10 @@
 
 #include <grpc/grpc.h>
 
-#include "catalog.h"
-#include "rpc_server.h"
-#include "store_uring.h"
-#include "wire.h"
+#include "server/catalog.h"
+#include "server/rpc_server.h"
+#include "server/store_uring.h"
+#include "proto/wire.h"
 
 #define DEFAULT_LISTEN "127.0.0.1:7070"
 #define ERR_LEN 512

@@ -1,6 +1,6 @@
 /* Time-range query executor: catalog lookup, then a k-way merge over block readers by
  * (ts_ns, block order). Records are forwarded as raw protobuf bytes, never decoded. */
-#include "query.h"
+#include "server/query.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -9,9 +9,9 @@
 
 #include <grpc/slice.h>
 
-#include "block.h"
-#include "varint.h"
-#include "wire.h"
+#include "proto/block.h"
+#include "proto/varint.h"
+#include "proto/wire.h"
 
 struct cursor {
 	struct tv_block_reader *r;
@@ -296,35 +296,4 @@ fail:
 	free(buf);
 	q->done = 1;
 	return ret;
-}
-
-/* ---- Stats: catalog metadata only, no block is read ---- */
-
-static int add_stats(const struct tv_catalog_block *b, void *arg)
-{
-	Tracevault__V1__StatsResponse *r = arg;
-
-	r->blocks++;
-	r->records += b->record_count;
-	r->bytes += b->bytes;
-	r->lost_ring_full += b->loss.ring_full;
-	r->lost_map_full += b->loss.map_full;
-	r->lost_parser += b->loss.parser;
-	r->lost_cache += b->loss.cache;
-	r->lost_failed += b->loss.failed;
-	r->lost_requests += b->loss.requests;
-	return 0;
-}
-
-int tv_query_stats(struct tv_catalog *c, uint64_t from_ns, uint64_t to_ns,
-		   grpc_byte_buffer **out)
-{
-	Tracevault__V1__StatsResponse r = TRACEVAULT__V1__STATS_RESPONSE__INIT;
-	int ret;
-
-	*out = NULL;
-	ret = tv_catalog_overlap(c, from_ns, to_ns, add_stats, &r);
-	if (ret)
-		return ret;
-	return tv_wire_pack(&r.base, out);
 }

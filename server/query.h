@@ -9,8 +9,8 @@
 
 #include <grpc/byte_buffer.h>
 
-#include "catalog.h"
-#include "store_uring.h"
+#include "server/catalog.h"
+#include "server/store_uring.h"
 
 /* One QueryResponse holds at most this many records or (about) this many bytes. */
 #define TV_QUERY_BATCH_RECORDS 4096
@@ -29,10 +29,5 @@ void tv_query_free(struct tv_query *q);
  * 0 when the query is complete, -EBADMSG when a block is corrupt or missing (reason in err names
  * the block id: answer DATA_LOSS), or another negative errno. */
 int tv_query_next(struct tv_query *q, grpc_byte_buffer **out, char *err, size_t errlen);
-
-/* The Stats rpc: sum the catalog rows of the blocks overlapping [from_ns, to_ns) into a packed
- * StatsResponse in *out (caller owns it). Returns 0 or a negative errno. */
-int tv_query_stats(struct tv_catalog *c, uint64_t from_ns, uint64_t to_ns,
-		   grpc_byte_buffer **out);
 
 #endif

@@ -2,7 +2,7 @@
  * whose ops carry tags (call pointer + op kind); a call is freed when its last op completes.
  * Write calls delegate the protocol to segment.c, Query calls to query.c, Delete to
  * delete_rpc.c. */
-#include "rpc_server.h"
+#include "server/rpc_server.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -17,10 +17,10 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
 
-#include "delete_rpc.h"
-#include "query.h"
-#include "segment.h"
-#include "wire.h"
+#include "server/delete_rpc.h"
+#include "server/query.h"
+#include "server/segment.h"
+#include "proto/wire.h"
 
 enum method { M_WRITE, M_QUERY, M_DELETE, M_STATS, M_COUNT };
 enum op { OP_REQUEST, OP_CLOSE, OP_RECV, OP_SEND, OP_STATUS, OP_COUNT, OP_SHUTDOWN };
@@ -521,8 +521,26 @@ static void delete_begin(struct call *c)
 	tracevault__v1__delete_request__free_unpacked(req, NULL);
 }
 
+/* The Stats reply: the catalog's sums as a packed StatsResponse (*out owned by the caller). */
+static int pack_stats(const struct tv_catalog_stats *st, grpc_byte_buffer **out)
+{
+	Tracevault__V1__StatsResponse r = TRACEVAULT__V1__STATS_RESPONSE__INIT;
+
+	r.blocks = st->blocks;
+	r.records = st->records;
+	r.bytes = st->bytes;
+	r.lost_ring_full = st->loss.ring_full;
+	r.lost_map_full = st->loss.map_full;
+	r.lost_parser = st->loss.parser;
+	r.lost_cache = st->loss.cache;
+	r.lost_failed = st->loss.failed;
+	r.lost_requests = st->loss.requests;
+	return tv_wire_pack(&r.base, out);
+}
+
 static void stats_begin(struct call *c)
 {
+	struct tv_catalog_stats st;
 	Tracevault__V1__StatsRequest *req;
 	grpc_byte_buffer *bb = NULL;
 	char err[256];
@@ -534,7 +552,9 @@ static void stats_begin(struct call *c)
 		return;
 	if (!range_valid(c, req->from_ns, req->to_ns))
 		goto out;
-	ret = tv_query_stats(c->srv->catalog, req->from_ns, req->to_ns, &bb);
+	ret = tv_catalog_stats(c->srv->catalog, req->from_ns, req->to_ns, &st);
+	if (!ret)
+		ret = pack_stats(&st, &bb);
 	if (ret) {
 		snprintf(err, sizeof(err), "catalog lookup failed: %s", strerror(-ret));
 		finish(c, GRPC_STATUS_INTERNAL, err);

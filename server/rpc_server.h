@@ -6,8 +6,8 @@
 #include <signal.h>
 #include <stddef.h>
 
-#include "catalog.h"
-#include "store_uring.h"
+#include "server/catalog.h"
+#include "server/store_uring.h"
 
 /* How often the loop wakes to look at the stop flag when no call is active. */
 #define TV_RPC_POLL_MS 200

@@ -2,7 +2,7 @@
  * written to its block's temp file; each complete block's header and payload CRC are verified;
  * COMMIT makes the segment durable and visible atomically (fdatasync, rename, one catalog
  * transaction) before it is acknowledged. Any failure deletes everything of the segment. */
-#include "segment.h"
+#include "server/segment.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -13,10 +13,10 @@
 #include <string.h>
 #include <sys/uio.h>
 
-#include "block.h"
-#include "chunk_view.h"
-#include "crc32c.h"
-#include "wire.h"
+#include "proto/block.h"
+#include "server/chunk_view.h"
+#include "proto/crc32c.h"
+#include "proto/wire.h"
 
 enum seg_state { SEG_OPEN, SEG_COMMITTED, SEG_ABORTED };
 enum pending { PENDING_NONE, PENDING_FLUSH, PENDING_COMMIT };

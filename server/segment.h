@@ -11,8 +11,8 @@
 #include <grpc/byte_buffer.h>
 #include <grpc/status.h>
 
-#include "catalog.h"
-#include "store_uring.h"
+#include "server/catalog.h"
+#include "server/store_uring.h"
 
 /* More blocks than this in one segment is RESOURCE_EXHAUSTED: bounds per-stream state. */
 #define TV_SERVER_MAX_SEGMENT_BLOCKS TV_WIRE_MAX_SEGMENT_BLOCKS

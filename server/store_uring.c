@@ -2,7 +2,7 @@
  * block (writev straight from received buffers), a commit groups the fdatasyncs of a segment
  * into one submission, then renames into blocks/ and fsyncs the directories. */
 #define _GNU_SOURCE /* renameat2, IOV_MAX */
-#include "store_uring.h"
+#include "server/store_uring.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#include "wire.h"
+#include "proto/wire.h"
 
 /* Largest block the server accepts; a bigger OPEN_BLOCK is RESOURCE_EXHAUSTED. */
 #define TV_SERVER_MAX_BLOCK_BYTES TV_WIRE_MAX_BLOCK_BYTES

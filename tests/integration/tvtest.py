@@ -568,7 +568,7 @@ def wait_for(pred, what, timeout_s=30, interval_s=0.01):
 
 
 def place_block(block_id, nservers):
-    """tv_place_block (client/grpc_writer.c): jump consistent hash, computed independently."""
+    """tv_place_block (client/write/grpc_writer.c): jump consistent hash, computed independently."""
     if nservers <= 1:
         return 0
     b, j, key = -1, 0, block_id

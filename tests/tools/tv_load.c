@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pipeline.h"
+#include "write/pipeline.h"
 
 /* Records are told apart by their path: /tvload/<tag>/<seq>/<pad>. ts_ns = ts_base + seq, so
  * every record of one driver has a unique, increasing ts_ns. The pad (from a fixed PRNG, in a

@@ -11,9 +11,9 @@
 
 #include <cmocka.h>
 
-#include "block.h"
-#include "crc32c.h"
-#include "wire.h"
+#include "proto/block.h"
+#include "proto/crc32c.h"
+#include "proto/wire.h"
 
 #define N_RECORDS 1000
 

@@ -1,4 +1,4 @@
-/* cmocka tests of the bounded block cache (client/block_cache.c): the byte bound, release by the
+/* cmocka tests of the bounded block cache (client/write/block_cache.c): the byte bound, release by the
  * last slice ref (from another thread), the back-pressure timeout, and freeing. */
 #include <errno.h>
 #include <pthread.h>
@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "block_cache.h"
+#include "write/block_cache.h"
 
 #define KIB 1024u
 

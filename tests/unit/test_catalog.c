@@ -13,7 +13,7 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
-#include "catalog.h"
+#include "server/catalog.h"
 
 #define MAX_SEEN 32
 

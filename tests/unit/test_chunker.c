@@ -1,4 +1,4 @@
-/* cmocka tests of the chunker (client/chunker.c): a block cut into WriteRequest{chunk} messages
+/* cmocka tests of the chunker (client/write/chunker.c): a block cut into WriteRequest{chunk} messages
  * covers every byte once, in order, with the right offsets and CRCs, zero-copy or packed. */
 #include <errno.h>
 #include <setjmp.h>
@@ -11,10 +11,10 @@
 #include <cmocka.h>
 #include <grpc/byte_buffer_reader.h>
 
-#include "chunker.h"
-#include "crc32c.h"
+#include "write/chunker.h"
+#include "proto/crc32c.h"
 #include "tracevault.pb-c.h"
-#include "wire.h"
+#include "proto/wire.h"
 
 #define BLOCK_ID 0x1234abcd5678ef01ull
 

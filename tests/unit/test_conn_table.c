@@ -1,4 +1,4 @@
-/* Unit tests for client/conn_table.c: kernel events (as the ring delivers them) are paired into
+/* Unit tests for client/capture/conn_table.c: kernel events (as the ring delivers them) are paired into
  * request/response exchanges per connection, in order, for both roles. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,8 +12,8 @@
 #include <cmocka.h>
 #include <sys/socket.h>
 
-#include "bpf/capture.h"
-#include "conn_table.h"
+#include "bpf/tv_event.h"
+#include "capture/conn_table.h"
 
 #define MAX_X 16
 

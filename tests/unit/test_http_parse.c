@@ -1,4 +1,4 @@
-/* Unit tests for client/http_parse.c: requests and responses fed the way syscalls deliver them
+/* Unit tests for client/capture/http_parse.c: requests and responses fed the way syscalls deliver them
  * (split anywhere, several per read, truncated copies) must give the same messages. */
 #define _GNU_SOURCE /* memmem */
 #include <setjmp.h>
@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "http_parse.h"
+#include "capture/http_parse.h"
 
 #define MAX_MSGS 16
 

@@ -1,4 +1,4 @@
-/* Unit tests for the /proc/net/tcp{,6} line parser of client/preexisting.c: addresses come out
+/* Unit tests for the /proc/net/tcp{,6} line parser of client/capture/preexisting.c: addresses come out
  * as the kernel side stores them (network byte order, IPv4 in the first 4 bytes, ports in host
  * order, a v4-mapped pair as AF_INET), so seeded sockets look like accepted ones. */
 #include <errno.h>
@@ -13,7 +13,7 @@
 #include <cmocka.h>
 #include <sys/socket.h>
 
-#include "preexisting.h"
+#include "capture/preexisting.h"
 
 /* The kernel prints each 32-bit word of an address as %08X of its in-memory value: build the
  * text the same way, so the test holds on either byte order. */

@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "record_json.h"
+#include "cli/record_json.h"
 
 /* Render r with tv_record_write_jsonl into a malloc'd string. */
 static char *to_jsonl(const Tracevault__V1__TraceRecord *r)

@@ -1,4 +1,4 @@
-/* Unit tests for client/sampler.c: trace-id decisions equal OpenTelemetry's TraceIdRatioBased
+/* Unit tests for client/capture/sampler.c: trace-id decisions equal OpenTelemetry's TraceIdRatioBased
  * (reference values computed independently from the Java algorithm), are stable, and keep R. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "sampler.h"
+#include "capture/sampler.h"
 
 /* xorshift64*: a fixed-seed generator so the test is reproducible */
 static uint64_t next_rand(uint64_t *st)

@@ -10,9 +10,9 @@
 #include <cmocka.h>
 #include <grpc/grpc.h>
 
-#include "chunk_view.h"
-#include "crc32c.h"
-#include "wire.h"
+#include "server/chunk_view.h"
+#include "proto/crc32c.h"
+#include "proto/wire.h"
 
 /* A byte buffer of msg cut into slices of step bytes (like gRPC's ~64 KiB receive slices). */
 static grpc_byte_buffer *sliced(const uint8_t *msg, size_t len, size_t step)

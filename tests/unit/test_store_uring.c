@@ -17,7 +17,7 @@
 
 #include <cmocka.h>
 
-#include "store_uring.h"
+#include "server/store_uring.h"
 
 struct fixture {
 	char dir[64];

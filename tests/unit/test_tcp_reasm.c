@@ -1,4 +1,4 @@
-/* Unit tests for client/tcp_reasm.c: captured TCP segments in any order become in-order byte
+/* Unit tests for client/capture/tcp_reasm.c: captured TCP segments in any order become in-order byte
  * runs per direction, with exact gap counts for holes, bounded queues and connection table. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,7 +12,7 @@
 #include <cmocka.h>
 #include <sys/socket.h>
 
-#include "tcp_reasm.h"
+#include "capture/tcp_reasm.h"
 
 #define MAX_EV 256
 #define STREAM_BYTES 70000

@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "timespec.h"
+#include "cli/timespec.h"
 
 #define NOW_NS 1767225600123456789ull /* 2026-01-01T00:00:00.123456789Z */
 #define S 1000000000ull

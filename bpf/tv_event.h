@@ -1,0 +1,115 @@
+/* The event record shared by bpf/capture.bpf.c (producer, kernel) and client/capture/capture.c (consumer)
+ * through the BPF ring buffer: one record per socket syscall of interest. Fixed-width types only. */
+#ifndef TV_BPF_CAPTURE_H
+#define TV_BPF_CAPTURE_H
+
+#ifndef __VMLINUX_H__ /* the kernel side gets these types from vmlinux.h */
+#include <linux/types.h>
+#endif
+
+/* Upper bound of payload bytes copied per data syscall (--payload-bytes): the size of
+ * tv_event.payload. Bytes beyond the copied prefix are counted (tv_event.bytes) but not copied.
+ * Must be a power of two: the kernel side masks offsets with it to satisfy the verifier. */
+#define TV_CAPTURE_PAYLOAD_BYTES 32768
+/* Default per-event copy (--payload-bytes): covers the request/response head of typical HTTP. */
+#define TV_CAPTURE_DEFAULT_PAYLOAD_BYTES 4096
+/* Size of the kernel -> user ring buffer (--ring-bytes): a power of two, multiple of the page
+ * size. */
+#define TV_CAPTURE_RING_BYTES (16u << 20)
+/* Queued ring bytes that wake the reader (at most a quarter of the ring, set by the loader);
+ * below it the reader finds events at its next poll interval instead. */
+#define TV_CAPTURE_WAKEUP_BYTES (256u << 10)
+#define TV_CAPTURE_MIN_RING_BYTES (4u << 10)
+#define TV_CAPTURE_MAX_RING_BYTES (1u << 30)
+/* Sockets tracked at once (hash map entries). */
+#define TV_CAPTURE_MAX_SOCKETS 65536
+/* iovec entries walked per readv/writev/recvmsg/sendmsg before giving up on copying. */
+#define TV_CAPTURE_MAX_IOV 8
+/* mmsghdr entries whose msg_len is summed per recvmmsg/sendmmsg (more: event flagged). */
+#define TV_CAPTURE_MAX_MMSG 64
+/* mmsghdr entries whose payload is copied (back to back, up to --payload-bytes). */
+#define TV_CAPTURE_MAX_MMSG_COPY 4
+#define TV_CAPTURE_COMM_BYTES 16
+
+enum tv_event_kind {
+	TV_EV_ACCEPT = 1,   /* socket accepted: we are the server side */
+	TV_EV_CONNECT = 2,  /* socket connected (or connect in progress): we are the client side */
+	TV_EV_DATA_IN = 3,  /* bytes received (read, readv, recvfrom, recvmsg) */
+	TV_EV_DATA_OUT = 4, /* bytes sent (write, writev, sendto, sendmsg, sendfile) */
+	TV_EV_CLOSE = 5,    /* close() of a tracked socket fd */
+};
+
+enum tv_event_role {
+	TV_ROLE_SERVER = 1, /* from accept */
+	TV_ROLE_CLIENT = 2, /* from connect */
+};
+
+#define TV_EV_FLAG_TRUNCATED 0x1 /* payload holds fewer bytes than the syscall moved */
+/* Data of this connection was lost before this event: lost_{in,out}_{events,bytes} say how
+ * much, by direction, so the parser skips exactly those bytes (or resyncs) instead of
+ * mis-pairing what follows. Set by the kernel (events dropped, ring full) and by the
+ * sockfilter mode's TCP reassembly (sequence gaps). */
+#define TV_EV_FLAG_GAP 0x2
+
+/* Indexes of the kernel's per-CPU loss counters (map `lost`), summed by the loader. */
+enum tv_lost_reason {
+	TV_LOST_RING_FULL = 0, /* event dropped: ring buffer full */
+	TV_LOST_TRUNCATED = 1, /* event sent with payload cut at --payload-bytes (bytes exact) */
+	TV_LOST_MAP_FULL = 2,  /* sockets insert failed: a connection unseen */
+	/* Not a reason of its own: of the TV_LOST_RING_FULL data events, those that began an HTTP
+	 * request (a method at their first byte), i.e. requests that will have no record. */
+	TV_LOST_REQUESTS = 3,
+	TV_LOST_NREASONS = 4,
+};
+
+/* Addresses in network byte order; IPv4 in the first 4 bytes of addr; ports in host order.
+ * A v4-mapped IPv6 address (::ffff:a.b.c.d) is reported as AF_INET a.b.c.d. */
+struct tv_event_addr {
+	__u8 addr[16];
+	__u16 port;
+	__u16 family; /* AF_INET or AF_INET6 */
+};
+
+/* What a tracked socket fd is: the value of the kernel's `sockets` map (key tgid << 32 | fd).
+ * Filled at accept/connect exit, removed at close; the loader also inserts the sockets that
+ * were already open when the capture started (client/capture/preexisting.c), so both sides share it. */
+struct tv_sock_info {
+	__u64 gen; /* CLOCK_MONOTONIC ns at accept/connect (or at seeding): tv_event.conn_gen */
+	struct tv_event_addr local, remote;
+	__u8 role; /* enum tv_event_role */
+	/* Data events of this socket lost (ring full) since the last event delivered, by
+	 * direction (0 = in, 1 = out): handed to user space with the next event that gets
+	 * through (TV_EV_FLAG_GAP). Atomic: threads of the process may share the socket. */
+	__u32 lost_events[2], lost_heads[2];
+	__u64 lost_bytes[2];
+};
+
+struct tv_event {
+	__u64 ts_ns;     /* bpf_ktime_get_ns (CLOCK_MONOTONIC) at syscall exit */
+	__u64 conn_id;   /* tgid << 32 | fd */
+	__u64 conn_gen;  /* ts_ns of the accept/connect: with conn_id, unique for a reused fd */
+	__u64 bytes;     /* data: the syscall's return value (bytes moved), full count */
+	__u32 pid;       /* tgid */
+	__u32 tid;
+	__s32 fd;
+	__u32 payload_len; /* bytes of payload[] that are valid (<= --payload-bytes) */
+	__u8 kind;       /* enum tv_event_kind */
+	__u8 role;       /* enum tv_event_role */
+	__u8 flags;      /* TV_EV_FLAG_* */
+	__u8 pad;
+	/* TV_EV_FLAG_GAP: data events of this connection lost since the previous event that
+	 * reached user space, by direction (IN = received): how many, how many of them began an
+	 * HTTP message (a request method or "HTTP/1." at their first byte), and their bytes. */
+	__u32 lost_in_events, lost_out_events;
+	__u32 lost_in_heads, lost_out_heads;
+	__u32 pad2;
+	__u64 lost_in_bytes, lost_out_bytes;
+	char comm[TV_CAPTURE_COMM_BYTES];
+	struct tv_event_addr local, remote;
+	/* Variable part: only payload_len bytes are sent through the ring. */
+	__u8 payload[TV_CAPTURE_PAYLOAD_BYTES];
+};
+
+#define TV_EVENT_HEADER_BYTES (sizeof(struct tv_event) - TV_CAPTURE_PAYLOAD_BYTES)
+
+#endif

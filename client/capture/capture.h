@@ -1,0 +1,73 @@
+/* `tracevault capture`: loads the eBPF program, turns socket events into HTTP exchange records,
+ * and hands them to the write pipeline (block cache + segment writer) until Ctrl-C/--duration. */
+#ifndef TV_CAPTURE_H
+#define TV_CAPTURE_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bpf/tv_event.h" /* TV_CAPTURE_* limits of the kernel side */
+#include "write/pipeline.h"
+
+/* Where events come from (--mode). */
+enum tv_capture_mode {
+	TV_CAPTURE_MODE_TRACEPOINT = 0, /* syscall tracepoints (bpf/capture.bpf.c), the default */
+	TV_CAPTURE_MODE_SOCKFILTER = 1, /* packets of one interface (client/capture/sockfilter.c) */
+};
+
+struct tv_capture_opts {
+	struct tv_pipeline_opts pipeline; /* servers, cache, block, chunk, window ... */
+	int mode;                    /* enum tv_capture_mode */
+	const char *interface;       /* sockfilter: NULL = "lo" (tracepoint: must be NULL) */
+	int pid;                     /* 0: every process */
+	int port;                    /* 0: every port; else local or remote port must match */
+	const char *comm;            /* NULL: every task; else exact task comm (<= 15 bytes) */
+	const char *cgroup;          /* NULL: every cgroup; else a cgroup v2 directory (subtree) */
+	uint32_t payload_bytes;      /* 0: TV_CAPTURE_DEFAULT_PAYLOAD_BYTES; max 32 KiB */
+	uint32_t ring_bytes;         /* 0: TV_CAPTURE_RING_BYTES; a power of two >= 4 KiB */
+	double duration_s;           /* 0: until stopped */
+	int redact;                  /* redact credential headers and the ?query (default 1) */
+	int headers;                 /* store request/response headers in records (--headers) */
+	double sample_ratio;         /* (0, 1]: keep this share of exchanges (0 means 1) */
+	volatile sig_atomic_t *stop; /* set by the SIGINT/SIGTERM handler in main */
+	int ready_fd;                /* >= 0: write "ready\n" here once probes are attached */
+};
+
+struct tv_capture_result {
+	uint64_t records_sent;   /* committed on the server(s) */
+	uint64_t records_lost;   /* the sum of the lost_* below */
+	uint64_t lost_kernel;    /* lost_ring_full + lost_map_full */
+	uint64_t lost_ring_full; /* kernel events dropped: ring buffer full (sockfilter: packets
+				  * dropped, packet ring full) */
+	uint64_t lost_map_full;  /* sockets map inserts that failed (map full; sockfilter:
+				  * connections the reassembly table refused) */
+	uint64_t lost_requests;  /* of the ring-full events, those that began a request: requests
+				  * without a record (exact unless a lost read held several) */
+	uint64_t responses_lost; /* records sent with TV_RECORD_FLAG_LOST (response lost) */
+	uint64_t parser_resyncs; /* times a parser lost sync (malformed or cut input, or lost
+				  * events): what it skipped until the next message start may
+				  * have held requests no counter above has seen */
+	uint64_t events_truncated; /* events whose payload copy was cut (byte counts exact) */
+	uint64_t gaps, gap_bytes; /* sockfilter: stream holes given up by the TCP reassembly */
+	uint64_t lost_parser;    /* exchanges the connection table dropped */
+	uint64_t lost_cache;     /* block cache full past the back-pressure time */
+	uint64_t lost_failed;    /* in segments whose write failed */
+	uint64_t sampled_out;    /* not kept by --sample-ratio (by choice: not lost) */
+	uint64_t events;
+	uint64_t events_lost;    /* = lost_kernel (events or whole connections unseen) */
+	uint64_t segments_committed, segments_failed;
+	uint64_t payload_bytes_copied;
+	uint64_t cache_bytes_peak;
+};
+
+/* Opens a cgroup v2 directory for --cgroup: the fd (close it), or a negative errno with a
+ * one-line reason in err (missing path, not a cgroup v2 directory). */
+int tv_capture_open_cgroup(const char *path, char *err, size_t errlen);
+
+/* Runs until *stop or the duration ends, then flushes. Returns 0, -EPERM when eBPF cannot be
+ * loaded (missing CAP_BPF/CAP_SYS_ADMIN), or another negative errno, with a reason in err. */
+int tv_capture_run(const struct tv_capture_opts *o, struct tv_capture_result *res, char *err,
+		   size_t errlen);
+
+#endif

@@ -1,0 +1,86 @@
+/* Per-connection state of the capture: takes kernel events (bpf/tv_event.h) in ring order, runs an
+ * HTTP parser per direction, and pairs requests with responses into finished exchanges. */
+#ifndef TV_CONN_TABLE_H
+#define TV_CONN_TABLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "capture/http_parse.h"
+
+/* Room for "[ipv6]:port". */
+#define TV_ADDR_STR_BYTES 64
+/* Requests in flight on one connection (HTTP pipelining) before the oldest is dropped. */
+#define TV_CONN_MAX_PENDING 32
+/* Connections tracked at once; events of further connections are counted and dropped. */
+#define TV_CONN_MAX 65536
+
+/* TraceRecord.flags bits (proto/tracevault.proto documents them). */
+#define TV_RECORD_FLAG_NO_RESPONSE 1u /* closed before a response: status 0 */
+#define TV_RECORD_FLAG_PARTIAL 2u     /* sync lost or message cut: counts are lower bounds */
+#define TV_RECORD_FLAG_LOST 4u        /* the response was lost in capture: status 0 */
+
+/* One request/response pair. Times are the kernel's CLOCK_MONOTONIC ns (bpf_ktime_get_ns). */
+struct tv_exchange {
+	uint64_t ts_ns;  /* first request byte */
+	uint64_t end_ns; /* last response byte (or the close, without a response) */
+	uint32_t pid;
+	unsigned status; /* 0: no response seen */
+	uint32_t flags;  /* TV_RECORD_FLAG_* */
+	uint64_t conn_id, conn_gen; /* the connection's identity (sampling keeps it together) */
+	uint64_t req_body_bytes, resp_body_bytes;
+	char comm[17];
+	char local[TV_ADDR_STR_BYTES], remote[TV_ADDR_STR_BYTES];
+	char method[TV_HTTP_METHOD_BYTES];
+	char path[TV_HTTP_PATH_BYTES];
+	char trace_id[TV_HTTP_TRACE_ID_BYTES];
+	char span_id[TV_HTTP_SPAN_ID_BYTES];
+	/* --headers: "name\0value\0" pairs (tv_http_msg.hdrs), NULL/0 when none were kept */
+	const char *req_hdrs, *resp_hdrs;
+	size_t req_hdrs_len, resp_hdrs_len;
+};
+
+/* Called for each finished exchange; x is valid only during the call. */
+typedef void (*tv_exchange_fn)(void *ctx, const struct tv_exchange *x);
+
+struct tv_conn_stats {
+	uint64_t conns_opened, conns_closed;
+	uint64_t conns_dropped;     /* table full */
+	uint64_t exchanges;         /* passed to the callback */
+	uint64_t exchanges_dropped; /* pipelining deeper than TV_CONN_MAX_PENDING */
+	uint64_t parse_errors;      /* times a parser lost sync */
+	uint64_t bad_events;        /* short or unknown ring records */
+	uint64_t gaps;              /* events telling of lost data before them (TV_EV_FLAG_GAP) */
+	uint64_t requests_unseen;   /* requests that began in lost data: no record (the kernel
+				     * counts them as TV_LOST_REQUESTS); their responses are
+				     * matched and skipped so later pairs stay aligned */
+	uint64_t responses_lost;    /* records emitted with TV_RECORD_FLAG_LOST */
+	uint64_t responses_unpaired; /* responses with no request waiting (dropped) */
+};
+
+struct tv_conn_table;
+
+struct tv_conn_table *tv_conn_table_new(tv_exchange_fn fn, void *ctx);
+/* Frees every connection without emitting anything: call tv_conn_table_flush first. */
+void tv_conn_table_free(struct tv_conn_table *t);
+
+/* 1: request paths keep their query string (tracevault capture --no-redact). Default 0. */
+void tv_conn_table_set_keep_query(struct tv_conn_table *t, int keep_query);
+
+/* 1: keep request/response header lines in the exchanges (capture --headers); credential
+ * header values are redacted unless keep_credentials (capture --no-redact). Default 0, 0. */
+void tv_conn_table_set_headers(struct tv_conn_table *t, int keep_headers, int keep_credentials);
+
+/* One ring buffer record (struct tv_event, len bytes of it). Malformed records are counted. */
+void tv_conn_table_event(struct tv_conn_table *t, const void *data, size_t len);
+
+/* End of capture: every connection is treated as closed at now_ns (monotonic), so requests
+ * still waiting for a response are emitted with what was seen (status 0 without a response). */
+void tv_conn_table_flush(struct tv_conn_table *t, uint64_t now_ns);
+
+const struct tv_conn_stats *tv_conn_table_stats(const struct tv_conn_table *t);
+
+/* "127.0.0.1:8080" or "[::1]:8080" into buf (TV_ADDR_STR_BYTES). */
+void tv_format_addr(char *buf, size_t len, uint16_t family, const uint8_t addr[16], uint16_t port);
+
+#endif

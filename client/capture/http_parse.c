@@ -1,0 +1,553 @@
+/* Incremental HTTP/1.x parser (one direction of one connection). Heads are buffered until the
+ * blank line, reduced to the few fields a record needs, then wiped; bodies are only counted, so
+ * a truncated payload copy costs nothing there. See http_parse.h for the contract. */
+#define _GNU_SOURCE /* memrchr */
+#include "capture/http_parse.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum {
+	ST_IDLE = 0,   /* between messages */
+	ST_HEAD,       /* buffering start line + headers */
+	ST_BODY,       /* Content-Length body: remaining bytes */
+	ST_CHUNK_SIZE, /* reading a chunk-size line */
+	ST_CHUNK_DATA, /* inside a chunk: remaining bytes */
+	ST_CHUNK_CRLF, /* CRLF after chunk data */
+	ST_TRAILER,    /* trailer lines after the last chunk */
+	ST_BODY_EOF,   /* response body delimited by the connection closing */
+	ST_LOST,       /* out of sync: skip until a recognised message start */
+	ST_UPGRADED,   /* after 101 Switching Protocols: not HTTP/1.x any more */
+};
+
+void tv_http_parser_init(struct tv_http_parser *p, enum tv_http_kind kind,
+			 const struct tv_http_callbacks *cb, void *ctx)
+{
+	memset(p, 0, offsetof(struct tv_http_parser, head));
+	p->kind = kind;
+	p->cb = cb;
+	p->ctx = ctx;
+	p->state = ST_IDLE;
+}
+
+void tv_http_parser_join_midstream(struct tv_http_parser *p)
+{
+	p->state = ST_LOST;
+}
+
+/* ---- --headers: header lines kept in msg.hdrs ---- */
+
+static const char *const CREDENTIAL_HEADERS[] = { "authorization", "proxy-authorization",
+						   "cookie", "set-cookie" };
+
+int tv_http_is_credential_header(const char *name, size_t len)
+{
+	for (size_t i = 0; i < sizeof(CREDENTIAL_HEADERS) / sizeof(CREDENTIAL_HEADERS[0]); i++)
+		if (strlen(CREDENTIAL_HEADERS[i]) == len &&
+		    strncasecmp(name, CREDENTIAL_HEADERS[i], len) == 0)
+			return 1;
+	return 0;
+}
+
+size_t tv_http_header_count(const char *hdrs, size_t len)
+{
+	size_t nul = 0;
+
+	for (size_t i = 0; i < len; i++)
+		nul += hdrs[i] == '\0';
+	return nul / 2;
+}
+
+/* Append n bytes of s and a NUL; bytes outside printable ASCII become '?' so the stored
+ * strings are valid UTF-8 whatever the peer sent. The head is at most TV_HTTP_MAX_HEAD_BYTES,
+ * which bounds the buffer. */
+static void hdr_put(char *dst, size_t *len, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		dst[(*len)++] = (c >= 0x20 && c < 0x7f) || c == '\t' ? (char)c : '?';
+	}
+	dst[(*len)++] = '\0';
+}
+
+static void keep_header(struct tv_http_parser *p, const char *name, size_t name_len,
+			const char *v, size_t vlen)
+{
+	struct tv_http_msg *m = &p->msg;
+	int redact = !p->keep_credentials && tv_http_is_credential_header(name, name_len);
+
+	if (redact) {
+		v = TV_HTTP_REDACTED;
+		vlen = strlen(TV_HTTP_REDACTED);
+	}
+	if (!m->hdrs) {
+		/* every pair fits: name + value + 2 NULs <= its line + ":" + CRLF, and the
+		 * redacted value adds at most its own length per line */
+		m->hdrs = malloc(TV_HTTP_MAX_HEAD_BYTES * 2);
+		if (!m->hdrs)
+			return; /* headers are an extra: the record goes on without them */
+		m->hdrs_len = 0;
+	}
+	if (m->hdrs_len + name_len + vlen + 2 > TV_HTTP_MAX_HEAD_BYTES * 2)
+		return;
+	hdr_put(m->hdrs, &m->hdrs_len, name, name_len);
+	hdr_put(m->hdrs, &m->hdrs_len, v, vlen);
+}
+
+static void drop_headers(struct tv_http_msg *m)
+{
+	if (m->hdrs)
+		explicit_bzero(m->hdrs, m->hdrs_len); /* values may be credentials (--no-redact) */
+	free(m->hdrs);
+	m->hdrs = NULL;
+	m->hdrs_len = 0;
+}
+
+static void msg_done(struct tv_http_parser *p, uint64_t ts_ns)
+{
+	p->msg.last_ts_ns = ts_ns;
+	p->head_reported = 0;
+	p->state = ST_IDLE;
+	if (p->cb && p->cb->on_done)
+		p->cb->on_done(p->ctx, &p->msg);
+}
+
+/* Lose sync. A message whose head was already reported still completes (marked incomplete) so
+ * the exchange it belongs to is not left dangling; its body count is a lower bound. */
+static void lose_sync(struct tv_http_parser *p, uint64_t ts_ns)
+{
+	p->errors++;
+	if (p->head_reported) {
+		p->msg.incomplete = 1;
+		msg_done(p, ts_ns);
+	}
+	explicit_bzero(p->head, p->head_len);
+	p->head_len = 0;
+	p->state = ST_LOST;
+}
+
+static int is_tchar(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+	       strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/* Does d look like the first bytes of a message of p's kind? Used to resync after ST_LOST. */
+static int looks_like_start(const struct tv_http_parser *p, const uint8_t *d, size_t n)
+{
+	size_t i;
+
+	if (p->kind == TV_HTTP_RESPONSE)
+		return n >= 7 && memcmp(d, "HTTP/1.", 7) == 0;
+	for (i = 0; i < n && i < TV_HTTP_METHOD_BYTES && d[i] >= 'A' && d[i] <= 'Z'; i++)
+		;
+	return i >= 3 && i < n && i < TV_HTTP_METHOD_BYTES && d[i] == ' ';
+}
+
+static int hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* W3C traceparent "00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>"; ids of all zeros
+ * are invalid by the spec. Leaves the ids empty when v does not match. */
+static void parse_traceparent(struct tv_http_msg *m, const char *v, size_t n)
+{
+	static const char zeros[32] = "00000000000000000000000000000000";
+	size_t i;
+
+	if (n < 55 || v[2] != '-' || v[35] != '-' || v[52] != '-' || (n > 55 && v[55] != '-'))
+		return;
+	for (i = 0; i < 55; i++) {
+		if (i == 2 || i == 35 || i == 52)
+			continue;
+		if (hexval((unsigned char)v[i]) < 0 || (v[i] >= 'A' && v[i] <= 'F'))
+			return;
+	}
+	if (v[0] == 'f' && v[1] == 'f')
+		return; /* version ff is forbidden */
+	if (memcmp(v + 3, zeros, 32) == 0 || memcmp(v + 36, zeros, 16) == 0)
+		return;
+	memcpy(m->trace_id, v + 3, 32);
+	m->trace_id[32] = 0;
+	memcpy(m->span_id, v + 36, 16);
+	m->span_id[16] = 0;
+}
+
+/* Strict decimal; -1 on anything else or overflow. */
+static int parse_u64(const char *v, size_t n, uint64_t *out)
+{
+	uint64_t x = 0;
+	size_t i;
+
+	if (n == 0)
+		return -1;
+	for (i = 0; i < n; i++) {
+		if (v[i] < '0' || v[i] > '9' || x > (UINT64_MAX - 9) / 10)
+			return -1;
+		x = x * 10 + (uint64_t)(v[i] - '0');
+	}
+	*out = x;
+	return 0;
+}
+
+static int parse_request_line(struct tv_http_msg *m, const char *l, size_t n, int keep_query)
+{
+	size_t i = 0, t0, plen;
+
+	while (i < n && is_tchar((unsigned char)l[i]))
+		i++;
+	if (i == 0 || i >= TV_HTTP_METHOD_BYTES || i >= n || l[i] != ' ')
+		return -1;
+	memcpy(m->method, l, i);
+	m->method[i] = 0;
+	t0 = ++i;
+	while (i < n && l[i] != ' ')
+		i++;
+	if (i == t0 || i >= n || n - i - 1 != 8 || memcmp(l + i + 1, "HTTP/1.", 7) != 0)
+		return -1;
+	/* the query may carry tokens: keep the path only, unless asked not to redact */
+	for (plen = 0; t0 + plen < i; plen++)
+		if (l[t0 + plen] == '#' || (l[t0 + plen] == '?' && !keep_query))
+			break;
+	if (plen >= TV_HTTP_PATH_BYTES)
+		plen = TV_HTTP_PATH_BYTES - 1;
+	memcpy(m->path, l + t0, plen);
+	m->path[plen] = 0;
+	return 0;
+}
+
+static int parse_status_line(struct tv_http_msg *m, const char *l, size_t n)
+{
+	if (n < 12 || memcmp(l, "HTTP/1.", 7) != 0 || l[8] != ' ' || (n > 12 && l[12] != ' '))
+		return -1;
+	if (l[9] < '1' || l[9] > '9' || l[10] < '0' || l[10] > '9' || l[11] < '0' || l[11] > '9')
+		return -1;
+	m->status = (unsigned)((l[9] - '0') * 100 + (l[10] - '0') * 10 + (l[11] - '0'));
+	return 0;
+}
+
+struct framing {
+	int chunked;
+	int has_length;
+	uint64_t length;
+};
+
+/* Parse the buffered head into p->msg and fr. Returns 0 or -1 when malformed. */
+static int parse_head(struct tv_http_parser *p, struct framing *fr)
+{
+	const char *h = p->head, *end = p->head + p->head_len;
+	const char *eol;
+	int first = 1;
+
+	memset(fr, 0, sizeof(*fr));
+	while (h < end && (eol = memchr(h, '\n', (size_t)(end - h))) != NULL) {
+		size_t n = (size_t)(eol - h);
+		const char *colon, *v;
+		size_t name_len, vlen;
+
+		if (n > 0 && h[n - 1] == '\r')
+			n--;
+		if (first) {
+			int rc = p->kind == TV_HTTP_REQUEST ? parse_request_line(&p->msg, h, n, p->keep_query)
+							    : parse_status_line(&p->msg, h, n);
+			if (rc)
+				return -1;
+			first = 0;
+		} else if (n > 0) {
+			colon = memchr(h, ':', n);
+			if (!colon || colon == h)
+				return -1;
+			name_len = (size_t)(colon - h);
+			v = colon + 1;
+			vlen = n - name_len - 1;
+			while (vlen > 0 && (*v == ' ' || *v == '\t'))
+				v++, vlen--;
+			while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+				vlen--;
+			if (name_len == 14 && strncasecmp(h, "content-length", 14) == 0) {
+				uint64_t len;
+
+				if (parse_u64(v, vlen, &len) || (fr->has_length && len != fr->length))
+					return -1; /* conflicting lengths: request smuggling territory */
+				fr->has_length = 1;
+				fr->length = len;
+			} else if (name_len == 17 && strncasecmp(h, "transfer-encoding", 17) == 0) {
+				/* chunked must be the final coding; checking its presence is enough here */
+				if (vlen >= 7 && strncasecmp(v + vlen - 7, "chunked", 7) == 0)
+					fr->chunked = 1;
+			} else if (name_len == 11 && strncasecmp(h, "traceparent", 11) == 0) {
+				parse_traceparent(&p->msg, v, vlen);
+			}
+			if (p->keep_headers)
+				keep_header(p, h, name_len, v, vlen);
+		}
+		h = eol + 1;
+	}
+	return first ? -1 : 0;
+}
+
+/* The blank line arrived: decide how the body is framed and report the head. */
+static void head_complete(struct tv_http_parser *p, uint64_t ts_ns)
+{
+	struct framing fr;
+	int rc = parse_head(p, &fr);
+
+	explicit_bzero(p->head, p->head_len); /* header values (cookies, tokens) are not kept */
+	p->head_len = 0;
+	if (rc) {
+		drop_headers(&p->msg);
+		lose_sync(p, ts_ns);
+		return;
+	}
+	if (p->kind == TV_HTTP_RESPONSE && p->msg.status >= 100 && p->msg.status < 200 &&
+	    p->msg.status != 101) {
+		drop_headers(&p->msg);
+		p->state = ST_IDLE; /* interim (100 Continue): the final response follows */
+		return;
+	}
+	p->head_reported = 1;
+	if (p->cb && p->cb->on_head)
+		p->cb->on_head(p->ctx, &p->msg);
+	drop_headers(&p->msg);
+	if (p->kind == TV_HTTP_RESPONSE && p->msg.status == 101) {
+		msg_done(p, ts_ns);
+		p->state = ST_UPGRADED;
+		return;
+	}
+	if (p->msg.no_body ||
+	    (p->kind == TV_HTTP_RESPONSE && (p->msg.status == 204 || p->msg.status == 304))) {
+		msg_done(p, ts_ns);
+	} else if (fr.chunked) {
+		p->state = ST_CHUNK_SIZE;
+		p->line_len = 0;
+	} else if (fr.has_length) {
+		p->remaining = fr.length;
+		p->state = ST_BODY;
+		if (fr.length == 0)
+			msg_done(p, ts_ns);
+	} else if (p->kind == TV_HTTP_REQUEST) {
+		msg_done(p, ts_ns); /* a request without framing headers has no body */
+	} else {
+		p->state = ST_BODY_EOF;
+	}
+}
+
+/* The head cannot be read whole: its copy was cut (the syscall moved more than was copied) or
+ * it outgrew the buffer. Its complete lines usually hold the start line, so the message is
+ * still reported, marked incomplete, instead of vanishing: that keeps a request paired with its
+ * own response (a lost request would shift every later pairing on the connection). The rest of
+ * the message is skipped until the next recognised start; its body count is a lower bound. */
+static void head_cut(struct tv_http_parser *p, uint64_t ts_ns)
+{
+	struct framing fr;
+	const char *last_nl = memrchr(p->head, '\n', p->head_len);
+	const char *eol = memchr(p->head, '\n', p->head_len);
+	size_t full_len = p->head_len; /* all of it is wiped, the cut line included */
+	int rc = -1;
+
+	if (last_nl) {
+		/* the complete lines only: a cut header line is not guessed at */
+		p->head_len = (size_t)(last_nl - p->head) + 1;
+		rc = parse_head(p, &fr);
+		if (rc) { /* a malformed header line: the start line alone still says enough */
+			size_t n = (size_t)(eol - p->head);
+
+			if (n > 0 && p->head[n - 1] == '\r')
+				n--;
+			memset(&p->msg.trace_id, 0, sizeof(p->msg.trace_id));
+			memset(&p->msg.span_id, 0, sizeof(p->msg.span_id));
+			rc = p->kind == TV_HTTP_REQUEST
+				     ? parse_request_line(&p->msg, p->head, n, p->keep_query)
+				     : parse_status_line(&p->msg, p->head, n);
+		}
+	}
+	/* an interim 1xx is not a message of its own; a 101 is not worth guessing past */
+	if (rc == 0 && (p->kind == TV_HTTP_REQUEST || p->msg.status >= 200)) {
+		p->head_reported = 1;
+		if (p->cb && p->cb->on_head)
+			p->cb->on_head(p->ctx, &p->msg);
+	}
+	drop_headers(&p->msg); /* the complete lines of a cut head, or nothing */
+	explicit_bzero(p->head, full_len);
+	p->head_len = 0;
+	lose_sync(p, ts_ns); /* completes the reported message, marked incomplete */
+}
+
+static void start_message(struct tv_http_parser *p, uint64_t ts_ns)
+{
+	drop_headers(&p->msg); /* none is left here; kept as the rule that frees them */
+	memset(&p->msg, 0, sizeof(p->msg));
+	p->msg.first_ts_ns = ts_ns;
+	p->head_len = 0;
+	p->state = ST_HEAD;
+}
+
+/* Count n body bytes (known or not) against remaining; completes the message or chunk. */
+static void count_body(struct tv_http_parser *p, uint64_t n, uint64_t ts_ns)
+{
+	p->msg.body_bytes += n;
+	p->remaining -= n;
+	if (p->remaining > 0)
+		return;
+	if (p->state == ST_BODY)
+		msg_done(p, ts_ns);
+	else
+		p->state = ST_CHUNK_CRLF;
+}
+
+static void chunk_size_line(struct tv_http_parser *p, uint64_t ts_ns)
+{
+	uint64_t size = 0;
+	size_t i;
+	int v, digits = 0;
+
+	for (i = 0; i < p->line_len && (v = hexval((unsigned char)p->line[i])) >= 0; i++) {
+		if (size >> 60)
+			break; /* overflow */
+		size = size << 4 | (uint64_t)v;
+		digits++;
+	}
+	if (digits == 0 || (i < p->line_len && p->line[i] != ';' && p->line[i] != ' ' &&
+			    p->line[i] != '\t' && p->line[i] != '\r')) {
+		lose_sync(p, ts_ns);
+		return;
+	}
+	p->line_len = 0;
+	if (size == 0) {
+		p->state = ST_TRAILER;
+	} else {
+		p->remaining = size;
+		p->state = ST_CHUNK_DATA;
+	}
+}
+
+void tv_http_parser_feed(struct tv_http_parser *p, const void *data, size_t copied,
+			 uint64_t total, uint64_t ts_ns)
+{
+	const uint8_t *d = data;
+	size_t i = 0;
+	uint64_t unknown = total > copied ? total - copied : 0;
+
+	if (p->state == ST_LOST && looks_like_start(p, d, copied))
+		p->state = ST_IDLE;
+	while (i < copied) {
+		uint8_t c;
+		uint64_t n;
+
+		switch (p->state) {
+		case ST_IDLE:
+			if (d[i] == '\r' || d[i] == '\n') { /* stray CRLF between messages */
+				i++;
+				break;
+			}
+			start_message(p, ts_ns);
+			/* fall through */
+		case ST_HEAD:
+			while (i < copied && p->state == ST_HEAD) {
+				size_t hl;
+
+				if (p->head_len == sizeof(p->head)) {
+					head_cut(p, ts_ns);
+					break;
+				}
+				c = d[i++];
+				p->head[p->head_len++] = (char)c;
+				hl = p->head_len;
+				if (c == '\n' && ((hl >= 2 && p->head[hl - 2] == '\n') ||
+						  (hl >= 3 && p->head[hl - 2] == '\r' &&
+						   p->head[hl - 3] == '\n')))
+					head_complete(p, ts_ns);
+			}
+			break;
+		case ST_BODY:
+		case ST_CHUNK_DATA:
+			n = copied - i < p->remaining ? copied - i : p->remaining;
+			i += n;
+			count_body(p, n, ts_ns);
+			break;
+		case ST_CHUNK_SIZE:
+			c = d[i++];
+			if (c == '\n')
+				chunk_size_line(p, ts_ns);
+			else if (p->line_len < sizeof(p->line))
+				p->line[p->line_len++] = (char)c;
+			/* longer lines are chunk extensions: ignored */
+			break;
+		case ST_CHUNK_CRLF:
+			c = d[i++];
+			if (c == '\n') {
+				p->state = ST_CHUNK_SIZE;
+				p->line_len = 0;
+			} else if (c != '\r') {
+				lose_sync(p, ts_ns);
+			}
+			break;
+		case ST_TRAILER:
+			c = d[i++];
+			if (c == '\n') {
+				if (p->line_len == 0)
+					msg_done(p, ts_ns);
+				p->line_len = 0;
+			} else if (c != '\r') {
+				p->line_len++;
+			}
+			break;
+		case ST_BODY_EOF:
+			p->msg.body_bytes += copied - i;
+			i = copied;
+			break;
+		default: /* ST_LOST, ST_UPGRADED */
+			i = copied;
+			break;
+		}
+	}
+	/* Bytes past the copied prefix: countable only inside a body. */
+	while (unknown > 0) {
+		uint64_t n;
+
+		if (p->state == ST_BODY || p->state == ST_CHUNK_DATA) {
+			n = unknown < p->remaining ? unknown : p->remaining;
+			unknown -= n;
+			count_body(p, n, ts_ns);
+		} else if (p->state == ST_BODY_EOF) {
+			p->msg.body_bytes += unknown;
+			unknown = 0;
+		} else if (p->state == ST_LOST || p->state == ST_UPGRADED) {
+			unknown = 0;
+		} else if (p->state == ST_HEAD) {
+			head_cut(p, ts_ns);
+			unknown = 0;
+		} else {
+			lose_sync(p, ts_ns);
+			unknown = 0;
+		}
+	}
+}
+
+int tv_http_parser_close(struct tv_http_parser *p, uint64_t ts_ns)
+{
+	int unfinished;
+
+	if (p->state == ST_BODY_EOF) {
+		msg_done(p, ts_ns);
+		return 0;
+	}
+	unfinished = p->state != ST_IDLE && p->state != ST_LOST && p->state != ST_UPGRADED;
+	if (p->head_reported) {
+		p->msg.incomplete = 1;
+		msg_done(p, ts_ns);
+	}
+	explicit_bzero(p->head, p->head_len);
+	p->head_len = 0;
+	p->state = ST_IDLE;
+	return unfinished;
+}

@@ -1,0 +1,214 @@
+/* tracevault query: reads a time range back from the servers, merged by ts_ns, and prints it
+ * as JSON Lines or a table; --stats prints the block and loss totals of the range instead. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/commands.h"
+#include "rpc/query_client.h"
+#include "cli/record_json.h"
+#include "cli/timespec.h"
+
+#define STDOUT_BUFFER_BYTES (1u << 20)
+
+enum { OPT_STATS = TV_CLI_OPT_CMD_FIRST };
+
+static const struct option query_options[] = {
+	{"server", required_argument, NULL, 's'},
+	{"from", required_argument, NULL, 'f'},
+	{"to", required_argument, NULL, 't'},
+	{"format", required_argument, NULL, 'F'},
+	{"limit", required_argument, NULL, 'n'},
+	{"stats", no_argument, NULL, OPT_STATS},
+	{"max-message-bytes", required_argument, NULL, TV_CLI_OPT_MAX_MESSAGE_BYTES},
+	{"help", no_argument, NULL, 'h'},
+	{},
+};
+
+static const char query_usage[] =
+	"Usage: tracevault query --server HOST:PORT[,HOST:PORT...] --from T [--to T]\n"
+	"                        [--format jsonl|table] [--limit N] [--stats]\n"
+	"                        [--max-message-bytes N]\n"
+	"\n"
+	"Print the records with from <= ts_ns < to, ordered by ts_ns, on stdout.\n"
+	"With --stats, print instead what the archive holds for the blocks overlapping the\n"
+	"window (summed over the servers): blocks, records, bytes, and the records lost by\n"
+	"reason as stored in the block headers (ring_full, map_full, parser, cache, failed),\n"
+	"and lost_requests: how many of the ring_full events began a request (requests\n"
+	"without a record; part of ring_full, so not added to lost_total).\n"
+	"T is RFC 3339 (2026-03-01T12:00:00.5Z, 2026-03-01T14:00:00+02:00), unix nanoseconds,\n"
+	"'now', or relative to now: -500ms, -30s, -15m, -2h, -1d.\n"
+	"\n"
+	"  -s, --server LIST          tracevaultd(s) to read from, comma-separated (required);\n"
+	"                             several are queried at once and merged by ts_ns\n"
+	"  -f, --from T               start of the window, inclusive (required)\n"
+	"  -t, --to T                 end of the window, exclusive (default: now)\n"
+	"  -F, --format FMT           jsonl (default: one JSON object per line) or table\n"
+	"  -n, --limit N              at most N records (default: all)\n"
+	"      --stats                block counts and loss totals instead of records\n"
+	"      --max-message-bytes N  gRPC message size limit (default 16 MiB)\n"
+	"  -h, --help                 this text\n"
+	"\n"
+	"Examples:\n"
+	"  tracevault query --server 127.0.0.1:7070 --from -15m --format table\n"
+	"  tracevault query --server 127.0.0.1:7070 --from -1h --stats --format table\n"
+	"  tracevault query --server 127.0.0.1:7070 --from 2026-03-01T00:00:00Z \\\n"
+	"                   --to 2026-03-02T00:00:00Z > day.jsonl\n";
+
+enum out_format { FORMAT_JSONL, FORMAT_TABLE };
+
+#define STDOUT_FAILED 1 /* print_record's stop value */
+
+struct query_out {
+	enum out_format format;
+	bool header_done;
+};
+
+static int print_record(const Tracevault__V1__TraceRecord *r, void *arg)
+{
+	struct query_out *qo = arg;
+
+	/* positive on a stdout error, so it cannot be mistaken for an rpc errno */
+	if (qo->format == FORMAT_JSONL)
+		return tv_record_write_jsonl(stdout, r) ? STDOUT_FAILED : 0;
+	if (!qo->header_done) {
+		qo->header_done = true;
+		if (tv_record_write_table_header(stdout))
+			return STDOUT_FAILED;
+	}
+	return tv_record_write_table_row(stdout, r) ? STDOUT_FAILED : 0;
+}
+
+/* --stats output: one JSON object (jsonl) or a name/value table. */
+static int print_stats(enum out_format format, uint64_t from_ns, uint64_t to_ns,
+		       const Tracevault__V1__StatsResponse *r)
+{
+	const struct {
+		const char *name;
+		uint64_t v;
+	} f[] = {
+		{"from_ns", from_ns},
+		{"to_ns", to_ns},
+		{"blocks", r->blocks},
+		{"records", r->records},
+		{"bytes", r->bytes},
+		{"lost_ring_full", r->lost_ring_full},
+		{"lost_map_full", r->lost_map_full},
+		{"lost_parser", r->lost_parser},
+		{"lost_cache", r->lost_cache},
+		{"lost_failed", r->lost_failed},
+		{"lost_total", r->lost_ring_full + r->lost_map_full + r->lost_parser +
+				       r->lost_cache + r->lost_failed},
+		/* a subset of lost_ring_full (requests those events began), not in the total */
+		{"lost_requests", r->lost_requests},
+	};
+	size_t n = sizeof(f) / sizeof(f[0]);
+
+	for (size_t i = 0; i < n; i++) {
+		if (format == FORMAT_JSONL)
+			printf("%s\"%s\":%" PRIu64 "%s", i ? "" : "{", f[i].name, f[i].v,
+			       i + 1 < n ? "," : "}\n");
+		else
+			printf("%-16s %" PRIu64 "\n", f[i].name, f[i].v);
+	}
+	return fflush(stdout) ? -errno : 0;
+}
+
+int tv_cmd_query(int argc, char **argv)
+{
+	const char *server = NULL, *from = NULL, *to = "now";
+	uint64_t now_ns = tv_now_ns(), from_ns, to_ns, limit = 0;
+	struct query_out qo = {.format = FORMAT_JSONL};
+	size_t max_message_bytes = 0;
+	bool stats = false;
+	char err[TV_CLI_ERR_LEN];
+	long long v;
+	int c, ret;
+
+	while ((c = getopt_long(argc, argv, ":hs:f:t:F:n:", query_options, NULL)) != -1) {
+		switch (c) {
+		case OPT_STATS:
+			stats = true;
+			break;
+		case 's':
+			server = optarg;
+			break;
+		case 'f':
+			from = optarg;
+			break;
+		case 't':
+			to = optarg;
+			break;
+		case 'F':
+			if (strcmp(optarg, "jsonl") == 0)
+				qo.format = FORMAT_JSONL;
+			else if (strcmp(optarg, "table") == 0)
+				qo.format = FORMAT_TABLE;
+			else
+				return tv_cli_usage_error("invalid --format: '%s' (jsonl or table)",
+							  optarg);
+			break;
+		case 'n':
+			if (!tv_cli_parse_ll(optarg, 0, LLONG_MAX, &v))
+				return tv_cli_usage_error("invalid --limit: '%s'", optarg);
+			limit = (uint64_t)v;
+			break;
+		case TV_CLI_OPT_MAX_MESSAGE_BYTES:
+			if (!tv_cli_parse_message_bytes(optarg, &max_message_bytes))
+				return tv_cli_usage_error("invalid --max-message-bytes: '%s'",
+							  optarg);
+			break;
+		case 'h':
+			fputs(query_usage, stdout);
+			return EXIT_SUCCESS;
+		default:
+			return tv_cli_bad_option(c, argv);
+		}
+	}
+	if (optind < argc)
+		return tv_cli_usage_error("query: unexpected argument '%s'", argv[optind]);
+	if (!server)
+		return tv_cli_usage_error("query: missing --server");
+	if (!from)
+		return tv_cli_usage_error("query: missing --from");
+	if (tv_parse_time(from, now_ns, &from_ns))
+		return tv_cli_usage_error("invalid --from: '%s'", from);
+	if (tv_parse_time(to, now_ns, &to_ns))
+		return tv_cli_usage_error("invalid --to: '%s'", to);
+	if (from_ns > to_ns)
+		return tv_cli_usage_error("--from (%s) is after --to (%s)", from, to);
+
+	if (stats) {
+		Tracevault__V1__StatsResponse *r = NULL;
+
+		if (limit)
+			return tv_cli_usage_error("--limit does not apply to --stats");
+		ret = tv_query_stats(server, from_ns, to_ns, max_message_bytes, &r, err,
+				     sizeof(err));
+		if (ret)
+			return tv_cli_runtime_error("%s", err);
+		ret = print_stats(qo.format, from_ns, to_ns, r);
+		free(r);
+		if (ret)
+			return tv_cli_runtime_error("write stdout: %s", strerror(-ret));
+		return EXIT_SUCCESS;
+	}
+	setvbuf(stdout, NULL, _IOFBF, STDOUT_BUFFER_BYTES);
+	ret = tv_query(server, from_ns, to_ns, limit, max_message_bytes, print_record, &qo, err,
+		       sizeof(err));
+	if (ret == STDOUT_FAILED)
+		return tv_cli_runtime_error("write stdout: %s", strerror(errno));
+	if (ret)
+		return tv_cli_runtime_error("%s", err);
+	if (qo.format == FORMAT_TABLE && !qo.header_done && tv_record_write_table_header(stdout))
+		return tv_cli_runtime_error("write stdout: %s", strerror(errno));
+	if (fflush(stdout))
+		return tv_cli_runtime_error("write stdout: %s", strerror(errno));
+	return EXIT_SUCCESS;
+}

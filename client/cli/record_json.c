@@ -1,0 +1,391 @@
+/* JSON Lines and table forms of a TraceRecord. Parsing uses jansson (strict: no unknown or
+ * duplicate keys, integer types only); writing is hand-rolled so u64 values print exactly and
+ * every string comes out as valid, escaped UTF-8 whatever bytes the capture saw. */
+#include "cli/record_json.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/timespec.h"
+
+enum field_type { FIELD_U64, FIELD_U32, FIELD_STR };
+
+struct field {
+	const char *name;
+	enum field_type type;
+	size_t off; /* into Tracevault__V1__TraceRecord */
+};
+
+#define FIELD(n, t) {#n, t, offsetof(Tracevault__V1__TraceRecord, n)}
+/* Proto field order; also the key order of the jsonl output. */
+static const struct field fields[] = {
+	FIELD(ts_ns, FIELD_U64),	  FIELD(end_ns, FIELD_U64),
+	FIELD(latency_ns, FIELD_U64),	  FIELD(pid, FIELD_U32),
+	FIELD(comm, FIELD_STR),		  FIELD(local, FIELD_STR),
+	FIELD(remote, FIELD_STR),	  FIELD(method, FIELD_STR),
+	FIELD(path, FIELD_STR),		  FIELD(status, FIELD_U32),
+	FIELD(req_body_bytes, FIELD_U64), FIELD(resp_body_bytes, FIELD_U64),
+	FIELD(trace_id, FIELD_STR),	  FIELD(span_id, FIELD_STR),
+	FIELD(flags, FIELD_U32),
+};
+#define N_FIELDS (sizeof(fields) / sizeof(fields[0]))
+#define MAX_KEY_SHOWN 64 /* bytes of an unknown key quoted back in an error */
+
+static const struct field *find_field(const char *key)
+{
+	for (size_t i = 0; i < N_FIELDS; i++)
+		if (strcmp(fields[i].name, key) == 0)
+			return &fields[i];
+	return NULL;
+}
+
+/* A printable, bounded copy of an untrusted key for an error message. */
+static void shown_key(char *dst, size_t dstlen, const char *key)
+{
+	size_t n = 0;
+
+	for (; *key && n + 1 < dstlen && n < MAX_KEY_SHOWN; key++)
+		dst[n++] = (*key >= 0x20 && *key < 0x7f) ? *key : '?';
+	dst[n] = '\0';
+}
+
+/* Header fields, after the scalar ones (proto order). */
+static const char *const HEADER_FIELDS[] = { "req_headers", "resp_headers" };
+
+/* Count the {"name", "value"} objects of both header arrays and check their shape. */
+static int check_headers(json_t *arr, const char *key, size_t *n, char *err, size_t errlen)
+{
+	size_t i;
+	json_t *h;
+
+	if (!json_is_array(arr)) {
+		snprintf(err, errlen, "field '%s' must be an array", key);
+		return -EINVAL;
+	}
+	json_array_foreach(arr, i, h) {
+		if (!json_is_object(h) || json_object_size(h) != 2 ||
+		    !json_is_string(json_object_get(h, "name")) ||
+		    !json_is_string(json_object_get(h, "value"))) {
+			snprintf(err, errlen, "field '%s': element %zu must be "
+				 "{\"name\": string, \"value\": string}", key, i);
+			return -EINVAL;
+		}
+	}
+	*n += json_array_size(arr);
+	return 0;
+}
+
+/* Point rec's header arrays at the strings of the document (borrowed like the other strings);
+ * the Header structs and pointer arrays are one block in rj->hdr_mem. */
+static int fill_headers(struct tv_record_json *rj, json_t *arrs[2], size_t total)
+{
+	Tracevault__V1__Header **v, *h;
+	size_t k = 0;
+
+	if (total == 0)
+		return 0;
+	v = malloc(total * (sizeof(*v) + sizeof(*h)));
+	if (!v)
+		return -ENOMEM;
+	h = (Tracevault__V1__Header *)(v + total);
+	rj->hdr_mem = v;
+	for (int a = 0; a < 2; a++) {
+		size_t i;
+		json_t *o;
+
+		if (!arrs[a])
+			continue;
+		if (a == 0) {
+			rj->rec.req_headers = v + k;
+			rj->rec.n_req_headers = json_array_size(arrs[a]);
+		} else {
+			rj->rec.resp_headers = v + k;
+			rj->rec.n_resp_headers = json_array_size(arrs[a]);
+		}
+		json_array_foreach(arrs[a], i, o) {
+			tracevault__v1__header__init(&h[k]);
+			h[k].name = (char *)json_string_value(json_object_get(o, "name"));
+			h[k].value = (char *)json_string_value(json_object_get(o, "value"));
+			v[k] = &h[k];
+			k++;
+		}
+	}
+	return 0;
+}
+
+int tv_record_json_parse(struct tv_record_json *rj, const char *line, size_t len, char *err,
+			 size_t errlen)
+{
+	json_t *hdr_arrs[2] = { NULL, NULL };
+	size_t n_hdrs = 0;
+	Tracevault__V1__TraceRecord init = TRACEVAULT__V1__TRACE_RECORD__INIT;
+	char key_buf[MAX_KEY_SHOWN + 1];
+	json_error_t jerr;
+	const char *key;
+	bool have_ts = false;
+	json_t *root, *val;
+
+	/* No JSON_ALLOW_NUL: a string with \u0000 is rejected, so every string is a C string. */
+	root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		snprintf(err, errlen, "invalid JSON: %s (column %d)", jerr.text, jerr.column);
+		return -EINVAL;
+	}
+	if (!json_is_object(root)) {
+		snprintf(err, errlen, "expected a JSON object");
+		goto fail;
+	}
+	rj->rec = init;
+	rj->hdr_mem = NULL;
+	json_object_foreach(root, key, val) {
+		const struct field *f = find_field(key);
+		char *dst;
+
+		shown_key(key_buf, sizeof(key_buf), key);
+		if (!f && (strcmp(key, HEADER_FIELDS[0]) == 0 || strcmp(key, HEADER_FIELDS[1]) == 0)) {
+			if (check_headers(val, key, &n_hdrs, err, errlen))
+				goto fail;
+			hdr_arrs[strcmp(key, HEADER_FIELDS[0]) == 0 ? 0 : 1] = val;
+			continue;
+		}
+		if (!f) {
+			snprintf(err, errlen, "unknown field '%s'", key_buf);
+			goto fail;
+		}
+		dst = (char *)&rj->rec + f->off;
+		if (f->type == FIELD_STR) {
+			const char *s;
+
+			if (!json_is_string(val)) {
+				snprintf(err, errlen, "field '%s' must be a string", key_buf);
+				goto fail;
+			}
+			/* Borrowed from the document: protobuf-c only reads it when packing. */
+			s = json_string_value(val);
+			memcpy(dst, &s, sizeof(s));
+		} else {
+			json_int_t v;
+
+			if (!json_is_integer(val)) {
+				snprintf(err, errlen, "field '%s' must be an integer", key_buf);
+				goto fail;
+			}
+			v = json_integer_value(val);
+			if (v < 0) {
+				snprintf(err, errlen, "field '%s' must not be negative: %lld", key_buf,
+					 (long long)v);
+				goto fail;
+			}
+			if (f->type == FIELD_U32) {
+				uint32_t v32 = (uint32_t)v;
+
+				if ((unsigned long long)v > UINT32_MAX) {
+					snprintf(err, errlen, "field '%s' out of range: %lld", key_buf,
+						 (long long)v);
+					goto fail;
+				}
+				memcpy(dst, &v32, sizeof(v32));
+			} else {
+				uint64_t v64 = (uint64_t)v;
+
+				memcpy(dst, &v64, sizeof(v64));
+			}
+			if (f->off == offsetof(Tracevault__V1__TraceRecord, ts_ns))
+				have_ts = true;
+		}
+	}
+	if (!have_ts) {
+		snprintf(err, errlen, "missing required field 'ts_ns'");
+		goto fail;
+	}
+	if (fill_headers(rj, hdr_arrs, n_hdrs)) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	rj->doc = root;
+	return 0;
+fail:
+	json_decref(root);
+	return -EINVAL;
+}
+
+void tv_record_json_release(struct tv_record_json *rj)
+{
+	json_decref(rj->doc);
+	rj->doc = NULL;
+	free(rj->hdr_mem);
+	rj->hdr_mem = NULL;
+}
+
+/* Length of the valid UTF-8 sequence at s (n bytes left), or 0 if it is not valid (overlong,
+ * surrogate, past U+10FFFF, truncated). */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+	uint32_t cp;
+	size_t len;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		len = 2, cp = s[0] & 0x1f;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		len = 3, cp = s[0] & 0x0f;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		len = 4, cp = s[0] & 0x07;
+	else
+		return 0;
+	if (len > n)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+/* A JSON string literal; bytes that are not valid UTF-8 become U+FFFD so the line stays valid
+ * JSON even when a captured path holds arbitrary bytes. */
+static void write_json_string(FILE *f, const char *str)
+{
+	const unsigned char *s = (const unsigned char *)(str ? str : "");
+	size_t n = strlen((const char *)s);
+
+	putc('"', f);
+	while (n > 0) {
+		size_t len = utf8_seq(s, n);
+
+		if (len == 0) {
+			fputs("\\ufffd", f);
+			s++, n--;
+			continue;
+		}
+		if (len > 1) {
+			fwrite(s, 1, len, f);
+		} else if (*s == '"' || *s == '\\') {
+			putc('\\', f);
+			putc(*s, f);
+		} else if (*s == '\n') {
+			fputs("\\n", f);
+		} else if (*s == '\r') {
+			fputs("\\r", f);
+		} else if (*s == '\t') {
+			fputs("\\t", f);
+		} else if (*s < 0x20) {
+			fprintf(f, "\\u%04x", *s);
+		} else {
+			putc(*s, f);
+		}
+		s += len, n -= len;
+	}
+	putc('"', f);
+}
+
+int tv_record_write_jsonl(FILE *f, const Tracevault__V1__TraceRecord *r)
+{
+	for (size_t i = 0; i < N_FIELDS; i++) {
+		const char *p = (const char *)r + fields[i].off;
+
+		fprintf(f, "%s\"%s\":", i ? "," : "{", fields[i].name);
+		if (fields[i].type == FIELD_STR) {
+			const char *s;
+
+			memcpy(&s, p, sizeof(s));
+			write_json_string(f, s);
+		} else if (fields[i].type == FIELD_U32) {
+			uint32_t v;
+
+			memcpy(&v, p, sizeof(v));
+			fprintf(f, "%" PRIu32, v);
+		} else {
+			uint64_t v;
+
+			memcpy(&v, p, sizeof(v));
+			fprintf(f, "%" PRIu64, v);
+		}
+	}
+	for (int a = 0; a < 2; a++) {
+		Tracevault__V1__Header **h = a ? r->resp_headers : r->req_headers;
+		size_t n = a ? r->n_resp_headers : r->n_req_headers;
+
+		if (n == 0)
+			continue;
+		fprintf(f, ",\"%s\":[", HEADER_FIELDS[a]);
+		for (size_t i = 0; i < n; i++) {
+			fputs(i ? ",{\"name\":" : "{\"name\":", f);
+			write_json_string(f, h[i]->name);
+			fputs(",\"value\":", f);
+			write_json_string(f, h[i]->value);
+			putc('}', f);
+		}
+		putc(']', f);
+	}
+	fputs("}\n", f);
+	return ferror(f) ? -EIO : 0;
+}
+
+/* ---- table ---- */
+
+#define COL_TIME 24
+#define COL_METHOD 7
+#define COL_PATH 40
+#define COL_STATUS 6
+#define COL_LATENCY 12
+#define COL_PID 8
+#define COL_COMM 16
+#define TRUNC_MARK "..."
+
+/* s, printable bytes only, cut to width (ending in "...") and padded to width unless last. */
+static void write_col(FILE *f, const char *s, int width, bool last)
+{
+	size_t n = s ? strlen(s) : 0, show = n;
+	bool cut = width > 0 && n > (size_t)width;
+
+	if (cut)
+		show = (size_t)width - strlen(TRUNC_MARK);
+	for (size_t i = 0; i < show; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		putc(c >= 0x20 && c < 0x7f ? c : '?', f);
+	}
+	if (cut)
+		fputs(TRUNC_MARK, f);
+	if (last)
+		return;
+	for (size_t i = cut ? (size_t)width : show; i < (size_t)width; i++)
+		putc(' ', f);
+	putc(' ', f);
+}
+
+int tv_record_write_table_header(FILE *f)
+{
+	fprintf(f, "%-*s %-*s %-*s %*s %*s %*s %-*s %s\n", COL_TIME, "TIME", COL_METHOD, "METHOD",
+		COL_PATH, "PATH", COL_STATUS, "STATUS", COL_LATENCY, "LATENCY_MS", COL_PID, "PID",
+		COL_COMM, "COMM", "REMOTE");
+	return ferror(f) ? -EIO : 0;
+}
+
+int tv_record_write_table_row(FILE *f, const Tracevault__V1__TraceRecord *r)
+{
+	char when[TV_RFC3339_MS_LEN];
+
+	tv_format_rfc3339(r->ts_ns, when, sizeof(when));
+	write_col(f, when, COL_TIME, false);
+	write_col(f, r->method, COL_METHOD, false);
+	write_col(f, r->path, COL_PATH, false);
+	fprintf(f, "%*" PRIu32 " %*.3f %*" PRIu32 " ", COL_STATUS, r->status, COL_LATENCY,
+		(double)r->latency_ns / 1e6, COL_PID, r->pid);
+	write_col(f, r->comm, COL_COMM, false);
+	write_col(f, r->remote, 0, true);
+	putc('\n', f);
+	return ferror(f) ? -EIO : 0;
+}

@@ -1,0 +1,230 @@
+/* Parsing and formatting of the CLI's time arguments. Pure functions over unix nanoseconds so
+ * the query window edges are exact integers, tested in tests/unit/test_timespec.c. */
+#include "cli/timespec.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define NS_PER_MS 1000000ull
+#define NS_PER_S 1000000000ull
+#define S_PER_MIN 60ull
+#define S_PER_HOUR 3600ull
+#define S_PER_DAY 86400ull
+
+uint64_t tv_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+	int64_t era;
+	unsigned yoe, doy, doe;
+
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = (unsigned)(y - era * 400);
+	doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + (int64_t)doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+{
+	int64_t era;
+	unsigned doe, yoe, doy, mp;
+
+	z += 719468;
+	era = (z >= 0 ? z : z - 146096) / 146097;
+	doe = (unsigned)(z - era * 146097);
+	yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	mp = (5 * doy + 2) / 153;
+	*d = doy - (153 * mp + 2) / 5 + 1;
+	*m = mp < 10 ? mp + 3 : mp - 9;
+	*y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
+static bool is_leap(int64_t y)
+{
+	return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+static unsigned days_in_month(int64_t y, unsigned m)
+{
+	static const unsigned days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+
+	return m == 2 && is_leap(y) ? 29 : days[m - 1];
+}
+
+/* Exactly n decimal digits at *p; advances *p. */
+static bool digits(const char **p, int n, unsigned *out)
+{
+	unsigned v = 0;
+
+	for (int i = 0; i < n; i++) {
+		char c = (*p)[i];
+
+		if (c < '0' || c > '9')
+			return false;
+		v = v * 10 + (unsigned)(c - '0');
+	}
+	*p += n;
+	*out = v;
+	return true;
+}
+
+static bool expect(const char **p, const char *any_of)
+{
+	if (**p == '\0' || !strchr(any_of, **p))
+		return false;
+	(*p)++;
+	return true;
+}
+
+static int parse_rfc3339(const char *s, uint64_t *out_ns)
+{
+	const char *p = s;
+	unsigned year, mon, day, hour, min, sec, frac_ns = 0, off_h = 0, off_m = 0;
+	int64_t days, secs, off_s = 0;
+	uint64_t ns;
+
+	if (!digits(&p, 4, &year) || !expect(&p, "-") || !digits(&p, 2, &mon) ||
+	    !expect(&p, "-") || !digits(&p, 2, &day) || !expect(&p, "Tt") ||
+	    !digits(&p, 2, &hour) || !expect(&p, ":") || !digits(&p, 2, &min) ||
+	    !expect(&p, ":") || !digits(&p, 2, &sec))
+		return -EINVAL;
+	/* Unix time has no leap seconds, so :60 cannot be represented exactly: reject it. */
+	if (mon < 1 || mon > 12 || day < 1 || day > days_in_month(year, mon) || hour > 23 ||
+	    min > 59 || sec > 59)
+		return -EINVAL;
+	if (*p == '.') {
+		unsigned scale = 100000000, n = 0;
+
+		p++;
+		for (; *p >= '0' && *p <= '9'; p++, n++) {
+			frac_ns += (unsigned)(*p - '0') * scale; /* digits past ns: truncated */
+			scale /= 10;
+		}
+		if (n == 0)
+			return -EINVAL;
+	}
+	if (*p == 'Z' || *p == 'z') {
+		p++;
+	} else if (*p == '+' || *p == '-') {
+		int sign = *p == '-' ? -1 : 1;
+
+		p++;
+		if (!digits(&p, 2, &off_h) || !expect(&p, ":") || !digits(&p, 2, &off_m) ||
+		    off_h > 23 || off_m > 59)
+			return -EINVAL;
+		off_s = sign * (int64_t)(off_h * S_PER_HOUR + off_m * S_PER_MIN);
+	} else {
+		return -EINVAL;
+	}
+	if (*p != '\0')
+		return -EINVAL;
+
+	days = days_from_civil(year, mon, day);
+	/* local time minus its offset from UTC gives UTC */
+	secs = days * (int64_t)S_PER_DAY + hour * 3600 + min * 60 + sec - off_s;
+	if (secs < 0)
+		return -EINVAL;
+	if (__builtin_mul_overflow((uint64_t)secs, NS_PER_S, &ns) ||
+	    __builtin_add_overflow(ns, frac_ns, &ns))
+		return -EINVAL;
+	*out_ns = ns;
+	return 0;
+}
+
+/* Non-empty run of digits into *out without overflow; advances *p. */
+static int parse_u64(const char **p, uint64_t *out)
+{
+	uint64_t v = 0;
+	const char *q = *p;
+
+	if (*q < '0' || *q > '9')
+		return -EINVAL;
+	for (; *q >= '0' && *q <= '9'; q++) {
+		if (__builtin_mul_overflow(v, 10, &v) ||
+		    __builtin_add_overflow(v, (uint64_t)(*q - '0'), &v))
+			return -EINVAL;
+	}
+	*p = q;
+	*out = v;
+	return 0;
+}
+
+static int parse_relative(const char *s, uint64_t now_ns, uint64_t *out_ns)
+{
+	static const struct {
+		const char *suffix;
+		uint64_t ns;
+	} units[] = {
+		{"ms", NS_PER_MS},
+		{"s", NS_PER_S},
+		{"m", S_PER_MIN * NS_PER_S},
+		{"h", S_PER_HOUR * NS_PER_S},
+		{"d", S_PER_DAY * NS_PER_S},
+	};
+	const char *p = s + 1; /* past '-' */
+	uint64_t n, delta_ns;
+
+	if (parse_u64(&p, &n))
+		return -EINVAL;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcmp(p, units[i].suffix) != 0)
+			continue;
+		if (__builtin_mul_overflow(n, units[i].ns, &delta_ns) || delta_ns > now_ns)
+			return -EINVAL;
+		*out_ns = now_ns - delta_ns;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+int tv_parse_time(const char *s, uint64_t now_ns, uint64_t *out_ns)
+{
+	const char *p = s;
+	uint64_t v;
+
+	if (!s || !*s)
+		return -EINVAL;
+	if (strcmp(s, "now") == 0) {
+		*out_ns = now_ns;
+		return 0;
+	}
+	if (s[0] == '-')
+		return parse_relative(s, now_ns, out_ns);
+	/* all digits: unix ns; digits followed by '-' at position 4: a date */
+	if (parse_u64(&p, &v) == 0 && *p == '\0') {
+		*out_ns = v;
+		return 0;
+	}
+	return parse_rfc3339(s, out_ns);
+}
+
+int tv_format_rfc3339(uint64_t ts_ns, char *buf, size_t len)
+{
+	uint64_t secs = ts_ns / NS_PER_S, sod = secs % S_PER_DAY;
+	unsigned ms = (unsigned)(ts_ns % NS_PER_S / NS_PER_MS), m, d;
+	int64_t y;
+	int n;
+
+	civil_from_days((int64_t)(secs / S_PER_DAY), &y, &m, &d);
+	n = snprintf(buf, len, "%04lld-%02u-%02uT%02u:%02u:%02u.%03uZ", (long long)y, m, d,
+		     (unsigned)(sod / 3600), (unsigned)(sod % 3600 / 60), (unsigned)(sod % 60), ms);
+	if (n < 0 || (size_t)n >= len) {
+		if (len)
+			buf[0] = '\0';
+		return -ENOSPC;
+	}
+	return n;
+}

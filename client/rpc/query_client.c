@@ -1,0 +1,493 @@
+/* The Query rpc from the client side: probe each server, send one QueryRequest to each, and
+ * k-way merge the QueryResponse streams by ts_ns, checking order and bounds of what comes back. */
+#include "rpc/query_client.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <grpc/grpc.h>
+#include <grpc/support/time.h>
+
+#include "rpc/rpc.h"
+#include "proto/wire.h"
+
+/* A query tag names the stream and the batch: (stream index << 2) | kind, kind never 0. */
+enum tag_kind { TAG_START = 1, TAG_RECV = 2, TAG_STATUS = 3 };
+#define TAG(i, kind) ((void *)(((uintptr_t)(i) << 2) | (kind)))
+#define TAG_STREAM(t) ((size_t)((uintptr_t)(t) >> 2))
+#define TAG_KIND(t) ((enum tag_kind)((uintptr_t)(t) & 3))
+
+/* One Query call on one server. A stream takes part in the merge while it holds a decoded
+ * batch (resp); it is finished once its messages ended and its status came back OK. */
+struct stream {
+	const char *server; /* points into query_state.list */
+	grpc_channel *ch;
+	grpc_call *call;
+	grpc_byte_buffer *send, *recv;
+	grpc_metadata_array init_md, trail_md;
+	grpc_status_code status;
+	grpc_slice details;
+	bool start_busy, recv_busy, status_busy;
+	bool ended; /* RECV_MESSAGE gave no message: the stream has no more batches */
+	Tracevault__V1__QueryResponse *resp;
+	size_t pos;
+	uint64_t last_ts_ns;
+};
+
+struct query_state {
+	uint64_t from_ns, to_ns, limit, seen;
+	size_t max_message_bytes;
+	tv_query_cb cb;
+	void *arg;
+	char *list;		/* copy of the server argument, split at commas */
+	struct stream *s;
+	size_t n;
+	bool stopping;		/* limit reached, callback stop, or a failure: calls cancelled */
+	int cb_ret;		/* non-zero: the callback asked to stop */
+	int fail_ret;		/* negative errno of the first failure */
+	char fail[1024];	/* ... and its one-line reason */
+};
+
+/* "query failed" for one server, "query failed on H:P" once there are several, so a fan-out
+ * names the server that broke the query. */
+static void fail_stream(struct query_state *q, const struct stream *s, int ret, const char *what)
+{
+	if (q->fail_ret)
+		return; /* the first failure is the one reported */
+	q->fail_ret = ret;
+	if (q->n > 1)
+		snprintf(q->fail, sizeof(q->fail), "query failed on %s: %s", s->server, what);
+	else
+		snprintf(q->fail, sizeof(q->fail), "query failed: %s", what);
+}
+
+/* Stop every call: each outstanding batch still completes (with failure) and is reaped. */
+static void stop_all(struct query_state *q)
+{
+	if (q->stopping)
+		return;
+	q->stopping = true;
+	for (size_t i = 0; i < q->n; i++)
+		if (q->s[i].call)
+			grpc_call_cancel(q->s[i].call, NULL);
+}
+
+/* Decode one batch of stream s and check it against the window and the stream's own order.
+ * An empty batch leaves s->resp NULL (the next one is asked for). */
+static void take_batch(struct query_state *q, struct stream *s, grpc_byte_buffer *bb)
+{
+	Tracevault__V1__QueryResponse *resp;
+	uint8_t *flat = NULL;
+	char what[256];
+	size_t len;
+	int ret;
+
+	ret = tv_wire_flatten(bb, q->max_message_bytes, &flat, &len);
+	if (ret) {
+		snprintf(what, sizeof(what), "read reply: %s", strerror(-ret));
+		fail_stream(q, s, -EPROTO, what);
+		return;
+	}
+	resp = tracevault__v1__query_response__unpack(NULL, len, flat);
+	free(flat);
+	if (!resp) {
+		fail_stream(q, s, -EPROTO, "reply does not parse as QueryResponse");
+		return;
+	}
+	for (size_t i = 0; i < resp->n_records; i++) {
+		uint64_t ts_ns = resp->records[i]->ts_ns;
+
+		if (ts_ns < q->from_ns || ts_ns >= q->to_ns || ts_ns < s->last_ts_ns) {
+			snprintf(what, sizeof(what),
+				 "server sent ts_ns %" PRIu64 " out of order or outside [%" PRIu64
+				 ", %" PRIu64 ")",
+				 ts_ns, q->from_ns, q->to_ns);
+			fail_stream(q, s, -EPROTO, what);
+			tracevault__v1__query_response__free_unpacked(resp, NULL);
+			return;
+		}
+		s->last_ts_ns = ts_ns;
+	}
+	if (resp->n_records == 0) {
+		tracevault__v1__query_response__free_unpacked(resp, NULL);
+		return;
+	}
+	s->resp = resp;
+	s->pos = 0;
+}
+
+static bool busy(const struct stream *s)
+{
+	return s->start_busy || s->recv_busy || s->status_busy;
+}
+
+static void post_recv(struct query_state *q, struct stream *s)
+{
+	grpc_op op;
+
+	memset(&op, 0, sizeof(op));
+	op.op = GRPC_OP_RECV_MESSAGE;
+	op.data.recv_message.recv_message = &s->recv;
+	s->recv_busy = grpc_call_start_batch(s->call, &op, 1, TAG(s - q->s, TAG_RECV), NULL) ==
+		       GRPC_CALL_OK;
+	if (!s->recv_busy) {
+		fail_stream(q, s, -EIO, "start batch failed");
+		stop_all(q);
+	}
+}
+
+/* Hand records to the callback in merged ts_ns order for as long as every stream either holds
+ * a batch or is finished: only then is the smallest head the smallest record still to come.
+ * Ties go to the stream listed first, so equal inputs give equal outputs. */
+static void emit_ready(struct query_state *q)
+{
+	while (!q->stopping) {
+		struct stream *best = NULL;
+
+		for (size_t i = 0; i < q->n; i++) {
+			struct stream *s = &q->s[i];
+
+			if (!s->resp) {
+				if (!s->ended || s->status_busy)
+					return; /* its next record may be the smallest */
+				continue;
+			}
+			if (!best || s->resp->records[s->pos]->ts_ns <
+					     best->resp->records[best->pos]->ts_ns)
+				best = s;
+		}
+		if (!best)
+			return; /* every stream finished */
+		q->seen++;
+		q->cb_ret = q->cb(best->resp->records[best->pos], q->arg);
+		if (q->cb_ret || (q->limit && q->seen == q->limit))
+			stop_all(q); /* CANCELLED statuses that follow are ours */
+		if (++best->pos == best->resp->n_records) {
+			tracevault__v1__query_response__free_unpacked(best->resp, NULL);
+			best->resp = NULL;
+			if (!q->stopping)
+				post_recv(q, best); /* the merge waits on its next batch */
+		}
+	}
+}
+
+/* Create the call of stream i and start its request and status batches. */
+static void start_stream(struct query_state *q, size_t i, grpc_completion_queue *cq,
+			 gpr_timespec deadline)
+{
+	Tracevault__V1__QueryRequest req = TRACEVAULT__V1__QUERY_REQUEST__INIT;
+	struct stream *s = &q->s[i];
+	grpc_op ops[4];
+	char what[128];
+	int ret;
+
+	req.from_ns = q->from_ns;
+	req.to_ns = q->to_ns;
+	req.limit = q->limit; /* each server stops at limit; the merge cuts the union to limit */
+	ret = tv_wire_pack(&req.base, &s->send);
+	if (ret) {
+		snprintf(what, sizeof(what), "pack request: %s", strerror(-ret));
+		fail_stream(q, s, ret, what);
+		stop_all(q);
+		return;
+	}
+	s->call = grpc_channel_create_call(s->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+					   grpc_slice_from_static_string(TV_METHOD_QUERY), NULL,
+					   deadline, NULL);
+	if (!s->call) {
+		fail_stream(q, s, -ENOMEM, "cannot create the call");
+		stop_all(q);
+		return;
+	}
+	s->start_busy = grpc_call_start_batch(s->call, ops,
+					      tv_rpc_request_ops(ops, s->send, &s->init_md),
+					      TAG(i, TAG_START), NULL) == GRPC_CALL_OK;
+	tv_rpc_status_op(&ops[0], &s->trail_md, &s->status, &s->details);
+	s->status_busy = grpc_call_start_batch(s->call, ops, 1, TAG(i, TAG_STATUS), NULL) ==
+			 GRPC_CALL_OK;
+	if (!s->start_busy || !s->status_busy) {
+		fail_stream(q, s, -EIO, "start batch failed");
+		stop_all(q);
+	}
+}
+
+static void on_event(struct query_state *q, const grpc_event *ev)
+{
+	size_t i = TAG_STREAM(ev->tag);
+	struct stream *s;
+
+	if (i >= q->n)
+		return;
+	s = &q->s[i];
+	switch (TAG_KIND(ev->tag)) {
+	case TAG_START:
+		s->start_busy = false;
+		break;
+	case TAG_STATUS:
+		s->status_busy = false;
+		s->ended = true; /* no message comes after the status */
+		if (s->status != GRPC_STATUS_OK && !q->stopping) {
+			char what[512];
+
+			tv_rpc_status_text(s->status, &s->details, what, sizeof(what));
+			fail_stream(q, s, tv_rpc_status_errno(s->status), what);
+			stop_all(q);
+		}
+		break;
+	case TAG_RECV:
+		s->recv_busy = false;
+		if (!ev->success || !s->recv) {
+			s->ended = true; /* end of stream: the status follows */
+			break;
+		}
+		if (!q->stopping) {
+			take_batch(q, s, s->recv);
+			if (q->fail_ret)
+				stop_all(q);
+		}
+		grpc_byte_buffer_destroy(s->recv);
+		s->recv = NULL;
+		break;
+	}
+}
+
+/* Run every stream to its end on one completion queue. */
+static void run_streams(struct query_state *q, grpc_completion_queue *cq)
+{
+	gpr_timespec deadline = tv_rpc_deadline_ms(TV_QUERY_TIMEOUT_MS);
+	gpr_timespec wait_until =
+		gpr_time_add(deadline, gpr_time_from_millis(TV_RPC_CQ_SLACK_MS, GPR_TIMESPAN));
+
+	for (size_t i = 0; i < q->n && !q->stopping; i++)
+		start_stream(q, i, cq, deadline);
+	/* Each batch completes exactly once; the loop ends when none is outstanding. */
+	for (;;) {
+		bool any_busy = false;
+		grpc_event ev;
+
+		for (size_t i = 0; i < q->n && !q->stopping; i++) {
+			struct stream *s = &q->s[i];
+
+			if (!s->ended && !s->resp && !s->recv_busy)
+				post_recv(q, s);
+		}
+		emit_ready(q);
+		for (size_t i = 0; i < q->n; i++)
+			any_busy |= q->s[i].call && busy(&q->s[i]);
+		if (!any_busy)
+			break;
+		ev = grpc_completion_queue_next(cq, wait_until, NULL);
+		if (ev.type == GRPC_QUEUE_TIMEOUT) {
+			if (!q->fail_ret) {
+				q->fail_ret = -ETIMEDOUT;
+				snprintf(q->fail, sizeof(q->fail),
+					 "query failed: no completion by the deadline");
+			}
+			stop_all(q);
+			wait_until = gpr_inf_future(GPR_CLOCK_MONOTONIC);
+			continue;
+		}
+		if (ev.type != GRPC_OP_COMPLETE)
+			break;
+		on_event(q, &ev);
+	}
+}
+
+/* Split q->list at commas into q->s[].server. Returns 0 or -EINVAL/-ENOMEM with a reason. */
+static int split_servers(struct query_state *q, const char *server, char *err, size_t errlen)
+{
+	size_t n = 1;
+	char *p;
+
+	q->list = strdup(server);
+	if (!q->list) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	for (p = q->list; *p; p++)
+		n += *p == ',';
+	q->s = calloc(n, sizeof(*q->s));
+	if (!q->s) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	for (p = q->list; p; q->n++) {
+		char *comma = strchr(p, ',');
+
+		if (comma)
+			*comma = '\0';
+		if (!*p) {
+			snprintf(err, errlen, "invalid server list '%s': empty address", server);
+			return -EINVAL;
+		}
+		q->s[q->n].server = p;
+		q->s[q->n].details = grpc_empty_slice();
+		grpc_metadata_array_init(&q->s[q->n].init_md);
+		grpc_metadata_array_init(&q->s[q->n].trail_md);
+		p = comma ? comma + 1 : NULL;
+	}
+	return 0;
+}
+
+static void free_streams(struct query_state *q)
+{
+	for (size_t i = 0; i < q->n; i++) {
+		struct stream *s = &q->s[i];
+
+		if (s->resp)
+			tracevault__v1__query_response__free_unpacked(s->resp, NULL);
+		if (s->send)
+			grpc_byte_buffer_destroy(s->send);
+		grpc_slice_unref(s->details);
+		grpc_metadata_array_destroy(&s->init_md);
+		grpc_metadata_array_destroy(&s->trail_md);
+		if (s->call)
+			grpc_call_unref(s->call);
+		if (s->ch)
+			grpc_channel_destroy(s->ch);
+	}
+	free(q->s);
+	free(q->list);
+}
+
+int tv_query(const char *server, uint64_t from_ns, uint64_t to_ns, uint64_t limit,
+	     size_t max_message_bytes, tv_query_cb cb, void *arg, char *err, size_t errlen)
+{
+	struct query_state q = {
+		.from_ns = from_ns, .to_ns = to_ns, .limit = limit, .cb = cb, .arg = arg,
+		.max_message_bytes = max_message_bytes ? max_message_bytes
+						       : TV_DEFAULT_MAX_MESSAGE_BYTES,
+	};
+	grpc_completion_queue *cq;
+	int ret;
+
+	grpc_init();
+	cq = grpc_completion_queue_create_for_next(NULL);
+	if (!cq) {
+		snprintf(err, errlen, "cannot create a completion queue");
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = split_servers(&q, server, err, errlen);
+	if (ret)
+		goto out;
+	/* Every server is checked before any is asked, so an unreachable one fails the query
+	 * before a single record is printed. The probe needs a queue with no other work. */
+	for (size_t i = 0; i < q.n; i++) {
+		q.s[i].ch = tv_rpc_channel_new(q.s[i].server, q.max_message_bytes);
+		if (!q.s[i].ch) {
+			snprintf(err, errlen, "cannot create a channel to %s", q.s[i].server);
+			ret = -ENOMEM;
+			goto out;
+		}
+		ret = tv_rpc_probe(q.s[i].ch, cq, q.s[i].server, TV_QUERY_CONNECT_TIMEOUT_MS, err,
+				   errlen);
+		if (ret)
+			goto out;
+	}
+	/* an empty window holds nothing: the servers are checked, but not asked */
+	if (from_ns >= to_ns)
+		goto out;
+	run_streams(&q, cq);
+	if (q.fail_ret) {
+		snprintf(err, errlen, "%s", q.fail);
+		ret = q.fail_ret;
+	} else {
+		ret = q.cb_ret; /* 0 also when we cancelled after the last wanted record */
+	}
+out:
+	free_streams(&q);
+	if (cq)
+		tv_rpc_cq_destroy(cq); /* nothing is outstanding between calls */
+	grpc_shutdown();
+	return ret;
+}
+
+/* One Stats call on server; its counters are added to sum. */
+static int stats_one(const char *server, const Tracevault__V1__StatsRequest *req,
+		     size_t max_message_bytes, Tracevault__V1__StatsResponse *sum, char *err,
+		     size_t errlen)
+{
+	grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+	grpc_channel *ch = cq ? tv_rpc_channel_new(server, max_message_bytes) : NULL;
+	ProtobufCMessage *m = NULL;
+	Tracevault__V1__StatsResponse *r;
+	char why[512];
+	int ret;
+
+	if (!ch) {
+		snprintf(err, errlen, "cannot create a channel to %s", server);
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = tv_rpc_probe(ch, cq, server, TV_QUERY_CONNECT_TIMEOUT_MS, err, errlen);
+	if (ret)
+		goto out;
+	ret = tv_rpc_unary(ch, cq, TV_METHOD_STATS, &req->base,
+			   &tracevault__v1__stats_response__descriptor, max_message_bytes,
+			   TV_QUERY_CONNECT_TIMEOUT_MS, &m, why, sizeof(why));
+	if (ret) {
+		snprintf(err, errlen, "stats failed on %s: %s", server, why);
+		goto out;
+	}
+	r = (Tracevault__V1__StatsResponse *)m;
+	sum->blocks += r->blocks;
+	sum->records += r->records;
+	sum->bytes += r->bytes;
+	sum->lost_ring_full += r->lost_ring_full;
+	sum->lost_map_full += r->lost_map_full;
+	sum->lost_parser += r->lost_parser;
+	sum->lost_cache += r->lost_cache;
+	sum->lost_failed += r->lost_failed;
+	sum->lost_requests += r->lost_requests;
+	protobuf_c_message_free_unpacked(m, NULL);
+out:
+	if (ch)
+		grpc_channel_destroy(ch);
+	if (cq)
+		tv_rpc_cq_destroy(cq);
+	return ret;
+}
+
+int tv_query_stats(const char *server, uint64_t from_ns, uint64_t to_ns,
+		   size_t max_message_bytes, Tracevault__V1__StatsResponse **out, char *err,
+		   size_t errlen)
+{
+	Tracevault__V1__StatsRequest req = TRACEVAULT__V1__STATS_REQUEST__INIT;
+	Tracevault__V1__StatsResponse *sum = calloc(1, sizeof(*sum));
+	char *list = strdup(server), *save = NULL, *s;
+	int ret = 0, n = 0;
+
+	*out = NULL;
+	if (!sum || !list) {
+		snprintf(err, errlen, "out of memory");
+		ret = -ENOMEM;
+		goto out;
+	}
+	tracevault__v1__stats_response__init(sum);
+	if (!max_message_bytes)
+		max_message_bytes = TV_DEFAULT_MAX_MESSAGE_BYTES;
+	req.from_ns = from_ns;
+	req.to_ns = to_ns;
+	grpc_init();
+	for (s = strtok_r(list, ",", &save); s && !ret; s = strtok_r(NULL, ",", &save), n++)
+		ret = stats_one(s, &req, max_message_bytes, sum, err, errlen);
+	grpc_shutdown();
+	if (!ret && n == 0) {
+		snprintf(err, errlen, "no server given");
+		ret = -EINVAL;
+	}
+	if (!ret) {
+		*out = sum;
+		sum = NULL;
+	}
+out:
+	free(sum);
+	free(list);
+	return ret;
+}

@@ -1,0 +1,346 @@
+/* gRPC C-core helpers for the client: every rpc we make goes through a channel built here and
+ * waits on a completion queue with a bounded deadline. */
+#include "rpc/rpc.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <grpc/grpc_security.h>
+#include <grpc/support/time.h>
+
+#include "proto/wire.h"
+
+grpc_channel *tv_rpc_channel_new(const char *server, size_t max_message_bytes)
+{
+	int max = max_message_bytes > INT_MAX ? INT_MAX : (int)max_message_bytes;
+	grpc_arg args[6];
+	grpc_channel_args ch_args = {.num_args = 6, .args = args};
+	grpc_channel_credentials *creds;
+	grpc_channel *ch;
+
+	args[0].type = GRPC_ARG_INTEGER;
+	args[0].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
+	args[0].value.integer = max;
+	args[1].type = GRPC_ARG_INTEGER;
+	args[1].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+	args[1].value.integer = max;
+	/* Retries off: the retry filter would keep the sent messages for replay, and our write rule
+	 * is cancel + delete, never replay. */
+	args[2].type = GRPC_ARG_INTEGER;
+	args[2].key = GRPC_ARG_ENABLE_RETRIES;
+	args[2].value.integer = 0;
+	/* After a server restart the channel reconnects within about a second, not after gRPC's
+	 * default backoff of up to two minutes: the next segment must find it READY. */
+	args[3].type = GRPC_ARG_INTEGER;
+	args[3].key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
+	args[3].value.integer = TV_RPC_RECONNECT_MIN_MS;
+	args[4].type = GRPC_ARG_INTEGER;
+	args[4].key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
+	args[4].value.integer = TV_RPC_RECONNECT_MIN_MS;
+	args[5].type = GRPC_ARG_INTEGER;
+	args[5].key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
+	args[5].value.integer = TV_RPC_RECONNECT_MAX_MS;
+	creds = grpc_insecure_credentials_create();
+	if (!creds)
+		return NULL;
+	ch = grpc_channel_create(server, creds, &ch_args);
+	grpc_channel_credentials_release(creds);
+	return ch;
+}
+
+void tv_rpc_cq_destroy(grpc_completion_queue *cq)
+{
+	grpc_completion_queue_shutdown(cq);
+	/* with nothing outstanding the next event is the shutdown itself */
+	while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+	       GRPC_QUEUE_SHUTDOWN)
+		;
+	grpc_completion_queue_destroy(cq);
+}
+
+gpr_timespec tv_rpc_deadline_ms(long timeout_ms)
+{
+	return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+			    gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+}
+
+const char *tv_rpc_status_name(grpc_status_code code)
+{
+	static const char *const names[] = {
+		"OK",		     "CANCELLED",	   "UNKNOWN",	"INVALID_ARGUMENT",
+		"DEADLINE_EXCEEDED", "NOT_FOUND",	   "ALREADY_EXISTS",
+		"PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+		"ABORTED",	     "OUT_OF_RANGE",	   "UNIMPLEMENTED",
+		"INTERNAL",	     "UNAVAILABLE",	   "DATA_LOSS",	"UNAUTHENTICATED",
+	};
+
+	if ((unsigned)code < sizeof(names) / sizeof(names[0]))
+		return names[code];
+	return "UNKNOWN_STATUS";
+}
+
+int tv_rpc_status_errno(grpc_status_code code)
+{
+	switch (code) {
+	case GRPC_STATUS_OK: return 0;
+	case GRPC_STATUS_CANCELLED: return -ECANCELED;
+	case GRPC_STATUS_DEADLINE_EXCEEDED: return -ETIMEDOUT;
+	case GRPC_STATUS_UNAVAILABLE: return -ECONNREFUSED;
+	case GRPC_STATUS_INVALID_ARGUMENT: return -EINVAL;
+	case GRPC_STATUS_RESOURCE_EXHAUSTED: return -ENOSPC;
+	case GRPC_STATUS_DATA_LOSS: return -EBADMSG;
+	case GRPC_STATUS_NOT_FOUND: return -ENOENT;
+	case GRPC_STATUS_UNIMPLEMENTED: return -ENOSYS;
+	case GRPC_STATUS_PERMISSION_DENIED: return -EACCES;
+	default: return -EIO;
+	}
+}
+
+void tv_rpc_status_text(grpc_status_code code, const grpc_slice *details, char *err,
+			size_t errlen)
+{
+	size_t n = details ? GRPC_SLICE_LENGTH(*details) : 0;
+
+	snprintf(err, errlen, "%s: %.*s", tv_rpc_status_name(code), (int)(n > 512 ? 512 : n),
+		 n ? (const char *)GRPC_SLICE_START_PTR(*details) : "");
+}
+
+/* Bound on the plain TCP connect that explains a TRANSIENT_FAILURE. */
+#define EXPLAIN_CONNECT_TIMEOUT_MS 2000
+
+/* gRPC only says TRANSIENT_FAILURE, whether the name does not resolve, the port refuses, or
+ * something that is not a gRPC server answers. Redo the TCP connect ourselves to name the real
+ * cause ("connection refused" in the common case). Targets that are not HOST:PORT (a gRPC
+ * URI such as unix:/path) get gRPC's word for it. */
+static void explain_unreachable(const char *server, char *why, size_t whylen)
+{
+	struct timeval tv = {.tv_sec = EXPLAIN_CONNECT_TIMEOUT_MS / 1000,
+			     .tv_usec = EXPLAIN_CONNECT_TIMEOUT_MS % 1000 * 1000};
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL, *ai;
+	char host[256];
+	const char *colon = strrchr(server, ':'), *h = server;
+	size_t hlen;
+	int rc, last_errno = 0;
+
+	snprintf(why, whylen, "transient failure (gRPC could not connect)");
+	if (!colon || strchr(server, '/'))
+		return;
+	hlen = (size_t)(colon - server);
+	if (hlen >= 2 && server[0] == '[' && server[hlen - 1] == ']') /* [::1]:7070 */
+		h++, hlen -= 2;
+	if (hlen == 0 || hlen >= sizeof(host))
+		return;
+	memcpy(host, h, hlen);
+	host[hlen] = '\0';
+	rc = getaddrinfo(host, colon + 1, &hints, &res);
+	if (rc) {
+		snprintf(why, whylen, "cannot resolve the host: %s", gai_strerror(rc));
+		return;
+	}
+	for (ai = res; ai; ai = ai->ai_next) {
+		int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+
+		if (fd < 0) {
+			last_errno = errno;
+			continue;
+		}
+		/* on Linux SO_SNDTIMEO bounds a blocking connect */
+		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
+		last_errno = errno;
+		close(fd);
+		if (rc == 0) {
+			snprintf(why, whylen, "TCP connects but no gRPC server answers");
+			freeaddrinfo(res);
+			return;
+		}
+	}
+	freeaddrinfo(res);
+	if (last_errno == EINPROGRESS || last_errno == EAGAIN)
+		last_errno = ETIMEDOUT;
+	/* "connection refused", in the lower case of the rest of our messages */
+	snprintf(why, whylen, "%s", strerror(last_errno));
+	why[0] = (char)tolower((unsigned char)why[0]);
+}
+
+int tv_rpc_probe(grpc_channel *ch, grpc_completion_queue *cq, const char *server,
+		 long timeout_ms, char *err, size_t errlen)
+{
+	gpr_timespec deadline = tv_rpc_deadline_ms(timeout_ms);
+	gpr_timespec wait_until = gpr_time_add(deadline,
+					       gpr_time_from_millis(TV_RPC_CQ_SLACK_MS, GPR_TIMESPAN));
+	grpc_connectivity_state st = grpc_channel_check_connectivity_state(ch, 1);
+	/* Bounded: each round waits for one state change, and the state machine has few states
+	 * before TRANSIENT_FAILURE or READY; the deadline stops a peer that never answers. */
+	for (int round = 0; round < 64; round++) {
+		grpc_event ev;
+
+		if (st == GRPC_CHANNEL_READY)
+			return 0;
+		if (st == GRPC_CHANNEL_TRANSIENT_FAILURE) {
+			/* Seen with grpc 1.51: a refused TCP connect moves the channel
+			 * CONNECTING -> TRANSIENT_FAILURE within milliseconds; so do a name that
+			 * does not resolve and a peer that does not speak HTTP/2. */
+			char why[160];
+
+			explain_unreachable(server, why, sizeof(why));
+			snprintf(err, errlen, "cannot reach server %s: %s", server, why);
+			return -ECONNREFUSED;
+		}
+		if (st == GRPC_CHANNEL_SHUTDOWN) {
+			snprintf(err, errlen, "cannot reach server %s: channel shut down", server);
+			return -ESHUTDOWN;
+		}
+		grpc_channel_watch_connectivity_state(ch, st, deadline, cq, (void *)&round);
+		ev = grpc_completion_queue_next(cq, wait_until, NULL);
+		if (ev.type != GRPC_OP_COMPLETE || !ev.success)
+			break; /* the deadline passed without a state change */
+		st = grpc_channel_check_connectivity_state(ch, 0);
+	}
+	snprintf(err, errlen, "cannot reach server %s: no connection within %ld ms", server,
+		 timeout_ms);
+	return -ETIMEDOUT;
+}
+
+int tv_rpc_wait_ready(grpc_channel *ch, grpc_completion_queue *cq, long timeout_ms)
+{
+	gpr_timespec deadline = tv_rpc_deadline_ms(timeout_ms);
+	grpc_connectivity_state st = grpc_channel_check_connectivity_state(ch, 1);
+	int tag;
+
+	/* Bounded: each round waits for one state change or the deadline, whichever is first;
+	 * the round cap covers a channel flapping between states faster than the deadline. */
+	for (int round = 0; round < 256 && st != GRPC_CHANNEL_READY; round++) {
+		grpc_event ev;
+
+		if (st == GRPC_CHANNEL_SHUTDOWN)
+			return -ESHUTDOWN;
+		grpc_channel_watch_connectivity_state(ch, st, deadline, cq, &tag);
+		ev = grpc_completion_queue_next(
+			cq, gpr_time_add(deadline, gpr_time_from_millis(TV_RPC_CQ_SLACK_MS,
+									 GPR_TIMESPAN)),
+			NULL);
+		if (ev.type != GRPC_OP_COMPLETE || !ev.success)
+			return -ETIMEDOUT;
+		/* try_to_connect again: out of TRANSIENT_FAILURE the channel may go IDLE */
+		st = grpc_channel_check_connectivity_state(ch, 1);
+	}
+	return st == GRPC_CHANNEL_READY ? 0 : -ETIMEDOUT;
+}
+
+size_t tv_rpc_request_ops(grpc_op ops[4], grpc_byte_buffer *send, grpc_metadata_array *init_md)
+{
+	memset(ops, 0, 4 * sizeof(*ops));
+	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[1].op = GRPC_OP_SEND_MESSAGE;
+	ops[1].data.send_message.send_message = send;
+	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+	ops[3].data.recv_initial_metadata.recv_initial_metadata = init_md;
+	return 4;
+}
+
+void tv_rpc_status_op(grpc_op *op, grpc_metadata_array *trail_md, grpc_status_code *status,
+		      grpc_slice *details)
+{
+	memset(op, 0, sizeof(*op));
+	op->op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+	op->data.recv_status_on_client.trailing_metadata = trail_md;
+	op->data.recv_status_on_client.status = status;
+	op->data.recv_status_on_client.status_details = details;
+}
+
+int tv_rpc_unary(grpc_channel *ch, grpc_completion_queue *cq, const char *method,
+		 const ProtobufCMessage *req, const ProtobufCMessageDescriptor *out_desc,
+		 size_t max_message_bytes, long timeout_ms, ProtobufCMessage **out, char *err,
+		 size_t errlen)
+{
+	gpr_timespec deadline = tv_rpc_deadline_ms(timeout_ms);
+	grpc_metadata_array init_md, trail_md;
+	grpc_byte_buffer *send = NULL, *recv = NULL;
+	grpc_status_code status = GRPC_STATUS_UNKNOWN;
+	grpc_slice details = grpc_empty_slice();
+	grpc_op ops[6];
+	grpc_call *call;
+	grpc_event ev;
+	uint8_t *flat = NULL;
+	size_t flat_len, nops;
+	int ret, tag;
+
+	*out = NULL;
+	ret = tv_wire_pack(req, &send);
+	if (ret) {
+		snprintf(err, errlen, "pack request: %s", strerror(-ret));
+		return ret;
+	}
+	call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+					grpc_slice_from_static_string(method), NULL, deadline, NULL);
+	if (!call) {
+		grpc_byte_buffer_destroy(send);
+		snprintf(err, errlen, "create call %s failed", method);
+		return -ENOMEM;
+	}
+	grpc_metadata_array_init(&init_md);
+	grpc_metadata_array_init(&trail_md);
+	nops = tv_rpc_request_ops(ops, send, &init_md);
+	memset(&ops[nops], 0, sizeof(ops[nops]));
+	ops[nops].op = GRPC_OP_RECV_MESSAGE;
+	ops[nops++].data.recv_message.recv_message = &recv;
+	tv_rpc_status_op(&ops[nops++], &trail_md, &status, &details);
+	if (grpc_call_start_batch(call, ops, nops, &tag, NULL) != GRPC_CALL_OK) {
+		snprintf(err, errlen, "start %s failed", method);
+		ret = -EIO;
+		goto out;
+	}
+	ev = grpc_completion_queue_next(
+		cq, gpr_time_add(deadline, gpr_time_from_millis(TV_RPC_CQ_SLACK_MS, GPR_TIMESPAN)),
+		NULL);
+	if (ev.type != GRPC_OP_COMPLETE) {
+		/* gRPC missed its own deadline: cancel, then the batch must still complete. */
+		grpc_call_cancel(call, NULL);
+		ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+		snprintf(err, errlen, "%s: no completion by the deadline", method);
+		ret = -ETIMEDOUT;
+		goto out;
+	}
+	if (status != GRPC_STATUS_OK) {
+		tv_rpc_status_text(status, &details, err, errlen);
+		ret = tv_rpc_status_errno(status);
+		goto out;
+	}
+	if (!recv) {
+		snprintf(err, errlen, "%s: status OK without a reply", method);
+		ret = -EBADMSG;
+		goto out;
+	}
+	ret = tv_wire_flatten(recv, max_message_bytes, &flat, &flat_len);
+	if (ret) {
+		snprintf(err, errlen, "%s: reply: %s", method, strerror(-ret));
+		goto out;
+	}
+	*out = protobuf_c_message_unpack(out_desc, NULL, flat_len, flat);
+	if (!*out) {
+		snprintf(err, errlen, "%s: reply does not parse", method);
+		ret = -EBADMSG;
+		goto out;
+	}
+	ret = 0;
+out:
+	free(flat);
+	if (recv)
+		grpc_byte_buffer_destroy(recv);
+	grpc_byte_buffer_destroy(send);
+	grpc_slice_unref(details);
+	grpc_metadata_array_destroy(&init_md);
+	grpc_metadata_array_destroy(&trail_md);
+	grpc_call_unref(call);
+	return ret;
+}

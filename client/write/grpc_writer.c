@@ -1,0 +1,350 @@
+/* The segment writer: one channel per server, block placement, the lifetime of borrowed blocks,
+ * and tv_writer_write_segment, which runs a segment's Write streams (write_stream.c) and after a
+ * failure applies the no-retry rule: Delete the segment everywhere, count and report the loss. */
+#include "write/grpc_writer.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <grpc/grpc.h>
+
+#include "proto/block.h"
+#include "write/chunker.h"
+#include "rpc/rpc.h"
+#include "tracevault.pb-c.h"
+#include "proto/wire.h"
+#include "write/write_stream.h"
+
+/* How long the transport may keep a reference to a borrowed block after its call is gone.
+ * gRPC drops them as it tears the stream down; hitting this means a leaked reference. */
+#define ZC_RELEASE_TIMEOUT_S 60
+
+/*
+ * Ownership of block memory. Every block is one refcounted slice; each chunk's byte buffer holds
+ * a sub-slice sharing that refcount, so gRPC keeps the bytes alive for exactly as long as it
+ * needs them, possibly after the call is gone. Blocks from the cache (tv_block_buf.slice) are
+ * freed by the cache's destroy callback when the last ref drops: the writer need not wait.
+ * Borrowed blocks (slice == NULL: put, bench) are wrapped here with zc_release as destroy
+ * callback, and write_segment waits for zc_refs to reach zero before it returns, since the
+ * caller frees that memory afterwards.
+ */
+struct tv_writer {
+	struct tv_wstream_conf conf; /* servers, channels, queue and stream settings */
+	int delete_timeout_ms;
+	struct tv_writer_stats st;
+
+	pthread_mutex_t zc_mu;
+	pthread_cond_t zc_cv;
+	long zc_refs; /* borrowed blocks not yet released by gRPC */
+};
+
+static void zc_release(void *arg)
+{
+	struct tv_writer *w = arg;
+
+	pthread_mutex_lock(&w->zc_mu);
+	if (--w->zc_refs == 0)
+		pthread_cond_broadcast(&w->zc_cv);
+	pthread_mutex_unlock(&w->zc_mu);
+}
+
+/* Wrap a borrowed block in a slice whose destroy callback counts it back. */
+static grpc_slice zc_wrap(struct tv_writer *w, const struct tv_block_buf *b)
+{
+	pthread_mutex_lock(&w->zc_mu);
+	w->zc_refs++;
+	pthread_mutex_unlock(&w->zc_mu);
+	/* gRPC only reads slice memory; the cast drops const for its signature */
+	return grpc_slice_new_with_user_data((void *)b->data, b->len, zc_release, w);
+}
+
+/* Wait until gRPC released every borrowed block. Returning earlier would let the caller free
+ * memory the transport still reads; a reference that never comes back is a gRPC bug we cannot
+ * recover from safely, so it aborts rather than risk a use after free. */
+static void zc_wait_idle(struct tv_writer *w)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ZC_RELEASE_TIMEOUT_S;
+	pthread_mutex_lock(&w->zc_mu);
+	while (w->zc_refs > 0) {
+		if (pthread_cond_timedwait(&w->zc_cv, &w->zc_mu, &until) == ETIMEDOUT &&
+		    w->zc_refs > 0) {
+			fprintf(stderr, "tracevault: gRPC kept %ld block references for %d s\n",
+				w->zc_refs, ZC_RELEASE_TIMEOUT_S);
+			abort();
+		}
+	}
+	pthread_mutex_unlock(&w->zc_mu);
+}
+
+uint64_t tv_random_id(void)
+{
+	uint64_t v = 0;
+
+	/* 8 bytes from getrandom never block after boot and are not interrupted by signals;
+	 * the retry bound only guards against a zero draw. */
+	for (int i = 0; i < 8 && v == 0; i++) {
+		if (getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v))
+			v = 0;
+	}
+	if (v == 0) { /* getrandom unavailable: still unique enough per process and instant */
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		v = ((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec) ^
+		    ((uint64_t)getpid() << 48);
+		v |= 1;
+	}
+	return v;
+}
+
+unsigned tv_place_block(uint64_t block_id, unsigned nservers)
+{
+	/* Jump consistent hash (Lamping & Veach 2014), verbatim constants of the paper. */
+	int64_t b = -1, j = 0;
+	uint64_t key = block_id;
+
+	if (nservers <= 1)
+		return 0;
+	while (j < (int64_t)nservers) {
+		b = j;
+		key = key * 2862933555777941757ull + 1;
+		j = (int64_t)((double)(b + 1) * ((double)(1ll << 31) / (double)((key >> 33) + 1)));
+	}
+	return (unsigned)b;
+}
+
+/* Split "A,B,C" into w->conf.server[]. -EINVAL on an empty entry or too many. */
+static int parse_servers(struct tv_writer *w, const char *list)
+{
+	const char *p = list;
+
+	if (!list || !*list)
+		return -EINVAL;
+	while (*p) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+
+		if (len == 0 || w->conf.nservers == TV_WRITER_MAX_SERVERS)
+			return -EINVAL;
+		w->conf.server[w->conf.nservers] = strndup(p, len);
+		if (!w->conf.server[w->conf.nservers])
+			return -ENOMEM;
+		w->conf.nservers++;
+		if (!comma)
+			break;
+		p = comma + 1;
+		if (!*p)
+			return -EINVAL; /* trailing comma */
+	}
+	return 0;
+}
+
+struct tv_writer *tv_writer_new(const struct tv_writer_opts *o)
+{
+	struct tv_writer *w = calloc(1, sizeof(*w));
+
+	if (!w)
+		return NULL;
+	w->conf.max_message_bytes = o->max_message_bytes ? o->max_message_bytes
+						    : TV_DEFAULT_MAX_MESSAGE_BYTES;
+	w->conf.chunk_bytes = o->chunk_bytes ? o->chunk_bytes : TV_DEFAULT_CHUNK_BYTES;
+	w->conf.window_bytes = o->window_bytes ? o->window_bytes : TV_WRITER_DEFAULT_WINDOW_BYTES;
+	w->conf.timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : TV_DEFAULT_WRITE_TIMEOUT_MS;
+	w->delete_timeout_ms = o->delete_timeout_ms > 0 ? o->delete_timeout_ms
+							: TV_WRITER_DEFAULT_DELETE_TIMEOUT_MS;
+	w->conf.mode = o->no_zerocopy ? TV_CHUNK_PACKED : TV_CHUNK_ZEROCOPY;
+	w->conf.corrupt_chunk = o->test_corrupt_chunk;
+	pthread_mutex_init(&w->zc_mu, NULL);
+	pthread_cond_init(&w->zc_cv, NULL);
+	grpc_init();
+	w->conf.cq = grpc_completion_queue_create_for_next(NULL);
+	if (w->conf.max_message_bytes <= 2 * TV_CHUNK_PREFIX_MAX || !w->conf.cq ||
+	    parse_servers(w, o->server)) {
+		tv_writer_free(w);
+		return NULL;
+	}
+	/* A chunk plus its prefix must fit in one message. */
+	if (w->conf.chunk_bytes > w->conf.max_message_bytes - TV_CHUNK_PREFIX_MAX)
+		w->conf.chunk_bytes = w->conf.max_message_bytes - TV_CHUNK_PREFIX_MAX;
+	for (unsigned i = 0; i < w->conf.nservers; i++) {
+		w->conf.ch[i] = tv_rpc_channel_new(w->conf.server[i], w->conf.max_message_bytes);
+		if (!w->conf.ch[i]) {
+			tv_writer_free(w);
+			return NULL;
+		}
+	}
+	return w;
+}
+
+void tv_writer_free(struct tv_writer *w)
+{
+	if (!w)
+		return;
+	for (unsigned i = 0; i < w->conf.nservers; i++) {
+		if (w->conf.ch[i])
+			grpc_channel_destroy(w->conf.ch[i]);
+		free(w->conf.server[i]);
+	}
+	if (w->conf.cq)
+		tv_rpc_cq_destroy(w->conf.cq); /* nothing is outstanding between calls */
+	grpc_shutdown();
+	pthread_cond_destroy(&w->zc_cv);
+	pthread_mutex_destroy(&w->zc_mu);
+	free(w);
+}
+
+const struct tv_writer_stats *tv_writer_stats(const struct tv_writer *w)
+{
+	return &w->st;
+}
+
+int tv_writer_probe(struct tv_writer *w, int timeout_ms, char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < w->conf.nservers; i++) {
+		int ret = tv_rpc_probe(w->conf.ch[i], w->conf.cq, w->conf.server[i], timeout_ms,
+				       err, errlen);
+
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/* ---- one segment ---- */
+
+/* Ask one server to remove whatever it holds of the segment; a failure is a cleanup error. */
+static bool delete_on(struct tv_writer *w, struct tv_wstream_seg *sg, unsigned server)
+{
+	Tracevault__V1__DeleteRequest req = TRACEVAULT__V1__DELETE_REQUEST__INIT;
+	ProtobufCMessage *resp = NULL;
+	char why[384];
+	int ret;
+
+	req.segment_id = sg->segment_id;
+	ret = tv_rpc_unary(w->conf.ch[server], w->conf.cq, TV_METHOD_DELETE, &req.base,
+			   &tracevault__v1__delete_response__descriptor, w->conf.max_message_bytes,
+			   w->delete_timeout_ms, &resp, why, sizeof(why));
+	if (ret) {
+		tv_wstream_cleanup_error(sg, "delete on %s: %s", w->conf.server[server], why);
+		return false;
+	}
+	protobuf_c_message_free_unpacked(resp, NULL);
+	return true;
+}
+
+/* Time range of the records in the segment, from the block headers (for the loss line). */
+static void ts_range(const struct tv_block_buf *blocks, size_t n, uint64_t *from_ns,
+		     uint64_t *to_ns)
+{
+	*from_ns = UINT64_MAX;
+	*to_ns = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct tv_block_header h;
+
+		if (tv_block_header_parse(blocks[i].data, blocks[i].len, &h, NULL, 0))
+			continue;
+		if (h.record_count && h.min_ts_ns < *from_ns)
+			*from_ns = h.min_ts_ns;
+		if (h.record_count && h.max_ts_ns > *to_ns)
+			*to_ns = h.max_ts_ns;
+	}
+	if (*from_ns > *to_ns)
+		*from_ns = *to_ns = 0;
+}
+
+/*
+ * Why no retry (Alluxio's rule for block writes): a segment is the unit of atomicity. After any
+ * failure we cannot know how far each server got, so the only state we can establish is
+ * "nothing of this segment exists anywhere": cancel every stream and Delete the segment on
+ * every server it touched. Replaying would need the blocks to outlive the caller's budget and
+ * risks duplicates on a server that did commit; the loss is counted and logged instead.
+ */
+int tv_writer_write_segment(struct tv_writer *w, uint64_t segment_id,
+			    const struct tv_block_buf *blocks, size_t n, char *err, size_t errlen)
+{
+	gpr_timespec deadline = tv_rpc_deadline_ms(w->conf.timeout_ms);
+	struct tv_wstream_seg sg = {.conf = &w->conf, .st = &w->st, .segment_id = segment_id,
+				    .blocks = blocks, .n = n};
+	char cleanup[TV_WSTREAM_CLEANUP_BYTES + 32];
+	uint64_t records = 0, bytes = 0, from_ns, to_ns;
+	bool borrowed = false, committed;
+	unsigned deleted = 0;
+	int ret;
+
+	if (n == 0)
+		return 0; /* nothing to make durable: no stream at all */
+	for (size_t i = 0; i < n; i++) {
+		records += blocks[i].record_count;
+		bytes += blocks[i].len;
+	}
+	sg.base = calloc(n, sizeof(*sg.base));
+	ret = sg.base ? tv_wstream_plan(&sg) : -ENOMEM;
+	if (ret) {
+		tv_wstream_fail(&sg, "out of memory planning the segment");
+	} else {
+		for (size_t i = 0; i < n; i++) {
+			if (blocks[i].slice) {
+				sg.base[i] = grpc_slice_ref(*blocks[i].slice);
+			} else {
+				sg.base[i] = zc_wrap(w, &blocks[i]);
+				borrowed = true;
+			}
+		}
+		tv_wstream_run(&sg, deadline);
+	}
+	committed = tv_wstream_committed(&sg);
+	if (!committed && !sg.failed)
+		tv_wstream_fail(&sg, "segment not confirmed by every server");
+	tv_wstream_free(&sg);
+	if (sg.base) {
+		for (size_t i = 0; i < n; i++)
+			grpc_slice_unref(sg.base[i]); /* an all-zero slice has no refcount */
+		free(sg.base);
+	}
+	if (borrowed)
+		zc_wait_idle(w);
+
+	if (committed) {
+		w->st.segments_committed++;
+		w->st.blocks_committed += n;
+		w->st.records_committed += records;
+		w->st.bytes_committed += bytes;
+		return 0;
+	}
+	/* every server a block was placed on, even where no stream got started */
+	for (size_t i = 0; i < n; i++) {
+		unsigned k = tv_place_block(blocks[i].block_id, w->conf.nservers);
+		bool seen = false;
+
+		for (size_t j = 0; j < i && !seen; j++)
+			seen = tv_place_block(blocks[j].block_id, w->conf.nservers) == k;
+		if (!seen && delete_on(w, &sg, k))
+			deleted++;
+	}
+	w->st.segments_failed++;
+	w->st.blocks_dropped += n;
+	w->st.records_dropped += records;
+	w->st.cleanup_errors += sg.cleanup_errors;
+	ts_range(blocks, n, &from_ns, &to_ns);
+	if (sg.cleanup_errors)
+		snprintf(cleanup, sizeof(cleanup), "%u errors: %s", sg.cleanup_errors, sg.cleanup);
+	else
+		snprintf(cleanup, sizeof(cleanup), "ok (segment deleted on %u server%s)", deleted,
+			 deleted == 1 ? "" : "s");
+	snprintf(err, errlen,
+		 "segment %016" PRIx64 " failed: %s; dropped %zu blocks, %" PRIu64
+		 " records, ts [%" PRIu64 ", %" PRIu64 "]; cleanup: %s",
+		 segment_id, sg.reason, n, records, from_ns, to_ns, cleanup);
+	return -EIO;
+}
