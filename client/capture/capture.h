@@ -1,5 +1,6 @@
-/* `tracevault capture`: loads the eBPF program, turns socket events into HTTP exchange records,
- * and hands them to the write pipeline (block cache + segment writer) until Ctrl-C/--duration. */
+/* `tracevault capture`: opens the event source of --mode (tracepoint.h, sockfilter.h), turns
+ * its socket events into HTTP exchange records (conn_table.h) and hands them to a record sink
+ * (write/sink.h: the write pipeline in the CLI) until Ctrl-C or --duration. */
 #ifndef TV_CAPTURE_H
 #define TV_CAPTURE_H
 
@@ -8,16 +9,15 @@
 #include <stdint.h>
 
 #include "bpf/tv_event.h" /* TV_CAPTURE_* limits of the kernel side */
-#include "write/pipeline.h"
+#include "write/sink.h"
 
 /* Where events come from (--mode). */
 enum tv_capture_mode {
-	TV_CAPTURE_MODE_TRACEPOINT = 0, /* syscall tracepoints (bpf/capture.bpf.c), the default */
-	TV_CAPTURE_MODE_SOCKFILTER = 1, /* packets of one interface (client/capture/sockfilter.c) */
+	TV_CAPTURE_MODE_TRACEPOINT = 0, /* syscall tracepoints (tracepoint.c), the default */
+	TV_CAPTURE_MODE_SOCKFILTER = 1, /* packets of one interface (sockfilter.c) */
 };
 
 struct tv_capture_opts {
-	struct tv_pipeline_opts pipeline; /* servers, cache, block, chunk, window ... */
 	int mode;                    /* enum tv_capture_mode */
 	const char *interface;       /* sockfilter: NULL = "lo" (tracepoint: must be NULL) */
 	int pid;                     /* 0: every process */
@@ -34,9 +34,11 @@ struct tv_capture_opts {
 	int ready_fd;                /* >= 0: write "ready\n" here once probes are attached */
 };
 
+/* What the capture saw and lost before the sink; what the sink stored or dropped is the sink's
+ * to report (tv_pipeline_stats). */
 struct tv_capture_result {
-	uint64_t records_sent;   /* committed on the server(s) */
-	uint64_t records_lost;   /* the sum of the lost_* below */
+	uint64_t records;        /* handed to the sink */
+	uint64_t records_lost;   /* lost_kernel + lost_parser */
 	uint64_t lost_kernel;    /* lost_ring_full + lost_map_full */
 	uint64_t lost_ring_full; /* kernel events dropped: ring buffer full (sockfilter: packets
 				  * dropped, packet ring full) */
@@ -51,23 +53,15 @@ struct tv_capture_result {
 	uint64_t events_truncated; /* events whose payload copy was cut (byte counts exact) */
 	uint64_t gaps, gap_bytes; /* sockfilter: stream holes given up by the TCP reassembly */
 	uint64_t lost_parser;    /* exchanges the connection table dropped */
-	uint64_t lost_cache;     /* block cache full past the back-pressure time */
-	uint64_t lost_failed;    /* in segments whose write failed */
 	uint64_t sampled_out;    /* not kept by --sample-ratio (by choice: not lost) */
 	uint64_t events;
-	uint64_t events_lost;    /* = lost_kernel (events or whole connections unseen) */
-	uint64_t segments_committed, segments_failed;
-	uint64_t payload_bytes_copied;
-	uint64_t cache_bytes_peak;
 };
 
-/* Opens a cgroup v2 directory for --cgroup: the fd (close it), or a negative errno with a
- * one-line reason in err (missing path, not a cgroup v2 directory). */
-int tv_capture_open_cgroup(const char *path, char *err, size_t errlen);
-
-/* Runs until *stop or the duration ends, then flushes. Returns 0, -EPERM when eBPF cannot be
- * loaded (missing CAP_BPF/CAP_SYS_ADMIN), or another negative errno, with a reason in err. */
-int tv_capture_run(const struct tv_capture_opts *o, struct tv_capture_result *res, char *err,
-		   size_t errlen);
+/* Runs until *stop or the duration ends, then ends every connection, reports the final loss
+ * totals and flushes the sink. *res is filled whenever the source was opened. Returns 0, the
+ * sink's flush error, -EPERM when eBPF cannot be loaded (missing CAP_BPF/CAP_SYS_ADMIN), or
+ * another negative errno, with a one-line reason in err. sink must stay valid until return. */
+int tv_capture_run(const struct tv_capture_opts *o, const struct tv_record_sink *sink,
+		   struct tv_capture_result *res, char *err, size_t errlen);
 
 #endif

@@ -58,7 +58,7 @@ struct tv_sockfilter {
 	int64_t mono_to_real_ns;
 	uint64_t last_expire_ns;
 	struct tv_tcp_reasm *reasm;
-	tv_sockfilter_event_fn fn;
+	tv_capture_event_fn fn;
 	void *ctx;
 	struct tv_sockfilter_stats st;
 	struct tv_event *ev; /* one event at a time, built here and handed to fn */
@@ -423,7 +423,7 @@ static int map_ring(struct tv_sockfilter *s, uint32_t payload_bytes, uint32_t ri
 }
 
 int tv_sockfilter_open(struct tv_sockfilter **out, const struct tv_sockfilter_opts *o,
-		       tv_sockfilter_event_fn fn, void *ctx, char *err, size_t errlen)
+		       tv_capture_event_fn fn, void *ctx, char *err, size_t errlen)
 {
 	const char *ifname = o->interface ? o->interface : TV_SOCKFILTER_DEFAULT_INTERFACE;
 	uint32_t payload_bytes = o->payload_bytes ? o->payload_bytes
@@ -526,4 +526,47 @@ void tv_sockfilter_free(struct tv_sockfilter *s)
 	tv_tcp_reasm_free(s->reasm);
 	free(s->ev);
 	free(s);
+}
+
+/* ---- the struct tv_capture_source view (capture/source.h) ---- */
+
+static int source_poll(void *impl, int timeout_ms, char *err, size_t errlen)
+{
+	return tv_sockfilter_poll(impl, timeout_ms, err, errlen);
+}
+
+static void source_finish(void *impl, uint64_t now_ns)
+{
+	tv_sockfilter_finish(impl, now_ns);
+}
+
+static uint64_t source_lost(void *impl, uint32_t reason)
+{
+	return tv_sockfilter_lost(impl, reason);
+}
+
+static void source_gaps(void *impl, uint64_t *gaps, uint64_t *gap_bytes)
+{
+	struct tv_sockfilter_stats st;
+
+	tv_sockfilter_stats(impl, &st);
+	*gaps = st.gaps;
+	*gap_bytes = st.gap_bytes;
+}
+
+static void source_free(void *impl)
+{
+	tv_sockfilter_free(impl);
+}
+
+void tv_sockfilter_source(struct tv_sockfilter *s, struct tv_capture_source *src)
+{
+	*src = (struct tv_capture_source){
+		.impl = s,
+		.poll = source_poll,
+		.finish = source_finish,
+		.lost = source_lost,
+		.gaps = source_gaps,
+		.free = source_free,
+	};
 }

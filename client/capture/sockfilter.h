@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "capture/source.h"
+
 /* Interface read when --interface is not given. */
 #define TV_SOCKFILTER_DEFAULT_INTERFACE "lo"
 /* Default bytes of the TPACKET_V3 receive ring shared with the kernel (--ring-bytes): blocks
@@ -23,10 +25,6 @@ struct tv_sockfilter_opts {
 	uint32_t ring_bytes;     /* 0: TV_SOCKFILTER_RING_BYTES */
 	int64_t mono_to_real_ns; /* CLOCK_REALTIME - CLOCK_MONOTONIC: packets carry realtime */
 };
-
-/* Receives each struct tv_event (len bytes: header + payload_len), valid during the call
- * only. The shape of libbpf's ring_buffer_sample_fn, so one handler serves both modes. */
-typedef int (*tv_sockfilter_event_fn)(void *ctx, void *data, size_t len);
 
 struct tv_sockfilter_stats {
 	uint64_t packets;        /* frames read from the ring */
@@ -45,7 +43,7 @@ struct tv_sockfilter;
  * interface, -EPERM without CAP_NET_RAW/CAP_BPF, -EOPNOTSUPP for a link type without an
  * Ethernet or no link-layer header. fn/ctx must outlive *out. */
 int tv_sockfilter_open(struct tv_sockfilter **out, const struct tv_sockfilter_opts *o,
-		       tv_sockfilter_event_fn fn, void *ctx, char *err, size_t errlen);
+		       tv_capture_event_fn fn, void *ctx, char *err, size_t errlen);
 
 /* Waits up to timeout_ms for packets, then hands out every event they complete. 0 or a
  * negative errno (err says why). */
@@ -63,6 +61,9 @@ void tv_sockfilter_stats(struct tv_sockfilter *s, struct tv_sockfilter_stats *st
  * packets the kernel dropped (ring full), TV_LOST_MAP_FULL = connections the reassembly table
  * refused, TV_LOST_TRUNCATED = data events with a cut payload; any other reason is 0. */
 uint64_t tv_sockfilter_lost(struct tv_sockfilter *s, uint32_t reason);
+
+/* The struct tv_capture_source view of an opened s (for capture.c's run loop). */
+void tv_sockfilter_source(struct tv_sockfilter *s, struct tv_capture_source *src);
 
 /* Closes the socket and frees everything. Safe on NULL. */
 void tv_sockfilter_free(struct tv_sockfilter *s);

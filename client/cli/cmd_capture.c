@@ -18,6 +18,7 @@
 #include "cli/commands.h"
 #include "write/pipeline.h"
 #include "capture/sampler.h"
+#include "capture/tracepoint.h"
 #include "proto/wire.h"
 
 /* Bounds of the size options (the pipeline checks the relations between them too). */
@@ -206,11 +207,63 @@ static int check_sizes(const struct tv_pipeline_opts *po)
 	return 0;
 }
 
+/* Runs the capture into a new write pipeline and prints the one summary line (whenever the
+ * capture ran at all, so a loss is never silent). The pipeline is made first: an unreachable
+ * server fails before any probe is attached. Returns the exit code. */
+static int run_capture(const struct tv_capture_opts *o, const struct tv_pipeline_opts *po)
+{
+	struct tv_capture_result res = {0};
+	struct tv_pipeline_stats ps = {0};
+	struct tv_pipeline *pipe = NULL;
+	struct tv_record_sink sink;
+	char err[TV_CLI_ERR_LEN] = "";
+	uint64_t lost;
+	int ret;
+
+	ret = tv_pipeline_new(&pipe, po, err, sizeof(err));
+	if (ret)
+		return tv_cli_runtime_error("%s", err[0] ? err : strerror(-ret));
+	tv_pipeline_sink(pipe, &sink);
+	ret = tv_capture_run(o, &sink, &res, err, sizeof(err));
+	tv_pipeline_stats(pipe, &ps);
+	tv_pipeline_free(pipe);
+	lost = res.records_lost + ps.records_dropped_cache + ps.records_dropped_failed;
+	if (ret == 0 || res.events || ps.records_committed || lost)
+		fprintf(stderr, "captured %" PRIu64 " records, sent %" PRIu64 ", lost %" PRIu64
+			" (kernel %" PRIu64 ", parser %" PRIu64 ", cache full %" PRIu64
+			", failed segments %" PRIu64 "); kernel events %" PRIu64
+			", lost: ring full %" PRIu64 ", map full %" PRIu64 ", truncated %" PRIu64
+			"; requests in lost events %" PRIu64 ", responses lost %" PRIu64
+			", parser resyncs %" PRIu64 "; segments committed %" PRIu64 ", failed %" PRIu64
+			"; payload bytes copied %" PRIu64 "; cache peak %" PRIu64 " bytes\n",
+			ps.records_committed + lost, ps.records_committed, lost, res.lost_kernel,
+			res.lost_parser, ps.records_dropped_cache, ps.records_dropped_failed,
+			res.events, res.lost_ring_full, res.lost_map_full, res.events_truncated,
+			res.lost_requests, res.responses_lost, res.parser_resyncs,
+			ps.segments_committed, ps.segments_failed, ps.payload_bytes_copied,
+			ps.cache_bytes_peak);
+	if (res.sampled_out || (o->sample_ratio > 0 && o->sample_ratio < 1))
+		fprintf(stderr, "sampled out %" PRIu64 " records (--sample-ratio %g)\n",
+			res.sampled_out, o->sample_ratio);
+	/* ring full = packets the kernel dropped, map full = connections refused (see above) */
+	if (o->mode == TV_CAPTURE_MODE_SOCKFILTER && (ret == 0 || res.events))
+		fprintf(stderr, "sockfilter: stream gaps %" PRIu64 " (%" PRIu64 " bytes)\n",
+			res.gaps, res.gap_bytes);
+	if (!ret && ps.segments_failed && ps.segments_committed == 0) {
+		/* nothing reached the server: that is a failed capture, not a quiet one */
+		snprintf(err, sizeof(err), "every segment write failed (%" PRIu64
+			 " segments, see above)", ps.segments_failed);
+		ret = -EIO;
+	}
+	if (ret)
+		return tv_cli_runtime_error("%s", err[0] ? err : strerror(-ret));
+	return EXIT_SUCCESS;
+}
+
 int tv_cmd_capture(int argc, char **argv)
 {
 	struct tv_capture_opts o = {.redact = 1, .ready_fd = -1, .stop = &exiting};
-	struct tv_pipeline_opts *po = &o.pipeline;
-	struct tv_capture_result res = {0};
+	struct tv_pipeline_opts pipeline_opts = {0}, *po = &pipeline_opts;
 	struct sigaction sa = {.sa_handler = sig_handler};
 	char err[TV_CLI_ERR_LEN] = "";
 	long long v;
@@ -240,7 +293,7 @@ int tv_cmd_capture(int argc, char **argv)
 			o.comm = optarg;
 			break;
 		case OPT_CGROUP:
-			ret = tv_capture_open_cgroup(optarg, err, sizeof(err));
+			ret = tv_tracepoint_open_cgroup(optarg, err, sizeof(err));
 			if (ret < 0)
 				return tv_cli_usage_error("%s", err);
 			close(ret);
@@ -357,30 +410,5 @@ int tv_cmd_capture(int argc, char **argv)
 
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
-	ret = tv_capture_run(&o, &res, err, sizeof(err));
-	/* the summary whenever capture ran at all, so losses are never silent */
-	if (ret == 0 || res.events || res.records_sent || res.records_lost)
-		fprintf(stderr, "captured %" PRIu64 " records, sent %" PRIu64 ", lost %" PRIu64
-			" (kernel %" PRIu64 ", parser %" PRIu64 ", cache full %" PRIu64
-			", failed segments %" PRIu64 "); kernel events %" PRIu64
-			", lost: ring full %" PRIu64 ", map full %" PRIu64 ", truncated %" PRIu64
-			"; requests in lost events %" PRIu64 ", responses lost %" PRIu64
-			", parser resyncs %" PRIu64 "; segments committed %" PRIu64 ", failed %" PRIu64
-			"; payload bytes copied %" PRIu64 "; cache peak %" PRIu64 " bytes\n",
-			res.records_sent + res.records_lost, res.records_sent, res.records_lost,
-			res.lost_kernel, res.lost_parser, res.lost_cache, res.lost_failed, res.events,
-			res.lost_ring_full, res.lost_map_full, res.events_truncated,
-			res.lost_requests, res.responses_lost, res.parser_resyncs,
-			res.segments_committed,
-			res.segments_failed, res.payload_bytes_copied, res.cache_bytes_peak);
-	if (res.sampled_out || (o.sample_ratio > 0 && o.sample_ratio < 1))
-		fprintf(stderr, "sampled out %" PRIu64 " records (--sample-ratio %g)\n",
-			res.sampled_out, o.sample_ratio);
-	/* ring full = packets the kernel dropped, map full = connections refused (see above) */
-	if (o.mode == TV_CAPTURE_MODE_SOCKFILTER && (ret == 0 || res.events))
-		fprintf(stderr, "sockfilter: stream gaps %" PRIu64 " (%" PRIu64 " bytes)\n",
-			res.gaps, res.gap_bytes);
-	if (ret)
-		return tv_cli_runtime_error("%s", err[0] ? err : strerror(-ret));
-	return EXIT_SUCCESS;
+	return run_capture(&o, po);
 }

@@ -525,3 +525,27 @@ void tv_pipeline_free(struct tv_pipeline *p)
 	free(p->servers_copy);
 	free(p);
 }
+
+/* ---- the struct tv_record_sink view (write/sink.h) ---- */
+
+static int sink_add(void *ctx, const Tracevault__V1__TraceRecord *r)
+{
+	return tv_pipeline_add(ctx, r);
+}
+
+static void sink_note_loss(void *ctx, const struct tv_block_loss *total)
+{
+	tv_pipeline_note_loss(ctx, total);
+}
+
+static int sink_flush(void *ctx)
+{
+	return tv_pipeline_flush(ctx);
+}
+
+void tv_pipeline_sink(struct tv_pipeline *p, struct tv_record_sink *sink)
+{
+	*sink = (struct tv_record_sink){
+		.ctx = p, .add = sink_add, .note_loss = sink_note_loss, .flush = sink_flush,
+	};
+}

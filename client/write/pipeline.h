@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "proto/block.h"
+#include "write/sink.h"
 #include "tracevault.pb-c.h"
 
 #define TV_DEFAULT_CACHE_BYTES (256u << 20)
@@ -71,6 +72,10 @@ void tv_pipeline_stats(struct tv_pipeline *p, struct tv_pipeline_stats *st);
  * of a block that is dropped or whose segment fails go into the next block sealed; a loss
  * noted when no record follows is stored by the next flush in a block without records. */
 void tv_pipeline_note_loss(struct tv_pipeline *p, const struct tv_block_loss *total);
+
+/* The struct tv_record_sink (write/sink.h) over p: add, note_loss and flush above. p must
+ * outlive the sink's use. */
+void tv_pipeline_sink(struct tv_pipeline *p, struct tv_record_sink *sink);
 
 /* Flush, stop the writer thread, release everything. Safe on NULL. */
 void tv_pipeline_free(struct tv_pipeline *p);

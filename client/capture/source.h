@@ -1,0 +1,30 @@
+/* The shape both capture event sources share (--mode tracepoint: tracepoint.c, --mode
+ * sockfilter: sockfilter.c): open with the handler below, then poll / finish / lost / free, so
+ * capture.c's run loop drives either one without knowing which. */
+#ifndef TV_CAPTURE_SOURCE_H
+#define TV_CAPTURE_SOURCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Receives one struct tv_event (bpf/tv_event.h; len bytes: header + payload_len), valid during
+ * the call only. libbpf's ring_buffer_sample_fn shape, so the ring calls it directly. */
+typedef int (*tv_capture_event_fn)(void *ctx, void *data, size_t len);
+
+/* An opened source: impl is the module's own struct, the functions its own API. */
+struct tv_capture_source {
+	void *impl;
+	/* Wait up to timeout_ms, hand every event out. 0 or a negative errno (reason in err). */
+	int (*poll)(void *impl, int timeout_ms, char *err, size_t errlen);
+	/* Stop producing, then hand out what is already queued; connections still open end at
+	 * now_ns (monotonic). */
+	void (*finish)(void *impl, uint64_t now_ns);
+	/* Running total of one enum tv_lost_reason (0 for a reason the source cannot have). */
+	uint64_t (*lost)(void *impl, uint32_t reason);
+	/* Holes in reassembled streams (0 for a source that sees whole syscalls). */
+	void (*gaps)(void *impl, uint64_t *gaps, uint64_t *gap_bytes);
+	/* Release everything. Safe on NULL impl. */
+	void (*free)(void *impl);
+};
+
+#endif

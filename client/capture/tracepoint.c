@@ -1,0 +1,329 @@
+/* --mode tracepoint, the default event source of `tracevault capture`: loads
+ * bpf/capture.bpf.c through its skeleton (after mounting tracefs if needed), sets its filters
+ * (pid, port, comm, cgroup), seeds the connections open before the attach from /proc, and
+ * drains its ring buffer into the caller's event handler. Loss is counted per CPU in the
+ * kernel (map `lost`) and read here by reason. */
+#include "capture/tracepoint.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <linux/magic.h>
+#include <sys/mount.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "bpf/tv_event.h" /* the kernel event layout and limits */
+#include "capture.skel.h"
+#include "capture/preexisting.h"
+#include "common/clock.h"
+
+#define TRACEFS_DIR "/sys/kernel/tracing"
+
+struct tv_tracepoint {
+	struct tv_tracepoint_opts o;
+	tv_capture_event_fn fn;
+	void *ctx;
+	struct capture_bpf *skel;
+	struct ring_buffer *rb;
+	int cg_fd; /* --cgroup directory, or -1 */
+};
+
+/* libbpf attaches tracepoints through tracefs; some systems boot without it mounted. */
+static int ensure_tracefs(char *err, size_t errlen)
+{
+	if (access(TRACEFS_DIR "/events/syscalls", F_OK) == 0 ||
+	    access("/sys/kernel/debug/tracing/events/syscalls", F_OK) == 0)
+		return 0;
+	if (mount("tracefs", TRACEFS_DIR, "tracefs", 0, NULL) == 0 &&
+	    access(TRACEFS_DIR "/events/syscalls", F_OK) == 0)
+		return 0;
+	snprintf(err, errlen,
+		 "tracefs is not mounted and mounting it failed (mount -t tracefs tracefs %s): %s",
+		 TRACEFS_DIR, strerror(errno));
+	return -ENOENT;
+}
+
+/* Sum over CPUs of the kernel's loss counter for one enum tv_lost_reason. */
+uint64_t tv_tracepoint_lost(struct tv_tracepoint *t, uint32_t reason)
+{
+	int ncpu = libbpf_num_possible_cpus();
+	uint64_t *v, sum = 0;
+	int i;
+
+	if (ncpu <= 0 || !(v = calloc((size_t)ncpu, sizeof(*v))))
+		return 0;
+	if (bpf_map_lookup_elem(bpf_map__fd(t->skel->maps.lost), &reason, v) == 0)
+		for (i = 0; i < ncpu; i++)
+			sum += v[i];
+	free(v);
+	return sum;
+}
+
+/* --cgroup: the kernel tests membership with bpf_current_task_under_cgroup, which needs an fd
+ * of a cgroup v2 directory in cgroup_map. Checked before load for a clear error. */
+int tv_tracepoint_open_cgroup(const char *path, char *err, size_t errlen)
+{
+	struct statfs sfs;
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0) {
+		int rc = -errno;
+
+		snprintf(err, errlen, "opening --cgroup %s: %s", path, strerror(-rc));
+		return rc;
+	}
+	if (fstatfs(fd, &sfs) || sfs.f_type != CGROUP2_SUPER_MAGIC) {
+		snprintf(err, errlen, "--cgroup %s is not a cgroup v2 directory", path);
+		close(fd);
+		return -EINVAL;
+	}
+	return fd;
+}
+
+static int set_cgroup_filter(struct tv_tracepoint *t, int cg_fd, char *err, size_t errlen)
+{
+	uint32_t zero = 0;
+	uint32_t v = (uint32_t)cg_fd;
+
+	if (bpf_map_update_elem(bpf_map__fd(t->skel->maps.cgroup_map), &zero, &v, BPF_ANY)) {
+		int rc = -errno;
+
+		snprintf(err, errlen, "setting the --cgroup filter: %s", strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
+/* Connections open before the start have had their accept/connect already: put them in the
+ * kernel's sockets map from /proc. Called once the tracepoints are attached (the order that
+ * loses least: client/capture/preexisting.c). */
+static int seed_open_sockets(struct tv_tracepoint *t, char *err, size_t errlen)
+{
+	struct tv_seed_filter f = {
+		.tgid = (uint32_t)t->o.pid,
+		.port = (uint16_t)t->o.port,
+		.comm = t->o.comm,
+		.cgroup = t->o.cgroup,
+		.self_tgid = (uint32_t)getpid(),
+	};
+	struct tv_seed_stats st;
+	char why[128] = "";
+	uint64_t skipped;
+	int rc;
+
+	rc = tv_capture_seed_sockets(bpf_map__fd(t->skel->maps.sockets), &f,
+				     tv_monotonic_ns(), &st, err, errlen);
+	if (rc)
+		return rc;
+	skipped = st.not_established + st.map_full;
+	if (!st.seeded && !skipped && !st.procs_unreadable)
+		return 0;
+	if (skipped)
+		snprintf(why, sizeof(why), ": %" PRIu64 " not established, %" PRIu64 " map full",
+			 st.not_established, st.map_full);
+	if (st.procs_unreadable)
+		snprintf(why + strlen(why), sizeof(why) - strlen(why),
+			 "; %" PRIu64 " processes unreadable", st.procs_unreadable);
+	fprintf(stderr, "tracevault: following %" PRIu64 " connections open before the capture (%"
+		PRIu64 " skipped%s)\n", st.seeded, skipped, why);
+	return 0;
+}
+
+static int load_bpf(struct tv_tracepoint *t, char *err, size_t errlen)
+{
+	uint32_t ring_bytes;
+	int rc;
+
+	rc = ensure_tracefs(err, errlen);
+	if (rc)
+		return rc;
+	t->skel = capture_bpf__open();
+	if (!t->skel) {
+		rc = -errno;
+		snprintf(err, errlen, "opening the eBPF object: %s", strerror(-rc));
+		return rc;
+	}
+	t->skel->rodata->target_tgid = (uint32_t)t->o.pid;
+	t->skel->rodata->target_port = (uint32_t)t->o.port;
+	t->skel->rodata->self_tgid = (uint32_t)getpid();
+	if (t->o.comm) {
+		t->skel->rodata->filter_comm = 1;
+		/* the task comm is at most 15 bytes + NUL; main checks the length */
+		strncpy((char *)t->skel->rodata->target_comm, t->o.comm,
+			sizeof(t->skel->rodata->target_comm) - 1);
+	}
+	t->skel->rodata->filter_cgroup = t->cg_fd >= 0;
+	t->skel->rodata->payload_bytes = t->o.payload_bytes ? t->o.payload_bytes
+							     : TV_CAPTURE_DEFAULT_PAYLOAD_BYTES;
+	ring_bytes = t->o.ring_bytes ? t->o.ring_bytes : TV_CAPTURE_RING_BYTES;
+	/* a small ring (tests, --ring-bytes) must wake us well before it is full */
+	t->skel->rodata->wakeup_bytes = ring_bytes / 4 < TV_CAPTURE_WAKEUP_BYTES
+						? ring_bytes / 4
+						: TV_CAPTURE_WAKEUP_BYTES;
+	rc = bpf_map__set_max_entries(t->skel->maps.events, ring_bytes);
+	if (!rc)
+		rc = bpf_map__set_max_entries(t->skel->maps.scratch_buf,
+					      (uint32_t)libbpf_num_possible_cpus());
+	if (rc) {
+		snprintf(err, errlen, "sizing the eBPF maps: %s", strerror(-rc));
+		return rc;
+	}
+	rc = capture_bpf__load(t->skel);
+	if (rc == -EPERM || rc == -EACCES) {
+		if (rc == -EPERM)
+			snprintf(err, errlen, "loading eBPF needs CAP_BPF and CAP_PERFMON (or "
+					      "CAP_SYS_ADMIN): %s", strerror(-rc));
+		else
+			snprintf(err, errlen, "the kernel verifier rejected the eBPF program "
+					      "(log above): %s", strerror(-rc));
+		return rc;
+	}
+	if (rc) {
+		snprintf(err, errlen, "loading the eBPF program: %s", strerror(-rc));
+		return rc;
+	}
+	if (t->cg_fd >= 0) {
+		rc = set_cgroup_filter(t, t->cg_fd, err, errlen);
+		if (rc)
+			return rc;
+	}
+	rc = capture_bpf__attach(t->skel);
+	if (rc) {
+		snprintf(err, errlen, "attaching the syscall tracepoints: %s%s", strerror(-rc),
+			 rc == -EPERM ? " (needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN)" : "");
+		return rc;
+	}
+	rc = seed_open_sockets(t, err, errlen);
+	if (rc)
+		return rc;
+	t->rb = ring_buffer__new(bpf_map__fd(t->skel->maps.events), t->fn, t->ctx, NULL);
+	if (!t->rb) {
+		rc = -errno;
+		snprintf(err, errlen, "opening the ring buffer: %s", strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
+int tv_tracepoint_open(struct tv_tracepoint **out, const struct tv_tracepoint_opts *o,
+		       tv_capture_event_fn fn, void *ctx, char *err, size_t errlen)
+{
+	struct tv_tracepoint *t;
+	int rc;
+
+	*out = NULL;
+	if (o->pid < 0 || o->port < 0 || o->port > 65535 ||
+	    o->payload_bytes > TV_CAPTURE_PAYLOAD_BYTES ||
+	    (o->ring_bytes && (o->ring_bytes < TV_CAPTURE_MIN_RING_BYTES ||
+			       (o->ring_bytes & (o->ring_bytes - 1)))) ||
+	    (o->comm && (!o->comm[0] || strlen(o->comm) >= TV_CAPTURE_COMM_BYTES))) {
+		snprintf(err, errlen, "invalid tracepoint capture options");
+		return -EINVAL;
+	}
+	t = calloc(1, sizeof(*t));
+	if (!t) {
+		snprintf(err, errlen, "out of memory setting up the tracepoint capture");
+		return -ENOMEM;
+	}
+	t->o = *o;
+	t->fn = fn;
+	t->ctx = ctx;
+	t->cg_fd = -1;
+	if (o->cgroup) {
+		t->cg_fd = tv_tracepoint_open_cgroup(o->cgroup, err, errlen);
+		if (t->cg_fd < 0) {
+			rc = t->cg_fd;
+			goto fail;
+		}
+	}
+	rc = load_bpf(t, err, errlen);
+	if (rc)
+		goto fail;
+	*out = t;
+	return 0;
+fail:
+	tv_tracepoint_free(t);
+	return rc;
+}
+
+int tv_tracepoint_poll(struct tv_tracepoint *t, int timeout_ms, char *err, size_t errlen)
+{
+	int rc = ring_buffer__poll(t->rb, timeout_ms);
+
+	/* events queued below the wake-up threshold raise no epoll event: drain them */
+	if (rc >= 0)
+		rc = ring_buffer__consume(t->rb);
+	if (rc < 0 && rc != -EINTR) {
+		snprintf(err, errlen, "polling the ring buffer: %s", strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
+void tv_tracepoint_finish(struct tv_tracepoint *t)
+{
+	capture_bpf__detach(t->skel);
+	if (ring_buffer__consume(t->rb) < 0)
+		fprintf(stderr, "tracevault: draining the ring buffer failed\n");
+}
+
+void tv_tracepoint_free(struct tv_tracepoint *t)
+{
+	if (!t)
+		return;
+	ring_buffer__free(t->rb);
+	capture_bpf__destroy(t->skel);
+	if (t->cg_fd >= 0)
+		close(t->cg_fd);
+	free(t);
+}
+
+/* ---- the struct tv_capture_source view (capture/source.h) ---- */
+
+static int source_poll(void *impl, int timeout_ms, char *err, size_t errlen)
+{
+	return tv_tracepoint_poll(impl, timeout_ms, err, errlen);
+}
+
+/* connections still open are ended by the connection table's flush, not here */
+static void source_finish(void *impl, uint64_t now_ns)
+{
+	(void)now_ns;
+	tv_tracepoint_finish(impl);
+}
+
+static uint64_t source_lost(void *impl, uint32_t reason)
+{
+	return tv_tracepoint_lost(impl, reason);
+}
+
+/* syscalls deliver whole reads and writes: no stream holes to report */
+static void source_gaps(void *impl, uint64_t *gaps, uint64_t *gap_bytes)
+{
+	(void)impl;
+	*gaps = *gap_bytes = 0;
+}
+
+static void source_free(void *impl)
+{
+	tv_tracepoint_free(impl);
+}
+
+void tv_tracepoint_source(struct tv_tracepoint *t, struct tv_capture_source *src)
+{
+	*src = (struct tv_capture_source){
+		.impl = t,
+		.poll = source_poll,
+		.finish = source_finish,
+		.lost = source_lost,
+		.gaps = source_gaps,
+		.free = source_free,
+	};
+}
