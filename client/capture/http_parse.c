@@ -430,19 +430,97 @@ static void chunk_size_line(struct tv_http_parser *p, uint64_t ts_ns)
 	}
 }
 
+/* ST_HEAD: append bytes of d[0..len) to the head until the blank line that ends it
+ * (head_complete) or a full buffer (head_cut). Returns the bytes consumed. */
+static size_t feed_head(struct tv_http_parser *p, const uint8_t *d, size_t len, uint64_t ts_ns)
+{
+	size_t i = 0, hl;
+	uint8_t c;
+
+	while (i < len && p->state == ST_HEAD) {
+		if (p->head_len == sizeof(p->head)) {
+			head_cut(p, ts_ns);
+			break;
+		}
+		c = d[i++];
+		p->head[p->head_len++] = (char)c;
+		hl = p->head_len;
+		if (c == '\n' && ((hl >= 2 && p->head[hl - 2] == '\n') ||
+				  (hl >= 3 && p->head[hl - 2] == '\r' && p->head[hl - 3] == '\n')))
+			head_complete(p, ts_ns);
+	}
+	return i;
+}
+
+/* One byte of chunked framing outside chunk data (RFC 9112 §7.1): the size line
+ * (ST_CHUNK_SIZE), the CRLF after a chunk's data (ST_CHUNK_CRLF), the trailer (ST_TRAILER,
+ * ended by an empty line). */
+static void feed_chunk_framing(struct tv_http_parser *p, uint8_t c, uint64_t ts_ns)
+{
+	switch (p->state) {
+	case ST_CHUNK_SIZE:
+		if (c == '\n')
+			chunk_size_line(p, ts_ns);
+		else if (p->line_len < sizeof(p->line))
+			p->line[p->line_len++] = (char)c;
+		/* longer lines are chunk extensions: ignored */
+		break;
+	case ST_CHUNK_CRLF:
+		if (c == '\n') {
+			p->state = ST_CHUNK_SIZE;
+			p->line_len = 0;
+		} else if (c != '\r') {
+			lose_sync(p, ts_ns);
+		}
+		break;
+	default: /* ST_TRAILER */
+		if (c == '\n') {
+			if (p->line_len == 0)
+				msg_done(p, ts_ns);
+			p->line_len = 0;
+		} else if (c != '\r') {
+			p->line_len++;
+		}
+		break;
+	}
+}
+
+/* n bytes the syscall moved past the copied prefix: countable only inside a body; anywhere
+ * else (a head, framing, the start of the next message) the parser has lost its place. */
+static void skip_uncopied(struct tv_http_parser *p, uint64_t n, uint64_t ts_ns)
+{
+	while (n > 0) {
+		uint64_t k;
+
+		if (p->state == ST_BODY || p->state == ST_CHUNK_DATA) {
+			k = n < p->remaining ? n : p->remaining;
+			n -= k;
+			count_body(p, k, ts_ns);
+		} else if (p->state == ST_BODY_EOF) {
+			p->msg.body_bytes += n;
+			n = 0;
+		} else if (p->state == ST_LOST || p->state == ST_UPGRADED) {
+			n = 0;
+		} else if (p->state == ST_HEAD) {
+			head_cut(p, ts_ns);
+			n = 0;
+		} else {
+			lose_sync(p, ts_ns);
+			n = 0;
+		}
+	}
+}
+
 void tv_http_parser_feed(struct tv_http_parser *p, const void *data, size_t copied,
 			 uint64_t total, uint64_t ts_ns)
 {
 	const uint8_t *d = data;
 	size_t i = 0;
-	uint64_t unknown = total > copied ? total - copied : 0;
+	uint64_t n;
 
 	if (p->state == ST_LOST && looks_like_start(p, d, copied))
 		p->state = ST_IDLE;
 	while (i < copied) {
-		uint8_t c;
-		uint64_t n;
-
 		switch (p->state) {
 		case ST_IDLE:
 			if (d[i] == '\r' || d[i] == '\n') { /* stray CRLF between messages */
@@ -452,21 +530,7 @@ void tv_http_parser_feed(struct tv_http_parser *p, const void *data, size_t copi
 			start_message(p, ts_ns);
 			/* fall through */
 		case ST_HEAD:
-			while (i < copied && p->state == ST_HEAD) {
-				size_t hl;
-
-				if (p->head_len == sizeof(p->head)) {
-					head_cut(p, ts_ns);
-					break;
-				}
-				c = d[i++];
-				p->head[p->head_len++] = (char)c;
-				hl = p->head_len;
-				if (c == '\n' && ((hl >= 2 && p->head[hl - 2] == '\n') ||
-						  (hl >= 3 && p->head[hl - 2] == '\r' &&
-						   p->head[hl - 3] == '\n')))
-					head_complete(p, ts_ns);
-			}
+			i += feed_head(p, d + i, copied - i, ts_ns);
 			break;
 		case ST_BODY:
 		case ST_CHUNK_DATA:
@@ -475,31 +539,9 @@ void tv_http_parser_feed(struct tv_http_parser *p, const void *data, size_t copi
 			count_body(p, n, ts_ns);
 			break;
 		case ST_CHUNK_SIZE:
-			c = d[i++];
-			if (c == '\n')
-				chunk_size_line(p, ts_ns);
-			else if (p->line_len < sizeof(p->line))
-				p->line[p->line_len++] = (char)c;
-			/* longer lines are chunk extensions: ignored */
-			break;
 		case ST_CHUNK_CRLF:
-			c = d[i++];
-			if (c == '\n') {
-				p->state = ST_CHUNK_SIZE;
-				p->line_len = 0;
-			} else if (c != '\r') {
-				lose_sync(p, ts_ns);
-			}
-			break;
 		case ST_TRAILER:
-			c = d[i++];
-			if (c == '\n') {
-				if (p->line_len == 0)
-					msg_done(p, ts_ns);
-				p->line_len = 0;
-			} else if (c != '\r') {
-				p->line_len++;
-			}
+			feed_chunk_framing(p, d[i++], ts_ns);
 			break;
 		case ST_BODY_EOF:
 			p->msg.body_bytes += copied - i;
@@ -510,27 +552,8 @@ void tv_http_parser_feed(struct tv_http_parser *p, const void *data, size_t copi
 			break;
 		}
 	}
-	/* Bytes past the copied prefix: countable only inside a body. */
-	while (unknown > 0) {
-		uint64_t n;
-
-		if (p->state == ST_BODY || p->state == ST_CHUNK_DATA) {
-			n = unknown < p->remaining ? unknown : p->remaining;
-			unknown -= n;
-			count_body(p, n, ts_ns);
-		} else if (p->state == ST_BODY_EOF) {
-			p->msg.body_bytes += unknown;
-			unknown = 0;
-		} else if (p->state == ST_LOST || p->state == ST_UPGRADED) {
-			unknown = 0;
-		} else if (p->state == ST_HEAD) {
-			head_cut(p, ts_ns);
-			unknown = 0;
-		} else {
-			lose_sync(p, ts_ns);
-			unknown = 0;
-		}
-	}
+	if (total > copied)
+		skip_uncopied(p, total - copied, ts_ns);
 }
 
 int tv_http_parser_close(struct tv_http_parser *p, uint64_t ts_ns)
