@@ -1,7 +1,9 @@
-/* The event record shared by bpf/capture.bpf.c (producer, kernel) and client/capture/capture.c (consumer)
- * through the BPF ring buffer: one record per socket syscall of interest. Fixed-width types only. */
-#ifndef TV_BPF_CAPTURE_H
-#define TV_BPF_CAPTURE_H
+/* The event record shared by bpf/capture.bpf.c (producer, kernel) and client/capture (consumer:
+ * tracepoint.c reads the ring, conn_table.c pairs the events) through the BPF ring buffer: one
+ * record per socket syscall of interest. The sockfilter mode (sockfilter.c) makes the same
+ * records from packets. Fixed-width types only. */
+#ifndef TV_BPF_TV_EVENT_H
+#define TV_BPF_TV_EVENT_H
 
 #ifndef __VMLINUX_H__ /* the kernel side gets these types from vmlinux.h */
 #include <linux/types.h>
@@ -30,6 +32,18 @@
 /* mmsghdr entries whose payload is copied (back to back, up to --payload-bytes). */
 #define TV_CAPTURE_MAX_MMSG_COPY 4
 #define TV_CAPTURE_COMM_BYTES 16
+
+/* Sizes the kernel side masks with (payload offsets) or the kernel requires (BPF ring sizes:
+ * a power of two and a multiple of the page size), checked where both sides compile. */
+#define TV_CAPTURE_IS_POW2(x) ((x) != 0 && ((x) & ((x) - 1)) == 0)
+_Static_assert(TV_CAPTURE_IS_POW2(TV_CAPTURE_PAYLOAD_BYTES), "payload offsets are masked");
+_Static_assert(TV_CAPTURE_IS_POW2(TV_CAPTURE_RING_BYTES), "a BPF ring buffer's size");
+_Static_assert(TV_CAPTURE_IS_POW2(TV_CAPTURE_MIN_RING_BYTES) &&
+		       TV_CAPTURE_MIN_RING_BYTES % 4096 == 0,
+	       "the smallest --ring-bytes is itself a valid ring size");
+_Static_assert(TV_CAPTURE_IS_POW2(TV_CAPTURE_MAX_RING_BYTES), "the largest --ring-bytes too");
+_Static_assert(TV_CAPTURE_DEFAULT_PAYLOAD_BYTES <= TV_CAPTURE_PAYLOAD_BYTES,
+	       "the default copy fits the event's payload");
 
 enum tv_event_kind {
 	TV_EV_ACCEPT = 1,   /* socket accepted: we are the server side */

@@ -23,6 +23,10 @@
  * the longest an event waits in the ring, and how often loss totals reach the sink. */
 #define POLL_TIMEOUT_MS 10
 
+/* note_loss and finish read every reason: a new one must be mapped there (and given a block
+ * loss counter in proto/block.h if it is a loss) */
+_Static_assert(TV_LOST_NREASONS == 4, "a new enum tv_lost_reason: map it in note_loss/finish");
+
 /* Everything one run owns; released in tv_capture_run's cleanup, in reverse order. */
 struct capture {
 	const struct tv_capture_opts *o;

@@ -12,7 +12,9 @@
 
 #include "bpf/tv_event.h" /* the kernel event; client/capture/capture.h is the loader's API */
 
-#define BUCKETS 4096 /* power of two */
+/* buckets of the connection hash: the top BUCKET_BITS bits of a Fibonacci hash of the id */
+#define BUCKET_BITS 12
+#define BUCKETS (1u << BUCKET_BITS)
 #define PENDING_INITIAL 4
 
 /* A request seen on the connection, waiting for (or holding) its response. */
@@ -79,7 +81,7 @@ void tv_format_addr(char *buf, size_t len, uint16_t family, const uint8_t addr[1
 
 static size_t bucket_of(uint64_t conn_id)
 {
-	return (size_t)((conn_id * 0x9e3779b97f4a7c15ull) >> 52) & (BUCKETS - 1);
+	return (size_t)((conn_id * 0x9e3779b97f4a7c15ull) >> (64 - BUCKET_BITS));
 }
 
 static struct pending *pending_at(struct conn *c, uint64_t seq)

@@ -32,6 +32,11 @@
 /* Ring geometry: the kernel fills one block at a time with packets back to back and hands it
  * over when full or RING_RETIRE_MS after its first packet. */
 #define RING_BLOCK_BYTES (1u << 20)
+/* the kernel takes a TPACKET_V3 block size that is a multiple of the page size, and map_ring
+ * doubles it (and the frame size, from TPACKET_ALIGNMENT) until a packet fits: powers of two
+ * keep frames dividing blocks evenly */
+_Static_assert((RING_BLOCK_BYTES & (RING_BLOCK_BYTES - 1)) == 0 && RING_BLOCK_BYTES % 4096 == 0,
+	       "TPACKET_V3 block size");
 /* Matches the capture's poll interval: a packet waits at most this long in a partly filled
  * block, as an event waits in the tracepoint mode's ring. */
 #define RING_RETIRE_MS 10

@@ -9,7 +9,8 @@
 
 #include "capture/mix64.h"
 
-#define BUCKETS 16384 /* power of two */
+#define BUCKETS 16384
+_Static_assert((BUCKETS & (BUCKETS - 1)) == 0, "bucket indexes are masked with BUCKETS - 1");
 
 /* An early segment waiting for the hole before it; its captured bytes follow the struct. */
 struct seg {
