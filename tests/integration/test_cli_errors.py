@@ -122,6 +122,24 @@ def run_cases(tmp):
     expect(["query", "--server", UNREACHABLE, "--from", "-1h"], 1,
            "tracevault: cannot reach server 127.0.0.1:1: connection refused", exact=True)
 
+    # size suffixes K, M, G (KiB, MiB, GiB; "iB" optional) up to the 2^40 bound of
+    # --cache-bytes and --window-bytes: accepted values get as far as the server (exit 1),
+    # the others are usage errors. 1024G accepted and 1025G refused pin G to 2^30 bytes.
+    refused = "tracevault: cannot reach server 127.0.0.1:1: connection refused"
+    for cmd, opt, tail in (("capture", "--cache-bytes", ["--duration", "1"]),
+                           ("put", "--window-bytes", [good])):
+        for v in ("1G", "1GiB", "1024G", "1048576M", str(2**40)):
+            expect([cmd, "--server", UNREACHABLE, opt, v] + tail, 1, refused, exact=True)
+        for v in ("1025G", "1048577M", str(2**40 + 1), "0", "1g", "1T", "1.5G", "G"):
+            expect([cmd, "--server", UNREACHABLE, opt, v] + tail, 2,
+                   "tracevault: invalid %s: '%s'" % (opt, v), exact=True)
+    # M exactly: the message shows both sizes in bytes
+    expect(["capture", "--server", UNREACHABLE, "--cache-bytes", "255M", "--block-bytes",
+            "128M"], 2, "tracevault: --cache-bytes (267386880) must hold at least two blocks "
+           "of --block-bytes (134217728)", exact=True)
+    expect(["capture", "--server", UNREACHABLE, "--cache-bytes", "1G", "--block-bytes",
+            "32M", "--duration", "1"], 1, refused, exact=True)
+
     # a port that accepts TCP and hangs up at once is not "connection refused"
     with socket.socket() as ls:
         ls.bind(("127.0.0.1", 0))
@@ -175,6 +193,17 @@ def run_cases(tmp):
             p.stderr
         assert everything(srv.addr) == []
         print("ok stdin put with a bad line")
+
+        # --window-bytes below the block: 2 KiB unacknowledged in 512-byte chunks, every
+        # record arrives (the window opens again on each ack)
+        many = os.path.join(tmp, "many.jsonl")
+        write_lines(many, [good_line(i) for i in range(300)])
+        p = tvtest.run(["put", "--server", srv.addr, "--window-bytes", "2K", "--chunk-bytes",
+                        "512", many], check=True)
+        assert "put 300 records in 1 blocks" in p.stderr, p.stderr
+        assert [(r["ts_ns"], r["path"]) for r in map(json.loads, everything(srv.addr))] == \
+            [(BASE_NS + i, "/%d" % i) for i in range(300)]
+        print("ok put --window-bytes 2K --chunk-bytes 512")
     finally:
         srv.cleanup()
 

@@ -5,9 +5,12 @@ placed on it, and records cross between our C code and an independent grpcio cli
 import json
 import os
 import random
+import re
 import shutil
+import signal
 import sys
 import tempfile
+import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -181,6 +184,74 @@ def test_stopped_server_fails_only_its_segments(srvs, tmp):
         keys, _ = tvtest.query_keys(servers, ld.ts_of(seg["first"]),
                                     ld.ts_of(seg["first"] + seg["count"]))
         assert keys == [], "records of failed segment %r are visible" % seg
+
+
+def segment_rows(srv, sid):
+    """Block ids srv's catalog holds for segment sid."""
+    return {b for b, s in tvtest.catalog_blocks(srv.data_dir).items() if s == sid}
+
+
+def test_multi_block_segment_fails_on_every_server(srvs, tmp):
+    """A segment of ~25 blocks over A,B,C while B is stopped (SIGSTOP: it accepts the
+    connection, then never answers): A and C get their blocks and FLUSH them, but COMMIT
+    waits for every server's FLUSH reply, so when the write times out no server has committed
+    anything of it, at any moment; afterwards no server holds a block, catalog row or temp
+    file of it, and the segments before and after are intact."""
+    a, b, c = srvs
+    servers = ",".join(s.addr for s in srvs)
+    ld = tvtest.Loader(servers, 8000, ["--block-bytes", "65536", "--pad-bytes", "100",
+                                       "--write-timeout-ms", "3000",
+                                       "--delete-timeout-ms", "1000"], tag=14)
+    committed = []
+    try:
+        seg = ld.segment()
+        assert seg["ok"], seg
+        committed += seg["seqs"]
+        before = [set(tvtest.catalog_blocks(s.data_dir)) for s in srvs]
+        b.proc.send_signal(signal.SIGSTOP)
+        try:
+            ld.send("segment")
+            answer, polls = None, 0
+            while answer is None:  # until the segment's answer: A and C commit nothing of it
+                for k in (0, 2):
+                    new = set(tvtest.catalog_blocks(srvs[k].data_dir)) - before[k]
+                    assert not new, "server %d committed blocks %r of a segment still waiting " \
+                        "for B's FLUSH" % (k, sorted(new))
+                polls += 1
+                answer = ld.poll_answer()
+                time.sleep(0.01)
+        finally:
+            b.proc.send_signal(signal.SIGCONT)
+        failed = tvtest.Loader.parse_segment(answer)
+        assert not failed["ok"], "a segment with blocks on a stopped server committed"
+        assert polls > 10, "the segment ended too fast to have waited for B (%d polls)" % polls
+        fails = ld.failure_lines()
+        assert len(fails) == 1, ld.stderr_text()
+        sid_hex, reason, nblocks, nrecs, _, _, cleanup = fails[0]
+        sid = int(sid_hex, 16)
+        assert int(nblocks) >= 20 and int(nrecs) == failed["count"], fails[0]
+        # every stream waited: whichever hit the write deadline first is the reason
+        assert re.match(r"^127\.0\.0\.1:\d+: DEADLINE_EXCEEDED: ", reason), reason
+        assert cleanup.startswith("1 errors: delete on %s: " % b.addr), cleanup
+        for k in (0, 2):  # A and C took part: they opened the segment, never committed it
+            lines = tvtest.segment_log_lines(srvs[k].log(), sid)
+            assert any(line.endswith(" opened") for line in lines), (k, lines)
+            assert not any(" committed: " in line for line in lines), (k, lines)
+        seg = ld.segment(500)  # the next segment commits on all three again
+        assert seg["ok"], seg
+        committed += seg["seqs"]
+    finally:
+        ld.cleanup()
+    for k, s in enumerate(srvs):
+        tvtest.wait_for(lambda: tvtest.tmp_files(s.data_dir) == [],
+                        "server %d's tmp to be empty" % k, 10)
+        assert segment_rows(s, sid) == set(), "server %d keeps blocks of failed segment" % k
+        assert tvtest.block_files(s.data_dir) == set(tvtest.catalog_blocks(s.data_dir)), k
+        assert not any(" committed: " in line for line in tvtest.segment_log_lines(s.log(), sid))
+    keys, _ = tvtest.query_keys(servers, ld.ts_of(0), ld.ts_of(10**9))
+    assert keys == [(14, q) for q in sorted(committed)], \
+        "query over A,B,C differs from the committed segments (%d vs %d)" % (len(keys),
+                                                                           len(committed))
 
 
 def test_interop_with_grpcio(srvs, tmp):

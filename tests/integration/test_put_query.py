@@ -23,6 +23,18 @@ ODD_PATHS = ['/q?a="b"&c=\\d', "/tab\there", "/nl\nline", "/caf\u00e9/\u20ac/\U0
              "/ctl\x01\x1f", "/" + "x" * 300]
 
 
+EDGE_NS = BASE_NS - 3600 * 10**9     # the edge records of the table test, before the rest
+EDGES = [
+    {"method": "PROPFIND", "comm": "a-command-name-of-20", "path": "/" + "p" * 39},
+    {"method": "OPTIONS", "comm": "exactly-16-bytes", "path": "/" + "q" * 40},
+    {"method": "", "comm": "", "path": "", "remote": "", "status": 0, "pid": 0, "latency_ns": 0},
+    {"method": "G\tT", "comm": "w\u00f6rker", "path": "/caf\u00e9\x01", "remote": "[::1]:443"},
+    {"status": 2**32 - 1, "pid": 2**32 - 1, "latency_ns": 123456789012345, "remote":
+     "[2001:db8::1234:5678:9abc]:65535"},
+    {"latency_ns": 1499, "path": "/" + "\u20ac" * 20},
+]
+
+
 def make_record(rng, ts_ns):
     latency = rng.randrange(0, 5 * 10**9)
     trace = rng.random() < 0.5
@@ -145,8 +157,7 @@ def main():
 
         # restart on the same data dir: everything committed is served again, identically
         assert srv.stop() == 0, "tracevaultd exit status after SIGTERM"
-        srv = tvtest.Server(data_dir=srv.data_dir).start()
-        srv.own_dir = True
+        srv.start()  # the same object: its log and data dir are removed once, by cleanup
         for label, frm, to, _ in wins:
             check_window(srv.addr, records, frm, to, "after restart: " + label)
 
@@ -168,20 +179,25 @@ def main():
         for label, frm, to, _ in windows(records)[:3]:
             check_window(srv.addr, records, frm, to, "after append: " + label)
 
-        # table: a header and one row per record, time as RFC 3339 with ms
+        # table: a header and one row per record, every column of every row equal to the
+        # reference (1000 rows: the odd paths, every comm, 0 and 2^32-1 statuses among them)
         ts = sorted(r["ts_ns"] for r in records)
-        frm, to = ts[500], ts[520]
-        out = query(srv.addr, frm, to, fmt="table")
-        lines = out.splitlines()
+        frm, to = ts[500], ts[1500]
         want = reference(records, frm, to)
-        assert len(lines) == 1 + len(want) == 21, out
-        assert lines[0].split() == ["TIME", "METHOD", "PATH", "STATUS", "LATENCY_MS", "PID",
-                                    "COMM", "REMOTE"], lines[0]
-        for line, r in zip(lines[1:], want):
-            assert line.startswith(rfc3339_ns(r["ts_ns"])[:23] + "Z " + r["method"]), line
-            assert " %d " % r["status"] in line and " %d " % r["pid"] in line, line
+        assert len(want) == 1000
+        tvtest.check_table(query(srv.addr, frm, to, fmt="table"), want, "table of 1000 records")
         out = query(srv.addr, ts[0] - 10, ts[0], fmt="table")
-        assert out.splitlines() == [lines[0]], out
+        assert out == tvtest.TABLE_HEADER + "\n", out
+
+        # put - reads stdin; its records are the edge cases of each table column: cut method,
+        # path and comm, control bytes and UTF-8 shown as '?', wide numbers, IPv6 remote
+        edge = [dict(make_record(rng, EDGE_NS + i), **e) for i, e in enumerate(EDGES)]
+        p = tvtest.run(["put", "--server", srv.addr, "-"], check=True,
+                       input="".join(json.dumps(r) + "\n" for r in edge))
+        assert "put %d records in 1 blocks" % len(edge) in p.stderr, p.stderr
+        assert query_records(srv.addr, EDGE_NS, EDGE_NS + len(edge)) == edge
+        tvtest.check_table(query(srv.addr, EDGE_NS, EDGE_NS + len(edge), fmt="table"), edge,
+                           "table of edge records")
         print("ok table")
     finally:
         srv.cleanup()

@@ -47,6 +47,10 @@ def failed_segment_loss_goes_to_next_block(srv):
         st = stats(srv.addr, base, base + 10**12)
         assert st["records"] == 25, st
         assert st["lost_failed"] == 40, st
+        files = [os.path.join(srv.data_dir, "blocks", "%016x.tvb" % blk)
+                 for blk in tvtest.catalog_blocks(srv.data_dir)]
+        assert st["blocks"] == len(files) == 1, (st, files)
+        assert st["bytes"] == os.path.getsize(files[0]), (st, files)
         assert st["lost_total"] == 40, st
         # and it is counted once: the block after that carries no loss
         assert ld.segment(5)["ok"]
@@ -71,23 +75,34 @@ def main():
             tvtest.run(["put", "--server", srv.addr, path], check=True)
         finally:
             os.unlink(path)
-        put_blocks = len(tvtest.catalog_blocks(srv.data_dir))
+        put_ids = set(tvtest.catalog_blocks(srv.data_dir))
+        put_blocks = len(put_ids)
         assert put_blocks >= 1
+        # bytes is the encoded size of the blocks: for put's blocks the size of their files
+        # (the file is the encoded block, BLOCK.md), for ours the length we encoded
+        size = {b: os.path.getsize(os.path.join(srv.data_dir, "blocks", "%016x.tvb" % b))
+                for b in put_ids}
+        put_bytes = sum(size.values())
+        assert put_bytes > put_blocks * 64, size  # more than headers: records are in them
 
         cli = tvtest.GrpcClient(srv.addr)
         pb = cli.pb
         try:
             # a version 1 block at BASE + 2000 s: read as before, counts no loss
             v1 = [record(pb, BASE_NS + 2000 * S + i, "/v1/%d" % i) for i in range(3)]
-            assert cli.write_segment(0x51, [(0xA1, v1)]).committed
+            data = tvtest.encode_block(0xA1, v1)
+            size[0xA1] = len(data)
+            assert cli.write_encoded(0x51, [(0xA1, data)]).committed
             # a version 2 block with loss at BASE + 3000 s, sent in 7-byte chunks so its
             # 112-byte header crosses many chunks on the server
             v2 = [record(pb, BASE_NS + 3000 * S + i, "/v2/%d" % i) for i in range(2)]
             data = tvtest.encode_block_v2(0xA2, v2, loss=(1, 2, 3, 4, 5), lost_requests=1)
+            size[0xA2] = len(data)
             assert cli.write_encoded(0x52, [(0xA2, data)], chunk_bytes=7).committed
             # a block of loss only (no record) at BASE + 4000 s
             data = tvtest.encode_block_v2(0xA3, [], loss=(10, 0, 0, 0, 20),
                                           empty_ts_ns=BASE_NS + 4000 * S, lost_requests=6)
+            size[0xA3] = len(data)
             assert cli.write_encoded(0x53, [(0xA3, data)]).committed
             # a block that lies about its loss (bad header CRC) is refused, nothing counted
             bad = bytearray(tvtest.encode_block_v2(0xA4, v2, loss=(1, 0, 0, 0, 0)))
@@ -113,7 +128,8 @@ def main():
                     st["lost_cache"], st["lost_failed"]) == (11, 2, 3, 4, 25), st
             assert st["lost_total"] == 45, st  # lost_requests is part of ring_full
             assert st["lost_requests"] == 7, st
-            assert st["bytes"] > 0, st
+            assert st["bytes"] == put_bytes + size[0xA1] + size[0xA2] + size[0xA3], \
+                (st["bytes"], size)
             return st
 
         whole = check_all(srv.addr)
@@ -121,13 +137,16 @@ def main():
         st = stats(srv.addr, BASE_NS + 2500 * S, BASE_NS + 3500 * S)
         assert (st["blocks"], st["records"], st["lost_total"], st["lost_requests"]) == \
             (1, 2, 15, 1), st
+        assert st["bytes"] == size[0xA2], (st, size[0xA2])
         # only the v1 block: no loss
         st = stats(srv.addr, BASE_NS + 1500 * S, BASE_NS + 2500 * S)
         assert (st["blocks"], st["records"], st["lost_total"]) == (1, 3, 0), st
+        assert st["bytes"] == size[0xA1], (st, size[0xA1])
         # the loss-only block is found by its time
         st = stats(srv.addr, BASE_NS + 4000 * S, BASE_NS + 4000 * S + 1)
         assert (st["blocks"], st["records"], st["lost_ring_full"], st["lost_failed"]) == \
             (1, 0, 10, 20), st
+        assert st["bytes"] == size[0xA3], (st, size[0xA3])
         # an empty window and a window before everything
         st = stats(srv.addr, BASE_NS, BASE_NS)
         assert all(st[k] == 0 for k in KEYS), st
@@ -142,6 +161,7 @@ def main():
         # two servers listed: the sums add up (the same server twice counts twice)
         st = stats(srv.addr + "," + srv.addr, BASE_NS, BASE_NS + 5000 * S)
         assert st["lost_total"] == 90 and st["records"] == 2 * (N_PUT + 5), st
+        assert st["bytes"] == 2 * whole["bytes"], (st, whole)
 
         # the catalog keeps the counters across a restart
         srv.stop()

@@ -45,6 +45,32 @@ def bpf_unavailable_reason():
     return None
 
 
+class Unavailable(Exception):
+    """A capability the test needs is absent from this machine (not a failure): the test
+    file reports SKIP (exit 77) with this reason, after running its other cases."""
+
+
+def mount_tmpfs(size):
+    """A fresh tmpfs of size mounted on a new temp dir; remove it with umount_tmpfs. Without
+    CAP_SYS_ADMIN this raises Unavailable; with it, a failed mount is a test failure."""
+    if not effective_caps() >> CAP_SYS_ADMIN & 1:
+        raise Unavailable("mounting a tmpfs needs CAP_SYS_ADMIN, absent from the effective set")
+    d = tempfile.mkdtemp(prefix="tv-tmpfs-")
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=0700" % size, "tmpfs", d],
+                       capture_output=True, text=True, timeout=30)
+    if p.returncode != 0:
+        os.rmdir(d)
+        raise AssertionError("mount -t tmpfs failed with CAP_SYS_ADMIN: " + p.stderr.strip())
+    return d
+
+
+def umount_tmpfs(d):
+    p = subprocess.run(["umount", d], capture_output=True, text=True, timeout=30)
+    if p.returncode != 0:  # still busy: detach it, the kernel frees it when unused
+        subprocess.run(["umount", "-l", d], check=True, timeout=30)
+    os.rmdir(d)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -108,16 +134,28 @@ class Server:
             return f.read()
 
     def start(self, timeout=20):
+        """Start the daemon and wait (at most timeout seconds: a hung daemon fails the test
+        instead of hanging it) for its first stdout line, the readiness signal."""
+        import select
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen(
                 [binary("tracevaultd"), "--data", self.data_dir, "--listen", self.listen]
                 + self.extra_args,
-                stdout=subprocess.PIPE, stderr=log, text=True, preexec_fn=self.preexec_fn)
+                stdout=subprocess.PIPE, stderr=log, preexec_fn=self.preexec_fn)
         deadline = time.monotonic() + timeout
-        line = self.proc.stdout.readline()  # the daemon's first stdout line is the readiness signal
-        if not line.startswith("listening on ") or time.monotonic() > deadline:
-            self.stop()
-            raise AssertionError("tracevaultd did not start: %r %s" % (line, self.log()))
+        fd, line = self.proc.stdout.fileno(), b""
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            ready = select.select([fd], [], [], left)[0] if left > 0 else []
+            chunk = os.read(fd, 256) if ready else b""
+            if not chunk:  # deadline passed, or the daemon closed stdout (exited)
+                break
+            line += chunk
+        line = line.decode(errors="replace")
+        if not line.startswith("listening on ") or not line.endswith("\n"):
+            self.stop(sig=signal.SIGKILL)
+            raise AssertionError("tracevaultd did not start within %ss: %r %s"
+                                 % (timeout, line, self.log()))
         self.addr = line.split()[-1]
         return self
 
@@ -135,13 +173,24 @@ class Server:
         return rc
 
     def cleanup(self):
-        self.stop()
-        os.unlink(self.log_path)
-        if self.own_dir:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
+        """Stop the daemon and remove everything this object created (log, own data dir),
+        even when stopping it fails."""
+        try:
+            self.stop()
+        finally:
+            if self.proc and self.proc.stdout:
+                self.proc.stdout.close()
+            if os.path.exists(self.log_path):
+                os.unlink(self.log_path)
+            if self.own_dir:
+                shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def __enter__(self):
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.cleanup()  # __exit__ does not run when __enter__ raises
+            raise
 
     def __exit__(self, *exc):
         self.cleanup()
@@ -196,11 +245,17 @@ class HttpServer:
                 self.proc.wait()
 
     def cleanup(self):
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self):
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.cleanup()  # __exit__ does not run when __enter__ raises
+            raise
 
     def __exit__(self, *exc):
         self.cleanup()
@@ -367,6 +422,57 @@ class Capture:
         self.stop()
 
 
+# ---- the query output formats, written here from their description, not from the C code ----
+
+RECORD_FIELDS = ["ts_ns", "end_ns", "latency_ns", "pid", "comm", "local", "remote", "method",
+                 "path", "status", "req_body_bytes", "resp_body_bytes", "trace_id", "span_id",
+                 "flags"]
+# `--format table`: column widths; TIME, METHOD, PATH, COMM left-aligned, the numbers right
+TABLE_WIDTHS = (("TIME", 24), ("METHOD", 7), ("PATH", 40), ("STATUS", 6), ("LATENCY_MS", 12),
+                ("PID", 8), ("COMM", 16))
+TABLE_HEADER = ("%-24s %-7s %-40s %6s %12s %8s %-16s %s"
+                % tuple([n for n, _ in TABLE_WIDTHS] + ["REMOTE"]))
+
+
+def _table_col(s, width, last=False):
+    """A text column: its bytes, each outside printable ASCII shown as '?', cut to width with
+    a '...' ending, padded to width plus one space unless it is the last column."""
+    b = s.encode("utf-8")
+    cut = width > 0 and len(b) > width
+    out = "".join(chr(c) if 0x20 <= c < 0x7F else "?" for c in b[:width - 3 if cut else len(b)])
+    if cut:
+        out += "..."
+    return out if last else out + " " * (width - len(out)) + " "
+
+
+def rfc3339_ms(ts_ns):
+    """2026-01-01T00:00:00.123Z: UTC, milliseconds truncated (not rounded)."""
+    import datetime
+    secs, ns = divmod(ts_ns, 10**9)
+    dt = datetime.datetime.fromtimestamp(secs, datetime.timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + ".%03dZ" % (ns // 10**6)
+
+
+def table_row(r):
+    """The exact table line of record r (a dict of the jsonl fields), without the newline."""
+    return (_table_col(rfc3339_ms(r["ts_ns"]), 24) + _table_col(r["method"], 7)
+            + _table_col(r["path"], 40)
+            + "%6d %12.3f %8d " % (r["status"], r["latency_ns"] / 1e6, r["pid"])
+            + _table_col(r["comm"], 16) + _table_col(r["remote"], 0, last=True))
+
+
+def check_table(out, records, what):
+    """out (a `--format table` answer) is the header and exactly one line per record, every
+    column of every row equal to the reference; raises naming the first different line."""
+    want = [TABLE_HEADER] + [table_row(r) for r in records]
+    got = out.split("\n")
+    assert got[-1] == "", "%s: table does not end in a newline: %r" % (what, out[-200:])
+    got = got[:-1]
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g == w, "%s: table line %d differs\n got  %r\n want %r" % (what, i, g, w)
+    assert len(got) == len(want), "%s: %d table lines, want %d" % (what, len(got), len(want))
+
+
 # ---- tv_load: the test-only driver of the real client pipeline (tests/tools/tv_load.c) ----
 
 FAIL_LINE_RE = (r"^tracevault: segment ([0-9a-f]{16}) failed: (.*); dropped (\d+) blocks, "
@@ -393,10 +499,14 @@ class Loader:
         # a reader thread turns stdout lines into a queue, so every wait has a timeout
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
-        first = self._line(60)
-        if first != "ready":
+        try:
+            first = self._line(60)
+            if first != "ready":
+                raise AssertionError("tv_load did not start: %r %s" % (first, self.stderr_text()))
+        except BaseException:
             self.kill()
-            raise AssertionError("tv_load did not start: %r %s" % (first, self.stderr_text()))
+            os.unlink(self.err_path)  # the caller gets no object to clean up
+            raise
 
     def _read(self):
         for line in self.proc.stdout:
