@@ -125,5 +125,9 @@ struct tv_event {
 };
 
 #define TV_EVENT_HEADER_BYTES (sizeof(struct tv_event) - TV_CAPTURE_PAYLOAD_BYTES)
+/* The ring carries the header and payload_len bytes back to back: every field is placed by
+ * hand (pad, pad2) so the kernel's and user space's compilers agree with no implicit padding. */
+_Static_assert(TV_EVENT_HEADER_BYTES == 144 && sizeof(struct tv_event_addr) == 20,
+	       "struct tv_event changed: keep its padding explicit and update this size");
 
 #endif
