@@ -10,6 +10,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree's tests/integration/tvtest/
 import tvtest  # noqa: E402  (TV_BIN_DIR, set by bench/run.sh, selects the build)
 
 BODY = b"b" * 612  # the size of nginx's stock index.html

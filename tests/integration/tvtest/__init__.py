@@ -1,0 +1,53 @@
+"""Shared helpers for integration tests: start the real tracevaultd and nginx on 127.0.0.1
+ephemeral ports, run the tracevault CLI, and always stop what was started.
+
+One module per concern; this package re-exports their public names, so tests use `tvtest.X`
+(or `from tvtest import X`) without knowing which module X lives in:
+  procs         BIN_DIR, binary(), run(), skip(), Server (tracevaultd), free ports, waits
+  caps          effective capabilities, bpf_unavailable_reason(), Unavailable
+  tmpfs         mount_tmpfs() / umount_tmpfs()
+  cgroups       cgroup2_mount(), TempCgroup
+  webservers    nginx, lighttpd, python http.server (HttpServer and its subclasses)
+  http_clients  curl(), RawHttp, http_request(), wrk()
+  capture       Capture (`tracevault capture`), its summary line, capture runs read back
+  table         the reference for `query --format table`
+  loader        Loader (tests/tools/tv_load), query_keys(), place_block()
+  datadir       a server's data dir and log: catalog, block files, tmp, segment log lines
+  blocks        an encoder of trace blocks from proto/BLOCK.md (crc32c, varint, encode_block*)
+  grpc_client   GrpcClient, an independent grpcio client, and grpc_modules()
+
+Run only under ctest's PYTHONDONTWRITEBYTECODE=1 (or with sys.dont_write_bytecode set before
+the import), so that no __pycache__ is written into the source tree."""
+from .blocks import crc32c, encode_block, encode_block_v2, varint
+from .caps import (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, Unavailable, bpf_unavailable_reason,
+                   effective_caps)
+from .capture import (CAPTURE_SUMMARY_KEYS, CAPTURE_SUMMARY_RE, Capture, capture_old_connection,
+                      capture_records, compare_exchanges, parse_capture_summary)
+from .cgroups import TempCgroup, cgroup2_mount
+from .datadir import block_files, catalog_blocks, segment_log_lines, tmp_files
+from .grpc_client import GrpcClient, grpc_modules
+from .http_clients import WRK_RE, RawHttp, curl, http_request, wrk
+from .loader import FAIL_LINE_RE, Loader, loader_path_key, place_block, query_keys
+from .procs import (BIN_DIR, GEN_DIR, SKIP, Server, binary, free_port, run, skip,
+                    wait_accepting, wait_for)
+from .table import RECORD_FIELDS, TABLE_HEADER, TABLE_WIDTHS, check_table, rfc3339_ms, table_row
+from .tmpfs import mount_tmpfs, umount_tmpfs
+from .webservers import LIGHTTPD_CONF, NGINX_CONF, HttpServer, Lighttpd, Nginx, PyHttp
+
+__all__ = [
+    "crc32c", "encode_block", "encode_block_v2", "varint",
+    "CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN", "Unavailable", "bpf_unavailable_reason",
+    "effective_caps",
+    "CAPTURE_SUMMARY_KEYS", "CAPTURE_SUMMARY_RE", "Capture", "capture_old_connection",
+    "capture_records", "compare_exchanges", "parse_capture_summary",
+    "TempCgroup", "cgroup2_mount",
+    "block_files", "catalog_blocks", "segment_log_lines", "tmp_files",
+    "GrpcClient", "grpc_modules",
+    "WRK_RE", "RawHttp", "curl", "http_request", "wrk",
+    "FAIL_LINE_RE", "Loader", "loader_path_key", "place_block", "query_keys",
+    "BIN_DIR", "GEN_DIR", "SKIP", "Server", "binary", "free_port", "run", "skip",
+    "wait_accepting", "wait_for",
+    "RECORD_FIELDS", "TABLE_HEADER", "TABLE_WIDTHS", "check_table", "rfc3339_ms", "table_row",
+    "mount_tmpfs", "umount_tmpfs",
+    "LIGHTTPD_CONF", "NGINX_CONF", "HttpServer", "Lighttpd", "Nginx", "PyHttp",
+]

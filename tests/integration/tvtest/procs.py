@@ -1,0 +1,150 @@
+"""Processes the tests start and wait for: where the build's binaries are (BIN_DIR, GEN_DIR),
+run() for the tracevault CLI, the real tracevaultd (Server) on a temp data dir and an ephemeral
+port, free ports, the wait helpers, and skip() (ctest's SKIP exit code)."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+
+# default: build/ at the top of the source tree (tests/integration/../../build)
+BIN_DIR = os.environ.get("TV_BIN_DIR", os.path.join(os.path.dirname(os.path.dirname(__file__)),
+                                                    "../../build"))
+GEN_DIR = os.environ.get("TV_GEN_DIR", os.path.join(BIN_DIR, "gen"))
+SKIP = 77  # ctest SKIP_RETURN_CODE
+
+
+def binary(name):
+    return os.path.join(BIN_DIR, name)
+
+
+def skip(reason):
+    print("SKIP: " + reason)
+    sys.exit(SKIP)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_accepting(proc, port, timeout):
+    """True once 127.0.0.1:port accepts a connection (a server has no other readiness signal
+    we can read), False if proc exits or timeout seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def wait_for(pred, what, timeout_s=30, interval_s=0.01):
+    """Bounded poll, for the few signals that only exist as file content (a server log line)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError("timed out after %ss waiting for %s" % (timeout_s, what))
+
+
+def run(args, input=None, timeout=120, check=False):
+    """Run the tracevault CLI; returns CompletedProcess with text stdout/stderr."""
+    p = subprocess.run([binary("tracevault")] + list(args), input=input, capture_output=True,
+                       text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError("tracevault %s exited %d: %s" % (" ".join(args), p.returncode,
+                                                              p.stderr.strip()))
+    return p
+
+
+class Server:
+    """A real tracevaultd on a temp data dir and an ephemeral port."""
+
+    def __init__(self, data_dir=None, extra_args=(), listen="127.0.0.1:0", preexec_fn=None):
+        self.listen = listen  # set it to self.addr to restart on the same port
+        self.preexec_fn = preexec_fn  # e.g. a resource.setrlimit for the daemon only
+        self.own_dir = data_dir is None
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="tv-data-")
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self.addr = None
+        # stderr goes to a file, not a pipe: a pipe nobody drains would block a chatty daemon
+        fd, self.log_path = tempfile.mkstemp(prefix="tv-server-", suffix=".log")
+        os.close(fd)
+
+    def log(self):
+        """Everything the daemon wrote to stderr so far (all its runs)."""
+        with open(self.log_path) as f:
+            return f.read()
+
+    def start(self, timeout=20):
+        """Start the daemon and wait (at most timeout seconds: a hung daemon fails the test
+        instead of hanging it) for its first stdout line, the readiness signal."""
+        import select
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen(
+                [binary("tracevaultd"), "--data", self.data_dir, "--listen", self.listen]
+                + self.extra_args,
+                stdout=subprocess.PIPE, stderr=log, preexec_fn=self.preexec_fn)
+        deadline = time.monotonic() + timeout
+        fd, line = self.proc.stdout.fileno(), b""
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            ready = select.select([fd], [], [], left)[0] if left > 0 else []
+            chunk = os.read(fd, 256) if ready else b""
+            if not chunk:  # deadline passed, or the daemon closed stdout (exited)
+                break
+            line += chunk
+        line = line.decode(errors="replace")
+        if not line.startswith("listening on ") or not line.endswith("\n"):
+            self.stop(sig=signal.SIGKILL)
+            raise AssertionError("tracevaultd did not start within %ss: %r %s"
+                                 % (timeout, line, self.log()))
+        self.addr = line.split()[-1]
+        return self
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("tracevaultd did not exit within %ss of signal %d"
+                                     % (timeout, sig))
+        rc = self.proc.returncode if self.proc else 0
+        return rc
+
+    def cleanup(self):
+        """Stop the daemon and remove everything this object created (log, own data dir),
+        even when stopping it fails."""
+        try:
+            self.stop()
+        finally:
+            if self.proc and self.proc.stdout:
+                self.proc.stdout.close()
+            if os.path.exists(self.log_path):
+                os.unlink(self.log_path)
+            if self.own_dir:
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.cleanup()  # __exit__ does not run when __enter__ raises
+            raise
+
+    def __exit__(self, *exc):
+        self.cleanup()

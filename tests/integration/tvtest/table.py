@@ -1,0 +1,50 @@
+"""The reference for `tracevault query --format table`, written here from the format's
+description, not from the C code: the header and the exact line of each record."""
+
+RECORD_FIELDS = ["ts_ns", "end_ns", "latency_ns", "pid", "comm", "local", "remote", "method",
+                 "path", "status", "req_body_bytes", "resp_body_bytes", "trace_id", "span_id",
+                 "flags"]
+# `--format table`: column widths; TIME, METHOD, PATH, COMM left-aligned, the numbers right
+TABLE_WIDTHS = (("TIME", 24), ("METHOD", 7), ("PATH", 40), ("STATUS", 6), ("LATENCY_MS", 12),
+                ("PID", 8), ("COMM", 16))
+TABLE_HEADER = ("%-24s %-7s %-40s %6s %12s %8s %-16s %s"
+                % tuple([n for n, _ in TABLE_WIDTHS] + ["REMOTE"]))
+
+
+def _table_col(s, width, last=False):
+    """A text column: its bytes, each outside printable ASCII shown as '?', cut to width with
+    a '...' ending, padded to width plus one space unless it is the last column."""
+    b = s.encode("utf-8")
+    cut = width > 0 and len(b) > width
+    out = "".join(chr(c) if 0x20 <= c < 0x7F else "?" for c in b[:width - 3 if cut else len(b)])
+    if cut:
+        out += "..."
+    return out if last else out + " " * (width - len(out)) + " "
+
+
+def rfc3339_ms(ts_ns):
+    """2026-01-01T00:00:00.123Z: UTC, milliseconds truncated (not rounded)."""
+    import datetime
+    secs, ns = divmod(ts_ns, 10**9)
+    dt = datetime.datetime.fromtimestamp(secs, datetime.timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + ".%03dZ" % (ns // 10**6)
+
+
+def table_row(r):
+    """The exact table line of record r (a dict of the jsonl fields), without the newline."""
+    return (_table_col(rfc3339_ms(r["ts_ns"]), 24) + _table_col(r["method"], 7)
+            + _table_col(r["path"], 40)
+            + "%6d %12.3f %8d " % (r["status"], r["latency_ns"] / 1e6, r["pid"])
+            + _table_col(r["comm"], 16) + _table_col(r["remote"], 0, last=True))
+
+
+def check_table(out, records, what):
+    """out (a `--format table` answer) is the header and exactly one line per record, every
+    column of every row equal to the reference; raises naming the first different line."""
+    want = [TABLE_HEADER] + [table_row(r) for r in records]
+    got = out.split("\n")
+    assert got[-1] == "", "%s: table does not end in a newline: %r" % (what, out[-200:])
+    got = got[:-1]
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g == w, "%s: table line %d differs\n got  %r\n want %r" % (what, i, g, w)
+    assert len(got) == len(want), "%s: %d table lines, want %d" % (what, len(got), len(want))
