@@ -219,43 +219,60 @@ static void open_block(struct tv_segment *seg, const Tracevault__V1__WriteComman
 	struct seg_block *cur = current(seg), *b;
 	int ret;
 
-	if (cmd->block_id == 0)
-		return fail(seg, GRPC_STATUS_INVALID_ARGUMENT, "OPEN_BLOCK needs block_id != 0");
-	if (cur && !cur->complete)
-		return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
-			    "OPEN_BLOCK %016llx while block %016llx is incomplete (%llu of %llu bytes)",
-			    (unsigned long long)cmd->block_id, (unsigned long long)cur->block_id,
-			    (unsigned long long)cur->received, (unsigned long long)cur->length);
-	if (cmd->length < TV_BLOCK_MIN_HEADER_BYTES)
-		return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
-			    "block %016llx: length %llu is shorter than the %d-byte header",
-			    (unsigned long long)cmd->block_id, (unsigned long long)cmd->length,
-			    TV_BLOCK_MIN_HEADER_BYTES);
-	if (cmd->length > TV_SERVER_MAX_BLOCK_BYTES)
-		return fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED,
-			    "block %016llx: length %llu exceeds the server limit of %u bytes",
-			    (unsigned long long)cmd->block_id, (unsigned long long)cmd->length,
-			    TV_SERVER_MAX_BLOCK_BYTES);
-	if (seg->n == TV_SERVER_MAX_SEGMENT_BLOCKS)
-		return fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED,
-			    "more than %d blocks in one segment", TV_SERVER_MAX_SEGMENT_BLOCKS);
-	for (size_t i = 0; i < seg->n; i++)
-		if (seg->blocks[i].block_id == cmd->block_id)
-			return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
-				    "block %016llx opened twice in one segment",
-				    (unsigned long long)cmd->block_id);
+	if (cmd->block_id == 0) {
+		fail(seg, GRPC_STATUS_INVALID_ARGUMENT, "OPEN_BLOCK needs block_id != 0");
+		return;
+	}
+	if (cur && !cur->complete) {
+		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
+		     "OPEN_BLOCK %016llx while block %016llx is incomplete (%llu of %llu bytes)",
+		     (unsigned long long)cmd->block_id, (unsigned long long)cur->block_id,
+		     (unsigned long long)cur->received, (unsigned long long)cur->length);
+		return;
+	}
+	if (cmd->length < TV_BLOCK_MIN_HEADER_BYTES) {
+		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
+		     "block %016llx: length %llu is shorter than the %d-byte header",
+		     (unsigned long long)cmd->block_id, (unsigned long long)cmd->length,
+		     TV_BLOCK_MIN_HEADER_BYTES);
+		return;
+	}
+	if (cmd->length > TV_SERVER_MAX_BLOCK_BYTES) {
+		fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED,
+		     "block %016llx: length %llu exceeds the server limit of %u bytes",
+		     (unsigned long long)cmd->block_id, (unsigned long long)cmd->length,
+		     TV_SERVER_MAX_BLOCK_BYTES);
+		return;
+	}
+	if (seg->n == TV_SERVER_MAX_SEGMENT_BLOCKS) {
+		fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED,
+		     "more than %d blocks in one segment", TV_SERVER_MAX_SEGMENT_BLOCKS);
+		return;
+	}
+	for (size_t i = 0; i < seg->n; i++) {
+		if (seg->blocks[i].block_id == cmd->block_id) {
+			fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
+			     "block %016llx opened twice in one segment",
+			     (unsigned long long)cmd->block_id);
+			return;
+		}
+	}
 	ret = tv_catalog_contains(seg->catalog, cmd->block_id);
-	if (ret)
-		return fail(seg, ret > 0 ? GRPC_STATUS_ALREADY_EXISTS : GRPC_STATUS_INTERNAL,
-			    ret > 0 ? "block %016llx is already committed" :
-				      "block %016llx: catalog lookup failed",
-			    (unsigned long long)cmd->block_id);
+	if (ret) {
+		fail(seg, ret > 0 ? GRPC_STATUS_ALREADY_EXISTS : GRPC_STATUS_INTERNAL,
+		     ret > 0 ? "block %016llx is already committed" :
+			       "block %016llx: catalog lookup failed",
+		     (unsigned long long)cmd->block_id);
+		return;
+	}
 	if (seg->n == seg->cap) {
 		size_t ncap = seg->cap ? seg->cap * 2 : 8;
 		struct seg_block *p = realloc(seg->blocks, ncap * sizeof(*p));
 
-		if (!p)
-			return fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		if (!p) {
+			fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+			return;
+		}
 		seg->blocks = p;
 		seg->cap = ncap;
 	}
@@ -265,11 +282,13 @@ static void open_block(struct tv_segment *seg, const Tracevault__V1__WriteComman
 	b->length = cmd->length;
 	b->payload_crc = 0; /* CRC32C of zero bytes; extended as payload arrives */
 	ret = tv_store_create_temp(seg->store, seg->segment_id, b->block_id, &b->file);
-	if (ret)
-		return fail(seg, errno_code(ret),
-			    ret == -EEXIST ? "block %016llx is already being written by another stream"
-					   : "block %016llx: cannot create temp file: %s",
-			    (unsigned long long)b->block_id, strerror(-ret));
+	if (ret) {
+		fail(seg, errno_code(ret),
+		     ret == -EEXIST ? "block %016llx is already being written by another stream"
+				    : "block %016llx: cannot create temp file: %s",
+		     (unsigned long long)b->block_id, strerror(-ret));
+		return;
+	}
 	seg->n++;
 }
 
@@ -479,11 +498,13 @@ static void commit_now(struct tv_segment *seg)
 
 	for (size_t i = 0; i < seg->n; i++) {
 		ret = tv_catalog_contains(seg->catalog, seg->blocks[i].block_id);
-		if (ret)
-			return fail(seg, ret > 0 ? GRPC_STATUS_ALREADY_EXISTS : GRPC_STATUS_INTERNAL,
-				    ret > 0 ? "block %016llx is already committed" :
-					      "block %016llx: catalog lookup failed",
-				    (unsigned long long)seg->blocks[i].block_id);
+		if (ret) {
+			fail(seg, ret > 0 ? GRPC_STATUS_ALREADY_EXISTS : GRPC_STATUS_INTERNAL,
+			     ret > 0 ? "block %016llx is already committed" :
+				       "block %016llx: catalog lookup failed",
+			     (unsigned long long)seg->blocks[i].block_id);
+			return;
+		}
 	}
 	rows = calloc(seg->n ? seg->n : 1, sizeof(*rows));
 	files = calloc(seg->n ? seg->n : 1, sizeof(*files));
@@ -544,8 +565,10 @@ static void advance(struct tv_segment *seg)
 	if (seg->state != SEG_OPEN || p == PENDING_NONE || seg->inflight_ops)
 		return;
 	ret = sync_submit(seg);
-	if (ret < 0)
-		return fail(seg, errno_code(ret), "fdatasync of temp files: %s", strerror(-ret));
+	if (ret < 0) {
+		fail(seg, errno_code(ret), "fdatasync of temp files: %s", strerror(-ret));
+		return;
+	}
 	if (ret > 0)
 		return; /* their completions call advance again */
 	seg->pending = PENDING_NONE;
@@ -604,45 +627,57 @@ static void io_done(struct tv_store_op *op, int res)
 static void command(struct tv_segment *seg, const Tracevault__V1__WriteCommand *cmd)
 {
 	if (cmd->type == TRACEVAULT__V1__COMMAND_TYPE__OPEN_SEGMENT) {
-		if (seg->segment_id)
-			return fail(seg, GRPC_STATUS_INVALID_ARGUMENT, "OPEN_SEGMENT sent twice");
-		if (cmd->segment_id == 0)
-			return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
-				    "OPEN_SEGMENT needs segment_id != 0");
+		if (seg->segment_id) {
+			fail(seg, GRPC_STATUS_INVALID_ARGUMENT, "OPEN_SEGMENT sent twice");
+			return;
+		}
+		if (cmd->segment_id == 0) {
+			fail(seg, GRPC_STATUS_INVALID_ARGUMENT, "OPEN_SEGMENT needs segment_id != 0");
+			return;
+		}
 		seg->segment_id = cmd->segment_id;
 		fprintf(stderr, "segment %016llx opened\n", (unsigned long long)seg->segment_id);
 		return;
 	}
-	if (!seg->segment_id)
-		return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
-			    "the first request of a Write stream must be OPEN_SEGMENT");
+	if (!seg->segment_id) {
+		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
+		     "the first request of a Write stream must be OPEN_SEGMENT");
+		return;
+	}
 	switch (cmd->type) {
 	case TRACEVAULT__V1__COMMAND_TYPE__OPEN_BLOCK:
-		return open_block(seg, cmd);
+		open_block(seg, cmd);
+		break;
 	case TRACEVAULT__V1__COMMAND_TYPE__FLUSH:
 		seg->pending = PENDING_FLUSH;
-		return advance(seg);
+		advance(seg);
+		break;
 	case TRACEVAULT__V1__COMMAND_TYPE__COMMIT:
-		for (size_t i = 0; i < seg->n; i++)
-			if (!seg->blocks[i].complete)
-				return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
-					    "COMMIT with block %016llx incomplete (%llu of %llu bytes)",
-					    (unsigned long long)seg->blocks[i].block_id,
-					    (unsigned long long)seg->blocks[i].received,
-					    (unsigned long long)seg->blocks[i].length);
+		for (size_t i = 0; i < seg->n; i++) {
+			if (!seg->blocks[i].complete) {
+				fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
+				     "COMMIT with block %016llx incomplete (%llu of %llu bytes)",
+				     (unsigned long long)seg->blocks[i].block_id,
+				     (unsigned long long)seg->blocks[i].received,
+				     (unsigned long long)seg->blocks[i].length);
+				return;
+			}
+		}
 		seg->pending = PENDING_COMMIT;
-		return advance(seg);
+		advance(seg);
+		break;
 	case TRACEVAULT__V1__COMMAND_TYPE__CANCEL: {
 		char msg[64];
 
 		tv_segment_abort(seg, "cancelled by client");
 		snprintf(msg, sizeof(msg), ERR_PREFIX_FMT "cancelled",
 			 (unsigned long long)seg->segment_id);
-		return seg->sink->finish(seg->arg, GRPC_STATUS_OK, msg);
+		seg->sink->finish(seg->arg, GRPC_STATUS_OK, msg);
+		break;
 	}
 	default:
-		return fail(seg, GRPC_STATUS_INVALID_ARGUMENT, "unknown command type %d",
-			    (int)cmd->type);
+		fail(seg, GRPC_STATUS_INVALID_ARGUMENT, "unknown command type %d", (int)cmd->type);
+		break;
 	}
 }
 
@@ -657,15 +692,19 @@ static void unpack_message(struct tv_segment *seg, grpc_byte_buffer *bb)
 	int ret;
 
 	ret = tv_wire_flatten(bb, seg->max_message_bytes, &flat, &len);
-	if (ret)
-		return fail(seg, ret == -EMSGSIZE ? GRPC_STATUS_RESOURCE_EXHAUSTED :
-						    GRPC_STATUS_INTERNAL,
-			    "cannot read request: %s", strerror(-ret));
+	if (ret) {
+		fail(seg, ret == -EMSGSIZE ? GRPC_STATUS_RESOURCE_EXHAUSTED :
+					     GRPC_STATUS_INTERNAL,
+		     "cannot read request: %s", strerror(-ret));
+		return;
+	}
 	req = tracevault__v1__write_request__unpack(NULL, len, flat);
 	free(flat);
-	if (!req)
-		return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
-			    "request is not a valid WriteRequest protobuf (%zu bytes)", len);
+	if (!req) {
+		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
+		     "request is not a valid WriteRequest protobuf (%zu bytes)", len);
+		return;
+	}
 	switch (req->value_case) {
 	case TRACEVAULT__V1__WRITE_REQUEST__VALUE_COMMAND:
 		command(seg, req->command);
@@ -683,7 +722,8 @@ static void unpack_message(struct tv_segment *seg, grpc_byte_buffer *bb)
 			fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 			break;
 		}
-		return chunk(seg, &v); /* v owns req now */
+		chunk(seg, &v); /* v owns req now */
+		return;
 	default:
 		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
 		     "WriteRequest carries neither a command nor a chunk");
@@ -697,18 +737,25 @@ void tv_segment_on_message(struct tv_segment *seg, grpc_byte_buffer *bb)
 	struct tv_chunk_view v;
 	int ret;
 
-	if (seg->state != SEG_OPEN)
-		return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
-			    "request after the segment was committed or abandoned");
+	if (seg->state != SEG_OPEN) {
+		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
+		     "request after the segment was committed or abandoned");
+		return;
+	}
 	ret = tv_chunk_view_parse(bb, &v);
-	if (ret < 0)
-		return fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-	if (ret == 0)
-		return unpack_message(seg, bb);
+	if (ret < 0) {
+		fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
+	if (ret == 0) {
+		unpack_message(seg, bb);
+		return;
+	}
 	if (!seg->segment_id) {
 		tv_chunk_view_release(&v);
-		return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
-			    "the first request of a Write stream must be OPEN_SEGMENT");
+		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
+		     "the first request of a Write stream must be OPEN_SEGMENT");
+		return;
 	}
 	seg->stats->zero_copy_chunks++;
 	chunk(seg, &v);
