@@ -300,73 +300,96 @@ static int check_header(struct tv_segment *seg, struct seg_block *b)
 	if (tv_block_header_parse(b->hdr, b->hdr_bytes, &b->h, why, sizeof(why))) {
 		fail(seg, GRPC_STATUS_INVALID_ARGUMENT, "block %016llx: %s",
 		     (unsigned long long)b->block_id, why);
-		return -1;
+		return -EINVAL;
 	}
 	if (b->h.block_id != b->block_id) {
 		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
 		     "block %016llx: header carries block id %016llx",
 		     (unsigned long long)b->block_id, (unsigned long long)b->h.block_id);
-		return -1;
+		return -EINVAL;
 	}
 	if (tv_block_total_bytes(&b->h) != b->length) {
 		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
 		     "block %016llx: header says %llu bytes, OPEN_BLOCK said %llu",
 		     (unsigned long long)b->block_id,
 		     (unsigned long long)tv_block_total_bytes(&b->h), (unsigned long long)b->length);
-		return -1;
+		return -EINVAL;
 	}
 	if (b->h.max_ts_ns > TV_CATALOG_MAX_TS_NS) {
 		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
 		     "block %016llx: max_ts_ns %llu beyond the supported 2^63-1",
 		     (unsigned long long)b->block_id, (unsigned long long)b->h.max_ts_ns);
-		return -1;
+		return -EINVAL;
 	}
 	return 0;
 }
 
-/* Accept one chunk: check it fully (offset, length, CRC32C, header, payload CRC of a complete
- * block) before a byte reaches the disk, then submit the write from the view's slices.
- * Takes ownership of v. */
-static void io_queue(struct tv_segment *seg, struct seg_io *io);
-
-static void chunk(struct tv_segment *seg, struct tv_chunk_view *v)
+static void io_queue(struct tv_segment *seg, struct seg_io *io)
 {
-	struct seg_block *b = current(seg);
-	size_t len = v->data_len, h = 0;
-	struct seg_io *io = NULL;
-	uint32_t crc;
-	int ret;
+	if (seg->io_tail)
+		seg->io_tail->next = io;
+	else
+		seg->io_head = io;
+	seg->io_tail = io;
+	seg->inflight_ops++;
+	seg->inflight_bytes += io->len;
+}
 
+/* ---- one chunk: place, chunk CRC, header, payload CRC, then the write ----
+ * Each check below decides the status itself (fail) and returns a negative errno, so that
+ * chunk() only has to stop; nothing reaches the disk before every check has passed. */
+
+/* The chunk continues the open block at exactly the next offset and stays inside it. */
+static int check_chunk_place(struct tv_segment *seg, const struct seg_block *b,
+			     const struct tv_chunk_view *v)
+{
 	if (!b || b->complete || v->block_id != b->block_id) {
 		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
 		     "chunk for block %016llx, but no such block is open",
 		     (unsigned long long)v->block_id);
-		goto drop;
+		return -EINVAL;
 	}
 	if (v->offset != b->received) {
 		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
 		     "block %016llx: chunk at offset %llu, expected %llu",
 		     (unsigned long long)b->block_id, (unsigned long long)v->offset,
 		     (unsigned long long)b->received);
-		goto drop;
+		return -EINVAL;
 	}
-	if (len > b->length - b->received) {
+	if (v->data_len > b->length - b->received) {
 		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
 		     "block %016llx: chunk of %zu bytes at %llu overruns its length %llu",
-		     (unsigned long long)b->block_id, len, (unsigned long long)v->offset,
+		     (unsigned long long)b->block_id, v->data_len, (unsigned long long)v->offset,
 		     (unsigned long long)b->length);
-		goto drop;
+		return -EINVAL;
 	}
-	crc = tv_iov_crc32c(0, v->iov, v->iovcnt, 0);
-	if (crc != v->crc32c) {
-		fail(seg, GRPC_STATUS_DATA_LOSS,
-		     "chunk crc32c mismatch: block %016llx at offset %llu: CRC32C 0x%08x, sender said 0x%08x",
-		     (unsigned long long)b->block_id, (unsigned long long)v->offset, crc, v->crc32c);
-		goto drop;
-	}
-	/* The block header (not payload) is copied to be parsed and checked. Its length depends
-	 * on the version (BLOCK.md), so the first TV_BLOCK_PREFIX_BYTES come in first. h counts
-	 * the header bytes of this chunk, which the payload CRC skips. */
+	return 0;
+}
+
+/* The chunk's bytes are the ones the sender checksummed (catches damage in transit). */
+static int check_chunk_crc(struct tv_segment *seg, const struct seg_block *b,
+			   const struct tv_chunk_view *v)
+{
+	uint32_t crc = tv_iov_crc32c(0, v->iov, v->iovcnt, 0);
+
+	if (crc == v->crc32c)
+		return 0;
+	fail(seg, GRPC_STATUS_DATA_LOSS,
+	     "chunk crc32c mismatch: block %016llx at offset %llu: CRC32C 0x%08x, sender said 0x%08x",
+	     (unsigned long long)b->block_id, (unsigned long long)v->offset, crc, v->crc32c);
+	return -EBADMSG;
+}
+
+/* The block header (not payload) is copied out to be parsed and checked. Its length depends
+ * on the version (BLOCK.md), so the first TV_BLOCK_PREFIX_BYTES come in first; the header is
+ * checked as soon as all of it is in, which may take several chunks. *hdr_in_chunk is set to
+ * the header bytes this chunk carried, which the payload CRC skips. */
+static int take_header(struct tv_segment *seg, struct seg_block *b, const struct tv_chunk_view *v,
+		       size_t *hdr_in_chunk)
+{
+	size_t len = v->data_len, h = 0;
+	int ret;
+
 	while (!b->hdr_checked && h < len) {
 		size_t want = b->hdr_bytes ? b->hdr_bytes : TV_BLOCK_PREFIX_BYTES;
 		size_t have = b->received + h, n = want - have;
@@ -378,8 +401,9 @@ static void chunk(struct tv_segment *seg, struct tv_chunk_view *v)
 		if (b->received + h < want)
 			break;
 		if (b->hdr_bytes) {
-			if (check_header(seg, b))
-				goto drop;
+			ret = check_header(seg, b);
+			if (ret)
+				return ret;
 			b->hdr_checked = 1;
 			break;
 		}
@@ -392,28 +416,44 @@ static void chunk(struct tv_segment *seg, struct tv_chunk_view *v)
 			     (unsigned long long)b->block_id,
 			     b->hdr_bytes ? "length shorter than its header"
 			     : le32toh(magic) != TV_BLOCK_MAGIC ? "bad block magic"
-								 : "unsupported block version");
-			goto drop;
+							 : "unsupported block version");
+			return -EINVAL;
 		}
 	}
-	b->payload_crc = tv_iov_crc32c(b->payload_crc, v->iov, v->iovcnt, h);
-	if (b->received + len == b->length && b->payload_crc != b->h.payload_crc32c) {
-		fail(seg, GRPC_STATUS_DATA_LOSS,
-		     "block %016llx: payload CRC32C 0x%08x, header says 0x%08x",
-		     (unsigned long long)b->block_id, b->payload_crc, b->h.payload_crc32c);
-		goto drop;
-	}
-	if (len == 0)
-		goto drop; /* nothing to write; the offset did not move */
-	io = calloc(1, sizeof(*io));
+	*hdr_in_chunk = h;
+	return 0;
+}
+
+/* Extend the block's running payload CRC over this chunk's payload bytes; the chunk that
+ * completes the block must bring it to the CRC its header promised. */
+static int check_payload_crc(struct tv_segment *seg, struct seg_block *b,
+			     const struct tv_chunk_view *v, size_t hdr_in_chunk)
+{
+	b->payload_crc = tv_iov_crc32c(b->payload_crc, v->iov, v->iovcnt, hdr_in_chunk);
+	if (b->received + v->data_len < b->length || b->payload_crc == b->h.payload_crc32c)
+		return 0;
+	fail(seg, GRPC_STATUS_DATA_LOSS, "block %016llx: payload CRC32C 0x%08x, header says 0x%08x",
+	     (unsigned long long)b->block_id, b->payload_crc, b->h.payload_crc32c);
+	return -EBADMSG;
+}
+
+/* Submit the write of a checked, non-empty chunk at the block's end, straight from the view's
+ * slices, and move the block's offset past it (the ack comes when the write completes, in
+ * retire). Takes ownership of v: the write releases it when it is done. */
+static void write_chunk(struct tv_segment *seg, struct seg_block *b, struct tv_chunk_view *v)
+{
+	struct seg_io *io = calloc(1, sizeof(*io));
+	int ret;
+
 	if (!io) {
 		fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-		goto drop;
+		tv_chunk_view_release(v);
+		return;
 	}
 	io->seg = seg;
 	io->bi = seg->n - 1;
-	io->len = len;
-	io->end_offset = b->received + len;
+	io->len = v->data_len;
+	io->end_offset = b->received + v->data_len;
 	io->view = *v;
 	memset(v, 0, sizeof(*v));
 	io->op.done = io_done;
@@ -426,22 +466,24 @@ static void chunk(struct tv_segment *seg, struct tv_chunk_view *v)
 		return;
 	}
 	io_queue(seg, io);
-	b->received += len;
+	b->received += io->len;
 	b->complete = b->received == b->length;
-	return;
-drop:
-	tv_chunk_view_release(v);
 }
 
-static void io_queue(struct tv_segment *seg, struct seg_io *io)
+/* Accept one chunk: check it fully (place, CRC32C, header, payload CRC of a complete block)
+ * before a byte reaches the disk, then write it. Takes ownership of v. */
+static void chunk(struct tv_segment *seg, struct tv_chunk_view *v)
 {
-	if (seg->io_tail)
-		seg->io_tail->next = io;
-	else
-		seg->io_head = io;
-	seg->io_tail = io;
-	seg->inflight_ops++;
-	seg->inflight_bytes += io->len;
+	struct seg_block *b = current(seg);
+	size_t hdr_in_chunk = 0;
+
+	if (check_chunk_place(seg, b, v) || check_chunk_crc(seg, b, v) ||
+	    take_header(seg, b, v, &hdr_in_chunk) || check_payload_crc(seg, b, v, hdr_in_chunk) ||
+	    v->data_len == 0) { /* an empty chunk has nothing to write; the offset did not move */
+		tv_chunk_view_release(v);
+		return;
+	}
+	write_chunk(seg, b, v);
 }
 
 /* Group commit: one fdatasync per complete block not yet synced, all in flight at once.
