@@ -214,6 +214,19 @@ static struct seg_block *current(struct tv_segment *seg)
 	return seg->n ? &seg->blocks[seg->n - 1] : NULL;
 }
 
+/* A block id already in the catalog is ALREADY_EXISTS: block ids are unique for good. */
+static int check_not_committed(struct tv_segment *seg, uint64_t block_id)
+{
+	int ret = tv_catalog_contains(seg->catalog, block_id);
+
+	if (ret == 0)
+		return 0;
+	fail(seg, ret > 0 ? GRPC_STATUS_ALREADY_EXISTS : GRPC_STATUS_INTERNAL,
+	     ret > 0 ? "block %016llx is already committed" : "block %016llx: catalog lookup failed",
+	     (unsigned long long)block_id);
+	return ret > 0 ? -EEXIST : ret;
+}
+
 static void open_block(struct tv_segment *seg, const Tracevault__V1__WriteCommand *cmd)
 {
 	struct seg_block *cur = current(seg), *b;
@@ -257,14 +270,8 @@ static void open_block(struct tv_segment *seg, const Tracevault__V1__WriteComman
 			return;
 		}
 	}
-	ret = tv_catalog_contains(seg->catalog, cmd->block_id);
-	if (ret) {
-		fail(seg, ret > 0 ? GRPC_STATUS_ALREADY_EXISTS : GRPC_STATUS_INTERNAL,
-		     ret > 0 ? "block %016llx is already committed" :
-			       "block %016llx: catalog lookup failed",
-		     (unsigned long long)cmd->block_id);
+	if (check_not_committed(seg, cmd->block_id))
 		return;
-	}
 	if (seg->n == seg->cap) {
 		size_t ncap = seg->cap ? seg->cap * 2 : 8;
 		struct seg_block *p = realloc(seg->blocks, ncap * sizeof(*p));
@@ -527,74 +534,99 @@ static uint64_t durable_bytes(const struct tv_segment *seg)
 	return sum;
 }
 
+/* What COMMIT hands to the store and the catalog, one entry per block (arrays of seg->n). */
+struct commit_set {
+	struct tv_catalog_block *rows;
+	struct tv_store_file **files;
+	uint64_t *ids;
+	uint64_t total_bytes;
+};
+
+static void commit_set_free(struct commit_set *cs)
+{
+	free(cs->rows);
+	free(cs->files);
+	free(cs->ids);
+}
+
+/* -ENOMEM leaves cs for commit_set_free. */
+static int commit_set_build(const struct tv_segment *seg, struct commit_set *cs)
+{
+	size_t n = seg->n ? seg->n : 1;
+
+	cs->rows = calloc(n, sizeof(*cs->rows));
+	cs->files = calloc(n, sizeof(*cs->files));
+	cs->ids = calloc(n, sizeof(*cs->ids));
+	if (!cs->rows || !cs->files || !cs->ids)
+		return -ENOMEM;
+	for (size_t i = 0; i < seg->n; i++) {
+		const struct seg_block *b = &seg->blocks[i];
+
+		cs->files[i] = b->file;
+		cs->ids[i] = b->block_id;
+		cs->rows[i] = (struct tv_catalog_block){ .block_id = b->block_id,
+							 .segment_id = seg->segment_id,
+							 .min_ts_ns = b->h.min_ts_ns,
+							 .max_ts_ns = b->h.max_ts_ns,
+							 .record_count = b->h.record_count,
+							 .bytes = b->length,
+							 .loss = b->h.loss };
+		cs->total_bytes += b->length;
+	}
+	return 0;
+}
+
+/* Rename the temp files into blocks/, then record them in one catalog transaction. If the
+ * catalog refuses, nothing became visible: the renamed files are taken back out. On failure
+ * the status is decided (fail) and a negative errno returned. */
+static int publish(struct tv_segment *seg, const struct commit_set *cs)
+{
+	char why[200];
+	int ret;
+
+	ret = tv_store_publish(seg->store, cs->files, seg->n);
+	if (ret) {
+		fail(seg, errno_code(ret), "rename into blocks/: %s", strerror(-ret));
+		return ret;
+	}
+	/* the files now live in blocks/ and are closed: from here the segment owns none */
+	for (size_t i = 0; i < seg->n; i++)
+		seg->blocks[i].file = NULL;
+	ret = tv_catalog_commit_segment(seg->catalog, cs->rows, seg->n, why, sizeof(why));
+	if (ret) {
+		for (size_t i = 0; i < seg->n; i++)
+			tv_store_remove_block(seg->store, cs->ids[i]);
+		tv_store_sync_blocks_dir(seg->store);
+		fail(seg, errno_code(ret), "%s", why);
+		return ret;
+	}
+	return 0;
+}
+
 /* COMMIT once every block is written and synced: rename into blocks/ (then fsync the dirs),
  * one catalog transaction, reply. The dir fsyncs and SQLite's own fsync are synchronous: once
  * per segment, after the data itself is durable. */
 static void commit_now(struct tv_segment *seg)
 {
-	struct tv_catalog_block *rows = NULL;
-	struct tv_store_file **files = NULL;
-	uint64_t *ids = NULL, total = 0;
-	char why[200];
-	int ret;
+	struct commit_set cs = { 0 };
 
-	for (size_t i = 0; i < seg->n; i++) {
-		ret = tv_catalog_contains(seg->catalog, seg->blocks[i].block_id);
-		if (ret) {
-			fail(seg, ret > 0 ? GRPC_STATUS_ALREADY_EXISTS : GRPC_STATUS_INTERNAL,
-			     ret > 0 ? "block %016llx is already committed" :
-				       "block %016llx: catalog lookup failed",
-			     (unsigned long long)seg->blocks[i].block_id);
-			return;
-		}
-	}
-	rows = calloc(seg->n ? seg->n : 1, sizeof(*rows));
-	files = calloc(seg->n ? seg->n : 1, sizeof(*files));
-	ids = calloc(seg->n ? seg->n : 1, sizeof(*ids));
-	if (!rows || !files || !ids) {
-		fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory at COMMIT");
-		goto out;
-	}
-	for (size_t i = 0; i < seg->n; i++) {
-		const struct seg_block *b = &seg->blocks[i];
-
-		files[i] = b->file;
-		ids[i] = b->block_id;
-		rows[i] = (struct tv_catalog_block){ .block_id = b->block_id,
-						     .segment_id = seg->segment_id,
-						     .min_ts_ns = b->h.min_ts_ns,
-						     .max_ts_ns = b->h.max_ts_ns,
-						     .record_count = b->h.record_count,
-						     .bytes = b->length,
-						     .loss = b->h.loss };
-		total += b->length;
-	}
-	ret = tv_store_publish(seg->store, files, seg->n);
-	if (ret) {
-		fail(seg, errno_code(ret), "rename into blocks/: %s", strerror(-ret));
-		goto out;
-	}
-	/* the files now live in blocks/ and are closed: from here the segment owns none */
+	/* another stream may have committed one of these blocks since OPEN_BLOCK checked */
 	for (size_t i = 0; i < seg->n; i++)
-		seg->blocks[i].file = NULL;
-	ret = tv_catalog_commit_segment(seg->catalog, rows, seg->n, why, sizeof(why));
-	if (ret) {
-		/* nothing became visible: take the renamed files back out */
-		for (size_t i = 0; i < seg->n; i++)
-			tv_store_remove_block(seg->store, ids[i]);
-		tv_store_sync_blocks_dir(seg->store);
-		fail(seg, errno_code(ret), "%s", why);
-		goto out;
+		if (check_not_committed(seg, seg->blocks[i].block_id))
+			return;
+	if (commit_set_build(seg, &cs)) {
+		fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory at COMMIT");
+		goto cleanup;
 	}
+	if (publish(seg, &cs))
+		goto cleanup;
 	seg->state = SEG_COMMITTED;
 	fprintf(stderr, "segment %016llx committed: %zu blocks, %llu bytes\n",
-		(unsigned long long)seg->segment_id, seg->n, (unsigned long long)total);
-	respond(seg, total, ids, seg->n);
+		(unsigned long long)seg->segment_id, seg->n, (unsigned long long)cs.total_bytes);
+	respond(seg, cs.total_bytes, cs.ids, seg->n);
 	seg->sink->finish(seg->arg, GRPC_STATUS_OK, "");
-out:
-	free(rows);
-	free(files);
-	free(ids);
+cleanup:
+	commit_set_free(&cs);
 }
 
 /* A FLUSH or COMMIT waits here until the writes before it are done, then until the syncs it
