@@ -345,6 +345,17 @@ def wakeups_per_s(pid, seconds=2.0):
     return (total() - before) / seconds
 
 
+def test_log_names_the_bound_port(srv):
+    """With --listen 127.0.0.1:0 every line naming the listen address names the bound port
+    (the log line is written before the readiness line on stdout, so it is there already)."""
+    assert srv.listen.endswith(":0"), srv.listen
+    port = int(srv.addr.rsplit(":", 1)[1])
+    assert port != 0, srv.addr
+    lines = srv.log().splitlines()
+    assert "tracevaultd: serving 127.0.0.1:%d (data %s)" % (port, srv.data_dir) in lines, lines
+    assert not [l for l in lines if "127.0.0.1:0" in l], lines
+
+
 def test_stream_end_with_writes_in_flight_leaves_server_idle(srv):
     """Half-closes without COMMIT while chunk writes are still in flight: once the calls have
     ended the daemon is idle again. (A write completing after the end of stream used to post
