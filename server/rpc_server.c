@@ -2,7 +2,7 @@
  * whose ops carry tags (call pointer + op kind) and whose life is one enum call_state; a call is
  * freed when it is C_DONE and its last started batch has come back.
  * Write calls delegate the protocol to segment.c, Query calls to query.c, Delete to
- * delete_rpc.c. */
+ * delete_rpc.c; Stats sums catalog rows here. */
 #include "server/rpc_server.h"
 
 #include <errno.h>
@@ -697,7 +697,6 @@ static void on_event(struct tv_rpc_server *srv, struct tag *t, int ok)
 
 /* ---- server ---- */
 
-/* grpc does not say why a bind failed: try it ourselves to get an errno for the message. */
 /* Every tag has been delivered once the server is destroyed; drain to SHUTDOWN, then free. */
 static void cq_shutdown_and_destroy(grpc_completion_queue *cq)
 {
@@ -708,6 +707,7 @@ static void cq_shutdown_and_destroy(grpc_completion_queue *cq)
 	grpc_completion_queue_destroy(cq);
 }
 
+/* grpc does not say why a bind failed: try it ourselves to get an errno for the message. */
 static const char *bind_error(const char *addr, char *buf, size_t len)
 {
 	char host[256];
@@ -755,8 +755,10 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 
 	*out = NULL;
 	srv = calloc(1, sizeof(*srv));
-	if (!srv)
+	if (!srv) {
+		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
+	}
 	srv->catalog = c;
 	srv->store = s;
 	srv->max_message_bytes = o->max_message_bytes;
