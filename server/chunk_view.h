@@ -39,8 +39,9 @@ void tv_chunk_view_release(struct tv_chunk_view *v);
 
 /* CRC32C continued over the bytes of iov[0..n) after skipping the first skip bytes. */
 uint32_t tv_iov_crc32c(uint32_t crc, const struct iovec *iov, int n, size_t skip);
-/* Copy len bytes starting skip bytes into iov[0..n) to dst (for the 64-byte block header, not
- * payload). Returns the bytes copied (less when the iovecs are shorter). */
+/* Copy len bytes starting skip bytes into iov[0..n) to dst (for the block header, at most
+ * TV_BLOCK_MAX_HEADER_BYTES; never payload). Returns the bytes copied (less when the iovecs
+ * are shorter). */
 size_t tv_iov_copy_out(const struct iovec *iov, int n, size_t skip, void *dst, size_t len);
 
 #endif

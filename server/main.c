@@ -282,12 +282,16 @@ int main(int argc, char **argv)
 		goto fail;
 	}
 	{
+		/* name the bound port, not the requested one: with port 0 only the kernel knows it.
+		 * The log line goes first so that it is there once the readiness line is read. */
 		const char *colon = strrchr(o.listen_addr, ':');
+		int host_len = (int)(colon - o.listen_addr);
 
-		printf("listening on %.*s:%d\n", (int)(colon - o.listen_addr), o.listen_addr, port);
+		fprintf(stderr, "tracevaultd: serving %.*s:%d (data %s)\n", host_len, o.listen_addr,
+			port, data_dir);
+		printf("listening on %.*s:%d\n", host_len, o.listen_addr, port);
 		fflush(stdout);
 	}
-	fprintf(stderr, "tracevaultd: serving %s (data %s)\n", o.listen_addr, data_dir);
 	tv_rpc_server_run(srv, &stop_requested);
 	tv_rpc_server_free(srv);
 	grpc_shutdown();

@@ -1,7 +1,8 @@
 /* TraceStore over grpc C core: a completion-queue loop on one thread. Each call is a struct
- * whose ops carry tags (call pointer + op kind); a call is freed when its last op completes.
+ * whose ops carry tags (call pointer + op kind) and whose life is one enum call_state; a call is
+ * freed when it is C_DONE and its last started batch has come back.
  * Write calls delegate the protocol to segment.c, Query calls to query.c, Delete to
- * delete_rpc.c. */
+ * delete_rpc.c; Stats sums catalog rows here. */
 #include "server/rpc_server.h"
 
 #include <errno.h>
@@ -42,6 +43,35 @@ struct msg_node {
 	struct msg_node *next;
 };
 
+/* Where a call is in its life. A call only moves down this list, and only set_state moves it.
+ *
+ *   state          what holds                                 leaves on                -> to
+ *   C_REQUESTED    a slot posted with request_registered_call OP_REQUEST ok            -> C_OPEN
+ *                  (no call from a client yet)                OP_REQUEST !ok (shutdown)-> C_DONE
+ *   C_OPEN         the method runs; no status decided yet     finish()                 -> C_FINISHING
+ *                                                             Write: end of stream     -> C_EOS_WAIT
+ *                                                             close op not startable   -> C_DONE
+ *   C_EOS_WAIT     Write only: the client's message stream    cancel (OP_CLOSE) or
+ *                  ended; no RECV_MESSAGE is posted again.    grace over (on_end), or
+ *                  Waits TV_RPC_EOS_GRACE_MS for a cancel     finish() (I/O failure,
+ *                  to tell a cancel from a half-close         a Delete)                -> C_FINISHING
+ *   C_FINISHING    status decided (code, details); waits for  pump() starts the status -> C_STATUS_SENT
+ *                  queued replies, the send in flight and     starting it fails        -> C_DONE
+ *                  the segment's I/O
+ *   C_STATUS_SENT  the SEND_STATUS batch is in flight         OP_STATUS                -> C_DONE
+ *   C_DONE         no status batch will start or is in        call_free once outstanding == 0
+ *                  flight
+ *
+ * Being ordered, "a status is decided" is state >= C_FINISHING (status_decided). */
+enum call_state {
+	C_REQUESTED,
+	C_OPEN,
+	C_EOS_WAIT,
+	C_FINISHING,
+	C_STATUS_SENT,
+	C_DONE,
+};
+
 struct call {
 	struct tv_rpc_server *srv;
 	enum method m;
@@ -53,14 +83,18 @@ struct call {
 	grpc_byte_buffer *recv_bb; /* target of the outstanding RECV_MESSAGE (Write) */
 	grpc_byte_buffer *send_bb; /* the one outstanding SEND_MESSAGE */
 	struct msg_node *queue_head, *queue_tail; /* responses waiting for send_bb to clear */
-	int outstanding;      /* started ops whose tag has not come back */
-	int recv_busy;        /* a RECV_MESSAGE is outstanding */
-	int eos_pending;      /* end of stream seen, not yet known whether half-close or cancel */
-	gpr_timespec eos_deadline;
-	int cancelled;        /* set by RECV_CLOSE_ON_SERVER */
-	int finishing;        /* a status is decided */
-	int status_started, status_done;
-	grpc_status_code code;
+	enum call_state state;
+	int outstanding;      /* started batches whose tag has not come back */
+	/* Two facts the state does not hold, because they are independent of it:
+	 *  - recv_busy: a RECV_MESSAGE is in flight. Posted only in C_OPEN, but it stays in flight
+	 *    after the status is decided (grpc returns it when a message comes or the call ends),
+	 *    so it coexists with C_FINISHING, C_STATUS_SENT and C_DONE.
+	 *  - cancelled: written by grpc when RECV_CLOSE_ON_SERVER completes (an int because the
+	 *    op wants one), which can happen in any state after C_REQUESTED; read in OP_CLOSE. */
+	bool recv_busy;
+	int cancelled;
+	gpr_timespec eos_deadline; /* in C_EOS_WAIT: when the end of stream counts as half-close */
+	grpc_status_code code;    /* from C_FINISHING on */
 	grpc_slice details;
 	struct tv_segment *seg;
 	struct tv_query *query;
@@ -78,7 +112,7 @@ struct tv_rpc_server {
 	size_t live;
 	struct tag shutdown_tag;
 	int shutting_down, shutdown_done, stopped;
-	size_t eos_pending;   /* calls with eos_pending set */
+	size_t eos_waiting;   /* calls in C_EOS_WAIT (kept by set_state) */
 	struct tv_segment_stats seg_stats;
 };
 
@@ -107,6 +141,7 @@ static struct call *call_new(struct tv_rpc_server *srv, enum method m)
 		return NULL;
 	c->srv = srv;
 	c->m = m;
+	c->state = C_REQUESTED;
 	for (int i = 0; i < OP_COUNT; i++)
 		c->tags[i] = (struct tag){ .call = c, .op = (enum op)i };
 	grpc_metadata_array_init(&c->req_md);
@@ -132,19 +167,25 @@ static void drop_queue(struct call *c)
 	c->queue_tail = NULL;
 }
 
-static void eos_clear(struct call *c)
+/* The one place a call changes state; it keeps the server's count of calls in C_EOS_WAIT. */
+static void set_state(struct call *c, enum call_state to)
 {
-	if (c->eos_pending) {
-		c->eos_pending = 0;
-		c->srv->eos_pending--;
-	}
+	if (c->state == C_EOS_WAIT)
+		c->srv->eos_waiting--;
+	if (to == C_EOS_WAIT)
+		c->srv->eos_waiting++;
+	c->state = to;
+}
+
+static bool status_decided(const struct call *c)
+{
+	return c->state >= C_FINISHING;
 }
 
 static void call_free(struct call *c)
 {
 	struct tv_rpc_server *srv = c->srv;
 
-	eos_clear(c);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -209,9 +250,9 @@ static void pump(struct call *c);
 
 static void finish(struct call *c, grpc_status_code code, const char *msg)
 {
-	if (c->finishing)
+	if (status_decided(c))
 		return;
-	c->finishing = 1;
+	set_state(c, C_FINISHING);
 	c->code = code;
 	grpc_slice_unref(c->details);
 	c->details = grpc_slice_from_copied_string(msg);
@@ -296,41 +337,46 @@ static void pump(struct call *c)
 		c->queue_head = n->next;
 		if (!c->queue_head)
 			c->queue_tail = NULL;
-		if (!bb)
-			; /* ack lost to ENOMEM */
-		else if (send_message(c, bb))
-			c->finishing ? drop_queue(c) : finish(c, GRPC_STATUS_INTERNAL, "send failed");
+		/* !bb: an ack lost to ENOMEM, which a later ack supersedes */
+		if (bb && send_message(c, bb)) {
+			if (status_decided(c))
+				drop_queue(c);
+			else
+				finish(c, GRPC_STATUS_INTERNAL, "send failed");
+		}
 		free(n);
 	}
-	if (!c->send_bb && !c->finishing && c->m == M_QUERY && c->query)
-		query_produce(c); /* may call finish, which re-enters pump with finishing set */
+	if (!c->send_bb && c->state == C_OPEN && c->m == M_QUERY && c->query)
+		query_produce(c); /* may call finish, which re-enters pump in C_FINISHING */
 	/* a Write's status waits for its segment's I/O: a failed segment's files are gone and its
 	 * space is free before the client hears the status */
-	if (c->finishing && !c->send_bb && !c->queue_head && !c->status_started &&
+	if (c->state == C_FINISHING && !c->send_bb && !c->queue_head &&
 	    !(c->seg && tv_segment_busy(c->seg))) {
-		c->status_started = 1;
+		set_state(c, C_STATUS_SENT);
 		op.op = GRPC_OP_SEND_STATUS_FROM_SERVER;
 		op.data.send_status_from_server.status = c->code;
 		op.data.send_status_from_server.status_details = &c->details;
 		if (start_batch(c, OP_STATUS, &op, 1))
-			c->status_done = 1;
+			set_state(c, C_DONE);
 	}
 }
 
 /* ---- per method ---- */
 
+/* Only in C_OPEN: in C_EOS_WAIT the stream has ended, and a receive after its end would come
+ * back at once with another end of stream. */
 static void post_recv(struct call *c)
 {
 	grpc_op op = { 0 };
 
-	if (c->recv_busy || c->finishing || !tv_segment_can_receive(c->seg))
+	if (c->recv_busy || c->state != C_OPEN || !tv_segment_can_receive(c->seg))
 		return;
 	op.op = GRPC_OP_RECV_MESSAGE;
 	op.data.recv_message.recv_message = &c->recv_bb;
 	if (start_batch(c, OP_RECV, &op, 1))
 		finish(c, GRPC_STATUS_INTERNAL, "cannot start RECV_MESSAGE");
 	else
-		c->recv_busy = 1;
+		c->recv_busy = true;
 }
 
 /* ---- the segment's sink: how segment.c reaches the call ---- */
@@ -340,7 +386,7 @@ static void seg_ack(void *arg, uint64_t block_id, uint64_t offset)
 	struct call *c = arg;
 	struct msg_node *n;
 
-	if (c->finishing)
+	if (status_decided(c))
 		return;
 	/* coalesce: an ack still queued for this block just takes the newer offset */
 	for (n = c->queue_head; n; n = n->next) {
@@ -366,7 +412,7 @@ static void seg_reply(void *arg, grpc_byte_buffer *bb)
 {
 	struct call *c = arg;
 
-	if (c->finishing) {
+	if (status_decided(c)) {
 		grpc_byte_buffer_destroy(bb);
 		return;
 	}
@@ -396,9 +442,10 @@ static void write_on_recv(struct call *c, int ok)
 	grpc_byte_buffer *bb = c->recv_bb;
 
 	c->recv_bb = NULL;
-	c->recv_busy = 0;
-	if (c->finishing || !ok) {
-		/* !ok: the call broke (cancel, disconnect); RECV_CLOSE_ON_SERVER says which */
+	c->recv_busy = false;
+	if (c->state != C_OPEN || !ok) {
+		/* not C_OPEN: the status is decided (no receive is posted in C_EOS_WAIT);
+		 * !ok: the call broke (cancel, disconnect); RECV_CLOSE_ON_SERVER says which */
 		if (bb)
 			grpc_byte_buffer_destroy(bb);
 		return;
@@ -408,10 +455,9 @@ static void write_on_recv(struct call *c, int ok)
 		 * reports it just after; an error status sent first would hide it (cancelled is
 		 * then set for any non-OK status). So wait briefly for the cancel before calling
 		 * this a half-close without COMMIT: the log must say which it was. */
-		c->eos_pending = 1;
 		c->eos_deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
 					       gpr_time_from_millis(TV_RPC_EOS_GRACE_MS, GPR_TIMESPAN));
-		c->srv->eos_pending++;
+		set_state(c, C_EOS_WAIT);
 		return;
 	}
 	tv_segment_on_message(c->seg, bb);
@@ -490,7 +536,7 @@ static uint64_t abort_segment_streams(struct tv_rpc_server *srv, uint64_t segmen
 	uint64_t removed = 0;
 
 	for (struct call *w = srv->calls; w; w = w->next) {
-		if (w->m != M_WRITE || !w->seg || w->finishing ||
+		if (w->m != M_WRITE || !w->seg || status_decided(w) ||
 		    tv_segment_id(w->seg) != segment_id || !tv_segment_is_open(w->seg))
 			continue;
 		removed += tv_segment_abort(w->seg, "deleted by a Delete call");
@@ -576,7 +622,7 @@ static void call_begin(struct call *c)
 	if (start_batch(c, OP_CLOSE, ops, 2)) {
 		/* without the close op nothing tells us when the call ends: cancel it */
 		grpc_call_cancel(c->call, NULL);
-		c->finishing = c->status_started = c->status_done = 1;
+		set_state(c, C_DONE);
 		return;
 	}
 	switch (c->m) {
@@ -608,21 +654,25 @@ static void on_event(struct tv_rpc_server *srv, struct tag *t, int ok)
 	switch (t->op) {
 	case OP_REQUEST:
 		if (!ok) { /* server shutting down: the slot was never used */
-			c->finishing = c->status_done = 1;
+			set_state(c, C_DONE);
 			break;
 		}
+		set_state(c, C_OPEN);
 		if (!srv->shutting_down)
 			post_request(srv, c->m);
 		call_begin(c);
 		break;
 	case OP_CLOSE:
-		eos_clear(c);
-		if (c->cancelled && !c->finishing) {
+		if (status_decided(c))
+			break;
+		if (c->cancelled) {
 			if (c->seg)
 				tv_segment_abort(c->seg, srv->shutting_down ? "server shutting down" :
 									      "cancelled by client");
 			finish(c, GRPC_STATUS_CANCELLED, "cancelled");
 		}
+		/* no cancel before our status: grpc reports a close then only as a cancel, so
+		 * C_EOS_WAIT is left to its grace timer */
 		break;
 	case OP_RECV:
 		write_on_recv(c, ok);
@@ -636,18 +686,17 @@ static void on_event(struct tv_rpc_server *srv, struct tag *t, int ok)
 			pump(c);
 		break;
 	case OP_STATUS:
-		c->status_done = 1;
+		set_state(c, C_DONE);
 		break;
 	default:
 		break;
 	}
-	if (c->outstanding == 0 && c->status_done)
+	if (c->outstanding == 0 && c->state == C_DONE)
 		call_free(c);
 }
 
 /* ---- server ---- */
 
-/* grpc does not say why a bind failed: try it ourselves to get an errno for the message. */
 /* Every tag has been delivered once the server is destroyed; drain to SHUTDOWN, then free. */
 static void cq_shutdown_and_destroy(grpc_completion_queue *cq)
 {
@@ -658,6 +707,7 @@ static void cq_shutdown_and_destroy(grpc_completion_queue *cq)
 	grpc_completion_queue_destroy(cq);
 }
 
+/* grpc does not say why a bind failed: try it ourselves to get an errno for the message. */
 static const char *bind_error(const char *addr, char *buf, size_t len)
 {
 	char host[256];
@@ -705,8 +755,10 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 
 	*out = NULL;
 	srv = calloc(1, sizeof(*srv));
-	if (!srv)
+	if (!srv) {
+		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
+	}
 	srv->catalog = c;
 	srv->store = s;
 	srv->max_message_bytes = o->max_message_bytes;
@@ -758,12 +810,12 @@ static void eos_expire(struct tv_rpc_server *srv)
 {
 	gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
 
-	for (struct call *c = srv->calls; c && srv->eos_pending; c = c->next) {
-		if (!c->eos_pending || gpr_time_cmp(now, c->eos_deadline) < 0)
+	for (struct call *c = srv->calls; c && srv->eos_waiting; c = c->next) {
+		if (c->state != C_EOS_WAIT || gpr_time_cmp(now, c->eos_deadline) < 0)
 			continue;
-		eos_clear(c);
-		if (!c->finishing)
-			tv_segment_on_end(c->seg);
+		/* on_end decides the status, which leaves C_EOS_WAIT: it aborts the segment, and a
+		 * committed one finished the call at COMMIT, before any end of stream */
+		tv_segment_on_end(c->seg);
 	}
 }
 
@@ -791,11 +843,11 @@ int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop)
 			grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
 			grpc_server_cancel_all_calls(srv->server);
 		}
-		if (srv->eos_pending)
+		if (srv->eos_waiting)
 			eos_expire(srv);
 		deadline = io ? gpr_inf_past(GPR_CLOCK_MONOTONIC) :
 				gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-					     gpr_time_from_millis(srv->eos_pending ? 1 : TV_RPC_POLL_MS,
+					     gpr_time_from_millis(srv->eos_waiting ? 1 : TV_RPC_POLL_MS,
 								  GPR_TIMESPAN));
 		ev = grpc_completion_queue_next(srv->cq, deadline, NULL);
 		if (ev.type == GRPC_QUEUE_TIMEOUT) {

@@ -214,48 +214,72 @@ static struct seg_block *current(struct tv_segment *seg)
 	return seg->n ? &seg->blocks[seg->n - 1] : NULL;
 }
 
+/* A block id already in the catalog is ALREADY_EXISTS: block ids are unique for good. */
+static int check_not_committed(struct tv_segment *seg, uint64_t block_id)
+{
+	int ret = tv_catalog_contains(seg->catalog, block_id);
+
+	if (ret == 0)
+		return 0;
+	fail(seg, ret > 0 ? GRPC_STATUS_ALREADY_EXISTS : GRPC_STATUS_INTERNAL,
+	     ret > 0 ? "block %016llx is already committed" : "block %016llx: catalog lookup failed",
+	     (unsigned long long)block_id);
+	return ret > 0 ? -EEXIST : ret;
+}
+
 static void open_block(struct tv_segment *seg, const Tracevault__V1__WriteCommand *cmd)
 {
 	struct seg_block *cur = current(seg), *b;
 	int ret;
 
-	if (cmd->block_id == 0)
-		return fail(seg, GRPC_STATUS_INVALID_ARGUMENT, "OPEN_BLOCK needs block_id != 0");
-	if (cur && !cur->complete)
-		return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
-			    "OPEN_BLOCK %016llx while block %016llx is incomplete (%llu of %llu bytes)",
-			    (unsigned long long)cmd->block_id, (unsigned long long)cur->block_id,
-			    (unsigned long long)cur->received, (unsigned long long)cur->length);
-	if (cmd->length < TV_BLOCK_MIN_HEADER_BYTES)
-		return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
-			    "block %016llx: length %llu is shorter than the %d-byte header",
-			    (unsigned long long)cmd->block_id, (unsigned long long)cmd->length,
-			    TV_BLOCK_MIN_HEADER_BYTES);
-	if (cmd->length > TV_SERVER_MAX_BLOCK_BYTES)
-		return fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED,
-			    "block %016llx: length %llu exceeds the server limit of %u bytes",
-			    (unsigned long long)cmd->block_id, (unsigned long long)cmd->length,
-			    TV_SERVER_MAX_BLOCK_BYTES);
-	if (seg->n == TV_SERVER_MAX_SEGMENT_BLOCKS)
-		return fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED,
-			    "more than %d blocks in one segment", TV_SERVER_MAX_SEGMENT_BLOCKS);
-	for (size_t i = 0; i < seg->n; i++)
-		if (seg->blocks[i].block_id == cmd->block_id)
-			return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
-				    "block %016llx opened twice in one segment",
-				    (unsigned long long)cmd->block_id);
-	ret = tv_catalog_contains(seg->catalog, cmd->block_id);
-	if (ret)
-		return fail(seg, ret > 0 ? GRPC_STATUS_ALREADY_EXISTS : GRPC_STATUS_INTERNAL,
-			    ret > 0 ? "block %016llx is already committed" :
-				      "block %016llx: catalog lookup failed",
-			    (unsigned long long)cmd->block_id);
+	if (cmd->block_id == 0) {
+		fail(seg, GRPC_STATUS_INVALID_ARGUMENT, "OPEN_BLOCK needs block_id != 0");
+		return;
+	}
+	if (cur && !cur->complete) {
+		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
+		     "OPEN_BLOCK %016llx while block %016llx is incomplete (%llu of %llu bytes)",
+		     (unsigned long long)cmd->block_id, (unsigned long long)cur->block_id,
+		     (unsigned long long)cur->received, (unsigned long long)cur->length);
+		return;
+	}
+	if (cmd->length < TV_BLOCK_MIN_HEADER_BYTES) {
+		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
+		     "block %016llx: length %llu is shorter than the %d-byte header",
+		     (unsigned long long)cmd->block_id, (unsigned long long)cmd->length,
+		     TV_BLOCK_MIN_HEADER_BYTES);
+		return;
+	}
+	if (cmd->length > TV_SERVER_MAX_BLOCK_BYTES) {
+		fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED,
+		     "block %016llx: length %llu exceeds the server limit of %u bytes",
+		     (unsigned long long)cmd->block_id, (unsigned long long)cmd->length,
+		     TV_SERVER_MAX_BLOCK_BYTES);
+		return;
+	}
+	if (seg->n == TV_SERVER_MAX_SEGMENT_BLOCKS) {
+		fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED,
+		     "more than %d blocks in one segment", TV_SERVER_MAX_SEGMENT_BLOCKS);
+		return;
+	}
+	for (size_t i = 0; i < seg->n; i++) {
+		if (seg->blocks[i].block_id == cmd->block_id) {
+			fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
+			     "block %016llx opened twice in one segment",
+			     (unsigned long long)cmd->block_id);
+			return;
+		}
+	}
+	if (check_not_committed(seg, cmd->block_id))
+		return;
 	if (seg->n == seg->cap) {
 		size_t ncap = seg->cap ? seg->cap * 2 : 8;
 		struct seg_block *p = realloc(seg->blocks, ncap * sizeof(*p));
 
-		if (!p)
-			return fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		if (!p) {
+			fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+			return;
+		}
 		seg->blocks = p;
 		seg->cap = ncap;
 	}
@@ -265,11 +289,13 @@ static void open_block(struct tv_segment *seg, const Tracevault__V1__WriteComman
 	b->length = cmd->length;
 	b->payload_crc = 0; /* CRC32C of zero bytes; extended as payload arrives */
 	ret = tv_store_create_temp(seg->store, seg->segment_id, b->block_id, &b->file);
-	if (ret)
-		return fail(seg, errno_code(ret),
-			    ret == -EEXIST ? "block %016llx is already being written by another stream"
-					   : "block %016llx: cannot create temp file: %s",
-			    (unsigned long long)b->block_id, strerror(-ret));
+	if (ret) {
+		fail(seg, errno_code(ret),
+		     ret == -EEXIST ? "block %016llx is already being written by another stream"
+				    : "block %016llx: cannot create temp file: %s",
+		     (unsigned long long)b->block_id, strerror(-ret));
+		return;
+	}
 	seg->n++;
 }
 
@@ -281,73 +307,96 @@ static int check_header(struct tv_segment *seg, struct seg_block *b)
 	if (tv_block_header_parse(b->hdr, b->hdr_bytes, &b->h, why, sizeof(why))) {
 		fail(seg, GRPC_STATUS_INVALID_ARGUMENT, "block %016llx: %s",
 		     (unsigned long long)b->block_id, why);
-		return -1;
+		return -EINVAL;
 	}
 	if (b->h.block_id != b->block_id) {
 		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
 		     "block %016llx: header carries block id %016llx",
 		     (unsigned long long)b->block_id, (unsigned long long)b->h.block_id);
-		return -1;
+		return -EINVAL;
 	}
 	if (tv_block_total_bytes(&b->h) != b->length) {
 		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
 		     "block %016llx: header says %llu bytes, OPEN_BLOCK said %llu",
 		     (unsigned long long)b->block_id,
 		     (unsigned long long)tv_block_total_bytes(&b->h), (unsigned long long)b->length);
-		return -1;
+		return -EINVAL;
 	}
 	if (b->h.max_ts_ns > TV_CATALOG_MAX_TS_NS) {
 		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
 		     "block %016llx: max_ts_ns %llu beyond the supported 2^63-1",
 		     (unsigned long long)b->block_id, (unsigned long long)b->h.max_ts_ns);
-		return -1;
+		return -EINVAL;
 	}
 	return 0;
 }
 
-/* Accept one chunk: check it fully (offset, length, CRC32C, header, payload CRC of a complete
- * block) before a byte reaches the disk, then submit the write from the view's slices.
- * Takes ownership of v. */
-static void io_queue(struct tv_segment *seg, struct seg_io *io);
-
-static void chunk(struct tv_segment *seg, struct tv_chunk_view *v)
+static void io_queue(struct tv_segment *seg, struct seg_io *io)
 {
-	struct seg_block *b = current(seg);
-	size_t len = v->data_len, h = 0;
-	struct seg_io *io = NULL;
-	uint32_t crc;
-	int ret;
+	if (seg->io_tail)
+		seg->io_tail->next = io;
+	else
+		seg->io_head = io;
+	seg->io_tail = io;
+	seg->inflight_ops++;
+	seg->inflight_bytes += io->len;
+}
 
+/* ---- one chunk: place, chunk CRC, header, payload CRC, then the write ----
+ * Each check below decides the status itself (fail) and returns a negative errno, so that
+ * chunk() only has to stop; nothing reaches the disk before every check has passed. */
+
+/* The chunk continues the open block at exactly the next offset and stays inside it. */
+static int check_chunk_place(struct tv_segment *seg, const struct seg_block *b,
+			     const struct tv_chunk_view *v)
+{
 	if (!b || b->complete || v->block_id != b->block_id) {
 		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
 		     "chunk for block %016llx, but no such block is open",
 		     (unsigned long long)v->block_id);
-		goto drop;
+		return -EINVAL;
 	}
 	if (v->offset != b->received) {
 		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
 		     "block %016llx: chunk at offset %llu, expected %llu",
 		     (unsigned long long)b->block_id, (unsigned long long)v->offset,
 		     (unsigned long long)b->received);
-		goto drop;
+		return -EINVAL;
 	}
-	if (len > b->length - b->received) {
+	if (v->data_len > b->length - b->received) {
 		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
 		     "block %016llx: chunk of %zu bytes at %llu overruns its length %llu",
-		     (unsigned long long)b->block_id, len, (unsigned long long)v->offset,
+		     (unsigned long long)b->block_id, v->data_len, (unsigned long long)v->offset,
 		     (unsigned long long)b->length);
-		goto drop;
+		return -EINVAL;
 	}
-	crc = tv_iov_crc32c(0, v->iov, v->iovcnt, 0);
-	if (crc != v->crc32c) {
-		fail(seg, GRPC_STATUS_DATA_LOSS,
-		     "chunk crc32c mismatch: block %016llx at offset %llu: CRC32C 0x%08x, sender said 0x%08x",
-		     (unsigned long long)b->block_id, (unsigned long long)v->offset, crc, v->crc32c);
-		goto drop;
-	}
-	/* The block header (not payload) is copied to be parsed and checked. Its length depends
-	 * on the version (BLOCK.md), so the first TV_BLOCK_PREFIX_BYTES come in first. h counts
-	 * the header bytes of this chunk, which the payload CRC skips. */
+	return 0;
+}
+
+/* The chunk's bytes are the ones the sender checksummed (catches damage in transit). */
+static int check_chunk_crc(struct tv_segment *seg, const struct seg_block *b,
+			   const struct tv_chunk_view *v)
+{
+	uint32_t crc = tv_iov_crc32c(0, v->iov, v->iovcnt, 0);
+
+	if (crc == v->crc32c)
+		return 0;
+	fail(seg, GRPC_STATUS_DATA_LOSS,
+	     "chunk crc32c mismatch: block %016llx at offset %llu: CRC32C 0x%08x, sender said 0x%08x",
+	     (unsigned long long)b->block_id, (unsigned long long)v->offset, crc, v->crc32c);
+	return -EBADMSG;
+}
+
+/* The block header (not payload) is copied out to be parsed and checked. Its length depends
+ * on the version (BLOCK.md), so the first TV_BLOCK_PREFIX_BYTES come in first; the header is
+ * checked as soon as all of it is in, which may take several chunks. *hdr_in_chunk is set to
+ * the header bytes this chunk carried, which the payload CRC skips. */
+static int take_header(struct tv_segment *seg, struct seg_block *b, const struct tv_chunk_view *v,
+		       size_t *hdr_in_chunk)
+{
+	size_t len = v->data_len, h = 0;
+	int ret;
+
 	while (!b->hdr_checked && h < len) {
 		size_t want = b->hdr_bytes ? b->hdr_bytes : TV_BLOCK_PREFIX_BYTES;
 		size_t have = b->received + h, n = want - have;
@@ -359,8 +408,9 @@ static void chunk(struct tv_segment *seg, struct tv_chunk_view *v)
 		if (b->received + h < want)
 			break;
 		if (b->hdr_bytes) {
-			if (check_header(seg, b))
-				goto drop;
+			ret = check_header(seg, b);
+			if (ret)
+				return ret;
 			b->hdr_checked = 1;
 			break;
 		}
@@ -373,28 +423,44 @@ static void chunk(struct tv_segment *seg, struct tv_chunk_view *v)
 			     (unsigned long long)b->block_id,
 			     b->hdr_bytes ? "length shorter than its header"
 			     : le32toh(magic) != TV_BLOCK_MAGIC ? "bad block magic"
-								 : "unsupported block version");
-			goto drop;
+							 : "unsupported block version");
+			return -EINVAL;
 		}
 	}
-	b->payload_crc = tv_iov_crc32c(b->payload_crc, v->iov, v->iovcnt, h);
-	if (b->received + len == b->length && b->payload_crc != b->h.payload_crc32c) {
-		fail(seg, GRPC_STATUS_DATA_LOSS,
-		     "block %016llx: payload CRC32C 0x%08x, header says 0x%08x",
-		     (unsigned long long)b->block_id, b->payload_crc, b->h.payload_crc32c);
-		goto drop;
-	}
-	if (len == 0)
-		goto drop; /* nothing to write; the offset did not move */
-	io = calloc(1, sizeof(*io));
+	*hdr_in_chunk = h;
+	return 0;
+}
+
+/* Extend the block's running payload CRC over this chunk's payload bytes; the chunk that
+ * completes the block must bring it to the CRC its header promised. */
+static int check_payload_crc(struct tv_segment *seg, struct seg_block *b,
+			     const struct tv_chunk_view *v, size_t hdr_in_chunk)
+{
+	b->payload_crc = tv_iov_crc32c(b->payload_crc, v->iov, v->iovcnt, hdr_in_chunk);
+	if (b->received + v->data_len < b->length || b->payload_crc == b->h.payload_crc32c)
+		return 0;
+	fail(seg, GRPC_STATUS_DATA_LOSS, "block %016llx: payload CRC32C 0x%08x, header says 0x%08x",
+	     (unsigned long long)b->block_id, b->payload_crc, b->h.payload_crc32c);
+	return -EBADMSG;
+}
+
+/* Submit the write of a checked, non-empty chunk at the block's end, straight from the view's
+ * slices, and move the block's offset past it (the ack comes when the write completes, in
+ * retire). Takes ownership of v: the write releases it when it is done. */
+static void write_chunk(struct tv_segment *seg, struct seg_block *b, struct tv_chunk_view *v)
+{
+	struct seg_io *io = calloc(1, sizeof(*io));
+	int ret;
+
 	if (!io) {
 		fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-		goto drop;
+		tv_chunk_view_release(v);
+		return;
 	}
 	io->seg = seg;
 	io->bi = seg->n - 1;
-	io->len = len;
-	io->end_offset = b->received + len;
+	io->len = v->data_len;
+	io->end_offset = b->received + v->data_len;
 	io->view = *v;
 	memset(v, 0, sizeof(*v));
 	io->op.done = io_done;
@@ -407,22 +473,24 @@ static void chunk(struct tv_segment *seg, struct tv_chunk_view *v)
 		return;
 	}
 	io_queue(seg, io);
-	b->received += len;
+	b->received += io->len;
 	b->complete = b->received == b->length;
-	return;
-drop:
-	tv_chunk_view_release(v);
 }
 
-static void io_queue(struct tv_segment *seg, struct seg_io *io)
+/* Accept one chunk: check it fully (place, CRC32C, header, payload CRC of a complete block)
+ * before a byte reaches the disk, then write it. Takes ownership of v. */
+static void chunk(struct tv_segment *seg, struct tv_chunk_view *v)
 {
-	if (seg->io_tail)
-		seg->io_tail->next = io;
-	else
-		seg->io_head = io;
-	seg->io_tail = io;
-	seg->inflight_ops++;
-	seg->inflight_bytes += io->len;
+	struct seg_block *b = current(seg);
+	size_t hdr_in_chunk = 0;
+
+	if (check_chunk_place(seg, b, v) || check_chunk_crc(seg, b, v) ||
+	    take_header(seg, b, v, &hdr_in_chunk) || check_payload_crc(seg, b, v, hdr_in_chunk) ||
+	    v->data_len == 0) { /* an empty chunk has nothing to write; the offset did not move */
+		tv_chunk_view_release(v);
+		return;
+	}
+	write_chunk(seg, b, v);
 }
 
 /* Group commit: one fdatasync per complete block not yet synced, all in flight at once.
@@ -466,72 +534,99 @@ static uint64_t durable_bytes(const struct tv_segment *seg)
 	return sum;
 }
 
+/* What COMMIT hands to the store and the catalog, one entry per block (arrays of seg->n). */
+struct commit_set {
+	struct tv_catalog_block *rows;
+	struct tv_store_file **files;
+	uint64_t *ids;
+	uint64_t total_bytes;
+};
+
+static void commit_set_free(struct commit_set *cs)
+{
+	free(cs->rows);
+	free(cs->files);
+	free(cs->ids);
+}
+
+/* -ENOMEM leaves cs for commit_set_free. */
+static int commit_set_build(const struct tv_segment *seg, struct commit_set *cs)
+{
+	size_t n = seg->n ? seg->n : 1;
+
+	cs->rows = calloc(n, sizeof(*cs->rows));
+	cs->files = calloc(n, sizeof(*cs->files));
+	cs->ids = calloc(n, sizeof(*cs->ids));
+	if (!cs->rows || !cs->files || !cs->ids)
+		return -ENOMEM;
+	for (size_t i = 0; i < seg->n; i++) {
+		const struct seg_block *b = &seg->blocks[i];
+
+		cs->files[i] = b->file;
+		cs->ids[i] = b->block_id;
+		cs->rows[i] = (struct tv_catalog_block){ .block_id = b->block_id,
+							 .segment_id = seg->segment_id,
+							 .min_ts_ns = b->h.min_ts_ns,
+							 .max_ts_ns = b->h.max_ts_ns,
+							 .record_count = b->h.record_count,
+							 .bytes = b->length,
+							 .loss = b->h.loss };
+		cs->total_bytes += b->length;
+	}
+	return 0;
+}
+
+/* Rename the temp files into blocks/, then record them in one catalog transaction. If the
+ * catalog refuses, nothing became visible: the renamed files are taken back out. On failure
+ * the status is decided (fail) and a negative errno returned. */
+static int publish(struct tv_segment *seg, const struct commit_set *cs)
+{
+	char why[200];
+	int ret;
+
+	ret = tv_store_publish(seg->store, cs->files, seg->n);
+	if (ret) {
+		fail(seg, errno_code(ret), "rename into blocks/: %s", strerror(-ret));
+		return ret;
+	}
+	/* the files now live in blocks/ and are closed: from here the segment owns none */
+	for (size_t i = 0; i < seg->n; i++)
+		seg->blocks[i].file = NULL;
+	ret = tv_catalog_commit_segment(seg->catalog, cs->rows, seg->n, why, sizeof(why));
+	if (ret) {
+		for (size_t i = 0; i < seg->n; i++)
+			tv_store_remove_block(seg->store, cs->ids[i]);
+		tv_store_sync_blocks_dir(seg->store);
+		fail(seg, errno_code(ret), "%s", why);
+		return ret;
+	}
+	return 0;
+}
+
 /* COMMIT once every block is written and synced: rename into blocks/ (then fsync the dirs),
  * one catalog transaction, reply. The dir fsyncs and SQLite's own fsync are synchronous: once
  * per segment, after the data itself is durable. */
 static void commit_now(struct tv_segment *seg)
 {
-	struct tv_catalog_block *rows = NULL;
-	struct tv_store_file **files = NULL;
-	uint64_t *ids = NULL, total = 0;
-	char why[200];
-	int ret;
+	struct commit_set cs = { 0 };
 
-	for (size_t i = 0; i < seg->n; i++) {
-		ret = tv_catalog_contains(seg->catalog, seg->blocks[i].block_id);
-		if (ret)
-			return fail(seg, ret > 0 ? GRPC_STATUS_ALREADY_EXISTS : GRPC_STATUS_INTERNAL,
-				    ret > 0 ? "block %016llx is already committed" :
-					      "block %016llx: catalog lookup failed",
-				    (unsigned long long)seg->blocks[i].block_id);
-	}
-	rows = calloc(seg->n ? seg->n : 1, sizeof(*rows));
-	files = calloc(seg->n ? seg->n : 1, sizeof(*files));
-	ids = calloc(seg->n ? seg->n : 1, sizeof(*ids));
-	if (!rows || !files || !ids) {
-		fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory at COMMIT");
-		goto out;
-	}
-	for (size_t i = 0; i < seg->n; i++) {
-		const struct seg_block *b = &seg->blocks[i];
-
-		files[i] = b->file;
-		ids[i] = b->block_id;
-		rows[i] = (struct tv_catalog_block){ .block_id = b->block_id,
-						     .segment_id = seg->segment_id,
-						     .min_ts_ns = b->h.min_ts_ns,
-						     .max_ts_ns = b->h.max_ts_ns,
-						     .record_count = b->h.record_count,
-						     .bytes = b->length,
-						     .loss = b->h.loss };
-		total += b->length;
-	}
-	ret = tv_store_publish(seg->store, files, seg->n);
-	if (ret) {
-		fail(seg, errno_code(ret), "rename into blocks/: %s", strerror(-ret));
-		goto out;
-	}
-	/* the files now live in blocks/ and are closed: from here the segment owns none */
+	/* another stream may have committed one of these blocks since OPEN_BLOCK checked */
 	for (size_t i = 0; i < seg->n; i++)
-		seg->blocks[i].file = NULL;
-	ret = tv_catalog_commit_segment(seg->catalog, rows, seg->n, why, sizeof(why));
-	if (ret) {
-		/* nothing became visible: take the renamed files back out */
-		for (size_t i = 0; i < seg->n; i++)
-			tv_store_remove_block(seg->store, ids[i]);
-		tv_store_sync_blocks_dir(seg->store);
-		fail(seg, errno_code(ret), "%s", why);
-		goto out;
+		if (check_not_committed(seg, seg->blocks[i].block_id))
+			return;
+	if (commit_set_build(seg, &cs)) {
+		fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory at COMMIT");
+		goto cleanup;
 	}
+	if (publish(seg, &cs))
+		goto cleanup;
 	seg->state = SEG_COMMITTED;
 	fprintf(stderr, "segment %016llx committed: %zu blocks, %llu bytes\n",
-		(unsigned long long)seg->segment_id, seg->n, (unsigned long long)total);
-	respond(seg, total, ids, seg->n);
+		(unsigned long long)seg->segment_id, seg->n, (unsigned long long)cs.total_bytes);
+	respond(seg, cs.total_bytes, cs.ids, seg->n);
 	seg->sink->finish(seg->arg, GRPC_STATUS_OK, "");
-out:
-	free(rows);
-	free(files);
-	free(ids);
+cleanup:
+	commit_set_free(&cs);
 }
 
 /* A FLUSH or COMMIT waits here until the writes before it are done, then until the syncs it
@@ -544,8 +639,10 @@ static void advance(struct tv_segment *seg)
 	if (seg->state != SEG_OPEN || p == PENDING_NONE || seg->inflight_ops)
 		return;
 	ret = sync_submit(seg);
-	if (ret < 0)
-		return fail(seg, errno_code(ret), "fdatasync of temp files: %s", strerror(-ret));
+	if (ret < 0) {
+		fail(seg, errno_code(ret), "fdatasync of temp files: %s", strerror(-ret));
+		return;
+	}
 	if (ret > 0)
 		return; /* their completions call advance again */
 	seg->pending = PENDING_NONE;
@@ -604,45 +701,57 @@ static void io_done(struct tv_store_op *op, int res)
 static void command(struct tv_segment *seg, const Tracevault__V1__WriteCommand *cmd)
 {
 	if (cmd->type == TRACEVAULT__V1__COMMAND_TYPE__OPEN_SEGMENT) {
-		if (seg->segment_id)
-			return fail(seg, GRPC_STATUS_INVALID_ARGUMENT, "OPEN_SEGMENT sent twice");
-		if (cmd->segment_id == 0)
-			return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
-				    "OPEN_SEGMENT needs segment_id != 0");
+		if (seg->segment_id) {
+			fail(seg, GRPC_STATUS_INVALID_ARGUMENT, "OPEN_SEGMENT sent twice");
+			return;
+		}
+		if (cmd->segment_id == 0) {
+			fail(seg, GRPC_STATUS_INVALID_ARGUMENT, "OPEN_SEGMENT needs segment_id != 0");
+			return;
+		}
 		seg->segment_id = cmd->segment_id;
 		fprintf(stderr, "segment %016llx opened\n", (unsigned long long)seg->segment_id);
 		return;
 	}
-	if (!seg->segment_id)
-		return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
-			    "the first request of a Write stream must be OPEN_SEGMENT");
+	if (!seg->segment_id) {
+		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
+		     "the first request of a Write stream must be OPEN_SEGMENT");
+		return;
+	}
 	switch (cmd->type) {
 	case TRACEVAULT__V1__COMMAND_TYPE__OPEN_BLOCK:
-		return open_block(seg, cmd);
+		open_block(seg, cmd);
+		break;
 	case TRACEVAULT__V1__COMMAND_TYPE__FLUSH:
 		seg->pending = PENDING_FLUSH;
-		return advance(seg);
+		advance(seg);
+		break;
 	case TRACEVAULT__V1__COMMAND_TYPE__COMMIT:
-		for (size_t i = 0; i < seg->n; i++)
-			if (!seg->blocks[i].complete)
-				return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
-					    "COMMIT with block %016llx incomplete (%llu of %llu bytes)",
-					    (unsigned long long)seg->blocks[i].block_id,
-					    (unsigned long long)seg->blocks[i].received,
-					    (unsigned long long)seg->blocks[i].length);
+		for (size_t i = 0; i < seg->n; i++) {
+			if (!seg->blocks[i].complete) {
+				fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
+				     "COMMIT with block %016llx incomplete (%llu of %llu bytes)",
+				     (unsigned long long)seg->blocks[i].block_id,
+				     (unsigned long long)seg->blocks[i].received,
+				     (unsigned long long)seg->blocks[i].length);
+				return;
+			}
+		}
 		seg->pending = PENDING_COMMIT;
-		return advance(seg);
+		advance(seg);
+		break;
 	case TRACEVAULT__V1__COMMAND_TYPE__CANCEL: {
 		char msg[64];
 
 		tv_segment_abort(seg, "cancelled by client");
 		snprintf(msg, sizeof(msg), ERR_PREFIX_FMT "cancelled",
 			 (unsigned long long)seg->segment_id);
-		return seg->sink->finish(seg->arg, GRPC_STATUS_OK, msg);
+		seg->sink->finish(seg->arg, GRPC_STATUS_OK, msg);
+		break;
 	}
 	default:
-		return fail(seg, GRPC_STATUS_INVALID_ARGUMENT, "unknown command type %d",
-			    (int)cmd->type);
+		fail(seg, GRPC_STATUS_INVALID_ARGUMENT, "unknown command type %d", (int)cmd->type);
+		break;
 	}
 }
 
@@ -657,15 +766,19 @@ static void unpack_message(struct tv_segment *seg, grpc_byte_buffer *bb)
 	int ret;
 
 	ret = tv_wire_flatten(bb, seg->max_message_bytes, &flat, &len);
-	if (ret)
-		return fail(seg, ret == -EMSGSIZE ? GRPC_STATUS_RESOURCE_EXHAUSTED :
-						    GRPC_STATUS_INTERNAL,
-			    "cannot read request: %s", strerror(-ret));
+	if (ret) {
+		fail(seg, ret == -EMSGSIZE ? GRPC_STATUS_RESOURCE_EXHAUSTED :
+					     GRPC_STATUS_INTERNAL,
+		     "cannot read request: %s", strerror(-ret));
+		return;
+	}
 	req = tracevault__v1__write_request__unpack(NULL, len, flat);
 	free(flat);
-	if (!req)
-		return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
-			    "request is not a valid WriteRequest protobuf (%zu bytes)", len);
+	if (!req) {
+		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
+		     "request is not a valid WriteRequest protobuf (%zu bytes)", len);
+		return;
+	}
 	switch (req->value_case) {
 	case TRACEVAULT__V1__WRITE_REQUEST__VALUE_COMMAND:
 		command(seg, req->command);
@@ -683,7 +796,8 @@ static void unpack_message(struct tv_segment *seg, grpc_byte_buffer *bb)
 			fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 			break;
 		}
-		return chunk(seg, &v); /* v owns req now */
+		chunk(seg, &v); /* v owns req now */
+		return;
 	default:
 		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
 		     "WriteRequest carries neither a command nor a chunk");
@@ -697,18 +811,25 @@ void tv_segment_on_message(struct tv_segment *seg, grpc_byte_buffer *bb)
 	struct tv_chunk_view v;
 	int ret;
 
-	if (seg->state != SEG_OPEN)
-		return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
-			    "request after the segment was committed or abandoned");
+	if (seg->state != SEG_OPEN) {
+		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
+		     "request after the segment was committed or abandoned");
+		return;
+	}
 	ret = tv_chunk_view_parse(bb, &v);
-	if (ret < 0)
-		return fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-	if (ret == 0)
-		return unpack_message(seg, bb);
+	if (ret < 0) {
+		fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
+	if (ret == 0) {
+		unpack_message(seg, bb);
+		return;
+	}
 	if (!seg->segment_id) {
 		tv_chunk_view_release(&v);
-		return fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
-			    "the first request of a Write stream must be OPEN_SEGMENT");
+		fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
+		     "the first request of a Write stream must be OPEN_SEGMENT");
+		return;
 	}
 	seg->stats->zero_copy_chunks++;
 	chunk(seg, &v);

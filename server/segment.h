@@ -23,7 +23,8 @@
 #define TV_SEGMENT_MAX_INFLIGHT_BYTES (32u << 20)
 
 /* How the segment talks back to the transport. Every callback may run from
- * tv_segment_on_message / tv_segment_on_end / tv_segment_abort or from tv_store_reap. */
+ * tv_segment_on_message / tv_segment_on_end or from tv_store_reap (tv_segment_abort and
+ * tv_segment_free call none). */
 struct tv_segment_sink {
 	/* offset bytes of block_id are written (coalescable: a newer ack replaces an older one) */
 	void (*ack)(void *arg, uint64_t block_id, uint64_t offset);

@@ -59,19 +59,22 @@ int tv_store_reap(struct tv_store *s, long wait_us);
 /* Operations submitted whose done has not run yet. */
 size_t tv_store_inflight(const struct tv_store *s);
 
-/* Synchronous helpers (tests, commit): they wait only for their own completion; completions
- * of asynchronous ops seen meanwhile are kept for the next tv_store_reap. */
+/* Synchronous helpers: they wait only for their own completion; completions of asynchronous
+ * ops seen meanwhile are kept for the next tv_store_reap. tv_store_writev and tv_store_sync
+ * serve the tests: the server writes and syncs with the asynchronous calls above (its group
+ * commit, in segment.c, has one fdatasync per block in flight at once). Publish, the directory
+ * fsyncs, removal and recovery are synchronous in the server too. */
 /* Write the n iovecs at offset with io_uring writev, resubmitting after short writes.
  * Returns 0 or a negative errno (-ENOSPC, -EFBIG, -EIO...). The iovecs are not modified. */
 int tv_store_writev(struct tv_store *s, struct tv_store_file *f, uint64_t offset,
 		    const struct iovec *iov, int n);
-/* fdatasync the n files with one io_uring submission (IORING_FSYNC_DATASYNC): one group
- * commit per segment instead of one wait per block. Returns 0 or the first negative errno. */
+/* fdatasync the n files one after the other (IORING_FSYNC_DATASYNC), each submitted and waited
+ * for on its own; a failure does not stop the others. Returns 0 or the first negative errno. */
 int tv_store_sync(struct tv_store *s, struct tv_store_file *const *files, size_t n);
 /* Rename each file to blocks/<block hex>.tvb (never replacing an existing one: -EEXIST), then
  * fsync blocks/ and tmp/ so the names are durable. Files are closed and freed on success; on
- * failure the ones already renamed are unlinked again and all are still owned by the caller
- * (tv_store_abort them). */
+ * failure the ones already renamed are moved back into tmp/ (unlinked if that fails) and all
+ * are still owned by the caller (tv_store_abort them). */
 int tv_store_publish(struct tv_store *s, struct tv_store_file *const *files, size_t n);
 /* Unlink a temp file now; close and free it once no operation on it is in flight.
  * NULL is a no-op. */

@@ -323,6 +323,60 @@ def test_stream_end_without_commit_deletes_temp_files(srv):
     cl.close()
 
 
+# An idle daemon wakes a few times a second (TV_RPC_POLL_MS for the stop flag); one that polls
+# at the 1 ms end-of-stream grace rate wakes several hundred times a second.
+IDLE_MAX_WAKEUPS_PER_S = 100
+
+
+def wakeups_per_s(pid, seconds=2.0):
+    """Voluntary context switches per second of all the daemon's threads."""
+    def total():
+        n = 0
+        for tid in os.listdir("/proc/%d/task" % pid):
+            try:
+                with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                    n += sum(int(l.split()[1]) for l in f
+                             if l.startswith("voluntary_ctxt_switches"))
+            except FileNotFoundError:  # a thread that exited meanwhile
+                pass
+        return n
+    before = total()
+    time.sleep(seconds)
+    return (total() - before) / seconds
+
+
+def test_log_names_the_bound_port(srv):
+    """With --listen 127.0.0.1:0 every line naming the listen address names the bound port
+    (the log line is written before the readiness line on stdout, so it is there already)."""
+    assert srv.listen.endswith(":0"), srv.listen
+    port = int(srv.addr.rsplit(":", 1)[1])
+    assert port != 0, srv.addr
+    lines = srv.log().splitlines()
+    assert "tracevaultd: serving 127.0.0.1:%d (data %s)" % (port, srv.data_dir) in lines, lines
+    assert not [l for l in lines if "127.0.0.1:0" in l], lines
+
+
+def test_stream_end_with_writes_in_flight_leaves_server_idle(srv):
+    """Half-closes without COMMIT while chunk writes are still in flight: once the calls have
+    ended the daemon is idle again. (A write completing after the end of stream used to post
+    another receive, which counted the stream as waiting out its grace twice: the daemon then
+    polled every 1 ms for good.)"""
+    cl = Client(srv.addr)
+    bid = 0xE0E0  # never committed: each stream may write it again
+    data = big_block(bid, 6 << 20)
+    chunks = chunk_reqs(bid, data[:5 << 20], chunk_bytes=1 << 20)
+    for seg in range(0xE0, 0xE5):
+        reqs = [cmd(pb.OPEN_SEGMENT, segment_id=seg),
+                cmd(pb.OPEN_BLOCK, block_id=bid, length=len(data))] + chunks
+        _, code, details = cl.write_segment(reqs)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "without COMMIT" in details, (
+            code, details)
+    wait_until(lambda: listdir(srv, "tmp") == [], "tmp/ to empty after the half-closes")
+    rate = wakeups_per_s(srv.proc.pid)
+    assert rate < IDLE_MAX_WAKEUPS_PER_S, "daemon wakes %.0f times/s after the calls ended" % rate
+    cl.close()
+
+
 def test_delete_in_flight_segment(srv):
     cl = Client(srv.addr)
     s = open_flushed_stream(cl, srv, 0x54, 0x5454)
