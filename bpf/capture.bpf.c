@@ -135,7 +135,8 @@ static __always_inline void count_lost(__u32 reason)
 {
 	__u64 *n = bpf_map_lookup_elem(&lost, &reason);
 
-	/* per-CPU slot, but syscall tracepoints may be preempted on this kernel: atomic add */
+	/* per-CPU slot, but a syscall tracepoint program may be preempted on a fully preemptible
+	 * kernel (see scratch_get): atomic add */
 	if (n)
 		__sync_fetch_and_add(n, 1);
 }

@@ -48,9 +48,9 @@ _Static_assert(TV_CAPTURE_DEFAULT_PAYLOAD_BYTES <= TV_CAPTURE_PAYLOAD_BYTES,
 enum tv_event_kind {
 	TV_EV_ACCEPT = 1,   /* socket accepted: we are the server side */
 	TV_EV_CONNECT = 2,  /* socket connected (or connect in progress): we are the client side */
-	TV_EV_DATA_IN = 3,  /* bytes received (read, readv, recvfrom, recvmsg) */
-	TV_EV_DATA_OUT = 4, /* bytes sent (write, writev, sendto, sendmsg, sendfile) */
-	TV_EV_CLOSE = 5,    /* close() of a tracked socket fd */
+	TV_EV_DATA_IN = 3,  /* bytes received (read, readv, recvfrom, recvmsg, recvmmsg) */
+	TV_EV_DATA_OUT = 4, /* bytes sent (write, writev, sendto, sendmsg, sendmmsg, sendfile) */
+	TV_EV_CLOSE = 5,    /* close() of a tracked socket fd (sockfilter: the stream ended) */
 };
 
 enum tv_event_role {
@@ -68,7 +68,9 @@ enum tv_event_role {
 /* Indexes of the kernel's per-CPU loss counters (map `lost`), summed by the loader. */
 enum tv_lost_reason {
 	TV_LOST_RING_FULL = 0, /* event dropped: ring buffer full */
-	TV_LOST_TRUNCATED = 1, /* event sent with payload cut at --payload-bytes (bytes exact) */
+	/* event sent with fewer payload bytes than the syscall moved: cut at --payload-bytes,
+	 * TV_CAPTURE_MAX_IOV iovecs or a failed user read (bytes exact; sendfile not counted) */
+	TV_LOST_TRUNCATED = 1,
 	TV_LOST_MAP_FULL = 2,  /* sockets insert failed: a connection unseen */
 	/* Not a reason of its own: of the TV_LOST_RING_FULL data events, those that began an HTTP
 	 * request (a method at their first byte), i.e. requests that will have no record. */
@@ -99,10 +101,12 @@ struct tv_sock_info {
 };
 
 struct tv_event {
-	__u64 ts_ns;     /* bpf_ktime_get_ns (CLOCK_MONOTONIC) at syscall exit */
+	__u64 ts_ns;     /* bpf_ktime_get_ns (CLOCK_MONOTONIC) at the syscall's exit (close: its
+			  * entry); sockfilter: the packet's time, converted to CLOCK_MONOTONIC */
 	__u64 conn_id;   /* tgid << 32 | fd */
 	__u64 conn_gen;  /* ts_ns of the accept/connect: with conn_id, unique for a reused fd */
-	__u64 bytes;     /* data: the syscall's return value (bytes moved), full count */
+	__u64 bytes;     /* data: the syscall's return value (bytes moved), full count;
+			  * recvmmsg/sendmmsg: the sum of the messages' msg_len */
 	__u32 pid;       /* tgid */
 	__u32 tid;
 	__s32 fd;

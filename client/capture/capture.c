@@ -19,8 +19,10 @@
 #include "capture/tracepoint.h"
 #include "common/clock.h"
 
-/* The kernel wakes us only when TV_CAPTURE_WAKEUP_BYTES are queued, so this interval is also
- * the longest an event waits in the ring, and how often loss totals reach the sink. */
+/* The tracepoint source's ring wakes us only once its wake-up threshold is queued
+ * (TV_CAPTURE_WAKEUP_BYTES, or a quarter of a smaller ring), so this interval is also the
+ * longest an event waits there (the sockfilter ring's block retire timer matches it), and how
+ * often loss totals reach the sink. */
 #define POLL_TIMEOUT_MS 10
 
 /* note_loss and finish read every reason: a new one must be mapped there (and given a block

@@ -25,13 +25,16 @@ struct tv_capture_opts {
 	const char *comm;            /* NULL: every task; else exact task comm (<= 15 bytes) */
 	const char *cgroup;          /* NULL: every cgroup; else a cgroup v2 directory (subtree) */
 	uint32_t payload_bytes;      /* 0: TV_CAPTURE_DEFAULT_PAYLOAD_BYTES; max 32 KiB */
-	uint32_t ring_bytes;         /* 0: TV_CAPTURE_RING_BYTES; a power of two >= 4 KiB */
+	uint32_t ring_bytes;         /* 0: the mode's default. tracepoint: TV_CAPTURE_RING_BYTES,
+				      * a power of two >= 4 KiB; sockfilter:
+				      * TV_SOCKFILTER_RING_BYTES, whole 1 MiB blocks */
 	double duration_s;           /* 0: until stopped */
 	int redact;                  /* redact credential headers and the ?query (default 1) */
 	int headers;                 /* store request/response headers in records (--headers) */
 	double sample_ratio;         /* (0, 1]: keep this share of exchanges (0 means 1) */
 	volatile sig_atomic_t *stop; /* set by the SIGINT/SIGTERM handler in main */
-	int ready_fd;                /* >= 0: write "ready\n" here once probes are attached */
+	int ready_fd;                /* >= 0: write "ready\n" here once the source is open
+				      * (tracepoint: attached and seeded; sockfilter: bound) */
 };
 
 /* What the capture saw and lost before the sink; what the sink stored or dropped is the sink's
@@ -58,9 +61,11 @@ struct tv_capture_result {
 };
 
 /* Runs until *stop or the duration ends, then ends every connection, reports the final loss
- * totals and flushes the sink. *res is filled whenever the source was opened. Returns 0, the
- * sink's flush error, -EPERM when eBPF cannot be loaded (missing CAP_BPF/CAP_SYS_ADMIN), or
- * another negative errno, with a one-line reason in err. sink must stay valid until return. */
+ * totals and flushes the sink. *res is zeroed first and filled whenever the source was opened.
+ * Returns 0, or a negative errno with a one-line reason in err: -EINVAL for options the mode
+ * does not take, -EPERM when the source cannot be loaded for lack of privileges, the source's
+ * open or poll error, -ENOMEM. The sink's flush result is not returned: what it stored or lost
+ * is the sink's to report (tv_pipeline_stats). sink must stay valid until return. */
 int tv_capture_run(const struct tv_capture_opts *o, const struct tv_record_sink *sink,
 		   struct tv_capture_result *res, char *err, size_t errlen);
 

@@ -1,6 +1,7 @@
-/* Per-connection capture state: a hash table of live connections, keyed by the kernel's
- * tgid<<32|fd id (a new accept/connect generation replaces a stale entry), each with a request
- * and a response parser and a FIFO of requests waiting for their response. */
+/* Per-connection capture state: a hash table of live connections, keyed by the event's conn_id
+ * (tracepoint: the kernel's tgid<<32|fd; sockfilter: a hash of the 4-tuple and its first-seen
+ * time; a new generation replaces a stale entry), each with a request and a response parser and
+ * a FIFO of requests waiting for their response. */
 #include "capture/conn_table.h"
 
 #include <arpa/inet.h>
@@ -10,7 +11,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "bpf/tv_event.h" /* the kernel event; client/capture/capture.h is the loader's API */
+#include "bpf/tv_event.h" /* the event record both sources make (tracepoint.h, sockfilter.h) */
 
 /* buckets of the connection hash: the top BUCKET_BITS bits of a Fibonacci hash of the id */
 #define BUCKET_BITS 12
@@ -396,8 +397,9 @@ static struct conn *conn_open(struct tv_conn_table *t, struct conn **slot,
 	return c;
 }
 
-/* Data of c was lost before event e (TV_EV_FLAG_GAP). The kernel says, per direction, how many
- * bytes and how many messages began in it. Each parser skips exactly those bytes (a body of
+/* Data of c was lost before event e (TV_EV_FLAG_GAP). The event says, per direction, how many
+ * bytes and (tracepoint mode only: a sockfilter gap carries no head counts) how many messages
+ * began in it. Each parser skips exactly those bytes (a body of
  * known length keeps its exact count; anywhere else it resyncs at the next message start).
  * Responses that began in the gap answered the oldest requests still waiting for one: first
  * those already pending, which are emitted with TV_RECORD_FLAG_LOST, then requests that began

@@ -1,5 +1,6 @@
-/* Per-connection state of the capture: takes kernel events (bpf/tv_event.h) in ring order, runs an
- * HTTP parser per direction, and pairs requests with responses into finished exchanges. */
+/* Per-connection state of the capture: takes the source's events (struct tv_event,
+ * bpf/tv_event.h) in delivery order from capture.c's run loop, runs an HTTP parser per
+ * direction, and pairs requests with responses into finished exchanges for its callback. */
 #ifndef TV_CONN_TABLE_H
 #define TV_CONN_TABLE_H
 
@@ -20,7 +21,7 @@
 #define TV_RECORD_FLAG_PARTIAL 2u     /* sync lost or message cut: counts are lower bounds */
 #define TV_RECORD_FLAG_LOST 4u        /* the response was lost in capture: status 0 */
 
-/* One request/response pair. Times are the kernel's CLOCK_MONOTONIC ns (bpf_ktime_get_ns). */
+/* One request/response pair. Times are CLOCK_MONOTONIC ns, as the events carry them. */
 struct tv_exchange {
 	uint64_t ts_ns;  /* first request byte */
 	uint64_t end_ns; /* last response byte (or the close, without a response) */
@@ -45,11 +46,11 @@ typedef void (*tv_exchange_fn)(void *ctx, const struct tv_exchange *x);
 
 struct tv_conn_stats {
 	uint64_t conns_opened, conns_closed;
-	uint64_t conns_dropped;     /* table full */
+	uint64_t conns_dropped;     /* table full (TV_CONN_MAX) or out of memory, per event */
 	uint64_t exchanges;         /* passed to the callback */
-	uint64_t exchanges_dropped; /* pipelining deeper than TV_CONN_MAX_PENDING */
+	uint64_t exchanges_dropped; /* pipelining deeper than TV_CONN_MAX_PENDING, or no memory */
 	uint64_t parse_errors;      /* times a parser lost sync */
-	uint64_t bad_events;        /* short or unknown ring records */
+	uint64_t bad_events;        /* short records, or an unknown kind or role */
 	uint64_t gaps;              /* events telling of lost data before them (TV_EV_FLAG_GAP) */
 	uint64_t requests_unseen;   /* requests that began in lost data: no record (the kernel
 				     * counts them as TV_LOST_REQUESTS); their responses are
@@ -60,6 +61,8 @@ struct tv_conn_stats {
 
 struct tv_conn_table;
 
+/* An empty table handing finished exchanges to fn(ctx, ...), from tv_conn_table_event and
+ * _flush. NULL when out of memory. */
 struct tv_conn_table *tv_conn_table_new(tv_exchange_fn fn, void *ctx);
 /* Frees every connection without emitting anything: call tv_conn_table_flush first. */
 void tv_conn_table_free(struct tv_conn_table *t);

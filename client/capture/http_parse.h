@@ -6,8 +6,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* A message head (start line + headers) longer than this is not parsed: the parser loses sync
- * until the next message start it recognises. */
+/* A message head (start line + headers) longer than this, like one whose copy was cut, is not
+ * parsed whole: the message is reported from its complete lines (the start line at least),
+ * marked incomplete, and the parser skips to the next message start it recognises. */
 #define TV_HTTP_MAX_HEAD_BYTES 8192
 #define TV_HTTP_METHOD_BYTES 16
 #define TV_HTTP_PATH_BYTES 512
@@ -70,6 +71,8 @@ struct tv_http_parser {
 	char head[TV_HTTP_MAX_HEAD_BYTES];
 };
 
+/* p is the caller's storage (it holds the head buffer, TV_HTTP_MAX_HEAD_BYTES); cb and ctx must
+ * outlive it. The keep_* options are 0 after init: set them before the first feed. */
 void tv_http_parser_init(struct tv_http_parser *p, enum tv_http_kind kind,
 			 const struct tv_http_callbacks *cb, void *ctx);
 
@@ -85,8 +88,10 @@ int tv_http_is_credential_header(const char *name, size_t len);
 size_t tv_http_header_count(const char *hdrs, size_t len);
 
 /* Feed one syscall's worth of bytes: data[0, copied) are the bytes seen, total (>= copied) is
- * how many the syscall moved. Bytes past the copy are counted where the parser is inside a body
- * and make it lose sync anywhere else (it resyncs at the next recognised message start). */
+ * how many the syscall moved. Bytes past the copy are counted where the parser is inside a body;
+ * inside a head the message is reported from its complete lines, marked incomplete; anywhere
+ * else the parser loses sync. Either way it resyncs at the next feed that begins a recognised
+ * message. copied 0 with total > 0 skips lost bytes the same way. */
 void tv_http_parser_feed(struct tv_http_parser *p, const void *data, size_t copied,
 			 uint64_t total, uint64_t ts_ns);
 

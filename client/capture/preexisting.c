@@ -16,8 +16,9 @@
  *   check could be copied wrongly, and a kernel insert landing between our lookup and delete
  *   would be dropped (its connection then looks like the ones before this feature).
  * The walk itself takes time: bytes moved on a connection before its insert are not seen, so
- * its first event may be the middle of a message; the HTTP parser resyncs at the next message
- * start and an unpaired response makes no record (conn_table.c). */
+ * its first event may be the middle of a message; conn_table.c starts such a connection's
+ * parsers waiting for a message start (tv_http_parser_join_midstream: no resync counted), and
+ * an unpaired response makes no record. */
 #include "capture/preexisting.h"
 
 #include <dirent.h>

@@ -1,6 +1,7 @@
 /* `tracevault capture --mode sockfilter`: loads bpf/sockfilter.bpf.c, attaches it to a raw
- * AF_PACKET socket bound to one interface, reads the cut packets from a TPACKET_V2 ring, parses
- * IPv4/IPv6 TCP, reassembles the streams (tcp_reasm.c) and emits struct tv_event records. */
+ * AF_PACKET socket bound to one interface, reads the cut packets from a TPACKET_V3 ring, parses
+ * IPv4/IPv6 TCP, reassembles the streams (tcp_reasm.c) and hands struct tv_event records to the
+ * run loop's handler (capture.c, through capture/source.h). */
 #include "capture/sockfilter.h"
 
 #include <arpa/inet.h>
@@ -33,8 +34,8 @@
  * over when full or RING_RETIRE_MS after its first packet. */
 #define RING_BLOCK_BYTES (1u << 20)
 /* the kernel takes a TPACKET_V3 block size that is a multiple of the page size, and map_ring
- * doubles it (and the frame size, from TPACKET_ALIGNMENT) until a packet fits: powers of two
- * keep frames dividing blocks evenly */
+ * doubles it until two worst-case packets fit (and the frame size, from TPACKET_ALIGNMENT,
+ * until one does): powers of two keep frames dividing blocks evenly */
 _Static_assert((RING_BLOCK_BYTES & (RING_BLOCK_BYTES - 1)) == 0 && RING_BLOCK_BYTES % 4096 == 0,
 	       "TPACKET_V3 block size");
 /* Matches the capture's poll interval: a packet waits at most this long in a partly filled
@@ -384,8 +385,8 @@ static int load_filter(struct tv_sockfilter *s, const struct tv_sockfilter_opts 
 	return 0;
 }
 
-/* The ring: ring_bytes in blocks of RING_BLOCK_BYTES (or one packet's worst case, if larger),
- * each filled with packets back to back. */
+/* The ring: ring_bytes rounded down to whole blocks (at least one) of RING_BLOCK_BYTES, doubled
+ * while smaller than two worst-case packets, each filled with packets back to back. */
 static int map_ring(struct tv_sockfilter *s, uint32_t payload_bytes, uint32_t ring_bytes,
 		    char *err, size_t errlen)
 {

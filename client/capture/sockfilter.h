@@ -21,8 +21,9 @@
 struct tv_sockfilter_opts {
 	const char *interface;   /* NULL: TV_SOCKFILTER_DEFAULT_INTERFACE */
 	int port;                /* 0: every TCP port; else source or destination port */
-	uint32_t payload_bytes;  /* 0: TV_CAPTURE_DEFAULT_PAYLOAD_BYTES; max 32 KiB */
-	uint32_t ring_bytes;     /* 0: TV_SOCKFILTER_RING_BYTES */
+	uint32_t payload_bytes;  /* 0: TV_CAPTURE_DEFAULT_PAYLOAD_BYTES; max TV_CAPTURE_PAYLOAD_BYTES */
+	uint32_t ring_bytes;     /* 0: TV_SOCKFILTER_RING_BYTES; rounded down to whole blocks
+				  * (1 MiB), at least one */
 	int64_t mono_to_real_ns; /* CLOCK_REALTIME - CLOCK_MONOTONIC: packets carry realtime */
 };
 
@@ -39,9 +40,11 @@ struct tv_sockfilter_stats {
 struct tv_sockfilter;
 
 /* Loads the filter, opens the socket on the interface and maps its ring: packets are captured
- * from return on. 0, or a negative errno with a one-line reason in err: -ENODEV for an unknown
- * interface, -EPERM without CAP_NET_RAW/CAP_BPF, -EOPNOTSUPP for a link type without an
- * Ethernet or no link-layer header. fn/ctx must outlive *out. */
+ * from return on, and handed to fn (one event at a time, valid during the call) only from
+ * tv_sockfilter_poll and _finish. 0, or a negative errno with a one-line reason in err:
+ * -EINVAL for a port or payload_bytes out of range, -ENODEV for an unknown interface, -EPERM
+ * without CAP_NET_RAW/CAP_BPF, -EOPNOTSUPP for a link type other than Ethernet, loopback or
+ * none, -ENOMEM. fn/ctx must outlive *out; *out is freed with tv_sockfilter_free. */
 int tv_sockfilter_open(struct tv_sockfilter **out, const struct tv_sockfilter_opts *o,
 		       tv_capture_event_fn fn, void *ctx, char *err, size_t errlen);
 
@@ -49,8 +52,9 @@ int tv_sockfilter_open(struct tv_sockfilter **out, const struct tv_sockfilter_op
  * negative errno (err says why). */
 int tv_sockfilter_poll(struct tv_sockfilter *s, int timeout_ms, char *err, size_t errlen);
 
-/* End of capture: reads what the ring still holds, then ends every connection at now_ns
- * (monotonic), its holes reported as gaps and a CLOSE event each. */
+/* End of capture: reads what the ring holds, waits (at most 3 x 20 ms) for the kernel to hand
+ * over the partly filled block, then ends every connection at now_ns (monotonic), its holes
+ * reported as gaps and a CLOSE event each. The socket stays open until tv_sockfilter_free. */
 void tv_sockfilter_finish(struct tv_sockfilter *s, uint64_t now_ns);
 
 /* The loss counters, read fresh from the kernel (drops). */

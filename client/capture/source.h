@@ -16,8 +16,10 @@ struct tv_capture_source {
 	void *impl;
 	/* Wait up to timeout_ms, hand every event out. 0 or a negative errno (reason in err). */
 	int (*poll)(void *impl, int timeout_ms, char *err, size_t errlen);
-	/* Stop producing, then hand out what is already queued; connections still open end at
-	 * now_ns (monotonic). */
+	/* End of capture: hand out what is already queued (tracepoint: after detaching; sockfilter:
+	 * after waiting briefly for its last ring block) and end what the source itself tracks at
+	 * now_ns (monotonic: the sockfilter's reassembled streams; the tracepoint source has none
+	 * and ignores it). The connection table's own connections are the caller's to end. */
 	void (*finish)(void *impl, uint64_t now_ns);
 	/* Running total of one enum tv_lost_reason (0 for a reason the source cannot have). */
 	uint64_t (*lost)(void *impl, uint32_t reason);

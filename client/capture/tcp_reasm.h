@@ -107,6 +107,7 @@ struct tv_tcp_reasm *tv_tcp_reasm_new(uint16_t server_port, uint32_t max_conns,
 /* Frees everything without emitting: call tv_tcp_reasm_flush first. Safe on NULL. */
 void tv_tcp_reasm_free(struct tv_tcp_reasm *t);
 
+/* One captured segment: every event it completes is handed to fn during the call. */
 void tv_tcp_reasm_segment(struct tv_tcp_reasm *t, const struct tv_tcp_seg *s);
 
 /* Gives up holes older than TV_TCP_REASM_HOLE_TIMEOUT_NS and ends connections idle longer than

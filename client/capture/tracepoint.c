@@ -155,7 +155,7 @@ static int load_bpf(struct tv_tracepoint *t, char *err, size_t errlen)
 	t->skel->rodata->self_tgid = (uint32_t)getpid();
 	if (t->o.comm) {
 		t->skel->rodata->filter_comm = 1;
-		/* the task comm is at most 15 bytes + NUL; main checks the length */
+		/* the task comm is at most 15 bytes + NUL; tv_tracepoint_open checked the length */
 		strncpy((char *)t->skel->rodata->target_comm, t->o.comm,
 			sizeof(t->skel->rodata->target_comm) - 1);
 	}
