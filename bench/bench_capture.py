@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-"""`make bench`, capture part: nginx throughput with eBPF capture off vs on (same run), the
-highest request rate captured with nothing lost, and the parser replay rate on one core."""
+"""`make bench`, capture part: nginx throughput with capture off vs tracepoint vs sockfilter
+mode (same run), the eBPF program time per request by ring size, the highest request rate
+captured with nothing lost, and the parser replay rate on one core (bench/README.md)."""
 import os
 import re
 import statistics

@@ -1,6 +1,7 @@
 /* Raw io_uring disk write ceiling for bench/run.sh: N MiB of 1 MiB writes through io_uring
- * (queue depth 8) to a file in DIR with an fdatasync every SYNC_MIB, as the server syncs a
- * segment: the same durable pattern without any protocol. */
+ * (queue depth 8) to one file in DIR with an fdatasync every SYNC_MIB (run.sh: 32, a segment's
+ * bytes), without any protocol. The server writes one file per block instead and syncs a
+ * segment's files with one fdatasync each, all in flight together. */
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>

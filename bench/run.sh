@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: our durable ingest beside the machine's ceilings measured in the same run
-# (raw loopback TCP, raw io_uring write + fdatasync), zero-copy and --no-zerocopy alternated.
+# (raw loopback TCP, raw io_uring write + fdatasync), zero-copy and --no-zerocopy alternated;
+# then the capture bench (bench_capture.py). Usage: run.sh [BUILD_DIR] (bench/README.md).
 set -euo pipefail
 
 BUILD=${1:-build}

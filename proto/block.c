@@ -13,8 +13,8 @@
 #include "proto/crc32c.h"
 #include "proto/varint.h"
 
-/* v2 header: the v1 fields at the same offsets, 4 reserved bytes, five u64 loss counters,
- * 4 reserved bytes, then the CRC as the last 4 bytes (BLOCK.md) */
+/* v2 header: the v1 fields at the same offsets, 4 reserved bytes at 60, five u64 loss counters
+ * from 64, lost_requests as a u32 at 104, then the CRC as the last 4 bytes at 108 (BLOCK.md) */
 #define V2_LOSS_OFFSET 64
 
 struct rec_ref {

@@ -95,13 +95,14 @@ static inline uint64_t tv_block_total_bytes(const struct tv_block_header *h)
 
 struct tv_block_builder;
 
+/* An empty builder, freed with tv_block_builder_free (safe on NULL). NULL when out of memory. */
 struct tv_block_builder *tv_block_builder_new(void);
 void tv_block_builder_free(struct tv_block_builder *b);
 /* Packs r into the builder (r is not kept). Returns 0 or -ENOMEM / -E2BIG (record too big). */
 int tv_block_builder_add(struct tv_block_builder *b, const Tracevault__V1__TraceRecord *r);
 uint32_t tv_block_builder_count(const struct tv_block_builder *b);
-/* Forget every added record (memory is kept for reuse). A failed seal leaves the records in
- * the builder; a caller that gives them up calls this. */
+/* Forget every added record (memory is kept for reuse; the loss set for the next seal stays).
+ * A failed seal leaves the records in the builder; a caller that gives them up calls this. */
 void tv_block_builder_reset(struct tv_block_builder *b);
 /* Loss counters for the next sealed block (copied; kept until that seal). ts_ns gives the time
  * range of a block sealed with no record, which tv_block_builder_seal allows when a loss
@@ -110,10 +111,12 @@ void tv_block_builder_set_loss(struct tv_block_builder *b, const struct tv_block
 			       uint64_t ts_ns);
 /* Bytes the records would take uncompressed, a proxy for the sealed size. */
 size_t tv_block_builder_raw_bytes(const struct tv_block_builder *b);
-/* Seal the added records, sorted by ts_ns (stable), into one encoded block. On success *out is
- * a malloc'd buffer of *out_len bytes owned by the caller, and the builder is empty again.
- * codec is TV_CODEC_ZSTD or TV_CODEC_NONE. -ENODATA when the builder has no record and no loss.
- * Writes version 2 with the loss set by tv_block_builder_set_loss (then cleared). */
+/* Seal the added records, sorted by ts_ns (stable), into one encoded block. On success (0) *out
+ * is a malloc'd buffer of *out_len bytes owned by the caller, and the builder is empty again.
+ * codec is TV_CODEC_ZSTD or TV_CODEC_NONE. Writes version 2 with the loss set by
+ * tv_block_builder_set_loss (cleared on success). Errors leave records and loss in the builder:
+ * -ENODATA when it has no record and no loss, -E2BIG when the framed records pass
+ * TV_BLOCK_MAX_RAW_BYTES, -EIO when zstd fails, -EINVAL for another codec, -ENOMEM. */
 int tv_block_builder_seal(struct tv_block_builder *b, uint64_t block_id, enum tv_codec codec,
 			  int zstd_level, void **out, size_t *out_len);
 
@@ -126,13 +129,16 @@ int tv_block_set_id(void *buf, size_t len, uint64_t block_id);
 
 struct tv_block_reader;
 
-/* Check a whole encoded block (header, sizes, payload CRC) and decompress its payload.
- * buf must stay valid only for this call. Returns 0 or a negative errno with a reason in err. */
+/* Check a whole encoded block (header, sizes, payload CRC) and decompress its payload into
+ * the reader (*out, freed with tv_block_reader_free). buf must stay valid only for this call.
+ * Returns 0, or a tv_block_header_parse error, -EBADMSG (size, payload CRC or decompression)
+ * with a reason in err when err != NULL, or -ENOMEM (err not set). */
 int tv_block_reader_open(struct tv_block_reader **out, const void *buf, size_t len, char *err,
 			 size_t errlen);
 const struct tv_block_header *tv_block_reader_header(const struct tv_block_reader *r);
-/* Next record in block order (ts_ns ascending). Returns 1 with *rec set (free it with
- * tracevault__v1__trace_record__free_unpacked(rec, NULL)), 0 at the end, or -EBADMSG. */
+/* Next record in block order (ts_ns ascending as the builder writes it; not checked here).
+ * Returns 1 with *rec set (free it with tracevault__v1__trace_record__free_unpacked(rec,
+ * NULL)), 0 at the end, or -EBADMSG (a bad length or record, or not record_count records). */
 int tv_block_reader_next(struct tv_block_reader *r, Tracevault__V1__TraceRecord **rec);
 /* The same walk without unpacking: *data and *len point at the record's protobuf bytes inside the
  * reader (valid until tv_block_reader_free), *ts_ns is its field 1. Lets a server forward

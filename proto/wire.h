@@ -31,11 +31,12 @@
 int tv_wire_pack(const ProtobufCMessage *m, grpc_byte_buffer **out);
 
 /* Copy the bytes of bb into one malloc'd buffer (caller frees) for unpacking. Returns 0, or
- * -ENOMEM, or -EMSGSIZE when larger than max_bytes. */
+ * -ENOMEM, -EMSGSIZE when larger than max_bytes, or -EBADMSG when grpc cannot read bb. */
 int tv_wire_flatten(grpc_byte_buffer *bb, size_t max_bytes, uint8_t **out, size_t *len);
 
 /* Write into prefix the bytes that, followed by data_len payload bytes, encode
- * WriteRequest{chunk{block_id, offset, crc32c, data}}. Returns the prefix length. */
+ * WriteRequest{chunk{block_id, offset, crc32c, data}} (zero scalars omitted, as proto3 does;
+ * layout in PROTOCOL.md). Returns the prefix length, at most TV_CHUNK_PREFIX_MAX. */
 size_t tv_wire_chunk_prefix(uint8_t prefix[TV_CHUNK_PREFIX_MAX], uint64_t block_id,
 			    uint64_t offset, uint32_t crc32c, size_t data_len);
 

@@ -1,5 +1,6 @@
-/* cmocka tests for the SQLite block catalog: time-range overlap edges ([from, to) against
- * inclusive block ranges), ordering, u64 round trips, deletes and commit atomicity. */
+/* cmocka tests for the SQLite block catalog (server/catalog.c): time-range overlap edges
+ * ([from, to) against inclusive block ranges), ordering, u64 round trips, deletes and commit
+ * atomicity. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,5 +1,6 @@
-/* JSON Lines <-> TraceRecord: a full round trip through the writer and the parser, string
- * escaping (quotes, control bytes, invalid UTF-8), the table form, and every rejection. */
+/* JSON Lines <-> TraceRecord (client/cli/record_json.c): a full round trip through the writer and
+ * the parser, string escaping (quotes, control bytes, invalid UTF-8), the table form, and every
+ * rejection. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <setjmp.h>

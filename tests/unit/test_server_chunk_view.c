@@ -1,6 +1,6 @@
-/* cmocka tests for the server's zero-copy chunk parser: the prefix tv_wire_chunk_prefix writes
- * is found across slice boundaries without copying the payload, and every other layout is left
- * to protobuf-c (return 0) instead of being misread. */
+/* cmocka tests for the server's zero-copy chunk parser (server/chunk_view.c): the prefix
+ * tv_wire_chunk_prefix writes is found across slice boundaries without copying the payload, and
+ * every other layout is left to protobuf-c (return 0) instead of being misread. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

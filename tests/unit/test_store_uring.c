@@ -1,6 +1,6 @@
-/* cmocka tests for the io_uring block store: vectored writes land at their offsets, publish
- * renames without replacing, abort removes temp data, and a file-size limit (RLIMIT_FSIZE)
- * gives a short write followed by -EFBIG rather than silent truncation. */
+/* cmocka tests for the io_uring block store (server/store_uring.c): vectored writes land at their
+ * offsets, publish renames without replacing, abort removes temp data, and a file-size limit
+ * (RLIMIT_FSIZE) gives a short write followed by -EFBIG rather than silent truncation. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>

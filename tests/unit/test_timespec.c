@@ -1,5 +1,6 @@
-/* tv_parse_time / tv_format_rfc3339: every accepted form of --from/--to and the rejections,
- * with expected values computed independently (date(1) / Python) and written out here. */
+/* tv_parse_time / tv_format_rfc3339 (client/cli/timespec.c): every accepted form of --from/--to
+ * and the rejections, with expected values computed independently (date(1) / Python) and written
+ * out here. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
