@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "common/clock.h"
 #include "cli/commands.h"
 #include "rpc/query_client.h"
 #include "cli/record_json.h"
@@ -123,7 +124,7 @@ static int print_stats(enum out_format format, uint64_t from_ns, uint64_t to_ns,
 int tv_cmd_query(int argc, char **argv)
 {
 	const char *server = NULL, *from = NULL, *to = "now";
-	uint64_t now_ns = tv_now_ns(), from_ns, to_ns, limit = 0;
+	uint64_t now_ns = tv_realtime_ns(), from_ns, to_ns, limit = 0;
 	struct query_out qo = {.format = FORMAT_JSONL};
 	size_t max_message_bytes = 0;
 	bool stats = false;

@@ -16,6 +16,7 @@
 
 #include <grpc/grpc.h>
 
+#include "common/clock.h"
 #include "proto/block.h"
 #include "write/chunker.h"
 #include "rpc/rpc.h"
@@ -71,10 +72,8 @@ static grpc_slice zc_wrap(struct tv_writer *w, const struct tv_block_buf *b)
  * recover from safely, so it aborts rather than risk a use after free. */
 static void zc_wait_idle(struct tv_writer *w)
 {
-	struct timespec until;
-
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += ZC_RELEASE_TIMEOUT_S;
+	struct timespec until = tv_timespec_from_ns(tv_realtime_ns() +
+						    ZC_RELEASE_TIMEOUT_S * TV_NS_PER_S);
 	pthread_mutex_lock(&w->zc_mu);
 	while (w->zc_refs > 0) {
 		if (pthread_cond_timedwait(&w->zc_cv, &w->zc_mu, &until) == ETIMEDOUT &&
@@ -98,11 +97,7 @@ uint64_t tv_random_id(void)
 			v = 0;
 	}
 	if (v == 0) { /* getrandom unavailable: still unique enough per process and instant */
-		struct timespec ts;
-
-		clock_gettime(CLOCK_REALTIME, &ts);
-		v = ((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec) ^
-		    ((uint64_t)getpid() << 48);
+		v = tv_realtime_ns() ^ ((uint64_t)getpid() << 48);
 		v |= 1;
 	}
 	return v;

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "proto/block.h"
 #include "write/block_cache.h"
 #include "write/grpc_writer.h"
@@ -70,20 +71,9 @@ static void drop_cache_locked(struct tv_pipeline *p, uint64_t n)
 	p->pending.cache += n;
 }
 
-static uint64_t realtime_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static uint64_t now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+	return tv_monotonic_ns() / TV_NS_PER_MS;
 }
 
 /* A sealed block that is not (yet) in the cache. */
@@ -106,7 +96,7 @@ static void seal_locked(struct tv_pipeline *p, struct raw_block *rb)
 	if (n == 0 && !tv_block_loss_any(&p->pending))
 		return;
 	rb->block_id = tv_random_id();
-	tv_block_builder_set_loss(p->bb, &p->pending, realtime_ns());
+	tv_block_builder_set_loss(p->bb, &p->pending, tv_realtime_ns());
 	ret = tv_block_builder_seal(p->bb, rb->block_id, TV_CODEC_ZSTD, TV_BLOCK_DEFAULT_ZSTD_LEVEL,
 				    &rb->data, &rb->len);
 	if (ret) {
@@ -333,8 +323,7 @@ static void *writer_main(void *arg)
 			/* sleep until the oldest record is block_age_ms old, or a signal */
 			uint64_t until_ms = p->oldest_ms ? p->oldest_ms + (uint64_t)p->o.block_age_ms
 							 : now_ms() + (uint64_t)p->o.block_age_ms;
-			struct timespec ts = {.tv_sec = (time_t)(until_ms / 1000),
-					      .tv_nsec = (long)(until_ms % 1000) * 1000000L};
+			struct timespec ts = tv_timespec_from_ns(until_ms * TV_NS_PER_MS);
 
 			pthread_cond_timedwait(&p->wake, &p->mu, &ts);
 			continue;
