@@ -13,6 +13,7 @@
 #include <grpc/grpc.h>
 #include <grpc/support/time.h>
 
+#include "common/grpc_util.h"
 #include "rpc/rpc.h"
 #include "proto/wire.h"
 
@@ -403,7 +404,7 @@ int tv_query(const char *server, uint64_t from_ns, uint64_t to_ns, uint64_t limi
 out:
 	free_streams(&q);
 	if (cq)
-		tv_rpc_cq_destroy(cq); /* nothing is outstanding between calls */
+		tv_grpc_cq_destroy(cq); /* nothing is outstanding between calls */
 	grpc_shutdown();
 	return ret;
 }
@@ -450,7 +451,7 @@ out:
 	if (ch)
 		grpc_channel_destroy(ch);
 	if (cq)
-		tv_rpc_cq_destroy(cq);
+		tv_grpc_cq_destroy(cq);
 	return ret;
 }
 

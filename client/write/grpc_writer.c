@@ -17,6 +17,7 @@
 #include <grpc/grpc.h>
 
 #include "common/clock.h"
+#include "common/grpc_util.h"
 #include "proto/block.h"
 #include "write/chunker.h"
 #include "rpc/rpc.h"
@@ -192,7 +193,7 @@ void tv_writer_free(struct tv_writer *w)
 		free(w->conf.server[i]);
 	}
 	if (w->conf.cq)
-		tv_rpc_cq_destroy(w->conf.cq); /* nothing is outstanding between calls */
+		tv_grpc_cq_destroy(w->conf.cq); /* nothing is outstanding between calls */
 	grpc_shutdown();
 	pthread_cond_destroy(&w->zc_cv);
 	pthread_mutex_destroy(&w->zc_mu);
