@@ -5,6 +5,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <malloc.h>
+#include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 
 #include <grpc/grpc.h>
 
+#include "common/addr.h"
 #include "server/catalog.h"
 #include "server/rpc_server.h"
 #include "server/store_uring.h"
@@ -64,21 +66,6 @@ static void on_signal(int sig)
 {
 	(void)sig;
 	stop_requested = 1;
-}
-
-/* HOST:PORT with a non-empty host and a decimal port 0..65535; *port gets the port. */
-static int parse_listen(const char *addr, long *port)
-{
-	const char *colon = strrchr(addr, ':');
-	char *end;
-
-	if (!colon || colon == addr || !colon[1])
-		return -EINVAL;
-	errno = 0;
-	*port = strtol(colon + 1, &end, 10);
-	if (errno || *end || *port < 0 || *port > 65535 || colon[1] == '-' || colon[1] == '+')
-		return -EINVAL;
-	return 0;
 }
 
 /* Crash recovery: temp data is never committed, so it all goes; a block file the catalog does
@@ -208,7 +195,8 @@ int main(int argc, char **argv)
 	char err[ERR_LEN], path[PATH_MAX];
 	struct sigaction sa = { .sa_handler = on_signal };
 	int opt, port = 0, rc = 1;
-	long listen_port;
+	char listen_host[NI_MAXHOST];
+	unsigned listen_port;
 
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, ":h", OPTIONS, NULL)) != -1) {
@@ -217,7 +205,7 @@ int main(int argc, char **argv)
 			data_dir = optarg;
 			break;
 		case 'l':
-			if (parse_listen(optarg, &listen_port))
+			if (tv_hostport_parse(optarg, listen_host, sizeof(listen_host), &listen_port))
 				return usage_error("invalid --listen: '%s' (want HOST:PORT, port 0-65535)",
 						   optarg);
 			o.listen_addr = optarg;

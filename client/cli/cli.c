@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "common/addr.h"
 #include "proto/wire.h"
 
 #define MIN_MESSAGE_BYTES (64u << 10)
@@ -140,10 +141,8 @@ int tv_cli_writer_option(int c, size_t *chunk_bytes, size_t *window_bytes, int *
 	}
 }
 
-/* "A,B,C" with no empty entry. */
+/* "A,B,C" with no empty entry (common/addr.h's rule, the one the writer applies). */
 bool tv_cli_valid_server_list(const char *s)
 {
-	size_t n = strlen(s);
-
-	return n && s[0] != ',' && s[n - 1] != ',' && !strstr(s, ",,");
+	return tv_server_list_check(s) == 0;
 }

@@ -16,6 +16,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
 
+#include "common/addr.h"
 #include "common/grpc_util.h"
 #include "proto/wire.h"
 
@@ -101,22 +102,15 @@ static void explain_unreachable(const char *server, char *why, size_t whylen)
 	struct timeval tv = {.tv_sec = EXPLAIN_CONNECT_TIMEOUT_MS / 1000,
 			     .tv_usec = EXPLAIN_CONNECT_TIMEOUT_MS % 1000 * 1000};
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL, *ai;
-	char host[256];
-	const char *colon = strrchr(server, ':'), *h = server;
-	size_t hlen;
+	char host[256], port_s[8];
+	unsigned port;
 	int rc, last_errno = 0;
 
 	snprintf(why, whylen, "transient failure (gRPC could not connect)");
-	if (!colon || strchr(server, '/'))
+	if (strchr(server, '/') || tv_hostport_parse(server, host, sizeof(host), &port))
 		return;
-	hlen = (size_t)(colon - server);
-	if (hlen >= 2 && server[0] == '[' && server[hlen - 1] == ']') /* [::1]:7070 */
-		h++, hlen -= 2;
-	if (hlen == 0 || hlen >= sizeof(host))
-		return;
-	memcpy(host, h, hlen);
-	host[hlen] = '\0';
-	rc = getaddrinfo(host, colon + 1, &hints, &res);
+	snprintf(port_s, sizeof(port_s), "%u", port);
+	rc = getaddrinfo(host, port_s, &hints, &res);
 	if (rc) {
 		snprintf(why, whylen, "cannot resolve the host: %s", gai_strerror(rc));
 		return;

@@ -16,6 +16,7 @@
 
 #include <grpc/grpc.h>
 
+#include "common/addr.h"
 #include "common/clock.h"
 #include "common/grpc_util.h"
 #include "proto/block.h"
@@ -40,6 +41,7 @@
  */
 struct tv_writer {
 	struct tv_wstream_conf conf; /* servers, channels, queue and stream settings */
+	struct tv_server_list servers; /* conf.server[i] points into it */
 	int delete_timeout_ms;
 	struct tv_writer_stats st;
 
@@ -120,29 +122,20 @@ unsigned tv_place_block(uint64_t block_id, unsigned nservers)
 	return (unsigned)b;
 }
 
-/* Split "A,B,C" into w->conf.server[]. -EINVAL on an empty entry or too many. */
+/* Split "A,B,C" into w->conf.server[] (common/addr.h's rule). -EINVAL on an empty entry or
+ * more than TV_WRITER_MAX_SERVERS, -ENOMEM. */
 static int parse_servers(struct tv_writer *w, const char *list)
 {
-	const char *p = list;
+	int ret;
 
-	if (!list || !*list)
+	if (!list)
 		return -EINVAL;
-	while (*p) {
-		const char *comma = strchr(p, ',');
-		size_t len = comma ? (size_t)(comma - p) : strlen(p);
-
-		if (len == 0 || w->conf.nservers == TV_WRITER_MAX_SERVERS)
-			return -EINVAL;
-		w->conf.server[w->conf.nservers] = strndup(p, len);
-		if (!w->conf.server[w->conf.nservers])
-			return -ENOMEM;
-		w->conf.nservers++;
-		if (!comma)
-			break;
-		p = comma + 1;
-		if (!*p)
-			return -EINVAL; /* trailing comma */
-	}
+	ret = tv_server_list_parse(list, TV_WRITER_MAX_SERVERS, &w->servers);
+	if (ret)
+		return ret;
+	for (size_t i = 0; i < w->servers.n; i++)
+		w->conf.server[i] = w->servers.v[i];
+	w->conf.nservers = (unsigned)w->servers.n;
 	return 0;
 }
 
@@ -190,11 +183,11 @@ void tv_writer_free(struct tv_writer *w)
 	for (unsigned i = 0; i < w->conf.nservers; i++) {
 		if (w->conf.ch[i])
 			grpc_channel_destroy(w->conf.ch[i]);
-		free(w->conf.server[i]);
 	}
 	if (w->conf.cq)
 		tv_grpc_cq_destroy(w->conf.cq); /* nothing is outstanding between calls */
 	grpc_shutdown();
+	tv_server_list_free(&w->servers);
 	pthread_cond_destroy(&w->zc_cv);
 	pthread_mutex_destroy(&w->zc_mu);
 	free(w);
