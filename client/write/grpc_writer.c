@@ -26,6 +26,8 @@
 #include "proto/wire.h"
 #include "write/write_stream.h"
 
+const struct tv_limit tv_writer_window_bytes_limit = {.min = 1, .max = 1ull << 40};
+
 /* How long the transport may keep a reference to a borrowed block after its call is gone.
  * gRPC drops them as it tears the stream down; hitting this means a leaked reference. */
 #define ZC_RELEASE_TIMEOUT_S 60
@@ -158,14 +160,14 @@ struct tv_writer *tv_writer_new(const struct tv_writer_opts *o)
 	pthread_cond_init(&w->zc_cv, NULL);
 	grpc_init();
 	w->conf.cq = grpc_completion_queue_create_for_next(NULL);
-	if (w->conf.max_message_bytes <= 2 * TV_CHUNK_PREFIX_MAX || !w->conf.cq ||
+	if (tv_limit_check(&tv_wire_message_bytes_limit, w->conf.max_message_bytes) ||
+	    tv_limit_check(&tv_chunk_bytes_limit, w->conf.chunk_bytes) ||
+	    tv_limit_check(&tv_writer_window_bytes_limit, w->conf.window_bytes) ||
+	    tv_chunk_check_fits(w->conf.chunk_bytes, w->conf.max_message_bytes) || !w->conf.cq ||
 	    parse_servers(w, o->server)) {
 		tv_writer_free(w);
 		return NULL;
 	}
-	/* A chunk plus its prefix must fit in one message. */
-	if (w->conf.chunk_bytes > w->conf.max_message_bytes - TV_CHUNK_PREFIX_MAX)
-		w->conf.chunk_bytes = w->conf.max_message_bytes - TV_CHUNK_PREFIX_MAX;
 	for (unsigned i = 0; i < w->conf.nservers; i++) {
 		w->conf.ch[i] = tv_rpc_channel_new(w->conf.server[i], w->conf.max_message_bytes);
 		if (!w->conf.ch[i]) {
