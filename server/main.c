@@ -16,6 +16,8 @@
 #include <grpc/grpc.h>
 
 #include "common/addr.h"
+#include "common/limit.h"
+#include "common/size.h"
 #include "server/catalog.h"
 #include "server/rpc_server.h"
 #include "server/store_uring.h"
@@ -27,6 +29,10 @@
 #define TRIM_THRESHOLD_BYTES (512 << 20)
 /* allocations above this use mmap; fixed so that glibc does not adapt it per free */
 #define MMAP_THRESHOLD_BYTES (32 << 20)
+
+/* USAGE states the message-size bound in words */
+_Static_assert(TV_WIRE_MIN_MESSAGE_BYTES == 64u << 10 && TV_WIRE_MAX_MESSAGE_BYTES == 1u << 30,
+	       "update --help: 64K to 1G");
 
 static volatile sig_atomic_t stop_requested;
 
@@ -47,7 +53,8 @@ static const char USAGE[] =
 	"  --listen HOST:PORT       address to serve on (default " DEFAULT_LISTEN "); port 0\n"
 	"                           picks a free port; the first stdout line is\n"
 	"                           'listening on HOST:PORT'\n"
-	"  --max-message-bytes N    largest gRPC message either way (default 16777216)\n"
+	"  --max-message-bytes N    largest gRPC message either way, 64K to 1G (default 16M);\n"
+	"                           sizes take a K, M or G suffix (KiB, MiB, GiB)\n"
 	"  --help                   this text\n"
 	"\n"
 	"Examples:\n"
@@ -211,14 +218,18 @@ int main(int argc, char **argv)
 			o.listen_addr = optarg;
 			break;
 		case 'm': {
-			char *end;
-			unsigned long long v;
+			/* the client's parser and bound (proto/wire.h): both sides accept the same */
+			uint64_t v;
+			char bound[64];
 
-			errno = 0;
-			v = strtoull(optarg, &end, 10);
-			if (errno || *end || !*optarg || optarg[0] == '-' || v < 1024 || v > INT_MAX)
-				return usage_error("invalid --max-message-bytes: '%s' (want 1024..2147483647)",
-						   optarg);
+			if (tv_size_parse(optarg, &v) ||
+			    tv_limit_check(&tv_wire_message_bytes_limit, v)) {
+				tv_limit_format(&tv_wire_message_bytes_limit, true, bound,
+						sizeof(bound));
+				fprintf(stderr, "tracevaultd: invalid --max-message-bytes: '%s' (%s)\n",
+					optarg, bound);
+				return 2;
+			}
 			o.max_message_bytes = (size_t)v;
 			break;
 		}

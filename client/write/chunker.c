@@ -15,6 +15,14 @@ const struct tv_limit tv_chunk_bytes_limit = {
 	.max = TV_WIRE_MAX_MESSAGE_BYTES - TV_CHUNK_PREFIX_MAX,
 };
 
+size_t tv_chunk_default_bytes(size_t max_message_bytes)
+{
+	if (max_message_bytes < TV_DEFAULT_CHUNK_BYTES + TV_CHUNK_PREFIX_MAX)
+		return max_message_bytes > TV_CHUNK_PREFIX_MAX ? max_message_bytes - TV_CHUNK_PREFIX_MAX
+							       : 1;
+	return TV_DEFAULT_CHUNK_BYTES;
+}
+
 int tv_chunk_check_fits(size_t chunk_bytes, size_t max_message_bytes)
 {
 	return max_message_bytes >= TV_CHUNK_PREFIX_MAX &&

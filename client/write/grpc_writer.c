@@ -149,7 +149,8 @@ struct tv_writer *tv_writer_new(const struct tv_writer_opts *o)
 		return NULL;
 	w->conf.max_message_bytes = o->max_message_bytes ? o->max_message_bytes
 						    : TV_DEFAULT_MAX_MESSAGE_BYTES;
-	w->conf.chunk_bytes = o->chunk_bytes ? o->chunk_bytes : TV_DEFAULT_CHUNK_BYTES;
+	w->conf.chunk_bytes = o->chunk_bytes ? o->chunk_bytes
+					     : tv_chunk_default_bytes(w->conf.max_message_bytes);
 	w->conf.window_bytes = o->window_bytes ? o->window_bytes : TV_WRITER_DEFAULT_WINDOW_BYTES;
 	w->conf.timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : TV_DEFAULT_WRITE_TIMEOUT_MS;
 	w->delete_timeout_ms = o->delete_timeout_ms > 0 ? o->delete_timeout_ms

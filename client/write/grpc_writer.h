@@ -23,7 +23,7 @@ extern const struct tv_limit tv_writer_window_bytes_limit;
 struct tv_writer_opts {
 	const char *server;        /* "HOST:PORT[,HOST:PORT...]" */
 	size_t max_message_bytes;  /* 0: TV_DEFAULT_MAX_MESSAGE_BYTES */
-	size_t chunk_bytes;        /* 0: TV_DEFAULT_CHUNK_BYTES */
+	size_t chunk_bytes;        /* 0: tv_chunk_default_bytes(max_message_bytes) */
 	int timeout_ms;            /* deadline of one segment; 0: TV_DEFAULT_WRITE_TIMEOUT_MS */
 	size_t window_bytes;       /* unacked chunk payload per stream; 0: default */
 	int no_zerocopy;           /* pack chunks with protobuf-c (copies the payload) */

@@ -407,10 +407,10 @@ static int validate(struct tv_pipeline_opts *o, char *err, size_t errlen)
 		o->block_age_ms = TV_DEFAULT_BLOCK_AGE_MS;
 	if (!o->backpressure_ms)
 		o->backpressure_ms = TV_DEFAULT_BACKPRESSURE_MS;
-	if (!o->chunk_bytes)
-		o->chunk_bytes = TV_DEFAULT_CHUNK_BYTES;
 	if (!o->max_message_bytes)
 		o->max_message_bytes = TV_DEFAULT_MAX_MESSAGE_BYTES;
+	if (!o->chunk_bytes)
+		o->chunk_bytes = tv_chunk_default_bytes(o->max_message_bytes);
 	/* window and delete deadline: 0 goes to the writer, whose defaults they are */
 	if (tv_limit_check(&tv_pipeline_block_bytes_limit, o->block_bytes) ||
 	    tv_limit_check(&tv_pipeline_cache_bytes_limit, o->cache_bytes)) {

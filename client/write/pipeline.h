@@ -38,7 +38,7 @@ struct tv_pipeline_opts {
 	int block_age_ms;         /* ... or once its oldest record is this old; each such flush
 				   * ends a segment (0: default) */
 	int backpressure_ms;      /* how long add waits for cache room before dropping (0: default) */
-	size_t chunk_bytes;       /* payload bytes per Chunk message (0: TV_DEFAULT_CHUNK_BYTES) */
+	size_t chunk_bytes;       /* payload bytes per Chunk message (0: tv_chunk_default_bytes) */
 	size_t window_bytes;      /* unacknowledged bytes allowed per stream (0: the writer's
 				   * TV_WRITER_DEFAULT_WINDOW_BYTES) */
 	size_t max_message_bytes; /* gRPC message limit (0: TV_DEFAULT_MAX_MESSAGE_BYTES) */
