@@ -2,7 +2,6 @@
  * exist on every Linux, so a failure cannot happen and is not reported. */
 #include "common/clock.h"
 
-#include <time.h>
 
 static uint64_t clock_ns(clockid_t id)
 {
@@ -20,4 +19,10 @@ uint64_t tv_realtime_ns(void)
 uint64_t tv_monotonic_ns(void)
 {
 	return clock_ns(CLOCK_MONOTONIC);
+}
+
+struct timespec tv_timespec_from_ns(uint64_t ns)
+{
+	return (struct timespec){.tv_sec = (time_t)(ns / TV_NS_PER_S),
+				 .tv_nsec = (long)(ns % TV_NS_PER_S)};
 }

@@ -5,6 +5,7 @@
 #define TV_COMMON_CLOCK_H
 
 #include <stdint.h>
+#include <time.h>
 
 #define TV_NS_PER_S 1000000000ull
 #define TV_NS_PER_MS 1000000ull
@@ -13,5 +14,8 @@
 uint64_t tv_realtime_ns(void);
 /* Nanoseconds since boot, never going back (CLOCK_MONOTONIC). */
 uint64_t tv_monotonic_ns(void);
+/* ns as a struct timespec, for the absolute deadlines of pthread_cond_timedwait (on the clock
+ * the condition variable was created with: CLOCK_REALTIME unless set otherwise). */
+struct timespec tv_timespec_from_ns(uint64_t ns);
 
 #endif

@@ -10,6 +10,11 @@
 
 #include "proto/varint.h"
 
+const struct tv_limit tv_wire_message_bytes_limit = {
+	.min = TV_WIRE_MIN_MESSAGE_BYTES,
+	.max = TV_WIRE_MAX_MESSAGE_BYTES,
+};
+
 int tv_wire_pack(const ProtobufCMessage *m, grpc_byte_buffer **out)
 {
 	size_t n = protobuf_c_message_get_packed_size(m);

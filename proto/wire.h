@@ -10,6 +10,7 @@
 #include <grpc/slice.h>
 #include <protobuf-c/protobuf-c.h>
 
+#include "common/limit.h"
 #include "tracevault.pb-c.h"
 
 #define TV_METHOD_WRITE "/tracevault.v1.TraceStore/Write"
@@ -17,8 +18,14 @@
 #define TV_METHOD_DELETE "/tracevault.v1.TraceStore/Delete"
 #define TV_METHOD_STATS "/tracevault.v1.TraceStore/Stats"
 
-/* Default limit on one gRPC message, both directions; both binaries expose it as an option. */
+/* Limit on one gRPC message, both directions: both binaries take it as --max-message-bytes
+ * and check it against tv_wire_message_bytes_limit, so client and server accept the same
+ * values. 64K is the smallest that still carries a useful chunk and a Query batch; 1G keeps
+ * it well inside gRPC's int channel arguments (and 16 times the largest block). */
 #define TV_DEFAULT_MAX_MESSAGE_BYTES (16u << 20)
+#define TV_WIRE_MIN_MESSAGE_BYTES (64u << 10)
+#define TV_WIRE_MAX_MESSAGE_BYTES (1u << 30)
+extern const struct tv_limit tv_wire_message_bytes_limit;
 /* Limits of one Write stream that both sides must agree on: the server refuses more
  * (RESOURCE_EXHAUSTED), so the client's pipeline never produces more. */
 #define TV_WIRE_MAX_BLOCK_BYTES (64u << 20)   /* one encoded block */

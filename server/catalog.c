@@ -10,6 +10,8 @@
 
 #include <sqlite3.h>
 
+#include "common/clock.h"
+
 /* Kept across restarts; the overlap index leads with min_ts_ns so the range scan stops at
  * to_ns and rows come out already ordered for the merge. */
 static const char SCHEMA_SQL[] =
@@ -144,18 +146,10 @@ void tv_catalog_close(struct tv_catalog *c)
 	free(c);
 }
 
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 int tv_catalog_commit_segment(struct tv_catalog *c, struct tv_catalog_block *blocks, size_t n,
 			      char *err, size_t errlen)
 {
-	int64_t committed_ns = now_ns();
+	int64_t committed_ns = (int64_t)tv_realtime_ns();
 	int ret = 0;
 
 	if (exec(c, "BEGIN IMMEDIATE")) {

@@ -5,6 +5,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <malloc.h>
+#include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,9 @@
 
 #include <grpc/grpc.h>
 
+#include "common/addr.h"
+#include "common/limit.h"
+#include "common/size.h"
 #include "server/catalog.h"
 #include "server/rpc_server.h"
 #include "server/store_uring.h"
@@ -25,6 +29,10 @@
 #define TRIM_THRESHOLD_BYTES (512 << 20)
 /* allocations above this use mmap; fixed so that glibc does not adapt it per free */
 #define MMAP_THRESHOLD_BYTES (32 << 20)
+
+/* USAGE states the message-size bound in words */
+_Static_assert(TV_WIRE_MIN_MESSAGE_BYTES == 64u << 10 && TV_WIRE_MAX_MESSAGE_BYTES == 1u << 30,
+	       "update --help: 64K to 1G");
 
 static volatile sig_atomic_t stop_requested;
 
@@ -45,7 +53,8 @@ static const char USAGE[] =
 	"  --listen HOST:PORT       address to serve on (default " DEFAULT_LISTEN "); port 0\n"
 	"                           picks a free port; the first stdout line is\n"
 	"                           'listening on HOST:PORT'\n"
-	"  --max-message-bytes N    largest gRPC message either way (default 16777216)\n"
+	"  --max-message-bytes N    largest gRPC message either way, 64K to 1G (default 16M);\n"
+	"                           sizes take a K, M or G suffix (KiB, MiB, GiB)\n"
 	"  --help                   this text\n"
 	"\n"
 	"Examples:\n"
@@ -64,21 +73,6 @@ static void on_signal(int sig)
 {
 	(void)sig;
 	stop_requested = 1;
-}
-
-/* HOST:PORT with a non-empty host and a decimal port 0..65535; *port gets the port. */
-static int parse_listen(const char *addr, long *port)
-{
-	const char *colon = strrchr(addr, ':');
-	char *end;
-
-	if (!colon || colon == addr || !colon[1])
-		return -EINVAL;
-	errno = 0;
-	*port = strtol(colon + 1, &end, 10);
-	if (errno || *end || *port < 0 || *port > 65535 || colon[1] == '-' || colon[1] == '+')
-		return -EINVAL;
-	return 0;
 }
 
 /* Crash recovery: temp data is never committed, so it all goes; a block file the catalog does
@@ -208,7 +202,8 @@ int main(int argc, char **argv)
 	char err[ERR_LEN], path[PATH_MAX];
 	struct sigaction sa = { .sa_handler = on_signal };
 	int opt, port = 0, rc = 1;
-	long listen_port;
+	char listen_host[NI_MAXHOST];
+	unsigned listen_port;
 
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, ":h", OPTIONS, NULL)) != -1) {
@@ -217,20 +212,24 @@ int main(int argc, char **argv)
 			data_dir = optarg;
 			break;
 		case 'l':
-			if (parse_listen(optarg, &listen_port))
+			if (tv_hostport_parse(optarg, listen_host, sizeof(listen_host), &listen_port))
 				return usage_error("invalid --listen: '%s' (want HOST:PORT, port 0-65535)",
 						   optarg);
 			o.listen_addr = optarg;
 			break;
 		case 'm': {
-			char *end;
-			unsigned long long v;
+			/* the client's parser and bound (proto/wire.h): both sides accept the same */
+			uint64_t v;
+			char bound[64];
 
-			errno = 0;
-			v = strtoull(optarg, &end, 10);
-			if (errno || *end || !*optarg || optarg[0] == '-' || v < 1024 || v > INT_MAX)
-				return usage_error("invalid --max-message-bytes: '%s' (want 1024..2147483647)",
-						   optarg);
+			if (tv_size_parse(optarg, &v) ||
+			    tv_limit_check(&tv_wire_message_bytes_limit, v)) {
+				tv_limit_format(&tv_wire_message_bytes_limit, true, bound,
+						sizeof(bound));
+				fprintf(stderr, "tracevaultd: invalid --max-message-bytes: '%s' (%s)\n",
+					optarg, bound);
+				return 2;
+			}
 			o.max_message_bytes = (size_t)v;
 			break;
 		}

@@ -18,6 +18,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
 
+#include "common/grpc_util.h"
 #include "server/delete_rpc.h"
 #include "server/query.h"
 #include "server/segment.h"
@@ -115,21 +116,6 @@ struct tv_rpc_server {
 	size_t eos_waiting;   /* calls in C_EOS_WAIT (kept by set_state) */
 	struct tv_segment_stats seg_stats;
 };
-
-static const char *code_name(grpc_status_code code)
-{
-	switch (code) {
-	case GRPC_STATUS_OK: return "OK";
-	case GRPC_STATUS_CANCELLED: return "CANCELLED";
-	case GRPC_STATUS_INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-	case GRPC_STATUS_ALREADY_EXISTS: return "ALREADY_EXISTS";
-	case GRPC_STATUS_RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-	case GRPC_STATUS_ABORTED: return "ABORTED";
-	case GRPC_STATUS_INTERNAL: return "INTERNAL";
-	case GRPC_STATUS_DATA_LOSS: return "DATA_LOSS";
-	default: return "error";
-	}
-}
 
 /* ---- call lifecycle ---- */
 
@@ -259,7 +245,7 @@ static void finish(struct call *c, grpc_status_code code, const char *msg)
 	if (code != GRPC_STATUS_OK) {
 		drop_queue(c); /* an error status goes out without the acks still queued */
 		if (code != GRPC_STATUS_CANCELLED)
-			fprintf(stderr, "%s failed: %s: %s\n", METHOD_NAME[c->m], code_name(code),
+			fprintf(stderr, "%s failed: %s: %s\n", METHOD_NAME[c->m], tv_grpc_status_name(code),
 				msg);
 	}
 	pump(c);
@@ -697,15 +683,6 @@ static void on_event(struct tv_rpc_server *srv, struct tag *t, int ok)
 
 /* ---- server ---- */
 
-/* Every tag has been delivered once the server is destroyed; drain to SHUTDOWN, then free. */
-static void cq_shutdown_and_destroy(grpc_completion_queue *cq)
-{
-	grpc_completion_queue_shutdown(cq);
-	while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-	       GRPC_QUEUE_SHUTDOWN)
-		;
-	grpc_completion_queue_destroy(cq);
-}
 
 /* grpc does not say why a bind failed: try it ourselves to get an errno for the message. */
 static const char *bind_error(const char *addr, char *buf, size_t len)
@@ -800,7 +777,7 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 fail:
 	/* never started: no calls exist, destroy directly */
 	grpc_server_destroy(srv->server);
-	cq_shutdown_and_destroy(srv->cq);
+	tv_grpc_cq_destroy(srv->cq); /* every tag was delivered: the server is destroyed */
 	free(srv);
 	return -EADDRNOTAVAIL;
 }
@@ -886,6 +863,6 @@ void tv_rpc_server_free(struct tv_rpc_server *srv)
 		tv_rpc_server_run(srv, &stop);
 	}
 	grpc_server_destroy(srv->server);
-	cq_shutdown_and_destroy(srv->cq);
+	tv_grpc_cq_destroy(srv->cq); /* every tag was delivered: the server is destroyed */
 	free(srv);
 }

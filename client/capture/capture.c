@@ -12,6 +12,7 @@
 
 #include <bpf/libbpf.h>
 
+#include "bpf/tv_event.h" /* enum tv_lost_reason */
 #include "capture/conn_table.h"
 #include "capture/sampler.h"
 #include "capture/sockfilter.h"
@@ -218,8 +219,9 @@ static int poll_loop(struct capture *c, char *err, size_t errlen)
 
 /* The end of a run: stop the source and drain what it already queued, so nothing seen is
  * dropped; end the connections still open; the last loss totals go into the sink's final
- * flush; then the counts. A segment the flush could not store is counted and logged by the
- * sink: whether that fails the run is the caller's call, with the sink's counts at hand. */
+ * flush (its result in res->flush_error); then the counts. A segment the flush could not
+ * store is counted and logged by the sink: whether that fails the run is the caller's call,
+ * with the sink's counts at hand. */
 static void finish(struct capture *c)
 {
 	struct tv_capture_result *res = c->res;
@@ -229,7 +231,7 @@ static void finish(struct capture *c)
 	c->src.finish(c->src.impl, now_ns);
 	tv_conn_table_flush(c->conns, now_ns);
 	note_loss(c);
-	c->sink->flush(c->sink->ctx);
+	res->flush_error = c->sink->flush(c->sink->ctx);
 	cs = tv_conn_table_stats(c->conns);
 	res->lost_ring_full = c->src.lost(c->src.impl, TV_LOST_RING_FULL);
 	res->lost_map_full = c->src.lost(c->src.impl, TV_LOST_MAP_FULL);

@@ -8,7 +8,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bpf/tv_event.h" /* TV_CAPTURE_* limits of the kernel side */
 #include "write/sink.h"
 
 /* Where events come from (--mode). */
@@ -58,14 +57,19 @@ struct tv_capture_result {
 	uint64_t lost_parser;    /* exchanges the connection table dropped */
 	uint64_t sampled_out;    /* not kept by --sample-ratio (by choice: not lost) */
 	uint64_t events;
+	/* The sink's flush at the end: 0 when it stored everything handed to it, else its
+	 * negative errno (what it dropped it counts and logs itself). Not the run's own result:
+	 * whether a failed segment fails the command is the caller's call. */
+	int flush_error;
 };
 
 /* Runs until *stop or the duration ends, then ends every connection, reports the final loss
  * totals and flushes the sink. *res is zeroed first and filled whenever the source was opened.
  * Returns 0, or a negative errno with a one-line reason in err: -EINVAL for options the mode
  * does not take, -EPERM when the source cannot be loaded for lack of privileges, the source's
- * open or poll error, -ENOMEM. The sink's flush result is not returned: what it stored or lost
- * is the sink's to report (tv_pipeline_stats). sink must stay valid until return. */
+ * open or poll error, -ENOMEM. The sink's flush result is res->flush_error, not the return:
+ * what it stored or lost is the sink's to report (tv_pipeline_stats). sink must stay valid
+ * until return. */
 int tv_capture_run(const struct tv_capture_opts *o, const struct tv_record_sink *sink,
 		   struct tv_capture_result *res, char *err, size_t errlen);
 

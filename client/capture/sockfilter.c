@@ -28,6 +28,7 @@
 #include "bpf/sockfilter.h" /* header bytes the filter keeps */
 #include "sockfilter.skel.h"
 #include "capture/tcp_reasm.h"
+#include "common/clock.h"
 
 #define IPPROTO_TCP_NUM 6
 /* Ring geometry: the kernel fills one block at a time with packets back to back and hands it
@@ -69,14 +70,6 @@ struct tv_sockfilter {
 	struct tv_sockfilter_stats st;
 	struct tv_event *ev; /* one event at a time, built here and handed to fn */
 };
-
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void to_event_addr(struct tv_event_addr *a, const struct tv_tcp_endpoint *e)
 {
@@ -252,7 +245,7 @@ int tv_sockfilter_poll(struct tv_sockfilter *s, int timeout_ms, char *err, size_
 		return -EIO;
 	}
 	read_ring(s);
-	now = mono_ns();
+	now = tv_monotonic_ns();
 	if (now - s->last_expire_ns >= TV_SOCKFILTER_EXPIRE_MS * 1000000ull) {
 		tv_tcp_reasm_expire(s->reasm, now);
 		s->last_expire_ns = now;
@@ -459,7 +452,7 @@ int tv_sockfilter_open(struct tv_sockfilter **out, const struct tv_sockfilter_op
 	s->fn = fn;
 	s->ctx = ctx;
 	s->mono_to_real_ns = o->mono_to_real_ns;
-	s->last_expire_ns = mono_ns();
+	s->last_expire_ns = tv_monotonic_ns();
 	s->ev = malloc(sizeof(*s->ev));
 	s->reasm = tv_tcp_reasm_new((uint16_t)o->port, 0, on_tcp_event, s);
 	if (!s->ev || !s->reasm) {

@@ -1,5 +1,7 @@
-/* tracevault CLI helpers the commands share: one-line error reports with their exit codes,
- * strict parsers for integer, size and message-size options, and the writer options. */
+/* tracevault CLI helpers the commands share: one-line error reports with their exit codes, and
+ * the table-driven option parser (after curl's tool_getparam): each command describes its
+ * options in a table of struct tv_cli_opt (name, kind of argument, bound, where to store it)
+ * and tv_cli_parse does the rest, so every command parses, bounds and words errors alike. */
 #ifndef TV_CLI_H
 #define TV_CLI_H
 
@@ -7,33 +9,84 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/limit.h"
+#include "proto/wire.h"
+#include "write/chunker.h"
+#include "write/grpc_writer.h"
+
 #define TV_CLI_EXIT_USAGE 2
 #define TV_CLI_ERR_LEN 1024
-#define TV_CLI_MAX_CACHE_BYTES (1ull << 40)
+/* tv_cli_parse's "go on": every option was stored, run the command */
+#define TV_CLI_PARSED (-1)
 
-/* Long-only options handled by tv_cli_writer_option (capture and put) and the message size
- * (all commands). A command numbers its own long-only options from TV_CLI_OPT_CMD_FIRST. */
-enum {
-	TV_CLI_OPT_MAX_MESSAGE_BYTES = 256,
-	TV_CLI_OPT_CHUNK_BYTES,
-	TV_CLI_OPT_WINDOW_BYTES,
-	TV_CLI_OPT_NO_ZEROCOPY,
-	TV_CLI_OPT_TEST_CORRUPT_CHUNK,
-	TV_CLI_OPT_CMD_FIRST = 512,
+/* The kind of a table option's argument, which decides how it is parsed and what type the
+ * field at its offset has. */
+enum tv_cli_arg {
+	TV_CLI_ARG_SET,         /* no argument; int field = 1 */
+	TV_CLI_ARG_CLEAR,       /* no argument; int field = 0 */
+	TV_CLI_ARG_STRING,      /* const char *field = the argument; limit bounds its length */
+	TV_CLI_ARG_INT,         /* int field: decimal, within limit */
+	TV_CLI_ARG_U64,         /* uint64_t field: decimal, within limit */
+	TV_CLI_ARG_SIZE,        /* size_t field: common/size.h syntax (K, M, G), within limit */
+	TV_CLI_ARG_SIZE32,      /* uint32_t field: as SIZE */
+	TV_CLI_ARG_DURATION_MS, /* int field, ms: N followed by ms, s, m or h, within limit */
+	TV_CLI_ARG_CUSTOM,      /* parse(arg, field, why, whylen) */
 };
+
+/* Say the limit's bound after a bad value: unset only where a test pins the bare message. */
+#define TV_CLI_SAY_BOUND 1u
+
+struct tv_cli_opt {
+	const char *name;             /* long name without "--" */
+	char short_name;              /* 0: long only */
+	enum tv_cli_arg arg;
+	size_t offset;                /* of the field in the command's options struct */
+	const struct tv_limit *limit; /* the owning module's bound; NULL: none */
+	unsigned flags;               /* TV_CLI_SAY_BOUND */
+	const char *hint;             /* said after a bad value, e.g. "jsonl or table" */
+	/* CUSTOM: 0, or -EINVAL; a reason written into why replaces the usage line's wording */
+	int (*parse)(const char *arg, void *field, char *why, size_t whylen);
+};
+
+/* Parse argv (argv[0]: the command name) against table (ended by an entry with name NULL; -h
+ * and --help are added and print usage, its NULL-ended parts in order, on stdout), storing
+ * into the struct at opts. Returns
+ * TV_CLI_PARSED with optind at the first operand, or the exit code for the command to return:
+ * EXIT_SUCCESS after --help, TV_CLI_EXIT_USAGE after one line "tracevault: invalid --NAME:
+ * 'ARG' (BOUND, HINT)" (or an unknown option, a missing argument) on stderr. */
+int tv_cli_parse(int argc, char **argv, const struct tv_cli_opt *table, const char *const *usage,
+		 void *opts);
 
 /* "tracevault: <reason>" on stderr; they return the exit code for main to return
  * (TV_CLI_EXIT_USAGE or EXIT_FAILURE). */
 int tv_cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int tv_cli_runtime_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-int tv_cli_bad_option(int c, char **argv);
 
-bool tv_cli_parse_ll(const char *s, long long min, long long max, long long *out);
-bool tv_cli_parse_message_bytes(const char *s, size_t *out);
-bool tv_cli_parse_size(const char *s, unsigned long long min, unsigned long long max,
-		       size_t *out);
-int tv_cli_writer_option(int c, size_t *chunk_bytes, size_t *window_bytes, int *no_zerocopy,
-			 uint64_t *corrupt_chunk);
 bool tv_cli_valid_server_list(const char *s);
+
+/* The usage error (exit 2) for a chunk that does not fit the message size (both as chosen or
+ * defaulted: 0 means the owner's default), or 0. capture and put share it. */
+int tv_cli_check_chunk_fits(size_t chunk_bytes, size_t max_message_bytes);
+
+/* Table entries every writing command shares (capture, put): the chunker's, the writer's and
+ * proto's limits. type is the options struct, m the path to its write options ("pipeline." or
+ * nothing). --max-message-bytes says no bound: test_cli_errors.py pins its bare message. */
+#define TV_CLI_MESSAGE_OPTION(type, field)                                                     \
+	{"max-message-bytes", 0, TV_CLI_ARG_SIZE, offsetof(type, field),                       \
+	 &tv_wire_message_bytes_limit, 0, NULL, NULL}
+#define TV_CLI_WRITER_OPTIONS(type, m)                                                         \
+	{"chunk-bytes", 0, TV_CLI_ARG_SIZE, offsetof(type, m chunk_bytes), &tv_chunk_bytes_limit, \
+	 TV_CLI_SAY_BOUND, NULL, NULL},                                                         \
+	{"window-bytes", 0, TV_CLI_ARG_SIZE, offsetof(type, m window_bytes),                     \
+	 &tv_writer_window_bytes_limit, TV_CLI_SAY_BOUND, NULL, NULL},                          \
+	{"no-zerocopy", 0, TV_CLI_ARG_SET, offsetof(type, m no_zerocopy), NULL, 0, NULL, NULL},  \
+	{"test-corrupt-chunk", 0, TV_CLI_ARG_U64, offsetof(type, m test_corrupt_chunk),          \
+	 &tv_cli_positive_count_limit, 0, NULL, NULL},                                                \
+	TV_CLI_MESSAGE_OPTION(type, m max_message_bytes)
+
+/* The CLI's own bounds, of values no module limits: 1..INT_MAX (a pid), 0..INT_MAX (an fd),
+ * 1..65535 (a port), 0..LLONG_MAX and 1..LLONG_MAX (counts), a non-empty string. */
+extern const struct tv_limit tv_cli_positive_int_limit, tv_cli_fd_limit, tv_cli_port_limit,
+	tv_cli_count_limit, tv_cli_positive_count_limit, tv_cli_nonempty_limit;
 
 #endif

@@ -12,19 +12,13 @@
 #include <string.h>
 #include <unistd.h>
 
- /* capture's eBPF limits: comm, payload and ring sizes */
 #include "capture/capture.h"
+#include "capture/limits.h" /* payload, ring and comm bounds, without bpf/ */
+#include "capture/sampler.h"
+#include "capture/tracepoint.h"
 #include "cli/cli.h"
 #include "cli/commands.h"
 #include "write/pipeline.h"
-#include "capture/sampler.h"
-#include "capture/tracepoint.h"
-#include "proto/wire.h"
-
-/* Bounds of the size options (the pipeline checks the relations between them too). */
-#define MIN_BLOCK_BYTES (1ull << 10)
-#define MAX_BLOCK_BYTES (128ull << 20)
-#define MAX_TIME_MS (24ll * 3600 * 1000)
 
 /* The CLI's one global: set by SIGINT/SIGTERM, whose handler only capture installs (put and
  * query keep the default, die on Ctrl-C); tv_capture_run polls it through opts.stop. */
@@ -36,45 +30,8 @@ static void sig_handler(int sig)
 	exiting = 1;
 }
 
-enum {
-	OPT_BLOCK_AGE_MS = TV_CLI_OPT_CMD_FIRST, OPT_READY_FD, OPT_NO_REDACT, OPT_BLOCK_AGE,
-	OPT_CACHE_BYTES, OPT_BLOCK_BYTES, OPT_BACKPRESSURE_MS, OPT_SAMPLE_RATIO, OPT_HEADERS,
-	/* kernel-side options (filters and eBPF sizes) */
-	OPT_COMM, OPT_CGROUP, OPT_PAYLOAD_BYTES, OPT_RING_BYTES,
-	/* event source */
-	OPT_MODE, OPT_INTERFACE,
-};
-
-static const struct option capture_options[] = {
-	{"server", required_argument, NULL, 's'},
-	{"pid", required_argument, NULL, 'p'},
-	{"port", required_argument, NULL, 'P'},
-	{"comm", required_argument, NULL, OPT_COMM},
-	{"cgroup", required_argument, NULL, OPT_CGROUP},
-	{"payload-bytes", required_argument, NULL, OPT_PAYLOAD_BYTES},
-	{"ring-bytes", required_argument, NULL, OPT_RING_BYTES},
-	{"mode", required_argument, NULL, OPT_MODE},
-	{"interface", required_argument, NULL, OPT_INTERFACE},
-	{"duration", required_argument, NULL, 'd'},
-	{"block-age", required_argument, NULL, OPT_BLOCK_AGE},
-	{"block-age-ms", required_argument, NULL, OPT_BLOCK_AGE_MS},
-	{"cache-bytes", required_argument, NULL, OPT_CACHE_BYTES},
-	{"block-bytes", required_argument, NULL, OPT_BLOCK_BYTES},
-	{"chunk-bytes", required_argument, NULL, TV_CLI_OPT_CHUNK_BYTES},
-	{"window-bytes", required_argument, NULL, TV_CLI_OPT_WINDOW_BYTES},
-	{"no-zerocopy", no_argument, NULL, TV_CLI_OPT_NO_ZEROCOPY},
-	{"backpressure-ms", required_argument, NULL, OPT_BACKPRESSURE_MS},
-	{"test-corrupt-chunk", required_argument, NULL, TV_CLI_OPT_TEST_CORRUPT_CHUNK},
-	{"max-message-bytes", required_argument, NULL, TV_CLI_OPT_MAX_MESSAGE_BYTES},
-	{"ready-fd", required_argument, NULL, OPT_READY_FD},
-	{"no-redact", no_argument, NULL, OPT_NO_REDACT},
-	{"headers", no_argument, NULL, OPT_HEADERS},
-	{"sample-ratio", required_argument, NULL, OPT_SAMPLE_RATIO},
-	{"help", no_argument, NULL, 'h'},
-	{},
-};
-
-static const char capture_usage[] =
+/* --help, in parts: ISO C promises string literals of up to 4095 bytes only */
+static const char *const capture_usage[] = {
 	"Usage: tracevault capture --server HOST:PORT[,HOST:PORT...] [--pid PID] [--port PORT]\n"
 	"                          [--comm NAME] [--cgroup PATH] [--payload-bytes N]\n"
 	"                          [--ring-bytes N] [--duration SECONDS] [--block-age DURATION]\n"
@@ -90,16 +47,16 @@ static const char capture_usage[] =
 	"blocks of one flush, committed atomically). A failed segment is not retried: it is\n"
 	"deleted on the servers, and its loss is logged and counted in the summary.\n"
 	"Sizes N take a K, M or G suffix (KiB, MiB, GiB).\n"
-	"\n"
+	"\n",
 	"  -s, --server LIST          tracevaultd(s) to write to, comma-separated (required);\n"
 	"                             blocks are placed on them by a hash of the block id\n"
 	"  -p, --pid PID              only this process (default: all)\n"
 	"  -P, --port PORT            only connections with this local or remote port\n"
-	"      --comm NAME            only tasks whose command name (comm, <= 15 bytes) is NAME\n"
+	"      --comm NAME            only tasks whose command name (comm, 1 to 15 bytes) is NAME\n"
 	"      --cgroup PATH          only tasks in this cgroup v2 directory or below it\n"
-	"      --payload-bytes N      bytes copied per socket syscall (default 4K, max 32K);\n"
+	"      --payload-bytes N      bytes copied per socket syscall, 1 to 32K (default 4K);\n"
 	"                             byte counts stay exact, cut events are counted\n"
-	"      --ring-bytes N         kernel ring buffer size, a power of two (default 16M;\n"
+	"      --ring-bytes N         kernel ring buffer size, a power of two, 4K to 1G (default 16M;\n"
 	"                             sockfilter: the packet ring, in 1M blocks, default 64M)\n"
 	"      --mode MODE            where exchanges are seen: tracepoint (default: socket\n"
 	"                             syscalls, with pid and comm) or sockfilter (TCP packets\n"
@@ -108,18 +65,22 @@ static const char capture_usage[] =
 	"                             do not apply). With --port, connections\n"
 	"                             open before the start are picked up at their next\n"
 	"                             request; without it only those that start later\n"
-	"      --interface IF         sockfilter: the interface to read (default lo)\n"
+	"      --interface IF         sockfilter: the interface to read (default lo)\n",
 	"  -d, --duration SECONDS     stop after this long (default: until Ctrl-C)\n"
-	"      --block-age DURATION   end a segment at least this often: 250ms, 1s, 2m\n"
-	"                             (default 1s; --block-age-ms MS is the same in ms)\n"
-	"      --cache-bytes N        bound on sealed blocks not yet written (default 256M)\n"
-	"      --block-bytes N        seal a block at this many raw record bytes (default 4M)\n"
-	"      --chunk-bytes N        payload bytes per gRPC message (default 1M)\n"
-	"      --window-bytes N       unacknowledged bytes per stream (default 8M)\n"
-	"      --backpressure-ms MS   wait this long for cache room before dropping a block\n"
-	"                             (default 1000)\n"
+	"      --block-age DURATION   end a segment at least this often, 1ms to 24h: 250ms,\n"
+	"                             1s, 2m (default 1s; --block-age-ms MS is the same in\n"
+	"                             ms, 1 to 86400000)\n"
+	"      --cache-bytes N        bound on sealed blocks not yet written, 2K to 1024G and\n"
+	"                             at least two blocks (default 256M)\n"
+	"      --block-bytes N        seal a block at this many raw record bytes, 1K to 32M\n"
+	"                             (default 4M)\n"
+	"      --chunk-bytes N        payload bytes per gRPC message, 1 to 1073741760 and at\n"
+	"                             most --max-message-bytes - 64 (default 1M)\n"
+	"      --window-bytes N       unacknowledged bytes per stream, 1 to 1024G (default 8M)\n"
+	"      --backpressure-ms MS   wait this long for cache room before dropping a block,\n"
+	"                             1 to 86400000 (default 1000)\n"
 	"      --no-zerocopy          copy chunks with protobuf-c (for comparison)\n"
-	"      --max-message-bytes N  gRPC message size limit (default 16 MiB)\n"
+	"      --max-message-bytes N  gRPC message size limit, 64K to 1G (default 16M)\n"
 	"      --ready-fd FD          write \"ready\\n\" to FD once the probes are attached\n"
 	"      --headers              store request and response header lines in the records\n"
 	"                             (as far as the payload copy holds the head); the values\n"
@@ -139,35 +100,100 @@ static const char capture_usage[] =
 	"  tracevault capture --server 127.0.0.1:7070                 # every process\n"
 	"  tracevault capture --server 127.0.0.1:7070 --port 8080 --duration 30\n"
 	"  tracevault capture --server 127.0.0.1:7070,127.0.0.1:7071 --block-age 250ms\n"
-	"  tracevault capture --server 127.0.0.1:7070 --mode sockfilter --interface lo --port 80\n";
+	"  tracevault capture --server 127.0.0.1:7070 --mode sockfilter --interface lo --port 80\n",
+	NULL,
+};
 
-/* Duration with a unit: 250ms, 1s, 2m, 1h, in (0, MAX_TIME_MS]. */
-static bool parse_duration_ms(const char *s, int *out)
+/* --cgroup: the directory must open as a cgroup v2 directory now, so a typo is a usage error
+ * before anything starts; the reason is the module's own line. */
+static int parse_cgroup(const char *arg, void *field, char *why, size_t whylen)
 {
-	long long v, mult;
-	char *end;
+	int fd = tv_tracepoint_open_cgroup(arg, why, whylen);
 
-	if (*s < '0' || *s > '9')
-		return false;
-	errno = 0;
-	v = strtoll(s, &end, 10);
-	if (errno || end == s)
-		return false;
-	if (strcmp(end, "ms") == 0)
-		mult = 1;
-	else if (strcmp(end, "s") == 0)
-		mult = 1000;
-	else if (strcmp(end, "m") == 0)
-		mult = 60 * 1000;
-	else if (strcmp(end, "h") == 0)
-		mult = 3600 * 1000;
-	else
-		return false;
-	if (v <= 0 || v > MAX_TIME_MS / mult)
-		return false;
-	*out = (int)(v * mult);
-	return true;
+	if (fd < 0)
+		return -EINVAL;
+	close(fd);
+	*(const char **)field = arg;
+	return 0;
 }
+
+static int parse_mode(const char *arg, void *field, char *why, size_t whylen)
+{
+	(void)why, (void)whylen;
+	if (strcmp(arg, "tracepoint") == 0)
+		*(int *)field = TV_CAPTURE_MODE_TRACEPOINT;
+	else if (strcmp(arg, "sockfilter") == 0)
+		*(int *)field = TV_CAPTURE_MODE_SOCKFILTER;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+/* --duration: seconds, fractions allowed, > 0 and finite. */
+static int parse_seconds(const char *arg, void *field, char *why, size_t whylen)
+{
+	char *end;
+	double v;
+
+	(void)why, (void)whylen;
+	errno = 0;
+	v = strtod(arg, &end);
+	if (errno || end == arg || *end || !isfinite(v) || v <= 0)
+		return -EINVAL;
+	*(double *)field = v;
+	return 0;
+}
+
+static int parse_ratio(const char *arg, void *field, char *why, size_t whylen)
+{
+	(void)why, (void)whylen;
+	return tv_sampler_parse_ratio(arg, field) ? -EINVAL : 0;
+}
+
+/* What capture's options fill: the capture's own and the write pipeline's, which the command
+ * makes and hands to the capture as its record sink. */
+struct capture_cmd_opts {
+	struct tv_capture_opts capture;
+	struct tv_pipeline_opts pipeline;
+};
+
+#define CAP(field) offsetof(struct capture_cmd_opts, capture.field)
+#define PIPE(field) offsetof(struct capture_cmd_opts, pipeline.field)
+#define SAY TV_CLI_SAY_BOUND
+
+/* Every option of capture: where it goes and whose bound it has (capture's for the kernel
+ * side, the pipeline's for blocks, cache and times; the writer rows for chunks and window). */
+static const struct tv_cli_opt capture_options[] = {
+	{"server", 's', TV_CLI_ARG_STRING, PIPE(servers), NULL, 0, NULL, NULL},
+	{"pid", 'p', TV_CLI_ARG_INT, CAP(pid), &tv_cli_positive_int_limit, 0, NULL, NULL},
+	{"port", 'P', TV_CLI_ARG_INT, CAP(port), &tv_cli_port_limit, 0, NULL, NULL},
+	{"comm", 0, TV_CLI_ARG_STRING, CAP(comm), &tv_capture_comm_bytes_limit, SAY, NULL, NULL},
+	{"cgroup", 0, TV_CLI_ARG_CUSTOM, CAP(cgroup), NULL, 0, NULL, parse_cgroup},
+	{"payload-bytes", 0, TV_CLI_ARG_SIZE32, CAP(payload_bytes), &tv_capture_payload_bytes_limit,
+	 SAY, NULL, NULL},
+	{"ring-bytes", 0, TV_CLI_ARG_SIZE32, CAP(ring_bytes), &tv_capture_ring_bytes_limit, SAY,
+	 NULL, NULL},
+	{"mode", 0, TV_CLI_ARG_CUSTOM, CAP(mode), NULL, 0, "tracepoint or sockfilter", parse_mode},
+	{"interface", 0, TV_CLI_ARG_STRING, CAP(interface), &tv_cli_nonempty_limit, 0, NULL, NULL},
+	{"duration", 'd', TV_CLI_ARG_CUSTOM, CAP(duration_s), NULL, 0, NULL, parse_seconds},
+	{"block-age", 0, TV_CLI_ARG_DURATION_MS, PIPE(block_age_ms),
+	 &tv_pipeline_time_ms_limit, SAY, "e.g. 250ms, 1s, 2m", NULL},
+	{"block-age-ms", 0, TV_CLI_ARG_INT, PIPE(block_age_ms), &tv_pipeline_time_ms_limit,
+	 SAY, NULL, NULL},
+	{"cache-bytes", 0, TV_CLI_ARG_SIZE, PIPE(cache_bytes),
+	 &tv_pipeline_cache_bytes_limit, SAY, NULL, NULL},
+	{"block-bytes", 0, TV_CLI_ARG_SIZE, PIPE(block_bytes),
+	 &tv_pipeline_block_bytes_limit, SAY, NULL, NULL},
+	{"backpressure-ms", 0, TV_CLI_ARG_INT, PIPE(backpressure_ms),
+	 &tv_pipeline_time_ms_limit, SAY, NULL, NULL},
+	{"ready-fd", 0, TV_CLI_ARG_INT, CAP(ready_fd), &tv_cli_fd_limit, 0, NULL, NULL},
+	{"no-redact", 0, TV_CLI_ARG_CLEAR, CAP(redact), NULL, 0, NULL, NULL},
+	{"headers", 0, TV_CLI_ARG_SET, CAP(headers), NULL, 0, NULL, NULL},
+	{"sample-ratio", 0, TV_CLI_ARG_CUSTOM, CAP(sample_ratio), NULL, 0, "0 < R <= 1",
+	 parse_ratio},
+	TV_CLI_WRITER_OPTIONS(struct capture_cmd_opts, pipeline.),
+	{0},
+};
 
 /* Options that only one --mode understands, as usage errors: packets carry no process. */
 static int check_mode(const struct tv_capture_opts *o)
@@ -190,21 +216,17 @@ static int check_mode(const struct tv_capture_opts *o)
 	return 0;
 }
 
-/* Relations between sizes, as usage errors before anything starts. */
+/* Relations between sizes, as usage errors before anything starts: each value is within
+ * its own bound already (the table), these are the owners' checks between two of them. */
 static int check_sizes(const struct tv_pipeline_opts *po)
 {
 	size_t block = po->block_bytes ? po->block_bytes : TV_DEFAULT_BLOCK_BYTES;
 	size_t cache = po->cache_bytes ? po->cache_bytes : TV_DEFAULT_CACHE_BYTES;
-	size_t msg = po->max_message_bytes ? po->max_message_bytes : TV_DEFAULT_MAX_MESSAGE_BYTES;
 
-	if (cache < 2 * block)
+	if (tv_pipeline_check_cache(cache, block))
 		return tv_cli_usage_error("--cache-bytes (%zu) must hold at least two blocks of "
 					  "--block-bytes (%zu)", cache, block);
-	if (po->chunk_bytes && po->chunk_bytes + TV_CHUNK_PREFIX_MAX > msg)
-		return tv_cli_usage_error(
-			"--chunk-bytes (%zu) does not fit in --max-message-bytes (%zu)",
-			po->chunk_bytes, msg);
-	return 0;
+	return tv_cli_check_chunk_fits(po->chunk_bytes, po->max_message_bytes);
 }
 
 /* Runs the capture into a new write pipeline and prints the one summary line (whenever the
@@ -249,8 +271,9 @@ static int run_capture(const struct tv_capture_opts *o, const struct tv_pipeline
 	if (o->mode == TV_CAPTURE_MODE_SOCKFILTER && (ret == 0 || res.events))
 		fprintf(stderr, "sockfilter: stream gaps %" PRIu64 " (%" PRIu64 " bytes)\n",
 			res.gaps, res.gap_bytes);
-	if (!ret && ps.segments_failed && ps.segments_committed == 0) {
-		/* nothing reached the server: that is a failed capture, not a quiet one */
+	if (!ret && res.flush_error && ps.segments_committed == 0) {
+		/* nothing reached the server: that is a failed capture, not a quiet one (a part
+		 * that failed is counted above and was logged when it failed) */
 		snprintf(err, sizeof(err), "every segment write failed (%" PRIu64
 			 " segments, see above)", ps.segments_failed);
 		ret = -EIO;
@@ -262,146 +285,24 @@ static int run_capture(const struct tv_capture_opts *o, const struct tv_pipeline
 
 int tv_cmd_capture(int argc, char **argv)
 {
-	struct tv_capture_opts o = {.redact = 1, .ready_fd = -1, .stop = &exiting};
-	struct tv_pipeline_opts pipeline_opts = {0}, *po = &pipeline_opts;
+	struct capture_cmd_opts opts = {
+		.capture = {.redact = 1, .ready_fd = -1, .stop = &exiting},
+	};
+	struct tv_capture_opts *o = &opts.capture;
+	struct tv_pipeline_opts *po = &opts.pipeline;
 	struct sigaction sa = {.sa_handler = sig_handler};
-	char err[TV_CLI_ERR_LEN] = "";
-	long long v;
-	size_t sz;
-	char *end;
-	int c, ret;
+	int ret;
 
-	while ((c = getopt_long(argc, argv, ":hs:p:P:d:", capture_options, NULL)) != -1) {
-		switch (c) {
-		case 's':
-			po->servers = optarg;
-			break;
-		case 'p':
-			if (!tv_cli_parse_ll(optarg, 1, INT_MAX, &v))
-				return tv_cli_usage_error("invalid --pid: '%s'", optarg);
-			o.pid = (int)v;
-			break;
-		case 'P':
-			if (!tv_cli_parse_ll(optarg, 1, 65535, &v))
-				return tv_cli_usage_error("invalid --port: '%s'", optarg);
-			o.port = (int)v;
-			break;
-		case OPT_COMM:
-			if (!optarg[0] || strlen(optarg) >= TV_CAPTURE_COMM_BYTES)
-				return tv_cli_usage_error("invalid --comm: '%s' (1 to %d bytes)",
-							  optarg, TV_CAPTURE_COMM_BYTES - 1);
-			o.comm = optarg;
-			break;
-		case OPT_CGROUP:
-			ret = tv_tracepoint_open_cgroup(optarg, err, sizeof(err));
-			if (ret < 0)
-				return tv_cli_usage_error("%s", err);
-			close(ret);
-			o.cgroup = optarg;
-			break;
-		case OPT_PAYLOAD_BYTES:
-			if (!tv_cli_parse_size(optarg, 1, TV_CAPTURE_PAYLOAD_BYTES, &sz))
-				return tv_cli_usage_error("invalid --payload-bytes: '%s' (1 to %u)",
-							  optarg, TV_CAPTURE_PAYLOAD_BYTES);
-			o.payload_bytes = (uint32_t)sz;
-			break;
-		case OPT_RING_BYTES:
-			if (!tv_cli_parse_size(optarg, TV_CAPTURE_MIN_RING_BYTES,
-					       TV_CAPTURE_MAX_RING_BYTES, &sz) ||
-			    (sz & (sz - 1)))
-				return tv_cli_usage_error(
-					"invalid --ring-bytes: '%s' (a power of two, 4K to 1G)",
-					optarg);
-			o.ring_bytes = (uint32_t)sz;
-			break;
-		case OPT_MODE:
-			if (strcmp(optarg, "tracepoint") == 0)
-				o.mode = TV_CAPTURE_MODE_TRACEPOINT;
-			else if (strcmp(optarg, "sockfilter") == 0)
-				o.mode = TV_CAPTURE_MODE_SOCKFILTER;
-			else
-				return tv_cli_usage_error(
-					"invalid --mode: '%s' (tracepoint or sockfilter)", optarg);
-			break;
-		case OPT_INTERFACE:
-			if (!optarg[0])
-				return tv_cli_usage_error("invalid --interface: ''");
-			o.interface = optarg;
-			break;
-		case 'd':
-			errno = 0;
-			o.duration_s = strtod(optarg, &end);
-			if (errno || end == optarg || *end || !isfinite(o.duration_s) ||
-			    o.duration_s <= 0)
-				return tv_cli_usage_error("invalid --duration: '%s'", optarg);
-			break;
-		case OPT_BLOCK_AGE_MS:
-			if (!tv_cli_parse_ll(optarg, 1, MAX_TIME_MS, &v))
-				return tv_cli_usage_error("invalid --block-age-ms: '%s'", optarg);
-			po->block_age_ms = (int)v;
-			break;
-		case OPT_BLOCK_AGE:
-			if (!parse_duration_ms(optarg, &po->block_age_ms))
-				return tv_cli_usage_error(
-					"invalid --block-age: '%s' (e.g. 250ms, 1s, 2m)", optarg);
-			break;
-		case OPT_CACHE_BYTES:
-			if (!tv_cli_parse_size(optarg, 2 * MIN_BLOCK_BYTES, TV_CLI_MAX_CACHE_BYTES,
-					       &po->cache_bytes))
-				return tv_cli_usage_error("invalid --cache-bytes: '%s'", optarg);
-			break;
-		case OPT_BLOCK_BYTES:
-			if (!tv_cli_parse_size(optarg, MIN_BLOCK_BYTES, MAX_BLOCK_BYTES,
-					       &po->block_bytes))
-				return tv_cli_usage_error(
-					"invalid --block-bytes: '%s' (1K to 128M)", optarg);
-			break;
-		case OPT_BACKPRESSURE_MS:
-			if (!tv_cli_parse_ll(optarg, 1, MAX_TIME_MS, &v))
-				return tv_cli_usage_error("invalid --backpressure-ms: '%s'",
-							  optarg);
-			po->backpressure_ms = (int)v;
-			break;
-		case TV_CLI_OPT_MAX_MESSAGE_BYTES:
-			if (!tv_cli_parse_message_bytes(optarg, &po->max_message_bytes))
-				return tv_cli_usage_error("invalid --max-message-bytes: '%s'",
-							  optarg);
-			break;
-		case OPT_READY_FD:
-			if (!tv_cli_parse_ll(optarg, 0, INT_MAX, &v))
-				return tv_cli_usage_error("invalid --ready-fd: '%s'", optarg);
-			o.ready_fd = (int)v;
-			break;
-		case OPT_HEADERS:
-			o.headers = 1;
-			break;
-		case OPT_NO_REDACT:
-			o.redact = 0;
-			break;
-		case OPT_SAMPLE_RATIO:
-			if (tv_sampler_parse_ratio(optarg, &o.sample_ratio))
-				return tv_cli_usage_error(
-					"invalid --sample-ratio: '%s' (0 < R <= 1)", optarg);
-			break;
-		case 'h':
-			fputs(capture_usage, stdout);
-			return EXIT_SUCCESS;
-		default:
-			ret = tv_cli_writer_option(c, &po->chunk_bytes, &po->window_bytes,
-						   &po->no_zerocopy, &po->test_corrupt_chunk);
-			if (ret > 1)
-				return ret;
-			if (ret == 0)
-				return tv_cli_bad_option(c, argv);
-		}
-	}
+	ret = tv_cli_parse(argc, argv, capture_options, capture_usage, &opts);
+	if (ret != TV_CLI_PARSED)
+		return ret;
 	if (optind < argc)
 		return tv_cli_usage_error("capture: unexpected argument '%s'", argv[optind]);
 	if (!po->servers)
 		return tv_cli_usage_error("capture: missing --server");
 	if (!tv_cli_valid_server_list(po->servers))
 		return tv_cli_usage_error("invalid --server: '%s'", po->servers);
-	ret = check_mode(&o);
+	ret = check_mode(o);
 	if (ret)
 		return ret;
 	ret = check_sizes(po);
@@ -410,5 +311,5 @@ int tv_cmd_capture(int argc, char **argv)
 
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
-	return run_capture(&o, po);
+	return run_capture(o, po);
 }

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,26 +13,24 @@
 #include "cli/cli.h"
 #include "cli/commands.h"
 #include "write/grpc_writer.h"
+#include "write/pipeline.h"
 #include "cli/record_json.h"
 #include "proto/wire.h"
 
-/* put seals a block at whichever comes first; the same limits capture uses for one block. */
-#define PUT_BLOCK_RAW_BYTES (4u << 20)
+/* put seals a block at whichever comes first: capture's default block size (the pipeline's),
+ * or this many records. */
+#define PUT_BLOCK_RAW_BYTES TV_DEFAULT_BLOCK_BYTES
 #define PUT_BLOCK_RECORDS 65536
 #define CONNECT_TIMEOUT_MS 10000
 
-static const struct option put_options[] = {
-	{"server", required_argument, NULL, 's'},
-	{"chunk-bytes", required_argument, NULL, TV_CLI_OPT_CHUNK_BYTES},
-	{"window-bytes", required_argument, NULL, TV_CLI_OPT_WINDOW_BYTES},
-	{"no-zerocopy", no_argument, NULL, TV_CLI_OPT_NO_ZEROCOPY},
-	{"test-corrupt-chunk", required_argument, NULL, TV_CLI_OPT_TEST_CORRUPT_CHUNK},
-	{"max-message-bytes", required_argument, NULL, TV_CLI_OPT_MAX_MESSAGE_BYTES},
-	{"help", no_argument, NULL, 'h'},
-	{},
+static const struct tv_cli_opt put_options[] = {
+	{"server", 's', TV_CLI_ARG_STRING, offsetof(struct tv_writer_opts, server), NULL, 0, NULL,
+	 NULL},
+	TV_CLI_WRITER_OPTIONS(struct tv_writer_opts, ),
+	{0},
 };
 
-static const char put_usage[] =
+static const char *const put_usage[] = {
 	"Usage: tracevault put --server HOST:PORT[,HOST:PORT...] [--chunk-bytes N]\n"
 	"                      [--window-bytes N] [--no-zerocopy] [--max-message-bytes N] FILE|-\n"
 	"\n"
@@ -41,17 +40,20 @@ static const char put_usage[] =
 	"A bad line aborts the import with its line number. Sizes N take a K, M or G suffix.\n"
 	"\n"
 	"  -s, --server LIST          tracevaultd(s) to write to, comma-separated (required)\n"
-	"      --chunk-bytes N        payload bytes per gRPC message (default 1M)\n"
-	"      --window-bytes N       unacknowledged bytes per stream (default 8M)\n"
+	"      --chunk-bytes N        payload bytes per gRPC message, 1 to 1073741760 and at\n"
+	"                             most --max-message-bytes - 64 (default 1M)\n"
+	"      --window-bytes N       unacknowledged bytes per stream, 1 to 1024G (default 8M)\n"
 	"      --no-zerocopy          copy chunks with protobuf-c (for comparison)\n"
-	"      --max-message-bytes N  gRPC message size limit (default 16 MiB)\n"
+	"      --max-message-bytes N  gRPC message size limit, 64K to 1G (default 16M)\n"
 	"      --test-corrupt-chunk N test only: corrupt the Nth chunk sent\n"
 	"  -h, --help                 this text\n"
 	"\n"
 	"Examples:\n"
 	"  tracevault put --server 127.0.0.1:7070 records.jsonl\n"
 	"  tracevault put --server 127.0.0.1:7070,127.0.0.1:7071 records.jsonl\n"
-	"  gzip -dc old.jsonl.gz | tracevault put --server 127.0.0.1:7070 -\n";
+	"  gzip -dc old.jsonl.gz | tracevault put --server 127.0.0.1:7070 -\n",
+	NULL,
+};
 
 struct put_blocks {
 	struct tv_block_buf *v;
@@ -162,39 +164,18 @@ int tv_cmd_put(int argc, char **argv)
 	const char *path, *name;
 	char err[TV_CLI_ERR_LEN];
 	FILE *in;
-	int c, ret;
+	int ret;
 
-	while ((c = getopt_long(argc, argv, ":hs:", put_options, NULL)) != -1) {
-		switch (c) {
-		case 's':
-			wo.server = optarg;
-			break;
-		case TV_CLI_OPT_MAX_MESSAGE_BYTES:
-			if (!tv_cli_parse_message_bytes(optarg, &wo.max_message_bytes))
-				return tv_cli_usage_error("invalid --max-message-bytes: '%s'",
-							  optarg);
-			break;
-		case 'h':
-			fputs(put_usage, stdout);
-			return EXIT_SUCCESS;
-		default:
-			ret = tv_cli_writer_option(c, &wo.chunk_bytes, &wo.window_bytes,
-						   &wo.no_zerocopy, &wo.test_corrupt_chunk);
-			if (ret > 1)
-				return ret;
-			if (ret == 0)
-				return tv_cli_bad_option(c, argv);
-		}
-	}
+	ret = tv_cli_parse(argc, argv, put_options, put_usage, &wo);
+	if (ret != TV_CLI_PARSED)
+		return ret;
 	if (!wo.server)
 		return tv_cli_usage_error("put: missing --server");
 	if (!tv_cli_valid_server_list(wo.server))
 		return tv_cli_usage_error("invalid --server: '%s'", wo.server);
-	if (wo.chunk_bytes && wo.chunk_bytes + TV_CHUNK_PREFIX_MAX >
-				      (wo.max_message_bytes ? wo.max_message_bytes
-							    : TV_DEFAULT_MAX_MESSAGE_BYTES))
-		return tv_cli_usage_error("--chunk-bytes (%zu) does not fit in --max-message-bytes",
-					  wo.chunk_bytes);
+	ret = tv_cli_check_chunk_fits(wo.chunk_bytes, wo.max_message_bytes);
+	if (ret)
+		return ret;
 	if (optind == argc)
 		return tv_cli_usage_error("put: missing FILE (or - for stdin)");
 	if (optind + 1 < argc)

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "common/clock.h"
 #include "cli/commands.h"
 #include "rpc/query_client.h"
 #include "cli/record_json.h"
@@ -17,21 +18,43 @@
 
 #define STDOUT_BUFFER_BYTES (1u << 20)
 
-enum { OPT_STATS = TV_CLI_OPT_CMD_FIRST };
+enum out_format { FORMAT_JSONL, FORMAT_TABLE };
 
-static const struct option query_options[] = {
-	{"server", required_argument, NULL, 's'},
-	{"from", required_argument, NULL, 'f'},
-	{"to", required_argument, NULL, 't'},
-	{"format", required_argument, NULL, 'F'},
-	{"limit", required_argument, NULL, 'n'},
-	{"stats", no_argument, NULL, OPT_STATS},
-	{"max-message-bytes", required_argument, NULL, TV_CLI_OPT_MAX_MESSAGE_BYTES},
-	{"help", no_argument, NULL, 'h'},
-	{},
+/* What the options of query set. */
+struct query_args {
+	const char *server, *from, *to;
+	int format; /* enum out_format */
+	uint64_t limit;
+	int stats;
+	size_t max_message_bytes;
 };
 
-static const char query_usage[] =
+static int parse_format(const char *arg, void *field, char *why, size_t whylen)
+{
+	(void)why, (void)whylen;
+	if (strcmp(arg, "jsonl") == 0)
+		*(int *)field = FORMAT_JSONL;
+	else if (strcmp(arg, "table") == 0)
+		*(int *)field = FORMAT_TABLE;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+#define QA(field) offsetof(struct query_args, field)
+
+static const struct tv_cli_opt query_options[] = {
+	{"server", 's', TV_CLI_ARG_STRING, QA(server), NULL, 0, NULL, NULL},
+	{"from", 'f', TV_CLI_ARG_STRING, QA(from), NULL, 0, NULL, NULL},
+	{"to", 't', TV_CLI_ARG_STRING, QA(to), NULL, 0, NULL, NULL},
+	{"format", 'F', TV_CLI_ARG_CUSTOM, QA(format), NULL, 0, "jsonl or table", parse_format},
+	{"limit", 'n', TV_CLI_ARG_U64, QA(limit), &tv_cli_count_limit, 0, NULL, NULL},
+	{"stats", 0, TV_CLI_ARG_SET, QA(stats), NULL, 0, NULL, NULL},
+	TV_CLI_MESSAGE_OPTION(struct query_args, max_message_bytes),
+	{0},
+};
+
+static const char *const query_usage[] = {
 	"Usage: tracevault query --server HOST:PORT[,HOST:PORT...] --from T [--to T]\n"
 	"                        [--format jsonl|table] [--limit N] [--stats]\n"
 	"                        [--max-message-bytes N]\n"
@@ -52,16 +75,17 @@ static const char query_usage[] =
 	"  -F, --format FMT           jsonl (default: one JSON object per line) or table\n"
 	"  -n, --limit N              at most N records (default: all)\n"
 	"      --stats                block counts and loss totals instead of records\n"
-	"      --max-message-bytes N  gRPC message size limit (default 16 MiB)\n"
+	"      --max-message-bytes N  gRPC message size limit, 64K to 1G (default 16M)\n"
+	"                             (sizes take a K, M or G suffix)\n"
 	"  -h, --help                 this text\n"
 	"\n"
 	"Examples:\n"
 	"  tracevault query --server 127.0.0.1:7070 --from -15m --format table\n"
 	"  tracevault query --server 127.0.0.1:7070 --from -1h --stats --format table\n"
 	"  tracevault query --server 127.0.0.1:7070 --from 2026-03-01T00:00:00Z \\\n"
-	"                   --to 2026-03-02T00:00:00Z > day.jsonl\n";
-
-enum out_format { FORMAT_JSONL, FORMAT_TABLE };
+	"                   --to 2026-03-02T00:00:00Z > day.jsonl\n",
+	NULL,
+};
 
 #define STDOUT_FAILED 1 /* print_record's stop value */
 
@@ -122,74 +146,35 @@ static int print_stats(enum out_format format, uint64_t from_ns, uint64_t to_ns,
 
 int tv_cmd_query(int argc, char **argv)
 {
-	const char *server = NULL, *from = NULL, *to = "now";
-	uint64_t now_ns = tv_now_ns(), from_ns, to_ns, limit = 0;
-	struct query_out qo = {.format = FORMAT_JSONL};
-	size_t max_message_bytes = 0;
-	bool stats = false;
+	struct query_args a = {.to = "now", .format = FORMAT_JSONL};
+	uint64_t now_ns = tv_realtime_ns(), from_ns, to_ns;
+	struct query_out qo;
 	char err[TV_CLI_ERR_LEN];
-	long long v;
-	int c, ret;
+	int ret;
 
-	while ((c = getopt_long(argc, argv, ":hs:f:t:F:n:", query_options, NULL)) != -1) {
-		switch (c) {
-		case OPT_STATS:
-			stats = true;
-			break;
-		case 's':
-			server = optarg;
-			break;
-		case 'f':
-			from = optarg;
-			break;
-		case 't':
-			to = optarg;
-			break;
-		case 'F':
-			if (strcmp(optarg, "jsonl") == 0)
-				qo.format = FORMAT_JSONL;
-			else if (strcmp(optarg, "table") == 0)
-				qo.format = FORMAT_TABLE;
-			else
-				return tv_cli_usage_error("invalid --format: '%s' (jsonl or table)",
-							  optarg);
-			break;
-		case 'n':
-			if (!tv_cli_parse_ll(optarg, 0, LLONG_MAX, &v))
-				return tv_cli_usage_error("invalid --limit: '%s'", optarg);
-			limit = (uint64_t)v;
-			break;
-		case TV_CLI_OPT_MAX_MESSAGE_BYTES:
-			if (!tv_cli_parse_message_bytes(optarg, &max_message_bytes))
-				return tv_cli_usage_error("invalid --max-message-bytes: '%s'",
-							  optarg);
-			break;
-		case 'h':
-			fputs(query_usage, stdout);
-			return EXIT_SUCCESS;
-		default:
-			return tv_cli_bad_option(c, argv);
-		}
-	}
+	ret = tv_cli_parse(argc, argv, query_options, query_usage, &a);
+	if (ret != TV_CLI_PARSED)
+		return ret;
+	qo = (struct query_out){.format = (enum out_format)a.format};
 	if (optind < argc)
 		return tv_cli_usage_error("query: unexpected argument '%s'", argv[optind]);
-	if (!server)
+	if (!a.server)
 		return tv_cli_usage_error("query: missing --server");
-	if (!from)
+	if (!a.from)
 		return tv_cli_usage_error("query: missing --from");
-	if (tv_parse_time(from, now_ns, &from_ns))
-		return tv_cli_usage_error("invalid --from: '%s'", from);
-	if (tv_parse_time(to, now_ns, &to_ns))
-		return tv_cli_usage_error("invalid --to: '%s'", to);
+	if (tv_parse_time(a.from, now_ns, &from_ns))
+		return tv_cli_usage_error("invalid --from: '%s'", a.from);
+	if (tv_parse_time(a.to, now_ns, &to_ns))
+		return tv_cli_usage_error("invalid --to: '%s'", a.to);
 	if (from_ns > to_ns)
-		return tv_cli_usage_error("--from (%s) is after --to (%s)", from, to);
+		return tv_cli_usage_error("--from (%s) is after --to (%s)", a.from, a.to);
 
-	if (stats) {
+	if (a.stats) {
 		Tracevault__V1__StatsResponse *r = NULL;
 
-		if (limit)
+		if (a.limit)
 			return tv_cli_usage_error("--limit does not apply to --stats");
-		ret = tv_query_stats(server, from_ns, to_ns, max_message_bytes, &r, err,
+		ret = tv_query_stats(a.server, from_ns, to_ns, a.max_message_bytes, &r, err,
 				     sizeof(err));
 		if (ret)
 			return tv_cli_runtime_error("%s", err);
@@ -200,7 +185,7 @@ int tv_cmd_query(int argc, char **argv)
 		return EXIT_SUCCESS;
 	}
 	setvbuf(stdout, NULL, _IOFBF, STDOUT_BUFFER_BYTES);
-	ret = tv_query(server, from_ns, to_ns, limit, max_message_bytes, print_record, &qo, err,
+	ret = tv_query(a.server, from_ns, to_ns, a.limit, a.max_message_bytes, print_record, &qo, err,
 		       sizeof(err));
 	if (ret == STDOUT_FAILED)
 		return tv_cli_runtime_error("write stdout: %s", strerror(errno));

@@ -23,7 +23,4 @@ int tv_parse_time(const char *s, uint64_t now_ns, uint64_t *out_ns);
  * Returns the length written, or -ENOSPC when len is too small (buf then holds ""). */
 int tv_format_rfc3339(uint64_t ts_ns, char *buf, size_t len);
 
-/* CLOCK_REALTIME in unix nanoseconds. */
-uint64_t tv_now_ns(void);
-
 #endif

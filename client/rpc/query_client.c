@@ -13,6 +13,8 @@
 #include <grpc/grpc.h>
 #include <grpc/support/time.h>
 
+#include "common/addr.h"
+#include "common/grpc_util.h"
 #include "rpc/rpc.h"
 #include "proto/wire.h"
 
@@ -44,7 +46,7 @@ struct query_state {
 	size_t max_message_bytes;
 	tv_query_cb cb;
 	void *arg;
-	char *list;		/* copy of the server argument, split at commas */
+	struct tv_server_list list; /* the server argument, split (s[i].server points in) */
 	struct stream *s;
 	size_t n;
 	bool stopping;		/* limit reached, callback stop, or a failure: calls cancelled */
@@ -298,38 +300,27 @@ static void run_streams(struct query_state *q, grpc_completion_queue *cq)
 	}
 }
 
-/* Split q->list at commas into q->s[].server. Returns 0 or -EINVAL/-ENOMEM with a reason. */
+/* Split the server list into q->s[].server. Returns 0 or -EINVAL/-ENOMEM with a reason. */
 static int split_servers(struct query_state *q, const char *server, char *err, size_t errlen)
 {
-	size_t n = 1;
-	char *p;
+	int ret = tv_server_list_parse(server, 0, &q->list);
 
-	q->list = strdup(server);
-	if (!q->list) {
+	if (ret == -EINVAL)
+		snprintf(err, errlen, "invalid server list '%s': empty address", server);
+	else if (ret)
 		snprintf(err, errlen, "out of memory");
-		return -ENOMEM;
-	}
-	for (p = q->list; *p; p++)
-		n += *p == ',';
-	q->s = calloc(n, sizeof(*q->s));
+	if (ret)
+		return ret;
+	q->s = calloc(q->list.n, sizeof(*q->s));
 	if (!q->s) {
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	for (p = q->list; p; q->n++) {
-		char *comma = strchr(p, ',');
-
-		if (comma)
-			*comma = '\0';
-		if (!*p) {
-			snprintf(err, errlen, "invalid server list '%s': empty address", server);
-			return -EINVAL;
-		}
-		q->s[q->n].server = p;
+	for (; q->n < q->list.n; q->n++) {
+		q->s[q->n].server = q->list.v[q->n];
 		q->s[q->n].details = grpc_empty_slice();
 		grpc_metadata_array_init(&q->s[q->n].init_md);
 		grpc_metadata_array_init(&q->s[q->n].trail_md);
-		p = comma ? comma + 1 : NULL;
 	}
 	return 0;
 }
@@ -352,7 +343,7 @@ static void free_streams(struct query_state *q)
 			grpc_channel_destroy(s->ch);
 	}
 	free(q->s);
-	free(q->list);
+	tv_server_list_free(&q->list);
 }
 
 int tv_query(const char *server, uint64_t from_ns, uint64_t to_ns, uint64_t limit,
@@ -403,7 +394,7 @@ int tv_query(const char *server, uint64_t from_ns, uint64_t to_ns, uint64_t limi
 out:
 	free_streams(&q);
 	if (cq)
-		tv_rpc_cq_destroy(cq); /* nothing is outstanding between calls */
+		tv_grpc_cq_destroy(cq); /* nothing is outstanding between calls */
 	grpc_shutdown();
 	return ret;
 }
@@ -450,7 +441,7 @@ out:
 	if (ch)
 		grpc_channel_destroy(ch);
 	if (cq)
-		tv_rpc_cq_destroy(cq);
+		tv_grpc_cq_destroy(cq);
 	return ret;
 }
 
@@ -460,13 +451,19 @@ int tv_query_stats(const char *server, uint64_t from_ns, uint64_t to_ns,
 {
 	Tracevault__V1__StatsRequest req = TRACEVAULT__V1__STATS_REQUEST__INIT;
 	Tracevault__V1__StatsResponse *sum = calloc(1, sizeof(*sum));
-	char *list = strdup(server), *save = NULL, *s;
-	int ret = 0, n = 0;
+	struct tv_server_list list = {0};
+	int ret;
 
 	*out = NULL;
-	if (!sum || !list) {
+	if (!sum) {
 		snprintf(err, errlen, "out of memory");
 		ret = -ENOMEM;
+		goto out;
+	}
+	ret = tv_server_list_parse(server, 0, &list);
+	if (ret) {
+		snprintf(err, errlen, ret == -EINVAL ? "invalid server list '%s': empty address"
+						     : "out of memory%.0s", server);
 		goto out;
 	}
 	tracevault__v1__stats_response__init(sum);
@@ -475,19 +472,15 @@ int tv_query_stats(const char *server, uint64_t from_ns, uint64_t to_ns,
 	req.from_ns = from_ns;
 	req.to_ns = to_ns;
 	grpc_init();
-	for (s = strtok_r(list, ",", &save); s && !ret; s = strtok_r(NULL, ",", &save), n++)
-		ret = stats_one(s, &req, max_message_bytes, sum, err, errlen);
+	for (size_t i = 0; i < list.n && !ret; i++)
+		ret = stats_one(list.v[i], &req, max_message_bytes, sum, err, errlen);
 	grpc_shutdown();
-	if (!ret && n == 0) {
-		snprintf(err, errlen, "no server given");
-		ret = -EINVAL;
-	}
 	if (!ret) {
 		*out = sum;
 		sum = NULL;
 	}
 out:
 	free(sum);
-	free(list);
+	tv_server_list_free(&list);
 	return ret;
 }

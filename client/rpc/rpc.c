@@ -16,6 +16,8 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
 
+#include "common/addr.h"
+#include "common/grpc_util.h"
 #include "proto/wire.h"
 
 grpc_channel *tv_rpc_channel_new(const char *server, size_t max_message_bytes)
@@ -56,35 +58,10 @@ grpc_channel *tv_rpc_channel_new(const char *server, size_t max_message_bytes)
 	return ch;
 }
 
-void tv_rpc_cq_destroy(grpc_completion_queue *cq)
-{
-	grpc_completion_queue_shutdown(cq);
-	/* with nothing outstanding the next event is the shutdown itself */
-	while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-	       GRPC_QUEUE_SHUTDOWN)
-		;
-	grpc_completion_queue_destroy(cq);
-}
-
 gpr_timespec tv_rpc_deadline_ms(long timeout_ms)
 {
 	return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
 			    gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
-}
-
-const char *tv_rpc_status_name(grpc_status_code code)
-{
-	static const char *const names[] = {
-		"OK",		     "CANCELLED",	   "UNKNOWN",	"INVALID_ARGUMENT",
-		"DEADLINE_EXCEEDED", "NOT_FOUND",	   "ALREADY_EXISTS",
-		"PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-		"ABORTED",	     "OUT_OF_RANGE",	   "UNIMPLEMENTED",
-		"INTERNAL",	     "UNAVAILABLE",	   "DATA_LOSS",	"UNAUTHENTICATED",
-	};
-
-	if ((unsigned)code < sizeof(names) / sizeof(names[0]))
-		return names[code];
-	return "UNKNOWN_STATUS";
 }
 
 int tv_rpc_status_errno(grpc_status_code code)
@@ -109,7 +86,7 @@ void tv_rpc_status_text(grpc_status_code code, const grpc_slice *details, char *
 {
 	size_t n = details ? GRPC_SLICE_LENGTH(*details) : 0;
 
-	snprintf(err, errlen, "%s: %.*s", tv_rpc_status_name(code), (int)(n > 512 ? 512 : n),
+	snprintf(err, errlen, "%s: %.*s", tv_grpc_status_name(code), (int)(n > 512 ? 512 : n),
 		 n ? (const char *)GRPC_SLICE_START_PTR(*details) : "");
 }
 
@@ -125,22 +102,15 @@ static void explain_unreachable(const char *server, char *why, size_t whylen)
 	struct timeval tv = {.tv_sec = EXPLAIN_CONNECT_TIMEOUT_MS / 1000,
 			     .tv_usec = EXPLAIN_CONNECT_TIMEOUT_MS % 1000 * 1000};
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL, *ai;
-	char host[256];
-	const char *colon = strrchr(server, ':'), *h = server;
-	size_t hlen;
+	char host[256], port_s[8];
+	unsigned port;
 	int rc, last_errno = 0;
 
 	snprintf(why, whylen, "transient failure (gRPC could not connect)");
-	if (!colon || strchr(server, '/'))
+	if (strchr(server, '/') || tv_hostport_parse(server, host, sizeof(host), &port))
 		return;
-	hlen = (size_t)(colon - server);
-	if (hlen >= 2 && server[0] == '[' && server[hlen - 1] == ']') /* [::1]:7070 */
-		h++, hlen -= 2;
-	if (hlen == 0 || hlen >= sizeof(host))
-		return;
-	memcpy(host, h, hlen);
-	host[hlen] = '\0';
-	rc = getaddrinfo(host, colon + 1, &hints, &res);
+	snprintf(port_s, sizeof(port_s), "%u", port);
+	rc = getaddrinfo(host, port_s, &hints, &res);
 	if (rc) {
 		snprintf(why, whylen, "cannot resolve the host: %s", gai_strerror(rc));
 		return;

@@ -1,5 +1,6 @@
 /* Client-side gRPC plumbing shared by the segment writer and the query client: channel setup
- * with our message limits, the reachability probe, deadlines, status names, unary calls. */
+ * with our message limits, the reachability probe, deadlines, unary calls (status names
+ * and queue shutdown are common/grpc_util.h). */
 #ifndef TV_RPC_H
 #define TV_RPC_H
 
@@ -21,14 +22,8 @@
  * grpc_writer.c). grpc_init() must have been called. NULL on failure. */
 grpc_channel *tv_rpc_channel_new(const char *server, size_t max_message_bytes);
 
-/* Shut down, drain and destroy a completion queue that has no call or watch outstanding. */
-void tv_rpc_cq_destroy(grpc_completion_queue *cq);
-
 /* Deadline timeout_ms from now (CLOCK_MONOTONIC). */
 gpr_timespec tv_rpc_deadline_ms(long timeout_ms);
-
-/* "OK", "UNAVAILABLE", ... */
-const char *tv_rpc_status_name(grpc_status_code code);
 
 /* Wait until the channel is READY. A channel that falls into TRANSIENT_FAILURE gives
  * -ECONNREFUSED and "cannot reach server H:P: <cause>", the cause found by a plain TCP connect

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "common/clock.h"
+
 /*
  * Lifetime: the cache struct is refcounted too. The owner holds one ref, every live block one
  * more, so a destroy callback that runs on a gRPC thread after tv_block_cache_free still finds
@@ -82,13 +84,8 @@ int tv_block_cache_reserve(struct tv_block_cache *c, size_t bytes, int timeout_m
 
 	if (bytes > c->capacity_bytes)
 		return -E2BIG;
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += timeout_ms / 1000;
-	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	until = tv_timespec_from_ns(tv_monotonic_ns() +
+				    (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * TV_NS_PER_MS);
 	pthread_mutex_lock(&c->mu);
 	/* bounded by the deadline: every wake re-checks room, a timeout ends the loop */
 	while (c->capacity_bytes - c->used_bytes < bytes) {

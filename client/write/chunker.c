@@ -10,6 +10,27 @@
 #include "tracevault.pb-c.h"
 #include "proto/wire.h"
 
+const struct tv_limit tv_chunk_bytes_limit = {
+	.min = 1,
+	.max = TV_WIRE_MAX_MESSAGE_BYTES - TV_CHUNK_PREFIX_MAX,
+};
+
+size_t tv_chunk_default_bytes(size_t max_message_bytes)
+{
+	if (max_message_bytes < TV_DEFAULT_CHUNK_BYTES + TV_CHUNK_PREFIX_MAX)
+		return max_message_bytes > TV_CHUNK_PREFIX_MAX ? max_message_bytes - TV_CHUNK_PREFIX_MAX
+							       : 1;
+	return TV_DEFAULT_CHUNK_BYTES;
+}
+
+int tv_chunk_check_fits(size_t chunk_bytes, size_t max_message_bytes)
+{
+	return max_message_bytes >= TV_CHUNK_PREFIX_MAX &&
+			       chunk_bytes <= max_message_bytes - TV_CHUNK_PREFIX_MAX
+		       ? 0
+		       : -EMSGSIZE;
+}
+
 /* protobuf-c pack of WriteRequest{chunk}: the plain path --no-zerocopy compares against. */
 static int pack_copy(const uint8_t *data, uint64_t block_id, size_t offset, size_t len,
 		     uint32_t crc, grpc_slice *out)

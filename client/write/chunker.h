@@ -9,6 +9,22 @@
 #include <grpc/byte_buffer.h>
 #include <grpc/slice.h>
 
+#include "common/limit.h"
+
+/* Payload bytes per chunk message (--chunk-bytes): the default, and the bound: at least 1, and
+ * with its prefix no more than the largest message (the chosen --max-message-bytes is
+ * checked by tv_chunk_check_fits). */
+#define TV_DEFAULT_CHUNK_BYTES (1u << 20)
+extern const struct tv_limit tv_chunk_bytes_limit;
+
+/* The chunk size when none is chosen: TV_DEFAULT_CHUNK_BYTES, or less so that it fits a
+ * message of max_message_bytes (a small message limit alone must not make a write fail). */
+size_t tv_chunk_default_bytes(size_t max_message_bytes);
+
+/* 0 when a chunk of chunk_bytes plus its prefix (TV_CHUNK_PREFIX_MAX) fits in one message of
+ * max_message_bytes, else -EMSGSIZE. */
+int tv_chunk_check_fits(size_t chunk_bytes, size_t max_message_bytes);
+
 enum tv_chunk_mode {
 	TV_CHUNK_ZEROCOPY = 0, /* [prefix slice][sub-slice sharing the block's refcount] */
 	TV_CHUNK_PACKED = 1,   /* protobuf-c pack into a fresh slice: copies the payload */

@@ -16,12 +16,17 @@
 
 #include <grpc/grpc.h>
 
+#include "common/addr.h"
+#include "common/clock.h"
+#include "common/grpc_util.h"
 #include "proto/block.h"
 #include "write/chunker.h"
 #include "rpc/rpc.h"
 #include "tracevault.pb-c.h"
 #include "proto/wire.h"
 #include "write/write_stream.h"
+
+const struct tv_limit tv_writer_window_bytes_limit = {.min = 1, .max = 1ull << 40};
 
 /* How long the transport may keep a reference to a borrowed block after its call is gone.
  * gRPC drops them as it tears the stream down; hitting this means a leaked reference. */
@@ -38,6 +43,7 @@
  */
 struct tv_writer {
 	struct tv_wstream_conf conf; /* servers, channels, queue and stream settings */
+	struct tv_server_list servers; /* conf.server[i] points into it */
 	int delete_timeout_ms;
 	struct tv_writer_stats st;
 
@@ -71,10 +77,8 @@ static grpc_slice zc_wrap(struct tv_writer *w, const struct tv_block_buf *b)
  * recover from safely, so it aborts rather than risk a use after free. */
 static void zc_wait_idle(struct tv_writer *w)
 {
-	struct timespec until;
-
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += ZC_RELEASE_TIMEOUT_S;
+	struct timespec until = tv_timespec_from_ns(tv_realtime_ns() +
+						    ZC_RELEASE_TIMEOUT_S * TV_NS_PER_S);
 	pthread_mutex_lock(&w->zc_mu);
 	while (w->zc_refs > 0) {
 		if (pthread_cond_timedwait(&w->zc_cv, &w->zc_mu, &until) == ETIMEDOUT &&
@@ -98,11 +102,7 @@ uint64_t tv_random_id(void)
 			v = 0;
 	}
 	if (v == 0) { /* getrandom unavailable: still unique enough per process and instant */
-		struct timespec ts;
-
-		clock_gettime(CLOCK_REALTIME, &ts);
-		v = ((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec) ^
-		    ((uint64_t)getpid() << 48);
+		v = tv_realtime_ns() ^ ((uint64_t)getpid() << 48);
 		v |= 1;
 	}
 	return v;
@@ -124,29 +124,20 @@ unsigned tv_place_block(uint64_t block_id, unsigned nservers)
 	return (unsigned)b;
 }
 
-/* Split "A,B,C" into w->conf.server[]. -EINVAL on an empty entry or too many. */
+/* Split "A,B,C" into w->conf.server[] (common/addr.h's rule). -EINVAL on an empty entry or
+ * more than TV_WRITER_MAX_SERVERS, -ENOMEM. */
 static int parse_servers(struct tv_writer *w, const char *list)
 {
-	const char *p = list;
+	int ret;
 
-	if (!list || !*list)
+	if (!list)
 		return -EINVAL;
-	while (*p) {
-		const char *comma = strchr(p, ',');
-		size_t len = comma ? (size_t)(comma - p) : strlen(p);
-
-		if (len == 0 || w->conf.nservers == TV_WRITER_MAX_SERVERS)
-			return -EINVAL;
-		w->conf.server[w->conf.nservers] = strndup(p, len);
-		if (!w->conf.server[w->conf.nservers])
-			return -ENOMEM;
-		w->conf.nservers++;
-		if (!comma)
-			break;
-		p = comma + 1;
-		if (!*p)
-			return -EINVAL; /* trailing comma */
-	}
+	ret = tv_server_list_parse(list, TV_WRITER_MAX_SERVERS, &w->servers);
+	if (ret)
+		return ret;
+	for (size_t i = 0; i < w->servers.n; i++)
+		w->conf.server[i] = w->servers.v[i];
+	w->conf.nservers = (unsigned)w->servers.n;
 	return 0;
 }
 
@@ -158,7 +149,8 @@ struct tv_writer *tv_writer_new(const struct tv_writer_opts *o)
 		return NULL;
 	w->conf.max_message_bytes = o->max_message_bytes ? o->max_message_bytes
 						    : TV_DEFAULT_MAX_MESSAGE_BYTES;
-	w->conf.chunk_bytes = o->chunk_bytes ? o->chunk_bytes : TV_DEFAULT_CHUNK_BYTES;
+	w->conf.chunk_bytes = o->chunk_bytes ? o->chunk_bytes
+					     : tv_chunk_default_bytes(w->conf.max_message_bytes);
 	w->conf.window_bytes = o->window_bytes ? o->window_bytes : TV_WRITER_DEFAULT_WINDOW_BYTES;
 	w->conf.timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : TV_DEFAULT_WRITE_TIMEOUT_MS;
 	w->delete_timeout_ms = o->delete_timeout_ms > 0 ? o->delete_timeout_ms
@@ -169,14 +161,14 @@ struct tv_writer *tv_writer_new(const struct tv_writer_opts *o)
 	pthread_cond_init(&w->zc_cv, NULL);
 	grpc_init();
 	w->conf.cq = grpc_completion_queue_create_for_next(NULL);
-	if (w->conf.max_message_bytes <= 2 * TV_CHUNK_PREFIX_MAX || !w->conf.cq ||
+	if (tv_limit_check(&tv_wire_message_bytes_limit, w->conf.max_message_bytes) ||
+	    tv_limit_check(&tv_chunk_bytes_limit, w->conf.chunk_bytes) ||
+	    tv_limit_check(&tv_writer_window_bytes_limit, w->conf.window_bytes) ||
+	    tv_chunk_check_fits(w->conf.chunk_bytes, w->conf.max_message_bytes) || !w->conf.cq ||
 	    parse_servers(w, o->server)) {
 		tv_writer_free(w);
 		return NULL;
 	}
-	/* A chunk plus its prefix must fit in one message. */
-	if (w->conf.chunk_bytes > w->conf.max_message_bytes - TV_CHUNK_PREFIX_MAX)
-		w->conf.chunk_bytes = w->conf.max_message_bytes - TV_CHUNK_PREFIX_MAX;
 	for (unsigned i = 0; i < w->conf.nservers; i++) {
 		w->conf.ch[i] = tv_rpc_channel_new(w->conf.server[i], w->conf.max_message_bytes);
 		if (!w->conf.ch[i]) {
@@ -194,11 +186,11 @@ void tv_writer_free(struct tv_writer *w)
 	for (unsigned i = 0; i < w->conf.nservers; i++) {
 		if (w->conf.ch[i])
 			grpc_channel_destroy(w->conf.ch[i]);
-		free(w->conf.server[i]);
 	}
 	if (w->conf.cq)
-		tv_rpc_cq_destroy(w->conf.cq); /* nothing is outstanding between calls */
+		tv_grpc_cq_destroy(w->conf.cq); /* nothing is outstanding between calls */
 	grpc_shutdown();
+	tv_server_list_free(&w->servers);
 	pthread_cond_destroy(&w->zc_cv);
 	pthread_mutex_destroy(&w->zc_mu);
 	free(w);

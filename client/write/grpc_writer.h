@@ -9,17 +9,21 @@
 
 #include <grpc/slice.h>
 
-#define TV_DEFAULT_CHUNK_BYTES (1u << 20)
+#include "common/limit.h"
+
 #define TV_DEFAULT_WRITE_TIMEOUT_MS 30000
-#define TV_WRITER_DEFAULT_WINDOW_BYTES (8u << 20)
 #define TV_WRITER_DEFAULT_DELETE_TIMEOUT_MS 5000
+/* Unacknowledged chunk payload per stream (--window-bytes): the default and the bound. Any
+ * value works (a chunk always goes when nothing is unacked); 1T is where a value is a typo. */
+#define TV_WRITER_DEFAULT_WINDOW_BYTES (8u << 20)
+extern const struct tv_limit tv_writer_window_bytes_limit;
 /* Servers one writer can spread segments over. */
 #define TV_WRITER_MAX_SERVERS 64
 
 struct tv_writer_opts {
 	const char *server;        /* "HOST:PORT[,HOST:PORT...]" */
 	size_t max_message_bytes;  /* 0: TV_DEFAULT_MAX_MESSAGE_BYTES */
-	size_t chunk_bytes;        /* 0: TV_DEFAULT_CHUNK_BYTES */
+	size_t chunk_bytes;        /* 0: tv_chunk_default_bytes(max_message_bytes) */
 	int timeout_ms;            /* deadline of one segment; 0: TV_DEFAULT_WRITE_TIMEOUT_MS */
 	size_t window_bytes;       /* unacked chunk payload per stream; 0: default */
 	int no_zerocopy;           /* pack chunks with protobuf-c (copies the payload) */
@@ -57,8 +61,9 @@ struct tv_writer_stats {
 struct tv_writer;
 
 /* Creates one channel per server (connects lazily). Returns NULL on allocation failure or
- * invalid options (empty server list, more than TV_WRITER_MAX_SERVERS, message limit too
- * small). The opts strings are copied. */
+ * invalid options (an empty entry in the server list, more than TV_WRITER_MAX_SERVERS, a
+ * message size, chunk or window outside its limit, a chunk that does not fit a message). The
+ * opts strings are copied. */
 struct tv_writer *tv_writer_new(const struct tv_writer_opts *o);
 void tv_writer_free(struct tv_writer *w);
 

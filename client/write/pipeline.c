@@ -12,19 +12,31 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "proto/block.h"
 #include "write/block_cache.h"
+#include "write/chunker.h"
 #include "write/grpc_writer.h"
 #include "proto/wire.h"
 
 #define PROBE_TIMEOUT_MS 5000
 #define ERR_BYTES 2048
-/* Sanity bounds of the options: beyond these a value is a typo, not a configuration. */
-#define MIN_BLOCK_BYTES 1024u
-/* Half the server's block limit: a sealed block may exceed block_bytes by one record plus
- * the header, and zstd can grow incompressible data slightly. */
-#define MAX_BLOCK_BYTES (TV_WIRE_MAX_BLOCK_BYTES / 2)
-#define MAX_TIMEOUT_MS (24 * 3600 * 1000)
+/* Bounds of the options (pipeline.h says why each): beyond these a value is a typo. */
+#define MIN_BLOCK_BYTES (1u << 10)
+const struct tv_limit tv_pipeline_block_bytes_limit = {
+	.min = MIN_BLOCK_BYTES,
+	.max = TV_WIRE_MAX_BLOCK_BYTES / 2,
+};
+const struct tv_limit tv_pipeline_cache_bytes_limit = {
+	.min = 2 * MIN_BLOCK_BYTES,
+	.max = 1ull << 40,
+};
+const struct tv_limit tv_pipeline_time_ms_limit = {.min = 1, .max = 24ull * 3600 * 1000};
+
+int tv_pipeline_check_cache(size_t cache_bytes, size_t block_bytes)
+{
+	return cache_bytes / 2 >= block_bytes ? 0 : -EINVAL;
+}
 
 /* One sealed block in the cache, waiting for its segment. The pipeline owns one slice ref. */
 struct sealed {
@@ -70,20 +82,9 @@ static void drop_cache_locked(struct tv_pipeline *p, uint64_t n)
 	p->pending.cache += n;
 }
 
-static uint64_t realtime_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static uint64_t now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+	return tv_monotonic_ns() / TV_NS_PER_MS;
 }
 
 /* A sealed block that is not (yet) in the cache. */
@@ -106,7 +107,7 @@ static void seal_locked(struct tv_pipeline *p, struct raw_block *rb)
 	if (n == 0 && !tv_block_loss_any(&p->pending))
 		return;
 	rb->block_id = tv_random_id();
-	tv_block_builder_set_loss(p->bb, &p->pending, realtime_ns());
+	tv_block_builder_set_loss(p->bb, &p->pending, tv_realtime_ns());
 	ret = tv_block_builder_seal(p->bb, rb->block_id, TV_CODEC_ZSTD, TV_BLOCK_DEFAULT_ZSTD_LEVEL,
 				    &rb->data, &rb->len);
 	if (ret) {
@@ -333,8 +334,7 @@ static void *writer_main(void *arg)
 			/* sleep until the oldest record is block_age_ms old, or a signal */
 			uint64_t until_ms = p->oldest_ms ? p->oldest_ms + (uint64_t)p->o.block_age_ms
 							 : now_ms() + (uint64_t)p->o.block_age_ms;
-			struct timespec ts = {.tv_sec = (time_t)(until_ms / 1000),
-					      .tv_nsec = (long)(until_ms % 1000) * 1000000L};
+			struct timespec ts = tv_timespec_from_ns(until_ms * TV_NS_PER_MS);
 
 			pthread_cond_timedwait(&p->wake, &p->mu, &ts);
 			continue;
@@ -407,34 +407,40 @@ static int validate(struct tv_pipeline_opts *o, char *err, size_t errlen)
 		o->block_age_ms = TV_DEFAULT_BLOCK_AGE_MS;
 	if (!o->backpressure_ms)
 		o->backpressure_ms = TV_DEFAULT_BACKPRESSURE_MS;
+	if (!o->max_message_bytes)
+		o->max_message_bytes = TV_DEFAULT_MAX_MESSAGE_BYTES;
 	if (!o->chunk_bytes)
-		o->chunk_bytes = TV_DEFAULT_CHUNK_BYTES;
-	if (!o->window_bytes)
-		o->window_bytes = TV_DEFAULT_WINDOW_BYTES;
-	if (!o->delete_timeout_ms)
-		o->delete_timeout_ms = TV_DEFAULT_DELETE_TIMEOUT_MS;
-	if (o->block_bytes < MIN_BLOCK_BYTES || o->block_bytes > MAX_BLOCK_BYTES) {
-		snprintf(err, errlen, "invalid block size %zu bytes (%u to %u)", o->block_bytes,
-			 MIN_BLOCK_BYTES, (unsigned)MAX_BLOCK_BYTES);
+		o->chunk_bytes = tv_chunk_default_bytes(o->max_message_bytes);
+	/* window and delete deadline: 0 goes to the writer, whose defaults they are */
+	if (tv_limit_check(&tv_pipeline_block_bytes_limit, o->block_bytes) ||
+	    tv_limit_check(&tv_pipeline_cache_bytes_limit, o->cache_bytes)) {
+		snprintf(err, errlen, "invalid block or cache size (%zu, %zu bytes)", o->block_bytes,
+			 o->cache_bytes);
 		return -EINVAL;
 	}
-	/* a sealed block may exceed block_bytes by one record plus the header */
-	if (o->cache_bytes < 2 * o->block_bytes) {
+	if (tv_pipeline_check_cache(o->cache_bytes, o->block_bytes)) {
 		snprintf(err, errlen, "cache of %zu bytes is smaller than two blocks of %zu bytes",
 			 o->cache_bytes, o->block_bytes);
 		return -EINVAL;
 	}
-	if (o->block_age_ms < 0 || o->block_age_ms > MAX_TIMEOUT_MS || o->backpressure_ms < 0 ||
-	    o->backpressure_ms > MAX_TIMEOUT_MS || o->write_timeout_ms < 0 ||
-	    o->write_timeout_ms > MAX_TIMEOUT_MS || o->delete_timeout_ms < 0 ||
-	    o->delete_timeout_ms > MAX_TIMEOUT_MS) {
-		snprintf(err, errlen, "invalid time option (each must be 0 to %d ms)",
-			 MAX_TIMEOUT_MS);
+	if (tv_limit_check(&tv_pipeline_time_ms_limit, (uint64_t)o->block_age_ms) ||
+	    tv_limit_check(&tv_pipeline_time_ms_limit, (uint64_t)o->backpressure_ms) ||
+	    o->write_timeout_ms < 0 || o->delete_timeout_ms < 0 ||
+	    (uint64_t)o->write_timeout_ms > tv_pipeline_time_ms_limit.max ||
+	    (uint64_t)o->delete_timeout_ms > tv_pipeline_time_ms_limit.max) {
+		snprintf(err, errlen, "invalid time option (each must be 1 to %" PRIu64 " ms)",
+			 tv_pipeline_time_ms_limit.max);
 		return -EINVAL;
 	}
-	if (o->max_message_bytes && o->chunk_bytes + 64 > o->max_message_bytes) {
+	if (tv_limit_check(&tv_wire_message_bytes_limit, o->max_message_bytes) ||
+	    tv_limit_check(&tv_chunk_bytes_limit, o->chunk_bytes) ||
+	    tv_chunk_check_fits(o->chunk_bytes, o->max_message_bytes)) {
 		snprintf(err, errlen, "chunk of %zu bytes does not fit a message of %zu bytes",
 			 o->chunk_bytes, o->max_message_bytes);
+		return -EINVAL;
+	}
+	if (o->window_bytes && tv_limit_check(&tv_writer_window_bytes_limit, o->window_bytes)) {
+		snprintf(err, errlen, "invalid window of %zu bytes", o->window_bytes);
 		return -EINVAL;
 	}
 	return 0;

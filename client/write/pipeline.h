@@ -6,16 +6,31 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/limit.h"
 #include "proto/block.h"
 #include "write/sink.h"
 #include "tracevault.pb-c.h"
 
+/* The pipeline's options, their defaults and their bounds; the CLI checks option values with
+ * tv_limit_check against these same objects and prints their bounds. The chunk, window and
+ * message sizes it passes on belong to the chunker, the writer and proto/wire.h. */
 #define TV_DEFAULT_CACHE_BYTES (256u << 20)
 #define TV_DEFAULT_BLOCK_BYTES (4u << 20)
 #define TV_DEFAULT_BLOCK_AGE_MS 1000
 #define TV_DEFAULT_BACKPRESSURE_MS 1000
-#define TV_DEFAULT_WINDOW_BYTES (8u << 20)
-#define TV_DEFAULT_DELETE_TIMEOUT_MS 5000
+/* block_bytes: 1K to half the server's block limit (TV_WIRE_MAX_BLOCK_BYTES), since a sealed
+ * block may exceed block_bytes by one record plus the header, and zstd can grow
+ * incompressible data slightly. */
+extern const struct tv_limit tv_pipeline_block_bytes_limit;
+/* cache_bytes: at least two of the smallest blocks, at most 1T (beyond, a typo); the cache
+ * must also hold two blocks of the chosen block_bytes (tv_pipeline_check_cache). */
+extern const struct tv_limit tv_pipeline_cache_bytes_limit;
+/* block_age_ms, backpressure_ms (and the write and delete deadlines): 1 ms to 24 h. */
+extern const struct tv_limit tv_pipeline_time_ms_limit;
+
+/* 0 when a cache of cache_bytes holds two blocks of block_bytes (one being filled while one
+ * waits for the writer), else -EINVAL. */
+int tv_pipeline_check_cache(size_t cache_bytes, size_t block_bytes);
 
 struct tv_pipeline_opts {
 	const char *servers;      /* "HOST:PORT[,HOST:PORT...]": blocks placed by hash of block id */
@@ -24,12 +39,14 @@ struct tv_pipeline_opts {
 	int block_age_ms;         /* ... or once its oldest record is this old; each such flush
 				   * ends a segment (0: default) */
 	int backpressure_ms;      /* how long add waits for cache room before dropping (0: default) */
-	size_t chunk_bytes;       /* payload bytes per Chunk message (0: TV_DEFAULT_CHUNK_BYTES) */
-	size_t window_bytes;      /* unacknowledged bytes allowed per stream (0: default) */
+	size_t chunk_bytes;       /* payload bytes per Chunk message (0: tv_chunk_default_bytes) */
+	size_t window_bytes;      /* unacknowledged bytes allowed per stream (0: the writer's
+				   * TV_WRITER_DEFAULT_WINDOW_BYTES) */
 	size_t max_message_bytes; /* gRPC message limit (0: TV_DEFAULT_MAX_MESSAGE_BYTES) */
 	int no_zerocopy;          /* pack chunks with protobuf-c (copies) instead of slices */
 	int write_timeout_ms;     /* deadline of one segment (0: TV_DEFAULT_WRITE_TIMEOUT_MS) */
-	int delete_timeout_ms;    /* deadline of the cleanup Delete (0: default) */
+	int delete_timeout_ms;    /* deadline of the cleanup Delete (0: the writer's
+				   * TV_WRITER_DEFAULT_DELETE_TIMEOUT_MS) */
 	/* Test only: flip one bit of the Nth chunk's payload after its CRC is computed (1-based,
 	 * counted over the pipeline's life), so the server sees a CRC mismatch. 0: off. */
 	uint64_t test_corrupt_chunk;

@@ -1,0 +1,84 @@
+/* HOST:PORT and server lists (common/addr.h): the one parser of each, for both binaries. */
+#include "common/addr.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+int tv_hostport_parse(const char *s, char *host, size_t hostlen, unsigned *port)
+{
+	const char *colon = strrchr(s, ':'), *h = s, *p;
+	size_t hlen;
+	unsigned v = 0;
+
+	if (!colon || !colon[1])
+		return -EINVAL;
+	for (p = colon + 1; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return -EINVAL;
+		v = v * 10 + (unsigned)(*p - '0');
+		if (v > TV_PORT_MAX)
+			return -EINVAL;
+	}
+	hlen = (size_t)(colon - s);
+	if (hlen >= 2 && s[0] == '[' && s[hlen - 1] == ']') /* [::1]:7070 */
+		h++, hlen -= 2;
+	if (hlen == 0)
+		return -EINVAL;
+	if (hlen >= hostlen)
+		return -ENAMETOOLONG;
+	memcpy(host, h, hlen);
+	host[hlen] = '\0';
+	*port = v;
+	return 0;
+}
+
+int tv_server_list_check(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n && s[0] != ',' && s[n - 1] != ',' && !strstr(s, ",,") ? 0 : -EINVAL;
+}
+
+int tv_server_list_parse(const char *s, size_t max_entries, struct tv_server_list *out)
+{
+	char *buf = NULL, **v = NULL, *p;
+	size_t n = 1;
+
+	out->v = NULL;
+	out->n = 0;
+	if (tv_server_list_check(s))
+		return -EINVAL;
+	for (p = (char *)s; *p; p++)
+		n += *p == ',';
+	if (max_entries && n > max_entries)
+		return -E2BIG;
+	buf = strdup(s);
+	v = calloc(n, sizeof(*v));
+	if (!buf || !v) {
+		free(buf);
+		free(v);
+		return -ENOMEM;
+	}
+	n = 0;
+	for (p = buf; p; n++) {
+		char *comma = strchr(p, ',');
+
+		if (comma)
+			*comma = '\0';
+		v[n] = p;
+		p = comma ? comma + 1 : NULL;
+	}
+	out->v = v;
+	out->n = n;
+	return 0;
+}
+
+void tv_server_list_free(struct tv_server_list *l)
+{
+	if (l->n)
+		free(l->v[0]); /* the one buffer every entry points into */
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}

@@ -1,0 +1,93 @@
+/* The size syntax of common/size.h and the limit checks of common/limit.h, which print their
+ * byte bounds in that syntax. */
+#include "common/limit.h"
+#include "common/size.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+static const struct {
+	char suffix;
+	unsigned shift;
+} UNITS[] = {{'G', 30}, {'M', 20}, {'K', 10}}; /* largest first, for tv_size_format */
+
+int tv_size_parse(const char *s, uint64_t *out_bytes)
+{
+	uint64_t v = 0;
+	unsigned shift = 0;
+	const char *p = s;
+
+	/* by hand rather than strtoull, which takes a sign and leading spaces */
+	if (*p < '0' || *p > '9')
+		return -EINVAL;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		if (v > (UINT64_MAX - (uint64_t)(*p - '0')) / 10)
+			return -ERANGE;
+		v = v * 10 + (uint64_t)(*p - '0');
+	}
+	for (size_t i = 0; i < sizeof(UNITS) / sizeof(UNITS[0]); i++) {
+		if (*p == UNITS[i].suffix) {
+			shift = UNITS[i].shift;
+			p++;
+			break;
+		}
+	}
+	if (shift && strcmp(p, "iB") == 0)
+		p += 2;
+	if (*p)
+		return -EINVAL;
+	if (shift && v > UINT64_MAX >> shift)
+		return -ERANGE;
+	*out_bytes = v << shift;
+	return 0;
+}
+
+int tv_size_format(uint64_t bytes, char *buf, size_t len)
+{
+	int n = -1;
+
+	for (size_t i = 0; i < sizeof(UNITS) / sizeof(UNITS[0]) && n < 0; i++) {
+		uint64_t unit = 1ull << UNITS[i].shift;
+
+		if (bytes && bytes % unit == 0)
+			n = snprintf(buf, len, "%" PRIu64 "%c", bytes / unit, UNITS[i].suffix);
+	}
+	if (n < 0)
+		n = snprintf(buf, len, "%" PRIu64, bytes);
+	if (n < 0 || (size_t)n >= len) {
+		if (len)
+			buf[0] = '\0';
+		return -ENOSPC;
+	}
+	return n;
+}
+
+int tv_limit_check(const struct tv_limit *l, uint64_t v)
+{
+	if (v < l->min || v > l->max || (l->pow2 && (v & (v - 1))))
+		return -ERANGE;
+	return 0;
+}
+
+int tv_limit_format(const struct tv_limit *l, bool bytes, char *buf, size_t len)
+{
+	char lo[32], hi[32];
+	int n;
+
+	if (bytes) {
+		tv_size_format(l->min, lo, sizeof(lo));
+		tv_size_format(l->max, hi, sizeof(hi));
+	} else {
+		snprintf(lo, sizeof(lo), "%" PRIu64, l->min);
+		snprintf(hi, sizeof(hi), "%" PRIu64, l->max);
+	}
+	n = snprintf(buf, len, "%s%s to %s", l->pow2 ? "a power of two, " : "", lo, hi);
+	if (n < 0 || (size_t)n >= len) {
+		if (len)
+			buf[0] = '\0';
+		return -ENOSPC;
+	}
+	return n;
+}

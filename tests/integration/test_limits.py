@@ -1,0 +1,146 @@
+"""Every limit of both binaries at both edges: the smallest and largest accepted values are
+shown to be accepted (the run goes on to its next step: the client to reach its server, which
+is refused, exit 1 naming it; tracevaultd to listen), one below and one above are usage errors
+(exit 2, one stderr line naming the option and, where the message is not pinned by
+test_cli_errors.py, the owning module's bound). The bounds come from the table below, which
+must agree with the --help texts (checked too): one owner per limit, one statement of it."""
+import os
+import sys
+import tempfile
+import shutil
+import subprocess
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tvtest  # noqa: E402
+
+UNREACHABLE = "127.0.0.1:1"  # nothing listens on port 1: connect is refused
+REFUSED = "tracevault: cannot reach server %s: connection refused" % UNREACHABLE
+K, M, G = 1 << 10, 1 << 20, 1 << 30
+DAY_MS = 24 * 3600 * 1000
+
+# (command, option, min, max, bound in the message or None when pinned, extra args, formatter)
+# the extra args make the accepted edges valid on the other options' terms (two blocks in the
+# cache, a chunk inside the message)
+SIZE = str
+
+
+def ms(v):
+    return "%dms" % v
+
+
+LIMITS = [
+    ("capture", "--block-bytes", K, 32 * M, "1K to 32M", [], SIZE),
+    ("capture", "--cache-bytes", 2 * K, 1024 * G, "2K to 1024G", ["--block-bytes", "1K"], SIZE),
+    ("capture", "--chunk-bytes", 1, G - 64, "1 to 1073741760", ["--max-message-bytes", "1G"],
+     SIZE),
+    ("capture", "--window-bytes", 1, 1024 * G, "1 to 1024G", [], SIZE),
+    ("capture", "--max-message-bytes", 64 * K, G, None, [], SIZE),
+    ("capture", "--payload-bytes", 1, 32 * K, "1 to 32K", [], SIZE),
+    ("capture", "--ring-bytes", 4 * K, G, "a power of two, 4K to 1G", [], SIZE),
+    ("capture", "--block-age", 1, DAY_MS, "1ms to 24h", [], ms),
+    ("capture", "--block-age-ms", 1, DAY_MS, "1 to 86400000", [], str),
+    ("capture", "--backpressure-ms", 1, DAY_MS, "1 to 86400000", [], str),
+    ("put", "--chunk-bytes", 1, G - 64, "1 to 1073741760", ["--max-message-bytes", "1G"], SIZE),
+    ("put", "--window-bytes", 1, 1024 * G, "1 to 1024G", [], SIZE),
+    ("put", "--max-message-bytes", 64 * K, G, None, [], SIZE),
+    ("query", "--max-message-bytes", 64 * K, G, None, [], SIZE),
+]
+# --comm bounds a length: (min, max) bytes
+COMM = (1, 15, "1 to 15 bytes")
+
+
+def argv(cmd, args, good_file):
+    if cmd == "capture":
+        return ["capture", "--server", UNREACHABLE] + args
+    if cmd == "put":
+        return ["put", "--server", UNREACHABLE] + args + [good_file]
+    return ["query", "--server", UNREACHABLE, "--from", "-1m"] + args
+
+
+def accepted(args):
+    p = tvtest.run(args, timeout=60)
+    assert p.returncode == 1 and p.stderr.strip() == REFUSED, \
+        "want the run to go on to the server (exit 1, %r), got exit %d: %r  [%s]" % (
+            REFUSED, p.returncode, p.stderr, " ".join(args))
+
+
+def rejected(args, option, bound):
+    p = tvtest.run(args, timeout=60)
+    lines = p.stderr.splitlines()
+    assert p.returncode == 2 and len(lines) == 1, (args, p.returncode, p.stderr)
+    want = "tracevault: invalid %s: '" % option
+    assert lines[0].startswith(want), (args, lines)
+    if bound:
+        assert lines[0].endswith("(%s)" % bound) or ("(%s, " % bound) in lines[0], (args, lines)
+
+
+def check_client(good_file):
+    helps = {cmd: tvtest.run([cmd, "--help"], check=True).stdout
+             for cmd in ("capture", "put", "query")}
+    for cmd, option, lo, hi, bound, extra, fmt in LIMITS:
+        accepted(argv(cmd, extra + [option, fmt(lo)], good_file))
+        accepted(argv(cmd, extra + [option, fmt(hi)], good_file))
+        rejected(argv(cmd, extra + [option, fmt(lo - 1)], good_file), option, bound)
+        rejected(argv(cmd, extra + [option, fmt(hi + 1)], good_file), option, bound)
+        # what --help says is the bound the CLI applies
+        help_bound = bound or "64K to 1G"
+        assert help_bound in helps[cmd], \
+            "%s --help does not state %s's bound %r" % (cmd, option, help_bound)
+        print("ok %-8s %-20s [%s, %s] %s" % (cmd, option, fmt(lo), fmt(hi), bound or "(pinned)"))
+    lo, hi, bound = COMM
+    accepted(argv("capture", ["--comm", "a" * lo], good_file))
+    accepted(argv("capture", ["--comm", "a" * hi], good_file))
+    rejected(argv("capture", ["--comm", "a" * (lo - 1)], good_file), "--comm", bound)
+    rejected(argv("capture", ["--comm", "a" * (hi + 1)], good_file), "--comm", bound)
+    assert "1 to 15 bytes" in helps["capture"]
+    print("ok capture  --comm               [%d, %d] bytes" % (lo, hi))
+    # sizes take suffixes; a power of two inside the ring bounds is needed, not only the range
+    accepted(argv("capture", ["--ring-bytes", "64K"], good_file))
+    rejected(argv("capture", ["--ring-bytes", "48K"], good_file), "--ring-bytes",
+             "a power of two, 4K to 1G")
+    # the issue's case: every value out of --block-bytes gives the same bound and exit 2
+    for v in ("64M", "200M", "33M"):
+        rejected(argv("capture", ["--block-bytes", v], good_file), "--block-bytes", "1K to 32M")
+    print("ok ring power of two, --block-bytes 64M/200M/33M all '(1K to 32M)'")
+
+
+def check_server():
+    # tracevaultd takes the same sizes and the same message bounds as the client
+    for v in ("64K", "65536", "16M", "1G", str(G)):
+        srv = tvtest.Server(extra_args=["--max-message-bytes", v])
+        try:
+            srv.start()  # proceeds: listening on ...
+        finally:
+            srv.cleanup()
+    d = tempfile.mkdtemp(prefix="tv-limits-")
+    try:
+        for v in (str(64 * K - 1), str(G + 1), "0", "12x", "-1", "16MB"):
+            p = subprocess.run(
+                [tvtest.binary("tracevaultd"), "--data", d, "--listen", "127.0.0.1:0",
+                 "--max-message-bytes", v], capture_output=True, text=True, timeout=30)
+            assert p.returncode == 2 and p.stderr == (
+                "tracevaultd: invalid --max-message-bytes: '%s' (64K to 1G)\n" % v), \
+                (v, p.returncode, p.stderr)
+        p = subprocess.run([tvtest.binary("tracevaultd"), "--help"],
+                                         capture_output=True, text=True, timeout=30)
+        assert "64K to 1G" in p.stdout, p.stdout
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    print("ok tracevaultd --max-message-bytes [64K, 1G], suffixes accepted")
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="tv-limits-")
+    try:
+        good = os.path.join(tmp, "good.jsonl")
+        with open(good, "w") as f:
+            f.write('{"ts_ns": 1767225600000000000, "path": "/x"}\n')
+        check_client(good)
+        check_server()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("PASS")
+
+
+if __name__ == "__main__":
+    main()
