@@ -73,7 +73,7 @@ int tv_cli_check_chunk_fits(size_t chunk_bytes, size_t max_message_bytes);
  * nothing). --max-message-bytes says no bound: test_cli_errors.py pins its bare message. */
 #define TV_CLI_MESSAGE_OPTION(type, field)                                                     \
 	{"max-message-bytes", 0, TV_CLI_ARG_SIZE, offsetof(type, field),                       \
-	 &tv_wire_message_bytes_limit, 0, NULL, NULL}
+	 &tv_wire_message_bytes_limit, TV_CLI_SAY_BOUND, NULL, NULL}
 #define TV_CLI_WRITER_OPTIONS(type, m)                                                         \
 	{"chunk-bytes", 0, TV_CLI_ARG_SIZE, offsetof(type, m chunk_bytes), &tv_chunk_bytes_limit, \
 	 TV_CLI_SAY_BOUND, NULL, NULL},                                                         \

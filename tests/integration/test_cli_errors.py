@@ -78,7 +78,7 @@ def usage_cases(good_file):
         (["capture", "--server", UNREACHABLE, "--interface", "lo"],
          "tracevault: --interface needs --mode sockfilter"),
         (["put", "--server", UNREACHABLE, "--max-message-bytes", "10", good_file],
-         "tracevault: invalid --max-message-bytes: '10'"),
+         "tracevault: invalid --max-message-bytes: '10' (64K to 1G)"),
     ]
 
 
@@ -126,17 +126,18 @@ def run_cases(tmp):
     # --cache-bytes and --window-bytes: accepted values get as far as the server (exit 1),
     # the others are usage errors. 1024G accepted and 1025G refused pin G to 2^30 bytes.
     refused = "tracevault: cannot reach server 127.0.0.1:1: connection refused"
-    for cmd, opt, tail in (("capture", "--cache-bytes", ["--duration", "1"]),
-                           ("put", "--window-bytes", [good])):
+    # a refusal names the bound of the module that owns the option
+    for cmd, opt, bound, tail in (("capture", "--cache-bytes", "2K to 1024G", ["--duration", "1"]),
+                                  ("put", "--window-bytes", "1 to 1024G", [good])):
         for v in ("1G", "1GiB", "1024G", "1048576M", str(2**40)):
             expect([cmd, "--server", UNREACHABLE, opt, v] + tail, 1, refused, exact=True)
         for v in ("1025G", "1048577M", str(2**40 + 1), "0", "1g", "1T", "1.5G", "G"):
             expect([cmd, "--server", UNREACHABLE, opt, v] + tail, 2,
-                   "tracevault: invalid %s: '%s'" % (opt, v), exact=True)
+                   "tracevault: invalid %s: '%s' (%s)" % (opt, v, bound), exact=True)
     # M exactly: the message shows both sizes in bytes
-    expect(["capture", "--server", UNREACHABLE, "--cache-bytes", "255M", "--block-bytes",
-            "128M"], 2, "tracevault: --cache-bytes (267386880) must hold at least two blocks "
-           "of --block-bytes (134217728)", exact=True)
+    expect(["capture", "--server", UNREACHABLE, "--cache-bytes", "63M", "--block-bytes",
+            "32M"], 2, "tracevault: --cache-bytes (66060288) must hold at least two blocks "
+           "of --block-bytes (33554432)", exact=True)
     expect(["capture", "--server", UNREACHABLE, "--cache-bytes", "1G", "--block-bytes",
             "32M", "--duration", "1"], 1, refused, exact=True)
 
