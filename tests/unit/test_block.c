@@ -471,6 +471,84 @@ static void test_v2_loss_bitflip_rejected(void **state)
 	expect_reject(64 + 3, 0x01, -EBADMSG, "header checksum");
 }
 
+/* ---- found by the issue 9 mutants (ordering of equal timestamps, loss of requests alone, a
+ * payload with fewer records than its header counts) ---- */
+
+static void test_equal_timestamps_keep_arrival_order(void **state)
+{
+	struct tv_block_builder *b = tv_block_builder_new();
+	Tracevault__V1__TraceRecord r, *rec;
+	struct tv_block_reader *rd;
+	char path[64];
+	void *out = NULL;
+	size_t len = 0;
+
+	(void)state;
+	/* pids 1000..1004 in that order, all at one ts_ns, and one earlier record last */
+	for (uint64_t i = 0; i < 6; i++) {
+		fill(&r, i, path, sizeof(path));
+		r.ts_ns = i == 5 ? 100 : 200;
+		assert_int_equal(tv_block_builder_add(b, &r), 0);
+	}
+	assert_int_equal(tv_block_builder_seal(b, 3, TV_CODEC_NONE, 0, &out, &len), 0);
+	assert_int_equal(tv_block_reader_open(&rd, out, len, NULL, 0), 0);
+	for (int k = 0; k < 6; k++) {
+		static const uint32_t want[] = {1005, 1000, 1001, 1002, 1003, 1004};
+
+		assert_int_equal(tv_block_reader_next(rd, &rec), 1);
+		assert_int_equal(rec->pid, want[k]);
+		tracevault__v1__trace_record__free_unpacked(rec, NULL);
+	}
+	assert_int_equal(tv_block_reader_next(rd, &rec), 0);
+	tv_block_reader_free(rd);
+	free(out);
+	tv_block_builder_free(b);
+}
+
+static void test_loss_of_requests_alone_seals_a_block(void **state)
+{
+	struct tv_block_builder *b = tv_block_builder_new();
+	const struct tv_block_loss loss = {.requests = 4};
+	struct tv_block_header h;
+	void *out = NULL;
+	size_t len = 0;
+
+	(void)state;
+	assert_true(tv_block_loss_any(&loss));
+	tv_block_builder_set_loss(b, &loss, 555);
+	assert_int_equal(tv_block_builder_seal(b, 12, TV_CODEC_ZSTD, 3, &out, &len), 0);
+	assert_int_equal(tv_block_header_parse(out, len, &h, NULL, 0), 0);
+	assert_int_equal(h.record_count, 0);
+	assert_int_equal(h.loss.requests, 4);
+	assert_int_equal(h.min_ts_ns, 555);
+	free(out);
+	tv_block_builder_free(b);
+}
+
+static void test_fewer_records_than_the_header_counts_rejected(void **state)
+{
+	size_t len, rlen;
+	uint8_t *blk = seal_n(10, TV_CODEC_ZSTD, &len);
+	struct tv_block_reader *r;
+	const uint8_t *data;
+	uint32_t count = 11, crc;
+	uint64_t ts;
+	int n = 0, ret;
+
+	(void)state;
+	/* the header claims 11 records, the payload holds 10: header CRC fixed up */
+	memcpy(blk + 32, &count, 4);
+	crc = tv_crc32c(blk, TV_BLOCK_V2_HEADER_BYTES - 4);
+	memcpy(blk + TV_BLOCK_V2_HEADER_BYTES - 4, &crc, 4);
+	assert_int_equal(tv_block_reader_open(&r, blk, len, NULL, 0), 0);
+	while ((ret = tv_block_reader_next_raw(r, &data, &rlen, &ts)) == 1)
+		n++;
+	assert_int_equal(n, 10);
+	assert_int_equal(ret, -EBADMSG);
+	tv_block_reader_free(r);
+	free(blk);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -494,6 +572,9 @@ int main(void)
 		cmocka_unit_test(test_v1_block_still_reads),
 		cmocka_unit_test(test_v2_loss_bitflip_rejected),
 		cmocka_unit_test(test_chunk_prefix_matches_protobuf),
+		cmocka_unit_test(test_equal_timestamps_keep_arrival_order),
+		cmocka_unit_test(test_loss_of_requests_alone_seals_a_block),
+		cmocka_unit_test(test_fewer_records_than_the_header_counts_rejected),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

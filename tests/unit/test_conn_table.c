@@ -582,6 +582,54 @@ static void test_connection_first_seen_mid_request_body(void **state)
 	tv_conn_table_free(t);
 }
 
+/* ---- found by the issue 9 mutants ---- */
+
+/* An event whose payload copy is exactly TV_CAPTURE_PAYLOAD_BYTES (the most the kernel copies)
+ * is a good event, not a bad one. */
+static void test_full_payload_event_is_parsed(void **state)
+{
+	static const char head[] = "POST /full HTTP/1.1\r\nContent-Length: 40000\r\n\r\n";
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+	struct tv_event *e = ev(TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 10);
+
+	(void)state;
+	e->payload_len = TV_CAPTURE_PAYLOAD_BYTES;
+	memset(e->payload, 'x', TV_CAPTURE_PAYLOAD_BYTES);
+	memcpy(e->payload, head, sizeof(head) - 1);
+	e->bytes = sizeof(head) - 1 + 40000; /* the rest of the body was not copied */
+	send_ev(t, e);
+	assert_int_equal(tv_conn_table_stats(t)->bad_events, 0);
+	assert_int_equal(tv_conn_table_stats(t)->conns_opened, 1);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 20, RESP_OK, 0);
+	assert_int_equal(g.n, 1);
+	assert_string_equal(g.x[0].path, "/full");
+	assert_int_equal(g.x[0].req_body_bytes, 40000);
+	assert_int_equal(g.x[0].status, 200);
+	/* one byte more than the kernel can copy is a bad event */
+	e = ev(TV_EV_DATA_IN, TV_ROLE_SERVER, 6, 1, 30);
+	e->payload_len = TV_CAPTURE_PAYLOAD_BYTES + 1;
+	tv_conn_table_event(t, e, sizeof(*e));
+	assert_int_equal(tv_conn_table_stats(t)->bad_events, 1);
+	tv_conn_table_free(t);
+}
+
+/* A gap with more lost requests than the FIFO holds fills it with unseen places; a request
+ * seen next pushes the oldest of them out. That place was a request the kernel already counted
+ * lost (requests_unseen), so it is not an exchange dropped as well. */
+static void test_unseen_place_pushed_out_is_not_counted_dropped(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+
+	(void)state;
+	gap_data(t, TV_EV_DATA_IN, 5, 10, "GET /seen HTTP/1.1\r\n\r\n", 0, 40, 40 * 18, 0, 0);
+	assert_int_equal(tv_conn_table_stats(t)->requests_unseen, 40);
+	assert_int_equal(tv_conn_table_stats(t)->exchanges_dropped, 0);
+	assert_int_equal(g.n, 0);
+	tv_conn_table_free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -605,6 +653,8 @@ int main(void)
 		cmocka_unit_test(test_gap_reported_by_close),
 		cmocka_unit_test(test_connection_first_seen_mid_response),
 		cmocka_unit_test(test_connection_first_seen_mid_request_body),
+		cmocka_unit_test(test_full_payload_event_is_parsed),
+		cmocka_unit_test(test_unseen_place_pushed_out_is_not_counted_dropped),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

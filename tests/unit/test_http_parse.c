@@ -674,6 +674,47 @@ static void test_cut_head_keeps_complete_header_lines(void **state)
 	free(p);
 }
 
+/* ---- found by the issue 9 mutants ---- */
+
+/* A status code starts with 1-9 (RFC 9110 §15): "099" is not a status line. */
+static void test_status_below_100_is_malformed(void **state)
+{
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_RESPONSE, &s);
+
+	(void)state;
+	feed_str(p, "HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n", 1);
+	assert_int_equal(s.heads, 0);
+	assert_int_equal(s.n, 0);
+	assert_int_equal(p->errors, 1);
+	/* the next real response resyncs */
+	feed_str(p, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 2);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.msgs[0].status, 200);
+	free(p);
+}
+
+/* W3C trace context: an all-zero parent id is invalid like an all-zero trace id; the pair is
+ * dropped, not half kept. */
+static void test_traceparent_with_zero_parent_id_ignored(void **state)
+{
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_REQUEST, &s);
+
+	(void)state;
+	feed_str(p, "GET / HTTP/1.1\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-"
+		    "0000000000000000-01\r\n\r\n", 1);
+	feed_str(p, "GET / HTTP/1.1\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-"
+		    "00f067aa0ba902b7-01\r\n\r\n", 2);
+	assert_int_equal(s.n, 2);
+	assert_string_equal(s.msgs[0].trace_id, "");
+	assert_string_equal(s.msgs[0].span_id, "");
+	/* the control: the same trace id with a valid parent id is kept */
+	assert_string_equal(s.msgs[1].trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+	assert_string_equal(s.msgs[1].span_id, "00f067aa0ba902b7");
+	free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -699,6 +740,8 @@ int main(void)
 		cmocka_unit_test(test_headers_not_kept_by_default),
 		cmocka_unit_test(test_credential_header_names),
 		cmocka_unit_test(test_cut_head_keeps_complete_header_lines),
+		cmocka_unit_test(test_status_below_100_is_malformed),
+		cmocka_unit_test(test_traceparent_with_zero_parent_id_ignored),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
