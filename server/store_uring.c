@@ -523,9 +523,11 @@ out:
 	return ret;
 }
 
-int tv_store_clear_temp(struct tv_store *s)
+/* Call fn(name, arg) for every entry of the directory open at dir_fd but "." and "..", until
+ * fn returns non-zero (returned). The walk reads a dup of dir_fd, which stays open. */
+static int for_each_entry(int dir_fd, int (*fn)(const char *name, void *arg), void *arg)
 {
-	int fd = dup(s->tmp_fd), removed = 0, ret = 0;
+	int fd = dup(dir_fd), ret = 0;
 	struct dirent *de;
 	DIR *d;
 
@@ -537,20 +539,41 @@ int tv_store_clear_temp(struct tv_store *s)
 		close(fd);
 		return ret;
 	}
-	rewinddir(d);
+	rewinddir(d); /* a dup shares the offset of an earlier walk */
 	while ((de = readdir(d))) {
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
-		if (unlinkat(s->tmp_fd, de->d_name, 0)) {
-			ret = -errno;
+		ret = fn(de->d_name, arg);
+		if (ret)
 			break;
-		}
-		removed++;
 	}
 	closedir(d);
-	if (!ret && removed)
+	return ret;
+}
+
+struct clear_walk {
+	struct tv_store *s;
+	int removed;
+};
+
+static int unlink_temp(const char *name, void *arg)
+{
+	struct clear_walk *w = arg;
+
+	if (unlinkat(w->s->tmp_fd, name, 0))
+		return -errno;
+	w->removed++;
+	return 0;
+}
+
+int tv_store_clear_temp(struct tv_store *s)
+{
+	struct clear_walk w = { .s = s };
+	int ret = for_each_entry(s->tmp_fd, unlink_temp, &w);
+
+	if (!ret && w.removed)
 		ret = fsync_fd(s, s->tmp_fd);
-	return ret ? ret : removed;
+	return ret ? ret : w.removed;
 }
 
 static int parse_block_name(const char *name, uint64_t *id)
@@ -567,32 +590,23 @@ static int parse_block_name(const char *name, uint64_t *id)
 	return errno || end != name + 16 ? -EINVAL : 0;
 }
 
+struct list_walk {
+	tv_store_block_cb cb;
+	void *arg;
+};
+
+static int list_block(const char *name, void *arg)
+{
+	struct list_walk *w = arg;
+	uint64_t id = 0;
+	int valid = parse_block_name(name, &id) == 0;
+
+	return w->cb(id, valid, name, w->arg);
+}
+
 int tv_store_list_blocks(struct tv_store *s, tv_store_block_cb cb, void *arg)
 {
-	int fd = dup(s->blocks_fd), ret = 0;
-	struct dirent *de;
-	DIR *d;
+	struct list_walk w = { .cb = cb, .arg = arg };
 
-	if (fd < 0)
-		return -errno;
-	d = fdopendir(fd);
-	if (!d) {
-		ret = -errno;
-		close(fd);
-		return ret;
-	}
-	rewinddir(d);
-	while ((de = readdir(d))) {
-		uint64_t id = 0;
-		int valid;
-
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		valid = parse_block_name(de->d_name, &id) == 0;
-		ret = cb(id, valid, de->d_name, arg);
-		if (ret)
-			break;
-	}
-	closedir(d);
-	return ret;
+	return for_each_entry(s->blocks_fd, list_block, &w);
 }

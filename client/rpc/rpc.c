@@ -20,6 +20,15 @@
 #include "common/grpc_util.h"
 #include "proto/wire.h"
 
+/* One integer channel argument; key is one of grpc's static GRPC_ARG_* strings. */
+static grpc_arg int_arg(const char *key, int value)
+{
+	grpc_arg a = { .type = GRPC_ARG_INTEGER, .key = (char *)key };
+
+	a.value.integer = value;
+	return a;
+}
+
 grpc_channel *tv_rpc_channel_new(const char *server, size_t max_message_bytes)
 {
 	int max = max_message_bytes > INT_MAX ? INT_MAX : (int)max_message_bytes;
@@ -28,28 +37,16 @@ grpc_channel *tv_rpc_channel_new(const char *server, size_t max_message_bytes)
 	grpc_channel_credentials *creds;
 	grpc_channel *ch;
 
-	args[0].type = GRPC_ARG_INTEGER;
-	args[0].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
-	args[0].value.integer = max;
-	args[1].type = GRPC_ARG_INTEGER;
-	args[1].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-	args[1].value.integer = max;
+	args[0] = int_arg(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, max);
+	args[1] = int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, max);
 	/* Retries off: the retry filter would keep the sent messages for replay, and our write rule
 	 * is cancel + delete, never replay. */
-	args[2].type = GRPC_ARG_INTEGER;
-	args[2].key = GRPC_ARG_ENABLE_RETRIES;
-	args[2].value.integer = 0;
+	args[2] = int_arg(GRPC_ARG_ENABLE_RETRIES, 0);
 	/* After a server restart the channel reconnects within about a second, not after gRPC's
 	 * default backoff of up to two minutes: the next segment must find it READY. */
-	args[3].type = GRPC_ARG_INTEGER;
-	args[3].key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
-	args[3].value.integer = TV_RPC_RECONNECT_MIN_MS;
-	args[4].type = GRPC_ARG_INTEGER;
-	args[4].key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
-	args[4].value.integer = TV_RPC_RECONNECT_MIN_MS;
-	args[5].type = GRPC_ARG_INTEGER;
-	args[5].key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
-	args[5].value.integer = TV_RPC_RECONNECT_MAX_MS;
+	args[3] = int_arg(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, TV_RPC_RECONNECT_MIN_MS);
+	args[4] = int_arg(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, TV_RPC_RECONNECT_MIN_MS);
+	args[5] = int_arg(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, TV_RPC_RECONNECT_MAX_MS);
 	creds = grpc_insecure_credentials_create();
 	if (!creds)
 		return NULL;
