@@ -1,4 +1,5 @@
-/* The gRPC helpers of common/grpc_util.h: status names, completion-queue shutdown. */
+/* The gRPC helpers of common/grpc_util.h: status names, integer channel arguments,
+ * completion-queue shutdown. */
 #include "common/grpc_util.h"
 
 #include <grpc/support/time.h>
@@ -43,4 +44,13 @@ void tv_grpc_cq_destroy(grpc_completion_queue *cq)
 	       GRPC_QUEUE_SHUTDOWN)
 		;
 	grpc_completion_queue_destroy(cq);
+}
+
+grpc_arg tv_grpc_int_arg(const char *key, int value)
+{
+	/* grpc_arg's key is not const in 1.51, though grpc only reads it */
+	grpc_arg a = { .type = GRPC_ARG_INTEGER, .key = (char *)key };
+
+	a.value.integer = value;
+	return a;
 }

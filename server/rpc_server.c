@@ -740,13 +740,10 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 	srv->store = s;
 	srv->max_message_bytes = o->max_message_bytes;
 	srv->shutdown_tag.op = OP_SHUTDOWN;
-	args[0] = (grpc_arg){ .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-			      .value.integer = (int)o->max_message_bytes };
-	args[1] = (grpc_arg){ .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
-			      .value.integer = (int)o->max_message_bytes };
+	args[0] = tv_grpc_int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, (int)o->max_message_bytes);
+	args[1] = tv_grpc_int_arg(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, (int)o->max_message_bytes);
 	/* with SO_REUSEPORT a second server could silently share our port */
-	args[2] = (grpc_arg){ .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT,
-			      .value.integer = 0 };
+	args[2] = tv_grpc_int_arg(GRPC_ARG_ALLOW_REUSEPORT, 0);
 	srv->server = grpc_server_create(&ch_args, NULL);
 	srv->cq = grpc_completion_queue_create_for_next(NULL);
 	grpc_server_register_completion_queue(srv->server, srv->cq, NULL);

@@ -20,15 +20,6 @@
 #include "common/grpc_util.h"
 #include "proto/wire.h"
 
-/* One integer channel argument; key is one of grpc's static GRPC_ARG_* strings. */
-static grpc_arg int_arg(const char *key, int value)
-{
-	grpc_arg a = { .type = GRPC_ARG_INTEGER, .key = (char *)key };
-
-	a.value.integer = value;
-	return a;
-}
-
 grpc_channel *tv_rpc_channel_new(const char *server, size_t max_message_bytes)
 {
 	int max = max_message_bytes > INT_MAX ? INT_MAX : (int)max_message_bytes;
@@ -37,16 +28,16 @@ grpc_channel *tv_rpc_channel_new(const char *server, size_t max_message_bytes)
 	grpc_channel_credentials *creds;
 	grpc_channel *ch;
 
-	args[0] = int_arg(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, max);
-	args[1] = int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, max);
+	args[0] = tv_grpc_int_arg(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, max);
+	args[1] = tv_grpc_int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, max);
 	/* Retries off: the retry filter would keep the sent messages for replay, and our write rule
 	 * is cancel + delete, never replay. */
-	args[2] = int_arg(GRPC_ARG_ENABLE_RETRIES, 0);
+	args[2] = tv_grpc_int_arg(GRPC_ARG_ENABLE_RETRIES, 0);
 	/* After a server restart the channel reconnects within about a second, not after gRPC's
 	 * default backoff of up to two minutes: the next segment must find it READY. */
-	args[3] = int_arg(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, TV_RPC_RECONNECT_MIN_MS);
-	args[4] = int_arg(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, TV_RPC_RECONNECT_MIN_MS);
-	args[5] = int_arg(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, TV_RPC_RECONNECT_MAX_MS);
+	args[3] = tv_grpc_int_arg(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, TV_RPC_RECONNECT_MIN_MS);
+	args[4] = tv_grpc_int_arg(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, TV_RPC_RECONNECT_MIN_MS);
+	args[5] = tv_grpc_int_arg(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, TV_RPC_RECONNECT_MAX_MS);
 	creds = grpc_insecure_credentials_create();
 	if (!creds)
 		return NULL;

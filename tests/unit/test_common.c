@@ -230,6 +230,16 @@ static void test_cq_destroy_drains_an_idle_queue(void **state)
 	grpc_shutdown();
 }
 
+static void test_int_arg(void **state)
+{
+	grpc_arg a = tv_grpc_int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, 16 << 20);
+
+	(void)state;
+	assert_int_equal(a.type, GRPC_ARG_INTEGER);
+	assert_string_equal(a.key, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH);
+	assert_int_equal(a.value.integer, 16 << 20);
+}
+
 static void test_clocks(void **state)
 {
 	uint64_t m0 = tv_monotonic_ns(), m1 = tv_monotonic_ns();
@@ -263,6 +273,7 @@ int main(void)
 		cmocka_unit_test(test_server_list_splits_in_order),
 		cmocka_unit_test(test_every_grpc_status_has_its_name),
 		cmocka_unit_test(test_cq_destroy_drains_an_idle_queue),
+		cmocka_unit_test(test_int_arg),
 		cmocka_unit_test(test_clocks),
 	};
 
