@@ -11,7 +11,6 @@ import signal
 import sys
 import tempfile
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tvtest  # noqa: E402
@@ -298,22 +297,15 @@ def test_interop_with_grpcio(srvs, tmp):
 def main():
     random.seed(int(os.environ.get("TV_TEST_SEED", "5")))
     only = sys.argv[1:]
-    tests = [v for k, v in sorted(globals().items()) if k.startswith("test_")
-             and (not only or k in only)]
+    tests = tvtest.cases(globals(), only)
+    results = tvtest.Results(len(tests))
     tmp = tempfile.mkdtemp(prefix="tv-multi-")
     srvs = [tvtest.Server() for _ in range(3)]
-    failed = 0
     try:
         for s in srvs:
             s.start()
         for t in tests:
-            try:
-                t(srvs, tmp)
-                print("ok   " + t.__name__)
-            except Exception:
-                failed += 1
-                print("FAIL " + t.__name__)
-                traceback.print_exc()
+            results.run(t, srvs, tmp)
             for k, s in enumerate(srvs):
                 if s.proc.poll() is not None:
                     print("server %d exited %s; log:\n%s" % (k, s.proc.returncode, s.log()))
@@ -321,15 +313,12 @@ def main():
         for k, s in enumerate(srvs):
             rc = s.stop()
             if rc != 0:
-                print("FAIL server %d exit status %d after SIGTERM:\n%s" % (k, rc, s.log()))
-                failed += 1
+                results.fail("server %d exit status %d after SIGTERM:\n%s" % (k, rc, s.log()))
     finally:
         for s in srvs:
             s.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
-    print("%d of %d tests failed" % (failed, len(tests)) if failed else
-          "all %d tests passed" % len(tests))
-    return 1 if failed else 0
+    return results.exit_code()
 
 
 if __name__ == "__main__":

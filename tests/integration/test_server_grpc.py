@@ -8,7 +8,6 @@ import signal
 import stat
 import sys
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tvtest  # noqa: E402
@@ -807,41 +806,21 @@ def test_sigint_stops_cleanly(srv):
 
 def main():
     random.seed(int(os.environ.get("TV_TEST_SEED", "3")))
-    tests = [v for k, v in sorted(globals().items()) if k.startswith("test_")]
-    failed = 0
-    skipped = []
+    tests = tvtest.cases(globals())
+    results = tvtest.Results(len(tests))
     srv = tvtest.Server()
     try:
         srv.start()
         for t in tests:
-            try:
-                t(srv)
-                print("ok   " + t.__name__)
-            except tvtest.Unavailable as e:
-                skipped.append("%s: %s" % (t.__name__, e))
-                print("SKIP %s: %s" % (t.__name__, e))
-            except Exception:
-                failed += 1
-                print("FAIL " + t.__name__)
-                traceback.print_exc()
-                if srv.proc.poll() is not None:
-                    print("tracevaultd exited %d: %s" % (srv.proc.returncode,
-                                                        srv.log()))
-                    srv.start()
+            if not results.run(t, srv) and srv.proc.poll() is not None:
+                print("tracevaultd exited %d: %s" % (srv.proc.returncode, srv.log()))
+                srv.start()
         rc = srv.stop()
         if rc != 0:
-            print("FAIL tracevaultd exit status %d after SIGTERM" % rc)
-            failed += 1
+            results.fail("tracevaultd exit status %d after SIGTERM" % rc)
     finally:
         srv.cleanup()
-    print("%d of %d tests failed" % (failed, len(tests)) if failed else
-          "%d of %d tests passed" % (len(tests) - len(skipped), len(tests)))
-    if failed:
-        return 1
-    if skipped:  # ctest's SKIP: a capability is missing here, the reasons are printed above
-        print("SKIP: " + "; ".join(skipped))
-        return tvtest.SKIP
-    return 0
+    return results.exit_code()
 
 
 if __name__ == "__main__":

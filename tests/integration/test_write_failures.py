@@ -8,11 +8,9 @@ import re
 import resource
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tvtest  # noqa: E402
@@ -323,34 +321,15 @@ def test_rss_bounded_by_cache(tmp):
 
 def main():
     only = sys.argv[1:]
-    tests = [v for k, v in sorted(globals().items()) if k.startswith("test_")
-             and (not only or k in only)]
+    tests = tvtest.cases(globals(), only)
+    results = tvtest.Results(len(tests))
     tmp = tempfile.mkdtemp(prefix="tv-wfail-")
-    failed = 0
-    skipped = []
     try:
         for t in tests:
-            start = time.monotonic()
-            try:
-                t(tmp)
-                print("ok   %s (%.1fs)" % (t.__name__, time.monotonic() - start))
-            except tvtest.Unavailable as e:
-                skipped.append("%s: %s" % (t.__name__, e))
-                print("SKIP %s: %s" % (t.__name__, e))
-            except Exception:
-                failed += 1
-                print("FAIL " + t.__name__)
-                traceback.print_exc()
+            results.run(t, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("%d of %d tests failed" % (failed, len(tests)) if failed else
-          "%d of %d tests passed" % (len(tests) - len(skipped), len(tests)))
-    if failed:
-        return 1
-    if skipped:  # ctest's SKIP: a capability is missing here, the reasons are printed above
-        print("SKIP: " + "; ".join(skipped))
-        return tvtest.SKIP
-    return 0
+    return results.exit_code()
 
 
 if __name__ == "__main__":

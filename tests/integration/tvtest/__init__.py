@@ -15,6 +15,7 @@ One module per concern; this package re-exports their public names, so tests use
   datadir       a server's data dir and log: catalog, block files, tmp, segment log lines
   blocks        an encoder of trace blocks from proto/BLOCK.md (crc32c, varint, encode_block*)
   grpc_client   GrpcClient, an independent grpcio client, and grpc_modules()
+  runner        cases() and Results: a test file's cases, their lines and its exit code
 
 Run only under ctest's PYTHONDONTWRITEBYTECODE=1 (or with sys.dont_write_bytecode set before
 the import), so that no __pycache__ is written into the source tree."""
@@ -28,6 +29,7 @@ from .datadir import block_files, catalog_blocks, segment_log_lines, tmp_files
 from .grpc_client import GrpcClient, grpc_modules
 from .http_clients import WRK_RE, RawHttp, curl, http_request, wrk
 from .loader import FAIL_LINE_RE, Loader, loader_path_key, place_block, query_keys
+from .runner import Results, cases
 from .procs import (BIN_DIR, GEN_DIR, SKIP, Server, binary, free_port, run, skip,
                     wait_accepting, wait_for)
 from .table import RECORD_FIELDS, TABLE_HEADER, TABLE_WIDTHS, check_table, rfc3339_ms, table_row
@@ -45,6 +47,7 @@ __all__ = [
     "GrpcClient", "grpc_modules",
     "WRK_RE", "RawHttp", "curl", "http_request", "wrk",
     "FAIL_LINE_RE", "Loader", "loader_path_key", "place_block", "query_keys",
+    "Results", "cases",
     "BIN_DIR", "GEN_DIR", "SKIP", "Server", "binary", "free_port", "run", "skip",
     "wait_accepting", "wait_for",
     "RECORD_FIELDS", "TABLE_HEADER", "TABLE_WIDTHS", "check_table", "rfc3339_ms", "table_row",
