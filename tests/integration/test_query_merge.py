@@ -8,15 +8,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tvtest  # noqa: E402
 
-grpc, pb = tvtest.grpc_modules()
+grpc = tvtest.grpc_modules()[0]
 
 BASE = 1_800_000_000 * 10**9
 
-
-def rec(ts_ns, pid, path="/"):
-    return pb.TraceRecord(ts_ns=ts_ns, end_ns=ts_ns + 5, latency_ns=5, pid=pid, comm="t",
-                          local="127.0.0.1:80", remote="127.0.0.1:5000", method="GET",
-                          path=path, status=200)
+rec = tvtest.trace_record  # (ts_ns, pid, path="/"): 5 ns, comm "t", GET, status 200
 
 
 def pids(cl, from_ns, to_ns, limit=0):

@@ -26,11 +26,6 @@ def stats(addr, frm, to, fmt="jsonl"):
     return json.loads(lines[0])
 
 
-def record(pb, ts_ns, path):
-    return pb.TraceRecord(ts_ns=ts_ns, end_ns=ts_ns + 1, latency_ns=1, method="GET", path=path,
-                          status=200)
-
-
 def failed_segment_loss_goes_to_next_block(srv):
     """The C pipeline (tv_load): a segment whose chunk is corrupted fails and is deleted; the
     records it lost are stamped as lost_failed in the next block sealed, which commits."""
@@ -86,16 +81,17 @@ def main():
         assert put_bytes > put_blocks * 64, size  # more than headers: records are in them
 
         cli = tvtest.GrpcClient(srv.addr)
-        pb = cli.pb
         try:
             # a version 1 block at BASE + 2000 s: read as before, counts no loss
-            v1 = [record(pb, BASE_NS + 2000 * S + i, "/v1/%d" % i) for i in range(3)]
+            v1 = [tvtest.trace_record(BASE_NS + 2000 * S + i, 0, "/v1/%d" % i, latency_ns=1,
+                                      comm="", local="", remote="") for i in range(3)]
             data = tvtest.encode_block(0xA1, v1)
             size[0xA1] = len(data)
             assert cli.write_encoded(0x51, [(0xA1, data)]).committed
             # a version 2 block with loss at BASE + 3000 s, sent in 7-byte chunks so its
             # 112-byte header crosses many chunks on the server
-            v2 = [record(pb, BASE_NS + 3000 * S + i, "/v2/%d" % i) for i in range(2)]
+            v2 = [tvtest.trace_record(BASE_NS + 3000 * S + i, 0, "/v2/%d" % i, latency_ns=1,
+                                      comm="", local="", remote="") for i in range(2)]
             data = tvtest.encode_block_v2(0xA2, v2, loss=(1, 2, 3, 4, 5), lost_requests=1)
             size[0xA2] = len(data)
             assert cli.write_encoded(0x52, [(0xA2, data)], chunk_bytes=7).committed

@@ -2,7 +2,6 @@
 from proto/BLOCK.md (pure-Python CRC32C, codec 0), so the server is checked against the contract
 rather than against our own C client."""
 import os
-import queue
 import random
 import signal
 import stat
@@ -12,47 +11,20 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tvtest  # noqa: E402
 
-try:
-    import grpc
-except ImportError:
-    tvtest.skip("python3-grpcio is not installed for /usr/bin/python3")
-sys.path.insert(0, tvtest.GEN_DIR)
-import tracevault_pb2 as pb  # noqa: E402
+grpc, pb = tvtest.grpc_modules()
 
-WRITE = "/tracevault.v1.TraceStore/Write"
-QUERY = "/tracevault.v1.TraceStore/Query"
-DELETE = "/tracevault.v1.TraceStore/Delete"
 MAX_BLOCK_BYTES = 64 << 20  # TV_SERVER_MAX_BLOCK_BYTES
 TIMEOUT_S = 30
 
-# The independent encoder (pure-Python CRC32C, BLOCK.md header) lives in tvtest, shared with
-# the multi-server tests.
+# The independent encoder (pure-Python CRC32C, BLOCK.md header), the grpcio client and the
+# message builders live in tvtest, shared with the other gRPC tests.
 crc32c = tvtest.crc32c
 varint = tvtest.varint
 encode_block = tvtest.encode_block
 assert crc32c(b"123456789") == 0xE3069283
-
-
-def record(ts_ns, pid, path="/"):
-    return pb.TraceRecord(ts_ns=ts_ns, end_ns=ts_ns + 5, latency_ns=5, pid=pid, comm="t",
-                          local="127.0.0.1:80", remote="127.0.0.1:5000", method="GET",
-                          path=path, status=200)
-
-
-def cmd(type_, **kw):
-    return pb.WriteRequest(command=pb.WriteCommand(type=type_, **kw))
-
-
-def chunk_reqs(block_id, data, chunk_bytes=4096, bad_crc_at=None):
-    out = []
-    for off in range(0, len(data), chunk_bytes):
-        piece = data[off:off + chunk_bytes]
-        crc = crc32c(piece)
-        if bad_crc_at == off:
-            crc ^= 1
-        out.append(pb.WriteRequest(chunk=pb.Chunk(block_id=block_id, offset=off, crc32c=crc,
-                                                  data=piece)))
-    return out
+record = tvtest.trace_record      # (ts_ns, pid, path="/"): 5 ns, comm "t", GET, status 200
+cmd = tvtest.write_cmd
+chunk_reqs = tvtest.write_chunks  # (block_id, data, chunk_bytes=4096, bad_crc_at=None)
 
 
 def segment_reqs(segment_id, blocks, commit=True):
@@ -63,44 +35,6 @@ def segment_reqs(segment_id, blocks, commit=True):
     if commit:
         reqs.append(cmd(pb.COMMIT))
     return reqs
-
-
-class Client:
-    def __init__(self, addr):
-        self.ch = grpc.insecure_channel(addr, options=[
-            ("grpc.max_receive_message_length", 16 << 20),
-            ("grpc.max_send_message_length", 16 << 20)])
-        ser = lambda m: m.SerializeToString()  # noqa: E731
-        self.write_raw = self.ch.stream_stream(WRITE, request_serializer=None,
-                                               response_deserializer=pb.WriteResponse.FromString)
-        self.write = self.ch.stream_stream(WRITE, request_serializer=ser,
-                                           response_deserializer=pb.WriteResponse.FromString)
-        self.query_rpc = self.ch.unary_stream(QUERY, request_serializer=ser,
-                                              response_deserializer=pb.QueryResponse.FromString)
-        self.query_raw = self.ch.unary_stream(QUERY, request_serializer=None,
-                                              response_deserializer=pb.QueryResponse.FromString)
-        self.delete = self.ch.unary_unary(DELETE, request_serializer=ser,
-                                          response_deserializer=pb.DeleteResponse.FromString)
-
-    def write_segment(self, reqs):
-        """Send reqs; returns (responses, code, details)."""
-        responses = []
-        try:
-            for r in self.write(iter(reqs), timeout=TIMEOUT_S):
-                responses.append(r)
-            return responses, grpc.StatusCode.OK, ""
-        except grpc.RpcError as e:
-            return responses, e.code(), e.details()
-
-    def query(self, from_ns, to_ns, limit=0):
-        recs = []
-        for resp in self.query_rpc(pb.QueryRequest(from_ns=from_ns, to_ns=to_ns, limit=limit),
-                                   timeout=TIMEOUT_S):
-            recs.extend(resp.records)
-        return recs
-
-    def close(self):
-        self.ch.close()
 
 
 def expect_error(fn, code, needle=None):
@@ -177,7 +111,7 @@ def check_windows(cl, blocks, base):
 
 def write_blocks(cl, segment_id, blocks):
     enc = [(bid, encode_block(bid, recs)) for bid, recs in blocks]
-    resps, code, details = cl.write_segment(segment_reqs(segment_id, enc))
+    resps, code, details = cl.write_requests(segment_reqs(segment_id, enc))
     assert code == grpc.StatusCode.OK, "write: %s %s" % (code, details)
     final = resps[-1]
     assert final.committed and sorted(final.committed_block_ids) == sorted(b for b, _ in blocks)
@@ -208,14 +142,14 @@ def check_acks(resps, enc):
 def test_write_query_restart_delete(srv):
     base = 1_700_000_000_000_000_000
     blocks = make_blocks(base)
-    cl = Client(srv.addr)
+    cl = tvtest.GrpcClient(srv.addr)
     seg = random.getrandbits(63) | 1
     enc = write_blocks(cl, seg, blocks)
     assert listdir(srv, "tmp") == []
     assert listdir(srv, "blocks") == sorted("%016x.tvb" % b for b, _ in enc)
     check_windows(cl, blocks, base)
     # committing a block id twice is refused and changes nothing
-    _, code, details = cl.write_segment(segment_reqs(seg + 1, enc[:1]))
+    _, code, details = cl.write_requests(segment_reqs(seg + 1, enc[:1]))
     assert code == grpc.StatusCode.ALREADY_EXISTS, (code, details)
     assert listdir(srv, "tmp") == []
     cl.close()
@@ -223,7 +157,7 @@ def test_write_query_restart_delete(srv):
     # restart on the same dir: everything committed is served again
     assert srv.stop() == 0, "tracevaultd did not exit 0 on SIGTERM"
     srv.start()
-    cl = Client(srv.addr)
+    cl = tvtest.GrpcClient(srv.addr)
     check_windows(cl, blocks, base)
 
     # Delete the segment: rows and files go, queries see nothing
@@ -235,7 +169,7 @@ def test_write_query_restart_delete(srv):
 
 
 def test_delete_block_ids(srv):
-    cl = Client(srv.addr)
+    cl = tvtest.GrpcClient(srv.addr)
     blocks = make_blocks(5_000_000)[:2]
     write_blocks(cl, 77, blocks)
     resp = cl.delete(pb.DeleteRequest(block_ids=[blocks[0][0], 12345]), timeout=TIMEOUT_S)
@@ -246,41 +180,14 @@ def test_delete_block_ids(srv):
     cl.close()
 
 
-class Stream:
-    """A Write call driven step by step: send a request, wait for the ack it should produce."""
-
-    def __init__(self, cl):
-        self.q = queue.Queue()
-        self.call = cl.write(iter(self.q.get, None), timeout=TIMEOUT_S)
-
-    def send(self, reqs):
-        for r in reqs:
-            self.q.put(r)
-
-    def next(self):
-        return next(self.call)
-
-    def end(self):
-        self.q.put(None)
-
-    def wait_acked(self, block_id, length):
-        """Read acks of block_id (increasing offsets) until one says length bytes are written;
-        bounded: every ack must advance the offset."""
-        last = 0
-        while last < length:
-            ack = self.next()
-            assert ack.block_id == block_id and last < ack.offset <= length, (ack, last)
-            last = ack.offset
-
-
 def open_flushed_stream(cl, srv, segment_id, block_id):
     """A stream holding one complete, flushed but uncommitted block; asserts its temp file."""
     data = encode_block(block_id, [record(1000 + i, i) for i in range(200)])
-    s = Stream(cl)
-    s.send([cmd(pb.OPEN_SEGMENT, segment_id=segment_id),
-            cmd(pb.OPEN_BLOCK, block_id=block_id, length=len(data))] + chunk_reqs(block_id, data))
+    s = tvtest.WriteStream(cl)
+    s.send(cmd(pb.OPEN_SEGMENT, segment_id=segment_id),
+           cmd(pb.OPEN_BLOCK, block_id=block_id, length=len(data)), *chunk_reqs(block_id, data))
     s.wait_acked(block_id, len(data))
-    s.send([cmd(pb.FLUSH)])
+    s.send(cmd(pb.FLUSH))
     ack = s.next()
     assert ack.offset == len(data), ack
     assert "%016x-%016x.tmp" % (segment_id, block_id) in listdir(srv, "tmp"), listdir(srv, "tmp")
@@ -288,9 +195,9 @@ def open_flushed_stream(cl, srv, segment_id, block_id):
 
 
 def test_cancel_command_deletes_temp_files(srv):
-    cl = Client(srv.addr)
+    cl = tvtest.GrpcClient(srv.addr)
     s = open_flushed_stream(cl, srv, 0x51, 0x5151)
-    s.send([cmd(pb.CANCEL)])
+    s.send(cmd(pb.CANCEL))
     s.end()
     assert list(s.call) == []
     assert s.call.code() == grpc.StatusCode.OK
@@ -300,7 +207,7 @@ def test_cancel_command_deletes_temp_files(srv):
 
 
 def test_client_cancel_deletes_temp_files(srv):
-    cl = Client(srv.addr)
+    cl = tvtest.GrpcClient(srv.addr)
     s = open_flushed_stream(cl, srv, 0x52, 0x5252)
     s.call.cancel()
     wait_until(lambda: listdir(srv, "tmp") == [], "tmp/ to empty after a client cancel")
@@ -309,7 +216,7 @@ def test_client_cancel_deletes_temp_files(srv):
 
 
 def test_stream_end_without_commit_deletes_temp_files(srv):
-    cl = Client(srv.addr)
+    cl = tvtest.GrpcClient(srv.addr)
     s = open_flushed_stream(cl, srv, 0x53, 0x5353)
     s.end()
     try:
@@ -360,14 +267,14 @@ def test_stream_end_with_writes_in_flight_leaves_server_idle(srv):
     ended the daemon is idle again. (A write completing after the end of stream used to post
     another receive, which counted the stream as waiting out its grace twice: the daemon then
     polled every 1 ms for good.)"""
-    cl = Client(srv.addr)
+    cl = tvtest.GrpcClient(srv.addr)
     bid = 0xE0E0  # never committed: each stream may write it again
     data = big_block(bid, 6 << 20)
     chunks = chunk_reqs(bid, data[:5 << 20], chunk_bytes=1 << 20)
     for seg in range(0xE0, 0xE5):
         reqs = [cmd(pb.OPEN_SEGMENT, segment_id=seg),
                 cmd(pb.OPEN_BLOCK, block_id=bid, length=len(data))] + chunks
-        _, code, details = cl.write_segment(reqs)
+        _, code, details = cl.write_requests(reqs)
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "without COMMIT" in details, (
             code, details)
     wait_until(lambda: listdir(srv, "tmp") == [], "tmp/ to empty after the half-closes")
@@ -377,7 +284,7 @@ def test_stream_end_with_writes_in_flight_leaves_server_idle(srv):
 
 
 def test_delete_in_flight_segment(srv):
-    cl = Client(srv.addr)
+    cl = tvtest.GrpcClient(srv.addr)
     s = open_flushed_stream(cl, srv, 0x54, 0x5454)
     resp = cl.delete(pb.DeleteRequest(segment_id=0x54), timeout=TIMEOUT_S)
     assert resp.deleted_temp_blocks == 1 and resp.deleted_blocks == 0, resp
@@ -392,12 +299,12 @@ def test_delete_in_flight_segment(srv):
 
 
 def test_concurrent_streams_commit_independently(srv):
-    cl = Client(srv.addr)
+    cl = tvtest.GrpcClient(srv.addr)
     s1 = open_flushed_stream(cl, srv, 0x55, 0x5555)
     s2 = open_flushed_stream(cl, srv, 0x56, 0x5656)  # both open at once on one server thread
     assert len(listdir(srv, "tmp")) == 2
     for s, block_id in ((s2, 0x5656), (s1, 0x5555)):
-        s.send([cmd(pb.COMMIT)])
+        s.send(cmd(pb.COMMIT))
         final = s.next()
         assert final.committed and list(final.committed_block_ids) == [block_id], final
         s.end()
@@ -411,12 +318,12 @@ def test_concurrent_streams_commit_independently(srv):
 
 
 def test_bad_chunk_crc_is_data_loss(srv):
-    cl = Client(srv.addr)
+    cl = tvtest.GrpcClient(srv.addr)
     data = encode_block(0x61, [record(2000 + i, i) for i in range(500)])
     reqs = [cmd(pb.OPEN_SEGMENT, segment_id=0x60),
             cmd(pb.OPEN_BLOCK, block_id=0x61, length=len(data))]
     reqs += chunk_reqs(0x61, data, bad_crc_at=4096) + [cmd(pb.COMMIT)]
-    _, code, details = cl.write_segment(reqs)
+    _, code, details = cl.write_requests(reqs)
     assert code == grpc.StatusCode.DATA_LOSS, (code, details)
     assert "CRC32C" in details and "0000000000000061" in details, details
     assert listdir(srv, "tmp") == [] and listdir(srv, "blocks") == []
@@ -425,29 +332,29 @@ def test_bad_chunk_crc_is_data_loss(srv):
 
 
 def test_bad_payload_crc_is_data_loss(srv):
-    cl = Client(srv.addr)
+    cl = tvtest.GrpcClient(srv.addr)
     data = bytearray(encode_block(0x62, [record(2000 + i, i) for i in range(50)]))
     data[-1] ^= 0xFF  # payload byte flipped before chunking: chunk CRCs match, block CRC not
-    _, code, details = cl.write_segment(segment_reqs(0x60, [(0x62, bytes(data))]))
+    _, code, details = cl.write_requests(segment_reqs(0x60, [(0x62, bytes(data))]))
     assert code == grpc.StatusCode.DATA_LOSS and "payload" in details, (code, details)
     assert listdir(srv, "tmp") == [] and cl.query(0, 1 << 63) == []
     cl.close()
 
 
 def test_header_block_id_mismatch_is_invalid(srv):
-    cl = Client(srv.addr)
+    cl = tvtest.GrpcClient(srv.addr)
     data = encode_block(0x63, [record(1, 1)])
-    _, code, details = cl.write_segment(segment_reqs(0x60, [(0x64, data)]))
+    _, code, details = cl.write_requests(segment_reqs(0x60, [(0x64, data)]))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "header" in details, (code, details)
     assert listdir(srv, "tmp") == []
     cl.close()
 
 
 def test_block_over_limit_is_resource_exhausted(srv):
-    cl = Client(srv.addr)
-    _, code, details = cl.write_segment([cmd(pb.OPEN_SEGMENT, segment_id=0x70),
-                                         cmd(pb.OPEN_BLOCK, block_id=0x71,
-                                             length=MAX_BLOCK_BYTES + 1)])
+    cl = tvtest.GrpcClient(srv.addr)
+    _, code, details = cl.write_requests([cmd(pb.OPEN_SEGMENT, segment_id=0x70),
+                                          cmd(pb.OPEN_BLOCK, block_id=0x71,
+                                              length=MAX_BLOCK_BYTES + 1)])
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit" in details, (code, details)
     assert listdir(srv, "tmp") == []
     cl.close()
@@ -467,7 +374,7 @@ def encode_block_with_tail(block_id, records, tail):
 def test_protocol_violations_are_invalid(srv):
     """Each violation ends the stream with INVALID_ARGUMENT and its own message, even when
     the client goes on to COMMIT; nothing of the segment is committed or left in tmp."""
-    cl = Client(srv.addr)
+    cl = tvtest.GrpcClient(srv.addr)
     data = encode_block(0x81, [record(1, 1)])
     n = len(data)
     tailed = encode_block_with_tail(0x81, [record(1, 1)], b"\x00tail")
@@ -485,9 +392,7 @@ def test_protocol_violations_are_invalid(srv):
         ("block id 0", opened + [cmd(pb.OPEN_BLOCK, block_id=0, length=n)] + commit,
          seg + "OPEN_BLOCK needs block_id != 0"),
         ("offset gap", opened + [cmd(pb.OPEN_BLOCK, block_id=0x81, length=n),
-                                 pb.WriteRequest(chunk=pb.Chunk(block_id=0x81, offset=8,
-                                                                crc32c=crc32c(data[8:]),
-                                                                data=data[8:]))] + commit,
+                                 tvtest.write_chunk(0x81, data[8:], 8)] + commit,
          seg + "block 0000000000000081: chunk at offset 8, expected 0"),
         ("chunk for a block not open", opened + chunk_reqs(0x82, data) + commit,
          seg + "chunk for block 0000000000000082, but no such block is open"),
@@ -527,7 +432,7 @@ def test_protocol_violations_are_invalid(srv):
          seg + "stream ended without COMMIT: segment discarded"),
     ]
     for what, reqs, message in cases:
-        resps, code, details = cl.write_segment(reqs)
+        resps, code, details = cl.write_requests(reqs)
         assert code == grpc.StatusCode.INVALID_ARGUMENT, (what, code, details)
         assert details.startswith(message), "%s: %r does not start with %r" % (
             what, details, message)
@@ -537,8 +442,8 @@ def test_protocol_violations_are_invalid(srv):
         assert not held and "%016x.tvb" % 0x81 not in listdir(srv, "blocks"), (what, held)
     assert cl.query(0, 10) == []
     # the block that was refused in every form is accepted as it is
-    _, code, details = cl.write_segment(opened + [cmd(pb.OPEN_BLOCK, block_id=0x81, length=n)]
-                                        + chunk_reqs(0x81, data) + commit)
+    _, code, details = cl.write_requests(opened + [cmd(pb.OPEN_BLOCK, block_id=0x81, length=n)]
+                                         + chunk_reqs(0x81, data) + commit)
     assert code == grpc.StatusCode.OK, (code, details)
     assert [r.ts_ns for r in cl.query(0, 10)] == [1]
     assert cl.delete(pb.DeleteRequest(segment_id=0x80), timeout=TIMEOUT_S).deleted_blocks == 1
@@ -546,7 +451,7 @@ def test_protocol_violations_are_invalid(srv):
 
 
 def test_garbage_requests_are_invalid_and_server_survives(srv):
-    cl = Client(srv.addr)
+    cl = tvtest.GrpcClient(srv.addr)
     try:
         list(cl.write_raw(iter([b"\xff\xff\xff\xff\x0f"]), timeout=TIMEOUT_S))
         raise AssertionError("garbage Write succeeded")
@@ -560,13 +465,13 @@ def test_garbage_requests_are_invalid_and_server_survives(srv):
 
 
 def test_query_from_after_to_is_invalid(srv):
-    cl = Client(srv.addr)
+    cl = tvtest.GrpcClient(srv.addr)
     expect_error(lambda: cl.query(10, 9), grpc.StatusCode.INVALID_ARGUMENT, "after")
     cl.close()
 
 
 def test_corrupt_block_file_is_data_loss(srv):
-    cl = Client(srv.addr)
+    cl = tvtest.GrpcClient(srv.addr)
     blocks = make_blocks(9_000_000)[:1]
     write_blocks(cl, 0x90, blocks)
     path = os.path.join(srv.data_dir, "blocks", "%016x.tvb" % blocks[0][0])
@@ -583,7 +488,7 @@ def test_corrupt_block_file_is_data_loss(srv):
 
 
 def test_modes_and_recovery(srv):
-    cl = Client(srv.addr)
+    cl = tvtest.GrpcClient(srv.addr)
     blocks = make_blocks(1_000)[:1]
     write_blocks(cl, 0xA0, blocks)
     cl.close()
@@ -605,7 +510,7 @@ def test_modes_and_recovery(srv):
             f.write(b"x" * 100)
     srv.start()
     assert not os.path.exists(orphan) and not os.path.exists(stale)
-    cl = Client(srv.addr)
+    cl = tvtest.GrpcClient(srv.addr)
     assert [(r.ts_ns, r.pid) for r in cl.query(0, 1 << 63)] == reference(blocks, 0, 1 << 63)
     cl.delete(pb.DeleteRequest(segment_id=0xA0), timeout=TIMEOUT_S)
     cl.close()
@@ -658,13 +563,13 @@ def big_block(block_id, approx_bytes, ts0=1):
 
 def test_log_lines_and_pipelined_acks(srv):
     """The log lines other tests grep, and per-chunk acks of a block sent in many chunks."""
-    cl = Client(srv.addr)
+    cl = tvtest.GrpcClient(srv.addr)
     seg, bid = 0xB1, 0xB1B1
     data = big_block(bid, 300 << 10)
     reqs = segment_reqs(seg, [], commit=False) + [cmd(pb.OPEN_BLOCK, block_id=bid,
                                                      length=len(data))]
     reqs += chunk_reqs(bid, data, chunk_bytes=16 << 10) + [cmd(pb.COMMIT)]
-    resps, code, details = cl.write_segment(reqs)
+    resps, code, details = cl.write_requests(reqs)
     assert code == grpc.StatusCode.OK, (code, details)
     check_acks(resps[:-1], [(bid, data)])
     log = tvtest.segment_log_lines(srv.log(), seg)
@@ -683,7 +588,7 @@ def test_log_lines_and_pipelined_acks(srv):
     d = encode_block(0xB4, [record(1, 1)])
     reqs = [cmd(pb.OPEN_SEGMENT, segment_id=0xB3), cmd(pb.OPEN_BLOCK, block_id=0xB4,
                                                       length=len(d))]
-    _, code, details = cl.write_segment(reqs + chunk_reqs(0xB4, d, bad_crc_at=0))
+    _, code, details = cl.write_requests(reqs + chunk_reqs(0xB4, d, bad_crc_at=0))
     assert code == grpc.StatusCode.DATA_LOSS, (code, details)
     log = tvtest.segment_log_lines(srv.log(), 0xB3)
     assert any(l.startswith("segment %016x aborted: chunk crc32c mismatch" % 0xB3) for l in log), log
@@ -706,7 +611,7 @@ def test_unusual_field_order_falls_back_and_is_counted(srv):
     its bytes are counted as copied; in-order chunks copy nothing."""
     del srv
     with tvtest.Server() as own:
-        cl = Client(own.addr)
+        cl = tvtest.GrpcClient(own.addr)
         d = encode_block(0xC1, [record(1, 1), record(2, 2)])
         half = len(d) // 2
         ser = lambda m: m.SerializeToString()  # noqa: E731
@@ -725,7 +630,7 @@ def test_unusual_field_order_falls_back_and_is_counted(srv):
 
 
 def test_malformed_chunks_are_invalid(srv):
-    cl = Client(srv.addr)
+    cl = tvtest.GrpcClient(srv.addr)
     opened = [cmd(pb.OPEN_SEGMENT, segment_id=0xC5).SerializeToString(),
               cmd(pb.OPEN_BLOCK, block_id=0xC6, length=100).SerializeToString()]
     bad = [
@@ -756,10 +661,10 @@ def test_enospc_fails_segment_then_next_succeeds(srv):
             free = st.f_bavail * st.f_frsize
             with open(os.path.join(mnt, "filler"), "wb") as f:  # leave ~512 KiB free
                 f.write(b"\0" * (free - (512 << 10)))
-            cl = Client(own.addr)
+            cl = tvtest.GrpcClient(own.addr)
             data = big_block(0xD1, 1 << 20)
             reqs = segment_reqs(0xD0, [(0xD1, data)])
-            _, code, details = cl.write_segment(reqs)
+            _, code, details = cl.write_requests(reqs)
             assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, (code, details)
             assert details.startswith("segment 00000000000000d0: block 00000000000000d1: ") \
                 and details.endswith(": No space left on device"), details
@@ -784,10 +689,10 @@ def test_file_size_limit_fails_segment_then_next_succeeds(srv):
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
 
     with tvtest.Server(preexec_fn=lower_fsize) as own:
-        cl = Client(own.addr)
+        cl = tvtest.GrpcClient(own.addr)
         data = big_block(0xE1, 3 << 19)  # 1.5 MiB: a short write at 1 MiB, then EFBIG
         assert len(data) > limit
-        _, code, details = cl.write_segment(
+        _, code, details = cl.write_requests(
             segment_reqs(0xE0, [(0xE1, data)], commit=True)[:2]
             + chunk_reqs(0xE1, data, chunk_bytes=768 << 10) + [cmd(pb.COMMIT)])
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, (code, details)

@@ -4,7 +4,6 @@ are durable (the complete, synced blocks), not every byte received; the largest 
 timestamp, 2^63-1, is a valid max_ts_ns and one more is not; a block of exactly the server's
 maximum size may be opened (one byte more may not)."""
 import os
-import queue
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -12,48 +11,18 @@ import tvtest  # noqa: E402
 
 grpc, pb = tvtest.grpc_modules()
 
-TIMEOUT_S = 30
 MAX_BLOCK_BYTES = 64 << 20  # TV_WIRE_MAX_BLOCK_BYTES
 
-
-def rec(ts_ns, pid):
-    return pb.TraceRecord(ts_ns=ts_ns, end_ns=ts_ns + 5, latency_ns=5, pid=pid, comm="t",
-                          local="127.0.0.1:80", remote="127.0.0.1:5000", method="GET",
-                          path="/p/%d" % pid, status=200)
-
-
-def cmd(type_, **kw):
-    return pb.WriteRequest(command=pb.WriteCommand(type=type_, **kw))
-
-
-def chunk(block_id, data, off):
-    return pb.WriteRequest(chunk=pb.Chunk(block_id=block_id, offset=off,
-                                          crc32c=tvtest.crc32c(data), data=data))
-
-
-class Stream:
-    """A Write call driven step by step (requests from a queue, replies read one by one)."""
-
-    def __init__(self, cl):
-        self.q = queue.Queue()
-        self.call = cl.write(iter(self.q.get, None), timeout=TIMEOUT_S)
-
-    def send(self, *reqs):
-        for r in reqs:
-            self.q.put(r)
-
-    def next(self):
-        return next(self.call)
-
-    def end(self):
-        self.q.put(None)
+rec = tvtest.trace_record  # (ts_ns, pid, path="/"): 5 ns, comm "t", GET, status 200
+cmd = tvtest.write_cmd
+chunk = tvtest.write_chunk  # (block_id, data, offset): one chunk, its CRC32C
 
 
 def test_flush_with_an_incomplete_block_counts_durable_bytes_only(srv, cl):
-    a = tvtest.encode_block(0xA1, [rec(1000 + i, i) for i in range(50)])
-    b = tvtest.encode_block(0xA2, [rec(2000 + i, i) for i in range(50)])
+    a = tvtest.encode_block(0xA1, [rec(1000 + i, i, "/p/%d" % i) for i in range(50)])
+    b = tvtest.encode_block(0xA2, [rec(2000 + i, i, "/p/%d" % i) for i in range(50)])
     half = len(b) // 2
-    s = Stream(cl)
+    s = tvtest.WriteStream(cl)
     s.send(cmd(pb.OPEN_SEGMENT, segment_id=0xA0),
            cmd(pb.OPEN_BLOCK, block_id=0xA1, length=len(a)), chunk(0xA1, a, 0),
            cmd(pb.OPEN_BLOCK, block_id=0xA2, length=len(b)), chunk(0xA2, b[:half], 0))
@@ -76,13 +45,13 @@ def test_flush_with_an_incomplete_block_counts_durable_bytes_only(srv, cl):
 
 def test_max_ts_edge(srv, cl):
     top = (1 << 63) - 1
-    blk = tvtest.encode_block(0xB1, [rec(top - 1, 1), rec(top, 2)])
+    blk = tvtest.encode_block(0xB1, [rec(top - 1, 1, "/p/1"), rec(top, 2, "/p/2")])
     resp = cl.write_encoded(0xB0, [(0xB1, blk)])
     assert resp.committed and list(resp.committed_block_ids) == [0xB1], resp
     got = [(r.ts_ns, r.pid) for r in cl.query(top - 1, (1 << 64) - 1)]
     assert got == [(top - 1, 1), (top, 2)], got
     # one past it: refused before a byte is stored
-    blk = tvtest.encode_block(0xB3, [rec(top, 3), rec(top + 1, 4)])
+    blk = tvtest.encode_block(0xB3, [rec(top, 3, "/p/3"), rec(top + 1, 4, "/p/4")])
     try:
         cl.write_encoded(0xB2, [(0xB3, blk)])
         raise AssertionError("a block with max_ts_ns 2^63 was committed")
@@ -96,7 +65,7 @@ def test_block_of_exactly_the_max_size_may_be_opened(srv, cl):
     stored); 64 MiB + 1 is RESOURCE_EXHAUSTED."""
     for length, code in ((MAX_BLOCK_BYTES, grpc.StatusCode.OK),
                          (MAX_BLOCK_BYTES + 1, grpc.StatusCode.RESOURCE_EXHAUSTED)):
-        s = Stream(cl)
+        s = tvtest.WriteStream(cl)
         s.send(cmd(pb.OPEN_SEGMENT, segment_id=0xC0), cmd(pb.OPEN_BLOCK, block_id=0xC1,
                                                            length=length), cmd(pb.CANCEL))
         s.end()

@@ -14,7 +14,9 @@ One module per concern; this package re-exports their public names, so tests use
   loader        Loader (tests/tools/tv_load), query_keys(), place_block()
   datadir       a server's data dir and log: catalog, block files, tmp, segment log lines
   blocks        an encoder of trace blocks from proto/BLOCK.md (crc32c, varint, encode_block*)
-  grpc_client   GrpcClient, an independent grpcio client, and grpc_modules()
+  grpc_client   GrpcClient, an independent grpcio client (Write, Query, Delete, raw bytes),
+                WriteStream (a Write call step by step), grpc_modules(), and the message
+                builders trace_record(), write_cmd(), write_chunk(), write_chunks()
   runner        cases() and Results: a test file's cases, their lines and its exit code
 
 Run only under ctest's PYTHONDONTWRITEBYTECODE=1 (or with sys.dont_write_bytecode set before
@@ -26,7 +28,8 @@ from .capture import (CAPTURE_SUMMARY_KEYS, CAPTURE_SUMMARY_RE, Capture, capture
                       capture_records, compare_exchanges, parse_capture_summary)
 from .cgroups import TempCgroup, cgroup2_mount
 from .datadir import block_files, catalog_blocks, segment_log_lines, tmp_files
-from .grpc_client import GrpcClient, grpc_modules
+from .grpc_client import (GrpcClient, WriteStream, grpc_modules, trace_record, write_chunk,
+                          write_chunks, write_cmd)
 from .http_clients import WRK_RE, RawHttp, curl, http_request, wrk
 from .loader import FAIL_LINE_RE, Loader, loader_path_key, place_block, query_keys
 from .runner import Results, cases
@@ -44,7 +47,8 @@ __all__ = [
     "capture_records", "compare_exchanges", "parse_capture_summary",
     "TempCgroup", "cgroup2_mount",
     "block_files", "catalog_blocks", "segment_log_lines", "tmp_files",
-    "GrpcClient", "grpc_modules",
+    "GrpcClient", "WriteStream", "grpc_modules", "trace_record", "write_chunk", "write_chunks",
+    "write_cmd",
     "WRK_RE", "RawHttp", "curl", "http_request", "wrk",
     "FAIL_LINE_RE", "Loader", "loader_path_key", "place_block", "query_keys",
     "Results", "cases",

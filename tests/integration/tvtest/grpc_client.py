@@ -1,9 +1,17 @@
 """An independent gRPC client (interop) through grpcio and the generated Python messages only:
-Write (whole segments of blocks from tvtest.blocks) and Query."""
+GrpcClient (Write of whole segments of blocks from tvtest.blocks, Write of given requests, Query,
+Delete, and the raw-bytes forms of Write and Query), WriteStream (one Write call driven step by
+step), and the builders of the messages they send: trace_record(), write_cmd(), write_chunk()
+and write_chunks()."""
+import queue
 import sys
 
 from .blocks import crc32c, encode_block
 from .procs import GEN_DIR, skip
+
+WRITE = "/tracevault.v1.TraceStore/Write"
+QUERY = "/tracevault.v1.TraceStore/Query"
+DELETE = "/tracevault.v1.TraceStore/Delete"
 
 
 def grpc_modules():
@@ -12,27 +20,76 @@ def grpc_modules():
         import grpc
     except ImportError:
         skip("python3-grpcio is not installed for /usr/bin/python3")
-    sys.path.insert(0, GEN_DIR)
+    if GEN_DIR not in sys.path:
+        sys.path.insert(0, GEN_DIR)
     import tracevault_pb2
     return grpc, tracevault_pb2
 
 
+def _pb():
+    return grpc_modules()[1]
+
+
+def trace_record(ts_ns, pid=0, path="/", latency_ns=5, **fields):
+    """A TraceRecord of an exchange from ts_ns to ts_ns + latency_ns: pid, comm "t",
+    127.0.0.1:80 <- 127.0.0.1:5000, GET path, status 200; fields set any other field or replace
+    one of these (an empty string or 0 leaves it unset)."""
+    values = dict(comm="t", local="127.0.0.1:80", remote="127.0.0.1:5000", method="GET",
+                  status=200)
+    values.update(fields)
+    return _pb().TraceRecord(ts_ns=ts_ns, end_ns=ts_ns + latency_ns, latency_ns=latency_ns,
+                             pid=pid, path=path, **values)
+
+
+def write_cmd(type_, **kw):
+    """WriteRequest{command}: a WriteCommand of type_ (pb.OPEN_SEGMENT, ...) with fields kw."""
+    pb = _pb()
+    return pb.WriteRequest(command=pb.WriteCommand(type=type_, **kw))
+
+
+def write_chunk(block_id, data, offset, crc=None):
+    """WriteRequest{chunk}: data at offset of block_id, with its CRC32C (or crc as given)."""
+    pb = _pb()
+    return pb.WriteRequest(chunk=pb.Chunk(block_id=block_id, offset=offset,
+                                          crc32c=crc32c(data) if crc is None else crc, data=data))
+
+
+def write_chunks(block_id, data, chunk_bytes=4096, bad_crc_at=None):
+    """The chunks of data (a whole block or its start) of chunk_bytes each; the one at offset
+    bad_crc_at, if any, with its CRC32C off by one bit."""
+    out = []
+    for off in range(0, len(data), chunk_bytes):
+        piece = data[off:off + chunk_bytes]
+        crc = crc32c(piece)
+        if bad_crc_at == off:
+            crc ^= 1
+        out.append(write_chunk(block_id, piece, off, crc))
+    return out
+
+
 class GrpcClient:
-    """Write/Query/Delete through grpcio and the generated messages only."""
+    """Write/Query/Delete through grpcio and the generated messages only. write, query_rpc and
+    delete are the multi-callables; write_raw and query_raw send bytes as given (no
+    serializer)."""
 
     def __init__(self, addr, timeout_s=30):
         self.grpc, self.pb = grpc_modules()
+        pb = self.pb
         self.timeout_s = timeout_s
         self.ch = self.grpc.insecure_channel(addr, options=[
             ("grpc.max_receive_message_length", 16 << 20),
             ("grpc.max_send_message_length", 16 << 20)])
         ser = lambda m: m.SerializeToString()  # noqa: E731
-        self.write = self.ch.stream_stream("/tracevault.v1.TraceStore/Write",
-                                           request_serializer=ser,
-                                           response_deserializer=self.pb.WriteResponse.FromString)
-        self.query_rpc = self.ch.unary_stream(
-            "/tracevault.v1.TraceStore/Query", request_serializer=ser,
-            response_deserializer=self.pb.QueryResponse.FromString)
+        self.write = self.ch.stream_stream(WRITE, request_serializer=ser,
+                                           response_deserializer=pb.WriteResponse.FromString)
+        self.write_raw = self.ch.stream_stream(WRITE, request_serializer=None,
+                                               response_deserializer=pb.WriteResponse.FromString)
+        self.query_rpc = self.ch.unary_stream(QUERY, request_serializer=ser,
+                                              response_deserializer=pb.QueryResponse.FromString)
+        self.query_raw = self.ch.unary_stream(QUERY, request_serializer=None,
+                                              response_deserializer=pb.QueryResponse.FromString)
+        self.delete = self.ch.unary_unary(DELETE, request_serializer=ser,
+                                          response_deserializer=pb.DeleteResponse.FromString)
 
     def write_segment(self, segment_id, blocks, chunk_bytes=4096):
         """blocks: [(block_id, [TraceRecord])]; returns the last WriteResponse (committed)."""
@@ -43,20 +100,24 @@ class GrpcClient:
     def write_encoded(self, segment_id, blocks, chunk_bytes=4096):
         """Like write_segment, for blocks already encoded: [(block_id, bytes)]."""
         pb = self.pb
-        reqs = [pb.WriteRequest(command=pb.WriteCommand(type=pb.OPEN_SEGMENT,
-                                                        segment_id=segment_id))]
+        reqs = [write_cmd(pb.OPEN_SEGMENT, segment_id=segment_id)]
         for block_id, data in blocks:
-            reqs.append(pb.WriteRequest(command=pb.WriteCommand(type=pb.OPEN_BLOCK,
-                                                                block_id=block_id,
-                                                                length=len(data))))
-            for off in range(0, len(data), chunk_bytes):
-                piece = data[off:off + chunk_bytes]
-                reqs.append(pb.WriteRequest(chunk=pb.Chunk(block_id=block_id, offset=off,
-                                                           crc32c=crc32c(piece), data=piece)))
-        reqs.append(pb.WriteRequest(command=pb.WriteCommand(type=pb.COMMIT,
-                                                            segment_id=segment_id)))
+            reqs.append(write_cmd(pb.OPEN_BLOCK, block_id=block_id, length=len(data)))
+            reqs += write_chunks(block_id, data, chunk_bytes)
+        reqs.append(write_cmd(pb.COMMIT, segment_id=segment_id))
         responses = list(self.write(iter(reqs), timeout=self.timeout_s))
         return responses[-1]
+
+    def write_requests(self, reqs):
+        """One Write call of reqs as given; returns (responses, code, details) rather than
+        raising when the call fails (code grpc.StatusCode.OK and details "" when it does not)."""
+        responses = []
+        try:
+            for r in self.write(iter(reqs), timeout=self.timeout_s):
+                responses.append(r)
+            return responses, self.grpc.StatusCode.OK, ""
+        except self.grpc.RpcError as e:
+            return responses, e.code(), e.details()
 
     def query(self, from_ns, to_ns, limit=0):
         recs = []
@@ -67,3 +128,31 @@ class GrpcClient:
 
     def close(self):
         self.ch.close()
+
+
+class WriteStream:
+    """A Write call of client driven step by step: requests go through a queue (send), replies
+    are read one at a time (next), end() half-closes; call is the grpcio call itself."""
+
+    def __init__(self, client):
+        self.q = queue.Queue()
+        self.call = client.write(iter(self.q.get, None), timeout=client.timeout_s)
+
+    def send(self, *reqs):
+        for r in reqs:
+            self.q.put(r)
+
+    def next(self):
+        return next(self.call)
+
+    def end(self):
+        self.q.put(None)
+
+    def wait_acked(self, block_id, length):
+        """Read acks of block_id (increasing offsets) until one says length bytes are written;
+        bounded: every ack must advance the offset."""
+        last = 0
+        while last < length:
+            ack = self.next()
+            assert ack.block_id == block_id and last < ack.offset <= length, (ack, last)
+            last = ack.offset
