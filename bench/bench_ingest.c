@@ -7,22 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
+#include "common/clock.h"
 #include "proto/block.h"
 #include "write/grpc_writer.h"
 
 #define DEFAULT_MIB 1024
 #define DEFAULT_BLOCK_BYTES (4u << 20)
 #define DEFAULT_BLOCKS_PER_SEGMENT 8
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static double cpu_s(void)
 {
@@ -165,7 +157,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
-	t0 = now_s();
+	t0 = tv_monotonic_ns() / 1e9;
 	c0 = cpu_s();
 	for (size_t i = 0; i < nblocks; i += per_seg) {
 		size_t n = nblocks - i < per_seg ? nblocks - i : per_seg;
@@ -184,7 +176,7 @@ int main(int argc, char **argv)
 		for (size_t j = 0; j < n; j++)
 			total += seg[j].len;
 	}
-	dt = now_s() - t0;
+	dt = tv_monotonic_ns() / 1e9 - t0;
 	dc = cpu_s() - c0;
 	printf("ingest_bytes %zu\n", total);
 	printf("ingest_seconds %.3f\n", dt);

@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 
+#include "common/clock.h"
 #include "bpf/tv_event.h"
 #include "capture/conn_table.h"
 
@@ -32,14 +32,6 @@ struct events {
 struct counts {
 	uint64_t exchanges, bad;
 };
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* One ring record as the kernel sends it: the header and payload_len payload bytes. */
 static int add_event(struct events *ev, int conn, uint8_t kind, const void *payload,
@@ -174,12 +166,12 @@ int main(int argc, char **argv)
 	}
 	for (i = 0; i < ev.n; i++)
 		bytes += ev.v[i].len;
-	t0 = now_ns();
+	t0 = tv_monotonic_ns();
 	do { /* each round closes every connection: the next one reopens them afresh */
 		for (i = 0; i < ev.n; i++)
 			tv_conn_table_event(t, ev.v[i].e, ev.v[i].len);
 		rounds++;
-		t1 = now_ns();
+		t1 = tv_monotonic_ns();
 	} while ((double)(t1 - t0) < seconds * 1e9);
 	if (n.exchanges != rounds * CONNS * PER_CONN || n.bad) {
 		fprintf(stderr, "bench_parser: %" PRIu64 " exchanges (%" PRIu64 " wrong), want %"

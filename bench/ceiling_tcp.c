@@ -8,18 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
+
 #define BUF_BYTES (1u << 20)
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static void *drain(void *arg)
 {
@@ -67,7 +60,7 @@ int main(int argc, char **argv)
 	if (!buf)
 		return 1;
 	memset(buf, 0x5a, BUF_BYTES);
-	t0 = now_s();
+	t0 = tv_monotonic_ns() / 1e9;
 	for (long i = 0; i < mib; i++) {
 		size_t off = 0;
 
@@ -83,7 +76,7 @@ int main(int argc, char **argv)
 	}
 	shutdown(cfd, SHUT_WR);
 	pthread_join(th, NULL);
-	dt = now_s() - t0;
+	dt = tv_monotonic_ns() / 1e9 - t0;
 	printf("tcp_loopback_MBps %.1f\n", mib * (double)BUF_BYTES / dt / 1e6);
 	free(buf);
 	close(cfd);

@@ -8,19 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "common/clock.h"
 
 #define BUF_BYTES (1u << 20)
 #define QUEUE_DEPTH 8
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 int main(int argc, char **argv)
 {
@@ -53,7 +46,7 @@ int main(int argc, char **argv)
 	if (!buf)
 		return 1;
 	memset(buf, 0xa5, BUF_BYTES);
-	t0 = now_s();
+	t0 = tv_monotonic_ns() / 1e9;
 	while (done < mib) {
 		/* never run ahead of the next sync point: each sync covers exactly sync_mib */
 		while (submitted < mib && submitted < sync_at && submitted - done < QUEUE_DEPTH) {
@@ -80,7 +73,7 @@ int main(int argc, char **argv)
 			sync_at += sync_mib;
 		}
 	}
-	dt = now_s() - t0;
+	dt = tv_monotonic_ns() / 1e9 - t0;
 	printf("uring_write_fdatasync_MBps %.1f\n", mib * (double)BUF_BYTES / dt / 1e6);
 	io_uring_queue_exit(&ring);
 	close(fd);
