@@ -117,7 +117,6 @@ static void on_exchange(void *ctx, const struct tv_exchange *x)
 	r.n_resp_headers = headers_view(x->resp_hdrs, x->resp_hdrs_len, &r.resp_headers);
 	/* copied by the sink; a drop (cache full past back-pressure) is counted there */
 	c->sink->add(c->sink->ctx, &r);
-	c->res->records++;
 	free(r.req_headers);
 	free(r.resp_headers);
 }

@@ -31,7 +31,8 @@ struct tv_capture_opts {
 	int redact;                  /* redact credential headers and the ?query (default 1) */
 	int headers;                 /* store request/response headers in records (--headers) */
 	double sample_ratio;         /* (0, 1]: keep this share of exchanges (0 means 1) */
-	volatile sig_atomic_t *stop; /* set by the SIGINT/SIGTERM handler in main */
+	volatile sig_atomic_t *stop; /* the run ends once *stop is non-zero (the CLI's
+				      * SIGINT/SIGTERM handler sets it); NULL: never */
 	int ready_fd;                /* >= 0: write "ready\n" here once the source is open
 				      * (tracepoint: attached and seeded; sockfilter: bound) */
 };
@@ -39,7 +40,6 @@ struct tv_capture_opts {
 /* What the capture saw and lost before the sink; what the sink stored or dropped is the sink's
  * to report (tv_pipeline_stats). */
 struct tv_capture_result {
-	uint64_t records;        /* handed to the sink */
 	uint64_t records_lost;   /* lost_kernel + lost_parser */
 	uint64_t lost_kernel;    /* lost_ring_full + lost_map_full */
 	uint64_t lost_ring_full; /* kernel events dropped: ring buffer full (sockfilter: packets

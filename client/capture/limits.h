@@ -1,7 +1,7 @@
 /* The limits of `tracevault capture`'s own options (what the eBPF side copies and buffers, and
  * the comm filter), exported without the kernel headers: the kernel side defines them in
  * bpf/tv_event.h, limits.c turns them into struct tv_limit, and the CLI checks and prints
- * those, so it never includes bpf/ itself. */
+ * those, so it needs no bpf/ header (scripts/check_includes.py refuses one in client/cli). */
 #ifndef TV_CAPTURE_LIMITS_H
 #define TV_CAPTURE_LIMITS_H
 

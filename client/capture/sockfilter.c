@@ -55,6 +55,17 @@ _Static_assert((RING_BLOCK_BYTES & (RING_BLOCK_BYTES - 1)) == 0 && RING_BLOCK_BY
  * dropped 44% of the packets in the ASan build. The price is the block retire timer
  * (RING_RETIRE_MS), no longer than the poll interval.
  */
+/* This mode's counters (sockfilter_stats reads the kernel's drops fresh). */
+struct tv_sockfilter_stats {
+	uint64_t packets;        /* frames read from the ring */
+	uint64_t drops;          /* packets the kernel dropped: ring full (tp_drops) */
+	uint64_t bad_packets;    /* frames that did not parse as IPv4/IPv6 TCP */
+	uint64_t truncated;      /* data events whose payload was cut (byte counts exact) */
+	uint64_t gaps, gap_bytes;  /* holes in the streams given up by the reassembler */
+	uint64_t conns_overflow; /* connections refused: reassembly table full */
+	uint64_t midstream_ignored; /* segments of connections started before the capture */
+};
+
 struct tv_sockfilter {
 	struct sockfilter_bpf *skel;
 	int fd;
@@ -229,8 +240,11 @@ static unsigned read_ring(struct tv_sockfilter *s)
 	return n;
 }
 
-int tv_sockfilter_poll(struct tv_sockfilter *s, int timeout_ms, char *err, size_t errlen)
+/* source.h's poll: wait up to timeout_ms for packets, then hand out every event they
+ * complete; expire holes and idle connections every TV_SOCKFILTER_EXPIRE_MS. */
+static int sockfilter_poll(void *impl, int timeout_ms, char *err, size_t errlen)
 {
+	struct tv_sockfilter *s = impl;
 	struct pollfd pfd = { .fd = s->fd, .events = POLLIN };
 	uint64_t now;
 
@@ -253,8 +267,11 @@ int tv_sockfilter_poll(struct tv_sockfilter *s, int timeout_ms, char *err, size_
 	return 0;
 }
 
-void tv_sockfilter_finish(struct tv_sockfilter *s, uint64_t now_ns)
+/* source.h's finish: read what the ring still holds (waiting up to 3 retire periods for the
+ * block being filled), then end every connection at now_ns, holes as gaps, a CLOSE each. */
+static void sockfilter_finish(void *impl, uint64_t now_ns)
 {
+	struct tv_sockfilter *s = impl;
 	struct pollfd pfd = { .fd = s->fd, .events = POLLIN };
 	int i;
 
@@ -279,7 +296,8 @@ static void read_drops(struct tv_sockfilter *s)
 		s->st.drops += ks.tp_drops;
 }
 
-void tv_sockfilter_stats(struct tv_sockfilter *s, struct tv_sockfilter_stats *st)
+/* The loss counters, the kernel's drops read fresh. */
+static void sockfilter_stats(struct tv_sockfilter *s, struct tv_sockfilter_stats *st)
 {
 	const struct tv_tcp_reasm_stats *rs = tv_tcp_reasm_stats(s->reasm);
 
@@ -291,11 +309,15 @@ void tv_sockfilter_stats(struct tv_sockfilter *s, struct tv_sockfilter_stats *st
 	*st = s->st;
 }
 
-uint64_t tv_sockfilter_lost(struct tv_sockfilter *s, uint32_t reason)
+/* source.h's lost: the counters under the tracepoint mode's reasons that mean the same, so
+ * the summary and the block loss counters need no second set: TV_LOST_RING_FULL = packets the
+ * kernel dropped (ring full), TV_LOST_MAP_FULL = connections the reassembly table refused,
+ * TV_LOST_TRUNCATED = data events with a cut payload; any other reason is 0. */
+static uint64_t sockfilter_lost(void *impl, uint32_t reason)
 {
 	struct tv_sockfilter_stats st;
 
-	tv_sockfilter_stats(s, &st);
+	sockfilter_stats(impl, &st);
 	switch (reason) {
 	case TV_LOST_RING_FULL:
 		return st.drops;
@@ -529,31 +551,17 @@ void tv_sockfilter_free(struct tv_sockfilter *s)
 
 /* ---- the struct tv_capture_source view (capture/source.h) ---- */
 
-static int source_poll(void *impl, int timeout_ms, char *err, size_t errlen)
-{
-	return tv_sockfilter_poll(impl, timeout_ms, err, errlen);
-}
-
-static void source_finish(void *impl, uint64_t now_ns)
-{
-	tv_sockfilter_finish(impl, now_ns);
-}
-
-static uint64_t source_lost(void *impl, uint32_t reason)
-{
-	return tv_sockfilter_lost(impl, reason);
-}
-
-static void source_gaps(void *impl, uint64_t *gaps, uint64_t *gap_bytes)
+/* source.h's gaps: holes in the streams the reassembler gave up on */
+static void sockfilter_gaps(void *impl, uint64_t *gaps, uint64_t *gap_bytes)
 {
 	struct tv_sockfilter_stats st;
 
-	tv_sockfilter_stats(impl, &st);
+	sockfilter_stats(impl, &st);
 	*gaps = st.gaps;
 	*gap_bytes = st.gap_bytes;
 }
 
-static void source_free(void *impl)
+static void sockfilter_free(void *impl)
 {
 	tv_sockfilter_free(impl);
 }
@@ -562,10 +570,10 @@ void tv_sockfilter_source(struct tv_sockfilter *s, struct tv_capture_source *src
 {
 	*src = (struct tv_capture_source){
 		.impl = s,
-		.poll = source_poll,
-		.finish = source_finish,
-		.lost = source_lost,
-		.gaps = source_gaps,
-		.free = source_free,
+		.poll = sockfilter_poll,
+		.finish = sockfilter_finish,
+		.lost = sockfilter_lost,
+		.gaps = sockfilter_gaps,
+		.free = sockfilter_free,
 	};
 }

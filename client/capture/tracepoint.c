@@ -21,6 +21,7 @@
 
 #include "bpf/tv_event.h" /* the kernel event layout and limits */
 #include "capture.skel.h"
+#include "capture/limits.h"
 #include "capture/preexisting.h"
 #include "common/clock.h"
 
@@ -33,6 +34,8 @@ struct tv_tracepoint {
 	struct capture_bpf *skel;
 	struct ring_buffer *rb;
 	int cg_fd; /* --cgroup directory, or -1 */
+	int ncpu;  /* possible CPUs: the length of lost_percpu */
+	uint64_t *lost_percpu; /* one lookup of the per-CPU `lost` map */
 };
 
 /* libbpf attaches tracepoints through tracefs; some systems boot without it mounted. */
@@ -50,19 +53,16 @@ static int ensure_tracefs(char *err, size_t errlen)
 	return -ENOENT;
 }
 
-/* Sum over CPUs of the kernel's loss counter for one enum tv_lost_reason. */
-uint64_t tv_tracepoint_lost(struct tv_tracepoint *t, uint32_t reason)
+/* source.h's lost: the sum over CPUs of the kernel's per-CPU counter of one enum
+ * tv_lost_reason, read into the buffer sized at open (this runs three times a poll). */
+static uint64_t tracepoint_lost(void *impl, uint32_t reason)
 {
-	int ncpu = libbpf_num_possible_cpus();
-	uint64_t *v, sum = 0;
-	int i;
+	struct tv_tracepoint *t = impl;
+	uint64_t sum = 0;
 
-	if (ncpu <= 0 || !(v = calloc((size_t)ncpu, sizeof(*v))))
-		return 0;
-	if (bpf_map_lookup_elem(bpf_map__fd(t->skel->maps.lost), &reason, v) == 0)
-		for (i = 0; i < ncpu; i++)
-			sum += v[i];
-	free(v);
+	if (bpf_map_lookup_elem(bpf_map__fd(t->skel->maps.lost), &reason, t->lost_percpu) == 0)
+		for (int i = 0; i < t->ncpu; i++)
+			sum += t->lost_percpu[i];
 	return sum;
 }
 
@@ -219,11 +219,12 @@ int tv_tracepoint_open(struct tv_tracepoint **out, const struct tv_tracepoint_op
 	int rc;
 
 	*out = NULL;
+	/* the bounds the CLI checked, owned by capture/limits.h (0: the default) */
 	if (o->pid < 0 || o->port < 0 || o->port > 65535 ||
-	    o->payload_bytes > TV_CAPTURE_PAYLOAD_BYTES ||
-	    (o->ring_bytes && (o->ring_bytes < TV_CAPTURE_MIN_RING_BYTES ||
-			       (o->ring_bytes & (o->ring_bytes - 1)))) ||
-	    (o->comm && (!o->comm[0] || strlen(o->comm) >= TV_CAPTURE_COMM_BYTES))) {
+	    (o->payload_bytes &&
+	     tv_limit_check(&tv_capture_payload_bytes_limit, o->payload_bytes)) ||
+	    (o->ring_bytes && tv_limit_check(&tv_capture_ring_bytes_limit, o->ring_bytes)) ||
+	    (o->comm && tv_limit_check(&tv_capture_comm_bytes_limit, strlen(o->comm)))) {
 		snprintf(err, errlen, "invalid tracepoint capture options");
 		return -EINVAL;
 	}
@@ -232,10 +233,18 @@ int tv_tracepoint_open(struct tv_tracepoint **out, const struct tv_tracepoint_op
 		snprintf(err, errlen, "out of memory setting up the tracepoint capture");
 		return -ENOMEM;
 	}
+	t->cg_fd = -1; /* before the first goto fail: tv_tracepoint_free closes it */
+	t->ncpu = libbpf_num_possible_cpus();
+	t->lost_percpu = t->ncpu > 0 ? calloc((size_t)t->ncpu, sizeof(*t->lost_percpu)) : NULL;
+	if (!t->lost_percpu) {
+		snprintf(err, errlen, "sizing the per-CPU loss counters (%d CPUs): %s", t->ncpu,
+			 t->ncpu > 0 ? strerror(ENOMEM) : strerror(-t->ncpu));
+		rc = t->ncpu > 0 ? -ENOMEM : t->ncpu;
+		goto fail;
+	}
 	t->o = *o;
 	t->fn = fn;
 	t->ctx = ctx;
-	t->cg_fd = -1;
 	if (o->cgroup) {
 		t->cg_fd = tv_tracepoint_open_cgroup(o->cgroup, err, errlen);
 		if (t->cg_fd < 0) {
@@ -253,11 +262,13 @@ fail:
 	return rc;
 }
 
-int tv_tracepoint_poll(struct tv_tracepoint *t, int timeout_ms, char *err, size_t errlen)
+/* source.h's poll: wait up to timeout_ms, then drain the ring (events queued below the
+ * wake-up threshold raise no epoll event). */
+static int tracepoint_poll(void *impl, int timeout_ms, char *err, size_t errlen)
 {
+	struct tv_tracepoint *t = impl;
 	int rc = ring_buffer__poll(t->rb, timeout_ms);
 
-	/* events queued below the wake-up threshold raise no epoll event: drain them */
 	if (rc >= 0)
 		rc = ring_buffer__consume(t->rb);
 	if (rc < 0 && rc != -EINTR) {
@@ -267,11 +278,23 @@ int tv_tracepoint_poll(struct tv_tracepoint *t, int timeout_ms, char *err, size_
 	return 0;
 }
 
-void tv_tracepoint_finish(struct tv_tracepoint *t)
+/* source.h's finish: detach, then hand out what the ring still holds. Connections still open
+ * are ended by the connection table's flush, not here (now_ns unused). */
+static void tracepoint_finish(void *impl, uint64_t now_ns)
 {
+	struct tv_tracepoint *t = impl;
+
+	(void)now_ns;
 	capture_bpf__detach(t->skel);
 	if (ring_buffer__consume(t->rb) < 0)
 		fprintf(stderr, "tracevault: draining the ring buffer failed\n");
+}
+
+/* source.h's gaps: syscalls deliver whole reads and writes, no stream holes to report */
+static void tracepoint_gaps(void *impl, uint64_t *gaps, uint64_t *gap_bytes)
+{
+	(void)impl;
+	*gaps = *gap_bytes = 0;
 }
 
 void tv_tracepoint_free(struct tv_tracepoint *t)
@@ -282,36 +305,11 @@ void tv_tracepoint_free(struct tv_tracepoint *t)
 	capture_bpf__destroy(t->skel);
 	if (t->cg_fd >= 0)
 		close(t->cg_fd);
+	free(t->lost_percpu);
 	free(t);
 }
 
-/* ---- the struct tv_capture_source view (capture/source.h) ---- */
-
-static int source_poll(void *impl, int timeout_ms, char *err, size_t errlen)
-{
-	return tv_tracepoint_poll(impl, timeout_ms, err, errlen);
-}
-
-/* connections still open are ended by the connection table's flush, not here */
-static void source_finish(void *impl, uint64_t now_ns)
-{
-	(void)now_ns;
-	tv_tracepoint_finish(impl);
-}
-
-static uint64_t source_lost(void *impl, uint32_t reason)
-{
-	return tv_tracepoint_lost(impl, reason);
-}
-
-/* syscalls deliver whole reads and writes: no stream holes to report */
-static void source_gaps(void *impl, uint64_t *gaps, uint64_t *gap_bytes)
-{
-	(void)impl;
-	*gaps = *gap_bytes = 0;
-}
-
-static void source_free(void *impl)
+static void tracepoint_free(void *impl)
 {
 	tv_tracepoint_free(impl);
 }
@@ -320,10 +318,10 @@ void tv_tracepoint_source(struct tv_tracepoint *t, struct tv_capture_source *src
 {
 	*src = (struct tv_capture_source){
 		.impl = t,
-		.poll = source_poll,
-		.finish = source_finish,
-		.lost = source_lost,
-		.gaps = source_gaps,
-		.free = source_free,
+		.poll = tracepoint_poll,
+		.finish = tracepoint_finish,
+		.lost = tracepoint_lost,
+		.gaps = tracepoint_gaps,
+		.free = tracepoint_free,
 	};
 }

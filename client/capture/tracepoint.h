@@ -13,12 +13,13 @@
 struct tv_tracepoint_opts {
 	int pid;                /* 0: every process */
 	int port;               /* 0: every port; else the local or the remote port */
-	const char *comm;       /* NULL: every task; else the exact comm, non-empty and shorter
-				 * than TV_CAPTURE_COMM_BYTES */
+	const char *comm;       /* NULL: every task; else the exact comm, its length within
+				 * tv_capture_comm_bytes_limit */
 	const char *cgroup;     /* NULL: every cgroup; else a cgroup v2 directory (and below) */
-	uint32_t payload_bytes; /* 0: TV_CAPTURE_DEFAULT_PAYLOAD_BYTES; max TV_CAPTURE_PAYLOAD_BYTES */
-	uint32_t ring_bytes;    /* 0: TV_CAPTURE_RING_BYTES; else a power of two
-				 * >= TV_CAPTURE_MIN_RING_BYTES */
+	uint32_t payload_bytes; /* 0: TV_CAPTURE_DEFAULT_PAYLOAD_BYTES; else within
+				 * tv_capture_payload_bytes_limit (capture/limits.h) */
+	uint32_t ring_bytes;    /* 0: TV_CAPTURE_RING_BYTES; else within
+				 * tv_capture_ring_bytes_limit (a power of two) */
 };
 
 struct tv_tracepoint;
@@ -28,21 +29,18 @@ struct tv_tracepoint;
 int tv_tracepoint_open_cgroup(const char *path, char *err, size_t errlen);
 
 /* Mounts tracefs if needed, loads and attaches the program, seeds the open connections: events
- * are captured from return on and handed to fn (valid during the call only) from
- * tv_tracepoint_poll and _finish. 0, or a negative errno with a one-line reason in err:
+ * are captured from return on and handed to fn (valid during the call only) from the source
+ * view's poll and finish (tv_tracepoint_source). 0, or a negative errno with a one-line reason in err:
  * -EINVAL for options out of range or a --cgroup that is not cgroup v2, -EPERM without
  * CAP_BPF+CAP_PERFMON (or CAP_SYS_ADMIN), -EACCES when the verifier refuses, -ENOENT without
  * tracefs, -ENOMEM. fn/ctx must outlive *out; *out is freed with tv_tracepoint_free. */
 int tv_tracepoint_open(struct tv_tracepoint **out, const struct tv_tracepoint_opts *o,
 		       tv_capture_event_fn fn, void *ctx, char *err, size_t errlen);
-/* Waits up to timeout_ms, then drains the ring (events below the wake-up threshold raise no
- * epoll event). 0 or a negative errno (err says why). */
-int tv_tracepoint_poll(struct tv_tracepoint *t, int timeout_ms, char *err, size_t errlen);
-/* Detaches the programs, then hands out what the ring still holds. */
-void tv_tracepoint_finish(struct tv_tracepoint *t);
-/* Sum over CPUs of the kernel's counter for one enum tv_lost_reason (0 if it cannot be read). */
-uint64_t tv_tracepoint_lost(struct tv_tracepoint *t, uint32_t reason);
-/* The struct tv_capture_source view of an opened t (for capture.c's run loop). */
+/* The struct tv_capture_source view of an opened t (for capture.c's run loop): poll waits up
+ * to its timeout, then drains the ring (events below the wake-up threshold raise no epoll
+ * event); finish detaches the programs, then hands out what the ring still holds; lost sums
+ * the kernel's per-CPU counter of one enum tv_lost_reason; gaps are always 0 (syscalls
+ * deliver whole reads and writes). */
 void tv_tracepoint_source(struct tv_tracepoint *t, struct tv_capture_source *src);
 /* Detaches and frees everything. Safe on NULL. */
 void tv_tracepoint_free(struct tv_tracepoint *t);
