@@ -5,9 +5,11 @@ Each room may include, with a quoted #include, only headers of the rooms its arr
 
     client/cli -> client/capture -> client/write -> client/rpc -> proto -> common
     server -> proto -> common                only client/capture sees bpf/
+    of client/write, client/capture sees only write/sink.h (the record sink it is handed)
 
 Headers are included by folder path ("write/pipeline.h"); the generated ones (*.pb-c.h,
-*.skel.h, the kernel's vmlinux.h) by their own name. The build enforces the same arrows through
+*.skel.h, the kernel's vmlinux.h) by their own name. A project header in angle brackets
+(<bpf/tv_event.h>) is refused too: it would slip past the quoted-include rules. The build enforces the same arrows through
 each library's include root (CMakeLists.txt, tv_room); this check also catches a file that
 would compile only by accident, and names the line. Usage: check_includes.py [REPO_DIR]
 Exit 0 when every include follows the arrows, 1 with one line per violation."""
@@ -25,10 +27,23 @@ ALLOWED = {
     "client/cli": {"cli", "capture", "write", "rpc", "proto", "common"},
     "server": {"server", "proto", "common"},
 }
+# room -> {prefix: the only headers of that room it may include}, where an arrow is narrower
+ONLY = {
+    "client/capture": {"write": {"write/sink.h"}},
+}
 # bpf/ programs are compiled alone by clang -target bpf: they include their siblings by name
 BPF_LOCAL = {"tv_event.h", "sockfilter.h", "vmlinux.h"}
 GENERATED = re.compile(r"^[\w.-]+\.(pb-c|skel)\.h$")
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
+ANGLED = re.compile(r'^\s*#\s*include\s+<([^>]+)>')
+
+
+def header_path(repo, inc):
+    """Where a folder-path include points in the tree ("write/x.h" -> client/write/x.h)."""
+    prefix = inc.split("/")[0]
+    if prefix in ("proto", "common", "bpf", "server"):
+        return os.path.join(repo, inc)
+    return os.path.join(repo, "client", inc)
 
 
 def check(repo):
@@ -46,6 +61,11 @@ def check(repo):
             path = os.path.join(room, name)
             with open(os.path.join(folder, name)) as f:
                 for lineno, line in enumerate(f, 1):
+                    a = ANGLED.match(line)
+                    if a and "/" in a.group(1) and os.path.isfile(header_path(repo, a.group(1))):
+                        errors.append("%s:%d: <%s>: a project header, include it with quotes"
+                                      % (path, lineno, a.group(1)))
+                        continue
                     m = INCLUDE.match(line)
                     if not m:
                         continue
@@ -65,8 +85,12 @@ def check(repo):
                         errors.append("%s: %s may not include %s/ (allowed: %s)"
                                       % (where, room, prefix, ", ".join(sorted(ALLOWED[room]))))
                         continue
-                    if not os.path.exists(os.path.join(repo, inc if prefix in ("proto", "common", "bpf", "server")
-                                                       else os.path.join("client", inc))):
+                    only = ONLY.get(room, {}).get(prefix)
+                    if only is not None and inc not in only:
+                        errors.append("%s: %s may include only %s of %s/"
+                                      % (where, room, ", ".join(sorted(only)), prefix))
+                        continue
+                    if not os.path.exists(header_path(repo, inc)):
                         errors.append("%s: no such header" % where)
     return nfiles, errors
 
