@@ -432,9 +432,19 @@ static int validate(struct tv_pipeline_opts *o, char *err, size_t errlen)
 			 tv_pipeline_time_ms_limit.max);
 		return -EINVAL;
 	}
-	if (tv_limit_check(&tv_wire_message_bytes_limit, o->max_message_bytes) ||
-	    tv_limit_check(&tv_chunk_bytes_limit, o->chunk_bytes) ||
-	    tv_chunk_check_fits(o->chunk_bytes, o->max_message_bytes)) {
+	/* each its own reason: a bad message size is not the chunk's fault */
+	if (tv_limit_check(&tv_wire_message_bytes_limit, o->max_message_bytes)) {
+		snprintf(err, errlen, "invalid message size limit (%zu bytes, want %" PRIu64
+			 " to %" PRIu64 ")", o->max_message_bytes, tv_wire_message_bytes_limit.min,
+			 tv_wire_message_bytes_limit.max);
+		return -EINVAL;
+	}
+	if (tv_limit_check(&tv_chunk_bytes_limit, o->chunk_bytes)) {
+		snprintf(err, errlen, "invalid chunk size (%zu bytes, want %" PRIu64 " to %" PRIu64
+			 ")", o->chunk_bytes, tv_chunk_bytes_limit.min, tv_chunk_bytes_limit.max);
+		return -EINVAL;
+	}
+	if (tv_chunk_check_fits(o->chunk_bytes, o->max_message_bytes)) {
 		snprintf(err, errlen, "chunk of %zu bytes does not fit a message of %zu bytes",
 			 o->chunk_bytes, o->max_message_bytes);
 		return -EINVAL;
