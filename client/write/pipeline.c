@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,9 +34,15 @@ const struct tv_limit tv_pipeline_cache_bytes_limit = {
 };
 const struct tv_limit tv_pipeline_time_ms_limit = {.min = 1, .max = 24ull * 3600 * 1000};
 
+size_t tv_pipeline_min_cache_bytes(size_t block_bytes)
+{
+	/* saturated, so an unchecked block size cannot wrap into a small minimum */
+	return block_bytes > SIZE_MAX / 2 ? SIZE_MAX : 2 * block_bytes;
+}
+
 int tv_pipeline_check_cache(size_t cache_bytes, size_t block_bytes)
 {
-	return cache_bytes / 2 >= block_bytes ? 0 : -EINVAL;
+	return cache_bytes >= tv_pipeline_min_cache_bytes(block_bytes) ? 0 : -EINVAL;
 }
 
 /* One sealed block in the cache, waiting for its segment. The pipeline owns one slice ref. */
