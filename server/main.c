@@ -52,9 +52,9 @@ static const char USAGE[] =
 	"Stores trace blocks written over gRPC (TraceStore Write) and serves time-range queries.\n"
 	"\n"
 	"  --data DIR               data directory (created 0700): blocks/, tmp/, catalog.db\n"
-	"  --listen HOST:PORT       address to serve on (default " DEFAULT_LISTEN "); port 0\n"
-	"                           picks a free port; the first stdout line is\n"
-	"                           'listening on HOST:PORT'\n"
+	"  --listen HOST:PORT       address to serve on, port 0 to 65535 (default\n"
+	"                           " DEFAULT_LISTEN "); port 0 picks a free port; the first\n"
+	"                           stdout line is 'listening on HOST:PORT'\n"
 	"  --max-message-bytes N    largest gRPC message either way, 64K to 1G (default 16M);\n"
 	"                           sizes take a K, M or G suffix (KiB, MiB, GiB)\n"
 	"  --help                   this text\n"
@@ -223,7 +223,7 @@ int main(int argc, char **argv)
 			break;
 		case 'l':
 			if (tv_hostport_parse(optarg, listen_host, sizeof(listen_host), &listen_port))
-				return usage_error("invalid --listen: '%s' (want HOST:PORT, port 0-65535)",
+				return usage_error("invalid --listen: '%s' (HOST:PORT, port 0 to 65535)",
 						   optarg);
 			o.listen_addr = optarg;
 			break;
