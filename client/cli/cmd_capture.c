@@ -193,7 +193,9 @@ static const struct tv_cli_opt capture_options[] = {
 	{0},
 };
 
-/* Options that only one --mode understands, as usage errors: packets carry no process. */
+/* What --mode changes, as usage errors after parsing (--mode may come after the options it
+ * governs): sockfilter's narrower ring bound (whole 1M blocks), and options only one mode
+ * understands (packets carry no process). */
 static int check_mode(const struct tv_capture_opts *o)
 {
 	const char *opt = NULL;

@@ -6,6 +6,7 @@ must agree with the --help texts (checked too): one owner per limit, one stateme
 import os
 import sys
 import tempfile
+import re
 import shutil
 import subprocess
 
@@ -129,6 +130,41 @@ def check_client(good_file):
     print("ok ring power of two, --block-bytes 64M/200M/33M all '(1K to 32M)'")
 
 
+README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "README.md")
+
+
+def synopsis(text, start):
+    """The options of the usage lines that begin at start: its line and the lines after it
+    that go on with "[" (what follows is description)."""
+    lines = text[text.index(start):].splitlines()
+    block = [lines[0]]
+    for line in lines[1:]:
+        if not line.strip().startswith("["):
+            break
+        block.append(line)
+    return sorted(set(re.findall(r"--[a-z][a-z-]*", "\n".join(block))))
+
+
+def check_readme():
+    """README's CLI section states what --help does: the same options in each synopsis, and
+    every bound of the table above."""
+    with open(README) as f:
+        readme = f.read()
+    for cmd in ("capture", "put", "query"):
+        helped = synopsis(tvtest.run([cmd, "--help"], check=True).stdout, "Usage: tracevault")
+        documented = synopsis(readme, "tracevault %s --server HOST:PORT" % cmd)
+        assert helped == documented, (cmd, helped, documented)
+    p = subprocess.run([tvtest.binary("tracevaultd"), "--help"], capture_output=True, text=True,
+                       timeout=30)
+    assert synopsis(p.stdout, "Usage: tracevaultd") == synopsis(readme, "tracevaultd --data DIR"), \
+        p.stdout
+    for cmd, option, lo, hi, bound, extra, fmt in LIMITS:
+        row = [line for line in readme.splitlines() if line.startswith("| `%s`" % option) or
+               ("`%s`" % option in line and line.startswith("| `"))]
+        assert row and bound in row[0], "README's table lacks %s's bound %r" % (option, bound)
+    print("ok README: synopses as in --help, every bound in its table")
+
+
 def check_server():
     # tracevaultd takes the same sizes and the same message bounds as the client
     for v in ("64K", "65536", "16M", "1G", str(G)):
@@ -162,6 +198,7 @@ def main():
             f.write('{"ts_ns": 1767225600000000000, "path": "/x"}\n')
         check_client(good)
         check_server()
+        check_readme()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("PASS")
