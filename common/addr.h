@@ -1,6 +1,7 @@
-/* Addresses as both binaries read them: HOST:PORT (the server's --listen, the host and port the
- * client explains an unreachable server with) and server lists "A,B,C" (--server). One rule for
- * lists everywhere: an empty entry ("", "A,", ",B", "A,,B") is an error. */
+/* Addresses: HOST:PORT as both binaries read it (the server's --listen, the host and port the
+ * client explains an unreachable server with), and server lists "A,B,C" (--server), which
+ * only the client reads but three of its rooms need (cli, write, rpc). One rule for lists
+ * everywhere: an empty entry ("", "A,", ",B", "A,,B") is an error. */
 #ifndef TV_COMMON_ADDR_H
 #define TV_COMMON_ADDR_H
 

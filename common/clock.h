@@ -15,7 +15,8 @@ uint64_t tv_realtime_ns(void);
 /* Nanoseconds since boot, never going back (CLOCK_MONOTONIC). */
 uint64_t tv_monotonic_ns(void);
 /* ns as a struct timespec, for the absolute deadlines of pthread_cond_timedwait (on the clock
- * the condition variable was created with: CLOCK_REALTIME unless set otherwise). */
+ * the condition variable was created with: CLOCK_REALTIME unless set otherwise). Only the
+ * client's write room uses it today; it lives beside the clocks it converts. */
 struct timespec tv_timespec_from_ns(uint64_t ns);
 
 #endif

@@ -1,6 +1,5 @@
-/* The size syntax of common/size.h and the limit checks of common/limit.h, which print their
- * byte bounds in that syntax. */
-#include "common/limit.h"
+/* The size syntax of common/size.h: what both binaries parse for a byte option and print for
+ * a byte bound (common/limit.c formats bounds with tv_size_format). */
 #include "common/size.h"
 
 #include <errno.h>
@@ -56,34 +55,6 @@ int tv_size_format(uint64_t bytes, char *buf, size_t len)
 	}
 	if (n < 0)
 		n = snprintf(buf, len, "%" PRIu64, bytes);
-	if (n < 0 || (size_t)n >= len) {
-		if (len)
-			buf[0] = '\0';
-		return -ENOSPC;
-	}
-	return n;
-}
-
-int tv_limit_check(const struct tv_limit *l, uint64_t v)
-{
-	if (v < l->min || v > l->max || (l->pow2 && (v & (v - 1))))
-		return -ERANGE;
-	return 0;
-}
-
-int tv_limit_format(const struct tv_limit *l, bool bytes, char *buf, size_t len)
-{
-	char lo[32], hi[32];
-	int n;
-
-	if (bytes) {
-		tv_size_format(l->min, lo, sizeof(lo));
-		tv_size_format(l->max, hi, sizeof(hi));
-	} else {
-		snprintf(lo, sizeof(lo), "%" PRIu64, l->min);
-		snprintf(hi, sizeof(hi), "%" PRIu64, l->max);
-	}
-	n = snprintf(buf, len, "%s%s to %s", l->pow2 ? "a power of two, " : "", lo, hi);
 	if (n < 0 || (size_t)n >= len) {
 		if (len)
 			buf[0] = '\0';

@@ -7,6 +7,7 @@
 #include <malloc.h>
 #include <netdb.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include "common/addr.h"
 #include "common/limit.h"
 #include "common/size.h"
+#include "common/usage.h"
 #include "server/catalog.h"
 #include "server/rpc_server.h"
 #include "server/store_uring.h"
@@ -50,9 +52,9 @@ static const char USAGE[] =
 	"Stores trace blocks written over gRPC (TraceStore Write) and serves time-range queries.\n"
 	"\n"
 	"  --data DIR               data directory (created 0700): blocks/, tmp/, catalog.db\n"
-	"  --listen HOST:PORT       address to serve on (default " DEFAULT_LISTEN "); port 0\n"
-	"                           picks a free port; the first stdout line is\n"
-	"                           'listening on HOST:PORT'\n"
+	"  --listen HOST:PORT       address to serve on, port 0 to 65535 (default\n"
+	"                           " DEFAULT_LISTEN "); port 0 picks a free port; the first\n"
+	"                           stdout line is 'listening on HOST:PORT'\n"
 	"  --max-message-bytes N    largest gRPC message either way, 64K to 1G (default 16M);\n"
 	"                           sizes take a K, M or G suffix (KiB, MiB, GiB)\n"
 	"  --help                   this text\n"
@@ -61,12 +63,20 @@ static const char USAGE[] =
 	"  tracevaultd --data /var/lib/tracevault\n"
 	"  tracevaultd --data /tmp/tv --listen 127.0.0.1:0\n";
 
-static int usage_error(const char *fmt, const char *arg)
+#define EXIT_USAGE 2
+
+/* Every usage error of tracevaultd: one line "tracevaultd: <reason>" on stderr, exit 2. */
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
 {
-	fprintf(stderr, "tracevaultd: ");
-	fprintf(stderr, fmt, arg);
-	fprintf(stderr, "\n");
-	return 2;
+	va_list ap;
+
+	fputs("tracevaultd: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return EXIT_USAGE;
 }
 
 static void on_signal(int sig)
@@ -213,7 +223,7 @@ int main(int argc, char **argv)
 			break;
 		case 'l':
 			if (tv_hostport_parse(optarg, listen_host, sizeof(listen_host), &listen_port))
-				return usage_error("invalid --listen: '%s' (want HOST:PORT, port 0-65535)",
+				return usage_error("invalid --listen: '%s' (HOST:PORT, port 0 to 65535)",
 						   optarg);
 			o.listen_addr = optarg;
 			break;
@@ -226,9 +236,8 @@ int main(int argc, char **argv)
 			    tv_limit_check(&tv_wire_message_bytes_limit, v)) {
 				tv_limit_format(&tv_wire_message_bytes_limit, true, bound,
 						sizeof(bound));
-				fprintf(stderr, "tracevaultd: invalid --max-message-bytes: '%s' (%s)\n",
-					optarg, bound);
-				return 2;
+				return usage_error("invalid --max-message-bytes: '%s' (%s)", optarg,
+						   bound);
 			}
 			o.max_message_bytes = (size_t)v;
 			break;
@@ -236,16 +245,17 @@ int main(int argc, char **argv)
 		case 'h':
 			fputs(USAGE, stdout);
 			return 0;
-		case ':':
-			return usage_error("option %s needs a value", argv[optind - 1]);
-		default:
-			return usage_error("unknown option '%s'", argv[optind - 1]);
+		default: /* '?' or ':': the client's words (common/usage.h) */
+			tv_usage_getopt_reason(opt, argv[optind - 1], optopt, err, sizeof(err));
+			return usage_error("%s", err);
 		}
 	}
 	if (optind < argc)
 		return usage_error("unexpected argument '%s'", argv[optind]);
-	if (!data_dir || !*data_dir)
-		return usage_error("%s", "missing --data DIR");
+	if (!data_dir)
+		return usage_error("missing --data DIR");
+	if (!*data_dir)
+		return usage_error("invalid --data: '' (a directory path)");
 
 	/* Received message slices are malloc'd by gRPC and freed in bursts when their writes
 	 * complete; by default glibc then shrinks the heap with brk and the next messages fault

@@ -203,8 +203,8 @@ static int poll_loop(struct capture *c, char *err, size_t errlen)
 	uint64_t end_ns = 0;
 	int rc;
 
-	if (o->duration_s > 0)
-		end_ns = tv_monotonic_ns() + (uint64_t)(o->duration_s * 1e9);
+	if (o->duration_ms > 0)
+		end_ns = tv_monotonic_ns() + o->duration_ms * TV_NS_PER_MS;
 	while (!(o->stop && *o->stop)) {
 		rc = c->src.poll(c->src.impl, POLL_TIMEOUT_MS, err, errlen);
 		if (rc)

@@ -27,7 +27,8 @@ struct tv_capture_opts {
 	uint32_t ring_bytes;         /* 0: the mode's default. tracepoint: TV_CAPTURE_RING_BYTES,
 				      * a power of two >= 4 KiB; sockfilter:
 				      * TV_SOCKFILTER_RING_BYTES, whole 1 MiB blocks */
-	double duration_s;           /* 0: until stopped */
+	uint64_t duration_ms;        /* 0: until stopped; else ms within
+				      * tv_capture_duration_ms_limit (capture/limits.h) */
 	int redact;                  /* redact credential headers and the ?query (default 1) */
 	int headers;                 /* store request/response headers in records (--headers) */
 	double sample_ratio;         /* (0, 1]: keep this share of exchanges (0 means 1) */

@@ -14,6 +14,7 @@
 
 #include "common/addr.h"
 #include "common/size.h"
+#include "common/usage.h"
 
 /* Options of the largest table, plus --help and the terminator. */
 #define MAX_OPTIONS 48
@@ -25,7 +26,6 @@ const struct tv_limit tv_cli_fd_limit = {.min = 0, .max = INT_MAX};
 const struct tv_limit tv_cli_port_limit = {.min = 1, .max = TV_PORT_MAX};
 const struct tv_limit tv_cli_count_limit = {.min = 0, .max = LLONG_MAX};
 const struct tv_limit tv_cli_positive_count_limit = {.min = 1, .max = LLONG_MAX};
-const struct tv_limit tv_cli_nonempty_limit = {.min = 1, .max = UINT64_MAX};
 
 /* One line "tracevault: <reason>" on stderr; returns exit_code for main to return. */
 static int report(int exit_code, const char *fmt, va_list ap)
@@ -58,59 +58,113 @@ int tv_cli_runtime_error(const char *fmt, ...)
 	return code;
 }
 
-/* The usage error for a getopt_long result of '?' or ':'. */
+/* The usage error for a getopt_long result of '?' or ':', in common/usage.h's words. */
 static int bad_option(int c, char **argv)
 {
-	const char *arg = argv[optind - 1];
+	char why[TV_CLI_ERR_LEN];
 
-	if (c == ':')
-		return tv_cli_usage_error("option '%s' requires an argument", arg);
-	if (optopt && optopt != '?' && optopt < LONG_ONLY_BASE && strncmp(arg, "--", 2) != 0)
-		return tv_cli_usage_error("unknown option '-%c'", optopt);
-	return tv_cli_usage_error("unknown option '%s'", arg);
+	tv_usage_getopt_reason(c, argv[optind - 1], optopt, why, sizeof(why));
+	return tv_cli_usage_error("%s", why);
 }
 
-/* Decimal integer, the whole string, into *out. 0 or -EINVAL. */
-static int parse_ll(const char *s, long long *out)
+/* Decimal digits, the whole string, into *out: by hand rather than strtoull, which takes a
+ * sign, leading spaces and (base 0) a prefix. 0, -EINVAL, or -ERANGE past 64 bits. */
+static int parse_digits(const char *s, uint64_t *out)
 {
-	char *end;
+	uint64_t v = 0;
 
-	errno = 0;
-	*out = strtoll(s, &end, 10);
-	return errno || end == s || *end ? -EINVAL : 0;
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	for (; *s >= '0' && *s <= '9'; s++) {
+		if (v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
+			return -ERANGE;
+		v = v * 10 + (uint64_t)(*s - '0');
+	}
+	if (*s)
+		return -EINVAL;
+	*out = v;
+	return 0;
 }
 
-/* ms with a unit: 250ms, 1s, 2m, 1h. 0 or -EINVAL (-ERANGE past 64 bits). */
-static int parse_duration_ms(const char *s, uint64_t *out_ms)
+bool tv_cli_plain_decimal(const char *s)
+{
+	const char *dot = strchr(s, '.');
+	size_t n = strlen(s), whole = dot ? (size_t)(dot - s) : n;
+
+	if (whole == 0 || strspn(s, "0123456789") != whole)
+		return false;
+	return !dot || (dot[1] && strspn(dot + 1, "0123456789") == n - whole - 1);
+}
+
+#define MS_PER_DAY ((uint64_t)24 * 3600 * 1000)
+/* Fraction digits a duration may have: past 9, frac * unit could pass 64 bits (10^9 * 1 d). */
+#define DURATION_FRAC_DIGITS 9
+
+/* A duration in ms: D[.D] followed by ms, s, m, h or d (250ms, 1.5s, 2m, 1d); when bare_ms
+ * is not 0, a number without a unit counts in units of bare_ms ms (--duration 3: seconds).
+ * Plain digits only (no sign, space, exponent or hex), and a fraction must come out at whole
+ * ms. 0, -EINVAL, or -ERANGE past 64 bits. */
+static int parse_duration_ms(const char *s, uint64_t bare_ms, uint64_t *out_ms)
 {
 	static const struct {
 		const char *unit;
 		uint64_t ms;
-	} units[] = {{"ms", 1}, {"s", 1000}, {"m", 60 * 1000}, {"h", 3600 * 1000}};
-	unsigned long long v;
-	char *end;
+	} units[] = {{"ms", 1}, {"s", 1000}, {"m", 60 * 1000}, {"h", 3600 * 1000},
+		     {"d", MS_PER_DAY}};
+	char num[64];
+	size_t n = strspn(s, "0123456789."), frac_digits = 0;
+	uint64_t unit = bare_ms, whole = 0, frac = 0, scale = 1;
+	char *dot;
+	int ret;
 
-	if (*s < '0' || *s > '9')
+	if (n == 0 || n >= sizeof(num))
+		return n ? -ERANGE : -EINVAL;
+	memcpy(num, s, n);
+	num[n] = '\0';
+	if (!tv_cli_plain_decimal(num))
 		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno)
-		return -ERANGE;
-	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-		if (strcmp(end, units[i].unit) == 0) {
-			if (v > UINT64_MAX / units[i].ms)
-				return -ERANGE;
-			*out_ms = v * units[i].ms;
-			return 0;
-		}
+	if (s[n]) {
+		unit = 0;
+		for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+			if (strcmp(s + n, units[i].unit) == 0)
+				unit = units[i].ms;
 	}
-	return -EINVAL;
+	if (!unit)
+		return -EINVAL;
+	dot = strchr(num, '.');
+	if (dot) {
+		*dot = '\0';
+		/* trailing zeros say nothing: 1.500s is 1.5s */
+		for (size_t end = strlen(dot + 1); end && dot[end] == '0'; end--)
+			dot[end] = '\0';
+		frac_digits = strlen(dot + 1);
+		if (frac_digits > DURATION_FRAC_DIGITS)
+			return -EINVAL; /* finer than a ns: surely not a whole ms */
+		if (frac_digits && parse_digits(dot + 1, &frac))
+			return -EINVAL;
+		for (size_t i = 0; i < frac_digits; i++)
+			scale *= 10;
+	}
+	ret = parse_digits(num, &whole);
+	if (ret)
+		return ret;
+	if (whole > UINT64_MAX / unit)
+		return -ERANGE;
+	if ((frac * unit) % scale)
+		return -EINVAL; /* finer than a ms */
+	if (whole * unit > UINT64_MAX - frac * unit / scale)
+		return -ERANGE;
+	*out_ms = whole * unit + frac * unit / scale;
+	return 0;
 }
 
-/* ms in the largest unit that divides it: 1ms, 250ms, 1s, 2m, 24h. */
+/* ms in the largest unit that divides it: 1ms, 250ms, 1s, 2m, 24h, 365d. Whole days are said
+ * in days only past one: "1ms to 24h" reads better than "1ms to 1d". */
 static void format_ms(uint64_t ms, char *buf, size_t len)
 {
-	if (ms && ms % (3600 * 1000) == 0)
+	if (ms > MS_PER_DAY && ms % MS_PER_DAY == 0)
+		snprintf(buf, len, "%" PRIu64 "d", ms / MS_PER_DAY);
+	else if (ms && ms % (3600 * 1000) == 0)
 		snprintf(buf, len, "%" PRIu64 "h", ms / (3600 * 1000));
 	else if (ms && ms % (60 * 1000) == 0)
 		snprintf(buf, len, "%" PRIu64 "m", ms / (60 * 1000));
@@ -131,6 +185,7 @@ static void format_bound(const struct tv_cli_opt *o, char *buf, size_t len)
 		tv_limit_format(o->limit, true, buf, len);
 		break;
 	case TV_CLI_ARG_DURATION_MS:
+	case TV_CLI_ARG_SECONDS:
 		format_ms(o->limit->min, lo, sizeof(lo));
 		format_ms(o->limit->max, hi, sizeof(hi));
 		snprintf(buf, len, "%s to %s", lo, hi);
@@ -149,7 +204,7 @@ static int invalid(const struct tv_cli_opt *o, const char *arg)
 {
 	char bound[96] = "";
 
-	if (o->limit && (o->flags & TV_CLI_SAY_BOUND))
+	if (o->limit)
 		format_bound(o, bound, sizeof(bound));
 	if (bound[0] || o->hint)
 		return tv_cli_usage_error("invalid --%s: '%s' (%s%s%s)", o->name, arg, bound,
@@ -161,7 +216,6 @@ static int invalid(const struct tv_cli_opt *o, const char *arg)
 static int store(const struct tv_cli_opt *o, const char *arg, void *field)
 {
 	char why[TV_CLI_ERR_LEN] = "";
-	long long ll = 0;
 	uint64_t v = 0;
 	int ret = 0;
 
@@ -175,31 +229,35 @@ static int store(const struct tv_cli_opt *o, const char *arg, void *field)
 		break;
 	case TV_CLI_ARG_INT:
 	case TV_CLI_ARG_U64:
-		/* negative values are out of every bound here, and not wrapped around */
-		ret = parse_ll(arg, &ll);
-		if (!ret && ll < 0)
-			ret = -ERANGE;
-		v = (uint64_t)ll;
+		/* a '-' is refused like any non-digit: no option here takes a negative value */
+		ret = parse_digits(arg, &v);
 		break;
 	case TV_CLI_ARG_SIZE:
 	case TV_CLI_ARG_SIZE32:
 		ret = tv_size_parse(arg, &v);
 		break;
 	case TV_CLI_ARG_DURATION_MS:
-		ret = parse_duration_ms(arg, &v);
+		ret = parse_duration_ms(arg, 0, &v);
+		break;
+	case TV_CLI_ARG_SECONDS:
+		ret = parse_duration_ms(arg, 1000, &v);
 		break;
 	case TV_CLI_ARG_CUSTOM:
 		if (o->parse(arg, field, why, sizeof(why)) == 0)
 			return 0;
 		return why[0] ? tv_cli_usage_error("%s", why) : invalid(o, arg);
 	}
+	/* an int field's limit is at most INT_MAX; the test keeps a table slip from wrapping */
+	if (!ret && (o->arg == TV_CLI_ARG_INT || o->arg == TV_CLI_ARG_DURATION_MS) && v > INT_MAX)
+		ret = -ERANGE;
 	if (ret || (o->limit && tv_limit_check(o->limit, v)))
 		return invalid(o, arg);
 	switch (o->arg) {
 	case TV_CLI_ARG_STRING: *(const char **)field = arg; break;
 	case TV_CLI_ARG_INT:
 	case TV_CLI_ARG_DURATION_MS: *(int *)field = (int)v; break;
-	case TV_CLI_ARG_U64: *(uint64_t *)field = v; break;
+	case TV_CLI_ARG_U64:
+	case TV_CLI_ARG_SECONDS: *(uint64_t *)field = v; break;
 	case TV_CLI_ARG_SIZE: *(size_t *)field = (size_t)v; break;
 	case TV_CLI_ARG_SIZE32: *(uint32_t *)field = (uint32_t)v; break;
 	default: break;
@@ -255,18 +313,29 @@ int tv_cli_parse(int argc, char **argv, const struct tv_cli_opt *table, const ch
 	return TV_CLI_PARSED;
 }
 
-/* "A,B,C" with no empty entry (common/addr.h's rule, the one the writer applies). */
-bool tv_cli_valid_server_list(const char *s)
+int tv_cli_check_servers(const char *cmd, const char *servers)
 {
-	return tv_server_list_check(s) == 0;
+	if (!servers)
+		return tv_cli_usage_error("%s: missing --server", cmd);
+	if (tv_server_list_check(servers))
+		return tv_cli_usage_error("invalid --server: '%s' (HOST:PORT[,HOST:PORT...], no "
+					  "empty entry)", servers);
+	return 0;
 }
 
 int tv_cli_check_chunk_fits(size_t chunk_bytes, size_t max_message_bytes)
 {
 	size_t msg = max_message_bytes ? max_message_bytes : TV_DEFAULT_MAX_MESSAGE_BYTES;
+	size_t max = tv_chunk_max_bytes(msg);
+	char chunk_s[32], msg_s[32];
 
-	if (chunk_bytes && tv_chunk_check_fits(chunk_bytes, msg))
-		return tv_cli_usage_error("--chunk-bytes (%zu) does not fit in --max-message-bytes "
-					  "(%zu)", chunk_bytes, msg);
-	return 0;
+	if (!chunk_bytes || chunk_bytes <= max)
+		return 0;
+	/* in the size syntax the bounds use, with the arithmetic shown: 16M - 64 = 16777152 */
+	tv_size_format(chunk_bytes, chunk_s, sizeof(chunk_s));
+	tv_size_format(msg, msg_s, sizeof(msg_s));
+	return tv_cli_usage_error("--chunk-bytes %s does not fit in %s--max-message-bytes %s (at "
+				  "most %s - %zu = %zu)", chunk_s,
+				  max_message_bytes ? "" : "the default ", msg_s, msg_s, msg - max,
+				  max);
 }

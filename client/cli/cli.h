@@ -20,29 +20,29 @@
 #define TV_CLI_PARSED (-1)
 
 /* The kind of a table option's argument, which decides how it is parsed and what type the
- * field at its offset has. */
+ * field at its offset has. Numbers are digits only: no sign, space, base prefix or exponent. */
 enum tv_cli_arg {
 	TV_CLI_ARG_SET,         /* no argument; int field = 1 */
 	TV_CLI_ARG_CLEAR,       /* no argument; int field = 0 */
 	TV_CLI_ARG_STRING,      /* const char *field = the argument; limit bounds its length */
-	TV_CLI_ARG_INT,         /* int field: decimal, within limit */
-	TV_CLI_ARG_U64,         /* uint64_t field: decimal, within limit */
+	TV_CLI_ARG_INT,         /* int field: decimal digits, within limit (at most INT_MAX) */
+	TV_CLI_ARG_U64,         /* uint64_t field: decimal digits, within limit */
 	TV_CLI_ARG_SIZE,        /* size_t field: common/size.h syntax (K, M, G), within limit */
 	TV_CLI_ARG_SIZE32,      /* uint32_t field: as SIZE */
-	TV_CLI_ARG_DURATION_MS, /* int field, ms: N followed by ms, s, m or h, within limit */
+	TV_CLI_ARG_DURATION_MS, /* int field, ms: N[.N] followed by ms, s, m, h or d, within
+				 * limit (at most INT_MAX) */
+	TV_CLI_ARG_SECONDS,     /* uint64_t field, ms: as DURATION_MS, or a bare N[.N] in
+				 * seconds (--duration 3, --duration 0.5), within limit */
 	TV_CLI_ARG_CUSTOM,      /* parse(arg, field, why, whylen) */
 };
-
-/* Say the limit's bound after a bad value: unset only where a test pins the bare message. */
-#define TV_CLI_SAY_BOUND 1u
 
 struct tv_cli_opt {
 	const char *name;             /* long name without "--" */
 	char short_name;              /* 0: long only */
 	enum tv_cli_arg arg;
 	size_t offset;                /* of the field in the command's options struct */
-	const struct tv_limit *limit; /* the owning module's bound; NULL: none */
-	unsigned flags;               /* TV_CLI_SAY_BOUND */
+	const struct tv_limit *limit; /* the owning module's bound, said after a bad value;
+				       * NULL: none (CUSTOM, SET, CLEAR, a free string) */
 	const char *hint;             /* said after a bad value, e.g. "jsonl or table" */
 	/* CUSTOM: 0, or -EINVAL; a reason written into why replaces the usage line's wording */
 	int (*parse)(const char *arg, void *field, char *why, size_t whylen);
@@ -53,7 +53,8 @@ struct tv_cli_opt {
  * into the struct at opts. Returns
  * TV_CLI_PARSED with optind at the first operand, or the exit code for the command to return:
  * EXIT_SUCCESS after --help, TV_CLI_EXIT_USAGE after one line "tracevault: invalid --NAME:
- * 'ARG' (BOUND, HINT)" (or an unknown option, a missing argument) on stderr. */
+ * 'ARG' (BOUND, HINT)" (or an unknown option, a missing or unwanted value, in
+ * common/usage.h's words) on stderr. */
 int tv_cli_parse(int argc, char **argv, const struct tv_cli_opt *table, const char *const *usage,
 		 void *opts);
 
@@ -62,31 +63,40 @@ int tv_cli_parse(int argc, char **argv, const struct tv_cli_opt *table, const ch
 int tv_cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int tv_cli_runtime_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-bool tv_cli_valid_server_list(const char *s);
+/* Every command's --server check, one rule (common/addr.h's, the one the writer and the query
+ * client apply): 0, or the usage exit code after "CMD: missing --server" (servers NULL) or
+ * "invalid --server: 'S' (...)" (an empty list or entry). */
+int tv_cli_check_servers(const char *cmd, const char *servers);
+
+/* True when s is a plain decimal, D[.D] (digits, at most one '.', a digit on each side): the
+ * syntax of ratios and fractional durations, without strtod's sign, spaces, exponents, hex,
+ * inf and nan. */
+bool tv_cli_plain_decimal(const char *s);
 
 /* The usage error (exit 2) for a chunk that does not fit the message size (both as chosen or
- * defaulted: 0 means the owner's default), or 0. capture and put share it. */
+ * defaulted: 0 means the owner's default), stating the largest chunk that fits, or 0.
+ * capture and put share it. */
 int tv_cli_check_chunk_fits(size_t chunk_bytes, size_t max_message_bytes);
 
 /* Table entries every writing command shares (capture, put): the chunker's, the writer's and
  * proto's limits. type is the options struct, m the path to its write options ("pipeline." or
- * nothing). --max-message-bytes says no bound: test_cli_errors.py pins its bare message. */
+ * nothing). */
 #define TV_CLI_MESSAGE_OPTION(type, field)                                                     \
 	{"max-message-bytes", 0, TV_CLI_ARG_SIZE, offsetof(type, field),                       \
-	 &tv_wire_message_bytes_limit, TV_CLI_SAY_BOUND, NULL, NULL}
+	 &tv_wire_message_bytes_limit, NULL, NULL}
 #define TV_CLI_WRITER_OPTIONS(type, m)                                                         \
 	{"chunk-bytes", 0, TV_CLI_ARG_SIZE, offsetof(type, m chunk_bytes), &tv_chunk_bytes_limit, \
-	 TV_CLI_SAY_BOUND, NULL, NULL},                                                         \
+	 NULL, NULL},                                                                           \
 	{"window-bytes", 0, TV_CLI_ARG_SIZE, offsetof(type, m window_bytes),                     \
-	 &tv_writer_window_bytes_limit, TV_CLI_SAY_BOUND, NULL, NULL},                          \
-	{"no-zerocopy", 0, TV_CLI_ARG_SET, offsetof(type, m no_zerocopy), NULL, 0, NULL, NULL},  \
+	 &tv_writer_window_bytes_limit, NULL, NULL},                                            \
+	{"no-zerocopy", 0, TV_CLI_ARG_SET, offsetof(type, m no_zerocopy), NULL, NULL, NULL},     \
 	{"test-corrupt-chunk", 0, TV_CLI_ARG_U64, offsetof(type, m test_corrupt_chunk),          \
-	 &tv_cli_positive_count_limit, 0, NULL, NULL},                                                \
+	 &tv_cli_positive_count_limit, NULL, NULL},                                             \
 	TV_CLI_MESSAGE_OPTION(type, m max_message_bytes)
 
 /* The CLI's own bounds, of values no module limits: 1..INT_MAX (a pid), 0..INT_MAX (an fd),
- * 1..65535 (a port), 0..LLONG_MAX and 1..LLONG_MAX (counts), a non-empty string. */
+ * 1..65535 (a port), 0..LLONG_MAX and 1..LLONG_MAX (counts). */
 extern const struct tv_limit tv_cli_positive_int_limit, tv_cli_fd_limit, tv_cli_port_limit,
-	tv_cli_count_limit, tv_cli_positive_count_limit, tv_cli_nonempty_limit;
+	tv_cli_count_limit, tv_cli_positive_count_limit;
 
 #endif

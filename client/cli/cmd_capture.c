@@ -4,7 +4,6 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <math.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -13,11 +12,12 @@
 #include <unistd.h>
 
 #include "capture/capture.h"
-#include "capture/limits.h" /* payload, ring and comm bounds, without bpf/ */
+#include "capture/limits.h" /* capture's bounds (payload, ring, names, duration), without bpf/ */
 #include "capture/sampler.h"
 #include "capture/tracepoint.h"
 #include "cli/cli.h"
 #include "cli/commands.h"
+#include "common/size.h"
 #include "write/pipeline.h"
 
 /* The CLI's one global: set by SIGINT/SIGTERM, whose handler only capture installs (put and
@@ -34,30 +34,33 @@ static void sig_handler(int sig)
 static const char *const capture_usage[] = {
 	"Usage: tracevault capture --server HOST:PORT[,HOST:PORT...] [--pid PID] [--port PORT]\n"
 	"                          [--comm NAME] [--cgroup PATH] [--payload-bytes N]\n"
-	"                          [--ring-bytes N] [--duration SECONDS] [--block-age DURATION]\n"
+	"                          [--ring-bytes N] [--duration DURATION] [--block-age DURATION]\n"
 	"                          [--cache-bytes N] [--block-bytes N] [--chunk-bytes N]\n"
 	"                          [--window-bytes N] [--backpressure-ms MS] [--no-zerocopy]\n"
 	"                          [--max-message-bytes N] [--ready-fd FD] [--no-redact]\n"
 	"                          [--sample-ratio R] [--headers]\n"
 	"                          [--mode tracepoint|sockfilter] [--interface IF]\n"
+	"                          [--test-corrupt-chunk N]\n"
 	"\n"
 	"Trace HTTP/1.x exchanges on local sockets (eBPF, needs CAP_BPF + CAP_PERFMON or root)\n"
 	"and stream them to tracevaultd until Ctrl-C or the end of --duration.\n"
 	"Records are packed into blocks, kept in a bounded cache and written in segments (the\n"
 	"blocks of one flush, committed atomically). A failed segment is not retried: it is\n"
 	"deleted on the servers, and its loss is logged and counted in the summary.\n"
-	"Sizes N take a K, M or G suffix (KiB, MiB, GiB).\n"
+	"Sizes N take a K, M or G suffix (KiB, MiB, GiB); counts are plain digits.\n"
 	"\n",
 	"  -s, --server LIST          tracevaultd(s) to write to, comma-separated (required);\n"
 	"                             blocks are placed on them by a hash of the block id\n"
-	"  -p, --pid PID              only this process (default: all)\n"
-	"  -P, --port PORT            only connections with this local or remote port\n"
+	"  -p, --pid PID              only this process, 1 to 2147483647 (default: all)\n"
+	"  -P, --port PORT            only connections with this local or remote port,\n"
+	"                             1 to 65535 (default: all)\n"
 	"      --comm NAME            only tasks whose command name (comm, 1 to 15 bytes) is NAME\n"
 	"      --cgroup PATH          only tasks in this cgroup v2 directory or below it\n"
 	"      --payload-bytes N      bytes copied per socket syscall, 1 to 32K (default 4K);\n"
 	"                             byte counts stay exact, cut events are counted\n"
-	"      --ring-bytes N         kernel ring buffer size, a power of two, 4K to 1G (default 16M;\n"
-	"                             sockfilter: the packet ring, in 1M blocks, default 64M)\n"
+	"      --ring-bytes N         kernel ring buffer size, a power of two, 4K to 1G (default\n"
+	"                             16M); sockfilter: the packet ring, made of 1M blocks,\n"
+	"                             a power of two, 1M to 1G (default 64M)\n"
 	"      --mode MODE            where exchanges are seen: tracepoint (default: socket\n"
 	"                             syscalls, with pid and comm) or sockfilter (TCP packets\n"
 	"                             of --interface, reassembled; pid 0, no comm; needs\n"
@@ -65,10 +68,12 @@ static const char *const capture_usage[] = {
 	"                             do not apply). With --port, connections\n"
 	"                             open before the start are picked up at their next\n"
 	"                             request; without it only those that start later\n"
-	"      --interface IF         sockfilter: the interface to read (default lo)\n",
-	"  -d, --duration SECONDS     stop after this long (default: until Ctrl-C)\n"
+	"      --interface IF         sockfilter: the interface to read, 1 to 15 bytes\n"
+	"                             (default lo)\n",
+	"  -d, --duration DURATION    stop after this long, 1ms to 365d: a number of seconds\n"
+	"                             (30, 0.5) or 250ms, 2m, 1h, 1d (default: until Ctrl-C)\n"
 	"      --block-age DURATION   end a segment at least this often, 1ms to 24h: 250ms,\n"
-	"                             1s, 2m (default 1s; --block-age-ms MS is the same in\n"
+	"                             1.5s, 2m (default 1s; --block-age-ms MS is the same in\n"
 	"                             ms, 1 to 86400000)\n"
 	"      --cache-bytes N        bound on sealed blocks not yet written, 2K to 1024G and\n"
 	"                             at least two blocks (default 256M)\n"
@@ -81,19 +86,21 @@ static const char *const capture_usage[] = {
 	"                             1 to 86400000 (default 1000)\n"
 	"      --no-zerocopy          copy chunks with protobuf-c (for comparison)\n"
 	"      --max-message-bytes N  gRPC message size limit, 64K to 1G (default 16M)\n"
-	"      --ready-fd FD          write \"ready\\n\" to FD once the probes are attached\n"
+	"      --ready-fd FD          write \"ready\\n\" to FD once the probes are attached,\n"
+	"                             0 to 2147483647\n"
 	"      --headers              store request and response header lines in the records\n"
 	"                             (as far as the payload copy holds the head); the values\n"
 	"                             of Authorization, Proxy-Authorization, Cookie and\n"
 	"                             Set-Cookie are stored as \"[redacted]\"\n"
 	"      --no-redact            keep the ?query part of paths (default: dropped, tokens\n"
 	"                             live there) and credential header values (--headers)\n"
-	"      --sample-ratio R       keep this share of exchanges, 0 < R <= 1 (default 1):\n"
-	"                             by W3C trace id as OpenTelemetry's TraceIdRatioBased\n"
-	"                             sampler decides, untraced ones by connection; counted\n"
-	"                             as sampled out, not lost\n"
+	"      --sample-ratio R       keep this share of exchanges, a decimal, 0 < R <= 1\n"
+	"                             (default 1): by W3C trace id as OpenTelemetry's\n"
+	"                             TraceIdRatioBased sampler decides, untraced ones by\n"
+	"                             connection; counted as sampled out, not lost\n"
 	"      --test-corrupt-chunk N test only: corrupt the Nth chunk sent (server sees a\n"
-	"                             CRC mismatch, the segment fails)\n"
+	"                             CRC mismatch, the segment fails),\n"
+	"                             1 to 9223372036854775807\n"
 	"  -h, --help                 this text\n"
 	"\n"
 	"Examples:\n"
@@ -129,24 +136,13 @@ static int parse_mode(const char *arg, void *field, char *why, size_t whylen)
 	return 0;
 }
 
-/* --duration: seconds, fractions allowed, > 0 and finite. */
-static int parse_seconds(const char *arg, void *field, char *why, size_t whylen)
-{
-	char *end;
-	double v;
-
-	(void)why, (void)whylen;
-	errno = 0;
-	v = strtod(arg, &end);
-	if (errno || end == arg || *end || !isfinite(v) || v <= 0)
-		return -EINVAL;
-	*(double *)field = v;
-	return 0;
-}
-
+/* --sample-ratio: a plain decimal (tv_cli_plain_decimal: no sign, space, exponent or hex,
+ * which strtod would take), then the sampler's own check of its bound. */
 static int parse_ratio(const char *arg, void *field, char *why, size_t whylen)
 {
 	(void)why, (void)whylen;
+	if (!tv_cli_plain_decimal(arg))
+		return -EINVAL;
 	return tv_sampler_parse_ratio(arg, field) ? -EINVAL : 0;
 }
 
@@ -159,48 +155,61 @@ struct capture_cmd_opts {
 
 #define CAP(field) offsetof(struct capture_cmd_opts, capture.field)
 #define PIPE(field) offsetof(struct capture_cmd_opts, pipeline.field)
-#define SAY TV_CLI_SAY_BOUND
 
 /* Every option of capture: where it goes and whose bound it has (capture's for the kernel
- * side, the pipeline's for blocks, cache and times; the writer rows for chunks and window). */
+ * side, the filters and the run, the pipeline's for blocks, cache and times; the writer rows
+ * for chunks and window). */
 static const struct tv_cli_opt capture_options[] = {
-	{"server", 's', TV_CLI_ARG_STRING, PIPE(servers), NULL, 0, NULL, NULL},
-	{"pid", 'p', TV_CLI_ARG_INT, CAP(pid), &tv_cli_positive_int_limit, 0, NULL, NULL},
-	{"port", 'P', TV_CLI_ARG_INT, CAP(port), &tv_cli_port_limit, 0, NULL, NULL},
-	{"comm", 0, TV_CLI_ARG_STRING, CAP(comm), &tv_capture_comm_bytes_limit, SAY, NULL, NULL},
-	{"cgroup", 0, TV_CLI_ARG_CUSTOM, CAP(cgroup), NULL, 0, NULL, parse_cgroup},
+	{"server", 's', TV_CLI_ARG_STRING, PIPE(servers), NULL, NULL, NULL},
+	{"pid", 'p', TV_CLI_ARG_INT, CAP(pid), &tv_cli_positive_int_limit, NULL, NULL},
+	{"port", 'P', TV_CLI_ARG_INT, CAP(port), &tv_cli_port_limit, NULL, NULL},
+	{"comm", 0, TV_CLI_ARG_STRING, CAP(comm), &tv_capture_comm_bytes_limit, NULL, NULL},
+	{"cgroup", 0, TV_CLI_ARG_CUSTOM, CAP(cgroup), NULL, NULL, parse_cgroup},
 	{"payload-bytes", 0, TV_CLI_ARG_SIZE32, CAP(payload_bytes), &tv_capture_payload_bytes_limit,
-	 SAY, NULL, NULL},
-	{"ring-bytes", 0, TV_CLI_ARG_SIZE32, CAP(ring_bytes), &tv_capture_ring_bytes_limit, SAY,
 	 NULL, NULL},
-	{"mode", 0, TV_CLI_ARG_CUSTOM, CAP(mode), NULL, 0, "tracepoint or sockfilter", parse_mode},
-	{"interface", 0, TV_CLI_ARG_STRING, CAP(interface), &tv_cli_nonempty_limit, 0, NULL, NULL},
-	{"duration", 'd', TV_CLI_ARG_CUSTOM, CAP(duration_s), NULL, 0, NULL, parse_seconds},
-	{"block-age", 0, TV_CLI_ARG_DURATION_MS, PIPE(block_age_ms),
-	 &tv_pipeline_time_ms_limit, SAY, "e.g. 250ms, 1s, 2m", NULL},
-	{"block-age-ms", 0, TV_CLI_ARG_INT, PIPE(block_age_ms), &tv_pipeline_time_ms_limit,
-	 SAY, NULL, NULL},
-	{"cache-bytes", 0, TV_CLI_ARG_SIZE, PIPE(cache_bytes),
-	 &tv_pipeline_cache_bytes_limit, SAY, NULL, NULL},
-	{"block-bytes", 0, TV_CLI_ARG_SIZE, PIPE(block_bytes),
-	 &tv_pipeline_block_bytes_limit, SAY, NULL, NULL},
-	{"backpressure-ms", 0, TV_CLI_ARG_INT, PIPE(backpressure_ms),
-	 &tv_pipeline_time_ms_limit, SAY, NULL, NULL},
-	{"ready-fd", 0, TV_CLI_ARG_INT, CAP(ready_fd), &tv_cli_fd_limit, 0, NULL, NULL},
-	{"no-redact", 0, TV_CLI_ARG_CLEAR, CAP(redact), NULL, 0, NULL, NULL},
-	{"headers", 0, TV_CLI_ARG_SET, CAP(headers), NULL, 0, NULL, NULL},
-	{"sample-ratio", 0, TV_CLI_ARG_CUSTOM, CAP(sample_ratio), NULL, 0, "0 < R <= 1",
-	 parse_ratio},
+	{"ring-bytes", 0, TV_CLI_ARG_SIZE32, CAP(ring_bytes), &tv_capture_ring_bytes_limit, NULL,
+	 NULL},
+	{"mode", 0, TV_CLI_ARG_CUSTOM, CAP(mode), NULL, "tracepoint or sockfilter", parse_mode},
+	{"interface", 0, TV_CLI_ARG_STRING, CAP(interface), &tv_capture_interface_bytes_limit, NULL,
+	 NULL},
+	{"duration", 'd', TV_CLI_ARG_SECONDS, CAP(duration_ms), &tv_capture_duration_ms_limit,
+	 "e.g. 30 or 0.5 (seconds), 250ms, 2m, 1d", NULL},
+	{"block-age", 0, TV_CLI_ARG_DURATION_MS, PIPE(block_age_ms), &tv_pipeline_time_ms_limit,
+	 "e.g. 250ms, 1s, 2m", NULL},
+	{"block-age-ms", 0, TV_CLI_ARG_INT, PIPE(block_age_ms), &tv_pipeline_time_ms_limit, NULL,
+	 NULL},
+	{"cache-bytes", 0, TV_CLI_ARG_SIZE, PIPE(cache_bytes), &tv_pipeline_cache_bytes_limit, NULL,
+	 NULL},
+	{"block-bytes", 0, TV_CLI_ARG_SIZE, PIPE(block_bytes), &tv_pipeline_block_bytes_limit, NULL,
+	 NULL},
+	{"backpressure-ms", 0, TV_CLI_ARG_INT, PIPE(backpressure_ms), &tv_pipeline_time_ms_limit,
+	 NULL, NULL},
+	{"ready-fd", 0, TV_CLI_ARG_INT, CAP(ready_fd), &tv_cli_fd_limit, NULL, NULL},
+	{"no-redact", 0, TV_CLI_ARG_CLEAR, CAP(redact), NULL, NULL, NULL},
+	{"headers", 0, TV_CLI_ARG_SET, CAP(headers), NULL, NULL, NULL},
+	{"sample-ratio", 0, TV_CLI_ARG_CUSTOM, CAP(sample_ratio), NULL,
+	 "a decimal, 0 < R <= 1", parse_ratio},
 	TV_CLI_WRITER_OPTIONS(struct capture_cmd_opts, pipeline.),
 	{0},
 };
 
-/* Options that only one --mode understands, as usage errors: packets carry no process. */
+/* What --mode changes, as usage errors after parsing (--mode may come after the options it
+ * governs): sockfilter's narrower ring bound (whole 1M blocks), and options only one mode
+ * understands (packets carry no process). */
 static int check_mode(const struct tv_capture_opts *o)
 {
 	const char *opt = NULL;
+	char ring[32], bound[64];
 
 	if (o->mode == TV_CAPTURE_MODE_SOCKFILTER) {
+		if (o->ring_bytes &&
+		    tv_limit_check(&tv_capture_sockfilter_ring_bytes_limit, o->ring_bytes)) {
+			tv_size_format(o->ring_bytes, ring, sizeof(ring));
+			tv_limit_format(&tv_capture_sockfilter_ring_bytes_limit, true, bound,
+					sizeof(bound));
+			return tv_cli_usage_error("--ring-bytes %s is outside the bound of --mode "
+						  "sockfilter (%s)", ring, bound);
+		}
 		if (o->pid)
 			opt = "--pid";
 		else if (o->comm)
@@ -222,10 +231,18 @@ static int check_sizes(const struct tv_pipeline_opts *po)
 {
 	size_t block = po->block_bytes ? po->block_bytes : TV_DEFAULT_BLOCK_BYTES;
 	size_t cache = po->cache_bytes ? po->cache_bytes : TV_DEFAULT_CACHE_BYTES;
+	char cache_s[32], block_s[32], min_s[32];
 
-	if (tv_pipeline_check_cache(cache, block))
-		return tv_cli_usage_error("--cache-bytes (%zu) must hold at least two blocks of "
-					  "--block-bytes (%zu)", cache, block);
+	if (tv_pipeline_check_cache(cache, block)) {
+		/* in the size syntax the bounds use, with the minimum the pipeline asks for */
+		tv_size_format(cache, cache_s, sizeof(cache_s));
+		tv_size_format(block, block_s, sizeof(block_s));
+		tv_size_format(tv_pipeline_min_cache_bytes(block), min_s, sizeof(min_s));
+		return tv_cli_usage_error("--cache-bytes %s%s must hold at least two blocks of "
+					  "%s--block-bytes %s (at least %s)", cache_s,
+					  po->cache_bytes ? "" : " (the default)",
+					  po->block_bytes ? "" : "the default ", block_s, min_s);
+	}
 	return tv_cli_check_chunk_fits(po->chunk_bytes, po->max_message_bytes);
 }
 
@@ -298,10 +315,9 @@ int tv_cmd_capture(int argc, char **argv)
 		return ret;
 	if (optind < argc)
 		return tv_cli_usage_error("capture: unexpected argument '%s'", argv[optind]);
-	if (!po->servers)
-		return tv_cli_usage_error("capture: missing --server");
-	if (!tv_cli_valid_server_list(po->servers))
-		return tv_cli_usage_error("invalid --server: '%s'", po->servers);
+	ret = tv_cli_check_servers("capture", po->servers);
+	if (ret)
+		return ret;
 	ret = check_mode(o);
 	if (ret)
 		return ret;

@@ -24,7 +24,7 @@
 #define CONNECT_TIMEOUT_MS 10000
 
 static const struct tv_cli_opt put_options[] = {
-	{"server", 's', TV_CLI_ARG_STRING, offsetof(struct tv_writer_opts, server), NULL, 0, NULL,
+	{"server", 's', TV_CLI_ARG_STRING, offsetof(struct tv_writer_opts, server), NULL, NULL,
 	 NULL},
 	TV_CLI_WRITER_OPTIONS(struct tv_writer_opts, ),
 	{0},
@@ -32,7 +32,8 @@ static const struct tv_cli_opt put_options[] = {
 
 static const char *const put_usage[] = {
 	"Usage: tracevault put --server HOST:PORT[,HOST:PORT...] [--chunk-bytes N]\n"
-	"                      [--window-bytes N] [--no-zerocopy] [--max-message-bytes N] FILE|-\n"
+	"                      [--window-bytes N] [--no-zerocopy] [--max-message-bytes N]\n"
+	"                      [--test-corrupt-chunk N] FILE|-\n"
 	"\n"
 	"Import JSON Lines records (the fields `tracevault query --format jsonl` prints; ts_ns\n"
 	"required, others default to 0 or \"\") as one segment: all lines are checked first, then\n"
@@ -45,7 +46,8 @@ static const char *const put_usage[] = {
 	"      --window-bytes N       unacknowledged bytes per stream, 1 to 1024G (default 8M)\n"
 	"      --no-zerocopy          copy chunks with protobuf-c (for comparison)\n"
 	"      --max-message-bytes N  gRPC message size limit, 64K to 1G (default 16M)\n"
-	"      --test-corrupt-chunk N test only: corrupt the Nth chunk sent\n"
+	"      --test-corrupt-chunk N test only: corrupt the Nth chunk sent,\n"
+	"                             1 to 9223372036854775807\n"
 	"  -h, --help                 this text\n"
 	"\n"
 	"Examples:\n"
@@ -169,10 +171,9 @@ int tv_cmd_put(int argc, char **argv)
 	ret = tv_cli_parse(argc, argv, put_options, put_usage, &wo);
 	if (ret != TV_CLI_PARSED)
 		return ret;
-	if (!wo.server)
-		return tv_cli_usage_error("put: missing --server");
-	if (!tv_cli_valid_server_list(wo.server))
-		return tv_cli_usage_error("invalid --server: '%s'", wo.server);
+	ret = tv_cli_check_servers("put", wo.server);
+	if (ret)
+		return ret;
 	ret = tv_cli_check_chunk_fits(wo.chunk_bytes, wo.max_message_bytes);
 	if (ret)
 		return ret;
@@ -201,7 +202,8 @@ int tv_cmd_put(int argc, char **argv)
 		ret = tv_cli_runtime_error("%s", err);
 		goto out;
 	}
-	fprintf(stderr, "put %" PRIu64 " records in %zu blocks\n", pb.records, pb.n);
+	fprintf(stderr, "put %" PRIu64 " record%s in %zu block%s\n", pb.records,
+		pb.records == 1 ? "" : "s", pb.n, pb.n == 1 ? "" : "s");
 	ret = EXIT_SUCCESS;
 out:
 	tv_writer_free(w);

@@ -44,12 +44,12 @@ static int parse_format(const char *arg, void *field, char *why, size_t whylen)
 #define QA(field) offsetof(struct query_args, field)
 
 static const struct tv_cli_opt query_options[] = {
-	{"server", 's', TV_CLI_ARG_STRING, QA(server), NULL, 0, NULL, NULL},
-	{"from", 'f', TV_CLI_ARG_STRING, QA(from), NULL, 0, NULL, NULL},
-	{"to", 't', TV_CLI_ARG_STRING, QA(to), NULL, 0, NULL, NULL},
-	{"format", 'F', TV_CLI_ARG_CUSTOM, QA(format), NULL, 0, "jsonl or table", parse_format},
-	{"limit", 'n', TV_CLI_ARG_U64, QA(limit), &tv_cli_count_limit, 0, NULL, NULL},
-	{"stats", 0, TV_CLI_ARG_SET, QA(stats), NULL, 0, NULL, NULL},
+	{"server", 's', TV_CLI_ARG_STRING, QA(server), NULL, NULL, NULL},
+	{"from", 'f', TV_CLI_ARG_STRING, QA(from), NULL, NULL, NULL},
+	{"to", 't', TV_CLI_ARG_STRING, QA(to), NULL, NULL, NULL},
+	{"format", 'F', TV_CLI_ARG_CUSTOM, QA(format), NULL, "jsonl or table", parse_format},
+	{"limit", 'n', TV_CLI_ARG_U64, QA(limit), &tv_cli_count_limit, "0: all", NULL},
+	{"stats", 0, TV_CLI_ARG_SET, QA(stats), NULL, NULL, NULL},
 	TV_CLI_MESSAGE_OPTION(struct query_args, max_message_bytes),
 	{0},
 };
@@ -73,7 +73,8 @@ static const char *const query_usage[] = {
 	"  -f, --from T               start of the window, inclusive (required)\n"
 	"  -t, --to T                 end of the window, exclusive (default: now)\n"
 	"  -F, --format FMT           jsonl (default: one JSON object per line) or table\n"
-	"  -n, --limit N              at most N records (default: all)\n"
+	"  -n, --limit N              at most N records, 0 to 9223372036854775807 (default 0:\n"
+	"                             all; with --stats, only 0)\n"
 	"      --stats                block counts and loss totals instead of records\n"
 	"      --max-message-bytes N  gRPC message size limit, 64K to 1G (default 16M)\n"
 	"                             (sizes take a K, M or G suffix)\n"
@@ -158,8 +159,9 @@ int tv_cmd_query(int argc, char **argv)
 	qo = (struct query_out){.format = (enum out_format)a.format};
 	if (optind < argc)
 		return tv_cli_usage_error("query: unexpected argument '%s'", argv[optind]);
-	if (!a.server)
-		return tv_cli_usage_error("query: missing --server");
+	ret = tv_cli_check_servers("query", a.server);
+	if (ret)
+		return ret;
 	if (!a.from)
 		return tv_cli_usage_error("query: missing --from");
 	if (tv_parse_time(a.from, now_ns, &from_ns))

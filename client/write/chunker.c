@@ -23,12 +23,14 @@ size_t tv_chunk_default_bytes(size_t max_message_bytes)
 	return TV_DEFAULT_CHUNK_BYTES;
 }
 
+size_t tv_chunk_max_bytes(size_t max_message_bytes)
+{
+	return max_message_bytes > TV_CHUNK_PREFIX_MAX ? max_message_bytes - TV_CHUNK_PREFIX_MAX : 0;
+}
+
 int tv_chunk_check_fits(size_t chunk_bytes, size_t max_message_bytes)
 {
-	return max_message_bytes >= TV_CHUNK_PREFIX_MAX &&
-			       chunk_bytes <= max_message_bytes - TV_CHUNK_PREFIX_MAX
-		       ? 0
-		       : -EMSGSIZE;
+	return chunk_bytes <= tv_chunk_max_bytes(max_message_bytes) ? 0 : -EMSGSIZE;
 }
 
 /* protobuf-c pack of WriteRequest{chunk}: the plain path --no-zerocopy compares against. */

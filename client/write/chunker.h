@@ -21,8 +21,13 @@ extern const struct tv_limit tv_chunk_bytes_limit;
  * message of max_message_bytes (a small message limit alone must not make a write fail). */
 size_t tv_chunk_default_bytes(size_t max_message_bytes);
 
-/* 0 when a chunk of chunk_bytes plus its prefix (TV_CHUNK_PREFIX_MAX) fits in one message of
- * max_message_bytes, else -EMSGSIZE. */
+/* The largest chunk, in payload bytes, that fits with its prefix (TV_CHUNK_PREFIX_MAX) in one
+ * message of max_message_bytes: max_message_bytes - TV_CHUNK_PREFIX_MAX, 0 when none does.
+ * The CLI states it when --chunk-bytes is too large for --max-message-bytes. */
+size_t tv_chunk_max_bytes(size_t max_message_bytes);
+
+/* 0 when a chunk of chunk_bytes is at most tv_chunk_max_bytes(max_message_bytes), else
+ * -EMSGSIZE. */
 int tv_chunk_check_fits(size_t chunk_bytes, size_t max_message_bytes);
 
 enum tv_chunk_mode {

@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,9 +34,15 @@ const struct tv_limit tv_pipeline_cache_bytes_limit = {
 };
 const struct tv_limit tv_pipeline_time_ms_limit = {.min = 1, .max = 24ull * 3600 * 1000};
 
+size_t tv_pipeline_min_cache_bytes(size_t block_bytes)
+{
+	/* saturated, so an unchecked block size cannot wrap into a small minimum */
+	return block_bytes > SIZE_MAX / 2 ? SIZE_MAX : 2 * block_bytes;
+}
+
 int tv_pipeline_check_cache(size_t cache_bytes, size_t block_bytes)
 {
-	return cache_bytes / 2 >= block_bytes ? 0 : -EINVAL;
+	return cache_bytes >= tv_pipeline_min_cache_bytes(block_bytes) ? 0 : -EINVAL;
 }
 
 /* One sealed block in the cache, waiting for its segment. The pipeline owns one slice ref. */
@@ -432,9 +439,19 @@ static int validate(struct tv_pipeline_opts *o, char *err, size_t errlen)
 			 tv_pipeline_time_ms_limit.max);
 		return -EINVAL;
 	}
-	if (tv_limit_check(&tv_wire_message_bytes_limit, o->max_message_bytes) ||
-	    tv_limit_check(&tv_chunk_bytes_limit, o->chunk_bytes) ||
-	    tv_chunk_check_fits(o->chunk_bytes, o->max_message_bytes)) {
+	/* each its own reason: a bad message size is not the chunk's fault */
+	if (tv_limit_check(&tv_wire_message_bytes_limit, o->max_message_bytes)) {
+		snprintf(err, errlen, "invalid message size limit (%zu bytes, want %" PRIu64
+			 " to %" PRIu64 ")", o->max_message_bytes, tv_wire_message_bytes_limit.min,
+			 tv_wire_message_bytes_limit.max);
+		return -EINVAL;
+	}
+	if (tv_limit_check(&tv_chunk_bytes_limit, o->chunk_bytes)) {
+		snprintf(err, errlen, "invalid chunk size (%zu bytes, want %" PRIu64 " to %" PRIu64
+			 ")", o->chunk_bytes, tv_chunk_bytes_limit.min, tv_chunk_bytes_limit.max);
+		return -EINVAL;
+	}
+	if (tv_chunk_check_fits(o->chunk_bytes, o->max_message_bytes)) {
 		snprintf(err, errlen, "chunk of %zu bytes does not fit a message of %zu bytes",
 			 o->chunk_bytes, o->max_message_bytes);
 		return -EINVAL;

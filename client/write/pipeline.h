@@ -28,8 +28,11 @@ extern const struct tv_limit tv_pipeline_cache_bytes_limit;
 /* block_age_ms, backpressure_ms (and the write and delete deadlines): 1 ms to 24 h. */
 extern const struct tv_limit tv_pipeline_time_ms_limit;
 
-/* 0 when a cache of cache_bytes holds two blocks of block_bytes (one being filled while one
- * waits for the writer), else -EINVAL. */
+/* The smallest cache, in bytes, for blocks of block_bytes: two blocks (one being filled while
+ * one waits for the writer). The CLI states it when --cache-bytes is too small. */
+size_t tv_pipeline_min_cache_bytes(size_t block_bytes);
+
+/* 0 when cache_bytes is at least tv_pipeline_min_cache_bytes(block_bytes), else -EINVAL. */
 int tv_pipeline_check_cache(size_t cache_bytes, size_t block_bytes);
 
 struct tv_pipeline_opts {

@@ -42,7 +42,12 @@ def usage_cases(good_file):
         (["query", "--bogus", "--server", UNREACHABLE, "--from", "-1m"],
          "tracevault: unknown option '--bogus'"),
         (["put", "-x", "--server", UNREACHABLE, good_file], "tracevault: unknown option '-x'"),
-        (["query", "--server"], "tracevault: option '--server' requires an argument"),
+        (["query", "--server"], "tracevault: option '--server' needs a value"),
+        # a flag given a value: the option exists, it takes none
+        (["capture", "--server", UNREACHABLE, "--headers=1"],
+         "tracevault: option '--headers' takes no value"),
+        (["query", "--server", UNREACHABLE, "--from", "-1m", "--stats=yes"],
+         "tracevault: option '--stats' takes no value"),
         (["query", "--from", "-1m"], "tracevault: query: missing --server"),
         (["put", good_file], "tracevault: put: missing --server"),
         (["capture"], "tracevault: capture: missing --server"),
@@ -55,20 +60,80 @@ def usage_cases(good_file):
         (q + ["--from", "2000", "--to", "1000"], "tracevault: --from (2000) is after --to (1000)"),
         (q + ["--from", "-1m", "--format", "xml"],
          "tracevault: invalid --format: 'xml' (jsonl or table)"),
-        (q + ["--from", "-1m", "--limit", "-3"], "tracevault: invalid --limit: '-3'"),
+        (q + ["--from", "-1m", "--limit", "-3"],
+         "tracevault: invalid --limit: '-3' (0 to 9223372036854775807, 0: all)"),
         (q + ["--from", "-1m", "extra"], "tracevault: query: unexpected argument 'extra'"),
-        (["capture", "--server", UNREACHABLE, "--pid", "abc"], "tracevault: invalid --pid: 'abc'"),
-        (["capture", "--server", UNREACHABLE, "--pid", "0"], "tracevault: invalid --pid: '0'"),
+        (["capture", "--server", UNREACHABLE, "--pid", "abc"],
+         "tracevault: invalid --pid: 'abc' (1 to 2147483647)"),
+        (["capture", "--server", UNREACHABLE, "--pid", "0"],
+         "tracevault: invalid --pid: '0' (1 to 2147483647)"),
         (["capture", "--server", UNREACHABLE, "--port", "65536"],
-         "tracevault: invalid --port: '65536'"),
-        (["capture", "--server", UNREACHABLE, "--duration", "-1"],
-         "tracevault: invalid --duration: '-1'"),
-        (["capture", "--server", UNREACHABLE, "--duration", "nan"],
-         "tracevault: invalid --duration: 'nan'"),
+         "tracevault: invalid --port: '65536' (1 to 65535)"),
+        (["capture", "--server", UNREACHABLE, "--ready-fd", "-1"],
+         "tracevault: invalid --ready-fd: '-1' (0 to 2147483647)"),
+        (["capture", "--server", UNREACHABLE, "--mode", "sockfilter", "--interface", ""],
+         "tracevault: invalid --interface: '' (1 to 15 bytes)"),
+        (["capture", "--server", UNREACHABLE, "--test-corrupt-chunk", "0"],
+         "tracevault: invalid --test-corrupt-chunk: '0' (1 to 9223372036854775807)"),
+        (q + ["--from", "-1m", "--limit", "-1"],
+         "tracevault: invalid --limit: '-1' (0 to 9223372036854775807, 0: all)"),
+        # integers are digits only: no space, no sign, no base prefix
+        (["capture", "--server", UNREACHABLE, "--pid", " 5"],
+         "tracevault: invalid --pid: ' 5' (1 to 2147483647)"),
+        (["capture", "--server", UNREACHABLE, "--pid", "+5"],
+         "tracevault: invalid --pid: '+5' (1 to 2147483647)"),
+        (["capture", "--server", UNREACHABLE, "--port", "0x50"],
+         "tracevault: invalid --port: '0x50' (1 to 65535)"),
+        (q + ["--from", "-1m", "--limit", " 1"],
+         "tracevault: invalid --limit: ' 1' (0 to 9223372036854775807, 0: all)"),
+        (q + ["--from", "-1m", "--limit", "+1"],
+         "tracevault: invalid --limit: '+1' (0 to 9223372036854775807, 0: all)"),
+        (q + ["--from", "-1m", "--limit", "18446744073709551616"],
+         "tracevault: invalid --limit: '18446744073709551616' (0 to 9223372036854775807, "
+         "0: all)"),
+        # --duration: capture's bound, the duration syntax (a bare number is seconds), no
+        # sign, exponent, hex float, nan; values past 64 bits are refused, not wrapped
+        ] + [(["capture", "--server", UNREACHABLE, "--duration", v],
+              "tracevault: invalid --duration: '%s' (1ms to 365d, e.g. 30 or 0.5 (seconds), "
+              "250ms, 2m, 1d)" % v)
+             for v in ("-1", "nan", "inf", "0", "0.0", "1e11", "18446744073", "1e300",
+                       "18446744073709551616", "0x1p-3", "1e-9", "0.0005", "1.5ms", " 3",
+                       "+3", "3 s", "3S", "1w", ".5", "1.", "366d", "31536001")] + [
         (["capture", "--server", UNREACHABLE, "--sample-ratio", "0"],
-         "tracevault: invalid --sample-ratio: '0' (0 < R <= 1)"),
+         "tracevault: invalid --sample-ratio: '0' (a decimal, 0 < R <= 1)"),
         (["capture", "--server", UNREACHABLE, "--sample-ratio", "1.5"],
-         "tracevault: invalid --sample-ratio: '1.5' (0 < R <= 1)"),
+         "tracevault: invalid --sample-ratio: '1.5' (a decimal, 0 < R <= 1)"),
+        # ratios are plain decimals: strtod's spaces, signs, hex and exponents are refused
+        ] + [(["capture", "--server", UNREACHABLE, "--sample-ratio", v],
+              "tracevault: invalid --sample-ratio: '%s' (a decimal, 0 < R <= 1)" % v)
+             for v in (" 0.5", "+0.5", "0x0.8", "5e-1", ".5", "0.5 ", "inf")] + [
+        # one --server rule for every command: a usage error, the same line
+        (["capture", "--server", ""],
+         "tracevault: invalid --server: '' (HOST:PORT[,HOST:PORT...], no empty entry)"),
+        (["put", "--server", "a:1,,b:2", good_file],
+         "tracevault: invalid --server: 'a:1,,b:2' (HOST:PORT[,HOST:PORT...], no empty entry)"),
+        (["query", "--server", "", "--from", "-1m"],
+         "tracevault: invalid --server: '' (HOST:PORT[,HOST:PORT...], no empty entry)"),
+        (["query", "--server", "a:1,,b:2", "--from", "-1m"],
+         "tracevault: invalid --server: 'a:1,,b:2' (HOST:PORT[,HOST:PORT...], no empty entry)"),
+        (["query", "--server", "a:1,", "--from", "-1m"],
+         "tracevault: invalid --server: 'a:1,' (HOST:PORT[,HOST:PORT...], no empty entry)"),
+        # the sockfilter packet ring is whole 1M blocks: capture's bound for that mode
+        (["capture", "--server", UNREACHABLE, "--mode", "sockfilter", "--ring-bytes", "4K"],
+         "tracevault: --ring-bytes 4K is outside the bound of --mode sockfilter (a power of "
+         "two, 1M to 1G)"),
+        (["capture", "--server", UNREACHABLE, "--ring-bytes", "512K", "--mode", "sockfilter"],
+         "tracevault: --ring-bytes 512K is outside the bound of --mode sockfilter (a power of "
+         "two, 1M to 1G)"),
+        # a chunk too large for the message: the sizes in the bounds' syntax and the largest
+        # chunk that fits
+        (["capture", "--server", UNREACHABLE, "--chunk-bytes", "67108864"],
+         "tracevault: --chunk-bytes 64M does not fit in the default --max-message-bytes 16M "
+         "(at most 16M - 64 = 16777152)"),
+        (["put", "--server", UNREACHABLE, "--chunk-bytes", "1M", "--max-message-bytes", "1M",
+          good_file],
+         "tracevault: --chunk-bytes 1M does not fit in --max-message-bytes 1M "
+         "(at most 1M - 64 = 1048512)"),
         (["capture", "--server", UNREACHABLE, "--mode", "pcap"],
          "tracevault: invalid --mode: 'pcap' (tracepoint or sockfilter)"),
         (["capture", "--server", UNREACHABLE, "--mode", "sockfilter", "--pid", "1"],
@@ -134,10 +199,23 @@ def run_cases(tmp):
         for v in ("1025G", "1048577M", str(2**40 + 1), "0", "1g", "1T", "1.5G", "G"):
             expect([cmd, "--server", UNREACHABLE, opt, v] + tail, 2,
                    "tracevault: invalid %s: '%s' (%s)" % (opt, v, bound), exact=True)
-    # M exactly: the message shows both sizes in bytes
+    # the sizes in the bounds' syntax, and the smallest cache the blocks need
     expect(["capture", "--server", UNREACHABLE, "--cache-bytes", "63M", "--block-bytes",
-            "32M"], 2, "tracevault: --cache-bytes (66060288) must hold at least two blocks "
-           "of --block-bytes (33554432)", exact=True)
+            "32M"], 2, "tracevault: --cache-bytes 63M must hold at least two blocks "
+           "of --block-bytes 32M (at least 64M)", exact=True)
+    expect(["capture", "--server", UNREACHABLE, "--cache-bytes", "7M"], 2,
+           "tracevault: --cache-bytes 7M must hold at least two blocks of the default "
+           "--block-bytes 4M (at least 8M)", exact=True)
+    # every accepted form of --duration gets as far as the server
+    for v in ("3", "0.5", "0.001", "1.500", "250ms", "30s", "1.5s", "2m", "1h", "1d", "365d",
+              "31536000"):
+        expect(["capture", "--server", UNREACHABLE, "--duration", v], 1, refused, exact=True)
+    for v in ("0.25", "1", "1.0"):
+        expect(["capture", "--server", UNREACHABLE, "--sample-ratio", v], 1, refused,
+               exact=True)
+    for v in ("1M", "2M", "1G"):
+        expect(["capture", "--server", UNREACHABLE, "--mode", "sockfilter", "--ring-bytes", v],
+               1, refused, exact=True)
     expect(["capture", "--server", UNREACHABLE, "--cache-bytes", "1G", "--block-bytes",
             "32M", "--duration", "1"], 1, refused, exact=True)
 
@@ -201,7 +279,7 @@ def run_cases(tmp):
         write_lines(many, [good_line(i) for i in range(300)])
         p = tvtest.run(["put", "--server", srv.addr, "--window-bytes", "2K", "--chunk-bytes",
                         "512", many], check=True)
-        assert "put 300 records in 1 blocks" in p.stderr, p.stderr
+        assert "put 300 records in 1 block\n" in p.stderr, p.stderr
         assert [(r["ts_ns"], r["path"]) for r in map(json.loads, everything(srv.addr))] == \
             [(BASE_NS + i, "/%d" % i) for i in range(300)]
         print("ok put --window-bytes 2K --chunk-bytes 512")

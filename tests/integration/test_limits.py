@@ -6,6 +6,7 @@ must agree with the --help texts (checked too): one owner per limit, one stateme
 import os
 import sys
 import tempfile
+import re
 import shutil
 import subprocess
 
@@ -16,6 +17,7 @@ UNREACHABLE = "127.0.0.1:1"  # nothing listens on port 1: connect is refused
 REFUSED = "tracevault: cannot reach server %s: connection refused" % UNREACHABLE
 K, M, G = 1 << 10, 1 << 20, 1 << 30
 DAY_MS = 24 * 3600 * 1000
+INT_MAX, LLONG_MAX = 2**31 - 1, 2**63 - 1
 
 # (command, option, min, max, the bound the message and --help state, extra args, formatter)
 # the extra args make the accepted edges valid on the other options' terms (two blocks in the
@@ -39,13 +41,21 @@ LIMITS = [
     ("capture", "--block-age", 1, DAY_MS, "1ms to 24h", [], ms),
     ("capture", "--block-age-ms", 1, DAY_MS, "1 to 86400000", [], str),
     ("capture", "--backpressure-ms", 1, DAY_MS, "1 to 86400000", [], str),
+    ("capture", "--duration", 1, 365 * DAY_MS, "1ms to 365d", [], ms),
+    ("capture", "--pid", 1, INT_MAX, "1 to 2147483647", [], str),
+    ("capture", "--port", 1, 65535, "1 to 65535", [], str),
+    ("capture", "--ready-fd", 0, INT_MAX, "0 to 2147483647", [], str),
+    ("capture", "--test-corrupt-chunk", 1, LLONG_MAX, "1 to 9223372036854775807", [], str),
+    ("put", "--test-corrupt-chunk", 1, LLONG_MAX, "1 to 9223372036854775807", [], str),
+    ("query", "--limit", 0, LLONG_MAX, "0 to 9223372036854775807", [], str),
     ("put", "--chunk-bytes", 1, G - 64, "1 to 1073741760", ["--max-message-bytes", "1G"], SIZE),
     ("put", "--window-bytes", 1, 1024 * G, "1 to 1024G", [], SIZE),
     ("put", "--max-message-bytes", 64 * K, G, "64K to 1G", [], SIZE),
     ("query", "--max-message-bytes", 64 * K, G, "64K to 1G", [], SIZE),
 ]
-# --comm bounds a length: (min, max) bytes
+# --comm and --interface bound a length: (min, max) bytes; --interface needs sockfilter
 COMM = (1, 15, "1 to 15 bytes")
+STRINGS = [("--comm", []), ("--interface", ["--mode", "sockfilter"])]
 
 
 def argv(cmd, args, good_file):
@@ -85,12 +95,31 @@ def check_client(good_file):
             "%s --help does not state %s's bound %r" % (cmd, option, bound)
         print("ok %-8s %-20s [%s, %s] %s" % (cmd, option, fmt(lo), fmt(hi), bound))
     lo, hi, bound = COMM
-    accepted(argv("capture", ["--comm", "a" * lo], good_file))
-    accepted(argv("capture", ["--comm", "a" * hi], good_file))
-    rejected(argv("capture", ["--comm", "a" * (lo - 1)], good_file), "--comm", bound)
-    rejected(argv("capture", ["--comm", "a" * (hi + 1)], good_file), "--comm", bound)
+    for option, extra in STRINGS:
+        accepted(argv("capture", extra + [option, "a" * lo], good_file))
+        accepted(argv("capture", extra + [option, "a" * hi], good_file))
+        rejected(argv("capture", extra + [option, "a" * (lo - 1)], good_file), option, bound)
+        rejected(argv("capture", extra + [option, "a" * (hi + 1)], good_file), option, bound)
+        print("ok capture  %-20s [%d, %d] bytes" % (option, lo, hi))
     assert "1 to 15 bytes" in helps["capture"]
-    print("ok capture  --comm               [%d, %d] bytes" % (lo, hi))
+    # --duration in seconds, its plain form: the same edges, 0.001 and 365 days
+    accepted(argv("capture", ["--duration", "0.001"], good_file))
+    accepted(argv("capture", ["--duration", str(365 * 24 * 3600)], good_file))
+    rejected(argv("capture", ["--duration", "0.000"], good_file), "--duration", "1ms to 365d")
+    rejected(argv("capture", ["--duration", str(365 * 24 * 3600 + 1)], good_file),
+             "--duration", "1ms to 365d")
+    print("ok capture  --duration in seconds [0.001, 31536000]")
+    # --ring-bytes with --mode sockfilter: capture's bound for the packet ring, 1M to 1G
+    accepted(argv("capture", ["--mode", "sockfilter", "--ring-bytes", "1M"], good_file))
+    accepted(argv("capture", ["--mode", "sockfilter", "--ring-bytes", "1G"], good_file))
+    # 512K passes the table's bound and fails the mode's; 2G fails the table's (both 1G)
+    for v, bound in (("512K", "(a power of two, 1M to 1G)"), ("2G", "(a power of two, 4K to 1G)")):
+        p = tvtest.run(argv("capture", ["--mode", "sockfilter", "--ring-bytes", v], good_file))
+        assert p.returncode == 2 and len(p.stderr.splitlines()) == 1 and \
+            p.stderr.startswith("tracevault: ") and p.stderr.rstrip().endswith(bound), \
+            (v, p.returncode, p.stderr)
+    assert "a power of two, 1M to 1G" in helps["capture"]
+    print("ok capture  --mode sockfilter --ring-bytes [1M, 1G]")
     # sizes take suffixes; a power of two inside the ring bounds is needed, not only the range
     accepted(argv("capture", ["--ring-bytes", "64K"], good_file))
     rejected(argv("capture", ["--ring-bytes", "48K"], good_file), "--ring-bytes",
@@ -99,6 +128,41 @@ def check_client(good_file):
     for v in ("64M", "200M", "33M"):
         rejected(argv("capture", ["--block-bytes", v], good_file), "--block-bytes", "1K to 32M")
     print("ok ring power of two, --block-bytes 64M/200M/33M all '(1K to 32M)'")
+
+
+README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "README.md")
+
+
+def synopsis(text, start):
+    """The options of the usage lines that begin at start: its line and the lines after it
+    that go on with "[" (what follows is description)."""
+    lines = text[text.index(start):].splitlines()
+    block = [lines[0]]
+    for line in lines[1:]:
+        if not line.strip().startswith("["):
+            break
+        block.append(line)
+    return sorted(set(re.findall(r"--[a-z][a-z-]*", "\n".join(block))))
+
+
+def check_readme():
+    """README's CLI section states what --help does: the same options in each synopsis, and
+    every bound of the table above."""
+    with open(README) as f:
+        readme = f.read()
+    for cmd in ("capture", "put", "query"):
+        helped = synopsis(tvtest.run([cmd, "--help"], check=True).stdout, "Usage: tracevault")
+        documented = synopsis(readme, "tracevault %s --server HOST:PORT" % cmd)
+        assert helped == documented, (cmd, helped, documented)
+    p = subprocess.run([tvtest.binary("tracevaultd"), "--help"], capture_output=True, text=True,
+                       timeout=30)
+    assert synopsis(p.stdout, "Usage: tracevaultd") == synopsis(readme, "tracevaultd --data DIR"), \
+        p.stdout
+    for cmd, option, lo, hi, bound, extra, fmt in LIMITS:
+        row = [line for line in readme.splitlines() if line.startswith("| `%s`" % option) or
+               ("`%s`" % option in line and line.startswith("| `"))]
+        assert row and bound in row[0], "README's table lacks %s's bound %r" % (option, bound)
+    print("ok README: synopses as in --help, every bound in its table")
 
 
 def check_server():
@@ -134,6 +198,7 @@ def main():
             f.write('{"ts_ns": 1767225600000000000, "path": "/x"}\n')
         check_client(good)
         check_server()
+        check_readme()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("PASS")

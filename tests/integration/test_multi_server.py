@@ -82,8 +82,12 @@ def test_query_fanout_names_the_failing_server(srvs, tmp):
     servers = ",".join(s.addr for s in srvs)
     expect_fail(["query", "--server", "%s,127.0.0.1:1,%s" % (a.addr, c.addr), "--from", "0"],
                 "tracevault: cannot reach server 127.0.0.1:1: connection refused")
-    expect_fail(["query", "--server", "%s,,%s" % (a.addr, c.addr), "--from", "0"],
-                "tracevault: invalid server list '%s,,%s': empty address" % (a.addr, c.addr))
+    # an empty entry is a usage error, worded and exiting as in capture and put
+    bad = "%s,,%s" % (a.addr, c.addr)
+    p = tvtest.run(["query", "--server", bad, "--from", "0"], timeout=60)
+    assert p.returncode == 2 and p.stdout == "" and p.stderr == (
+        "tracevault: invalid --server: '%s' (HOST:PORT[,HOST:PORT...], no empty entry)\n"
+        % bad), (p.returncode, p.stderr)
     # a corrupt block on B: DATA_LOSS from B only, and the query names B
     base = BASE_NS + 2 * 10**12
     before = tvtest.block_files(b.data_dir)

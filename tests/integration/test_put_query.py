@@ -174,7 +174,7 @@ def main():
         # small messages: the block goes out as several chunks at increasing offsets
         p = tvtest.run(["put", "--server", srv.addr, "--max-message-bytes", "65536", path2],
                        check=True)
-        assert "put %d records in 1 blocks" % N_MORE in p.stderr, p.stderr
+        assert "put %d records in 1 block\n" % N_MORE in p.stderr, p.stderr
         records += more
         for label, frm, to, _ in windows(records)[:3]:
             check_window(srv.addr, records, frm, to, "after append: " + label)
@@ -194,7 +194,7 @@ def main():
         edge = [dict(make_record(rng, EDGE_NS + i), **e) for i, e in enumerate(EDGES)]
         p = tvtest.run(["put", "--server", srv.addr, "-"], check=True,
                        input="".join(json.dumps(r) + "\n" for r in edge))
-        assert "put %d records in 1 blocks" % len(edge) in p.stderr, p.stderr
+        assert "put %d records in 1 block\n" % len(edge) in p.stderr, p.stderr
         assert query_records(srv.addr, EDGE_NS, EDGE_NS + len(edge)) == edge
         tvtest.check_table(query(srv.addr, EDGE_NS, EDGE_NS + len(edge), fmt="table"), edge,
                            "table of edge records")

@@ -538,6 +538,14 @@ def test_cli_errors(srv):
             lines = p.stderr.splitlines()
             assert len(lines) == 1 and lines[0].startswith("tracevaultd: ") and reason in lines[0], \
                 (args, p.stderr)
+        # getopt's errors in the client's words (common/usage.h), one line, exit 2
+        for args, line in ((["--data"], "tracevaultd: option '--data' needs a value"),
+                           (["--help=1"], "tracevaultd: option '--help' takes no value"),
+                           (["-x"], "tracevaultd: unknown option '-x'"),
+                           (["--data", ""], "tracevaultd: invalid --data: '' (a directory path)"),
+                           (["--data", d, "extra"], "tracevaultd: unexpected argument 'extra'")):
+            p = run(args)
+            assert p.returncode == 2 and p.stderr == line + "\n", (args, p.returncode, p.stderr)
         p = run(["--data", os.path.join(d, "no", "such", "parent")])
         assert p.returncode == 1 and "cannot create data dir" in p.stderr, p.stderr
         with socket.socket() as busy:

@@ -15,6 +15,7 @@
 #include "common/grpc_util.h"
 #include "common/limit.h"
 #include "common/size.h"
+#include "common/usage.h"
 
 static uint64_t size_of(const char *s)
 {
@@ -240,6 +241,32 @@ static void test_int_arg(void **state)
 	assert_int_equal(a.value.integer, 16 << 20);
 }
 
+/* getopt_long's results as both binaries word them (arg is argv[optind - 1]) */
+static void test_getopt_reasons_one_wording(void **state)
+{
+	static const struct {
+		int c;
+		const char *arg;
+		int optopt;
+		const char *want;
+	} cases[] = {
+		{':', "--server", 256, "option '--server' needs a value"},
+		{':', "-s", 's', "option '-s' needs a value"},
+		{'?', "--headers=1", 300, "option '--headers' takes no value"},
+		{'?', "--help=x", 'h', "option '--help' takes no value"},
+		{'?', "--bogus=1", 0, "unknown option '--bogus=1'"},
+		{'?', "--bogus", 0, "unknown option '--bogus'"},
+		{'?', "-x", 'x', "unknown option '-x'"},
+	};
+	char buf[128];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		tv_usage_getopt_reason(cases[i].c, cases[i].arg, cases[i].optopt, buf, sizeof(buf));
+		assert_string_equal(buf, cases[i].want);
+	}
+}
+
 static void test_clocks(void **state)
 {
 	uint64_t m0 = tv_monotonic_ns(), m1 = tv_monotonic_ns();
@@ -274,6 +301,7 @@ int main(void)
 		cmocka_unit_test(test_every_grpc_status_has_its_name),
 		cmocka_unit_test(test_cq_destroy_drains_an_idle_queue),
 		cmocka_unit_test(test_int_arg),
+		cmocka_unit_test(test_getopt_reasons_one_wording),
 		cmocka_unit_test(test_clocks),
 	};
 
