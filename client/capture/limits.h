@@ -15,7 +15,7 @@ extern const struct tv_limit tv_capture_payload_bytes_limit;
  * power of two from 4K (a page) to 1G; defaults 16M and 64M. */
 extern const struct tv_limit tv_capture_ring_bytes_limit;
 /* --ring-bytes with --mode sockfilter, also within the limit above: the packet ring is made
- * of whole 1M blocks (sockfilter.c's RING_BLOCK_BYTES, which is to use this constant), so
+ * of whole 1M blocks (sockfilter.c's RING_BLOCK_BYTES is this constant), so
  * below 1M a smaller ring would silently become 1M; a power of two from 1M to 1G. */
 #define TV_CAPTURE_SOCKFILTER_RING_BLOCK_BYTES (1u << 20)
 extern const struct tv_limit tv_capture_sockfilter_ring_bytes_limit;

@@ -27,13 +27,15 @@
 #include "bpf/tv_event.h"    /* struct tv_event, payload limits, enum tv_lost_reason */
 #include "bpf/sockfilter.h" /* header bytes the filter keeps */
 #include "sockfilter.skel.h"
+#include "capture/limits.h"
 #include "capture/tcp_reasm.h"
 #include "common/clock.h"
 
 #define IPPROTO_TCP_NUM 6
 /* Ring geometry: the kernel fills one block at a time with packets back to back and hands it
- * over when full or RING_RETIRE_MS after its first packet. */
-#define RING_BLOCK_BYTES (1u << 20)
+ * over when full or RING_RETIRE_MS after its first packet. The size is capture/limits.h's, as
+ * the sockfilter --ring-bytes bound is made of whole blocks. */
+#define RING_BLOCK_BYTES TV_CAPTURE_SOCKFILTER_RING_BLOCK_BYTES
 /* the kernel takes a TPACKET_V3 block size that is a multiple of the page size, and map_ring
  * doubles it until two worst-case packets fit (and the frame size, from TPACKET_ALIGNMENT,
  * until one does): powers of two keep frames dividing blocks evenly */
