@@ -10,6 +10,11 @@ static int is_short(int optopt)
 	return optopt > ' ' && optopt < 127 && optopt != '?';
 }
 
+const char *tv_usage_getopt_arg(char *const *argv, int optind_before, int optind_after)
+{
+	return optind_after == optind_before ? argv[optind_after] : argv[optind_after - 1];
+}
+
 void tv_usage_getopt_reason(int c, const char *arg, int optopt, char *buf, size_t len)
 {
 	int is_long = strncmp(arg, "--", 2) == 0;

@@ -216,7 +216,8 @@ int main(int argc, char **argv)
 	unsigned listen_port;
 
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":h", OPTIONS, NULL)) != -1) {
+	for (int before = optind; (opt = getopt_long(argc, argv, ":h", OPTIONS, NULL)) != -1;
+	     before = optind) {
 		switch (opt) {
 		case 'd':
 			data_dir = optarg;
@@ -246,7 +247,8 @@ int main(int argc, char **argv)
 			fputs(USAGE, stdout);
 			return 0;
 		default: /* '?' or ':': the client's words (common/usage.h) */
-			tv_usage_getopt_reason(opt, argv[optind - 1], optopt, err, sizeof(err));
+			tv_usage_getopt_reason(opt, tv_usage_getopt_arg(argv, before, optind), optopt,
+					       err, sizeof(err));
 			return usage_error("%s", err);
 		}
 	}

@@ -58,12 +58,14 @@ int tv_cli_runtime_error(const char *fmt, ...)
 	return code;
 }
 
-/* The usage error for a getopt_long result of '?' or ':', in common/usage.h's words. */
-static int bad_option(int c, char **argv)
+/* The usage error for a getopt_long result of '?' or ':', in common/usage.h's words; before
+ * is optind before that call. */
+static int bad_option(int c, char **argv, int before)
 {
 	char why[TV_CLI_ERR_LEN];
 
-	tv_usage_getopt_reason(c, argv[optind - 1], optopt, why, sizeof(why));
+	tv_usage_getopt_reason(c, tv_usage_getopt_arg(argv, before, optind), optopt, why,
+			       sizeof(why));
 	return tv_cli_usage_error("%s", why);
 }
 
@@ -290,10 +292,13 @@ int tv_cli_parse(int argc, char **argv, const struct tv_cli_opt *table, const ch
 	shorts[ns] = '\0';
 	lo[n] = (struct option){"help", no_argument, NULL, 'h'};
 	lo[n + 1] = (struct option){0};
-	while ((c = getopt_long(argc, argv, shorts, lo, NULL)) != -1) {
+	for (;;) {
 		const struct tv_cli_opt *o = NULL;
-		int ret;
+		int before = optind, ret;
 
+		c = getopt_long(argc, argv, shorts, lo, NULL);
+		if (c == -1)
+			break;
 		if (c == 'h') {
 			for (const char *const *part = usage; *part; part++)
 				fputs(*part, stdout);
@@ -305,7 +310,7 @@ int tv_cli_parse(int argc, char **argv, const struct tv_cli_opt *table, const ch
 			if (table[i].short_name == c)
 				o = &table[i];
 		if (!o)
-			return bad_option(c, argv);
+			return bad_option(c, argv, before);
 		ret = store(o, optarg, (char *)opts + o->offset);
 		if (ret)
 			return ret;

@@ -42,6 +42,10 @@ def usage_cases(good_file):
         (["query", "--bogus", "--server", UNREACHABLE, "--from", "-1m"],
          "tracevault: unknown option '--bogus'"),
         (["put", "-x", "--server", UNREACHABLE, good_file], "tracevault: unknown option '-x'"),
+        # an unknown letter inside a group of short options is named, not the option before it
+        (["query", "--stats", "-zF", "table"], "tracevault: unknown option '-z'"),
+        (["query", "--server=127.0.0.1:1", "-zn", "1"], "tracevault: unknown option '-z'"),
+        (["capture", "--headers", "-xd", "1"], "tracevault: unknown option '-x'"),
         (["query", "--server"], "tracevault: option '--server' needs a value"),
         # a flag given a value: the option exists, it takes none
         (["capture", "--server", UNREACHABLE, "--headers=1"],

@@ -542,6 +542,7 @@ def test_cli_errors(srv):
         for args, line in ((["--data"], "tracevaultd: option '--data' needs a value"),
                            (["--help=1"], "tracevaultd: option '--help' takes no value"),
                            (["-x"], "tracevaultd: unknown option '-x'"),
+                           (["--data=x", "-qh"], "tracevaultd: unknown option '-q'"),
                            (["--data", ""], "tracevaultd: invalid --data: '' (a directory path)"),
                            (["--data", d, "extra"], "tracevaultd: unexpected argument 'extra'")):
             p = run(args)

@@ -267,6 +267,18 @@ static void test_getopt_reasons_one_wording(void **state)
 	}
 }
 
+/* The argument getopt was reading: inside a group of short options optind has not moved yet,
+ * and the one before it (here a long option) must not be named instead. */
+static void test_getopt_arg_inside_a_short_group(void **state)
+{
+	char *argv[] = { "query", "--stats", "-zF", "table", NULL };
+
+	(void)state;
+	assert_string_equal(tv_usage_getopt_arg(argv, 2, 2), "-zF"); /* 'z' unknown, optind 2 */
+	assert_string_equal(tv_usage_getopt_arg(argv, 1, 2), "--stats"); /* moved past it */
+	assert_string_equal(tv_usage_getopt_arg(argv, 2, 3), "-zF"); /* the group's last letter */
+}
+
 static void test_clocks(void **state)
 {
 	uint64_t m0 = tv_monotonic_ns(), m1 = tv_monotonic_ns();
@@ -302,6 +314,7 @@ int main(void)
 		cmocka_unit_test(test_cq_destroy_drains_an_idle_queue),
 		cmocka_unit_test(test_int_arg),
 		cmocka_unit_test(test_getopt_reasons_one_wording),
+		cmocka_unit_test(test_getopt_arg_inside_a_short_group),
 		cmocka_unit_test(test_clocks),
 	};
 
