@@ -713,6 +713,40 @@ def test_file_size_limit_fails_segment_then_next_succeeds(srv):
         cl.close()
 
 
+def test_calls_cancelled_mid_reply_let_the_server_stop(srv):
+    """Stats and Query calls whose deadline ends while their reply is being sent: a reply send
+    that fails after the status was decided (Stats queues its reply with an OK status) left
+    the call unfinished for good, and SIGTERM then waited for it forever (seen: every run of
+    3000 such calls left the daemon stuck). Its own daemon, so the others are not at risk."""
+    own = tvtest.Server()
+    try:
+        own.start()
+        cl = tvtest.GrpcClient(own.addr)
+        cl.write_segment(1, [(2, [record(1000 + i, i, "/" + "x" * 200) for i in range(5000)])])
+        stats = cl.ch.unary_unary("/tracevault.v1.TraceStore/Stats",
+                                  request_serializer=lambda m: m.SerializeToString(),
+                                  response_deserializer=pb.StatsResponse.FromString)
+        calls, deadline = 0, time.monotonic() + 30
+        while calls < 3000 and time.monotonic() < deadline:
+            for timeout_s in (0.0005, 0.001, 0.002):
+                try:
+                    stats(pb.StatsRequest(from_ns=0, to_ns=2**63 - 1), timeout=timeout_s)
+                except grpc.RpcError:
+                    pass
+                try:
+                    for _ in cl.query_rpc(pb.QueryRequest(from_ns=0, to_ns=2**63 - 1),
+                                          timeout=timeout_s):
+                        pass
+                except grpc.RpcError:
+                    pass
+                calls += 1
+        cl.close()
+        assert calls >= 1000, calls  # enough to have hit the window on the old code
+        assert own.stop(timeout=20) == 0  # raises when the daemon is still there after 20 s
+    finally:
+        own.cleanup()
+
+
 def test_sigint_stops_cleanly(srv):
     assert srv.stop(sig=signal.SIGINT) == 0
     srv.start()
