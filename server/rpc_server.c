@@ -666,10 +666,15 @@ static void on_event(struct tv_rpc_server *srv, struct tag *t, int ok)
 	case OP_SEND:
 		grpc_byte_buffer_destroy(c->send_bb);
 		c->send_bb = NULL;
-		if (!ok)
+		if (!ok) {
+			/* The call is gone: no queued reply can reach it. Its status may have been
+			 * decided already (a Stats or Delete reply is queued with its OK status):
+			 * finish then does nothing, so pump below must still send that status, or
+			 * the call never ends and SIGTERM waits for it forever. */
+			drop_queue(c);
 			finish(c, GRPC_STATUS_CANCELLED, "send failed: call is gone");
-		else
-			pump(c);
+		}
+		pump(c);
 		break;
 	case OP_STATUS:
 		set_state(c, C_DONE);
