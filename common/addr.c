@@ -23,6 +23,8 @@ int tv_hostport_parse(const char *s, char *host, size_t hostlen, unsigned *port)
 	hlen = (size_t)(colon - s);
 	if (hlen >= 2 && s[0] == '[' && s[hlen - 1] == ']') /* [::1]:7070 */
 		h++, hlen -= 2;
+	else if (memchr(s, ':', hlen)) /* ::1:7070: the port cannot be told from the address */
+		return -EINVAL;
 	if (hlen == 0)
 		return -EINVAL;
 	if (hlen >= hostlen)

@@ -9,8 +9,8 @@
 
 #define TV_PORT_MAX 65535
 
-/* Split "HOST:PORT" at its last colon: a non-empty host ("[::1]" loses its brackets) and a
- * decimal port 0..65535 (digits only). host gets a NUL-terminated copy (hostlen bytes with the
+/* Split "HOST:PORT" at its last colon: a non-empty host ("[::1]" loses its brackets; an IPv6
+ * address must have them, "::1:80" is refused) and a decimal port 0..65535 (digits only). host gets a NUL-terminated copy (hostlen bytes with the
  * NUL), *port the port. Returns 0, -EINVAL when s is not HOST:PORT, or -ENAMETOOLONG when the
  * host does not fit in hostlen. */
 int tv_hostport_parse(const char *s, char *host, size_t hostlen, unsigned *port);

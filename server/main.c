@@ -224,8 +224,8 @@ int main(int argc, char **argv)
 			break;
 		case 'l':
 			if (tv_hostport_parse(optarg, listen_host, sizeof(listen_host), &listen_port))
-				return usage_error("invalid --listen: '%s' (HOST:PORT, port 0 to 65535)",
-						   optarg);
+				return usage_error("invalid --listen: '%s' (HOST:PORT or [IPv6]:PORT, "
+						   "port 0 to 65535)", optarg);
 			o.listen_addr = optarg;
 			break;
 		case 'm': {

@@ -544,7 +544,10 @@ def test_cli_errors(srv):
                            (["-x"], "tracevaultd: unknown option '-x'"),
                            (["--data=x", "-qh"], "tracevaultd: unknown option '-q'"),
                            (["--data", ""], "tracevaultd: invalid --data: '' (a directory path)"),
-                           (["--data", d, "extra"], "tracevaultd: unexpected argument 'extra'")):
+                           (["--data", d, "extra"], "tracevaultd: unexpected argument 'extra'"),
+                           (["--data", d, "--listen", "::1:0"],
+                            "tracevaultd: invalid --listen: '::1:0' (HOST:PORT or [IPv6]:PORT, "
+                            "port 0 to 65535)")):
             p = run(args)
             assert p.returncode == 2 and p.stderr == line + "\n", (args, p.returncode, p.stderr)
         p = run(["--data", os.path.join(d, "no", "such", "parent")])
