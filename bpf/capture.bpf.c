@@ -1,10 +1,10 @@
 /* Kernel side of `tracevault capture`: syscall tracepoints that follow TCP sockets of the target
  * process from accept/connect to close and stream their payload prefixes to user space through a
- * ring buffer (struct tv_event in tv_event.h). kprobes/fentry are unavailable here: tracepoints only.
- * Data syscalls are seen at sys_exit only, their arguments read from the saved user registers:
- * each enabled syscall tracepoint costs every call of it, in every process, so we enable as few
- * as we can (perf, nginx under wrk: sys_enter+sys_exit programs plus an in-flight map took ~12.5%
- * of its CPU, exit-only ~11%; empty programs on the same tracepoints alone ~4-6%). */
+ * ring buffer (struct tv_event in tv_event.h). kprobes/fentry are unavailable here: tracepoints
+ * only. Data syscalls are seen at sys_exit only, their arguments read from the saved user
+ * registers: each enabled syscall tracepoint costs every call of it, in every process, so we enable
+ * as few as we can (perf, nginx under wrk: sys_enter+sys_exit programs plus an in-flight map took
+ * ~12.5% of its CPU, exit-only ~11%; empty programs on the same tracepoints alone ~4-6%). */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>

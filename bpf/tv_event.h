@@ -87,8 +87,8 @@ struct tv_event_addr {
 };
 
 /* What a tracked socket fd is: the value of the kernel's `sockets` map (key tgid << 32 | fd).
- * Filled at accept/connect exit, removed at close; the loader also inserts the sockets that
- * were already open when the capture started (client/capture/preexisting.c), so both sides share it. */
+ * Filled at accept/connect exit, removed at close; the loader also inserts the sockets that were
+ * already open when the capture started (client/capture/preexisting.c), so both sides share it. */
 struct tv_sock_info {
 	__u64 gen; /* CLOCK_MONOTONIC ns at accept/connect (or at seeding): tv_event.conn_gen */
 	struct tv_event_addr local, remote;

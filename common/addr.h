@@ -10,9 +10,9 @@
 #define TV_PORT_MAX 65535
 
 /* Split "HOST:PORT" at its last colon: a non-empty host ("[::1]" loses its brackets; an IPv6
- * address must have them, "::1:80" is refused) and a decimal port 0..65535 (digits only). host gets a NUL-terminated copy (hostlen bytes with the
- * NUL), *port the port. Returns 0, -EINVAL when s is not HOST:PORT, or -ENAMETOOLONG when the
- * host does not fit in hostlen. */
+ * address must have them, "::1:80" is refused) and a decimal port 0..65535 (digits only). host gets
+ * a NUL-terminated copy (hostlen bytes with the NUL), *port the port. Returns 0, -EINVAL when s is
+ * not HOST:PORT, or -ENAMETOOLONG when the host does not fit in hostlen. */
 int tv_hostport_parse(const char *s, char *host, size_t hostlen, unsigned *port);
 
 /* A parsed server list; tv_server_list_free releases it. */

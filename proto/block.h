@@ -79,9 +79,9 @@ struct tv_block_header {
  * or 0 for a bad magic or an unknown version. */
 uint32_t tv_block_header_bytes(const void *buf);
 
-/* Parse and check a header from the first len bytes of buf: magic, version, codec, header
- * CRC and size bounds. Returns 0, or -EBADMSG (corrupt) / -EPROTONOSUPPORT (version, codec) /
- * -EINVAL (len shorter than the header of its version), with a one-line reason in err when err != NULL. */
+/* Parse and check a header from the first len bytes of buf: magic, version, codec, header CRC and
+ * size bounds. Returns 0, or -EBADMSG (corrupt) / -EPROTONOSUPPORT (version, codec) / -EINVAL (len
+ * shorter than the header of its version), with a one-line reason in err when err != NULL. */
 int tv_block_header_parse(const void *buf, size_t len, struct tv_block_header *h, char *err,
 			  size_t errlen);
 

@@ -18,9 +18,9 @@
 
 struct tv_query;
 
-/* Plan a query: reads the overlapping block list from the catalog (metadata only). from_ns <=
- * to_ns is the caller's check (equal is an empty range); limit 0 means no limit. c and s must outlive the query.
- * Returns 0 or a negative errno with a reason in err. */
+/* Plan a query: reads the overlapping block list from the catalog (metadata only). from_ns <= to_ns
+ * is the caller's check (equal is an empty range); limit 0 means no limit. c and s must outlive the
+ * query. Returns 0 or a negative errno with a reason in err. */
 int tv_query_new(struct tv_query **out, struct tv_catalog *c, struct tv_store *s,
 		 uint64_t from_ns, uint64_t to_ns, uint64_t limit, char *err, size_t errlen);
 void tv_query_free(struct tv_query *q);

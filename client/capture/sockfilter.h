@@ -29,12 +29,12 @@ struct tv_sockfilter_opts {
 
 struct tv_sockfilter;
 
-/* Loads the filter, opens the socket on the interface and maps its ring: packets are captured
- * from return on, and handed to fn (one event at a time, valid during the call) only from
- * the source view's poll and finish (tv_sockfilter_source). 0, or a negative errno with a one-line reason in err:
- * -EINVAL for a port or payload_bytes out of range, -ENODEV for an unknown interface, -EPERM
- * without CAP_NET_RAW/CAP_BPF, -EOPNOTSUPP for a link type other than Ethernet, loopback or
- * none, -ENOMEM. fn/ctx must outlive *out; *out is freed with tv_sockfilter_free. */
+/* Loads the filter, opens the socket on the interface and maps its ring: packets are captured from
+ * return on, and handed to fn (one event at a time, valid during the call) only from the source
+ * view's poll and finish (tv_sockfilter_source). 0, or a negative errno with a one-line reason in
+ * err: -EINVAL for a port or payload_bytes out of range, -ENODEV for an unknown interface, -EPERM
+ * without CAP_NET_RAW/CAP_BPF, -EOPNOTSUPP for a link type other than Ethernet, loopback or none,
+ * -ENOMEM. fn/ctx must outlive *out; *out is freed with tv_sockfilter_free. */
 int tv_sockfilter_open(struct tv_sockfilter **out, const struct tv_sockfilter_opts *o,
 		       tv_capture_event_fn fn, void *ctx, char *err, size_t errlen);
 

@@ -28,12 +28,12 @@ struct tv_tracepoint;
  * a one-line reason in err (missing path, not a cgroup v2 directory). */
 int tv_tracepoint_open_cgroup(const char *path, char *err, size_t errlen);
 
-/* Mounts tracefs if needed, loads and attaches the program, seeds the open connections: events
- * are captured from return on and handed to fn (valid during the call only) from the source
- * view's poll and finish (tv_tracepoint_source). 0, or a negative errno with a one-line reason in err:
- * -EINVAL for options out of range or a --cgroup that is not cgroup v2, -EPERM without
- * CAP_BPF+CAP_PERFMON (or CAP_SYS_ADMIN), -EACCES when the verifier refuses, -ENOENT without
- * tracefs, -ENOMEM. fn/ctx must outlive *out; *out is freed with tv_tracepoint_free. */
+/* Mounts tracefs if needed, loads and attaches the program, seeds the open connections: events are
+ * captured from return on and handed to fn (valid during the call only) from the source view's poll
+ * and finish (tv_tracepoint_source). 0, or a negative errno with a one-line reason in err: -EINVAL
+ * for options out of range or a --cgroup that is not cgroup v2, -EPERM without CAP_BPF+CAP_PERFMON
+ * (or CAP_SYS_ADMIN), -EACCES when the verifier refuses, -ENOENT without tracefs, -ENOMEM. fn/ctx
+ * must outlive *out; *out is freed with tv_tracepoint_free. */
 int tv_tracepoint_open(struct tv_tracepoint **out, const struct tv_tracepoint_opts *o,
 		       tv_capture_event_fn fn, void *ctx, char *err, size_t errlen);
 /* The struct tv_capture_source view of an opened t (for capture.c's run loop): poll waits up

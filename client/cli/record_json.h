@@ -16,9 +16,9 @@ struct tv_record_json {
 	void *hdr_mem; /* req/resp Header arrays of rec (one malloc'd block), owned */
 };
 
-/* Parse one JSON object (len bytes, no NUL needed) with exactly the query output fields:
- * ts_ns is required, others default to 0 / "". req_headers / resp_headers, when present, are
- * arrays of {"name": string, "value": string} objects. Rejects invalid JSON, a non-object, unknown or
+/* Parse one JSON object (len bytes, no NUL needed) with exactly the query output fields: ts_ns is
+ * required, others default to 0 / "". req_headers / resp_headers, when present, are arrays of
+ * {"name": string, "value": string} objects. Rejects invalid JSON, a non-object, unknown or
  * duplicate keys, wrong types, negative or out-of-range numbers, with a one-line reason in err.
  * Returns 0 or -EINVAL. On error nothing needs releasing. */
 int tv_record_json_parse(struct tv_record_json *rj, const char *line, size_t len, char *err,

@@ -1,5 +1,5 @@
-/* cmocka tests of the bounded block cache (client/write/block_cache.c): the byte bound, release by the
- * last slice ref (from another thread), the back-pressure timeout, and freeing. */
+/* cmocka tests of the bounded block cache (client/write/block_cache.c): the byte bound, release by
+ * the last slice ref (from another thread), the back-pressure timeout, and freeing. */
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>

@@ -1,5 +1,5 @@
-/* Unit tests for client/capture/conn_table.c: kernel events (as the ring delivers them) are paired into
- * request/response exchanges per connection, in order, for both roles. */
+/* Unit tests for client/capture/conn_table.c: kernel events (as the ring delivers them) are paired
+ * into request/response exchanges per connection, in order, for both roles. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

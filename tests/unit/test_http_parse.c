@@ -1,5 +1,5 @@
-/* Unit tests for client/capture/http_parse.c: requests and responses fed the way syscalls deliver them
- * (split anywhere, several per read, truncated copies) must give the same messages. */
+/* Unit tests for client/capture/http_parse.c: requests and responses fed the way syscalls deliver
+ * them (split anywhere, several per read, truncated copies) must give the same messages. */
 #define _GNU_SOURCE /* memmem */
 #include <setjmp.h>
 #include <stdarg.h>

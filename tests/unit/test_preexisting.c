@@ -1,5 +1,5 @@
-/* Unit tests for the /proc/net/tcp{,6} line parser of client/capture/preexisting.c: addresses come out
- * as the kernel side stores them (network byte order, IPv4 in the first 4 bytes, ports in host
+/* Unit tests for the /proc/net/tcp{,6} line parser of client/capture/preexisting.c: addresses come
+ * out as the kernel side stores them (network byte order, IPv4 in the first 4 bytes, ports in host
  * order, a v4-mapped pair as AF_INET), so seeded sockets look like accepted ones. */
 #include <errno.h>
 #include <setjmp.h>

@@ -1,5 +1,6 @@
-/* Unit tests for client/capture/sampler.c: trace-id decisions equal OpenTelemetry's TraceIdRatioBased
- * (reference values computed independently from the Java algorithm), are stable, and keep R. */
+/* Unit tests for client/capture/sampler.c: trace-id decisions equal OpenTelemetry's
+ * TraceIdRatioBased (reference values computed independently from the Java algorithm), are stable,
+ * and keep R. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <errno.h>

@@ -1,5 +1,5 @@
-/* Unit tests for client/capture/tcp_reasm.c: captured TCP segments in any order become in-order byte
- * runs per direction, with exact gap counts for holes, bounded queues and connection table. */
+/* Unit tests for client/capture/tcp_reasm.c: captured TCP segments in any order become in-order
+ * byte runs per direction, with exact gap counts for holes, bounded queues and connection table. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
