@@ -67,7 +67,22 @@ def run(args, input=None, timeout=120, check=False):
     return p
 
 
-class Server:
+class Started:
+    """A context manager over start() and cleanup(): `with X(...) as x:` starts x and always
+    cleans up, also when start() itself fails (__exit__ does not run when __enter__ raises)."""
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+
+class Server(Started):
     """A real tracevaultd on a temp data dir and an ephemeral port."""
 
     def __init__(self, data_dir=None, extra_args=(), listen="127.0.0.1:0", preexec_fn=None):
@@ -138,13 +153,3 @@ class Server:
                 os.unlink(self.log_path)
             if self.own_dir:
                 shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def __enter__(self):
-        try:
-            return self.start()
-        except BaseException:
-            self.cleanup()  # __exit__ does not run when __enter__ raises
-            raise
-
-    def __exit__(self, *exc):
-        self.cleanup()

@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 import time
 
-from .procs import free_port, wait_accepting
+from .procs import Started, free_port, wait_accepting
 
 
 NGINX_CONF = """
@@ -41,7 +41,7 @@ http {{
 """
 
 
-class HttpServer:
+class HttpServer(Started):
     """What the test HTTP servers share: a process serving a temp dir, stopped with the signal
     that makes it flush its log (STOP_SIGNAL), then killed if it does not exit in time."""
     STOP_SIGNAL = signal.SIGTERM
@@ -64,16 +64,6 @@ class HttpServer:
             self.stop()
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self):
-        try:
-            return self.start()
-        except BaseException:
-            self.cleanup()  # __exit__ does not run when __enter__ raises
-            raise
-
-    def __exit__(self, *exc):
-        self.cleanup()
 
 
 class Nginx(HttpServer):
