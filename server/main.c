@@ -2,6 +2,7 @@
  * recovers from a crash (temp files, orphan block files), then serves TraceStore until
  * SIGTERM/SIGINT. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <malloc.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -51,7 +53,9 @@ static const char USAGE[] =
 	"\n"
 	"Stores trace blocks written over gRPC (TraceStore Write) and serves time-range queries.\n"
 	"\n"
-	"  --data DIR               data directory (created 0700): blocks/, tmp/, catalog.db\n"
+	"  --data DIR               data directory (created 0700): blocks/, tmp/, catalog.db,\n"
+	"                           and lock, which one tracevaultd holds while it runs (a\n"
+	"                           second one on DIR exits 1 naming the first one's pid)\n"
 	"  --listen HOST:PORT       address to serve on, port 0 to 65535 (default\n"
 	"                           " DEFAULT_LISTEN "); port 0 picks a free port; the first\n"
 	"                           stdout line is 'listening on HOST:PORT'\n"
@@ -201,6 +205,45 @@ static int prepare_data_dir(const char *dir, char *err, size_t errlen)
 	return 0;
 }
 
+/* One owner per data dir: an exclusive flock on DIR/lock (0600), taken before anything in the
+ * dir is read or changed and held until exit (the kernel drops it when the process dies, so a
+ * crash leaves no stale lock). A second tracevaultd would otherwise run crash recovery on the
+ * first one's live temp files and block files. Our pid goes into the file, so the refusal can
+ * name the owner. Returns the descriptor (kept open, never closed), or -1 with err set. */
+static int lock_data_dir(const char *dir, char *err, size_t errlen)
+{
+	char path[PATH_MAX], owner[32] = "";
+	int fd;
+	ssize_t n;
+
+	if (snprintf(path, sizeof(path), "%s/lock", dir) >= (int)sizeof(path)) {
+		snprintf(err, errlen, "data dir path too long: %s", dir);
+		return -1;
+	}
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB)) {
+		int e = errno;
+
+		n = pread(fd, owner, sizeof(owner) - 1, 0);
+		owner[n > 0 ? n : 0] = '\0';
+		owner[strcspn(owner, "\n")] = '\0';
+		if (e == EWOULDBLOCK)
+			snprintf(err, errlen, "data dir %s is in use: another tracevaultd%s%s%s holds %s",
+				 dir, owner[0] ? " (pid " : "", owner, owner[0] ? ")" : "", path);
+		else
+			snprintf(err, errlen, "cannot lock %s: %s", path, strerror(e));
+		close(fd);
+		return -1;
+	}
+	if (ftruncate(fd, 0) || dprintf(fd, "%ld\n", (long)getpid()) < 0)
+		fprintf(stderr, "tracevaultd: writing the pid into %s: %s\n", path, strerror(errno));
+	return fd;
+}
+
 int main(int argc, char **argv)
 {
 	struct tv_rpc_server_opts o = { .listen_addr = DEFAULT_LISTEN,
@@ -275,6 +318,8 @@ int main(int argc, char **argv)
 	signal(SIGXFSZ, SIG_IGN);
 
 	if (prepare_data_dir(data_dir, err, sizeof(err)))
+		goto fail;
+	if (lock_data_dir(data_dir, err, sizeof(err)) < 0)
 		goto fail;
 	if (tv_store_open(&store, data_dir, err, sizeof(err)))
 		goto fail;
