@@ -23,8 +23,8 @@
 grpc_channel *tv_rpc_channel_new(const char *server, size_t max_message_bytes)
 {
 	int max = max_message_bytes > INT_MAX ? INT_MAX : (int)max_message_bytes;
-	grpc_arg args[6];
-	grpc_channel_args ch_args = {.num_args = 6, .args = args};
+	grpc_arg args[5];
+	grpc_channel_args ch_args = {.num_args = 5, .args = args};
 	grpc_channel_credentials *creds;
 	grpc_channel *ch;
 
@@ -34,10 +34,13 @@ grpc_channel *tv_rpc_channel_new(const char *server, size_t max_message_bytes)
 	 * is cancel + delete, never replay. */
 	args[2] = tv_grpc_int_arg(GRPC_ARG_ENABLE_RETRIES, 0);
 	/* After a server restart the channel reconnects within about a second, not after gRPC's
-	 * default backoff of up to two minutes: the next segment must find it READY. */
+	 * default backoff of up to two minutes: the next segment must find it READY. Not
+	 * GRPC_ARG_MIN_RECONNECT_BACKOFF_MS: in gRPC 1.51 it is also the subchannel's minimum
+	 * connect timeout, and at 100 ms a connection whose HTTP/2 handshake took longer (a
+	 * 200 ms round trip, a busy server) was torn down and reported unreachable (rel-11).
+	 * Left at its default (20 s), a connect attempt is bounded by our own deadlines. */
 	args[3] = tv_grpc_int_arg(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, TV_RPC_RECONNECT_MIN_MS);
-	args[4] = tv_grpc_int_arg(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, TV_RPC_RECONNECT_MIN_MS);
-	args[5] = tv_grpc_int_arg(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, TV_RPC_RECONNECT_MAX_MS);
+	args[4] = tv_grpc_int_arg(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, TV_RPC_RECONNECT_MAX_MS);
 	creds = grpc_insecure_credentials_create();
 	if (!creds)
 		return NULL;
