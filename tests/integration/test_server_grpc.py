@@ -470,6 +470,30 @@ def test_query_from_after_to_is_invalid(srv):
     cl.close()
 
 
+def test_damaged_header_is_data_loss_foreign_codec_invalid(srv):
+    """PROTOCOL.md's table: a block that fails BLOCK.md's checks because its bytes were damaged
+    (here a header byte flipped in transit, the chunk CRC computed over the damaged bytes, so
+    only the header CRC32C can tell) is DATA_LOSS, like a payload CRC mismatch; a codec the
+    server does not read (header CRC intact) is the peer's format: INVALID_ARGUMENT. Both
+    leave nothing behind (shared case rel-16 had the first INVALID_ARGUMENT)."""
+    import struct
+    cl = tvtest.GrpcClient(srv.addr)
+    good = encode_block(0x171, [record(7000 + i, i) for i in range(20)])
+    damaged = bytearray(good)
+    damaged[20] ^= 0x01  # inside min_ts_ns
+    _, code, details = cl.write_requests(segment_reqs(0x170, [(0x171, bytes(damaged))]))
+    assert code == grpc.StatusCode.DATA_LOSS and "header checksum mismatch" in details, \
+        (code, details)
+    other = encode_block(0x173, [record(7000 + i, i) for i in range(20)])
+    head = bytearray(other[:60])
+    head[6:8] = struct.pack("<H", 7)  # codec 7: none such; the header CRC made to match
+    foreign = bytes(head) + struct.pack("<I", crc32c(bytes(head))) + other[64:]
+    _, code, details = cl.write_requests(segment_reqs(0x172, [(0x173, foreign)]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "codec" in details, (code, details)
+    assert listdir(srv, "tmp") == [] and cl.query(6000, 8000) == [], listdir(srv, "tmp")
+    cl.close()
+
+
 def test_corrupt_block_file_is_data_loss(srv):
     cl = tvtest.GrpcClient(srv.addr)
     blocks = make_blocks(9_000_000)[:1]
