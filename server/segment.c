@@ -303,10 +303,14 @@ static void open_block(struct tv_segment *seg, const Tracevault__V1__WriteComman
 static int check_header(struct tv_segment *seg, struct seg_block *b)
 {
 	char why[160];
+	int ret = tv_block_header_parse(b->hdr, b->hdr_bytes, &b->h, why, sizeof(why));
 
-	if (tv_block_header_parse(b->hdr, b->hdr_bytes, &b->h, why, sizeof(why))) {
-		fail(seg, GRPC_STATUS_INVALID_ARGUMENT, "block %016llx: %s",
-		     (unsigned long long)b->block_id, why);
+	if (ret) {
+		/* damaged bytes (magic, header CRC32C, size bounds: -EBADMSG) are DATA_LOSS like a
+		 * payload CRC mismatch; a version or codec we do not read is the peer's format,
+		 * INVALID_ARGUMENT (PROTOCOL.md's status table) */
+		fail(seg, ret == -EBADMSG ? GRPC_STATUS_DATA_LOSS : GRPC_STATUS_INVALID_ARGUMENT,
+		     "block %016llx: %s", (unsigned long long)b->block_id, why);
 		return -EINVAL;
 	}
 	if (b->h.block_id != b->block_id) {
