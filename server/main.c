@@ -232,8 +232,9 @@ static int lock_data_dir(const char *dir, char *err, size_t errlen)
 		owner[n > 0 ? n : 0] = '\0';
 		owner[strcspn(owner, "\n")] = '\0';
 		if (e == EWOULDBLOCK)
-			snprintf(err, errlen, "data dir %s is in use: another tracevaultd%s%s%s holds %s",
-				 dir, owner[0] ? " (pid " : "", owner, owner[0] ? ")" : "", path);
+			snprintf(err, errlen,
+				 "data dir %s is in use: another tracevaultd%s%s%s holds %s", dir,
+				 owner[0] ? " (pid " : "", owner, owner[0] ? ")" : "", path);
 		else
 			snprintf(err, errlen, "cannot lock %s: %s", path, strerror(e));
 		close(fd);
