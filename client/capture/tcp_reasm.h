@@ -1,6 +1,7 @@
 /* TCP stream reassembly for `tracevault capture --mode sockfilter`: turns captured TCP segments
  * (both directions, any order) into in-order byte runs per connection and direction, with holes
- * reported as exact gap byte counts. Pure logic, no sockets: client/capture/sockfilter.c feeds it. */
+ * reported as exact gap byte counts. Pure logic, no sockets: client/capture/sockfilter.c feeds
+ * it. */
 #ifndef TV_TCP_REASM_H
 #define TV_TCP_REASM_H
 

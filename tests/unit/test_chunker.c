@@ -1,5 +1,6 @@
 /* cmocka tests of the chunker (client/write/chunker.c): a block cut into WriteRequest{chunk}
- * messages covers every byte once, in order, with the right offsets and CRCs, zero-copy or packed. */
+ * messages covers every byte once, in order, with the right offsets and CRCs, zero-copy or
+ * packed. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
