@@ -100,14 +100,15 @@ def main():
                                           empty_ts_ns=BASE_NS + 4000 * S, lost_requests=6)
             size[0xA3] = len(data)
             assert cli.write_encoded(0x53, [(0xA3, data)]).committed
-            # a block that lies about its loss (bad header CRC) is refused, nothing counted
+            # a block whose loss field was damaged (the header CRC no longer matches) is
+            # refused as damaged data (DATA_LOSS, PROTOCOL.md), nothing counted
             bad = bytearray(tvtest.encode_block_v2(0xA4, v2, loss=(1, 0, 0, 0, 0)))
             bad[64] ^= 0x80
             try:
                 cli.write_encoded(0x54, [(0xA4, bytes(bad))])
                 raise AssertionError("a v2 block with a corrupt loss field was accepted")
             except cli.grpc.RpcError as e:
-                assert e.code() == cli.grpc.StatusCode.INVALID_ARGUMENT, e
+                assert e.code() == cli.grpc.StatusCode.DATA_LOSS, e
                 assert "checksum" in e.details(), e.details()
             # every record is still there for a plain query; the loss-only block adds none
             recs = cli.query(BASE_NS, BASE_NS + 5000 * S)
