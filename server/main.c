@@ -222,7 +222,7 @@ static int lock_data_dir(const char *dir, char *err, size_t errlen)
 	}
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0) {
-		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+		snprintf(err, errlen, "cannot open %s/lock: %s", dir, strerror(errno));
 		return -1;
 	}
 	if (flock(fd, LOCK_EX | LOCK_NB)) {
@@ -233,15 +233,16 @@ static int lock_data_dir(const char *dir, char *err, size_t errlen)
 		owner[strcspn(owner, "\n")] = '\0';
 		if (e == EWOULDBLOCK)
 			snprintf(err, errlen,
-				 "data dir %s is in use: another tracevaultd%s%s%s holds %s", dir,
-				 owner[0] ? " (pid " : "", owner, owner[0] ? ")" : "", path);
+				 "data dir %s is in use: another tracevaultd%s%s%s holds %s/lock", dir,
+				 owner[0] ? " (pid " : "", owner, owner[0] ? ")" : "", dir);
 		else
-			snprintf(err, errlen, "cannot lock %s: %s", path, strerror(e));
+			snprintf(err, errlen, "cannot lock %s/lock: %s", dir, strerror(e));
 		close(fd);
 		return -1;
 	}
 	if (ftruncate(fd, 0) || dprintf(fd, "%ld\n", (long)getpid()) < 0)
-		fprintf(stderr, "tracevaultd: writing the pid into %s: %s\n", path, strerror(errno));
+		fprintf(stderr, "tracevaultd: writing the pid into %s/lock: %s\n", dir,
+			strerror(errno));
 	return fd;
 }
 
