@@ -14,11 +14,13 @@
 
 #include "bpf/tv_event.h" /* enum tv_lost_reason */
 #include "capture/conn_table.h"
+#include "capture/limits.h"
 #include "capture/sampler.h"
 #include "capture/sockfilter.h"
 #include "capture/source.h"
 #include "capture/tracepoint.h"
 #include "common/clock.h"
+#include "common/size.h"
 
 /* The tracepoint source's ring wakes us only once its wake-up threshold is queued
  * (TV_CAPTURE_WAKEUP_BYTES, or a quarter of a smaller ring), so this interval is also the
@@ -244,6 +246,43 @@ static void finish(struct capture *c)
 	res->records_lost = res->lost_kernel + res->lost_parser;
 }
 
+int tv_capture_check_mode(const struct tv_capture_opts *o, char *err, size_t errlen)
+{
+	const char *opt = NULL;
+	char ring[32], bound[64];
+
+	if (o->mode == TV_CAPTURE_MODE_SOCKFILTER) {
+		if (o->ring_bytes &&
+		    tv_limit_check(&tv_capture_sockfilter_ring_bytes_limit, o->ring_bytes)) {
+			tv_size_format(o->ring_bytes, ring, sizeof(ring));
+			tv_limit_format(&tv_capture_sockfilter_ring_bytes_limit, true, bound,
+					sizeof(bound));
+			snprintf(err, errlen, "--ring-bytes %s is outside the bound of --mode "
+				 "sockfilter (%s)", ring, bound);
+			return -EINVAL;
+		}
+		/* packets carry no process to filter by */
+		if (o->pid)
+			opt = "--pid";
+		else if (o->comm)
+			opt = "--comm";
+		else if (o->cgroup)
+			opt = "--cgroup";
+		if (opt) {
+			snprintf(err, errlen, "%s does not apply to --mode sockfilter (packets "
+				 "carry no process)", opt);
+			return -EINVAL;
+		}
+	} else if (o->mode != TV_CAPTURE_MODE_TRACEPOINT) {
+		snprintf(err, errlen, "unknown capture mode %d", o->mode);
+		return -EINVAL;
+	} else if (o->interface) {
+		snprintf(err, errlen, "--interface needs --mode sockfilter");
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int tv_capture_run(const struct tv_capture_opts *o, const struct tv_record_sink *sink,
 		   struct tv_capture_result *res, char *err, size_t errlen)
 {
@@ -251,13 +290,9 @@ int tv_capture_run(const struct tv_capture_opts *o, const struct tv_record_sink 
 	int rc;
 
 	memset(res, 0, sizeof(*res));
-	/* sockfilter sees packets: no process to filter by */
-	if (o->mode == TV_CAPTURE_MODE_SOCKFILTER
-		    ? o->pid || o->comm || o->cgroup
-		    : o->mode != TV_CAPTURE_MODE_TRACEPOINT || o->interface) {
-		snprintf(err, errlen, "invalid capture options for capture mode %d", o->mode);
-		return -EINVAL;
-	}
+	rc = tv_capture_check_mode(o, err, errlen);
+	if (rc)
+		return rc;
 	rc = tv_sampler_init(&c.sampler, o->sample_ratio > 0 ? o->sample_ratio : 1.0);
 	if (rc) {
 		snprintf(err, errlen, "invalid sample ratio %g: must be in (0, 1]", o->sample_ratio);

@@ -64,6 +64,12 @@ struct tv_capture_result {
 	int flush_error;
 };
 
+/* The rules between --mode and the other options, owned here and checked by the CLI (as a usage
+ * error) and by tv_capture_run: sockfilter sees packets, so --pid, --comm and --cgroup do not
+ * apply and --ring-bytes must be whole packet-ring blocks (capture/limits.h); --interface
+ * needs sockfilter. Returns 0, or -EINVAL with a one-line reason in err naming the option. */
+int tv_capture_check_mode(const struct tv_capture_opts *o, char *err, size_t errlen);
+
 /* Runs until *stop or the duration ends, then ends every connection, reports the final loss
  * totals and flushes the sink. *res is zeroed first and filled whenever the source was opened.
  * Returns 0, or a negative errno with a one-line reason in err: -EINVAL for options the mode

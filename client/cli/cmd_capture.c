@@ -193,38 +193,6 @@ static const struct tv_cli_opt capture_options[] = {
 	{0},
 };
 
-/* What --mode changes, as usage errors after parsing (--mode may come after the options it
- * governs): sockfilter's narrower ring bound (whole 1M blocks), and options only one mode
- * understands (packets carry no process). */
-static int check_mode(const struct tv_capture_opts *o)
-{
-	const char *opt = NULL;
-	char ring[32], bound[64];
-
-	if (o->mode == TV_CAPTURE_MODE_SOCKFILTER) {
-		if (o->ring_bytes &&
-		    tv_limit_check(&tv_capture_sockfilter_ring_bytes_limit, o->ring_bytes)) {
-			tv_size_format(o->ring_bytes, ring, sizeof(ring));
-			tv_limit_format(&tv_capture_sockfilter_ring_bytes_limit, true, bound,
-					sizeof(bound));
-			return tv_cli_usage_error("--ring-bytes %s is outside the bound of --mode "
-						  "sockfilter (%s)", ring, bound);
-		}
-		if (o->pid)
-			opt = "--pid";
-		else if (o->comm)
-			opt = "--comm";
-		else if (o->cgroup)
-			opt = "--cgroup";
-		if (opt)
-			return tv_cli_usage_error("%s does not apply to --mode sockfilter (packets "
-						  "carry no process)", opt);
-	} else if (o->interface) {
-		return tv_cli_usage_error("--interface needs --mode sockfilter");
-	}
-	return 0;
-}
-
 /* Relations between sizes, as usage errors before anything starts: each value is within
  * its own bound already (the table), these are the owners' checks between two of them. */
 static int check_sizes(const struct tv_pipeline_opts *po)
@@ -308,6 +276,7 @@ int tv_cmd_capture(int argc, char **argv)
 	struct tv_capture_opts *o = &opts.capture;
 	struct tv_pipeline_opts *po = &opts.pipeline;
 	struct sigaction sa = {.sa_handler = sig_handler};
+	char err[TV_CLI_ERR_LEN];
 	int ret;
 
 	ret = tv_cli_parse(argc, argv, capture_options, capture_usage, &opts);
@@ -318,9 +287,9 @@ int tv_cmd_capture(int argc, char **argv)
 	ret = tv_cli_check_servers("capture", po->servers);
 	if (ret)
 		return ret;
-	ret = check_mode(o);
-	if (ret)
-		return ret;
+	/* after parsing: --mode may come after the options it governs */
+	if (tv_capture_check_mode(o, err, sizeof(err)))
+		return tv_cli_usage_error("%s", err);
 	ret = check_sizes(po);
 	if (ret)
 		return ret;
