@@ -5,21 +5,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/size.h"
+
 int tv_hostport_parse(const char *s, char *host, size_t hostlen, unsigned *port)
 {
 	const char *colon = strrchr(s, ':'), *h = s, *p;
 	size_t hlen;
-	unsigned v = 0;
+	uint64_t v;
 
-	if (!colon || !colon[1])
+	if (!colon)
 		return -EINVAL;
-	for (p = colon + 1; *p; p++) {
-		if (*p < '0' || *p > '9')
-			return -EINVAL;
-		v = v * 10 + (unsigned)(*p - '0');
-		if (v > TV_PORT_MAX)
-			return -EINVAL;
-	}
+	p = colon + 1;
+	if (tv_parse_digits(&p, &v) || *p || v > TV_PORT_MAX)
+		return -EINVAL;
 	hlen = (size_t)(colon - s);
 	if (hlen >= 2 && s[0] == '[' && s[hlen - 1] == ']') /* [::1]:7070 */
 		h++, hlen -= 2;
@@ -31,7 +29,7 @@ int tv_hostport_parse(const char *s, char *host, size_t hostlen, unsigned *port)
 		return -ENAMETOOLONG;
 	memcpy(host, h, hlen);
 	host[hlen] = '\0';
-	*port = v;
+	*port = (unsigned)v;
 	return 0;
 }
 

@@ -12,20 +12,32 @@ static const struct {
 	unsigned shift;
 } UNITS[] = {{'G', 30}, {'M', 20}, {'K', 10}}; /* largest first, for tv_size_format */
 
+int tv_parse_digits(const char **p, uint64_t *out)
+{
+	const char *q = *p;
+	uint64_t v = 0;
+
+	if (*q < '0' || *q > '9')
+		return -EINVAL;
+	for (; *q >= '0' && *q <= '9'; q++) {
+		if (v > (UINT64_MAX - (uint64_t)(*q - '0')) / 10)
+			return -ERANGE;
+		v = v * 10 + (uint64_t)(*q - '0');
+	}
+	*p = q;
+	*out = v;
+	return 0;
+}
+
 int tv_size_parse(const char *s, uint64_t *out_bytes)
 {
 	uint64_t v = 0;
 	unsigned shift = 0;
 	const char *p = s;
+	int ret = tv_parse_digits(&p, &v);
 
-	/* by hand rather than strtoull, which takes a sign and leading spaces */
-	if (*p < '0' || *p > '9')
-		return -EINVAL;
-	for (; *p >= '0' && *p <= '9'; p++) {
-		if (v > (UINT64_MAX - (uint64_t)(*p - '0')) / 10)
-			return -ERANGE;
-		v = v * 10 + (uint64_t)(*p - '0');
-	}
+	if (ret)
+		return ret;
 	for (size_t i = 0; i < sizeof(UNITS) / sizeof(UNITS[0]); i++) {
 		if (*p == UNITS[i].suffix) {
 			shift = UNITS[i].shift;

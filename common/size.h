@@ -6,6 +6,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The digit run every number of both binaries' command lines starts with: a non-empty run of
+ * decimal digits at *p into *out, *p advanced past it. By hand rather than strtoull, which
+ * takes a sign, leading spaces and (base 0) a prefix. Returns 0, -EINVAL when *p is not a
+ * digit, or -ERANGE past 64 bits (*p and *out untouched on error). */
+int tv_parse_digits(const char **p, uint64_t *out);
+
 /* Parse the whole of s into *out_bytes. No sign, no space, no fraction. Returns 0, -EINVAL when
  * s is not a size, or -ERANGE when it does not fit in 64 bits. The bound of a particular option
  * is its owner's struct tv_limit (common/limit.h), checked after this. */

@@ -69,19 +69,15 @@ static int bad_option(int c, char **argv, int before)
 	return tv_cli_usage_error("%s", why);
 }
 
-/* Decimal digits, the whole string, into *out: by hand rather than strtoull, which takes a
- * sign, leading spaces and (base 0) a prefix. 0, -EINVAL, or -ERANGE past 64 bits. */
+/* Decimal digits, the whole string, into *out (common/size.h's digit run, then the end).
+ * 0, -EINVAL, or -ERANGE past 64 bits. */
 static int parse_digits(const char *s, uint64_t *out)
 {
-	uint64_t v = 0;
+	uint64_t v;
+	int ret = tv_parse_digits(&s, &v);
 
-	if (*s < '0' || *s > '9')
-		return -EINVAL;
-	for (; *s >= '0' && *s <= '9'; s++) {
-		if (v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
-			return -ERANGE;
-		v = v * 10 + (uint64_t)(*s - '0');
-	}
+	if (ret)
+		return ret;
 	if (*s)
 		return -EINVAL;
 	*out = v;

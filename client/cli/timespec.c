@@ -8,8 +8,9 @@
 #include <string.h>
 #include <time.h>
 
-#define NS_PER_MS 1000000ull
-#define NS_PER_S 1000000000ull
+#include "common/clock.h"
+#include "common/size.h"
+
 #define S_PER_MIN 60ull
 #define S_PER_HOUR 3600ull
 #define S_PER_DAY 86400ull
@@ -129,28 +130,10 @@ static int parse_rfc3339(const char *s, uint64_t *out_ns)
 	secs = days * (int64_t)S_PER_DAY + hour * 3600 + min * 60 + sec - off_s;
 	if (secs < 0)
 		return -EINVAL;
-	if (__builtin_mul_overflow((uint64_t)secs, NS_PER_S, &ns) ||
+	if (__builtin_mul_overflow((uint64_t)secs, TV_NS_PER_S, &ns) ||
 	    __builtin_add_overflow(ns, frac_ns, &ns))
 		return -EINVAL;
 	*out_ns = ns;
-	return 0;
-}
-
-/* Non-empty run of digits into *out without overflow; advances *p. */
-static int parse_u64(const char **p, uint64_t *out)
-{
-	uint64_t v = 0;
-	const char *q = *p;
-
-	if (*q < '0' || *q > '9')
-		return -EINVAL;
-	for (; *q >= '0' && *q <= '9'; q++) {
-		if (__builtin_mul_overflow(v, 10, &v) ||
-		    __builtin_add_overflow(v, (uint64_t)(*q - '0'), &v))
-			return -EINVAL;
-	}
-	*p = q;
-	*out = v;
 	return 0;
 }
 
@@ -160,16 +143,16 @@ static int parse_relative(const char *s, uint64_t now_ns, uint64_t *out_ns)
 		const char *suffix;
 		uint64_t ns;
 	} units[] = {
-		{"ms", NS_PER_MS},
-		{"s", NS_PER_S},
-		{"m", S_PER_MIN * NS_PER_S},
-		{"h", S_PER_HOUR * NS_PER_S},
-		{"d", S_PER_DAY * NS_PER_S},
+		{"ms", TV_NS_PER_MS},
+		{"s", TV_NS_PER_S},
+		{"m", S_PER_MIN * TV_NS_PER_S},
+		{"h", S_PER_HOUR * TV_NS_PER_S},
+		{"d", S_PER_DAY * TV_NS_PER_S},
 	};
 	const char *p = s + 1; /* past '-' */
 	uint64_t n, delta_ns;
 
-	if (parse_u64(&p, &n))
+	if (tv_parse_digits(&p, &n))
 		return -EINVAL;
 	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
 		if (strcmp(p, units[i].suffix) != 0)
@@ -196,7 +179,7 @@ int tv_parse_time(const char *s, uint64_t now_ns, uint64_t *out_ns)
 	if (s[0] == '-')
 		return parse_relative(s, now_ns, out_ns);
 	/* all digits: unix ns; digits followed by '-' at position 4: a date */
-	if (parse_u64(&p, &v) == 0 && *p == '\0') {
+	if (tv_parse_digits(&p, &v) == 0 && *p == '\0') {
 		*out_ns = v;
 		return 0;
 	}
@@ -205,8 +188,8 @@ int tv_parse_time(const char *s, uint64_t now_ns, uint64_t *out_ns)
 
 int tv_format_rfc3339(uint64_t ts_ns, char *buf, size_t len)
 {
-	uint64_t secs = ts_ns / NS_PER_S, sod = secs % S_PER_DAY;
-	unsigned ms = (unsigned)(ts_ns % NS_PER_S / NS_PER_MS), m, d;
+	uint64_t secs = ts_ns / TV_NS_PER_S, sod = secs % S_PER_DAY;
+	unsigned ms = (unsigned)(ts_ns % TV_NS_PER_S / TV_NS_PER_MS), m, d;
 	int64_t y;
 	int n;
 

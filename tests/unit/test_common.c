@@ -126,6 +126,32 @@ static void test_limit_format_in_sizes_or_numbers(void **state)
 	assert_string_equal(buf, "");
 }
 
+/* The digit run every number parser starts with: stops at the first non-digit, refuses what
+ * strtoull would take (sign, space), and 2^64 - 1 fits where 2^64 does not. */
+static void test_parse_digits(void **state)
+{
+	const char *p = "7070x", *q;
+	uint64_t v = 9;
+
+	(void)state;
+	assert_int_equal(tv_parse_digits(&p, &v), 0);
+	assert_int_equal(v, 7070);
+	assert_string_equal(p, "x");
+	q = "18446744073709551615";
+	assert_int_equal(tv_parse_digits(&q, &v), 0);
+	assert_true(v == UINT64_MAX && *q == '\0');
+	v = 9;
+	for (const char *const *bad = (const char *const[]){ "", "x1", "+1", " 1", "-1", NULL };
+	     *bad; bad++) {
+		q = *bad;
+		assert_int_equal(tv_parse_digits(&q, &v), -EINVAL);
+		assert_ptr_equal(q, *bad);
+	}
+	q = "18446744073709551616";
+	assert_int_equal(tv_parse_digits(&q, &v), -ERANGE);
+	assert_int_equal(v, 9);
+}
+
 static void test_hostport_parse(void **state)
 {
 	char host[16];
@@ -308,6 +334,7 @@ int main(void)
 		cmocka_unit_test(test_size_format_uses_the_largest_exact_suffix),
 		cmocka_unit_test(test_limit_check_edges),
 		cmocka_unit_test(test_limit_format_in_sizes_or_numbers),
+		cmocka_unit_test(test_parse_digits),
 		cmocka_unit_test(test_hostport_parse),
 		cmocka_unit_test(test_server_list_rejects_every_empty_entry),
 		cmocka_unit_test(test_server_list_splits_in_order),
