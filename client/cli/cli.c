@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/timespec.h"
 #include "common/addr.h"
+#include "common/clock.h"
 #include "common/size.h"
 #include "common/usage.h"
 
@@ -104,11 +106,6 @@ bool tv_cli_plain_decimal(const char *s)
  * ms. 0, -EINVAL, or -ERANGE past 64 bits. */
 static int parse_duration_ms(const char *s, uint64_t bare_ms, uint64_t *out_ms)
 {
-	static const struct {
-		const char *unit;
-		uint64_t ms;
-	} units[] = {{"ms", 1}, {"s", 1000}, {"m", 60 * 1000}, {"h", 3600 * 1000},
-		     {"d", MS_PER_DAY}};
 	char num[64];
 	size_t n = strspn(s, "0123456789."), frac_digits = 0;
 	uint64_t unit = bare_ms, whole = 0, frac = 0, scale = 1;
@@ -122,10 +119,9 @@ static int parse_duration_ms(const char *s, uint64_t bare_ms, uint64_t *out_ms)
 	if (!tv_cli_plain_decimal(num))
 		return -EINVAL;
 	if (s[n]) {
-		unit = 0;
-		for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
-			if (strcmp(s + n, units[i].unit) == 0)
-				unit = units[i].ms;
+		const struct tv_time_unit *u = tv_time_unit(s + n); /* relative times' units */
+
+		unit = u ? u->ns / TV_NS_PER_MS : 0;
 	}
 	if (!unit)
 		return -EINVAL;

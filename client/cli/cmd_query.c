@@ -150,7 +150,7 @@ int tv_cmd_query(int argc, char **argv)
 	struct query_args a = {.to = "now", .format = FORMAT_JSONL};
 	uint64_t now_ns = tv_realtime_ns(), from_ns, to_ns;
 	struct query_out qo;
-	char err[TV_CLI_ERR_LEN];
+	char err[TV_CLI_ERR_LEN], why[TV_TIME_WHY_LEN];
 	int ret;
 
 	ret = tv_cli_parse(argc, argv, query_options, query_usage, &a);
@@ -164,10 +164,10 @@ int tv_cmd_query(int argc, char **argv)
 		return ret;
 	if (!a.from)
 		return tv_cli_usage_error("query: missing --from");
-	if (tv_parse_time(a.from, now_ns, &from_ns))
-		return tv_cli_usage_error("invalid --from: '%s'", a.from);
-	if (tv_parse_time(a.to, now_ns, &to_ns))
-		return tv_cli_usage_error("invalid --to: '%s'", a.to);
+	if (tv_parse_time(a.from, now_ns, &from_ns, why, sizeof(why)))
+		return tv_cli_usage_error("invalid --from: '%s': %s", a.from, why);
+	if (tv_parse_time(a.to, now_ns, &to_ns, why, sizeof(why)))
+		return tv_cli_usage_error("invalid --to: '%s': %s", a.to, why);
 	if (from_ns > to_ns)
 		return tv_cli_usage_error("--from (%s) is after --to (%s)", a.from, a.to);
 

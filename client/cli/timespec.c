@@ -3,6 +3,7 @@
 #include "cli/timespec.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -82,8 +83,30 @@ static bool expect(const char **p, const char *any_of)
 	return true;
 }
 
-static int parse_rfc3339(const char *s, uint64_t *out_ns)
+/* Write the reason into why (when given) and return -EINVAL. */
+static int reject(char *why, size_t whylen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int reject(char *why, size_t whylen, const char *fmt, ...)
 {
+	va_list ap;
+
+	if (why && whylen) {
+		va_start(ap, fmt);
+		vsnprintf(why, whylen, fmt, ap);
+		va_end(ap);
+	}
+	return -EINVAL;
+}
+
+#define FORMS "expected RFC 3339 (2026-03-01T12:00:00Z), unix ns, now, or -N with ms, s, m, h, d"
+/* 2^64-1 ns after the epoch, the largest time a uint64 of unix ns holds */
+#define LATEST "2554-07-21T23:34:33.709551615Z"
+
+static int parse_rfc3339(const char *s, uint64_t *out_ns, char *why, size_t whylen)
+{
+	static const char *const months[12] = {"January", "February", "March",	   "April",
+					       "May",	  "June",     "July",	   "August",
+					       "September", "October", "November", "December"};
 	const char *p = s;
 	unsigned year, mon, day, hour, min, sec, frac_ns = 0, off_h = 0, off_m = 0;
 	int64_t days, secs, off_s = 0;
@@ -93,11 +116,21 @@ static int parse_rfc3339(const char *s, uint64_t *out_ns)
 	    !expect(&p, "-") || !digits(&p, 2, &day) || !expect(&p, "Tt") ||
 	    !digits(&p, 2, &hour) || !expect(&p, ":") || !digits(&p, 2, &min) ||
 	    !expect(&p, ":") || !digits(&p, 2, &sec))
-		return -EINVAL;
+		return reject(why, whylen, FORMS);
+	if (mon < 1 || mon > 12)
+		return reject(why, whylen, "month %02u: months are 01 to 12", mon);
+	if (day < 1 || day > days_in_month(year, mon))
+		return reject(why, whylen, "no such day: %s %04u has %u days", months[mon - 1],
+			      year, days_in_month(year, mon));
+	if (hour > 23 || min > 59)
+		return reject(why, whylen, "%02u:%02u is not a time of day (00:00 to 23:59)", hour,
+			      min);
 	/* Unix time has no leap seconds, so :60 cannot be represented exactly: reject it. */
-	if (mon < 1 || mon > 12 || day < 1 || day > days_in_month(year, mon) || hour > 23 ||
-	    min > 59 || sec > 59)
-		return -EINVAL;
+	if (sec == 60)
+		return reject(why, whylen,
+			      "second 60: a leap second has no unix time (use :59.999999999)");
+	if (sec > 59)
+		return reject(why, whylen, "second %02u: seconds are 00 to 59", sec);
 	if (*p == '.') {
 		unsigned scale = 100000000, n = 0;
 
@@ -107,7 +140,7 @@ static int parse_rfc3339(const char *s, uint64_t *out_ns)
 			scale /= 10;
 		}
 		if (n == 0)
-			return -EINVAL;
+			return reject(why, whylen, "no digits after the '.' of the seconds");
 	}
 	if (*p == 'Z' || *p == 'z') {
 		p++;
@@ -117,73 +150,92 @@ static int parse_rfc3339(const char *s, uint64_t *out_ns)
 		p++;
 		if (!digits(&p, 2, &off_h) || !expect(&p, ":") || !digits(&p, 2, &off_m) ||
 		    off_h > 23 || off_m > 59)
-			return -EINVAL;
+			return reject(why, whylen, "the UTC offset must be +HH:MM or -HH:MM, "
+						   "-23:59 to +23:59");
 		off_s = sign * (int64_t)(off_h * S_PER_HOUR + off_m * S_PER_MIN);
 	} else {
-		return -EINVAL;
+		return reject(why, whylen, "no UTC offset: end the time with Z or +HH:MM/-HH:MM");
 	}
 	if (*p != '\0')
-		return -EINVAL;
+		return reject(why, whylen, "unexpected '%s' after the time", p);
 
 	days = days_from_civil(year, mon, day);
 	/* local time minus its offset from UTC gives UTC */
 	secs = days * (int64_t)S_PER_DAY + hour * 3600 + min * 60 + sec - off_s;
 	if (secs < 0)
-		return -EINVAL;
+		return reject(why, whylen, "before 1970-01-01T00:00:00Z, the unix epoch");
 	if (__builtin_mul_overflow((uint64_t)secs, TV_NS_PER_S, &ns) ||
 	    __builtin_add_overflow(ns, frac_ns, &ns))
-		return -EINVAL;
+		return reject(why, whylen, "after " LATEST ", the latest time 64-bit unix ns hold");
 	*out_ns = ns;
 	return 0;
 }
 
-static int parse_relative(const char *s, uint64_t now_ns, uint64_t *out_ns)
-{
-	static const struct {
-		const char *suffix;
-		uint64_t ns;
-	} units[] = {
-		{"ms", TV_NS_PER_MS},
-		{"s", TV_NS_PER_S},
-		{"m", S_PER_MIN * TV_NS_PER_S},
-		{"h", S_PER_HOUR * TV_NS_PER_S},
-		{"d", S_PER_DAY * TV_NS_PER_S},
-	};
-	const char *p = s + 1; /* past '-' */
-	uint64_t n, delta_ns;
+static const struct tv_time_unit UNITS[] = {
+	{"ms", TV_NS_PER_MS},
+	{"s", TV_NS_PER_S},
+	{"m", S_PER_MIN * TV_NS_PER_S},
+	{"h", S_PER_HOUR * TV_NS_PER_S},
+	{"d", S_PER_DAY * TV_NS_PER_S},
+};
 
-	if (tv_parse_digits(&p, &n))
-		return -EINVAL;
-	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-		if (strcmp(p, units[i].suffix) != 0)
-			continue;
-		if (__builtin_mul_overflow(n, units[i].ns, &delta_ns) || delta_ns > now_ns)
-			return -EINVAL;
-		*out_ns = now_ns - delta_ns;
-		return 0;
-	}
-	return -EINVAL;
+const struct tv_time_unit *tv_time_unit(const char *suffix)
+{
+	for (size_t i = 0; i < sizeof(UNITS) / sizeof(UNITS[0]); i++)
+		if (strcmp(suffix, UNITS[i].suffix) == 0)
+			return &UNITS[i];
+	return NULL;
 }
 
-int tv_parse_time(const char *s, uint64_t now_ns, uint64_t *out_ns)
+static int parse_relative(const char *s, uint64_t now_ns, uint64_t *out_ns, char *why,
+			  size_t whylen)
+{
+	const char *p = s + 1; /* past '-' */
+	const struct tv_time_unit *u;
+	uint64_t n, delta_ns;
+	int ret = tv_parse_digits(&p, &n);
+
+	if (ret == -ERANGE)
+		return reject(why, whylen, "the number does not fit in 64 bits");
+	if (ret)
+		return reject(why, whylen, "a relative time is -N followed by ms, s, m, h or d "
+					   "(-15m)");
+	if (*p == '.' || *p == ',')
+		return reject(why, whylen, "fractions are not allowed in relative times: use a "
+					   "smaller unit (-90m, not -1.5h)");
+	u = tv_time_unit(p);
+	if (!u)
+		return reject(why, whylen, *p ? "unknown unit '%s': units are ms, s, m, h, d"
+					      : "no unit%s: add ms, s, m, h or d (-15m)", p);
+	if (__builtin_mul_overflow(n, u->ns, &delta_ns) || delta_ns > now_ns)
+		return reject(why, whylen, "reaches before 1970-01-01T00:00:00Z, the unix epoch");
+	*out_ns = now_ns - delta_ns;
+	return 0;
+}
+
+int tv_parse_time(const char *s, uint64_t now_ns, uint64_t *out_ns, char *why, size_t whylen)
 {
 	const char *p = s;
 	uint64_t v;
+	int ret;
 
 	if (!s || !*s)
-		return -EINVAL;
+		return reject(why, whylen, "empty; " FORMS);
 	if (strcmp(s, "now") == 0) {
 		*out_ns = now_ns;
 		return 0;
 	}
 	if (s[0] == '-')
-		return parse_relative(s, now_ns, out_ns);
+		return parse_relative(s, now_ns, out_ns, why, whylen);
 	/* all digits: unix ns; digits followed by '-' at position 4: a date */
-	if (tv_parse_digits(&p, &v) == 0 && *p == '\0') {
+	ret = tv_parse_digits(&p, &v);
+	if (ret == -ERANGE && s[strspn(s, "0123456789")] == '\0')
+		return reject(why, whylen, "past 2^64-1 ns (" LATEST "), the largest unix ns");
+	if (ret == 0 && *p == '\0') {
 		*out_ns = v;
 		return 0;
 	}
-	return parse_rfc3339(s, out_ns);
+	return parse_rfc3339(s, out_ns, why, whylen);
 }
 
 int tv_format_rfc3339(uint64_t ts_ns, char *buf, size_t len)

@@ -15,9 +15,24 @@
  *   - unix nanoseconds: all digits;
  *   - "now": now_ns;
  *   - relative: "-" N unit with unit in ms, s, m, h, d: now_ns - N * unit.
- * Returns 0 with *out_ns set, or -EINVAL (malformed, out of range, before 1970 or past 2^64 ns);
- * *out_ns is untouched on error. */
-int tv_parse_time(const char *s, uint64_t now_ns, uint64_t *out_ns);
+ * Returns 0 with *out_ns set, or -EINVAL (malformed, out of range, before 1970 or past 2^64 ns)
+ * with the reason in why (a sentence fragment without the value, "no such day: February 2024
+ * has 29 days"; truncated to whylen, NUL-terminated; why may be NULL). *out_ns is untouched on
+ * error. */
+int tv_parse_time(const char *s, uint64_t now_ns, uint64_t *out_ns, char *why, size_t whylen);
+
+/* Longest reason tv_parse_time writes, NUL included. */
+#define TV_TIME_WHY_LEN 128
+
+/* A unit of relative times and durations ("-15m", --block-age 250ms): its suffix and length. */
+struct tv_time_unit {
+	const char *suffix; /* "ms", "s", "m", "h", "d" */
+	uint64_t ns;
+};
+
+/* The unit whose suffix is exactly suffix, or NULL: the one table of units for relative times
+ * (tv_parse_time) and the CLI's durations (cli.c), so both read the same suffixes. */
+const struct tv_time_unit *tv_time_unit(const char *suffix);
 
 /* Write ts_ns as RFC 3339 UTC with milliseconds ("2026-03-01T12:00:00.123Z") into buf.
  * Returns the length written, or -ENOSPC when len is too small (buf then holds ""). */

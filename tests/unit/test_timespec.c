@@ -19,16 +19,21 @@ static uint64_t parse_ok(const char *s)
 {
 	uint64_t v = 0;
 
-	assert_int_equal(tv_parse_time(s, NOW_NS, &v), 0);
+	assert_int_equal(tv_parse_time(s, NOW_NS, &v, NULL, 0), 0);
 	return v;
 }
 
-static void assert_rejected(const char *s)
+/* s is refused, *out untouched, and the reason contains want (the part a user needs). */
+static void assert_rejected(const char *s, const char *want)
 {
+	char why[TV_TIME_WHY_LEN] = "unset";
 	uint64_t v = 42;
 
-	assert_int_equal(tv_parse_time(s, NOW_NS, &v), -EINVAL);
+	assert_int_equal(tv_parse_time(s, NOW_NS, &v, why, sizeof(why)), -EINVAL);
 	assert_int_equal(v, 42); /* untouched on error */
+	if (!strstr(why, want))
+		fail_msg("'%s': reason '%s' does not say '%s'", s, why, want);
+	assert_true(strlen(why) < TV_TIME_WHY_LEN - 1); /* no reason is cut short */
 }
 
 static void test_rfc3339_utc(void **state)
@@ -86,36 +91,56 @@ static void test_relative_units(void **state)
 	assert_int_equal(parse_ok("-0s"), NOW_NS);
 }
 
+/* Every rejection says why, so the usage line can (rel-17's six values among them). */
 static void test_rejects(void **state)
 {
+	const char *forms = "expected RFC 3339";
+
 	(void)state;
-	assert_rejected("banana");
-	assert_rejected("");
-	assert_rejected("2026-13-01T00:00:00Z");	/* month 13 */
-	assert_rejected("2026-02-29T00:00:00Z");	/* not a leap year */
-	assert_rejected("2026-04-31T00:00:00Z");
-	assert_rejected("2026-01-01T24:00:00Z");
-	assert_rejected("2026-01-01T00:60:00Z");
-	assert_rejected("2026-01-01T00:00:60Z");	/* leap second: no unix time for it */
-	assert_rejected("2026-01-01T00:00:00");	/* offset is mandatory */
-	assert_rejected("2026-01-01 00:00:00Z");
-	assert_rejected("2026-01-01T00:00:00.Z");	/* empty fraction */
-	assert_rejected("2026-01-01T00:00:00+2:00");
-	assert_rejected("2026-01-01T00:00:00+02:00x");
-	assert_rejected("1969-12-31T23:59:59Z");	/* before the epoch */
-	assert_rejected("1970-01-01T00:00:00+00:01");
-	assert_rejected("2600-01-01T00:00:00Z");	/* past 2^64 ns */
-	assert_rejected("-15x");
-	assert_rejected("-15");
-	assert_rejected("-m");
-	assert_rejected("-");
-	assert_rejected("-1.5m");
-	assert_rejected("18446744073709551616");	/* 2^64 */
-	assert_rejected("99999999999999999999999");
-	assert_rejected("-99999999999999999999d");	/* overflow of N * unit */
-	assert_rejected("-100000d");			/* before the epoch */
-	assert_rejected("NOW");
-	assert_rejected("12ab");
+	assert_rejected("banana", forms);
+	assert_rejected("", "empty");
+	assert_rejected("2026-13-01T00:00:00Z", "month 13");
+	assert_rejected("2026-02-29T00:00:00Z", "no such day: February 2026 has 28 days");
+	assert_rejected("2024-02-30T00:00:00Z", "no such day: February 2024 has 29 days");
+	assert_rejected("2026-04-31T00:00:00Z", "April 2026 has 30 days");
+	assert_rejected("2026-01-00T00:00:00Z", "January 2026 has 31 days");
+	assert_rejected("2026-01-01T24:00:00Z", "24:00 is not a time of day");
+	assert_rejected("2026-01-01T00:60:00Z", "00:60 is not a time of day");
+	assert_rejected("2016-12-31T23:59:60Z", "leap second");
+	assert_rejected("2026-01-01T00:00:61Z", "second 61");
+	assert_rejected("2026-01-01T00:00:00", "no UTC offset");
+	assert_rejected("2026-01-01 00:00:00Z", forms);
+	assert_rejected("2026-01-01T00:00:00.Z", "no digits after the '.'");
+	assert_rejected("2026-01-01T00:00:00+2:00", "+HH:MM");
+	assert_rejected("2026-01-01T00:00:00+24:00", "+HH:MM");
+	assert_rejected("2026-01-01T00:00:00+02:00x", "unexpected 'x'");
+	assert_rejected("1969-12-31T23:59:59Z", "before 1970");
+	assert_rejected("1970-01-01T00:00:00+01:00", "before 1970");
+	assert_rejected("1970-01-01T00:00:00+00:01", "before 1970");
+	assert_rejected("2600-01-01T00:00:00Z", "after 2554-07-21T23:34:33.709551615Z");
+	assert_rejected("9999-12-31T23:59:59Z", "after 2554-07-21");
+	assert_rejected("2554-07-21T23:34:33.709551616Z", "after 2554-07-21"); /* 2^64 ns */
+	assert_rejected("-15x", "unknown unit 'x'");
+	assert_rejected("-1y", "unknown unit 'y'");
+	assert_rejected("-15", "no unit");
+	assert_rejected("-m", "-N followed by ms, s, m, h or d");
+	assert_rejected("-", "-N followed by");
+	assert_rejected("-1.5m", "fractions are not allowed");
+	assert_rejected("-1.5h", "fractions are not allowed");
+	assert_rejected("18446744073709551616", "past 2^64-1 ns"); /* 2^64 */
+	assert_rejected("99999999999999999999999", "past 2^64-1 ns");
+	assert_rejected("-99999999999999999999d", "does not fit in 64 bits");
+	assert_rejected("-213503d", "before 1970"); /* N * unit fits, but reaches before 1970 */
+	assert_rejected("-100000d", "before 1970");
+	assert_rejected("NOW", forms);
+	assert_rejected("12ab", forms);
+}
+
+/* The last representable time is accepted: the edge of "after 2554-07-21..." */
+static void test_latest(void **state)
+{
+	(void)state;
+	assert_int_equal(parse_ok("2554-07-21T23:34:33.709551615Z"), UINT64_MAX);
 }
 
 static void test_format_rfc3339(void **state)
@@ -144,7 +169,7 @@ static void test_format_parse_round_trip(void **state)
 		uint64_t back;
 
 		tv_format_rfc3339(ts, buf, sizeof(buf));
-		assert_int_equal(tv_parse_time(buf, NOW_NS, &back), 0);
+		assert_int_equal(tv_parse_time(buf, NOW_NS, &back, NULL, 0), 0);
 		assert_int_equal(back, ts / 1000000 * 1000000);
 	}
 }
@@ -158,6 +183,7 @@ int main(void)
 		cmocka_unit_test(test_unix_ns_and_now),
 		cmocka_unit_test(test_relative_units),
 		cmocka_unit_test(test_rejects),
+		cmocka_unit_test(test_latest),
 		cmocka_unit_test(test_format_rfc3339),
 		cmocka_unit_test(test_format_parse_round_trip),
 	};
