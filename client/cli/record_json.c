@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cli/timespec.h"
+#include "common/size.h"
 
 enum field_type { FIELD_U64, FIELD_U32, FIELD_STR };
 
@@ -55,6 +56,88 @@ static void shown_key(char *dst, size_t dstlen, const char *key)
 	dst[n] = '\0';
 }
 
+/* jansson holds integers as int64 (json_int_t) and refuses a larger one with "too big
+ * integer", so u64 values of 2^63 and above, which query prints, would not read back. A line
+ * that jansson refuses for that is parsed again after quote_long_integers: each bare integer
+ * of LONG_INT_DIGITS or more digits becomes the string "\u0000DIGITS" (parsed with
+ * JSON_ALLOW_NUL), which the number fields read exactly (long_integer) and every other place
+ * refuses as a string containing NUL. */
+#define LONG_INT_DIGITS 19 /* INT64_MAX has 19 digits */
+#define NUL_ESCAPE "\\u0000"
+
+/* The rewritten line (malloc'd, caller frees, *out_len its length), or NULL: out of memory, or
+ * a string of the line already contains \u0000 (the marker would be ambiguous; such a line is
+ * refused anyway). */
+static char *quote_long_integers(const char *line, size_t len, size_t *out_len)
+{
+	/* each quoted token of >= 19 bytes grows by 8: within 2x */
+	char *out = malloc(2 * len + 16), *o = out;
+	size_t i = 0;
+
+	if (!out)
+		return NULL;
+	while (i < len) {
+		char c = line[i];
+
+		if (c == '"') { /* copy the string through its closing quote */
+			*o++ = line[i++];
+			while (i < len && line[i] != '"') {
+				if (line[i] == '\\' && i + 1 < len) {
+					if (len - i >= 6 && memcmp(line + i, NUL_ESCAPE, 6) == 0)
+						goto refuse;
+					*o++ = line[i++];
+				}
+				*o++ = line[i++];
+			}
+			if (i < len)
+				*o++ = line[i++];
+		} else if (c == '-' || (c >= '0' && c <= '9')) {
+			size_t start = i, nd;
+
+			if (c == '-')
+				i++;
+			while (i < len && line[i] >= '0' && line[i] <= '9')
+				i++;
+			nd = i - start - (c == '-');
+			/* a fraction or exponent makes it a real: jansson reads those */
+			if (nd >= LONG_INT_DIGITS &&
+			    !(i < len && (line[i] == '.' || line[i] == 'e' || line[i] == 'E'))) {
+				memcpy(o, "\"" NUL_ESCAPE, 7);
+				o += 7;
+				memcpy(o, line + start, i - start);
+				o += i - start;
+				*o++ = '"';
+			} else {
+				memcpy(o, line + start, i - start);
+				o += i - start;
+			}
+		} else {
+			*o++ = line[i++];
+		}
+	}
+	*out_len = (size_t)(o - out);
+	return out;
+refuse:
+	free(out);
+	return NULL;
+}
+
+/* A string that is not a long integer's marker and holds no NUL: a C string. */
+static bool plain_string(const json_t *v)
+{
+	return json_is_string(v) && strlen(json_string_value(v)) == json_string_length(v);
+}
+
+/* v is a long integer quoted by quote_long_integers: 1 with *digits pointing at its text
+ * ("-" and digits), else 0. */
+static int long_integer(const json_t *v, const char **digits)
+{
+	if (!json_is_string(v) || json_string_length(v) < 2 || json_string_value(v)[0] != '\0')
+		return 0;
+	*digits = json_string_value(v) + 1;
+	return 1;
+}
+
 /* Header fields, after the scalar ones (proto order). */
 static const char *const HEADER_FIELDS[] = { "req_headers", "resp_headers" };
 
@@ -70,8 +153,8 @@ static int check_headers(json_t *arr, const char *key, size_t *n, char *err, siz
 	}
 	json_array_foreach(arr, i, h) {
 		if (!json_is_object(h) || json_object_size(h) != 2 ||
-		    !json_is_string(json_object_get(h, "name")) ||
-		    !json_is_string(json_object_get(h, "value"))) {
+		    !plain_string(json_object_get(h, "name")) ||
+		    !plain_string(json_object_get(h, "value"))) {
 			snprintf(err, errlen, "field '%s': element %zu must be "
 				 "{\"name\": string, \"value\": string}", key, i);
 			return -EINVAL;
@@ -119,6 +202,46 @@ static int fill_headers(struct tv_record_json *rj, json_t *arrs[2], size_t total
 	return 0;
 }
 
+/* The value of number field f: an integer in 0..UINT32_MAX (FIELD_U32) or 0..UINT64_MAX
+ * (FIELD_U64), from jansson's int64 or a long integer's marker. 0, or -EINVAL with the reason
+ * (naming the field and its range) in err. */
+static int number_field(const json_t *val, const struct field *f, const char *key, uint64_t *out,
+			char *err, size_t errlen)
+{
+	uint64_t max = f->type == FIELD_U32 ? UINT32_MAX : UINT64_MAX;
+	const char *digits;
+
+	if (long_integer(val, &digits)) {
+		const char *p = digits;
+
+		if (digits[0] == '-') {
+			snprintf(err, errlen, "field '%s' must not be negative: %.40s", key, digits);
+			return -EINVAL;
+		}
+		if (tv_parse_digits(&p, out) == 0 && *out <= max && *p == '\0')
+			return 0;
+		snprintf(err, errlen, "field '%s' out of range: %.40s (0 to %" PRIu64 ")", key,
+			 digits, max);
+		return -EINVAL;
+	}
+	if (!json_is_integer(val)) {
+		snprintf(err, errlen, "field '%s' must be an integer", key);
+		return -EINVAL;
+	}
+	if (json_integer_value(val) < 0) {
+		snprintf(err, errlen, "field '%s' must not be negative: %lld", key,
+			 (long long)json_integer_value(val));
+		return -EINVAL;
+	}
+	if ((uint64_t)json_integer_value(val) > max) {
+		snprintf(err, errlen, "field '%s' out of range: %lld (0 to %" PRIu64 ")", key,
+			 (long long)json_integer_value(val), max);
+		return -EINVAL;
+	}
+	*out = (uint64_t)json_integer_value(val);
+	return 0;
+}
+
 int tv_record_json_parse(struct tv_record_json *rj, const char *line, size_t len, char *err,
 			 size_t errlen)
 {
@@ -133,6 +256,20 @@ int tv_record_json_parse(struct tv_record_json *rj, const char *line, size_t len
 
 	/* No JSON_ALLOW_NUL: a string with \u0000 is rejected, so every string is a C string. */
 	root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root && json_error_code(&jerr) == json_error_numeric_overflow) {
+		size_t qlen;
+		char *q = quote_long_integers(line, len, &qlen);
+
+		if (q) {
+			/* strings are copied into the document: q can go at once */
+			root = json_loadb(q, qlen, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+			free(q);
+		}
+		if (!root) { /* columns of a rewritten line are not the input's */
+			snprintf(err, errlen, "invalid JSON: %s", jerr.text);
+			return -EINVAL;
+		}
+	}
 	if (!root) {
 		snprintf(err, errlen, "invalid JSON: %s (column %d)", jerr.text, jerr.column);
 		return -EINVAL;
@@ -160,41 +297,28 @@ int tv_record_json_parse(struct tv_record_json *rj, const char *line, size_t len
 		}
 		dst = (char *)&rj->rec + f->off;
 		if (f->type == FIELD_STR) {
-			const char *s;
+			const char *s, *digits;
 
-			if (!json_is_string(val)) {
-				snprintf(err, errlen, "field '%s' must be a string", key_buf);
+			if (!plain_string(val)) {
+				snprintf(err, errlen, "field '%s' must be a string%s", key_buf,
+					 json_is_string(val) && !long_integer(val, &digits)
+						 ? " without \\u0000" : "");
 				goto fail;
 			}
 			/* Borrowed from the document: protobuf-c only reads it when packing. */
 			s = json_string_value(val);
 			memcpy(dst, &s, sizeof(s));
 		} else {
-			json_int_t v;
+			uint64_t v;
 
-			if (!json_is_integer(val)) {
-				snprintf(err, errlen, "field '%s' must be an integer", key_buf);
+			if (number_field(val, f, key_buf, &v, err, errlen))
 				goto fail;
-			}
-			v = json_integer_value(val);
-			if (v < 0) {
-				snprintf(err, errlen, "field '%s' must not be negative: %lld", key_buf,
-					 (long long)v);
-				goto fail;
-			}
 			if (f->type == FIELD_U32) {
 				uint32_t v32 = (uint32_t)v;
 
-				if ((unsigned long long)v > UINT32_MAX) {
-					snprintf(err, errlen, "field '%s' out of range: %lld", key_buf,
-						 (long long)v);
-					goto fail;
-				}
 				memcpy(dst, &v32, sizeof(v32));
 			} else {
-				uint64_t v64 = (uint64_t)v;
-
-				memcpy(dst, &v64, sizeof(v64));
+				memcpy(dst, &v, sizeof(v));
 			}
 			if (f->off == offsetof(Tracevault__V1__TraceRecord, ts_ns))
 				have_ts = true;

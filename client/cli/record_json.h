@@ -20,6 +20,8 @@ struct tv_record_json {
  * required, others default to 0 / "". req_headers / resp_headers, when present, are arrays of
  * {"name": string, "value": string} objects. Rejects invalid JSON, a non-object, unknown or
  * duplicate keys, wrong types, negative or out-of-range numbers, with a one-line reason in err.
+ * Every u64 field reads its whole range (0 to 2^64-1, beyond jansson's int64), so every line
+ * tv_record_write_jsonl writes reads back.
  * Returns 0 or -EINVAL. On error nothing needs releasing. */
 int tv_record_json_parse(struct tv_record_json *rj, const char *line, size_t len, char *err,
 			 size_t errlen);

@@ -102,6 +102,38 @@ static void test_round_trip_all_fields(void **state)
 	free(s2);
 }
 
+/* Every u64 query prints reads back (rel-15): jansson's int64 stops at 2^63-1, the fields do
+ * not; the long-integer path keeps strings, escapes and a literal "\\u0000" exact. */
+static void test_round_trip_u64_extremes(void **state)
+{
+	Tracevault__V1__TraceRecord r;
+	struct tv_record_json rj;
+	char err[256], *s, *s2;
+
+	(void)state;
+	fill(&r);
+	r.ts_ns = 9223372036854775807ull; /* still int64: the fast path's edge */
+	r.end_ns = UINT64_MAX;
+	r.latency_ns = 9223372036854775808ull; /* 2^63: the first beyond int64 */
+	r.req_body_bytes = 1000000000000000000ull; /* 19 digits, within int64 */
+	r.resp_body_bytes = 18446744073709551614ull;
+	r.path = "/q?x=\\u0000&n=12345678901234567890"; /* a literal backslash-u0000, digits */
+	s = to_jsonl(&r);
+	assert_int_equal(tv_record_json_parse(&rj, s, strlen(s) - 1, err, sizeof(err)), 0);
+	assert_int_equal(rj.rec.ts_ns, r.ts_ns);
+	assert_true(rj.rec.end_ns == UINT64_MAX);
+	assert_true(rj.rec.latency_ns == 9223372036854775808ull);
+	assert_true(rj.rec.req_body_bytes == 1000000000000000000ull);
+	assert_true(rj.rec.resp_body_bytes == 18446744073709551614ull);
+	assert_string_equal(rj.rec.path, r.path);
+	assert_string_equal(rj.rec.comm, "nginx");
+	s2 = to_jsonl(&rj.rec);
+	assert_string_equal(s, s2);
+	tv_record_json_release(&rj);
+	free(s);
+	free(s2);
+}
+
 static void test_escaping(void **state)
 {
 	Tracevault__V1__TraceRecord r = TRACEVAULT__V1__TRACE_RECORD__INIT;
@@ -180,7 +212,24 @@ static void test_rejections(void **state)
 	assert_rejects("{\"ts_ns\": 1, \"comm\": [\"a\"]}", "field 'comm' must be a string");
 	assert_rejects("{\"ts_ns\": 1, \"path\": \"a\\u0000b\"}", "invalid JSON");
 	assert_rejects("{\"ts_ns\": 1, \"path\": \"\xff\"}", "invalid JSON");
-	assert_rejects("{\"ts_ns\": 99999999999999999999}", "invalid JSON");
+	assert_rejects("{\"ts_ns\": 99999999999999999999}",
+		       "field 'ts_ns' out of range: 99999999999999999999 (0 to 18446744073709551615)");
+	assert_rejects("{\"ts_ns\": 18446744073709551616}", "field 'ts_ns' out of range");
+	assert_rejects("{\"ts_ns\": -9223372036854775809}", "field 'ts_ns' must not be negative");
+	assert_rejects("{\"ts_ns\": 1, \"pid\": 9223372036854775808}",
+		       "field 'pid' out of range: 9223372036854775808 (0 to 4294967295)");
+	assert_rejects("{\"ts_ns\": 1, \"path\": 9223372036854775808}", "field 'path' must be a string");
+	assert_rejects("{\"ts_ns\": 1, \"end_ns\": 9223372036854775808.0}", "must be an integer");
+	assert_rejects("{\"ts_ns\": 1, \"end_ns\": 92233720368547758080e1}", "must be an integer");
+	/* a header value that is a long number is not a string */
+	assert_rejects("{\"ts_ns\": 1, \"req_headers\": [{\"name\": \"a\", \"value\": "
+		       "9223372036854775808}]}", "element 0 must be");
+	/* the long-integer marker cannot be forged: \u0000 in a string is refused on both paths */
+	assert_rejects("{\"ts_ns\": \"\\u00001\"}", "invalid JSON");
+	assert_rejects("{\"ts_ns\": \"\\u00001\", \"end_ns\": 9223372036854775808}", "invalid JSON");
+	assert_rejects("{\"ts_ns\": 1, \"end_ns\": 9223372036854775808, \"path\": \"a\\u0000\"}",
+		       "invalid JSON");
+
 	/* an unknown key is quoted back printable and bounded */
 	assert_rejects("{\"ts_ns\": 1, \"a\\u001bb\": 2}", "unknown field 'a?b'");
 }
@@ -273,6 +322,7 @@ int main(void)
 		cmocka_unit_test(test_headers_round_trip),
 		cmocka_unit_test(test_exact_jsonl_output),
 		cmocka_unit_test(test_round_trip_all_fields),
+		cmocka_unit_test(test_round_trip_u64_extremes),
 		cmocka_unit_test(test_escaping),
 		cmocka_unit_test(test_defaults_and_minimal),
 		cmocka_unit_test(test_rejections),
