@@ -1,7 +1,7 @@
 /* io_uring block storage: the server's only writer of data files. Chunks go to a temp file per
- * block (writev straight from received buffers); a commit has the fdatasyncs of a segment's
- * blocks in flight together (one SQE each, submitted as it is prepared), then renames into
- * blocks/ and fsyncs the directories. */
+ * block (writev straight from received buffers); each block is fdatasynced once written (one
+ * SQE, the segment's syncs overlapping its later writes) and its descriptor closed; a commit
+ * renames into blocks/ and fsyncs the directories. */
 #define _GNU_SOURCE /* renameat2, IOV_MAX */
 #include "server/store_uring.h"
 

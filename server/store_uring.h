@@ -83,8 +83,8 @@ size_t tv_store_inflight(const struct tv_store *s);
 
 /* Synchronous helpers: they wait only for their own completion; completions of asynchronous
  * ops seen meanwhile are kept for the next tv_store_reap. tv_store_writev and tv_store_sync
- * serve the tests: the server writes and syncs with the asynchronous calls above (its group
- * commit, in segment.c, has one fdatasync per block in flight at once). Publish, the directory
+ * serve the tests: the server writes and syncs with the asynchronous calls above (segment.c
+ * syncs each block as soon as its last write is done, overlapping the next block's writes). Publish, the directory
  * fsyncs, removal and recovery are synchronous in the server too. */
 /* Write the n iovecs at offset with io_uring writev, resubmitting after short writes.
  * Returns 0 or a negative errno (-ENOSPC, -EFBIG, -EIO...). The iovecs are not modified. */
