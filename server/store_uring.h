@@ -16,7 +16,7 @@
  * a descriptor from OPEN_BLOCK until its data is synced. The bound: 1 to the kernel's default
  * ceiling of descriptors per process (fs.nr_open); what RLIMIT_NOFILE allows is decided at
  * start-up (server/fd_plan.h). A create beyond the budget is -EMFILE, before any open. */
-#define TV_STORE_MAX_OPEN_FILES_MAX (1u << 20)
+#define TV_STORE_MAX_OPEN_FILES_MAX 1048576u
 extern const struct tv_limit tv_store_max_files_limit;
 
 struct tv_store;
