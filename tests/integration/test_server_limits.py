@@ -44,6 +44,13 @@ def small_file(n=10, base=TS0):
     return path
 
 
+def stops_cleanly(srv):
+    """SIGTERM ends the daemon with status 0: every call was freed (a call left behind keeps
+    it from stopping, rel-18; the sanitizer build also fails the exit on a leak)."""
+    rc = srv.stop()
+    assert rc == 0 and "tracevaultd: stopped" in srv.log(), (rc, srv.log()[-2000:])
+
+
 def put_works(srv, base=TS0):
     """A valid put on a new connection succeeds and its records are there."""
     path = small_file(base=base)
@@ -73,6 +80,7 @@ def test_segment_of_many_blocks_within_a_low_descriptor_limit():
         cl.close()
         assert tmp_files(srv) == []
         put_works(srv, TS0 + 1000)
+        stops_cleanly(srv)
 
 
 def idle_stream(cl, segment_id, block_id, length=1000):
@@ -128,6 +136,7 @@ def test_idle_streams_of_one_connection_leave_the_server_to_others():
             cl.close()
         tvtest.wait_for(lambda: tmp_files(srv) == [], "the idle streams' temp files to go")
         put_works(srv, TS0 + 100)
+        stops_cleanly(srv)
 
 
 def test_idle_streams_of_many_connections_get_resource_exhausted():
@@ -166,6 +175,7 @@ def test_idle_streams_of_many_connections_get_resource_exhausted():
                 cl.close()
         tvtest.wait_for(lambda: tmp_files(srv) == [], "the idle streams' temp files to go")
         put_works(srv, TS0 + 200)
+        stops_cleanly(srv)
 
 
 def test_write_stream_limit_at_its_edge():
@@ -189,6 +199,7 @@ def test_write_stream_limit_at_its_edge():
         finally:
             close_all(streams)
             cl.close()
+        stops_cleanly(srv)
 
 
 def test_open_file_budget_at_its_edge():
@@ -214,6 +225,7 @@ def test_open_file_budget_at_its_edge():
         finally:
             close_all(streams)
             cl.close()
+        stops_cleanly(srv)
 
 
 def test_idle_write_stream_ends_at_the_idle_timeout():
@@ -257,6 +269,7 @@ def test_idle_write_stream_ends_at_the_idle_timeout():
         assert time.monotonic() - start >= 1.8
         cl.close()
         put_works(srv, TS0 + 500)
+        stops_cleanly(srv)
 
 
 def test_query_stream_limit_and_a_reader_that_stalls():
@@ -289,6 +302,7 @@ def test_query_stream_limit_and_a_reader_that_stalls():
         finally:
             stalled.cancel()
             stalled_ch.close()
+        stops_cleanly(srv)
 
 
 def test_rlimit_nofile_raised_to_the_hard_limit():
