@@ -6,6 +6,7 @@ status and message, that nothing is left behind, and that a valid put works afte
 import os
 import re
 import resource
+import socket
 import sys
 import tempfile
 import time
@@ -269,6 +270,43 @@ def test_idle_write_stream_ends_at_the_idle_timeout():
         assert time.monotonic() - start >= 1.8
         cl.close()
         put_works(srv, TS0 + 500)
+        stops_cleanly(srv)
+
+
+def closed_by_server(sock, timeout_s):
+    """Seconds until the server closed sock (reading what it sent meanwhile), or None."""
+    start = time.monotonic()
+    sock.settimeout(0.2)
+    while time.monotonic() - start < timeout_s:
+        try:
+            if sock.recv(65536) == b"":
+                return time.monotonic() - start
+        except socket.timeout:
+            continue
+        except OSError:  # reset
+            return time.monotonic() - start
+    return None
+
+
+def test_idle_connections_are_closed():
+    """--idle-timeout-ms 500: a TCP connection that never starts HTTP/2 and one that sends
+    the HTTP/2 preface but makes no call are both closed by the server within a few seconds
+    (gRPC's max connection idle; without it both were still open after 10 s), so neither
+    holds a descriptor for long."""
+    with server(extra=["--idle-timeout-ms", "500"]) as srv:
+        host, port = srv.addr.rsplit(":", 1)
+        silent = socket.create_connection((host, int(port)))
+        h2 = socket.create_connection((host, int(port)))
+        h2.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        try:
+            took = closed_by_server(silent, 10)
+            assert took is not None, "a connection without a handshake is still open after 10 s"
+            took = closed_by_server(h2, 10)
+            assert took is not None, "a connection without calls is still open after 10 s"
+        finally:
+            silent.close()
+            h2.close()
+        put_works(srv, TS0 + 700)
         stops_cleanly(srv)
 
 
