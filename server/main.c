@@ -1,6 +1,6 @@
-/* tracevaultd: the storage server. Parses options, prepares the data dir (0700, files 0600),
- * recovers from a crash (temp files, orphan block files), then serves TraceStore until
- * SIGTERM/SIGINT. */
+/* tracevaultd: the storage server. Parses options, raises RLIMIT_NOFILE, prepares the data
+ * dir (0700, files 0600), recovers from a crash (temp files, orphan block files), plans its
+ * descriptors (server/fd_plan.h), then serves TraceStore until SIGTERM/SIGINT. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -23,7 +23,9 @@
 #include "common/size.h"
 #include "common/usage.h"
 #include "server/catalog.h"
+#include "server/fd_plan.h"
 #include "server/rpc_server.h"
+#include "server/segment.h"
 #include "server/store_uring.h"
 #include "proto/wire.h"
 
@@ -34,9 +36,16 @@
 /* allocations above this use mmap; fixed so that glibc does not adapt it per free */
 #define MMAP_THRESHOLD_BYTES (32 << 20)
 
-/* USAGE states the message-size bound in words */
+/* USAGE states these bounds and defaults in words */
 _Static_assert(TV_WIRE_MIN_MESSAGE_BYTES == 64u << 10 && TV_WIRE_MAX_MESSAGE_BYTES == 1u << 30,
 	       "update --help: 64K to 1G");
+_Static_assert(TV_RPC_MAX_STREAMS == 65536 && TV_RPC_DEFAULT_MAX_WRITE_STREAMS == 256 &&
+	       TV_RPC_DEFAULT_MAX_QUERY_STREAMS == 64 && TV_RPC_DEFAULT_STREAMS_PER_CONNECTION == 16,
+	       "update --help: streams 1 to 65536, defaults 256, 64, 16");
+_Static_assert(TV_STORE_MAX_OPEN_FILES_MAX == 1048576 && TV_SEGMENT_MAX_OPEN_FILES == 8,
+	       "update --help: block files 1 to 1048576, default 8 per Write stream");
+_Static_assert(TV_RPC_MIN_IDLE_TIMEOUT_MS == 100 && TV_RPC_MAX_IDLE_TIMEOUT_MS == 86400000 &&
+	       TV_RPC_DEFAULT_IDLE_TIMEOUT_MS == 60000, "update --help: 100 to 86400000 (60000)");
 
 static volatile sig_atomic_t stop_requested;
 
@@ -44,12 +53,20 @@ static const struct option OPTIONS[] = {
 	{ "data", required_argument, NULL, 'd' },
 	{ "listen", required_argument, NULL, 'l' },
 	{ "max-message-bytes", required_argument, NULL, 'm' },
+	{ "max-write-streams", required_argument, NULL, 'W' },
+	{ "max-query-streams", required_argument, NULL, 'Q' },
+	{ "max-streams-per-connection", required_argument, NULL, 'C' },
+	{ "max-open-files", required_argument, NULL, 'F' },
+	{ "idle-timeout-ms", required_argument, NULL, 'I' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
 
 static const char USAGE[] =
 	"Usage: tracevaultd --data DIR [--listen HOST:PORT] [--max-message-bytes N]\n"
+	"                   [--max-write-streams N] [--max-query-streams N]\n"
+	"                   [--max-streams-per-connection N] [--max-open-files N]\n"
+	"                   [--idle-timeout-ms MS]\n"
 	"\n"
 	"Stores trace blocks written over gRPC (TraceStore Write) and serves time-range queries.\n"
 	"\n"
@@ -61,7 +78,25 @@ static const char USAGE[] =
 	"                           stdout line is 'listening on HOST:PORT'\n"
 	"  --max-message-bytes N    largest gRPC message either way, 64K to 1G (default 16M);\n"
 	"                           sizes take a K, M or G suffix (KiB, MiB, GiB)\n"
+	"  --max-write-streams N    Write streams in progress at once, 1 to 65536 (default\n"
+	"                           256); one more ends RESOURCE_EXHAUSTED\n"
+	"  --max-query-streams N    Query streams in progress at once, 1 to 65536 (default 64)\n"
+	"  --max-streams-per-connection N\n"
+	"                           streams of one connection at once (HTTP/2; the client\n"
+	"                           queues more), 1 to 65536 (default 16, or half of\n"
+	"                           --max-write-streams when less)\n"
+	"  --max-open-files N       temp block files holding a descriptor at once,\n"
+	"                           1 to 1048576 (default 8 per Write stream); an\n"
+	"                           OPEN_BLOCK beyond it ends RESOURCE_EXHAUSTED\n"
+	"  --idle-timeout-ms MS     end what waits on its client this long, 100 to 86400000\n"
+	"                           (default 60000): a Write stream without a message\n"
+	"                           (DEADLINE_EXCEEDED, segment discarded), a call whose\n"
+	"                           client takes no reply, a connection without calls\n"
 	"  --help                   this text\n"
+	"\n"
+	"At start the soft RLIMIT_NOFILE is raised to the hard limit and logged. The stream\n"
+	"and block-file limits, one connection per stream and a reserve of 32 must fit in it:\n"
+	"defaults are lowered to fit (and logged), given values that do not fit exit 1.\n"
 	"\n"
 	"Examples:\n"
 	"  tracevaultd --data /var/lib/tracevault\n"
@@ -81,6 +116,20 @@ static int usage_error(const char *fmt, ...)
 	va_end(ap);
 	fputc('\n', stderr);
 	return EXIT_USAGE;
+}
+
+/* A count or a time in ms: decimal digits only, within its owner's bound; a usage error naming
+ * the bound otherwise (returns EXIT_USAGE, else 0). */
+static int parse_count(const char *name, const char *arg, const struct tv_limit *l,
+		       uint64_t *out)
+{
+	const char *p = arg;
+	char bound[64];
+
+	if (tv_parse_digits(&p, out) == 0 && *p == '\0' && tv_limit_check(l, *out) == 0)
+		return 0;
+	tv_limit_format(l, false, bound, sizeof(bound));
+	return usage_error("invalid --%s: '%s' (%s)", name, arg, bound);
 }
 
 static void on_signal(int sig)
@@ -256,12 +305,14 @@ int main(int argc, char **argv)
 	const char *data_dir = NULL;
 	char err[ERR_LEN], path[PATH_MAX];
 	struct sigaction sa = { .sa_handler = on_signal };
-	int opt, port = 0, rc = 1;
+	int opt, port = 0, rc = 1, longidx = 0;
 	char listen_host[NI_MAXHOST];
 	unsigned listen_port;
+	struct tv_fd_plan plan = { 0 };
+	uint64_t per_conn = 0, idle_ms = 0;
 
 	opterr = 0;
-	for (int before = optind; (opt = getopt_long(argc, argv, ":h", OPTIONS, NULL)) != -1;
+	for (int before = optind; (opt = getopt_long(argc, argv, ":h", OPTIONS, &longidx)) != -1;
 	     before = optind) {
 		switch (opt) {
 		case 'd':
@@ -286,6 +337,23 @@ int main(int argc, char **argv)
 						   bound);
 			}
 			o.max_message_bytes = (size_t)v;
+			break;
+		}
+		case 'W':
+		case 'Q':
+		case 'C':
+		case 'F':
+		case 'I': {
+			const struct tv_limit *l = opt == 'F' ? &tv_store_max_files_limit :
+						   opt == 'I' ? &tv_rpc_idle_timeout_ms_limit :
+								&tv_rpc_streams_limit;
+			uint64_t *to = opt == 'W' ? &plan.write_streams :
+				       opt == 'Q' ? &plan.query_streams :
+				       opt == 'F' ? &plan.open_files :
+				       opt == 'C' ? &per_conn : &idle_ms;
+
+			if (parse_count(OPTIONS[longidx].name, optarg, l, to))
+				return EXIT_USAGE;
 			break;
 		}
 		case 'h':
@@ -319,6 +387,7 @@ int main(int argc, char **argv)
 	/* a file-size limit (RLIMIT_FSIZE) must fail one segment with EFBIG, not kill the server */
 	signal(SIGXFSZ, SIG_IGN);
 
+	tv_fd_plan_raise(&plan); /* before anything opens descriptors: recovery may need them */
 	if (prepare_data_dir(data_dir, err, sizeof(err)))
 		goto fail;
 	if (lock_data_dir(data_dir, err, sizeof(err)) < 0)
@@ -333,6 +402,15 @@ int main(int argc, char **argv)
 		goto fail;
 	if (recover(catalog, store, err, sizeof(err)))
 		goto fail;
+	if (tv_fd_plan_make(&plan, err, sizeof(err)))
+		goto fail;
+	tv_fd_plan_describe(&plan, path, sizeof(path));
+	fprintf(stderr, "tracevaultd: %s\n", path);
+	tv_store_set_max_files(store, (size_t)plan.open_files); /* within its bound: 0 or 1..max */
+	o.max_write_streams = (unsigned)plan.write_streams;
+	o.max_query_streams = (unsigned)plan.query_streams;
+	o.max_streams_per_connection = (unsigned)per_conn;
+	o.idle_timeout_ms = (unsigned)idle_ms;
 
 	grpc_init();
 	if (tv_rpc_server_start(&srv, &o, catalog, store, &port, err, sizeof(err))) {

@@ -1,6 +1,8 @@
 /* TraceStore over grpc C core: a completion-queue loop on one thread. Each call is a struct
  * whose ops carry tags (call pointer + op kind) and whose life is one enum call_state; a call is
- * freed when it is C_DONE and its last started batch has come back.
+ * freed when it is C_DONE and its last started batch has come back. Write and Query streams
+ * are counted against their limits, and a call left waiting on its client past the idle
+ * timeout is ended (idle_expire).
  * Write calls delegate the protocol to segment.c, Query calls to query.c, Delete to
  * delete_rpc.c; Stats sums catalog rows here. */
 #include "server/rpc_server.h"
@@ -28,6 +30,10 @@ enum method { M_WRITE, M_QUERY, M_DELETE, M_STATS, M_COUNT };
 enum op { OP_REQUEST, OP_CLOSE, OP_RECV, OP_SEND, OP_STATUS, OP_COUNT, OP_SHUTDOWN };
 
 static const char *const METHOD_NAME[M_COUNT] = { "Write", "Query", "Delete", "Stats" };
+
+const struct tv_limit tv_rpc_streams_limit = { .min = 1, .max = TV_RPC_MAX_STREAMS };
+const struct tv_limit tv_rpc_idle_timeout_ms_limit = { .min = TV_RPC_MIN_IDLE_TIMEOUT_MS,
+						       .max = TV_RPC_MAX_IDLE_TIMEOUT_MS };
 
 struct call;
 
@@ -95,6 +101,9 @@ struct call {
 	bool recv_busy;
 	int cancelled;
 	gpr_timespec eos_deadline; /* in C_EOS_WAIT: when the end of stream counts as half-close */
+	gpr_timespec active_at;    /* the client last made progress (see waits_on_client) */
+	bool counted;              /* holds one of the server's stream slots of its method */
+	bool idle_ended;           /* idle_expire ended it: not again */
 	grpc_status_code code;    /* from C_FINISHING on */
 	grpc_slice details;
 	struct tv_segment *seg;
@@ -115,6 +124,10 @@ struct tv_rpc_server {
 	int shutting_down, shutdown_done, stopped;
 	size_t eos_waiting;   /* calls in C_EOS_WAIT (kept by set_state) */
 	struct tv_segment_stats seg_stats;
+	unsigned max_streams[M_COUNT]; /* Write and Query; 0 for unlimited methods */
+	unsigned streams[M_COUNT];     /* calls with counted set, per method */
+	unsigned idle_timeout_ms;
+	gpr_timespec next_idle_scan;
 };
 
 /* ---- call lifecycle ---- */
@@ -179,6 +192,8 @@ static void call_free(struct call *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	srv->live--;
+	if (c->counted)
+		srv->streams[c->m]--;
 	tv_segment_free(c->seg); /* aborts a segment that was not committed */
 	tv_query_free(c->query);
 	drop_queue(c);
@@ -415,6 +430,7 @@ static void seg_wake(void *arg)
 {
 	struct call *c = arg;
 
+	c->active_at = gpr_now(GPR_CLOCK_MONOTONIC); /* the idle clock starts after our own I/O */
 	post_recv(c);
 	pump(c);
 }
@@ -446,6 +462,7 @@ static void write_on_recv(struct call *c, int ok)
 		set_state(c, C_EOS_WAIT);
 		return;
 	}
+	c->active_at = gpr_now(GPR_CLOCK_MONOTONIC);
 	tv_segment_on_message(c->seg, bb);
 	grpc_byte_buffer_destroy(bb); /* the segment holds refs on the slices it writes from */
 	post_recv(c);
@@ -598,6 +615,27 @@ out:
 	tracevault__v1__stats_request__free_unpacked(req, NULL);
 }
 
+/* A Write or Query stream takes one of its method's slots, or ends RESOURCE_EXHAUSTED naming
+ * the limit (true). */
+static bool over_stream_limit(struct call *c)
+{
+	struct tv_rpc_server *srv = c->srv;
+	char msg[160];
+
+	if (!srv->max_streams[c->m])
+		return false;
+	if (srv->streams[c->m] < srv->max_streams[c->m]) {
+		srv->streams[c->m]++;
+		c->counted = true;
+		return false;
+	}
+	snprintf(msg, sizeof(msg), "too many %s streams: %u in progress, the server's limit "
+		 "(--max-%s-streams)", METHOD_NAME[c->m], srv->streams[c->m],
+		 c->m == M_WRITE ? "write" : "query");
+	finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+	return true;
+}
+
 static void call_begin(struct call *c)
 {
 	grpc_op ops[2] = { { 0 }, { 0 } };
@@ -611,6 +649,9 @@ static void call_begin(struct call *c)
 		set_state(c, C_DONE);
 		return;
 	}
+	c->active_at = gpr_now(GPR_CLOCK_MONOTONIC);
+	if (over_stream_limit(c))
+		return;
 	switch (c->m) {
 	case M_WRITE:
 		c->seg = tv_segment_new(c->srv->catalog, c->srv->store, c->srv->max_message_bytes,
@@ -666,6 +707,7 @@ static void on_event(struct tv_rpc_server *srv, struct tag *t, int ok)
 	case OP_SEND:
 		grpc_byte_buffer_destroy(c->send_bb);
 		c->send_bb = NULL;
+		c->active_at = gpr_now(GPR_CLOCK_MONOTONIC);
 		if (!ok) {
 			/* The call is gone: no queued reply can reach it. Its status may have been
 			 * decided already (a Stats or Delete reply is queued with its OK status):
@@ -728,8 +770,9 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 {
 	static const char *const paths[M_COUNT] = { TV_METHOD_WRITE, TV_METHOD_QUERY,
 						    TV_METHOD_DELETE, TV_METHOD_STATS };
-	grpc_arg args[3];
-	grpc_channel_args ch_args = { .num_args = 3, .args = args };
+	grpc_arg args[5];
+	grpc_channel_args ch_args = { .num_args = 5, .args = args };
+	unsigned per_conn;
 	grpc_server_credentials *creds;
 	struct tv_rpc_server *srv;
 	char why[128];
@@ -745,10 +788,27 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 	srv->store = s;
 	srv->max_message_bytes = o->max_message_bytes;
 	srv->shutdown_tag.op = OP_SHUTDOWN;
+	srv->max_streams[M_WRITE] = o->max_write_streams ? o->max_write_streams :
+							   TV_RPC_DEFAULT_MAX_WRITE_STREAMS;
+	srv->max_streams[M_QUERY] = o->max_query_streams ? o->max_query_streams :
+							   TV_RPC_DEFAULT_MAX_QUERY_STREAMS;
+	srv->idle_timeout_ms = o->idle_timeout_ms ? o->idle_timeout_ms :
+						    TV_RPC_DEFAULT_IDLE_TIMEOUT_MS;
+	per_conn = o->max_streams_per_connection;
+	if (!per_conn) {
+		per_conn = srv->max_streams[M_WRITE] / 2;
+		if (per_conn > TV_RPC_DEFAULT_STREAMS_PER_CONNECTION)
+			per_conn = TV_RPC_DEFAULT_STREAMS_PER_CONNECTION;
+		if (per_conn == 0)
+			per_conn = 1;
+	}
 	args[0] = tv_grpc_int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, (int)o->max_message_bytes);
 	args[1] = tv_grpc_int_arg(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, (int)o->max_message_bytes);
 	/* with SO_REUSEPORT a second server could silently share our port */
 	args[2] = tv_grpc_int_arg(GRPC_ARG_ALLOW_REUSEPORT, 0);
+	args[3] = tv_grpc_int_arg(GRPC_ARG_MAX_CONCURRENT_STREAMS, (int)per_conn);
+	/* a connection without calls holds a descriptor for nothing */
+	args[4] = tv_grpc_int_arg(GRPC_ARG_MAX_CONNECTION_IDLE_MS, (int)srv->idle_timeout_ms);
 	srv->server = grpc_server_create(&ch_args, NULL);
 	srv->cq = grpc_completion_queue_create_for_next(NULL);
 	grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
@@ -798,6 +858,63 @@ static void eos_expire(struct tv_rpc_server *srv)
 	}
 }
 
+/* Whether the call waits on its client rather than on us: a Write stream with a receive posted
+ * and none of its own I/O in flight (a client that sends nothing), or any call with a reply
+ * that the transport has not taken (a client that reads nothing). active_at is when the
+ * client last made progress: the call began, a message came, a reply went, our I/O ended. */
+static bool waits_on_client(const struct call *c)
+{
+	if (c->send_bb)
+		return true;
+	return c->m == M_WRITE && c->state == C_OPEN && c->recv_busy && c->seg &&
+	       !tv_segment_busy(c->seg);
+}
+
+/* End a call idle past the timeout. A Write stream's open segment is aborted (temp files
+ * removed, logged) and the stream ends DEADLINE_EXCEEDED; a reply the client does not take
+ * can only be cut by cancelling the call, whose pending ops then come back failed and free it
+ * (the path of test_calls_cancelled_mid_reply_let_the_server_stop). */
+static void idle_end(struct call *c)
+{
+	struct tv_rpc_server *srv = c->srv;
+	char msg[200];
+
+	c->idle_ended = true;
+	if (c->m == M_WRITE && c->seg && tv_segment_id(c->seg))
+		snprintf(msg, sizeof(msg), "segment %016llx: no request for %u ms, the server's "
+			 "idle limit (--idle-timeout-ms): segment discarded",
+			 (unsigned long long)tv_segment_id(c->seg), srv->idle_timeout_ms);
+	else
+		snprintf(msg, sizeof(msg), "%s call idle for %u ms, the server's idle limit "
+			 "(--idle-timeout-ms)%s", METHOD_NAME[c->m], srv->idle_timeout_ms,
+			 c->send_bb ? ": the client took no reply" : "");
+	if (c->seg && tv_segment_is_open(c->seg))
+		tv_segment_abort(c->seg, "idle past --idle-timeout-ms");
+	if (status_decided(c))
+		fprintf(stderr, "%s cancelled: %s\n", METHOD_NAME[c->m], msg);
+	finish(c, GRPC_STATUS_DEADLINE_EXCEEDED, msg); /* logs it when not decided yet */
+	if (c->send_bb)
+		grpc_call_cancel_with_status(c->call, GRPC_STATUS_DEADLINE_EXCEEDED, msg, NULL);
+}
+
+static void idle_expire(struct tv_rpc_server *srv)
+{
+	gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
+	gpr_timespec idle = gpr_time_from_millis(srv->idle_timeout_ms, GPR_TIMESPAN);
+
+	if (gpr_time_cmp(now, srv->next_idle_scan) < 0)
+		return;
+	srv->next_idle_scan = gpr_time_add(now, gpr_time_from_millis(TV_RPC_IDLE_SCAN_MS,
+								      GPR_TIMESPAN));
+	for (struct call *c = srv->calls, *next; c; c = next) {
+		next = c->next; /* idle_end does not free c (its ops are still out), but be safe */
+		if (c->state == C_REQUESTED || c->state == C_DONE || c->idle_ended ||
+		    !waits_on_client(c) || gpr_time_cmp(gpr_time_sub(now, c->active_at), idle) < 0)
+			continue;
+		idle_end(c);
+	}
+}
+
 /* One thread serves both queues: gRPC's completion queue and the store's io_uring. Neither can
  * block on the other's events (grpc C core has no public way to watch a foreign fd or to be
  * woken by another thread, and its deadlines have millisecond resolution), so:
@@ -824,6 +941,7 @@ int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop)
 		}
 		if (srv->eos_waiting)
 			eos_expire(srv);
+		idle_expire(srv);
 		deadline = io ? gpr_inf_past(GPR_CLOCK_MONOTONIC) :
 				gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
 					     gpr_time_from_millis(srv->eos_waiting ? 1 : TV_RPC_POLL_MS,

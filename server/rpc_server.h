@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stddef.h>
 
+#include "common/limit.h"
 #include "server/catalog.h"
 #include "server/store_uring.h"
 
@@ -18,9 +19,35 @@
  * taken as a half-close without COMMIT (see write_on_recv). */
 #define TV_RPC_EOS_GRACE_MS 20
 
+/* Limits on what clients can make the server hold (tracevaultd options; the descriptors they
+ * cost are planned in server/fd_plan.h). A stream beyond its limit ends RESOURCE_EXHAUSTED at
+ * once, its message naming the option; Delete and Stats calls are answered at once and not
+ * counted. Bounds: 1 to 65536 streams (HTTP/2 allows more per connection, no server here
+ * needs more), an idle timeout of 100 ms to 24 h. */
+#define TV_RPC_DEFAULT_MAX_WRITE_STREAMS 256 /* Write streams in progress at once */
+#define TV_RPC_DEFAULT_MAX_QUERY_STREAMS 64  /* Query streams in progress at once */
+/* Concurrent streams of one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: the client
+ * queues more rather than failing): the default, or half of the Write streams when that is
+ * less, so that one connection can never take every Write stream. */
+#define TV_RPC_DEFAULT_STREAMS_PER_CONNECTION 16
+/* A call waiting on its client for this long is ended: a Write stream with no message while
+ * the server waits for one (DEADLINE_EXCEEDED, its segment discarded), a call whose client
+ * takes no reply (cancelled), a connection without calls (closed by gRPC). */
+#define TV_RPC_DEFAULT_IDLE_TIMEOUT_MS 60000
+#define TV_RPC_MAX_STREAMS 65536
+#define TV_RPC_MIN_IDLE_TIMEOUT_MS 100
+#define TV_RPC_MAX_IDLE_TIMEOUT_MS (24u * 3600 * 1000)
+extern const struct tv_limit tv_rpc_streams_limit;      /* the three stream counts */
+extern const struct tv_limit tv_rpc_idle_timeout_ms_limit;
+/* How often the loop looks for idle calls: the timeout is enforced within this much. */
+#define TV_RPC_IDLE_SCAN_MS 100
+
 struct tv_rpc_server_opts {
 	const char *listen_addr;  /* "HOST:PORT"; port 0 binds an ephemeral one */
 	size_t max_message_bytes; /* both directions */
+	/* the limits above; 0 takes the default */
+	unsigned max_write_streams, max_query_streams, max_streams_per_connection;
+	unsigned idle_timeout_ms;
 };
 
 struct tv_rpc_server;

@@ -1,7 +1,8 @@
 /* The Write stream protocol for one segment: every chunk is checked (offset, CRC32C) and
  * written to its block's temp file; each complete block's header and payload CRC are verified;
- * COMMIT makes the segment durable and visible atomically (fdatasync, rename, one catalog
- * transaction) before it is acknowledged. Any failure deletes everything of the segment. */
+ * a complete block is fdatasynced as soon as its writes are done and its descriptor closed;
+ * COMMIT makes the segment visible atomically (rename, one catalog transaction) once every
+ * block is synced, before it is acknowledged. Any failure deletes everything of the segment. */
 #include "server/segment.h"
 
 #include <endian.h>
@@ -32,6 +33,7 @@ struct seg_block {
 	int hdr_checked;
 	uint32_t payload_crc; /* running CRC32C over bytes [hdr_bytes, received) */
 	int complete, synced;
+	int holds_fd;         /* file's descriptor is open (from OPEN_BLOCK until synced) */
 };
 
 /* One write or fdatasync in flight. Queued in submission order so acks go out in block order
@@ -61,6 +63,7 @@ struct tv_segment {
 	size_t n, cap;
 	struct seg_io *io_head, *io_tail; /* in flight, or done behind one that is not */
 	size_t inflight_ops, inflight_bytes;
+	size_t open_files; /* blocks with holds_fd */
 };
 
 #define ERR_PREFIX_FMT "segment %016llx: "
@@ -84,6 +87,15 @@ struct tv_segment *tv_segment_new(struct tv_catalog *c, struct tv_store *s,
 	return seg;
 }
 
+/* The block's descriptor is closed (its data synced, or the file aborted or published). */
+static void fd_closed(struct tv_segment *seg, struct seg_block *b)
+{
+	if (b->holds_fd) {
+		b->holds_fd = 0;
+		seg->open_files--;
+	}
+}
+
 static size_t drop_temp_files(struct tv_segment *seg)
 {
 	size_t removed = 0;
@@ -92,6 +104,7 @@ static size_t drop_temp_files(struct tv_segment *seg)
 		if (seg->blocks[i].file) {
 			tv_store_abort(seg->store, seg->blocks[i].file);
 			seg->blocks[i].file = NULL;
+			fd_closed(seg, &seg->blocks[i]);
 			removed++;
 		}
 	}
@@ -149,11 +162,29 @@ int tv_segment_is_open(const struct tv_segment *seg)
 	return seg->state == SEG_OPEN;
 }
 
+static struct seg_block *current(struct tv_segment *seg);
+
+/* Between blocks (the next request may be an OPEN_BLOCK, which takes a descriptor), wait while
+ * this stream holds TV_SEGMENT_MAX_OPEN_FILES, or holds any while the store's budget is used
+ * up: its own syncs free them, and its completions wake it. A stream holding none does not
+ * wait: its OPEN_BLOCK gets RESOURCE_EXHAUSTED when no descriptor is free. Inside a block it
+ * never waits for files: the block's chunks are what lets its file be synced and closed. */
+static int waits_for_files(const struct tv_segment *seg)
+{
+	const struct seg_block *cur = current((struct tv_segment *)seg);
+	size_t max = tv_store_max_files(seg->store);
+
+	if (cur && !cur->complete)
+		return 0;
+	return seg->open_files >= TV_SEGMENT_MAX_OPEN_FILES ||
+	       (seg->open_files > 0 && max && tv_store_open_files(seg->store) >= max);
+}
+
 int tv_segment_can_receive(const struct tv_segment *seg)
 {
 	return seg->state == SEG_OPEN && seg->pending == PENDING_NONE &&
 	       seg->inflight_ops < TV_SEGMENT_MAX_INFLIGHT_CHUNKS &&
-	       seg->inflight_bytes < TV_SEGMENT_MAX_INFLIGHT_BYTES;
+	       seg->inflight_bytes < TV_SEGMENT_MAX_INFLIGHT_BYTES && !waits_for_files(seg);
 }
 
 size_t tv_segment_busy(const struct tv_segment *seg)
@@ -186,6 +217,8 @@ static grpc_status_code errno_code(int err)
 	case -ENOSPC:
 	case -EDQUOT:
 	case -EFBIG:
+	case -EMFILE:
+	case -ENFILE:
 		return GRPC_STATUS_RESOURCE_EXHAUSTED;
 	case -EEXIST:
 		return GRPC_STATUS_ALREADY_EXISTS;
@@ -289,6 +322,14 @@ static void open_block(struct tv_segment *seg, const Tracevault__V1__WriteComman
 	b->length = cmd->length;
 	b->payload_crc = 0; /* CRC32C of zero bytes; extended as payload arrives */
 	ret = tv_store_create_temp(seg->store, seg->segment_id, b->block_id, &b->file);
+	if (ret == -EMFILE && tv_store_max_files(seg->store) &&
+	    tv_store_open_files(seg->store) >= tv_store_max_files(seg->store)) {
+		fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED,
+		     "block %016llx: no descriptor free for its temp file: %zu block files open, "
+		     "the server's limit (--max-open-files)", (unsigned long long)b->block_id,
+		     tv_store_open_files(seg->store));
+		return;
+	}
 	if (ret) {
 		fail(seg, errno_code(ret),
 		     ret == -EEXIST ? "block %016llx is already being written by another stream"
@@ -296,6 +337,8 @@ static void open_block(struct tv_segment *seg, const Tracevault__V1__WriteComman
 		     (unsigned long long)b->block_id, strerror(-ret));
 		return;
 	}
+	b->holds_fd = 1;
+	seg->open_files++;
 	seg->n++;
 }
 
@@ -497,35 +540,28 @@ static void chunk(struct tv_segment *seg, struct tv_chunk_view *v)
 	write_chunk(seg, b, v);
 }
 
-/* Group commit: one fdatasync per complete block not yet synced, all in flight at once.
- * Returns how many were submitted, or a negative errno. */
-static int sync_submit(struct tv_segment *seg)
+/* A block's last write is done: fdatasync it now, on the descriptor that wrote it, so that its
+ * descriptor can be closed before COMMIT (io_done). The syncs of a segment's blocks overlap the
+ * writes of the blocks after them; a FLUSH or COMMIT waits for the last one. Returns 0 or a
+ * negative errno. */
+static int sync_block(struct tv_segment *seg, size_t bi)
 {
-	int count = 0;
+	struct seg_io *io = calloc(1, sizeof(*io));
+	int ret;
 
-	for (size_t i = 0; i < seg->n; i++) {
-		struct seg_block *b = &seg->blocks[i];
-		struct seg_io *io;
-		int ret;
-
-		if (!b->complete || b->synced || !b->file)
-			continue;
-		io = calloc(1, sizeof(*io));
-		if (!io)
-			return -ENOMEM;
-		io->seg = seg;
-		io->bi = i;
-		io->is_sync = 1;
-		io->op.done = io_done;
-		ret = tv_store_submit_fdatasync(seg->store, b->file, &io->op);
-		if (ret) {
-			free(io);
-			return ret;
-		}
-		io_queue(seg, io);
-		count++;
+	if (!io)
+		return -ENOMEM;
+	io->seg = seg;
+	io->bi = bi;
+	io->is_sync = 1;
+	io->op.done = io_done;
+	ret = tv_store_submit_fdatasync(seg->store, seg->blocks[bi].file, &io->op);
+	if (ret) {
+		free(io);
+		return ret;
 	}
-	return count;
+	io_queue(seg, io);
+	return 0;
 }
 
 static uint64_t durable_bytes(const struct tv_segment *seg)
@@ -594,8 +630,10 @@ static int publish(struct tv_segment *seg, const struct commit_set *cs)
 		return ret;
 	}
 	/* the files now live in blocks/ and are closed: from here the segment owns none */
-	for (size_t i = 0; i < seg->n; i++)
+	for (size_t i = 0; i < seg->n; i++) {
 		seg->blocks[i].file = NULL;
+		fd_closed(seg, &seg->blocks[i]);
+	}
 	ret = tv_catalog_commit_segment(seg->catalog, cs->rows, seg->n, why, sizeof(why));
 	if (ret) {
 		for (size_t i = 0; i < seg->n; i++)
@@ -633,22 +671,14 @@ cleanup:
 	commit_set_free(&cs);
 }
 
-/* A FLUSH or COMMIT waits here until the writes before it are done, then until the syncs it
- * started are done. */
+/* A FLUSH or COMMIT waits here until the writes before it and the syncs of their blocks are
+ * done: every complete block is then synced (its sync follows its last write, see retire). */
 static void advance(struct tv_segment *seg)
 {
 	enum pending p = seg->pending;
-	int ret;
 
 	if (seg->state != SEG_OPEN || p == PENDING_NONE || seg->inflight_ops)
 		return;
-	ret = sync_submit(seg);
-	if (ret < 0) {
-		fail(seg, errno_code(ret), "fdatasync of temp files: %s", strerror(-ret));
-		return;
-	}
-	if (ret > 0)
-		return; /* their completions call advance again */
 	seg->pending = PENDING_NONE;
 	if (p == PENDING_FLUSH)
 		respond(seg, durable_bytes(seg), NULL, 0);
@@ -656,22 +686,33 @@ static void advance(struct tv_segment *seg)
 		commit_now(seg);
 }
 
-/* Retire finished ops from the head: acks for writes (newest offset per block), the synced
- * mark for fdatasyncs. */
+/* Retire finished ops from the head: acks for writes (newest offset per block), and the sync
+ * of a block whose last write this was; the synced mark for fdatasyncs. In order, so a
+ * block's last write retires after all its others. */
 static void retire(struct tv_segment *seg)
 {
 	while (seg->io_head && seg->io_head->completed) {
 		struct seg_io *io = seg->io_head;
 		struct seg_block *b = &seg->blocks[io->bi];
+		int ret;
 
 		seg->io_head = io->next;
 		if (!seg->io_head)
 			seg->io_tail = NULL;
 		if (seg->state == SEG_OPEN && io->res == 0) {
-			if (io->is_sync)
+			if (io->is_sync) {
 				b->synced = 1;
-			else
+			} else {
 				seg->sink->ack(seg->arg, b->block_id, io->end_offset);
+				if (io->end_offset == b->length) {
+					ret = sync_block(seg, io->bi);
+					if (ret)
+						fail(seg, errno_code(ret),
+						     "block %016llx: fdatasync temp file: %s",
+						     (unsigned long long)b->block_id,
+						     strerror(-ret));
+				}
+			}
 		}
 		io_free(io);
 	}
@@ -690,6 +731,13 @@ static void io_done(struct tv_store_op *op, int res)
 	}
 	seg->inflight_ops--;
 	seg->inflight_bytes -= io->len;
+	if (io->is_sync && res == 0 && seg->state == SEG_OPEN) {
+		/* synced: the file only waits for COMMIT now, without a descriptor */
+		struct seg_block *b = &seg->blocks[io->bi];
+
+		tv_store_close_fd(seg->store, b->file);
+		fd_closed(seg, b);
+	}
 	if (res < 0 && seg->state == SEG_OPEN) {
 		const struct seg_block *b = &seg->blocks[io->bi];
 

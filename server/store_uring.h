@@ -7,10 +7,17 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "common/limit.h"
 #include "proto/wire.h"
 
 /* Largest block the server accepts; a bigger OPEN_BLOCK is RESOURCE_EXHAUSTED. */
 #define TV_SERVER_MAX_BLOCK_BYTES TV_WIRE_MAX_BLOCK_BYTES
+/* Temp block files open at once, over every stream (tracevaultd --max-open-files): each holds
+ * a descriptor from OPEN_BLOCK until its data is synced. The bound: 1 to the kernel's default
+ * ceiling of descriptors per process (fs.nr_open); what RLIMIT_NOFILE allows is decided at
+ * start-up (server/fd_plan.h). A create beyond the budget is -EMFILE, before any open. */
+#define TV_STORE_MAX_OPEN_FILES_MAX 1048576u
+extern const struct tv_limit tv_store_max_files_limit;
 
 struct tv_store;
 struct tv_store_file;
@@ -41,13 +48,28 @@ struct tv_store_file;
 int tv_store_open(struct tv_store **out, const char *data_dir, char *err, size_t errlen);
 void tv_store_close(struct tv_store *s);
 
-/* Create tmp/<segment hex>-<block hex>.tmp with O_CREAT|O_EXCL, mode 0600. */
+/* Set the budget of temp files open at once (tv_store_max_files_limit; 0 or -ERANGE). Until
+ * it is set there is none: the unit tests and tools that open a store alone need none. */
+int tv_store_set_max_files(struct tv_store *s, size_t max_files);
+/* The budget (0: none), and the temp files holding a descriptor now. */
+size_t tv_store_max_files(const struct tv_store *s);
+size_t tv_store_open_files(const struct tv_store *s);
+
+/* Create tmp/<segment hex>-<block hex>.tmp with O_CREAT|O_EXCL, mode 0600. Returns 0, -EMFILE
+ * when the budget is used up (nothing was created), or the errno of openat (-EEXIST...). */
 int tv_store_create_temp(struct tv_store *s, uint64_t segment_id, uint64_t block_id,
 			 struct tv_store_file **out);
+/* Close the descriptor of a temp file whose writes and fdatasync are done, so that a file
+ * waiting for its segment's COMMIT holds no descriptor; its slot in the budget is free at
+ * once. The file stays the caller's, for tv_store_publish (by name) or tv_store_abort; no
+ * write or sync may be submitted on it any more (-EBADF). Closing after the sync, on the
+ * descriptor that wrote, keeps every writeback error reported: a file closed before its
+ * fdatasync could lose one (the inode, and its error, may be evicted before a new open). */
+void tv_store_close_fd(struct tv_store *s, struct tv_store_file *f);
 /* Queue a writev of iov[0..n) at offset (n may exceed IOV_MAX: it is written in rounds).
  * Short writes are continued; a write that makes no progress is -ENOSPC. The file stays open
  * until op completes even if tv_store_abort runs first. Returns 0 or a negative errno (then
- * done will not run). */
+ * done will not run; -EBADF after tv_store_close_fd). */
 int tv_store_submit_writev(struct tv_store *s, struct tv_store_file *f, uint64_t offset,
 			   struct iovec *iov, int n, struct tv_store_op *op);
 /* Queue an fdatasync of f (IORING_FSYNC_DATASYNC). Same contract as tv_store_submit_writev. */
@@ -61,8 +83,8 @@ size_t tv_store_inflight(const struct tv_store *s);
 
 /* Synchronous helpers: they wait only for their own completion; completions of asynchronous
  * ops seen meanwhile are kept for the next tv_store_reap. tv_store_writev and tv_store_sync
- * serve the tests: the server writes and syncs with the asynchronous calls above (its group
- * commit, in segment.c, has one fdatasync per block in flight at once). Publish, the directory
+ * serve the tests: the server writes and syncs with the asynchronous calls above (segment.c
+ * syncs each block as soon as its last write is done, overlapping the next block's writes). Publish, the directory
  * fsyncs, removal and recovery are synchronous in the server too. */
 /* Write the n iovecs at offset with io_uring writev, resubmitting after short writes.
  * Returns 0 or a negative errno (-ENOSPC, -EFBIG, -EIO...). The iovecs are not modified. */

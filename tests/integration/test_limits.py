@@ -158,11 +158,63 @@ def check_readme():
                        timeout=30)
     assert synopsis(p.stdout, "Usage: tracevaultd") == synopsis(readme, "tracevaultd --data DIR"), \
         p.stdout
-    for cmd, option, lo, hi, bound, extra, fmt in LIMITS:
+    bounds = [(option, bound) for cmd, option, lo, hi, bound, extra, fmt in LIMITS] + \
+        [(option, bound) for option, lo, hi, bound in SERVER_LIMITS]
+    for option, bound in bounds:
         row = [line for line in readme.splitlines() if line.startswith("| `%s`" % option) or
                ("`%s`" % option in line and line.startswith("| `"))]
         assert row and bound in row[0], "README's table lacks %s's bound %r" % (option, bound)
     print("ok README: synopses as in --help, every bound in its table")
+
+
+# tracevaultd's counts and times: (option, min, max, the bound its message and --help state)
+SERVER_LIMITS = [
+    ("--max-write-streams", 1, 65536, "1 to 65536"),      # server/rpc_server.h
+    ("--max-query-streams", 1, 65536, "1 to 65536"),
+    ("--max-streams-per-connection", 1, 65536, "1 to 65536"),
+    ("--max-open-files", 1, 1048576, "1 to 1048576"),     # server/store_uring.h
+    ("--idle-timeout-ms", 100, 86400000, "100 to 86400000"),
+]
+
+
+def server_accepts(option, value):
+    """The value passes option parsing: tracevaultd listens, or (a limit too large for this
+    machine's RLIMIT_NOFILE) goes on to plan its descriptors and exits 1 saying why, with the
+    value kept as given."""
+    srv = tvtest.Server(extra_args=[option, str(value)])
+    try:
+        try:
+            srv.start()
+            return "listening"
+        except AssertionError:
+            pass
+        err = srv.log()
+        assert srv.proc.wait(20) == 1 and err.startswith(
+            "tracevaultd: descriptors: RLIMIT_NOFILE ") and "%s %d" % (option, value) in err, \
+            (option, value, srv.proc.returncode, err)
+        return "too many for RLIMIT_NOFILE"
+    finally:
+        srv.cleanup()
+
+
+def check_server_limits(helped):
+    d = tempfile.mkdtemp(prefix="tv-limits-")
+    try:
+        for option, lo, hi, bound in SERVER_LIMITS:
+            outcomes = [server_accepts(option, v) for v in (lo, hi)]
+            for v in (lo - 1, hi + 1, "12x", "-1", "1K", ""):
+                p = subprocess.run(
+                    [tvtest.binary("tracevaultd"), "--data", d, "--listen", "127.0.0.1:0",
+                     option, str(v)], capture_output=True, text=True, timeout=30)
+                assert p.returncode == 2 and p.stderr == (
+                    "tracevaultd: invalid %s: '%s' (%s)\n" % (option, v, bound)), \
+                    (option, v, p.returncode, p.stderr)
+            assert bound in helped, "tracevaultd --help does not state %s's bound %r" % (
+                option, bound)
+            print("ok tracevaultd %-30s [%d, %d] %s (%s)" % (option, lo, hi, bound,
+                                                              ", ".join(outcomes)))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def check_server():
@@ -188,6 +240,7 @@ def check_server():
     finally:
         shutil.rmtree(d, ignore_errors=True)
     print("ok tracevaultd --max-message-bytes [64K, 1G], suffixes accepted")
+    check_server_limits(p.stdout)
 
 
 def main():

@@ -1,6 +1,7 @@
 /* cmocka tests for the io_uring block store (server/store_uring.c): vectored writes land at their
  * offsets, publish renames without replacing, abort removes temp data, and a file-size limit
- * (RLIMIT_FSIZE) gives a short write followed by -EFBIG rather than silent truncation. */
+ * (RLIMIT_FSIZE) gives a short write followed by -EFBIG rather than silent truncation; temp
+ * files open at once stay within the store's descriptor budget. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -129,6 +130,43 @@ static void test_temp_names_are_exclusive_and_abort_removes(void **state)
 	free(b);
 }
 
+/* The descriptor budget of temp files: at the limit create_temp is -EMFILE without opening
+ * anything; closing a synced file's descriptor frees its slot, and the closed file still
+ * publishes (by name) and reads back; aborting an open file frees its slot too. */
+static void test_open_file_budget(void **state)
+{
+	struct fixture *f = *state;
+	static char data[] = "budgeted block";
+	struct iovec iov = { data, sizeof(data) };
+	struct tv_store_file *a, *b, *c;
+	void *buf = NULL;
+	size_t len = 0;
+
+	assert_int_equal(tv_store_set_max_files(f->s, 2), 0);
+	assert_int_equal(tv_store_set_max_files(f->s, 0), -ERANGE);
+	assert_int_equal(tv_store_max_files(f->s), 2);
+	assert_int_equal(tv_store_create_temp(f->s, 1, 1, &a), 0);
+	assert_int_equal(tv_store_create_temp(f->s, 1, 2, &b), 0);
+	assert_int_equal(tv_store_open_files(f->s), 2);
+	assert_int_equal(tv_store_create_temp(f->s, 1, 3, &c), -EMFILE);
+	assert_int_equal(count_entries(f->dir, "tmp"), 2); /* nothing created for the refusal */
+	assert_int_equal(tv_store_writev(f->s, a, 0, &iov, 1), 0);
+	assert_int_equal(tv_store_sync(f->s, &a, 1), 0);
+	tv_store_close_fd(f->s, a);
+	assert_int_equal(tv_store_open_files(f->s), 1);
+	assert_int_equal(tv_store_create_temp(f->s, 1, 3, &c), 0);
+	assert_int_equal(tv_store_publish(f->s, &a, 1), 0);
+	assert_int_equal(tv_store_read_block(f->s, 1, 1024, &buf, &len), 0);
+	assert_int_equal(len, sizeof(data));
+	assert_memory_equal(buf, data, len);
+	free(buf);
+	assert_int_equal(tv_store_open_files(f->s), 2);
+	tv_store_abort(f->s, b);
+	tv_store_abort(f->s, c);
+	assert_int_equal(tv_store_open_files(f->s), 0);
+	assert_int_equal(count_entries(f->dir, "tmp"), 0);
+}
+
 /* RLIMIT_FSIZE: the kernel takes what fits (a short write), then refuses with EFBIG. */
 static void test_file_size_limit_is_efbig(void **state)
 {
@@ -163,6 +201,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_temp_names_are_exclusive_and_abort_removes, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_file_size_limit_is_efbig, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_file_budget, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -72,13 +72,16 @@ class GrpcClient:
     delete are the multi-callables; write_raw and query_raw send bytes as given (no
     serializer)."""
 
-    def __init__(self, addr, timeout_s=30):
+    def __init__(self, addr, timeout_s=30, own_connection=False):
+        """own_connection: a TCP connection of its own (grpcio otherwise shares one between
+        channels of equal target and options)."""
         self.grpc, self.pb = grpc_modules()
         pb = self.pb
         self.timeout_s = timeout_s
         self.ch = self.grpc.insecure_channel(addr, options=[
             ("grpc.max_receive_message_length", 16 << 20),
-            ("grpc.max_send_message_length", 16 << 20)])
+            ("grpc.max_send_message_length", 16 << 20)]
+            + ([("grpc.use_local_subchannel_pool", 1)] if own_connection else []))
         ser = lambda m: m.SerializeToString()  # noqa: E731
         self.write = self.ch.stream_stream(WRITE, request_serializer=ser,
                                            response_deserializer=pb.WriteResponse.FromString)
