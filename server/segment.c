@@ -57,6 +57,8 @@ struct tv_segment {
 	void *arg;
 	struct tv_segment_stats *stats;
 	uint64_t segment_id;
+	uint64_t writer_token; /* of OPEN_SEGMENT; a Delete of the segment must present it */
+	int reserved;          /* segment_id is this stream's in the catalog (until it ends) */
 	enum seg_state state;
 	enum pending pending;
 	struct seg_block *blocks;
@@ -103,6 +105,15 @@ static size_t drop_temp_files(struct tv_segment *seg)
 	return removed;
 }
 
+/* The segment id is no longer this stream's: committed (its row is in the catalog now) or
+ * abandoned (another stream may use it; nothing of it was kept). */
+static void release_id(struct tv_segment *seg)
+{
+	if (seg->reserved)
+		tv_catalog_segment_close(seg->catalog, seg->segment_id);
+	seg->reserved = 0;
+}
+
 size_t tv_segment_abort(struct tv_segment *seg, const char *why)
 {
 	size_t removed;
@@ -110,6 +121,7 @@ size_t tv_segment_abort(struct tv_segment *seg, const char *why)
 	if (seg->state != SEG_OPEN)
 		return 0;
 	removed = drop_temp_files(seg);
+	release_id(seg);
 	seg->state = SEG_ABORTED;
 	seg->pending = PENDING_NONE;
 	if (seg->segment_id)
@@ -665,7 +677,8 @@ static int publish(struct tv_segment *seg, const struct commit_set *cs)
 	/* the files now live in blocks/ and are closed: from here the segment owns none */
 	for (size_t i = 0; i < seg->n; i++)
 		seg->blocks[i].file = NULL;
-	ret = tv_catalog_commit_segment(seg->catalog, cs->rows, seg->n, why, sizeof(why));
+	ret = tv_catalog_commit_segment(seg->catalog, seg->segment_id, seg->writer_token, cs->rows,
+					seg->n, why, sizeof(why));
 	if (ret) {
 		for (size_t i = 0; i < seg->n; i++)
 			tv_store_remove_block(seg->store, cs->ids[i]);
@@ -693,6 +706,7 @@ static void commit_now(struct tv_segment *seg)
 	}
 	if (publish(seg, &cs))
 		goto cleanup;
+	release_id(seg);
 	seg->state = SEG_COMMITTED;
 	fprintf(stderr, "segment %016llx committed: %zu blocks, %llu bytes\n",
 		(unsigned long long)seg->segment_id, seg->n, (unsigned long long)cs.total_bytes);
@@ -771,6 +785,28 @@ static void io_done(struct tv_store_op *op, int res)
 	seg->sink->wake(seg->arg);
 }
 
+/* OPEN_SEGMENT: the id must be new for the archive (never committed or deleted, not open on
+ * another stream), so that no other writer's data can be reached through it: ALREADY_EXISTS
+ * otherwise (PROTOCOL.md "Segment ids and who may delete"). */
+static void open_segment(struct tv_segment *seg, const Tracevault__V1__WriteCommand *cmd)
+{
+	char why[200];
+	int ret = tv_catalog_segment_open(seg->catalog, cmd->segment_id, cmd->writer_token, why,
+					  sizeof(why));
+
+	if (ret) {
+		fail(seg, ret == -EEXIST   ? GRPC_STATUS_ALREADY_EXISTS
+			  : ret == -ENOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED
+					   : GRPC_STATUS_INTERNAL,
+		     "%s", why);
+		return;
+	}
+	seg->segment_id = cmd->segment_id;
+	seg->writer_token = cmd->writer_token;
+	seg->reserved = 1;
+	fprintf(stderr, "segment %016llx opened\n", (unsigned long long)seg->segment_id);
+}
+
 static void command(struct tv_segment *seg, const Tracevault__V1__WriteCommand *cmd)
 {
 	if (cmd->type == TRACEVAULT__V1__COMMAND_TYPE__OPEN_SEGMENT) {
@@ -782,8 +818,7 @@ static void command(struct tv_segment *seg, const Tracevault__V1__WriteCommand *
 			fail(seg, GRPC_STATUS_INVALID_ARGUMENT, "OPEN_SEGMENT needs segment_id != 0");
 			return;
 		}
-		seg->segment_id = cmd->segment_id;
-		fprintf(stderr, "segment %016llx opened\n", (unsigned long long)seg->segment_id);
+		open_segment(seg, cmd);
 		return;
 	}
 	if (!seg->segment_id) {
