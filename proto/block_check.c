@@ -179,6 +179,12 @@ static int check_message(const ProtobufCMessageDescriptor *desc, const uint8_t *
 					    desc->short_name, field);
 			break;
 		case WT_LEN:
+			if (p[pos] < 0x80 && p[pos] < len - pos) { /* a length below 128 */
+				v = p[pos];
+				at = pos + 1;
+				elen = 1 + v;
+				break;
+			}
 			if (tv_varint_get(p + pos, len - pos < MAX_LENGTH_PREFIX_BYTES
 							 ? len - pos : MAX_LENGTH_PREFIX_BYTES,
 					  &v, &used) || v > len - pos - used)
