@@ -113,6 +113,7 @@ static void header_write(uint8_t *p, const struct tv_block_header *h)
 	put64(p + 48, h->payload_bytes);
 	put32(p + 56, h->payload_crc32c);
 	if (h->version >= 2) {
+		put32(p + V2_LOSS_OFFSET - 4, h->reserved);
 		put64(p + V2_LOSS_OFFSET + 0, h->loss.ring_full);
 		put64(p + V2_LOSS_OFFSET + 8, h->loss.map_full);
 		put64(p + V2_LOSS_OFFSET + 16, h->loss.parser);
@@ -191,6 +192,7 @@ int tv_block_header_parse(const void *buf, size_t len, struct tv_block_header *h
 	h->payload_bytes = get64(p + 48);
 	h->payload_crc32c = get32(p + 56);
 	if (h->version >= 2) {
+		h->reserved = get32(p + V2_LOSS_OFFSET - 4);
 		h->loss.ring_full = get64(p + V2_LOSS_OFFSET + 0);
 		h->loss.map_full = get64(p + V2_LOSS_OFFSET + 8);
 		h->loss.parser = get64(p + V2_LOSS_OFFSET + 16);

@@ -66,10 +66,11 @@ struct tv_block_header {
 	uint64_t min_ts_ns;
 	uint64_t max_ts_ns;
 	uint32_t record_count;
-	uint32_t flags;          /* reserved, 0 in version 1 */
+	uint32_t flags;          /* reserved, 0 (BLOCK.md) */
 	uint64_t raw_bytes;      /* payload size after decompression */
 	uint64_t payload_bytes;  /* payload size as stored */
 	uint32_t payload_crc32c; /* CRC32C of the stored payload bytes */
+	uint32_t reserved;       /* version 2 bytes [60, 64): 0 (BLOCK.md) */
 	uint32_t header_crc32c;  /* CRC32C of header bytes [0, header_bytes - 4) */
 	uint32_t header_bytes;   /* 64 (version 1) or 112 (version 2): derived, not stored */
 	struct tv_block_loss loss; /* version 2 only */

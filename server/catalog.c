@@ -1,5 +1,6 @@
-/* SQLite catalog of committed blocks. One connection, used from the server's single rpc thread;
- * every change is one transaction so a segment becomes visible (or disappears) atomically. */
+/* SQLite catalog of committed blocks and used segment ids. One connection, used from the
+ * server's single rpc thread; every change is one transaction so a segment becomes visible (or
+ * disappears) atomically. Segments being written are reserved in memory (catalog.h). */
 #include "server/catalog.h"
 
 #include <errno.h>
@@ -30,7 +31,18 @@ static const char SCHEMA_SQL[] =
 	" lost_failed INTEGER NOT NULL DEFAULT 0,"
 	" lost_requests INTEGER NOT NULL DEFAULT 0);"
 	"CREATE INDEX IF NOT EXISTS blocks_by_time ON blocks(min_ts_ns, max_ts_ns);"
-	"CREATE INDEX IF NOT EXISTS blocks_by_segment ON blocks(segment_id);";
+	"CREATE INDEX IF NOT EXISTS blocks_by_segment ON blocks(segment_id);"
+	/* every segment id ever committed or deleted: ids are used once (catalog.h) */
+	"CREATE TABLE IF NOT EXISTS segments ("
+	" segment_id INTEGER PRIMARY KEY,"
+	" state TEXT NOT NULL CHECK (state IN ('committed', 'deleted')),"
+	" writer_token INTEGER NOT NULL DEFAULT 0,"
+	" changed_ns INTEGER NOT NULL);";
+
+/* A segments row for every segment of the blocks table (catalog.h); deleted ones are kept. */
+static const char SYNC_SEGMENTS_SQL[] =
+	"INSERT OR IGNORE INTO segments (segment_id, state, writer_token, changed_ns)"
+	" SELECT segment_id, 'committed', 0, MIN(committed_ns) FROM blocks GROUP BY segment_id";
 
 #define COLS "block_id, segment_id, min_ts_ns, max_ts_ns, record_count, bytes, committed_ns," \
 	" lost_ring_full, lost_map_full, lost_parser, lost_cache, lost_failed, lost_requests"
@@ -40,9 +52,17 @@ static const char SCHEMA_SQL[] =
 static const char *const ADDED_COLS[] = { "lost_ring_full", "lost_map_full", "lost_parser",
 					  "lost_cache", "lost_failed", "lost_requests" };
 
+/* A segment id reserved by a Write stream in progress, with its OPEN_SEGMENT's token. */
+struct open_segment {
+	uint64_t segment_id, writer_token;
+};
+
 struct tv_catalog {
 	sqlite3 *db;
 	sqlite3_stmt *insert, *contains, *overlap, *overlap_open, *list, *by_segment, *del_id;
+	sqlite3_stmt *seg_get, *seg_insert, *seg_deleted;
+	struct open_segment *open; /* unordered; as many as Write streams, so a scan is cheap */
+	size_t nopen, open_cap;
 };
 
 static int exec(struct tv_catalog *c, const char *sql)
@@ -103,7 +123,7 @@ int tv_catalog_open(struct tv_catalog **out, const char *path, char *err, size_t
 	 * writer. A busy timeout covers a stray second process opening the file. */
 	sqlite3_busy_timeout(c->db, 5000);
 	if (exec(c, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;") ||
-	    exec(c, SCHEMA_SQL) || migrate(c)) {
+	    exec(c, SCHEMA_SQL) || migrate(c) || exec(c, SYNC_SEGMENTS_SQL)) {
 		snprintf(err, errlen, "cannot initialise catalog %s: %s", path,
 			 sqlite3_errmsg(c->db));
 		goto fail;
@@ -119,7 +139,14 @@ int tv_catalog_open(struct tv_catalog **out, const char *path, char *err, size_t
 	    prepare(c, "SELECT " COLS " FROM blocks ORDER BY block_id", &c->list) ||
 	    prepare(c, "DELETE FROM blocks WHERE segment_id = ?1 RETURNING block_id",
 		    &c->by_segment) ||
-	    prepare(c, "DELETE FROM blocks WHERE block_id = ?1 RETURNING block_id", &c->del_id)) {
+	    prepare(c, "DELETE FROM blocks WHERE block_id = ?1 RETURNING block_id", &c->del_id) ||
+	    prepare(c, "SELECT state, writer_token FROM segments WHERE segment_id = ?1",
+		    &c->seg_get) ||
+	    prepare(c, "INSERT INTO segments (segment_id, state, writer_token, changed_ns)"
+		       " VALUES (?1, 'committed', ?2, ?3)", &c->seg_insert) ||
+	    prepare(c, "INSERT INTO segments (segment_id, state, writer_token, changed_ns)"
+		       " VALUES (?1, 'deleted', ?2, ?3) ON CONFLICT (segment_id) DO UPDATE"
+		       " SET state = 'deleted', changed_ns = excluded.changed_ns", &c->seg_deleted)) {
 		snprintf(err, errlen, "cannot prepare catalog statements: %s",
 			 sqlite3_errmsg(c->db));
 		goto fail;
@@ -142,24 +169,161 @@ void tv_catalog_close(struct tv_catalog *c)
 	sqlite3_finalize(c->list);
 	sqlite3_finalize(c->by_segment);
 	sqlite3_finalize(c->del_id);
+	sqlite3_finalize(c->seg_get);
+	sqlite3_finalize(c->seg_insert);
+	sqlite3_finalize(c->seg_deleted);
 	sqlite3_close(c->db);
+	free(c->open);
 	free(c);
 }
 
-int tv_catalog_commit_segment(struct tv_catalog *c, struct tv_catalog_block *blocks, size_t n,
-			      char *err, size_t errlen)
+int tv_catalog_sync_segments(struct tv_catalog *c)
+{
+	return exec(c, SYNC_SEGMENTS_SQL);
+}
+
+static struct open_segment *find_open(struct tv_catalog *c, uint64_t segment_id)
+{
+	for (size_t i = 0; i < c->nopen; i++)
+		if (c->open[i].segment_id == segment_id)
+			return &c->open[i];
+	return NULL;
+}
+
+/* The segments row of segment_id: 1 with *deleted and *writer_token set, 0 when there is
+ * none, -EIO. */
+static int segment_row(struct tv_catalog *c, uint64_t segment_id, int *deleted,
+		       uint64_t *writer_token)
+{
+	int rc;
+
+	sqlite3_bind_int64(c->seg_get, 1, (int64_t)segment_id);
+	rc = sqlite3_step(c->seg_get);
+	if (rc == SQLITE_ROW) {
+		const unsigned char *state = sqlite3_column_text(c->seg_get, 0);
+
+		*deleted = state && strcmp((const char *)state, "deleted") == 0;
+		*writer_token = (uint64_t)sqlite3_column_int64(c->seg_get, 1);
+	}
+	sqlite3_reset(c->seg_get);
+	if (rc == SQLITE_ROW)
+		return 1;
+	return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int tv_catalog_segment_open(struct tv_catalog *c, uint64_t segment_id, uint64_t writer_token,
+			    char *err, size_t errlen)
+{
+	uint64_t token;
+	int deleted, ret;
+
+	if (find_open(c, segment_id)) {
+		snprintf(err, errlen, "segment %016llx is being written by another stream",
+			 (unsigned long long)segment_id);
+		return -EEXIST;
+	}
+	ret = segment_row(c, segment_id, &deleted, &token);
+	if (ret < 0) {
+		snprintf(err, errlen, "segment %016llx: catalog lookup failed: %s",
+			 (unsigned long long)segment_id, sqlite3_errmsg(c->db));
+		return ret;
+	}
+	if (ret > 0) {
+		snprintf(err, errlen, "segment %016llx was %s already: a segment id is used once",
+			 (unsigned long long)segment_id, deleted ? "deleted" : "committed");
+		return -EEXIST;
+	}
+	if (c->nopen == c->open_cap) {
+		size_t ncap = c->open_cap ? 2 * c->open_cap : 16;
+		struct open_segment *p = realloc(c->open, ncap * sizeof(*p));
+
+		if (!p) {
+			snprintf(err, errlen, "segment %016llx: out of memory",
+				 (unsigned long long)segment_id);
+			return -ENOMEM;
+		}
+		c->open = p;
+		c->open_cap = ncap;
+	}
+	c->open[c->nopen++] = (struct open_segment){ segment_id, writer_token };
+	return 0;
+}
+
+void tv_catalog_segment_close(struct tv_catalog *c, uint64_t segment_id)
+{
+	struct open_segment *o = find_open(c, segment_id);
+
+	if (o)
+		*o = c->open[--c->nopen];
+}
+
+int tv_catalog_segment_may_delete(struct tv_catalog *c, uint64_t segment_id,
+				  uint64_t writer_token, char *err, size_t errlen)
+{
+	const struct open_segment *o = find_open(c, segment_id);
+	const char *state;
+	uint64_t token;
+	int deleted = 0, ret = 1;
+
+	if (o)
+		token = o->writer_token;
+	else
+		ret = segment_row(c, segment_id, &deleted, &token);
+	if (ret < 0) {
+		snprintf(err, errlen, "segment %016llx: catalog lookup failed: %s",
+			 (unsigned long long)segment_id, sqlite3_errmsg(c->db));
+		return ret;
+	}
+	if (ret == 0 || (writer_token != 0 && token == writer_token))
+		return 0;
+	state = o ? "is being written" : deleted ? "was deleted" : "is committed";
+	if (token == 0)
+		snprintf(err, errlen, "segment %016llx %s and its writer is unknown (no "
+			 "writer_token): only a Delete of its block ids removes it; nothing deleted",
+			 (unsigned long long)segment_id, state);
+	else if (writer_token == 0)
+		snprintf(err, errlen, "segment %016llx %s: a Delete of a segment needs the "
+			 "writer_token of its OPEN_SEGMENT; nothing deleted",
+			 (unsigned long long)segment_id, state);
+	else
+		snprintf(err, errlen, "segment %016llx %s by another writer (writer_token "
+			 "differs); nothing deleted", (unsigned long long)segment_id, state);
+	return -EPERM;
+}
+
+int tv_catalog_commit_segment(struct tv_catalog *c, uint64_t segment_id, uint64_t writer_token,
+			      struct tv_catalog_block *blocks, size_t n, char *err, size_t errlen)
 {
 	int64_t committed_ns = (int64_t)tv_realtime_ns();
-	int ret = 0;
+	int ret = 0, rc;
 
 	if (exec(c, "BEGIN IMMEDIATE")) {
 		snprintf(err, errlen, "catalog begin: %s", sqlite3_errmsg(c->db));
 		return -EIO;
 	}
+	sqlite3_bind_int64(c->seg_insert, 1, (int64_t)segment_id);
+	sqlite3_bind_int64(c->seg_insert, 2, (int64_t)writer_token);
+	sqlite3_bind_int64(c->seg_insert, 3, committed_ns);
+	rc = sqlite3_step(c->seg_insert);
+	sqlite3_reset(c->seg_insert);
+	if (rc != SQLITE_DONE) {
+		ret = sqlite3_extended_errcode(c->db) == SQLITE_CONSTRAINT_PRIMARYKEY ? -EEXIST
+										   : -EIO;
+		snprintf(err, errlen, "catalog insert of segment %016llx: %s",
+			 (unsigned long long)segment_id, sqlite3_errmsg(c->db));
+		goto rollback;
+	}
 	for (size_t i = 0; i < n; i++) {
 		sqlite3_stmt *st = c->insert;
-		int rc;
 
+		if (blocks[i].segment_id != segment_id) {
+			snprintf(err, errlen, "block %016llx belongs to segment %016llx, not %016llx",
+				 (unsigned long long)blocks[i].block_id,
+				 (unsigned long long)blocks[i].segment_id,
+				 (unsigned long long)segment_id);
+			ret = -EINVAL;
+			goto rollback;
+		}
 		if (blocks[i].min_ts_ns > TV_CATALOG_MAX_TS_NS ||
 		    blocks[i].max_ts_ns > TV_CATALOG_MAX_TS_NS) {
 			snprintf(err, errlen, "block %016llx: ts_ns beyond 2^63-1",
@@ -290,9 +454,11 @@ static int push_id(uint64_t **ids, size_t *n, size_t *cap, uint64_t id)
 	return 0;
 }
 
-/* Run the DELETE ... RETURNING st once per key inside one transaction. */
+/* Run the DELETE ... RETURNING st once per key inside one transaction; then, for a segment
+ * (deleted_segment != 0), its segments row becomes 'deleted' with writer_token. */
 static int delete_keys(struct tv_catalog *c, sqlite3_stmt *st, const uint64_t *keys,
-		       size_t count, uint64_t **ids, size_t *n)
+		       size_t count, uint64_t deleted_segment, uint64_t writer_token,
+		       uint64_t **ids, size_t *n)
 {
 	size_t cap = 0;
 	int ret = 0, rc;
@@ -312,6 +478,14 @@ static int delete_keys(struct tv_catalog *c, sqlite3_stmt *st, const uint64_t *k
 			ret = -EIO;
 		sqlite3_reset(st);
 	}
+	if (!ret && deleted_segment) {
+		sqlite3_bind_int64(c->seg_deleted, 1, (int64_t)deleted_segment);
+		sqlite3_bind_int64(c->seg_deleted, 2, (int64_t)writer_token);
+		sqlite3_bind_int64(c->seg_deleted, 3, (int64_t)tv_realtime_ns());
+		if (sqlite3_step(c->seg_deleted) != SQLITE_DONE)
+			ret = -EIO;
+		sqlite3_reset(c->seg_deleted);
+	}
 	if (!ret && exec(c, "COMMIT"))
 		ret = -EIO;
 	if (ret) {
@@ -323,16 +497,17 @@ static int delete_keys(struct tv_catalog *c, sqlite3_stmt *st, const uint64_t *k
 	return ret;
 }
 
-int tv_catalog_delete_segment(struct tv_catalog *c, uint64_t segment_id, uint64_t **ids,
-			      size_t *n)
+int tv_catalog_delete_segment(struct tv_catalog *c, uint64_t segment_id, uint64_t writer_token,
+			      uint64_t **ids, size_t *n)
 {
-	return delete_keys(c, c->by_segment, &segment_id, 1, ids, n);
+	return delete_keys(c, c->by_segment, &segment_id, 1, writer_token ? segment_id : 0,
+			   writer_token, ids, n);
 }
 
 int tv_catalog_delete_ids(struct tv_catalog *c, const uint64_t *block_ids, size_t count,
 			  uint64_t **ids, size_t *n)
 {
-	return delete_keys(c, c->del_id, block_ids, count, ids, n);
+	return delete_keys(c, c->del_id, block_ids, count, 0, 0, ids, n);
 }
 
 static int add_stats(const struct tv_catalog_block *b, void *arg)

@@ -1,5 +1,6 @@
-/* The Delete rpc on the server, after the transport part: catalog rows go first, in one
- * transaction per request field, then exactly the block files whose rows were deleted.
+/* The Delete rpc on the server, after the transport part: a segment is deleted only with its
+ * writer's token (tv_delete_rpc_check); catalog rows go first, in one transaction per request
+ * field, then exactly the block files whose rows were deleted.
  * rpc_server.c unpacks the request, aborts in-flight streams and sends the answer. */
 #include "server/delete_rpc.h"
 
@@ -24,6 +25,21 @@ static void remove_block_files(struct tv_store *s, const uint64_t *ids, size_t n
 		tv_store_sync_blocks_dir(s);
 }
 
+grpc_status_code tv_delete_rpc_check(struct tv_catalog *c,
+				     const Tracevault__V1__DeleteRequest *req, char *msg,
+				     size_t msglen)
+{
+	int ret;
+
+	msg[0] = 0;
+	if (!req->segment_id)
+		return GRPC_STATUS_OK;
+	ret = tv_catalog_segment_may_delete(c, req->segment_id, req->writer_token, msg, msglen);
+	if (ret == 0)
+		return GRPC_STATUS_OK;
+	return ret == -EPERM ? GRPC_STATUS_PERMISSION_DENIED : GRPC_STATUS_INTERNAL;
+}
+
 grpc_status_code tv_delete_rpc_apply(struct tv_catalog *c, struct tv_store *s,
 				     const Tracevault__V1__DeleteRequest *req,
 				     uint64_t deleted_temp_blocks, grpc_byte_buffer **out,
@@ -37,7 +53,7 @@ grpc_status_code tv_delete_rpc_apply(struct tv_catalog *c, struct tv_store *s,
 	*msg = "";
 	resp.deleted_temp_blocks = deleted_temp_blocks;
 	if (req->segment_id) {
-		if (tv_catalog_delete_segment(c, req->segment_id, &ids, &n))
+		if (tv_catalog_delete_segment(c, req->segment_id, req->writer_token, &ids, &n))
 			goto catalog_err;
 		remove_block_files(s, ids, n);
 		resp.deleted_blocks += n;

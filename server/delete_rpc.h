@@ -4,6 +4,7 @@
 #ifndef TV_DELETE_RPC_H
 #define TV_DELETE_RPC_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <grpc/byte_buffer.h>
@@ -12,6 +13,15 @@
 #include "server/catalog.h"
 #include "server/store_uring.h"
 #include "tracevault.pb-c.h"
+
+/* May req remove what it names? GRPC_STATUS_OK, or PERMISSION_DENIED when its segment_id
+ * belongs to another writer (its writer_token is not the segment's: catalog.h,
+ * tv_catalog_segment_may_delete) or INTERNAL, with the reason in msg (msglen bytes). The caller
+ * asks before it touches anything, in-flight streams included, and ends the call when not OK:
+ * a failing writer's cleanup then removes only what it wrote. Block ids need no token. */
+grpc_status_code tv_delete_rpc_check(struct tv_catalog *c,
+				     const Tracevault__V1__DeleteRequest *req, char *msg,
+				     size_t msglen);
 
 /* Carry out req: its segment's committed blocks (segment_id != 0), then its block_ids; logs what
  * was removed. deleted_temp_blocks (temp files of aborted in-flight streams) goes into the

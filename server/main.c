@@ -69,6 +69,8 @@ static const char USAGE[] =
 	"                   [--idle-timeout-ms MS]\n"
 	"\n"
 	"Stores trace blocks written over gRPC (TraceStore Write) and serves time-range queries.\n"
+	"Every block is checked whole before it is acknowledged (proto/BLOCK.md): at most 64M a\n"
+	"block, 1M a record, an 8M zstd window.\n"
 	"\n"
 	"  --data DIR               data directory (created 0700): blocks/, tmp/, catalog.db,\n"
 	"                           and lock, which one tracevaultd holds while it runs (a\n"

@@ -556,17 +556,25 @@ static void delete_begin(struct call *c)
 	uint64_t temp_blocks = 0;
 	grpc_status_code code;
 	const char *msg;
+	char why[256];
 
 	req = (Tracevault__V1__DeleteRequest *)unpack_payload(
 		c, &tracevault__v1__delete_request__descriptor);
 	if (!req)
 		return;
+	/* another writer's segment is refused before anything, its streams included, is touched */
+	code = tv_delete_rpc_check(srv->catalog, req, why, sizeof(why));
+	if (code != GRPC_STATUS_OK) {
+		finish(c, code, why);
+		goto out;
+	}
 	if (req->segment_id)
 		temp_blocks = abort_segment_streams(srv, req->segment_id);
 	code = tv_delete_rpc_apply(srv->catalog, srv->store, req, temp_blocks, &bb, &msg);
 	if (code == GRPC_STATUS_OK)
 		enqueue(c, bb);
 	finish(c, code, msg);
+out:
 	tracevault__v1__delete_request__free_unpacked(req, NULL);
 }
 

@@ -1,8 +1,9 @@
 /* The Write stream protocol for one segment: every chunk is checked (offset, CRC32C) and
- * written to its block's temp file; each complete block's header and payload CRC are verified;
- * a complete block is fdatasynced as soon as its writes are done and its descriptor closed;
- * COMMIT makes the segment visible atomically (rename, one catalog transaction) once every
- * block is synced, before it is acknowledged. Any failure deletes everything of the segment. */
+ * written to its block's temp file; each block's header, payload CRC and whole content (every
+ * record, proto/block_check.h) are verified as its bytes arrive; a complete block is
+ * fdatasynced as soon as its writes are done and its descriptor closed; COMMIT makes the
+ * segment visible atomically (rename, one catalog transaction) once every block is synced,
+ * before it is acknowledged. Any failure deletes everything of the segment. */
 #include "server/segment.h"
 
 #include <endian.h>
@@ -15,6 +16,7 @@
 #include <sys/uio.h>
 
 #include "proto/block.h"
+#include "proto/block_check.h"
 #include "server/chunk_view.h"
 #include "proto/crc32c.h"
 #include "proto/wire.h"
@@ -57,6 +59,8 @@ struct tv_segment {
 	void *arg;
 	struct tv_segment_stats *stats;
 	uint64_t segment_id;
+	uint64_t writer_token; /* of OPEN_SEGMENT; a Delete of the segment must present it */
+	int reserved;          /* segment_id is this stream's in the catalog (until it ends) */
 	enum seg_state state;
 	enum pending pending;
 	struct seg_block *blocks;
@@ -64,6 +68,9 @@ struct tv_segment {
 	struct seg_io *io_head, *io_tail; /* in flight, or done behind one that is not */
 	size_t inflight_ops, inflight_bytes;
 	size_t open_files; /* blocks with holds_fd */
+	/* the open block's content check, reused block after block; its memory is bounded by
+	 * block_check.h's limits (one zstd window, one record) and freed with the segment */
+	struct tv_block_check *check;
 };
 
 #define ERR_PREFIX_FMT "segment %016llx: "
@@ -111,6 +118,15 @@ static size_t drop_temp_files(struct tv_segment *seg)
 	return removed;
 }
 
+/* The segment id is no longer this stream's: committed (its row is in the catalog now) or
+ * abandoned (another stream may use it; nothing of it was kept). */
+static void release_id(struct tv_segment *seg)
+{
+	if (seg->reserved)
+		tv_catalog_segment_close(seg->catalog, seg->segment_id);
+	seg->reserved = 0;
+}
+
 size_t tv_segment_abort(struct tv_segment *seg, const char *why)
 {
 	size_t removed;
@@ -118,6 +134,7 @@ size_t tv_segment_abort(struct tv_segment *seg, const char *why)
 	if (seg->state != SEG_OPEN)
 		return 0;
 	removed = drop_temp_files(seg);
+	release_id(seg);
 	seg->state = SEG_ABORTED;
 	seg->pending = PENDING_NONE;
 	if (seg->segment_id)
@@ -148,6 +165,7 @@ void tv_segment_free(struct tv_segment *seg)
 		else
 			io->seg = NULL;
 	}
+	tv_block_check_free(seg->check);
 	free(seg->blocks);
 	free(seg);
 }
@@ -342,6 +360,34 @@ static void open_block(struct tv_segment *seg, const Tracevault__V1__WriteComman
 	seg->n++;
 }
 
+/* The status of a failed content check (block_check.h's errors, PROTOCOL.md's table): a block
+ * that contradicts itself is DATA_LOSS, a reserved field in use INVALID_ARGUMENT (a format we
+ * do not read, like an unknown codec), a record or zstd window above its limit
+ * RESOURCE_EXHAUSTED. Ends the stream when ret != 0 and returns ret. */
+static int content_failed(struct tv_segment *seg, const struct seg_block *b, int ret,
+			 const char *why)
+{
+	grpc_status_code code;
+
+	if (ret == 0)
+		return 0;
+	switch (ret) {
+	case -EPROTONOSUPPORT:
+		code = GRPC_STATUS_INVALID_ARGUMENT;
+		break;
+	case -EMSGSIZE:
+	case -ENOMEM:
+		code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+		break;
+	default:
+		code = GRPC_STATUS_DATA_LOSS;
+		break;
+	}
+	fail(seg, code, "block %016llx: %s", (unsigned long long)b->block_id,
+	     ret == -ENOMEM ? "out of memory checking its records" : why);
+	return ret;
+}
+
 /* Check the header once all its bytes are in: fail fast on a block that cannot be valid. */
 static int check_header(struct tv_segment *seg, struct seg_block *b)
 {
@@ -375,7 +421,12 @@ static int check_header(struct tv_segment *seg, struct seg_block *b)
 		     (unsigned long long)b->block_id, (unsigned long long)b->h.max_ts_ns);
 		return -EINVAL;
 	}
-	return 0;
+	if (!seg->check && !(seg->check = tv_block_check_new())) {
+		fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		return -ENOMEM;
+	}
+	return content_failed(seg, b, tv_block_check_begin(seg->check, &b->h, why, sizeof(why)),
+			     why);
 }
 
 static void io_queue(struct tv_segment *seg, struct seg_io *io)
@@ -491,6 +542,34 @@ static int check_payload_crc(struct tv_segment *seg, struct seg_block *b,
 	return -EBADMSG;
 }
 
+/* Feed this chunk's payload bytes to the block's content check; the chunk that completes the
+ * block ends it, so a block whose records break any rule of BLOCK.md is refused before its
+ * last byte is written and can never be committed. */
+static int check_content(struct tv_segment *seg, struct seg_block *b,
+			 const struct tv_chunk_view *v, size_t hdr_in_chunk)
+{
+	size_t skip = hdr_in_chunk;
+	char why[200];
+	int ret = 0;
+
+	if (!b->hdr_checked)
+		return 0; /* the chunk carried header bytes only */
+	for (int i = 0; i < v->iovcnt && !ret; i++) {
+		const struct iovec *io = &v->iov[i];
+
+		if (skip >= io->iov_len) {
+			skip -= io->iov_len;
+			continue;
+		}
+		ret = tv_block_check_feed(seg->check, (const uint8_t *)io->iov_base + skip,
+					  io->iov_len - skip, why, sizeof(why));
+		skip = 0;
+	}
+	if (!ret && b->received + v->data_len == b->length)
+		ret = tv_block_check_end(seg->check, why, sizeof(why));
+	return content_failed(seg, b, ret, why);
+}
+
 /* Submit the write of a checked, non-empty chunk at the block's end, straight from the view's
  * slices, and move the block's offset past it (the ack comes when the write completes, in
  * retire). Takes ownership of v: the write releases it when it is done. */
@@ -524,8 +603,9 @@ static void write_chunk(struct tv_segment *seg, struct seg_block *b, struct tv_c
 	b->complete = b->received == b->length;
 }
 
-/* Accept one chunk: check it fully (place, CRC32C, header, payload CRC of a complete block)
- * before a byte reaches the disk, then write it. Takes ownership of v. */
+/* Accept one chunk: check it fully (place, CRC32C, header, payload CRC of a complete block,
+ * the records it completes) before a byte reaches the disk, then write it. Takes ownership
+ * of v. */
 static void chunk(struct tv_segment *seg, struct tv_chunk_view *v)
 {
 	struct seg_block *b = current(seg);
@@ -533,6 +613,7 @@ static void chunk(struct tv_segment *seg, struct tv_chunk_view *v)
 
 	if (check_chunk_place(seg, b, v) || check_chunk_crc(seg, b, v) ||
 	    take_header(seg, b, v, &hdr_in_chunk) || check_payload_crc(seg, b, v, hdr_in_chunk) ||
+	    check_content(seg, b, v, hdr_in_chunk) ||
 	    v->data_len == 0) { /* an empty chunk has nothing to write; the offset did not move */
 		tv_chunk_view_release(v);
 		return;
@@ -634,7 +715,8 @@ static int publish(struct tv_segment *seg, const struct commit_set *cs)
 		seg->blocks[i].file = NULL;
 		fd_closed(seg, &seg->blocks[i]);
 	}
-	ret = tv_catalog_commit_segment(seg->catalog, cs->rows, seg->n, why, sizeof(why));
+	ret = tv_catalog_commit_segment(seg->catalog, seg->segment_id, seg->writer_token, cs->rows,
+					seg->n, why, sizeof(why));
 	if (ret) {
 		for (size_t i = 0; i < seg->n; i++)
 			tv_store_remove_block(seg->store, cs->ids[i]);
@@ -662,6 +744,7 @@ static void commit_now(struct tv_segment *seg)
 	}
 	if (publish(seg, &cs))
 		goto cleanup;
+	release_id(seg);
 	seg->state = SEG_COMMITTED;
 	fprintf(stderr, "segment %016llx committed: %zu blocks, %llu bytes\n",
 		(unsigned long long)seg->segment_id, seg->n, (unsigned long long)cs.total_bytes);
@@ -750,6 +833,28 @@ static void io_done(struct tv_store_op *op, int res)
 	seg->sink->wake(seg->arg);
 }
 
+/* OPEN_SEGMENT: the id must be new for the archive (never committed or deleted, not open on
+ * another stream), so that no other writer's data can be reached through it: ALREADY_EXISTS
+ * otherwise (PROTOCOL.md "Segment ids and who may delete"). */
+static void open_segment(struct tv_segment *seg, const Tracevault__V1__WriteCommand *cmd)
+{
+	char why[200];
+	int ret = tv_catalog_segment_open(seg->catalog, cmd->segment_id, cmd->writer_token, why,
+					  sizeof(why));
+
+	if (ret) {
+		fail(seg, ret == -EEXIST   ? GRPC_STATUS_ALREADY_EXISTS
+			  : ret == -ENOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED
+					   : GRPC_STATUS_INTERNAL,
+		     "%s", why);
+		return;
+	}
+	seg->segment_id = cmd->segment_id;
+	seg->writer_token = cmd->writer_token;
+	seg->reserved = 1;
+	fprintf(stderr, "segment %016llx opened\n", (unsigned long long)seg->segment_id);
+}
+
 static void command(struct tv_segment *seg, const Tracevault__V1__WriteCommand *cmd)
 {
 	if (cmd->type == TRACEVAULT__V1__COMMAND_TYPE__OPEN_SEGMENT) {
@@ -761,8 +866,7 @@ static void command(struct tv_segment *seg, const Tracevault__V1__WriteCommand *
 			fail(seg, GRPC_STATUS_INVALID_ARGUMENT, "OPEN_SEGMENT needs segment_id != 0");
 			return;
 		}
-		seg->segment_id = cmd->segment_id;
-		fprintf(stderr, "segment %016llx opened\n", (unsigned long long)seg->segment_id);
+		open_segment(seg, cmd);
 		return;
 	}
 	if (!seg->segment_id) {

@@ -157,6 +157,7 @@ struct tv_writer *tv_writer_new(const struct tv_writer_opts *o)
 							: TV_WRITER_DEFAULT_DELETE_TIMEOUT_MS;
 	w->conf.mode = o->no_zerocopy ? TV_CHUNK_PACKED : TV_CHUNK_ZEROCOPY;
 	w->conf.corrupt_chunk = o->test_corrupt_chunk;
+	w->conf.writer_token = tv_random_id();
 	pthread_mutex_init(&w->zc_mu, NULL);
 	pthread_cond_init(&w->zc_cv, NULL);
 	grpc_init();
@@ -224,6 +225,7 @@ static bool delete_on(struct tv_writer *w, struct tv_wstream_seg *sg, unsigned s
 	int ret;
 
 	req.segment_id = sg->segment_id;
+	req.writer_token = w->conf.writer_token; /* the server deletes only what we opened */
 	ret = tv_rpc_unary(w->conf.ch[server], w->conf.cq, TV_METHOD_DELETE, &req.base,
 			   &tracevault__v1__delete_response__descriptor, w->conf.max_message_bytes,
 			   w->delete_timeout_ms, &resp, why, sizeof(why));

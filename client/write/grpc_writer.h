@@ -80,7 +80,8 @@ unsigned tv_place_block(uint64_t block_id, unsigned nservers);
  * concurrently; per stream OPEN_SEGMENT, per block OPEN_BLOCK + chunks (at most window_bytes
  * unacknowledged), then FLUSH on every stream, then COMMIT on every stream. 0 once every
  * server confirmed its commit. On any failure: every stream is cancelled, every server the
- * segment touched is asked (Delete, bounded deadline) to remove it, nothing is retried, the
+ * segment touched is asked (Delete with this writer's token, bounded deadline) to remove it,
+ * which removes it only where this writer opened it (PROTOCOL.md), nothing is retried, the
  * stats count the dropped blocks/records, and a negative errno returns with exactly one line
  * in err (without the "tracevault: " prefix):
  *   segment <16hex> failed: <reason>; dropped <B> blocks, <R> records, ts [<from_ns>, <to_ns>];

@@ -110,14 +110,17 @@ void tv_wstream_fail(struct tv_wstream_seg *sg, const char *fmt, ...)
 	}
 }
 
+/* writer_token goes only with OPEN_SEGMENT (pass 0 for the others). */
 static int pack_command(Tracevault__V1__CommandType type, uint64_t segment_id,
-			uint64_t block_id, uint64_t length, grpc_byte_buffer **out)
+			uint64_t writer_token, uint64_t block_id, uint64_t length,
+			grpc_byte_buffer **out)
 {
 	Tracevault__V1__WriteCommand cmd = TRACEVAULT__V1__WRITE_COMMAND__INIT;
 	Tracevault__V1__WriteRequest req = TRACEVAULT__V1__WRITE_REQUEST__INIT;
 
 	cmd.type = type;
 	cmd.segment_id = segment_id;
+	cmd.writer_token = writer_token;
 	cmd.block_id = block_id;
 	cmd.length = length;
 	req.value_case = TRACEVAULT__V1__WRITE_REQUEST__VALUE_COMMAND;
@@ -162,13 +165,13 @@ static void pump(struct tv_wstream *s)
 	switch (s->step) {
 	case W_OPEN_SEGMENT:
 		ops[nops++].op = GRPC_OP_SEND_INITIAL_METADATA;
-		ret = pack_command(TRACEVAULT__V1__COMMAND_TYPE__OPEN_SEGMENT, sg->segment_id, 0, 0,
-				   &bb);
+		ret = pack_command(TRACEVAULT__V1__COMMAND_TYPE__OPEN_SEGMENT, sg->segment_id,
+				   conf->writer_token, 0, 0, &bb);
 		s->step = W_OPEN_BLOCK;
 		break;
 	case W_OPEN_BLOCK:
 		b = &sg->blocks[s->blk[s->bi]];
-		ret = pack_command(TRACEVAULT__V1__COMMAND_TYPE__OPEN_BLOCK, sg->segment_id,
+		ret = pack_command(TRACEVAULT__V1__COMMAND_TYPE__OPEN_BLOCK, sg->segment_id, 0,
 				   b->block_id, b->len, &bb);
 		s->off = 0;
 		s->step = W_CHUNK;
@@ -196,14 +199,16 @@ static void pump(struct tv_wstream *s)
 		/* FLUSH only once the server has every byte: its reply then covers them all */
 		if (s->acked_bytes < s->sent_bytes)
 			return;
-		ret = pack_command(TRACEVAULT__V1__COMMAND_TYPE__FLUSH, sg->segment_id, 0, 0, &bb);
+		ret = pack_command(TRACEVAULT__V1__COMMAND_TYPE__FLUSH, sg->segment_id, 0, 0, 0,
+				   &bb);
 		s->step = W_FLUSH_SENT;
 		break;
 	case W_FLUSHED:
 		/* phase two starts only when every server made its part durable in temp */
 		if (sg->nflushed < sg->nstreams)
 			return;
-		ret = pack_command(TRACEVAULT__V1__COMMAND_TYPE__COMMIT, sg->segment_id, 0, 0, &bb);
+		ret = pack_command(TRACEVAULT__V1__COMMAND_TYPE__COMMIT, sg->segment_id, 0, 0, 0,
+				   &bb);
 		last = true;
 		s->step = W_COMMIT_SENT;
 		break;

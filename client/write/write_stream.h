@@ -26,6 +26,9 @@ struct tv_wstream_conf {
 	int timeout_ms;            /* deadline of one segment */
 	enum tv_chunk_mode mode;
 	uint64_t corrupt_chunk;    /* tv_writer_opts.test_corrupt_chunk */
+	/* random, drawn once per writer: sent with every OPEN_SEGMENT and cleanup Delete, so a
+	 * server deletes only segments this writer opened (PROTOCOL.md) */
+	uint64_t writer_token;
 	grpc_completion_queue *cq; /* every call of the writer; one thread at a time */
 };
 

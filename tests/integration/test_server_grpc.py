@@ -15,6 +15,9 @@ grpc, pb = tvtest.grpc_modules()
 
 MAX_BLOCK_BYTES = 64 << 20  # TV_SERVER_MAX_BLOCK_BYTES
 TIMEOUT_S = 30
+# This client's writer token: every OPEN_SEGMENT here carries it, so its Deletes may remove the
+# segments (PROTOCOL.md "Segment ids and who may delete"; test_segment_ids.py tests the rule).
+TOKEN = 0x7E57C0FFEE
 
 # The independent encoder (pure-Python CRC32C, BLOCK.md header), the grpcio client and the
 # message builders live in tvtest, shared with the other gRPC tests.
@@ -28,7 +31,7 @@ chunk_reqs = tvtest.write_chunks  # (block_id, data, chunk_bytes=4096, bad_crc_a
 
 
 def segment_reqs(segment_id, blocks, commit=True):
-    reqs = [cmd(pb.OPEN_SEGMENT, segment_id=segment_id)]
+    reqs = [cmd(pb.OPEN_SEGMENT, writer_token=TOKEN, segment_id=segment_id)]
     for block_id, data in blocks:
         reqs.append(cmd(pb.OPEN_BLOCK, block_id=block_id, length=len(data)))
         reqs += chunk_reqs(block_id, data)
@@ -161,7 +164,7 @@ def test_write_query_restart_delete(srv):
     check_windows(cl, blocks, base)
 
     # Delete the segment: rows and files go, queries see nothing
-    resp = cl.delete(pb.DeleteRequest(segment_id=seg), timeout=TIMEOUT_S)
+    resp = cl.delete(pb.DeleteRequest(writer_token=TOKEN, segment_id=seg), timeout=TIMEOUT_S)
     assert resp.deleted_blocks == 3 and resp.deleted_temp_blocks == 0, resp
     assert cl.query(0, 1 << 63) == []
     assert listdir(srv, "blocks") == []
@@ -176,7 +179,7 @@ def test_delete_block_ids(srv):
     assert resp.deleted_blocks == 1, resp
     got = [(r.ts_ns, r.pid) for r in cl.query(0, 1 << 63)]
     assert got == reference(blocks[1:], 0, 1 << 63)
-    cl.delete(pb.DeleteRequest(segment_id=77), timeout=TIMEOUT_S)
+    cl.delete(pb.DeleteRequest(writer_token=TOKEN, segment_id=77), timeout=TIMEOUT_S)
     cl.close()
 
 
@@ -184,7 +187,7 @@ def open_flushed_stream(cl, srv, segment_id, block_id):
     """A stream holding one complete, flushed but uncommitted block; asserts its temp file."""
     data = encode_block(block_id, [record(1000 + i, i) for i in range(200)])
     s = tvtest.WriteStream(cl)
-    s.send(cmd(pb.OPEN_SEGMENT, segment_id=segment_id),
+    s.send(cmd(pb.OPEN_SEGMENT, writer_token=TOKEN, segment_id=segment_id),
            cmd(pb.OPEN_BLOCK, block_id=block_id, length=len(data)), *chunk_reqs(block_id, data))
     s.wait_acked(block_id, len(data))
     s.send(cmd(pb.FLUSH))
@@ -272,7 +275,7 @@ def test_stream_end_with_writes_in_flight_leaves_server_idle(srv):
     data = big_block(bid, 6 << 20)
     chunks = chunk_reqs(bid, data[:5 << 20], chunk_bytes=1 << 20)
     for seg in range(0xE0, 0xE5):
-        reqs = [cmd(pb.OPEN_SEGMENT, segment_id=seg),
+        reqs = [cmd(pb.OPEN_SEGMENT, writer_token=TOKEN, segment_id=seg),
                 cmd(pb.OPEN_BLOCK, block_id=bid, length=len(data))] + chunks
         _, code, details = cl.write_requests(reqs)
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "without COMMIT" in details, (
@@ -286,7 +289,7 @@ def test_stream_end_with_writes_in_flight_leaves_server_idle(srv):
 def test_delete_in_flight_segment(srv):
     cl = tvtest.GrpcClient(srv.addr)
     s = open_flushed_stream(cl, srv, 0x54, 0x5454)
-    resp = cl.delete(pb.DeleteRequest(segment_id=0x54), timeout=TIMEOUT_S)
+    resp = cl.delete(pb.DeleteRequest(writer_token=TOKEN, segment_id=0x54), timeout=TIMEOUT_S)
     assert resp.deleted_temp_blocks == 1 and resp.deleted_blocks == 0, resp
     assert listdir(srv, "tmp") == []
     s.end()
@@ -313,14 +316,14 @@ def test_concurrent_streams_commit_independently(srv):
     assert listdir(srv, "blocks") == ["0000000000005555.tvb", "0000000000005656.tvb"]
     assert len(cl.query(0, 1 << 63)) == 400
     for seg in (0x55, 0x56):
-        assert cl.delete(pb.DeleteRequest(segment_id=seg), timeout=TIMEOUT_S).deleted_blocks == 1
+        assert cl.delete(pb.DeleteRequest(writer_token=TOKEN, segment_id=seg), timeout=TIMEOUT_S).deleted_blocks == 1
     cl.close()
 
 
 def test_bad_chunk_crc_is_data_loss(srv):
     cl = tvtest.GrpcClient(srv.addr)
     data = encode_block(0x61, [record(2000 + i, i) for i in range(500)])
-    reqs = [cmd(pb.OPEN_SEGMENT, segment_id=0x60),
+    reqs = [cmd(pb.OPEN_SEGMENT, writer_token=TOKEN, segment_id=0x60),
             cmd(pb.OPEN_BLOCK, block_id=0x61, length=len(data))]
     reqs += chunk_reqs(0x61, data, bad_crc_at=4096) + [cmd(pb.COMMIT)]
     _, code, details = cl.write_requests(reqs)
@@ -352,7 +355,7 @@ def test_header_block_id_mismatch_is_invalid(srv):
 
 def test_block_over_limit_is_resource_exhausted(srv):
     cl = tvtest.GrpcClient(srv.addr)
-    _, code, details = cl.write_requests([cmd(pb.OPEN_SEGMENT, segment_id=0x70),
+    _, code, details = cl.write_requests([cmd(pb.OPEN_SEGMENT, writer_token=TOKEN, segment_id=0x70),
                                           cmd(pb.OPEN_BLOCK, block_id=0x71,
                                               length=MAX_BLOCK_BYTES + 1)])
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit" in details, (code, details)
@@ -380,13 +383,13 @@ def test_protocol_violations_are_invalid(srv):
     tailed = encode_block_with_tail(0x81, [record(1, 1)], b"\x00tail")
     seg = "segment 0000000000000080: "
     commit = [cmd(pb.COMMIT)]
-    opened = [cmd(pb.OPEN_SEGMENT, segment_id=0x80)]
+    opened = [cmd(pb.OPEN_SEGMENT, writer_token=TOKEN, segment_id=0x80)]
     cases = [
         ("no OPEN_SEGMENT first", [cmd(pb.OPEN_BLOCK, block_id=1, length=100)] + commit,
          "the first request of a Write stream must be OPEN_SEGMENT"),
         ("chunk before OPEN_SEGMENT", chunk_reqs(0x81, data) + commit,
          "the first request of a Write stream must be OPEN_SEGMENT"),
-        ("segment id 0", [cmd(pb.OPEN_SEGMENT, segment_id=0)] + commit,
+        ("segment id 0", [cmd(pb.OPEN_SEGMENT, writer_token=TOKEN, segment_id=0)] + commit,
          "OPEN_SEGMENT needs segment_id != 0"),
         ("OPEN_SEGMENT twice", opened + opened + commit, seg + "OPEN_SEGMENT sent twice"),
         ("block id 0", opened + [cmd(pb.OPEN_BLOCK, block_id=0, length=n)] + commit,
@@ -446,7 +449,7 @@ def test_protocol_violations_are_invalid(srv):
                                          + chunk_reqs(0x81, data) + commit)
     assert code == grpc.StatusCode.OK, (code, details)
     assert [r.ts_ns for r in cl.query(0, 10)] == [1]
-    assert cl.delete(pb.DeleteRequest(segment_id=0x80), timeout=TIMEOUT_S).deleted_blocks == 1
+    assert cl.delete(pb.DeleteRequest(writer_token=TOKEN, segment_id=0x80), timeout=TIMEOUT_S).deleted_blocks == 1
     cl.close()
 
 
@@ -507,7 +510,7 @@ def test_corrupt_block_file_is_data_loss(srv):
     expect_error(lambda: cl.query(0, 1 << 63), grpc.StatusCode.DATA_LOSS,
                  "%016x" % blocks[0][0])
     assert srv.proc.poll() is None
-    cl.delete(pb.DeleteRequest(segment_id=0x90), timeout=TIMEOUT_S)
+    cl.delete(pb.DeleteRequest(writer_token=TOKEN, segment_id=0x90), timeout=TIMEOUT_S)
     cl.close()
 
 
@@ -536,7 +539,7 @@ def test_modes_and_recovery(srv):
     assert not os.path.exists(orphan) and not os.path.exists(stale)
     cl = tvtest.GrpcClient(srv.addr)
     assert [(r.ts_ns, r.pid) for r in cl.query(0, 1 << 63)] == reference(blocks, 0, 1 << 63)
-    cl.delete(pb.DeleteRequest(segment_id=0xA0), timeout=TIMEOUT_S)
+    cl.delete(pb.DeleteRequest(writer_token=TOKEN, segment_id=0xA0), timeout=TIMEOUT_S)
     cl.close()
 
 
@@ -611,7 +614,7 @@ def test_log_lines_and_pipelined_acks(srv):
     log = tvtest.segment_log_lines(srv.log(), seg)
     assert "segment %016x opened" % seg in log, log
     assert "segment %016x committed: 1 blocks, %d bytes" % (seg, len(data)) in log, log
-    resp = cl.delete(pb.DeleteRequest(segment_id=seg), timeout=TIMEOUT_S)
+    resp = cl.delete(pb.DeleteRequest(writer_token=TOKEN, segment_id=seg), timeout=TIMEOUT_S)
     assert resp.deleted_blocks == 1
     assert "delete segment %016x: removed 1 blocks, 0 temp files" % seg in srv.log()
     # a client cancel is logged as exactly that
@@ -622,7 +625,7 @@ def test_log_lines_and_pipelined_acks(srv):
         srv.log(), 0xB2))
     # a CRC mismatch names itself first
     d = encode_block(0xB4, [record(1, 1)])
-    reqs = [cmd(pb.OPEN_SEGMENT, segment_id=0xB3), cmd(pb.OPEN_BLOCK, block_id=0xB4,
+    reqs = [cmd(pb.OPEN_SEGMENT, writer_token=TOKEN, segment_id=0xB3), cmd(pb.OPEN_BLOCK, block_id=0xB4,
                                                       length=len(d))]
     _, code, details = cl.write_requests(reqs + chunk_reqs(0xB4, d, bad_crc_at=0))
     assert code == grpc.StatusCode.DATA_LOSS, (code, details)
@@ -651,7 +654,7 @@ def test_unusual_field_order_falls_back_and_is_counted(srv):
         d = encode_block(0xC1, [record(1, 1), record(2, 2)])
         half = len(d) // 2
         ser = lambda m: m.SerializeToString()  # noqa: E731
-        reqs = [ser(cmd(pb.OPEN_SEGMENT, segment_id=0xC0)),
+        reqs = [ser(cmd(pb.OPEN_SEGMENT, writer_token=TOKEN, segment_id=0xC0)),
                 ser(cmd(pb.OPEN_BLOCK, block_id=0xC1, length=len(d))),
                 raw_chunk([(1, 0xC1), (3, crc32c(d[:half])), (4, d[:half])]),
                 raw_chunk([(4, d[half:]), (3, crc32c(d[half:])), (2, half), (1, 0xC1)]),
@@ -667,7 +670,7 @@ def test_unusual_field_order_falls_back_and_is_counted(srv):
 
 def test_malformed_chunks_are_invalid(srv):
     cl = tvtest.GrpcClient(srv.addr)
-    opened = [cmd(pb.OPEN_SEGMENT, segment_id=0xC5).SerializeToString(),
+    opened = [cmd(pb.OPEN_SEGMENT, writer_token=TOKEN, segment_id=0xC5).SerializeToString(),
               cmd(pb.OPEN_BLOCK, block_id=0xC6, length=100).SerializeToString()]
     bad = [
         b"\x12\x07\x08\xc6\x01\x22\x10ab",           # data length beyond the message

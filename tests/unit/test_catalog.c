@@ -1,6 +1,6 @@
 /* cmocka tests for the SQLite block catalog (server/catalog.c): time-range overlap edges
  * ([from, to) against inclusive block ranges), ordering, u64 round trips, deletes and commit
- * atomicity. */
+ * atomicity, and segment ids: used once, deleted only with their writer's token. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -74,11 +74,19 @@ static struct tv_catalog_block blk(uint64_t id, uint64_t seg, uint64_t min_ts, u
 					  .max_ts_ns = max_ts, .record_count = 1, .bytes = 100 };
 }
 
-static void commit(struct tv_catalog *c, struct tv_catalog_block *b, size_t n)
+/* Commit the n blocks as segment b[0].segment_id, written with writer_token. */
+static void commit_as(struct tv_catalog *c, uint64_t writer_token, struct tv_catalog_block *b,
+		      size_t n)
 {
 	char err[256] = "";
 
-	assert_int_equal(tv_catalog_commit_segment(c, b, n, err, sizeof(err)), 0);
+	if (tv_catalog_commit_segment(c, b[0].segment_id, writer_token, b, n, err, sizeof(err)))
+		fail_msg("commit: %s", err);
+}
+
+static void commit(struct tv_catalog *c, struct tv_catalog_block *b, size_t n)
+{
+	commit_as(c, 0, b, n);
 }
 
 static void overlap(struct tv_catalog *c, uint64_t from, uint64_t to, struct seen *s)
@@ -177,13 +185,13 @@ static void test_delete_by_segment(void **state)
 
 	commit(f->c, b1, 2);
 	commit(f->c, b2, 1);
-	assert_int_equal(tv_catalog_delete_segment(f->c, 1, &ids, &n), 0);
+	assert_int_equal(tv_catalog_delete_segment(f->c, 1, 0, &ids, &n), 0);
 	assert_int_equal(n, 2);
 	assert_true((ids[0] == 11 && ids[1] == 12) || (ids[0] == 12 && ids[1] == 11));
 	free(ids);
 	overlap(f->c, 0, 100, &s);
 	assert_seen(&s, rest, 1);
-	assert_int_equal(tv_catalog_delete_segment(f->c, 1, &ids, &n), 0);
+	assert_int_equal(tv_catalog_delete_segment(f->c, 1, 0, &ids, &n), 0);
 	assert_int_equal(n, 0);
 	free(ids);
 }
@@ -217,11 +225,14 @@ static void test_failed_commit_leaves_nothing(void **state)
 	struct seen s = { 0 };
 
 	commit(f->c, first, 1);
-	assert_int_equal(tv_catalog_commit_segment(f->c, dup, 2, err, sizeof(err)), -EEXIST);
+	assert_int_equal(tv_catalog_commit_segment(f->c, 2, 0, dup, 2, err, sizeof(err)), -EEXIST);
 	assert_non_null(strstr(err, "000000000000000a"));
 	assert_int_equal(tv_catalog_contains(f->c, 12), 0);
-	assert_int_equal(tv_catalog_commit_segment(f->c, range, 2, err, sizeof(err)), -ERANGE);
+	assert_int_equal(tv_catalog_commit_segment(f->c, 3, 0, range, 2, err, sizeof(err)), -ERANGE);
 	assert_int_equal(tv_catalog_contains(f->c, 13), 0);
+	/* neither failed commit used its segment id up */
+	assert_int_equal(tv_catalog_segment_open(f->c, 2, 1, err, sizeof(err)), 0);
+	assert_int_equal(tv_catalog_segment_open(f->c, 3, 1, err, sizeof(err)), 0);
 	assert_int_equal(tv_catalog_list(f->c, collect, &s), 0);
 	assert_seen(&s, only, 1);
 }
@@ -290,9 +301,94 @@ static void test_old_catalog_is_migrated(void **state)
 	commit(f->c, &b, 1);
 	assert_int_equal(tv_catalog_overlap(f->c, 50, 51, take_first, &got), 0);
 	assert_int_equal(got.loss.parser, 42);
+	/* the old rows' segment is a used id with an unknown writer: never opened again, and
+	 * removable by block ids only */
+	assert_int_equal(tv_catalog_segment_open(f->c, 1, 5, err, sizeof(err)), -EEXIST);
+	assert_int_equal(tv_catalog_segment_may_delete(f->c, 1, 0, err, sizeof(err)), -EPERM);
+	assert_int_equal(tv_catalog_segment_may_delete(f->c, 1, 5, err, sizeof(err)), -EPERM);
+	assert_non_null(strstr(err, "block ids"));
 	/* and a second open finds the columns there */
 	tv_catalog_close(f->c);
 	assert_int_equal(tv_catalog_open(&f->c, f->path, err, sizeof(err)), 0);
+}
+
+/* OPEN_SEGMENT's rule: an id committed, deleted or open on another stream is taken, also after
+ * a restart; an id whose stream ended without a commit (nothing kept) is free again. */
+static void test_segment_ids_are_used_once(void **state)
+{
+	struct fixture *f = *state;
+	struct tv_catalog_block b[] = { blk(1, 0x51, 10, 20) };
+	uint64_t *ids = NULL;
+	char err[256] = "";
+	size_t n = 0;
+
+	assert_int_equal(tv_catalog_segment_open(f->c, 0x51, 7, err, sizeof(err)), 0);
+	assert_int_equal(tv_catalog_segment_open(f->c, 0x51, 8, err, sizeof(err)), -EEXIST);
+	assert_non_null(strstr(err, "segment 0000000000000051 is being written by another stream"));
+	commit_as(f->c, 7, b, 1);
+	tv_catalog_segment_close(f->c, 0x51);
+	assert_int_equal(tv_catalog_segment_open(f->c, 0x51, 7, err, sizeof(err)), -EEXIST);
+	assert_non_null(strstr(err, "segment 0000000000000051 was committed already"));
+	/* a second commit of the id is refused whole, its blocks too */
+	struct tv_catalog_block again[] = { blk(2, 0x51, 10, 20) };
+	assert_int_equal(tv_catalog_commit_segment(f->c, 0x51, 7, again, 1, err, sizeof(err)),
+			 -EEXIST);
+	assert_int_equal(tv_catalog_contains(f->c, 2), 0);
+	assert_int_equal(tv_catalog_delete_segment(f->c, 0x51, 7, &ids, &n), 0);
+	assert_int_equal(n, 1);
+	free(ids);
+	assert_int_equal(tv_catalog_segment_open(f->c, 0x51, 7, err, sizeof(err)), -EEXIST);
+	assert_non_null(strstr(err, "was deleted already"));
+	/* abandoned: never committed, so free again */
+	assert_int_equal(tv_catalog_segment_open(f->c, 0x52, 7, err, sizeof(err)), 0);
+	tv_catalog_segment_close(f->c, 0x52);
+	assert_int_equal(tv_catalog_segment_open(f->c, 0x52, 9, err, sizeof(err)), 0);
+	tv_catalog_segment_close(f->c, 0x52);
+	/* committed and deleted ids stay taken across a restart */
+	tv_catalog_close(f->c);
+	assert_int_equal(tv_catalog_open(&f->c, f->path, err, sizeof(err)), 0);
+	assert_int_equal(tv_catalog_segment_open(f->c, 0x51, 7, err, sizeof(err)), -EEXIST);
+	assert_int_equal(tv_catalog_segment_open(f->c, 0x52, 7, err, sizeof(err)), 0);
+}
+
+/* Delete's rule: only the token of the segment's OPEN_SEGMENT removes it, whether committed,
+ * deleted or being written; an unknown id may be deleted (nothing there) and is then taken. */
+static void test_delete_needs_the_writer_token(void **state)
+{
+	struct fixture *f = *state;
+	struct tv_catalog_block b[] = { blk(1, 0x61, 10, 20) };
+	struct tv_catalog_block legacy[] = { blk(2, 0x62, 10, 20) };
+	uint64_t *ids = NULL;
+	char err[256] = "";
+	size_t n = 0;
+
+	commit_as(f->c, 0x7070, b, 1);
+	assert_int_equal(tv_catalog_segment_may_delete(f->c, 0x61, 0, err, sizeof(err)), -EPERM);
+	assert_non_null(strstr(err, "needs the writer_token of its OPEN_SEGMENT"));
+	assert_int_equal(tv_catalog_segment_may_delete(f->c, 0x61, 0x7071, err, sizeof(err)),
+			 -EPERM);
+	assert_non_null(strstr(err, "segment 0000000000000061 is committed by another writer"));
+	assert_int_equal(tv_catalog_segment_may_delete(f->c, 0x61, 0x7070, err, sizeof(err)), 0);
+	/* a segment committed without a token: no Delete{segment_id} can match it */
+	commit_as(f->c, 0, legacy, 1);
+	assert_int_equal(tv_catalog_segment_may_delete(f->c, 0x62, 0, err, sizeof(err)), -EPERM);
+	/* being written: the stream's token decides */
+	assert_int_equal(tv_catalog_segment_open(f->c, 0x63, 0x9090, err, sizeof(err)), 0);
+	assert_int_equal(tv_catalog_segment_may_delete(f->c, 0x63, 0x9091, err, sizeof(err)),
+			 -EPERM);
+	assert_non_null(strstr(err, "is being written"));
+	assert_int_equal(tv_catalog_segment_may_delete(f->c, 0x63, 0x9090, err, sizeof(err)), 0);
+	tv_catalog_segment_close(f->c, 0x63);
+	/* unknown: nothing to protect; a Delete with a token then takes the id for good */
+	assert_int_equal(tv_catalog_segment_may_delete(f->c, 0x64, 0, err, sizeof(err)), 0);
+	assert_int_equal(tv_catalog_delete_segment(f->c, 0x64, 0x1234, &ids, &n), 0);
+	assert_int_equal(n, 0);
+	free(ids);
+	assert_int_equal(tv_catalog_segment_open(f->c, 0x64, 0x1234, err, sizeof(err)), -EEXIST);
+	assert_int_equal(tv_catalog_segment_may_delete(f->c, 0x64, 0x1234, err, sizeof(err)), 0);
+	assert_int_equal(tv_catalog_segment_may_delete(f->c, 0x64, 0x4321, err, sizeof(err)),
+			 -EPERM);
+	assert_non_null(strstr(err, "was deleted"));
 }
 
 int main(void)
@@ -310,6 +406,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rows_survive_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_loss_columns_round_trip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_old_catalog_is_migrated, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_segment_ids_are_used_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delete_needs_the_writer_token, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

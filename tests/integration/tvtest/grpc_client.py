@@ -70,7 +70,7 @@ def write_chunks(block_id, data, chunk_bytes=4096, bad_crc_at=None):
 class GrpcClient:
     """Write/Query/Delete through grpcio and the generated messages only. write, query_rpc and
     delete are the multi-callables; write_raw and query_raw send bytes as given (no
-    serializer)."""
+    serializer); delete_segment() answers (code, details, DeleteResponse or None)."""
 
     def __init__(self, addr, timeout_s=30, own_connection=False):
         """own_connection: a TCP connection of its own (grpcio otherwise shares one between
@@ -94,16 +94,17 @@ class GrpcClient:
         self.delete = self.ch.unary_unary(DELETE, request_serializer=ser,
                                           response_deserializer=pb.DeleteResponse.FromString)
 
-    def write_segment(self, segment_id, blocks, chunk_bytes=4096):
-        """blocks: [(block_id, [TraceRecord])]; returns the last WriteResponse (committed)."""
+    def write_segment(self, segment_id, blocks, chunk_bytes=4096, writer_token=0):
+        """blocks: [(block_id, [TraceRecord])]; returns the last WriteResponse (committed).
+        writer_token goes with OPEN_SEGMENT (0: none; a Delete of the segment needs it)."""
         return self.write_encoded(segment_id,
                                   [(block_id, encode_block(block_id, recs))
-                                   for block_id, recs in blocks], chunk_bytes)
+                                   for block_id, recs in blocks], chunk_bytes, writer_token)
 
-    def write_encoded(self, segment_id, blocks, chunk_bytes=4096):
+    def write_encoded(self, segment_id, blocks, chunk_bytes=4096, writer_token=0):
         """Like write_segment, for blocks already encoded: [(block_id, bytes)]."""
         pb = self.pb
-        reqs = [write_cmd(pb.OPEN_SEGMENT, segment_id=segment_id)]
+        reqs = [write_cmd(pb.OPEN_SEGMENT, segment_id=segment_id, writer_token=writer_token)]
         for block_id, data in blocks:
             reqs.append(write_cmd(pb.OPEN_BLOCK, block_id=block_id, length=len(data)))
             reqs += write_chunks(block_id, data, chunk_bytes)
@@ -121,6 +122,18 @@ class GrpcClient:
             return responses, self.grpc.StatusCode.OK, ""
         except self.grpc.RpcError as e:
             return responses, e.code(), e.details()
+
+    def delete_segment(self, segment_id, writer_token=0, block_ids=()):
+        """Delete{segment_id, writer_token, block_ids} -> (code, details, DeleteResponse or
+        None), not raising when the call fails."""
+        try:
+            resp = self.delete(self.pb.DeleteRequest(segment_id=segment_id,
+                                                     writer_token=writer_token,
+                                                     block_ids=list(block_ids)),
+                               timeout=self.timeout_s)
+            return self.grpc.StatusCode.OK, "", resp
+        except self.grpc.RpcError as e:
+            return e.code(), e.details(), None
 
     def query(self, from_ns, to_ns, limit=0):
         recs = []
