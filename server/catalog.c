@@ -45,9 +45,72 @@ struct tv_catalog {
 	sqlite3_stmt *insert, *contains, *overlap, *overlap_open, *list, *by_segment, *del_id;
 };
 
+/* The negative errno that says why SQLite failed with result code rc (primary or extended):
+ *   SQLITE_FULL (the disk is full: SQLite's "database or disk is full")   -ENOSPC
+ *   SQLITE_IOERR_* whose system call failed with ENOSPC, EDQUOT or EFBIG  that errno
+ *   SQLITE_NOMEM                                                         -ENOMEM
+ *   SQLITE_BUSY, SQLITE_LOCKED (another process holds catalog.db)        -EBUSY
+ *   SQLITE_READONLY (a read-only file or file system)                    -EROFS
+ *   SQLITE_CORRUPT, SQLITE_NOTADB (the file is damaged or not a db)      -EUCLEAN
+ *   SQLITE_CONSTRAINT_PRIMARYKEY (a block id already there)              -EEXIST
+ *   anything else (SQLITE_IOERR with another errno included)             -EIO
+ * sqlite3_system_errno is read only for IOERR: it is the errno of the call that failed there,
+ * while after other codes it may be left from an earlier, handled failure. */
+static int sqlite_errno(sqlite3 *db, int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_OK:
+	case SQLITE_ROW:
+	case SQLITE_DONE:
+		return 0;
+	case SQLITE_FULL:
+		return -ENOSPC;
+	case SQLITE_IOERR: {
+		int e = sqlite3_system_errno(db);
+
+		return e == ENOSPC || e == EDQUOT || e == EFBIG ? -e : -EIO;
+	}
+	case SQLITE_NOMEM:
+		return -ENOMEM;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return -EBUSY;
+	case SQLITE_READONLY:
+		return -EROFS;
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB:
+		return -EUCLEAN;
+	case SQLITE_CONSTRAINT:
+		return rc == SQLITE_CONSTRAINT_PRIMARYKEY ? -EEXIST : -EIO;
+	default:
+		return -EIO;
+	}
+}
+
+static int last_errno_code(struct tv_catalog *c)
+{
+	return sqlite3_extended_errcode(c->db);
+}
+
+/* The errno of the last failure on c's connection (its extended code). */
+static int last_errno(struct tv_catalog *c)
+{
+	return sqlite_errno(c->db, last_errno_code(c));
+}
+
+/* "<what>: <errno text> (SQLite: <its message>)" into err: the cause first, in the words the
+ * log format promises (No space left on device), then SQLite's own. */
+static void sqlite_reason(struct tv_catalog *c, int ret, const char *what, char *err,
+			  size_t errlen)
+{
+	snprintf(err, errlen, "%s: %s (SQLite: %s)", what, strerror(-ret), sqlite3_errmsg(c->db));
+}
+
 static int exec(struct tv_catalog *c, const char *sql)
 {
-	return sqlite3_exec(c->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
+	int rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
+
+	return rc == SQLITE_OK ? 0 : sqlite_errno(c->db, sqlite3_extended_errcode(c->db));
 }
 
 /* Add each of ADDED_COLS that the blocks table lacks. */
@@ -62,26 +125,30 @@ static int migrate(struct tv_catalog *c)
 		snprintf(sql, sizeof(sql),
 			 "SELECT 1 FROM pragma_table_info('blocks') WHERE name = '%s'",
 			 ADDED_COLS[i]);
+		int ret;
+
 		if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK)
-			return -EIO;
+			return last_errno(c);
 		rc = sqlite3_step(st);
 		found = rc == SQLITE_ROW;
+		ret = found ? 0 : sqlite_errno(c->db, rc == SQLITE_DONE ? rc : last_errno_code(c));
 		sqlite3_finalize(st);
-		if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-			return -EIO;
+		if (ret)
+			return ret;
 		if (found)
 			continue;
 		snprintf(sql, sizeof(sql),
 			 "ALTER TABLE blocks ADD COLUMN %s INTEGER NOT NULL DEFAULT 0", ADDED_COLS[i]);
-		if (exec(c, sql))
-			return -EIO;
+		ret = exec(c, sql);
+		if (ret)
+			return ret;
 	}
 	return 0;
 }
 
 static int prepare(struct tv_catalog *c, const char *sql, sqlite3_stmt **st)
 {
-	return sqlite3_prepare_v2(c->db, sql, -1, st, NULL) == SQLITE_OK ? 0 : -EIO;
+	return sqlite3_prepare_v2(c->db, sql, -1, st, NULL) == SQLITE_OK ? 0 : last_errno(c);
 }
 
 int tv_catalog_open(struct tv_catalog **out, const char *path, char *err, size_t errlen)
@@ -150,15 +217,16 @@ int tv_catalog_commit_segment(struct tv_catalog *c, struct tv_catalog_block *blo
 			      char *err, size_t errlen)
 {
 	int64_t committed_ns = (int64_t)tv_realtime_ns();
-	int ret = 0;
+	char what[64];
+	int ret;
 
-	if (exec(c, "BEGIN IMMEDIATE")) {
-		snprintf(err, errlen, "catalog begin: %s", sqlite3_errmsg(c->db));
-		return -EIO;
+	ret = exec(c, "BEGIN IMMEDIATE");
+	if (ret) {
+		sqlite_reason(c, ret, "catalog begin", err, errlen);
+		return ret;
 	}
 	for (size_t i = 0; i < n; i++) {
 		sqlite3_stmt *st = c->insert;
-		int rc;
 
 		if (blocks[i].min_ts_ns > TV_CATALOG_MAX_TS_NS ||
 		    blocks[i].max_ts_ns > TV_CATALOG_MAX_TS_NS) {
@@ -181,37 +249,40 @@ int tv_catalog_commit_segment(struct tv_catalog *c, struct tv_catalog_block *blo
 		sqlite3_bind_int64(st, 11, (int64_t)blocks[i].loss.cache);
 		sqlite3_bind_int64(st, 12, (int64_t)blocks[i].loss.failed);
 		sqlite3_bind_int64(st, 13, (int64_t)blocks[i].loss.requests);
-		rc = sqlite3_step(st);
-		sqlite3_reset(st);
-		if (rc != SQLITE_DONE) {
-			ret = sqlite3_extended_errcode(c->db) == SQLITE_CONSTRAINT_PRIMARYKEY ?
-				      -EEXIST : -EIO;
-			snprintf(err, errlen, "catalog insert of block %016llx: %s",
-				 (unsigned long long)blocks[i].block_id, sqlite3_errmsg(c->db));
-			goto rollback;
+		ret = sqlite_errno(c->db, sqlite3_step(st) == SQLITE_DONE ?
+						  SQLITE_DONE : sqlite3_extended_errcode(c->db));
+		if (ret) {
+			snprintf(what, sizeof(what), "catalog insert of block %016llx",
+				 (unsigned long long)blocks[i].block_id);
+			sqlite_reason(c, ret, what, err, errlen);
 		}
+		sqlite3_reset(st);
+		if (ret)
+			goto rollback;
 	}
-	if (exec(c, "COMMIT")) {
-		snprintf(err, errlen, "catalog commit: %s", sqlite3_errmsg(c->db));
-		ret = -EIO;
+	ret = exec(c, "COMMIT");
+	if (ret) {
+		sqlite_reason(c, ret, "catalog commit", err, errlen);
 		goto rollback;
 	}
 	return 0;
 rollback:
-	exec(c, "ROLLBACK");
+	/* after SQLITE_FULL or an I/O error SQLite may have rolled back already: then this fails
+	 * harmlessly ("no transaction is active"); either way nothing of the segment is kept */
+	if (!sqlite3_get_autocommit(c->db))
+		exec(c, "ROLLBACK");
 	return ret;
 }
 
 int tv_catalog_contains(struct tv_catalog *c, uint64_t block_id)
 {
-	int rc;
+	int rc, ret;
 
 	sqlite3_bind_int64(c->contains, 1, (int64_t)block_id);
 	rc = sqlite3_step(c->contains);
+	ret = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : last_errno(c);
 	sqlite3_reset(c->contains);
-	if (rc == SQLITE_ROW)
-		return 1;
-	return rc == SQLITE_DONE ? 0 : -EIO;
+	return ret;
 }
 
 static void row_to_block(sqlite3_stmt *st, struct tv_catalog_block *b)
@@ -237,7 +308,6 @@ static int walk(struct tv_catalog *c, sqlite3_stmt *st, tv_catalog_block_cb cb, 
 	struct tv_catalog_block b;
 	int rc, ret = 0;
 
-	(void)c;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		row_to_block(st, &b);
 		ret = cb(&b, arg);
@@ -245,7 +315,7 @@ static int walk(struct tv_catalog *c, sqlite3_stmt *st, tv_catalog_block_cb cb, 
 			break;
 	}
 	if (!ret && rc != SQLITE_DONE)
-		ret = -EIO;
+		ret = last_errno(c);
 	sqlite3_reset(st);
 	return ret;
 }
@@ -299,8 +369,9 @@ static int delete_keys(struct tv_catalog *c, sqlite3_stmt *st, const uint64_t *k
 
 	*ids = NULL;
 	*n = 0;
-	if (exec(c, "BEGIN IMMEDIATE"))
-		return -EIO;
+	ret = exec(c, "BEGIN IMMEDIATE");
+	if (ret)
+		return ret;
 	for (size_t i = 0; i < count && !ret; i++) {
 		sqlite3_bind_int64(st, 1, (int64_t)keys[i]);
 		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -309,13 +380,14 @@ static int delete_keys(struct tv_catalog *c, sqlite3_stmt *st, const uint64_t *k
 				break;
 		}
 		if (!ret && rc != SQLITE_DONE)
-			ret = -EIO;
+			ret = last_errno(c);
 		sqlite3_reset(st);
 	}
-	if (!ret && exec(c, "COMMIT"))
-		ret = -EIO;
+	if (!ret)
+		ret = exec(c, "COMMIT");
 	if (ret) {
-		exec(c, "ROLLBACK");
+		if (!sqlite3_get_autocommit(c->db))
+			exec(c, "ROLLBACK");
 		free(*ids);
 		*ids = NULL;
 		*n = 0;

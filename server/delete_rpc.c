@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "proto/wire.h"
+#include "server/status.h"
 
 /* Remove the files of blocks whose catalog rows are gone; a missing file is not an error. */
 static void remove_block_files(struct tv_store *s, const uint64_t *ids, size_t n)
@@ -26,18 +27,20 @@ static void remove_block_files(struct tv_store *s, const uint64_t *ids, size_t n
 
 grpc_status_code tv_delete_rpc_apply(struct tv_catalog *c, struct tv_store *s,
 				     const Tracevault__V1__DeleteRequest *req,
-				     uint64_t deleted_temp_blocks, grpc_byte_buffer **out,
-				     const char **msg)
+				     uint64_t deleted_temp_blocks, grpc_byte_buffer **out, char *msg,
+				     size_t msglen)
 {
 	Tracevault__V1__DeleteResponse resp = TRACEVAULT__V1__DELETE_RESPONSE__INIT;
 	uint64_t *ids = NULL;
 	size_t n = 0;
+	int ret;
 
 	*out = NULL;
-	*msg = "";
+	snprintf(msg, msglen, "%s", "");
 	resp.deleted_temp_blocks = deleted_temp_blocks;
 	if (req->segment_id) {
-		if (tv_catalog_delete_segment(c, req->segment_id, &ids, &n))
+		ret = tv_catalog_delete_segment(c, req->segment_id, &ids, &n);
+		if (ret)
 			goto catalog_err;
 		remove_block_files(s, ids, n);
 		resp.deleted_blocks += n;
@@ -45,7 +48,8 @@ grpc_status_code tv_delete_rpc_apply(struct tv_catalog *c, struct tv_store *s,
 		ids = NULL;
 	}
 	if (req->n_block_ids) {
-		if (tv_catalog_delete_ids(c, req->block_ids, req->n_block_ids, &ids, &n))
+		ret = tv_catalog_delete_ids(c, req->block_ids, req->n_block_ids, &ids, &n);
+		if (ret)
 			goto catalog_err;
 		remove_block_files(s, ids, n);
 		resp.deleted_blocks += n;
@@ -60,11 +64,11 @@ grpc_status_code tv_delete_rpc_apply(struct tv_catalog *c, struct tv_store *s,
 		fprintf(stderr, "delete %zu block ids: removed %llu blocks\n", req->n_block_ids,
 			(unsigned long long)resp.deleted_blocks);
 	if (tv_wire_pack(&resp.base, out)) {
-		*msg = "out of memory packing the response";
+		snprintf(msg, msglen, "out of memory packing the response");
 		return GRPC_STATUS_RESOURCE_EXHAUSTED;
 	}
 	return GRPC_STATUS_OK;
 catalog_err:
-	*msg = "catalog delete failed";
-	return GRPC_STATUS_INTERNAL;
+	snprintf(msg, msglen, "catalog delete failed: %s", strerror(-ret));
+	return tv_status_from_errno(ret);
 }

@@ -16,10 +16,11 @@
 /* Carry out req: its segment's committed blocks (segment_id != 0), then its block_ids; logs what
  * was removed. deleted_temp_blocks (temp files of aborted in-flight streams) goes into the
  * response as is. Returns GRPC_STATUS_OK with *out the packed DeleteResponse (the caller owns
- * it), or the status to end the call with and its message in *msg (static string). */
+ * it), or the status to end the call with (server/status.h's table) and its reason in msg
+ * (msglen bytes, always terminated; "" on OK). */
 grpc_status_code tv_delete_rpc_apply(struct tv_catalog *c, struct tv_store *s,
 				     const Tracevault__V1__DeleteRequest *req,
-				     uint64_t deleted_temp_blocks, grpc_byte_buffer **out,
-				     const char **msg);
+				     uint64_t deleted_temp_blocks, grpc_byte_buffer **out, char *msg,
+				     size_t msglen);
 
 #endif

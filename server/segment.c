@@ -15,6 +15,7 @@
 
 #include "proto/block.h"
 #include "server/chunk_view.h"
+#include "server/status.h"
 #include "proto/crc32c.h"
 #include "proto/wire.h"
 
@@ -182,16 +183,7 @@ static void fail(struct tv_segment *seg, grpc_status_code code, const char *fmt,
 
 static grpc_status_code errno_code(int err)
 {
-	switch (err) {
-	case -ENOSPC:
-	case -EDQUOT:
-	case -EFBIG:
-		return GRPC_STATUS_RESOURCE_EXHAUSTED;
-	case -EEXIST:
-		return GRPC_STATUS_ALREADY_EXISTS;
-	default:
-		return GRPC_STATUS_INTERNAL;
-	}
+	return tv_status_from_errno(err);
 }
 
 static void respond(struct tv_segment *seg, uint64_t offset, const uint64_t *committed,
@@ -221,9 +213,12 @@ static int check_not_committed(struct tv_segment *seg, uint64_t block_id)
 
 	if (ret == 0)
 		return 0;
-	fail(seg, ret > 0 ? GRPC_STATUS_ALREADY_EXISTS : GRPC_STATUS_INTERNAL,
-	     ret > 0 ? "block %016llx is already committed" : "block %016llx: catalog lookup failed",
-	     (unsigned long long)block_id);
+	if (ret > 0)
+		fail(seg, GRPC_STATUS_ALREADY_EXISTS, "block %016llx is already committed",
+		     (unsigned long long)block_id);
+	else
+		fail(seg, errno_code(ret), "block %016llx: catalog lookup failed: %s",
+		     (unsigned long long)block_id, strerror(-ret));
 	return ret > 0 ? -EEXIST : ret;
 }
 
