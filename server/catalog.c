@@ -1,11 +1,14 @@
 /* SQLite catalog of committed blocks. One connection, used from the server's single rpc thread;
- * every change is one transaction so a segment becomes visible (or disappears) atomically. */
+ * every change is one transaction so a segment becomes visible (or disappears) atomically.
+ * Opening checks that the file is a catalog before anything is written to it, so that a damaged
+ * or foreign file can be moved aside whole and the catalog rebuilt from the block files. */
 #include "server/catalog.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <sqlite3.h>
@@ -40,9 +43,19 @@ static const char SCHEMA_SQL[] =
 static const char *const ADDED_COLS[] = { "lost_ring_full", "lost_map_full", "lost_parser",
 					  "lost_cache", "lost_failed", "lost_requests" };
 
+/* Columns every catalog has had since the first schema: one lacking any is not ours. */
+static const char *const REQUIRED_COLS[] = { "block_id", "segment_id", "min_ts_ns", "max_ts_ns",
+					     "record_count", "bytes", "committed_ns" };
+
+/* How long a statement waits for a lock another process holds on catalog.db (someone's
+ * sqlite3 shell) before it fails with -EBUSY. */
+#define BUSY_TIMEOUT_MS 5000
+
 struct tv_catalog {
 	sqlite3 *db;
-	sqlite3_stmt *insert, *contains, *overlap, *overlap_open, *list, *by_segment, *del_id;
+	int is_new;
+	sqlite3_stmt *insert, *contains, *get, *overlap, *overlap_open, *list, *of_segment,
+		*del_id, *set_segment, *replace, *count;
 };
 
 /* The negative errno that says why SQLite failed with result code rc (primary or extended):
@@ -151,42 +164,201 @@ static int prepare(struct tv_catalog *c, const char *sql, sqlite3_stmt **st)
 	return sqlite3_prepare_v2(c->db, sql, -1, st, NULL) == SQLITE_OK ? 0 : last_errno(c);
 }
 
+/* One integer from sql (its first column of its first row; 0 when there is no row). */
+static int query_int(struct tv_catalog *c, const char *sql, int64_t *v)
+{
+	sqlite3_stmt *st;
+	int rc, ret;
+
+	if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return last_errno(c);
+	rc = sqlite3_step(st);
+	*v = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+	ret = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : last_errno(c);
+	sqlite3_finalize(st);
+	return ret;
+}
+
+/* -EUCLEAN with the reason when path or a companion of it is there but not a regular file, or
+ * when a -wal or -shm is left without its database (SQLite would replay that WAL into the new
+ * file it creates: pages of a lost catalog on an empty one). 0 when all is as it should be. */
+static int check_files(const char *path, char *err, size_t errlen)
+{
+	static const char *const SUFFIXES[] = { "", "-wal", "-shm", "-journal" };
+	char p[4096];
+	struct stat st;
+	const char *main_state = "missing"; /* then "empty", or NULL when it has content */
+
+	for (size_t i = 0; i < sizeof(SUFFIXES) / sizeof(SUFFIXES[0]); i++) {
+		snprintf(p, sizeof(p), "%s%s", path, SUFFIXES[i]);
+		if (lstat(p, &st)) {
+			if (errno == ENOENT)
+				continue;
+			snprintf(err, errlen, "cannot stat %s: %s", p, strerror(errno));
+			return -errno;
+		}
+		if (!S_ISREG(st.st_mode)) {
+			snprintf(err, errlen, "%s is not a regular file (%s)", p,
+				 S_ISDIR(st.st_mode) ? "a directory" :
+				 S_ISLNK(st.st_mode) ? "a symlink" : "a special file");
+			return -EUCLEAN;
+		}
+		if (i == 0) {
+			main_state = st.st_size ? NULL : "empty";
+		} else if (main_state && i < 3) {
+			snprintf(err, errlen, "%s is left over without its database (%s is %s)", p,
+				 path, main_state);
+			return -EUCLEAN;
+		}
+	}
+	return 0;
+}
+
+/* Is the open database a catalog we can use? Reads only. Sets c->is_new for a database with
+ * no table at all (a new or empty file). */
+static int check_usable(struct tv_catalog *c, const char *path, char *err, size_t errlen)
+{
+	int64_t app_id, tables, has_blocks, v;
+	sqlite3_stmt *st;
+	char sql[160];
+	int ret, rc;
+
+	ret = query_int(c, "PRAGMA application_id", &app_id);
+	if (ret == -EUCLEAN) {
+		snprintf(err, errlen, "%s is not a SQLite database (%s)", path,
+			 sqlite3_errmsg(c->db));
+		return ret;
+	}
+	if (!ret)
+		ret = query_int(c, "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+				   " AND name NOT LIKE 'sqlite_%'", &tables);
+	if (!ret)
+		ret = query_int(c, "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+				   " AND name = 'blocks'", &has_blocks);
+	if (ret) {
+		snprintf(err, errlen, "cannot read catalog %s: %s (SQLite: %s)", path,
+			 strerror(-ret), sqlite3_errmsg(c->db));
+		return ret;
+	}
+	if (app_id != 0 && app_id != TV_CATALOG_APPLICATION_ID) {
+		snprintf(err, errlen, "%s belongs to another program (SQLite application_id "
+			 "0x%08llx, ours is 0x%08x)", path, (unsigned long long)app_id,
+			 TV_CATALOG_APPLICATION_ID);
+		return -EUCLEAN;
+	}
+	if (!has_blocks) {
+		if (tables == 0) {
+			c->is_new = 1;
+			return 0;
+		}
+		snprintf(err, errlen, "%s is not a tracevault catalog: no blocks table, %lld "
+			 "other tables", path, (long long)tables);
+		return -EUCLEAN;
+	}
+	for (size_t i = 0; i < sizeof(REQUIRED_COLS) / sizeof(REQUIRED_COLS[0]); i++) {
+		snprintf(sql, sizeof(sql), "SELECT count(*) FROM pragma_table_info('blocks')"
+			 " WHERE name = '%s'", REQUIRED_COLS[i]);
+		ret = query_int(c, sql, &v);
+		if (ret)
+			return ret;
+		if (!v) {
+			snprintf(err, errlen, "%s is not a catalog this tracevaultd reads: its blocks"
+				 " table has no column %s", path, REQUIRED_COLS[i]);
+			return -EUCLEAN;
+		}
+	}
+	ret = query_int(c, "SELECT pk FROM pragma_table_info('blocks') WHERE name = 'block_id'",
+			&v);
+	if (!ret && v != 1) {
+		snprintf(err, errlen, "%s is not a catalog this tracevaultd reads: block_id is not "
+			 "the primary key of its blocks table", path);
+		return -EUCLEAN;
+	}
+	/* quick_check reads every page (O(size), ~10 ms for 10,000 blocks): a damaged catalog is
+	 * found here, where it can be rebuilt, not by a query later */
+	if (sqlite3_prepare_v2(c->db, "PRAGMA quick_check(1)", -1, &st, NULL) != SQLITE_OK)
+		return last_errno(c);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		const char *res = (const char *)sqlite3_column_text(st, 0);
+
+		ret = res && !strcmp(res, "ok") ? 0 : -EUCLEAN;
+		if (ret)
+			snprintf(err, errlen, "%s is damaged (SQLite quick_check: %s)", path,
+				 res ? res : "?");
+	} else {
+		ret = last_errno(c);
+		snprintf(err, errlen, "%s: quick_check failed: %s (SQLite: %s)", path,
+			 strerror(-ret), sqlite3_errmsg(c->db));
+	}
+	sqlite3_finalize(st);
+	return ret;
+}
+
 int tv_catalog_open(struct tv_catalog **out, const char *path, char *err, size_t errlen)
 {
 	struct tv_catalog *c;
-	int ret = -EIO;
+	int64_t app_id;
+	int ret;
 
 	*out = NULL;
+	ret = check_files(path, err, errlen);
+	if (ret)
+		return ret;
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
-	if (sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
-	    SQLITE_OK) {
+	if (sqlite3_open_v2(path, &c->db,
+			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOFOLLOW,
+			    NULL) != SQLITE_OK) {
+		ret = c->db ? last_errno(c) : -ENOMEM;
 		snprintf(err, errlen, "cannot open catalog %s: %s", path,
 			 c->db ? sqlite3_errmsg(c->db) : "out of memory");
 		goto fail;
 	}
+	/* A busy timeout covers a stray second process opening the file. */
+	sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
+	ret = check_usable(c, path, err, errlen);
+	if (ret)
+		goto fail;
 	/* WAL + FULL: a committed transaction survives power loss; readers never block the
-	 * writer. A busy timeout covers a stray second process opening the file. */
-	sqlite3_busy_timeout(c->db, 5000);
-	if (exec(c, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;") ||
-	    exec(c, SCHEMA_SQL) || migrate(c)) {
-		snprintf(err, errlen, "cannot initialise catalog %s: %s", path,
-			 sqlite3_errmsg(c->db));
+	 * writer. */
+	ret = exec(c, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;");
+	if (!ret)
+		ret = exec(c, SCHEMA_SQL);
+	if (!ret)
+		ret = migrate(c);
+	if (!ret)
+		ret = query_int(c, "PRAGMA application_id", &app_id);
+	if (!ret && app_id != TV_CATALOG_APPLICATION_ID) {
+		char sql[64];
+
+		snprintf(sql, sizeof(sql), "PRAGMA application_id = %d", TV_CATALOG_APPLICATION_ID);
+		ret = exec(c, sql);
+	}
+	if (ret) {
+		snprintf(err, errlen, "cannot initialise catalog %s: %s (SQLite: %s)", path,
+			 strerror(-ret), sqlite3_errmsg(c->db));
 		goto fail;
 	}
 	if (prepare(c, "INSERT INTO blocks (" COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
 		       " ?8, ?9, ?10, ?11, ?12, ?13)",
 		    &c->insert) ||
 	    prepare(c, "SELECT 1 FROM blocks WHERE block_id = ?1", &c->contains) ||
+	    prepare(c, "SELECT " COLS " FROM blocks WHERE block_id = ?1", &c->get) ||
 	    prepare(c, "SELECT " COLS " FROM blocks WHERE min_ts_ns < ?2 AND max_ts_ns >= ?1"
 		       " ORDER BY min_ts_ns, block_id", &c->overlap) ||
 	    prepare(c, "SELECT " COLS " FROM blocks WHERE max_ts_ns >= ?1"
 		       " ORDER BY min_ts_ns, block_id", &c->overlap_open) ||
 	    prepare(c, "SELECT " COLS " FROM blocks ORDER BY block_id", &c->list) ||
-	    prepare(c, "DELETE FROM blocks WHERE segment_id = ?1 RETURNING block_id",
-		    &c->by_segment) ||
-	    prepare(c, "DELETE FROM blocks WHERE block_id = ?1 RETURNING block_id", &c->del_id)) {
+	    prepare(c, "SELECT " COLS " FROM blocks WHERE segment_id = ?1 ORDER BY block_id",
+		    &c->of_segment) ||
+	    prepare(c, "DELETE FROM blocks WHERE block_id = ?1 RETURNING block_id", &c->del_id) ||
+	    prepare(c, "UPDATE blocks SET segment_id = ?2 WHERE block_id = ?1", &c->set_segment) ||
+	    prepare(c, "INSERT OR REPLACE INTO blocks (" COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6,"
+		       " ?7, ?8, ?9, ?10, ?11, ?12, ?13)", &c->replace) ||
+	    prepare(c, "SELECT count(*) FROM blocks", &c->count)) {
+		ret = last_errno(c);
 		snprintf(err, errlen, "cannot prepare catalog statements: %s",
 			 sqlite3_errmsg(c->db));
 		goto fail;
@@ -198,25 +370,62 @@ fail:
 	return ret;
 }
 
+int tv_catalog_is_new(const struct tv_catalog *c)
+{
+	return c->is_new;
+}
+
 void tv_catalog_close(struct tv_catalog *c)
 {
 	if (!c)
 		return;
 	sqlite3_finalize(c->insert);
 	sqlite3_finalize(c->contains);
+	sqlite3_finalize(c->get);
 	sqlite3_finalize(c->overlap);
 	sqlite3_finalize(c->overlap_open);
 	sqlite3_finalize(c->list);
-	sqlite3_finalize(c->by_segment);
+	sqlite3_finalize(c->of_segment);
 	sqlite3_finalize(c->del_id);
+	sqlite3_finalize(c->set_segment);
+	sqlite3_finalize(c->replace);
+	sqlite3_finalize(c->count);
 	sqlite3_close(c->db);
 	free(c);
 }
 
-int tv_catalog_commit_segment(struct tv_catalog *c, struct tv_catalog_block *blocks, size_t n,
-			      char *err, size_t errlen)
+/* Bind the 13 columns of b (COLS order) to st; committed_ns as given. */
+static void bind_row(sqlite3_stmt *st, const struct tv_catalog_block *b)
 {
-	int64_t committed_ns = (int64_t)tv_realtime_ns();
+	sqlite3_bind_int64(st, 1, (int64_t)b->block_id);
+	sqlite3_bind_int64(st, 2, (int64_t)b->segment_id);
+	sqlite3_bind_int64(st, 3, (int64_t)b->min_ts_ns);
+	sqlite3_bind_int64(st, 4, (int64_t)b->max_ts_ns);
+	sqlite3_bind_int64(st, 5, b->record_count);
+	sqlite3_bind_int64(st, 6, (int64_t)b->bytes);
+	sqlite3_bind_int64(st, 7, b->committed_ns);
+	sqlite3_bind_int64(st, 8, (int64_t)b->loss.ring_full);
+	sqlite3_bind_int64(st, 9, (int64_t)b->loss.map_full);
+	sqlite3_bind_int64(st, 10, (int64_t)b->loss.parser);
+	sqlite3_bind_int64(st, 11, (int64_t)b->loss.cache);
+	sqlite3_bind_int64(st, 12, (int64_t)b->loss.failed);
+	sqlite3_bind_int64(st, 13, (int64_t)b->loss.requests);
+}
+
+/* Run st (bound) once to completion; 0 or the errno of its failure. Resets st. */
+static int step_done(struct tv_catalog *c, sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st), ret;
+
+	ret = rc == SQLITE_DONE ? 0 : last_errno(c);
+	sqlite3_reset(st);
+	return ret;
+}
+
+/* Insert n rows in one transaction (see tv_catalog_commit_segment and tv_catalog_adopt). */
+static int insert_rows(struct tv_catalog *c, const struct tv_catalog_block *blocks, size_t n,
+		       char *err, size_t errlen)
+{
 	char what[64];
 	int ret;
 
@@ -226,8 +435,6 @@ int tv_catalog_commit_segment(struct tv_catalog *c, struct tv_catalog_block *blo
 		return ret;
 	}
 	for (size_t i = 0; i < n; i++) {
-		sqlite3_stmt *st = c->insert;
-
 		if (blocks[i].min_ts_ns > TV_CATALOG_MAX_TS_NS ||
 		    blocks[i].max_ts_ns > TV_CATALOG_MAX_TS_NS) {
 			snprintf(err, errlen, "block %016llx: ts_ns beyond 2^63-1",
@@ -235,28 +442,14 @@ int tv_catalog_commit_segment(struct tv_catalog *c, struct tv_catalog_block *blo
 			ret = -ERANGE;
 			goto rollback;
 		}
-		blocks[i].committed_ns = committed_ns;
-		sqlite3_bind_int64(st, 1, (int64_t)blocks[i].block_id);
-		sqlite3_bind_int64(st, 2, (int64_t)blocks[i].segment_id);
-		sqlite3_bind_int64(st, 3, (int64_t)blocks[i].min_ts_ns);
-		sqlite3_bind_int64(st, 4, (int64_t)blocks[i].max_ts_ns);
-		sqlite3_bind_int64(st, 5, blocks[i].record_count);
-		sqlite3_bind_int64(st, 6, (int64_t)blocks[i].bytes);
-		sqlite3_bind_int64(st, 7, committed_ns);
-		sqlite3_bind_int64(st, 8, (int64_t)blocks[i].loss.ring_full);
-		sqlite3_bind_int64(st, 9, (int64_t)blocks[i].loss.map_full);
-		sqlite3_bind_int64(st, 10, (int64_t)blocks[i].loss.parser);
-		sqlite3_bind_int64(st, 11, (int64_t)blocks[i].loss.cache);
-		sqlite3_bind_int64(st, 12, (int64_t)blocks[i].loss.failed);
-		sqlite3_bind_int64(st, 13, (int64_t)blocks[i].loss.requests);
-		ret = sqlite_errno(c->db, sqlite3_step(st) == SQLITE_DONE ?
-						  SQLITE_DONE : sqlite3_extended_errcode(c->db));
+		bind_row(c->insert, &blocks[i]);
+		ret = sqlite3_step(c->insert) == SQLITE_DONE ? 0 : last_errno(c);
 		if (ret) {
 			snprintf(what, sizeof(what), "catalog insert of block %016llx",
 				 (unsigned long long)blocks[i].block_id);
 			sqlite_reason(c, ret, what, err, errlen);
 		}
-		sqlite3_reset(st);
+		sqlite3_reset(c->insert);
 		if (ret)
 			goto rollback;
 	}
@@ -267,11 +460,27 @@ int tv_catalog_commit_segment(struct tv_catalog *c, struct tv_catalog_block *blo
 	}
 	return 0;
 rollback:
-	/* after SQLITE_FULL or an I/O error SQLite may have rolled back already: then this fails
-	 * harmlessly ("no transaction is active"); either way nothing of the segment is kept */
+	/* after SQLITE_FULL or an I/O error SQLite may have rolled back already; either way
+	 * nothing of these rows is kept */
 	if (!sqlite3_get_autocommit(c->db))
 		exec(c, "ROLLBACK");
 	return ret;
+}
+
+int tv_catalog_commit_segment(struct tv_catalog *c, struct tv_catalog_block *blocks, size_t n,
+			      char *err, size_t errlen)
+{
+	int64_t committed_ns = (int64_t)tv_realtime_ns();
+
+	for (size_t i = 0; i < n; i++)
+		blocks[i].committed_ns = committed_ns;
+	return insert_rows(c, blocks, n, err, errlen);
+}
+
+int tv_catalog_adopt(struct tv_catalog *c, const struct tv_catalog_block *blocks, size_t n,
+		     char *err, size_t errlen)
+{
+	return insert_rows(c, blocks, n, err, errlen);
 }
 
 int tv_catalog_contains(struct tv_catalog *c, uint64_t block_id)
@@ -345,6 +554,54 @@ int tv_catalog_list(struct tv_catalog *c, tv_catalog_block_cb cb, void *arg)
 	return walk(c, c->list, cb, arg);
 }
 
+int tv_catalog_segment_blocks(struct tv_catalog *c, uint64_t segment_id, tv_catalog_block_cb cb,
+			      void *arg)
+{
+	sqlite3_bind_int64(c->of_segment, 1, (int64_t)segment_id);
+	return walk(c, c->of_segment, cb, arg);
+}
+
+int tv_catalog_get(struct tv_catalog *c, uint64_t block_id, struct tv_catalog_block *b)
+{
+	int rc, ret;
+
+	sqlite3_bind_int64(c->get, 1, (int64_t)block_id);
+	rc = sqlite3_step(c->get);
+	if (rc == SQLITE_ROW)
+		row_to_block(c->get, b);
+	ret = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : last_errno(c);
+	sqlite3_reset(c->get);
+	return ret;
+}
+
+int tv_catalog_set_segment(struct tv_catalog *c, uint64_t block_id, uint64_t segment_id)
+{
+	int ret;
+
+	sqlite3_bind_int64(c->set_segment, 1, (int64_t)block_id);
+	sqlite3_bind_int64(c->set_segment, 2, (int64_t)segment_id);
+	ret = step_done(c, c->set_segment);
+	return ret ? ret : sqlite3_changes(c->db) ? 0 : -ENOENT;
+}
+
+int tv_catalog_replace(struct tv_catalog *c, const struct tv_catalog_block *b)
+{
+	if (b->min_ts_ns > TV_CATALOG_MAX_TS_NS || b->max_ts_ns > TV_CATALOG_MAX_TS_NS)
+		return -ERANGE;
+	bind_row(c->replace, b);
+	return step_done(c, c->replace);
+}
+
+int tv_catalog_count(struct tv_catalog *c, uint64_t *n)
+{
+	int rc = sqlite3_step(c->count), ret;
+
+	*n = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(c->count, 0) : 0;
+	ret = rc == SQLITE_ROW ? 0 : last_errno(c);
+	sqlite3_reset(c->count);
+	return ret;
+}
+
 static int push_id(uint64_t **ids, size_t *n, size_t *cap, uint64_t id)
 {
 	if (*n == *cap) {
@@ -393,12 +650,6 @@ static int delete_keys(struct tv_catalog *c, sqlite3_stmt *st, const uint64_t *k
 		*n = 0;
 	}
 	return ret;
-}
-
-int tv_catalog_delete_segment(struct tv_catalog *c, uint64_t segment_id, uint64_t **ids,
-			      size_t *n)
-{
-	return delete_keys(c, c->by_segment, &segment_id, 1, ids, n);
 }
 
 int tv_catalog_delete_ids(struct tv_catalog *c, const uint64_t *block_ids, size_t count,

@@ -1,6 +1,6 @@
 /* The Delete rpc's work on the server: remove a segment's committed blocks and/or listed block
- * ids from the catalog, then their files, and build the DeleteResponse. rpc_server.c owns the
- * call and first aborts the segment's Write streams still in flight. */
+ * ids, their files first and then their catalog rows, and build the DeleteResponse.
+ * rpc_server.c owns the call and first aborts the segment's Write streams still in flight. */
 #ifndef TV_DELETE_RPC_H
 #define TV_DELETE_RPC_H
 

@@ -575,30 +575,38 @@ static int commit_set_build(const struct tv_segment *seg, struct commit_set *cs)
 	return 0;
 }
 
-/* Rename the temp files into blocks/, then record them in one catalog transaction. If the
- * catalog refuses, nothing became visible: the renamed files are taken back out. On failure
- * the status is decided (fail) and a negative errno returned. */
+/* Record the blocks in one catalog transaction, then rename the temp files into blocks/. The
+ * catalog commit is the commit point and comes first, so that blocks/ only ever holds committed
+ * blocks and a lost catalog can be rebuilt from it exactly (server/RECOVERY.md): a crash after
+ * the commit leaves rows whose files are still in tmp/, which start-up moves into blocks/. If
+ * the rename fails, the rows are taken back out: nothing became visible. On failure the status
+ * is decided (fail) and a negative errno returned. */
 static int publish(struct tv_segment *seg, const struct commit_set *cs)
 {
 	char why[200];
-	int ret;
+	uint64_t *ids = NULL;
+	size_t n = 0;
+	int ret, undo;
 
+	ret = tv_catalog_commit_segment(seg->catalog, cs->rows, seg->n, why, sizeof(why));
+	if (ret) {
+		fail(seg, errno_code(ret), "%s", why);
+		return ret;
+	}
 	ret = tv_store_publish(seg->store, cs->files, seg->n);
 	if (ret) {
+		undo = tv_catalog_delete_ids(seg->catalog, cs->ids, seg->n, &ids, &n);
+		free(ids);
+		if (undo) /* rows without files: dropped at the next start (RECOVERY.md) */
+			fprintf(stderr, "segment %016llx: cannot take its rows back out of the "
+				"catalog: %s\n", (unsigned long long)seg->segment_id,
+				strerror(-undo));
 		fail(seg, errno_code(ret), "rename into blocks/: %s", strerror(-ret));
 		return ret;
 	}
 	/* the files now live in blocks/ and are closed: from here the segment owns none */
 	for (size_t i = 0; i < seg->n; i++)
 		seg->blocks[i].file = NULL;
-	ret = tv_catalog_commit_segment(seg->catalog, cs->rows, seg->n, why, sizeof(why));
-	if (ret) {
-		for (size_t i = 0; i < seg->n; i++)
-			tv_store_remove_block(seg->store, cs->ids[i]);
-		tv_store_sync_blocks_dir(seg->store);
-		fail(seg, errno_code(ret), "%s", why);
-		return ret;
-	}
 	return 0;
 }
 
