@@ -30,6 +30,9 @@ static const char *const LAYOUT[] = {
 };
 #define LAYOUT_DIRS 3
 #define LAYOUT_COUNT (sizeof(LAYOUT) / sizeof(LAYOUT[0]))
+/* Not ours, but no sign that DIR is someone else's either: the root of a file system mounted
+ * as the data dir has it. Allowed beside the layout, never touched. */
+#define FS_ROOT_ENTRY "lost+found"
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -136,6 +139,8 @@ static int scan_top(int fd, const char *name, void *arg)
 	struct layout_scan *sc = arg;
 
 	(void)fd;
+	if (!strcmp(name, FS_ROOT_ENTRY))
+		return 0;
 	sc->entries++;
 	if (!in_layout(name) && (!sc->foreign[0] || strcmp(name, sc->foreign) < 0))
 		snprintf(sc->foreign, sizeof(sc->foreign), "%s", name);
@@ -340,8 +345,9 @@ static int perm_top_entry(int fd, const char *name, void *arg)
 	struct stat st;
 
 	if (!in_layout(name)) {
-		fprintf(stderr, "tracevaultd: leaving %s alone: not part of tracevault's layout\n",
-			name);
+		if (strcmp(name, FS_ROOT_ENTRY))
+			fprintf(stderr, "tracevaultd: leaving %s alone: not part of tracevault's "
+				"layout\n", name);
 		return 0;
 	}
 	if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW))

@@ -32,8 +32,9 @@ struct tv_data_dir {
  *  2. look at it without changing anything: FORMAT with our line is ours; FORMAT with another
  *     version or other text is refused; without FORMAT (or with an empty one, a crash while it
  *     was written) DIR must be empty or hold only names of our layout (blocks, tmp,
- *     quarantine, catalog.db and its -wal/-shm/-journal, lock), and a blocks/ with entries but
- *     no block file name and no catalog.db is refused;
+ *     quarantine, catalog.db and its -wal/-shm/-journal, lock; and lost+found, which the root
+ *     of a mounted file system has), and a blocks/ with entries but no block file name and no
+ *     catalog.db is refused;
  *  3. take the lock (DIR/lock, 0600) or refuse naming the owner's pid;
  *  4. refuse a symlink or non-directory where blocks/, tmp/ or quarantine/ should be;
  *  5. permissions: every entry of our layout and everything directly in blocks/, tmp/ and

@@ -56,6 +56,24 @@ def refused(data_dir, want_line):
     assert p.stderr == "tracevaultd: " + want_line + "\n", (p.stderr, want_line)
 
 
+def test_mounted_file_system_root_is_a_new_dir():
+    """The root of a file system mounted as the data dir: only lost+found, which stays as it
+    is (root's, 0700 or not)."""
+    d = tempfile.mkdtemp(prefix="tv-mnt-")
+    os.mkdir(os.path.join(d, "lost+found"), 0o755)
+    os.chmod(os.path.join(d, "lost+found"), 0o755)
+    srv = tvtest.Server(data_dir=d)
+    try:
+        srv.start()
+        assert mode(os.path.join(d, "lost+found")) == 0o755
+        assert "lost+found" not in srv.log(), srv.log()
+        with open(os.path.join(d, "FORMAT")) as f:
+            assert f.read() == FORMAT_LINE
+    finally:
+        srv.cleanup()
+        shutil.rmtree(d)
+
+
 def test_new_dir_gets_format_and_modes():
     srv = tvtest.Server(data_dir=os.path.join(tempfile.mkdtemp(prefix="tv-new-"), "d"))
     try:
