@@ -299,17 +299,20 @@ static int push_drop(struct ctx *x, uint64_t block_id)
 	return 0;
 }
 
-/* Every file of g but keep (index, or n for none) is a second copy of a block: quarantined. */
-static int quarantine_others(struct ctx *x, const struct entry *g, size_t n, size_t keep)
+/* g[from..n) but g[keep] are second copies of the block kept as (kept_segment, its id):
+ * quarantined. */
+static int quarantine_rest(struct ctx *x, const struct entry *g, size_t from, size_t n,
+			   size_t keep, uint64_t kept_segment)
 {
-	char why[160];
+	char why[160], kept[TV_STORE_NAME_BYTES];
 	int ret = 0;
 
-	for (size_t k = 0; !ret && k < n; k++) {
+	tv_store_block_name(kept_segment, g[keep].block_id, kept, sizeof(kept));
+	for (size_t k = from; !ret && k < n; k++) {
 		if (k == keep)
 			continue;
 		snprintf(why, sizeof(why), "a second file of block %016llx (blocks/%s is the one "
-			 "kept)", (unsigned long long)g[k].block_id, g[keep].name);
+			 "kept)", (unsigned long long)g[k].block_id, kept);
 		ret = quarantine(x, TV_STORE_AREA_BLOCKS, g[k].name, why);
 	}
 	return ret;
@@ -321,6 +324,7 @@ static int quarantine_others(struct ctx *x, const struct entry *g, size_t n, siz
 static int match_row(struct ctx *x, const struct row *r, const struct entry *g, size_t n)
 {
 	size_t keep = n, k;
+	uint64_t kept_segment = r->segment_id;
 	int ret;
 
 	for (k = 0; k < n && keep == n; k++)
@@ -347,6 +351,7 @@ static int match_row(struct ctx *x, const struct row *r, const struct entry *g, 
 		     "blocks/%s says %016llx: the file's name is kept",
 		     (unsigned long long)r->block_id, (unsigned long long)r->segment_id, g[k].name,
 		     (unsigned long long)g[k].segment_id);
+		kept_segment = g[k].segment_id;
 		keep = k;
 	}
 	if (keep == n) {
@@ -356,7 +361,7 @@ static int match_row(struct ctx *x, const struct row *r, const struct entry *g, 
 		return push_drop(x, r->block_id);
 	}
 	x->rep->listed++;
-	return quarantine_others(x, g, n, keep);
+	return quarantine_rest(x, g, 0, n, keep, kept_segment);
 }
 
 /* g[0..n) are the files of a block id the catalog does not list: the first that verifies is
@@ -392,7 +397,7 @@ static int adopt_group(struct ctx *x, const struct entry *g, size_t n)
 		ret = push_adopt(x, &b);
 		if (ret)
 			return ret;
-		return quarantine_others(x, g, n, k);
+		return quarantine_rest(x, g, k + 1, n, k, b.segment_id);
 	}
 	return 0;
 }
