@@ -313,7 +313,11 @@ def test_rebuild_catalog_option():
         p = run_tvd(d, "--rebuild-catalog")  # the data dir is in use
         assert p.returncode == 1 and "is in use" in p.stderr, p.stderr
         p = run_tvd(d, "--scrub", "--rebuild-catalog")
-        assert p.returncode == 2 and "exclude each other" in p.stderr, p.stderr
+        assert p.returncode == 2 and p.stderr == "tracevaultd: --rebuild-catalog and --scrub " \
+            "exclude each other\n", p.stderr
+        p = run_tvd(d, "--scrub", "--listen", "127.0.0.1:0")
+        assert p.returncode == 2 and p.stderr == "tracevaultd: --listen serves; " \
+            "--rebuild-catalog and --scrub do not\n", p.stderr
 
 
 def test_scrub_checks_every_block_completely():
