@@ -1,12 +1,15 @@
 /* SQLite catalog of committed blocks and used segment ids. One connection, used from the
  * server's single rpc thread; every change is one transaction so a segment becomes visible (or
- * disappears) atomically. Segments being written are reserved in memory (catalog.h). */
+ * disappears) atomically. Segments being written are reserved in memory (catalog.h). Opening
+ * checks that the file is a catalog before anything is written to it, so that a damaged or
+ * foreign file can be moved aside whole and the catalog rebuilt from the block files. */
 #include "server/catalog.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <sqlite3.h>
@@ -57,17 +60,90 @@ struct open_segment {
 	uint64_t segment_id, writer_token;
 };
 
+/* Columns every catalog has had since the first schema: one lacking any is not ours. */
+static const char *const REQUIRED_COLS[] = { "block_id", "segment_id", "min_ts_ns", "max_ts_ns",
+					     "record_count", "bytes", "committed_ns" };
+
+/* How long a statement waits for a lock another process holds on catalog.db (someone's
+ * sqlite3 shell) before it fails with -EBUSY. */
+#define BUSY_TIMEOUT_MS 5000
+
 struct tv_catalog {
 	sqlite3 *db;
-	sqlite3_stmt *insert, *contains, *overlap, *overlap_open, *list, *by_segment, *del_id;
+	int is_new;
+	sqlite3_stmt *insert, *contains, *get, *overlap, *overlap_open, *list, *of_segment,
+		*del_id, *set_segment, *replace, *count;
 	sqlite3_stmt *seg_get, *seg_insert, *seg_deleted;
 	struct open_segment *open; /* unordered; as many as Write streams, so a scan is cheap */
 	size_t nopen, open_cap;
 };
 
+/* The negative errno that says why SQLite failed with result code rc (primary or extended):
+ *   SQLITE_FULL (the disk is full: SQLite's "database or disk is full")   -ENOSPC
+ *   SQLITE_IOERR_* whose system call failed with ENOSPC, EDQUOT or EFBIG  that errno
+ *   SQLITE_NOMEM                                                         -ENOMEM
+ *   SQLITE_BUSY, SQLITE_LOCKED (another process holds catalog.db)        -EBUSY
+ *   SQLITE_READONLY (a read-only file or file system)                    -EROFS
+ *   SQLITE_CORRUPT, SQLITE_NOTADB (the file is damaged or not a db)      -EUCLEAN
+ *   SQLITE_CONSTRAINT_PRIMARYKEY (a block id already there)              -EEXIST
+ *   anything else (SQLITE_IOERR with another errno included)             -EIO
+ * sqlite3_system_errno is read only for IOERR: it is the errno of the call that failed there,
+ * while after other codes it may be left from an earlier, handled failure. */
+static int sqlite_errno(sqlite3 *db, int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_OK:
+	case SQLITE_ROW:
+	case SQLITE_DONE:
+		return 0;
+	case SQLITE_FULL:
+		return -ENOSPC;
+	case SQLITE_IOERR: {
+		int e = sqlite3_system_errno(db);
+
+		return e == ENOSPC || e == EDQUOT || e == EFBIG ? -e : -EIO;
+	}
+	case SQLITE_NOMEM:
+		return -ENOMEM;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return -EBUSY;
+	case SQLITE_READONLY:
+		return -EROFS;
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB:
+		return -EUCLEAN;
+	case SQLITE_CONSTRAINT:
+		return rc == SQLITE_CONSTRAINT_PRIMARYKEY ? -EEXIST : -EIO;
+	default:
+		return -EIO;
+	}
+}
+
+static int last_errno_code(struct tv_catalog *c)
+{
+	return sqlite3_extended_errcode(c->db);
+}
+
+/* The errno of the last failure on c's connection (its extended code). */
+static int last_errno(struct tv_catalog *c)
+{
+	return sqlite_errno(c->db, last_errno_code(c));
+}
+
+/* "<what>: <errno text> (SQLite: <its message>)" into err: the cause first, in the words the
+ * log format promises (No space left on device), then SQLite's own. */
+static void sqlite_reason(struct tv_catalog *c, int ret, const char *what, char *err,
+			  size_t errlen)
+{
+	snprintf(err, errlen, "%s: %s (SQLite: %s)", what, strerror(-ret), sqlite3_errmsg(c->db));
+}
+
 static int exec(struct tv_catalog *c, const char *sql)
 {
-	return sqlite3_exec(c->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
+	int rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
+
+	return rc == SQLITE_OK ? 0 : sqlite_errno(c->db, sqlite3_extended_errcode(c->db));
 }
 
 /* Add each of ADDED_COLS that the blocks table lacks. */
@@ -82,64 +158,228 @@ static int migrate(struct tv_catalog *c)
 		snprintf(sql, sizeof(sql),
 			 "SELECT 1 FROM pragma_table_info('blocks') WHERE name = '%s'",
 			 ADDED_COLS[i]);
+		int ret;
+
 		if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK)
-			return -EIO;
+			return last_errno(c);
 		rc = sqlite3_step(st);
 		found = rc == SQLITE_ROW;
+		ret = found ? 0 : sqlite_errno(c->db, rc == SQLITE_DONE ? rc : last_errno_code(c));
 		sqlite3_finalize(st);
-		if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-			return -EIO;
+		if (ret)
+			return ret;
 		if (found)
 			continue;
 		snprintf(sql, sizeof(sql),
 			 "ALTER TABLE blocks ADD COLUMN %s INTEGER NOT NULL DEFAULT 0", ADDED_COLS[i]);
-		if (exec(c, sql))
-			return -EIO;
+		ret = exec(c, sql);
+		if (ret)
+			return ret;
 	}
 	return 0;
 }
 
 static int prepare(struct tv_catalog *c, const char *sql, sqlite3_stmt **st)
 {
-	return sqlite3_prepare_v2(c->db, sql, -1, st, NULL) == SQLITE_OK ? 0 : -EIO;
+	return sqlite3_prepare_v2(c->db, sql, -1, st, NULL) == SQLITE_OK ? 0 : last_errno(c);
+}
+
+/* One integer from sql (its first column of its first row; 0 when there is no row). */
+static int query_int(struct tv_catalog *c, const char *sql, int64_t *v)
+{
+	sqlite3_stmt *st;
+	int rc, ret;
+
+	if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return last_errno(c);
+	rc = sqlite3_step(st);
+	*v = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+	ret = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : last_errno(c);
+	sqlite3_finalize(st);
+	return ret;
+}
+
+/* -EUCLEAN with the reason when path or a companion of it is there but not a regular file, or
+ * when a -wal or -shm is left without its database (SQLite would replay that WAL into the new
+ * file it creates: pages of a lost catalog on an empty one). 0 when all is as it should be. */
+static int check_files(const char *path, char *err, size_t errlen)
+{
+	static const char *const SUFFIXES[] = { "", "-wal", "-shm", "-journal" };
+	char p[4096];
+	struct stat st;
+	const char *main_state = "missing"; /* then "empty", or NULL when it has content */
+
+	for (size_t i = 0; i < sizeof(SUFFIXES) / sizeof(SUFFIXES[0]); i++) {
+		snprintf(p, sizeof(p), "%s%s", path, SUFFIXES[i]);
+		if (lstat(p, &st)) {
+			if (errno == ENOENT)
+				continue;
+			snprintf(err, errlen, "cannot stat %s: %s", p, strerror(errno));
+			return -errno;
+		}
+		if (!S_ISREG(st.st_mode)) {
+			snprintf(err, errlen, "%s is not a regular file (%s)", p,
+				 S_ISDIR(st.st_mode) ? "a directory" :
+				 S_ISLNK(st.st_mode) ? "a symlink" : "a special file");
+			return -EUCLEAN;
+		}
+		if (i == 0) {
+			main_state = st.st_size ? NULL : "empty";
+		} else if (main_state && i < 3) {
+			snprintf(err, errlen, "%s is left over without its database (%s is %s)", p,
+				 path, main_state);
+			return -EUCLEAN;
+		}
+	}
+	return 0;
+}
+
+/* Is the open database a catalog we can use? Reads only. Sets c->is_new for a database with
+ * no table at all (a new or empty file). */
+static int check_usable(struct tv_catalog *c, const char *path, char *err, size_t errlen)
+{
+	int64_t app_id, tables, has_blocks, v;
+	sqlite3_stmt *st;
+	char sql[160];
+	int ret, rc;
+
+	ret = query_int(c, "PRAGMA application_id", &app_id);
+	if (ret == -EUCLEAN) {
+		snprintf(err, errlen, "%s is not a SQLite database (%s)", path,
+			 sqlite3_errmsg(c->db));
+		return ret;
+	}
+	if (!ret)
+		ret = query_int(c, "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+				   " AND name NOT LIKE 'sqlite_%'", &tables);
+	if (!ret)
+		ret = query_int(c, "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+				   " AND name = 'blocks'", &has_blocks);
+	if (ret) {
+		snprintf(err, errlen, "cannot read catalog %s: %s (SQLite: %s)", path,
+			 strerror(-ret), sqlite3_errmsg(c->db));
+		return ret;
+	}
+	if (app_id != 0 && app_id != TV_CATALOG_APPLICATION_ID) {
+		snprintf(err, errlen, "%s belongs to another program (SQLite application_id "
+			 "0x%08llx, ours is 0x%08x)", path, (unsigned long long)app_id,
+			 TV_CATALOG_APPLICATION_ID);
+		return -EUCLEAN;
+	}
+	if (!has_blocks) {
+		if (tables == 0) {
+			c->is_new = 1;
+			return 0;
+		}
+		snprintf(err, errlen, "%s is not a tracevault catalog: no blocks table, %lld "
+			 "other tables", path, (long long)tables);
+		return -EUCLEAN;
+	}
+	for (size_t i = 0; i < sizeof(REQUIRED_COLS) / sizeof(REQUIRED_COLS[0]); i++) {
+		snprintf(sql, sizeof(sql), "SELECT count(*) FROM pragma_table_info('blocks')"
+			 " WHERE name = '%s'", REQUIRED_COLS[i]);
+		ret = query_int(c, sql, &v);
+		if (ret)
+			return ret;
+		if (!v) {
+			snprintf(err, errlen, "%s is not a catalog this tracevaultd reads: its blocks"
+				 " table has no column %s", path, REQUIRED_COLS[i]);
+			return -EUCLEAN;
+		}
+	}
+	ret = query_int(c, "SELECT pk FROM pragma_table_info('blocks') WHERE name = 'block_id'",
+			&v);
+	if (!ret && v != 1) {
+		snprintf(err, errlen, "%s is not a catalog this tracevaultd reads: block_id is not "
+			 "the primary key of its blocks table", path);
+		return -EUCLEAN;
+	}
+	/* quick_check reads every page (O(size), ~10 ms for 10,000 blocks): a damaged catalog is
+	 * found here, where it can be rebuilt, not by a query later */
+	if (sqlite3_prepare_v2(c->db, "PRAGMA quick_check(1)", -1, &st, NULL) != SQLITE_OK)
+		return last_errno(c);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		const char *res = (const char *)sqlite3_column_text(st, 0);
+
+		ret = res && !strcmp(res, "ok") ? 0 : -EUCLEAN;
+		if (ret)
+			snprintf(err, errlen, "%s is damaged (SQLite quick_check: %s)", path,
+				 res ? res : "?");
+	} else {
+		ret = last_errno(c);
+		snprintf(err, errlen, "%s: quick_check failed: %s (SQLite: %s)", path,
+			 strerror(-ret), sqlite3_errmsg(c->db));
+	}
+	sqlite3_finalize(st);
+	return ret;
 }
 
 int tv_catalog_open(struct tv_catalog **out, const char *path, char *err, size_t errlen)
 {
 	struct tv_catalog *c;
-	int ret = -EIO;
+	int64_t app_id;
+	int ret;
 
 	*out = NULL;
+	ret = check_files(path, err, errlen);
+	if (ret)
+		return ret;
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
-	if (sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
-	    SQLITE_OK) {
+	if (sqlite3_open_v2(path, &c->db,
+			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOFOLLOW,
+			    NULL) != SQLITE_OK) {
+		ret = c->db ? last_errno(c) : -ENOMEM;
 		snprintf(err, errlen, "cannot open catalog %s: %s", path,
 			 c->db ? sqlite3_errmsg(c->db) : "out of memory");
 		goto fail;
 	}
+	/* A busy timeout covers a stray second process opening the file. */
+	sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
+	ret = check_usable(c, path, err, errlen);
+	if (ret)
+		goto fail;
 	/* WAL + FULL: a committed transaction survives power loss; readers never block the
-	 * writer. A busy timeout covers a stray second process opening the file. */
-	sqlite3_busy_timeout(c->db, 5000);
-	if (exec(c, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;") ||
-	    exec(c, SCHEMA_SQL) || migrate(c) || exec(c, SYNC_SEGMENTS_SQL)) {
-		snprintf(err, errlen, "cannot initialise catalog %s: %s", path,
-			 sqlite3_errmsg(c->db));
+	 * writer. */
+	ret = exec(c, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;");
+	if (!ret)
+		ret = exec(c, SCHEMA_SQL);
+	if (!ret)
+		ret = migrate(c);
+	if (!ret)
+		ret = exec(c, SYNC_SEGMENTS_SQL);
+	if (!ret)
+		ret = query_int(c, "PRAGMA application_id", &app_id);
+	if (!ret && app_id != TV_CATALOG_APPLICATION_ID) {
+		char sql[64];
+
+		snprintf(sql, sizeof(sql), "PRAGMA application_id = %d", TV_CATALOG_APPLICATION_ID);
+		ret = exec(c, sql);
+	}
+	if (ret) {
+		snprintf(err, errlen, "cannot initialise catalog %s: %s (SQLite: %s)", path,
+			 strerror(-ret), sqlite3_errmsg(c->db));
 		goto fail;
 	}
 	if (prepare(c, "INSERT INTO blocks (" COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
 		       " ?8, ?9, ?10, ?11, ?12, ?13)",
 		    &c->insert) ||
 	    prepare(c, "SELECT 1 FROM blocks WHERE block_id = ?1", &c->contains) ||
+	    prepare(c, "SELECT " COLS " FROM blocks WHERE block_id = ?1", &c->get) ||
 	    prepare(c, "SELECT " COLS " FROM blocks WHERE min_ts_ns < ?2 AND max_ts_ns >= ?1"
 		       " ORDER BY min_ts_ns, block_id", &c->overlap) ||
 	    prepare(c, "SELECT " COLS " FROM blocks WHERE max_ts_ns >= ?1"
 		       " ORDER BY min_ts_ns, block_id", &c->overlap_open) ||
 	    prepare(c, "SELECT " COLS " FROM blocks ORDER BY block_id", &c->list) ||
-	    prepare(c, "DELETE FROM blocks WHERE segment_id = ?1 RETURNING block_id",
-		    &c->by_segment) ||
+	    prepare(c, "SELECT " COLS " FROM blocks WHERE segment_id = ?1 ORDER BY block_id",
+		    &c->of_segment) ||
 	    prepare(c, "DELETE FROM blocks WHERE block_id = ?1 RETURNING block_id", &c->del_id) ||
+	    prepare(c, "UPDATE blocks SET segment_id = ?2 WHERE block_id = ?1", &c->set_segment) ||
+	    prepare(c, "INSERT OR REPLACE INTO blocks (" COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6,"
+		       " ?7, ?8, ?9, ?10, ?11, ?12, ?13)", &c->replace) ||
+	    prepare(c, "SELECT count(*) FROM blocks", &c->count) ||
 	    prepare(c, "SELECT state, writer_token FROM segments WHERE segment_id = ?1",
 		    &c->seg_get) ||
 	    prepare(c, "INSERT INTO segments (segment_id, state, writer_token, changed_ns)"
@@ -147,6 +387,7 @@ int tv_catalog_open(struct tv_catalog **out, const char *path, char *err, size_t
 	    prepare(c, "INSERT INTO segments (segment_id, state, writer_token, changed_ns)"
 		       " VALUES (?1, 'deleted', ?2, ?3) ON CONFLICT (segment_id) DO UPDATE"
 		       " SET state = 'deleted', changed_ns = excluded.changed_ns", &c->seg_deleted)) {
+		ret = last_errno(c);
 		snprintf(err, errlen, "cannot prepare catalog statements: %s",
 			 sqlite3_errmsg(c->db));
 		goto fail;
@@ -158,17 +399,26 @@ fail:
 	return ret;
 }
 
+int tv_catalog_is_new(const struct tv_catalog *c)
+{
+	return c->is_new;
+}
+
 void tv_catalog_close(struct tv_catalog *c)
 {
 	if (!c)
 		return;
 	sqlite3_finalize(c->insert);
 	sqlite3_finalize(c->contains);
+	sqlite3_finalize(c->get);
 	sqlite3_finalize(c->overlap);
 	sqlite3_finalize(c->overlap_open);
 	sqlite3_finalize(c->list);
-	sqlite3_finalize(c->by_segment);
+	sqlite3_finalize(c->of_segment);
 	sqlite3_finalize(c->del_id);
+	sqlite3_finalize(c->set_segment);
+	sqlite3_finalize(c->replace);
+	sqlite3_finalize(c->count);
 	sqlite3_finalize(c->seg_get);
 	sqlite3_finalize(c->seg_insert);
 	sqlite3_finalize(c->seg_deleted);
@@ -191,11 +441,11 @@ static struct open_segment *find_open(struct tv_catalog *c, uint64_t segment_id)
 }
 
 /* The segments row of segment_id: 1 with *deleted and *writer_token set, 0 when there is
- * none, -EIO. */
+ * none, or the errno of a SQLite failure. */
 static int segment_row(struct tv_catalog *c, uint64_t segment_id, int *deleted,
 		       uint64_t *writer_token)
 {
-	int rc;
+	int rc, ret;
 
 	sqlite3_bind_int64(c->seg_get, 1, (int64_t)segment_id);
 	rc = sqlite3_step(c->seg_get);
@@ -205,10 +455,9 @@ static int segment_row(struct tv_catalog *c, uint64_t segment_id, int *deleted,
 		*deleted = state && strcmp((const char *)state, "deleted") == 0;
 		*writer_token = (uint64_t)sqlite3_column_int64(c->seg_get, 1);
 	}
+	ret = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : last_errno(c);
 	sqlite3_reset(c->seg_get);
-	if (rc == SQLITE_ROW)
-		return 1;
-	return rc == SQLITE_DONE ? 0 : -EIO;
+	return ret;
 }
 
 int tv_catalog_segment_open(struct tv_catalog *c, uint64_t segment_id, uint64_t writer_token,
@@ -291,32 +540,63 @@ int tv_catalog_segment_may_delete(struct tv_catalog *c, uint64_t segment_id,
 	return -EPERM;
 }
 
-int tv_catalog_commit_segment(struct tv_catalog *c, uint64_t segment_id, uint64_t writer_token,
-			      struct tv_catalog_block *blocks, size_t n, char *err, size_t errlen)
+/* Bind the 13 columns of b (COLS order) to st; committed_ns as given. */
+static void bind_row(sqlite3_stmt *st, const struct tv_catalog_block *b)
 {
-	int64_t committed_ns = (int64_t)tv_realtime_ns();
-	int ret = 0, rc;
+	sqlite3_bind_int64(st, 1, (int64_t)b->block_id);
+	sqlite3_bind_int64(st, 2, (int64_t)b->segment_id);
+	sqlite3_bind_int64(st, 3, (int64_t)b->min_ts_ns);
+	sqlite3_bind_int64(st, 4, (int64_t)b->max_ts_ns);
+	sqlite3_bind_int64(st, 5, b->record_count);
+	sqlite3_bind_int64(st, 6, (int64_t)b->bytes);
+	sqlite3_bind_int64(st, 7, b->committed_ns);
+	sqlite3_bind_int64(st, 8, (int64_t)b->loss.ring_full);
+	sqlite3_bind_int64(st, 9, (int64_t)b->loss.map_full);
+	sqlite3_bind_int64(st, 10, (int64_t)b->loss.parser);
+	sqlite3_bind_int64(st, 11, (int64_t)b->loss.cache);
+	sqlite3_bind_int64(st, 12, (int64_t)b->loss.failed);
+	sqlite3_bind_int64(st, 13, (int64_t)b->loss.requests);
+}
 
-	if (exec(c, "BEGIN IMMEDIATE")) {
-		snprintf(err, errlen, "catalog begin: %s", sqlite3_errmsg(c->db));
-		return -EIO;
+/* Run st (bound) once to completion; 0 or the errno of its failure. Resets st. */
+static int step_done(struct tv_catalog *c, sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st), ret;
+
+	ret = rc == SQLITE_DONE ? 0 : last_errno(c);
+	sqlite3_reset(st);
+	return ret;
+}
+
+/* Insert n rows in one transaction (see tv_catalog_commit_segment and tv_catalog_adopt): with
+ * segment_id != 0, its segments row ('committed', writer_token) and blocks of that segment only;
+ * with 0 (adopt), blocks of any segments, whose missing segments rows are added (token 0). */
+static int insert_rows(struct tv_catalog *c, uint64_t segment_id, uint64_t writer_token,
+		       const struct tv_catalog_block *blocks, size_t n, char *err, size_t errlen)
+{
+	char what[64];
+	int ret;
+
+	ret = exec(c, "BEGIN IMMEDIATE");
+	if (ret) {
+		sqlite_reason(c, ret, "catalog begin", err, errlen);
+		return ret;
 	}
-	sqlite3_bind_int64(c->seg_insert, 1, (int64_t)segment_id);
-	sqlite3_bind_int64(c->seg_insert, 2, (int64_t)writer_token);
-	sqlite3_bind_int64(c->seg_insert, 3, committed_ns);
-	rc = sqlite3_step(c->seg_insert);
-	sqlite3_reset(c->seg_insert);
-	if (rc != SQLITE_DONE) {
-		ret = sqlite3_extended_errcode(c->db) == SQLITE_CONSTRAINT_PRIMARYKEY ? -EEXIST
-										   : -EIO;
-		snprintf(err, errlen, "catalog insert of segment %016llx: %s",
-			 (unsigned long long)segment_id, sqlite3_errmsg(c->db));
-		goto rollback;
+	if (segment_id) {
+		sqlite3_bind_int64(c->seg_insert, 1, (int64_t)segment_id);
+		sqlite3_bind_int64(c->seg_insert, 2, (int64_t)writer_token);
+		sqlite3_bind_int64(c->seg_insert, 3, n ? blocks[0].committed_ns
+						       : (int64_t)tv_realtime_ns());
+		ret = step_done(c, c->seg_insert);
+		if (ret) {
+			snprintf(what, sizeof(what), "catalog insert of segment %016llx",
+				 (unsigned long long)segment_id);
+			sqlite_reason(c, ret, what, err, errlen);
+			goto rollback;
+		}
 	}
 	for (size_t i = 0; i < n; i++) {
-		sqlite3_stmt *st = c->insert;
-
-		if (blocks[i].segment_id != segment_id) {
+		if (segment_id && blocks[i].segment_id != segment_id) {
 			snprintf(err, errlen, "block %016llx belongs to segment %016llx, not %016llx",
 				 (unsigned long long)blocks[i].block_id,
 				 (unsigned long long)blocks[i].segment_id,
@@ -331,51 +611,67 @@ int tv_catalog_commit_segment(struct tv_catalog *c, uint64_t segment_id, uint64_
 			ret = -ERANGE;
 			goto rollback;
 		}
-		blocks[i].committed_ns = committed_ns;
-		sqlite3_bind_int64(st, 1, (int64_t)blocks[i].block_id);
-		sqlite3_bind_int64(st, 2, (int64_t)blocks[i].segment_id);
-		sqlite3_bind_int64(st, 3, (int64_t)blocks[i].min_ts_ns);
-		sqlite3_bind_int64(st, 4, (int64_t)blocks[i].max_ts_ns);
-		sqlite3_bind_int64(st, 5, blocks[i].record_count);
-		sqlite3_bind_int64(st, 6, (int64_t)blocks[i].bytes);
-		sqlite3_bind_int64(st, 7, committed_ns);
-		sqlite3_bind_int64(st, 8, (int64_t)blocks[i].loss.ring_full);
-		sqlite3_bind_int64(st, 9, (int64_t)blocks[i].loss.map_full);
-		sqlite3_bind_int64(st, 10, (int64_t)blocks[i].loss.parser);
-		sqlite3_bind_int64(st, 11, (int64_t)blocks[i].loss.cache);
-		sqlite3_bind_int64(st, 12, (int64_t)blocks[i].loss.failed);
-		sqlite3_bind_int64(st, 13, (int64_t)blocks[i].loss.requests);
-		rc = sqlite3_step(st);
-		sqlite3_reset(st);
-		if (rc != SQLITE_DONE) {
-			ret = sqlite3_extended_errcode(c->db) == SQLITE_CONSTRAINT_PRIMARYKEY ?
-				      -EEXIST : -EIO;
-			snprintf(err, errlen, "catalog insert of block %016llx: %s",
-				 (unsigned long long)blocks[i].block_id, sqlite3_errmsg(c->db));
+		bind_row(c->insert, &blocks[i]);
+		ret = sqlite3_step(c->insert) == SQLITE_DONE ? 0 : last_errno(c);
+		if (ret) {
+			snprintf(what, sizeof(what), "catalog insert of block %016llx",
+				 (unsigned long long)blocks[i].block_id);
+			sqlite_reason(c, ret, what, err, errlen);
+		}
+		sqlite3_reset(c->insert);
+		if (ret)
+			goto rollback;
+	}
+	if (!segment_id) {
+		ret = exec(c, SYNC_SEGMENTS_SQL);
+		if (ret) {
+			sqlite_reason(c, ret, "catalog insert of adopted segments", err, errlen);
 			goto rollback;
 		}
 	}
-	if (exec(c, "COMMIT")) {
-		snprintf(err, errlen, "catalog commit: %s", sqlite3_errmsg(c->db));
-		ret = -EIO;
+	ret = exec(c, "COMMIT");
+	if (ret) {
+		sqlite_reason(c, ret, "catalog commit", err, errlen);
 		goto rollback;
 	}
 	return 0;
 rollback:
-	exec(c, "ROLLBACK");
+	/* after SQLITE_FULL or an I/O error SQLite may have rolled back already; either way
+	 * nothing of these rows is kept */
+	if (!sqlite3_get_autocommit(c->db))
+		exec(c, "ROLLBACK");
 	return ret;
+}
+
+int tv_catalog_commit_segment(struct tv_catalog *c, uint64_t segment_id, uint64_t writer_token,
+			      struct tv_catalog_block *blocks, size_t n, char *err, size_t errlen)
+{
+	int64_t committed_ns = (int64_t)tv_realtime_ns();
+
+	if (!segment_id) {
+		snprintf(err, errlen, "segment id 0 is reserved (blocks of unknown segment)");
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < n; i++)
+		blocks[i].committed_ns = committed_ns;
+	return insert_rows(c, segment_id, writer_token, blocks, n, err, errlen);
+}
+
+int tv_catalog_adopt(struct tv_catalog *c, const struct tv_catalog_block *blocks, size_t n,
+		     char *err, size_t errlen)
+{
+	return insert_rows(c, 0, 0, blocks, n, err, errlen);
 }
 
 int tv_catalog_contains(struct tv_catalog *c, uint64_t block_id)
 {
-	int rc;
+	int rc, ret;
 
 	sqlite3_bind_int64(c->contains, 1, (int64_t)block_id);
 	rc = sqlite3_step(c->contains);
+	ret = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : last_errno(c);
 	sqlite3_reset(c->contains);
-	if (rc == SQLITE_ROW)
-		return 1;
-	return rc == SQLITE_DONE ? 0 : -EIO;
+	return ret;
 }
 
 static void row_to_block(sqlite3_stmt *st, struct tv_catalog_block *b)
@@ -401,7 +697,6 @@ static int walk(struct tv_catalog *c, sqlite3_stmt *st, tv_catalog_block_cb cb, 
 	struct tv_catalog_block b;
 	int rc, ret = 0;
 
-	(void)c;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		row_to_block(st, &b);
 		ret = cb(&b, arg);
@@ -409,7 +704,7 @@ static int walk(struct tv_catalog *c, sqlite3_stmt *st, tv_catalog_block_cb cb, 
 			break;
 	}
 	if (!ret && rc != SQLITE_DONE)
-		ret = -EIO;
+		ret = last_errno(c);
 	sqlite3_reset(st);
 	return ret;
 }
@@ -439,6 +734,54 @@ int tv_catalog_list(struct tv_catalog *c, tv_catalog_block_cb cb, void *arg)
 	return walk(c, c->list, cb, arg);
 }
 
+int tv_catalog_segment_blocks(struct tv_catalog *c, uint64_t segment_id, tv_catalog_block_cb cb,
+			      void *arg)
+{
+	sqlite3_bind_int64(c->of_segment, 1, (int64_t)segment_id);
+	return walk(c, c->of_segment, cb, arg);
+}
+
+int tv_catalog_get(struct tv_catalog *c, uint64_t block_id, struct tv_catalog_block *b)
+{
+	int rc, ret;
+
+	sqlite3_bind_int64(c->get, 1, (int64_t)block_id);
+	rc = sqlite3_step(c->get);
+	if (rc == SQLITE_ROW)
+		row_to_block(c->get, b);
+	ret = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : last_errno(c);
+	sqlite3_reset(c->get);
+	return ret;
+}
+
+int tv_catalog_set_segment(struct tv_catalog *c, uint64_t block_id, uint64_t segment_id)
+{
+	int ret;
+
+	sqlite3_bind_int64(c->set_segment, 1, (int64_t)block_id);
+	sqlite3_bind_int64(c->set_segment, 2, (int64_t)segment_id);
+	ret = step_done(c, c->set_segment);
+	return ret ? ret : sqlite3_changes(c->db) ? 0 : -ENOENT;
+}
+
+int tv_catalog_replace(struct tv_catalog *c, const struct tv_catalog_block *b)
+{
+	if (b->min_ts_ns > TV_CATALOG_MAX_TS_NS || b->max_ts_ns > TV_CATALOG_MAX_TS_NS)
+		return -ERANGE;
+	bind_row(c->replace, b);
+	return step_done(c, c->replace);
+}
+
+int tv_catalog_count(struct tv_catalog *c, uint64_t *n)
+{
+	int rc = sqlite3_step(c->count), ret;
+
+	*n = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(c->count, 0) : 0;
+	ret = rc == SQLITE_ROW ? 0 : last_errno(c);
+	sqlite3_reset(c->count);
+	return ret;
+}
+
 static int push_id(uint64_t **ids, size_t *n, size_t *cap, uint64_t id)
 {
 	if (*n == *cap) {
@@ -465,8 +808,9 @@ static int delete_keys(struct tv_catalog *c, sqlite3_stmt *st, const uint64_t *k
 
 	*ids = NULL;
 	*n = 0;
-	if (exec(c, "BEGIN IMMEDIATE"))
-		return -EIO;
+	ret = exec(c, "BEGIN IMMEDIATE");
+	if (ret)
+		return ret;
 	for (size_t i = 0; i < count && !ret; i++) {
 		sqlite3_bind_int64(st, 1, (int64_t)keys[i]);
 		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -475,21 +819,20 @@ static int delete_keys(struct tv_catalog *c, sqlite3_stmt *st, const uint64_t *k
 				break;
 		}
 		if (!ret && rc != SQLITE_DONE)
-			ret = -EIO;
+			ret = last_errno(c);
 		sqlite3_reset(st);
 	}
 	if (!ret && deleted_segment) {
 		sqlite3_bind_int64(c->seg_deleted, 1, (int64_t)deleted_segment);
 		sqlite3_bind_int64(c->seg_deleted, 2, (int64_t)writer_token);
 		sqlite3_bind_int64(c->seg_deleted, 3, (int64_t)tv_realtime_ns());
-		if (sqlite3_step(c->seg_deleted) != SQLITE_DONE)
-			ret = -EIO;
-		sqlite3_reset(c->seg_deleted);
+		ret = step_done(c, c->seg_deleted);
 	}
-	if (!ret && exec(c, "COMMIT"))
-		ret = -EIO;
+	if (!ret)
+		ret = exec(c, "COMMIT");
 	if (ret) {
-		exec(c, "ROLLBACK");
+		if (!sqlite3_get_autocommit(c->db))
+			exec(c, "ROLLBACK");
 		free(*ids);
 		*ids = NULL;
 		*n = 0;
@@ -498,9 +841,9 @@ static int delete_keys(struct tv_catalog *c, sqlite3_stmt *st, const uint64_t *k
 }
 
 int tv_catalog_delete_segment(struct tv_catalog *c, uint64_t segment_id, uint64_t writer_token,
-			      uint64_t **ids, size_t *n)
+			      const uint64_t *block_ids, size_t count, uint64_t **ids, size_t *n)
 {
-	return delete_keys(c, c->by_segment, &segment_id, 1, writer_token ? segment_id : 0,
+	return delete_keys(c, c->del_id, block_ids, count, writer_token ? segment_id : 0,
 			   writer_token, ids, n);
 }
 

@@ -1,6 +1,8 @@
 /* The SQLite catalog of committed blocks (data_dir/catalog.db): which block files exist, their
  * segment and time range, and which segment ids were ever used. A block is visible to queries
- * exactly when its row is committed; a segment id is used once for the life of the archive. */
+ * exactly when its row is committed; a segment id is used once for the life of the archive.
+ * It is an index of blocks/, not the data: every field of a blocks row is in the block file's
+ * header or name, so recovery (server/recovery.c) can rebuild it from the block files. */
 #ifndef TV_CATALOG_H
 #define TV_CATALOG_H
 
@@ -28,11 +30,26 @@ struct tv_catalog_block {
 
 struct tv_catalog;
 
-/* Open (create) the catalog at path: WAL journal, synchronous=FULL. A catalog made before the
- * loss columns existed gets them added (value 0) on open. Returns 0 or a negative
- * errno with a reason in err. */
+/* The catalog file's name in the data dir; SQLite keeps NAME-wal and NAME-shm beside it. */
+#define TV_CATALOG_FILE "catalog.db"
+/* PRAGMA application_id of a tracevault catalog ("TVCT"): a SQLite file with another non-zero
+ * id belongs to another program. Catalogs made before it was set have 0 and get it on open. */
+#define TV_CATALOG_APPLICATION_ID 0x54564354
+
+/* Open (create) the catalog at path: WAL journal, synchronous=FULL. Before it changes anything
+ * it checks that the file is one: a regular file (a symlink is not followed), a SQLite
+ * database, ours (application id, or none and a blocks table), with the columns it reads, and
+ * that PRAGMA quick_check finds no damage. A catalog made before the loss columns existed gets
+ * them added (value 0). Returns 0, or a negative errno with a reason in err:
+ *   -EUCLEAN  the file is not a usable catalog (not a regular file, not a database, another
+ *             program's, a schema we do not read, damaged): the caller moves it aside and
+ *             opens a new one (server/RECOVERY.md); nothing was written to it
+ *   other     the file could not be read or written (-EIO, -EBUSY, -EROFS, -ENOSPC, -ENOMEM):
+ *             it may be fine, so it is not moved */
 int tv_catalog_open(struct tv_catalog **out, const char *path, char *err, size_t errlen);
 void tv_catalog_close(struct tv_catalog *c);
+/* 1 when tv_catalog_open created the blocks table (a new or empty file), else 0. */
+int tv_catalog_is_new(const struct tv_catalog *c);
 
 /*
  * Segment ids (PROTOCOL.md "Segment ids and who may delete"). Table segments:
@@ -67,13 +84,28 @@ int tv_catalog_sync_segments(struct tv_catalog *c);
 
 /* Insert the n blocks of segment_id (each blocks[i].segment_id equal to it) and its segments
  * row ('committed', writer_token) in one transaction: either every row is committed or none is.
- * -EEXIST when a block id or the segment id is already present (nothing inserted), -ERANGE for
- * a ts_ns above TV_CATALOG_MAX_TS_NS, -EINVAL for a block of another segment, -EIO on SQLite
- * errors. */
+ * Each block's committed_ns is set to now. Errors (nothing inserted, a reason in err): -EEXIST
+ * when a block id or the segment id is already present, -ERANGE for a ts_ns above
+ * TV_CATALOG_MAX_TS_NS, -EINVAL for segment id 0 (reserved: blocks of an unknown segment) or a
+ * block of another segment, -ENOSPC when the disk is full, or the errno of another SQLite
+ * failure (catalog.c's table). */
 int tv_catalog_commit_segment(struct tv_catalog *c, uint64_t segment_id, uint64_t writer_token,
 			      struct tv_catalog_block *blocks, size_t n, char *err, size_t errlen);
+/* Recovery's insert of block files the catalog did not list: like tv_catalog_commit_segment
+ * (one transaction, same errors) but each row keeps the committed_ns it has, blocks may be of
+ * several segments, and each segment without a segments row gets one (token 0). */
+int tv_catalog_adopt(struct tv_catalog *c, const struct tv_catalog_block *blocks, size_t n,
+		     char *err, size_t errlen);
 /* 1 when block_id is committed, 0 when not, negative errno on error. */
 int tv_catalog_contains(struct tv_catalog *c, uint64_t block_id);
+/* Fill *b with block_id's row: 1 when found, 0 when not, negative errno on error. */
+int tv_catalog_get(struct tv_catalog *c, uint64_t block_id, struct tv_catalog_block *b);
+/* Repair a row from what the block file says: its segment_id from the file name (recovery), or
+ * every header field (scrub). 0, -ENOENT when block_id has no row, or a negative errno. */
+int tv_catalog_set_segment(struct tv_catalog *c, uint64_t block_id, uint64_t segment_id);
+int tv_catalog_replace(struct tv_catalog *c, const struct tv_catalog_block *b);
+/* Number of committed blocks. 0 or a negative errno. */
+int tv_catalog_count(struct tv_catalog *c, uint64_t *n);
 
 /* Call cb for every block overlapping [from_ns, to_ns), i.e. min_ts_ns < to_ns and
  * max_ts_ns >= from_ns, ordered by min_ts_ns then block_id. Bounds above TV_CATALOG_MAX_TS_NS
@@ -92,15 +124,19 @@ struct tv_catalog_stats {
 int tv_catalog_stats(struct tv_catalog *c, uint64_t from_ns, uint64_t to_ns,
 		     struct tv_catalog_stats *st);
 
-/* Every committed block, in block_id order (recovery). */
+/* Every committed block, in block_id order (as int64: the order matters to no caller). */
 int tv_catalog_list(struct tv_catalog *c, tv_catalog_block_cb cb, void *arg);
+/* The committed blocks of one segment, in block_id order. Stops like tv_catalog_overlap. */
+int tv_catalog_segment_blocks(struct tv_catalog *c, uint64_t segment_id, tv_catalog_block_cb cb,
+			      void *arg);
 
-/* Delete rows in one transaction. *ids (malloc'd, caller frees, may be NULL when *n == 0) gets
- * the ids actually deleted, so the caller can remove exactly those files. delete_segment also
- * marks the segment 'deleted' (writer_token kept; an unknown id gets the row, so it cannot be
+/* Delete the rows of block_ids in one transaction. *ids (malloc'd, caller frees, may be NULL
+ * when *n == 0) gets the ids actually deleted (ids without a row are skipped). 0 or a negative
+ * errno (nothing deleted). tv_catalog_delete_segment does the same and, in that transaction,
+ * marks segment_id 'deleted' (writer_token kept; an unknown id gets the row, so it cannot be
  * opened later) unless writer_token is 0; the caller asked tv_catalog_segment_may_delete. */
 int tv_catalog_delete_segment(struct tv_catalog *c, uint64_t segment_id, uint64_t writer_token,
-			      uint64_t **ids, size_t *n);
+			      const uint64_t *block_ids, size_t count, uint64_t **ids, size_t *n);
 int tv_catalog_delete_ids(struct tv_catalog *c, const uint64_t *block_ids, size_t count,
 			  uint64_t **ids, size_t *n);
 

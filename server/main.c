@@ -1,6 +1,8 @@
-/* tracevaultd: the storage server. Parses options, raises RLIMIT_NOFILE, prepares the data
- * dir (0700, files 0600), recovers from a crash (temp files, orphan block files), plans its
- * descriptors (server/fd_plan.h), then serves TraceStore until SIGTERM/SIGINT. */
+/* tracevaultd: the storage server. Parses options, raises RLIMIT_NOFILE, makes the data dir
+ * its own (checked, locked, permissions enforced: data_dir.c), recovers from a crash or a lost
+ * catalog (recovery.c), plans its descriptors (server/fd_plan.h), then serves TraceStore until
+ * SIGTERM/SIGINT; or, with --rebuild-catalog or --scrub, does that one maintenance job and
+ * exits. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -12,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,8 +24,11 @@
 #include "common/size.h"
 #include "common/usage.h"
 #include "server/catalog.h"
+#include "server/data_dir.h"
 #include "server/fd_plan.h"
+#include "server/recovery.h"
 #include "server/rpc_server.h"
+#include "server/scrub.h"
 #include "server/segment.h"
 #include "server/store_uring.h"
 #include "proto/wire.h"
@@ -58,6 +62,8 @@ static const struct option OPTIONS[] = {
 	{ "max-streams-per-connection", required_argument, NULL, 'C' },
 	{ "max-open-files", required_argument, NULL, 'F' },
 	{ "idle-timeout-ms", required_argument, NULL, 'I' },
+	{ "rebuild-catalog", no_argument, NULL, 'R' },
+	{ "scrub", no_argument, NULL, 'S' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -67,14 +73,28 @@ static const char USAGE[] =
 	"                   [--max-write-streams N] [--max-query-streams N]\n"
 	"                   [--max-streams-per-connection N] [--max-open-files N]\n"
 	"                   [--idle-timeout-ms MS]\n"
+	"       tracevaultd --data DIR --rebuild-catalog | --scrub\n"
 	"\n"
 	"Stores trace blocks written over gRPC (TraceStore Write) and serves time-range queries.\n"
 	"Every block is checked whole before it is acknowledged (proto/BLOCK.md): at most 64M a\n"
 	"block, 1M a record, an 8M zstd window.\n"
 	"\n"
 	"  --data DIR               data directory (created 0700): blocks/, tmp/, catalog.db,\n"
-	"                           and lock, which one tracevaultd holds while it runs (a\n"
-	"                           second one on DIR exits 1 naming the first one's pid)\n"
+	"                           FORMAT, quarantine/, and lock, which one tracevaultd holds\n"
+	"                           while it runs (a second one on DIR exits 1 naming the first\n"
+	"                           one's pid). A non-empty DIR without FORMAT must hold only\n"
+	"                           those names, else tracevaultd refuses it. At start every file\n"
+	"                           in it is made 0600 and every dir 0700 (a file of another\n"
+	"                           owner: exit 1); block files the catalog does not list are\n"
+	"                           checked and added, a lost or damaged catalog is rebuilt from\n"
+	"                           them, and what does not verify goes to DIR/quarantine/ with a\n"
+	"                           .reason file: start-up never deletes a block file\n"
+	"  --rebuild-catalog        move catalog.db into quarantine/, rebuild it from the block\n"
+	"                           files, print the count, exit 0 (1 on failure)\n"
+	"  --scrub                  read every block completely (checksums, decompression,\n"
+	"                           records) against its catalog row, quarantine what fails,\n"
+	"                           exit 0 when nothing was damaged or missing (also at the\n"
+	"                           start-up before it), else 1\n"
 	"  --listen HOST:PORT       address to serve on, port 0 to 65535 (default\n"
 	"                           " DEFAULT_LISTEN "); port 0 picks a free port; the first\n"
 	"                           stdout line is 'listening on HOST:PORT'\n"
@@ -102,7 +122,11 @@ static const char USAGE[] =
 	"\n"
 	"Examples:\n"
 	"  tracevaultd --data /var/lib/tracevault\n"
-	"  tracevaultd --data /tmp/tv --listen 127.0.0.1:0\n";
+	"  tracevaultd --data /tmp/tv --listen 127.0.0.1:0\n"
+	"  tracevaultd --data /var/lib/tracevault --scrub\n";
+
+/* What this run does: serve, or one maintenance job on a data dir no server holds. */
+enum mode { MODE_SERVE, MODE_REBUILD, MODE_SCRUB };
 
 #define EXIT_USAGE 2
 
@@ -140,161 +164,33 @@ static void on_signal(int sig)
 	stop_requested = 1;
 }
 
-/* Crash recovery: temp data is never committed, so it all goes; a block file the catalog does
- * not list was renamed but never committed (crash in between), so it goes too; a catalog row
- * whose file is missing cannot be served, so it is logged and dropped. */
-struct recovery {
-	struct tv_catalog *catalog;
-	uint64_t *missing; /* catalog ids without a file */
-	size_t nmissing, cap;
-	uint64_t *orphans;
-	size_t norphans, ocap;
-	struct tv_store *store;
-};
-
-static int push(uint64_t **a, size_t *n, size_t *cap, uint64_t v)
+/* Everything before serving: the data dir (checked, locked, permissions), the store, the
+ * catalog (moved aside and rebuilt when unusable or when rebuild is set), recovery, and the
+ * FORMAT marker once all of that succeeded. Returns 0 or -1 with a reason in err. */
+static int open_data(const char *data_dir, int rebuild, struct tv_data_dir *dd,
+		     struct tv_store **store, struct tv_catalog **catalog,
+		     struct tv_recovery_report *rep, char *err, size_t errlen)
 {
-	if (*n == *cap) {
-		size_t ncap = *cap ? *cap * 2 : 16;
-		uint64_t *p = realloc(*a, ncap * sizeof(*p));
+	char path[PATH_MAX];
 
-		if (!p)
-			return -ENOMEM;
-		*a = p;
-		*cap = ncap;
+	if (tv_data_dir_open(dd, data_dir, err, errlen))
+		return -1;
+	if (snprintf(path, sizeof(path), "%s/%s", data_dir, TV_CATALOG_FILE) >= (int)sizeof(path)) {
+		snprintf(err, errlen, "data dir path too long: %s", data_dir);
+		return -1;
 	}
-	(*a)[(*n)++] = v;
+	if (!dd->blocks_present && !dd->is_new &&
+	    tv_recovery_check_blocks_dir(data_dir, path, err, errlen))
+		return -1;
+	if (tv_store_open(store, data_dir, err, errlen) ||
+	    tv_recovery_open_catalog(catalog, *store, path, rebuild, err, errlen) ||
+	    tv_recover(*catalog, *store, rep, err, errlen) ||
+	    tv_data_dir_mark(dd, data_dir, err, errlen))
+		return -1;
+	if (rebuild)
+		printf("catalog rebuilt: %llu blocks, %llu files quarantined\n",
+		       (unsigned long long)rep->blocks, (unsigned long long)rep->quarantined);
 	return 0;
-}
-
-static int on_block_file(uint64_t id, int valid, const char *name, void *arg)
-{
-	struct recovery *r = arg;
-	int ret;
-
-	if (!valid) {
-		fprintf(stderr, "recovery: ignoring unexpected file blocks/%s\n", name);
-		return 0;
-	}
-	ret = tv_catalog_contains(r->catalog, id);
-	if (ret < 0)
-		return ret;
-	return ret ? 0 : push(&r->orphans, &r->norphans, &r->ocap, id);
-}
-
-static int on_catalog_row(const struct tv_catalog_block *b, void *arg)
-{
-	struct recovery *r = arg;
-	void *buf = NULL;
-	size_t len = 0;
-	int ret = tv_store_read_block(r->store, b->block_id, 0, &buf, &len);
-
-	/* max_bytes 0: we only want to know whether it exists (-EFBIG means it does) */
-	free(buf);
-	if (ret == -ENOENT)
-		return push(&r->missing, &r->nmissing, &r->cap, b->block_id);
-	return 0;
-}
-
-static int recover(struct tv_catalog *c, struct tv_store *s, char *err, size_t errlen)
-{
-	struct recovery r = { .catalog = c, .store = s };
-	uint64_t *ids = NULL;
-	size_t n = 0;
-	int ret;
-
-	ret = tv_store_clear_temp(s);
-	if (ret < 0) {
-		snprintf(err, errlen, "recovery: cannot clear tmp/: %s", strerror(-ret));
-		return ret;
-	}
-	if (ret > 0)
-		fprintf(stderr, "recovery: removed %d uncommitted temp files\n", ret);
-	ret = tv_store_list_blocks(s, on_block_file, &r);
-	if (!ret)
-		ret = tv_catalog_list(c, on_catalog_row, &r);
-	if (ret) {
-		snprintf(err, errlen, "recovery: cannot scan blocks/ and the catalog: %s",
-			 strerror(-ret));
-		goto out;
-	}
-	for (size_t i = 0; i < r.norphans; i++) {
-		fprintf(stderr, "recovery: removing block %016llx: file without a catalog row\n",
-			(unsigned long long)r.orphans[i]);
-		tv_store_remove_block(s, r.orphans[i]);
-	}
-	if (r.norphans)
-		tv_store_sync_blocks_dir(s);
-	for (size_t i = 0; i < r.nmissing; i++)
-		fprintf(stderr, "recovery: block %016llx is in the catalog but its file is missing: "
-			"dropping the row\n", (unsigned long long)r.missing[i]);
-	if (r.nmissing) {
-		ret = tv_catalog_delete_ids(c, r.missing, r.nmissing, &ids, &n);
-		free(ids);
-		if (ret) {
-			snprintf(err, errlen, "recovery: cannot drop missing blocks from the catalog");
-			goto out;
-		}
-	}
-out:
-	free(r.orphans);
-	free(r.missing);
-	return ret;
-}
-
-static int prepare_data_dir(const char *dir, char *err, size_t errlen)
-{
-	if (mkdir(dir, 0700) && errno != EEXIST) {
-		snprintf(err, errlen, "cannot create data dir %s: %s", dir, strerror(errno));
-		return -1;
-	}
-	/* an existing dir may have been created with looser permissions: we hold data in it */
-	if (chmod(dir, 0700)) {
-		snprintf(err, errlen, "cannot chmod data dir %s: %s", dir, strerror(errno));
-		return -1;
-	}
-	return 0;
-}
-
-/* One owner per data dir: an exclusive flock on DIR/lock (0600), taken before anything in the
- * dir is read or changed and held until exit (the kernel drops it when the process dies, so a
- * crash leaves no stale lock). A second tracevaultd would otherwise run crash recovery on the
- * first one's live temp files and block files. Our pid goes into the file, so the refusal can
- * name the owner. Returns the descriptor (kept open, never closed), or -1 with err set. */
-static int lock_data_dir(const char *dir, char *err, size_t errlen)
-{
-	char path[PATH_MAX], owner[32] = "";
-	int fd;
-	ssize_t n;
-
-	if (snprintf(path, sizeof(path), "%s/lock", dir) >= (int)sizeof(path)) {
-		snprintf(err, errlen, "data dir path too long: %s", dir);
-		return -1;
-	}
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0) {
-		snprintf(err, errlen, "cannot open %s/lock: %s", dir, strerror(errno));
-		return -1;
-	}
-	if (flock(fd, LOCK_EX | LOCK_NB)) {
-		int e = errno;
-
-		n = pread(fd, owner, sizeof(owner) - 1, 0);
-		owner[n > 0 ? n : 0] = '\0';
-		owner[strcspn(owner, "\n")] = '\0';
-		if (e == EWOULDBLOCK)
-			snprintf(err, errlen,
-				 "data dir %s is in use: another tracevaultd%s%s%s holds %s/lock", dir,
-				 owner[0] ? " (pid " : "", owner, owner[0] ? ")" : "", dir);
-		else
-			snprintf(err, errlen, "cannot lock %s/lock: %s", dir, strerror(e));
-		close(fd);
-		return -1;
-	}
-	if (ftruncate(fd, 0) || dprintf(fd, "%ld\n", (long)getpid()) < 0)
-		fprintf(stderr, "tracevaultd: writing the pid into %s/lock: %s\n", dir,
-			strerror(errno));
-	return fd;
 }
 
 int main(int argc, char **argv)
@@ -304,10 +200,14 @@ int main(int argc, char **argv)
 	struct tv_rpc_server *srv = NULL;
 	struct tv_catalog *catalog = NULL;
 	struct tv_store *store = NULL;
+	struct tv_data_dir dd = { .dir_fd = -1, .lock_fd = -1 };
+	struct tv_recovery_report recovered;
+	struct tv_scrub_report scrub;
 	const char *data_dir = NULL;
-	char err[ERR_LEN], path[PATH_MAX];
+	char err[ERR_LEN];
 	struct sigaction sa = { .sa_handler = on_signal };
-	int opt, port = 0, rc = 1, longidx = 0;
+	enum mode mode = MODE_SERVE;
+	int opt, port = 0, rc = 1, listen_set = 0, longidx = 0;
 	char listen_host[NI_MAXHOST];
 	unsigned listen_port;
 	struct tv_fd_plan plan = { 0 };
@@ -325,6 +225,13 @@ int main(int argc, char **argv)
 				return usage_error("invalid --listen: '%s' (HOST:PORT or [IPv6]:PORT, "
 						   "port 0 to 65535)", optarg);
 			o.listen_addr = optarg;
+			listen_set = 1;
+			break;
+		case 'R':
+		case 'S':
+			if (mode != MODE_SERVE)
+				return usage_error("--rebuild-catalog and --scrub exclude each other");
+			mode = opt == 'R' ? MODE_REBUILD : MODE_SCRUB;
 			break;
 		case 'm': {
 			/* the client's parser and bound (proto/wire.h): both sides accept the same */
@@ -373,6 +280,8 @@ int main(int argc, char **argv)
 		return usage_error("missing --data DIR");
 	if (!*data_dir)
 		return usage_error("invalid --data: '' (a directory path)");
+	if (mode != MODE_SERVE && listen_set)
+		return usage_error("--listen serves; --rebuild-catalog and --scrub do not");
 
 	/* Received message slices are malloc'd by gRPC and freed in bursts when their writes
 	 * complete; by default glibc then shrinks the heap with brk and the next messages fault
@@ -390,24 +299,30 @@ int main(int argc, char **argv)
 	signal(SIGXFSZ, SIG_IGN);
 
 	tv_fd_plan_raise(&plan); /* before anything opens descriptors: recovery may need them */
-	if (prepare_data_dir(data_dir, err, sizeof(err)))
+	if (open_data(data_dir, mode == MODE_REBUILD, &dd, &store, &catalog, &recovered, err,
+		      sizeof(err)))
 		goto fail;
-	if (lock_data_dir(data_dir, err, sizeof(err)) < 0)
-		goto fail;
-	if (tv_store_open(&store, data_dir, err, sizeof(err)))
-		goto fail;
-	if (snprintf(path, sizeof(path), "%s/catalog.db", data_dir) >= (int)sizeof(path)) {
-		snprintf(err, sizeof(err), "data dir path too long: %s", data_dir);
-		goto fail;
+	if (mode == MODE_REBUILD) {
+		rc = 0;
+		goto out;
 	}
-	if (tv_catalog_open(&catalog, path, err, sizeof(err)))
-		goto fail;
-	if (recover(catalog, store, err, sizeof(err)))
-		goto fail;
+	if (mode == MODE_SCRUB) {
+		if (tv_scrub(catalog, store, &scrub, err, sizeof(err)))
+			goto fail;
+		printf("scrub: %llu blocks verified, %llu damaged (quarantined), %llu missing, "
+		       "%llu rows repaired\n", (unsigned long long)scrub.blocks,
+		       (unsigned long long)scrub.damaged, (unsigned long long)scrub.missing,
+		       (unsigned long long)scrub.repaired);
+		/* damage found by this run's start-up counts too: a file it quarantined, a row it
+		 * dropped for a missing file */
+		rc = scrub.damaged || scrub.missing || recovered.quarantined ||
+			     recovered.dropped_rows ? 1 : 0;
+		goto out;
+	}
 	if (tv_fd_plan_make(&plan, err, sizeof(err)))
 		goto fail;
-	tv_fd_plan_describe(&plan, path, sizeof(path));
-	fprintf(stderr, "tracevaultd: %s\n", path);
+	tv_fd_plan_describe(&plan, err, sizeof(err));
+	fprintf(stderr, "tracevaultd: %s\n", err);
 	tv_store_set_max_files(store, (size_t)plan.open_files); /* within its bound: 0 or 1..max */
 	o.max_write_streams = (unsigned)plan.write_streams;
 	o.max_query_streams = (unsigned)plan.query_streams;
@@ -441,5 +356,9 @@ fail:
 out:
 	tv_catalog_close(catalog);
 	tv_store_close(store);
+	if (dd.dir_fd >= 0)
+		close(dd.dir_fd);
+	if (dd.lock_fd >= 0)
+		close(dd.lock_fd); /* the lock goes with the last descriptor */
 	return rc;
 }

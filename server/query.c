@@ -177,7 +177,8 @@ static int open_block(struct tv_query *q, size_t bi, char *err, size_t errlen)
 	size_t len = 0;
 	int ret;
 
-	ret = tv_store_read_block(q->store, meta->block_id, TV_SERVER_MAX_BLOCK_BYTES, &buf, &len);
+	ret = tv_store_read_block(q->store, meta->segment_id, meta->block_id,
+				  TV_SERVER_MAX_BLOCK_BYTES, &buf, &len);
 	if (ret) {
 		snprintf(err, errlen, "block %016llx: cannot read file: %s",
 			 (unsigned long long)meta->block_id, strerror(-ret));

@@ -24,6 +24,7 @@
 #include "server/delete_rpc.h"
 #include "server/query.h"
 #include "server/segment.h"
+#include "server/status.h"
 #include "proto/wire.h"
 
 enum method { M_WRITE, M_QUERY, M_DELETE, M_STATS, M_COUNT };
@@ -311,8 +312,7 @@ static void query_produce(struct call *c)
 	} else if (ret == 0) {
 		finish(c, GRPC_STATUS_OK, "");
 	} else {
-		finish(c, ret == -EBADMSG ? GRPC_STATUS_DATA_LOSS : GRPC_STATUS_INTERNAL,
-		       err[0] ? err : strerror(-ret));
+		finish(c, tv_status_from_errno(ret), err[0] ? err : strerror(-ret));
 	}
 }
 
@@ -524,7 +524,7 @@ static void query_begin(struct call *c)
 	ret = tv_query_new(&c->query, c->srv->catalog, c->srv->store, req->from_ns, req->to_ns,
 			   req->limit, err, sizeof(err));
 	if (ret) {
-		finish(c, GRPC_STATUS_INTERNAL, err[0] ? err : strerror(-ret));
+		finish(c, tv_status_from_errno(ret), err[0] ? err : strerror(-ret));
 		goto out;
 	}
 	pump(c);
@@ -555,22 +555,22 @@ static void delete_begin(struct call *c)
 	grpc_byte_buffer *bb = NULL;
 	uint64_t temp_blocks = 0;
 	grpc_status_code code;
-	const char *msg;
-	char why[256];
+	char msg[256];
 
 	req = (Tracevault__V1__DeleteRequest *)unpack_payload(
 		c, &tracevault__v1__delete_request__descriptor);
 	if (!req)
 		return;
 	/* another writer's segment is refused before anything, its streams included, is touched */
-	code = tv_delete_rpc_check(srv->catalog, req, why, sizeof(why));
+	code = tv_delete_rpc_check(srv->catalog, req, msg, sizeof(msg));
 	if (code != GRPC_STATUS_OK) {
-		finish(c, code, why);
+		finish(c, code, msg);
 		goto out;
 	}
 	if (req->segment_id)
 		temp_blocks = abort_segment_streams(srv, req->segment_id);
-	code = tv_delete_rpc_apply(srv->catalog, srv->store, req, temp_blocks, &bb, &msg);
+	code = tv_delete_rpc_apply(srv->catalog, srv->store, req, temp_blocks, &bb, msg,
+				   sizeof(msg));
 	if (code == GRPC_STATUS_OK)
 		enqueue(c, bb);
 	finish(c, code, msg);
@@ -614,7 +614,7 @@ static void stats_begin(struct call *c)
 		ret = pack_stats(&st, &bb);
 	if (ret) {
 		snprintf(err, sizeof(err), "catalog lookup failed: %s", strerror(-ret));
-		finish(c, GRPC_STATUS_INTERNAL, err);
+		finish(c, tv_status_from_errno(ret), err);
 		goto out;
 	}
 	enqueue(c, bb);

@@ -18,6 +18,7 @@
 #include "proto/block.h"
 #include "proto/block_check.h"
 #include "server/chunk_view.h"
+#include "server/status.h"
 #include "proto/crc32c.h"
 #include "proto/wire.h"
 
@@ -231,18 +232,7 @@ static void fail(struct tv_segment *seg, grpc_status_code code, const char *fmt,
 
 static grpc_status_code errno_code(int err)
 {
-	switch (err) {
-	case -ENOSPC:
-	case -EDQUOT:
-	case -EFBIG:
-	case -EMFILE:
-	case -ENFILE:
-		return GRPC_STATUS_RESOURCE_EXHAUSTED;
-	case -EEXIST:
-		return GRPC_STATUS_ALREADY_EXISTS;
-	default:
-		return GRPC_STATUS_INTERNAL;
-	}
+	return tv_status_from_errno(err);
 }
 
 static void respond(struct tv_segment *seg, uint64_t offset, const uint64_t *committed,
@@ -272,9 +262,12 @@ static int check_not_committed(struct tv_segment *seg, uint64_t block_id)
 
 	if (ret == 0)
 		return 0;
-	fail(seg, ret > 0 ? GRPC_STATUS_ALREADY_EXISTS : GRPC_STATUS_INTERNAL,
-	     ret > 0 ? "block %016llx is already committed" : "block %016llx: catalog lookup failed",
-	     (unsigned long long)block_id);
+	if (ret > 0)
+		fail(seg, GRPC_STATUS_ALREADY_EXISTS, "block %016llx is already committed",
+		     (unsigned long long)block_id);
+	else
+		fail(seg, errno_code(ret), "block %016llx: catalog lookup failed: %s",
+		     (unsigned long long)block_id, strerror(-ret));
 	return ret > 0 ? -EEXIST : ret;
 }
 
@@ -697,16 +690,33 @@ static int commit_set_build(const struct tv_segment *seg, struct commit_set *cs)
 	return 0;
 }
 
-/* Rename the temp files into blocks/, then record them in one catalog transaction. If the
- * catalog refuses, nothing became visible: the renamed files are taken back out. On failure
- * the status is decided (fail) and a negative errno returned. */
+/* Record the blocks in one catalog transaction, then rename the temp files into blocks/. The
+ * catalog commit is the commit point and comes first, so that blocks/ only ever holds committed
+ * blocks and a lost catalog can be rebuilt from it exactly (server/RECOVERY.md): a crash after
+ * the commit leaves rows whose files are still in tmp/, which start-up moves into blocks/. If
+ * the rename fails, the rows are taken back out: nothing became visible. On failure the status
+ * is decided (fail) and a negative errno returned. */
 static int publish(struct tv_segment *seg, const struct commit_set *cs)
 {
 	char why[200];
-	int ret;
+	uint64_t *ids = NULL;
+	size_t n = 0;
+	int ret, undo;
 
+	ret = tv_catalog_commit_segment(seg->catalog, seg->segment_id, seg->writer_token, cs->rows,
+					seg->n, why, sizeof(why));
+	if (ret) {
+		fail(seg, errno_code(ret), "%s", why);
+		return ret;
+	}
 	ret = tv_store_publish(seg->store, cs->files, seg->n);
 	if (ret) {
+		undo = tv_catalog_delete_ids(seg->catalog, cs->ids, seg->n, &ids, &n);
+		free(ids);
+		if (undo) /* rows without files: dropped at the next start (RECOVERY.md) */
+			fprintf(stderr, "segment %016llx: cannot take its rows back out of the "
+				"catalog: %s\n", (unsigned long long)seg->segment_id,
+				strerror(-undo));
 		fail(seg, errno_code(ret), "rename into blocks/: %s", strerror(-ret));
 		return ret;
 	}
@@ -714,15 +724,6 @@ static int publish(struct tv_segment *seg, const struct commit_set *cs)
 	for (size_t i = 0; i < seg->n; i++) {
 		seg->blocks[i].file = NULL;
 		fd_closed(seg, &seg->blocks[i]);
-	}
-	ret = tv_catalog_commit_segment(seg->catalog, seg->segment_id, seg->writer_token, cs->rows,
-					seg->n, why, sizeof(why));
-	if (ret) {
-		for (size_t i = 0; i < seg->n; i++)
-			tv_store_remove_block(seg->store, cs->ids[i]);
-		tv_store_sync_blocks_dir(seg->store);
-		fail(seg, errno_code(ret), "%s", why);
-		return ret;
 	}
 	return 0;
 }

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <liburing.h>
@@ -21,7 +22,12 @@
 /* SQ entries: every op is submitted at once, so this bounds nothing but a burst of prepares;
  * the kernel keeps CQEs beyond the CQ ring (IORING_FEAT_NODROP). */
 #define RING_ENTRIES 256
-#define TEMP_NAME_MAX 64
+#define TEMP_NAME_MAX TV_STORE_NAME_BYTES
+#define ID_HEX_DIGITS 16
+/* "<16 hex>-<16 hex>.tvb" and "<16 hex>.tvb" */
+#define BLOCK_NAME_LEN (2 * ID_HEX_DIGITS + 5)
+#define LEGACY_NAME_LEN (ID_HEX_DIGITS + 4)
+_Static_assert(BLOCK_NAME_LEN + 1 <= TV_STORE_NAME_BYTES, "TV_STORE_NAME_BYTES too small");
 
 enum { OP_WRITEV = 1, OP_FDATASYNC, OP_FSYNC_DIR };
 
@@ -33,21 +39,28 @@ struct tv_store {
 	size_t open_files;         /* temp files holding a descriptor */
 	size_t max_files;          /* budget of open_files; 0: none set */
 	struct tv_store_op *parked; /* complete, done not yet run (see wait_op) */
-	int blocks_fd; /* O_DIRECTORY fds: names are resolved relative to them (openat/renameat) */
+	int dir_fd; /* O_DIRECTORY fds: names are resolved relative to them (openat/renameat) */
+	int blocks_fd;
 	int tmp_fd;
+	int quarantine_fd; /* -1 until the first tv_store_quarantine */
 };
 
 struct tv_store_file {
 	int fd;        /* -1 once closed (tv_store_close_fd) */
 	int inflight;  /* ops on fd not yet complete */
 	int abandoned; /* unlinked by tv_store_abort: close and free at inflight 0 */
-	uint64_t block_id;
+	uint64_t segment_id, block_id;
 	char name[TEMP_NAME_MAX]; /* relative to tmp/ */
 };
 
-static void block_name(char *buf, size_t len, uint64_t block_id)
+void tv_store_block_name(uint64_t segment_id, uint64_t block_id, char *name, size_t len)
 {
-	snprintf(buf, len, "%016" PRIx64 ".tvb", block_id);
+	snprintf(name, len, "%016" PRIx64 "-%016" PRIx64 ".tvb", segment_id, block_id);
+}
+
+static void temp_name(uint64_t segment_id, uint64_t block_id, char *name, size_t len)
+{
+	snprintf(name, len, "%016" PRIx64 "-%016" PRIx64 ".tmp", segment_id, block_id);
 }
 
 static int open_subdir(int parent_fd, const char *name, int *out)
@@ -78,17 +91,17 @@ int tv_store_open(struct tv_store **out, const char *data_dir, char *err, size_t
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	s->blocks_fd = s->tmp_fd = -1;
+	s->dir_fd = s->blocks_fd = s->tmp_fd = s->quarantine_fd = -1;
 	dir_fd = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dir_fd < 0) {
 		ret = -errno;
 		snprintf(err, errlen, "cannot open data dir %s: %s", data_dir, strerror(-ret));
 		goto fail;
 	}
-	ret = open_subdir(dir_fd, "blocks", &s->blocks_fd);
+	s->dir_fd = dir_fd;
+	ret = open_subdir(dir_fd, TV_STORE_BLOCKS_DIR, &s->blocks_fd);
 	if (!ret)
-		ret = open_subdir(dir_fd, "tmp", &s->tmp_fd);
-	close(dir_fd);
+		ret = open_subdir(dir_fd, TV_STORE_TMP_DIR, &s->tmp_fd);
 	if (ret) {
 		snprintf(err, errlen, "cannot create %s/blocks or %s/tmp: %s", data_dir, data_dir,
 			 strerror(-ret));
@@ -103,6 +116,8 @@ int tv_store_open(struct tv_store **out, const char *data_dir, char *err, size_t
 	*out = s;
 	return 0;
 fail:
+	if (s->dir_fd >= 0)
+		close(s->dir_fd);
 	if (s->blocks_fd >= 0)
 		close(s->blocks_fd);
 	if (s->tmp_fd >= 0)
@@ -118,8 +133,11 @@ void tv_store_close(struct tv_store *s)
 	while (s->inflight || s->parked) /* ops of streams already gone: let them finish */
 		tv_store_reap(s, 100000);
 	io_uring_queue_exit(&s->ring);
+	close(s->dir_fd);
 	close(s->blocks_fd);
 	close(s->tmp_fd);
+	if (s->quarantine_fd >= 0)
+		close(s->quarantine_fd);
 	free(s);
 }
 
@@ -161,8 +179,8 @@ int tv_store_create_temp(struct tv_store *s, uint64_t segment_id, uint64_t block
 	f = calloc(1, sizeof(*f));
 	if (!f)
 		return -ENOMEM;
-	snprintf(f->name, sizeof(f->name), "%016" PRIx64 "-%016" PRIx64 ".tmp", segment_id,
-		 block_id);
+	temp_name(segment_id, block_id, f->name, sizeof(f->name));
+	f->segment_id = segment_id;
 	f->block_id = block_id;
 	f->fd = openat(s->tmp_fd, f->name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (f->fd < 0) {
@@ -471,7 +489,7 @@ int tv_store_publish(struct tv_store *s, struct tv_store_file *const *files, siz
 	int ret = 0;
 
 	for (i = 0; i < n; i++) {
-		block_name(name, sizeof(name), files[i]->block_id);
+		tv_store_block_name(files[i]->segment_id, files[i]->block_id, name, sizeof(name));
 		if (renameat2(s->tmp_fd, files[i]->name, s->blocks_fd, name, RENAME_NOREPLACE)) {
 			ret = -errno;
 			goto undo;
@@ -490,7 +508,7 @@ int tv_store_publish(struct tv_store *s, struct tv_store_file *const *files, siz
 undo:
 	/* move the renamed ones back so the caller's abort path unlinks them as temp files */
 	while (i-- > 0) {
-		block_name(name, sizeof(name), files[i]->block_id);
+		tv_store_block_name(files[i]->segment_id, files[i]->block_id, name, sizeof(name));
 		if (renameat(s->blocks_fd, name, s->tmp_fd, files[i]->name))
 			unlinkat(s->blocks_fd, name, 0);
 	}
@@ -507,11 +525,12 @@ void tv_store_abort(struct tv_store *s, struct tv_store_file *f)
 	file_put(s, f); /* closes now unless a write or sync on it is still in flight */
 }
 
-int tv_store_remove_block(struct tv_store *s, uint64_t block_id)
+
+int tv_store_remove_block(struct tv_store *s, uint64_t segment_id, uint64_t block_id)
 {
 	char name[TEMP_NAME_MAX];
 
-	block_name(name, sizeof(name), block_id);
+	tv_store_block_name(segment_id, block_id, name, sizeof(name));
 	return unlinkat(s->blocks_fd, name, 0) ? -errno : 0;
 }
 
@@ -520,23 +539,35 @@ int tv_store_sync_blocks_dir(struct tv_store *s)
 	return fsync_fd(s, s->blocks_fd);
 }
 
-int tv_store_read_block(struct tv_store *s, uint64_t block_id, size_t max_bytes, void **buf,
-			size_t *len)
+int tv_store_sync_temp_dir(struct tv_store *s)
 {
-	char name[TEMP_NAME_MAX];
+	return fsync_fd(s, s->tmp_fd);
+}
+
+/* Read dir_fd/name whole (see tv_store_read_block). O_NOFOLLOW: a symlink planted in blocks/
+ * is not a way to make the server read another file; O_NONBLOCK: nor is a fifo a way to hang
+ * it (a regular file ignores the flag). */
+static int read_file_at(int dir_fd, const char *name, size_t max_bytes, void **buf, size_t *len,
+			int64_t *mtime_ns)
+{
 	struct stat st;
 	uint8_t *p = NULL;
 	size_t got = 0;
 	int fd, ret = 0;
 
-	block_name(name, sizeof(name), block_id);
-	fd = openat(s->blocks_fd, name, O_RDONLY | O_CLOEXEC);
+	fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0)
 		return -errno;
 	if (fstat(fd, &st)) {
 		ret = -errno;
 		goto out;
 	}
+	if (!S_ISREG(st.st_mode)) {
+		ret = -EINVAL;
+		goto out;
+	}
+	if (mtime_ns)
+		*mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
 	if ((uint64_t)st.st_size > max_bytes) {
 		ret = -EFBIG;
 		goto out;
@@ -569,9 +600,31 @@ out:
 	return ret;
 }
 
-/* Call fn(name, arg) for every entry of the directory open at dir_fd but "." and "..", until
+int tv_store_read_block(struct tv_store *s, uint64_t segment_id, uint64_t block_id,
+			size_t max_bytes, void **buf, size_t *len)
+{
+	char name[TEMP_NAME_MAX];
+
+	tv_store_block_name(segment_id, block_id, name, sizeof(name));
+	return read_file_at(s->blocks_fd, name, max_bytes, buf, len, NULL);
+}
+
+int tv_store_read_named(struct tv_store *s, const char *name, size_t max_bytes, void **buf,
+			size_t *len, int64_t *mtime_ns)
+{
+	return read_file_at(s->blocks_fd, name, max_bytes, buf, len, mtime_ns);
+}
+
+int tv_store_read_temp(struct tv_store *s, const char *name, size_t max_bytes, void **buf,
+		       size_t *len)
+{
+	return read_file_at(s->tmp_fd, name, max_bytes, buf, len, NULL);
+}
+
+/* Call fn(de, arg) for every entry of the directory open at dir_fd but "." and "..", until
  * fn returns non-zero (returned). The walk reads a dup of dir_fd, which stays open. */
-static int for_each_entry(int dir_fd, int (*fn)(const char *name, void *arg), void *arg)
+static int for_each_entry(int dir_fd, int (*fn)(int dir_fd, const struct dirent *de, void *arg),
+			  void *arg)
 {
 	int fd = dup(dir_fd), ret = 0;
 	struct dirent *de;
@@ -586,10 +639,16 @@ static int for_each_entry(int dir_fd, int (*fn)(const char *name, void *arg), vo
 		return ret;
 	}
 	rewinddir(d); /* a dup shares the offset of an earlier walk */
-	while ((de = readdir(d))) {
+	for (;;) {
+		errno = 0;
+		de = readdir(d);
+		if (!de) {
+			ret = errno ? -errno : 0;
+			break;
+		}
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
-		ret = fn(de->d_name, arg);
+		ret = fn(dir_fd, de, arg);
 		if (ret)
 			break;
 	}
@@ -597,62 +656,224 @@ static int for_each_entry(int dir_fd, int (*fn)(const char *name, void *arg), vo
 	return ret;
 }
 
-struct clear_walk {
-	struct tv_store *s;
-	int removed;
-};
-
-static int unlink_temp(const char *name, void *arg)
+/* ID_HEX_DIGITS lowercase hex digits at p (the only spelling we write, so the only one read:
+ * a name that differs only in case is another file). */
+static int parse_hex_id(const char *p, uint64_t *id)
 {
-	struct clear_walk *w = arg;
+	uint64_t v = 0;
 
-	if (unlinkat(w->s->tmp_fd, name, 0))
-		return -errno;
-	w->removed++;
+	for (int i = 0; i < ID_HEX_DIGITS; i++) {
+		char c = p[i];
+
+		if (c >= '0' && c <= '9')
+			v = v << 4 | (uint64_t)(c - '0');
+		else if (c >= 'a' && c <= 'f')
+			v = v << 4 | (uint64_t)(c - 'a' + 10);
+		else
+			return -EINVAL;
+	}
+	*id = v;
 	return 0;
 }
 
-int tv_store_clear_temp(struct tv_store *s)
+/* "<seg>-<block><suffix>" with suffix ".tvb" or ".tmp". */
+static int parse_pair_name(const char *name, const char *suffix, uint64_t *seg, uint64_t *blk)
 {
-	struct clear_walk w = { .s = s };
-	int ret = for_each_entry(s->tmp_fd, unlink_temp, &w);
-
-	if (!ret && w.removed)
-		ret = fsync_fd(s, s->tmp_fd);
-	return ret ? ret : w.removed;
+	if (strlen(name) != BLOCK_NAME_LEN || name[ID_HEX_DIGITS] != '-' ||
+	    strcmp(name + 2 * ID_HEX_DIGITS + 1, suffix))
+		return -EINVAL;
+	if (parse_hex_id(name, seg) || parse_hex_id(name + ID_HEX_DIGITS + 1, blk))
+		return -EINVAL;
+	return 0;
 }
 
-static int parse_block_name(const char *name, uint64_t *id)
+static void classify(const char *name, int in_tmp, struct tv_store_entry *e)
 {
-	char *end;
+	e->name = name;
+	e->kind = TV_STORE_FOREIGN;
+	e->segment_id = e->block_id = 0;
+	if (in_tmp) {
+		if (!parse_pair_name(name, ".tmp", &e->segment_id, &e->block_id))
+			e->kind = TV_STORE_TEMP;
+	} else if (!parse_pair_name(name, ".tvb", &e->segment_id, &e->block_id)) {
+		e->kind = TV_STORE_BLOCK;
+	} else if (strlen(name) == LEGACY_NAME_LEN && !strcmp(name + ID_HEX_DIGITS, ".tvb") &&
+		   !parse_hex_id(name, &e->block_id)) {
+		e->kind = TV_STORE_LEGACY;
+	}
+	if (e->kind == TV_STORE_FOREIGN)
+		e->segment_id = e->block_id = 0;
+}
 
-	if (strlen(name) != 20 || strcmp(name + 16, ".tvb"))
-		return -EINVAL;
-	for (int i = 0; i < 16; i++)
-		if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
-			return -EINVAL;
-	errno = 0;
-	*id = strtoull(name, &end, 16);
-	return errno || end != name + 16 ? -EINVAL : 0;
+enum tv_store_name_kind tv_store_block_name_kind(const char *name, uint64_t *block_id)
+{
+	struct tv_store_entry e;
+
+	classify(name, 0, &e);
+	*block_id = e.block_id;
+	return e.kind;
 }
 
 struct list_walk {
-	tv_store_block_cb cb;
+	tv_store_entry_cb cb;
 	void *arg;
+	int in_tmp;
 };
 
-static int list_block(const char *name, void *arg)
+static int list_entry(int dir_fd, const struct dirent *de, void *arg)
 {
 	struct list_walk *w = arg;
-	uint64_t id = 0;
-	int valid = parse_block_name(name, &id) == 0;
+	struct tv_store_entry e;
+	struct stat st;
 
-	return w->cb(id, valid, name, w->arg);
+	classify(de->d_name, w->in_tmp, &e);
+	if (de->d_type != DT_UNKNOWN) {
+		e.regular = de->d_type == DT_REG;
+	} else { /* a file system without d_type: ask, without following a symlink */
+		if (fstatat(dir_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW))
+			return errno == ENOENT ? 0 : -errno;
+		e.regular = S_ISREG(st.st_mode);
+	}
+	return w->cb(&e, w->arg);
 }
 
-int tv_store_list_blocks(struct tv_store *s, tv_store_block_cb cb, void *arg)
+int tv_store_list_blocks(struct tv_store *s, tv_store_entry_cb cb, void *arg)
 {
-	struct list_walk w = { .cb = cb, .arg = arg };
+	struct list_walk w = { .cb = cb, .arg = arg, .in_tmp = 0 };
 
-	return for_each_entry(s->blocks_fd, list_block, &w);
+	return for_each_entry(s->blocks_fd, list_entry, &w);
+}
+
+int tv_store_list_temp(struct tv_store *s, tv_store_entry_cb cb, void *arg)
+{
+	struct list_walk w = { .cb = cb, .arg = arg, .in_tmp = 1 };
+
+	return for_each_entry(s->tmp_fd, list_entry, &w);
+}
+
+int tv_store_rename_block(struct tv_store *s, const char *name, uint64_t segment_id,
+			  uint64_t block_id)
+{
+	char to[TEMP_NAME_MAX];
+
+	tv_store_block_name(segment_id, block_id, to, sizeof(to));
+	return renameat2(s->blocks_fd, name, s->blocks_fd, to, RENAME_NOREPLACE) ? -errno : 0;
+}
+
+int tv_store_publish_temp(struct tv_store *s, uint64_t segment_id, uint64_t block_id)
+{
+	char from[TEMP_NAME_MAX], to[TEMP_NAME_MAX];
+
+	temp_name(segment_id, block_id, from, sizeof(from));
+	tv_store_block_name(segment_id, block_id, to, sizeof(to));
+	return renameat2(s->tmp_fd, from, s->blocks_fd, to, RENAME_NOREPLACE) ? -errno : 0;
+}
+
+int tv_store_remove_temp(struct tv_store *s, const char *name)
+{
+	return unlinkat(s->tmp_fd, name, 0) ? -errno : 0;
+}
+
+/* ---- quarantine ---- */
+
+static const char *area_dir(enum tv_store_area area)
+{
+	switch (area) {
+	case TV_STORE_AREA_BLOCKS:
+		return TV_STORE_BLOCKS_DIR "/";
+	case TV_STORE_AREA_TMP:
+		return TV_STORE_TMP_DIR "/";
+	default:
+		return "";
+	}
+}
+
+static int area_fd(const struct tv_store *s, enum tv_store_area area)
+{
+	switch (area) {
+	case TV_STORE_AREA_BLOCKS:
+		return s->blocks_fd;
+	case TV_STORE_AREA_TMP:
+		return s->tmp_fd;
+	default:
+		return s->dir_fd;
+	}
+}
+
+static int exists_at(int dir_fd, const char *name)
+{
+	struct stat st;
+
+	return fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT;
+}
+
+/* Write quarantine/<qname>.reason: why, from where, when (unix ns). O_EXCL: the caller chose a
+ * name whose .reason was free. */
+static int write_reason(struct tv_store *s, const char *qname, enum tv_store_area area,
+			const char *name, const char *reason)
+{
+	char path[NAME_MAX + 16];
+	struct timespec now;
+	int fd, ret = 0;
+
+	snprintf(path, sizeof(path), "%s.reason", qname);
+	fd = openat(s->quarantine_fd, path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+		    0600);
+	if (fd < 0)
+		return -errno;
+	clock_gettime(CLOCK_REALTIME, &now);
+	if (dprintf(fd, "%s\nfrom: %s%s\nat_unix_ns: %lld\n", reason, area_dir(area), name,
+		    (long long)now.tv_sec * 1000000000LL + now.tv_nsec) < 0 ||
+	    fsync(fd))
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
+int tv_store_quarantine(struct tv_store *s, enum tv_store_area area, const char *name,
+			const char *reason, char *qname, size_t qlen)
+{
+	char dest[NAME_MAX + 1], rname[NAME_MAX + 16];
+	int from = area_fd(s, area), ret;
+
+	if (strlen(name) > NAME_MAX - 8) /* room for ".NNN" and ".reason" beside it */
+		return -ENAMETOOLONG;
+	if (!exists_at(from, name))
+		return -ENOENT;
+	if (s->quarantine_fd < 0) {
+		ret = open_subdir(s->dir_fd, TV_STORE_QUARANTINE_DIR, &s->quarantine_fd);
+		if (ret)
+			return ret;
+	}
+	for (int k = 0;; k++) {
+		if (k > TV_STORE_QUARANTINE_MAX_SUFFIX)
+			return -EEXIST;
+		if (k)
+			snprintf(dest, sizeof(dest), "%s.%d", name, k);
+		else
+			snprintf(dest, sizeof(dest), "%s", name);
+		snprintf(rname, sizeof(rname), "%s.reason", dest);
+		if (exists_at(s->quarantine_fd, dest) || exists_at(s->quarantine_fd, rname))
+			continue;
+		if (!renameat2(from, name, s->quarantine_fd, dest, RENAME_NOREPLACE))
+			break;
+		if (errno != EEXIST)
+			return -errno;
+	}
+	/* The file is safe in quarantine/ now, so the move succeeded whatever follows: a missing
+	 * reason file loses only the why, which the caller logs too; a failed directory fsync at
+	 * worst puts the file back where it was after a power loss, to be found again. */
+	if (qname)
+		snprintf(qname, qlen, "%s", dest);
+	ret = write_reason(s, dest, area, name, reason);
+	if (ret)
+		fprintf(stderr, "tracevaultd: cannot write %s/%s.reason: %s\n",
+			TV_STORE_QUARANTINE_DIR, dest, strerror(-ret));
+	ret = fsync_fd(s, s->quarantine_fd);
+	if (!ret)
+		ret = fsync_fd(s, from);
+	if (ret)
+		fprintf(stderr, "tracevaultd: fsync after quarantining %s%s: %s\n", area_dir(area),
+			name, strerror(-ret));
+	return 0;
 }

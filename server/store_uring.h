@@ -1,5 +1,17 @@
 /* Block file storage under the data dir, driven by io_uring: temp files per in-flight block,
- * vectored writes from received slices, grouped fdatasync, rename into blocks/ on commit. */
+ * vectored writes from received slices, grouped fdatasync, rename into blocks/ on commit; and the
+ * one place that knows the names of block files, temp files and quarantined files:
+ *
+ *   blocks/<segment hex>-<block hex>.tvb   a committed block: 16 lowercase hex digits each, so
+ *                                          the segment id is as durable as the block bytes and
+ *                                          a lost catalog can be rebuilt from blocks/ alone
+ *   blocks/<block hex>.tvb                 a block stored before the data dir's FORMAT 1 (no
+ *                                          segment in the name): recovery renames it
+ *   tmp/<segment hex>-<block hex>.tmp      a block being written (never committed data)
+ *   quarantine/<name>[.N]                  a file moved out of the way, never deleted, beside
+ *   quarantine/<name>[.N].reason           a text file saying why, from where and when
+ *
+ * server/RECOVERY.md says what start-up does with each. */
 #ifndef TV_STORE_URING_H
 #define TV_STORE_URING_H
 
@@ -18,6 +30,16 @@
  * start-up (server/fd_plan.h). A create beyond the budget is -EMFILE, before any open. */
 #define TV_STORE_MAX_OPEN_FILES_MAX 1048576u
 extern const struct tv_limit tv_store_max_files_limit;
+
+/* The store's directories in the data dir (each 0700). */
+#define TV_STORE_BLOCKS_DIR "blocks"
+#define TV_STORE_TMP_DIR "tmp"
+#define TV_STORE_QUARANTINE_DIR "quarantine"
+/* Bytes of the longest name the store gives a block or temp file, with its NUL. */
+#define TV_STORE_NAME_BYTES 40
+/* A quarantined name that is taken gets a suffix .1, .2, ... up to this; beyond it the move
+ * fails with -EEXIST (the file stays where it was). */
+#define TV_STORE_QUARANTINE_MAX_SUFFIX 999
 
 struct tv_store;
 struct tv_store_file;
@@ -43,8 +65,9 @@ struct tv_store_op {
  * it) or tv_store_abort (which closes, unlinks and frees it). */
 struct tv_store_file;
 
-/* Open the store in data_dir: creates data_dir/blocks and data_dir/tmp (0700) and the ring.
- * Returns 0 or a negative errno with a reason in err. */
+/* Open the store in data_dir: creates data_dir/blocks and data_dir/tmp (0700) when absent, and
+ * the ring (quarantine/ is made when something is first moved there). Returns 0 or a negative
+ * errno with a reason in err. */
 int tv_store_open(struct tv_store **out, const char *data_dir, char *err, size_t errlen);
 void tv_store_close(struct tv_store *s);
 
@@ -93,29 +116,85 @@ int tv_store_writev(struct tv_store *s, struct tv_store_file *f, uint64_t offset
 /* fdatasync the n files one after the other (IORING_FSYNC_DATASYNC), each submitted and waited
  * for on its own; a failure does not stop the others. Returns 0 or the first negative errno. */
 int tv_store_sync(struct tv_store *s, struct tv_store_file *const *files, size_t n);
-/* Rename each file to blocks/<block hex>.tvb (never replacing an existing one: -EEXIST), then
- * fsync blocks/ and tmp/ so the names are durable. Files are closed and freed on success; on
- * failure the ones already renamed are moved back into tmp/ (unlinked if that fails) and all
- * are still owned by the caller (tv_store_abort them). */
+/* Rename each file to blocks/<segment hex>-<block hex>.tvb (never replacing an existing one:
+ * -EEXIST), then fsync blocks/ and tmp/ so the names are durable. Files are closed and freed on
+ * success; on failure the ones already renamed are moved back into tmp/ (unlinked if that
+ * fails) and all are still owned by the caller (tv_store_abort them). The caller commits the
+ * catalog rows first: blocks/ holds only committed blocks (server/RECOVERY.md). */
 int tv_store_publish(struct tv_store *s, struct tv_store_file *const *files, size_t n);
 /* Unlink a temp file now; close and free it once no operation on it is in flight.
  * NULL is a no-op. */
 void tv_store_abort(struct tv_store *s, struct tv_store_file *f);
 
-/* Remove blocks/<block hex>.tvb; -ENOENT when absent. */
-int tv_store_remove_block(struct tv_store *s, uint64_t block_id);
+/* Remove blocks/<segment hex>-<block hex>.tvb; -ENOENT when absent. */
+int tv_store_remove_block(struct tv_store *s, uint64_t segment_id, uint64_t block_id);
 /* fsync blocks/ after removals. */
 int tv_store_sync_blocks_dir(struct tv_store *s);
-/* Read a whole committed block file into a malloc'd buffer (*buf owned by the caller).
- * Returns 0, -ENOENT, -EFBIG (larger than max_bytes) or another negative errno. */
-int tv_store_read_block(struct tv_store *s, uint64_t block_id, size_t max_bytes, void **buf,
-			size_t *len);
+/* Read a whole committed block file into a malloc'd buffer (*buf owned by the caller). A name
+ * that is not a regular file (a symlink is not followed) is -ELOOP or -EINVAL. Returns 0,
+ * -ENOENT, -EFBIG (larger than max_bytes) or another negative errno. */
+int tv_store_read_block(struct tv_store *s, uint64_t segment_id, uint64_t block_id,
+			size_t max_bytes, void **buf, size_t *len);
+/* The file name of a committed block, "<segment hex>-<block hex>.tvb", into name (at least
+ * TV_STORE_NAME_BYTES bytes): for messages and tv_store_quarantine. */
+void tv_store_block_name(uint64_t segment_id, uint64_t block_id, char *name, size_t len);
 
-/* Recovery: unlink every entry of tmp/; returns the count removed or a negative errno. */
-int tv_store_clear_temp(struct tv_store *s);
-/* Call cb for each blocks/<16 hex>.tvb file with its id; other names are reported through
- * cb with valid == 0 so the caller can log them. Stops early when cb returns non-zero. */
-typedef int (*tv_store_block_cb)(uint64_t block_id, int valid, const char *name, void *arg);
-int tv_store_list_blocks(struct tv_store *s, tv_store_block_cb cb, void *arg);
+/* ---- recovery (server/recovery.c, synchronous) ---- */
+
+/* What a name in blocks/ or tmp/ is, by the rules at the top of this file. */
+enum tv_store_name_kind {
+	TV_STORE_BLOCK,    /* blocks/<segment>-<block>.tvb */
+	TV_STORE_LEGACY,   /* blocks/<block>.tvb: segment_id is 0 (unknown) */
+	TV_STORE_TEMP,     /* tmp/<segment>-<block>.tmp */
+	TV_STORE_FOREIGN,  /* any other name: not ours */
+};
+
+struct tv_store_entry {
+	const char *name;  /* relative to its directory; valid during the callback only */
+	enum tv_store_name_kind kind;
+	uint64_t segment_id, block_id; /* from the name (0 when the name does not carry it) */
+	int regular;       /* 1 for a regular file; 0 for a directory, symlink, fifo, ... */
+};
+/* What name in blocks/ is (TV_STORE_BLOCK, TV_STORE_LEGACY or TV_STORE_FOREIGN), for a check
+ * that does not open the store (is a directory ours?); *block_id gets its id. */
+enum tv_store_name_kind tv_store_block_name_kind(const char *name, uint64_t *block_id);
+/* Called once per entry; a non-zero return stops the walk and is returned. */
+typedef int (*tv_store_entry_cb)(const struct tv_store_entry *e, void *arg);
+/* Every entry of blocks/ (tv_store_list_blocks) or tmp/ (tv_store_list_temp) but "." and "..",
+ * in directory order. The callback must not add or remove entries of that directory. */
+int tv_store_list_blocks(struct tv_store *s, tv_store_entry_cb cb, void *arg);
+int tv_store_list_temp(struct tv_store *s, tv_store_entry_cb cb, void *arg);
+/* Read blocks/<name> (a name from tv_store_list_blocks) like tv_store_read_block; *mtime_ns
+ * gets its modification time (the commit time of a block file: it is never written after). */
+int tv_store_read_named(struct tv_store *s, const char *name, size_t max_bytes, void **buf,
+			size_t *len, int64_t *mtime_ns);
+/* Same for tmp/<name>. */
+int tv_store_read_temp(struct tv_store *s, const char *name, size_t max_bytes, void **buf,
+		       size_t *len);
+/* Rename blocks/<name> to the name of block (segment_id, block_id) without replacing one
+ * (-EEXIST): a legacy name gets its segment. Not synced: tv_store_sync_blocks_dir after. */
+int tv_store_rename_block(struct tv_store *s, const char *name, uint64_t segment_id,
+			  uint64_t block_id);
+/* Finish a publish a crash interrupted after the catalog commit: tmp/<segment>-<block>.tmp to
+ * blocks/<segment>-<block>.tvb, without replacing (-EEXIST). Not synced. */
+int tv_store_publish_temp(struct tv_store *s, uint64_t segment_id, uint64_t block_id);
+/* Unlink tmp/<name> (uncommitted data). Not synced: tv_store_sync_temp_dir after. */
+int tv_store_remove_temp(struct tv_store *s, const char *name);
+int tv_store_sync_temp_dir(struct tv_store *s);
+
+/* ---- quarantine ---- */
+
+/* Where a file to quarantine is: the data dir itself (catalog.db and its companions) or one of
+ * the store's directories. */
+enum tv_store_area { TV_STORE_AREA_DATA, TV_STORE_AREA_BLOCKS, TV_STORE_AREA_TMP };
+
+/* Move area/name into quarantine/ (created 0700 when absent) under the same name, or name.N
+ * when that is taken, and write quarantine/<that>.reason (0600): reason, the original path and
+ * the time. Nothing is ever deleted; a directory or symlink moves as it is (not followed).
+ * Both directories are fsynced. The quarantined name goes into qname (qlen bytes, may be NULL).
+ * Returns 0, -ENOENT when area/name does not exist, -EEXIST when every suffix is taken, or
+ * another negative errno (the file then stays where it was). */
+int tv_store_quarantine(struct tv_store *s, enum tv_store_area area, const char *name,
+			const char *reason, char *qname, size_t qlen);
 
 #endif

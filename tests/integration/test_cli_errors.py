@@ -313,10 +313,12 @@ def run_cases(tmp):
         # server is checked first, so this one must be reachable)
         expect(["capture", "--server", srv.addr, "--mode", "sockfilter", "--interface",
                 "nosuch0"], 1, "tracevault: unknown interface nosuch0", exact=True)
-        # the catalog and the owner's lock are the server's own; no block or temp file may stay
+        # the catalog, the owner's lock and the FORMAT marker are the server's own; no block or
+        # temp file may stay
         leftovers = [os.path.join(d, f) for d, _, files in os.walk(srv.data_dir) for f in files
                      if not f.startswith("catalog.db") and
-                     os.path.join(d, f) != os.path.join(srv.data_dir, "lock")]
+                     os.path.join(d, f) not in (os.path.join(srv.data_dir, "lock"),
+                                                os.path.join(srv.data_dir, "FORMAT"))]
         assert leftovers == [], "a failed put left files: %r" % leftovers
         print("ok failed write: %s" % p.stderr.strip())
     finally:

@@ -94,7 +94,7 @@ def test_query_fanout_names_the_failing_server(srvs, tmp):
     put(b.addr, [{"ts_ns": base + i, "path": "/corrupt-me/%d" % i} for i in range(200)], tmp)
     new = tvtest.block_files(b.data_dir) - before
     assert len(new) == 1, new
-    victim = os.path.join(b.data_dir, "blocks", "%016x.tvb" % new.pop())
+    victim = tvtest.block_path(b.data_dir, new.pop())
     with open(victim, "r+b") as f:
         f.seek(100)
         byte = f.read(1)

@@ -53,7 +53,7 @@ def test_block_file_of_other_size_is_data_loss(srv, cl):
     cl.write_encoded(0x54, [(block_id, committed)])
     other = tvtest.encode_block(block_id, [rec(t, 1), rec(t + 5, 9), rec(t + 10, 2)])
     assert len(other) != len(committed)
-    path = os.path.join(srv.data_dir, "blocks", "%016x.tvb" % block_id)
+    path = tvtest.block_path(srv.data_dir, block_id)
     with open(path, "wb") as f:
         f.write(other)
     try:

@@ -42,7 +42,7 @@ def failed_segment_loss_goes_to_next_block(srv):
         st = stats(srv.addr, base, base + 10**12)
         assert st["records"] == 25, st
         assert st["lost_failed"] == 40, st
-        files = [os.path.join(srv.data_dir, "blocks", "%016x.tvb" % blk)
+        files = [tvtest.block_path(srv.data_dir, blk)
                  for blk in tvtest.catalog_blocks(srv.data_dir)]
         assert st["blocks"] == len(files) == 1, (st, files)
         assert st["bytes"] == os.path.getsize(files[0]), (st, files)
@@ -75,8 +75,7 @@ def main():
         assert put_blocks >= 1
         # bytes is the encoded size of the blocks: for put's blocks the size of their files
         # (the file is the encoded block, BLOCK.md), for ours the length we encoded
-        size = {b: os.path.getsize(os.path.join(srv.data_dir, "blocks", "%016x.tvb" % b))
-                for b in put_ids}
+        size = {b: os.path.getsize(tvtest.block_path(srv.data_dir, b)) for b in put_ids}
         put_bytes = sum(size.values())
         assert put_bytes > put_blocks * 64, size  # more than headers: records are in them
 

@@ -1,6 +1,10 @@
 /* cmocka tests for the SQLite block catalog (server/catalog.c): time-range overlap edges
  * ([from, to) against inclusive block ranges), ordering, u64 round trips, deletes and commit
- * atomicity, and segment ids: used once, deleted only with their writer's token. */
+ * atomicity; segment ids: used once, deleted only with their writer's token; recovery's
+ * functions (adopt keeps committed_ns, get, set_segment, replace, count, a segment's blocks);
+ * and what open refuses as not a usable catalog (-EUCLEAN), leaving the file as it was:
+ * garbage, a directory, another program's database, a schema we do not read, a damaged file,
+ * a -wal without its database. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -46,15 +51,11 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
-	char p[160];
+	char cmd[128];
 
 	tv_catalog_close(f->c);
-	unlink(f->path);
-	snprintf(p, sizeof(p), "%s-wal", f->path);
-	unlink(p);
-	snprintf(p, sizeof(p), "%s-shm", f->path);
-	unlink(p);
-	rmdir(f->dir);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+	assert_int_equal(system(cmd), 0);
 	free(f);
 	return 0;
 }
@@ -173,27 +174,24 @@ static void test_u64_ids_round_trip(void **state)
 	assert_seen(&s, &big, 1);
 }
 
-static void test_delete_by_segment(void **state)
+static void test_segment_blocks(void **state)
 {
 	struct fixture *f = *state;
-	struct tv_catalog_block b1[] = { blk(11, 1, 10, 20), blk(12, 1, 30, 40) };
+	struct tv_catalog_block b1[] = { blk(12, 1, 30, 40), blk(11, 1, 10, 20) };
 	struct tv_catalog_block b2[] = { blk(21, 2, 15, 35) };
-	const uint64_t rest[] = { 21 };
-	uint64_t *ids = NULL;
-	size_t n = 0;
-	struct seen s;
+	const uint64_t one[] = { 11, 12 }, two[] = { 21 };
+	struct seen s = { 0 };
 
 	commit(f->c, b1, 2);
 	commit(f->c, b2, 1);
-	assert_int_equal(tv_catalog_delete_segment(f->c, 1, 0, &ids, &n), 0);
-	assert_int_equal(n, 2);
-	assert_true((ids[0] == 11 && ids[1] == 12) || (ids[0] == 12 && ids[1] == 11));
-	free(ids);
-	overlap(f->c, 0, 100, &s);
-	assert_seen(&s, rest, 1);
-	assert_int_equal(tv_catalog_delete_segment(f->c, 1, 0, &ids, &n), 0);
-	assert_int_equal(n, 0);
-	free(ids);
+	assert_int_equal(tv_catalog_segment_blocks(f->c, 1, collect, &s), 0);
+	assert_seen(&s, one, 2);
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(tv_catalog_segment_blocks(f->c, 2, collect, &s), 0);
+	assert_seen(&s, two, 1);
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(tv_catalog_segment_blocks(f->c, 3, collect, &s), 0);
+	assert_int_equal(s.n, 0);
 }
 
 static void test_delete_by_ids_reports_only_existing(void **state)
@@ -318,6 +316,7 @@ static void test_segment_ids_are_used_once(void **state)
 {
 	struct fixture *f = *state;
 	struct tv_catalog_block b[] = { blk(1, 0x51, 10, 20) };
+	const uint64_t one[] = { 1 };
 	uint64_t *ids = NULL;
 	char err[256] = "";
 	size_t n = 0;
@@ -334,7 +333,7 @@ static void test_segment_ids_are_used_once(void **state)
 	assert_int_equal(tv_catalog_commit_segment(f->c, 0x51, 7, again, 1, err, sizeof(err)),
 			 -EEXIST);
 	assert_int_equal(tv_catalog_contains(f->c, 2), 0);
-	assert_int_equal(tv_catalog_delete_segment(f->c, 0x51, 7, &ids, &n), 0);
+	assert_int_equal(tv_catalog_delete_segment(f->c, 0x51, 7, one, 1, &ids, &n), 0);
 	assert_int_equal(n, 1);
 	free(ids);
 	assert_int_equal(tv_catalog_segment_open(f->c, 0x51, 7, err, sizeof(err)), -EEXIST);
@@ -381,7 +380,7 @@ static void test_delete_needs_the_writer_token(void **state)
 	tv_catalog_segment_close(f->c, 0x63);
 	/* unknown: nothing to protect; a Delete with a token then takes the id for good */
 	assert_int_equal(tv_catalog_segment_may_delete(f->c, 0x64, 0, err, sizeof(err)), 0);
-	assert_int_equal(tv_catalog_delete_segment(f->c, 0x64, 0x1234, &ids, &n), 0);
+	assert_int_equal(tv_catalog_delete_segment(f->c, 0x64, 0x1234, NULL, 0, &ids, &n), 0);
 	assert_int_equal(n, 0);
 	free(ids);
 	assert_int_equal(tv_catalog_segment_open(f->c, 0x64, 0x1234, err, sizeof(err)), -EEXIST);
@@ -389,6 +388,159 @@ static void test_delete_needs_the_writer_token(void **state)
 	assert_int_equal(tv_catalog_segment_may_delete(f->c, 0x64, 0x4321, err, sizeof(err)),
 			 -EPERM);
 	assert_non_null(strstr(err, "was deleted"));
+}
+
+static void test_recovery_functions(void **state)
+{
+	struct fixture *f = *state;
+	struct tv_catalog_block a[] = { blk(31, 7, 10, 20), blk(32, 7, 30, 40) }, got, dup;
+	char err[256] = "";
+	uint64_t n = 0;
+
+	assert_int_equal(tv_catalog_is_new(f->c), 1);
+	a[0].committed_ns = 1234;
+	a[1].committed_ns = 5678;
+	assert_int_equal(tv_catalog_adopt(f->c, a, 2, err, sizeof(err)), 0);
+	assert_int_equal(tv_catalog_count(f->c, &n), 0);
+	assert_int_equal(n, 2);
+	/* an adopted block's segment id is taken like a committed one, and has no writer token */
+	assert_int_equal(tv_catalog_segment_open(f->c, 7, 1, err, sizeof(err)), -EEXIST);
+	assert_int_equal(tv_catalog_segment_may_delete(f->c, 7, 1, err, sizeof(err)), -EPERM);
+	assert_int_equal(tv_catalog_get(f->c, 31, &got), 1);
+	assert_int_equal(got.committed_ns, 1234); /* adopt keeps it; commit sets it to now */
+	assert_int_equal(got.segment_id, 7);
+	assert_int_equal(tv_catalog_get(f->c, 33, &got), 0);
+	assert_int_equal(tv_catalog_set_segment(f->c, 31, 9), 0);
+	assert_int_equal(tv_catalog_get(f->c, 31, &got), 1);
+	assert_int_equal(got.segment_id, 9);
+	assert_int_equal(tv_catalog_set_segment(f->c, 33, 9), -ENOENT);
+	got.max_ts_ns = 25;
+	got.record_count = 3;
+	assert_int_equal(tv_catalog_replace(f->c, &got), 0);
+	assert_int_equal(tv_catalog_get(f->c, 31, &dup), 1);
+	assert_true(dup.block_id == 31 && dup.segment_id == 9 && dup.min_ts_ns == 10 &&
+		    dup.max_ts_ns == 25 && dup.record_count == 3 && dup.committed_ns == 1234);
+	dup = blk(32, 8, 1, 2);
+	assert_int_equal(tv_catalog_adopt(f->c, &dup, 1, err, sizeof(err)), -EEXIST);
+	/* a reopened catalog with rows is not new */
+	tv_catalog_close(f->c);
+	assert_int_equal(tv_catalog_open(&f->c, f->path, err, sizeof(err)), 0);
+	assert_int_equal(tv_catalog_is_new(f->c), 0);
+}
+
+static void write_bytes(const char *path, const void *data, size_t len)
+{
+	FILE *fp = fopen(path, "w");
+
+	assert_non_null(fp);
+	assert_int_equal(fwrite(data, 1, len, fp), len);
+	fclose(fp);
+}
+
+static void read_bytes(const char *path, char *buf, size_t len)
+{
+	FILE *fp = fopen(path, "r");
+
+	assert_non_null(fp);
+	buf[fread(buf, 1, len - 1, fp)] = '\0';
+	fclose(fp);
+}
+
+/* open must answer -EUCLEAN and leave path as it was. */
+static void expect_unusable(const char *path, const char *why)
+{
+	struct tv_catalog *c = NULL;
+	char err[512] = "";
+
+	assert_int_equal(tv_catalog_open(&c, path, err, sizeof(err)), -EUCLEAN);
+	assert_null(c);
+	if (!strstr(err, why))
+		fail_msg("open of %s: %s; want '%s' in it", path, err, why);
+}
+
+static void sql(const char *path, const char *text)
+{
+	sqlite3 *db;
+
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, text, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+}
+
+static void test_unusable_files_are_euclean(void **state)
+{
+	struct fixture *f = *state;
+	static const char garbage[] = "this is not a database, it is a note of 4096 bytes...";
+	char path[192], buf[128];
+
+	tv_catalog_close(f->c);
+	f->c = NULL;
+	unlink(f->path);
+	write_bytes(f->path, garbage, sizeof(garbage));
+	expect_unusable(f->path, "is not a SQLite database");
+	read_bytes(f->path, buf, sizeof(buf));
+	assert_string_equal(buf, garbage); /* untouched */
+	unlink(f->path);
+	assert_int_equal(mkdir(f->path, 0700), 0);
+	expect_unusable(f->path, "is not a regular file (a directory)");
+	rmdir(f->path);
+	assert_int_equal(symlink("/etc/hostname", f->path), 0);
+	expect_unusable(f->path, "(a symlink)");
+	unlink(f->path);
+	sql(f->path, "PRAGMA application_id = 1234; CREATE TABLE blocks (block_id INTEGER "
+		     "PRIMARY KEY, segment_id, min_ts_ns, max_ts_ns, record_count, bytes, "
+		     "committed_ns)");
+	expect_unusable(f->path, "belongs to another program (SQLite application_id 0x000004d2");
+	unlink(f->path);
+	sql(f->path, "CREATE TABLE moz_places (id INTEGER PRIMARY KEY, url TEXT)");
+	expect_unusable(f->path, "no blocks table, 1 other tables");
+	unlink(f->path);
+	sql(f->path, "CREATE TABLE blocks (block_id INTEGER PRIMARY KEY, size INTEGER)");
+	expect_unusable(f->path, "its blocks table has no column segment_id");
+	unlink(f->path);
+	sql(f->path, "CREATE TABLE blocks (block_id INTEGER, segment_id, min_ts_ns, max_ts_ns, "
+		     "record_count, bytes, committed_ns)");
+	expect_unusable(f->path, "block_id is not the primary key");
+	unlink(f->path);
+	/* a WAL left without its database would be replayed into a new one */
+	snprintf(path, sizeof(path), "%s-wal", f->path);
+	write_bytes(path, garbage, sizeof(garbage));
+	expect_unusable(f->path, "catalog.db-wal is left over without its database (");
+	write_bytes(f->path, "", 0);
+	expect_unusable(f->path, "is empty)");
+	unlink(path);
+	/* an empty file alone is a new catalog */
+	assert_int_equal(tv_catalog_open(&f->c, f->path, buf, sizeof(buf)), 0);
+	assert_int_equal(tv_catalog_is_new(f->c), 1);
+}
+
+/* A page of the blocks table overwritten: quick_check finds it at open. */
+static void test_damaged_catalog_is_euclean(void **state)
+{
+	struct fixture *f = *state;
+	struct tv_catalog_block b[64];
+	char err[256] = "";
+	FILE *fp;
+	long size;
+
+	for (size_t i = 0; i < 64; i++)
+		b[i] = blk(100 + i, 1, 10 * i, 10 * i + 5);
+	commit(f->c, b, 64);
+	tv_catalog_close(f->c); /* the last close checkpoints the WAL into catalog.db */
+	f->c = NULL;
+	fp = fopen(f->path, "r+");
+	assert_non_null(fp);
+	fseek(fp, 0, SEEK_END);
+	size = ftell(fp);
+	assert_true(size >= 3 * 4096);
+	fseek(fp, 2 * 4096 + 8, SEEK_SET); /* inside a b-tree page, past its header */
+	for (int i = 0; i < 512; i++)
+		fputc(0xA5, fp);
+	fclose(fp);
+	assert_int_equal(tv_catalog_open(&f->c, f->path, err, sizeof(err)), -EUCLEAN);
+	assert_null(f->c);
+	if (!strstr(err, "is damaged (SQLite quick_check: "))
+		fail_msg("want quick_check's finding, got: %s", err);
 }
 
 int main(void)
@@ -399,7 +551,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_empty_range_returns_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bounds_beyond_int64, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_u64_ids_round_trip, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_delete_by_segment, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_segment_blocks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recovery_functions, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unusable_files_are_euclean, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_damaged_catalog_is_euclean, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delete_by_ids_reports_only_existing, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_failed_commit_leaves_nothing, setup, teardown),

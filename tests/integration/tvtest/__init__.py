@@ -12,7 +12,8 @@ One module per concern; this package re-exports their public names, so tests use
   capture       Capture (`tracevault capture`), its summary line, capture runs read back
   table         the reference for `query --format table`
   loader        Loader (tests/tools/tv_load), query_keys(), place_block()
-  datadir       a server's data dir and log: catalog, block files, tmp, segment log lines
+  datadir       a server's data dir and log: catalog, block files, tmp, quarantine, segment
+                log lines
   blocks        an encoder of trace blocks from proto/BLOCK.md (crc32c, varint, encode_block*,
                 zstd_compress)
   grpc_client   GrpcClient, an independent grpcio client (Write, Query, Delete, raw bytes),
@@ -28,7 +29,8 @@ from .caps import (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, Unavailable, bpf_unavail
 from .capture import (CAPTURE_SUMMARY_KEYS, CAPTURE_SUMMARY_RE, Capture, capture_old_connection,
                       capture_records, compare_exchanges, parse_capture_summary)
 from .cgroups import TempCgroup, cgroup2_mount
-from .datadir import block_files, catalog_blocks, segment_log_lines, tmp_files
+from .datadir import (block_files, block_name, block_path, catalog_blocks, quarantined,
+                      segment_log_lines, tmp_files)
 from .grpc_client import (GrpcClient, WriteStream, grpc_modules, trace_record, write_chunk,
                           write_chunks, write_cmd)
 from .http_clients import WRK_RE, RawHttp, curl, http_request, wrk
@@ -47,7 +49,8 @@ __all__ = [
     "CAPTURE_SUMMARY_KEYS", "CAPTURE_SUMMARY_RE", "Capture", "capture_old_connection",
     "capture_records", "compare_exchanges", "parse_capture_summary",
     "TempCgroup", "cgroup2_mount",
-    "block_files", "catalog_blocks", "segment_log_lines", "tmp_files",
+    "block_files", "block_name", "block_path", "catalog_blocks", "quarantined",
+    "segment_log_lines", "tmp_files",
     "GrpcClient", "WriteStream", "grpc_modules", "trace_record", "write_chunk", "write_chunks",
     "write_cmd",
     "WRK_RE", "RawHttp", "curl", "http_request", "wrk",

@@ -1,5 +1,5 @@
-"""Inspection of a tracevaultd data dir and log: the catalog's blocks, the block files, the
-tmp dir, and the log lines about one segment."""
+"""Inspection of a tracevaultd data dir and log: the catalog's blocks, the block files (names
+and paths), the tmp dir, what is in quarantine and why, and the log lines about one segment."""
 import os
 
 
@@ -15,12 +15,40 @@ def catalog_blocks(data_dir):
     return {b & (2**64 - 1): s & (2**64 - 1) for b, s in rows}
 
 
+def block_name(segment_id, block_id):
+    """The name of a committed block's file in DATA/blocks (server/store_uring.h)."""
+    return "%016x-%016x.tvb" % (segment_id, block_id)
+
+
 def block_files(data_dir):
-    """Block ids of the files in DATA/blocks (names are <16hex>.tvb)."""
+    """Block ids of the files in DATA/blocks (names are <16hex segment>-<16hex block>.tvb)."""
     out = set()
     for name in os.listdir(os.path.join(data_dir, "blocks")):
-        assert name.endswith(".tvb") and len(name) == 20, "unexpected file blocks/%s" % name
-        out.add(int(name[:16], 16))
+        assert name.endswith(".tvb") and len(name) == 37 and name[16] == "-", \
+            "unexpected file blocks/%s" % name
+        out.add(int(name[17:33], 16))
+    return out
+
+
+def block_path(data_dir, block_id):
+    """The path of block_id's file in DATA/blocks, whatever its segment (exactly one)."""
+    found = [n for n in os.listdir(os.path.join(data_dir, "blocks"))
+             if n.endswith("-%016x.tvb" % block_id)]
+    assert len(found) == 1, "block %016x: files %r" % (block_id, found)
+    return os.path.join(data_dir, "blocks", found[0])
+
+
+def quarantined(data_dir):
+    """{name: reason's first line} of DATA/quarantine (empty when it does not exist)."""
+    d = os.path.join(data_dir, "quarantine")
+    if not os.path.isdir(d):
+        return {}
+    out = {}
+    for name in os.listdir(d):
+        if name.endswith(".reason"):
+            continue
+        with open(os.path.join(d, name + ".reason")) as f:
+            out[name] = f.readline().rstrip("\n")
     return out
 
 
