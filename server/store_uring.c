@@ -31,6 +31,7 @@ struct tv_store {
 	struct tv_store_op *parked; /* complete, done not yet run (see wait_op) */
 	int blocks_fd; /* O_DIRECTORY fds: names are resolved relative to them (openat/renameat) */
 	int tmp_fd;
+	int dir_fd;    /* the data dir itself (quarantine/ is made in it when first needed) */
 };
 
 struct tv_store_file {
@@ -74,17 +75,17 @@ int tv_store_open(struct tv_store **out, const char *data_dir, char *err, size_t
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	s->blocks_fd = s->tmp_fd = -1;
+	s->blocks_fd = s->tmp_fd = s->dir_fd = -1;
 	dir_fd = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dir_fd < 0) {
 		ret = -errno;
 		snprintf(err, errlen, "cannot open data dir %s: %s", data_dir, strerror(-ret));
 		goto fail;
 	}
+	s->dir_fd = dir_fd;
 	ret = open_subdir(dir_fd, "blocks", &s->blocks_fd);
 	if (!ret)
 		ret = open_subdir(dir_fd, "tmp", &s->tmp_fd);
-	close(dir_fd);
 	if (ret) {
 		snprintf(err, errlen, "cannot create %s/blocks or %s/tmp: %s", data_dir, data_dir,
 			 strerror(-ret));
@@ -103,6 +104,8 @@ fail:
 		close(s->blocks_fd);
 	if (s->tmp_fd >= 0)
 		close(s->tmp_fd);
+	if (s->dir_fd >= 0)
+		close(s->dir_fd);
 	free(s);
 	return ret;
 }
@@ -116,6 +119,7 @@ void tv_store_close(struct tv_store *s)
 	io_uring_queue_exit(&s->ring);
 	close(s->blocks_fd);
 	close(s->tmp_fd);
+	close(s->dir_fd);
 	free(s);
 }
 
@@ -520,6 +524,73 @@ int tv_store_read_block(struct tv_store *s, uint64_t block_id, size_t max_bytes,
 out:
 	free(p);
 	close(fd);
+	return ret;
+}
+
+int tv_store_open_block(struct tv_store *s, uint64_t block_id, int *fd, uint64_t *size)
+{
+	char name[TEMP_NAME_MAX];
+	struct stat st;
+	int f, ret;
+
+	*fd = -1;
+	block_name(name, sizeof(name), block_id);
+	/* O_NOFOLLOW: a symlink in blocks/ is not ours; O_NONBLOCK: a FIFO must not hang the
+	 * server thread in open (it does nothing to reads of a regular file) */
+	f = openat(s->blocks_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (f < 0)
+		return -errno;
+	if (fstat(f, &st)) {
+		ret = -errno;
+		close(f);
+		return ret;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(f);
+		return -EMEDIUMTYPE;
+	}
+	*fd = f;
+	*size = (uint64_t)st.st_size;
+	return 0;
+}
+
+int tv_store_quarantine_block(struct tv_store *s, uint64_t block_id, char *moved_to,
+			      size_t moved_len)
+{
+	char name[TEMP_NAME_MAX], qname[TEMP_NAME_MAX];
+	struct stat st;
+	int qfd, ret, f;
+
+	snprintf(moved_to, moved_len, "quarantine/");
+	ret = open_subdir(s->dir_fd, "quarantine", &qfd);
+	if (ret)
+		return ret;
+	block_name(name, sizeof(name), block_id);
+	/* an earlier block of the same id may be there already: never replace evidence */
+	ret = -EEXIST;
+	for (unsigned i = 0; i < TV_STORE_QUARANTINE_NAMES && ret == -EEXIST; i++) {
+		if (i == 0)
+			snprintf(qname, sizeof(qname), "%s", name);
+		else
+			snprintf(qname, sizeof(qname), "%016" PRIx64 ".%u.tvb", block_id, i);
+		ret = renameat2(s->blocks_fd, name, qfd, qname, RENAME_NOREPLACE) ? -errno : 0;
+	}
+	if (ret)
+		goto out;
+	snprintf(moved_to, moved_len, "quarantine/%s", qname);
+	/* files of the data dir are 0600 whatever they were; a symlink is left as it is (a
+	 * chmod would follow it) */
+	f = openat(qfd, qname, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (f >= 0) {
+		if (!fstat(f, &st) && S_ISREG(st.st_mode))
+			fchmod(f, 0600);
+		close(f);
+	}
+	ret = fsync_fd(s, qfd);
+	if (!ret)
+		ret = fsync_fd(s, s->blocks_fd);
+out:
+	close(qfd);
 	return ret;
 }
 

@@ -89,6 +89,21 @@ int tv_store_sync_blocks_dir(struct tv_store *s);
 int tv_store_read_block(struct tv_store *s, uint64_t block_id, size_t max_bytes, void **buf,
 			size_t *len);
 
+/* Open blocks/<block hex>.tvb for reading without following a symlink: *fd (the caller
+ * closes it) and its *size in bytes. The file stays readable through *fd when it is renamed
+ * (quarantined) or unlinked (deleted) meanwhile. Returns 0, -ENOENT, -ELOOP (a symlink),
+ * -EMEDIUMTYPE (not a regular file: a directory, FIFO or device), or another negative errno. */
+int tv_store_open_block(struct tv_store *s, uint64_t block_id, int *fd, uint64_t *size);
+/* How many names tv_store_quarantine_block tries: <hex>.tvb, then <hex>.1.tvb ... */
+#define TV_STORE_QUARANTINE_NAMES 100
+/* Move blocks/<block hex>.tvb (whatever it is: a symlink is moved, not followed) to
+ * quarantine/ in the data dir (created 0700), never replacing a file there, make a regular
+ * file 0600, and fsync both directories. moved_to gets the new name relative to the data dir
+ * ("quarantine/<hex>.tvb"). Returns 0, -ENOENT (no such block file), -EEXIST (every name
+ * taken), or another negative errno. */
+int tv_store_quarantine_block(struct tv_store *s, uint64_t block_id, char *moved_to,
+			      size_t moved_len);
+
 /* Recovery: unlink every entry of tmp/; returns the count removed or a negative errno. */
 int tv_store_clear_temp(struct tv_store *s);
 /* Call cb for each blocks/<16 hex>.tvb file with its id; other names are reported through

@@ -155,6 +155,92 @@ static void test_file_size_limit_is_efbig(void **state)
 	tv_store_abort(f->s, file);
 }
 
+/* a committed block file id holding text */
+static void publish_block(struct fixture *f, uint64_t id, const char *text)
+{
+	struct tv_store_file *file;
+	struct iovec iov = { (void *)text, strlen(text) };
+
+	assert_int_equal(tv_store_create_temp(f->s, 1, id, &file), 0);
+	assert_int_equal(tv_store_writev(f->s, file, 0, &iov, 1), 0);
+	assert_int_equal(tv_store_publish(f->s, &file, 1), 0);
+}
+
+/* Queries open block files through tv_store_open_block: a symlink is never followed, and a
+ * FIFO or a directory in a block's place is refused at once (a FIFO must not block). */
+static void test_open_block_refuses_what_is_not_a_block_file(void **state)
+{
+	struct fixture *f = *state;
+	char path[128];
+	uint64_t size = 0;
+	int fd = 7;
+
+	publish_block(f, 0xab, "0123456789");
+	assert_int_equal(tv_store_open_block(f->s, 0xab, &fd, &size), 0);
+	assert_true(fd >= 0);
+	assert_int_equal(size, 10);
+	close(fd);
+	assert_int_equal(tv_store_open_block(f->s, 0xac, &fd, &size), -ENOENT);
+	assert_int_equal(fd, -1);
+	snprintf(path, sizeof(path), "%s/blocks/00000000000000ac.tvb", f->dir);
+	assert_int_equal(symlink("/etc/passwd", path), 0);
+	assert_int_equal(tv_store_open_block(f->s, 0xac, &fd, &size), -ELOOP);
+	snprintf(path, sizeof(path), "%s/blocks/00000000000000ad.tvb", f->dir);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	assert_int_equal(tv_store_open_block(f->s, 0xad, &fd, &size), -EMEDIUMTYPE);
+	snprintf(path, sizeof(path), "%s/blocks/00000000000000ae.tvb", f->dir);
+	assert_int_equal(mkdir(path, 0700), 0);
+	assert_int_equal(tv_store_open_block(f->s, 0xae, &fd, &size), -EMEDIUMTYPE);
+	assert_int_equal(fd, -1);
+}
+
+/* Quarantine moves the file (a descriptor open on it still reads it), never replaces an earlier
+ * quarantined file of the same id, moves a symlink without touching its target, and makes the
+ * directory 0700 and a file 0600. */
+static void test_quarantine_moves_without_replacing(void **state)
+{
+	struct fixture *f = *state;
+	char path[160], moved[64], buf[16] = "";
+	struct stat st, target;
+	uint64_t size;
+	int fd;
+
+	publish_block(f, 0xab, "first");
+	assert_int_equal(tv_store_open_block(f->s, 0xab, &fd, &size), 0);
+	snprintf(path, sizeof(path), "%s/blocks/00000000000000ab.tvb", f->dir);
+	assert_int_equal(chmod(path, 0644), 0);
+	assert_int_equal(tv_store_quarantine_block(f->s, 0xab, moved, sizeof(moved)), 0);
+	assert_string_equal(moved, "quarantine/00000000000000ab.tvb");
+	assert_int_equal(pread(fd, buf, 5, 0), 5); /* the reader is not disturbed */
+	assert_string_equal(buf, "first");
+	close(fd);
+	assert_int_equal(stat(path, &st), -1);
+	snprintf(path, sizeof(path), "%s/quarantine", f->dir);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0700);
+	snprintf(path, sizeof(path), "%s/quarantine/00000000000000ab.tvb", f->dir);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(st.st_size, 5);
+
+	publish_block(f, 0xab, "second!");
+	assert_int_equal(tv_store_quarantine_block(f->s, 0xab, moved, sizeof(moved)), 0);
+	assert_string_equal(moved, "quarantine/00000000000000ab.1.tvb");
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, 5); /* the first one is still there */
+
+	assert_int_equal(tv_store_quarantine_block(f->s, 0xab, moved, sizeof(moved)), -ENOENT);
+	assert_int_equal(stat("/etc/passwd", &target), 0);
+	snprintf(path, sizeof(path), "%s/blocks/00000000000000ac.tvb", f->dir);
+	assert_int_equal(symlink("/etc/passwd", path), 0);
+	assert_int_equal(tv_store_quarantine_block(f->s, 0xac, moved, sizeof(moved)), 0);
+	snprintf(path, sizeof(path), "%s/%s", f->dir, moved);
+	assert_int_equal(lstat(path, &st), 0);
+	assert_true(S_ISLNK(st.st_mode));
+	assert_int_equal(stat("/etc/passwd", &st), 0);
+	assert_int_equal(st.st_mode, target.st_mode);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -163,6 +249,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_temp_names_are_exclusive_and_abort_removes, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_file_size_limit_is_efbig, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_block_refuses_what_is_not_a_block_file,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_quarantine_moves_without_replacing, setup,
+						teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
