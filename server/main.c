@@ -23,6 +23,7 @@
 #include "common/size.h"
 #include "common/usage.h"
 #include "server/catalog.h"
+#include "server/query.h"
 #include "server/rpc_server.h"
 #include "server/store_uring.h"
 #include "proto/wire.h"
@@ -38,18 +39,27 @@
 _Static_assert(TV_WIRE_MIN_MESSAGE_BYTES == 64u << 10 && TV_WIRE_MAX_MESSAGE_BYTES == 1u << 30,
 	       "update --help: 64K to 1G");
 
+/* USAGE states the query memory bounds and defaults in words */
+_Static_assert(TV_QUERY_MIN_MEMORY_BYTES == 16u << 20 && TV_QUERY_MAX_MEMORY_BYTES == 1ull << 40 &&
+		       TV_QUERY_DEFAULT_MEMORY_BYTES == 256u << 20 &&
+		       TV_QUERY_DEFAULT_TOTAL_MEMORY_BYTES == 1u << 30,
+	       "update --help: 16M to 1024G, default 256M and 1G");
+
 static volatile sig_atomic_t stop_requested;
 
 static const struct option OPTIONS[] = {
 	{ "data", required_argument, NULL, 'd' },
 	{ "listen", required_argument, NULL, 'l' },
 	{ "max-message-bytes", required_argument, NULL, 'm' },
+	{ "query-memory-bytes", required_argument, NULL, 'q' },
+	{ "query-total-memory-bytes", required_argument, NULL, 'Q' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
 
 static const char USAGE[] =
 	"Usage: tracevaultd --data DIR [--listen HOST:PORT] [--max-message-bytes N]\n"
+	"                   [--query-memory-bytes N] [--query-total-memory-bytes N]\n"
 	"\n"
 	"Stores trace blocks written over gRPC (TraceStore Write) and serves time-range queries.\n"
 	"\n"
@@ -61,6 +71,13 @@ static const char USAGE[] =
 	"                           stdout line is 'listening on HOST:PORT'\n"
 	"  --max-message-bytes N    largest gRPC message either way, 64K to 1G (default 16M);\n"
 	"                           sizes take a K, M or G suffix (KiB, MiB, GiB)\n"
+	"  --query-memory-bytes N   memory one query may hold to read blocks (zstd windows,\n"
+	"                           record buffers, its block list), 16M to 1024G (default\n"
+	"                           256M); a query that needs more ends RESOURCE_EXHAUSTED\n"
+	"  --query-total-memory-bytes N\n"
+	"                           the same for all queries together, 16M to 1024G and at\n"
+	"                           least --query-memory-bytes (default 1G); a query that\n"
+	"                           finds it used up is refused (RESOURCE_EXHAUSTED)\n"
 	"  --help                   this text\n"
 	"\n"
 	"Examples:\n"
@@ -288,6 +305,24 @@ int main(int argc, char **argv)
 			o.max_message_bytes = (size_t)v;
 			break;
 		}
+		case 'q':
+		case 'Q': {
+			/* server/query.h owns both bounds */
+			const struct tv_limit *l = opt == 'q' ? &tv_query_memory_bytes_limit :
+								&tv_query_total_memory_bytes_limit;
+			uint64_t v;
+			char bound[64];
+
+			if (tv_size_parse(optarg, &v) || tv_limit_check(l, v)) {
+				tv_limit_format(l, true, bound, sizeof(bound));
+				return usage_error("invalid --%s: '%s' (%s)",
+						   opt == 'q' ? "query-memory-bytes" :
+								"query-total-memory-bytes",
+						   optarg, bound);
+			}
+			*(opt == 'q' ? &o.query_memory_bytes : &o.query_total_memory_bytes) = (size_t)v;
+			break;
+		}
 		case 'h':
 			fputs(USAGE, stdout);
 			return 0;
@@ -303,6 +338,20 @@ int main(int argc, char **argv)
 		return usage_error("missing --data DIR");
 	if (!*data_dir)
 		return usage_error("invalid --data: '' (a directory path)");
+	{
+		size_t per = o.query_memory_bytes ? o.query_memory_bytes :
+						    TV_QUERY_DEFAULT_MEMORY_BYTES;
+		size_t all = o.query_total_memory_bytes ? o.query_total_memory_bytes :
+							  TV_QUERY_DEFAULT_TOTAL_MEMORY_BYTES;
+		char a[32], b[32];
+
+		if (all < per) {
+			tv_size_format(all, a, sizeof(a));
+			tv_size_format(per, b, sizeof(b));
+			return usage_error("--query-total-memory-bytes %s is below "
+					   "--query-memory-bytes %s: one query could never run", a, b);
+		}
+	}
 
 	/* Received message slices are malloc'd by gRPC and freed in bursts when their writes
 	 * complete; by default glibc then shrinks the heap with brk and the next messages fault

@@ -115,6 +115,7 @@ struct tv_rpc_server {
 	int shutting_down, shutdown_done, stopped;
 	size_t eos_waiting;   /* calls in C_EOS_WAIT (kept by set_state) */
 	struct tv_segment_stats seg_stats;
+	struct tv_query_pool query_pool; /* the limits and holdings of all queries */
 };
 
 /* ---- call lifecycle ---- */
@@ -239,6 +240,9 @@ static void finish(struct call *c, grpc_status_code code, const char *msg)
 	if (status_decided(c))
 		return;
 	set_state(c, C_FINISHING);
+	/* a query's blocks and memory go back to the pool now, not when grpc frees the call */
+	tv_query_free(c->query);
+	c->query = NULL;
 	c->code = code;
 	grpc_slice_unref(c->details);
 	c->details = grpc_slice_from_copied_string(msg);
@@ -287,17 +291,18 @@ static int send_message(struct call *c, grpc_byte_buffer *bb)
 static void query_produce(struct call *c)
 {
 	grpc_byte_buffer *bb = NULL;
-	char err[256] = "";
+	char err[TV_QUERY_ERR_LEN] = "";
 	int ret = tv_query_next(c->query, &bb, err, sizeof(err));
 
 	if (ret == 1) {
 		if (send_message(c, bb))
 			finish(c, GRPC_STATUS_INTERNAL, "cannot start SEND_MESSAGE");
 	} else if (ret == 0) {
-		finish(c, GRPC_STATUS_OK, "");
+		grpc_status_code code = tv_query_end_status(c->query, err, sizeof(err));
+
+		finish(c, code, err);
 	} else {
-		finish(c, ret == -EBADMSG ? GRPC_STATUS_DATA_LOSS : GRPC_STATUS_INTERNAL,
-		       err[0] ? err : strerror(-ret));
+		finish(c, tv_query_error_status(ret), err[0] ? err : strerror(-ret));
 	}
 }
 
@@ -495,7 +500,7 @@ static bool range_valid(struct call *c, uint64_t from_ns, uint64_t to_ns)
 static void query_begin(struct call *c)
 {
 	Tracevault__V1__QueryRequest *req;
-	char err[256] = "";
+	char err[TV_QUERY_ERR_LEN] = "";
 	int ret;
 
 	req = (Tracevault__V1__QueryRequest *)unpack_payload(
@@ -504,10 +509,10 @@ static void query_begin(struct call *c)
 		return;
 	if (!range_valid(c, req->from_ns, req->to_ns))
 		goto out;
-	ret = tv_query_new(&c->query, c->srv->catalog, c->srv->store, req->from_ns, req->to_ns,
-			   req->limit, err, sizeof(err));
+	ret = tv_query_new(&c->query, c->srv->catalog, c->srv->store, &c->srv->query_pool,
+			   req->from_ns, req->to_ns, req->limit, err, sizeof(err));
 	if (ret) {
-		finish(c, GRPC_STATUS_INTERNAL, err[0] ? err : strerror(-ret));
+		finish(c, tv_query_error_status(ret), err[0] ? err : strerror(-ret));
 		goto out;
 	}
 	pump(c);
@@ -744,6 +749,7 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 	srv->catalog = c;
 	srv->store = s;
 	srv->max_message_bytes = o->max_message_bytes;
+	tv_query_pool_init(&srv->query_pool, o->query_memory_bytes, o->query_total_memory_bytes);
 	srv->shutdown_tag.op = OP_SHUTDOWN;
 	args[0] = tv_grpc_int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, (int)o->max_message_bytes);
 	args[1] = tv_grpc_int_arg(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, (int)o->max_message_bytes);

@@ -21,6 +21,8 @@
 struct tv_rpc_server_opts {
 	const char *listen_addr;  /* "HOST:PORT"; port 0 binds an ephemeral one */
 	size_t max_message_bytes; /* both directions */
+	/* query memory limits (server/query.h); 0 selects the defaults */
+	size_t query_memory_bytes, query_total_memory_bytes;
 };
 
 struct tv_rpc_server;

@@ -13,15 +13,18 @@ One module per concern; this package re-exports their public names, so tests use
   table         the reference for `query --format table`
   loader        Loader (tests/tools/tv_load), query_keys(), place_block()
   datadir       a server's data dir and log: catalog, block files, tmp, segment log lines
-  blocks        an encoder of trace blocks from proto/BLOCK.md (crc32c, varint, encode_block*)
-  grpc_client   GrpcClient, an independent grpcio client (Write, Query, Delete, raw bytes),
-                WriteStream (a Write call step by step), grpc_modules(), and the message
+  blocks        an encoder of trace blocks from proto/BLOCK.md (crc32c, varint, encode_block*,
+                zstd_compress)
+  grpc_client   GrpcClient, an independent grpcio client (Write, Query, Delete, raw bytes;
+                query_all: a whole Query with its skipped blocks and status), WriteStream (a
+                Write call step by step), grpc_modules(), and the message
                 builders trace_record(), write_cmd(), write_chunk(), write_chunks()
   runner        cases() and Results: a test file's cases, their lines and its exit code
 
 Run only under ctest's PYTHONDONTWRITEBYTECODE=1 (or with sys.dont_write_bytecode set before
 the import), so that no __pycache__ is written into the source tree."""
-from .blocks import crc32c, encode_block, encode_block_v2, varint
+from .blocks import (crc32c, encode_block, encode_block_v2, encode_block_zstd, varint,
+                     zstd_compress)
 from .caps import (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, Unavailable, bpf_unavailable_reason,
                    effective_caps)
 from .capture import (CAPTURE_SUMMARY_KEYS, CAPTURE_SUMMARY_RE, Capture, capture_old_connection,
