@@ -47,6 +47,17 @@ _Static_assert(TV_QUERY_MIN_MEMORY_BYTES == 16u << 20 && TV_QUERY_MAX_MEMORY_BYT
 
 static volatile sig_atomic_t stop_requested;
 
+#ifdef __SANITIZE_ADDRESS__
+/* Under ASan (TV_SANITIZE builds) a failed allocation returns NULL as it does in production,
+ * instead of aborting: the server's out-of-memory paths (RESOURCE_EXHAUSTED with a readable
+ * reason) are what the tests under RLIMIT_AS exercise. */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+	return "allocator_may_return_null=1";
+}
+#endif
+
 static const struct option OPTIONS[] = {
 	{ "data", required_argument, NULL, 'd' },
 	{ "listen", required_argument, NULL, 'l' },

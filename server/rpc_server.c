@@ -590,11 +590,13 @@ static void stats_begin(struct call *c)
 	if (!range_valid(c, req->from_ns, req->to_ns))
 		goto out;
 	ret = tv_catalog_stats(c->srv->catalog, req->from_ns, req->to_ns, &st);
-	if (!ret)
-		ret = pack_stats(&st, &bb);
 	if (ret) {
 		snprintf(err, sizeof(err), "catalog lookup failed: %s", strerror(-ret));
 		finish(c, GRPC_STATUS_INTERNAL, err);
+		goto out;
+	}
+	if (pack_stats(&st, &bb)) {
+		finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory packing the reply");
 		goto out;
 	}
 	enqueue(c, bb);

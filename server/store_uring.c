@@ -73,8 +73,10 @@ int tv_store_open(struct tv_store **out, const char *data_dir, char *err, size_t
 
 	*out = NULL;
 	s = calloc(1, sizeof(*s));
-	if (!s)
+	if (!s) {
+		snprintf(err, errlen, "out of memory opening the store in %s", data_dir);
 		return -ENOMEM;
+	}
 	s->blocks_fd = s->tmp_fd = s->dir_fd = -1;
 	dir_fd = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dir_fd < 0) {

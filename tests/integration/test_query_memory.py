@@ -1,9 +1,12 @@
-"""A query's memory is bounded (issue 10, kind 6): blocks that inflate to tens of MiB cost a zstd
-window each, not their raw size (rel-08's shape); a query past --query-memory-bytes, or one
-that finds --query-total-memory-bytes taken by other queries, ends RESOURCE_EXHAUSTED naming
-the limit, and runs once memory is back; so does one that would hold more than 512 block
-files open."""
+"""A query's memory is bounded (issue 10, kind 6) and its failures say the truth (kind 7): blocks
+that inflate to tens of MiB cost a zstd window each, not their raw size (rel-08's shape); a
+query past --query-memory-bytes, or one that finds --query-total-memory-bytes taken by other
+queries, ends RESOURCE_EXHAUSTED naming the limit, and runs once memory is back; so does one
+that would hold more than 512 block files open; and an
+allocation that fails (RLIMIT_AS) ends the query RESOURCE_EXHAUSTED with a readable reason,
+never stack bytes (rel-13), while the server goes on serving."""
 import os
+import resource
 import struct
 import sys
 import time
@@ -136,6 +139,51 @@ def test_open_block_files_are_limited(srv, cl):
     assert len(fds) < 100, "%d descriptors still open after the query: %s" % (len(fds), fds[:5])
     got, _, code, details, _ = cl.query_all(t, t + 100)
     assert code == OK and len(got) == 100, (code, details)
+
+
+def test_out_of_memory_is_resource_exhausted_with_a_readable_reason():
+    """rel-13's kind: the server under RLIMIT_AS a little above what it uses, no query limit in
+    the way, and a query over 12 overlapping large-window blocks: allocations fail, and the
+    query ends RESOURCE_EXHAUSTED with a reason in plain text; a query of one block works
+    after it (ASan's quarantine of freed memory is off so that memory really comes back)."""
+    saved = os.environ.get("ASAN_OPTIONS")
+    os.environ["ASAN_OPTIONS"] = ((saved + ":") if saved else "") + "quarantine_size_mb=0"
+    try:
+        with tvtest.Server(extra_args=["--query-memory-bytes", "1G",
+                                       "--query-total-memory-bytes", "1G"]) as srv:
+            restore_env("ASAN_OPTIONS", saved)
+            out_of_memory_case(srv)
+    finally:
+        restore_env("ASAN_OPTIONS", saved)
+
+
+def restore_env(name, value):
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+def out_of_memory_case(srv):
+    cl = tvtest.GrpcClient(srv.addr, timeout_s=120)
+    try:
+        t = BASE + 3 * 10**12
+        # block k starts at t + k: all overlap, and [t, t + 1) is block 0's alone
+        for k in range(12):
+            cl.write_encoded(0x400 + k, [(0x400 + k, window_block(0x400 + k, t + k))])
+        got, _, code, details, _ = cl.query_all(t, t + 1)  # threads and buffers exist now
+        assert code == OK and len(got) == 1, (code, details)
+        vm = status_kib(srv, "VmSize") * 1024
+        resource.prlimit(srv.proc.pid, resource.RLIMIT_AS, (vm + (48 << 20),) * 2)
+        got, skipped, code, details, _ = cl.query_all(t, t + 10**6)
+        assert code == RESOURCE_EXHAUSTED, (code, details, len(got))
+        assert details and all(32 <= ord(ch) < 127 for ch in details), repr(details)
+        assert "out of memory" in details, details
+        assert srv.proc.poll() is None
+        got, _, code, details, _ = cl.query_all(t, t + 1)
+        assert code == OK and len(got) == 1, (code, details)
+    finally:
+        cl.close()
 
 
 def main():
