@@ -414,8 +414,10 @@ int tv_block_reader_open(struct tv_block_reader **out, const void *buf, size_t l
 
 	*out = NULL;
 	r = calloc(1, sizeof(*r));
-	if (!r)
+	if (!r) {
+		set_err(err, errlen, "out of memory for a block reader");
 		return -ENOMEM;
+	}
 	ret = tv_block_header_parse(buf, len, &r->h, err, errlen);
 	if (ret)
 		goto fail;
@@ -435,6 +437,8 @@ int tv_block_reader_open(struct tv_block_reader **out, const void *buf, size_t l
 	}
 	r->raw = malloc(r->h.raw_bytes ? r->h.raw_bytes : 1);
 	if (!r->raw) {
+		set_err(err, errlen, "out of memory decompressing %llu bytes",
+			(unsigned long long)r->h.raw_bytes);
 		ret = -ENOMEM;
 		goto fail;
 	}
@@ -464,8 +468,7 @@ const struct tv_block_header *tv_block_reader_header(const struct tv_block_reade
 	return &r->h;
 }
 
-/* Field 1 (ts_ns, varint) of a packed TraceRecord; 0 when absent, as proto3 defines. */
-static int peek_ts(const uint8_t *p, size_t len, uint64_t *ts_ns)
+int tv_block_record_ts(const uint8_t *p, size_t len, uint64_t *ts_ns)
 {
 	size_t pos = 0, used;
 	uint64_t key, v;
@@ -515,7 +518,7 @@ int tv_block_reader_next_raw(struct tv_block_reader *r, const uint8_t **data, si
 		return -EBADMSG;
 	*data = r->raw + r->pos + used;
 	*len = n;
-	if (peek_ts(*data, n, ts_ns))
+	if (tv_block_record_ts(*data, n, ts_ns))
 		return -EBADMSG;
 	r->pos += used + n;
 	r->seen++;

@@ -23,6 +23,10 @@
 #define TV_BLOCK_MAX_RAW_BYTES (256u << 20)
 #define TV_BLOCK_MAX_PAYLOAD_BYTES (256u << 20)
 #define TV_BLOCK_MAX_RECORD_BYTES (1u << 20)
+/* A zstd payload must decode with a window of at most 2^this bytes (8 MiB: what zstd levels up
+ * to 19 use at any size; the reference writer at level 3 uses at most 2 MiB). It bounds what a
+ * streaming reader holds, however large raw_bytes is (proto/block_stream.h). */
+#define TV_BLOCK_MAX_WINDOW_LOG 23
 #define TV_BLOCK_DEFAULT_ZSTD_LEVEL 3
 
 enum tv_codec {
@@ -132,11 +136,16 @@ struct tv_block_reader;
 
 /* Check a whole encoded block (header, sizes, payload CRC) and decompress its payload into
  * the reader (*out, freed with tv_block_reader_free). buf must stay valid only for this call.
+ * It holds raw_bytes at once: the server reads stored blocks with proto/block_stream.h.
  * Returns 0, or a tv_block_header_parse error, -EBADMSG (size, payload CRC or decompression)
- * with a reason in err when err != NULL, or -ENOMEM (err not set). */
+ * or -ENOMEM, each with a reason in err when err != NULL. */
 int tv_block_reader_open(struct tv_block_reader **out, const void *buf, size_t len, char *err,
 			 size_t errlen);
 const struct tv_block_header *tv_block_reader_header(const struct tv_block_reader *r);
+/* Field 1 (ts_ns) of the packed TraceRecord of len bytes at p, 0 when absent (proto3), after
+ * walking every field's framing. Returns 0, or -EBADMSG when the bytes are not a protobuf
+ * message. */
+int tv_block_record_ts(const uint8_t *p, size_t len, uint64_t *ts_ns);
 /* Next record in block order (ts_ns ascending as the builder writes it; not checked here).
  * Returns 1 with *rec set (free it with tracevault__v1__trace_record__free_unpacked(rec,
  * NULL)), 0 at the end, or -EBADMSG (a bad length or record, or not record_count records). */

@@ -288,7 +288,7 @@ int tv_block_check_begin(struct tv_block_check *c, const struct tv_block_header 
 		r = ZSTD_DCtx_reset(c->dctx, ZSTD_reset_session_and_parameters);
 		if (!ZSTD_isError(r))
 			r = ZSTD_DCtx_setParameter(c->dctx, ZSTD_d_windowLogMax,
-						   TV_BLOCK_MAX_ZSTD_WINDOW_LOG);
+						   TV_BLOCK_MAX_WINDOW_LOG);
 		if (ZSTD_isError(r))
 			return fail(err, errlen, -ENOMEM, "zstd: %s", ZSTD_getErrorName(r));
 	}
@@ -423,7 +423,7 @@ static int inflate(struct tv_block_check *c, const uint8_t *p, size_t len, char 
 			if (ZSTD_getErrorCode(r) == ZSTD_error_frameParameter_windowTooLarge)
 				return fail(err, errlen, -EMSGSIZE,
 					    "zstd payload needs a window above the limit of 2^%d "
-					    "bytes", TV_BLOCK_MAX_ZSTD_WINDOW_LOG);
+					    "bytes", TV_BLOCK_MAX_WINDOW_LOG);
 			return fail(err, errlen, -EBADMSG,
 				    "block payload does not decompress: %s", ZSTD_getErrorName(r));
 		}

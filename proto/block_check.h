@@ -10,12 +10,10 @@
 
 #include "proto/block.h"
 
-/* A zstd payload may need a window of at most 2^23 bytes (8 MiB) to decompress: what levels
- * 1-19 use on any block size (our writer seals at level 3: 2 MiB). Frames that ask for more
- * (levels 20-22, --ultra) are refused as above a limit (-EMSGSIZE) rather than given that
- * memory: with it the check holds at most this window plus ZSTD_DStreamOutSize() (128 KiB)
- * of decompressed bytes plus one record (TV_BLOCK_MAX_RECORD_BYTES), whatever raw_bytes says. */
-#define TV_BLOCK_MAX_ZSTD_WINDOW_LOG 23
+/* The check holds at most one zstd window (TV_BLOCK_MAX_WINDOW_LOG, proto/block.h: frames
+ * that ask for more, zstd levels 20-22 with --ultra, are refused as above a limit, -EMSGSIZE,
+ * rather than given that memory) plus ZSTD_DStreamOutSize() (128 KiB) of decompressed bytes
+ * plus one record (TV_BLOCK_MAX_RECORD_BYTES), whatever raw_bytes says. */
 
 struct tv_block_check;
 
@@ -38,7 +36,7 @@ void tv_block_check_free(struct tv_block_check *c);
  *   -EPROTONOSUPPORT  a reserved header field (flags, v2 bytes 60-63) is not 0: a feature this
  *                     build does not read (INVALID_ARGUMENT, like an unknown codec);
  *   -EMSGSIZE         a record above TV_BLOCK_MAX_RECORD_BYTES or a zstd window above
- *                     TV_BLOCK_MAX_ZSTD_WINDOW_LOG (RESOURCE_EXHAUSTED: a limit);
+ *                     TV_BLOCK_MAX_WINDOW_LOG (RESOURCE_EXHAUSTED: a limit);
  *   -ENOMEM.
  */
 /* Start a block whose header h passed tv_block_header_parse (h is copied): the header-only

@@ -326,8 +326,10 @@ int tv_catalog_open(struct tv_catalog **out, const char *path, char *err, size_t
 	if (ret)
 		return ret;
 	c = calloc(1, sizeof(*c));
-	if (!c)
+	if (!c) {
+		snprintf(err, errlen, "out of memory opening catalog %s", path);
 		return -ENOMEM;
+	}
 	if (sqlite3_open_v2(path, &c->db,
 			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOFOLLOW,
 			    NULL) != SQLITE_OK) {

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "server/query.h"
 #include "server/rpc_server.h"
 #include "server/segment.h"
 #include "server/store_uring.h"
@@ -74,8 +75,9 @@ static uint64_t count_open_fds(uint64_t nofile)
 
 int tv_fd_plan_make(struct tv_fd_plan *p, char *err, size_t errlen)
 {
-	uint64_t *v[3] = { &p->write_streams, &p->query_streams, &p->open_files };
-	int given[3] = { p->write_streams != 0, p->query_streams != 0, p->open_files != 0 };
+	uint64_t *v[4] = { &p->write_streams, &p->query_streams, &p->open_files,
+			   &p->query_files };
+	int given[4] = { p->write_streams != 0, p->query_streams != 0, p->open_files != 0, 0 };
 	uint64_t avail = 0, fixed = 0, flex = 0, sum = 0;
 	int nflex = 0;
 
@@ -91,7 +93,8 @@ int tv_fd_plan_make(struct tv_fd_plan *p, char *err, size_t errlen)
 		p->open_files = (uint64_t)TV_SEGMENT_MAX_OPEN_FILES * p->write_streams;
 	if (p->open_files > TV_STORE_MAX_OPEN_FILES_MAX)
 		p->open_files = TV_STORE_MAX_OPEN_FILES_MAX;
-	for (int i = 0; i < 3; i++) {
+	p->query_files = TV_QUERY_MAX_OPEN_BLOCKS;
+	for (int i = 0; i < 4; i++) {
 		if (given[i]) {
 			fixed += *v[i];
 		} else {
@@ -102,22 +105,22 @@ int tv_fd_plan_make(struct tv_fd_plan *p, char *err, size_t errlen)
 	if (fixed + flex <= avail)
 		return 0;
 	if (fixed + (uint64_t)nflex > avail) {
-		static const char *const name[3] = { "--max-write-streams", "--max-query-streams",
-						     "--max-open-files" };
-		char term[3][48];
+		static const char *const name[4] = { "--max-write-streams", "--max-query-streams",
+						     "--max-open-files", "the block files of queries" };
+		char term[4][48];
 
-		for (int i = 0; i < 3; i++)
+		for (int i = 0; i < 4; i++)
 			snprintf(term[i], sizeof(term[i]), given[i] ? "%s %llu" : "%s (at least 1)",
 				 name[i], (unsigned long long)*v[i]);
 		snprintf(err, errlen, "descriptors: RLIMIT_NOFILE %llu (hard %llu) leaves %llu after "
 			 "the %llu open and %d reserved: too few for %s + %s (a connection per "
-			 "stream) + %s", (unsigned long long)p->nofile,
+			 "stream) + %s + %s", (unsigned long long)p->nofile,
 			 (unsigned long long)p->nofile_hard, (unsigned long long)avail,
-			 (unsigned long long)p->in_use, TV_FD_PLAN_RESERVE, term[0], term[1], term[2]);
+			 (unsigned long long)p->in_use, TV_FD_PLAN_RESERVE, term[0], term[1], term[2], term[3]);
 		return -EMFILE;
 	}
 	/* lower the defaults in proportion to what is left, each at least 1 */
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < 4; i++) {
 		if (given[i])
 			continue;
 		*v[i] = *v[i] * (avail - fixed) / flex;
@@ -129,7 +132,7 @@ int tv_fd_plan_make(struct tv_fd_plan *p, char *err, size_t errlen)
 	while (sum > avail - fixed) {
 		uint64_t *big = NULL;
 
-		for (int i = 0; i < 3; i++)
+		for (int i = 0; i < 4; i++)
 			if (!given[i] && *v[i] > 1 && (!big || *v[i] > *big))
 				big = v[i];
 		if (!big)
@@ -149,10 +152,10 @@ void tv_fd_plan_describe(const struct tv_fd_plan *p, char *buf, size_t len)
 		snprintf(raised, sizeof(raised), "raised from %llu, ",
 			 (unsigned long long)p->nofile_before);
 	snprintf(buf, len, "RLIMIT_NOFILE %llu (%shard %llu): %llu descriptors open, %d reserved, "
-		 "up to %llu Write + %llu Query streams and %llu block files%s",
+		 "up to %llu Write + %llu Query streams, %llu block files and %llu in queries%s",
 		 (unsigned long long)p->nofile, raised, (unsigned long long)p->nofile_hard,
 		 (unsigned long long)p->in_use, TV_FD_PLAN_RESERVE,
 		 (unsigned long long)p->write_streams, (unsigned long long)p->query_streams,
-		 (unsigned long long)p->open_files,
+		 (unsigned long long)p->open_files, (unsigned long long)p->query_files,
 		 p->scaled ? " (defaults lowered to fit RLIMIT_NOFILE)" : "");
 }

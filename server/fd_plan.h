@@ -10,6 +10,7 @@
  * + Write + Query stream limits   one connection each at worst (rpc_server.h)
  * + the block-file budget          --max-open-files (store_uring.h; a Write stream holds
  *                                  up to TV_SEGMENT_MAX_OPEN_FILES, segment.h)
+ * + the block files of queries     TV_QUERY_MAX_OPEN_BLOCKS (query.h), all queries together
  * must not exceed RLIMIT_NOFILE. */
 #ifndef TV_FD_PLAN_H
 #define TV_FD_PLAN_H
@@ -26,6 +27,7 @@ struct tv_fd_plan {
 	uint64_t in_use;        /* descriptors open when tv_fd_plan_make ran */
 	/* In: what the operator set, 0 for "derive". Out: the limits to run with. */
 	uint64_t write_streams, query_streams, open_files;
+	uint64_t query_files; /* block files open in queries: always derived (0 in) */
 	int scaled; /* defaults were lowered to fit RLIMIT_NOFILE */
 };
 
@@ -34,9 +36,9 @@ struct tv_fd_plan {
  * kernel leaves the soft limit as it was (the plan then fits in it). Never fails. */
 void tv_fd_plan_raise(struct tv_fd_plan *p);
 
-/* Count the descriptors open now and settle the three limits in p. Values the operator gave
- * are kept; the others default (rpc_server.h; block files TV_SEGMENT_MAX_OPEN_FILES per Write
- * stream) and, when the defaults do not fit, are lowered in proportion (each at least 1, p->scaled
+/* Count the descriptors open now and settle the limits in p. Values the operator gave are
+ * kept; the others default (rpc_server.h; block files TV_SEGMENT_MAX_OPEN_FILES per Write
+ * stream; query_files, never given, TV_QUERY_MAX_OPEN_BLOCKS) and, when the defaults do not fit, are lowered in proportion (each at least 1, p->scaled
  * set). Returns 0, or -EMFILE with err naming the limit and the figures when even that does not
  * fit (an operator's values too large for RLIMIT_NOFILE, or a limit too small to serve). */
 int tv_fd_plan_make(struct tv_fd_plan *p, char *err, size_t errlen);

@@ -27,6 +27,7 @@
 #include "server/data_dir.h"
 #include "server/fd_plan.h"
 #include "server/recovery.h"
+#include "server/query.h"
 #include "server/rpc_server.h"
 #include "server/scrub.h"
 #include "server/segment.h"
@@ -51,7 +52,24 @@ _Static_assert(TV_STORE_MAX_OPEN_FILES_MAX == 1048576 && TV_SEGMENT_MAX_OPEN_FIL
 _Static_assert(TV_RPC_MIN_IDLE_TIMEOUT_MS == 100 && TV_RPC_MAX_IDLE_TIMEOUT_MS == 86400000 &&
 	       TV_RPC_DEFAULT_IDLE_TIMEOUT_MS == 60000, "update --help: 100 to 86400000 (60000)");
 
+/* USAGE states the query memory bounds and defaults in words */
+_Static_assert(TV_QUERY_MIN_MEMORY_BYTES == 16u << 20 && TV_QUERY_MAX_MEMORY_BYTES == 1ull << 40 &&
+		       TV_QUERY_DEFAULT_MEMORY_BYTES == 256u << 20 &&
+		       TV_QUERY_DEFAULT_TOTAL_MEMORY_BYTES == 1u << 30,
+	       "update --help: 16M to 1024G, default 256M and 1G");
+
 static volatile sig_atomic_t stop_requested;
+
+#ifdef __SANITIZE_ADDRESS__
+/* Under ASan (TV_SANITIZE builds) a failed allocation returns NULL as it does in production,
+ * instead of aborting: the server's out-of-memory paths (RESOURCE_EXHAUSTED with a readable
+ * reason) are what the tests under RLIMIT_AS exercise. */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+	return "allocator_may_return_null=1";
+}
+#endif
 
 static const struct option OPTIONS[] = {
 	{ "data", required_argument, NULL, 'd' },
@@ -64,6 +82,8 @@ static const struct option OPTIONS[] = {
 	{ "idle-timeout-ms", required_argument, NULL, 'I' },
 	{ "rebuild-catalog", no_argument, NULL, 'R' },
 	{ "scrub", no_argument, NULL, 'S' },
+	{ "query-memory-bytes", required_argument, NULL, 'q' },
+	{ "query-total-memory-bytes", required_argument, NULL, 'T' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -73,6 +93,7 @@ static const char USAGE[] =
 	"                   [--max-write-streams N] [--max-query-streams N]\n"
 	"                   [--max-streams-per-connection N] [--max-open-files N]\n"
 	"                   [--idle-timeout-ms MS]\n"
+	"                   [--query-memory-bytes N] [--query-total-memory-bytes N]\n"
 	"       tracevaultd --data DIR --rebuild-catalog | --scrub\n"
 	"\n"
 	"Stores trace blocks written over gRPC (TraceStore Write) and serves time-range queries.\n"
@@ -94,7 +115,10 @@ static const char USAGE[] =
 	"  --scrub                  read every block completely (checksums, decompression,\n"
 	"                           records) against its catalog row, quarantine what fails,\n"
 	"                           exit 0 when nothing was damaged or missing (also at the\n"
-	"                           start-up before it), else 1\n"
+	"                           start-up before it), else 1\n";
+/* the serving options and the limits on what clients make the server hold; a second string because ISO C
+ * guarantees string literals of 4095 bytes only */
+static const char USAGE_LIMITS[] =
 	"  --listen HOST:PORT       address to serve on, port 0 to 65535 (default\n"
 	"                           " DEFAULT_LISTEN "); port 0 picks a free port; the first\n"
 	"                           stdout line is 'listening on HOST:PORT'\n"
@@ -114,6 +138,13 @@ static const char USAGE[] =
 	"                           (default 60000): a Write stream without a message\n"
 	"                           (DEADLINE_EXCEEDED, segment discarded), a call whose\n"
 	"                           client takes no reply, a connection without calls\n"
+	"  --query-memory-bytes N   memory one query may hold to read blocks (zstd windows,\n"
+	"                           record buffers, its block list), 16M to 1024G (default\n"
+	"                           256M); a query that needs more ends RESOURCE_EXHAUSTED\n"
+	"  --query-total-memory-bytes N\n"
+	"                           the same for all queries together, 16M to 1024G and at\n"
+	"                           least --query-memory-bytes (default 1G); a query that\n"
+	"                           finds it used up is refused (RESOURCE_EXHAUSTED)\n"
 	"  --help                   this text\n"
 	"\n"
 	"At start the soft RLIMIT_NOFILE is raised to the hard limit and logged. The stream\n"
@@ -265,8 +296,27 @@ int main(int argc, char **argv)
 				return EXIT_USAGE;
 			break;
 		}
+		case 'q':
+		case 'T': {
+			/* server/query.h owns both bounds */
+			const struct tv_limit *l = opt == 'q' ? &tv_query_memory_bytes_limit :
+								&tv_query_total_memory_bytes_limit;
+			uint64_t v;
+			char bound[64];
+
+			if (tv_size_parse(optarg, &v) || tv_limit_check(l, v)) {
+				tv_limit_format(l, true, bound, sizeof(bound));
+				return usage_error("invalid --%s: '%s' (%s)",
+						   opt == 'q' ? "query-memory-bytes" :
+								"query-total-memory-bytes",
+						   optarg, bound);
+			}
+			*(opt == 'q' ? &o.query_memory_bytes : &o.query_total_memory_bytes) = (size_t)v;
+			break;
+		}
 		case 'h':
 			fputs(USAGE, stdout);
+			fputs(USAGE_LIMITS, stdout);
 			return 0;
 		default: /* '?' or ':': the client's words (common/usage.h) */
 			tv_usage_getopt_reason(opt, tv_usage_getopt_arg(argv, before, optind), optopt,
@@ -282,6 +332,20 @@ int main(int argc, char **argv)
 		return usage_error("invalid --data: '' (a directory path)");
 	if (mode != MODE_SERVE && listen_set)
 		return usage_error("--listen serves; --rebuild-catalog and --scrub do not");
+	{
+		size_t per = o.query_memory_bytes ? o.query_memory_bytes :
+						    TV_QUERY_DEFAULT_MEMORY_BYTES;
+		size_t all = o.query_total_memory_bytes ? o.query_total_memory_bytes :
+							  TV_QUERY_DEFAULT_TOTAL_MEMORY_BYTES;
+		char a[32], b[32];
+
+		if (all < per) {
+			tv_size_format(all, a, sizeof(a));
+			tv_size_format(per, b, sizeof(b));
+			return usage_error("--query-total-memory-bytes %s is below "
+					   "--query-memory-bytes %s: one query could never run", a, b);
+		}
+	}
 
 	/* Received message slices are malloc'd by gRPC and freed in bursts when their writes
 	 * complete; by default glibc then shrinks the heap with brk and the next messages fault
@@ -328,6 +392,7 @@ int main(int argc, char **argv)
 	o.max_query_streams = (unsigned)plan.query_streams;
 	o.max_streams_per_connection = (unsigned)per_conn;
 	o.idle_timeout_ms = (unsigned)idle_ms;
+	o.query_open_blocks = (size_t)plan.query_files;
 
 	grpc_init();
 	if (tv_rpc_server_start(&srv, &o, catalog, store, &port, err, sizeof(err))) {

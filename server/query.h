@@ -1,6 +1,9 @@
 /* Time-range query: finds the blocks overlapping [from_ns, to_ns) in the catalog and k-way
  * merges their records by ts_ns into QueryResponse batches, opening a block only when the
- * merge frontier reaches its min_ts_ns so memory stays bounded by the blocks that overlap. */
+ * merge frontier reaches its min_ts_ns. Each open block is a bounded stream
+ * (proto/block_stream.h) whose memory comes from the query's budget and the server's pool,
+ * so what queries hold is bounded by the limits below, never by the blocks' raw sizes. A block
+ * that fails its checks is quarantined, reported in the stream and skipped (PROTOCOL.md). */
 #ifndef TV_QUERY_H
 #define TV_QUERY_H
 
@@ -8,7 +11,9 @@
 #include <stdint.h>
 
 #include <grpc/byte_buffer.h>
+#include <grpc/status.h>
 
+#include "common/limit.h"
 #include "server/catalog.h"
 #include "server/store_uring.h"
 
@@ -16,18 +21,73 @@
 #define TV_QUERY_BATCH_RECORDS 4096
 #define TV_QUERY_BATCH_BYTES (1u << 20)
 
+/* Memory one query may hold to read its blocks (zstd windows, record and read buffers, the
+ * plan of its blocks): tracevaultd --query-memory-bytes. The lower bound lets one stream of
+ * the largest window and record (TV_BLOCK_STREAM_MAX_MEMORY_BYTES) and a plan of ~30,000
+ * blocks in, so every valid block can be read. Beyond it the query ends RESOURCE_EXHAUSTED
+ * after the records before that point. Not counted: the batch being built and the one being
+ * sent (each at most TV_QUERY_BATCH_BYTES plus one record). */
+#define TV_QUERY_DEFAULT_MEMORY_BYTES (256u << 20)
+#define TV_QUERY_MIN_MEMORY_BYTES (16u << 20)
+#define TV_QUERY_MAX_MEMORY_BYTES (1ull << 40)
+extern const struct tv_limit tv_query_memory_bytes_limit;
+/* The same memory summed over every running query: --query-total-memory-bytes (at least
+ * --query-memory-bytes; same bounds). A query that finds the pool used up is refused
+ * (RESOURCE_EXHAUSTED), never made to wait: a waiting query would hold what it has, and
+ * stalled clients could then block every other query for good. */
+#define TV_QUERY_DEFAULT_TOTAL_MEMORY_BYTES (1u << 30)
+extern const struct tv_limit tv_query_total_memory_bytes_limit;
+/* Block files open in all queries at once (one descriptor each, kept while the block's
+ * records are merged): past it a query is refused (RESOURCE_EXHAUSTED), so queries cannot
+ * take the descriptors the listener needs. The default; tracevaultd's descriptor plan
+ * (server/fd_plan.h) lowers it with the other defaults when RLIMIT_NOFILE is small. */
+#define TV_QUERY_MAX_OPEN_BLOCKS 512
+/* Skipped blocks named in the DATA_LOSS status details (every one is in a
+ * QueryResponse.skipped entry); and the size of the details and err buffers the caller
+ * passes. */
+#define TV_QUERY_DETAIL_BLOCKS 4
+#define TV_QUERY_ERR_LEN 1024
+
+/* What all queries of a server share: their limits and what they hold now. One per server,
+ * set up with tv_query_pool_init; used from the server's one thread only. */
+struct tv_query_pool {
+	size_t memory_bytes;       /* per query */
+	size_t total_memory_bytes; /* all queries */
+	size_t used_bytes;         /* reserved by running queries */
+	size_t open_blocks;        /* block files they hold open */
+	size_t max_open_blocks;    /* at most (TV_QUERY_MAX_OPEN_BLOCKS unless the plan lowered it) */
+	size_t queries;            /* running queries */
+};
+
+/* 0 selects the default of either limit. */
+void tv_query_pool_init(struct tv_query_pool *p, size_t memory_bytes, size_t total_memory_bytes);
+
 struct tv_query;
 
 /* Plan a query: reads the overlapping block list from the catalog (metadata only). from_ns <= to_ns
- * is the caller's check (equal is an empty range); limit 0 means no limit. c and s must outlive the
- * query. Returns 0 or a negative errno with a reason in err. */
+ * is the caller's check (equal is an empty range); limit 0 means no limit. c, s and pool must
+ * outlive the query. Returns 0 or a negative errno with a reason in err (always set then):
+ * -ENOBUFS / -ENOMEM when the plan does not fit (server/status.h gives the status). */
 int tv_query_new(struct tv_query **out, struct tv_catalog *c, struct tv_store *s,
-		 uint64_t from_ns, uint64_t to_ns, uint64_t limit, char *err, size_t errlen);
+		 struct tv_query_pool *pool, uint64_t from_ns, uint64_t to_ns, uint64_t limit,
+		 char *err, size_t errlen);
+/* Release the query and everything it holds (descriptors, memory back to the pool). */
 void tv_query_free(struct tv_query *q);
 
-/* Produce the next serialized QueryResponse into *out (caller owns it). Returns 1 with a batch,
- * 0 when the query is complete, -EBADMSG when a block is corrupt or missing (reason in err names
- * the block id: answer DATA_LOSS), or another negative errno. */
+/* Produce the next serialized QueryResponse into *out (caller owns it). Returns 1 with a batch
+ * (records and/or skipped blocks), 0 when the query is complete (tv_query_end_status gives its
+ * status), or a negative errno with a reason in err: the query cannot go on (-ENOMEM,
+ * -ENOBUFS, -ENFILE for the limits above: RESOURCE_EXHAUSTED; others INTERNAL, see
+ * server/status.h). Records produced before such an error are returned first, as a
+ * batch; the error comes with the next call. A damaged block is not an error: it is skipped,
+ * reported in the batch and logged, and quarantined when the block itself fails its checks
+ * (not when its file cannot be opened or read). */
 int tv_query_next(struct tv_query *q, grpc_byte_buffer **out, char *err, size_t errlen);
+
+/* Blocks skipped so far. */
+size_t tv_query_skipped(const struct tv_query *q);
+/* The status of a complete query: OK, or DATA_LOSS when blocks were skipped, with details
+ * naming the first TV_QUERY_DETAIL_BLOCKS of them (written to details, always). */
+grpc_status_code tv_query_end_status(const struct tv_query *q, char *details, size_t len);
 
 #endif

@@ -129,6 +129,7 @@ struct tv_rpc_server {
 	unsigned streams[M_COUNT];     /* calls with counted set, per method */
 	unsigned idle_timeout_ms;
 	gpr_timespec next_idle_scan;
+	struct tv_query_pool query_pool; /* the limits and holdings of all queries */
 };
 
 /* ---- call lifecycle ---- */
@@ -255,6 +256,9 @@ static void finish(struct call *c, grpc_status_code code, const char *msg)
 	if (status_decided(c))
 		return;
 	set_state(c, C_FINISHING);
+	/* a query's blocks and memory go back to the pool now, not when grpc frees the call */
+	tv_query_free(c->query);
+	c->query = NULL;
 	c->code = code;
 	grpc_slice_unref(c->details);
 	c->details = grpc_slice_from_copied_string(msg);
@@ -303,14 +307,16 @@ static int send_message(struct call *c, grpc_byte_buffer *bb)
 static void query_produce(struct call *c)
 {
 	grpc_byte_buffer *bb = NULL;
-	char err[256] = "";
+	char err[TV_QUERY_ERR_LEN] = "";
 	int ret = tv_query_next(c->query, &bb, err, sizeof(err));
 
 	if (ret == 1) {
 		if (send_message(c, bb))
 			finish(c, GRPC_STATUS_INTERNAL, "cannot start SEND_MESSAGE");
 	} else if (ret == 0) {
-		finish(c, GRPC_STATUS_OK, "");
+		grpc_status_code code = tv_query_end_status(c->query, err, sizeof(err));
+
+		finish(c, code, err);
 	} else {
 		finish(c, tv_status_from_errno(ret), err[0] ? err : strerror(-ret));
 	}
@@ -512,7 +518,7 @@ static bool range_valid(struct call *c, uint64_t from_ns, uint64_t to_ns)
 static void query_begin(struct call *c)
 {
 	Tracevault__V1__QueryRequest *req;
-	char err[256] = "";
+	char err[TV_QUERY_ERR_LEN] = "";
 	int ret;
 
 	req = (Tracevault__V1__QueryRequest *)unpack_payload(
@@ -521,8 +527,8 @@ static void query_begin(struct call *c)
 		return;
 	if (!range_valid(c, req->from_ns, req->to_ns))
 		goto out;
-	ret = tv_query_new(&c->query, c->srv->catalog, c->srv->store, req->from_ns, req->to_ns,
-			   req->limit, err, sizeof(err));
+	ret = tv_query_new(&c->query, c->srv->catalog, c->srv->store, &c->srv->query_pool,
+			   req->from_ns, req->to_ns, req->limit, err, sizeof(err));
 	if (ret) {
 		finish(c, tv_status_from_errno(ret), err[0] ? err : strerror(-ret));
 		goto out;
@@ -610,11 +616,13 @@ static void stats_begin(struct call *c)
 	if (!range_valid(c, req->from_ns, req->to_ns))
 		goto out;
 	ret = tv_catalog_stats(c->srv->catalog, req->from_ns, req->to_ns, &st);
-	if (!ret)
-		ret = pack_stats(&st, &bb);
 	if (ret) {
 		snprintf(err, sizeof(err), "catalog lookup failed: %s", strerror(-ret));
 		finish(c, tv_status_from_errno(ret), err);
+		goto out;
+	}
+	if (pack_stats(&st, &bb)) {
+		finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory packing the reply");
 		goto out;
 	}
 	enqueue(c, bb);
@@ -795,6 +803,9 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 	srv->catalog = c;
 	srv->store = s;
 	srv->max_message_bytes = o->max_message_bytes;
+	tv_query_pool_init(&srv->query_pool, o->query_memory_bytes, o->query_total_memory_bytes);
+	if (o->query_open_blocks)
+		srv->query_pool.max_open_blocks = o->query_open_blocks;
 	srv->shutdown_tag.op = OP_SHUTDOWN;
 	srv->max_streams[M_WRITE] = o->max_write_streams ? o->max_write_streams :
 							   TV_RPC_DEFAULT_MAX_WRITE_STREAMS;

@@ -48,6 +48,10 @@ struct tv_rpc_server_opts {
 	/* the limits above; 0 takes the default */
 	unsigned max_write_streams, max_query_streams, max_streams_per_connection;
 	unsigned idle_timeout_ms;
+	/* query memory limits (server/query.h); 0 selects the defaults */
+	size_t query_memory_bytes, query_total_memory_bytes;
+	/* block files open in all queries at once; 0: TV_QUERY_MAX_OPEN_BLOCKS (server/query.h) */
+	size_t query_open_blocks;
 };
 
 struct tv_rpc_server;

@@ -924,9 +924,7 @@ static void unpack_message(struct tv_segment *seg, grpc_byte_buffer *bb)
 
 	ret = tv_wire_flatten(bb, seg->max_message_bytes, &flat, &len);
 	if (ret) {
-		fail(seg, ret == -EMSGSIZE ? GRPC_STATUS_RESOURCE_EXHAUSTED :
-					     GRPC_STATUS_INTERNAL,
-		     "cannot read request: %s", strerror(-ret));
+		fail(seg, errno_code(ret), "cannot read request: %s", strerror(-ret));
 		return;
 	}
 	req = tracevault__v1__write_request__unpack(NULL, len, flat);

@@ -14,6 +14,8 @@ grpc_status_code tv_status_from_errno(int err)
 	case -ENOMEM:
 	case -EMFILE:
 	case -ENFILE:
+	case -ENOBUFS:
+	case -EMSGSIZE:
 		return GRPC_STATUS_RESOURCE_EXHAUSTED;
 	case -EEXIST:
 		return GRPC_STATUS_ALREADY_EXISTS;

@@ -9,7 +9,8 @@
 /* err is a negative errno from a server module:
  *   -ENOSPC, -EDQUOT (a full disk or quota, also SQLite's "database or disk is full"), -EFBIG
  *   (a file-size limit), -ENOMEM, -EMFILE, -ENFILE (no descriptor free: the store's budget,
- *   server/fd_plan.h, or the process's or system's limit)           RESOURCE_EXHAUSTED
+ *   server/fd_plan.h, or the process's or system's limit), -ENOBUFS (a query's memory limit,
+ *   server/query.h), -EMSGSIZE (a block above the block limit)        RESOURCE_EXHAUSTED
  *   -EEXIST (a block id already committed)                           ALREADY_EXISTS
  *   -EBUSY (catalog.db held by another process past the busy wait)   UNAVAILABLE
  *   -EBADMSG (a stored block that fails its checks)                  DATA_LOSS

@@ -89,8 +89,10 @@ int tv_store_open(struct tv_store **out, const char *data_dir, char *err, size_t
 
 	*out = NULL;
 	s = calloc(1, sizeof(*s));
-	if (!s)
+	if (!s) {
+		snprintf(err, errlen, "out of memory opening the store in %s", data_dir);
 		return -ENOMEM;
+	}
 	s->dir_fd = s->blocks_fd = s->tmp_fd = s->quarantine_fd = -1;
 	dir_fd = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dir_fd < 0) {
@@ -122,6 +124,8 @@ fail:
 		close(s->blocks_fd);
 	if (s->tmp_fd >= 0)
 		close(s->tmp_fd);
+	if (s->dir_fd >= 0)
+		close(s->dir_fd);
 	free(s);
 	return ret;
 }
@@ -619,6 +623,34 @@ int tv_store_read_temp(struct tv_store *s, const char *name, size_t max_bytes, v
 		       size_t *len)
 {
 	return read_file_at(s->tmp_fd, name, max_bytes, buf, len, NULL);
+}
+
+int tv_store_open_block(struct tv_store *s, uint64_t segment_id, uint64_t block_id, int *fd,
+			uint64_t *size)
+{
+	char name[TEMP_NAME_MAX];
+	struct stat st;
+	int f, ret;
+
+	*fd = -1;
+	tv_store_block_name(segment_id, block_id, name, sizeof(name));
+	/* O_NOFOLLOW: a symlink in blocks/ is not ours; O_NONBLOCK: a FIFO must not hang the
+	 * server thread in open (it does nothing to reads of a regular file) */
+	f = openat(s->blocks_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (f < 0)
+		return -errno;
+	if (fstat(f, &st)) {
+		ret = -errno;
+		close(f);
+		return ret;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(f);
+		return -EMEDIUMTYPE;
+	}
+	*fd = f;
+	*size = (uint64_t)st.st_size;
+	return 0;
 }
 
 /* Call fn(de, arg) for every entry of the directory open at dir_fd but "." and "..", until

@@ -139,6 +139,13 @@ int tv_store_read_block(struct tv_store *s, uint64_t segment_id, uint64_t block_
  * TV_STORE_NAME_BYTES bytes): for messages and tv_store_quarantine. */
 void tv_store_block_name(uint64_t segment_id, uint64_t block_id, char *name, size_t len);
 
+/* Open the file of committed block (segment_id, block_id) for reading without following a
+ * symlink: *fd (the caller closes it) and its *size in bytes. The file stays readable through *fd when it is renamed
+ * (quarantined) or unlinked (deleted) meanwhile. Returns 0, -ENOENT, -ELOOP (a symlink),
+ * -EMEDIUMTYPE (not a regular file: a directory, FIFO or device), or another negative errno. */
+int tv_store_open_block(struct tv_store *s, uint64_t segment_id, uint64_t block_id, int *fd,
+			uint64_t *size);
+
 /* ---- recovery (server/recovery.c, synchronous) ---- */
 
 /* What a name in blocks/ or tmp/ is, by the rules at the top of this file. */

@@ -16,11 +16,13 @@
 int tv_verify_block_bytes(const void *buf, size_t len, struct tv_block_header *h, char *err,
 			  size_t errlen);
 
-/* tv_verify_block_bytes, then everything else a reader needs: the payload decompresses to
- * raw_bytes, it holds exactly record_count records, each at most TV_BLOCK_MAX_RECORD_BYTES,
- * parsing as a TraceRecord, with ts_ns inside [min_ts_ns, max_ts_ns] and in ascending order.
- * Memory: raw_bytes (at most TV_BLOCK_MAX_RAW_BYTES) plus one record. Returns 0, -EBADMSG,
- * -EPROTONOSUPPORT (reason in err) or -ENOMEM. */
+/* tv_verify_block_bytes, then every rule of BLOCK.md's "What a writer promises" that Write
+ * checks before it acknowledges a block (tv_block_validate, proto/block_check.h): the payload
+ * decompresses to raw_bytes in one frame, exactly record_count records, each at most
+ * TV_BLOCK_MAX_RECORD_BYTES and parsing as a TraceRecord, sorted, the first and last at the
+ * header's min/max. Memory: one zstd window plus one record. Returns 0, -EBADMSG,
+ * -EPROTONOSUPPORT, -EMSGSIZE (a record or window above its limit), with a reason in err, or
+ * -ENOMEM. */
 int tv_verify_block_records(const void *buf, size_t len, struct tv_block_header *h, char *err,
 			    size_t errlen);
 

@@ -15,6 +15,9 @@
 #include "write/grpc_writer.h"
 
 #define TV_CLI_EXIT_USAGE 2
+/* query: every record printed is right, but a server skipped damaged blocks (a warning line
+ * names each), so records of theirs are missing */
+#define TV_CLI_EXIT_INCOMPLETE 3
 #define TV_CLI_ERR_LEN 1024
 /* tv_cli_parse's "go on": every option was stored, run the command */
 #define TV_CLI_PARSED (-1)

@@ -67,6 +67,9 @@ static const char *const query_usage[] = {
 	"without a record; part of ring_full, so not added to lost_total).\n"
 	"T is RFC 3339 (2026-03-01T12:00:00.5Z, 2026-03-01T14:00:00+02:00), unix nanoseconds,\n"
 	"'now', or relative to now: -500ms, -30s, -15m, -2h, -1d.\n"
+	"A block a server finds damaged is skipped (and quarantined there): one warning line on\n"
+	"stderr names it and its time range, every other record is printed, and the exit\n"
+	"status is 3. Exit 0: complete; 1: the query failed (its line says why); 2: usage.\n"
 	"\n"
 	"  -s, --server LIST          tracevaultd(s) to read from, comma-separated (required);\n"
 	"                             several are queried at once and merged by ts_ns\n"
@@ -93,6 +96,7 @@ static const char *const query_usage[] = {
 struct query_out {
 	enum out_format format;
 	bool header_done;
+	uint64_t skipped; /* blocks the servers skipped */
 };
 
 static int print_record(const Tracevault__V1__TraceRecord *r, void *arg)
@@ -108,6 +112,22 @@ static int print_record(const Tracevault__V1__TraceRecord *r, void *arg)
 			return STDOUT_FAILED;
 	}
 	return tv_record_write_table_row(stdout, r) ? STDOUT_FAILED : 0;
+}
+
+/* One warning line per skipped block: which, its time range, why, and what is missing. */
+static void print_skip(const char *server, const Tracevault__V1__SkippedBlock *b, void *arg)
+{
+	struct query_out *qo = arg;
+
+	qo->skipped++;
+	fprintf(stderr, "tracevault: warning: server %s skipped block %016" PRIx64 " (segment %016"
+		PRIx64 ", ts_ns %" PRIu64 " to %" PRIu64 "): DATA_LOSS: %s; its records", server,
+		b->block_id, b->segment_id, b->min_ts_ns, b->max_ts_ns,
+		b->reason ? b->reason : "");
+	if (b->records_served)
+		fprintf(stderr, " after the first %" PRIu32, b->records_served);
+	fprintf(stderr, " are missing from the output%s\n",
+		b->quarantined ? " (the server quarantined it)" : "");
 }
 
 /* --stats output: one JSON object (jsonl) or a name/value table. */
@@ -187,8 +207,8 @@ int tv_cmd_query(int argc, char **argv)
 		return EXIT_SUCCESS;
 	}
 	setvbuf(stdout, NULL, _IOFBF, STDOUT_BUFFER_BYTES);
-	ret = tv_query(a.server, from_ns, to_ns, a.limit, a.max_message_bytes, print_record, &qo, err,
-		       sizeof(err));
+	ret = tv_query(a.server, from_ns, to_ns, a.limit, a.max_message_bytes, print_record,
+		       print_skip, &qo, err, sizeof(err));
 	if (ret == STDOUT_FAILED)
 		return tv_cli_runtime_error("write stdout: %s", strerror(errno));
 	if (ret)
@@ -197,5 +217,11 @@ int tv_cmd_query(int argc, char **argv)
 		return tv_cli_runtime_error("write stdout: %s", strerror(errno));
 	if (fflush(stdout))
 		return tv_cli_runtime_error("write stdout: %s", strerror(errno));
+	if (qo.skipped) {
+		fprintf(stderr, "tracevault: query incomplete: %" PRIu64 " damaged block%s skipped "
+			"(warnings above); every other record was printed\n", qo.skipped,
+			qo.skipped == 1 ? "" : "s");
+		return TV_CLI_EXIT_INCOMPLETE;
+	}
 	return EXIT_SUCCESS;
 }

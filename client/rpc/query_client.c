@@ -39,12 +39,14 @@ struct stream {
 	Tracevault__V1__QueryResponse *resp;
 	size_t pos;
 	uint64_t last_ts_ns;
+	size_t skipped; /* blocks the server reported skipped: its DATA_LOSS status is expected */
 };
 
 struct query_state {
 	uint64_t from_ns, to_ns, limit, seen;
 	size_t max_message_bytes;
 	tv_query_cb cb;
+	tv_query_skip_cb skip_cb;
 	void *arg;
 	struct tv_server_list list; /* the server argument, split (s[i].server points in) */
 	struct stream *s;
@@ -100,6 +102,12 @@ static void take_batch(struct query_state *q, struct stream *s, grpc_byte_buffer
 	if (!resp) {
 		fail_stream(q, s, -EPROTO, "reply does not parse as QueryResponse");
 		return;
+	}
+	/* before the batch's records: a skipped block concerns them and every later record */
+	for (size_t i = 0; i < resp->n_skipped; i++) {
+		s->skipped++;
+		if (q->skip_cb)
+			q->skip_cb(s->server, resp->skipped[i], q->arg);
 	}
 	for (size_t i = 0; i < resp->n_records; i++) {
 		uint64_t ts_ns = resp->records[i]->ts_ns;
@@ -233,6 +241,9 @@ static void on_event(struct query_state *q, const grpc_event *ev)
 	case TAG_STATUS:
 		s->status_busy = false;
 		s->ended = true; /* no message comes after the status */
+		/* DATA_LOSS after skipped blocks were reported: every other record came */
+		if (s->status == GRPC_STATUS_DATA_LOSS && s->skipped)
+			break;
 		if (s->status != GRPC_STATUS_OK && !q->stopping) {
 			char what[512];
 
@@ -347,10 +358,12 @@ static void free_streams(struct query_state *q)
 }
 
 int tv_query(const char *server, uint64_t from_ns, uint64_t to_ns, uint64_t limit,
-	     size_t max_message_bytes, tv_query_cb cb, void *arg, char *err, size_t errlen)
+	     size_t max_message_bytes, tv_query_cb cb, tv_query_skip_cb skip_cb, void *arg,
+	     char *err, size_t errlen)
 {
 	struct query_state q = {
-		.from_ns = from_ns, .to_ns = to_ns, .limit = limit, .cb = cb, .arg = arg,
+		.from_ns = from_ns, .to_ns = to_ns, .limit = limit, .cb = cb, .skip_cb = skip_cb,
+		.arg = arg,
 		.max_message_bytes = max_message_bytes ? max_message_bytes
 						       : TV_DEFAULT_MAX_MESSAGE_BYTES,
 	};

@@ -16,13 +16,23 @@
  * the query (the rpc is cancelled) and tv_query returns that value. */
 typedef int (*tv_query_cb)(const Tracevault__V1__TraceRecord *r, void *arg);
 
+/* Called once per block a server skipped (PROTOCOL.md, Query): it failed its checks or could
+ * not be read, so its records (after b->records_served of them) are missing from the answer,
+ * while every other record is delivered. It comes before any record the block would have
+ * preceded. server names the server; b is valid only during the call. */
+typedef void (*tv_query_skip_cb)(const char *server, const Tracevault__V1__SkippedBlock *b,
+				 void *arg);
+
 /* Query server for records with from_ns <= ts_ns < to_ns, at most limit (0: all).
- * max_message_bytes 0 means TV_DEFAULT_MAX_MESSAGE_BYTES. Returns 0, the callback's non-zero
- * value, or a negative errno with a one-line reason in err: "cannot reach server H:P:
- * connection refused", "query failed: CODE: message", or a reply that breaks the contract
- * (out of order, outside the window). */
+ * max_message_bytes 0 means TV_DEFAULT_MAX_MESSAGE_BYTES. A server that skipped blocks
+ * (skip_cb is told of each, and its stream ends DATA_LOSS) does not fail the query: the
+ * records of every other block still arrive. Returns 0, the callback's non-zero value, or a
+ * negative errno with a one-line reason in err: "cannot reach server H:P: connection
+ * refused", "query failed: CODE: message", or a reply that breaks the contract (out of order,
+ * outside the window). */
 int tv_query(const char *server, uint64_t from_ns, uint64_t to_ns, uint64_t limit,
-	     size_t max_message_bytes, tv_query_cb cb, void *arg, char *err, size_t errlen);
+	     size_t max_message_bytes, tv_query_cb cb, tv_query_skip_cb skip_cb, void *arg,
+	     char *err, size_t errlen);
 
 /* The Stats rpc on every server of the comma-separated list, summed: blocks, records, bytes
  * and loss counters of the blocks overlapping [from_ns, to_ns). *out is filled on success

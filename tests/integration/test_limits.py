@@ -243,6 +243,33 @@ def check_server():
         shutil.rmtree(d, ignore_errors=True)
     print("ok tracevaultd --max-message-bytes [64K, 1G], suffixes accepted")
     check_server_limits(p.stdout)
+    # the query memory limits (server/query.h): bounds, suffixes, and total >= per query
+    for args in (["--query-memory-bytes", "16M"],
+                 ["--query-memory-bytes", "16M", "--query-total-memory-bytes", "16777216"],
+                 ["--query-memory-bytes", "1024G", "--query-total-memory-bytes", "1024G"]):
+        srv = tvtest.Server(extra_args=args)
+        try:
+            srv.start()
+        finally:
+            srv.cleanup()
+    d = tempfile.mkdtemp(prefix="tv-limits-")
+    try:
+        for option in ("--query-memory-bytes", "--query-total-memory-bytes"):
+            for v in (str(16 * M - 1), "1025G", "0", "16MB"):
+                p = subprocess.run(
+                    [tvtest.binary("tracevaultd"), "--data", d, "--listen", "127.0.0.1:0",
+                     option, v], capture_output=True, text=True, timeout=30)
+                assert p.returncode == 2 and p.stderr == (
+                    "tracevaultd: invalid %s: '%s' (16M to 1024G)\n" % (option, v)), \
+                    (option, v, p.returncode, p.stderr)
+        p = subprocess.run([tvtest.binary("tracevaultd"), "--data", d, "--query-memory-bytes",
+                            "2G"], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 2 and p.stderr == (
+            "tracevaultd: --query-total-memory-bytes 1G is below --query-memory-bytes 2G: one "
+            "query could never run\n"), (p.returncode, p.stderr)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    print("ok tracevaultd --query-memory-bytes, --query-total-memory-bytes [16M, 1024G]")
 
 
 def main():

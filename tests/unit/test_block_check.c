@@ -518,7 +518,7 @@ static void test_header_fields_in_range(void **state)
 
 static void test_zstd_window_is_bounded(void **state)
 {
-	const size_t limit = (size_t)1 << TV_BLOCK_MAX_ZSTD_WINDOW_LOG;
+	const size_t limit = (size_t)1 << TV_BLOCK_MAX_WINDOW_LOG;
 	struct spec s;
 	uint8_t *b, *rec;
 	size_t len, last;
@@ -528,7 +528,7 @@ static void test_zstd_window_is_bounded(void **state)
 	/* a single-segment frame's window is its content size: exactly the limit passes ... */
 	make_spec(&s, 0, TV_CODEC_ZSTD);
 	s.zstd_level = 1;
-	s.window_log = TV_BLOCK_MAX_ZSTD_WINDOW_LOG + 1; /* asks for more; zstd fits it to the data */
+	s.window_log = TV_BLOCK_MAX_WINDOW_LOG + 1; /* asks for more; zstd fits it to the data */
 	for (n = 0; limit - s.raw_len > 40000; n++)
 		add(&s, BASE_TS + (uint64_t)n, 1100);
 	last = limit - s.raw_len; /* one framed record to fill it exactly: 3-byte length */

@@ -361,6 +361,65 @@ static void test_quarantine_moves_aside_with_reason(void **state)
 	assert_int_equal(st.st_mode & 0777, 0700);
 }
 
+/* a committed block file (segment 1, id) holding text */
+static void publish_block(struct fixture *f, uint64_t id, const char *text)
+{
+	struct tv_store_file *file;
+	struct iovec iov = { (void *)text, strlen(text) };
+
+	assert_int_equal(tv_store_create_temp(f->s, 1, id, &file), 0);
+	assert_int_equal(tv_store_writev(f->s, file, 0, &iov, 1), 0);
+	assert_int_equal(tv_store_publish(f->s, &file, 1), 0);
+}
+
+/* Queries open block files through tv_store_open_block: a symlink is never followed, and a
+ * FIFO or a directory in a block's place is refused at once (a FIFO must not block). */
+static void test_open_block_refuses_what_is_not_a_block_file(void **state)
+{
+	struct fixture *f = *state;
+	char path[128];
+	uint64_t size = 0;
+	int fd = 7;
+
+	publish_block(f, 0xab, "0123456789");
+	assert_int_equal(tv_store_open_block(f->s, 1, 0xab, &fd, &size), 0);
+	assert_true(fd >= 0);
+	assert_int_equal(size, 10);
+	close(fd);
+	assert_int_equal(tv_store_open_block(f->s, 1, 0xac, &fd, &size), -ENOENT);
+	assert_int_equal(fd, -1);
+	snprintf(path, sizeof(path), "%s/blocks/0000000000000001-00000000000000ac.tvb", f->dir);
+	assert_int_equal(symlink("/etc/passwd", path), 0);
+	assert_int_equal(tv_store_open_block(f->s, 1, 0xac, &fd, &size), -ELOOP);
+	snprintf(path, sizeof(path), "%s/blocks/0000000000000001-00000000000000ad.tvb", f->dir);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	assert_int_equal(tv_store_open_block(f->s, 1, 0xad, &fd, &size), -EMEDIUMTYPE);
+	snprintf(path, sizeof(path), "%s/blocks/0000000000000001-00000000000000ae.tvb", f->dir);
+	assert_int_equal(mkdir(path, 0700), 0);
+	assert_int_equal(tv_store_open_block(f->s, 1, 0xae, &fd, &size), -EMEDIUMTYPE);
+	assert_int_equal(fd, -1);
+}
+
+/* A query reading a block through tv_store_open_block's descriptor reads on when the file is
+ * quarantined meanwhile (a rename: the inode stays). */
+static void test_open_block_survives_quarantine(void **state)
+{
+	struct fixture *f = *state;
+	char buf[16] = "";
+	uint64_t size = 0;
+	int fd = -1;
+
+	publish_block(f, 0xab, "first");
+	assert_int_equal(tv_store_open_block(f->s, 1, 0xab, &fd, &size), 0);
+	assert_int_equal(tv_store_quarantine(f->s, TV_STORE_AREA_BLOCKS,
+					     "0000000000000001-00000000000000ab.tvb", "test", NULL, 0),
+			 0);
+	assert_int_equal(pread(fd, buf, 5, 0), 5);
+	assert_string_equal(buf, "first");
+	close(fd);
+	assert_int_equal(tv_store_open_block(f->s, 1, 0xab, &fd, &size), -ENOENT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -373,6 +432,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_names_are_classified, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recovery_primitives, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_quarantine_moves_aside_with_reason, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_open_block_refuses_what_is_not_a_block_file,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_block_survives_quarantine, setup,
 						teardown),
 	};
 

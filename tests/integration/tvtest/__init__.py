@@ -16,14 +16,16 @@ One module per concern; this package re-exports their public names, so tests use
                 log lines
   blocks        an encoder of trace blocks from proto/BLOCK.md (crc32c, varint, encode_block*,
                 zstd_compress)
-  grpc_client   GrpcClient, an independent grpcio client (Write, Query, Delete, raw bytes),
-                WriteStream (a Write call step by step), grpc_modules(), and the message
+  grpc_client   GrpcClient, an independent grpcio client (Write, Query, Delete, raw bytes;
+                query_all: a whole Query with its skipped blocks and status), WriteStream (a
+                Write call step by step), grpc_modules(), and the message
                 builders trace_record(), write_cmd(), write_chunk(), write_chunks()
   runner        cases() and Results: a test file's cases, their lines and its exit code
 
 Run only under ctest's PYTHONDONTWRITEBYTECODE=1 (or with sys.dont_write_bytecode set before
 the import), so that no __pycache__ is written into the source tree."""
-from .blocks import crc32c, encode_block, encode_block_as, encode_block_v2, varint, zstd_compress
+from .blocks import (crc32c, encode_block, encode_block_as, encode_block_v2, encode_block_zstd,
+                     varint, zstd_compress)
 from .caps import (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, Unavailable, bpf_unavailable_reason,
                    effective_caps)
 from .capture import (CAPTURE_SUMMARY_KEYS, CAPTURE_SUMMARY_RE, Capture, capture_old_connection,
@@ -43,7 +45,8 @@ from .tmpfs import mount_tmpfs, umount_tmpfs
 from .webservers import LIGHTTPD_CONF, NGINX_CONF, HttpServer, Lighttpd, Nginx, PyHttp
 
 __all__ = [
-    "crc32c", "encode_block", "encode_block_as", "encode_block_v2", "varint", "zstd_compress",
+    "crc32c", "encode_block", "encode_block_as", "encode_block_v2", "encode_block_zstd", "varint",
+    "zstd_compress",
     "CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN", "Unavailable", "bpf_unavailable_reason",
     "effective_caps",
     "CAPTURE_SUMMARY_KEYS", "CAPTURE_SUMMARY_RE", "Capture", "capture_old_connection",

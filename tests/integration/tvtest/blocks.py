@@ -1,5 +1,6 @@
 """An independent encoder of trace blocks, written from proto/BLOCK.md (versions 1 and 2):
-CRC32C, varints and the block bytes of a list of TraceRecord messages."""
+CRC32C, varints and the block bytes of a list of TraceRecord messages, stored as is or (through
+libzstd with ctypes) compressed with a chosen level and window."""
 
 
 def _crc32c_table():
@@ -59,25 +60,42 @@ def encode_block_v2(block_id, records, loss=(0, 0, 0, 0, 0), empty_ts_ns=0, lost
     return head + struct.pack("<I", crc32c(head)) + payload
 
 
-def zstd_compress(data, level=3):
-    """One zstd frame of data through the system's libzstd (ctypes), or None without it."""
+def _zstd():
     import ctypes
-    try:
-        z = ctypes.CDLL("libzstd.so.1")
-    except OSError:
-        return None
+    z = ctypes.CDLL("libzstd.so.1")
     z.ZSTD_compressBound.restype = ctypes.c_size_t
     z.ZSTD_compressBound.argtypes = [ctypes.c_size_t]
-    z.ZSTD_compress.restype = ctypes.c_size_t
-    z.ZSTD_compress.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p,
-                                ctypes.c_size_t, ctypes.c_int]
-    z.ZSTD_isError.restype = ctypes.c_uint
+    z.ZSTD_createCCtx.restype = ctypes.c_void_p
+    z.ZSTD_freeCCtx.argtypes = [ctypes.c_void_p]
+    z.ZSTD_CCtx_setParameter.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+    z.ZSTD_CCtx_setParameter.restype = ctypes.c_size_t
+    z.ZSTD_compress2.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
+                                 ctypes.c_char_p, ctypes.c_size_t]
+    z.ZSTD_compress2.restype = ctypes.c_size_t
     z.ZSTD_isError.argtypes = [ctypes.c_size_t]
-    bound = z.ZSTD_compressBound(len(data))
-    buf = ctypes.create_string_buffer(bound)
-    n = z.ZSTD_compress(buf, bound, data, len(data), level)
-    assert not z.ZSTD_isError(n)
-    return buf.raw[:n]
+    z.ZSTD_isError.restype = ctypes.c_uint
+    return ctypes, z
+
+
+ZSTD_C_COMPRESSION_LEVEL, ZSTD_C_WINDOW_LOG = 100, 101  # zstd.h's ZSTD_cParameter values
+
+
+def zstd_compress(data, level=3, window_log=0):
+    """One zstd frame of data (content size recorded), at level, with window_log if given."""
+    ctypes, z = _zstd()
+    cctx = z.ZSTD_createCCtx()
+    try:
+        assert not z.ZSTD_isError(z.ZSTD_CCtx_setParameter(cctx, ZSTD_C_COMPRESSION_LEVEL, level))
+        if window_log:
+            assert not z.ZSTD_isError(z.ZSTD_CCtx_setParameter(cctx, ZSTD_C_WINDOW_LOG,
+                                                               window_log))
+        bound = z.ZSTD_compressBound(len(data))
+        out = ctypes.create_string_buffer(bound)
+        n = z.ZSTD_compress2(cctx, out, bound, data, len(data))
+        assert not z.ZSTD_isError(n)
+        return out.raw[:n]
+    finally:
+        z.ZSTD_freeCCtx(cctx)
 
 
 def encode_block_as(block_id, records, codec=0, min_ts=None, max_ts=None, count=None,
@@ -106,4 +124,19 @@ def encode_block_as(block_id, records, codec=0, min_ts=None, max_ts=None, count=
         head = struct.pack("<IHHQQQIIQQI", *fields)
     else:
         head = struct.pack("<IHHQQQIIQQII5QI", *fields, 0, 0, 0, 0, 0, 0, 0)
+    return head + struct.pack("<I", crc32c(head)) + payload
+
+
+def encode_block_zstd(block_id, records, level=3, window_log=0, raw_records=None):
+    """BLOCK.md version 2 with codec 1: the records (TraceRecord messages, or raw_records:
+    [(ts_ns, serialized bytes)] already sorted) as one zstd frame at level and window_log."""
+    import struct
+    if raw_records is None:
+        raw_records = [(r.ts_ns, r.SerializeToString())
+                       for r in sorted(records, key=lambda r: r.ts_ns)]
+    raw = b"".join(varint(len(b)) + b for _, b in raw_records)
+    payload = zstd_compress(raw, level, window_log)
+    head = struct.pack("<IHHQQQIIQQII5QI", 0x4B425654, 2, 1, block_id, raw_records[0][0],
+                       raw_records[-1][0], len(raw_records), 0, len(raw), len(payload),
+                       crc32c(payload), 0, 0, 0, 0, 0, 0, 0)
     return head + struct.pack("<I", crc32c(head)) + payload

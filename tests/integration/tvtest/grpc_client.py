@@ -142,6 +142,22 @@ class GrpcClient:
             recs.extend(resp.records)
         return recs
 
+    def query_all(self, from_ns, to_ns, limit=0, timeout_s=None):
+        """A whole Query call that does not raise on its status: (records, skipped, code,
+        details, batches), skipped being the QueryResponse.skipped entries in arrival order and
+        batches the (records, skipped) counts of each message."""
+        recs, skipped, batches = [], [], []
+        call = self.query_rpc(self.pb.QueryRequest(from_ns=from_ns, to_ns=to_ns, limit=limit),
+                              timeout=timeout_s or self.timeout_s)
+        try:
+            for resp in call:
+                recs.extend(resp.records)
+                skipped.extend(resp.skipped)
+                batches.append((len(resp.records), len(resp.skipped)))
+            return recs, skipped, self.grpc.StatusCode.OK, "", batches
+        except self.grpc.RpcError as e:
+            return recs, skipped, e.code(), e.details(), batches
+
     def close(self):
         self.ch.close()
 

@@ -1,0 +1,543 @@
+/* proto/block_stream.h: a stored block read piece by piece. One pass over the payload checks
+ * its CRC32C before any record is handed out (a flipped bit must never reach a client as a
+ * record), then a second pass decompresses into a buffer that holds the records not yet taken
+ * (at least one whole record, so it grows to the largest one). The second pass sums the CRC
+ * again: a file changed in place between the passes is reported at the end of the payload
+ * (after records of it went out, but never silently). zstd allocates through
+ * z_alloc, which reserves every byte from the caller's budget first, and decodes with its
+ * window capped at 2^TV_BLOCK_MAX_WINDOW_LOG: a few KB of payload that claims 256 MiB of raw
+ * records costs the same memory as any other block. */
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_createDStream_advanced: zstd allocates via z_alloc */
+#include "proto/block_stream.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+#include <zstd_errors.h>
+
+#include "proto/crc32c.h"
+
+#define WHY_LEN 192
+
+_Static_assert(TV_BLOCK_STREAM_OUT_BYTES <= TV_BLOCK_STREAM_MAX_OUT_BYTES,
+	       "the record buffer starts below its largest size");
+_Static_assert((1u << TV_BLOCK_MAX_WINDOW_LOG) + (1u << 20) + TV_BLOCK_STREAM_MAX_OUT_BYTES +
+			       TV_BLOCK_STREAM_READ_BYTES <= TV_BLOCK_STREAM_MAX_MEMORY_BYTES,
+	       "TV_BLOCK_STREAM_MAX_MEMORY_BYTES must hold the window, zstd's buffers and tables, "
+	       "the read buffer and the largest record");
+
+struct tv_block_stream {
+	struct tv_block_header h;
+	tv_block_read_fn read;
+	void *arg;
+	const struct tv_block_budget *budget; /* NULL: no limit */
+	size_t held;                          /* bytes reserved, this struct included */
+	uint8_t *in;                          /* file bytes read, zstd input: [in_pos, in_len) */
+	size_t in_pos, in_len;
+	uint64_t off, end;                    /* next file offset to read; end of the payload */
+	uint32_t crc;                         /* CRC32C of the payload read by the second pass */
+	ZSTD_DStream *z;                      /* NULL for codec none */
+	int frame_open;                       /* a zstd frame began and has not ended */
+	uint8_t *out;                         /* payload bytes not handed out: [out_pos, out_len) */
+	size_t out_cap, out_pos, out_len;
+	uint64_t raw_done;                    /* payload bytes produced so far */
+	uint32_t seen;                        /* records handed out */
+	uint64_t last_ts_ns;
+	int mem_ret;                          /* why zstd's last allocation failed (0: it did not) */
+	char mem_why[WHY_LEN + 64];
+};
+
+/* zstd's allocations carry their size in front, so z_free can give back what z_alloc took. */
+union zhdr {
+	size_t size;
+	max_align_t align;
+};
+
+static int set_err(char *err, size_t errlen, int ret, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static int set_err(char *err, size_t errlen, int ret, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err && errlen) {
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return ret;
+}
+
+static int budget_take(const struct tv_block_budget *b, size_t bytes, char *why, size_t whylen)
+{
+	snprintf(why, whylen, "refused");
+	return b && b->reserve ? b->reserve(b->arg, bytes, why, whylen) : 0;
+}
+
+static void budget_give(const struct tv_block_budget *b, size_t bytes)
+{
+	if (b && b->release)
+		b->release(b->arg, bytes);
+}
+
+/* Reserve, then allocate bytes for what (named in the error). NULL with ret and err set. */
+static void *s_alloc(struct tv_block_stream *s, size_t bytes, const char *what, int *ret,
+		     char *err, size_t errlen)
+{
+	char why[WHY_LEN];
+	void *p;
+
+	*ret = budget_take(s->budget, bytes, why, sizeof(why));
+	if (*ret) {
+		set_err(err, errlen, 0, "cannot reserve %zu bytes for %s: %s", bytes, what, why);
+		return NULL;
+	}
+	p = malloc(bytes);
+	if (!p) {
+		budget_give(s->budget, bytes);
+		*ret = set_err(err, errlen, -ENOMEM, "out of memory allocating %zu bytes for %s",
+			       bytes, what);
+		return NULL;
+	}
+	s->held += bytes;
+	return p;
+}
+
+static void s_free(struct tv_block_stream *s, void *p, size_t bytes)
+{
+	if (!p)
+		return;
+	free(p);
+	s->held -= bytes;
+	budget_give(s->budget, bytes);
+}
+
+static void *z_alloc(void *opaque, size_t size)
+{
+	struct tv_block_stream *s = opaque;
+	size_t total = sizeof(union zhdr) + size;
+	char why[WHY_LEN];
+	union zhdr *p;
+	int ret;
+
+	if (size > SIZE_MAX - sizeof(union zhdr)) {
+		s->mem_ret = -ENOMEM;
+		snprintf(s->mem_why, sizeof(s->mem_why), "zstd asked for %zu bytes", size);
+		return NULL;
+	}
+	ret = budget_take(s->budget, total, why, sizeof(why));
+	if (ret) {
+		s->mem_ret = ret;
+		snprintf(s->mem_why, sizeof(s->mem_why), "cannot reserve %zu bytes for zstd: %s",
+			 size, why);
+		return NULL;
+	}
+	p = malloc(total);
+	if (!p) {
+		budget_give(s->budget, total);
+		s->mem_ret = -ENOMEM;
+		snprintf(s->mem_why, sizeof(s->mem_why), "out of memory allocating %zu bytes for "
+			 "zstd", size);
+		return NULL;
+	}
+	s->held += total;
+	p->size = total;
+	return p + 1;
+}
+
+static void z_free(void *opaque, void *address)
+{
+	struct tv_block_stream *s = opaque;
+	union zhdr *p;
+
+	if (!address)
+		return;
+	p = (union zhdr *)address - 1;
+	s->held -= p->size;
+	budget_give(s->budget, p->size);
+	free(p);
+}
+
+/* len bytes at off into buf: the count read (short only at the end of the file) or a negative
+ * errno with err set. */
+static ssize_t read_full(struct tv_block_stream *s, uint64_t off, void *buf, size_t len,
+			 char *err, size_t errlen)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t r = s->read(s->arg, off + got, (uint8_t *)buf + got, len - got);
+
+		if (r < 0)
+			return set_err(err, errlen, (int)r, "read at byte %llu: %s",
+				       (unsigned long long)(off + got), strerror((int)-r));
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	return (ssize_t)got;
+}
+
+/* Exactly len bytes at off, or -EBADMSG when the file ends first (it was cut after open). */
+static int read_exact(struct tv_block_stream *s, uint64_t off, void *buf, size_t len, char *err,
+		      size_t errlen)
+{
+	ssize_t got = read_full(s, off, buf, len, err, errlen);
+
+	if (got < 0)
+		return (int)got;
+	if ((size_t)got < len)
+		return set_err(err, errlen, -EBADMSG, "block file ends at byte %llu, header says "
+			       "%llu", (unsigned long long)(off + (uint64_t)got),
+			       (unsigned long long)s->end);
+	return 0;
+}
+
+static int check_payload_crc(struct tv_block_stream *s, char *err, size_t errlen)
+{
+	uint32_t crc = 0;
+	int ret;
+
+	for (uint64_t off = s->off; off < s->end;) {
+		size_t n = s->end - off < TV_BLOCK_STREAM_READ_BYTES ? (size_t)(s->end - off) :
+									 TV_BLOCK_STREAM_READ_BYTES;
+
+		ret = read_exact(s, off, s->in, n, err, errlen);
+		if (ret)
+			return ret;
+		crc = tv_crc32c_extend(crc, s->in, n);
+		off += n;
+	}
+	if (crc != s->h.payload_crc32c)
+		return set_err(err, errlen, -EBADMSG, "block payload checksum mismatch: stored "
+			       "0x%08x, computed 0x%08x", s->h.payload_crc32c, crc);
+	return 0;
+}
+
+static int zstd_init(struct tv_block_stream *s, char *err, size_t errlen)
+{
+	ZSTD_customMem mem = { .customAlloc = z_alloc, .customFree = z_free, .opaque = s };
+	size_t r;
+
+	s->mem_ret = 0;
+	s->z = ZSTD_createDStream_advanced(mem);
+	if (!s->z)
+		return set_err(err, errlen, s->mem_ret ? s->mem_ret : -ENOMEM, "%s",
+			       s->mem_ret ? s->mem_why : "cannot create a zstd stream");
+	r = ZSTD_DCtx_setParameter(s->z, ZSTD_d_windowLogMax, TV_BLOCK_MAX_WINDOW_LOG);
+	if (ZSTD_isError(r))
+		return set_err(err, errlen, -EINVAL, "zstd window limit: %s", ZSTD_getErrorName(r));
+	return 0;
+}
+
+int tv_block_stream_open(struct tv_block_stream **out, tv_block_read_fn read, void *arg,
+			 uint64_t file_bytes, const struct tv_block_budget *budget, char *err,
+			 size_t errlen)
+{
+	struct tv_block_stream *s;
+	char why[WHY_LEN];
+	ssize_t got;
+	int ret;
+
+	*out = NULL;
+	ret = budget_take(budget, sizeof(*s), why, sizeof(why));
+	if (ret)
+		return set_err(err, errlen, ret, "cannot reserve memory to read a block: %s", why);
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		budget_give(budget, sizeof(*s));
+		return set_err(err, errlen, -ENOMEM, "out of memory opening a block stream");
+	}
+	s->read = read;
+	s->arg = arg;
+	s->budget = budget;
+	s->held = sizeof(*s);
+	s->in = s_alloc(s, TV_BLOCK_STREAM_READ_BYTES, "the read buffer", &ret, err, errlen);
+	if (!s->in)
+		goto fail;
+	got = read_full(s, 0, s->in,
+			file_bytes < TV_BLOCK_MAX_HEADER_BYTES ? (size_t)file_bytes :
+								 TV_BLOCK_MAX_HEADER_BYTES,
+			err, errlen);
+	if (got < 0) {
+		ret = (int)got;
+		goto fail;
+	}
+	ret = tv_block_header_parse(s->in, (size_t)got, &s->h, err, errlen);
+	if (ret)
+		goto fail;
+	s->off = s->h.header_bytes;
+	s->end = tv_block_total_bytes(&s->h);
+	if (file_bytes != s->end) {
+		ret = set_err(err, errlen, -EBADMSG, "block size mismatch: have %llu bytes, header "
+			      "says %llu", (unsigned long long)file_bytes,
+			      (unsigned long long)s->end);
+		goto fail;
+	}
+	ret = check_payload_crc(s, err, errlen);
+	if (ret)
+		goto fail;
+	if (s->h.codec == TV_CODEC_ZSTD) {
+		ret = zstd_init(s, err, errlen);
+		if (ret)
+			goto fail;
+	}
+	s->out = s_alloc(s, TV_BLOCK_STREAM_OUT_BYTES, "the record buffer", &ret, err, errlen);
+	if (!s->out)
+		goto fail;
+	s->out_cap = TV_BLOCK_STREAM_OUT_BYTES;
+	*out = s;
+	return 0;
+fail:
+	tv_block_stream_free(s);
+	return ret;
+}
+
+const struct tv_block_header *tv_block_stream_header(const struct tv_block_stream *s)
+{
+	return &s->h;
+}
+
+uint32_t tv_block_stream_records(const struct tv_block_stream *s)
+{
+	return s->seen;
+}
+
+size_t tv_block_stream_held_bytes(const struct tv_block_stream *s)
+{
+	return s->held;
+}
+
+/* Room for need bytes from out_pos: move what is left to the front, grow when too small. */
+static int make_room(struct tv_block_stream *s, size_t need, char *err, size_t errlen)
+{
+	size_t ncap = s->out_cap;
+	uint8_t *p;
+	int ret;
+
+	if (s->out_pos) {
+		memmove(s->out, s->out + s->out_pos, s->out_len - s->out_pos);
+		s->out_len -= s->out_pos;
+		s->out_pos = 0;
+	}
+	if (need <= s->out_cap)
+		return 0;
+	while (ncap < need)
+		ncap *= 2;
+	if (ncap > TV_BLOCK_STREAM_MAX_OUT_BYTES)
+		ncap = TV_BLOCK_STREAM_MAX_OUT_BYTES; /* need is at most this: next() checked */
+	p = s_alloc(s, ncap, "the record buffer", &ret, err, errlen);
+	if (!p)
+		return ret;
+	memcpy(p, s->out, s->out_len);
+	s_free(s, s->out, s->out_cap);
+	s->out = p;
+	s->out_cap = ncap;
+	return 0;
+}
+
+static int zstd_error(struct tv_block_stream *s, size_t r, char *err, size_t errlen)
+{
+	if (s->mem_ret)
+		return set_err(err, errlen, s->mem_ret, "%s", s->mem_why);
+	if (ZSTD_getErrorCode(r) == ZSTD_error_frameParameter_windowTooLarge)
+		return set_err(err, errlen, -EBADMSG, "block payload needs a zstd window above "
+			       "%u bytes (the reader's limit, BLOCK.md)",
+			       1u << TV_BLOCK_MAX_WINDOW_LOG);
+	return set_err(err, errlen, -EBADMSG, "block payload does not decompress: %s",
+		       ZSTD_getErrorName(r));
+}
+
+static int check_second_crc(const struct tv_block_stream *s, char *err, size_t errlen)
+{
+	if (s->crc != s->h.payload_crc32c)
+		return set_err(err, errlen, -EBADMSG, "block file changed while it was read: payload "
+			       "checksum now 0x%08x, stored 0x%08x", s->crc, s->h.payload_crc32c);
+	return 0;
+}
+
+/* Produce payload bytes after out_len (there is room). Returns 1 when some came, 0 at the end
+ * of the payload (checked against raw_bytes), or a negative errno with err set. */
+static int produce(struct tv_block_stream *s, char *err, size_t errlen)
+{
+	size_t room = s->out_cap - s->out_len;
+	int ret;
+
+	if (room == 0) /* next() always makes room first; without it zstd could spin here */
+		return set_err(err, errlen, -EOVERFLOW, "record buffer full at %zu bytes",
+			       s->out_cap);
+
+	if (!s->z) { /* codec none: the payload is the records */
+		size_t n = s->end - s->off < room ? (size_t)(s->end - s->off) : room;
+
+		if (n == 0)
+			goto end;
+		ret = read_exact(s, s->off, s->out + s->out_len, n, err, errlen);
+		if (ret)
+			return ret;
+		s->crc = tv_crc32c_extend(s->crc, s->out + s->out_len, n);
+		s->off += n;
+		s->out_len += n;
+		s->raw_done += n;
+		return 1;
+	}
+	for (;;) {
+		ZSTD_outBuffer ob = { s->out + s->out_len, room, 0 };
+		ZSTD_inBuffer ib;
+		size_t r;
+
+		if (s->in_pos == s->in_len && s->off < s->end) {
+			size_t n = s->end - s->off < TV_BLOCK_STREAM_READ_BYTES ?
+					   (size_t)(s->end - s->off) : TV_BLOCK_STREAM_READ_BYTES;
+
+			ret = read_exact(s, s->off, s->in, n, err, errlen);
+			if (ret)
+				return ret;
+			s->crc = tv_crc32c_extend(s->crc, s->in, n);
+			s->off += n;
+			s->in_pos = 0;
+			s->in_len = n;
+		}
+		if (s->in_pos == s->in_len && !s->frame_open)
+			goto end;
+		ib = (ZSTD_inBuffer){ s->in, s->in_len, s->in_pos };
+		s->mem_ret = 0;
+		r = ZSTD_decompressStream(s->z, &ob, &ib);
+		s->in_pos = ib.pos;
+		if (ZSTD_isError(r))
+			return zstd_error(s, r, err, errlen);
+		s->frame_open = r != 0;
+		if (ob.pos) {
+			s->out_len += ob.pos;
+			s->raw_done += ob.pos;
+			if (s->raw_done > s->h.raw_bytes)
+				return set_err(err, errlen, -EBADMSG, "block payload decompresses to "
+					       "more than raw_bytes %llu",
+					       (unsigned long long)s->h.raw_bytes);
+			return 1;
+		}
+		/* no input left and nothing more came out: the frame was cut */
+		if (s->in_pos == s->in_len && s->off == s->end && s->frame_open)
+			return set_err(err, errlen, -EBADMSG, "block payload ends inside its zstd "
+				       "frame after %llu of %llu raw bytes",
+				       (unsigned long long)s->raw_done,
+				       (unsigned long long)s->h.raw_bytes);
+	}
+end:
+	ret = check_second_crc(s, err, errlen);
+	if (ret)
+		return ret;
+	if (s->raw_done != s->h.raw_bytes)
+		return set_err(err, errlen, -EBADMSG, "block payload does not decompress to %llu "
+			       "bytes: it ends after %llu", (unsigned long long)s->h.raw_bytes,
+			       (unsigned long long)s->raw_done);
+	return 0;
+}
+
+int tv_block_stream_finish(struct tv_block_stream *s, char *err, size_t errlen)
+{
+	int ret;
+
+	/* what the buffers hold was summed when it was read: only the rest of the file is left */
+	while (s->off < s->end) {
+		size_t n = s->end - s->off < TV_BLOCK_STREAM_READ_BYTES ?
+				   (size_t)(s->end - s->off) : TV_BLOCK_STREAM_READ_BYTES;
+
+		ret = read_exact(s, s->off, s->in, n, err, errlen);
+		if (ret)
+			return ret;
+		s->crc = tv_crc32c_extend(s->crc, s->in, n);
+		s->off += n;
+	}
+	s->in_pos = s->in_len = 0;
+	return check_second_crc(s, err, errlen);
+}
+
+/* The record of n bytes at p (its prefix of used bytes before it) is whole in the buffer. */
+static int take_record(struct tv_block_stream *s, const uint8_t *p, size_t n, size_t used,
+		       const uint8_t **data, size_t *len, uint64_t *ts_ns, char *err,
+		       size_t errlen)
+{
+	uint64_t ts;
+
+	if (s->seen == s->h.record_count)
+		return set_err(err, errlen, -EBADMSG, "block holds more records than its "
+			       "record_count %u", s->h.record_count);
+	if (tv_block_record_ts(p, n, &ts))
+		return set_err(err, errlen, -EBADMSG, "record %u of the block does not parse as a "
+			       "TraceRecord", s->seen);
+	if (s->seen && ts < s->last_ts_ns)
+		return set_err(err, errlen, -EBADMSG, "record %u of the block is out of order: "
+			       "ts_ns %llu after %llu", s->seen, (unsigned long long)ts,
+			       (unsigned long long)s->last_ts_ns);
+	if (ts < s->h.min_ts_ns || ts > s->h.max_ts_ns)
+		return set_err(err, errlen, -EBADMSG, "record %u of the block has ts_ns %llu "
+			       "outside the header's [%llu, %llu]", s->seen,
+			       (unsigned long long)ts, (unsigned long long)s->h.min_ts_ns,
+			       (unsigned long long)s->h.max_ts_ns);
+	*data = p;
+	*len = n;
+	*ts_ns = ts;
+	s->out_pos += used + n;
+	s->seen++;
+	s->last_ts_ns = ts;
+	return 1;
+}
+
+int tv_block_stream_next(struct tv_block_stream *s, const uint8_t **data, size_t *len,
+			 uint64_t *ts_ns, char *err, size_t errlen)
+{
+	for (;;) {
+		size_t avail = s->out_len - s->out_pos, used = 0, need;
+		const uint8_t *p = s->out + s->out_pos;
+		uint64_t n = 0;
+		int ret;
+
+		if (avail && tv_varint_get(p, avail, &n, &used) == 0) {
+			if (n > TV_BLOCK_MAX_RECORD_BYTES)
+				return set_err(err, errlen, -EBADMSG, "record %u of the block is %llu "
+					       "bytes, above the %u-byte record limit", s->seen,
+					       (unsigned long long)n, TV_BLOCK_MAX_RECORD_BYTES);
+			if (used + n <= avail)
+				return take_record(s, p + used, (size_t)n, used, data, len, ts_ns,
+						   err, errlen);
+			need = used + (size_t)n;
+		} else if (avail >= TV_VARINT_MAX_BYTES) {
+			return set_err(err, errlen, -EBADMSG, "record %u of the block has a bad length "
+				       "prefix", s->seen);
+		} else {
+			need = avail + 1; /* the prefix is cut: at least one more byte */
+		}
+		ret = make_room(s, need, err, errlen);
+		if (!ret)
+			ret = produce(s, err, errlen);
+		if (ret < 0)
+			return ret;
+		if (ret == 0) {
+			if (avail)
+				return set_err(err, errlen, -EBADMSG, "block payload ends inside record "
+					       "%u", s->seen);
+			if (s->seen != s->h.record_count)
+				return set_err(err, errlen, -EBADMSG, "block holds %u records, its "
+					       "record_count says %u", s->seen, s->h.record_count);
+			return 0;
+		}
+	}
+}
+
+void tv_block_stream_free(struct tv_block_stream *s)
+{
+	const struct tv_block_budget *b;
+
+	if (!s)
+		return;
+	b = s->budget;
+	ZSTD_freeDStream(s->z); /* through z_free: NULL is a no-op */
+	s_free(s, s->out, s->out_cap);
+	s_free(s, s->in, TV_BLOCK_STREAM_READ_BYTES);
+	free(s);
+	budget_give(b, sizeof(*s));
+}

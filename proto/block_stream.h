@@ -1,0 +1,85 @@
+/* Reading one stored trace block in bounded memory, for the server's queries: the block is
+ * read through the caller's pread-like function in TV_BLOCK_STREAM_READ_BYTES pieces, its
+ * header and payload CRC32C are checked before any record is handed out, and the payload is
+ * decompressed as records are taken. What it holds is bounded by the zstd window
+ * (2^TV_BLOCK_MAX_WINDOW_LOG at most) and the largest record, never by raw_bytes; every byte it
+ * allocates (zstd's too) is reserved first from the caller's budget. Format: proto/BLOCK.md. */
+#ifndef TV_BLOCK_STREAM_H
+#define TV_BLOCK_STREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "proto/block.h"
+#include "proto/varint.h"
+
+/* Bytes asked of the read function at once (the CRC pass and the payload). */
+#define TV_BLOCK_STREAM_READ_BYTES (64u << 10)
+/* First size of the buffer records are decompressed into; it doubles when a record does not
+ * fit, up to one record of TV_BLOCK_MAX_RECORD_BYTES with its length prefix. */
+#define TV_BLOCK_STREAM_OUT_BYTES (64u << 10)
+#define TV_BLOCK_STREAM_MAX_OUT_BYTES (TV_BLOCK_MAX_RECORD_BYTES + TV_VARINT_MAX_BYTES)
+/* The most one stream ever reserves: zstd at the largest window (the window, two 128 KiB
+ * blocks and its ~100 KiB of tables), the read buffer and the largest record buffer, with
+ * room to spare (test_block_stream checks a block at both limits against it). A budget that
+ * cannot give a stream this much may be unable to read a valid block. */
+#define TV_BLOCK_STREAM_MAX_MEMORY_BYTES (12u << 20)
+
+/* Reads up to len bytes at offset into buf: returns the count read (short or 0 only at the end
+ * of the file) or a negative errno. */
+typedef ssize_t (*tv_block_read_fn)(void *arg, uint64_t offset, void *buf, size_t len);
+
+/* Where a stream's memory comes from. reserve is called before every allocation with its size:
+ * 0 lets it happen; a negative errno (-ENOBUFS) refuses it, with a one-line reason written to
+ * why. release is called with the same size after the memory is freed. */
+struct tv_block_budget {
+	int (*reserve)(void *arg, size_t bytes, char *why, size_t whylen);
+	void (*release)(void *arg, size_t bytes);
+	void *arg;
+};
+
+struct tv_block_stream;
+
+/* Open the block of file_bytes bytes that read (with arg) returns: parse and check the header
+ * (tv_block_header_parse), that the file is exactly header + payload_bytes long, and the payload
+ * CRC32C (a full pass over the payload, TV_BLOCK_STREAM_READ_BYTES at a time), then set up
+ * decompression. budget may be NULL (no limit); read, arg and budget must outlive the stream.
+ * Returns 0 with *out set, or a negative errno with a one-line reason in err (always set):
+ * the tv_block_header_parse errors (-EBADMSG, -EPROTONOSUPPORT, -EINVAL for a header cut
+ * short), -EBADMSG (size, CRC: the block is damaged), -ENOBUFS (the budget refused, with its
+ * reason), -ENOMEM, or the read function's errno. */
+int tv_block_stream_open(struct tv_block_stream **out, tv_block_read_fn read, void *arg,
+			 uint64_t file_bytes, const struct tv_block_budget *budget, char *err,
+			 size_t errlen);
+const struct tv_block_header *tv_block_stream_header(const struct tv_block_stream *s);
+
+/* The next record: *data and *len point at its protobuf bytes inside the stream (valid until
+ * the next call or tv_block_stream_free), *ts_ns is its field 1. Checks what BLOCK.md requires
+ * of the records: each length fits and is at most TV_BLOCK_MAX_RECORD_BYTES, each parses as a
+ * protobuf, ts_ns never goes down and stays inside [min_ts_ns, max_ts_ns], exactly
+ * record_count records, the payload decompresses to exactly raw_bytes with a window of at most
+ * 2^TV_BLOCK_MAX_WINDOW_LOG, and the payload read is still the one whose CRC32C open checked
+ * (found at the end: a file changed in place meanwhile). Returns 1 with a record, 0 at the
+ * end, or a negative errno with a reason in err: -EBADMSG (the block breaks one of those
+ * rules), -ENOBUFS / -ENOMEM (memory), or the read function's errno. After an error only
+ * tv_block_stream_free is valid. */
+int tv_block_stream_next(struct tv_block_stream *s, const uint8_t **data, size_t *len,
+			 uint64_t *ts_ns, char *err, size_t errlen);
+
+/* For a reader that stops before the end: read the rest of the payload (no decompression) to
+ * complete the second pass's CRC32C, so that a file changed in place after open is reported
+ * although its records were taken. Returns 0 when the payload is the one checked at open,
+ * -EBADMSG when it changed, or the read function's errno, with a reason in err. After it,
+ * only tv_block_stream_free is valid. */
+int tv_block_stream_finish(struct tv_block_stream *s, char *err, size_t errlen);
+
+/* Records handed out so far. */
+uint32_t tv_block_stream_records(const struct tv_block_stream *s);
+/* Bytes the stream holds reserved from its budget now (also without a budget). */
+size_t tv_block_stream_held_bytes(const struct tv_block_stream *s);
+
+/* Free the stream and release its memory to the budget. NULL is a no-op. */
+void tv_block_stream_free(struct tv_block_stream *s);
+
+#endif
