@@ -318,7 +318,7 @@ static int check_usable(struct tv_catalog *c, const char *path, char *err, size_
 int tv_catalog_open(struct tv_catalog **out, const char *path, char *err, size_t errlen)
 {
 	struct tv_catalog *c;
-	int64_t app_id;
+	int64_t app_id, had_segments = 0;
 	int ret;
 
 	*out = NULL;
@@ -347,10 +347,15 @@ int tv_catalog_open(struct tv_catalog **out, const char *path, char *err, size_t
 	 * writer. */
 	ret = exec(c, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;");
 	if (!ret)
+		ret = query_int(c, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND"
+				   " name = 'segments'", &had_segments);
+	if (!ret)
 		ret = exec(c, SCHEMA_SQL);
 	if (!ret)
 		ret = migrate(c);
-	if (!ret)
+	/* a catalog from before the segments table: every segment of its blocks gets its row
+	 * (a scan of all blocks, so only then; commits and adopt keep the table whole after) */
+	if (!ret && !had_segments)
 		ret = exec(c, SYNC_SEGMENTS_SQL);
 	if (!ret)
 		ret = query_int(c, "PRAGMA application_id", &app_id);
@@ -427,11 +432,6 @@ void tv_catalog_close(struct tv_catalog *c)
 	sqlite3_close(c->db);
 	free(c->open);
 	free(c);
-}
-
-int tv_catalog_sync_segments(struct tv_catalog *c)
-{
-	return exec(c, SYNC_SEGMENTS_SQL);
 }
 
 static struct open_segment *find_open(struct tv_catalog *c, uint64_t segment_id)

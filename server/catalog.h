@@ -58,9 +58,9 @@ int tv_catalog_is_new(const struct tv_catalog *c);
  *                        its writer token removed it, or named it before it existed)
  *   writer_token  INTEGER the token of its OPEN_SEGMENT (or of the Delete); 0: unknown
  *   changed_ns    INTEGER CLOCK_REALTIME of the commit or the delete
- * Every segment_id of a blocks row has a row here: tv_catalog_open adds the missing ones as
- * 'committed' with token 0 (a catalog from before this table, or one rebuilt from block files
- * without it; tv_catalog_sync_segments does the same on demand). Token 0 matches no Delete, so
+ * Every segment_id of a blocks row has a row here: tv_catalog_open adds them as 'committed'
+ * with token 0 to a catalog from before this table, tv_catalog_adopt to the segments of the
+ * block files it adds (a rebuild). Token 0 matches no Delete, so
  * such a segment can be removed only by block ids. Segments being written are not in the
  * table but in memory (tv_catalog_segment_open), so an open costs no transaction.
  */
@@ -78,9 +78,6 @@ void tv_catalog_segment_close(struct tv_catalog *c, uint64_t segment_id);
  * in err when the segment belongs to another writer (or its token is unknown); -EIO. */
 int tv_catalog_segment_may_delete(struct tv_catalog *c, uint64_t segment_id,
 				  uint64_t writer_token, char *err, size_t errlen);
-
-/* Add a 'committed' row with token 0 for every segment_id in blocks that segments lacks. */
-int tv_catalog_sync_segments(struct tv_catalog *c);
 
 /* Insert the n blocks of segment_id (each blocks[i].segment_id equal to it) and its segments
  * row ('committed', writer_token) in one transaction: either every row is committed or none is.
