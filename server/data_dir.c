@@ -115,6 +115,10 @@ static int read_format(int dir_fd, const char *dir, char *err, size_t errlen)
 	snprintf(want, sizeof(want), TV_DATA_FORMAT_PREFIX "%d\n", TV_DATA_FORMAT_VERSION);
 	if (!strcmp(buf, want))
 		return 1;
+	/* the right line but not its end: say which, not two equal-looking strings */
+	if ((size_t)n == strlen(want) - 1 && !strncmp(buf, want, (size_t)n))
+		return fail(err, errlen, "%s/%s lacks its final newline (expected '%.*s\\n')", dir,
+			    TV_DATA_FORMAT_FILE, (int)strlen(want) - 1, want);
 	buf[strcspn(buf, "\n")] = '\0';
 	if (!strncmp(buf, TV_DATA_FORMAT_PREFIX, strlen(TV_DATA_FORMAT_PREFIX))) {
 		const char *num = buf + strlen(TV_DATA_FORMAT_PREFIX);
@@ -206,31 +210,48 @@ static int check_layout(struct tv_data_dir *d, const char *dir, char *err, size_
 
 /* ---- step 3: one owner ---- */
 
-/* One owner per data dir: an exclusive flock on DIR/lock (0600), taken before anything in the
- * dir is changed and held until exit (the kernel drops it when the process dies, so a crash
- * leaves no stale lock). A second tracevaultd would otherwise run crash recovery on the first
- * one's live temp files and block files. Our pid goes into the file, so the refusal can name
+/* "another tracevaultd (pid N) holds DIR" from DIR/lock's pid, when it has one. */
+static int in_use(struct tv_data_dir *d, const char *dir, char *err, size_t errlen)
+{
+	char owner[32] = "";
+	ssize_t n = 0;
+	int fd = openat(d->dir_fd, TV_DATA_LOCK_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+
+	if (fd >= 0) {
+		n = pread(fd, owner, sizeof(owner) - 1, 0);
+		close(fd);
+	}
+	owner[n > 0 ? n : 0] = '\0';
+	owner[strcspn(owner, "\n")] = '\0';
+	return fail(err, errlen, "data dir %s is in use: another tracevaultd%s%s%s holds it", dir,
+		    owner[0] ? " (pid " : "", owner, owner[0] ? ")" : "");
+}
+
+/* One owner per data dir: an exclusive flock on DIR itself and on DIR/lock (0600), taken
+ * before anything in the dir is changed and held until exit (the kernel drops them when the
+ * process dies, so a crash leaves no stale lock). A second tracevaultd would otherwise run
+ * crash recovery on the first one's live temp files and block files. The lock on the
+ * directory is the one that cannot be lost: DIR/lock looks like a stale pidfile and may be
+ * deleted, and a new DIR/lock would be a new file with no lock on it. The file's lock stays
+ * for tracevaultd builds that lock only it; our pid goes into it, so the refusal can name
  * the owner. */
 static int lock_dir(struct tv_data_dir *d, const char *dir, char *err, size_t errlen)
 {
-	char owner[32] = "";
-	ssize_t n;
 	int fd;
 
+	if (flock(d->dir_fd, LOCK_EX | LOCK_NB))
+		return errno == EWOULDBLOCK ? in_use(d, dir, err, errlen)
+					    : fail(err, errlen, "cannot lock data dir %s: %s", dir,
+						   strerror(errno));
 	fd = openat(d->dir_fd, TV_DATA_LOCK_FILE, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return fail(err, errlen, "cannot open %s/lock: %s", dir, strerror(errno));
 	if (flock(fd, LOCK_EX | LOCK_NB)) {
 		int e = errno;
 
-		n = pread(fd, owner, sizeof(owner) - 1, 0);
-		owner[n > 0 ? n : 0] = '\0';
-		owner[strcspn(owner, "\n")] = '\0';
 		close(fd);
 		if (e == EWOULDBLOCK)
-			return fail(err, errlen,
-				    "data dir %s is in use: another tracevaultd%s%s%s holds %s/lock",
-				    dir, owner[0] ? " (pid " : "", owner, owner[0] ? ")" : "", dir);
+			return in_use(d, dir, err, errlen);
 		return fail(err, errlen, "cannot lock %s/lock: %s", dir, strerror(e));
 	}
 	if (ftruncate(fd, 0) || dprintf(fd, "%ld\n", (long)getpid()) < 0)

@@ -202,10 +202,19 @@ static int open_data(const char *data_dir, int rebuild, struct tv_data_dir *dd,
 		     struct tv_store **store, struct tv_catalog **catalog,
 		     struct tv_recovery_report *rep, char *err, size_t errlen)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX], real[PATH_MAX];
 
 	if (tv_data_dir_open(dd, data_dir, err, errlen))
 		return -1;
+	/* From here the dir goes by its resolved path: the catalog is opened without following
+	 * symlinks (a catalog.db planted as one is not ours), and SQLite applies that to every
+	 * component of the path, so a data dir reached through a symlink (a mount's usual
+	 * layout) would fail there, after the steps above had already run. */
+	if (!realpath(data_dir, real)) {
+		snprintf(err, errlen, "cannot resolve data dir %s: %s", data_dir, strerror(errno));
+		return -1;
+	}
+	data_dir = real;
 	if (snprintf(path, sizeof(path), "%s/%s", data_dir, TV_CATALOG_FILE) >= (int)sizeof(path)) {
 		snprintf(err, errlen, "data dir path too long: %s", data_dir);
 		return -1;
@@ -373,7 +382,7 @@ int main(int argc, char **argv)
 	if (mode == MODE_SCRUB) {
 		if (tv_scrub(catalog, store, &scrub, err, sizeof(err)))
 			goto fail;
-		printf("scrub: %llu blocks verified, %llu damaged (quarantined), %llu missing, "
+		printf("scrub: %llu blocks checked, %llu damaged (quarantined), %llu missing, "
 		       "%llu rows repaired\n", (unsigned long long)scrub.blocks,
 		       (unsigned long long)scrub.damaged, (unsigned long long)scrub.missing,
 		       (unsigned long long)scrub.repaired);

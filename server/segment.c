@@ -884,6 +884,14 @@ static void command(struct tv_segment *seg, const Tracevault__V1__WriteCommand *
 		advance(seg);
 		break;
 	case TRACEVAULT__V1__COMMAND_TYPE__COMMIT:
+		/* a COMMIT naming another segment is a confused writer: commit nothing */
+		if (cmd->segment_id && cmd->segment_id != seg->segment_id) {
+			fail(seg, GRPC_STATUS_INVALID_ARGUMENT,
+			     "COMMIT names segment %016llx, the stream's is %016llx",
+			     (unsigned long long)cmd->segment_id,
+			     (unsigned long long)seg->segment_id);
+			return;
+		}
 		for (size_t i = 0; i < seg->n; i++) {
 			if (!seg->blocks[i].complete) {
 				fail(seg, GRPC_STATUS_INVALID_ARGUMENT,

@@ -340,7 +340,7 @@ def test_scrub_checks_every_block_completely():
         d = srv.data_dir
         p = run_tvd(d, "--scrub")
         assert p.returncode == 0, p.stderr
-        assert p.stdout == "scrub: 6 blocks verified, 0 damaged (quarantined), 0 missing, " \
+        assert p.stdout == "scrub: 6 blocks checked, 0 damaged (quarantined), 0 missing, " \
                            "0 rows repaired\n", p.stdout
         # a block whose checksums match but whose header claims one record more than it holds:
         # start-up's byte checks adopt it; scrub's record walk finds it
@@ -363,7 +363,7 @@ def test_scrub_checks_every_block_completely():
         db.close()
         p = run_tvd(d, "--scrub")
         assert p.returncode == 1, (p.stdout, p.stderr)
-        assert p.stdout == "scrub: 6 blocks verified, 1 damaged (quarantined), 0 missing, " \
+        assert p.stdout == "scrub: 6 blocks checked, 1 damaged (quarantined), 0 missing, " \
                            "1 rows repaired\n", p.stdout
         q = tvtest.quarantined(d)
         assert tvtest.block_name(seg, blk) in q, q

@@ -34,8 +34,8 @@ def test_second_server_refuses_and_touches_nothing():
         temp_before = tvtest.tmp_files(a.data_dir)
 
         p = second_instance(a.data_dir)
-        want = ("tracevaultd: data dir %s is in use: another tracevaultd (pid %d) holds %s/lock"
-                % (a.data_dir, a.proc.pid, a.data_dir))
+        want = ("tracevaultd: data dir %s is in use: another tracevaultd (pid %d) holds it"
+                % (a.data_dir, a.proc.pid))
         assert p.returncode == 1 and p.stderr == want + "\n" and p.stdout == "", \
             (p.returncode, p.stdout, p.stderr, want)
         assert tvtest.tmp_files(a.data_dir) == temp_before  # nothing recovered under A
@@ -49,6 +49,52 @@ def test_second_server_refuses_and_touches_nothing():
         cl.close()
         rc = a.stop()
         assert rc == 0, rc
+
+
+def test_deleting_the_lock_file_does_not_unlock():
+    """DIR/lock looks like a stale pidfile and may be deleted: the dir stays locked (the lock
+    is on the directory too), so neither a second server nor --scrub runs on it."""
+    with tvtest.Server() as a:
+        os.unlink(os.path.join(a.data_dir, "lock"))
+        p = second_instance(a.data_dir)
+        assert p.returncode == 1 and p.stderr == (
+            "tracevaultd: data dir %s is in use: another tracevaultd holds it\n" % a.data_dir), \
+            (p.returncode, p.stderr)
+        p = subprocess.run([tvtest.binary("tracevaultd"), "--data", a.data_dir, "--scrub"],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 1 and "is in use" in p.stderr, (p.returncode, p.stderr)
+        assert not os.path.exists(os.path.join(a.data_dir, "lock"))  # nothing was touched
+        assert a.stop() == 0
+
+
+def test_data_dir_through_a_symlink():
+    """A data dir reached through a symlink (the dir itself, or a parent, as mounts are laid
+    out) is served like its target: the catalog opens, data written through one name is read
+    through the other."""
+    import shutil
+    import tempfile
+    top = tempfile.mkdtemp(prefix="tv-symlink-")
+    try:
+        for n in ("real1", "real2"):
+            os.mkdir(os.path.join(top, n))
+        os.symlink("real1", os.path.join(top, "link1"))  # a parent that is a symlink
+        os.symlink("real2", os.path.join(top, "link2"))  # the data dir itself
+        for data_dir in (os.path.join(top, "link1", "data"), os.path.join(top, "link2")):
+            srv = tvtest.Server(data_dir=data_dir)
+            try:
+                srv.start()
+                cl = tvtest.GrpcClient(srv.addr)
+                sid = 0x51 if data_dir.endswith("data") else 0x52
+                cl.write_segment(sid, [(sid + 1, [tvtest.trace_record(5000 + sid, 7)])])
+                assert [r.pid for r in cl.query(5000 + sid, 5001 + sid)] == [7]
+                cl.close()
+                assert srv.stop() == 0
+            finally:
+                srv.cleanup()
+        assert os.path.exists(os.path.join(top, "real1", "data", "catalog.db"))
+        assert os.path.exists(os.path.join(top, "real2", "catalog.db"))
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
 
 
 def test_lock_goes_with_its_owner():

@@ -190,6 +190,9 @@ def test_format_marker_rules():
             f.write("something else\n")
         refused(d, "%s/FORMAT is not tracevault's: 'something else' (expected "
                    "'tracevault-data 1')" % d)
+        with open(fmt, "w") as f:
+            f.write("tracevault-data 1")  # the right line without its newline: said so
+        refused(d, "%s/FORMAT lacks its final newline (expected 'tracevault-data 1\\n')" % d)
         open(fmt, "w").close()  # empty: a crash while it was written; as if absent
         srv.start()
         with open(fmt) as f:

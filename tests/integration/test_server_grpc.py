@@ -400,6 +400,10 @@ def test_protocol_violations_are_invalid(srv):
          seg + "block 0000000000000081: chunk at offset 8, expected 0"),
         ("chunk for a block not open", opened + chunk_reqs(0x82, data) + commit,
          seg + "chunk for block 0000000000000082, but no such block is open"),
+        ("COMMIT naming another segment",
+         opened + [cmd(pb.OPEN_BLOCK, block_id=0x81, length=n)] + chunk_reqs(0x81, data)
+         + [cmd(pb.COMMIT, segment_id=0x99)],
+         seg + "COMMIT names segment 0000000000000099, the stream's is 0000000000000080"),
         ("COMMIT with a partial block",
          opened + [cmd(pb.OPEN_BLOCK, block_id=0x81, length=n)] + chunk_reqs(0x81, data[:64])
          + commit,
