@@ -216,7 +216,8 @@ static int open_data(const char *data_dir, int rebuild, struct tv_data_dir *dd,
 	}
 	data_dir = real;
 	if (snprintf(path, sizeof(path), "%s/%s", data_dir, TV_CATALOG_FILE) >= (int)sizeof(path)) {
-		snprintf(err, errlen, "data dir path too long: %s", data_dir);
+		/* bounded: -O2's -Wformat-truncation weighs a PATH_MAX buffer against err */
+		snprintf(err, errlen, "data dir path too long: %.200s...", data_dir);
 		return -1;
 	}
 	if (!dd->blocks_present && !dd->is_new &&
