@@ -93,15 +93,21 @@ static char *quote_long_integers(const char *line, size_t len, size_t *out_len)
 				*o++ = line[i++];
 		} else if (c == '-' || (c >= '0' && c <= '9')) {
 			size_t start = i, nd;
+			int real = 0;
 
 			if (c == '-')
 				i++;
 			while (i < len && line[i] >= '0' && line[i] <= '9')
 				i++;
 			nd = i - start - (c == '-');
-			/* a fraction or exponent makes it a real: jansson reads those */
-			if (nd >= LONG_INT_DIGITS &&
-			    !(i < len && (line[i] == '.' || line[i] == 'e' || line[i] == 'E'))) {
+			/* the rest of the number token: a fraction or exponent makes it a real,
+			 * which jansson reads (and the fields then refuse as not an integer) */
+			while (i < len && line[i] &&
+			       (strchr(".eE+-", line[i]) || (line[i] >= '0' && line[i] <= '9'))) {
+				real = 1;
+				i++;
+			}
+			if (nd >= LONG_INT_DIGITS && !real) {
 				memcpy(o, "\"" NUL_ESCAPE, 7);
 				o += 7;
 				memcpy(o, line + start, i - start);

@@ -221,6 +221,11 @@ static void test_rejections(void **state)
 	assert_rejects("{\"ts_ns\": 1, \"path\": 9223372036854775808}", "field 'path' must be a string");
 	assert_rejects("{\"ts_ns\": 1, \"end_ns\": 9223372036854775808.0}", "must be an integer");
 	assert_rejects("{\"ts_ns\": 1, \"end_ns\": 92233720368547758080e1}", "must be an integer");
+	/* a real whose fraction or exponent has 19+ digits, beside a long integer: still a real */
+	assert_rejects("{\"ts_ns\": 1, \"end_ns\": 9223372036854775808, \"latency_ns\": "
+		       "1.12345678901234567890123}", "field 'latency_ns' must be an integer");
+	assert_rejects("{\"ts_ns\": 1, \"end_ns\": 9223372036854775808, \"latency_ns\": "
+		       "1e-1234567890123456789}", "field 'latency_ns' must be an integer");
 	/* a header value that is a long number is not a string */
 	assert_rejects("{\"ts_ns\": 1, \"req_headers\": [{\"name\": \"a\", \"value\": "
 		       "9223372036854775808}]}", "element 0 must be");
