@@ -8,6 +8,11 @@
 #include <stddef.h>
 
 #define TV_PORT_MAX 65535
+/* Where tracevaultd listens by default, and so where the client looks when given no --server
+ * and no TV_SERVER_ENV: one value for both binaries. */
+#define TV_DEFAULT_SERVER "127.0.0.1:7070"
+/* The environment variable the client reads its server list from when --server is not given. */
+#define TV_SERVER_ENV "TRACEVAULT_SERVER"
 
 /* Split "HOST:PORT" at its last colon: a non-empty host ("[::1]" loses its brackets; an IPv6
  * address must have them, "::1:80" is refused) and a decimal port 0..65535 (digits only). host gets

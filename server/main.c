@@ -34,7 +34,7 @@
 #include "server/store_uring.h"
 #include "proto/wire.h"
 
-#define DEFAULT_LISTEN "127.0.0.1:7070"
+#define DEFAULT_LISTEN TV_DEFAULT_SERVER
 #define ERR_LEN 512
 /* glibc malloc tuning, see main(): keep up to this much free heap instead of returning it */
 #define TRIM_THRESHOLD_BYTES (512 << 20)
@@ -85,6 +85,7 @@ static const struct option OPTIONS[] = {
 	{ "query-memory-bytes", required_argument, NULL, 'q' },
 	{ "query-total-memory-bytes", required_argument, NULL, 'T' },
 	{ "help", no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -146,6 +147,7 @@ static const char USAGE_LIMITS[] =
 	"                           least --query-memory-bytes (default 1G); a query that\n"
 	"                           finds it used up is refused (RESOURCE_EXHAUSTED)\n"
 	"  --help                   this text\n"
+	"  --version                the version, then exit\n"
 	"\n"
 	"At start the soft RLIMIT_NOFILE is raised to the hard limit and logged. The stream\n"
 	"and block-file limits, one connection per stream and a reserve of 32 must fit in it:\n"
@@ -324,6 +326,9 @@ int main(int argc, char **argv)
 			*(opt == 'q' ? &o.query_memory_bytes : &o.query_total_memory_bytes) = (size_t)v;
 			break;
 		}
+		case 'V':
+			puts("tracevaultd " TV_VERSION);
+			return 0;
 		case 'h':
 			fputs(USAGE, stdout);
 			fputs(USAGE_LIMITS, stdout);

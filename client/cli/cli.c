@@ -310,13 +310,19 @@ int tv_cli_parse(int argc, char **argv, const struct tv_cli_opt *table, const ch
 	return TV_CLI_PARSED;
 }
 
-int tv_cli_check_servers(const char *cmd, const char *servers)
+int tv_cli_check_servers(const char **servers)
 {
-	if (!servers)
-		return tv_cli_usage_error("%s: missing --server", cmd);
-	if (tv_server_list_check(servers))
-		return tv_cli_usage_error("invalid --server: '%s' (HOST:PORT[,HOST:PORT...], no "
-					  "empty entry)", servers);
+	const char *from = "--server";
+
+	if (!*servers) {
+		const char *env = getenv(TV_SERVER_ENV);
+
+		*servers = env && *env ? env : TV_DEFAULT_SERVER;
+		from = env && *env ? TV_SERVER_ENV : "the default server";
+	}
+	if (tv_server_list_check(*servers))
+		return tv_cli_usage_error("invalid %s: '%s' (HOST:PORT[,HOST:PORT...], no empty "
+					  "entry)", from, *servers);
 	return 0;
 }
 

@@ -66,10 +66,12 @@ int tv_cli_parse(int argc, char **argv, const struct tv_cli_opt *table, const ch
 int tv_cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int tv_cli_runtime_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* Every command's --server check, one rule (common/addr.h's, the one the writer and the query
- * client apply): 0, or the usage exit code after "CMD: missing --server" (servers NULL) or
- * "invalid --server: 'S' (...)" (an empty list or entry). */
-int tv_cli_check_servers(const char *cmd, const char *servers);
+/* Every command's server list, one rule (common/addr.h's, the one the writer and the query
+ * client apply). *servers is --server's value, or NULL when not given: then it becomes the
+ * value of TV_SERVER_ENV when set and non-empty, else TV_DEFAULT_SERVER (tracevaultd's
+ * default listen address). Returns 0, or the usage exit code after "invalid --server: 'S'
+ * (...)" (or "invalid TRACEVAULT_SERVER: ...") for an empty list or entry. */
+int tv_cli_check_servers(const char **servers);
 
 /* True when s is a plain decimal, D[.D] (digits, at most one '.', a digit on each side): the
  * syntax of ratios and fractional durations, without strtod's sign, spaces, exponents, hex,

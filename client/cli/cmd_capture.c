@@ -16,6 +16,7 @@
 #include "capture/sampler.h"
 #include "capture/tracepoint.h"
 #include "cli/cli.h"
+#include "common/addr.h"
 #include "cli/commands.h"
 #include "common/size.h"
 #include "write/pipeline.h"
@@ -32,7 +33,7 @@ static void sig_handler(int sig)
 
 /* --help, in parts: ISO C promises string literals of up to 4095 bytes only */
 static const char *const capture_usage[] = {
-	"Usage: tracevault capture --server HOST:PORT[,HOST:PORT...] [--pid PID] [--port PORT]\n"
+	"Usage: tracevault capture [--server HOST:PORT[,HOST:PORT...]] [--pid PID] [--port PORT]\n"
 	"                          [--comm NAME] [--cgroup PATH] [--payload-bytes N]\n"
 	"                          [--ring-bytes N] [--duration DURATION] [--block-age DURATION]\n"
 	"                          [--cache-bytes N] [--block-bytes N] [--chunk-bytes N]\n"
@@ -49,8 +50,9 @@ static const char *const capture_usage[] = {
 	"deleted on the servers, and its loss is logged and counted in the summary.\n"
 	"Sizes N take a K, M or G suffix (KiB, MiB, GiB); counts are plain digits.\n"
 	"\n",
-	"  -s, --server LIST          tracevaultd(s) to write to, comma-separated (required);\n"
-	"                             blocks are placed on them by a hash of the block id\n"
+	"  -s, --server LIST          tracevaultd(s) to write to, comma-separated (default:\n"
+	"                             $" TV_SERVER_ENV ", else " TV_DEFAULT_SERVER "); blocks are\n"
+	"                             placed on them by a hash of the block id\n"
 	"  -p, --pid PID              only this process, 1 to 2147483647 (default: all)\n"
 	"  -P, --port PORT            only connections with this local or remote port,\n"
 	"                             1 to 65535 (default: all)\n"
@@ -284,7 +286,7 @@ int tv_cmd_capture(int argc, char **argv)
 		return ret;
 	if (optind < argc)
 		return tv_cli_usage_error("capture: unexpected argument '%s'", argv[optind]);
-	ret = tv_cli_check_servers("capture", po->servers);
+	ret = tv_cli_check_servers(&po->servers);
 	if (ret)
 		return ret;
 	/* after parsing: --mode may come after the options it governs */

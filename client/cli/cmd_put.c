@@ -11,6 +11,7 @@
 
 #include "proto/block.h"
 #include "cli/cli.h"
+#include "common/addr.h"
 #include "cli/commands.h"
 #include "write/grpc_writer.h"
 #include "write/pipeline.h"
@@ -31,7 +32,7 @@ static const struct tv_cli_opt put_options[] = {
 };
 
 static const char *const put_usage[] = {
-	"Usage: tracevault put --server HOST:PORT[,HOST:PORT...] [--chunk-bytes N]\n"
+	"Usage: tracevault put [--server HOST:PORT[,HOST:PORT...]] [--chunk-bytes N]\n"
 	"                      [--window-bytes N] [--no-zerocopy] [--max-message-bytes N]\n"
 	"                      [--test-corrupt-chunk N] FILE|-\n"
 	"\n"
@@ -40,7 +41,8 @@ static const char *const put_usage[] = {
 	"written atomically (with several servers: two-phase, FLUSH on all, then COMMIT on all).\n"
 	"A bad line aborts the import with its line number. Sizes N take a K, M or G suffix.\n"
 	"\n"
-	"  -s, --server LIST          tracevaultd(s) to write to, comma-separated (required)\n"
+	"  -s, --server LIST          tracevaultd(s) to write to, comma-separated (default:\n"
+	"                             $" TV_SERVER_ENV ", else " TV_DEFAULT_SERVER ")\n"
 	"      --chunk-bytes N        payload bytes per gRPC message, 1 to 1073741760 and at\n"
 	"                             most --max-message-bytes - 64 (default 1M)\n"
 	"      --window-bytes N       unacknowledged bytes per stream, 1 to 1024G (default 8M)\n"
@@ -171,7 +173,7 @@ int tv_cmd_put(int argc, char **argv)
 	ret = tv_cli_parse(argc, argv, put_options, put_usage, &wo);
 	if (ret != TV_CLI_PARSED)
 		return ret;
-	ret = tv_cli_check_servers("put", wo.server);
+	ret = tv_cli_check_servers(&wo.server);
 	if (ret)
 		return ret;
 	ret = tv_cli_check_chunk_fits(wo.chunk_bytes, wo.max_message_bytes);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "common/addr.h"
 #include "common/clock.h"
 #include "cli/commands.h"
 #include "rpc/query_client.h"
@@ -55,7 +56,7 @@ static const struct tv_cli_opt query_options[] = {
 };
 
 static const char *const query_usage[] = {
-	"Usage: tracevault query --server HOST:PORT[,HOST:PORT...] --from T [--to T]\n"
+	"Usage: tracevault query [--server HOST:PORT[,HOST:PORT...]] --from T [--to T]\n"
 	"                        [--format jsonl|table] [--limit N] [--stats]\n"
 	"                        [--max-message-bytes N]\n"
 	"\n"
@@ -71,8 +72,9 @@ static const char *const query_usage[] = {
 	"stderr names it and its time range, every other record is printed, and the exit\n"
 	"status is 3. Exit 0: complete; 1: the query failed (its line says why); 2: usage.\n"
 	"\n"
-	"  -s, --server LIST          tracevaultd(s) to read from, comma-separated (required);\n"
-	"                             several are queried at once and merged by ts_ns\n"
+	"  -s, --server LIST          tracevaultd(s) to read from, comma-separated (default:\n"
+	"                             $" TV_SERVER_ENV ", else " TV_DEFAULT_SERVER "); several are\n"
+	"                             queried at once and merged by ts_ns\n"
 	"  -f, --from T               start of the window, inclusive (required)\n"
 	"  -t, --to T                 end of the window, exclusive (default: now)\n"
 	"  -F, --format FMT           jsonl (default: one JSON object per line) or table\n"
@@ -179,7 +181,7 @@ int tv_cmd_query(int argc, char **argv)
 	qo = (struct query_out){.format = (enum out_format)a.format};
 	if (optind < argc)
 		return tv_cli_usage_error("query: unexpected argument '%s'", argv[optind]);
-	ret = tv_cli_check_servers("query", a.server);
+	ret = tv_cli_check_servers(&a.server);
 	if (ret)
 		return ret;
 	if (!a.from)

@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "cli/commands.h"
+#include "common/addr.h"
 
 /* malloc policy for block memory (see main): above the largest block, and the cache default. */
 #define BLOCK_MMAP_THRESHOLD_BYTES (64 << 20)
@@ -24,7 +25,8 @@ static const char main_usage[] =
 	"  put       import JSON Lines records as one atomic segment\n"
 	"  query     print the records of a time range, ordered by ts_ns\n"
 	"\n"
-	"Run 'tracevault <command> --help' for the options of a command.\n"
+	"Run 'tracevault <command> --help' for the options of a command, 'tracevault --version'\n"
+	"for the version. Without --server, commands use $" TV_SERVER_ENV ", else " TV_DEFAULT_SERVER ".\n"
 	"\n"
 	"Examples:\n"
 	"  tracevault capture --server 127.0.0.1:7070 --port 8080\n"
@@ -48,6 +50,12 @@ int main(int argc, char **argv)
 	cmd = argv[1];
 	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
 		fputs(main_usage, stdout);
+		return EXIT_SUCCESS;
+	}
+	if (strcmp(cmd, "--version") == 0) {
+		if (argc > 2)
+			return tv_cli_usage_error("--version takes no arguments");
+		puts("tracevault " TV_VERSION);
 		return EXIT_SUCCESS;
 	}
 	/* the subcommand is argv[0] of its own getopt run */

@@ -52,9 +52,6 @@ def usage_cases(good_file):
          "tracevault: option '--headers' takes no value"),
         (["query", "--server", UNREACHABLE, "--from", "-1m", "--stats=yes"],
          "tracevault: option '--stats' takes no value"),
-        (["query", "--from", "-1m"], "tracevault: query: missing --server"),
-        (["put", good_file], "tracevault: put: missing --server"),
-        (["capture"], "tracevault: capture: missing --server"),
         (["put", "--server", UNREACHABLE], "tracevault: put: missing FILE (or - for stdin)"),
         (q + ["--from", "banana"],
          "tracevault: invalid --from: 'banana': expected RFC 3339 (2026-03-01T12:00:00Z), "
@@ -166,6 +163,50 @@ def check_help():
     print("ok --help for every command")
 
 
+def run_env(args, env_server):
+    """tracevault args with TRACEVAULT_SERVER set to env_server (None: unset)."""
+    import subprocess
+    env = dict(os.environ)
+    env.pop("TRACEVAULT_SERVER", None)
+    if env_server is not None:
+        env["TRACEVAULT_SERVER"] = env_server
+    return subprocess.run([tvtest.binary("tracevault")] + args, capture_output=True, text=True,
+                          timeout=60, env=env)
+
+
+def check_version_and_default_server(good):
+    """--version on both binaries; without --server the client uses TRACEVAULT_SERVER, else
+    tracevaultd's default address; an empty or bad list from either says where it came from."""
+    import re
+    import subprocess
+    for binary in ("tracevault", "tracevaultd"):
+        p = subprocess.run([tvtest.binary(binary), "--version"], capture_output=True, text=True,
+                           timeout=30)
+        assert p.returncode == 0 and p.stderr == "" and \
+            re.fullmatch(r"%s \d+\.\d+\.\d+\n" % binary, p.stdout), (binary, p)
+    p = run_env(["--version", "x"], None)
+    assert p.returncode == 2 and p.stderr == "tracevault: --version takes no arguments\n", p
+    with tvtest.Server() as srv:
+        p = run_env(["put", good], srv.addr)
+        assert p.returncode == 0, p.stderr
+        p = run_env(["query", "--from", "0", "--to", str(2**63)], srv.addr)
+        assert p.returncode == 0 and len(p.stdout.splitlines()) == 5, (p.returncode, p.stderr)
+        # --server wins over the environment
+        p = run_env(["query", "--server", srv.addr, "--from", "0", "--to", str(2**63)],
+                    UNREACHABLE)
+        assert p.returncode == 0 and len(p.stdout.splitlines()) == 5, (p.returncode, p.stderr)
+    p = run_env(["query", "--from", "-1m"], "a,,b")
+    assert p.returncode == 2 and p.stderr == (
+        "tracevault: invalid TRACEVAULT_SERVER: 'a,,b' (HOST:PORT[,HOST:PORT...], no empty "
+        "entry)\n"), p
+    p = run_env(["query", "--from", "-1m"], UNREACHABLE)
+    assert p.returncode == 1 and "cannot reach server 127.0.0.1:1" in p.stderr, p
+    # neither: tracevaultd's default address (served or not on this machine)
+    p = run_env(["query", "--stats", "--from", "-1m"], None)
+    assert p.returncode == 0 or (p.returncode == 1 and "127.0.0.1:7070" in p.stderr), p
+    print("ok --version; TRACEVAULT_SERVER, then 127.0.0.1:7070, when --server is not given")
+
+
 def write_lines(path, lines):
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -185,6 +226,7 @@ def run_cases(tmp):
     write_lines(good, [good_line(i) for i in range(5)])
 
     check_help()
+    check_version_and_default_server(good)
     for args, message in usage_cases(good):
         expect(args, 2, message, exact=message.startswith("tracevault: "))
 
