@@ -229,7 +229,7 @@ static int parse_u64(const char *v, size_t n, uint64_t *out)
 }
 
 /* The path of target t[0, n): up to its '#' or (unless keep_query) its '?', malloc'd into
- * m->path (NULL when out of memory: the record then has an empty path). */
+ * m->path (NULL when out of memory: the record then has an empty path, flagged cut). */
 static void set_path(struct tv_http_msg *m, const char *t, size_t n, int keep_query)
 {
 	size_t plen;
@@ -242,6 +242,8 @@ static void set_path(struct tv_http_msg *m, const char *t, size_t n, int keep_qu
 	if (m->path) {
 		memcpy(m->path, t, plen);
 		m->path[plen] = 0;
+	} else {
+		m->cut = 1;
 	}
 }
 

@@ -39,7 +39,7 @@ struct tv_http_msg {
 	char method[TV_HTTP_METHOD_BYTES]; /* requests */
 	/* requests: the target (without its query unless keep_query), NUL-terminated, malloc'd,
 	 * whole as far as the head was (bounded by the head limit only); NULL when out of
-	 * memory. on_head may take it (set path to NULL, then free it); else the parser frees it
+	 * memory (then cut is set). on_head may take it (set path to NULL, then free it); else the parser frees it
 	 * at the next message or tv_http_parser_free, so it stays valid during on_done. */
 	char *path;
 	unsigned status;                   /* responses */
@@ -121,7 +121,8 @@ size_t tv_http_header_count(const char *hdrs, size_t len);
 
 /* Feed one syscall's worth of bytes: data[0, copied) are the bytes seen, total (>= copied) is
  * how many the syscall moved. Bytes past the copy are counted where the parser is inside a body;
- * inside a head the message is reported from its complete lines, marked incomplete; anywhere
+ * inside a head the message is reported from its complete lines, marked cut and incomplete
+ * (counted in heads_cut_copy); anywhere
  * else the parser loses sync. Either way it resyncs at the next feed that begins a recognised
  * message. copied 0 with total > 0 skips lost bytes the same way. */
 void tv_http_parser_feed(struct tv_http_parser *p, const void *data, size_t copied,
