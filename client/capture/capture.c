@@ -178,7 +178,8 @@ static void note_loss(struct capture *c)
 
 	total.ring_full = c->src.lost(c->src.impl, TV_LOST_RING_FULL);
 	total.map_full = c->src.lost(c->src.impl, TV_LOST_MAP_FULL);
-	total.parser = tv_conn_table_stats(c->conns)->exchanges_dropped;
+	total.parser = tv_conn_table_stats(c->conns)->exchanges_dropped +
+		       tv_conn_table_stats(c->conns)->requests_unparsed;
 	total.requests = c->src.lost(c->src.impl, TV_LOST_REQUESTS);
 	c->sink->note_loss(c->sink->ctx, &total);
 }
@@ -242,7 +243,11 @@ static void finish(struct capture *c)
 	res->responses_lost = cs->responses_lost;
 	res->parser_resyncs = cs->parse_errors; /* all closed now */
 	res->lost_kernel = res->lost_ring_full + res->lost_map_full;
-	res->lost_parser = cs->exchanges_dropped;
+	res->heads_cut_limit = cs->heads_cut_limit;
+	res->heads_cut_copy = cs->heads_cut_copy;
+	res->requests_unparsed = cs->requests_unparsed;
+	res->responses_unparsed = cs->responses_unparsed;
+	res->lost_parser = cs->exchanges_dropped + cs->requests_unparsed;
 	res->records_lost = res->lost_kernel + res->lost_parser;
 }
 
@@ -305,6 +310,9 @@ int tv_capture_run(const struct tv_capture_opts *o, const struct tv_record_sink 
 		return -ENOMEM;
 	}
 	tv_conn_table_set_keep_query(c.conns, !o->redact);
+	/* a head copied whole in one syscall is parsed whole */
+	tv_conn_table_set_head_limit(c.conns, tv_http_head_limit(
+		o->payload_bytes ? o->payload_bytes : TV_CAPTURE_DEFAULT_PAYLOAD_BYTES));
 	tv_conn_table_set_headers(c.conns, o->headers, !o->redact);
 	rc = open_source(&c, err, errlen);
 	if (rc)

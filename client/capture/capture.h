@@ -55,7 +55,16 @@ struct tv_capture_result {
 				  * have held requests no counter above has seen */
 	uint64_t events_truncated; /* events whose payload copy was cut (byte counts exact) */
 	uint64_t gaps, gap_bytes; /* sockfilter: stream holes given up by the TCP reassembly */
-	uint64_t lost_parser;    /* exchanges the connection table dropped */
+	uint64_t lost_parser;    /* exchanges the connection table dropped (pipelining deeper
+				  * than TV_CONN_MAX_PENDING, no memory) + requests_unparsed */
+	uint64_t heads_cut_limit; /* heads longer than the parser's head limit
+				   * (tv_http_head_limit(--payload-bytes)): records flagged CUT */
+	uint64_t heads_cut_copy;  /* heads cut by the payload copy (--payload-bytes): flagged CUT */
+	uint64_t requests_unparsed;  /* request heads seen but unreadable (malformed or
+				      * unsupported start line, e.g. a method over 15 bytes, or a
+				      * malformed header line): no record, counted as parser loss */
+	uint64_t responses_unparsed; /* the same for response heads: the exchange is stored
+				      * without that response */
 	uint64_t sampled_out;    /* not kept by --sample-ratio (by choice: not lost) */
 	uint64_t events;
 	/* The sink's flush at the end: 0 when it stored everything handed to it, else its

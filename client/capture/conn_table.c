@@ -29,7 +29,7 @@ struct pending {
 	 * its response, if seen, pairs with it and not with the next request; never emitted */
 	int unseen;
 	char method[TV_HTTP_METHOD_BYTES];
-	char path[TV_HTTP_PATH_BYTES];
+	char *path; /* taken from the request parser (tv_http_msg.path), freed on release */
 	char trace_id[TV_HTTP_TRACE_ID_BYTES];
 	char span_id[TV_HTTP_SPAN_ID_BYTES];
 	/* --headers: taken from the parsers' heads (see tv_http_msg.hdrs), owned here until the
@@ -63,6 +63,7 @@ struct tv_conn_table {
 	void *ctx;
 	size_t n_conns;
 	int keep_query;
+	size_t max_head_bytes;
 	int keep_headers, keep_credentials;
 	struct tv_conn_stats stats;
 	struct conn *buckets[BUCKETS];
@@ -94,6 +95,8 @@ static struct pending *pending_at(struct conn *c, uint64_t seq)
 
 static void pending_release(struct pending *p)
 {
+	free(p->path);
+	p->path = NULL;
 	free(p->req_hdrs);
 	free(p->resp_hdrs);
 	p->req_hdrs = p->resp_hdrs = NULL;
@@ -136,7 +139,7 @@ static void emit(struct conn *c, struct pending *p)
 	memcpy(x.local, c->local, sizeof(x.local));
 	memcpy(x.remote, c->remote, sizeof(x.remote));
 	memcpy(x.method, p->method, sizeof(x.method));
-	memcpy(x.path, p->path, sizeof(x.path));
+	x.path = p->path ? p->path : "";
 	memcpy(x.trace_id, p->trace_id, sizeof(x.trace_id));
 	memcpy(x.span_id, p->span_id, sizeof(x.span_id));
 	x.req_hdrs = p->req_hdrs;
@@ -205,7 +208,8 @@ static void on_req_head(void *ctx, struct tv_http_msg *m)
 	memset(p, 0, sizeof(*p));
 	p->ts_ns = m->first_ts_ns;
 	memcpy(p->method, m->method, sizeof(p->method));
-	memcpy(p->path, m->path, sizeof(p->path));
+	p->path = m->path; /* taken: the parser frees it no more */
+	m->path = NULL;
 	memcpy(p->trace_id, m->trace_id, sizeof(p->trace_id));
 	memcpy(p->span_id, m->span_id, sizeof(p->span_id));
 	p->is_head = strcmp(m->method, "HEAD") == 0;
@@ -225,6 +229,8 @@ static void on_req_done(void *ctx, const struct tv_http_msg *m)
 	p->req_body_bytes = m->body_bytes;
 	if (m->incomplete)
 		p->flags |= TV_RECORD_FLAG_PARTIAL;
+	if (m->cut)
+		p->flags |= TV_RECORD_FLAG_CUT;
 	emit_ready(c);
 }
 
@@ -260,6 +266,8 @@ static void on_resp_done(void *ctx, const struct tv_http_msg *m)
 	p->resp_body_bytes = m->body_bytes;
 	if (m->incomplete)
 		p->flags |= TV_RECORD_FLAG_PARTIAL;
+	if (m->cut)
+		p->flags |= TV_RECORD_FLAG_CUT;
 	p->end_ns = m->last_ts_ns;
 	emit_ready(c);
 }
@@ -275,7 +283,13 @@ struct tv_conn_table *tv_conn_table_new(tv_exchange_fn fn, void *ctx)
 		return NULL;
 	t->fn = fn;
 	t->ctx = ctx;
+	t->max_head_bytes = TV_HTTP_DEFAULT_HEAD_BYTES;
 	return t;
+}
+
+void tv_conn_table_set_head_limit(struct tv_conn_table *t, size_t max_head_bytes)
+{
+	t->max_head_bytes = max_head_bytes;
 }
 
 void tv_conn_table_set_keep_query(struct tv_conn_table *t, int keep_query)
@@ -298,6 +312,8 @@ static void conn_free(struct conn *c)
 		c->q_head++;
 	}
 	free(c->q);
+	tv_http_parser_free(&c->req);
+	tv_http_parser_free(&c->resp);
 	free(c);
 }
 
@@ -354,6 +370,10 @@ static void conn_close(struct tv_conn_table *t, struct conn **slot, uint64_t ts_
 		c->q_head++;
 	}
 	t->stats.parse_errors += c->req.errors + c->resp.errors;
+	t->stats.heads_cut_limit += c->req.heads_cut_limit + c->resp.heads_cut_limit;
+	t->stats.heads_cut_copy += c->req.heads_cut_copy + c->resp.heads_cut_copy;
+	t->stats.requests_unparsed += c->req.heads_unparsed;
+	t->stats.responses_unparsed += c->resp.heads_unparsed;
 	t->stats.conns_closed++;
 	*slot = c->next;
 	t->n_conns--;
@@ -388,6 +408,7 @@ static struct conn *conn_open(struct tv_conn_table *t, struct conn **slot,
 	tv_http_parser_init(&c->req, TV_HTTP_REQUEST, &req_cbs, c);
 	tv_http_parser_init(&c->resp, TV_HTTP_RESPONSE, &resp_cbs, c);
 	c->req.keep_query = t->keep_query;
+	c->req.max_head_bytes = c->resp.max_head_bytes = t->max_head_bytes;
 	c->req.keep_headers = c->resp.keep_headers = t->keep_headers;
 	c->req.keep_credentials = c->resp.keep_credentials = t->keep_credentials;
 	c->next = NULL;

@@ -20,6 +20,8 @@
 #define TV_RECORD_FLAG_NO_RESPONSE 1u /* closed before a response: status 0 */
 #define TV_RECORD_FLAG_PARTIAL 2u     /* sync lost or message cut: counts are lower bounds */
 #define TV_RECORD_FLAG_LOST 4u        /* the response was lost in capture: status 0 */
+#define TV_RECORD_FLAG_CUT 8u         /* a head was not seen whole (head limit or payload
+				       * copy): fields after the cut are missing */
 
 /* One request/response pair. Times are CLOCK_MONOTONIC ns, as the events carry them. */
 struct tv_exchange {
@@ -33,7 +35,7 @@ struct tv_exchange {
 	char comm[17];
 	char local[TV_ADDR_STR_BYTES], remote[TV_ADDR_STR_BYTES];
 	char method[TV_HTTP_METHOD_BYTES];
-	char path[TV_HTTP_PATH_BYTES];
+	const char *path; /* never NULL; as long as the request head held it (tv_http_msg.path) */
 	char trace_id[TV_HTTP_TRACE_ID_BYTES];
 	char span_id[TV_HTTP_SPAN_ID_BYTES];
 	/* --headers: "name\0value\0" pairs (tv_http_msg.hdrs), NULL/0 when none were kept */
@@ -57,6 +59,11 @@ struct tv_conn_stats {
 				     * matched and skipped so later pairs stay aligned */
 	uint64_t responses_lost;    /* records emitted with TV_RECORD_FLAG_LOST */
 	uint64_t responses_unpaired; /* responses with no request waiting (dropped) */
+	/* heads reported cut (records flagged TV_RECORD_FLAG_CUT), by reason, and heads the
+	 * parsers could not read at all (no record for their message), by direction: summed
+	 * from the parsers when a connection ends (tv_http_parser's counters) */
+	uint64_t heads_cut_limit, heads_cut_copy;
+	uint64_t requests_unparsed, responses_unparsed;
 };
 
 struct tv_conn_table;
@@ -73,6 +80,11 @@ void tv_conn_table_set_keep_query(struct tv_conn_table *t, int keep_query);
 /* 1: keep request/response header lines in the exchanges (capture --headers); credential
  * header values are redacted unless keep_credentials (capture --no-redact). Default 0, 0. */
 void tv_conn_table_set_headers(struct tv_conn_table *t, int keep_headers, int keep_credentials);
+
+/* The parsers' head limit (tv_http_parser.max_head_bytes) for connections opened from now on,
+ * in bytes: the capture passes tv_http_head_limit(--payload-bytes). Default
+ * TV_HTTP_DEFAULT_HEAD_BYTES. Each connection allocates head buffers only as heads grow. */
+void tv_conn_table_set_head_limit(struct tv_conn_table *t, size_t max_head_bytes);
 
 /* One ring buffer record (struct tv_event, len bytes of it). Malformed records are counted. */
 void tv_conn_table_event(struct tv_conn_table *t, const void *data, size_t len);

@@ -24,11 +24,41 @@ enum {
 void tv_http_parser_init(struct tv_http_parser *p, enum tv_http_kind kind,
 			 const struct tv_http_callbacks *cb, void *ctx)
 {
-	memset(p, 0, offsetof(struct tv_http_parser, head));
+	memset(p, 0, sizeof(*p));
+	p->max_head_bytes = TV_HTTP_DEFAULT_HEAD_BYTES;
 	p->kind = kind;
 	p->cb = cb;
 	p->ctx = ctx;
 	p->state = ST_IDLE;
+}
+
+size_t tv_http_head_limit(size_t payload_bytes)
+{
+	return payload_bytes > TV_HTTP_DEFAULT_HEAD_BYTES ? payload_bytes
+							  : TV_HTTP_DEFAULT_HEAD_BYTES;
+}
+
+/* The head buffer is wiped whatever happens to it: header values may be credentials. */
+static void head_release(struct tv_http_parser *p, int keep)
+{
+	if (p->head)
+		explicit_bzero(p->head, p->head_len);
+	p->head_len = 0;
+	if (keep && p->head_cap <= TV_HTTP_HEAD_KEEP_BYTES)
+		return;
+	free(p->head);
+	p->head = NULL;
+	p->head_cap = 0;
+}
+
+static void drop_headers(struct tv_http_msg *m);
+
+void tv_http_parser_free(struct tv_http_parser *p)
+{
+	head_release(p, 0);
+	drop_headers(&p->msg);
+	free(p->msg.path);
+	p->msg.path = NULL;
 }
 
 void tv_http_parser_join_midstream(struct tv_http_parser *p)
@@ -60,8 +90,8 @@ size_t tv_http_header_count(const char *hdrs, size_t len)
 }
 
 /* Append n bytes of s and a NUL; bytes outside printable ASCII become '?' so the stored
- * strings are valid UTF-8 whatever the peer sent. The head is at most TV_HTTP_MAX_HEAD_BYTES,
- * which bounds the buffer. */
+ * strings are valid UTF-8 whatever the peer sent. The head is at most max_head_bytes, which
+ * bounds the buffer. */
 static void hdr_put(char *dst, size_t *len, const char *s, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -85,12 +115,12 @@ static void keep_header(struct tv_http_parser *p, const char *name, size_t name_
 	if (!m->hdrs) {
 		/* every pair fits: name + value + 2 NULs <= its line + ":" + CRLF, and the
 		 * redacted value adds at most its own length per line */
-		m->hdrs = malloc(TV_HTTP_MAX_HEAD_BYTES * 2);
+		m->hdrs = malloc(p->max_head_bytes * 2);
 		if (!m->hdrs)
 			return; /* headers are an extra: the record goes on without them */
 		m->hdrs_len = 0;
 	}
-	if (m->hdrs_len + name_len + vlen + 2 > TV_HTTP_MAX_HEAD_BYTES * 2)
+	if (m->hdrs_len + name_len + vlen + 2 > p->max_head_bytes * 2)
 		return;
 	hdr_put(m->hdrs, &m->hdrs_len, name, name_len);
 	hdr_put(m->hdrs, &m->hdrs_len, v, vlen);
@@ -123,8 +153,7 @@ static void lose_sync(struct tv_http_parser *p, uint64_t ts_ns)
 		p->msg.incomplete = 1;
 		msg_done(p, ts_ns);
 	}
-	explicit_bzero(p->head, p->head_len);
-	p->head_len = 0;
+	head_release(p, 1);
 	p->state = ST_LOST;
 }
 
@@ -199,9 +228,45 @@ static int parse_u64(const char *v, size_t n, uint64_t *out)
 	return 0;
 }
 
+/* The path of target t[0, n): up to its '#' or (unless keep_query) its '?', malloc'd into
+ * m->path (NULL when out of memory: the record then has an empty path, flagged cut). */
+static void set_path(struct tv_http_msg *m, const char *t, size_t n, int keep_query)
+{
+	size_t plen;
+
+	for (plen = 0; plen < n; plen++)
+		if (t[plen] == '#' || (t[plen] == '?' && !keep_query))
+			break;
+	free(m->path);
+	m->path = malloc(plen + 1);
+	if (m->path) {
+		memcpy(m->path, t, plen);
+		m->path[plen] = 0;
+	} else {
+		m->cut = 1;
+	}
+}
+
+/* The method and the start of the target of a request line cut before its end (l[0, n), no
+ * line end): "METHOD SP target-prefix". Returns 0, or -1 when not even that is there. */
+static int parse_request_line_prefix(struct tv_http_msg *m, const char *l, size_t n,
+				     int keep_query)
+{
+	size_t i = 0;
+
+	while (i < n && is_tchar((unsigned char)l[i]))
+		i++;
+	if (i == 0 || i >= TV_HTTP_METHOD_BYTES || i + 1 >= n || l[i] != ' ' || l[i + 1] == ' ')
+		return -1;
+	memcpy(m->method, l, i);
+	m->method[i] = 0;
+	set_path(m, l + i + 1, (size_t)(n - i - 1), keep_query);
+	return 0;
+}
+
 static int parse_request_line(struct tv_http_msg *m, const char *l, size_t n, int keep_query)
 {
-	size_t i = 0, t0, plen;
+	size_t i = 0, t0;
 
 	while (i < n && is_tchar((unsigned char)l[i]))
 		i++;
@@ -215,13 +280,7 @@ static int parse_request_line(struct tv_http_msg *m, const char *l, size_t n, in
 	if (i == t0 || i >= n || n - i - 1 != 8 || memcmp(l + i + 1, "HTTP/1.", 7) != 0)
 		return -1;
 	/* the query may carry tokens: keep the path only, unless asked not to redact */
-	for (plen = 0; t0 + plen < i; plen++)
-		if (l[t0 + plen] == '#' || (l[t0 + plen] == '?' && !keep_query))
-			break;
-	if (plen >= TV_HTTP_PATH_BYTES)
-		plen = TV_HTTP_PATH_BYTES - 1;
-	memcpy(m->path, l + t0, plen);
-	m->path[plen] = 0;
+	set_path(m, l + t0, i - t0, keep_query);
 	return 0;
 }
 
@@ -301,9 +360,9 @@ static void head_complete(struct tv_http_parser *p, uint64_t ts_ns)
 	struct framing fr;
 	int rc = parse_head(p, &fr);
 
-	explicit_bzero(p->head, p->head_len); /* header values (cookies, tokens) are not kept */
-	p->head_len = 0;
+	head_release(p, 1); /* header values (cookies, tokens) are not kept */
 	if (rc) {
+		p->heads_unparsed++;
 		drop_headers(&p->msg);
 		lose_sync(p, ts_ns);
 		return;
@@ -346,15 +405,20 @@ static void head_complete(struct tv_http_parser *p, uint64_t ts_ns)
  * still reported, marked incomplete, instead of vanishing: that keeps a request paired with its
  * own response (a lost request would shift every later pairing on the connection). The rest of
  * the message is skipped until the next recognised start; its body count is a lower bound. */
-static void head_cut(struct tv_http_parser *p, uint64_t ts_ns)
+enum head_cut_reason { CUT_LIMIT, CUT_COPY };
+
+static void head_cut(struct tv_http_parser *p, enum head_cut_reason why, uint64_t ts_ns)
 {
 	struct framing fr;
-	const char *last_nl = memrchr(p->head, '\n', p->head_len);
-	const char *eol = memchr(p->head, '\n', p->head_len);
+	const char *last_nl = p->head ? memrchr(p->head, '\n', p->head_len) : NULL;
+	const char *eol = p->head ? memchr(p->head, '\n', p->head_len) : NULL;
 	size_t full_len = p->head_len; /* all of it is wiped, the cut line included */
 	int rc = -1;
 
-	if (last_nl) {
+	if (!last_nl && p->kind == TV_HTTP_REQUEST && p->head_len > 0) {
+		/* the request line itself is cut (a very long target): its first bytes */
+		rc = parse_request_line_prefix(&p->msg, p->head, p->head_len, p->keep_query);
+	} else if (last_nl) {
 		/* the complete lines only: a cut header line is not guessed at */
 		p->head_len = (size_t)(last_nl - p->head) + 1;
 		rc = parse_head(p, &fr);
@@ -372,19 +436,27 @@ static void head_cut(struct tv_http_parser *p, uint64_t ts_ns)
 	}
 	/* an interim 1xx is not a message of its own; a 101 is not worth guessing past */
 	if (rc == 0 && (p->kind == TV_HTTP_REQUEST || p->msg.status >= 200)) {
+		if (why == CUT_LIMIT)
+			p->heads_cut_limit++;
+		else
+			p->heads_cut_copy++;
+		p->msg.cut = 1;
 		p->head_reported = 1;
 		if (p->cb && p->cb->on_head)
 			p->cb->on_head(p->ctx, &p->msg);
+	} else if (rc != 0) {
+		p->heads_unparsed++; /* not even a start line: counted, not reported */
 	}
 	drop_headers(&p->msg); /* the complete lines of a cut head, or nothing */
-	explicit_bzero(p->head, full_len);
-	p->head_len = 0;
+	p->head_len = full_len;
+	head_release(p, 1);
 	lose_sync(p, ts_ns); /* completes the reported message, marked incomplete */
 }
 
 static void start_message(struct tv_http_parser *p, uint64_t ts_ns)
 {
 	drop_headers(&p->msg); /* none is left here; kept as the rule that frees them */
+	free(p->msg.path);
 	memset(&p->msg, 0, sizeof(p->msg));
 	p->msg.first_ts_ns = ts_ns;
 	p->head_len = 0;
@@ -430,16 +502,44 @@ static void chunk_size_line(struct tv_http_parser *p, uint64_t ts_ns)
 	}
 }
 
+/* Room for one more head byte: grow the buffer (1K, doubling) up to the head limit. Returns
+ * 0, or -1 at the limit or out of memory. */
+static int head_grow(struct tv_http_parser *p)
+{
+	size_t max = p->max_head_bytes ? p->max_head_bytes : TV_HTTP_DEFAULT_HEAD_BYTES;
+	size_t cap;
+	char *h;
+
+	if (p->head_len < p->head_cap)
+		return 0;
+	if (p->head_cap >= max)
+		return -1;
+	cap = p->head_cap ? p->head_cap * 2 : 1024;
+	if (cap > max)
+		cap = max;
+	h = malloc(cap); /* not realloc: the old buffer is wiped before it is freed */
+	if (!h)
+		return -1;
+	if (p->head) {
+		memcpy(h, p->head, p->head_len);
+		explicit_bzero(p->head, p->head_len);
+		free(p->head);
+	}
+	p->head = h;
+	p->head_cap = cap;
+	return 0;
+}
+
 /* ST_HEAD: append bytes of d[0..len) to the head until the blank line that ends it
- * (head_complete) or a full buffer (head_cut). Returns the bytes consumed. */
+ * (head_complete) or the head limit (head_cut). Returns the bytes consumed. */
 static size_t feed_head(struct tv_http_parser *p, const uint8_t *d, size_t len, uint64_t ts_ns)
 {
 	size_t i = 0, hl;
 	uint8_t c;
 
 	while (i < len && p->state == ST_HEAD) {
-		if (p->head_len == sizeof(p->head)) {
-			head_cut(p, ts_ns);
+		if (head_grow(p)) {
+			head_cut(p, CUT_LIMIT, ts_ns);
 			break;
 		}
 		c = d[i++];
@@ -502,7 +602,7 @@ static void skip_uncopied(struct tv_http_parser *p, uint64_t n, uint64_t ts_ns)
 		} else if (p->state == ST_LOST || p->state == ST_UPGRADED) {
 			n = 0;
 		} else if (p->state == ST_HEAD) {
-			head_cut(p, ts_ns);
+			head_cut(p, CUT_COPY, ts_ns);
 			n = 0;
 		} else {
 			lose_sync(p, ts_ns);
@@ -569,8 +669,7 @@ int tv_http_parser_close(struct tv_http_parser *p, uint64_t ts_ns)
 		p->msg.incomplete = 1;
 		msg_done(p, ts_ns);
 	}
-	explicit_bzero(p->head, p->head_len);
-	p->head_len = 0;
+	head_release(p, 1);
 	p->state = ST_IDLE;
 	return unfinished;
 }

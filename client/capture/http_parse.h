@@ -6,12 +6,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* A message head (start line + headers) longer than this, like one whose copy was cut, is not
- * parsed whole: the message is reported from its complete lines (the start line at least),
- * marked incomplete, and the parser skips to the next message start it recognises. */
-#define TV_HTTP_MAX_HEAD_BYTES 8192
+/* The head limit: a message head (start line + headers, up to its blank line) is buffered and
+ * parsed whole up to this many bytes. The capture sets it to tv_http_head_limit(--payload-bytes)
+ * so that a head one syscall carried and the capture copied whole is never cut by the parser;
+ * TV_HTTP_DEFAULT_HEAD_BYTES (8K) is the floor (and the default after init), so that a head
+ * spread over several small copies still fits as before. A longer head, like one whose copy
+ * was cut, is reported from its complete lines (the start line at least; a request line cut
+ * inside its target gives the target's first bytes), marked cut and incomplete, and the parser
+ * skips to the next message start it recognises. The buffer is allocated as a head grows (1K,
+ * doubling) and given back after a head above TV_HTTP_HEAD_KEEP_BYTES, so an idle connection
+ * holds at most that much per direction. */
+#define TV_HTTP_DEFAULT_HEAD_BYTES 8192
+#define TV_HTTP_HEAD_KEEP_BYTES 4096
+/* A method longer than 15 bytes (RFC 9110 sets no bound; every registered method is shorter)
+ * makes the request line unparseable: the request is counted (heads_unparsed), not stored. */
 #define TV_HTTP_METHOD_BYTES 16
-#define TV_HTTP_PATH_BYTES 512
 #define TV_HTTP_TRACE_ID_BYTES 33 /* 32 hex + NUL */
 #define TV_HTTP_SPAN_ID_BYTES 17  /* 16 hex + NUL */
 
@@ -28,8 +37,11 @@ enum tv_http_kind {
  * not stored unless keep_headers is set: the head buffer is wiped after parsing. */
 struct tv_http_msg {
 	char method[TV_HTTP_METHOD_BYTES]; /* requests */
-	char path[TV_HTTP_PATH_BYTES];     /* requests: the target (without its query unless
-					    * keep_query), truncated */
+	/* requests: the target (without its query unless keep_query), NUL-terminated, malloc'd,
+	 * whole as far as the head was (bounded by the head limit only); NULL when out of
+	 * memory (then cut is set). on_head may take it (set path to NULL, then free it); else the parser frees it
+	 * at the next message or tv_http_parser_free, so it stays valid during on_done. */
+	char *path;
 	unsigned status;                   /* responses */
 	char trace_id[TV_HTTP_TRACE_ID_BYTES];
 	char span_id[TV_HTTP_SPAN_ID_BYTES];
@@ -44,6 +56,9 @@ struct tv_http_msg {
 	char *hdrs;
 	size_t hdrs_len;
 	int incomplete;         /* on_done after sync was lost or the connection closed early */
+	int cut;                /* the head was not seen whole (head limit or payload copy): a
+				 * field after the cut (a header, traceparent, the rest of a path)
+				 * is missing; the record gets TV_RECORD_FLAG_CUT */
 };
 
 struct tv_http_callbacks {
@@ -62,19 +77,36 @@ struct tv_http_parser {
 	size_t head_len;
 	size_t line_len;      /* chunk-size / trailer line length so far */
 	uint64_t errors;      /* times sync was lost (malformed or unparseable input) */
+	/* heads cut (reported with msg.cut) by reason, and heads whose start the parser saw but
+	 * could not read (malformed or unsupported start or header line, or no complete start
+	 * line before the cut): those messages are not reported, only counted here */
+	uint64_t heads_cut_limit; /* longer than max_head_bytes (or no memory to buffer them) */
+	uint64_t heads_cut_copy;  /* the syscall moved more than was copied, inside the head */
+	uint64_t heads_unparsed;
+	size_t max_head_bytes;    /* the head limit (see above); set before the first feed */
 	int head_reported;    /* on_head ran for msg and on_done has not yet */
 	int keep_query;       /* 1: path keeps "?query" (it may carry tokens; default 0) */
 	int keep_headers;     /* 1: report header lines in msg.hdrs (default 0) */
 	int keep_credentials; /* 1: credential header values are not redacted (default 0) */
 	struct tv_http_msg msg;
 	char line[32];        /* chunk-size line */
-	char head[TV_HTTP_MAX_HEAD_BYTES];
+	char *head;           /* head_cap bytes, malloc'd as the head grows (NULL: none yet) */
+	size_t head_cap;
 };
 
-/* p is the caller's storage (it holds the head buffer, TV_HTTP_MAX_HEAD_BYTES); cb and ctx must
- * outlive it. The keep_* options are 0 after init: set them before the first feed. */
+/* p is the caller's storage; cb and ctx must outlive it. The keep_* options are 0 and
+ * max_head_bytes TV_HTTP_DEFAULT_HEAD_BYTES after init: set them before the first feed.
+ * Release with tv_http_parser_free. */
 void tv_http_parser_init(struct tv_http_parser *p, enum tv_http_kind kind,
 			 const struct tv_http_callbacks *cb, void *ctx);
+
+/* Frees what the parser allocated (head buffer, the last message's path and headers), wiping
+ * the head first; p may then be initialised again. */
+void tv_http_parser_free(struct tv_http_parser *p);
+
+/* The head limit for a capture copying payload_bytes per syscall: the larger of
+ * TV_HTTP_DEFAULT_HEAD_BYTES and payload_bytes, in bytes. */
+size_t tv_http_head_limit(size_t payload_bytes);
 
 /* The stream is joined somewhere in its middle (a connection first seen after it started):
  * skip to the first event that begins a recognised message, as after lost sync, but without
@@ -89,7 +121,8 @@ size_t tv_http_header_count(const char *hdrs, size_t len);
 
 /* Feed one syscall's worth of bytes: data[0, copied) are the bytes seen, total (>= copied) is
  * how many the syscall moved. Bytes past the copy are counted where the parser is inside a body;
- * inside a head the message is reported from its complete lines, marked incomplete; anywhere
+ * inside a head the message is reported from its complete lines, marked cut and incomplete
+ * (counted in heads_cut_copy); anywhere
  * else the parser loses sync. Either way it resyncs at the next feed that begins a recognised
  * message. copied 0 with total > 0 skips lost bytes the same way. */
 void tv_http_parser_feed(struct tv_http_parser *p, const void *data, size_t copied,

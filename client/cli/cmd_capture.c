@@ -59,7 +59,11 @@ static const char *const capture_usage[] = {
 	"      --comm NAME            only tasks whose command name (comm, 1 to 15 bytes) is NAME\n"
 	"      --cgroup PATH          only tasks in this cgroup v2 directory or below it\n"
 	"      --payload-bytes N      bytes copied per socket syscall, 1 to 32K (default 4K);\n"
-	"                             byte counts stay exact, cut events are counted\n"
+	"                             byte counts stay exact, cut events are counted. A\n"
+	"                             message head is parsed whole up to the larger of 8K\n"
+	"                             and N (paths are kept whole within it); a head cut by\n"
+	"                             that limit or by the copy gives a record with flag\n"
+	"                             CUT (8), counted in the summary as heads cut\n"
 	"      --ring-bytes N         kernel ring buffer size, a power of two, 4K to 1G (default\n"
 	"                             16M); sockfilter: the packet ring, made of 1M blocks,\n"
 	"                             a power of two, 1M to 1G (default 64M)\n"
@@ -243,12 +247,16 @@ static int run_capture(const struct tv_capture_opts *o, const struct tv_pipeline
 			", failed segments %" PRIu64 "); kernel events %" PRIu64
 			", lost: ring full %" PRIu64 ", map full %" PRIu64 ", truncated %" PRIu64
 			"; requests in lost events %" PRIu64 ", responses lost %" PRIu64
-			", parser resyncs %" PRIu64 "; segments committed %" PRIu64 ", failed %" PRIu64
+			", parser resyncs %" PRIu64 "; heads cut: limit %" PRIu64 ", copy %" PRIu64
+			"; unparsed heads: requests %" PRIu64 ", responses %" PRIu64
+			"; segments committed %" PRIu64 ", failed %" PRIu64
 			"; payload bytes copied %" PRIu64 "; cache peak %" PRIu64 " bytes\n",
 			ps.records_committed + lost, ps.records_committed, lost, res.lost_kernel,
 			res.lost_parser, ps.records_dropped_cache, ps.records_dropped_failed,
 			res.events, res.lost_ring_full, res.lost_map_full, res.events_truncated,
 			res.lost_requests, res.responses_lost, res.parser_resyncs,
+			res.heads_cut_limit, res.heads_cut_copy, res.requests_unparsed,
+			res.responses_unparsed,
 			ps.segments_committed, ps.segments_failed, ps.payload_bytes_copied,
 			ps.cache_bytes_peak);
 	if (res.sampled_out || (o->sample_ratio > 0 && o->sample_ratio < 1))

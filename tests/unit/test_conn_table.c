@@ -22,12 +22,30 @@ struct got {
 	struct tv_exchange x[MAX_X];
 };
 
+/* Paths copied out of the exchanges (valid only during the callback), freed after the last
+ * test. */
+static char *kept[1024];
+static size_t n_kept;
+
+static int free_kept(void **state)
+{
+	(void)state;
+	while (n_kept > 0)
+		free(kept[--n_kept]);
+	return 0;
+}
+
 static void on_exchange(void *ctx, const struct tv_exchange *x)
 {
 	struct got *g = ctx;
+	char *path = strdup(x->path);
 
 	assert_true(g->n < MAX_X);
-	g->x[g->n++] = *x;
+	assert_non_null(path);
+	assert_true(n_kept < sizeof(kept) / sizeof(kept[0]));
+	kept[n_kept++] = path;
+	g->x[g->n] = *x;
+	g->x[g->n++].path = path;
 }
 
 static struct tv_event *ev(uint8_t kind, uint8_t role, int fd, uint64_t gen, uint64_t ts_ns)
@@ -255,10 +273,142 @@ static void test_cut_request_head_keeps_pairing(void **state)
 	assert_int_equal(g.n, 2);
 	assert_string_equal(g.x[0].path, "/big");
 	assert_int_equal(g.x[0].status, 403);
-	assert_int_equal(g.x[0].flags, TV_RECORD_FLAG_PARTIAL);
+	/* cut by the copy: its counts are lower bounds and a header may be missing */
+	assert_int_equal(g.x[0].flags, TV_RECORD_FLAG_PARTIAL | TV_RECORD_FLAG_CUT);
+	assert_int_equal(tv_conn_table_stats(t)->heads_cut_copy, 0); /* summed at the close */
+	tv_conn_table_flush(t, 60);
+	assert_int_equal(tv_conn_table_stats(t)->heads_cut_copy, 1);
+	assert_int_equal(tv_conn_table_stats(t)->heads_cut_limit, 0);
 	assert_string_equal(g.x[1].path, "/small");
 	assert_int_equal(g.x[1].status, 200);
 	assert_int_equal(g.x[1].flags, 0);
+	tv_conn_table_free(t);
+}
+
+/* A 12 KiB request head (traceparent last) in one event: with the head limit of
+ * --payload-bytes 32K it parses whole; at the default limit (8K) it is flagged PARTIAL | CUT
+ * and counted as cut by the limit. The next exchange pairs either way. */
+static void big_head_exchange(size_t head_limit, struct got *g, struct tv_conn_stats *st)
+{
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, g);
+	struct tv_event *e;
+	size_t n;
+
+	assert_non_null(t);
+	if (head_limit)
+		tv_conn_table_set_head_limit(t, head_limit);
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	e = ev(TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20);
+	n = (size_t)snprintf((char *)e->payload, 64, "GET /big HTTP/1.1\r\n");
+	for (int i = 0; i < 12; i++) {
+		n += (size_t)snprintf((char *)e->payload + n, 64, "X-Big-%02d: ", i);
+		memset(e->payload + n, 'c', 1000);
+		n += 1000;
+		memcpy(e->payload + n, "\r\n", 2);
+		n += 2;
+	}
+	n += (size_t)snprintf((char *)e->payload + n, 128, "traceparent: 00-"
+			      "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n");
+	e->payload_len = (uint32_t)n;
+	e->bytes = n;
+	send_ev(t, e);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 30,
+	     "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx", 0);
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 40, "GET /small HTTP/1.1\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 50,
+	     "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 0);
+	tv_conn_table_flush(t, 60);
+	*st = *tv_conn_table_stats(t);
+	tv_conn_table_free(t);
+}
+
+static void test_head_limit_set_from_payload_bytes(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_stats st;
+
+	(void)state;
+	big_head_exchange(tv_http_head_limit(32768), &g, &st);
+	assert_int_equal(g.n, 2);
+	assert_string_equal(g.x[0].path, "/big");
+	assert_string_equal(g.x[0].trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+	assert_int_equal(g.x[0].flags, 0);
+	assert_int_equal(g.x[0].resp_body_bytes, 1);
+	assert_int_equal(st.heads_cut_limit + st.heads_cut_copy + st.requests_unparsed, 0);
+
+	memset(&g, 0, sizeof(g));
+	big_head_exchange(0, &g, &st); /* the default: 8K */
+	assert_int_equal(g.n, 2);
+	assert_string_equal(g.x[0].path, "/big");
+	assert_string_equal(g.x[0].trace_id, "");
+	assert_int_equal(g.x[0].flags, TV_RECORD_FLAG_PARTIAL | TV_RECORD_FLAG_CUT);
+	assert_int_equal(g.x[0].status, 200);
+	assert_string_equal(g.x[1].path, "/small");
+	assert_int_equal(g.x[1].flags, 0);
+	assert_int_equal(st.heads_cut_limit, 1);
+	assert_int_equal(st.heads_cut_copy, 0);
+}
+
+/* A 2000-byte path is stored whole (it was 511 bytes, unflagged, before the path followed the
+ * head); a request line longer than the head limit keeps its first bytes, flagged CUT. */
+static void test_long_path_stored_whole(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+	char line[TV_HTTP_DEFAULT_HEAD_BYTES + 64];
+	size_t n;
+
+	(void)state;
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	n = (size_t)snprintf(line, sizeof(line), "GET /reports/");
+	memset(line + n, 'a', 1991);
+	n += 1991;
+	n += (size_t)snprintf(line + n, sizeof(line) - n, " HTTP/1.1\r\nHost: t\r\n\r\n");
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20, line, 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 30,
+	     "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", 0);
+	assert_int_equal(g.n, 1);
+	assert_int_equal(strlen(g.x[0].path), 2000);
+	assert_memory_equal(g.x[0].path, "/reports/aaa", 12);
+	assert_int_equal(g.x[0].flags, 0);
+	/* a target longer than the head limit: the request line itself is cut */
+	memset(line, 'b', sizeof(line) - 1);
+	memcpy(line, "GET /", 5);
+	line[sizeof(line) - 1] = 0;
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 40, line, 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 50,
+	     "HTTP/1.1 414 URI Too Long\r\nContent-Length: 0\r\n\r\n", 0);
+	assert_int_equal(g.n, 2);
+	assert_string_equal(g.x[1].method, "GET");
+	assert_int_equal(strlen(g.x[1].path), TV_HTTP_DEFAULT_HEAD_BYTES - 4);
+	assert_int_equal(g.x[1].status, 414);
+	assert_int_equal(g.x[1].flags, TV_RECORD_FLAG_PARTIAL | TV_RECORD_FLAG_CUT);
+	tv_conn_table_flush(t, 60);
+	assert_int_equal(tv_conn_table_stats(t)->heads_cut_limit, 1);
+	tv_conn_table_free(t);
+}
+
+/* A request the parser cannot read (a 16-byte method) is no record but a count; its response
+ * then pairs with nothing (counted unpaired), and the next exchange still pairs. */
+static void test_unparseable_request_counted(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+
+	(void)state;
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20, "ABCDEFGHIJKLMNOP /x HTTP/1.1\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 30,
+	     "HTTP/1.1 501 Not Implemented\r\nContent-Length: 0\r\n\r\n", 0);
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 40, "GET /ok HTTP/1.1\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 50,
+	     "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0);
+	assert_int_equal(g.n, 1);
+	assert_string_equal(g.x[0].path, "/ok");
+	assert_int_equal(g.x[0].status, 200);
+	tv_conn_table_flush(t, 60);
+	assert_int_equal(tv_conn_table_stats(t)->requests_unparsed, 1);
+	assert_int_equal(tv_conn_table_stats(t)->responses_unpaired, 1);
 	tv_conn_table_free(t);
 }
 
@@ -644,6 +794,9 @@ int main(void)
 		cmocka_unit_test(test_cut_response_flagged_partial),
 		cmocka_unit_test(test_close_delimited_sendfile_body),
 		cmocka_unit_test(test_cut_request_head_keeps_pairing),
+		cmocka_unit_test(test_head_limit_set_from_payload_bytes),
+		cmocka_unit_test(test_long_path_stored_whole),
+		cmocka_unit_test(test_unparseable_request_counted),
 		cmocka_unit_test(test_gap_lost_response_flags_its_request_only),
 		cmocka_unit_test(test_gap_lost_request_absorbs_its_response),
 		cmocka_unit_test(test_gap_lost_request_and_response_leave_no_trace),
@@ -657,5 +810,5 @@ int main(void)
 		cmocka_unit_test(test_unseen_place_pushed_out_is_not_counted_dropped),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests(tests, NULL, free_kept);
 }

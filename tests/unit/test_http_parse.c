@@ -31,12 +31,49 @@ static void on_head(void *ctx, struct tv_http_msg *m)
 		m->no_body = 1;
 }
 
+/* Paths copied out of the messages (the parser frees its own at the next message), freed
+ * after the last test. */
+static char *kept[1024];
+static size_t n_kept;
+
+static char *keep_str(const char *str)
+{
+	char *d = strdup(str ? str : "");
+
+	assert_non_null(d);
+	assert_true(n_kept < sizeof(kept) / sizeof(kept[0]));
+	kept[n_kept++] = d;
+	return d;
+}
+
+static int free_kept(void **state)
+{
+	(void)state;
+	while (n_kept > 0)
+		free(kept[--n_kept]);
+	return 0;
+}
+
 static void on_done(void *ctx, const struct tv_http_msg *m)
 {
 	struct seen *s = ctx;
 
 	assert_true(s->n < MAX_MSGS);
-	s->msgs[s->n++] = *m;
+	s->msgs[s->n] = *m;
+	s->msgs[s->n++].path = keep_str(m->path);
+}
+
+/* What the parser allocated, then the parser itself. */
+static void drop_parser(struct tv_http_parser *p)
+{
+	tv_http_parser_free(p);
+	free(p);
+}
+
+/* Non-NULL when the head buffer (if any) still holds needle: it must be wiped after a head. */
+static const void *head_holds(const struct tv_http_parser *p, const char *needle, size_t n)
+{
+	return p->head ? memmem(p->head, p->head_cap, needle, n) : NULL;
 }
 
 static const struct tv_http_callbacks cbs = { on_head, on_done };
@@ -83,8 +120,8 @@ static void test_request_split_byte_by_byte(void **state)
 	assert_int_equal(s.msgs[0].last_ts_ns, 1000 + n - 1);
 	assert_int_equal(s.msgs[0].incomplete, 0);
 	/* the head buffer is wiped: no credential survives in parser memory */
-	assert_null(memmem(p->head, sizeof(p->head), "hunter2", 7));
-	free(p);
+	assert_null(head_holds(p, "hunter2", 7));
+	drop_parser(p);
 }
 
 static void test_several_requests_in_one_read(void **state)
@@ -113,7 +150,7 @@ static void test_several_requests_in_one_read(void **state)
 	assert_string_equal(s.msgs[3].path, "/d");
 	assert_int_equal(s.msgs[3].first_ts_ns, 5);
 	assert_int_equal(s.msgs[3].last_ts_ns, 9);
-	free(p);
+	drop_parser(p);
 }
 
 static void test_response_content_length_counts_uncopied_bytes(void **state)
@@ -139,7 +176,7 @@ static void test_response_content_length_counts_uncopied_bytes(void **state)
 	assert_int_equal(s.n, 2);
 	assert_int_equal(s.msgs[1].status, 404);
 	assert_int_equal(s.msgs[1].body_bytes, 5);
-	free(p);
+	drop_parser(p);
 }
 
 static void test_truncated_copy_inside_body(void **state)
@@ -154,7 +191,7 @@ static void test_truncated_copy_inside_body(void **state)
 	assert_int_equal(s.n, 1);
 	assert_int_equal(s.msgs[0].body_bytes, 10000);
 	assert_int_equal(p->errors, 0);
-	free(p);
+	drop_parser(p);
 }
 
 static void test_chunked_response(void **state)
@@ -172,7 +209,7 @@ static void test_chunked_response(void **state)
 	assert_int_equal(s.msgs[0].body_bytes, 5 + 16);
 	assert_int_equal(s.msgs[0].last_ts_ns, 4);
 	assert_int_equal(p->errors, 0);
-	free(p);
+	drop_parser(p);
 }
 
 static void test_bodiless_responses(void **state)
@@ -201,7 +238,7 @@ static void test_bodiless_responses(void **state)
 	feed_str(p, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 5);
 	assert_int_equal(s.n, 5);
 	assert_int_equal(s.msgs[4].body_bytes, 2);
-	free(p);
+	drop_parser(p);
 }
 
 static void test_body_until_close(void **state)
@@ -217,7 +254,7 @@ static void test_body_until_close(void **state)
 	assert_int_equal(s.n, 1);
 	assert_int_equal(s.msgs[0].body_bytes, 103);
 	assert_int_equal(s.msgs[0].last_ts_ns, 3);
-	free(p);
+	drop_parser(p);
 }
 
 static void test_close_mid_body_reports_incomplete(void **state)
@@ -231,14 +268,14 @@ static void test_close_mid_body_reports_incomplete(void **state)
 	assert_int_equal(s.n, 1);
 	assert_int_equal(s.msgs[0].incomplete, 1);
 	assert_int_equal(s.msgs[0].body_bytes, 2);
-	free(p);
+	drop_parser(p);
 }
 
 static void test_malformed_input_resyncs(void **state)
 {
 	struct seen s;
 	struct tv_http_parser *p = new_parser(TV_HTTP_REQUEST, &s);
-	char junk[TV_HTTP_MAX_HEAD_BYTES + 100];
+	char junk[TV_HTTP_DEFAULT_HEAD_BYTES + 100];
 	unsigned seed = 42;
 	size_t i;
 	int round;
@@ -253,11 +290,20 @@ static void test_malformed_input_resyncs(void **state)
 	/* conflicting Content-Length values are rejected, not guessed */
 	feed_str(p, "POST /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 3);
 	assert_int_equal(s.n, 1);
-	/* a head longer than the buffer */
+	/* neither is stored, both are counted */
+	assert_int_equal(p->heads_unparsed, 2);
+	/* a request line longer than the head limit: the method and the target's first bytes,
+	 * marked cut */
 	memset(junk, 'a', sizeof(junk));
 	memcpy(junk, "GET /", 5);
 	tv_http_parser_feed(p, junk, sizeof(junk), sizeof(junk), 4);
-	assert_int_equal(s.n, 1);
+	assert_int_equal(s.n, 2);
+	assert_string_equal(s.msgs[1].method, "GET");
+	assert_int_equal(strlen(s.msgs[1].path), TV_HTTP_DEFAULT_HEAD_BYTES - 4);
+	assert_int_equal(s.msgs[1].cut, 1);
+	assert_int_equal(s.msgs[1].incomplete, 1);
+	assert_int_equal(p->heads_cut_limit, 1);
+	s.n = 0; /* room for whatever the random bytes below make of themselves */
 	/* random bytes, random split points: must not crash (ASan/UBSan build) */
 	for (round = 0; round < 200; round++) {
 		size_t n = (size_t)(rand_r(&seed) % sizeof(junk));
@@ -273,7 +319,7 @@ static void test_malformed_input_resyncs(void **state)
 	feed_str(p, "GET /again HTTP/1.1\r\n\r\n", 7);
 	assert_int_equal(s.n, 1);
 	assert_string_equal(s.msgs[0].path, "/again");
-	free(p);
+	drop_parser(p);
 }
 
 static void test_invalid_traceparent_ignored(void **state)
@@ -289,7 +335,7 @@ static void test_invalid_traceparent_ignored(void **state)
 	assert_int_equal(s.n, 2);
 	assert_string_equal(s.msgs[0].trace_id, ""); /* all-zero trace id is invalid */
 	assert_string_equal(s.msgs[1].trace_id, ""); /* upper-case hex is invalid */
-	free(p);
+	drop_parser(p);
 }
 
 /* Feed str in two reads split at k, timestamps 1 and 2. */
@@ -327,7 +373,7 @@ static void test_chunked_split_anywhere_both_directions(void **state)
 		assert_int_equal(s.msgs[0].incomplete, 0);
 		assert_string_equal(s.msgs[1].path, "/next");
 		assert_int_equal(p->errors, 0);
-		free(p);
+		drop_parser(p);
 	}
 	for (k = 0; k <= strlen(resp); k++) {
 		p = new_parser(TV_HTTP_RESPONSE, &s);
@@ -336,7 +382,7 @@ static void test_chunked_split_anywhere_both_directions(void **state)
 		assert_int_equal(s.msgs[0].body_bytes, 13);
 		assert_int_equal(s.msgs[1].body_bytes, 2);
 		assert_int_equal(p->errors, 0);
-		free(p);
+		drop_parser(p);
 	}
 	/* and one byte per read */
 	p = new_parser(TV_HTTP_RESPONSE, &s);
@@ -344,7 +390,7 @@ static void test_chunked_split_anywhere_both_directions(void **state)
 		tv_http_parser_feed(p, resp + i, 1, 1, i);
 	assert_int_equal(s.n, 2);
 	assert_int_equal(s.msgs[0].body_bytes, 13);
-	free(p);
+	drop_parser(p);
 }
 
 /* Several responses in one read (answers to pipelined requests), mixed framings. */
@@ -373,7 +419,7 @@ static void test_pipelined_responses_in_one_read(void **state)
 	assert_int_equal(s.msgs[4].body_bytes, 6);
 	assert_int_equal(s.msgs[4].first_ts_ns, 1);
 	assert_int_equal(s.msgs[4].last_ts_ns, 2);
-	free(p);
+	drop_parser(p);
 }
 
 /* Interim 1xx responses (100 Continue, 102, 103 Early Hints with headers) neither report a
@@ -397,7 +443,7 @@ static void test_interim_1xx_responses_do_not_complete(void **state)
 	assert_int_equal(s.msgs[0].status, 200);
 	assert_int_equal(s.msgs[0].body_bytes, 4);
 	assert_int_equal(s.msgs[0].first_ts_ns, 2); /* the final response's first byte */
-	free(p);
+	drop_parser(p);
 }
 
 /* The request side of Expect: 100-continue: the head arrives alone, the body after the 100. */
@@ -415,7 +461,7 @@ static void test_expect_continue_request_body_follows_later(void **state)
 	assert_int_equal(s.msgs[0].body_bytes, 6);
 	assert_int_equal(s.msgs[0].first_ts_ns, 1);
 	assert_int_equal(s.msgs[0].last_ts_ns, 5);
-	free(p);
+	drop_parser(p);
 }
 
 /* HTTP/1.0: a request without framing headers has no body; a response without them is
@@ -437,8 +483,8 @@ static void test_http10_request_and_close_delimited_response(void **state)
 	assert_int_equal(rs.n, 1);
 	assert_int_equal(rs.msgs[0].body_bytes, 4 + (1 << 20));
 	assert_int_equal(rs.msgs[0].incomplete, 0);
-	free(req);
-	free(resp);
+	drop_parser(req);
+	drop_parser(resp);
 }
 
 /* A truncated copy where the parser needs the bytes (a head) loses sync; the message whose
@@ -461,16 +507,214 @@ static void test_truncated_head_loses_sync_and_marks_incomplete(void **state)
 	assert_int_equal(s.n, 2);
 	assert_int_equal(s.msgs[1].status, 201);
 	assert_int_equal(s.msgs[1].incomplete, 0);
-	free(p);
+	drop_parser(p);
 }
 
 /* A request head cut by the payload copy limit (a big Cookie) or longer than the head buffer
  * is still reported from its complete lines, marked incomplete, and the next message parses. */
+/* ---- limits: the head limit follows --payload-bytes, paths are kept as long as the head ---- */
+
+static const char TP_LINE[] =
+	"traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n";
+
+/* A request head of exactly total bytes (blank line included): "GET /h HTTP/1.1", filler
+ * header lines, traceparent last. Returns a malloc'd buffer of total bytes. */
+static char *request_head_of(size_t total)
+{
+	static const char start[] = "GET /h HTTP/1.1\r\n";
+	size_t fixed = strlen(start) + strlen(TP_LINE) + 2, n, pos = 0;
+	char *h = malloc(total);
+
+	assert_non_null(h);
+	assert_true(total >= fixed + 8);
+	memcpy(h, start, strlen(start));
+	pos = strlen(start);
+	/* one filler line "X: ccc...\r\n" taking up what is left */
+	n = total - fixed;
+	memcpy(h + pos, "X: ", 3);
+	memset(h + pos + 3, 'c', n - 5);
+	memcpy(h + pos + n - 2, "\r\n", 2);
+	pos += n;
+	memcpy(h + pos, TP_LINE, strlen(TP_LINE));
+	pos += strlen(TP_LINE);
+	memcpy(h + pos, "\r\n", 2);
+	assert_int_equal(pos + 2, total);
+	return h;
+}
+
+static void test_head_limit_follows_payload_bytes(void **state)
+{
+	(void)state;
+	assert_int_equal(tv_http_head_limit(1), TV_HTTP_DEFAULT_HEAD_BYTES);
+	assert_int_equal(tv_http_head_limit(4096), TV_HTTP_DEFAULT_HEAD_BYTES);
+	assert_int_equal(tv_http_head_limit(TV_HTTP_DEFAULT_HEAD_BYTES), TV_HTTP_DEFAULT_HEAD_BYTES);
+	assert_int_equal(tv_http_head_limit(TV_HTTP_DEFAULT_HEAD_BYTES + 1),
+			 TV_HTTP_DEFAULT_HEAD_BYTES + 1);
+	assert_int_equal(tv_http_head_limit(32768), 32768);
+}
+
+/* At the head limit a head parses whole (traceparent last found); one byte over it is cut:
+ * reported from its complete lines with cut set, counted by reason. Both edges, at the
+ * default limit and at the 32K one --payload-bytes 32K gives. */
+static void test_head_at_and_over_the_limit(void **state)
+{
+	static const size_t limits[] = { TV_HTTP_DEFAULT_HEAD_BYTES, 32768 };
+
+	(void)state;
+	for (size_t k = 0; k < 2; k++) {
+		struct seen s;
+		struct tv_http_parser *p = new_parser(TV_HTTP_REQUEST, &s);
+		char *h = request_head_of(limits[k]);
+
+		p->max_head_bytes = tv_http_head_limit(limits[k]);
+		tv_http_parser_feed(p, h, limits[k], limits[k], 1);
+		assert_int_equal(s.n, 1);
+		assert_string_equal(s.msgs[0].trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+		assert_int_equal(s.msgs[0].cut, 0);
+		assert_int_equal(s.msgs[0].incomplete, 0);
+		assert_int_equal(p->heads_cut_limit, 0);
+		free(h);
+		/* the buffer of a big head is given back, so an idle connection holds little */
+		assert_true(p->head_cap <= TV_HTTP_HEAD_KEEP_BYTES);
+
+		h = request_head_of(limits[k] + 1);
+		tv_http_parser_feed(p, h, limits[k] + 1, limits[k] + 1, 2);
+		assert_int_equal(s.n, 2);
+		assert_string_equal(s.msgs[1].path, "/h");
+		/* only the blank line's last byte was past the cut: every line is whole */
+		assert_string_equal(s.msgs[1].trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+		assert_int_equal(s.msgs[1].cut, 1);
+		assert_int_equal(s.msgs[1].incomplete, 1);
+		assert_int_equal(p->heads_cut_limit, 1);
+		assert_int_equal(p->heads_cut_copy, 0);
+		assert_null(head_holds(p, "cccc", 4)); /* wiped */
+		free(h);
+		/* the next message parses */
+		feed_str(p, "GET /next HTTP/1.1\r\n\r\n", 3);
+		assert_int_equal(s.n, 3);
+		assert_int_equal(s.msgs[2].cut, 0);
+		drop_parser(p);
+	}
+}
+
+/* A 10 KiB response head copied whole at --payload-bytes 32K: its body is counted exactly. */
+static void test_big_response_head_counts_its_body(void **state)
+{
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_RESPONSE, &s);
+	char buf[16384];
+	size_t n;
+
+	(void)state;
+	p->max_head_bytes = tv_http_head_limit(32768);
+	n = (size_t)snprintf(buf, sizeof(buf), "HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n");
+	for (int i = 0; i < 10; i++) {
+		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "X-Policy-%d: ", i);
+		memset(buf + n, 'p', 990);
+		n += 990;
+		memcpy(buf + n, "\r\n", 2);
+		n += 2;
+	}
+	memcpy(buf + n, "\r\n", 2);
+	n += 2;
+	assert_true(n > 10000);
+	tv_http_parser_feed(p, buf, n, n + 5000, 1); /* the body, uncopied */
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.msgs[0].status, 200);
+	assert_int_equal(s.msgs[0].body_bytes, 5000);
+	assert_int_equal(s.msgs[0].cut, 0);
+	assert_int_equal(s.msgs[0].incomplete, 0);
+	/* at the default limit the same head is cut: flagged, counted, the body a lower bound */
+	drop_parser(p);
+	p = new_parser(TV_HTTP_RESPONSE, &s);
+	tv_http_parser_feed(p, buf, n, n + 5000, 1);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.msgs[0].status, 200);
+	assert_int_equal(s.msgs[0].cut, 1);
+	assert_int_equal(p->heads_cut_limit, 1);
+	drop_parser(p);
+}
+
+/* Paths are kept whole as long as the request line fits the head; a request line longer than
+ * the head keeps the target's first bytes, marked cut. */
+static void test_long_path_kept_whole_up_to_the_head(void **state)
+{
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_REQUEST, &s);
+	size_t lim = TV_HTTP_DEFAULT_HEAD_BYTES;
+	/* "GET " + path + " HTTP/1.1\r\n\r\n" = lim bytes */
+	size_t plen = lim - 4 - 13;
+	char *buf = malloc(lim + 2);
+	char *path = malloc(lim + 1);
+
+	(void)state;
+	assert_non_null(buf);
+	assert_non_null(path);
+	path[0] = '/';
+	memset(path + 1, 'a', lim - 1);
+	path[plen] = 0;
+	/* 2000 bytes, far past the old 511 */
+	snprintf(buf, lim + 2, "GET %.2000s HTTP/1.1\r\n\r\n", path);
+	feed_str(p, buf, 1);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(strlen(s.msgs[0].path), 2000);
+	assert_int_equal(s.msgs[0].cut, 0);
+	/* the head exactly at the limit: whole */
+	snprintf(buf, lim + 2, "GET %s HTTP/1.1\r\n\r\n", path);
+	assert_int_equal(strlen(buf), lim);
+	feed_str(p, buf, 2);
+	assert_int_equal(s.n, 2);
+	assert_string_equal(s.msgs[1].path, path);
+	assert_int_equal(s.msgs[1].cut, 0);
+	/* one byte more: the request line is still whole (the path too), the head is not */
+	path[plen] = 'a';
+	path[plen + 1] = 0;
+	snprintf(buf, lim + 2, "GET %s HTTP/1.1\r\n\r\n", path);
+	feed_str(p, buf, 3);
+	assert_int_equal(s.n, 3);
+	assert_string_equal(s.msgs[2].path, path);
+	assert_int_equal(s.msgs[2].cut, 1);
+	/* the query is still dropped from a long target */
+	path[plen] = 0;
+	path[100] = '?';
+	snprintf(buf, lim + 2, "GET %s HTTP/1.1\r\n\r\n", path);
+	feed_str(p, buf, 4);
+	assert_int_equal(s.n, 4);
+	assert_int_equal(strlen(s.msgs[3].path), 100);
+	assert_int_equal(s.msgs[3].cut, 0);
+	free(buf);
+	free(path);
+	drop_parser(p);
+}
+
+/* A start line the parser cannot read (a method over 15 bytes, HTTP/2's preface) is not a
+ * record: it is counted. A 15-byte method is fine. */
+static void test_unparseable_start_lines_are_counted(void **state)
+{
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_REQUEST, &s);
+
+	(void)state;
+	feed_str(p, "ABCDEFGHIJKLMNO /x HTTP/1.1\r\n\r\n", 1); /* 15 */
+	assert_int_equal(s.n, 1);
+	assert_string_equal(s.msgs[0].method, "ABCDEFGHIJKLMNO");
+	assert_int_equal(p->heads_unparsed, 0);
+	feed_str(p, "ABCDEFGHIJKLMNOP /x HTTP/1.1\r\n\r\n", 2); /* 16 */
+	assert_int_equal(s.n, 1);
+	assert_int_equal(p->heads_unparsed, 1);
+	feed_str(p, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 3);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(p->heads_unparsed, 2);
+	feed_str(p, "GET /ok HTTP/1.1\r\n\r\n", 4);
+	assert_int_equal(s.n, 2);
+	drop_parser(p);
+}
+
 static void test_cut_or_oversized_head_still_reports_start_line(void **state)
 {
 	struct seen s;
 	struct tv_http_parser *p = new_parser(TV_HTTP_REQUEST, &s);
-	char big[TV_HTTP_MAX_HEAD_BYTES + 2000];
+	char big[TV_HTTP_DEFAULT_HEAD_BYTES + 2000];
 	size_t n;
 
 	(void)state;
@@ -485,7 +729,7 @@ static void test_cut_or_oversized_head_still_reports_start_line(void **state)
 	assert_string_equal(s.msgs[0].path, "/cookie-heavy");
 	assert_string_equal(s.msgs[0].trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
 	assert_int_equal(s.msgs[0].incomplete, 1);
-	assert_null(memmem(p->head, sizeof(p->head), "cccc", 4)); /* wiped */
+	assert_null(head_holds(p, "cccc", 4)); /* wiped */
 	feed_str(p, "GET /next HTTP/1.1\r\n\r\n", 2);
 	assert_int_equal(s.n, 2);
 	assert_string_equal(s.msgs[1].path, "/next");
@@ -496,7 +740,7 @@ static void test_cut_or_oversized_head_still_reports_start_line(void **state)
 	assert_string_equal(s.msgs[2].path, "/cookie-heavy");
 	assert_int_equal(s.msgs[2].incomplete, 1);
 	/* a cut response head still gives its status */
-	free(p);
+	drop_parser(p);
 	p = new_parser(TV_HTTP_RESPONSE, &s);
 	tv_http_parser_feed(p, "HTTP/1.1 302 Found\r\nLocation: /x", 32, 5000, 4);
 	assert_int_equal(s.n, 1);
@@ -505,7 +749,7 @@ static void test_cut_or_oversized_head_still_reports_start_line(void **state)
 	/* a cut interim response is not a message */
 	tv_http_parser_feed(p, "HTTP/1.1 100 Continue\r\nX: y", 27, 500, 5);
 	assert_int_equal(s.n, 1);
-	free(p);
+	drop_parser(p);
 }
 
 /* ---- --headers and redaction ---- */
@@ -583,8 +827,8 @@ static void parse_with_headers(int keep_credentials, struct hdr_seen *req,
 	p->keep_credentials = q->keep_credentials = keep_credentials;
 	feed_str(p, CRED_REQ, 1);
 	feed_str(q, CRED_RESP, 2);
-	free(p);
-	free(q);
+	drop_parser(p);
+	drop_parser(q);
 }
 
 static void test_credential_headers_redacted_by_default(void **state)
@@ -640,7 +884,7 @@ static void test_headers_not_kept_by_default(void **state)
 	feed_str(p, CRED_REQ, 1);
 	assert_int_equal(req.heads, 1);
 	assert_true(req.had_null);
-	free(p);
+	drop_parser(p);
 }
 
 static void test_credential_header_names(void **state)
@@ -671,7 +915,7 @@ static void test_cut_head_keeps_complete_header_lines(void **state)
 	assert_int_equal(tv_http_header_count(req.buf[0], req.len[0]), 2);
 	assert_string_equal(hdr_value(req.buf[0], req.len[0], "Cookie"), "[redacted]");
 	assert_null(hdr_value(req.buf[0], req.len[0], "X-Long"));
-	free(p);
+	drop_parser(p);
 }
 
 /* ---- found by the issue 9 mutants ---- */
@@ -691,7 +935,7 @@ static void test_status_below_100_is_malformed(void **state)
 	feed_str(p, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 2);
 	assert_int_equal(s.n, 1);
 	assert_int_equal(s.msgs[0].status, 200);
-	free(p);
+	drop_parser(p);
 }
 
 /* W3C trace context: an all-zero parent id is invalid like an all-zero trace id; the pair is
@@ -712,7 +956,7 @@ static void test_traceparent_with_zero_parent_id_ignored(void **state)
 	/* the control: the same trace id with a valid parent id is kept */
 	assert_string_equal(s.msgs[1].trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
 	assert_string_equal(s.msgs[1].span_id, "00f067aa0ba902b7");
-	free(p);
+	drop_parser(p);
 }
 
 int main(void)
@@ -735,6 +979,11 @@ int main(void)
 		cmocka_unit_test(test_http10_request_and_close_delimited_response),
 		cmocka_unit_test(test_truncated_head_loses_sync_and_marks_incomplete),
 		cmocka_unit_test(test_cut_or_oversized_head_still_reports_start_line),
+		cmocka_unit_test(test_head_limit_follows_payload_bytes),
+		cmocka_unit_test(test_head_at_and_over_the_limit),
+		cmocka_unit_test(test_big_response_head_counts_its_body),
+		cmocka_unit_test(test_long_path_kept_whole_up_to_the_head),
+		cmocka_unit_test(test_unparseable_start_lines_are_counted),
 		cmocka_unit_test(test_credential_headers_redacted_by_default),
 		cmocka_unit_test(test_credential_headers_kept_with_no_redact),
 		cmocka_unit_test(test_headers_not_kept_by_default),
@@ -744,5 +993,5 @@ int main(void)
 		cmocka_unit_test(test_traceparent_with_zero_parent_id_ignored),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests(tests, NULL, free_kept);
 }

@@ -29,7 +29,8 @@ from .blocks import (crc32c, encode_block, encode_block_as, encode_block_v2, enc
 from .caps import (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, Unavailable, bpf_unavailable_reason,
                    effective_caps)
 from .capture import (CAPTURE_SUMMARY_KEYS, CAPTURE_SUMMARY_RE, Capture, capture_old_connection,
-                      capture_records, compare_exchanges, parse_capture_summary)
+                      capture_records, compare_exchanges, parse_capture_limits,
+                      parse_capture_summary)
 from .cgroups import TempCgroup, cgroup2_mount
 from .datadir import (block_files, block_name, block_path, catalog_blocks, quarantined,
                       segment_log_lines, tmp_files)

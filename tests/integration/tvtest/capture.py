@@ -70,6 +70,19 @@ CAPTURE_SUMMARY_KEYS = ("sent", "lost", "kernel", "parser", "cache", "failed", "
                         "resyncs")
 
 
+CAPTURE_LIMITS_RE = (r"heads cut: limit (\d+), copy (\d+); unparsed heads: requests (\d+), "
+                     r"responses (\d+)")
+CAPTURE_LIMITS_KEYS = ("cut_limit", "cut_copy", "unparsed_requests", "unparsed_responses")
+
+
+def parse_capture_limits(err):
+    """The heads cut (by reason) and unparsed heads (by direction) of the exit summary."""
+    import re
+    m = re.search(CAPTURE_LIMITS_RE, err)
+    assert m, "no heads-cut counters in the capture summary: %s" % err
+    return dict(zip(CAPTURE_LIMITS_KEYS, (int(g) for g in m.groups())))
+
+
 def parse_capture_summary(err):
     """The numbers of `tracevault capture`'s exit summary line, by CAPTURE_SUMMARY_KEYS."""
     import re
