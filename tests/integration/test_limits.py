@@ -152,7 +152,7 @@ def check_readme():
         readme = f.read()
     for cmd in ("capture", "put", "query"):
         helped = synopsis(tvtest.run([cmd, "--help"], check=True).stdout, "Usage: tracevault")
-        documented = synopsis(readme, "tracevault %s --server HOST:PORT" % cmd)
+        documented = synopsis(readme, "tracevault %s [--server HOST:PORT" % cmd)
         assert helped == documented, (cmd, helped, documented)
     p = subprocess.run([tvtest.binary("tracevaultd"), "--help"], capture_output=True, text=True,
                        timeout=30)
