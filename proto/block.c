@@ -4,12 +4,12 @@
 
 #include <endian.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
 
+#include "common/errf.h"
 #include "proto/crc32c.h"
 #include "proto/varint.h"
 
@@ -39,17 +39,6 @@ struct tv_block_reader {
 	size_t raw_len, pos;
 	uint32_t seen;
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* ---- little-endian field access: the header is defined byte by byte, not as a C struct ---- */
 
@@ -149,13 +138,13 @@ int tv_block_header_parse(const void *buf, size_t len, struct tv_block_header *h
 
 	memset(h, 0, sizeof(*h));
 	if (len < TV_BLOCK_MIN_HEADER_BYTES) {
-		set_err(err, errlen, "block truncated: %zu bytes, header needs %d", len,
+		tv_errf(err, errlen, 0, "block truncated: %zu bytes, header needs %d", len,
 			TV_BLOCK_MIN_HEADER_BYTES);
 		return -EINVAL;
 	}
 	h->magic = get32(p + 0);
 	if (h->magic != TV_BLOCK_MAGIC) {
-		set_err(err, errlen, "bad block magic 0x%08x (want 0x%08x)", h->magic,
+		tv_errf(err, errlen, 0, "bad block magic 0x%08x (want 0x%08x)", h->magic,
 			TV_BLOCK_MAGIC);
 		return -EBADMSG;
 	}
@@ -164,13 +153,13 @@ int tv_block_header_parse(const void *buf, size_t len, struct tv_block_header *h
 	h->version = get16(p + 4);
 	hb = tv_block_header_bytes(p);
 	if (hb == 0) {
-		set_err(err, errlen, "unsupported block version %u (this build reads 1 and 2)",
+		tv_errf(err, errlen, 0, "unsupported block version %u (this build reads 1 and 2)",
 			h->version);
 		return -EPROTONOSUPPORT;
 	}
 	if (len < hb) {
-		set_err(err, errlen, "block truncated: %zu bytes, version %u header needs %u", len,
-			h->version, hb);
+		tv_errf(err, errlen, 0, "block truncated: %zu bytes, version %u header needs %u",
+			len, h->version, hb);
 		return -EINVAL;
 	}
 	crc_off = hb - 4;
@@ -178,7 +167,8 @@ int tv_block_header_parse(const void *buf, size_t len, struct tv_block_header *h
 	h->header_crc32c = get32(p + crc_off);
 	crc = tv_crc32c(p, crc_off);
 	if (crc != h->header_crc32c) {
-		set_err(err, errlen, "block header checksum mismatch: stored 0x%08x, computed 0x%08x",
+		tv_errf(err, errlen, 0,
+			"block header checksum mismatch: stored 0x%08x, computed 0x%08x",
 			h->header_crc32c, crc);
 		return -EBADMSG;
 	}
@@ -201,21 +191,21 @@ int tv_block_header_parse(const void *buf, size_t len, struct tv_block_header *h
 		h->loss.requests = get32(p + V2_LOSS_OFFSET + 40);
 	}
 	if (h->codec != TV_CODEC_NONE && h->codec != TV_CODEC_ZSTD) {
-		set_err(err, errlen, "unsupported block codec %u", h->codec);
+		tv_errf(err, errlen, 0, "unsupported block codec %u", h->codec);
 		return -EPROTONOSUPPORT;
 	}
 	if (h->raw_bytes > TV_BLOCK_MAX_RAW_BYTES || h->payload_bytes > TV_BLOCK_MAX_PAYLOAD_BYTES) {
-		set_err(err, errlen, "block sizes out of bounds: raw %llu, payload %llu",
+		tv_errf(err, errlen, 0, "block sizes out of bounds: raw %llu, payload %llu",
 			(unsigned long long)h->raw_bytes, (unsigned long long)h->payload_bytes);
 		return -EBADMSG;
 	}
 	if (h->codec == TV_CODEC_NONE && h->raw_bytes != h->payload_bytes) {
-		set_err(err, errlen, "uncompressed block with raw %llu != payload %llu bytes",
+		tv_errf(err, errlen, 0, "uncompressed block with raw %llu != payload %llu bytes",
 			(unsigned long long)h->raw_bytes, (unsigned long long)h->payload_bytes);
 		return -EBADMSG;
 	}
 	if (h->record_count > 0 && h->min_ts_ns > h->max_ts_ns) {
-		set_err(err, errlen, "block time range inverted: min %llu > max %llu",
+		tv_errf(err, errlen, 0, "block time range inverted: min %llu > max %llu",
 			(unsigned long long)h->min_ts_ns, (unsigned long long)h->max_ts_ns);
 		return -EBADMSG;
 	}
@@ -415,7 +405,7 @@ int tv_block_reader_open(struct tv_block_reader **out, const void *buf, size_t l
 	*out = NULL;
 	r = calloc(1, sizeof(*r));
 	if (!r) {
-		set_err(err, errlen, "out of memory for a block reader");
+		tv_errf(err, errlen, 0, "out of memory for a block reader");
 		return -ENOMEM;
 	}
 	ret = tv_block_header_parse(buf, len, &r->h, err, errlen);
@@ -423,21 +413,22 @@ int tv_block_reader_open(struct tv_block_reader **out, const void *buf, size_t l
 		goto fail;
 	payload = (const uint8_t *)buf + r->h.header_bytes;
 	if (len != tv_block_total_bytes(&r->h)) {
-		set_err(err, errlen, "block size mismatch: have %zu bytes, header says %llu", len,
-			(unsigned long long)tv_block_total_bytes(&r->h));
+		tv_errf(err, errlen, 0, "block size mismatch: have %zu bytes, header says %llu",
+			len, (unsigned long long)tv_block_total_bytes(&r->h));
 		ret = -EBADMSG;
 		goto fail;
 	}
 	crc = tv_crc32c(payload, r->h.payload_bytes);
 	if (crc != r->h.payload_crc32c) {
-		set_err(err, errlen, "block payload checksum mismatch: stored 0x%08x, computed 0x%08x",
+		tv_errf(err, errlen, 0,
+			"block payload checksum mismatch: stored 0x%08x, computed 0x%08x",
 			r->h.payload_crc32c, crc);
 		ret = -EBADMSG;
 		goto fail;
 	}
 	r->raw = malloc(r->h.raw_bytes ? r->h.raw_bytes : 1);
 	if (!r->raw) {
-		set_err(err, errlen, "out of memory decompressing %llu bytes",
+		tv_errf(err, errlen, 0, "out of memory decompressing %llu bytes",
 			(unsigned long long)r->h.raw_bytes);
 		ret = -ENOMEM;
 		goto fail;
@@ -446,7 +437,8 @@ int tv_block_reader_open(struct tv_block_reader **out, const void *buf, size_t l
 		size_t z = ZSTD_decompress(r->raw, r->h.raw_bytes, payload, r->h.payload_bytes);
 
 		if (ZSTD_isError(z) || z != r->h.raw_bytes) {
-			set_err(err, errlen, "block payload does not decompress to %llu bytes: %s",
+			tv_errf(err, errlen, 0,
+				"block payload does not decompress to %llu bytes: %s",
 				(unsigned long long)r->h.raw_bytes,
 				ZSTD_isError(z) ? ZSTD_getErrorName(z) : "short");
 			ret = -EBADMSG;

@@ -5,13 +5,13 @@
 #include "proto/block_check.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
 #include <zstd_errors.h>
 
+#include "common/errf.h"
 #include "proto/crc32c.h"
 #include "proto/varint.h"
 
@@ -42,21 +42,6 @@ struct tv_block_check {
 	uint64_t last_ts_ns;
 	int failed;
 };
-
-static int fail(char *err, size_t errlen, int ret, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int ret, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return ret;
-}
 
 /* ---- one record: protobuf-c's unpack decisions, from the wire format ---- */
 
@@ -133,7 +118,7 @@ static int check_message(const ProtobufCMessageDescriptor *desc, const uint8_t *
 	unsigned next = 0;
 
 	if (depth > MAX_MESSAGE_DEPTH)
-		return fail(err, errlen, -EBADMSG, "%s nested too deep", desc->short_name);
+		return tv_errf(err, errlen, -EBADMSG, "%s nested too deep", desc->short_name);
 	while (pos < len) {
 		const ProtobufCFieldDescriptor *f;
 		size_t used, elen, at;
@@ -149,8 +134,8 @@ static int check_message(const ProtobufCMessageDescriptor *desc, const uint8_t *
 			used = key_get(p + pos, len - pos, &field, &wt);
 		}
 		if (used == 0 || field == 0)
-			return fail(err, errlen, -EBADMSG, "%s: bad field key at byte %zu",
-				    desc->short_name, pos);
+			return tv_errf(err, errlen, -EBADMSG, "%s: bad field key at byte %zu",
+				       desc->short_name, pos);
 		pos += used;
 		at = pos;
 		switch (wt) {
@@ -167,16 +152,16 @@ static int check_message(const ProtobufCMessageDescriptor *desc, const uint8_t *
 				elen = pos + elen < end ? elen + 1 : 0;
 			}
 			if (elen == 0)
-				return fail(err, errlen, -EBADMSG,
-					    "%s field %u: varint cut short or too long",
-					    desc->short_name, field);
+				return tv_errf(err, errlen, -EBADMSG,
+					       "%s field %u: varint cut short or too long",
+					       desc->short_name, field);
 			break;
 		case WT_64BIT:
 		case WT_32BIT:
 			elen = wt == WT_64BIT ? 8 : 4;
 			if (len - pos < elen)
-				return fail(err, errlen, -EBADMSG, "%s field %u: cut short",
-					    desc->short_name, field);
+				return tv_errf(err, errlen, -EBADMSG, "%s field %u: cut short",
+					       desc->short_name, field);
 			break;
 		case WT_LEN:
 			if (p[pos] < 0x80 && p[pos] < len - pos) { /* a length below 128 */
@@ -188,15 +173,15 @@ static int check_message(const ProtobufCMessageDescriptor *desc, const uint8_t *
 			if (tv_varint_get(p + pos, len - pos < MAX_LENGTH_PREFIX_BYTES
 							 ? len - pos : MAX_LENGTH_PREFIX_BYTES,
 					  &v, &used) || v > len - pos - used)
-				return fail(err, errlen, -EBADMSG,
-					    "%s field %u: length prefix beyond the message",
-					    desc->short_name, field);
+				return tv_errf(err, errlen, -EBADMSG,
+					       "%s field %u: length prefix beyond the message",
+					       desc->short_name, field);
 			at = pos + used;
 			elen = used + v;
 			break;
 		default:
-			return fail(err, errlen, -EBADMSG, "%s field %u: wire type %u",
-				    desc->short_name, field, wt);
+			return tv_errf(err, errlen, -EBADMSG, "%s field %u: wire type %u",
+				       desc->short_name, field, wt);
 		}
 		pos += elen;
 		f = field_of(desc, field, &next);
@@ -204,11 +189,11 @@ static int check_message(const ProtobufCMessageDescriptor *desc, const uint8_t *
 			continue; /* unknown fields are kept by protobuf-c, whatever they hold */
 		if (f->label == PROTOBUF_C_LABEL_REPEATED && wt == WT_LEN &&
 		    wire_type_of(f->type) != WT_LEN)
-			return fail(err, errlen, -EBADMSG, "%s.%s: packed form not read here",
-				    desc->short_name, f->name);
+			return tv_errf(err, errlen, -EBADMSG, "%s.%s: packed form not read here",
+				       desc->short_name, f->name);
 		if (wt != wire_type_of(f->type))
-			return fail(err, errlen, -EBADMSG, "%s.%s: wire type %u, want %u",
-				    desc->short_name, f->name, wt, wire_type_of(f->type));
+			return tv_errf(err, errlen, -EBADMSG, "%s.%s: wire type %u, want %u",
+				       desc->short_name, f->name, wt, wire_type_of(f->type));
 		if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
 			int ret = check_message(f->descriptor, p + at, pos - at, depth + 1, NULL,
 						err, errlen);
@@ -259,22 +244,27 @@ int tv_block_check_begin(struct tv_block_check *c, const struct tv_block_header 
 	c->last_ts_ns = 0;
 	c->failed = 1; /* until every header rule passed */
 	if (h->block_id == 0)
-		return fail(err, errlen, -EBADMSG, "block id 0");
+		return tv_errf(err, errlen, -EBADMSG, "block id 0");
 	if (h->flags != 0 || h->reserved != 0)
-		return fail(err, errlen, -EPROTONOSUPPORT,
-			    "reserved header field set (flags 0x%08x, bytes 60-63 0x%08x): "
-			    "this build reads none", h->flags, h->reserved);
+		return tv_errf(err, errlen, -EPROTONOSUPPORT,
+			       "reserved header field set (flags 0x%08x, bytes 60-63 0x%08x): "
+			       "this build reads none",
+			       h->flags, h->reserved);
 	if (h->min_ts_ns > h->max_ts_ns)
-		return fail(err, errlen, -EBADMSG, "block time range inverted: min %llu > max %llu",
-			    (unsigned long long)h->min_ts_ns, (unsigned long long)h->max_ts_ns);
+		return tv_errf(err, errlen, -EBADMSG,
+			       "block time range inverted: min %llu > max %llu",
+			       (unsigned long long)h->min_ts_ns, (unsigned long long)h->max_ts_ns);
 	if (h->record_count == 0 && (h->min_ts_ns != h->max_ts_ns || h->raw_bytes != 0))
-		return fail(err, errlen, -EBADMSG,
-			    "block without records must have min_ts_ns == max_ts_ns and raw_bytes "
-			    "0: has [%llu, %llu], raw %llu", (unsigned long long)h->min_ts_ns,
-			    (unsigned long long)h->max_ts_ns, (unsigned long long)h->raw_bytes);
+		return tv_errf(
+			err, errlen, -EBADMSG,
+			"block without records must have min_ts_ns == max_ts_ns and raw_bytes "
+			"0: has [%llu, %llu], raw %llu",
+			(unsigned long long)h->min_ts_ns, (unsigned long long)h->max_ts_ns,
+			(unsigned long long)h->raw_bytes);
 	if (h->record_count > h->raw_bytes) /* each record takes at least its length byte */
-		return fail(err, errlen, -EBADMSG, "record_count %u cannot fit in raw_bytes %llu",
-			    h->record_count, (unsigned long long)h->raw_bytes);
+		return tv_errf(err, errlen, -EBADMSG,
+			       "record_count %u cannot fit in raw_bytes %llu", h->record_count,
+			       (unsigned long long)h->raw_bytes);
 	if (h->codec == TV_CODEC_ZSTD) {
 		size_t r;
 
@@ -290,7 +280,7 @@ int tv_block_check_begin(struct tv_block_check *c, const struct tv_block_header 
 			r = ZSTD_DCtx_setParameter(c->dctx, ZSTD_d_windowLogMax,
 						   TV_BLOCK_MAX_WINDOW_LOG);
 		if (ZSTD_isError(r))
-			return fail(err, errlen, -ENOMEM, "zstd: %s", ZSTD_getErrorName(r));
+			return tv_errf(err, errlen, -ENOMEM, "zstd: %s", ZSTD_getErrorName(r));
 	}
 	c->failed = 0;
 	return 0;
@@ -304,21 +294,22 @@ static int record(struct tv_block_check *c, const uint8_t *p, size_t len, char *
 	uint64_t ts;
 
 	if (tv_block_check_record(p, len, &ts, why, sizeof(why)))
-		return fail(err, errlen, -EBADMSG, "record %u is not a TraceRecord: %s", c->seen,
-			    why);
+		return tv_errf(err, errlen, -EBADMSG, "record %u is not a TraceRecord: %s", c->seen,
+			       why);
 	if (c->seen > 0 && ts < c->last_ts_ns)
-		return fail(err, errlen, -EBADMSG,
-			    "record %u: ts_ns %llu before the previous record's %llu (not sorted)",
-			    c->seen, (unsigned long long)ts, (unsigned long long)c->last_ts_ns);
+		return tv_errf(
+			err, errlen, -EBADMSG,
+			"record %u: ts_ns %llu before the previous record's %llu (not sorted)",
+			c->seen, (unsigned long long)ts, (unsigned long long)c->last_ts_ns);
 	if (ts < c->h.min_ts_ns || ts > c->h.max_ts_ns)
-		return fail(err, errlen, -EBADMSG,
-			    "record %u: ts_ns %llu outside the header's [%llu, %llu]", c->seen,
-			    (unsigned long long)ts, (unsigned long long)c->h.min_ts_ns,
-			    (unsigned long long)c->h.max_ts_ns);
+		return tv_errf(err, errlen, -EBADMSG,
+			       "record %u: ts_ns %llu outside the header's [%llu, %llu]", c->seen,
+			       (unsigned long long)ts, (unsigned long long)c->h.min_ts_ns,
+			       (unsigned long long)c->h.max_ts_ns);
 	if (c->seen == 0 && ts != c->h.min_ts_ns)
-		return fail(err, errlen, -EBADMSG,
-			    "first record's ts_ns %llu is not the header's min_ts_ns %llu",
-			    (unsigned long long)ts, (unsigned long long)c->h.min_ts_ns);
+		return tv_errf(err, errlen, -EBADMSG,
+			       "first record's ts_ns %llu is not the header's min_ts_ns %llu",
+			       (unsigned long long)ts, (unsigned long long)c->h.min_ts_ns);
 	c->seen++;
 	c->last_ts_ns = ts;
 	return 0;
@@ -328,12 +319,12 @@ static int record(struct tv_block_check *c, const uint8_t *p, size_t len, char *
 static int record_len(struct tv_block_check *c, uint64_t n, char *err, size_t errlen)
 {
 	if (c->seen == c->h.record_count)
-		return fail(err, errlen, -EBADMSG, "more records than record_count %u",
-			    c->h.record_count);
+		return tv_errf(err, errlen, -EBADMSG, "more records than record_count %u",
+			       c->h.record_count);
 	if (n > TV_BLOCK_MAX_RECORD_BYTES)
-		return fail(err, errlen, -EMSGSIZE,
-			    "record %u is %llu bytes, above the limit of %u bytes", c->seen,
-			    (unsigned long long)n, TV_BLOCK_MAX_RECORD_BYTES);
+		return tv_errf(err, errlen, -EMSGSIZE,
+			       "record %u is %llu bytes, above the limit of %u bytes", c->seen,
+			       (unsigned long long)n, TV_BLOCK_MAX_RECORD_BYTES);
 	c->in_record = 1;
 	c->rec_len = (size_t)n;
 	c->rec_have = 0;
@@ -347,8 +338,9 @@ static int walk(struct tv_block_check *c, const uint8_t *p, size_t n, char *err,
 	int ret;
 
 	if (n > c->h.raw_bytes - c->raw_seen)
-		return fail(err, errlen, -EBADMSG, "payload decompresses to more than raw_bytes %llu",
-			    (unsigned long long)c->h.raw_bytes);
+		return tv_errf(err, errlen, -EBADMSG,
+			       "payload decompresses to more than raw_bytes %llu",
+			       (unsigned long long)c->h.raw_bytes);
 	c->raw_seen += n;
 	while (n > 0 || (c->in_record && c->rec_len == c->rec_have)) {
 		if (!c->in_record) {
@@ -363,9 +355,9 @@ static int walk(struct tv_block_check *c, const uint8_t *p, size_t n, char *err,
 				n--;
 				if (c->len_buf[c->len_have - 1] & 0x80) {
 					if (c->len_have == TV_VARINT_MAX_BYTES)
-						return fail(err, errlen, -EBADMSG,
-							    "record %u: length varint too long",
-							    c->seen);
+						return tv_errf(err, errlen, -EBADMSG,
+							       "record %u: length varint too long",
+							       c->seen);
 					continue;
 				}
 				tv_varint_get(c->len_buf, c->len_have, &v, &used);
@@ -413,7 +405,7 @@ static int inflate(struct tv_block_check *c, const uint8_t *p, size_t len, char 
 	ZSTD_inBuffer in = { p, len, 0 };
 
 	if (c->frame_done && len)
-		return fail(err, errlen, -EBADMSG, "payload holds bytes after its zstd frame");
+		return tv_errf(err, errlen, -EBADMSG, "payload holds bytes after its zstd frame");
 	while (!c->frame_done) {
 		ZSTD_outBuffer out = { c->out, c->out_cap, 0 };
 		size_t r = ZSTD_decompressStream(c->dctx, &out, &in);
@@ -421,11 +413,14 @@ static int inflate(struct tv_block_check *c, const uint8_t *p, size_t len, char 
 
 		if (ZSTD_isError(r)) {
 			if (ZSTD_getErrorCode(r) == ZSTD_error_frameParameter_windowTooLarge)
-				return fail(err, errlen, -EMSGSIZE,
-					    "zstd payload needs a window above the limit of 2^%d "
-					    "bytes", TV_BLOCK_MAX_WINDOW_LOG);
-			return fail(err, errlen, -EBADMSG,
-				    "block payload does not decompress: %s", ZSTD_getErrorName(r));
+				return tv_errf(
+					err, errlen, -EMSGSIZE,
+					"zstd payload needs a window above the limit of 2^%d "
+					"bytes",
+					TV_BLOCK_MAX_WINDOW_LOG);
+			return tv_errf(err, errlen, -EBADMSG,
+				       "block payload does not decompress: %s",
+				       ZSTD_getErrorName(r));
 		}
 		ret = walk(c, c->out, out.pos, err, errlen);
 		if (ret)
@@ -437,7 +432,7 @@ static int inflate(struct tv_block_check *c, const uint8_t *p, size_t len, char 
 			break;
 	}
 	if (in.pos < in.size)
-		return fail(err, errlen, -EBADMSG, "payload holds bytes after its zstd frame");
+		return tv_errf(err, errlen, -EBADMSG, "payload holds bytes after its zstd frame");
 	return 0;
 }
 
@@ -447,7 +442,7 @@ int tv_block_check_feed(struct tv_block_check *c, const void *payload, size_t le
 	int ret;
 
 	if (c->failed)
-		return fail(err, errlen, -EINVAL, "block check used after a failure");
+		return tv_errf(err, errlen, -EINVAL, "block check used after a failure");
 	ret = c->h.codec == TV_CODEC_ZSTD ? inflate(c, payload, len, err, errlen)
 					  : walk(c, payload, len, err, errlen);
 	c->failed = ret != 0;
@@ -459,24 +454,26 @@ int tv_block_check_end(struct tv_block_check *c, char *err, size_t errlen)
 	int ret = 0;
 
 	if (c->failed)
-		return fail(err, errlen, -EINVAL, "block check used after a failure");
+		return tv_errf(err, errlen, -EINVAL, "block check used after a failure");
 	c->failed = 1;
 	if (c->h.codec == TV_CODEC_ZSTD && !c->frame_done)
-		ret = fail(err, errlen, -EBADMSG, "payload ends inside its zstd frame");
+		ret = tv_errf(err, errlen, -EBADMSG, "payload ends inside its zstd frame");
 	else if (c->raw_seen != c->h.raw_bytes)
-		ret = fail(err, errlen, -EBADMSG,
-			   "block payload decompresses to %llu bytes, header says raw_bytes %llu",
-			   (unsigned long long)c->raw_seen, (unsigned long long)c->h.raw_bytes);
+		ret = tv_errf(
+			err, errlen, -EBADMSG,
+			"block payload decompresses to %llu bytes, header says raw_bytes %llu",
+			(unsigned long long)c->raw_seen, (unsigned long long)c->h.raw_bytes);
 	else if (c->in_record || c->len_have)
-		ret = fail(err, errlen, -EBADMSG, "record %u cut short by the payload's end",
-			   c->seen);
+		ret = tv_errf(err, errlen, -EBADMSG, "record %u cut short by the payload's end",
+			      c->seen);
 	else if (c->seen != c->h.record_count)
-		ret = fail(err, errlen, -EBADMSG, "%u records, header says record_count %u",
-			   c->seen, c->h.record_count);
+		ret = tv_errf(err, errlen, -EBADMSG, "%u records, header says record_count %u",
+			      c->seen, c->h.record_count);
 	else if (c->seen > 0 && c->last_ts_ns != c->h.max_ts_ns)
-		ret = fail(err, errlen, -EBADMSG,
-			   "last record's ts_ns %llu is not the header's max_ts_ns %llu",
-			   (unsigned long long)c->last_ts_ns, (unsigned long long)c->h.max_ts_ns);
+		ret = tv_errf(err, errlen, -EBADMSG,
+			      "last record's ts_ns %llu is not the header's max_ts_ns %llu",
+			      (unsigned long long)c->last_ts_ns,
+			      (unsigned long long)c->h.max_ts_ns);
 	return ret;
 }
 
@@ -492,13 +489,17 @@ int tv_block_validate(const void *buf, size_t len, char *err, size_t errlen)
 	if (ret)
 		return ret;
 	if (len != tv_block_total_bytes(&h))
-		return fail(err, errlen, -EBADMSG, "block size mismatch: have %zu bytes, header "
-			    "says %llu", len, (unsigned long long)tv_block_total_bytes(&h));
+		return tv_errf(err, errlen, -EBADMSG,
+			       "block size mismatch: have %zu bytes, header "
+			       "says %llu",
+			       len, (unsigned long long)tv_block_total_bytes(&h));
 	payload = (const uint8_t *)buf + h.header_bytes;
 	crc = tv_crc32c(payload, h.payload_bytes);
 	if (crc != h.payload_crc32c)
-		return fail(err, errlen, -EBADMSG, "block payload checksum mismatch: stored 0x%08x, "
-			    "computed 0x%08x", h.payload_crc32c, crc);
+		return tv_errf(err, errlen, -EBADMSG,
+			       "block payload checksum mismatch: stored 0x%08x, "
+			       "computed 0x%08x",
+			       h.payload_crc32c, crc);
 	c = tv_block_check_new();
 	if (!c)
 		return -ENOMEM;

@@ -11,7 +11,6 @@
 #include "proto/block_stream.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +18,7 @@
 #include <zstd.h>
 #include <zstd_errors.h>
 
+#include "common/errf.h"
 #include "proto/crc32c.h"
 
 #define WHY_LEN 192
@@ -57,20 +57,6 @@ union zhdr {
 	max_align_t align;
 };
 
-static int set_err(char *err, size_t errlen, int ret, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static int set_err(char *err, size_t errlen, int ret, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return ret;
-}
-
 static int budget_take(const struct tv_block_budget *b, size_t bytes, char *why, size_t whylen)
 {
 	snprintf(why, whylen, "refused");
@@ -92,13 +78,13 @@ static void *s_alloc(struct tv_block_stream *s, size_t bytes, const char *what, 
 
 	*ret = budget_take(s->budget, bytes, why, sizeof(why));
 	if (*ret) {
-		set_err(err, errlen, 0, "cannot reserve %zu bytes for %s: %s", bytes, what, why);
+		tv_errf(err, errlen, 0, "cannot reserve %zu bytes for %s: %s", bytes, what, why);
 		return NULL;
 	}
 	p = malloc(bytes);
 	if (!p) {
 		budget_give(s->budget, bytes);
-		*ret = set_err(err, errlen, -ENOMEM, "out of memory allocating %zu bytes for %s",
+		*ret = tv_errf(err, errlen, -ENOMEM, "out of memory allocating %zu bytes for %s",
 			       bytes, what);
 		return NULL;
 	}
@@ -172,7 +158,7 @@ static ssize_t read_full(struct tv_block_stream *s, uint64_t off, void *buf, siz
 		ssize_t r = s->read(s->arg, off + got, (uint8_t *)buf + got, len - got);
 
 		if (r < 0)
-			return set_err(err, errlen, (int)r, "read at byte %llu: %s",
+			return tv_errf(err, errlen, (int)r, "read at byte %llu: %s",
 				       (unsigned long long)(off + got), strerror((int)-r));
 		if (r == 0)
 			break;
@@ -190,8 +176,10 @@ static int read_exact(struct tv_block_stream *s, uint64_t off, void *buf, size_t
 	if (got < 0)
 		return (int)got;
 	if ((size_t)got < len)
-		return set_err(err, errlen, -EBADMSG, "block file ends at byte %llu, header says "
-			       "%llu", (unsigned long long)(off + (uint64_t)got),
+		return tv_errf(err, errlen, -EBADMSG,
+			       "block file ends at byte %llu, header says "
+			       "%llu",
+			       (unsigned long long)(off + (uint64_t)got),
 			       (unsigned long long)s->end);
 	return 0;
 }
@@ -212,8 +200,10 @@ static int check_payload_crc(struct tv_block_stream *s, char *err, size_t errlen
 		off += n;
 	}
 	if (crc != s->h.payload_crc32c)
-		return set_err(err, errlen, -EBADMSG, "block payload checksum mismatch: stored "
-			       "0x%08x, computed 0x%08x", s->h.payload_crc32c, crc);
+		return tv_errf(err, errlen, -EBADMSG,
+			       "block payload checksum mismatch: stored "
+			       "0x%08x, computed 0x%08x",
+			       s->h.payload_crc32c, crc);
 	return 0;
 }
 
@@ -225,11 +215,11 @@ static int zstd_init(struct tv_block_stream *s, char *err, size_t errlen)
 	s->mem_ret = 0;
 	s->z = ZSTD_createDStream_advanced(mem);
 	if (!s->z)
-		return set_err(err, errlen, s->mem_ret ? s->mem_ret : -ENOMEM, "%s",
+		return tv_errf(err, errlen, s->mem_ret ? s->mem_ret : -ENOMEM, "%s",
 			       s->mem_ret ? s->mem_why : "cannot create a zstd stream");
 	r = ZSTD_DCtx_setParameter(s->z, ZSTD_d_windowLogMax, TV_BLOCK_MAX_WINDOW_LOG);
 	if (ZSTD_isError(r))
-		return set_err(err, errlen, -EINVAL, "zstd window limit: %s", ZSTD_getErrorName(r));
+		return tv_errf(err, errlen, -EINVAL, "zstd window limit: %s", ZSTD_getErrorName(r));
 	return 0;
 }
 
@@ -245,11 +235,11 @@ int tv_block_stream_open(struct tv_block_stream **out, tv_block_read_fn read, vo
 	*out = NULL;
 	ret = budget_take(budget, sizeof(*s), why, sizeof(why));
 	if (ret)
-		return set_err(err, errlen, ret, "cannot reserve memory to read a block: %s", why);
+		return tv_errf(err, errlen, ret, "cannot reserve memory to read a block: %s", why);
 	s = calloc(1, sizeof(*s));
 	if (!s) {
 		budget_give(budget, sizeof(*s));
-		return set_err(err, errlen, -ENOMEM, "out of memory opening a block stream");
+		return tv_errf(err, errlen, -ENOMEM, "out of memory opening a block stream");
 	}
 	s->read = read;
 	s->arg = arg;
@@ -272,9 +262,10 @@ int tv_block_stream_open(struct tv_block_stream **out, tv_block_read_fn read, vo
 	s->off = s->h.header_bytes;
 	s->end = tv_block_total_bytes(&s->h);
 	if (file_bytes != s->end) {
-		ret = set_err(err, errlen, -EBADMSG, "block size mismatch: have %llu bytes, header "
-			      "says %llu", (unsigned long long)file_bytes,
-			      (unsigned long long)s->end);
+		ret = tv_errf(err, errlen, -EBADMSG,
+			      "block size mismatch: have %llu bytes, header "
+			      "says %llu",
+			      (unsigned long long)file_bytes, (unsigned long long)s->end);
 		goto fail;
 	}
 	ret = check_payload_crc(s, err, errlen);
@@ -342,20 +333,23 @@ static int make_room(struct tv_block_stream *s, size_t need, char *err, size_t e
 static int zstd_error(struct tv_block_stream *s, size_t r, char *err, size_t errlen)
 {
 	if (s->mem_ret)
-		return set_err(err, errlen, s->mem_ret, "%s", s->mem_why);
+		return tv_errf(err, errlen, s->mem_ret, "%s", s->mem_why);
 	if (ZSTD_getErrorCode(r) == ZSTD_error_frameParameter_windowTooLarge)
-		return set_err(err, errlen, -EBADMSG, "block payload needs a zstd window above "
+		return tv_errf(err, errlen, -EBADMSG,
+			       "block payload needs a zstd window above "
 			       "%u bytes (the reader's limit, BLOCK.md)",
 			       1u << TV_BLOCK_MAX_WINDOW_LOG);
-	return set_err(err, errlen, -EBADMSG, "block payload does not decompress: %s",
+	return tv_errf(err, errlen, -EBADMSG, "block payload does not decompress: %s",
 		       ZSTD_getErrorName(r));
 }
 
 static int check_second_crc(const struct tv_block_stream *s, char *err, size_t errlen)
 {
 	if (s->crc != s->h.payload_crc32c)
-		return set_err(err, errlen, -EBADMSG, "block file changed while it was read: payload "
-			       "checksum now 0x%08x, stored 0x%08x", s->crc, s->h.payload_crc32c);
+		return tv_errf(err, errlen, -EBADMSG,
+			       "block file changed while it was read: payload "
+			       "checksum now 0x%08x, stored 0x%08x",
+			       s->crc, s->h.payload_crc32c);
 	return 0;
 }
 
@@ -367,7 +361,7 @@ static int produce(struct tv_block_stream *s, char *err, size_t errlen)
 	int ret;
 
 	if (room == 0) /* next() always makes room first; without it zstd could spin here */
-		return set_err(err, errlen, -EOVERFLOW, "record buffer full at %zu bytes",
+		return tv_errf(err, errlen, -EOVERFLOW, "record buffer full at %zu bytes",
 			       s->out_cap);
 
 	if (!s->z) { /* codec none: the payload is the records */
@@ -414,14 +408,16 @@ static int produce(struct tv_block_stream *s, char *err, size_t errlen)
 			s->out_len += ob.pos;
 			s->raw_done += ob.pos;
 			if (s->raw_done > s->h.raw_bytes)
-				return set_err(err, errlen, -EBADMSG, "block payload decompresses to "
+				return tv_errf(err, errlen, -EBADMSG,
+					       "block payload decompresses to "
 					       "more than raw_bytes %llu",
 					       (unsigned long long)s->h.raw_bytes);
 			return 1;
 		}
 		/* no input left and nothing more came out: the frame was cut */
 		if (s->in_pos == s->in_len && s->off == s->end && s->frame_open)
-			return set_err(err, errlen, -EBADMSG, "block payload ends inside its zstd "
+			return tv_errf(err, errlen, -EBADMSG,
+				       "block payload ends inside its zstd "
 				       "frame after %llu of %llu raw bytes",
 				       (unsigned long long)s->raw_done,
 				       (unsigned long long)s->h.raw_bytes);
@@ -431,9 +427,10 @@ end:
 	if (ret)
 		return ret;
 	if (s->raw_done != s->h.raw_bytes)
-		return set_err(err, errlen, -EBADMSG, "block payload does not decompress to %llu "
-			       "bytes: it ends after %llu", (unsigned long long)s->h.raw_bytes,
-			       (unsigned long long)s->raw_done);
+		return tv_errf(err, errlen, -EBADMSG,
+			       "block payload does not decompress to %llu "
+			       "bytes: it ends after %llu",
+			       (unsigned long long)s->h.raw_bytes, (unsigned long long)s->raw_done);
 	return 0;
 }
 
@@ -464,19 +461,25 @@ static int take_record(struct tv_block_stream *s, const uint8_t *p, size_t n, si
 	uint64_t ts;
 
 	if (s->seen == s->h.record_count)
-		return set_err(err, errlen, -EBADMSG, "block holds more records than its "
-			       "record_count %u", s->h.record_count);
+		return tv_errf(err, errlen, -EBADMSG,
+			       "block holds more records than its "
+			       "record_count %u",
+			       s->h.record_count);
 	if (tv_block_record_ts(p, n, &ts))
-		return set_err(err, errlen, -EBADMSG, "record %u of the block does not parse as a "
-			       "TraceRecord", s->seen);
+		return tv_errf(err, errlen, -EBADMSG,
+			       "record %u of the block does not parse as a "
+			       "TraceRecord",
+			       s->seen);
 	if (s->seen && ts < s->last_ts_ns)
-		return set_err(err, errlen, -EBADMSG, "record %u of the block is out of order: "
-			       "ts_ns %llu after %llu", s->seen, (unsigned long long)ts,
-			       (unsigned long long)s->last_ts_ns);
+		return tv_errf(err, errlen, -EBADMSG,
+			       "record %u of the block is out of order: "
+			       "ts_ns %llu after %llu",
+			       s->seen, (unsigned long long)ts, (unsigned long long)s->last_ts_ns);
 	if (ts < s->h.min_ts_ns || ts > s->h.max_ts_ns)
-		return set_err(err, errlen, -EBADMSG, "record %u of the block has ts_ns %llu "
-			       "outside the header's [%llu, %llu]", s->seen,
-			       (unsigned long long)ts, (unsigned long long)s->h.min_ts_ns,
+		return tv_errf(err, errlen, -EBADMSG,
+			       "record %u of the block has ts_ns %llu "
+			       "outside the header's [%llu, %llu]",
+			       s->seen, (unsigned long long)ts, (unsigned long long)s->h.min_ts_ns,
 			       (unsigned long long)s->h.max_ts_ns);
 	*data = p;
 	*len = n;
@@ -498,16 +501,20 @@ int tv_block_stream_next(struct tv_block_stream *s, const uint8_t **data, size_t
 
 		if (avail && tv_varint_get(p, avail, &n, &used) == 0) {
 			if (n > TV_BLOCK_MAX_RECORD_BYTES)
-				return set_err(err, errlen, -EBADMSG, "record %u of the block is %llu "
-					       "bytes, above the %u-byte record limit", s->seen,
-					       (unsigned long long)n, TV_BLOCK_MAX_RECORD_BYTES);
+				return tv_errf(err, errlen, -EBADMSG,
+					       "record %u of the block is %llu "
+					       "bytes, above the %u-byte record limit",
+					       s->seen, (unsigned long long)n,
+					       TV_BLOCK_MAX_RECORD_BYTES);
 			if (used + n <= avail)
 				return take_record(s, p + used, (size_t)n, used, data, len, ts_ns,
 						   err, errlen);
 			need = used + (size_t)n;
 		} else if (avail >= TV_VARINT_MAX_BYTES) {
-			return set_err(err, errlen, -EBADMSG, "record %u of the block has a bad length "
-				       "prefix", s->seen);
+			return tv_errf(err, errlen, -EBADMSG,
+				       "record %u of the block has a bad length "
+				       "prefix",
+				       s->seen);
 		} else {
 			need = avail + 1; /* the prefix is cut: at least one more byte */
 		}
@@ -518,11 +525,15 @@ int tv_block_stream_next(struct tv_block_stream *s, const uint8_t **data, size_t
 			return ret;
 		if (ret == 0) {
 			if (avail)
-				return set_err(err, errlen, -EBADMSG, "block payload ends inside record "
-					       "%u", s->seen);
+				return tv_errf(err, errlen, -EBADMSG,
+					       "block payload ends inside record "
+					       "%u",
+					       s->seen);
 			if (s->seen != s->h.record_count)
-				return set_err(err, errlen, -EBADMSG, "block holds %u records, its "
-					       "record_count says %u", s->seen, s->h.record_count);
+				return tv_errf(err, errlen, -EBADMSG,
+					       "block holds %u records, its "
+					       "record_count says %u",
+					       s->seen, s->h.record_count);
 			return 0;
 		}
 	}

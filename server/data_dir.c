@@ -7,7 +7,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/errf.h"
 #include "server/catalog.h"
 #include "server/store_uring.h"
 
@@ -33,18 +33,6 @@ static const char *const LAYOUT[] = {
 /* Not ours, but no sign that DIR is someone else's either: the root of a file system mounted
  * as the data dir has it. Allowed beside the layout, never touched. */
 #define FS_ROOT_ENTRY "lost+found"
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -1;
-}
 
 static int in_layout(const char *name)
 {
@@ -98,17 +86,18 @@ static int read_format(int dir_fd, const char *dir, char *err, size_t errlen)
 	if (fd < 0 && errno == ENOENT)
 		return 0;
 	if (fd < 0)
-		return fail(err, errlen, "cannot open %s/%s: %s", dir, TV_DATA_FORMAT_FILE,
-			    strerror(errno));
+		return tv_errf(err, errlen, -1, "cannot open %s/%s: %s", dir, TV_DATA_FORMAT_FILE,
+			       strerror(errno));
 	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
 		close(fd);
-		return fail(err, errlen, "%s/%s is not a regular file", dir, TV_DATA_FORMAT_FILE);
+		return tv_errf(err, errlen, -1, "%s/%s is not a regular file", dir,
+			       TV_DATA_FORMAT_FILE);
 	}
 	n = read(fd, buf, FORMAT_READ_BYTES);
 	close(fd);
 	if (n < 0)
-		return fail(err, errlen, "cannot read %s/%s: %s", dir, TV_DATA_FORMAT_FILE,
-			    strerror(errno));
+		return tv_errf(err, errlen, -1, "cannot read %s/%s: %s", dir, TV_DATA_FORMAT_FILE,
+			       strerror(errno));
 	if (n == 0)
 		return 0; /* created, not yet written when a crash came: as if absent */
 	buf[n] = '\0';
@@ -117,20 +106,22 @@ static int read_format(int dir_fd, const char *dir, char *err, size_t errlen)
 		return 1;
 	/* the right line but not its end: say which, not two equal-looking strings */
 	if ((size_t)n == strlen(want) - 1 && !strncmp(buf, want, (size_t)n))
-		return fail(err, errlen, "%s/%s lacks its final newline (expected '%.*s\\n')", dir,
-			    TV_DATA_FORMAT_FILE, (int)strlen(want) - 1, want);
+		return tv_errf(err, errlen, -1,
+			       "%s/%s lacks its final newline (expected '%.*s\\n')", dir,
+			       TV_DATA_FORMAT_FILE, (int)strlen(want) - 1, want);
 	buf[strcspn(buf, "\n")] = '\0';
 	if (!strncmp(buf, TV_DATA_FORMAT_PREFIX, strlen(TV_DATA_FORMAT_PREFIX))) {
 		const char *num = buf + strlen(TV_DATA_FORMAT_PREFIX);
 
 		v = strtoul(num, &end, 10);
 		if (end != num && !*end && v > TV_DATA_FORMAT_VERSION)
-			return fail(err, errlen, "%s was written by a newer tracevaultd (data format "
-				    "%lu; this one reads format %d)", dir, v,
-				    TV_DATA_FORMAT_VERSION);
+			return tv_errf(err, errlen, -1,
+				       "%s was written by a newer tracevaultd (data format "
+				       "%lu; this one reads format %d)",
+				       dir, v, TV_DATA_FORMAT_VERSION);
 	}
-	return fail(err, errlen, "%s/%s is not tracevault's: '%.40s' (expected '%.*s')", dir,
-		    TV_DATA_FORMAT_FILE, buf, (int)strlen(want) - 1, want);
+	return tv_errf(err, errlen, -1, "%s/%s is not tracevault's: '%.40s' (expected '%.*s')", dir,
+		       TV_DATA_FORMAT_FILE, buf, (int)strlen(want) - 1, want);
 }
 
 struct layout_scan {
@@ -187,24 +178,27 @@ static int check_layout(struct tv_data_dir *d, const char *dir, char *err, size_
 		return 0;
 	ret = each_entry(d->dir_fd, "", scan_top, &top);
 	if (ret)
-		return fail(err, errlen, "cannot list data dir %s: %s", dir, strerror(-ret));
+		return tv_errf(err, errlen, -1, "cannot list data dir %s: %s", dir, strerror(-ret));
 	if (top.entries == 0) {
 		d->is_new = 1;
 		return 0;
 	}
 	if (top.foreign[0])
-		return fail(err, errlen, "%s does not look like a tracevault data dir: no %s file, "
-			    "and '%s' is not part of tracevault's layout (use an empty or new "
-			    "directory)", dir, TV_DATA_FORMAT_FILE, top.foreign);
+		return tv_errf(err, errlen, -1,
+			       "%s does not look like a tracevault data dir: no %s file, "
+			       "and '%s' is not part of tracevault's layout (use an empty or new "
+			       "directory)",
+			       dir, TV_DATA_FORMAT_FILE, top.foreign);
 	ret = each_entry(d->dir_fd, TV_STORE_BLOCKS_DIR, scan_blocks, &blk);
 	if (ret && ret != -ENOENT && ret != -ENOTDIR && ret != -ELOOP)
-		return fail(err, errlen, "cannot list %s/%s: %s", dir, TV_STORE_BLOCKS_DIR,
-			    strerror(-ret));
+		return tv_errf(err, errlen, -1, "cannot list %s/%s: %s", dir, TV_STORE_BLOCKS_DIR,
+			       strerror(-ret));
 	if (blk.entries && !blk.blocks && !exists_at(d->dir_fd, TV_CATALOG_FILE))
-		return fail(err, errlen, "%s does not look like a tracevault data dir: no %s file, "
-			    "no %s, and none of the %u entries of %s/ is named as a block file",
-			    dir, TV_DATA_FORMAT_FILE, TV_CATALOG_FILE, blk.entries,
-			    TV_STORE_BLOCKS_DIR);
+		return tv_errf(err, errlen, -1,
+			       "%s does not look like a tracevault data dir: no %s file, "
+			       "no %s, and none of the %u entries of %s/ is named as a block file",
+			       dir, TV_DATA_FORMAT_FILE, TV_CATALOG_FILE, blk.entries,
+			       TV_STORE_BLOCKS_DIR);
 	return 0;
 }
 
@@ -223,8 +217,8 @@ static int in_use(struct tv_data_dir *d, const char *dir, char *err, size_t errl
 	}
 	owner[n > 0 ? n : 0] = '\0';
 	owner[strcspn(owner, "\n")] = '\0';
-	return fail(err, errlen, "data dir %s is in use: another tracevaultd%s%s%s holds it", dir,
-		    owner[0] ? " (pid " : "", owner, owner[0] ? ")" : "");
+	return tv_errf(err, errlen, -1, "data dir %s is in use: another tracevaultd%s%s%s holds it",
+		       dir, owner[0] ? " (pid " : "", owner, owner[0] ? ")" : "");
 }
 
 /* One owner per data dir: an exclusive flock on DIR itself and on DIR/lock (0600), taken
@@ -240,19 +234,20 @@ static int lock_dir(struct tv_data_dir *d, const char *dir, char *err, size_t er
 	int fd;
 
 	if (flock(d->dir_fd, LOCK_EX | LOCK_NB))
-		return errno == EWOULDBLOCK ? in_use(d, dir, err, errlen)
-					    : fail(err, errlen, "cannot lock data dir %s: %s", dir,
-						   strerror(errno));
+		return errno == EWOULDBLOCK
+			       ? in_use(d, dir, err, errlen)
+			       : tv_errf(err, errlen, -1, "cannot lock data dir %s: %s", dir,
+					 strerror(errno));
 	fd = openat(d->dir_fd, TV_DATA_LOCK_FILE, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
-		return fail(err, errlen, "cannot open %s/lock: %s", dir, strerror(errno));
+		return tv_errf(err, errlen, -1, "cannot open %s/lock: %s", dir, strerror(errno));
 	if (flock(fd, LOCK_EX | LOCK_NB)) {
 		int e = errno;
 
 		close(fd);
 		if (e == EWOULDBLOCK)
 			return in_use(d, dir, err, errlen);
-		return fail(err, errlen, "cannot lock %s/lock: %s", dir, strerror(e));
+		return tv_errf(err, errlen, -1, "cannot lock %s/lock: %s", dir, strerror(e));
 	}
 	if (ftruncate(fd, 0) || dprintf(fd, "%ld\n", (long)getpid()) < 0)
 		fprintf(stderr, "tracevaultd: writing the pid into %s/lock: %s\n", dir,
@@ -271,13 +266,15 @@ static int check_subdirs(struct tv_data_dir *d, const char *dir, char *err, size
 		if (fstatat(d->dir_fd, LAYOUT[i], &st, AT_SYMLINK_NOFOLLOW)) {
 			if (errno == ENOENT)
 				continue;
-			return fail(err, errlen, "cannot stat %s/%s: %s", dir, LAYOUT[i],
-				    strerror(errno));
+			return tv_errf(err, errlen, -1, "cannot stat %s/%s: %s", dir, LAYOUT[i],
+				       strerror(errno));
 		}
 		if (!S_ISDIR(st.st_mode))
-			return fail(err, errlen, "%s/%s is %s, not a directory: tracevaultd keeps "
-				    "its files in DIR itself (move it away)", dir, LAYOUT[i],
-				    S_ISLNK(st.st_mode) ? "a symlink" : "a file");
+			return tv_errf(err, errlen, -1,
+				       "%s/%s is %s, not a directory: tracevaultd keeps "
+				       "its files in DIR itself (move it away)",
+				       dir, LAYOUT[i],
+				       S_ISLNK(st.st_mode) ? "a symlink" : "a file");
 		if (i == 0)
 			d->blocks_present = 1;
 	}
@@ -385,7 +382,8 @@ static int enforce_perms(struct tv_data_dir *d, const char *dir, char *err, size
 	int ret;
 
 	if (fstat(d->dir_fd, &st))
-		return fail(err, errlen, "cannot stat data dir %s: %s", dir, strerror(errno));
+		return tv_errf(err, errlen, -1, "cannot stat data dir %s: %s", dir,
+			       strerror(errno));
 	check_entry(&p, d->dir_fd, "", ".", &st); /* fchmodat(dir_fd, ".") is DIR itself */
 	ret = each_entry(d->dir_fd, "", perm_top_entry, &p);
 	for (size_t i = 0; !ret && i < LAYOUT_DIRS; i++) {
@@ -396,22 +394,25 @@ static int enforce_perms(struct tv_data_dir *d, const char *dir, char *err, size
 			ret = 0;
 	}
 	if (ret) {
-		fail(err, errlen, "cannot check the permissions in %s: %s", dir, strerror(-ret));
+		tv_errf(err, errlen, -1, "cannot check the permissions in %s: %s", dir,
+			strerror(-ret));
 		goto out;
 	}
 	if (p.foreign) {
-		ret = fail(err, errlen, "%s/%s is owned by uid %u, not by tracevaultd's uid %u "
-			   "(%u entries so): chown them to uid %u, or run tracevaultd as their "
-			   "owner", dir, p.first_foreign, (unsigned)p.first_foreign_uid,
-			   (unsigned)p.uid, p.foreign, (unsigned)p.uid);
+		ret = tv_errf(err, errlen, -1,
+			      "%s/%s is owned by uid %u, not by tracevaultd's uid %u "
+			      "(%u entries so): chown them to uid %u, or run tracevaultd as their "
+			      "owner",
+			      dir, p.first_foreign, (unsigned)p.first_foreign_uid, (unsigned)p.uid,
+			      p.foreign, (unsigned)p.uid);
 		goto out;
 	}
 	for (size_t i = 0; i < p.nfixes; i++) {
 		const struct fix *f = &p.fixes[i];
 
 		if (fchmodat(d->dir_fd, f->path, f->to, 0)) {
-			ret = fail(err, errlen, "cannot chmod %s/%s to %04o: %s", dir, f->path,
-				   (unsigned)f->to, strerror(errno));
+			ret = tv_errf(err, errlen, -1, "cannot chmod %s/%s to %04o: %s", dir,
+				      f->path, (unsigned)f->to, strerror(errno));
 			goto out;
 		}
 		if (logged++ < TV_DATA_PERM_LOG_LINES)
@@ -436,17 +437,22 @@ int tv_data_dir_open(struct tv_data_dir *d, const char *dir, char *err, size_t e
 	if (!mkdir(dir, DIR_MODE))
 		d->is_new = 1;
 	else if (errno != EEXIST)
-		return fail(err, errlen, "cannot create data dir %s: %s", dir, strerror(errno));
+		return tv_errf(err, errlen, -1, "cannot create data dir %s: %s", dir,
+			       strerror(errno));
 	d->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (d->dir_fd < 0)
-		return fail(err, errlen, errno == ENOTDIR ? "data dir %s is not a directory" :
-			    "cannot open data dir %s: %s", dir, strerror(errno));
+		return tv_errf(err, errlen, -1,
+			       errno == ENOTDIR ? "data dir %s is not a directory"
+						: "cannot open data dir %s: %s",
+			       dir, strerror(errno));
 	if (fstat(d->dir_fd, &st))
-		return fail(err, errlen, "cannot stat data dir %s: %s", dir, strerror(errno));
+		return tv_errf(err, errlen, -1, "cannot stat data dir %s: %s", dir,
+			       strerror(errno));
 	if (st.st_uid != geteuid())
-		return fail(err, errlen, "data dir %s is owned by uid %u, not by tracevaultd's uid "
-			    "%u: chown it, or run tracevaultd as its owner", dir,
-			    (unsigned)st.st_uid, (unsigned)geteuid());
+		return tv_errf(err, errlen, -1,
+			       "data dir %s is owned by uid %u, not by tracevaultd's uid "
+			       "%u: chown it, or run tracevaultd as its owner",
+			       dir, (unsigned)st.st_uid, (unsigned)geteuid());
 	if (!d->is_new && check_layout(d, dir, err, errlen))
 		return -1;
 	if (lock_dir(d, dir, err, errlen) || check_subdirs(d, dir, err, errlen) ||
@@ -465,12 +471,12 @@ int tv_data_dir_mark(struct tv_data_dir *d, const char *dir, char *err, size_t e
 	fd = openat(d->dir_fd, TV_DATA_FORMAT_FILE,
 		    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, FILE_MODE);
 	if (fd < 0)
-		return fail(err, errlen, "cannot create %s/%s: %s", dir, TV_DATA_FORMAT_FILE,
-			    strerror(errno));
+		return tv_errf(err, errlen, -1, "cannot create %s/%s: %s", dir, TV_DATA_FORMAT_FILE,
+			       strerror(errno));
 	if (dprintf(fd, TV_DATA_FORMAT_PREFIX "%d\n", TV_DATA_FORMAT_VERSION) < 0 || fsync(fd) ||
 	    fsync(d->dir_fd))
-		ret = fail(err, errlen, "cannot write %s/%s: %s", dir, TV_DATA_FORMAT_FILE,
-			   strerror(errno));
+		ret = tv_errf(err, errlen, -1, "cannot write %s/%s: %s", dir, TV_DATA_FORMAT_FILE,
+			      strerror(errno));
 	close(fd);
 	if (!ret && !d->is_new)
 		fprintf(stderr, "tracevaultd: %s had tracevault's layout and no %s file: adopted "

@@ -7,18 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *area_prefix(enum tv_store_area area)
-{
-	switch (area) {
-	case TV_STORE_AREA_BLOCKS:
-		return TV_STORE_BLOCKS_DIR "/";
-	case TV_STORE_AREA_TMP:
-		return TV_STORE_TMP_DIR "/";
-	default:
-		return "";
-	}
-}
-
 int tv_quarantine_file(struct tv_store *s, enum tv_store_area area, const char *name,
 		       const char *reason)
 {
@@ -29,9 +17,10 @@ int tv_quarantine_file(struct tv_store *s, enum tv_store_area area, const char *
 		return ret; /* nothing to move: the caller decides whether that matters */
 	if (ret)
 		fprintf(stderr, "quarantine: cannot move %s%s into %s/ (%s): %s\n",
-			area_prefix(area), name, TV_STORE_QUARANTINE_DIR, strerror(-ret), reason);
+			tv_store_area_dir(area), name, TV_STORE_QUARANTINE_DIR, strerror(-ret),
+			reason);
 	else
-		fprintf(stderr, "quarantine: %s%s -> %s/%s: %s\n", area_prefix(area), name,
+		fprintf(stderr, "quarantine: %s%s -> %s/%s: %s\n", tv_store_area_dir(area), name,
 			TV_STORE_QUARANTINE_DIR, qname, reason);
 	return ret;
 }

@@ -808,7 +808,7 @@ int tv_store_remove_temp(struct tv_store *s, const char *name)
 
 /* ---- quarantine ---- */
 
-static const char *area_dir(enum tv_store_area area)
+const char *tv_store_area_dir(enum tv_store_area area)
 {
 	switch (area) {
 	case TV_STORE_AREA_BLOCKS:
@@ -854,7 +854,7 @@ static int write_reason(struct tv_store *s, const char *qname, enum tv_store_are
 	if (fd < 0)
 		return -errno;
 	clock_gettime(CLOCK_REALTIME, &now);
-	if (dprintf(fd, "%s\nfrom: %s%s\nat_unix_ns: %lld\n", reason, area_dir(area), name,
+	if (dprintf(fd, "%s\nfrom: %s%s\nat_unix_ns: %lld\n", reason, tv_store_area_dir(area), name,
 		    (long long)now.tv_sec * 1000000000LL + now.tv_nsec) < 0 ||
 	    fsync(fd))
 		ret = -errno;
@@ -905,7 +905,7 @@ int tv_store_quarantine(struct tv_store *s, enum tv_store_area area, const char 
 	if (!ret)
 		ret = fsync_fd(s, from);
 	if (ret)
-		fprintf(stderr, "tracevaultd: fsync after quarantining %s%s: %s\n", area_dir(area),
-			name, strerror(-ret));
+		fprintf(stderr, "tracevaultd: fsync after quarantining %s%s: %s\n",
+			tv_store_area_dir(area), name, strerror(-ret));
 	return 0;
 }

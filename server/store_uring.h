@@ -195,6 +195,10 @@ int tv_store_sync_temp_dir(struct tv_store *s);
  * the store's directories. */
 enum tv_store_area { TV_STORE_AREA_DATA, TV_STORE_AREA_BLOCKS, TV_STORE_AREA_TMP };
 
+/* The prefix of area's files relative to the data dir, for messages: "blocks/", "tmp/", or ""
+ * for the data dir itself. A static string. */
+const char *tv_store_area_dir(enum tv_store_area area);
+
 /* Move area/name into quarantine/ (created 0700 when absent) under the same name, or name.N
  * when that is taken, and write quarantine/<that>.reason (0600): reason, the original path and
  * the time. Nothing is ever deleted; a directory or symlink moves as it is (not followed).

@@ -3,13 +3,13 @@
 #include "cli/timespec.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 #include "common/clock.h"
+#include "common/errf.h"
 #include "common/size.h"
 
 #define S_PER_MIN 60ull
@@ -83,21 +83,6 @@ static bool expect(const char **p, const char *any_of)
 	return true;
 }
 
-/* Write the reason into why (when given) and return -EINVAL. */
-static int reject(char *why, size_t whylen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static int reject(char *why, size_t whylen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (why && whylen) {
-		va_start(ap, fmt);
-		vsnprintf(why, whylen, fmt, ap);
-		va_end(ap);
-	}
-	return -EINVAL;
-}
-
 #define FORMS "expected RFC 3339 (2026-03-01T12:00:00Z), unix ns, now, or -N with ms, s, m, h, d"
 /* 2^64-1 ns after the epoch, the largest time a uint64 of unix ns holds */
 #define LATEST "2554-07-21T23:34:33.709551615Z"
@@ -116,21 +101,21 @@ static int parse_rfc3339(const char *s, uint64_t *out_ns, char *why, size_t whyl
 	    !expect(&p, "-") || !digits(&p, 2, &day) || !expect(&p, "Tt") ||
 	    !digits(&p, 2, &hour) || !expect(&p, ":") || !digits(&p, 2, &min) ||
 	    !expect(&p, ":") || !digits(&p, 2, &sec))
-		return reject(why, whylen, FORMS);
+		return tv_errf(why, whylen, -EINVAL, FORMS);
 	if (mon < 1 || mon > 12)
-		return reject(why, whylen, "month %02u: months are 01 to 12", mon);
+		return tv_errf(why, whylen, -EINVAL, "month %02u: months are 01 to 12", mon);
 	if (day < 1 || day > days_in_month(year, mon))
-		return reject(why, whylen, "no such day: %s %04u has %u days", months[mon - 1],
-			      year, days_in_month(year, mon));
+		return tv_errf(why, whylen, -EINVAL, "no such day: %s %04u has %u days",
+			       months[mon - 1], year, days_in_month(year, mon));
 	if (hour > 23 || min > 59)
-		return reject(why, whylen, "%02u:%02u is not a time of day (00:00 to 23:59)", hour,
-			      min);
+		return tv_errf(why, whylen, -EINVAL,
+			       "%02u:%02u is not a time of day (00:00 to 23:59)", hour, min);
 	/* Unix time has no leap seconds, so :60 cannot be represented exactly: reject it. */
 	if (sec == 60)
-		return reject(why, whylen,
-			      "second 60: a leap second has no unix time (use :59.999999999)");
+		return tv_errf(why, whylen, -EINVAL,
+			       "second 60: a leap second has no unix time (use :59.999999999)");
 	if (sec > 59)
-		return reject(why, whylen, "second %02u: seconds are 00 to 59", sec);
+		return tv_errf(why, whylen, -EINVAL, "second %02u: seconds are 00 to 59", sec);
 	if (*p == '.') {
 		unsigned scale = 100000000, n = 0;
 
@@ -140,7 +125,8 @@ static int parse_rfc3339(const char *s, uint64_t *out_ns, char *why, size_t whyl
 			scale /= 10;
 		}
 		if (n == 0)
-			return reject(why, whylen, "no digits after the '.' of the seconds");
+			return tv_errf(why, whylen, -EINVAL,
+				       "no digits after the '.' of the seconds");
 	}
 	if (*p == 'Z' || *p == 'z') {
 		p++;
@@ -150,23 +136,26 @@ static int parse_rfc3339(const char *s, uint64_t *out_ns, char *why, size_t whyl
 		p++;
 		if (!digits(&p, 2, &off_h) || !expect(&p, ":") || !digits(&p, 2, &off_m) ||
 		    off_h > 23 || off_m > 59)
-			return reject(why, whylen, "the UTC offset must be +HH:MM or -HH:MM, "
-						   "-23:59 to +23:59");
+			return tv_errf(why, whylen, -EINVAL,
+				       "the UTC offset must be +HH:MM or -HH:MM, "
+				       "-23:59 to +23:59");
 		off_s = sign * (int64_t)(off_h * S_PER_HOUR + off_m * S_PER_MIN);
 	} else {
-		return reject(why, whylen, "no UTC offset: end the time with Z or +HH:MM/-HH:MM");
+		return tv_errf(why, whylen, -EINVAL,
+			       "no UTC offset: end the time with Z or +HH:MM/-HH:MM");
 	}
 	if (*p != '\0')
-		return reject(why, whylen, "unexpected '%s' after the time", p);
+		return tv_errf(why, whylen, -EINVAL, "unexpected '%s' after the time", p);
 
 	days = days_from_civil(year, mon, day);
 	/* local time minus its offset from UTC gives UTC */
 	secs = days * (int64_t)S_PER_DAY + hour * 3600 + min * 60 + sec - off_s;
 	if (secs < 0)
-		return reject(why, whylen, "before 1970-01-01T00:00:00Z, the unix epoch");
+		return tv_errf(why, whylen, -EINVAL, "before 1970-01-01T00:00:00Z, the unix epoch");
 	if (__builtin_mul_overflow((uint64_t)secs, TV_NS_PER_S, &ns) ||
 	    __builtin_add_overflow(ns, frac_ns, &ns))
-		return reject(why, whylen, "after " LATEST ", the latest time 64-bit unix ns hold");
+		return tv_errf(why, whylen, -EINVAL,
+			       "after " LATEST ", the latest time 64-bit unix ns hold");
 	*out_ns = ns;
 	return 0;
 }
@@ -196,19 +185,24 @@ static int parse_relative(const char *s, uint64_t now_ns, uint64_t *out_ns, char
 	int ret = tv_parse_digits(&p, &n);
 
 	if (ret == -ERANGE)
-		return reject(why, whylen, "the number does not fit in 64 bits");
+		return tv_errf(why, whylen, -EINVAL, "the number does not fit in 64 bits");
 	if (ret)
-		return reject(why, whylen, "a relative time is -N followed by ms, s, m, h or d "
-					   "(-15m)");
+		return tv_errf(why, whylen, -EINVAL,
+			       "a relative time is -N followed by ms, s, m, h or d "
+			       "(-15m)");
 	if (*p == '.' || *p == ',')
-		return reject(why, whylen, "fractions are not allowed in relative times: use a "
-					   "smaller unit (-90m, not -1.5h)");
+		return tv_errf(why, whylen, -EINVAL,
+			       "fractions are not allowed in relative times: use a "
+			       "smaller unit (-90m, not -1.5h)");
 	u = tv_time_unit(p);
 	if (!u)
-		return reject(why, whylen, *p ? "unknown unit '%s': units are ms, s, m, h, d"
-					      : "no unit%s: add ms, s, m, h or d (-15m)", p);
+		return tv_errf(why, whylen, -EINVAL,
+			       *p ? "unknown unit '%s': units are ms, s, m, h, d"
+				  : "no unit%s: add ms, s, m, h or d (-15m)",
+			       p);
 	if (__builtin_mul_overflow(n, u->ns, &delta_ns) || delta_ns > now_ns)
-		return reject(why, whylen, "reaches before 1970-01-01T00:00:00Z, the unix epoch");
+		return tv_errf(why, whylen, -EINVAL,
+			       "reaches before 1970-01-01T00:00:00Z, the unix epoch");
 	*out_ns = now_ns - delta_ns;
 	return 0;
 }
@@ -220,7 +214,7 @@ int tv_parse_time(const char *s, uint64_t now_ns, uint64_t *out_ns, char *why, s
 	int ret;
 
 	if (!s || !*s)
-		return reject(why, whylen, "empty; " FORMS);
+		return tv_errf(why, whylen, -EINVAL, "empty; " FORMS);
 	if (strcmp(s, "now") == 0) {
 		*out_ns = now_ns;
 		return 0;
@@ -230,7 +224,8 @@ int tv_parse_time(const char *s, uint64_t now_ns, uint64_t *out_ns, char *why, s
 	/* all digits: unix ns; digits followed by '-' at position 4: a date */
 	ret = tv_parse_digits(&p, &v);
 	if (ret == -ERANGE && s[strspn(s, "0123456789")] == '\0')
-		return reject(why, whylen, "past 2^64-1 ns (" LATEST "), the largest unix ns");
+		return tv_errf(why, whylen, -EINVAL,
+			       "past 2^64-1 ns (" LATEST "), the largest unix ns");
 	if (ret == 0 && *p == '\0') {
 		*out_ns = v;
 		return 0;
