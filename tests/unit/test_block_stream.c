@@ -25,41 +25,7 @@
 #define ERR_LEN 256
 #define GARBAGE 0xAA /* err is filled with it first: an unset err shows */
 
-/* ---- malloc, calloc and realloc fail on the Nth call once armed ---- */
-
-static unsigned fail_countdown; /* 0: off */
-static int injected;
-
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t m);
-void *__real_realloc(void *p, size_t n);
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t n, size_t m);
-void *__wrap_realloc(void *p, size_t n);
-
-static int fail_now(void)
-{
-	if (fail_countdown && --fail_countdown == 0) {
-		injected = 1;
-		return 1;
-	}
-	return 0;
-}
-
-void *__wrap_malloc(size_t n)
-{
-	return fail_now() ? NULL : __real_malloc(n);
-}
-
-void *__wrap_calloc(size_t n, size_t m)
-{
-	return fail_now() ? NULL : __real_calloc(n, m);
-}
-
-void *__wrap_realloc(void *p, size_t n)
-{
-	return fail_now() ? NULL : __real_realloc(p, n);
-}
+#include "fail_alloc.h" /* fail_countdown, injected: the Nth allocation fails */
 
 /* ---- a block in memory, read through tv_block_read_fn ---- */
 
