@@ -25,6 +25,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile __u32 target_tgid = 0;
 const volatile __u32 target_port = 0;
 const volatile __u32 self_tgid = 0; /* the capturing process: never traced */
+/* --role: 0 both ends; else only sockets of this enum tv_event_role enter `sockets`, so the
+ * other end's syscalls cost one map miss */
+const volatile __u8 target_role = 0;
 const volatile __u8 filter_comm = 0;  /* 1: only tasks whose comm equals target_comm */
 const volatile char target_comm[TV_CAPTURE_COMM_BYTES] = {};
 const volatile __u8 filter_cgroup = 0; /* 1: only tasks under the cgroup in cgroup_map[0] */
@@ -339,7 +342,8 @@ static __always_inline int track_socket(int fd, __u8 role)
 	__u64 key;
 	struct scratch *s;
 
-	if (fd < 0 || !tgid_wanted(tgid) || !task_wanted())
+	if (fd < 0 || (target_role && role != target_role) || !tgid_wanted(tgid) ||
+	    !task_wanted())
 		return 0;
 	sk = fd_to_sock(fd);
 	if (!sk)

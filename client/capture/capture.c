@@ -31,6 +31,10 @@
 /* note_loss and finish read every reason: a new one must be mapped there (and given a block
  * loss counter in proto/block.h if it is a loss) */
 _Static_assert(TV_LOST_NREASONS == 4, "a new enum tv_lost_reason: map it in note_loss/finish");
+/* --role is handed to the sources as the kernel's role value */
+_Static_assert((int)TV_CAPTURE_ROLE_SERVER == (int)TV_ROLE_SERVER &&
+		       (int)TV_CAPTURE_ROLE_CLIENT == (int)TV_ROLE_CLIENT,
+	       "enum tv_capture_role mirrors enum tv_event_role");
 
 /* Everything one run owns; released in tv_capture_run's cleanup, in reverse order. */
 struct capture {
@@ -41,6 +45,7 @@ struct capture {
 	struct tv_conn_table *conns;
 	int64_t mono_to_real_ns; /* CLOCK_REALTIME - CLOCK_MONOTONIC, measured at start */
 	struct tv_sampler sampler; /* --sample-ratio */
+	struct tv_query_rules query; /* what paths keep of their query; conns points at it */
 };
 
 /* The kernel stamps events with CLOCK_MONOTONIC; records carry wall-clock ns. Bracketing the
@@ -109,6 +114,9 @@ static void on_exchange(void *ctx, const struct tv_exchange *x)
 	r.remote = (char *)x->remote;
 	r.method = (char *)x->method;
 	r.path = (char *)x->path;
+	r.role = (char *)x->role;
+	r.host = (char *)x->host;
+	r.http_version = (char *)x->http_version;
 	r.status = x->status;
 	r.req_body_bytes = x->req_body_bytes;
 	r.resp_body_bytes = x->resp_body_bytes;
@@ -146,6 +154,7 @@ static int open_source(struct capture *c, char *err, size_t errlen)
 			.payload_bytes = o->payload_bytes,
 			.ring_bytes = o->ring_bytes,
 			.mono_to_real_ns = c->mono_to_real_ns,
+			.role = o->role,
 		};
 		struct tv_sockfilter *sf;
 
@@ -160,6 +169,7 @@ static int open_source(struct capture *c, char *err, size_t errlen)
 			.cgroup = o->cgroup,
 			.payload_bytes = o->payload_bytes,
 			.ring_bytes = o->ring_bytes,
+			.role = o->role,
 		};
 		struct tv_tracepoint *tp;
 
@@ -288,6 +298,23 @@ int tv_capture_check_mode(const struct tv_capture_opts *o, char *err, size_t err
 	return 0;
 }
 
+int tv_capture_query_rules(const struct tv_capture_opts *o, struct tv_query_rules *out,
+			   char *err, size_t errlen)
+{
+	tv_query_rules_default(out);
+	if (o->redact_query_params && (o->strip_query || !o->redact)) {
+		snprintf(err, errlen, "--redact-query-params does not apply with %s",
+			 o->strip_query ? "--strip-query (the query is dropped)"
+					: "--no-redact (nothing is redacted)");
+		return -EINVAL;
+	}
+	if (o->redact_query_params &&
+	    tv_query_rules_parse(out, o->redact_query_params, err, errlen))
+		return -EINVAL;
+	out->mode = o->strip_query ? TV_QUERY_STRIP : o->redact ? TV_QUERY_REDACT : TV_QUERY_KEEP;
+	return 0;
+}
+
 int tv_capture_run(const struct tv_capture_opts *o, const struct tv_record_sink *sink,
 		   struct tv_capture_result *res, char *err, size_t errlen)
 {
@@ -296,8 +323,14 @@ int tv_capture_run(const struct tv_capture_opts *o, const struct tv_record_sink 
 
 	memset(res, 0, sizeof(*res));
 	rc = tv_capture_check_mode(o, err, errlen);
+	if (!rc)
+		rc = tv_capture_query_rules(o, &c.query, err, errlen);
 	if (rc)
 		return rc;
+	if (o->role < TV_CAPTURE_ROLE_BOTH || o->role > TV_CAPTURE_ROLE_CLIENT) {
+		snprintf(err, errlen, "unknown capture role %d", o->role);
+		return -EINVAL;
+	}
 	rc = tv_sampler_init(&c.sampler, o->sample_ratio > 0 ? o->sample_ratio : 1.0);
 	if (rc) {
 		snprintf(err, errlen, "invalid sample ratio %g: must be in (0, 1]", o->sample_ratio);
@@ -309,7 +342,7 @@ int tv_capture_run(const struct tv_capture_opts *o, const struct tv_record_sink 
 		snprintf(err, errlen, "out of memory setting up capture");
 		return -ENOMEM;
 	}
-	tv_conn_table_set_keep_query(c.conns, !o->redact);
+	tv_conn_table_set_query_rules(c.conns, &c.query);
 	/* a head copied whole in one syscall is parsed whole */
 	tv_conn_table_set_head_limit(c.conns, tv_http_head_limit(
 		o->payload_bytes ? o->payload_bytes : TV_CAPTURE_DEFAULT_PAYLOAD_BYTES));

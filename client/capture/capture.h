@@ -8,12 +8,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "capture/query_redact.h"
 #include "write/sink.h"
 
 /* Where events come from (--mode). */
 enum tv_capture_mode {
 	TV_CAPTURE_MODE_TRACEPOINT = 0, /* syscall tracepoints (tracepoint.c), the default */
 	TV_CAPTURE_MODE_SOCKFILTER = 1, /* packets of one interface (sockfilter.c) */
+};
+
+/* Which end of a connection is recorded (--role); SERVER and CLIENT have bpf/tv_event.h's
+ * TV_ROLE_* values (capture.c checks). */
+enum tv_capture_role {
+	TV_CAPTURE_ROLE_BOTH = 0,   /* every end this host has (loopback: two records) */
+	TV_CAPTURE_ROLE_SERVER = 1, /* accepted sockets, or sockets on a listened port */
+	TV_CAPTURE_ROLE_CLIENT = 2, /* connected sockets */
 };
 
 struct tv_capture_opts {
@@ -30,6 +39,10 @@ struct tv_capture_opts {
 	uint64_t duration_ms;        /* 0: until stopped; else ms within
 				      * tv_capture_duration_ms_limit (capture/limits.h) */
 	int redact;                  /* redact credential headers and the ?query (default 1) */
+	int strip_query;             /* drop the query from paths (--strip-query) */
+	const char *redact_query_params; /* NULL: the default names; else as
+					  * tv_query_rules_parse takes it */
+	int role;                    /* enum tv_capture_role (--role) */
 	int headers;                 /* store request/response headers in records (--headers) */
 	double sample_ratio;         /* (0, 1]: keep this share of exchanges (0 means 1) */
 	volatile sig_atomic_t *stop; /* the run ends once *stop is non-zero (the CLI's
@@ -78,6 +91,13 @@ struct tv_capture_result {
  * apply and --ring-bytes must be whole packet-ring blocks (capture/limits.h); --interface
  * needs sockfilter. Returns 0, or -EINVAL with a one-line reason in err naming the option. */
 int tv_capture_check_mode(const struct tv_capture_opts *o, char *err, size_t errlen);
+
+/* The query rules of o's redact, strip_query and redact_query_params (query_redact.h) into
+ * *out: the CLI checks them as usage errors, tv_capture_run uses them. --redact-query-params
+ * with --strip-query or --no-redact has nothing to do: refused. Returns 0, or -EINVAL with a
+ * one-line reason in err. */
+int tv_capture_query_rules(const struct tv_capture_opts *o, struct tv_query_rules *out,
+			   char *err, size_t errlen);
 
 /* Runs until *stop or the duration ends, then ends every connection, reports the final loss
  * totals and flushes the sink. *res is zeroed first and filled whenever the source was opened.

@@ -30,6 +30,8 @@ struct pending {
 	int unseen;
 	char method[TV_HTTP_METHOD_BYTES];
 	char *path; /* taken from the request parser (tv_http_msg.path), freed on release */
+	char *host; /* the same (tv_http_msg.host), NULL when none */
+	char http_version[4];
 	char trace_id[TV_HTTP_TRACE_ID_BYTES];
 	char span_id[TV_HTTP_SPAN_ID_BYTES];
 	/* --headers: taken from the parsers' heads (see tv_http_msg.hdrs), owned here until the
@@ -62,7 +64,7 @@ struct tv_conn_table {
 	tv_exchange_fn fn;
 	void *ctx;
 	size_t n_conns;
-	int keep_query;
+	const struct tv_query_rules *query;
 	size_t max_head_bytes;
 	int keep_headers, keep_credentials;
 	struct tv_conn_stats stats;
@@ -96,7 +98,8 @@ static struct pending *pending_at(struct conn *c, uint64_t seq)
 static void pending_release(struct pending *p)
 {
 	free(p->path);
-	p->path = NULL;
+	free(p->host);
+	p->path = p->host = NULL;
 	free(p->req_hdrs);
 	free(p->resp_hdrs);
 	p->req_hdrs = p->resp_hdrs = NULL;
@@ -140,6 +143,9 @@ static void emit(struct conn *c, struct pending *p)
 	memcpy(x.remote, c->remote, sizeof(x.remote));
 	memcpy(x.method, p->method, sizeof(x.method));
 	x.path = p->path ? p->path : "";
+	x.host = p->host ? p->host : "";
+	memcpy(x.http_version, p->http_version, sizeof(x.http_version));
+	x.role = c->role == TV_ROLE_SERVER ? "server" : "client";
 	memcpy(x.trace_id, p->trace_id, sizeof(x.trace_id));
 	memcpy(x.span_id, p->span_id, sizeof(x.span_id));
 	x.req_hdrs = p->req_hdrs;
@@ -208,8 +214,10 @@ static void on_req_head(void *ctx, struct tv_http_msg *m)
 	memset(p, 0, sizeof(*p));
 	p->ts_ns = m->first_ts_ns;
 	memcpy(p->method, m->method, sizeof(p->method));
-	p->path = m->path; /* taken: the parser frees it no more */
-	m->path = NULL;
+	p->path = m->path; /* taken: the parser frees them no more */
+	p->host = m->host;
+	m->path = m->host = NULL;
+	memcpy(p->http_version, m->http_version, sizeof(p->http_version));
 	memcpy(p->trace_id, m->trace_id, sizeof(p->trace_id));
 	memcpy(p->span_id, m->span_id, sizeof(p->span_id));
 	p->is_head = strcmp(m->method, "HEAD") == 0;
@@ -292,9 +300,9 @@ void tv_conn_table_set_head_limit(struct tv_conn_table *t, size_t max_head_bytes
 	t->max_head_bytes = max_head_bytes;
 }
 
-void tv_conn_table_set_keep_query(struct tv_conn_table *t, int keep_query)
+void tv_conn_table_set_query_rules(struct tv_conn_table *t, const struct tv_query_rules *rules)
 {
-	t->keep_query = keep_query;
+	t->query = rules;
 }
 
 void tv_conn_table_set_headers(struct tv_conn_table *t, int keep_headers, int keep_credentials)
@@ -407,7 +415,7 @@ static struct conn *conn_open(struct tv_conn_table *t, struct conn **slot,
 	c->req_seq = c->resp_seq = NO_SEQ;
 	tv_http_parser_init(&c->req, TV_HTTP_REQUEST, &req_cbs, c);
 	tv_http_parser_init(&c->resp, TV_HTTP_RESPONSE, &resp_cbs, c);
-	c->req.keep_query = t->keep_query;
+	c->req.query = t->query;
 	c->req.max_head_bytes = c->resp.max_head_bytes = t->max_head_bytes;
 	c->req.keep_headers = c->resp.keep_headers = t->keep_headers;
 	c->req.keep_credentials = c->resp.keep_credentials = t->keep_credentials;

@@ -36,6 +36,9 @@ struct tv_exchange {
 	char local[TV_ADDR_STR_BYTES], remote[TV_ADDR_STR_BYTES];
 	char method[TV_HTTP_METHOD_BYTES];
 	const char *path; /* never NULL; as long as the request head held it (tv_http_msg.path) */
+	const char *host; /* never NULL; "" when the request named none (tv_http_msg.host) */
+	char http_version[4]; /* "1.0", "1.1"; "" when the request line was cut */
+	const char *role; /* "server" (accepted, or a listened port) or "client" (connected) */
 	char trace_id[TV_HTTP_TRACE_ID_BYTES];
 	char span_id[TV_HTTP_SPAN_ID_BYTES];
 	/* --headers: "name\0value\0" pairs (tv_http_msg.hdrs), NULL/0 when none were kept */
@@ -74,8 +77,10 @@ struct tv_conn_table *tv_conn_table_new(tv_exchange_fn fn, void *ctx);
 /* Frees every connection without emitting anything: call tv_conn_table_flush first. */
 void tv_conn_table_free(struct tv_conn_table *t);
 
-/* 1: request paths keep their query string (tracevault capture --no-redact). Default 0. */
-void tv_conn_table_set_keep_query(struct tv_conn_table *t, int keep_query);
+/* What request paths keep of their query (capture/query_redact.h; capture's default,
+ * --redact-query-params, --strip-query, --no-redact): rules must outlive t. Default NULL: the
+ * query is dropped. */
+void tv_conn_table_set_query_rules(struct tv_conn_table *t, const struct tv_query_rules *rules);
 
 /* 1: keep request/response header lines in the exchanges (capture --headers); credential
  * header values are redacted unless keep_credentials (capture --no-redact). Default 0, 0. */

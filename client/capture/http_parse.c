@@ -4,9 +4,12 @@
 #define _GNU_SOURCE /* memrchr */
 #include "capture/http_parse.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include "capture/query_redact.h"
 
 enum {
 	ST_IDLE = 0,   /* between messages */
@@ -58,7 +61,8 @@ void tv_http_parser_free(struct tv_http_parser *p)
 	head_release(p, 0);
 	drop_headers(&p->msg);
 	free(p->msg.path);
-	p->msg.path = NULL;
+	free(p->msg.host);
+	p->msg.path = p->msg.host = NULL;
 }
 
 void tv_http_parser_join_midstream(struct tv_http_parser *p)
@@ -228,29 +232,66 @@ static int parse_u64(const char *v, size_t n, uint64_t *out)
 	return 0;
 }
 
-/* The path of target t[0, n): up to its '#' or (unless keep_query) its '?', malloc'd into
- * m->path (NULL when out of memory: the record then has an empty path, flagged cut). */
-static void set_path(struct tv_http_msg *m, const char *t, size_t n, int keep_query)
+/* The target t[0, n) as the record keeps it (tv_query_redact with the parser's query rules),
+ * malloc'd into m->path (NULL when out of memory: the record then has an empty path, flagged
+ * cut). */
+static void set_path(struct tv_http_msg *m, const char *t, size_t n,
+		     const struct tv_query_rules *query)
 {
-	size_t plen;
+	size_t len = tv_query_redact(query, t, n, NULL, 0);
 
-	for (plen = 0; plen < n; plen++)
-		if (t[plen] == '#' || (t[plen] == '?' && !keep_query))
-			break;
 	free(m->path);
-	m->path = malloc(plen + 1);
-	if (m->path) {
-		memcpy(m->path, t, plen);
-		m->path[plen] = 0;
-	} else {
+	m->path = malloc(len + 1);
+	if (m->path)
+		tv_query_redact(query, t, n, m->path, len + 1);
+	else
 		m->cut = 1;
+}
+
+/* A copy of s[0, n) into *dst unless *dst is set already (the first source wins: RFC 9112
+ * §3.2.2 puts the target's authority before Host, and a second Host is invalid anyway). Out of
+ * memory leaves it NULL: host is an extra, the record goes on without it. */
+static void set_host(char **dst, const char *s, size_t n)
+{
+	if (*dst || n == 0)
+		return;
+	*dst = malloc(n + 1);
+	if (*dst) {
+		memcpy(*dst, s, n);
+		(*dst)[n] = '\0';
 	}
+}
+
+/* The host a request target names: the authority of absolute-form (RFC 9112 §3.2.2,
+ * "scheme://[userinfo@]host[:port]..."; userinfo dropped) or, for CONNECT, the authority-form
+ * target itself (§3.2.3). Origin-form and "*" name none. */
+static void host_of_target(struct tv_http_msg *m, const char *t, size_t n)
+{
+	size_t i = 0, a, e;
+	const char *at;
+
+	if (strcmp(m->method, "CONNECT") == 0) {
+		set_host(&m->host, t, n);
+		return;
+	}
+	while (i < n && (isalnum((unsigned char)t[i]) || t[i] == '+' || t[i] == '-' ||
+			 t[i] == '.'))
+		i++;
+	if (i == 0 || !isalpha((unsigned char)t[0]) || n - i < 3 || memcmp(t + i, "://", 3) != 0)
+		return;
+	a = i + 3;
+	for (e = a; e < n && t[e] != '/' && t[e] != '?' && t[e] != '#'; e++)
+		;
+	at = memrchr(t + a, '@', e - a);
+	if (at)
+		a = (size_t)(at - t) + 1;
+	set_host(&m->host, t + a, e - a);
 }
 
 /* The method and the start of the target of a request line cut before its end (l[0, n), no
  * line end): "METHOD SP target-prefix". Returns 0, or -1 when not even that is there. */
 static int parse_request_line_prefix(struct tv_http_msg *m, const char *l, size_t n,
-				     int keep_query)
+				     const struct tv_query_rules *query)
 {
 	size_t i = 0;
 
@@ -260,11 +301,12 @@ static int parse_request_line_prefix(struct tv_http_msg *m, const char *l, size_
 		return -1;
 	memcpy(m->method, l, i);
 	m->method[i] = 0;
-	set_path(m, l + i + 1, (size_t)(n - i - 1), keep_query);
+	set_path(m, l + i + 1, (size_t)(n - i - 1), query);
 	return 0;
 }
 
-static int parse_request_line(struct tv_http_msg *m, const char *l, size_t n, int keep_query)
+static int parse_request_line(struct tv_http_msg *m, const char *l, size_t n,
+			      const struct tv_query_rules *query)
 {
 	size_t i = 0, t0;
 
@@ -279,8 +321,14 @@ static int parse_request_line(struct tv_http_msg *m, const char *l, size_t n, in
 		i++;
 	if (i == t0 || i >= n || n - i - 1 != 8 || memcmp(l + i + 1, "HTTP/1.", 7) != 0)
 		return -1;
-	/* the query may carry tokens: keep the path only, unless asked not to redact */
-	set_path(m, l + t0, i - t0, keep_query);
+	/* HTTP-version = "HTTP/" DIGIT "." DIGIT (RFC 9112 §2.3) */
+	if (l[i + 8] < '0' || l[i + 8] > '9')
+		return -1;
+	memcpy(m->http_version, l + i + 6, 3);
+	m->http_version[3] = '\0';
+	/* the query may carry tokens: redacted (or dropped) as the capture was told */
+	set_path(m, l + t0, i - t0, query);
+	host_of_target(m, l + t0, i - t0);
 	return 0;
 }
 
@@ -316,7 +364,7 @@ static int parse_head(struct tv_http_parser *p, struct framing *fr)
 		if (n > 0 && h[n - 1] == '\r')
 			n--;
 		if (first) {
-			int rc = p->kind == TV_HTTP_REQUEST ? parse_request_line(&p->msg, h, n, p->keep_query)
+			int rc = p->kind == TV_HTTP_REQUEST ? parse_request_line(&p->msg, h, n, p->query)
 							    : parse_status_line(&p->msg, h, n);
 			if (rc)
 				return -1;
@@ -345,6 +393,9 @@ static int parse_head(struct tv_http_parser *p, struct framing *fr)
 					fr->chunked = 1;
 			} else if (name_len == 11 && strncasecmp(h, "traceparent", 11) == 0) {
 				parse_traceparent(&p->msg, v, vlen);
+			} else if (name_len == 4 && strncasecmp(h, "host", 4) == 0 &&
+				   p->kind == TV_HTTP_REQUEST) {
+				set_host(&p->msg.host, v, vlen);
 			}
 			if (p->keep_headers)
 				keep_header(p, h, name_len, v, vlen);
@@ -417,7 +468,7 @@ static void head_cut(struct tv_http_parser *p, enum head_cut_reason why, uint64_
 
 	if (!last_nl && p->kind == TV_HTTP_REQUEST && p->head_len > 0) {
 		/* the request line itself is cut (a very long target): its first bytes */
-		rc = parse_request_line_prefix(&p->msg, p->head, p->head_len, p->keep_query);
+		rc = parse_request_line_prefix(&p->msg, p->head, p->head_len, p->query);
 	} else if (last_nl) {
 		/* the complete lines only: a cut header line is not guessed at */
 		p->head_len = (size_t)(last_nl - p->head) + 1;
@@ -430,7 +481,7 @@ static void head_cut(struct tv_http_parser *p, enum head_cut_reason why, uint64_
 			memset(&p->msg.trace_id, 0, sizeof(p->msg.trace_id));
 			memset(&p->msg.span_id, 0, sizeof(p->msg.span_id));
 			rc = p->kind == TV_HTTP_REQUEST
-				     ? parse_request_line(&p->msg, p->head, n, p->keep_query)
+				     ? parse_request_line(&p->msg, p->head, n, p->query)
 				     : parse_status_line(&p->msg, p->head, n);
 		}
 	}
@@ -457,6 +508,7 @@ static void start_message(struct tv_http_parser *p, uint64_t ts_ns)
 {
 	drop_headers(&p->msg); /* none is left here; kept as the rule that frees them */
 	free(p->msg.path);
+	free(p->msg.host);
 	memset(&p->msg, 0, sizeof(p->msg));
 	p->msg.first_ts_ns = ts_ns;
 	p->head_len = 0;

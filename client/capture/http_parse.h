@@ -37,11 +37,17 @@ enum tv_http_kind {
  * not stored unless keep_headers is set: the head buffer is wiped after parsing. */
 struct tv_http_msg {
 	char method[TV_HTTP_METHOD_BYTES]; /* requests */
-	/* requests: the target (without its query unless keep_query), NUL-terminated, malloc'd,
-	 * whole as far as the head was (bounded by the head limit only); NULL when out of
-	 * memory (then cut is set). on_head may take it (set path to NULL, then free it); else the parser frees it
-	 * at the next message or tv_http_parser_free, so it stays valid during on_done. */
+	/* requests: the target as tv_query_redact(query) rewrites it (query values redacted,
+	 * or no query), NUL-terminated, malloc'd, whole as far as the head was (bounded by the
+	 * head limit only); NULL when out of memory (then cut is set). on_head may take it (set
+	 * path to NULL, then free it); else the parser frees it at the next message or
+	 * tv_http_parser_free, so it stays valid during on_done. */
 	char *path;
+	/* requests: the authority of an absolute-form target (userinfo dropped) or of CONNECT's
+	 * authority-form, else the first Host header's value (RFC 9112 §3.2.2: the target
+	 * wins); malloc'd and owned like path; NULL when neither was seen. */
+	char *host;
+	char http_version[4]; /* requests: "1.0", "1.1" from the request line; "" if cut */
 	unsigned status;                   /* responses */
 	char trace_id[TV_HTTP_TRACE_ID_BYTES];
 	char span_id[TV_HTTP_SPAN_ID_BYTES];
@@ -60,6 +66,8 @@ struct tv_http_msg {
 				 * field after the cut (a header, traceparent, the rest of a path)
 				 * is missing; the record gets TV_RECORD_FLAG_CUT */
 };
+
+struct tv_query_rules;
 
 struct tv_http_callbacks {
 	/* The head of m is parsed; the body (if any) follows. May set m->no_body. */
@@ -85,7 +93,9 @@ struct tv_http_parser {
 	uint64_t heads_unparsed;
 	size_t max_head_bytes;    /* the head limit (see above); set before the first feed */
 	int head_reported;    /* on_head ran for msg and on_done has not yet */
-	int keep_query;       /* 1: path keeps "?query" (it may carry tokens; default 0) */
+	/* what the path keeps of the query (capture/query_redact.h); NULL (the default): the
+	 * query is dropped. Must outlive the parser. */
+	const struct tv_query_rules *query;
 	int keep_headers;     /* 1: report header lines in msg.hdrs (default 0) */
 	int keep_credentials; /* 1: credential header values are not redacted (default 0) */
 	struct tv_http_msg msg;
@@ -94,7 +104,7 @@ struct tv_http_parser {
 	size_t head_cap;
 };
 
-/* p is the caller's storage; cb and ctx must outlive it. The keep_* options are 0 and
+/* p is the caller's storage; cb and ctx must outlive it. query is NULL, the keep_* options 0 and
  * max_head_bytes TV_HTTP_DEFAULT_HEAD_BYTES after init: set them before the first feed.
  * Release with tv_http_parser_free. */
 void tv_http_parser_init(struct tv_http_parser *p, enum tv_http_kind kind,

@@ -414,6 +414,8 @@ static int seed_socket(struct seed_ctx *x, uint32_t pid, int dir_fd, const char 
 	si.local = e->local;
 	si.remote = e->remote;
 	si.role = listened(ns, &e->local) ? TV_ROLE_SERVER : TV_ROLE_CLIENT;
+	if (x->f->role && si.role != x->f->role)
+		return 0; /* --role: the other end is not followed, as at accept/connect */
 	if (bpf_map_update_elem(x->map_fd, &key, &si, BPF_NOEXIST)) {
 		rc = -errno;
 		if (rc == -EEXIST) {

@@ -18,6 +18,7 @@ struct tv_seed_filter {
 	/* the capturing process: never seeded, nor the far end of its own connections (its
 	 * gRPC stream to tracevaultd predates the attach, and must not trace itself) */
 	uint32_t self_tgid;
+	uint8_t role;       /* --role: 0 = both; else only sockets of this enum tv_event_role */
 };
 
 /* What one seeding walk did, in sockets unless named otherwise. */

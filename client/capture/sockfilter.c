@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <ifaddrs.h>
 #include <net/if.h>
 #include <net/if_arp.h>
 #include <poll.h>
@@ -75,6 +76,11 @@ struct tv_sockfilter {
 	size_t ring_bytes;
 	uint32_t block_bytes, block_nr, block_cur;
 	int skip_outgoing; /* loopback: drop the PACKET_OUTGOING copy (the filter does too) */
+	int role;          /* --role: 0 both ends, else only this enum tv_event_role */
+	/* not loopback: this host's addresses (getifaddrs at open), which say which end of a
+	 * connection is ours; loopback has both ends here */
+	struct tv_tcp_endpoint *local_addrs;
+	size_t n_local;
 	int64_t mono_to_real_ns;
 	uint64_t last_expire_ns;
 	struct tv_tcp_reasm *reasm;
@@ -91,21 +97,56 @@ static void to_event_addr(struct tv_event_addr *a, const struct tv_tcp_endpoint 
 	a->family = e->family;
 }
 
-/* Reassembled stream -> the tracepoint mode's records: the server side is "us" (ACCEPT, role
- * server), inbound is client -> server. pid 0 and no comm: a packet has no process. */
-static void on_tcp_event(void *ctx, const struct tv_tcp_event *te)
+/* Which ends of a connection are this host's: on loopback both; elsewhere an end whose address
+ * is one of the host's (getifaddrs at open: an address added later is not known). When neither
+ * is (traffic forwarded or bridged through this host, e.g. a container bridge), the server's
+ * end is taken, the view a capture of a service wants. */
+static int is_local_addr(const struct tv_sockfilter *s, const struct tv_tcp_endpoint *e)
 {
-	struct tv_sockfilter *s = ctx;
+	size_t len = e->family == AF_INET ? 4 : 16;
+
+	for (size_t i = 0; i < s->n_local; i++)
+		if (s->local_addrs[i].family == e->family &&
+		    memcmp(s->local_addrs[i].addr, e->addr, len) == 0)
+			return 1;
+	return 0;
+}
+
+static void ends_seen(const struct tv_sockfilter *s, const struct tv_tcp_conn_info *c,
+		      int *server, int *client)
+{
+	if (s->skip_outgoing) {
+		*server = *client = 1;
+		return;
+	}
+	*server = is_local_addr(s, &c->server);
+	*client = is_local_addr(s, &c->client);
+	if (!*server && !*client)
+		*server = 1;
+}
+
+/* The client's view of a connection is a connection of its own in the connection table: its
+ * id is the server view's with this bit flipped (ids are hashes: a clash is as unlikely as
+ * between two connections). */
+#define CLIENT_VIEW_ID_BIT (1ull << 63)
+
+/* Reassembled stream -> the tracepoint mode's records, from one end's view (role): the server
+ * end is "us" after an ACCEPT and receives client -> server bytes; the client end after a
+ * CONNECT and sends them. pid 0 and no comm: a packet has no process. */
+static void emit_view(struct tv_sockfilter *s, const struct tv_tcp_event *te, uint8_t role)
+{
 	struct tv_event *e = s->ev;
+	int server = role == TV_ROLE_SERVER;
+	enum tv_tcp_dir in = server ? TV_TCP_TO_SERVER : TV_TCP_TO_CLIENT;
 
 	memset(e, 0, TV_EVENT_HEADER_BYTES);
 	e->ts_ns = te->ts_ns;
-	e->conn_id = te->conn->id;
+	e->conn_id = server ? te->conn->id : te->conn->id ^ CLIENT_VIEW_ID_BIT;
 	e->conn_gen = te->conn->gen;
 	e->fd = -1;
-	e->role = TV_ROLE_SERVER;
-	to_event_addr(&e->local, &te->conn->server);
-	to_event_addr(&e->remote, &te->conn->client);
+	e->role = role;
+	to_event_addr(&e->local, server ? &te->conn->server : &te->conn->client);
+	to_event_addr(&e->remote, server ? &te->conn->client : &te->conn->server);
 	switch (te->kind) {
 	case TV_TCP_EV_OPEN:
 		/* joined mid-stream (open before the capture): no ACCEPT, so the connection
@@ -113,10 +154,10 @@ static void on_tcp_event(void *ctx, const struct tv_tcp_event *te)
 		 * any connection first seen in its middle */
 		if (te->conn->midstream)
 			return;
-		e->kind = TV_EV_ACCEPT;
+		e->kind = server ? TV_EV_ACCEPT : TV_EV_CONNECT;
 		break;
 	case TV_TCP_EV_DATA:
-		e->kind = te->dir == TV_TCP_TO_SERVER ? TV_EV_DATA_IN : TV_EV_DATA_OUT;
+		e->kind = te->dir == in ? TV_EV_DATA_IN : TV_EV_DATA_OUT;
 		e->bytes = te->len;
 		e->payload_len = te->cap_len < TV_CAPTURE_PAYLOAD_BYTES ? te->cap_len
 									: TV_CAPTURE_PAYLOAD_BYTES;
@@ -133,12 +174,69 @@ static void on_tcp_event(void *ctx, const struct tv_tcp_event *te)
 	}
 	if (te->gaps[TV_TCP_TO_SERVER] || te->gaps[TV_TCP_TO_CLIENT]) {
 		e->flags |= TV_EV_FLAG_GAP;
-		e->lost_in_events = te->gaps[TV_TCP_TO_SERVER];
-		e->lost_in_bytes = te->gap_bytes[TV_TCP_TO_SERVER];
-		e->lost_out_events = te->gaps[TV_TCP_TO_CLIENT];
-		e->lost_out_bytes = te->gap_bytes[TV_TCP_TO_CLIENT];
+		e->lost_in_events = te->gaps[in];
+		e->lost_in_bytes = te->gap_bytes[in];
+		e->lost_out_events = te->gaps[!in];
+		e->lost_out_bytes = te->gap_bytes[!in];
 	}
 	s->fn(s->ctx, e, TV_EVENT_HEADER_BYTES + e->payload_len);
+}
+
+/* One reassembler event, handed out from each end of the connection that is this host's and
+ * that --role asks for. The server end is the one that received the SYN (tcp_reasm.c; for a
+ * connection joined mid-stream, the --port side). */
+static void on_tcp_event(void *ctx, const struct tv_tcp_event *te)
+{
+	struct tv_sockfilter *s = ctx;
+	int server, client;
+
+	ends_seen(s, te->conn, &server, &client);
+	if (server && s->role != TV_ROLE_CLIENT)
+		emit_view(s, te, TV_ROLE_SERVER);
+	if (client && s->role != TV_ROLE_SERVER)
+		emit_view(s, te, TV_ROLE_CLIENT);
+}
+
+/* This host's addresses into s->local_addrs (not needed on loopback). 0 or a negative errno
+ * with err set. */
+static int load_local_addrs(struct tv_sockfilter *s, char *err, size_t errlen)
+{
+	struct ifaddrs *ifa, *i;
+	size_t n = 0;
+	int rc;
+
+	if (getifaddrs(&ifa)) {
+		rc = -errno;
+		snprintf(err, errlen, "listing this host's addresses (getifaddrs): %s",
+			 strerror(-rc));
+		return rc;
+	}
+	for (i = ifa; i; i = i->ifa_next)
+		n += i->ifa_addr && (i->ifa_addr->sa_family == AF_INET ||
+				     i->ifa_addr->sa_family == AF_INET6);
+	s->local_addrs = calloc(n ? n : 1, sizeof(*s->local_addrs));
+	if (!s->local_addrs) {
+		freeifaddrs(ifa);
+		snprintf(err, errlen, "out of memory setting up the sockfilter capture");
+		return -ENOMEM;
+	}
+	for (i = ifa; i; i = i->ifa_next) {
+		struct tv_tcp_endpoint *e = &s->local_addrs[s->n_local];
+
+		if (!i->ifa_addr)
+			continue;
+		if (i->ifa_addr->sa_family == AF_INET) {
+			memcpy(e->addr, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, 4);
+			e->family = AF_INET;
+			s->n_local++;
+		} else if (i->ifa_addr->sa_family == AF_INET6) {
+			memcpy(e->addr, &((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr, 16);
+			e->family = AF_INET6;
+			s->n_local++;
+		}
+	}
+	freeifaddrs(ifa);
+	return 0;
 }
 
 /* One captured packet from its network header: net_cap bytes present, net_len on the wire. */
@@ -458,7 +556,8 @@ int tv_sockfilter_open(struct tv_sockfilter **out, const struct tv_sockfilter_op
 	int rc, prog_fd, one = 1;
 
 	*out = NULL;
-	if (o->port < 0 || o->port > 65535 || payload_bytes > TV_CAPTURE_PAYLOAD_BYTES) {
+	if (o->port < 0 || o->port > 65535 || payload_bytes > TV_CAPTURE_PAYLOAD_BYTES ||
+	    (o->role != 0 && o->role != TV_ROLE_SERVER && o->role != TV_ROLE_CLIENT)) {
 		snprintf(err, errlen, "invalid sockfilter options");
 		return -EINVAL;
 	}
@@ -476,6 +575,7 @@ int tv_sockfilter_open(struct tv_sockfilter **out, const struct tv_sockfilter_op
 	s->fn = fn;
 	s->ctx = ctx;
 	s->mono_to_real_ns = o->mono_to_real_ns;
+	s->role = o->role;
 	s->last_expire_ns = tv_monotonic_ns();
 	s->ev = malloc(sizeof(*s->ev));
 	s->reasm = tv_tcp_reasm_new((uint16_t)o->port, 0, on_tcp_event, s);
@@ -485,6 +585,8 @@ int tv_sockfilter_open(struct tv_sockfilter **out, const struct tv_sockfilter_op
 		goto err;
 	}
 	rc = link_layer(ifname, &l2_bytes, &s->skip_outgoing, err, errlen);
+	if (!rc && !s->skip_outgoing)
+		rc = load_local_addrs(s, err, errlen);
 	if (rc)
 		goto err;
 	rc = load_filter(s, o, l2_bytes, err, errlen);
@@ -547,6 +649,7 @@ void tv_sockfilter_free(struct tv_sockfilter *s)
 		close(s->fd);
 	sockfilter_bpf__destroy(s->skel);
 	tv_tcp_reasm_free(s->reasm);
+	free(s->local_addrs);
 	free(s->ev);
 	free(s);
 }

@@ -25,6 +25,9 @@ struct tv_sockfilter_opts {
 	uint32_t ring_bytes;     /* 0: TV_SOCKFILTER_RING_BYTES; rounded down to whole blocks
 				  * (1 MiB), at least one */
 	int64_t mono_to_real_ns; /* CLOCK_REALTIME - CLOCK_MONOTONIC: packets carry realtime */
+	/* 0: every end of a connection this host has (loopback: both, so two records per
+	 * exchange, as the tracepoint mode gives); else only this enum tv_event_role's end */
+	int role;
 };
 
 struct tv_sockfilter;

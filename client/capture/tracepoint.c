@@ -112,6 +112,7 @@ static int seed_open_sockets(struct tv_tracepoint *t, char *err, size_t errlen)
 		.comm = t->o.comm,
 		.cgroup = t->o.cgroup,
 		.self_tgid = (uint32_t)getpid(),
+		.role = (uint8_t)t->o.role,
 	};
 	struct tv_seed_stats st;
 	char why[128] = "";
@@ -153,6 +154,7 @@ static int load_bpf(struct tv_tracepoint *t, char *err, size_t errlen)
 	t->skel->rodata->target_tgid = (uint32_t)t->o.pid;
 	t->skel->rodata->target_port = (uint32_t)t->o.port;
 	t->skel->rodata->self_tgid = (uint32_t)getpid();
+	t->skel->rodata->target_role = (uint8_t)t->o.role;
 	if (t->o.comm) {
 		t->skel->rodata->filter_comm = 1;
 		/* the task comm is at most 15 bytes + NUL; tv_tracepoint_open checked the length */

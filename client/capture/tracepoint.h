@@ -20,6 +20,8 @@ struct tv_tracepoint_opts {
 				 * tv_capture_payload_bytes_limit (capture/limits.h) */
 	uint32_t ring_bytes;    /* 0: TV_CAPTURE_RING_BYTES; else within
 				 * tv_capture_ring_bytes_limit (a power of two) */
+	int role;               /* 0: both ends; else only sockets of this enum tv_event_role
+				 * (filtered in the kernel at accept/connect and in seeding) */
 };
 
 struct tv_tracepoint;

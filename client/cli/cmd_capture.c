@@ -39,7 +39,8 @@ static const char *const capture_usage[] = {
 	"                          [--cache-bytes N] [--block-bytes N] [--chunk-bytes N]\n"
 	"                          [--window-bytes N] [--backpressure-ms MS] [--no-zerocopy]\n"
 	"                          [--max-message-bytes N] [--ready-fd FD] [--no-redact]\n"
-	"                          [--sample-ratio R] [--headers]\n"
+	"                          [--sample-ratio R] [--headers] [--role server|client|both]\n"
+	"                          [--redact-query-params LIST] [--strip-query]\n"
 	"                          [--mode tracepoint|sockfilter] [--interface IF]\n"
 	"                          [--test-corrupt-chunk N]\n"
 	"\n"
@@ -98,8 +99,24 @@ static const char *const capture_usage[] = {
 	"                             (as far as the payload copy holds the head); the values\n"
 	"                             of Authorization, Proxy-Authorization, Cookie and\n"
 	"                             Set-Cookie are stored as \"[redacted]\"\n"
-	"      --no-redact            keep the ?query part of paths (default: dropped, tokens\n"
-	"                             live there) and credential header values (--headers)\n"
+	"      --redact-query-params LIST\n"
+	"                             query parameters whose values are stored as\n"
+	"                             REDACTED, comma-separated, case-insensitive (names are\n"
+	"                             percent-decoded first); LIST replaces the default list,\n"
+	"                             +LIST adds to it, '' redacts none; 1 to 63 bytes a name,\n"
+	"                             at most 64 names. Default: AWSAccessKeyId, Signature,\n"
+	"                             sig, X-Goog-Signature (OpenTelemetry) and the usual\n"
+	"                             credential names (token, access_token, api_key, key,\n"
+	"                             password, secret, session, code, ...: README)\n"
+	"      --strip-query          drop the ?query part of paths altogether\n"
+	"      --no-redact            keep the ?query as sent (and URL userinfo) and credential\n"
+	"                             header values (--headers)\n"
+	"      --role ROLE            which end of a connection is recorded: server (accepted\n"
+	"                             sockets, or a listened local port), client (connected\n"
+	"                             ones) or both (default; a local client and server give\n"
+	"                             two records per exchange). Filtered in the kernel in\n"
+	"                             tracepoint mode; sockfilter: from the SYN, an end\n"
+	"                             counting only when its address is this host's\n"
 	"      --sample-ratio R       keep this share of exchanges, a decimal, 0 < R <= 1\n"
 	"                             (default 1): by W3C trace id as OpenTelemetry's\n"
 	"                             TraceIdRatioBased sampler decides, untraced ones by\n"
@@ -127,6 +144,20 @@ static int parse_cgroup(const char *arg, void *field, char *why, size_t whylen)
 		return -EINVAL;
 	close(fd);
 	*(const char **)field = arg;
+	return 0;
+}
+
+static int parse_role(const char *arg, void *field, char *why, size_t whylen)
+{
+	(void)why, (void)whylen;
+	if (strcmp(arg, "both") == 0)
+		*(int *)field = TV_CAPTURE_ROLE_BOTH;
+	else if (strcmp(arg, "server") == 0)
+		*(int *)field = TV_CAPTURE_ROLE_SERVER;
+	else if (strcmp(arg, "client") == 0)
+		*(int *)field = TV_CAPTURE_ROLE_CLIENT;
+	else
+		return -EINVAL;
 	return 0;
 }
 
@@ -192,6 +223,9 @@ static const struct tv_cli_opt capture_options[] = {
 	 NULL, NULL},
 	{"ready-fd", 0, TV_CLI_ARG_INT, CAP(ready_fd), &tv_cli_fd_limit, NULL, NULL},
 	{"no-redact", 0, TV_CLI_ARG_CLEAR, CAP(redact), NULL, NULL, NULL},
+	{"strip-query", 0, TV_CLI_ARG_SET, CAP(strip_query), NULL, NULL, NULL},
+	{"redact-query-params", 0, TV_CLI_ARG_STRING, CAP(redact_query_params), NULL, NULL, NULL},
+	{"role", 0, TV_CLI_ARG_CUSTOM, CAP(role), NULL, "server, client or both", parse_role},
 	{"headers", 0, TV_CLI_ARG_SET, CAP(headers), NULL, NULL, NULL},
 	{"sample-ratio", 0, TV_CLI_ARG_CUSTOM, CAP(sample_ratio), NULL,
 	 "a decimal, 0 < R <= 1", parse_ratio},
@@ -286,6 +320,7 @@ int tv_cmd_capture(int argc, char **argv)
 	struct tv_capture_opts *o = &opts.capture;
 	struct tv_pipeline_opts *po = &opts.pipeline;
 	struct sigaction sa = {.sa_handler = sig_handler};
+	struct tv_query_rules rules; /* checked here, made again by the run */
 	char err[TV_CLI_ERR_LEN];
 	int ret;
 
@@ -299,6 +334,8 @@ int tv_cmd_capture(int argc, char **argv)
 		return ret;
 	/* after parsing: --mode may come after the options it governs */
 	if (tv_capture_check_mode(o, err, sizeof(err)))
+		return tv_cli_usage_error("%s", err);
+	if (tv_capture_query_rules(o, &rules, err, sizeof(err)))
 		return tv_cli_usage_error("%s", err);
 	ret = check_sizes(po);
 	if (ret)

@@ -34,6 +34,8 @@ static const struct field fields[] = {
 	FIELD(req_body_bytes, FIELD_U64), FIELD(resp_body_bytes, FIELD_U64),
 	FIELD(trace_id, FIELD_STR),	  FIELD(span_id, FIELD_STR),
 	FIELD(flags, FIELD_U32),
+	FIELD(role, FIELD_STR),		  FIELD(host, FIELD_STR),
+	FIELD(http_version, FIELD_STR),
 };
 #define N_FIELDS (sizeof(fields) / sizeof(fields[0]))
 #define MAX_KEY_SHOWN 64 /* bytes of an unknown key quoted back in an error */
@@ -466,8 +468,11 @@ int tv_record_write_jsonl(FILE *f, const Tracevault__V1__TraceRecord *r)
 /* ---- table ---- */
 
 #define COL_TIME 24
+#define COL_ROLE 6 /* "server", "client" */
 #define COL_METHOD 7
+#define COL_HOST 24
 #define COL_PATH 40
+#define COL_HTTP 4 /* "1.1" */
 #define COL_STATUS 6
 #define COL_LATENCY 12
 #define COL_PID 8
@@ -498,8 +503,9 @@ static void write_col(FILE *f, const char *s, int width, bool last)
 
 int tv_record_write_table_header(FILE *f)
 {
-	fprintf(f, "%-*s %-*s %-*s %*s %*s %*s %-*s %s\n", COL_TIME, "TIME", COL_METHOD, "METHOD",
-		COL_PATH, "PATH", COL_STATUS, "STATUS", COL_LATENCY, "LATENCY_MS", COL_PID, "PID",
+	fprintf(f, "%-*s %-*s %-*s %-*s %-*s %-*s %*s %*s %*s %-*s %s\n", COL_TIME, "TIME",
+		COL_ROLE, "ROLE", COL_METHOD, "METHOD", COL_HOST, "HOST", COL_PATH, "PATH",
+		COL_HTTP, "HTTP", COL_STATUS, "STATUS", COL_LATENCY, "LATENCY_MS", COL_PID, "PID",
 		COL_COMM, "COMM", "REMOTE");
 	return ferror(f) ? -EIO : 0;
 }
@@ -510,8 +516,11 @@ int tv_record_write_table_row(FILE *f, const Tracevault__V1__TraceRecord *r)
 
 	tv_format_rfc3339(r->ts_ns, when, sizeof(when));
 	write_col(f, when, COL_TIME, false);
+	write_col(f, r->role, COL_ROLE, false);
 	write_col(f, r->method, COL_METHOD, false);
+	write_col(f, r->host, COL_HOST, false);
 	write_col(f, r->path, COL_PATH, false);
+	write_col(f, r->http_version, COL_HTTP, false);
 	fprintf(f, "%*" PRIu32 " %*.3f %*" PRIu32 " ", COL_STATUS, r->status, COL_LATENCY,
 		(double)r->latency_ns / 1e6, COL_PID, r->pid);
 	write_col(f, r->comm, COL_COMM, false);

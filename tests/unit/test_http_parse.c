@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "capture/http_parse.h"
+#include "capture/query_redact.h"
 
 #define MAX_MSGS 16
 
@@ -60,6 +61,7 @@ static void on_done(void *ctx, const struct tv_http_msg *m)
 
 	assert_true(s->n < MAX_MSGS);
 	s->msgs[s->n] = *m;
+	s->msgs[s->n].host = m->host ? keep_str(m->host) : NULL;
 	s->msgs[s->n++].path = keep_str(m->path);
 }
 
@@ -959,6 +961,85 @@ static void test_traceparent_with_zero_parent_id_ignored(void **state)
 	drop_parser(p);
 }
 
+/* host: the Host header, unless the target names one (absolute-form wins, RFC 9112 §3.2.2;
+ * CONNECT's authority-form is the host); http_version from the request line. */
+static void test_host_and_http_version(void **state)
+{
+	static const struct {
+		const char *req, *host, *path, *version;
+	} cases[] = {
+		{ "GET /a HTTP/1.1\r\nHost: example.com:8080\r\n\r\n", "example.com:8080", "/a",
+		  "1.1" },
+		{ "GET /a HTTP/1.0\r\n\r\n", NULL, "/a", "1.0" },
+		{ "GET /a HTTP/1.0\r\nhOsT:   spaced.example   \r\n\r\n", "spaced.example", "/a",
+		  "1.0" },
+		{ "GET http://abs.example:81/p?q=1 HTTP/1.1\r\nHost: other.example\r\n\r\n",
+		  "abs.example:81", "http://abs.example:81/p", "1.1" },
+		{ "GET https://u:pw@abs.example HTTP/1.1\r\nHost: other\r\n\r\n", "abs.example",
+		  "https://REDACTED:REDACTED@abs.example", "1.1" },
+		{ "GET HTTP://[::1]:8080?x HTTP/1.1\r\n\r\n", "[::1]:8080", "HTTP://[::1]:8080",
+		  "1.1" },
+		{ "CONNECT tunnel.example:443 HTTP/1.1\r\nHost: tunnel.example:443\r\n\r\n",
+		  "tunnel.example:443", "tunnel.example:443", "1.1" },
+		{ "OPTIONS * HTTP/1.1\r\nHost: star.example\r\n\r\n", "star.example", "*", "1.1" },
+		/* a second Host (invalid) does not replace the first */
+		{ "GET / HTTP/1.1\r\nHost: first\r\nHost: second\r\n\r\n", "first", "/", "1.1" },
+		/* not a scheme: an origin-form path that holds "://" later */
+		{ "GET /x://y HTTP/1.1\r\nHost: h\r\n\r\n", "h", "/x://y", "1.1" },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct seen s;
+		struct tv_http_parser *p = new_parser(TV_HTTP_REQUEST, &s);
+
+		feed_str(p, cases[i].req, 1);
+		assert_int_equal(s.n, 1);
+		if (cases[i].host)
+			assert_string_equal(s.msgs[0].host, cases[i].host);
+		else
+			assert_null(s.msgs[0].host);
+		assert_string_equal(s.msgs[0].path, cases[i].path);
+		assert_string_equal(s.msgs[0].http_version, cases[i].version);
+		drop_parser(p);
+	}
+	/* a version that is not DIGIT "." DIGIT is not HTTP/1.x */
+	{
+		struct seen s;
+		struct tv_http_parser *p = new_parser(TV_HTTP_REQUEST, &s);
+
+		feed_str(p, "GET / HTTP/1.x\r\n\r\n", 1);
+		assert_int_equal(s.n, 0);
+		assert_int_equal(p->heads_unparsed, 1);
+		drop_parser(p);
+	}
+}
+
+/* With query rules set (as the capture sets them), the path keeps its query, sensitive values
+ * redacted, also when the request line is cut inside the query: the cut value of a listed
+ * name is still hidden. */
+static void test_query_rules_apply_to_path(void **state)
+{
+	struct tv_query_rules rules;
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_REQUEST, &s);
+	static const char cut[] = "GET /a?user=bob&token=0123456789abcdef HTTP/1.1\r\n\r\n";
+
+	(void)state;
+	tv_query_rules_default(&rules);
+	p->query = &rules;
+	feed_str(p, "GET /a?user=bob&token=s3cr3t HTTP/1.1\r\nHost: h\r\n\r\n", 1);
+	assert_int_equal(s.n, 1);
+	assert_string_equal(s.msgs[0].path, "/a?user=bob&token=REDACTED");
+	/* the copy ends inside the token's value: a cut head, its target's first bytes */
+	tv_http_parser_feed(p, cut, 26, sizeof(cut) - 1, 2);
+	assert_int_equal(s.n, 2);
+	assert_true(s.msgs[1].cut);
+	assert_string_equal(s.msgs[1].path, "/a?user=bob&token=REDACTED");
+	assert_string_equal(s.msgs[1].http_version, "");
+	drop_parser(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -991,6 +1072,8 @@ int main(void)
 		cmocka_unit_test(test_cut_head_keeps_complete_header_lines),
 		cmocka_unit_test(test_status_below_100_is_malformed),
 		cmocka_unit_test(test_traceparent_with_zero_parent_id_ignored),
+		cmocka_unit_test(test_host_and_http_version),
+		cmocka_unit_test(test_query_rules_apply_to_path),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, free_kept);

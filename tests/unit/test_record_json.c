@@ -48,6 +48,9 @@ static void fill(Tracevault__V1__TraceRecord *r)
 	r->trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
 	r->span_id = "00f067aa0ba902b7";
 	r->flags = 3;
+	r->role = "server";
+	r->host = "example.com:8080";
+	r->http_version = "1.1";
 }
 
 static void test_exact_jsonl_output(void **state)
@@ -65,7 +68,8 @@ static void test_exact_jsonl_output(void **state)
 		   "\"path\":\"/a?b=c&d=\\\"e\\\"\\\\f\",\"status\":200,\"req_body_bytes\":0,"
 		   "\"resp_body_bytes\":9223372036854775807,"
 		   "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\","
-		   "\"span_id\":\"00f067aa0ba902b7\",\"flags\":3}\n");
+		   "\"span_id\":\"00f067aa0ba902b7\",\"flags\":3,\"role\":\"server\","
+		   "\"host\":\"example.com:8080\",\"http_version\":\"1.1\"}\n");
 	free(s);
 }
 
@@ -239,8 +243,9 @@ static void test_rejections(void **state)
 	assert_rejects("{\"ts_ns\": 1, \"a\\u001bb\": 2}", "unknown field 'a?b'");
 }
 
-/* TIME, METHOD, PATH columns (24, 7, 40 wide, a space after each), then STATUS (6 wide) */
-#define STATUS_COL_END (24 + 1 + 7 + 1 + 40 + 1 + 6)
+/* TIME, ROLE, METHOD, HOST, PATH, HTTP columns (24, 6, 7, 24, 40, 4 wide, a space after
+ * each), then STATUS (6 wide) */
+#define STATUS_COL_END (24 + 1 + 6 + 1 + 7 + 1 + 24 + 1 + 40 + 1 + 4 + 1 + 6)
 
 static void test_table(void **state)
 {
@@ -258,7 +263,9 @@ static void test_table(void **state)
 	assert_non_null(strstr(buf, "TIME"));
 	assert_non_null(strstr(buf, "LATENCY_MS"));
 	row = strchr(buf, '\n') + 1;
-	assert_non_null(strstr(row, "2026-01-01T00:00:00.123Z GET     /evil?[31m/"));
+	assert_non_null(strstr(row, "2026-01-01T00:00:00.123Z server GET     example.com:8080 "
+				    "        /evil?[31m/"));
+	assert_non_null(strstr(row, "... 1.1  "));
 	assert_non_null(strstr(row, "... "));
 	assert_non_null(strstr(row, " 200 "));
 	assert_non_null(strstr(row, "100.000"));
@@ -293,7 +300,7 @@ static void test_headers_round_trip(void **state)
 	r.resp_headers = resp;
 	r.n_resp_headers = 1;
 	s = to_jsonl(&r);
-	assert_non_null(strstr(s, ",\"flags\":3,\"req_headers\":[{\"name\":\"Host\","
+	assert_non_null(strstr(s, ",\"http_version\":\"1.1\",\"req_headers\":[{\"name\":\"Host\","
 				  "\"value\":\"a\\\"b\"},{\"name\":\"Cookie\",\"value\":"
 				  "\"[redacted]\"}],\"resp_headers\":[{\"name\":"
 				  "\"Content-Length\",\"value\":\"9\"}]}\n"));

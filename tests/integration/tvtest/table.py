@@ -3,11 +3,12 @@ description, not from the C code: the header and the exact line of each record."
 
 RECORD_FIELDS = ["ts_ns", "end_ns", "latency_ns", "pid", "comm", "local", "remote", "method",
                  "path", "status", "req_body_bytes", "resp_body_bytes", "trace_id", "span_id",
-                 "flags"]
-# `--format table`: column widths; TIME, METHOD, PATH, COMM left-aligned, the numbers right
-TABLE_WIDTHS = (("TIME", 24), ("METHOD", 7), ("PATH", 40), ("STATUS", 6), ("LATENCY_MS", 12),
-                ("PID", 8), ("COMM", 16))
-TABLE_HEADER = ("%-24s %-7s %-40s %6s %12s %8s %-16s %s"
+                 "flags", "role", "host", "http_version"]
+# `--format table`: column widths; TIME, ROLE, METHOD, HOST, PATH, HTTP (the version), COMM
+# left-aligned, the numbers right
+TABLE_WIDTHS = (("TIME", 24), ("ROLE", 6), ("METHOD", 7), ("HOST", 24), ("PATH", 40),
+                ("HTTP", 4), ("STATUS", 6), ("LATENCY_MS", 12), ("PID", 8), ("COMM", 16))
+TABLE_HEADER = ("%-24s %-6s %-7s %-24s %-40s %-4s %6s %12s %8s %-16s %s"
                 % tuple([n for n, _ in TABLE_WIDTHS] + ["REMOTE"]))
 
 
@@ -32,8 +33,9 @@ def rfc3339_ms(ts_ns):
 
 def table_row(r):
     """The exact table line of record r (a dict of the jsonl fields), without the newline."""
-    return (_table_col(rfc3339_ms(r["ts_ns"]), 24) + _table_col(r["method"], 7)
-            + _table_col(r["path"], 40)
+    return (_table_col(rfc3339_ms(r["ts_ns"]), 24) + _table_col(r.get("role", ""), 6)
+            + _table_col(r["method"], 7) + _table_col(r.get("host", ""), 24)
+            + _table_col(r["path"], 40) + _table_col(r.get("http_version", ""), 4)
             + "%6d %12.3f %8d " % (r["status"], r["latency_ns"] / 1e6, r["pid"])
             + _table_col(r["comm"], 16) + _table_col(r["remote"], 0, last=True))
 
