@@ -35,7 +35,7 @@ def test_duration_ends_capture(srv, ng):
     assert DURATION_S <= elapsed < DURATION_S + 10, elapsed
     nums = tvtest.parse_capture_summary(err)
     assert nums["sent"] == 1 and nums["lost"] == 0, err
-    assert [(r["method"], r["status"], r["comm"]) for r in records(srv, "/index.html")] == \
+    assert [(r["method"], r["status"], r["comm"]) for r in records(srv, "/index.html?d")] == \
         [("GET", 200, "nginx")]
 
 

@@ -13,7 +13,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tvtest  # noqa: E402
 
 FIELDS = ["ts_ns", "end_ns", "latency_ns", "pid", "comm", "local", "remote", "method", "path",
-          "status", "req_body_bytes", "resp_body_bytes", "trace_id", "span_id", "flags"]
+          "status", "req_body_bytes", "resp_body_bytes", "trace_id", "span_id", "flags", "role",
+          "host", "http_version"]
 BASE_NS = 1767225600 * 10**9          # 2026-01-01T00:00:00Z
 SPAN_NS = 2 * 3600 * 10**9            # records spread over two hours
 N_RECORDS = 100_000
@@ -32,6 +33,9 @@ EDGES = [
     {"status": 2**32 - 1, "pid": 2**32 - 1, "latency_ns": 123456789012345, "remote":
      "[2001:db8::1234:5678:9abc]:65535"},
     {"latency_ns": 1499, "path": "/" + "\u20ac" * 20},
+    # a host wider than its column (24) is cut; one of exactly 24 is not
+    {"host": "a-rather-long-host-name.example.com:65535", "role": "client", "http_version": "1.0"},
+    {"host": "h" * 24, "role": "", "http_version": ""},
     # u64 fields past jansson's int64, as query prints them: put reads them back (rel-15)
     {"end_ns": 2**64 - 1, "latency_ns": 2**63, "req_body_bytes": 2**64 - 1,
      "resp_body_bytes": 2**63},
@@ -58,6 +62,10 @@ def make_record(rng, ts_ns):
         "trace_id": "%032x" % rng.getrandbits(128) if trace else "",
         "span_id": "%016x" % rng.getrandbits(64) if trace else "",
         "flags": rng.choice([0, 0, 0, 1, 2, 3, 2**32 - 1]),
+        "role": rng.choice(["server", "client", ""]),
+        "host": rng.choice(["example.com", "127.0.0.1:%d" % rng.randrange(1, 65536), "[::1]:8080",
+                            ""]),
+        "http_version": rng.choice(["1.1", "1.0", ""]),
     }
 
 
