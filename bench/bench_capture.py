@@ -42,10 +42,22 @@ def wrk_cpu(ng, threads, conns, duration_s, extra_pids=()):
     return completed, rps, bad, [cpu_s(p) - t for p, t in zip(pids, t0)]
 
 
+# (i)'s capture modes after "off": tracepoint with --pid (nginx's end only), with --port (both
+# ends of each loopback connection: nginx's and wrk's, two records per exchange, as a capture
+# by port gives them) and with --port --role server (wrk's end filtered out in the kernel);
+# sockfilter with --port (both ends too: the packets of loopback carry both views)
+MODES = ("tracepoint", "tp-port", "tp-port-server", "sockfilter")
+
+
 def mode_args(ng, mode):
-    """tracepoint: nginx's syscalls (--pid); sockfilter: loopback packets of nginx's port."""
+    """tracepoint: nginx's syscalls (--pid), or both ends of its port (--port, with --role
+    server: nginx's end only); sockfilter: loopback packets of nginx's port."""
     if mode == "sockfilter":
         return ["--mode", "sockfilter", "--port", str(ng.port), "--block-age-ms", "500"]
+    if mode == "tp-port":
+        return ["--port", str(ng.port)] + CAPTURE_ARGS
+    if mode == "tp-port-server":
+        return ["--port", str(ng.port), "--role", "server"] + CAPTURE_ARGS
     return ["--pid", str(ng.pid)] + CAPTURE_ARGS
 
 
@@ -93,10 +105,11 @@ def wait_log(ng, at_least, timeout_s=10):
 
 def throughput(srv, ng):
     print("(i) nginx throughput, wrk -t2 -c50 -d%ds on a %d-byte file, capture off / "
-          "tracepoint mode / sockfilter mode alternated" % (DURATION_S, len(BODY)))
-    runs = {"off": [], "tracepoint": [], "sockfilter": []}
+          "tracepoint --pid / tracepoint --port / tracepoint --port --role server / sockfilter "
+          "mode alternated" % (DURATION_S, len(BODY)))
+    runs = {mode: [] for mode in ("off",) + MODES}
     for _ in range(ROUNDS):
-        for mode in ("off", "tracepoint", "sockfilter"):
+        for mode in ("off",) + MODES:
             if mode == "off":
                 done, rps, bad, cpu = wrk_cpu(ng, 2, 50, DURATION_S)
                 runs[mode].append(rps)
@@ -106,13 +119,13 @@ def throughput(srv, ng):
             rps, done, sent, lost, logged, bad, _, us = capture_run(srv, ng, 2, 50,
                                                                     DURATION_S, mode)
             runs[mode].append(rps)
-            print("  %-12s %9.0f req/s %s  CPU us/request: nginx %.1f, capture %.1f, "
+            print("  %-16s %9.0f req/s %s  CPU us/request: nginx %.1f, capture %.1f, "
                   "tracevaultd %.1f; records %d, lost %d, nginx logged %d"
                   % (mode + ":", rps, bad, us[0], us[1], us[2], sent, lost, logged))
     # This machine's speed drifts between rounds (other tenants): each round's ratio is taken
     # against the "off" run right before it, and the median of those is the figure.
     off = sum(runs["off"]) / len(runs["off"])
-    for mode in ("tracepoint", "sockfilter"):
+    for mode in MODES:
         on = sum(runs[mode]) / len(runs[mode])
         ratios = sorted(m / o for m, o in zip(runs[mode], runs["off"]))
         print("capture on (%s) / off throughput: %.3fx median of rounds %s (means %.0f vs %.0f "

@@ -275,7 +275,8 @@ def test_interop_with_grpcio(srvs, tmp):
                                remote="127.0.0.1:9999", method="PUT", path="/py/%d" % i,
                                status=201, req_body_bytes=i, resp_body_bytes=2 * i,
                                trace_id="%032x" % (i + 1), span_id="%016x" % (i + 2),
-                               flags=i % 4)
+                               flags=i % 4, role=("server", "client")[i % 2],
+                               host="h%d.example" % (i % 3), http_version="1.%d" % (i % 2))
                 for i in range(500)]
         last = cl.write_segment(random.getrandbits(63) | 1,
                                 [(random.getrandbits(63) | 1, recs[:300]),
@@ -284,7 +285,7 @@ def test_interop_with_grpcio(srvs, tmp):
         got = query_lines(",".join(s.addr for s in srvs), str(base), str(base + 10**6))
         fields = ["ts_ns", "end_ns", "latency_ns", "pid", "comm", "local", "remote", "method",
                   "path", "status", "req_body_bytes", "resp_body_bytes", "trace_id", "span_id",
-                  "flags"]
+                  "flags", "role", "host", "http_version"]
         want = [{f: getattr(r, f) for f in fields} for r in recs]
         assert got == want, "tracevault query differs from what grpcio wrote"
     finally:
