@@ -167,16 +167,22 @@ static int is_tchar(unsigned char c)
 	       strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
-/* Does d look like the first bytes of a message of p's kind? Used to resync after ST_LOST. */
-static int looks_like_start(const struct tv_http_parser *p, const uint8_t *d, size_t n)
+int tv_http_is_request_start(const void *data, size_t n)
 {
+	const uint8_t *d = data;
 	size_t i;
 
-	if (p->kind == TV_HTTP_RESPONSE)
-		return n >= 7 && memcmp(d, "HTTP/1.", 7) == 0;
 	for (i = 0; i < n && i < TV_HTTP_METHOD_BYTES && d[i] >= 'A' && d[i] <= 'Z'; i++)
 		;
 	return i >= 3 && i < n && i < TV_HTTP_METHOD_BYTES && d[i] == ' ';
+}
+
+/* Does d look like the first bytes of a message of p's kind? Used to resync after ST_LOST. */
+static int looks_like_start(const struct tv_http_parser *p, const uint8_t *d, size_t n)
+{
+	if (p->kind == TV_HTTP_RESPONSE)
+		return n >= 7 && memcmp(d, "HTTP/1.", 7) == 0;
+	return tv_http_is_request_start(d, n);
 }
 
 static int hexval(int c)

@@ -123,6 +123,11 @@ size_t tv_http_head_limit(size_t payload_bytes);
  * counting an error: nothing the capture saw was lost. Call right after init. */
 void tv_http_parser_join_midstream(struct tv_http_parser *p);
 
+/* 1 when data[0, n) begins like a request the parser resyncs at: an upper-case method of 3 to
+ * 15 letters, then a space. (sockfilter.c picks up a connection open before the capture at
+ * such a segment, its sender taken as the client.) */
+int tv_http_is_request_start(const void *data, size_t n);
+
 /* 1 when a header of this name (case-insensitive) carries credentials and is redacted. */
 int tv_http_is_credential_header(const char *name, size_t len);
 

@@ -28,6 +28,7 @@
 #include "bpf/tv_event.h"    /* struct tv_event, payload limits, enum tv_lost_reason */
 #include "bpf/sockfilter.h" /* header bytes the filter keeps */
 #include "sockfilter.skel.h"
+#include "capture/http_parse.h" /* tv_http_is_request_start: mid-stream pick-up */
 #include "capture/limits.h"
 #include "capture/tcp_reasm.h"
 #include "common/clock.h"
@@ -579,6 +580,9 @@ int tv_sockfilter_open(struct tv_sockfilter **out, const struct tv_sockfilter_op
 	s->last_expire_ns = tv_monotonic_ns();
 	s->ev = malloc(sizeof(*s->ev));
 	s->reasm = tv_tcp_reasm_new((uint16_t)o->port, 0, on_tcp_event, s);
+	if (s->reasm) /* without --port, a connection open before the start is picked up at a
+		       * request, its sender the client */
+		tv_tcp_reasm_set_request_probe(s->reasm, tv_http_is_request_start);
 	if (!s->ev || !s->reasm) {
 		rc = -ENOMEM;
 		snprintf(err, errlen, "out of memory setting up the sockfilter capture");

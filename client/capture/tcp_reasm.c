@@ -47,6 +47,7 @@ struct tv_tcp_reasm {
 	tv_tcp_event_fn fn;
 	void *ctx;
 	uint16_t server_port;
+	tv_tcp_request_probe_fn probe; /* mid-stream pick-up without server_port, or NULL */
 	uint32_t max_conns;
 	size_t n_conns;
 	uint64_t queued_bytes; /* captured bytes in all out-of-order queues */
@@ -94,6 +95,11 @@ struct tv_tcp_reasm *tv_tcp_reasm_new(uint16_t server_port, uint32_t max_conns,
 	t->server_port = server_port;
 	t->max_conns = max_conns ? max_conns : TV_TCP_REASM_MAX_CONNS;
 	return t;
+}
+
+void tv_tcp_reasm_set_request_probe(struct tv_tcp_reasm *t, tv_tcp_request_probe_fn probe)
+{
+	t->probe = probe;
 }
 
 static void half_clear(struct tv_tcp_reasm *t, struct half *h)
@@ -349,10 +355,17 @@ static struct conn *conn_start(struct tv_tcp_reasm *t, struct conn **slot,
 		return ack ? conn_open(t, slot, &s->dst, &s->src, 0, s->ts_ns)
 			   : conn_open(t, slot, &s->src, &s->dst, 0, s->ts_ns);
 	}
-	/* mid-stream: only with a server port, and only at a segment with payload (a bare ACK
-	 * or the FIN of a connection that just ended must not start one) */
-	if (!t->server_port || s->len == 0)
+	/* mid-stream: only at a segment with payload (a bare ACK or the FIN of a connection
+	 * that just ended must not start one), and only with a server port or at a segment
+	 * that begins a request (the probe) */
+	if (s->len == 0)
 		goto ignore;
+	if (!t->server_port) {
+		if (!t->probe || s->cap_len == 0 || !t->probe(s->data, s->cap_len))
+			goto ignore;
+		*dir = TV_TCP_TO_SERVER;
+		return conn_open(t, slot, &s->src, &s->dst, 1, s->ts_ns);
+	}
 	if (s->dst.port == t->server_port) {
 		*dir = TV_TCP_TO_SERVER;
 		return conn_open(t, slot, &s->src, &s->dst, 1, s->ts_ns);

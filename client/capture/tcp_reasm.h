@@ -100,11 +100,22 @@ struct tv_tcp_reasm;
  * started by its SYN (the sender is the client) or SYN-ACK (the sender is the server). One
  * first seen without them (it started before the capture) is picked up at its first segment
  * with payload only when server_port is set and one of its ports is server_port: that side is
- * the server, and each direction starts at the first byte seen. Otherwise its segments are
- * ignored (midstream_ignored): without the handshake nothing says which side is the server.
+ * the server, and each direction starts at the first byte seen; without server_port, at a
+ * segment that begins a request when a probe is set (tv_tcp_reasm_set_request_probe).
+ * Otherwise its segments are ignored (midstream_ignored): nothing says which side is the
+ * server.
  * max_conns: 0 for TV_TCP_REASM_MAX_CONNS. NULL when out of memory. */
 struct tv_tcp_reasm *tv_tcp_reasm_new(uint16_t server_port, uint32_t max_conns,
 				      tv_tcp_event_fn fn, void *ctx);
+
+/* Says whether a segment's captured bytes (data[0, len), len > 0) begin a request. */
+typedef int (*tv_tcp_request_probe_fn)(const void *data, size_t len);
+/* Without server_port, a connection first seen mid-stream is picked up at its first segment
+ * whose captured bytes probe(...) says begin a request: the sender is the client, each
+ * direction starts at the first byte seen. (A segment in the middle of a body that happens to
+ * begin like a request would mislead it; the parser then resyncs.) NULL (the default): such
+ * connections are ignored, as said at tv_tcp_reasm_new. */
+void tv_tcp_reasm_set_request_probe(struct tv_tcp_reasm *t, tv_tcp_request_probe_fn probe);
 /* Frees everything without emitting: call tv_tcp_reasm_flush first. Safe on NULL. */
 void tv_tcp_reasm_free(struct tv_tcp_reasm *t);
 

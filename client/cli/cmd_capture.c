@@ -72,9 +72,9 @@ static const char *const capture_usage[] = {
 	"                             syscalls, with pid and comm) or sockfilter (TCP packets\n"
 	"                             of --interface, reassembled; pid 0, no comm; needs\n"
 	"                             CAP_NET_RAW + CAP_BPF; --pid, --comm and --cgroup\n"
-	"                             do not apply). With --port, connections\n"
-	"                             open before the start are picked up at their next\n"
-	"                             request; without it only those that start later\n"
+	"                             do not apply). Connections open before the start\n"
+	"                             are picked up at their next request (the --port\n"
+	"                             side, else the request's receiver, is the server)\n"
 	"      --interface IF         sockfilter: the interface to read, 1 to 15 bytes\n"
 	"                             (default lo)\n",
 	"  -d, --duration DURATION    stop after this long, 1ms to 365d: a number of seconds\n"

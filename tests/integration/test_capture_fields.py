@@ -2,7 +2,8 @@
 loopback: every exchange gives exactly one record with role "server" (nginx's end: local is
 the server) and one with role "client" (this test's end: local is the client); --role server
 and --role client keep only theirs (tracepoint: filtered in the kernel, also for a connection
-seeded from /proc at the start). The request target keeps its query with the values of
+seeded from /proc at the start; sockfilter: one joined mid-stream without --port is picked up
+at its next request, the request's sender being the client). The request target keeps its query with the values of
 credential parameters redacted (--redact-query-params replaces the list, --no-redact keeps
 them), host comes from the Host header or an absolute-form target (which wins), and
 http_version from the request line."""
@@ -91,6 +92,22 @@ def test_seeded_connection_roles(srv):
           "--role client seeds only the client end")
 
 
+def test_sockfilter_old_connection_without_port(srv):
+    """sockfilter without --port: a connection open before the start (no SYN seen) is picked
+    up at its next request, whose sender is the client: both ends get their role."""
+    with tvtest.Nginx() as ng:
+        recs, nums, err, log, old, _, _ = tvtest.capture_old_connection(srv, ng, SOCKFILTER)
+        server_end = "127.0.0.1:%d" % ng.port
+        on_old = sorted((r["role"], r["local"], r["remote"], r["path"]) for r in recs
+                        if old in (r["local"], r["remote"]))
+        assert on_old == sorted(
+            [("client", old, server_end, p) for p in ("/index.html", "/old-conn-after-start")] +
+            [("server", server_end, old, p) for p in ("/index.html", "/old-conn-after-start")]), \
+            (on_old, err)
+    print("ok (sockfilter): without --port, a connection open before the start is picked up "
+          "at its next request, the sender of the request being the client")
+
+
 QUERY = "/index.html?user=bob&token=s3cr3t&%73ig=abc&empty=&token&Sig=x&page=2"
 REDACTED = "/index.html?user=bob&token=REDACTED&%73ig=REDACTED&empty=&token&Sig=REDACTED&page=2"
 
@@ -171,6 +188,7 @@ def main():
             print("sockfilter part skipped: %s" % sockfilter.unavailable_reason())
             return
         test_roles(srv, SOCKFILTER)
+        test_sockfilter_old_connection_without_port(srv)
         test_url_fields(srv, SOCKFILTER)
 
 

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 #include <sys/socket.h>
 
+#include "capture/http_parse.h" /* tv_http_is_request_start, the probe sockfilter.c sets */
 #include "capture/tcp_reasm.h"
 
 #define MAX_EV 256
@@ -361,6 +362,32 @@ static void test_midstream_with_server_port_starts_at_first_payload(void **state
 	tv_tcp_reasm_free(t);
 }
 
+/* Without a server port, a probe that recognises a request's first bytes decides: the
+ * connection starts at the first segment that begins a request, its sender the client,
+ * whichever port is higher; what comes before it (a response's tail) is ignored. */
+static void test_midstream_without_server_port_starts_at_a_request(void **state)
+{
+	struct rec r;
+	struct tv_tcp_reasm *t = new_reasm(&r, 0, 0);
+	struct tv_tcp_endpoint c = ep("127.0.0.1", 80), s = ep("127.0.0.1", 45000);
+
+	(void)state;
+	tv_tcp_reasm_set_request_probe(t, tv_http_is_request_start);
+	seg(t, s, c, 5000, TV_TCP_ACK, "HTTP/1.1 200 OK\r\n\r\n"); /* not a request */
+	seg(t, c, s, 100, TV_TCP_ACK, "tail of a body");
+	assert_int_equal(r.opens, 0);
+	assert_int_equal(tv_tcp_reasm_stats(t)->midstream_ignored, 2);
+	seg(t, c, s, 114, TV_TCP_ACK, "GET /next HTTP/1.1\r\n\r\n");
+	assert_int_equal(r.opens, 1);
+	assert_int_equal(r.conn[0].midstream, 1);
+	assert_memory_equal(&r.conn[0].client, &c, sizeof(c));
+	assert_memory_equal(&r.conn[0].server, &s, sizeof(s));
+	seg(t, s, c, 5019, TV_TCP_ACK, "HTTP/1.1 404 Not Found\r\n");
+	assert_stream(&r, TV_TCP_TO_SERVER, "GET /next HTTP/1.1\r\n\r\n");
+	assert_stream(&r, TV_TCP_TO_CLIENT, "HTTP/1.1 404 Not Found\r\n");
+	tv_tcp_reasm_free(t);
+}
+
 static void test_midstream_without_server_port_is_ignored(void **state)
 {
 	struct rec r;
@@ -473,6 +500,7 @@ int main(void)
 		cmocka_unit_test(test_fin_waits_for_the_bytes_before_it),
 		cmocka_unit_test(test_midstream_with_server_port_starts_at_first_payload),
 		cmocka_unit_test(test_midstream_without_server_port_is_ignored),
+		cmocka_unit_test(test_midstream_without_server_port_starts_at_a_request),
 		cmocka_unit_test(test_connection_table_overflow_is_counted),
 		cmocka_unit_test(test_new_syn_on_same_tuple_ends_old_connection),
 		cmocka_unit_test(test_uncaptured_bytes_are_counted_exactly),
