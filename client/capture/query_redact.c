@@ -73,12 +73,13 @@ int tv_query_rules_parse(struct tv_query_rules *r, const char *list, char *err, 
 		size_t n = end ? (size_t)(end - p) : strlen(p);
 
 		if (n == 0) {
-			snprintf(err, errlen, "invalid --redact-query-params '%.200s': empty name", list);
+			snprintf(err, errlen, "invalid --redact-query-params '%.200s': empty name",
+				 list);
 			return -EINVAL;
 		}
 		if (n >= TV_QUERY_PARAM_NAME_BYTES) {
-			snprintf(err, errlen, "invalid --redact-query-params: name '%.*s...' is longer "
-				 "than %d bytes", 32, p, TV_QUERY_PARAM_NAME_BYTES - 1);
+			snprintf(err, errlen, "invalid --redact-query-params: name '%.*s...' is "
+				 "longer than %d bytes", 32, p, TV_QUERY_PARAM_NAME_BYTES - 1);
 			return -EINVAL;
 		}
 		if (out.n >= TV_QUERY_MAX_PARAMS) {
@@ -173,8 +174,10 @@ size_t tv_query_redact(const struct tv_query_rules *r, const char *t, size_t n, 
 	if (hash)
 		n = (size_t)(hash - t);
 	q = memchr(t, '?', n);
-	if ((!r || r->mode != TV_QUERY_KEEP) && find_userinfo(t, q ? (size_t)(q - t) : n, &ua, &ue)) {
-		/* credentials in the URL itself (RFC 3986 §3.2.1, deprecated): as OTel's url.full */
+	if ((!r || r->mode != TV_QUERY_KEEP) &&
+	    find_userinfo(t, q ? (size_t)(q - t) : n, &ua, &ue)) {
+		/* credentials in the URL itself (RFC 3986 §3.2.1, deprecated): as OTel's
+		 * url.full asks */
 		put(out, cap, &len, t, ua);
 		if (memchr(t + ua, ':', ue - ua))
 			put(out, cap, &len, TV_QUERY_REDACTED ":" TV_QUERY_REDACTED,

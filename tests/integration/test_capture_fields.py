@@ -3,10 +3,11 @@ loopback: every exchange gives exactly one record with role "server" (nginx's en
 the server) and one with role "client" (this test's end: local is the client); --role server
 and --role client keep only theirs (tracepoint: filtered in the kernel, also for a connection
 seeded from /proc at the start; sockfilter: one joined mid-stream without --port is picked up
-at its next request, the request's sender being the client). The request target keeps its query with the values of
-credential parameters redacted (--redact-query-params replaces the list, --no-redact keeps
-them), host comes from the Host header or an absolute-form target (which wins), and
-http_version from the request line."""
+at its next request, the request's sender being the client). The request target keeps its
+query with the values of credential parameters redacted (--redact-query-params replaces or
+extends the list, --no-redact keeps them, --strip-query drops the query), host comes from the
+Host header or an absolute-form target (which wins), and http_version from the request
+line."""
 import os
 import sys
 import time

@@ -1,9 +1,9 @@
 """Issue 11, limits that cut silently: against a small HTTP/1.1 server of our own (it reads in
 2 KiB pieces, so every read is copied whole), in both capture modes (tracepoint: both ends of
-the loopback connection; sockfilter: the packets, seen from both ends too). At --payload-bytes 32K a 10 KiB
-response head keeps its body count, a 12 KiB request head its traceparent and a 2000-byte path
-is stored whole, all with flags 0 (the parser's head limit follows --payload-bytes; paths have
-no bound of their own). What is still cut -- a head past the limit, or past the copy -- is a
+the loopback connection; sockfilter: the packets, seen from both ends too). At --payload-bytes
+32K a 10 KiB response head keeps its body count, a 12 KiB request head its traceparent and a
+2000-byte path is stored whole, all with flags 0 (the parser's head limit follows
+--payload-bytes; paths have no bound of their own). What is still cut -- a head past the limit, or past the copy -- is a
 record flagged PARTIAL | CUT and counted in the summary's "heads cut"; a request whose start
 line the parser cannot read (a 16-byte method) is no record but is counted ("unparsed heads",
 and in the parser loss)."""

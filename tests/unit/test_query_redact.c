@@ -117,11 +117,13 @@ static void test_custom_list_replaces_or_extends(void **state)
 	assert_int_equal(tv_query_rules_parse(&r, "Otp,sid", err, sizeof(err)), 0);
 	assert_int_equal(r.n, 2);
 	/* replaced: token is no longer listed, the new names are, in any case */
-	assert_string_equal(redact(&r, "/a?token=1&OTP=2&Sid=3"), "/a?token=1&OTP=REDACTED&Sid=REDACTED");
+	assert_string_equal(redact(&r, "/a?token=1&OTP=2&Sid=3"),
+			    "/a?token=1&OTP=REDACTED&Sid=REDACTED");
 
 	tv_query_rules_default(&r);
 	assert_int_equal(tv_query_rules_parse(&r, "+otp", err, sizeof(err)), 0);
-	assert_string_equal(redact(&r, "/a?token=1&otp=2&x=3"), "/a?token=REDACTED&otp=REDACTED&x=3");
+	assert_string_equal(redact(&r, "/a?token=1&otp=2&x=3"),
+			    "/a?token=REDACTED&otp=REDACTED&x=3");
 
 	/* "": no name at all, the query kept */
 	tv_query_rules_default(&r);
@@ -179,7 +181,8 @@ static void test_output_bound(void **state)
 	(void)state;
 	tv_query_rules_default(&r);
 	memset(out, 'Z', sizeof(out));
-	assert_int_equal(tv_query_redact(&r, t, strlen(t), out, 0), strlen("/a?token=REDACTED&b=2"));
+	assert_int_equal(tv_query_redact(&r, t, strlen(t), out, 0),
+			 strlen("/a?token=REDACTED&b=2"));
 	assert_int_equal(out[0], 'Z');
 	assert_int_equal(tv_query_redact(&r, t, strlen(t), out, sizeof(out)),
 			 strlen("/a?token=REDACTED&b=2"));
