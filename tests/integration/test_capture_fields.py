@@ -9,8 +9,11 @@ extends the list, --no-redact keeps them, --strip-query drops the query), host c
 Host header or an absolute-form target (which wins), and http_version from the request
 line."""
 import os
+import shutil
+import socket
+import subprocess
 import sys
-import time
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_capture_sockfilter as sockfilter  # noqa: E402  (its availability check)
@@ -109,6 +112,100 @@ def test_sockfilter_old_connection_without_port(srv):
           "at its next request, the sender of the request being the client")
 
 
+class VethPair:
+    """A veth pair, one end in a network namespace of its own: HOST_IP here, PEER_IP there. The
+    one place a capture test leaves loopback: the sockfilter rule for an interface other than
+    lo (an end is recorded only when its address is this host's) needs a peer that is not
+    this host. Both ends exist only during the test."""
+
+    def __init__(self):
+        tag = "tvf%d" % (os.getpid() % 10**7)
+        self.ns, self.dev, self.peer = tag, tag + "a", tag + "b"
+        self.net = "10.211.%d" % (os.getpid() % 250)
+        self.host_ip, self.peer_ip = self.net + ".1", self.net + ".2"
+        self.procs = []
+
+    def sh(self, *args):
+        p = subprocess.run(list(args), capture_output=True, text=True, timeout=30)
+        if p.returncode != 0:
+            raise tvtest.Unavailable("%s: %s" % (" ".join(args), p.stderr.strip()))
+
+    def __enter__(self):
+        try:
+            self.sh("ip", "netns", "add", self.ns)
+            self.sh("ip", "link", "add", self.dev, "type", "veth", "peer", "name", self.peer)
+            self.sh("ip", "link", "set", self.peer, "netns", self.ns)
+            self.sh("ip", "addr", "add", self.host_ip + "/24", "dev", self.dev)
+            self.sh("ip", "link", "set", self.dev, "up")
+            self.sh("ip", "netns", "exec", self.ns, "ip", "addr", "add", self.peer_ip + "/24",
+                    "dev", self.peer)
+            self.sh("ip", "netns", "exec", self.ns, "ip", "link", "set", self.peer, "up")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def http_server(self, in_ns):
+        """A python http.server on this end (in_ns False) or the peer's; returns its port."""
+        ip = self.peer_ip if in_ns else self.host_ip
+        port = tvtest.free_port()
+        cmd = ["/usr/bin/python3", "-m", "http.server", str(port), "--bind", ip]
+        if in_ns:
+            cmd = ["ip", "netns", "exec", self.ns] + cmd
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                cwd=tempfile.gettempdir())
+        self.procs.append(proc)
+
+        def up():
+            try:
+                socket.create_connection((ip, port), 0.2).close()
+                return True
+            except OSError:
+                return proc.poll() is not None
+        tvtest.wait_for(up, "http.server on %s:%d" % (ip, port), 10)
+        assert proc.poll() is None, "http.server on %s:%d exited" % (ip, port)
+        return port
+
+    def __exit__(self, *exc):
+        for p in self.procs:
+            p.kill()
+            p.wait()
+        subprocess.run(["ip", "link", "del", self.dev], capture_output=True, timeout=30)
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True, timeout=30)
+
+
+def test_sockfilter_other_interface(srv):
+    """On an interface other than lo, an end is ours only when its address is this host's:
+    a server here gives only its server record, a client here only its client record."""
+    if not shutil.which("ip"):
+        print("sockfilter on another interface skipped: no ip(8)")
+        return
+    try:
+        with VethPair() as v:
+            here, there = v.http_server(False), v.http_server(True)
+
+            def run():
+                for cmd in (["ip", "netns", "exec", v.ns, "curl", "-s", "-o", "/dev/null",
+                             "http://%s:%d/?served=here" % (v.host_ip, here)],
+                            ["curl", "-s", "-o", "/dev/null",
+                             "http://%s:%d/?served=there" % (v.peer_ip, there)]):
+                    subprocess.run(cmd, check=True, timeout=30)
+            for role, want in (("both", ["client", "server"]), ("server", ["server"]),
+                               ("client", ["client"])):
+                recs, nums, err = tvtest.capture_records(
+                    srv, SOCKFILTER + ["--interface", v.dev, "--role", role], run)
+                got = sorted((r["role"], r["local"].split(":")[0], r["remote"].split(":")[0],
+                              r["path"]) for r in recs)
+                expect = {"server": ("server", v.host_ip, v.peer_ip, "/?served=here"),
+                          "client": ("client", v.host_ip, v.peer_ip, "/?served=there")}
+                assert got == [expect[w] for w in want], (role, got, err)
+    except tvtest.Unavailable as e:
+        print("sockfilter on another interface skipped: %s" % e)
+        return
+    print("ok (sockfilter): on another interface only this host's end of a connection is "
+          "recorded, by --role")
+
+
 QUERY = "/index.html?user=bob&token=s3cr3t&%73ig=abc&empty=&token&Sig=x&page=2"
 REDACTED = "/index.html?user=bob&token=REDACTED&%73ig=REDACTED&empty=&token&Sig=REDACTED&page=2"
 
@@ -190,6 +287,7 @@ def main():
             return
         test_roles(srv, SOCKFILTER)
         test_sockfilter_old_connection_without_port(srv)
+        test_sockfilter_other_interface(srv)
         test_url_fields(srv, SOCKFILTER)
 
 
