@@ -4,7 +4,6 @@
 #define _GNU_SOURCE /* memrchr */
 #include "capture/http_parse.h"
 
-#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -273,25 +272,12 @@ static void set_host(char **dst, const char *s, size_t n)
  * target itself (§3.2.3). Origin-form and "*" name none. */
 static void host_of_target(struct tv_http_msg *m, const char *t, size_t n)
 {
-	size_t i = 0, a, e;
-	const char *at;
+	size_t a, e, host;
 
-	if (strcmp(m->method, "CONNECT") == 0) {
+	if (strcmp(m->method, "CONNECT") == 0)
 		set_host(&m->host, t, n);
-		return;
-	}
-	while (i < n && (isalnum((unsigned char)t[i]) || t[i] == '+' || t[i] == '-' ||
-			 t[i] == '.'))
-		i++;
-	if (i == 0 || !isalpha((unsigned char)t[0]) || n - i < 3 || memcmp(t + i, "://", 3) != 0)
-		return;
-	a = i + 3;
-	for (e = a; e < n && t[e] != '/' && t[e] != '?' && t[e] != '#'; e++)
-		;
-	at = memrchr(t + a, '@', e - a);
-	if (at)
-		a = (size_t)(at - t) + 1;
-	set_host(&m->host, t + a, e - a);
+	else if (tv_url_authority(t, n, &a, &e, &host))
+		set_host(&m->host, t + host, e - host);
 }
 
 /* The method and the start of the target of a request line cut before its end (l[0, n), no

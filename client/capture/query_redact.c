@@ -141,26 +141,36 @@ static void put(char *out, size_t cap, size_t *len, const char *s, size_t n)
 	*len += n;
 }
 
-/* The userinfo of an absolute-form target "scheme://userinfo@host...": 1 with its bounds
- * [*a, *e) in t, else 0. */
-static int find_userinfo(const char *t, size_t n, size_t *a, size_t *e)
+int tv_url_authority(const char *t, size_t n, size_t *a, size_t *e, size_t *host)
 {
 	size_t i = 0, end;
 	const char *at;
 
+	/* scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) */
 	while (i < n && (isalnum((unsigned char)t[i]) || t[i] == '+' || t[i] == '-' ||
 			 t[i] == '.'))
 		i++;
 	if (i == 0 || !isalpha((unsigned char)t[0]) || n - i < 3 || memcmp(t + i, "://", 3) != 0)
 		return 0;
 	i += 3;
-	for (end = i; end < n && t[end] != '/' && t[end] != '?'; end++)
+	for (end = i; end < n && t[end] != '/' && t[end] != '?' && t[end] != '#'; end++)
 		;
 	at = memrchr(t + i, '@', end - i);
-	if (!at)
-		return 0;
 	*a = i;
-	*e = (size_t)(at - t);
+	*e = end;
+	*host = at ? (size_t)(at - t) + 1 : i;
+	return 1;
+}
+
+/* The userinfo of an absolute-form target "scheme://userinfo@host...": 1 with its bounds
+ * [*a, *e) in t (without the '@'), else 0. */
+static int find_userinfo(const char *t, size_t n, size_t *a, size_t *e)
+{
+	size_t end, host;
+
+	if (!tv_url_authority(t, n, a, &end, &host) || host == *a)
+		return 0;
+	*e = host - 1;
 	return 1;
 }
 

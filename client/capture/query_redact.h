@@ -20,6 +20,12 @@ enum tv_query_mode {
 	TV_QUERY_KEEP = 2,   /* keep the query as sent (--no-redact) */
 };
 
+/* The authority of an absolute-form target t[0, n) (RFC 9112 §3.2.2, RFC 3986 §3.2:
+ * "scheme://[userinfo@]host[:port]" up to the next '/', '?' or '#'): 1 with its bounds
+ * [*a, *e) in t and *host the offset where the host begins (after the userinfo and its '@',
+ * else *a); 0 for any other form (origin-form "/...", "*", authority-form). */
+int tv_url_authority(const char *t, size_t n, size_t *a, size_t *e, size_t *host);
+
 /* The default names, lowercase, matched case-insensitively against each parameter's name after
  * percent-decoding it: OTel's url.query guidance (AWSAccessKeyId, Signature, sig,
  * X-Goog-Signature) and the usual credential names. NULL-terminated; README lists them. */
