@@ -316,7 +316,9 @@ static void conn_switch(struct conn *c, uint64_t seq)
 		return;
 	c->tunnel = 1;
 	c->t->stats.tunnels++;
-	tv_http_parser_switch(&c->resp, 0);
+	/* called from the response parser's on_head when a response switched: it switches
+	 * itself at the end of that head (finish_current leaves it to do so) */
+	tv_http_parser_switch(&c->resp, 1);
 	if (up && c->req_seq == seq) {
 		tv_http_parser_switch(&c->req, 1);
 		return;
