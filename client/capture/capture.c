@@ -125,6 +125,15 @@ static void on_exchange(void *ctx, const struct tv_exchange *x)
 	r.flags = x->flags;
 	r.n_req_headers = headers_view(x->req_hdrs, x->req_hdrs_len, &r.req_headers);
 	r.n_resp_headers = headers_view(x->resp_hdrs, x->resp_hdrs_len, &r.resp_headers);
+	r.req_body.data = (uint8_t *)x->req_body;
+	r.req_body.len = x->req_body_len;
+	r.resp_body.data = (uint8_t *)x->resp_body;
+	r.resp_body.len = x->resp_body_len;
+	r.req_content_type = (char *)(x->req_content_type ? x->req_content_type : "");
+	r.resp_content_type = (char *)(x->resp_content_type ? x->resp_content_type : "");
+	r.req_content_encoding = (char *)(x->req_content_encoding ? x->req_content_encoding : "");
+	r.resp_content_encoding = (char *)(x->resp_content_encoding ? x->resp_content_encoding
+								      : "");
 	/* copied by the sink; a drop (cache full past back-pressure) is counted there */
 	c->sink->add(c->sink->ctx, &r);
 	free(r.req_headers);
@@ -258,6 +267,8 @@ static void finish(struct capture *c)
 	res->requests_unparsed = cs->requests_unparsed;
 	res->responses_unparsed = cs->responses_unparsed;
 	res->lost_parser = cs->exchanges_dropped + cs->requests_unparsed;
+	res->tunnels = cs->tunnels;
+	res->tunnel_bytes = cs->tunnel_bytes;
 	res->records_lost = res->lost_kernel + res->lost_parser;
 }
 
@@ -315,6 +326,21 @@ int tv_capture_query_rules(const struct tv_capture_opts *o, struct tv_query_rule
 	return 0;
 }
 
+int tv_capture_check_body_bytes(const struct tv_capture_opts *o, char *err, size_t errlen)
+{
+	uint32_t payload = o->payload_bytes ? o->payload_bytes : TV_CAPTURE_DEFAULT_PAYLOAD_BYTES;
+	char body_s[32], payload_s[32];
+
+	if (o->body_bytes <= payload)
+		return 0;
+	tv_size_format(o->body_bytes, body_s, sizeof(body_s));
+	tv_size_format(payload, payload_s, sizeof(payload_s));
+	snprintf(err, errlen, "--body-bytes %s is above --payload-bytes %s%s: body bytes the copy "
+		 "does not carry cannot be stored", body_s, payload_s,
+		 o->payload_bytes ? "" : " (the default)");
+	return -EINVAL;
+}
+
 int tv_capture_run(const struct tv_capture_opts *o, const struct tv_record_sink *sink,
 		   struct tv_capture_result *res, char *err, size_t errlen)
 {
@@ -325,6 +351,8 @@ int tv_capture_run(const struct tv_capture_opts *o, const struct tv_record_sink 
 	rc = tv_capture_check_mode(o, err, errlen);
 	if (!rc)
 		rc = tv_capture_query_rules(o, &c.query, err, errlen);
+	if (!rc)
+		rc = tv_capture_check_body_bytes(o, err, errlen);
 	if (rc)
 		return rc;
 	if (o->role < TV_CAPTURE_ROLE_BOTH || o->role > TV_CAPTURE_ROLE_CLIENT) {
@@ -347,6 +375,7 @@ int tv_capture_run(const struct tv_capture_opts *o, const struct tv_record_sink 
 	tv_conn_table_set_head_limit(c.conns, tv_http_head_limit(
 		o->payload_bytes ? o->payload_bytes : TV_CAPTURE_DEFAULT_PAYLOAD_BYTES));
 	tv_conn_table_set_headers(c.conns, o->headers, !o->redact);
+	tv_conn_table_set_body_bytes(c.conns, o->body_bytes);
 	rc = open_source(&c, err, errlen);
 	if (rc)
 		goto cleanup;

@@ -33,6 +33,8 @@ struct tv_capture_opts {
 	const char *comm;            /* NULL: every task; else exact task comm (<= 15 bytes) */
 	const char *cgroup;          /* NULL: every cgroup; else a cgroup v2 directory (subtree) */
 	uint32_t payload_bytes;      /* 0: TV_CAPTURE_DEFAULT_PAYLOAD_BYTES; max 32 KiB */
+	uint32_t body_bytes;         /* --body-bytes: first body bytes kept per message, at most
+				      * the payload copy (tv_capture_check_body_bytes); 0: none */
 	uint32_t ring_bytes;         /* 0: the mode's default. tracepoint: TV_CAPTURE_RING_BYTES,
 				      * a power of two >= 4 KiB; sockfilter:
 				      * TV_SOCKFILTER_RING_BYTES, whole 1 MiB blocks */
@@ -79,6 +81,9 @@ struct tv_capture_result {
 	uint64_t responses_unparsed; /* the same for response heads: the exchange is stored
 				      * without that response */
 	uint64_t sampled_out;    /* not kept by --sample-ratio (by choice: not lost) */
+	uint64_t tunnels;        /* connections that left HTTP/1.x (101, 2xx to CONNECT, the
+				  * HTTP/2 preface): their later bytes are no records, not loss */
+	uint64_t tunnel_bytes;   /* bytes seen in those tunnels after the switch (both ways) */
 	uint64_t events;
 	/* The sink's flush at the end: 0 when it stored everything handed to it, else its
 	 * negative errno (what it dropped it counts and logs itself). Not the run's own result:
@@ -98,6 +103,11 @@ int tv_capture_check_mode(const struct tv_capture_opts *o, char *err, size_t err
  * one-line reason in err. */
 int tv_capture_query_rules(const struct tv_capture_opts *o, struct tv_query_rules *out,
 			   char *err, size_t errlen);
+
+/* --body-bytes must not exceed what a syscall's copy holds (--payload-bytes, or its default):
+ * bytes the copy does not carry cannot be stored. Returns 0, or -EINVAL with a one-line
+ * reason in err naming both options. */
+int tv_capture_check_body_bytes(const struct tv_capture_opts *o, char *err, size_t errlen);
 
 /* Runs until *stop or the duration ends, then ends every connection, reports the final loss
  * totals and flushes the sink. *res is zeroed first and filled whenever the source was opened.

@@ -25,6 +25,7 @@ struct pending {
 	unsigned status;
 	uint32_t flags; /* TV_RECORD_FLAG_* */
 	int req_done, resp_done, is_head;
+	int is_connect; /* a 2xx answer makes the connection a tunnel (RFC 9110 §9.3.6) */
 	/* a request that began in data the capture lost: holds its place in the FIFO so that
 	 * its response, if seen, pairs with it and not with the next request; never emitted */
 	int unseen;
@@ -38,6 +39,15 @@ struct pending {
 	 * exchange is emitted or dropped */
 	char *req_hdrs, *resp_hdrs;
 	size_t req_hdrs_len, resp_hdrs_len;
+	/* --body-bytes: copies of the parsers' body prefixes and content header values (taken
+	 * from them), owned here like the headers */
+	uint8_t *req_body, *resp_body;
+	size_t req_body_len, resp_body_len;
+	char *req_ctype, *resp_ctype, *req_cenc, *resp_cenc;
+	/* the request parser's error counters when this request ended: if the connection
+	 * switches with requests parsed behind this one, those were tunnel bytes, and what the
+	 * parser counted of them is taken back */
+	uint64_t req_errors, req_cut_limit, req_cut_copy, req_unparsed;
 };
 
 #define NO_SEQ UINT64_MAX
@@ -58,6 +68,7 @@ struct conn {
 	uint64_t next_resp_seq; /* first request without a response head */
 	uint64_t resp_seq;      /* request the response being parsed answers, or NO_SEQ */
 	struct tv_http_parser req, resp;
+	int tunnel; /* left HTTP/1.x: both parsers switched (counted in stats.tunnels) */
 };
 
 struct tv_conn_table {
@@ -67,6 +78,7 @@ struct tv_conn_table {
 	const struct tv_query_rules *query;
 	size_t max_head_bytes;
 	int keep_headers, keep_credentials;
+	size_t body_bytes;
 	struct tv_conn_stats stats;
 	struct conn *buckets[BUCKETS];
 };
@@ -104,6 +116,45 @@ static void pending_release(struct pending *p)
 	free(p->resp_hdrs);
 	p->req_hdrs = p->resp_hdrs = NULL;
 	p->req_hdrs_len = p->resp_hdrs_len = 0;
+	if (p->req_body)
+		explicit_bzero(p->req_body, p->req_body_len);
+	if (p->resp_body)
+		explicit_bzero(p->resp_body, p->resp_body_len);
+	free(p->req_body);
+	free(p->resp_body);
+	p->req_body = p->resp_body = NULL;
+	p->req_body_len = p->resp_body_len = 0;
+	free(p->req_ctype);
+	free(p->resp_ctype);
+	free(p->req_cenc);
+	free(p->resp_cenc);
+	p->req_ctype = p->resp_ctype = p->req_cenc = p->resp_cenc = NULL;
+}
+
+/* Take the message's content header values (set them NULL in m: the parser frees them no
+ * more). */
+static void take_content_headers(struct tv_http_msg *m, char **ctype, char **cenc)
+{
+	free(*ctype);
+	free(*cenc);
+	*ctype = m->content_type;
+	*cenc = m->content_encoding;
+	m->content_type = m->content_encoding = NULL;
+}
+
+/* A copy of the message's body prefix (on_done's message is the parser's to free); none when
+ * out of memory: the body is an extra, the record goes on without it. */
+static void copy_body(const struct tv_http_msg *m, uint8_t **dst, size_t *dst_len)
+{
+	if (!m->body || m->body_len == 0)
+		return;
+	free(*dst);
+	*dst_len = 0;
+	*dst = malloc(m->body_len);
+	if (!*dst)
+		return;
+	memcpy(*dst, m->body, m->body_len);
+	*dst_len = m->body_len;
 }
 
 /* Take the parser's header buffer (shrunk to its size) into *dst. */
@@ -152,6 +203,14 @@ static void emit(struct conn *c, struct pending *p)
 	x.req_hdrs_len = p->req_hdrs_len;
 	x.resp_hdrs = p->resp_hdrs;
 	x.resp_hdrs_len = p->resp_hdrs_len;
+	x.req_body = p->req_body;
+	x.req_body_len = p->req_body_len;
+	x.resp_body = p->resp_body;
+	x.resp_body_len = p->resp_body_len;
+	x.req_content_type = p->req_ctype;
+	x.resp_content_type = p->resp_ctype;
+	x.req_content_encoding = p->req_cenc;
+	x.resp_content_encoding = p->resp_cenc;
 	c->t->stats.exchanges++;
 	c->t->fn(c->t->ctx, &x);
 	pending_release(p);
@@ -221,7 +280,10 @@ static void on_req_head(void *ctx, struct tv_http_msg *m)
 	memcpy(p->trace_id, m->trace_id, sizeof(p->trace_id));
 	memcpy(p->span_id, m->span_id, sizeof(p->span_id));
 	p->is_head = strcmp(m->method, "HEAD") == 0;
+	p->is_connect = strcmp(m->method, "CONNECT") == 0;
 	take_headers(m, &p->req_hdrs, &p->req_hdrs_len);
+	if (c->t->body_bytes)
+		take_content_headers(m, &p->req_ctype, &p->req_cenc);
 	c->req_seq = c->q_tail++;
 }
 
@@ -235,11 +297,56 @@ static void on_req_done(void *ctx, const struct tv_http_msg *m)
 		return;
 	p->req_done = 1;
 	p->req_body_bytes = m->body_bytes;
+	p->req_errors = c->req.errors;
+	p->req_cut_limit = c->req.heads_cut_limit;
+	p->req_cut_copy = c->req.heads_cut_copy;
+	p->req_unparsed = c->req.heads_unparsed;
+	if (c->t->body_bytes)
+		copy_body(m, &p->req_body, &p->req_body_len);
 	if (m->incomplete)
 		p->flags |= TV_RECORD_FLAG_PARTIAL;
 	if (m->cut)
 		p->flags |= TV_RECORD_FLAG_CUT;
 	emit_ready(c);
+}
+
+/* The connection leaves HTTP/1.x: the response to request seq (or, NO_SEQ, to one not seen)
+ * switched it, or the HTTP/2 preface did. The response parser has switched itself (or is
+ * told here); the request parser finishes the upgrading request if its body is still under
+ * way (RFC 9110 §7.8), and whatever it parsed behind that request was the new protocol's
+ * bytes: those requests are dropped without a record and its error counts of them taken
+ * back. A failed upgrade (any other answer) never comes here: parsing goes on. */
+static void conn_switch(struct conn *c, uint64_t seq)
+{
+	struct pending *up = pending_at(c, seq), *p;
+
+	if (c->tunnel)
+		return;
+	c->tunnel = 1;
+	c->t->stats.tunnels++;
+	/* called from the response parser's on_head when a response switched: it switches
+	 * itself at the end of that head (finish_current leaves it to do so) */
+	tv_http_parser_switch(&c->resp, 1);
+	if (up && c->req_seq == seq) {
+		tv_http_parser_switch(&c->req, 1);
+		return;
+	}
+	if (up && up->req_done) {
+		c->req.errors = up->req_errors;
+		c->req.heads_cut_limit = up->req_cut_limit;
+		c->req.heads_cut_copy = up->req_cut_copy;
+		c->req.heads_unparsed = up->req_unparsed;
+	}
+	tv_http_parser_switch(&c->req, 0);
+	c->req_seq = NO_SEQ;
+	if (!up)
+		return;
+	while (c->q_tail > seq + 1) {
+		p = pending_at(c, c->q_tail - 1);
+		if (p)
+			pending_release(p);
+		c->q_tail--;
+	}
 }
 
 static void on_resp_head(void *ctx, struct tv_http_msg *m)
@@ -253,13 +360,23 @@ static void on_resp_head(void *ctx, struct tv_http_msg *m)
 	if (!p) { /* a response to a request we did not see (capture started mid-connection) */
 		c->t->stats.responses_unpaired++;
 		c->resp_seq = NO_SEQ;
+		if (m->status == 101) /* switched whatever it answered */
+			conn_switch(c, NO_SEQ);
 		return;
 	}
 	c->resp_seq = c->next_resp_seq++;
 	p->status = m->status;
 	take_headers(m, &p->resp_hdrs, &p->resp_hdrs_len);
+	if (c->t->body_bytes)
+		take_content_headers(m, &p->resp_ctype, &p->resp_cenc);
 	if (p->is_head)
 		m->no_body = 1;
+	/* a 2xx to CONNECT: the tunnel starts after this head, which has no body whatever it
+	 * says (RFC 9110 §9.3.6); a 101 the parser knows itself */
+	if (p->is_connect && m->status >= 200 && m->status < 300)
+		m->upgraded = 1;
+	if (m->status == 101 || m->upgraded)
+		conn_switch(c, c->resp_seq);
 }
 
 static void on_resp_done(void *ctx, const struct tv_http_msg *m)
@@ -272,6 +389,8 @@ static void on_resp_done(void *ctx, const struct tv_http_msg *m)
 		return;
 	p->resp_done = 1;
 	p->resp_body_bytes = m->body_bytes;
+	if (c->t->body_bytes)
+		copy_body(m, &p->resp_body, &p->resp_body_len);
 	if (m->incomplete)
 		p->flags |= TV_RECORD_FLAG_PARTIAL;
 	if (m->cut)
@@ -298,6 +417,11 @@ struct tv_conn_table *tv_conn_table_new(tv_exchange_fn fn, void *ctx)
 void tv_conn_table_set_head_limit(struct tv_conn_table *t, size_t max_head_bytes)
 {
 	t->max_head_bytes = max_head_bytes;
+}
+
+void tv_conn_table_set_body_bytes(struct tv_conn_table *t, size_t body_bytes)
+{
+	t->body_bytes = body_bytes;
 }
 
 void tv_conn_table_set_query_rules(struct tv_conn_table *t, const struct tv_query_rules *rules)
@@ -382,6 +506,7 @@ static void conn_close(struct tv_conn_table *t, struct conn **slot, uint64_t ts_
 	t->stats.heads_cut_copy += c->req.heads_cut_copy + c->resp.heads_cut_copy;
 	t->stats.requests_unparsed += c->req.heads_unparsed;
 	t->stats.responses_unparsed += c->resp.heads_unparsed;
+	t->stats.tunnel_bytes += c->req.tunnel_bytes + c->resp.tunnel_bytes;
 	t->stats.conns_closed++;
 	*slot = c->next;
 	t->n_conns--;
@@ -419,6 +544,7 @@ static struct conn *conn_open(struct tv_conn_table *t, struct conn **slot,
 	c->req.max_head_bytes = c->resp.max_head_bytes = t->max_head_bytes;
 	c->req.keep_headers = c->resp.keep_headers = t->keep_headers;
 	c->req.keep_credentials = c->resp.keep_credentials = t->keep_credentials;
+	c->req.body_max = c->resp.body_max = t->body_bytes;
 	c->next = NULL;
 	*slot = c;
 	t->n_conns++;
@@ -452,6 +578,8 @@ static void apply_gap(struct conn *c, const struct tv_event *e)
 		tv_http_parser_feed(&c->req, "", 0, req_bytes, e->ts_ns);
 	if (resp_bytes)
 		tv_http_parser_feed(&c->resp, "", 0, resp_bytes, e->ts_ns);
+	if (c->tunnel)
+		return; /* what began in the gap was the tunnel's, not HTTP/1.x messages */
 	if (c->next_resp_seq < c->q_head)
 		c->next_resp_seq = c->q_head;
 	for (; resp_heads > 0 && (p = pending_at(c, c->next_resp_seq)) != NULL; resp_heads--) {
@@ -525,6 +653,8 @@ void tv_conn_table_event(struct tv_conn_table *t, const void *data, size_t len)
 		else
 			p = &c->resp;
 		tv_http_parser_feed(p, e->payload, e->payload_len, e->bytes, e->ts_ns);
+		if (c->req.switched && !c->tunnel) /* the HTTP/2 preface: no exchange switched */
+			conn_switch(c, NO_SEQ);
 		return;
 	case TV_EV_CLOSE:
 		if (!c)

@@ -44,6 +44,12 @@ struct tv_exchange {
 	/* --headers: "name\0value\0" pairs (tv_http_msg.hdrs), NULL/0 when none were kept */
 	const char *req_hdrs, *resp_hdrs;
 	size_t req_hdrs_len, resp_hdrs_len;
+	/* --body-bytes: the first body bytes (tv_http_msg.body), NULL/0 when none were kept;
+	 * Content-Type / Content-Encoding values, NULL when absent or not asked for */
+	const uint8_t *req_body, *resp_body;
+	size_t req_body_len, resp_body_len;
+	const char *req_content_type, *resp_content_type;
+	const char *req_content_encoding, *resp_content_encoding;
 };
 
 /* Called for each finished exchange; x is valid only during the call. */
@@ -67,6 +73,12 @@ struct tv_conn_stats {
 	 * from the parsers when a connection ends (tv_http_parser's counters) */
 	uint64_t heads_cut_limit, heads_cut_copy;
 	uint64_t requests_unparsed, responses_unparsed;
+	/* connections that left HTTP/1.x (a 101, a 2xx answer to CONNECT, the HTTP/2 preface)
+	 * and the bytes seen in them afterwards, both directions (tv_http_parser.tunnel_bytes):
+	 * not HTTP/1.x, so neither records nor loss. The exchange that switched is a record;
+	 * requests the client sent behind it before the switch are the new protocol's bytes
+	 * (RFC 9110 §7.8) and give none. */
+	uint64_t tunnels, tunnel_bytes;
 };
 
 struct tv_conn_table;
@@ -85,6 +97,11 @@ void tv_conn_table_set_query_rules(struct tv_conn_table *t, const struct tv_quer
 /* 1: keep request/response header lines in the exchanges (capture --headers); credential
  * header values are redacted unless keep_credentials (capture --no-redact). Default 0, 0. */
 void tv_conn_table_set_headers(struct tv_conn_table *t, int keep_headers, int keep_credentials);
+
+/* capture --body-bytes: keep the first body_bytes bytes of each request and response body
+ * (de-chunked) and their Content-Type / Content-Encoding, for connections opened from now on.
+ * 0 (the default): none. The capture bounds it by --payload-bytes. */
+void tv_conn_table_set_body_bytes(struct tv_conn_table *t, size_t body_bytes);
 
 /* The parsers' head limit (tv_http_parser.max_head_bytes) for connections opened from now on,
  * in bytes: the capture passes tv_http_head_limit(--payload-bytes). Default

@@ -20,8 +20,13 @@ enum {
 	ST_TRAILER,    /* trailer lines after the last chunk */
 	ST_BODY_EOF,   /* response body delimited by the connection closing */
 	ST_LOST,       /* out of sync: skip until a recognised message start */
-	ST_UPGRADED,   /* after 101 Switching Protocols: not HTTP/1.x any more */
+	ST_UPGRADED,   /* the connection left HTTP/1.x (tv_http_parser_switch): bytes counted */
 };
+
+/* The HTTP/2 connection preface (RFC 9113 §3.4) up to its first blank line, where the head
+ * parser stops: "PRI * HTTP/2.0" then "SM"; sent first on a prior-knowledge h2c connection. */
+static const char H2_PREFACE_HEAD[] = "PRI * HTTP/2.0\r\n\r\n";
+#define H2_PREFACE_HEAD_BYTES (sizeof(H2_PREFACE_HEAD) - 1)
 
 void tv_http_parser_init(struct tv_http_parser *p, enum tv_http_kind kind,
 			 const struct tv_http_callbacks *cb, void *ctx)
@@ -55,13 +60,28 @@ static void head_release(struct tv_http_parser *p, int keep)
 
 static void drop_headers(struct tv_http_msg *m);
 
+/* What a message owns besides its headers: the path, the body prefix and the content
+ * header values (bodies may hold personal data: wiped before they are freed). */
+static void drop_msg_buffers(struct tv_http_msg *m)
+{
+	free(m->path);
+	free(m->host);
+	m->path = m->host = NULL;
+	if (m->body)
+		explicit_bzero(m->body, m->body_len);
+	free(m->body);
+	m->body = NULL;
+	m->body_len = 0;
+	free(m->content_type);
+	free(m->content_encoding);
+	m->content_type = m->content_encoding = NULL;
+}
+
 void tv_http_parser_free(struct tv_http_parser *p)
 {
 	head_release(p, 0);
 	drop_headers(&p->msg);
-	free(p->msg.path);
-	free(p->msg.host);
-	p->msg.path = p->msg.host = NULL;
+	drop_msg_buffers(&p->msg);
 }
 
 void tv_http_parser_join_midstream(struct tv_http_parser *p)
@@ -138,11 +158,36 @@ static void drop_headers(struct tv_http_msg *m)
 	m->hdrs_len = 0;
 }
 
+/* From now on every byte fed is tunnel traffic. */
+static void enter_tunnel(struct tv_http_parser *p)
+{
+	p->switch_after_msg = 0;
+	p->switched = 1;
+	p->state = ST_UPGRADED;
+}
+
+void tv_http_parser_switch(struct tv_http_parser *p, int finish_current)
+{
+	if (p->switched)
+		return;
+	if (finish_current && p->head_reported) {
+		p->switch_after_msg = 1; /* msg_done switches */
+		return;
+	}
+	head_release(p, 1);
+	drop_headers(&p->msg);
+	p->head_reported = 0;
+	enter_tunnel(p);
+}
+
 static void msg_done(struct tv_http_parser *p, uint64_t ts_ns)
 {
 	p->msg.last_ts_ns = ts_ns;
 	p->head_reported = 0;
-	p->state = ST_IDLE;
+	if (p->switch_after_msg)
+		enter_tunnel(p);
+	else
+		p->state = ST_IDLE;
 	if (p->cb && p->cb->on_done)
 		p->cb->on_done(p->ctx, &p->msg);
 }
@@ -157,7 +202,8 @@ static void lose_sync(struct tv_http_parser *p, uint64_t ts_ns)
 		msg_done(p, ts_ns);
 	}
 	head_release(p, 1);
-	p->state = ST_LOST;
+	if (p->state != ST_UPGRADED) /* the message that switched the connection ended */
+		p->state = ST_LOST;
 }
 
 static int is_tchar(unsigned char c)
@@ -334,6 +380,19 @@ static int parse_status_line(struct tv_http_msg *m, const char *l, size_t n)
 	return 0;
 }
 
+/* A malloc'd NUL-terminated copy of a header value, bytes outside printable ASCII (and tab)
+ * as '?' like the kept headers; NULL when out of memory (the record goes without it). */
+static char *value_dup(const char *v, size_t n)
+{
+	char *d = malloc(n + 1);
+	size_t len = 0;
+
+	if (!d)
+		return NULL;
+	hdr_put(d, &len, v, n);
+	return d;
+}
+
 struct framing {
 	int chunked;
 	int has_length;
@@ -388,6 +447,12 @@ static int parse_head(struct tv_http_parser *p, struct framing *fr)
 			} else if (name_len == 4 && strncasecmp(h, "host", 4) == 0 &&
 				   p->kind == TV_HTTP_REQUEST) {
 				set_host(&p->msg.host, v, vlen);
+			} else if (p->body_max && name_len == 12 && !p->msg.content_type &&
+				   strncasecmp(h, "content-type", 12) == 0) {
+				p->msg.content_type = value_dup(v, vlen);
+			} else if (p->body_max && name_len == 16 && !p->msg.content_encoding &&
+				   strncasecmp(h, "content-encoding", 16) == 0) {
+				p->msg.content_encoding = value_dup(v, vlen);
 			}
 			if (p->keep_headers)
 				keep_header(p, h, name_len, v, vlen);
@@ -401,8 +466,17 @@ static int parse_head(struct tv_http_parser *p, struct framing *fr)
 static void head_complete(struct tv_http_parser *p, uint64_t ts_ns)
 {
 	struct framing fr;
-	int rc = parse_head(p, &fr);
+	int rc;
 
+	if (p->kind == TV_HTTP_REQUEST && p->head_len == H2_PREFACE_HEAD_BYTES &&
+	    p->msgs_started == 1 && memcmp(p->head, H2_PREFACE_HEAD, H2_PREFACE_HEAD_BYTES) == 0) {
+		/* prior-knowledge HTTP/2 (RFC 9113 §3.4): the whole connection is HTTP/2, which
+		 * this parser does not read; not a message, not an error */
+		head_release(p, 1);
+		enter_tunnel(p);
+		return;
+	}
+	rc = parse_head(p, &fr);
 	head_release(p, 1); /* header values (cookies, tokens) are not kept */
 	if (rc) {
 		p->heads_unparsed++;
@@ -420,9 +494,11 @@ static void head_complete(struct tv_http_parser *p, uint64_t ts_ns)
 	if (p->cb && p->cb->on_head)
 		p->cb->on_head(p->ctx, &p->msg);
 	drop_headers(&p->msg);
-	if (p->kind == TV_HTTP_RESPONSE && p->msg.status == 101) {
+	if (p->kind == TV_HTTP_RESPONSE && (p->msg.status == 101 || p->msg.upgraded)) {
+		/* the new protocol starts right after this head (RFC 9110 §7.8, §9.3.6): no
+		 * body, whatever the head says of one */
+		p->switch_after_msg = 1;
 		msg_done(p, ts_ns);
-		p->state = ST_UPGRADED;
 		return;
 	}
 	if (p->msg.no_body ||
@@ -456,7 +532,7 @@ static void head_cut(struct tv_http_parser *p, enum head_cut_reason why, uint64_
 	const char *last_nl = p->head ? memrchr(p->head, '\n', p->head_len) : NULL;
 	const char *eol = p->head ? memchr(p->head, '\n', p->head_len) : NULL;
 	size_t full_len = p->head_len; /* all of it is wiped, the cut line included */
-	int rc = -1;
+	int rc = -1, switching = 0;
 
 	if (!last_nl && p->kind == TV_HTTP_REQUEST && p->head_len > 0) {
 		/* the request line itself is cut (a very long target): its first bytes */
@@ -477,8 +553,10 @@ static void head_cut(struct tv_http_parser *p, enum head_cut_reason why, uint64_
 				     : parse_status_line(&p->msg, p->head, n);
 		}
 	}
-	/* an interim 1xx is not a message of its own; a 101 is not worth guessing past */
-	if (rc == 0 && (p->kind == TV_HTTP_REQUEST || p->msg.status >= 200)) {
+	/* an interim 1xx is not a message of its own; a 101 switches the connection however
+	 * much of its head was seen */
+	if (rc == 0 && (p->kind == TV_HTTP_REQUEST || p->msg.status >= 200 ||
+			p->msg.status == 101)) {
 		if (why == CUT_LIMIT)
 			p->heads_cut_limit++;
 		else
@@ -487,24 +565,53 @@ static void head_cut(struct tv_http_parser *p, enum head_cut_reason why, uint64_
 		p->head_reported = 1;
 		if (p->cb && p->cb->on_head)
 			p->cb->on_head(p->ctx, &p->msg);
+		switching = p->kind == TV_HTTP_RESPONSE &&
+			    (p->msg.status == 101 || p->msg.upgraded);
 	} else if (rc != 0) {
 		p->heads_unparsed++; /* not even a start line: counted, not reported */
 	}
 	drop_headers(&p->msg); /* the complete lines of a cut head, or nothing */
 	p->head_len = full_len;
 	head_release(p, 1);
+	if (switching) { /* the rest is the new protocol's: nothing to resync to */
+		p->switch_after_msg = 1;
+		msg_done(p, ts_ns);
+		return;
+	}
 	lose_sync(p, ts_ns); /* completes the reported message, marked incomplete */
 }
 
 static void start_message(struct tv_http_parser *p, uint64_t ts_ns)
 {
 	drop_headers(&p->msg); /* none is left here; kept as the rule that frees them */
-	free(p->msg.path);
-	free(p->msg.host);
+	drop_msg_buffers(&p->msg);
 	memset(&p->msg, 0, sizeof(p->msg));
 	p->msg.first_ts_ns = ts_ns;
 	p->head_len = 0;
+	p->body_gap = 0;
+	p->msgs_started++;
 	p->state = ST_HEAD;
+}
+
+/* --body-bytes: keep n more body bytes d[0, n) (decoded: chunk data only) while the kept
+ * prefix is contiguous from the body's start and shorter than body_max. */
+static void keep_body(struct tv_http_parser *p, const uint8_t *d, size_t n)
+{
+	struct tv_http_msg *m = &p->msg;
+	size_t k;
+
+	if (p->body_gap || m->body_len >= p->body_max || n == 0)
+		return;
+	if (!m->body) {
+		m->body = malloc(p->body_max);
+		if (!m->body) {
+			p->body_gap = 1; /* the body is an extra: the record goes on without it */
+			return;
+		}
+	}
+	k = n < p->body_max - m->body_len ? n : p->body_max - m->body_len;
+	memcpy(m->body + m->body_len, d, k);
+	m->body_len += k;
 }
 
 /* Count n body bytes (known or not) against remaining; completes the message or chunk. */
@@ -575,22 +682,31 @@ static int head_grow(struct tv_http_parser *p)
 }
 
 /* ST_HEAD: append bytes of d[0..len) to the head until the blank line that ends it
- * (head_complete) or the head limit (head_cut). Returns the bytes consumed. */
+ * (head_complete) or the head limit (head_cut). A line at a time (memchr + memcpy): the
+ * bytes between line ends need no look, and a byte loop here was the parser's hot spot.
+ * Returns the bytes consumed. */
 static size_t feed_head(struct tv_http_parser *p, const uint8_t *d, size_t len, uint64_t ts_ns)
 {
-	size_t i = 0, hl;
-	uint8_t c;
+	size_t i = 0, n, hl;
+	const uint8_t *nl;
 
 	while (i < len && p->state == ST_HEAD) {
-		if (head_grow(p)) {
+		if (head_grow(p)) { /* full at the limit, with a byte still to add */
 			head_cut(p, CUT_LIMIT, ts_ns);
 			break;
 		}
-		c = d[i++];
-		p->head[p->head_len++] = (char)c;
+		n = len - i;
+		if (n > p->head_cap - p->head_len)
+			n = p->head_cap - p->head_len;
+		nl = memchr(d + i, '\n', n);
+		if (nl)
+			n = (size_t)(nl - (d + i)) + 1;
+		memcpy(p->head + p->head_len, d + i, n);
+		p->head_len += n;
+		i += n;
 		hl = p->head_len;
-		if (c == '\n' && ((hl >= 2 && p->head[hl - 2] == '\n') ||
-				  (hl >= 3 && p->head[hl - 2] == '\r' && p->head[hl - 3] == '\n')))
+		if (nl && ((hl >= 2 && p->head[hl - 2] == '\n') ||
+			   (hl >= 3 && p->head[hl - 2] == '\r' && p->head[hl - 3] == '\n')))
 			head_complete(p, ts_ns);
 	}
 	return i;
@@ -639,11 +755,16 @@ static void skip_uncopied(struct tv_http_parser *p, uint64_t n, uint64_t ts_ns)
 		if (p->state == ST_BODY || p->state == ST_CHUNK_DATA) {
 			k = n < p->remaining ? n : p->remaining;
 			n -= k;
+			p->body_gap = 1; /* a kept body prefix stops where the copy did */
 			count_body(p, k, ts_ns);
 		} else if (p->state == ST_BODY_EOF) {
 			p->msg.body_bytes += n;
+			p->body_gap = 1;
 			n = 0;
-		} else if (p->state == ST_LOST || p->state == ST_UPGRADED) {
+		} else if (p->state == ST_UPGRADED) {
+			p->tunnel_bytes += n;
+			n = 0;
+		} else if (p->state == ST_LOST) {
 			n = 0;
 		} else if (p->state == ST_HEAD) {
 			head_cut(p, CUT_COPY, ts_ns);
@@ -662,6 +783,10 @@ void tv_http_parser_feed(struct tv_http_parser *p, const void *data, size_t copi
 	size_t i = 0;
 	uint64_t n;
 
+	if (p->state == ST_UPGRADED) { /* the usual case of a tunnel: counted at once */
+		p->tunnel_bytes += total;
+		return;
+	}
 	if (p->state == ST_LOST && looks_like_start(p, d, copied))
 		p->state = ST_IDLE;
 	while (i < copied) {
@@ -679,6 +804,8 @@ void tv_http_parser_feed(struct tv_http_parser *p, const void *data, size_t copi
 		case ST_BODY:
 		case ST_CHUNK_DATA:
 			n = copied - i < p->remaining ? copied - i : p->remaining;
+			if (p->body_max)
+				keep_body(p, d + i, (size_t)n);
 			i += n;
 			count_body(p, n, ts_ns);
 			break;
@@ -688,10 +815,16 @@ void tv_http_parser_feed(struct tv_http_parser *p, const void *data, size_t copi
 			feed_chunk_framing(p, d[i++], ts_ns);
 			break;
 		case ST_BODY_EOF:
+			if (p->body_max)
+				keep_body(p, d + i, copied - i);
 			p->msg.body_bytes += copied - i;
 			i = copied;
 			break;
-		default: /* ST_LOST, ST_UPGRADED */
+		case ST_UPGRADED: /* switched inside this feed: the rest is tunnel traffic */
+			p->tunnel_bytes += copied - i;
+			i = copied;
+			break;
+		default: /* ST_LOST */
 			i = copied;
 			break;
 		}

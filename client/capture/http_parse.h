@@ -55,6 +55,20 @@ struct tv_http_msg {
 	uint64_t first_ts_ns;   /* time of the syscall that carried the first byte */
 	uint64_t last_ts_ns;    /* time of the syscall that carried the last byte */
 	int no_body;            /* on_head may set it: a response to HEAD has no body */
+	/* on_head may set it on a response: the connection leaves HTTP/1.x after this head (a
+	 * 2xx answer to CONNECT, RFC 9110 §9.3.6), as the parser decides itself after a 101
+	 * (RFC 9110 §15.2.2); the message has no body and completes at its head's end */
+	int upgraded;
+	/* body_max > 0 (capture --body-bytes): the first body bytes, de-chunked but otherwise as
+	 * on the wire (not decompressed), contiguous from the body's start: body_len <=
+	 * body_max, less than min(body_max, body_bytes) when a syscall moved more than its copy
+	 * held (the rest is not invented). malloc'd; on_done may take it (set body to NULL,
+	 * then free it), else the parser frees it at the next message. */
+	uint8_t *body;
+	size_t body_len;
+	/* body_max > 0: the Content-Type and Content-Encoding header values (NULL: absent),
+	 * NUL-terminated, bytes outside printable ASCII shown as '?'; malloc'd, owned like path */
+	char *content_type, *content_encoding;
 	/* keep_headers: the head's header lines as "name\0value\0" pairs back to back (hdrs_len
 	 * bytes, malloc'd; credential values redacted unless keep_credentials; bytes outside
 	 * printable ASCII shown as '?'). Valid during on_head only: on_head may take the buffer
@@ -91,6 +105,15 @@ struct tv_http_parser {
 	uint64_t heads_cut_limit; /* longer than max_head_bytes (or no memory to buffer them) */
 	uint64_t heads_cut_copy;  /* the syscall moved more than was copied, inside the head */
 	uint64_t heads_unparsed;
+	/* bytes fed after the connection left HTTP/1.x (ST_UPGRADED, tv_http_parser_switch):
+	 * counted, never parsed */
+	uint64_t tunnel_bytes;
+	/* 1 once this direction left HTTP/1.x: after a 101 or a response on_head marked
+	 * upgraded, the HTTP/2 connection preface (a request parser; RFC 9113 §3.4), or
+	 * tv_http_parser_switch */
+	int switched;
+	int switch_after_msg; /* the message under way completes first (tv_http_parser_switch) */
+	uint64_t msgs_started; /* message starts seen (the preface counts only as the first) */
 	size_t max_head_bytes;    /* the head limit (see above); set before the first feed */
 	int head_reported;    /* on_head ran for msg and on_done has not yet */
 	/* what the path keeps of the query (capture/query_redact.h); NULL (the default): the
@@ -98,6 +121,8 @@ struct tv_http_parser {
 	const struct tv_query_rules *query;
 	int keep_headers;     /* 1: report header lines in msg.hdrs (default 0) */
 	int keep_credentials; /* 1: credential header values are not redacted (default 0) */
+	size_t body_max;      /* capture --body-bytes: body bytes kept in msg.body (default 0) */
+	int body_gap;         /* bytes of this body were not copied: the kept prefix ends */
 	struct tv_http_msg msg;
 	char line[32];        /* chunk-size line */
 	char *head;           /* head_cap bytes, malloc'd as the head grows (NULL: none yet) */
@@ -117,6 +142,15 @@ void tv_http_parser_free(struct tv_http_parser *p);
 /* The head limit for a capture copying payload_bytes per syscall: the larger of
  * TV_HTTP_DEFAULT_HEAD_BYTES and payload_bytes, in bytes. */
 size_t tv_http_head_limit(size_t payload_bytes);
+
+/* The connection leaves HTTP/1.x (the other direction saw a 101, a 2xx answer to CONNECT or
+ * the HTTP/2 preface): nothing fed from now on is parsed, its bytes are counted in
+ * tunnel_bytes, and no error or resync comes of them. finish_current: a message whose head
+ * was reported completes first (RFC 9110 §7.8: a client cannot change the protocol it sends
+ * in the middle of a message, so the body of the upgrading request is still HTTP/1.x), then
+ * the switch takes effect. Otherwise a message under way is abandoned without on_done: its
+ * bytes were not HTTP/1.x after all, and what the caller kept of it is the caller's to drop. */
+void tv_http_parser_switch(struct tv_http_parser *p, int finish_current);
 
 /* The stream is joined somewhere in its middle (a connection first seen after it started):
  * skip to the first event that begins a recognised message, as after lost sync, but without

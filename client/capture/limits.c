@@ -9,6 +9,7 @@
 #include "capture/sockfilter.h"
 
 const struct tv_limit tv_capture_payload_bytes_limit = {.min = 1, .max = TV_CAPTURE_PAYLOAD_BYTES};
+const struct tv_limit tv_capture_body_bytes_limit = {.min = 0, .max = TV_CAPTURE_PAYLOAD_BYTES};
 const struct tv_limit tv_capture_ring_bytes_limit = {
 	.min = TV_CAPTURE_MIN_RING_BYTES,
 	.max = TV_CAPTURE_MAX_RING_BYTES,

@@ -11,6 +11,10 @@
 /* --payload-bytes: bytes copied per socket syscall, 1 to the size of the event's payload
  * buffer (32K); default 4K. */
 extern const struct tv_limit tv_capture_payload_bytes_limit;
+/* --body-bytes: body bytes stored per request and per response, 0 (the default: none) to the
+ * payload buffer (32K); also at most --payload-bytes (tv_capture_check_body_bytes), since only
+ * bytes the copy carried can be stored. */
+extern const struct tv_limit tv_capture_body_bytes_limit;
 /* --ring-bytes: the kernel ring buffer (tracepoint mode) or the packet ring (sockfilter), a
  * power of two from 4K (a page) to 1G; defaults 16M and 64M. */
 extern const struct tv_limit tv_capture_ring_bytes_limit;

@@ -39,7 +39,8 @@ static const char *const capture_usage[] = {
 	"                          [--cache-bytes N] [--block-bytes N] [--chunk-bytes N]\n"
 	"                          [--window-bytes N] [--backpressure-ms MS] [--no-zerocopy]\n"
 	"                          [--max-message-bytes N] [--ready-fd FD] [--no-redact]\n"
-	"                          [--sample-ratio R] [--headers] [--role server|client|both]\n"
+	"                          [--sample-ratio R] [--headers] [--body-bytes N]\n"
+	"                          [--role server|client|both]\n"
 	"                          [--redact-query-params LIST] [--strip-query]\n"
 	"                          [--mode tracepoint|sockfilter] [--interface IF]\n"
 	"                          [--test-corrupt-chunk N]\n"
@@ -98,7 +99,13 @@ static const char *const capture_usage[] = {
 	"      --headers              store request and response header lines in the records\n"
 	"                             (as far as the payload copy holds the head); the values\n"
 	"                             of Authorization, Proxy-Authorization, Cookie and\n"
-	"                             Set-Cookie are stored as \"[redacted]\"\n"
+	"                             Set-Cookie are stored as \"[redacted]\"\n",
+	"      --body-bytes N         store the first N bytes of request and response bodies,\n"
+	"                             0 to 32K and at most --payload-bytes (default 0: none),\n"
+	"                             chunked coding decoded, not decompressed, with their\n"
+	"                             Content-Type and Content-Encoding. PRIVACY: bodies may\n"
+	"                             hold personal data and credentials; they are stored as\n"
+	"                             seen, never redacted\n"
 	"      --redact-query-params LIST\n"
 	"                             query parameters whose values are stored as\n"
 	"                             REDACTED, comma-separated, case-insensitive (names are\n"
@@ -227,6 +234,8 @@ static const struct tv_cli_opt capture_options[] = {
 	{"redact-query-params", 0, TV_CLI_ARG_STRING, CAP(redact_query_params), NULL, NULL, NULL},
 	{"role", 0, TV_CLI_ARG_CUSTOM, CAP(role), NULL, "server, client or both", parse_role},
 	{"headers", 0, TV_CLI_ARG_SET, CAP(headers), NULL, NULL, NULL},
+	{"body-bytes", 0, TV_CLI_ARG_SIZE32, CAP(body_bytes), &tv_capture_body_bytes_limit, NULL,
+	 NULL},
 	{"sample-ratio", 0, TV_CLI_ARG_CUSTOM, CAP(sample_ratio), NULL,
 	 "a decimal, 0 < R <= 1", parse_ratio},
 	TV_CLI_WRITER_OPTIONS(struct capture_cmd_opts, pipeline.),
@@ -297,6 +306,10 @@ static int run_capture(const struct tv_capture_opts *o, const struct tv_pipeline
 		fprintf(stderr, "sampled out %" PRIu64 " records (--sample-ratio %g)\n",
 			res.sampled_out, o->sample_ratio);
 	/* ring full = packets the kernel dropped, map full = connections refused (see above) */
+	/* not HTTP/1.x after a switch: neither records nor loss, but not silent either */
+	if (ret == 0 || res.events)
+		fprintf(stderr, "tunnels (left HTTP/1.x: 101, CONNECT, HTTP/2 preface) %" PRIu64
+			" (%" PRIu64 " bytes after the switch)\n", res.tunnels, res.tunnel_bytes);
 	if (o->mode == TV_CAPTURE_MODE_SOCKFILTER && (ret == 0 || res.events))
 		fprintf(stderr, "sockfilter: stream gaps %" PRIu64 " (%" PRIu64 " bytes)\n",
 			res.gaps, res.gap_bytes);
@@ -333,7 +346,8 @@ int tv_cmd_capture(int argc, char **argv)
 	if (ret)
 		return ret;
 	/* after parsing: --mode may come after the options it governs */
-	if (tv_capture_check_mode(o, err, sizeof(err)))
+	if (tv_capture_check_mode(o, err, sizeof(err)) ||
+	    tv_capture_check_body_bytes(o, err, sizeof(err)))
 		return tv_cli_usage_error("%s", err);
 	if (tv_capture_query_rules(o, &rules, err, sizeof(err)))
 		return tv_cli_usage_error("%s", err);

@@ -146,6 +146,67 @@ static int long_integer(const json_t *v, const char **digits)
 	return 1;
 }
 
+/* ---- capture --body-bytes fields: written only when not empty ---- */
+
+/* The content header strings, proto order (after the bodies). */
+static const struct field BODY_STR_FIELDS[] = {
+	FIELD(req_content_type, FIELD_STR),
+	FIELD(resp_content_type, FIELD_STR),
+	FIELD(req_content_encoding, FIELD_STR),
+	FIELD(resp_content_encoding, FIELD_STR),
+};
+#define N_BODY_STR_FIELDS (sizeof(BODY_STR_FIELDS) / sizeof(BODY_STR_FIELDS[0]))
+/* A body as text or, when it is not valid UTF-8 or holds a NUL, as base64 (RFC 4648 §4). */
+static const char *const BODY_KEYS[2] = { "req_body", "resp_body" };
+static const char *const BODY_B64_KEYS[2] = { "req_body_base64", "resp_body_base64" };
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static ProtobufCBinaryData *body_of(Tracevault__V1__TraceRecord *r, int which)
+{
+	return which ? &r->resp_body : &r->req_body;
+}
+
+/* Decode base64 s[0, n) (padded, no whitespace) into a malloc'd buffer. 0, -EINVAL when it
+ * is not base64, -ENOMEM. */
+static int b64_decode(const char *s, size_t n, uint8_t **out, size_t *out_len)
+{
+	uint8_t *d;
+	size_t o = 0;
+
+	if (n % 4)
+		return -EINVAL;
+	d = malloc(n / 4 * 3 + 1);
+	if (!d)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i += 4) {
+		uint32_t v = 0;
+		int pad = 0;
+
+		for (int k = 0; k < 4; k++) {
+			const char *c = s[i + k] ? strchr(B64, s[i + k]) : NULL;
+
+			if (s[i + k] == '=' && i + 4 == n && k >= 2 && (k == 3 || s[i + 3] == '=')) {
+				pad++;
+				v <<= 6;
+				continue;
+			}
+			if (!c || pad) {
+				free(d);
+				return -EINVAL;
+			}
+			v = v << 6 | (uint32_t)(c - B64);
+		}
+		d[o++] = (uint8_t)(v >> 16);
+		if (pad < 2)
+			d[o++] = (uint8_t)(v >> 8);
+		if (pad < 1)
+			d[o++] = (uint8_t)v;
+	}
+	*out = d;
+	*out_len = o;
+	return 0;
+}
+
 /* Header fields, after the scalar ones (proto order). */
 static const char *const HEADER_FIELDS[] = { "req_headers", "resp_headers" };
 
@@ -262,6 +323,7 @@ int tv_record_json_parse(struct tv_record_json *rj, const char *line, size_t len
 	bool have_ts = false;
 	json_t *root, *val;
 
+	rj->body_mem[0] = rj->body_mem[1] = NULL; /* freed on every failure */
 	/* No JSON_ALLOW_NUL: a string with \u0000 is rejected, so every string is a C string. */
 	root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root && json_error_code(&jerr) == json_error_numeric_overflow) {
@@ -299,6 +361,37 @@ int tv_record_json_parse(struct tv_record_json *rj, const char *line, size_t len
 			hdr_arrs[strcmp(key, HEADER_FIELDS[0]) == 0 ? 0 : 1] = val;
 			continue;
 		}
+		for (int b = 0; !f && b < 2; b++) {
+			ProtobufCBinaryData *bd = body_of(&rj->rec, b);
+			int b64 = strcmp(key, BODY_B64_KEYS[b]) == 0;
+
+			if (!b64 && strcmp(key, BODY_KEYS[b]) != 0)
+				continue;
+			if (!plain_string(val)) {
+				snprintf(err, errlen, "field '%s' must be a string without \\u0000",
+					 key_buf);
+				goto fail;
+			}
+			if (bd->data) {
+				snprintf(err, errlen, "field '%s': the body is given twice (%s and %s)",
+					 key_buf, BODY_KEYS[b], BODY_B64_KEYS[b]);
+				goto fail;
+			}
+			if (!b64) { /* borrowed from the document like the other strings */
+				bd->data = (uint8_t *)json_string_value(val);
+				bd->len = json_string_length(val);
+			} else if (b64_decode(json_string_value(val), json_string_length(val),
+					      &bd->data, &bd->len)) {
+				snprintf(err, errlen, "field '%s' is not base64", key_buf);
+				goto fail;
+			} else {
+				rj->body_mem[b] = bd->data;
+			}
+			goto next_key;
+		}
+		for (size_t b = 0; !f && b < N_BODY_STR_FIELDS; b++)
+			if (strcmp(key, BODY_STR_FIELDS[b].name) == 0)
+				f = &BODY_STR_FIELDS[b];
 		if (!f) {
 			snprintf(err, errlen, "unknown field '%s'", key_buf);
 			goto fail;
@@ -331,6 +424,7 @@ int tv_record_json_parse(struct tv_record_json *rj, const char *line, size_t len
 			if (f->off == offsetof(Tracevault__V1__TraceRecord, ts_ns))
 				have_ts = true;
 		}
+next_key:;
 	}
 	if (!have_ts) {
 		snprintf(err, errlen, "missing required field 'ts_ns'");
@@ -343,6 +437,9 @@ int tv_record_json_parse(struct tv_record_json *rj, const char *line, size_t len
 	rj->doc = root;
 	return 0;
 fail:
+	free(rj->body_mem[0]);
+	free(rj->body_mem[1]);
+	rj->body_mem[0] = rj->body_mem[1] = NULL;
 	json_decref(root);
 	return -EINVAL;
 }
@@ -353,6 +450,9 @@ void tv_record_json_release(struct tv_record_json *rj)
 	rj->doc = NULL;
 	free(rj->hdr_mem);
 	rj->hdr_mem = NULL;
+	free(rj->body_mem[0]);
+	free(rj->body_mem[1]);
+	rj->body_mem[0] = rj->body_mem[1] = NULL;
 }
 
 /* Length of the valid UTF-8 sequence at s (n bytes left), or 0 if it is not valid (overlong,
@@ -387,11 +487,8 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
 
 /* A JSON string literal; bytes that are not valid UTF-8 become U+FFFD so the line stays valid
  * JSON even when a captured path holds arbitrary bytes. */
-static void write_json_string(FILE *f, const char *str)
+static void write_json_bytes(FILE *f, const unsigned char *s, size_t n)
 {
-	const unsigned char *s = (const unsigned char *)(str ? str : "");
-	size_t n = strlen((const char *)s);
-
 	putc('"', f);
 	while (n > 0) {
 		size_t len = utf8_seq(s, n);
@@ -418,6 +515,41 @@ static void write_json_string(FILE *f, const char *str)
 			putc(*s, f);
 		}
 		s += len, n -= len;
+	}
+	putc('"', f);
+}
+
+static void write_json_string(FILE *f, const char *str)
+{
+	const char *s = str ? str : "";
+
+	write_json_bytes(f, (const unsigned char *)s, strlen(s));
+}
+
+/* 1 when b[0, n) is valid UTF-8 without NUL: it can be a JSON string of exactly those bytes. */
+static int body_is_text(const uint8_t *b, size_t n)
+{
+	size_t len;
+
+	for (size_t i = 0; i < n; i += len) {
+		len = b[i] ? utf8_seq(b + i, n - i) : 0;
+		if (len == 0)
+			return 0;
+	}
+	return 1;
+}
+
+static void write_base64(FILE *f, const uint8_t *b, size_t n)
+{
+	putc('"', f);
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)b[i] << 16 | (i + 1 < n ? (uint32_t)b[i + 1] << 8 : 0) |
+			     (i + 2 < n ? b[i + 2] : 0);
+
+		putc(B64[v >> 18 & 63], f);
+		putc(B64[v >> 12 & 63], f);
+		putc(i + 1 < n ? B64[v >> 6 & 63] : '=', f);
+		putc(i + 2 < n ? B64[v & 63] : '=', f);
 	}
 	putc('"', f);
 }
@@ -460,6 +592,28 @@ int tv_record_write_jsonl(FILE *f, const Tracevault__V1__TraceRecord *r)
 			putc('}', f);
 		}
 		putc(']', f);
+	}
+	for (int b = 0; b < 2; b++) {
+		const ProtobufCBinaryData *bd = b ? &r->resp_body : &r->req_body;
+
+		if (bd->len == 0)
+			continue;
+		if (body_is_text(bd->data, bd->len)) {
+			fprintf(f, ",\"%s\":", BODY_KEYS[b]);
+			write_json_bytes(f, bd->data, bd->len);
+		} else {
+			fprintf(f, ",\"%s\":", BODY_B64_KEYS[b]);
+			write_base64(f, bd->data, bd->len);
+		}
+	}
+	for (size_t i = 0; i < N_BODY_STR_FIELDS; i++) {
+		const char *s;
+
+		memcpy(&s, (const char *)r + BODY_STR_FIELDS[i].off, sizeof(s));
+		if (!s || !*s)
+			continue;
+		fprintf(f, ",\"%s\":", BODY_STR_FIELDS[i].name);
+		write_json_string(f, s);
 	}
 	fputs("}\n", f);
 	return ferror(f) ? -EIO : 0;

@@ -14,11 +14,13 @@ struct tv_record_json {
 	Tracevault__V1__TraceRecord rec;
 	void *doc; /* json_t *, owned */
 	void *hdr_mem; /* req/resp Header arrays of rec (one malloc'd block), owned */
+	void *body_mem[2]; /* req/resp body decoded from *_body_base64 (malloc'd), owned */
 };
 
 /* Parse one JSON object (len bytes, no NUL needed) with exactly the query output fields: ts_ns is
  * required, others default to 0 / "". req_headers / resp_headers, when present, are arrays of
- * {"name": string, "value": string} objects. Rejects invalid JSON, a non-object, unknown or
+ * {"name": string, "value": string} objects. A body is req_body / resp_body (its bytes as a
+ * string: UTF-8 text) or req_body_base64 / resp_body_base64 (RFC 4648 base64), not both. Rejects invalid JSON, a non-object, unknown or
  * duplicate keys, wrong types, negative or out-of-range numbers, with a one-line reason in err.
  * Every u64 field reads its whole range (0 to 2^64-1, beyond jansson's int64), so every line
  * tv_record_write_jsonl writes reads back.
@@ -28,7 +30,10 @@ int tv_record_json_parse(struct tv_record_json *rj, const char *line, size_t len
 void tv_record_json_release(struct tv_record_json *rj);
 
 /* Write r as one JSON object and a newline, fields in proto order, integers as numbers;
- * req_headers / resp_headers (arrays of {"name", "value"}) only when r has any.
+ * req_headers / resp_headers (arrays of {"name", "value"}) only when r has any; the body
+ * fields of capture --body-bytes only when not empty: the content type and encoding strings,
+ * and each body as req_body / resp_body when it is valid UTF-8 without NUL (a JSON string of
+ * those bytes), else as req_body_base64 / resp_body_base64 (the key is the encoding marker).
  * Returns 0 or -EIO (stream error). */
 int tv_record_write_jsonl(FILE *f, const Tracevault__V1__TraceRecord *r);
 

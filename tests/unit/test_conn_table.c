@@ -35,6 +35,22 @@ static int free_kept(void **state)
 	return 0;
 }
 
+/* A NUL-terminated copy of n bytes at b (kept until the last test), or NULL for NULL. */
+static char *keep_bytes(const void *b, size_t n)
+{
+	char *d;
+
+	if (!b)
+		return NULL;
+	d = malloc(n + 1);
+	assert_non_null(d);
+	memcpy(d, b, n);
+	d[n] = 0;
+	assert_true(n_kept < sizeof(kept) / sizeof(kept[0]));
+	kept[n_kept++] = d;
+	return d;
+}
+
 static void on_exchange(void *ctx, const struct tv_exchange *x)
 {
 	struct got *g = ctx;
@@ -45,7 +61,18 @@ static void on_exchange(void *ctx, const struct tv_exchange *x)
 	assert_true(n_kept < sizeof(kept) / sizeof(kept[0]));
 	kept[n_kept++] = path;
 	g->x[g->n] = *x;
-	g->x[g->n++].path = path;
+	g->x[g->n].path = path;
+	/* --body-bytes: bodies as strings (the tests' bodies hold no NUL), content headers */
+	g->x[g->n].req_body = (const uint8_t *)keep_bytes(x->req_body, x->req_body_len);
+	g->x[g->n].resp_body = (const uint8_t *)keep_bytes(x->resp_body, x->resp_body_len);
+	g->x[g->n].req_content_type = keep_bytes(x->req_content_type,
+						 x->req_content_type ? strlen(x->req_content_type) : 0);
+	g->x[g->n].resp_content_type = keep_bytes(x->resp_content_type,
+						  x->resp_content_type ? strlen(x->resp_content_type) : 0);
+	g->x[g->n].resp_content_encoding = keep_bytes(
+		x->resp_content_encoding,
+		x->resp_content_encoding ? strlen(x->resp_content_encoding) : 0);
+	g->n++;
 }
 
 static struct tv_event *ev(uint8_t kind, uint8_t role, int fd, uint64_t gen, uint64_t ts_ns)
@@ -780,6 +807,296 @@ static void test_unseen_place_pushed_out_is_not_counted_dropped(void **state)
 	tv_conn_table_free(t);
 }
 
+/* ---- connections that leave HTTP/1.x ---- */
+
+/* field-03's kind, server side: the exchange that switched is one record (status 101, no
+ * response body, ended by the 101's head); bytes through the tunnel in either direction,
+ * however much they look like HTTP, give no record, no error, and are counted. */
+static void test_101_tunnel_gives_one_record(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+	const struct tv_conn_stats *st = tv_conn_table_stats(t);
+
+	(void)state;
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20,
+	     "POST /session/attach HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
+	     "Content-Length: 0\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 30,
+	     "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n", 0);
+	assert_int_equal(g.n, 1);
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 40,
+	     "GET /typed-in-the-tunnel HTTP/1.1\r\nHost: inner\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 50,
+	     "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\ninside", 0);
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 60, "\x81\x85garbage", 1000);
+	send_ev(t, ev(TV_EV_CLOSE, TV_ROLE_SERVER, 5, 1, 90));
+	assert_int_equal(g.n, 1);
+	assert_string_equal(g.x[0].method, "POST");
+	assert_string_equal(g.x[0].path, "/session/attach");
+	assert_int_equal(g.x[0].status, 101);
+	assert_int_equal(g.x[0].flags, 0);
+	assert_int_equal(g.x[0].resp_body_bytes, 0);
+	assert_int_equal(g.x[0].ts_ns, 20);
+	assert_int_equal(g.x[0].end_ns, 30);
+	assert_int_equal(st->parse_errors, 0);
+	assert_int_equal(st->requests_unparsed + st->responses_unparsed, 0);
+	assert_int_equal(st->tunnels, 1);
+	assert_int_equal(st->tunnel_bytes, 50 + 44 + 9 + 1000);
+	tv_conn_table_free(t);
+}
+
+/* The same from the client's end (directions reversed), with the server's first tunnel
+ * bytes in the 101's own write. */
+static void test_101_tunnel_client_role(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+
+	(void)state;
+	send_ev(t, ev(TV_EV_CONNECT, TV_ROLE_CLIENT, 5, 1, 10));
+	data(t, TV_EV_DATA_OUT, TV_ROLE_CLIENT, 5, 1, 20,
+	     "GET /chat HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", 0);
+	data(t, TV_EV_DATA_IN, TV_ROLE_CLIENT, 5, 1, 30,
+	     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"
+	     "HTTP/1.1 500 Oops\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_CLIENT, 5, 1, 40, "DELETE /all HTTP/1.1\r\n\r\n", 0);
+	tv_conn_table_flush(t, 100);
+	assert_int_equal(g.n, 1);
+	assert_int_equal(g.x[0].status, 101);
+	assert_int_equal(g.x[0].end_ns, 30);
+	assert_int_equal(tv_conn_table_stats(t)->tunnels, 1);
+	assert_int_equal(tv_conn_table_stats(t)->tunnel_bytes, 21 + 24);
+	assert_int_equal(tv_conn_table_stats(t)->parse_errors, 0);
+	tv_conn_table_free(t);
+}
+
+/* A failed upgrade (any answer but 101) keeps the connection HTTP/1.x: later requests are
+ * records as usual. */
+static void test_refused_upgrade_keeps_parsing(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+
+	(void)state;
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20,
+	     "GET /chat HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+	     "GET /next HTTP/1.1\r\n\r\n", 0); /* pipelined behind: still HTTP when refused */
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 30,
+	     "HTTP/1.1 426 Upgrade Required\r\nContent-Length: 3\r\n\r\nno!"
+	     "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 0);
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 40, "GET /third HTTP/1.1\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 50, "HTTP/1.1 204 No Content\r\n\r\n", 0);
+	send_ev(t, ev(TV_EV_CLOSE, TV_ROLE_SERVER, 5, 1, 90));
+	assert_int_equal(g.n, 3);
+	assert_int_equal(g.x[0].status, 426);
+	assert_int_equal(g.x[0].resp_body_bytes, 3);
+	assert_string_equal(g.x[1].path, "/next");
+	assert_int_equal(g.x[1].status, 200);
+	assert_string_equal(g.x[2].path, "/third");
+	assert_int_equal(tv_conn_table_stats(t)->tunnels, 0);
+	tv_conn_table_free(t);
+}
+
+/* CONNECT answered 2xx is a tunnel from the end of that head (a Content-Length there is
+ * ignored: RFC 9110 §9.3.6); answered 4xx it is an ordinary exchange. */
+static void test_connect_tunnel_and_refused_connect(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+
+	(void)state;
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20,
+	     "CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 30,
+	     "HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 4\r\n\r\nauth", 0);
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 40,
+	     "CONNECT db.internal:5432 HTTP/1.1\r\nProxy-Authorization: Basic eDp5\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 50,
+	     "HTTP/1.1 200 Connection Established\r\nContent-Length: 100\r\n\r\n", 0);
+	assert_int_equal(g.n, 2);
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 60, "GET / HTTP/1.1\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 70, "HTTP/1.1 200 OK\r\n\r\n", 0);
+	send_ev(t, ev(TV_EV_CLOSE, TV_ROLE_SERVER, 5, 1, 90));
+	assert_int_equal(g.n, 2);
+	assert_int_equal(g.x[0].status, 407);
+	assert_int_equal(g.x[0].resp_body_bytes, 4);
+	assert_string_equal(g.x[1].method, "CONNECT");
+	assert_string_equal(g.x[1].path, "db.internal:5432");
+	assert_int_equal(g.x[1].status, 200);
+	assert_int_equal(g.x[1].resp_body_bytes, 0);
+	assert_int_equal(g.x[1].end_ns, 50);
+	assert_int_equal(tv_conn_table_stats(t)->tunnels, 1);
+	assert_int_equal(tv_conn_table_stats(t)->tunnel_bytes, 18 + 19);
+	assert_int_equal(tv_conn_table_stats(t)->parse_errors, 0);
+	tv_conn_table_free(t);
+}
+
+/* Prior-knowledge h2c: the server's SETTINGS may come first, then the client's preface; the
+ * connection is counted as a tunnel, nothing else. */
+static void test_h2_prior_knowledge_is_a_tunnel(void **state)
+{
+	static const char settings[] = "\0\0\x06\x04\0\0\0\0\0\0\x03\0\0\0\x64";
+	static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+	const struct tv_conn_stats *st = tv_conn_table_stats(t);
+	struct tv_event *e;
+
+	(void)state;
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	e = ev(TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 15);
+	memcpy(e->payload, settings, sizeof(settings) - 1);
+	e->payload_len = e->bytes = sizeof(settings) - 1;
+	send_ev(t, e);
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20, preface, 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 30, "HTTP/1.1 200 OK\r\n\r\n", 0);
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 40, "GET /x HTTP/1.1\r\n\r\n", 0);
+	send_ev(t, ev(TV_EV_CLOSE, TV_ROLE_SERVER, 5, 1, 90));
+	assert_int_equal(g.n, 0);
+	assert_int_equal(st->parse_errors, 0);
+	assert_int_equal(st->requests_unparsed + st->responses_unparsed, 0);
+	assert_int_equal(st->responses_unpaired, 0);
+	assert_int_equal(st->tunnels, 1);
+	assert_int_equal(st->tunnel_bytes, 6 + 19 + 19);
+	tv_conn_table_free(t);
+}
+
+/* Requests the client sent behind the Upgrade request before the 101 came were the new
+ * protocol's bytes (RFC 9110 §7.8: the server switches right after the upgrading request):
+ * no record, and what the parser counted of them (an unreadable head here) is taken back. */
+static void test_requests_pipelined_behind_the_upgrade_are_tunnel_bytes(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+	const struct tv_conn_stats *st = tv_conn_table_stats(t);
+
+	(void)state;
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20,
+	     "GET /first HTTP/1.1\r\n\r\n"
+	     "GET /chat HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+	     "GET /behind HTTP/1.1\r\n\r\nBAD LINE\r\n\r\nPUT /half HTTP/1.1\r\nContent-Le", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 30,
+	     "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+	     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: tcp\r\n\r\n", 0);
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 40, "ngth: 5\r\n\r\n", 0);
+	send_ev(t, ev(TV_EV_CLOSE, TV_ROLE_SERVER, 5, 1, 90));
+	assert_int_equal(g.n, 2);
+	assert_string_equal(g.x[0].path, "/first");
+	assert_string_equal(g.x[1].path, "/chat");
+	assert_int_equal(g.x[1].status, 101);
+	assert_int_equal(g.x[1].flags, 0);
+	assert_int_equal(st->parse_errors, 0);
+	assert_int_equal(st->requests_unparsed, 0);
+	assert_int_equal(st->exchanges, 2);
+	assert_int_equal(st->tunnels, 1);
+	tv_conn_table_free(t);
+}
+
+/* A 101 may answer before the upgrading request's body has all arrived: the body is still
+ * HTTP/1.x (a client cannot switch in the middle of a message) and is counted; the record is
+ * emitted once it ends, its latency still ending at the 101's head. */
+static void test_101_before_the_request_body_ends(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+
+	(void)state;
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20,
+	     "POST /attach HTTP/1.1\r\nUpgrade: tcp\r\nContent-Length: 10\r\n\r\n0123", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 30,
+	     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: tcp\r\n\r\n", 0);
+	assert_int_equal(g.n, 0);
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 40, "456789GET /in HTTP/1.1\r\n\r\n", 0);
+	assert_int_equal(g.n, 1);
+	assert_int_equal(g.x[0].req_body_bytes, 10);
+	assert_int_equal(g.x[0].status, 101);
+	assert_int_equal(g.x[0].end_ns, 30);
+	assert_int_equal(g.x[0].flags, 0);
+	send_ev(t, ev(TV_EV_CLOSE, TV_ROLE_SERVER, 5, 1, 90));
+	assert_int_equal(g.n, 1);
+	assert_int_equal(tv_conn_table_stats(t)->tunnel_bytes, 20);
+	assert_int_equal(tv_conn_table_stats(t)->parse_errors, 0);
+	tv_conn_table_free(t);
+}
+
+/* Lost data inside a tunnel is not HTTP/1.x: its head counts do not become unseen requests. */
+static void test_gap_inside_a_tunnel(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+	struct tv_event *e;
+
+	(void)state;
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20,
+	     "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 30,
+	     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", 0);
+	e = ev(TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 40);
+	e->flags = TV_EV_FLAG_GAP;
+	e->lost_in_bytes = 500;
+	e->lost_in_heads = 2;
+	e->lost_out_bytes = 300;
+	e->lost_out_heads = 1;
+	memcpy(e->payload, "xyz", 3);
+	e->payload_len = e->bytes = 3;
+	send_ev(t, e);
+	send_ev(t, ev(TV_EV_CLOSE, TV_ROLE_SERVER, 5, 1, 90));
+	assert_int_equal(g.n, 1);
+	assert_int_equal(g.x[0].flags, 0);
+	assert_int_equal(tv_conn_table_stats(t)->requests_unseen, 0);
+	assert_int_equal(tv_conn_table_stats(t)->responses_lost, 0);
+	assert_int_equal(tv_conn_table_stats(t)->tunnel_bytes, 803);
+	tv_conn_table_free(t);
+}
+
+/* --body-bytes through the table: a 500's JSON error body with its content headers, and a
+ * chunked request body de-chunked; without the option nothing is kept. */
+static void test_exchange_carries_bodies(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+
+	(void)state;
+	tv_conn_table_set_body_bytes(t, 64);
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20,
+	     "POST /api HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Type: text/csv\r\n\r\n"
+	     "4\r\na,b,\r\n", 0);
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 21, "2\r\nc\n\r\n0\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 30,
+	     "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
+	     "Content-Encoding: identity\r\nContent-Length: 28\r\n\r\n"
+	     "{\"error\":\"database is down\"}", 0);
+	assert_int_equal(g.n, 1);
+	assert_string_equal((const char *)g.x[0].req_body, "a,b,c\n");
+	assert_int_equal(g.x[0].req_body_len, 6);
+	assert_string_equal(g.x[0].req_content_type, "text/csv");
+	assert_string_equal((const char *)g.x[0].resp_body, "{\"error\":\"database is down\"}");
+	assert_int_equal(g.x[0].resp_body_len, 28);
+	assert_string_equal(g.x[0].resp_content_type, "application/json");
+	assert_string_equal(g.x[0].resp_content_encoding, "identity");
+	send_ev(t, ev(TV_EV_CLOSE, TV_ROLE_SERVER, 5, 1, 90));
+	tv_conn_table_free(t);
+
+	memset(&g, 0, sizeof(g));
+	t = tv_conn_table_new(on_exchange, &g);
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20, "GET / HTTP/1.1\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 30,
+	     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi", 0);
+	assert_int_equal(g.n, 1);
+	assert_null(g.x[0].resp_body);
+	assert_null(g.x[0].resp_content_type);
+	tv_conn_table_free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -808,6 +1125,15 @@ int main(void)
 		cmocka_unit_test(test_connection_first_seen_mid_request_body),
 		cmocka_unit_test(test_full_payload_event_is_parsed),
 		cmocka_unit_test(test_unseen_place_pushed_out_is_not_counted_dropped),
+		cmocka_unit_test(test_101_tunnel_gives_one_record),
+		cmocka_unit_test(test_101_tunnel_client_role),
+		cmocka_unit_test(test_refused_upgrade_keeps_parsing),
+		cmocka_unit_test(test_connect_tunnel_and_refused_connect),
+		cmocka_unit_test(test_h2_prior_knowledge_is_a_tunnel),
+		cmocka_unit_test(test_requests_pipelined_behind_the_upgrade_are_tunnel_bytes),
+		cmocka_unit_test(test_101_before_the_request_body_ends),
+		cmocka_unit_test(test_gap_inside_a_tunnel),
+		cmocka_unit_test(test_exchange_carries_bodies),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, free_kept);

@@ -1040,6 +1040,374 @@ static void test_query_rules_apply_to_path(void **state)
 	drop_parser(p);
 }
 
+/* ---- connections that leave HTTP/1.x (RFC 9110 §7.8, §9.3.6; RFC 9113 §3.4) ---- */
+
+/* A 101 is one message with no body, ended by its head; every byte after it, in the same
+ * read or later, is tunnel traffic: counted, never a message, an error or a resync. */
+static void test_101_ends_http_in_the_same_read(void **state)
+{
+	static const char tunnel[] = "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\ninside";
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_RESPONSE, &s);
+	char buf[256];
+
+	(void)state;
+	snprintf(buf, sizeof(buf), "HTTP/1.1 101 Switching Protocols\r\nUpgrade: tcp\r\n"
+		 "Content-Length: 40\r\n\r\n%s", tunnel);
+	tv_http_parser_feed(p, buf, strlen(buf), strlen(buf) + 100, 7);
+	assert_int_equal(s.heads, 1);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.msgs[0].status, 101);
+	assert_int_equal(s.msgs[0].body_bytes, 0); /* no body follows a 101 */
+	assert_int_equal(s.msgs[0].last_ts_ns, 7);
+	assert_true(p->switched);
+	assert_int_equal(p->tunnel_bytes, strlen(tunnel) + 100);
+	feed_str(p, tunnel, 8);
+	tv_http_parser_feed(p, "", 0, 5000, 9); /* uncopied or lost bytes: counted too */
+	assert_int_equal(s.n, 1);
+	assert_int_equal(p->errors, 0);
+	assert_int_equal(p->heads_unparsed, 0);
+	assert_int_equal(p->tunnel_bytes, 2 * strlen(tunnel) + 5100);
+	assert_int_equal(tv_http_parser_close(p, 10), 0); /* nothing unfinished */
+	assert_int_equal(s.n, 1);
+	drop_parser(p);
+}
+
+/* A 101 whose head was cut by the copy still switches: what follows is not resynced to. */
+static void test_cut_101_head_still_switches(void **state)
+{
+	static const char head[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-";
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_RESPONSE, &s);
+
+	(void)state;
+	tv_http_parser_feed(p, head, strlen(head), strlen(head) + 40, 1);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.msgs[0].status, 101);
+	assert_true(s.msgs[0].cut);
+	assert_true(p->switched);
+	feed_str(p, "HTTP/1.1 200 OK\r\n\r\n", 2);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(p->errors, 0);
+	drop_parser(p);
+}
+
+/* on_head marks a response upgraded (the capture does for a 2xx to CONNECT): the message
+ * ends at its head whatever framing it announces, and the rest is the tunnel's. */
+static void on_head_upgrades(void *ctx, struct tv_http_msg *m)
+{
+	on_head(ctx, m);
+	if (m->status / 100 == 2)
+		m->upgraded = 1;
+}
+
+static void test_upgraded_response_ends_at_its_head(void **state)
+{
+	static const struct tv_http_callbacks up_cbs = { on_head_upgrades, on_done };
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_RESPONSE, &s);
+
+	(void)state;
+	tv_http_parser_init(p, TV_HTTP_RESPONSE, &up_cbs, &s);
+	feed_str(p, "HTTP/1.1 200 Connection established\r\nContent-Length: 99\r\n\r\n"
+		    "\x16\x03\x01\x02\x05\x01", 3);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.msgs[0].status, 200);
+	assert_int_equal(s.msgs[0].body_bytes, 0);
+	assert_true(p->switched);
+	assert_int_equal(p->tunnel_bytes, 6);
+	drop_parser(p);
+	/* a refused CONNECT (407 with a body) is an ordinary exchange: parsing goes on */
+	p = new_parser(TV_HTTP_RESPONSE, &s);
+	tv_http_parser_init(p, TV_HTTP_RESPONSE, &up_cbs, &s);
+	feed_str(p, "HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 4\r\n\r\n"
+		    "nope" "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n", 3);
+	assert_int_equal(s.n, 2);
+	assert_int_equal(s.msgs[0].body_bytes, 4);
+	assert_false(p->switched);
+	drop_parser(p);
+}
+
+/* Prior-knowledge h2c: the preface as the connection's first bytes makes the whole stream
+ * HTTP/2's (RFC 9113 §3.4): no message, no unparsed head, no error. Anywhere else it is an
+ * unreadable request line as before. */
+static void test_h2_preface_switches_only_at_the_start(void **state)
+{
+	static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+	static const uint8_t frames[] = { 0, 0, 0, 4, 0, 0, 0, 0, 0, 'G', 'E', 'T', ' ', '/', 'x',
+					  ' ', 'H', 'T', 'T', 'P', '/', '1', '.', '1', '\r', '\n',
+					  '\r', '\n' };
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_REQUEST, &s);
+	size_t i, n = strlen(preface);
+
+	(void)state;
+	for (i = 0; i < n; i += 5) /* split anywhere */
+		tv_http_parser_feed(p, preface + i, n - i < 5 ? n - i : 5, n - i < 5 ? n - i : 5, 1);
+	tv_http_parser_feed(p, frames, sizeof(frames), sizeof(frames), 2);
+	feed_str(p, "GET /inside-h2 HTTP/1.1\r\n\r\n", 3);
+	assert_int_equal(s.heads, 0);
+	assert_int_equal(s.n, 0);
+	assert_true(p->switched);
+	assert_int_equal(p->heads_unparsed, 0);
+	assert_int_equal(p->errors, 0);
+	assert_int_equal(p->tunnel_bytes, 6 + sizeof(frames) + 27);
+	drop_parser(p);
+	/* after a request: HTTP/2.0 is not a version this parser reads, counted as before */
+	p = new_parser(TV_HTTP_REQUEST, &s);
+	feed_str(p, "GET / HTTP/1.1\r\n\r\n" "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 1);
+	assert_int_equal(s.n, 1);
+	assert_false(p->switched);
+	assert_int_equal(p->heads_unparsed, 1);
+	drop_parser(p);
+}
+
+/* tv_http_parser_switch on the request side: the upgrading request's body still in flight
+ * completes first (RFC 9110 §7.8); without finish_current, a message under way is dropped. */
+static void test_switch_finishes_the_body_in_flight(void **state)
+{
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_REQUEST, &s);
+
+	(void)state;
+	feed_str(p, "POST /attach HTTP/1.1\r\nUpgrade: tcp\r\nConnection: Upgrade\r\n"
+		    "Content-Length: 10\r\n\r\n0123", 1);
+	assert_int_equal(s.heads, 1);
+	tv_http_parser_switch(p, 1); /* the 101 came while the body was under way */
+	assert_false(p->switched);
+	feed_str(p, "456789GET /tunnel HTTP/1.1\r\n\r\n", 2);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.msgs[0].body_bytes, 10);
+	assert_int_equal(s.msgs[0].last_ts_ns, 2);
+	assert_false(s.msgs[0].incomplete);
+	assert_true(p->switched);
+	assert_int_equal(p->tunnel_bytes, 24);
+	drop_parser(p);
+
+	p = new_parser(TV_HTTP_REQUEST, &s);
+	feed_str(p, "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\nGET /behind HTTP/1.1\r\nX: y\r\n"
+		    "Content-Length: 50\r\n\r\nabc", 1);
+	assert_int_equal(s.heads, 2);
+	assert_int_equal(s.n, 1);
+	tv_http_parser_switch(p, 0); /* /behind was the new protocol's: abandoned, no on_done */
+	feed_str(p, "more", 2);
+	assert_int_equal(tv_http_parser_close(p, 3), 0);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(p->errors, 0);
+	assert_int_equal(p->tunnel_bytes, 4);
+	drop_parser(p);
+}
+
+/* ---- --body-bytes: the first body bytes, de-chunked ---- */
+
+static struct tv_http_parser *body_parser(enum tv_http_kind kind, struct seen *s, size_t max)
+{
+	struct tv_http_parser *p = new_parser(kind, s);
+
+	p->body_max = max;
+	return p;
+}
+
+/* The body prefix of the last message s saw, as a string (kept, freed after the tests). */
+static char *last_body(const struct tv_http_parser *p)
+{
+	char *b = malloc(p->msg.body_len + 1);
+
+	assert_non_null(b);
+	memcpy(b, p->msg.body ? (const char *)p->msg.body : "", p->msg.body_len);
+	b[p->msg.body_len] = 0;
+	assert_true(n_kept < sizeof(kept) / sizeof(kept[0]));
+	kept[n_kept++] = b;
+	return b;
+}
+
+static void test_body_prefix_of_content_length_body(void **state)
+{
+	static const char resp[] = "HTTP/1.1 500 Internal Server Error\r\n"
+				   "Content-Type: application/json\r\nContent-Encoding: identity\r\n"
+				   "Content-Length: 31\r\n\r\n{\"error\":\"database is down\"}\r\n\r\n";
+	struct seen s;
+	struct tv_http_parser *p = body_parser(TV_HTTP_RESPONSE, &s, 16);
+
+	(void)state;
+	for (size_t i = 0; i < strlen(resp); i++) /* every split */
+		tv_http_parser_feed(p, resp + i, 1, 1, i);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.msgs[0].body_bytes, 31);
+	assert_int_equal(s.msgs[0].body_len, 16);
+	assert_string_equal(last_body(p), "{\"error\":\"databa");
+	assert_string_equal(p->msg.content_type, "application/json");
+	assert_string_equal(p->msg.content_encoding, "identity");
+	drop_parser(p);
+	/* bodies off (the default): nothing kept, content headers not even looked at */
+	p = new_parser(TV_HTTP_RESPONSE, &s);
+	feed_str(p, resp, 1);
+	assert_int_equal(s.n, 1);
+	assert_null(p->msg.body);
+	assert_null(p->msg.content_type);
+	drop_parser(p);
+}
+
+/* Chunked: only chunk data is kept, across chunk boundaries and syscall splits; the prefix
+ * ends at the first byte a copy did not carry. */
+static void test_body_prefix_dechunked_across_splits(void **state)
+{
+	static const char resp[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+				   "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+				   "5;ext=1\r\nhello\r\n1\r\n \r\nA\r\nchunked wo\r\n3\r\nrld\r\n0\r\n"
+				   "Trailer: x\r\n\r\n";
+	struct seen s;
+	struct tv_http_parser *p;
+	size_t n = strlen(resp);
+
+	(void)state;
+	for (size_t cut = 1; cut < n; cut++) {
+		p = body_parser(TV_HTTP_RESPONSE, &s, 64);
+		tv_http_parser_feed(p, resp, cut, cut, 1);
+		tv_http_parser_feed(p, resp + cut, n - cut, n - cut, 2);
+		assert_int_equal(s.n, 1);
+		assert_int_equal(s.msgs[0].body_bytes, 19);
+		assert_string_equal(last_body(p), "hello chunked world");
+		assert_string_equal(p->msg.content_type, "text/plain; charset=utf-8");
+		drop_parser(p);
+	}
+	/* a bound inside a chunk */
+	p = body_parser(TV_HTTP_RESPONSE, &s, 8);
+	feed_str(p, resp, 1);
+	assert_string_equal(last_body(p), "hello ch");
+	drop_parser(p);
+	/* the copy of the second read stops inside the third chunk: the prefix stops there
+	 * too, even though later bytes were copied (they are not contiguous with it) */
+	p = body_parser(TV_HTTP_RESPONSE, &s, 64);
+	{
+		const char *third = strstr(resp, "chunked wo");
+
+		tv_http_parser_feed(p, resp, (size_t)(third + 3 - resp), (size_t)(third + 10 - resp),
+				    1);
+		tv_http_parser_feed(p, third + 10, strlen(third + 10), strlen(third + 10), 2);
+	}
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.msgs[0].body_bytes, 19);
+	assert_string_equal(last_body(p), "hello chu");
+	drop_parser(p);
+}
+
+/* A request body, the next message's body is its own, and a close-delimited response body. */
+static void test_body_prefix_per_message(void **state)
+{
+	struct seen s;
+	struct tv_http_parser *p = body_parser(TV_HTTP_REQUEST, &s, 4);
+
+	(void)state;
+	feed_str(p, "POST /a HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nab"
+		    "GET /b HTTP/1.1\r\n\r\n", 1);
+	assert_int_equal(s.n, 2);
+	assert_int_equal(s.msgs[0].body_len, 2);
+	assert_int_equal(s.msgs[1].body_len, 0); /* a bodiless request keeps nothing */
+	assert_null(p->msg.content_type);
+	drop_parser(p);
+	p = body_parser(TV_HTTP_RESPONSE, &s, 4);
+	feed_str(p, "HTTP/1.0 200 OK\r\n\r\nxy", 1);
+	feed_str(p, "zzzz", 2);
+	assert_int_equal(tv_http_parser_close(p, 3), 0);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.msgs[0].body_bytes, 6);
+	assert_string_equal(last_body(p), "xyzz");
+	drop_parser(p);
+}
+
+/* ---- the same stream split anywhere gives the same messages ---- */
+
+/* What one run reports, flattened for comparison. */
+struct run_out {
+	char text[4096];
+	size_t len;
+};
+
+static void run_out_add(struct run_out *o, const struct seen *s, const struct tv_http_parser *p)
+{
+	for (int i = 0; i < s->n; i++)
+		o->len += (size_t)snprintf(o->text + o->len, sizeof(o->text) - o->len,
+					   "%s %s %u %llu %zu %d %d|", s->msgs[i].method,
+					   s->msgs[i].path, s->msgs[i].status,
+					   (unsigned long long)s->msgs[i].body_bytes, s->msgs[i].body_len,
+					   s->msgs[i].incomplete, s->msgs[i].cut);
+	o->len += (size_t)snprintf(o->text + o->len, sizeof(o->text) - o->len,
+				   "e%llu u%llu t%llu s%d", (unsigned long long)p->errors,
+				   (unsigned long long)p->heads_unparsed,
+				   (unsigned long long)p->tunnel_bytes, p->switched);
+}
+
+/* Valid streams (no lost sync, whose resync point depends on where reads begin) made of
+ * random messages, fed whole, byte by byte and in random pieces: the same messages, counts and
+ * body prefix lengths. */
+static void test_random_splits_agree(void **state)
+{
+	static const char *const reqs[] = {
+		"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /b?q=1 HTTP/1.1\r\nContent-Length: 5\r\nContent-Type: t\r\n\r\nhello",
+		"PUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n10\r\n"
+		"0123456789abcdef\r\n0\r\n\r\n",
+		"DELETE /d HTTP/1.0\n\n",
+		"\r\nGET /after-crlf HTTP/1.1\r\nX-Long: 0123456789012345678901234567890123456789"
+		"0123456789012345678901234567890123456789\r\n\r\n",
+	};
+	static const char *const resps[] = {
+		"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+		"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+		"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n1;x=y\r\nz\r\n0\r\nT: 1\r\n\r\n",
+		"HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n",
+	};
+	uint32_t rnd = 12345;
+
+	(void)state;
+	for (int iter = 0; iter < 300; iter++) {
+		enum tv_http_kind kind = iter % 2 ? TV_HTTP_RESPONSE : TV_HTTP_REQUEST;
+		const char *const *pool = kind == TV_HTTP_REQUEST ? reqs : resps;
+		size_t npool = kind == TV_HTTP_REQUEST ? 5 : 4, n = 0;
+		char in[2048];
+		struct run_out out[3];
+
+		memset(out, 0, sizeof(out));
+		for (int m = 0; m < 6; m++) {
+			const char *msg = pool[((rnd = rnd * 1103515245 + 12345) >> 16) % npool];
+
+			memcpy(in + n, msg, strlen(msg));
+			n += strlen(msg);
+		}
+		if (kind == TV_HTTP_RESPONSE && iter % 4 == 1) { /* a switch, then tunnel bytes */
+			static const char sw[] = "HTTP/1.1 101 Switching\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+
+			memcpy(in + n, sw, strlen(sw));
+			n += strlen(sw);
+		}
+		for (int way = 0; way < 3; way++) {
+			struct seen s;
+			struct tv_http_parser *p = body_parser(kind, &s, 8);
+			size_t i = 0;
+
+			while (i < n) {
+				size_t k = n - i;
+
+				if (way == 1)
+					k = 1;
+				else if (way == 2)
+					k = 1 + ((rnd = rnd * 1103515245 + 12345) >> 16) % 23;
+
+				if (k > n - i)
+					k = n - i;
+				tv_http_parser_feed(p, in + i, k, k, i);
+				i += k;
+			}
+			run_out_add(&out[way], &s, p);
+			drop_parser(p);
+		}
+		assert_string_equal(out[0].text, out[1].text);
+		assert_string_equal(out[0].text, out[2].text);
+		free_kept(NULL); /* the paths on_done kept */
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1074,6 +1442,15 @@ int main(void)
 		cmocka_unit_test(test_traceparent_with_zero_parent_id_ignored),
 		cmocka_unit_test(test_host_and_http_version),
 		cmocka_unit_test(test_query_rules_apply_to_path),
+		cmocka_unit_test(test_101_ends_http_in_the_same_read),
+		cmocka_unit_test(test_cut_101_head_still_switches),
+		cmocka_unit_test(test_upgraded_response_ends_at_its_head),
+		cmocka_unit_test(test_h2_preface_switches_only_at_the_start),
+		cmocka_unit_test(test_switch_finishes_the_body_in_flight),
+		cmocka_unit_test(test_body_prefix_of_content_length_body),
+		cmocka_unit_test(test_body_prefix_dechunked_across_splits),
+		cmocka_unit_test(test_body_prefix_per_message),
+		cmocka_unit_test(test_random_splits_agree),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, free_kept);

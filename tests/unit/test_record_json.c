@@ -328,10 +328,76 @@ static void test_headers_round_trip(void **state)
 	free(s);
 }
 
+/* --body-bytes fields: a text body as a JSON string, a binary one (invalid UTF-8, or a NUL) as
+ * base64 under its own key; both read back to the same bytes; content strings only when set. */
+static void test_bodies_round_trip(void **state)
+{
+	static const uint8_t bin[] = { 0x1f, 0x8b, 0x08, 0x00, 0xff, 'a' };
+	Tracevault__V1__TraceRecord r;
+	struct tv_record_json rj;
+	char err[256], *s, *s2;
+
+	(void)state;
+	fill(&r);
+	r.req_body.data = (uint8_t *)"name=\"\xc3\xa9t\xc3\xa9\"\n";
+	r.req_body.len = strlen((const char *)r.req_body.data);
+	r.resp_body.data = (uint8_t *)bin;
+	r.resp_body.len = sizeof(bin);
+	r.resp_content_type = "application/json";
+	r.resp_content_encoding = "gzip";
+	s = to_jsonl(&r);
+	assert_non_null(strstr(s, ",\"flags\":3,\"role\":\"server\",\"host\":\"example.com:8080\","
+				  "\"http_version\":\"1.1\",\"req_body\":\"name=\\\"\xc3\xa9t\xc3\xa9\\\"\\n\","
+				  "\"resp_body_base64\":\"H4sIAP9h\",\"resp_content_type\":"
+				  "\"application/json\",\"resp_content_encoding\":\"gzip\"}\n"));
+	assert_null(strstr(s, "req_content_type"));
+	assert_int_equal(tv_record_json_parse(&rj, s, strlen(s) - 1, err, sizeof(err)), 0);
+	assert_int_equal(rj.rec.resp_body.len, sizeof(bin));
+	assert_memory_equal(rj.rec.resp_body.data, bin, sizeof(bin));
+	assert_int_equal(rj.rec.req_body.len, r.req_body.len);
+	assert_string_equal(rj.rec.resp_content_encoding, "gzip");
+	s2 = to_jsonl(&rj.rec);
+	assert_string_equal(s, s2);
+	tv_record_json_release(&rj);
+	free(s);
+	free(s2);
+	/* every padding length, and a NUL makes text base64 */
+	for (size_t n = 1; n <= 5; n++) {
+		static const uint8_t nul[] = { 'a', 0, 'b', 'c', 'd' };
+
+		fill(&r);
+		r.req_body.data = (uint8_t *)nul;
+		r.req_body.len = n;
+		s = to_jsonl(&r);
+		assert_non_null(strstr(s, n == 1 ? "\"req_body\":\"a\"" : "\"req_body_base64\":"));
+		assert_int_equal(tv_record_json_parse(&rj, s, strlen(s) - 1, err, sizeof(err)), 0);
+		assert_int_equal(rj.rec.req_body.len, n);
+		assert_memory_equal(rj.rec.req_body.data, nul, n);
+		tv_record_json_release(&rj);
+		free(s);
+	}
+	s = "{\"ts_ns\":1,\"resp_body\":\"a\",\"resp_body_base64\":\"YQ==\"}";
+	assert_int_equal(tv_record_json_parse(&rj, s, strlen(s), err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "twice"));
+	s = "{\"ts_ns\":1,\"resp_body_base64\":\"YQ=\"}";
+	assert_int_equal(tv_record_json_parse(&rj, s, strlen(s), err, sizeof(err)), -EINVAL);
+	s = "{\"ts_ns\":1,\"resp_body_base64\":\"Y=Q=\"}";
+	assert_int_equal(tv_record_json_parse(&rj, s, strlen(s), err, sizeof(err)), -EINVAL);
+	s = "{\"ts_ns\":1,\"req_body\":5}";
+	assert_int_equal(tv_record_json_parse(&rj, s, strlen(s), err, sizeof(err)), -EINVAL);
+	/* none set: no key (the form without bodies is unchanged) */
+	fill(&r);
+	s = to_jsonl(&r);
+	assert_null(strstr(s, "body\""));
+	assert_null(strstr(s, "content"));
+	free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_headers_round_trip),
+		cmocka_unit_test(test_bodies_round_trip),
 		cmocka_unit_test(test_exact_jsonl_output),
 		cmocka_unit_test(test_round_trip_all_fields),
 		cmocka_unit_test(test_round_trip_u64_extremes),
