@@ -22,17 +22,22 @@
 #define TV_RECORD_FLAG_LOST 4u        /* the response was lost in capture: status 0 */
 #define TV_RECORD_FLAG_CUT 8u         /* a head was not seen whole (head limit or payload
 				       * copy): fields after the cut are missing */
+#define TV_RECORD_FLAG_UNSEEN 32u     /* bytes of this exchange moved through no hooked
+				       * syscall (io_uring, ...; known from the TCP byte
+				       * counters): body counts stay exact, the bytes were not
+				       * seen; with LOST, the whole response was such bytes */
 
 /* One request/response pair. Times are CLOCK_MONOTONIC ns, as the events carry them. */
 struct tv_exchange {
 	uint64_t ts_ns;  /* first request byte */
 	uint64_t end_ns; /* last response byte (or the close, without a response) */
-	uint32_t pid;
+	uint32_t pid;    /* the process whose syscall carried the request's first byte (a
+			  * server's forked child that reads it, not the parent that accepted) */
 	unsigned status; /* 0: no response seen */
 	uint32_t flags;  /* TV_RECORD_FLAG_* */
 	uint64_t conn_id, conn_gen; /* the connection's identity (sampling keeps it together) */
 	uint64_t req_body_bytes, resp_body_bytes;
-	char comm[17];
+	char comm[17];   /* of pid */
 	char local[TV_ADDR_STR_BYTES], remote[TV_ADDR_STR_BYTES];
 	char method[TV_HTTP_METHOD_BYTES];
 	const char *path; /* never NULL; as long as the request head held it (tv_http_msg.path) */
@@ -58,6 +63,8 @@ struct tv_conn_stats {
 				     * counts them as TV_LOST_REQUESTS); their responses are
 				     * matched and skipped so later pairs stay aligned */
 	uint64_t responses_lost;    /* records emitted with TV_RECORD_FLAG_LOST */
+	uint64_t unseen_gaps;       /* events telling of unhooked bytes (TV_EV_FLAG_UNSEEN) */
+	uint64_t requests_unhooked; /* requests taken to have begun in unhooked bytes: no record */
 	uint64_t responses_unpaired; /* responses with no request waiting (dropped) */
 	/* heads reported cut (records flagged TV_RECORD_FLAG_CUT), by reason, and heads the
 	 * parsers could not read at all (no record for their message), by direction: summed

@@ -118,8 +118,9 @@ static int seed_open_sockets(struct tv_tracepoint *t, char *err, size_t errlen)
 	uint64_t skipped;
 	int rc;
 
-	rc = tv_capture_seed_sockets(bpf_map__fd(t->skel->maps.sockets), &f,
-				     tv_monotonic_ns(), &st, err, errlen);
+	rc = tv_capture_seed_sockets(bpf_map__fd(t->skel->maps.seeds),
+				     (uint64_t *)&t->skel->bss->seeds_left,
+				     &f, tv_monotonic_ns(), &st, err, errlen);
 	if (rc)
 		return rc;
 	skipped = st.not_established + st.map_full;

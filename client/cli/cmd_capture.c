@@ -259,6 +259,9 @@ static int run_capture(const struct tv_capture_opts *o, const struct tv_pipeline
 			res.responses_unparsed,
 			ps.segments_committed, ps.segments_failed, ps.payload_bytes_copied,
 			ps.cache_bytes_peak);
+	if (o->mode == TV_CAPTURE_MODE_TRACEPOINT && (ret == 0 || res.events))
+		fprintf(stderr, "unhooked: %" PRIu64 " bytes in %" PRIu64 " gaps, requests %" PRIu64
+			"\n", res.unseen_bytes, res.unseen_gaps, res.requests_unhooked);
 	if (res.sampled_out || (o->sample_ratio > 0 && o->sample_ratio < 1))
 		fprintf(stderr, "sampled out %" PRIu64 " records (--sample-ratio %g)\n",
 			res.sampled_out, o->sample_ratio);
