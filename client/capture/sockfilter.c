@@ -130,6 +130,9 @@ static void on_tcp_event(void *ctx, const struct tv_tcp_event *te)
 	case TV_TCP_EV_CLOSE:
 		e->kind = TV_EV_CLOSE;
 		break;
+	case TV_TCP_EV_FIN: /* the server's FIN ends what it sends, the client's what it sends */
+		e->kind = te->dir == TV_TCP_TO_SERVER ? TV_EV_FIN_IN : TV_EV_FIN_OUT;
+		break;
 	}
 	if (te->gaps[TV_TCP_TO_SERVER] || te->gaps[TV_TCP_TO_CLIENT]) {
 		e->flags |= TV_EV_FLAG_GAP;
