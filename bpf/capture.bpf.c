@@ -670,6 +670,12 @@ static __always_inline int data_event(long ret, int fd, struct pt_regs *regs, __
 	sk = file_sock(f);
 	if (!sk)
 		return 0; /* files, pipes: never a map lookup */
+	/* unix, UDP, netlink sockets, and with --port the TCP sockets of other ports, cannot be
+	 * tracked: two loads instead of a lookup */
+	if (sk->sk_protocol != IPPROTO_TCP ||
+	    (target_port && sk->__sk_common.skc_num != target_port &&
+	     bpf_ntohs(sk->__sk_common.skc_dport) != target_port))
+		return 0;
 	key = (__u64)sk;
 	si = bpf_map_lookup_elem(&sockets, &key);
 	if (!si && !(si = adopt_seed(f, key)))
