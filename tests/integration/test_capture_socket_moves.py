@@ -165,6 +165,26 @@ def test_close_of_one_of_two_descriptors(srv, mode):
     run_dispatch(srv, mode, "dup", ["/len/1%d", "/len/2", "/len/3"], 2)
 
 
+def test_connection_open_before_capture_served_by_child(srv, mode):
+    """A keep-alive connection accepted (and served by a forked child) before the capture
+    starts: tracepoint mode seeds it from /proc by its socket inode and the child's next
+    syscall adopts it; its requests after the start are recorded with the child's pid."""
+    with MovesHttp("--dispatch", "fork") as s:
+        with RawHttp(s.port) as c:
+            c.send(req("GET", "/len/1"))
+            assert c.read_response() == (200, 1)
+
+            def traffic():
+                for p in ("/len/2", "/len/3"):
+                    c.send(req("GET", p))
+                    assert c.read_response() == (200, int(p.split("/")[-1]))
+            recs, nums, err = server_records(srv, s, mode, traffic)
+        served = s.served()
+    assert [p for _, p, *_ in served] == ["/len/1", "/len/2", "/len/3"], served
+    check_served(recs, served[1:], mode, err, "open before the capture")
+    assert nums["lost"] == 0, err
+
+
 def main():
     modes, why = available_modes()
     if not modes:
