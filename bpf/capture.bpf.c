@@ -812,15 +812,20 @@ int sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
 			seq_account(si, key, 0, 0);
 		return 0;
 	}
-	if (si->flags & TV_SOCK_SEQ_VALID)
-		seq_account(si, key, 0, 0); /* unseen bytes before the end are reported with it */
 	if (state == TCP_CLOSE) {
+		/* no counter check here: TCP_CLOSE often comes in softirq (a reset, the last ACK)
+		 * while the owner's last data syscall is still in its program on another CPU,
+		 * which would make its bytes look unseen (seen under wrk: an RST at its end) */
 		send_ctl(si, TV_EV_CLOSE, -1);
 		bpf_map_delete_elem(&sockets, &key);
 		return 0;
 	}
 	if (!(si->flags & TV_SOCK_FIN_SENT)) {
 		si->flags |= TV_SOCK_FIN_SENT;
+		/* our FIN comes from the process ending the socket, after its last data syscall:
+		 * unseen bytes before it are reported with it */
+		if (si->flags & TV_SOCK_SEQ_VALID)
+			seq_account(si, key, 0, 0);
 		send_ctl(si, TV_EV_FIN_OUT, -1);
 	}
 	return 0;
