@@ -83,6 +83,26 @@ struct {
  * socket missing from `sockets` costs no second lookup. */
 __u64 seeds_left = 0;
 
+/* A counting filter over `sockets`: how many entries' socket inode numbers hash to each slot
+ * (sock_slot). Every data syscall on a TCP socket of any process looks here first, a plain
+ * load, and only a non-zero slot costs the hash lookup: most sockets of a host are not
+ * tracked. Raised after an insert that added an entry, lowered (by the entry's own ino) after
+ * a delete that removed one. By inode, not by struct sock address: the verifier allows no
+ * arithmetic on a kernel pointer. */
+#define SOCK_FILTER_BITS 14
+__u32 sock_filter[1 << SOCK_FILTER_BITS] = {};
+
+static __always_inline __u32 *sock_slot(__u64 ino)
+{
+	return &sock_filter[(ino * 0x9e3779b97f4a7c15ull) >> (64 - SOCK_FILTER_BITS)];
+}
+
+/* Is the socket of inode ino perhaps tracked (or seeded)? 0: certainly not. */
+static __always_inline int maybe_tracked(__u64 ino)
+{
+	return *(volatile __u32 *)sock_slot(ino) || *(volatile __u64 *)&seeds_left;
+}
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, TV_CAPTURE_RING_BYTES);
@@ -413,8 +433,9 @@ static __always_inline struct tv_sock_info *adopt_seed(struct file *f, __u64 key
 	if (!seed)
 		return NULL;
 	/* NOEXIST: another CPU may have adopted it first; an accept of this sock can't race */
-	if (bpf_map_update_elem(&sockets, &key, seed, BPF_NOEXIST) &&
-	    !bpf_map_lookup_elem(&sockets, &key)) {
+	if (!bpf_map_update_elem(&sockets, &key, seed, BPF_NOEXIST)) {
+		__sync_fetch_and_add(sock_slot(ino), 1);
+	} else if (!bpf_map_lookup_elem(&sockets, &key)) {
 		count_lost(TV_LOST_MAP_FULL);
 		return NULL;
 	}
@@ -467,6 +488,7 @@ static __always_inline int track_socket(int fd, __u8 role)
 	struct file *f;
 	struct sock *sk;
 	__u64 key;
+	int stale;
 
 	if (fd < 0 || !tgid_wanted(tgid) || !task_wanted())
 		return 0;
@@ -507,10 +529,13 @@ static __always_inline int track_socket(int fd, __u8 role)
 	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_ESTABLISHED)
 		seq_account(&si, key, 0, 0);
 	/* BPF_ANY: a stale entry of a sock freed and reused (its TCP_CLOSE not seen) is replaced */
+	stale = bpf_map_lookup_elem(&sockets, &key) != NULL;
 	if (bpf_map_update_elem(&sockets, &key, &si, BPF_ANY)) {
 		count_lost(TV_LOST_MAP_FULL); /* table full: this connection will not be seen */
 		return 0;
 	}
+	if (!stale)
+		__sync_fetch_and_add(sock_slot(si.ino), 1);
 	e = bpf_map_lookup_elem(&sockets, &key);
 	if (e)
 		send_ctl(e, role == TV_ROLE_SERVER ? TV_EV_ACCEPT : TV_EV_CONNECT, fd);
@@ -676,6 +701,8 @@ static __always_inline int data_event(long ret, int fd, struct pt_regs *regs, __
 	    (target_port && sk->__sk_common.skc_num != target_port &&
 	     bpf_ntohs(sk->__sk_common.skc_dport) != target_port))
 		return 0;
+	if (!maybe_tracked(f->f_inode->i_ino))
+		return 0;
 	key = (__u64)sk;
 	si = bpf_map_lookup_elem(&sockets, &key);
 	if (!si && !(si = adopt_seed(f, key)))
@@ -816,8 +843,11 @@ int sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		/* no counter check here: TCP_CLOSE often comes in softirq (a reset, the last ACK)
 		 * while the owner's last data syscall is still in its program on another CPU,
 		 * which would make its bytes look unseen (seen under wrk: an RST at its end) */
+		__u64 ino = si->ino;
+
 		send_ctl(si, TV_EV_CLOSE, -1);
-		bpf_map_delete_elem(&sockets, &key);
+		if (!bpf_map_delete_elem(&sockets, &key))
+			__sync_fetch_and_add(sock_slot(ino), -1);
 		return 0;
 	}
 	if (!(si->flags & TV_SOCK_FIN_SENT)) {
