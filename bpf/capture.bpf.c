@@ -338,12 +338,13 @@ static __always_inline void submit(struct scratch *s, __u32 payload_len, struct 
 
 /* An event without payload (accept, connect, FIN, close), built on the stack: it needs no
  * scratch slot, so one sent from softirq context (a close) never finds the slot taken. */
-static __always_inline void send_ctl(struct tv_sock_info *si, __u8 kind, int fd)
+static __always_inline void send_ctl(struct tv_sock_info *si, __u8 kind, int fd, __u8 flags)
 {
 	__u64 buf[TV_EVENT_HEADER_BYTES / 8] = {};
 	struct tv_event *ev = (struct tv_event *)buf;
 
 	fill_header(ev, si, kind, fd);
+	ev->flags = flags;
 	send_event(ev, TV_EVENT_HEADER_BYTES, 0, si, 0);
 }
 
@@ -538,7 +539,7 @@ static __always_inline int track_socket(int fd, __u8 role)
 		__sync_fetch_and_add(sock_slot(si.ino), 1);
 	e = bpf_map_lookup_elem(&sockets, &key);
 	if (e)
-		send_ctl(e, role == TV_ROLE_SERVER ? TV_EV_ACCEPT : TV_EV_CONNECT, fd);
+		send_ctl(e, role == TV_ROLE_SERVER ? TV_EV_ACCEPT : TV_EV_CONNECT, fd, 0);
 	return 0;
 }
 
@@ -845,7 +846,8 @@ int sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		 * which would make its bytes look unseen (seen under wrk: an RST at its end) */
 		__u64 ino = si->ino;
 
-		send_ctl(si, TV_EV_CLOSE, -1);
+		send_ctl(si, TV_EV_CLOSE, -1,
+			 KCAST(struct sock, key)->sk_socket ? TV_EV_FLAG_HELD : 0);
 		if (!bpf_map_delete_elem(&sockets, &key))
 			__sync_fetch_and_add(sock_slot(ino), -1);
 		return 0;
@@ -856,7 +858,7 @@ int sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		 * unseen bytes before it are reported with it */
 		if (si->flags & TV_SOCK_SEQ_VALID)
 			seq_account(si, key, 0, 0);
-		send_ctl(si, TV_EV_FIN_OUT, -1);
+		send_ctl(si, TV_EV_FIN_OUT, -1, 0);
 	}
 	return 0;
 }

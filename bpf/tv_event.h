@@ -79,6 +79,11 @@ enum tv_event_role {
  * through no hooked syscall (io_uring, ...), found from the kernel's own TCP byte counters
  * (tcp_sock copied_seq / write_seq); how many messages began in them is not known. */
 #define TV_EV_FLAG_UNSEEN 0x4
+/* On TV_EV_CLOSE (tracepoint mode): the socket closed while a descriptor still held it (a
+ * reset, a failed connect): a data syscall its holder made just before may still be on its
+ * way to the ring, behind this event, so user space ends the connection a little later
+ * (TV_CONN_CLOSE_GRACE_NS). */
+#define TV_EV_FLAG_HELD 0x8
 
 /* Indexes of the kernel's per-CPU loss counters (map `lost`), summed by the loader. */
 enum tv_lost_reason {

@@ -213,6 +213,7 @@ static int poll_loop(struct capture *c, char *err, size_t errlen)
 		rc = c->src.poll(c->src.impl, POLL_TIMEOUT_MS, err, errlen);
 		if (rc)
 			return rc;
+		tv_conn_table_reap(c->conns, tv_monotonic_ns());
 		note_loss(c);
 		if (end_ns && tv_monotonic_ns() >= end_ns)
 			break;

@@ -57,6 +57,7 @@ struct conn {
 	uint64_t req_seq;       /* request being parsed, or NO_SEQ */
 	uint64_t next_resp_seq; /* first request without a response head */
 	uint64_t resp_seq;      /* request the response being parsed answers, or NO_SEQ */
+	uint64_t close_ts;      /* a held CLOSE's time (ends at tv_conn_table_reap), or 0 */
 	struct tv_http_parser req, resp;
 };
 
@@ -67,6 +68,7 @@ struct tv_conn_table {
 	int keep_query;
 	size_t max_head_bytes;
 	int keep_headers, keep_credentials;
+	size_t n_closing; /* connections with close_ts set */
 	struct tv_conn_stats stats;
 	struct conn *buckets[BUCKETS];
 };
@@ -354,6 +356,8 @@ static void conn_close(struct tv_conn_table *t, struct conn **slot, uint64_t ts_
 	struct conn *c = *slot;
 	struct pending *p;
 
+	if (c->close_ts) /* a held CLOSE (see tv_conn_table_reap): the end is its time */
+		ts_ns = c->close_ts;
 	/* a message cut by the close still reaches on_done (marked incomplete): its request is
 	 * emitted below with what was seen, so the return value adds nothing here */
 	(void)tv_http_parser_close(&c->req, ts_ns);
@@ -379,6 +383,8 @@ static void conn_close(struct tv_conn_table *t, struct conn **slot, uint64_t ts_
 	t->stats.requests_unparsed += c->req.heads_unparsed;
 	t->stats.responses_unparsed += c->resp.heads_unparsed;
 	t->stats.conns_closed++;
+	if (c->close_ts)
+		t->n_closing--;
 	*slot = c->next;
 	t->n_conns--;
 	conn_free(c);
@@ -592,11 +598,35 @@ void tv_conn_table_event(struct tv_conn_table *t, const void *data, size_t len)
 			return;
 		if (e->flags & TV_EV_FLAG_GAP)
 			apply_gap(c, e);
+		if (e->flags & TV_EV_FLAG_HELD) {
+			if (!c->close_ts)
+				t->n_closing++;
+			c->close_ts = e->ts_ns ? e->ts_ns : 1;
+			return;
+		}
 		conn_close(t, slot, e->ts_ns);
 		return;
 	default:
 		t->stats.bad_events++;
 		return;
+	}
+}
+
+void tv_conn_table_reap(struct tv_conn_table *t, uint64_t now_ns)
+{
+	size_t b;
+
+	for (b = 0; b < BUCKETS && t->n_closing; b++) {
+		struct conn **pp = &t->buckets[b];
+
+		while (*pp) {
+			uint64_t ts = (*pp)->close_ts;
+
+			if (ts && ts + TV_CONN_CLOSE_GRACE_NS <= now_ns)
+				conn_close(t, pp, now_ns);
+			else
+				pp = &(*pp)->next;
+		}
 	}
 }
 

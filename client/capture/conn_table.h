@@ -15,6 +15,10 @@
 #define TV_CONN_MAX_PENDING 32
 /* Connections tracked at once; events of further connections are counted and dropped. */
 #define TV_CONN_MAX 65536
+/* A CLOSE flagged TV_EV_FLAG_HELD (a reset while a process held the socket) ends its
+ * connection this long after the event (tv_conn_table_reap), so a data event of the holder
+ * that reached the ring behind it is still paired: two poll intervals of the capture. */
+#define TV_CONN_CLOSE_GRACE_NS (20ull * 1000 * 1000)
 
 /* TraceRecord.flags bits (proto/tracevault.proto documents them). */
 #define TV_RECORD_FLAG_NO_RESPONSE 1u /* closed before a response: status 0 */
@@ -95,6 +99,11 @@ void tv_conn_table_set_head_limit(struct tv_conn_table *t, size_t max_head_bytes
 
 /* One ring buffer record (struct tv_event, len bytes of it). Malformed records are counted. */
 void tv_conn_table_event(struct tv_conn_table *t, const void *data, size_t len);
+
+/* Ends the connections whose held CLOSE (TV_EV_FLAG_HELD) is older than
+ * TV_CONN_CLOSE_GRACE_NS at now_ns (monotonic), at the time of their CLOSE. The capture calls it
+ * after each poll; cheap when none waits. */
+void tv_conn_table_reap(struct tv_conn_table *t, uint64_t now_ns);
 
 /* End of capture: every connection is treated as closed at now_ns (monotonic), so requests
  * still waiting for a response are emitted with what was seen (status 0 without a response). */

@@ -924,6 +924,58 @@ static void test_unseen_bytes_inside_body(void **state)
 	tv_conn_table_free(t);
 }
 
+/* A CLOSE flagged HELD (a reset while the server still held the socket) may reach the ring
+ * before the server's last write did: the connection ends only at tv_conn_table_reap, a grace
+ * period later, so that write still pairs. */
+static void test_held_close_waits_for_late_data(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+	struct tv_event *e;
+
+	(void)state;
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20, "GET /x HTTP/1.1\r\n\r\n", 0);
+	e = ev(TV_EV_CLOSE, TV_ROLE_SERVER, 5, 1, 40);
+	e->flags = TV_EV_FLAG_HELD;
+	send_ev(t, e);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 30,
+	     "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz", 0);
+	assert_int_equal(g.n, 1);
+	assert_int_equal(g.x[0].status, 200);
+	assert_int_equal(g.x[0].flags, 0);
+	assert_int_equal(tv_conn_table_stats(t)->conns_closed, 0);
+	tv_conn_table_reap(t, 40 + TV_CONN_CLOSE_GRACE_NS - 1);
+	assert_int_equal(tv_conn_table_stats(t)->conns_closed, 0);
+	tv_conn_table_reap(t, 40 + TV_CONN_CLOSE_GRACE_NS);
+	assert_int_equal(tv_conn_table_stats(t)->conns_closed, 1);
+	tv_conn_table_flush(t, 100 * TV_CONN_CLOSE_GRACE_NS);
+	tv_conn_table_free(t);
+}
+
+/* A held CLOSE ends a request still without a response at the CLOSE's time. */
+static void test_held_close_ends_at_its_time(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+	struct tv_event *e;
+
+	(void)state;
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20, "GET /y HTTP/1.1\r\n\r\n", 0);
+	e = ev(TV_EV_CLOSE, TV_ROLE_SERVER, 5, 1, 40);
+	e->flags = TV_EV_FLAG_HELD;
+	send_ev(t, e);
+	assert_int_equal(g.n, 0);
+	tv_conn_table_reap(t, 1000 * TV_CONN_CLOSE_GRACE_NS);
+	assert_int_equal(g.n, 1);
+	assert_int_equal(g.x[0].status, 0);
+	assert_int_equal(g.x[0].flags, TV_RECORD_FLAG_NO_RESPONSE);
+	assert_int_equal(g.x[0].end_ns, 40);
+	tv_conn_table_flush(t, 2000 * TV_CONN_CLOSE_GRACE_NS);
+	tv_conn_table_free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -957,6 +1009,8 @@ int main(void)
 		cmocka_unit_test(test_unseen_response_keeps_later_pairs),
 		cmocka_unit_test(test_unseen_request_counted_and_skipped),
 		cmocka_unit_test(test_unseen_bytes_inside_body),
+		cmocka_unit_test(test_held_close_waits_for_late_data),
+		cmocka_unit_test(test_held_close_ends_at_its_time),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, free_kept);
