@@ -89,12 +89,11 @@ __u64 seeds_left = 0;
  * tracked. Raised after an insert that added an entry, lowered (by the entry's own ino) after
  * a delete that removed one. By inode, not by struct sock address: the verifier allows no
  * arithmetic on a kernel pointer. */
-#define SOCK_FILTER_BITS 14
-__u32 sock_filter[1 << SOCK_FILTER_BITS] = {};
+__u32 sock_filter[1 << TV_SOCK_FILTER_BITS] = {};
 
 static __always_inline __u32 *sock_slot(__u64 ino)
 {
-	return &sock_filter[(ino * 0x9e3779b97f4a7c15ull) >> (64 - SOCK_FILTER_BITS)];
+	return &sock_filter[tv_sock_filter_slot(ino)];
 }
 
 /* Is the socket of inode ino perhaps tracked (or seeded)? 0: certainly not. */
@@ -338,13 +337,15 @@ static __always_inline void submit(struct scratch *s, __u32 payload_len, struct 
 
 /* An event without payload (accept, connect, FIN, close), built on the stack: it needs no
  * scratch slot, so one sent from softirq context (a close) never finds the slot taken. */
-static __always_inline void send_ctl(struct tv_sock_info *si, __u8 kind, int fd, __u8 flags)
+static __always_inline void send_ctl(struct tv_sock_info *si, __u8 kind, int fd, __u8 flags,
+				    __u64 bytes)
 {
 	__u64 buf[TV_EVENT_HEADER_BYTES / 8] = {};
 	struct tv_event *ev = (struct tv_event *)buf;
 
 	fill_header(ev, si, kind, fd);
 	ev->flags = flags;
+	ev->bytes = bytes;
 	send_event(ev, TV_EVENT_HEADER_BYTES, 0, si, 0);
 }
 
@@ -488,8 +489,7 @@ static __always_inline int track_socket(int fd, __u8 role)
 	struct tv_sock_info *e;
 	struct file *f;
 	struct sock *sk;
-	__u64 key;
-	int stale;
+	__u64 key, stale_ino;
 
 	if (fd < 0 || !tgid_wanted(tgid) || !task_wanted())
 		return 0;
@@ -529,17 +529,20 @@ static __always_inline int track_socket(int fd, __u8 role)
 	 * ESTABLISHED (sock_state) or, that missed, at the first event */
 	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_ESTABLISHED)
 		seq_account(&si, key, 0, 0);
-	/* BPF_ANY: a stale entry of a sock freed and reused (its TCP_CLOSE not seen) is replaced */
-	stale = bpf_map_lookup_elem(&sockets, &key) != NULL;
+	/* BPF_ANY: a stale entry of a sock freed and reused (its TCP_CLOSE not seen, or a held
+	 * one the loader has not deleted yet) is replaced, and its filter slot given back */
+	e = bpf_map_lookup_elem(&sockets, &key);
+	stale_ino = e ? e->ino : 0;
 	if (bpf_map_update_elem(&sockets, &key, &si, BPF_ANY)) {
 		count_lost(TV_LOST_MAP_FULL); /* table full: this connection will not be seen */
 		return 0;
 	}
-	if (!stale)
-		__sync_fetch_and_add(sock_slot(si.ino), 1);
+	if (e)
+		__sync_fetch_and_add(sock_slot(stale_ino), -1);
+	__sync_fetch_and_add(sock_slot(si.ino), 1);
 	e = bpf_map_lookup_elem(&sockets, &key);
 	if (e)
-		send_ctl(e, role == TV_ROLE_SERVER ? TV_EV_ACCEPT : TV_EV_CONNECT, fd, 0);
+		send_ctl(e, role == TV_ROLE_SERVER ? TV_EV_ACCEPT : TV_EV_CONNECT, fd, 0, 0);
 	return 0;
 }
 
@@ -846,8 +849,16 @@ int sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		 * which would make its bytes look unseen (seen under wrk: an RST at its end) */
 		__u64 ino = si->ino;
 
-		send_ctl(si, TV_EV_CLOSE, -1,
-			 KCAST(struct sock, key)->sk_socket ? TV_EV_FLAG_HELD : 0);
+		if (si->flags & TV_SOCK_CLOSED)
+			return 0;
+		if (KCAST(struct sock, key)->sk_socket) {
+			/* held: its holder's last data program may be behind us; the loader
+			 * deletes the entry later (TV_EV_FLAG_HELD) */
+			si->flags |= TV_SOCK_CLOSED;
+			send_ctl(si, TV_EV_CLOSE, -1, TV_EV_FLAG_HELD, key);
+			return 0;
+		}
+		send_ctl(si, TV_EV_CLOSE, -1, 0, 0);
 		if (!bpf_map_delete_elem(&sockets, &key))
 			__sync_fetch_and_add(sock_slot(ino), -1);
 		return 0;
@@ -858,7 +869,7 @@ int sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		 * unseen bytes before it are reported with it */
 		if (si->flags & TV_SOCK_SEQ_VALID)
 			seq_account(si, key, 0, 0);
-		send_ctl(si, TV_EV_FIN_OUT, -1, 0);
+		send_ctl(si, TV_EV_FIN_OUT, -1, 0, 0);
 	}
 	return 0;
 }

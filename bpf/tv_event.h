@@ -81,9 +81,11 @@ enum tv_event_role {
 #define TV_EV_FLAG_UNSEEN 0x4
 /* On TV_EV_CLOSE (tracepoint mode): the socket closed while a descriptor still held it (a
  * reset, a failed connect): a data syscall its holder made just before may still be on its
- * way to the ring, behind this event, so user space ends the connection a little later
- * (TV_CONN_CLOSE_GRACE_NS). */
+ * way, its program behind this one. So the kernel keeps the socket's entry (marked
+ * TV_SOCK_CLOSED) and puts its `sockets` key in tv_event.bytes; the loader deletes it
+ * TV_CONN_CLOSE_GRACE_NS later (tracepoint.c), and user space ends the connection then too. */
 #define TV_EV_FLAG_HELD 0x8
+/* A CLOSE or FIN_OUT/IN is never data; a held CLOSE's bytes carry a key, not a count. */
 
 /* Indexes of the kernel's per-CPU loss counters (map `lost`), summed by the loader. */
 enum tv_lost_reason {
@@ -114,6 +116,15 @@ struct tv_event_addr {
 #define TV_SOCK_FIN_IN 0x2    /* the peer's FIN was read: copied_seq counts it (one more) */
 #define TV_SOCK_FIN_OUT 0x4   /* our FIN is queued: write_seq counts it (one more) */
 #define TV_SOCK_FIN_SENT 0x8  /* TV_EV_FIN_OUT was sent */
+#define TV_SOCK_CLOSED 0x10   /* TCP_CLOSE seen while held: the loader deletes the entry */
+
+/* The kernel's counting filter over `sockets` (capture.bpf.c sock_filter, in .bss): the slot of
+ * a socket inode number. The loader lowers a slot when it deletes an entry itself. */
+#define TV_SOCK_FILTER_BITS 14
+static inline __u32 tv_sock_filter_slot(__u64 ino)
+{
+	return (__u32)((ino * 0x9e3779b97f4a7c15ull) >> (64 - TV_SOCK_FILTER_BITS));
+}
 
 /* What a tracked TCP socket is: the value of the kernel's `sockets` map, keyed by the address
  * of its struct sock, so that every process holding a descriptor of it (fork, dup, SCM_RIGHTS)
