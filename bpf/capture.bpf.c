@@ -1,6 +1,7 @@
-/* Kernel side of `tracevault capture`: syscall tracepoints that follow TCP sockets of the target
- * process from accept/connect to close and stream their payload prefixes to user space through a
- * ring buffer (struct tv_event in tv_event.h). kprobes/fentry are unavailable here: tracepoints
+/* Kernel side of `tracevault capture`: syscall tracepoints that follow TCP sockets from
+ * accept/connect, in whichever process uses them, until the socket is gone (sock
+ * inet_sock_set_state), and stream their payload prefixes to user space through a ring buffer
+ * (struct tv_event in tv_event.h). kprobes/fentry are unavailable here: tracepoints
  * only. Data syscalls are seen at sys_exit only, their arguments read from the saved user
  * registers: each enabled syscall tracepoint costs every call of it, in every process, so we enable
  * as few as we can (perf, nginx under wrk: sys_enter+sys_exit programs plus an in-flight map took
@@ -20,6 +21,16 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define SOCK_STREAM 1
 #define MSG_PEEK 2
 #define EINPROGRESS 115
+#define IPPROTO_TCP 6
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define RCV_SHUTDOWN 1
+#define SEND_SHUTDOWN 2
+
+/* A cast the verifier turns into a type (no call at run time): lets a pointer we read be
+ * dereferenced with plain loads (faults read as 0) instead of a bpf_probe_read_kernel each. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+#define KCAST(type, p) ((type *)bpf_rdonly_cast((const void *)(p), bpf_core_type_id_kernel(type)))
 
 /* Filters set by the loader before load (rodata): 0 means "any". */
 const volatile __u32 target_tgid = 0;
@@ -41,7 +52,7 @@ enum arg_mode {
 	MODE_BUF = 1,      /* read/write/recvfrom/sendto: one user buffer */
 	MODE_IOV = 2,      /* readv/writev: iovec array */
 	MODE_MSG = 3,      /* recvmsg/sendmsg: user_msghdr */
-	MODE_COUNT = 4,    /* sendfile: count bytes only, the payload comes from a file */
+	MODE_COUNT = 4,    /* sendfile, splice: count bytes only, the payload is not in user memory */
 	MODE_MMSG = 6,     /* recvmmsg/sendmmsg: mmsghdr array, ret = messages moved */
 };
 
@@ -53,12 +64,46 @@ struct sys_args {
 	__u8 kind; /* TV_EV_DATA_IN / TV_EV_DATA_OUT */
 };
 
+/* Tracked sockets by the address of their struct sock: a descriptor of one in any process
+ * (forked child, dup, passed over a unix socket) finds it through its file. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, TV_CAPTURE_MAX_SOCKETS);
-	__type(key, __u64); /* tgid << 32 | fd */
+	__type(key, __u64); /* struct sock * */
 	__type(value, struct tv_sock_info);
 } sockets SEC(".maps");
+
+/* Sockets open before the capture, by inode number: the loader only knows them from /proc
+ * (preexisting.c). Moved to `sockets` at their first event (adopt_seed). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TV_CAPTURE_MAX_SOCKETS);
+	__type(key, __u64); /* socket inode number */
+	__type(value, struct tv_sock_info);
+} seeds SEC(".maps");
+
+/* Entries in `seeds` (the loader adds, adopt_seed/drop_seed take off, atomically): while 0, a
+ * socket missing from `sockets` costs no second lookup. */
+__u64 seeds_left = 0;
+
+/* A counting filter over `sockets`: how many entries' socket inode numbers hash to each slot
+ * (sock_slot). Every data syscall on a TCP socket of any process looks here first, a plain
+ * load, and only a non-zero slot costs the hash lookup: most sockets of a host are not
+ * tracked. Raised after an insert that added an entry, lowered (by the entry's own ino) after
+ * a delete that removed one. By inode, not by struct sock address: the verifier allows no
+ * arithmetic on a kernel pointer. */
+__u32 sock_filter[1 << TV_SOCK_FILTER_BITS] = {};
+
+static __always_inline __u32 *sock_slot(__u64 ino)
+{
+	return &sock_filter[tv_sock_filter_slot(ino)];
+}
+
+/* Is the socket of inode ino perhaps tracked (or seeded)? 0: certainly not. */
+static __always_inline int maybe_tracked(__u64 ino)
+{
+	return *(volatile __u32 *)sock_slot(ino) || *(volatile __u64 *)&seeds_left;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -129,19 +174,19 @@ static __always_inline int task_wanted(void)
 	return 1;
 }
 
-static __always_inline __u64 sock_key(__u32 tgid, int fd)
-{
-	return (__u64)tgid << 32 | (__u32)fd;
-}
-
-static __always_inline void count_lost(__u32 reason)
+static __always_inline void count_lost_n(__u32 reason, __u64 k)
 {
 	__u64 *n = bpf_map_lookup_elem(&lost, &reason);
 
 	/* per-CPU slot, but a syscall tracepoint program may be preempted on a fully preemptible
 	 * kernel (see scratch_get): atomic add */
 	if (n)
-		__sync_fetch_and_add(n, 1);
+		__sync_fetch_and_add(n, k);
+}
+
+static __always_inline void count_lost(__u32 reason)
+{
+	count_lost_n(reason, 1);
 }
 
 /* This CPU's slot. Syscall tracepoints are faultable since 6.14 and their programs run with
@@ -169,29 +214,25 @@ static __always_inline void scratch_put(struct scratch *s)
 	*(volatile __u32 *)&s->busy = 0;
 }
 
-static __always_inline struct scratch *fill_header(__u64 key, const struct tv_sock_info *si,
-						    __u8 kind, int fd)
+static __always_inline void fill_header(struct tv_event *ev, const struct tv_sock_info *si,
+					__u8 kind, int fd)
 {
-	struct scratch *s = scratch_get();
 	__u64 id = bpf_get_current_pid_tgid();
 
-	if (!s)
-		return NULL;
-	s->ev.ts_ns = bpf_ktime_get_ns();
-	s->ev.conn_id = key;
-	s->ev.conn_gen = si->gen;
-	s->ev.bytes = 0;
-	s->ev.pid = id >> 32;
-	s->ev.tid = (__u32)id;
-	s->ev.fd = fd;
-	s->ev.payload_len = 0;
-	s->ev.kind = kind;
-	s->ev.role = si->role;
-	s->ev.flags = 0;
-	bpf_get_current_comm(s->ev.comm, sizeof(s->ev.comm));
-	s->ev.local = si->local;
-	s->ev.remote = si->remote;
-	return s;
+	ev->ts_ns = bpf_ktime_get_ns();
+	ev->conn_id = si->ino;
+	ev->conn_gen = si->gen;
+	ev->bytes = 0;
+	ev->pid = id >> 32;
+	ev->tid = (__u32)id;
+	ev->fd = fd;
+	ev->payload_len = 0;
+	ev->kind = kind;
+	ev->role = si->role;
+	ev->flags = 0;
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	ev->local = si->local;
+	ev->remote = si->remote;
 }
 
 #define WORD(a, b, c, d) ((__u32)(a) | (__u32)(b) << 8 | (__u32)(c) << 16 | (__u32)(d) << 24)
@@ -244,29 +285,25 @@ static __always_inline void note_lost_data(struct tv_sock_info *si, const struct
 		count_lost(TV_LOST_REQUESTS);
 }
 
-/* Send the assembled event. si: the socket's map entry (NULL for a new socket), whose pending
- * loss rides along in the event and is taken off once the event is in the ring. */
-static __always_inline void send_event(struct scratch *s, __u32 payload_len,
-				       struct tv_sock_info *si)
+/* Send the assembled event of size bytes (header + payload). si: the socket's map entry, whose
+ * pending loss rides along in the event and is taken off once the event is in the ring.
+ * is_data (a constant): a data event, whose loss is remembered for the next one. */
+static __always_inline void send_event(struct tv_event *ev, __u64 size, __u32 payload_len,
+				       struct tv_sock_info *si, int is_data)
 {
-	struct tv_event *ev = &s->ev;
-	__u64 size;
+	__u64 unseen_in = si->unseen_bytes[0], unseen_out = si->unseen_bytes[1];
 
-	ev->lost_in_events = ev->lost_out_events = 0;
-	ev->lost_in_heads = ev->lost_out_heads = 0;
-	ev->lost_in_bytes = ev->lost_out_bytes = 0;
-	if (si) {
-		ev->lost_in_events = si->lost_events[0];
-		ev->lost_out_events = si->lost_events[1];
-		ev->lost_in_heads = si->lost_heads[0];
-		ev->lost_out_heads = si->lost_heads[1];
-		ev->lost_in_bytes = si->lost_bytes[0];
-		ev->lost_out_bytes = si->lost_bytes[1];
-		if (ev->lost_in_events | ev->lost_out_events)
-			ev->flags |= TV_EV_FLAG_GAP;
-	}
-	barrier_var(payload_len); /* <= PAYLOAD already: the mask is for the verifier */
-	size = TV_EVENT_HEADER_BYTES + (payload_len & PAYLOAD_MASK);
+	ev->lost_in_events = si->lost_events[0] + (unseen_in != 0);
+	ev->lost_out_events = si->lost_events[1] + (unseen_out != 0);
+	ev->lost_in_heads = si->lost_heads[0];
+	ev->lost_out_heads = si->lost_heads[1];
+	ev->lost_in_bytes = si->lost_bytes[0] + unseen_in;
+	ev->lost_out_bytes = si->lost_bytes[1] + unseen_out;
+	ev->pad2 = 0;
+	if (ev->lost_in_events | ev->lost_out_events)
+		ev->flags |= TV_EV_FLAG_GAP;
+	if (unseen_in | unseen_out)
+		ev->flags |= TV_EV_FLAG_UNSEEN;
 	/* Wake the reader only once wakeup_bytes are queued: a wake-up per event cost the reader
 	 * a context switch per request (bench: nginx at 0.54-0.64x of its speed with capture on).
 	 * The reader also drains the ring every poll interval, so nothing waits longer than that. */
@@ -275,48 +312,162 @@ static __always_inline void send_event(struct scratch *s, __u32 payload_len,
 				       ? BPF_RB_FORCE_WAKEUP
 				       : BPF_RB_NO_WAKEUP)) {
 		count_lost(TV_LOST_RING_FULL);
-		if (si && (ev->kind == TV_EV_DATA_IN || ev->kind == TV_EV_DATA_OUT))
+		if (is_data)
 			note_lost_data(si, ev, payload_len);
 		return;
 	}
 	/* Delivered: take off what it reported. Losses another thread added meanwhile stay. */
-	if (si && (ev->flags & TV_EV_FLAG_GAP)) {
-		__sync_fetch_and_add(&si->lost_events[0], -ev->lost_in_events);
-		__sync_fetch_and_add(&si->lost_events[1], -ev->lost_out_events);
+	if (ev->flags & TV_EV_FLAG_GAP) {
+		__sync_fetch_and_add(&si->lost_events[0], -(ev->lost_in_events - (unseen_in != 0)));
+		__sync_fetch_and_add(&si->lost_events[1], -(ev->lost_out_events - (unseen_out != 0)));
 		__sync_fetch_and_add(&si->lost_heads[0], -ev->lost_in_heads);
 		__sync_fetch_and_add(&si->lost_heads[1], -ev->lost_out_heads);
-		__sync_fetch_and_add(&si->lost_bytes[0], -ev->lost_in_bytes);
-		__sync_fetch_and_add(&si->lost_bytes[1], -ev->lost_out_bytes);
+		__sync_fetch_and_add(&si->lost_bytes[0], -(ev->lost_in_bytes - unseen_in));
+		__sync_fetch_and_add(&si->lost_bytes[1], -(ev->lost_out_bytes - unseen_out));
+		__sync_fetch_and_add(&si->unseen_bytes[0], -unseen_in);
+		__sync_fetch_and_add(&si->unseen_bytes[1], -unseen_out);
 	}
 }
 
-/* Send the event and give the slot back. */
+/* Send a data event assembled in the scratch slot and give the slot back. */
 static __always_inline void submit(struct scratch *s, __u32 payload_len, struct tv_sock_info *si)
 {
-	send_event(s, payload_len, si);
+	barrier_var(payload_len); /* <= PAYLOAD already: the mask is for the verifier */
+	send_event(&s->ev, TV_EVENT_HEADER_BYTES + (payload_len & PAYLOAD_MASK), payload_len, si,
+		   1);
 	scratch_put(s);
 }
 
-/* ---- new sockets: accept / connect ---- */
-
-static __always_inline struct sock *fd_to_sock(int fd)
+/* An event without payload (accept, connect, FIN, close), built on the stack: it needs no
+ * scratch slot, so one sent from softirq context (a close) never finds the slot taken. */
+static __always_inline void send_ctl(struct tv_sock_info *si, __u8 kind, int fd, __u8 flags,
+				    __u64 bytes)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **fds = BPF_CORE_READ(fdt, fd);
-	unsigned int max_fds = BPF_CORE_READ(fdt, max_fds);
-	struct file *f = NULL;
-	struct socket *sock;
+	__u64 buf[TV_EVENT_HEADER_BYTES / 8] = {};
+	struct tv_event *ev = (struct tv_event *)buf;
 
-	if ((unsigned int)fd >= max_fds)
-		return NULL;
-	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
-		return NULL;
-	sock = BPF_CORE_READ(f, private_data);
-	if (!sock)
-		return NULL;
-	return BPF_CORE_READ(sock, sk);
+	fill_header(ev, si, kind, fd);
+	ev->flags = flags;
+	ev->bytes = bytes;
+	send_event(ev, TV_EVENT_HEADER_BYTES, 0, si, 0);
 }
+
+/* ---- a descriptor's socket ---- */
+
+/* The file open at fd in the current task, or NULL. */
+static __always_inline struct file *fd_file(int fd)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = task->files->fdt;
+	struct file *f = NULL;
+
+	if ((unsigned int)fd >= fdt->max_fds)
+		return NULL;
+	/* fdt->fd is a pointer array, which the verifier cannot index: one read */
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fdt->fd[fd]) || !f)
+		return NULL;
+	return KCAST(struct file, f);
+}
+
+/* The struct sock of a socket file, or NULL when f is not a socket (a file, a pipe, ...):
+ * tested on the inode's mode, so a non-socket costs two loads and no map lookup. */
+static __always_inline struct sock *file_sock(struct file *f)
+{
+	struct socket *so;
+
+	if ((f->f_inode->i_mode & S_IFMT) != S_IFSOCK)
+		return NULL;
+	so = KCAST(struct socket, f->private_data);
+	return so->sk;
+}
+
+/* Compare the socket's own TCP counters with what the events accounted for (the bytes in_n and
+ * out_n of the event being sent included): bytes the counters are ahead by moved through no
+ * hooked syscall, and are reported as unseen with the next event (TV_EV_FLAG_UNSEEN). The
+ * peer's FIN (copied_seq) and ours (write_seq) take one sequence number each, not a byte. The
+ * first call sets the base. Threads racing on one socket may make a counter look behind (then
+ * our count stands) but not ahead. */
+static __always_inline void seq_account(struct tv_sock_info *si, __u64 sk_addr, __u64 in_n,
+					__u64 out_n)
+{
+	struct tcp_sock *tp = KCAST(struct tcp_sock, sk_addr);
+	__u32 copied = tp->copied_seq, written = tp->write_seq;
+	__s32 d;
+
+	if (!(si->flags & TV_SOCK_SEQ_VALID)) {
+		si->seq_next[0] = copied;
+		si->seq_next[1] = written;
+		si->flags |= TV_SOCK_SEQ_VALID;
+		return;
+	}
+	d = (__s32)(copied - si->seq_next[0] - (__u32)in_n);
+	if (d > 0 && !(si->flags & TV_SOCK_FIN_IN) &&
+	    (tp->inet_conn.icsk_inet.sk.sk_shutdown & RCV_SHUTDOWN) && copied == tp->rcv_nxt) {
+		d--; /* the FIN was read */
+		si->flags |= TV_SOCK_FIN_IN;
+	}
+	if (d > 0) {
+		__sync_fetch_and_add(&si->unseen_bytes[0], d);
+		count_lost_n(TV_LOST_UNSEEN_BYTES, d);
+	}
+	si->seq_next[0] = d >= 0 ? copied : si->seq_next[0] + (__u32)in_n;
+	d = (__s32)(written - si->seq_next[1] - (__u32)out_n);
+	if (d > 0 && !(si->flags & TV_SOCK_FIN_OUT) &&
+	    (tp->inet_conn.icsk_inet.sk.sk_shutdown & SEND_SHUTDOWN)) {
+		d--; /* our FIN is queued */
+		si->flags |= TV_SOCK_FIN_OUT;
+	}
+	if (d > 0) {
+		__sync_fetch_and_add(&si->unseen_bytes[1], d);
+		count_lost_n(TV_LOST_UNSEEN_BYTES, d);
+	}
+	si->seq_next[1] = d >= 0 ? written : si->seq_next[1] + (__u32)out_n;
+}
+
+/* A socket open before the capture, seeded by the loader under its inode number: move it to
+ * `sockets` (its counters' base is taken at this first event). NULL when it is not one. */
+static __always_inline struct tv_sock_info *adopt_seed(struct file *f, __u64 key)
+{
+	__u64 ino;
+	struct tv_sock_info *seed;
+
+	if (!*(volatile __u64 *)&seeds_left)
+		return NULL;
+	ino = f->f_inode->i_ino;
+	seed = bpf_map_lookup_elem(&seeds, &ino);
+	if (!seed)
+		return NULL;
+	/* NOEXIST: another CPU may have adopted it first; an accept of this sock can't race */
+	if (!bpf_map_update_elem(&sockets, &key, seed, BPF_NOEXIST)) {
+		__sync_fetch_and_add(sock_slot(ino), 1);
+	} else if (!bpf_map_lookup_elem(&sockets, &key)) {
+		count_lost(TV_LOST_MAP_FULL);
+		return NULL;
+	}
+	if (!bpf_map_delete_elem(&seeds, &ino))
+		__sync_fetch_and_add(&seeds_left, -1);
+	return bpf_map_lookup_elem(&sockets, &key);
+}
+
+/* A socket ends before it was adopted (no event since the capture began): forget its seed.
+ * Only from process context, while the sock still has its socket (close, exit, shutdown). */
+static __always_inline void drop_seed(__u64 sk_addr)
+{
+	struct sock *sk = KCAST(struct sock, sk_addr);
+	struct socket *so;
+	__u64 ino;
+
+	if (!*(volatile __u64 *)&seeds_left)
+		return;
+	so = sk->sk_socket;
+	if (!so || !so->file)
+		return;
+	ino = so->file->f_inode->i_ino;
+	if (!bpf_map_delete_elem(&seeds, &ino))
+		__sync_fetch_and_add(&seeds_left, -1);
+}
+
+/* ---- new sockets: accept / connect ---- */
 
 static __always_inline int is_v4_mapped(const __u8 a[16])
 {
@@ -338,14 +489,18 @@ static __always_inline int track_socket(int fd, __u8 role)
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
 	struct tv_sock_info si = {};
+	struct tv_sock_info *e;
+	struct file *f;
 	struct sock *sk;
-	__u64 key;
-	struct scratch *s;
+	__u64 key, stale_ino;
 
 	if (fd < 0 || (target_role && role != target_role) || !tgid_wanted(tgid) ||
 	    !task_wanted())
 		return 0;
-	sk = fd_to_sock(fd);
+	f = fd_file(fd);
+	if (!f)
+		return 0;
+	sk = file_sock(f);
 	if (!sk)
 		return 0;
 	si.local.family = BPF_CORE_READ(sk, __sk_common.skc_family);
@@ -372,16 +527,26 @@ static __always_inline int track_socket(int fd, __u8 role)
 	}
 	si.role = role;
 	si.gen = bpf_ktime_get_ns();
-	key = sock_key(tgid, fd);
-	/* BPF_ANY: a stale entry for this fd number (close missed, or seeded by the loader for
-	 * a socket closed while it walked /proc) is replaced; the loader inserts BPF_NOEXIST */
+	si.ino = f->f_inode->i_ino;
+	key = (__u64)sk;
+	/* the counters' base: now for an established socket, else (a connect in progress) at
+	 * ESTABLISHED (sock_state) or, that missed, at the first event */
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_ESTABLISHED)
+		seq_account(&si, key, 0, 0);
+	/* BPF_ANY: a stale entry of a sock freed and reused (its TCP_CLOSE not seen, or a held
+	 * one the loader has not deleted yet) is replaced, and its filter slot given back */
+	e = bpf_map_lookup_elem(&sockets, &key);
+	stale_ino = e ? e->ino : 0;
 	if (bpf_map_update_elem(&sockets, &key, &si, BPF_ANY)) {
 		count_lost(TV_LOST_MAP_FULL); /* table full: this connection will not be seen */
 		return 0;
 	}
-	s = fill_header(key, &si, role == TV_ROLE_SERVER ? TV_EV_ACCEPT : TV_EV_CONNECT, fd);
-	if (s)
-		submit(s, 0, NULL);
+	if (e)
+		__sync_fetch_and_add(sock_slot(stale_ino), -1);
+	__sync_fetch_and_add(sock_slot(si.ino), 1);
+	e = bpf_map_lookup_elem(&sockets, &key);
+	if (e)
+		send_ctl(e, role == TV_ROLE_SERVER ? TV_EV_ACCEPT : TV_EV_CONNECT, fd, 0, 0);
 	return 0;
 }
 
@@ -516,46 +681,65 @@ static __always_inline __u64 mmsg_bytes(__u64 vec, long nmsg, int *complete)
 	return sum;
 }
 
-/* One data syscall that returned ret, with its arguments from the saved user registers.
- * peek_arg: index of the flags argument whose MSG_PEEK bit makes us skip the call (recv with
- * MSG_PEEK leaves the bytes in the socket: they will be read again), or -1. */
-static __always_inline int exit_data(long ret, __u8 mode, __u8 kind, int peek_arg)
+/* One data syscall that returned ret on descriptor fd, with its arguments in the saved user
+ * registers. peek_arg: index of the flags argument whose MSG_PEEK bit makes us skip the call
+ * (recv with MSG_PEEK leaves the bytes in the socket: they will be read again), or -1.
+ * Returns 1 when fd is a tracked socket. */
+static __always_inline int data_event(long ret, int fd, struct pt_regs *regs, __u8 mode,
+				      __u8 kind, int peek_arg)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct pt_regs *regs;
-	struct sys_args a = { .mode = mode, .kind = kind };
+	struct sys_args a = { .mode = mode, .kind = kind, .fd = fd };
 	struct tv_sock_info *si;
 	struct scratch *s;
-	__u64 key;
+	struct file *f;
+	struct sock *sk;
+	__u64 key, bytes = ret;
 	__u32 n = 0;
+	int complete = 1;
 
-	if (ret <= 0 || !tgid_wanted(id >> 32))
+	f = fd_file(fd);
+	if (!f)
 		return 0;
-	regs = user_regs();
-	a.fd = PT_REGS_PARM1_CORE_SYSCALL(regs);
-	key = sock_key(id >> 32, a.fd);
+	sk = file_sock(f);
+	if (!sk)
+		return 0; /* files, pipes: never a map lookup */
+	/* unix, UDP, netlink sockets, and with --port the TCP sockets of other ports, cannot be
+	 * tracked: two loads instead of a lookup */
+	if (sk->sk_protocol != IPPROTO_TCP ||
+	    (target_port && sk->__sk_common.skc_num != target_port &&
+	     bpf_ntohs(sk->__sk_common.skc_dport) != target_port))
+		return 0;
+	if (!maybe_tracked(f->f_inode->i_ino))
+		return 0;
+	key = (__u64)sk;
 	si = bpf_map_lookup_elem(&sockets, &key);
-	if (!si)
-		return 0; /* not a tracked socket (files, pipes, other sockets): never copied */
+	if (!si && !(si = adopt_seed(f, key)))
+		return 0; /* not a tracked socket: never copied */
 	if (peek_arg == 2 && (PT_REGS_PARM3_CORE_SYSCALL(regs) & MSG_PEEK))
-		return 0;
+		return 1;
 	if (peek_arg == 3 && (PT_REGS_PARM4_CORE_SYSCALL(regs) & MSG_PEEK))
-		return 0;
+		return 1;
 	a.buf = PT_REGS_PARM2_CORE_SYSCALL(regs);
 	if (mode == MODE_IOV)
 		a.cnt = PT_REGS_PARM3_CORE_SYSCALL(regs);
-	s = fill_header(key, si, a.kind, a.fd);
-	if (!s)
-		return 0;
-	s->ev.bytes = ret;
 	if (a.mode == MODE_MMSG) {
-		int complete;
+		bytes = mmsg_bytes(a.buf, ret, &complete);
+		if (!bytes) /* messages of 0 bytes: end of stream, not data */
+			return 1;
+	}
+	/* before the slot: bytes this event accounts for are not unseen even if it is dropped */
+	seq_account(si, key, kind == TV_EV_DATA_IN ? bytes : 0, kind == TV_EV_DATA_OUT ? bytes : 0);
+	s = scratch_get();
+	if (!s) {
+		__u32 d = kind == TV_EV_DATA_OUT;
 
-		s->ev.bytes = mmsg_bytes(a.buf, ret, &complete);
-		if (!s->ev.bytes) { /* messages of 0 bytes: end of stream, not data */
-			scratch_put(s);
-			return 0;
-		}
+		__sync_fetch_and_add(&si->lost_events[d], 1);
+		__sync_fetch_and_add(&si->lost_bytes[d], bytes);
+		return 1;
+	}
+	fill_header(&s->ev, si, a.kind, a.fd);
+	s->ev.bytes = bytes;
+	if (a.mode == MODE_MMSG) {
 		if (!complete)
 			s->ev.flags |= TV_EV_FLAG_TRUNCATED;
 		n = copy_mmsg(s, a.buf, ret);
@@ -572,11 +756,24 @@ static __always_inline int exit_data(long ret, __u8 mode, __u8 kind, int peek_ar
 	s->ev.payload_len = n;
 	if (n < s->ev.bytes) {
 		s->ev.flags |= TV_EV_FLAG_TRUNCATED;
-		/* sendfile copies nothing by design: not a truncation of what we meant to copy */
+		/* sendfile and splice copy nothing by design: not a truncation we meant */
 		if (a.mode != MODE_COUNT)
 			count_lost(TV_LOST_TRUNCATED);
 	}
 	submit(s, n, si);
+	return 1;
+}
+
+/* A data syscall whose first argument is the descriptor. Every process is looked at, not only
+ * the filtered ones: a tracked socket may be used by a process that did not open it. */
+static __always_inline int exit_data(long ret, __u8 mode, __u8 kind, int peek_arg)
+{
+	struct pt_regs *regs;
+
+	if (ret <= 0 || (__u32)(bpf_get_current_pid_tgid() >> 32) == self_tgid)
+		return 0;
+	regs = user_regs();
+	data_event(ret, PT_REGS_PARM1_CORE_SYSCALL(regs), regs, mode, kind, peek_arg);
 	return 0;
 }
 
@@ -600,26 +797,83 @@ DATA_TP(recvmsg, MODE_MSG, TV_EV_DATA_IN, 2)
 DATA_TP(recvmmsg, MODE_MMSG, TV_EV_DATA_IN, 3)
 DATA_TP(sendmmsg, MODE_MMSG, TV_EV_DATA_OUT, -1)
 
-/* ---- close ---- */
-
-SEC("tracepoint/syscalls/sys_enter_close")
-int enter_close(struct trace_event_raw_sys_enter *ctx)
+/* splice(fd_in, off_in, fd_out, off_out, len, flags): one end is a pipe, the other may be a
+ * tracked socket. Counted, not copied (the bytes are in pipe pages), as sendfile. vmsplice
+ * and tee only take pipes, copy_file_range only files: no socket bytes to see there. */
+SEC("tracepoint/syscalls/sys_exit_splice")
+int exit_splice(struct trace_event_raw_sys_exit *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = id >> 32;
-	int fd = ctx->args[0];
-	__u64 key = sock_key(tgid, fd);
-	struct tv_sock_info *si;
-	struct scratch *s;
+	struct pt_regs *regs;
 
-	if (fd < 0 || !tgid_wanted(tgid))
+	if (ctx->ret <= 0 || (__u32)(bpf_get_current_pid_tgid() >> 32) == self_tgid)
 		return 0;
+	regs = user_regs();
+	if (!data_event(ctx->ret, PT_REGS_PARM3_CORE_SYSCALL(regs), regs, MODE_COUNT,
+			TV_EV_DATA_OUT, -1))
+		data_event(ctx->ret, PT_REGS_PARM1_CORE_SYSCALL(regs), regs, MODE_COUNT,
+			   TV_EV_DATA_IN, -1);
+	return 0;
+}
+
+/* ---- the end of a connection: TCP state changes ---- */
+
+/* Every TCP socket's state changes (process context for close, exit, shutdown and connect;
+ * softirq for what the peer's segments cause). A connection ends when its socket does, not at
+ * a close() of one of its descriptors: only the last reference going away (close, exit, exec
+ * with O_CLOEXEC, close_range, dup2 over it, ...) makes TCP send our FIN.
+ * ESTABLISHED (a connect completing): the counters' base. ESTABLISHED -> FIN_WAIT1 and
+ * CLOSE_WAIT -> LAST_ACK: our FIN, which also ends a body delimited by the close
+ * (TV_EV_FIN_OUT). TCP_CLOSE: the socket is gone (TV_EV_CLOSE); its entry is deleted. */
+SEC("tracepoint/sock/inet_sock_set_state")
+int sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	int state = ctx->newstate;
+	struct tv_sock_info *si;
+	__u64 key;
+
+	if (ctx->protocol != IPPROTO_TCP ||
+	    (state != TCP_ESTABLISHED && state != TCP_FIN_WAIT1 && state != TCP_LAST_ACK &&
+	     state != TCP_CLOSE))
+		return 0;
+	key = (__u64)ctx->skaddr;
 	si = bpf_map_lookup_elem(&sockets, &key);
-	if (!si)
+	if (!si) {
+		if (state != TCP_ESTABLISHED)
+			drop_seed(key);
 		return 0;
-	s = fill_header(key, si, TV_EV_CLOSE, fd);
-	if (s)
-		submit(s, 0, si);
-	bpf_map_delete_elem(&sockets, &key);
+	}
+	if (state == TCP_ESTABLISHED) {
+		if (!(si->flags & TV_SOCK_SEQ_VALID))
+			seq_account(si, key, 0, 0);
+		return 0;
+	}
+	if (state == TCP_CLOSE) {
+		/* no counter check here: TCP_CLOSE often comes in softirq (a reset, the last ACK)
+		 * while the owner's last data syscall is still in its program on another CPU,
+		 * which would make its bytes look unseen (seen under wrk: an RST at its end) */
+		__u64 ino = si->ino;
+
+		if (si->flags & TV_SOCK_CLOSED)
+			return 0;
+		if (KCAST(struct sock, key)->sk_socket) {
+			/* held: its holder's last data program may be behind us; the loader
+			 * deletes the entry later (TV_EV_FLAG_HELD) */
+			si->flags |= TV_SOCK_CLOSED;
+			send_ctl(si, TV_EV_CLOSE, -1, TV_EV_FLAG_HELD, key);
+			return 0;
+		}
+		send_ctl(si, TV_EV_CLOSE, -1, 0, 0);
+		if (!bpf_map_delete_elem(&sockets, &key))
+			__sync_fetch_and_add(sock_slot(ino), -1);
+		return 0;
+	}
+	if (!(si->flags & TV_SOCK_FIN_SENT)) {
+		si->flags |= TV_SOCK_FIN_SENT;
+		/* our FIN comes from the process ending the socket, after its last data syscall:
+		 * unseen bytes before it are reported with it */
+		if (si->flags & TV_SOCK_SEQ_VALID)
+			seq_account(si, key, 0, 0);
+		send_ctl(si, TV_EV_FIN_OUT, -1, 0, 0);
+	}
 	return 0;
 }

@@ -50,7 +50,18 @@ enum tv_event_kind {
 	TV_EV_CONNECT = 2,  /* socket connected (or connect in progress): we are the client side */
 	TV_EV_DATA_IN = 3,  /* bytes received (read, readv, recvfrom, recvmsg, recvmmsg) */
 	TV_EV_DATA_OUT = 4, /* bytes sent (write, writev, sendto, sendmsg, sendmmsg, sendfile) */
-	TV_EV_CLOSE = 5,    /* close() of a tracked socket fd (sockfilter: the stream ended) */
+	/* the connection is gone: tracepoint mode, its TCP socket reached TCP_CLOSE (after the
+	 * last reference to it was closed, by close, exit, exec, dup2, ..., or on a reset);
+	 * sockfilter: FIN both ways or RST */
+	TV_EV_CLOSE = 5,
+	/* our side sent its FIN (tracepoint: ESTABLISHED -> FIN_WAIT1 or CLOSE_WAIT -> LAST_ACK,
+	 * from the last close of the socket, exit, shutdown(SHUT_WR), ...; sockfilter: the
+	 * server's FIN, in order): no more outbound bytes, so a body delimited by the close ends
+	 * here even while the socket stays open */
+	TV_EV_FIN_OUT = 6,
+	/* the peer's FIN, after every byte before it (sockfilter only: in tracepoint mode the FIN
+	 * arrives before the application has read what precedes it) */
+	TV_EV_FIN_IN = 7,
 };
 
 enum tv_event_role {
@@ -64,6 +75,17 @@ enum tv_event_role {
  * mis-pairing what follows. Set by the kernel (events dropped, ring full) and by the
  * sockfilter mode's TCP reassembly (sequence gaps). */
 #define TV_EV_FLAG_GAP 0x2
+/* With TV_EV_FLAG_GAP (tracepoint mode): the lost bytes include bytes that moved on the socket
+ * through no hooked syscall (io_uring, ...), found from the kernel's own TCP byte counters
+ * (tcp_sock copied_seq / write_seq); how many messages began in them is not known. */
+#define TV_EV_FLAG_UNSEEN 0x4
+/* On TV_EV_CLOSE (tracepoint mode): the socket closed while a descriptor still held it (a
+ * reset, a failed connect): a data syscall its holder made just before may still be on its
+ * way, its program behind this one. So the kernel keeps the socket's entry (marked
+ * TV_SOCK_CLOSED) and puts its `sockets` key in tv_event.bytes; the loader deletes it
+ * TV_CONN_CLOSE_GRACE_NS later (tracepoint.c), and user space ends the connection then too. */
+#define TV_EV_FLAG_HELD 0x8
+/* A CLOSE or FIN_OUT/IN is never data; a held CLOSE's bytes carry a key, not a count. */
 
 /* Indexes of the kernel's per-CPU loss counters (map `lost`), summed by the loader. */
 enum tv_lost_reason {
@@ -75,7 +97,10 @@ enum tv_lost_reason {
 	/* Not a reason of its own: of the TV_LOST_RING_FULL data events, those that began an HTTP
 	 * request (a method at their first byte), i.e. requests that will have no record. */
 	TV_LOST_REQUESTS = 3,
-	TV_LOST_NREASONS = 4,
+	/* Not events but bytes: moved on tracked sockets by no hooked syscall, found from the TCP
+	 * byte counters (TV_EV_FLAG_UNSEEN) */
+	TV_LOST_UNSEEN_BYTES = 4,
+	TV_LOST_NREASONS = 5,
 };
 
 /* Addresses in network byte order; IPv4 in the first 4 bytes of addr; ports in host order.
@@ -86,30 +111,58 @@ struct tv_event_addr {
 	__u16 family; /* AF_INET or AF_INET6 */
 };
 
-/* What a tracked socket fd is: the value of the kernel's `sockets` map (key tgid << 32 | fd).
- * Filled at accept/connect exit, removed at close; the loader also inserts the sockets that were
- * already open when the capture started (client/capture/preexisting.c), so both sides share it. */
+/* tv_sock_info.flags */
+#define TV_SOCK_SEQ_VALID 0x1 /* seq_next holds the TCP counters as far as events told */
+#define TV_SOCK_FIN_IN 0x2    /* the peer's FIN was read: copied_seq counts it (one more) */
+#define TV_SOCK_FIN_OUT 0x4   /* our FIN is queued: write_seq counts it (one more) */
+#define TV_SOCK_FIN_SENT 0x8  /* TV_EV_FIN_OUT was sent */
+#define TV_SOCK_CLOSED 0x10   /* TCP_CLOSE seen while held: the loader deletes the entry */
+
+/* The kernel's counting filter over `sockets` (capture.bpf.c sock_filter, in .bss): the slot of
+ * a socket inode number. The loader lowers a slot when it deletes an entry itself. */
+#define TV_SOCK_FILTER_BITS 14
+static inline __u32 tv_sock_filter_slot(__u64 ino)
+{
+	return (__u32)((ino * 0x9e3779b97f4a7c15ull) >> (64 - TV_SOCK_FILTER_BITS));
+}
+
+/* What a tracked TCP socket is: the value of the kernel's `sockets` map, keyed by the address
+ * of its struct sock, so that every process holding a descriptor of it (fork, dup, SCM_RIGHTS)
+ * is followed. Filled at accept/connect exit, removed when the socket reaches TCP_CLOSE. The
+ * loader puts the sockets already open at the start into the `seeds` map, keyed by socket
+ * inode number (client/capture/preexisting.c), which the kernel moves here at their first
+ * event; both sides share this layout. */
 struct tv_sock_info {
 	__u64 gen; /* CLOCK_MONOTONIC ns at accept/connect (or at seeding): tv_event.conn_gen */
+	__u64 ino; /* the socket's inode number (socket:[INO] in /proc/PID/fd): tv_event.conn_id */
 	struct tv_event_addr local, remote;
 	__u8 role; /* enum tv_event_role */
+	__u8 flags; /* TV_SOCK_*: the kernel's; the loader writes 0 */
+	__u16 pad;
 	/* Data events of this socket lost (ring full) since the last event delivered, by
 	 * direction (0 = in, 1 = out): handed to user space with the next event that gets
 	 * through (TV_EV_FLAG_GAP). Atomic: threads of the process may share the socket. */
 	__u32 lost_events[2], lost_heads[2];
 	__u64 lost_bytes[2];
+	/* Bytes that moved by no hooked syscall (TV_EV_FLAG_UNSEEN), not yet reported. */
+	__u64 unseen_bytes[2];
+	/* TV_SOCK_SEQ_VALID: copied_seq (0) and write_seq (1) of the socket as far as the events
+	 * sent (or lost) account for them; a counter ahead of it means unseen bytes. */
+	__u32 seq_next[2];
 };
 
 struct tv_event {
 	__u64 ts_ns;     /* bpf_ktime_get_ns (CLOCK_MONOTONIC) at the syscall's exit (close: its
 			  * entry); sockfilter: the packet's time, converted to CLOCK_MONOTONIC */
-	__u64 conn_id;   /* tgid << 32 | fd */
-	__u64 conn_gen;  /* ts_ns of the accept/connect: with conn_id, unique for a reused fd */
+	__u64 conn_id;   /* tracepoint: the socket's inode number (tv_sock_info.ino), the same
+			  * whichever process uses it; sockfilter: a hash of the 4-tuple */
+	__u64 conn_gen;  /* ts_ns of the accept/connect: with conn_id, unique for a reused id */
 	__u64 bytes;     /* data: the syscall's return value (bytes moved), full count;
 			  * recvmmsg/sendmmsg: the sum of the messages' msg_len */
-	__u32 pid;       /* tgid */
+	__u32 pid;       /* tgid of the task that made the syscall (CLOSE, FIN_OUT: the current
+			  * task, which for a close in softirq context is unrelated) */
 	__u32 tid;
-	__s32 fd;
+	__s32 fd;        /* -1 for the socket state events (CLOSE, FIN_OUT) */
 	__u32 payload_len; /* bytes of payload[] that are valid (<= --payload-bytes) */
 	__u8 kind;       /* enum tv_event_kind */
 	__u8 role;       /* enum tv_event_role */

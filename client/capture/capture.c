@@ -30,7 +30,7 @@
 
 /* note_loss and finish read every reason: a new one must be mapped there (and given a block
  * loss counter in proto/block.h if it is a loss) */
-_Static_assert(TV_LOST_NREASONS == 4, "a new enum tv_lost_reason: map it in note_loss/finish");
+_Static_assert(TV_LOST_NREASONS == 5, "a new enum tv_lost_reason: map it in note_loss/finish");
 /* --role is handed to the sources as the kernel's role value */
 _Static_assert((int)TV_CAPTURE_ROLE_SERVER == (int)TV_ROLE_SERVER &&
 		       (int)TV_CAPTURE_ROLE_CLIENT == (int)TV_ROLE_CLIENT,
@@ -198,7 +198,8 @@ static void note_loss(struct capture *c)
 	total.ring_full = c->src.lost(c->src.impl, TV_LOST_RING_FULL);
 	total.map_full = c->src.lost(c->src.impl, TV_LOST_MAP_FULL);
 	total.parser = tv_conn_table_stats(c->conns)->exchanges_dropped +
-		       tv_conn_table_stats(c->conns)->requests_unparsed;
+		       tv_conn_table_stats(c->conns)->requests_unparsed +
+		       tv_conn_table_stats(c->conns)->requests_unhooked;
 	total.requests = c->src.lost(c->src.impl, TV_LOST_REQUESTS);
 	c->sink->note_loss(c->sink->ctx, &total);
 }
@@ -231,6 +232,7 @@ static int poll_loop(struct capture *c, char *err, size_t errlen)
 		rc = c->src.poll(c->src.impl, POLL_TIMEOUT_MS, err, errlen);
 		if (rc)
 			return rc;
+		tv_conn_table_reap(c->conns, tv_monotonic_ns());
 		note_loss(c);
 		if (end_ns && tv_monotonic_ns() >= end_ns)
 			break;
@@ -266,7 +268,10 @@ static void finish(struct capture *c)
 	res->heads_cut_copy = cs->heads_cut_copy;
 	res->requests_unparsed = cs->requests_unparsed;
 	res->responses_unparsed = cs->responses_unparsed;
-	res->lost_parser = cs->exchanges_dropped + cs->requests_unparsed;
+	res->unseen_bytes = c->src.lost(c->src.impl, TV_LOST_UNSEEN_BYTES);
+	res->unseen_gaps = cs->unseen_gaps;
+	res->requests_unhooked = cs->requests_unhooked;
+	res->lost_parser = cs->exchanges_dropped + cs->requests_unparsed + cs->requests_unhooked;
 	res->tunnels = cs->tunnels;
 	res->tunnel_bytes = cs->tunnel_bytes;
 	res->records_lost = res->lost_kernel + res->lost_parser;

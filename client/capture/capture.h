@@ -71,7 +71,12 @@ struct tv_capture_result {
 	uint64_t events_truncated; /* events whose payload copy was cut (byte counts exact) */
 	uint64_t gaps, gap_bytes; /* sockfilter: stream holes given up by the TCP reassembly */
 	uint64_t lost_parser;    /* exchanges the connection table dropped (pipelining deeper
-				  * than TV_CONN_MAX_PENDING, no memory) + requests_unparsed */
+				  * than TV_CONN_MAX_PENDING, no memory) + requests_unparsed +
+				  * requests_unhooked */
+	/* tracepoint: bytes that moved on tracked sockets through no hooked syscall (io_uring,
+	 * ...), found from the kernel's TCP byte counters; the events that reported them; and
+	 * the requests taken to have begun in them (no record) */
+	uint64_t unseen_bytes, unseen_gaps, requests_unhooked;
 	uint64_t heads_cut_limit; /* heads longer than the parser's head limit
 				   * (tv_http_head_limit(--payload-bytes)): records flagged CUT */
 	uint64_t heads_cut_copy;  /* heads cut by the payload copy (--payload-bytes): flagged CUT */

@@ -29,6 +29,8 @@ struct pending {
 	/* a request that began in data the capture lost: holds its place in the FIFO so that
 	 * its response, if seen, pairs with it and not with the next request; never emitted */
 	int unseen;
+	uint32_t pid;  /* the process whose event completed the request head, and its comm */
+	char comm[17];
 	char method[TV_HTTP_METHOD_BYTES];
 	char *path; /* taken from the request parser (tv_http_msg.path), freed on release */
 	char *host; /* the same (tv_http_msg.host), NULL when none */
@@ -56,7 +58,7 @@ struct conn {
 	struct conn *next; /* hash chain */
 	struct tv_conn_table *t;
 	uint64_t conn_id, gen;
-	uint32_t pid;
+	uint32_t pid; /* of the latest data event: a socket may move between processes */
 	uint8_t role;
 	char comm[17];
 	char local[TV_ADDR_STR_BYTES], remote[TV_ADDR_STR_BYTES];
@@ -67,6 +69,7 @@ struct conn {
 	uint64_t req_seq;       /* request being parsed, or NO_SEQ */
 	uint64_t next_resp_seq; /* first request without a response head */
 	uint64_t resp_seq;      /* request the response being parsed answers, or NO_SEQ */
+	uint64_t close_ts;      /* a held CLOSE's time (ends at tv_conn_table_reap), or 0 */
 	struct tv_http_parser req, resp;
 	int tunnel; /* left HTTP/1.x: both parsers switched (counted in stats.tunnels) */
 };
@@ -79,6 +82,7 @@ struct tv_conn_table {
 	size_t max_head_bytes;
 	int keep_headers, keep_credentials;
 	size_t body_bytes;
+	size_t n_closing; /* connections with close_ts set */
 	struct tv_conn_stats stats;
 	struct conn *buckets[BUCKETS];
 };
@@ -182,14 +186,14 @@ static void emit(struct conn *c, struct pending *p)
 	memset(&x, 0, sizeof(x));
 	x.ts_ns = p->ts_ns;
 	x.end_ns = p->end_ns > p->ts_ns ? p->end_ns : p->ts_ns;
-	x.pid = c->pid;
+	x.pid = p->pid;
 	x.status = p->status;
 	x.flags = p->flags;
 	x.conn_id = c->conn_id;
 	x.conn_gen = c->gen;
 	x.req_body_bytes = p->req_body_bytes;
 	x.resp_body_bytes = p->resp_body_bytes;
-	memcpy(x.comm, c->comm, sizeof(x.comm));
+	memcpy(x.comm, p->comm, sizeof(x.comm));
 	memcpy(x.local, c->local, sizeof(x.local));
 	memcpy(x.remote, c->remote, sizeof(x.remote));
 	memcpy(x.method, p->method, sizeof(x.method));
@@ -272,6 +276,8 @@ static void on_req_head(void *ctx, struct tv_http_msg *m)
 	p = &c->q[c->q_tail % c->q_cap];
 	memset(p, 0, sizeof(*p));
 	p->ts_ns = m->first_ts_ns;
+	p->pid = c->pid;
+	memcpy(p->comm, c->comm, sizeof(p->comm));
 	memcpy(p->method, m->method, sizeof(p->method));
 	p->path = m->path; /* taken: the parser frees them no more */
 	p->host = m->host;
@@ -482,6 +488,8 @@ static void conn_close(struct tv_conn_table *t, struct conn **slot, uint64_t ts_
 	struct conn *c = *slot;
 	struct pending *p;
 
+	if (c->close_ts) /* a held CLOSE (see tv_conn_table_reap): the end is its time */
+		ts_ns = c->close_ts;
 	/* a message cut by the close still reaches on_done (marked incomplete): its request is
 	 * emitted below with what was seen, so the return value adds nothing here */
 	(void)tv_http_parser_close(&c->req, ts_ns);
@@ -508,6 +516,8 @@ static void conn_close(struct tv_conn_table *t, struct conn **slot, uint64_t ts_
 	t->stats.responses_unparsed += c->resp.heads_unparsed;
 	t->stats.tunnel_bytes += c->req.tunnel_bytes + c->resp.tunnel_bytes;
 	t->stats.conns_closed++;
+	if (c->close_ts)
+		t->n_closing--;
 	*slot = c->next;
 	t->n_conns--;
 	conn_free(c);
@@ -552,6 +562,24 @@ static struct conn *conn_open(struct tv_conn_table *t, struct conn **slot,
 	return c;
 }
 
+/* Skip a gap of bytes in one direction. unseen (TV_EV_FLAG_UNSEEN): the bytes include some
+ * that no hooked syscall moved, so whether a message began in them is not known from the
+ * kernel: it is taken that one did when the parser was between messages, or when the message
+ * it was in ended inside the gap with bytes to spare (returns 1); the message the gap fell in
+ * (pending at seq) is flagged TV_RECORD_FLAG_UNSEEN. */
+static int skip_gap(struct conn *c, struct tv_http_parser *p, uint64_t seq, uint64_t bytes,
+		    int unseen, uint64_t ts_ns)
+{
+	int inside = p->head_reported || p->head_len > 0;
+	uint64_t rest = p->remaining;
+	struct pending *q = pending_at(c, seq);
+
+	if (unseen && inside && q)
+		q->flags |= TV_RECORD_FLAG_UNSEEN;
+	tv_http_parser_feed(p, "", 0, bytes, ts_ns);
+	return unseen && (!inside || (!p->head_reported && bytes > rest));
+}
+
 /* Data of c was lost before event e (TV_EV_FLAG_GAP). The event says, per direction, how many
  * bytes and (tracepoint mode only: a sockfilter gap carries no head counts) how many messages
  * began in it. Each parser skips exactly those bytes (a body of
@@ -563,23 +591,44 @@ static struct conn *conn_open(struct tv_conn_table *t, struct conn **slot,
  * comes later pairs with it, not with the next request. (Requests come before their
  * responses, so this holds whatever the order inside the gap.) A message that began inside a
  * lost event (after another one: pipelining) is not counted by the kernel; pairs may then
- * shift until the connection ends. */
+ * shift until the connection ends. Unhooked bytes (TV_EV_FLAG_UNSEEN) count one message per
+ * direction where skip_gap says one began (one request, counted in requests_unhooked, and one
+ * response); a pipelined burst of several moved that way shifts pairs as above. */
 static void apply_gap(struct conn *c, const struct tv_event *e)
 {
 	int server = c->role == TV_ROLE_SERVER;
+	int unseen = (e->flags & TV_EV_FLAG_UNSEEN) != 0;
 	uint64_t req_bytes = server ? e->lost_in_bytes : e->lost_out_bytes;
 	uint64_t resp_bytes = server ? e->lost_out_bytes : e->lost_in_bytes;
 	uint32_t req_heads = server ? e->lost_in_heads : e->lost_out_heads;
 	uint32_t resp_heads = server ? e->lost_out_heads : e->lost_in_heads;
+	uint32_t req_unhooked = 0;
+	int began;
 	struct pending *p;
 
 	c->t->stats.gaps++;
-	if (req_bytes)
-		tv_http_parser_feed(&c->req, "", 0, req_bytes, e->ts_ns);
-	if (resp_bytes)
-		tv_http_parser_feed(&c->resp, "", 0, resp_bytes, e->ts_ns);
-	if (c->tunnel)
-		return; /* what began in the gap was the tunnel's, not HTTP/1.x messages */
+	if (unseen)
+		c->t->stats.unseen_gaps++;
+	if (c->tunnel) {
+		/* what the gap held was the tunnel's, not HTTP/1.x messages: counted as its bytes */
+		if (req_bytes)
+			tv_http_parser_feed(&c->req, "", 0, req_bytes, e->ts_ns);
+		if (resp_bytes)
+			tv_http_parser_feed(&c->resp, "", 0, resp_bytes, e->ts_ns);
+		return;
+	}
+	if (req_bytes) {
+		began = skip_gap(c, &c->req, c->req_seq, req_bytes, unseen, e->ts_ns);
+		if (began && !req_heads) {
+			req_heads = req_unhooked = 1;
+			c->t->stats.requests_unhooked++;
+		}
+	}
+	if (resp_bytes) {
+		began = skip_gap(c, &c->resp, c->resp_seq, resp_bytes, unseen, e->ts_ns);
+		if (began && !resp_heads)
+			resp_heads = 1;
+	}
 	if (c->next_resp_seq < c->q_head)
 		c->next_resp_seq = c->q_head;
 	for (; resp_heads > 0 && (p = pending_at(c, c->next_resp_seq)) != NULL; resp_heads--) {
@@ -587,13 +636,14 @@ static void apply_gap(struct conn *c, const struct tv_event *e)
 		p->resp_done = 1;
 		p->end_ns = e->ts_ns;
 		if (!p->unseen) {
-			p->flags |= TV_RECORD_FLAG_LOST;
+			p->flags |= TV_RECORD_FLAG_LOST | (unseen ? TV_RECORD_FLAG_UNSEEN : 0);
 			c->t->stats.responses_lost++;
 		}
 	}
 	/* the remaining lost responses answered the first requests of the gap */
 	req_heads = req_heads > resp_heads ? req_heads - resp_heads : 0;
-	c->t->stats.requests_unseen += req_heads;
+	/* the kernel counted the ring-lost ones; requests_unhooked the other */
+	c->t->stats.requests_unseen += req_heads > req_unhooked ? req_heads - req_unhooked : 0;
 	emit_ready(c);
 	/* places for the rest, as far as the FIFO has room: an unseen request never pushes out
 	 * a request that will be emitted (a response beyond them then goes unpaired, counted) */
@@ -645,6 +695,10 @@ void tv_conn_table_event(struct tv_conn_table *t, const void *data, size_t len)
 			tv_http_parser_join_midstream(&c->req);
 			tv_http_parser_join_midstream(&c->resp);
 		}
+		/* a socket may move between processes (fork, SCM_RIGHTS): records carry the
+		 * process that did the syscall */
+		c->pid = e->pid;
+		memcpy(c->comm, e->comm, sizeof(e->comm));
 		if (e->flags & TV_EV_FLAG_GAP)
 			apply_gap(c, e);
 		/* server: inbound is the request; client: outbound is the request */
@@ -656,16 +710,55 @@ void tv_conn_table_event(struct tv_conn_table *t, const void *data, size_t len)
 		if (c->req.switched && !c->tunnel) /* the HTTP/2 preface: no exchange switched */
 			conn_switch(c, NO_SEQ);
 		return;
+	case TV_EV_FIN_OUT:
+	case TV_EV_FIN_IN:
+		/* one direction ended while the socket may stay open (shutdown(SHUT_WR), or a
+		 * close the peer has not answered yet): a body delimited by the close ends now */
+		if (!c)
+			return;
+		if (e->flags & TV_EV_FLAG_GAP)
+			apply_gap(c, e);
+		if ((e->kind == TV_EV_FIN_IN) == (c->role == TV_ROLE_SERVER))
+			p = &c->req;
+		else
+			p = &c->resp;
+		/* what it left unfinished stays pending: the CLOSE emits it */
+		(void)tv_http_parser_close(p, e->ts_ns);
+		return;
 	case TV_EV_CLOSE:
 		if (!c)
 			return;
 		if (e->flags & TV_EV_FLAG_GAP)
 			apply_gap(c, e);
+		if (e->flags & TV_EV_FLAG_HELD) {
+			if (!c->close_ts)
+				t->n_closing++;
+			c->close_ts = e->ts_ns ? e->ts_ns : 1;
+			return;
+		}
 		conn_close(t, slot, e->ts_ns);
 		return;
 	default:
 		t->stats.bad_events++;
 		return;
+	}
+}
+
+void tv_conn_table_reap(struct tv_conn_table *t, uint64_t now_ns)
+{
+	size_t b;
+
+	for (b = 0; b < BUCKETS && t->n_closing; b++) {
+		struct conn **pp = &t->buckets[b];
+
+		while (*pp) {
+			uint64_t ts = (*pp)->close_ts;
+
+			if (ts && ts + TV_CONN_CLOSE_GRACE_NS <= now_ns)
+				conn_close(t, pp, now_ns);
+			else
+				pp = &(*pp)->next;
+		}
 	}
 }
 

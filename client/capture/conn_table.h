@@ -15,6 +15,10 @@
 #define TV_CONN_MAX_PENDING 32
 /* Connections tracked at once; events of further connections are counted and dropped. */
 #define TV_CONN_MAX 65536
+/* A CLOSE flagged TV_EV_FLAG_HELD (a reset while a process held the socket) ends its
+ * connection this long after the event (tv_conn_table_reap), so a data event of the holder
+ * that reached the ring behind it is still paired: two poll intervals of the capture. */
+#define TV_CONN_CLOSE_GRACE_NS (20ull * 1000 * 1000)
 
 /* TraceRecord.flags bits (proto/tracevault.proto documents them). */
 #define TV_RECORD_FLAG_NO_RESPONSE 1u /* closed before a response: status 0 */
@@ -22,17 +26,22 @@
 #define TV_RECORD_FLAG_LOST 4u        /* the response was lost in capture: status 0 */
 #define TV_RECORD_FLAG_CUT 8u         /* a head was not seen whole (head limit or payload
 				       * copy): fields after the cut are missing */
+#define TV_RECORD_FLAG_UNSEEN 32u     /* bytes of this exchange moved through no hooked
+				       * syscall (io_uring, ...; known from the TCP byte
+				       * counters): body counts stay exact, the bytes were not
+				       * seen; with LOST, the whole response was such bytes */
 
 /* One request/response pair. Times are CLOCK_MONOTONIC ns, as the events carry them. */
 struct tv_exchange {
 	uint64_t ts_ns;  /* first request byte */
 	uint64_t end_ns; /* last response byte (or the close, without a response) */
-	uint32_t pid;
+	uint32_t pid;    /* the process whose syscall carried the request's first byte (a
+			  * server's forked child that reads it, not the parent that accepted) */
 	unsigned status; /* 0: no response seen */
 	uint32_t flags;  /* TV_RECORD_FLAG_* */
 	uint64_t conn_id, conn_gen; /* the connection's identity (sampling keeps it together) */
 	uint64_t req_body_bytes, resp_body_bytes;
-	char comm[17];
+	char comm[17];   /* of pid */
 	char local[TV_ADDR_STR_BYTES], remote[TV_ADDR_STR_BYTES];
 	char method[TV_HTTP_METHOD_BYTES];
 	const char *path; /* never NULL; as long as the request head held it (tv_http_msg.path) */
@@ -67,6 +76,8 @@ struct tv_conn_stats {
 				     * counts them as TV_LOST_REQUESTS); their responses are
 				     * matched and skipped so later pairs stay aligned */
 	uint64_t responses_lost;    /* records emitted with TV_RECORD_FLAG_LOST */
+	uint64_t unseen_gaps;       /* events telling of unhooked bytes (TV_EV_FLAG_UNSEEN) */
+	uint64_t requests_unhooked; /* requests taken to have begun in unhooked bytes: no record */
 	uint64_t responses_unpaired; /* responses with no request waiting (dropped) */
 	/* heads reported cut (records flagged TV_RECORD_FLAG_CUT), by reason, and heads the
 	 * parsers could not read at all (no record for their message), by direction: summed
@@ -110,6 +121,11 @@ void tv_conn_table_set_head_limit(struct tv_conn_table *t, size_t max_head_bytes
 
 /* One ring buffer record (struct tv_event, len bytes of it). Malformed records are counted. */
 void tv_conn_table_event(struct tv_conn_table *t, const void *data, size_t len);
+
+/* Ends the connections whose held CLOSE (TV_EV_FLAG_HELD) is older than
+ * TV_CONN_CLOSE_GRACE_NS at now_ns (monotonic), at the time of their CLOSE. The capture calls it
+ * after each poll; cheap when none waits. */
+void tv_conn_table_reap(struct tv_conn_table *t, uint64_t now_ns);
 
 /* End of capture: every connection is treated as closed at now_ns (monotonic), so requests
  * still waiting for a response are emitted with what was seen (status 0 without a response). */

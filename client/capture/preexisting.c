@@ -1,6 +1,8 @@
-/* Seeds the kernel's `sockets` map with the TCP connections already open when the capture
+/* Seeds the kernel's `seeds` map with the TCP connections already open when the capture
  * starts: walks /proc/PID/fd for socket inodes, finds them in the process's network namespace
- * (/proc/PID/net/tcp{,6}, read once per namespace) and inserts those that pass the filters.
+ * (/proc/PID/net/tcp{,6}, read once per namespace) and inserts those that pass the filters,
+ * keyed by inode number (user space cannot name the struct sock that keys `sockets`); the
+ * kernel moves an entry to `sockets` at the socket's first event, in whichever process.
  *
  * Why after the attach, not before: every order leaves a window, and this one loses least.
  * - Seeding first, a connection accepted between the walk and the attach is seen by neither;
@@ -54,6 +56,7 @@ struct netns {
 /* One walk; released by ctx_free. */
 struct seed_ctx {
 	int map_fd;
+	uint64_t *seeds_left; /* the kernel's count of `seeds` entries (shared memory) */
 	const struct tv_seed_filter *f;
 	uint64_t gen_ns;
 	struct tv_seed_stats *st;
@@ -384,16 +387,17 @@ static int own_peer(const struct seed_ctx *x, const struct netns *ns,
 	return 0;
 }
 
-/* Our socket entry was inserted for a fd that was closed meanwhile: delete it unless the
- * kernel replaced it (an accept/connect on the reused fd: a later gen). */
+/* Our seed was inserted for a fd that was closed meanwhile: delete it unless the kernel took
+ * it already (it counts that itself). */
 static void unseed(struct seed_ctx *x, uint64_t key)
 {
 	struct tv_sock_info si;
 
 	x->st->seeded--;
 	x->st->closed++;
-	if (bpf_map_lookup_elem(x->map_fd, &key, &si) == 0 && si.gen == x->gen_ns)
-		bpf_map_delete_elem(x->map_fd, &key);
+	if (bpf_map_lookup_elem(x->map_fd, &key, &si) == 0 && si.gen == x->gen_ns &&
+	    bpf_map_delete_elem(x->map_fd, &key) == 0)
+		__atomic_fetch_sub(x->seeds_left, 1, __ATOMIC_SEQ_CST);
 }
 
 /* Insert one socket (fd `name` of pid, in dir_fd = /proc/PID/fd) found in ns. 0, or a
@@ -401,7 +405,7 @@ static void unseed(struct seed_ctx *x, uint64_t key)
 static int seed_socket(struct seed_ctx *x, uint32_t pid, int dir_fd, const char *name, int fd,
 		       const struct tv_proc_tcp_entry *e, const struct netns *ns)
 {
-	uint64_t key = (uint64_t)pid << 32 | (uint32_t)fd;
+	uint64_t key = e->inode;
 	struct tv_sock_info si;
 	int rc;
 
@@ -411,14 +415,18 @@ static int seed_socket(struct seed_ctx *x, uint32_t pid, int dir_fd, const char 
 	}
 	memset(&si, 0, sizeof(si));
 	si.gen = x->gen_ns;
+	si.ino = e->inode;
 	si.local = e->local;
 	si.remote = e->remote;
 	si.role = listened(ns, &e->local) ? TV_ROLE_SERVER : TV_ROLE_CLIENT;
 	if (x->f->role && si.role != x->f->role)
 		return 0; /* --role: the other end is not followed, as at accept/connect */
+	/* counted before the insert: the kernel may adopt (and uncount) it at once */
+	__atomic_fetch_add(x->seeds_left, 1, __ATOMIC_SEQ_CST);
 	if (bpf_map_update_elem(x->map_fd, &key, &si, BPF_NOEXIST)) {
 		rc = -errno;
-		if (rc == -EEXIST) {
+		__atomic_fetch_sub(x->seeds_left, 1, __ATOMIC_SEQ_CST);
+		if (rc == -EEXIST) { /* another descriptor of a socket seeded already */
 			x->st->already_tracked++;
 			return 0;
 		}
@@ -426,7 +434,7 @@ static int seed_socket(struct seed_ctx *x, uint32_t pid, int dir_fd, const char 
 			x->st->map_full++;
 			return 0;
 		}
-		snprintf(x->err, x->errlen, "adding fd %d of pid %" PRIu32 " to the sockets map: %s",
+		snprintf(x->err, x->errlen, "adding fd %d of pid %" PRIu32 " to the seeds map: %s",
 			 fd, pid, strerror(-rc));
 		return rc;
 	}
@@ -620,11 +628,12 @@ static void ctx_free(struct seed_ctx *x)
 	free(x->cg_rel);
 }
 
-int tv_capture_seed_sockets(int sockets_map_fd, const struct tv_seed_filter *f, uint64_t gen_ns,
-			    struct tv_seed_stats *st, char *err, size_t errlen)
+int tv_capture_seed_sockets(int seeds_map_fd, uint64_t *seeds_left,
+			    const struct tv_seed_filter *f, uint64_t gen_ns, struct tv_seed_stats *st,
+			    char *err, size_t errlen)
 {
 	struct seed_ctx x = {
-		.map_fd = sockets_map_fd, .f = f, .gen_ns = gen_ns, .st = st,
+		.map_fd = seeds_map_fd, .seeds_left = seeds_left, .f = f, .gen_ns = gen_ns, .st = st,
 		.err = err, .errlen = errlen,
 	};
 	char pid[16];
@@ -639,7 +648,7 @@ int tv_capture_seed_sockets(int sockets_map_fd, const struct tv_seed_filter *f, 
 	rc = load_self(&x);
 	if (rc)
 		goto cleanup;
-	if (f->tgid) { /* --pid: that process only (the kernel side ignores every other tgid) */
+	if (f->tgid) { /* --pid: that process only (the kernel side tracks only its sockets) */
 		snprintf(pid, sizeof(pid), "%" PRIu32, f->tgid);
 		rc = seed_process(&x, pid);
 		goto cleanup;

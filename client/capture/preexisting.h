@@ -24,7 +24,7 @@ struct tv_seed_filter {
 /* What one seeding walk did, in sockets unless named otherwise. */
 struct tv_seed_stats {
 	uint64_t seeded;           /* inserted: followed from their next syscall */
-	uint64_t already_tracked;  /* accepted/connected after the attach: the kernel had them */
+	uint64_t already_tracked;  /* another descriptor of a socket seeded already (dup, fork) */
 	uint64_t closed;           /* closed while the walk ran: found, then gone */
 	uint64_t not_established;  /* TCP, not listening, in another state than ESTABLISHED */
 	uint64_t map_full;         /* no room left in `sockets` (TV_CAPTURE_MAX_SOCKETS) */
@@ -45,14 +45,19 @@ struct tv_proc_tcp_entry {
 /* Parses one table line (v6: a tcp6 line). 0, or -EINVAL for the header or a malformed line. */
 int tv_proc_tcp_parse_line(const char *line, int v6, struct tv_proc_tcp_entry *e);
 
-/* Walks /proc and inserts into the kernel's `sockets` map (sockets_map_fd, BPF_NOEXIST: an
- * entry the kernel added after the attach wins) every ESTABLISHED TCP socket of the processes
- * that pass f, with generation gen_ns (CLOCK_MONOTONIC) and the role SERVER when its local
- * port is listened on in its network namespace, else CLIENT. Must run after the tracepoints
- * are attached (why: preexisting.c). Stops inserting at TV_CAPTURE_MAX_SOCKETS. Processes
- * that exit meanwhile are skipped. Returns 0 with *st filled, or a negative errno with a
- * one-line reason in err (/proc or the cgroup tree unreadable, out of memory, a map error). */
-int tv_capture_seed_sockets(int sockets_map_fd, const struct tv_seed_filter *f, uint64_t gen_ns,
-			    struct tv_seed_stats *st, char *err, size_t errlen);
+/* Walks /proc and inserts into the kernel's `seeds` map (seeds_map_fd, keyed by socket inode
+ * number, BPF_NOEXIST: one entry per socket however many descriptors name it) every
+ * ESTABLISHED TCP socket of the processes that pass f, with generation gen_ns
+ * (CLOCK_MONOTONIC) and the role SERVER when its local port is listened on in its network
+ * namespace, else CLIENT; *seeds_left (the kernel's count of entries, in its mmapped .bss) is
+ * raised for each, atomically. The kernel moves a seed to `sockets` at the socket's first
+ * event; an accept/connect after the attach never looks at seeds. Must run after the
+ * tracepoints are attached (why: preexisting.c). Stops inserting at TV_CAPTURE_MAX_SOCKETS.
+ * Processes that exit meanwhile are skipped. Returns 0 with *st filled, or a negative errno
+ * with a one-line reason in err (/proc or the cgroup tree unreadable, out of memory, a map
+ * error). */
+int tv_capture_seed_sockets(int seeds_map_fd, uint64_t *seeds_left,
+			    const struct tv_seed_filter *f, uint64_t gen_ns, struct tv_seed_stats *st,
+			    char *err, size_t errlen);
 
 #endif

@@ -172,6 +172,9 @@ static void emit_view(struct tv_sockfilter *s, const struct tv_tcp_event *te, ui
 	case TV_TCP_EV_CLOSE:
 		e->kind = TV_EV_CLOSE;
 		break;
+	case TV_TCP_EV_FIN: /* a FIN ends what its sender sends: the other end's is FIN_IN */
+		e->kind = te->dir == in ? TV_EV_FIN_IN : TV_EV_FIN_OUT;
+		break;
 	}
 	if (te->gaps[TV_TCP_TO_SERVER] || te->gaps[TV_TCP_TO_CLIENT]) {
 		e->flags |= TV_EV_FLAG_GAP;

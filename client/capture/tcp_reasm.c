@@ -181,6 +181,11 @@ static void take(struct tv_tcp_reasm *t, struct conn *c, int dir, uint32_t seq, 
 	if (fin) {
 		h->fin_done = 1;
 		h->next++; /* the FIN takes one sequence number */
+		memset(&ev, 0, sizeof(ev));
+		ev.kind = TV_TCP_EV_FIN;
+		ev.ts_ns = ts_ns;
+		ev.dir = (enum tv_tcp_dir)dir;
+		emit(t, c, &ev);
 	}
 }
 

@@ -66,6 +66,9 @@ enum tv_tcp_ev_kind {
 	TV_TCP_EV_OPEN = 1,  /* a connection starts being tracked */
 	TV_TCP_EV_DATA = 2,  /* in-order bytes of one direction */
 	TV_TCP_EV_CLOSE = 3, /* FIN both ways, RST, idle, or tv_tcp_reasm_flush */
+	/* the FIN of direction dir, after every byte before it: that direction ended (a body
+	 * delimited by the close is complete) while the other may go on */
+	TV_TCP_EV_FIN = 4,
 };
 
 /* What the reassembler hands out. gap_*: bytes of holes given up in each direction since the
@@ -74,7 +77,7 @@ struct tv_tcp_event {
 	enum tv_tcp_ev_kind kind;
 	const struct tv_tcp_conn_info *conn;
 	uint64_t ts_ns;
-	enum tv_tcp_dir dir;  /* DATA */
+	enum tv_tcp_dir dir;  /* DATA, FIN */
 	const uint8_t *data;  /* DATA: cap_len bytes, the prefix of the len bytes delivered */
 	uint32_t cap_len, len;
 	uint64_t gap_bytes[2]; /* by enum tv_tcp_dir */

@@ -21,11 +21,21 @@
 
 #include "bpf/tv_event.h" /* the kernel event layout and limits */
 #include "capture.skel.h"
+#include "capture/conn_table.h" /* TV_CONN_CLOSE_GRACE_NS */
 #include "capture/limits.h"
 #include "capture/preexisting.h"
 #include "common/clock.h"
 
 #define TRACEFS_DIR "/sys/kernel/tracing"
+/* Held closes (TV_EV_FLAG_HELD) whose kernel entry waits to be deleted; beyond it the oldest is
+ * deleted at once. */
+#define HELD_MAX 4096
+
+/* A socket the kernel saw close while a process held it: its `sockets` entry, deleted by us
+ * once TV_CONN_CLOSE_GRACE_NS have passed (late data events of the holder still find it). */
+struct held {
+	uint64_t key, gen, ts_ns;
+};
 
 struct tv_tracepoint {
 	struct tv_tracepoint_opts o;
@@ -36,7 +46,55 @@ struct tv_tracepoint {
 	int cg_fd; /* --cgroup directory, or -1 */
 	int ncpu;  /* possible CPUs: the length of lost_percpu */
 	uint64_t *lost_percpu; /* one lookup of the per-CPU `lost` map */
+	struct held held[HELD_MAX]; /* FIFO: [held_head, held_tail) modulo HELD_MAX */
+	uint64_t held_head, held_tail;
 };
+
+/* Delete the kernel's entry of a held close, if it is still that socket's (same gen), and give
+ * its slot of the counting filter back as the kernel would. */
+static void held_delete(struct tv_tracepoint *t, const struct held *h)
+{
+	int fd = bpf_map__fd(t->skel->maps.sockets);
+	struct tv_sock_info si;
+
+	if (bpf_map_lookup_elem(fd, &h->key, &si) || si.gen != h->gen ||
+	    !(si.flags & TV_SOCK_CLOSED) || bpf_map_delete_elem(fd, &h->key))
+		return;
+	__atomic_fetch_sub(&t->skel->bss->sock_filter[tv_sock_filter_slot(si.ino)], 1,
+			   __ATOMIC_SEQ_CST);
+}
+
+/* Delete the held entries older than the grace at now_ns (all of them when now_ns is
+ * UINT64_MAX). */
+static void held_reap(struct tv_tracepoint *t, uint64_t now_ns)
+{
+	while (t->held_head < t->held_tail) {
+		struct held *h = &t->held[t->held_head % HELD_MAX];
+
+		if (now_ns != UINT64_MAX && h->ts_ns + TV_CONN_CLOSE_GRACE_NS > now_ns)
+			break;
+		held_delete(t, h);
+		t->held_head++;
+	}
+}
+
+/* The ring's callback: notes held closes, then hands every event on. */
+static int on_ring_event(void *ctx, void *data, size_t len)
+{
+	struct tv_tracepoint *t = ctx;
+	const struct tv_event *e = data;
+
+	if (len >= TV_EVENT_HEADER_BYTES && e->kind == TV_EV_CLOSE &&
+	    (e->flags & TV_EV_FLAG_HELD)) {
+		if (t->held_tail - t->held_head == HELD_MAX) {
+			held_delete(t, &t->held[t->held_head % HELD_MAX]);
+			t->held_head++;
+		}
+		t->held[t->held_tail++ % HELD_MAX] =
+			(struct held){ .key = e->bytes, .gen = e->conn_gen, .ts_ns = e->ts_ns };
+	}
+	return t->fn(t->ctx, data, len);
+}
 
 /* libbpf attaches tracepoints through tracefs; some systems boot without it mounted. */
 static int ensure_tracefs(char *err, size_t errlen)
@@ -119,8 +177,9 @@ static int seed_open_sockets(struct tv_tracepoint *t, char *err, size_t errlen)
 	uint64_t skipped;
 	int rc;
 
-	rc = tv_capture_seed_sockets(bpf_map__fd(t->skel->maps.sockets), &f,
-				     tv_monotonic_ns(), &st, err, errlen);
+	rc = tv_capture_seed_sockets(bpf_map__fd(t->skel->maps.seeds),
+				     (uint64_t *)&t->skel->bss->seeds_left,
+				     &f, tv_monotonic_ns(), &st, err, errlen);
 	if (rc)
 		return rc;
 	skipped = st.not_established + st.map_full;
@@ -205,7 +264,7 @@ static int load_bpf(struct tv_tracepoint *t, char *err, size_t errlen)
 	rc = seed_open_sockets(t, err, errlen);
 	if (rc)
 		return rc;
-	t->rb = ring_buffer__new(bpf_map__fd(t->skel->maps.events), t->fn, t->ctx, NULL);
+	t->rb = ring_buffer__new(bpf_map__fd(t->skel->maps.events), on_ring_event, t, NULL);
 	if (!t->rb) {
 		rc = -errno;
 		snprintf(err, errlen, "opening the ring buffer: %s", strerror(-rc));
@@ -277,6 +336,7 @@ static int tracepoint_poll(void *impl, int timeout_ms, char *err, size_t errlen)
 		snprintf(err, errlen, "polling the ring buffer: %s", strerror(-rc));
 		return rc;
 	}
+	held_reap(t, tv_monotonic_ns());
 	return 0;
 }
 

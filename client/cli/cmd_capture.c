@@ -55,7 +55,9 @@ static const char *const capture_usage[] = {
 	"  -s, --server LIST          tracevaultd(s) to write to, comma-separated (default:\n"
 	"                             $" TV_SERVER_ENV ", else " TV_DEFAULT_SERVER "); blocks are\n"
 	"                             placed on them by a hash of the block id\n"
-	"  -p, --pid PID              only this process, 1 to 2147483647 (default: all)\n"
+	"  -p, --pid PID              only connections this process accepts or connects (also\n"
+	"                             where it hands them: forked children, passed fds),\n"
+	"                             1 to 2147483647 (default: all)\n"
 	"  -P, --port PORT            only connections with this local or remote port,\n"
 	"                             1 to 65535 (default: all)\n"
 	"      --comm NAME            only tasks whose command name (comm, 1 to 15 bytes) is NAME\n"
@@ -302,6 +304,9 @@ static int run_capture(const struct tv_capture_opts *o, const struct tv_pipeline
 			res.responses_unparsed,
 			ps.segments_committed, ps.segments_failed, ps.payload_bytes_copied,
 			ps.cache_bytes_peak);
+	if (o->mode == TV_CAPTURE_MODE_TRACEPOINT && (ret == 0 || res.events))
+		fprintf(stderr, "unhooked: %" PRIu64 " bytes in %" PRIu64 " gaps, requests %" PRIu64
+			"\n", res.unseen_bytes, res.unseen_gaps, res.requests_unhooked);
 	if (res.sampled_out || (o->sample_ratio > 0 && o->sample_ratio < 1))
 		fprintf(stderr, "sampled out %" PRIu64 " records (--sample-ratio %g)\n",
 			res.sampled_out, o->sample_ratio);

@@ -1097,6 +1097,203 @@ static void test_exchange_carries_bodies(void **state)
 	tv_conn_table_free(t);
 }
 
+/* Our FIN (TV_EV_FIN_OUT: exit, shutdown(SHUT_WR), the last close) ends a body delimited by
+ * the close at once, while the socket stays open: the record does not wait for TCP_CLOSE. */
+static void test_fin_out_ends_close_delimited_body(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+
+	(void)state;
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20, "GET /r HTTP/1.0\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 30, "HTTP/1.0 200 OK\r\n\r\nabc", 297);
+	assert_int_equal(g.n, 0);
+	send_ev(t, ev(TV_EV_FIN_OUT, TV_ROLE_SERVER, 5, 1, 40));
+	assert_int_equal(g.n, 1);
+	assert_int_equal(g.x[0].status, 200);
+	assert_int_equal(g.x[0].resp_body_bytes, 300);
+	assert_int_equal(g.x[0].end_ns, 40);
+	assert_int_equal(g.x[0].flags, 0);
+	send_ev(t, ev(TV_EV_CLOSE, TV_ROLE_SERVER, 5, 1, 5000));
+	assert_int_equal(g.n, 1);
+	assert_int_equal(tv_conn_table_stats(t)->conns_closed, 1);
+	tv_conn_table_flush(t, 9000);
+	tv_conn_table_free(t);
+}
+
+/* A socket used by another process than the one that accepted it (a forked child): the record
+ * carries the process that read the request. */
+static void test_record_carries_the_process_that_served_it(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+	struct tv_event *e;
+
+	(void)state;
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10)); /* pid 77 accepts */
+	e = ev(TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20);
+	e->pid = 78;
+	memcpy(e->comm, "child", 6);
+	e->payload_len = (uint32_t)strlen("GET /c HTTP/1.1\r\n\r\n");
+	memcpy(e->payload, "GET /c HTTP/1.1\r\n\r\n", e->payload_len);
+	e->bytes = e->payload_len;
+	send_ev(t, e);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 30, "HTTP/1.1 204 No Content\r\n\r\n", 0);
+	assert_int_equal(g.n, 1);
+	assert_int_equal(g.x[0].pid, 78);
+	assert_string_equal(g.x[0].comm, "child");
+	tv_conn_table_flush(t, 100);
+	tv_conn_table_free(t);
+}
+
+static struct tv_event *unseen_gap(struct tv_event *e, uint64_t in_bytes, uint64_t out_bytes)
+{
+	e->flags |= TV_EV_FLAG_GAP | TV_EV_FLAG_UNSEEN;
+	e->lost_in_events = in_bytes != 0;
+	e->lost_out_events = out_bytes != 0;
+	e->lost_in_bytes = in_bytes;
+	e->lost_out_bytes = out_bytes;
+	return e;
+}
+
+/* A whole response sent where no hook looks (io_uring), found from the TCP counters at the
+ * next read: its request is recorded LOST|UNSEEN and the later pairs stay right. */
+static void test_unseen_response_keeps_later_pairs(void **state)
+{
+	static const char req2[] = "GET /2 HTTP/1.1\r\n\r\n";
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+	struct tv_event *e;
+
+	(void)state;
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20, "GET /1 HTTP/1.1\r\n\r\n", 0);
+	e = unseen_gap(ev(TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 30), 0, 77);
+	e->payload_len = sizeof(req2) - 1;
+	memcpy(e->payload, req2, e->payload_len);
+	e->bytes = e->payload_len;
+	send_ev(t, e);
+	assert_int_equal(g.n, 1);
+	assert_string_equal(g.x[0].path, "/1");
+	assert_int_equal(g.x[0].status, 0);
+	assert_int_equal(g.x[0].flags, TV_RECORD_FLAG_LOST | TV_RECORD_FLAG_UNSEEN);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 40,
+	     "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 0);
+	assert_int_equal(g.n, 2);
+	assert_string_equal(g.x[1].path, "/2");
+	assert_int_equal(g.x[1].status, 200);
+	assert_int_equal(g.x[1].flags, 0);
+	assert_int_equal(tv_conn_table_stats(t)->unseen_gaps, 1);
+	assert_int_equal(tv_conn_table_stats(t)->responses_lost, 1);
+	tv_conn_table_flush(t, 100);
+	tv_conn_table_free(t);
+}
+
+/* A request read where no hook looks, found when its response is written: no record, counted
+ * as unhooked, and its response does not pair with the next request. */
+static void test_unseen_request_counted_and_skipped(void **state)
+{
+	static const char resp[] = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na";
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+	struct tv_event *e;
+
+	(void)state;
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	e = unseen_gap(ev(TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 20), 40, 0);
+	e->payload_len = sizeof(resp) - 1;
+	memcpy(e->payload, resp, e->payload_len);
+	e->bytes = e->payload_len;
+	send_ev(t, e);
+	assert_int_equal(g.n, 0);
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 30, "GET /b HTTP/1.1\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 40,
+	     "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", 0);
+	assert_int_equal(g.n, 1);
+	assert_string_equal(g.x[0].path, "/b");
+	assert_int_equal(g.x[0].status, 404);
+	assert_int_equal(tv_conn_table_stats(t)->requests_unhooked, 1);
+	assert_int_equal(tv_conn_table_stats(t)->requests_unseen, 0);
+	tv_conn_table_flush(t, 100);
+	tv_conn_table_free(t);
+}
+
+/* Unhooked bytes inside a body of known length: skipped exactly, the record flagged UNSEEN. */
+static void test_unseen_bytes_inside_body(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+
+	(void)state;
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20, "GET /1 HTTP/1.1\r\n\r\n", 0);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 30,
+	     "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", 0);
+	send_ev(t, unseen_gap(ev(TV_EV_FIN_OUT, TV_ROLE_SERVER, 5, 1, 40), 0, 1000));
+	assert_int_equal(g.n, 1);
+	assert_int_equal(g.x[0].status, 200);
+	assert_int_equal(g.x[0].resp_body_bytes, 1000);
+	assert_int_equal(g.x[0].flags, TV_RECORD_FLAG_UNSEEN);
+	assert_int_equal(tv_conn_table_stats(t)->requests_unhooked, 0);
+	assert_int_equal(tv_conn_table_stats(t)->responses_lost, 0);
+	tv_conn_table_flush(t, 100);
+	tv_conn_table_free(t);
+}
+
+/* A CLOSE flagged HELD (a reset while the server still held the socket) may reach the ring
+ * before the server's last write did: the connection ends only at tv_conn_table_reap, a grace
+ * period later, so that write still pairs. */
+static void test_held_close_waits_for_late_data(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+	struct tv_event *e;
+
+	(void)state;
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20, "GET /x HTTP/1.1\r\n\r\n", 0);
+	e = ev(TV_EV_CLOSE, TV_ROLE_SERVER, 5, 1, 40);
+	e->flags = TV_EV_FLAG_HELD;
+	send_ev(t, e);
+	data(t, TV_EV_DATA_OUT, TV_ROLE_SERVER, 5, 1, 30,
+	     "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz", 0);
+	assert_int_equal(g.n, 1);
+	assert_int_equal(g.x[0].status, 200);
+	assert_int_equal(g.x[0].flags, 0);
+	assert_int_equal(tv_conn_table_stats(t)->conns_closed, 0);
+	tv_conn_table_reap(t, 40 + TV_CONN_CLOSE_GRACE_NS - 1);
+	assert_int_equal(tv_conn_table_stats(t)->conns_closed, 0);
+	tv_conn_table_reap(t, 40 + TV_CONN_CLOSE_GRACE_NS);
+	assert_int_equal(tv_conn_table_stats(t)->conns_closed, 1);
+	tv_conn_table_flush(t, 100 * TV_CONN_CLOSE_GRACE_NS);
+	tv_conn_table_free(t);
+}
+
+/* A held CLOSE ends a request still without a response at the CLOSE's time. */
+static void test_held_close_ends_at_its_time(void **state)
+{
+	struct got g = { 0 };
+	struct tv_conn_table *t = tv_conn_table_new(on_exchange, &g);
+	struct tv_event *e;
+
+	(void)state;
+	send_ev(t, ev(TV_EV_ACCEPT, TV_ROLE_SERVER, 5, 1, 10));
+	data(t, TV_EV_DATA_IN, TV_ROLE_SERVER, 5, 1, 20, "GET /y HTTP/1.1\r\n\r\n", 0);
+	e = ev(TV_EV_CLOSE, TV_ROLE_SERVER, 5, 1, 40);
+	e->flags = TV_EV_FLAG_HELD;
+	send_ev(t, e);
+	assert_int_equal(g.n, 0);
+	tv_conn_table_reap(t, 1000 * TV_CONN_CLOSE_GRACE_NS);
+	assert_int_equal(g.n, 1);
+	assert_int_equal(g.x[0].status, 0);
+	assert_int_equal(g.x[0].flags, TV_RECORD_FLAG_NO_RESPONSE);
+	assert_int_equal(g.x[0].end_ns, 40);
+	tv_conn_table_flush(t, 2000 * TV_CONN_CLOSE_GRACE_NS);
+	tv_conn_table_free(t);
+}
+
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1134,6 +1331,13 @@ int main(void)
 		cmocka_unit_test(test_101_before_the_request_body_ends),
 		cmocka_unit_test(test_gap_inside_a_tunnel),
 		cmocka_unit_test(test_exchange_carries_bodies),
+		cmocka_unit_test(test_fin_out_ends_close_delimited_body),
+		cmocka_unit_test(test_record_carries_the_process_that_served_it),
+		cmocka_unit_test(test_unseen_response_keeps_later_pairs),
+		cmocka_unit_test(test_unseen_request_counted_and_skipped),
+		cmocka_unit_test(test_unseen_bytes_inside_body),
+		cmocka_unit_test(test_held_close_waits_for_late_data),
+		cmocka_unit_test(test_held_close_ends_at_its_time),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, free_kept);

@@ -29,6 +29,7 @@ struct rec {
 	uint64_t gap_bytes[2];
 	uint32_t gaps[2];
 	int opens, closes;
+	int fins[2]; /* TV_TCP_EV_FIN by direction: counted, not kept in ev[] */
 };
 
 static void on_event(void *ctx, const struct tv_tcp_event *ev)
@@ -36,6 +37,14 @@ static void on_event(void *ctx, const struct tv_tcp_event *ev)
 	struct rec *r = ctx;
 	uint32_t i;
 
+	if (ev->kind == TV_TCP_EV_FIN) {
+		for (i = 0; i < 2; i++) {
+			r->gap_bytes[i] += ev->gap_bytes[i];
+			r->gaps[i] += ev->gaps[i];
+		}
+		r->fins[ev->dir]++;
+		return;
+	}
 	assert_true(r->n < MAX_EV);
 	r->ev[r->n] = *ev;
 	r->conn[r->n] = *ev->conn;
@@ -150,7 +159,10 @@ static void test_in_order_handshake_data_fin_close(void **state)
 	s2c(t, 5000, 0, "HTTP/1.1 200 OK\r\n");
 	seg(t, c, s, 101 + 18, TV_TCP_FIN | TV_TCP_ACK, NULL);
 	assert_int_equal(r.closes, 0); /* one FIN is half a close */
+	assert_int_equal(r.fins[TV_TCP_TO_SERVER], 1); /* but ends the client's direction */
+	assert_int_equal(r.fins[TV_TCP_TO_CLIENT], 0);
 	seg(t, s, c, 5001 + 17, TV_TCP_FIN | TV_TCP_ACK, NULL);
+	assert_int_equal(r.fins[TV_TCP_TO_CLIENT], 1);
 	assert_int_equal(r.n, 4);
 	assert_int_equal(r.ev[0].kind, TV_TCP_EV_OPEN);
 	assert_memory_equal(&r.conn[0].client, &c, sizeof(c));
