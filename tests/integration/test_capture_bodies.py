@@ -230,8 +230,8 @@ def main():
         if sockfilter.unavailable_reason():
             print("sockfilter part skipped: %s" % sockfilter.unavailable_reason())
             return
-        check_bodies(srv, sockfilter.SOCKFILTER, 1)
-        check_copy_and_default(srv, sockfilter.SOCKFILTER, 1)
+        check_bodies(srv, sockfilter.SOCKFILTER, 2)  # loopback: both ends
+        check_copy_and_default(srv, sockfilter.SOCKFILTER, 2)
 
 
 if __name__ == "__main__":

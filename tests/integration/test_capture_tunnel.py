@@ -232,7 +232,7 @@ def main():
         if sockfilter.unavailable_reason():
             print("sockfilter part skipped: %s" % sockfilter.unavailable_reason())
             return
-        check(srv, sockfilter.SOCKFILTER, 1)
+        check(srv, sockfilter.SOCKFILTER, 2)  # loopback: both ends are this host's
 
 
 if __name__ == "__main__":
