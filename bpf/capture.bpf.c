@@ -545,8 +545,20 @@ static __always_inline int track_socket(int fd, __u8 role)
 		__sync_fetch_and_add(sock_slot(stale_ino), -1);
 	__sync_fetch_and_add(sock_slot(si.ino), 1);
 	e = bpf_map_lookup_elem(&sockets, &key);
-	if (e)
-		send_ctl(e, role == TV_ROLE_SERVER ? TV_EV_ACCEPT : TV_EV_CONNECT, fd, 0, 0);
+	if (!e)
+		return 0;
+	send_ctl(e, role == TV_ROLE_SERVER ? TV_EV_ACCEPT : TV_EV_CONNECT, fd, 0, 0);
+	/* The socket may have reached TCP_CLOSE before it was in the map (a peer's reset while
+	 * it waited in the accept queue, a non-blocking connect refused on loopback before
+	 * connect returned): sock_state then found nothing to end, and the entry would stay
+	 * until the capture ends (with a filter slot raised, and a connection user space never
+	 * closes). Read the state after the insert and end it as sock_state ends a held one;
+	 * if sock_state ran in between, this second held CLOSE is harmless (user space and the
+	 * loader's gen check take it as the same). */
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_CLOSE) {
+		e->flags |= TV_SOCK_CLOSED;
+		send_ctl(e, TV_EV_CLOSE, -1, TV_EV_FLAG_HELD, key);
+	}
 	return 0;
 }
 

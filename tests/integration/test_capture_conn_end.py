@@ -135,6 +135,69 @@ def test_last_of_two_descriptors_ends_it(srv, mode):
     assert r["end_ns"] - r["ts_ns"] >= LATER_CLOSE_NS * 0.9, ("ended at the first close", r)
 
 
+def test_socket_closed_before_accept_or_connect_returns(srv, mode):
+    """A socket that reached TCP_CLOSE before accept/connect returned: a non-blocking connect
+    refused on loopback (the RST is handled before connect returns EINPROGRESS) and a
+    connection the client reset while it waited in the accept queue. sock_state saw their
+    TCP_CLOSE before they were in the map; their entries must not stay there (they did, each
+    raising a filter slot and leaving user space a connection it never closed), and an exchange
+    after them is recorded from both ends as usual. Tracepoint mode chooses by --pid (this
+    process is both ends): with --port the closed sockets would not pass, TCP_CLOSE having
+    cleared their local port."""
+    import struct
+    n = 20
+    before = bpf_maps("sockets")
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens on port: connects are refused
+    seen = {}
+
+    def traffic():
+        for _ in range(n):
+            s = socket.socket()
+            s.setblocking(False)
+            try:
+                s.connect(("127.0.0.1", port))
+            except OSError:
+                pass
+            time.sleep(0.002)
+            s.close()
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.0.0.1", port))
+        ls.listen(n + 1)
+        for _ in range(n):
+            c = socket.create_connection(("127.0.0.1", port), 10)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()  # a reset, before the server accepts
+        time.sleep(0.1)
+        resets = [ls.accept()[0] for _ in range(n)]
+        for a in resets:
+            a.close()
+        c = socket.create_connection(("127.0.0.1", port), 10)
+        a, _ = ls.accept()
+        c.sendall(b"GET /after HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert a.recv(4096).startswith(b"GET /after ")
+        a.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        assert c.recv(4096).endswith(b"ok")
+        c.close()
+        a.close()
+        ls.close()
+        if mode == "tracepoint":
+            ours = bpf_maps("sockets") - before
+            assert len(ours) == 1, ours
+            (seen["map"],) = ours
+            tvtest.wait_for(lambda: map_entries(seen["map"]) == 0,
+                            "the kernel's map empty once every socket closed", MAP_WAIT_S)
+    args = moves.mode_args(mode, port) if mode == "sockfilter" else ["--pid", str(os.getpid())]
+    recs, nums, err = tvtest.capture_records(srv, args, traffic)
+    got = sorted((r["role"], r["method"], r["path"], r["status"], r["flags"]) for r in recs)
+    assert got == [("client", "GET", "/after", 200, 0), ("server", "GET", "/after", 200, 0)], \
+        (mode, recs, err)
+    assert nums["lost"] == 0, err
+
+
 def main():
     modes, why = moves.available_modes()
     if not modes:
