@@ -25,8 +25,11 @@
 #define TV_CAPTURE_MAX_RING_BYTES (1u << 30)
 /* Sockets tracked at once (hash map entries). */
 #define TV_CAPTURE_MAX_SOCKETS 65536
-/* iovec entries walked per readv/writev/recvmsg/sendmsg before giving up on copying. */
-#define TV_CAPTURE_MAX_IOV 8
+/* iovec entries walked per readv/writev/recvmsg/sendmsg before giving up on copying. Servers
+ * write a chunked body as size line, data and CRLF iovecs: Node.js's res.write(a); res.end(b)
+ * is one writev of 9, nginx writes up to 64 (NGX_IOVS_PREALLOCATE); with 8 the framing after
+ * them went uncopied and every such response was PARTIAL. Only iovecs present are walked. */
+#define TV_CAPTURE_MAX_IOV 64
 /* mmsghdr entries whose msg_len is summed per recvmmsg/sendmmsg (more: event flagged). */
 #define TV_CAPTURE_MAX_MMSG 64
 /* mmsghdr entries whose payload is copied (back to back, up to --payload-bytes). */
