@@ -331,7 +331,8 @@ static void host_of_target(struct tv_http_msg *m, const char *t, size_t n)
 static int parse_request_line_prefix(struct tv_http_msg *m, const char *l, size_t n,
 				     const struct tv_query_rules *query)
 {
-	size_t i = 0;
+	size_t i = 0, tn, a, e, host;
+	const char *t;
 
 	while (i < n && is_tchar((unsigned char)l[i]))
 		i++;
@@ -339,7 +340,15 @@ static int parse_request_line_prefix(struct tv_http_msg *m, const char *l, size_
 		return -1;
 	memcpy(m->method, l, i);
 	m->method[i] = 0;
-	set_path(m, l + i + 1, (size_t)(n - i - 1), query);
+	t = l + i + 1;
+	tn = n - i - 1;
+	/* cut inside an absolute-form target's authority: its first bytes may be a userinfo
+	 * ("user:password@", "token@") whose '@' the cut hid, which tv_query_redact cannot
+	 * then tell from a host: the authority is left out unless nothing is redacted */
+	if ((!query || query->mode != TV_QUERY_KEEP) && tv_url_authority(t, tn, &a, &e, &host) &&
+	    e == tn)
+		tn = a;
+	set_path(m, t, tn, query);
 	return 0;
 }
 

@@ -1040,6 +1040,35 @@ static void test_query_rules_apply_to_path(void **state)
 	drop_parser(p);
 }
 
+/* A request line cut inside an absolute-form target's authority: the part seen may be a
+ * userinfo's user and password without the '@' that marks them, so it is not stored (it was:
+ * "http://alice:hunte"); a cut after the authority keeps it, the userinfo redacted; with
+ * --no-redact (TV_QUERY_KEEP) the bytes stay as seen. */
+static void test_cut_inside_url_authority_hides_it(void **state)
+{
+	static const char line[] = "GET http://alice:hunter2@proxy.example/p?x=1 HTTP/1.1\r\n\r\n";
+	struct tv_query_rules rules;
+	struct seen s;
+	struct tv_http_parser *p = new_parser(TV_HTTP_REQUEST, &s);
+
+	(void)state;
+	tv_query_rules_default(&rules);
+	p->query = &rules;
+	tv_http_parser_feed(p, line, strlen("GET http://alice:hunte"), sizeof(line) - 1, 1);
+	assert_int_equal(s.n, 1);
+	assert_true(s.msgs[0].cut);
+	assert_string_equal(s.msgs[0].path, "http://");
+	tv_http_parser_feed(p, line, strlen("GET http://alice:hunter2@proxy.example/p"),
+			    sizeof(line) - 1, 2);
+	assert_int_equal(s.n, 2);
+	assert_string_equal(s.msgs[1].path, "http://REDACTED:REDACTED@proxy.example/p");
+	rules.mode = TV_QUERY_KEEP;
+	tv_http_parser_feed(p, line, strlen("GET http://alice:hunte"), sizeof(line) - 1, 3);
+	assert_int_equal(s.n, 3);
+	assert_string_equal(s.msgs[2].path, "http://alice:hunte");
+	drop_parser(p);
+}
+
 /* ---- connections that leave HTTP/1.x (RFC 9110 §7.8, §9.3.6; RFC 9113 §3.4) ---- */
 
 /* A 101 is one message with no body, ended by its head; every byte after it, in the same
@@ -1442,6 +1471,7 @@ int main(void)
 		cmocka_unit_test(test_traceparent_with_zero_parent_id_ignored),
 		cmocka_unit_test(test_host_and_http_version),
 		cmocka_unit_test(test_query_rules_apply_to_path),
+		cmocka_unit_test(test_cut_inside_url_authority_hides_it),
 		cmocka_unit_test(test_101_ends_http_in_the_same_read),
 		cmocka_unit_test(test_cut_101_head_still_switches),
 		cmocka_unit_test(test_upgraded_response_ends_at_its_head),
