@@ -328,6 +328,7 @@ int tv_capture_query_rules(const struct tv_capture_opts *o, struct tv_query_rule
 	    tv_query_rules_parse(out, o->redact_query_params, err, errlen))
 		return -EINVAL;
 	out->mode = o->strip_query ? TV_QUERY_STRIP : o->redact ? TV_QUERY_REDACT : TV_QUERY_KEEP;
+	out->keep_userinfo = !o->redact; /* --strip-query --no-redact: the query goes, not that */
 	return 0;
 }
 

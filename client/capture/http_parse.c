@@ -345,7 +345,8 @@ static int parse_request_line_prefix(struct tv_http_msg *m, const char *l, size_
 	/* cut inside an absolute-form target's authority: its first bytes may be a userinfo
 	 * ("user:password@", "token@") whose '@' the cut hid, which tv_query_redact cannot
 	 * then tell from a host: the authority is left out unless nothing is redacted */
-	if ((!query || query->mode != TV_QUERY_KEEP) && tv_url_authority(t, tn, &a, &e, &host) &&
+	if ((!query || (query->mode != TV_QUERY_KEEP && !query->keep_userinfo)) &&
+	    tv_url_authority(t, tn, &a, &e, &host) &&
 	    e == tn)
 		tn = a;
 	set_path(m, t, tn, query);

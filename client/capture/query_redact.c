@@ -168,7 +168,8 @@ static int find_userinfo(const char *t, size_t n, size_t *a, size_t *e)
 {
 	size_t end, host;
 
-	if (!tv_url_authority(t, n, a, &end, &host) || host == *a)
+	/* host - 1 == *a: an empty userinfo ("http://@h/"), nothing to hide */
+	if (!tv_url_authority(t, n, a, &end, &host) || host <= *a + 1)
 		return 0;
 	*e = host - 1;
 	return 1;
@@ -184,7 +185,7 @@ size_t tv_query_redact(const struct tv_query_rules *r, const char *t, size_t n, 
 	if (hash)
 		n = (size_t)(hash - t);
 	q = memchr(t, '?', n);
-	if ((!r || r->mode != TV_QUERY_KEEP) &&
+	if ((!r || (r->mode != TV_QUERY_KEEP && !r->keep_userinfo)) &&
 	    find_userinfo(t, q ? (size_t)(q - t) : n, &ua, &ue)) {
 		/* credentials in the URL itself (RFC 3986 §3.2.1, deprecated): as OTel's
 		 * url.full asks */

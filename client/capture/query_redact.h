@@ -33,6 +33,9 @@ extern const char *const tv_query_default_params[];
 
 struct tv_query_rules {
 	enum tv_query_mode mode;
+	/* 1: an absolute-form target's userinfo is kept as sent (--no-redact, also beside
+	 * --strip-query, which drops only the query); TV_QUERY_KEEP keeps it too. Default 0. */
+	int keep_userinfo;
 	size_t n; /* names in use */
 	char names[TV_QUERY_MAX_PARAMS][TV_QUERY_PARAM_NAME_BYTES]; /* lowercase */
 };
@@ -60,7 +63,7 @@ int tv_query_param_listed(const struct tv_query_rules *r, const char *enc, size_
  * parameter without '=' stay as they are (nothing to hide); everything else is kept byte for
  * byte. The userinfo of an absolute-form target ("http://user:pw@host/") becomes
  * "REDACTED:REDACTED" (or "REDACTED" without ':'), as OTel's url.full asks, except with
- * TV_QUERY_KEEP. r NULL means TV_QUERY_STRIP. The result is at most n + 7 bytes per redacted
+ * TV_QUERY_KEEP or keep_userinfo; an empty one ("http://@h/") hides nothing and stays. r NULL means TV_QUERY_STRIP. The result is at most n + 7 bytes per redacted
  * value, + 17 for the userinfo. */
 size_t tv_query_redact(const struct tv_query_rules *r, const char *t, size_t n, char *out,
 		       size_t cap);

@@ -90,8 +90,15 @@ static void test_userinfo_redacted(void **state)
 	assert_string_equal(redact(&r, "/path/with@sign"), "/path/with@sign");
 	r.mode = TV_QUERY_STRIP;
 	assert_string_equal(redact(&r, "http://bob:pw@h/a?x=1"), "http://REDACTED:REDACTED@h/a");
+	/* --strip-query --no-redact: the query is dropped, the userinfo kept as --no-redact says */
+	r.keep_userinfo = 1;
+	assert_string_equal(redact(&r, "http://bob:pw@h/a?x=1"), "http://bob:pw@h/a");
+	r.keep_userinfo = 0;
 	r.mode = TV_QUERY_KEEP;
 	assert_string_equal(redact(&r, "http://bob:pw@h/a?x=1"), "http://bob:pw@h/a?x=1");
+	/* an empty userinfo hides nothing */
+	r.mode = TV_QUERY_REDACT;
+	assert_string_equal(redact(&r, "http://@h/a"), "http://@h/a");
 }
 
 static void test_strip_and_keep(void **state)
