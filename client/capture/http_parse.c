@@ -631,10 +631,12 @@ static void count_body(struct tv_http_parser *p, uint64_t n, uint64_t ts_ns)
 	p->remaining -= n;
 	if (p->remaining > 0)
 		return;
-	if (p->state == ST_BODY)
+	if (p->state == ST_BODY) {
 		msg_done(p, ts_ns);
-	else
+	} else {
 		p->state = ST_CHUNK_CRLF;
+		p->line_len = 0; /* ST_CHUNK_CRLF: 1 once its CR went by (uncopied_last_chunk) */
+	}
 }
 
 static void chunk_size_line(struct tv_http_parser *p, uint64_t ts_ns)
@@ -739,7 +741,9 @@ static void feed_chunk_framing(struct tv_http_parser *p, uint8_t c, uint64_t ts_
 		if (c == '\n') {
 			p->state = ST_CHUNK_SIZE;
 			p->line_len = 0;
-		} else if (c != '\r') {
+		} else if (c == '\r') {
+			p->line_len = 1;
+		} else {
 			lose_sync(p, ts_ns);
 		}
 		break;
@@ -755,8 +759,24 @@ static void feed_chunk_framing(struct tv_http_parser *p, uint8_t c, uint64_t ts_
 	}
 }
 
-/* n bytes the syscall moved past the copied prefix: countable only inside a body; anywhere
- * else (a head, framing, the start of the next message) the parser has lost its place. */
+/* Bytes of a chunked body nobody saw (past the copy, or lost) that are exactly what is left of
+ * the message when its last chunk follows the data just counted: "\r\n0\r\n\r\n" after a
+ * chunk's data (7 bytes, 6 once its CR was seen) or "0\r\n\r\n" where a size line begins (5),
+ * with no trailer (RFC 9112 §7.1). A server ends a chunked response that way in the same
+ * writev as its last data (Node.js's res.end(data), nginx), so a body longer than the copy
+ * ends there; taking those bytes as the end keeps the record complete and its count exact
+ * instead of losing sync on them. Any other length (a trailer, or more chunks) still loses
+ * sync: the parser never guesses the size of a chunk it did not see. */
+static int uncopied_last_chunk(const struct tv_http_parser *p, uint64_t n)
+{
+	if (p->state == ST_CHUNK_CRLF)
+		return n == 7 - p->line_len;
+	return p->state == ST_CHUNK_SIZE && p->line_len == 0 && n == 5;
+}
+
+/* n bytes the syscall moved past the copied prefix: countable only inside a body (and the end
+ * of a chunked one, uncopied_last_chunk); anywhere else (a head, framing, the start of the next
+ * message) the parser has lost its place. */
 static void skip_uncopied(struct tv_http_parser *p, uint64_t n, uint64_t ts_ns)
 {
 	while (n > 0) {
@@ -778,6 +798,9 @@ static void skip_uncopied(struct tv_http_parser *p, uint64_t n, uint64_t ts_ns)
 			n = 0;
 		} else if (p->state == ST_HEAD) {
 			head_cut(p, CUT_COPY, ts_ns);
+			n = 0;
+		} else if (uncopied_last_chunk(p, n)) {
+			msg_done(p, ts_ns);
 			n = 0;
 		} else {
 			lose_sync(p, ts_ns);

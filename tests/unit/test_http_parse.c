@@ -349,6 +349,49 @@ static void feed_split(struct tv_http_parser *p, const char *str, size_t k)
 	tv_http_parser_feed(p, str + k, n - k, n - k, 2);
 }
 
+/* A chunked response whose copy ended inside its last data chunk, written in one syscall with
+ * its last-chunk (Node.js's res.end(data), nginx): the uncopied tail is exactly "\r\n0\r\n\r\n"
+ * (or "0\r\n\r\n" after a copied CRLF, or 6 bytes once the CR was copied), so the message
+ * ends there, complete and exact. Any other uncopied length after a chunk still loses sync. */
+static void test_uncopied_last_chunk_ends_the_body(void **state)
+{
+	static const char head[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+				   "14\r\n0123456789";
+	static const struct {
+		const char *copied_tail; /* copied after head: the rest of the data and more */
+		uint64_t uncopied;       /* bytes past the copy */
+		int complete;
+	} cases[] = {
+		{ "", 10 + 7, 1 },           /* copy ends inside the data */
+		{ "abcdefghij", 7, 1 },      /* at the data's end */
+		{ "abcdefghij\r", 6, 1 },    /* after the CR */
+		{ "abcdefghij\r\n", 5, 1 }, /* after the CRLF */
+		{ "abcdefghij", 8, 0 },      /* not the last-chunk: a trailer or another chunk */
+		{ "abcdefghij", 6, 0 },
+		{ "abcdefghij\r\n", 7, 0 },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct seen s;
+		struct tv_http_parser *p = new_parser(TV_HTTP_RESPONSE, &s);
+		char buf[256];
+		size_t n = (size_t)snprintf(buf, sizeof(buf), "%s%s", head, cases[i].copied_tail);
+
+		tv_http_parser_feed(p, buf, n, n + cases[i].uncopied, 5);
+		assert_int_equal(s.n, 1);
+		assert_int_equal(s.msgs[0].incomplete, !cases[i].complete);
+		assert_int_equal(p->errors, !cases[i].complete);
+		if (cases[i].complete) {
+			assert_int_equal(s.msgs[0].body_bytes, 20);
+			feed_str(p, "HTTP/1.1 204 No Content\r\n\r\n", 6); /* still in step */
+			assert_int_equal(s.n, 2);
+			assert_int_equal(s.msgs[1].status, 204);
+		}
+		drop_parser(p);
+	}
+}
+
 /* Chunked bodies in both directions, split at every byte (inside the size line, its extension,
  * the CRLFs after the size and after the data, the last chunk and the trailer), then followed
  * by a pipelined message that must still parse. */
@@ -1451,6 +1494,7 @@ int main(void)
 		cmocka_unit_test(test_malformed_input_resyncs),
 		cmocka_unit_test(test_invalid_traceparent_ignored),
 		cmocka_unit_test(test_chunked_split_anywhere_both_directions),
+		cmocka_unit_test(test_uncopied_last_chunk_ends_the_body),
 		cmocka_unit_test(test_pipelined_responses_in_one_read),
 		cmocka_unit_test(test_interim_1xx_responses_do_not_complete),
 		cmocka_unit_test(test_expect_continue_request_body_follows_later),
