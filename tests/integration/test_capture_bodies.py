@@ -11,7 +11,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -28,24 +27,8 @@ BODY_KEYS = {k % d for k in ("%s_body", "%s_body_base64", "%s_content_type",
                              "%s_content_encoding") for d in ("req", "resp")}
 
 
-class Server:
+class Server(tvtest.RawTcpServer):
     """HTTP/1.1 keep-alive server on 127.0.0.1 with the routes of the checks below."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self.accept_loop, daemon=True).start()
-
-    def accept_loop(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
 
     @staticmethod
     def more(c, buf):
@@ -94,8 +77,6 @@ class Server:
         else:
             plain(b"404 Not Found", b"")
 
-    def close(self):
-        self.sock.close()
 
 
 def read_response(c, buf=b""):

@@ -199,19 +199,7 @@ def test_socket_closed_before_accept_or_connect_returns(srv, mode):
 
 
 def main():
-    modes, why = moves.available_modes()
-    if not modes:
-        tvtest.skip("; ".join(why))
-    for w in why:
-        print("SKIP " + w)
-    cases = tvtest.cases(globals())
-    res = tvtest.Results(len(cases) * len(modes))
-    with tvtest.Server() as srv:
-        for t in cases:
-            for mode in modes:
-                print("mode %s:" % mode)
-                res.run(t, srv, mode)
-    return res.exit_code()
+    return moves.run_cases_in_modes(globals())
 
 
 if __name__ == "__main__":

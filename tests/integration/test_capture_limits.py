@@ -10,7 +10,6 @@ and in the parser loss)."""
 import os
 import socket
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -27,27 +26,10 @@ def big_lines(prefix, n, size):
     return b"".join(b"%s-%d: %s\r\n" % (prefix, i, b"c" * size) for i in range(n))
 
 
-class Server:
+class Server(tvtest.RawTcpServer):
     """HTTP/1.1 keep-alive server on 127.0.0.1:port, reading 2 KiB per recv. /big-response-head
     answers with ten ~1000-byte headers and a 5000-byte body; anything else with 7 bytes. A
     method it does not know gets 501."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        self.stop = False
-        threading.Thread(target=self.accept_loop, daemon=True).start()
-
-    def accept_loop(self):
-        while not self.stop:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
 
     def serve(self, c):
         buf = b""
@@ -69,9 +51,6 @@ class Server:
                 c.sendall(b"HTTP/1.1 %s\r\nContent-Length: %d\r\n%s\r\n" % (status, len(body),
                                                                             extra) + body)
 
-    def close(self):
-        self.stop = True
-        self.sock.close()
 
 
 def exchange(c, method, path, extra=b"", pieces=1):

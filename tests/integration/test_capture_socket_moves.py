@@ -185,13 +185,15 @@ def test_connection_open_before_capture_served_by_child(srv, mode):
     assert nums["lost"] == 0, err
 
 
-def main():
+def run_cases_in_modes(namespace):
+    """Runs every test_* case of a module's namespace (tvtest.cases) in each available capture
+    mode against one tracevaultd, each called as case(srv, mode): the exit code."""
     modes, why = available_modes()
     if not modes:
         tvtest.skip("; ".join(why))
     for w in why:
         print("SKIP " + w)
-    cases = tvtest.cases(globals())
+    cases = tvtest.cases(namespace)
     res = tvtest.Results(len(cases) * len(modes))
     with tvtest.Server() as srv:
         for t in cases:
@@ -199,6 +201,10 @@ def main():
                 print("mode %s:" % mode)
                 res.run(t, srv, mode)
     return res.exit_code()
+
+
+def main():
+    return run_cases_in_modes(globals())
 
 
 if __name__ == "__main__":

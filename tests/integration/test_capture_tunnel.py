@@ -25,27 +25,14 @@ TUNNEL_HOLD_S = 0.3  # tunnels stay open this long after their traffic: the late
 TUNNELS = 5          # attach, early, behind, CONNECT db, h2 prior knowledge
 
 
-class Server:
+class Server(tvtest.RawTcpServer):
     """HTTP/1.1 keep-alive server on 127.0.0.1 that switches as asked; log: (method, target,
     status, response body bytes) of each HTTP/1.x exchange it served."""
 
     def __init__(self):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
         self.log = []
         self.lock = threading.Lock()
-        threading.Thread(target=self.accept_loop, daemon=True).start()
-
-    def accept_loop(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+        super().__init__(backlog=16)
 
     def logged(self, *entry):
         with self.lock:
@@ -113,8 +100,6 @@ class Server:
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nplain!")
                 self.logged(m, t, 200, 6)
 
-    def close(self):
-        self.sock.close()
 
 
 def recv_until(c, marker, timeout_s=5):

@@ -7,7 +7,8 @@ One module per concern; this package re-exports their public names, so tests use
   caps          effective capabilities, bpf_unavailable_reason(), Unavailable
   tmpfs         mount_tmpfs() / umount_tmpfs()
   cgroups       cgroup2_mount(), TempCgroup
-  webservers    nginx, lighttpd, python http.server (HttpServer and its subclasses)
+  webservers    nginx, lighttpd, python http.server (HttpServer and its subclasses), and
+                RawTcpServer for servers a test writes by hand
   http_clients  curl(), RawHttp, http_request(), wrk()
   capture       Capture (`tracevault capture`), its summary line, capture runs read back
   table         the reference for `query --format table`
@@ -43,7 +44,8 @@ from .procs import (BIN_DIR, GEN_DIR, SKIP, Server, binary, free_port, run, skip
                     wait_accepting, wait_for)
 from .table import RECORD_FIELDS, TABLE_HEADER, TABLE_WIDTHS, check_table, rfc3339_ms, table_row
 from .tmpfs import mount_tmpfs, umount_tmpfs
-from .webservers import LIGHTTPD_CONF, NGINX_CONF, HttpServer, Lighttpd, Nginx, PyHttp
+from .webservers import (LIGHTTPD_CONF, NGINX_CONF, HttpServer, Lighttpd, Nginx, PyHttp,
+                         RawTcpServer)
 
 __all__ = [
     "crc32c", "encode_block", "encode_block_as", "encode_block_v2", "encode_block_zstd", "varint",

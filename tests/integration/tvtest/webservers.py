@@ -1,11 +1,13 @@
 """The HTTP servers whose traffic is captured, each serving a temp dir on an ephemeral port and
-always stopped: nginx, lighttpd and Python's http.server (a second, independent server)."""
+always stopped: nginx, lighttpd and Python's http.server (a second, independent server); and
+RawTcpServer, the base of the tests' own servers that write HTTP bytes by hand."""
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 from .procs import Started, free_port, wait_accepting
@@ -201,3 +203,34 @@ class Lighttpd(HttpServer):
                     m, u, s, b = line.split()
                     out.append((m, u, int(s), 0 if b == "-" else int(b)))
         return out
+
+
+class RawTcpServer:
+    """A TCP server on 127.0.0.1 (ephemeral port, self.port) for tests that answer with bytes
+    they write by hand: each accepted connection is handed to self.serve(conn) on a thread of
+    its own (subclasses define serve, and set their own state before calling __init__, which
+    starts accepting). close() stops accepting; connections being served run to their end."""
+
+    def __init__(self, backlog=8):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(backlog)
+        self.port = self.sock.getsockname()[1]
+        self.stop = False
+        threading.Thread(target=self.accept_loop, daemon=True).start()
+
+    def accept_loop(self):
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+
+    def serve(self, conn):
+        raise NotImplementedError
+
+    def close(self):
+        self.stop = True
+        self.sock.close()
