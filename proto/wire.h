@@ -33,6 +33,12 @@ extern const struct tv_limit tv_wire_message_bytes_limit;
 /* Largest chunk prefix: tags, lengths and three scalar fields, all varints. */
 #define TV_CHUNK_PREFIX_MAX 64
 
+/* QueryFilter (PROTOCOL.md "Filters"): entries of one repeated field, and bytes of one string
+ * in it. Past either the server answers INVALID_ARGUMENT naming the field; the CLI refuses
+ * the option first (usage error). */
+#define TV_FILTER_MAX_ENTRIES 64
+#define TV_FILTER_MAX_VALUE_BYTES 1024
+
 /* Pack m into a new byte buffer (one copy: for small control messages). *out is owned by the
  * caller (grpc_byte_buffer_destroy). Returns 0 or -ENOMEM. */
 int tv_wire_pack(const ProtobufCMessage *m, grpc_byte_buffer **out);

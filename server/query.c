@@ -1,5 +1,7 @@
 /* Time-range query executor: catalog lookup, then a k-way merge over block streams by
- * (ts_ns, block order). Records are forwarded as raw protobuf bytes, never decoded.
+ * (ts_ns, block order). Records are forwarded as raw protobuf bytes, never decoded; the
+ * request's filter (server/filter.h) reads their tags in place and drops the ones it refuses
+ * before they reach the merge.
  *
  * What can go wrong with a block, and what the query does (PROTOCOL.md, Query):
  *   - it fails its checks (header, size, CRC, the catalog row, decompression, records;
@@ -32,6 +34,7 @@
 #include "proto/block_stream.h"
 #include "proto/varint.h"
 #include "proto/wire.h"
+#include "server/filter.h"
 #include "server/quarantine.h"
 
 #define REASON_LEN 256
@@ -78,6 +81,7 @@ struct tv_query {
 	struct tv_block_budget budget; /* its streams reserve through it */
 	size_t held;                   /* bytes reserved from the pool */
 	uint64_t from_ns, to_ns, limit, emitted;
+	struct tv_filter *filter;        /* NULL: every record in range */
 	struct tv_catalog_block *blocks; /* overlap order: min_ts_ns, block_id */
 	size_t nblocks, cap, next_block;
 	struct cursor **heap;            /* min-heap of open cursors */
@@ -179,7 +183,7 @@ static int collect(const struct tv_catalog_block *b, void *arg)
 
 int tv_query_new(struct tv_query **out, struct tv_catalog *c, struct tv_store *s,
 		 struct tv_query_pool *pool, uint64_t from_ns, uint64_t to_ns, uint64_t limit,
-		 char *err, size_t errlen)
+		 struct tv_filter *filter, char *err, size_t errlen)
 {
 	struct collect_arg ca = { .why = "" };
 	struct tv_query *q = calloc(1, sizeof(*q));
@@ -187,9 +191,11 @@ int tv_query_new(struct tv_query **out, struct tv_catalog *c, struct tv_store *s
 
 	*out = NULL;
 	if (!q) {
+		tv_filter_free(filter);
 		snprintf(err, errlen, "out of memory planning the query");
 		return -ENOMEM;
 	}
+	q->filter = filter;
 	q->store = s;
 	q->catalog = c;
 	q->pool = pool;
@@ -242,6 +248,7 @@ void tv_query_free(struct tv_query *q)
 	free(q->heap);
 	free(q->blocks);
 	free(q->skips);
+	tv_filter_free(q->filter);
 	release(q, q->held); /* the plan's arrays; every stream gave its share back */
 	q->pool->queries--;
 	free(q);
@@ -440,17 +447,22 @@ static int cursor_advance(struct tv_query *q, struct cursor *cur, struct batch *
 			  size_t errlen)
 {
 	char why[REASON_LEN];
-	int ret = tv_block_stream_next(cur->s, &cur->data, &cur->len, &cur->ts_ns, why,
-				       sizeof(why));
+	int ret;
 
-	if (ret < 0) {
-		tv_block_stream_free(cur->s);
-		cur->s = NULL;
-		return block_fault(q, cur->bi, ret, why, cur->sent, b, err, errlen);
-	}
-	if (ret == 0)
-		return 0;
-	return cur->ts_ns < q->to_ns;
+	/* a record the filter refuses is passed over here, so the merge only ever sees records
+	 * that will be sent and the limit counts matches */
+	do {
+		ret = tv_block_stream_next(cur->s, &cur->data, &cur->len, &cur->ts_ns, why,
+					   sizeof(why));
+		if (ret < 0) {
+			tv_block_stream_free(cur->s);
+			cur->s = NULL;
+			return block_fault(q, cur->bi, ret, why, cur->sent, b, err, errlen);
+		}
+		if (ret == 0 || cur->ts_ns >= q->to_ns)
+			return 0;
+	} while (cur->ts_ns >= q->from_ns && !tv_filter_match(q->filter, cur->data, cur->len));
+	return 1;
 }
 
 /* Drop a cursor the merge is done with: its stream first reads the rest of its payload to

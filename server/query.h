@@ -15,6 +15,7 @@
 
 #include "common/limit.h"
 #include "server/catalog.h"
+#include "server/filter.h"
 #include "server/store_uring.h"
 
 /* One QueryResponse holds at most this many records or (about) this many bytes. */
@@ -65,12 +66,13 @@ void tv_query_pool_init(struct tv_query_pool *p, size_t memory_bytes, size_t tot
 struct tv_query;
 
 /* Plan a query: reads the overlapping block list from the catalog (metadata only). from_ns <= to_ns
- * is the caller's check (equal is an empty range); limit 0 means no limit. c, s and pool must
- * outlive the query. Returns 0 or a negative errno with a reason in err (always set then):
+ * is the caller's check (equal is an empty range); limit 0 means no limit, else at most limit
+ * records that pass filter (NULL: every record in range; the query takes it, also on error).
+ * c, s and pool must outlive the query. Returns 0 or a negative errno with a reason in err (always set then):
  * -ENOBUFS / -ENOMEM when the plan does not fit (server/status.h gives the status). */
 int tv_query_new(struct tv_query **out, struct tv_catalog *c, struct tv_store *s,
 		 struct tv_query_pool *pool, uint64_t from_ns, uint64_t to_ns, uint64_t limit,
-		 char *err, size_t errlen);
+		 struct tv_filter *filter, char *err, size_t errlen);
 /* Release the query and everything it holds (descriptors, memory back to the pool). */
 void tv_query_free(struct tv_query *q);
 

@@ -518,6 +518,7 @@ static bool range_valid(struct call *c, uint64_t from_ns, uint64_t to_ns)
 static void query_begin(struct call *c)
 {
 	Tracevault__V1__QueryRequest *req;
+	struct tv_filter *filter = NULL;
 	char err[TV_QUERY_ERR_LEN] = "";
 	int ret;
 
@@ -527,8 +528,14 @@ static void query_begin(struct call *c)
 		return;
 	if (!range_valid(c, req->from_ns, req->to_ns))
 		goto out;
+	ret = tv_filter_compile(req->filter, &filter, err, sizeof(err));
+	if (ret) {
+		finish(c, ret == -EINVAL ? GRPC_STATUS_INVALID_ARGUMENT : tv_status_from_errno(ret),
+		       err[0] ? err : strerror(-ret));
+		goto out;
+	}
 	ret = tv_query_new(&c->query, c->srv->catalog, c->srv->store, &c->srv->query_pool,
-			   req->from_ns, req->to_ns, req->limit, err, sizeof(err));
+			   req->from_ns, req->to_ns, req->limit, filter, err, sizeof(err));
 	if (ret) {
 		finish(c, tv_status_from_errno(ret), err[0] ? err : strerror(-ret));
 		goto out;

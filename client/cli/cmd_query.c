@@ -13,6 +13,7 @@
 #include "common/addr.h"
 #include "common/clock.h"
 #include "cli/commands.h"
+#include "cli/filter_args.h"
 #include "rpc/query_client.h"
 #include "cli/record_json.h"
 #include "cli/timespec.h"
@@ -28,6 +29,7 @@ struct query_args {
 	uint64_t limit;
 	int stats;
 	size_t max_message_bytes;
+	struct tv_filter_args filter;
 };
 
 static int parse_format(const char *arg, void *field, char *why, size_t whylen)
@@ -51,6 +53,19 @@ static const struct tv_cli_opt query_options[] = {
 	{"format", 'F', TV_CLI_ARG_CUSTOM, QA(format), NULL, "jsonl or table", parse_format},
 	{"limit", 'n', TV_CLI_ARG_U64, QA(limit), &tv_cli_count_limit, "0: all", NULL},
 	{"stats", 0, TV_CLI_ARG_SET, QA(stats), NULL, NULL, NULL},
+	{"method", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_method},
+	{"status", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_status},
+	{"path", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_path},
+	{"path-with-query", 0, TV_CLI_ARG_SET, QA(filter.path_with_query), NULL, NULL, NULL},
+	{"host", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_host},
+	{"role", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_role},
+	{"pid", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_pid},
+	{"comm", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_comm},
+	{"remote", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_remote},
+	{"trace-id", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_trace_id},
+	{"min-latency", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_min_latency},
+	{"max-latency", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_max_latency},
+	{"flags", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_flags},
 	TV_CLI_MESSAGE_OPTION(struct query_args, max_message_bytes),
 	{0},
 };
@@ -58,6 +73,12 @@ static const struct tv_cli_opt query_options[] = {
 static const char *const query_usage[] = {
 	"Usage: tracevault query [--server HOST:PORT[,HOST:PORT...]] --from T [--to T]\n"
 	"                        [--format jsonl|table] [--limit N] [--stats]\n"
+	"                        [--method M,..] [--status 5xx|404|500-599|none,..]\n"
+	"                        [--path P] [--path-with-query] [--host H]\n"
+	"                        [--role server|client] [--pid N,..] [--comm C]\n"
+	"                        [--remote ADDR|CIDR,..] [--trace-id HEX32,..]\n"
+	"                        [--min-latency D] [--max-latency D]\n"
+	"                        [--flags LIST|all:LIST|clean]\n"
 	"                        [--max-message-bytes N]\n"
 	"\n"
 	"Print the records with from <= ts_ns < to, ordered by ts_ns, on stdout.\n"
@@ -81,6 +102,25 @@ static const char *const query_usage[] = {
 	"  -n, --limit N              at most N records, 0 to 9223372036854775807 (default 0:\n"
 	"                             all; with --stats, only 0)\n"
 	"      --stats                block counts and loss totals instead of records\n"
+	"\n"
+	"Filters, evaluated by the servers; --limit counts the records that pass. Options AND,\n"
+	"the values of one option (a,b or the option repeated) OR; at most 64 values per\n"
+	"option, each at most 1024 bytes:\n"
+	"      --method M             GET, POST, ... (exact, case-sensitive)\n"
+	"      --status S             5xx, 404, 500-599 (100 to 599), none (no response)\n"
+	"      --path P               the path before its ?query; a glob when P holds *, ? or [\n"
+	"                             (fnmatch: * also crosses /, [*] is a literal *)\n"
+	"      --path-with-query      --path matches the whole path, query included\n"
+	"      --host H               host, case and port ignored; a glob as --path\n"
+	"      --role R               server or client\n"
+	"      --pid N                process id\n"
+	"      --comm C               process name; a glob as --path\n"
+	"      --remote A             peer address or CIDR: 10.0.0.0/8, ::1, 2001:db8::/32\n"
+	"      --trace-id X           32 hex digits of the W3C traceparent\n"
+	"      --min-latency D        at least D: N[.N] with ns, us, ms, s, m or h (250ms)\n"
+	"      --max-latency D        at most D\n"
+	"      --flags F              no_response, partial, lost, cut, unseen: any of them;\n"
+	"                             all:LIST: all of them; clean: none\n"
 	"      --max-message-bytes N  gRPC message size limit, 64K to 1G (default 16M)\n"
 	"                             (sizes take a K, M or G suffix)\n"
 	"  -h, --help                 this text\n"
@@ -88,6 +128,7 @@ static const char *const query_usage[] = {
 	"Examples:\n"
 	"  tracevault query --server 127.0.0.1:7070 --from -15m --format table\n"
 	"  tracevault query --server 127.0.0.1:7070 --from -1h --stats --format table\n"
+	"  tracevault query --from -1h --status 5xx --path '/api/*' --min-latency 250ms\n"
 	"  tracevault query --server 127.0.0.1:7070 --from 2026-03-01T00:00:00Z \\\n"
 	"                   --to 2026-03-02T00:00:00Z > day.jsonl\n",
 	NULL,
@@ -169,12 +210,14 @@ static int print_stats(enum out_format format, uint64_t from_ns, uint64_t to_ns,
 
 int tv_cmd_query(int argc, char **argv)
 {
-	struct query_args a = {.to = "now", .format = FORMAT_JSONL};
+	static struct query_args a; /* the filter's arrays are large for the stack */
+	const Tracevault__V1__QueryFilter *filter;
 	uint64_t now_ns = tv_realtime_ns(), from_ns, to_ns;
 	struct query_out qo;
 	char err[TV_CLI_ERR_LEN], why[TV_TIME_WHY_LEN];
 	int ret;
 
+	a = (struct query_args){.to = "now", .format = FORMAT_JSONL};
 	ret = tv_cli_parse(argc, argv, query_options, query_usage, &a);
 	if (ret != TV_CLI_PARSED)
 		return ret;
@@ -193,8 +236,14 @@ int tv_cmd_query(int argc, char **argv)
 	if (from_ns > to_ns)
 		return tv_cli_usage_error("--from (%s) is after --to (%s)", a.from, a.to);
 
+	if (tv_filter_args_finish(&a.filter, &filter, why, sizeof(why)))
+		return tv_cli_usage_error("query: %s", why);
 	if (a.stats) {
 		Tracevault__V1__StatsResponse *r = NULL;
+
+		if (filter)
+			return tv_cli_usage_error("filters do not apply to --stats (it reads the "
+						  "catalog only)");
 
 		if (a.limit)
 			return tv_cli_usage_error("--limit does not apply to --stats");
@@ -209,7 +258,7 @@ int tv_cmd_query(int argc, char **argv)
 		return EXIT_SUCCESS;
 	}
 	setvbuf(stdout, NULL, _IOFBF, STDOUT_BUFFER_BYTES);
-	ret = tv_query(a.server, from_ns, to_ns, a.limit, a.max_message_bytes, print_record,
+	ret = tv_query(a.server, from_ns, to_ns, a.limit, filter, a.max_message_bytes, print_record,
 		       print_skip, &qo, err, sizeof(err));
 	if (ret == STDOUT_FAILED)
 		return tv_cli_runtime_error("write stdout: %s", strerror(errno));

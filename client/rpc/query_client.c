@@ -44,6 +44,7 @@ struct stream {
 
 struct query_state {
 	uint64_t from_ns, to_ns, limit, seen;
+	const Tracevault__V1__QueryFilter *filter;
 	size_t max_message_bytes;
 	tv_query_cb cb;
 	tv_query_skip_cb skip_cb;
@@ -199,6 +200,7 @@ static void start_stream(struct query_state *q, size_t i, grpc_completion_queue 
 	req.from_ns = q->from_ns;
 	req.to_ns = q->to_ns;
 	req.limit = q->limit; /* each server stops at limit; the merge cuts the union to limit */
+	req.filter = (Tracevault__V1__QueryFilter *)q->filter; /* only read by pack */
 	ret = tv_wire_pack(&req.base, &s->send);
 	if (ret) {
 		snprintf(what, sizeof(what), "pack request: %s", strerror(-ret));
@@ -358,11 +360,12 @@ static void free_streams(struct query_state *q)
 }
 
 int tv_query(const char *server, uint64_t from_ns, uint64_t to_ns, uint64_t limit,
-	     size_t max_message_bytes, tv_query_cb cb, tv_query_skip_cb skip_cb, void *arg,
-	     char *err, size_t errlen)
+	     const Tracevault__V1__QueryFilter *filter, size_t max_message_bytes, tv_query_cb cb,
+	     tv_query_skip_cb skip_cb, void *arg, char *err, size_t errlen)
 {
 	struct query_state q = {
-		.from_ns = from_ns, .to_ns = to_ns, .limit = limit, .cb = cb, .skip_cb = skip_cb,
+		.from_ns = from_ns, .to_ns = to_ns, .limit = limit, .filter = filter, .cb = cb,
+		.skip_cb = skip_cb,
 		.arg = arg,
 		.max_message_bytes = max_message_bytes ? max_message_bytes
 						       : TV_DEFAULT_MAX_MESSAGE_BYTES,

@@ -23,7 +23,8 @@ typedef int (*tv_query_cb)(const Tracevault__V1__TraceRecord *r, void *arg);
 typedef void (*tv_query_skip_cb)(const char *server, const Tracevault__V1__SkippedBlock *b,
 				 void *arg);
 
-/* Query server for records with from_ns <= ts_ns < to_ns, at most limit (0: all).
+/* Query server for records with from_ns <= ts_ns < to_ns that pass filter (NULL: all; each
+ * server applies it, PROTOCOL.md "Filters"), at most limit (0: all).
  * max_message_bytes 0 means TV_DEFAULT_MAX_MESSAGE_BYTES. A server that skipped blocks
  * (skip_cb is told of each, and its stream ends DATA_LOSS) does not fail the query: the
  * records of every other block still arrive. Returns 0, the callback's non-zero value, or a
@@ -31,8 +32,8 @@ typedef void (*tv_query_skip_cb)(const char *server, const Tracevault__V1__Skipp
  * refused", "query failed: CODE: message", or a reply that breaks the contract (out of order,
  * outside the window). */
 int tv_query(const char *server, uint64_t from_ns, uint64_t to_ns, uint64_t limit,
-	     size_t max_message_bytes, tv_query_cb cb, tv_query_skip_cb skip_cb, void *arg,
-	     char *err, size_t errlen);
+	     const Tracevault__V1__QueryFilter *filter, size_t max_message_bytes, tv_query_cb cb,
+	     tv_query_skip_cb skip_cb, void *arg, char *err, size_t errlen);
 
 /* The Stats rpc on every server of the comma-separated list, summed: blocks, records, bytes
  * and loss counters of the blocks overlapping [from_ns, to_ns). *out is filled on success

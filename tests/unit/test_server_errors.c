@@ -123,7 +123,7 @@ static void test_query_says_why(void **state)
 		memset(err, GARBAGE, sizeof(err));
 		injected = 0;
 		fail_countdown = k;
-		ret = tv_query_new(&q, c, s, &pool, 0, 100, 0, err, sizeof(err));
+		ret = tv_query_new(&q, c, s, &pool, 0, 100, 0, NULL, err, sizeof(err));
 		while (!ret && (ret = tv_query_next(q, &bb, err, sizeof(err))) == 1) {
 			grpc_byte_buffer_destroy(bb);
 			batches++;

@@ -21,6 +21,8 @@ One module per concern; this package re-exports their public names, so tests use
                 query_all: a whole Query with its skipped blocks and status), WriteStream (a
                 Write call step by step), grpc_modules(), and the message
                 builders trace_record(), write_cmd(), write_chunk(), write_chunks()
+  filters       FilterSpec: a Query filter as CLI options, as a QueryFilter, and the
+                reference predicate of PROTOCOL.md "Filters"; match_kind()
   runner        cases() and Results: a test file's cases, their lines and its exit code
 
 Run only under ctest's PYTHONDONTWRITEBYTECODE=1 (or with sys.dont_write_bytecode set before
@@ -33,6 +35,7 @@ from .capture import (CAPTURE_SUMMARY_KEYS, CAPTURE_SUMMARY_RE, Capture, capture
                       capture_records, compare_exchanges, parse_capture_limits,
                       parse_capture_summary)
 from .cgroups import TempCgroup, cgroup2_mount
+from .filters import FilterSpec, match_kind
 from .datadir import (block_files, block_name, block_path, catalog_blocks, quarantined,
                       segment_log_lines, tmp_files)
 from .grpc_client import (GrpcClient, WriteStream, grpc_modules, trace_record, write_chunk,
@@ -57,6 +60,7 @@ __all__ = [
     "TempCgroup", "cgroup2_mount",
     "block_files", "block_name", "block_path", "catalog_blocks", "quarantined",
     "segment_log_lines", "tmp_files",
+    "FilterSpec", "match_kind",
     "GrpcClient", "WriteStream", "grpc_modules", "trace_record", "write_chunk", "write_chunks",
     "write_cmd",
     "WRK_RE", "RawHttp", "curl", "http_request", "wrk",

@@ -1,0 +1,57 @@
+/* tracevault query's filter options (--method, --status, --path, ...): each parses its
+ * argument into a QueryFilter (PROTOCOL.md "Filters") held in struct tv_filter_args, so a
+ * bad value is a usage error naming the item before any server is asked. */
+#ifndef TV_CLI_FILTER_ARGS_H
+#define TV_CLI_FILTER_ARGS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/wire.h"
+
+/* The filter and the storage its pointers point into; zero it before parsing. */
+struct tv_filter_args {
+	Tracevault__V1__QueryFilter m;
+	bool used;  /* some option was given */
+	char *methods[TV_FILTER_MAX_ENTRIES];
+	Tracevault__V1__Range status[TV_FILTER_MAX_ENTRIES];
+	Tracevault__V1__Range *status_p[TV_FILTER_MAX_ENTRIES];
+	Tracevault__V1__StringMatch paths[TV_FILTER_MAX_ENTRIES], hosts[TV_FILTER_MAX_ENTRIES],
+		comms[TV_FILTER_MAX_ENTRIES];
+	Tracevault__V1__StringMatch *paths_p[TV_FILTER_MAX_ENTRIES],
+		*hosts_p[TV_FILTER_MAX_ENTRIES], *comms_p[TV_FILTER_MAX_ENTRIES];
+	uint32_t pids[TV_FILTER_MAX_ENTRIES];
+	char *remotes[TV_FILTER_MAX_ENTRIES];
+	char *trace_ids[TV_FILTER_MAX_ENTRIES];
+	Tracevault__V1__Range latency;
+	bool min_latency, max_latency;
+	int path_with_query; /* --path-with-query (a TV_CLI_ARG_SET field) */
+};
+
+/* tv_cli_opt CUSTOM parsers; field is the struct tv_filter_args. 0 or -EINVAL with a reason
+ * in why. Values are not copied: arg must outlive the filter (argv does). Lists take a,b or
+ * a repeated option, except --path/--host/--comm (a comma may be part of them). */
+int tv_filter_arg_method(const char *arg, void *field, char *why, size_t whylen);
+int tv_filter_arg_status(const char *arg, void *field, char *why, size_t whylen);
+int tv_filter_arg_path(const char *arg, void *field, char *why, size_t whylen);
+int tv_filter_arg_host(const char *arg, void *field, char *why, size_t whylen);
+int tv_filter_arg_comm(const char *arg, void *field, char *why, size_t whylen);
+int tv_filter_arg_role(const char *arg, void *field, char *why, size_t whylen);
+int tv_filter_arg_pid(const char *arg, void *field, char *why, size_t whylen);
+int tv_filter_arg_remote(const char *arg, void *field, char *why, size_t whylen);
+int tv_filter_arg_trace_id(const char *arg, void *field, char *why, size_t whylen);
+int tv_filter_arg_min_latency(const char *arg, void *field, char *why, size_t whylen);
+int tv_filter_arg_max_latency(const char *arg, void *field, char *why, size_t whylen);
+int tv_filter_arg_flags(const char *arg, void *field, char *why, size_t whylen);
+
+/* Parse a latency: N[.N] followed by ns, us, µs, ms, s, m or h (the unit is required).
+ * Returns 0 with *ns, or -EINVAL (also on overflow) with a reason in why. */
+int tv_parse_latency_ns(const char *s, uint64_t *ns, char *why, size_t whylen);
+
+/* After parsing: the filter to send (NULL when no option was given), or -EINVAL with a
+ * reason in why (--min-latency above --max-latency). */
+int tv_filter_args_finish(struct tv_filter_args *f, const Tracevault__V1__QueryFilter **out,
+			  char *why, size_t whylen);
+
+#endif

@@ -1,0 +1,35 @@
+/* The Query filter (QueryRequest.filter, PROTOCOL.md "Filters"): compiled once from the
+ * request, then evaluated on each record's raw protobuf bytes as the merge reaches it, so a
+ * record that does not pass never leaves the server and never counts against the limit. The
+ * record is read by a single pass over its tags (no unpack, no allocation). */
+#ifndef TV_SERVER_FILTER_H
+#define TV_SERVER_FILTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/wire.h" /* TV_FILTER_MAX_ENTRIES, TV_FILTER_MAX_VALUE_BYTES */
+#include "tracevault.pb-c.h"
+
+#define TV_FILTER_ERR_LEN 256
+
+struct tv_filter;
+
+/* Compile m (NULL: no filter, *out = NULL). Returns 0 with *out (free with tv_filter_free;
+ * NULL when m constrains nothing), -EINVAL with a one-line reason naming the field in err
+ * ("filter.remotes[1]: '10.0.0.0/33' is not an address or CIDR"), or -ENOMEM. */
+int tv_filter_compile(const Tracevault__V1__QueryFilter *m, struct tv_filter **out, char *err,
+		      size_t errlen);
+void tv_filter_free(struct tv_filter *f);
+
+/* Whether the serialized TraceRecord of len bytes at rec passes f (f NULL: every record).
+ * A record whose bytes are not a well-formed message passes nothing. */
+bool tv_filter_match(const struct tv_filter *f, const uint8_t *rec, size_t len);
+
+/* Python fnmatch.fnmatchcase on bytes: '*' any run (also '/'), '?' one byte, '[abc]', '[a-z]',
+ * '[!x]', ']' first in a set is a member, '-' first or last is literal, a range whose ends are
+ * reversed matches nothing, no escapes, an unclosed '[' is literal. */
+bool tv_glob_match(const char *pat, size_t plen, const char *s, size_t slen);
+
+#endif

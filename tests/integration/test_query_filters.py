@@ -1,0 +1,262 @@
+"""Query filters evaluated on the server (PROTOCOL.md "Filters"): seeded random records in
+overlapping blocks of several segments (equal ts_ns across blocks, paths with queries and glob
+metacharacters, mixed-case hosts with ports, IPv4/IPv6/v4-mapped remotes, every flag, status
+0, latency 0), then random windows x random filter combinations x limits, each answer compared
+exactly (the record bytes, in order) with a reference computed here from the same records:
+through grpcio and the .proto alone, and through `tracevault query` with its options. Bad
+filters end INVALID_ARGUMENT naming the field; bad options are usage errors (exit 2)."""
+import json
+import os
+import random
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tvtest  # noqa: E402
+from tvtest import FilterSpec  # noqa: E402
+
+grpc = tvtest.grpc_modules()[0]
+
+BASE = 1_800_000_000 * 10**9
+SPAN = 2_000_000
+ROUNDS_GRPC = 300
+ROUNDS_CLI = 60
+TIME_BUDGET_S = 240
+
+METHODS = ["GET", "POST", "PUT", "DELETE", "get", "PATCH"]
+STATUSES = [0, 101, 200, 201, 204, 301, 404, 418, 499, 500, 503, 599]
+PATHS = ["/", "/api/v1/users", "/api/v1/users?id=3", "/api/v2/orders/17?x=/api/v1",
+         "/static/a.png", "/static/b[1].png", "/x*y", "/caf\u00e9/menu", "/api", "/apix?q"]
+HOSTS = ["Shop.Example", "shop.example:8080", "cdn.example", "", "[::1]:8080", "10.0.0.1:80",
+         "API.shop.example"]
+ROLES = ["server", "client", ""]
+COMMS = ["nginx", "curl", "python3", "node", "ngin"]
+REMOTES = ["10.1.2.3:5000", "10.200.0.9:80", "192.168.1.5:443", "[::1]:8080",
+           "[2001:db8::5]:443", "[::ffff:10.1.2.7]:99", "", "[2001:db9::1]:1"]
+TRACES = ["0af7651916cd43dd8448eb211c80319c", "4bf92f3577b34da6a3ce929d0e0e4736", ""]
+FLAGS = [0, 0, 0, 1, 2, 4, 8 | 2, 32, 32 | 4, 1 | 32]
+
+
+def random_record(rng, ts):
+    latency = rng.choice([0, 1, 999, 1000, rng.randrange(1, 10**6),
+                          int(rng.lognormvariate(16, 2))])
+    return tvtest.trace_record(
+        ts, pid=rng.randrange(1, 7), path=rng.choice(PATHS), latency_ns=latency,
+        method=rng.choice(METHODS), status=rng.choice(STATUSES), host=rng.choice(HOSTS),
+        role=rng.choice(ROLES), comm=rng.choice(COMMS), remote=rng.choice(REMOTES),
+        trace_id=rng.choice(TRACES), flags=rng.choice(FLAGS))
+
+
+def write_archive(cl, rng):
+    """~6k records in 24 segments of 1-3 blocks from 3 'writers' whose time ranges overlap.
+    Returns the records in the server's forward order: (ts_ns, block min_ts_ns, block_id,
+    ordinal in the block)."""
+    keyed = []
+    shared_ts = [BASE + rng.randrange(SPAN) for _ in range(40)]  # equal ts across blocks
+    block_id = 0x7000
+    for seg in range(24):
+        blocks = []
+        for _ in range(rng.randrange(1, 4)):
+            start = BASE + rng.randrange(SPAN)
+            width = rng.choice([1, 1000, SPAN // 8, SPAN // 2])
+            n = rng.randrange(1, 400)
+            ts = sorted(rng.choice(shared_ts) if rng.random() < 0.1 else
+                        start + rng.randrange(width) for _ in range(n))
+            recs = [random_record(rng, t) for t in ts]
+            block_id += rng.randrange(1, 50)
+            blocks.append((block_id, recs))
+            for i, r in enumerate(recs):
+                keyed.append(((r.ts_ns, ts[0], block_id, i), r))
+        cl.write_segment(0x700 + seg, blocks)
+    keyed.sort(key=lambda kv: kv[0])
+    return [r for _, r in keyed]
+
+
+def random_spec(rng, records):
+    """0 to 5 filter fields, values drawn from present and absent ones."""
+    s = FilterSpec()
+    sample = rng.choice(records)
+    fields = rng.sample(range(13), rng.randrange(0, 6))
+    for f in fields:
+        if f == 0:
+            s.methods = rng.sample(METHODS + ["OPTIONS"], rng.randrange(1, 3))
+        elif f == 1:
+            s.status = rng.sample(["5xx", "4xx", "2xx", "1xx", "404", "500-503", "none", "200",
+                                   "300-399"], rng.randrange(1, 3))
+        elif f == 2:
+            s.paths = [rng.choice([sample.path.split("?")[0], "/api/*", "/api/v?/*", "*.png",
+                                   "/static/b[[]1].png", "/x[*]y", "/nothere", "/api",
+                                   "*[!a-z]*", "/caf\u00e9*", "/a[pq]i*", "*?q"])
+                       for _ in range(rng.randrange(1, 3))]
+            s.path_with_query = rng.random() < 0.3
+        elif f == 3:
+            s.hosts = [rng.choice(["shop.example", "SHOP.EXAMPLE:8080", "*.example", "cdn*",
+                                   "[::1]", "10.0.0.1", "nohost", "api.shop.example"])]
+        elif f == 4:
+            s.role = rng.choice(["server", "client"])
+        elif f == 5:
+            s.pids = rng.sample(range(1, 9), rng.randrange(1, 3))
+        elif f == 6:
+            s.comms = [rng.choice(["nginx", "ngin*", "ngin?", "curl", "py*", "absent"])]
+        elif f == 7:
+            s.remotes = rng.sample(["10.0.0.0/8", "10.1.2.3", "192.168.0.0/16", "::1",
+                                    "2001:db8::/32", "::ffff:10.1.0.0/112", "0.0.0.0/0",
+                                    "10.1.2.0/31", "172.16.0.0/12"], rng.randrange(1, 3))
+        elif f == 8:
+            s.trace_ids = [rng.choice([TRACES[0].upper(), TRACES[1],
+                                       "ffffffffffffffffffffffffffffffff"])]
+        elif f == 9:
+            s.min_latency_ns = rng.choice([0, 1, 1000, sample.latency_ns, 10**7])
+        elif f == 10:
+            s.max_latency_ns = rng.choice([0, 999, sample.latency_ns, 10**9])
+        elif f == 11:
+            s.flags_any = rng.sample(["no_response", "partial", "lost", "cut", "unseen"],
+                                     rng.randrange(1, 3))
+        else:
+            if rng.random() < 0.5:
+                s.clean = True
+            else:
+                s.flags_all = rng.sample(["partial", "cut", "unseen", "lost"],
+                                         rng.randrange(1, 3))
+    if s.min_latency_ns is not None and s.max_latency_ns is not None and \
+            s.min_latency_ns > s.max_latency_ns:
+        s.min_latency_ns, s.max_latency_ns = s.max_latency_ns, s.min_latency_ns
+    return s
+
+
+def random_window(rng, records):
+    kind = rng.randrange(5)
+    if kind == 0:
+        t = BASE + rng.randrange(SPAN)
+        return t, t                                   # empty
+    if kind == 1:
+        t = rng.choice(records).ts_ns
+        return t, t + 1                               # one ns, on a record
+    if kind == 2:
+        return BASE - 1, BASE + SPAN + 1              # all
+    a, b = sorted(rng.choice(records).ts_ns for _ in range(2))
+    return a, b                                       # edges on record ts
+
+
+def expected(records, frm, to, spec, limit):
+    out = [r for r in records if frm <= r.ts_ns < to and spec.passes(r)]
+    return out[:limit] if limit else out
+
+
+def pick_limit(rng, n):
+    return rng.choice([0, 1, 7, max(n - 1, 0), n + 5])
+
+
+def test_grpc_rounds(cl, rng, records, deadline):
+    pb = cl.pb
+    nonempty = 0
+    for i in range(ROUNDS_GRPC):
+        if time.monotonic() > deadline:
+            raise AssertionError("time budget spent after %d grpc rounds" % i)
+        frm, to = random_window(rng, records)
+        spec = random_spec(rng, records)
+        full = expected(records, frm, to, spec, 0)
+        limit = pick_limit(rng, len(full))
+        want = full[:limit] if limit else full
+        req = pb.QueryRequest(from_ns=frm, to_ns=to, limit=limit, filter=spec.to_pb(pb))
+        got = []
+        for resp in cl.query_rpc(req, timeout=cl.timeout_s):
+            got.extend(resp.records)
+        gb = [r.SerializeToString() for r in got]
+        wb = [r.SerializeToString() for r in want]
+        if gb != wb:
+            raise AssertionError("round %d: [%d, %d) limit %d %r: got %d records, want %d; "
+                                 "first difference at %s" % (
+                                     i, frm - BASE, to - BASE, limit, spec, len(gb), len(wb),
+                                     next((k for k, (x, y) in enumerate(zip(gb, wb)) if x != y),
+                                          min(len(gb), len(wb)))))
+        nonempty += bool(want) and len(want) < len(
+            [r for r in records if frm <= r.ts_ns < to])
+    # the rounds must have exercised real selection, not only empty or unfiltered answers
+    assert nonempty >= ROUNDS_GRPC // 5, nonempty
+    return nonempty
+
+
+def cli_key(obj):
+    return (obj["ts_ns"], obj.get("pid", 0), obj.get("path", ""), obj.get("status", 0),
+            obj.get("remote", ""), obj.get("latency_ns", 0))
+
+
+def test_cli_rounds(srv, rng, records, deadline):
+    for i in range(ROUNDS_CLI):
+        if time.monotonic() > deadline:
+            raise AssertionError("time budget spent after %d cli rounds" % i)
+        frm, to = random_window(rng, records)
+        spec = random_spec(rng, records)
+        full = expected(records, frm, to, spec, 0)
+        limit = pick_limit(rng, len(full))
+        want = full[:limit] if limit else full
+        args = ["query", "--server", srv.addr, "--from", str(frm), "--to", str(to),
+                "--limit", str(limit)] + spec.to_args()
+        p = tvtest.run(args, timeout=60)
+        assert p.returncode == 0, (args, p.returncode, p.stderr)
+        got = [cli_key(json.loads(line)) for line in p.stdout.splitlines()]
+        exp = [(r.ts_ns, r.pid, r.path, r.status, r.remote, r.latency_ns) for r in want]
+        assert got == exp, ("cli round %d" % i, args, len(got), len(exp))
+
+
+def test_invalid_filters(cl):
+    pb = cl.pb
+    bad = [
+        (pb.QueryFilter(remotes=["::1", "10.0.0.0/33"]),
+         "filter.remotes[1]: '10.0.0.0/33' is not an address or CIDR"),
+        (pb.QueryFilter(trace_ids=["xyz"]), "filter.trace_ids[0]"),
+        (pb.QueryFilter(status=[pb.Range(lo=500, hi=400)]), "filter.status[0]"),
+        (pb.QueryFilter(latency_ns=pb.Range(lo=2, hi=1)), "filter.latency_ns"),
+        (pb.QueryFilter(methods=["GET"] * 65), "filter.methods: 65 entries, at most 64"),
+        (pb.QueryFilter(paths=[pb.StringMatch(value="x" * 1025)]), "filter.paths[0]"),
+    ]
+    for f, want in bad:
+        try:
+            list(cl.query_rpc(pb.QueryRequest(from_ns=0, to_ns=2**63, filter=f),
+                              timeout=cl.timeout_s))
+            raise AssertionError("accepted: %r" % f)
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, (f, e)
+            assert want in e.details(), (e.details(), want)
+
+
+def test_usage_errors(srv):
+    for opt, val in (("--status", "6xx"), ("--status", "99"), ("--status", "500-400"),
+                     ("--min-latency", "250"), ("--max-latency", "1.5parsecs"),
+                     ("--remote", "10.0.0.0/33"), ("--trace-id", "abc"), ("--pid", "-1"),
+                     ("--role", "proxy"), ("--flags", "weird"), ("--method", "GET,,PUT"),
+                     ("--min-latency", "99999999999h")):
+        p = tvtest.run(["query", "--server", srv.addr, "--from", "0", opt, val])
+        assert p.returncode == 2, (opt, val, p.returncode, p.stderr)
+        assert len(p.stderr.strip().splitlines()) == 1, (opt, val, p.stderr)
+        assert val in p.stderr, (opt, val, p.stderr)
+    p = tvtest.run(["query", "--server", srv.addr, "--from", "0", "--min-latency", "2s",
+                    "--max-latency", "1s"])
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def main():
+    seed = int(os.environ.get("TV_SEED", random.randrange(2**32)))
+    print("seed %d (TV_SEED=%d reruns it)" % (seed, seed))
+    rng = random.Random(seed)
+    deadline = time.monotonic() + TIME_BUDGET_S
+    with tvtest.Server() as srv:
+        cl = tvtest.GrpcClient(srv.addr)
+        try:
+            records = write_archive(cl, rng)
+            print("ok wrote %d records" % len(records))
+            n = test_grpc_rounds(cl, rng, records, deadline)
+            print("ok %d grpc rounds (%d selective)" % (ROUNDS_GRPC, n))
+            test_cli_rounds(srv, rng, records, deadline)
+            print("ok %d cli rounds" % ROUNDS_CLI)
+            test_invalid_filters(cl)
+            print("ok invalid filters")
+            test_usage_errors(srv)
+            print("ok usage errors")
+        finally:
+            cl.close()
+
+
+if __name__ == "__main__":
+    main()
