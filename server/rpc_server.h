@@ -15,6 +15,9 @@
 /* While disk I/O is in flight and gRPC is idle, how long to wait in io_uring before looking
  * at gRPC again (see tv_rpc_server_run). */
 #define TV_RPC_IO_WAIT_US 50
+/* Segments whose COMMIT is ready wait until no gRPC event is ready, then commit as one group
+ * (tv_segment_commit_group); under a steady stream of events, after at most this many. */
+#define TV_RPC_GROUP_MAX_EVENTS 64
 /* After a Write stream's end, how long a client cancel may take to show up before the end is
  * taken as a half-close without COMMIT (see write_on_recv). */
 #define TV_RPC_EOS_GRACE_MS 20
