@@ -37,7 +37,7 @@ run() {
 	"$server" --data "$data" --listen 127.0.0.1:0 "${SERVER_ARGS[@]}" \
 		>"$work/server.out" 2>"$work/server.err" &
 	srv=$!
-	for ((i = 0; i < 200; i++)); do grep -q '^listening on ' "$work/server.out" && break; sleep 0.05; done
+	for ((i = 0; i < 600; i++)); do grep -q '^listening on ' "$work/server.out" && break; sleep 0.05; done
 	local addr
 	addr=$(awk '/^listening on /{print $3; exit}' "$work/server.out")
 	[[ -n "$addr" ]] || { echo "commit.sh: tracevaultd did not start: $(cat "$work/server.err")" >&2; exit 1; }
