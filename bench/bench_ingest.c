@@ -1,8 +1,11 @@
 /* Ingest benchmark: sealed trace blocks streamed by the real segment writer to a running
- * tracevaultd, timed until each segment's commit (durable) reply. Used by bench/run.sh. */
+ * tracevaultd, timed until each segment's commit (durable) reply, by 1..N concurrent writers
+ * (threads, each with its own tv_writer). Prints throughput and the commit latency
+ * percentiles (COMMIT sent -> commit reply, per segment). Used by bench/run.sh. */
 #include <errno.h>
 #include <getopt.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +18,7 @@
 #define DEFAULT_MIB 1024
 #define DEFAULT_BLOCK_BYTES (4u << 20)
 #define DEFAULT_BLOCKS_PER_SEGMENT 8
+#define MAX_WRITERS 64 /* --writers: threads, each with its own gRPC channel */
 
 static double cpu_s(void)
 {
@@ -70,7 +74,108 @@ static int make_block(struct tv_block_builder *b, uint64_t *ts, size_t block_byt
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: bench_ingest --server ADDR [--mib N] [--block-bytes N] "
-		   "[--blocks-per-segment N] [--chunk-bytes N] [--no-zerocopy] [--cold] [--zstd]\n");
+		   "[--blocks-per-segment N] [--chunk-bytes N] [--writers N (1-%d)] "
+		   "[--no-zerocopy] [--cold] [--zstd]\n", MAX_WRITERS);
+}
+
+/* One writer thread: its own tv_writer, block pool and slice of the --mib total. */
+struct bench_writer {
+	struct tv_writer_opts wo;
+	size_t nblocks, per_seg, block_bytes;
+	enum tv_codec codec;
+	int cold;
+	uint64_t ts;                 /* first record timestamp, distinct per writer */
+	pthread_barrier_t *start;    /* every writer probed and sealed: start timing together */
+	/* results */
+	size_t total, nseg;
+	uint64_t records, copied, *commit_ns; /* commit_ns[nseg]: per committed segment */
+	double end_s;                /* CLOCK_MONOTONIC s at its last commit */
+	int failed;
+	char err[640];
+};
+
+static void *run_writer(void *arg)
+{
+	struct bench_writer *bw = arg;
+	struct tv_block_buf *blocks = calloc(bw->nblocks, sizeof(*blocks));
+	struct tv_block_builder *b = tv_block_builder_new();
+	struct tv_writer *w = tv_writer_new(&bw->wo);
+	size_t pool, maxseg = (bw->nblocks + bw->per_seg - 1) / bw->per_seg;
+	int started = 0;
+
+	bw->commit_ns = calloc(maxseg ? maxseg : 1, sizeof(*bw->commit_ns));
+	if (!blocks || !b || !w || !bw->commit_ns) {
+		snprintf(bw->err, sizeof(bw->err), "out of memory");
+		goto fail;
+	}
+	/* Default: one segment's worth of blocks is sealed once and re-sent under fresh block ids,
+	 * so block memory is reused as the client's block cache reuses it. --cold seals every
+	 * block first, so every byte sent is memory the kernel has not read before. Sealing is
+	 * never timed; the timed loop runs without gaps, so its fsyncs get no free idle time. */
+	pool = bw->cold ? bw->nblocks : (bw->per_seg < bw->nblocks ? bw->per_seg : bw->nblocks);
+	for (size_t i = 0; i < pool; i++) {
+		int e = make_block(b, &bw->ts, bw->block_bytes, bw->codec, &blocks[i]);
+
+		if (e) {
+			snprintf(bw->err, sizeof(bw->err), "seal block: %s", strerror(-e));
+			goto fail;
+		}
+	}
+	if (tv_writer_probe(w, 5000, bw->err, sizeof(bw->err)))
+		goto fail;
+	pthread_barrier_wait(bw->start);
+	started = 1;
+	for (size_t i = 0; i < bw->nblocks; i += bw->per_seg) {
+		size_t n = bw->nblocks - i < bw->per_seg ? bw->nblocks - i : bw->per_seg;
+		struct tv_block_buf *seg = bw->cold ? blocks + i : blocks;
+		char err[512];
+
+		/* write_segment returns only once gRPC let go of every borrowed block: restamping
+		 * the pool for the next segment cannot touch bytes still being sent */
+		for (size_t j = 0; j < n && !bw->cold; j++) {
+			seg[j].block_id = tv_random_id();
+			tv_block_set_id((void *)seg[j].data, seg[j].len, seg[j].block_id);
+		}
+		if (tv_writer_write_segment(w, tv_random_id(), seg, n, err, sizeof(err))) {
+			snprintf(bw->err, sizeof(bw->err), "segment at block %zu: %s", i, err);
+			goto fail;
+		}
+		bw->commit_ns[bw->nseg++] = tv_writer_stats(w)->last_commit_ns;
+		for (size_t j = 0; j < n; j++) {
+			bw->total += seg[j].len;
+			bw->records += seg[j].record_count;
+		}
+	}
+	bw->end_s = tv_monotonic_ns() / 1e9;
+	goto out;
+fail:
+	bw->failed = 1;
+	if (!started) /* the others wait for every writer at the barrier */
+		pthread_barrier_wait(bw->start);
+out:
+	for (size_t i = 0; blocks && i < bw->nblocks; i++)
+		free((void *)blocks[i].data);
+	free(blocks);
+	tv_block_builder_free(b);
+	if (w)
+		bw->copied = tv_writer_stats(w)->payload_bytes_copied;
+	tv_writer_free(w);
+	return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Nearest-rank percentile (p in (0, 100]) of a sorted array of n > 0 values. */
+static uint64_t pct(const uint64_t *v, size_t n, double p)
+{
+	size_t k = (size_t)(p / 100.0 * n + 0.999999);
+
+	return v[k ? (k > n ? n : k) - 1 : 0];
 }
 
 int main(int argc, char **argv)
@@ -81,6 +186,7 @@ int main(int argc, char **argv)
 		{ "block-bytes", required_argument, NULL, 'b' },
 		{ "blocks-per-segment", required_argument, NULL, 'k' },
 		{ "chunk-bytes", required_argument, NULL, 'c' },
+		{ "writers", required_argument, NULL, 'w' },
 		{ "no-zerocopy", no_argument, NULL, 'Z' },
 		{ "cold", no_argument, NULL, 'C' },
 		{ "zstd", no_argument, NULL, 'z' },
@@ -89,15 +195,13 @@ int main(int argc, char **argv)
 	};
 	struct tv_writer_opts wo = { 0 };
 	size_t mib = DEFAULT_MIB, block_bytes = DEFAULT_BLOCK_BYTES, per_seg = DEFAULT_BLOCKS_PER_SEGMENT;
-	size_t nblocks, pool, total = 0;
-	uint64_t records = 0;
+	size_t nblocks, nwriters = 1, total = 0, nseg = 0, copied = 0;
+	uint64_t records = 0, *lat = NULL;
 	enum tv_codec codec = TV_CODEC_NONE;
-	struct tv_block_buf *blocks;
-	struct tv_block_builder *b;
-	struct tv_writer *w;
-	uint64_t ts = 1700000000000000000ull;
-	double t0, c0, dt, dc;
-	char err[512];
+	struct bench_writer *bw = NULL;
+	pthread_t tid[MAX_WRITERS];
+	pthread_barrier_t start;
+	double t0, c0, dt, dc, end_s = 0;
 	int c, cold = 0, ret = 1;
 
 	/* the same block-memory reuse policy as the tracevault CLI (client/cli/main.c) */
@@ -114,10 +218,13 @@ int main(int argc, char **argv)
 		if (c != 's' && c != 'h' && c != 'Z' && c != 'C' && c != 'z') {
 			errno = 0;
 			v = strtoull(optarg, &end, 10);
-			if (errno || *end || v == 0) {
-				fprintf(stderr, "bench_ingest: invalid --%s: '%s'\n",
-					opts[c == 'm' ? 1 : c == 'b' ? 2 : c == 'k' ? 3 : 4].name,
-					optarg);
+			if (errno || *end || v == 0 || (c == 'w' && v > MAX_WRITERS)) {
+				const char *name = "?";
+
+				for (size_t i = 0; opts[i].name; i++)
+					if (opts[i].val == c)
+						name = opts[i].name;
+				fprintf(stderr, "bench_ingest: invalid --%s: '%s'\n", name, optarg);
 				return 2;
 			}
 		}
@@ -127,6 +234,7 @@ int main(int argc, char **argv)
 		case 'b': block_bytes = v; break;
 		case 'k': per_seg = v; break;
 		case 'c': wo.chunk_bytes = v; break;
+		case 'w': nwriters = v; break;
 		case 'Z': wo.no_zerocopy = 1; break;
 		case 'C': cold = 1; break;
 		case 'z': codec = TV_CODEC_ZSTD; break;
@@ -139,70 +247,81 @@ int main(int argc, char **argv)
 			!wo.server ? "--server is required" : "--block-bytes must be >= 4096");
 		return 2;
 	}
+	/* --mib is the total of all writers, split in whole segments */
 	nblocks = (mib << 20) / block_bytes;
 	if (nblocks == 0)
 		nblocks = 1;
-	blocks = calloc(nblocks, sizeof(*blocks));
-	b = tv_block_builder_new();
-	w = tv_writer_new(&wo);
-	if (!blocks || !b || !w) {
+	bw = calloc(nwriters, sizeof(*bw));
+	if (!bw || pthread_barrier_init(&start, NULL, (unsigned)nwriters + 1)) {
 		fprintf(stderr, "bench_ingest: out of memory\n");
 		return 1;
 	}
-	/* Default: one segment's worth of blocks is sealed once and re-sent under fresh block ids,
-	 * so block memory is reused as the client's block cache reuses it. --cold seals every
-	 * block first, so every byte sent is memory the kernel has not read before. Sealing is
-	 * never timed; the timed loop runs without gaps, so its fsyncs get no free idle time. */
-	pool = cold ? nblocks : (per_seg < nblocks ? per_seg : nblocks);
-	for (size_t i = 0; i < pool; i++) {
-		int e = make_block(b, &ts, block_bytes, codec, &blocks[i]);
+	for (size_t i = 0; i < nwriters; i++) {
+		size_t nseg_all = (nblocks + per_seg - 1) / per_seg;
+		size_t segs = nseg_all / nwriters + (i < nseg_all % nwriters);
 
-		if (e) {
-			fprintf(stderr, "bench_ingest: seal block: %s\n", strerror(-e));
-			goto out;
+		bw[i].wo = wo;
+		bw[i].per_seg = per_seg;
+		bw[i].nblocks = segs * per_seg;
+		if (i == 0 && nseg_all * per_seg > nblocks)
+			bw[i].nblocks -= nseg_all * per_seg - nblocks; /* the short last segment */
+		bw[i].block_bytes = block_bytes;
+		bw[i].codec = codec;
+		bw[i].cold = cold;
+		bw[i].ts = 1700000000000000000ull + (uint64_t)i * 1000000000000ull;
+		bw[i].start = &start;
+		if (pthread_create(&tid[i], NULL, run_writer, &bw[i])) {
+			fprintf(stderr, "bench_ingest: cannot start writer thread %zu\n", i);
+			return 1; /* the started threads block at the barrier: exit ends them */
 		}
 	}
-	if (tv_writer_probe(w, 5000, err, sizeof(err))) {
-		fprintf(stderr, "bench_ingest: %s\n", err);
-		goto out;
-	}
-
+	pthread_barrier_wait(&start);
 	t0 = tv_monotonic_ns() / 1e9;
 	c0 = cpu_s();
-	for (size_t i = 0; i < nblocks; i += per_seg) {
-		size_t n = nblocks - i < per_seg ? nblocks - i : per_seg;
-		struct tv_block_buf *seg = cold ? blocks + i : blocks;
-
-		/* write_segment returns only once gRPC let go of every borrowed block: restamping
-		 * the pool for the next segment cannot touch bytes still being sent */
-		for (size_t j = 0; j < n && !cold; j++) {
-			seg[j].block_id = tv_random_id();
-			tv_block_set_id((void *)seg[j].data, seg[j].len, seg[j].block_id);
-		}
-		if (tv_writer_write_segment(w, tv_random_id(), seg, n, err, sizeof(err))) {
-			fprintf(stderr, "bench_ingest: segment at block %zu: %s\n", i, err);
+	for (size_t i = 0; i < nwriters; i++)
+		pthread_join(tid[i], NULL);
+	dc = cpu_s() - c0;
+	for (size_t i = 0; i < nwriters; i++) {
+		if (bw[i].failed) {
+			fprintf(stderr, "bench_ingest: writer %zu: %s\n", i, bw[i].err);
 			goto out;
 		}
-		for (size_t j = 0; j < n; j++) {
-			total += seg[j].len;
-			records += seg[j].record_count;
-		}
+		total += bw[i].total;
+		records += bw[i].records;
+		nseg += bw[i].nseg;
+		copied += bw[i].copied;
+		if (bw[i].end_s > end_s)
+			end_s = bw[i].end_s;
 	}
-	dt = tv_monotonic_ns() / 1e9 - t0;
-	dc = cpu_s() - c0;
+	lat = calloc(nseg ? nseg : 1, sizeof(*lat));
+	if (!lat || !nseg) {
+		fprintf(stderr, "bench_ingest: %s\n", lat ? "no segment written" : "out of memory");
+		goto out;
+	}
+	nseg = 0;
+	for (size_t i = 0; i < nwriters; i++)
+		for (size_t j = 0; j < bw[i].nseg; j++)
+			lat[nseg++] = bw[i].commit_ns[j];
+	qsort(lat, nseg, sizeof(*lat), cmp_u64);
+	dt = end_s - t0;
+	printf("writers %zu\n", nwriters);
 	printf("ingest_bytes %zu\n", total);
 	printf("ingest_seconds %.3f\n", dt);
 	printf("ingest_MBps %.1f\n", total / dt / 1e6);
 	printf("ingest_records_per_s %.0f\n", records / dt);
+	printf("segments %zu\n", nseg);
+	printf("segments_per_s %.1f\n", nseg / dt);
+	/* COMMIT sent -> commit reply, per segment (tv_writer_stats.last_commit_ns) */
+	printf("commit_p50_us %.0f\n", pct(lat, nseg, 50) / 1e3);
+	printf("commit_p99_us %.0f\n", pct(lat, nseg, 99) / 1e3);
+	printf("commit_max_us %.0f\n", lat[nseg - 1] / 1e3);
 	printf("client_cpu_s_per_GB %.3f\n", dc / (total / 1e9));
-	printf("payload_bytes_copied %llu\n",
-	       (unsigned long long)tv_writer_stats(w)->payload_bytes_copied);
+	printf("payload_bytes_copied %zu\n", copied);
 	ret = 0;
 out:
-	for (size_t i = 0; blocks && i < nblocks; i++)
-		free((void *)blocks[i].data);
-	free(blocks);
-	tv_block_builder_free(b);
-	tv_writer_free(w);
+	for (size_t i = 0; i < nwriters; i++)
+		free(bw[i].commit_ns);
+	free(bw);
+	free(lat);
 	return ret;
 }

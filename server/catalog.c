@@ -573,17 +573,12 @@ static int step_done(struct tv_catalog *c, sqlite3_stmt *st)
 /* Insert n rows in one transaction (see tv_catalog_commit_segment and tv_catalog_adopt): with
  * segment_id != 0, its segments row ('committed', writer_token) and blocks of that segment only;
  * with 0 (adopt), blocks of any segments, whose missing segments rows are added (token 0). */
-static int insert_rows(struct tv_catalog *c, uint64_t segment_id, uint64_t writer_token,
+static int insert_body(struct tv_catalog *c, uint64_t segment_id, uint64_t writer_token,
 		       const struct tv_catalog_block *blocks, size_t n, char *err, size_t errlen)
 {
 	char what[64];
-	int ret;
+	int ret = 0;
 
-	ret = exec(c, "BEGIN IMMEDIATE");
-	if (ret) {
-		sqlite_reason(c, ret, "catalog begin", err, errlen);
-		return ret;
-	}
 	if (segment_id) {
 		sqlite3_bind_int64(c->seg_insert, 1, (int64_t)segment_id);
 		sqlite3_bind_int64(c->seg_insert, 2, (int64_t)writer_token);
@@ -631,6 +626,24 @@ static int insert_rows(struct tv_catalog *c, uint64_t segment_id, uint64_t write
 			goto rollback;
 		}
 	}
+rollback:
+	return ret;
+}
+
+/* The rows of insert_body in one transaction of their own. */
+static int insert_rows(struct tv_catalog *c, uint64_t segment_id, uint64_t writer_token,
+		       const struct tv_catalog_block *blocks, size_t n, char *err, size_t errlen)
+{
+	int ret;
+
+	ret = exec(c, "BEGIN IMMEDIATE");
+	if (ret) {
+		sqlite_reason(c, ret, "catalog begin", err, errlen);
+		return ret;
+	}
+	ret = insert_body(c, segment_id, writer_token, blocks, n, err, errlen);
+	if (ret)
+		goto rollback;
 	ret = exec(c, "COMMIT");
 	if (ret) {
 		sqlite_reason(c, ret, "catalog commit", err, errlen);
@@ -657,6 +670,70 @@ int tv_catalog_commit_segment(struct tv_catalog *c, uint64_t segment_id, uint64_
 	for (size_t i = 0; i < n; i++)
 		blocks[i].committed_ns = committed_ns;
 	return insert_rows(c, segment_id, writer_token, blocks, n, err, errlen);
+}
+
+int tv_catalog_group_begin(struct tv_catalog *c, char *err, size_t errlen)
+{
+	int ret = exec(c, "BEGIN IMMEDIATE");
+
+	if (ret)
+		sqlite_reason(c, ret, "catalog begin", err, errlen);
+	return ret;
+}
+
+int tv_catalog_group_add(struct tv_catalog *c, uint64_t segment_id, uint64_t writer_token,
+			 struct tv_catalog_block *blocks, size_t n, char *err, size_t errlen)
+{
+	int64_t committed_ns = (int64_t)tv_realtime_ns();
+	int ret;
+
+	if (!segment_id) {
+		snprintf(err, errlen, "segment id 0 is reserved (blocks of unknown segment)");
+		return -EINVAL;
+	}
+	if (sqlite3_get_autocommit(c->db)) {
+		snprintf(err, errlen, "catalog: no group transaction open");
+		return -EIO;
+	}
+	for (size_t i = 0; i < n; i++)
+		blocks[i].committed_ns = committed_ns;
+	ret = exec(c, "SAVEPOINT member");
+	if (ret) {
+		sqlite_reason(c, ret, "catalog savepoint", err, errlen);
+		return ret;
+	}
+	ret = insert_body(c, segment_id, writer_token, blocks, n, err, errlen);
+	/* ROLLBACK TO keeps the savepoint open: RELEASE it either way. If SQLite already rolled
+	 * the whole transaction back (SQLITE_FULL, an I/O error), both fail and the group's
+	 * COMMIT reports it. */
+	if (ret && !sqlite3_get_autocommit(c->db))
+		exec(c, "ROLLBACK TO member");
+	if (!sqlite3_get_autocommit(c->db))
+		exec(c, "RELEASE member");
+	return ret;
+}
+
+int tv_catalog_group_commit(struct tv_catalog *c, char *err, size_t errlen)
+{
+	int ret;
+
+	if (sqlite3_get_autocommit(c->db)) {
+		snprintf(err, errlen, "catalog: the group transaction was rolled back");
+		return -EIO;
+	}
+	ret = exec(c, "COMMIT");
+	if (ret) {
+		sqlite_reason(c, ret, "catalog commit", err, errlen);
+		if (!sqlite3_get_autocommit(c->db))
+			exec(c, "ROLLBACK");
+	}
+	return ret;
+}
+
+void tv_catalog_group_rollback(struct tv_catalog *c)
+{
+	if (!sqlite3_get_autocommit(c->db))
+		exec(c, "ROLLBACK");
 }
 
 int tv_catalog_adopt(struct tv_catalog *c, const struct tv_catalog_block *blocks, size_t n,

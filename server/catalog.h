@@ -88,6 +88,18 @@ int tv_catalog_segment_may_delete(struct tv_catalog *c, uint64_t segment_id,
  * failure (catalog.c's table). */
 int tv_catalog_commit_segment(struct tv_catalog *c, uint64_t segment_id, uint64_t writer_token,
 			      struct tv_catalog_block *blocks, size_t n, char *err, size_t errlen);
+/* Group commit (server/segment.c): the rows of several segments in ONE transaction, so one
+ * WAL fsync makes them all durable. tv_catalog_group_begin opens it (BEGIN IMMEDIATE; -EIO,
+ * -ENOSPC, ... with a reason in err). tv_catalog_group_add inserts one segment as
+ * tv_catalog_commit_segment does, inside a savepoint: on its own failure (same errors) only
+ * its rows are rolled back and the others stay in the transaction. tv_catalog_group_commit
+ * commits every added segment at once, or on failure rolls them all back (a reason in err):
+ * nothing of the group is then in the catalog. tv_catalog_group_rollback abandons the group. */
+int tv_catalog_group_begin(struct tv_catalog *c, char *err, size_t errlen);
+int tv_catalog_group_add(struct tv_catalog *c, uint64_t segment_id, uint64_t writer_token,
+			 struct tv_catalog_block *blocks, size_t n, char *err, size_t errlen);
+int tv_catalog_group_commit(struct tv_catalog *c, char *err, size_t errlen);
+void tv_catalog_group_rollback(struct tv_catalog *c);
 /* Recovery's insert of block files the catalog did not list: like tv_catalog_commit_segment
  * (one transaction, same errors) but each row keeps the committed_ns it has, blocks may be of
  * several segments, and each segment without a segments row gets one (token 0). */

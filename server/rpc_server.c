@@ -125,6 +125,8 @@ struct tv_rpc_server {
 	int shutting_down, shutdown_done, stopped;
 	size_t eos_waiting;   /* calls in C_EOS_WAIT (kept by set_state) */
 	struct tv_segment_stats seg_stats;
+	struct tv_commit_queue commit_q;
+	unsigned events_since_queued; /* gRPC events handled while commit_q was not empty */
 	unsigned max_streams[M_COUNT]; /* Write and Query; 0 for unlimited methods */
 	unsigned streams[M_COUNT];     /* calls with counted set, per method */
 	unsigned idle_timeout_ms;
@@ -678,7 +680,8 @@ static void call_begin(struct call *c)
 	switch (c->m) {
 	case M_WRITE:
 		c->seg = tv_segment_new(c->srv->catalog, c->srv->store, c->srv->max_message_bytes,
-					&SEG_SINK, c, &c->srv->seg_stats);
+					&SEG_SINK, c, &c->srv->seg_stats,
+					&c->srv->commit_q);
 		if (!c->seg)
 			finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 		else
@@ -952,6 +955,14 @@ static void idle_expire(struct tv_rpc_server *srv)
  *  - with no I/O in flight it simply blocks in gRPC (TV_RPC_POLL_MS, for the stop flag).
  * A second thread for completions would need a lock around every call and segment; the
  * polling costs a few wake-ups per write instead. */
+/* Commit the waiting segments as one group, then reap what the syncs let complete. */
+static void run_commit_group(struct tv_rpc_server *srv)
+{
+	srv->events_since_queued = 0;
+	tv_segment_commit_group(&srv->commit_q);
+	tv_store_reap(srv->store, 0);
+}
+
 int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop)
 {
 	while (!(srv->shutdown_done && srv->live == 0)) {
@@ -968,12 +979,17 @@ int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop)
 		if (srv->eos_waiting)
 			eos_expire(srv);
 		idle_expire(srv);
-		deadline = io ? gpr_inf_past(GPR_CLOCK_MONOTONIC) :
+		/* a waiting commit group runs as soon as no gRPC event is ready (below) */
+		deadline = io || srv->commit_q.n ? gpr_inf_past(GPR_CLOCK_MONOTONIC) :
 				gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
 					     gpr_time_from_millis(srv->eos_waiting ? 1 : TV_RPC_POLL_MS,
 								  GPR_TIMESPAN));
 		ev = grpc_completion_queue_next(srv->cq, deadline, NULL);
 		if (ev.type == GRPC_QUEUE_TIMEOUT) {
+			if (srv->commit_q.n) {
+				run_commit_group(srv);
+				continue;
+			}
 			tv_store_reap(srv->store, io ? TV_RPC_IO_WAIT_US : 0);
 			continue;
 		}
@@ -985,10 +1001,18 @@ int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop)
 		else
 			on_event(srv, t, ev.success);
 		tv_store_reap(srv->store, 0);
+		/* under a steady stream of events the queue still gets its turn */
+		if (srv->commit_q.n && ++srv->events_since_queued >= TV_RPC_GROUP_MAX_EVENTS)
+			run_commit_group(srv);
 	}
 	/* writes of streams already freed complete into unlinked files: wait for them */
 	while (tv_store_inflight(srv->store))
 		tv_store_reap(srv->store, TV_RPC_POLL_MS * 1000L);
+	if (!srv->stopped && srv->commit_q.groups)
+		fprintf(stderr, "tracevaultd: group commit: %llu segments in %llu groups, largest "
+			"%llu\n", (unsigned long long)srv->commit_q.segments,
+			(unsigned long long)srv->commit_q.groups,
+			(unsigned long long)srv->commit_q.largest);
 	if (!srv->stopped)
 		fprintf(stderr, "tracevaultd: receive path: %llu zero-copy chunks, %llu chunks "
 			"via protobuf-c, payload bytes copied: %llu\n",

@@ -23,7 +23,9 @@
 #include "proto/wire.h"
 
 enum seg_state { SEG_OPEN, SEG_COMMITTED, SEG_ABORTED };
-enum pending { PENDING_NONE, PENDING_FLUSH, PENDING_COMMIT };
+/* PENDING_QUEUED: COMMIT is ready and the segment waits in its tv_commit_queue (or is in the
+ * group being committed) */
+enum pending { PENDING_NONE, PENDING_FLUSH, PENDING_COMMIT, PENDING_QUEUED };
 
 struct seg_block {
 	uint64_t block_id;
@@ -72,6 +74,9 @@ struct tv_segment {
 	/* the open block's content check, reused block after block; its memory is bounded by
 	 * block_check.h's limits (one zstd window, one record) and freed with the segment */
 	struct tv_block_check *check;
+	struct tv_commit_queue *q;
+	struct tv_segment *q_prev, *q_next; /* in q while pending == PENDING_QUEUED */
+	int queued;
 };
 
 #define ERR_PREFIX_FMT "segment %016llx: "
@@ -80,7 +85,8 @@ static void io_done(struct tv_store_op *op, int res);
 
 struct tv_segment *tv_segment_new(struct tv_catalog *c, struct tv_store *s,
 				  size_t max_message_bytes, const struct tv_segment_sink *sink,
-				  void *arg, struct tv_segment_stats *stats)
+				  void *arg, struct tv_segment_stats *stats,
+				  struct tv_commit_queue *q)
 {
 	struct tv_segment *seg = calloc(1, sizeof(*seg));
 
@@ -92,6 +98,7 @@ struct tv_segment *tv_segment_new(struct tv_catalog *c, struct tv_store *s,
 	seg->sink = sink;
 	seg->arg = arg;
 	seg->stats = stats;
+	seg->q = q;
 	return seg;
 }
 
@@ -128,10 +135,45 @@ static void release_id(struct tv_segment *seg)
 	seg->reserved = 0;
 }
 
+static void dequeue(struct tv_segment *seg)
+{
+	struct tv_commit_queue *q = seg->q;
+
+	if (!seg->queued)
+		return;
+	if (seg->q_prev)
+		seg->q_prev->q_next = seg->q_next;
+	else
+		q->head = seg->q_next;
+	if (seg->q_next)
+		seg->q_next->q_prev = seg->q_prev;
+	else
+		q->tail = seg->q_prev;
+	seg->q_prev = seg->q_next = NULL;
+	seg->queued = 0;
+	q->n--;
+}
+
+static void enqueue(struct tv_segment *seg)
+{
+	struct tv_commit_queue *q = seg->q;
+
+	seg->q_prev = q->tail;
+	seg->q_next = NULL;
+	if (q->tail)
+		q->tail->q_next = seg;
+	else
+		q->head = seg;
+	q->tail = seg;
+	seg->queued = 1;
+	q->n++;
+}
+
 size_t tv_segment_abort(struct tv_segment *seg, const char *why)
 {
 	size_t removed;
 
+	dequeue(seg); /* a queued segment aborted (cancel, Delete, shutdown) leaves its queue */
 	if (seg->state != SEG_OPEN)
 		return 0;
 	removed = drop_temp_files(seg);
@@ -690,69 +732,173 @@ static int commit_set_build(const struct tv_segment *seg, struct commit_set *cs)
 	return 0;
 }
 
-/* Record the blocks in one catalog transaction, then rename the temp files into blocks/. The
- * catalog commit is the commit point and comes first, so that blocks/ only ever holds committed
- * blocks and a lost catalog can be rebuilt from it exactly (server/RECOVERY.md): a crash after
- * the commit leaves rows whose files are still in tmp/, which start-up moves into blocks/. If
- * the rename fails, the rows are taken back out: nothing became visible. On failure the status
- * is decided (fail) and a negative errno returned. */
-static int publish(struct tv_segment *seg, const struct commit_set *cs)
+/* The segment's rows are in the catalog (and its files renamed, if renamed): take them back
+ * out, so that nothing of it stays visible, and fail it with the reason. */
+static void unpublish(struct tv_segment *seg, const struct commit_set *cs, int renamed,
+		      grpc_status_code code, const char *why)
 {
-	char why[200];
 	uint64_t *ids = NULL;
 	size_t n = 0;
-	int ret, undo;
+	int undo;
 
-	ret = tv_catalog_commit_segment(seg->catalog, seg->segment_id, seg->writer_token, cs->rows,
-					seg->n, why, sizeof(why));
-	if (ret) {
-		fail(seg, errno_code(ret), "%s", why);
-		return ret;
-	}
-	ret = tv_store_publish(seg->store, cs->files, seg->n);
-	if (ret) {
-		undo = tv_catalog_delete_ids(seg->catalog, cs->ids, seg->n, &ids, &n);
-		free(ids);
-		if (undo) /* rows without files: dropped at the next start (RECOVERY.md) */
-			fprintf(stderr, "segment %016llx: cannot take its rows back out of the "
-				"catalog: %s\n", (unsigned long long)seg->segment_id,
-				strerror(-undo));
-		fail(seg, errno_code(ret), "rename into blocks/: %s", strerror(-ret));
-		return ret;
-	}
-	/* the files now live in blocks/ and are closed: from here the segment owns none */
-	for (size_t i = 0; i < seg->n; i++) {
-		seg->blocks[i].file = NULL;
-		fd_closed(seg, &seg->blocks[i]);
-	}
-	return 0;
+	if (renamed)
+		tv_store_rename_back(seg->store, cs->files, seg->n);
+	undo = tv_catalog_delete_ids(seg->catalog, cs->ids, seg->n, &ids, &n);
+	free(ids);
+	if (undo) /* rows without files: dropped at the next start (RECOVERY.md) */
+		fprintf(stderr, "segment %016llx: cannot take its rows back out of the catalog: %s\n",
+			(unsigned long long)seg->segment_id, strerror(-undo));
+	fail(seg, code, "%s", why);
 }
 
-/* COMMIT once every block is written and synced: rename into blocks/ (then fsync the dirs),
- * one catalog transaction, reply. The dir fsyncs and SQLite's own fsync are synchronous: once
- * per segment, after the data itself is durable. */
-static void commit_now(struct tv_segment *seg)
-{
-	struct commit_set cs = { 0 };
+/* One member of a commit group, from the pre-check to its reply. */
+struct member {
+	struct tv_segment *seg;
+	struct commit_set cs;
+	int ok;      /* no failure of its own so far */
+	int renamed; /* its files are in blocks/ */
+};
 
-	/* another stream may have committed one of these blocks since OPEN_BLOCK checked */
-	for (size_t i = 0; i < seg->n; i++)
-		if (check_not_committed(seg, seg->blocks[i].block_id))
-			return;
-	if (commit_set_build(seg, &cs)) {
-		fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory at COMMIT");
-		goto cleanup;
+/* Every member still ok fails with the same reason (a shared step failed). */
+static void fail_all(struct member *m, size_t n, grpc_status_code code, const char *why,
+		     int rows_in)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (!m[i].ok)
+			continue;
+		m[i].ok = 0;
+		if (rows_in)
+			unpublish(m[i].seg, &m[i].cs, m[i].renamed, code, why);
+		else
+			fail(m[i].seg, code, "%s", why);
 	}
-	if (publish(seg, &cs))
-		goto cleanup;
-	release_id(seg);
-	seg->state = SEG_COMMITTED;
-	fprintf(stderr, "segment %016llx committed: %zu blocks, %llu bytes\n",
-		(unsigned long long)seg->segment_id, seg->n, (unsigned long long)cs.total_bytes);
-	respond(seg, cs.total_bytes, cs.ids, seg->n);
-	seg->sink->finish(seg->arg, GRPC_STATUS_OK, "");
-cleanup:
-	commit_set_free(&cs);
+}
+
+/*
+ * Group commit (RECOVERY.md "Group commit"). The order of one segment's commit is kept for the
+ * group: data fdatasynced (before the segment was queued), then the catalog rows (the commit
+ * point), then the renames into blocks/, then the fsyncs of blocks/ and tmp/, then the reply.
+ * Only the syncs are shared: one WAL fsync (the transaction's COMMIT) and one fsync per
+ * directory for all members. An fsync that fails is not retried: after a failed fsync Linux
+ * may drop the dirty entries and report success on the next one (PostgreSQL's "fsyncgate").
+ */
+void tv_segment_commit_group(struct tv_commit_queue *q)
+{
+	struct member m[TV_COMMIT_GROUP_MAX_SEGMENTS];
+	struct tv_catalog *cat;
+	struct tv_store *store;
+	char why[200], msg[256];
+	size_t n = 0, nok = 0;
+	int ret;
+
+	while (q->head && n < TV_COMMIT_GROUP_MAX_SEGMENTS) {
+		struct tv_segment *seg = q->head;
+
+		dequeue(seg); /* pending stays PENDING_QUEUED: no request is received meanwhile */
+		m[n++] = (struct member){ .seg = seg, .ok = 1 };
+	}
+	if (!n)
+		return;
+	q->groups++;
+	q->segments += n;
+	if (n > q->largest)
+		q->largest = n;
+	cat = m[0].seg->catalog;
+	store = m[0].seg->store;
+
+	/* 1. own checks: another stream may have committed one of these blocks since OPEN_BLOCK
+	 * checked (a duplicate inside the group is caught by the insert, in its savepoint) */
+	for (size_t i = 0; i < n; i++) {
+		struct tv_segment *seg = m[i].seg;
+
+		for (size_t b = 0; b < seg->n && m[i].ok; b++)
+			if (check_not_committed(seg, seg->blocks[b].block_id))
+				m[i].ok = 0;
+		if (m[i].ok && commit_set_build(seg, &m[i].cs)) {
+			m[i].ok = 0;
+			fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory at COMMIT");
+		}
+		nok += m[i].ok;
+	}
+	if (!nok)
+		goto out;
+
+	/* 2. one transaction, one savepoint per member: the commit point of the whole group */
+	ret = tv_catalog_group_begin(cat, why, sizeof(why));
+	if (ret) {
+		fail_all(m, n, errno_code(ret), why, 0);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct tv_segment *seg = m[i].seg;
+
+		if (!m[i].ok)
+			continue;
+		ret = tv_catalog_group_add(cat, seg->segment_id, seg->writer_token, m[i].cs.rows,
+					   seg->n, why, sizeof(why));
+		if (ret) {
+			m[i].ok = 0;
+			fail(seg, errno_code(ret), "%s", why);
+		}
+	}
+	ret = tv_catalog_group_commit(cat, why, sizeof(why));
+	if (ret) { /* rolled back: no member's rows are in */
+		snprintf(msg, sizeof(msg), "%s (commit group of %zu segments)", why, n);
+		fail_all(m, n, errno_code(ret), msg, 0);
+		goto out;
+	}
+
+	/* 3. renames, per member: a failure takes only that member's rows back out */
+	nok = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!m[i].ok)
+			continue;
+		ret = tv_store_rename_in(store, m[i].cs.files, m[i].seg->n);
+		if (ret) {
+			m[i].ok = 0;
+			snprintf(why, sizeof(why), "rename into blocks/: %s", strerror(-ret));
+			unpublish(m[i].seg, &m[i].cs, 0, errno_code(ret), why);
+			continue;
+		}
+		m[i].renamed = 1;
+		nok++;
+	}
+	if (!nok)
+		goto out;
+
+	/* 4. one fsync of blocks/ and tmp/ for the group; on failure no member is acknowledged */
+	ret = tv_store_sync_dirs(store);
+	if (ret) {
+		snprintf(msg, sizeof(msg), "fsync of blocks/ or tmp/: %s (commit group of %zu "
+			 "segments, all failed)", strerror(-ret), n);
+		fail_all(m, n, errno_code(ret), msg, 1);
+		goto out;
+	}
+
+	/* 5. durable: reply */
+	for (size_t i = 0; i < n; i++) {
+		struct tv_segment *seg = m[i].seg;
+
+		if (!m[i].ok)
+			continue;
+		tv_store_release_published(store, m[i].cs.files, seg->n);
+		/* the files now live in blocks/ and are closed: from here the segment owns none */
+		for (size_t b = 0; b < seg->n; b++) {
+			seg->blocks[b].file = NULL;
+			fd_closed(seg, &seg->blocks[b]);
+		}
+		release_id(seg);
+		seg->state = SEG_COMMITTED;
+		seg->pending = PENDING_NONE;
+		fprintf(stderr, "segment %016llx committed: %zu blocks, %llu bytes\n",
+			(unsigned long long)seg->segment_id, seg->n,
+			(unsigned long long)m[i].cs.total_bytes);
+		respond(seg, m[i].cs.total_bytes, m[i].cs.ids, seg->n);
+		seg->sink->finish(seg->arg, GRPC_STATUS_OK, "");
+	}
+out:
+	for (size_t i = 0; i < n; i++)
+		commit_set_free(&m[i].cs);
 }
 
 /* A FLUSH or COMMIT waits here until the writes before it and the syncs of their blocks are
@@ -761,13 +907,16 @@ static void advance(struct tv_segment *seg)
 {
 	enum pending p = seg->pending;
 
-	if (seg->state != SEG_OPEN || p == PENDING_NONE || seg->inflight_ops)
+	if (seg->state != SEG_OPEN || p == PENDING_NONE || p == PENDING_QUEUED ||
+	    seg->inflight_ops)
 		return;
-	seg->pending = PENDING_NONE;
-	if (p == PENDING_FLUSH)
+	if (p == PENDING_FLUSH) {
+		seg->pending = PENDING_NONE;
 		respond(seg, durable_bytes(seg), NULL, 0);
-	else
-		commit_now(seg);
+	} else {
+		seg->pending = PENDING_QUEUED; /* tv_segment_commit_group takes it from here */
+		enqueue(seg);
+	}
 }
 
 /* Retire finished ops from the head: acks for writes (newest offset per block), and the sync

@@ -53,10 +53,35 @@ struct tv_segment_stats {
 
 struct tv_segment;
 
-/* c, s, sink, stats must outlive the segment; arg is passed to the sink. NULL on ENOMEM. */
+/* Group commit: segments whose COMMIT is ready (every block written and fdatasynced) wait
+ * here, one queue per server, until the server's loop finds no gRPC event ready and calls
+ * tv_segment_commit_group. A group shares one catalog transaction (one WAL fsync) and one
+ * fsync of blocks/ and tmp/; nothing waits on purpose (no delay knob): segments that get ready
+ * while a group's syncs run form the next group. */
+struct tv_commit_queue {
+	struct tv_segment *head, *tail;
+	size_t n;
+	uint64_t groups, segments, largest; /* logged at exit */
+};
+
+/* The most segments one group takes; the rest wait for the next group. Bounds the loop's
+ * time away from gRPC per group, and the in-group duplicate scan of the catalog. */
+#define TV_COMMIT_GROUP_MAX_SEGMENTS 256
+
+/* Commit up to TV_COMMIT_GROUP_MAX_SEGMENTS queued segments as one group (server/RECOVERY.md
+ * "Group commit"): one catalog transaction with a savepoint per segment, then the renames,
+ * then one fsync of blocks/ and of tmp/, then each member's commit reply. A member's own
+ * failure (a block id already committed, its rows, its rename) fails that member only; a
+ * failure of a shared step (the transaction's COMMIT, a directory fsync) fails every member,
+ * takes their rows back out and moves their files back, and acknowledges none (the fsync is
+ * never retried). No-op on an empty queue. */
+void tv_segment_commit_group(struct tv_commit_queue *q);
+
+/* c, s, sink, stats, q must outlive the segment; arg is passed to the sink. NULL on ENOMEM. */
 struct tv_segment *tv_segment_new(struct tv_catalog *c, struct tv_store *s,
 				  size_t max_message_bytes, const struct tv_segment_sink *sink,
-				  void *arg, struct tv_segment_stats *stats);
+				  void *arg, struct tv_segment_stats *stats,
+				  struct tv_commit_queue *q);
 /* Aborts (deletes temp files of) a segment that was not committed, then frees it. Writes
  * still in flight finish on their own (their slices and file are released then). */
 void tv_segment_free(struct tv_segment *seg);

@@ -486,37 +486,70 @@ static int fsync_fd(struct tv_store *s, int fd)
 	return wait_op(s, &op);
 }
 
-int tv_store_publish(struct tv_store *s, struct tv_store_file *const *files, size_t n)
+/* Move files[0..i) back from blocks/ into tmp/ (or unlink them where that fails), so the
+ * caller's abort path removes them as temp files. */
+static void rename_back(struct tv_store *s, struct tv_store_file *const *files, size_t i)
 {
 	char name[TEMP_NAME_MAX];
-	size_t i;
-	int ret = 0;
 
-	for (i = 0; i < n; i++) {
-		tv_store_block_name(files[i]->segment_id, files[i]->block_id, name, sizeof(name));
-		if (renameat2(s->tmp_fd, files[i]->name, s->blocks_fd, name, RENAME_NOREPLACE)) {
-			ret = -errno;
-			goto undo;
-		}
-	}
-	ret = fsync_fd(s, s->blocks_fd);
-	if (!ret)
-		ret = fsync_fd(s, s->tmp_fd);
-	if (ret)
-		goto undo;
-	for (i = 0; i < n; i++) {
-		file_close_fd(s, files[i]);
-		free(files[i]);
-	}
-	return 0;
-undo:
-	/* move the renamed ones back so the caller's abort path unlinks them as temp files */
 	while (i-- > 0) {
 		tv_store_block_name(files[i]->segment_id, files[i]->block_id, name, sizeof(name));
 		if (renameat(s->blocks_fd, name, s->tmp_fd, files[i]->name))
 			unlinkat(s->blocks_fd, name, 0);
 	}
+}
+
+int tv_store_rename_in(struct tv_store *s, struct tv_store_file *const *files, size_t n)
+{
+	char name[TEMP_NAME_MAX];
+
+	for (size_t i = 0; i < n; i++) {
+		tv_store_block_name(files[i]->segment_id, files[i]->block_id, name, sizeof(name));
+		if (renameat2(s->tmp_fd, files[i]->name, s->blocks_fd, name, RENAME_NOREPLACE)) {
+			int ret = -errno;
+
+			rename_back(s, files, i);
+			return ret;
+		}
+	}
+	return 0;
+}
+
+void tv_store_rename_back(struct tv_store *s, struct tv_store_file *const *files, size_t n)
+{
+	rename_back(s, files, n);
+}
+
+int tv_store_sync_dirs(struct tv_store *s)
+{
+	int ret = fsync_fd(s, s->blocks_fd);
+
+	if (!ret)
+		ret = fsync_fd(s, s->tmp_fd);
 	return ret;
+}
+
+void tv_store_release_published(struct tv_store *s, struct tv_store_file *const *files, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		file_close_fd(s, files[i]);
+		free(files[i]);
+	}
+}
+
+int tv_store_publish(struct tv_store *s, struct tv_store_file *const *files, size_t n)
+{
+	int ret = tv_store_rename_in(s, files, n);
+
+	if (ret)
+		return ret;
+	ret = tv_store_sync_dirs(s);
+	if (ret) {
+		rename_back(s, files, n);
+		return ret;
+	}
+	tv_store_release_published(s, files, n);
+	return 0;
 }
 
 void tv_store_abort(struct tv_store *s, struct tv_store_file *f)

@@ -122,6 +122,18 @@ int tv_store_sync(struct tv_store *s, struct tv_store_file *const *files, size_t
  * fails) and all are still owned by the caller (tv_store_abort them). The caller commits the
  * catalog rows first: blocks/ holds only committed blocks (server/RECOVERY.md). */
 int tv_store_publish(struct tv_store *s, struct tv_store_file *const *files, size_t n);
+/* tv_store_publish in steps, for a group commit of several segments with one directory sync:
+ * tv_store_rename_in renames files[0..n) into blocks/ (RENAME_NOREPLACE); on failure (negative
+ * errno, -EEXIST for a name already there) the ones it renamed are moved back and the files
+ * stay the caller's. tv_store_sync_dirs fsyncs blocks/ then tmp/ (synchronous; negative errno
+ * of the first failure: the caller must not retry it, a second fsync may report success for
+ * entries the first one lost). tv_store_rename_back undoes a tv_store_rename_in of files[0..n)
+ * (after a failed sync). tv_store_release_published closes and frees files[0..n) once their
+ * directory entries are durable. */
+int tv_store_rename_in(struct tv_store *s, struct tv_store_file *const *files, size_t n);
+int tv_store_sync_dirs(struct tv_store *s);
+void tv_store_rename_back(struct tv_store *s, struct tv_store_file *const *files, size_t n);
+void tv_store_release_published(struct tv_store *s, struct tv_store_file *const *files, size_t n);
 /* Unlink a temp file now; close and free it once no operation on it is in flight.
  * NULL is a no-op. */
 void tv_store_abort(struct tv_store *s, struct tv_store_file *f);

@@ -310,6 +310,7 @@ int tv_writer_write_segment(struct tv_writer *w, uint64_t segment_id,
 		zc_wait_idle(w);
 
 	if (committed) {
+		w->st.last_commit_ns = sg.commit_acked_ns - sg.commit_sent_ns;
 		w->st.segments_committed++;
 		w->st.blocks_committed += n;
 		w->st.records_committed += records;

@@ -56,6 +56,10 @@ struct tv_writer_stats {
 	 * payload goes to gRPC as sub-slices of the block); every chunk byte with no_zerocopy;
 	 * plus the one chunk test_corrupt_chunk sends from a corrupted copy. */
 	uint64_t payload_bytes_copied;
+	/* The last committed segment's commit latency in ns (CLOCK_MONOTONIC): from its first
+	 * COMMIT sent to its last commit reply, i.e. the server's commit plus one round trip.
+	 * 0 before the first committed segment. */
+	uint64_t last_commit_ns;
 };
 
 struct tv_writer;

@@ -12,6 +12,7 @@
 
 #include <grpc/support/time.h>
 
+#include "common/clock.h"
 #include "rpc/rpc.h"
 #include "tracevault.pb-c.h"
 #include "proto/wire.h"
@@ -211,6 +212,8 @@ static void pump(struct tv_wstream *s)
 				   &bb);
 		last = true;
 		s->step = W_COMMIT_SENT;
+		if (!sg->commit_sent_ns)
+			sg->commit_sent_ns = tv_monotonic_ns();
 		break;
 	default:
 		return;
@@ -275,6 +278,7 @@ static void on_commit_reply(struct tv_wstream *s, const Tracevault__V1__WriteRes
 		return;
 	}
 	s->committed = true;
+	sg->commit_acked_ns = tv_monotonic_ns();
 }
 
 static void on_ack(struct tv_wstream *s, const Tracevault__V1__WriteResponse *r)

@@ -46,6 +46,9 @@ struct tv_wstream_seg {
 	struct tv_wstream *streams; /* tv_wstream_plan allocates, tv_wstream_free frees */
 	size_t nstreams, nflushed;
 	bool failed;
+	/* CLOCK_MONOTONIC ns: the first COMMIT sent, the last commit reply read (0 until then);
+	 * their difference is the segment's commit latency (tv_writer_stats.last_commit_ns) */
+	uint64_t commit_sent_ns, commit_acked_ns;
 	char reason[TV_WSTREAM_REASON_BYTES];    /* the first failure */
 	char cleanup[TV_WSTREAM_CLEANUP_BYTES];  /* cleanup errors, "; "-separated */
 	unsigned cleanup_errors;
