@@ -1,7 +1,9 @@
-/* tracevault put: reads JSON Lines, checks every line and seals them into blocks first, then
- * writes the blocks as one atomic segment, so a bad file leaves nothing on the servers. */
+/* tracevault put: reads JSON Lines and streams the sealed blocks to the servers as one atomic
+ * segment while it parses (memory bounded by --cache-bytes); a bad line cancels the segment,
+ * so a bad file leaves nothing on the servers. */
 #include <errno.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <inttypes.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -23,26 +25,41 @@
 #define PUT_BLOCK_RAW_BYTES TV_DEFAULT_BLOCK_BYTES
 #define PUT_BLOCK_RECORDS 65536
 #define CONNECT_TIMEOUT_MS 10000
+/* Sealed blocks held at once (--cache-bytes): parsed ahead of the network, or sent and not yet
+ * acknowledged. This, not the file size, bounds put's memory. */
+#define PUT_DEFAULT_CACHE_BYTES (64u << 20)
+
+struct put_opts {
+	struct tv_writer_opts wo;
+	size_t cache_bytes;
+};
 
 static const struct tv_cli_opt put_options[] = {
-	{"server", 's', TV_CLI_ARG_STRING, offsetof(struct tv_writer_opts, server), NULL, NULL,
+	{"server", 's', TV_CLI_ARG_STRING, offsetof(struct put_opts, wo.server), NULL, NULL,
 	 NULL},
-	TV_CLI_WRITER_OPTIONS(struct tv_writer_opts, ),
+	{"cache-bytes", 0, TV_CLI_ARG_SIZE, offsetof(struct put_opts, cache_bytes),
+	 &tv_pipeline_cache_bytes_limit, NULL, NULL},
+	TV_CLI_WRITER_OPTIONS(struct put_opts, wo.),
 	{0},
 };
 
 static const char *const put_usage[] = {
-	"Usage: tracevault put [--server HOST:PORT[,HOST:PORT...]] [--chunk-bytes N]\n"
+	"Usage: tracevault put [--server HOST:PORT[,HOST:PORT...]] [--cache-bytes N]\n"
+	"                      [--chunk-bytes N]\n"
 	"                      [--window-bytes N] [--no-zerocopy] [--max-message-bytes N]\n"
 	"                      [--test-corrupt-chunk N] FILE|-\n"
 	"\n"
 	"Import JSON Lines records (the fields `tracevault query --format jsonl` prints; ts_ns\n"
-	"required, others default to 0 or \"\") as one segment: all lines are checked first, then\n"
-	"written atomically (with several servers: two-phase, FLUSH on all, then COMMIT on all).\n"
-	"A bad line aborts the import with its line number. Sizes N take a K, M or G suffix.\n"
+	"required, others default to 0 or \"\") as one atomic segment, sent while it is read and\n"
+	"committed at the end of the input (with several servers: two-phase, FLUSH on all, then\n"
+	"COMMIT on all). A bad line cancels the import with its line number and nothing is\n"
+	"committed. Sizes N take a K, M or G suffix.\n"
 	"\n"
 	"  -s, --server LIST          tracevaultd(s) to write to, comma-separated (default:\n"
 	"                             $" TV_SERVER_ENV ", else " TV_DEFAULT_SERVER ")\n"
+	"      --cache-bytes N        sealed blocks held in memory at once, 2K to 1024G and\n"
+	"                             at least two 4M blocks (default 64M); bounds memory\n"
+	"                             whatever the file size\n"
 	"      --chunk-bytes N        payload bytes per gRPC message, 1 to 1073741760 and at\n"
 	"                             most --max-message-bytes - 64 (default 1M)\n"
 	"      --window-bytes N       unacknowledged bytes per stream, 1 to 1024G (default 8M)\n"
@@ -59,22 +76,21 @@ static const char *const put_usage[] = {
 	NULL,
 };
 
-struct put_blocks {
-	struct tv_block_buf *v;
-	size_t n, cap;
-	uint64_t records;
+/* The parser side of a streamed put: lines in, one sealed block per next() call. */
+struct put_source {
+	FILE *in;
+	const char *name;
+	struct tv_block_builder *b;
+	char *line;
+	size_t cap;
+	uint64_t line_no, records, blocks;
+	struct tv_block_buf first; /* sealed before connecting (see tv_cmd_put) */
+	bool has_first;
 };
 
-static void put_blocks_free(struct put_blocks *pb)
+static int seal_block(struct put_source *ps, struct tv_block_buf *out, char *err, size_t errlen)
 {
-	for (size_t i = 0; i < pb->n; i++)
-		free((void *)pb->v[i].data);
-	free(pb->v);
-}
-
-static int seal_block(struct tv_block_builder *b, struct put_blocks *pb)
-{
-	uint32_t count = tv_block_builder_count(b);
+	uint32_t count = tv_block_builder_count(ps->b);
 	uint64_t block_id = tv_random_id();
 	void *data;
 	size_t len;
@@ -82,133 +98,134 @@ static int seal_block(struct tv_block_builder *b, struct put_blocks *pb)
 
 	if (count == 0)
 		return 0;
-	if (pb->n == pb->cap) {
-		size_t cap = pb->cap ? pb->cap * 2 : 16;
-		struct tv_block_buf *v = realloc(pb->v, cap * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		pb->v = v;
-		pb->cap = cap;
-	}
-	ret = tv_block_builder_seal(b, block_id, TV_CODEC_ZSTD, TV_BLOCK_DEFAULT_ZSTD_LEVEL,
+	ret = tv_block_builder_seal(ps->b, block_id, TV_CODEC_ZSTD, TV_BLOCK_DEFAULT_ZSTD_LEVEL,
 				    &data, &len);
-	if (ret)
+	if (ret) {
+		snprintf(err, errlen, "seal block: %s", strerror(-ret));
 		return ret;
-	pb->v[pb->n++] = (struct tv_block_buf){
+	}
+	*out = (struct tv_block_buf){
 		.block_id = block_id, .data = data, .len = len, .record_count = count};
-	pb->records += count;
-	return 0;
+	ps->records += count;
+	ps->blocks++;
+	return 1;
 }
 
-/* Every line parsed and sealed into blocks before anything is sent, so a bad line leaves
- * nothing on the server. Returns 0, or 1 after printing "FILE:LINE: reason" / a read error. */
-static int read_records(FILE *in, const char *name, struct put_blocks *pb)
+/* tv_block_source_fn: parse lines until a block is full (or the input ends) and seal it.
+ * A bad line fails with "FILE:LINE: reason": the writer then cancels the whole segment. */
+static int next_block(void *arg, struct tv_block_buf *out, char *err, size_t errlen)
 {
-	struct tv_block_builder *b = tv_block_builder_new();
+	struct put_source *ps = arg;
 	struct tv_record_json rj;
-	char err[TV_CLI_ERR_LEN];
-	char *line = NULL;
-	size_t cap = 0;
-	uint64_t line_no = 0;
+	char why[TV_CLI_ERR_LEN];
 	ssize_t n;
-	int ret = 0;
+	int ret;
 
-	if (!b)
-		return tv_cli_runtime_error("out of memory");
-	while ((n = getline(&line, &cap, in)) >= 0) {
+	if (ps->has_first) {
+		*out = ps->first;
+		ps->has_first = false;
+		return 1;
+	}
+	while ((n = getline(&ps->line, &ps->cap, ps->in)) >= 0) {
 		size_t len = (size_t)n, i;
+		char *line = ps->line;
 
-		line_no++;
+		ps->line_no++;
 		while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
 			len--;
 		for (i = 0; i < len && (line[i] == ' ' || line[i] == '\t'); i++)
 			;
 		if (i == len)
 			continue; /* empty lines are allowed anywhere */
-		if (tv_record_json_parse(&rj, line, len, err, sizeof(err))) {
-			ret = tv_cli_runtime_error("%s:%" PRIu64 ": %s", name, line_no, err);
-			goto out;
+		if (tv_record_json_parse(&rj, line, len, why, sizeof(why))) {
+			snprintf(err, errlen, "%s:%" PRIu64 ": %s", ps->name, ps->line_no, why);
+			return -EINVAL;
 		}
-		ret = tv_block_builder_add(b, &rj.rec);
+		ret = tv_block_builder_add(ps->b, &rj.rec);
 		tv_record_json_release(&rj);
 		if (ret) {
-			ret = tv_cli_runtime_error("%s:%" PRIu64 ": %s", name, line_no,
-						   ret == -E2BIG ? "record too large"
-							  : strerror(-ret));
-			goto out;
+			snprintf(err, errlen, "%s:%" PRIu64 ": %s", ps->name, ps->line_no,
+				 ret == -E2BIG ? "record too large" : strerror(-ret));
+			return ret;
 		}
-		if (tv_block_builder_count(b) >= PUT_BLOCK_RECORDS ||
-		    tv_block_builder_raw_bytes(b) >= PUT_BLOCK_RAW_BYTES) {
-			ret = seal_block(b, pb);
-			if (ret) {
-				ret = tv_cli_runtime_error("seal block: %s", strerror(-ret));
-				goto out;
-			}
-		}
+		if (tv_block_builder_count(ps->b) >= PUT_BLOCK_RECORDS ||
+		    tv_block_builder_raw_bytes(ps->b) >= PUT_BLOCK_RAW_BYTES)
+			return seal_block(ps, out, err, errlen);
 	}
-	if (ferror(in)) {
-		ret = tv_cli_runtime_error("read %s: %s", name, strerror(errno));
-		goto out;
+	if (ferror(ps->in)) {
+		snprintf(err, errlen, "read %s: %s", ps->name, strerror(errno));
+		return -EIO;
 	}
-	ret = seal_block(b, pb);
-	if (ret)
-		ret = tv_cli_runtime_error("seal block: %s", strerror(-ret));
-out:
-	free(line);
-	tv_block_builder_free(b);
-	return ret;
+	return seal_block(ps, out, err, errlen);
 }
 
 int tv_cmd_put(int argc, char **argv)
 {
-	struct tv_writer_opts wo = {0};
-	struct put_blocks pb = {0};
+	struct put_opts po = {0};
+	struct put_source ps = {0};
 	struct tv_writer *w = NULL;
-	const char *path, *name;
+	const char *path;
 	char err[TV_CLI_ERR_LEN];
-	FILE *in;
+	size_t cache;
 	int ret;
 
-	ret = tv_cli_parse(argc, argv, put_options, put_usage, &wo);
+	ret = tv_cli_parse(argc, argv, put_options, put_usage, &po);
 	if (ret != TV_CLI_PARSED)
 		return ret;
-	ret = tv_cli_check_servers(&wo.server);
+	ret = tv_cli_check_servers(&po.wo.server);
 	if (ret)
 		return ret;
-	ret = tv_cli_check_chunk_fits(wo.chunk_bytes, wo.max_message_bytes);
+	ret = tv_cli_check_chunk_fits(po.wo.chunk_bytes, po.wo.max_message_bytes);
 	if (ret)
 		return ret;
+	cache = po.cache_bytes ? po.cache_bytes : PUT_DEFAULT_CACHE_BYTES;
+	if (tv_pipeline_check_cache(cache, PUT_BLOCK_RAW_BYTES))
+		return tv_cli_usage_error("--cache-bytes must hold at least two of put's blocks of "
+					  "4M (at least 8M)");
 	if (optind == argc)
 		return tv_cli_usage_error("put: missing FILE (or - for stdin)");
 	if (optind + 1 < argc)
 		return tv_cli_usage_error("put: unexpected argument '%s'", argv[optind + 1]);
 	path = argv[optind];
-	name = strcmp(path, "-") == 0 ? "<stdin>" : path;
-	in = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
-	if (!in)
+	ps.name = strcmp(path, "-") == 0 ? "<stdin>" : path;
+	ps.in = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+	if (!ps.in)
 		return tv_cli_runtime_error("open %s: %s", path, strerror(errno));
-	ret = read_records(in, name, &pb);
-	if (in != stdin)
-		fclose(in);
-	if (ret)
-		goto out;
-
-	w = tv_writer_new(&wo);
-	if (!w) {
-		ret = tv_cli_runtime_error("cannot create gRPC channels to %s", wo.server);
+	ps.b = tv_block_builder_new();
+	if (!ps.b) {
+		ret = tv_cli_runtime_error("out of memory");
 		goto out;
 	}
-	if (tv_writer_probe(w, CONNECT_TIMEOUT_MS, err, sizeof(err)) ||
-	    tv_writer_write_segment(w, tv_random_id(), pb.v, pb.n, err, sizeof(err))) {
+	/* The first block is parsed before connecting: a file that fits one block (most) is
+	 * wholly checked before any server is involved, as before streaming. */
+	ret = next_block(&ps, &ps.first, err, sizeof(err));
+	if (ret < 0) {
 		ret = tv_cli_runtime_error("%s", err);
 		goto out;
 	}
-	fprintf(stderr, "put %" PRIu64 " record%s in %zu block%s\n", pb.records,
-		pb.records == 1 ? "" : "s", pb.n, pb.n == 1 ? "" : "s");
+	ps.has_first = ret == 1;
+
+	w = tv_writer_new(&po.wo);
+	if (!w) {
+		ret = tv_cli_runtime_error("cannot create gRPC channels to %s", po.wo.server);
+		goto out;
+	}
+	if (tv_writer_probe(w, CONNECT_TIMEOUT_MS, err, sizeof(err)) ||
+	    tv_writer_stream_segment(w, tv_random_id(), cache, next_block, &ps, err,
+				     sizeof(err))) {
+		ret = tv_cli_runtime_error("%s", err);
+		goto out;
+	}
+	fprintf(stderr, "put %" PRIu64 " record%s in %" PRIu64 " block%s\n", ps.records,
+		ps.records == 1 ? "" : "s", ps.blocks, ps.blocks == 1 ? "" : "s");
 	ret = EXIT_SUCCESS;
 out:
+	if (ps.has_first)
+		free((void *)ps.first.data);
 	tv_writer_free(w);
-	put_blocks_free(&pb);
+	tv_block_builder_free(ps.b);
+	free(ps.line);
+	if (ps.in != stdin)
+		fclose(ps.in);
 	return ret;
 }

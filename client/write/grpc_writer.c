@@ -20,6 +20,7 @@
 #include "common/clock.h"
 #include "common/grpc_util.h"
 #include "proto/block.h"
+#include "write/block_cache.h"
 #include "write/chunker.h"
 #include "rpc/rpc.h"
 #include "tracevault.pb-c.h"
@@ -37,7 +38,7 @@ const struct tv_limit tv_writer_window_bytes_limit = {.min = 1, .max = 1ull << 4
  * a sub-slice sharing that refcount, so gRPC keeps the bytes alive for exactly as long as it
  * needs them, possibly after the call is gone. Blocks from the cache (tv_block_buf.slice) are
  * freed by the cache's destroy callback when the last ref drops: the writer need not wait.
- * Borrowed blocks (slice == NULL: put, bench) are wrapped here with zc_release as destroy
+ * Borrowed blocks (slice == NULL: bench) are wrapped here with zc_release as destroy
  * callback, and write_segment waits for zc_refs to reach zero before it returns, since the
  * caller frees that memory afterwards.
  */
@@ -341,5 +342,161 @@ int tv_writer_write_segment(struct tv_writer *w, uint64_t segment_id,
 		 "segment %016" PRIx64 " failed: %s; dropped %zu blocks, %" PRIu64
 		 " records, ts [%" PRIu64 ", %" PRIu64 "]; cleanup: %s",
 		 segment_id, sg.reason, n, records, from_ns, to_ns, cleanup);
+	return -EIO;
+}
+
+/* ---- one streamed segment ---- */
+
+struct stream_feed {
+	struct tv_block_cache *cache;
+	tv_block_source_fn next;
+	void *arg;
+	struct tv_block_buf *blocks;
+	grpc_slice *base;
+	size_t cap;
+	struct tv_block_buf pending; /* produced, waiting for room in the cache */
+	bool has_pending;
+	int src_ret;                 /* next()'s error, 0 if none */
+	char src_err[TV_WSTREAM_REASON_BYTES];
+	uint64_t records, bytes, from_ns, to_ns;
+};
+
+static bool feed_block(struct tv_wstream_seg *sg)
+{
+	struct stream_feed *f = sg->feed_arg;
+	struct tv_block_header h;
+	grpc_slice slice;
+	int ret;
+
+	if (!f->has_pending) {
+		f->pending = (struct tv_block_buf){0};
+		ret = f->next(f->arg, &f->pending, f->src_err, sizeof(f->src_err));
+		if (ret == 0) {
+			sg->more_input = false;
+			return false;
+		}
+		if (ret < 0) {
+			f->src_ret = ret;
+			tv_wstream_fail(sg, "%s", f->src_err);
+			return false;
+		}
+		f->has_pending = true;
+	}
+	ret = tv_block_cache_reserve(f->cache, f->pending.len, 0);
+	if (ret == -ENOBUFS)
+		return false; /* an ack will free room */
+	if (ret) {
+		tv_wstream_fail(sg, "a block of %zu bytes is larger than the cache", f->pending.len);
+		f->src_ret = ret;
+		snprintf(f->src_err, sizeof(f->src_err), "%s", sg->reason);
+		return false;
+	}
+	if (sg->n == f->cap) {
+		size_t cap = f->cap ? f->cap * 2 : 64;
+		struct tv_block_buf *b = realloc(f->blocks, cap * sizeof(*b));
+		grpc_slice *base;
+
+		if (b)
+			f->blocks = b;
+		base = b ? realloc(f->base, cap * sizeof(*base)) : NULL;
+		if (!base) {
+			tv_block_cache_unreserve(f->cache, f->pending.len);
+			tv_wstream_fail(sg, "out of memory growing the segment");
+			return false;
+		}
+		f->base = base;
+		f->cap = cap;
+	}
+	if (!tv_block_header_parse(f->pending.data, f->pending.len, &h, NULL, 0) &&
+	    h.record_count) {
+		if (h.min_ts_ns < f->from_ns)
+			f->from_ns = h.min_ts_ns;
+		if (h.max_ts_ns > f->to_ns)
+			f->to_ns = h.max_ts_ns;
+	}
+	ret = tv_block_cache_adopt(f->cache, (void *)f->pending.data, f->pending.len, &slice);
+	f->has_pending = false; /* the cache owns (or freed) the data now */
+	if (ret) {
+		tv_wstream_fail(sg, "out of memory adopting a block");
+		return false;
+	}
+	f->blocks[sg->n] = f->pending;
+	f->blocks[sg->n].data = NULL; /* freed by the cache once sent and acknowledged */
+	f->base[sg->n] = slice;
+	sg->blocks = f->blocks;
+	sg->base = f->base;
+	f->records += f->pending.record_count;
+	f->bytes += f->pending.len;
+	sg->n++;
+	tv_wstream_add_block(sg, sg->n - 1);
+	return true;
+}
+
+int tv_writer_stream_segment(struct tv_writer *w, uint64_t segment_id, size_t cache_bytes,
+			     tv_block_source_fn next, void *arg, char *err, size_t errlen)
+{
+	struct stream_feed f = {.next = next, .arg = arg, .from_ns = UINT64_MAX};
+	struct tv_wstream_seg sg = {.conf = &w->conf, .st = &w->st, .segment_id = segment_id,
+				    .more_input = true, .release_acked = true,
+				    .feed = feed_block, .feed_arg = &f};
+	char cleanup[TV_WSTREAM_CLEANUP_BYTES + 32];
+	unsigned deleted = 0;
+	bool committed;
+
+	f.cache = tv_block_cache_new(cache_bytes);
+	if (!f.cache || tv_wstream_begin(&sg)) {
+		tv_block_cache_free(f.cache);
+		free(sg.streams);
+		snprintf(err, errlen, "segment %016" PRIx64 " failed: out of memory", segment_id);
+		return -ENOMEM;
+	}
+	tv_wstream_run_streaming(&sg);
+	committed = tv_wstream_committed(&sg) && !sg.more_input;
+	if (!committed && !sg.failed)
+		tv_wstream_fail(&sg, "segment not confirmed by every server");
+	tv_wstream_free(&sg);
+	for (size_t i = 0; i < sg.n; i++)
+		grpc_slice_unref(f.base[i]); /* the released ones are empty slices */
+	if (f.has_pending)
+		free((void *)f.pending.data);
+	tv_block_cache_free(f.cache); /* lives on while gRPC still holds a block */
+
+	if (committed) {
+		w->st.segments_committed++;
+		w->st.blocks_committed += sg.n;
+		w->st.records_committed += f.records;
+		w->st.bytes_committed += f.bytes;
+		free(f.blocks);
+		free(f.base);
+		return 0;
+	}
+	for (unsigned k = 0; k < w->conf.nservers; k++)
+		if (sg.stream_of[k] && delete_on(w, &sg, k))
+			deleted++;
+	free(f.blocks);
+	free(f.base);
+	w->st.segments_failed++;
+	w->st.blocks_dropped += sg.n;
+	w->st.records_dropped += f.records;
+	w->st.cleanup_errors += sg.cleanup_errors;
+	if (sg.cleanup_errors)
+		snprintf(cleanup, sizeof(cleanup), "%u errors: %s", sg.cleanup_errors, sg.cleanup);
+	else
+		snprintf(cleanup, sizeof(cleanup), "ok (segment deleted on %u server%s)", deleted,
+			 deleted == 1 ? "" : "s");
+	if (f.src_ret) {
+		/* the input's own failure: its reason alone, as when nothing was sent */
+		if (sg.cleanup_errors)
+			snprintf(err, errlen, "%s; cleanup: %s", f.src_err, cleanup);
+		else
+			snprintf(err, errlen, "%s", f.src_err);
+		return f.src_ret;
+	}
+	if (f.from_ns > f.to_ns)
+		f.from_ns = f.to_ns = 0;
+	snprintf(err, errlen,
+		 "segment %016" PRIx64 " failed: %s; dropped %zu blocks, %" PRIu64
+		 " records, ts [%" PRIu64 ", %" PRIu64 "]; cleanup: %s",
+		 segment_id, sg.reason, sg.n, f.records, f.from_ns, f.to_ns, cleanup);
 	return -EIO;
 }

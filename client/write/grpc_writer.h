@@ -94,6 +94,24 @@ unsigned tv_place_block(uint64_t block_id, unsigned nservers);
 int tv_writer_write_segment(struct tv_writer *w, uint64_t segment_id,
 			    const struct tv_block_buf *blocks, size_t n, char *err, size_t errlen);
 
+/* The next block of a streamed segment: fills out->block_id, data (malloc'd; ownership moves
+ * to the writer), len and record_count and returns 1; returns 0 at the end of the input, or
+ * a negative errno with a one-line reason in err (errlen >= 1) to abandon the segment. */
+typedef int (*tv_block_source_fn)(void *arg, struct tv_block_buf *out, char *err,
+				  size_t errlen);
+
+/* Like tv_writer_write_segment, but the blocks come from next() while the streams run, so
+ * a segment of any size is sent with at most cache_bytes of sealed blocks in memory: a block
+ * is taken once it fits the budget and its memory goes back once its server acknowledged it
+ * (and gRPC dropped its references). Still one atomic segment: nothing is committed before
+ * next() returned 0 and every server flushed. The calls have no deadline; the segment fails
+ * after timeout_ms without progress. Returns 0 once committed; -EIO after a write failure
+ * (err as tv_writer_write_segment's line); -E2BIG when a block is larger than cache_bytes;
+ * or next()'s own negative errno with its reason in err, after the segment was cancelled
+ * and deleted everywhere it was sent (a cleanup failure is appended: "; cleanup: ..."). */
+int tv_writer_stream_segment(struct tv_writer *w, uint64_t segment_id, size_t cache_bytes,
+			     tv_block_source_fn next, void *arg, char *err, size_t errlen);
+
 const struct tv_writer_stats *tv_writer_stats(const struct tv_writer *w);
 
 /* A random non-zero 64-bit id for segments and blocks (getrandom). */

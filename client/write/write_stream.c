@@ -47,7 +47,7 @@ struct tv_wstream {
 	grpc_call *call;
 	size_t *blk;	  /* indexes into sg->blocks, in send order */
 	uint64_t *acked;  /* per blk[i]: bytes the server acknowledged */
-	size_t nblk;
+	size_t nblk, cap;
 	size_t bi, off;	  /* next block (index into blk) and offset in it */
 	size_t blocks_acked; /* leading blk[] entries fully acknowledged */
 	enum wstep step;
@@ -171,6 +171,13 @@ static void pump(struct tv_wstream *s)
 		s->step = W_OPEN_BLOCK;
 		break;
 	case W_OPEN_BLOCK:
+		if (s->bi == s->nblk) {
+			if (sg->more_input)
+				return; /* tv_wstream_add_block or the end of input pumps again */
+			s->step = W_DATA_DONE;
+			pump(s);
+			return;
+		}
 		b = &sg->blocks[s->blk[s->bi]];
 		ret = pack_command(TRACEVAULT__V1__COMMAND_TYPE__OPEN_BLOCK, sg->segment_id, 0,
 				   b->block_id, b->len, &bb);
@@ -193,8 +200,10 @@ static void pump(struct tv_wstream *s)
 		sg->st->payload_bytes_copied += copied;
 		s->sent_bytes += len;
 		s->off += len;
-		if (s->off == b->len)
-			s->step = ++s->bi < s->nblk ? W_OPEN_BLOCK : W_DATA_DONE;
+		if (s->off == b->len) {
+			s->bi++;
+			s->step = W_OPEN_BLOCK;
+		}
 		break;
 	case W_DATA_DONE:
 		/* FLUSH only once the server has every byte: its reply then covers them all */
@@ -302,8 +311,14 @@ static void on_ack(struct tv_wstream *s, const Tracevault__V1__WriteResponse *r)
 	if (r->offset < sg->blocks[s->blk[j]].len)
 		s->per_chunk_acks = true;
 	while (s->blocks_acked < s->nblk &&
-	       s->acked[s->blocks_acked] == sg->blocks[s->blk[s->blocks_acked]].len)
+	       s->acked[s->blocks_acked] == sg->blocks[s->blk[s->blocks_acked]].len) {
+		if (sg->release_acked) {
+			/* gRPC's own sub-slice refs keep the bytes until it is done with them */
+			grpc_slice_unref(sg->base[s->blk[s->blocks_acked]]);
+			sg->base[s->blk[s->blocks_acked]] = grpc_empty_slice();
+		}
 		s->blocks_acked++;
+	}
 	if (s->acked_bytes > s->sent_bytes)
 		tv_wstream_fail(sg, "%s: acked %" PRIu64 " bytes, only %" PRIu64 " sent", srv,
 				s->acked_bytes, s->sent_bytes);
@@ -409,6 +424,40 @@ static bool any_busy(const struct tv_wstream_seg *sg)
 	return false;
 }
 
+/* One completed batch of a stream. */
+static void on_event(const grpc_event *ev)
+{
+	struct op_tag *t = ev->tag;
+	struct tv_wstream *s = t->s;
+	struct tv_wstream_seg *sg = s->sg;
+
+	switch (t->kind) {
+	case TAG_SEND:
+		s->send_busy = false;
+		grpc_byte_buffer_destroy(s->send_bb);
+		s->send_bb = NULL;
+		/* a failed send means a broken stream: its status says why */
+		if (ev->success)
+			pump(s);
+		break;
+	case TAG_RECV:
+		s->recv_busy = false;
+		if (ev->success && s->recv_bb) {
+			handle_reply(s);
+			if (!sg->failed)
+				recv_next(s, false);
+		} else if (s->recv_bb) {
+			grpc_byte_buffer_destroy(s->recv_bb);
+			s->recv_bb = NULL;
+		}
+		break;
+	case TAG_STATUS:
+		s->status_busy = false;
+		on_status(s);
+		break;
+	}
+}
+
 /* Drive every stream to its end: every started batch completes exactly once, so the loop ends
  * when none is outstanding. Bounded by the call deadline (plus slack, then cancel). */
 void tv_wstream_run(struct tv_wstream_seg *sg, gpr_timespec deadline)
@@ -433,8 +482,6 @@ void tv_wstream_run(struct tv_wstream_seg *sg, gpr_timespec deadline)
 	}
 	while (any_busy(sg)) {
 		grpc_event ev = grpc_completion_queue_next(sg->conf->cq, wait_until, NULL);
-		struct op_tag *t;
-		struct tv_wstream *s;
 
 		if (ev.type == GRPC_QUEUE_TIMEOUT) {
 			/* gRPC should have ended the calls at their deadline; force it. After a
@@ -446,33 +493,7 @@ void tv_wstream_run(struct tv_wstream_seg *sg, gpr_timespec deadline)
 		}
 		if (ev.type != GRPC_OP_COMPLETE)
 			break; /* queue shut down: cannot happen while we own it */
-		t = ev.tag;
-		s = t->s;
-		switch (t->kind) {
-		case TAG_SEND:
-			s->send_busy = false;
-			grpc_byte_buffer_destroy(s->send_bb);
-			s->send_bb = NULL;
-			/* a failed send means a broken stream: its status says why */
-			if (ev.success)
-				pump(s);
-			break;
-		case TAG_RECV:
-			s->recv_busy = false;
-			if (ev.success && s->recv_bb) {
-				handle_reply(s);
-				if (!sg->failed)
-					recv_next(s, false);
-			} else if (s->recv_bb) {
-				grpc_byte_buffer_destroy(s->recv_bb);
-				s->recv_bb = NULL;
-			}
-			break;
-		case TAG_STATUS:
-			s->status_busy = false;
-			on_status(s);
-			break;
-		}
+		on_event(&ev);
 	}
 }
 
@@ -552,4 +573,119 @@ void tv_wstream_free(struct tv_wstream_seg *sg)
 		free(s->acked);
 	}
 	free(sg->streams);
+}
+
+/* ---- streaming segments: blocks arrive while the streams run ---- */
+
+int tv_wstream_begin(struct tv_wstream_seg *sg)
+{
+	sg->streams = calloc(sg->conf->nservers, sizeof(*sg->streams));
+	return sg->streams ? 0 : -ENOMEM;
+}
+
+/* Append block i to stream s's list, growing it (doubling). */
+static int stream_append(struct tv_wstream *s, size_t i)
+{
+	if (s->nblk == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 16;
+		size_t *blk = realloc(s->blk, cap * sizeof(*blk));
+		uint64_t *acked;
+
+		if (!blk)
+			return -ENOMEM;
+		s->blk = blk;
+		acked = realloc(s->acked, cap * sizeof(*acked));
+		if (!acked)
+			return -ENOMEM;
+		s->acked = acked;
+		s->cap = cap;
+	}
+	s->blk[s->nblk] = i;
+	s->acked[s->nblk] = 0;
+	s->nblk++;
+	return 0;
+}
+
+int tv_wstream_add_block(struct tv_wstream_seg *sg, size_t i)
+{
+	unsigned k = tv_place_block(sg->blocks[i].block_id, sg->conf->nservers);
+	struct tv_wstream *s;
+	bool fresh = false;
+
+	if (!sg->stream_of[k]) {
+		s = &sg->streams[sg->nstreams];
+		s->sg = sg;
+		s->server = k;
+		s->status = GRPC_STATUS_UNKNOWN;
+		s->details = grpc_empty_slice();
+		grpc_metadata_array_init(&s->init_md);
+		grpc_metadata_array_init(&s->trail_md);
+		s->t_send = (struct op_tag){s, TAG_SEND};
+		s->t_recv = (struct op_tag){s, TAG_RECV};
+		s->t_status = (struct op_tag){s, TAG_STATUS};
+		sg->stream_of[k] = (int)++sg->nstreams;
+		fresh = true;
+	}
+	s = &sg->streams[sg->stream_of[k] - 1];
+	if (stream_append(s, i)) {
+		tv_wstream_fail(sg, "out of memory adding a block to the segment");
+		return -ENOMEM;
+	}
+	if (sg->failed)
+		return 0;
+	if (fresh) {
+		/* no deadline: run_streaming bounds the time without progress instead */
+		if (start_stream(s, gpr_inf_future(GPR_CLOCK_REALTIME)))
+			return 0; /* the segment failed, with the reason */
+		pump(s);
+		recv_next(s, true);
+	} else {
+		pump(s); /* it may be waiting at the end of its list */
+	}
+	return 0;
+}
+
+void tv_wstream_run_streaming(struct tv_wstream_seg *sg)
+{
+	gpr_timespec last = gpr_now(GPR_CLOCK_MONOTONIC);
+	gpr_timespec idle = gpr_time_from_millis(sg->conf->timeout_ms, GPR_TIMESPAN);
+	/* how often to try feed again while the cache is full and nothing completes */
+	gpr_timespec poll = gpr_time_from_millis(10, GPR_TIMESPAN);
+
+	for (unsigned k = 0; k < sg->conf->nservers; k++)
+		tv_rpc_wait_ready(sg->conf->ch[k], sg->conf->cq, CONNECT_WAIT_MS);
+	for (;;) {
+		gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC), until;
+		bool fed = false, busy;
+		grpc_event ev;
+
+		if (sg->more_input && !sg->failed) {
+			fed = sg->feed(sg);
+			if (fed)
+				last = now; /* parsing is progress too */
+			if (!sg->more_input) /* the end: every stream may FLUSH now */
+				for (size_t i = 0; i < sg->nstreams; i++)
+					pump(&sg->streams[i]);
+		}
+		busy = any_busy(sg);
+		if (!busy && (!sg->more_input || sg->failed))
+			return;
+		if (busy && !sg->failed && gpr_time_cmp(gpr_time_sub(now, last), idle) > 0) {
+			tv_wstream_fail(sg, "no progress for %d ms", sg->conf->timeout_ms);
+			continue; /* after a cancel every batch completes promptly */
+		}
+		if (fed)
+			until = now; /* only collect what is ready, then parse on */
+		else if (sg->more_input && !sg->failed)
+			until = gpr_time_add(now, poll);
+		else
+			until = gpr_time_add(now, sg->failed ? idle : poll);
+		ev = grpc_completion_queue_next(sg->conf->cq, until, NULL);
+		if (ev.type == GRPC_QUEUE_TIMEOUT)
+			continue;
+		if (ev.type != GRPC_OP_COMPLETE)
+			return; /* queue shut down: cannot happen while we own it */
+		last = gpr_now(GPR_CLOCK_MONOTONIC);
+		on_event(&ev);
+	}
 }

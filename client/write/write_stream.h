@@ -45,6 +45,16 @@ struct tv_wstream_seg {
 	grpc_slice *base;           /* per block: the caller's ref on its slice */
 	struct tv_wstream *streams; /* tv_wstream_plan allocates, tv_wstream_free frees */
 	size_t nstreams, nflushed;
+	/* Streaming (tv_wstream_run_streaming): blocks and base grow while the segment runs;
+	 * feed adds the next block(s) with tv_wstream_add_block, or clears more_input, or
+	 * fails the segment; it returns false when it added nothing (no room yet, or done). A
+	 * block's base ref is dropped (release_acked) once its server acknowledged every
+	 * byte: no retry ever needs it, so memory stays bounded by what is in flight. */
+	bool more_input;            /* streaming: blocks may still come (FLUSH waits) */
+	bool release_acked;
+	bool (*feed)(struct tv_wstream_seg *sg);
+	void *feed_arg;
+	int stream_of[TV_WRITER_MAX_SERVERS]; /* 1 + index into streams, 0: none yet */
 	bool failed;
 	/* CLOCK_MONOTONIC ns: the first COMMIT sent, the last commit reply read (0 until then);
 	 * their difference is the segment's commit latency (tv_writer_stats.last_commit_ns) */
@@ -62,6 +72,18 @@ int tv_wstream_plan(struct tv_wstream_seg *sg);
  * when none is outstanding. Bounded by the deadline (plus slack, then cancel). sg->base must
  * hold a ref on every block. */
 void tv_wstream_run(struct tv_wstream_seg *sg, gpr_timespec deadline);
+
+/* Streaming: allocate room for one stream per server (none started yet). 0 or -ENOMEM. */
+int tv_wstream_begin(struct tv_wstream_seg *sg);
+
+/* Streaming: block i (already in sg->blocks[i], with its ref in sg->base[i], i == sg->n - 1)
+ * goes to its server's stream, started on first use. 0, or -ENOMEM (the segment is failed). */
+int tv_wstream_add_block(struct tv_wstream_seg *sg, size_t i);
+
+/* Streaming: alternate feed and the completion queue until every stream ended. The calls have
+ * no deadline; instead the segment fails after timeout_ms without any completion while
+ * something is outstanding (no progress). */
+void tv_wstream_run_streaming(struct tv_wstream_seg *sg);
 
 /* true when nothing failed and every stream got its commit reply and status OK. */
 bool tv_wstream_committed(const struct tv_wstream_seg *sg);

@@ -151,6 +151,9 @@ def usage_cases(good_file):
          "tracevault: --interface needs --mode sockfilter"),
         (["put", "--server", UNREACHABLE, "--max-message-bytes", "10", good_file],
          "tracevault: invalid --max-message-bytes: '10' (64K to 1G)"),
+        # put's cache must hold the block being sealed and one waiting for room
+        (["put", "--server", UNREACHABLE, "--cache-bytes", "4M", good_file],
+         "tracevault: --cache-bytes must hold at least two of put's blocks of 4M (at least 8M)"),
     ]
 
 

@@ -230,6 +230,12 @@ static void test_rejections(void **state)
 		       "1.12345678901234567890123}", "field 'latency_ns' must be an integer");
 	assert_rejects("{\"ts_ns\": 1, \"end_ns\": 9223372036854775808, \"latency_ns\": "
 		       "1e-1234567890123456789}", "field 'latency_ns' must be an integer");
+	/* a line with a value beyond int64 is rewritten before its first parse: a long run of
+	 * digits with a leading zero, or a syntax error after it, is still invalid JSON */
+	assert_rejects("{\"ts_ns\": 1, \"end_ns\": 09223372036854775808}", "invalid JSON");
+	assert_rejects("{\"ts_ns\": 1, \"end_ns\": 9223372036854775808, }", "invalid JSON");
+	assert_rejects("{\"ts_ns\": 1, \"end_ns\": 9223372036854775808, \"end_ns\": 2}",
+		       "invalid JSON");
 	/* a header value that is a long number is not a string */
 	assert_rejects("{\"ts_ns\": 1, \"req_headers\": [{\"name\": \"a\", \"value\": "
 		       "9223372036854775808}]}", "element 0 must be");
