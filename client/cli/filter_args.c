@@ -125,23 +125,54 @@ static int arg_status(const char *arg, void *field, char *why, size_t whylen)
 	return each_item(arg, one_status, f, why, whylen);
 }
 
+/* Length of a leading bracketed IPv6 literal ("[::1]" in "[::1]:8080"), else 0: in a --host
+ * value those brackets are the URL's (RFC 3986 §3.2.2), not a glob set, which could never
+ * match a host there anyway. */
+static size_t v6_literal_len(const char *arg)
+{
+	const char *close;
+	char inner[INET6_ADDRSTRLEN + 16];
+	struct in6_addr a;
+	size_t n;
+
+	if (arg[0] != '[' || !(close = strchr(arg, ']')))
+		return 0;
+	n = (size_t)(close - arg - 1);
+	if (n == 0 || n >= sizeof(inner))
+		return 0;
+	memcpy(inner, arg + 1, n);
+	inner[n] = '\0';
+	return inet_pton(AF_INET6, inner, &a) == 1 ? n + 2 : 0;
+}
+
 /* A pattern with '*', '?' or '[' is a glob, one whose only one is a trailing '*' a prefix,
- * else an exact value. */
+ * else an exact value. With host set, a leading "[v6]" is literal (v6_literal_len): a glob
+ * then writes its '[' as "[[]", the glob's own way to match a '['. */
 static int add_match(Tracevault__V1__StringMatch *arr, Tracevault__V1__StringMatch **ptrs,
-		     size_t *n, const char *arg, char *why, size_t whylen)
+		     size_t *n, const char *arg, bool host, char *why, size_t whylen)
 {
 	Tracevault__V1__StringMatch *m = &arr[*n];
-	size_t len = strlen(arg), meta = strcspn(arg, "*?[");
+	size_t len = strlen(arg), lit = host ? v6_literal_len(arg) : 0;
+	size_t meta = lit + strcspn(arg + lit, "*?[");
+	bool glob = meta < len && !(meta == len - 1 && arg[meta] == '*');
 
 	if (room(*n, why, whylen))
 		return -EINVAL;
-	if (!(m->value = dup_item(arg, len, why, whylen)))
+	if (glob && lit && len <= TV_FILTER_MAX_VALUE_BYTES) {
+		char esc[TV_FILTER_MAX_VALUE_BYTES + 3];
+
+		snprintf(esc, sizeof(esc), "[[]%s", arg + 1);
+		m->value = dup_item(esc, len + 2, why, whylen);
+	} else {
+		m->value = dup_item(arg, len, why, whylen);
+	}
+	if (!m->value)
 		return -EINVAL;
 	*m = (Tracevault__V1__StringMatch){ .base = m->base, .value = m->value };
 	m->base = ((Tracevault__V1__StringMatch)TRACEVAULT__V1__STRING_MATCH__INIT).base;
 	if (meta == len) {
 		m->kind = TRACEVAULT__V1__MATCH_KIND__MATCH_EXACT;
-	} else if (meta == len - 1 && arg[meta] == '*') {
+	} else if (!glob) {
 		m->kind = TRACEVAULT__V1__MATCH_KIND__MATCH_PREFIX;
 		m->value[meta] = '\0';
 	} else {
@@ -158,7 +189,7 @@ static int arg_path(const char *arg, void *field, char *why, size_t whylen)
 
 	f->used = true;
 	f->m.paths = f->paths_p;
-	return add_match(f->paths, f->paths_p, &f->m.n_paths, arg, why, whylen);
+	return add_match(f->paths, f->paths_p, &f->m.n_paths, arg, false, why, whylen);
 }
 
 static int arg_host(const char *arg, void *field, char *why, size_t whylen)
@@ -167,7 +198,7 @@ static int arg_host(const char *arg, void *field, char *why, size_t whylen)
 
 	f->used = true;
 	f->m.hosts = f->hosts_p;
-	return add_match(f->hosts, f->hosts_p, &f->m.n_hosts, arg, why, whylen);
+	return add_match(f->hosts, f->hosts_p, &f->m.n_hosts, arg, true, why, whylen);
 }
 
 static int arg_comm(const char *arg, void *field, char *why, size_t whylen)
@@ -176,7 +207,7 @@ static int arg_comm(const char *arg, void *field, char *why, size_t whylen)
 
 	f->used = true;
 	f->m.comms = f->comms_p;
-	return add_match(f->comms, f->comms_p, &f->m.n_comms, arg, why, whylen);
+	return add_match(f->comms, f->comms_p, &f->m.n_comms, arg, false, why, whylen);
 }
 
 static int arg_role(const char *arg, void *field, char *why, size_t whylen)

@@ -9,15 +9,29 @@ U64_MAX = 2**64 - 1
 FLAG_NAMES = {"no_response": 1, "partial": 2, "lost": 4, "cut": 8, "unseen": 32}
 
 
-def match_kind(pattern):
-    """The CLI's rule: '*', '?' or '[' makes a glob, a lone trailing '*' a prefix, else exact.
+def v6_literal_len(pattern):
+    """Length of a leading "[v6]" (RFC 3986 IP-literal), else 0."""
+    if not pattern.startswith("[") or "]" not in pattern:
+        return 0
+    inner = pattern[1:pattern.index("]")]
+    try:
+        ipaddress.IPv6Address(inner)
+    except ValueError:
+        return 0
+    return len(inner) + 2
+
+
+def match_kind(pattern, host=False):
+    """The CLI's rule: '*', '?' or '[' makes a glob, a lone trailing '*' a prefix, else exact;
+    for a host a leading "[v6]" is literal (a glob spells its '[' as "[[]").
     Returns (kind, value) with kind "exact", "prefix" or "glob"."""
-    metas = [i for i, ch in enumerate(pattern) if ch in "*?["]
+    lit = v6_literal_len(pattern) if host else 0
+    metas = [i for i, ch in enumerate(pattern) if ch in "*?[" and i >= lit]
     if not metas:
         return "exact", pattern
     if metas == [len(pattern) - 1] and pattern[-1] == "*":
         return "prefix", pattern[:-1]
-    return "glob", pattern
+    return "glob", ("[[]" + pattern[1:]) if lit else pattern
 
 
 def _latin1(s):
@@ -137,10 +151,10 @@ class FilterSpec:
         for s in self.status:
             lo, hi = self.status_range(s)
             f.status.add(lo=lo, hi=hi)
-        for field, pats in ((f.paths, self.paths), (f.hosts, self.hosts),
-                            (f.comms, self.comms)):
+        for field, pats, host in ((f.paths, self.paths, False), (f.hosts, self.hosts, True),
+                                  (f.comms, self.comms, False)):
             for p in pats:
-                kind, value = match_kind(p)
+                kind, value = match_kind(p, host)
                 field.add(kind=kinds[kind], value=value)
         f.paths_with_query = self.path_with_query
         f.role = {"": pb.ROLE_ANY, "server": pb.ROLE_SERVER, "client": pb.ROLE_CLIENT}[self.role]
@@ -206,7 +220,7 @@ class FilterSpec:
             h = r.host.lower()
             cands = {h, host_without_port(h)}
             if not any(str_match(k, v.lower(), c)
-                       for k, v in map(match_kind, self.hosts) for c in cands):
+                       for k, v in (match_kind(p, True) for p in self.hosts) for c in cands):
                 return False
         if self.role and r.role != self.role:
             return False
