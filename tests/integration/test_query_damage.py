@@ -87,12 +87,13 @@ def test_damaged_block_is_skipped_reported_and_quarantined(srv, cl):
         (0xB1, 0xB0, b[0].ts_ns, b[-1].ts_ns), sk
     assert sk.records_served == 0 and sk.quarantined, sk
     assert "payload checksum mismatch" in sk.reason, sk.reason
-    # the report comes in a batch no later than the first record at or after B's start
+    # the report comes in a batch no later than the first record at or after B's start, and
+    # not up front (batches end when full or when a slice of the server's time is spent)
     before, k = 0, 0
     while batches[k][1] == 0:
         before += batches[k][0]
         k += 1
-    assert len(batches) > 2 and before >= 4096, batches
+    assert len(batches) > 2 and before > 0, batches
     assert all(r.ts_ns < b[0].ts_ns for r in got[:before])
     first_after = next(i for i, r in enumerate(got) if r.ts_ns >= b[0].ts_ns)
     assert first_after >= before, (first_after, before)
