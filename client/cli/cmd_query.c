@@ -144,6 +144,8 @@ static const char *const query_usage[] = {
 struct query_out {
 	enum out_format format;
 	bool header_done;
+	bool unflushed;   /* records printed since the last flush */
+	int flush_errno;  /* a flush failed: the query stops at the next record */
 	uint64_t skipped; /* blocks the servers skipped */
 };
 
@@ -151,6 +153,11 @@ static int print_record(const Tracevault__V1__TraceRecord *r, void *arg)
 {
 	struct query_out *qo = arg;
 
+	if (qo->flush_errno) {
+		errno = qo->flush_errno;
+		return STDOUT_FAILED;
+	}
+	qo->unflushed = true;
 	/* positive on a stdout error, so it cannot be mistaken for an rpc errno */
 	if (qo->format == FORMAT_JSONL)
 		return tv_record_write_jsonl(stdout, r) ? STDOUT_FAILED : 0;
@@ -160,6 +167,19 @@ static int print_record(const Tracevault__V1__TraceRecord *r, void *arg)
 			return STDOUT_FAILED;
 	}
 	return tv_record_write_table_row(stdout, r) ? STDOUT_FAILED : 0;
+}
+
+/* The client waits on the servers: what is printed goes out now (records stream as they
+ * come, while whole batches still share one write). */
+static void flush_output(void *arg)
+{
+	struct query_out *qo = arg;
+
+	if (!qo->unflushed || qo->flush_errno)
+		return;
+	qo->unflushed = false;
+	if (fflush(stdout))
+		qo->flush_errno = errno ? errno : EIO;
 }
 
 /* One warning line per skipped block: which, its time range, why, and what is missing. */
@@ -266,9 +286,11 @@ int tv_cmd_query(int argc, char **argv)
 	}
 	setvbuf(stdout, NULL, _IOFBF, STDOUT_BUFFER_BYTES);
 	ret = tv_query(a.server, from_ns, to_ns, a.limit, a.reverse, filter, a.max_message_bytes,
-		       print_record, print_skip, &qo, err, sizeof(err));
+		       print_record, print_skip, flush_output, &qo, err, sizeof(err));
 	if (ret == STDOUT_FAILED)
 		return tv_cli_runtime_error("write stdout: %s", strerror(errno));
+	if (qo.flush_errno)
+		return tv_cli_runtime_error("write stdout: %s", strerror(qo.flush_errno));
 	if (ret)
 		return tv_cli_runtime_error("%s", err);
 	if (qo.format == FORMAT_TABLE && !qo.header_done && tv_record_write_table_header(stdout))

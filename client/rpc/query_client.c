@@ -53,6 +53,7 @@ struct query_state {
 	size_t max_message_bytes;
 	tv_query_cb cb;
 	tv_query_skip_cb skip_cb;
+	tv_query_idle_cb idle_cb; /* may be NULL */
 	void *arg;
 	struct tv_server_list list; /* the server argument, split (s[i].server points in) */
 	struct stream *s;
@@ -344,6 +345,8 @@ static void run_streams(struct query_state *q, grpc_completion_queue *cq)
 			any_busy |= q->s[i].call && busy(&q->s[i]);
 		if (!any_busy)
 			break;
+		if (q->idle_cb && !q->stopping)
+			q->idle_cb(q->arg); /* nothing more to hand out until a server answers */
 		ev = grpc_completion_queue_next(cq, wait_until, NULL);
 		if (ev.type == GRPC_QUEUE_TIMEOUT) {
 			if (!q->fail_ret) {
@@ -410,7 +413,8 @@ static void free_streams(struct query_state *q)
 
 int tv_query(const char *server, uint64_t from_ns, uint64_t to_ns, uint64_t limit, bool reverse,
 	     const Tracevault__V1__QueryFilter *filter, size_t max_message_bytes, tv_query_cb cb,
-	     tv_query_skip_cb skip_cb, void *arg, char *err, size_t errlen)
+	     tv_query_skip_cb skip_cb, tv_query_idle_cb idle_cb, void *arg, char *err,
+	     size_t errlen)
 {
 	struct query_state q = {
 		.from_ns = from_ns, .to_ns = to_ns, .limit = limit, .filter = filter, .cb = cb,
@@ -418,6 +422,7 @@ int tv_query(const char *server, uint64_t from_ns, uint64_t to_ns, uint64_t limi
 		.need_features = (filter ? TV_QUERY_FEATURE_FILTER : 0) |
 				 (reverse ? TV_QUERY_FEATURE_REVERSE : 0),
 		.skip_cb = skip_cb,
+		.idle_cb = idle_cb,
 		.arg = arg,
 		.max_message_bytes = max_message_bytes ? max_message_bytes
 						       : TV_DEFAULT_MAX_MESSAGE_BYTES,

@@ -24,6 +24,11 @@ typedef int (*tv_query_cb)(const Tracevault__V1__TraceRecord *r, void *arg);
 typedef void (*tv_query_skip_cb)(const char *server, const Tracevault__V1__SkippedBlock *b,
 				 void *arg);
 
+/* Called when the merge has handed out every record it can and is about to wait for a server:
+ * a caller that buffers its output flushes it here, so records appear as the servers stream
+ * them (the first match of a long selective scan at once, not at the end). */
+typedef void (*tv_query_idle_cb)(void *arg);
+
 /* Query server for records with from_ns <= ts_ns < to_ns that pass filter (NULL: all; each
  * server applies it, PROTOCOL.md "Filters"), at most limit (0: all), oldest first, or newest
  * first with reverse (the exact mirror: with limit N, the last N). A server that does not
@@ -38,7 +43,8 @@ typedef void (*tv_query_skip_cb)(const char *server, const Tracevault__V1__Skipp
  * outside the window). */
 int tv_query(const char *server, uint64_t from_ns, uint64_t to_ns, uint64_t limit, bool reverse,
 	     const Tracevault__V1__QueryFilter *filter, size_t max_message_bytes, tv_query_cb cb,
-	     tv_query_skip_cb skip_cb, void *arg, char *err, size_t errlen);
+	     tv_query_skip_cb skip_cb, tv_query_idle_cb idle_cb, void *arg, char *err,
+	     size_t errlen);
 
 /* The Stats rpc on every server of the comma-separated list, summed: blocks, records, bytes
  * and loss counters of the blocks overlapping [from_ns, to_ns). *out is filled on success

@@ -2,11 +2,12 @@
 archive of ~300k records in a dozen blocks (put from JSON Lines, so blocks are sealed at 4 MiB
 as in real use), --limit 100 stops reading after the first block, forward and --reverse (the
 server's log line counts blocks opened and records examined); reverse over blocks too large for
-its window (several passes) is still forward reversed; the first match of a selective
-scan arrives while the scan is still running, not when it ends; and a Write commits while
-several long filtered scans run, instead of waiting for them to end."""
+its window (several passes) is still forward reversed; the first match of a selective scan
+arrives while the scan is still running, not when it ends (also on the CLI's stdout); and a
+Write commits while several long filtered scans run, instead of waiting for them to end."""
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import threading
@@ -115,6 +116,26 @@ def test_first_match_arrives_while_the_scan_runs(srv, cl):
                                       for k in range((RECORDS - 8) // RARE_EVERY + 1)], got
     assert lines_at_first == before, "the query had ended when its first record arrived"
     assert first_at < ended_at / 2, (first_at, ended_at)
+    # the CLI prints it as it comes, not when its output buffer fills or the scan ends
+    t0 = time.monotonic()
+    p = subprocess.Popen([tvtest.binary("tracevault"), "query", "--server",
+                          srv.addr, "--from", str(BASE), "--to", str(BASE + RECORDS * STEP_NS),
+                          "--path", RARE_PATH], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = p.stdout.readline()
+        cli_first = time.monotonic() - t0
+        lines_at_cli_first = len(log_lines(srv))
+        rest, err = p.communicate(timeout=WAIT_S)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    cli_end = time.monotonic() - t0
+    assert p.returncode == 0, (p.returncode, err)
+    assert lines_at_cli_first == before + 1, "the CLI's query had ended at its first line"
+    assert cli_first < cli_end / 2, (cli_first, cli_end)
+    assert b'"ts_ns":%d,' % (BASE + 7 * STEP_NS) in line, line
+    assert len(rest.splitlines()) == len(got) - 1, rest
     return first_at, ended_at
 
 
