@@ -570,7 +570,8 @@ static ssize_t read_block(void *arg, uint64_t offset, void *buf, size_t len)
 
 /* ---- the slice ---- */
 
-/* Block opens count this much against the slice (and make the next check look at the clock). */
+/* The clock is read once per this many records examined; opening a block (its CRC pass) counts
+ * as many, so the check after it reads the clock. */
 #define SLICE_CLOCK_EVERY 64
 
 static void slice_begin(struct tv_query *q)
@@ -591,10 +592,11 @@ static bool slice_spent(struct tv_query *q)
 	return now_ns() >= q->slice_end_ns;
 }
 
-static void slice_tick(struct tv_query *q, uint64_t n)
+/* A cursor took one record from its stream. */
+static void slice_record(struct tv_query *q)
 {
-	q->slice_ticks += n;
-	q->examined += n == 1;
+	q->slice_ticks++;
+	q->examined++;
 }
 
 /* ---- cursors ---- */
@@ -634,7 +636,7 @@ static int forward_step(struct tv_query *q, struct cursor *cur, struct batch *b,
 		}
 		if (ret == 0 || cur->ts_ns >= q->to_ns)
 			return 0;
-		slice_tick(q, 1);
+		slice_record(q);
 		if (cur->ts_ns >= q->from_ns && tv_filter_match(q->filter, cur->data, cur->len))
 			return 1;
 	}
@@ -679,7 +681,7 @@ static int reverse_step(struct tv_query *q, struct cursor *cur, struct batch *b,
 			goto fault;
 		if (ret == 0 || ts >= q->to_ns)
 			break;
-		slice_tick(q, 1);
+		slice_record(q);
 		cur->ordinal++;
 		if (ts < q->from_ns || !tv_filter_match(q->filter, data, len))
 			continue;
@@ -804,7 +806,7 @@ static int open_block(struct tv_query *q, size_t bi, struct batch *b, char *err,
 	cur->cut = UINT32_MAX; /* reverse's first pass: up to to_ns */
 	tv_query_window_init(&cur->w, &q->budget);
 	q->opened++;
-	slice_tick(q, SLICE_CLOCK_EVERY); /* its CRC pass is work too */
+	q->slice_ticks += SLICE_CLOCK_EVERY; /* its CRC pass is work too */
 	ret = tv_store_open_block(q->store, meta->segment_id, meta->block_id, &cur->fd, &size);
 	if (ret) {
 		free(cur);
