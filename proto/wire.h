@@ -39,6 +39,11 @@ extern const struct tv_limit tv_wire_message_bytes_limit;
 #define TV_FILTER_MAX_ENTRIES 64
 #define TV_FILTER_MAX_VALUE_BYTES 1024
 
+/* QueryResponse.features (PROTOCOL.md "Features"): the request fields a server evaluates,
+ * announced on the first message of a Query that set one. 4 is taken by Summary. */
+#define TV_QUERY_FEATURE_FILTER 1u
+#define TV_QUERY_FEATURE_REVERSE 2u
+
 /* Pack m into a new byte buffer (one copy: for small control messages). *out is owned by the
  * caller (grpc_byte_buffer_destroy). Returns 0 or -ENOMEM. */
 int tv_wire_pack(const ProtobufCMessage *m, grpc_byte_buffer **out);

@@ -3,6 +3,28 @@
  * request's filter (server/filter.h) reads their tags in place and drops the ones it refuses
  * before they reach the merge.
  *
+ * Order. The plan is the catalog's (min_ts_ns, block_id) order, and a block's index in it (bi)
+ * breaks ties of ts_ns; inside a block, records keep their stored order. So forward is
+ * (ts_ns, bi, ordinal) ascending, and reverse is exactly that descending: reverse ==
+ * reversed(forward), and reverse with limit N == the last N of forward, newest first.
+ * Forward opens blocks by min_ts_ns when the heap's smallest head reaches it; reverse opens
+ * them by (max_ts_ns, bi) descending when the heap's largest head falls to max_ts_ns (ties
+ * included both ways), so only blocks overlapping the frontier are open.
+ *
+ * Reverse on today's blocks (one zstd frame, readable only forward): a windowed re-scan. A
+ * pass reads the block from its start up to a cut (pass 0: the first record >= to_ns), keeps
+ * its newest matching records in a bounded window (server/query_window.h) and hands them out
+ * newest first; when the window had to drop older matches, the next pass reads up to the
+ * oldest it kept. A block whose in-range matches fit the window is read once. A block format
+ * that can seek (a ts index, chunked frames) plugs in where a pass opens its stream
+ * (cursor_stream_open) and where it starts reading.
+ *
+ * Slices. tv_query_next stops after TV_QUERY_SLICE_RECORDS records examined or about
+ * TV_QUERY_SLICE_NS, wherever it is: a cursor in the middle of its search (past records the
+ * filter refuses, or a reverse pass) is kept aside as q->pending and resumed first by the next
+ * call, before the merge may emit anything. So the server's thread is never held longer than
+ * one slice by one query.
+ *
  * What can go wrong with a block, and what the query does (PROTOCOL.md, Query):
  *   - it fails its checks (header, size, CRC, the catalog row, decompression, records;
  *     a symlink or not a regular file): damaged. Quarantined (server/quarantine.h), logged,
@@ -26,6 +48,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <grpc/slice.h>
@@ -36,6 +59,7 @@
 #include "proto/wire.h"
 #include "server/filter.h"
 #include "server/quarantine.h"
+#include "server/query_window.h"
 
 #define REASON_LEN 256
 
@@ -51,13 +75,21 @@ const struct tv_limit tv_query_total_memory_bytes_limit = {
 
 struct cursor {
 	struct tv_query *q;
-	struct tv_block_stream *s;
+	struct tv_block_stream *s; /* NULL between reverse passes */
 	int fd;
+	uint64_t file_bytes;
 	size_t bi;           /* index in q->blocks: the tie-breaker after ts_ns */
-	uint64_t ts_ns;      /* current record */
-	const uint8_t *data; /* points into s, valid until it advances */
+	uint64_t ts_ns;      /* current record (the head) */
+	const uint8_t *data; /* forward: points into s, valid until it advances */
 	size_t len;
 	uint32_t sent;       /* records of it in batches so far */
+	/* reverse: the window of this pass and where the pass stands */
+	struct tv_query_window w;
+	uint32_t ordinal;    /* records taken from s in this pass */
+	uint32_t cut;        /* this pass reads the records before this ordinal */
+	bool filling;        /* a pass is under way (s is open) */
+	bool head_sent;      /* the window's newest record went out: pop it first */
+	bool more;           /* the window dropped older matches: another pass follows */
 };
 
 struct skip {
@@ -81,11 +113,20 @@ struct tv_query {
 	struct tv_block_budget budget; /* its streams reserve through it */
 	size_t held;                   /* bytes reserved from the pool */
 	uint64_t from_ns, to_ns, limit, emitted;
+	bool reverse;
+	uint32_t features;               /* not 0: still to announce on the first message */
 	struct tv_filter *filter;        /* NULL: every record in range */
 	struct tv_catalog_block *blocks; /* overlap order: min_ts_ns, block_id */
 	size_t nblocks, cap, next_block;
-	struct cursor **heap;            /* min-heap of open cursors */
+	size_t *order, order_cap;        /* reverse: bi by (max_ts_ns, bi) descending */
+	struct cursor **heap;            /* open cursors with a head: min-heap, max- in reverse */
 	size_t nheap, heap_cap;
+	struct cursor *pending;          /* to step before the merge goes on (see Slices) */
+	/* the slice under way: records examined, when to look at the clock, when it ends */
+	uint64_t slice_ticks, next_clock_tick, slice_end_ns;
+	/* for the log line */
+	uint64_t started_ns, examined, opened;
+	bool planned;
 	struct skip *skips;
 	size_t nskips, skips_cap;
 	int fatal_ret;                   /* an error held back behind the last batch */
@@ -181,8 +222,56 @@ static int collect(const struct tv_catalog_block *b, void *arg)
 	return 0;
 }
 
+static uint64_t now_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+struct open_key {
+	uint64_t max_ts_ns;
+	size_t bi;
+};
+
+/* (max_ts_ns, bi) descending: the order in which reverse opens blocks */
+static int open_key_cmp(const void *a, const void *b)
+{
+	const struct open_key *x = a, *y = b;
+
+	if (x->max_ts_ns != y->max_ts_ns)
+		return x->max_ts_ns > y->max_ts_ns ? -1 : 1;
+	return x->bi > y->bi ? -1 : x->bi < y->bi;
+}
+
+/* Reverse's open order in q->order. The sort keys are a temporary array, reserved too. */
+static int plan_reverse(struct tv_query *q, char *why, size_t whylen)
+{
+	size_t kcap = 0;
+	struct open_key *k = NULL;
+	int ret;
+
+	if (!q->nblocks)
+		return 0;
+	ret = grow(q, (void **)&q->order, &q->order_cap, q->nblocks, sizeof(*q->order), why,
+		   whylen);
+	if (!ret)
+		ret = grow(q, (void **)&k, &kcap, q->nblocks, sizeof(*k), why, whylen);
+	if (ret)
+		return ret;
+	for (size_t i = 0; i < q->nblocks; i++)
+		k[i] = (struct open_key){ .max_ts_ns = q->blocks[i].max_ts_ns, .bi = i };
+	qsort(k, q->nblocks, sizeof(*k), open_key_cmp);
+	for (size_t i = 0; i < q->nblocks; i++)
+		q->order[i] = k[i].bi;
+	free(k);
+	release(q, kcap * sizeof(*k));
+	return 0;
+}
+
 int tv_query_new(struct tv_query **out, struct tv_catalog *c, struct tv_store *s,
-		 struct tv_query_pool *pool, uint64_t from_ns, uint64_t to_ns, uint64_t limit,
+		 struct tv_query_pool *pool, const struct tv_query_params *p,
 		 struct tv_filter *filter, char *err, size_t errlen)
 {
 	struct collect_arg ca = { .why = "" };
@@ -195,17 +284,20 @@ int tv_query_new(struct tv_query **out, struct tv_catalog *c, struct tv_store *s
 		snprintf(err, errlen, "out of memory planning the query");
 		return -ENOMEM;
 	}
+	q->started_ns = now_ns();
 	q->filter = filter;
 	q->store = s;
 	q->catalog = c;
 	q->pool = pool;
 	q->budget = (struct tv_block_budget){ .reserve = reserve, .release = release, .arg = q };
-	q->from_ns = from_ns;
-	q->to_ns = to_ns;
-	q->limit = limit;
+	q->from_ns = p->from_ns;
+	q->to_ns = p->to_ns;
+	q->limit = p->limit;
+	q->reverse = p->reverse;
+	q->features = p->features;
 	pool->queries++;
 	ca.q = q;
-	ret = tv_catalog_overlap(c, from_ns, to_ns, collect, &ca);
+	ret = tv_catalog_overlap(c, p->from_ns, p->to_ns, collect, &ca);
 	if (ret) {
 		if (ca.why[0])
 			snprintf(err, errlen, "cannot plan the query over %zu+ blocks: %s",
@@ -218,11 +310,14 @@ int tv_query_new(struct tv_query **out, struct tv_catalog *c, struct tv_store *s
 	/* the heap holds at most one cursor per block */
 	ret = grow(q, (void **)&q->heap, &q->heap_cap, q->nblocks ? q->nblocks : 1,
 		   sizeof(*q->heap), ca.why, sizeof(ca.why));
+	if (!ret && q->reverse)
+		ret = plan_reverse(q, ca.why, sizeof(ca.why));
 	if (ret) {
 		snprintf(err, errlen, "cannot plan the query over %zu blocks: %s", q->nblocks, ca.why);
 		tv_query_free(q);
 		return ret;
 	}
+	q->planned = true;
 	*out = q;
 	return 0;
 }
@@ -232,6 +327,7 @@ static void cursor_free(struct cursor *cur)
 	if (!cur)
 		return;
 	tv_block_stream_free(cur->s);
+	tv_query_window_free(&cur->w);
 	if (cur->fd >= 0) {
 		close(cur->fd);
 		cur->q->pool->open_blocks--;
@@ -243,9 +339,16 @@ void tv_query_free(struct tv_query *q)
 {
 	if (!q)
 		return;
+	if (q->planned)
+		fprintf(stderr, "query: planned %zu blocks, opened %llu, examined %llu records, sent "
+			"%llu, %s, %.1f ms\n", q->nblocks, (unsigned long long)q->opened,
+			(unsigned long long)q->examined, (unsigned long long)q->emitted,
+			q->reverse ? "reverse" : "forward", (double)(now_ns() - q->started_ns) / 1e6);
 	for (size_t i = 0; i < q->nheap; i++)
 		cursor_free(q->heap[i]);
+	cursor_free(q->pending);
 	free(q->heap);
+	free(q->order);
 	free(q->blocks);
 	free(q->skips);
 	tv_filter_free(q->filter);
@@ -254,10 +357,13 @@ void tv_query_free(struct tv_query *q)
 	free(q);
 }
 
-/* ---- min-heap on (ts_ns, bi) ---- */
+/* ---- the heap: (ts_ns, bi) ascending, or descending in reverse ---- */
 
+/* Whether a's head goes out before b's. */
 static int less(const struct cursor *a, const struct cursor *b)
 {
+	if (a->q->reverse)
+		return a->ts_ns != b->ts_ns ? a->ts_ns > b->ts_ns : a->bi > b->bi;
 	return a->ts_ns != b->ts_ns ? a->ts_ns < b->ts_ns : a->bi < b->bi;
 }
 
@@ -317,17 +423,39 @@ static int batch_room(struct batch *b, size_t n)
 	return 0;
 }
 
-/* Field number field (length-delimited) holding the len bytes at data. */
-static int batch_put(struct batch *b, unsigned field, const uint8_t *data, size_t len)
+/* Field number field (length-delimited) holding the l1 bytes at p1 then the l2 at p2 (a
+ * record of a reverse window may wrap: two pieces). */
+static int batch_put2(struct batch *b, unsigned field, const uint8_t *p1, size_t l1,
+		      const uint8_t *p2, size_t l2)
 {
-	int ret = batch_room(b, len + 1 + TV_VARINT_MAX_BYTES);
+	int ret = batch_room(b, l1 + l2 + 1 + TV_VARINT_MAX_BYTES);
 
 	if (ret)
 		return ret;
 	b->buf[b->len++] = (uint8_t)(field << 3 | 2);
-	b->len += tv_varint_put(b->buf + b->len, len);
-	memcpy(b->buf + b->len, data, len);
-	b->len += len;
+	b->len += tv_varint_put(b->buf + b->len, l1 + l2);
+	memcpy(b->buf + b->len, p1, l1);
+	b->len += l1;
+	if (l2)
+		memcpy(b->buf + b->len, p2, l2);
+	b->len += l2;
+	return 0;
+}
+
+static int batch_put(struct batch *b, unsigned field, const uint8_t *data, size_t len)
+{
+	return batch_put2(b, field, data, len, NULL, 0);
+}
+
+/* Field number field as a varint. */
+static int batch_put_varint(struct batch *b, unsigned field, uint64_t v)
+{
+	int ret = batch_room(b, 1 + TV_VARINT_MAX_BYTES);
+
+	if (ret)
+		return ret;
+	b->buf[b->len++] = (uint8_t)(field << 3 | 0);
+	b->len += tv_varint_put(b->buf + b->len, v);
 	return 0;
 }
 
@@ -427,7 +555,7 @@ static int block_fault(struct tv_query *q, size_t bi, int ret, const char *reaso
 	return 0;
 }
 
-/* ---- cursors ---- */
+/* ---- reading a block ---- */
 
 static ssize_t read_block(void *arg, uint64_t offset, void *buf, size_t len)
 {
@@ -440,18 +568,65 @@ static ssize_t read_block(void *arg, uint64_t offset, void *buf, size_t len)
 	return r < 0 ? -errno : r;
 }
 
-/* Move cur to its next record. Returns 1 when it has one in range, 0 when it is exhausted,
- * past to_ns or skipped as damaged (its stream is gone then; the caller drops it with
- * cursor_drop), or a negative errno when the query cannot go on (err set). */
-static int cursor_advance(struct tv_query *q, struct cursor *cur, struct batch *b, char *err,
-			  size_t errlen)
+/* ---- the slice ---- */
+
+/* The clock is read once per this many records examined; opening a block (its CRC pass) counts
+ * as many, so the check after it reads the clock. */
+#define SLICE_CLOCK_EVERY 64
+
+static void slice_begin(struct tv_query *q)
+{
+	q->slice_ticks = 0;
+	q->next_clock_tick = SLICE_CLOCK_EVERY;
+	q->slice_end_ns = now_ns() + TV_QUERY_SLICE_NS;
+}
+
+/* Whether the slice is over: checked before each record a cursor reads. */
+static bool slice_spent(struct tv_query *q)
+{
+	if (q->slice_ticks >= TV_QUERY_SLICE_RECORDS)
+		return true;
+	if (q->slice_ticks < q->next_clock_tick)
+		return false;
+	q->next_clock_tick = q->slice_ticks + SLICE_CLOCK_EVERY;
+	return now_ns() >= q->slice_end_ns;
+}
+
+/* A cursor took one record from its stream. */
+static void slice_record(struct tv_query *q)
+{
+	q->slice_ticks++;
+	q->examined++;
+}
+
+/* ---- cursors ---- */
+
+/* What a cursor step returns besides 1 (a head in range) and 0 (done). */
+#define STEP_PAUSED 2
+
+/* The block's stream from its first record; a block version that can seek (a ts index)
+ * would position it at from_ns (forward) here. Returns 0 or a negative errno with why. */
+static int cursor_stream_open(struct tv_query *q, struct cursor *cur, char *why, size_t whylen)
+{
+	return tv_block_stream_open(&cur->s, read_block, cur, cur->file_bytes, &q->budget, why,
+				    whylen);
+}
+
+/* Forward: move cur to its next record in range that passes the filter. Returns 1 with it,
+ * 0 when the block has no more (exhausted, past to_ns, or skipped as damaged: its stream is
+ * gone then; the caller drops it with cursor_drop), STEP_PAUSED when the slice is spent (call
+ * again), or a negative errno when the query cannot go on (err set). */
+static int forward_step(struct tv_query *q, struct cursor *cur, struct batch *b, char *err,
+			size_t errlen)
 {
 	char why[REASON_LEN];
 	int ret;
 
 	/* a record the filter refuses is passed over here, so the merge only ever sees records
 	 * that will be sent and the limit counts matches */
-	do {
+	for (;;) {
+		if (slice_spent(q))
+			return STEP_PAUSED;
 		ret = tv_block_stream_next(cur->s, &cur->data, &cur->len, &cur->ts_ns, why,
 					   sizeof(why));
 		if (ret < 0) {
@@ -461,8 +636,83 @@ static int cursor_advance(struct tv_query *q, struct cursor *cur, struct batch *
 		}
 		if (ret == 0 || cur->ts_ns >= q->to_ns)
 			return 0;
-	} while (cur->ts_ns >= q->from_ns && !tv_filter_match(q->filter, cur->data, cur->len));
+		slice_record(q);
+		if (cur->ts_ns >= q->from_ns && tv_filter_match(q->filter, cur->data, cur->len))
+			return 1;
+	}
+}
+
+/* Reverse: the next head of cur, newest first (see "Reverse" at the top). The window's newest
+ * record, after the one sent is popped; when the window is empty and it dropped older
+ * matches, a new pass reads the block again up to the oldest it kept. Returns as
+ * forward_step. records_served of a block found damaged counts its records sent: in reverse
+ * those are its newest. */
+static int reverse_step(struct tv_query *q, struct cursor *cur, struct batch *b, char *err,
+			size_t errlen)
+{
+	char why[REASON_LEN];
+	const uint8_t *data;
+	size_t len;
+	uint64_t ts;
+	int ret;
+
+	if (cur->head_sent) {
+		tv_query_window_pop(&cur->w);
+		cur->head_sent = false;
+	}
+	if (!cur->filling) {
+		if (!tv_query_window_empty(&cur->w))
+			goto head;
+		if (!cur->more)
+			return 0;
+		ret = cursor_stream_open(q, cur, why, sizeof(why));
+		if (ret)
+			return block_fault(q, cur->bi, ret, why, cur->sent, b, err, errlen);
+		tv_query_window_reset(&cur->w);
+		cur->ordinal = 0;
+		cur->more = false;
+		cur->filling = true;
+	}
+	while (cur->ordinal < cur->cut) {
+		if (slice_spent(q))
+			return STEP_PAUSED;
+		ret = tv_block_stream_next(cur->s, &data, &len, &ts, why, sizeof(why));
+		if (ret < 0)
+			goto fault;
+		if (ret == 0 || ts >= q->to_ns)
+			break;
+		slice_record(q);
+		cur->ordinal++;
+		if (ts < q->from_ns || !tv_filter_match(q->filter, data, len))
+			continue;
+		ret = tv_query_window_push(&cur->w, data, len, ts, cur->ordinal - 1, why,
+					   sizeof(why));
+		if (ret) {
+			snprintf(err, errlen, "block %016llx: %s",
+				 (unsigned long long)q->blocks[cur->bi].block_id, why);
+			return ret;
+		}
+	}
+	/* the pass is over: complete the CRC before any record of it leaves */
+	cur->filling = false;
+	ret = tv_block_stream_finish(cur->s, why, sizeof(why));
+	tv_block_stream_free(cur->s);
+	cur->s = NULL;
+	if (ret)
+		return block_fault(q, cur->bi, ret, why, cur->sent, b, err, errlen);
+	/* the next pass, if any, reads up to the oldest record kept */
+	cur->more = cur->w.evicted;
+	if (tv_query_window_empty(&cur->w))
+		return 0; /* cannot be evicted: a push always leaves its record */
+	cur->cut = tv_query_window_oldest(&cur->w)->ordinal;
+head:
+	cur->ts_ns = cur->w.recs[cur->w.n - 1].ts_ns; /* the newest kept */
 	return 1;
+fault:
+	cur->filling = false;
+	tv_block_stream_free(cur->s);
+	cur->s = NULL;
+	return block_fault(q, cur->bi, ret, why, cur->sent, b, err, errlen);
 }
 
 /* Drop a cursor the merge is done with: its stream first reads the rest of its payload to
@@ -503,9 +753,32 @@ static void open_reason(struct tv_query *q, uint64_t block_id, int ret, char *wh
 	}
 }
 
-/* Open and check block bi, then position its cursor at the first record >= from_ns and put it
- * on the heap (or drop it when nothing of it is in range, or skip it when it cannot be
- * served). Returns 0, or a negative errno when the query cannot go on (err set). */
+/* Step a cursor that is on no heap (just opened, its head just sent, or paused) and put it where
+ * it belongs: on the heap with its next head, dropped when it has none, or aside in q->pending
+ * when the slice ended first. Returns 0, or a negative errno when the query cannot go on (err
+ * set; the cursor is freed). */
+static int cursor_settle(struct tv_query *q, struct cursor *cur, struct batch *b, char *err,
+			 size_t errlen)
+{
+	int ret = q->reverse ? reverse_step(q, cur, b, err, errlen) :
+			       forward_step(q, cur, b, err, errlen);
+
+	if (ret == 1) {
+		heap_push(q, cur);
+		return 0;
+	}
+	if (ret == STEP_PAUSED) {
+		q->pending = cur;
+		return 0;
+	}
+	if (ret == 0) /* nothing more of it in range, or skipped */
+		return cursor_drop(q, cur, b, err, errlen);
+	cursor_free(cur);
+	return ret;
+}
+
+/* Open and check block bi, then settle its cursor (cursor_settle), or skip the block when it
+ * cannot be served. Returns 0, or a negative errno when the query cannot go on (err set). */
 static int open_block(struct tv_query *q, size_t bi, struct batch *b, char *err,
 		      size_t errlen)
 {
@@ -530,6 +803,10 @@ static int open_block(struct tv_query *q, size_t bi, struct batch *b, char *err,
 	}
 	cur->q = q;
 	cur->bi = bi;
+	cur->cut = UINT32_MAX; /* reverse's first pass: up to to_ns */
+	tv_query_window_init(&cur->w, &q->budget);
+	q->opened++;
+	q->slice_ticks += SLICE_CLOCK_EVERY; /* its CRC pass is work too */
 	ret = tv_store_open_block(q->store, meta->segment_id, meta->block_id, &cur->fd, &size);
 	if (ret) {
 		free(cur);
@@ -537,7 +814,8 @@ static int open_block(struct tv_query *q, size_t bi, struct batch *b, char *err,
 		return block_fault(q, bi, ret, why, 0, b, err, errlen);
 	}
 	q->pool->open_blocks++;
-	ret = tv_block_stream_open(&cur->s, read_block, cur, size, &q->budget, why, sizeof(why));
+	cur->file_bytes = size;
+	ret = cursor_stream_open(q, cur, why, sizeof(why));
 	if (ret)
 		goto fault;
 	h = tv_block_stream_header(cur->s);
@@ -552,17 +830,8 @@ static int open_block(struct tv_query *q, size_t bi, struct batch *b, char *err,
 		ret = -EBADMSG;
 		goto fault;
 	}
-	do {
-		ret = cursor_advance(q, cur, b, err, errlen);
-	} while (ret == 1 && cur->ts_ns < q->from_ns);
-	if (ret == 1) {
-		heap_push(q, cur);
-		return 0;
-	}
-	if (ret == 0) /* nothing of it in range, or skipped */
-		return cursor_drop(q, cur, b, err, errlen);
-	cursor_free(cur);
-	return ret;
+	cur->filling = q->reverse; /* its first pass is under way */
+	return cursor_settle(q, cur, b, err, errlen);
 fault:
 	ret = block_fault(q, bi, ret, why, 0, b, err, errlen);
 	cursor_free(cur);
@@ -576,10 +845,10 @@ static void check_on_failure(struct tv_query *q, char *err, size_t errlen)
 	char why[REASON_LEN];
 	size_t n;
 
-	for (size_t i = 0; i < q->nheap; i++) {
-		struct cursor *cur = q->heap[i];
+	for (size_t i = 0; i <= q->nheap; i++) {
+		struct cursor *cur = i < q->nheap ? q->heap[i] : q->pending;
 
-		if (!cur->sent || !cur->s || !tv_block_stream_finish(cur->s, why, sizeof(why)))
+		if (!cur || !cur->sent || !cur->s || !tv_block_stream_finish(cur->s, why, sizeof(why)))
 			continue;
 		fprintf(stderr, "query: block %016llx: %s; %u of its records were sent\n",
 			(unsigned long long)q->blocks[cur->bi].block_id, why, cur->sent);
@@ -593,6 +862,43 @@ static void check_on_failure(struct tv_query *q, char *err, size_t errlen)
 
 /* ---- batches ---- */
 
+/* Whether the next block of the open order could hold the next record: forward, its
+ * min_ts_ns is at or below the smallest head; reverse, its max_ts_ns at or above the largest
+ * (ties included, so block order breaks them). */
+static bool must_open_next(const struct tv_query *q)
+{
+	const struct tv_catalog_block *m;
+
+	if (q->next_block >= q->nblocks)
+		return false;
+	if (q->nheap == 0)
+		return true;
+	m = &q->blocks[q->order ? q->order[q->next_block] : q->next_block];
+	return q->reverse ? m->max_ts_ns >= q->heap[0]->ts_ns : m->min_ts_ns <= q->heap[0]->ts_ns;
+}
+
+/* The heap's first head into the batch; its cursor goes aside to be stepped. */
+static int emit_head(struct tv_query *q, struct batch *b)
+{
+	struct cursor *cur = q->heap[0];
+	const uint8_t *p1 = cur->data, *p2 = NULL;
+	size_t l1 = cur->len, l2 = 0;
+	int ret;
+
+	if (q->reverse)
+		tv_query_window_last(&cur->w, &p1, &l1, &p2, &l2);
+	ret = batch_put2(b, 1, p1, l1, p2, l2);
+	if (ret)
+		return ret;
+	b->records++;
+	q->emitted++;
+	cur->sent++;
+	cur->head_sent = q->reverse;
+	heap_pop(q);
+	q->pending = cur;
+	return 0;
+}
+
 int tv_query_next(struct tv_query *q, grpc_byte_buffer **out, char *err, size_t errlen)
 {
 	struct batch b = { 0 };
@@ -604,11 +910,24 @@ int tv_query_next(struct tv_query *q, grpc_byte_buffer **out, char *err, size_t 
 		snprintf(err, errlen, "%s", q->fatal_err);
 		return q->fatal_ret;
 	}
+	if (q->features) {
+		ret = batch_put_varint(&b, 3, q->features);
+		q->features = 0;
+		if (ret) {
+			snprintf(err, errlen, "out of memory building a batch");
+			goto fail;
+		}
+	}
+	slice_begin(q);
 	while (!q->done && b.records < TV_QUERY_BATCH_RECORDS && b.len < TV_QUERY_BATCH_BYTES) {
-		struct cursor *cur;
-
 		if (q->limit && q->emitted == q->limit) {
+			/* the cursor of the last head sent is not stepped: no read is wasted */
+			struct cursor *cur = q->pending;
+
+			q->pending = NULL;
 			q->done = true;
+			if (cur && (ret = cursor_drop(q, cur, &b, err, errlen)))
+				goto fail;
 			while (q->nheap) {
 				ret = cursor_drop(q, heap_pop(q), &b, err, errlen);
 				if (ret)
@@ -616,41 +935,41 @@ int tv_query_next(struct tv_query *q, grpc_byte_buffer **out, char *err, size_t 
 			}
 			break;
 		}
-		/* open every block that could hold the next record: its min_ts_ns is at or below
-		 * the frontier (ties included, so block order breaks them) */
-		while (q->next_block < q->nblocks &&
-		       (q->nheap == 0 || q->blocks[q->next_block].min_ts_ns <= q->heap[0]->ts_ns)) {
-			ret = open_block(q, q->next_block++, &b, err, errlen);
+		if (q->pending) {
+			struct cursor *cur = q->pending;
+
+			q->pending = NULL;
+			ret = cursor_settle(q, cur, &b, err, errlen);
 			if (ret)
 				goto fail;
+			if (q->pending)
+				break; /* the slice is spent */
+			continue;
+		}
+		if (must_open_next(q)) {
+			size_t bi = q->order ? q->order[q->next_block] : q->next_block;
+
+			q->next_block++;
+			ret = open_block(q, bi, &b, err, errlen);
+			if (ret)
+				goto fail;
+			continue;
 		}
 		if (q->nheap == 0) {
 			q->done = true;
 			break;
 		}
-		cur = q->heap[0];
-		ret = batch_put(&b, 1, cur->data, cur->len);
+		ret = emit_head(q, &b);
 		if (ret) {
 			snprintf(err, errlen, "out of memory building a batch");
 			goto fail;
 		}
-		b.records++;
-		q->emitted++;
-		cur->sent++;
-		heap_pop(q);
-		ret = cursor_advance(q, cur, &b, err, errlen);
-		if (ret == 1)
-			heap_push(q, cur);
-		else if (ret == 0)
-			ret = cursor_drop(q, cur, &b, err, errlen);
-		else
-			cursor_free(cur);
-		if (ret < 0)
-			goto fail;
+		if (slice_spent(q))
+			break;
 	}
 	if (b.len == 0) {
 		free(b.buf);
-		return 0;
+		return q->done ? 0 : TV_QUERY_YIELD;
 	}
 	goto send;
 fail:

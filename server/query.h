@@ -1,12 +1,15 @@
 /* Time-range query: finds the blocks overlapping [from_ns, to_ns) in the catalog and k-way
- * merges their records by ts_ns into QueryResponse batches, opening a block only when the
- * merge frontier reaches its min_ts_ns. Each open block is a bounded stream
+ * merges their records by ts_ns (newest first with reverse) into QueryResponse batches,
+ * opening a block only when the merge frontier reaches it. Each open block is a bounded stream
  * (proto/block_stream.h) whose memory comes from the query's budget and the server's pool,
  * so what queries hold is bounded by the limits below, never by the blocks' raw sizes. A block
- * that fails its checks is quarantined, reported in the stream and skipped (PROTOCOL.md). */
+ * that fails its checks is quarantined, reported in the stream and skipped (PROTOCOL.md).
+ * The work is done in slices (TV_QUERY_SLICE_*), so that the server's one thread can serve
+ * other calls between them. */
 #ifndef TV_QUERY_H
 #define TV_QUERY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,6 +24,12 @@
 /* One QueryResponse holds at most this many records or (about) this many bytes. */
 #define TV_QUERY_BATCH_RECORDS 4096
 #define TV_QUERY_BATCH_BYTES (1u << 20)
+
+/* One call of tv_query_next examines at most this many records or runs about this long, then
+ * returns what it has (or TV_QUERY_YIELD): the bound on how long one query holds the server's
+ * thread, and so on the delay it adds to other calls (Write acks included). */
+#define TV_QUERY_SLICE_RECORDS 16384
+#define TV_QUERY_SLICE_NS (2u * 1000 * 1000)
 
 /* Memory one query may hold to read its blocks (zstd windows, record and read buffers, the
  * plan of its blocks): tracevaultd --query-memory-bytes. The lower bound lets one stream of
@@ -65,25 +74,41 @@ void tv_query_pool_init(struct tv_query_pool *p, size_t memory_bytes, size_t tot
 
 struct tv_query;
 
-/* Plan a query: reads the overlapping block list from the catalog (metadata only). from_ns <= to_ns
- * is the caller's check (equal is an empty range); limit 0 means no limit, else at most limit
- * records that pass filter (NULL: every record in range; the query takes it, also on error).
- * c, s and pool must outlive the query. Returns 0 or a negative errno with a reason in err (always set then):
+/* What a QueryRequest asks (PROTOCOL.md, Query). */
+struct tv_query_params {
+	uint64_t from_ns, to_ns; /* from_ns <= to_ns is the caller's check; equal: empty */
+	uint64_t limit;          /* 0: no limit, else at most this many records that pass */
+	bool reverse;            /* newest first: the exact mirror of the forward order */
+	/* QueryResponse.features (TV_QUERY_FEATURE_*): when not 0, the first message carries it
+	 * (and one is always sent, maybe without records) */
+	uint32_t features;
+};
+
+/* Plan a query: reads the overlapping block list from the catalog (metadata only). filter
+ * (NULL: every record in range) is taken by the query, also on error. c, s and pool must
+ * outlive the query. Returns 0 or a negative errno with a reason in err (always set then):
  * -ENOBUFS / -ENOMEM when the plan does not fit (server/status.h gives the status). */
 int tv_query_new(struct tv_query **out, struct tv_catalog *c, struct tv_store *s,
-		 struct tv_query_pool *pool, uint64_t from_ns, uint64_t to_ns, uint64_t limit,
+		 struct tv_query_pool *pool, const struct tv_query_params *p,
 		 struct tv_filter *filter, char *err, size_t errlen);
-/* Release the query and everything it holds (descriptors, memory back to the pool). */
+/* Release the query and everything it holds (descriptors, memory back to the pool). A query
+ * that was planned logs one line on stderr: "query: planned P blocks, opened O, examined E
+ * records, sent S, forward|reverse, T ms" (E counts records decoded, every pass; T from
+ * tv_query_new). */
 void tv_query_free(struct tv_query *q);
 
-/* Produce the next serialized QueryResponse into *out (caller owns it). Returns 1 with a batch
- * (records and/or skipped blocks), 0 when the query is complete (tv_query_end_status gives its
- * status), or a negative errno with a reason in err: the query cannot go on (-ENOMEM,
+/* Run one slice of the query (TV_QUERY_SLICE_*) and produce the next serialized QueryResponse
+ * into *out (caller owns it). Returns 1 with a batch (records and/or skipped blocks, or the
+ * first message's features): when the batch is full (TV_QUERY_BATCH_*) or the slice is spent;
+ * TV_QUERY_YIELD when the slice is spent before anything was produced (call again: the
+ * caller may serve other work first); 0 when the query is complete (tv_query_end_status
+ * gives its status), or a negative errno with a reason in err: the query cannot go on (-ENOMEM,
  * -ENOBUFS, -ENFILE for the limits above: RESOURCE_EXHAUSTED; others INTERNAL, see
  * server/status.h). Records produced before such an error are returned first, as a
  * batch; the error comes with the next call. A damaged block is not an error: it is skipped,
  * reported in the batch and logged, and quarantined when the block itself fails its checks
  * (not when its file cannot be opened or read). */
+#define TV_QUERY_YIELD 2
 int tv_query_next(struct tv_query *q, grpc_byte_buffer **out, char *err, size_t errlen);
 
 /* Blocks skipped so far. */

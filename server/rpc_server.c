@@ -109,6 +109,8 @@ struct call {
 	grpc_slice details;
 	struct tv_segment *seg;
 	struct tv_query *query;
+	bool runnable;            /* on the server's runnable list (a query that yielded) */
+	struct call *run_next;
 	struct call *prev, *next; /* live calls of the server (Delete looks for segments) */
 };
 
@@ -132,6 +134,9 @@ struct tv_rpc_server {
 	unsigned idle_timeout_ms;
 	gpr_timespec next_idle_scan;
 	struct tv_query_pool query_pool; /* the limits and holdings of all queries */
+	/* Queries whose last slice yielded (TV_QUERY_YIELD): each gets one slice per turn of the
+	 * loop, round-robin, and the loop polls gRPC without blocking while any is waiting. */
+	struct call *run_head, *run_tail;
 };
 
 /* ---- call lifecycle ---- */
@@ -185,6 +190,36 @@ static bool status_decided(const struct call *c)
 	return c->state >= C_FINISHING;
 }
 
+static void run_push(struct tv_rpc_server *srv, struct call *c)
+{
+	if (c->runnable)
+		return;
+	c->runnable = true;
+	c->run_next = NULL;
+	if (srv->run_tail)
+		srv->run_tail->run_next = c;
+	else
+		srv->run_head = c;
+	srv->run_tail = c;
+}
+
+static void run_unlink(struct tv_rpc_server *srv, struct call *c)
+{
+	struct call **pp = &srv->run_head, *prev = NULL;
+
+	while (*pp && *pp != c) {
+		prev = *pp;
+		pp = &(*pp)->run_next;
+	}
+	if (!*pp)
+		return;
+	*pp = c->run_next;
+	if (srv->run_tail == c)
+		srv->run_tail = prev;
+	c->runnable = false;
+	c->run_next = NULL;
+}
+
 static void call_free(struct call *c)
 {
 	struct tv_rpc_server *srv = c->srv;
@@ -198,6 +233,8 @@ static void call_free(struct call *c)
 	srv->live--;
 	if (c->counted)
 		srv->streams[c->m]--;
+	if (c->runnable)
+		run_unlink(srv, c);
 	tv_segment_free(c->seg); /* aborts a segment that was not committed */
 	tv_query_free(c->query);
 	drop_queue(c);
@@ -258,6 +295,8 @@ static void finish(struct call *c, grpc_status_code code, const char *msg)
 	if (status_decided(c))
 		return;
 	set_state(c, C_FINISHING);
+	if (c->runnable)
+		run_unlink(c->srv, c);
 	/* a query's blocks and memory go back to the pool now, not when grpc frees the call */
 	tv_query_free(c->query);
 	c->query = NULL;
@@ -315,6 +354,8 @@ static void query_produce(struct call *c)
 	if (ret == 1) {
 		if (send_message(c, bb))
 			finish(c, GRPC_STATUS_INTERNAL, "cannot start SEND_MESSAGE");
+	} else if (ret == TV_QUERY_YIELD) {
+		run_push(c->srv, c); /* its next slice comes after the other work's turn */
 	} else if (ret == 0) {
 		grpc_status_code code = tv_query_end_status(c->query, err, sizeof(err));
 
@@ -355,7 +396,7 @@ static void pump(struct call *c)
 		}
 		free(n);
 	}
-	if (!c->send_bb && c->state == C_OPEN && c->m == M_QUERY && c->query)
+	if (!c->send_bb && c->state == C_OPEN && c->m == M_QUERY && c->query && !c->runnable)
 		query_produce(c); /* may call finish, which re-enters pump in C_FINISHING */
 	/* a Write's status waits for its segment's I/O: a failed segment's files are gone and its
 	 * space is free before the client hears the status */
@@ -520,6 +561,7 @@ static bool range_valid(struct call *c, uint64_t from_ns, uint64_t to_ns)
 static void query_begin(struct call *c)
 {
 	Tracevault__V1__QueryRequest *req;
+	struct tv_query_params params;
 	struct tv_filter *filter = NULL;
 	char err[TV_QUERY_ERR_LEN] = "";
 	int ret;
@@ -536,8 +578,15 @@ static void query_begin(struct call *c)
 		       err[0] ? err : strerror(-ret));
 		goto out;
 	}
+	params = (struct tv_query_params){
+		.from_ns = req->from_ns, .to_ns = req->to_ns, .limit = req->limit,
+		.reverse = req->reverse,
+		/* an older server ignores fields 4 and 5: the client needs to hear we did not */
+		.features = (req->filter ? TV_QUERY_FEATURE_FILTER : 0) |
+			    (req->reverse ? TV_QUERY_FEATURE_REVERSE : 0),
+	};
 	ret = tv_query_new(&c->query, c->srv->catalog, c->srv->store, &c->srv->query_pool,
-			   req->from_ns, req->to_ns, req->limit, filter, err, sizeof(err));
+			   &params, filter, err, sizeof(err));
 	if (ret) {
 		finish(c, tv_status_from_errno(ret), err[0] ? err : strerror(-ret));
 		goto out;
@@ -952,7 +1001,10 @@ static void idle_expire(struct tv_rpc_server *srv)
  *  - when no gRPC event is ready and I/O is in flight, the thread polls gRPC without blocking
  *    and then waits in io_uring for up to TV_RPC_IO_WAIT_US: a completion wakes it at once,
  *    and gRPC is looked at again within that bound;
- *  - with no I/O in flight it simply blocks in gRPC (TV_RPC_POLL_MS, for the stop flag).
+ *  - with no I/O in flight it simply blocks in gRPC (TV_RPC_POLL_MS, for the stop flag);
+ *  - a query runs in slices (server/query.h): one that yielded waits on the runnable list,
+ *    and while any does, gRPC is polled without blocking and one query slice runs after
+ *    each event or empty poll, round-robin, so Write acks wait at most one slice.
  * A second thread for completions would need a lock around every call and segment; the
  * polling costs a few wake-ups per write instead. */
 /* Commit the waiting segments as one group, then reap what the syncs let complete. */
@@ -961,6 +1013,16 @@ static void run_commit_group(struct tv_rpc_server *srv)
 	srv->events_since_queued = 0;
 	tv_segment_commit_group(&srv->commit_q);
 	tv_store_reap(srv->store, 0);
+}
+
+/* The next slice of the first runnable query; it goes to the back of the list if it yields
+ * again. */
+static void run_one(struct tv_rpc_server *srv)
+{
+	struct call *c = srv->run_head;
+
+	run_unlink(srv, c);
+	pump(c); /* query_produce when it may send */
 }
 
 int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop)
@@ -979,8 +1041,10 @@ int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop)
 		if (srv->eos_waiting)
 			eos_expire(srv);
 		idle_expire(srv);
-		/* a waiting commit group runs as soon as no gRPC event is ready (below) */
-		deadline = io || srv->commit_q.n ? gpr_inf_past(GPR_CLOCK_MONOTONIC) :
+		/* a waiting commit group runs as soon as no gRPC event is ready (below); so does
+		 * the next slice of a runnable query */
+		deadline = io || srv->commit_q.n || srv->run_head ?
+				gpr_inf_past(GPR_CLOCK_MONOTONIC) :
 				gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
 					     gpr_time_from_millis(srv->eos_waiting ? 1 : TV_RPC_POLL_MS,
 								  GPR_TIMESPAN));
@@ -990,7 +1054,9 @@ int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop)
 				run_commit_group(srv);
 				continue;
 			}
-			tv_store_reap(srv->store, io ? TV_RPC_IO_WAIT_US : 0);
+			tv_store_reap(srv->store, io && !srv->run_head ? TV_RPC_IO_WAIT_US : 0);
+			if (srv->run_head)
+				run_one(srv);
 			continue;
 		}
 		if (ev.type == GRPC_QUEUE_SHUTDOWN)
@@ -1004,6 +1070,10 @@ int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop)
 		/* under a steady stream of events the queue still gets its turn */
 		if (srv->commit_q.n && ++srv->events_since_queued >= TV_RPC_GROUP_MAX_EVENTS)
 			run_commit_group(srv);
+		/* one slice per event: a stream of events cannot starve the queries, nor a long
+		 * query the events (each waits at most one slice, TV_QUERY_SLICE_NS) */
+		if (srv->run_head)
+			run_one(srv);
 	}
 	/* writes of streams already freed complete into unlinked files: wait for them */
 	while (tv_store_inflight(srv->store))

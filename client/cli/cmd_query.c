@@ -27,7 +27,7 @@ struct query_args {
 	const char *server, *from, *to;
 	int format; /* enum out_format */
 	uint64_t limit;
-	int stats;
+	int stats, reverse;
 	size_t max_message_bytes;
 	struct tv_filter_args filter;
 };
@@ -53,6 +53,7 @@ static const struct tv_cli_opt query_options[] = {
 	{"format", 'F', TV_CLI_ARG_CUSTOM, QA(format), NULL, "jsonl or table", parse_format},
 	{"limit", 'n', TV_CLI_ARG_U64, QA(limit), &tv_cli_count_limit, "0: all", NULL},
 	{"stats", 0, TV_CLI_ARG_SET, QA(stats), NULL, NULL, NULL},
+	{"reverse", 'r', TV_CLI_ARG_SET, QA(reverse), NULL, NULL, NULL},
 	{"method", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_method},
 	{"status", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_status},
 	{"path", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_path},
@@ -72,7 +73,7 @@ static const struct tv_cli_opt query_options[] = {
 
 static const char *const query_usage[] = {
 	"Usage: tracevault query [--server HOST:PORT[,HOST:PORT...]] --from T [--to T]\n"
-	"                        [--format jsonl|table] [--limit N] [--stats]\n"
+	"                        [--format jsonl|table] [--limit N] [--reverse] [--stats]\n"
 	"                        [--method M,..] [--status 5xx|404|500-599|none,..]\n"
 	"                        [--path P] [--path-with-query] [--host H]\n"
 	"                        [--role server|client] [--pid N,..] [--comm C]\n"
@@ -81,7 +82,8 @@ static const char *const query_usage[] = {
 	"                        [--flags LIST|all:LIST|clean]\n"
 	"                        [--max-message-bytes N]\n"
 	"\n"
-	"Print the records with from <= ts_ns < to, ordered by ts_ns, on stdout.\n"
+	"Print the records with from <= ts_ns < to, ordered by ts_ns (newest first with\n"
+	"--reverse), on stdout.\n"
 	"With --stats, print instead what the archive holds for the blocks overlapping the\n"
 	"window (summed over the servers): blocks, records, bytes, and the records lost by\n"
 	"reason as stored in the block headers (ring_full, map_full, parser, cache, failed),\n"
@@ -101,8 +103,10 @@ static const char *const query_usage[] = {
 	"  -F, --format FMT           jsonl (default: one JSON object per line) or table\n"
 	"  -n, --limit N              at most N records, 0 to 9223372036854775807 (default 0:\n"
 	"                             all; with --stats, only 0)\n"
+	"  -r, --reverse              newest first: the exact reverse of the default order, so\n"
+	"                             with --limit N the last N records of the window\n"
 	"      --stats                block counts and loss totals instead of records\n"
-	"\n"
+	"\n",
 	"Filters, evaluated by the servers; --limit counts the records that pass. Options AND,\n"
 	"the values of one option (a,b or the option repeated) OR; at most 64 values per\n"
 	"option, each at most 1024 bytes:\n"
@@ -128,6 +132,7 @@ static const char *const query_usage[] = {
 	"Examples:\n"
 	"  tracevault query --server 127.0.0.1:7070 --from -15m --format table\n"
 	"  tracevault query --server 127.0.0.1:7070 --from -1h --stats --format table\n"
+	"  tracevault query --from -1h --reverse --limit 20 --status 5xx\n"
 	"  tracevault query --from -1h --status 5xx --path '/api/*' --min-latency 250ms\n"
 	"  tracevault query --server 127.0.0.1:7070 --from 2026-03-01T00:00:00Z \\\n"
 	"                   --to 2026-03-02T00:00:00Z > day.jsonl\n",
@@ -139,6 +144,8 @@ static const char *const query_usage[] = {
 struct query_out {
 	enum out_format format;
 	bool header_done;
+	bool unflushed;   /* records printed since the last flush */
+	int flush_errno;  /* a flush failed: the query stops at the next record */
 	uint64_t skipped; /* blocks the servers skipped */
 };
 
@@ -146,6 +153,11 @@ static int print_record(const Tracevault__V1__TraceRecord *r, void *arg)
 {
 	struct query_out *qo = arg;
 
+	if (qo->flush_errno) {
+		errno = qo->flush_errno;
+		return STDOUT_FAILED;
+	}
+	qo->unflushed = true;
 	/* positive on a stdout error, so it cannot be mistaken for an rpc errno */
 	if (qo->format == FORMAT_JSONL)
 		return tv_record_write_jsonl(stdout, r) ? STDOUT_FAILED : 0;
@@ -155,6 +167,19 @@ static int print_record(const Tracevault__V1__TraceRecord *r, void *arg)
 			return STDOUT_FAILED;
 	}
 	return tv_record_write_table_row(stdout, r) ? STDOUT_FAILED : 0;
+}
+
+/* The client waits on the servers: what is printed goes out now (records stream as they
+ * come, while whole batches still share one write). */
+static void flush_output(void *arg)
+{
+	struct query_out *qo = arg;
+
+	if (!qo->unflushed || qo->flush_errno)
+		return;
+	qo->unflushed = false;
+	if (fflush(stdout))
+		qo->flush_errno = errno ? errno : EIO;
 }
 
 /* One warning line per skipped block: which, its time range, why, and what is missing. */
@@ -247,6 +272,8 @@ int tv_cmd_query(int argc, char **argv)
 
 		if (a.limit)
 			return tv_cli_usage_error("--limit does not apply to --stats");
+		if (a.reverse)
+			return tv_cli_usage_error("--reverse does not apply to --stats");
 		ret = tv_query_stats(a.server, from_ns, to_ns, a.max_message_bytes, &r, err,
 				     sizeof(err));
 		if (ret)
@@ -258,10 +285,12 @@ int tv_cmd_query(int argc, char **argv)
 		return EXIT_SUCCESS;
 	}
 	setvbuf(stdout, NULL, _IOFBF, STDOUT_BUFFER_BYTES);
-	ret = tv_query(a.server, from_ns, to_ns, a.limit, filter, a.max_message_bytes, print_record,
-		       print_skip, &qo, err, sizeof(err));
+	ret = tv_query(a.server, from_ns, to_ns, a.limit, a.reverse, filter, a.max_message_bytes,
+		       print_record, print_skip, flush_output, &qo, err, sizeof(err));
 	if (ret == STDOUT_FAILED)
 		return tv_cli_runtime_error("write stdout: %s", strerror(errno));
+	if (qo.flush_errno)
+		return tv_cli_runtime_error("write stdout: %s", strerror(qo.flush_errno));
 	if (ret)
 		return tv_cli_runtime_error("%s", err);
 	if (qo.format == FORMAT_TABLE && !qo.header_done && tv_record_write_table_header(stdout))

@@ -1,5 +1,7 @@
 /* The Query rpc from the client side: probe each server, send one QueryRequest to each, and
- * k-way merge the QueryResponse streams by ts_ns, checking order and bounds of what comes back. */
+ * k-way merge the QueryResponse streams by ts_ns (newest first with reverse), checking order
+ * and bounds of what comes back, and that a server announced the request fields it had to
+ * evaluate (QueryResponse.features) before any of its records is taken. */
 #include "rpc/query_client.h"
 
 #include <errno.h>
@@ -36,6 +38,7 @@ struct stream {
 	grpc_slice details;
 	bool start_busy, recv_busy, status_busy;
 	bool ended; /* RECV_MESSAGE gave no message: the stream has no more batches */
+	bool first_seen; /* its first message came (and carried the features asked for) */
 	Tracevault__V1__QueryResponse *resp;
 	size_t pos;
 	uint64_t last_ts_ns;
@@ -44,10 +47,13 @@ struct stream {
 
 struct query_state {
 	uint64_t from_ns, to_ns, limit, seen;
+	bool reverse;
+	uint32_t need_features; /* TV_QUERY_FEATURE_* the request needs the server to evaluate */
 	const Tracevault__V1__QueryFilter *filter;
 	size_t max_message_bytes;
 	tv_query_cb cb;
 	tv_query_skip_cb skip_cb;
+	tv_query_idle_cb idle_cb; /* may be NULL */
 	void *arg;
 	struct tv_server_list list; /* the server argument, split (s[i].server points in) */
 	struct stream *s;
@@ -82,6 +88,26 @@ static void stop_all(struct query_state *q)
 			grpc_call_cancel(q->s[i].call, NULL);
 }
 
+/* An answer without the features the request needs comes from a server that ignored those
+ * fields (an older tracevaultd): its records would be unfiltered or in the wrong order. */
+static void fail_features(struct query_state *q, struct stream *s, uint32_t have)
+{
+	uint32_t miss = q->need_features & ~have;
+	char what[256];
+
+	snprintf(what, sizeof(what), "server %s does not evaluate %s%s%s: upgrade tracevaultd",
+		 s->server, miss & TV_QUERY_FEATURE_FILTER ? "filters" : "",
+		 (miss & TV_QUERY_FEATURE_FILTER) && (miss & TV_QUERY_FEATURE_REVERSE) ? " or " : "",
+		 miss & TV_QUERY_FEATURE_REVERSE ? "reverse (--reverse)" : "");
+	fail_stream(q, s, -EPROTO, what);
+}
+
+/* Whether ts_ns may follow last in a stream: forward ascending, reverse descending. */
+static bool in_order(const struct query_state *q, uint64_t last, uint64_t ts_ns)
+{
+	return q->reverse ? ts_ns <= last : ts_ns >= last;
+}
+
 /* Decode one batch of stream s and check it against the window and the stream's own order.
  * An empty batch leaves s->resp NULL (the next one is asked for). */
 static void take_batch(struct query_state *q, struct stream *s, grpc_byte_buffer *bb)
@@ -104,6 +130,14 @@ static void take_batch(struct query_state *q, struct stream *s, grpc_byte_buffer
 		fail_stream(q, s, -EPROTO, "reply does not parse as QueryResponse");
 		return;
 	}
+	if (!s->first_seen) {
+		s->first_seen = true;
+		if ((resp->features & q->need_features) != q->need_features) {
+			fail_features(q, s, resp->features);
+			tracevault__v1__query_response__free_unpacked(resp, NULL);
+			return;
+		}
+	}
 	/* before the batch's records: a skipped block concerns them and every later record */
 	for (size_t i = 0; i < resp->n_skipped; i++) {
 		s->skipped++;
@@ -113,7 +147,7 @@ static void take_batch(struct query_state *q, struct stream *s, grpc_byte_buffer
 	for (size_t i = 0; i < resp->n_records; i++) {
 		uint64_t ts_ns = resp->records[i]->ts_ns;
 
-		if (ts_ns < q->from_ns || ts_ns >= q->to_ns || ts_ns < s->last_ts_ns) {
+		if (ts_ns < q->from_ns || ts_ns >= q->to_ns || !in_order(q, s->last_ts_ns, ts_ns)) {
 			snprintf(what, sizeof(what),
 				 "server sent ts_ns %" PRIu64 " out of order or outside [%" PRIu64
 				 ", %" PRIu64 ")",
@@ -130,6 +164,12 @@ static void take_batch(struct query_state *q, struct stream *s, grpc_byte_buffer
 	}
 	s->resp = resp;
 	s->pos = 0;
+}
+
+/* Whether a head at ts_ns of a stream listed after the one holding best_ts goes out first. */
+static bool first_of(const struct query_state *q, uint64_t ts_ns, uint64_t best_ts)
+{
+	return q->reverse ? ts_ns >= best_ts : ts_ns < best_ts;
 }
 
 static bool busy(const struct stream *s)
@@ -154,7 +194,8 @@ static void post_recv(struct query_state *q, struct stream *s)
 
 /* Hand records to the callback in merged ts_ns order for as long as every stream either holds
  * a batch or is finished: only then is the smallest head the smallest record still to come.
- * Ties go to the stream listed first, so equal inputs give equal outputs. */
+ * Ties go to the stream listed first, so equal inputs give equal outputs. Reverse is the exact
+ * mirror: the largest head first, ties to the stream listed last. */
 static void emit_ready(struct query_state *q)
 {
 	while (!q->stopping) {
@@ -168,8 +209,8 @@ static void emit_ready(struct query_state *q)
 					return; /* its next record may be the smallest */
 				continue;
 			}
-			if (!best || s->resp->records[s->pos]->ts_ns <
-					     best->resp->records[best->pos]->ts_ns)
+			if (!best || first_of(q, s->resp->records[s->pos]->ts_ns,
+					      best->resp->records[best->pos]->ts_ns))
 				best = s;
 		}
 		if (!best)
@@ -200,6 +241,7 @@ static void start_stream(struct query_state *q, size_t i, grpc_completion_queue 
 	req.from_ns = q->from_ns;
 	req.to_ns = q->to_ns;
 	req.limit = q->limit; /* each server stops at limit; the merge cuts the union to limit */
+	req.reverse = q->reverse;
 	req.filter = (Tracevault__V1__QueryFilter *)q->filter; /* only read by pack */
 	ret = tv_wire_pack(&req.base, &s->send);
 	if (ret) {
@@ -246,6 +288,13 @@ static void on_event(struct query_state *q, const grpc_event *ev)
 		/* DATA_LOSS after skipped blocks were reported: every other record came */
 		if (s->status == GRPC_STATUS_DATA_LOSS && s->skipped)
 			break;
+		/* a server that knows the fields always sends a first message */
+		if (s->status == GRPC_STATUS_OK && !s->first_seen && q->need_features &&
+		    !q->stopping) {
+			fail_features(q, s, 0);
+			stop_all(q);
+			break;
+		}
 		if (s->status != GRPC_STATUS_OK && !q->stopping) {
 			char what[512];
 
@@ -296,6 +345,8 @@ static void run_streams(struct query_state *q, grpc_completion_queue *cq)
 			any_busy |= q->s[i].call && busy(&q->s[i]);
 		if (!any_busy)
 			break;
+		if (q->idle_cb && !q->stopping)
+			q->idle_cb(q->arg); /* nothing more to hand out until a server answers */
 		ev = grpc_completion_queue_next(cq, wait_until, NULL);
 		if (ev.type == GRPC_QUEUE_TIMEOUT) {
 			if (!q->fail_ret) {
@@ -331,6 +382,7 @@ static int split_servers(struct query_state *q, const char *server, char *err, s
 	}
 	for (; q->n < q->list.n; q->n++) {
 		q->s[q->n].server = q->list.v[q->n];
+		q->s[q->n].last_ts_ns = q->reverse ? UINT64_MAX : 0;
 		q->s[q->n].details = grpc_empty_slice();
 		grpc_metadata_array_init(&q->s[q->n].init_md);
 		grpc_metadata_array_init(&q->s[q->n].trail_md);
@@ -359,13 +411,18 @@ static void free_streams(struct query_state *q)
 	tv_server_list_free(&q->list);
 }
 
-int tv_query(const char *server, uint64_t from_ns, uint64_t to_ns, uint64_t limit,
+int tv_query(const char *server, uint64_t from_ns, uint64_t to_ns, uint64_t limit, bool reverse,
 	     const Tracevault__V1__QueryFilter *filter, size_t max_message_bytes, tv_query_cb cb,
-	     tv_query_skip_cb skip_cb, void *arg, char *err, size_t errlen)
+	     tv_query_skip_cb skip_cb, tv_query_idle_cb idle_cb, void *arg, char *err,
+	     size_t errlen)
 {
 	struct query_state q = {
 		.from_ns = from_ns, .to_ns = to_ns, .limit = limit, .filter = filter, .cb = cb,
+		.reverse = reverse,
+		.need_features = (filter ? TV_QUERY_FEATURE_FILTER : 0) |
+				 (reverse ? TV_QUERY_FEATURE_REVERSE : 0),
 		.skip_cb = skip_cb,
+		.idle_cb = idle_cb,
 		.arg = arg,
 		.max_message_bytes = max_message_bytes ? max_message_bytes
 						       : TV_DEFAULT_MAX_MESSAGE_BYTES,

@@ -1,8 +1,9 @@
 /* `tracevault query` against the server: one Query rpc for [from_ns, to_ns), records handed
- * to a callback in ts_ns order as the response batches arrive. */
+ * to a callback in ts_ns order (or newest first) as the response batches arrive. */
 #ifndef TV_QUERY_CLIENT_H
 #define TV_QUERY_CLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,17 +24,27 @@ typedef int (*tv_query_cb)(const Tracevault__V1__TraceRecord *r, void *arg);
 typedef void (*tv_query_skip_cb)(const char *server, const Tracevault__V1__SkippedBlock *b,
 				 void *arg);
 
+/* Called when the merge has handed out every record it can and is about to wait for a server:
+ * a caller that buffers its output flushes it here, so records appear as the servers stream
+ * them (the first match of a long selective scan at once, not at the end). */
+typedef void (*tv_query_idle_cb)(void *arg);
+
 /* Query server for records with from_ns <= ts_ns < to_ns that pass filter (NULL: all; each
- * server applies it, PROTOCOL.md "Filters"), at most limit (0: all).
+ * server applies it, PROTOCOL.md "Filters"), at most limit (0: all), oldest first, or newest
+ * first with reverse (the exact mirror: with limit N, the last N). A server that does not
+ * announce filter or reverse when asked for them (an older tracevaultd ignores them) fails
+ * the query before any of its records is taken: "server H:P does not evaluate filters:
+ * upgrade tracevaultd".
  * max_message_bytes 0 means TV_DEFAULT_MAX_MESSAGE_BYTES. A server that skipped blocks
  * (skip_cb is told of each, and its stream ends DATA_LOSS) does not fail the query: the
  * records of every other block still arrive. Returns 0, the callback's non-zero value, or a
  * negative errno with a one-line reason in err: "cannot reach server H:P: connection
  * refused", "query failed: CODE: message", or a reply that breaks the contract (out of order,
  * outside the window). */
-int tv_query(const char *server, uint64_t from_ns, uint64_t to_ns, uint64_t limit,
+int tv_query(const char *server, uint64_t from_ns, uint64_t to_ns, uint64_t limit, bool reverse,
 	     const Tracevault__V1__QueryFilter *filter, size_t max_message_bytes, tv_query_cb cb,
-	     tv_query_skip_cb skip_cb, void *arg, char *err, size_t errlen);
+	     tv_query_skip_cb skip_cb, tv_query_idle_cb idle_cb, void *arg, char *err,
+	     size_t errlen);
 
 /* The Stats rpc on every server of the comma-separated list, summed: blocks, records, bytes
  * and loss counters of the blocks overlapping [from_ns, to_ns). *out is filled on success

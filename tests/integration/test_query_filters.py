@@ -1,15 +1,21 @@
 """Query filters evaluated on the server (PROTOCOL.md "Filters"): seeded random records in
 overlapping blocks of several segments (equal ts_ns across blocks, paths with queries and glob
 metacharacters, mixed-case hosts with ports, IPv4/IPv6/v4-mapped remotes, every flag, status
-0, latency 0), then random windows x random filter combinations x limits, each answer compared
-exactly (the record bytes, in order) with a reference computed here from the same records:
-through grpcio and the .proto alone, and through `tracevault query` with its options. Bad
-filters end INVALID_ARGUMENT naming the field; bad options are usage errors (exit 2)."""
+0, latency 0), then random windows x random filter combinations x forward or reverse x
+limits, each answer compared exactly (the record bytes, in order) with a reference computed
+here from the same records (reverse == reversed(forward), reverse with limit N == the last N
+of forward, reversed): through grpcio and the .proto alone, through `tracevault query` with
+its options, and through the CLI over two servers. The first message announces the features
+a request needs (PROTOCOL.md "Features"), and a server that does not (a stand-in for an older
+tracevaultd) makes the CLI fail rather than print unfiltered records. Bad filters end
+INVALID_ARGUMENT naming the field; bad options are usage errors (exit 2)."""
 import json
 import os
 import random
 import sys
+import threading
 import time
+from concurrent import futures
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tvtest  # noqa: E402
@@ -21,6 +27,8 @@ BASE = 1_800_000_000 * 10**9
 SPAN = 2_000_000
 ROUNDS_GRPC = 300
 ROUNDS_CLI = 60
+ROUNDS_TWO_SERVERS = 16
+FEATURE_FILTER, FEATURE_REVERSE = 1, 2
 TIME_BUDGET_S = 240
 
 METHODS = ["GET", "POST", "PUT", "DELETE", "get", "PATCH"]
@@ -47,14 +55,14 @@ def random_record(rng, ts):
         trace_id=rng.choice(TRACES), flags=rng.choice(FLAGS))
 
 
-def write_archive(cl, rng):
-    """~6k records in 24 segments of 1-3 blocks from 3 'writers' whose time ranges overlap.
-    Returns the records in the server's forward order: (ts_ns, block min_ts_ns, block_id,
-    ordinal in the block)."""
+def write_archive(cl, rng, shared_ts, segments=24, first_segment=0x700):
+    """~6k records in 24 segments of 1-3 blocks from 3 'writers' whose time ranges overlap,
+    a tenth of them at one of shared_ts (equal ts_ns across blocks and servers). Returns the
+    records in the server's forward order: (ts_ns, block min_ts_ns, block_id, ordinal in the
+    block)."""
     keyed = []
-    shared_ts = [BASE + rng.randrange(SPAN) for _ in range(40)]  # equal ts across blocks
     block_id = 0x7000
-    for seg in range(24):
+    for seg in range(segments):
         blocks = []
         for _ in range(rng.randrange(1, 4)):
             start = BASE + rng.randrange(SPAN)
@@ -67,7 +75,7 @@ def write_archive(cl, rng):
             blocks.append((block_id, recs))
             for i, r in enumerate(recs):
                 keyed.append(((r.ts_ns, ts[0], block_id, i), r))
-        cl.write_segment(0x700 + seg, blocks)
+        cl.write_segment(first_segment + seg, blocks)
     keyed.sort(key=lambda kv: kv[0])
     return [r for _, r in keyed]
 
@@ -139,8 +147,12 @@ def random_window(rng, records):
     return a, b                                       # edges on record ts
 
 
-def expected(records, frm, to, spec, limit):
+def expected(records, frm, to, spec, limit, reverse=False):
+    """What a Query answers: the matches in forward order, or their exact reverse; then the
+    first limit of those."""
     out = [r for r in records if frm <= r.ts_ns < to and spec.passes(r)]
+    if reverse:
+        out.reverse()
     return out[:limit] if limit else out
 
 
@@ -150,31 +162,54 @@ def pick_limit(rng, n):
 
 def test_grpc_rounds(cl, rng, records, deadline):
     pb = cl.pb
-    nonempty = 0
+    nonempty = reversed_rounds = 0
     for i in range(ROUNDS_GRPC):
         if time.monotonic() > deadline:
             raise AssertionError("time budget spent after %d grpc rounds" % i)
         frm, to = random_window(rng, records)
         spec = random_spec(rng, records)
+        reverse = rng.random() < 0.5
         full = expected(records, frm, to, spec, 0)
         limit = pick_limit(rng, len(full))
-        want = full[:limit] if limit else full
-        req = pb.QueryRequest(from_ns=frm, to_ns=to, limit=limit, filter=spec.to_pb(pb))
-        got = []
+        want = expected(records, frm, to, spec, limit, reverse)
+        req = pb.QueryRequest(from_ns=frm, to_ns=to, limit=limit, reverse=reverse)
+        if rng.random() < 0.9:  # else no filter field at all: no FILTER feature either
+            req.filter.CopyFrom(spec.to_pb(pb))
+        else:
+            want = expected(records, frm, to, FilterSpec(), limit, reverse)
+        features = (FEATURE_FILTER if req.HasField("filter") else 0) | \
+            (FEATURE_REVERSE if reverse else 0)
+        got, announced = [], []
         for resp in cl.query_rpc(req, timeout=cl.timeout_s):
             got.extend(resp.records)
+            announced.append(resp.features)
+        # the first message carries the features asked for, and only it; a request without
+        # filter and reverse gets messages as before (no features field)
+        if features:
+            assert announced and announced[0] == features and not any(announced[1:]), \
+                (i, features, announced[:3])
+        else:
+            assert not any(announced), (i, announced[:3])
         gb = [r.SerializeToString() for r in got]
         wb = [r.SerializeToString() for r in want]
         if gb != wb:
-            raise AssertionError("round %d: [%d, %d) limit %d %r: got %d records, want %d; "
-                                 "first difference at %s" % (
-                                     i, frm - BASE, to - BASE, limit, spec, len(gb), len(wb),
+            raise AssertionError("round %d: [%d, %d) limit %d reverse %s %r: got %d records, "
+                                 "want %d; first difference at %s" % (
+                                     i, frm - BASE, to - BASE, limit, reverse, spec, len(gb),
+                                     len(wb),
                                      next((k for k, (x, y) in enumerate(zip(gb, wb)) if x != y),
                                           min(len(gb), len(wb)))))
+        if reverse and limit and want:
+            # the mirror, stated directly: the last limit of forward, reversed
+            fwd = expected(records, frm, to, spec if req.HasField("filter") else FilterSpec(),
+                           0)
+            assert wb == [r.SerializeToString() for r in fwd[::-1][:limit]]
+        reversed_rounds += reverse and len(want) > 1
         nonempty += bool(want) and len(want) < len(
             [r for r in records if frm <= r.ts_ns < to])
     # the rounds must have exercised real selection, not only empty or unfiltered answers
     assert nonempty >= ROUNDS_GRPC // 5, nonempty
+    assert reversed_rounds >= ROUNDS_GRPC // 10, reversed_rounds
     return nonempty
 
 
@@ -183,22 +218,105 @@ def cli_key(obj):
             obj.get("remote", ""), obj.get("latency_ns", 0))
 
 
+def cli_round(addrs, rng, records, deadline, i):
+    """One random query through `tracevault query` against addrs (records: the answer of all
+    of them merged, in forward order)."""
+    if time.monotonic() > deadline:
+        raise AssertionError("time budget spent after %d cli rounds" % i)
+    frm, to = random_window(rng, records)
+    spec = random_spec(rng, records)
+    reverse = rng.random() < 0.5
+    full = expected(records, frm, to, spec, 0)
+    limit = pick_limit(rng, len(full))
+    want = expected(records, frm, to, spec, limit, reverse)
+    args = ["query", "--server", ",".join(addrs), "--from", str(frm), "--to", str(to),
+            "--limit", str(limit)] + spec.to_args() + (["--reverse"] if reverse else [])
+    p = tvtest.run(args, timeout=60)
+    assert p.returncode == 0, (args, p.returncode, p.stderr)
+    got = [cli_key(json.loads(line)) for line in p.stdout.splitlines()]
+    exp = [(r.ts_ns, r.pid, r.path, r.status, r.remote, r.latency_ns) for r in want]
+    assert got == exp, ("cli round %d" % i, args, len(got), len(exp))
+
+
 def test_cli_rounds(srv, rng, records, deadline):
     for i in range(ROUNDS_CLI):
-        if time.monotonic() > deadline:
-            raise AssertionError("time budget spent after %d cli rounds" % i)
-        frm, to = random_window(rng, records)
-        spec = random_spec(rng, records)
-        full = expected(records, frm, to, spec, 0)
-        limit = pick_limit(rng, len(full))
-        want = full[:limit] if limit else full
-        args = ["query", "--server", srv.addr, "--from", str(frm), "--to", str(to),
-                "--limit", str(limit)] + spec.to_args()
-        p = tvtest.run(args, timeout=60)
-        assert p.returncode == 0, (args, p.returncode, p.stderr)
-        got = [cli_key(json.loads(line)) for line in p.stdout.splitlines()]
-        exp = [(r.ts_ns, r.pid, r.path, r.status, r.remote, r.latency_ns) for r in want]
-        assert got == exp, ("cli round %d" % i, args, len(got), len(exp))
+        cli_round([srv.addr], rng, records, deadline, i)
+
+
+def test_two_servers(srv, rng, records, shared_ts, deadline):
+    """A second server with its own archive: the CLI merges both, ties of ts_ns to the server
+    listed first (forward) or last (reverse: the exact mirror)."""
+    with tvtest.Server() as srv2:
+        cl2 = tvtest.GrpcClient(srv2.addr)
+        try:
+            records2 = write_archive(cl2, rng, shared_ts, segments=8, first_segment=0x900)
+        finally:
+            cl2.close()
+        keyed = [((r.ts_ns, 0, k), r) for k, r in enumerate(records)] + \
+            [((r.ts_ns, 1, k), r) for k, r in enumerate(records2)]
+        keyed.sort(key=lambda kv: kv[0])
+        merged = [r for _, r in keyed]
+        ties = sum(1 for a, b in zip(merged, merged[1:]) if a.ts_ns == b.ts_ns)
+        assert ties, "the archives share no ts_ns: ties untested"
+        for i in range(ROUNDS_TWO_SERVERS):
+            cli_round([srv.addr, srv2.addr], rng, merged, deadline, i)
+
+
+class OldServer:
+    """A stand-in for a tracevaultd from before filters and reverse: its Query ignores fields 4
+    and 5 and answers every record of the window, oldest first, without features."""
+
+    def __init__(self, pb, records):
+        grpc_ = grpc
+        self.records = records
+        self.server = grpc_.server(futures.ThreadPoolExecutor(max_workers=2))
+        handler = grpc_.method_handlers_generic_handler("tracevault.v1.TraceStore", {
+            "Query": grpc_.unary_stream_rpc_method_handler(
+                self.query, request_deserializer=pb.QueryRequest.FromString,
+                response_serializer=lambda m: m.SerializeToString())})
+        self.server.add_generic_rpc_handlers((handler,))
+        self.addr = "127.0.0.1:%d" % self.server.add_insecure_port("127.0.0.1:0")
+        self.pb = pb
+        self.server.start()
+
+    def query(self, req, context):
+        recs = [r for r in self.records if req.from_ns <= r.ts_ns < req.to_ns]
+        if req.limit:
+            recs = recs[:req.limit]
+        if recs:
+            yield self.pb.QueryResponse(records=recs)
+
+    def stop(self):
+        self.server.stop(None).wait(10)
+
+
+def test_old_server_is_refused(pb, records):
+    """The client needs the features it asked for: without them it exits 1 naming the server
+    and what it does not evaluate, and prints nothing; a plain query still works."""
+    old = OldServer(pb, records)
+    try:
+        base = ["query", "--server", old.addr, "--from", str(records[0].ts_ns), "--to",
+                str(records[-1].ts_ns + 1)]
+        for extra, what in ((["--status", "5xx"], "does not evaluate filters"),
+                            (["--reverse"], "does not evaluate reverse"),
+                            (["--pid", "1", "--reverse"], "does not evaluate filters or reverse")):
+            p = tvtest.run(base + extra, timeout=60)
+            assert p.returncode == 1, (extra, p.returncode, p.stderr)
+            assert p.stdout == "", (extra, p.stdout[:200])
+            lines = p.stderr.strip().splitlines()
+            assert len(lines) == 1 and what in lines[0] and old.addr in lines[0] and \
+                "upgrade tracevaultd" in lines[0], (extra, p.stderr)
+        # a window the old server answers with no message at all: a new server always sends
+        # one when asked for features, so an empty answer is refused too
+        p = tvtest.run(["query", "--server", old.addr, "--from", "1", "--to", "2", "--status",
+                        "5xx"], timeout=60)
+        assert p.returncode == 1 and "does not evaluate filters" in p.stderr, \
+            (p.returncode, p.stderr)
+        p = tvtest.run(base, timeout=60)
+        assert p.returncode == 0 and len(p.stdout.splitlines()) == len(records), \
+            (p.returncode, p.stderr)
+    finally:
+        old.stop()
 
 
 def test_cli_v6_host(srv, records):
@@ -263,7 +381,8 @@ def main():
     with tvtest.Server() as srv:
         cl = tvtest.GrpcClient(srv.addr)
         try:
-            records = write_archive(cl, rng)
+            shared_ts = [BASE + rng.randrange(SPAN) for _ in range(40)]
+            records = write_archive(cl, rng, shared_ts)
             print("ok wrote %d records" % len(records))
             n = test_grpc_rounds(cl, rng, records, deadline)
             print("ok %d grpc rounds (%d selective)" % (ROUNDS_GRPC, n))
@@ -271,6 +390,10 @@ def main():
             print("ok %d cli rounds" % ROUNDS_CLI)
             test_cli_v6_host(srv, records)
             print("ok --host [::1]")
+            test_two_servers(srv, rng, records, shared_ts, deadline)
+            print("ok %d cli rounds over two servers" % ROUNDS_TWO_SERVERS)
+            test_old_server_is_refused(cl.pb, records)
+            print("ok a server without features is refused")
             test_invalid_filters(cl)
             print("ok invalid filters")
             test_usage_errors(srv)

@@ -327,7 +327,9 @@ def test_query_stream_limit_and_a_reader_that_stalls():
                                     response_deserializer=pb.QueryResponse.FromString)
         stalled = q(pb.QueryRequest(from_ns=0, to_ns=2**63 - 1), timeout=60)
         try:
-            time.sleep(0.3)  # the server takes the call and blocks in its first reply
+            # the server has the call once its first reply is here (a batch goes out after a
+            # slice of the query, tv_query_next); the rest then blocks on the 64 KiB window
+            next(stalled)
             other = tvtest.run(["query", "--server", srv.addr, "--from", "0", "--to",
                                 str(TS0 + 1)], timeout=60)
             assert other.returncode == 1 and "RESOURCE_EXHAUSTED" in other.stderr and \

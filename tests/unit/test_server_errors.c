@@ -5,6 +5,7 @@
  * tests/CMakeLists.txt); each case is run failing the 1st, 2nd, ... allocation until one
  * run needs no failure. */
 #include <errno.h>
+#include <stdbool.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -97,14 +98,16 @@ static void test_store_and_catalog_open_say_why(void **state)
 
 /* Planning and running a query over two blocks whose files are not there: each failed
  * allocation is -ENOMEM with a reason (the status is then RESOURCE_EXHAUSTED); with none,
- * both blocks are reported skipped and the query completes. */
-static void test_query_says_why(void **state)
+ * both blocks are reported skipped and the query completes. Forward and reverse (which plans
+ * an open order too). */
+static void query_says_why(void **state, bool reverse)
 {
 	struct fixture *f = *state;
 	struct tv_catalog_block rows[2] = {
 		{ .block_id = 1, .segment_id = 9, .min_ts_ns = 10, .max_ts_ns = 20, .bytes = 100 },
 		{ .block_id = 2, .segment_id = 9, .min_ts_ns = 15, .max_ts_ns = 30, .bytes = 100 },
 	};
+	const struct tv_query_params params = { .from_ns = 0, .to_ns = 100, .reverse = reverse };
 	struct tv_query_pool pool;
 	struct tv_catalog *c;
 	struct tv_store *s;
@@ -123,10 +126,12 @@ static void test_query_says_why(void **state)
 		memset(err, GARBAGE, sizeof(err));
 		injected = 0;
 		fail_countdown = k;
-		ret = tv_query_new(&q, c, s, &pool, 0, 100, 0, NULL, err, sizeof(err));
-		while (!ret && (ret = tv_query_next(q, &bb, err, sizeof(err))) == 1) {
-			grpc_byte_buffer_destroy(bb);
-			batches++;
+		ret = tv_query_new(&q, c, s, &pool, &params, NULL, err, sizeof(err));
+		/* TV_QUERY_YIELD: a slice ended with nothing to send, call again */
+		while (!ret && (ret = tv_query_next(q, &bb, err, sizeof(err))) >= 1) {
+			if (ret == 1)
+				grpc_byte_buffer_destroy(bb);
+			batches += ret == 1;
 			ret = 0;
 		}
 		fail_countdown = 0;
@@ -152,12 +157,23 @@ static void test_query_says_why(void **state)
 	tv_store_close(s);
 }
 
+static void test_query_says_why(void **state)
+{
+	query_says_why(state, false);
+}
+
+static void test_reverse_query_says_why(void **state)
+{
+	query_says_why(state, true);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_store_and_catalog_open_say_why, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_query_says_why, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reverse_query_says_why, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
