@@ -94,8 +94,10 @@ static const char *const query_usage[] = {
 	"With --stats, print instead what the archive holds for the blocks overlapping the\n"
 	"window (summed over the servers): blocks, records, bytes, and the records lost by\n"
 	"reason as stored in the block headers (ring_full, map_full, parser, cache, failed),\n"
-	"and lost_requests: how many of the ring_full events began a request (requests\n"
-	"without a record; part of ring_full, so not added to lost_total).\n"
+	"lost_requests: how many of the ring_full events began a request (requests\n"
+	"without a record; part of ring_full, so not added to lost_total), raw_bytes: the\n"
+	"records' bytes before compression, compression_ratio = raw_bytes / bytes and\n"
+	"bytes_per_record (stored bytes; both 0 when undefined).\n"
 	"T is RFC 3339 (2026-03-01T12:00:00.5Z, 2026-03-01T14:00:00+02:00), unix nanoseconds,\n"
 	"'now', or relative to now: -500ms, -30s, -15m, -2h, -1d.\n"
 	"A block a server finds damaged is skipped (and quarantined there): one warning line on\n"
@@ -114,7 +116,8 @@ static const char *const query_usage[] = {
 	"                             README \"Query output formats\" has the mapping)\n"
 	"  -n, --limit N              at most N records, 0 to 9223372036854775807 (default 0:\n"
 	"                             all; with --stats, only 0)\n"
-	"      --stats                block counts and loss totals instead of records\n"
+	"      --stats                block counts, stored bytes, compression ratio and loss\n"
+	"                             totals instead of records (jsonl, table or csv)\n"
 	"\n",
 	/* a second part: ISO C promises string literals of 4095 bytes only */
 	"Filters, evaluated by the servers; --limit counts the records that pass. Options AND,\n"
@@ -187,7 +190,7 @@ static void print_skip(const char *server, const Tracevault__V1__SkippedBlock *b
 }
 
 /* --stats output: one JSON object (jsonl), a name/value table, or a header row and one row
- * (csv). */
+ * (csv): the counters, then the two derived ratios (decimals). */
 static int print_stats(enum tv_out_format format, uint64_t from_ns, uint64_t to_ns,
 		       const Tracevault__V1__StatsResponse *r)
 {
@@ -209,19 +212,33 @@ static int print_stats(enum tv_out_format format, uint64_t from_ns, uint64_t to_
 				       r->lost_cache + r->lost_failed},
 		/* a subset of lost_ring_full (requests those events began), not in the total */
 		{"lost_requests", r->lost_requests},
+		{"raw_bytes", r->raw_bytes},
 	};
-	size_t n = sizeof(f) / sizeof(f[0]);
+	/* 0 when undefined: no bytes, or a server too old to send raw_bytes */
+	const struct {
+		const char *name, *fmt;
+		double v;
+	} d[] = {
+		{"compression_ratio", "%.2f",
+		 r->bytes && r->raw_bytes ? (double)r->raw_bytes / (double)r->bytes : 0},
+		{"bytes_per_record", "%.1f", r->records ? (double)r->bytes / (double)r->records : 0},
+	};
+	size_t n = sizeof(f) / sizeof(f[0]), nd = sizeof(d) / sizeof(d[0]);
 
-	for (size_t i = 0; format == TV_OUT_CSV && i < n; i++)
-		printf("%s%s", f[i].name, i + 1 < n ? "," : "\r\n");
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; format == TV_OUT_CSV && i < n + nd; i++)
+		printf("%s%s", i < n ? f[i].name : d[i - n].name, i + 1 < n + nd ? "," : "\r\n");
+	for (size_t i = 0; i < n + nd; i++) {
+		const char *sep = i + 1 < n + nd ? "," : format == TV_OUT_CSV ? "\r\n" : "}\n";
+
 		if (format == TV_OUT_JSONL)
-			printf("%s\"%s\":%" PRIu64 "%s", i ? "" : "{", f[i].name, f[i].v,
-			       i + 1 < n ? "," : "}\n");
-		else if (format == TV_OUT_CSV)
-			printf("%" PRIu64 "%s", f[i].v, i + 1 < n ? "," : "\r\n");
+			printf("%s\"%s\":", i ? "" : "{", i < n ? f[i].name : d[i - n].name);
+		else if (format == TV_OUT_TABLE)
+			printf("%-17s ", i < n ? f[i].name : d[i - n].name);
+		if (i < n)
+			printf("%" PRIu64, f[i].v);
 		else
-			printf("%-16s %" PRIu64 "\n", f[i].name, f[i].v);
+			printf(d[i - n].fmt, d[i - n].v);
+		fputs(format == TV_OUT_TABLE ? "\n" : sep, stdout);
 	}
 	return fflush(stdout) ? -errno : 0;
 }
