@@ -227,7 +227,7 @@ void tv_record_csv_header(struct tv_out_buf *b)
  * (RFC 4180 §2.6, §2.7). */
 static void csv_string(struct tv_out_buf *b, const char *s)
 {
-	size_t n = strlen(s), start = b->len;
+	size_t n = strlen(s), start, end, quotes = 0;
 
 	if (strpbrk(s, ",\"\r\n") == NULL) {
 		tv_out_utf8_clean(b, s, n);
@@ -239,7 +239,7 @@ static void csv_string(struct tv_out_buf *b, const char *s)
 	if (b->failed)
 		return;
 	/* double each quote of what was just written, back to front in place */
-	size_t quotes = 0, end = b->len;
+	end = b->len;
 
 	for (size_t i = start; i < end; i++)
 		quotes += b->p[i] == '"';
