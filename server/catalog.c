@@ -32,7 +32,10 @@ static const char SCHEMA_SQL[] =
 	" lost_parser INTEGER NOT NULL DEFAULT 0,"
 	" lost_cache INTEGER NOT NULL DEFAULT 0,"
 	" lost_failed INTEGER NOT NULL DEFAULT 0,"
-	" lost_requests INTEGER NOT NULL DEFAULT 0);"
+	" lost_requests INTEGER NOT NULL DEFAULT 0,"
+	/* the header's raw_bytes; NULL: not known yet (a row from before the column, which
+	 * start-up fills in from the block's header: server/raw_backfill.c) */
+	" raw_bytes INTEGER);"
 	"CREATE INDEX IF NOT EXISTS blocks_by_time ON blocks(min_ts_ns, max_ts_ns);"
 	"CREATE INDEX IF NOT EXISTS blocks_by_segment ON blocks(segment_id);"
 	/* every segment id ever committed or deleted: ids are used once (catalog.h) */
@@ -48,12 +51,23 @@ static const char SYNC_SEGMENTS_SQL[] =
 	" SELECT segment_id, 'committed', 0, MIN(committed_ns) FROM blocks GROUP BY segment_id";
 
 #define COLS "block_id, segment_id, min_ts_ns, max_ts_ns, record_count, bytes, committed_ns," \
-	" lost_ring_full, lost_map_full, lost_parser, lost_cache, lost_failed, lost_requests"
+	" lost_ring_full, lost_map_full, lost_parser, lost_cache, lost_failed, lost_requests," \
+	" raw_bytes"
 
 /* Columns added after the first schema, with what an older catalog gets: ALTER TABLE ADD
- * COLUMN on open when missing (blocks committed before them recorded no loss). */
-static const char *const ADDED_COLS[] = { "lost_ring_full", "lost_map_full", "lost_parser",
-					  "lost_cache", "lost_failed", "lost_requests" };
+ * COLUMN on open when missing (blocks committed before the loss columns recorded no loss; their
+ * raw_bytes is NULL until start-up reads it from the headers). */
+static const struct {
+	const char *name, *decl;
+} ADDED_COLS[] = {
+	{ "lost_ring_full", "INTEGER NOT NULL DEFAULT 0" },
+	{ "lost_map_full", "INTEGER NOT NULL DEFAULT 0" },
+	{ "lost_parser", "INTEGER NOT NULL DEFAULT 0" },
+	{ "lost_cache", "INTEGER NOT NULL DEFAULT 0" },
+	{ "lost_failed", "INTEGER NOT NULL DEFAULT 0" },
+	{ "lost_requests", "INTEGER NOT NULL DEFAULT 0" },
+	{ "raw_bytes", "INTEGER" },
+};
 
 /* A segment id reserved by a Write stream in progress, with its OPEN_SEGMENT's token. */
 struct open_segment {
@@ -72,7 +86,7 @@ struct tv_catalog {
 	sqlite3 *db;
 	int is_new;
 	sqlite3_stmt *insert, *contains, *get, *overlap, *overlap_open, *list, *of_segment,
-		*del_id, *set_segment, *replace, *count;
+		*del_id, *set_segment, *replace, *count, *raw_unknown, *set_raw;
 	sqlite3_stmt *seg_get, *seg_insert, *seg_deleted;
 	struct open_segment *open; /* unordered; as many as Write streams, so a scan is cheap */
 	size_t nopen, open_cap;
@@ -157,7 +171,7 @@ static int migrate(struct tv_catalog *c)
 
 		snprintf(sql, sizeof(sql),
 			 "SELECT 1 FROM pragma_table_info('blocks') WHERE name = '%s'",
-			 ADDED_COLS[i]);
+			 ADDED_COLS[i].name);
 		int ret;
 
 		if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK)
@@ -171,7 +185,8 @@ static int migrate(struct tv_catalog *c)
 		if (found)
 			continue;
 		snprintf(sql, sizeof(sql),
-			 "ALTER TABLE blocks ADD COLUMN %s INTEGER NOT NULL DEFAULT 0", ADDED_COLS[i]);
+			 "ALTER TABLE blocks ADD COLUMN %s %s", ADDED_COLS[i].name,
+			 ADDED_COLS[i].decl);
 		ret = exec(c, sql);
 		if (ret)
 			return ret;
@@ -371,7 +386,7 @@ int tv_catalog_open(struct tv_catalog **out, const char *path, char *err, size_t
 		goto fail;
 	}
 	if (prepare(c, "INSERT INTO blocks (" COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
-		       " ?8, ?9, ?10, ?11, ?12, ?13)",
+		       " ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
 		    &c->insert) ||
 	    prepare(c, "SELECT 1 FROM blocks WHERE block_id = ?1", &c->contains) ||
 	    prepare(c, "SELECT " COLS " FROM blocks WHERE block_id = ?1", &c->get) ||
@@ -385,7 +400,10 @@ int tv_catalog_open(struct tv_catalog **out, const char *path, char *err, size_t
 	    prepare(c, "DELETE FROM blocks WHERE block_id = ?1 RETURNING block_id", &c->del_id) ||
 	    prepare(c, "UPDATE blocks SET segment_id = ?2 WHERE block_id = ?1", &c->set_segment) ||
 	    prepare(c, "INSERT OR REPLACE INTO blocks (" COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6,"
-		       " ?7, ?8, ?9, ?10, ?11, ?12, ?13)", &c->replace) ||
+		       " ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)", &c->replace) ||
+	    prepare(c, "SELECT " COLS " FROM blocks WHERE raw_bytes IS NULL ORDER BY block_id",
+		    &c->raw_unknown) ||
+	    prepare(c, "UPDATE blocks SET raw_bytes = ?2 WHERE block_id = ?1", &c->set_raw) ||
 	    prepare(c, "SELECT count(*) FROM blocks", &c->count) ||
 	    prepare(c, "SELECT state, writer_token FROM segments WHERE segment_id = ?1",
 		    &c->seg_get) ||
@@ -426,6 +444,8 @@ void tv_catalog_close(struct tv_catalog *c)
 	sqlite3_finalize(c->set_segment);
 	sqlite3_finalize(c->replace);
 	sqlite3_finalize(c->count);
+	sqlite3_finalize(c->raw_unknown);
+	sqlite3_finalize(c->set_raw);
 	sqlite3_finalize(c->seg_get);
 	sqlite3_finalize(c->seg_insert);
 	sqlite3_finalize(c->seg_deleted);
@@ -542,7 +562,7 @@ int tv_catalog_segment_may_delete(struct tv_catalog *c, uint64_t segment_id,
 	return -EPERM;
 }
 
-/* Bind the 13 columns of b (COLS order) to st; committed_ns as given. */
+/* Bind the 14 columns of b (COLS order) to st; committed_ns as given. */
 static void bind_row(sqlite3_stmt *st, const struct tv_catalog_block *b)
 {
 	sqlite3_bind_int64(st, 1, (int64_t)b->block_id);
@@ -558,6 +578,7 @@ static void bind_row(sqlite3_stmt *st, const struct tv_catalog_block *b)
 	sqlite3_bind_int64(st, 11, (int64_t)b->loss.cache);
 	sqlite3_bind_int64(st, 12, (int64_t)b->loss.failed);
 	sqlite3_bind_int64(st, 13, (int64_t)b->loss.requests);
+	sqlite3_bind_int64(st, 14, (int64_t)b->raw_bytes);
 }
 
 /* Run st (bound) once to completion; 0 or the errno of its failure. Resets st. */
@@ -768,6 +789,7 @@ static void row_to_block(sqlite3_stmt *st, struct tv_catalog_block *b)
 	b->loss.cache = (uint64_t)sqlite3_column_int64(st, 10);
 	b->loss.failed = (uint64_t)sqlite3_column_int64(st, 11);
 	b->loss.requests = (uint64_t)sqlite3_column_int64(st, 12);
+	b->raw_bytes = (uint64_t)sqlite3_column_int64(st, 13); /* NULL (not known yet): 0 */
 }
 
 /* Step st to the end, calling cb per row; resets st whatever happens. */
@@ -849,6 +871,27 @@ int tv_catalog_replace(struct tv_catalog *c, const struct tv_catalog_block *b)
 		return -ERANGE;
 	bind_row(c->replace, b);
 	return step_done(c, c->replace);
+}
+
+int tv_catalog_raw_unknown(struct tv_catalog *c, tv_catalog_block_cb cb, void *arg)
+{
+	return walk(c, c->raw_unknown, cb, arg);
+}
+
+int tv_catalog_set_raw_bytes(struct tv_catalog *c, const struct tv_catalog_raw *v, size_t n)
+{
+	int ret = exec(c, "BEGIN IMMEDIATE");
+
+	for (size_t i = 0; !ret && i < n; i++) {
+		sqlite3_bind_int64(c->set_raw, 1, (int64_t)v[i].block_id);
+		sqlite3_bind_int64(c->set_raw, 2, (int64_t)v[i].raw_bytes);
+		ret = step_done(c, c->set_raw);
+	}
+	if (!ret)
+		ret = exec(c, "COMMIT");
+	if (ret)
+		exec(c, "ROLLBACK");
+	return ret;
 }
 
 int tv_catalog_count(struct tv_catalog *c, uint64_t *n)
@@ -939,6 +982,7 @@ static int add_stats(const struct tv_catalog_block *b, void *arg)
 	st->blocks++;
 	st->records += b->record_count;
 	st->bytes += b->bytes;
+	st->raw_bytes += b->raw_bytes;
 	tv_block_loss_add(&st->loss, &b->loss);
 	return 0;
 }

@@ -26,6 +26,9 @@ struct tv_catalog_block {
 	uint64_t bytes;        /* encoded block size = file size */
 	int64_t committed_ns;  /* CLOCK_REALTIME at commit; filled in by commit_segment */
 	struct tv_block_loss loss; /* from the block header (0 for version 1 blocks) */
+	/* the header's raw_bytes (payload after decompression); 0 in a row read before start-up
+	 * filled it in (tv_catalog_raw_unknown) */
+	uint64_t raw_bytes;
 };
 
 struct tv_catalog;
@@ -123,10 +126,20 @@ int tv_catalog_count(struct tv_catalog *c, uint64_t *n);
 typedef int (*tv_catalog_block_cb)(const struct tv_catalog_block *b, void *arg);
 int tv_catalog_overlap(struct tv_catalog *c, uint64_t from_ns, uint64_t to_ns,
 		       tv_catalog_block_cb cb, void *arg);
+/* Rows whose raw_bytes is not known (made before the column existed), in block_id order, for
+ * start-up to read from the block headers (server/raw_backfill.h). Stops like
+ * tv_catalog_overlap. tv_catalog_set_raw_bytes sets them in one transaction (rows that no
+ * longer exist are skipped): 0 or a negative errno (nothing set). */
+int tv_catalog_raw_unknown(struct tv_catalog *c, tv_catalog_block_cb cb, void *arg);
+struct tv_catalog_raw {
+	uint64_t block_id, raw_bytes;
+};
+int tv_catalog_set_raw_bytes(struct tv_catalog *c, const struct tv_catalog_raw *v, size_t n);
 /* Sums over the committed blocks overlapping [from_ns, to_ns) (tv_catalog_overlap's rule). */
 struct tv_catalog_stats {
 	uint64_t blocks, records;
 	uint64_t bytes;            /* encoded block bytes as stored */
+	uint64_t raw_bytes;        /* their headers' raw_bytes: the records' bytes uncompressed */
 	struct tv_block_loss loss; /* the blocks' header loss counters, summed */
 };
 /* Fill *st from catalog rows only (no block is read): the Stats rpc. 0 or a negative errno. */

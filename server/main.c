@@ -26,6 +26,7 @@
 #include "server/catalog.h"
 #include "server/data_dir.h"
 #include "server/fd_plan.h"
+#include "server/raw_backfill.h"
 #include "server/recovery.h"
 #include "server/query.h"
 #include "server/rpc_server.h"
@@ -228,6 +229,7 @@ static int open_data(const char *data_dir, int rebuild, struct tv_data_dir *dd,
 	if (tv_store_open(store, data_dir, err, errlen) ||
 	    tv_recovery_open_catalog(catalog, *store, path, rebuild, err, errlen) ||
 	    tv_recover(*catalog, *store, rep, err, errlen) ||
+	    tv_raw_backfill(*catalog, *store, NULL, NULL, err, errlen) ||
 	    tv_data_dir_mark(dd, data_dir, err, errlen))
 		return -1;
 	if (rebuild)

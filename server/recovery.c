@@ -200,7 +200,8 @@ static int check_file(struct ctx *x, const char *name, int in_tmp, uint64_t bloc
 					  .record_count = h.record_count,
 					  .bytes = len,
 					  .committed_ns = mtime_ns,
-					  .loss = h.loss };
+					  .loss = h.loss,
+					  .raw_bytes = h.raw_bytes };
 	return 0;
 }
 

@@ -656,6 +656,7 @@ static int pack_stats(const struct tv_catalog_stats *st, grpc_byte_buffer **out)
 	r.lost_cache = st->loss.cache;
 	r.lost_failed = st->loss.failed;
 	r.lost_requests = st->loss.requests;
+	r.raw_bytes = st->raw_bytes;
 	return tv_wire_pack(&r.base, out);
 }
 

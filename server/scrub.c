@@ -33,13 +33,14 @@ static int collect(const struct tv_catalog_block *b, void *arg)
 	return 0;
 }
 
-/* 1 when the header h says what row b says (id, time range, count, size, loss). */
+/* 1 when the header h says what row b says (id, time range, count, size, loss, raw size). */
 static int row_matches(const struct tv_catalog_block *b, const struct tv_block_header *h,
 		       size_t len)
 {
 	return h->block_id == b->block_id && h->min_ts_ns == b->min_ts_ns &&
 	       h->max_ts_ns == b->max_ts_ns && h->record_count == b->record_count &&
-	       len == b->bytes && !memcmp(&h->loss, &b->loss, sizeof(h->loss));
+	       len == b->bytes && !memcmp(&h->loss, &b->loss, sizeof(h->loss)) &&
+	       h->raw_bytes == b->raw_bytes;
 }
 
 /* Check one block: 0 (whatever was found, counted in rep) or a negative errno. */
@@ -92,6 +93,7 @@ static int scrub_one(struct tv_catalog *c, struct tv_store *s, const struct tv_c
 		fixed.record_count = h.record_count;
 		fixed.bytes = len;
 		fixed.loss = h.loss;
+		fixed.raw_bytes = h.raw_bytes;
 		ret = tv_catalog_replace(c, &fixed);
 		if (ret)
 			return ret;

@@ -726,7 +726,8 @@ static int commit_set_build(const struct tv_segment *seg, struct commit_set *cs)
 							 .max_ts_ns = b->h.max_ts_ns,
 							 .record_count = b->h.record_count,
 							 .bytes = b->length,
-							 .loss = b->h.loss };
+							 .loss = b->h.loss,
+							 .raw_bytes = b->h.raw_bytes };
 		cs->total_bytes += b->length;
 	}
 	return 0;

@@ -1,6 +1,6 @@
-/* JSON Lines and table forms of a TraceRecord. Parsing uses jansson (strict: no unknown or
- * duplicate keys, integer types only); writing is hand-rolled so u64 values print exactly and
- * every string comes out as valid, escaped UTF-8 whatever bytes the capture saw. */
+/* JSON Lines -> TraceRecord for `tracevault put`, and the field table the jsonl and csv writers
+ * (record_out.c) share. Parsing uses jansson (strict: no unknown or duplicate keys, integer
+ * types only). */
 #include "cli/record_json.h"
 
 #include <errno.h>
@@ -15,38 +15,30 @@
 #include "cli/timespec.h"
 #include "common/size.h"
 
-enum field_type { FIELD_U64, FIELD_U32, FIELD_STR };
-
-struct field {
-	const char *name;
-	enum field_type type;
-	size_t off; /* into Tracevault__V1__TraceRecord */
-};
-
 #define FIELD(n, t) {#n, t, offsetof(Tracevault__V1__TraceRecord, n)}
 /* Proto field order; also the key order of the jsonl output. */
-static const struct field fields[] = {
-	FIELD(ts_ns, FIELD_U64),	  FIELD(end_ns, FIELD_U64),
-	FIELD(latency_ns, FIELD_U64),	  FIELD(pid, FIELD_U32),
-	FIELD(comm, FIELD_STR),		  FIELD(local, FIELD_STR),
-	FIELD(remote, FIELD_STR),	  FIELD(method, FIELD_STR),
-	FIELD(path, FIELD_STR),		  FIELD(status, FIELD_U32),
-	FIELD(req_body_bytes, FIELD_U64), FIELD(resp_body_bytes, FIELD_U64),
-	FIELD(trace_id, FIELD_STR),	  FIELD(span_id, FIELD_STR),
-	FIELD(flags, FIELD_U32),
-	FIELD(role, FIELD_STR),		  FIELD(host, FIELD_STR),
-	FIELD(http_version, FIELD_STR),
+const struct tv_record_field tv_record_fields[TV_RECORD_N_FIELDS] = {
+	FIELD(ts_ns, TV_FIELD_U64),	  FIELD(end_ns, TV_FIELD_U64),
+	FIELD(latency_ns, TV_FIELD_U64),	  FIELD(pid, TV_FIELD_U32),
+	FIELD(comm, TV_FIELD_STR),		  FIELD(local, TV_FIELD_STR),
+	FIELD(remote, TV_FIELD_STR),	  FIELD(method, TV_FIELD_STR),
+	FIELD(path, TV_FIELD_STR),		  FIELD(status, TV_FIELD_U32),
+	FIELD(req_body_bytes, TV_FIELD_U64), FIELD(resp_body_bytes, TV_FIELD_U64),
+	FIELD(trace_id, TV_FIELD_STR),	  FIELD(span_id, TV_FIELD_STR),
+	FIELD(flags, TV_FIELD_U32),
+	FIELD(role, TV_FIELD_STR),		  FIELD(host, TV_FIELD_STR),
+	FIELD(http_version, TV_FIELD_STR),
 };
-#define N_FIELDS (sizeof(fields) / sizeof(fields[0]))
 #define MAX_KEY_SHOWN 64 /* bytes of an unknown key quoted back in an error */
 
 /* Called for every key of every line: the first byte rules out all but one or two names
  * before any strcmp (a full strcmp against every name was ~6% of put's CPU). */
-static const struct field *find_field(const char *key)
+static const struct tv_record_field *find_field(const char *key)
 {
-	for (size_t i = 0; i < N_FIELDS; i++)
-		if (fields[i].name[0] == key[0] && strcmp(fields[i].name + 1, key + 1) == 0)
-			return &fields[i];
+	for (size_t i = 0; i < TV_RECORD_N_FIELDS; i++)
+		if (tv_record_fields[i].name[0] == key[0] &&
+		    strcmp(tv_record_fields[i].name + 1, key + 1) == 0)
+			return &tv_record_fields[i];
 	return NULL;
 }
 
@@ -151,17 +143,18 @@ static int long_integer(const json_t *v, const char **digits)
 /* ---- capture --body-bytes fields: written only when not empty ---- */
 
 /* The content header strings, proto order (after the bodies). */
-static const struct field BODY_STR_FIELDS[] = {
-	FIELD(req_content_type, FIELD_STR),
-	FIELD(resp_content_type, FIELD_STR),
-	FIELD(req_content_encoding, FIELD_STR),
-	FIELD(resp_content_encoding, FIELD_STR),
+const struct tv_record_field tv_record_body_str_fields[TV_RECORD_N_BODY_STR_FIELDS] = {
+	FIELD(req_content_type, TV_FIELD_STR),
+	FIELD(resp_content_type, TV_FIELD_STR),
+	FIELD(req_content_encoding, TV_FIELD_STR),
+	FIELD(resp_content_encoding, TV_FIELD_STR),
 };
-#define N_BODY_STR_FIELDS (sizeof(BODY_STR_FIELDS) / sizeof(BODY_STR_FIELDS[0]))
 /* A body as text or, when it is not valid UTF-8 or holds a NUL, as base64 (RFC 4648 §4). */
-static const char *const BODY_KEYS[2] = { "req_body", "resp_body" };
-static const char *const BODY_B64_KEYS[2] = { "req_body_base64", "resp_body_base64" };
-static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const char *const tv_record_body_keys[2] = { "req_body", "resp_body" };
+const char *const tv_record_body_b64_keys[2] = { "req_body_base64", "resp_body_base64" };
+const char tv_base64_alphabet[65] =
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+#define B64 tv_base64_alphabet
 
 static ProtobufCBinaryData *body_of(Tracevault__V1__TraceRecord *r, int which)
 {
@@ -210,7 +203,7 @@ static int b64_decode(const char *s, size_t n, uint8_t **out, size_t *out_len)
 }
 
 /* Header fields, after the scalar ones (proto order). */
-static const char *const HEADER_FIELDS[] = { "req_headers", "resp_headers" };
+const char *const tv_record_header_keys[2] = { "req_headers", "resp_headers" };
 
 /* Count the {"name", "value"} objects of both header arrays and check their shape. */
 static int check_headers(json_t *arr, const char *key, size_t *n, char *err, size_t errlen)
@@ -273,13 +266,13 @@ static int fill_headers(struct tv_record_json *rj, json_t *arrs[2], size_t total
 	return 0;
 }
 
-/* The value of number field f: an integer in 0..UINT32_MAX (FIELD_U32) or 0..UINT64_MAX
- * (FIELD_U64), from jansson's int64 or a long integer's marker. 0, or -EINVAL with the reason
+/* The value of number field f: an integer in 0..UINT32_MAX (TV_FIELD_U32) or 0..UINT64_MAX
+ * (TV_FIELD_U64), from jansson's int64 or a long integer's marker. 0, or -EINVAL with the reason
  * (naming the field and its range) in err. */
-static int number_field(const json_t *val, const struct field *f, const char *key, uint64_t *out,
+static int number_field(const json_t *val, const struct tv_record_field *f, const char *key, uint64_t *out,
 			char *err, size_t errlen)
 {
-	uint64_t max = f->type == FIELD_U32 ? UINT32_MAX : UINT64_MAX;
+	uint64_t max = f->type == TV_FIELD_U32 ? UINT32_MAX : UINT64_MAX;
 	const char *digits;
 
 	if (long_integer(val, &digits)) {
@@ -407,21 +400,21 @@ int tv_record_json_parse(struct tv_record_json *rj, const char *line, size_t len
 	rj->rec = init;
 	rj->hdr_mem = NULL;
 	json_object_foreach(root, key, val) {
-		const struct field *f = find_field(key);
+		const struct tv_record_field *f = find_field(key);
 		char *dst;
 
 		shown_key(key_buf, sizeof(key_buf), key);
-		if (!f && (strcmp(key, HEADER_FIELDS[0]) == 0 || strcmp(key, HEADER_FIELDS[1]) == 0)) {
+		if (!f && (strcmp(key, tv_record_header_keys[0]) == 0 || strcmp(key, tv_record_header_keys[1]) == 0)) {
 			if (check_headers(val, key, &n_hdrs, err, errlen))
 				goto fail;
-			hdr_arrs[strcmp(key, HEADER_FIELDS[0]) == 0 ? 0 : 1] = val;
+			hdr_arrs[strcmp(key, tv_record_header_keys[0]) == 0 ? 0 : 1] = val;
 			continue;
 		}
 		for (int b = 0; !f && b < 2; b++) {
 			ProtobufCBinaryData *bd = body_of(&rj->rec, b);
-			int b64 = strcmp(key, BODY_B64_KEYS[b]) == 0;
+			int b64 = strcmp(key, tv_record_body_b64_keys[b]) == 0;
 
-			if (!b64 && strcmp(key, BODY_KEYS[b]) != 0)
+			if (!b64 && strcmp(key, tv_record_body_keys[b]) != 0)
 				continue;
 			if (!plain_string(val)) {
 				snprintf(err, errlen, "field '%s' must be a string without \\u0000",
@@ -430,7 +423,7 @@ int tv_record_json_parse(struct tv_record_json *rj, const char *line, size_t len
 			}
 			if (bd->data) {
 				snprintf(err, errlen, "field '%s': the body is given twice (%s and %s)",
-					 key_buf, BODY_KEYS[b], BODY_B64_KEYS[b]);
+					 key_buf, tv_record_body_keys[b], tv_record_body_b64_keys[b]);
 				goto fail;
 			}
 			if (!b64) { /* borrowed from the document like the other strings */
@@ -445,15 +438,15 @@ int tv_record_json_parse(struct tv_record_json *rj, const char *line, size_t len
 			}
 			goto next_key;
 		}
-		for (size_t b = 0; !f && b < N_BODY_STR_FIELDS; b++)
-			if (strcmp(key, BODY_STR_FIELDS[b].name) == 0)
-				f = &BODY_STR_FIELDS[b];
+		for (size_t b = 0; !f && b < TV_RECORD_N_BODY_STR_FIELDS; b++)
+			if (strcmp(key, tv_record_body_str_fields[b].name) == 0)
+				f = &tv_record_body_str_fields[b];
 		if (!f) {
 			snprintf(err, errlen, "unknown field '%s'", key_buf);
 			goto fail;
 		}
 		dst = (char *)&rj->rec + f->off;
-		if (f->type == FIELD_STR) {
+		if (f->type == TV_FIELD_STR) {
 			const char *s, *digits;
 
 			if (!plain_string(val)) {
@@ -470,7 +463,7 @@ int tv_record_json_parse(struct tv_record_json *rj, const char *line, size_t len
 
 			if (number_field(val, f, key_buf, &v, err, errlen))
 				goto fail;
-			if (f->type == FIELD_U32) {
+			if (f->type == TV_FIELD_U32) {
 				uint32_t v32 = (uint32_t)v;
 
 				memcpy(dst, &v32, sizeof(v32));
@@ -509,232 +502,4 @@ void tv_record_json_release(struct tv_record_json *rj)
 	free(rj->body_mem[0]);
 	free(rj->body_mem[1]);
 	rj->body_mem[0] = rj->body_mem[1] = NULL;
-}
-
-/* Length of the valid UTF-8 sequence at s (n bytes left), or 0 if it is not valid (overlong,
- * surrogate, past U+10FFFF, truncated). */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-	uint32_t cp;
-	size_t len;
-
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf)
-		len = 2, cp = s[0] & 0x1f;
-	else if (s[0] >= 0xe0 && s[0] <= 0xef)
-		len = 3, cp = s[0] & 0x0f;
-	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-		len = 4, cp = s[0] & 0x07;
-	else
-		return 0;
-	if (len > n)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[i] & 0x3f);
-	}
-	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return len;
-}
-
-/* A JSON string literal; bytes that are not valid UTF-8 become U+FFFD so the line stays valid
- * JSON even when a captured path holds arbitrary bytes. */
-static void write_json_bytes(FILE *f, const unsigned char *s, size_t n)
-{
-	putc('"', f);
-	while (n > 0) {
-		size_t len = utf8_seq(s, n);
-
-		if (len == 0) {
-			fputs("\\ufffd", f);
-			s++, n--;
-			continue;
-		}
-		if (len > 1) {
-			fwrite(s, 1, len, f);
-		} else if (*s == '"' || *s == '\\') {
-			putc('\\', f);
-			putc(*s, f);
-		} else if (*s == '\n') {
-			fputs("\\n", f);
-		} else if (*s == '\r') {
-			fputs("\\r", f);
-		} else if (*s == '\t') {
-			fputs("\\t", f);
-		} else if (*s < 0x20) {
-			fprintf(f, "\\u%04x", *s);
-		} else {
-			putc(*s, f);
-		}
-		s += len, n -= len;
-	}
-	putc('"', f);
-}
-
-static void write_json_string(FILE *f, const char *str)
-{
-	const char *s = str ? str : "";
-
-	write_json_bytes(f, (const unsigned char *)s, strlen(s));
-}
-
-/* 1 when b[0, n) is valid UTF-8 without NUL: it can be a JSON string of exactly those bytes. */
-static int body_is_text(const uint8_t *b, size_t n)
-{
-	size_t len;
-
-	for (size_t i = 0; i < n; i += len) {
-		len = b[i] ? utf8_seq(b + i, n - i) : 0;
-		if (len == 0)
-			return 0;
-	}
-	return 1;
-}
-
-static void write_base64(FILE *f, const uint8_t *b, size_t n)
-{
-	putc('"', f);
-	for (size_t i = 0; i < n; i += 3) {
-		uint32_t v = (uint32_t)b[i] << 16 | (i + 1 < n ? (uint32_t)b[i + 1] << 8 : 0) |
-			     (i + 2 < n ? b[i + 2] : 0);
-
-		putc(B64[v >> 18 & 63], f);
-		putc(B64[v >> 12 & 63], f);
-		putc(i + 1 < n ? B64[v >> 6 & 63] : '=', f);
-		putc(i + 2 < n ? B64[v & 63] : '=', f);
-	}
-	putc('"', f);
-}
-
-int tv_record_write_jsonl(FILE *f, const Tracevault__V1__TraceRecord *r)
-{
-	for (size_t i = 0; i < N_FIELDS; i++) {
-		const char *p = (const char *)r + fields[i].off;
-
-		fprintf(f, "%s\"%s\":", i ? "," : "{", fields[i].name);
-		if (fields[i].type == FIELD_STR) {
-			const char *s;
-
-			memcpy(&s, p, sizeof(s));
-			write_json_string(f, s);
-		} else if (fields[i].type == FIELD_U32) {
-			uint32_t v;
-
-			memcpy(&v, p, sizeof(v));
-			fprintf(f, "%" PRIu32, v);
-		} else {
-			uint64_t v;
-
-			memcpy(&v, p, sizeof(v));
-			fprintf(f, "%" PRIu64, v);
-		}
-	}
-	for (int a = 0; a < 2; a++) {
-		Tracevault__V1__Header **h = a ? r->resp_headers : r->req_headers;
-		size_t n = a ? r->n_resp_headers : r->n_req_headers;
-
-		if (n == 0)
-			continue;
-		fprintf(f, ",\"%s\":[", HEADER_FIELDS[a]);
-		for (size_t i = 0; i < n; i++) {
-			fputs(i ? ",{\"name\":" : "{\"name\":", f);
-			write_json_string(f, h[i]->name);
-			fputs(",\"value\":", f);
-			write_json_string(f, h[i]->value);
-			putc('}', f);
-		}
-		putc(']', f);
-	}
-	for (int b = 0; b < 2; b++) {
-		const ProtobufCBinaryData *bd = b ? &r->resp_body : &r->req_body;
-
-		if (bd->len == 0)
-			continue;
-		if (body_is_text(bd->data, bd->len)) {
-			fprintf(f, ",\"%s\":", BODY_KEYS[b]);
-			write_json_bytes(f, bd->data, bd->len);
-		} else {
-			fprintf(f, ",\"%s\":", BODY_B64_KEYS[b]);
-			write_base64(f, bd->data, bd->len);
-		}
-	}
-	for (size_t i = 0; i < N_BODY_STR_FIELDS; i++) {
-		const char *s;
-
-		memcpy(&s, (const char *)r + BODY_STR_FIELDS[i].off, sizeof(s));
-		if (!s || !*s)
-			continue;
-		fprintf(f, ",\"%s\":", BODY_STR_FIELDS[i].name);
-		write_json_string(f, s);
-	}
-	fputs("}\n", f);
-	return ferror(f) ? -EIO : 0;
-}
-
-/* ---- table ---- */
-
-#define COL_TIME 24
-#define COL_ROLE 6 /* "server", "client" */
-#define COL_METHOD 7
-#define COL_HOST 24
-#define COL_PATH 40
-#define COL_HTTP 4 /* "1.1" */
-#define COL_STATUS 6
-#define COL_LATENCY 12
-#define COL_PID 8
-#define COL_COMM 16
-#define TRUNC_MARK "..."
-
-/* s, printable bytes only, cut to width (ending in "...") and padded to width unless last. */
-static void write_col(FILE *f, const char *s, int width, bool last)
-{
-	size_t n = s ? strlen(s) : 0, show = n;
-	bool cut = width > 0 && n > (size_t)width;
-
-	if (cut)
-		show = (size_t)width - strlen(TRUNC_MARK);
-	for (size_t i = 0; i < show; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		putc(c >= 0x20 && c < 0x7f ? c : '?', f);
-	}
-	if (cut)
-		fputs(TRUNC_MARK, f);
-	if (last)
-		return;
-	for (size_t i = cut ? (size_t)width : show; i < (size_t)width; i++)
-		putc(' ', f);
-	putc(' ', f);
-}
-
-int tv_record_write_table_header(FILE *f)
-{
-	fprintf(f, "%-*s %-*s %-*s %-*s %-*s %-*s %*s %*s %*s %-*s %s\n", COL_TIME, "TIME",
-		COL_ROLE, "ROLE", COL_METHOD, "METHOD", COL_HOST, "HOST", COL_PATH, "PATH",
-		COL_HTTP, "HTTP", COL_STATUS, "STATUS", COL_LATENCY, "LATENCY_MS", COL_PID, "PID",
-		COL_COMM, "COMM", "REMOTE");
-	return ferror(f) ? -EIO : 0;
-}
-
-int tv_record_write_table_row(FILE *f, const Tracevault__V1__TraceRecord *r)
-{
-	char when[TV_RFC3339_MS_LEN];
-
-	tv_format_rfc3339(r->ts_ns, when, sizeof(when));
-	write_col(f, when, COL_TIME, false);
-	write_col(f, r->role, COL_ROLE, false);
-	write_col(f, r->method, COL_METHOD, false);
-	write_col(f, r->host, COL_HOST, false);
-	write_col(f, r->path, COL_PATH, false);
-	write_col(f, r->http_version, COL_HTTP, false);
-	fprintf(f, "%*" PRIu32 " %*.3f %*" PRIu32 " ", COL_STATUS, r->status, COL_LATENCY,
-		(double)r->latency_ns / 1e6, COL_PID, r->pid);
-	write_col(f, r->comm, COL_COMM, false);
-	write_col(f, r->remote, 0, true);
-	putc('\n', f);
-	return ferror(f) ? -EIO : 0;
 }

@@ -1,10 +1,9 @@
-/* TraceRecord <-> JSON Lines, the format `tracevault put` reads and `tracevault query` writes,
- * plus the human table format of `query --format table`. */
+/* JSON Lines -> TraceRecord, the format `tracevault put` reads and `tracevault query` writes
+ * (the writer is cli/record_out.h). */
 #ifndef TV_RECORD_JSON_H
 #define TV_RECORD_JSON_H
 
 #include <stddef.h>
-#include <stdio.h>
 
 #include "tracevault.pb-c.h"
 
@@ -23,24 +22,31 @@ struct tv_record_json {
  * string: UTF-8 text) or req_body_base64 / resp_body_base64 (RFC 4648 base64), not both. Rejects invalid JSON, a non-object, unknown or
  * duplicate keys, wrong types, negative or out-of-range numbers, with a one-line reason in err.
  * Every u64 field reads its whole range (0 to 2^64-1, beyond jansson's int64), so every line
- * tv_record_write_jsonl writes reads back.
+ * tv_record_jsonl writes reads back.
  * Returns 0 or -EINVAL. On error nothing needs releasing. */
 int tv_record_json_parse(struct tv_record_json *rj, const char *line, size_t len, char *err,
 			 size_t errlen);
 void tv_record_json_release(struct tv_record_json *rj);
 
-/* Write r as one JSON object and a newline, fields in proto order, integers as numbers;
- * req_headers / resp_headers (arrays of {"name", "value"}) only when r has any; the body
- * fields of capture --body-bytes only when not empty: the content type and encoding strings,
- * and each body as req_body / resp_body when it is valid UTF-8 without NUL (a JSON string of
- * those bytes), else as req_body_base64 / resp_body_base64 (the key is the encoding marker).
- * Returns 0 or -EIO (stream error). */
-int tv_record_write_jsonl(FILE *f, const Tracevault__V1__TraceRecord *r);
-
-/* Table output: a header line, then one aligned row per record (UTC time with ms, method,
- * path, status, latency ms, pid, comm, remote). Non-printable bytes in captured strings are
- * shown as '?' so a hostile path cannot drive the terminal. Returns 0 or -EIO. */
-int tv_record_write_table_header(FILE *f);
-int tv_record_write_table_row(FILE *f, const Tracevault__V1__TraceRecord *r);
+/* The fields of a record's JSON form, shared by the parser and the jsonl / csv writers
+ * (cli/record_out.h) so that the two directions cannot drift apart. */
+enum tv_record_field_type { TV_FIELD_U64, TV_FIELD_U32, TV_FIELD_STR };
+struct tv_record_field {
+	const char *name;
+	enum tv_record_field_type type;
+	size_t off; /* into Tracevault__V1__TraceRecord */
+};
+/* The scalar fields, proto order: ts_ns .. http_version (jsonl's first keys, csv's columns). */
+#define TV_RECORD_N_FIELDS 18
+extern const struct tv_record_field tv_record_fields[TV_RECORD_N_FIELDS];
+/* capture --body-bytes' content type and encoding strings (jsonl: only when not empty). */
+#define TV_RECORD_N_BODY_STR_FIELDS 4
+extern const struct tv_record_field tv_record_body_str_fields[TV_RECORD_N_BODY_STR_FIELDS];
+/* Keys of the header arrays and of the two forms of each body (request, response). */
+extern const char *const tv_record_header_keys[2];
+extern const char *const tv_record_body_keys[2];
+extern const char *const tv_record_body_b64_keys[2];
+/* RFC 4648 §4 base64 alphabet (bodies that are not text). */
+extern const char tv_base64_alphabet[65];
 
 #endif

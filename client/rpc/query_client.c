@@ -509,6 +509,7 @@ static int stats_one(const char *server, const Tracevault__V1__StatsRequest *req
 	sum->lost_cache += r->lost_cache;
 	sum->lost_failed += r->lost_failed;
 	sum->lost_requests += r->lost_requests;
+	sum->raw_bytes += r->raw_bytes;
 	protobuf_c_message_free_unpacked(m, NULL);
 out:
 	if (ch)

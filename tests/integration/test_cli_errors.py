@@ -66,7 +66,7 @@ def usage_cases(good_file):
         (q + ["--from", "now", "--to", "-1h"], "tracevault: --from (now) is after --to (-1h)"),
         (q + ["--from", "2000", "--to", "1000"], "tracevault: --from (2000) is after --to (1000)"),
         (q + ["--from", "-1m", "--format", "xml"],
-         "tracevault: invalid --format: 'xml' (jsonl or table)"),
+         "tracevault: invalid --format: 'xml' (jsonl, table, csv or otlp-json)"),
         (q + ["--from", "-1m", "--limit", "-3"],
          "tracevault: invalid --limit: '-3' (0 to 9223372036854775807, 0: all)"),
         (q + ["--from", "-1m", "extra"], "tracevault: query: unexpected argument 'extra'"),

@@ -1,9 +1,17 @@
 """`tracevault query --stats` against the real tracevaultd: loss counters stored in version 2
 block headers (BLOCK.md) are summed per time range from the catalog, version 1 blocks (tvtest's
 encoder) count no loss, a block with only loss is stored and queryable, and the sums survive a
-restart. Blocks arrive through `tracevault put` and through grpcio with an independent encoder."""
+restart. raw_bytes is the sum of the blocks' header raw_bytes (read here from the files), with
+compression_ratio and bytes_per_record derived from it; a catalog from before the raw_bytes
+column (the column dropped here with sqlite3) gets it back at start-up from the headers. Blocks
+arrive through `tracevault put` and through grpcio with an independent encoder."""
+import csv
+import io
 import json
 import os
+import sqlite3
+import struct
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -13,14 +21,32 @@ BASE_NS = 1767225600 * 10**9          # 2026-01-01T00:00:00Z
 S = 10**9
 N_PUT = 1000
 KEYS = ["blocks", "records", "bytes", "lost_ring_full", "lost_map_full", "lost_parser",
-        "lost_cache", "lost_failed", "lost_total", "lost_requests"]
+        "lost_cache", "lost_failed", "lost_total", "lost_requests", "raw_bytes",
+        "compression_ratio", "bytes_per_record"]
+RAW_BYTES_AT = 40  # BLOCK.md: the header's raw_bytes, u64 little-endian
+
+
+def header_raw_bytes(path):
+    with open(path, "rb") as f:
+        return struct.unpack_from("<Q", f.read(64), RAW_BYTES_AT)[0]
+
+
+def number(v):
+    return float(v) if "." in v else int(v)
 
 
 def stats(addr, frm, to, fmt="jsonl"):
-    p = tvtest.run(["query", "--server", addr, "--from", str(frm), "--to", str(to), "--stats",
-                    "--format", fmt], check=True)
+    args = ["query", "--server", addr, "--from", str(frm), "--to", str(to), "--stats",
+            "--format", fmt]
+    if fmt == "csv":  # bytes: text mode would turn the CRLF line ends into LF
+        out = subprocess.run([tvtest.binary("tracevault")] + args, capture_output=True,
+                             check=True).stdout
+        rows = list(csv.reader(io.StringIO(out.decode(), newline="")))
+        assert len(rows) == 2 and out.endswith(b"\r\n") and out.count(b"\r\n") == 2, out
+        return {k: number(v) for k, v in zip(*rows)}
+    p = tvtest.run(args, check=True)
     if fmt == "table":
-        return {k: int(v) for k, v in (line.split() for line in p.stdout.splitlines())}
+        return {k: number(v) for k, v in (line.split() for line in p.stdout.splitlines())}
     lines = p.stdout.splitlines()
     assert len(lines) == 1, p.stdout
     return json.loads(lines[0])
@@ -126,8 +152,15 @@ def main():
             assert st["lost_requests"] == 7, st
             assert st["bytes"] == put_bytes + size[0xA1] + size[0xA2] + size[0xA3], \
                 (st["bytes"], size)
+            assert st["raw_bytes"] == sum(raw.values()), (st, raw)
+            assert st["compression_ratio"] == round(st["raw_bytes"] / st["bytes"], 2), st
+            assert st["bytes_per_record"] == round(st["bytes"] / st["records"], 1), st
             return st
 
+        raw = {b: header_raw_bytes(tvtest.block_path(srv.data_dir, b))
+               for b in tvtest.catalog_blocks(srv.data_dir)}
+        # put's blocks are zstd: their records take more bytes than their files
+        assert all(raw[b] > size[b] for b in put_ids), (raw, size)
         whole = check_all(srv.addr)
         # only the v2 block with loss overlaps [BASE+2500 s, BASE+3500 s)
         st = stats(srv.addr, BASE_NS + 2500 * S, BASE_NS + 3500 * S)
@@ -146,10 +179,14 @@ def main():
         # an empty window and a window before everything
         st = stats(srv.addr, BASE_NS, BASE_NS)
         assert all(st[k] == 0 for k in KEYS), st
+        assert isinstance(st["compression_ratio"], float), st  # a JSON number, 0.00
         st = stats(srv.addr, 1, BASE_NS)
         assert all(st[k] == 0 for k in KEYS), st
         # the table form carries the same numbers
         tab = stats(srv.addr, BASE_NS, BASE_NS + 5000 * S, fmt="table")
+        assert all(tab[k] == whole[k] for k in KEYS), (tab, whole)
+        # and the csv form
+        tab = stats(srv.addr, BASE_NS, BASE_NS + 5000 * S, fmt="csv")
         assert all(tab[k] == whole[k] for k in KEYS), (tab, whole)
         # usage errors
         p = tvtest.run(["query", "--server", srv.addr, "--from", "0", "--stats", "--limit", "3"])
@@ -164,6 +201,23 @@ def main():
         srv.listen = srv.addr
         srv.start()
         check_all(srv.addr)
+
+        # a catalog from before raw_bytes: start-up adds the column and fills it from the
+        # block headers
+        srv.stop()
+        db = sqlite3.connect(os.path.join(srv.data_dir, "catalog.db"))
+        db.execute("ALTER TABLE blocks DROP COLUMN raw_bytes")
+        db.commit()
+        db.close()
+        srv.start()
+        check_all(srv.addr)
+        assert "raw_bytes of %d blocks read from their headers (0 unreadable)" % len(raw) \
+            in srv.log(), srv.log()
+        # filled once: the next start finds nothing to fill
+        srv.stop()
+        srv.start()
+        check_all(srv.addr)
+        assert srv.log().count("raw_bytes of") == 1, srv.log()
     with tvtest.Server() as srv:
         failed_segment_loss_goes_to_next_block(srv)
     # an unreachable server is a runtime failure naming it

@@ -1,0 +1,62 @@
+/* A growable byte buffer the query output formats render into, so a record costs one append
+ * run and one write(2) per batch of records instead of a stdio call per field and character
+ * (issue 12: that was a third of the client's CPU). Also the JSON and number appenders the
+ * formats share. */
+#ifndef TV_OUT_BUF_H
+#define TV_OUT_BUF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* p[0, len) is the text; cap its allocation. failed: an allocation failed, every later append
+ * is dropped (the owner checks it once per record instead of at every append). */
+struct tv_out_buf {
+	char *p;
+	size_t len, cap;
+	bool failed;
+};
+
+/* Make room for n more bytes: 0, or -ENOMEM (then failed is set). */
+int tv_out_reserve(struct tv_out_buf *b, size_t n);
+void tv_out_free(struct tv_out_buf *b);
+
+static inline void tv_out_bytes(struct tv_out_buf *b, const void *s, size_t n)
+{
+	if (b->cap - b->len < n && tv_out_reserve(b, n))
+		return;
+	for (size_t i = 0; i < n; i++) /* short literals: cheaper inline than a memcpy call */
+		b->p[b->len + i] = ((const char *)s)[i];
+	b->len += n;
+}
+
+static inline void tv_out_char(struct tv_out_buf *b, char c)
+{
+	if (b->cap == b->len && tv_out_reserve(b, 1))
+		return;
+	b->p[b->len++] = c;
+}
+
+/* A string literal without its NUL. */
+#define tv_out_lit(b, s) tv_out_bytes((b), (s), sizeof(s) - 1)
+
+void tv_out_str(struct tv_out_buf *b, const char *s); /* s may be NULL: nothing */
+void tv_out_mem(struct tv_out_buf *b, const void *s, size_t n); /* memcpy-sized copies */
+void tv_out_u64(struct tv_out_buf *b, uint64_t v);      /* decimal */
+void tv_out_repeat(struct tv_out_buf *b, char c, size_t n);
+
+/* Length of the valid UTF-8 sequence at s (n > 0 bytes left), or 0 if it is not valid
+ * (overlong, surrogate, past U+10FFFF, truncated): RFC 3629. */
+size_t tv_utf8_seq(const unsigned char *s, size_t n);
+
+/* s[0, n) as a JSON string literal, quotes included (RFC 8259): '"', '\\' and control bytes
+ * escaped, bytes that are not valid UTF-8 each become \ufffd, so the text is valid JSON
+ * whatever bytes the capture saw. */
+void tv_out_json_bytes(struct tv_out_buf *b, const void *s, size_t n);
+void tv_out_json_str(struct tv_out_buf *b, const char *s); /* NULL: "" */
+
+/* s[0, n) with the bytes tv_out_json_bytes replaces replaced by U+FFFD (EF BF BD) and nothing
+ * escaped: the same text as the JSON string's value, raw (csv). */
+void tv_out_utf8_clean(struct tv_out_buf *b, const void *s, size_t n);
+
+#endif

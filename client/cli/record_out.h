@@ -1,0 +1,62 @@
+/* The output formats of `tracevault query` (jsonl, table, csv, otlp-json): each record is
+ * rendered into one buffer (cli/out_buf.h) and the buffer goes to the stream in batches, one
+ * fwrite per TV_RECORD_OUT_FLUSH_BYTES instead of a stdio call per field and character. */
+#ifndef TV_RECORD_OUT_H
+#define TV_RECORD_OUT_H
+
+#include <stdio.h>
+
+#include "cli/out_buf.h"
+#include "tracevault.pb-c.h"
+
+enum tv_out_format {
+	TV_OUT_JSONL,     /* one JSON object per line (what put reads back) */
+	TV_OUT_TABLE,     /* aligned columns for people */
+	TV_OUT_CSV,       /* RFC 4180 with a header row */
+	TV_OUT_OTLP_JSON, /* OTLP JSON (record_otlp.h) */
+};
+
+/* Rendered bytes are handed to the stream once this many are buffered, and at the end: the
+ * output's latency bound in bytes (a query's records arrive in batches anyway). */
+#define TV_RECORD_OUT_FLUSH_BYTES (256u * 1024)
+
+/* Append r as one JSON object and a newline: fields in proto order, integers as numbers;
+ * req_headers / resp_headers (arrays of {"name", "value"}) only when r has any; the body
+ * fields of capture --body-bytes only when not empty: the content type and encoding strings,
+ * and each body as req_body / resp_body when it is valid UTF-8 without NUL (a JSON string of
+ * those bytes), else as req_body_base64 / resp_body_base64 (the key is the encoding marker).
+ * Every line reads back with tv_record_json_parse (cli/record_json.h). */
+void tv_record_jsonl(struct tv_out_buf *b, const Tracevault__V1__TraceRecord *r);
+
+/* Table: a header line, then one aligned row per record (UTC time with ms, role, method,
+ * host, path, HTTP version, status, latency ms, pid, comm, remote). Non-printable bytes in
+ * captured strings are shown as '?' so a hostile path cannot drive the terminal. */
+void tv_record_table_header(struct tv_out_buf *b);
+void tv_record_table_row(struct tv_out_buf *b, const Tracevault__V1__TraceRecord *r);
+
+/* CSV (RFC 4180): a header row naming jsonl's scalar fields in proto order (ts_ns .. 
+ * http_version), then one row per record with the same values as jsonl: numbers in decimal,
+ * strings as UTF-8 (bytes that are not valid UTF-8 as U+FFFD, like jsonl), a field holding
+ * ',', '"', CR or LF quoted with '"' doubled; lines end CRLF. Headers and bodies are in
+ * jsonl only. */
+void tv_record_csv_header(struct tv_out_buf *b);
+void tv_record_csv_row(struct tv_out_buf *b, const Tracevault__V1__TraceRecord *r);
+
+/* A query's output stream in one format. */
+struct tv_record_out;
+
+/* Output to f (not owned; the caller closes it) in format fmt. 0 or -ENOMEM. */
+int tv_record_out_new(FILE *f, enum tv_out_format fmt, struct tv_record_out **out);
+/* Add one record (r is read during the call only). 0, -ENOMEM, or -EIO (f failed: errno
+ * says why). */
+int tv_record_out_add(struct tv_record_out *o, const Tracevault__V1__TraceRecord *r);
+/* End the output: what the format still owes (the table or csv header when no record came,
+ * otlp-json's last batch), everything written and f flushed. 0, -ENOMEM or -EIO. */
+int tv_record_out_finish(struct tv_record_out *o);
+/* Hand what is rendered to f and flush f, without ending the output (otlp-json's open batch
+ * stays open): called while the query waits on its servers, so records stream as they come
+ * while a batch of them still shares one write. 0, -ENOMEM or -EIO. */
+int tv_record_out_flush(struct tv_record_out *o);
+void tv_record_out_free(struct tv_record_out *o);
+
+#endif

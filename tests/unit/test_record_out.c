@@ -1,0 +1,203 @@
+/* query's output formats (client/cli/record_out.c, record_otlp.c, out_buf.c) at their edges:
+ * csv quoting and bytes that are not UTF-8, the otlp-json ids (client and server ends, invalid
+ * traceparents, the SHA-256 derivation against a value computed with Python's hashlib),
+ * batches of TV_OTLP_BATCH_SPANS grouped by resource, and the buffer's growth. */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdbool.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "cli/out_buf.h"
+#include "cli/record_otlp.h"
+#include "cli/record_out.h"
+
+static void fill(Tracevault__V1__TraceRecord *r)
+{
+	Tracevault__V1__TraceRecord init = TRACEVAULT__V1__TRACE_RECORD__INIT;
+
+	*r = init;
+	r->ts_ns = 1767225600123456789ull;
+	r->end_ns = 1767225600223456789ull;
+	r->latency_ns = 100000000;
+	r->pid = 4242;
+	r->comm = "nginx";
+	r->local = "127.0.0.1:8080";
+	r->remote = "[::1]:50000";
+	r->method = "GET";
+	r->path = "/";
+	r->status = 200;
+	r->role = "server";
+}
+
+/* b's text as a C string (b keeps owning it) */
+static const char *text(struct tv_out_buf *b)
+{
+	assert_false(b->failed);
+	tv_out_char(b, '\0');
+	b->len--;
+	return b->p;
+}
+
+static bool starts_with(const char *s, const char *prefix)
+{
+	return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static void test_csv_quotes_and_invalid_utf8(void **state)
+{
+	Tracevault__V1__TraceRecord r;
+	struct tv_out_buf b = { 0 };
+	const char *row;
+
+	(void)state;
+	fill(&r);
+	r.path = "/a\"b,c\xff";      /* quote, comma, a byte that is not UTF-8 */
+	r.comm = "x\xc3\xa9y";       /* valid UTF-8 stays */
+	r.host = "plain";
+	tv_record_csv_header(&b);
+	tv_record_csv_row(&b, &r);
+	row = strstr(text(&b), "\r\n") + 2;
+	assert_true(starts_with(text(&b), "ts_ns,end_ns,latency_ns,pid,comm,local,remote,method,"
+					  "path,status,"));
+	assert_non_null(strstr(row, ",4242,x\xc3\xa9y,127.0.0.1:8080,[::1]:50000,GET,"
+				    "\"/a\"\"b,c\xef\xbf\xbd\",200,"));
+	assert_non_null(strstr(row, ",server,plain,\r\n"));
+	tv_out_free(&b);
+}
+
+static void test_otlp_ids(void **state)
+{
+	Tracevault__V1__TraceRecord r;
+	struct tv_otlp_ids ids;
+	/* hashlib.sha256(b"\0".join([b"tv1", b"1767225600123456789", b"4242", b"server",
+	 * b"127.0.0.1:8080", b"[::1]:50000"])) */
+	static const uint8_t digest[32] = {
+		0xae, 0xf5, 0xeb, 0x93, 0x76, 0x4e, 0xc5, 0xbb, 0x0b, 0xb3, 0xed, 0xf3, 0xb5, 0xb7,
+		0xd6, 0xd6, 0x65, 0x93, 0xb8, 0x29, 0x77, 0xfe, 0xbd, 0x64, 0x2e, 0xbd, 0x72, 0x80,
+		0x6f, 0xeb, 0x09, 0x0b,
+	};
+	static const uint8_t sent[8] = { 0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7 };
+
+	(void)state;
+	fill(&r);
+	/* no traceparent: both derived */
+	assert_int_equal(tv_otlp_span_ids(&r, &ids), 0);
+	assert_true(ids.derived_trace_id);
+	assert_false(ids.has_parent);
+	assert_memory_equal(ids.trace_id, digest, 16);
+	assert_memory_equal(ids.span_id, digest + 16, 8);
+	/* server with a traceparent: the caller's span is the parent */
+	r.trace_id = "4BF92F3577B34DA6A3CE929D0E0E4736"; /* any case */
+	r.span_id = "00f067aa0ba902b7";
+	assert_int_equal(tv_otlp_span_ids(&r, &ids), 0);
+	assert_false(ids.derived_trace_id);
+	assert_int_equal(ids.trace_id[0], 0x4b);
+	assert_int_equal(ids.trace_id[15], 0x36);
+	assert_true(ids.has_parent);
+	assert_memory_equal(ids.parent_span_id, sent, 8);
+	assert_memory_equal(ids.span_id, digest + 16, 8);
+	/* client: the header it sent names its own span */
+	r.role = "client";
+	assert_int_equal(tv_otlp_span_ids(&r, &ids), 0);
+	assert_false(ids.has_parent);
+	assert_memory_equal(ids.span_id, sent, 8);
+	/* an all-zero or malformed trace id is no traceparent: derived, and its span id unused */
+	r.trace_id = "00000000000000000000000000000000";
+	assert_int_equal(tv_otlp_span_ids(&r, &ids), 0);
+	assert_true(ids.derived_trace_id);
+	assert_memory_not_equal(ids.span_id, sent, 8);
+	r.trace_id = "4bf92f3577b34da6a3ce929d0e0e473";  /* 31 digits */
+	assert_int_equal(tv_otlp_span_ids(&r, &ids), 0);
+	assert_true(ids.derived_trace_id);
+	r.trace_id = "4bf92f3577b34da6a3ce929d0e0e473g";
+	assert_int_equal(tv_otlp_span_ids(&r, &ids), 0);
+	assert_true(ids.derived_trace_id);
+	/* a client with a valid trace id but a zero span id: the span id is derived */
+	r.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+	r.span_id = "0000000000000000";
+	assert_int_equal(tv_otlp_span_ids(&r, &ids), 0);
+	assert_false(ids.derived_trace_id);
+	assert_false(ids.has_parent);
+	assert_memory_not_equal(ids.span_id, sent, 8);
+}
+
+static size_t count(const char *s, const char *needle)
+{
+	size_t n = 0;
+
+	for (const char *p = strstr(s, needle); p; p = strstr(p + 1, needle))
+		n++;
+	return n;
+}
+
+static void test_otlp_batches_and_resources(void **state)
+{
+	Tracevault__V1__TraceRecord r;
+	struct tv_out_buf b = { 0 };
+	struct tv_otlp *o;
+	const char *s, *nl;
+
+	(void)state;
+	assert_int_equal(tv_otlp_new(&o), 0);
+	fill(&r);
+	for (int i = 0; i < TV_OTLP_BATCH_SPANS + 3; i++) {
+		r.ts_ns++;
+		r.comm = i % 2 ? "b" : "a";
+		tv_otlp_add(o, &b, &r);
+		if (i == TV_OTLP_BATCH_SPANS - 2)
+			assert_int_equal(b.len, 0); /* nothing before a batch is full */
+	}
+	tv_otlp_finish(o, &b);
+	tv_otlp_free(o);
+	s = text(&b);
+	nl = strchr(s, '\n');
+	assert_non_null(nl);
+	assert_int_equal(count(s, "\n"), 2);
+	/* first line: two resources, a then b, 1000 spans */
+	assert_int_equal(count(s, "\"resource\":") - count(nl, "\"resource\":"), 2);
+	assert_true(strstr(s, "\"stringValue\":\"a\"") < strstr(s, "\"stringValue\":\"b\""));
+	assert_int_equal(count(s, "\"traceId\"") - count(nl, "\"traceId\""), TV_OTLP_BATCH_SPANS);
+	assert_int_equal(count(nl, "\"traceId\""), 3);
+	assert_true(starts_with(s, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{"));
+	tv_out_free(&b);
+}
+
+static void test_out_buf_growth_and_json(void **state)
+{
+	struct tv_out_buf b = { 0 };
+	char big[10000];
+
+	(void)state;
+	memset(big, 'x', sizeof(big));
+	big[5] = '"';
+	big[6] = '\x01';
+	big[7] = '\xc0'; /* overlong lead byte */
+	tv_out_json_bytes(&b, big, sizeof(big));
+	assert_int_equal(b.len, sizeof(big) - 3 + 2 + 2 + 6 + 6);
+	assert_memory_equal(b.p, "\"xxxxx\\\"\\u0001\\ufffdxx", 22);
+	b.len = 0;
+	tv_out_u64(&b, UINT64_MAX);
+	tv_out_char(&b, ' ');
+	tv_out_u64(&b, 0);
+	assert_string_equal(text(&b), "18446744073709551615 0");
+	tv_out_free(&b);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_csv_quotes_and_invalid_utf8),
+		cmocka_unit_test(test_otlp_ids),
+		cmocka_unit_test(test_otlp_batches_and_resources),
+		cmocka_unit_test(test_out_buf_growth_and_json),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
