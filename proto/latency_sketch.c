@@ -84,6 +84,20 @@ int tv_sketch_add(struct tv_sketch *s, uint64_t x_ns, uint64_t n, size_t *grown_
 	return 0;
 }
 
+size_t tv_sketch_growth_bytes(const struct tv_sketch *s, uint64_t x_ns)
+{
+	int i, lo, hi;
+
+	if (x_ns == 0)
+		return 0;
+	i = tv_sketch_index(x_ns);
+	if (!s->n)
+		return sizeof(*s->counts);
+	lo = i < s->offset ? i : s->offset;
+	hi = i > s->offset + (int)s->n - 1 ? i : s->offset + (int)s->n - 1;
+	return (size_t)(hi - lo + 1 - (int)s->n) * sizeof(*s->counts);
+}
+
 int tv_sketch_merge(struct tv_sketch *dst, const struct tv_sketch *src, size_t *grown_bytes)
 {
 	int ret;

@@ -42,6 +42,9 @@ double tv_sketch_bucket_value(int i);
 /* Count one latency of x_ns, n times. Returns 0, or -ENOMEM (s unchanged). *grown_bytes, when
  * not NULL, is set to the bytes the bucket array grew by (for the caller's memory budget). */
 int tv_sketch_add(struct tv_sketch *s, uint64_t x_ns, uint64_t n, size_t *grown_bytes);
+/* The bytes tv_sketch_add(s, x_ns) would grow the bucket array by (0 when x_ns's bucket is
+ * already covered), so a caller can charge them to a budget first. */
+size_t tv_sketch_growth_bytes(const struct tv_sketch *s, uint64_t x_ns);
 /* Add every count of src to dst. Returns 0, or -ENOMEM (dst unchanged). */
 int tv_sketch_merge(struct tv_sketch *dst, const struct tv_sketch *src, size_t *grown_bytes);
 /* Latencies counted. */

@@ -46,6 +46,7 @@ extern const struct tv_limit tv_wire_message_bytes_limit;
 #define TV_SUMMARY_DEFAULT_GROUPS 1000
 #define TV_SUMMARY_MAX_GROUPS 100000
 #define TV_SUMMARY_MAX_QUANTILES 16
+extern const struct tv_limit tv_summary_groups_limit; /* 1 to TV_SUMMARY_MAX_GROUPS */
 
 /* Pack m into a new byte buffer (one copy: for small control messages). *out is owned by the
  * caller (grpc_byte_buffer_destroy). Returns 0 or -ENOMEM. */

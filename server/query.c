@@ -88,6 +88,8 @@ struct tv_query {
 	size_t nheap, heap_cap;
 	struct skip *skips;
 	size_t nskips, skips_cap;
+	tv_query_sink sink;              /* NULL: records go into the batches */
+	void *sink_arg;
 	int fatal_ret;                   /* an error held back behind the last batch */
 	char fatal_err[TV_QUERY_ERR_LEN];
 	bool done;
@@ -629,11 +631,13 @@ int tv_query_next(struct tv_query *q, grpc_byte_buffer **out, char *err, size_t 
 			break;
 		}
 		cur = q->heap[0];
-		ret = batch_put(&b, 1, cur->data, cur->len);
-		if (ret) {
+		if (q->sink) {
+			ret = q->sink(q->sink_arg, cur->data, cur->len, err, errlen);
+		} else if ((ret = batch_put(&b, 1, cur->data, cur->len))) {
 			snprintf(err, errlen, "out of memory building a batch");
-			goto fail;
 		}
+		if (ret)
+			goto fail;
 		b.records++;
 		q->emitted++;
 		cur->sent++;
@@ -650,7 +654,7 @@ int tv_query_next(struct tv_query *q, grpc_byte_buffer **out, char *err, size_t 
 	}
 	if (b.len == 0) {
 		free(b.buf);
-		return 0;
+		return q->done ? 0 : 1; /* not done: a sink took this call's records */
 	}
 	goto send;
 fail:
@@ -673,6 +677,22 @@ send:
 		return -ENOMEM;
 	}
 	return 1;
+}
+
+void tv_query_set_sink(struct tv_query *q, tv_query_sink sink, void *arg)
+{
+	q->sink = sink;
+	q->sink_arg = arg;
+}
+
+int tv_query_reserve(struct tv_query *q, size_t bytes, char *why, size_t whylen)
+{
+	return reserve(q, bytes, why, whylen);
+}
+
+void tv_query_release(struct tv_query *q, size_t bytes)
+{
+	release(q, bytes);
 }
 
 size_t tv_query_skipped(const struct tv_query *q)

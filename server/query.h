@@ -77,7 +77,7 @@ int tv_query_new(struct tv_query **out, struct tv_catalog *c, struct tv_store *s
 void tv_query_free(struct tv_query *q);
 
 /* Produce the next serialized QueryResponse into *out (caller owns it). Returns 1 with a batch
- * (records and/or skipped blocks), 0 when the query is complete (tv_query_end_status gives its
+ * (records and/or skipped blocks; with a sink, see tv_query_set_sink), 0 when the query is complete (tv_query_end_status gives its
  * status), or a negative errno with a reason in err: the query cannot go on (-ENOMEM,
  * -ENOBUFS, -ENFILE for the limits above: RESOURCE_EXHAUSTED; others INTERNAL, see
  * server/status.h). Records produced before such an error are returned first, as a
@@ -85,6 +85,21 @@ void tv_query_free(struct tv_query *q);
  * reported in the batch and logged, and quarantined when the block itself fails its checks
  * (not when its file cannot be opened or read). */
 int tv_query_next(struct tv_query *q, grpc_byte_buffer **out, char *err, size_t errlen);
+
+/* Hand the records that pass to sink instead of batching them (Summary): call before the
+ * first tv_query_next. rec is valid only during the call; a non-zero return (a negative errno
+ * with a reason in err) ends the query with that error. tv_query_next then returns 1 with
+ * *out NULL after each TV_QUERY_BATCH_RECORDS records, or with a batch holding only
+ * skipped blocks. */
+typedef int (*tv_query_sink)(void *arg, const uint8_t *rec, size_t len, char *err,
+			     size_t errlen);
+void tv_query_set_sink(struct tv_query *q, tv_query_sink sink, void *arg);
+
+/* Charge bytes the caller holds for this query (Summary's groups) to its memory limits, as
+ * its block streams are: 0, or -ENOBUFS with the limit named in why. Whatever is still
+ * reserved is given back by tv_query_free. */
+int tv_query_reserve(struct tv_query *q, size_t bytes, char *why, size_t whylen);
+void tv_query_release(struct tv_query *q, size_t bytes);
 
 /* Blocks skipped so far. */
 size_t tv_query_skipped(const struct tv_query *q);

@@ -582,6 +582,12 @@ static void write_json_string(FILE *f, const char *str)
 	write_json_bytes(f, (const unsigned char *)s, strlen(s));
 }
 
+int tv_json_write_string(FILE *f, const char *s)
+{
+	write_json_string(f, s);
+	return ferror(f) ? -EIO : 0;
+}
+
 /* 1 when b[0, n) is valid UTF-8 without NUL: it can be a JSON string of exactly those bytes. */
 static int body_is_text(const uint8_t *b, size_t n)
 {

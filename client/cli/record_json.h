@@ -37,6 +37,10 @@ void tv_record_json_release(struct tv_record_json *rj);
  * Returns 0 or -EIO (stream error). */
 int tv_record_write_jsonl(FILE *f, const Tracevault__V1__TraceRecord *r);
 
+/* s (NULL: "") as a JSON string, the same escaping as the records' strings (invalid UTF-8
+ * replaced). Returns 0 or -EIO. */
+int tv_json_write_string(FILE *f, const char *s);
+
 /* Table output: a header line, then one aligned row per record (UTC time with ms, method,
  * path, status, latency ms, pid, comm, remote). Non-printable bytes in captured strings are
  * shown as '?' so a hostile path cannot drive the terminal. Returns 0 or -EIO. */

@@ -190,8 +190,11 @@ static void test_message(void **state)
 	assert_int_equal(tv_sketch_add(&s, 0, 3, NULL), 0);
 	assert_int_equal(tv_sketch_add(&s, 1000, 1, &grown), 0);
 	assert_int_equal(grown, 8);
+	assert_int_equal(tv_sketch_growth_bytes(&s, 1000), 0);
+	assert_int_equal(tv_sketch_growth_bytes(&s, 0), 0);
+	assert_int_equal(tv_sketch_growth_bytes(&s, 1u << 30), 8 * (64 * 30 - 1 - tv_sketch_index(1000)));
 	assert_int_equal(tv_sketch_add(&s, 1u << 30, 2, &grown), 0);
-	assert_true(grown > 0);
+	assert_int_equal(grown, 8 * (64 * 30 - 1 - tv_sketch_index(1000)));
 	tv_sketch_to_pb(&s, &m);
 	assert_int_equal(m.scale, 6);
 	assert_int_equal(tv_sketch_merge_pb(&t, &m), 0);
