@@ -36,22 +36,37 @@ double tv_sketch_bucket_value(int i)
 	return 2.0 * exp2((double)(i + 1) / TV_SKETCH_PER_OCTAVE) / (base + 1.0);
 }
 
+/* The buckets s spans once it covers lo..hi: 0 when it does already, else the new run in
+ * *nlo..*nhi. A run grows by TV_SKETCH_GROW_SLACK more buckets on the side it grows (within
+ * the index range), so a group whose latencies spread does not reallocate per record. */
+static uint32_t span(const struct tv_sketch *s, int lo, int hi, int *nlo, int *nhi)
+{
+	*nlo = lo;
+	*nhi = hi;
+	if (s->n) {
+		int top = s->offset + (int)s->n - 1;
+
+		if (lo >= s->offset && hi <= top)
+			return 0;
+		*nlo = lo < s->offset ? lo - TV_SKETCH_GROW_SLACK : s->offset;
+		*nhi = hi > top ? hi + TV_SKETCH_GROW_SLACK : top;
+	}
+	if (*nlo < TV_SKETCH_MIN_INDEX)
+		*nlo = TV_SKETCH_MIN_INDEX;
+	if (*nhi > TV_SKETCH_MAX_INDEX)
+		*nhi = TV_SKETCH_MAX_INDEX;
+	return (uint32_t)(*nhi - *nlo + 1);
+}
+
 /* Make s cover buckets lo..hi. */
 static int cover(struct tv_sketch *s, int lo, int hi, size_t *grown_bytes)
 {
-	int nlo = lo, nhi = hi;
+	int nlo, nhi;
 	uint64_t *c;
-	uint32_t n;
+	uint32_t n = span(s, lo, hi, &nlo, &nhi);
 
-	if (s->n) {
-		if (lo >= s->offset && hi < s->offset + (int)s->n)
-			return 0;
-		if (s->offset < nlo)
-			nlo = s->offset;
-		if (s->offset + (int)s->n - 1 > nhi)
-			nhi = s->offset + (int)s->n - 1;
-	}
-	n = (uint32_t)(nhi - nlo + 1);
+	if (!n)
+		return 0;
 	c = calloc(n, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
@@ -87,15 +102,13 @@ int tv_sketch_add(struct tv_sketch *s, uint64_t x_ns, uint64_t n, size_t *grown_
 size_t tv_sketch_growth_bytes(const struct tv_sketch *s, uint64_t x_ns)
 {
 	int i, lo, hi;
+	uint32_t n;
 
 	if (x_ns == 0)
 		return 0;
 	i = tv_sketch_index(x_ns);
-	if (!s->n)
-		return sizeof(*s->counts);
-	lo = i < s->offset ? i : s->offset;
-	hi = i > s->offset + (int)s->n - 1 ? i : s->offset + (int)s->n - 1;
-	return (size_t)(hi - lo + 1 - (int)s->n) * sizeof(*s->counts);
+	n = span(s, i, i, &lo, &hi);
+	return n ? (size_t)(n - s->n) * sizeof(*s->counts) : 0;
 }
 
 int tv_sketch_merge(struct tv_sketch *dst, const struct tv_sketch *src, size_t *grown_bytes)
@@ -166,11 +179,18 @@ void tv_sketch_free(struct tv_sketch *s)
 
 void tv_sketch_to_pb(const struct tv_sketch *s, Tracevault__V1__LatencySketch *m)
 {
+	uint32_t lo = 0, hi = s->n;
+
+	/* the counted run only: the slack of empty buckets at either end is not sent */
+	while (lo < hi && !s->counts[lo])
+		lo++;
+	while (hi > lo && !s->counts[hi - 1])
+		hi--;
 	m->scale = TV_SKETCH_SCALE;
 	m->zero_count = s->zero_count;
-	m->offset = s->offset;
-	m->n_bucket_counts = s->n;
-	m->bucket_counts = s->counts;
+	m->offset = lo < hi ? s->offset + (int32_t)lo : 0;
+	m->n_bucket_counts = hi - lo;
+	m->bucket_counts = lo < hi ? s->counts + lo : NULL;
 }
 
 int tv_sketch_merge_pb(struct tv_sketch *s, const Tracevault__V1__LatencySketch *m)

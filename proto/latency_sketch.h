@@ -25,6 +25,9 @@
 #define TV_SKETCH_MAX_INDEX (64 * TV_SKETCH_PER_OCTAVE - 1)
 #define TV_SKETCH_MAX_BUCKETS (TV_SKETCH_MAX_INDEX - TV_SKETCH_MIN_INDEX + 1)
 
+/* Extra buckets a run takes on the side it grows (8 bytes each). */
+#define TV_SKETCH_GROW_SLACK 8
+
 /* A dense run of buckets offset .. offset+n-1 (counts malloc'd, n == 0: none yet). Zero it to
  * start; release with tv_sketch_free. */
 struct tv_sketch {
@@ -56,8 +59,9 @@ uint64_t tv_sketch_count(const struct tv_sketch *s);
 double tv_sketch_quantile(const struct tv_sketch *s, double q, uint64_t min_ns, uint64_t max_ns);
 void tv_sketch_free(struct tv_sketch *s);
 
-/* The sketch as a LatencySketch message: m's bucket_counts point into s (valid while s is
- * unchanged); m must be initialized. */
+/* The sketch as a LatencySketch message, the run from its first to its last counted bucket
+ * (offset 0 and no buckets when only zeros or nothing are counted): m's bucket_counts point
+ * into s (valid while s is unchanged); m must be initialized. */
 void tv_sketch_to_pb(const struct tv_sketch *s, Tracevault__V1__LatencySketch *m);
 /* Add the counts of m to s. Returns 0, -EINVAL when m is not a sketch of scale 6 whose buckets
  * lie in TV_SKETCH_MIN_INDEX..TV_SKETCH_MAX_INDEX, or -ENOMEM. */

@@ -19,14 +19,29 @@
 #include "server/filter.h"
 
 #define TABLE_MIN_SLOTS 64u
+/* A group keeps its first latencies as they are and takes sketch buckets only past this
+ * many: with raw paths (ids in them) most groups hold a few records, and a dense run of
+ * buckets over their spread (often hundreds) would cost far more memory and time. The
+ * answer is the same: the buckets are filled from the kept values before they are read. */
+#define SMALL_LATENCIES 8
 
 struct group {
-	char *key;
+	char *key; /* the bytes after the struct (NULL for other) */
 	size_t key_len;
 	uint64_t hash;
 	uint64_t count, n_4xx, n_5xx, n_no_response, n_flagged;
 	uint64_t lat_count, lat_min_ns, lat_max_ns, lat_sum_ns;
+	bool spilled; /* the latencies are in sk, no longer in small */
+	uint8_t nsmall;
+	uint64_t small[SMALL_LATENCIES];
 	struct tv_sketch sk;
+};
+
+/* A table slot: the group's index + 1 (0: empty) and the top bits of its key's hash, so a
+ * probe that meets another key rarely touches that group's memory. */
+struct slot {
+	struct group *g; /* NULL: empty */
+	uint32_t tag;
 };
 
 struct tv_summary {
@@ -37,7 +52,7 @@ struct tv_summary {
 	size_t nq;
 	struct group **groups;
 	size_t ngroups, groups_cap;
-	uint32_t *table; /* open addressing: index + 1 into groups, 0 = empty; power of two */
+	struct slot *table; /* open addressing, linear probing; a power of two, at most half full */
 	size_t table_slots;
 	struct group other; /* keys that met the memory limit, then the groups cut from the reply */
 	bool overflowed;
@@ -162,12 +177,15 @@ static int key_of(struct tv_summary *s, const struct tv_record_view *v, const ch
 static size_t slot_of(const struct tv_summary *s, uint64_t h, const char *k, size_t n)
 {
 	size_t mask = s->table_slots - 1, i = (size_t)h & mask;
+	uint32_t tag = (uint32_t)(h >> 32);
 
-	while (s->table[i]) {
-		const struct group *g = s->groups[s->table[i] - 1];
+	while (s->table[i].g) {
+		if (s->table[i].tag == tag) {
+			const struct group *g = s->table[i].g;
 
-		if (g->hash == h && g->key_len == n && memcmp(g->key, k, n) == 0)
-			break;
+			if (g->hash == h && g->key_len == n && memcmp(g->key, k, n) == 0)
+				break;
+		}
 		i = (i + 1) & mask;
 	}
 	return i;
@@ -177,7 +195,7 @@ static size_t slot_of(const struct tv_summary *s, uint64_t h, const char *k, siz
 static int table_grow(struct tv_summary *s, char *err, size_t errlen)
 {
 	size_t slots = s->table_slots ? s->table_slots * 2 : TABLE_MIN_SLOTS;
-	uint32_t *t, *old = s->table;
+	struct slot *t, *old = s->table;
 	size_t old_slots = s->table_slots;
 	int ret = charge(s, slots * sizeof(*t), err, errlen);
 
@@ -193,7 +211,8 @@ static int table_grow(struct tv_summary *s, char *err, size_t errlen)
 	for (size_t i = 0; i < s->ngroups; i++) {
 		const struct group *g = s->groups[i];
 
-		s->table[slot_of(s, g->hash, g->key, g->key_len)] = (uint32_t)(i + 1);
+		s->table[slot_of(s, g->hash, g->key, g->key_len)] =
+			(struct slot){ .g = s->groups[i], .tag = (uint32_t)(g->hash >> 32) };
 	}
 	free(old);
 	uncharge(s, old_slots * sizeof(*t));
@@ -213,8 +232,8 @@ static struct group *group_of(struct tv_summary *s, const char *k, size_t n, int
 	*ret = 0;
 	if (s->table_slots) {
 		i = slot_of(s, h, k, n);
-		if (s->table[i])
-			return s->groups[s->table[i] - 1];
+		if (s->table[i].g)
+			return s->table[i].g;
 	}
 	if (s->overflowed)
 		return &s->other; /* keys first seen past the limit all go there */
@@ -239,19 +258,19 @@ static struct group *group_of(struct tv_summary *s, const char *k, size_t n, int
 	cost = sizeof(*g) + n + 1;
 	if ((*ret = charge(s, cost, why, sizeof(why))))
 		goto full;
-	g = calloc(1, sizeof(*g));
-	if (!g || !(g->key = malloc(n + 1))) {
-		free(g);
+	g = calloc(1, cost); /* the key follows the struct: one allocation, one cache line */
+	if (!g) {
 		uncharge(s, cost);
 		*ret = -ENOMEM;
 		goto full;
 	}
+	g->key = (char *)(g + 1);
 	memcpy(g->key, k, n);
 	g->key[n] = '\0';
 	g->key_len = n;
 	g->hash = h;
 	s->groups[s->ngroups++] = g;
-	s->table[slot_of(s, h, k, n)] = (uint32_t)s->ngroups;
+	s->table[slot_of(s, h, k, n)] = (struct slot){ .g = g, .tag = (uint32_t)(h >> 32) };
 	return g;
 full:
 	if (*ret == -ENOBUFS) { /* the memory limit: this key and every later new one */
@@ -263,20 +282,46 @@ full:
 	return NULL;
 }
 
+/* Count x_ns in g's buckets, charged to the memory limit. */
+static int sketch_add(struct tv_summary *s, struct group *g, uint64_t x_ns, char *err,
+		      size_t errlen)
+{
+	size_t grow = tv_sketch_growth_bytes(&g->sk, x_ns);
+	int ret = charge(s, grow, err, errlen);
+
+	if (ret)
+		return ret;
+	if (tv_sketch_add(&g->sk, x_ns, 1, NULL)) {
+		uncharge(s, grow);
+		snprintf(err, errlen, "summary: out of memory for a latency sketch");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Move g's kept latencies into its buckets (before they are read, or when one more comes). */
+static int spill(struct tv_summary *s, struct group *g, char *err, size_t errlen)
+{
+	int ret;
+
+	for (; !g->spilled && g->nsmall; g->nsmall--)
+		if ((ret = sketch_add(s, g, g->small[g->nsmall - 1], err, errlen)))
+			return ret;
+	g->spilled = true;
+	return 0;
+}
+
 static int count(struct tv_summary *s, struct group *g, const struct tv_record_view *v,
 		 char *err, size_t errlen)
 {
-	size_t grow;
 	int ret;
 
 	if (v->status) {
-		grow = tv_sketch_growth_bytes(&g->sk, v->latency_ns);
-		if ((ret = charge(s, grow, err, errlen)))
+		if (!g->spilled && g->nsmall < SMALL_LATENCIES) {
+			g->small[g->nsmall++] = v->latency_ns;
+		} else if ((ret = spill(s, g, err, errlen)) ||
+			   (ret = sketch_add(s, g, v->latency_ns, err, errlen))) {
 			return ret;
-		if (tv_sketch_add(&g->sk, v->latency_ns, 1, NULL)) {
-			uncharge(s, grow);
-			snprintf(err, errlen, "summary: out of memory for a latency sketch");
-			return -ENOMEM;
 		}
 		if (g->lat_count == 0 || v->latency_ns < g->lat_min_ns)
 			g->lat_min_ns = v->latency_ns;
@@ -463,11 +508,14 @@ static void group_pb(const struct tv_summary *s, const struct group *g,
 	m->quantile_ns = qbuf;
 }
 
-/* Add g's counts into o (other). */
+/* Add g's counts into o (other, spilled). */
 static int fold(struct group *o, const struct group *g)
 {
 	if (tv_sketch_merge(&o->sk, &g->sk, NULL))
 		return -ENOMEM;
+	for (uint8_t i = 0; i < g->nsmall; i++)
+		if (tv_sketch_add(&o->sk, g->small[i], 1, NULL))
+			return -ENOMEM;
 	if (g->lat_count && (o->lat_count == 0 || g->lat_min_ns < o->lat_min_ns))
 		o->lat_min_ns = g->lat_min_ns;
 	if (g->lat_max_ns > o->lat_max_ns)
@@ -495,6 +543,7 @@ int tv_summary_reply(struct tv_summary *s, size_t max_message_bytes, grpc_byte_b
 	int ret = -ENOMEM;
 
 	*out = NULL;
+	err[0] = '\0';
 	for (size_t i = 0; i < s->nskips; i++)
 		nskipped += s->skips[i]->n_skipped;
 	if (s->ngroups)
@@ -504,8 +553,9 @@ int tv_summary_reply(struct tv_summary *s, size_t max_message_bytes, grpc_byte_b
 	psk = calloc(s->ngroups + 1, sizeof(*psk));
 	qbuf = calloc((s->ngroups + 1) * s->nq + 1, sizeof(*qbuf));
 	skipped = calloc(nskipped + 1, sizeof(*skipped));
-	if (!pg || !pgp || !psk || !qbuf || !skipped)
+	if (!pg || !pgp || !psk || !qbuf || !skipped || (ret = spill(s, &s->other, err, errlen)))
 		goto out;
+	ret = -ENOMEM;
 	nskipped = 0;
 	for (size_t i = 0; i < s->nskips; i++)
 		for (size_t k = 0; k < s->skips[i]->n_skipped; k++) {
@@ -524,6 +574,9 @@ int tv_summary_reply(struct tv_summary *s, size_t max_message_bytes, grpc_byte_b
 		if (nout < s->max_groups && nout == i) {
 			size_t n;
 
+			if ((ret = spill(s, g, err, errlen)))
+				goto out;
+			ret = -ENOMEM;
 			group_pb(s, g, &pg[nout], &psk[nout], qbuf + nout * s->nq);
 			n = tracevault__v1__summary_group__get_packed_size(&pg[nout]) + 8;
 			if (used + n <= budget) {
@@ -550,7 +603,7 @@ int tv_summary_reply(struct tv_summary *s, size_t max_message_bytes, grpc_byte_b
 	r.groups_overflowed = s->overflowed;
 	ret = tv_wire_pack(&r.base, out);
 out:
-	if (ret)
+	if (ret && !err[0])
 		snprintf(err, errlen, "summary: out of memory packing the reply");
 	free(pg);
 	free(pgp);
@@ -566,7 +619,6 @@ void tv_summary_free(struct tv_summary *s)
 		return;
 	for (size_t i = 0; i < s->ngroups; i++) {
 		tv_sketch_free(&s->groups[i]->sk);
-		free(s->groups[i]->key);
 		free(s->groups[i]);
 	}
 	tv_sketch_free(&s->other.sk);

@@ -188,15 +188,23 @@ static void test_message(void **state)
 
 	(void)state;
 	assert_int_equal(tv_sketch_add(&s, 0, 3, NULL), 0);
+	assert_int_equal(tv_sketch_growth_bytes(&s, 1000), 8);
 	assert_int_equal(tv_sketch_add(&s, 1000, 1, &grown), 0);
 	assert_int_equal(grown, 8);
 	assert_int_equal(tv_sketch_growth_bytes(&s, 1000), 0);
 	assert_int_equal(tv_sketch_growth_bytes(&s, 0), 0);
-	assert_int_equal(tv_sketch_growth_bytes(&s, 1u << 30), 8 * (64 * 30 - 1 - tv_sketch_index(1000)));
+	/* growing upwards takes the slack above the new bucket too */
+	assert_int_equal(tv_sketch_growth_bytes(&s, 1u << 30),
+			 8 * (64 * 30 - 1 - tv_sketch_index(1000) + TV_SKETCH_GROW_SLACK));
 	assert_int_equal(tv_sketch_add(&s, 1u << 30, 2, &grown), 0);
-	assert_int_equal(grown, 8 * (64 * 30 - 1 - tv_sketch_index(1000)));
+	assert_int_equal(grown, 8 * (64 * 30 - 1 - tv_sketch_index(1000) + TV_SKETCH_GROW_SLACK));
+	assert_int_equal(tv_sketch_growth_bytes(&s, (1u << 30) + (1u << 26)), 0); /* in the slack */
+	assert_int_equal(tv_sketch_growth_bytes(&s, UINT64_MAX) % 8, 0);
 	tv_sketch_to_pb(&s, &m);
 	assert_int_equal(m.scale, 6);
+	/* only the counted run goes out, not the slack */
+	assert_int_equal(m.offset, tv_sketch_index(1000));
+	assert_int_equal(m.n_bucket_counts, 64 * 30 - 1 - tv_sketch_index(1000) + 1);
 	assert_int_equal(tv_sketch_merge_pb(&t, &m), 0);
 	assert_same(&s, &t);
 	assert_int_equal(tv_sketch_count(&t), 6);
