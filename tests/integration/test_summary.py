@@ -381,6 +381,42 @@ def test_damaged_block_is_skipped_and_reported(rng):
             cl.close()
 
 
+def test_group_table_at_the_memory_limit_sends_new_keys_to_other():
+    """A server at the smallest --query-memory-bytes (16M) and ~100k distinct paths: the
+    groups created before the limit keep exact counts, every later new key is counted in
+    other, nothing is lost (the counts add up to the records), groups_overflowed is set and
+    the CLI warns."""
+    with tvtest.Server(extra_args=["--query-memory-bytes", "16M"]) as srv:
+        cl = tvtest.GrpcClient(srv.addr, timeout_s=120)
+        try:
+            n = 100_000
+            hot = ["/hot/%d" % i for i in range(5)]
+            recs = [tvtest.trace_record(BASE + i, path=hot[i // 10 % 5] if i % 10 == 0 else
+                                        "/u/%d" % i, latency_ns=1000 + i) for i in range(n)]
+            for b in range(0, n, 20_000):
+                cl.write_segment(0xC0 + b // 20_000, [(0xC000 + b, recs[b:b + 20_000])])
+            pb = cl.pb
+            got = cl.summary(pb.SummaryRequest(from_ns=0, to_ns=BASE * 2, by=pb.GROUP_BY_PATH,
+                                               max_groups=MAX_GROUPS), timeout=120)
+            assert got.groups_overflowed, (got.groups_total, len(got.groups))
+            assert got.records == n, got.records
+            assert 1000 < len(got.groups) < n - 1000, len(got.groups)
+            assert got.groups_total == len(got.groups), (got.groups_total, len(got.groups))
+            assert sum(g.count for g in got.groups) + got.other.count == n
+            ref = {}
+            for r in recs:
+                ref.setdefault(r.path, []).append(r)
+            for g in got.groups:
+                check_group("overflow", g, ref[g.key], DEFAULT_Q)
+            assert [g.key for g in got.groups[:5]] == sorted(hot), got.groups[:5]
+            p = tvtest.run(["summary", "--server", srv.addr, "--from", "0", "--to",
+                            str(BASE * 2), "--by", "path", "--top", "3"], timeout=120)
+            assert p.returncode == 0, p.stderr
+            assert "memory limit (--query-memory-bytes)" in p.stderr, p.stderr
+        finally:
+            cl.close()
+
+
 def main():
     seed = int(os.environ.get("TV_SEED", random.randrange(2**32)))
     print("seed %d (TV_SEED=%d reruns it)" % (seed, seed))
@@ -404,6 +440,8 @@ def main():
             print("ok usage errors")
             test_damaged_block_is_skipped_and_reported(rng)
             print("ok damaged block")
+            test_group_table_at_the_memory_limit_sends_new_keys_to_other()
+            print("ok memory limit")
         except BaseException:
             for k, s in servers.items():
                 if s.proc.poll() is not None or (time.sleep(1) or s.proc.poll() is not None):
