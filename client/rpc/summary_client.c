@@ -127,6 +127,11 @@ static int summary_one(const char *server, const Tracevault__V1__SummaryRequest 
 	ret = tv_rpc_unary(ch, cq, TV_METHOD_SUMMARY, &req->base,
 			   &tracevault__v1__summary_response__descriptor, max_message_bytes,
 			   TV_QUERY_TIMEOUT_MS, &m, why, sizeof(why));
+	if (ret == -ENOSYS) { /* a tracevaultd from before the Summary rpc */
+		snprintf(err, errlen, "summary failed on %s: the server does not serve Summary "
+			 "(%s): upgrade tracevaultd", server, why);
+		goto out;
+	}
 	if (ret) {
 		snprintf(err, errlen, "summary failed on %s: %s", server, why);
 		goto out;
