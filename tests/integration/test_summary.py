@@ -379,6 +379,8 @@ def test_damaged_block_is_skipped_and_reported(rng):
             assert [json.loads(x)["key"] for x in p.stdout.splitlines()] == ["/g"], p.stdout
         finally:
             cl.close()
+        rc = srv.stop()
+        assert rc == 0, "tracevaultd exit status %d: %s" % (rc, srv.log()[-3000:])
 
 
 def test_group_table_at_the_memory_limit_sends_new_keys_to_other():
@@ -415,6 +417,8 @@ def test_group_table_at_the_memory_limit_sends_new_keys_to_other():
             assert "memory limit (--query-memory-bytes)" in p.stderr, p.stderr
         finally:
             cl.close()
+        rc = srv.stop()
+        assert rc == 0, "tracevaultd exit status %d: %s" % (rc, srv.log()[-3000:])
 
 
 def main():
@@ -442,6 +446,9 @@ def main():
             print("ok damaged block")
             test_group_table_at_the_memory_limit_sends_new_keys_to_other()
             print("ok memory limit")
+            for k, s in servers.items():  # a clean exit: no leak (ASan builds), no crash
+                rc = s.stop()
+                assert rc == 0, "tracevaultd %s exit status %d: %s" % (k, rc, s.log()[-3000:])
         except BaseException:
             for k, s in servers.items():
                 if s.proc.poll() is not None or (time.sleep(1) or s.proc.poll() is not None):
