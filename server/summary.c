@@ -447,8 +447,11 @@ int tv_summary_step(struct tv_summary *s, char *err, size_t errlen)
 	size_t len = 0;
 	int ret = tv_query_next(s->q, &bb, err, errlen);
 
-	if (ret != 1 || !bb)
+	/* any positive answer (a batch, or a part read without one) means more to read */
+	if (ret <= 0)
 		return ret;
+	if (!bb)
+		return 1;
 	/* a batch of skipped blocks (the records went to the sink): keep them for the reply */
 	ret = tv_wire_flatten(bb, SIZE_MAX, &flat, &len);
 	grpc_byte_buffer_destroy(bb);
