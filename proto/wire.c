@@ -15,6 +15,8 @@ const struct tv_limit tv_wire_message_bytes_limit = {
 	.max = TV_WIRE_MAX_MESSAGE_BYTES,
 };
 
+const struct tv_limit tv_summary_groups_limit = { .min = 1, .max = TV_SUMMARY_MAX_GROUPS };
+
 int tv_wire_pack(const ProtobufCMessage *m, grpc_byte_buffer **out)
 {
 	size_t n = protobuf_c_message_get_packed_size(m);

@@ -17,6 +17,7 @@
 #define TV_METHOD_QUERY "/tracevault.v1.TraceStore/Query"
 #define TV_METHOD_DELETE "/tracevault.v1.TraceStore/Delete"
 #define TV_METHOD_STATS "/tracevault.v1.TraceStore/Stats"
+#define TV_METHOD_SUMMARY "/tracevault.v1.TraceStore/Summary"
 
 /* Limit on one gRPC message, both directions: both binaries take it as --max-message-bytes
  * and check it against tv_wire_message_bytes_limit, so client and server accept the same
@@ -43,6 +44,14 @@ extern const struct tv_limit tv_wire_message_bytes_limit;
  * announced on the first message of a Query that set one. 4 is taken by Summary. */
 #define TV_QUERY_FEATURE_FILTER 1u
 #define TV_QUERY_FEATURE_REVERSE 2u
+
+/* SummaryRequest (PROTOCOL.md "Summary"): max_groups when 0, and its bound; quantiles per
+ * request. Past a bound the server answers INVALID_ARGUMENT naming the field; the CLI refuses
+ * the option first (usage error). */
+#define TV_SUMMARY_DEFAULT_GROUPS 1000
+#define TV_SUMMARY_MAX_GROUPS 100000
+#define TV_SUMMARY_MAX_QUANTILES 16
+extern const struct tv_limit tv_summary_groups_limit; /* 1 to TV_SUMMARY_MAX_GROUPS */
 
 /* Pack m into a new byte buffer (one copy: for small control messages). *out is owned by the
  * caller (grpc_byte_buffer_destroy). Returns 0 or -ENOMEM. */

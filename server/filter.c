@@ -46,13 +46,6 @@ struct tv_filter {
 	bool paths_with_query;
 };
 
-/* The fields of a record the predicate reads; strings point into the record. */
-struct view {
-	uint64_t latency_ns, pid, status, flags;
-	const char *comm, *remote, *method, *path, *trace_id, *role, *host;
-	size_t comm_len, remote_len, method_len, path_len, trace_id_len, role_len, host_len;
-};
-
 /* ---- glob ---- */
 
 /* The set starting at pat[i] == '[': whether c is in it; *end is the index past its ']'.
@@ -417,13 +410,13 @@ void tv_filter_free(struct tv_filter *f)
 /* ---- evaluate ---- */
 
 /* One pass over the record's tags; the last occurrence of a field wins, as in protobuf. */
-static bool view_parse(const uint8_t *p, size_t len, struct view *v)
+bool tv_record_view_parse(const uint8_t *p, size_t len, struct tv_record_view *v)
 {
 	size_t i = 0, used;
 	uint64_t key, x;
 
-	*v = (struct view){ .comm = "", .remote = "", .method = "", .path = "", .trace_id = "",
-			    .role = "", .host = "" };
+	*v = (struct tv_record_view){ .comm = "", .remote = "", .method = "", .path = "",
+				      .trace_id = "", .role = "", .host = "" };
 	while (i < len) {
 		if (tv_varint_get(p + i, len - i, &key, &used))
 			return false;
@@ -513,7 +506,7 @@ static size_t host_without_port(const char *h, size_t n)
 	return memchr(h, ':', i) ? n : i; /* a bare IPv6 address has no port */
 }
 
-static bool host_match(const struct tv_filter *f, const struct view *v)
+static bool host_match(const struct tv_filter *f, const struct tv_record_view *v)
 {
 	char stack[2048], *buf = stack;
 	size_t n = v->host_len, bare;
@@ -560,12 +553,12 @@ static bool remote_addr(const char *r, size_t n, uint8_t a[16])
 
 bool tv_filter_match(const struct tv_filter *f, const uint8_t *rec, size_t len)
 {
-	struct view v;
+	struct tv_record_view v;
 	bool ok;
 
 	if (!f)
 		return true;
-	if (!view_parse(rec, len, &v))
+	if (!tv_record_view_parse(rec, len, &v))
 		return false;
 	if ((f->flags_any && !(v.flags & f->flags_any)) ||
 	    (v.flags & f->flags_all) != f->flags_all || (v.flags & f->flags_none))

@@ -23,6 +23,18 @@ int tv_filter_compile(const Tracevault__V1__QueryFilter *m, struct tv_filter **o
 		      size_t errlen);
 void tv_filter_free(struct tv_filter *f);
 
+/* The fields of a record the filter reads (and Summary groups by); strings point into the
+ * record bytes and are not NUL-terminated; absent fields are 0 and "". */
+struct tv_record_view {
+	uint64_t latency_ns, pid, status, flags;
+	const char *comm, *remote, *method, *path, *trace_id, *role, *host;
+	size_t comm_len, remote_len, method_len, path_len, trace_id_len, role_len, host_len;
+};
+
+/* Read v from the serialized TraceRecord of len bytes at rec in one pass over its tags (no
+ * unpack, no allocation). false when the bytes are not a well-formed message. */
+bool tv_record_view_parse(const uint8_t *rec, size_t len, struct tv_record_view *v);
+
 /* Whether the serialized TraceRecord of len bytes at rec passes f (f NULL: every record).
  * A record whose bytes are not a well-formed message passes nothing. */
 bool tv_filter_match(const struct tv_filter *f, const uint8_t *rec, size_t len);

@@ -129,6 +129,8 @@ struct tv_query {
 	bool planned;
 	struct skip *skips;
 	size_t nskips, skips_cap;
+	tv_query_sink sink;              /* NULL: records go into the batches */
+	void *sink_arg;
 	int fatal_ret;                   /* an error held back behind the last batch */
 	char fatal_err[TV_QUERY_ERR_LEN];
 	bool done;
@@ -878,7 +880,7 @@ static bool must_open_next(const struct tv_query *q)
 }
 
 /* The heap's first head into the batch; its cursor goes aside to be stepped. */
-static int emit_head(struct tv_query *q, struct batch *b)
+static int emit_head(struct tv_query *q, struct batch *b, char *err, size_t errlen)
 {
 	struct cursor *cur = q->heap[0];
 	const uint8_t *p1 = cur->data, *p2 = NULL;
@@ -887,7 +889,15 @@ static int emit_head(struct tv_query *q, struct batch *b)
 
 	if (q->reverse)
 		tv_query_window_last(&cur->w, &p1, &l1, &p2, &l2);
-	ret = batch_put2(b, 1, p1, l1, p2, l2);
+	if (q->sink) {
+		if (l2) { /* tv_query_set_sink: forward queries only */
+			snprintf(err, errlen, "a query sink cannot take a reverse query's records");
+			return -EINVAL;
+		}
+		ret = q->sink(q->sink_arg, p1, l1, err, errlen);
+	} else if ((ret = batch_put2(b, 1, p1, l1, p2, l2))) {
+		snprintf(err, errlen, "out of memory building a batch");
+	}
 	if (ret)
 		return ret;
 	b->records++;
@@ -959,16 +969,15 @@ int tv_query_next(struct tv_query *q, grpc_byte_buffer **out, char *err, size_t 
 			q->done = true;
 			break;
 		}
-		ret = emit_head(q, &b);
-		if (ret) {
-			snprintf(err, errlen, "out of memory building a batch");
+		ret = emit_head(q, &b, err, errlen);
+		if (ret)
 			goto fail;
-		}
 		if (slice_spent(q))
 			break;
 	}
 	if (b.len == 0) {
 		free(b.buf);
+		/* not done: the slice is spent, or a sink took this call's records */
 		return q->done ? 0 : TV_QUERY_YIELD;
 	}
 	goto send;
@@ -992,6 +1001,22 @@ send:
 		return -ENOMEM;
 	}
 	return 1;
+}
+
+void tv_query_set_sink(struct tv_query *q, tv_query_sink sink, void *arg)
+{
+	q->sink = sink;
+	q->sink_arg = arg;
+}
+
+int tv_query_reserve(struct tv_query *q, size_t bytes, char *why, size_t whylen)
+{
+	return reserve(q, bytes, why, whylen);
+}
+
+void tv_query_release(struct tv_query *q, size_t bytes)
+{
+	release(q, bytes);
 }
 
 size_t tv_query_skipped(const struct tv_query *q)

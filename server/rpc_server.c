@@ -25,12 +25,14 @@
 #include "server/query.h"
 #include "server/segment.h"
 #include "server/status.h"
+#include "server/summary.h"
 #include "proto/wire.h"
 
-enum method { M_WRITE, M_QUERY, M_DELETE, M_STATS, M_COUNT };
+enum method { M_WRITE, M_QUERY, M_DELETE, M_STATS, M_SUMMARY, M_COUNT };
 enum op { OP_REQUEST, OP_CLOSE, OP_RECV, OP_SEND, OP_STATUS, OP_COUNT, OP_SHUTDOWN };
 
-static const char *const METHOD_NAME[M_COUNT] = { "Write", "Query", "Delete", "Stats" };
+static const char *const METHOD_NAME[M_COUNT] = { "Write", "Query", "Delete", "Stats",
+						  "Summary" };
 
 const struct tv_limit tv_rpc_streams_limit = { .min = 1, .max = TV_RPC_MAX_STREAMS };
 const struct tv_limit tv_rpc_idle_timeout_ms_limit = { .min = TV_RPC_MIN_IDLE_TIMEOUT_MS,
@@ -690,6 +692,38 @@ out:
 	tracevault__v1__stats_request__free_unpacked(req, NULL);
 }
 
+/* Summary runs to its end here, on the server's one thread (its steps could interleave with
+ * other calls once the loop keeps a list of runnable calls). */
+static void summary_begin(struct call *c)
+{
+	Tracevault__V1__SummaryRequest *req;
+	struct tv_summary *s = NULL;
+	char err[TV_QUERY_ERR_LEN] = "";
+	grpc_byte_buffer *bb = NULL;
+	int ret;
+
+	req = (Tracevault__V1__SummaryRequest *)unpack_payload(
+		c, &tracevault__v1__summary_request__descriptor);
+	if (!req)
+		return;
+	ret = tv_summary_new(&s, c->srv->catalog, c->srv->store, &c->srv->query_pool, req, err,
+			     sizeof(err));
+	tracevault__v1__summary_request__free_unpacked(req, NULL);
+	if (ret == 0)
+		while ((ret = tv_summary_step(s, err, sizeof(err))) == 1)
+			;
+	if (ret == 0)
+		ret = tv_summary_reply(s, c->srv->max_message_bytes, &bb, err, sizeof(err));
+	tv_summary_free(s);
+	if (ret) {
+		finish(c, ret == -EINVAL ? GRPC_STATUS_INVALID_ARGUMENT : tv_status_from_errno(ret),
+		       err[0] ? err : strerror(-ret));
+		return;
+	}
+	enqueue(c, bb);
+	finish(c, GRPC_STATUS_OK, "");
+}
+
 /* A Write or Query stream takes one of its method's slots, or ends RESOURCE_EXHAUSTED naming
  * the limit (true). */
 static bool over_stream_limit(struct call *c)
@@ -742,6 +776,9 @@ static void call_begin(struct call *c)
 		break;
 	case M_STATS:
 		stats_begin(c);
+		break;
+	case M_SUMMARY:
+		summary_begin(c);
 		break;
 	default:
 		delete_begin(c);
@@ -845,7 +882,8 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 			size_t errlen)
 {
 	static const char *const paths[M_COUNT] = { TV_METHOD_WRITE, TV_METHOD_QUERY,
-						    TV_METHOD_DELETE, TV_METHOD_STATS };
+						    TV_METHOD_DELETE, TV_METHOD_STATS,
+						    TV_METHOD_SUMMARY };
 	grpc_arg args[5];
 	grpc_channel_args ch_args = { .num_args = 5, .args = args };
 	unsigned per_conn;

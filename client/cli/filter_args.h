@@ -29,6 +29,47 @@ struct tv_filter_args {
 	int path_with_query; /* --path-with-query (a TV_CLI_ARG_SET field) */
 };
 
+/* The filter options' table entries (struct tv_cli_opt, cli/cli.h) for a command whose
+ * options struct type holds a struct tv_filter_args at field; and their --help lines. */
+#define TV_FILTER_CLI_OPTIONS(type, field)                                                     \
+	{"method", 0, TV_CLI_ARG_CUSTOM, offsetof(type, field), NULL, NULL,                    \
+	 tv_filter_arg_method},                                                                 \
+	{"status", 0, TV_CLI_ARG_CUSTOM, offsetof(type, field), NULL, NULL,                    \
+	 tv_filter_arg_status},                                                                 \
+	{"path", 0, TV_CLI_ARG_CUSTOM, offsetof(type, field), NULL, NULL, tv_filter_arg_path},  \
+	{"path-with-query", 0, TV_CLI_ARG_SET, offsetof(type, field.path_with_query), NULL,    \
+	 NULL, NULL},                                                                           \
+	{"host", 0, TV_CLI_ARG_CUSTOM, offsetof(type, field), NULL, NULL, tv_filter_arg_host},  \
+	{"role", 0, TV_CLI_ARG_CUSTOM, offsetof(type, field), NULL, NULL, tv_filter_arg_role},  \
+	{"pid", 0, TV_CLI_ARG_CUSTOM, offsetof(type, field), NULL, NULL, tv_filter_arg_pid},    \
+	{"comm", 0, TV_CLI_ARG_CUSTOM, offsetof(type, field), NULL, NULL, tv_filter_arg_comm},  \
+	{"remote", 0, TV_CLI_ARG_CUSTOM, offsetof(type, field), NULL, NULL,                    \
+	 tv_filter_arg_remote},                                                                 \
+	{"trace-id", 0, TV_CLI_ARG_CUSTOM, offsetof(type, field), NULL, NULL,                  \
+	 tv_filter_arg_trace_id},                                                               \
+	{"min-latency", 0, TV_CLI_ARG_CUSTOM, offsetof(type, field), NULL, NULL,               \
+	 tv_filter_arg_min_latency},                                                            \
+	{"max-latency", 0, TV_CLI_ARG_CUSTOM, offsetof(type, field), NULL, NULL,               \
+	 tv_filter_arg_max_latency},                                                            \
+	{"flags", 0, TV_CLI_ARG_CUSTOM, offsetof(type, field), NULL, NULL, tv_filter_arg_flags}
+
+#define TV_FILTER_CLI_HELP                                                                     \
+	"      --method M             GET, POST, ... (exact, case-sensitive)\n"                \
+	"      --status S             5xx, 404, 500-599 (100 to 599), none (no response)\n"     \
+	"      --path P               the path before its ?query; a glob when P holds *, ? or [\n" \
+	"                             (fnmatch: * also crosses /, [*] is a literal *)\n"        \
+	"      --path-with-query      --path matches the whole path, query included\n"         \
+	"      --host H               host, case and port ignored; a glob as --path\n"         \
+	"      --role R               server or client\n"                                      \
+	"      --pid N                process id\n"                                            \
+	"      --comm C               process name; a glob as --path\n"                        \
+	"      --remote A             peer address or CIDR: 10.0.0.0/8, ::1, 2001:db8::/32\n"  \
+	"      --trace-id X           32 hex digits of the W3C traceparent\n"                  \
+	"      --min-latency D        at least D: N[.N] with ns, us, ms, s, m or h (250ms)\n"  \
+	"      --max-latency D        at most D\n"                                             \
+	"      --flags F              no_response, partial, lost, cut, unseen: any of them;\n" \
+	"                             all:LIST: all of them; clean: none\n"
+
 /* tv_cli_opt CUSTOM parsers; field is the struct tv_filter_args. 0 or -EINVAL with a reason
  * in why. Values are not copied: arg must outlive the filter (argv does). Lists take a,b or
  * a repeated option, except --path/--host/--comm (a comma may be part of them). */

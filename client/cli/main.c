@@ -24,6 +24,7 @@ static const char main_usage[] =
 	"  capture   trace HTTP/1.x on local sockets and stream records to the server\n"
 	"  put       import JSON Lines records as one atomic segment\n"
 	"  query     print the records of a time range, ordered by ts_ns\n"
+	"  summary   per path, host, status...: count, error rates, latency quantiles\n"
 	"\n"
 	"Run 'tracevault <command> --help' for the options of a command, 'tracevault --version'\n"
 	"for the version. Without --server, commands use $" TV_SERVER_ENV ", else " TV_DEFAULT_SERVER ".\n"
@@ -31,7 +32,8 @@ static const char main_usage[] =
 	"Examples:\n"
 	"  tracevault capture --server 127.0.0.1:7070 --port 8080\n"
 	"  tracevault put --server 127.0.0.1:7070 records.jsonl\n"
-	"  tracevault query --server 127.0.0.1:7070 --from -15m --to now --format table\n";
+	"  tracevault query --server 127.0.0.1:7070 --from -15m --to now --format table\n"
+	"  tracevault summary --server 127.0.0.1:7070 --from -1h --by path --top 20\n";
 
 int main(int argc, char **argv)
 {
@@ -46,7 +48,7 @@ int main(int argc, char **argv)
 	mallopt(M_TRIM_THRESHOLD, BLOCK_TRIM_THRESHOLD_BYTES);
 	opterr = 0; /* we print exactly one line per usage error ourselves */
 	if (argc < 2)
-		return tv_cli_usage_error("missing command (capture, put or query; see --help)");
+		return tv_cli_usage_error("missing command (capture, put, query or summary; see --help)");
 	cmd = argv[1];
 	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
 		fputs(main_usage, stdout);
@@ -65,6 +67,8 @@ int main(int argc, char **argv)
 		return tv_cmd_put(argc - 1, argv + 1);
 	if (strcmp(cmd, "query") == 0)
 		return tv_cmd_query(argc - 1, argv + 1);
+	if (strcmp(cmd, "summary") == 0)
+		return tv_cmd_summary(argc - 1, argv + 1);
 	if (cmd[0] == '-')
 		return tv_cli_usage_error("unknown option '%s' (expected a command first)", cmd);
 	return tv_cli_usage_error("unknown command '%s'", cmd);

@@ -12,6 +12,7 @@ from .procs import GEN_DIR, skip
 WRITE = "/tracevault.v1.TraceStore/Write"
 QUERY = "/tracevault.v1.TraceStore/Query"
 DELETE = "/tracevault.v1.TraceStore/Delete"
+SUMMARY = "/tracevault.v1.TraceStore/Summary"
 
 
 def grpc_modules():
@@ -68,9 +69,10 @@ def write_chunks(block_id, data, chunk_bytes=4096, bad_crc_at=None):
 
 
 class GrpcClient:
-    """Write/Query/Delete through grpcio and the generated messages only. write, query_rpc and
-    delete are the multi-callables; write_raw and query_raw send bytes as given (no
-    serializer); delete_segment() answers (code, details, DeleteResponse or None)."""
+    """Write/Query/Delete/Summary through grpcio and the generated messages only. write,
+    query_rpc, delete and summary are the multi-callables; write_raw and query_raw send bytes
+    as given (no serializer); delete_segment() answers (code, details, DeleteResponse or
+    None)."""
 
     def __init__(self, addr, timeout_s=30, own_connection=False):
         """own_connection: a TCP connection of its own (grpcio otherwise shares one between
@@ -93,6 +95,8 @@ class GrpcClient:
                                               response_deserializer=pb.QueryResponse.FromString)
         self.delete = self.ch.unary_unary(DELETE, request_serializer=ser,
                                           response_deserializer=pb.DeleteResponse.FromString)
+        self.summary = self.ch.unary_unary(SUMMARY, request_serializer=ser,
+                                           response_deserializer=pb.SummaryResponse.FromString)
 
     def write_segment(self, segment_id, blocks, chunk_bytes=4096, writer_token=0):
         """blocks: [(block_id, [TraceRecord])]; returns the last WriteResponse (committed).
