@@ -11,6 +11,8 @@ PKGS=(
   # wire and storage
   libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
   liburing-dev libzstd-dev libsqlite3-dev libisal-dev libjansson-dev
+  # put's fast JSON Lines reader (client/cli/record_reader.c)
+  libyajl-dev
   # tests and demo
   libcmocka-dev nginx-light curl wrk python3-grpcio python3-protobuf
   # a second HTTP server for the capture tests (test_capture_load.py)

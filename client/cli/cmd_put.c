@@ -17,7 +17,7 @@
 #include "cli/commands.h"
 #include "write/grpc_writer.h"
 #include "write/pipeline.h"
-#include "cli/record_json.h"
+#include "cli/record_reader.h"
 #include "proto/wire.h"
 
 /* put seals a block at whichever comes first: capture's default block size (the pipeline's),
@@ -81,6 +81,7 @@ struct put_source {
 	FILE *in;
 	const char *name;
 	struct tv_block_builder *b;
+	struct tv_record_reader *rd;
 	char *line;
 	size_t cap;
 	uint64_t line_no, records, blocks;
@@ -116,7 +117,7 @@ static int seal_block(struct put_source *ps, struct tv_block_buf *out, char *err
 static int next_block(void *arg, struct tv_block_buf *out, char *err, size_t errlen)
 {
 	struct put_source *ps = arg;
-	struct tv_record_json rj;
+	const Tracevault__V1__TraceRecord *rec;
 	char why[TV_CLI_ERR_LEN];
 	ssize_t n;
 	int ret;
@@ -137,12 +138,12 @@ static int next_block(void *arg, struct tv_block_buf *out, char *err, size_t err
 			;
 		if (i == len)
 			continue; /* empty lines are allowed anywhere */
-		if (tv_record_json_parse(&rj, line, len, why, sizeof(why))) {
+		ret = tv_record_reader_parse(ps->rd, line, len, &rec, why, sizeof(why));
+		if (ret) {
 			snprintf(err, errlen, "%s:%" PRIu64 ": %s", ps->name, ps->line_no, why);
-			return -EINVAL;
+			return ret;
 		}
-		ret = tv_block_builder_add(ps->b, &rj.rec);
-		tv_record_json_release(&rj);
+		ret = tv_block_builder_add(ps->b, rec);
 		if (ret) {
 			snprintf(err, errlen, "%s:%" PRIu64 ": %s", ps->name, ps->line_no,
 				 ret == -E2BIG ? "record too large" : strerror(-ret));
@@ -192,7 +193,8 @@ int tv_cmd_put(int argc, char **argv)
 	if (!ps.in)
 		return tv_cli_runtime_error("open %s: %s", path, strerror(errno));
 	ps.b = tv_block_builder_new();
-	if (!ps.b) {
+	ps.rd = tv_record_reader_new();
+	if (!ps.b || !ps.rd) {
 		ret = tv_cli_runtime_error("out of memory");
 		goto out;
 	}
@@ -224,6 +226,7 @@ out:
 		free((void *)ps.first.data);
 	tv_writer_free(w);
 	tv_block_builder_free(ps.b);
+	tv_record_reader_free(ps.rd);
 	free(ps.line);
 	if (ps.in != stdin)
 		fclose(ps.in);

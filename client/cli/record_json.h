@@ -4,6 +4,7 @@
 #define TV_RECORD_JSON_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "tracevault.pb-c.h"
@@ -28,6 +29,13 @@ struct tv_record_json {
 int tv_record_json_parse(struct tv_record_json *rj, const char *line, size_t len, char *err,
 			 size_t errlen);
 void tv_record_json_release(struct tv_record_json *rj);
+
+/* Bytes tv_record_b64_decode may write for n bytes of base64. */
+#define TV_RECORD_B64_DECODED_MAX(n) ((n) / 4 * 3 + 1)
+/* Decode the body base64 of *_body_base64 (RFC 4648 section 4, padded, no whitespace, no NUL)
+ * from s[0, n) into out (TV_RECORD_B64_DECODED_MAX(n) bytes); *out_len the decoded length.
+ * 0, or -EINVAL when s is not such base64 (out then holds garbage). */
+int tv_record_b64_decode(const char *s, size_t n, uint8_t *out, size_t *out_len);
 
 /* Write r as one JSON object and a newline, fields in proto order, integers as numbers;
  * req_headers / resp_headers (arrays of {"name", "value"}) only when r has any; the body
