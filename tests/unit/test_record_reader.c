@@ -21,7 +21,7 @@
 
 /* random records x mutations each; TV_READER_DIFF_RECORDS runs more, TV_READER_DIFF_SEED
  * another seed (12 by default) */
-#define DEFAULT_RECORDS 4000
+#define DEFAULT_RECORDS 1500
 #define MUTATIONS_PER_RECORD 12
 
 static uint64_t rng_state;
