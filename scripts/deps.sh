@@ -13,6 +13,8 @@ PKGS=(
   liburing-dev libzstd-dev libsqlite3-dev libisal-dev libjansson-dev
   # SHA-256 for query --format otlp-json (OpenSSL's libcrypto, which gRPC links already)
   libssl-dev
+  # put's fast JSON Lines reader (client/cli/record_reader.c)
+  libyajl-dev
   # tests and demo
   libcmocka-dev nginx-light curl wrk python3-grpcio python3-protobuf
   # a second HTTP server for the capture tests (test_capture_load.py)

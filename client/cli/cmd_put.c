@@ -1,8 +1,10 @@
 /* tracevault put: reads JSON Lines and streams the sealed blocks to the servers as one atomic
  * segment while it parses (memory bounded by --cache-bytes); a bad line cancels the segment,
  * so a bad file leaves nothing on the servers. */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <inttypes.h>
 #include <stddef.h>
@@ -17,7 +19,7 @@
 #include "cli/commands.h"
 #include "write/grpc_writer.h"
 #include "write/pipeline.h"
-#include "cli/record_json.h"
+#include "cli/record_reader.h"
 #include "proto/wire.h"
 
 /* put seals a block at whichever comes first: capture's default block size (the pipeline's),
@@ -28,6 +30,8 @@
 /* Sealed blocks held at once (--cache-bytes): parsed ahead of the network, or sent and not yet
  * acknowledged. This, not the file size, bounds put's memory. */
 #define PUT_DEFAULT_CACHE_BYTES (64u << 20)
+/* stdio's buffer for the input: its default (4 KiB here) made one read() per ~10 lines */
+#define PUT_READ_BUFFER_BYTES (1u << 20)
 
 struct put_opts {
 	struct tv_writer_opts wo;
@@ -76,29 +80,52 @@ static const char *const put_usage[] = {
 	NULL,
 };
 
-/* The parser side of a streamed put: lines in, one sealed block per next() call. */
+/* A block sealed (packed records sorted, zstd, CRC) on a second thread while the next one is
+ * parsed: put then costs max(parse, seal) per block instead of their sum. One job at a time,
+ * handed over under mu: the parser gives a full builder and takes the result back before it
+ * gives the next, so each builder is only ever touched by one thread at a time. */
+struct sealer {
+	pthread_t thread;
+	bool started;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct tv_block_builder *job; /* the builder being sealed */
+	bool busy;                    /* a job was given and its result not yet taken */
+	bool done;                    /* its result is ready */
+	bool quit;
+	int ret;                      /* 1 with out set, or a negative errno with err */
+	struct tv_block_buf out;
+	char err[TV_CLI_ERR_LEN];
+};
+
+/* The parser side of a streamed put: lines in, one sealed block per next() call. Two builders:
+ * one filled here, the other being sealed. */
 struct put_source {
 	FILE *in;
 	const char *name;
-	struct tv_block_builder *b;
+	struct tv_block_builder *b[2];
+	int cur; /* the builder lines go into */
+	struct tv_record_reader *rd;
+	struct sealer sl;
 	char *line;
 	size_t cap;
+	bool eof;
 	uint64_t line_no, records, blocks;
 	struct tv_block_buf first; /* sealed before connecting (see tv_cmd_put) */
 	bool has_first;
 };
 
-static int seal_block(struct put_source *ps, struct tv_block_buf *out, char *err, size_t errlen)
+/* Seal b's records into *out as a new block. 1, or a negative errno with err set. */
+static int seal_block(struct tv_block_builder *b, struct tv_block_buf *out, char *err,
+		      size_t errlen)
 {
-	uint32_t count = tv_block_builder_count(ps->b);
+	uint32_t count = tv_block_builder_count(b);
 	uint64_t block_id = tv_random_id();
 	void *data;
 	size_t len;
 	int ret;
 
-	if (count == 0)
-		return 0;
-	ret = tv_block_builder_seal(ps->b, block_id, TV_CODEC_ZSTD, TV_BLOCK_DEFAULT_ZSTD_LEVEL,
+	ret = tv_block_builder_seal(b, block_id, TV_CODEC_ZSTD, TV_BLOCK_DEFAULT_ZSTD_LEVEL,
 				    &data, &len);
 	if (ret) {
 		snprintf(err, errlen, "seal block: %s", strerror(-ret));
@@ -106,26 +133,104 @@ static int seal_block(struct put_source *ps, struct tv_block_buf *out, char *err
 	}
 	*out = (struct tv_block_buf){
 		.block_id = block_id, .data = data, .len = len, .record_count = count};
-	ps->records += count;
-	ps->blocks++;
 	return 1;
 }
 
-/* tv_block_source_fn: parse lines until a block is full (or the input ends) and seal it.
- * A bad line fails with "FILE:LINE: reason": the writer then cancels the whole segment. */
-static int next_block(void *arg, struct tv_block_buf *out, char *err, size_t errlen)
+static void *sealer_main(void *arg)
 {
-	struct put_source *ps = arg;
-	struct tv_record_json rj;
+	struct sealer *sl = arg;
+
+	pthread_mutex_lock(&sl->mu);
+	for (;;) {
+		while (!sl->quit && !(sl->busy && !sl->done))
+			pthread_cond_wait(&sl->cv, &sl->mu);
+		if (sl->quit)
+			break;
+		pthread_mutex_unlock(&sl->mu);
+		sl->ret = seal_block(sl->job, &sl->out, sl->err, sizeof(sl->err));
+		pthread_mutex_lock(&sl->mu);
+		sl->done = true;
+		pthread_cond_broadcast(&sl->cv);
+	}
+	pthread_mutex_unlock(&sl->mu);
+	return NULL;
+}
+
+static int sealer_start(struct sealer *sl)
+{
+	int ret;
+
+	pthread_mutex_init(&sl->mu, NULL);
+	pthread_cond_init(&sl->cv, NULL);
+	ret = pthread_create(&sl->thread, NULL, sealer_main, sl);
+	sl->started = ret == 0;
+	if (sl->started)
+		pthread_setname_np(sl->thread, "tv-put-seal"); /* for top and perf; best effort */
+	return -ret;
+}
+
+/* Stop the thread once its job (if any) is sealed; a result never taken is freed. */
+static void sealer_stop(struct sealer *sl)
+{
+	if (!sl->started)
+		return;
+	pthread_mutex_lock(&sl->mu);
+	while (sl->busy && !sl->done)
+		pthread_cond_wait(&sl->cv, &sl->mu);
+	sl->quit = true;
+	pthread_cond_broadcast(&sl->cv);
+	pthread_mutex_unlock(&sl->mu);
+	pthread_join(sl->thread, NULL);
+	if (sl->busy && sl->ret == 1)
+		free((void *)sl->out.data);
+	pthread_cond_destroy(&sl->cv);
+	pthread_mutex_destroy(&sl->mu);
+	sl->started = false;
+}
+
+static void sealer_give(struct sealer *sl, struct tv_block_builder *b)
+{
+	pthread_mutex_lock(&sl->mu);
+	sl->job = b;
+	sl->busy = true;
+	sl->done = false;
+	pthread_cond_broadcast(&sl->cv);
+	pthread_mutex_unlock(&sl->mu);
+}
+
+/* Wait for the job given last and take its result: 1 with *out (ownership moves to the
+ * caller), or its negative errno with err. */
+static int sealer_take(struct put_source *ps, struct tv_block_buf *out, char *err, size_t errlen)
+{
+	struct sealer *sl = &ps->sl;
+	int ret;
+
+	pthread_mutex_lock(&sl->mu);
+	while (!sl->done)
+		pthread_cond_wait(&sl->cv, &sl->mu);
+	sl->busy = false;
+	ret = sl->ret;
+	if (ret == 1) {
+		*out = sl->out;
+		ps->records += out->record_count;
+		ps->blocks++;
+	} else {
+		snprintf(err, errlen, "%s", sl->err);
+	}
+	pthread_mutex_unlock(&sl->mu);
+	return ret;
+}
+
+/* Parse lines into the current builder until it is full (1) or the input ends (0); a bad
+ * line fails with "FILE:LINE: reason". */
+static int parse_block(struct put_source *ps, char *err, size_t errlen)
+{
+	struct tv_block_builder *b = ps->b[ps->cur];
+	const Tracevault__V1__TraceRecord *rec;
 	char why[TV_CLI_ERR_LEN];
 	ssize_t n;
 	int ret;
 
-	if (ps->has_first) {
-		*out = ps->first;
-		ps->has_first = false;
-		return 1;
-	}
 	while ((n = getline(&ps->line, &ps->cap, ps->in)) >= 0) {
 		size_t len = (size_t)n, i;
 		char *line = ps->line;
@@ -137,26 +242,64 @@ static int next_block(void *arg, struct tv_block_buf *out, char *err, size_t err
 			;
 		if (i == len)
 			continue; /* empty lines are allowed anywhere */
-		if (tv_record_json_parse(&rj, line, len, why, sizeof(why))) {
+		ret = tv_record_reader_parse(ps->rd, line, len, &rec, why, sizeof(why));
+		if (ret) {
 			snprintf(err, errlen, "%s:%" PRIu64 ": %s", ps->name, ps->line_no, why);
-			return -EINVAL;
+			return ret;
 		}
-		ret = tv_block_builder_add(ps->b, &rj.rec);
-		tv_record_json_release(&rj);
+		ret = tv_block_builder_add(b, rec);
 		if (ret) {
 			snprintf(err, errlen, "%s:%" PRIu64 ": %s", ps->name, ps->line_no,
 				 ret == -E2BIG ? "record too large" : strerror(-ret));
 			return ret;
 		}
-		if (tv_block_builder_count(ps->b) >= PUT_BLOCK_RECORDS ||
-		    tv_block_builder_raw_bytes(ps->b) >= PUT_BLOCK_RAW_BYTES)
-			return seal_block(ps, out, err, errlen);
+		if (tv_block_builder_count(b) >= PUT_BLOCK_RECORDS ||
+		    tv_block_builder_raw_bytes(b) >= PUT_BLOCK_RAW_BYTES)
+			return 1;
 	}
 	if (ferror(ps->in)) {
 		snprintf(err, errlen, "read %s: %s", ps->name, strerror(errno));
 		return -EIO;
 	}
-	return seal_block(ps, out, err, errlen);
+	return 0;
+}
+
+/* tv_block_source_fn: the next sealed block, in input order. A full builder goes to the sealer
+ * and this thread parses on into the other one; the block returned is the one sealed before.
+ * A bad line fails with "FILE:LINE: reason": the writer then cancels the whole segment. */
+static int next_block(void *arg, struct tv_block_buf *out, char *err, size_t errlen)
+{
+	struct put_source *ps = arg;
+
+	if (ps->has_first) {
+		*out = ps->first;
+		ps->has_first = false;
+		return 1;
+	}
+	for (;;) {
+		bool have_block, sealing;
+		int ret = 0;
+
+		if (!ps->eof) {
+			ret = parse_block(ps, err, errlen);
+			if (ret < 0)
+				return ret; /* a block still sealing is freed by sealer_stop */
+			ps->eof = ret == 0;
+		}
+		have_block = tv_block_builder_count(ps->b[ps->cur]) > 0;
+		sealing = ps->sl.busy;
+		if (!have_block && !sealing)
+			return 0;
+		if (sealing)
+			ret = sealer_take(ps, out, err, errlen);
+		if (have_block && ret >= 0) {
+			sealer_give(&ps->sl, ps->b[ps->cur]);
+			ps->cur ^= 1;
+		}
+		if (sealing)
+			return ret;
+		/* the first block of the input is sealing: parse the next meanwhile */
+	}
 }
 
 int tv_cmd_put(int argc, char **argv)
@@ -164,6 +307,7 @@ int tv_cmd_put(int argc, char **argv)
 	struct put_opts po = {0};
 	struct put_source ps = {0};
 	struct tv_writer *w = NULL;
+	char *read_buf = NULL; /* ps.in's stdio buffer: freed after fclose */
 	const char *path;
 	char err[TV_CLI_ERR_LEN];
 	size_t cache;
@@ -191,9 +335,21 @@ int tv_cmd_put(int argc, char **argv)
 	ps.in = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
 	if (!ps.in)
 		return tv_cli_runtime_error("open %s: %s", path, strerror(errno));
-	ps.b = tv_block_builder_new();
-	if (!ps.b) {
+	/* a file's (a pipe gives at most its own size a read anyway); glibc ignores the size
+	 * unless it is given the buffer; without one, the default stays */
+	read_buf = ps.in != stdin ? malloc(PUT_READ_BUFFER_BYTES) : NULL;
+	if (read_buf)
+		setvbuf(ps.in, read_buf, _IOFBF, PUT_READ_BUFFER_BYTES);
+	ps.b[0] = tv_block_builder_new();
+	ps.b[1] = tv_block_builder_new();
+	ps.rd = tv_record_reader_new();
+	if (!ps.b[0] || !ps.b[1] || !ps.rd) {
 		ret = tv_cli_runtime_error("out of memory");
+		goto out;
+	}
+	ret = sealer_start(&ps.sl);
+	if (ret) {
+		ret = tv_cli_runtime_error("start the sealing thread: %s", strerror(-ret));
 		goto out;
 	}
 	/* The first block is parsed before connecting: a file that fits one block (most) is
@@ -223,9 +379,13 @@ out:
 	if (ps.has_first)
 		free((void *)ps.first.data);
 	tv_writer_free(w);
-	tv_block_builder_free(ps.b);
+	sealer_stop(&ps.sl);
+	tv_block_builder_free(ps.b[0]);
+	tv_block_builder_free(ps.b[1]);
+	tv_record_reader_free(ps.rd);
 	free(ps.line);
 	if (ps.in != stdin)
 		fclose(ps.in);
+	free(read_buf);
 	return ret;
 }

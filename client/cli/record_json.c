@@ -161,18 +161,12 @@ static ProtobufCBinaryData *body_of(Tracevault__V1__TraceRecord *r, int which)
 	return which ? &r->resp_body : &r->req_body;
 }
 
-/* Decode base64 s[0, n) (padded, no whitespace) into a malloc'd buffer. 0, -EINVAL when it
- * is not base64, -ENOMEM. */
-static int b64_decode(const char *s, size_t n, uint8_t **out, size_t *out_len)
+int tv_record_b64_decode(const char *s, size_t n, uint8_t *out, size_t *out_len)
 {
-	uint8_t *d;
 	size_t o = 0;
 
 	if (n % 4)
 		return -EINVAL;
-	d = malloc(n / 4 * 3 + 1);
-	if (!d)
-		return -ENOMEM;
 	for (size_t i = 0; i < n; i += 4) {
 		uint32_t v = 0;
 		int pad = 0;
@@ -185,20 +179,34 @@ static int b64_decode(const char *s, size_t n, uint8_t **out, size_t *out_len)
 				v <<= 6;
 				continue;
 			}
-			if (!c || pad) {
-				free(d);
+			if (!c || pad)
 				return -EINVAL;
-			}
 			v = v << 6 | (uint32_t)(c - B64);
 		}
-		d[o++] = (uint8_t)(v >> 16);
+		out[o++] = (uint8_t)(v >> 16);
 		if (pad < 2)
-			d[o++] = (uint8_t)(v >> 8);
+			out[o++] = (uint8_t)(v >> 8);
 		if (pad < 1)
-			d[o++] = (uint8_t)v;
+			out[o++] = (uint8_t)v;
+	}
+	*out_len = o;
+	return 0;
+}
+
+/* Decode base64 s[0, n) into a malloc'd buffer. 0, -EINVAL when it is not base64, -ENOMEM. */
+static int b64_decode(const char *s, size_t n, uint8_t **out, size_t *out_len)
+{
+	uint8_t *d = malloc(TV_RECORD_B64_DECODED_MAX(n));
+	int ret;
+
+	if (!d)
+		return -ENOMEM;
+	ret = tv_record_b64_decode(s, n, d, out_len);
+	if (ret) {
+		free(d);
+		return ret;
 	}
 	*out = d;
-	*out_len = o;
 	return 0;
 }
 

@@ -4,6 +4,8 @@
 #define TV_RECORD_JSON_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
 
 #include "tracevault.pb-c.h"
 
@@ -48,5 +50,12 @@ extern const char *const tv_record_body_keys[2];
 extern const char *const tv_record_body_b64_keys[2];
 /* RFC 4648 §4 base64 alphabet (bodies that are not text). */
 extern const char tv_base64_alphabet[65];
+/* Bytes tv_record_b64_decode may write for n bytes of base64. */
+#define TV_RECORD_B64_DECODED_MAX(n) ((n) / 4 * 3 + 1)
+/* Decode the body base64 of *_body_base64 (RFC 4648 section 4, padded, no whitespace, no NUL)
+ * from s[0, n) into out (TV_RECORD_B64_DECODED_MAX(n) bytes); *out_len the decoded length.
+ * 0, or -EINVAL when s is not such base64 (out then holds garbage). */
+int tv_record_b64_decode(const char *s, size_t n, uint8_t *out, size_t *out_len);
+
 
 #endif

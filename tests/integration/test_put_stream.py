@@ -22,9 +22,10 @@ CACHE = "8M"
 CACHE_BYTES = 8 << 20
 TIME = "/usr/bin/time"   # GNU time: the peak RSS of one process
 BAD_AT = 12_000
-# what put holds besides the cache, whatever the file: the builder's raw records and, while
-# sealing, their packed copy and the zstd output (a block each), the next sealed block waiting
-# for room, and allocator slack; measured +17 MiB over a small put with an 8M cache
+# what put holds besides the cache, whatever the file: two builders' raw records (one parsed
+# into while the other is sealed on the sealing thread) and, while sealing, their packed copy
+# and the zstd output (a block each), the next sealed block waiting for room, and allocator
+# slack; measured +17 MiB over a small put with an 8M cache with one builder
 BLOCK_RAW_BYTES = 4 << 20         # the bad line's record index: ~9 blocks (~20 MB) were sealed before it
 
 
