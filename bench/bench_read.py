@@ -163,18 +163,22 @@ class Bench:
         self.a = a
         self.tv = os.path.join(a.build, "tracevault")
         self.tvd = os.path.join(a.build, "tracevaultd")
-        self.work = tempfile.mkdtemp(prefix="bench-read.", dir=a.build)
+        self.work = a.reuse or tempfile.mkdtemp(prefix="bench-read.", dir=a.build)
         self.jsonl = os.path.join(self.work, "records.jsonl")
+        self.ids_file = os.path.join(self.work, "trace_ids.txt")
         self.db = os.path.join(self.work, "records.db")
         self.server = Server(self.tvd, os.path.join(self.work, "data"))
         self.rnd = random.Random(a.seed + 1)
         self.rows = []  # (figure, ours, peer, goal)
         self.notes = []
+        self.loads = []
         self.trace_ids = []
 
     def row(self, figure, ours, peer, goal):
         self.rows.append((figure, ours, peer, goal))
         log("  %-44s %-36s %-36s %s" % (figure, ours, peer, goal))
+        # other work on a shared machine moves every figure: say how loaded it was
+        self.loads.append("%s %.1f" % (figure.split(" ")[0], os.getloadavg()[0]))
 
     def budget_left(self, t0):
         return time.perf_counter() - t0 < self.a.budget_s
@@ -207,11 +211,34 @@ class Bench:
     # ---------- the steps ----------
     def generate(self):
         t0 = time.perf_counter()
-        with open(self.jsonl, "wb") as f:
-            self.trace_ids = read_records.generate(self.a.records, self.a.seed, f)
+        with open(self.jsonl, "wb") as f, open(self.ids_file, "w") as ids:
+            self.trace_ids = read_records.generate(self.a.records, self.a.seed, f, ids)
         log("generated %d records (%.0f MB of JSON Lines, seed %d) in %.1f s under %s" % (
             self.a.records, os.path.getsize(self.jsonl) / 1e6, self.a.seed,
             time.perf_counter() - t0, self.work))
+
+    def reuse(self):
+        """--reuse DIR: the archive of an earlier --keep run; put and the load are not measured."""
+        for f in (self.jsonl, self.db, self.server.data):
+            if not os.path.exists(f):
+                raise RuntimeError("--reuse %s: no %s (a directory kept by --keep)" % (self.work, f))
+        self.server.start()
+        n = int(subprocess.run(["sqlite3", "-readonly", self.db, "SELECT count(*) FROM records"],
+                               capture_output=True, check=True).stdout)
+        if n != self.a.records:
+            log("--reuse: the archive holds %d records, not %d: measuring %d" % (
+                n, self.a.records, n))
+            self.a.records = n
+        if os.path.exists(self.ids_file):
+            with open(self.ids_file) as f:
+                self.trace_ids = f.read().split()
+        else:  # kept before trace_ids.txt existed: a seeded sample of the table's ids
+            rowids = ",".join(str(self.rnd.randrange(1, n + 1)) for _ in range(4000))
+            self.trace_ids = subprocess.run(
+                ["sqlite3", "-readonly", self.db, "SELECT trace_id FROM records WHERE rowid IN "
+                 "(%s) AND trace_id != ''" % rowids], capture_output=True, check=True
+            ).stdout.decode().split()
+        self.row("put / load", "not measured (--reuse)", "-", "put >= 3x SQLite load")
 
     def load(self):
         os.makedirs(self.server.data, mode=0o700)
@@ -430,9 +457,13 @@ class Bench:
         log("tracevault read bench: %d records, seed %d, %d rounds, %d windows, budget %d s per "
             "figure; data under %s" % (a.records, a.seed, a.rounds, a.windows, a.budget_s, self.work))
         try:
-            self.generate()
+            if not a.reuse:
+                self.generate()
             log("%-46s %-36s %-36s %s" % ("figure", "tracevault", "SQLite / zstd", "goal (issue 12)"))
-            self.load()
+            if a.reuse:
+                self.reuse()
+            else:
+                self.load()
             self.sizes()
             self.baseline()
             self.windows(0)
@@ -444,15 +475,17 @@ class Bench:
             self.restart()
         finally:
             self.server.stop()
-            if not a.keep:
+            if not a.keep and not a.reuse:
                 shutil.rmtree(self.work, ignore_errors=True)
-            else:
-                log("kept %s" % self.work)
+            elif a.keep:
+                log("kept %s (bench/read.sh --reuse it)" % self.work)
         log("")
         log("per-round figures: median [min-max] over %d interleaved rounds; p99 is nearest-rank"
             % a.rounds)
         for n in self.notes:
             log(n)
+        log("load average (1 min) after each figure: %s (%d cores)" % (", ".join(self.loads),
+                                                                       os.cpu_count()))
 
 
 def main():
@@ -467,8 +500,10 @@ def main():
     p.add_argument("--trace-lookups", type=int, default=20)
     p.add_argument("--budget-s", type=int, default=300)
     p.add_argument("--keep", action="store_true")
+    p.add_argument("--reuse")
     a = p.parse_args()
     a.build = os.path.abspath(a.build)
+    a.reuse = a.reuse and os.path.abspath(a.reuse)
     Bench(a).run()
 
 

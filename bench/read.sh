@@ -10,6 +10,7 @@ usage() {
 	cat <<EOF
 Usage: bench/read.sh [--build DIR] [--records N] [--quick] [--seed S] [--rounds R]
                      [--windows W] [--trace-lookups T] [--budget-s S] [--keep]
+                     [--reuse DIR]
 
 Generates N realistic HTTP exchange records over 24 hours (deterministic from the seed),
 loads them with \`tracevault put\` into a fresh tracevaultd and with the sqlite3 CLI into
@@ -32,6 +33,8 @@ Needs sqlite3, zstd and /usr/bin/python3.
   --budget-s S       time bound of each figure's loop, seconds (default 300); a loop
                      stopped by it says so beside its figure
   --keep             keep the generated data (JSON Lines, data dir, SQLite file)
+  --reuse DIR        measure again on a directory kept by --keep (put and the load
+                     are not measured; the generator is not run)
   -h, --help         this text
 
 Examples:
@@ -48,6 +51,7 @@ trace_lookups=20
 budget=300
 seed=12
 keep=()
+reuse=()
 quick=${TV_BENCH_QUICK:-0}
 day_rounds=""
 while (($#)); do
@@ -64,6 +68,9 @@ while (($#)); do
 		shift 2 ;;
 	--quick) quick=1; shift ;;
 	--keep) keep=(--keep); shift ;;
+	--reuse)
+		[[ -d ${2:-} ]] || { echo "read.sh: invalid --reuse: '${2:-}' (a directory kept by --keep)" >&2; exit 2; }
+		reuse=(--reuse "$2"); shift 2 ;;
 	*) echo "read.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
 	esac
 done
@@ -84,4 +91,4 @@ done
 day_rounds=$rounds
 exec /usr/bin/python3 "$here/bench_read.py" --build "$build" --records "$records" --seed "$seed" \
 	--rounds "$rounds" --windows "$windows" --trace-lookups "$trace_lookups" \
-	--day-rounds "$day_rounds" --budget-s "$budget" "${keep[@]}"
+	--day-rounds "$day_rounds" --budget-s "$budget" "${keep[@]}" "${reuse[@]}"
