@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: our durable ingest beside the machine's ceilings measured in the same run
 # (raw loopback TCP, raw io_uring write + fdatasync), zero-copy and --no-zerocopy alternated;
-# then the capture bench (bench_capture.py). Usage: run.sh [BUILD_DIR] (bench/README.md).
+# then the capture bench (bench_capture.py) and the read bench (read.sh). Usage: run.sh [BUILD_DIR] (bench/README.md).
 set -euo pipefail
 
 BUILD=${1:-build}
@@ -86,3 +86,11 @@ awk -v zc="$sum_zc" -v nc="$sum_nc" -v czc="$cpu_zc" -v cnc="$cpu_nc" 'BEGIN {
 echo
 echo "tracevault capture bench (needs root or CAP_BPF+CAP_PERFMON for (i) and (ii))"
 TV_BIN_DIR="$BIN" /usr/bin/python3 "$(dirname "${BASH_SOURCE[0]}")/bench_capture.py"
+
+# read side: tracevault beside SQLite and zstd -3 on one generated archive (bench/read.sh)
+echo
+if [[ ${TV_BENCH_READ:-1} == 0 ]]; then
+	echo "tracevault read bench: skipped (TV_BENCH_READ=0)"
+else
+	bash "$(dirname "${BASH_SOURCE[0]}")/read.sh" --build "$BIN"
+fi

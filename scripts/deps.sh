@@ -20,6 +20,8 @@ PKGS=(
   # a second HTTP server for the capture tests (test_capture_load.py)
   lighttpd
   iproute2 procps
+  # the read bench's peers (bench/read.sh)
+  sqlite3 zstd
 )
 
 missing=()
