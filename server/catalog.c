@@ -40,7 +40,12 @@ static const char SCHEMA_SQL[] =
 	" segment_id INTEGER PRIMARY KEY,"
 	" state TEXT NOT NULL CHECK (state IN ('committed', 'deleted')),"
 	" writer_token INTEGER NOT NULL DEFAULT 0,"
-	" changed_ns INTEGER NOT NULL);";
+	" changed_ns INTEGER NOT NULL);"
+	/* segments whose rows a retention pass or a segment Delete removed and whose files may
+	 * still be in blocks/ (server/retention.h): start-up unlinks them (RECOVERY.md) */
+	"CREATE TABLE IF NOT EXISTS retiring ("
+	" segment_id INTEGER PRIMARY KEY,"
+	" at_ns INTEGER NOT NULL);";
 
 /* A segments row for every segment of the blocks table (catalog.h); deleted ones are kept. */
 static const char SYNC_SEGMENTS_SQL[] =
@@ -74,6 +79,7 @@ struct tv_catalog {
 	sqlite3_stmt *insert, *contains, *get, *overlap, *overlap_open, *list, *of_segment,
 		*del_id, *set_segment, *replace, *count;
 	sqlite3_stmt *seg_get, *seg_insert, *seg_deleted;
+	sqlite3_stmt *by_age, *bytes, *retire_mark, *retire_rows, *retire_done, *retiring;
 	struct open_segment *open; /* unordered; as many as Write streams, so a scan is cheap */
 	size_t nopen, open_cap;
 };
@@ -393,7 +399,17 @@ int tv_catalog_open(struct tv_catalog **out, const char *path, char *err, size_t
 		       " VALUES (?1, 'committed', ?2, ?3)", &c->seg_insert) ||
 	    prepare(c, "INSERT INTO segments (segment_id, state, writer_token, changed_ns)"
 		       " VALUES (?1, 'deleted', ?2, ?3) ON CONFLICT (segment_id) DO UPDATE"
-		       " SET state = 'deleted', changed_ns = excluded.changed_ns", &c->seg_deleted)) {
+		       " SET state = 'deleted', changed_ns = excluded.changed_ns", &c->seg_deleted) ||
+	    /* a segment's age is its newest record: MAX(max_ts_ns) (catalog.h) */
+	    prepare(c, "SELECT segment_id, MAX(max_ts_ns) AS newest, SUM(bytes), count(*)"
+		       " FROM blocks GROUP BY segment_id ORDER BY newest, segment_id", &c->by_age) ||
+	    prepare(c, "SELECT count(*), coalesce(SUM(bytes), 0) FROM blocks", &c->bytes) ||
+	    prepare(c, "INSERT OR REPLACE INTO retiring (segment_id, at_ns) VALUES (?1, ?2)",
+		    &c->retire_mark) ||
+	    prepare(c, "DELETE FROM blocks WHERE segment_id = ?1 RETURNING block_id, bytes",
+		    &c->retire_rows) ||
+	    prepare(c, "DELETE FROM retiring WHERE segment_id = ?1", &c->retire_done) ||
+	    prepare(c, "SELECT segment_id FROM retiring ORDER BY segment_id", &c->retiring)) {
 		ret = last_errno(c);
 		snprintf(err, errlen, "cannot prepare catalog statements: %s",
 			 sqlite3_errmsg(c->db));
@@ -429,6 +445,12 @@ void tv_catalog_close(struct tv_catalog *c)
 	sqlite3_finalize(c->seg_get);
 	sqlite3_finalize(c->seg_insert);
 	sqlite3_finalize(c->seg_deleted);
+	sqlite3_finalize(c->by_age);
+	sqlite3_finalize(c->bytes);
+	sqlite3_finalize(c->retire_mark);
+	sqlite3_finalize(c->retire_rows);
+	sqlite3_finalize(c->retire_done);
+	sqlite3_finalize(c->retiring);
 	sqlite3_close(c->db);
 	free(c->open);
 	free(c);
@@ -948,4 +970,124 @@ int tv_catalog_stats(struct tv_catalog *c, uint64_t from_ns, uint64_t to_ns,
 {
 	*st = (struct tv_catalog_stats){ 0 };
 	return tv_catalog_overlap(c, from_ns, to_ns, add_stats, st);
+}
+
+/* ---- retention and segment deletion (catalog.h "Retiring segments") ---- */
+
+int tv_catalog_segments_by_age(struct tv_catalog *c, tv_catalog_segment_cb cb, void *arg)
+{
+	struct tv_catalog_segment seg;
+	int rc, ret = 0;
+
+	while ((rc = sqlite3_step(c->by_age)) == SQLITE_ROW) {
+		seg.segment_id = (uint64_t)sqlite3_column_int64(c->by_age, 0);
+		seg.newest_ts_ns = (uint64_t)sqlite3_column_int64(c->by_age, 1);
+		seg.bytes = (uint64_t)sqlite3_column_int64(c->by_age, 2);
+		seg.blocks = (uint64_t)sqlite3_column_int64(c->by_age, 3);
+		ret = cb(&seg, arg);
+		if (ret)
+			break;
+	}
+	if (!ret && rc != SQLITE_DONE)
+		ret = last_errno(c);
+	sqlite3_reset(c->by_age);
+	return ret;
+}
+
+int tv_catalog_size(struct tv_catalog *c, uint64_t *blocks, uint64_t *bytes)
+{
+	int rc = sqlite3_step(c->bytes), ret;
+
+	*blocks = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(c->bytes, 0) : 0;
+	*bytes = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(c->bytes, 1) : 0;
+	ret = rc == SQLITE_ROW ? 0 : last_errno(c);
+	sqlite3_reset(c->bytes);
+	return ret;
+}
+
+/* One segment's part of tv_catalog_retire, inside its transaction. */
+static int retire_one(struct tv_catalog *c, uint64_t segment_id, uint64_t writer_token,
+		      int64_t now_ns, tv_catalog_retired_cb cb, void *arg)
+{
+	int rc, ret;
+
+	sqlite3_bind_int64(c->retire_mark, 1, (int64_t)segment_id);
+	sqlite3_bind_int64(c->retire_mark, 2, now_ns);
+	ret = step_done(c, c->retire_mark);
+	if (ret)
+		return ret;
+	sqlite3_bind_int64(c->retire_rows, 1, (int64_t)segment_id);
+	while ((rc = sqlite3_step(c->retire_rows)) == SQLITE_ROW) {
+		ret = cb(segment_id, (uint64_t)sqlite3_column_int64(c->retire_rows, 0),
+			 (uint64_t)sqlite3_column_int64(c->retire_rows, 1), arg);
+		if (ret)
+			break;
+	}
+	if (!ret && rc != SQLITE_DONE)
+		ret = last_errno(c);
+	sqlite3_reset(c->retire_rows);
+	if (ret)
+		return ret;
+	/* the id is never used again; a known writer_token is kept (ON CONFLICT keeps it) */
+	sqlite3_bind_int64(c->seg_deleted, 1, (int64_t)segment_id);
+	sqlite3_bind_int64(c->seg_deleted, 2, (int64_t)writer_token);
+	sqlite3_bind_int64(c->seg_deleted, 3, now_ns);
+	return step_done(c, c->seg_deleted);
+}
+
+int tv_catalog_retire(struct tv_catalog *c, const uint64_t *segment_ids, size_t n,
+		      uint64_t writer_token, tv_catalog_retired_cb cb, void *arg)
+{
+	int64_t now_ns = (int64_t)tv_realtime_ns();
+	int ret = exec(c, "BEGIN IMMEDIATE");
+
+	if (ret)
+		return ret;
+	for (size_t i = 0; i < n && !ret; i++)
+		ret = retire_one(c, segment_ids[i], writer_token, now_ns, cb, arg);
+	if (!ret)
+		ret = exec(c, "COMMIT");
+	if (ret && !sqlite3_get_autocommit(c->db))
+		exec(c, "ROLLBACK");
+	return ret;
+}
+
+int tv_catalog_retired(struct tv_catalog *c, const uint64_t *segment_ids, size_t n)
+{
+	int ret = exec(c, "BEGIN IMMEDIATE");
+
+	if (ret)
+		return ret;
+	for (size_t i = 0; i < n && !ret; i++) {
+		sqlite3_bind_int64(c->retire_done, 1, (int64_t)segment_ids[i]);
+		ret = step_done(c, c->retire_done);
+	}
+	if (!ret)
+		ret = exec(c, "COMMIT");
+	if (ret && !sqlite3_get_autocommit(c->db))
+		exec(c, "ROLLBACK");
+	return ret;
+}
+
+int tv_catalog_retiring(struct tv_catalog *c, uint64_t **ids, size_t *n)
+{
+	size_t cap = 0;
+	int rc, ret = 0;
+
+	*ids = NULL;
+	*n = 0;
+	while ((rc = sqlite3_step(c->retiring)) == SQLITE_ROW) {
+		ret = push_id(ids, n, &cap, (uint64_t)sqlite3_column_int64(c->retiring, 0));
+		if (ret)
+			break;
+	}
+	if (!ret && rc != SQLITE_DONE)
+		ret = last_errno(c);
+	sqlite3_reset(c->retiring);
+	if (ret) {
+		free(*ids);
+		*ids = NULL;
+		*n = 0;
+	}
+	return ret;
 }

@@ -1,0 +1,560 @@
+/* Retention passes and whole-segment removal (see retention.h for the policy and the steps
+ * T1, U, T2; server/RECOVERY.md for what start-up does after a crash between them). All on
+ * the server's one thread: no locking. */
+#include "server/retention.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/clock.h"
+
+const struct tv_limit tv_retention_time_limit = { .min = TV_RETENTION_MIN_TIME_NS,
+						  .max = TV_RETENTION_MAX_TIME_NS };
+const struct tv_limit tv_retention_bytes_limit = { .min = 1, .max = TV_RETENTION_MAX_BYTES };
+const struct tv_limit tv_retention_interval_limit = { .min = TV_RETENTION_MIN_INTERVAL_NS,
+						      .max = TV_RETENTION_MAX_INTERVAL_NS };
+const struct tv_limit tv_retention_grace_limit = { .min = 0, .max = TV_RETENTION_MAX_GRACE_NS };
+const struct tv_limit tv_retention_test_delay_limit = { .min = 0,
+							.max = TV_RETENTION_MAX_TEST_DELAY_MS };
+
+/* One block file to unlink. */
+struct file {
+	uint64_t segment_id, block_id;
+};
+
+/* Segments past T1 whose files wait for U (and T2). */
+struct batch {
+	uint64_t seq;          /* tv_query_pool.started at T1: older queries may list them */
+	uint64_t at_mono_ns;   /* T1, for the grace */
+	uint64_t *segs;
+	size_t nsegs;
+	struct file *files;
+	size_t nfiles, files_cap;
+	uint64_t bytes;
+	struct batch *next;
+};
+
+struct tv_retention {
+	struct tv_retention_opts o;
+	struct tv_catalog *c;
+	struct tv_store *s;
+	struct tv_query_pool *pool;
+	/* the O(1) check after a commit group: the catalog's bytes, and a lower bound of the
+	 * oldest segment's newest record (UINT64_MAX: no segment); size_known 0 after a Delete */
+	uint64_t bytes, oldest_ts_ns;
+	int size_known;
+	uint64_t next_check_mono_ns; /* the periodic check */
+	int again;                   /* the last pass hit TV_RETENTION_PASS_MAX_SEGMENTS */
+	struct batch *head, *tail;   /* in T1 order */
+	/* logged at exit */
+	uint64_t passes, segments, blocks, removed_bytes, pass_ns, max_pass_ns;
+};
+
+static int policy(const struct tv_retention *r)
+{
+	return r->o.time_ns || r->o.bytes;
+}
+
+static void batch_free(struct batch *b)
+{
+	if (!b)
+		return;
+	free(b->segs);
+	free(b->files);
+	free(b);
+}
+
+static int add_file(uint64_t segment_id, uint64_t block_id, uint64_t bytes, void *arg)
+{
+	struct batch *b = arg;
+
+	if (b->nfiles == b->files_cap) {
+		size_t ncap = b->files_cap ? b->files_cap * 2 : 16;
+		struct file *p = realloc(b->files, ncap * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		b->files = p;
+		b->files_cap = ncap;
+	}
+	b->files[b->nfiles++] = (struct file){ segment_id, block_id };
+	b->bytes += bytes;
+	return 0;
+}
+
+/* U and T2 of b: unlink its files (ENOENT is fine: an earlier attempt got that far), fsync
+ * blocks/, drop the retiring rows. When an unlink or the fsync fails the retiring rows stay,
+ * so the next start finishes (never retried here: see the fsync note in segment.h). Returns 0
+ * or the first negative errno, named in msg. */
+static int unlink_batch(struct tv_retention *r, const struct batch *b, char *msg, size_t msglen)
+{
+	char name[TV_STORE_NAME_BYTES];
+	int ret = 0;
+
+	for (size_t i = 0; i < b->nfiles; i++) {
+		int rm;
+
+		if (r->o.test_unlink_delay_ms) {
+			struct timespec d = { .tv_sec = (time_t)(r->o.test_unlink_delay_ms / 1000),
+					      .tv_nsec = (long)(r->o.test_unlink_delay_ms % 1000) *
+							 1000000L };
+
+			nanosleep(&d, NULL);
+		}
+		rm = tv_store_remove_block(r->s, b->files[i].segment_id, b->files[i].block_id);
+		if (rm && rm != -ENOENT && !ret) {
+			tv_store_block_name(b->files[i].segment_id, b->files[i].block_id, name,
+					    sizeof(name));
+			snprintf(msg, msglen, "cannot unlink blocks/%s: %s", name, strerror(-rm));
+			ret = rm;
+		}
+	}
+	if (!ret && b->nfiles) {
+		ret = tv_store_sync_blocks_dir(r->s);
+		if (ret)
+			snprintf(msg, msglen, "fsync of blocks/: %s", strerror(-ret));
+	}
+	if (!ret) {
+		ret = tv_catalog_retired(r->c, b->segs, b->nsegs);
+		if (ret)
+			snprintf(msg, msglen, "catalog: cannot drop the retiring rows: %s",
+				 strerror(-ret));
+	}
+	return ret;
+}
+
+/* T1 of segs[0..n) into a new batch (*out). 0 or a negative errno (nothing changed). */
+static int retire(struct tv_retention *r, const uint64_t *segs, size_t n, uint64_t writer_token,
+		  struct batch **out)
+{
+	struct batch *b = calloc(1, sizeof(*b));
+	int ret;
+
+	*out = NULL;
+	if (!b)
+		return -ENOMEM;
+	b->segs = malloc((n ? n : 1) * sizeof(*b->segs));
+	if (!b->segs) {
+		batch_free(b);
+		return -ENOMEM;
+	}
+	memcpy(b->segs, segs, n * sizeof(*segs));
+	b->nsegs = n;
+	ret = tv_catalog_retire(r->c, segs, n, writer_token, add_file, b);
+	if (ret) {
+		batch_free(b);
+		return ret;
+	}
+	b->seq = r->pool->started;
+	b->at_mono_ns = tv_monotonic_ns();
+	*out = b;
+	return 0;
+}
+
+/* U+T2 of every waiting batch whose older queries have ended or whose grace is over. */
+static void sweep(struct tv_retention *r)
+{
+	uint64_t oldest = tv_query_pool_oldest(r->pool), now = 0;
+
+	while (r->head) {
+		struct batch *b = r->head;
+		char msg[256] = "";
+		int ret;
+
+		if (oldest < b->seq) {
+			if (!now)
+				now = tv_monotonic_ns();
+			if (now - b->at_mono_ns < r->o.grace_ns)
+				return; /* later batches are younger: they wait too */
+			fprintf(stderr, "retention: %zu segments waited %llu ms for older queries "
+				"(--retain-query-grace): their files go now\n", b->nsegs,
+				(unsigned long long)((now - b->at_mono_ns) / TV_NS_PER_MS));
+		}
+		ret = unlink_batch(r, b, msg, sizeof(msg));
+		if (ret)
+			fprintf(stderr, "retention: %s: the files of %zu retired segments are "
+				"removed at the next start\n", msg, b->nsegs);
+		r->head = b->next;
+		if (!r->head)
+			r->tail = NULL;
+		batch_free(b);
+	}
+}
+
+int tv_retention_new(struct tv_retention **out, const struct tv_retention_opts *o,
+		     struct tv_catalog *c, struct tv_store *s, struct tv_query_pool *pool,
+		     char *err, size_t errlen)
+{
+	struct tv_retention *r = calloc(1, sizeof(*r));
+	uint64_t blocks;
+	int ret;
+
+	*out = NULL;
+	if (!r) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	r->o = *o;
+	if (!r->o.interval_ns)
+		r->o.interval_ns = TV_RETENTION_DEFAULT_INTERVAL_NS;
+	r->c = c;
+	r->s = s;
+	r->pool = pool;
+	r->oldest_ts_ns = 0; /* unknown: the first check runs a pass, which learns it */
+	ret = tv_catalog_size(c, &blocks, &r->bytes);
+	if (ret) {
+		snprintf(err, errlen, "retention: cannot read the catalog's size: %s",
+			 strerror(-ret));
+		free(r);
+		return ret;
+	}
+	r->size_known = 1;
+	r->next_check_mono_ns = tv_monotonic_ns(); /* a pass at the first turn of the loop */
+	*out = r;
+	return 0;
+}
+
+void tv_retention_free(struct tv_retention *r)
+{
+	if (!r)
+		return;
+	r->o.grace_ns = 0; /* no query runs any more */
+	sweep(r);
+	if (r->passes)
+		fprintf(stderr, "tracevaultd: retention: %llu passes removed %llu segments (%llu "
+			"blocks, %llu bytes); %.2f ms per pass on average, %.2f ms the longest\n",
+			(unsigned long long)r->passes, (unsigned long long)r->segments,
+			(unsigned long long)r->blocks, (unsigned long long)r->removed_bytes,
+			(double)r->pass_ns / 1e6 / (double)r->passes, (double)r->max_pass_ns / 1e6);
+	free(r);
+}
+
+/* The candidates of a pass, oldest first (tv_catalog_segments_by_age's callback). */
+struct choose {
+	struct tv_retention *r;
+	uint64_t cutoff_ns;      /* newest record before it: expired (0: no age limit) */
+	uint64_t remaining;      /* the catalog's bytes minus those chosen so far */
+	uint64_t segs[TV_RETENTION_PASS_MAX_SEGMENTS];
+	size_t n;
+	uint64_t kept_oldest_ts_ns; /* the first segment kept (UINT64_MAX: none) */
+	int full;
+};
+
+static int choose(const struct tv_catalog_segment *seg, void *arg)
+{
+	struct choose *ch = arg;
+	int expired = ch->cutoff_ns && seg->newest_ts_ns < ch->cutoff_ns;
+	int over = ch->r->o.bytes && ch->remaining > ch->r->o.bytes;
+
+	if (!expired && !over) {
+		/* ordered by age: no later segment is older, and the bytes are within the limit */
+		ch->kept_oldest_ts_ns = seg->newest_ts_ns;
+		return 1;
+	}
+	if (ch->n == TV_RETENTION_PASS_MAX_SEGMENTS) {
+		ch->full = 1;
+		ch->kept_oldest_ts_ns = seg->newest_ts_ns;
+		return 1;
+	}
+	ch->segs[ch->n++] = seg->segment_id;
+	ch->remaining -= seg->bytes < ch->remaining ? seg->bytes : ch->remaining;
+	return 0;
+}
+
+int tv_retention_pass(struct tv_retention *r)
+{
+	struct choose *ch;
+	struct batch *b = NULL;
+	uint64_t t0 = tv_monotonic_ns(), now_ns = tv_realtime_ns(), blocks, dt;
+	int ret;
+
+	r->again = 0;
+	if (!policy(r))
+		return 0;
+	ch = calloc(1, sizeof(*ch));
+	if (!ch)
+		return -ENOMEM;
+	ch->r = r;
+	ch->kept_oldest_ts_ns = UINT64_MAX;
+	if (r->o.time_ns && now_ns > r->o.time_ns)
+		ch->cutoff_ns = now_ns - r->o.time_ns;
+	ret = tv_catalog_size(r->c, &blocks, &ch->remaining);
+	if (!ret) {
+		r->bytes = ch->remaining;
+		r->size_known = 1;
+		ret = tv_catalog_segments_by_age(r->c, choose, ch);
+		ret = ret > 0 ? 0 : ret;
+	}
+	if (ret) {
+		fprintf(stderr, "retention: cannot list the segments: %s\n", strerror(-ret));
+		goto out;
+	}
+	r->oldest_ts_ns = ch->kept_oldest_ts_ns;
+	r->again = ch->full;
+	if (!ch->n)
+		goto out;
+	ret = retire(r, ch->segs, ch->n, 0, &b);
+	if (ret) {
+		fprintf(stderr, "retention: cannot retire %zu segments: catalog: %s\n", ch->n,
+			strerror(-ret));
+		goto out;
+	}
+	r->bytes -= b->bytes < r->bytes ? b->bytes : r->bytes;
+	dt = tv_monotonic_ns() - t0;
+	r->segments += b->nsegs;
+	r->blocks += b->nfiles;
+	r->removed_bytes += b->bytes;
+	fprintf(stderr, "retention: removed %zu segments (%zu blocks, %llu bytes), oldest first"
+		" (--retain-%s); %llu bytes kept; %.2f ms\n", b->nsegs, b->nfiles,
+		(unsigned long long)b->bytes,
+		ch->cutoff_ns && r->o.bytes ? "time, --retain-bytes" :
+		ch->cutoff_ns ? "time" : "bytes",
+		(unsigned long long)r->bytes, (double)dt / 1e6);
+	ret = (int)b->nsegs;
+	if (r->tail)
+		r->tail->next = b;
+	else
+		r->head = b;
+	r->tail = b;
+	sweep(r); /* at once when no older query runs */
+out:
+	/* every pass counts in the figures logged at exit, also one that removed nothing */
+	dt = tv_monotonic_ns() - t0;
+	r->passes++;
+	r->pass_ns += dt;
+	if (dt > r->max_pass_ns)
+		r->max_pass_ns = dt;
+	free(ch);
+	return ret;
+}
+
+void tv_retention_committed(struct tv_retention *r, uint64_t bytes, uint64_t oldest_ts_ns)
+{
+	uint64_t now_ns;
+
+	if (!policy(r))
+		return;
+	r->bytes += bytes;
+	if (oldest_ts_ns < r->oldest_ts_ns)
+		r->oldest_ts_ns = oldest_ts_ns;
+	now_ns = tv_realtime_ns();
+	if (!r->size_known || (r->o.bytes && r->bytes > r->o.bytes) ||
+	    (r->o.time_ns && now_ns > r->o.time_ns && r->oldest_ts_ns < now_ns - r->o.time_ns))
+		tv_retention_pass(r);
+}
+
+void tv_retention_tick(struct tv_retention *r)
+{
+	uint64_t now;
+
+	if (r->head)
+		sweep(r);
+	if (!policy(r))
+		return;
+	now = tv_monotonic_ns();
+	if (!r->again && now < r->next_check_mono_ns)
+		return;
+	r->next_check_mono_ns = now + r->o.interval_ns;
+	tv_retention_pass(r);
+}
+
+int tv_retention_waiting(const struct tv_retention *r)
+{
+	return r->head != NULL || r->again;
+}
+
+void tv_retention_changed(struct tv_retention *r)
+{
+	r->size_known = 0;
+}
+
+int tv_retention_delete_segment(struct tv_retention *r, uint64_t segment_id,
+				uint64_t writer_token, uint64_t *blocks, char *msg, size_t msglen)
+{
+	struct batch *b;
+	int ret;
+
+	*blocks = 0;
+	ret = retire(r, &segment_id, 1, writer_token, &b);
+	if (ret) {
+		snprintf(msg, msglen, "segment %016llx: catalog: %s", (unsigned long long)segment_id,
+			 strerror(-ret));
+		return ret;
+	}
+	*blocks = b->nfiles;
+	r->bytes -= b->bytes < r->bytes ? b->bytes : r->bytes;
+	ret = unlink_batch(r, b, msg, msglen);
+	batch_free(b);
+	return ret;
+}
+
+/* ---- start-up (recovery.c) ---- */
+
+struct leftovers {
+	struct tv_store *s;
+	const uint64_t *segs;
+	size_t nsegs;
+	uint64_t files;
+	int in_tmp;
+	char *names;   /* tmp/ names to unlink after the walk (NUL-separated) */
+	size_t len, cap;
+	struct file *blocks;
+	size_t nblocks, blocks_cap;
+};
+
+static int is_retiring(const struct leftovers *l, uint64_t segment_id)
+{
+	size_t lo = 0, hi = l->nsegs;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (l->segs[mid] == segment_id)
+			return 1;
+		if (l->segs[mid] < segment_id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
+/* Collect the entries of retiring segments (a walk must not change its directory). */
+static int collect_leftover(const struct tv_store_entry *e, void *arg)
+{
+	struct leftovers *l = arg;
+
+	if (!e->regular || !is_retiring(l, e->segment_id))
+		return 0;
+	if (l->in_tmp && e->kind == TV_STORE_TEMP) {
+		size_t n = strlen(e->name) + 1;
+
+		if (l->len + n > l->cap) {
+			size_t ncap = l->cap ? l->cap * 2 : 1024;
+			char *p;
+
+			while (ncap < l->len + n)
+				ncap *= 2;
+			p = realloc(l->names, ncap);
+			if (!p)
+				return -ENOMEM;
+			l->names = p;
+			l->cap = ncap;
+		}
+		memcpy(l->names + l->len, e->name, n);
+		l->len += n;
+	} else if (!l->in_tmp && e->kind == TV_STORE_BLOCK) {
+		if (l->nblocks == l->blocks_cap) {
+			size_t ncap = l->blocks_cap ? l->blocks_cap * 2 : 16;
+			struct file *p = realloc(l->blocks, ncap * sizeof(*p));
+
+			if (!p)
+				return -ENOMEM;
+			l->blocks = p;
+			l->blocks_cap = ncap;
+		}
+		l->blocks[l->nblocks++] = (struct file){ e->segment_id, e->block_id };
+	}
+	return 0;
+}
+
+/* The blocks rows of a retiring segment (none unless the catalog was edited by hand, or an
+ * older tracevaultd adopted the files again): their ids, to drop. */
+struct stale_rows {
+	uint64_t *ids;
+	size_t n, cap;
+};
+
+static int collect_stale(const struct tv_catalog_block *b, void *arg)
+{
+	struct stale_rows *st = arg;
+
+	if (st->n == st->cap) {
+		size_t ncap = st->cap ? st->cap * 2 : 16;
+		uint64_t *p = realloc(st->ids, ncap * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		st->ids = p;
+		st->cap = ncap;
+	}
+	st->ids[st->n++] = b->block_id;
+	return 0;
+}
+
+int tv_retention_recover(struct tv_catalog *c, struct tv_store *s, uint64_t *segments,
+			 uint64_t *files, char *err, size_t errlen)
+{
+	struct leftovers l = { .s = s };
+	struct stale_rows st = { 0 };
+	uint64_t *segs = NULL, *gone = NULL;
+	size_t nsegs = 0, ngone = 0;
+	const char *what = "list the retiring segments";
+	int ret;
+
+	*segments = *files = 0;
+	ret = tv_catalog_retiring(c, &segs, &nsegs);
+	if (ret || !nsegs)
+		goto out;
+	l.segs = segs; /* ascending (tv_catalog_retiring) */
+	l.nsegs = nsegs;
+	what = "list blocks/";
+	ret = tv_store_list_blocks(s, collect_leftover, &l);
+	if (ret)
+		goto out;
+	l.in_tmp = 1;
+	what = "list tmp/";
+	ret = tv_store_list_temp(s, collect_leftover, &l);
+	if (ret)
+		goto out;
+	what = "unlink a retired block file";
+	for (size_t i = 0; i < l.nblocks; i++) {
+		ret = tv_store_remove_block(s, l.blocks[i].segment_id, l.blocks[i].block_id);
+		if (ret && ret != -ENOENT)
+			goto out;
+		ret = 0;
+		l.files++;
+	}
+	what = "unlink a retired temp file";
+	for (size_t off = 0; off < l.len; off += strlen(l.names + off) + 1) {
+		ret = tv_store_remove_temp(s, l.names + off);
+		if (ret && ret != -ENOENT)
+			goto out;
+		ret = 0;
+		l.files++;
+	}
+	what = "drop rows of retiring segments";
+	for (size_t i = 0; i < nsegs && !ret; i++)
+		ret = tv_catalog_segment_blocks(c, segs[i], collect_stale, &st);
+	if (!ret && st.n)
+		ret = tv_catalog_delete_ids(c, st.ids, st.n, &gone, &ngone);
+	if (ret)
+		goto out;
+	what = "fsync blocks/ and tmp/";
+	ret = tv_store_sync_blocks_dir(s);
+	if (!ret)
+		ret = tv_store_sync_temp_dir(s);
+	if (ret)
+		goto out;
+	what = "drop the retiring rows";
+	ret = tv_catalog_retired(c, segs, nsegs);
+	if (ret)
+		goto out;
+	*segments = nsegs;
+	*files = l.files;
+	if (st.n)
+		fprintf(stderr, "recovery: %zu catalog rows of retired segments dropped\n", st.n);
+out:
+	if (ret)
+		snprintf(err, errlen, "recovery: retired segments: cannot %s: %s", what,
+			 strerror(-ret));
+	free(segs);
+	free(gone);
+	free(st.ids);
+	free(l.names);
+	free(l.blocks);
+	return ret;
+}
