@@ -35,6 +35,9 @@ static const char SCHEMA_SQL[] =
 	" lost_requests INTEGER NOT NULL DEFAULT 0);"
 	"CREATE INDEX IF NOT EXISTS blocks_by_time ON blocks(min_ts_ns, max_ts_ns);"
 	"CREATE INDEX IF NOT EXISTS blocks_by_segment ON blocks(segment_id);"
+	/* retention walks blocks oldest first and stops at the first segment it keeps
+	 * (tv_catalog_segments_by_age); bytes included so the walk never reads the table */
+	"CREATE INDEX IF NOT EXISTS blocks_by_age ON blocks(max_ts_ns, segment_id, bytes);"
 	/* every segment id ever committed or deleted: ids are used once (catalog.h) */
 	"CREATE TABLE IF NOT EXISTS segments ("
 	" segment_id INTEGER PRIMARY KEY,"
@@ -45,7 +48,21 @@ static const char SCHEMA_SQL[] =
 	 * still be in blocks/ (server/retention.h): start-up unlinks them (RECOVERY.md) */
 	"CREATE TABLE IF NOT EXISTS retiring ("
 	" segment_id INTEGER PRIMARY KEY,"
-	" at_ns INTEGER NOT NULL);";
+	" at_ns INTEGER NOT NULL);"
+	/* the count and bytes of the blocks rows, kept by triggers inside every transaction that
+	 * changes them (so a rollback takes its change back too): retention reads the archive's
+	 * size after each commit group in O(1), where a SUM over blocks cost 28 ms at 100,000
+	 * blocks. REPLACE fires the delete trigger because recursive_triggers is on. */
+	"CREATE TABLE IF NOT EXISTS totals ("
+	" id INTEGER PRIMARY KEY CHECK (id = 1),"
+	" blocks INTEGER NOT NULL,"
+	" bytes INTEGER NOT NULL);"
+	"CREATE TRIGGER IF NOT EXISTS totals_insert AFTER INSERT ON blocks BEGIN"
+	" UPDATE totals SET blocks = blocks + 1, bytes = bytes + new.bytes WHERE id = 1; END;"
+	"CREATE TRIGGER IF NOT EXISTS totals_delete AFTER DELETE ON blocks BEGIN"
+	" UPDATE totals SET blocks = blocks - 1, bytes = bytes - old.bytes WHERE id = 1; END;"
+	"CREATE TRIGGER IF NOT EXISTS totals_update AFTER UPDATE OF bytes ON blocks BEGIN"
+	" UPDATE totals SET bytes = bytes - old.bytes + new.bytes WHERE id = 1; END;";
 
 /* A segments row for every segment of the blocks table (catalog.h); deleted ones are kept. */
 static const char SYNC_SEGMENTS_SQL[] =
@@ -79,7 +96,7 @@ struct tv_catalog {
 	sqlite3_stmt *insert, *contains, *get, *overlap, *overlap_open, *list, *of_segment,
 		*del_id, *set_segment, *replace, *count;
 	sqlite3_stmt *seg_get, *seg_insert, *seg_deleted;
-	sqlite3_stmt *by_age, *bytes, *retire_mark, *retire_rows, *retire_done, *retiring;
+	sqlite3_stmt *by_age, *seg_size, *bytes, *retire_mark, *retire_rows, *retire_done, *retiring;
 	struct open_segment *open; /* unordered; as many as Write streams, so a scan is cheap */
 	size_t nopen, open_cap;
 };
@@ -324,7 +341,7 @@ static int check_usable(struct tv_catalog *c, const char *path, char *err, size_
 int tv_catalog_open(struct tv_catalog **out, const char *path, char *err, size_t errlen)
 {
 	struct tv_catalog *c;
-	int64_t app_id, had_segments = 0;
+	int64_t app_id, had_segments = 0, has_totals = 0;
 	int ret;
 
 	*out = NULL;
@@ -351,7 +368,8 @@ int tv_catalog_open(struct tv_catalog **out, const char *path, char *err, size_t
 		goto fail;
 	/* WAL + FULL: a committed transaction survives power loss; readers never block the
 	 * writer. */
-	ret = exec(c, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;");
+	ret = exec(c, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;"
+		      " PRAGMA recursive_triggers=ON;");
 	if (!ret)
 		ret = query_int(c, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND"
 				   " name = 'segments'", &had_segments);
@@ -363,6 +381,12 @@ int tv_catalog_open(struct tv_catalog **out, const char *path, char *err, size_t
 	 * (a scan of all blocks, so only then; commits and adopt keep the table whole after) */
 	if (!ret && !had_segments)
 		ret = exec(c, SYNC_SEGMENTS_SQL);
+	/* a catalog from before the totals table: its row from one scan, once */
+	if (!ret)
+		ret = query_int(c, "SELECT count(*) FROM totals", &has_totals);
+	if (!ret && !has_totals)
+		ret = exec(c, "INSERT INTO totals (id, blocks, bytes) SELECT 1, count(*),"
+			      " coalesce(SUM(bytes), 0) FROM blocks");
 	if (!ret)
 		ret = query_int(c, "PRAGMA application_id", &app_id);
 	if (!ret && app_id != TV_CATALOG_APPLICATION_ID) {
@@ -401,9 +425,11 @@ int tv_catalog_open(struct tv_catalog **out, const char *path, char *err, size_t
 		       " VALUES (?1, 'deleted', ?2, ?3) ON CONFLICT (segment_id) DO UPDATE"
 		       " SET state = 'deleted', changed_ns = excluded.changed_ns", &c->seg_deleted) ||
 	    /* a segment's age is its newest record: MAX(max_ts_ns) (catalog.h) */
-	    prepare(c, "SELECT segment_id, MAX(max_ts_ns) AS newest, SUM(bytes), count(*)"
-		       " FROM blocks GROUP BY segment_id ORDER BY newest, segment_id", &c->by_age) ||
-	    prepare(c, "SELECT count(*), coalesce(SUM(bytes), 0) FROM blocks", &c->bytes) ||
+	    prepare(c, "SELECT segment_id, max_ts_ns FROM blocks INDEXED BY blocks_by_age"
+		       " ORDER BY max_ts_ns, segment_id", &c->by_age) ||
+	    prepare(c, "SELECT count(*), coalesce(SUM(bytes), 0) FROM blocks WHERE segment_id = ?1",
+		    &c->seg_size) ||
+	    prepare(c, "SELECT blocks, bytes FROM totals WHERE id = 1", &c->bytes) ||
 	    prepare(c, "INSERT OR REPLACE INTO retiring (segment_id, at_ns) VALUES (?1, ?2)",
 		    &c->retire_mark) ||
 	    prepare(c, "DELETE FROM blocks WHERE segment_id = ?1 RETURNING block_id, bytes",
@@ -446,6 +472,7 @@ void tv_catalog_close(struct tv_catalog *c)
 	sqlite3_finalize(c->seg_insert);
 	sqlite3_finalize(c->seg_deleted);
 	sqlite3_finalize(c->by_age);
+	sqlite3_finalize(c->seg_size);
 	sqlite3_finalize(c->bytes);
 	sqlite3_finalize(c->retire_mark);
 	sqlite3_finalize(c->retire_rows);
@@ -974,23 +1001,75 @@ int tv_catalog_stats(struct tv_catalog *c, uint64_t from_ns, uint64_t to_ns,
 
 /* ---- retention and segment deletion (catalog.h "Retiring segments") ---- */
 
+/* A segment met in the walk of tv_catalog_segments_by_age before its newest block. */
+struct partial {
+	uint64_t segment_id, left; /* its blocks not walked yet */
+};
+
 int tv_catalog_segments_by_age(struct tv_catalog *c, tv_catalog_segment_cb cb, void *arg)
 {
+	struct partial *part = NULL;
+	size_t npart = 0, cap = 0;
 	struct tv_catalog_segment seg;
 	int rc, ret = 0;
 
+	/* Blocks come oldest first by (max_ts_ns, segment_id); a segment's place in the age
+	 * order is the walk's position of its newest block, i.e. where its last block is met.
+	 * So the walk reads the blocks up to the first segment kept, plus older blocks of
+	 * segments not yet complete, never the whole table (a GROUP BY over every block cost
+	 * 27 ms at 10,000 blocks and 1.3 s at 100,000 here, on every pass). */
 	while ((rc = sqlite3_step(c->by_age)) == SQLITE_ROW) {
-		seg.segment_id = (uint64_t)sqlite3_column_int64(c->by_age, 0);
+		uint64_t sid = (uint64_t)sqlite3_column_int64(c->by_age, 0);
+		size_t k;
+
+		for (k = 0; k < npart && part[k].segment_id != sid; k++)
+			;
+		if (k == npart) { /* first block of sid: its size, by the segment index */
+			sqlite3_bind_int64(c->seg_size, 1, (int64_t)sid);
+			if (sqlite3_step(c->seg_size) != SQLITE_ROW) {
+				ret = last_errno(c);
+				sqlite3_reset(c->seg_size);
+				break;
+			}
+			if (npart == cap) {
+				size_t ncap = cap ? cap * 2 : 16;
+				struct partial *p = realloc(part, ncap * sizeof(*p));
+
+				if (!p) {
+					sqlite3_reset(c->seg_size);
+					ret = -ENOMEM;
+					break;
+				}
+				part = p;
+				cap = ncap;
+			}
+			part[npart++] = (struct partial){
+				sid, (uint64_t)sqlite3_column_int64(c->seg_size, 0) };
+			sqlite3_reset(c->seg_size);
+		}
+		if (part[k].left > 1) {
+			part[k].left--;
+			continue;
+		}
+		/* its newest block: the segment is complete here */
+		sqlite3_bind_int64(c->seg_size, 1, (int64_t)sid);
+		rc = sqlite3_step(c->seg_size);
+		seg.segment_id = sid;
 		seg.newest_ts_ns = (uint64_t)sqlite3_column_int64(c->by_age, 1);
-		seg.bytes = (uint64_t)sqlite3_column_int64(c->by_age, 2);
-		seg.blocks = (uint64_t)sqlite3_column_int64(c->by_age, 3);
-		ret = cb(&seg, arg);
+		seg.blocks = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(c->seg_size, 0) : 0;
+		seg.bytes = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(c->seg_size, 1) : 0;
+		ret = rc == SQLITE_ROW ? 0 : last_errno(c);
+		sqlite3_reset(c->seg_size);
+		part[k] = part[--npart];
+		if (!ret)
+			ret = cb(&seg, arg);
 		if (ret)
 			break;
 	}
 	if (!ret && rc != SQLITE_DONE)
 		ret = last_errno(c);
 	sqlite3_reset(c->by_age);
+	free(part);
 	return ret;
 }
 

@@ -168,10 +168,13 @@ struct tv_catalog_segment {
 };
 typedef int (*tv_catalog_segment_cb)(const struct tv_catalog_segment *seg, void *arg);
 /* Every committed segment, oldest first: by newest_ts_ns, then segment_id. Stops when cb
- * returns non-zero and returns that value; else 0 or a negative errno. One scan of the blocks
- * table (a GROUP BY): a retention pass's cost, O(blocks). */
+ * returns non-zero and returns that value; else 0 or a negative errno. Walks the index
+ * blocks_by_age (max_ts_ns, segment_id, bytes) only as far as the segments it yields (plus
+ * the older blocks of segments still incomplete there), with one lookup by the segment index
+ * per segment: a retention pass that stops early reads little whatever the catalog's size. */
 int tv_catalog_segments_by_age(struct tv_catalog *c, tv_catalog_segment_cb cb, void *arg);
-/* The number of committed blocks and the sum of their bytes. 0 or a negative errno. */
+/* The number of committed blocks and the sum of their bytes, from the totals row that
+ * triggers keep with every change of the blocks table (O(1)). 0 or a negative errno. */
 int tv_catalog_size(struct tv_catalog *c, uint64_t *blocks, uint64_t *bytes);
 /* T1 for segment_ids[0..n) in ONE transaction: each gets a retiring row, loses all its blocks
  * rows (cb is called for each, with its block id and bytes: the files to unlink) and its

@@ -142,8 +142,6 @@ grpc_status_code tv_delete_rpc_apply(struct tv_catalog *c, struct tv_store *s,
 	rm = remove_files(s, &t, gone, &ngone, msg, msglen);
 	/* the rows of the files that are gone go now, even when a later file failed */
 	ret = ngone ? tv_catalog_delete_ids(c, gone, ngone, &deleted, &ndeleted) : 0;
-	if (ngone)
-		tv_retention_changed(r);
 	if (ret) {
 		snprintf(msg, msglen, "%zu block files removed but their catalog rows could not be "
 			 "(%s): a restart drops them", ngone, strerror(-ret));

@@ -42,10 +42,10 @@ struct tv_retention {
 	struct tv_catalog *c;
 	struct tv_store *s;
 	struct tv_query_pool *pool;
-	/* the O(1) check after a commit group: the catalog's bytes, and a lower bound of the
-	 * oldest segment's newest record (UINT64_MAX: no segment); size_known 0 after a Delete */
-	uint64_t bytes, oldest_ts_ns;
-	int size_known;
+	/* the O(1) check after a commit group: a lower bound of the oldest segment's newest
+	 * record (UINT64_MAX: no segment), from the last pass and the commits since; a Delete
+	 * or a quarantine only makes the true value larger */
+	uint64_t oldest_ts_ns;
 	uint64_t next_check_mono_ns; /* the periodic check */
 	int again;                   /* the last pass hit TV_RETENTION_PASS_MAX_SEGMENTS */
 	struct batch *head, *tail;   /* in T1 order */
@@ -189,8 +189,6 @@ int tv_retention_new(struct tv_retention **out, const struct tv_retention_opts *
 		     char *err, size_t errlen)
 {
 	struct tv_retention *r = calloc(1, sizeof(*r));
-	uint64_t blocks;
-	int ret;
 
 	*out = NULL;
 	if (!r) {
@@ -204,14 +202,6 @@ int tv_retention_new(struct tv_retention **out, const struct tv_retention_opts *
 	r->s = s;
 	r->pool = pool;
 	r->oldest_ts_ns = 0; /* unknown: the first check runs a pass, which learns it */
-	ret = tv_catalog_size(c, &blocks, &r->bytes);
-	if (ret) {
-		snprintf(err, errlen, "retention: cannot read the catalog's size: %s",
-			 strerror(-ret));
-		free(r);
-		return ret;
-	}
-	r->size_known = 1;
 	r->next_check_mono_ns = tv_monotonic_ns(); /* a pass at the first turn of the loop */
 	*out = r;
 	return 0;
@@ -283,8 +273,6 @@ int tv_retention_pass(struct tv_retention *r)
 		ch->cutoff_ns = now_ns - r->o.time_ns;
 	ret = tv_catalog_size(r->c, &blocks, &ch->remaining);
 	if (!ret) {
-		r->bytes = ch->remaining;
-		r->size_known = 1;
 		ret = tv_catalog_segments_by_age(r->c, choose, ch);
 		ret = ret > 0 ? 0 : ret;
 	}
@@ -302,7 +290,6 @@ int tv_retention_pass(struct tv_retention *r)
 			strerror(-ret));
 		goto out;
 	}
-	r->bytes -= b->bytes < r->bytes ? b->bytes : r->bytes;
 	dt = tv_monotonic_ns() - t0;
 	r->segments += b->nsegs;
 	r->blocks += b->nfiles;
@@ -312,7 +299,7 @@ int tv_retention_pass(struct tv_retention *r)
 		(unsigned long long)b->bytes,
 		ch->cutoff_ns && r->o.bytes ? "time, --retain-bytes" :
 		ch->cutoff_ns ? "time" : "bytes",
-		(unsigned long long)r->bytes, (double)dt / 1e6);
+		(unsigned long long)ch->remaining, (double)dt / 1e6);
 	ret = (int)b->nsegs;
 	if (r->tail)
 		r->tail->next = b;
@@ -331,19 +318,18 @@ out:
 	return ret;
 }
 
-void tv_retention_committed(struct tv_retention *r, uint64_t bytes, uint64_t oldest_ts_ns)
+void tv_retention_committed(struct tv_retention *r, uint64_t oldest_ts_ns)
 {
-	uint64_t now_ns;
+	uint64_t now_ns, blocks, bytes;
 
 	if (!policy(r))
 		return;
-	r->bytes += bytes;
 	if (oldest_ts_ns < r->oldest_ts_ns)
 		r->oldest_ts_ns = oldest_ts_ns;
 	now_ns = tv_realtime_ns();
-	if (!r->size_known || (r->o.bytes && r->bytes > r->o.bytes) ||
+	if ((r->o.bytes && (tv_catalog_size(r->c, &blocks, &bytes) || bytes > r->o.bytes)) ||
 	    (r->o.time_ns && now_ns > r->o.time_ns && r->oldest_ts_ns < now_ns - r->o.time_ns))
-		tv_retention_pass(r);
+		tv_retention_pass(r); /* a failed size read too: the pass says why */
 }
 
 void tv_retention_tick(struct tv_retention *r)
@@ -361,14 +347,9 @@ void tv_retention_tick(struct tv_retention *r)
 	tv_retention_pass(r);
 }
 
-int tv_retention_waiting(const struct tv_retention *r)
+int tv_retention_due(const struct tv_retention *r)
 {
-	return r->head != NULL || r->again;
-}
-
-void tv_retention_changed(struct tv_retention *r)
-{
-	r->size_known = 0;
+	return r->again;
 }
 
 int tv_retention_delete_segment(struct tv_retention *r, uint64_t segment_id,
@@ -385,7 +366,6 @@ int tv_retention_delete_segment(struct tv_retention *r, uint64_t segment_id,
 		return ret;
 	}
 	*blocks = b->nfiles;
-	r->bytes -= b->bytes < r->bytes ? b->bytes : r->bytes;
 	ret = unlink_batch(r, b, msg, msglen);
 	batch_free(b);
 	return ret;

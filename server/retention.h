@@ -76,16 +76,17 @@ int tv_retention_new(struct tv_retention **out, const struct tv_retention_opts *
 /* Unlink what still waits (the caller has ended every query) and free. NULL is a no-op. */
 void tv_retention_free(struct tv_retention *r);
 
-/* After a commit group: bytes committed by it and the oldest newest-record time of its
- * segments (UINT64_MAX: none). O(1) unless a limit is now crossed: then a pass runs. */
-void tv_retention_committed(struct tv_retention *r, uint64_t bytes, uint64_t oldest_ts_ns);
+/* After a commit group that committed segments: the oldest newest-record time among them.
+ * O(1) (the catalog's totals row, and the oldest kept segment's age from the last pass)
+ * unless a limit is now crossed: then a pass runs. */
+void tv_retention_committed(struct tv_retention *r, uint64_t oldest_ts_ns);
 /* The server's loop, every turn: runs a pass when one is due (--retain-interval, or another
  * after a pass that hit TV_RETENTION_PASS_MAX_SEGMENTS) and the U+T2 of retired segments
  * whose older queries have ended or whose grace is over. Cheap when nothing is due. */
 void tv_retention_tick(struct tv_retention *r);
-/* Whether tv_retention_tick has something to wait for (retired files waiting for queries):
- * the loop then keeps its gRPC wait short. */
-int tv_retention_waiting(const struct tv_retention *r);
+/* 1 when the last pass hit TV_RETENTION_PASS_MAX_SEGMENTS: the next one is due at once, so
+ * the loop does not block in gRPC before its next tv_retention_tick. */
+int tv_retention_due(const struct tv_retention *r);
 
 /* Run a pass now (tests; the loop uses the calls above). Returns the segments retired, or a
  * negative errno (logged). */
@@ -98,9 +99,6 @@ int tv_retention_pass(struct tv_retention *r);
  * start; reason in msg). */
 int tv_retention_delete_segment(struct tv_retention *r, uint64_t segment_id,
 				uint64_t writer_token, uint64_t *blocks, char *msg, size_t msglen);
-/* The catalog changed outside a commit group (a Delete of block ids): the size is read again
- * at the next check. */
-void tv_retention_changed(struct tv_retention *r);
 
 /* Start-up (recovery.c, step 8a of RECOVERY.md): for every retiring row, unlink the files of
  * its segment in blocks/ and tmp/, drop any blocks row of it left, fsync both directories,

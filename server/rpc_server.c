@@ -970,10 +970,9 @@ static void run_commit_group(struct tv_rpc_server *srv)
 	tv_segment_commit_group(&srv->commit_q);
 	tv_store_reap(srv->store, 0);
 	/* after each group: O(1) unless a retention limit is now crossed */
-	if (srv->commit_q.new_bytes) {
-		tv_retention_committed(srv->retention, srv->commit_q.new_bytes,
-				       srv->commit_q.new_oldest_ts_ns);
-		srv->commit_q.new_bytes = 0;
+	if (srv->commit_q.new_segments) {
+		tv_retention_committed(srv->retention, srv->commit_q.new_oldest_ts_ns);
+		srv->commit_q.new_segments = 0;
 		srv->commit_q.new_oldest_ts_ns = UINT64_MAX;
 	}
 }
@@ -997,7 +996,8 @@ int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop)
 		if (!srv->shutting_down)
 			tv_retention_tick(srv->retention);
 		/* a waiting commit group runs as soon as no gRPC event is ready (below) */
-		deadline = io || srv->commit_q.n ? gpr_inf_past(GPR_CLOCK_MONOTONIC) :
+		deadline = io || srv->commit_q.n || tv_retention_due(srv->retention) ?
+				gpr_inf_past(GPR_CLOCK_MONOTONIC) :
 				gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
 					     gpr_time_from_millis(srv->eos_waiting ? 1 : TV_RPC_POLL_MS,
 								  GPR_TIMESPAN));

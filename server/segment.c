@@ -896,7 +896,7 @@ void tv_segment_commit_group(struct tv_commit_queue *q)
 			(unsigned long long)m[i].cs.total_bytes);
 		respond(seg, m[i].cs.total_bytes, m[i].cs.ids, seg->n);
 		seg->sink->finish(seg->arg, GRPC_STATUS_OK, "");
-		q->new_bytes += m[i].cs.total_bytes;
+		q->new_segments++;
 		for (size_t b = 0; b < seg->n; b++)
 			newest = m[i].cs.rows[b].max_ts_ns > newest ? m[i].cs.rows[b].max_ts_ns :
 								      newest;

@@ -289,6 +289,38 @@ def test_delete_killed_mid_way_leaves_the_segment_whole_or_gone():
         srv.cleanup()
 
 
+def test_a_pass_takes_at_most_256_segments():
+    """300 segments, then a restart with --retain-bytes 1: the first pass removes the 256
+    oldest, the next (at once, not after --retain-interval) the other 44."""
+    rng = random.Random(11)
+    srv = tvtest.Server()
+    try:
+        srv.start()
+        cl = tvtest.GrpcClient(srv.addr)
+        try:
+            for k in range(300):
+                sid = rng.getrandbits(62) | 1
+                cl.write_encoded(sid, make_segment(rng, sid, [[NOW_NS + k]]))
+        finally:
+            cl.close()
+        assert srv.stop() == 0
+        srv.extra_args = ["--retain-bytes", "1", "--retain-interval", "1d"]
+        srv.start()
+        cl = tvtest.GrpcClient(srv.addr)
+        try:
+            deadline = time.monotonic() + 10
+            while served_segments(cl):
+                assert time.monotonic() < deadline, "the second pass did not follow"
+                time.sleep(0.05)
+        finally:
+            cl.close()
+        assert srv.stop() == 0
+        removed = [int(n) for n in re.findall(r"retention: removed (\d+) segments", srv.log())]
+        assert removed == [256, 44], removed
+    finally:
+        srv.cleanup()
+
+
 def test_usage_errors():
     for args, what in ((["--retain-time", "30"], "invalid --retain-time: '30' (1s to 36500d)"),
                        (["--retain-time", "500ms"], "invalid --retain-time"),
