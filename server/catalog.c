@@ -1115,13 +1115,18 @@ static int retire_one(struct tv_catalog *c, uint64_t segment_id, uint64_t writer
 }
 
 int tv_catalog_retire(struct tv_catalog *c, const uint64_t *segment_ids, size_t n,
-		      uint64_t writer_token, tv_catalog_retired_cb cb, void *arg)
+		      uint64_t writer_token, const uint64_t *done, size_t ndone,
+		      tv_catalog_retired_cb cb, void *arg)
 {
 	int64_t now_ns = (int64_t)tv_realtime_ns();
 	int ret = exec(c, "BEGIN IMMEDIATE");
 
 	if (ret)
 		return ret;
+	for (size_t i = 0; i < ndone && !ret; i++) {
+		sqlite3_bind_int64(c->retire_done, 1, (int64_t)done[i]);
+		ret = step_done(c, c->retire_done);
+	}
 	for (size_t i = 0; i < n && !ret; i++)
 		ret = retire_one(c, segment_ids[i], writer_token, now_ns, cb, arg);
 	if (!ret)

@@ -179,12 +179,14 @@ int tv_catalog_size(struct tv_catalog *c, uint64_t *blocks, uint64_t *bytes);
 /* T1 for segment_ids[0..n) in ONE transaction: each gets a retiring row, loses all its blocks
  * rows (cb is called for each, with its block id and bytes: the files to unlink) and its
  * segments row becomes 'deleted' (with writer_token when it had none; a known token is kept).
- * A non-zero return of cb, or a SQLite failure, rolls everything back and is returned (then
- * nothing changed, whatever cb saw). 0 when committed. */
+ * The same transaction drops the retiring rows of done[0..ndone) (an earlier T2, folded in to
+ * save its WAL fsync). A non-zero return of cb, or a SQLite failure, rolls everything back and
+ * is returned (then nothing changed, whatever cb saw). 0 when committed. */
 typedef int (*tv_catalog_retired_cb)(uint64_t segment_id, uint64_t block_id, uint64_t bytes,
 				     void *arg);
 int tv_catalog_retire(struct tv_catalog *c, const uint64_t *segment_ids, size_t n,
-		      uint64_t writer_token, tv_catalog_retired_cb cb, void *arg);
+		      uint64_t writer_token, const uint64_t *done, size_t ndone,
+		      tv_catalog_retired_cb cb, void *arg);
 /* T2: drop the retiring rows of segment_ids[0..n) (their files are unlinked and blocks/ is
  * synced), one transaction. 0 or a negative errno (the rows stay: start-up removes them). */
 int tv_catalog_retired(struct tv_catalog *c, const uint64_t *segment_ids, size_t n);

@@ -69,9 +69,9 @@ _Static_assert(TV_RETENTION_MIN_TIME_NS == 1000000000ull &&
 		       TV_RETENTION_MAX_INTERVAL_NS == 86400000000000ull &&
 		       TV_RETENTION_DEFAULT_GRACE_NS == 600000000000ull &&
 		       TV_RETENTION_MAX_GRACE_NS == 86400000000000ull &&
-		       TV_RETENTION_MAX_TEST_DELAY_MS == 10000,
+		       TV_RETENTION_MAX_TEST_DELAY_MS == 10000 && TV_RETENTION_LOW_WATER_DIV == 64,
 	       "update --help: retain-time 1s to 36500d, bytes 1 to 1048576G, interval 100ms to "
-	       "1d (10s), grace 0ms to 1d (10m), test delay 0 to 10000");
+	       "1d (10s), grace 0ms to 1d (10m), test delay 0 to 10000, low water 63/64");
 
 static volatile sig_atomic_t stop_requested;
 
@@ -188,10 +188,11 @@ static const char USAGE_RETENTION[] =
 	"their newest record; checked after each commit and every --retain-interval. Durations\n"
 	"take a unit: ms, s, m, h, d (30d, 12h).\n"
 	"  --retain-time DURATION   remove a segment once its newest record is older than this\n"
-	"                           (wall clock: a put of older data goes at the next check),\n"
+	"                           (wall clock: a put of older data goes at its commit),\n"
 	"                           1s to 36500d (default: kept for ever)\n"
-	"  --retain-bytes SIZE      remove the oldest segments while the committed block files\n"
-	"                           add up to more than this, 1 to 1048576G (default: no limit)\n"
+	"  --retain-bytes SIZE      once the committed block files add up to more than this,\n"
+	"                           remove the oldest segments down to 63/64 of it, 1 to\n"
+	"                           1048576G (default: no limit)\n"
 	"  --retain-interval DURATION\n"
 	"                           how often --retain-time is checked, 100ms to 1d (default 10s)\n"
 	"  --retain-query-grace DURATION\n"

@@ -42,13 +42,13 @@ struct tv_retention {
 	struct tv_catalog *c;
 	struct tv_store *s;
 	struct tv_query_pool *pool;
-	/* the O(1) check after a commit group: a lower bound of the oldest segment's newest
-	 * record (UINT64_MAX: no segment), from the last pass and the commits since; a Delete
-	 * or a quarantine only makes the true value larger */
-	uint64_t oldest_ts_ns;
 	uint64_t next_check_mono_ns; /* the periodic check */
 	int again;                   /* the last pass hit TV_RETENTION_PASS_MAX_SEGMENTS */
 	struct batch *head, *tail;   /* in T1 order */
+	/* segments past U whose retiring rows wait for T2: dropped in the next T1's transaction,
+	 * or at the next periodic check, or at exit (a crash before leaves rows start-up drops) */
+	uint64_t *done;
+	size_t ndone, done_cap;
 	/* logged at exit */
 	uint64_t passes, segments, blocks, removed_bytes, pass_ns, max_pass_ns;
 };
@@ -85,11 +85,49 @@ static int add_file(uint64_t segment_id, uint64_t block_id, uint64_t bytes, void
 	return 0;
 }
 
-/* U and T2 of b: unlink its files (ENOENT is fine: an earlier attempt got that far), fsync
- * blocks/, drop the retiring rows. When an unlink or the fsync fails the retiring rows stay,
- * so the next start finishes (never retried here: see the fsync note in segment.h). Returns 0
- * or the first negative errno, named in msg. */
-static int unlink_batch(struct tv_retention *r, const struct batch *b, char *msg, size_t msglen)
+/* Append segs[0..n) to r->done. 0 or -ENOMEM (nothing appended). */
+static int push_done(struct tv_retention *r, const uint64_t *segs, size_t n)
+{
+	if (r->ndone + n > r->done_cap) {
+		size_t ncap = r->done_cap ? r->done_cap : 64;
+		uint64_t *p;
+
+		while (ncap < r->ndone + n)
+			ncap *= 2;
+		p = realloc(r->done, ncap * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		r->done = p;
+		r->done_cap = ncap;
+	}
+	memcpy(r->done + r->ndone, segs, n * sizeof(*segs));
+	r->ndone += n;
+	return 0;
+}
+
+/* T2 of the segments in r->done: one transaction. On failure they stay for the next try
+ * (their files are gone: only the rows remain, which start-up drops too). */
+static void retired_now(struct tv_retention *r)
+{
+	int ret;
+
+	if (!r->ndone)
+		return;
+	ret = tv_catalog_retired(r->c, r->done, r->ndone);
+	if (ret)
+		fprintf(stderr, "retention: catalog: cannot drop %zu retiring rows: %s\n", r->ndone,
+			strerror(-ret));
+	else
+		r->ndone = 0;
+}
+
+/* U of b: unlink its files (ENOENT is fine: an earlier attempt got that far), fsync blocks/;
+ * then its segments wait in r->done for T2 (now_t2: at once, one transaction). When an
+ * unlink or the fsync fails the retiring rows stay, so the next start finishes (never
+ * retried here: see the fsync note in segment.h). Returns 0 or the first negative errno,
+ * named in msg. */
+static int unlink_batch(struct tv_retention *r, const struct batch *b, int now_t2, char *msg,
+			size_t msglen)
 {
 	char name[TV_STORE_NAME_BYTES];
 	int ret = 0;
@@ -117,12 +155,17 @@ static int unlink_batch(struct tv_retention *r, const struct batch *b, char *msg
 		if (ret)
 			snprintf(msg, msglen, "fsync of blocks/: %s", strerror(-ret));
 	}
-	if (!ret) {
-		ret = tv_catalog_retired(r->c, b->segs, b->nsegs);
-		if (ret)
-			snprintf(msg, msglen, "catalog: cannot drop the retiring rows: %s",
-				 strerror(-ret));
+	if (ret)
+		return ret;
+	if (push_done(r, b->segs, b->nsegs) == 0) {
+		if (now_t2)
+			retired_now(r);
+		return 0;
 	}
+	/* no memory to let them wait: T2 of this batch at once */
+	ret = tv_catalog_retired(r->c, b->segs, b->nsegs);
+	if (ret)
+		snprintf(msg, msglen, "catalog: cannot drop the retiring rows: %s", strerror(-ret));
 	return ret;
 }
 
@@ -143,11 +186,12 @@ static int retire(struct tv_retention *r, const uint64_t *segs, size_t n, uint64
 	}
 	memcpy(b->segs, segs, n * sizeof(*segs));
 	b->nsegs = n;
-	ret = tv_catalog_retire(r->c, segs, n, writer_token, add_file, b);
+	ret = tv_catalog_retire(r->c, segs, n, writer_token, r->done, r->ndone, add_file, b);
 	if (ret) {
 		batch_free(b);
 		return ret;
 	}
+	r->ndone = 0; /* their T2 was this transaction */
 	b->seq = r->pool->started;
 	b->at_mono_ns = tv_monotonic_ns();
 	*out = b;
@@ -173,7 +217,7 @@ static void sweep(struct tv_retention *r)
 				"(--retain-query-grace): their files go now\n", b->nsegs,
 				(unsigned long long)((now - b->at_mono_ns) / TV_NS_PER_MS));
 		}
-		ret = unlink_batch(r, b, msg, sizeof(msg));
+		ret = unlink_batch(r, b, 0, msg, sizeof(msg));
 		if (ret)
 			fprintf(stderr, "retention: %s: the files of %zu retired segments are "
 				"removed at the next start\n", msg, b->nsegs);
@@ -201,7 +245,6 @@ int tv_retention_new(struct tv_retention **out, const struct tv_retention_opts *
 	r->c = c;
 	r->s = s;
 	r->pool = pool;
-	r->oldest_ts_ns = 0; /* unknown: the first check runs a pass, which learns it */
 	r->next_check_mono_ns = tv_monotonic_ns(); /* a pass at the first turn of the loop */
 	*out = r;
 	return 0;
@@ -213,12 +256,14 @@ void tv_retention_free(struct tv_retention *r)
 		return;
 	r->o.grace_ns = 0; /* no query runs any more */
 	sweep(r);
+	retired_now(r);
 	if (r->passes)
 		fprintf(stderr, "tracevaultd: retention: %llu passes removed %llu segments (%llu "
 			"blocks, %llu bytes); %.2f ms per pass on average, %.2f ms the longest\n",
 			(unsigned long long)r->passes, (unsigned long long)r->segments,
 			(unsigned long long)r->blocks, (unsigned long long)r->removed_bytes,
 			(double)r->pass_ns / 1e6 / (double)r->passes, (double)r->max_pass_ns / 1e6);
+	free(r->done);
 	free(r);
 }
 
@@ -227,9 +272,9 @@ struct choose {
 	struct tv_retention *r;
 	uint64_t cutoff_ns;      /* newest record before it: expired (0: no age limit) */
 	uint64_t remaining;      /* the catalog's bytes minus those chosen so far */
+	uint64_t bytes_target;   /* remove oldest while remaining is above it (0: no limit) */
 	uint64_t segs[TV_RETENTION_PASS_MAX_SEGMENTS];
 	size_t n;
-	uint64_t kept_oldest_ts_ns; /* the first segment kept (UINT64_MAX: none) */
 	int full;
 };
 
@@ -237,16 +282,12 @@ static int choose(const struct tv_catalog_segment *seg, void *arg)
 {
 	struct choose *ch = arg;
 	int expired = ch->cutoff_ns && seg->newest_ts_ns < ch->cutoff_ns;
-	int over = ch->r->o.bytes && ch->remaining > ch->r->o.bytes;
+	int over = ch->bytes_target && ch->remaining > ch->bytes_target;
 
-	if (!expired && !over) {
-		/* ordered by age: no later segment is older, and the bytes are within the limit */
-		ch->kept_oldest_ts_ns = seg->newest_ts_ns;
-		return 1;
-	}
+	if (!expired && !over)
+		return 1; /* ordered by age: no later segment is older, the bytes are within */
 	if (ch->n == TV_RETENTION_PASS_MAX_SEGMENTS) {
 		ch->full = 1;
-		ch->kept_oldest_ts_ns = seg->newest_ts_ns;
 		return 1;
 	}
 	ch->segs[ch->n++] = seg->segment_id;
@@ -268,10 +309,13 @@ int tv_retention_pass(struct tv_retention *r)
 	if (!ch)
 		return -ENOMEM;
 	ch->r = r;
-	ch->kept_oldest_ts_ns = UINT64_MAX;
 	if (r->o.time_ns && now_ns > r->o.time_ns)
 		ch->cutoff_ns = now_ns - r->o.time_ns;
 	ret = tv_catalog_size(r->c, &blocks, &ch->remaining);
+	/* over the limit: down to the low-water mark, so that the next passes wait for that
+	 * much more data instead of following every commit group */
+	if (!ret && r->o.bytes && ch->remaining > r->o.bytes)
+		ch->bytes_target = r->o.bytes - r->o.bytes / TV_RETENTION_LOW_WATER_DIV;
 	if (!ret) {
 		ret = tv_catalog_segments_by_age(r->c, choose, ch);
 		ret = ret > 0 ? 0 : ret;
@@ -280,7 +324,6 @@ int tv_retention_pass(struct tv_retention *r)
 		fprintf(stderr, "retention: cannot list the segments: %s\n", strerror(-ret));
 		goto out;
 	}
-	r->oldest_ts_ns = ch->kept_oldest_ts_ns;
 	r->again = ch->full;
 	if (!ch->n)
 		goto out;
@@ -324,11 +367,11 @@ void tv_retention_committed(struct tv_retention *r, uint64_t oldest_ts_ns)
 
 	if (!policy(r))
 		return;
-	if (oldest_ts_ns < r->oldest_ts_ns)
-		r->oldest_ts_ns = oldest_ts_ns;
 	now_ns = tv_realtime_ns();
+	/* the age limit after a commit only for a put of data already past it: what ages
+	 * while stored goes at the periodic check, at most one pass per --retain-interval */
 	if ((r->o.bytes && (tv_catalog_size(r->c, &blocks, &bytes) || bytes > r->o.bytes)) ||
-	    (r->o.time_ns && now_ns > r->o.time_ns && r->oldest_ts_ns < now_ns - r->o.time_ns))
+	    (r->o.time_ns && now_ns > r->o.time_ns && oldest_ts_ns < now_ns - r->o.time_ns))
 		tv_retention_pass(r); /* a failed size read too: the pass says why */
 }
 
@@ -345,6 +388,7 @@ void tv_retention_tick(struct tv_retention *r)
 		return;
 	r->next_check_mono_ns = now + r->o.interval_ns;
 	tv_retention_pass(r);
+	retired_now(r); /* what no pass took along since the last check */
 }
 
 int tv_retention_due(const struct tv_retention *r)
@@ -366,7 +410,7 @@ int tv_retention_delete_segment(struct tv_retention *r, uint64_t segment_id,
 		return ret;
 	}
 	*blocks = b->nfiles;
-	ret = unlink_batch(r, b, msg, msglen);
+	ret = unlink_batch(r, b, 1, msg, msglen);
 	batch_free(b);
 	return ret;
 }

@@ -638,12 +638,12 @@ static void test_segments_by_age_and_totals(void **state)
 	assert_totals(f->c, 5, 550);
 
 	/* retire: a refusal of the callback rolls everything back */
-	assert_int_equal(tv_catalog_retire(f->c, segs, 2, 0, refuse_retired, NULL), -ECANCELED);
+	assert_int_equal(tv_catalog_retire(f->c, segs, 2, 0, NULL, 0, refuse_retired, NULL), -ECANCELED);
 	assert_totals(f->c, 5, 550);
 	assert_int_equal(tv_catalog_retiring(f->c, &ids, &n), 0);
 	assert_int_equal(n, 0);
 	free(ids);
-	assert_int_equal(tv_catalog_retire(f->c, segs, 2, 0, count_retired, got), 0);
+	assert_int_equal(tv_catalog_retire(f->c, segs, 2, 0, NULL, 0, count_retired, got), 0);
 	assert_int_equal(got[0], 3);
 	assert_int_equal(got[1], 350);
 	assert_totals(f->c, 2, 200);
@@ -654,6 +654,13 @@ static void test_segments_by_age_and_totals(void **state)
 	free(ids);
 	/* their ids are used up */
 	assert_int_equal(tv_catalog_segment_open(f->c, 0xA, 0, err, sizeof(err)), -EEXIST);
+	/* a later T1 (of nothing here) takes an earlier T2 along: 0xA's retiring row goes */
+	assert_int_equal(tv_catalog_retire(f->c, NULL, 0, 0, (uint64_t[]){ 0xA }, 1, count_retired,
+					   got), 0);
+	assert_int_equal(tv_catalog_retiring(f->c, &ids, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(ids[0], 0xB);
+	free(ids);
 	assert_int_equal(tv_catalog_retired(f->c, segs, 2), 0);
 	assert_int_equal(tv_catalog_retiring(f->c, &ids, &n), 0);
 	assert_int_equal(n, 0);
