@@ -25,6 +25,12 @@ struct file {
 	uint64_t segment_id, block_id;
 };
 
+/* A segment whose files were unlinked when blocks/ had been fsynced `syncs` times
+ * (tv_store_blocks_syncs): the unlinks are durable once that count has moved past it. */
+struct done_seg {
+	uint64_t segment_id, syncs;
+};
+
 /* Segments past T1 whose files wait for U (and T2). */
 struct batch {
 	uint64_t seq;          /* tv_query_pool.started at T1: older queries may list them */
@@ -45,9 +51,12 @@ struct tv_retention {
 	uint64_t next_check_mono_ns; /* the periodic check */
 	int again;                   /* the last pass hit TV_RETENTION_PASS_MAX_SEGMENTS */
 	struct batch *head, *tail;   /* in T1 order */
-	/* segments past U whose retiring rows wait for T2: dropped in the next T1's transaction,
-	 * or at the next periodic check, or at exit (a crash before leaves rows start-up drops) */
-	uint64_t *done;
+	/* segments past U whose retiring rows wait for T2, in U order. U does not fsync blocks/
+	 * itself: the next commit group's fsync of it makes the unlinks durable (a pass follows
+	 * commit groups), and only then may T2 drop the rows, in the next T1's transaction; the
+	 * periodic check and exit fsync blocks/ for what is still waiting. ids: scratch for T2. */
+	struct done_seg *done;
+	uint64_t *ids;
 	size_t ndone, done_cap;
 	/* logged at exit */
 	uint64_t passes, segments, blocks, removed_bytes, pass_ns, max_pass_ns;
@@ -85,47 +94,96 @@ static int add_file(uint64_t segment_id, uint64_t block_id, uint64_t bytes, void
 	return 0;
 }
 
-/* Append segs[0..n) to r->done. 0 or -ENOMEM (nothing appended). */
+/* Append segs[0..n) to r->done, unlinked now. 0 or -ENOMEM (nothing appended). */
 static int push_done(struct tv_retention *r, const uint64_t *segs, size_t n)
 {
+	int failed;
+	uint64_t syncs = tv_store_blocks_syncs(r->s, &failed);
+
 	if (r->ndone + n > r->done_cap) {
 		size_t ncap = r->done_cap ? r->done_cap : 64;
-		uint64_t *p;
+		struct done_seg *p;
+		uint64_t *ids;
 
 		while (ncap < r->ndone + n)
 			ncap *= 2;
+		ids = realloc(r->ids, ncap * sizeof(*ids));
+		if (!ids)
+			return -ENOMEM;
+		r->ids = ids;
 		p = realloc(r->done, ncap * sizeof(*p));
 		if (!p)
 			return -ENOMEM;
 		r->done = p;
 		r->done_cap = ncap;
 	}
-	memcpy(r->done + r->ndone, segs, n * sizeof(*segs));
-	r->ndone += n;
+	for (size_t i = 0; i < n; i++)
+		r->done[r->ndone++] = (struct done_seg){ segs[i], syncs };
 	return 0;
 }
 
-/* T2 of the segments in r->done: one transaction. On failure they stay for the next try
- * (their files are gone: only the rows remain, which start-up drops too). */
+/* How many of r->done (a prefix: U order) have durable unlinks, their ids in r->ids. None
+ * once an fsync of blocks/ failed: their rows then stay for start-up. */
+static size_t durable_done(struct tv_retention *r)
+{
+	int failed;
+	uint64_t syncs = tv_store_blocks_syncs(r->s, &failed);
+	size_t n = 0;
+
+	if (failed)
+		return 0;
+	while (n < r->ndone && r->done[n].syncs < syncs) {
+		r->ids[n] = r->done[n].segment_id;
+		n++;
+	}
+	return n;
+}
+
+/* Drop the first n of r->done (their T2 committed). */
+static void drop_done(struct tv_retention *r, size_t n)
+{
+	if (!n)
+		return; /* r->done may be NULL: memmove's arguments must not be */
+	memmove(r->done, r->done + n, (r->ndone - n) * sizeof(*r->done));
+	r->ndone -= n;
+}
+
+/* T2 of r->done now, one transaction, after an fsync of blocks/ when an unlink is not durable
+ * yet (the periodic check, exit). On failure they stay for the next try (their files are
+ * gone: only the rows remain, which start-up drops too). */
 static void retired_now(struct tv_retention *r)
 {
-	int ret;
+	size_t n;
+	int ret, failed;
 
 	if (!r->ndone)
 		return;
-	ret = tv_catalog_retired(r->c, r->done, r->ndone);
+	tv_store_blocks_syncs(r->s, &failed);
+	if (failed)
+		return;
+	n = durable_done(r);
+	if (n < r->ndone) {
+		ret = tv_store_sync_blocks_dir(r->s);
+		if (ret) {
+			fprintf(stderr, "retention: fsync of blocks/: %s: the retiring rows of %zu "
+				"segments stay for the next start\n", strerror(-ret), r->ndone);
+			return;
+		}
+		n = durable_done(r);
+	}
+	ret = tv_catalog_retired(r->c, r->ids, n);
 	if (ret)
-		fprintf(stderr, "retention: catalog: cannot drop %zu retiring rows: %s\n", r->ndone,
+		fprintf(stderr, "retention: catalog: cannot drop %zu retiring rows: %s\n", n,
 			strerror(-ret));
 	else
-		r->ndone = 0;
+		drop_done(r, n);
 }
 
-/* U of b: unlink its files (ENOENT is fine: an earlier attempt got that far), fsync blocks/;
- * then its segments wait in r->done for T2 (now_t2: at once, one transaction). When an
- * unlink or the fsync fails the retiring rows stay, so the next start finishes (never
- * retried here: see the fsync note in segment.h). Returns 0 or the first negative errno,
- * named in msg. */
+/* U of b: unlink its files (ENOENT is fine: an earlier attempt got that far); then its
+ * segments wait in r->done for T2 (above). now_t2 (a Delete): fsync blocks/ and T2 at once.
+ * When an unlink or the fsync fails the retiring rows stay, so the next start finishes
+ * (never retried here: see the fsync note in segment.h). Returns 0 or the first negative
+ * errno, named in msg. */
 static int unlink_batch(struct tv_retention *r, const struct batch *b, int now_t2, char *msg,
 			size_t msglen)
 {
@@ -150,19 +208,18 @@ static int unlink_batch(struct tv_retention *r, const struct batch *b, int now_t
 			ret = rm;
 		}
 	}
-	if (!ret && b->nfiles) {
-		ret = tv_store_sync_blocks_dir(r->s);
-		if (ret)
-			snprintf(msg, msglen, "fsync of blocks/: %s", strerror(-ret));
-	}
 	if (ret)
 		return ret;
-	if (push_done(r, b->segs, b->nsegs) == 0) {
-		if (now_t2)
-			retired_now(r);
+	if (!now_t2 && push_done(r, b->segs, b->nsegs) == 0)
 		return 0;
+	/* a Delete, or no memory to let them wait: fsync and T2 of this batch at once */
+	if (b->nfiles) {
+		ret = tv_store_sync_blocks_dir(r->s);
+		if (ret) {
+			snprintf(msg, msglen, "fsync of blocks/: %s", strerror(-ret));
+			return ret;
+		}
 	}
-	/* no memory to let them wait: T2 of this batch at once */
 	ret = tv_catalog_retired(r->c, b->segs, b->nsegs);
 	if (ret)
 		snprintf(msg, msglen, "catalog: cannot drop the retiring rows: %s", strerror(-ret));
@@ -174,6 +231,7 @@ static int retire(struct tv_retention *r, const uint64_t *segs, size_t n, uint64
 		  struct batch **out)
 {
 	struct batch *b = calloc(1, sizeof(*b));
+	size_t ndone;
 	int ret;
 
 	*out = NULL;
@@ -186,12 +244,13 @@ static int retire(struct tv_retention *r, const uint64_t *segs, size_t n, uint64
 	}
 	memcpy(b->segs, segs, n * sizeof(*segs));
 	b->nsegs = n;
-	ret = tv_catalog_retire(r->c, segs, n, writer_token, r->done, r->ndone, add_file, b);
+	ndone = durable_done(r);
+	ret = tv_catalog_retire(r->c, segs, n, writer_token, r->ids, ndone, add_file, b);
 	if (ret) {
 		batch_free(b);
 		return ret;
 	}
-	r->ndone = 0; /* their T2 was this transaction */
+	drop_done(r, ndone); /* their T2 was this transaction */
 	b->seq = r->pool->started;
 	b->at_mono_ns = tv_monotonic_ns();
 	*out = b;
@@ -264,6 +323,7 @@ void tv_retention_free(struct tv_retention *r)
 			(unsigned long long)r->blocks, (unsigned long long)r->removed_bytes,
 			(double)r->pass_ns / 1e6 / (double)r->passes, (double)r->max_pass_ns / 1e6);
 	free(r->done);
+	free(r->ids);
 	free(r);
 }
 

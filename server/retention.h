@@ -10,12 +10,14 @@
  * A segment goes in three steps (server/RECOVERY.md "Retention and segment Delete"):
  *   T1  one catalog transaction: a retiring row, its blocks rows gone, its id 'deleted'
  *       (tv_catalog_retire). The commit point: no new query lists its blocks.
- *   U   its files unlinked from blocks/, then one fsync of blocks/. Deferred until every
+ *   U   its files unlinked from blocks/ (made durable by the next fsync of blocks/: a commit
+ *       group's, or one of the periodic check's, see retention.c). Deferred until every
  *       query planned before T1 has ended (such a query may still open them), at most
  *       --retain-query-grace: a query that opened a block reads it to the end (an open file
  *       outlives its unlink), one that had not yet opened it finds it too.
- *   T2  the retiring rows dropped: in the next pass's T1 transaction (saving a WAL fsync
- *       per pass), or at the next --retain-interval check, or at exit; a Delete at once.
+ *   T2  the retiring rows dropped once the unlinks are durable: in the next pass's T1
+ *       transaction, or at the next --retain-interval check, or at exit; a Delete fsyncs
+ *       blocks/ and drops its row at once. So a pass costs one WAL fsync, not three.
  * A kill anywhere leaves either the whole segment (before T1) or a retiring row whose files
  * start-up unlinks (tv_retention_recover): never part of a segment. */
 #ifndef TV_SERVER_RETENTION_H
