@@ -39,6 +39,9 @@ struct batch {
 	size_t nsegs;
 	struct file *files;
 	size_t nfiles, files_cap;
+	size_t unlinked;       /* files[0..unlinked) are done (U runs a few files per turn) */
+	int err;               /* the first unlink that failed (negative errno), 0: none */
+	char msg[160];         /* and its message */
 	uint64_t bytes;
 	struct batch *next;
 };
@@ -50,6 +53,8 @@ struct tv_retention {
 	struct tv_query_pool *pool;
 	uint64_t next_check_mono_ns; /* the periodic check */
 	int again;                   /* the last pass hit TV_RETENTION_PASS_MAX_SEGMENTS */
+	uint64_t again_target;       /* and the byte target it had (0: none), for the next */
+	int unlinking;               /* U has files left for the next turn (sweep) */
 	struct batch *head, *tail;   /* in T1 order */
 	/* segments past U whose retiring rows wait for T2, in U order. U does not fsync blocks/
 	 * itself: the next commit group's fsync of it makes the unlinks durable (a pass follows
@@ -179,18 +184,16 @@ static void retired_now(struct tv_retention *r)
 		drop_done(r, n);
 }
 
-/* U of b: unlink its files (ENOENT is fine: an earlier attempt got that far); then its
- * segments wait in r->done for T2 (above). now_t2 (a Delete): fsync blocks/ and T2 at once.
- * When an unlink or the fsync fails the retiring rows stay, so the next start finishes
- * (never retried here: see the fsync note in segment.h). Returns 0 or the first negative
- * errno, named in msg. */
-static int unlink_batch(struct tv_retention *r, const struct batch *b, int now_t2, char *msg,
-			size_t msglen)
+/* U of b, at most budget files of it (0: all): unlink them (ENOENT is fine: an earlier
+ * attempt got that far); the first failure is kept in b->err and b->msg. Returns the number
+ * of files unlinked by this call. */
+static size_t unlink_files(struct tv_retention *r, struct batch *b, size_t budget)
 {
 	char name[TV_STORE_NAME_BYTES];
-	int ret = 0;
+	size_t n = 0;
 
-	for (size_t i = 0; i < b->nfiles; i++) {
+	for (; b->unlinked < b->nfiles && (!budget || n < budget); n++) {
+		const struct file *f = &b->files[b->unlinked++];
 		int rm;
 
 		if (r->o.test_unlink_delay_ms) {
@@ -200,16 +203,30 @@ static int unlink_batch(struct tv_retention *r, const struct batch *b, int now_t
 
 			nanosleep(&d, NULL);
 		}
-		rm = tv_store_remove_block(r->s, b->files[i].segment_id, b->files[i].block_id);
-		if (rm && rm != -ENOENT && !ret) {
-			tv_store_block_name(b->files[i].segment_id, b->files[i].block_id, name,
-					    sizeof(name));
-			snprintf(msg, msglen, "cannot unlink blocks/%s: %s", name, strerror(-rm));
-			ret = rm;
+		rm = tv_store_remove_block(r->s, f->segment_id, f->block_id);
+		if (rm && rm != -ENOENT && !b->err) {
+			tv_store_block_name(f->segment_id, f->block_id, name, sizeof(name));
+			snprintf(b->msg, sizeof(b->msg), "cannot unlink blocks/%s: %s", name,
+				 strerror(-rm));
+			b->err = rm;
 		}
 	}
-	if (ret)
-		return ret;
+	return n;
+}
+
+/* After U of b: its segments wait in r->done for T2 (above). now_t2 (a Delete): fsync
+ * blocks/ and T2 at once. When an unlink or the fsync failed the retiring rows stay, so the
+ * next start finishes (never retried here: see the fsync note in segment.h). Returns 0 or
+ * the first negative errno, named in msg. */
+static int finish_batch(struct tv_retention *r, const struct batch *b, int now_t2, char *msg,
+			size_t msglen)
+{
+	int ret;
+
+	if (b->err) {
+		snprintf(msg, msglen, "%s", b->msg);
+		return b->err;
+	}
 	if (!now_t2 && push_done(r, b->segs, b->nsegs) == 0)
 		return 0;
 	/* a Delete, or no memory to let them wait: fsync and T2 of this batch at once */
@@ -257,17 +274,22 @@ static int retire(struct tv_retention *r, const uint64_t *segs, size_t n, uint64
 	return 0;
 }
 
-/* U+T2 of every waiting batch whose older queries have ended or whose grace is over. */
-static void sweep(struct tv_retention *r)
+/* U of the waiting batches whose older queries have ended or whose grace is over, oldest
+ * first, at most budget files in this call (0: all): an unlink can take milliseconds on a
+ * busy disk (2 ms each measured here, 0.6 s for a pass of 256 segments), and U runs on the
+ * server's one thread, so a big removal is spread over the loop's turns (r->unlinking). */
+static void sweep(struct tv_retention *r, size_t budget)
 {
 	uint64_t oldest = tv_query_pool_oldest(r->pool), now = 0;
+	size_t spent = 0;
 
+	r->unlinking = 0;
 	while (r->head) {
 		struct batch *b = r->head;
 		char msg[256] = "";
 		int ret;
 
-		if (oldest < b->seq) {
+		if (b->seq && oldest < b->seq) {
 			if (!now)
 				now = tv_monotonic_ns();
 			if (now - b->at_mono_ns < r->o.grace_ns)
@@ -275,8 +297,18 @@ static void sweep(struct tv_retention *r)
 			fprintf(stderr, "retention: %zu segments waited %llu ms for older queries "
 				"(--retain-query-grace): their files go now\n", b->nsegs,
 				(unsigned long long)((now - b->at_mono_ns) / TV_NS_PER_MS));
+			b->seq = 0; /* its wait is over, also for the next turns */
 		}
-		ret = unlink_batch(r, b, 0, msg, sizeof(msg));
+		if (budget && spent >= budget) {
+			r->unlinking = 1;
+			return;
+		}
+		spent += unlink_files(r, b, budget ? budget - spent : 0);
+		if (b->unlinked < b->nfiles) {
+			r->unlinking = 1;
+			return;
+		}
+		ret = finish_batch(r, b, 0, msg, sizeof(msg));
 		if (ret)
 			fprintf(stderr, "retention: %s: the files of %zu retired segments are "
 				"removed at the next start\n", msg, b->nsegs);
@@ -314,7 +346,7 @@ void tv_retention_free(struct tv_retention *r)
 	if (!r)
 		return;
 	r->o.grace_ns = 0; /* no query runs any more */
-	sweep(r);
+	sweep(r, 0);
 	retired_now(r);
 	if (r->passes)
 		fprintf(stderr, "tracevaultd: retention: %llu passes removed %llu segments (%llu "
@@ -363,6 +395,7 @@ int tv_retention_pass(struct tv_retention *r)
 	int ret;
 
 	r->again = 0;
+	/* again_target is read below, then set again */
 	if (!policy(r))
 		return 0;
 	ch = calloc(1, sizeof(*ch));
@@ -374,7 +407,9 @@ int tv_retention_pass(struct tv_retention *r)
 	ret = tv_catalog_size(r->c, &blocks, &ch->remaining);
 	/* over the limit: down to the low-water mark, so that the next passes wait for that
 	 * much more data instead of following every commit group */
-	if (!ret && r->o.bytes && ch->remaining > r->o.bytes)
+	if (!ret && r->again_target)
+		ch->bytes_target = r->again_target; /* the rest of a pass cut at the cap */
+	else if (!ret && r->o.bytes && ch->remaining > r->o.bytes)
 		ch->bytes_target = r->o.bytes - r->o.bytes / TV_RETENTION_LOW_WATER_DIV;
 	if (!ret) {
 		ret = tv_catalog_segments_by_age(r->c, choose, ch);
@@ -385,6 +420,7 @@ int tv_retention_pass(struct tv_retention *r)
 		goto out;
 	}
 	r->again = ch->full;
+	r->again_target = ch->full ? ch->bytes_target : 0;
 	if (!ch->n)
 		goto out;
 	ret = retire(r, ch->segs, ch->n, 0, &b);
@@ -409,7 +445,7 @@ int tv_retention_pass(struct tv_retention *r)
 	else
 		r->head = b;
 	r->tail = b;
-	sweep(r); /* at once when no older query runs */
+	sweep(r, TV_RETENTION_UNLINKS_PER_TURN); /* at once when no older query runs */
 out:
 	/* every pass counts in the figures logged at exit, also one that removed nothing */
 	dt = tv_monotonic_ns() - t0;
@@ -440,7 +476,7 @@ void tv_retention_tick(struct tv_retention *r)
 	uint64_t now;
 
 	if (r->head)
-		sweep(r);
+		sweep(r, TV_RETENTION_UNLINKS_PER_TURN);
 	if (!policy(r))
 		return;
 	now = tv_monotonic_ns();
@@ -453,7 +489,7 @@ void tv_retention_tick(struct tv_retention *r)
 
 int tv_retention_due(const struct tv_retention *r)
 {
-	return r->again;
+	return r->again || r->unlinking;
 }
 
 int tv_retention_delete_segment(struct tv_retention *r, uint64_t segment_id,
@@ -470,7 +506,8 @@ int tv_retention_delete_segment(struct tv_retention *r, uint64_t segment_id,
 		return ret;
 	}
 	*blocks = b->nfiles;
-	ret = unlink_batch(r, b, 1, msg, msglen);
+	unlink_files(r, b, 0);
+	ret = finish_batch(r, b, 1, msg, msglen);
 	batch_free(b);
 	return ret;
 }
