@@ -392,10 +392,11 @@ int tv_retention_pass(struct tv_retention *r)
 	struct choose *ch;
 	struct batch *b = NULL;
 	uint64_t t0 = tv_monotonic_ns(), now_ns = tv_realtime_ns(), blocks, dt;
+	uint64_t carried = r->again_target; /* the target of a pass cut at the cap */
 	int ret;
 
 	r->again = 0;
-	/* again_target is read below, then set again */
+	r->again_target = 0;
 	if (!policy(r))
 		return 0;
 	ch = calloc(1, sizeof(*ch));
@@ -407,8 +408,8 @@ int tv_retention_pass(struct tv_retention *r)
 	ret = tv_catalog_size(r->c, &blocks, &ch->remaining);
 	/* over the limit: down to the low-water mark, so that the next passes wait for that
 	 * much more data instead of following every commit group */
-	if (!ret && r->again_target)
-		ch->bytes_target = r->again_target; /* the rest of a pass cut at the cap */
+	if (!ret && carried)
+		ch->bytes_target = carried; /* the rest of a pass cut at the cap */
 	else if (!ret && r->o.bytes && ch->remaining > r->o.bytes)
 		ch->bytes_target = r->o.bytes - r->o.bytes / TV_RETENTION_LOW_WATER_DIV;
 	if (!ret) {
