@@ -162,4 +162,49 @@ int tv_catalog_delete_segment(struct tv_catalog *c, uint64_t segment_id, uint64_
 int tv_catalog_delete_ids(struct tv_catalog *c, const uint64_t *block_ids, size_t count,
 			  uint64_t **ids, size_t *n);
 
+/*
+ * Retiring segments: a retention pass (server/retention.h) or a Delete of a segment removes a
+ * segment whole, never part of it, even when tracevaultd is killed in the middle
+ * (server/RECOVERY.md "Retention and segment Delete"). Table retiring:
+ *   segment_id  INTEGER PRIMARY KEY  a segment whose rows are gone and whose block files may
+ *                                    still be in blocks/ (or tmp/)
+ *   at_ns       INTEGER              CLOCK_REALTIME of the transaction that retired it
+ * tv_catalog_retire is the commit point (T1): in one transaction the retiring row, the
+ * removal of every blocks row of the segment, and its segments row marked 'deleted'. The
+ * caller then unlinks the files (U) and calls tv_catalog_retired (T2); start-up finishes what
+ * a crash left between T1 and T2 (recovery.c). An older tracevaultd ignores the table.
+ */
+/* A committed segment: its newest record time (MAX of its blocks' max_ts_ns: the segment's
+ * age), its bytes (the sum of its block files' sizes) and its block count. */
+struct tv_catalog_segment {
+	uint64_t segment_id, newest_ts_ns, bytes, blocks;
+};
+typedef int (*tv_catalog_segment_cb)(const struct tv_catalog_segment *seg, void *arg);
+/* Every committed segment, oldest first: by newest_ts_ns, then segment_id. Stops when cb
+ * returns non-zero and returns that value; else 0 or a negative errno. Walks the index
+ * blocks_by_age (max_ts_ns, segment_id, bytes) only as far as the segments it yields (plus
+ * the older blocks of segments still incomplete there), with one lookup by the segment index
+ * per segment: a retention pass that stops early reads little whatever the catalog's size. */
+int tv_catalog_segments_by_age(struct tv_catalog *c, tv_catalog_segment_cb cb, void *arg);
+/* The number of committed blocks and the sum of their bytes, from the totals row that
+ * triggers keep with every change of the blocks table (O(1)). 0 or a negative errno. */
+int tv_catalog_size(struct tv_catalog *c, uint64_t *blocks, uint64_t *bytes);
+/* T1 for segment_ids[0..n) in ONE transaction: each gets a retiring row, loses all its blocks
+ * rows (cb is called for each, with its block id and bytes: the files to unlink) and its
+ * segments row becomes 'deleted' (with writer_token when it had none; a known token is kept).
+ * The same transaction drops the retiring rows of done[0..ndone) (an earlier T2, folded in to
+ * save its WAL fsync). A non-zero return of cb, or a SQLite failure, rolls everything back and
+ * is returned (then nothing changed, whatever cb saw). 0 when committed. */
+typedef int (*tv_catalog_retired_cb)(uint64_t segment_id, uint64_t block_id, uint64_t bytes,
+				     void *arg);
+int tv_catalog_retire(struct tv_catalog *c, const uint64_t *segment_ids, size_t n,
+		      uint64_t writer_token, const uint64_t *done, size_t ndone,
+		      tv_catalog_retired_cb cb, void *arg);
+/* T2: drop the retiring rows of segment_ids[0..n) (their files are unlinked and blocks/ is
+ * synced), one transaction. 0 or a negative errno (the rows stay: start-up removes them). */
+int tv_catalog_retired(struct tv_catalog *c, const uint64_t *segment_ids, size_t n);
+/* The segment ids with a retiring row, ascending: *ids malloc'd (caller frees; NULL when
+ * *n == 0). 0 or a negative errno. */
+int tv_catalog_retiring(struct tv_catalog *c, uint64_t **ids, size_t *n);
+
 #endif

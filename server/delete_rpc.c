@@ -1,9 +1,11 @@
 /* The Delete rpc on the server, after the transport part: a segment is deleted only with its
- * writer's token (tv_delete_rpc_check); the block files go first, then the catalog rows of
- * exactly the files that are gone, in one transaction per request. Files first
- * keeps blocks/ the truth the catalog is rebuilt from (server/RECOVERY.md): a crash in between
- * leaves rows without files, which start-up drops, never a file without a row, which start-up
- * would adopt again, bringing back a block whose Delete was acknowledged.
+ * writer's token (tv_delete_rpc_check), whole, by retention's steps (server/retention.h: the
+ * rows and a durable retiring mark in one transaction, then the files): files first would let
+ * a crash between two unlinks leave part of a multi-block segment, rows and all. Block ids are
+ * removed one block at a time, files first, then the catalog rows of exactly the files that
+ * are gone, in one transaction per request: a crash in between leaves rows without files,
+ * which start-up drops, never a file without a row, which start-up would adopt again,
+ * bringing back a block whose Delete was acknowledged (server/RECOVERY.md).
  * rpc_server.c unpacks the request, aborts in-flight streams and sends the answer. */
 #include "server/delete_rpc.h"
 
@@ -38,8 +40,8 @@ static int add_target(const struct tv_catalog_block *b, void *arg)
 	return 0;
 }
 
-/* The committed blocks of req: its segment's (segment_id != 0), then its block_ids that have a
- * row (the others do not exist: not an error). */
+/* The committed blocks of req: its segment's (segment_id != 0; none once the segment was
+ * retired), then its block_ids that have a row (the others do not exist: not an error). */
 static int find_targets(struct tv_catalog *c, const Tracevault__V1__DeleteRequest *req,
 			struct targets *t)
 {
@@ -98,6 +100,7 @@ grpc_status_code tv_delete_rpc_check(struct tv_catalog *c,
 }
 
 grpc_status_code tv_delete_rpc_apply(struct tv_catalog *c, struct tv_store *s,
+				     struct tv_retention *r,
 				     const Tracevault__V1__DeleteRequest *req,
 				     uint64_t deleted_temp_blocks, grpc_byte_buffer **out, char *msg,
 				     size_t msglen)
@@ -106,12 +109,24 @@ grpc_status_code tv_delete_rpc_apply(struct tv_catalog *c, struct tv_store *s,
 	struct targets t = { 0 };
 	uint64_t *gone = NULL, *deleted = NULL;
 	size_t ngone = 0, ndeleted = 0;
+	uint64_t seg_blocks = 0;
 	grpc_status_code code = GRPC_STATUS_OK;
 	int ret, rm;
 
 	*out = NULL;
 	snprintf(msg, msglen, "%s", "");
 	resp.deleted_temp_blocks = deleted_temp_blocks;
+	if (req->segment_id && req->writer_token) {
+		/* its id is marked 'deleted' in the same transaction, also when it had no blocks
+		 * (it is then never opened later, catalog.h) */
+		ret = tv_retention_delete_segment(r, req->segment_id, req->writer_token,
+						  &seg_blocks, msg, msglen);
+		resp.deleted_blocks = seg_blocks;
+		if (ret) {
+			code = tv_status_from_errno(ret);
+			goto out;
+		}
+	}
 	ret = find_targets(c, req, &t);
 	if (ret) {
 		snprintf(msg, msglen, "catalog lookup failed: %s", strerror(-ret));
@@ -125,21 +140,15 @@ grpc_status_code tv_delete_rpc_apply(struct tv_catalog *c, struct tv_store *s,
 		goto out;
 	}
 	rm = remove_files(s, &t, gone, &ngone, msg, msglen);
-	/* the rows of the files that are gone go now, even when a later file failed; when all
-	 * are gone, a segment named with its writer's token is marked deleted in the same
-	 * transaction (its id is then never opened again, catalog.h) */
-	if (req->segment_id && req->writer_token && !rm)
-		ret = tv_catalog_delete_segment(c, req->segment_id, req->writer_token, gone, ngone,
-						&deleted, &ndeleted);
-	else
-		ret = ngone ? tv_catalog_delete_ids(c, gone, ngone, &deleted, &ndeleted) : 0;
+	/* the rows of the files that are gone go now, even when a later file failed */
+	ret = ngone ? tv_catalog_delete_ids(c, gone, ngone, &deleted, &ndeleted) : 0;
 	if (ret) {
 		snprintf(msg, msglen, "%zu block files removed but their catalog rows could not be "
 			 "(%s): a restart drops them", ngone, strerror(-ret));
 		code = tv_status_from_errno(ret);
 		goto out;
 	}
-	resp.deleted_blocks = ndeleted;
+	resp.deleted_blocks = seg_blocks + ndeleted;
 	if (rm) {
 		code = tv_status_from_errno(rm);
 		goto out;

@@ -1,5 +1,6 @@
-/* The Delete rpc's work on the server: remove a segment's committed blocks and/or listed block
- * ids, their files first and then their catalog rows, and build the DeleteResponse.
+/* The Delete rpc's work on the server: remove a segment's committed blocks whole (through the
+ * retiring steps of server/retention.h) and/or listed block ids (their files first, then
+ * their catalog rows), and build the DeleteResponse.
  * rpc_server.c owns the call and first aborts the segment's Write streams still in flight. */
 #ifndef TV_DELETE_RPC_H
 #define TV_DELETE_RPC_H
@@ -11,6 +12,7 @@
 #include <grpc/status.h>
 
 #include "server/catalog.h"
+#include "server/retention.h"
 #include "server/store_uring.h"
 #include "tracevault.pb-c.h"
 
@@ -23,12 +25,14 @@ grpc_status_code tv_delete_rpc_check(struct tv_catalog *c,
 				     const Tracevault__V1__DeleteRequest *req, char *msg,
 				     size_t msglen);
 
-/* Carry out req: its segment's committed blocks (segment_id != 0), then its block_ids; logs what
- * was removed. deleted_temp_blocks (temp files of aborted in-flight streams) goes into the
+/* Carry out req: its segment's committed blocks (segment_id != 0 with its writer_token: T1,
+ * U and T2 of retention.h, so a crash never leaves part of the segment), then its block_ids
+ * (files first, then rows); logs what was removed. deleted_temp_blocks (temp files of aborted in-flight streams) goes into the
  * response as is. Returns GRPC_STATUS_OK with *out the packed DeleteResponse (the caller owns
  * it), or the status to end the call with (server/status.h's table) and its reason in msg
  * (msglen bytes, always terminated; "" on OK). */
 grpc_status_code tv_delete_rpc_apply(struct tv_catalog *c, struct tv_store *s,
+				     struct tv_retention *r,
 				     const Tracevault__V1__DeleteRequest *req,
 				     uint64_t deleted_temp_blocks, grpc_byte_buffer **out, char *msg,
 				     size_t msglen);

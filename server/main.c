@@ -20,6 +20,7 @@
 #include <grpc/grpc.h>
 
 #include "common/addr.h"
+#include "common/duration.h"
 #include "common/limit.h"
 #include "common/size.h"
 #include "common/usage.h"
@@ -29,6 +30,7 @@
 #include "server/raw_backfill.h"
 #include "server/recovery.h"
 #include "server/query.h"
+#include "server/retention.h"
 #include "server/rpc_server.h"
 #include "server/scrub.h"
 #include "server/segment.h"
@@ -59,6 +61,19 @@ _Static_assert(TV_QUERY_MIN_MEMORY_BYTES == 16u << 20 && TV_QUERY_MAX_MEMORY_BYT
 		       TV_QUERY_DEFAULT_TOTAL_MEMORY_BYTES == 1u << 30,
 	       "update --help: 16M to 1024G, default 256M and 1G");
 
+/* USAGE states the retention bounds and defaults in words */
+_Static_assert(TV_RETENTION_MIN_TIME_NS == 1000000000ull &&
+		       TV_RETENTION_MAX_TIME_NS == 36500ull * 86400 * 1000000000ull &&
+		       TV_RETENTION_MAX_BYTES == 1ull << 50 &&
+		       TV_RETENTION_DEFAULT_INTERVAL_NS == 10000000000ull &&
+		       TV_RETENTION_MIN_INTERVAL_NS == 100000000ull &&
+		       TV_RETENTION_MAX_INTERVAL_NS == 86400000000000ull &&
+		       TV_RETENTION_DEFAULT_GRACE_NS == 600000000000ull &&
+		       TV_RETENTION_MAX_GRACE_NS == 86400000000000ull &&
+		       TV_RETENTION_MAX_TEST_DELAY_MS == 10000 && TV_RETENTION_LOW_WATER_DIV == 64,
+	       "update --help: retain-time 1s to 36500d, bytes 1 to 1048576G, interval 100ms to "
+	       "1d (10s), grace 0ms to 1d (10m), test delay 0 to 10000, low water 63/64");
+
 static volatile sig_atomic_t stop_requested;
 
 #ifdef __SANITIZE_ADDRESS__
@@ -85,6 +100,11 @@ static const struct option OPTIONS[] = {
 	{ "scrub", no_argument, NULL, 'S' },
 	{ "query-memory-bytes", required_argument, NULL, 'q' },
 	{ "query-total-memory-bytes", required_argument, NULL, 'T' },
+	{ "retain-time", required_argument, NULL, 'a' },
+	{ "retain-bytes", required_argument, NULL, 'b' },
+	{ "retain-interval", required_argument, NULL, 'i' },
+	{ "retain-query-grace", required_argument, NULL, 'g' },
+	{ "test-retention-unlink-delay-ms", required_argument, NULL, 'u' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -96,6 +116,8 @@ static const char USAGE[] =
 	"                   [--max-streams-per-connection N] [--max-open-files N]\n"
 	"                   [--idle-timeout-ms MS]\n"
 	"                   [--query-memory-bytes N] [--query-total-memory-bytes N]\n"
+	"                   [--retain-time DURATION] [--retain-bytes SIZE]\n"
+	"                   [--retain-interval DURATION] [--retain-query-grace DURATION]\n"
 	"       tracevaultd --data DIR --rebuild-catalog | --scrub\n"
 	"\n"
 	"Stores trace blocks written over gRPC (TraceStore Write) and serves time-range queries.\n"
@@ -120,7 +142,7 @@ static const char USAGE[] =
 	"                           start-up before it), else 1\n";
 /* the serving options and the limits on what clients make the server hold; a second string because ISO C
  * guarantees string literals of 4095 bytes only */
-static const char USAGE_LIMITS[] =
+static const char USAGE_LIMITS_HEAD[] =
 	"  --listen HOST:PORT       address to serve on, port 0 to 65535 (default\n"
 	"                           " DEFAULT_LISTEN "); port 0 picks a free port; the first\n"
 	"                           stdout line is 'listening on HOST:PORT'\n"
@@ -147,6 +169,8 @@ static const char USAGE_LIMITS[] =
 	"                           the same for all queries together, 16M to 1024G and at\n"
 	"                           least --query-memory-bytes (default 1G); a query that\n"
 	"                           finds it used up is refused (RESOURCE_EXHAUSTED)\n"
+	"\n";
+static const char USAGE_LIMITS_TAIL[] =
 	"  --help                   this text\n"
 	"  --version                the version, then exit\n"
 	"\n"
@@ -158,6 +182,28 @@ static const char USAGE_LIMITS[] =
 	"  tracevaultd --data /var/lib/tracevault\n"
 	"  tracevaultd --data /tmp/tv --listen 127.0.0.1:0\n"
 	"  tracevaultd --data /var/lib/tracevault --scrub\n";
+
+/* retention (server/retention.h); a third string for ISO C's 4095-byte literals */
+static const char USAGE_RETENTION[] =
+	"Retention removes the oldest whole segments (never part of one), oldest first by\n"
+	"their newest record; checked after each commit and every --retain-interval. Durations\n"
+	"take a unit: ms, s, m, h, d (30d, 12h).\n"
+	"  --retain-time DURATION   remove a segment once its newest record is older than this\n"
+	"                           (wall clock: a put of older data goes at its commit),\n"
+	"                           1s to 36500d (default: kept for ever)\n"
+	"  --retain-bytes SIZE      once the committed block files add up to more than this,\n"
+	"                           remove the oldest segments down to 63/64 of it, 1 to\n"
+	"                           1048576G (default: no limit)\n"
+	"  --retain-interval DURATION\n"
+	"                           how often --retain-time is checked, 100ms to 1d (default 10s)\n"
+	"  --retain-query-grace DURATION\n"
+	"                           a removed segment's files stay until the queries that began\n"
+	"                           before its removal end, at most this long, 0ms to 1d\n"
+	"                           (default 10m); past it such a query skips them (DATA_LOSS)\n"
+	"  --test-retention-unlink-delay-ms MS\n"
+	"                           tests only: sleep MS before each unlink of a removal, so\n"
+	"                           that a kill lands inside it, 0 to 10000 (default 0)\n"
+	"\n";
 
 /* What this run does: serve, or one maintenance job on a data dir no server holds. */
 enum mode { MODE_SERVE, MODE_REBUILD, MODE_SCRUB };
@@ -240,8 +286,12 @@ static int open_data(const char *data_dir, int rebuild, struct tv_data_dir *dd,
 
 int main(int argc, char **argv)
 {
-	struct tv_rpc_server_opts o = { .listen_addr = DEFAULT_LISTEN,
-					.max_message_bytes = TV_DEFAULT_MAX_MESSAGE_BYTES };
+	struct tv_rpc_server_opts o = {
+		.listen_addr = DEFAULT_LISTEN,
+		.max_message_bytes = TV_DEFAULT_MAX_MESSAGE_BYTES,
+		.retention = { .interval_ns = TV_RETENTION_DEFAULT_INTERVAL_NS,
+			       .grace_ns = TV_RETENTION_DEFAULT_GRACE_NS },
+	};
 	struct tv_rpc_server *srv = NULL;
 	struct tv_catalog *catalog = NULL;
 	struct tv_store *store = NULL;
@@ -252,7 +302,7 @@ int main(int argc, char **argv)
 	char err[ERR_LEN];
 	struct sigaction sa = { .sa_handler = on_signal };
 	enum mode mode = MODE_SERVE;
-	int opt, port = 0, rc = 1, listen_set = 0, longidx = 0;
+	int opt, port = 0, rc = 1, listen_set = 0, retain_set = 0, longidx = 0;
 	char listen_host[NI_MAXHOST];
 	unsigned listen_port;
 	struct tv_fd_plan plan = { 0 };
@@ -328,12 +378,47 @@ int main(int argc, char **argv)
 			*(opt == 'q' ? &o.query_memory_bytes : &o.query_total_memory_bytes) = (size_t)v;
 			break;
 		}
+		case 'a':
+		case 'i':
+		case 'g': {
+			const struct tv_limit *l = opt == 'a' ? &tv_retention_time_limit :
+						   opt == 'i' ? &tv_retention_interval_limit :
+								&tv_retention_grace_limit;
+			uint64_t *to = opt == 'a' ? &o.retention.time_ns :
+				       opt == 'i' ? &o.retention.interval_ns : &o.retention.grace_ns;
+
+			if (tv_duration_parse(optarg, to) || tv_limit_check(l, *to))
+				return usage_error("invalid --%s: '%s' (%s)", OPTIONS[longidx].name,
+						   optarg, opt == 'a' ? "1s to 36500d" :
+						   opt == 'i' ? "100ms to 1d" : "0ms to 1d");
+			retain_set = 1;
+			break;
+		}
+		case 'b': {
+			char bound[64];
+
+			if (tv_size_parse(optarg, &o.retention.bytes) ||
+			    tv_limit_check(&tv_retention_bytes_limit, o.retention.bytes)) {
+				tv_limit_format(&tv_retention_bytes_limit, true, bound, sizeof(bound));
+				return usage_error("invalid --retain-bytes: '%s' (%s)", optarg, bound);
+			}
+			retain_set = 1;
+			break;
+		}
+		case 'u':
+			if (parse_count(OPTIONS[longidx].name, optarg, &tv_retention_test_delay_limit,
+					&o.retention.test_unlink_delay_ms))
+				return EXIT_USAGE;
+			retain_set = 1;
+			break;
 		case 'V':
 			puts("tracevaultd " TV_VERSION);
 			return 0;
 		case 'h':
 			fputs(USAGE, stdout);
-			fputs(USAGE_LIMITS, stdout);
+			fputs(USAGE_LIMITS_HEAD, stdout);
+			fputs(USAGE_RETENTION, stdout);
+			fputs(USAGE_LIMITS_TAIL, stdout);
 			return 0;
 		default: /* '?' or ':': the client's words (common/usage.h) */
 			tv_usage_getopt_reason(opt, tv_usage_getopt_arg(argv, before, optind), optopt,
@@ -349,6 +434,9 @@ int main(int argc, char **argv)
 		return usage_error("invalid --data: '' (a directory path)");
 	if (mode != MODE_SERVE && listen_set)
 		return usage_error("--listen serves; --rebuild-catalog and --scrub do not");
+	if (mode != MODE_SERVE && retain_set)
+		return usage_error("--retain-* options serve; --rebuild-catalog and --scrub do "
+				   "not");
 	{
 		size_t per = o.query_memory_bytes ? o.query_memory_bytes :
 						    TV_QUERY_DEFAULT_MEMORY_BYTES;

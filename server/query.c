@@ -134,6 +134,8 @@ struct tv_query {
 	int fatal_ret;                   /* an error held back behind the last batch */
 	char fatal_err[TV_QUERY_ERR_LEN];
 	bool done;
+	uint64_t seq;                    /* its number in the pool (tv_query_pool.started) */
+	struct tv_query *older, *newer;  /* the pool's running queries, in seq order */
 };
 
 void tv_query_pool_init(struct tv_query_pool *p, size_t memory_bytes, size_t total_memory_bytes)
@@ -144,6 +146,11 @@ void tv_query_pool_init(struct tv_query_pool *p, size_t memory_bytes, size_t tot
 							   TV_QUERY_DEFAULT_TOTAL_MEMORY_BYTES,
 		.max_open_blocks = TV_QUERY_MAX_OPEN_BLOCKS,
 	};
+}
+
+uint64_t tv_query_pool_oldest(const struct tv_query_pool *p)
+{
+	return p->oldest ? p->oldest->seq : p->started;
 }
 
 /* ---- the memory budget: per query, then the server's pool ---- */
@@ -298,6 +305,15 @@ int tv_query_new(struct tv_query **out, struct tv_catalog *c, struct tv_store *s
 	q->reverse = p->reverse;
 	q->features = p->features;
 	pool->queries++;
+	/* numbered before the catalog is read: a pass's rows gone at started == N are in no
+	 * later query's list */
+	q->seq = pool->started++;
+	q->older = pool->newest;
+	if (pool->newest)
+		pool->newest->newer = q;
+	else
+		pool->oldest = q;
+	pool->newest = q;
 	ca.q = q;
 	ret = tv_catalog_overlap(c, p->from_ns, p->to_ns, collect, &ca);
 	if (ret) {
@@ -356,6 +372,14 @@ void tv_query_free(struct tv_query *q)
 	tv_filter_free(q->filter);
 	release(q, q->held); /* the plan's arrays; every stream gave its share back */
 	q->pool->queries--;
+	if (q->older)
+		q->older->newer = q->newer;
+	else
+		q->pool->oldest = q->newer;
+	if (q->newer)
+		q->newer->older = q->older;
+	else
+		q->pool->newest = q->older;
 	free(q);
 }
 
@@ -738,8 +762,8 @@ static void open_reason(struct tv_query *q, uint64_t block_id, int ret, char *wh
 	switch (ret) {
 	case -ENOENT:
 		if (tv_catalog_contains(q->catalog, block_id) == 0)
-			snprintf(why, len, "block file gone: deleted or quarantined after the "
-				 "query began");
+			snprintf(why, len, "block file gone: deleted (Delete, or retention past "
+				 "--retain-query-grace) or quarantined after the query began");
 		else
 			snprintf(why, len, "block file missing");
 		break;

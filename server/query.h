@@ -67,10 +67,19 @@ struct tv_query_pool {
 	size_t open_blocks;        /* block files they hold open */
 	size_t max_open_blocks;    /* at most (TV_QUERY_MAX_OPEN_BLOCKS unless the plan lowered it) */
 	size_t queries;            /* running queries */
+	/* Who may still open a block: every query gets the next number when it is planned
+	 * (its block list is a snapshot of the catalog then), and the running ones are kept in
+	 * that order, so the oldest is at the head. A retention pass that removed rows at
+	 * started == N may unlink their files once tv_query_pool_oldest() >= N (server/
+	 * retention.h): no query that could have listed them is left. */
+	uint64_t started;          /* queries planned so far */
+	struct tv_query *oldest, *newest;
 };
 
 /* 0 selects the default of either limit. */
 void tv_query_pool_init(struct tv_query_pool *p, size_t memory_bytes, size_t total_memory_bytes);
+/* The number of the oldest running query, or p->started when none runs. */
+uint64_t tv_query_pool_oldest(const struct tv_query_pool *p);
 
 struct tv_query;
 

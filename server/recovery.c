@@ -12,6 +12,7 @@
 
 #include "common/clock.h"
 #include "server/quarantine.h"
+#include "server/retention.h"
 #include "server/verify.h"
 
 enum event { EV_ADOPT, EV_RENAME, EV_REPAIR, EV_DROP, EV_FINISH, EV_COUNT };
@@ -489,11 +490,13 @@ static void summary(const struct ctx *x, int rebuilt)
 			(unsigned long long)r->quarantined, ms);
 	fprintf(stderr, "recovery: %llu blocks (%llu listed, %llu adopted, %llu renamed, %llu rows "
 		"repaired, %llu rows without a file dropped), %llu files quarantined, temp files: "
-		"%llu removed, %llu commits finished; %.1f ms\n", (unsigned long long)r->blocks,
+		"%llu removed, %llu commits finished; retired segments: %llu finished (%llu files); "
+		"%.1f ms\n", (unsigned long long)r->blocks,
 		(unsigned long long)r->listed, (unsigned long long)r->adopted,
 		(unsigned long long)r->renamed, (unsigned long long)r->repaired,
 		(unsigned long long)r->dropped_rows, (unsigned long long)r->quarantined,
-		(unsigned long long)r->temp_removed, (unsigned long long)r->temp_finished, ms);
+		(unsigned long long)r->temp_removed, (unsigned long long)r->temp_finished,
+		(unsigned long long)r->retired, (unsigned long long)r->retired_files, ms);
 }
 
 int tv_recover(struct tv_catalog *c, struct tv_store *s, struct tv_recovery_report *rep,
@@ -504,6 +507,10 @@ int tv_recover(struct tv_catalog *c, struct tv_store *s, struct tv_recovery_repo
 	int ret;
 
 	*rep = (struct tv_recovery_report){ 0 };
+	/* before tmp/ and blocks/ are matched: a retired segment's files must not be adopted */
+	ret = tv_retention_recover(c, s, &rep->retired, &rep->retired_files, err, errlen);
+	if (ret)
+		goto out;
 	ret = recover_temp(&x);
 	if (ret) {
 		snprintf(err, errlen, "recovery: cannot clear tmp/: %s", strerror(-ret));

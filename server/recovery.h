@@ -26,10 +26,15 @@ struct tv_recovery_report {
 	uint64_t dropped_rows;  /* rows whose block file is missing */
 	uint64_t temp_removed;  /* uncommitted temp files unlinked */
 	uint64_t temp_finished; /* commits a crash interrupted after the catalog commit */
+	uint64_t retired;       /* segments with a retiring row (retention.h) finished */
+	uint64_t retired_files; /* their block and temp files unlinked then */
 	uint64_t elapsed_ns;
 };
 
 /* Run recovery (synchronous; before the server starts, with the data dir locked):
+ *   retiring segments  (a retention pass or segment Delete a crash interrupted after its
+ *            commit point) first: their files in blocks/ and tmp/ are unlinked, so no part
+ *            of such a segment is matched or adopted below (tv_retention_recover)
  *   tmp/     a temp file whose block has a catalog row of its segment was committed and not
  *            yet renamed: it is checked and moved into blocks/; any other temp file is
  *            uncommitted and unlinked; what is not a temp file we write is quarantined

@@ -139,6 +139,7 @@ struct tv_rpc_server {
 	/* Queries whose last slice yielded (TV_QUERY_YIELD): each gets one slice per turn of the
 	 * loop, round-robin, and the loop polls gRPC without blocking while any is waiting. */
 	struct call *run_head, *run_tail;
+	struct tv_retention *retention;  /* passes, and the removal of whole segments */
 };
 
 /* ---- call lifecycle ---- */
@@ -635,8 +636,8 @@ static void delete_begin(struct call *c)
 	}
 	if (req->segment_id)
 		temp_blocks = abort_segment_streams(srv, req->segment_id);
-	code = tv_delete_rpc_apply(srv->catalog, srv->store, req, temp_blocks, &bb, msg,
-				   sizeof(msg));
+	code = tv_delete_rpc_apply(srv->catalog, srv->store, srv->retention, req, temp_blocks,
+				   &bb, msg, sizeof(msg));
 	if (code == GRPC_STATUS_OK)
 		enqueue(c, bb);
 	finish(c, code, msg);
@@ -904,6 +905,12 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 	tv_query_pool_init(&srv->query_pool, o->query_memory_bytes, o->query_total_memory_bytes);
 	if (o->query_open_blocks)
 		srv->query_pool.max_open_blocks = o->query_open_blocks;
+	srv->commit_q.new_oldest_ts_ns = UINT64_MAX;
+	if (tv_retention_new(&srv->retention, &o->retention, c, s, &srv->query_pool, err,
+			     errlen)) {
+		free(srv);
+		return -EIO;
+	}
 	srv->shutdown_tag.op = OP_SHUTDOWN;
 	srv->max_streams[M_WRITE] = o->max_write_streams ? o->max_write_streams :
 							   TV_RPC_DEFAULT_MAX_WRITE_STREAMS;
@@ -955,6 +962,7 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 	return 0;
 fail:
 	/* never started: no calls exist, destroy directly */
+	tv_retention_free(srv->retention);
 	grpc_server_destroy(srv->server);
 	tv_grpc_cq_destroy(srv->cq); /* every tag was delivered: the server is destroyed */
 	free(srv);
@@ -1052,6 +1060,12 @@ static void run_commit_group(struct tv_rpc_server *srv)
 	srv->events_since_queued = 0;
 	tv_segment_commit_group(&srv->commit_q);
 	tv_store_reap(srv->store, 0);
+	/* after each group: O(1) unless a retention limit is now crossed */
+	if (srv->commit_q.new_segments) {
+		tv_retention_committed(srv->retention, srv->commit_q.new_oldest_ts_ns);
+		srv->commit_q.new_segments = 0;
+		srv->commit_q.new_oldest_ts_ns = UINT64_MAX;
+	}
 }
 
 /* The next slice of the first runnable query; it goes to the back of the list if it yields
@@ -1080,9 +1094,12 @@ int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop)
 		if (srv->eos_waiting)
 			eos_expire(srv);
 		idle_expire(srv);
+		if (!srv->shutting_down)
+			tv_retention_tick(srv->retention);
 		/* a waiting commit group runs as soon as no gRPC event is ready (below); so does
 		 * the next slice of a runnable query */
-		deadline = io || srv->commit_q.n || srv->run_head ?
+		deadline = io || srv->commit_q.n || srv->run_head ||
+				   tv_retention_due(srv->retention) ?
 				gpr_inf_past(GPR_CLOCK_MONOTONIC) :
 				gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
 					     gpr_time_from_millis(srv->eos_waiting ? 1 : TV_RPC_POLL_MS,
@@ -1143,5 +1160,6 @@ void tv_rpc_server_free(struct tv_rpc_server *srv)
 	}
 	grpc_server_destroy(srv->server);
 	tv_grpc_cq_destroy(srv->cq); /* every tag was delivered: the server is destroyed */
+	tv_retention_free(srv->retention); /* every query has ended: what waits goes now */
 	free(srv);
 }

@@ -8,6 +8,7 @@
 
 #include "common/limit.h"
 #include "server/catalog.h"
+#include "server/retention.h"
 #include "server/store_uring.h"
 
 /* How often the loop wakes to look at the stop flag when no call is active. */
@@ -58,6 +59,8 @@ struct tv_rpc_server_opts {
 	size_t query_memory_bytes, query_total_memory_bytes;
 	/* block files open in all queries at once; 0: TV_QUERY_MAX_OPEN_BLOCKS (server/query.h) */
 	size_t query_open_blocks;
+	/* --retain-time, --retain-bytes and their companions (server/retention.h) */
+	struct tv_retention_opts retention;
 };
 
 struct tv_rpc_server;

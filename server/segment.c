@@ -790,6 +790,7 @@ void tv_segment_commit_group(struct tv_commit_queue *q)
 	struct tv_store *store;
 	char why[200], msg[256];
 	size_t n = 0, nok = 0;
+	uint64_t newest = 0; /* of one member */
 	int ret;
 
 	while (q->head && n < TV_COMMIT_GROUP_MAX_SEGMENTS) {
@@ -896,6 +897,13 @@ void tv_segment_commit_group(struct tv_commit_queue *q)
 			(unsigned long long)m[i].cs.total_bytes);
 		respond(seg, m[i].cs.total_bytes, m[i].cs.ids, seg->n);
 		seg->sink->finish(seg->arg, GRPC_STATUS_OK, "");
+		q->new_segments++;
+		for (size_t b = 0; b < seg->n; b++)
+			newest = m[i].cs.rows[b].max_ts_ns > newest ? m[i].cs.rows[b].max_ts_ns :
+								      newest;
+		if (newest < q->new_oldest_ts_ns)
+			q->new_oldest_ts_ns = newest;
+		newest = 0;
 	}
 out:
 	for (size_t i = 0; i < n; i++)

@@ -62,6 +62,10 @@ struct tv_commit_queue {
 	struct tv_segment *head, *tail;
 	size_t n;
 	uint64_t groups, segments, largest; /* logged at exit */
+	/* What the groups since the server last took these committed (server/retention.h): how
+	 * many segments, and the oldest newest-record time among them (UINT64_MAX: none). The
+	 * server resets them after each group. */
+	uint64_t new_segments, new_oldest_ts_ns;
 };
 
 /* The most segments one group takes; the rest wait for the next group. Bounds the loop's

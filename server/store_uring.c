@@ -43,6 +43,8 @@ struct tv_store {
 	int blocks_fd;
 	int tmp_fd;
 	int quarantine_fd; /* -1 until the first tv_store_quarantine */
+	uint64_t blocks_syncs;  /* fsyncs of blocks/ that succeeded (tv_store_blocks_syncs) */
+	int blocks_sync_failed; /* one failed: later ones prove nothing about earlier entries */
 };
 
 struct tv_store_file {
@@ -520,9 +522,27 @@ void tv_store_rename_back(struct tv_store *s, struct tv_store_file *const *files
 	rename_back(s, files, n);
 }
 
-int tv_store_sync_dirs(struct tv_store *s)
+/* fsync blocks/, counted for tv_store_blocks_syncs. */
+static int sync_blocks(struct tv_store *s)
 {
 	int ret = fsync_fd(s, s->blocks_fd);
+
+	if (ret)
+		s->blocks_sync_failed = 1;
+	else
+		s->blocks_syncs++;
+	return ret;
+}
+
+uint64_t tv_store_blocks_syncs(const struct tv_store *s, int *failed)
+{
+	*failed = s->blocks_sync_failed;
+	return s->blocks_syncs;
+}
+
+int tv_store_sync_dirs(struct tv_store *s)
+{
+	int ret = sync_blocks(s);
 
 	if (!ret)
 		ret = fsync_fd(s, s->tmp_fd);
@@ -573,7 +593,7 @@ int tv_store_remove_block(struct tv_store *s, uint64_t segment_id, uint64_t bloc
 
 int tv_store_sync_blocks_dir(struct tv_store *s)
 {
-	return fsync_fd(s, s->blocks_fd);
+	return sync_blocks(s);
 }
 
 int tv_store_sync_temp_dir(struct tv_store *s)

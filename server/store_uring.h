@@ -142,6 +142,12 @@ void tv_store_abort(struct tv_store *s, struct tv_store_file *f);
 int tv_store_remove_block(struct tv_store *s, uint64_t segment_id, uint64_t block_id);
 /* fsync blocks/ after removals. */
 int tv_store_sync_blocks_dir(struct tv_store *s);
+/* How many fsyncs of blocks/ have succeeded so far (any of the calls above that sync it): an
+ * unlink done before the count moved past N is durable once it exceeds N (retention waits
+ * for a commit group's sync instead of paying one of its own). *failed is 1 once one failed
+ * (a later success then proves nothing about earlier entries: the caller must not rely on
+ * it). */
+uint64_t tv_store_blocks_syncs(const struct tv_store *s, int *failed);
 /* Read a whole committed block file into a malloc'd buffer (*buf owned by the caller). A name
  * that is not a regular file (a symlink is not followed) is -ELOOP or -EINVAL. Returns 0,
  * -ENOENT, -EFBIG (larger than max_bytes) or another negative errno. */

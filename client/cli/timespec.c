@@ -160,22 +160,6 @@ static int parse_rfc3339(const char *s, uint64_t *out_ns, char *why, size_t whyl
 	return 0;
 }
 
-static const struct tv_time_unit UNITS[] = {
-	{"ms", TV_NS_PER_MS},
-	{"s", TV_NS_PER_S},
-	{"m", S_PER_MIN * TV_NS_PER_S},
-	{"h", S_PER_HOUR * TV_NS_PER_S},
-	{"d", S_PER_DAY * TV_NS_PER_S},
-};
-
-const struct tv_time_unit *tv_time_unit(const char *suffix)
-{
-	for (size_t i = 0; i < sizeof(UNITS) / sizeof(UNITS[0]); i++)
-		if (strcmp(suffix, UNITS[i].suffix) == 0)
-			return &UNITS[i];
-	return NULL;
-}
-
 static int parse_relative(const char *s, uint64_t now_ns, uint64_t *out_ns, char *why,
 			  size_t whylen)
 {

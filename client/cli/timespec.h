@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/duration.h" /* struct tv_time_unit, tv_time_unit: the one table of units */
+
 /* Longest string tv_format_rfc3339 writes, NUL included ("YYYY-MM-DDTHH:MM:SS.mmmZ"). */
 #define TV_RFC3339_MS_LEN 32
 
@@ -24,15 +26,6 @@ int tv_parse_time(const char *s, uint64_t now_ns, uint64_t *out_ns, char *why, s
 /* Longest reason tv_parse_time writes, NUL included. */
 #define TV_TIME_WHY_LEN 128
 
-/* A unit of relative times and durations ("-15m", --block-age 250ms): its suffix and length. */
-struct tv_time_unit {
-	const char *suffix; /* "ms", "s", "m", "h", "d" */
-	uint64_t ns;
-};
-
-/* The unit whose suffix is exactly suffix, or NULL: the one table of units for relative times
- * (tv_parse_time) and the CLI's durations (cli.c), so both read the same suffixes. */
-const struct tv_time_unit *tv_time_unit(const char *suffix);
 
 /* Write ts_ns as RFC 3339 UTC with milliseconds ("2026-03-01T12:00:00.123Z") into buf.
  * Returns the length written, or -ENOSPC when len is too small (buf then holds ""). */

@@ -4,7 +4,9 @@
  * functions (adopt keeps committed_ns, get, set_segment, replace, count, a segment's blocks);
  * and what open refuses as not a usable catalog (-EUCLEAN), leaving the file as it was:
  * garbage, a directory, another program's database, a schema we do not read, a damaged file,
- * a -wal without its database. */
+ * a -wal without its database. Retention's functions: segments oldest first by their newest
+ * block (ties by id) from the age index, the totals row the triggers keep (commit, group
+ * rollback, replace, delete, retire), and retire / retired / retiring. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -543,6 +545,138 @@ static void test_damaged_catalog_is_euclean(void **state)
 		fail_msg("want quick_check's finding, got: %s", err);
 }
 
+struct ages {
+	struct tv_catalog_segment s[MAX_SEEN];
+	size_t n, stop_after;
+};
+
+static int collect_age(const struct tv_catalog_segment *seg, void *arg)
+{
+	struct ages *a = arg;
+
+	assert_true(a->n < MAX_SEEN);
+	a->s[a->n++] = *seg;
+	return a->stop_after && a->n == a->stop_after;
+}
+
+static void assert_totals(struct tv_catalog *c, uint64_t blocks, uint64_t bytes)
+{
+	uint64_t nb, nbytes;
+
+	assert_int_equal(tv_catalog_size(c, &nb, &nbytes), 0);
+	assert_int_equal(nb, blocks);
+	assert_int_equal(nbytes, bytes);
+}
+
+static int count_retired(uint64_t segment_id, uint64_t block_id, uint64_t bytes, void *arg)
+{
+	uint64_t *n = arg;
+
+	(void)segment_id;
+	(void)block_id;
+	n[0]++;
+	n[1] += bytes;
+	return 0;
+}
+
+static int refuse_retired(uint64_t segment_id, uint64_t block_id, uint64_t bytes, void *arg)
+{
+	(void)segment_id;
+	(void)block_id;
+	(void)bytes;
+	(void)arg;
+	return -ECANCELED;
+}
+
+static void test_segments_by_age_and_totals(void **state)
+{
+	struct fixture *f = *state;
+	/* segment 0xA spans old and new blocks: its newest (500) places it after 0xB (300), and
+	 * before 0xC (newest 500 too: the smaller id first), whose oldest block is older */
+	struct tv_catalog_block a[] = { blk(1, 0xA, 0, 10), blk(2, 0xA, 490, 500) };
+	struct tv_catalog_block b[] = { blk(3, 0xB, 200, 300) };
+	struct tv_catalog_block cc[] = { blk(4, 0xC, 400, 500), blk(5, 0xC, 450, 460),
+					 blk(6, 0xC, 100, 120) };
+	struct tv_catalog_block dup[] = { blk(3, 0xD, 0, 1) }; /* block 3 exists: fails */
+	struct tv_catalog_block rep = blk(3, 0xB, 200, 300);
+	struct ages ag = { .n = 0 };
+	uint64_t segs[] = { 0xB, 0xA }, got[2] = { 0, 0 }, *ids = NULL;
+	size_t n = 0;
+	char err[256];
+
+	assert_totals(f->c, 0, 0);
+	commit(f->c, a, 2);
+	commit(f->c, b, 1);
+	commit(f->c, cc, 3);
+	assert_totals(f->c, 6, 600);
+	assert_int_equal(tv_catalog_segments_by_age(f->c, collect_age, &ag), 0);
+	assert_int_equal(ag.n, 3);
+	assert_int_equal(ag.s[0].segment_id, 0xB);
+	assert_int_equal(ag.s[0].newest_ts_ns, 300);
+	assert_int_equal(ag.s[1].segment_id, 0xA);
+	assert_int_equal(ag.s[1].newest_ts_ns, 500);
+	assert_int_equal(ag.s[1].blocks, 2);
+	assert_int_equal(ag.s[1].bytes, 200);
+	assert_int_equal(ag.s[2].segment_id, 0xC);
+	assert_int_equal(ag.s[2].blocks, 3);
+	/* stops when the callback says so, and returns what it said */
+	ag = (struct ages){ .stop_after = 1 };
+	assert_int_equal(tv_catalog_segments_by_age(f->c, collect_age, &ag), 1);
+	assert_int_equal(ag.n, 1);
+
+	/* a failed group member and a failed commit take their totals back with their rows */
+	assert_int_equal(tv_catalog_group_begin(f->c, err, sizeof(err)), 0);
+	assert_int_equal(tv_catalog_group_add(f->c, 0xD, 0, dup, 1, err, sizeof(err)), -EEXIST);
+	assert_int_equal(tv_catalog_group_commit(f->c, err, sizeof(err)), 0);
+	assert_totals(f->c, 6, 600);
+	/* a replace (scrub) counts the new row only */
+	rep.bytes = 150;
+	assert_int_equal(tv_catalog_replace(f->c, &rep), 0);
+	assert_totals(f->c, 6, 650);
+	assert_int_equal(tv_catalog_delete_ids(f->c, (uint64_t[]){ 6 }, 1, &ids, &n), 0);
+	free(ids);
+	assert_totals(f->c, 5, 550);
+
+	/* retire: a refusal of the callback rolls everything back */
+	assert_int_equal(tv_catalog_retire(f->c, segs, 2, 0, NULL, 0, refuse_retired, NULL), -ECANCELED);
+	assert_totals(f->c, 5, 550);
+	assert_int_equal(tv_catalog_retiring(f->c, &ids, &n), 0);
+	assert_int_equal(n, 0);
+	free(ids);
+	assert_int_equal(tv_catalog_retire(f->c, segs, 2, 0, NULL, 0, count_retired, got), 0);
+	assert_int_equal(got[0], 3);
+	assert_int_equal(got[1], 350);
+	assert_totals(f->c, 2, 200);
+	assert_int_equal(tv_catalog_retiring(f->c, &ids, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(ids[0], 0xA);
+	assert_int_equal(ids[1], 0xB);
+	free(ids);
+	/* their ids are used up */
+	assert_int_equal(tv_catalog_segment_open(f->c, 0xA, 0, err, sizeof(err)), -EEXIST);
+	/* a later T1 (of nothing here) takes an earlier T2 along: 0xA's retiring row goes */
+	assert_int_equal(tv_catalog_retire(f->c, NULL, 0, 0, (uint64_t[]){ 0xA }, 1, count_retired,
+					   got), 0);
+	assert_int_equal(tv_catalog_retiring(f->c, &ids, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(ids[0], 0xB);
+	free(ids);
+	assert_int_equal(tv_catalog_retired(f->c, segs, 2), 0);
+	assert_int_equal(tv_catalog_retiring(f->c, &ids, &n), 0);
+	assert_int_equal(n, 0);
+	free(ids);
+	ag = (struct ages){ .n = 0 };
+	assert_int_equal(tv_catalog_segments_by_age(f->c, collect_age, &ag), 0);
+	assert_int_equal(ag.n, 1);
+	assert_int_equal(ag.s[0].segment_id, 0xC);
+
+	/* the totals survive a reopen, and a catalog without them gets them from its rows */
+	tv_catalog_close(f->c);
+	sql(f->path, "DROP TABLE totals");
+	assert_int_equal(tv_catalog_open(&f->c, f->path, err, sizeof(err)), 0);
+	assert_totals(f->c, 2, 200);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -553,6 +687,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_u64_ids_round_trip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segment_blocks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recovery_functions, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_segments_by_age_and_totals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unusable_files_are_euclean, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_catalog_is_euclean, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delete_by_ids_reports_only_existing, setup,
