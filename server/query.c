@@ -514,6 +514,8 @@ static int open_block(struct tv_query *q, size_t bi, struct batch *b, char *err,
 	char why[REASON_LEN];
 	struct cursor *cur;
 	uint64_t size = 0;
+	const char *ids;
+	size_t n;
 	int ret;
 
 	if (q->pool->open_blocks >= q->pool->max_open_blocks) {
@@ -552,6 +554,17 @@ static int open_block(struct tv_query *q, size_t bi, struct batch *b, char *err,
 		ret = -EBADMSG;
 		goto fault;
 	}
+	/* version 3 blocks: a trace-id query skips a block whose filter holds none of its ids,
+	 * and a window starts at its first page (proto/block_stream.h) */
+	if ((n = tv_filter_trace_ids(q->filter, &ids)) > 0) {
+		ret = tv_block_stream_may_hold_trace(cur->s, ids, n, TV_FILTER_TRACE_ID_STRIDE, why,
+						     sizeof(why));
+		if (ret < 0)
+			goto fault;
+		if (ret == 0)
+			return cursor_drop(q, cur, b, err, errlen);
+	}
+	tv_block_stream_seek(cur->s, q->from_ns);
 	do {
 		ret = cursor_advance(q, cur, b, err, errlen);
 	} while (ret == 1 && cur->ts_ns < q->from_ns);
