@@ -444,7 +444,7 @@ static bool enc_split(struct tv_v3_page_enc *e, const uint8_t *rec, size_t len,
 	e->rest.len = 0;
 	r->mask = 0;
 	while (pos < len) {
-		uint64_t num, v;
+		uint64_t num, v = 0;
 		unsigned wt;
 		size_t total, kl, vo, vl, used;
 		int bit;
