@@ -1,7 +1,8 @@
 """Block versions side by side on one real tracevaultd: records put by the CLI (the writer's
-default, version 3: pages, a ts index, a trace-id filter) and version 2 blocks written by the
-v2 encoder of tvtest.blocks (what servers stored before version 3), in overlapping time
-ranges. Every query answer (whole range, 1-minute windows, limits, --trace-id of a record of
+default, version 3: pages, a ts index, a trace-id filter), version 2 blocks written by the
+v2 encoder of tvtest.blocks (what servers stored before version 3), and version 3 blocks
+written by tvtest.blocks.encode_block_v3 from BLOCK.md alone (zstd and plain columns, odd
+trace and span ids, headers kept as protobuf), in overlapping time ranges. Every query answer (whole range, 1-minute windows, limits, --trace-id of a record of
 each version and of no record) is compared record for record with a reference computed here;
 then tracevaultd --scrub verifies both versions, and a damaged page of a version 3 block is
 found by scrub and quarantined."""
@@ -15,7 +16,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tvtest  # noqa: E402
-from tvtest.blocks import encode_block_v2  # noqa: E402
+from tvtest.blocks import encode_block_v2, encode_block_v3  # noqa: E402
 from tvtest.grpc_client import GrpcClient, grpc_modules  # noqa: E402
 
 FIELDS = ["ts_ns", "end_ns", "latency_ns", "pid", "comm", "local", "remote", "method", "path",
@@ -25,6 +26,7 @@ BASE_NS = 1767225600 * 10**9
 SPAN_NS = 10 * 60 * 10**9     # ten minutes
 N_V3 = 6000
 N_V2 = 3000                   # in 3 blocks of one segment
+N_PY3 = 5000                  # in 2 blocks of one segment, pages of 1000
 
 
 def make_record(rng, ts_ns):
@@ -58,8 +60,11 @@ def reference(records, frm, to, trace=None, limit=0):
 
 
 def check(got, want, label):
-    assert got == want, "%s: got %d records, want %d; first %r vs %r" % (
-        label, len(got), len(want), got[:1], want[:1])
+    if got != want:
+        i = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b),
+                 min(len(got), len(want)))
+        raise AssertionError("%s: got %d records, want %d; first difference at %d: %r vs %r"
+                             % (label, len(got), len(want), i, got[i:i + 1], want[i:i + 1]))
     print("ok %-40s %6d records" % (label, len(got)))
 
 
@@ -81,10 +86,18 @@ def scrub(data_dir):
 
 def main():
     rng = random.Random(1203)
-    ts = rng.sample(range(BASE_NS, BASE_NS + SPAN_NS), N_V3 + N_V2)
+    ts = rng.sample(range(BASE_NS, BASE_NS + SPAN_NS), N_V3 + N_V2 + N_PY3)
     v3 = [make_record(rng, t) for t in ts[:N_V3]]
-    v2 = [make_record(rng, t) for t in ts[N_V3:]]
-    allrecs = v3 + v2
+    v2 = [make_record(rng, t) for t in ts[N_V3:N_V3 + N_V2]]
+    py3 = [make_record(rng, t) for t in ts[N_V3 + N_V2:]]
+    for i, r in enumerate(py3):  # what the columns keep aside: odd ids, absent fields
+        if i % 7 == 1 and r["trace_id"]:
+            r["trace_id"] = r["trace_id"].upper()
+        elif i % 7 == 2:
+            r["trace_id"], r["span_id"] = "not-hex-%d" % i, "s%d" % i
+        elif i % 7 == 3:
+            r["pid"], r["comm"], r["status"], r["end_ns"] = 0, "", 0, r["ts_ns"] - 5
+    allrecs = v3 + v2 + py3
     tmp = tempfile.mkdtemp(prefix="tv-versions-")
     srv = tvtest.Server().start()
     try:
@@ -102,9 +115,27 @@ def main():
         GrpcClient(srv.addr).write_encoded(0x72, blocks)
         versions = block_versions(srv.data_dir)
         assert sorted(versions) == [2, 3] and len(versions[2]) == 3, versions
+        hdr = pb.Header(name="x-req", value="1")
+        msgs = [pb.TraceRecord(**r, req_headers=[hdr] if i % 5 == 0 else [])
+                for i, r in enumerate(py3)]
+        GrpcClient(srv.addr).write_encoded(0x73, [
+            (0x7300, encode_block_v3(0x7300, msgs[:2500], page_records=1000, codec=1)),
+            (0x7301, encode_block_v3(0x7301, msgs[2500:], page_records=1000, codec=0))])
+        for i, r in enumerate(py3):  # query's jsonl shows the headers a record has
+            if i % 5 == 0:
+                r["req_headers"] = [{"name": "x-req", "value": "1"}]
 
         check(query_records(srv.addr, BASE_NS, BASE_NS + SPAN_NS),
               reference(allrecs, BASE_NS, BASE_NS + SPAN_NS), "whole range, v2 + v3 merged")
+        # every field, headers too, through grpcio: the records' own bytes came back
+        got, skipped, code, details, _ = GrpcClient(srv.addr).query_all(BASE_NS,
+                                                                         BASE_NS + SPAN_NS)
+        assert code == GrpcClient(srv.addr).grpc.StatusCode.OK and not skipped, details
+        want = sorted([pb.TraceRecord(**r) for r in v3 + v2] + msgs, key=lambda m: m.ts_ns)
+        assert len(got) == len(want), (len(got), len(want))
+        assert [m.SerializeToString() for m in got] == \
+            [m.SerializeToString() for m in want], "records differ through grpcio"
+        print("ok whole range through grpcio, headers included %7d records" % len(got))
         for i in range(8):
             frm = BASE_NS + rng.randrange(0, SPAN_NS - 60 * 10**9)
             check(query_records(srv.addr, frm, frm + 60 * 10**9),
@@ -112,8 +143,8 @@ def main():
         frm = BASE_NS + SPAN_NS // 2
         check(query_records(srv.addr, frm, BASE_NS + SPAN_NS, ["--limit", "7"]),
               reference(allrecs, frm, BASE_NS + SPAN_NS, limit=7), "--limit 7 mid-range")
-        for label, recs in (("v3", v3), ("v2", v2)):
-            t = next(r["trace_id"] for r in recs[len(recs) // 2:] if r["trace_id"])
+        for label, recs in (("v3", v3), ("v2", v2), ("BLOCK.md's v3", py3)):
+            t = next(r["trace_id"] for r in recs[len(recs) // 2:] if len(r["trace_id"]) == 32)
             check(query_records(srv.addr, BASE_NS, BASE_NS + SPAN_NS, ["--trace-id", t]),
                   reference(allrecs, BASE_NS, BASE_NS + SPAN_NS, trace=t),
                   "--trace-id of a %s record" % label)
