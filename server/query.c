@@ -18,7 +18,9 @@
  * records already sent from it. The payload is read twice (CRC, then records), so every
  * cursor completes the second CRC before it is dropped, also when the query stops before the
  * block's end (to_ns, limit): a file changed in place while it was read is reported, never
- * served silently. */
+ * served silently. A version 3 block is read page by page instead (proto/block_stream.h): its
+ * directory's CRC at open, each page's when the page is read, so only what is served is read
+ * and checked; a window starts at its first page and a trace-id filter may skip the block. */
 #include "server/query.h"
 
 #include <errno.h>
