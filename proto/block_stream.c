@@ -357,7 +357,9 @@ static int v3_next(struct tv_block_stream *s, const uint8_t **data, size_t *len,
 		s->rows++;
 		if (r.ts_ns < s->seek_ts_ns)
 			continue; /* before the window: the columns moved on, nothing built */
-		ret = s_room(s, (void **)&s->out, &s->out_cap, r.bytes ? r.bytes : 1,
+		/* from TV_BLOCK_STREAM_OUT_BYTES, then the largest record: no growth per byte */
+		ret = s_room(s, (void **)&s->out, &s->out_cap,
+			     r.bytes > TV_BLOCK_STREAM_OUT_BYTES ? r.bytes : TV_BLOCK_STREAM_OUT_BYTES,
 			     "the record buffer", err, errlen);
 		if (!ret)
 			ret = tv_v3_record_write(&r, s->out, err, errlen);
