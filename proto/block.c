@@ -10,6 +10,7 @@
 #include <zstd.h>
 
 #include "common/errf.h"
+#include "proto/block_v3.h"
 #include "proto/crc32c.h"
 #include "proto/varint.h"
 
@@ -31,6 +32,9 @@ struct tv_block_builder {
 	uint64_t min_ts_ns, max_ts_ns;
 	struct tv_block_loss loss; /* for the next seal */
 	uint64_t loss_ts_ns;       /* time range of a seal without records */
+	unsigned version;          /* 0: TV_BLOCK_VERSION */
+	struct tv_v3_page_enc *enc; /* version 3, kept across seals */
+	ZSTD_CCtx *cctx;
 };
 
 struct tv_block_reader {
@@ -111,6 +115,12 @@ static void header_write(uint8_t *p, const struct tv_block_header *h)
 		put32(p + V2_LOSS_OFFSET + 40,
 		      h->loss.requests > UINT32_MAX ? UINT32_MAX : (uint32_t)h->loss.requests);
 	}
+	if (h->version >= 3) {
+		put32(p + 108, h->page_count);
+		put32(p + 112, h->bloom_bytes);
+		put32(p + 116, h->dir_crc32c);
+		put32(p + 120, h->bloom_crc32c);
+	}
 	put32(p + crc_off, tv_crc32c(p, crc_off));
 }
 
@@ -125,6 +135,8 @@ uint32_t tv_block_header_bytes(const void *buf)
 		return TV_BLOCK_V1_HEADER_BYTES;
 	case 2:
 		return TV_BLOCK_V2_HEADER_BYTES;
+	case 3:
+		return TV_BLOCK_V3_HEADER_BYTES;
 	default:
 		return 0;
 	}
@@ -153,7 +165,7 @@ int tv_block_header_parse(const void *buf, size_t len, struct tv_block_header *h
 	h->version = get16(p + 4);
 	hb = tv_block_header_bytes(p);
 	if (hb == 0) {
-		tv_errf(err, errlen, 0, "unsupported block version %u (this build reads 1 and 2)",
+		tv_errf(err, errlen, 0, "unsupported block version %u (this build reads 1 to 3)",
 			h->version);
 		return -EPROTONOSUPPORT;
 	}
@@ -190,6 +202,9 @@ int tv_block_header_parse(const void *buf, size_t len, struct tv_block_header *h
 		h->loss.failed = get64(p + V2_LOSS_OFFSET + 32);
 		h->loss.requests = get32(p + V2_LOSS_OFFSET + 40);
 	}
+	if (h->version >= 3)
+		tv_v3_header_tail_get(p, &h->page_count, &h->bloom_bytes, &h->dir_crc32c,
+				      &h->bloom_crc32c);
 	if (h->codec != TV_CODEC_NONE && h->codec != TV_CODEC_ZSTD) {
 		tv_errf(err, errlen, 0, "unsupported block codec %u", h->codec);
 		return -EPROTONOSUPPORT;
@@ -207,6 +222,19 @@ int tv_block_header_parse(const void *buf, size_t len, struct tv_block_header *h
 	if (h->record_count > 0 && h->min_ts_ns > h->max_ts_ns) {
 		tv_errf(err, errlen, 0, "block time range inverted: min %llu > max %llu",
 			(unsigned long long)h->min_ts_ns, (unsigned long long)h->max_ts_ns);
+		return -EBADMSG;
+	}
+	if (h->version >= 3 &&
+	    (h->page_count > TV_BLOCK_V3_MAX_PAGES || h->page_count > h->record_count ||
+	     (h->page_count == 0) != (h->record_count == 0) ||
+	     h->bloom_bytes > TV_BLOCK_V3_MAX_BLOOM_BYTES ||
+	     h->bloom_bytes % TV_BLOCK_V3_BLOOM_BLOCK_BYTES ||
+	     (uint64_t)h->page_count * TV_BLOCK_V3_PAGE_ENTRY_BYTES + h->bloom_bytes >
+		     h->payload_bytes)) {
+		tv_errf(err, errlen, 0,
+			"block page directory out of bounds: %u pages for %u records, %u filter "
+			"bytes, payload %llu", h->page_count, h->record_count, h->bloom_bytes,
+			(unsigned long long)h->payload_bytes);
 		return -EBADMSG;
 	}
 	return 0;
@@ -237,6 +265,8 @@ void tv_block_builder_free(struct tv_block_builder *b)
 		return;
 	free(b->buf);
 	free(b->refs);
+	tv_v3_page_enc_free(b->enc);
+	ZSTD_freeCCtx(b->cctx);
 	free(b);
 }
 
@@ -256,6 +286,14 @@ void tv_block_builder_set_loss(struct tv_block_builder *b, const struct tv_block
 {
 	b->loss = *loss;
 	b->loss_ts_ns = ts_ns;
+}
+
+int tv_block_builder_set_version(struct tv_block_builder *b, unsigned version)
+{
+	if (version != 2 && version != 3)
+		return -EINVAL;
+	b->version = version;
+	return 0;
 }
 
 size_t tv_block_builder_raw_bytes(const struct tv_block_builder *b)
@@ -319,6 +357,129 @@ static int ref_cmp(const void *a, const void *b)
 	return x->off < y->off ? -1 : (x->off > y->off);
 }
 
+/* Version 3: pages of records cut by count and size, the directory, the trace-id filter. */
+static int seal_v3(struct tv_block_builder *b, uint64_t block_id, enum tv_codec codec,
+		   int zstd_level, void **out, size_t *out_len)
+{
+	struct tv_block_header h = { 0 };
+	uint8_t *pages = NULL, *dir = NULL, *bloom = NULL, *blk = NULL;
+	size_t pages_len = 0, pages_cap = 0, dir_cap = 0, page_bytes = 0, ntrace = 0;
+	uint64_t *hashes = NULL, raw = 0;
+	uint32_t npages = 0;
+	int err = 0;
+
+	if (codec != TV_CODEC_ZSTD && codec != TV_CODEC_NONE)
+		return -EINVAL;
+	if (!b->enc && !(b->enc = tv_v3_page_enc_new()))
+		return -ENOMEM;
+	if (codec == TV_CODEC_ZSTD && !b->cctx && !(b->cctx = ZSTD_createCCtx()))
+		return -ENOMEM;
+	tv_v3_page_enc_reset(b->enc);
+	if (b->count && !(hashes = malloc(b->count * sizeof(*hashes))))
+		return -ENOMEM;
+	for (uint32_t i = 0; i <= b->count; i++) {
+		uint32_t n = tv_v3_page_enc_records(b->enc);
+		struct tv_v3_page_entry e;
+		bool has_trace;
+
+		if (n && (i == b->count || n == TV_BLOCK_V3_PAGE_RECORDS ||
+			  page_bytes + b->refs[i].len > TV_BLOCK_V3_PAGE_CUT_BYTES)) {
+			if (npages == TV_BLOCK_V3_MAX_PAGES) {
+				err = -E2BIG;
+				goto out;
+			}
+			if ((size_t)(npages + 1) * TV_BLOCK_V3_PAGE_ENTRY_BYTES > dir_cap) {
+				size_t nc = dir_cap ? dir_cap * 2 : 16 * TV_BLOCK_V3_PAGE_ENTRY_BYTES;
+				uint8_t *nd = realloc(dir, nc);
+
+				if (!nd) {
+					err = -ENOMEM;
+					goto out;
+				}
+				dir = nd;
+				dir_cap = nc;
+			}
+			err = tv_v3_page_enc_finish(b->enc, codec == TV_CODEC_ZSTD ? b->cctx : NULL,
+						    zstd_level, &pages, &pages_len, &pages_cap, &e);
+			if (err)
+				goto out;
+			tv_v3_page_entry_put(dir + (size_t)npages * TV_BLOCK_V3_PAGE_ENTRY_BYTES, &e);
+			npages++;
+			raw += e.raw_len;
+			page_bytes = 0;
+		}
+		if (i == b->count)
+			break;
+		err = tv_v3_page_enc_add(b->enc, b->buf + b->refs[i].off, b->refs[i].len,
+					 b->refs[i].ts_ns, &has_trace, &hashes[ntrace]);
+		if (err)
+			goto out;
+		ntrace += has_trace;
+		page_bytes += b->refs[i].len;
+	}
+	h.page_count = npages;
+	h.bloom_bytes = (uint32_t)tv_v3_bloom_bytes_for(ntrace);
+	if (h.bloom_bytes) {
+		bloom = calloc(1, h.bloom_bytes);
+		if (!bloom) {
+			err = -ENOMEM;
+			goto out;
+		}
+		for (size_t i = 0; i < ntrace; i++)
+			tv_v3_bloom_add(bloom, h.bloom_bytes, hashes[i]);
+	}
+	h.payload_bytes = (uint64_t)npages * TV_BLOCK_V3_PAGE_ENTRY_BYTES + h.bloom_bytes +
+			  pages_len;
+	h.raw_bytes = (uint64_t)npages * TV_BLOCK_V3_PAGE_ENTRY_BYTES + h.bloom_bytes + raw;
+	if (h.raw_bytes > TV_BLOCK_MAX_RAW_BYTES || h.payload_bytes > TV_BLOCK_MAX_PAYLOAD_BYTES) {
+		err = -E2BIG;
+		goto out;
+	}
+	blk = malloc(TV_BLOCK_V3_HEADER_BYTES + h.payload_bytes);
+	if (!blk) {
+		err = -ENOMEM;
+		goto out;
+	}
+	{
+		uint8_t *p = blk + TV_BLOCK_V3_HEADER_BYTES;
+		size_t dl = (size_t)npages * TV_BLOCK_V3_PAGE_ENTRY_BYTES;
+
+		if (dl)
+			memcpy(p, dir, dl);
+		if (h.bloom_bytes)
+			memcpy(p + dl, bloom, h.bloom_bytes);
+		if (pages_len)
+			memcpy(p + dl + h.bloom_bytes, pages, pages_len);
+		h.dir_crc32c = tv_crc32c(p, dl);
+		h.bloom_crc32c = tv_crc32c(p + dl, h.bloom_bytes);
+		h.payload_crc32c = tv_crc32c(p, h.payload_bytes);
+	}
+	h.magic = TV_BLOCK_MAGIC;
+	h.version = 3;
+	h.codec = (uint16_t)codec;
+	h.block_id = block_id;
+	h.header_bytes = TV_BLOCK_V3_HEADER_BYTES;
+	h.min_ts_ns = b->count ? b->min_ts_ns : b->loss_ts_ns;
+	h.max_ts_ns = b->count ? b->max_ts_ns : b->loss_ts_ns;
+	h.record_count = b->count;
+	h.loss = b->loss;
+	header_write(blk, &h);
+	*out = blk;
+	*out_len = TV_BLOCK_V3_HEADER_BYTES + h.payload_bytes;
+	blk = NULL;
+	tv_block_builder_reset(b);
+	memset(&b->loss, 0, sizeof(b->loss));
+out:
+	if (err)
+		tv_v3_page_enc_reset(b->enc);
+	free(blk);
+	free(pages);
+	free(dir);
+	free(bloom);
+	free(hashes);
+	return err;
+}
+
 int tv_block_builder_seal(struct tv_block_builder *b, uint64_t block_id, enum tv_codec codec,
 			  int zstd_level, void **out, size_t *out_len)
 {
@@ -334,6 +495,10 @@ int tv_block_builder_seal(struct tv_block_builder *b, uint64_t block_id, enum tv
 		return -ENOMEM;
 	if (b->count) /* refs may be NULL for a loss-only block */
 		qsort(b->refs, b->count, sizeof(*b->refs), ref_cmp);
+	if (b->version != 2) {
+		free(raw);
+		return seal_v3(b, block_id, codec, zstd_level, out, out_len);
+	}
 	for (uint32_t i = 0; i < b->count; i++) {
 		raw_len += tv_varint_put(raw + raw_len, b->refs[i].len);
 		memcpy(raw + raw_len, b->buf + b->refs[i].off, b->refs[i].len);
@@ -367,7 +532,7 @@ int tv_block_builder_seal(struct tv_block_builder *b, uint64_t block_id, enum tv
 	}
 
 	h.magic = TV_BLOCK_MAGIC;
-	h.version = TV_BLOCK_VERSION;
+	h.version = 2;
 	h.codec = (uint16_t)codec;
 	h.block_id = block_id;
 	h.header_bytes = TV_BLOCK_V2_HEADER_BYTES;
@@ -393,6 +558,83 @@ out:
 }
 
 /* ---- reader ---- */
+
+/* A version 3 payload (CRC already checked) decoded into r->raw as version 2's run of
+ * length-prefixed records. */
+static int reader_v3(struct tv_block_reader *r, const uint8_t *payload, char *err, size_t errlen)
+{
+	const struct tv_block_header *h = &r->h;
+	size_t dl = (size_t)h->page_count * TV_BLOCK_V3_PAGE_ENTRY_BYTES, off, cap = 0, len = 0;
+	ZSTD_DCtx *dctx = NULL;
+	uint8_t *buf = NULL;
+	void *work = NULL;
+	int ret;
+
+	if (tv_crc32c(payload, dl) != h->dir_crc32c)
+		return tv_errf(err, errlen, -EBADMSG, "block page directory checksum mismatch");
+	ret = tv_v3_directory_check(payload, h, err, errlen);
+	if (ret)
+		return ret;
+	if (tv_crc32c(payload + dl, h->bloom_bytes) != h->bloom_crc32c)
+		return tv_errf(err, errlen, -EBADMSG, "block trace-id filter checksum mismatch");
+	off = dl + h->bloom_bytes;
+	if (h->page_count && !(dctx = ZSTD_createDCtx()))
+		return tv_errf(err, errlen, -ENOMEM, "out of memory for a zstd context");
+	for (uint32_t i = 0; i < h->page_count; i++) {
+		struct tv_v3_page_entry e;
+		struct tv_v3_page *pg;
+		struct tv_v3_record rec;
+
+		tv_v3_page_entry_get(payload + (size_t)i * TV_BLOCK_V3_PAGE_ENTRY_BYTES, &e);
+		if (tv_crc32c(payload + off, e.stored_len) != e.crc32c) {
+			ret = tv_errf(err, errlen, -EBADMSG, "block page %u checksum mismatch", i);
+			goto out;
+		}
+		free(work);
+		work = malloc(tv_v3_page_work_bytes(&e));
+		if (!work) {
+			ret = tv_errf(err, errlen, -ENOMEM, "out of memory decoding a page");
+			goto out;
+		}
+		ret = tv_v3_page_open(&pg, work, &e, payload + off, dctx, err, errlen);
+		if (ret)
+			goto out;
+		while ((ret = tv_v3_page_next(pg, &rec, err, errlen)) == 1) {
+			if (cap - len < rec.bytes + TV_VARINT_MAX_BYTES) {
+				size_t nc = cap ? cap : 64 * 1024;
+				uint8_t *nb;
+
+				while (nc - len < rec.bytes + TV_VARINT_MAX_BYTES)
+					nc *= 2;
+				nb = realloc(buf, nc);
+				if (!nb) {
+					ret = tv_errf(err, errlen, -ENOMEM,
+						      "out of memory decoding a page");
+					goto out;
+				}
+				buf = nb;
+				cap = nc;
+			}
+			len += tv_varint_put(buf + len, rec.bytes);
+			ret = tv_v3_record_write(&rec, buf + len, err, errlen);
+			if (ret)
+				goto out;
+			len += rec.bytes;
+		}
+		if (ret)
+			goto out;
+		off += e.stored_len;
+	}
+	free(r->raw);
+	r->raw = buf;
+	r->raw_len = len;
+	buf = NULL;
+out:
+	free(buf);
+	free(work);
+	ZSTD_freeDCtx(dctx);
+	return ret;
+}
 
 int tv_block_reader_open(struct tv_block_reader **out, const void *buf, size_t len, char *err,
 			 size_t errlen)
@@ -425,6 +667,13 @@ int tv_block_reader_open(struct tv_block_reader **out, const void *buf, size_t l
 			r->h.payload_crc32c, crc);
 		ret = -EBADMSG;
 		goto fail;
+	}
+	if (r->h.version >= 3) {
+		ret = reader_v3(r, payload, err, errlen);
+		if (ret)
+			goto fail;
+		*out = r;
+		return 0;
 	}
 	r->raw = malloc(r->h.raw_bytes ? r->h.raw_bytes : 1);
 	if (!r->raw) {

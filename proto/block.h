@@ -1,6 +1,7 @@
 /* The trace block: a checksummed header (64 bytes in version 1, 112 in version 2 with loss
- * counters), then a zstd-compressed run of length-delimited TraceRecord protobufs. Written by
- * the client, stored as-is by the server. */
+ * counters, 128 in version 3), then in versions 1 and 2 a zstd-compressed run of
+ * length-delimited TraceRecord protobufs, in version 3 a page directory, a trace-id filter and
+ * columnar pages (proto/block_v3.h). Written by the client, stored as-is by the server. */
 #ifndef TV_BLOCK_H
 #define TV_BLOCK_H
 
@@ -10,12 +11,13 @@
 #include "tracevault.pb-c.h"
 
 #define TV_BLOCK_MAGIC 0x4b425654u /* "TVBK" as little-endian bytes */
-#define TV_BLOCK_VERSION 2	/* what the builder writes; readers take 1 and 2 */
+#define TV_BLOCK_VERSION 3	/* what the builder writes by default; readers take 1 to 3 */
 #define TV_BLOCK_V1_HEADER_BYTES 64
 #define TV_BLOCK_V2_HEADER_BYTES 112
+#define TV_BLOCK_V3_HEADER_BYTES 128
 /* Every block is at least this long; magic and version sit in its first 8 bytes. */
 #define TV_BLOCK_MIN_HEADER_BYTES TV_BLOCK_V1_HEADER_BYTES
-#define TV_BLOCK_MAX_HEADER_BYTES TV_BLOCK_V2_HEADER_BYTES
+#define TV_BLOCK_MAX_HEADER_BYTES TV_BLOCK_V3_HEADER_BYTES
 /* Bytes a reader needs to learn the header length (magic + version + codec). */
 #define TV_BLOCK_PREFIX_BYTES 8
 /* Upper bounds a reader enforces before it allocates anything: a corrupt size field must
@@ -76,12 +78,15 @@ struct tv_block_header {
 	uint32_t payload_crc32c; /* CRC32C of the stored payload bytes */
 	uint32_t reserved;       /* version 2 bytes [60, 64): 0 (BLOCK.md) */
 	uint32_t header_crc32c;  /* CRC32C of header bytes [0, header_bytes - 4) */
-	uint32_t header_bytes;   /* 64 (version 1) or 112 (version 2): derived, not stored */
-	struct tv_block_loss loss; /* version 2 only */
+	uint32_t header_bytes;   /* 64, 112 or 128 by version: derived, not stored */
+	struct tv_block_loss loss; /* version 2 and 3 */
+	/* version 3 only (proto/block_v3.h): pages in the directory, bytes of the trace-id
+	 * filter, and the CRC32C of each */
+	uint32_t page_count, bloom_bytes, dir_crc32c, bloom_crc32c;
 };
 
-/* Header length of the block whose first TV_BLOCK_PREFIX_BYTES bytes are at buf: 64 or 112,
- * or 0 for a bad magic or an unknown version. */
+/* Header length of the block whose first TV_BLOCK_PREFIX_BYTES bytes are at buf: 64, 112 or
+ * 128, or 0 for a bad magic or an unknown version. */
 uint32_t tv_block_header_bytes(const void *buf);
 
 /* Parse and check a header from the first len bytes of buf: magic, version, codec, header CRC and
@@ -114,14 +119,18 @@ void tv_block_builder_reset(struct tv_block_builder *b);
  * counter is non-zero: the loss is stored even when nothing was kept. */
 void tv_block_builder_set_loss(struct tv_block_builder *b, const struct tv_block_loss *loss,
 			       uint64_t ts_ns);
+/* The format version the next seals write: 2 (one zstd frame of records, for a reader that
+ * predates version 3) or 3 (the default). Returns 0 or -EINVAL for another version. */
+int tv_block_builder_set_version(struct tv_block_builder *b, unsigned version);
 /* Bytes the records would take uncompressed, a proxy for the sealed size. */
 size_t tv_block_builder_raw_bytes(const struct tv_block_builder *b);
 /* Seal the added records, sorted by ts_ns (stable), into one encoded block. On success (0) *out
  * is a malloc'd buffer of *out_len bytes owned by the caller, and the builder is empty again.
- * codec is TV_CODEC_ZSTD or TV_CODEC_NONE. Writes version 2 with the loss set by
- * tv_block_builder_set_loss (cleared on success). Errors leave records and loss in the builder:
- * -ENODATA when it has no record and no loss, -E2BIG when the framed records pass
- * TV_BLOCK_MAX_RAW_BYTES, -EIO when zstd fails, -EINVAL for another codec, -ENOMEM. */
+ * codec is TV_CODEC_ZSTD or TV_CODEC_NONE. Writes the version of tv_block_builder_set_version
+ * (3 by default) with the loss set by tv_block_builder_set_loss (cleared on success). Errors
+ * leave records and loss in the builder: -ENODATA when it has no record and no loss, -E2BIG
+ * when the framed records pass TV_BLOCK_MAX_RAW_BYTES (or, version 3, TV_BLOCK_V3_MAX_PAGES
+ * pages), -EIO when zstd fails, -EINVAL for another codec, -ENOMEM. */
 int tv_block_builder_seal(struct tv_block_builder *b, uint64_t block_id, enum tv_codec codec,
 			  int zstd_level, void **out, size_t *out_len);
 
@@ -135,7 +144,8 @@ int tv_block_set_id(void *buf, size_t len, uint64_t block_id);
 struct tv_block_reader;
 
 /* Check a whole encoded block (header, sizes, payload CRC) and decompress its payload into
- * the reader (*out, freed with tv_block_reader_free). buf must stay valid only for this call.
+ * the reader (*out, freed with tv_block_reader_free); a version 3 block's pages are decoded
+ * (directory, page CRCs) into the same run of records. buf must stay valid only for this call.
  * It holds raw_bytes at once: the server reads stored blocks with proto/block_stream.h.
  * Returns 0, or a tv_block_header_parse error, -EBADMSG (size, payload CRC or decompression)
  * or -ENOMEM, each with a reason in err when err != NULL. */

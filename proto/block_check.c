@@ -12,6 +12,7 @@
 #include <zstd_errors.h>
 
 #include "common/errf.h"
+#include "proto/block_v3.h"
 #include "proto/crc32c.h"
 #include "proto/varint.h"
 
@@ -41,6 +42,14 @@ struct tv_block_check {
 	uint32_t seen;     /* records checked */
 	uint64_t last_ts_ns;
 	int failed;
+	/* version 3: the payload's parts (directory, filter, each page) are collected whole,
+	 * each at most its bound (block_v3.h), then checked */
+	uint32_t part;     /* 0 directory, 1 filter, 2 + i page i, 2 + page_count: done */
+	size_t need, have; /* bytes of the current part */
+	uint8_t *dir, *bloom, *page;
+	size_t dir_cap, bloom_cap, page_cap;
+	void *work;        /* the page decoder's */
+	size_t work_cap;
 };
 
 /* ---- one record: protobuf-c's unpack decisions, from the wire format ---- */
@@ -228,8 +237,14 @@ void tv_block_check_free(struct tv_block_check *c)
 	ZSTD_freeDCtx(c->dctx);
 	free(c->out);
 	free(c->rec);
+	free(c->dir);
+	free(c->bloom);
+	free(c->page);
+	free(c->work);
 	free(c);
 }
+
+static int v3_begin(struct tv_block_check *c, char *err, size_t errlen);
 
 int tv_block_check_begin(struct tv_block_check *c, const struct tv_block_header *h, char *err,
 			 size_t errlen)
@@ -265,6 +280,8 @@ int tv_block_check_begin(struct tv_block_check *c, const struct tv_block_header 
 		return tv_errf(err, errlen, -EBADMSG,
 			       "record_count %u cannot fit in raw_bytes %llu", h->record_count,
 			       (unsigned long long)h->raw_bytes);
+	if (h->version >= 3)
+		return v3_begin(c, err, errlen);
 	if (h->codec == TV_CODEC_ZSTD) {
 		size_t r;
 
@@ -398,6 +415,166 @@ static int walk(struct tv_block_check *c, const uint8_t *p, size_t n, char *err,
 	return 0;
 }
 
+
+/* ---- version 3 ---- */
+
+/* Room for n bytes at *p (*cap grown, contents dropped). */
+static int room(uint8_t **p, size_t *cap, size_t n)
+{
+	uint8_t *np;
+
+	if (n <= *cap)
+		return 0;
+	np = malloc(n);
+	if (!np)
+		return -ENOMEM;
+	free(*p);
+	*p = np;
+	*cap = n;
+	return 0;
+}
+
+static void v3_page_entry(const struct tv_block_check *c, uint32_t i, struct tv_v3_page_entry *e)
+{
+	tv_v3_page_entry_get(c->dir + (size_t)i * TV_BLOCK_V3_PAGE_ENTRY_BYTES, e);
+}
+
+/* Move to the next part that has bytes, sizing its buffer. */
+static int v3_next_part(struct tv_block_check *c)
+{
+	for (;;) {
+		c->have = 0;
+		if (c->part == 0)
+			c->need = (size_t)c->h.page_count * TV_BLOCK_V3_PAGE_ENTRY_BYTES;
+		else if (c->part == 1)
+			c->need = c->h.bloom_bytes;
+		else if (c->part < 2 + c->h.page_count) {
+			struct tv_v3_page_entry e;
+
+			v3_page_entry(c, c->part - 2, &e);
+			c->need = e.stored_len; /* the directory check bounded it */
+			return room(&c->page, &c->page_cap, c->need);
+		} else
+			return 0;
+		if (c->need)
+			return c->part == 0 ? room(&c->dir, &c->dir_cap, c->need) :
+					      room(&c->bloom, &c->bloom_cap, c->need);
+		c->part++;
+	}
+}
+
+static int v3_begin(struct tv_block_check *c, char *err, size_t errlen)
+{
+	int ret;
+
+	if (c->h.page_count && !c->dctx && !(c->dctx = ZSTD_createDCtx()))
+		return tv_errf(err, errlen, -ENOMEM, "out of memory for a zstd context");
+	c->part = 0;
+	ret = v3_next_part(c);
+	if (ret)
+		return tv_errf(err, errlen, ret, "out of memory for the page directory");
+	c->failed = 0;
+	return 0;
+}
+
+/* Page i, collected whole: its CRC, its columns, each record rebuilt and checked as in
+ * version 2, its ts_ns the index's and its trace id in the filter. */
+static int v3_page(struct tv_block_check *c, uint32_t i, char *err, size_t errlen)
+{
+	struct tv_v3_page_entry e;
+	struct tv_v3_page *pg;
+	struct tv_v3_record r;
+	char why[160];
+	size_t need;
+	int ret;
+
+	v3_page_entry(c, i, &e);
+	if (tv_crc32c(c->page, e.stored_len) != e.crc32c)
+		return tv_errf(err, errlen, -EBADMSG, "page %u checksum mismatch", i);
+	need = tv_v3_page_work_bytes(&e);
+	if (need > c->work_cap) {
+		free(c->work);
+		c->work_cap = 0;
+		if (!(c->work = malloc(need)))
+			return -ENOMEM;
+		c->work_cap = need;
+	}
+	ret = tv_v3_page_open(&pg, c->work, &e, c->page, c->dctx, why, sizeof(why));
+	if (ret)
+		return tv_errf(err, errlen, ret, "page %u: %s", i, why);
+	while ((ret = tv_v3_page_next(pg, &r, why, sizeof(why))) == 1) {
+		const uint8_t *id;
+		size_t id_len;
+		uint64_t ts;
+
+		if (room(&c->rec, &c->rec_cap, r.bytes ? r.bytes : 1))
+			return -ENOMEM;
+		ret = tv_v3_record_write(&r, c->rec, why, sizeof(why));
+		if (ret)
+			return tv_errf(err, errlen, ret, "page %u: %s", i, why);
+		ret = record(c, c->rec, r.bytes, err, errlen);
+		if (ret)
+			return ret;
+		ts = c->last_ts_ns; /* the record's field 1, as record() read it */
+		if (ts != r.ts_ns)
+			return tv_errf(err, errlen, -EBADMSG,
+				       "record %u: ts_ns %llu, its page's ts_ns column says %llu",
+				       c->seen - 1, (unsigned long long)ts,
+				       (unsigned long long)r.ts_ns);
+		tv_v3_record_trace(c->rec, r.bytes, &id, &id_len);
+		/* a false negative would drop the record from trace-id queries silently */
+		if (id_len == 32 && !tv_v3_bloom_test(c->bloom, c->h.bloom_bytes,
+						      tv_v3_trace_hash((const char *)id)))
+			return tv_errf(err, errlen, -EBADMSG,
+				       "record %u: its trace id is not in the block's trace-id "
+				       "filter", c->seen - 1);
+	}
+	if (ret)
+		return tv_errf(err, errlen, ret, "page %u: %s", i, why);
+	return 0;
+}
+
+static int v3_feed(struct tv_block_check *c, const uint8_t *p, size_t len, char *err,
+		   size_t errlen)
+{
+	int ret;
+
+	while (len) {
+		size_t take;
+		uint8_t *dst;
+
+		if (c->part >= 2 + c->h.page_count)
+			return tv_errf(err, errlen, -EBADMSG,
+				       "payload holds bytes after its last page");
+		take = c->need - c->have < len ? c->need - c->have : len;
+		dst = c->part == 0 ? c->dir : c->part == 1 ? c->bloom : c->page;
+		memcpy(dst + c->have, p, take);
+		c->have += take;
+		p += take;
+		len -= take;
+		if (c->have < c->need)
+			return 0;
+		if (c->part == 0) {
+			if (tv_crc32c(c->dir, c->need) != c->h.dir_crc32c)
+				return tv_errf(err, errlen, -EBADMSG,
+					       "page directory checksum mismatch");
+			ret = tv_v3_directory_check(c->dir, &c->h, err, errlen);
+		} else if (c->part == 1) {
+			ret = tv_crc32c(c->bloom, c->need) == c->h.bloom_crc32c ? 0 :
+				tv_errf(err, errlen, -EBADMSG, "trace-id filter checksum mismatch");
+		} else {
+			ret = v3_page(c, c->part - 2, err, errlen);
+		}
+		if (ret)
+			return ret;
+		c->part++;
+		ret = v3_next_part(c);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
 /* Decompress a piece of a zstd payload through the bounded output buffer. */
 static int inflate(struct tv_block_check *c, const uint8_t *p, size_t len, char *err,
 		   size_t errlen)
@@ -443,8 +620,11 @@ int tv_block_check_feed(struct tv_block_check *c, const void *payload, size_t le
 
 	if (c->failed)
 		return tv_errf(err, errlen, -EINVAL, "block check used after a failure");
-	ret = c->h.codec == TV_CODEC_ZSTD ? inflate(c, payload, len, err, errlen)
-					  : walk(c, payload, len, err, errlen);
+	if (c->h.version >= 3)
+		ret = v3_feed(c, payload, len, err, errlen);
+	else
+		ret = c->h.codec == TV_CODEC_ZSTD ? inflate(c, payload, len, err, errlen)
+						  : walk(c, payload, len, err, errlen);
 	c->failed = ret != 0;
 	return ret;
 }
@@ -456,7 +636,13 @@ int tv_block_check_end(struct tv_block_check *c, char *err, size_t errlen)
 	if (c->failed)
 		return tv_errf(err, errlen, -EINVAL, "block check used after a failure");
 	c->failed = 1;
-	if (c->h.codec == TV_CODEC_ZSTD && !c->frame_done)
+	if (c->h.version >= 3 && c->part != 2 + c->h.page_count)
+		ret = tv_errf(err, errlen, -EBADMSG, "payload ends inside its %s",
+			      c->part == 0 ? "page directory" :
+			      c->part == 1 ? "trace-id filter" : "pages");
+	else if (c->h.version >= 3)
+		ret = 0; /* every page was checked whole as it completed */
+	else if (c->h.codec == TV_CODEC_ZSTD && !c->frame_done)
 		ret = tv_errf(err, errlen, -EBADMSG, "payload ends inside its zstd frame");
 	else if (c->raw_seen != c->h.raw_bytes)
 		ret = tv_errf(

@@ -19,6 +19,7 @@
 #include <zstd_errors.h>
 
 #include "common/errf.h"
+#include "proto/block_v3.h"
 #include "proto/crc32c.h"
 
 #define WHY_LEN 192
@@ -49,7 +50,27 @@ struct tv_block_stream {
 	uint64_t last_ts_ns;
 	int mem_ret;                          /* why zstd's last allocation failed (0: it did not) */
 	char mem_why[WHY_LEN + 64];
+	/* version 3: the directory at open, then one page at a time */
+	ZSTD_DCtx *dctx;
+	uint8_t *dir;                         /* page_count entries, CRC checked */
+	uint8_t *pg;                          /* the stored page being read */
+	size_t pg_cap;
+	void *work;                           /* its decoder (tv_v3_page_work_bytes) */
+	size_t work_cap;
+	struct tv_v3_page *page;              /* NULL: none open */
+	uint32_t next_page;                   /* the page to open when this one ends */
+	uint64_t seek_ts_ns;                  /* rows before this are passed over unbuilt */
+	uint64_t rows, pages;                 /* rows decoded, pages opened (measurement) */
+	uint64_t page_off;                    /* file offset of page next_page */
 };
+
+_Static_assert(TV_BLOCK_V3_MAX_PAGES * TV_BLOCK_V3_PAGE_ENTRY_BYTES +
+			       TV_BLOCK_V3_MAX_BLOOM_BYTES + TV_BLOCK_V3_MAX_PAGE_RAW_BYTES +
+			       TV_BLOCK_V3_MAX_PAGE_RAW_BYTES + (3u << 19) /* dictionaries */ +
+			       TV_BLOCK_STREAM_MAX_OUT_BYTES + TV_BLOCK_STREAM_READ_BYTES +
+			       (1u << 20) /* zstd's context, ~100 KiB */ <=
+		       TV_BLOCK_STREAM_MAX_MEMORY_BYTES,
+	       "a version 3 stream fits TV_BLOCK_STREAM_MAX_MEMORY_BYTES too");
 
 /* zstd's allocations carry their size in front, so z_free can give back what z_alloc took. */
 union zhdr {
@@ -223,6 +244,195 @@ static int zstd_init(struct tv_block_stream *s, char *err, size_t errlen)
 	return 0;
 }
 
+
+/* ---- version 3: the directory, then page by page ---- */
+
+static int v3_open(struct tv_block_stream *s, char *err, size_t errlen)
+{
+	size_t dl = (size_t)s->h.page_count * TV_BLOCK_V3_PAGE_ENTRY_BYTES;
+	int ret;
+
+	if (s->h.page_count == 0)
+		return 0;
+	s->dir = s_alloc(s, dl, "the page directory", &ret, err, errlen);
+	if (!s->dir)
+		return ret;
+	ret = read_exact(s, s->h.header_bytes, s->dir, dl, err, errlen);
+	if (ret)
+		return ret;
+	if (tv_crc32c(s->dir, dl) != s->h.dir_crc32c)
+		return tv_errf(err, errlen, -EBADMSG, "block page directory checksum mismatch");
+	ret = tv_v3_directory_check(s->dir, &s->h, err, errlen);
+	if (ret)
+		return ret;
+	s->page_off = s->h.header_bytes + dl + s->h.bloom_bytes;
+	if (s->h.codec == TV_CODEC_ZSTD) {
+		ZSTD_customMem mem = { .customAlloc = z_alloc, .customFree = z_free, .opaque = s };
+
+		s->mem_ret = 0;
+		s->dctx = ZSTD_createDCtx_advanced(mem);
+		if (!s->dctx)
+			return tv_errf(err, errlen, s->mem_ret ? s->mem_ret : -ENOMEM, "%s",
+				       s->mem_ret ? s->mem_why : "cannot create a zstd context");
+	}
+	return 0;
+}
+
+static void v3_entry(const struct tv_block_stream *s, uint32_t i, struct tv_v3_page_entry *e)
+{
+	tv_v3_page_entry_get(s->dir + (size_t)i * TV_BLOCK_V3_PAGE_ENTRY_BYTES, e);
+}
+
+/* Grow the buffer at *p of *cap bytes to hold n (contents dropped), reserved first. */
+static int s_room(struct tv_block_stream *s, void **p, size_t *cap, size_t n, const char *what,
+		  char *err, size_t errlen)
+{
+	void *np;
+	int ret;
+
+	if (n <= *cap)
+		return 0;
+	np = s_alloc(s, n, what, &ret, err, errlen);
+	if (!np)
+		return ret;
+	s_free(s, *p, *cap);
+	*p = np;
+	*cap = n;
+	return 0;
+}
+
+/* Read, check and open page next_page. */
+static int v3_load(struct tv_block_stream *s, char *err, size_t errlen)
+{
+	struct tv_v3_page_entry e;
+	uint32_t i = s->next_page;
+	int ret;
+
+	v3_entry(s, i, &e);
+	ret = s_room(s, (void **)&s->pg, &s->pg_cap, e.stored_len, "a page", err, errlen);
+	if (!ret)
+		ret = s_room(s, &s->work, &s->work_cap, tv_v3_page_work_bytes(&e),
+			     "a page's columns", err, errlen);
+	if (!ret)
+		ret = read_exact(s, s->page_off, s->pg, e.stored_len, err, errlen);
+	if (ret)
+		return ret;
+	if (tv_crc32c(s->pg, e.stored_len) != e.crc32c)
+		return tv_errf(err, errlen, -EBADMSG, "block page %u checksum mismatch", i);
+	s->mem_ret = 0;
+	ret = tv_v3_page_open(&s->page, s->work, &e, s->pg, s->dctx, err, errlen);
+	if (ret) {
+		s->page = NULL;
+		if (s->mem_ret)
+			return tv_errf(err, errlen, s->mem_ret, "%s", s->mem_why);
+		return ret;
+	}
+	s->page_off += e.stored_len;
+	s->next_page++;
+	s->pages++;
+	return 0;
+}
+
+static int v3_next(struct tv_block_stream *s, const uint8_t **data, size_t *len,
+		   uint64_t *ts_ns, char *err, size_t errlen)
+{
+	struct tv_v3_record r;
+	int ret;
+
+	for (;;) {
+		if (!s->page) {
+			if (s->next_page == s->h.page_count)
+				return 0;
+			ret = v3_load(s, err, errlen);
+			if (ret)
+				return ret;
+		}
+		ret = tv_v3_page_next(s->page, &r, err, errlen);
+		if (ret < 0)
+			return ret;
+		if (ret == 0) {
+			s->page = NULL;
+			continue;
+		}
+		s->rows++;
+		if (r.ts_ns < s->seek_ts_ns)
+			continue; /* before the window: the columns moved on, nothing built */
+		/* from TV_BLOCK_STREAM_OUT_BYTES, then the largest record: no growth per byte */
+		ret = s_room(s, (void **)&s->out, &s->out_cap,
+			     r.bytes > TV_BLOCK_STREAM_OUT_BYTES ? r.bytes : TV_BLOCK_STREAM_OUT_BYTES,
+			     "the record buffer", err, errlen);
+		if (!ret)
+			ret = tv_v3_record_write(&r, s->out, err, errlen);
+		if (ret)
+			return ret;
+		*data = s->out;
+		*len = r.bytes;
+		*ts_ns = r.ts_ns;
+		s->seen++;
+		s->last_ts_ns = r.ts_ns;
+		return 1;
+	}
+}
+
+int tv_block_stream_seek(struct tv_block_stream *s, uint64_t ts_ns)
+{
+	uint32_t lo = 0, hi = s->h.page_count;
+
+	if (s->h.version < 3 || s->seen || s->rows || s->page)
+		return 0;
+	while (lo < hi) { /* the first page whose last record is at or after ts_ns */
+		uint32_t mid = lo + (hi - lo) / 2;
+		struct tv_v3_page_entry e;
+
+		v3_entry(s, mid, &e);
+		if (e.last_ts < ts_ns)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	s->page_off = s->h.header_bytes +
+		      (uint64_t)s->h.page_count * TV_BLOCK_V3_PAGE_ENTRY_BYTES + s->h.bloom_bytes;
+	for (uint32_t i = 0; i < lo; i++) {
+		struct tv_v3_page_entry e;
+
+		v3_entry(s, i, &e);
+		s->page_off += e.stored_len;
+	}
+	s->next_page = lo;
+	s->seek_ts_ns = ts_ns;
+	return 1;
+}
+
+int tv_block_stream_may_hold_trace(struct tv_block_stream *s, const char *ids, size_t n,
+				   size_t stride, char *err, size_t errlen)
+{
+	uint8_t *bloom;
+	int ret = 0;
+
+	if (s->h.version < 3)
+		return 1;
+	if (s->h.bloom_bytes == 0)
+		return 0; /* the check made sure: no record of it has a 32-byte trace id */
+	bloom = s_alloc(s, s->h.bloom_bytes, "the trace-id filter", &ret, err, errlen);
+	if (!bloom)
+		return ret;
+	ret = read_exact(s, s->h.header_bytes +
+				    (uint64_t)s->h.page_count * TV_BLOCK_V3_PAGE_ENTRY_BYTES,
+			 bloom, s->h.bloom_bytes, err, errlen);
+	if (!ret && tv_crc32c(bloom, s->h.bloom_bytes) != s->h.bloom_crc32c)
+		ret = tv_errf(err, errlen, -EBADMSG, "block trace-id filter checksum mismatch");
+	for (size_t i = 0; !ret && i < n; i++)
+		if (tv_v3_bloom_test(bloom, s->h.bloom_bytes, tv_v3_trace_hash(ids + i * stride)))
+			ret = 1;
+	s_free(s, bloom, s->h.bloom_bytes);
+	return ret;
+}
+
+uint64_t tv_block_stream_rows_decoded(const struct tv_block_stream *s)
+{
+	return s->h.version >= 3 ? s->rows : s->seen;
+}
+
 int tv_block_stream_open(struct tv_block_stream **out, tv_block_read_fn read, void *arg,
 			 uint64_t file_bytes, const struct tv_block_budget *budget, char *err,
 			 size_t errlen)
@@ -267,6 +477,13 @@ int tv_block_stream_open(struct tv_block_stream **out, tv_block_read_fn read, vo
 			      "says %llu",
 			      (unsigned long long)file_bytes, (unsigned long long)s->end);
 		goto fail;
+	}
+	if (s->h.version >= 3) {
+		ret = v3_open(s, err, errlen);
+		if (ret)
+			goto fail;
+		*out = s;
+		return 0;
 	}
 	ret = check_payload_crc(s, err, errlen);
 	if (ret)
@@ -438,6 +655,8 @@ int tv_block_stream_finish(struct tv_block_stream *s, char *err, size_t errlen)
 {
 	int ret;
 
+	if (s->h.version >= 3) /* every page served was checked as it was read */
+		return 0;
 	/* what the buffers hold was summed when it was read: only the rest of the file is left */
 	while (s->off < s->end) {
 		size_t n = s->end - s->off < TV_BLOCK_STREAM_READ_BYTES ?
@@ -493,6 +712,8 @@ static int take_record(struct tv_block_stream *s, const uint8_t *p, size_t n, si
 int tv_block_stream_next(struct tv_block_stream *s, const uint8_t **data, size_t *len,
 			 uint64_t *ts_ns, char *err, size_t errlen)
 {
+	if (s->h.version >= 3)
+		return v3_next(s, data, len, ts_ns, err, errlen);
 	for (;;) {
 		size_t avail = s->out_len - s->out_pos, used = 0, need;
 		const uint8_t *p = s->out + s->out_pos;
@@ -547,6 +768,10 @@ void tv_block_stream_free(struct tv_block_stream *s)
 		return;
 	b = s->budget;
 	ZSTD_freeDStream(s->z); /* through z_free: NULL is a no-op */
+	ZSTD_freeDCtx(s->dctx);
+	s_free(s, s->dir, (size_t)s->h.page_count * TV_BLOCK_V3_PAGE_ENTRY_BYTES);
+	s_free(s, s->pg, s->pg_cap);
+	s_free(s, s->work, s->work_cap);
 	s_free(s, s->out, s->out_cap);
 	s_free(s, s->in, TV_BLOCK_STREAM_READ_BYTES);
 	free(s);

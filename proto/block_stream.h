@@ -3,7 +3,10 @@
  * header and payload CRC32C are checked before any record is handed out, and the payload is
  * decompressed as records are taken. What it holds is bounded by the zstd window
  * (2^TV_BLOCK_MAX_WINDOW_LOG at most) and the largest record, never by raw_bytes; every byte it
- * allocates (zstd's too) is reserved first from the caller's budget. Format: proto/BLOCK.md. */
+ * allocates (zstd's too) is reserved first from the caller's budget. A version 3 block is read
+ * by its page directory instead: one page at a time, each checked against its own CRC32C when
+ * it is read (no whole-payload pass), a window found by tv_block_stream_seek. Format:
+ * proto/BLOCK.md. */
 #ifndef TV_BLOCK_STREAM_H
 #define TV_BLOCK_STREAM_H
 
@@ -73,6 +76,23 @@ int tv_block_stream_next(struct tv_block_stream *s, const uint8_t **data, size_t
  * -EBADMSG when it changed, or the read function's errno, with a reason in err. After it,
  * only tv_block_stream_free is valid. */
 int tv_block_stream_finish(struct tv_block_stream *s, char *err, size_t errlen);
+
+/* Version 3 (a no-op returning 0 for 1 and 2, or once a record was taken): start at the first
+ * page whose last record is at or after ts_ns (the directory, no page read) and pass over the
+ * rows before ts_ns without building them, so a window decodes only the pages it needs.
+ * Returns 1 when it seeked. */
+int tv_block_stream_seek(struct tv_block_stream *s, uint64_t ts_ns);
+
+/* Whether a record with one of the n trace ids (32 bytes each, stride bytes apart; ASCII case
+ * does not matter) may be in the block: 1 maybe (always for versions 1 and 2), 0 certainly
+ * not (version 3: its trace-id filter, read and checked here, then freed), or a negative errno
+ * with a reason in err: -EBADMSG (the filter's CRC), -ENOBUFS / -ENOMEM, the read's errno. */
+int tv_block_stream_may_hold_trace(struct tv_block_stream *s, const char *ids, size_t n,
+				   size_t stride, char *err, size_t errlen);
+
+/* Rows decoded so far: version 3 counts the rows of the pages read, built or passed over;
+ * versions 1 and 2 every record handed out (each was decompressed). */
+uint64_t tv_block_stream_rows_decoded(const struct tv_block_stream *s);
 
 /* Records handed out so far. */
 uint32_t tv_block_stream_records(const struct tv_block_stream *s);

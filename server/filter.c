@@ -551,6 +551,17 @@ static bool remote_addr(const char *r, size_t n, uint8_t a[16])
 	return inet_pton(AF_INET, buf, a + 12) == 1;
 }
 
+_Static_assert(sizeof(((struct tv_filter *)0)->trace_ids[0]) == TV_FILTER_TRACE_ID_STRIDE,
+	       "filter.h says how far apart the trace ids are");
+
+size_t tv_filter_trace_ids(const struct tv_filter *f, const char **ids)
+{
+	if (!f || !f->ntrace_ids)
+		return 0;
+	*ids = f->trace_ids[0];
+	return f->ntrace_ids;
+}
+
 bool tv_filter_match(const struct tv_filter *f, const uint8_t *rec, size_t len)
 {
 	struct tv_record_view v;

@@ -35,6 +35,12 @@ struct tv_record_view {
  * unpack, no allocation). false when the bytes are not a well-formed message. */
 bool tv_record_view_parse(const uint8_t *rec, size_t len, struct tv_record_view *v);
 
+/* The trace ids f requires (one of them), lower case, 32 bytes each and
+ * TV_FILTER_TRACE_ID_STRIDE bytes apart from *ids: their count, 0 when f has none (f NULL
+ * included). Lets the query skip a block whose trace-id filter holds none of them. */
+#define TV_FILTER_TRACE_ID_STRIDE 33
+size_t tv_filter_trace_ids(const struct tv_filter *f, const char **ids);
+
 /* Whether the serialized TraceRecord of len bytes at rec passes f (f NULL: every record).
  * A record whose bytes are not a well-formed message passes nothing. */
 bool tv_filter_match(const struct tv_filter *f, const uint8_t *rec, size_t len);

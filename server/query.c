@@ -15,9 +15,9 @@
  * pass reads the block from its start up to a cut (pass 0: the first record >= to_ns), keeps
  * its newest matching records in a bounded window (server/query_window.h) and hands them out
  * newest first; when the window had to drop older matches, the next pass reads up to the
- * oldest it kept. A block whose in-range matches fit the window is read once. A block format
- * that can seek (a ts index, chunked frames) plugs in where a pass opens its stream
- * (cursor_stream_open) and where it starts reading.
+ * oldest it kept. A block whose in-range matches fit the window is read once. A version 3
+ * block's pass starts at from_ns's page (its ts index, in cursor_stream_open), forward and
+ * reverse alike; a reverse page walk (the directory allows it) is not done yet.
  *
  * Slices. tv_query_next stops after TV_QUERY_SLICE_RECORDS records examined or about
  * TV_QUERY_SLICE_NS, wherever it is: a cursor in the middle of its search (past records the
@@ -40,7 +40,9 @@
  * records already sent from it. The payload is read twice (CRC, then records), so every
  * cursor completes the second CRC before it is dropped, also when the query stops before the
  * block's end (to_ns, limit): a file changed in place while it was read is reported, never
- * served silently. */
+ * served silently. A version 3 block is read page by page instead (proto/block_stream.h): its
+ * directory's CRC at open, each page's when the page is read, so only what is served is read
+ * and checked; a window starts at its first page and a trace-id filter may skip the block. */
 #include "server/query.h"
 
 #include <errno.h>
@@ -630,12 +632,18 @@ static void slice_record(struct tv_query *q)
 /* What a cursor step returns besides 1 (a head in range) and 0 (done). */
 #define STEP_PAUSED 2
 
-/* The block's stream from its first record; a block version that can seek (a ts index)
- * would position it at from_ns (forward) here. Returns 0 or a negative errno with why. */
+/* The block's stream, at from_ns: a version 3 block starts at the page holding it (its ts
+ * index), passing over the rows before it unbuilt; older ones from their first record. Every
+ * reverse pass starts at the same place, so its ordinals (counted from here) stay the same
+ * from pass to pass. Returns 0 or a negative errno with why. */
 static int cursor_stream_open(struct tv_query *q, struct cursor *cur, char *why, size_t whylen)
 {
-	return tv_block_stream_open(&cur->s, read_block, cur, cur->file_bytes, &q->budget, why,
-				    whylen);
+	int ret = tv_block_stream_open(&cur->s, read_block, cur, cur->file_bytes, &q->budget,
+				       why, whylen);
+
+	if (ret == 0)
+		tv_block_stream_seek(cur->s, q->from_ns);
+	return ret;
 }
 
 /* Forward: move cur to its next record in range that passes the filter. Returns 1 with it,
@@ -813,6 +821,8 @@ static int open_block(struct tv_query *q, size_t bi, struct batch *b, char *err,
 	char why[REASON_LEN];
 	struct cursor *cur;
 	uint64_t size = 0;
+	const char *ids;
+	size_t n;
 	int ret;
 
 	if (q->pool->open_blocks >= q->pool->max_open_blocks) {
@@ -855,6 +865,16 @@ static int open_block(struct tv_query *q, size_t bi, struct batch *b, char *err,
 			 (unsigned long long)size);
 		ret = -EBADMSG;
 		goto fault;
+	}
+	/* version 3 blocks: a trace-id query skips a block whose filter holds none of its ids
+	 * (proto/block_stream.h); cursor_stream_open starts each pass at from_ns's page */
+	if ((n = tv_filter_trace_ids(q->filter, &ids)) > 0) {
+		ret = tv_block_stream_may_hold_trace(cur->s, ids, n, TV_FILTER_TRACE_ID_STRIDE, why,
+						     sizeof(why));
+		if (ret < 0)
+			goto fault;
+		if (ret == 0)
+			return cursor_drop(q, cur, b, err, errlen);
 	}
 	cur->filling = q->reverse; /* its first pass is under way */
 	return cursor_settle(q, cur, b, err, errlen);

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "proto/block.h"
+#include "proto/block_v3.h"
 #include "proto/crc32c.h"
 #include "proto/wire.h"
 
@@ -39,13 +40,15 @@ static void fill(Tracevault__V1__TraceRecord *r, uint64_t i, char *path, size_t 
 	r->span_id = "";
 }
 
-static void *seal_n(int n, enum tv_codec codec, size_t *len)
+/* n records sealed by the builder writing version (2: the encoder before version 3). */
+static void *seal_nv(int n, enum tv_codec codec, size_t *len, unsigned version)
 {
 	struct tv_block_builder *b = tv_block_builder_new();
 	void *out = NULL;
 	char path[64];
 
 	assert_non_null(b);
+	assert_int_equal(tv_block_builder_set_version(b, version), 0);
 	for (int i = 0; i < n; i++) {
 		Tracevault__V1__TraceRecord r;
 
@@ -60,10 +63,16 @@ static void *seal_n(int n, enum tv_codec codec, size_t *len)
 	return out;
 }
 
-static void roundtrip(enum tv_codec codec)
+/* The tests of the version 2 layout (offsets, CRCs) use the version 2 encoder. */
+static void *seal_n(int n, enum tv_codec codec, size_t *len)
+{
+	return seal_nv(n, codec, len, 2);
+}
+
+static void roundtrip_v(enum tv_codec codec, unsigned version)
 {
 	size_t len;
-	void *blk = seal_n(N_RECORDS, codec, &len);
+	void *blk = seal_nv(N_RECORDS, codec, &len, version);
 	struct tv_block_reader *r;
 	Tracevault__V1__TraceRecord *rec;
 	uint64_t prev = 0, seen_sum = 0, want_sum = 0;
@@ -106,13 +115,225 @@ static void roundtrip(enum tv_codec codec)
 static void test_roundtrip_zstd_sorted(void **state)
 {
 	(void)state;
-	roundtrip(TV_CODEC_ZSTD);
+	roundtrip_v(TV_CODEC_ZSTD, 2);
+	roundtrip_v(TV_CODEC_ZSTD, 3);
 }
 
 static void test_roundtrip_uncompressed(void **state)
 {
 	(void)state;
-	roundtrip(TV_CODEC_NONE);
+	roundtrip_v(TV_CODEC_NONE, 2);
+	roundtrip_v(TV_CODEC_NONE, 3);
+}
+
+/* ---- version 3: columns give back each record's exact bytes ---- */
+
+#define V3_RECORDS 5000
+
+static uint64_t rnd(uint64_t *s)
+{
+	*s = *s * 6364136223846793005ull + 1442695040888963407ull;
+	return *s >> 33;
+}
+
+/* Record i of a varied set: every field, trace ids hex, upper-case and odd, shared and new,
+ * spans, headers and bodies (kept as protobuf), empty strings. */
+static void fill_varied(Tracevault__V1__TraceRecord *r, uint64_t i, uint64_t *seed, char *buf,
+			Tracevault__V1__Header **hp, Tracevault__V1__Header *h)
+{
+	static const char *paths[] = { "/", "/api/users", "/api/orders/17", "/checkout", "" };
+	static const char *methods[] = { "GET", "POST", "PUT", "" };
+	char *trace = buf, *span = buf + 40, *path = buf + 64;
+
+	tracevault__v1__trace_record__init(r);
+	r->ts_ns = 1700000000000000000ull + i * 1000 + rnd(seed) % 900;
+	r->latency_ns = rnd(seed) % 5 ? rnd(seed) % 100000000 : 0;
+	r->end_ns = rnd(seed) % 7 ? r->ts_ns + r->latency_ns : r->ts_ns + rnd(seed);
+	r->pid = (uint32_t)(rnd(seed) % 4 ? 1000 + rnd(seed) % 3 : 0);
+	r->comm = rnd(seed) % 2 ? "nginx" : "node";
+	r->local = "10.0.0.1:8080";
+	r->remote = rnd(seed) % 3 ? "10.0.0.9:40000" : "[::1]:51234";
+	r->method = (char *)methods[rnd(seed) % 4];
+	if (rnd(seed) % 3)
+		r->path = (char *)paths[rnd(seed) % 5];
+	else {
+		snprintf(path, 64, "/item/%llu", (unsigned long long)rnd(seed));
+		r->path = path;
+	}
+	r->status = (uint32_t)(rnd(seed) % 10 ? 200 : 503);
+	r->req_body_bytes = rnd(seed) % 3 ? 0 : rnd(seed);
+	r->resp_body_bytes = rnd(seed) % 100000;
+	switch (rnd(seed) % 6) {
+	case 0:
+	case 1:
+		snprintf(trace, 33, "%016llx%016llx", (unsigned long long)rnd(seed),
+			 (unsigned long long)(i / 3)); /* shared by neighbours */
+		r->trace_id = trace;
+		break;
+	case 2:
+		snprintf(trace, 33, "%016llX%016llX", (unsigned long long)i,
+			 (unsigned long long)i); /* upper case: kept as a string */
+		r->trace_id = trace;
+		break;
+	case 3:
+		r->trace_id = "not-a-trace";
+		break;
+	default:
+		r->trace_id = "";
+	}
+	switch (rnd(seed) % 3) {
+	case 0:
+		snprintf(span, 17, "%016llx", (unsigned long long)rnd(seed));
+		r->span_id = span;
+		break;
+	case 1:
+		r->span_id = "xyz";
+		break;
+	default:
+		r->span_id = "";
+	}
+	r->flags = (uint32_t)(rnd(seed) % 20 ? 0 : 3);
+	r->role = rnd(seed) % 2 ? "server" : "client";
+	r->host = rnd(seed) % 2 ? "shop.example" : "";
+	r->http_version = "1.1";
+	if (rnd(seed) % 4 == 0) {
+		tracevault__v1__header__init(h);
+		h->name = "x-req";
+		h->value = "1";
+		hp[0] = h;
+		r->n_req_headers = 1;
+		r->req_headers = hp;
+		r->resp_body.data = (uint8_t *)"{\"ok\":true}";
+		r->resp_body.len = 11;
+		r->resp_content_type = "application/json";
+	}
+}
+
+static void test_v3_gives_back_exact_bytes(void **state)
+{
+	struct tv_block_builder *b = tv_block_builder_new();
+	static uint8_t want[V3_RECORDS][512];
+	static size_t want_len[V3_RECORDS];
+	uint64_t seed = 7, ts;
+	struct tv_block_reader *rd;
+	const uint8_t *data;
+	size_t len, len2;
+	void *blk, *blk2;
+	char err[256];
+	int n = 0, ret;
+
+	(void)state;
+	for (int i = 0; i < V3_RECORDS; i++) {
+		Tracevault__V1__TraceRecord r;
+		Tracevault__V1__Header h, *hp[1];
+		char buf[160];
+
+		fill_varied(&r, (uint64_t)i, &seed, buf, hp, &h);
+		want_len[i] = tracevault__v1__trace_record__pack(&r, want[i]);
+		assert_int_equal(tv_block_builder_add(b, &r), 0);
+	}
+	assert_int_equal(tv_block_builder_seal(b, 9, TV_CODEC_ZSTD, 3, &blk, &len), 0);
+	assert_int_equal(tv_block_reader_open(&rd, blk, len, err, sizeof(err)), 0);
+	assert_int_equal(tv_block_reader_header(rd)->version, 3);
+	assert_true(tv_block_reader_header(rd)->page_count >= V3_RECORDS / TV_BLOCK_V3_PAGE_RECORDS);
+	while ((ret = tv_block_reader_next_raw(rd, &data, &len2, &ts)) == 1) {
+		assert_int_equal(len2, want_len[n]);
+		assert_memory_equal(data, want[n], len2);
+		n++;
+	}
+	assert_int_equal(ret, 0);
+	assert_int_equal(n, V3_RECORDS);
+	tv_block_reader_free(rd);
+	/* and smaller than the version 2 block of the same records */
+	for (int i = 0; i < V3_RECORDS; i++) {
+		Tracevault__V1__TraceRecord *r = tracevault__v1__trace_record__unpack(NULL,
+										      want_len[i],
+										      want[i]);
+		assert_int_equal(tv_block_builder_add(b, r), 0);
+		tracevault__v1__trace_record__free_unpacked(r, NULL);
+	}
+	assert_int_equal(tv_block_builder_set_version(b, 2), 0);
+	assert_int_equal(tv_block_builder_seal(b, 9, TV_CODEC_ZSTD, 3, &blk2, &len2), 0);
+	print_message("v3 %zu bytes, v2 %zu bytes for %d varied records\n", len, len2, V3_RECORDS);
+	assert_true(len < len2);
+	free(blk2);
+	free(blk);
+	tv_block_builder_free(b);
+}
+
+/* Records the columns cannot rebuild are kept whole: fields out of number order, a repeated
+ * field, a non-minimal varint, an unknown field of every wire type, no ts_ns at all. */
+static void test_v3_page_keeps_odd_records(void **state)
+{
+	static const uint8_t recs[][24] = {
+		{ 0x18, 0x05, 0x08, 0x01 },			     /* latency before ts */
+		{ 0x08, 0x02, 0x08, 0x02 },			     /* ts twice */
+		{ 0x08, 0x83, 0x00 },				     /* ts 3 in 2 bytes */
+		{ 0x08, 0x04, 0x99, 0x06, 1, 2, 3, 4, 5, 6, 7, 8 },  /* field 99, fixed64 */
+		{ 0x08, 0x05, 0xf5, 0x01, 1, 2, 3, 4 },		     /* field 30, fixed32 */
+		{ 0x08, 0x06, 0x4a, 0x01, '/', 0xf2, 0x01, 0x02, 'a', 'b' }, /* path, field 30 */
+		{ 0x08, 0x07, 0x50, 0xc8, 0x01 },		     /* status 200 */
+	};
+	static const size_t lens[] = { 4, 4, 3, 12, 8, 10, 5 };
+	static const uint64_t ts[] = { 1, 2, 3, 4, 5, 6, 7 };
+	struct tv_v3_page_enc *e = tv_v3_page_enc_new();
+	struct tv_v3_page_entry ent;
+	struct tv_v3_page *pg;
+	struct tv_v3_record r;
+	uint8_t *out = NULL, rebuilt[64];
+	size_t out_len = 0, out_cap = 0;
+	uint64_t hash;
+	bool has;
+	void *work;
+	char err[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++)
+		assert_int_equal(tv_v3_page_enc_add(e, recs[i], lens[i], ts[i], &has, &hash), 0);
+	assert_int_equal(tv_v3_page_enc_finish(e, NULL, 0, &out, &out_len, &out_cap, &ent), 0);
+	assert_int_equal(ent.crc32c, tv_crc32c(out, out_len));
+	work = malloc(tv_v3_page_work_bytes(&ent));
+	assert_int_equal(tv_v3_page_open(&pg, work, &ent, out, NULL, err, sizeof(err)), 0);
+	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+		assert_int_equal(tv_v3_page_next(pg, &r, err, sizeof(err)), 1);
+		assert_int_equal(r.bytes, lens[i]);
+		assert_int_equal(tv_v3_record_write(&r, rebuilt, err, sizeof(err)), 0);
+		assert_memory_equal(rebuilt, recs[i], lens[i]);
+	}
+	assert_int_equal(tv_v3_page_next(pg, &r, err, sizeof(err)), 0);
+	free(work);
+	free(out);
+	tv_v3_page_enc_free(e);
+}
+
+/* Every trace id added tests positive; about 1% of others do (10 bits per id). */
+static void test_v3_bloom(void **state)
+{
+	size_t bytes = tv_v3_bloom_bytes_for(1000), fp = 0;
+	uint8_t *bloom = calloc(1, bytes);
+	char id[40];
+
+	(void)state;
+	assert_int_equal(bytes % TV_BLOCK_V3_BLOOM_BLOCK_BYTES, 0);
+	assert_int_equal(tv_v3_bloom_bytes_for(0), 0);
+	assert_int_equal(tv_v3_bloom_bytes_for(10000000), TV_BLOCK_V3_MAX_BLOOM_BYTES);
+	for (int i = 0; i < 1000; i++) {
+		snprintf(id, sizeof(id), "%032x", i * 7919);
+		tv_v3_bloom_add(bloom, bytes, tv_v3_trace_hash(id));
+	}
+	for (int i = 0; i < 1000; i++) {
+		snprintf(id, sizeof(id), "%032X", i * 7919); /* case folded like the filter */
+		assert_true(tv_v3_bloom_test(bloom, bytes, tv_v3_trace_hash(id)));
+	}
+	for (int i = 0; i < 100000; i++) {
+		snprintf(id, sizeof(id), "%032x", 1000000007 + i);
+		fp += tv_v3_bloom_test(bloom, bytes, tv_v3_trace_hash(id));
+	}
+	print_message("bloom: %zu bytes for 1000 ids, %zu of 100000 others test positive\n", bytes,
+		      fp);
+	assert_true(fp < 3000);
+	assert_false(tv_v3_bloom_test(bloom, 0, tv_v3_trace_hash(id)));
+	free(bloom);
 }
 
 static void test_seal_empty_is_enodata(void **state)
@@ -235,7 +456,7 @@ static void expect_field_reject(size_t off, uint64_t value, size_t width, int wa
 static void test_unknown_version_rejected(void **state)
 {
 	(void)state;
-	expect_field_reject(4, 3, 2, -EPROTONOSUPPORT, "version 3");
+	expect_field_reject(4, 4, 2, -EPROTONOSUPPORT, "version 4");
 	expect_field_reject(4, 0, 2, -EPROTONOSUPPORT, "version 0");
 }
 
@@ -344,7 +565,7 @@ static void test_chunk_prefix_matches_protobuf(void **state)
 
 /* ---- version 2 loss counters, and version 1 blocks still read ---- */
 
-static void test_v2_header_carries_loss(void **state)
+static void header_carries_loss(unsigned version)
 {
 	struct tv_block_builder *b = tv_block_builder_new();
 	const struct tv_block_loss loss = {.ring_full = 7, .map_full = 1, .parser = 3,
@@ -356,16 +577,17 @@ static void test_v2_header_carries_loss(void **state)
 	void *out = NULL;
 	size_t len = 0;
 
-	(void)state;
+	assert_int_equal(tv_block_builder_set_version(b, version), 0);
 	fill(&rec, 9, path, sizeof(path));
 	assert_int_equal(tv_block_builder_add(b, &rec), 0);
 	tv_block_builder_set_loss(b, &loss, 123);
 	assert_int_equal(tv_block_builder_seal(b, 5, TV_CODEC_ZSTD, 3, &out, &len), 0);
 	assert_int_equal(tv_block_reader_open(&r, out, len, err, sizeof(err)), 0);
 	h = tv_block_reader_header(r);
-	assert_int_equal(h->version, 2);
-	assert_int_equal(h->header_bytes, TV_BLOCK_V2_HEADER_BYTES);
-	assert_int_equal(tv_block_header_bytes(out), TV_BLOCK_V2_HEADER_BYTES);
+	assert_int_equal(h->version, version);
+	assert_int_equal(h->header_bytes, version == 2 ? TV_BLOCK_V2_HEADER_BYTES :
+							 TV_BLOCK_V3_HEADER_BYTES);
+	assert_int_equal(tv_block_header_bytes(out), h->header_bytes);
 	assert_memory_equal(&h->loss, &loss, sizeof(loss));
 	assert_int_equal(h->min_ts_ns, rec.ts_ns); /* records, not the loss time, give the range */
 	tv_block_reader_free(r);
@@ -380,6 +602,13 @@ static void test_v2_header_carries_loss(void **state)
 	tv_block_reader_free(r);
 	free(out);
 	tv_block_builder_free(b);
+}
+
+static void test_v2_header_carries_loss(void **state)
+{
+	(void)state;
+	header_carries_loss(2);
+	header_carries_loss(3);
 }
 
 static void test_loss_only_block_has_no_records(void **state)
@@ -554,6 +783,9 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip_zstd_sorted),
 		cmocka_unit_test(test_roundtrip_uncompressed),
+		cmocka_unit_test(test_v3_gives_back_exact_bytes),
+		cmocka_unit_test(test_v3_page_keeps_odd_records),
+		cmocka_unit_test(test_v3_bloom),
 		cmocka_unit_test(test_seal_empty_is_enodata),
 		cmocka_unit_test(test_reset_forgets_records),
 		cmocka_unit_test(test_raw_walk_gives_ts_without_unpack),

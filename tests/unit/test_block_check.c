@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 
 #include "proto/block.h"
 #include "proto/block_check.h"
+#include "proto/block_v3.h"
 #include "proto/crc32c.h"
 #include "proto/varint.h"
 
@@ -264,6 +266,193 @@ static void test_builder_blocks_pass(void **state)
 		free(out);
 	}
 	tv_block_builder_free(bb);
+}
+
+/* ---- version 3: every part of the payload is checked, damage is a clean error ---- */
+
+#define V3_N 5000
+
+/* A version 3 block of V3_N records, a third of them with a trace id. */
+static uint8_t *v3_block(size_t *len)
+{
+	struct tv_block_builder *bb = tv_block_builder_new();
+	Tracevault__V1__TraceRecord r;
+	char trace[40];
+	void *out;
+
+	for (int i = 0; i < V3_N; i++) {
+		tracevault__v1__trace_record__init(&r);
+		r.ts_ns = BASE_TS + (uint64_t)i * 1000;
+		r.latency_ns = (uint64_t)i * 37 % 10000;
+		r.path = i % 3 ? "/x" : "/y";
+		snprintf(trace, sizeof(trace), "%032x", i / 2);
+		r.trace_id = i % 3 ? "" : trace;
+		assert_int_equal(tv_block_builder_add(bb, &r), 0);
+	}
+	assert_int_equal(tv_block_builder_seal(bb, 11, TV_CODEC_ZSTD, 3, &out, len), 0);
+	tv_block_builder_free(bb);
+	return out;
+}
+
+/* After a test changed bytes inside the payload: the CRCs of the directory (when dir), the
+ * filter, the payload and the header made right again, so an inner check must find it. */
+static void v3_restamp(uint8_t *b, bool dir)
+{
+	struct tv_block_header h;
+	uint8_t *payload = b + TV_BLOCK_V3_HEADER_BYTES;
+	size_t dl;
+
+	memcpy(&h.page_count, b + 108, 4);
+	memcpy(&h.bloom_bytes, b + 112, 4);
+	memcpy(&h.payload_bytes, b + 48, 8);
+	dl = (size_t)h.page_count * TV_BLOCK_V3_PAGE_ENTRY_BYTES;
+	if (dir)
+		put32(b + 116, tv_crc32c(payload, dl));
+	put32(b + 120, tv_crc32c(payload + dl, h.bloom_bytes));
+	put32(b + 56, tv_crc32c(payload, h.payload_bytes));
+	put32(b + 124, tv_crc32c(b, 124));
+}
+
+static void test_v3_damage_is_refused(void **state)
+{
+	size_t len, dl, page0;
+	uint8_t *good = v3_block(&len), *b = malloc(len);
+	uint32_t pages, bloom, u32;
+	char err[256];
+	struct tv_block_check *c;
+	struct tv_block_header h;
+
+	(void)state;
+	memcpy(&pages, good + 108, 4);
+	memcpy(&bloom, good + 112, 4);
+	dl = (size_t)pages * TV_BLOCK_V3_PAGE_ENTRY_BYTES;
+	page0 = TV_BLOCK_V3_HEADER_BYTES + dl + bloom; /* first page's first byte */
+	assert_true(pages >= 2);
+	assert_true(bloom > 0);
+	expect_block(good, len, 0, NULL);
+
+	/* a directory that lies about a page's records, CRC made right */
+	memcpy(b, good, len);
+	memcpy(&u32, b + TV_BLOCK_V3_HEADER_BYTES + 16, 4);
+	u32++;
+	memcpy(b + TV_BLOCK_V3_HEADER_BYTES + 16, &u32, 4);
+	v3_restamp(b, true);
+	expect_block(b, len, -EBADMSG, "page directory says");
+	/* pages out of ts order */
+	memcpy(b, good, len);
+	memset(b + TV_BLOCK_V3_HEADER_BYTES + 32, 0, 8); /* page 1 first_ts 0 */
+	v3_restamp(b, true);
+	expect_block(b, len, -EBADMSG, "page 1 ts_ns");
+	/* a flipped directory bit the directory CRC catches */
+	memcpy(b, good, len);
+	b[TV_BLOCK_V3_HEADER_BYTES + 20] ^= 1;
+	v3_restamp(b, false);
+	expect_block(b, len, -EBADMSG, "page directory checksum mismatch");
+	/* a flipped page bit the page CRC catches */
+	memcpy(b, good, len);
+	b[page0 + 40] ^= 0x10;
+	v3_restamp(b, true);
+	expect_block(b, len, -EBADMSG, "page 0 checksum mismatch");
+	/* a page whose CRC is right but whose column table is not */
+	memcpy(b, good, len);
+	b[page0] ^= 0x7f;
+	memcpy(&u32, good + TV_BLOCK_V3_HEADER_BYTES + 20, 4); /* page 0 stored_len */
+	put32(b + TV_BLOCK_V3_HEADER_BYTES + 28, tv_crc32c(b + page0, u32));
+	v3_restamp(b, true);
+	expect_block(b, len, -EBADMSG, "page 0:");
+	/* a filter that lost its bits: a trace query would miss records */
+	memcpy(b, good, len);
+	memset(b + TV_BLOCK_V3_HEADER_BYTES + dl, 0, bloom);
+	v3_restamp(b, true);
+	expect_block(b, len, -EBADMSG, "not in the block's trace-id filter");
+	/* a filter CRC that does not match */
+	memcpy(b, good, len);
+	b[TV_BLOCK_V3_HEADER_BYTES + dl] ^= 1;
+	put32(b + 56, tv_crc32c(b + TV_BLOCK_V3_HEADER_BYTES, len - TV_BLOCK_V3_HEADER_BYTES));
+	put32(b + 124, tv_crc32c(b, 124));
+	expect_block(b, len, -EBADMSG, "trace-id filter checksum mismatch");
+	/* more pages than records in the header: refused before anything is read */
+	memcpy(b, good, len);
+	put32(b + 108, V3_N + 1);
+	put32(b + 124, tv_crc32c(b, 124));
+	expect_block(b, len, -EBADMSG, "page directory out of bounds");
+	/* a payload that stops inside a page */
+	c = tv_block_check_new();
+	assert_int_equal(tv_block_header_parse(good, len, &h, err, sizeof(err)), 0);
+	assert_int_equal(tv_block_check_begin(c, &h, err, sizeof(err)), 0);
+	assert_int_equal(tv_block_check_feed(c, good + TV_BLOCK_V3_HEADER_BYTES,
+					     page0 + 10 - TV_BLOCK_V3_HEADER_BYTES, err,
+					     sizeof(err)), 0);
+	assert_int_equal(tv_block_check_end(c, err, sizeof(err)), -EBADMSG);
+	assert_non_null(strstr(err, "payload ends inside its pages"));
+	tv_block_check_free(c);
+	free(b);
+	free(good);
+}
+
+/* Random damage behind right CRCs: a byte of the directory or a page changed and every CRC
+ * made right again (the page's too), so only the decoder's own checks stand between the bytes
+ * and memory. Each must end in 0 or a clean error (ASan/UBSan watch the rest), the same in
+ * pieces, and the whole-block reader must agree that a refused block is bad. */
+static void test_v3_random_damage_behind_right_crcs(void **state)
+{
+	size_t len, dl, off0;
+	uint8_t *good = v3_block(&len), *b = malloc(len);
+	uint32_t pages, bloom;
+	uint64_t seed = 99;
+	unsigned refused = 0;
+
+	(void)state;
+	memcpy(&pages, good + 108, 4);
+	memcpy(&bloom, good + 112, 4);
+	dl = (size_t)pages * TV_BLOCK_V3_PAGE_ENTRY_BYTES;
+	off0 = TV_BLOCK_V3_HEADER_BYTES + dl + bloom;
+	for (int k = 0; k < 300; k++) {
+		size_t at, pstart = off0;
+		struct tv_block_reader *rd = NULL;
+		char err[256];
+		int ret;
+
+		memcpy(b, good, len);
+		seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+		if (k % 10 == 0) /* the directory */
+			at = TV_BLOCK_V3_HEADER_BYTES + (seed >> 33) % dl;
+		else
+			at = off0 + (seed >> 33) % (len - off0);
+		b[at] ^= (uint8_t)(1u << ((seed >> 20) % 8));
+		if (k % 3 == 0 && at + 1 < len)
+			b[at + 1] = (uint8_t)(seed >> 40);
+		for (uint32_t i = 0; i < pages && at >= off0; i++) { /* that page's CRC */
+			struct tv_v3_page_entry e;
+
+			tv_v3_page_entry_get(b + TV_BLOCK_V3_HEADER_BYTES + i * 32, &e);
+			if (at < pstart + e.stored_len) {
+				e.crc32c = tv_crc32c(b + pstart, e.stored_len);
+				tv_v3_page_entry_put(b + TV_BLOCK_V3_HEADER_BYTES + i * 32, &e);
+				break;
+			}
+			pstart += e.stored_len;
+		}
+		v3_restamp(b, true);
+		ret = tv_block_validate(b, len, err, sizeof(err));
+		assert_true(ret == 0 || ret == -EBADMSG || ret == -EMSGSIZE);
+		assert_int_equal(check_in_pieces(b, len, 4096, err, sizeof(err)), ret);
+		if (ret) {
+			refused++;
+		} else if (tv_block_reader_open(&rd, b, len, err, sizeof(err)) == 0) {
+			const uint8_t *d;
+			size_t n;
+			uint64_t ts;
+
+			while (tv_block_reader_next_raw(rd, &d, &n, &ts) == 1)
+				;
+			tv_block_reader_free(rd);
+		}
+	}
+	print_message("v3 random damage: %u of 300 refused\n", refused);
+	assert_true(refused > 100);
+	free(b);
+	free(good);
 }
 
 static void test_record_ts_inside_header_range(void **state)
@@ -690,6 +879,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_builder_blocks_pass),
+		cmocka_unit_test(test_v3_damage_is_refused),
+		cmocka_unit_test(test_v3_random_damage_behind_right_crcs),
 		cmocka_unit_test(test_record_ts_inside_header_range),
 		cmocka_unit_test(test_records_sorted_by_ts),
 		cmocka_unit_test(test_record_count_exact),

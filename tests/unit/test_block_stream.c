@@ -18,6 +18,7 @@
 
 #include "proto/block.h"
 #include "proto/block_stream.h"
+#include "proto/block_v3.h"
 #include "proto/crc32c.h"
 #include "proto/varint.h"
 
@@ -589,6 +590,201 @@ static void test_every_failed_allocation_is_enomem_with_a_reason(void **state)
 	free(r.p);
 }
 
+/* ---- version 3: pages read one at a time, a seek by ts, the trace-id filter ---- */
+
+#define V3_N 20000
+
+/* V3_N records 1 us apart from TS0, every fourth with the trace id of its number. */
+static uint8_t *v3_block(size_t *len)
+{
+	struct tv_block_builder *bb = tv_block_builder_new();
+	Tracevault__V1__TraceRecord r;
+	char trace[40];
+	void *out;
+
+	for (int i = 0; i < V3_N; i++) {
+		tracevault__v1__trace_record__init(&r);
+		r.ts_ns = TS0 + (uint64_t)i * 1000;
+		r.latency_ns = (uint64_t)i * 7919 % 100000;
+		r.path = i % 5 ? "/a" : "/b";
+		r.status = 200;
+		snprintf(trace, sizeof(trace), "%032x", i);
+		r.trace_id = i % 4 ? "" : trace;
+		assert_int_equal(tv_block_builder_add(bb, &r), 0);
+	}
+	assert_int_equal(tv_block_builder_seal(bb, 3, TV_CODEC_ZSTD, 3, &out, len), 0);
+	tv_block_builder_free(bb);
+	return out;
+}
+
+static void test_v3_stream_reads_what_the_reader_reads_and_seeks(void **state)
+{
+	size_t len, rlen, slen;
+	uint8_t *blk = v3_block(&len);
+	struct mem_file f = { blk, len, 0 };
+	struct budget b = { 0 };
+	struct tv_block_budget tb = { .reserve = b_reserve, .release = b_release, .arg = &b };
+	struct tv_block_reader *rd;
+	struct tv_block_stream *s;
+	const uint8_t *rdata, *sdata;
+	uint64_t rts, sts, from = TS0 + 12345 * 1000ull + 1;
+	char err[ERR_LEN];
+	unsigned n = 0;
+	int ret;
+
+	(void)state;
+	assert_int_equal(tv_block_reader_open(&rd, blk, len, err, sizeof(err)), 0);
+	assert_int_equal(tv_block_stream_open(&s, mem_read, &f, len, &tb, err, sizeof(err)), 0);
+	assert_int_equal(tv_block_stream_header(s)->version, 3);
+	while ((ret = tv_block_reader_next_raw(rd, &rdata, &rlen, &rts)) == 1) {
+		assert_int_equal(tv_block_stream_next(s, &sdata, &slen, &sts, err, sizeof(err)), 1);
+		assert_int_equal(slen, rlen);
+		assert_memory_equal(sdata, rdata, rlen);
+		assert_int_equal(sts, rts);
+	}
+	assert_int_equal(ret, 0);
+	assert_int_equal(tv_block_stream_next(s, &sdata, &slen, &sts, err, sizeof(err)), 0);
+	assert_int_equal(tv_block_stream_rows_decoded(s), V3_N);
+	assert_int_equal(tv_block_stream_finish(s, err, sizeof(err)), 0);
+	tv_block_stream_free(s);
+	tv_block_reader_free(rd);
+	print_message("v3 stream: peak %zu bytes for a %zu-byte block of %d records\n", b.peak,
+		      len, V3_N);
+	assert_true(b.peak <= TV_BLOCK_STREAM_MAX_MEMORY_BYTES);
+	assert_int_equal(b.held, 0);
+
+	/* a seek to the middle: the first record is the first at or after it, the rows decoded
+	 * are those of its page and after, not the block's */
+	assert_int_equal(tv_block_stream_open(&s, mem_read, &f, len, &tb, err, sizeof(err)), 0);
+	assert_int_equal(tv_block_stream_seek(s, from), 1);
+	assert_int_equal(tv_block_stream_next(s, &sdata, &slen, &sts, err, sizeof(err)), 1);
+	assert_int_equal(sts, TS0 + 12346 * 1000ull);
+	assert_true(tv_block_stream_rows_decoded(s) <= 12346 % TV_BLOCK_V3_PAGE_RECORDS + 1);
+	n = 1;
+	while ((ret = tv_block_stream_next(s, &sdata, &slen, &sts, err, sizeof(err))) == 1)
+		n++;
+	assert_int_equal(ret, 0);
+	assert_int_equal(n, V3_N - 12346);
+	assert_true(tv_block_stream_rows_decoded(s) < V3_N - 12346 + TV_BLOCK_V3_PAGE_RECORDS);
+	tv_block_stream_free(s);
+	/* past the end: nothing, no page read */
+	assert_int_equal(tv_block_stream_open(&s, mem_read, &f, len, &tb, err, sizeof(err)), 0);
+	tv_block_stream_seek(s, TS0 + V3_N * 1000ull);
+	assert_int_equal(tv_block_stream_next(s, &sdata, &slen, &sts, err, sizeof(err)), 0);
+	assert_int_equal(tv_block_stream_rows_decoded(s), 0);
+	tv_block_stream_free(s);
+	assert_int_equal(b.held, 0);
+	free(blk);
+}
+
+static void test_v3_trace_filter_answers_before_any_page(void **state)
+{
+	size_t len;
+	uint8_t *blk = v3_block(&len);
+	struct mem_file f = { blk, len, 0 };
+	struct tv_block_stream *s;
+	char err[ERR_LEN], ids[3][33];
+	unsigned yes = 0;
+
+	(void)state;
+	assert_int_equal(tv_block_stream_open(&s, mem_read, &f, len, NULL, err, sizeof(err)), 0);
+	snprintf(ids[0], 33, "%032x", 12344); /* a record's (12344 % 4 == 0) */
+	assert_int_equal(tv_block_stream_may_hold_trace(s, ids[0], 1, 33, err, sizeof(err)), 1);
+	snprintf(ids[0], 33, "%032X", 4); /* case does not matter */
+	assert_int_equal(tv_block_stream_may_hold_trace(s, ids[0], 1, 33, err, sizeof(err)), 1);
+	for (int i = 0; i < 1000; i++) {
+		snprintf(ids[0], 33, "%032x", 1000000 + i);
+		yes += (unsigned)tv_block_stream_may_hold_trace(s, ids[0], 1, 33, err, sizeof(err));
+	}
+	print_message("v3 trace filter: %u of 1000 absent ids test positive\n", yes);
+	assert_true(yes < 50);
+	/* one of several present is enough */
+	snprintf(ids[0], 33, "%032x", 2000001);
+	snprintf(ids[1], 33, "%032x", 2000002);
+	snprintf(ids[2], 33, "%032x", 8);
+	assert_int_equal(tv_block_stream_may_hold_trace(s, ids[0], 3, 33, err, sizeof(err)), 1);
+	assert_int_equal(tv_block_stream_rows_decoded(s), 0);
+	tv_block_stream_free(s);
+	/* a filter whose CRC fails is damage, not "absent" */
+	{
+		uint32_t pages, dl;
+
+		memcpy(&pages, blk + 108, 4);
+		dl = pages * TV_BLOCK_V3_PAGE_ENTRY_BYTES;
+		blk[TV_BLOCK_V3_HEADER_BYTES + dl] ^= 1;
+		assert_int_equal(tv_block_stream_open(&s, mem_read, &f, len, NULL, err,
+						      sizeof(err)), 0);
+		assert_int_equal(tv_block_stream_may_hold_trace(s, ids[0], 3, 33, err, sizeof(err)),
+				 -EBADMSG);
+		assert_reason(err, "trace-id filter checksum mismatch");
+		tv_block_stream_free(s);
+	}
+	free(blk);
+}
+
+static void test_v3_damaged_page_is_refused_when_read(void **state)
+{
+	size_t len;
+	uint8_t *blk = v3_block(&len);
+	struct mem_file f = { blk, len, 0 };
+	struct tv_block_stream *s;
+	const uint8_t *data;
+	size_t dlen;
+	uint64_t ts;
+	char err[ERR_LEN];
+	int ret;
+
+	(void)state;
+	blk[len - 3] ^= 0x20; /* in the last page */
+	assert_int_equal(tv_block_stream_open(&s, mem_read, &f, len, NULL, err, sizeof(err)), 0);
+	while ((ret = tv_block_stream_next(s, &data, &dlen, &ts, err, sizeof(err))) == 1)
+		;
+	assert_int_equal(ret, -EBADMSG);
+	assert_reason(err, "checksum mismatch");
+	assert_true(tv_block_stream_records(s) > 0);
+	tv_block_stream_free(s);
+	/* a directory bit: refused at open */
+	blk[len - 3] ^= 0x20;
+	blk[TV_BLOCK_V3_HEADER_BYTES + 3] ^= 1;
+	assert_int_equal(tv_block_stream_open(&s, mem_read, &f, len, NULL, err, sizeof(err)),
+			 -EBADMSG);
+	assert_reason(err, "directory checksum mismatch");
+	free(blk);
+}
+
+static void test_v3_every_failed_allocation_is_enomem_with_a_reason(void **state)
+{
+	size_t len;
+	uint8_t *blk = v3_block(&len);
+	unsigned k, failures = 0;
+
+	(void)state;
+	for (k = 1; k < 1000; k++) {
+		struct mem_file f = { blk, len, 0 };
+		struct budget b = { 0 };
+		char err[ERR_LEN];
+		unsigned n;
+		int ret;
+
+		injected = 0;
+		fail_countdown = k;
+		ret = read_all(&f, &b, &n, err);
+		fail_countdown = 0;
+		if (!injected) {
+			assert_int_equal(ret, 0);
+			assert_int_equal(n, V3_N);
+			break;
+		}
+		failures++;
+		assert_int_equal(ret, -ENOMEM);
+		assert_reason(err, "out of memory");
+		assert_int_equal(b.reserved, b.released);
+	}
+	assert_true(k < 1000);
+	assert_true(failures >= 4);
+	free(blk);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -602,6 +798,10 @@ int main(void)
 		cmocka_unit_test(test_file_changed_while_read_is_reported),
 		cmocka_unit_test(test_budget_refusal_is_enobufs_with_its_reason),
 		cmocka_unit_test(test_every_failed_allocation_is_enomem_with_a_reason),
+		cmocka_unit_test(test_v3_stream_reads_what_the_reader_reads_and_seeks),
+		cmocka_unit_test(test_v3_trace_filter_answers_before_any_page),
+		cmocka_unit_test(test_v3_damaged_page_is_refused_when_read),
+		cmocka_unit_test(test_v3_every_failed_allocation_is_enomem_with_a_reason),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

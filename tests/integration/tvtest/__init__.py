@@ -27,8 +27,8 @@ One module per concern; this package re-exports their public names, so tests use
 
 Run only under ctest's PYTHONDONTWRITEBYTECODE=1 (or with sys.dont_write_bytecode set before
 the import), so that no __pycache__ is written into the source tree."""
-from .blocks import (crc32c, encode_block, encode_block_as, encode_block_v2, encode_block_zstd,
-                     varint, zstd_compress)
+from .blocks import (crc32c, encode_block, encode_block_as, encode_block_v2, encode_block_v3,
+                     encode_block_zstd, varint, zstd_compress)
 from .caps import (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, Unavailable, bpf_unavailable_reason,
                    effective_caps)
 from .capture import (CAPTURE_SUMMARY_KEYS, CAPTURE_SUMMARY_RE, Capture, capture_old_connection,
