@@ -111,7 +111,9 @@ struct call {
 	grpc_slice details;
 	struct tv_segment *seg;
 	struct tv_query *query;
-	bool runnable;            /* on the server's runnable list (a query that yielded) */
+	struct tv_summary *summary; /* a Summary being counted (one step per turn) */
+	bool runnable;            /* on the server's runnable list (a query that yielded, or a
+				   * Summary still counting) */
 	struct call *run_next;
 	struct call *prev, *next; /* live calls of the server (Delete looks for segments) */
 };
@@ -240,6 +242,7 @@ static void call_free(struct call *c)
 		run_unlink(srv, c);
 	tv_segment_free(c->seg); /* aborts a segment that was not committed */
 	tv_query_free(c->query);
+	tv_summary_free(c->summary);
 	drop_queue(c);
 	if (c->payload)
 		grpc_byte_buffer_destroy(c->payload);
@@ -303,6 +306,8 @@ static void finish(struct call *c, grpc_status_code code, const char *msg)
 	/* a query's blocks and memory go back to the pool now, not when grpc frees the call */
 	tv_query_free(c->query);
 	c->query = NULL;
+	tv_summary_free(c->summary);
+	c->summary = NULL;
 	c->code = code;
 	grpc_slice_unref(c->details);
 	c->details = grpc_slice_from_copied_string(msg);
@@ -337,6 +342,10 @@ static int send_message(struct call *c, grpc_byte_buffer *bb)
 	grpc_op op = { 0 };
 
 	c->send_bb = bb;
+	/* the client's idle clock starts when a reply is offered, not at the last one it took: a
+	 * call whose answer took long to build (Summary, a yielding scan) is not the client's
+	 * delay */
+	c->active_at = gpr_now(GPR_CLOCK_MONOTONIC);
 	op.op = GRPC_OP_SEND_MESSAGE;
 	op.data.send_message.send_message = bb;
 	if (start_batch(c, OP_SEND, &op, 1)) {
@@ -366,6 +375,31 @@ static void query_produce(struct call *c)
 	} else {
 		finish(c, tv_status_from_errno(ret), err[0] ? err : strerror(-ret));
 	}
+}
+
+/* One step of a Summary (a slice of its query): back on the runnable list while records
+ * remain, then the one reply and the status. */
+static void summary_produce(struct call *c)
+{
+	grpc_byte_buffer *bb = NULL;
+	char err[TV_QUERY_ERR_LEN] = "";
+	int ret = tv_summary_step(c->summary, err, sizeof(err));
+
+	if (ret == 1) {
+		run_push(c->srv, c); /* its next step comes after the other work's turn */
+		return;
+	}
+	if (ret == 0)
+		ret = tv_summary_reply(c->summary, c->srv->max_message_bytes, &bb, err, sizeof(err));
+	tv_summary_free(c->summary);
+	c->summary = NULL;
+	if (ret) {
+		finish(c, ret == -EINVAL ? GRPC_STATUS_INVALID_ARGUMENT : tv_status_from_errno(ret),
+		       err[0] ? err : strerror(-ret));
+		return;
+	}
+	enqueue(c, bb);
+	finish(c, GRPC_STATUS_OK, "");
 }
 
 /* Pack a deferred Write ack; NULL on ENOMEM (the ack is dropped: a later one supersedes it). */
@@ -401,6 +435,8 @@ static void pump(struct call *c)
 	}
 	if (!c->send_bb && c->state == C_OPEN && c->m == M_QUERY && c->query && !c->runnable)
 		query_produce(c); /* may call finish, which re-enters pump in C_FINISHING */
+	else if (c->state == C_OPEN && c->m == M_SUMMARY && c->summary && !c->runnable)
+		summary_produce(c);
 	/* a Write's status waits for its segment's I/O: a failed segment's files are gone and its
 	 * space is free before the client hears the status */
 	if (c->state == C_FINISHING && !c->send_bb && !c->queue_head &&
@@ -693,36 +729,28 @@ out:
 	tracevault__v1__stats_request__free_unpacked(req, NULL);
 }
 
-/* Summary runs to its end here, on the server's one thread (its steps could interleave with
- * other calls once the loop keeps a list of runnable calls). */
+/* A Summary counts in steps (a slice of its query each) taken from the runnable list like a
+ * yielding Query's, so Write acks and other calls wait at most one slice for it. */
 static void summary_begin(struct call *c)
 {
 	Tracevault__V1__SummaryRequest *req;
-	struct tv_summary *s = NULL;
 	char err[TV_QUERY_ERR_LEN] = "";
-	grpc_byte_buffer *bb = NULL;
 	int ret;
 
 	req = (Tracevault__V1__SummaryRequest *)unpack_payload(
 		c, &tracevault__v1__summary_request__descriptor);
 	if (!req)
 		return;
-	ret = tv_summary_new(&s, c->srv->catalog, c->srv->store, &c->srv->query_pool, req, err,
-			     sizeof(err));
+	ret = tv_summary_new(&c->summary, c->srv->catalog, c->srv->store, &c->srv->query_pool,
+			     req, err, sizeof(err));
 	tracevault__v1__summary_request__free_unpacked(req, NULL);
-	if (ret == 0)
-		while ((ret = tv_summary_step(s, err, sizeof(err))) == 1)
-			;
-	if (ret == 0)
-		ret = tv_summary_reply(s, c->srv->max_message_bytes, &bb, err, sizeof(err));
-	tv_summary_free(s);
 	if (ret) {
+		c->summary = NULL;
 		finish(c, ret == -EINVAL ? GRPC_STATUS_INVALID_ARGUMENT : tv_status_from_errno(ret),
 		       err[0] ? err : strerror(-ret));
 		return;
 	}
-	enqueue(c, bb);
-	finish(c, GRPC_STATUS_OK, "");
+	run_push(c->srv, c);
 }
 
 /* A Write or Query stream takes one of its method's slots, or ends RESOURCE_EXHAUSTED naming

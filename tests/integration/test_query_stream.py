@@ -184,6 +184,59 @@ def test_write_commits_during_long_scans(srv, cl):
     return committed - t0, first_end - t0
 
 
+def summary_request(pb):
+    """Every record, grouped by path: a Summary that reads the whole archive."""
+    return pb.SummaryRequest(from_ns=BASE, to_ns=BASE + RECORDS * STEP_NS,
+                             by=pb.GROUP_BY_PATH)
+
+
+def test_write_commits_during_long_summaries(srv, cl):
+    """Summary counts in the same slices as a Query, taking turns on the server's thread: a
+    Write sent while SCANS Summaries of the whole archive run commits before the first of them
+    answers. Before, a Summary ran to its end inside one step of the loop."""
+    pb = cl.pb
+    futures = [cl.summary.future(summary_request(pb), timeout=WAIT_S) for _ in range(SCANS)]
+    ends = [None] * SCANS
+
+    def note_end(k):
+        return lambda f: ends.__setitem__(k, time.monotonic())
+
+    for k, f in enumerate(futures):
+        f.add_done_callback(note_end(k))
+    time.sleep(0.3)  # the calls reach the server and start counting
+    running = sum(not f.done() for f in futures)
+    assert running, "every Summary ended within 0.3 s: the archive is too small to tell"
+    t0 = time.monotonic()
+    resp = cl.write_segment(0x5CAA, [(0x5CAA1, [tvtest.trace_record(BASE - 20)])])
+    committed = time.monotonic()
+    assert resp.committed, resp
+    for f in futures:
+        r = f.result(timeout=WAIT_S)
+        assert r.records == RECORDS and not r.skipped, (r.records, len(r.skipped))
+    first_end = min(e for e in ends if e is not None and e > t0) if any(
+        e is not None and e > t0 for e in ends) else None
+    assert first_end is not None and committed < first_end, (
+        "the Write committed after a Summary that was running answered", committed, ends)
+    return committed - t0, first_end - t0, running
+
+
+def test_long_summary_is_not_idle(srv):
+    """A Summary whose counting takes longer than --idle-timeout-ms still gets its answer:
+    the client's idle clock starts when the reply is offered, not when the call began."""
+    slow = tvtest.Server(data_dir=srv.data_dir, extra_args=["--idle-timeout-ms", "100"])
+    slow.start()
+    cl = tvtest.GrpcClient(slow.addr, timeout_s=WAIT_S)
+    try:
+        t0 = time.monotonic()
+        r = cl.summary(summary_request(cl.pb), timeout=WAIT_S)
+        took = time.monotonic() - t0
+        assert r.records == RECORDS, r.records
+        return took
+    finally:
+        cl.close()
+        slow.stop()
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp, tvtest.Server() as srv:
         cl = tvtest.GrpcClient(srv.addr, timeout_s=WAIT_S)
@@ -199,6 +252,13 @@ def main():
             commit, first_end = test_write_commits_during_long_scans(srv, cl)
             print("ok a Write committed in %.3f s; the first of %d scans ended after %.3f s" %
                   (commit, SCANS, first_end))
+            commit, first_end, running = test_write_commits_during_long_summaries(srv, cl)
+            print("ok a Write committed in %.3f s; the first of %d running Summaries answered "
+                  "after %.3f s" % (commit, running, first_end))
+            cl.close()
+            srv.stop()
+            took = test_long_summary_is_not_idle(srv)
+            print("ok a Summary of %.3f s answered under --idle-timeout-ms 100" % took)
         finally:
             cl.close()
 
