@@ -420,16 +420,19 @@ int tv_retention_pass(struct tv_retention *r)
 		fprintf(stderr, "retention: cannot list the segments: %s\n", strerror(-ret));
 		goto out;
 	}
-	r->again = ch->full;
-	r->again_target = ch->full ? ch->bytes_target : 0;
 	if (!ch->n)
 		goto out;
 	ret = retire(r, ch->segs, ch->n, 0, &b);
 	if (ret) {
+		/* not again at once: a failing catalog (a full disk) is tried at the next
+		 * --retain-interval, not on every turn of the loop */
 		fprintf(stderr, "retention: cannot retire %zu segments: catalog: %s\n", ch->n,
 			strerror(-ret));
 		goto out;
 	}
+	/* cut at the cap: the rest right after the other work's turn */
+	r->again = ch->full;
+	r->again_target = ch->full ? ch->bytes_target : 0;
 	dt = tv_monotonic_ns() - t0;
 	r->segments += b->nsegs;
 	r->blocks += b->nfiles;
