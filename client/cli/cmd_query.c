@@ -165,8 +165,8 @@ static const char *const query_usage[] = {
 struct query_out {
 	struct tv_record_out *out;
 	bool unflushed;   /* records rendered since the last flush */
-	int flush_stop;   /* a flush failed (out_stop's value): the query stops at the next record */
-	int flush_errno;  /* and why */
+	int flush_stop;   /* writing failed (out_stop's value): the query stops at the next record */
+	int flush_errno;  /* and why, taken when it failed (gRPC's teardown may change errno) */
 	uint64_t skipped; /* blocks the servers skipped */
 };
 
@@ -184,7 +184,10 @@ static int print_record(const Tracevault__V1__TraceRecord *r, void *arg)
 		return qo->flush_stop;
 	}
 	qo->unflushed = true;
-	return out_stop(tv_record_out_add(qo->out, r));
+	qo->flush_stop = out_stop(tv_record_out_add(qo->out, r));
+	if (qo->flush_stop)
+		qo->flush_errno = errno ? errno : EIO;
+	return qo->flush_stop;
 }
 
 /* The client waits on the servers: what is printed goes out now (records stream as they
@@ -331,14 +334,16 @@ int tv_cmd_query(int argc, char **argv)
 		       print_record, print_skip, flush_output, &qo, err, sizeof(err));
 	if (ret == 0 && qo.flush_stop) /* a flush after the last record failed */
 		ret = qo.flush_stop;
+	saved_errno = qo.flush_errno;
 	/* what arrived before an rpc failure is printed, as it arrived */
 	if (ret != STDOUT_FAILED && ret != OUT_OF_MEMORY) {
 		int fin = out_stop(tv_record_out_finish(qo.out));
 
-		if (fin && ret >= 0)
+		if (fin && ret >= 0) {
 			ret = fin;
+			saved_errno = errno ? errno : EIO;
+		}
 	}
-	saved_errno = qo.flush_stop && ret == qo.flush_stop ? qo.flush_errno : errno;
 	tv_record_out_free(qo.out);
 	if (ret == STDOUT_FAILED)
 		return tv_cli_runtime_error("write stdout: %s", strerror(saved_errno));

@@ -302,8 +302,12 @@ static int drain(struct tv_record_out *o)
 {
 	if (o->buf.failed)
 		return -ENOMEM;
-	if (o->buf.len && fwrite(o->buf.p, 1, o->buf.len, o->f) != o->buf.len)
+	errno = 0; /* a short fwrite sets it when write(2) failed; else EIO below */
+	if (o->buf.len && fwrite(o->buf.p, 1, o->buf.len, o->f) != o->buf.len) {
+		if (!errno)
+			errno = EIO;
 		return -EIO;
+	}
 	o->buf.len = 0;
 	return 0;
 }
