@@ -34,6 +34,7 @@
 
 #include <yajl/yajl_parse.h>
 
+#include "cli/out_buf.h"
 #include "cli/record_json.h"
 
 enum key_kind { K_U64, K_U32, K_STR, K_BODY, K_BODY_B64, K_HEADERS };
@@ -134,33 +135,6 @@ struct tv_record_reader {
 
 /* ---- the line check before yajl (the first three declines of the file comment) ---- */
 
-/* Length of the strict UTF-8 sequence at s (n bytes left), 0 when invalid: jansson's rules. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-	uint32_t cp;
-	size_t len;
-
-	if (s[0] >= 0xc2 && s[0] <= 0xdf)
-		len = 2, cp = s[0] & 0x1f;
-	else if (s[0] >= 0xe0 && s[0] <= 0xef)
-		len = 3, cp = s[0] & 0x0f;
-	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-		len = 4, cp = s[0] & 0x07;
-	else
-		return 0;
-	if (len > n)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[i] & 0x3f);
-	}
-	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return len;
-}
-
 static bool is_surrogate_escape(const unsigned char *s, size_t n)
 {
 	/* s at a backslash that starts an escape (line_is_plain steps over each escape whole,
@@ -188,7 +162,7 @@ static bool line_is_plain(const char *line, size_t len)
 		} else if (c == '\t' || c == '\n' || c == '\r') {
 			i++;
 		} else if (c >= 0x80) {
-			size_t n = utf8_len(s + i, len - i);
+			size_t n = tv_utf8_seq(s + i, len - i); /* jansson's rules too */
 
 			if (n == 0)
 				return false;
