@@ -310,6 +310,22 @@ int tv_cli_parse(int argc, char **argv, const struct tv_cli_opt *table, const ch
 	return TV_CLI_PARSED;
 }
 
+int tv_cli_time_window(const char *cmd, const char *from, const char *to, uint64_t now_ns,
+		       uint64_t *from_ns, uint64_t *to_ns)
+{
+	char why[TV_TIME_WHY_LEN];
+
+	if (!from)
+		return tv_cli_usage_error("%s: missing --from", cmd);
+	if (tv_parse_time(from, now_ns, from_ns, why, sizeof(why)))
+		return tv_cli_usage_error("invalid --from: '%s': %s", from, why);
+	if (tv_parse_time(to, now_ns, to_ns, why, sizeof(why)))
+		return tv_cli_usage_error("invalid --to: '%s': %s", to, why);
+	if (*from_ns > *to_ns)
+		return tv_cli_usage_error("--from (%s) is after --to (%s)", from, to);
+	return 0;
+}
+
 int tv_cli_check_servers(const char **servers)
 {
 	const char *from = "--server";

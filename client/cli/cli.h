@@ -73,6 +73,13 @@ int tv_cli_runtime_error(const char *fmt, ...) __attribute__((format(printf, 1, 
  * (...)" (or "invalid TRACEVAULT_SERVER: ...") for an empty list or entry. */
 int tv_cli_check_servers(const char **servers);
 
+/* The window of query and summary: --from (required) and --to as tv_parse_time reads them
+ * against now_ns, from <= to (equal: an empty window). Returns 0 with *from_ns and *to_ns set,
+ * or the usage exit code after "CMD: missing --from", "invalid --from: 'T': why" (or --to)
+ * or "--from (F) is after --to (T)". */
+int tv_cli_time_window(const char *cmd, const char *from, const char *to, uint64_t now_ns,
+		       uint64_t *from_ns, uint64_t *to_ns);
+
 /* True when s is a plain decimal, D[.D] (digits, at most one '.', a digit on each side): the
  * syntax of ratios and fractional durations, without strtod's sign, spaces, exponents, hex,
  * inf and nan. */

@@ -63,19 +63,7 @@ static const struct tv_cli_opt query_options[] = {
 	{"limit", 'n', TV_CLI_ARG_U64, QA(limit), &tv_cli_count_limit, "0: all", NULL},
 	{"stats", 0, TV_CLI_ARG_SET, QA(stats), NULL, NULL, NULL},
 	{"reverse", 'r', TV_CLI_ARG_SET, QA(reverse), NULL, NULL, NULL},
-	{"method", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_method},
-	{"status", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_status},
-	{"path", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_path},
-	{"path-with-query", 0, TV_CLI_ARG_SET, QA(filter.path_with_query), NULL, NULL, NULL},
-	{"host", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_host},
-	{"role", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_role},
-	{"pid", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_pid},
-	{"comm", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_comm},
-	{"remote", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_remote},
-	{"trace-id", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_trace_id},
-	{"min-latency", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_min_latency},
-	{"max-latency", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_max_latency},
-	{"flags", 0, TV_CLI_ARG_CUSTOM, QA(filter), NULL, NULL, tv_filter_arg_flags},
+	TV_FILTER_CLI_OPTIONS(struct query_args, filter),
 	TV_CLI_MESSAGE_OPTION(struct query_args, max_message_bytes),
 	{0},
 };
@@ -128,21 +116,7 @@ static const char *const query_usage[] = {
 	"Filters, evaluated by the servers; --limit counts the records that pass. Options AND,\n"
 	"the values of one option (a,b or the option repeated) OR; at most 64 values per\n"
 	"option, each at most 1024 bytes:\n"
-	"      --method M             GET, POST, ... (exact, case-sensitive)\n"
-	"      --status S             5xx, 404, 500-599 (100 to 599), none (no response)\n"
-	"      --path P               the path before its ?query; a glob when P holds *, ? or [\n"
-	"                             (fnmatch: * also crosses /, [*] is a literal *)\n"
-	"      --path-with-query      --path matches the whole path, query included\n"
-	"      --host H               host, case and port ignored; a glob as --path\n"
-	"      --role R               server or client\n"
-	"      --pid N                process id\n"
-	"      --comm C               process name; a glob as --path\n"
-	"      --remote A             peer address or CIDR: 10.0.0.0/8, ::1, 2001:db8::/32\n"
-	"      --trace-id X           32 hex digits of the W3C traceparent\n"
-	"      --min-latency D        at least D: N[.N] with ns, us, ms, s, m or h (250ms)\n"
-	"      --max-latency D        at most D\n"
-	"      --flags F              no_response, partial, lost, cut, unseen: any of them;\n"
-	"                             all:LIST: all of them; clean: none\n"
+	TV_FILTER_CLI_HELP
 	"      --max-message-bytes N  gRPC message size limit, 64K to 1G (default 16M)\n"
 	"                             (sizes take a K, M or G suffix)\n"
 	"  -h, --help                 this text\n"
@@ -293,14 +267,9 @@ int tv_cmd_query(int argc, char **argv)
 	ret = tv_cli_check_servers(&a.server);
 	if (ret)
 		return ret;
-	if (!a.from)
-		return tv_cli_usage_error("query: missing --from");
-	if (tv_parse_time(a.from, now_ns, &from_ns, why, sizeof(why)))
-		return tv_cli_usage_error("invalid --from: '%s': %s", a.from, why);
-	if (tv_parse_time(a.to, now_ns, &to_ns, why, sizeof(why)))
-		return tv_cli_usage_error("invalid --to: '%s': %s", a.to, why);
-	if (from_ns > to_ns)
-		return tv_cli_usage_error("--from (%s) is after --to (%s)", a.from, a.to);
+	ret = tv_cli_time_window("query", a.from, a.to, now_ns, &from_ns, &to_ns);
+	if (ret)
+		return ret;
 
 	if (tv_filter_args_finish(&a.filter, &filter, why, sizeof(why)))
 		return tv_cli_usage_error("query: %s", why);

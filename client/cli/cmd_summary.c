@@ -405,14 +405,9 @@ int tv_cmd_summary(int argc, char **argv)
 	ret = tv_cli_check_servers(&a.server);
 	if (ret)
 		return ret;
-	if (!a.from)
-		return tv_cli_usage_error("summary: missing --from");
-	if (tv_parse_time(a.from, now_ns, &from_ns, why, sizeof(why)))
-		return tv_cli_usage_error("invalid --from: '%s': %s", a.from, why);
-	if (tv_parse_time(a.to, now_ns, &to_ns, why, sizeof(why)))
-		return tv_cli_usage_error("invalid --to: '%s': %s", a.to, why);
-	if (from_ns > to_ns)
-		return tv_cli_usage_error("--from (%s) is after --to (%s)", a.from, a.to);
+	ret = tv_cli_time_window("summary", a.from, a.to, now_ns, &from_ns, &to_ns);
+	if (ret)
+		return ret;
 	if (tv_filter_args_finish(&a.filter, &filter, why, sizeof(why)))
 		return tv_cli_usage_error("summary: %s", why);
 	if (!a.quantiles.n) {
