@@ -477,27 +477,22 @@ static int stats_one(const char *server, const Tracevault__V1__StatsRequest *req
 		     size_t max_message_bytes, Tracevault__V1__StatsResponse *sum, char *err,
 		     size_t errlen)
 {
-	grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
-	grpc_channel *ch = cq ? tv_rpc_channel_new(server, max_message_bytes) : NULL;
 	ProtobufCMessage *m = NULL;
 	Tracevault__V1__StatsResponse *r;
 	char why[512];
+	bool called;
 	int ret;
 
-	if (!ch) {
-		snprintf(err, errlen, "cannot create a channel to %s", server);
-		ret = -ENOMEM;
-		goto out;
-	}
-	ret = tv_rpc_probe(ch, cq, server, TV_QUERY_CONNECT_TIMEOUT_MS, err, errlen);
-	if (ret)
-		goto out;
-	ret = tv_rpc_unary(ch, cq, TV_METHOD_STATS, &req->base,
-			   &tracevault__v1__stats_response__descriptor, max_message_bytes,
-			   TV_QUERY_CONNECT_TIMEOUT_MS, &m, why, sizeof(why));
+	ret = tv_rpc_unary_to(server, TV_METHOD_STATS, &req->base,
+			      &tracevault__v1__stats_response__descriptor, max_message_bytes,
+			      TV_QUERY_CONNECT_TIMEOUT_MS, TV_QUERY_CONNECT_TIMEOUT_MS, &m, &called,
+			      why, sizeof(why));
 	if (ret) {
-		snprintf(err, errlen, "stats failed on %s: %s", server, why);
-		goto out;
+		if (called)
+			snprintf(err, errlen, "stats failed on %s: %s", server, why);
+		else
+			snprintf(err, errlen, "%s", why);
+		return ret;
 	}
 	r = (Tracevault__V1__StatsResponse *)m;
 	sum->blocks += r->blocks;
@@ -511,12 +506,7 @@ static int stats_one(const char *server, const Tracevault__V1__StatsRequest *req
 	sum->lost_requests += r->lost_requests;
 	sum->raw_bytes += r->raw_bytes;
 	protobuf_c_message_free_unpacked(m, NULL);
-out:
-	if (ch)
-		grpc_channel_destroy(ch);
-	if (cq)
-		tv_grpc_cq_destroy(cq);
-	return ret;
+	return 0;
 }
 
 int tv_query_stats(const char *server, uint64_t from_ns, uint64_t to_ns,

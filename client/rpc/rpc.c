@@ -305,3 +305,33 @@ out:
 	grpc_call_unref(call);
 	return ret;
 }
+
+int tv_rpc_unary_to(const char *server, const char *method, const ProtobufCMessage *req,
+		    const ProtobufCMessageDescriptor *out_desc, size_t max_message_bytes,
+		    long probe_timeout_ms, long timeout_ms, ProtobufCMessage **out, bool *called,
+		    char *err, size_t errlen)
+{
+	grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+	grpc_channel *ch = cq ? tv_rpc_channel_new(server, max_message_bytes) : NULL;
+	int ret;
+
+	*out = NULL;
+	*called = false;
+	if (!ch) {
+		snprintf(err, errlen, "cannot create a channel to %s", server);
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = tv_rpc_probe(ch, cq, server, probe_timeout_ms, err, errlen);
+	if (ret)
+		goto out;
+	*called = true;
+	ret = tv_rpc_unary(ch, cq, method, req, out_desc, max_message_bytes, timeout_ms, out, err,
+			   errlen);
+out:
+	if (ch)
+		grpc_channel_destroy(ch);
+	if (cq)
+		tv_grpc_cq_destroy(cq); /* nothing is outstanding: tv_rpc_unary waited for its batch */
+	return ret;
+}

@@ -4,6 +4,7 @@
 #ifndef TV_RPC_H
 #define TV_RPC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <grpc/grpc.h>
@@ -44,6 +45,18 @@ int tv_rpc_unary(grpc_channel *ch, grpc_completion_queue *cq, const char *method
 		 const ProtobufCMessage *req, const ProtobufCMessageDescriptor *out_desc,
 		 size_t max_message_bytes, long timeout_ms, ProtobufCMessage **out, char *err,
 		 size_t errlen);
+
+/* One unary call to server on a channel and completion queue of its own, both gone on
+ * return: tv_rpc_channel_new, tv_rpc_probe with probe_timeout_ms, tv_rpc_unary with
+ * timeout_ms. grpc_init() must have been called. Returns 0 with *out as tv_rpc_unary gives
+ * it, or a negative errno: *called false when no call was made (no channel: -ENOMEM and
+ * "cannot create a channel to H:P"; tv_rpc_probe's error and its message), err then being
+ * the whole message; *called true when the call failed, err then being tv_rpc_unary's
+ * "CODE: message", for the caller to say which call failed where. */
+int tv_rpc_unary_to(const char *server, const char *method, const ProtobufCMessage *req,
+		    const ProtobufCMessageDescriptor *out_desc, size_t max_message_bytes,
+		    long probe_timeout_ms, long timeout_ms, ProtobufCMessage **out, bool *called,
+		    char *err, size_t errlen);
 
 /* Fill ops[0..4) with "send the one request and half-close, receive the initial metadata":
  * SEND_INITIAL_METADATA, SEND_MESSAGE(send), SEND_CLOSE_FROM_CLIENT, RECV_INITIAL_METADATA.

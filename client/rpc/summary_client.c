@@ -9,7 +9,6 @@
 #include <grpc/grpc.h>
 
 #include "common/addr.h"
-#include "common/grpc_util.h"
 #include "proto/wire.h"
 #include "rpc/rpc.h"
 
@@ -109,33 +108,25 @@ static int summary_one(const char *server, const Tracevault__V1__SummaryRequest 
 		       size_t max_message_bytes, tv_query_skip_cb skip_cb, void *arg,
 		       struct gather *all, struct tv_summary_result *r, char *err, size_t errlen)
 {
-	grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
-	grpc_channel *ch = cq ? tv_rpc_channel_new(server, max_message_bytes) : NULL;
 	Tracevault__V1__SummaryResponse *resp;
 	ProtobufCMessage *m = NULL;
 	char why[512];
+	bool called;
 	int ret;
 
-	if (!ch) {
-		snprintf(err, errlen, "cannot create a channel to %s", server);
-		ret = -ENOMEM;
-		goto out;
-	}
-	ret = tv_rpc_probe(ch, cq, server, TV_QUERY_CONNECT_TIMEOUT_MS, err, errlen);
-	if (ret)
-		goto out;
-	ret = tv_rpc_unary(ch, cq, TV_METHOD_SUMMARY, &req->base,
-			   &tracevault__v1__summary_response__descriptor, max_message_bytes,
-			   TV_QUERY_TIMEOUT_MS, &m, why, sizeof(why));
-	if (ret == -ENOSYS) { /* a tracevaultd from before the Summary rpc */
+	ret = tv_rpc_unary_to(server, TV_METHOD_SUMMARY, &req->base,
+			      &tracevault__v1__summary_response__descriptor, max_message_bytes,
+			      TV_QUERY_CONNECT_TIMEOUT_MS, TV_QUERY_TIMEOUT_MS, &m, &called, why,
+			      sizeof(why));
+	if (ret && !called)
+		snprintf(err, errlen, "%s", why);
+	else if (ret == -ENOSYS) /* a tracevaultd from before the Summary rpc */
 		snprintf(err, errlen, "summary failed on %s: the server does not serve Summary "
 			 "(%s): upgrade tracevaultd", server, why);
-		goto out;
-	}
-	if (ret) {
+	else if (ret)
 		snprintf(err, errlen, "summary failed on %s: %s", server, why);
-		goto out;
-	}
+	if (ret)
+		return ret;
 	resp = (Tracevault__V1__SummaryResponse *)m;
 	for (size_t i = 0; i < resp->n_skipped; i++) {
 		r->skipped++;
@@ -149,11 +140,6 @@ static int summary_one(const char *server, const Tracevault__V1__SummaryRequest 
 	else if (ret)
 		snprintf(err, errlen, "out of memory merging the summary of %s", server);
 	protobuf_c_message_free_unpacked(m, NULL);
-out:
-	if (ch)
-		grpc_channel_destroy(ch);
-	if (cq)
-		tv_grpc_cq_destroy(cq);
 	return ret;
 }
 
