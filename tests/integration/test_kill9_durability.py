@@ -10,7 +10,6 @@ recovery. The last round checks the whole archive, every round's records at once
 ROUNDS kills by default (TV_KILL9_ROUNDS overrides it); the printed summary is the figure."""
 import os
 import random
-import signal
 import sys
 import threading
 import time
@@ -126,22 +125,7 @@ def main():
         for i in range(ROUNDS):
             rnd = Round(i, rng)
             rounds.append(rnd)
-            stop = threading.Event()
-            clients = [tvtest.GrpcClient(srv.addr, timeout_s=20) for _ in range(WRITERS + 1)]
-            threads = [threading.Thread(target=writer, args=(c, rnd, stop))
-                       for c in clients[:WRITERS]]
-            threads.append(threading.Thread(target=querier, args=(clients[-1], stop)))
-            for t in threads:
-                t.start()
-            time.sleep(rng.uniform(*KILL_AFTER_S))
-            srv.proc.send_signal(signal.SIGKILL)
-            srv.proc.wait(10)
-            stop.set()
-            for t in threads:
-                t.join(30)
-                assert not t.is_alive(), "a client thread hung after the kill"
-            for c in clients:
-                c.close()
+            tvtest.run_until_kill(srv, WRITERS, writer, querier, rnd, KILL_AFTER_S, rng)
             assert not rnd.errors, rnd.errors
             srv.start()
             assert tvtest.tmp_files(srv.data_dir) == [], "temp files survived recovery"

@@ -22,7 +22,6 @@ seed); the printed summary is the figure."""
 import os
 import random
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -197,22 +196,7 @@ def main():
                     check(c, arc, srv.data_dir, bytes_round)  # its first pass ran at start
                 finally:
                     c.close()
-            stop = threading.Event()
-            clients = [tvtest.GrpcClient(srv.addr, timeout_s=20) for _ in range(WRITERS + 1)]
-            threads = [threading.Thread(target=writer, args=(c, arc, stop))
-                       for c in clients[:WRITERS]]
-            threads.append(threading.Thread(target=querier, args=(clients[-1], stop)))
-            for t in threads:
-                t.start()
-            time.sleep(rng.uniform(*KILL_AFTER_S))
-            srv.proc.send_signal(signal.SIGKILL)
-            srv.proc.wait(10)
-            stop.set()
-            for t in threads:
-                t.join(30)
-                assert not t.is_alive(), "a client thread hung after the kill"
-            for c in clients:
-                c.close()
+            tvtest.run_until_kill(srv, WRITERS, writer, querier, arc, KILL_AFTER_S, rng)
             assert not arc.errors, arc.errors
         # the last start: recovery, the checks, a clean stop, then the complete scrub
         recover_and_check_disk(srv.data_dir, figures)

@@ -20,7 +20,8 @@ One module per concern; this package re-exports their public names, so tests use
   grpc_client   GrpcClient, an independent grpcio client (Write, Query, Delete, raw bytes;
                 query_all: a whole Query with its skipped blocks and status), WriteStream (a
                 Write call step by step), grpc_modules(), and the message
-                builders trace_record(), write_cmd(), write_chunk(), write_chunks()
+                builders trace_record(), write_cmd(), write_chunk(), write_chunks();
+                run_until_kill(): a kill -9 round of writer and querier threads
   filters       FilterSpec: a Query filter as CLI options, as a QueryFilter, and the
                 reference predicate of PROTOCOL.md "Filters"; match_kind()
   runner        cases() and Results: a test file's cases, their lines and its exit code
@@ -38,8 +39,8 @@ from .cgroups import TempCgroup, cgroup2_mount
 from .filters import FilterSpec, match_kind
 from .datadir import (block_files, block_name, block_path, catalog_blocks, quarantined,
                       segment_log_lines, tmp_files)
-from .grpc_client import (GrpcClient, WriteStream, grpc_modules, trace_record, write_chunk,
-                          write_chunks, write_cmd)
+from .grpc_client import (GrpcClient, WriteStream, grpc_modules, run_until_kill, trace_record,
+                          write_chunk, write_chunks, write_cmd)
 from .http_clients import WRK_RE, RawHttp, curl, http_request, wrk
 from .loader import FAIL_LINE_RE, Loader, loader_path_key, place_block, query_keys
 from .runner import Results, cases

@@ -4,7 +4,10 @@ Delete, and the raw-bytes forms of Write and Query), WriteStream (one Write call
 step), and the builders of the messages they send: trace_record(), write_cmd(), write_chunk()
 and write_chunks()."""
 import queue
+import signal
 import sys
+import threading
+import time
 
 from .blocks import crc32c, encode_block
 from .procs import GEN_DIR, skip
@@ -192,3 +195,27 @@ class WriteStream:
             ack = self.next()
             assert ack.block_id == block_id and last < ack.offset <= length, (ack, last)
             last = ack.offset
+
+
+def run_until_kill(srv, writers, writer, querier, state, kill_after_s, rng):
+    """One round of the kill -9 tests: `writers` threads running writer(client, state, stop)
+    and one running querier(client, stop) against srv, each on a GrpcClient of its own; srv is
+    SIGKILLed at a random moment in kill_after_s (seconds, a (lo, hi) pair drawn with rng),
+    then stop is set, every thread must end within 30 s and the clients are closed. What the
+    threads saw is theirs to record in state."""
+    stop = threading.Event()
+    clients = [GrpcClient(srv.addr, timeout_s=20) for _ in range(writers + 1)]
+    threads = [threading.Thread(target=writer, args=(c, state, stop))
+               for c in clients[:writers]]
+    threads.append(threading.Thread(target=querier, args=(clients[-1], stop)))
+    for t in threads:
+        t.start()
+    time.sleep(rng.uniform(*kill_after_s))
+    srv.proc.send_signal(signal.SIGKILL)
+    srv.proc.wait(10)
+    stop.set()
+    for t in threads:
+        t.join(30)
+        assert not t.is_alive(), "a client thread hung after the kill"
+    for c in clients:
+        c.close()
