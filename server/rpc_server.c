@@ -320,6 +320,15 @@ static void finish(struct call *c, grpc_status_code code, const char *msg)
 	pump(c);
 }
 
+/* finish on a negative errno from checking or serving a request: -EINVAL (a malformed
+ * request) is INVALID_ARGUMENT, any other the errno's status (server/status.h); the message is
+ * err, or strerror when err is empty. */
+static void finish_errno(struct call *c, int ret, const char *err)
+{
+	finish(c, ret == -EINVAL ? GRPC_STATUS_INVALID_ARGUMENT : tv_status_from_errno(ret),
+	       err[0] ? err : strerror(-ret));
+}
+
 static void enqueue(struct call *c, grpc_byte_buffer *bb)
 {
 	struct msg_node *n = calloc(1, sizeof(*n));
@@ -394,8 +403,7 @@ static void summary_produce(struct call *c)
 	tv_summary_free(c->summary);
 	c->summary = NULL;
 	if (ret) {
-		finish(c, ret == -EINVAL ? GRPC_STATUS_INVALID_ARGUMENT : tv_status_from_errno(ret),
-		       err[0] ? err : strerror(-ret));
+		finish_errno(c, ret, err);
 		return;
 	}
 	enqueue(c, bb);
@@ -613,8 +621,7 @@ static void query_begin(struct call *c)
 		goto out;
 	ret = tv_filter_compile(req->filter, &filter, err, sizeof(err));
 	if (ret) {
-		finish(c, ret == -EINVAL ? GRPC_STATUS_INVALID_ARGUMENT : tv_status_from_errno(ret),
-		       err[0] ? err : strerror(-ret));
+		finish_errno(c, ret, err);
 		goto out;
 	}
 	params = (struct tv_query_params){
@@ -746,8 +753,7 @@ static void summary_begin(struct call *c)
 	tracevault__v1__summary_request__free_unpacked(req, NULL);
 	if (ret) {
 		c->summary = NULL;
-		finish(c, ret == -EINVAL ? GRPC_STATUS_INVALID_ARGUMENT : tv_status_from_errno(ret),
-		       err[0] ? err : strerror(-ret));
+		finish_errno(c, ret, err);
 		return;
 	}
 	run_push(c->srv, c);
