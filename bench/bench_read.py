@@ -468,6 +468,14 @@ class Bench:
             sq.append(s.wall_s * 1e3)
         self.row("process start+exit alone (ms)", "%.1f (tracevault --version)" % statistics.median(tv),
                  "%.1f (sqlite3 -version)" % statistics.median(sq), "(context for the above)")
+        # An empty window: the process, gRPC's start, the channel and the connection to
+        # tracevaultd (the CLI checks every server first), but no Query call. What a query
+        # costs before the server can send anything: the floor under "first record".
+        floor = []
+        for i in range(2 * self.a.rounds * 5):
+            floor.append(self.tv_query(DAY0, DAY0).wall_s * 1e3)
+        self.row("empty window: start + gRPC + connect (ms)", fmt(spread(floor), "", 1), "",
+                 "(the floor under the figures below; no Query call)")
 
     def run(self):
         a = self.a
