@@ -14,6 +14,8 @@ reader that must not lose what it already planned.
   blocks gone (skipped, DATA_LOSS, never quarantined), which shows the test can fail.
 - Delete of a multi-block segment goes through the same retiring steps (log, no retiring row
   left) and removes every file.
+- a pass whose catalog transaction fails (a full disk) with a backlog over the pass cap is
+  not run again at once on every turn of the loop, and nothing is lost by it.
 - usage errors of the options."""
 import os
 import random
@@ -323,6 +325,68 @@ def test_a_pass_takes_at_most_256_segments():
         assert removed == [256, 44], removed
     finally:
         srv.cleanup()
+
+
+def fill(d, name, leave_bytes):
+    """Fill the file system of d to leave_bytes free with the file name (it stays)."""
+    with open(os.path.join(d, name), "wb") as f:
+        while True:
+            st = os.statvfs(d)
+            free = st.f_bavail * st.f_frsize
+            if free <= leave_bytes:
+                break
+            try:
+                f.write(b"\0" * min(free - leave_bytes, 1 << 20))
+                f.flush()
+            except OSError:
+                break
+
+
+def test_a_failing_catalog_is_not_retried_on_every_turn():
+    """300 segments on a small tmpfs, then a restart with --retain-bytes 1 and the disk full:
+    the pass's catalog transaction fails (SQLITE_FULL). The pass had 256 of 300 segments (cut
+    at the cap), yet it is tried again only at the next --retain-interval (1 day here), not at
+    once on every turn of the loop with an error line each (the spin fixed in d4bced9). Once
+    there is room again, a Write triggers the next pass, which removes them."""
+    rng = random.Random(12)
+    try:
+        mnt = tvtest.mount_tmpfs("24m")
+    except tvtest.Unavailable as e:
+        tvtest.skip(str(e))
+    srv = tvtest.Server(data_dir=os.path.join(mnt, "data"))
+    try:
+        srv.start()
+        cl = tvtest.GrpcClient(srv.addr)
+        try:
+            for k in range(300):
+                sid = rng.getrandbits(62) | 1
+                cl.write_encoded(sid, make_segment(rng, sid, [[NOW_NS + k]]))
+        finally:
+            cl.close()
+        assert srv.stop() == 0
+        fill(mnt, "filler", 64 * 1024)
+        srv.extra_args = ["--retain-bytes", "1", "--retain-interval", "1d"]
+        srv.start()
+        time.sleep(2)  # a spinning loop logs thousands of lines in this time
+        failed = srv.log().count("retention: cannot retire")
+        cl = tvtest.GrpcClient(srv.addr)
+        try:
+            assert len(served_segments(cl)) == 300  # nothing is lost by the failed pass
+            os.unlink(os.path.join(mnt, "filler"))
+            sid = rng.getrandbits(62) | 1
+            cl.write_encoded(sid, make_segment(rng, sid, [[NOW_NS + 300]]))
+            deadline = time.monotonic() + 10
+            while served_segments(cl):
+                assert time.monotonic() < deadline, "no pass after the disk had room again"
+                time.sleep(0.05)
+        finally:
+            cl.close()
+        assert srv.stop() == 0
+        assert failed == 1, "%d failed passes in 2 s (want 1: the next at --retain-interval)" \
+            % failed
+    finally:
+        srv.cleanup()
+        tvtest.umount_tmpfs(mnt)
 
 
 def test_usage_errors():
