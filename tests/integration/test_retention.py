@@ -14,6 +14,7 @@ reader that must not lose what it already planned.
   blocks gone (skipped, DATA_LOSS, never quarantined), which shows the test can fail.
 - Delete of a multi-block segment goes through the same retiring steps (log, no retiring row
   left) and removes every file.
+- start-up finishes segments left half retired (made by hand: each step cut).
 - a pass whose catalog transaction fails (a full disk) with a backlog over the pass cap is
   not run again at once on every turn of the loop, and nothing is lost by it.
 - usage errors of the options."""
@@ -323,6 +324,69 @@ def test_a_pass_takes_at_most_256_segments():
         assert srv.stop() == 0
         removed = [int(n) for n in re.findall(r"retention: removed (\d+) segments", srv.log())]
         assert removed == [256, 44], removed
+    finally:
+        srv.cleanup()
+
+
+def test_start_up_finishes_hand_made_half_retired_segments():
+    """The start-up step that finishes retiring segments (RECOVERY.md), on states made by hand
+    in a stopped server's data dir, one segment each (two blocks):
+    A: T1 done (a retiring row, its block rows gone, segments.state 'deleted'), both files left;
+    B: T1 done, one of its two files already unlinked (U cut half way);
+    C: T1 and U done, only T2 (the retiring row) left;
+    D: a retiring row whose block rows are still there (T1 never leaves that; start-up drops
+       the rows too rather than serve a segment it was told to retire);
+    E: untouched. After the start: only E is served, blocks/ and the catalog agree, no retiring
+    row is left, the log says 4 segments and 5 files were finished, and a second start has
+    nothing to do."""
+    rng = random.Random(13)
+    srv = tvtest.Server()
+    try:
+        srv.start()
+        cl = tvtest.GrpcClient(srv.addr)
+        sids, blocks = [], {}
+        try:
+            for k in range(5):
+                sid = rng.getrandbits(62) | 1
+                seg = make_segment(rng, sid, [[NOW_NS + 10 * k + j for j in range(3)],
+                                              [NOW_NS + 10 * k + 5]])
+                cl.write_encoded(sid, seg)
+                sids.append(sid)
+                blocks[sid] = [bid for bid, _ in seg]
+        finally:
+            cl.close()
+        assert srv.stop() == 0
+        a, b, c, d, e = sids
+        path = os.path.join(srv.data_dir, "catalog.db")
+        db = sqlite3.connect(path, timeout=10)
+        try:
+            with db:
+                for sid in (a, b, c, d):
+                    db.execute("INSERT INTO retiring (segment_id, at_ns) VALUES (?, ?)",
+                               (sid, NOW_NS))
+                for sid in (a, b, c):
+                    db.execute("DELETE FROM blocks WHERE segment_id = ?", (sid,))
+                    db.execute("UPDATE segments SET state = 'deleted' WHERE segment_id = ?",
+                               (sid,))
+        finally:
+            db.close()
+        os.unlink(os.path.join(srv.data_dir, "blocks", tvtest.block_name(b, blocks[b][0])))
+        for bid in blocks[c]:
+            os.unlink(os.path.join(srv.data_dir, "blocks", tvtest.block_name(c, bid)))
+        srv.start()
+        cl = tvtest.GrpcClient(srv.addr)
+        try:
+            assert served_segments(cl) == {"/seg/%x" % e: 4}, served_segments(cl)
+        finally:
+            cl.close()
+        assert srv.stop() == 0
+        assert "retired segments: 4 finished (5 files)" in srv.log(), srv.log()[-3000:]
+        assert retiring_rows(srv.data_dir) == 0
+        assert tvtest.block_files(srv.data_dir) == set(tvtest.catalog_blocks(srv.data_dir)) \
+            == set(blocks[e])
+        srv.start()
+        assert srv.stop() == 0
+        assert srv.log().count("retired segments: 0 finished (0 files)") >= 1
     finally:
         srv.cleanup()
 
