@@ -155,14 +155,15 @@ def reader_round(grace):
     rng = random.Random(3)
     t0 = NOW_NS - 10 * HOUR_NS
     planned = []
-    # 3 segments of 2 blocks of 1000 records of ~6 KiB (6 MiB of records a block, small
-    # compressed): more than gRPC's windows hold, so the query waits on its client before it
-    # opens the later blocks
+    # 3 segments of 4 blocks of 1000 records of ~6 KiB (6 MiB of records a block, small
+    # compressed): the query waits on its client long before it could open the second
+    # segment's last block (gRPC's windows, grown by BDP probing, held up to ~2 blocks, so
+    # with 2 blocks a segment the server had sometimes opened every planned block already)
     host = "h" * 6000
     for k in range(3):
         sid = rng.getrandbits(62) | 1
-        ts_list = [range(t0 + (2 * k + j) * 10**9, t0 + (2 * k + j) * 10**9 + PER_BLOCK)
-                   for j in range(2)]
+        ts_list = [range(t0 + (4 * k + j) * 10**9, t0 + (4 * k + j) * 10**9 + PER_BLOCK)
+                   for j in range(4)]
         planned.append((sid, make_segment(rng, sid, ts_list, host)))
     seg_bytes = sum(len(b) for _, b in planned[0][1])
     # the three fit; a fourth and a fifth of about the same size push out one each
@@ -181,8 +182,8 @@ def reader_round(grace):
             for k in range(2):  # newer segments: the two oldest go (they were planned)
                 sid = rng.getrandbits(62) | 1
                 t = NOW_NS - HOUR_NS + k * 10**9
-                blocks = make_segment(rng, sid, [range(t, t + PER_BLOCK),
-                                                 range(t + 10**8, t + 10**8 + PER_BLOCK)], host)
+                blocks = make_segment(rng, sid, [range(t + j * 10**8, t + j * 10**8 + PER_BLOCK)
+                                                 for j in range(4)], host)
                 assert cl.write_encoded(sid, blocks).committed
             left = served_segments(cl)
             assert "/seg/%x" % planned[0][0] not in left and \
@@ -199,7 +200,7 @@ def reader_round(grace):
         finally:
             cl.close()
         assert srv.stop() == 0
-        return recs, skipped, code, details, 3 * 2 * PER_BLOCK, files_during, srv.log()
+        return recs, skipped, code, details, 3 * 4 * PER_BLOCK, files_during, srv.log()
 
 
 def test_reader_keeps_what_it_planned():
