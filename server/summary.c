@@ -311,12 +311,16 @@ full:
 static int sketch_add(struct tv_summary *s, struct group *g, uint64_t x_ns, char *err,
 		      size_t errlen)
 {
-	size_t grow = tv_sketch_growth_bytes(&g->sk, x_ns);
-	int ret = charge(s, grow, err, errlen);
+	int i, ret;
+	size_t grow;
 
-	if (ret)
+	if (x_ns == 0)
+		return tv_sketch_add(&g->sk, 0, 1, NULL); /* a count, never grows */
+	i = tv_sketch_index(x_ns);
+	grow = tv_sketch_growth_bytes_index(&g->sk, i);
+	if ((ret = charge(s, grow, err, errlen)))
 		return ret;
-	if (tv_sketch_add(&g->sk, x_ns, 1, NULL)) {
+	if (tv_sketch_add_index(&g->sk, i, 1, NULL)) {
 		uncharge(s, grow);
 		snprintf(err, errlen, "summary: out of memory for a latency sketch");
 		return -ENOMEM;
