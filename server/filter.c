@@ -562,6 +562,9 @@ size_t tv_filter_trace_ids(const struct tv_filter *f, const char **ids)
 	return f->ntrace_ids;
 }
 
+_Static_assert((TV_FILTER_STRING_FIELDS & (1u << 3 | 1u << 4 | 1u << 10 | 1u << 15)) == 0,
+	       "the numbers are not strings");
+
 uint32_t tv_filter_fields(const struct tv_filter *f)
 {
 	if (!f)
@@ -587,6 +590,11 @@ bool tv_filter_match(const struct tv_filter *f, const uint8_t *rec, size_t len)
 
 bool tv_filter_match_view(const struct tv_filter *f, const struct tv_record_view *v)
 {
+	return tv_filter_match_numbers(f, v) && tv_filter_match_strings(f, v);
+}
+
+bool tv_filter_match_numbers(const struct tv_filter *f, const struct tv_record_view *v)
+{
 	bool ok;
 
 	if (!f)
@@ -610,6 +618,15 @@ bool tv_filter_match_view(const struct tv_filter *f, const struct tv_record_view
 		if (!ok)
 			return false;
 	}
+	return true;
+}
+
+bool tv_filter_match_strings(const struct tv_filter *f, const struct tv_record_view *v)
+{
+	bool ok;
+
+	if (!f)
+		return true;
 	if (f->role == TRACEVAULT__V1__ROLE__ROLE_SERVER &&
 	    !(v->role_len == 6 && memcmp(v->role, "server", 6) == 0))
 		return false;

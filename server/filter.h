@@ -60,4 +60,12 @@ bool tv_filter_match_view(const struct tv_filter *f, const struct tv_record_view
  * tv_filter_match_view. */
 uint32_t tv_filter_fields(const struct tv_filter *f);
 
+/* tv_filter_match_view in two halves, true when both are: the numbers (latency, pid, status,
+ * flags) and the strings (the fields of TV_FILTER_STRING_FIELDS). A reader that knows two
+ * records have the same strings (a page dictionary's ids) may reuse the strings' answer. */
+#define TV_FILTER_STRING_FIELDS                                                                \
+	(1u << 5 | 1u << 7 | 1u << 8 | 1u << 9 | 1u << 13 | 1u << 18 | 1u << 19)
+bool tv_filter_match_numbers(const struct tv_filter *f, const struct tv_record_view *v);
+bool tv_filter_match_strings(const struct tv_filter *f, const struct tv_record_view *v);
+
 #endif

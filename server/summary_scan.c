@@ -50,6 +50,14 @@ struct tv_summary_scan {
 	uint32_t fields;          /* the sink's and the filter's */
 	unsigned key_field;
 	bool columns_ok;          /* every field has a column (no trace-id filter) */
+	/* the one string field the filter reads (0: none or several): in a column-read page its
+	 * strings' answer is kept per dictionary id, valid while its gen is s->gen */
+	unsigned filter_str_field;
+	struct verdict {
+		uint32_t gen;
+		bool ok;
+	} *verdicts;
+	uint32_t gen;
 	struct tv_catalog_block *blocks;
 	size_t nblocks, cap, next_block;
 	size_t held;              /* bytes of the plan and skips charged to q */
@@ -147,6 +155,23 @@ int tv_summary_scan_new(struct tv_summary_scan **out, struct tv_catalog *c, stru
 	s->key_field = p->key_field;
 	s->columns_ok = (s->fields & ~TV_V3_FIELDS_READABLE) == 0;
 	s->fd = -1;
+	if (__builtin_popcount(filter_fields & TV_FILTER_STRING_FIELDS) == 1) {
+		ret = tv_query_reserve(q, TV_SUMMARY_SCAN_IDS * sizeof(*s->verdicts), ca.why,
+				       sizeof(ca.why));
+		if (!ret) {
+			s->held += TV_SUMMARY_SCAN_IDS * sizeof(*s->verdicts);
+			s->verdicts = calloc(TV_SUMMARY_SCAN_IDS, sizeof(*s->verdicts));
+			ret = s->verdicts ? 0 : -ENOMEM;
+		}
+		if (ret) {
+			snprintf(err, errlen, "cannot plan the summary: %s",
+				 ca.why[0] ? ca.why : "out of memory");
+			tv_summary_scan_free(s);
+			return ret;
+		}
+		s->filter_str_field = (unsigned)__builtin_ctz(filter_fields & TV_FILTER_STRING_FIELDS);
+		s->gen = 1;
+	}
 	ca.s = s;
 	ret = tv_catalog_overlap(c, p->from_ns, p->to_ns, collect, &ca);
 	if (ret) {
@@ -187,6 +212,7 @@ void tv_summary_scan_free(struct tv_summary_scan *s)
 	free(s->skips);
 	free(s->skipped);
 	free(s->blocks);
+	free(s->verdicts);
 	tv_filter_free(s->filter);
 	tv_query_release(s->q, s->held);
 	free(s);
@@ -371,13 +397,42 @@ static int open_block(struct tv_summary_scan *s, size_t bi, char *err, size_t er
 
 /* ---- reading ---- */
 
+/* A record that passed the filter to the sink. */
+static int pass(struct tv_summary_scan *s, const struct tv_record_view *v, uint32_t key_id,
+		char *err, size_t errlen)
+{
+	s->served++;
+	return s->sink.record(s->sink.arg, v, key_id, err, errlen);
+}
+
 static int give(struct tv_summary_scan *s, const struct tv_record_view *v, uint32_t key_id,
 		char *err, size_t errlen)
 {
 	if (s->filter && !tv_filter_match_view(s->filter, v))
 		return 0;
-	s->served++;
-	return s->sink.record(s->sink.arg, v, key_id, err, errlen);
+	return pass(s, v, key_id, err, errlen);
+}
+
+/* The filter on a record of a column-read page: the strings' answer of its id when the filter
+ * reads one string field (computed once per id and page). */
+static bool page_match(struct tv_summary_scan *s, const struct tv_record_view *v,
+		       const struct tv_v3_fields *r)
+{
+	struct verdict *vd;
+	uint32_t id;
+
+	if (!s->filter)
+		return true;
+	if (!s->filter_str_field)
+		return tv_filter_match_view(s->filter, v);
+	if (!tv_filter_match_numbers(s->filter, v))
+		return false;
+	id = r->str_id[s->filter_str_field];
+	vd = &s->verdicts[id == TV_V3_NO_ID ? TV_SUMMARY_SCAN_ABSENT_ID : id];
+	if (vd->gen != s->gen)
+		*vd = (struct verdict){ .gen = s->gen,
+					.ok = tv_filter_match_strings(s->filter, v) };
+	return vd->ok;
 }
 
 /* The view of a record kept whole (or of a v1/v2 block). */
@@ -464,6 +519,10 @@ static int page_part(struct tv_summary_scan *s, int *fault, char *why, size_t wh
 		return ret < 0 ? STREAM_FAULT : 0;
 	}
 	s->sink.ids_reset(s->sink.arg);
+	if (s->verdicts && ++s->gen == 0) { /* wrapped: no verdict may look current */
+		memset(s->verdicts, 0, TV_SUMMARY_SCAN_IDS * sizeof(*s->verdicts));
+		s->gen = 1;
+	}
 	ts = tv_v3_page_ts(page);
 	n = tv_v3_page_records(page);
 	for (i = 0; i < n && ts[i] < s->to_ns; i++) {
@@ -482,10 +541,12 @@ static int page_part(struct tv_summary_scan *s, int *fault, char *why, size_t wh
 			uint32_t id = TV_SUMMARY_SCAN_NO_ID;
 
 			view_of(&v, &r, s->fields);
+			if (!page_match(s, &v, &r))
+				continue;
 			if (s->key_field)
 				id = r.str_id[s->key_field] == TV_V3_NO_ID ?
 					     TV_SUMMARY_SCAN_ABSENT_ID : r.str_id[s->key_field];
-			ret = give(s, &v, id, err, errlen);
+			ret = pass(s, &v, id, err, errlen);
 		}
 		if (ret)
 			return ret;

@@ -4,7 +4,8 @@
  * fields. A version 3 block is read column by column (tv_block_stream_next_page): only the
  * columns of the fields the summary and its filter read are decompressed, no record is rebuilt
  * as protobuf, and the group key comes with its page-dictionary id so the summary finds its
- * group once per distinct string of a page instead of hashing it per record. Version 1 and 2
+ * group once per distinct string of a page instead of hashing it per record; a filter on one
+ * string field is likewise answered once per distinct string of a page. Version 1 and 2
  * blocks, a version 3 record the columns keep whole, and a filter on trace ids (not a column
  * field) go record by record through tv_record_view_parse, as Summary read every block before.
  * A damaged or unreadable block is handled as the Query executor does (server/query.h,
