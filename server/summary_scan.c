@@ -570,8 +570,14 @@ int tv_summary_scan_step(struct tv_summary_scan *s, char *err, size_t errlen)
 	uint64_t end_ns = now_ns() + TV_QUERY_SLICE_NS, rows0 = s->rows;
 	char why[REASON_LEN];
 	int ret, fault = 0;
+	bool some = false;
 
 	for (;;) {
+		/* after one part at least: a block open (a v1/v2 block's CRC pass, or a v3 block
+		 * its trace-id filter turns away) counts as work too */
+		if (some && (s->rows - rows0 >= TV_QUERY_SLICE_RECORDS || now_ns() >= end_ns))
+			return s->st || s->next_block < s->nblocks ? 1 : 0;
+		some = true;
 		if (!s->st) {
 			if (s->next_block == s->nblocks)
 				return 0;
@@ -580,8 +586,6 @@ int tv_summary_scan_step(struct tv_summary_scan *s, char *err, size_t errlen)
 				return ret;
 			continue;
 		}
-		if (s->rows - rows0 >= TV_QUERY_SLICE_RECORDS || now_ns() >= end_ns)
-			return 1;
 		ret = s->by_columns ? page_part(s, &fault, why, sizeof(why), err, errlen) :
 				      records_part(s, &fault, why, sizeof(why), err, errlen);
 		if (ret < 0)
