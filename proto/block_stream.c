@@ -301,8 +301,9 @@ static int s_room(struct tv_block_stream *s, void **p, size_t *cap, size_t n, co
 	return 0;
 }
 
-/* Read, check and open page next_page. */
-static int v3_load(struct tv_block_stream *s, char *err, size_t errlen)
+/* Read, check and open page next_page: every column (fields 0), or only those of fields
+ * (tv_v3_page_open_fields). */
+static int v3_load(struct tv_block_stream *s, uint32_t fields, char *err, size_t errlen)
 {
 	struct tv_v3_page_entry e;
 	uint32_t i = s->next_page;
@@ -320,7 +321,9 @@ static int v3_load(struct tv_block_stream *s, char *err, size_t errlen)
 	if (tv_crc32c(s->pg, e.stored_len) != e.crc32c)
 		return tv_errf(err, errlen, -EBADMSG, "block page %u checksum mismatch", i);
 	s->mem_ret = 0;
-	ret = tv_v3_page_open(&s->page, s->work, &e, s->pg, s->dctx, err, errlen);
+	ret = fields ? tv_v3_page_open_fields(&s->page, s->work, &e, s->pg, s->dctx, fields, err,
+					      errlen) :
+		       tv_v3_page_open(&s->page, s->work, &e, s->pg, s->dctx, err, errlen);
 	if (ret) {
 		s->page = NULL;
 		if (s->mem_ret)
@@ -343,7 +346,7 @@ static int v3_next(struct tv_block_stream *s, const uint8_t **data, size_t *len,
 		if (!s->page) {
 			if (s->next_page == s->h.page_count)
 				return 0;
-			ret = v3_load(s, err, errlen);
+			ret = v3_load(s, 0, err, errlen);
 			if (ret)
 				return ret;
 		}
@@ -372,6 +375,30 @@ static int v3_next(struct tv_block_stream *s, const uint8_t **data, size_t *len,
 		s->last_ts_ns = r.ts_ns;
 		return 1;
 	}
+}
+
+int tv_block_stream_next_page(struct tv_block_stream *s, uint32_t fields, uint64_t to_ns,
+			      struct tv_v3_page **page, char *err, size_t errlen)
+{
+	struct tv_v3_page_entry e;
+	int ret;
+
+	*page = NULL;
+	if (s->h.version < 3)
+		return tv_errf(err, errlen, -EINVAL, "a version %u block has no pages", s->h.version);
+	s->page = NULL;
+	if (s->next_page == s->h.page_count)
+		return 0;
+	v3_entry(s, s->next_page, &e);
+	if (e.first_ts >= to_ns)
+		return 0;
+	ret = v3_load(s, fields ? fields : TV_V3_FIELDS_READABLE, err, errlen);
+	if (ret)
+		return ret;
+	s->rows += e.records;
+	*page = s->page;
+	s->page = NULL; /* the caller reads it; tv_block_stream_next does not */
+	return 1;
 }
 
 int tv_block_stream_seek(struct tv_block_stream *s, uint64_t ts_ns)

@@ -83,6 +83,18 @@ int tv_block_stream_finish(struct tv_block_stream *s, char *err, size_t errlen);
  * Returns 1 when it seeked. */
 int tv_block_stream_seek(struct tv_block_stream *s, uint64_t ts_ns);
 
+/* Version 3, for a reader of a few fields (Summary): the next page, read, CRC-checked and
+ * opened with tv_v3_page_open_fields (fields: bits 1u << field number), into *page (valid
+ * until the next call or tv_block_stream_free; read it with tv_v3_page_next_fields, its rows'
+ * ts_ns with tv_v3_page_ts). It starts where tv_block_stream_seek put the stream, so the
+ * first page may hold rows before the seek's ts_ns: the caller passes over them. Do not mix
+ * with tv_block_stream_next. Returns 1 with a page, 0 after the last page or at the first
+ * page that starts at or after to_ns (not read), -EINVAL for a version 1 or 2 block, or
+ * tv_block_stream_next's errors with a reason in err. */
+struct tv_v3_page;
+int tv_block_stream_next_page(struct tv_block_stream *s, uint32_t fields, uint64_t to_ns,
+			      struct tv_v3_page **page, char *err, size_t errlen);
+
 /* Whether a record with one of the n trace ids (32 bytes each, stride bytes apart; ASCII case
  * does not matter) may be in the block: 1 maybe (always for versions 1 and 2), 0 certainly
  * not (version 3: its trace-id filter, read and checked here, then freed), or a negative errno

@@ -735,6 +735,9 @@ struct tv_v3_page {
 	struct dref *dict[NDICT];
 	uint32_t dn[NDICT];
 	uint32_t next;
+	uint32_t want; /* the columns decoded (bits by column number) */
+	uint8_t fidx[NF]; /* a field reader's fields: their indexes in F */
+	uint8_t nfidx;
 	uint8_t *raw;
 };
 
@@ -786,8 +789,33 @@ static int col_lenstr(struct tv_v3_page *p, int c, const uint8_t **s, uint32_t *
 	return col_bytes(p, c, (size_t)v, s, err, errlen);
 }
 
-int tv_v3_page_open(struct tv_v3_page **out, void *work, const struct tv_v3_page_entry *e,
-		    const uint8_t *src, ZSTD_DCtx *dctx, char *err, size_t errlen)
+/* Columns a field reader needs besides mask and ts: the rest column only when a record is kept
+ * whole (decided from the mask column at open). */
+#define COL_BIT(c) (1u << (c))
+#define ALL_COLS ((uint32_t)((1ull << NCOL) - 1))
+
+/* Whether the mask column (decoded, at k) holds a record kept whole. -EBADMSG when it does not
+ * parse (the reader reports it with the record then). */
+static bool any_raw(const struct col *k)
+{
+	size_t pos = 0, used;
+	uint64_t v;
+
+	while (pos < k->len) {
+		if (tv_varint_get(k->p + pos, k->len - pos, &v, &used))
+			return true; /* let the record walk report it */
+		if (v & MASK_RAW)
+			return true;
+		pos += used;
+	}
+	return false;
+}
+
+/* tv_v3_page_open for the columns in want (bits by column number; mask and ts always): the
+ * others are checked against the column table's sizes but not decompressed, and hold
+ * nothing. */
+static int page_open(struct tv_v3_page **out, void *work, const struct tv_v3_page_entry *e,
+		     const uint8_t *src, ZSTD_DCtx *dctx, uint32_t want, char *err, size_t errlen)
 {
 	uint8_t *w = work;
 	struct tv_v3_page *p = work;
@@ -829,9 +857,17 @@ int tv_v3_page_open(struct tv_v3_page **out, void *work, const struct tv_v3_page
 			       "page columns hold %llu stored / %llu raw bytes, its directory "
 			       "entry %u / %u", (unsigned long long)(pos + sum_st),
 			       (unsigned long long)(pos + sum_raw), e->stored_len, e->raw_len);
+	want |= COL_BIT(C_MASK) | COL_BIT(C_TS);
+	p->want = want;
 	for (int i = 0; i < NCOL; i++) {
 		const uint8_t *s = src + pos;
 
+		if (i == C_REST && !(want & COL_BIT(C_REST)) && any_raw(&p->c[C_MASK]))
+			p->want = want |= COL_BIT(C_REST);
+		if (!(want & COL_BIT(i))) {
+			pos += stlen[i];
+			continue;
+		}
 		if (stlen[i] == rawlen[i]) {
 			if (rawlen[i])
 				memcpy(p->raw + dst, s, rawlen[i]);
@@ -875,6 +911,12 @@ int tv_v3_page_open(struct tv_v3_page **out, void *work, const struct tv_v3_page
 			       (unsigned long long)e->last_ts);
 	*out = p;
 	return 0;
+}
+
+int tv_v3_page_open(struct tv_v3_page **out, void *work, const struct tv_v3_page_entry *e,
+		    const uint8_t *src, ZSTD_DCtx *dctx, char *err, size_t errlen)
+{
+	return page_open(out, work, e, src, dctx, ALL_COLS, err, errlen);
 }
 
 const uint64_t *tv_v3_page_ts(const struct tv_v3_page *p)
@@ -1092,4 +1134,127 @@ bad:
 	return tv_errf(err, errlen, -EBADMSG,
 		       "record of ts_ns %llu: its kept fields do not parse as protobuf",
 		       (unsigned long long)r->ts_ns);
+}
+
+/* ---- a few fields of each record ---- */
+
+_Static_assert(NF < 32 && MAX_FIELD < 32, "field and mask bits fit a uint32_t");
+
+int tv_v3_page_open_fields(struct tv_v3_page **out, void *work, const struct tv_v3_page_entry *e,
+			   const uint8_t *src, ZSTD_DCtx *dctx, uint32_t fields, char *err,
+			   size_t errlen)
+{
+	uint32_t want = 0;
+	uint8_t fidx[NF], n = 0;
+	int ret;
+
+	for (size_t i = 0; i < NF; i++) {
+		if (!(fields & TV_V3_FIELDS_READABLE & 1u << F[i].field))
+			continue;
+		fidx[n++] = (uint8_t)i;
+		want |= COL_BIT(F[i].col);
+		if (F[i].kind == K_STR)
+			want |= COL_BIT(F[i].col + NSTRDICT);
+	}
+	ret = page_open(out, work, e, src, dctx, want, err, errlen);
+	if (ret)
+		return ret;
+	memcpy((*out)->fidx, fidx, n);
+	(*out)->nfidx = n;
+	return 0;
+}
+
+uint32_t tv_v3_page_records(const struct tv_v3_page *p)
+{
+	return p->e.records;
+}
+
+int tv_v3_page_next_fields(struct tv_v3_page *p, struct tv_v3_fields *r, char *err,
+			   size_t errlen)
+{
+	uint64_t v, mask;
+	int ret;
+
+	if (p->next == p->e.records) {
+		for (int i = 0; i < NCOL; i++)
+			if ((p->want & COL_BIT(i)) && p->c[i].pos != p->c[i].len)
+				return tv_errf(err, errlen, -EBADMSG,
+					       "page column %d holds bytes past its %u records", i,
+					       p->e.records);
+		return 0;
+	}
+	ret = col_varint(p, C_MASK, &mask, err, errlen);
+	if (ret)
+		return ret;
+	if (mask >= MASK_RAW << 1 || ((mask & MASK_RAW) && mask != MASK_RAW))
+		return tv_errf(err, errlen, -EBADMSG, "record %u of the page has a bad mask 0x%llx",
+			       p->next, (unsigned long long)mask);
+	r->raw = NULL;
+	r->raw_len = 0;
+	if (mask & MASK_RAW) { /* the column is there: page_open saw this record's mask */
+		uint64_t ts;
+
+		ret = col_lenstr(p, C_REST, &r->raw, &r->raw_len, err, errlen);
+		if (ret)
+			return ret;
+		if (tv_block_record_ts(r->raw, r->raw_len, &ts) || ts != p->ts[p->next])
+			return tv_errf(err, errlen, -EBADMSG,
+				       "record %u of the page is not a record of ts_ns %llu",
+				       p->next, (unsigned long long)p->ts[p->next]);
+		p->next++;
+		return 1;
+	}
+	if (!(mask & 1u) && p->ts[p->next])
+		return tv_errf(err, errlen, -EBADMSG,
+			       "record %u of the page has no ts_ns but its column says %llu",
+			       p->next, (unsigned long long)p->ts[p->next]);
+	for (uint8_t k = 0; k < p->nfidx; k++) {
+		size_t i = p->fidx[k];
+		uint8_t f = F[i].field;
+		int d = F[i].col - C_COMM;
+		struct dref *ref;
+
+		if (!(mask & 1u << i)) { /* absent: as protobuf reads it, 0 or "" */
+			r->num[f] = 0;
+			r->str[f] = (const uint8_t *)"";
+			r->str_len[f] = 0;
+			r->str_id[f] = TV_V3_NO_ID;
+			continue;
+		}
+		if (F[i].kind == K_NUM) {
+			ret = col_varint(p, F[i].col, &r->num[f], err, errlen);
+			if (ret)
+				return ret;
+			continue;
+		}
+		ret = col_varint(p, F[i].col, &v, err, errlen);
+		if (ret)
+			return ret;
+		if (v < p->dn[d]) {
+			ref = &p->dict[d][v];
+		} else if (v == p->dn[d]) {
+			ref = &p->dict[d][p->dn[d]++];
+			ret = col_lenstr(p, F[i].col + NSTRDICT, &ref->p, &ref->len, err, errlen);
+			if (ret)
+				return ret;
+			ref->hex = 0;
+		} else {
+			return tv_errf(err, errlen, -EBADMSG,
+				       "record %u of the page: field %u refers to string %llu of %u",
+				       p->next, f, (unsigned long long)v, p->dn[d]);
+		}
+		r->str[f] = ref->p;
+		r->str_len[f] = ref->len;
+		r->str_id[f] = (uint32_t)v;
+	}
+	if ((mask & MASK_REST) && (p->want & COL_BIT(C_REST))) { /* pass over its kept fields */
+		const uint8_t *rest;
+		uint32_t n;
+
+		ret = col_lenstr(p, C_REST, &rest, &n, err, errlen);
+		if (ret)
+			return ret;
+	}
+	p->next++;
+	return 1;
 }

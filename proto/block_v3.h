@@ -132,4 +132,43 @@ int tv_v3_page_next(struct tv_v3_page *p, struct tv_v3_record *r, char *err, siz
  * do not parse). */
 int tv_v3_record_write(const struct tv_v3_record *r, uint8_t *out, char *err, size_t errlen);
 
+/* ---- a few fields of each record (Summary): only their columns are decoded ---- */
+
+/* The fields a field reader can give, as bits 1u << field number: latency_ns (3), pid (4),
+ * status (10), flags (15), and the dictionary-coded strings comm (5), local (6), remote (7),
+ * method (8), path (9), role (18), host (19), http_version (20). */
+#define TV_V3_FIELDS_READABLE                                                                  \
+	(1u << 3 | 1u << 4 | 1u << 5 | 1u << 6 | 1u << 7 | 1u << 8 | 1u << 9 | 1u << 10 |     \
+	 1u << 15 | 1u << 18 | 1u << 19 | 1u << 20)
+/* str_id of an absent string field */
+#define TV_V3_NO_ID UINT32_MAX
+
+/* One record's fields, by field number: only those asked for are set. */
+struct tv_v3_fields {
+	const uint8_t *raw;     /* not NULL: the record is kept whole, as these raw_len protobuf
+				 * bytes (read its fields from them); nothing else is set */
+	uint32_t raw_len;
+	uint64_t num[21];       /* varint fields; 0 when absent, as protobuf reads it */
+	const uint8_t *str[21]; /* string fields, pointing into the page; "" when absent */
+	uint32_t str_len[21];
+	/* the string's index in the page's dictionary of its field: within one page, equal
+	 * ids are equal strings and equal strings have equal ids (TV_V3_NO_ID: absent) */
+	uint32_t str_id[21];
+};
+
+/* Open a page like tv_v3_page_open, decompressing only the columns of the fields in `fields`
+ * (bits 1u << field number, within TV_V3_FIELDS_READABLE; others are ignored), the mask and
+ * ts columns, and the kept column when a record of the page is kept whole. Read it with
+ * tv_v3_page_next_fields only. Same work buffer, returns and errors as tv_v3_page_open. */
+int tv_v3_page_open_fields(struct tv_v3_page **out, void *work, const struct tv_v3_page_entry *e,
+			   const uint8_t *src, ZSTD_DCtx *dctx, uint32_t fields, char *err,
+			   size_t errlen);
+/* The next record's fields into *r (its ts_ns is tv_v3_page_ts()[i] for the i-th call).
+ * Returns 1, 0 after the last (when every decoded column was used exactly), or -EBADMSG with
+ * a reason: the checks of tv_v3_page_next on the columns read. Strings point into the page. */
+int tv_v3_page_next_fields(struct tv_v3_page *p, struct tv_v3_fields *r, char *err,
+			   size_t errlen);
+/* Records in the page (its directory entry's count). */
+uint32_t tv_v3_page_records(const struct tv_v3_page *p);
+
 #endif

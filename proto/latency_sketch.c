@@ -83,15 +83,21 @@ static int cover(struct tv_sketch *s, int lo, int hi, size_t *grown_bytes)
 
 int tv_sketch_add(struct tv_sketch *s, uint64_t x_ns, uint64_t n, size_t *grown_bytes)
 {
-	int i, ret;
-
 	if (grown_bytes)
 		*grown_bytes = 0;
 	if (x_ns == 0) {
 		s->zero_count += n;
 		return 0;
 	}
-	i = tv_sketch_index(x_ns);
+	return tv_sketch_add_index(s, tv_sketch_index(x_ns), n, grown_bytes);
+}
+
+int tv_sketch_add_index(struct tv_sketch *s, int i, uint64_t n, size_t *grown_bytes)
+{
+	int ret;
+
+	if (grown_bytes)
+		*grown_bytes = 0;
 	ret = cover(s, i, i, grown_bytes);
 	if (ret)
 		return ret;
@@ -101,13 +107,14 @@ int tv_sketch_add(struct tv_sketch *s, uint64_t x_ns, uint64_t n, size_t *grown_
 
 size_t tv_sketch_growth_bytes(const struct tv_sketch *s, uint64_t x_ns)
 {
-	int i, lo, hi;
-	uint32_t n;
+	return x_ns ? tv_sketch_growth_bytes_index(s, tv_sketch_index(x_ns)) : 0;
+}
 
-	if (x_ns == 0)
-		return 0;
-	i = tv_sketch_index(x_ns);
-	n = span(s, i, i, &lo, &hi);
+size_t tv_sketch_growth_bytes_index(const struct tv_sketch *s, int i)
+{
+	int lo, hi;
+	uint32_t n = span(s, i, i, &lo, &hi);
+
 	return n ? (size_t)(n - s->n) * sizeof(*s->counts) : 0;
 }
 

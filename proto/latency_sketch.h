@@ -48,6 +48,10 @@ int tv_sketch_add(struct tv_sketch *s, uint64_t x_ns, uint64_t n, size_t *grown_
 /* The bytes tv_sketch_add(s, x_ns) would grow the bucket array by (0 when x_ns's bucket is
  * already covered), so a caller can charge them to a budget first. */
 size_t tv_sketch_growth_bytes(const struct tv_sketch *s, uint64_t x_ns);
+/* The same two for a latency > 0 whose bucket i (tv_sketch_index) the caller has already
+ * computed: one log2 per value for a caller that charges before it adds. */
+int tv_sketch_add_index(struct tv_sketch *s, int i, uint64_t n, size_t *grown_bytes);
+size_t tv_sketch_growth_bytes_index(const struct tv_sketch *s, int i);
 /* Add every count of src to dst. Returns 0, or -ENOMEM (dst unchanged). */
 int tv_sketch_merge(struct tv_sketch *dst, const struct tv_sketch *src, size_t *grown_bytes);
 /* Latencies counted. */

@@ -562,79 +562,116 @@ size_t tv_filter_trace_ids(const struct tv_filter *f, const char **ids)
 	return f->ntrace_ids;
 }
 
+_Static_assert((TV_FILTER_STRING_FIELDS & (1u << 3 | 1u << 4 | 1u << 10 | 1u << 15)) == 0,
+	       "the numbers are not strings");
+
+uint32_t tv_filter_fields(const struct tv_filter *f)
+{
+	if (!f)
+		return 0;
+	return (f->has_latency ? 1u << 3 : 0) | (f->npids ? 1u << 4 : 0) |
+	       (f->ncomms ? 1u << 5 : 0) | (f->nremotes ? 1u << 7 : 0) |
+	       (f->nmethods ? 1u << 8 : 0) | (f->npaths ? 1u << 9 : 0) |
+	       (f->nstatus ? 1u << 10 : 0) | (f->ntrace_ids ? 1u << 13 : 0) |
+	       (f->flags_any || f->flags_all || f->flags_none ? 1u << 15 : 0) |
+	       (f->role ? 1u << 18 : 0) | (f->nhosts ? 1u << 19 : 0);
+}
+
 bool tv_filter_match(const struct tv_filter *f, const uint8_t *rec, size_t len)
 {
 	struct tv_record_view v;
-	bool ok;
 
 	if (!f)
 		return true;
 	if (!tv_record_view_parse(rec, len, &v))
 		return false;
-	if ((f->flags_any && !(v.flags & f->flags_any)) ||
-	    (v.flags & f->flags_all) != f->flags_all || (v.flags & f->flags_none))
+	return tv_filter_match_view(f, &v);
+}
+
+bool tv_filter_match_view(const struct tv_filter *f, const struct tv_record_view *v)
+{
+	return tv_filter_match_numbers(f, v) && tv_filter_match_strings(f, v);
+}
+
+bool tv_filter_match_numbers(const struct tv_filter *f, const struct tv_record_view *v)
+{
+	bool ok;
+
+	if (!f)
+		return true;
+	if ((f->flags_any && !(v->flags & f->flags_any)) ||
+	    (v->flags & f->flags_all) != f->flags_all || (v->flags & f->flags_none))
 		return false;
 	if (f->nstatus) {
 		ok = false;
 		for (size_t i = 0; i < f->nstatus && !ok; i++)
-			ok = f->status[i].lo <= v.status && v.status <= f->status[i].hi;
+			ok = f->status[i].lo <= v->status && v->status <= f->status[i].hi;
 		if (!ok)
 			return false;
 	}
-	if (f->has_latency && (v.latency_ns < f->latency.lo || v.latency_ns > f->latency.hi))
+	if (f->has_latency && (v->latency_ns < f->latency.lo || v->latency_ns > f->latency.hi))
 		return false;
 	if (f->npids) {
 		ok = false;
 		for (size_t i = 0; i < f->npids && !ok; i++)
-			ok = f->pids[i] == v.pid;
+			ok = f->pids[i] == v->pid;
 		if (!ok)
 			return false;
 	}
+	return true;
+}
+
+bool tv_filter_match_strings(const struct tv_filter *f, const struct tv_record_view *v)
+{
+	bool ok;
+
+	if (!f)
+		return true;
 	if (f->role == TRACEVAULT__V1__ROLE__ROLE_SERVER &&
-	    !(v.role_len == 6 && memcmp(v.role, "server", 6) == 0))
+	    !(v->role_len == 6 && memcmp(v->role, "server", 6) == 0))
 		return false;
 	if (f->role == TRACEVAULT__V1__ROLE__ROLE_CLIENT &&
-	    !(v.role_len == 6 && memcmp(v.role, "client", 6) == 0))
+	    !(v->role_len == 6 && memcmp(v->role, "client", 6) == 0))
 		return false;
 	if (f->nmethods) {
 		ok = false;
 		for (size_t i = 0; i < f->nmethods && !ok; i++)
-			ok = strlen(f->methods[i]) == v.method_len &&
-			     memcmp(f->methods[i], v.method, v.method_len) == 0;
+			ok = strlen(f->methods[i]) == v->method_len &&
+			     memcmp(f->methods[i], v->method, v->method_len) == 0;
 		if (!ok)
 			return false;
 	}
 	if (f->ntrace_ids) {
 		ok = false;
 		for (size_t i = 0; i < f->ntrace_ids && !ok; i++) {
-			ok = v.trace_id_len == 32;
+			ok = v->trace_id_len == 32;
 			for (size_t k = 0; k < 32 && ok; k++)
-				ok = lower(v.trace_id[k]) == f->trace_ids[i][k];
+				ok = lower(v->trace_id[k]) == f->trace_ids[i][k];
 		}
 		if (!ok)
 			return false;
 	}
-	if (f->ncomms && !any_match(f->comms, f->ncomms, v.comm, v.comm_len))
+	if (f->ncomms && !any_match(f->comms, f->ncomms, v->comm, v->comm_len))
 		return false;
-	if (f->nhosts && !host_match(f, &v))
+	if (f->nhosts && !host_match(f, v))
 		return false;
 	if (f->nremotes) {
 		uint8_t a[16];
 
 		ok = false;
-		if (remote_addr(v.remote, v.remote_len, a))
+		if (remote_addr(v->remote, v->remote_len, a))
 			for (size_t i = 0; i < f->nremotes && !ok; i++)
 				ok = cidr_contains(&f->remotes[i], a);
 		if (!ok)
 			return false;
 	}
 	if (f->npaths) {
-		size_t n = v.path_len;
+		size_t n = v->path_len;
 		const char *q;
 
-		if (!f->paths_with_query && (q = memchr(v.path, '?', n)))
-			n = (size_t)(q - v.path);
-		if (!any_match(f->paths, f->npaths, v.path, n))
+		if (!f->paths_with_query && (q = memchr(v->path, '?', n)))
+			n = (size_t)(q - v->path);
+		if (!any_match(f->paths, f->npaths, v->path, n))
 			return false;
 	}
 	return true;

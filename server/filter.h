@@ -50,4 +50,22 @@ bool tv_filter_match(const struct tv_filter *f, const uint8_t *rec, size_t len);
  * reversed matches nothing, no escapes, an unclosed '[' is literal. */
 bool tv_glob_match(const char *pat, size_t plen, const char *s, size_t slen);
 
+/* tv_filter_match on a record already read into v (tv_record_view_parse, or a reader that
+ * fills the fields tv_filter_fields names; the others are not looked at). */
+bool tv_filter_match_view(const struct tv_filter *f, const struct tv_record_view *v);
+
+/* The TraceRecord fields f reads, as bits 1u << field number (latency_ns 3, pid 4, comm 5,
+ * remote 7, method 8, path 9, status 10, trace_id 13, flags 15, role 18, host 19); 0 for
+ * NULL. A reader that fills only these in a view gets the same answer from
+ * tv_filter_match_view. */
+uint32_t tv_filter_fields(const struct tv_filter *f);
+
+/* tv_filter_match_view in two halves, true when both are: the numbers (latency, pid, status,
+ * flags) and the strings (the fields of TV_FILTER_STRING_FIELDS). A reader that knows two
+ * records have the same strings (a page dictionary's ids) may reuse the strings' answer. */
+#define TV_FILTER_STRING_FIELDS                                                                \
+	(1u << 5 | 1u << 7 | 1u << 8 | 1u << 9 | 1u << 13 | 1u << 18 | 1u << 19)
+bool tv_filter_match_numbers(const struct tv_filter *f, const struct tv_record_view *v);
+bool tv_filter_match_strings(const struct tv_filter *f, const struct tv_record_view *v);
+
 #endif

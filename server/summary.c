@@ -1,6 +1,12 @@
 /* Summary executor: a hash table of groups keyed by the request's GroupBy, fed record by
- * record from the Query executor's sink (server/query.c reads, checks and filters the blocks),
- * then sorted by count and packed with each group's latency sketch and quantiles.
+ * record from its block reader (server/summary_scan.h reads, checks and filters the blocks,
+ * version 3 ones column by column), then sorted by count and packed with each group's latency
+ * sketch and quantiles.
+ *
+ * Finding a record's group: a record read from columns comes with its key's page-dictionary
+ * id, and each id's group is looked up once per page (s->ids, tagged with the page's
+ * generation), not once per record; status keys are cached by value for the whole summary.
+ * Other records hash their key as before.
  *
  * Memory: each group (its struct, key and sketch buckets) and the table are charged to the
  * query's limit (tv_query_reserve), like its block streams. A new key that finds the limit
@@ -17,6 +23,7 @@
 #include "proto/latency_sketch.h"
 #include "proto/wire.h"
 #include "server/filter.h"
+#include "server/summary_scan.h"
 
 #define TABLE_MIN_SLOTS 64u
 /* A group keeps its first latencies as they are and takes sketch buckets only past this
@@ -24,6 +31,8 @@
  * buckets over their spread (often hundreds) would cost far more memory and time. The
  * answer is the same: the buckets are filled from the kept values before they are read. */
 #define SMALL_LATENCIES 8
+/* Status codes whose groups are cached by value (BY_STATUS): the HTTP range and then some */
+#define STATUS_CACHE 1000
 
 struct group {
 	char *key; /* the bytes after the struct (NULL for other) */
@@ -44,8 +53,18 @@ struct slot {
 	uint32_t tag;
 };
 
+/* The group of a key's page-dictionary id, valid while gen is the summary's */
+struct id_slot {
+	uint32_t gen;
+	struct group *g;
+};
+
 struct tv_summary {
-	struct tv_query *q;
+	struct tv_query *q; /* an empty query: a place in the pool and the memory limits */
+	struct tv_summary_scan *scan;
+	struct id_slot *ids; /* TV_SUMMARY_SCAN_IDS of them (key fields with an id only) */
+	uint32_t gen;
+	struct group *status_groups[STATUS_CACHE];
 	int by; /* TRACEVAULT__V1__GROUP_BY__* */
 	uint32_t max_groups;
 	double quantiles[TV_SUMMARY_MAX_QUANTILES];
@@ -58,8 +77,6 @@ struct tv_summary {
 	bool overflowed;
 	uint64_t records;
 	size_t held; /* bytes reserved through the query */
-	Tracevault__V1__QueryResponse **skips; /* the executor's batches: only skipped blocks */
-	size_t nskips;
 	char *scratch; /* a key built from the record (HOST lowercased) */
 	size_t scratch_cap;
 	char status_key[24];
@@ -85,12 +102,20 @@ static void uncharge(struct tv_summary *s, size_t bytes)
 
 /* ---- keys ---- */
 
+/* FNV-1a, then murmur3's fmix64: FNV's low bits (the table index) hardly depend on the
+ * high bits of the bytes, and keys that differ in their last digits (paths with ids) then
+ * cluster in a linearly probed table. */
 static uint64_t hash_key(const char *k, size_t n)
 {
-	uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+	uint64_t h = 0xcbf29ce484222325ull;
 
 	for (size_t i = 0; i < n; i++)
 		h = (h ^ (uint8_t)k[i]) * 0x100000001b3ull;
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdull;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ull;
+	h ^= h >> 33;
 	return h;
 }
 
@@ -286,12 +311,16 @@ full:
 static int sketch_add(struct tv_summary *s, struct group *g, uint64_t x_ns, char *err,
 		      size_t errlen)
 {
-	size_t grow = tv_sketch_growth_bytes(&g->sk, x_ns);
-	int ret = charge(s, grow, err, errlen);
+	int i, ret;
+	size_t grow;
 
-	if (ret)
+	if (x_ns == 0)
+		return tv_sketch_add(&g->sk, 0, 1, NULL); /* a count, never grows */
+	i = tv_sketch_index(x_ns);
+	grow = tv_sketch_growth_bytes_index(&g->sk, i);
+	if ((ret = charge(s, grow, err, errlen)))
 		return ret;
-	if (tv_sketch_add(&g->sk, x_ns, 1, NULL)) {
+	if (tv_sketch_add_index(&g->sk, i, 1, NULL)) {
 		uncharge(s, grow);
 		snprintf(err, errlen, "summary: out of memory for a latency sketch");
 		return -ENOMEM;
@@ -341,28 +370,78 @@ static int count(struct tv_summary *s, struct group *g, const struct tv_record_v
 	return 0;
 }
 
-/* The query's sink: one record that passed the filter. */
-static int on_record(void *arg, const uint8_t *rec, size_t len, char *err, size_t errlen)
+/* The group of v's key, found by its bytes. NULL with *ret set. */
+static struct group *group_by_key(struct tv_summary *s, const struct tv_record_view *v,
+				  int *ret, char *err, size_t errlen)
 {
-	struct tv_summary *s = arg;
-	struct tv_record_view v;
-	struct group *g;
 	const char *key;
 	size_t klen;
-	int ret;
 
-	if (!tv_record_view_parse(rec, len, &v)) { /* Write and the block checks refuse these */
-		snprintf(err, errlen, "summary: a stored record of %zu bytes does not parse", len);
-		return -EBADMSG;
-	}
-	if (key_of(s, &v, &key, &klen)) {
+	if (key_of(s, v, &key, &klen)) {
 		snprintf(err, errlen, "summary: out of memory for a key");
-		return -ENOMEM;
+		*ret = -ENOMEM;
+		return NULL;
 	}
-	g = group_of(s, key, klen, &ret, err, errlen);
+	return group_of(s, key, klen, ret, err, errlen);
+}
+
+/* The scan's sink: one record that passed the filter. A group found through an id or status
+ * cache stays right: groups live until the summary is freed, and a key sent to other (the
+ * memory limit) goes there every time. */
+static int on_record(void *arg, const struct tv_record_view *v, uint32_t key_id, char *err,
+		     size_t errlen)
+{
+	struct tv_summary *s = arg;
+	struct group *g, **cached = NULL;
+	int ret = 0;
+
+	if (key_id != TV_SUMMARY_SCAN_NO_ID && s->ids) {
+		struct id_slot *slot = &s->ids[key_id];
+
+		if (slot->gen == s->gen)
+			return count(s, slot->g, v, err, errlen);
+		g = group_by_key(s, v, &ret, err, errlen);
+		if (!g)
+			return ret;
+		*slot = (struct id_slot){ .gen = s->gen, .g = g };
+		return count(s, g, v, err, errlen);
+	}
+	if (s->by == TRACEVAULT__V1__GROUP_BY__GROUP_BY_STATUS && v->status < STATUS_CACHE) {
+		cached = &s->status_groups[v->status];
+		if (*cached)
+			return count(s, *cached, v, err, errlen);
+	}
+	g = group_by_key(s, v, &ret, err, errlen);
 	if (!g)
 		return ret;
-	return count(s, g, &v, err, errlen);
+	if (cached)
+		*cached = g;
+	return count(s, g, v, err, errlen);
+}
+
+static void on_ids_reset(void *arg)
+{
+	struct tv_summary *s = arg;
+
+	if (++s->gen == 0) { /* wrapped: no slot may look current */
+		memset(s->ids, 0, TV_SUMMARY_SCAN_IDS * sizeof(*s->ids));
+		s->gen = 1;
+	}
+}
+
+/* The string field whose dictionary id keys the groups (0: none, or the key is not the
+ * field's bytes alone, as status) and the fields count() and key_of() read. */
+static unsigned key_field_of(int by)
+{
+	switch (by) {
+	case TRACEVAULT__V1__GROUP_BY__GROUP_BY_PATH: return 9;
+	case TRACEVAULT__V1__GROUP_BY__GROUP_BY_HOST: return 19;
+	case TRACEVAULT__V1__GROUP_BY__GROUP_BY_METHOD: return 8;
+	case TRACEVAULT__V1__GROUP_BY__GROUP_BY_COMM: return 5;
+	case TRACEVAULT__V1__GROUP_BY__GROUP_BY_REMOTE: return 7;
+	case TRACEVAULT__V1__GROUP_BY__GROUP_BY_ROLE: return 18;
+	default: return 0;
+	}
 }
 
 /* ---- request ---- */
@@ -404,6 +483,8 @@ int tv_summary_new(struct tv_summary **out, struct tv_catalog *c, struct tv_stor
 		   char *err, size_t errlen)
 {
 	static const double dflt[] = TV_SUMMARY_DEFAULT_QUANTILES;
+	struct tv_summary_scan_params sp = { .from_ns = req->from_ns, .to_ns = req->to_ns };
+	struct tv_summary_scan_sink sink = { .record = on_record, .ids_reset = on_ids_reset };
 	struct tv_filter *filter = NULL;
 	struct tv_summary *s;
 	int ret;
@@ -428,48 +509,43 @@ int tv_summary_new(struct tv_summary **out, struct tv_catalog *c, struct tv_stor
 		s->nq = sizeof(dflt) / sizeof(dflt[0]);
 		memcpy(s->quantiles, dflt, sizeof(dflt));
 	}
-	/* the query takes the filter, also on error */
-	ret = tv_query_new(&s->q, c, st, pool,
-			   &(struct tv_query_params){ .from_ns = req->from_ns, .to_ns = req->to_ns },
-			   filter, err, errlen);
+	/* An empty query ([0, 0) lists no block): it numbers the summary among the pool's
+	 * running queries, so retention keeps the files the scan lists, and gives it the
+	 * query's memory limits. The blocks are the scan's. */
+	ret = tv_query_new(&s->q, c, st, pool, &(struct tv_query_params){ 0 }, NULL, err, errlen);
 	if (ret) {
+		tv_filter_free(filter);
 		free(s);
 		return ret;
 	}
-	tv_query_set_sink(s->q, on_record, s);
+	sp.key_field = key_field_of(s->by);
+	/* count() reads latency, status and flags; key_of() the key field */
+	sp.fields = 1u << 3 | 1u << 10 | 1u << 15 | (sp.key_field ? 1u << sp.key_field : 0);
+	sp.filter = filter; /* the scan takes it, also on error */
+	if (sp.key_field && (ret = charge(s, TV_SUMMARY_SCAN_IDS * sizeof(*s->ids), err, errlen)))
+		goto fail;
+	if (sp.key_field && !(s->ids = calloc(TV_SUMMARY_SCAN_IDS, sizeof(*s->ids)))) {
+		snprintf(err, errlen, "out of memory");
+		ret = -ENOMEM;
+		goto fail;
+	}
+	s->gen = 1;
+	sink.arg = s;
+	ret = tv_summary_scan_new(&s->scan, c, st, pool, s->q, &sp, &sink, err, errlen);
+	if (ret)
+		goto fail_scan;
 	*out = s;
 	return 0;
+fail:
+	tv_filter_free(filter);
+fail_scan:
+	tv_summary_free(s);
+	return ret;
 }
 
 int tv_summary_step(struct tv_summary *s, char *err, size_t errlen)
 {
-	Tracevault__V1__QueryResponse **p, *r;
-	grpc_byte_buffer *bb = NULL;
-	uint8_t *flat = NULL;
-	size_t len = 0;
-	int ret = tv_query_next(s->q, &bb, err, errlen);
-
-	/* any positive answer (a batch, or a part read without one) means more to read */
-	if (ret <= 0)
-		return ret;
-	if (!bb)
-		return 1;
-	/* a batch of skipped blocks (the records went to the sink): keep them for the reply */
-	ret = tv_wire_flatten(bb, SIZE_MAX, &flat, &len);
-	grpc_byte_buffer_destroy(bb);
-	r = ret ? NULL :
-		  tracevault__v1__query_response__unpack(NULL, len, flat);
-	free(flat);
-	p = r ? realloc(s->skips, (s->nskips + 1) * sizeof(*p)) : NULL;
-	if (!p) {
-		if (r)
-			tracevault__v1__query_response__free_unpacked(r, NULL);
-		snprintf(err, errlen, "summary: out of memory keeping skipped blocks");
-		return -ENOMEM;
-	}
-	s->skips = p;
-	s->skips[s->nskips++] = r;
-	return 1;
+	return tv_summary_scan_step(s->scan, err, errlen);
 }
 
 /* ---- reply ---- */
@@ -542,32 +618,25 @@ int tv_summary_reply(struct tv_summary *s, size_t max_message_bytes, grpc_byte_b
 	Tracevault__V1__SummaryResponse r = TRACEVAULT__V1__SUMMARY_RESPONSE__INIT;
 	Tracevault__V1__SummaryGroup *pg = NULL, **pgp = NULL, og;
 	Tracevault__V1__LatencySketch *psk = NULL, osk;
-	Tracevault__V1__SkippedBlock **skipped = NULL;
-	size_t nout = 0, nskipped = 0, used = 0, budget;
+	Tracevault__V1__SkippedBlock *const *skipped;
+	size_t nout = 0, nskipped, used = 0, budget;
 	double *qbuf = NULL;
 	int ret = -ENOMEM;
 
 	*out = NULL;
 	err[0] = '\0';
-	for (size_t i = 0; i < s->nskips; i++)
-		nskipped += s->skips[i]->n_skipped;
+	nskipped = tv_summary_scan_skipped(s->scan, &skipped);
 	if (s->ngroups)
 		qsort(s->groups, s->ngroups, sizeof(*s->groups), by_count_then_key);
 	pg = calloc(s->ngroups + 1, sizeof(*pg));
 	pgp = calloc(s->ngroups + 1, sizeof(*pgp));
 	psk = calloc(s->ngroups + 1, sizeof(*psk));
 	qbuf = calloc((s->ngroups + 1) * s->nq + 1, sizeof(*qbuf));
-	skipped = calloc(nskipped + 1, sizeof(*skipped));
-	if (!pg || !pgp || !psk || !qbuf || !skipped || (ret = spill(s, &s->other, err, errlen)))
+	if (!pg || !pgp || !psk || !qbuf || (ret = spill(s, &s->other, err, errlen)))
 		goto out;
 	ret = -ENOMEM;
-	nskipped = 0;
-	for (size_t i = 0; i < s->nskips; i++)
-		for (size_t k = 0; k < s->skips[i]->n_skipped; k++) {
-			skipped[nskipped++] = s->skips[i]->skipped[k];
-			used += tracevault__v1__skipped_block__get_packed_size(
-					s->skips[i]->skipped[k]) + 8;
-		}
+	for (size_t i = 0; i < nskipped; i++)
+		used += tracevault__v1__skipped_block__get_packed_size(skipped[i]) + 8;
 	budget = max_message_bytes > TV_SUMMARY_REPLY_RESERVE_BYTES + used ?
 			 max_message_bytes - TV_SUMMARY_REPLY_RESERVE_BYTES - used : 0;
 	used = 0;
@@ -604,7 +673,7 @@ int tv_summary_reply(struct tv_summary *s, size_t max_message_bytes, grpc_byte_b
 	r.groups_total = s->ngroups;
 	r.records = s->records;
 	r.n_skipped = nskipped;
-	r.skipped = skipped;
+	r.skipped = (Tracevault__V1__SkippedBlock **)skipped;
 	r.groups_overflowed = s->overflowed;
 	ret = tv_wire_pack(&r.base, out);
 out:
@@ -614,7 +683,6 @@ out:
 	free(pgp);
 	free(psk);
 	free(qbuf);
-	free(skipped);
 	return ret;
 }
 
@@ -629,11 +697,12 @@ void tv_summary_free(struct tv_summary *s)
 	tv_sketch_free(&s->other.sk);
 	free(s->groups);
 	free(s->table);
-	for (size_t i = 0; i < s->nskips; i++)
-		tracevault__v1__query_response__free_unpacked(s->skips[i], NULL);
-	free(s->skips);
+	free(s->ids);
 	free(s->scratch);
-	tv_query_release(s->q, s->held);
-	tv_query_free(s->q);
+	tv_summary_scan_free(s->scan);
+	if (s->q) {
+		tv_query_release(s->q, s->held);
+		tv_query_free(s->q);
+	}
 	free(s);
 }

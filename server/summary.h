@@ -1,8 +1,8 @@
 /* The Summary rpc (PROTOCOL.md "Summary"): per-group counts, error counts and a latency
  * sketch (proto/latency_sketch.h) of the records of [from_ns, to_ns) that pass the request's
- * filter. The records come from the Query executor (server/query.h) through its sink: the same
- * catalog prune, block reading, damage handling and filter, nothing of it copied here. Groups
- * are held in a hash table charged to the query's memory limit (--query-memory-bytes). */
+ * filter. The records come from server/summary_scan.h: the catalog's blocks one after another
+ * with the Query executor's checks and damage handling, version 3 blocks read column by column.
+ * Groups are held in a hash table charged to the query's memory limit (--query-memory-bytes). */
 #ifndef TV_SERVER_SUMMARY_H
 #define TV_SERVER_SUMMARY_H
 
@@ -26,14 +26,15 @@ struct tv_summary;
 /* Check req and plan its query (the request is not kept). Returns 0, -EINVAL with a reason
  * naming the field in err (INVALID_ARGUMENT: "quantiles[1]: 1.5 is not in [0, 1]",
  * "max_groups: 200000 is above 100000", "by: unknown GroupBy 9", a filter's reason,
- * from_ns after to_ns), or tv_query_new's errors (-ENOBUFS, -ENOMEM). */
+ * from_ns after to_ns), or tv_query_new's and tv_summary_scan_new's errors (-ENOBUFS,
+ * -ENOMEM, the catalog's errno). */
 int tv_summary_new(struct tv_summary **out, struct tv_catalog *c, struct tv_store *s,
 		   struct tv_query_pool *pool, const Tracevault__V1__SummaryRequest *req,
 		   char *err, size_t errlen);
-/* Read the next part of the window: at most TV_QUERY_BATCH_RECORDS records per call, so a
- * caller may interleave other work. Returns 1 when more remains, 0 when every record is
- * counted, or a negative errno with a reason in err (tv_query_next's: -ENOBUFS, -ENFILE,
- * -ENOMEM are RESOURCE_EXHAUSTED). */
+/* Read the next part of the window: about one query slice per call (tv_summary_scan_step),
+ * so a caller may interleave other work. Returns 1 when more remains, 0 when every record is
+ * counted, or a negative errno with a reason in err (-ENOBUFS, -ENFILE, -ENOMEM are
+ * RESOURCE_EXHAUSTED). */
 int tv_summary_step(struct tv_summary *s, char *err, size_t errlen);
 /* After the last step: the packed SummaryResponse into *out (caller owns it), at most
  * max_message_bytes: groups past req.max_groups, or past what fits, are summed into other.

@@ -10,10 +10,12 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <zstd.h>
 
 #include "proto/block.h"
 #include "proto/block_v3.h"
 #include "proto/crc32c.h"
+#include "proto/varint.h"
 #include "proto/wire.h"
 
 #define N_RECORDS 1000
@@ -304,6 +306,165 @@ static void test_v3_page_keeps_odd_records(void **state)
 	free(work);
 	free(out);
 	tv_v3_page_enc_free(e);
+}
+
+/* What protobuf reads for field f of the record (the last occurrence wins): a varint field's
+ * value, or a string field's bytes; 0 / "" when absent. */
+static void proto_field(const uint8_t *p, size_t len, unsigned f, uint64_t *num,
+			const uint8_t **str, size_t *slen)
+{
+	size_t i = 0, used = 0;
+	uint64_t key = 0, v = 0;
+
+	*num = 0;
+	*str = (const uint8_t *)"";
+	*slen = 0;
+	while (i < len) {
+		assert_int_equal(tv_varint_get(p + i, len - i, &key, &used), 0);
+		i += used;
+		switch (key & 7) {
+		case 0:
+			assert_int_equal(tv_varint_get(p + i, len - i, &v, &used), 0);
+			if (key >> 3 == f)
+				*num = v;
+			i += used;
+			break;
+		case 1:
+			i += 8;
+			break;
+		case 5:
+			i += 4;
+			break;
+		default:
+			assert_int_equal(key & 7, 2);
+			assert_int_equal(tv_varint_get(p + i, len - i, &v, &used), 0);
+			i += used;
+			if (key >> 3 == f) {
+				*str = p + i;
+				*slen = v;
+			}
+			i += v;
+		}
+	}
+}
+
+/* A field reader (tv_v3_page_open_fields) gives each record's fields as protobuf reads them
+ * from the record's bytes, for varied records (kept fields, absent strings) and records kept
+ * whole (handed back as bytes), compressed or not, for several sets of fields; equal
+ * dictionary ids are equal strings and the reader ends where the page does. */
+static void test_v3_field_reader_matches_the_records(void **state)
+{
+	static const uint32_t sets[] = {
+		1u << 9, 1u << 19 | 1u << 10, 1u << 3 | 1u << 10 | 1u << 15 | 1u << 7,
+		TV_V3_FIELDS_READABLE,
+	};
+	static const unsigned strs[] = { 5, 6, 7, 8, 9, 18, 19, 20 };
+	static uint8_t recs[600][512];
+	static size_t lens[600];
+	static uint64_t ts[600];
+	ZSTD_CCtx *cctx = ZSTD_createCCtx();
+	ZSTD_DCtx *dctx = ZSTD_createDCtx();
+	uint64_t seed = 11, hash;
+	size_t n = 0;
+	char err[256];
+	bool has;
+
+	(void)state;
+	for (uint64_t i = 0; n < 600; i++) {
+		Tracevault__V1__TraceRecord r;
+		Tracevault__V1__Header h, *hp[1];
+		char buf[160];
+
+		fill_varied(&r, i, &seed, buf, hp, &h);
+		ts[n] = 1000 + i;
+		if (i % 50 == 7) { /* kept whole: status before ts_ns, or the path twice */
+			uint8_t *o = recs[n];
+
+			if (i % 2)
+				o += tv_varint_put(o, 10u << 3) + tv_varint_put(o + 1, 200);
+			*o++ = 1u << 3;
+			o += tv_varint_put(o, ts[n]);
+			if (!(i % 2)) {
+				memcpy(o, "\x4a\x01" "a" "\x4a\x01" "b", 6);
+				o += 6;
+			}
+			lens[n] = (size_t)(o - recs[n]);
+		} else {
+			r.ts_ns = ts[n];
+			lens[n] = tracevault__v1__trace_record__pack(&r, recs[n]);
+		}
+		n++;
+	}
+	for (int codec = 0; codec < 2; codec++) {
+		struct tv_v3_page_enc *e = tv_v3_page_enc_new();
+		struct tv_v3_page_entry ent;
+		uint8_t *out = NULL;
+		size_t out_len = 0, out_cap = 0;
+		void *work;
+
+		for (size_t i = 0; i < n; i++)
+			assert_int_equal(tv_v3_page_enc_add(e, recs[i], lens[i], ts[i], &has, &hash),
+					 0);
+		assert_int_equal(tv_v3_page_enc_finish(e, codec ? cctx : NULL, 3, &out, &out_len,
+						       &out_cap, &ent), 0);
+		work = malloc(tv_v3_page_work_bytes(&ent));
+		for (size_t k = 0; k < sizeof(sets) / sizeof(sets[0]); k++) {
+			static const uint8_t *seen[21][600];
+			static size_t seen_len[21][600];
+			struct tv_v3_page *pg;
+			struct tv_v3_fields r;
+			size_t raws = 0;
+
+			memset(seen, 0, sizeof(seen));
+			assert_int_equal(tv_v3_page_open_fields(&pg, work, &ent, out, dctx, sets[k],
+								err, sizeof(err)), 0);
+			assert_int_equal(tv_v3_page_records(pg), n);
+			for (size_t i = 0; i < n; i++) {
+				assert_int_equal(tv_v3_page_next_fields(pg, &r, err, sizeof(err)), 1);
+				assert_int_equal(tv_v3_page_ts(pg)[i], ts[i]);
+				if (r.raw) {
+					assert_int_equal(r.raw_len, lens[i]);
+					assert_memory_equal(r.raw, recs[i], lens[i]);
+					raws++;
+					continue;
+				}
+				for (unsigned f = 3; f <= 20; f++) {
+					uint64_t num;
+					const uint8_t *str;
+					size_t slen;
+					bool is_str = false;
+
+					if (!(sets[k] & 1u << f))
+						continue;
+					proto_field(recs[i], lens[i], f, &num, &str, &slen);
+					for (size_t j = 0; j < sizeof(strs) / sizeof(strs[0]); j++)
+						is_str |= strs[j] == f;
+					if (!is_str) {
+						assert_int_equal(r.num[f], num);
+						continue;
+					}
+					assert_int_equal(r.str_len[f], slen);
+					assert_memory_equal(r.str[f], str, slen);
+					if (r.str_id[f] == TV_V3_NO_ID)
+						continue;
+					assert_true(r.str_id[f] < 600);
+					if (seen[f][r.str_id[f]]) { /* equal ids, equal strings */
+						assert_int_equal(seen_len[f][r.str_id[f]], slen);
+						assert_memory_equal(seen[f][r.str_id[f]], str, slen);
+					}
+					seen[f][r.str_id[f]] = str;
+					seen_len[f][r.str_id[f]] = slen;
+				}
+			}
+			assert_int_equal(raws, 12);
+			assert_int_equal(tv_v3_page_next_fields(pg, &r, err, sizeof(err)), 0);
+		}
+		free(work);
+		free(out);
+		tv_v3_page_enc_free(e);
+	}
+	ZSTD_freeCCtx(cctx);
+	ZSTD_freeDCtx(dctx);
 }
 
 /* Every trace id added tests positive; about 1% of others do (10 bits per id). */
@@ -785,6 +946,7 @@ int main(void)
 		cmocka_unit_test(test_roundtrip_uncompressed),
 		cmocka_unit_test(test_v3_gives_back_exact_bytes),
 		cmocka_unit_test(test_v3_page_keeps_odd_records),
+		cmocka_unit_test(test_v3_field_reader_matches_the_records),
 		cmocka_unit_test(test_v3_bloom),
 		cmocka_unit_test(test_seal_empty_is_enodata),
 		cmocka_unit_test(test_reset_forgets_records),
