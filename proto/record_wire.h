@@ -79,7 +79,7 @@ bool tv_record_wire_header(const struct tv_record_wire *w, bool req, size_t *pos
 
 /* One field as protobuf-c 1.4.1's scanner reads it (protobuf-c.c, parse_tag_and_wiretype,
  * scan_length_prefixed_data): number (32 bits), wire type 0, 1, 2 or 5; v the varint's value
- * (wire type 0), p/len the value's bytes (all wire types; for 2 without the length prefix). */
+ * (wire type 0, else 0), p/len the value's bytes (all wire types; for 2 without the length prefix). */
 struct tv_wire_field {
 	uint32_t number;
 	unsigned wire_type;
@@ -123,6 +123,7 @@ static inline int tv_wire_next_field(const uint8_t *m, size_t len, size_t *pos,
 		}
 	}
 	f->number = tag;
+	f->v = 0;
 	p += n;
 	rem -= n;
 	switch (f->wire_type) {

@@ -17,6 +17,7 @@
 #include "cli/out_buf.h"
 #include "cli/record_otlp.h"
 #include "cli/record_out.h"
+#include "record_wire_of.h"
 
 static void fill(Tracevault__V1__TraceRecord *r)
 {
@@ -54,7 +55,9 @@ static void test_csv_quotes_and_invalid_utf8(void **state)
 {
 	Tracevault__V1__TraceRecord r;
 	struct tv_out_buf b = { 0 };
+	struct tv_record_wire w;
 	const char *row;
+	uint8_t *bytes;
 
 	(void)state;
 	fill(&r);
@@ -62,7 +65,9 @@ static void test_csv_quotes_and_invalid_utf8(void **state)
 	r.comm = "x\xc3\xa9y";       /* valid UTF-8 stays */
 	r.host = "plain";
 	tv_record_csv_header(&b);
-	tv_record_csv_row(&b, &r);
+	record_wire_of(&r, &w, &bytes);
+	tv_record_csv_row(&b, &w);
+	free(bytes);
 	row = strstr(text(&b), "\r\n") + 2;
 	assert_true(starts_with(text(&b), "ts_ns,end_ns,latency_ns,pid,comm,local,remote,method,"
 					  "path,status,"));
