@@ -38,12 +38,15 @@ int tv_wire_flatten_into(grpc_byte_buffer *bb, size_t max_bytes, uint8_t **buf, 
 	if (total > max_bytes)
 		return -EMSGSIZE;
 	if (need > *cap) {
-		uint8_t *p = realloc(*buf, need);
+		/* at least doubled, so messages that grow a little at a time do not reallocate
+		 * each; malloc, not realloc: the old bytes are not wanted */
+		size_t grown = need > *cap * 2 ? need : *cap * 2;
 
-		if (!p)
+		free(*buf);
+		*buf = malloc(grown);
+		*cap = *buf ? grown : 0;
+		if (!*buf)
 			return -ENOMEM;
-		*buf = p;
-		*cap = need;
 	}
 	if (!grpc_byte_buffer_reader_init(&rd, bb))
 		return -EBADMSG;

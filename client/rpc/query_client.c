@@ -37,12 +37,15 @@ struct batch_rec {
 };
 
 /* One Query call on one server. A stream takes part in the merge while it holds a batch of
- * records (n_recs > 0); it is finished once its messages ended and its status came back OK. */
+ * records (n_recs > 0); it is finished once its messages ended and its status came back OK.
+ * It reads one message ahead: while the merge hands out its batch, the next message is
+ * asked for and kept as it came (next), so the server sends it while the client renders. */
 struct stream {
 	const char *server; /* points into query_state.list */
 	grpc_channel *ch;
 	grpc_call *call;
 	grpc_byte_buffer *send, *recv;
+	grpc_byte_buffer *next; /* the message read ahead, not yet taken */
 	grpc_metadata_array init_md, trail_md;
 	grpc_status_code status;
 	grpc_slice details;
@@ -278,6 +281,26 @@ static void post_recv(struct query_state *q, struct stream *s)
 	}
 }
 
+/* Ask for the next message unless one is on its way or kept already. */
+static void read_ahead(struct query_state *q, struct stream *s)
+{
+	if (!q->stopping && !s->ended && !s->next && !s->recv_busy)
+		post_recv(q, s);
+}
+
+/* A stream without a batch takes the message it read ahead, if any, and asks for the next. */
+static void refill(struct query_state *q, struct stream *s)
+{
+	if (!s->n_recs && s->next && !q->stopping) {
+		take_batch(q, s, s->next);
+		grpc_byte_buffer_destroy(s->next);
+		s->next = NULL;
+		if (q->fail_ret)
+			stop_all(q);
+	}
+	read_ahead(q, s);
+}
+
 /* Hand records to the callback in merged ts_ns order for as long as every stream either holds
  * a batch or is finished: only then is the smallest head the smallest record still to come.
  * Ties go to the stream listed first, so equal inputs give equal outputs. Reverse is the exact
@@ -291,6 +314,9 @@ static void emit_ready(struct query_state *q)
 		for (size_t i = 0; i < q->n; i++) {
 			struct stream *s = &q->s[i];
 
+			refill(q, s);
+			if (q->stopping)
+				return;
 			if (!s->n_recs) {
 				if (!s->ended || s->status_busy)
 					return; /* its next record may be the smallest */
@@ -309,11 +335,8 @@ static void emit_ready(struct query_state *q)
 		q->cb_ret = q->cb(&q->view, q->arg);
 		if (q->cb_ret || (q->limit && q->seen == q->limit))
 			stop_all(q); /* CANCELLED statuses that follow are ours */
-		if (++best->pos == best->n_recs) {
-			best->n_recs = best->pos = 0;
-			if (!q->stopping)
-				post_recv(q, best); /* the merge waits on its next batch */
-		}
+		if (++best->pos == best->n_recs)
+			best->n_recs = best->pos = 0; /* the next loop takes what it read ahead */
 	}
 }
 
@@ -398,13 +421,16 @@ static void on_event(struct query_state *q, const grpc_event *ev)
 			s->ended = true; /* end of stream: the status follows */
 			break;
 		}
-		if (!q->stopping) {
-			take_batch(q, s, s->recv);
-			if (q->fail_ret)
-				stop_all(q);
-		}
-		grpc_byte_buffer_destroy(s->recv);
+		/* s->recv is free before refill may post the next receive into it: gRPC can fill
+		 * it from its own threads before that batch's event reaches us */
+		s->next = s->recv;
 		s->recv = NULL;
+		if (q->stopping) {
+			grpc_byte_buffer_destroy(s->next);
+			s->next = NULL;
+		} else {
+			refill(q, s); /* taken now when the stream has no batch, else later */
+		}
 		break;
 	}
 }
@@ -423,12 +449,8 @@ static void run_streams(struct query_state *q, grpc_completion_queue *cq)
 		bool any_busy = false;
 		grpc_event ev;
 
-		for (size_t i = 0; i < q->n && !q->stopping; i++) {
-			struct stream *s = &q->s[i];
-
-			if (!s->ended && !s->n_recs && !s->recv_busy)
-				post_recv(q, s);
-		}
+		for (size_t i = 0; i < q->n && !q->stopping; i++)
+			read_ahead(q, &q->s[i]);
 		emit_ready(q);
 		for (size_t i = 0; i < q->n; i++)
 			any_busy |= q->s[i].call && busy(&q->s[i]);
@@ -484,6 +506,8 @@ static void free_streams(struct query_state *q)
 	for (size_t i = 0; i < q->n; i++) {
 		struct stream *s = &q->s[i];
 
+		if (s->next)
+			grpc_byte_buffer_destroy(s->next);
 		free_skipped(s);
 		free(s->skip);
 		free(s->recs);
@@ -534,7 +558,7 @@ int tv_query(const char *server, uint64_t from_ns, uint64_t to_ns, uint64_t limi
 	/* Every server is checked before any is asked, so an unreachable one fails the query
 	 * before a single record is printed. The probe needs a queue with no other work. */
 	for (size_t i = 0; i < q.n; i++) {
-		q.s[i].ch = tv_rpc_channel_new(q.s[i].server, q.max_message_bytes);
+		q.s[i].ch = tv_rpc_read_channel_new(q.s[i].server, q.max_message_bytes);
 		if (!q.s[i].ch) {
 			snprintf(err, errlen, "cannot create a channel to %s", q.s[i].server);
 			ret = -ENOMEM;
