@@ -29,10 +29,11 @@ static const uint8_t kinds[TV_REC_MAX_FIELD + 1] = {
  * of the unpacked char * stops at the first NUL inside. */
 static struct tv_wire_str c_string(const struct tv_wire_field *f)
 {
-	const char *nul = memchr(f->p, '\0', f->len);
+	size_t n = 0;
 
-	return (struct tv_wire_str){ (const char *)f->p, nul ? (size_t)(nul - (const char *)f->p)
-							     : f->len };
+	while (n < f->len && f->p[n]) /* strings are short: a loop beats a call to memchr */
+		n++;
+	return (struct tv_wire_str){ (const char *)f->p, n };
 }
 
 /* Header {string name = 1; string value = 2;}: 0 with the last name and value, or -EBADMSG. */
@@ -55,15 +56,15 @@ static int header_parse(const uint8_t *m, size_t len, struct tv_wire_str *name,
 	return 0;
 }
 
-int tv_record_wire_parse(const uint8_t *rec, size_t len, struct tv_record_wire *w)
+/* The pass under tv_record_wire_parse (w set) and tv_record_wire_check (w NULL: only the
+ * checks and ts_ns), inlined into each so the check stores nothing it does not need. */
+static inline __attribute__((always_inline)) int walk(const uint8_t *rec, size_t len,
+						     struct tv_record_wire *w, uint64_t *ts_ns)
 {
 	struct tv_wire_field f;
 	struct tv_wire_str name, value;
 	size_t pos = 0;
 
-	memset(w, 0, sizeof(*w));
-	w->rec = rec;
-	w->len = len;
 	while (pos < len) {
 		if (tv_wire_next_field(rec, len, &pos, &f))
 			return -EBADMSG;
@@ -73,31 +74,54 @@ int tv_record_wire_parse(const uint8_t *rec, size_t len, struct tv_record_wire *
 		case K_U64:
 			if (f.wire_type != 0)
 				return -EBADMSG;
-			w->num[f.number] = f.v;
+			if (w)
+				w->num[f.number] = f.v;
+			if (f.number == TV_REC_TS_NS)
+				*ts_ns = f.v;
 			break;
 		case K_U32:
 			if (f.wire_type != 0)
 				return -EBADMSG;
-			w->num[f.number] = (uint32_t)f.v;
+			if (w)
+				w->num[f.number] = (uint32_t)f.v;
 			break;
 		case K_STRING:
 			if (f.wire_type != 2)
 				return -EBADMSG;
-			w->str[f.number] = c_string(&f);
+			if (w)
+				w->str[f.number] = c_string(&f);
 			break;
 		case K_BYTES:
 			if (f.wire_type != 2)
 				return -EBADMSG;
-			w->str[f.number] = (struct tv_wire_str){ (const char *)f.p, f.len };
+			if (w)
+				w->str[f.number] = (struct tv_wire_str){ (const char *)f.p, f.len };
 			break;
 		case K_HEADER:
 			if (f.wire_type != 2 || header_parse(f.p, f.len, &name, &value))
 				return -EBADMSG;
-			w->n_headers[f.number - TV_REC_REQ_HEADERS]++;
+			if (w)
+				w->n_headers[f.number - TV_REC_REQ_HEADERS]++;
 			break;
 		}
 	}
 	return 0;
+}
+
+int tv_record_wire_parse(const uint8_t *rec, size_t len, struct tv_record_wire *w)
+{
+	uint64_t ts_ns;
+
+	memset(w, 0, sizeof(*w));
+	w->rec = rec;
+	w->len = len;
+	return walk(rec, len, w, &ts_ns);
+}
+
+int tv_record_wire_check(const uint8_t *rec, size_t len, uint64_t *ts_ns)
+{
+	*ts_ns = 0;
+	return walk(rec, len, NULL, ts_ns);
 }
 
 bool tv_record_wire_header(const struct tv_record_wire *w, bool req, size_t *pos,

@@ -68,6 +68,9 @@ struct tv_record_wire {
  * refuse the bytes (a cut or overlong tag, varint or length, a length past INT_MAX, wire type
  * 3, 4, 6 or 7, a known field with the wrong wire type, a Header that does not parse). */
 int tv_record_wire_parse(const uint8_t *rec, size_t len, struct tv_record_wire *w);
+/* The same verdict without the view: 0 with *ts_ns (0 when absent), or -EBADMSG. For a
+ * reader that checks a whole batch before it reads any record (the query client). */
+int tv_record_wire_check(const uint8_t *rec, size_t len, uint64_t *ts_ns);
 
 /* The next Header of w's req_headers (req true) or resp_headers, in the order they were sent:
  * start with *pos = 0; true with name and value (each up to its first NUL), false past the
@@ -94,7 +97,7 @@ struct tv_wire_field {
 
 /* Read the field at m[*pos] (*pos < len) of a message of len bytes and move *pos past it.
  * 0, or -EBADMSG where protobuf-c's unpack fails the message. */
-static inline int tv_wire_next_field(const uint8_t *m, size_t len, size_t *pos,
+static inline __attribute__((always_inline)) int tv_wire_next_field(const uint8_t *m, size_t len, size_t *pos,
 				     struct tv_wire_field *f)
 {
 	const uint8_t *p = m + *pos;

@@ -61,10 +61,17 @@ static const char DIGIT_PAIRS[201] =
 
 char *tv_put_u64(char *o, uint64_t v)
 {
+	static const uint64_t POW10[TV_U64_MAX_DIGITS] = {
+		1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull, 10000000ull,
+		100000000ull, 1000000000ull, 10000000000ull, 100000000000ull, 1000000000000ull,
+		10000000000000ull, 100000000000000ull, 1000000000000000ull,
+		10000000000000000ull, 100000000000000000ull, 1000000000000000000ull,
+		10000000000000000000ull,
+	};
 	size_t n = 1;
 	char *e;
 
-	for (uint64_t t = v; t >= 10; t /= 10)
+	while (n < TV_U64_MAX_DIGITS && v >= POW10[n]) /* digits by compares, not divisions */
 		n++;
 	e = o + n;
 	while (v >= 100) {

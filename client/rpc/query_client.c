@@ -79,7 +79,7 @@ struct query_state {
 	int cb_ret;		/* non-zero: the callback asked to stop */
 	int fail_ret;		/* negative errno of the first failure */
 	char fail[1024];	/* ... and its one-line reason */
-	struct tv_record_wire view; /* the record being checked or handed to cb */
+	struct tv_record_wire view; /* the record handed to cb */
 };
 
 /* "query failed" for one server, "query failed on H:P" once there are several, so a fan-out
@@ -154,10 +154,10 @@ static void free_skipped(struct stream *s)
 /* Read the QueryResponse of len bytes in s->msg: its records into s->recs (each checked as a
  * TraceRecord), its skipped blocks unpacked into s->skip, *features. 0, -EBADMSG when
  * protobuf-c would refuse the message (the rules of proto/record_wire.h), or -ENOMEM. */
-static int read_response(struct query_state *q, struct stream *s, size_t len,
-			 uint32_t *features)
+static int read_response(struct stream *s, size_t len, uint32_t *features)
 {
 	struct tv_wire_field f;
+	uint64_t ts_ns;
 	size_t pos = 0;
 
 	s->n_recs = 0;
@@ -167,13 +167,12 @@ static int read_response(struct query_state *q, struct stream *s, size_t len,
 			return -EBADMSG;
 		switch (f.number) {
 		case 1: /* repeated TraceRecord records */
-			if (f.wire_type != 2 || tv_record_wire_parse(f.p, f.len, &q->view))
+			if (f.wire_type != 2 || tv_record_wire_check(f.p, f.len, &ts_ns))
 				return -EBADMSG;
 			if (grow((void **)&s->recs, &s->recs_cap, s->n_recs, sizeof(*s->recs)))
 				return -ENOMEM;
 			s->recs[s->n_recs++] = (struct batch_rec){
-				.off = (size_t)(f.p - s->msg), .len = f.len,
-				.ts_ns = q->view.num[TV_REC_TS_NS] };
+				.off = (size_t)(f.p - s->msg), .len = f.len, .ts_ns = ts_ns };
 			break;
 		case 2: /* repeated SkippedBlock skipped */
 			if (f.wire_type != 2)
@@ -213,7 +212,7 @@ static void take_batch(struct query_state *q, struct stream *s, grpc_byte_buffer
 		fail_stream(q, s, -EPROTO, what);
 		return;
 	}
-	ret = read_response(q, s, len, &features);
+	ret = read_response(s, len, &features);
 	if (ret) {
 		s->n_recs = 0;
 		free_skipped(s);

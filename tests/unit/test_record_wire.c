@@ -1,8 +1,9 @@
 /* proto/record_wire.c against protobuf-c 1.4.1's unpack, the reader it replaces in the query
- * client: the same bytes accepted and refused, and for accepted bytes the same value of every
- * field (strings up to their first NUL, bodies whole, headers in order). Fed malformed
- * encodings written by hand (each rule of protobuf-c's scanner), well-formed records, and
- * seeded random mutations and random bytes. */
+ * client: the same bytes accepted and refused (by tv_record_wire_parse and
+ * tv_record_wire_check), and for accepted bytes the same value of every field (strings up to
+ * their first NUL, bodies whole, headers in order). Fed malformed encodings written by hand
+ * (each rule of protobuf-c's scanner), well-formed records, and seeded random mutations and
+ * random bytes. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
@@ -98,6 +99,12 @@ static bool check(const uint8_t *m, size_t n)
 	Tracevault__V1__TraceRecord *r = tracevault__v1__trace_record__unpack(NULL, n, m);
 	struct tv_record_wire w;
 	int ret = tv_record_wire_parse(m, n, &w);
+	uint64_t ts_ns;
+
+	/* the check without the view gives the same verdict and ts_ns */
+	assert_int_equal(tv_record_wire_check(m, n, &ts_ns), ret);
+	if (ret == 0)
+		assert_int_equal(ts_ns, w.num[TV_REC_TS_NS]);
 
 	if (!r) {
 		if (ret != -EBADMSG) {
