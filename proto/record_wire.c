@@ -25,13 +25,22 @@ static const uint8_t kinds[TV_REC_MAX_FIELD + 1] = {
 	[TV_REC_REQ_CONTENT_ENCODING] = K_STRING, [TV_REC_RESP_CONTENT_ENCODING] = K_STRING,
 };
 
+/* Up to this length a byte loop finds a NUL sooner than a call to memchr. */
+#define SHORT_STRING_BYTES 16
+
 /* A string field's C-string view: protobuf-c copies the bytes and adds a NUL, so every reader
  * of the unpacked char * stops at the first NUL inside. */
 static struct tv_wire_str c_string(const struct tv_wire_field *f)
 {
+	const uint8_t *nul;
 	size_t n = 0;
 
-	while (n < f->len && f->p[n]) /* strings are short: a loop beats a call to memchr */
+	if (f->len > SHORT_STRING_BYTES) {
+		nul = memchr(f->p, '\0', f->len);
+		return (struct tv_wire_str){ (const char *)f->p,
+					     nul ? (size_t)(nul - f->p) : f->len };
+	}
+	while (n < f->len && f->p[n])
 		n++;
 	return (struct tv_wire_str){ (const char *)f->p, n };
 }

@@ -143,6 +143,25 @@ static inline bool json_plain(unsigned char c)
 #define REPLACEMENT_JSON "\\ufffd"
 #define REPLACEMENT_UTF8 "\xef\xbf\xbd" /* U+FFFD */
 
+/* Byte-parallel tests on 8 bytes at once (the "determine if a word has a byte ..." bit hacks):
+ * whether any byte of x is zero, is below n (n <= 128), or is above n (n < 128); the first
+ * is exact, the others may say yes for a byte after a match, never no for a word with one. */
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+#define HAS_ZERO(x) (((x) - ONES) & ~(x) & HIGHS)
+#define HAS_LESS(x, n) (((x) - ONES * (n)) & ~(x) & HIGHS)
+#define HAS_MORE(x, n) ((((x) + ONES * (127 - (n))) | (x)) & HIGHS)
+
+/* Whether the 8 bytes at s all pass json_plain: then they are copied as they are. */
+static inline bool json_plain8(const unsigned char *s)
+{
+	uint64_t x;
+
+	memcpy(&x, s, sizeof(x));
+	return !(HAS_LESS(x, 0x20) | HAS_MORE(x, 0x7e) | HAS_ZERO(x ^ (ONES * '"')) |
+		 HAS_ZERO(x ^ (ONES * '\\')));
+}
+
 char *tv_put_json(char *o, const void *v, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
@@ -153,7 +172,13 @@ char *tv_put_json(char *o, const void *v, size_t n)
 	while (i < n) {
 		size_t len;
 
-		if (json_plain(s[i])) { /* most bytes: copied one by one, strings are short */
+		if (n - i >= 8 && json_plain8(s + i)) { /* the usual case: 8 plain bytes */
+			memcpy(o, s + i, 8);
+			o += 8;
+			i += 8;
+			continue;
+		}
+		if (json_plain(s[i])) {
 			*o++ = (char)s[i++];
 			continue;
 		}
