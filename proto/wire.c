@@ -28,32 +28,51 @@ int tv_wire_pack(const ProtobufCMessage *m, grpc_byte_buffer **out)
 	return *out ? 0 : -ENOMEM;
 }
 
-int tv_wire_flatten(grpc_byte_buffer *bb, size_t max_bytes, uint8_t **out, size_t *len)
+int tv_wire_flatten_into(grpc_byte_buffer *bb, size_t max_bytes, uint8_t **buf, size_t *cap,
+			 size_t *len)
 {
 	grpc_byte_buffer_reader rd;
 	grpc_slice s;
-	size_t total = grpc_byte_buffer_length(bb), pos = 0;
-	uint8_t *buf;
+	size_t total = grpc_byte_buffer_length(bb), need = total ? total : 1, pos = 0;
 
 	if (total > max_bytes)
 		return -EMSGSIZE;
-	buf = malloc(total ? total : 1);
-	if (!buf)
-		return -ENOMEM;
-	if (!grpc_byte_buffer_reader_init(&rd, bb)) {
-		free(buf);
-		return -EBADMSG;
+	if (need > *cap) {
+		/* at least doubled, so messages that grow a little at a time do not reallocate
+		 * each; malloc, not realloc: the old bytes are not wanted */
+		size_t grown = need > *cap * 2 ? need : *cap * 2;
+
+		free(*buf);
+		*buf = malloc(grown);
+		*cap = *buf ? grown : 0;
+		if (!*buf)
+			return -ENOMEM;
 	}
+	if (!grpc_byte_buffer_reader_init(&rd, bb))
+		return -EBADMSG;
 	while (grpc_byte_buffer_reader_next(&rd, &s)) {
 		size_t n = GRPC_SLICE_LENGTH(s);
 
-		memcpy(buf + pos, GRPC_SLICE_START_PTR(s), n);
+		memcpy(*buf + pos, GRPC_SLICE_START_PTR(s), n);
 		pos += n;
 		grpc_slice_unref(s);
 	}
 	grpc_byte_buffer_reader_destroy(&rd);
-	*out = buf;
 	*len = pos;
+	return 0;
+}
+
+int tv_wire_flatten(grpc_byte_buffer *bb, size_t max_bytes, uint8_t **out, size_t *len)
+{
+	uint8_t *buf = NULL;
+	size_t cap = 0;
+	int ret = tv_wire_flatten_into(bb, max_bytes, &buf, &cap, len);
+
+	if (ret) {
+		free(buf);
+		return ret;
+	}
+	*out = buf;
 	return 0;
 }
 

@@ -60,6 +60,12 @@ int tv_wire_pack(const ProtobufCMessage *m, grpc_byte_buffer **out);
 /* Copy the bytes of bb into one malloc'd buffer (caller frees) for unpacking. Returns 0, or
  * -ENOMEM, -EMSGSIZE when larger than max_bytes, or -EBADMSG when grpc cannot read bb. */
 int tv_wire_flatten(grpc_byte_buffer *bb, size_t max_bytes, uint8_t **out, size_t *len);
+/* The same into *buf, a malloc'd buffer of *cap bytes (NULL and 0 at first) that is grown
+ * with realloc when bb is larger and kept for the next message, so a stream of messages
+ * costs no allocation each; the caller frees *buf. Same returns; on failure *buf stays the
+ * caller's. */
+int tv_wire_flatten_into(grpc_byte_buffer *bb, size_t max_bytes, uint8_t **buf, size_t *cap,
+			 size_t *len);
 
 /* Write into prefix the bytes that, followed by data_len payload bytes, encode
  * WriteRequest{chunk{block_id, offset, crc32c, data}} (zero scalars omitted, as proto3 does;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "common/addr.h"
@@ -149,7 +150,7 @@ static int out_stop(int ret)
 	return ret == -ENOMEM ? OUT_OF_MEMORY : ret ? STDOUT_FAILED : 0;
 }
 
-static int print_record(const Tracevault__V1__TraceRecord *r, void *arg)
+static int print_record(const struct tv_record_wire *r, void *arg)
 {
 	struct query_out *qo = arg;
 
@@ -297,7 +298,7 @@ int tv_cmd_query(int argc, char **argv)
 			return tv_cli_runtime_error("write stdout: %s", strerror(-ret));
 		return EXIT_SUCCESS;
 	}
-	if (tv_record_out_new(stdout, (enum tv_out_format)a.format, &qo.out))
+	if (tv_record_out_new(STDOUT_FILENO, (enum tv_out_format)a.format, &qo.out))
 		return tv_cli_runtime_error("query: out of memory");
 	ret = tv_query(a.server, from_ns, to_ns, a.limit, a.reverse, filter, a.max_message_bytes,
 		       print_record, print_skip, flush_output, &qo, err, sizeof(err));

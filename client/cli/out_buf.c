@@ -53,16 +53,49 @@ void tv_out_str(struct tv_out_buf *b, const char *s)
 		tv_out_mem(b, s, strlen(s));
 }
 
+/* "00" .. "99": two digits per division */
+static const char DIGIT_PAIRS[201] =
+	"00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+	"40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+	"8081828384858687888990919293949596979899";
+
+char *tv_put_u64(char *o, uint64_t v)
+{
+	static const uint64_t POW10[TV_U64_MAX_DIGITS] = {
+		1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull, 10000000ull,
+		100000000ull, 1000000000ull, 10000000000ull, 100000000000ull, 1000000000000ull,
+		10000000000000ull, 100000000000000ull, 1000000000000000ull,
+		10000000000000000ull, 100000000000000000ull, 1000000000000000000ull,
+		10000000000000000000ull,
+	};
+	size_t n = 1;
+	char *e;
+
+	while (n < TV_U64_MAX_DIGITS && v >= POW10[n]) /* digits by compares, not divisions */
+		n++;
+	e = o + n;
+	while (v >= 100) {
+		unsigned r = (unsigned)(v % 100);
+
+		v /= 100;
+		e -= 2;
+		e[0] = DIGIT_PAIRS[2 * r];
+		e[1] = DIGIT_PAIRS[2 * r + 1];
+	}
+	if (v >= 10) {
+		e[-2] = DIGIT_PAIRS[2 * v];
+		e[-1] = DIGIT_PAIRS[2 * v + 1];
+	} else {
+		e[-1] = (char)('0' + v);
+	}
+	return o + n;
+}
+
 void tv_out_u64(struct tv_out_buf *b, uint64_t v)
 {
-	char tmp[20]; /* UINT64_MAX has 20 digits */
-	size_t i = sizeof(tmp);
-
-	do {
-		tmp[--i] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
-	tv_out_bytes(b, tmp + i, sizeof(tmp) - i);
+	if (b->cap - b->len < TV_U64_MAX_DIGITS && tv_out_reserve(b, TV_U64_MAX_DIGITS))
+		return;
+	b->len = (size_t)(tv_put_u64(b->p + b->len, v) - b->p);
 }
 
 void tv_out_repeat(struct tv_out_buf *b, char c, size_t n)
@@ -104,62 +137,87 @@ size_t tv_utf8_seq(const unsigned char *s, size_t n)
 /* Bytes a JSON string can hold as they are: printable ASCII but '"' and '\\'. */
 static inline bool json_plain(unsigned char c)
 {
-	return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+	return (unsigned char)(c - 0x20) < 0x5f && c != '"' && c != '\\';
 }
 
 #define REPLACEMENT_JSON "\\ufffd"
 #define REPLACEMENT_UTF8 "\xef\xbf\xbd" /* U+FFFD */
 
-void tv_out_json_bytes(struct tv_out_buf *b, const void *v, size_t n)
+/* Byte-parallel tests on 8 bytes at once (the "determine if a word has a byte ..." bit hacks):
+ * whether any byte of x is zero, is below n (n <= 128), or is above n (n < 128); the first
+ * is exact, the others may say yes for a byte after a match, never no for a word with one. */
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+#define HAS_ZERO(x) (((x) - ONES) & ~(x) & HIGHS)
+#define HAS_LESS(x, n) (((x) - ONES * (n)) & ~(x) & HIGHS)
+#define HAS_MORE(x, n) ((((x) + ONES * (127 - (n))) | (x)) & HIGHS)
+
+/* Whether the 8 bytes at s all pass json_plain: then they are copied as they are. */
+static inline bool json_plain8(const unsigned char *s)
+{
+	uint64_t x;
+
+	memcpy(&x, s, sizeof(x));
+	return !(HAS_LESS(x, 0x20) | HAS_MORE(x, 0x7e) | HAS_ZERO(x ^ (ONES * '"')) |
+		 HAS_ZERO(x ^ (ONES * '\\')));
+}
+
+char *tv_put_json(char *o, const void *v, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
 	const unsigned char *s = v;
 	size_t i = 0;
 
-	/* the worst case (every byte \u00XX) reserved once: the loop below cannot fail midway */
-	if (n > (SIZE_MAX - 2) / 6 || tv_out_reserve(b, 6 * n + 2))
-		return;
-	b->p[b->len++] = '"';
+	*o++ = '"';
 	while (i < n) {
-		size_t run = i, len;
+		size_t len;
 
-		while (run < n && json_plain(s[run]))
-			run++;
-		if (run > i) {
-			memcpy(b->p + b->len, s + i, run - i);
-			b->len += run - i;
-			i = run;
+		if (n - i >= 8 && json_plain8(s + i)) { /* the usual case: 8 plain bytes */
+			memcpy(o, s + i, 8);
+			o += 8;
+			i += 8;
+			continue;
+		}
+		if (json_plain(s[i])) {
+			*o++ = (char)s[i++];
 			continue;
 		}
 		len = tv_utf8_seq(s + i, n - i);
 		if (len == 0) {
-			memcpy(b->p + b->len, REPLACEMENT_JSON, 6);
-			b->len += 6;
+			memcpy(o, REPLACEMENT_JSON, 6);
+			o += 6;
 			i++;
 			continue;
 		}
 		if (len > 1) {
-			memcpy(b->p + b->len, s + i, len);
-			b->len += len;
+			memcpy(o, s + i, len);
+			o += len;
 		} else if (s[i] == '"' || s[i] == '\\') {
-			b->p[b->len++] = '\\';
-			b->p[b->len++] = (char)s[i];
+			*o++ = '\\';
+			*o++ = (char)s[i];
 		} else if (s[i] == '\n' || s[i] == '\r' || s[i] == '\t') {
-			b->p[b->len++] = '\\';
-			b->p[b->len++] = s[i] == '\n' ? 'n' : s[i] == '\r' ? 'r' : 't';
-		} else { /* other control bytes, and DEL passes as itself */
-			if (s[i] == 0x7f) {
-				b->p[b->len++] = 0x7f;
-			} else {
-				memcpy(b->p + b->len, "\\u00", 4);
-				b->p[b->len + 4] = hex[s[i] >> 4];
-				b->p[b->len + 5] = hex[s[i] & 15];
-				b->len += 6;
-			}
+			*o++ = '\\';
+			*o++ = s[i] == '\n' ? 'n' : s[i] == '\r' ? 'r' : 't';
+		} else if (s[i] == 0x7f) { /* DEL passes as itself */
+			*o++ = 0x7f;
+		} else { /* other control bytes */
+			memcpy(o, "\\u00", 4);
+			o[4] = hex[s[i] >> 4];
+			o[5] = hex[s[i] & 15];
+			o += 6;
 		}
 		i += len;
 	}
-	b->p[b->len++] = '"';
+	*o++ = '"';
+	return o;
+}
+
+void tv_out_json_bytes(struct tv_out_buf *b, const void *v, size_t n)
+{
+	/* the worst case (every byte \u00XX) reserved once: the writer cannot fail midway */
+	if (n > (SIZE_MAX - 2) / 6 || tv_out_reserve(b, 6 * n + 2))
+		return;
+	b->len = (size_t)(tv_put_json(b->p + b->len, v, n) - b->p);
 }
 
 void tv_out_json_str(struct tv_out_buf *b, const char *s)
@@ -168,33 +226,35 @@ void tv_out_json_str(struct tv_out_buf *b, const char *s)
 	tv_out_json_bytes(b, s, strlen(s));
 }
 
-void tv_out_utf8_clean(struct tv_out_buf *b, const void *v, size_t n)
+char *tv_put_utf8_clean(char *o, const void *v, size_t n)
 {
 	const unsigned char *s = v;
 	size_t i = 0;
 
-	if (n > SIZE_MAX / 3 || tv_out_reserve(b, 3 * n))
-		return;
 	while (i < n) {
-		size_t run = i, len;
+		size_t len;
 
-		while (run < n && s[run] < 0x80)
-			run++;
-		if (run > i) {
-			memcpy(b->p + b->len, s + i, run - i);
-			b->len += run - i;
-			i = run;
+		if (s[i] < 0x80) {
+			*o++ = (char)s[i++];
 			continue;
 		}
 		len = tv_utf8_seq(s + i, n - i);
 		if (len == 0) {
-			memcpy(b->p + b->len, REPLACEMENT_UTF8, 3);
-			b->len += 3;
+			memcpy(o, REPLACEMENT_UTF8, 3);
+			o += 3;
 			i++;
 			continue;
 		}
-		memcpy(b->p + b->len, s + i, len);
-		b->len += len;
+		memcpy(o, s + i, len);
+		o += len;
 		i += len;
 	}
+	return o;
+}
+
+void tv_out_utf8_clean(struct tv_out_buf *b, const void *v, size_t n)
+{
+	if (n > SIZE_MAX / 3 || tv_out_reserve(b, 3 * n))
+		return;
+	b->len = (size_t)(tv_put_utf8_clean(b->p + b->len, v, n) - b->p);
 }

@@ -40,6 +40,17 @@ static inline void tv_out_char(struct tv_out_buf *b, char c)
 /* A string literal without its NUL. */
 #define tv_out_lit(b, s) tv_out_bytes((b), (s), sizeof(s) - 1)
 
+/* ---- writers at a cursor, for a caller that reserved room once (tv_out_reserve) for a
+ * whole record: each writes at o and returns the end of what it wrote ---- */
+
+#define TV_U64_MAX_DIGITS 20 /* UINT64_MAX */
+/* v in decimal: at most TV_U64_MAX_DIGITS bytes. */
+char *tv_put_u64(char *o, uint64_t v);
+/* s[0, n) as a JSON string literal (tv_out_json_bytes): at most 6 * n + 2 bytes. */
+char *tv_put_json(char *o, const void *s, size_t n);
+/* s[0, n) UTF-8-cleaned (tv_out_utf8_clean): at most 3 * n bytes. */
+char *tv_put_utf8_clean(char *o, const void *s, size_t n);
+
 void tv_out_str(struct tv_out_buf *b, const char *s); /* s may be NULL: nothing */
 void tv_out_mem(struct tv_out_buf *b, const void *s, size_t n); /* memcpy-sized copies */
 void tv_out_u64(struct tv_out_buf *b, uint64_t v);      /* decimal */

@@ -15,19 +15,27 @@
 #include "cli/timespec.h"
 #include "common/size.h"
 
-#define FIELD(n, t) {#n, t, offsetof(Tracevault__V1__TraceRecord, n)}
+#define FIELD(n, t, num) {#n, t, offsetof(Tracevault__V1__TraceRecord, n), num}
 /* Proto field order; also the key order of the jsonl output. */
 const struct tv_record_field tv_record_fields[TV_RECORD_N_FIELDS] = {
-	FIELD(ts_ns, TV_FIELD_U64),	  FIELD(end_ns, TV_FIELD_U64),
-	FIELD(latency_ns, TV_FIELD_U64),	  FIELD(pid, TV_FIELD_U32),
-	FIELD(comm, TV_FIELD_STR),		  FIELD(local, TV_FIELD_STR),
-	FIELD(remote, TV_FIELD_STR),	  FIELD(method, TV_FIELD_STR),
-	FIELD(path, TV_FIELD_STR),		  FIELD(status, TV_FIELD_U32),
-	FIELD(req_body_bytes, TV_FIELD_U64), FIELD(resp_body_bytes, TV_FIELD_U64),
-	FIELD(trace_id, TV_FIELD_STR),	  FIELD(span_id, TV_FIELD_STR),
-	FIELD(flags, TV_FIELD_U32),
-	FIELD(role, TV_FIELD_STR),		  FIELD(host, TV_FIELD_STR),
-	FIELD(http_version, TV_FIELD_STR),
+	FIELD(ts_ns, TV_FIELD_U64, TV_REC_TS_NS),
+	FIELD(end_ns, TV_FIELD_U64, TV_REC_END_NS),
+	FIELD(latency_ns, TV_FIELD_U64, TV_REC_LATENCY_NS),
+	FIELD(pid, TV_FIELD_U32, TV_REC_PID),
+	FIELD(comm, TV_FIELD_STR, TV_REC_COMM),
+	FIELD(local, TV_FIELD_STR, TV_REC_LOCAL),
+	FIELD(remote, TV_FIELD_STR, TV_REC_REMOTE),
+	FIELD(method, TV_FIELD_STR, TV_REC_METHOD),
+	FIELD(path, TV_FIELD_STR, TV_REC_PATH),
+	FIELD(status, TV_FIELD_U32, TV_REC_STATUS),
+	FIELD(req_body_bytes, TV_FIELD_U64, TV_REC_REQ_BODY_BYTES),
+	FIELD(resp_body_bytes, TV_FIELD_U64, TV_REC_RESP_BODY_BYTES),
+	FIELD(trace_id, TV_FIELD_STR, TV_REC_TRACE_ID),
+	FIELD(span_id, TV_FIELD_STR, TV_REC_SPAN_ID),
+	FIELD(flags, TV_FIELD_U32, TV_REC_FLAGS),
+	FIELD(role, TV_FIELD_STR, TV_REC_ROLE),
+	FIELD(host, TV_FIELD_STR, TV_REC_HOST),
+	FIELD(http_version, TV_FIELD_STR, TV_REC_HTTP_VERSION),
 };
 #define MAX_KEY_SHOWN 64 /* bytes of an unknown key quoted back in an error */
 
@@ -144,10 +152,10 @@ static int long_integer(const json_t *v, const char **digits)
 
 /* The content header strings, proto order (after the bodies). */
 const struct tv_record_field tv_record_body_str_fields[TV_RECORD_N_BODY_STR_FIELDS] = {
-	FIELD(req_content_type, TV_FIELD_STR),
-	FIELD(resp_content_type, TV_FIELD_STR),
-	FIELD(req_content_encoding, TV_FIELD_STR),
-	FIELD(resp_content_encoding, TV_FIELD_STR),
+	FIELD(req_content_type, TV_FIELD_STR, TV_REC_REQ_CONTENT_TYPE),
+	FIELD(resp_content_type, TV_FIELD_STR, TV_REC_RESP_CONTENT_TYPE),
+	FIELD(req_content_encoding, TV_FIELD_STR, TV_REC_REQ_CONTENT_ENCODING),
+	FIELD(resp_content_encoding, TV_FIELD_STR, TV_REC_RESP_CONTENT_ENCODING),
 };
 /* A body as text or, when it is not valid UTF-8 or holds a NUL, as base64 (RFC 4648 §4). */
 const char *const tv_record_body_keys[2] = { "req_body", "resp_body" };

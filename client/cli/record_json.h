@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "proto/record_wire.h"
 #include "tracevault.pb-c.h"
 
 /* One parsed line. rec's strings point into the parsed JSON document held in doc; they stay
@@ -36,7 +37,8 @@ enum tv_record_field_type { TV_FIELD_U64, TV_FIELD_U32, TV_FIELD_STR };
 struct tv_record_field {
 	const char *name;
 	enum tv_record_field_type type;
-	size_t off; /* into Tracevault__V1__TraceRecord */
+	size_t off;	 /* into Tracevault__V1__TraceRecord (the parser's output) */
+	unsigned number; /* its field number, tv_record_wire's index (the writers' input) */
 };
 /* The scalar fields, proto order: ts_ns .. http_version (jsonl's first keys, csv's columns). */
 #define TV_RECORD_N_FIELDS 18

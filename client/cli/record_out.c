@@ -1,43 +1,22 @@
-/* query's output formats (record_out.h): jsonl, table and csv rendered here, otlp-json in
- * record_otlp.c; and the stream that batches the rendered records into few large writes. The
- * writers are hand-rolled so u64 values print exactly and every string comes out as valid
- * UTF-8 whatever bytes the capture saw. */
+/* query's output formats (record_out.h): jsonl, table and csv rendered here straight from the
+ * records' wire bytes (proto/record_wire.h), otlp-json in record_otlp.c; and the stream that
+ * batches the rendered records into few large write(2)s. The writers are hand-rolled so u64
+ * values print exactly and every string comes out as valid UTF-8 whatever bytes the capture
+ * saw; jsonl and csv reserve a record's worst case once and then write without checks. */
 #include "cli/record_out.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/record_json.h"
 #include "cli/record_otlp.h"
 #include "cli/timespec.h"
-
-static const char *str_at(const Tracevault__V1__TraceRecord *r, const struct tv_record_field *f)
-{
-	const char *s;
-
-	memcpy(&s, (const char *)r + f->off, sizeof(s));
-	return s ? s : "";
-}
-
-static uint64_t num_at(const Tracevault__V1__TraceRecord *r, const struct tv_record_field *f)
-{
-	const char *p = (const char *)r + f->off;
-
-	if (f->type == TV_FIELD_U32) {
-		uint32_t v;
-
-		memcpy(&v, p, sizeof(v));
-		return v;
-	}
-	uint64_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return v;
-}
 
 /* ---- jsonl ---- */
 
@@ -54,86 +33,114 @@ static bool body_is_text(const uint8_t *b, size_t n)
 	return true;
 }
 
-static void out_base64(struct tv_out_buf *b, const uint8_t *d, size_t n)
+/* d[0, n) as a quoted base64 string: (n + 2) / 3 * 4 + 2 bytes. */
+static char *put_base64(char *o, const uint8_t *d, size_t n)
 {
 	const char *B64 = tv_base64_alphabet;
 
-	if (n > SIZE_MAX / 2 || tv_out_reserve(b, (n + 2) / 3 * 4 + 2))
-		return;
-	b->p[b->len++] = '"';
+	*o++ = '"';
 	for (size_t i = 0; i < n; i += 3) {
 		uint32_t v = (uint32_t)d[i] << 16 | (i + 1 < n ? (uint32_t)d[i + 1] << 8 : 0) |
 			     (i + 2 < n ? d[i + 2] : 0);
 
-		b->p[b->len++] = B64[v >> 18 & 63];
-		b->p[b->len++] = B64[v >> 12 & 63];
-		b->p[b->len++] = i + 1 < n ? B64[v >> 6 & 63] : '=';
-		b->p[b->len++] = i + 2 < n ? B64[v & 63] : '=';
+		*o++ = B64[v >> 18 & 63];
+		*o++ = B64[v >> 12 & 63];
+		*o++ = i + 1 < n ? B64[v >> 6 & 63] : '=';
+		*o++ = i + 2 < n ? B64[v & 63] : '=';
 	}
-	b->p[b->len++] = '"';
+	*o++ = '"';
+	return o;
 }
 
-/* ,"key": */
-static void json_key(struct tv_out_buf *b, const char *key, bool first)
+/* {"key": or ,"key": (the key is one of ours: plain ASCII) */
+static char *put_key(char *o, const char *key, bool first)
 {
-	tv_out_char(b, first ? '{' : ',');
-	tv_out_char(b, '"');
-	tv_out_str(b, key);
-	tv_out_lit(b, "\":");
+	*o++ = first ? '{' : ',';
+	*o++ = '"';
+	while (*key)
+		*o++ = *key++;
+	*o++ = '"';
+	*o++ = ':';
+	return o;
 }
 
-void tv_record_jsonl(struct tv_out_buf *b, const Tracevault__V1__TraceRecord *r)
+/* A jsonl line's bytes past those of its strings, headers and bodies: the keys (the longest,
+ * "resp_content_encoding", is 21 bytes), every number at its longest and the quotes. The
+ * content is bounded by the record's own length: escaped at most 6 bytes a byte (base64 1.34),
+ * and a header costs at least 2 wire bytes for JSONL_HEADER_BYTES of fixed text. */
+#define JSONL_FIXED_BYTES                                                                     \
+	((TV_RECORD_N_FIELDS + TV_RECORD_N_BODY_STR_FIELDS + 2 + 2) * (21 + 6) +             \
+	 TV_RECORD_N_FIELDS * TV_U64_MAX_DIGITS + 8)
+#define JSONL_HEADER_BYTES (sizeof("{\"name\":\"\",\"value\":\"\"},") - 1)
+
+static size_t jsonl_bound(const struct tv_record_wire *r)
 {
+	return JSONL_FIXED_BYTES + 6 * r->len +
+	       (r->n_headers[0] + r->n_headers[1]) * JSONL_HEADER_BYTES;
+}
+
+void tv_record_jsonl(struct tv_out_buf *b, const struct tv_record_wire *r)
+{
+	size_t bound = jsonl_bound(r);
+	char *o, *start;
+
+	/* room for the whole line at once, so no write below checks for it */
+	if (r->len > (SIZE_MAX - JSONL_FIXED_BYTES) / 16 || tv_out_reserve(b, bound))
+		return;
+	o = start = b->p + b->len;
 	for (size_t i = 0; i < TV_RECORD_N_FIELDS; i++) {
 		const struct tv_record_field *f = &tv_record_fields[i];
 
-		json_key(b, f->name, i == 0);
+		o = put_key(o, f->name, i == 0);
 		if (f->type == TV_FIELD_STR)
-			tv_out_json_str(b, str_at(r, f));
+			o = tv_put_json(o, r->str[f->number].p, r->str[f->number].len);
 		else
-			tv_out_u64(b, num_at(r, f));
+			o = tv_put_u64(o, r->num[f->number]);
 	}
 	for (int a = 0; a < 2; a++) {
-		Tracevault__V1__Header **h = a ? r->resp_headers : r->req_headers;
-		size_t n = a ? r->n_resp_headers : r->n_req_headers;
+		struct tv_wire_str name, value;
+		size_t pos = 0;
 
-		if (n == 0)
+		if (r->n_headers[a] == 0)
 			continue;
-		json_key(b, tv_record_header_keys[a], false);
-		tv_out_char(b, '[');
-		for (size_t i = 0; i < n; i++) {
+		o = put_key(o, tv_record_header_keys[a], false);
+		*o++ = '[';
+		for (size_t i = 0; tv_record_wire_header(r, a == 0, &pos, &name, &value); i++) {
 			if (i)
-				tv_out_char(b, ',');
-			tv_out_lit(b, "{\"name\":");
-			tv_out_json_str(b, h[i]->name);
-			tv_out_lit(b, ",\"value\":");
-			tv_out_json_str(b, h[i]->value);
-			tv_out_char(b, '}');
+				*o++ = ',';
+			memcpy(o, "{\"name\":", 8);
+			o = tv_put_json(o + 8, name.p, name.len);
+			memcpy(o, ",\"value\":", 9);
+			o = tv_put_json(o + 9, value.p, value.len);
+			*o++ = '}';
 		}
-		tv_out_char(b, ']');
+		*o++ = ']';
 	}
 	for (int k = 0; k < 2; k++) {
-		const ProtobufCBinaryData *bd = k ? &r->resp_body : &r->req_body;
+		const struct tv_wire_str *bd = &r->str[k ? TV_REC_RESP_BODY : TV_REC_REQ_BODY];
 
 		if (bd->len == 0)
 			continue;
-		if (body_is_text(bd->data, bd->len)) {
-			json_key(b, tv_record_body_keys[k], false);
-			tv_out_json_bytes(b, bd->data, bd->len);
+		if (body_is_text((const uint8_t *)bd->p, bd->len)) {
+			o = put_key(o, tv_record_body_keys[k], false);
+			o = tv_put_json(o, bd->p, bd->len);
 		} else {
-			json_key(b, tv_record_body_b64_keys[k], false);
-			out_base64(b, bd->data, bd->len);
+			o = put_key(o, tv_record_body_b64_keys[k], false);
+			o = put_base64(o, (const uint8_t *)bd->p, bd->len);
 		}
 	}
 	for (size_t i = 0; i < TV_RECORD_N_BODY_STR_FIELDS; i++) {
-		const char *s = str_at(r, &tv_record_body_str_fields[i]);
+		const struct tv_record_field *f = &tv_record_body_str_fields[i];
 
-		if (!*s)
+		if (r->str[f->number].len == 0)
 			continue;
-		json_key(b, tv_record_body_str_fields[i].name, false);
-		tv_out_json_str(b, s);
+		o = put_key(o, f->name, false);
+		o = tv_put_json(o, r->str[f->number].p, r->str[f->number].len);
 	}
-	tv_out_lit(b, "}\n");
+	*o++ = '}';
+	*o++ = '\n';
+	assert((size_t)(o - start) <= bound);
+	b->len += (size_t)(o - start);
 }
 
 /* ---- table ---- */
@@ -151,11 +158,11 @@ void tv_record_jsonl(struct tv_out_buf *b, const Tracevault__V1__TraceRecord *r)
 #define TRUNC_MARK "..."
 #define NUM_TEXT_LEN 48 /* a right-aligned number column's text, NUL included */
 
-/* s, printable bytes only, cut to width (ending in "...") and padded to width and a space
- * unless last. */
-static void table_col(struct tv_out_buf *b, const char *s, size_t width, bool last)
+/* s[0, n), printable bytes only, cut to width (ending in "...") and padded to width and a
+ * space unless last. */
+static void table_col(struct tv_out_buf *b, const char *s, size_t n, size_t width, bool last)
 {
-	size_t n = s ? strlen(s) : 0, show = n;
+	size_t show = n;
 	bool cut = width > 0 && n > width;
 
 	if (cut)
@@ -175,6 +182,12 @@ static void table_col(struct tv_out_buf *b, const char *s, size_t width, bool la
 	tv_out_char(b, ' ');
 }
 
+static void table_str(struct tv_out_buf *b, const struct tv_record_wire *r, unsigned field,
+		      size_t width, bool last)
+{
+	table_col(b, r->str[field].p, r->str[field].len, width, last);
+}
+
 void tv_record_table_header(struct tv_out_buf *b)
 {
 	char line[256];
@@ -187,25 +200,26 @@ void tv_record_table_header(struct tv_out_buf *b)
 		tv_out_mem(b, line, (size_t)n);
 }
 
-void tv_record_table_row(struct tv_out_buf *b, const Tracevault__V1__TraceRecord *r)
+void tv_record_table_row(struct tv_out_buf *b, const struct tv_record_wire *r)
 {
 	char when[TV_RFC3339_MS_LEN], nums[NUM_TEXT_LEN];
 	int n;
 
-	tv_format_rfc3339(r->ts_ns, when, sizeof(when));
-	table_col(b, when, COL_TIME, false);
-	table_col(b, r->role, COL_ROLE, false);
-	table_col(b, r->method, COL_METHOD, false);
-	table_col(b, r->host, COL_HOST, false);
-	table_col(b, r->path, COL_PATH, false);
-	table_col(b, r->http_version, COL_HTTP, false);
+	tv_format_rfc3339(r->num[TV_REC_TS_NS], when, sizeof(when));
+	table_col(b, when, strlen(when), COL_TIME, false);
+	table_str(b, r, TV_REC_ROLE, COL_ROLE, false);
+	table_str(b, r, TV_REC_METHOD, COL_METHOD, false);
+	table_str(b, r, TV_REC_HOST, COL_HOST, false);
+	table_str(b, r, TV_REC_PATH, COL_PATH, false);
+	table_str(b, r, TV_REC_HTTP_VERSION, COL_HTTP, false);
 	/* one snprintf for the numbers: %.3f's rounding is the column's */
 	n = snprintf(nums, sizeof(nums), "%*" PRIu32 " %*.3f %*" PRIu32 " ", COL_STATUS,
-		     r->status, COL_LATENCY, (double)r->latency_ns / 1e6, COL_PID, r->pid);
+		     (uint32_t)r->num[TV_REC_STATUS], COL_LATENCY,
+		     (double)r->num[TV_REC_LATENCY_NS] / 1e6, COL_PID, (uint32_t)r->num[TV_REC_PID]);
 	if (n > 0 && (size_t)n < sizeof(nums))
 		tv_out_mem(b, nums, (size_t)n);
-	table_col(b, r->comm, COL_COMM, false);
-	table_col(b, r->remote, 0, true);
+	table_str(b, r, TV_REC_COMM, COL_COMM, false);
+	table_str(b, r, TV_REC_REMOTE, 0, true);
 	tv_out_char(b, '\n');
 }
 
@@ -223,71 +237,79 @@ void tv_record_csv_header(struct tv_out_buf *b)
 	tv_out_lit(b, CSV_EOL);
 }
 
-/* One field: the UTF-8-clean text, quoted when it holds a separator, a quote or a line end
- * (RFC 4180 §2.6, §2.7). */
-static void csv_string(struct tv_out_buf *b, const char *s)
+/* One field s[0, n): the UTF-8-clean text (tv_put_utf8_clean), quoted when it holds a
+ * separator, a quote or a line end (RFC 4180 §2.6, §2.7) with each quote doubled: at most
+ * 3 * n + 2 bytes. */
+static char *put_csv_string(char *o, const char *s, size_t n)
 {
-	size_t n = strlen(s), start, end, quotes = 0;
+	size_t i = 0;
 
-	if (strpbrk(s, ",\"\r\n") == NULL) {
-		tv_out_utf8_clean(b, s, n);
-		return;
+	while (i < n && s[i] != ',' && s[i] != '"' && s[i] != '\r' && s[i] != '\n')
+		i++;
+	if (i == n)
+		return tv_put_utf8_clean(o, s, n);
+	*o++ = '"';
+	/* cleaning replaces only bytes >= 0x80, so the quotes are the input's ASCII ones */
+	for (i = 0; i < n;) {
+		size_t run = i;
+
+		while (run < n && s[run] != '"')
+			run++;
+		o = tv_put_utf8_clean(o, s + i, run - i);
+		if (run == n)
+			break;
+		*o++ = '"';
+		*o++ = '"';
+		i = run + 1;
 	}
-	tv_out_char(b, '"');
-	start = b->len;
-	tv_out_utf8_clean(b, s, n);
-	if (b->failed)
-		return;
-	/* double each quote of what was just written, back to front in place */
-	end = b->len;
-
-	for (size_t i = start; i < end; i++)
-		quotes += b->p[i] == '"';
-	if (quotes && tv_out_reserve(b, quotes) == 0) {
-		size_t w = end + quotes;
-
-		for (size_t i = end; i-- > start;) {
-			b->p[--w] = b->p[i];
-			if (b->p[i] == '"')
-				b->p[--w] = '"';
-		}
-		b->len = end + quotes;
-	}
-	tv_out_char(b, '"');
+	*o++ = '"';
+	return o;
 }
 
-void tv_record_csv_row(struct tv_out_buf *b, const Tracevault__V1__TraceRecord *r)
+/* A csv row's bytes past its strings' (3 bytes a byte at most): numbers, commas, quotes. */
+#define CSV_FIXED_BYTES (TV_RECORD_N_FIELDS * (TV_U64_MAX_DIGITS + 3) + sizeof(CSV_EOL))
+
+void tv_record_csv_row(struct tv_out_buf *b, const struct tv_record_wire *r)
 {
+	size_t bound = CSV_FIXED_BYTES + 3 * r->len;
+	char *o, *start;
+
+	if (r->len > (SIZE_MAX - CSV_FIXED_BYTES) / 3 || tv_out_reserve(b, bound))
+		return;
+	o = start = b->p + b->len;
 	for (size_t i = 0; i < TV_RECORD_N_FIELDS; i++) {
 		const struct tv_record_field *f = &tv_record_fields[i];
 
 		if (i)
-			tv_out_char(b, ',');
+			*o++ = ',';
 		if (f->type == TV_FIELD_STR)
-			csv_string(b, str_at(r, f));
+			o = put_csv_string(o, r->str[f->number].p, r->str[f->number].len);
 		else
-			tv_out_u64(b, num_at(r, f));
+			o = tv_put_u64(o, r->num[f->number]);
 	}
-	tv_out_lit(b, CSV_EOL);
+	memcpy(o, CSV_EOL, sizeof(CSV_EOL) - 1);
+	o += sizeof(CSV_EOL) - 1;
+	assert((size_t)(o - start) <= bound);
+	b->len += (size_t)(o - start);
 }
 
 /* ---- the stream ---- */
 
 struct tv_record_out {
-	FILE *f;
+	int fd;
 	enum tv_out_format fmt;
 	bool header_done;
 	struct tv_out_buf buf;
 	struct tv_otlp *otlp; /* TV_OUT_OTLP_JSON */
 };
 
-int tv_record_out_new(FILE *f, enum tv_out_format fmt, struct tv_record_out **out)
+int tv_record_out_new(int fd, enum tv_out_format fmt, struct tv_record_out **out)
 {
 	struct tv_record_out *o = calloc(1, sizeof(*o));
 
 	if (!o)
 		return -ENOMEM;
-	o->f = f;
+	o->fd = fd;
 	o->fmt = fmt;
 	if (fmt == TV_OUT_OTLP_JSON && tv_otlp_new(&o->otlp)) {
 		free(o);
@@ -297,16 +319,24 @@ int tv_record_out_new(FILE *f, enum tv_out_format fmt, struct tv_record_out **ou
 	return 0;
 }
 
-/* Hand the buffer to the stream. */
+/* Write the buffer to the descriptor, all of it (a pipe may take it in parts). */
 static int drain(struct tv_record_out *o)
 {
+	size_t off = 0;
+
 	if (o->buf.failed)
 		return -ENOMEM;
-	errno = 0; /* a short fwrite sets it when write(2) failed; else EIO below */
-	if (o->buf.len && fwrite(o->buf.p, 1, o->buf.len, o->f) != o->buf.len) {
-		if (!errno)
-			errno = EIO;
-		return -EIO;
+	while (off < o->buf.len) {
+		ssize_t n = write(o->fd, o->buf.p + off, o->buf.len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO; /* cannot happen for len > 0; never loop on it */
+			return -EIO;
+		}
+		off += (size_t)n;
 	}
 	o->buf.len = 0;
 	return 0;
@@ -321,7 +351,21 @@ static void header(struct tv_record_out *o)
 		tv_record_csv_header(&o->buf);
 }
 
-int tv_record_out_add(struct tv_record_out *o, const Tracevault__V1__TraceRecord *r)
+/* otlp-json renders from the unpacked message (its writer reads many fields several times,
+ * and the format is not the bulk one): r was accepted by tv_record_wire_parse, so it unpacks
+ * (only memory can fail). */
+static int add_otlp(struct tv_record_out *o, const struct tv_record_wire *r)
+{
+	Tracevault__V1__TraceRecord *m = tracevault__v1__trace_record__unpack(NULL, r->len, r->rec);
+
+	if (!m)
+		return -ENOMEM;
+	tv_otlp_add(o->otlp, &o->buf, m);
+	tracevault__v1__trace_record__free_unpacked(m, NULL);
+	return 0;
+}
+
+int tv_record_out_add(struct tv_record_out *o, const struct tv_record_wire *r)
 {
 	if (!o->header_done)
 		header(o);
@@ -336,7 +380,8 @@ int tv_record_out_add(struct tv_record_out *o, const Tracevault__V1__TraceRecord
 		tv_record_csv_row(&o->buf, r);
 		break;
 	case TV_OUT_OTLP_JSON:
-		tv_otlp_add(o->otlp, &o->buf, r);
+		if (add_otlp(o, r))
+			return -ENOMEM;
 		break;
 	}
 	if (o->buf.failed)
@@ -346,25 +391,16 @@ int tv_record_out_add(struct tv_record_out *o, const Tracevault__V1__TraceRecord
 
 int tv_record_out_finish(struct tv_record_out *o)
 {
-	int ret;
-
 	if (!o->header_done)
 		header(o);
 	if (o->otlp)
 		tv_otlp_finish(o->otlp, &o->buf);
-	ret = drain(o);
-	if (ret)
-		return ret;
-	return fflush(o->f) ? -EIO : 0;
+	return drain(o);
 }
 
 int tv_record_out_flush(struct tv_record_out *o)
 {
-	int ret = drain(o);
-
-	if (ret)
-		return ret;
-	return fflush(o->f) ? -EIO : 0;
+	return drain(o);
 }
 
 void tv_record_out_free(struct tv_record_out *o)

@@ -1,13 +1,12 @@
 /* The output formats of `tracevault query` (jsonl, table, csv, otlp-json): each record is
- * rendered into one buffer (cli/out_buf.h) and the buffer goes to the stream in batches, one
- * fwrite per TV_RECORD_OUT_FLUSH_BYTES instead of a stdio call per field and character. */
+ * rendered from its wire bytes (proto/record_wire.h: no unpack, no allocation per record) into
+ * one buffer (cli/out_buf.h), and the buffer goes to the descriptor in batches, one write(2)
+ * per TV_RECORD_OUT_FLUSH_BYTES instead of a stdio call per field and character. */
 #ifndef TV_RECORD_OUT_H
 #define TV_RECORD_OUT_H
 
-#include <stdio.h>
-
 #include "cli/out_buf.h"
-#include "tracevault.pb-c.h"
+#include "proto/record_wire.h"
 
 enum tv_out_format {
 	TV_OUT_JSONL,     /* one JSON object per line (what put reads back) */
@@ -26,13 +25,13 @@ enum tv_out_format {
  * and each body as req_body / resp_body when it is valid UTF-8 without NUL (a JSON string of
  * those bytes), else as req_body_base64 / resp_body_base64 (the key is the encoding marker).
  * Every line reads back with tv_record_json_parse (cli/record_json.h). */
-void tv_record_jsonl(struct tv_out_buf *b, const Tracevault__V1__TraceRecord *r);
+void tv_record_jsonl(struct tv_out_buf *b, const struct tv_record_wire *r);
 
 /* Table: a header line, then one aligned row per record (UTC time with ms, role, method,
  * host, path, HTTP version, status, latency ms, pid, comm, remote). Non-printable bytes in
  * captured strings are shown as '?' so a hostile path cannot drive the terminal. */
 void tv_record_table_header(struct tv_out_buf *b);
-void tv_record_table_row(struct tv_out_buf *b, const Tracevault__V1__TraceRecord *r);
+void tv_record_table_row(struct tv_out_buf *b, const struct tv_record_wire *r);
 
 /* CSV (RFC 4180): a header row naming jsonl's scalar fields in proto order (ts_ns .. 
  * http_version), then one row per record with the same values as jsonl: numbers in decimal,
@@ -40,22 +39,23 @@ void tv_record_table_row(struct tv_out_buf *b, const Tracevault__V1__TraceRecord
  * ',', '"', CR or LF quoted with '"' doubled; lines end CRLF. Headers and bodies are in
  * jsonl only. */
 void tv_record_csv_header(struct tv_out_buf *b);
-void tv_record_csv_row(struct tv_out_buf *b, const Tracevault__V1__TraceRecord *r);
+void tv_record_csv_row(struct tv_out_buf *b, const struct tv_record_wire *r);
 
 /* A query's output stream in one format. */
 struct tv_record_out;
 
-/* Output to f (not owned; the caller closes it) in format fmt. 0 or -ENOMEM. */
-int tv_record_out_new(FILE *f, enum tv_out_format fmt, struct tv_record_out **out);
-/* Add one record (r is read during the call only). 0, -ENOMEM, or -EIO (f failed: errno
- * says why). */
-int tv_record_out_add(struct tv_record_out *o, const Tracevault__V1__TraceRecord *r);
+/* Output to the descriptor fd (not owned; written with write(2) only, so nothing may be
+ * pending in a stdio buffer of it) in format fmt. 0 or -ENOMEM. */
+int tv_record_out_new(int fd, enum tv_out_format fmt, struct tv_record_out **out);
+/* Add one record (r is read during the call only; one tv_record_wire_parse accepted). 0,
+ * -ENOMEM, or -EIO (write(2) failed: errno says why). */
+int tv_record_out_add(struct tv_record_out *o, const struct tv_record_wire *r);
 /* End the output: what the format still owes (the table or csv header when no record came,
- * otlp-json's last batch), everything written and f flushed. 0, -ENOMEM or -EIO. */
+ * otlp-json's last batch), everything written. 0, -ENOMEM or -EIO. */
 int tv_record_out_finish(struct tv_record_out *o);
-/* Hand what is rendered to f and flush f, without ending the output (otlp-json's open batch
- * stays open): called while the query waits on its servers, so records stream as they come
- * while a batch of them still shares one write. 0, -ENOMEM or -EIO. */
+/* Write what is rendered, without ending the output (otlp-json's open batch stays open):
+ * called while the query waits on its servers, so records stream as they come while a batch
+ * of them still shares one write. 0, -ENOMEM or -EIO. */
 int tv_record_out_flush(struct tv_record_out *o);
 void tv_record_out_free(struct tv_record_out *o);
 

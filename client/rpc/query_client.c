@@ -1,7 +1,10 @@
 /* The Query rpc from the client side: probe each server, send one QueryRequest to each, and
  * k-way merge the QueryResponse streams by ts_ns (newest first with reverse), checking order
  * and bounds of what comes back, and that a server announced the request fields it had to
- * evaluate (QueryResponse.features) before any of its records is taken. */
+ * evaluate (QueryResponse.features) before any of its records is taken. A response is read
+ * in place (proto/record_wire.h): its bytes are copied once into the stream's reused buffer
+ * and every record is handed out as a view into them, with no allocation per record or
+ * message; only the rare SkippedBlock is unpacked. */
 #include "rpc/query_client.h"
 
 #include <errno.h>
@@ -18,6 +21,7 @@
 #include "common/addr.h"
 #include "common/grpc_util.h"
 #include "rpc/rpc.h"
+#include "proto/record_wire.h"
 #include "proto/wire.h"
 
 /* A query tag names the stream and the batch: (stream index << 2) | kind, kind never 0. */
@@ -26,21 +30,34 @@ enum tag_kind { TAG_START = 1, TAG_RECV = 2, TAG_STATUS = 3 };
 #define TAG_STREAM(t) ((size_t)((uintptr_t)(t) >> 2))
 #define TAG_KIND(t) ((enum tag_kind)((uintptr_t)(t) & 3))
 
-/* One Query call on one server. A stream takes part in the merge while it holds a decoded
- * batch (resp); it is finished once its messages ended and its status came back OK. */
+/* A record of the batch a stream holds: where in its message, and its ts_ns for the merge. */
+struct batch_rec {
+	size_t off, len;
+	uint64_t ts_ns;
+};
+
+/* One Query call on one server. A stream takes part in the merge while it holds a batch of
+ * records (n_recs > 0); it is finished once its messages ended and its status came back OK.
+ * It reads one message ahead: while the merge hands out its batch, the next message is
+ * asked for and kept as it came (next), so the server sends it while the client renders. */
 struct stream {
 	const char *server; /* points into query_state.list */
 	grpc_channel *ch;
 	grpc_call *call;
 	grpc_byte_buffer *send, *recv;
+	grpc_byte_buffer *next; /* the message read ahead, not yet taken */
 	grpc_metadata_array init_md, trail_md;
 	grpc_status_code status;
 	grpc_slice details;
 	bool start_busy, recv_busy, status_busy;
 	bool ended; /* RECV_MESSAGE gave no message: the stream has no more batches */
 	bool first_seen; /* its first message came (and carried the features asked for) */
-	Tracevault__V1__QueryResponse *resp;
-	size_t pos;
+	uint8_t *msg;		 /* the last message's bytes; grown, kept for the next one */
+	size_t msg_cap;
+	struct batch_rec *recs;	 /* its records; recs[pos] is the stream's head */
+	size_t n_recs, recs_cap, pos;
+	Tracevault__V1__SkippedBlock **skip; /* its skipped blocks, while they are reported */
+	size_t n_skip, skip_cap;
 	uint64_t last_ts_ns;
 	size_t skipped; /* blocks the server reported skipped: its DATA_LOSS status is expected */
 };
@@ -62,6 +79,7 @@ struct query_state {
 	int cb_ret;		/* non-zero: the callback asked to stop */
 	int fail_ret;		/* negative errno of the first failure */
 	char fail[1024];	/* ... and its one-line reason */
+	struct tv_record_wire view; /* the record handed to cb */
 };
 
 /* "query failed" for one server, "query failed on H:P" once there are several, so a fan-out
@@ -108,44 +126,120 @@ static bool in_order(const struct query_state *q, uint64_t last, uint64_t ts_ns)
 	return q->reverse ? ts_ns <= last : ts_ns >= last;
 }
 
-/* Decode one batch of stream s and check it against the window and the stream's own order.
- * An empty batch leaves s->resp NULL (the next one is asked for). */
+/* Grow *v (elements of size each, *cap of them) to hold n + 1. 0 or -ENOMEM. */
+static int grow(void **v, size_t *cap, size_t n, size_t size)
+{
+	size_t want = *cap ? 2 * *cap : 64;
+	void *p;
+
+	if (n < *cap)
+		return 0;
+	if (want > SIZE_MAX / size)
+		return -ENOMEM;
+	p = realloc(*v, want * size);
+	if (!p)
+		return -ENOMEM;
+	*v = p;
+	*cap = want;
+	return 0;
+}
+
+static void free_skipped(struct stream *s)
+{
+	for (size_t i = 0; i < s->n_skip; i++)
+		tracevault__v1__skipped_block__free_unpacked(s->skip[i], NULL);
+	s->n_skip = 0;
+}
+
+/* Read the QueryResponse of len bytes in s->msg: its records into s->recs (each checked as a
+ * TraceRecord), its skipped blocks unpacked into s->skip, *features. 0, -EBADMSG when
+ * protobuf-c would refuse the message (the rules of proto/record_wire.h), or -ENOMEM. */
+static int read_response(struct stream *s, size_t len, uint32_t *features)
+{
+	struct tv_wire_field f;
+	uint64_t ts_ns;
+	size_t pos = 0;
+
+	s->n_recs = 0;
+	*features = 0;
+	while (pos < len) {
+		if (tv_wire_next_field(s->msg, len, &pos, &f))
+			return -EBADMSG;
+		switch (f.number) {
+		case 1: /* repeated TraceRecord records */
+			if (f.wire_type != 2 || tv_record_wire_check(f.p, f.len, &ts_ns))
+				return -EBADMSG;
+			if (grow((void **)&s->recs, &s->recs_cap, s->n_recs, sizeof(*s->recs)))
+				return -ENOMEM;
+			s->recs[s->n_recs++] = (struct batch_rec){
+				.off = (size_t)(f.p - s->msg), .len = f.len, .ts_ns = ts_ns };
+			break;
+		case 2: /* repeated SkippedBlock skipped */
+			if (f.wire_type != 2)
+				return -EBADMSG;
+			if (grow((void **)&s->skip, &s->skip_cap, s->n_skip, sizeof(*s->skip)))
+				return -ENOMEM;
+			s->skip[s->n_skip] = tracevault__v1__skipped_block__unpack(NULL, f.len, f.p);
+			if (!s->skip[s->n_skip])
+				return -EBADMSG; /* or out of memory: protobuf-c does not say */
+			s->n_skip++;
+			break;
+		case 3: /* uint32 features */
+			if (f.wire_type != 0)
+				return -EBADMSG;
+			*features = (uint32_t)f.v;
+			break;
+		default: /* unknown: skipped, as protobuf-c keeps it aside */
+			break;
+		}
+	}
+	return 0;
+}
+
+/* Take one message of stream s and check it against the window and the stream's own order.
+ * A message without records leaves s without a batch (the next one is asked for). */
 static void take_batch(struct query_state *q, struct stream *s, grpc_byte_buffer *bb)
 {
-	Tracevault__V1__QueryResponse *resp;
-	uint8_t *flat = NULL;
+	uint32_t features;
 	char what[256];
 	size_t len;
 	int ret;
 
-	ret = tv_wire_flatten(bb, q->max_message_bytes, &flat, &len);
+	s->n_recs = s->pos = 0;
+	ret = tv_wire_flatten_into(bb, q->max_message_bytes, &s->msg, &s->msg_cap, &len);
 	if (ret) {
 		snprintf(what, sizeof(what), "read reply: %s", strerror(-ret));
 		fail_stream(q, s, -EPROTO, what);
 		return;
 	}
-	resp = tracevault__v1__query_response__unpack(NULL, len, flat);
-	free(flat);
-	if (!resp) {
-		fail_stream(q, s, -EPROTO, "reply does not parse as QueryResponse");
+	ret = read_response(s, len, &features);
+	if (ret) {
+		s->n_recs = 0;
+		free_skipped(s);
+		if (ret == -ENOMEM)
+			fail_stream(q, s, -ENOMEM, "out of memory reading the reply");
+		else
+			fail_stream(q, s, -EPROTO, "reply does not parse as QueryResponse");
 		return;
 	}
 	if (!s->first_seen) {
 		s->first_seen = true;
-		if ((resp->features & q->need_features) != q->need_features) {
-			fail_features(q, s, resp->features);
-			tracevault__v1__query_response__free_unpacked(resp, NULL);
+		if ((features & q->need_features) != q->need_features) {
+			fail_features(q, s, features);
+			s->n_recs = 0;
+			free_skipped(s);
 			return;
 		}
 	}
 	/* before the batch's records: a skipped block concerns them and every later record */
-	for (size_t i = 0; i < resp->n_skipped; i++) {
+	for (size_t i = 0; i < s->n_skip; i++) {
 		s->skipped++;
 		if (q->skip_cb)
-			q->skip_cb(s->server, resp->skipped[i], q->arg);
+			q->skip_cb(s->server, s->skip[i], q->arg);
 	}
-	for (size_t i = 0; i < resp->n_records; i++) {
-		uint64_t ts_ns = resp->records[i]->ts_ns;
+	free_skipped(s);
+	for (size_t i = 0; i < s->n_recs; i++) {
+		uint64_t ts_ns = s->recs[i].ts_ns;
 
 		if (ts_ns < q->from_ns || ts_ns >= q->to_ns || !in_order(q, s->last_ts_ns, ts_ns)) {
 			snprintf(what, sizeof(what),
@@ -153,17 +247,11 @@ static void take_batch(struct query_state *q, struct stream *s, grpc_byte_buffer
 				 ", %" PRIu64 ")",
 				 ts_ns, q->from_ns, q->to_ns);
 			fail_stream(q, s, -EPROTO, what);
-			tracevault__v1__query_response__free_unpacked(resp, NULL);
+			s->n_recs = 0;
 			return;
 		}
 		s->last_ts_ns = ts_ns;
 	}
-	if (resp->n_records == 0) {
-		tracevault__v1__query_response__free_unpacked(resp, NULL);
-		return;
-	}
-	s->resp = resp;
-	s->pos = 0;
 }
 
 /* Whether a head at ts_ns of a stream listed after the one holding best_ts goes out first. */
@@ -192,6 +280,26 @@ static void post_recv(struct query_state *q, struct stream *s)
 	}
 }
 
+/* Ask for the next message unless one is on its way or kept already. */
+static void read_ahead(struct query_state *q, struct stream *s)
+{
+	if (!q->stopping && !s->ended && !s->next && !s->recv_busy)
+		post_recv(q, s);
+}
+
+/* A stream without a batch takes the message it read ahead, if any, and asks for the next. */
+static void refill(struct query_state *q, struct stream *s)
+{
+	if (!s->n_recs && s->next && !q->stopping) {
+		take_batch(q, s, s->next);
+		grpc_byte_buffer_destroy(s->next);
+		s->next = NULL;
+		if (q->fail_ret)
+			stop_all(q);
+	}
+	read_ahead(q, s);
+}
+
 /* Hand records to the callback in merged ts_ns order for as long as every stream either holds
  * a batch or is finished: only then is the smallest head the smallest record still to come.
  * Ties go to the stream listed first, so equal inputs give equal outputs. Reverse is the exact
@@ -200,31 +308,34 @@ static void emit_ready(struct query_state *q)
 {
 	while (!q->stopping) {
 		struct stream *best = NULL;
+		const struct batch_rec *rec;
 
 		for (size_t i = 0; i < q->n; i++) {
 			struct stream *s = &q->s[i];
 
-			if (!s->resp) {
+			refill(q, s);
+			if (q->stopping)
+				return;
+			if (!s->n_recs) {
 				if (!s->ended || s->status_busy)
 					return; /* its next record may be the smallest */
 				continue;
 			}
-			if (!best || first_of(q, s->resp->records[s->pos]->ts_ns,
-					      best->resp->records[best->pos]->ts_ns))
+			if (!best ||
+			    first_of(q, s->recs[s->pos].ts_ns, best->recs[best->pos].ts_ns))
 				best = s;
 		}
 		if (!best)
 			return; /* every stream finished */
 		q->seen++;
-		q->cb_ret = q->cb(best->resp->records[best->pos], q->arg);
+		rec = &best->recs[best->pos];
+		/* read_response accepted these bytes: the second reading cannot fail */
+		tv_record_wire_parse(best->msg + rec->off, rec->len, &q->view);
+		q->cb_ret = q->cb(&q->view, q->arg);
 		if (q->cb_ret || (q->limit && q->seen == q->limit))
 			stop_all(q); /* CANCELLED statuses that follow are ours */
-		if (++best->pos == best->resp->n_records) {
-			tracevault__v1__query_response__free_unpacked(best->resp, NULL);
-			best->resp = NULL;
-			if (!q->stopping)
-				post_recv(q, best); /* the merge waits on its next batch */
-		}
+		if (++best->pos == best->n_recs)
+			best->n_recs = best->pos = 0; /* the next loop takes what it read ahead */
 	}
 }
 
@@ -309,13 +420,16 @@ static void on_event(struct query_state *q, const grpc_event *ev)
 			s->ended = true; /* end of stream: the status follows */
 			break;
 		}
-		if (!q->stopping) {
-			take_batch(q, s, s->recv);
-			if (q->fail_ret)
-				stop_all(q);
-		}
-		grpc_byte_buffer_destroy(s->recv);
+		/* s->recv is free before refill may post the next receive into it: gRPC can fill
+		 * it from its own threads before that batch's event reaches us */
+		s->next = s->recv;
 		s->recv = NULL;
+		if (q->stopping) {
+			grpc_byte_buffer_destroy(s->next);
+			s->next = NULL;
+		} else {
+			refill(q, s); /* taken now when the stream has no batch, else later */
+		}
 		break;
 	}
 }
@@ -334,12 +448,8 @@ static void run_streams(struct query_state *q, grpc_completion_queue *cq)
 		bool any_busy = false;
 		grpc_event ev;
 
-		for (size_t i = 0; i < q->n && !q->stopping; i++) {
-			struct stream *s = &q->s[i];
-
-			if (!s->ended && !s->resp && !s->recv_busy)
-				post_recv(q, s);
-		}
+		for (size_t i = 0; i < q->n && !q->stopping; i++)
+			read_ahead(q, &q->s[i]);
 		emit_ready(q);
 		for (size_t i = 0; i < q->n; i++)
 			any_busy |= q->s[i].call && busy(&q->s[i]);
@@ -395,8 +505,12 @@ static void free_streams(struct query_state *q)
 	for (size_t i = 0; i < q->n; i++) {
 		struct stream *s = &q->s[i];
 
-		if (s->resp)
-			tracevault__v1__query_response__free_unpacked(s->resp, NULL);
+		if (s->next)
+			grpc_byte_buffer_destroy(s->next);
+		free_skipped(s);
+		free(s->skip);
+		free(s->recs);
+		free(s->msg);
 		if (s->send)
 			grpc_byte_buffer_destroy(s->send);
 		grpc_slice_unref(s->details);
@@ -443,7 +557,7 @@ int tv_query(const char *server, uint64_t from_ns, uint64_t to_ns, uint64_t limi
 	/* Every server is checked before any is asked, so an unreachable one fails the query
 	 * before a single record is printed. The probe needs a queue with no other work. */
 	for (size_t i = 0; i < q.n; i++) {
-		q.s[i].ch = tv_rpc_channel_new(q.s[i].server, q.max_message_bytes);
+		q.s[i].ch = tv_rpc_read_channel_new(q.s[i].server, q.max_message_bytes);
 		if (!q.s[i].ch) {
 			snprintf(err, errlen, "cannot create a channel to %s", q.s[i].server);
 			ret = -ENOMEM;

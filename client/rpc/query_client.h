@@ -7,15 +7,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proto/record_wire.h"
 #include "tracevault.pb-c.h"
 
 /* Deadline of a whole query stream and of the reachability check before it. */
 #define TV_QUERY_TIMEOUT_MS (10 * 60 * 1000)
 #define TV_QUERY_CONNECT_TIMEOUT_MS 10000
 
-/* Called once per record, in order; r is valid only during the call. A non-zero return stops
- * the query (the rpc is cancelled) and tv_query returns that value. */
-typedef int (*tv_query_cb)(const Tracevault__V1__TraceRecord *r, void *arg);
+/* Called once per record, in order, with the record read in place from the server's message
+ * (proto/record_wire.h; its bytes were checked as a TraceRecord protobuf-c would accept); r
+ * and the bytes it points into are valid only during the call. A non-zero return stops the
+ * query (the rpc is cancelled) and tv_query returns that value. */
+typedef int (*tv_query_cb)(const struct tv_record_wire *r, void *arg);
 
 /* Called once per block a server skipped (PROTOCOL.md, Query): it failed its checks or could
  * not be read, so its records (after b->records_served of them) are missing from the answer,

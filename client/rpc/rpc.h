@@ -22,6 +22,10 @@
  * max_message_bytes and gRPC-level retries disabled (a failed write is never retried, see
  * grpc_writer.c). grpc_init() must have been called. NULL on failure. */
 grpc_channel *tv_rpc_channel_new(const char *server, size_t max_message_bytes);
+/* The same for a client that reads a long stream of large messages (Query): HTTP/2 BDP
+ * probing off, so gRPC buffers about the message the client asks for instead of a window
+ * that grows to tens of megabytes when the server is faster than the client. */
+grpc_channel *tv_rpc_read_channel_new(const char *server, size_t max_message_bytes);
 
 /* Deadline timeout_ms from now (CLOCK_MONOTONIC). */
 gpr_timespec tv_rpc_deadline_ms(long timeout_ms);

@@ -15,6 +15,7 @@
 
 #include "cli/record_json.h"
 #include "cli/record_out.h"
+#include "record_wire_of.h"
 
 /* The text of b as a malloc'd C string (b is freed). */
 static char *take_text(struct tv_out_buf *b)
@@ -34,8 +35,12 @@ static char *take_text(struct tv_out_buf *b)
 static char *to_jsonl(const Tracevault__V1__TraceRecord *r)
 {
 	struct tv_out_buf b = { 0 };
+	struct tv_record_wire w;
+	uint8_t *bytes;
 
-	tv_record_jsonl(&b, r);
+	record_wire_of(r, &w, &bytes);
+	tv_record_jsonl(&b, &w);
+	free(bytes);
 	return take_text(&b);
 }
 
@@ -268,13 +273,17 @@ static void test_table(void **state)
 {
 	Tracevault__V1__TraceRecord r;
 	struct tv_out_buf b = { 0 };
+	struct tv_record_wire w;
 	char *buf, *row;
+	uint8_t *bytes;
 
 	(void)state;
 	fill(&r);
 	r.path = "/evil\x1b[31m/and/a/very/long/path/that/does/not/fit/in/the/column";
 	tv_record_table_header(&b);
-	tv_record_table_row(&b, &r);
+	record_wire_of(&r, &w, &bytes);
+	tv_record_table_row(&b, &w);
+	free(bytes);
 	buf = take_text(&b);
 	assert_non_null(strstr(buf, "TIME"));
 	assert_non_null(strstr(buf, "LATENCY_MS"));

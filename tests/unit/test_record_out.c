@@ -17,6 +17,7 @@
 #include "cli/out_buf.h"
 #include "cli/record_otlp.h"
 #include "cli/record_out.h"
+#include "record_wire_of.h"
 
 static void fill(Tracevault__V1__TraceRecord *r)
 {
@@ -54,7 +55,9 @@ static void test_csv_quotes_and_invalid_utf8(void **state)
 {
 	Tracevault__V1__TraceRecord r;
 	struct tv_out_buf b = { 0 };
+	struct tv_record_wire w;
 	const char *row;
+	uint8_t *bytes;
 
 	(void)state;
 	fill(&r);
@@ -62,7 +65,9 @@ static void test_csv_quotes_and_invalid_utf8(void **state)
 	r.comm = "x\xc3\xa9y";       /* valid UTF-8 stays */
 	r.host = "plain";
 	tv_record_csv_header(&b);
-	tv_record_csv_row(&b, &r);
+	record_wire_of(&r, &w, &bytes);
+	tv_record_csv_row(&b, &w);
+	free(bytes);
 	row = strstr(text(&b), "\r\n") + 2;
 	assert_true(starts_with(text(&b), "ts_ns,end_ns,latency_ns,pid,comm,local,remote,method,"
 					  "path,status,"));
@@ -190,6 +195,40 @@ static void test_out_buf_growth_and_json(void **state)
 	tv_out_free(&b);
 }
 
+/* The JSON escaper takes 8 plain bytes at a time: every byte value at every place of two such
+ * words escapes as it does alone (a string of one byte takes the byte-at-a-time path). */
+static void test_json_words_escape_like_single_bytes(void **state)
+{
+	(void)state;
+	for (unsigned c = 0; c < 256; c++) {
+		struct tv_out_buf one = { 0 };
+		unsigned char byte = (unsigned char)c;
+
+		tv_out_json_bytes(&one, &byte, 1);
+		assert_false(one.failed);
+		for (size_t at = 0; at < 16; at++) {
+			struct tv_out_buf got = { 0 }, want = { 0 };
+			char s[16];
+
+			memset(s, 'a', sizeof(s));
+			s[at] = (char)byte;
+			tv_out_json_bytes(&got, s, sizeof(s));
+			tv_out_char(&want, '"');
+			tv_out_repeat(&want, 'a', at);
+			tv_out_mem(&want, one.p + 1, one.len - 2); /* without its quotes */
+			tv_out_repeat(&want, 'a', sizeof(s) - at - 1);
+			tv_out_char(&want, '"');
+			assert_false(got.failed || want.failed);
+			if (got.len != want.len || memcmp(got.p, want.p, got.len))
+				fail_msg("byte 0x%02x at %zu: '%.*s', alone it gives '%.*s'", c, at,
+					 (int)got.len, got.p, (int)one.len, one.p);
+			tv_out_free(&got);
+			tv_out_free(&want);
+		}
+		tv_out_free(&one);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -197,6 +236,7 @@ int main(void)
 		cmocka_unit_test(test_otlp_ids),
 		cmocka_unit_test(test_otlp_batches_and_resources),
 		cmocka_unit_test(test_out_buf_growth_and_json),
+		cmocka_unit_test(test_json_words_escape_like_single_bytes),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -19,6 +19,7 @@
 #include "cli/record_json.h"
 #include "cli/record_out.h"
 #include "cli/record_reader.h"
+#include "record_wire_of.h"
 
 /* random records x mutations each; TV_READER_DIFF_RECORDS runs more, TV_READER_DIFF_SEED
  * another seed (12 by default) */
@@ -141,9 +142,13 @@ static void rnd_record(Tracevault__V1__TraceRecord *r, struct rec_store *st)
 static char *to_jsonl(const Tracevault__V1__TraceRecord *r, size_t *len)
 {
 	struct tv_out_buf b = { 0 };
+	struct tv_record_wire w;
+	uint8_t *bytes;
 	char *buf;
 
-	tv_record_jsonl(&b, r);
+	record_wire_of(r, &w, &bytes);
+	tv_record_jsonl(&b, &w);
+	free(bytes);
 	assert_false(b.failed);
 	assert_true(b.len > 0 && b.p[b.len - 1] == '\n');
 	buf = malloc(b.len + 1);
