@@ -115,6 +115,9 @@ struct tv_query {
 	struct tv_block_budget budget; /* its streams reserve through it */
 	size_t held;                   /* bytes reserved from the pool */
 	uint64_t from_ns, to_ns, limit, emitted;
+	/* what the next batch may hold: TV_QUERY_FIRST_BATCH_* doubling to TV_QUERY_BATCH_* */
+	uint32_t batch_records;
+	size_t batch_bytes;
 	bool reverse;
 	uint32_t features;               /* not 0: still to announce on the first message */
 	struct tv_filter *filter;        /* NULL: every record in range */
@@ -304,6 +307,8 @@ int tv_query_new(struct tv_query **out, struct tv_catalog *c, struct tv_store *s
 	q->from_ns = p->from_ns;
 	q->to_ns = p->to_ns;
 	q->limit = p->limit;
+	q->batch_records = TV_QUERY_FIRST_BATCH_RECORDS;
+	q->batch_bytes = TV_QUERY_FIRST_BATCH_BYTES;
 	q->reverse = p->reverse;
 	q->features = p->features;
 	pool->queries++;
@@ -973,7 +978,7 @@ int tv_query_next(struct tv_query *q, grpc_byte_buffer **out, char *err, size_t 
 		}
 	}
 	slice_begin(q);
-	while (!q->done && b.records < TV_QUERY_BATCH_RECORDS && b.len < TV_QUERY_BATCH_BYTES) {
+	while (!q->done && b.records < q->batch_records && b.len < q->batch_bytes) {
 		if (q->limit && q->emitted == q->limit) {
 			/* the cursor of the last head sent is not stepped: no read is wasted */
 			struct cursor *cur = q->pending;
@@ -1036,6 +1041,12 @@ fail:
 	q->fatal_ret = ret;
 	snprintf(q->fatal_err, sizeof(q->fatal_err), "%s", err);
 send:
+	if (b.records) { /* the next batch may hold twice as much (TV_QUERY_FIRST_BATCH_*) */
+		q->batch_records = q->batch_records * 2 < TV_QUERY_BATCH_RECORDS ?
+					   q->batch_records * 2 : TV_QUERY_BATCH_RECORDS;
+		q->batch_bytes = q->batch_bytes * 2 < TV_QUERY_BATCH_BYTES ?
+					 q->batch_bytes * 2 : TV_QUERY_BATCH_BYTES;
+	}
 	/* the slice takes the buffer: grpc frees it when the transport is done with it */
 	slice = grpc_slice_new(b.buf, b.len, free);
 	*out = grpc_raw_byte_buffer_create(&slice, 1);
@@ -1051,6 +1062,9 @@ void tv_query_set_sink(struct tv_query *q, tv_query_sink sink, void *arg)
 {
 	q->sink = sink;
 	q->sink_arg = arg;
+	/* no message waits on these records: steps of the full size from the start */
+	q->batch_records = TV_QUERY_BATCH_RECORDS;
+	q->batch_bytes = TV_QUERY_BATCH_BYTES;
 }
 
 int tv_query_reserve(struct tv_query *q, size_t bytes, char *why, size_t whylen)
