@@ -403,16 +403,18 @@ int tv_block_stream_seek(struct tv_block_stream *s, uint64_t ts_ns)
 	return 1;
 }
 
-int tv_block_stream_may_hold_trace(struct tv_block_stream *s, const char *ids, size_t n,
-				   size_t stride, char *err, size_t errlen)
+int tv_block_stream_trace_filter(struct tv_block_stream *s, tv_block_filter_fn fn, void *arg,
+				char *err, size_t errlen)
 {
 	uint8_t *bloom;
 	int ret = 0;
 
 	if (s->h.version < 3)
-		return 1;
-	if (s->h.bloom_bytes == 0)
-		return 0; /* the check made sure: no record of it has a 32-byte trace id */
+		return 0;
+	if (s->h.bloom_bytes == 0) { /* the check made sure: no record of it has a 32-byte id */
+		ret = fn(arg, NULL, 0, err, errlen);
+		return ret ? ret : 1;
+	}
 	bloom = s_alloc(s, s->h.bloom_bytes, "the trace-id filter", &ret, err, errlen);
 	if (!bloom)
 		return ret;
@@ -421,11 +423,38 @@ int tv_block_stream_may_hold_trace(struct tv_block_stream *s, const char *ids, s
 			 bloom, s->h.bloom_bytes, err, errlen);
 	if (!ret && tv_crc32c(bloom, s->h.bloom_bytes) != s->h.bloom_crc32c)
 		ret = tv_errf(err, errlen, -EBADMSG, "block trace-id filter checksum mismatch");
-	for (size_t i = 0; !ret && i < n; i++)
-		if (tv_v3_bloom_test(bloom, s->h.bloom_bytes, tv_v3_trace_hash(ids + i * stride)))
-			ret = 1;
+	if (!ret)
+		ret = fn(arg, bloom, s->h.bloom_bytes, err, errlen);
 	s_free(s, bloom, s->h.bloom_bytes);
-	return ret;
+	return ret ? ret : 1;
+}
+
+struct may_hold {
+	const char *ids;
+	size_t n, stride;
+	int found;
+};
+
+static int test_ids(void *arg, const uint8_t *bloom, size_t bytes, char *err, size_t errlen)
+{
+	struct may_hold *m = arg;
+
+	(void)err;
+	(void)errlen;
+	for (size_t i = 0; !m->found && i < m->n; i++)
+		m->found = tv_v3_bloom_test(bloom, bytes, tv_v3_trace_hash(m->ids + i * m->stride));
+	return 0;
+}
+
+int tv_block_stream_may_hold_trace(struct tv_block_stream *s, const char *ids, size_t n,
+				   size_t stride, char *err, size_t errlen)
+{
+	struct may_hold m = { .ids = ids, .n = n, .stride = stride };
+	int ret = tv_block_stream_trace_filter(s, test_ids, &m, err, errlen);
+
+	if (ret <= 0)
+		return ret < 0 ? ret : 1; /* versions 1 and 2: no filter, any id may be there */
+	return m.found;
 }
 
 uint64_t tv_block_stream_rows_decoded(const struct tv_block_stream *s)

@@ -177,11 +177,16 @@ size_t tv_v3_bloom_bytes_for(size_t n)
 static const uint32_t SALT[8] = { 0x47b6137bu, 0x44974d91u, 0x8824ad5bu, 0xa2b7289du,
 				  0x705495c7u, 0x2df1424bu, 0x9efc4947u, 0x5c6bfb31u };
 
-static uint8_t *bloom_block(uint8_t *bloom, size_t bytes, uint64_t hash)
+static size_t bloom_offset(size_t bytes, uint64_t hash)
 {
 	uint64_t nblocks = bytes / TV_BLOCK_V3_BLOOM_BLOCK_BYTES;
 
-	return bloom + ((hash >> 32) * nblocks >> 32) * TV_BLOCK_V3_BLOOM_BLOCK_BYTES;
+	return (size_t)((hash >> 32) * nblocks >> 32) * TV_BLOCK_V3_BLOOM_BLOCK_BYTES;
+}
+
+static uint8_t *bloom_block(uint8_t *bloom, size_t bytes, uint64_t hash)
+{
+	return bloom + bloom_offset(bytes, hash);
 }
 
 void tv_v3_bloom_add(uint8_t *bloom, size_t bytes, uint64_t hash)
@@ -195,17 +200,24 @@ void tv_v3_bloom_add(uint8_t *bloom, size_t bytes, uint64_t hash)
 	}
 }
 
-bool tv_v3_bloom_test(const uint8_t *bloom, size_t bytes, uint64_t hash)
+size_t tv_v3_bloom_block_offset(size_t bytes, uint64_t hash)
 {
-	const uint8_t *b;
+	return bloom_offset(bytes, hash);
+}
 
-	if (bytes < TV_BLOCK_V3_BLOOM_BLOCK_BYTES)
-		return false;
-	b = bloom_block((uint8_t *)bloom, bytes, hash);
+bool tv_v3_bloom_block_test(const uint8_t *b, uint64_t hash)
+{
 	for (int i = 0; i < 8; i++)
 		if (!(get32(b + 4 * i) & 1u << (((uint32_t)hash * SALT[i]) >> 27)))
 			return false;
 	return true;
+}
+
+bool tv_v3_bloom_test(const uint8_t *bloom, size_t bytes, uint64_t hash)
+{
+	if (bytes < TV_BLOCK_V3_BLOOM_BLOCK_BYTES)
+		return false;
+	return tv_v3_bloom_block_test(bloom_block((uint8_t *)bloom, bytes, hash), hash);
 }
 
 /* ---- protobuf field walking ---- */

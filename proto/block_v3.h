@@ -69,6 +69,11 @@ size_t tv_v3_bloom_bytes_for(size_t n);
 void tv_v3_bloom_add(uint8_t *bloom, size_t bytes, uint64_t hash);
 /* 0: the id is certainly not in the block; 1: it may be. bytes 0 holds no id. */
 bool tv_v3_bloom_test(const uint8_t *bloom, size_t bytes, uint64_t hash);
+/* The same test in two steps, for a reader that fetches only the 32 bytes it needs (a copy of
+ * the filter kept elsewhere, server/catalog.h): the offset of hash's 32-byte block in a filter
+ * of bytes bytes (bytes >= 32), then the test of that block. Equal to tv_v3_bloom_test. */
+size_t tv_v3_bloom_block_offset(size_t bytes, uint64_t hash);
+bool tv_v3_bloom_block_test(const uint8_t *block, uint64_t hash);
 
 /* The trace id of the TraceRecord of len bytes at rec as protobuf reads it (the last field 13;
  * *id NULL, *id_len 0 when absent). Returns 0 or -EBADMSG (not protobuf fields). */

@@ -333,6 +333,18 @@ static void test_v3_bloom(void **state)
 		      fp);
 	assert_true(fp < 3000);
 	assert_false(tv_v3_bloom_test(bloom, 0, tv_v3_trace_hash(id)));
+	/* the two-step test (a 32-byte block fetched alone) answers the same */
+	for (int i = 0; i < 20000; i++) {
+		uint64_t h;
+		size_t off;
+
+		snprintf(id, sizeof(id), "%032x", i % 2 ? 1000000007 + i : (i / 2 % 1000) * 7919);
+		h = tv_v3_trace_hash(id);
+		off = tv_v3_bloom_block_offset(bytes, h);
+		assert_true(off % TV_BLOCK_V3_BLOOM_BLOCK_BYTES == 0 && off < bytes);
+		assert_int_equal(tv_v3_bloom_block_test(bloom + off, h),
+				 tv_v3_bloom_test(bloom, bytes, h));
+	}
 	free(bloom);
 }
 
