@@ -61,6 +61,8 @@ struct tv_block_stream {
 	uint32_t next_page;                   /* the page to open when this one ends */
 	uint64_t seek_ts_ns;                  /* rows before this are passed over unbuilt */
 	uint64_t rows, pages;                 /* rows decoded, pages opened (measurement) */
+	const char *trace_ids;                /* not NULL: pages that cannot hold one are passed */
+	size_t ntrace_ids, trace_stride;
 	uint64_t page_off;                    /* file offset of page next_page */
 };
 
@@ -301,7 +303,10 @@ static int s_room(struct tv_block_stream *s, void **p, size_t *cap, size_t n, co
 	return 0;
 }
 
-/* Read, check and open page next_page. */
+/* What v3_load returns for a page passed over by the trace-id check (nothing opened). */
+#define V3_PASSED 1
+
+/* Read, check and open page next_page: 0, V3_PASSED, or a negative errno. */
 static int v3_load(struct tv_block_stream *s, char *err, size_t errlen)
 {
 	struct tv_v3_page_entry e;
@@ -320,6 +325,20 @@ static int v3_load(struct tv_block_stream *s, char *err, size_t errlen)
 	if (tv_crc32c(s->pg, e.stored_len) != e.crc32c)
 		return tv_errf(err, errlen, -EBADMSG, "block page %u checksum mismatch", i);
 	s->mem_ret = 0;
+	if (s->trace_ids) {
+		ret = tv_v3_page_may_hold_trace(&e, s->pg, s->work, s->dctx, s->trace_ids,
+						s->ntrace_ids, s->trace_stride, err, errlen);
+		if (ret < 0 && s->mem_ret)
+			return tv_errf(err, errlen, s->mem_ret, "%s", s->mem_why);
+		if (ret < 0)
+			return ret;
+		if (ret == 0) { /* none of the ids: no record of it is built */
+			s->page_off += e.stored_len;
+			s->next_page++;
+			s->pages++;
+			return V3_PASSED;
+		}
+	}
 	ret = tv_v3_page_open(&s->page, s->work, &e, s->pg, s->dctx, err, errlen);
 	if (ret) {
 		s->page = NULL;
@@ -344,8 +363,10 @@ static int v3_next(struct tv_block_stream *s, const uint8_t **data, size_t *len,
 			if (s->next_page == s->h.page_count)
 				return 0;
 			ret = v3_load(s, err, errlen);
-			if (ret)
+			if (ret < 0)
 				return ret;
+			if (ret == V3_PASSED)
+				continue;
 		}
 		ret = tv_v3_page_next(s->page, &r, err, errlen);
 		if (ret < 0)
@@ -401,6 +422,14 @@ int tv_block_stream_seek(struct tv_block_stream *s, uint64_t ts_ns)
 	s->next_page = lo;
 	s->seek_ts_ns = ts_ns;
 	return 1;
+}
+
+void tv_block_stream_trace_pages(struct tv_block_stream *s, const char *ids, size_t n,
+				 size_t stride)
+{
+	s->trace_ids = n ? ids : NULL;
+	s->ntrace_ids = n;
+	s->trace_stride = stride;
 }
 
 int tv_block_stream_trace_filter(struct tv_block_stream *s, tv_block_filter_fn fn, void *arg,

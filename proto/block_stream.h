@@ -101,6 +101,14 @@ typedef int (*tv_block_filter_fn)(void *arg, const uint8_t *bloom, size_t bytes,
 int tv_block_stream_trace_filter(struct tv_block_stream *s, tv_block_filter_fn fn, void *arg,
 				char *err, size_t errlen);
 
+/* Version 3 (no effect on 1 and 2): hand out only records of pages that may hold a record
+ * with one of the n trace ids (32 bytes each, stride bytes apart; ids must outlive the
+ * stream): a page whose trace-id columns hold none of them is read and checked but no record
+ * of it is built (tv_v3_page_may_hold_trace). The caller still filters the records handed out;
+ * only pages without any match are passed. n 0: every page again. */
+void tv_block_stream_trace_pages(struct tv_block_stream *s, const char *ids, size_t n,
+				 size_t stride);
+
 /* Rows decoded so far: version 3 counts the rows of the pages read, built or passed over;
  * versions 1 and 2 every record handed out (each was decompressed). */
 uint64_t tv_block_stream_rows_decoded(const struct tv_block_stream *s);

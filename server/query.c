@@ -664,8 +664,15 @@ static int cursor_stream_open(struct tv_query *q, struct cursor *cur, char *why,
 	int ret = tv_block_stream_open(&cur->s, read_block, cur, cur->file_bytes, &q->budget,
 				       why, whylen);
 
-	if (ret == 0)
+	const char *ids;
+	size_t n;
+
+	if (ret == 0) {
 		tv_block_stream_seek(cur->s, q->from_ns);
+		/* a trace-id query builds only the records of pages that may hold its ids */
+		if ((n = tv_filter_trace_ids(q->filter, &ids)) > 0)
+			tv_block_stream_trace_pages(cur->s, ids, n, TV_FILTER_TRACE_ID_STRIDE);
+	}
 	return ret;
 }
 

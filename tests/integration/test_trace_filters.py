@@ -2,7 +2,8 @@
 "Trace-id filters"; proto/BLOCK.md): the first lookup reads each version 3 block's own filter
 and copies it into catalog.db; later lookups rule blocks out from the copies without opening
 their files (the server's log line counts both), so a lookup opens only the blocks that may
-hold the id (and the version 2 block, which has no filter). Answers stay exact, compared with
+hold the id (and the version 2 block, which has no filter), and builds the records of only the
+pages whose trace-id columns may hold it. Answers stay exact, compared with
 a reference computed here, when copies are missing (deleted from catalog.db: the files'
 filters are read again), after a Delete (its blocks' copies go with their rows), and after
 --scrub dropped a copy that disagreed with its block."""
@@ -22,7 +23,7 @@ BASE_NS = 1_767_225_600 * 10**9
 V3_BLOCKS = 12          # version 3 blocks with traced records, one segment each
 PER_BLOCK = 400
 STEP_NS = 10**6
-LOG_LINE = re.compile(r"query: planned (\d+) blocks, opened (\d+), examined \d+ records, sent "
+LOG_LINE = re.compile(r"query: planned (\d+) blocks, opened (\d+), examined (\d+) records, sent "
                       r"(\d+), forward, [0-9.]+ ms; trace ids: (\d+) blocks ruled out by the "
                       r"catalog's filters, (\d+) filters read from block files")
 
@@ -56,7 +57,7 @@ def make_blocks(pb, rng):
 
 def lookup(srv, cl, pb, ids):
     """Query the whole range for ids; returns (records, (planned, opened, sent, ruled_out,
-    read)) from the server's log line of it."""
+    read)) from the server's log line of it; lookup.examined is its records examined."""
     before = len(LOG_LINE.findall(srv.log()))
     req = pb.QueryRequest(from_ns=BASE_NS, to_ns=BASE_NS + 10**12,
                           filter=pb.QueryFilter(trace_ids=ids))
@@ -66,7 +67,9 @@ def lookup(srv, cl, pb, ids):
         got.extend(resp.records)
     lines = LOG_LINE.findall(srv.log())
     assert len(lines) == before + 1, lines[before:]
-    return got, tuple(int(x) for x in lines[-1])
+    planned, opened, examined, sent, ruled, read = (int(x) for x in lines[-1])
+    lookup.examined = examined
+    return got, (planned, opened, sent, ruled, read)
 
 
 def check(got, recs, ids, label):
@@ -108,6 +111,9 @@ def main():
         assert read == 0 and opened == nblocks - ruled and ruled >= V3_BLOCKS - 1, \
             (opened, ruled, read)
         assert opened <= 3, opened
+        # in the blocks opened only the pages that may hold the id are built: the holder's
+        # (100 records of its 4 pages), the v2 block's 400, a false positive's (one page)
+        assert lookup.examined <= PER_BLOCK + 2 * 100, lookup.examined
         print("ok the next lookup opens %d of %d blocks: the catalog's copies rule out %d"
               % (opened, nblocks, ruled))
 
