@@ -61,6 +61,8 @@ struct tv_block_stream {
 	uint32_t next_page;                   /* the page to open when this one ends */
 	uint64_t seek_ts_ns;                  /* rows before this are passed over unbuilt */
 	uint64_t rows, pages;                 /* rows decoded, pages opened (measurement) */
+	const char *trace_ids;                /* not NULL: pages that cannot hold one are passed */
+	size_t ntrace_ids, trace_stride;
 	uint64_t page_off;                    /* file offset of page next_page */
 };
 
@@ -301,8 +303,11 @@ static int s_room(struct tv_block_stream *s, void **p, size_t *cap, size_t n, co
 	return 0;
 }
 
+/* What v3_load returns for a page passed over by the trace-id check (nothing opened). */
+#define V3_PASSED 1
+
 /* Read, check and open page next_page: every column (fields 0), or only those of fields
- * (tv_v3_page_open_fields). */
+ * (tv_v3_page_open_fields). 0, V3_PASSED, or a negative errno. */
 static int v3_load(struct tv_block_stream *s, uint32_t fields, char *err, size_t errlen)
 {
 	struct tv_v3_page_entry e;
@@ -321,6 +326,20 @@ static int v3_load(struct tv_block_stream *s, uint32_t fields, char *err, size_t
 	if (tv_crc32c(s->pg, e.stored_len) != e.crc32c)
 		return tv_errf(err, errlen, -EBADMSG, "block page %u checksum mismatch", i);
 	s->mem_ret = 0;
+	if (s->trace_ids) {
+		ret = tv_v3_page_may_hold_trace(&e, s->pg, s->work, s->dctx, s->trace_ids,
+						s->ntrace_ids, s->trace_stride, err, errlen);
+		if (ret < 0 && s->mem_ret)
+			return tv_errf(err, errlen, s->mem_ret, "%s", s->mem_why);
+		if (ret < 0)
+			return ret;
+		if (ret == 0) { /* none of the ids: no record of it is built */
+			s->page_off += e.stored_len;
+			s->next_page++;
+			s->pages++;
+			return V3_PASSED;
+		}
+	}
 	ret = fields ? tv_v3_page_open_fields(&s->page, s->work, &e, s->pg, s->dctx, fields, err,
 					      errlen) :
 		       tv_v3_page_open(&s->page, s->work, &e, s->pg, s->dctx, err, errlen);
@@ -347,8 +366,10 @@ static int v3_next(struct tv_block_stream *s, const uint8_t **data, size_t *len,
 			if (s->next_page == s->h.page_count)
 				return 0;
 			ret = v3_load(s, 0, err, errlen);
-			if (ret)
+			if (ret < 0)
 				return ret;
+			if (ret == V3_PASSED)
+				continue;
 		}
 		ret = tv_v3_page_next(s->page, &r, err, errlen);
 		if (ret < 0)
@@ -387,14 +408,16 @@ int tv_block_stream_next_page(struct tv_block_stream *s, uint32_t fields, uint64
 	if (s->h.version < 3)
 		return tv_errf(err, errlen, -EINVAL, "a version %u block has no pages", s->h.version);
 	s->page = NULL;
-	if (s->next_page == s->h.page_count)
-		return 0;
-	v3_entry(s, s->next_page, &e);
-	if (e.first_ts >= to_ns)
-		return 0;
-	ret = v3_load(s, fields ? fields : TV_V3_FIELDS_READABLE, err, errlen);
-	if (ret)
-		return ret;
+	do { /* past the pages a trace-id check passed over (a stream given trace ids) */
+		if (s->next_page == s->h.page_count)
+			return 0;
+		v3_entry(s, s->next_page, &e);
+		if (e.first_ts >= to_ns)
+			return 0;
+		ret = v3_load(s, fields ? fields : TV_V3_FIELDS_READABLE, err, errlen);
+		if (ret < 0)
+			return ret;
+	} while (ret == V3_PASSED);
 	s->rows += e.records;
 	*page = s->page;
 	s->page = NULL; /* the caller reads it; tv_block_stream_next does not */
@@ -430,16 +453,26 @@ int tv_block_stream_seek(struct tv_block_stream *s, uint64_t ts_ns)
 	return 1;
 }
 
-int tv_block_stream_may_hold_trace(struct tv_block_stream *s, const char *ids, size_t n,
-				   size_t stride, char *err, size_t errlen)
+void tv_block_stream_trace_pages(struct tv_block_stream *s, const char *ids, size_t n,
+				 size_t stride)
+{
+	s->trace_ids = n ? ids : NULL;
+	s->ntrace_ids = n;
+	s->trace_stride = stride;
+}
+
+int tv_block_stream_trace_filter(struct tv_block_stream *s, tv_block_filter_fn fn, void *arg,
+				char *err, size_t errlen)
 {
 	uint8_t *bloom;
 	int ret = 0;
 
 	if (s->h.version < 3)
-		return 1;
-	if (s->h.bloom_bytes == 0)
-		return 0; /* the check made sure: no record of it has a 32-byte trace id */
+		return 0;
+	if (s->h.bloom_bytes == 0) { /* the check made sure: no record of it has a 32-byte id */
+		ret = fn(arg, NULL, 0, err, errlen);
+		return ret ? ret : 1;
+	}
 	bloom = s_alloc(s, s->h.bloom_bytes, "the trace-id filter", &ret, err, errlen);
 	if (!bloom)
 		return ret;
@@ -448,11 +481,38 @@ int tv_block_stream_may_hold_trace(struct tv_block_stream *s, const char *ids, s
 			 bloom, s->h.bloom_bytes, err, errlen);
 	if (!ret && tv_crc32c(bloom, s->h.bloom_bytes) != s->h.bloom_crc32c)
 		ret = tv_errf(err, errlen, -EBADMSG, "block trace-id filter checksum mismatch");
-	for (size_t i = 0; !ret && i < n; i++)
-		if (tv_v3_bloom_test(bloom, s->h.bloom_bytes, tv_v3_trace_hash(ids + i * stride)))
-			ret = 1;
+	if (!ret)
+		ret = fn(arg, bloom, s->h.bloom_bytes, err, errlen);
 	s_free(s, bloom, s->h.bloom_bytes);
-	return ret;
+	return ret ? ret : 1;
+}
+
+struct may_hold {
+	const char *ids;
+	size_t n, stride;
+	int found;
+};
+
+static int test_ids(void *arg, const uint8_t *bloom, size_t bytes, char *err, size_t errlen)
+{
+	struct may_hold *m = arg;
+
+	(void)err;
+	(void)errlen;
+	for (size_t i = 0; !m->found && i < m->n; i++)
+		m->found = tv_v3_bloom_test(bloom, bytes, tv_v3_trace_hash(m->ids + i * m->stride));
+	return 0;
+}
+
+int tv_block_stream_may_hold_trace(struct tv_block_stream *s, const char *ids, size_t n,
+				   size_t stride, char *err, size_t errlen)
+{
+	struct may_hold m = { .ids = ids, .n = n, .stride = stride };
+	int ret = tv_block_stream_trace_filter(s, test_ids, &m, err, errlen);
+
+	if (ret <= 0)
+		return ret < 0 ? ret : 1; /* versions 1 and 2: no filter, any id may be there */
+	return m.found;
 }
 
 uint64_t tv_block_stream_rows_decoded(const struct tv_block_stream *s)

@@ -102,6 +102,25 @@ int tv_block_stream_next_page(struct tv_block_stream *s, uint32_t fields, uint64
 int tv_block_stream_may_hold_trace(struct tv_block_stream *s, const char *ids, size_t n,
 				   size_t stride, char *err, size_t errlen);
 
+/* Version 3: read the block's trace-id filter, check its CRC32C and hand it to fn: bloom of
+ * bytes bytes (a multiple of 32; NULL and 0 when no record of the block has a 32-byte trace
+ * id, so none is there), valid only during the call, for tv_v3_bloom_test. fn returns 0 or
+ * a negative errno with a reason in err, which ends the call. Returns 1 after fn, 0 for
+ * versions 1 and 2 (no filter: fn is not called), or a negative errno with a reason in err:
+ * -EBADMSG (the filter's CRC), -ENOBUFS / -ENOMEM, the read's errno, fn's. */
+typedef int (*tv_block_filter_fn)(void *arg, const uint8_t *bloom, size_t bytes, char *err,
+				  size_t errlen);
+int tv_block_stream_trace_filter(struct tv_block_stream *s, tv_block_filter_fn fn, void *arg,
+				char *err, size_t errlen);
+
+/* Version 3 (no effect on 1 and 2): hand out only records of pages that may hold a record
+ * with one of the n trace ids (32 bytes each, stride bytes apart; ids must outlive the
+ * stream): a page whose trace-id columns hold none of them is read and checked but no record
+ * of it is built (tv_v3_page_may_hold_trace). The caller still filters the records handed out;
+ * only pages without any match are passed. n 0: every page again. */
+void tv_block_stream_trace_pages(struct tv_block_stream *s, const char *ids, size_t n,
+				 size_t stride);
+
 /* Rows decoded so far: version 3 counts the rows of the pages read, built or passed over;
  * versions 1 and 2 every record handed out (each was decompressed). */
 uint64_t tv_block_stream_rows_decoded(const struct tv_block_stream *s);

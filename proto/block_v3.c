@@ -4,6 +4,7 @@
  * the very bytes the writer packed. */
 #include "proto/block_v3.h"
 
+#include <ctype.h>
 #include <endian.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -177,11 +178,16 @@ size_t tv_v3_bloom_bytes_for(size_t n)
 static const uint32_t SALT[8] = { 0x47b6137bu, 0x44974d91u, 0x8824ad5bu, 0xa2b7289du,
 				  0x705495c7u, 0x2df1424bu, 0x9efc4947u, 0x5c6bfb31u };
 
-static uint8_t *bloom_block(uint8_t *bloom, size_t bytes, uint64_t hash)
+static size_t bloom_offset(size_t bytes, uint64_t hash)
 {
 	uint64_t nblocks = bytes / TV_BLOCK_V3_BLOOM_BLOCK_BYTES;
 
-	return bloom + ((hash >> 32) * nblocks >> 32) * TV_BLOCK_V3_BLOOM_BLOCK_BYTES;
+	return (size_t)((hash >> 32) * nblocks >> 32) * TV_BLOCK_V3_BLOOM_BLOCK_BYTES;
+}
+
+static uint8_t *bloom_block(uint8_t *bloom, size_t bytes, uint64_t hash)
+{
+	return bloom + bloom_offset(bytes, hash);
 }
 
 void tv_v3_bloom_add(uint8_t *bloom, size_t bytes, uint64_t hash)
@@ -195,17 +201,24 @@ void tv_v3_bloom_add(uint8_t *bloom, size_t bytes, uint64_t hash)
 	}
 }
 
-bool tv_v3_bloom_test(const uint8_t *bloom, size_t bytes, uint64_t hash)
+size_t tv_v3_bloom_block_offset(size_t bytes, uint64_t hash)
 {
-	const uint8_t *b;
+	return bloom_offset(bytes, hash);
+}
 
-	if (bytes < TV_BLOCK_V3_BLOOM_BLOCK_BYTES)
-		return false;
-	b = bloom_block((uint8_t *)bloom, bytes, hash);
+bool tv_v3_bloom_block_test(const uint8_t *b, uint64_t hash)
+{
 	for (int i = 0; i < 8; i++)
 		if (!(get32(b + 4 * i) & 1u << (((uint32_t)hash * SALT[i]) >> 27)))
 			return false;
 	return true;
+}
+
+bool tv_v3_bloom_test(const uint8_t *bloom, size_t bytes, uint64_t hash)
+{
+	if (bytes < TV_BLOCK_V3_BLOOM_BLOCK_BYTES)
+		return false;
+	return tv_v3_bloom_block_test(bloom_block((uint8_t *)bloom, bytes, hash), hash);
 }
 
 /* ---- protobuf field walking ---- */
@@ -789,6 +802,150 @@ static int col_lenstr(struct tv_v3_page *p, int c, const uint8_t **s, uint32_t *
 	return col_bytes(p, c, (size_t)v, s, err, errlen);
 }
 
+/* The page's column table at src: each column's raw and stored length, checked against the
+ * directory entry e; *pos gets the offset of the first column. 0 or -EBADMSG. */
+static int column_table(const struct tv_v3_page_entry *e, const uint8_t *src, uint64_t *rawlen,
+			uint64_t *stlen, size_t *pos_out, char *err, size_t errlen)
+{
+	uint64_t sum_raw = 0, sum_st = 0;
+	size_t pos = 0, used;
+
+	for (int i = 0; i < NCOL; i++) {
+		if (tv_varint_get(src + pos, e->stored_len - pos, &rawlen[i], &used))
+			return tv_errf(err, errlen, -EBADMSG, "page column table cut at column %d",
+				       i);
+		pos += used;
+		if (tv_varint_get(src + pos, e->stored_len - pos, &stlen[i], &used))
+			return tv_errf(err, errlen, -EBADMSG, "page column table cut at column %d",
+				       i);
+		pos += used;
+		if (rawlen[i] > TV_BLOCK_V3_MAX_PAGE_RAW_BYTES || stlen[i] > rawlen[i])
+			return tv_errf(err, errlen, -EBADMSG,
+				       "page column %d: stored %llu, raw %llu bytes", i,
+				       (unsigned long long)stlen[i],
+				       (unsigned long long)rawlen[i]);
+		sum_raw += rawlen[i];
+		sum_st += stlen[i];
+	}
+	if (pos + sum_st != e->stored_len || pos + sum_raw != e->raw_len)
+		return tv_errf(err, errlen, -EBADMSG,
+			       "page columns hold %llu stored / %llu raw bytes, its directory "
+			       "entry %u / %u", (unsigned long long)(pos + sum_st),
+			       (unsigned long long)(pos + sum_raw), e->stored_len, e->raw_len);
+	*pos_out = pos;
+	return 0;
+}
+
+/* Column i (stored at s, stlen bytes) into dst (rawlen bytes): copied, or decompressed from
+ * its one zstd frame. 0 or -EBADMSG. */
+static int column_get(const uint8_t *s, uint64_t stlen, uint64_t rawlen, uint8_t *dst,
+		      ZSTD_DCtx *dctx, int i, char *err, size_t errlen)
+{
+	unsigned long long fcs;
+	size_t fsz, z;
+
+	if (stlen == rawlen) {
+		if (rawlen)
+			memcpy(dst, s, rawlen);
+		return 0;
+	}
+	fcs = ZSTD_getFrameContentSize(s, stlen);
+	fsz = ZSTD_findFrameCompressedSize(s, stlen);
+	if (!dctx || fcs != rawlen || ZSTD_isError(fsz) || fsz != stlen)
+		return tv_errf(err, errlen, -EBADMSG, "page column %d is not one zstd frame of %llu "
+			       "bytes", i, (unsigned long long)rawlen);
+	z = ZSTD_decompressDCtx(dctx, dst, rawlen, s, stlen);
+	if (ZSTD_isError(z) || z != rawlen)
+		return tv_errf(err, errlen, -EBADMSG, "page column %d does not decompress: %s", i,
+			       ZSTD_isError(z) ? ZSTD_getErrorName(z) : "short");
+	return 0;
+}
+
+static bool id_equal_nocase(const uint8_t *a, const char *b)
+{
+	for (int i = 0; i < 32; i++) {
+		unsigned char x = a[i], y = (unsigned char)b[i];
+
+		if (x >= 'A' && x <= 'Z')
+			x = (unsigned char)(x - 'A' + 'a');
+		if (y >= 'A' && y <= 'Z')
+			y = (unsigned char)(y - 'A' + 'a');
+		if (x != y)
+			return false;
+	}
+	return true;
+}
+
+int tv_v3_page_may_hold_trace(const struct tv_v3_page_entry *e, const uint8_t *src,
+			      void *work, ZSTD_DCtx *dctx, const char *ids, size_t n,
+			      size_t stride, char *err, size_t errlen)
+{
+	static const int need[] = { C_MASK, C_TRACE_BIN, C_ODD };
+	uint64_t rawlen[NCOL], stlen[NCOL], off[NCOL];
+	const uint8_t *col[NCOL];
+	uint8_t *w = work;
+	size_t pos = 0, used;
+	int ret;
+
+	ret = column_table(e, src, rawlen, stlen, &pos, err, errlen);
+	if (ret)
+		return ret;
+	for (int i = 0; i < NCOL; i++) {
+		off[i] = pos;
+		pos += stlen[i];
+	}
+	for (size_t k = 0; k < sizeof(need) / sizeof(need[0]); k++) {
+		int i = need[k];
+
+		ret = column_get(src + off[i], stlen[i], rawlen[i], w, dctx, i, err, errlen);
+		if (ret)
+			return ret;
+		col[i] = w;
+		w += rawlen[i];
+	}
+	/* a record kept whole (another encoder's field order) has its trace id in C_REST */
+	for (size_t p = 0; p < rawlen[C_MASK]; p += used) {
+		uint64_t m;
+
+		if (tv_varint_get(col[C_MASK] + p, rawlen[C_MASK] - p, &m, &used))
+			return tv_errf(err, errlen, -EBADMSG, "page mask column cut");
+		if (m & MASK_RAW)
+			return 1;
+	}
+	/* every lower-case hex id of the page is in C_TRACE_BIN once (16 bytes), any other
+	 * trace id (upper case, not hex) in C_ODD (beside odd span ids: a match there is only
+	 * a maybe) */
+	if (rawlen[C_TRACE_BIN] % 16)
+		return tv_errf(err, errlen, -EBADMSG, "page trace-id column of %llu bytes",
+			       (unsigned long long)rawlen[C_TRACE_BIN]);
+	for (size_t k = 0; k < n; k++) {
+		const char *id = ids + k * stride;
+		uint8_t bin[16];
+		bool hex = true;
+
+		for (int i = 0; i < 32 && hex; i++)
+			hex = isxdigit((unsigned char)id[i]);
+		for (int i = 0; hex && i < 16; i++)
+			bin[i] = (uint8_t)(hexval((uint8_t)tolower((unsigned char)id[2 * i])) << 4 |
+					   hexval((uint8_t)tolower((unsigned char)id[2 * i + 1])));
+		for (size_t p = 0; hex && p < rawlen[C_TRACE_BIN]; p += 16)
+			if (!memcmp(col[C_TRACE_BIN] + p, bin, 16))
+				return 1;
+		for (size_t p = 0; p < rawlen[C_ODD];) {
+			uint64_t len;
+
+			if (tv_varint_get(col[C_ODD] + p, rawlen[C_ODD] - p, &len, &used) ||
+			    len > rawlen[C_ODD] - p - used)
+				return tv_errf(err, errlen, -EBADMSG, "page odd-string column cut");
+			p += used;
+			if (len == 32 && id_equal_nocase(col[C_ODD] + p, id))
+				return 1;
+			p += len;
+		}
+	}
+	return 0;
+}
+
 /* Columns a field reader needs besides mask and ts: the rest column only when a record is kept
  * whole (decided from the mask column at open). */
 #define COL_BIT(c) (1u << (c))
@@ -819,8 +976,8 @@ static int page_open(struct tv_v3_page **out, void *work, const struct tv_v3_pag
 {
 	uint8_t *w = work;
 	struct tv_v3_page *p = work;
-	uint64_t rawlen[NCOL], stlen[NCOL], sum_raw = 0, sum_st = 0, prev;
-	size_t pos = 0, used, dst = 0;
+	uint64_t rawlen[NCOL], stlen[NCOL], prev;
+	size_t pos = 0, dst = 0;
 	int ret;
 
 	if (e->records == 0 || e->records > TV_BLOCK_V3_MAX_PAGE_RECORDS)
@@ -835,56 +992,22 @@ static int page_open(struct tv_v3_page **out, void *work, const struct tv_v3_pag
 		w += ALIGN16((size_t)e->records * sizeof(struct dref));
 	}
 	p->raw = w;
-	for (int i = 0; i < NCOL; i++) {
-		if (tv_varint_get(src + pos, e->stored_len - pos, &rawlen[i], &used))
-			return tv_errf(err, errlen, -EBADMSG, "page column table cut at column %d",
-				       i);
-		pos += used;
-		if (tv_varint_get(src + pos, e->stored_len - pos, &stlen[i], &used))
-			return tv_errf(err, errlen, -EBADMSG, "page column table cut at column %d",
-				       i);
-		pos += used;
-		if (rawlen[i] > TV_BLOCK_V3_MAX_PAGE_RAW_BYTES || stlen[i] > rawlen[i])
-			return tv_errf(err, errlen, -EBADMSG,
-				       "page column %d: stored %llu, raw %llu bytes", i,
-				       (unsigned long long)stlen[i],
-				       (unsigned long long)rawlen[i]);
-		sum_raw += rawlen[i];
-		sum_st += stlen[i];
-	}
-	if (pos + sum_st != e->stored_len || pos + sum_raw != e->raw_len)
-		return tv_errf(err, errlen, -EBADMSG,
-			       "page columns hold %llu stored / %llu raw bytes, its directory "
-			       "entry %u / %u", (unsigned long long)(pos + sum_st),
-			       (unsigned long long)(pos + sum_raw), e->stored_len, e->raw_len);
+	ret = column_table(e, src, rawlen, stlen, &pos, err, errlen);
+	if (ret)
+		return ret;
 	want |= COL_BIT(C_MASK) | COL_BIT(C_TS);
 	p->want = want;
 	for (int i = 0; i < NCOL; i++) {
-		const uint8_t *s = src + pos;
-
 		if (i == C_REST && !(want & COL_BIT(C_REST)) && any_raw(&p->c[C_MASK]))
 			p->want = want |= COL_BIT(C_REST);
 		if (!(want & COL_BIT(i))) {
 			pos += stlen[i];
 			continue;
 		}
-		if (stlen[i] == rawlen[i]) {
-			if (rawlen[i])
-				memcpy(p->raw + dst, s, rawlen[i]);
-		} else {
-			unsigned long long fcs = ZSTD_getFrameContentSize(s, stlen[i]);
-			size_t fsz = ZSTD_findFrameCompressedSize(s, stlen[i]), z;
-
-			if (!dctx || fcs != rawlen[i] || ZSTD_isError(fsz) || fsz != stlen[i])
-				return tv_errf(err, errlen, -EBADMSG,
-					       "page column %d is not one zstd frame of %llu "
-					       "bytes", i, (unsigned long long)rawlen[i]);
-			z = ZSTD_decompressDCtx(dctx, p->raw + dst, rawlen[i], s, stlen[i]);
-			if (ZSTD_isError(z) || z != rawlen[i])
-				return tv_errf(err, errlen, -EBADMSG,
-					       "page column %d does not decompress: %s", i,
-					       ZSTD_isError(z) ? ZSTD_getErrorName(z) : "short");
-		}
+		ret = column_get(src + pos, stlen[i], rawlen[i], p->raw + dst, dctx, i, err,
+				 errlen);
+		if (ret)
+			return ret;
 		p->c[i] = (struct col){ .p = p->raw + dst, .len = rawlen[i] };
 		dst += rawlen[i];
 		pos += stlen[i];

@@ -69,6 +69,11 @@ size_t tv_v3_bloom_bytes_for(size_t n);
 void tv_v3_bloom_add(uint8_t *bloom, size_t bytes, uint64_t hash);
 /* 0: the id is certainly not in the block; 1: it may be. bytes 0 holds no id. */
 bool tv_v3_bloom_test(const uint8_t *bloom, size_t bytes, uint64_t hash);
+/* The same test in two steps, for a reader that fetches only the 32 bytes it needs (a copy of
+ * the filter kept elsewhere, server/catalog.h): the offset of hash's 32-byte block in a filter
+ * of bytes bytes (bytes >= 32), then the test of that block. Equal to tv_v3_bloom_test. */
+size_t tv_v3_bloom_block_offset(size_t bytes, uint64_t hash);
+bool tv_v3_bloom_block_test(const uint8_t *block, uint64_t hash);
 
 /* The trace id of the TraceRecord of len bytes at rec as protobuf reads it (the last field 13;
  * *id NULL, *id_len 0 when absent). Returns 0 or -EBADMSG (not protobuf fields). */
@@ -123,6 +128,14 @@ size_t tv_v3_page_work_bytes(const struct tv_v3_page_entry *e);
  * with a reason in err. */
 int tv_v3_page_open(struct tv_v3_page **out, void *work, const struct tv_v3_page_entry *e,
 		    const uint8_t *src, ZSTD_DCtx *dctx, char *err, size_t errlen);
+/* Whether the page stored in src (entry e, its CRC already checked) may hold a record whose
+ * trace id is one of the n ids (32 bytes each, stride bytes apart, ASCII case does not
+ * matter), from its mask, trace-id and odd-string columns alone (decompressed into work,
+ * tv_v3_page_work_bytes(e) bytes; no record is built): 1 maybe (also when a record of it is
+ * kept whole), 0 certainly not, or -EBADMSG with a reason in err. */
+int tv_v3_page_may_hold_trace(const struct tv_v3_page_entry *e, const uint8_t *src,
+			      void *work, ZSTD_DCtx *dctx, const char *ids, size_t n,
+			      size_t stride, char *err, size_t errlen);
 /* The page's records' ts_ns, decoded on open (entry.records of them, ascending). */
 const uint64_t *tv_v3_page_ts(const struct tv_v3_page *p);
 /* Next record into *r. Returns 1, 0 after the last (when every column was used exactly),

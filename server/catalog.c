@@ -15,6 +15,7 @@
 #include <sqlite3.h>
 
 #include "common/clock.h"
+#include "proto/block_v3.h"
 
 /* Kept across restarts; the overlap index leads with min_ts_ns so the range scan stops at
  * to_ns and rows come out already ordered for the merge. */
@@ -65,7 +66,16 @@ static const char SCHEMA_SQL[] =
 	"CREATE TRIGGER IF NOT EXISTS totals_delete AFTER DELETE ON blocks BEGIN"
 	" UPDATE totals SET blocks = blocks - 1, bytes = bytes - old.bytes WHERE id = 1; END;"
 	"CREATE TRIGGER IF NOT EXISTS totals_update AFTER UPDATE OF bytes ON blocks BEGIN"
-	" UPDATE totals SET bytes = bytes - old.bytes + new.bytes WHERE id = 1; END;";
+	" UPDATE totals SET bytes = bytes - old.bytes + new.bytes WHERE id = 1; END;"
+	/* copies of version 3 blocks' trace-id filters (catalog.h, "Trace-id filters"): a cache
+	 * a query fills and reads; a row goes with its blocks row (deleted, retired,
+	 * quarantined, replaced by a repair), and a missing one only means the block's file
+	 * is read instead */
+	"CREATE TABLE IF NOT EXISTS trace_filters ("
+	" block_id INTEGER PRIMARY KEY,"
+	" bloom BLOB NOT NULL);"
+	"CREATE TRIGGER IF NOT EXISTS trace_filters_delete AFTER DELETE ON blocks BEGIN"
+	" DELETE FROM trace_filters WHERE block_id = old.block_id; END;";
 
 /* A segments row for every segment of the blocks table (catalog.h); deleted ones are kept. */
 static const char SYNC_SEGMENTS_SQL[] =
@@ -109,6 +119,8 @@ struct tv_catalog {
 	int is_new;
 	sqlite3_stmt *insert, *contains, *get, *overlap, *overlap_open, *list, *of_segment,
 		*del_id, *set_segment, *replace, *count, *raw_unknown, *set_raw;
+	sqlite3_stmt *filter_put, *filter_del;
+	sqlite3_blob *filter_blob; /* open on some row of trace_filters, or NULL */
 	sqlite3_stmt *seg_get, *seg_insert, *seg_deleted;
 	sqlite3_stmt *by_age, *seg_size, *bytes, *retire_mark, *retire_rows, *retire_done, *retiring;
 	struct open_segment *open; /* unordered; as many as Write streams, so a scan is cheap */
@@ -434,6 +446,9 @@ int tv_catalog_open(struct tv_catalog **out, const char *path, char *err, size_t
 	    prepare(c, "SELECT " COLS " FROM blocks WHERE raw_bytes IS NULL ORDER BY block_id",
 		    &c->raw_unknown) ||
 	    prepare(c, "UPDATE blocks SET raw_bytes = ?2 WHERE block_id = ?1", &c->set_raw) ||
+	    prepare(c, "INSERT OR REPLACE INTO trace_filters (block_id, bloom) SELECT ?1, ?2"
+		       " WHERE EXISTS (SELECT 1 FROM blocks WHERE block_id = ?1)", &c->filter_put) ||
+	    prepare(c, "DELETE FROM trace_filters WHERE block_id = ?1", &c->filter_del) ||
 	    prepare(c, "SELECT count(*) FROM blocks", &c->count) ||
 	    prepare(c, "SELECT state, writer_token FROM segments WHERE segment_id = ?1",
 		    &c->seg_get) ||
@@ -488,6 +503,9 @@ void tv_catalog_close(struct tv_catalog *c)
 	sqlite3_finalize(c->count);
 	sqlite3_finalize(c->raw_unknown);
 	sqlite3_finalize(c->set_raw);
+	sqlite3_finalize(c->filter_put);
+	sqlite3_finalize(c->filter_del);
+	sqlite3_blob_close(c->filter_blob);
 	sqlite3_finalize(c->seg_get);
 	sqlite3_finalize(c->seg_insert);
 	sqlite3_finalize(c->seg_deleted);
@@ -941,6 +959,118 @@ int tv_catalog_set_raw_bytes(struct tv_catalog *c, const struct tv_catalog_raw *
 	if (ret)
 		exec(c, "ROLLBACK");
 	return ret;
+}
+
+/* ---- copies of trace-id filters ---- */
+
+int tv_catalog_trace_filter_test(struct tv_catalog *c, uint64_t block_id, const char *ids,
+				 size_t n, size_t stride)
+{
+	uint8_t blk[TV_BLOCK_V3_BLOOM_BLOCK_BYTES];
+	int rc, bytes;
+
+	/* one handle moved from row to row (an open compiles a statement, a reopen only seeks),
+	 * until tv_catalog_trace_filter_release ends the read it holds */
+	if (c->filter_blob)
+		rc = sqlite3_blob_reopen(c->filter_blob, (sqlite3_int64)block_id);
+	else
+		rc = sqlite3_blob_open(c->db, "main", "trace_filters", "bloom",
+				       (sqlite3_int64)block_id, 0, &c->filter_blob);
+	if (rc != SQLITE_OK) {
+		/* no row ("no such rowid"), or a failure: either way the block's own filter is
+		 * read; a handle that failed cannot be moved again */
+		sqlite3_blob_close(c->filter_blob);
+		c->filter_blob = NULL;
+		return rc == SQLITE_ERROR ? -ENOENT : sqlite_errno(c->db, rc);
+	}
+	bytes = sqlite3_blob_bytes(c->filter_blob);
+	if (bytes < 0 || bytes % TV_BLOCK_V3_BLOOM_BLOCK_BYTES ||
+	    (unsigned)bytes > TV_BLOCK_V3_MAX_BLOOM_BYTES)
+		return -EUCLEAN; /* not a filter tv_catalog_trace_filter_put stored */
+	for (size_t i = 0; bytes && i < n; i++) {
+		uint64_t h = tv_v3_trace_hash(ids + i * stride);
+
+		rc = sqlite3_blob_read(c->filter_blob, blk, sizeof(blk),
+				       (int)tv_v3_bloom_block_offset((size_t)bytes, h));
+		if (rc != SQLITE_OK) {
+			sqlite3_blob_close(c->filter_blob);
+			c->filter_blob = NULL;
+			return sqlite_errno(c->db, rc);
+		}
+		if (tv_v3_bloom_block_test(blk, h))
+			return 1;
+	}
+	return 0;
+}
+
+int tv_catalog_trace_filter_put(struct tv_catalog *c, uint64_t block_id, const uint8_t *bloom,
+				size_t bytes)
+{
+	int ret;
+
+	if (bytes % TV_BLOCK_V3_BLOOM_BLOCK_BYTES || bytes > TV_BLOCK_V3_MAX_BLOOM_BYTES)
+		return -EINVAL;
+	if (!sqlite3_get_autocommit(c->db))
+		return -EBUSY; /* inside another's transaction: it would share its fate */
+	tv_catalog_trace_filter_release(c);
+	/* a copy lost to a crash is read again from the block: no fsync for it (WAL with
+	 * synchronous=NORMAL still never leaves the file damaged) */
+	ret = exec(c, "PRAGMA synchronous=NORMAL");
+	if (ret)
+		return ret;
+	sqlite3_bind_int64(c->filter_put, 1, (int64_t)block_id);
+	sqlite3_bind_blob(c->filter_put, 2, bytes ? (const void *)bloom : "", (int)bytes,
+			  SQLITE_STATIC);
+	ret = step_done(c, c->filter_put);
+	sqlite3_clear_bindings(c->filter_put);
+	/* every other transaction stays durable at commit */
+	if (exec(c, "PRAGMA synchronous=FULL") && !ret)
+		ret = -EIO;
+	return ret;
+}
+
+void tv_catalog_trace_filter_release(struct tv_catalog *c)
+{
+	sqlite3_blob_close(c->filter_blob);
+	c->filter_blob = NULL;
+}
+
+int tv_catalog_trace_filter_check(struct tv_catalog *c, uint64_t block_id, const uint8_t *bloom,
+				  size_t bytes)
+{
+	uint8_t chunk[4096];
+	sqlite3_blob *b = NULL;
+	int rc, same, ret;
+
+	tv_catalog_trace_filter_release(c);
+	rc = sqlite3_blob_open(c->db, "main", "trace_filters", "bloom", (sqlite3_int64)block_id, 0,
+			       &b);
+	if (rc != SQLITE_OK) {
+		sqlite3_blob_close(b);
+		return rc == SQLITE_ERROR ? 0 : sqlite_errno(c->db, rc); /* no copy */
+	}
+	same = (size_t)sqlite3_blob_bytes(b) == bytes;
+	for (size_t off = 0; same && off < bytes; off += sizeof(chunk)) {
+		size_t n = bytes - off < sizeof(chunk) ? bytes - off : sizeof(chunk);
+
+		rc = sqlite3_blob_read(b, chunk, (int)n, (int)off);
+		if (rc != SQLITE_OK) {
+			sqlite3_blob_close(b);
+			return sqlite_errno(c->db, rc);
+		}
+		same = !memcmp(chunk, bloom + off, n);
+	}
+	sqlite3_blob_close(b);
+	if (same)
+		return 0;
+	ret = tv_catalog_trace_filter_drop(c, block_id);
+	return ret ? ret : 1;
+}
+
+int tv_catalog_trace_filter_drop(struct tv_catalog *c, uint64_t block_id)
+{
+	sqlite3_bind_int64(c->filter_del, 1, (int64_t)block_id);
+	return step_done(c, c->filter_del);
 }
 
 int tv_catalog_count(struct tv_catalog *c, uint64_t *n)

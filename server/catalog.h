@@ -207,4 +207,38 @@ int tv_catalog_retired(struct tv_catalog *c, const uint64_t *segment_ids, size_t
  * *n == 0). 0 or a negative errno. */
 int tv_catalog_retiring(struct tv_catalog *c, uint64_t **ids, size_t *n);
 
+/*
+ * Trace-id filters. Table trace_filters (block_id INTEGER PRIMARY KEY, bloom BLOB NOT NULL)
+ * holds copies of version 3 blocks' trace-id filters (proto/BLOCK.md), so that a query for
+ * trace ids tests a block without opening its file. It is a cache, not a part of the archive:
+ * a query that reads a block's own filter (CRC checked) stores it here; a missing row only
+ * means the file is read (so a lost, rebuilt or older catalog gives the same answers, only
+ * slower); a row goes with its blocks row (a trigger); --scrub drops a copy that differs from
+ * its block's filter (server/scrub.c). Versions 1 and 2 have no filter and no row.
+ */
+
+/* Whether block_id may hold a record with one of the n trace ids (32 bytes each, stride bytes
+ * apart, ASCII case does not matter), from the catalog's copy of its filter: 1 maybe, 0
+ * certainly not; -ENOENT when there is no copy, -EUCLEAN when the copy is not a filter, or
+ * another negative errno (SQLite failed): the caller reads the block's own filter then. Reads
+ * only the 32 bytes of each id's filter block. Keeps a read open on the catalog until
+ * tv_catalog_trace_filter_release: call it before the server's thread does other work. */
+int tv_catalog_trace_filter_test(struct tv_catalog *c, uint64_t block_id, const char *ids,
+				 size_t n, size_t stride);
+void tv_catalog_trace_filter_release(struct tv_catalog *c);
+/* Store a copy of block_id's filter (bloom of bytes bytes, a multiple of 32 up to
+ * TV_BLOCK_V3_MAX_BLOOM_BYTES; 0: no traced record) read and checked from its file. Nothing
+ * is stored when block_id has no blocks row. Not synced (a copy lost to a crash is read
+ * again). Returns 0, -EINVAL (bytes), -EBUSY (a transaction is open on the catalog: try
+ * another time), or the SQLite failure's errno (catalog.c's table). */
+int tv_catalog_trace_filter_put(struct tv_catalog *c, uint64_t block_id, const uint8_t *bloom,
+				size_t bytes);
+/* --scrub: compare block_id's copy with the filter read from its verified file (bloom of
+ * bytes bytes): 0 when there is none or it is the same, 1 when it differed and was dropped
+ * (the next query copies it again), or the SQLite failure's errno. */
+int tv_catalog_trace_filter_check(struct tv_catalog *c, uint64_t block_id, const uint8_t *bloom,
+				  size_t bytes);
+/* Drop block_id's copy (none: 0 too). 0 or the SQLite failure's errno. */
+int tv_catalog_trace_filter_drop(struct tv_catalog *c, uint64_t block_id);
+
 #endif

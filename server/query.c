@@ -57,6 +57,7 @@
 
 #include "common/size.h"
 #include "proto/block_stream.h"
+#include "proto/block_v3.h"
 #include "proto/varint.h"
 #include "proto/wire.h"
 #include "server/filter.h"
@@ -115,6 +116,9 @@ struct tv_query {
 	struct tv_block_budget budget; /* its streams reserve through it */
 	size_t held;                   /* bytes reserved from the pool */
 	uint64_t from_ns, to_ns, limit, emitted;
+	/* what the next batch may hold: TV_QUERY_FIRST_BATCH_* doubling to TV_QUERY_BATCH_* */
+	uint32_t batch_records;
+	size_t batch_bytes;
 	bool reverse;
 	uint32_t features;               /* not 0: still to announce on the first message */
 	struct tv_filter *filter;        /* NULL: every record in range */
@@ -128,6 +132,10 @@ struct tv_query {
 	uint64_t slice_ticks, next_clock_tick, slice_end_ns;
 	/* for the log line */
 	uint64_t started_ns, examined, opened;
+	/* trace-id queries: blocks the catalog's filter copies ruled out (never opened), and
+	 * filters read from block files (then copied into the catalog) */
+	uint64_t filter_pruned, filter_read;
+	bool filter_put_failed;          /* logged once */
 	bool planned;
 	struct skip *skips;
 	size_t nskips, skips_cap;
@@ -304,6 +312,8 @@ int tv_query_new(struct tv_query **out, struct tv_catalog *c, struct tv_store *s
 	q->from_ns = p->from_ns;
 	q->to_ns = p->to_ns;
 	q->limit = p->limit;
+	q->batch_records = TV_QUERY_FIRST_BATCH_RECORDS;
+	q->batch_bytes = TV_QUERY_FIRST_BATCH_BYTES;
 	q->reverse = p->reverse;
 	q->features = p->features;
 	pool->queries++;
@@ -357,13 +367,25 @@ static void cursor_free(struct cursor *cur)
 
 void tv_query_free(struct tv_query *q)
 {
+	const char *ids;
+
 	if (!q)
 		return;
-	if (q->planned)
+	if (q->planned) {
+		char tail[128] = "";
+
+		if (tv_filter_trace_ids(q->filter, &ids))
+			snprintf(tail, sizeof(tail), "; trace ids: %llu blocks ruled out by the "
+				 "catalog's filters, %llu filters read from block files",
+				 (unsigned long long)q->filter_pruned,
+				 (unsigned long long)q->filter_read);
 		fprintf(stderr, "query: planned %zu blocks, opened %llu, examined %llu records, sent "
-			"%llu, %s, %.1f ms\n", q->nblocks, (unsigned long long)q->opened,
+			"%llu, %s, %.1f ms%s\n", q->nblocks, (unsigned long long)q->opened,
 			(unsigned long long)q->examined, (unsigned long long)q->emitted,
-			q->reverse ? "reverse" : "forward", (double)(now_ns() - q->started_ns) / 1e6);
+			q->reverse ? "reverse" : "forward", (double)(now_ns() - q->started_ns) / 1e6,
+			tail);
+	}
+	tv_catalog_trace_filter_release(q->catalog);
 	for (size_t i = 0; i < q->nheap; i++)
 		cursor_free(q->heap[i]);
 	cursor_free(q->pending);
@@ -564,7 +586,8 @@ static int block_fault(struct tv_query *q, size_t bi, int ret, const char *reaso
 	*sk = (struct skip){ .bi = bi, .served = served };
 	snprintf(sk->reason, sizeof(sk->reason), "%s", reason);
 	if (kind == F_DAMAGED) {
-		/* logs what it did, or why it could not */
+		/* logs what it did, or why it could not; its transaction goes without our read */
+		tv_catalog_trace_filter_release(q->catalog);
 		r = tv_quarantine_block(q->store, q->catalog, meta->segment_id, meta->block_id,
 					reason);
 		sk->quarantined = r == 0;
@@ -641,8 +664,15 @@ static int cursor_stream_open(struct tv_query *q, struct cursor *cur, char *why,
 	int ret = tv_block_stream_open(&cur->s, read_block, cur, cur->file_bytes, &q->budget,
 				       why, whylen);
 
-	if (ret == 0)
+	const char *ids;
+	size_t n;
+
+	if (ret == 0) {
 		tv_block_stream_seek(cur->s, q->from_ns);
+		/* a trace-id query builds only the records of pages that may hold its ids */
+		if ((n = tv_filter_trace_ids(q->filter, &ids)) > 0)
+			tv_block_stream_trace_pages(cur->s, ids, n, TV_FILTER_TRACE_ID_STRIDE);
+	}
 	return ret;
 }
 
@@ -811,6 +841,39 @@ static int cursor_settle(struct tv_query *q, struct cursor *cur, struct batch *b
 	return ret;
 }
 
+/* What a block's own trace-id filter says of the query's ids (tv_block_stream_trace_filter's
+ * callback), and its copy for the catalog. */
+struct trace_check {
+	struct tv_query *q;
+	uint64_t block_id;
+	const char *ids;
+	size_t n;
+	bool found;
+};
+
+static int trace_check(void *arg, const uint8_t *bloom, size_t bytes, char *err, size_t errlen)
+{
+	struct trace_check *tc = arg;
+	struct tv_query *q = tc->q;
+	int r;
+
+	(void)err;
+	(void)errlen;
+	for (size_t i = 0; !tc->found && i < tc->n; i++)
+		tc->found = tv_v3_bloom_test(bloom, bytes, tv_v3_trace_hash(
+						     tc->ids + i * TV_FILTER_TRACE_ID_STRIDE));
+	q->filter_read++;
+	/* a copy that cannot be kept costs the next query this read again, nothing more */
+	r = tv_catalog_trace_filter_put(q->catalog, tc->block_id, bloom, bytes);
+	if (r && r != -EBUSY && !q->filter_put_failed) {
+		q->filter_put_failed = true;
+		fprintf(stderr, "query: cannot copy block %016llx's trace-id filter into the "
+			"catalog: %s (the block files' filters are read instead)\n",
+			(unsigned long long)tc->block_id, strerror(-r));
+	}
+	return 0;
+}
+
 /* Open and check block bi, then settle its cursor (cursor_settle), or skip the block when it
  * cannot be served. Returns 0, or a negative errno when the query cannot go on (err set). */
 static int open_block(struct tv_query *q, size_t bi, struct batch *b, char *err,
@@ -821,10 +884,24 @@ static int open_block(struct tv_query *q, size_t bi, struct batch *b, char *err,
 	char why[REASON_LEN];
 	struct cursor *cur;
 	uint64_t size = 0;
-	const char *ids;
+	const char *ids = NULL;
+	bool known = false; /* the catalog's copy says the block may hold one of the ids */
 	size_t n;
 	int ret;
 
+	/* a trace-id query asks the catalog's copy of the block's filter first (catalog.h): a
+	 * block it rules out is never opened; without a copy the block's own filter decides,
+	 * below, and is copied for the next query */
+	n = tv_filter_trace_ids(q->filter, &ids);
+	if (n > 0) {
+		ret = tv_catalog_trace_filter_test(q->catalog, meta->block_id, ids, n,
+						   TV_FILTER_TRACE_ID_STRIDE);
+		if (ret == 0) {
+			q->filter_pruned++;
+			return 0;
+		}
+		known = ret == 1;
+	}
 	if (q->pool->open_blocks >= q->pool->max_open_blocks) {
 		snprintf(err, errlen, "block %016llx: %zu block files are open in queries, the "
 			 "server's limit: try again later or narrow the time range",
@@ -868,12 +945,13 @@ static int open_block(struct tv_query *q, size_t bi, struct batch *b, char *err,
 	}
 	/* version 3 blocks: a trace-id query skips a block whose filter holds none of its ids
 	 * (proto/block_stream.h); cursor_stream_open starts each pass at from_ns's page */
-	if ((n = tv_filter_trace_ids(q->filter, &ids)) > 0) {
-		ret = tv_block_stream_may_hold_trace(cur->s, ids, n, TV_FILTER_TRACE_ID_STRIDE, why,
-						     sizeof(why));
+	if (n > 0 && !known) {
+		struct trace_check tc = { .q = q, .block_id = meta->block_id, .ids = ids, .n = n };
+
+		ret = tv_block_stream_trace_filter(cur->s, trace_check, &tc, why, sizeof(why));
 		if (ret < 0)
 			goto fault;
-		if (ret == 0)
+		if (ret == 1 && !tc.found) /* versions 1 and 2 (0): no filter, read it all */
 			return cursor_drop(q, cur, b, err, errlen);
 	}
 	cur->filling = q->reverse; /* its first pass is under way */
@@ -973,7 +1051,7 @@ int tv_query_next(struct tv_query *q, grpc_byte_buffer **out, char *err, size_t 
 		}
 	}
 	slice_begin(q);
-	while (!q->done && b.records < TV_QUERY_BATCH_RECORDS && b.len < TV_QUERY_BATCH_BYTES) {
+	while (!q->done && b.records < q->batch_records && b.len < q->batch_bytes) {
 		if (q->limit && q->emitted == q->limit) {
 			/* the cursor of the last head sent is not stepped: no read is wasted */
 			struct cursor *cur = q->pending;
@@ -1019,6 +1097,8 @@ int tv_query_next(struct tv_query *q, grpc_byte_buffer **out, char *err, size_t 
 		if (slice_spent(q))
 			break;
 	}
+	/* the catalog's filter read ends with the slice: Writes commit between slices */
+	tv_catalog_trace_filter_release(q->catalog);
 	if (b.len == 0) {
 		free(b.buf);
 		/* not done: the slice is spent, or a sink took this call's records */
@@ -1026,6 +1106,7 @@ int tv_query_next(struct tv_query *q, grpc_byte_buffer **out, char *err, size_t 
 	}
 	goto send;
 fail:
+	tv_catalog_trace_filter_release(q->catalog);
 	q->done = true;
 	check_on_failure(q, err, errlen);
 	if (b.len == 0) {
@@ -1036,6 +1117,12 @@ fail:
 	q->fatal_ret = ret;
 	snprintf(q->fatal_err, sizeof(q->fatal_err), "%s", err);
 send:
+	if (b.records) { /* the next batch may hold twice as much (TV_QUERY_FIRST_BATCH_*) */
+		q->batch_records = q->batch_records * 2 < TV_QUERY_BATCH_RECORDS ?
+					   q->batch_records * 2 : TV_QUERY_BATCH_RECORDS;
+		q->batch_bytes = q->batch_bytes * 2 < TV_QUERY_BATCH_BYTES ?
+					 q->batch_bytes * 2 : TV_QUERY_BATCH_BYTES;
+	}
 	/* the slice takes the buffer: grpc frees it when the transport is done with it */
 	slice = grpc_slice_new(b.buf, b.len, free);
 	*out = grpc_raw_byte_buffer_create(&slice, 1);
@@ -1051,6 +1138,9 @@ void tv_query_set_sink(struct tv_query *q, tv_query_sink sink, void *arg)
 {
 	q->sink = sink;
 	q->sink_arg = arg;
+	/* no message waits on these records: steps of the full size from the start */
+	q->batch_records = TV_QUERY_BATCH_RECORDS;
+	q->batch_bytes = TV_QUERY_BATCH_BYTES;
 }
 
 int tv_query_reserve(struct tv_query *q, size_t bytes, char *why, size_t whylen)

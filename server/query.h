@@ -24,6 +24,14 @@
 /* One QueryResponse holds at most this many records or (about) this many bytes. */
 #define TV_QUERY_BATCH_RECORDS 4096
 #define TV_QUERY_BATCH_BYTES (1u << 20)
+/* ... except the first ones: the first holds at most this many records or bytes, and each
+ * later one twice what the one before could, up to the limits above. A client can print
+ * nothing before a whole message has arrived and been unpacked, and a full first message
+ * (1 MiB, past HTTP/2's first 64 KiB flow-control window) cost 13-40 ms before the first
+ * record where a small one costs ~2 ms; after 6 messages the batches are full size again, so
+ * a long read keeps its per-message overhead low. */
+#define TV_QUERY_FIRST_BATCH_RECORDS 64
+#define TV_QUERY_FIRST_BATCH_BYTES (16u << 10)
 
 /* One call of tv_query_next examines at most this many records or runs about this long, then
  * returns what it has (or TV_QUERY_YIELD): the bound on how long one query holds the server's

@@ -79,6 +79,30 @@ def test_limit_stops_reading(srv, cl):
     assert examined == RARE_EVERY + 8 and opened < planned, (examined, opened, planned)
 
 
+def test_first_batches_grow(srv, cl):
+    """The first QueryResponse is small (a client prints nothing before a whole message is in:
+    server/query.h TV_QUERY_FIRST_BATCH_*), each later one may hold twice the one before, up to
+    the full batch, and the records are still every one in order."""
+    pb = cl.pb
+    first_records, first_bytes, full_records = 64, 16 << 10, 4096
+    sizes, got = [], []
+    for resp in cl.query_rpc(pb.QueryRequest(from_ns=BASE, to_ns=BASE + RECORDS * STEP_NS),
+                             timeout=WAIT_S):
+        if resp.records:
+            sizes.append((len(resp.records), resp.ByteSize(),
+                          max(len(r.SerializeToString()) for r in resp.records)))
+        got.extend(r.ts_ns for r in resp.records)
+    assert got == [BASE + i * STEP_NS for i in range(RECORDS)]
+    for k, (n, size, largest) in enumerate(sizes):
+        cap_records = min(first_records << k, full_records)
+        cap_bytes = min(first_bytes << k, 1 << 20)
+        assert n <= cap_records and size <= cap_bytes + largest + 8, (k, n, size, sizes[:8])
+    # and they do grow: a long read is not left in first-size messages (how far they grow
+    # also depends on the 2 ms slice, which ends a batch early on a slow or busy machine)
+    assert max(n for n, _, _ in sizes) > 2 * first_records, sizes[:16]
+    return sizes[0][:2]
+
+
 def test_whole_reverse_is_forward_reversed(srv, cl):
     """Blocks of 4 MiB whose records all match do not fit one reverse window (4 MiB with 24
     bytes of bookkeeping per record): each is read in several passes, and the answer is still
@@ -245,6 +269,8 @@ def main():
             print("ok put %d records" % RECORDS)
             test_limit_stops_reading(srv, cl)
             print("ok --limit 100 stops reading, forward and reverse")
+            n, size = test_first_batches_grow(srv, cl)
+            print("ok the first message holds %d records (%d bytes), later ones grow" % (n, size))
             ratio = test_whole_reverse_is_forward_reversed(srv, cl)
             print("ok the whole window reversed, reading %.2fx the records of forward" % ratio)
             first, end = test_first_match_arrives_while_the_scan_runs(srv, cl)

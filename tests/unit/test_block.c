@@ -1,5 +1,6 @@
 /* Unit tests of the trace block format (proto/block.c): round trip, ordering, and that every
  * kind of corruption a disk or a wire can cause is rejected with a clear reason. */
+#include <ctype.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -467,6 +468,85 @@ static void test_v3_field_reader_matches_the_records(void **state)
 	ZSTD_freeDCtx(dctx);
 }
 
+/* One page of the records given (each a ts and a trace id), zstd-compressed; whole: one more
+ * record kept whole (field 13 before field 1) holding trace id `whole`. Returns the page's
+ * tv_v3_page_may_hold_trace answer for id. */
+static int page_may_hold(const char *const *ids, size_t n, const char *whole, const char *id)
+{
+	struct tv_v3_page_enc *e = tv_v3_page_enc_new();
+	ZSTD_CCtx *cctx = ZSTD_createCCtx();
+	ZSTD_DCtx *dctx = ZSTD_createDCtx();
+	struct tv_v3_page_entry ent;
+	uint8_t rec[256], *out = NULL;
+	size_t out_len = 0, out_cap = 0, len;
+	uint64_t hash;
+	bool has;
+	void *work;
+	char err[256];
+	int ret;
+
+	for (size_t i = 0; i < n; i++) {
+		Tracevault__V1__TraceRecord r = TRACEVAULT__V1__TRACE_RECORD__INIT;
+
+		r.ts_ns = 100 + i;
+		r.method = (char *)"GET";
+		r.trace_id = (char *)ids[i];
+		len = tracevault__v1__trace_record__pack(&r, rec);
+		assert_int_equal(tv_v3_page_enc_add(e, rec, len, r.ts_ns, &has, &hash), 0);
+	}
+	if (whole) { /* trace_id (13) then ts_ns (1): not in number order, so kept whole */
+		rec[0] = 13 << 3 | 2;
+		rec[1] = (uint8_t)strlen(whole);
+		memcpy(rec + 2, whole, strlen(whole));
+		len = 2 + strlen(whole);
+		rec[len++] = 1 << 3;
+		rec[len++] = 120;
+		assert_int_equal(tv_v3_page_enc_add(e, rec, len, 120, &has, &hash), 0);
+	}
+	assert_int_equal(tv_v3_page_enc_finish(e, cctx, 3, &out, &out_len, &out_cap, &ent), 0);
+	work = malloc(tv_v3_page_work_bytes(&ent));
+	assert_non_null(work);
+	ret = tv_v3_page_may_hold_trace(&ent, out, work, dctx, id, 1, 33, err, sizeof(err));
+	free(work);
+	free(out);
+	ZSTD_freeDCtx(dctx);
+	ZSTD_freeCCtx(cctx);
+	tv_v3_page_enc_free(e);
+	return ret;
+}
+
+/* A page is passed over for a trace id only when no record of it can hold the id: hex ids
+ * (lower case: column 26) and others (upper case, not hex: column 29) match without case, and
+ * a page with a record kept whole always may hold it. */
+static void test_v3_page_trace_check(void **state)
+{
+	static const char lo[] = "0af7651916cd43dd8448eb211c80319c",
+			  up[] = "4BF92F3577B34DA6A3CE929D0E0E4736",
+			  odd[] = "not-a-hex-id-but-32-bytes-long!!",
+			  none[] = "ffffffffffffffffffffffffffffff01";
+	const char *ids[] = { lo, up, odd, "", "short" };
+	char lo_up[33], up_lo[33];
+
+	(void)state;
+	for (int i = 0; i < 33; i++) {
+		lo_up[i] = (char)toupper((unsigned char)lo[i]);
+		up_lo[i] = (char)tolower((unsigned char)up[i]);
+	}
+	assert_int_equal(page_may_hold(ids, 5, NULL, lo), 1);
+	assert_int_equal(page_may_hold(ids, 5, NULL, lo_up), 1);
+	assert_int_equal(page_may_hold(ids, 5, NULL, up), 1);
+	assert_int_equal(page_may_hold(ids, 5, NULL, up_lo), 1);
+	assert_int_equal(page_may_hold(ids, 5, NULL, none), 0);
+	assert_int_equal(page_may_hold(ids + 1, 4, NULL, lo), 0);
+	assert_int_equal(page_may_hold(ids, 1, NULL, up), 0);
+	/* the odd string is in column 29 like any other trace id that is not lower-case hex */
+	assert_int_equal(page_may_hold(ids + 2, 1, NULL, odd), 1);
+	/* a record kept whole: its id is not in the columns, so the page may hold anything */
+	assert_int_equal(page_may_hold(ids + 3, 2, none, none), 1);
+	assert_int_equal(page_may_hold(ids + 3, 2, lo, none), 1);
+	assert_int_equal(page_may_hold(ids + 3, 2, NULL, none), 0);
+}
+
 /* Every trace id added tests positive; about 1% of others do (10 bits per id). */
 static void test_v3_bloom(void **state)
 {
@@ -494,6 +574,18 @@ static void test_v3_bloom(void **state)
 		      fp);
 	assert_true(fp < 3000);
 	assert_false(tv_v3_bloom_test(bloom, 0, tv_v3_trace_hash(id)));
+	/* the two-step test (a 32-byte block fetched alone) answers the same */
+	for (int i = 0; i < 20000; i++) {
+		uint64_t h;
+		size_t off;
+
+		snprintf(id, sizeof(id), "%032x", i % 2 ? 1000000007 + i : (i / 2 % 1000) * 7919);
+		h = tv_v3_trace_hash(id);
+		off = tv_v3_bloom_block_offset(bytes, h);
+		assert_true(off % TV_BLOCK_V3_BLOOM_BLOCK_BYTES == 0 && off < bytes);
+		assert_int_equal(tv_v3_bloom_block_test(bloom + off, h),
+				 tv_v3_bloom_test(bloom, bytes, h));
+	}
 	free(bloom);
 }
 
@@ -948,6 +1040,7 @@ int main(void)
 		cmocka_unit_test(test_v3_page_keeps_odd_records),
 		cmocka_unit_test(test_v3_field_reader_matches_the_records),
 		cmocka_unit_test(test_v3_bloom),
+		cmocka_unit_test(test_v3_page_trace_check),
 		cmocka_unit_test(test_seal_empty_is_enodata),
 		cmocka_unit_test(test_reset_forgets_records),
 		cmocka_unit_test(test_raw_walk_gives_ts_without_unpack),

@@ -21,6 +21,7 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "proto/block_v3.h"
 #include "server/catalog.h"
 
 #define MAX_SEEN 32
@@ -677,6 +678,68 @@ static void test_segments_by_age_and_totals(void **state)
 	assert_totals(f->c, 2, 200);
 }
 
+/* The copies of trace-id filters (catalog.h, "Trace-id filters"): absent -> -ENOENT, a copy
+ * answers as the filter does (same bits read 32 bytes at a time), an empty copy holds no id,
+ * none is stored for a block without a row, --scrub's check drops one that differs, and a
+ * copy goes with its blocks row (a delete, a replace). */
+static void test_trace_filter_copies(void **state)
+{
+	struct fixture *f = *state;
+	struct tv_catalog_block b[2] = { blk(0x71, 0x70, 10, 20), blk(0x72, 0x70, 30, 40) };
+	size_t bytes = tv_v3_bloom_bytes_for(300);
+	uint8_t *bloom = calloc(1, bytes);
+	char ids[300][33], other[33];
+	size_t yes = 0;
+	uint64_t *gone = NULL;
+	size_t ngone = 0;
+
+	assert_non_null(bloom);
+	commit(f->c, b, 2);
+	for (int i = 0; i < 300; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "%032x", i * 104729 + 5);
+		tv_v3_bloom_add(bloom, bytes, tv_v3_trace_hash(ids[i]));
+	}
+	assert_int_equal(tv_catalog_trace_filter_test(f->c, 0x71, ids[0], 1, 33), -ENOENT);
+	assert_int_equal(tv_catalog_trace_filter_put(f->c, 0x71, bloom, bytes), 0);
+	assert_int_equal(tv_catalog_trace_filter_put(f->c, 0x72, NULL, 0), 0);
+	assert_int_equal(tv_catalog_trace_filter_put(f->c, 0x99, bloom, bytes), 0); /* no row */
+	assert_int_equal(tv_catalog_trace_filter_put(f->c, 0x71, bloom, 33), -EINVAL);
+	for (int i = 0; i < 300; i++) /* every id of it, in upper case too */
+		assert_int_equal(tv_catalog_trace_filter_test(f->c, 0x71, ids[i], 1, 33), 1);
+	memcpy(other, ids[7], sizeof(other));
+	other[3] = 'A';
+	assert_int_equal(tv_catalog_trace_filter_test(f->c, 0x71, other, 1, 33),
+			 tv_v3_bloom_test(bloom, bytes, tv_v3_trace_hash(other)));
+	for (int i = 0; i < 2000; i++) { /* the copy says what the filter says */
+		char id[33];
+
+		snprintf(id, sizeof(id), "%032x", 900000001 + i);
+		yes += (size_t)tv_catalog_trace_filter_test(f->c, 0x71, id, 1, 33);
+		assert_int_equal(tv_catalog_trace_filter_test(f->c, 0x71, id, 1, 33),
+				 tv_v3_bloom_test(bloom, bytes, tv_v3_trace_hash(id)));
+	}
+	assert_true(yes < 100);
+	assert_int_equal(tv_catalog_trace_filter_test(f->c, 0x71, ids[0], 300, 33), 1);
+	assert_int_equal(tv_catalog_trace_filter_test(f->c, 0x72, ids[0], 300, 33), 0);
+	assert_int_equal(tv_catalog_trace_filter_test(f->c, 0x99, ids[0], 1, 33), -ENOENT);
+	tv_catalog_trace_filter_release(f->c);
+	/* --scrub's check: the same copy stays, a different one is dropped */
+	assert_int_equal(tv_catalog_trace_filter_check(f->c, 0x71, bloom, bytes), 0);
+	assert_int_equal(tv_catalog_trace_filter_check(f->c, 0x99, bloom, bytes), 0);
+	bloom[bytes - 1] ^= 1;
+	assert_int_equal(tv_catalog_trace_filter_check(f->c, 0x71, bloom, bytes), 1);
+	assert_int_equal(tv_catalog_trace_filter_test(f->c, 0x71, ids[0], 1, 33), -ENOENT);
+	assert_int_equal(tv_catalog_trace_filter_check(f->c, 0x72, bloom, bytes), 1);
+	/* a copy goes with its row */
+	assert_int_equal(tv_catalog_trace_filter_put(f->c, 0x71, bloom, bytes), 0);
+	assert_int_equal(tv_catalog_trace_filter_test(f->c, 0x71, ids[0], 1, 33), 1);
+	assert_int_equal(tv_catalog_delete_ids(f->c, (uint64_t[]){ 0x71 }, 1, &gone, &ngone), 0);
+	assert_int_equal(tv_catalog_trace_filter_test(f->c, 0x71, ids[0], 1, 33), -ENOENT);
+	tv_catalog_trace_filter_release(f->c);
+	free(gone);
+	free(bloom);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -694,6 +757,7 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_failed_commit_leaves_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rows_survive_reopen, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_trace_filter_copies, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_loss_columns_round_trip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_old_catalog_is_migrated, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segment_ids_are_used_once, setup, teardown),
