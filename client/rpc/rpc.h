@@ -22,9 +22,11 @@
  * max_message_bytes and gRPC-level retries disabled (a failed write is never retried, see
  * grpc_writer.c). grpc_init() must have been called. NULL on failure. */
 grpc_channel *tv_rpc_channel_new(const char *server, size_t max_message_bytes);
-/* The same for a client that reads a long stream of large messages (Query): HTTP/2 BDP
- * probing off, so gRPC buffers about the message the client asks for instead of a window
- * that grows to tens of megabytes when the server is faster than the client. */
+/* The same for a client that reads a long stream of large messages (Query): to a loopback
+ * HOST:PORT (127.0.0.0/8, ::1, localhost), HTTP/2 BDP probing off, so gRPC buffers about the
+ * message the client asks for instead of a window that grows to tens of megabytes when the
+ * server is faster than the client; to any other target, probing stays on (the window a
+ * real network's bandwidth-delay product needs). */
 grpc_channel *tv_rpc_read_channel_new(const char *server, size_t max_message_bytes);
 
 /* Deadline timeout_ms from now (CLOCK_MONOTONIC). */
