@@ -247,21 +247,21 @@ static void json_string(const char *s)
 	tv_out_free(&b);
 }
 
-/* CSV field: quoted when it holds a comma, quote, CR or LF (RFC 4180), quotes doubled. */
+/* One CSV field on stdout, written as query's csv writes its strings (cli/out_buf.h: invalid
+ * UTF-8 replaced, quoted when needed). A failed allocation prints an empty field and leaves
+ * stdout's error to the caller's final check. */
 static void csv_string(const char *s)
 {
-	if (!strpbrk(s, ",\"\r\n")) {
-		fputs(s, stdout);
-		return;
-	}
-	putchar('"');
-	for (; *s; s++) {
-		if (*s == '"')
-			putchar('"');
-		putchar(*s);
-	}
-	putchar('"');
+	struct tv_out_buf b = { 0 };
+
+	tv_out_csv_str(&b, s);
+	if (!b.failed)
+		fwrite(b.p, 1, b.len, stdout);
+	tv_out_free(&b);
 }
+
+/* RFC 4180 §2.1, as query's csv */
+#define CSV_EOL "\r\n"
 
 static const char *const FIELDS[] = { "key", "other", "count", "rate_per_s", "error_rate_5xx",
 				      "error_rate_4xx", "count_5xx", "count_4xx",
@@ -279,7 +279,7 @@ static void csv_header(const struct out *o)
 		quantile_name(o->q->v[i], name, sizeof(name));
 		printf(",%s_ns", name);
 	}
-	putchar('\n');
+	fputs(CSV_EOL, stdout);
 }
 
 static void print_group(const struct out *o, const struct tv_summary_group *g, bool other,
@@ -347,7 +347,7 @@ static void print_group(const struct out *o, const struct tv_summary_group *g, b
 			printf(",%.3f", qv[i]);
 		else
 			putchar(',');
-	putchar('\n');
+	fputs(CSV_EOL, stdout);
 }
 
 static void print_skip(const char *server, const Tracevault__V1__SkippedBlock *b, void *arg)

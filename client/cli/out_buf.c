@@ -258,3 +258,38 @@ void tv_out_utf8_clean(struct tv_out_buf *b, const void *v, size_t n)
 		return;
 	b->len = (size_t)(tv_put_utf8_clean(b->p + b->len, v, n) - b->p);
 }
+
+char *tv_put_csv_str(char *o, const char *s, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n && s[i] != ',' && s[i] != '"' && s[i] != '\r' && s[i] != '\n')
+		i++;
+	if (i == n)
+		return tv_put_utf8_clean(o, s, n);
+	*o++ = '"';
+	/* cleaning replaces only bytes >= 0x80, so the quotes are the input's ASCII ones */
+	for (i = 0; i < n;) {
+		size_t run = i;
+
+		while (run < n && s[run] != '"')
+			run++;
+		o = tv_put_utf8_clean(o, s + i, run - i);
+		if (run == n)
+			break;
+		*o++ = '"';
+		*o++ = '"';
+		i = run + 1;
+	}
+	*o++ = '"';
+	return o;
+}
+
+void tv_out_csv_str(struct tv_out_buf *b, const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n > (SIZE_MAX - 2) / 3 || tv_out_reserve(b, 3 * n + 2))
+		return;
+	b->len = (size_t)(tv_put_csv_str(b->p + b->len, s, n) - b->p);
+}

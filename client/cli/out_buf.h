@@ -70,4 +70,12 @@ void tv_out_json_str(struct tv_out_buf *b, const char *s); /* NULL: "" */
  * escaped: the same text as the JSON string's value, raw (csv). */
 void tv_out_utf8_clean(struct tv_out_buf *b, const void *s, size_t n);
 
+/* s[0, n) as one CSV field (RFC 4180 §2.6, §2.7) at o: its UTF-8-cleaned text
+ * (tv_put_utf8_clean), in quotes with each quote doubled when it holds a comma, a quote, a CR
+ * or an LF. At most 3 * n + 2 bytes; returns the end. query's and summary's csv both write
+ * their text fields with it. */
+char *tv_put_csv_str(char *o, const char *s, size_t n);
+/* The same appended to b for a NUL-terminated s (room made first; nothing on -ENOMEM). */
+void tv_out_csv_str(struct tv_out_buf *b, const char *s);
+
 #endif

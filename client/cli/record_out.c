@@ -237,35 +237,6 @@ void tv_record_csv_header(struct tv_out_buf *b)
 	tv_out_lit(b, CSV_EOL);
 }
 
-/* One field s[0, n): the UTF-8-clean text (tv_put_utf8_clean), quoted when it holds a
- * separator, a quote or a line end (RFC 4180 §2.6, §2.7) with each quote doubled: at most
- * 3 * n + 2 bytes. */
-static char *put_csv_string(char *o, const char *s, size_t n)
-{
-	size_t i = 0;
-
-	while (i < n && s[i] != ',' && s[i] != '"' && s[i] != '\r' && s[i] != '\n')
-		i++;
-	if (i == n)
-		return tv_put_utf8_clean(o, s, n);
-	*o++ = '"';
-	/* cleaning replaces only bytes >= 0x80, so the quotes are the input's ASCII ones */
-	for (i = 0; i < n;) {
-		size_t run = i;
-
-		while (run < n && s[run] != '"')
-			run++;
-		o = tv_put_utf8_clean(o, s + i, run - i);
-		if (run == n)
-			break;
-		*o++ = '"';
-		*o++ = '"';
-		i = run + 1;
-	}
-	*o++ = '"';
-	return o;
-}
-
 /* A csv row's bytes past its strings' (3 bytes a byte at most): numbers, commas, quotes. */
 #define CSV_FIXED_BYTES (TV_RECORD_N_FIELDS * (TV_U64_MAX_DIGITS + 3) + sizeof(CSV_EOL))
 
@@ -283,7 +254,7 @@ void tv_record_csv_row(struct tv_out_buf *b, const struct tv_record_wire *r)
 		if (i)
 			*o++ = ',';
 		if (f->type == TV_FIELD_STR)
-			o = put_csv_string(o, r->str[f->number].p, r->str[f->number].len);
+			o = tv_put_csv_str(o, r->str[f->number].p, r->str[f->number].len);
 		else
 			o = tv_put_u64(o, r->num[f->number]);
 	}

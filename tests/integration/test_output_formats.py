@@ -277,6 +277,44 @@ def test_otlp_pair_mapping(srv):
     assert s[8]["kind"] == 0 and s[8]["name"] == "HTTP"
 
 
+ODD_BASE = BASE + 5 * 10**9  # the window of the record with invalid UTF-8 below
+
+
+def odd_block():
+    """A v1 block of 3 records whose path holds bytes that are not UTF-8 (FF, a lone C3, a cut
+    E2 82), a comma and a quote. Python's protobuf refuses such a str, so the records are
+    serialized with placeholder bytes of the same length, then patched."""
+    import struct
+    payload = b""
+    for i in range(3):
+        r = rec(ODD_BASE + i, pid=7, status=200, latency_ns=1000 + i,
+                path='/odd,"\x01\x02\x03\x04\x05x')
+        b = r.SerializeToString().replace(b"\x01\x02\x03\x04\x05", b"\xff\xc3(\xe2\x82")
+        payload += tvtest.blocks.varint(len(b)) + b
+    head = struct.pack("<IHHQQQIIQQI", 0x4B425654, 1, 0, 0xF31, ODD_BASE, ODD_BASE + 2, 3, 0,
+                       len(payload), len(payload), tvtest.blocks.crc32c(payload))
+    return head + struct.pack("<I", tvtest.blocks.crc32c(head)) + payload
+
+
+def test_summary_csv_writes_a_key_as_query_csv_does(srv):
+    """summary --format csv writes the key as query's csv writes the same path: invalid UTF-8
+    replaced by U+FFFD byte for byte, quoted with the quote doubled, CRLF line ends (it once wrote the raw
+    bytes with LF)."""
+    frm, to = ODD_BASE, ODD_BASE + 10**9
+    q = query_bytes(srv.addr, "csv", frm, to)
+    p = subprocess.run([tvtest.binary("tracevault"), "summary", "--server", srv.addr,
+                        "--from", str(frm), "--to", str(to), "--by", "path", "--format", "csv"],
+                       capture_output=True, check=True).stdout
+    want = '"/odd,""\ufffd\ufffd(\ufffd\ufffdx"'.encode()
+    assert q.count(want) == 3, q
+    assert want in p, p
+    for out in (q, p):
+        out.decode("utf-8")  # valid UTF-8 throughout
+        assert out.endswith(b"\r\n") and out.count(b"\n") == out.count(b"\r\n"), out
+    row = list(csv.DictReader(io.StringIO(p.decode(), newline="")))
+    assert [(r["key"], r["count"]) for r in row] == [('/odd,"\ufffd\ufffd(\ufffd\ufffdx', "3")], row
+
+
 def test_two_runs_identical(srv):
     frm, to = BASE, BASE + 10**9
     for fmt in ("otlp-json", "csv", "jsonl", "table"):
@@ -300,11 +338,13 @@ def main():
         bulk = bulk_records()
         cl.write_segment(0xF2, [(0xF20 + i // 1000, bulk[i:i + 1000])
                                 for i in range(0, len(bulk), 1000)])
-        res = tvtest.Results(5)
+        cl.write_encoded(0xF3, [(0xF31, odd_block())])
+        res = tvtest.Results(6)
         res.run(test_csv_equals_jsonl, srv)
         res.run(test_otlp_json_loads_strictly, srv, otlp)
         res.run(test_otlp_pair_mapping, srv)
         res.run(test_two_runs_identical, srv)
+        res.run(test_summary_csv_writes_a_key_as_query_csv_does, srv)
         res.run(test_usage_errors, srv)
         return res.exit_code()
 
