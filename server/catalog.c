@@ -68,7 +68,8 @@ static const char SCHEMA_SQL[] =
 	"CREATE TRIGGER IF NOT EXISTS totals_update AFTER UPDATE OF bytes ON blocks BEGIN"
 	" UPDATE totals SET bytes = bytes - old.bytes + new.bytes WHERE id = 1; END;"
 	/* copies of version 3 blocks' trace-id filters (catalog.h, "Trace-id filters"): a cache
-	 * a query fills and reads; a row goes with its blocks row (deleted, retired,
+	 * COMMIT fills (a query too, for a block without one) and a query reads; a row goes with
+	 * its blocks row (deleted, retired,
 	 * quarantined, replaced by a repair), and a missing one only means the block's file
 	 * is read instead */
 	"CREATE TABLE IF NOT EXISTS trace_filters ("
@@ -1026,6 +1027,24 @@ int tv_catalog_trace_filter_put(struct tv_catalog *c, uint64_t block_id, const u
 	/* every other transaction stays durable at commit */
 	if (exec(c, "PRAGMA synchronous=FULL") && !ret)
 		ret = -EIO;
+	return ret;
+}
+
+int tv_catalog_group_add_filter(struct tv_catalog *c, uint64_t block_id, const uint8_t *bloom,
+				size_t bytes)
+{
+	int ret;
+
+	if (bytes % TV_BLOCK_V3_BLOOM_BLOCK_BYTES || bytes > TV_BLOCK_V3_MAX_BLOOM_BYTES)
+		return -EINVAL;
+	if (sqlite3_get_autocommit(c->db))
+		return -EIO; /* no group transaction: a copy alone would not share the rows' fate */
+	tv_catalog_trace_filter_release(c);
+	sqlite3_bind_int64(c->filter_put, 1, (int64_t)block_id);
+	sqlite3_bind_blob(c->filter_put, 2, bytes ? (const void *)bloom : "", (int)bytes,
+			  SQLITE_STATIC);
+	ret = step_done(c, c->filter_put);
+	sqlite3_clear_bindings(c->filter_put);
 	return ret;
 }
 

@@ -211,7 +211,9 @@ int tv_catalog_retiring(struct tv_catalog *c, uint64_t **ids, size_t *n);
  * Trace-id filters. Table trace_filters (block_id INTEGER PRIMARY KEY, bloom BLOB NOT NULL)
  * holds copies of version 3 blocks' trace-id filters (proto/BLOCK.md), so that a query for
  * trace ids tests a block without opening its file. It is a cache, not a part of the archive:
- * a query that reads a block's own filter (CRC checked) stores it here; a missing row only
+ * COMMIT stores each version 3 block's copy in the transaction of its row (segment.c reads it
+ * back from the checked file), and a query that reads a block's own filter (CRC checked: a
+ * block committed before copies were taken at COMMIT) stores it here; a missing row only
  * means the file is read (so a lost, rebuilt or older catalog gives the same answers, only
  * slower); a row goes with its blocks row (a trigger); --scrub drops a copy that differs from
  * its block's filter (server/scrub.c). Versions 1 and 2 have no filter and no row.
@@ -232,6 +234,16 @@ void tv_catalog_trace_filter_release(struct tv_catalog *c);
  * again). Returns 0, -EINVAL (bytes), -EBUSY (a transaction is open on the catalog: try
  * another time), or the SQLite failure's errno (catalog.c's table). */
 int tv_catalog_trace_filter_put(struct tv_catalog *c, uint64_t block_id, const uint8_t *bloom,
+				size_t bytes);
+/* COMMIT: store block_id's filter copy (as tv_catalog_trace_filter_put: bloom of bytes bytes,
+ * read back from its checked file) inside the open group transaction (tv_catalog_group_begin),
+ * after tv_catalog_group_add put block_id's row in, so that the copy is durable with the row
+ * at the group's COMMIT and the first query after a put reads no block file's filter. Nothing
+ * is stored when block_id has no blocks row. Returns 0, -EINVAL (bytes), -EIO (no group
+ * transaction open), or the SQLite failure's errno: the commit goes on without the copy (the
+ * first query reads the block's own filter and copies it), unless SQLite rolled the whole
+ * transaction back, which tv_catalog_group_commit reports. */
+int tv_catalog_group_add_filter(struct tv_catalog *c, uint64_t block_id, const uint8_t *bloom,
 				size_t bytes);
 /* --scrub: compare block_id's copy with the filter read from its verified file (bloom of
  * bytes bytes): 0 when there is none or it is the same, 1 when it differed and was dropped

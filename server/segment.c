@@ -17,6 +17,7 @@
 
 #include "proto/block.h"
 #include "proto/block_check.h"
+#include "proto/block_v3.h"
 #include "server/chunk_view.h"
 #include "server/status.h"
 #include "proto/crc32c.h"
@@ -760,6 +761,71 @@ struct member {
 	int renamed; /* its files are in blocks/ */
 };
 
+/* The group's buffer for one trace-id filter at a time: bounded by the largest filter
+ * (TV_BLOCK_V3_MAX_BLOOM_BYTES), whatever the number of blocks. */
+struct filter_buf {
+	uint8_t *p;
+	size_t cap;
+	int failed; /* a copy could not be stored: logged once per group */
+};
+
+/* Inside the group transaction, after the member's rows: store a copy of each of its version
+ * 3 blocks' trace-id filters in the catalog (catalog.h, "Trace-id filters"), so that the
+ * first --trace-id query after the put reads no block file's filter. The bytes are read back
+ * from the temp file, just written and synced, so from the page cache (one open and pread per
+ * block), rather than kept from the content check: the check has seen them, but keeping them
+ * until COMMIT would hold up to 256 KiB for each of up to TV_SERVER_MAX_SEGMENT_BLOCKS blocks
+ * per stream. They are checked against the header's CRC32C again (the check verified the bytes
+ * sent; this verifies the bytes read). A copy that cannot be taken costs only speed: the
+ * block is committed without it and the first query reads its own filter and copies it. */
+static void copy_filters(struct tv_segment *seg, struct filter_buf *fb)
+{
+	for (size_t i = 0; i < seg->n; i++) {
+		const struct seg_block *b = &seg->blocks[i];
+		size_t bytes = b->h.bloom_bytes;
+		const char *what = "store it";
+		int ret = 0;
+
+		if (b->h.version < 3)
+			continue; /* no filter */
+		if (bytes > fb->cap) {
+			uint8_t *p = malloc(bytes);
+
+			if (!p) {
+				ret = -ENOMEM;
+				what = "buffer it";
+				goto failed;
+			}
+			free(fb->p);
+			fb->p = p;
+			fb->cap = bytes;
+		}
+		if (bytes) {
+			what = "read it back";
+			ret = tv_store_pread_temp(seg->store, b->file,
+						  (uint64_t)b->h.header_bytes +
+							  (uint64_t)b->h.page_count *
+								  TV_BLOCK_V3_PAGE_ENTRY_BYTES,
+						  fb->p, bytes);
+			if (!ret && tv_crc32c(fb->p, bytes) != b->h.bloom_crc32c)
+				ret = -EBADMSG;
+			if (ret)
+				goto failed;
+		}
+		what = "store it";
+		ret = tv_catalog_group_add_filter(seg->catalog, b->block_id, fb->p, bytes);
+		if (!ret)
+			continue;
+failed:
+		if (!fb->failed)
+			fprintf(stderr, "segment %016llx: block %016llx: its trace-id filter is not "
+				"copied into the catalog: cannot %s: %s (the first query reads it "
+				"from the block file)\n", (unsigned long long)seg->segment_id,
+				(unsigned long long)b->block_id, what, strerror(-ret));
+		fb->failed = 1;
+	}
+}
+
 /* Every member still ok fails with the same reason (a shared step failed). */
 static void fail_all(struct member *m, size_t n, grpc_status_code code, const char *why,
 		     int rows_in)
@@ -786,6 +852,7 @@ static void fail_all(struct member *m, size_t n, grpc_status_code code, const ch
 void tv_segment_commit_group(struct tv_commit_queue *q)
 {
 	struct member m[TV_COMMIT_GROUP_MAX_SEGMENTS];
+	struct filter_buf fb = { 0 };
 	struct tv_catalog *cat;
 	struct tv_store *store;
 	char why[200], msg[256];
@@ -825,7 +892,8 @@ void tv_segment_commit_group(struct tv_commit_queue *q)
 	if (!nok)
 		goto out;
 
-	/* 2. one transaction, one savepoint per member: the commit point of the whole group */
+	/* 2. one transaction, one savepoint per member: the commit point of the whole group;
+	 * each member's trace-id filter copies go in with its rows (copy_filters) */
 	ret = tv_catalog_group_begin(cat, why, sizeof(why));
 	if (ret) {
 		fail_all(m, n, errno_code(ret), why, 0);
@@ -841,8 +909,12 @@ void tv_segment_commit_group(struct tv_commit_queue *q)
 		if (ret) {
 			m[i].ok = 0;
 			fail(seg, errno_code(ret), "%s", why);
+			continue;
 		}
+		copy_filters(seg, &fb);
 	}
+	free(fb.p);
+	fb.p = NULL;
 	ret = tv_catalog_group_commit(cat, why, sizeof(why));
 	if (ret) { /* rolled back: no member's rows are in */
 		snprintf(msg, sizeof(msg), "%s (commit group of %zu segments)", why, n);

@@ -209,6 +209,35 @@ void tv_store_close_fd(struct tv_store *s, struct tv_store_file *f)
 	file_close_fd(s, f);
 }
 
+int tv_store_pread_temp(struct tv_store *s, const struct tv_store_file *f, uint64_t offset,
+			void *buf, size_t len)
+{
+	size_t got = 0;
+	int fd, ret = 0;
+
+	/* O_NOFOLLOW: the name is ours, but a symlink planted in tmp/ is not read through */
+	fd = openat(s->tmp_fd, f->name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0)
+		return -errno;
+	while (got < len) {
+		ssize_t r = pread(fd, (uint8_t *)buf + got, len - got, (off_t)(offset + got));
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			ret = -errno;
+			break;
+		}
+		if (r == 0) {
+			ret = -ENODATA;
+			break;
+		}
+		got += (size_t)r;
+	}
+	close(fd);
+	return ret;
+}
+
 /* ---- asynchronous operations ----
  * One ring per store, driven from the server's single thread: submit never waits, and every
  * completion is handed to its op's done callback from tv_store_reap, so the gRPC loop keeps

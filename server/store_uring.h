@@ -89,6 +89,13 @@ int tv_store_create_temp(struct tv_store *s, uint64_t segment_id, uint64_t block
  * descriptor that wrote, keeps every writeback error reported: a file closed before its
  * fdatasync could lose one (the inode, and its error, may be evicted before a new open). */
 void tv_store_close_fd(struct tv_store *s, struct tv_store_file *f);
+/* Read len bytes at offset of a temp file (written, synced, not yet published: COMMIT reads
+ * a block's trace-id filter back from it, from the page cache, for the catalog) into buf (len
+ * bytes), through a descriptor of its own opened read-only and closed here, so the file's
+ * descriptor state does not matter. Returns 0, -ENODATA when the file ends before
+ * offset + len, or the errno of openat/pread. */
+int tv_store_pread_temp(struct tv_store *s, const struct tv_store_file *f, uint64_t offset,
+			void *buf, size_t len);
 /* Queue a writev of iov[0..n) at offset (n may exceed IOV_MAX: it is written in rounds).
  * Short writes are continued; a write that makes no progress is -ENOSPC. The file stays open
  * until op completes even if tv_store_abort runs first. Returns 0 or a negative errno (then

@@ -1,18 +1,23 @@
 """--trace-id queries and the catalog's copies of the blocks' trace-id filters (server/catalog.h,
-"Trace-id filters"; proto/BLOCK.md): the first lookup reads each version 3 block's own filter
-and copies it into catalog.db; later lookups rule blocks out from the copies without opening
-their files (the server's log line counts both), so a lookup opens only the blocks that may
-hold the id (and the version 2 block, which has no filter), and builds the records of only the
-pages whose trace-id columns may hold it. Answers stay exact, compared with
-a reference computed here, when copies are missing (deleted from catalog.db: the files'
-filters are read again), after a Delete (its blocks' copies go with their rows), and after
---scrub dropped a copy that disagreed with its block."""
+"Trace-id filters"; proto/BLOCK.md): COMMIT stores each version 3 block's filter in catalog.db
+with its row (the copies equal the blocks' filters byte for byte), so the first lookup right
+after the put reads no block file's filter; lookups rule blocks out from the copies without
+opening their files (the server's log line counts both), so a lookup opens only the blocks that
+may hold the id (and the version 2 block, which has no filter), and builds the records of only
+the pages whose trace-id columns may hold it. Answers stay exact, compared with a reference
+computed here, when copies are missing (deleted from catalog.db, as in a data dir committed
+before copies were taken at COMMIT: the files' filters are read and copied), after a Delete
+(its blocks' copies go with their rows), after --scrub dropped a copy that disagreed with its
+block, after retention removed a segment, after --scrub quarantined a damaged block (both take
+its copy with its row), and after --rebuild-catalog (a new catalog without copies)."""
 import os
 import random
 import re
 import sqlite3
+import struct
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tvtest  # noqa: E402
@@ -86,6 +91,37 @@ def filter_rows(data_dir):
         db.close()
 
 
+def v3_filter(enc):
+    """The trace-id filter bytes of an encoded version 3 block (proto/BLOCK.md: page_count at
+    108, bloom_bytes at 112, the payload at 128 starts with the 32-byte directory entries)."""
+    pages, nbytes = struct.unpack_from("<II", enc, 108)
+    start = 128 + pages * 32
+    return enc[start:start + nbytes]
+
+
+def catalog_bytes(data_dir):
+    """{block_id: bytes} of the catalog's blocks rows."""
+    db = sqlite3.connect(os.path.join(data_dir, "catalog.db"))
+    try:
+        return dict(db.execute("SELECT block_id, bytes FROM blocks").fetchall())
+    finally:
+        db.close()
+
+
+def block_of(rec):
+    """The block id make_blocks put rec in."""
+    k = (rec.ts_ns - BASE_NS) // STEP_NS // PER_BLOCK
+    return 0x5100 + k if k < V3_BLOCKS else 0x5200 if k == V3_BLOCKS else 0x5300
+
+
+def scrub(data_dir, rc=0):
+    """tracevaultd --scrub; rc is its exit status (1: it found a damaged block)."""
+    p = subprocess.run([tvtest.binary("tracevaultd"), "--data", data_dir, "--scrub"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == rc, (p.returncode, p.stderr)
+    return p.stderr
+
+
 def main():
     rng = random.Random(1212)
     pb = grpc_modules()[1]
@@ -99,11 +135,23 @@ def main():
         holder = 5  # its records' ids
         t = recs[holder * PER_BLOCK + 17].trace_id
 
+        # COMMIT stored every v3 block's filter with its row (read here while the server runs:
+        # the catalog is in WAL mode), equal to the block's own
+        rows = filter_rows(srv.data_dir)
+        want = {b: v3_filter(enc) for _, b, enc in blocks[:V3_BLOCKS + 1]}
+        assert sorted(rows) == sorted(want), sorted(rows)
+        assert all(bytes(rows[b]) == want[b] for b in want), \
+            [hex(b) for b in want if bytes(rows[b]) != want[b]]
+        assert rows[0x5200] == b"" and all(len(want[b]) > 0 for b in want if b != 0x5200)
+        print("ok COMMIT copied the %d v3 blocks' filters into the catalog" % len(rows))
+
         got, (planned, opened, sent, ruled, read) = lookup(srv, cl, pb, [t])
         check(got, recs, [t], "first lookup")
-        assert (planned, opened, sent, ruled, read) == (nblocks, nblocks, 1, 0, V3_BLOCKS + 1), \
-            (planned, opened, sent, ruled, read)
-        print("ok the first lookup reads every v3 block's own filter (%d) and copies it" % read)
+        # the holder and the v2 block are opened; a false positive (~1%) may add one
+        assert planned == nblocks and read == 0 and ruled >= V3_BLOCKS - 1 and \
+            opened == nblocks - ruled and opened <= 3, (planned, opened, sent, ruled, read)
+        print("ok the first lookup after the put reads no block file's filter: %d blocks "
+              "ruled out, %d opened" % (ruled, opened))
 
         got, (planned, opened, sent, ruled, read) = lookup(srv, cl, pb, [t.upper()])
         check(got, recs, [t], "second lookup")
@@ -167,11 +215,8 @@ def main():
         db.commit()
         db.close()
         assert n == 1
-        p = subprocess.run([tvtest.binary("tracevaultd"), "--data", srv.data_dir, "--scrub"],
-                           capture_output=True, text=True, timeout=120)
-        assert p.returncode == 0, p.stderr
-        assert "trace-id filter differed" in p.stderr and "1 rows repaired" in p.stderr, \
-            p.stderr
+        err = scrub(srv.data_dir)
+        assert "trace-id filter differed" in err and "1 rows repaired" in err, err
         assert 0x5100 + holder not in filter_rows(srv.data_dir)
         srv.start()
         cl = GrpcClient(srv.addr)
@@ -179,6 +224,71 @@ def main():
         check(got, recs, [t], "after scrub")
         assert read == 1, read
         print("ok --scrub drops a copy that differs from its block's filter")
+        cl.close()
+        srv.stop()
+
+        # retention removes the oldest segments (down to its low-water mark, so more than the
+        # one asked for may go): their copies go with their rows
+        srv.extra_args = ["--retain-bytes", str(sum(catalog_bytes(srv.data_dir).values()) -
+                                                catalog_bytes(srv.data_dir)[0x5100])]
+        srv.start()
+        cl = GrpcClient(srv.addr)
+        gone = re.compile(r"retention: removed (\d+) segments")
+        for _ in range(100):
+            if gone.search(srv.log()):
+                break
+            time.sleep(0.05)
+        assert gone.search(srv.log()), srv.log()[-2000:]
+        kept = catalog_bytes(srv.data_dir)
+        assert 0x5100 not in kept and 0x5105 in kept, sorted(kept)
+        recs = [r for r in recs if block_of(r) in kept]
+        got, (_, opened, sent, ruled, read) = lookup(srv, cl, pb, [t])
+        check(got, recs, [t], "after retention")
+        assert read == 0, read
+        cl.close()
+        srv.stop()
+        srv.extra_args = []
+        rows = filter_rows(srv.data_dir)
+        assert sorted(rows) == sorted(b for b in kept if b != 0x5300), (sorted(rows), sorted(kept))
+        print("ok retention removed %d blocks and their copies with their rows"
+              % (V3_BLOCKS + 1 - len(rows)))
+
+        # --scrub quarantines a damaged block (the oldest traced one left but the holder: a
+        # byte of its last page flipped): its copy goes with its row
+        bad = min(b for b in rows if b != 0x5100 + holder)
+        path = os.path.join(srv.data_dir, "blocks", "%016x-%016x.tvb"
+                            % (0x6000 + bad - 0x5100, bad))
+        with open(path, "r+b") as f:
+            f.seek(-3, os.SEEK_END)
+            byte = f.read(1)
+            f.seek(-3, os.SEEK_END)
+            f.write(bytes([byte[0] ^ 0xff]))
+        err = scrub(srv.data_dir, rc=1)
+        assert "1 damaged" in err, err
+        rows = filter_rows(srv.data_dir)
+        kept = catalog_bytes(srv.data_dir)
+        assert bad not in rows and bad not in kept and len(rows) > 1, sorted(rows)
+        assert sorted(rows) == sorted(b for b in kept if b != 0x5300), (sorted(rows), sorted(kept))
+        recs = [r for r in recs if block_of(r) in kept]
+        print("ok --scrub quarantined the damaged block and its copy went with its row")
+
+        # --rebuild-catalog: a new catalog, without copies; the files' filters are read by
+        # the first lookup and copied, the answers the same
+        p = subprocess.run([tvtest.binary("tracevaultd"), "--data", srv.data_dir,
+                            "--rebuild-catalog"], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        assert filter_rows(srv.data_dir) == {}
+        left = len(rows)
+        srv.start()
+        cl = GrpcClient(srv.addr)
+        got, (_, opened, sent, ruled, read) = lookup(srv, cl, pb, [t])
+        check(got, recs, [t], "after --rebuild-catalog")
+        assert read == left and ruled == 0, (read, ruled, left)
+        got, (_, opened, sent, ruled, read) = lookup(srv, cl, pb, [t])
+        check(got, recs, [t], "after --rebuild-catalog, again")
+        assert read == 0 and ruled >= left - 2, (read, ruled)
+        print("ok after --rebuild-catalog the first lookup reads the %d filters and copies them"
+              % left)
         cl.close()
     finally:
         srv.stop()

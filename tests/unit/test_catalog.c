@@ -740,6 +740,43 @@ static void test_trace_filter_copies(void **state)
 	free(bloom);
 }
 
+/* COMMIT's copies (tv_catalog_group_add_filter): stored only inside a group transaction, after
+ * the block's row, durable with it (the group's COMMIT), gone with it when the group rolls
+ * back; none for a block without a row. */
+static void test_trace_filter_copies_at_commit(void **state)
+{
+	struct fixture *f = *state;
+	struct tv_catalog_block b[2] = { blk(0x81, 0x80, 10, 20), blk(0x82, 0x80, 30, 40) };
+	struct tv_catalog_block r = blk(0x91, 0x90, 50, 60);
+	size_t bytes = tv_v3_bloom_bytes_for(50);
+	uint8_t *bloom = calloc(1, bytes);
+	const char *id = "0123456789abcdef0123456789abcdef";
+	char err[200];
+
+	assert_non_null(bloom);
+	tv_v3_bloom_add(bloom, bytes, tv_v3_trace_hash(id));
+	/* outside a group it would not share the rows' fate */
+	assert_int_equal(tv_catalog_group_add_filter(f->c, 0x81, bloom, bytes), -EIO);
+	assert_int_equal(tv_catalog_group_begin(f->c, err, sizeof(err)), 0);
+	assert_int_equal(tv_catalog_group_add(f->c, 0x80, 0, b, 2, err, sizeof(err)), 0);
+	assert_int_equal(tv_catalog_group_add_filter(f->c, 0x81, bloom, bytes), 0);
+	assert_int_equal(tv_catalog_group_add_filter(f->c, 0x82, NULL, 0), 0);
+	assert_int_equal(tv_catalog_group_add_filter(f->c, 0x83, bloom, bytes), 0); /* no row */
+	assert_int_equal(tv_catalog_group_add_filter(f->c, 0x81, bloom, 31), -EINVAL);
+	assert_int_equal(tv_catalog_group_commit(f->c, err, sizeof(err)), 0);
+	assert_int_equal(tv_catalog_trace_filter_test(f->c, 0x81, id, 1, 33), 1);
+	assert_int_equal(tv_catalog_trace_filter_test(f->c, 0x82, id, 1, 33), 0);
+	assert_int_equal(tv_catalog_trace_filter_test(f->c, 0x83, id, 1, 33), -ENOENT);
+	/* a group rolled back takes its copies with its rows */
+	assert_int_equal(tv_catalog_group_begin(f->c, err, sizeof(err)), 0);
+	assert_int_equal(tv_catalog_group_add(f->c, 0x90, 0, &r, 1, err, sizeof(err)), 0);
+	assert_int_equal(tv_catalog_group_add_filter(f->c, 0x91, bloom, bytes), 0);
+	tv_catalog_group_rollback(f->c);
+	assert_int_equal(tv_catalog_trace_filter_test(f->c, 0x91, id, 1, 33), -ENOENT);
+	tv_catalog_trace_filter_release(f->c);
+	free(bloom);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -758,6 +795,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_failed_commit_leaves_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rows_survive_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_trace_filter_copies, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_trace_filter_copies_at_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_loss_columns_round_trip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_old_catalog_is_migrated, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segment_ids_are_used_once, setup, teardown),
