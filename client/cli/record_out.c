@@ -3,19 +3,15 @@
  * batches the rendered records into few large write(2)s. The writers are hand-rolled so u64
  * values print exactly and every string comes out as valid UTF-8 whatever bytes the capture
  * saw; jsonl and csv reserve a record's worst case once and then write without checks. */
-#define _GNU_SOURCE /* F_GETPIPE_SZ, F_SETPIPE_SZ */
 #include "cli/record_out.h"
 
 #include <assert.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/record_json.h"
@@ -307,33 +303,6 @@ struct tv_record_out {
 	struct tv_otlp *otlp; /* TV_OUT_OTLP_JSON */
 };
 
-/* Grow the pipe fd to TV_RECORD_OUT_PIPE_BYTES, or to /proc/sys/fs/pipe-max-size when that
- * is less. Best effort: a descriptor that is no pipe, or a refused size, is left as it is
- * (the output is the same, only written in more parts). */
-static void grow_pipe(int fd)
-{
-	unsigned long max = TV_RECORD_OUT_PIPE_BYTES;
-	struct stat st;
-	FILE *f;
-	int cur;
-
-	if (fstat(fd, &st) || !S_ISFIFO(st.st_mode))
-		return;
-	cur = fcntl(fd, F_GETPIPE_SZ);
-	if (cur < 0 || (unsigned long)cur >= max)
-		return;
-	f = fopen("/proc/sys/fs/pipe-max-size", "re");
-	if (f) {
-		unsigned long sys;
-
-		if (fscanf(f, "%lu", &sys) == 1 && sys < max)
-			max = sys;
-		fclose(f);
-	}
-	if ((unsigned long)cur < max)
-		(void)fcntl(fd, F_SETPIPE_SZ, (int)max);
-}
-
 int tv_record_out_new(int fd, enum tv_out_format fmt, struct tv_record_out **out)
 {
 	struct tv_record_out *o = calloc(1, sizeof(*o));
@@ -342,7 +311,6 @@ int tv_record_out_new(int fd, enum tv_out_format fmt, struct tv_record_out **out
 		return -ENOMEM;
 	o->fd = fd;
 	o->fmt = fmt;
-	grow_pipe(fd);
 	if (fmt == TV_OUT_OTLP_JSON && tv_otlp_new(&o->otlp)) {
 		free(o);
 		return -ENOMEM;

@@ -18,10 +18,6 @@ enum tv_out_format {
 /* Rendered bytes are handed to the stream once this many are buffered, and at the end: the
  * output's latency bound in bytes (a query's records arrive in batches anyway). */
 #define TV_RECORD_OUT_FLUSH_BYTES (256u * 1024)
-/* When the output is a pipe, tv_record_out_new grows it to this many bytes (at most
- * /proc/sys/fs/pipe-max-size, best effort): at the default 64 KiB each flush wakes the reader
- * and puts the writer to sleep four times. */
-#define TV_RECORD_OUT_PIPE_BYTES (1024u * 1024)
 
 /* Append r as one JSON object and a newline: fields in proto order, integers as numbers;
  * req_headers / resp_headers (arrays of {"name", "value"}) only when r has any; the body

@@ -12,9 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <cmocka.h>
 
 #include "cli/out_buf.h"
@@ -264,32 +261,6 @@ static void test_u64_like_printf(void **state)
 	assert_string_equal(got, "18446744073709551615");
 }
 
-/* A stream on a pipe grows it to TV_RECORD_OUT_PIPE_BYTES (or pipe-max-size when less), so
- * a reader taking 1 MiB reads gets them filled; a stream on a file leaves it alone. */
-static void test_pipe_grown(void **state)
-{
-	struct tv_record_out *o;
-	unsigned long want = TV_RECORD_OUT_PIPE_BYTES, sys;
-	FILE *f;
-	int fds[2];
-
-	(void)state;
-	f = fopen("/proc/sys/fs/pipe-max-size", "r");
-	assert_non_null(f);
-	assert_int_equal(fscanf(f, "%lu", &sys), 1);
-	fclose(f);
-	if (sys < want)
-		want = sys;
-	assert_int_equal(pipe(fds), 0);
-	assert_int_equal(fcntl(fds[1], F_GETPIPE_SZ), 65536);
-	assert_int_equal(tv_record_out_new(fds[1], TV_OUT_JSONL, &o), 0);
-	assert_int_equal(fcntl(fds[1], F_GETPIPE_SZ), (int)want);
-	assert_int_equal(tv_record_out_finish(o), 0);
-	tv_record_out_free(o);
-	close(fds[0]);
-	close(fds[1]);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -298,7 +269,6 @@ int main(void)
 		cmocka_unit_test(test_otlp_batches_and_resources),
 		cmocka_unit_test(test_out_buf_growth_and_json),
 		cmocka_unit_test(test_json_words_escape_like_single_bytes),
-		cmocka_unit_test(test_pipe_grown),
 		cmocka_unit_test(test_u64_like_printf),
 	};
 
