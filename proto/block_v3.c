@@ -57,15 +57,10 @@ static void put64(uint8_t *p, uint64_t v) { v = htole64(v); memcpy(p, &v, 8); }
 static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return le32toh(v); }
 static uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return le64toh(v); }
 
-static size_t varint_len(uint64_t v)
+/* A varint's length in bytes: 7 bits a byte, by the count of v's significant bits. */
+static inline size_t varint_len(uint64_t v)
 {
-	size_t n = 1;
-
-	while (v >= 0x80) {
-		v >>= 7;
-		n++;
-	}
-	return n;
+	return (size_t)((63 - __builtin_clzll(v | 1)) * 9 + 73) / 64;
 }
 
 void tv_v3_page_entry_get(const uint8_t *p, struct tv_v3_page_entry *e)
@@ -762,7 +757,9 @@ size_t tv_v3_page_work_bytes(const struct tv_v3_page_entry *e)
 	       NDICT * ALIGN16((size_t)e->records * sizeof(struct dref)) + e->raw_len;
 }
 
-static int col_varint(struct tv_v3_page *p, int c, uint64_t *v, char *err, size_t errlen)
+/* col_varint past its one-byte case: a longer value, or the error of a column cut short. */
+static __attribute__((noinline)) int col_varint_long(struct tv_v3_page *p, int c, uint64_t *v,
+						      char *err, size_t errlen)
 {
 	struct col *k = &p->c[c];
 	size_t used;
@@ -772,6 +769,20 @@ static int col_varint(struct tv_v3_page *p, int c, uint64_t *v, char *err, size_
 			       p->next);
 	k->pos += used;
 	return 0;
+}
+
+/* The next varint of column c into *v. 0, or -EBADMSG (err set) when the column ends in it.
+ * Inlined for its one-byte case, most of a page's values (dictionary indexes, statuses). */
+static inline __attribute__((always_inline)) int col_varint(struct tv_v3_page *p, int c,
+							    uint64_t *v, char *err, size_t errlen)
+{
+	struct col *k = &p->c[c];
+
+	if (k->pos < k->len && k->p[k->pos] < 0x80) {
+		*v = k->p[k->pos++];
+		return 0;
+	}
+	return col_varint_long(p, c, v, err, errlen);
 }
 
 static int col_bytes(struct tv_v3_page *p, int c, size_t n, const uint8_t **s, char *err,
@@ -1101,11 +1112,10 @@ int tv_v3_page_next(struct tv_v3_page *p, struct tv_v3_record *r, char *err, siz
 		if (ret)
 			return ret;
 	}
-	for (size_t i = 0; i < NF; i++) {
+	for (uint32_t m = r->mask & ((1u << NF) - 1); m; m &= m - 1) { /* its fields only */
+		size_t i = (size_t)__builtin_ctz(m);
 		uint8_t f = F[i].field;
 
-		if (!(r->mask & 1u << i))
-			continue;
 		r->str_hex[f] = 0;
 		switch (F[i].kind) {
 		case K_TS:
@@ -1195,60 +1205,85 @@ int tv_v3_page_next(struct tv_v3_page *p, struct tv_v3_record *r, char *err, siz
 	return 1;
 }
 
-/* Copy the kept fields from *pos whose number is below field (all of them for UINT64_MAX). */
-static int write_rest(const struct tv_v3_record *r, size_t *pos, uint64_t field, uint8_t **o)
-{
-	while (*pos < r->rest_len) {
-		uint64_t num;
-		unsigned wt;
-		size_t total, kl, vo, vl;
+/* The kept fields (C_REST) as tv_v3_record_write interleaves them with the columns' fields:
+ * pos the next one's offset, num its number (UINT64_MAX past the last), total its length.
+ * Each kept field is read once, however many column fields come before it. */
+struct rest_cursor {
+	size_t pos, total;
+	uint64_t num;
+};
 
-		if (field_span(r->rest + *pos, r->rest_len - *pos, &num, &wt, &total, &kl, &vo,
-			       &vl))
+/* Read the field at c->pos into c. 0, or -EBADMSG when it does not parse. */
+static int rest_peek(const struct tv_v3_record *r, struct rest_cursor *c)
+{
+	unsigned wt;
+	size_t kl, vo, vl;
+
+	if (c->pos >= r->rest_len) {
+		c->num = UINT64_MAX;
+		return 0;
+	}
+	return field_span(r->rest + c->pos, r->rest_len - c->pos, &c->num, &wt, &c->total, &kl,
+			  &vo, &vl);
+}
+
+/* Copy the kept fields from c whose number is below field (all of them for UINT64_MAX). */
+static int write_rest(const struct tv_v3_record *r, struct rest_cursor *c, uint64_t field,
+		      uint8_t **o)
+{
+	while (c->num < field) {
+		memcpy(*o, r->rest + c->pos, c->total);
+		*o += c->total;
+		c->pos += c->total;
+		if (rest_peek(r, c))
 			return -EBADMSG;
-		if (num >= field)
-			break;
-		memcpy(*o, r->rest + *pos, total);
-		*o += total;
-		*pos += total;
 	}
 	return 0;
 }
 
 int tv_v3_record_write(const struct tv_v3_record *r, uint8_t *out, char *err, size_t errlen)
 {
-	static const char hex[] = "0123456789abcdef";
+	/* "000102...ff": a byte's two lower-case hex digits at 2 * byte */
+	static const char hex2[513] =
+		"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+		"202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+		"404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+		"606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+		"808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+		"a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+		"c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+		"e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+	struct rest_cursor rc = { 0 };
 	uint8_t *o = out;
-	size_t rest = 0;
 
 	if (r->mask & MASK_RAW) {
 		memcpy(out, r->rest, r->rest_len);
 		return 0;
 	}
-	for (size_t i = 0; i < NF; i++) {
+	if (rest_peek(r, &rc))
+		goto bad;
+	/* the set bits of the mask only, in field order (F is sorted by field number) */
+	for (uint32_t m = r->mask & ((1u << NF) - 1); m; m &= m - 1) {
+		size_t i = (size_t)__builtin_ctz(m);
 		uint8_t f = F[i].field;
 		bool is_num = F[i].kind == K_TS || F[i].kind == K_END || F[i].kind == K_NUM;
 
-		if (!(r->mask & 1u << i))
-			continue;
-		if (write_rest(r, &rest, f, &o))
+		if (rc.num < f && write_rest(r, &rc, f, &o))
 			goto bad;
 		o += tv_varint_put(o, (uint64_t)f << 3 | (is_num ? 0 : 2));
 		if (is_num) {
 			o += tv_varint_put(o, r->num[f]);
 		} else if (r->str_hex[f]) {
 			o += tv_varint_put(o, r->str_len[f] * 2u);
-			for (uint32_t k = 0; k < r->str_len[f]; k++) {
-				*o++ = (uint8_t)hex[r->str[f][k] >> 4];
-				*o++ = (uint8_t)hex[r->str[f][k] & 15];
-			}
+			for (uint32_t k = 0; k < r->str_len[f]; k++, o += 2)
+				memcpy(o, hex2 + 2 * r->str[f][k], 2);
 		} else {
 			o += tv_varint_put(o, r->str_len[f]);
 			memcpy(o, r->str[f], r->str_len[f]);
 			o += r->str_len[f];
 		}
 	}
-	if (write_rest(r, &rest, UINT64_MAX, &o) || rest != r->rest_len)
+	if (write_rest(r, &rc, UINT64_MAX, &o) || rc.pos != r->rest_len)
 		goto bad;
 	if ((size_t)(o - out) != r->bytes)
 		goto bad;

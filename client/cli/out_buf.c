@@ -59,36 +59,61 @@ static const char DIGIT_PAIRS[201] =
 	"40414243444546474849505152535455565758596061626364656667686970717273747576777879"
 	"8081828384858687888990919293949596979899";
 
-char *tv_put_u64(char *o, uint64_t v)
+/* The 4 digits of v < 10000, leading zeros included. */
+static inline void put4(char *o, uint32_t v)
 {
-	static const uint64_t POW10[TV_U64_MAX_DIGITS] = {
-		1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull, 10000000ull,
-		100000000ull, 1000000000ull, 10000000000ull, 100000000000ull, 1000000000000ull,
-		10000000000000ull, 100000000000000ull, 1000000000000000ull,
-		10000000000000000ull, 100000000000000000ull, 1000000000000000000ull,
-		10000000000000000000ull,
-	};
-	size_t n = 1;
-	char *e;
+	memcpy(o, DIGIT_PAIRS + 2 * (v / 100), 2);
+	memcpy(o + 2, DIGIT_PAIRS + 2 * (v % 100), 2);
+}
 
-	while (n < TV_U64_MAX_DIGITS && v >= POW10[n]) /* digits by compares, not divisions */
-		n++;
-	e = o + n;
+/* The 8 digits of v < 10^8, leading zeros included: two independent 32-bit halves. */
+static inline void put8(char *o, uint32_t v)
+{
+	put4(o, v / 10000);
+	put4(o + 4, v % 10000);
+}
+
+/* v < 10^8 without leading zeros; returns the end. */
+static inline char *put_upto8(char *o, uint32_t v)
+{
+	size_t n = v < 10000 ? (v < 100 ? (v < 10 ? 1 : 2) : (v < 1000 ? 3 : 4)) :
+			       (v < 1000000 ? (v < 100000 ? 5 : 6) : (v < 10000000 ? 7 : 8));
+	char *e = o + n;
+
 	while (v >= 100) {
-		unsigned r = (unsigned)(v % 100);
+		unsigned r = v % 100;
 
 		v /= 100;
 		e -= 2;
-		e[0] = DIGIT_PAIRS[2 * r];
-		e[1] = DIGIT_PAIRS[2 * r + 1];
+		memcpy(e, DIGIT_PAIRS + 2 * r, 2);
 	}
-	if (v >= 10) {
-		e[-2] = DIGIT_PAIRS[2 * v];
-		e[-1] = DIGIT_PAIRS[2 * v + 1];
-	} else {
+	if (v >= 10)
+		memcpy(e - 2, DIGIT_PAIRS + 2 * v, 2);
+	else
 		e[-1] = (char)('0' + v);
-	}
 	return o + n;
+}
+
+/* 64-bit divisions only to split v into 8-digit pieces (a ts_ns has 19 digits: two), the
+ * digits then by 32-bit ones. */
+char *tv_put_u64(char *o, uint64_t v)
+{
+	uint64_t hi;
+	uint32_t lo;
+
+	if (v < 100000000u)
+		return put_upto8(o, (uint32_t)v);
+	hi = v / 100000000u;
+	lo = (uint32_t)(v % 100000000u);
+	if (hi < 100000000u) {
+		o = put_upto8(o, (uint32_t)hi);
+	} else {
+		o = put_upto8(o, (uint32_t)(hi / 100000000u));
+		put8(o, (uint32_t)(hi % 100000000u));
+		o += 8;
+	}
+	put8(o, lo);
+	return o + 8;
 }
 
 void tv_out_u64(struct tv_out_buf *b, uint64_t v)

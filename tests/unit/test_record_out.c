@@ -229,6 +229,38 @@ static void test_json_words_escape_like_single_bytes(void **state)
 	}
 }
 
+/* tv_put_u64 against printf's %llu: at every power of ten and its neighbours, and at random
+ * values of every length. */
+static void test_u64_like_printf(void **state)
+{
+	char got[TV_U64_MAX_DIGITS + 1], want[32];
+	uint64_t x = 0x9e3779b97f4a7c15ull, p = 1;
+
+	(void)state;
+	for (int k = 0; k < 20; k++, p *= 10) {
+		uint64_t vs[3] = { p - 1, p, p + 1 };
+
+		for (int i = 0; i < 3; i++) {
+			*tv_put_u64(got, vs[i]) = '\0';
+			snprintf(want, sizeof(want), "%llu", (unsigned long long)vs[i]);
+			assert_string_equal(got, want);
+		}
+	}
+	for (int i = 0; i < 200000; i++) {
+		uint64_t v;
+
+		x ^= x << 13; /* xorshift64 */
+		x ^= x >> 7;
+		x ^= x << 17;
+		v = x >> (i % 64); /* every length */
+		*tv_put_u64(got, v) = '\0';
+		snprintf(want, sizeof(want), "%llu", (unsigned long long)v);
+		assert_string_equal(got, want);
+	}
+	*tv_put_u64(got, UINT64_MAX) = '\0';
+	assert_string_equal(got, "18446744073709551615");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -237,6 +269,7 @@ int main(void)
 		cmocka_unit_test(test_otlp_batches_and_resources),
 		cmocka_unit_test(test_out_buf_growth_and_json),
 		cmocka_unit_test(test_json_words_escape_like_single_bytes),
+		cmocka_unit_test(test_u64_like_printf),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
