@@ -139,8 +139,6 @@ struct tv_query {
 	bool planned;
 	struct skip *skips;
 	size_t nskips, skips_cap;
-	tv_query_sink sink;              /* NULL: records go into the batches */
-	void *sink_arg;
 	int fatal_ret;                   /* an error held back behind the last batch */
 	char fatal_err[TV_QUERY_ERR_LEN];
 	bool done;
@@ -1011,17 +1009,11 @@ static int emit_head(struct tv_query *q, struct batch *b, char *err, size_t errl
 
 	if (q->reverse)
 		tv_query_window_last(&cur->w, &p1, &l1, &p2, &l2);
-	if (q->sink) {
-		if (l2) { /* tv_query_set_sink: forward queries only */
-			snprintf(err, errlen, "a query sink cannot take a reverse query's records");
-			return -EINVAL;
-		}
-		ret = q->sink(q->sink_arg, p1, l1, err, errlen);
-	} else if ((ret = batch_put2(b, 1, p1, l1, p2, l2))) {
+	ret = batch_put2(b, 1, p1, l1, p2, l2);
+	if (ret) {
 		snprintf(err, errlen, "out of memory building a batch");
-	}
-	if (ret)
 		return ret;
+	}
 	b->records++;
 	q->emitted++;
 	cur->sent++;
@@ -1101,7 +1093,7 @@ int tv_query_next(struct tv_query *q, grpc_byte_buffer **out, char *err, size_t 
 	tv_catalog_trace_filter_release(q->catalog);
 	if (b.len == 0) {
 		free(b.buf);
-		/* not done: the slice is spent, or a sink took this call's records */
+		/* not done: the slice is spent */
 		return q->done ? 0 : TV_QUERY_YIELD;
 	}
 	goto send;
@@ -1132,15 +1124,6 @@ send:
 		return -ENOMEM;
 	}
 	return 1;
-}
-
-void tv_query_set_sink(struct tv_query *q, tv_query_sink sink, void *arg)
-{
-	q->sink = sink;
-	q->sink_arg = arg;
-	/* no message waits on these records: steps of the full size from the start */
-	q->batch_records = TV_QUERY_BATCH_RECORDS;
-	q->batch_bytes = TV_QUERY_BATCH_BYTES;
 }
 
 int tv_query_reserve(struct tv_query *q, size_t bytes, char *why, size_t whylen)

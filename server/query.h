@@ -128,15 +128,6 @@ void tv_query_free(struct tv_query *q);
 #define TV_QUERY_YIELD 2
 int tv_query_next(struct tv_query *q, grpc_byte_buffer **out, char *err, size_t errlen);
 
-/* Hand the records that pass to sink instead of batching them (Summary): call before the
- * first tv_query_next, on a forward query. rec is valid only during the call; a non-zero
- * return (a negative errno with a reason in err) ends the query with that error.
- * tv_query_next then returns TV_QUERY_YIELD (*out NULL) after each slice or
- * TV_QUERY_BATCH_RECORDS records, or 1 with a batch holding only skipped blocks. */
-typedef int (*tv_query_sink)(void *arg, const uint8_t *rec, size_t len, char *err,
-			     size_t errlen);
-void tv_query_set_sink(struct tv_query *q, tv_query_sink sink, void *arg);
-
 /* Charge bytes the caller holds for this query (Summary's groups) to its memory limits, as
  * its block streams are: 0, or -ENOBUFS with the limit named in why. Whatever is still
  * reserved is given back by tv_query_free. */
