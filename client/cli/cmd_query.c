@@ -115,8 +115,8 @@ static const char *const query_usage[] = {
 	"\n",
 	/* a second part: ISO C promises string literals of 4095 bytes only */
 	"Filters, evaluated by the servers; --limit counts the records that pass. Options AND,\n"
-	"the values of one option (a,b or the option repeated) OR; at most 64 values per\n"
-	"option, each at most 1024 bytes:\n"
+	"the values of one option (a,b or the option repeated; --path only repeated) OR; at\n"
+	"most 64 values per option, each at most 1024 bytes:\n"
 	TV_FILTER_CLI_HELP
 	"      --max-message-bytes N  gRPC message size limit, 64K to 1G (default 16M)\n"
 	"                             (sizes take a K, M or G suffix)\n"

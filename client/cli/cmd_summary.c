@@ -152,7 +152,8 @@ static const char *const summary_usage[] = {
 	"  -F, --format FMT           table (default), jsonl or csv (a header row, then the\n"
 	"                             jsonl fields)\n"
 	"\n"
-	"Filters (as for query: options AND, the values of one option OR):\n",
+	"Filters (as for query: options AND, the values of one option (a,b or the option\n"
+	"repeated; --path only repeated) OR):\n",
 	TV_FILTER_CLI_HELP,
 	"      --max-message-bytes N  gRPC message size limit, 64K to 1G (default 16M)\n"
 	"  -h, --help                 this text\n"
