@@ -310,6 +310,33 @@ int tv_cli_parse(int argc, char **argv, const struct tv_cli_opt *table, const ch
 	return TV_CLI_PARSED;
 }
 
+/* A bare integer T is unix ns (README "time"), so 1767225600 typed as seconds is 1.77 s
+ * after the epoch and the window silently holds nothing. Below this no record of a real
+ * capture can lie (1970-01-01T00:16:40Z as ns): worth one warning line, not a refusal. */
+#define TV_CLI_SUSPECT_NS_BELOW 1000000000000ull
+
+/* The warning for opt's value arg read as v ns, naming the forms that mean seconds. */
+static void warn_if_seconds(const char *opt, const char *arg, uint64_t v)
+{
+	char secs_rfc[TV_RFC3339_MS_LEN], *dot;
+	uint64_t as_ns;
+
+	if (!arg || arg[strspn(arg, "0123456789")] != '\0' || v == 0 ||
+	    v >= TV_CLI_SUSPECT_NS_BELOW)
+		return;
+	fprintf(stderr, "tracevault: warning: %s %s is read as nanoseconds (1970-01-01T00:%02u:"
+		"%02u.%09uZ)", opt, arg, (unsigned)(v / TV_NS_PER_S / 60),
+		(unsigned)(v / TV_NS_PER_S % 60), (unsigned)(v % TV_NS_PER_S));
+	/* the same number as unix seconds, in the two forms T takes that say it */
+	if (!__builtin_mul_overflow(v, TV_NS_PER_S, &as_ns) &&
+	    tv_format_rfc3339(as_ns, secs_rfc, sizeof(secs_rfc)) > 0) {
+		if ((dot = strrchr(secs_rfc, '.')))
+			strcpy(dot, "Z"); /* whole seconds: ".000Z" says nothing */
+		fprintf(stderr, "; for unix seconds write %s or %" PRIu64, secs_rfc, as_ns);
+	}
+	fputc('\n', stderr);
+}
+
 int tv_cli_time_window(const char *cmd, const char *from, const char *to, uint64_t now_ns,
 		       uint64_t *from_ns, uint64_t *to_ns)
 {
@@ -321,6 +348,9 @@ int tv_cli_time_window(const char *cmd, const char *from, const char *to, uint64
 		return tv_cli_usage_error("invalid --from: '%s': %s", from, why);
 	if (tv_parse_time(to, now_ns, to_ns, why, sizeof(why)))
 		return tv_cli_usage_error("invalid --to: '%s': %s", to, why);
+	/* first: a --to typed in seconds is also why --from comes after it */
+	warn_if_seconds("--from", from, *from_ns);
+	warn_if_seconds("--to", to, *to_ns);
 	if (*from_ns > *to_ns)
 		return tv_cli_usage_error("--from (%s) is after --to (%s)", from, to);
 	return 0;

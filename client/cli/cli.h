@@ -76,7 +76,9 @@ int tv_cli_check_servers(const char **servers);
 /* The window of query and summary: --from (required) and --to as tv_parse_time reads them
  * against now_ns, from <= to (equal: an empty window). Returns 0 with *from_ns and *to_ns set,
  * or the usage exit code after "CMD: missing --from", "invalid --from: 'T': why" (or --to)
- * or "--from (F) is after --to (T)". */
+ * or "--from (F) is after --to (T)". A bare integer below 10^12 other than 0 (ns before
+ * 1970-01-01T00:16:40Z: likely seconds typed by mistake) is kept as ns but warned about on
+ * stderr, one line each. */
 int tv_cli_time_window(const char *cmd, const char *from, const char *to, uint64_t now_ns,
 		       uint64_t *from_ns, uint64_t *to_ns);
 
