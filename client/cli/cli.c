@@ -348,17 +348,39 @@ int tv_cli_time_window(const char *cmd, const char *from, const char *to, uint64
 		return tv_cli_usage_error("invalid --from: '%s': %s", from, why);
 	if (tv_parse_time(to, now_ns, to_ns, why, sizeof(why)))
 		return tv_cli_usage_error("invalid --to: '%s': %s", to, why);
-	/* first: a --to typed in seconds is also why --from comes after it */
+	if (*from_ns > *to_ns) /* a usage error is one line: no warning before it */
+		return tv_cli_usage_error("--from (%s) is after --to (%s)", from, to);
 	warn_if_seconds("--from", from, *from_ns);
 	warn_if_seconds("--to", to, *to_ns);
-	if (*from_ns > *to_ns)
-		return tv_cli_usage_error("--from (%s) is after --to (%s)", from, to);
 	return 0;
+}
+
+/* Target prefixes gRPC C core 1.51 resolves itself (its resolver registry: dns, ipv4, ipv6,
+ * unix, unix-abstract): an entry so written goes to grpc_channel_create unchecked, as before
+ * (rpc.c explain_unreachable gives gRPC's word for those). */
+static const char *const grpc_schemes[] = {"dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:"};
+
+/* One --server entry: "" when it is a target, else why not (a static sentence fragment). */
+static const char *server_entry_problem(const char *e)
+{
+	char host[256];
+	unsigned port;
+
+	for (size_t i = 0; i < sizeof(grpc_schemes) / sizeof(grpc_schemes[0]); i++)
+		if (strncmp(e, grpc_schemes[i], strlen(grpc_schemes[i])) == 0)
+			return e[strlen(grpc_schemes[i])] ? "" : "a gRPC URI without its address";
+	if (strncmp(e, "http://", 7) == 0 || strncmp(e, "https://", 8) == 0)
+		return "a URL, not HOST:PORT: drop the http:// or https:// (gRPC adds its own)";
+	if (tv_hostport_parse(e, host, sizeof(host), &port) || port == 0)
+		return "not HOST:PORT (port 1 to 65535; an IPv6 address in brackets: [::1]:7070)";
+	return "";
 }
 
 int tv_cli_check_servers(const char **servers)
 {
-	const char *from = "--server";
+	const char *from = "--server", *why;
+	struct tv_server_list l;
+	int ret;
 
 	if (!*servers) {
 		const char *env = getenv(TV_SERVER_ENV);
@@ -366,10 +388,31 @@ int tv_cli_check_servers(const char **servers)
 		*servers = env && *env ? env : TV_DEFAULT_SERVER;
 		from = env && *env ? TV_SERVER_ENV : "the default server";
 	}
-	if (tv_server_list_check(*servers))
+	ret = tv_server_list_parse(*servers, 0, &l);
+	if (ret == -ENOMEM)
+		return tv_cli_usage_error("%s: out of memory", from);
+	if (ret)
 		return tv_cli_usage_error("invalid %s: '%s' (HOST:PORT[,HOST:PORT...], no empty "
 					  "entry)", from, *servers);
-	return 0;
+	/* gRPC would say only "transient failure" about a malformed entry, and a server listed
+	 * twice would be read (or written) twice: both are usage errors here, before any call */
+	ret = 0;
+	for (size_t i = 0; i < l.n && !ret; i++) {
+		why = server_entry_problem(l.v[i]);
+		if (*why) {
+			ret = tv_cli_usage_error("invalid %s: '%s' is %s", from, l.v[i], why);
+			break;
+		}
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(l.v[i], l.v[j]) == 0) {
+				ret = tv_cli_usage_error("invalid %s: '%s' is listed twice (every "
+							 "record would be read or written twice)",
+							 from, l.v[i]);
+				break;
+			}
+	}
+	tv_server_list_free(&l);
+	return ret;
 }
 
 int tv_cli_check_chunk_fits(size_t chunk_bytes, size_t max_message_bytes)

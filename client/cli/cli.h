@@ -70,7 +70,9 @@ int tv_cli_runtime_error(const char *fmt, ...) __attribute__((format(printf, 1, 
  * client apply). *servers is --server's value, or NULL when not given: then it becomes the
  * value of TV_SERVER_ENV when set and non-empty, else TV_DEFAULT_SERVER (tracevaultd's
  * default listen address). Returns 0, or the usage exit code after "invalid --server: 'S'
- * (...)" (or "invalid TRACEVAULT_SERVER: ...") for an empty list or entry. */
+ * (...)" (or "invalid TRACEVAULT_SERVER: ...") for an empty list or entry, an entry that is
+ * neither HOST:PORT (port 1 to 65535, IPv6 in brackets) nor a gRPC URI (dns:, ipv4:, ipv6:,
+ * unix:, unix-abstract:), an http(s):// URL, or an entry listed twice. */
 int tv_cli_check_servers(const char **servers);
 
 /* The window of query and summary: --from (required) and --to as tv_parse_time reads them
