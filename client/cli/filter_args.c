@@ -277,7 +277,7 @@ static int one_pid(struct tv_filter_args *f, const char *s, size_t n, char *why,
 		}
 		v = v * 10 + (uint64_t)(s[i] - '0');
 	}
-	if (v > UINT32_MAX) {
+	if (v > TV_FILTER_PID_MAX) {
 		snprintf(why, whylen, "'%.*s' is not a pid (0 to 4294967295)", (int)n, s);
 		return -EINVAL;
 	}

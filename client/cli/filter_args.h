@@ -32,6 +32,11 @@ struct tv_filter_args {
 
 /* The filter options' table entries (struct tv_cli_opt, cli/cli.h) for a command whose
  * options struct type holds a struct tv_filter_args at field; and their --help lines. */
+/* --pid of query/summary: a record's pid is a uint32 (TraceRecord.pid), and put may store
+ * any of them, 0 included, so the filter takes the whole range (capture's --pid, of live
+ * processes, is 1..INT_MAX: cli.h). */
+#define TV_FILTER_PID_MAX UINT32_MAX
+
 #define TV_FILTER_CLI_OPTIONS(type, field)                                                     \
 	{"method", 0, TV_CLI_ARG_CUSTOM, offsetof(type, field), NULL, NULL,                    \
 	 tv_filter_arg_method},                                                                 \
@@ -63,7 +68,7 @@ struct tv_filter_args {
 	"      --path-with-query      --path matches the whole path, query included\n"         \
 	"      --host H               host, case and port ignored; a glob as --path\n"         \
 	"      --role R               server or client (both: any role)\n"                   \
-	"      --pid N                process id\n"                                            \
+	"      --pid N                process id, 0 to 4294967295 (a record's uint32 pid)\n"    \
 	"      --comm C               process name; a glob as --path\n"                        \
 	"      --remote A             peer address or CIDR: 10.0.0.0/8, ::1, 2001:db8::/32\n"  \
 	"      --trace-id X           32 hex digits of the W3C traceparent\n"                  \
