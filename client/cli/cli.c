@@ -431,3 +431,48 @@ int tv_cli_check_chunk_fits(size_t chunk_bytes, size_t max_message_bytes)
 				  max_message_bytes ? "" : "the default ", msg_s, msg_s, msg - max,
 				  max);
 }
+
+void tv_cli_skip_add(struct tv_cli_skips *s, const char *reason)
+{
+	static const char gone[] = "block file gone:", file[] = "block file ",
+			  open_[] = "cannot open the block file";
+
+	if (!reason)
+		reason = "";
+	if (strncmp(reason, gone, sizeof(gone) - 1) == 0)
+		s->gone++;
+	else if (strncmp(reason, file, sizeof(file) - 1) == 0 ||
+		 strncmp(reason, open_, sizeof(open_) - 1) == 0)
+		s->unreadable++;
+	else
+		s->damaged++;
+}
+
+uint64_t tv_cli_skip_total(const struct tv_cli_skips *s)
+{
+	return s->damaged + s->unreadable + s->gone;
+}
+
+void tv_cli_skip_summary(const char *cmd, const struct tv_cli_skips *s, const char *tail)
+{
+	const struct {
+		uint64_t n;
+		const char *what;
+	} kinds[] = {
+		{s->damaged, "damaged"},
+		{s->unreadable, "unreadable"},
+		{s->gone, "gone: removed while the query ran"},
+	};
+	uint64_t total = tv_cli_skip_total(s);
+	const char *sep = "";
+
+	fprintf(stderr, "tracevault: %s incomplete: %" PRIu64 " block%s skipped (", cmd, total,
+		total == 1 ? "" : "s");
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		if (!kinds[i].n)
+			continue;
+		fprintf(stderr, "%s%" PRIu64 " %s", sep, kinds[i].n, kinds[i].what);
+		sep = ", ";
+	}
+	fprintf(stderr, "; warnings above)%s\n", tail);
+}

@@ -18,6 +18,25 @@
 /* query: every record printed is right, but a server skipped damaged blocks (a warning line
  * names each), so records of theirs are missing */
 #define TV_CLI_EXIT_INCOMPLETE 3
+
+/* The blocks the servers skipped during one query or summary, by kind of reason: the closing
+ * line says which, since a block removed while the query ran is not a damaged one. */
+struct tv_cli_skips {
+	uint64_t damaged;    /* failed its checks (BLOCK.md): checksum, decode, catalog mismatch */
+	uint64_t unreadable; /* its file missing, not a regular file, or failing to open */
+	uint64_t gone;       /* deleted or quarantined after the query began (retention, Delete) */
+};
+
+/* Count one SkippedBlock by its reason (server/query.c words: "block file gone: ..." is gone,
+ * "block file ..." and "cannot open the block file ..." unreadable, anything else damaged). */
+void tv_cli_skip_add(struct tv_cli_skips *s, const char *reason);
+
+/* Every skipped block counted. */
+uint64_t tv_cli_skip_total(const struct tv_cli_skips *s);
+
+/* Write the closing line "tracevault: CMD incomplete: N block(s) skipped (KINDS; warnings
+ * above)TAIL" on stderr, KINDS being "1 damaged, 2 gone: removed while the query ran". */
+void tv_cli_skip_summary(const char *cmd, const struct tv_cli_skips *s, const char *tail);
 #define TV_CLI_ERR_LEN 1024
 /* tv_cli_parse's "go on": every option was stored, run the command */
 #define TV_CLI_PARSED (-1)

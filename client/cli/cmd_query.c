@@ -143,7 +143,7 @@ struct query_out {
 	bool unflushed;   /* records rendered since the last flush */
 	int flush_stop;   /* writing failed (out_stop's value): the query stops at the next record */
 	int flush_errno;  /* and why, taken when it failed (gRPC's teardown may change errno) */
-	uint64_t skipped; /* blocks the servers skipped */
+	struct tv_cli_skips skipped; /* blocks the servers skipped, by kind */
 };
 
 static int out_stop(int ret)
@@ -185,7 +185,7 @@ static void print_skip(const char *server, const Tracevault__V1__SkippedBlock *b
 {
 	struct query_out *qo = arg;
 
-	qo->skipped++;
+	tv_cli_skip_add(&qo->skipped, b->reason);
 	fprintf(stderr, "tracevault: warning: server %s skipped block %016" PRIx64 " (segment %016"
 		PRIx64 ", ts_ns %" PRIu64 " to %" PRIu64 "): DATA_LOSS: %s; its records", server,
 		b->block_id, b->segment_id, b->min_ts_ns, b->max_ts_ns,
@@ -322,10 +322,8 @@ int tv_cmd_query(int argc, char **argv)
 		return tv_cli_runtime_error("query: out of memory rendering the output");
 	if (ret)
 		return tv_cli_runtime_error("%s", err);
-	if (qo.skipped) {
-		fprintf(stderr, "tracevault: query incomplete: %" PRIu64 " damaged block%s skipped "
-			"(warnings above); every other record was printed\n", qo.skipped,
-			qo.skipped == 1 ? "" : "s");
+	if (tv_cli_skip_total(&qo.skipped)) {
+		tv_cli_skip_summary("query", &qo.skipped, "; every other record was printed");
 		return TV_CLI_EXIT_INCOMPLETE;
 	}
 	return EXIT_SUCCESS;

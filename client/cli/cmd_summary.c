@@ -173,7 +173,7 @@ struct out {
 	int by;
 	const struct quantile_list *q;
 	double window_s;
-	uint64_t skipped;
+	struct tv_cli_skips skipped; /* blocks the servers skipped, by kind */
 };
 
 /* "p50", "p99.9" */
@@ -356,7 +356,7 @@ static void print_skip(const char *server, const Tracevault__V1__SkippedBlock *b
 {
 	struct out *o = arg;
 
-	o->skipped++;
+	tv_cli_skip_add(&o->skipped, b->reason);
 	fprintf(stderr, "tracevault: warning: server %s skipped block %016" PRIx64 " (segment %016"
 		PRIx64 ", ts_ns %" PRIu64 " to %" PRIu64 "): %s; its records are not in the "
 		"summary%s\n", server, b->block_id, b->segment_id, b->min_ts_ns, b->max_ts_ns,
@@ -441,9 +441,8 @@ int tv_cmd_summary(int argc, char **argv)
 	tv_summary_result_free(&r);
 	if (ret)
 		return tv_cli_runtime_error("write stdout: %s", strerror(-ret));
-	if (o.skipped) {
-		fprintf(stderr, "tracevault: summary incomplete: %" PRIu64 " damaged block%s skipped "
-			"(warnings above)\n", o.skipped, o.skipped == 1 ? "" : "s");
+	if (tv_cli_skip_total(&o.skipped)) {
+		tv_cli_skip_summary("summary", &o.skipped, "");
 		return TV_CLI_EXIT_INCOMPLETE;
 	}
 	return EXIT_SUCCESS;
