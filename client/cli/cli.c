@@ -24,6 +24,10 @@
 #define LONG_ONLY_BASE 256
 
 const struct tv_limit tv_cli_positive_int_limit = {.min = 1, .max = INT_MAX};
+const struct tv_limit tv_cli_read_message_bytes_limit = {
+	.min = TV_CLI_READ_MIN_MESSAGE_BYTES,
+	.max = TV_WIRE_MAX_MESSAGE_BYTES,
+};
 const struct tv_limit tv_cli_fd_limit = {.min = 0, .max = INT_MAX};
 const struct tv_limit tv_cli_port_limit = {.min = 1, .max = TV_PORT_MAX};
 const struct tv_limit tv_cli_count_limit = {.min = 0, .max = LLONG_MAX};

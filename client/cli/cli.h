@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "common/limit.h"
+#include "proto/block.h"
 #include "proto/wire.h"
 #include "write/chunker.h"
 #include "write/grpc_writer.h"
@@ -119,6 +120,22 @@ int tv_cli_check_chunk_fits(size_t chunk_bytes, size_t max_message_bytes);
 #define TV_CLI_MESSAGE_OPTION(type, field)                                                     \
 	{"max-message-bytes", 0, TV_CLI_ARG_SIZE, offsetof(type, field),                       \
 	 &tv_wire_message_bytes_limit, NULL, NULL}
+/* The least --max-message-bytes of the reading commands (query, summary). tracevaultd ends a
+ * QueryResponse once it holds TV_CLI_SERVER_BATCH_BYTES of records, so one holds up to that
+ * plus the record that crossed it (at most TV_BLOCK_MAX_RECORD_BYTES), plus skipped-block
+ * entries and tags: below the sum every ordinary query failed mid-way RESOURCE_EXHAUSTED.
+ * Twice the sum, 4M, leaves room for the entries. QueryRequest has no field that bounds a
+ * batch, so the client adapts to the server, not the other way. */
+#define TV_CLI_SERVER_BATCH_BYTES (1u << 20) /* server/query.h TV_QUERY_BATCH_BYTES; test_limits
+					      * checks the two agree */
+#define TV_CLI_READ_MIN_MESSAGE_BYTES (2 * (TV_CLI_SERVER_BATCH_BYTES + TV_BLOCK_MAX_RECORD_BYTES))
+/* TV_CLI_READ_MIN_MESSAGE_BYTES to TV_WIRE_MAX_MESSAGE_BYTES */
+extern const struct tv_limit tv_cli_read_message_bytes_limit;
+#define TV_CLI_READ_MESSAGE_OPTION(type, field)                                                \
+	{"max-message-bytes", 0, TV_CLI_ARG_SIZE, offsetof(type, field),                       \
+	 &tv_cli_read_message_bytes_limit,                                                      \
+	 "a query batch holds up to 1M of records plus one record of up to 1M", NULL}
+
 #define TV_CLI_WRITER_OPTIONS(type, m)                                                         \
 	{"chunk-bytes", 0, TV_CLI_ARG_SIZE, offsetof(type, m chunk_bytes), &tv_chunk_bytes_limit, \
 	 NULL, NULL},                                                                           \

@@ -65,7 +65,7 @@ static const struct tv_cli_opt query_options[] = {
 	{"stats", 0, TV_CLI_ARG_SET, QA(stats), NULL, NULL, NULL},
 	{"reverse", 'r', TV_CLI_ARG_SET, QA(reverse), NULL, NULL, NULL},
 	TV_FILTER_CLI_OPTIONS(struct query_args, filter),
-	TV_CLI_MESSAGE_OPTION(struct query_args, max_message_bytes),
+	TV_CLI_READ_MESSAGE_OPTION(struct query_args, max_message_bytes),
 	{0},
 };
 
@@ -119,7 +119,9 @@ static const char *const query_usage[] = {
 	"the values of one option (a,b or the option repeated; --path only repeated) OR; at\n"
 	"most 64 values per option, each at most 1024 bytes:\n"
 	TV_FILTER_CLI_HELP
-	"      --max-message-bytes N  gRPC message size limit, 64K to 1G (default 16M)\n"
+	"      --max-message-bytes N  gRPC message size limit, 4M to 1G (default 16M): a\n"
+	"                             batch of tracevaultd holds up to 1M of records plus\n"
+	"                             one record of up to 1M\n"
 	"                             (sizes take a K, M or G suffix)\n"
 	"  -h, --help                 this text\n"
 	"\n"

@@ -115,7 +115,7 @@ static const struct tv_cli_opt summary_options[] = {
 	{"quantiles", 'q', TV_CLI_ARG_CUSTOM, SA(quantiles), NULL, NULL, parse_quantiles},
 	{"format", 'F', TV_CLI_ARG_CUSTOM, SA(format), NULL, "table, jsonl or csv", parse_format},
 	TV_FILTER_CLI_OPTIONS(struct summary_args, filter),
-	TV_CLI_MESSAGE_OPTION(struct summary_args, max_message_bytes),
+	TV_CLI_READ_MESSAGE_OPTION(struct summary_args, max_message_bytes),
 	{0},
 };
 
@@ -156,7 +156,9 @@ static const char *const summary_usage[] = {
 	"Filters (as for query: options AND, the values of one option (a,b or the option\n"
 	"repeated; --path only repeated) OR):\n",
 	TV_FILTER_CLI_HELP,
-	"      --max-message-bytes N  gRPC message size limit, 64K to 1G (default 16M)\n"
+	"      --max-message-bytes N  gRPC message size limit, 4M to 1G (default 16M): a\n"
+	"                             batch of tracevaultd holds up to 1M of records plus\n"
+	"                             one record of up to 1M\n"
 	"  -h, --help                 this text\n"
 	"\n"
 	"Examples:\n"
