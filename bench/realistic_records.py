@@ -7,15 +7,34 @@ TRACE_FRACTION of records carry a W3C trace id (half of them one of a recent tra
 Writes OUT.jsonl (as `tracevault query --format jsonl` prints them) and OUT.pb (each record
 as a varint length + TraceRecord protobuf, in ts order) for bench_blocks.
 usage: realistic_records.py OUT N [TRACE_FRACTION] [SEED]"""
+import argparse
 import json
 import math
 import random
-import sys
 
-OUT = sys.argv[1]
-N = int(sys.argv[2])
-TRACE_FRAC = float(sys.argv[3]) if len(sys.argv) > 3 else 0.3
-rnd = random.Random(int(sys.argv[4]) if len(sys.argv) > 4 else 12)
+
+def parse_args():
+    """The arguments, parsed before anything else runs: the seed also draws the templates.
+    --help prints the usage; a missing or malformed argument is a usage error (exit 2)."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\nusage:")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", metavar="OUT", help="writes OUT.jsonl and OUT.pb")
+    ap.add_argument("n", metavar="N", type=int, help="how many records")
+    ap.add_argument("trace_fraction", metavar="TRACE_FRACTION", type=float, nargs="?",
+                    default=0.3, help="share of records with a trace id (default 0.3)")
+    ap.add_argument("seed", metavar="SEED", type=int, nargs="?", default=12,
+                    help="random seed (default 12)")
+    a = ap.parse_args()
+    if a.n < 0 or not 0 <= a.trace_fraction <= 1:
+        ap.error("N must be >= 0 and TRACE_FRACTION 0 to 1")
+    return a
+
+
+ARGS = parse_args()
+OUT = ARGS.out
+N = ARGS.n
+TRACE_FRAC = ARGS.trace_fraction
+rnd = random.Random(ARGS.seed)
 
 
 def varint(v):

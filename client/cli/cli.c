@@ -24,6 +24,10 @@
 #define LONG_ONLY_BASE 256
 
 const struct tv_limit tv_cli_positive_int_limit = {.min = 1, .max = INT_MAX};
+const struct tv_limit tv_cli_read_message_bytes_limit = {
+	.min = TV_CLI_READ_MIN_MESSAGE_BYTES,
+	.max = TV_WIRE_MAX_MESSAGE_BYTES,
+};
 const struct tv_limit tv_cli_fd_limit = {.min = 0, .max = INT_MAX};
 const struct tv_limit tv_cli_port_limit = {.min = 1, .max = TV_PORT_MAX};
 const struct tv_limit tv_cli_count_limit = {.min = 0, .max = LLONG_MAX};
@@ -310,6 +314,33 @@ int tv_cli_parse(int argc, char **argv, const struct tv_cli_opt *table, const ch
 	return TV_CLI_PARSED;
 }
 
+/* A bare integer T is unix ns (README "time"), so 1767225600 typed as seconds is 1.77 s
+ * after the epoch and the window silently holds nothing. Below this no record of a real
+ * capture can lie (1970-01-01T00:16:40Z as ns): worth one warning line, not a refusal. */
+#define TV_CLI_SUSPECT_NS_BELOW 1000000000000ull
+
+/* The warning for opt's value arg read as v ns, naming the forms that mean seconds. */
+static void warn_if_seconds(const char *opt, const char *arg, uint64_t v)
+{
+	char secs_rfc[TV_RFC3339_MS_LEN], *dot;
+	uint64_t as_ns;
+
+	if (!arg || arg[strspn(arg, "0123456789")] != '\0' || v == 0 ||
+	    v >= TV_CLI_SUSPECT_NS_BELOW)
+		return;
+	fprintf(stderr, "tracevault: warning: %s %s is read as nanoseconds (1970-01-01T00:%02u:"
+		"%02u.%09uZ)", opt, arg, (unsigned)(v / TV_NS_PER_S / 60),
+		(unsigned)(v / TV_NS_PER_S % 60), (unsigned)(v % TV_NS_PER_S));
+	/* the same number as unix seconds, in the two forms T takes that say it */
+	if (!__builtin_mul_overflow(v, TV_NS_PER_S, &as_ns) &&
+	    tv_format_rfc3339(as_ns, secs_rfc, sizeof(secs_rfc)) > 0) {
+		if ((dot = strrchr(secs_rfc, '.')))
+			strcpy(dot, "Z"); /* whole seconds: ".000Z" says nothing */
+		fprintf(stderr, "; for unix seconds write %s or %" PRIu64, secs_rfc, as_ns);
+	}
+	fputc('\n', stderr);
+}
+
 int tv_cli_time_window(const char *cmd, const char *from, const char *to, uint64_t now_ns,
 		       uint64_t *from_ns, uint64_t *to_ns)
 {
@@ -321,14 +352,39 @@ int tv_cli_time_window(const char *cmd, const char *from, const char *to, uint64
 		return tv_cli_usage_error("invalid --from: '%s': %s", from, why);
 	if (tv_parse_time(to, now_ns, to_ns, why, sizeof(why)))
 		return tv_cli_usage_error("invalid --to: '%s': %s", to, why);
-	if (*from_ns > *to_ns)
+	if (*from_ns > *to_ns) /* a usage error is one line: no warning before it */
 		return tv_cli_usage_error("--from (%s) is after --to (%s)", from, to);
+	warn_if_seconds("--from", from, *from_ns);
+	warn_if_seconds("--to", to, *to_ns);
 	return 0;
+}
+
+/* Target prefixes gRPC C core 1.51 resolves itself (its resolver registry: dns, ipv4, ipv6,
+ * unix, unix-abstract): an entry so written goes to grpc_channel_create unchecked, as before
+ * (rpc.c explain_unreachable gives gRPC's word for those). */
+static const char *const grpc_schemes[] = {"dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:"};
+
+/* One --server entry: "" when it is a target, else why not (a static sentence fragment). */
+static const char *server_entry_problem(const char *e)
+{
+	char host[256];
+	unsigned port;
+
+	for (size_t i = 0; i < sizeof(grpc_schemes) / sizeof(grpc_schemes[0]); i++)
+		if (strncmp(e, grpc_schemes[i], strlen(grpc_schemes[i])) == 0)
+			return e[strlen(grpc_schemes[i])] ? "" : "a gRPC URI without its address";
+	if (strncmp(e, "http://", 7) == 0 || strncmp(e, "https://", 8) == 0)
+		return "a URL, not HOST:PORT: drop the http:// or https:// (gRPC adds its own)";
+	if (tv_hostport_parse(e, host, sizeof(host), &port) || port == 0)
+		return "not HOST:PORT (port 1 to 65535; an IPv6 address in brackets: [::1]:7070)";
+	return "";
 }
 
 int tv_cli_check_servers(const char **servers)
 {
-	const char *from = "--server";
+	const char *from = "--server", *why;
+	struct tv_server_list l;
+	int ret;
 
 	if (!*servers) {
 		const char *env = getenv(TV_SERVER_ENV);
@@ -336,10 +392,31 @@ int tv_cli_check_servers(const char **servers)
 		*servers = env && *env ? env : TV_DEFAULT_SERVER;
 		from = env && *env ? TV_SERVER_ENV : "the default server";
 	}
-	if (tv_server_list_check(*servers))
+	ret = tv_server_list_parse(*servers, 0, &l);
+	if (ret == -ENOMEM)
+		return tv_cli_usage_error("%s: out of memory", from);
+	if (ret)
 		return tv_cli_usage_error("invalid %s: '%s' (HOST:PORT[,HOST:PORT...], no empty "
 					  "entry)", from, *servers);
-	return 0;
+	/* gRPC would say only "transient failure" about a malformed entry, and a server listed
+	 * twice would be read (or written) twice: both are usage errors here, before any call */
+	ret = 0;
+	for (size_t i = 0; i < l.n && !ret; i++) {
+		why = server_entry_problem(l.v[i]);
+		if (*why) {
+			ret = tv_cli_usage_error("invalid %s: '%s' is %s", from, l.v[i], why);
+			break;
+		}
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(l.v[i], l.v[j]) == 0) {
+				ret = tv_cli_usage_error("invalid %s: '%s' is listed twice (every "
+							 "record would be read or written twice)",
+							 from, l.v[i]);
+				break;
+			}
+	}
+	tv_server_list_free(&l);
+	return ret;
 }
 
 int tv_cli_check_chunk_fits(size_t chunk_bytes, size_t max_message_bytes)
@@ -357,4 +434,49 @@ int tv_cli_check_chunk_fits(size_t chunk_bytes, size_t max_message_bytes)
 				  "most %s - %zu = %zu)", chunk_s,
 				  max_message_bytes ? "" : "the default ", msg_s, msg_s, msg - max,
 				  max);
+}
+
+void tv_cli_skip_add(struct tv_cli_skips *s, const char *reason)
+{
+	static const char gone[] = "block file gone:", file[] = "block file ",
+			  open_[] = "cannot open the block file";
+
+	if (!reason)
+		reason = "";
+	if (strncmp(reason, gone, sizeof(gone) - 1) == 0)
+		s->gone++;
+	else if (strncmp(reason, file, sizeof(file) - 1) == 0 ||
+		 strncmp(reason, open_, sizeof(open_) - 1) == 0)
+		s->unreadable++;
+	else
+		s->damaged++;
+}
+
+uint64_t tv_cli_skip_total(const struct tv_cli_skips *s)
+{
+	return s->damaged + s->unreadable + s->gone;
+}
+
+void tv_cli_skip_summary(const char *cmd, const struct tv_cli_skips *s, const char *tail)
+{
+	const struct {
+		uint64_t n;
+		const char *what;
+	} kinds[] = {
+		{s->damaged, "damaged"},
+		{s->unreadable, "unreadable"},
+		{s->gone, "gone: removed while the query ran"},
+	};
+	uint64_t total = tv_cli_skip_total(s);
+	const char *sep = "";
+
+	fprintf(stderr, "tracevault: %s incomplete: %" PRIu64 " block%s skipped (", cmd, total,
+		total == 1 ? "" : "s");
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		if (!kinds[i].n)
+			continue;
+		fprintf(stderr, "%s%" PRIu64 " %s", sep, kinds[i].n, kinds[i].what);
+		sep = ", ";
+	}
+	fprintf(stderr, "; warnings above)%s\n", tail);
 }

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "common/limit.h"
+#include "proto/block.h"
 #include "proto/wire.h"
 #include "write/chunker.h"
 #include "write/grpc_writer.h"
@@ -18,6 +19,25 @@
 /* query: every record printed is right, but a server skipped damaged blocks (a warning line
  * names each), so records of theirs are missing */
 #define TV_CLI_EXIT_INCOMPLETE 3
+
+/* The blocks the servers skipped during one query or summary, by kind of reason: the closing
+ * line says which, since a block removed while the query ran is not a damaged one. */
+struct tv_cli_skips {
+	uint64_t damaged;    /* failed its checks (BLOCK.md): checksum, decode, catalog mismatch */
+	uint64_t unreadable; /* its file missing, not a regular file, or failing to open */
+	uint64_t gone;       /* deleted or quarantined after the query began (retention, Delete) */
+};
+
+/* Count one SkippedBlock by its reason (server/query.c words: "block file gone: ..." is gone,
+ * "block file ..." and "cannot open the block file ..." unreadable, anything else damaged). */
+void tv_cli_skip_add(struct tv_cli_skips *s, const char *reason);
+
+/* Every skipped block counted. */
+uint64_t tv_cli_skip_total(const struct tv_cli_skips *s);
+
+/* Write the closing line "tracevault: CMD incomplete: N block(s) skipped (KINDS; warnings
+ * above)TAIL" on stderr, KINDS being "1 damaged, 2 gone: removed while the query ran". */
+void tv_cli_skip_summary(const char *cmd, const struct tv_cli_skips *s, const char *tail);
 #define TV_CLI_ERR_LEN 1024
 /* tv_cli_parse's "go on": every option was stored, run the command */
 #define TV_CLI_PARSED (-1)
@@ -70,13 +90,17 @@ int tv_cli_runtime_error(const char *fmt, ...) __attribute__((format(printf, 1, 
  * client apply). *servers is --server's value, or NULL when not given: then it becomes the
  * value of TV_SERVER_ENV when set and non-empty, else TV_DEFAULT_SERVER (tracevaultd's
  * default listen address). Returns 0, or the usage exit code after "invalid --server: 'S'
- * (...)" (or "invalid TRACEVAULT_SERVER: ...") for an empty list or entry. */
+ * (...)" (or "invalid TRACEVAULT_SERVER: ...") for an empty list or entry, an entry that is
+ * neither HOST:PORT (port 1 to 65535, IPv6 in brackets) nor a gRPC URI (dns:, ipv4:, ipv6:,
+ * unix:, unix-abstract:), an http(s):// URL, or an entry listed twice. */
 int tv_cli_check_servers(const char **servers);
 
 /* The window of query and summary: --from (required) and --to as tv_parse_time reads them
  * against now_ns, from <= to (equal: an empty window). Returns 0 with *from_ns and *to_ns set,
  * or the usage exit code after "CMD: missing --from", "invalid --from: 'T': why" (or --to)
- * or "--from (F) is after --to (T)". */
+ * or "--from (F) is after --to (T)". A bare integer below 10^12 other than 0 (ns before
+ * 1970-01-01T00:16:40Z: likely seconds typed by mistake) is kept as ns but warned about on
+ * stderr, one line each. */
 int tv_cli_time_window(const char *cmd, const char *from, const char *to, uint64_t now_ns,
 		       uint64_t *from_ns, uint64_t *to_ns);
 
@@ -96,6 +120,22 @@ int tv_cli_check_chunk_fits(size_t chunk_bytes, size_t max_message_bytes);
 #define TV_CLI_MESSAGE_OPTION(type, field)                                                     \
 	{"max-message-bytes", 0, TV_CLI_ARG_SIZE, offsetof(type, field),                       \
 	 &tv_wire_message_bytes_limit, NULL, NULL}
+/* The least --max-message-bytes of the reading commands (query, summary). tracevaultd ends a
+ * QueryResponse once it holds TV_CLI_SERVER_BATCH_BYTES of records, so one holds up to that
+ * plus the record that crossed it (at most TV_BLOCK_MAX_RECORD_BYTES), plus skipped-block
+ * entries and tags: below the sum every ordinary query failed mid-way RESOURCE_EXHAUSTED.
+ * Twice the sum, 4M, leaves room for the entries. QueryRequest has no field that bounds a
+ * batch, so the client adapts to the server, not the other way. */
+#define TV_CLI_SERVER_BATCH_BYTES (1u << 20) /* server/query.h TV_QUERY_BATCH_BYTES; test_limits
+					      * checks the two agree */
+#define TV_CLI_READ_MIN_MESSAGE_BYTES (2 * (TV_CLI_SERVER_BATCH_BYTES + TV_BLOCK_MAX_RECORD_BYTES))
+/* TV_CLI_READ_MIN_MESSAGE_BYTES to TV_WIRE_MAX_MESSAGE_BYTES */
+extern const struct tv_limit tv_cli_read_message_bytes_limit;
+#define TV_CLI_READ_MESSAGE_OPTION(type, field)                                                \
+	{"max-message-bytes", 0, TV_CLI_ARG_SIZE, offsetof(type, field),                       \
+	 &tv_cli_read_message_bytes_limit,                                                      \
+	 "a query batch holds up to 1M of records plus one record of up to 1M", NULL}
+
 #define TV_CLI_WRITER_OPTIONS(type, m)                                                         \
 	{"chunk-bytes", 0, TV_CLI_ARG_SIZE, offsetof(type, m chunk_bytes), &tv_chunk_bytes_limit, \
 	 NULL, NULL},                                                                           \

@@ -65,7 +65,7 @@ static const struct tv_cli_opt query_options[] = {
 	{"stats", 0, TV_CLI_ARG_SET, QA(stats), NULL, NULL, NULL},
 	{"reverse", 'r', TV_CLI_ARG_SET, QA(reverse), NULL, NULL, NULL},
 	TV_FILTER_CLI_OPTIONS(struct query_args, filter),
-	TV_CLI_MESSAGE_OPTION(struct query_args, max_message_bytes),
+	TV_CLI_READ_MESSAGE_OPTION(struct query_args, max_message_bytes),
 	{0},
 };
 
@@ -91,7 +91,8 @@ static const char *const query_usage[] = {
 	"records' bytes before compression), compression_ratio = raw_bytes / bytes and\n"
 	"bytes_per_record = bytes / records (each 0 when undefined).\n"
 	"T is RFC 3339 (2026-03-01T12:00:00.5Z, 2026-03-01T14:00:00+02:00), unix nanoseconds,\n"
-	"'now', or relative to now: -500ms, -30s, -15m, -2h, -1d.\n"
+	"'now', or relative to now: -500ms, -30s, -15m, -2h, -1d. A bare integer is ns: one\n"
+	"below 10^12 (likely seconds) gets a warning line naming the forms meaning seconds.\n"
 	"A block a server finds damaged is skipped (and quarantined there): one warning line on\n"
 	"stderr names it and its time range, every other record is printed, and the exit\n"
 	"status is 3. Exit 0: complete; 1: the query failed (its line says why); 2: usage.\n"
@@ -115,10 +116,12 @@ static const char *const query_usage[] = {
 	"\n",
 	/* a second part: ISO C promises string literals of 4095 bytes only */
 	"Filters, evaluated by the servers; --limit counts the records that pass. Options AND,\n"
-	"the values of one option (a,b or the option repeated) OR; at most 64 values per\n"
-	"option, each at most 1024 bytes:\n"
+	"the values of one option (a,b or the option repeated; --path only repeated) OR; at\n"
+	"most 64 values per option, each at most 1024 bytes:\n"
 	TV_FILTER_CLI_HELP
-	"      --max-message-bytes N  gRPC message size limit, 64K to 1G (default 16M)\n"
+	"      --max-message-bytes N  gRPC message size limit, 4M to 1G (default 16M): a\n"
+	"                             batch of tracevaultd holds up to 1M of records plus\n"
+	"                             one record of up to 1M\n"
 	"                             (sizes take a K, M or G suffix)\n"
 	"  -h, --help                 this text\n"
 	"\n"
@@ -142,7 +145,7 @@ struct query_out {
 	bool unflushed;   /* records rendered since the last flush */
 	int flush_stop;   /* writing failed (out_stop's value): the query stops at the next record */
 	int flush_errno;  /* and why, taken when it failed (gRPC's teardown may change errno) */
-	uint64_t skipped; /* blocks the servers skipped */
+	struct tv_cli_skips skipped; /* blocks the servers skipped, by kind */
 };
 
 static int out_stop(int ret)
@@ -184,7 +187,7 @@ static void print_skip(const char *server, const Tracevault__V1__SkippedBlock *b
 {
 	struct query_out *qo = arg;
 
-	qo->skipped++;
+	tv_cli_skip_add(&qo->skipped, b->reason);
 	fprintf(stderr, "tracevault: warning: server %s skipped block %016" PRIx64 " (segment %016"
 		PRIx64 ", ts_ns %" PRIu64 " to %" PRIu64 "): DATA_LOSS: %s; its records", server,
 		b->block_id, b->segment_id, b->min_ts_ns, b->max_ts_ns,
@@ -321,10 +324,8 @@ int tv_cmd_query(int argc, char **argv)
 		return tv_cli_runtime_error("query: out of memory rendering the output");
 	if (ret)
 		return tv_cli_runtime_error("%s", err);
-	if (qo.skipped) {
-		fprintf(stderr, "tracevault: query incomplete: %" PRIu64 " damaged block%s skipped "
-			"(warnings above); every other record was printed\n", qo.skipped,
-			qo.skipped == 1 ? "" : "s");
+	if (tv_cli_skip_total(&qo.skipped)) {
+		tv_cli_skip_summary("query", &qo.skipped, "; every other record was printed");
 		return TV_CLI_EXIT_INCOMPLETE;
 	}
 	return EXIT_SUCCESS;

@@ -115,7 +115,7 @@ static const struct tv_cli_opt summary_options[] = {
 	{"quantiles", 'q', TV_CLI_ARG_CUSTOM, SA(quantiles), NULL, NULL, parse_quantiles},
 	{"format", 'F', TV_CLI_ARG_CUSTOM, SA(format), NULL, "table, jsonl or csv", parse_format},
 	TV_FILTER_CLI_OPTIONS(struct summary_args, filter),
-	TV_CLI_MESSAGE_OPTION(struct summary_args, max_message_bytes),
+	TV_CLI_READ_MESSAGE_OPTION(struct summary_args, max_message_bytes),
 	{0},
 };
 
@@ -133,7 +133,8 @@ static const char *const summary_usage[] = {
 	"0.55% of the exact value (the item of rank floor(q*(n-1)) of the group's sorted\n"
 	"latencies; PROTOCOL.md \"Summary\"); max is exact.\n"
 	"T is RFC 3339 (2026-03-01T12:00:00.5Z), unix nanoseconds, 'now', or relative to now:\n"
-	"-500ms, -30s, -15m, -2h, -1d.\n"
+	"-500ms, -30s, -15m, -2h, -1d. A bare integer is ns: one below 10^12 (likely seconds)\n"
+	"gets a warning line naming the forms meaning seconds.\n"
 	"A block a server finds damaged is skipped: one warning line names it, its records are\n"
 	"missing from the figures, and the exit status is 3. Exit 0: complete; 1: the summary\n"
 	"failed (its line says why); 2: usage.\n"
@@ -152,9 +153,12 @@ static const char *const summary_usage[] = {
 	"  -F, --format FMT           table (default), jsonl or csv (a header row, then the\n"
 	"                             jsonl fields)\n"
 	"\n"
-	"Filters (as for query: options AND, the values of one option OR):\n",
+	"Filters (as for query: options AND, the values of one option (a,b or the option\n"
+	"repeated; --path only repeated) OR):\n",
 	TV_FILTER_CLI_HELP,
-	"      --max-message-bytes N  gRPC message size limit, 64K to 1G (default 16M)\n"
+	"      --max-message-bytes N  gRPC message size limit, 4M to 1G (default 16M): a\n"
+	"                             batch of tracevaultd holds up to 1M of records plus\n"
+	"                             one record of up to 1M\n"
 	"  -h, --help                 this text\n"
 	"\n"
 	"Examples:\n"
@@ -171,7 +175,7 @@ struct out {
 	int by;
 	const struct quantile_list *q;
 	double window_s;
-	uint64_t skipped;
+	struct tv_cli_skips skipped; /* blocks the servers skipped, by kind */
 };
 
 /* "p50", "p99.9" */
@@ -354,7 +358,7 @@ static void print_skip(const char *server, const Tracevault__V1__SkippedBlock *b
 {
 	struct out *o = arg;
 
-	o->skipped++;
+	tv_cli_skip_add(&o->skipped, b->reason);
 	fprintf(stderr, "tracevault: warning: server %s skipped block %016" PRIx64 " (segment %016"
 		PRIx64 ", ts_ns %" PRIu64 " to %" PRIu64 "): %s; its records are not in the "
 		"summary%s\n", server, b->block_id, b->segment_id, b->min_ts_ns, b->max_ts_ns,
@@ -439,9 +443,8 @@ int tv_cmd_summary(int argc, char **argv)
 	tv_summary_result_free(&r);
 	if (ret)
 		return tv_cli_runtime_error("write stdout: %s", strerror(-ret));
-	if (o.skipped) {
-		fprintf(stderr, "tracevault: summary incomplete: %" PRIu64 " damaged block%s skipped "
-			"(warnings above)\n", o.skipped, o.skipped == 1 ? "" : "s");
+	if (tv_cli_skip_total(&o.skipped)) {
+		tv_cli_skip_summary("summary", &o.skipped, "");
 		return TV_CLI_EXIT_INCOMPLETE;
 	}
 	return EXIT_SUCCESS;

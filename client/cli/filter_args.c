@@ -183,6 +183,34 @@ static int add_match(Tracevault__V1__StringMatch *arr, Tracevault__V1__StringMat
 	return 0;
 }
 
+/* One item of a --host or --comm list: add_match wants it NUL-terminated. */
+static int one_match(Tracevault__V1__StringMatch *arr, Tracevault__V1__StringMatch **ptrs,
+		     size_t *n, const char *s, size_t len, bool host, char *why, size_t whylen)
+{
+	char *item;
+	int ret;
+
+	if (!(item = dup_item(s, len, why, whylen)))
+		return -EINVAL;
+	ret = add_match(arr, ptrs, n, item, host, why, whylen);
+	free(item);
+	return ret;
+}
+
+static int one_host(struct tv_filter_args *f, const char *s, size_t n, char *why,
+		    size_t whylen)
+{
+	return one_match(f->hosts, f->hosts_p, &f->m.n_hosts, s, n, true, why, whylen);
+}
+
+static int one_comm(struct tv_filter_args *f, const char *s, size_t n, char *why,
+		    size_t whylen)
+{
+	return one_match(f->comms, f->comms_p, &f->m.n_comms, s, n, false, why, whylen);
+}
+
+/* A path is taken whole: RFC 3986 §3.3 allows ',' in a path segment, so several paths are
+ * several --path options. */
 static int arg_path(const char *arg, void *field, char *why, size_t whylen)
 {
 	struct tv_filter_args *f = field;
@@ -198,7 +226,8 @@ static int arg_host(const char *arg, void *field, char *why, size_t whylen)
 
 	f->used = true;
 	f->m.hosts = f->hosts_p;
-	return add_match(f->hosts, f->hosts_p, &f->m.n_hosts, arg, true, why, whylen);
+	/* a host name holds no ',' (RFC 1123 §2.1: letters, digits, '-', '.'), so it splits */
+	return each_item(arg, one_host, f, why, whylen);
 }
 
 static int arg_comm(const char *arg, void *field, char *why, size_t whylen)
@@ -207,23 +236,32 @@ static int arg_comm(const char *arg, void *field, char *why, size_t whylen)
 
 	f->used = true;
 	f->m.comms = f->comms_p;
-	return add_match(f->comms, f->comms_p, &f->m.n_comms, arg, false, why, whylen);
+	/* a comm could hold a ',' (any byte but NUL, 15 at most), but no program worth a
+	 * filter names itself so: a list is the useful reading */
+	return each_item(arg, one_comm, f, why, whylen);
 }
 
+static int one_role(struct tv_filter_args *f, const char *s, size_t n, char *why,
+		    size_t whylen)
+{
+	if (n == 6 && strncmp(s, "server", 6) == 0)
+		f->roles |= 1u << TRACEVAULT__V1__ROLE__ROLE_SERVER;
+	else if (n == 6 && strncmp(s, "client", 6) == 0)
+		f->roles |= 1u << TRACEVAULT__V1__ROLE__ROLE_CLIENT;
+	else {
+		snprintf(why, whylen, "'%.*s' is not server or client", (int)n, s);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* QueryFilter.role holds one role; tv_filter_args_finish turns both into ROLE_ANY. */
 static int arg_role(const char *arg, void *field, char *why, size_t whylen)
 {
 	struct tv_filter_args *f = field;
 
 	f->used = true;
-	if (strcmp(arg, "server") == 0)
-		f->m.role = TRACEVAULT__V1__ROLE__ROLE_SERVER;
-	else if (strcmp(arg, "client") == 0)
-		f->m.role = TRACEVAULT__V1__ROLE__ROLE_CLIENT;
-	else {
-		snprintf(why, whylen, "'%s' is not server or client", arg);
-		return -EINVAL;
-	}
-	return 0;
+	return each_item(arg, one_role, f, why, whylen);
 }
 
 static int one_pid(struct tv_filter_args *f, const char *s, size_t n, char *why, size_t whylen)
@@ -239,7 +277,7 @@ static int one_pid(struct tv_filter_args *f, const char *s, size_t n, char *why,
 		}
 		v = v * 10 + (uint64_t)(s[i] - '0');
 	}
-	if (v > UINT32_MAX) {
+	if (v > TV_FILTER_PID_MAX) {
 		snprintf(why, whylen, "'%.*s' is not a pid (0 to 4294967295)", (int)n, s);
 		return -EINVAL;
 	}
@@ -539,6 +577,13 @@ int tv_filter_args_finish(struct tv_filter_args *f, const Tracevault__V1__QueryF
 	}
 	if (!f->used)
 		return 0;
+	/* the values of one option OR: server or client is any role */
+	if (f->roles == 1u << TRACEVAULT__V1__ROLE__ROLE_SERVER)
+		f->m.role = TRACEVAULT__V1__ROLE__ROLE_SERVER;
+	else if (f->roles == 1u << TRACEVAULT__V1__ROLE__ROLE_CLIENT)
+		f->m.role = TRACEVAULT__V1__ROLE__ROLE_CLIENT;
+	else
+		f->m.role = TRACEVAULT__V1__ROLE__ROLE_ANY;
 	if (f->min_latency || f->max_latency) {
 		f->latency.base = rinit.base;
 		if (!f->max_latency)

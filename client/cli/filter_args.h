@@ -26,11 +26,17 @@ struct tv_filter_args {
 	char *trace_ids[TV_FILTER_MAX_ENTRIES];
 	Tracevault__V1__Range latency;
 	bool min_latency, max_latency;
+	unsigned roles; /* --role values given: bit 1 << ROLE_SERVER, 1 << ROLE_CLIENT */
 	int path_with_query; /* --path-with-query (a TV_CLI_ARG_SET field) */
 };
 
 /* The filter options' table entries (struct tv_cli_opt, cli/cli.h) for a command whose
  * options struct type holds a struct tv_filter_args at field; and their --help lines. */
+/* --pid of query/summary: a record's pid is a uint32 (TraceRecord.pid), and put may store
+ * any of them, 0 included, so the filter takes the whole range (capture's --pid, of live
+ * processes, is 1..INT_MAX: cli.h). */
+#define TV_FILTER_PID_MAX UINT32_MAX
+
 #define TV_FILTER_CLI_OPTIONS(type, field)                                                     \
 	{"method", 0, TV_CLI_ARG_CUSTOM, offsetof(type, field), NULL, NULL,                    \
 	 tv_filter_arg_method},                                                                 \
@@ -57,11 +63,12 @@ struct tv_filter_args {
 	"      --method M             GET, POST, ... (exact, case-sensitive)\n"                \
 	"      --status S             5xx, 404, 500-599 (100 to 599), none (no response)\n"     \
 	"      --path P               the path before its ?query; a glob when P holds *, ? or [\n" \
-	"                             (fnmatch: * also crosses /, [*] is a literal *)\n"        \
+	"                             (fnmatch: * also crosses /, [*] is a literal *); taken\n" \
+	"                             whole, ',' included: repeat --path for several\n"        \
 	"      --path-with-query      --path matches the whole path, query included\n"         \
 	"      --host H               host, case and port ignored; a glob as --path\n"         \
-	"      --role R               server or client\n"                                      \
-	"      --pid N                process id\n"                                            \
+	"      --role R               server or client (both: any role)\n"                   \
+	"      --pid N                process id, 0 to 4294967295 (a record's uint32 pid)\n"    \
 	"      --comm C               process name; a glob as --path\n"                        \
 	"      --remote A             peer address or CIDR: 10.0.0.0/8, ::1, 2001:db8::/32\n"  \
 	"      --trace-id X           32 hex digits of the W3C traceparent\n"                  \
@@ -72,7 +79,7 @@ struct tv_filter_args {
 
 /* tv_cli_opt CUSTOM parsers; field is the struct tv_filter_args. 0 or -EINVAL with a reason
  * in why. Values are not copied: arg must outlive the filter (argv does). Lists take a,b or
- * a repeated option, except --path/--host/--comm (a comma may be part of them). */
+ * a repeated option, except --path (RFC 3986 allows ',' in a path): repeat it for several. */
 int tv_filter_arg_method(const char *arg, void *field, char *why, size_t whylen);
 int tv_filter_arg_status(const char *arg, void *field, char *why, size_t whylen);
 int tv_filter_arg_path(const char *arg, void *field, char *why, size_t whylen);

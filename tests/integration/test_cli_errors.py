@@ -125,6 +125,28 @@ def usage_cases(good_file):
          "tracevault: invalid --server: 'a:1,,b:2' (HOST:PORT[,HOST:PORT...], no empty entry)"),
         (["query", "--server", "a:1,", "--from", "-1m"],
          "tracevault: invalid --server: 'a:1,' (HOST:PORT[,HOST:PORT...], no empty entry)"),
+        # a malformed entry is a usage error naming it, not gRPC's "transient failure"
+        # (exit 1) after a connect attempt; an http(s):// URL gets a hint; a server listed
+        # twice would double every record read (or written)
+        ] + [([cmd, "--server", "127.0.0.1:1," + e] + rest,
+              "tracevault: invalid --server: '%s' is not HOST:PORT (port 1 to 65535; an IPv6 "
+              "address in brackets: [::1]:7070)" % e)
+             for e in ("127.0.0.1", "127.0.0.1:99999", ":7070", "::1:7070", "127.0.0.1:0",
+                       "garbage", "127.0.0.1:7070x", "[::1]7070")
+             for cmd, rest in (("query", ["--from", "-1m"]), ("summary", ["--from", "-1m"]),
+                               ("put", [good_file]))] + [
+        (["query", "--server", e, "--from", "-1m"],
+         "tracevault: invalid --server: '%s' is a URL, not HOST:PORT: drop the http:// or "
+         "https:// (gRPC adds its own)" % e)
+        for e in ("http://127.0.0.1:7070", "https://[::1]:7070")] + [
+        (["query", "--server", "unix:", "--from", "-1m"],
+         "tracevault: invalid --server: 'unix:' is a gRPC URI without its address"),
+        (["summary", "--server", "127.0.0.1:1,[::1]:1,127.0.0.1:1", "--from", "-1m"],
+         "tracevault: invalid --server: '127.0.0.1:1' is listed twice (every record would be "
+         "read or written twice)"),
+        (["put", "--server", "127.0.0.1:1,127.0.0.1:1", good_file],
+         "tracevault: invalid --server: '127.0.0.1:1' is listed twice (every record would be "
+         "read or written twice)"),
         # the sockfilter packet ring is whole 1M blocks: capture's bound for that mode
         (["capture", "--server", UNREACHABLE, "--mode", "sockfilter", "--ring-bytes", "4K"],
          "tracevault: --ring-bytes 4K is outside the bound of --mode sockfilter (a power of "
@@ -202,6 +224,15 @@ def check_version_and_default_server(good):
     assert p.returncode == 2 and p.stderr == (
         "tracevault: invalid TRACEVAULT_SERVER: 'a,,b' (HOST:PORT[,HOST:PORT...], no empty "
         "entry)\n"), p
+    p = run_env(["summary", "--from", "-1m"], "garbage")
+    assert p.returncode == 2 and p.stderr == (
+        "tracevault: invalid TRACEVAULT_SERVER: 'garbage' is not HOST:PORT (port 1 to 65535; "
+        "an IPv6 address in brackets: [::1]:7070)\n"), p
+    # a gRPC URI, as gRPC resolves it: not refused here, gRPC's word when nothing answers
+    p = run_env(["query", "--from", "-1m"], "unix:/nonexistent/tracevault.sock")
+    assert p.returncode == 1 and p.stderr == (
+        "tracevault: cannot reach server unix:/nonexistent/tracevault.sock: transient "
+        "failure (gRPC could not connect)\n"), p
     p = run_env(["query", "--from", "-1m"], UNREACHABLE)
     assert p.returncode == 1 and "cannot reach server 127.0.0.1:1" in p.stderr, p
     # neither: tracevaultd's default address (served or not on this machine)

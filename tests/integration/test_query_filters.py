@@ -333,6 +333,49 @@ def test_cli_v6_host(srv, records):
         assert got == want, (pat, len(got), len(want))
 
 
+def test_cli_option_lists(srv, records):
+    """Every filter option's values OR, given as a,b or as the option repeated (query --help
+    says so): --role server --role client is every role, not the last one; --comm and --host
+    split at ',' (no comm or RFC 1123 host name worth a filter holds one); --path is taken
+    whole (RFC 3986 allows ',' in a path), so several paths are several --path options.
+    The expected sets are computed here from the records, not from FilterSpec."""
+    hi = max(r.ts_ns for r in records) + 1
+
+    def run(*opts):
+        p = tvtest.run(["query", "--server", srv.addr, "--from", "0", "--to", str(hi)] +
+                       list(opts), timeout=60)
+        assert p.returncode == 0, (opts, p.returncode, p.stderr)
+        return sorted(cli_key(json.loads(line)) for line in p.stdout.splitlines())
+
+    def want(pred):
+        got = sorted(cli_key_of(r) for r in records if pred(r))
+        assert got, "no record for this case: the test proves nothing"
+        return got
+
+    every = want(lambda r: True)
+    clients = want(lambda r: r.role == "client")
+    assert run("--role", "server", "--role", "client") == every, "--role repeated"
+    assert run("--role", "client,server") == every, "--role a,b"
+    assert run("--role", "client", "--role", "client") == clients, "--role client twice"
+    nginx_node = want(lambda r: r.comm in ("nginx", "node"))
+    assert run("--comm", "nginx,node") == nginx_node, "--comm a,b"
+    assert run("--comm", "nginx", "--comm", "node") == nginx_node, "--comm repeated"
+    assert run("--comm", "ngin*,curl") == want(lambda r: r.comm.startswith("ngin") or
+                                              r.comm == "curl"), "--comm glob,value"
+    hosts = want(lambda r: r.host.lower().split(":")[0] in ("cdn.example", "shop.example"))
+    assert run("--host", "cdn.example,SHOP.example") == hosts, "--host a,b"
+    assert run("--host", "cdn.example", "--host", "shop.example") == hosts, "--host repeated"
+    assert run("--host", "[::1],cdn.example") == want(
+        lambda r: r.host in ("[::1]:8080", "cdn.example")), "--host [v6],name"
+    paths = want(lambda r: r.path.split("?")[0] in ("/api", "/static/a.png"))
+    assert run("--path", "/api", "--path", "/static/a.png") == paths, "--path repeated"
+    assert run("--path", "/api,/static/a.png") == [], "--path a,b is one path, literal"
+    h = tvtest.run(["query", "--help"])
+    assert "repeat --path for several" in h.stdout, h.stdout
+    p = tvtest.run(["query", "--server", srv.addr, "--from", "0", "--comm", "nginx,,node"])
+    assert p.returncode == 2 and "nginx,,node" in p.stderr, (p.returncode, p.stderr)
+
+
 def cli_key_of(r):
     return (r.ts_ns, r.pid, r.path, r.status, r.remote, r.latency_ns)
 
@@ -390,6 +433,8 @@ def main():
             print("ok %d cli rounds" % ROUNDS_CLI)
             test_cli_v6_host(srv, records)
             print("ok --host [::1]")
+            test_cli_option_lists(srv, records)
+            print("ok option lists: a,b and repeated options OR")
             test_two_servers(srv, rng, records, shared_ts, deadline)
             print("ok %d cli rounds over two servers" % ROUNDS_TWO_SERVERS)
             test_old_server_is_refused(cl.pb, records)

@@ -191,8 +191,14 @@ def main():
         # usage errors
         p = tvtest.run(["query", "--server", srv.addr, "--from", "0", "--stats", "--limit", "3"])
         assert p.returncode == 2 and p.stderr.startswith("tracevault: "), p
-        # two servers listed: the sums add up (the same server twice counts twice)
-        st = stats(srv.addr + "," + srv.addr, BASE_NS, BASE_NS + 5000 * S)
+        # the same entry twice is refused (every record would count twice), as a usage error
+        p = tvtest.run(["query", "--server", srv.addr + "," + srv.addr, "--from", "0",
+                        "--stats"])
+        assert p.returncode == 2 and "listed twice" in p.stderr, p
+        # two servers listed: the sums add up (the same server reached under a second
+        # name, its gRPC URI, counts twice)
+        assert srv.addr.startswith("127.0.0.1:"), srv.addr
+        st = stats(srv.addr + ",ipv4:" + srv.addr, BASE_NS, BASE_NS + 5000 * S)
         assert st["lost_total"] == 90 and st["records"] == 2 * (N_PUT + 5), st
         assert st["bytes"] == 2 * whole["bytes"], (st, whole)
 

@@ -77,6 +77,28 @@ def main():
         assert p.returncode == 2 and p.stderr == \
             "tracevault: --from (-1m) is after --to (%s)\n" % rfc3339(now0 - H), p
         print("ok --stats window edges")
+
+        # unix seconds typed where T is ns: still ns (the documented meaning, so the window
+        # holds nothing), but one warning line per edge names the forms that mean seconds,
+        # for query and summary alike; 0, 10^12 ns and up, and non-integers warn nothing
+        frm_s, to_s = (now0 - 20 * MIN) // S, (now0 + 10 * S) // S
+        for cmd in ("query", "summary"):
+            p = tvtest.run([cmd, "--server", srv.addr, "--from", str(frm_s), "--to",
+                            str(to_s), "--format", "jsonl"], check=True)
+            warn = ["tracevault: warning: --%s %d is read as nanoseconds "
+                    "(1970-01-01T00:00:%02d.%09dZ); for unix seconds write %s or %d"
+                    % (opt, v, v // S, v % S, rfc3339(v * S)[:19] + "Z", v * S)
+                    for opt, v in (("from", frm_s), ("to", to_s))]
+            assert p.stderr.splitlines() == warn, (cmd, p.stderr)
+        assert paths(srv.addr, "--from", str(frm_s), "--to", str(to_s)) == []
+        for window in (["--from", "0", "--to", str(10**12)], ["--from", str(now0 - H)],
+                       ["--from", "-1h"], ["--from", str(now0 - H), "--to", "now"]):
+            p = tvtest.run(["query", "--server", srv.addr] + window, check=True)
+            assert p.stderr == "", (window, p.stderr)
+        p = tvtest.run(["query", "--server", srv.addr, "--from", "999999999999"], check=True)
+        assert p.stderr == "tracevault: warning: --from 999999999999 is read as nanoseconds " \
+            "(1970-01-01T00:16:39.999999999Z)\n", p.stderr  # as seconds: past 2^64 ns
+        print("ok bare integers below 10^12 ns warn")
     print("PASS")
 
 
