@@ -120,6 +120,7 @@ struct tv_query {
 	uint32_t batch_records;
 	size_t batch_bytes;
 	bool reverse;
+	bool silent; /* tv_query_params.silent: no log line at the end */
 	uint32_t features;               /* not 0: still to announce on the first message */
 	struct tv_filter *filter;        /* NULL: every record in range */
 	struct tv_catalog_block *blocks; /* overlap order: min_ts_ns, block_id */
@@ -313,6 +314,7 @@ int tv_query_new(struct tv_query **out, struct tv_catalog *c, struct tv_store *s
 	q->batch_records = TV_QUERY_FIRST_BATCH_RECORDS;
 	q->batch_bytes = TV_QUERY_FIRST_BATCH_BYTES;
 	q->reverse = p->reverse;
+	q->silent = p->silent;
 	q->features = p->features;
 	pool->queries++;
 	/* numbered before the catalog is read: a pass's rows gone at started == N are in no
@@ -369,7 +371,7 @@ void tv_query_free(struct tv_query *q)
 
 	if (!q)
 		return;
-	if (q->planned) {
+	if (q->planned && !q->silent) {
 		char tail[128] = "";
 
 		if (tv_filter_trace_ids(q->filter, &ids))

@@ -99,6 +99,7 @@ struct tv_query_params {
 	/* QueryResponse.features (TV_QUERY_FEATURE_*): when not 0, the first message carries it
 	 * (and one is always sent, maybe without records) */
 	uint32_t features;
+	bool silent; /* no "query: planned" line at the end (Summary's placeholder logs its own) */
 };
 
 /* Plan a query: reads the overlapping block list from the catalog (metadata only). filter
@@ -109,7 +110,7 @@ int tv_query_new(struct tv_query **out, struct tv_catalog *c, struct tv_store *s
 		 struct tv_query_pool *pool, const struct tv_query_params *p,
 		 struct tv_filter *filter, char *err, size_t errlen);
 /* Release the query and everything it holds (descriptors, memory back to the pool). A query
- * that was planned logs one line on stderr: "query: planned P blocks, opened O, examined E
+ * that was planned logs one line on stderr (unless its params were silent): "query: planned P blocks, opened O, examined E
  * records, sent S, forward|reverse, T ms" (E counts records decoded, every pass; T from
  * tv_query_new). */
 void tv_query_free(struct tv_query *q);

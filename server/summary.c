@@ -512,7 +512,8 @@ int tv_summary_new(struct tv_summary **out, struct tv_catalog *c, struct tv_stor
 	/* An empty query ([0, 0) lists no block): it numbers the summary among the pool's
 	 * running queries, so retention keeps the files the scan lists, and gives it the
 	 * query's memory limits. The blocks are the scan's. */
-	ret = tv_query_new(&s->q, c, st, pool, &(struct tv_query_params){ 0 }, NULL, err, errlen);
+	ret = tv_query_new(&s->q, c, st, pool, &(struct tv_query_params){ .silent = true }, NULL,
+			   err, errlen);
 	if (ret) {
 		tv_filter_free(filter);
 		free(s);
