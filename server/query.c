@@ -533,28 +533,22 @@ static int batch_put_skip(struct tv_query *q, struct batch *b, size_t i)
 
 /* ---- a block that cannot be served ---- */
 
-enum fault {
-	F_RESOURCE, /* no memory or descriptor: the query cannot go on */
-	F_DAMAGED,  /* the block itself fails its checks: quarantine and skip */
-	F_UNREADABLE, /* its file is gone or unreadable: skip, leave it */
-};
-
-static enum fault classify(int ret)
+enum tv_block_fault tv_block_fault_of(int ret)
 {
 	switch (ret) {
 	case -ENOMEM:
 	case -ENOBUFS:
 	case -EMFILE:
 	case -ENFILE:
-		return F_RESOURCE;
+		return TV_BLOCK_RESOURCE;
 	case -EBADMSG:         /* every check of BLOCK.md and the catalog row */
 	case -EPROTONOSUPPORT: /* a version or codec Write would have refused */
 	case -EINVAL:          /* shorter than a header */
 	case -ELOOP:           /* a symlink */
 	case -EMEDIUMTYPE:     /* not a regular file */
-		return F_DAMAGED;
+		return TV_BLOCK_DAMAGED;
 	default:
-		return F_UNREADABLE;
+		return TV_BLOCK_UNREADABLE;
 	}
 }
 
@@ -565,12 +559,12 @@ static int block_fault(struct tv_query *q, size_t bi, int ret, const char *reaso
 		       uint32_t served, struct batch *b, char *err, size_t errlen)
 {
 	const struct tv_catalog_block *meta = &q->blocks[bi];
-	enum fault kind = classify(ret);
+	enum tv_block_fault kind = tv_block_fault_of(ret);
 	char qerr[REASON_LEN];
 	struct skip *sk;
 	int r;
 
-	if (kind == F_RESOURCE) {
+	if (kind == TV_BLOCK_RESOURCE) {
 		snprintf(err, errlen, "block %016llx: %s", (unsigned long long)meta->block_id,
 			 reason);
 		return ret;
@@ -585,7 +579,7 @@ static int block_fault(struct tv_query *q, size_t bi, int ret, const char *reaso
 	sk = &q->skips[q->nskips++];
 	*sk = (struct skip){ .bi = bi, .served = served };
 	snprintf(sk->reason, sizeof(sk->reason), "%s", reason);
-	if (kind == F_DAMAGED) {
+	if (kind == TV_BLOCK_DAMAGED) {
 		/* logs what it did, or why it could not; its transaction goes without our read */
 		tv_catalog_trace_filter_release(q->catalog);
 		r = tv_quarantine_block(q->store, q->catalog, meta->segment_id, meta->block_id,
@@ -608,13 +602,12 @@ static int block_fault(struct tv_query *q, size_t bi, int ret, const char *reaso
 
 /* ---- reading a block ---- */
 
-static ssize_t read_block(void *arg, uint64_t offset, void *buf, size_t len)
+ssize_t tv_block_read_fd(void *fd, uint64_t offset, void *buf, size_t len)
 {
-	struct cursor *cur = arg;
 	ssize_t r;
 
 	do
-		r = pread(cur->fd, buf, len, (off_t)offset);
+		r = pread(*(int *)fd, buf, len, (off_t)offset);
 	while (r < 0 && errno == EINTR);
 	return r < 0 ? -errno : r;
 }
@@ -661,8 +654,8 @@ static void slice_record(struct tv_query *q)
  * from pass to pass. Returns 0 or a negative errno with why. */
 static int cursor_stream_open(struct tv_query *q, struct cursor *cur, char *why, size_t whylen)
 {
-	int ret = tv_block_stream_open(&cur->s, read_block, cur, cur->file_bytes, &q->budget,
-				       why, whylen);
+	int ret = tv_block_stream_open(&cur->s, tv_block_read_fd, &cur->fd, cur->file_bytes,
+				       &q->budget, why, whylen);
 
 	const char *ids;
 	size_t n;
@@ -794,14 +787,14 @@ static int cursor_drop(struct tv_query *q, struct cursor *cur, struct batch *b, 
 	return ret;
 }
 
-/* The reason an open of the block file failed with ret. */
-static void open_reason(struct tv_query *q, uint64_t block_id, int ret, char *why, size_t len)
+void tv_block_open_reason(struct tv_catalog *c, uint64_t block_id, int ret, const char *reader,
+			  char *why, size_t len)
 {
 	switch (ret) {
 	case -ENOENT:
-		if (tv_catalog_contains(q->catalog, block_id) == 0)
+		if (tv_catalog_contains(c, block_id) == 0)
 			snprintf(why, len, "block file gone: deleted (Delete, or retention past "
-				 "--retain-query-grace) or quarantined after the query began");
+				 "--retain-query-grace) or quarantined after the %s began", reader);
 		else
 			snprintf(why, len, "block file missing");
 		break;
@@ -923,7 +916,7 @@ static int open_block(struct tv_query *q, size_t bi, struct batch *b, char *err,
 	ret = tv_store_open_block(q->store, meta->segment_id, meta->block_id, &cur->fd, &size);
 	if (ret) {
 		free(cur);
-		open_reason(q, meta->block_id, ret, why, sizeof(why));
+		tv_block_open_reason(q->catalog, meta->block_id, ret, "query", why, sizeof(why));
 		return block_fault(q, bi, ret, why, 0, b, err, errlen);
 	}
 	q->pool->open_blocks++;

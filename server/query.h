@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/status.h>
@@ -140,5 +141,24 @@ size_t tv_query_skipped(const struct tv_query *q);
 /* The status of a complete query: OK, or DATA_LOSS when blocks were skipped, with details
  * naming the first TV_QUERY_DETAIL_BLOCKS of them (written to details, always). */
 grpc_status_code tv_query_end_status(const struct tv_query *q, char *details, size_t len);
+
+/* ---- a block that cannot be served: shared with Summary's scan (server/summary_scan.c) ---- */
+
+/* What a block's failure ret (negative errno) means: no memory or descriptor, so the reader
+ * cannot go on (RESOURCE); the block itself fails its checks, a symlink or not a regular file:
+ * quarantine and skip it (DAMAGED); anything else, its file gone or unreadable: skip it and
+ * leave it in place (UNREADABLE). PROTOCOL.md, Query. */
+enum tv_block_fault { TV_BLOCK_RESOURCE, TV_BLOCK_DAMAGED, TV_BLOCK_UNREADABLE };
+enum tv_block_fault tv_block_fault_of(int ret);
+
+/* The reason, in why (len bytes), that opening block_id's file failed with ret; reader
+ * ("query", "summary") names who began before a file went. The CLI reads the "block file
+ * gone" prefix (PROTOCOL.md). */
+void tv_block_open_reason(struct tv_catalog *c, uint64_t block_id, int ret, const char *reader,
+			  char *why, size_t len);
+
+/* tv_block_stream_open's reader for a block file: pread of len bytes at offset from the
+ * descriptor *(int *)fd, retried on EINTR. Bytes read, or a negative errno. */
+ssize_t tv_block_read_fd(void *fd, uint64_t offset, void *buf, size_t len);
 
 #endif

@@ -225,26 +225,7 @@ size_t tv_summary_scan_skipped(const struct tv_summary_scan *s,
 	return s->nskips;
 }
 
-/* ---- a block that cannot be served (server/query.c's classification) ---- */
-
-static bool is_resource(int ret)
-{
-	return ret == -ENOMEM || ret == -ENOBUFS || ret == -EMFILE || ret == -ENFILE;
-}
-
-static bool is_damage(int ret)
-{
-	switch (ret) {
-	case -EBADMSG:         /* every check of BLOCK.md and the catalog row */
-	case -EPROTONOSUPPORT: /* a version or codec Write would have refused */
-	case -EINVAL:          /* shorter than a header */
-	case -ELOOP:           /* a symlink */
-	case -EMEDIUMTYPE:     /* not a regular file */
-		return true;
-	default:
-		return false;
-	}
-}
+/* ---- a block that cannot be served (server/query.h's classification) ---- */
 
 /* The open block failed with ret for reason: the scan cannot go on (returns ret with err set),
  * or the block is skipped (returns 0): quarantined when damaged, logged and listed. The block
@@ -259,7 +240,7 @@ static int block_fault(struct tv_summary_scan *s, int ret, const char *reason, c
 	int r;
 
 	close_block(s);
-	if (is_resource(ret)) {
+	if (tv_block_fault_of(ret) == TV_BLOCK_RESOURCE) {
 		snprintf(err, errlen, "block %016llx: %s", (unsigned long long)meta->block_id,
 			 reason);
 		return ret;
@@ -289,7 +270,7 @@ static int block_fault(struct tv_summary_scan *s, int ret, const char *reason, c
 	sk->m.max_ts_ns = meta->max_ts_ns;
 	sk->m.records_served = s->served;
 	sk->m.reason = sk->reason;
-	if (is_damage(ret)) /* logs what it did, or why it could not */
+	if (tv_block_fault_of(ret) == TV_BLOCK_DAMAGED) /* logs what it did, or why not */
 		sk->m.quarantined = tv_quarantine_block(s->store, s->catalog, meta->segment_id,
 							meta->block_id, reason) == 0;
 	s->skips[s->nskips] = sk;
@@ -303,40 +284,6 @@ static int block_fault(struct tv_summary_scan *s, int ret, const char *reason, c
 }
 
 /* ---- opening a block ---- */
-
-static ssize_t read_block(void *arg, uint64_t offset, void *buf, size_t len)
-{
-	struct tv_summary_scan *s = arg;
-	ssize_t r;
-
-	do
-		r = pread(s->fd, buf, len, (off_t)offset);
-	while (r < 0 && errno == EINTR);
-	return r < 0 ? -errno : r;
-}
-
-static void open_reason(struct tv_summary_scan *s, uint64_t block_id, int ret, char *why,
-			size_t len)
-{
-	switch (ret) {
-	case -ENOENT:
-		if (tv_catalog_contains(s->catalog, block_id) == 0)
-			snprintf(why, len, "block file gone: deleted (Delete, or retention past "
-				 "--retain-query-grace) or quarantined after the summary began");
-		else
-			snprintf(why, len, "block file missing");
-		break;
-	case -ELOOP:
-		snprintf(why, len, "block file is a symlink");
-		break;
-	case -EMEDIUMTYPE:
-		snprintf(why, len, "block file is not a regular file");
-		break;
-	default:
-		snprintf(why, len, "cannot open the block file: %s", strerror(-ret));
-		break;
-	}
-}
 
 /* Open block bi and check it against its catalog row; a block that cannot be served is
  * skipped (s->st stays NULL). Returns 0, or a negative errno when the scan cannot go on. */
@@ -362,11 +309,12 @@ static int open_block(struct tv_summary_scan *s, size_t bi, char *err, size_t er
 	ret = tv_store_open_block(s->store, meta->segment_id, meta->block_id, &s->fd, &size);
 	if (ret) {
 		s->fd = -1;
-		open_reason(s, meta->block_id, ret, why, sizeof(why));
+		tv_block_open_reason(s->catalog, meta->block_id, ret, "summary", why, sizeof(why));
 		return block_fault(s, ret, why, err, errlen);
 	}
 	s->pool->open_blocks++;
-	ret = tv_block_stream_open(&s->st, read_block, s, size, &s->budget, why, sizeof(why));
+	ret = tv_block_stream_open(&s->st, tv_block_read_fd, &s->fd, size, &s->budget, why,
+				   sizeof(why));
 	if (ret)
 		return block_fault(s, ret, why, err, errlen);
 	h = tv_block_stream_header(s->st);
