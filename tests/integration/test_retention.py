@@ -297,21 +297,26 @@ def test_delete_killed_mid_way_leaves_the_segment_whole_or_gone():
         srv.cleanup()
 
 
+def write_backlog(srv, rng, n):
+    """n one-record segments (one block each, 1 ns apart) written to srv, then srv stopped."""
+    srv.start()
+    cl = tvtest.GrpcClient(srv.addr)
+    try:
+        for k in range(n):
+            sid = rng.getrandbits(62) | 1
+            cl.write_encoded(sid, make_segment(rng, sid, [[NOW_NS + k]]))
+    finally:
+        cl.close()
+    assert srv.stop() == 0
+
+
 def test_a_pass_takes_at_most_256_segments():
     """300 segments, then a restart with --retain-bytes 1: the first pass removes the 256
     oldest, the next (at once, not after --retain-interval) the other 44."""
     rng = random.Random(11)
     srv = tvtest.Server()
     try:
-        srv.start()
-        cl = tvtest.GrpcClient(srv.addr)
-        try:
-            for k in range(300):
-                sid = rng.getrandbits(62) | 1
-                cl.write_encoded(sid, make_segment(rng, sid, [[NOW_NS + k]]))
-        finally:
-            cl.close()
-        assert srv.stop() == 0
+        write_backlog(srv, rng, 300)
         srv.extra_args = ["--retain-bytes", "1", "--retain-interval", "1d"]
         srv.start()
         cl = tvtest.GrpcClient(srv.addr)
@@ -420,15 +425,7 @@ def test_a_failing_catalog_is_not_retried_on_every_turn():
         tvtest.skip(str(e))
     srv = tvtest.Server(data_dir=os.path.join(mnt, "data"))
     try:
-        srv.start()
-        cl = tvtest.GrpcClient(srv.addr)
-        try:
-            for k in range(300):
-                sid = rng.getrandbits(62) | 1
-                cl.write_encoded(sid, make_segment(rng, sid, [[NOW_NS + k]]))
-        finally:
-            cl.close()
-        assert srv.stop() == 0
+        write_backlog(srv, rng, 300)
         fill(mnt, "filler", 64 * 1024)
         srv.extra_args = ["--retain-bytes", "1", "--retain-interval", "1d"]
         srv.start()
