@@ -5,6 +5,8 @@
 
 #include <string.h>
 
+_Static_assert(TV_REC_MAX_FIELD < 32, "tv_record_wire.set holds a bit per field number");
+
 /* What protobuf-c makes of each TraceRecord field number: the wire type it requires and where
  * the value goes. Numbers past TV_REC_MAX_FIELD (and 0) are unknown fields: any wire type. */
 enum kind { K_UNKNOWN, K_U64, K_U32, K_STRING, K_BYTES, K_HEADER };
@@ -66,9 +68,11 @@ static int header_parse(const uint8_t *m, size_t len, struct tv_wire_str *name,
 }
 
 /* The pass under tv_record_wire_parse (w set) and tv_record_wire_check (w NULL: only the
- * checks and ts_ns), inlined into each so the check stores nothing it does not need. */
+ * checks and ts_ns), inlined into each so the check stores nothing it does not need. With w,
+ * *seen collects a bit per num/str field it stored (for tv_record_wire_parse_next). */
 static inline __attribute__((always_inline)) int walk(const uint8_t *rec, size_t len,
-						     struct tv_record_wire *w, uint64_t *ts_ns)
+						     struct tv_record_wire *w, uint64_t *ts_ns,
+						     uint32_t *seen)
 {
 	struct tv_wire_field f;
 	struct tv_wire_str name, value;
@@ -83,28 +87,36 @@ static inline __attribute__((always_inline)) int walk(const uint8_t *rec, size_t
 		case K_U64:
 			if (f.wire_type != 0)
 				return -EBADMSG;
-			if (w)
+			if (w) {
 				w->num[f.number] = f.v;
+				*seen |= 1u << f.number;
+			}
 			if (f.number == TV_REC_TS_NS)
 				*ts_ns = f.v;
 			break;
 		case K_U32:
 			if (f.wire_type != 0)
 				return -EBADMSG;
-			if (w)
+			if (w) {
 				w->num[f.number] = (uint32_t)f.v;
+				*seen |= 1u << f.number;
+			}
 			break;
 		case K_STRING:
 			if (f.wire_type != 2)
 				return -EBADMSG;
-			if (w)
+			if (w) {
 				w->str[f.number] = c_string(&f);
+				*seen |= 1u << f.number;
+			}
 			break;
 		case K_BYTES:
 			if (f.wire_type != 2)
 				return -EBADMSG;
-			if (w)
+			if (w) {
 				w->str[f.number] = (struct tv_wire_str){ (const char *)f.p, f.len };
+				*seen |= 1u << f.number;
+			}
 			break;
 		case K_HEADER:
 			if (f.wire_type != 2 || header_parse(f.p, f.len, &name, &value))
@@ -117,20 +129,40 @@ static inline __attribute__((always_inline)) int walk(const uint8_t *rec, size_t
 	return 0;
 }
 
-int tv_record_wire_parse(const uint8_t *rec, size_t len, struct tv_record_wire *w)
+int tv_record_wire_parse_next(const uint8_t *rec, size_t len, struct tv_record_wire *w)
 {
+	uint32_t seen = 0, stale;
 	uint64_t ts_ns;
+	int ret;
 
-	memset(w, 0, sizeof(*w));
 	w->rec = rec;
 	w->len = len;
-	return walk(rec, len, w, &ts_ns);
+	w->n_headers[0] = w->n_headers[1] = 0;
+	ret = walk(rec, len, w, &ts_ns, &seen);
+	/* every field holding a value is in w->set (zeroed view: none): what this record did not
+	 * overwrite goes back to absent */
+	stale = w->set & ~seen;
+	while (stale) {
+		unsigned n = (unsigned)__builtin_ctz(stale);
+
+		w->num[n] = 0;
+		w->str[n] = (struct tv_wire_str){ NULL, 0 };
+		stale &= stale - 1;
+	}
+	w->set = seen;
+	return ret;
+}
+
+int tv_record_wire_parse(const uint8_t *rec, size_t len, struct tv_record_wire *w)
+{
+	memset(w, 0, sizeof(*w));
+	return tv_record_wire_parse_next(rec, len, w);
 }
 
 int tv_record_wire_check(const uint8_t *rec, size_t len, uint64_t *ts_ns)
 {
 	*ts_ns = 0;
-	return walk(rec, len, NULL, ts_ns);
+	return walk(rec, len, NULL, ts_ns, NULL);
 }
 
 bool tv_record_wire_header(const struct tv_record_wire *w, bool req, size_t *pos,

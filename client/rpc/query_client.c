@@ -4,7 +4,9 @@
  * evaluate (QueryResponse.features) before any of its records is taken. A response is read
  * in place (proto/record_wire.h): its bytes are copied once into the stream's reused buffer
  * and every record is handed out as a view into them, with no allocation per record or
- * message; only the rare SkippedBlock is unpacked. */
+ * message; only the rare SkippedBlock is unpacked. Each record is read once, as it is handed
+ * out: a record that does not parse, or breaks the order or the window, fails the query there,
+ * after the records before it (each one is checked before it is handed out). */
 #include "rpc/query_client.h"
 
 #include <errno.h>
@@ -22,6 +24,7 @@
 #include "common/grpc_util.h"
 #include "rpc/rpc.h"
 #include "proto/record_wire.h"
+#include "proto/varint.h"
 #include "proto/wire.h"
 
 /* A query tag names the stream and the batch: (stream index << 2) | kind, kind never 0. */
@@ -151,9 +154,23 @@ static void free_skipped(struct stream *s)
 	s->n_skip = 0;
 }
 
-/* Read the QueryResponse of len bytes in s->msg: its records into s->recs (each checked as a
- * TraceRecord), its skipped blocks unpacked into s->skip, *features. 0, -EBADMSG when
- * protobuf-c would refuse the message (the rules of proto/record_wire.h), or -ENOMEM. */
+/* The ts_ns a record leads with, for the merge, without reading the record: protobuf-c and
+ * tracevaultd write fields in number order, so a record with a ts_ns starts with its tag (0x08).
+ * Anything else gets the full check. emit_ready holds the value to the record's full reading,
+ * which is the one that counts. 0, or -EBADMSG. */
+static int head_ts(const uint8_t *rec, size_t len, uint64_t *ts_ns)
+{
+	size_t used;
+
+	if (len >= 2 && rec[0] == 0x08 && tv_varint_get(rec + 1, len - 1, ts_ns, &used) == 0)
+		return 0;
+	return tv_record_wire_check(rec, len, ts_ns);
+}
+
+/* Read the QueryResponse of len bytes in s->msg: where its records are (each one is read when
+ * it is handed out, emit_ready), its skipped blocks unpacked into s->skip, *features. 0,
+ * -EBADMSG when protobuf-c would refuse the message's own fields (the rules of
+ * proto/record_wire.h), or -ENOMEM. */
 static int read_response(struct stream *s, size_t len, uint32_t *features)
 {
 	struct tv_wire_field f;
@@ -167,7 +184,7 @@ static int read_response(struct stream *s, size_t len, uint32_t *features)
 			return -EBADMSG;
 		switch (f.number) {
 		case 1: /* repeated TraceRecord records */
-			if (f.wire_type != 2 || tv_record_wire_check(f.p, f.len, &ts_ns))
+			if (f.wire_type != 2 || head_ts(f.p, f.len, &ts_ns))
 				return -EBADMSG;
 			if (grow((void **)&s->recs, &s->recs_cap, s->n_recs, sizeof(*s->recs)))
 				return -ENOMEM;
@@ -196,8 +213,9 @@ static int read_response(struct stream *s, size_t len, uint32_t *features)
 	return 0;
 }
 
-/* Take one message of stream s and check it against the window and the stream's own order.
- * A message without records leaves s without a batch (the next one is asked for). */
+/* Take one message of stream s: its features, skipped blocks and where its records are (each
+ * is checked against the window and the stream's order as it is handed out). A message
+ * without records leaves s without a batch (the next one is asked for). */
 static void take_batch(struct query_state *q, struct stream *s, grpc_byte_buffer *bb)
 {
 	uint32_t features;
@@ -238,20 +256,35 @@ static void take_batch(struct query_state *q, struct stream *s, grpc_byte_buffer
 			q->skip_cb(s->server, s->skip[i], q->arg);
 	}
 	free_skipped(s);
-	for (size_t i = 0; i < s->n_recs; i++) {
-		uint64_t ts_ns = s->recs[i].ts_ns;
+}
 
-		if (ts_ns < q->from_ns || ts_ns >= q->to_ns || !in_order(q, s->last_ts_ns, ts_ns)) {
-			snprintf(what, sizeof(what),
-				 "server sent ts_ns %" PRIu64 " out of order or outside [%" PRIu64
-				 ", %" PRIu64 ")",
-				 ts_ns, q->from_ns, q->to_ns);
-			fail_stream(q, s, -EPROTO, what);
-			s->n_recs = 0;
-			return;
-		}
-		s->last_ts_ns = ts_ns;
+/* Read the record rec of stream s into q->view and check it: it parses (protobuf-c's rules),
+ * its ts_ns is the one the merge ordered it by, inside the window and in the stream's order.
+ * false with the query failed otherwise. */
+static bool read_record(struct query_state *q, struct stream *s, const struct batch_rec *rec)
+{
+	char what[256];
+	uint64_t ts_ns;
+
+	if (tv_record_wire_parse_next(s->msg + rec->off, rec->len, &q->view)) {
+		fail_stream(q, s, -EPROTO, "reply does not parse as QueryResponse");
+		return false;
 	}
+	ts_ns = q->view.num[TV_REC_TS_NS];
+	if (ts_ns != rec->ts_ns) { /* a second ts_ns field later in the record: the last counts */
+		fail_stream(q, s, -EPROTO, "server sent a record with two ts_ns values");
+		return false;
+	}
+	if (ts_ns < q->from_ns || ts_ns >= q->to_ns || !in_order(q, s->last_ts_ns, ts_ns)) {
+		snprintf(what, sizeof(what),
+			 "server sent ts_ns %" PRIu64 " out of order or outside [%" PRIu64
+			 ", %" PRIu64 ")",
+			 ts_ns, q->from_ns, q->to_ns);
+		fail_stream(q, s, -EPROTO, what);
+		return false;
+	}
+	s->last_ts_ns = ts_ns;
+	return true;
 }
 
 /* Whether a head at ts_ns of a stream listed after the one holding best_ts goes out first. */
@@ -327,10 +360,13 @@ static void emit_ready(struct query_state *q)
 		}
 		if (!best)
 			return; /* every stream finished */
-		q->seen++;
 		rec = &best->recs[best->pos];
-		/* read_response accepted these bytes: the second reading cannot fail */
-		tv_record_wire_parse(best->msg + rec->off, rec->len, &q->view);
+		if (!read_record(q, best, rec)) {
+			best->n_recs = best->pos = 0;
+			stop_all(q);
+			return;
+		}
+		q->seen++;
 		q->cb_ret = q->cb(&q->view, q->arg);
 		if (q->cb_ret || (q->limit && q->seen == q->limit))
 			stop_all(q); /* CANCELLED statuses that follow are ours */

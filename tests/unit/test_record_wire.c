@@ -1,11 +1,13 @@
 /* proto/record_wire.c against protobuf-c 1.4.1's unpack, the reader it replaces in the query
- * client: the same bytes accepted and refused (by tv_record_wire_parse and
- * tv_record_wire_check), and for accepted bytes the same value of every field (strings up to
- * their first NUL, bodies whole, headers in order). Fed malformed encodings written by hand
+ * client: the same bytes accepted and refused (by tv_record_wire_parse, tv_record_wire_check,
+ * and tv_record_wire_parse_next on one view reused for every input), and for accepted bytes
+ * the same value of every field (strings up to their first NUL, bodies whole, headers in
+ * order). Fed malformed encodings written by hand
  * (each rule of protobuf-c's scanner), well-formed records, and seeded random mutations and
  * random bytes. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -92,6 +94,28 @@ static void same_record(const Tracevault__V1__TraceRecord *r, const struct tv_re
 	}
 }
 
+/* The view tv_record_wire_parse_next reads every record of the run into, as the query client
+ * does: it holds whatever the records before left in it (accepted or refused). */
+static struct tv_record_wire reused;
+
+/* The reused view is the fresh one: every field, the header counts, the bytes it points at. */
+static void same_view(const struct tv_record_wire *fresh, const struct tv_record_wire *r)
+{
+	assert_ptr_equal(r->rec, fresh->rec);
+	assert_int_equal(r->len, fresh->len);
+	for (unsigned f = 0; f <= TV_REC_MAX_FIELD; f++) {
+		if (r->num[f] != fresh->num[f] || r->str[f].len != fresh->str[f].len ||
+		    r->str[f].p != fresh->str[f].p)
+			fail_msg("field %u: the reused view holds %" PRIu64 " / %zu bytes at %p, a "
+				 "fresh one %" PRIu64 " / %zu bytes at %p", f, r->num[f], r->str[f].len,
+				 (const void *)r->str[f].p, fresh->num[f], fresh->str[f].len,
+				 (const void *)fresh->str[f].p);
+	}
+	assert_int_equal(r->n_headers[0], fresh->n_headers[0]);
+	assert_int_equal(r->n_headers[1], fresh->n_headers[1]);
+	assert_int_equal(r->set, fresh->set);
+}
+
 /* Both readers on m[0, n): the same verdict and, when accepted, the same fields. Returns
  * whether the bytes were accepted. */
 static bool check(const uint8_t *m, size_t n)
@@ -105,6 +129,10 @@ static bool check(const uint8_t *m, size_t n)
 	assert_int_equal(tv_record_wire_check(m, n, &ts_ns), ret);
 	if (ret == 0)
 		assert_int_equal(ts_ns, w.num[TV_REC_TS_NS]);
+	/* the view read over and over gives the same verdict and, accepted, the same view */
+	assert_int_equal(tv_record_wire_parse_next(m, n, &reused), ret);
+	if (ret == 0)
+		same_view(&w, &reused);
 
 	if (!r) {
 		if (ret != -EBADMSG) {
