@@ -5,6 +5,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define OUT_BUF_MIN_BYTES 4096 /* first allocation; doubles from there */
 
@@ -187,6 +190,23 @@ static inline bool json_plain8(const unsigned char *s)
 		 HAS_ZERO(x ^ (ONES * '\\')));
 }
 
+#ifdef __SSE2__
+/* Bit k set for each byte s[k] of the 16 at s that json_plain refuses (or DEL): one signed
+ * compare finds the control bytes and every byte from 0x80 (negative as int8), two more the
+ * quote and the backslash. */
+static inline unsigned json_special16(const unsigned char *s)
+{
+	__m128i v = _mm_loadu_si128((const __m128i *)(const void *)s);
+	__m128i low = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20));
+	__m128i quote = _mm_cmpeq_epi8(v, _mm_set1_epi8('"'));
+	__m128i bslash = _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'));
+	__m128i del = _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f));
+
+	return (unsigned)_mm_movemask_epi8(
+		_mm_or_si128(_mm_or_si128(low, quote), _mm_or_si128(bslash, del)));
+}
+#endif
+
 char *tv_put_json(char *o, const void *v, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
@@ -197,6 +217,24 @@ char *tv_put_json(char *o, const void *v, size_t n)
 	while (i < n) {
 		size_t len;
 
+#ifdef __SSE2__
+		if (n - i >= 16) { /* the usual case: 16 bytes tested at once */
+			unsigned special = json_special16(s + i);
+
+			/* 16 bytes stored whatever the test says, the plain ones before the first
+			 * other byte kept: o is at most 1 + 6 * i bytes in, so the store stays
+			 * inside the 6 * n + 2 the caller reserved (n - i >= 16) */
+			memcpy(o, s + i, 16);
+			if (!special) {
+				o += 16;
+				i += 16;
+				continue;
+			}
+			o += (size_t)__builtin_ctz(special);
+			i += (size_t)__builtin_ctz(special);
+			/* s[i] is not plain: the tests below take it */
+		}
+#endif
 		if (n - i >= 8 && json_plain8(s + i)) { /* the usual case: 8 plain bytes */
 			memcpy(o, s + i, 8);
 			o += 8;

@@ -15,7 +15,9 @@
 #include "cli/timespec.h"
 #include "common/size.h"
 
-#define FIELD(n, t, num) {#n, t, offsetof(Tracevault__V1__TraceRecord, n), num}
+#define FIELD(n, t, num)                                                                      \
+	{#n, t, offsetof(Tracevault__V1__TraceRecord, n), num, ",\"" #n "\":",                  \
+	 sizeof(",\"" #n "\":") - 1}
 /* Proto field order; also the key order of the jsonl output. */
 const struct tv_record_field tv_record_fields[TV_RECORD_N_FIELDS] = {
 	FIELD(ts_ns, TV_FIELD_U64, TV_REC_TS_NS),

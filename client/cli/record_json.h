@@ -34,11 +34,15 @@ void tv_record_json_release(struct tv_record_json *rj);
 /* The fields of a record's JSON form, shared by the parser and the jsonl / csv writers
  * (cli/record_out.h) so that the two directions cannot drift apart. */
 enum tv_record_field_type { TV_FIELD_U64, TV_FIELD_U32, TV_FIELD_STR };
+#define TV_RECORD_KEY_BYTES 32 /* room for a jsonl key's text, copied whole (record_out.c) */
 struct tv_record_field {
 	const char *name;
 	enum tv_record_field_type type;
 	size_t off;	 /* into Tracevault__V1__TraceRecord (the parser's output) */
 	unsigned number; /* its field number, tv_record_wire's index (the writers' input) */
+	/* ,"name": as jsonl writes it after another key, zero-padded, and its length */
+	char key[TV_RECORD_KEY_BYTES];
+	size_t key_len;
 };
 /* The scalar fields, proto order: ts_ns .. http_version (jsonl's first keys, csv's columns). */
 #define TV_RECORD_N_FIELDS 18

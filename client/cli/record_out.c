@@ -70,7 +70,7 @@ static char *put_key(char *o, const char *key, bool first)
  * and a header costs at least 2 wire bytes for JSONL_HEADER_BYTES of fixed text. */
 #define JSONL_FIXED_BYTES                                                                     \
 	((TV_RECORD_N_FIELDS + TV_RECORD_N_BODY_STR_FIELDS + 2 + 2) * (21 + 6) +             \
-	 TV_RECORD_N_FIELDS * TV_U64_MAX_DIGITS + 8)
+	 TV_RECORD_N_FIELDS * TV_U64_MAX_DIGITS + 8 + TV_RECORD_KEY_BYTES)
 #define JSONL_HEADER_BYTES (sizeof("{\"name\":\"\",\"value\":\"\"},") - 1)
 
 static size_t jsonl_bound(const struct tv_record_wire *r)
@@ -91,7 +91,12 @@ void tv_record_jsonl(struct tv_out_buf *b, const struct tv_record_wire *r)
 	for (size_t i = 0; i < TV_RECORD_N_FIELDS; i++) {
 		const struct tv_record_field *f = &tv_record_fields[i];
 
-		o = put_key(o, f->name, i == 0);
+		/* the key's whole padded text is stored (a fixed-size copy), the cursor moved by
+		 * its length: JSONL_FIXED_BYTES holds TV_RECORD_KEY_BYTES for the last overrun */
+		memcpy(o, f->key, TV_RECORD_KEY_BYTES);
+		if (i == 0)
+			*o = '{';
+		o += f->key_len;
 		if (f->type == TV_FIELD_STR)
 			o = tv_put_json(o, r->str[f->number].p, r->str[f->number].len);
 		else

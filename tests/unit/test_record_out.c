@@ -195,8 +195,9 @@ static void test_out_buf_growth_and_json(void **state)
 	tv_out_free(&b);
 }
 
-/* The JSON escaper takes 8 plain bytes at a time: every byte value at every place of two such
- * words escapes as it does alone (a string of one byte takes the byte-at-a-time path). */
+/* The JSON escaper takes 16 plain bytes at a time (SSE2), then 8, then one: every byte value
+ * at every place of a 40-byte string (two 16-byte blocks, an 8-byte word, a byte tail)
+ * escapes as it does alone (a string of one byte takes the byte-at-a-time path). */
 static void test_json_words_escape_like_single_bytes(void **state)
 {
 	(void)state;
@@ -206,9 +207,9 @@ static void test_json_words_escape_like_single_bytes(void **state)
 
 		tv_out_json_bytes(&one, &byte, 1);
 		assert_false(one.failed);
-		for (size_t at = 0; at < 16; at++) {
+		for (size_t at = 0; at < 40; at++) {
 			struct tv_out_buf got = { 0 }, want = { 0 };
-			char s[16];
+			char s[40];
 
 			memset(s, 'a', sizeof(s));
 			s[at] = (char)byte;
@@ -226,6 +227,41 @@ static void test_json_words_escape_like_single_bytes(void **state)
 			tv_out_free(&want);
 		}
 		tv_out_free(&one);
+	}
+}
+
+/* A UTF-8 sequence of 2, 3 and 4 bytes at every place of a 40-byte string, also across the
+ * 16- and 8-byte blocks the escaper tests at once, passes as itself; cut short at the string's
+ * end, each of its bytes becomes one \ufffd. */
+static void test_json_utf8_across_blocks(void **state)
+{
+	static const char *const seqs[] = { "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80" };
+
+	(void)state;
+	for (size_t k = 0; k < 3; k++) {
+		size_t len = strlen(seqs[k]);
+
+		for (size_t at = 0; at + len <= 40; at++) {
+			struct tv_out_buf got = { 0 };
+			char s[40], want[64];
+
+			memset(s, 'a', sizeof(s));
+			memcpy(s + at, seqs[k], len);
+			tv_out_json_bytes(&got, s, sizeof(s));
+			want[0] = '"';
+			memcpy(want + 1, s, sizeof(s));
+			want[1 + sizeof(s)] = '"';
+			assert_false(got.failed);
+			if (got.len != sizeof(s) + 2 || memcmp(got.p, want, got.len))
+				fail_msg("%zu-byte sequence at %zu: '%.*s'", len, at, (int)got.len,
+					 got.p);
+			got.len = 0;
+			tv_out_json_bytes(&got, s, at + len - 1); /* its last byte cut off */
+			assert_int_equal(got.len, at + 2 + 6 * (len - 1));
+			for (size_t i = 0; i + 1 < len; i++)
+				assert_memory_equal(got.p + 1 + at + 6 * i, "\\ufffd", 6);
+			tv_out_free(&got);
+		}
 	}
 }
 
@@ -269,6 +305,7 @@ int main(void)
 		cmocka_unit_test(test_otlp_batches_and_resources),
 		cmocka_unit_test(test_out_buf_growth_and_json),
 		cmocka_unit_test(test_json_words_escape_like_single_bytes),
+		cmocka_unit_test(test_json_utf8_across_blocks),
 		cmocka_unit_test(test_u64_like_printf),
 	};
 
