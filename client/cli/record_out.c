@@ -3,15 +3,18 @@
  * batches the rendered records into few large write(2)s. The writers are hand-rolled so u64
  * values print exactly and every string comes out as valid UTF-8 whatever bytes the capture
  * saw; jsonl and csv reserve a record's worst case once and then write without checks. */
+#define _GNU_SOURCE /* F_GETPIPE_SZ, F_SETPIPE_SZ */
 #include "cli/record_out.h"
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/record_json.h"
@@ -279,12 +282,27 @@ struct tv_record_out {
 	struct tv_otlp *otlp; /* TV_OUT_OTLP_JSON */
 };
 
+/* A pipe at fd grown to TV_RECORD_OUT_PIPE_BYTES when smaller: best effort, a refusal leaves
+ * it as it was. */
+static void grow_pipe(int fd)
+{
+	struct stat st;
+	int size;
+
+	if (fstat(fd, &st) || !S_ISFIFO(st.st_mode))
+		return;
+	size = fcntl(fd, F_GETPIPE_SZ);
+	if (size >= 0 && size < TV_RECORD_OUT_PIPE_BYTES)
+		(void)fcntl(fd, F_SETPIPE_SZ, TV_RECORD_OUT_PIPE_BYTES);
+}
+
 int tv_record_out_new(int fd, enum tv_out_format fmt, struct tv_record_out **out)
 {
 	struct tv_record_out *o = calloc(1, sizeof(*o));
 
 	if (!o)
 		return -ENOMEM;
+	grow_pipe(fd);
 	o->fd = fd;
 	o->fmt = fmt;
 	if (fmt == TV_OUT_OTLP_JSON && tv_otlp_new(&o->otlp)) {

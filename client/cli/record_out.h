@@ -19,6 +19,12 @@ enum tv_out_format {
  * output's latency bound in bytes (a query's records arrive in batches anyway). */
 #define TV_RECORD_OUT_FLUSH_BYTES (256u * 1024)
 
+/* A pipe as the output is grown to this many bytes (F_SETPIPE_SZ; never shrunk, and left as it
+ * is when the kernel refuses, e.g. past /proc/sys/fs/pipe-max-size or the user's pipe pages):
+ * Linux's default 64 KiB pipe takes a quarter of a flush, so writer and reader each woke four
+ * times a flush; a 1 MiB one takes four flushes. */
+#define TV_RECORD_OUT_PIPE_BYTES (1024 * 1024)
+
 /* Append r as one JSON object and a newline: fields in proto order, integers as numbers;
  * req_headers / resp_headers (arrays of {"name", "value"}) only when r has any; the body
  * fields of capture --body-bytes only when not empty: the content type and encoding strings,
@@ -45,7 +51,8 @@ void tv_record_csv_row(struct tv_out_buf *b, const struct tv_record_wire *r);
 struct tv_record_out;
 
 /* Output to the descriptor fd (not owned; written with write(2) only, so nothing may be
- * pending in a stdio buffer of it) in format fmt. 0 or -ENOMEM. */
+ * pending in a stdio buffer of it) in format fmt; a pipe at fd is grown to
+ * TV_RECORD_OUT_PIPE_BYTES. 0 or -ENOMEM. */
 int tv_record_out_new(int fd, enum tv_out_format fmt, struct tv_record_out **out);
 /* Add one record (r is read during the call only; one tv_record_wire_parse accepted). 0,
  * -ENOMEM, or -EIO (write(2) failed: errno says why). */

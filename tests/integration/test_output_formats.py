@@ -9,6 +9,7 @@ derived ids are SHA-256 of the exchange identity, recomputed here with hashlib; 
 identical."""
 import base64
 import csv
+import fcntl
 import hashlib
 import io
 import json
@@ -321,6 +322,41 @@ def test_two_runs_identical(srv):
         assert query_bytes(srv.addr, fmt, frm, to) == query_bytes(srv.addr, fmt, frm, to), fmt
 
 
+def test_pipe_grown(srv):
+    """A pipe as query's output is grown to TV_RECORD_OUT_PIPE_BYTES (1 MiB, record_out.h)
+    and the output is the same as into a file; a pipe already larger (when this process may
+    make one: root past /proc/sys/fs/pipe-max-size needs CAP_SYS_RESOURCE) is left as it is."""
+    F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032
+    frm, to = BASE, BASE + 10**9
+    want = query_bytes(srv.addr, "jsonl", frm, to)
+    for before in (65536, 2 * 1024 * 1024):
+        r, w = os.pipe()
+        try:
+            try:
+                fcntl.fcntl(w, F_SETPIPE_SZ, before)
+            except PermissionError:
+                print("note: cannot make a %d-byte pipe here, that case not tried" % before)
+                continue
+            p = subprocess.Popen([tvtest.binary("tracevault"), "query", "--server", srv.addr,
+                                  "--from", str(frm), "--to", str(to)], stdout=w)
+            os.close(w)
+            w = -1
+            got = b""
+            while True:
+                b = os.read(r, 1 << 16)
+                if not b:
+                    break
+                got += b
+            assert p.wait(60) == 0
+            size = fcntl.fcntl(r, F_GETPIPE_SZ)
+        finally:
+            os.close(r)
+            if w >= 0:
+                os.close(w)
+        assert got == want, (before, len(got), len(want))
+        assert size == max(before, 1024 * 1024), (before, size)
+
+
 def test_usage_errors(srv):
     p = tvtest.run(["query", "--server", srv.addr, "--from", "0", "--format", "xml"])
     assert p.returncode == 2 and len(p.stderr.splitlines()) == 1, p
@@ -339,11 +375,12 @@ def main():
         cl.write_segment(0xF2, [(0xF20 + i // 1000, bulk[i:i + 1000])
                                 for i in range(0, len(bulk), 1000)])
         cl.write_encoded(0xF3, [(0xF31, odd_block())])
-        res = tvtest.Results(6)
+        res = tvtest.Results(7)
         res.run(test_csv_equals_jsonl, srv)
         res.run(test_otlp_json_loads_strictly, srv, otlp)
         res.run(test_otlp_pair_mapping, srv)
         res.run(test_two_runs_identical, srv)
+        res.run(test_pipe_grown, srv)
         res.run(test_summary_csv_writes_a_key_as_query_csv_does, srv)
         res.run(test_usage_errors, srv)
         return res.exit_code()
