@@ -292,7 +292,8 @@ static int compile(const Tracevault__V1__QueryFilter *m, struct tv_filter *f, ch
 				   err, errlen)))
 		return ret;
 	if (m->role != TRACEVAULT__V1__ROLE__ROLE_ANY && m->role != TRACEVAULT__V1__ROLE__ROLE_SERVER &&
-	    m->role != TRACEVAULT__V1__ROLE__ROLE_CLIENT) {
+	    m->role != TRACEVAULT__V1__ROLE__ROLE_CLIENT &&
+	    m->role != TRACEVAULT__V1__ROLE__ROLE_SERVER_OR_CLIENT) {
 		snprintf(err, errlen, "filter.role: unknown role %d", (int)m->role);
 		return -EINVAL;
 	}
@@ -627,12 +628,14 @@ bool tv_filter_match_strings(const struct tv_filter *f, const struct tv_record_v
 
 	if (!f)
 		return true;
-	if (f->role == TRACEVAULT__V1__ROLE__ROLE_SERVER &&
-	    !(v->role_len == 6 && memcmp(v->role, "server", 6) == 0))
-		return false;
-	if (f->role == TRACEVAULT__V1__ROLE__ROLE_CLIENT &&
-	    !(v->role_len == 6 && memcmp(v->role, "client", 6) == 0))
-		return false;
+	if (f->role) {
+		bool server = v->role_len == 6 && memcmp(v->role, "server", 6) == 0;
+		bool client = v->role_len == 6 && memcmp(v->role, "client", 6) == 0;
+
+		if (f->role == TRACEVAULT__V1__ROLE__ROLE_SERVER ? !server :
+		    f->role == TRACEVAULT__V1__ROLE__ROLE_CLIENT ? !client : !(server || client))
+			return false;
+	}
 	if (f->nmethods) {
 		ok = false;
 		for (size_t i = 0; i < f->nmethods && !ok; i++)

@@ -255,7 +255,8 @@ static int one_role(struct tv_filter_args *f, const char *s, size_t n, char *why
 	return 0;
 }
 
-/* QueryFilter.role holds one role; tv_filter_args_finish turns both into ROLE_ANY. */
+/* QueryFilter.role holds one value; tv_filter_args_finish turns both roles into
+ * ROLE_SERVER_OR_CLIENT (a record without a role passes neither). */
 static int arg_role(const char *arg, void *field, char *why, size_t whylen)
 {
 	struct tv_filter_args *f = field;
@@ -577,11 +578,13 @@ int tv_filter_args_finish(struct tv_filter_args *f, const Tracevault__V1__QueryF
 	}
 	if (!f->used)
 		return 0;
-	/* the values of one option OR: server or client is any role */
+	/* the values of one option OR: server or client is either, not a record without one */
 	if (f->roles == 1u << TRACEVAULT__V1__ROLE__ROLE_SERVER)
 		f->m.role = TRACEVAULT__V1__ROLE__ROLE_SERVER;
 	else if (f->roles == 1u << TRACEVAULT__V1__ROLE__ROLE_CLIENT)
 		f->m.role = TRACEVAULT__V1__ROLE__ROLE_CLIENT;
+	else if (f->roles)
+		f->m.role = TRACEVAULT__V1__ROLE__ROLE_SERVER_OR_CLIENT;
 	else
 		f->m.role = TRACEVAULT__V1__ROLE__ROLE_ANY;
 	if (f->min_latency || f->max_latency) {

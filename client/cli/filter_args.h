@@ -67,7 +67,7 @@ struct tv_filter_args {
 	"                             whole, ',' included: repeat --path for several\n"        \
 	"      --path-with-query      --path matches the whole path, query included\n"         \
 	"      --host H               host, case and port ignored; a glob as --path\n"         \
-	"      --role R               server or client (both: any role)\n"                   \
+	"      --role R               server or client (both: not a record without one)\n"     \
 	"      --pid N                process id, 0 to 4294967295 (a record's uint32 pid)\n"    \
 	"      --comm C               process name; a glob as --path\n"                        \
 	"      --remote A             peer address or CIDR: 10.0.0.0/8, ::1, 2001:db8::/32\n"  \

@@ -105,7 +105,7 @@ class FilterSpec:
         self.paths = []        # CLI patterns
         self.path_with_query = False
         self.hosts = []
-        self.role = ""         # "", "server", "client"
+        self.role = ""         # "", "server", "client", "server,client"
         self.pids = []
         self.comms = []
         self.remotes = []      # "10.0.0.0/8"
@@ -157,7 +157,8 @@ class FilterSpec:
                 kind, value = match_kind(p, host)
                 field.add(kind=kinds[kind], value=value)
         f.paths_with_query = self.path_with_query
-        f.role = {"": pb.ROLE_ANY, "server": pb.ROLE_SERVER, "client": pb.ROLE_CLIENT}[self.role]
+        f.role = {"": pb.ROLE_ANY, "server": pb.ROLE_SERVER, "client": pb.ROLE_CLIENT,
+                  "server,client": pb.ROLE_SERVER_OR_CLIENT}[self.role]
         f.pids.extend(self.pids)
         f.remotes.extend(self.remotes)
         f.trace_ids.extend(self.trace_ids)
@@ -222,7 +223,7 @@ class FilterSpec:
             if not any(str_match(k, v.lower(), c)
                        for k, v in (match_kind(p, True) for p in self.hosts) for c in cands):
                 return False
-        if self.role and r.role != self.role:
+        if self.role and r.role not in self.role.split(","):
             return False
         if self.pids and r.pid not in self.pids:
             return False
