@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -258,6 +259,21 @@ static int lock_dir(struct tv_data_dir *d, const char *dir, char *err, size_t er
 
 /* ---- step 4: the store's directories are directories ---- */
 
+/* A directory others may write in: they could have put, swapped or removed files in it, so
+ * nothing there can be trusted to be what tracevaultd wrote (the mode is not fixed, the
+ * operator decides). -1 with the reason in err, else 0. */
+static int writable_by_others(const char *dir, const char *sub, const struct stat *st, char *err,
+			      size_t errlen)
+{
+	if (!(st->st_mode & (S_IWGRP | S_IWOTH)))
+		return 0;
+	return tv_errf(err, errlen, -1,
+		       "%s%s%s is %s-writable (mode %04o): another user could have changed "
+		       "what is in it; check it, then chmod 700 it",
+		       dir, *sub ? "/" : "", sub,
+		       st->st_mode & S_IWOTH ? "world" : "group", (unsigned)(st->st_mode & 07777));
+}
+
 static int check_subdirs(struct tv_data_dir *d, const char *dir, char *err, size_t errlen)
 {
 	struct stat st;
@@ -275,6 +291,8 @@ static int check_subdirs(struct tv_data_dir *d, const char *dir, char *err, size
 				       "its files in DIR itself (move it away)",
 				       dir, LAYOUT[i],
 				       S_ISLNK(st.st_mode) ? "a symlink" : "a file");
+		if (writable_by_others(dir, LAYOUT[i], &st, err, errlen))
+			return -1;
 		if (i == 0)
 			d->blocks_present = 1;
 	}
@@ -431,15 +449,31 @@ out:
 
 int tv_data_dir_open(struct tv_data_dir *d, const char *dir, char *err, size_t errlen)
 {
+	char path[PATH_MAX];
+	size_t n = strlen(dir);
 	struct stat st;
 
 	*d = (struct tv_data_dir){ .dir_fd = -1, .lock_fd = -1 };
-	if (!mkdir(dir, DIR_MODE))
+	/* DIR itself is opened without following a symlink: whoever can change such a link
+	 * chooses where the archive goes (a parent that is one, as mounts are laid out, is fine).
+	 * Trailing slashes would make open follow it whatever O_NOFOLLOW says: dropped. */
+	while (n > 1 && dir[n - 1] == '/')
+		n--;
+	if (n >= sizeof(path))
+		return tv_errf(err, errlen, -1, "data dir %s: %s", dir, strerror(ENAMETOOLONG));
+	memcpy(path, dir, n);
+	path[n] = '\0';
+	if (!mkdir(path, DIR_MODE))
 		d->is_new = 1;
 	else if (errno != EEXIST)
 		return tv_errf(err, errlen, -1, "cannot create data dir %s: %s", dir,
 			       strerror(errno));
-	d->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	d->dir_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (d->dir_fd < 0 && (errno == ELOOP || errno == ENOTDIR) && !lstat(path, &st) &&
+	    S_ISLNK(st.st_mode))
+		return tv_errf(err, errlen, -1,
+			       "data dir %s is a symlink: give the directory it points to as --data",
+			       dir);
 	if (d->dir_fd < 0)
 		return tv_errf(err, errlen, -1,
 			       errno == ENOTDIR ? "data dir %s is not a directory"
@@ -453,6 +487,8 @@ int tv_data_dir_open(struct tv_data_dir *d, const char *dir, char *err, size_t e
 			       "data dir %s is owned by uid %u, not by tracevaultd's uid "
 			       "%u: chown it, or run tracevaultd as its owner",
 			       dir, (unsigned)st.st_uid, (unsigned)geteuid());
+	if (writable_by_others(dir, "", &st, err, errlen))
+		return -1;
 	if (!d->is_new && check_layout(d, dir, err, errlen))
 		return -1;
 	if (lock_dir(d, dir, err, errlen) || check_subdirs(d, dir, err, errlen) ||

@@ -27,8 +27,8 @@ struct tv_data_dir {
 };
 
 /* Make DIR ours, in this order, nothing read or changed in it before its step:
- *  1. create DIR (0700) when absent; refuse one that is not a directory or not owned by our
- *     euid;
+ *  1. create DIR (0700) when absent; refuse one that is not a directory, is a symlink itself,
+ *     is not owned by our euid, or is group- or world-writable;
  *  2. look at it without changing anything: FORMAT with our line is ours; FORMAT with another
  *     version or other text is refused; without FORMAT (or with an empty one, a crash while it
  *     was written) DIR must be empty or hold only names of our layout (blocks, tmp,
@@ -36,7 +36,8 @@ struct tv_data_dir {
  *     of a mounted file system has), and a blocks/ with entries but no block file name and no
  *     catalog.db is refused;
  *  3. take the lock (DIR/lock, 0600) or refuse naming the owner's pid;
- *  4. refuse a symlink or non-directory where blocks/, tmp/ or quarantine/ should be;
+ *  4. refuse a symlink or non-directory where blocks/, tmp/ or quarantine/ should be, or one
+ *     group- or world-writable;
  *  5. permissions: every entry of our layout and everything directly in blocks/, tmp/ and
  *     quarantine/ (symlinks aside) must be owned by our euid, else refuse naming the first
  *     and the count; then modes are set to 0700 (dirs) and 0600 (files), each fix logged.

@@ -128,12 +128,14 @@ static const char USAGE[] =
 	"                           FORMAT, quarantine/, and lock, which one tracevaultd holds\n"
 	"                           while it runs (a second one on DIR exits 1 naming the first\n"
 	"                           one's pid). A non-empty DIR without FORMAT must hold only\n"
-	"                           those names, else tracevaultd refuses it. At start every file\n"
-	"                           in it is made 0600 and every dir 0700 (a file of another\n"
-	"                           owner: exit 1); block files the catalog does not list are\n"
-	"                           checked and added, a lost or damaged catalog is rebuilt from\n"
-	"                           them, and what does not verify goes to DIR/quarantine/ with a\n"
-	"                           .reason file: start-up never deletes a block file\n"
+	"                           those names, else tracevaultd refuses it, as it refuses a DIR\n"
+	"                           that is a symlink, or that it or a dir in it is writable by\n"
+	"                           group or world. At start every file in it is made 0600 and\n"
+	"                           every dir 0700 (a file of another owner: exit 1); block\n"
+	"                           files the catalog does not list are checked and added, a\n"
+	"                           lost or damaged catalog is rebuilt from them, and what does\n"
+	"                           not verify goes to DIR/quarantine/ with a .reason file:\n"
+	"                           start-up never deletes a block file\n"
 	"  --rebuild-catalog        move catalog.db into quarantine/, rebuild it from the block\n"
 	"                           files, print the count, exit 0 (1 on failure)\n"
 	"  --scrub                  read every block completely (checksums, decompression,\n"
@@ -257,8 +259,8 @@ static int open_data(const char *data_dir, int rebuild, struct tv_data_dir *dd,
 		return -1;
 	/* From here the dir goes by its resolved path: the catalog is opened without following
 	 * symlinks (a catalog.db planted as one is not ours), and SQLite applies that to every
-	 * component of the path, so a data dir reached through a symlink (a mount's usual
-	 * layout) would fail there, after the steps above had already run. */
+	 * component of the path, so a data dir reached through a parent that is a symlink (a
+	 * mount's usual layout) would fail there, after the steps above had already run. */
 	if (!realpath(data_dir, real)) {
 		snprintf(err, errlen, "cannot resolve data dir %s: %s", data_dir, strerror(errno));
 		return -1;

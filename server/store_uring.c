@@ -65,13 +65,15 @@ static void temp_name(uint64_t segment_id, uint64_t block_id, char *name, size_t
 	snprintf(name, len, "%016" PRIx64 "-%016" PRIx64 ".tmp", segment_id, block_id);
 }
 
+/* DIR/name, created 0700 when absent; never through a symlink (data_dir.c refused one there,
+ * and one put there since makes this fail with ELOOP instead of being followed). */
 static int open_subdir(int parent_fd, const char *name, int *out)
 {
 	int fd;
 
 	if (mkdirat(parent_fd, name, 0700) && errno != EEXIST)
 		return -errno;
-	fd = openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fd = openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return -errno;
 	if (fchmod(fd, 0700)) {

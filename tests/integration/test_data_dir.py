@@ -68,9 +68,9 @@ def test_deleting_the_lock_file_does_not_unlock():
 
 
 def test_data_dir_through_a_symlink():
-    """A data dir reached through a symlink (the dir itself, or a parent, as mounts are laid
-    out) is served like its target: the catalog opens, data written through one name is read
-    through the other."""
+    """A data dir reached through a parent that is a symlink (as mounts are laid out) is served
+    like its target: the catalog opens, data written through one name is read through the
+    other. The data dir itself a symlink is refused (test_data_dir_layout.py)."""
     import shutil
     import tempfile
     top = tempfile.mkdtemp(prefix="tv-symlink-")
@@ -78,13 +78,15 @@ def test_data_dir_through_a_symlink():
         for n in ("real1", "real2"):
             os.mkdir(os.path.join(top, n))
         os.symlink("real1", os.path.join(top, "link1"))  # a parent that is a symlink
-        os.symlink("real2", os.path.join(top, "link2"))  # the data dir itself
-        for data_dir in (os.path.join(top, "link1", "data"), os.path.join(top, "link2")):
+        os.symlink("real2", os.path.join(top, "link2"))
+        os.symlink("link2", os.path.join(top, "link3"))  # a parent that is a link to a link
+        for data_dir in (os.path.join(top, "link1", "data"),
+                         os.path.join(top, "link3", "data")):
             srv = tvtest.Server(data_dir=data_dir)
             try:
                 srv.start()
                 cl = tvtest.GrpcClient(srv.addr)
-                sid = 0x51 if data_dir.endswith("data") else 0x52
+                sid = 0x51 if "link1" in data_dir else 0x52
                 cl.write_segment(sid, [(sid + 1, [tvtest.trace_record(5000 + sid, 7)])])
                 assert [r.pid for r in cl.query(5000 + sid, 5001 + sid)] == [7]
                 cl.close()
@@ -92,7 +94,7 @@ def test_data_dir_through_a_symlink():
             finally:
                 srv.cleanup()
         assert os.path.exists(os.path.join(top, "real1", "data", "catalog.db"))
-        assert os.path.exists(os.path.join(top, "real2", "catalog.db"))
+        assert os.path.exists(os.path.join(top, "real2", "data", "catalog.db"))
     finally:
         shutil.rmtree(top, ignore_errors=True)
 

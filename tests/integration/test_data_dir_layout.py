@@ -95,7 +95,7 @@ def test_permissions_are_enforced_on_existing_files():
     try:
         d = srv.data_dir
         loose = {"": 0o755, "catalog.db": 0o644, "lock": 0o666, "FORMAT": 0o644,
-                 "blocks": 0o755, "tmp": 0o777, "blocks/" + tvtest.block_name(0x20, 0x21): 0o644,
+                 "blocks": 0o755, "tmp": 0o750, "blocks/" + tvtest.block_name(0x20, 0x21): 0o644,
                  "blocks/" + tvtest.block_name(0x20, 0x22): 0o604}
         os.mkdir(os.path.join(d, "quarantine"), 0o755)
         with open(os.path.join(d, "quarantine", "old.tvb"), "w") as f:
@@ -244,6 +244,47 @@ def test_store_dirs_must_be_directories():
         assert served(srv) == list(range(20))
     finally:
         srv.cleanup()
+
+
+def test_writable_by_others_is_refused():
+    """DIR, blocks/, tmp/ or quarantine/ writable by group or world is refused, mode left as it
+    is (another user could have put or swapped files there: the operator checks); readable
+    ones are only fixed (above). A file's loose mode is fixed too: its bytes are checked."""
+    srv = written_server()
+    try:
+        d = srv.data_dir
+        for rel, m, who in (("", 0o770, "group"), ("", 0o707, "world"),
+                            ("blocks", 0o720, "group"), ("tmp", 0o777, "world"),
+                            ("quarantine", 0o702, "world")):
+            p = os.path.join(d, rel) if rel else d
+            if not os.path.exists(p):
+                os.mkdir(p, 0o700)
+            os.chmod(p, m)
+            refused(d, "%s is %s-writable (mode %04o): another user could have changed what "
+                    "is in it; check it, then chmod 700 it" % (p, who, m))
+            assert mode(p) == m, (rel, oct(mode(p)))
+            os.chmod(p, 0o700)
+        srv.start()
+        assert served(srv) == list(range(20))
+    finally:
+        srv.cleanup()
+
+
+def test_data_dir_symlink_is_refused():
+    """DIR itself a symlink (with or without a trailing slash) is refused: whoever can change
+    the link would choose where the archive goes; through a parent that is a symlink it is
+    served (test_data_dir.py)."""
+    top = tempfile.mkdtemp(prefix="tv-dirlink-")
+    try:
+        os.mkdir(os.path.join(top, "real"), 0o700)
+        link = os.path.join(top, "link")
+        os.symlink("real", link)
+        for given in (link, link + "/", link + "//"):
+            refused(given, "data dir %s is a symlink: give the directory it points to as "
+                    "--data" % given)
+        assert os.listdir(os.path.join(top, "real")) == []  # nothing made through it
+    finally:
+        shutil.rmtree(top)
 
 
 def main():
