@@ -11,6 +11,7 @@
 #include "proto/block_stream.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +65,10 @@ struct tv_block_stream {
 	const char *trace_ids;                /* not NULL: pages that cannot hold one are passed */
 	size_t ntrace_ids, trace_stride;
 	uint64_t page_off;                    /* file offset of page next_page */
+	/* tv_block_stream_next_unbuilt's record, left for tv_block_stream_write (its strings
+	 * point into the page, valid until the next call) */
+	struct tv_v3_record cur;
+	bool cur_unbuilt;
 };
 
 _Static_assert(TV_BLOCK_V3_MAX_PAGES * TV_BLOCK_V3_PAGE_ENTRY_BYTES +
@@ -355,11 +360,17 @@ static int v3_load(struct tv_block_stream *s, uint32_t fields, char *err, size_t
 	return 0;
 }
 
+/* The next record of a version 3 block. build false: a record made of columns alone is left
+ * unbuilt in s->cur (*data NULL) and one kept whole is handed out in place in its page; only a
+ * record with kept fields beside its columns is built, so tv_block_stream_write cannot meet a
+ * record that does not parse. */
 static int v3_next(struct tv_block_stream *s, const uint8_t **data, size_t *len,
-		   uint64_t *ts_ns, char *err, size_t errlen)
+		   uint64_t *ts_ns, bool build, char *err, size_t errlen)
 {
-	struct tv_v3_record r;
+	struct tv_v3_record *r = &s->cur;
 	int ret;
+
+	s->cur_unbuilt = false;
 
 	for (;;) {
 		if (!s->page) {
@@ -371,7 +382,7 @@ static int v3_next(struct tv_block_stream *s, const uint8_t **data, size_t *len,
 			if (ret == V3_PASSED)
 				continue;
 		}
-		ret = tv_v3_page_next(s->page, &r, err, errlen);
+		ret = tv_v3_page_next(s->page, r, err, errlen);
 		if (ret < 0)
 			return ret;
 		if (ret == 0) {
@@ -379,21 +390,29 @@ static int v3_next(struct tv_block_stream *s, const uint8_t **data, size_t *len,
 			continue;
 		}
 		s->rows++;
-		if (r.ts_ns < s->seek_ts_ns)
+		if (r->ts_ns < s->seek_ts_ns)
 			continue; /* before the window: the columns moved on, nothing built */
+		*len = r->bytes;
+		*ts_ns = r->ts_ns;
+		s->seen++;
+		s->last_ts_ns = r->ts_ns;
+		if (!build && tv_v3_record_whole(r, data))
+			return 1;
+		if (!build && !r->rest) {
+			*data = NULL;
+			s->cur_unbuilt = true;
+			return 1;
+		}
 		/* from TV_BLOCK_STREAM_OUT_BYTES, then the largest record: no growth per byte */
 		ret = s_room(s, (void **)&s->out, &s->out_cap,
-			     r.bytes > TV_BLOCK_STREAM_OUT_BYTES ? r.bytes : TV_BLOCK_STREAM_OUT_BYTES,
+			     r->bytes > TV_BLOCK_STREAM_OUT_BYTES ? r->bytes :
+								    TV_BLOCK_STREAM_OUT_BYTES,
 			     "the record buffer", err, errlen);
 		if (!ret)
-			ret = tv_v3_record_write(&r, s->out, err, errlen);
+			ret = tv_v3_record_write(r, s->out, err, errlen);
 		if (ret)
 			return ret;
 		*data = s->out;
-		*len = r.bytes;
-		*ts_ns = r.ts_ns;
-		s->seen++;
-		s->last_ts_ns = r.ts_ns;
 		return 1;
 	}
 }
@@ -796,11 +815,26 @@ static int take_record(struct tv_block_stream *s, const uint8_t *p, size_t n, si
 	return 1;
 }
 
+int tv_block_stream_next_unbuilt(struct tv_block_stream *s, const uint8_t **data, size_t *len,
+				 uint64_t *ts_ns, char *err, size_t errlen)
+{
+	if (s->h.version >= 3)
+		return v3_next(s, data, len, ts_ns, false, err, errlen);
+	return tv_block_stream_next(s, data, len, ts_ns, err, errlen);
+}
+
+int tv_block_stream_write(struct tv_block_stream *s, uint8_t *out, char *err, size_t errlen)
+{
+	if (!s->cur_unbuilt)
+		return tv_errf(err, errlen, -EINVAL, "no record left unbuilt to write");
+	return tv_v3_record_write(&s->cur, out, err, errlen);
+}
+
 int tv_block_stream_next(struct tv_block_stream *s, const uint8_t **data, size_t *len,
 			 uint64_t *ts_ns, char *err, size_t errlen)
 {
 	if (s->h.version >= 3)
-		return v3_next(s, data, len, ts_ns, err, errlen);
+		return v3_next(s, data, len, ts_ns, true, err, errlen);
 	for (;;) {
 		size_t avail = s->out_len - s->out_pos, used = 0, need;
 		const uint8_t *p = s->out + s->out_pos;

@@ -70,6 +70,20 @@ const struct tv_block_header *tv_block_stream_header(const struct tv_block_strea
 int tv_block_stream_next(struct tv_block_stream *s, const uint8_t **data, size_t *len,
 			 uint64_t *ts_ns, char *err, size_t errlen);
 
+/* tv_block_stream_next for a reader that copies each record somewhere (the server's batches):
+ * a record of a version 3 block made of its columns alone is left unbuilt, *data NULL, and
+ * tv_block_stream_write builds its *len bytes where the caller wants them, which spares
+ * building it here and copying it there. Every other record comes as tv_block_stream_next
+ * gives it (*data not NULL). Same checks, returns and errors. */
+int tv_block_stream_next_unbuilt(struct tv_block_stream *s, const uint8_t **data, size_t *len,
+				 uint64_t *ts_ns, char *err, size_t errlen);
+/* Build the record the last tv_block_stream_next_unbuilt left unbuilt: its len bytes at out
+ * (room for len), byte for byte what tv_block_stream_next hands out. Valid until the next call
+ * of a tv_block_stream_next* or tv_block_stream_free. Returns 0, -EINVAL when the last call
+ * left no record unbuilt, or -EBADMSG with a reason in err (a record that does not parse:
+ * cannot happen, tv_block_stream_next_unbuilt builds every record with kept fields). */
+int tv_block_stream_write(struct tv_block_stream *s, uint8_t *out, char *err, size_t errlen);
+
 /* For a reader that stops before the end: read the rest of the payload (no decompression) to
  * complete the second pass's CRC32C, so that a file changed in place after open is reported
  * although its records were taken. Returns 0 when the payload is the one checked at open,

@@ -1241,6 +1241,14 @@ static int write_rest(const struct tv_v3_record *r, struct rest_cursor *c, uint6
 	return 0;
 }
 
+bool tv_v3_record_whole(const struct tv_v3_record *r, const uint8_t **data)
+{
+	if (!(r->mask & MASK_RAW))
+		return false;
+	*data = r->rest;
+	return true;
+}
+
 int tv_v3_record_write(const struct tv_v3_record *r, uint8_t *out, char *err, size_t errlen)
 {
 	/* "000102...ff": a byte's two lower-case hex digits at 2 * byte */

@@ -144,6 +144,9 @@ int tv_v3_page_next(struct tv_v3_page *p, struct tv_v3_record *r, char *err, siz
 /* Write r's protobuf bytes (r->bytes of them) at out. Returns 0 or -EBADMSG (its kept fields
  * do not parse). */
 int tv_v3_record_write(const struct tv_v3_record *r, uint8_t *out, char *err, size_t errlen);
+/* Whether r is a record the page keeps whole: then *data points at its r->bytes protobuf bytes
+ * in the page (what tv_v3_record_write would copy). */
+bool tv_v3_record_whole(const struct tv_v3_record *r, const uint8_t **data);
 
 /* ---- a few fields of each record (Summary): only their columns are decoded ---- */
 

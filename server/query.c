@@ -1,7 +1,9 @@
 /* Time-range query executor: catalog lookup, then a k-way merge over block streams by
  * (ts_ns, block order). Records are forwarded as raw protobuf bytes, never decoded; the
  * request's filter (server/filter.h) reads their tags in place and drops the ones it refuses
- * before they reach the merge.
+ * before they reach the merge. A version 3 block's record is rebuilt from its columns: without
+ * a filter, forward, it is rebuilt only when it is sent, straight into the batch
+ * (tv_block_stream_next_unbuilt), so its bytes are written once, not built then copied.
  *
  * Order. The plan is the catalog's (min_ts_ns, block_id) order, and a block's index in it (bi)
  * breaks ties of ts_ns; inside a block, records keep their stored order. So forward is
@@ -83,7 +85,9 @@ struct cursor {
 	uint64_t file_bytes;
 	size_t bi;           /* index in q->blocks: the tie-breaker after ts_ns */
 	uint64_t ts_ns;      /* current record (the head) */
-	const uint8_t *data; /* forward: points into s, valid until it advances */
+	/* forward: points into s, valid until it advances; NULL: a version 3 record left
+	 * unbuilt, which emit_head builds straight into the batch (tv_block_stream_write) */
+	const uint8_t *data;
 	size_t len;
 	uint32_t sent;       /* records of it in batches so far */
 	/* reverse: the window of this pass and where the pass stands */
@@ -684,8 +688,11 @@ static int forward_step(struct tv_query *q, struct cursor *cur, struct batch *b,
 	for (;;) {
 		if (slice_spent(q))
 			return STEP_PAUSED;
-		ret = tv_block_stream_next(cur->s, &cur->data, &cur->len, &cur->ts_ns, why,
-					   sizeof(why));
+		/* a filter reads the record's bytes; without one it is built only when sent */
+		ret = q->filter ? tv_block_stream_next(cur->s, &cur->data, &cur->len, &cur->ts_ns,
+						       why, sizeof(why)) :
+				  tv_block_stream_next_unbuilt(cur->s, &cur->data, &cur->len,
+							       &cur->ts_ns, why, sizeof(why));
 		if (ret < 0) {
 			tv_block_stream_free(cur->s);
 			cur->s = NULL;
@@ -694,7 +701,8 @@ static int forward_step(struct tv_query *q, struct cursor *cur, struct batch *b,
 		if (ret == 0 || cur->ts_ns >= q->to_ns)
 			return 0;
 		slice_record(q);
-		if (cur->ts_ns >= q->from_ns && tv_filter_match(q->filter, cur->data, cur->len))
+		if (cur->ts_ns >= q->from_ns &&
+		    (!q->filter || tv_filter_match(q->filter, cur->data, cur->len)))
 			return 1;
 	}
 }
@@ -994,6 +1002,40 @@ static bool must_open_next(const struct tv_query *q)
 	return q->reverse ? m->max_ts_ns >= q->heap[0]->ts_ns : m->min_ts_ns <= q->heap[0]->ts_ns;
 }
 
+/* emit_head for cur's head left unbuilt (cur is heap[0]): its bytes are built straight into
+ * the batch, framed as batch_put2 frames them. A record that cannot be built (not expected:
+ * tv_block_stream_write) is taken back out of the batch and its block skipped as damaged. */
+static int emit_unbuilt(struct tv_query *q, struct cursor *cur, struct batch *b, char *err,
+			size_t errlen)
+{
+	char why[REASON_LEN];
+	size_t at = b->len;
+	int ret = batch_room(b, cur->len + 1 + TV_VARINT_MAX_BYTES);
+
+	if (ret) {
+		snprintf(err, errlen, "out of memory building a batch");
+		return ret;
+	}
+	b->buf[b->len++] = (uint8_t)(1 << 3 | 2);
+	b->len += tv_varint_put(b->buf + b->len, cur->len);
+	ret = tv_block_stream_write(cur->s, b->buf + b->len, why, sizeof(why));
+	heap_pop(q);
+	if (ret) {
+		b->len = at;
+		tv_block_stream_free(cur->s);
+		cur->s = NULL;
+		ret = block_fault(q, cur->bi, ret, why, cur->sent, b, err, errlen);
+		cursor_free(cur);
+		return ret;
+	}
+	b->len += cur->len;
+	b->records++;
+	q->emitted++;
+	cur->sent++;
+	q->pending = cur;
+	return 0;
+}
+
 /* The heap's first head into the batch; its cursor goes aside to be stepped. */
 static int emit_head(struct tv_query *q, struct batch *b, char *err, size_t errlen)
 {
@@ -1004,6 +1046,8 @@ static int emit_head(struct tv_query *q, struct batch *b, char *err, size_t errl
 
 	if (q->reverse)
 		tv_query_window_last(&cur->w, &p1, &l1, &p2, &l2);
+	else if (!p1) /* a version 3 record left unbuilt: built in place */
+		return emit_unbuilt(q, cur, b, err, errlen);
 	ret = batch_put2(b, 1, p1, l1, p2, l2);
 	if (ret) {
 		snprintf(err, errlen, "out of memory building a batch");

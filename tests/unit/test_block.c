@@ -284,6 +284,7 @@ static void test_v3_page_keeps_odd_records(void **state)
 	struct tv_v3_page *pg;
 	struct tv_v3_record r;
 	uint8_t *out = NULL, rebuilt[64];
+	const uint8_t *whole;
 	size_t out_len = 0, out_cap = 0;
 	uint64_t hash;
 	bool has;
@@ -302,6 +303,10 @@ static void test_v3_page_keeps_odd_records(void **state)
 		assert_int_equal(r.bytes, lens[i]);
 		assert_int_equal(tv_v3_record_write(&r, rebuilt, err, sizeof(err)), 0);
 		assert_memory_equal(rebuilt, recs[i], lens[i]);
+		/* the first three are kept whole, in place in the page; the others have columns */
+		assert_int_equal(tv_v3_record_whole(&r, &whole), i < 3);
+		if (i < 3)
+			assert_memory_equal(whole, recs[i], lens[i]);
 	}
 	assert_int_equal(tv_v3_page_next(pg, &r, err, sizeof(err)), 0);
 	free(work);
