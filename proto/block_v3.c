@@ -772,14 +772,22 @@ static __attribute__((noinline)) int col_varint_long(struct tv_v3_page *p, int c
 }
 
 /* The next varint of column c into *v. 0, or -EBADMSG (err set) when the column ends in it.
- * Inlined for its one-byte case, most of a page's values (dictionary indexes, statuses). */
+ * Inlined for its one- and two-byte cases, most of a page's values (dictionary indexes,
+ * statuses, pids, body sizes); read as tv_varint_get reads them. */
 static inline __attribute__((always_inline)) int col_varint(struct tv_v3_page *p, int c,
 							    uint64_t *v, char *err, size_t errlen)
 {
 	struct col *k = &p->c[c];
+	const uint8_t *q = k->p + k->pos;
 
-	if (k->pos < k->len && k->p[k->pos] < 0x80) {
-		*v = k->p[k->pos++];
+	if (k->pos < k->len && q[0] < 0x80) {
+		*v = q[0];
+		k->pos++;
+		return 0;
+	}
+	if (k->len - k->pos >= 2 && q[1] < 0x80) {
+		*v = (uint64_t)(q[0] & 0x7f) | (uint64_t)q[1] << 7;
+		k->pos += 2;
 		return 0;
 	}
 	return col_varint_long(p, c, v, err, errlen);
@@ -1227,6 +1235,43 @@ static int rest_peek(const struct tv_v3_record *r, struct rest_cursor *c)
 			  &vo, &vl);
 }
 
+/* memcpy for the short strings of a record (most under 32 bytes), without a call: whole
+ * words that overlap instead of a byte loop, never reading or writing past n. */
+static inline __attribute__((always_inline)) void copy_short(uint8_t *o, const uint8_t *s,
+							     size_t n)
+{
+	if (n > 32) {
+		memcpy(o, s, n);
+	} else if (n >= 16) {
+		uint8_t a[16], b[16];
+
+		memcpy(a, s, 16);
+		memcpy(b, s + n - 16, 16);
+		memcpy(o, a, 16);
+		memcpy(o + n - 16, b, 16);
+	} else if (n >= 8) {
+		uint64_t a, b;
+
+		memcpy(&a, s, 8);
+		memcpy(&b, s + n - 8, 8);
+		memcpy(o, &a, 8);
+		memcpy(o + n - 8, &b, 8);
+	} else if (n >= 4) {
+		uint32_t a, b;
+
+		memcpy(&a, s, 4);
+		memcpy(&b, s + n - 4, 4);
+		memcpy(o, &a, 4);
+		memcpy(o + n - 4, &b, 4);
+	} else if (n) {
+		uint8_t a = s[0], m = s[n / 2], z = s[n - 1];
+
+		o[0] = a;
+		o[n / 2] = m;
+		o[n - 1] = z;
+	}
+}
+
 /* Copy the kept fields from c whose number is below field (all of them for UINT64_MAX). */
 static int write_rest(const struct tv_v3_record *r, struct rest_cursor *c, uint64_t field,
 		      uint8_t **o)
@@ -1276,9 +1321,16 @@ int tv_v3_record_write(const struct tv_v3_record *r, uint8_t *out, char *err, si
 		uint8_t f = F[i].field;
 		bool is_num = F[i].kind == K_TS || F[i].kind == K_END || F[i].kind == K_NUM;
 
+		unsigned tag = (unsigned)f << 3 | (is_num ? 0 : 2); /* f <= 20: two bytes at most */
+
 		if (rc.num < f && write_rest(r, &rc, f, &o))
 			goto bad;
-		o += tv_varint_put(o, (uint64_t)f << 3 | (is_num ? 0 : 2));
+		if (tag < 0x80) {
+			*o++ = (uint8_t)tag;
+		} else {
+			*o++ = (uint8_t)(tag | 0x80);
+			*o++ = (uint8_t)(tag >> 7);
+		}
 		if (is_num) {
 			o += tv_varint_put(o, r->num[f]);
 		} else if (r->str_hex[f]) {
@@ -1287,7 +1339,7 @@ int tv_v3_record_write(const struct tv_v3_record *r, uint8_t *out, char *err, si
 				memcpy(o, hex2 + 2 * r->str[f][k], 2);
 		} else {
 			o += tv_varint_put(o, r->str_len[f]);
-			memcpy(o, r->str[f], r->str_len[f]);
+			copy_short(o, r->str[f], r->str_len[f]);
 			o += r->str_len[f];
 		}
 	}
