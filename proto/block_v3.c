@@ -734,6 +734,7 @@ struct dref {
 	const uint8_t *p;
 	uint32_t len;
 	uint8_t hex;
+	uint8_t lenlen; /* its protobuf length prefix's bytes (written as hex: 2 * len) */
 };
 
 struct tv_v3_page {
@@ -1144,17 +1145,21 @@ int tv_v3_page_next(struct tv_v3_page *p, struct tv_v3_record *r, char *err, siz
 		size_t i = (size_t)__builtin_ctz(m);
 		uint8_t f = F[i].field;
 
-		r->str_hex[f] = 0;
+		/* the record's protobuf size is summed field by field, each case its own: the
+		 * tags of fields with columns take one byte up to field 15, two past it */
 		switch (F[i].kind) {
 		case K_TS:
+			bytes += 1 + varint_len(r->num[1]);
 			break;
 		case K_END:
 			ret = col_varint(p, C_END, &r->num[2], err, errlen);
 			r->num[2] = r->ts_ns + r->num[3] + (uint64_t)unzigzag(r->num[2]);
+			bytes += 1 + varint_len(r->num[2]);
 			break;
 		case K_NUM:
 			if (f != 3)
 				ret = col_varint(p, F[i].col, &r->num[f], err, errlen);
+			bytes += 1 + varint_len(r->num[f]);
 			break;
 		case K_STR:
 		case K_TRACE: {
@@ -1171,15 +1176,18 @@ int tv_v3_page_next(struct tv_v3_page *p, struct tv_v3_record *r, char *err, siz
 				ret = col_lenstr(p, F[i].col + NSTRDICT, &ref->p, &ref->len, err,
 						 errlen);
 				ref->hex = 0;
+				ref->lenlen = (uint8_t)varint_len(ref->len);
 			} else if (v == p->dn[d]) {
 				ref = &p->dict[d][p->dn[d]++];
 				ret = col_bytes(p, C_TRACE_BIN, 16, &ref->p, err, errlen);
 				ref->len = 16;
 				ref->hex = 1;
+				ref->lenlen = 1; /* 32 */
 			} else if (v == p->dn[d] + 1ull && F[i].kind == K_TRACE) {
 				ref = &p->dict[d][p->dn[d]++];
 				ret = col_lenstr(p, C_ODD, &ref->p, &ref->len, err, errlen);
 				ref->hex = 0;
+				ref->lenlen = (uint8_t)varint_len(ref->len);
 			} else {
 				return tv_errf(err, errlen, -EBADMSG,
 					       "record %u of the page: field %u refers to string "
@@ -1189,6 +1197,7 @@ int tv_v3_page_next(struct tv_v3_page *p, struct tv_v3_record *r, char *err, siz
 			r->str[f] = ref->p;
 			r->str_len[f] = ref->len;
 			r->str_hex[f] = ref->hex;
+			bytes += tag_len(f) + ref->lenlen + ((size_t)ref->len << ref->hex);
 			break;
 		}
 		case K_SPAN:
@@ -1199,8 +1208,11 @@ int tv_v3_page_next(struct tv_v3_page *p, struct tv_v3_record *r, char *err, siz
 				ret = col_bytes(p, C_SPAN_BIN, 8, &r->str[f], err, errlen);
 				r->str_len[f] = 8;
 				r->str_hex[f] = 1;
+				bytes += 1 + 1 + 16;
 			} else if (v == 1) {
 				ret = col_lenstr(p, C_ODD, &r->str[f], &r->str_len[f], err, errlen);
+				r->str_hex[f] = 0;
+				bytes += 1 + varint_len(r->str_len[f]) + r->str_len[f];
 			} else {
 				return tv_errf(err, errlen, -EBADMSG,
 					       "record %u of the page: span tag %llu", p->next,
@@ -1210,13 +1222,6 @@ int tv_v3_page_next(struct tv_v3_page *p, struct tv_v3_record *r, char *err, siz
 		}
 		if (ret)
 			return ret;
-		if (F[i].kind == K_STR || F[i].kind == K_TRACE || F[i].kind == K_SPAN) {
-			size_t n = r->str_len[f] * (r->str_hex[f] ? 2u : 1u);
-
-			bytes += tag_len(f) + varint_len(n) + n;
-		} else {
-			bytes += tag_len(f) + varint_len(r->num[f]);
-		}
 	}
 	if (r->mask & MASK_REST) {
 		ret = col_lenstr(p, C_REST, &r->rest, &r->rest_len, err, errlen);
