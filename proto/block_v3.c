@@ -734,6 +734,7 @@ struct dref {
 	const uint8_t *p;
 	uint32_t len;
 	uint8_t hex;
+	uint8_t lenlen; /* its protobuf length prefix's bytes (written as hex: 2 * len) */
 };
 
 struct tv_v3_page {
@@ -762,9 +763,26 @@ static __attribute__((noinline)) int col_varint_long(struct tv_v3_page *p, int c
 						      char *err, size_t errlen)
 {
 	struct col *k = &p->c[c];
+	const uint8_t *q = k->p + k->pos;
 	size_t used;
 
-	if (tv_varint_get(k->p + k->pos, k->len - k->pos, v, &used))
+	/* three or four bytes (latencies, times) with room for them: no bound checks per byte */
+	if (k->len - k->pos >= 4 && q[0] >= 0x80 && q[1] >= 0x80) {
+		uint64_t x = (uint64_t)(q[0] & 0x7f) | (uint64_t)(q[1] & 0x7f) << 7 |
+			     (uint64_t)(q[2] & 0x7f) << 14;
+
+		if (q[2] < 0x80) {
+			*v = x;
+			k->pos += 3;
+			return 0;
+		}
+		if (q[3] < 0x80) {
+			*v = x | (uint64_t)q[3] << 21;
+			k->pos += 4;
+			return 0;
+		}
+	}
+	if (tv_varint_get(q, k->len - k->pos, v, &used))
 		return tv_errf(err, errlen, -EBADMSG, "page column %d ends inside record %u", c,
 			       p->next);
 	k->pos += used;
@@ -772,21 +790,30 @@ static __attribute__((noinline)) int col_varint_long(struct tv_v3_page *p, int c
 }
 
 /* The next varint of column c into *v. 0, or -EBADMSG (err set) when the column ends in it.
- * Inlined for its one-byte case, most of a page's values (dictionary indexes, statuses). */
+ * Inlined for its one- and two-byte cases, most of a page's values (dictionary indexes,
+ * statuses, pids, body sizes); read as tv_varint_get reads them. */
 static inline __attribute__((always_inline)) int col_varint(struct tv_v3_page *p, int c,
 							    uint64_t *v, char *err, size_t errlen)
 {
 	struct col *k = &p->c[c];
+	const uint8_t *q = k->p + k->pos;
 
-	if (k->pos < k->len && k->p[k->pos] < 0x80) {
-		*v = k->p[k->pos++];
+	if (k->pos < k->len && q[0] < 0x80) {
+		*v = q[0];
+		k->pos++;
+		return 0;
+	}
+	if (k->len - k->pos >= 2 && q[1] < 0x80) {
+		*v = (uint64_t)(q[0] & 0x7f) | (uint64_t)q[1] << 7;
+		k->pos += 2;
 		return 0;
 	}
 	return col_varint_long(p, c, v, err, errlen);
 }
 
-static int col_bytes(struct tv_v3_page *p, int c, size_t n, const uint8_t **s, char *err,
-		     size_t errlen)
+static inline __attribute__((always_inline)) int col_bytes(struct tv_v3_page *p, int c, size_t n,
+							    const uint8_t **s, char *err,
+							    size_t errlen)
 {
 	struct col *k = &p->c[c];
 
@@ -798,8 +825,10 @@ static int col_bytes(struct tv_v3_page *p, int c, size_t n, const uint8_t **s, c
 	return 0;
 }
 
-static int col_lenstr(struct tv_v3_page *p, int c, const uint8_t **s, uint32_t *n, char *err,
-		      size_t errlen)
+/* Inlined with col_bytes: every new string of a page comes through here. */
+static inline __attribute__((always_inline)) int col_lenstr(struct tv_v3_page *p, int c,
+							     const uint8_t **s, uint32_t *n,
+							     char *err, size_t errlen)
 {
 	uint64_t v;
 	int ret = col_varint(p, c, &v, err, errlen);
@@ -1116,17 +1145,21 @@ int tv_v3_page_next(struct tv_v3_page *p, struct tv_v3_record *r, char *err, siz
 		size_t i = (size_t)__builtin_ctz(m);
 		uint8_t f = F[i].field;
 
-		r->str_hex[f] = 0;
+		/* the record's protobuf size is summed field by field, each case its own: the
+		 * tags of fields with columns take one byte up to field 15, two past it */
 		switch (F[i].kind) {
 		case K_TS:
+			bytes += 1 + varint_len(r->num[1]);
 			break;
 		case K_END:
 			ret = col_varint(p, C_END, &r->num[2], err, errlen);
 			r->num[2] = r->ts_ns + r->num[3] + (uint64_t)unzigzag(r->num[2]);
+			bytes += 1 + varint_len(r->num[2]);
 			break;
 		case K_NUM:
 			if (f != 3)
 				ret = col_varint(p, F[i].col, &r->num[f], err, errlen);
+			bytes += 1 + varint_len(r->num[f]);
 			break;
 		case K_STR:
 		case K_TRACE: {
@@ -1143,15 +1176,18 @@ int tv_v3_page_next(struct tv_v3_page *p, struct tv_v3_record *r, char *err, siz
 				ret = col_lenstr(p, F[i].col + NSTRDICT, &ref->p, &ref->len, err,
 						 errlen);
 				ref->hex = 0;
+				ref->lenlen = (uint8_t)varint_len(ref->len);
 			} else if (v == p->dn[d]) {
 				ref = &p->dict[d][p->dn[d]++];
 				ret = col_bytes(p, C_TRACE_BIN, 16, &ref->p, err, errlen);
 				ref->len = 16;
 				ref->hex = 1;
+				ref->lenlen = 1; /* 32 */
 			} else if (v == p->dn[d] + 1ull && F[i].kind == K_TRACE) {
 				ref = &p->dict[d][p->dn[d]++];
 				ret = col_lenstr(p, C_ODD, &ref->p, &ref->len, err, errlen);
 				ref->hex = 0;
+				ref->lenlen = (uint8_t)varint_len(ref->len);
 			} else {
 				return tv_errf(err, errlen, -EBADMSG,
 					       "record %u of the page: field %u refers to string "
@@ -1161,6 +1197,7 @@ int tv_v3_page_next(struct tv_v3_page *p, struct tv_v3_record *r, char *err, siz
 			r->str[f] = ref->p;
 			r->str_len[f] = ref->len;
 			r->str_hex[f] = ref->hex;
+			bytes += tag_len(f) + ref->lenlen + ((size_t)ref->len << ref->hex);
 			break;
 		}
 		case K_SPAN:
@@ -1171,8 +1208,11 @@ int tv_v3_page_next(struct tv_v3_page *p, struct tv_v3_record *r, char *err, siz
 				ret = col_bytes(p, C_SPAN_BIN, 8, &r->str[f], err, errlen);
 				r->str_len[f] = 8;
 				r->str_hex[f] = 1;
+				bytes += 1 + 1 + 16;
 			} else if (v == 1) {
 				ret = col_lenstr(p, C_ODD, &r->str[f], &r->str_len[f], err, errlen);
+				r->str_hex[f] = 0;
+				bytes += 1 + varint_len(r->str_len[f]) + r->str_len[f];
 			} else {
 				return tv_errf(err, errlen, -EBADMSG,
 					       "record %u of the page: span tag %llu", p->next,
@@ -1182,13 +1222,6 @@ int tv_v3_page_next(struct tv_v3_page *p, struct tv_v3_record *r, char *err, siz
 		}
 		if (ret)
 			return ret;
-		if (F[i].kind == K_STR || F[i].kind == K_TRACE || F[i].kind == K_SPAN) {
-			size_t n = r->str_len[f] * (r->str_hex[f] ? 2u : 1u);
-
-			bytes += tag_len(f) + varint_len(n) + n;
-		} else {
-			bytes += tag_len(f) + varint_len(r->num[f]);
-		}
 	}
 	if (r->mask & MASK_REST) {
 		ret = col_lenstr(p, C_REST, &r->rest, &r->rest_len, err, errlen);
@@ -1225,6 +1258,43 @@ static int rest_peek(const struct tv_v3_record *r, struct rest_cursor *c)
 	}
 	return field_span(r->rest + c->pos, r->rest_len - c->pos, &c->num, &wt, &c->total, &kl,
 			  &vo, &vl);
+}
+
+/* memcpy for the short strings of a record (most under 32 bytes), without a call: whole
+ * words that overlap instead of a byte loop, never reading or writing past n. */
+static inline __attribute__((always_inline)) void copy_short(uint8_t *o, const uint8_t *s,
+							     size_t n)
+{
+	if (n > 32) {
+		memcpy(o, s, n);
+	} else if (n >= 16) {
+		uint8_t a[16], b[16];
+
+		memcpy(a, s, 16);
+		memcpy(b, s + n - 16, 16);
+		memcpy(o, a, 16);
+		memcpy(o + n - 16, b, 16);
+	} else if (n >= 8) {
+		uint64_t a, b;
+
+		memcpy(&a, s, 8);
+		memcpy(&b, s + n - 8, 8);
+		memcpy(o, &a, 8);
+		memcpy(o + n - 8, &b, 8);
+	} else if (n >= 4) {
+		uint32_t a, b;
+
+		memcpy(&a, s, 4);
+		memcpy(&b, s + n - 4, 4);
+		memcpy(o, &a, 4);
+		memcpy(o + n - 4, &b, 4);
+	} else if (n) {
+		uint8_t a = s[0], m = s[n / 2], z = s[n - 1];
+
+		o[0] = a;
+		o[n / 2] = m;
+		o[n - 1] = z;
+	}
 }
 
 /* Copy the kept fields from c whose number is below field (all of them for UINT64_MAX). */
@@ -1276,9 +1346,16 @@ int tv_v3_record_write(const struct tv_v3_record *r, uint8_t *out, char *err, si
 		uint8_t f = F[i].field;
 		bool is_num = F[i].kind == K_TS || F[i].kind == K_END || F[i].kind == K_NUM;
 
+		unsigned tag = (unsigned)f << 3 | (is_num ? 0 : 2); /* f <= 20: two bytes at most */
+
 		if (rc.num < f && write_rest(r, &rc, f, &o))
 			goto bad;
-		o += tv_varint_put(o, (uint64_t)f << 3 | (is_num ? 0 : 2));
+		if (tag < 0x80) {
+			*o++ = (uint8_t)tag;
+		} else {
+			*o++ = (uint8_t)(tag | 0x80);
+			*o++ = (uint8_t)(tag >> 7);
+		}
 		if (is_num) {
 			o += tv_varint_put(o, r->num[f]);
 		} else if (r->str_hex[f]) {
@@ -1287,7 +1364,7 @@ int tv_v3_record_write(const struct tv_v3_record *r, uint8_t *out, char *err, si
 				memcpy(o, hex2 + 2 * r->str[f][k], 2);
 		} else {
 			o += tv_varint_put(o, r->str_len[f]);
-			memcpy(o, r->str[f], r->str_len[f]);
+			copy_short(o, r->str[f], r->str_len[f]);
 			o += r->str_len[f];
 		}
 	}

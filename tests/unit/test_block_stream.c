@@ -688,7 +688,8 @@ static uint64_t rnd(uint64_t *seed)
 }
 
 /* Random record i into want (its packed bytes, returned: its length): any field present or
- * not, values of every varint length, strings from a few (dictionary) or new, trace ids lower-
+ * not, values of every varint length, strings from a few (dictionary) or new ones of random
+ * length, trace ids lower-
  * hex (binary column), upper-case or odd (kept as strings), span ids alike, and some with
  * headers and a body (fields without a column: kept beside the columns). */
 static size_t unbuilt_record(uint64_t i, uint64_t *seed, uint8_t *want)
@@ -705,10 +706,15 @@ static size_t unbuilt_record(uint64_t i, uint64_t *seed, uint8_t *want)
 	r.end_ns = rnd(seed) % 3 ? r.ts_ns + r.latency_ns + rnd(seed) % 3 : rnd(seed) % 2 ? 0 : r.ts_ns;
 	r.pid = (uint32_t)(rnd(seed) % 3 ? rnd(seed) % 70000 : 0);
 	for (int k = 0; k < 9; k++) {
-		if (rnd(seed) % 4)
+		size_t n = rnd(seed) % sizeof(str[k]); /* new strings of every length to 47 */
+
+		if (rnd(seed) % 4) {
 			snprintf(str[k], sizeof(str[k]), "%s", words[rnd(seed) % 9]);
-		else
-			snprintf(str[k], sizeof(str[k]), "x%llu", (unsigned long long)rnd(seed));
+			continue;
+		}
+		for (size_t j = 0; j < n; j++)
+			str[k][j] = (char)('!' + rnd(seed) % 90);
+		str[k][n] = '\0';
 	}
 	r.comm = str[0];
 	r.local = str[1];
@@ -767,9 +773,9 @@ static size_t unbuilt_record(uint64_t i, uint64_t *seed, uint8_t *want)
  * kept fields come built. */
 static void test_v3_unbuilt_records_are_built_byte_for_byte(void **state)
 {
-	static uint8_t want[UNBUILT_N][512];
+	static uint8_t want[UNBUILT_N][1024]; /* a record is under 800 bytes */
 	static size_t want_len[UNBUILT_N];
-	static uint8_t out[512];
+	static uint8_t out[1024];
 	struct budget b = { 0 };
 	struct tv_block_budget tb = { .reserve = b_reserve, .release = b_release, .arg = &b };
 	uint64_t seed = 12;
