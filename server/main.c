@@ -595,20 +595,21 @@ int main(int argc, char **argv)
 		grpc_shutdown();
 		goto fail;
 	}
-	if (tls.cert)
-		fprintf(stderr, "tracevaultd: TLS on (certificate %s; client certificates %s)\n",
-			tls_cert, !tls.ca ? "not asked for" :
-			require_client_cert ? "required, signed by --tls-ca" :
-					      "verified against --tls-ca when given");
-	else if (insecure)
-		fprintf(stderr, "tracevaultd: warning: --insecure: plaintext gRPC on %s\n",
-			o.listen_addr);
 	tv_tls_pem_free(&tls); /* gRPC holds its own copy; ours (the key) is wiped */
 	{
 		/* name the bound port, not the requested one: with port 0 only the kernel knows it.
-		 * The log line goes first so that it is there once the readiness line is read. */
+		 * The log lines go first so that they are there once the readiness line is read. */
 		const char *colon = strrchr(o.listen_addr, ':');
 		int host_len = (int)(colon - o.listen_addr);
+
+		if (tls_cert)
+			fprintf(stderr, "tracevaultd: TLS on (certificate %s; client certificates "
+				"%s)\n", tls_cert, !tls_ca ? "not asked for" :
+				require_client_cert ? "required, signed by --tls-ca" :
+						      "verified against --tls-ca when given");
+		else if (insecure)
+			fprintf(stderr, "tracevaultd: warning: --insecure: plaintext gRPC on "
+				"%.*s:%d\n", host_len, o.listen_addr, port);
 
 		fprintf(stderr, "tracevaultd: serving %.*s:%d (data %s)\n", host_len, o.listen_addr,
 			port, data_dir);

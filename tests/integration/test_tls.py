@@ -241,8 +241,9 @@ def test_listen_rules(env):
     finally:
         shutil.rmtree(data, ignore_errors=True)
     with tvtest.Server(listen="0.0.0.0:0", extra_args=["--insecure"]) as srv:
-        assert "tracevaultd: warning: --insecure: plaintext gRPC on 0.0.0.0:0" in srv.log()
         port = srv.addr.rsplit(":", 1)[1]
+        assert "tracevaultd: warning: --insecure: plaintext gRPC on 0.0.0.0:%s\n" % port \
+            in srv.log(), srv.log()
         p = env.run(["query", "--server", "127.0.0.1:" + port, "--from", str(BASE_NS)])
         assert p.returncode == 0 and p.stdout == "", p.stderr
     # a non-loopback address with TLS needs no --insecure
