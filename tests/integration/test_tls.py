@@ -2,7 +2,8 @@
 (a CA, a server certificate for IP:127.0.0.1 and DNS:localhost, a client certificate of the
 same CA, and one of another CA): put + query over mutual TLS give the exact records; a
 plaintext client, a client without a certificate and one with the other CA's are refused, each
-exit 1 with a line naming why; so is a name the server's certificate does not carry; the Python
+exit 1 with a line naming why (put, query, summary; capture too, whose refusal comes before
+any eBPF is loaded); so is a name the server's certificate does not carry; the Python
 grpcio client works with the same CA; tracevaultd refuses a plaintext non-loopback --listen
 unless --insecure; the option checks of both binaries; no key ever appears in any output.
 Time budget: about 15 s (three servers, EC keys)."""
@@ -155,6 +156,13 @@ def test_refused_clients(env):
         env.refused(q + env.client_args(cert=None), "it requires a client certificate")
         env.refused(["put", "--server", srv.addr] + env.client_args(cert=None) + [env.jsonl],
                     "it requires a client certificate")
+        # capture makes its write pipeline (and probes the server) before anything of eBPF:
+        # these refusals check its channels without loading a probe
+        cap = ["capture", "--server", srv.addr, "--duration", "1"]
+        env.refused(cap, "the server speaks TLS: connect with --tls-ca")
+        env.refused(cap + env.client_args(cert=None), "it requires a client certificate")
+        env.refused(cap + env.client_args(cert="other-client"),
+                    "does not accept the client certificate of --tls-cert")
         env.refused(q + env.client_args(cert="other-client"),
                     "does not accept the client certificate of --tls-cert")
         env.refused(q + env.client_args(ca="other-ca"), "TLS handshake failed: the server's "
