@@ -1,7 +1,9 @@
 /* HOST:PORT and server lists (common/addr.h): the one parser of each, for both binaries. */
 #include "common/addr.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,6 +33,21 @@ int tv_hostport_parse(const char *s, char *host, size_t hostlen, unsigned *port)
 	host[hlen] = '\0';
 	*port = (unsigned)v;
 	return 0;
+}
+
+bool tv_host_is_loopback(const char *host)
+{
+	struct in_addr a4;
+	struct in6_addr a6;
+
+	if (strcmp(host, "localhost") == 0)
+		return true;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, host, &a6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&a6) ||
+		       (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+	return false;
 }
 
 int tv_server_list_check(const char *s)

@@ -5,6 +5,7 @@
 #ifndef TV_COMMON_ADDR_H
 #define TV_COMMON_ADDR_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define TV_PORT_MAX 65535
@@ -19,6 +20,11 @@
  * a NUL-terminated copy (hostlen bytes with the NUL), *port the port. Returns 0, -EINVAL when s is
  * not HOST:PORT, or -ENAMETOOLONG when the host does not fit in hostlen. */
 int tv_hostport_parse(const char *s, char *host, size_t hostlen, unsigned *port);
+
+/* Whether host (as tv_hostport_parse gives it: no brackets) is a loopback address: 127.0.0.0/8,
+ * ::1, ::ffff:127.x.y.z, or the name localhost. Other names are not resolved: they count as
+ * not loopback (tracevaultd's plaintext rule, the client's BDP choice). */
+bool tv_host_is_loopback(const char *host);
 
 /* A parsed server list; tv_server_list_free releases it. */
 struct tv_server_list {

@@ -19,6 +19,8 @@ PKGS=(
   libcmocka-dev nginx-light curl wrk python3-grpcio python3-protobuf
   # a second HTTP server for the capture tests (test_capture_load.py)
   lighttpd
+  # the openssl CLI: test_tls.py makes its CA and certificates with it (README "TLS")
+  openssl
   iproute2 procps
   # the read bench's peers (bench/read.sh)
   sqlite3 zstd

@@ -11,6 +11,7 @@
 #include <netdb.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 #include "common/duration.h"
 #include "common/limit.h"
 #include "common/size.h"
+#include "common/tls.h"
 #include "common/usage.h"
 #include "server/catalog.h"
 #include "server/data_dir.h"
@@ -105,6 +107,11 @@ static const struct option OPTIONS[] = {
 	{ "retain-interval", required_argument, NULL, 'i' },
 	{ "retain-query-grace", required_argument, NULL, 'g' },
 	{ "test-retention-unlink-delay-ms", required_argument, NULL, 'u' },
+	{ "tls-cert", required_argument, NULL, 'c' },
+	{ "tls-key", required_argument, NULL, 'k' },
+	{ "tls-ca", required_argument, NULL, 'A' },
+	{ "tls-require-client-cert", no_argument, NULL, 'r' },
+	{ "insecure", no_argument, NULL, 'N' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -118,6 +125,8 @@ static const char USAGE[] =
 	"                   [--query-memory-bytes N] [--query-total-memory-bytes N]\n"
 	"                   [--retain-time DURATION] [--retain-bytes SIZE]\n"
 	"                   [--retain-interval DURATION] [--retain-query-grace DURATION]\n"
+	"                   [--tls-cert FILE --tls-key FILE [--tls-ca FILE]\n"
+	"                    [--tls-require-client-cert]] [--insecure]\n"
 	"       tracevaultd --data DIR --rebuild-catalog | --scrub\n"
 	"\n"
 	"Stores trace blocks written over gRPC (TraceStore Write) and serves time-range queries.\n"
@@ -183,6 +192,8 @@ static const char USAGE_LIMITS_TAIL[] =
 	"Examples:\n"
 	"  tracevaultd --data /var/lib/tracevault\n"
 	"  tracevaultd --data /tmp/tv --listen 127.0.0.1:0\n"
+	"  tracevaultd --data /var/lib/tracevault --listen 0.0.0.0:7070 \\\n"
+	"      --tls-cert server.pem --tls-key server.key --tls-ca ca.pem --tls-require-client-cert\n"
 	"  tracevaultd --data /var/lib/tracevault --scrub\n";
 
 /* retention (server/retention.h); a third string for ISO C's 4095-byte literals */
@@ -205,6 +216,24 @@ static const char USAGE_RETENTION[] =
 	"  --test-retention-unlink-delay-ms MS\n"
 	"                           tests only: sleep MS before each unlink of a removal, so\n"
 	"                           that a kill lands inside it, 0 to 10000 (default 0)\n"
+	"\n";
+
+/* TLS on the gRPC port (a fourth string for ISO C's 4095-byte literals); README "TLS" */
+static const char USAGE_TLS[] =
+	"TLS (gRPC's own credentials; PEM files, at most 1M each, checked at start: a file\n"
+	"that is missing, unreadable or not PEM, or a key not matching the certificate, exits 1\n"
+	"naming it). Without --tls-cert the port is plaintext, allowed on a loopback --listen\n"
+	"(127.0.0.0/8, ::1, localhost) only.\n"
+	"  --tls-cert FILE          serve TLS with this certificate chain (leaf first); needs\n"
+	"                           --tls-key\n"
+	"  --tls-key FILE           the certificate's private key (unencrypted PEM; keep it\n"
+	"                           0600, it is never logged)\n"
+	"  --tls-ca FILE            CA certificates for client certificates: a client that\n"
+	"                           presents one must be signed by them (mutual TLS)\n"
+	"  --tls-require-client-cert\n"
+	"                           refuse clients without a certificate (needs --tls-ca)\n"
+	"  --insecure               allow plaintext on a --listen that is not loopback (any\n"
+	"                           client on the network can then read and write the archive)\n"
 	"\n";
 
 /* What this run does: serve, or one maintenance job on a data dir no server holds. */
@@ -238,6 +267,33 @@ static int parse_count(const char *name, const char *arg, const struct tv_limit 
 		return 0;
 	tv_limit_format(l, false, bound, sizeof(bound));
 	return usage_error("invalid --%s: '%s' (%s)", name, arg, bound);
+}
+
+/* The TLS options together: cert and key go in pairs, a CA and the client-certificate rule
+ * need TLS, and a --listen that is not loopback needs TLS or --insecure. listen_host is the
+ * host of --listen listen_addr (listen_set 0: the loopback default). EXIT_USAGE after one line, or 0. */
+static int check_tls_options(const char *listen_addr, const char *listen_host, int listen_set,
+			     const char *cert,
+			     const char *key, const char *ca, bool require_client_cert,
+			     bool insecure)
+{
+	if (cert && !key)
+		return usage_error("--tls-cert needs --tls-key (the certificate's private key)");
+	if (key && !cert)
+		return usage_error("--tls-key needs --tls-cert (the certificate it belongs to)");
+	if (ca && !cert)
+		return usage_error("--tls-ca verifies client certificates over TLS: give "
+				   "--tls-cert and --tls-key too");
+	if (require_client_cert && !ca)
+		return usage_error("--tls-require-client-cert needs --tls-ca (the CA that "
+				   "signs client certificates)");
+	if (insecure && cert)
+		return usage_error("--insecure allows plaintext; it does not go with --tls-cert");
+	if (!cert && !insecure && listen_set && !tv_host_is_loopback(listen_host))
+		return usage_error("--listen %s is not loopback: serve it with --tls-cert and "
+				   "--tls-key, or give --insecure to allow plaintext there",
+				   listen_addr);
+	return 0;
 }
 
 static void on_signal(int sig)
@@ -305,6 +361,10 @@ int main(int argc, char **argv)
 	struct sigaction sa = { .sa_handler = on_signal };
 	enum mode mode = MODE_SERVE;
 	int opt, port = 0, rc = 1, listen_set = 0, retain_set = 0, longidx = 0;
+	/* TLS: the file options, and the PEM read from them (wiped once the server has its copy) */
+	const char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL;
+	bool require_client_cert = false, insecure = false;
+	struct tv_tls_pem tls = { 0 };
 	char listen_host[NI_MAXHOST];
 	unsigned listen_port;
 	struct tv_fd_plan plan = { 0 };
@@ -413,6 +473,21 @@ int main(int argc, char **argv)
 				return EXIT_USAGE;
 			retain_set = 1;
 			break;
+		case 'c':
+			tls_cert = optarg;
+			break;
+		case 'k':
+			tls_key = optarg;
+			break;
+		case 'A':
+			tls_ca = optarg;
+			break;
+		case 'r':
+			require_client_cert = true;
+			break;
+		case 'N':
+			insecure = true;
+			break;
 		case 'V':
 			puts("tracevaultd " TV_VERSION);
 			return 0;
@@ -420,6 +495,7 @@ int main(int argc, char **argv)
 			fputs(USAGE, stdout);
 			fputs(USAGE_LIMITS_HEAD, stdout);
 			fputs(USAGE_RETENTION, stdout);
+			fputs(USAGE_TLS, stdout);
 			fputs(USAGE_LIMITS_TAIL, stdout);
 			return 0;
 		default: /* '?' or ':': the client's words (common/usage.h) */
@@ -439,6 +515,14 @@ int main(int argc, char **argv)
 	if (mode != MODE_SERVE && retain_set)
 		return usage_error("--retain-* options serve; --rebuild-catalog and --scrub do "
 				   "not");
+	if (mode != MODE_SERVE && (tls_cert || tls_key || tls_ca || require_client_cert || insecure))
+		return usage_error("--tls-* and --insecure serve; --rebuild-catalog and --scrub do "
+				   "not");
+	rc = check_tls_options(o.listen_addr, listen_host, listen_set, tls_cert, tls_key, tls_ca,
+			       require_client_cert, insecure);
+	if (rc)
+		return rc;
+	rc = 1;
 	{
 		size_t per = o.query_memory_bytes ? o.query_memory_bytes :
 						    TV_QUERY_DEFAULT_MEMORY_BYTES;
@@ -470,6 +554,11 @@ int main(int argc, char **argv)
 	signal(SIGXFSZ, SIG_IGN);
 
 	tv_fd_plan_raise(&plan); /* before anything opens descriptors: recovery may need them */
+	/* the TLS files before the data dir: a bad one fails the start at once, not after a
+	 * recovery that may take minutes */
+	if (mode == MODE_SERVE && tv_tls_pem_load(&tls, tls_ca, tls_cert, tls_key, err,
+						  sizeof(err)))
+		goto fail;
 	if (open_data(data_dir, mode == MODE_REBUILD, &dd, &store, &catalog, &recovered, err,
 		      sizeof(err)))
 		goto fail;
@@ -501,16 +590,28 @@ int main(int argc, char **argv)
 	o.idle_timeout_ms = (unsigned)idle_ms;
 	o.query_open_blocks = (size_t)plan.query_files;
 
+	o.tls = &tls;
+	o.require_client_cert = require_client_cert;
 	grpc_init();
 	if (tv_rpc_server_start(&srv, &o, catalog, store, &port, err, sizeof(err))) {
 		grpc_shutdown();
 		goto fail;
 	}
+	tv_tls_pem_free(&tls); /* gRPC holds its own copy; ours (the key) is wiped */
 	{
 		/* name the bound port, not the requested one: with port 0 only the kernel knows it.
-		 * The log line goes first so that it is there once the readiness line is read. */
+		 * The log lines go first so that they are there once the readiness line is read. */
 		const char *colon = strrchr(o.listen_addr, ':');
 		int host_len = (int)(colon - o.listen_addr);
+
+		if (tls_cert)
+			fprintf(stderr, "tracevaultd: TLS on (certificate %s; client certificates "
+				"%s)\n", tls_cert, !tls_ca ? "not asked for" :
+				require_client_cert ? "required, signed by --tls-ca" :
+						      "verified against --tls-ca when given");
+		else if (insecure)
+			fprintf(stderr, "tracevaultd: warning: --insecure: plaintext gRPC on "
+				"%.*s:%d\n", host_len, o.listen_addr, port);
 
 		fprintf(stderr, "tracevaultd: serving %.*s:%d (data %s)\n", host_len, o.listen_addr,
 			port, data_dir);
@@ -526,6 +627,7 @@ int main(int argc, char **argv)
 fail:
 	fprintf(stderr, "tracevaultd: %s\n", err);
 out:
+	tv_tls_pem_free(&tls);
 	tv_catalog_close(catalog);
 	tv_store_close(store);
 	if (dd.dir_fd >= 0)

@@ -879,6 +879,24 @@ static void on_event(struct tv_rpc_server *srv, struct tag *t, int ok)
 /* ---- server ---- */
 
 
+/* The port's credentials: insecure, or gRPC's own TLS from the checked PEM strings (gRPC
+ * copies them). The client-certificate policy: none asked without a CA; with one, asked
+ * and verified when given, or required too. NULL when gRPC cannot make them. */
+static grpc_server_credentials *server_credentials(const struct tv_rpc_server_opts *o)
+{
+	grpc_ssl_pem_key_cert_pair pair;
+	grpc_ssl_client_certificate_request_type req;
+
+	if (!o->tls || !o->tls->cert)
+		return grpc_insecure_server_credentials_create();
+	pair.private_key = o->tls->key;
+	pair.cert_chain = o->tls->cert;
+	req = !o->tls->ca ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE :
+	      o->require_client_cert ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY :
+				       GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY;
+	return grpc_ssl_server_credentials_create_ex(o->tls->ca, &pair, 1, req, NULL);
+}
+
 /* grpc does not say why a bind failed: try it ourselves to get an errno for the message. */
 static const char *bind_error(const char *addr, char *buf, size_t len)
 {
@@ -980,7 +998,11 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 			goto fail;
 		}
 	}
-	creds = grpc_insecure_server_credentials_create();
+	creds = server_credentials(o);
+	if (!creds) {
+		snprintf(err, errlen, "gRPC refused the TLS credentials of --tls-cert/--tls-key");
+		goto fail;
+	}
 	port = grpc_server_add_http2_port(srv->server, o->listen_addr, creds);
 	grpc_server_credentials_release(creds);
 	if (port <= 0) {

@@ -4,9 +4,11 @@
 #define TV_RPC_SERVER_H
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "common/limit.h"
+#include "common/tls.h"
 #include "server/catalog.h"
 #include "server/retention.h"
 #include "server/store_uring.h"
@@ -61,6 +63,12 @@ struct tv_rpc_server_opts {
 	size_t query_open_blocks;
 	/* --retain-time, --retain-bytes and their companions (server/retention.h) */
 	struct tv_retention_opts retention;
+	/* TLS (--tls-cert, --tls-key, --tls-ca): NULL or without cert serves plaintext; with
+	 * cert and key, TLS with gRPC's own credentials. A ca asks every client for a certificate
+	 * and verifies one that is given against it; require_client_cert (needs ca) refuses the
+	 * handshake of a client without one. Only read during tv_rpc_server_start. */
+	const struct tv_tls_pem *tls;
+	bool require_client_cert;
 };
 
 struct tv_rpc_server;

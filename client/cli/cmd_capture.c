@@ -18,6 +18,7 @@
 #include "cli/cli.h"
 #include "common/addr.h"
 #include "cli/commands.h"
+#include "cli/tls_args.h"
 #include "common/size.h"
 #include "write/pipeline.h"
 
@@ -44,6 +45,7 @@ static const char *const capture_usage[] = {
 	"                          [--redact-query-params LIST] [--strip-query]\n"
 	"                          [--mode tracepoint|sockfilter] [--interface IF]\n"
 	"                          [--test-corrupt-chunk N]\n"
+	"                          " TV_TLS_CLI_SYNOPSIS " [--tls-server-name NAME]\n"
 	"\n"
 	"Trace HTTP/1.x exchanges on local sockets (eBPF, needs CAP_BPF + CAP_PERFMON or root)\n"
 	"and stream them to tracevaultd until Ctrl-C or the end of --duration.\n"
@@ -132,7 +134,8 @@ static const char *const capture_usage[] = {
 	"                             connection; counted as sampled out, not lost\n"
 	"      --test-corrupt-chunk N test only: corrupt the Nth chunk sent (server sees a\n"
 	"                             CRC mismatch, the segment fails),\n"
-	"                             1 to 9223372036854775807\n"
+	"                             1 to 9223372036854775807\n",
+	TV_TLS_CLI_HELP,
 	"  -h, --help                 this text\n"
 	"\n"
 	"Examples:\n"
@@ -197,6 +200,7 @@ static int parse_ratio(const char *arg, void *field, char *why, size_t whylen)
 struct capture_cmd_opts {
 	struct tv_capture_opts capture;
 	struct tv_pipeline_opts pipeline;
+	struct tv_tls_args tls;
 };
 
 #define CAP(field) offsetof(struct capture_cmd_opts, capture.field)
@@ -241,6 +245,7 @@ static const struct tv_cli_opt capture_options[] = {
 	{"sample-ratio", 0, TV_CLI_ARG_CUSTOM, CAP(sample_ratio), NULL,
 	 "a decimal, 0 < R <= 1", parse_ratio},
 	TV_CLI_WRITER_OPTIONS(struct capture_cmd_opts, pipeline.),
+	TV_TLS_CLI_OPTIONS(struct capture_cmd_opts, tls),
 	{0},
 };
 
@@ -359,8 +364,13 @@ int tv_cmd_capture(int argc, char **argv)
 	ret = check_sizes(po);
 	if (ret)
 		return ret;
+	ret = tv_tls_args_load(&opts.tls, &po->tls);
+	if (ret)
+		return ret;
 
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
-	return run_capture(o, po);
+	ret = run_capture(o, po);
+	tv_tls_args_free(&opts.tls);
+	return ret;
 }

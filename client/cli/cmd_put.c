@@ -17,6 +17,7 @@
 #include "cli/cli.h"
 #include "common/addr.h"
 #include "cli/commands.h"
+#include "cli/tls_args.h"
 #include "write/grpc_writer.h"
 #include "write/pipeline.h"
 #include "cli/record_reader.h"
@@ -36,6 +37,7 @@
 struct put_opts {
 	struct tv_writer_opts wo;
 	size_t cache_bytes;
+	struct tv_tls_args tls;
 };
 
 static const struct tv_cli_opt put_options[] = {
@@ -44,6 +46,7 @@ static const struct tv_cli_opt put_options[] = {
 	{"cache-bytes", 0, TV_CLI_ARG_SIZE, offsetof(struct put_opts, cache_bytes),
 	 &tv_pipeline_cache_bytes_limit, NULL, NULL},
 	TV_CLI_WRITER_OPTIONS(struct put_opts, wo.),
+	TV_TLS_CLI_OPTIONS(struct put_opts, tls),
 	{0},
 };
 
@@ -51,7 +54,9 @@ static const char *const put_usage[] = {
 	"Usage: tracevault put [--server HOST:PORT[,HOST:PORT...]] [--cache-bytes N]\n"
 	"                      [--chunk-bytes N]\n"
 	"                      [--window-bytes N] [--no-zerocopy] [--max-message-bytes N]\n"
-	"                      [--test-corrupt-chunk N] FILE|-\n"
+	"                      [--test-corrupt-chunk N]\n"
+	"                      " TV_TLS_CLI_SYNOPSIS " [--tls-server-name NAME]\n"
+	"                      FILE|-\n"
 	"\n"
 	"Import JSON Lines records (the fields `tracevault query --format jsonl` prints; ts_ns\n"
 	"required, others default to 0 or \"\") as one atomic segment, sent while it is read and\n"
@@ -70,7 +75,8 @@ static const char *const put_usage[] = {
 	"      --no-zerocopy          copy chunks with protobuf-c (for comparison)\n"
 	"      --max-message-bytes N  gRPC message size limit, 64K to 1G (default 16M)\n"
 	"      --test-corrupt-chunk N test only: corrupt the Nth chunk sent,\n"
-	"                             1 to 9223372036854775807\n"
+	"                             1 to 9223372036854775807\n",
+	TV_TLS_CLI_HELP,
 	"  -h, --help                 this text\n"
 	"\n"
 	"Examples:\n"
@@ -330,11 +336,16 @@ int tv_cmd_put(int argc, char **argv)
 		return tv_cli_usage_error("put: missing FILE (or - for stdin)");
 	if (optind + 1 < argc)
 		return tv_cli_usage_error("put: unexpected argument '%s'", argv[optind + 1]);
+	ret = tv_tls_args_load(&po.tls, &po.wo.tls);
+	if (ret)
+		return ret;
 	path = argv[optind];
 	ps.name = strcmp(path, "-") == 0 ? "<stdin>" : path;
 	ps.in = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
-	if (!ps.in)
+	if (!ps.in) {
+		tv_tls_args_free(&po.tls);
 		return tv_cli_runtime_error("open %s: %s", path, strerror(errno));
+	}
 	/* a file's (a pipe gives at most its own size a read anyway); glibc ignores the size
 	 * unless it is given the buffer; without one, the default stays */
 	read_buf = ps.in != stdin ? malloc(PUT_READ_BUFFER_BYTES) : NULL;
@@ -387,5 +398,6 @@ out:
 	if (ps.in != stdin)
 		fclose(ps.in);
 	free(read_buf);
+	tv_tls_args_free(&po.tls);
 	return ret;
 }

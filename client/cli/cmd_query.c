@@ -19,6 +19,7 @@
 #include "rpc/query_client.h"
 #include "cli/record_out.h"
 #include "cli/timespec.h"
+#include "cli/tls_args.h"
 
 
 /* What the options of query set. */
@@ -29,6 +30,7 @@ struct query_args {
 	int stats, reverse;
 	size_t max_message_bytes;
 	struct tv_filter_args filter;
+	struct tv_tls_args tls;
 };
 
 static int parse_format(const char *arg, void *field, char *why, size_t whylen)
@@ -66,6 +68,7 @@ static const struct tv_cli_opt query_options[] = {
 	{"reverse", 'r', TV_CLI_ARG_SET, QA(reverse), NULL, NULL, NULL},
 	TV_FILTER_CLI_OPTIONS(struct query_args, filter),
 	TV_CLI_READ_MESSAGE_OPTION(struct query_args, max_message_bytes),
+	TV_TLS_CLI_OPTIONS(struct query_args, tls),
 	{0},
 };
 
@@ -80,6 +83,7 @@ static const char *const query_usage[] = {
 	"                        [--min-latency D] [--max-latency D]\n"
 	"                        [--flags LIST|all:LIST|clean]\n"
 	"                        [--max-message-bytes N]\n"
+	"                        " TV_TLS_CLI_SYNOPSIS " [--tls-server-name NAME]\n"
 	"\n"
 	"Print the records with from <= ts_ns < to, ordered by ts_ns (newest first with\n"
 	"--reverse), on stdout.\n"
@@ -122,7 +126,8 @@ static const char *const query_usage[] = {
 	"      --max-message-bytes N  gRPC message size limit, 4M to 1G (default 16M): a\n"
 	"                             batch of tracevaultd holds up to 1M of records plus\n"
 	"                             one record of up to 1M\n"
-	"                             (sizes take a K, M or G suffix)\n"
+	"                             (sizes take a K, M or G suffix)\n",
+	TV_TLS_CLI_HELP,
 	"  -h, --help                 this text\n"
 	"\n"
 	"Examples:\n"
@@ -256,6 +261,7 @@ int tv_cmd_query(int argc, char **argv)
 {
 	static struct query_args a; /* the filter's arrays are large for the stack */
 	const Tracevault__V1__QueryFilter *filter;
+	const struct tv_rpc_tls *tls;
 	uint64_t now_ns = tv_realtime_ns(), from_ns, to_ns;
 	struct query_out qo;
 	char err[TV_CLI_ERR_LEN], why[TV_TIME_WHY_LEN];
@@ -291,8 +297,12 @@ int tv_cmd_query(int argc, char **argv)
 		if (a.format == TV_OUT_OTLP_JSON)
 			return tv_cli_usage_error("--format otlp-json does not apply to --stats "
 						  "(jsonl, table or csv)");
-		ret = tv_query_stats(a.server, from_ns, to_ns, a.max_message_bytes, &r, err,
+		ret = tv_tls_args_load(&a.tls, &tls);
+		if (ret)
+			return ret;
+		ret = tv_query_stats(a.server, tls, from_ns, to_ns, a.max_message_bytes, &r, err,
 				     sizeof(err));
+		tv_tls_args_free(&a.tls);
 		if (ret)
 			return tv_cli_runtime_error("%s", err);
 		ret = print_stats((enum tv_out_format)a.format, from_ns, to_ns, r);
@@ -301,10 +311,17 @@ int tv_cmd_query(int argc, char **argv)
 			return tv_cli_runtime_error("write stdout: %s", strerror(-ret));
 		return EXIT_SUCCESS;
 	}
-	if (tv_record_out_new(STDOUT_FILENO, (enum tv_out_format)a.format, &qo.out))
+	ret = tv_tls_args_load(&a.tls, &tls);
+	if (ret)
+		return ret;
+	if (tv_record_out_new(STDOUT_FILENO, (enum tv_out_format)a.format, &qo.out)) {
+		tv_tls_args_free(&a.tls);
 		return tv_cli_runtime_error("query: out of memory");
-	ret = tv_query(a.server, from_ns, to_ns, a.limit, a.reverse, filter, a.max_message_bytes,
-		       print_record, print_skip, flush_output, &qo, err, sizeof(err));
+	}
+	ret = tv_query(a.server, tls, from_ns, to_ns, a.limit, a.reverse, filter,
+		       a.max_message_bytes, print_record, print_skip, flush_output, &qo, err,
+		       sizeof(err));
+	tv_tls_args_free(&a.tls);
 	if (ret == 0 && qo.flush_stop) /* a flush after the last record failed */
 		ret = qo.flush_stop;
 	saved_errno = qo.flush_errno;

@@ -14,6 +14,7 @@
 #include "cli/filter_args.h"
 #include "cli/out_buf.h"
 #include "cli/timespec.h"
+#include "cli/tls_args.h"
 #include "common/addr.h"
 #include "common/clock.h"
 #include "rpc/summary_client.h"
@@ -33,6 +34,7 @@ struct summary_args {
 	struct quantile_list quantiles;
 	size_t max_message_bytes;
 	struct tv_filter_args filter;
+	struct tv_tls_args tls;
 };
 
 static const char *const BY_NAME[] = { "none", "path", "host", "method", "status", "comm",
@@ -116,6 +118,7 @@ static const struct tv_cli_opt summary_options[] = {
 	{"format", 'F', TV_CLI_ARG_CUSTOM, SA(format), NULL, "table, jsonl or csv", parse_format},
 	TV_FILTER_CLI_OPTIONS(struct summary_args, filter),
 	TV_CLI_READ_MESSAGE_OPTION(struct summary_args, max_message_bytes),
+	TV_TLS_CLI_OPTIONS(struct summary_args, tls),
 	{0},
 };
 
@@ -124,6 +127,7 @@ static const char *const summary_usage[] = {
 	"                          [--by path|host|method|status|comm|remote|role]\n"
 	"                          [--top N] [--quantiles Q,..] [--format table|jsonl|csv]\n"
 	"                          [filters as for query] [--max-message-bytes N]\n"
+	"                          " TV_TLS_CLI_SYNOPSIS " [--tls-server-name NAME]\n"
 	"\n"
 	"Summarize the records with from <= ts_ns < to that pass the filters, per group: the\n"
 	"request count, rate per second over the window, the share of 5xx and of 4xx answers,\n"
@@ -158,7 +162,8 @@ static const char *const summary_usage[] = {
 	TV_FILTER_CLI_HELP,
 	"      --max-message-bytes N  gRPC message size limit, 4M to 1G (default 16M): a\n"
 	"                             batch of tracevaultd holds up to 1M of records plus\n"
-	"                             one record of up to 1M\n"
+	"                             one record of up to 1M\n",
+	TV_TLS_CLI_HELP,
 	"  -h, --help                 this text\n"
 	"\n"
 	"Examples:\n"
@@ -393,6 +398,7 @@ int tv_cmd_summary(int argc, char **argv)
 	static struct summary_args a; /* the filter's arrays are large for the stack */
 	Tracevault__V1__SummaryRequest req = TRACEVAULT__V1__SUMMARY_REQUEST__INIT;
 	const Tracevault__V1__QueryFilter *filter;
+	const struct tv_rpc_tls *tls;
 	static const double dflt[] = { 0.5, 0.9, 0.99 };
 	uint64_t now_ns = tv_realtime_ns(), from_ns, to_ns;
 	struct tv_summary_result r;
@@ -427,8 +433,12 @@ int tv_cmd_summary(int argc, char **argv)
 	req.quantiles = a.quantiles.v;
 	o = (struct out){ .format = (enum sum_format)a.format, .by = a.by, .q = &a.quantiles,
 			  .window_s = (double)(to_ns - from_ns) / 1e9 };
-	ret = tv_summary_fetch(a.server, &req, a.max_message_bytes, print_skip, &o, &r, err,
+	ret = tv_tls_args_load(&a.tls, &tls);
+	if (ret)
+		return ret;
+	ret = tv_summary_fetch(a.server, tls, &req, a.max_message_bytes, print_skip, &o, &r, err,
 			       sizeof(err));
+	tv_tls_args_free(&a.tls);
 	if (ret)
 		return tv_cli_runtime_error("%s", err);
 	if (r.servers_cut)

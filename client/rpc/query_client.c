@@ -71,6 +71,7 @@ struct query_state {
 	uint32_t need_features; /* TV_QUERY_FEATURE_* the request needs the server to evaluate */
 	const Tracevault__V1__QueryFilter *filter;
 	size_t max_message_bytes;
+	const struct tv_rpc_tls *tls; /* of every channel */
 	tv_query_cb cb;
 	tv_query_skip_cb skip_cb;
 	tv_query_idle_cb idle_cb; /* may be NULL */
@@ -561,14 +562,14 @@ static void free_streams(struct query_state *q)
 	tv_server_list_free(&q->list);
 }
 
-int tv_query(const char *server, uint64_t from_ns, uint64_t to_ns, uint64_t limit, bool reverse,
+int tv_query(const char *server, const struct tv_rpc_tls *tls, uint64_t from_ns, uint64_t to_ns, uint64_t limit, bool reverse,
 	     const Tracevault__V1__QueryFilter *filter, size_t max_message_bytes, tv_query_cb cb,
 	     tv_query_skip_cb skip_cb, tv_query_idle_cb idle_cb, void *arg, char *err,
 	     size_t errlen)
 {
 	struct query_state q = {
 		.from_ns = from_ns, .to_ns = to_ns, .limit = limit, .filter = filter, .cb = cb,
-		.reverse = reverse,
+		.reverse = reverse, .tls = tls,
 		.need_features = (filter ? TV_QUERY_FEATURE_FILTER : 0) |
 				 (reverse ? TV_QUERY_FEATURE_REVERSE : 0),
 		.skip_cb = skip_cb,
@@ -593,14 +594,14 @@ int tv_query(const char *server, uint64_t from_ns, uint64_t to_ns, uint64_t limi
 	/* Every server is checked before any is asked, so an unreachable one fails the query
 	 * before a single record is printed. The probe needs a queue with no other work. */
 	for (size_t i = 0; i < q.n; i++) {
-		q.s[i].ch = tv_rpc_read_channel_new(q.s[i].server, q.max_message_bytes);
+		q.s[i].ch = tv_rpc_read_channel_new(q.s[i].server, tls, q.max_message_bytes);
 		if (!q.s[i].ch) {
 			snprintf(err, errlen, "cannot create a channel to %s", q.s[i].server);
 			ret = -ENOMEM;
 			goto out;
 		}
-		ret = tv_rpc_probe(q.s[i].ch, cq, q.s[i].server, TV_QUERY_CONNECT_TIMEOUT_MS, err,
-				   errlen);
+		ret = tv_rpc_probe(q.s[i].ch, cq, q.s[i].server, tls, TV_QUERY_CONNECT_TIMEOUT_MS,
+				   err, errlen);
 		if (ret)
 			goto out;
 	}
@@ -623,7 +624,8 @@ out:
 }
 
 /* One Stats call on server; its counters are added to sum. */
-static int stats_one(const char *server, const Tracevault__V1__StatsRequest *req,
+static int stats_one(const char *server, const struct tv_rpc_tls *tls,
+		     const Tracevault__V1__StatsRequest *req,
 		     size_t max_message_bytes, Tracevault__V1__StatsResponse *sum, char *err,
 		     size_t errlen)
 {
@@ -633,7 +635,7 @@ static int stats_one(const char *server, const Tracevault__V1__StatsRequest *req
 	bool called;
 	int ret;
 
-	ret = tv_rpc_unary_to(server, TV_METHOD_STATS, &req->base,
+	ret = tv_rpc_unary_to(server, tls, TV_METHOD_STATS, &req->base,
 			      &tracevault__v1__stats_response__descriptor, max_message_bytes,
 			      TV_QUERY_CONNECT_TIMEOUT_MS, TV_QUERY_CONNECT_TIMEOUT_MS, &m, &called,
 			      why, sizeof(why));
@@ -659,7 +661,8 @@ static int stats_one(const char *server, const Tracevault__V1__StatsRequest *req
 	return 0;
 }
 
-int tv_query_stats(const char *server, uint64_t from_ns, uint64_t to_ns,
+int tv_query_stats(const char *server, const struct tv_rpc_tls *tls, uint64_t from_ns,
+		   uint64_t to_ns,
 		   size_t max_message_bytes, Tracevault__V1__StatsResponse **out, char *err,
 		   size_t errlen)
 {
@@ -687,7 +690,7 @@ int tv_query_stats(const char *server, uint64_t from_ns, uint64_t to_ns,
 	req.to_ns = to_ns;
 	grpc_init();
 	for (size_t i = 0; i < list.n && !ret; i++)
-		ret = stats_one(list.v[i], &req, max_message_bytes, sum, err, errlen);
+		ret = stats_one(list.v[i], tls, &req, max_message_bytes, sum, err, errlen);
 	grpc_shutdown();
 	if (!ret) {
 		*out = sum;

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "proto/record_wire.h"
+#include "rpc/rpc.h"
 #include "tracevault.pb-c.h"
 
 /* Deadline of a whole query stream and of the reachability check before it. */
@@ -32,7 +33,7 @@ typedef void (*tv_query_skip_cb)(const char *server, const Tracevault__V1__Skipp
  * them (the first match of a long selective scan at once, not at the end). */
 typedef void (*tv_query_idle_cb)(void *arg);
 
-/* Query server for records with from_ns <= ts_ns < to_ns that pass filter (NULL: all; each
+/* Query server (over tls: rpc/rpc.h) for records with from_ns <= ts_ns < to_ns that pass filter (NULL: all; each
  * server applies it, PROTOCOL.md "Filters"), at most limit (0: all), oldest first, or newest
  * first with reverse (the exact mirror: with limit N, the last N). A server that does not
  * announce filter or reverse when asked for them (an older tracevaultd ignores them) fails
@@ -44,7 +45,7 @@ typedef void (*tv_query_idle_cb)(void *arg);
  * negative errno with a one-line reason in err: "cannot reach server H:P: connection
  * refused", "query failed: CODE: message", or a reply that breaks the contract (out of order,
  * outside the window). */
-int tv_query(const char *server, uint64_t from_ns, uint64_t to_ns, uint64_t limit, bool reverse,
+int tv_query(const char *server, const struct tv_rpc_tls *tls, uint64_t from_ns, uint64_t to_ns, uint64_t limit, bool reverse,
 	     const Tracevault__V1__QueryFilter *filter, size_t max_message_bytes, tv_query_cb cb,
 	     tv_query_skip_cb skip_cb, tv_query_idle_cb idle_cb, void *arg, char *err,
 	     size_t errlen);
@@ -53,7 +54,8 @@ int tv_query(const char *server, uint64_t from_ns, uint64_t to_ns, uint64_t limi
  * and loss counters of the blocks overlapping [from_ns, to_ns). *out is filled on success
  * (a malloc'd message of scalars: free it with free()). Returns 0 or a negative errno with
  * a one-line reason in err ("cannot reach server H:P: ...", "stats failed on H:P: CODE: ..."). */
-int tv_query_stats(const char *server, uint64_t from_ns, uint64_t to_ns,
+int tv_query_stats(const char *server, const struct tv_rpc_tls *tls, uint64_t from_ns,
+		   uint64_t to_ns,
 		   size_t max_message_bytes, Tracevault__V1__StatsResponse **out, char *err,
 		   size_t errlen);
 

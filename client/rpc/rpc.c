@@ -21,16 +21,32 @@
 #include "common/addr.h"
 #include "common/grpc_util.h"
 #include "proto/wire.h"
+#include "rpc/tls_explain.h"
 
-/* The channel with our common arguments and n_extra more (at most CHANNEL_EXTRA_ARGS). */
+/* The channel's credentials: insecure, or gRPC's own TLS from tls's PEM strings (gRPC copies
+ * them; verify options NULL: the default checks, chain and name). NULL when gRPC fails. */
+static grpc_channel_credentials *channel_credentials(const struct tv_rpc_tls *tls)
+{
+	grpc_ssl_pem_key_cert_pair pair;
+
+	if (!tls || !tls->pem || !tls->pem->ca)
+		return grpc_insecure_credentials_create();
+	pair.private_key = tls->pem->key;
+	pair.cert_chain = tls->pem->cert;
+	return grpc_ssl_credentials_create(tls->pem->ca, tls->pem->cert ? &pair : NULL, NULL,
+					   NULL);
+}
+
+/* The channel with our common arguments, the TLS name override when tls has one, and n_extra
+ * more (at most CHANNEL_EXTRA_ARGS). */
 #define CHANNEL_COMMON_ARGS 5
 #define CHANNEL_EXTRA_ARGS 1
-static grpc_channel *channel_new(const char *server, size_t max_message_bytes,
-				 const grpc_arg *extra, size_t n_extra)
+static grpc_channel *channel_new(const char *server, const struct tv_rpc_tls *tls,
+				 size_t max_message_bytes, const grpc_arg *extra, size_t n_extra)
 {
 	int max = max_message_bytes > INT_MAX ? INT_MAX : (int)max_message_bytes;
-	grpc_arg args[CHANNEL_COMMON_ARGS + CHANNEL_EXTRA_ARGS];
-	grpc_channel_args ch_args = {.num_args = CHANNEL_COMMON_ARGS + n_extra, .args = args};
+	grpc_arg args[CHANNEL_COMMON_ARGS + CHANNEL_EXTRA_ARGS + 1];
+	grpc_channel_args ch_args = {.num_args = CHANNEL_COMMON_ARGS, .args = args};
 	grpc_channel_credentials *creds;
 	grpc_channel *ch;
 
@@ -48,8 +64,15 @@ static grpc_channel *channel_new(const char *server, size_t max_message_bytes,
 	args[3] = tv_grpc_int_arg(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, TV_RPC_RECONNECT_MIN_MS);
 	args[4] = tv_grpc_int_arg(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, TV_RPC_RECONNECT_MAX_MS);
 	for (size_t i = 0; i < n_extra && i < CHANNEL_EXTRA_ARGS; i++)
-		args[CHANNEL_COMMON_ARGS + i] = extra[i];
-	creds = grpc_insecure_credentials_create();
+		args[ch_args.num_args++] = extra[i];
+	if (tls && tls->pem && tls->pem->ca && tls->server_name) {
+		/* the name the server's certificate must carry, instead of the target's host (and
+		 * sent as SNI): a server reached by an address its certificate does not list */
+		args[ch_args.num_args].type = GRPC_ARG_STRING;
+		args[ch_args.num_args].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+		args[ch_args.num_args++].value.string = (char *)tls->server_name;
+	}
+	creds = channel_credentials(tls);
 	if (!creds)
 		return NULL;
 	ch = grpc_channel_create(server, creds, &ch_args);
@@ -57,34 +80,26 @@ static grpc_channel *channel_new(const char *server, size_t max_message_bytes,
 	return ch;
 }
 
-grpc_channel *tv_rpc_channel_new(const char *server, size_t max_message_bytes)
+grpc_channel *tv_rpc_channel_new(const char *server, const struct tv_rpc_tls *tls,
+				 size_t max_message_bytes)
 {
-	return channel_new(server, max_message_bytes, NULL, 0);
+	return channel_new(server, tls, max_message_bytes, NULL, 0);
 }
 
-/* Whether server is HOST:PORT with a loopback host (127.0.0.0/8, ::1, ::ffff:127.x, localhost):
- * the only links whose bandwidth-delay product is too small to need a window grown by BDP
- * probing. Anything else (a name, a gRPC URI) is taken as a real network. */
+/* Whether server is HOST:PORT with a loopback host (common/addr.h): the only links whose
+ * bandwidth-delay product is too small to need a window grown by BDP probing. Anything else (a
+ * name, a gRPC URI) is taken as a real network. */
 static bool loopback_target(const char *server)
 {
 	char host[256];
 	unsigned port;
-	struct in_addr a4;
-	struct in6_addr a6;
 
-	if (tv_hostport_parse(server, host, sizeof(host), &port))
-		return false;
-	if (strcmp(host, "localhost") == 0)
-		return true;
-	if (inet_pton(AF_INET, host, &a4) == 1)
-		return (ntohl(a4.s_addr) >> 24) == 127;
-	if (inet_pton(AF_INET6, host, &a6) == 1)
-		return IN6_IS_ADDR_LOOPBACK(&a6) ||
-		       (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
-	return false;
+	return tv_hostport_parse(server, host, sizeof(host), &port) == 0 &&
+	       tv_host_is_loopback(host);
 }
 
-grpc_channel *tv_rpc_read_channel_new(const char *server, size_t max_message_bytes)
+grpc_channel *tv_rpc_read_channel_new(const char *server, const struct tv_rpc_tls *tls,
+				      size_t max_message_bytes)
 {
 	/* No BDP probing on loopback: there the estimate only measures how far the server can
 	 * run ahead of a client that renders slower than it reads, and the HTTP/2 window grew
@@ -95,7 +110,8 @@ grpc_channel *tv_rpc_read_channel_new(const char *server, size_t max_message_byt
 	 * round trip, 10 MB/s at 100 ms. */
 	grpc_arg no_bdp = tv_grpc_int_arg(GRPC_ARG_HTTP2_BDP_PROBE, 0);
 
-	return channel_new(server, max_message_bytes, &no_bdp, loopback_target(server) ? 1 : 0);
+	return channel_new(server, tls, max_message_bytes, &no_bdp,
+			   loopback_target(server) ? 1 : 0);
 }
 
 gpr_timespec tv_rpc_deadline_ms(long timeout_ms)
@@ -134,10 +150,12 @@ void tv_rpc_status_text(grpc_status_code code, const grpc_slice *details, char *
 #define EXPLAIN_CONNECT_TIMEOUT_MS 2000
 
 /* gRPC only says TRANSIENT_FAILURE, whether the name does not resolve, the port refuses, or
- * something that is not a gRPC server answers. Redo the TCP connect ourselves to name the real
- * cause ("connection refused" in the common case). Targets that are not HOST:PORT (a gRPC
+ * something that is not a gRPC server answers, or the TLS handshake fails. Redo the TCP connect
+ * ourselves to name the real cause ("connection refused" in the common case), and where it
+ * connects, the handshake (rpc/tls_explain.h). Targets that are not HOST:PORT (a gRPC
  * URI such as unix:/path) get gRPC's word for it. */
-static void explain_unreachable(const char *server, char *why, size_t whylen)
+static void explain_unreachable(const char *server, const struct tv_rpc_tls *tls, char *why,
+				size_t whylen)
 {
 	struct timeval tv = {.tv_sec = EXPLAIN_CONNECT_TIMEOUT_MS / 1000,
 			     .tv_usec = EXPLAIN_CONNECT_TIMEOUT_MS % 1000 * 1000};
@@ -162,16 +180,19 @@ static void explain_unreachable(const char *server, char *why, size_t whylen)
 			last_errno = errno;
 			continue;
 		}
-		/* on Linux SO_SNDTIMEO bounds a blocking connect */
+		/* on Linux SO_SNDTIMEO bounds a blocking connect; SO_RCVTIMEO the handshake */
 		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 		rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
 		last_errno = errno;
-		close(fd);
 		if (rc == 0) {
-			snprintf(why, whylen, "TCP connects but no gRPC server answers");
+			/* TLS on one side only, or a handshake that fails: the handshake says */
+			tv_rpc_tls_explain(fd, host, tls, why, whylen);
+			close(fd);
 			freeaddrinfo(res);
 			return;
 		}
+		close(fd);
 	}
 	freeaddrinfo(res);
 	if (last_errno == EINPROGRESS || last_errno == EAGAIN)
@@ -182,7 +203,7 @@ static void explain_unreachable(const char *server, char *why, size_t whylen)
 }
 
 int tv_rpc_probe(grpc_channel *ch, grpc_completion_queue *cq, const char *server,
-		 long timeout_ms, char *err, size_t errlen)
+		 const struct tv_rpc_tls *tls, long timeout_ms, char *err, size_t errlen)
 {
 	gpr_timespec deadline = tv_rpc_deadline_ms(timeout_ms);
 	gpr_timespec wait_until = gpr_time_add(deadline,
@@ -201,7 +222,7 @@ int tv_rpc_probe(grpc_channel *ch, grpc_completion_queue *cq, const char *server
 			 * does not resolve and a peer that does not speak HTTP/2. */
 			char why[160];
 
-			explain_unreachable(server, why, sizeof(why));
+			explain_unreachable(server, tls, why, sizeof(why));
 			snprintf(err, errlen, "cannot reach server %s: %s", server, why);
 			return -ECONNREFUSED;
 		}
@@ -355,13 +376,14 @@ out:
 	return ret;
 }
 
-int tv_rpc_unary_to(const char *server, const char *method, const ProtobufCMessage *req,
+int tv_rpc_unary_to(const char *server, const struct tv_rpc_tls *tls, const char *method,
+		    const ProtobufCMessage *req,
 		    const ProtobufCMessageDescriptor *out_desc, size_t max_message_bytes,
 		    long probe_timeout_ms, long timeout_ms, ProtobufCMessage **out, bool *called,
 		    char *err, size_t errlen)
 {
 	grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
-	grpc_channel *ch = cq ? tv_rpc_channel_new(server, max_message_bytes) : NULL;
+	grpc_channel *ch = cq ? tv_rpc_channel_new(server, tls, max_message_bytes) : NULL;
 	int ret;
 
 	*out = NULL;
@@ -371,7 +393,7 @@ int tv_rpc_unary_to(const char *server, const char *method, const ProtobufCMessa
 		ret = -ENOMEM;
 		goto out;
 	}
-	ret = tv_rpc_probe(ch, cq, server, probe_timeout_ms, err, errlen);
+	ret = tv_rpc_probe(ch, cq, server, tls, probe_timeout_ms, err, errlen);
 	if (ret)
 		goto out;
 	*called = true;

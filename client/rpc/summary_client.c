@@ -104,7 +104,8 @@ static int take(const Tracevault__V1__SummaryResponse *resp, uint32_t asked,
 	return 0;
 }
 
-static int summary_one(const char *server, const Tracevault__V1__SummaryRequest *req,
+static int summary_one(const char *server, const struct tv_rpc_tls *tls,
+		       const Tracevault__V1__SummaryRequest *req,
 		       size_t max_message_bytes, tv_query_skip_cb skip_cb, void *arg,
 		       struct gather *all, struct tv_summary_result *r, char *err, size_t errlen)
 {
@@ -114,7 +115,7 @@ static int summary_one(const char *server, const Tracevault__V1__SummaryRequest 
 	bool called;
 	int ret;
 
-	ret = tv_rpc_unary_to(server, TV_METHOD_SUMMARY, &req->base,
+	ret = tv_rpc_unary_to(server, tls, TV_METHOD_SUMMARY, &req->base,
 			      &tracevault__v1__summary_response__descriptor, max_message_bytes,
 			      TV_QUERY_CONNECT_TIMEOUT_MS, TV_QUERY_TIMEOUT_MS, &m, &called, why,
 			      sizeof(why));
@@ -191,7 +192,8 @@ static int merge(struct gather *all, uint32_t want, struct tv_summary_result *r)
 	return 0;
 }
 
-int tv_summary_fetch(const char *server, const Tracevault__V1__SummaryRequest *req,
+int tv_summary_fetch(const char *server, const struct tv_rpc_tls *tls,
+		     const Tracevault__V1__SummaryRequest *req,
 		     size_t max_message_bytes, tv_query_skip_cb skip_cb, void *arg,
 		     struct tv_summary_result *out, char *err, size_t errlen)
 {
@@ -214,7 +216,7 @@ int tv_summary_fetch(const char *server, const Tracevault__V1__SummaryRequest *r
 	one.max_groups = list.n > 1 ? TV_SUMMARY_MAX_GROUPS : want;
 	grpc_init();
 	for (size_t i = 0; i < list.n && !ret; i++)
-		ret = summary_one(list.v[i], &one, max_message_bytes, skip_cb, arg, &all, out, err,
+		ret = summary_one(list.v[i], tls, &one, max_message_bytes, skip_cb, arg, &all, out, err,
 				  errlen);
 	grpc_shutdown();
 	if (!ret && (ret = merge(&all, want, out)))

@@ -40,7 +40,8 @@ struct tv_summary_result {
  * tv_summary_result_free). Returns 0 or a negative errno with a one-line reason in err
  * ("cannot reach server H:P: ...", "summary failed on H:P: CODE: message", a sketch that
  * breaks the contract). */
-int tv_summary_fetch(const char *server, const Tracevault__V1__SummaryRequest *req,
+int tv_summary_fetch(const char *server, const struct tv_rpc_tls *tls,
+		     const Tracevault__V1__SummaryRequest *req,
 		     size_t max_message_bytes, tv_query_skip_cb skip_cb, void *arg,
 		     struct tv_summary_result *out, char *err, size_t errlen);
 void tv_summary_result_free(struct tv_summary_result *r);

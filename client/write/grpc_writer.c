@@ -45,6 +45,7 @@ const struct tv_limit tv_writer_window_bytes_limit = {.min = 1, .max = 1ull << 4
 struct tv_writer {
 	struct tv_wstream_conf conf; /* servers, channels, queue and stream settings */
 	struct tv_server_list servers; /* conf.server[i] points into it */
+	struct tv_rpc_tls tls;         /* of every channel (tv_writer_opts.tls), for the probe */
 	int delete_timeout_ms;
 	struct tv_writer_stats st;
 
@@ -159,6 +160,8 @@ struct tv_writer *tv_writer_new(const struct tv_writer_opts *o)
 	w->conf.mode = o->no_zerocopy ? TV_CHUNK_PACKED : TV_CHUNK_ZEROCOPY;
 	w->conf.corrupt_chunk = o->test_corrupt_chunk;
 	w->conf.writer_token = tv_random_id();
+	if (o->tls)
+		w->tls = *o->tls;
 	pthread_mutex_init(&w->zc_mu, NULL);
 	pthread_cond_init(&w->zc_cv, NULL);
 	grpc_init();
@@ -172,7 +175,8 @@ struct tv_writer *tv_writer_new(const struct tv_writer_opts *o)
 		return NULL;
 	}
 	for (unsigned i = 0; i < w->conf.nservers; i++) {
-		w->conf.ch[i] = tv_rpc_channel_new(w->conf.server[i], w->conf.max_message_bytes);
+		w->conf.ch[i] = tv_rpc_channel_new(w->conf.server[i], &w->tls,
+						   w->conf.max_message_bytes);
 		if (!w->conf.ch[i]) {
 			tv_writer_free(w);
 			return NULL;
@@ -206,8 +210,8 @@ const struct tv_writer_stats *tv_writer_stats(const struct tv_writer *w)
 int tv_writer_probe(struct tv_writer *w, int timeout_ms, char *err, size_t errlen)
 {
 	for (unsigned i = 0; i < w->conf.nservers; i++) {
-		int ret = tv_rpc_probe(w->conf.ch[i], w->conf.cq, w->conf.server[i], timeout_ms,
-				       err, errlen);
+		int ret = tv_rpc_probe(w->conf.ch[i], w->conf.cq, w->conf.server[i], &w->tls,
+				       timeout_ms, err, errlen);
 
 		if (ret)
 			return ret;

@@ -10,6 +10,7 @@
 #include <grpc/slice.h>
 
 #include "common/limit.h"
+#include "rpc/rpc.h"
 
 #define TV_DEFAULT_WRITE_TIMEOUT_MS 30000
 #define TV_WRITER_DEFAULT_DELETE_TIMEOUT_MS 5000
@@ -22,6 +23,7 @@ extern const struct tv_limit tv_writer_window_bytes_limit;
 
 struct tv_writer_opts {
 	const char *server;        /* "HOST:PORT[,HOST:PORT...]" */
+	const struct tv_rpc_tls *tls; /* NULL: plaintext; it and its strings outlive the writer */
 	size_t max_message_bytes;  /* 0: TV_DEFAULT_MAX_MESSAGE_BYTES */
 	size_t chunk_bytes;        /* 0: tv_chunk_default_bytes(max_message_bytes) */
 	int timeout_ms;            /* deadline of one segment; 0: TV_DEFAULT_WRITE_TIMEOUT_MS */

@@ -492,6 +492,7 @@ int tv_pipeline_new(struct tv_pipeline **out, const struct tv_pipeline_opts *o, 
 	p->servers_copy = strdup(o->servers);
 	p->o.servers = p->servers_copy;
 	wo.server = p->servers_copy;
+	wo.tls = p->o.tls;
 	wo.max_message_bytes = p->o.max_message_bytes;
 	wo.chunk_bytes = p->o.chunk_bytes;
 	wo.timeout_ms = p->o.write_timeout_ms;

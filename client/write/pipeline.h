@@ -8,6 +8,7 @@
 
 #include "common/limit.h"
 #include "proto/block.h"
+#include "rpc/rpc.h"
 #include "write/sink.h"
 #include "tracevault.pb-c.h"
 
@@ -37,6 +38,7 @@ int tv_pipeline_check_cache(size_t cache_bytes, size_t block_bytes);
 
 struct tv_pipeline_opts {
 	const char *servers;      /* "HOST:PORT[,HOST:PORT...]": blocks placed by hash of block id */
+	const struct tv_rpc_tls *tls; /* NULL: plaintext; it and its strings outlive the pipeline */
 	size_t cache_bytes;       /* bound on sealed-but-not-released block bytes (0: default) */
 	size_t block_bytes;       /* seal a block once its records reach this raw size (0: default) */
 	int block_age_ms;         /* ... or once its oldest record is this old; each such flush

@@ -183,6 +183,22 @@ static void test_hostport_parse(void **state)
 			 -ENAMETOOLONG);
 }
 
+/* tracevaultd's plaintext rule hangs on it: only these hosts may serve without TLS */
+static void test_host_is_loopback(void **state)
+{
+	static const char *const yes[] = { "127.0.0.1", "127.255.255.254", "127.0.0.0", "::1",
+					   "::ffff:127.0.0.1", "localhost" };
+	static const char *const no[] = { "0.0.0.0", "::", "128.0.0.1", "126.255.255.255",
+					  "10.0.0.1", "::ffff:10.0.0.1", "::2", "localhost.",
+					  "LOCALHOST.example", "myhost", "", "127.0.0.1 " };
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+		assert_true(tv_host_is_loopback(yes[i]));
+	for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+		assert_false(tv_host_is_loopback(no[i]));
+}
+
 static void test_server_list_rejects_every_empty_entry(void **state)
 {
 	const char *bad[] = {"", ",", "a,", ",a", "a,,b", ",,", "a,b,"};
@@ -336,6 +352,7 @@ int main(void)
 		cmocka_unit_test(test_limit_format_in_sizes_or_numbers),
 		cmocka_unit_test(test_parse_digits),
 		cmocka_unit_test(test_hostport_parse),
+		cmocka_unit_test(test_host_is_loopback),
 		cmocka_unit_test(test_server_list_rejects_every_empty_entry),
 		cmocka_unit_test(test_server_list_splits_in_order),
 		cmocka_unit_test(test_every_grpc_status_has_its_name),

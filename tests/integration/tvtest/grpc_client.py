@@ -77,16 +77,18 @@ class GrpcClient:
     as given (no serializer); delete_segment() answers (code, details, DeleteResponse or
     None)."""
 
-    def __init__(self, addr, timeout_s=30, own_connection=False):
+    def __init__(self, addr, timeout_s=30, own_connection=False, credentials=None):
         """own_connection: a TCP connection of its own (grpcio otherwise shares one between
-        channels of equal target and options)."""
+        channels of equal target and options). credentials: grpc.ssl_channel_credentials(...)
+        for a TLS channel (None: plaintext)."""
         self.grpc, self.pb = grpc_modules()
         pb = self.pb
         self.timeout_s = timeout_s
-        self.ch = self.grpc.insecure_channel(addr, options=[
-            ("grpc.max_receive_message_length", 16 << 20),
-            ("grpc.max_send_message_length", 16 << 20)]
-            + ([("grpc.use_local_subchannel_pool", 1)] if own_connection else []))
+        options = [("grpc.max_receive_message_length", 16 << 20),
+                   ("grpc.max_send_message_length", 16 << 20)] + (
+            [("grpc.use_local_subchannel_pool", 1)] if own_connection else [])
+        self.ch = (self.grpc.secure_channel(addr, credentials, options=options) if credentials
+                   else self.grpc.insecure_channel(addr, options=options))
         ser = lambda m: m.SerializeToString()  # noqa: E731
         self.write = self.ch.stream_stream(WRITE, request_serializer=ser,
                                            response_deserializer=pb.WriteResponse.FromString)
