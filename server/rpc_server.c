@@ -700,8 +700,7 @@ static void delete_begin(struct call *c)
 	if (req->segment_id)
 		temp_blocks = abort_segment_streams(srv, req->segment_id);
 	code = tv_delete_rpc_apply(srv->catalog, srv->store, &srv->metrics, srv->retention, req,
-				   temp_blocks,
-				   &bb, msg, sizeof(msg));
+				   temp_blocks, &bb, msg, sizeof(msg));
 	if (code == GRPC_STATUS_OK)
 		enqueue(c, bb);
 	finish(c, code, msg);

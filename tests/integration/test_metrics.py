@@ -197,7 +197,11 @@ def test_endpoint_methods_paths_and_errors():
             status, _, _ = tvtest.http_get("http://%s%s" % (addr, path))
             assert status == 404, (path, status)
         # the gRPC port is still served while scrapes come and go
-        assert tvtest.GrpcClient(srv.addr).query(0, 1) == []
+        cl = tvtest.GrpcClient(srv.addr)
+        try:
+            assert cl.query(0, 1) == []
+        finally:
+            cl.close()
 
         # the same port again: exit 1, one line naming the address and the cause
         p = subprocess.run([tvtest.binary("tracevaultd"), "--data", srv.data_dir + "-2",
