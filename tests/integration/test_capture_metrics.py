@@ -5,7 +5,7 @@ capture's exit summary; kernel events grow; losses are exposed by reason (all 0 
 ring's size is --ring-bytes (tracepoint's BPF ring, sockfilter's packet ring). A port in use
 exits 1 before any probe is loaded.
 A 4 KiB ring under wrk load shows ring fill and ring-full losses while it runs, and its last
-scrape agrees with the exit summary reason by reason.
+scrape's kernel and pipeline losses equal the exit summary's.
 Runs under the eBPF lock (test_capture_*). Time budget: ~20 s."""
 import os
 import shutil
@@ -109,8 +109,9 @@ def settled(addr, timeout_s=15):
 def test_ring_full_losses_are_exposed_by_reason():
     """A 4 KiB ring under wrk load (test_capture_loss_stats' setup) drops events: scrapes
     during the load see the ring fill and lost_total{reason="ring_full"} grow; once the load
-    is over, the last scrape's losses by reason, events and records sent are what the exit
-    summary prints."""
+    is over, the last scrape's kernel and pipeline losses are what the exit summary prints,
+    and its events, records sent and parser losses at most that (the exit ends connections
+    still open)."""
     if not shutil.which("wrk"):
         print("wrk is not installed: case skipped")
         return
@@ -138,13 +139,18 @@ def test_ring_full_losses_are_exposed_by_reason():
             if n["ring_full"] == 0:
                 print("round %d: the 4 KiB ring did not overflow; again" % attempt)
                 continue
+            # the kernel's and the pipeline's losses are final once the load is over
             for reason, key in (("ring_full", "ring_full"), ("map_full", "map_full"),
-                                ("parser", "parser"), ("cache_full", "cache"),
-                                ("failed_segment", "failed")):
+                                ("cache_full", "cache"), ("failed_segment", "failed")):
                 assert last.value(C + "lost_total", reason=reason) == n[key], (reason, n)
+            assert last.value(C + "lost_requests_total") == n["lost_requests"], n
+            # the exit ends the connections still open (wrk's): their exchanges, and what
+            # the parser drops of them, count only in the summary (and the final publish)
             for name, key in (("kernel_events_total", "events"), ("records_sent_total", "sent"),
-                              ("lost_requests_total", "lost_requests")):
-                assert last.value(C + name) == n[key], (name, last.value(C + name), n)
+                              ("lost_total", "parser")):
+                labels = {"reason": "parser"} if name == "lost_total" else {}
+                got = last.value(C + name, **labels)
+                assert got <= n[key] and (got > 0 or key == "parser"), (name, got, n)
             assert any(sc.value(C + "ring_used_bytes") > 0 for sc in during), \
                 [sc.value(C + "ring_used_bytes") for sc in during]
             assert all(sc.value(C + "ring_used_bytes") <= 4096 for sc in during)
