@@ -23,9 +23,10 @@ struct tv_metrics_http;
  * --metrics-addr with it as a usage error before anything starts. */
 int tv_metrics_http_check_addr(const char *s);
 
-/* Bind hostport (resolved with getaddrinfo; port 0 picks a free one) and serve m from a thread
- * of libmicrohttpd, which is loaded here (dlopen of TV_MHD_SONAME: the statically linked CLI
- * pays for it and its GnuTLS only when it serves metrics). m must outlive the endpoint; its
+/* Bind hostport (resolved with getaddrinfo, its first address; port 0 picks a free one) and
+ * serve m from a thread of libmicrohttpd, which is loaded here (dlopen of TV_MHD_SONAME: the
+ * statically linked CLI pays for it and its GnuTLS only when it serves metrics). m must
+ * outlive the endpoint; its
  * collect hook and value reads run on that thread. bound gets "HOST:PORT" with the bound port
  * (boundlen bytes with the NUL). Returns 0, or a negative errno with a one-line reason in err
  * naming the address: -EADDRINUSE when the port is taken, the resolver's or bind's failure,
