@@ -10,11 +10,13 @@ the operations done here imply.
   say and the stored gauges what is left; a block damaged on disk and met by a query is
   counted as quarantined.
 - the endpoint itself: Content-Type of format 0.0.4, HELP and TYPE for every family, 405 for a
-  POST (Allow: GET), 404 for another path; a port in use exits 1 naming it; a bad address and
+  POST (Allow: GET), 404 for another path; [::1]:0 serves (where the machine has IPv6); a
+  port in use exits 1 naming it; a bad address and
   --metrics-addr with --scrub are usage errors (exit 2, one line); --help shows it.
 Time budget: ~10 s."""
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -214,6 +216,23 @@ def test_endpoint_methods_paths_and_errors():
     finally:
         srv.cleanup()
         subprocess.run(["rm", "-rf", srv.data_dir + "-2"])
+
+    # IPv6 loopback, where the machine has it: bound and named in brackets
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        have_v6 = True
+    except OSError:
+        have_v6 = False
+    if have_v6:
+        srv = tvtest.Server(extra_args=["--metrics-addr", "[::1]:0"])
+        try:
+            srv.start()
+            addr = tvtest.metrics_addr(srv.log())
+            assert addr.startswith("[::1]:"), srv.log()
+            assert tvtest.Scrape(addr).value(S + "written_records_total") == 0
+        finally:
+            srv.cleanup()
 
     for arg in ("nope", "127.0.0.1:65536", "127.0.0.1:", ":80", "::1:80"):
         p = subprocess.run([tvtest.binary("tracevaultd"), "--data", "/nonexistent/x",
