@@ -13,6 +13,9 @@ PKGS=(
   liburing-dev libzstd-dev libsqlite3-dev libisal-dev libjansson-dev
   # SHA-256 for query --format otlp-json (OpenSSL's libcrypto, which gRPC links already)
   libssl-dev
+  # --metrics-addr's HTTP endpoint (common/metrics_http.c: the header to build, the library
+  # loaded at run time)
+  libmicrohttpd-dev
   # put's fast JSON Lines reader (client/cli/record_reader.c)
   libyajl-dev
   # tests and demo
@@ -21,6 +24,8 @@ PKGS=(
   lighttpd
   # the openssl CLI: test_tls.py makes its CA and certificates with it (README "TLS")
   openssl
+  # the Prometheus text-format parser the metrics tests read scrapes with (test_metrics.py)
+  python3-prometheus-client
   iproute2 procps
   # the read bench's peers (bench/read.sh)
   sqlite3 zstd

@@ -100,6 +100,7 @@ grpc_status_code tv_delete_rpc_check(struct tv_catalog *c,
 }
 
 grpc_status_code tv_delete_rpc_apply(struct tv_catalog *c, struct tv_store *s,
+				     struct tv_server_metrics *metrics,
 				     struct tv_retention *r,
 				     const Tracevault__V1__DeleteRequest *req,
 				     uint64_t deleted_temp_blocks, grpc_byte_buffer **out, char *msg,
@@ -161,6 +162,10 @@ grpc_status_code tv_delete_rpc_apply(struct tv_catalog *c, struct tv_store *s,
 	else if (resp.deleted_blocks)
 		fprintf(stderr, "delete %zu block ids: removed %llu blocks\n", req->n_block_ids,
 			(unsigned long long)resp.deleted_blocks);
+	/* removed whatever the reply's fate: the files and rows are gone */
+	if (req->segment_id)
+		tv_metric_add(&metrics->segments_deleted, 1);
+	tv_metric_add(&metrics->deleted_blocks, resp.deleted_blocks);
 	if (tv_wire_pack(&resp.base, out)) {
 		snprintf(msg, msglen, "out of memory packing the response");
 		code = GRPC_STATUS_RESOURCE_EXHAUSTED;

@@ -12,6 +12,7 @@
 #include <grpc/status.h>
 
 #include "server/catalog.h"
+#include "server/metrics.h"
 #include "server/retention.h"
 #include "server/store_uring.h"
 #include "tracevault.pb-c.h"
@@ -30,8 +31,10 @@ grpc_status_code tv_delete_rpc_check(struct tv_catalog *c,
  * (files first, then rows); logs what was removed. deleted_temp_blocks (temp files of aborted in-flight streams) goes into the
  * response as is. Returns GRPC_STATUS_OK with *out the packed DeleteResponse (the caller owns
  * it), or the status to end the call with (server/status.h's table) and its reason in msg
- * (msglen bytes, always terminated; "" on OK). */
+ * (msglen bytes, always terminated; "" on OK). An OK Delete of a segment counts in
+ * metrics->segments_deleted, its removed blocks in metrics->deleted_blocks. */
 grpc_status_code tv_delete_rpc_apply(struct tv_catalog *c, struct tv_store *s,
+				     struct tv_server_metrics *metrics,
 				     struct tv_retention *r,
 				     const Tracevault__V1__DeleteRequest *req,
 				     uint64_t deleted_temp_blocks, grpc_byte_buffer **out, char *msg,

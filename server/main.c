@@ -23,6 +23,7 @@
 #include "common/addr.h"
 #include "common/duration.h"
 #include "common/limit.h"
+#include "common/metrics_http.h"
 #include "common/size.h"
 #include "common/tls.h"
 #include "common/usage.h"
@@ -112,6 +113,7 @@ static const struct option OPTIONS[] = {
 	{ "tls-ca", required_argument, NULL, 'A' },
 	{ "tls-require-client-cert", no_argument, NULL, 'r' },
 	{ "insecure", no_argument, NULL, 'N' },
+	{ "metrics-addr", required_argument, NULL, 'M' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -127,6 +129,7 @@ static const char USAGE[] =
 	"                   [--retain-interval DURATION] [--retain-query-grace DURATION]\n"
 	"                   [--tls-cert FILE --tls-key FILE [--tls-ca FILE]\n"
 	"                    [--tls-require-client-cert]] [--insecure]\n"
+	"                   [--metrics-addr HOST:PORT]\n"
 	"       tracevaultd --data DIR --rebuild-catalog | --scrub\n"
 	"\n"
 	"Stores trace blocks written over gRPC (TraceStore Write) and serves time-range queries.\n"
@@ -234,6 +237,20 @@ static const char USAGE_TLS[] =
 	"                           refuse clients without a certificate (needs --tls-ca)\n"
 	"  --insecure               allow plaintext on a --listen that is not loopback (any\n"
 	"                           client on the network can then read and write the archive)\n"
+	"\n";
+
+/* --metrics-addr (common/metrics_http.h, server/metrics.h); a fourth string for ISO C's
+ * 4095-byte literals */
+_Static_assert(TV_METRICS_MAX_CONNECTIONS == 16 && TV_METRICS_TIMEOUT_S == 10,
+	       "update --help: 16 scrapers, 10 s");
+static const char USAGE_METRICS[] =
+	"  --metrics-addr HOST:PORT serve Prometheus metrics (text format 0.0.4) at\n"
+	"                           http://HOST:PORT/metrics (GET only; other paths 404), from\n"
+	"                           a thread of libmicrohttpd; port 0 picks a free port, named\n"
+	"                           on stderr: 'tracevaultd: metrics on http://HOST:PORT/metrics'.\n"
+	"                           16 connections at once, 10 s idle timeout. No TLS, no auth:\n"
+	"                           bind it to loopback or a trusted network. A port in use\n"
+	"                           exits 1. Default: no metrics endpoint\n"
 	"\n";
 
 /* What this run does: serve, or one maintenance job on a data dir no server holds. */
@@ -356,7 +373,8 @@ int main(int argc, char **argv)
 	struct tv_data_dir dd = { .dir_fd = -1, .lock_fd = -1 };
 	struct tv_recovery_report recovered;
 	struct tv_scrub_report scrub;
-	const char *data_dir = NULL;
+	const char *data_dir = NULL, *metrics_addr = NULL;
+	struct tv_metrics_http *metrics = NULL;
 	char err[ERR_LEN];
 	struct sigaction sa = { .sa_handler = on_signal };
 	enum mode mode = MODE_SERVE;
@@ -488,6 +506,12 @@ int main(int argc, char **argv)
 		case 'N':
 			insecure = true;
 			break;
+		case 'M':
+			if (tv_metrics_http_check_addr(optarg))
+				return usage_error("invalid --metrics-addr: '%s' (HOST:PORT or "
+						   "[IPv6]:PORT, port 0 to 65535)", optarg);
+			metrics_addr = optarg;
+			break;
 		case 'V':
 			puts("tracevaultd " TV_VERSION);
 			return 0;
@@ -496,6 +520,7 @@ int main(int argc, char **argv)
 			fputs(USAGE_LIMITS_HEAD, stdout);
 			fputs(USAGE_RETENTION, stdout);
 			fputs(USAGE_TLS, stdout);
+			fputs(USAGE_METRICS, stdout);
 			fputs(USAGE_LIMITS_TAIL, stdout);
 			return 0;
 		default: /* '?' or ':': the client's words (common/usage.h) */
@@ -512,6 +537,8 @@ int main(int argc, char **argv)
 		return usage_error("invalid --data: '' (a directory path)");
 	if (mode != MODE_SERVE && listen_set)
 		return usage_error("--listen serves; --rebuild-catalog and --scrub do not");
+	if (mode != MODE_SERVE && metrics_addr)
+		return usage_error("--metrics-addr serves; --rebuild-catalog and --scrub do not");
 	if (mode != MODE_SERVE && retain_set)
 		return usage_error("--retain-* options serve; --rebuild-catalog and --scrub do "
 				   "not");
@@ -598,6 +625,18 @@ int main(int argc, char **argv)
 		goto fail;
 	}
 	tv_tls_pem_free(&tls); /* gRPC holds its own copy; ours (the key) is wiped */
+	if (metrics_addr) {
+		char bound[NI_MAXHOST + 16];
+
+		/* before the readiness line: once it is read, the endpoint answers */
+		if (tv_metrics_http_start(&metrics, metrics_addr, tv_rpc_server_metrics(srv), bound,
+					  sizeof(bound), err, sizeof(err))) {
+			tv_rpc_server_free(srv);
+			grpc_shutdown();
+			goto fail;
+		}
+		fprintf(stderr, "tracevaultd: metrics on http://%s" TV_METRICS_PATH "\n", bound);
+	}
 	{
 		/* name the bound port, not the requested one: with port 0 only the kernel knows it.
 		 * The log lines go first so that they are there once the readiness line is read. */
@@ -619,6 +658,7 @@ int main(int argc, char **argv)
 		fflush(stdout);
 	}
 	tv_rpc_server_run(srv, &stop_requested);
+	tv_metrics_http_stop(metrics); /* before the counters it reads go */
 	tv_rpc_server_free(srv);
 	grpc_shutdown();
 	fprintf(stderr, "tracevaultd: stopped\n");

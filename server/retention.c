@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "common/clock.h"
+#include "common/metrics.h"
 
 const struct tv_limit tv_retention_time_limit = { .min = TV_RETENTION_MIN_TIME_NS,
 						  .max = TV_RETENTION_MAX_TIME_NS };
@@ -63,7 +64,8 @@ struct tv_retention {
 	struct done_seg *done;
 	uint64_t *ids;
 	size_t ndone, done_cap;
-	/* logged at exit */
+	/* logged at exit; segments, blocks and removed_bytes are also the metrics endpoint's
+	 * (tv_retention_counters), read from its thread: written with tv_metric_add */
 	uint64_t passes, segments, blocks, removed_bytes, pass_ns, max_pass_ns;
 };
 
@@ -341,6 +343,14 @@ int tv_retention_new(struct tv_retention **out, const struct tv_retention_opts *
 	return 0;
 }
 
+void tv_retention_counters(const struct tv_retention *r, const uint64_t **segments,
+			   const uint64_t **blocks, const uint64_t **bytes)
+{
+	*segments = &r->segments;
+	*blocks = &r->blocks;
+	*bytes = &r->removed_bytes;
+}
+
 void tv_retention_free(struct tv_retention *r)
 {
 	if (!r)
@@ -434,9 +444,9 @@ int tv_retention_pass(struct tv_retention *r)
 	r->again = ch->full;
 	r->again_target = ch->full ? ch->bytes_target : 0;
 	dt = tv_monotonic_ns() - t0;
-	r->segments += b->nsegs;
-	r->blocks += b->nfiles;
-	r->removed_bytes += b->bytes;
+	tv_metric_add(&r->segments, b->nsegs);
+	tv_metric_add(&r->blocks, b->nfiles);
+	tv_metric_add(&r->removed_bytes, b->bytes);
 	fprintf(stderr, "retention: removed %zu segments (%zu blocks, %llu bytes), oldest first"
 		" (--retain-%s); %llu bytes kept; %.2f ms\n", b->nsegs, b->nfiles,
 		(unsigned long long)b->bytes,

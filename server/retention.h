@@ -90,6 +90,11 @@ int tv_retention_new(struct tv_retention **out, const struct tv_retention_opts *
 		     char *err, size_t errlen);
 /* Unlink what still waits (the caller has ended every query) and free. NULL is a no-op. */
 void tv_retention_free(struct tv_retention *r);
+/* What retention passes removed so far (segments, blocks, block bytes; a Delete call's removal
+ * is not counted here), for the metrics endpoint: valid until tv_retention_free, read with
+ * tv_metric_get (common/metrics.h) from any thread. */
+void tv_retention_counters(const struct tv_retention *r, const uint64_t **segments,
+			   const uint64_t **blocks, const uint64_t **bytes);
 
 /* After a commit group that committed segments: the oldest newest-record time among them.
  * O(1) (the catalog's totals row, and the oldest kept segment's age from the last pass)

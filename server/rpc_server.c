@@ -20,7 +20,9 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
 
+#include "common/clock.h"
 #include "common/grpc_util.h"
+#include "common/metrics.h"
 #include "server/delete_rpc.h"
 #include "server/query.h"
 #include "server/segment.h"
@@ -112,6 +114,7 @@ struct call {
 	struct tv_segment *seg;
 	struct tv_query *query;
 	struct tv_summary *summary; /* a Summary being counted (one step per turn) */
+	uint64_t query_mono_ns;     /* a Query's request began (0: none), for its latency */
 	bool runnable;            /* on the server's runnable list (a query that yielded, or a
 				   * Summary still counting) */
 	struct call *run_next;
@@ -142,7 +145,20 @@ struct tv_rpc_server {
 	 * loop, round-robin, and the loop polls gRPC without blocking while any is waiting. */
 	struct call *run_head, *run_tail;
 	struct tv_retention *retention;  /* passes, and the removal of whole segments */
+	struct tv_server_metrics metrics; /* --metrics-addr (server/metrics.h) */
 };
+
+/* The stored blocks and bytes gauges from the catalog's totals row (O(1)): after each commit
+ * group and every TV_RPC_IDLE_SCAN_MS, so a scrape sees them at most that old. */
+static void refresh_stored(struct tv_rpc_server *srv)
+{
+	uint64_t blocks, bytes;
+
+	if (tv_catalog_size(srv->catalog, &blocks, &bytes))
+		return; /* kept as they were: the failure shows in the calls that meet it */
+	tv_metric_set(&srv->metrics.stored_blocks, blocks);
+	tv_metric_set(&srv->metrics.stored_bytes, bytes);
+}
 
 /* ---- call lifecycle ---- */
 
@@ -303,6 +319,9 @@ static void finish(struct call *c, grpc_status_code code, const char *msg)
 	set_state(c, C_FINISHING);
 	if (c->runnable)
 		run_unlink(c->srv, c);
+	if (c->query_mono_ns)
+		tv_histogram_observe_ns(&c->srv->metrics.query_seconds,
+					tv_monotonic_ns() - c->query_mono_ns);
 	/* a query's blocks and memory go back to the pool now, not when grpc frees the call */
 	tv_query_free(c->query);
 	c->query = NULL;
@@ -613,6 +632,7 @@ static void query_begin(struct call *c)
 	char err[TV_QUERY_ERR_LEN] = "";
 	int ret;
 
+	c->query_mono_ns = tv_monotonic_ns();
 	req = (Tracevault__V1__QueryRequest *)unpack_payload(
 		c, &tracevault__v1__query_request__descriptor);
 	if (!req)
@@ -679,8 +699,8 @@ static void delete_begin(struct call *c)
 	}
 	if (req->segment_id)
 		temp_blocks = abort_segment_streams(srv, req->segment_id);
-	code = tv_delete_rpc_apply(srv->catalog, srv->store, srv->retention, req, temp_blocks,
-				   &bb, msg, sizeof(msg));
+	code = tv_delete_rpc_apply(srv->catalog, srv->store, &srv->metrics, srv->retention, req,
+				   temp_blocks, &bb, msg, sizeof(msg));
 	if (code == GRPC_STATUS_OK)
 		enqueue(c, bb);
 	finish(c, code, msg);
@@ -963,6 +983,16 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 		free(srv);
 		return -EIO;
 	}
+	{
+		struct tv_server_metrics_ext ext = { .quarantined_blocks =
+							tv_store_quarantined_blocks(s) };
+
+		tv_retention_counters(srv->retention, &ext.retention_segments,
+				      &ext.retention_blocks, &ext.retention_bytes);
+		tv_server_metrics_init(&srv->metrics, tv_store_dir_fd(s), &ext);
+		srv->seg_stats.metrics = &srv->metrics;
+		refresh_stored(srv);
+	}
 	srv->shutdown_tag.op = OP_SHUTDOWN;
 	srv->max_streams[M_WRITE] = o->max_write_streams ? o->max_write_streams :
 							   TV_RPC_DEFAULT_MAX_WRITE_STREAMS;
@@ -1087,6 +1117,7 @@ static void idle_expire(struct tv_rpc_server *srv)
 		return;
 	srv->next_idle_scan = gpr_time_add(now, gpr_time_from_millis(TV_RPC_IDLE_SCAN_MS,
 								      GPR_TIMESPAN));
+	refresh_stored(srv); /* Delete, retention and quarantine change them too */
 	for (struct call *c = srv->calls, *next; c; c = next) {
 		next = c->next; /* idle_end does not free c (its ops are still out), but be safe */
 		if (c->state == C_REQUESTED || c->state == C_DONE || c->idle_ended ||
@@ -1116,6 +1147,7 @@ static void run_commit_group(struct tv_rpc_server *srv)
 	srv->events_since_queued = 0;
 	tv_segment_commit_group(&srv->commit_q);
 	tv_store_reap(srv->store, 0);
+	refresh_stored(srv);
 	/* after each group: O(1) unless a retention limit is now crossed */
 	if (srv->commit_q.new_segments) {
 		tv_retention_committed(srv->retention, srv->commit_q.new_oldest_ts_ns);
@@ -1203,6 +1235,11 @@ int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop)
 			(unsigned long long)srv->seg_stats.payload_bytes_copied);
 	srv->stopped = 1;
 	return 0;
+}
+
+const struct tv_metrics *tv_rpc_server_metrics(const struct tv_rpc_server *srv)
+{
+	return &srv->metrics.reg;
 }
 
 void tv_rpc_server_free(struct tv_rpc_server *srv)

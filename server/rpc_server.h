@@ -9,6 +9,7 @@
 
 #include "common/limit.h"
 #include "common/tls.h"
+#include "common/metrics.h"
 #include "server/catalog.h"
 #include "server/retention.h"
 #include "server/store_uring.h"
@@ -82,6 +83,9 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 /* Serve until *stop becomes non-zero, then shut down: cancel every call (aborting in-flight
  * segments), drain the queue. Returns 0. */
 int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop);
+/* The server's metrics (server/metrics.h) for the --metrics-addr endpoint: valid until
+ * tv_rpc_server_free; the endpoint must be stopped before that. */
+const struct tv_metrics *tv_rpc_server_metrics(const struct tv_rpc_server *srv);
 /* Release a server that was started (after run returned, or instead of run). */
 void tv_rpc_server_free(struct tv_rpc_server *srv);
 

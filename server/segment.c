@@ -15,6 +15,8 @@
 #include <string.h>
 #include <sys/uio.h>
 
+#include "common/clock.h"
+#include "common/metrics.h"
 #include "proto/block.h"
 #include "proto/block_check.h"
 #include "proto/block_v3.h"
@@ -78,6 +80,7 @@ struct tv_segment {
 	struct tv_commit_queue *q;
 	struct tv_segment *q_prev, *q_next; /* in q while pending == PENDING_QUEUED */
 	int queued;
+	uint64_t commit_mono_ns; /* when COMMIT arrived (the commit latency metric) */
 };
 
 #define ERR_PREFIX_FMT "segment %016llx: "
@@ -181,6 +184,8 @@ size_t tv_segment_abort(struct tv_segment *seg, const char *why)
 	release_id(seg);
 	seg->state = SEG_ABORTED;
 	seg->pending = PENDING_NONE;
+	if (seg->segment_id)
+		tv_metric_add(&seg->stats->metrics->segments_aborted, 1);
 	if (seg->segment_id)
 		fprintf(stderr, "segment %016llx aborted: %s; removed %zu temp files\n",
 			(unsigned long long)seg->segment_id, why, removed);
@@ -841,6 +846,22 @@ static void fail_all(struct member *m, size_t n, grpc_status_code code, const ch
 	}
 }
 
+/* A committed segment in the server's metrics: what it made durable, and its COMMIT's time
+ * from arrival to reply. */
+static void count_commit(struct tv_segment *seg, const struct commit_set *cs)
+{
+	struct tv_server_metrics *mt = seg->stats->metrics;
+	uint64_t records = 0;
+
+	for (size_t b = 0; b < seg->n; b++)
+		records += cs->rows[b].record_count;
+	tv_metric_add(&mt->written_bytes, cs->total_bytes);
+	tv_metric_add(&mt->written_records, records);
+	tv_metric_add(&mt->written_blocks, seg->n);
+	tv_metric_add(&mt->segments_committed, 1);
+	tv_histogram_observe_ns(&mt->commit_seconds, tv_monotonic_ns() - seg->commit_mono_ns);
+}
+
 /*
  * Group commit (RECOVERY.md "Group commit"). The order of one segment's commit is kept for the
  * group: data fdatasynced (before the segment was queued), then the catalog rows (the commit
@@ -969,6 +990,7 @@ void tv_segment_commit_group(struct tv_commit_queue *q)
 			(unsigned long long)m[i].cs.total_bytes);
 		respond(seg, m[i].cs.total_bytes, m[i].cs.ids, seg->n);
 		seg->sink->finish(seg->arg, GRPC_STATUS_OK, "");
+		count_commit(seg, &m[i].cs);
 		q->new_segments++;
 		for (size_t b = 0; b < seg->n; b++)
 			newest = m[i].cs.rows[b].max_ts_ns > newest ? m[i].cs.rows[b].max_ts_ns :
@@ -1133,6 +1155,7 @@ static void command(struct tv_segment *seg, const Tracevault__V1__WriteCommand *
 			}
 		}
 		seg->pending = PENDING_COMMIT;
+		seg->commit_mono_ns = tv_monotonic_ns();
 		advance(seg);
 		break;
 	case TRACEVAULT__V1__COMMAND_TYPE__CANCEL: {

@@ -12,6 +12,7 @@
 #include <grpc/status.h>
 
 #include "server/catalog.h"
+#include "server/metrics.h"
 #include "server/store_uring.h"
 
 /* More blocks than this in one segment is RESOURCE_EXHAUSTED: bounds per-stream state. */
@@ -49,6 +50,8 @@ struct tv_segment_stats {
 	uint64_t zero_copy_chunks;
 	uint64_t fallback_chunks;       /* chunks that went through flatten + protobuf-c unpack */
 	uint64_t payload_bytes_copied;  /* user-space copies of chunk payload bytes on receive */
+	/* the server's exported counters (server/metrics.h): commits, aborts, commit latency */
+	struct tv_server_metrics *metrics;
 };
 
 struct tv_segment;

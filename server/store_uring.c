@@ -19,6 +19,8 @@
 
 #include <liburing.h>
 
+#include "common/metrics.h"
+
 /* SQ entries: every op is submitted at once, so this bounds nothing but a burst of prepares;
  * the kernel keeps CQEs beyond the CQ ring (IORING_FEAT_NODROP). */
 #define RING_ENTRIES 256
@@ -45,6 +47,7 @@ struct tv_store {
 	int quarantine_fd; /* -1 until the first tv_store_quarantine */
 	uint64_t blocks_syncs;  /* fsyncs of blocks/ that succeeded (tv_store_blocks_syncs) */
 	int blocks_sync_failed; /* one failed: later ones prove nothing about earlier entries */
+	uint64_t quarantined_blocks; /* files moved from blocks/ (tv_store_quarantined_blocks) */
 };
 
 struct tv_store_file {
@@ -946,6 +949,16 @@ static int write_reason(struct tv_store *s, const char *qname, enum tv_store_are
 	return ret;
 }
 
+const uint64_t *tv_store_quarantined_blocks(const struct tv_store *s)
+{
+	return &s->quarantined_blocks;
+}
+
+int tv_store_dir_fd(const struct tv_store *s)
+{
+	return s->dir_fd;
+}
+
 int tv_store_quarantine(struct tv_store *s, enum tv_store_area area, const char *name,
 			const char *reason, char *qname, size_t qlen)
 {
@@ -981,6 +994,8 @@ int tv_store_quarantine(struct tv_store *s, enum tv_store_area area, const char 
 	 * worst puts the file back where it was after a power loss, to be found again. */
 	if (qname)
 		snprintf(qname, qlen, "%s", dest);
+	if (area == TV_STORE_AREA_BLOCKS)
+		tv_metric_add(&s->quarantined_blocks, 1);
 	ret = write_reason(s, dest, area, name, reason);
 	if (ret)
 		fprintf(stderr, "tracevaultd: cannot write %s/%s.reason: %s\n",

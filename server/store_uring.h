@@ -232,5 +232,10 @@ const char *tv_store_area_dir(enum tv_store_area area);
  * another negative errno (the file then stays where it was). */
 int tv_store_quarantine(struct tv_store *s, enum tv_store_area area, const char *name,
 			const char *reason, char *qname, size_t qlen);
+/* The count of files tv_store_quarantine moved from blocks/ so far (this process), for the
+ * metrics endpoint: read it with tv_metric_get (common/metrics.h) from any thread. */
+const uint64_t *tv_store_quarantined_blocks(const struct tv_store *s);
+/* The data dir's O_DIRECTORY descriptor (owned by the store, open until tv_store_close). */
+int tv_store_dir_fd(const struct tv_store *s);
 
 #endif

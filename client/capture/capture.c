@@ -20,6 +20,7 @@
 #include "capture/source.h"
 #include "capture/tracepoint.h"
 #include "common/clock.h"
+#include "common/metrics.h"
 #include "common/size.h"
 
 /* The tracepoint source's ring wakes us only once its wake-up threshold is queued
@@ -46,6 +47,8 @@ struct capture {
 	int64_t mono_to_real_ns; /* CLOCK_REALTIME - CLOCK_MONOTONIC, measured at start */
 	struct tv_sampler sampler; /* --sample-ratio */
 	struct tv_query_rules query; /* what paths keep of their query; conns points at it */
+	uint64_t next_publish_ns;    /* o->live: the next publish (monotonic) */
+	uint64_t ring_peak_bytes;    /* o->live: the most unread ring bytes since the last */
 };
 
 /* The kernel stamps events with CLOCK_MONOTONIC; records carry wall-clock ns. Bracketing the
@@ -219,43 +222,13 @@ static void signal_ready(int fd)
 			n < 0 ? strerror(errno) : "short write");
 }
 
-/* Poll until stopped or the duration ends. Sealing by size and age happens in the sink. */
-static int poll_loop(struct capture *c, char *err, size_t errlen)
+/* The source's and the connection table's counts into *res (all but flush_error; events is
+ * counted as they come, in c->res). */
+static void count(struct capture *c, struct tv_capture_result *res)
 {
-	const struct tv_capture_opts *o = c->o;
-	uint64_t end_ns = 0;
-	int rc;
+	const struct tv_conn_stats *cs = tv_conn_table_stats(c->conns);
 
-	if (o->duration_ms > 0)
-		end_ns = tv_monotonic_ns() + o->duration_ms * TV_NS_PER_MS;
-	while (!(o->stop && *o->stop)) {
-		rc = c->src.poll(c->src.impl, POLL_TIMEOUT_MS, err, errlen);
-		if (rc)
-			return rc;
-		tv_conn_table_reap(c->conns, tv_monotonic_ns());
-		note_loss(c);
-		if (end_ns && tv_monotonic_ns() >= end_ns)
-			break;
-	}
-	return 0;
-}
-
-/* The end of a run: stop the source and drain what it already queued, so nothing seen is
- * dropped; end the connections still open; the last loss totals go into the sink's final
- * flush (its result in res->flush_error); then the counts. A segment the flush could not
- * store is counted and logged by the sink: whether that fails the run is the caller's call,
- * with the sink's counts at hand. */
-static void finish(struct capture *c)
-{
-	struct tv_capture_result *res = c->res;
-	const struct tv_conn_stats *cs;
-	uint64_t now_ns = tv_monotonic_ns();
-
-	c->src.finish(c->src.impl, now_ns);
-	tv_conn_table_flush(c->conns, now_ns);
-	note_loss(c);
-	res->flush_error = c->sink->flush(c->sink->ctx);
-	cs = tv_conn_table_stats(c->conns);
+	res->events = c->res->events;
 	res->lost_ring_full = c->src.lost(c->src.impl, TV_LOST_RING_FULL);
 	res->lost_map_full = c->src.lost(c->src.impl, TV_LOST_MAP_FULL);
 	res->events_truncated = c->src.lost(c->src.impl, TV_LOST_TRUNCATED);
@@ -275,6 +248,84 @@ static void finish(struct capture *c)
 	res->tunnels = cs->tunnels;
 	res->tunnel_bytes = cs->tunnel_bytes;
 	res->records_lost = res->lost_kernel + res->lost_parser;
+}
+
+/* The ring's unread bytes now, kept as the peak until the next publish. */
+static void sample_ring(struct capture *c)
+{
+	uint64_t used, size;
+
+	if (!c->o->live)
+		return;
+	c->src.ring(c->src.impl, &used, &size);
+	if (used > c->ring_peak_bytes)
+		c->ring_peak_bytes = used;
+}
+
+/* Every TV_CAPTURE_LIVE_PUBLISH_MS (or now, when final): the counts into o->live. The counts
+ * cost a few map lookups, hence not on every turn of the loop. */
+static void publish(struct capture *c, uint64_t now_ns, int final)
+{
+	struct tv_capture_live *l = c->o->live;
+	struct tv_capture_result r = { 0 };
+	uint64_t used, size;
+
+	if (!l || (!final && now_ns < c->next_publish_ns))
+		return;
+	c->next_publish_ns = now_ns + TV_CAPTURE_LIVE_PUBLISH_MS * TV_NS_PER_MS;
+	count(c, &r);
+	c->src.ring(c->src.impl, &used, &size);
+	tv_metric_set(&l->events, r.events);
+	tv_metric_set(&l->lost_ring_full, r.lost_ring_full);
+	tv_metric_set(&l->lost_map_full, r.lost_map_full);
+	tv_metric_set(&l->lost_parser, r.lost_parser);
+	tv_metric_set(&l->events_truncated, r.events_truncated);
+	tv_metric_set(&l->lost_requests, r.lost_requests);
+	tv_metric_set(&l->responses_lost, r.responses_lost);
+	tv_metric_set(&l->parser_resyncs, r.parser_resyncs);
+	tv_metric_set(&l->ring_used_bytes, c->ring_peak_bytes > used ? c->ring_peak_bytes : used);
+	tv_metric_set(&l->ring_size_bytes, size);
+	c->ring_peak_bytes = 0;
+}
+
+/* Poll until stopped or the duration ends. Sealing by size and age happens in the sink. */
+static int poll_loop(struct capture *c, char *err, size_t errlen)
+{
+	const struct tv_capture_opts *o = c->o;
+	uint64_t end_ns = 0;
+	int rc;
+
+	if (o->duration_ms > 0)
+		end_ns = tv_monotonic_ns() + o->duration_ms * TV_NS_PER_MS;
+	while (!(o->stop && *o->stop)) {
+		sample_ring(c);
+		rc = c->src.poll(c->src.impl, POLL_TIMEOUT_MS, err, errlen);
+		if (rc)
+			return rc;
+		tv_conn_table_reap(c->conns, tv_monotonic_ns());
+		note_loss(c);
+		publish(c, tv_monotonic_ns(), 0);
+		if (end_ns && tv_monotonic_ns() >= end_ns)
+			break;
+	}
+	return 0;
+}
+
+/* The end of a run: stop the source and drain what it already queued, so nothing seen is
+ * dropped; end the connections still open; the last loss totals go into the sink's final
+ * flush (its result in res->flush_error); then the counts. A segment the flush could not
+ * store is counted and logged by the sink: whether that fails the run is the caller's call,
+ * with the sink's counts at hand. */
+static void finish(struct capture *c)
+{
+	uint64_t now_ns = tv_monotonic_ns();
+
+	c->src.finish(c->src.impl, now_ns);
+	tv_conn_table_flush(c->conns, now_ns);
+	note_loss(c);
+	c->res->flush_error = c->sink->flush(c->sink->ctx);
+	count(c, c->res);
+	publish(c, now_ns, 1);
 }
 
 int tv_capture_check_mode(const struct tv_capture_opts *o, char *err, size_t errlen)

@@ -25,6 +25,20 @@ enum tv_capture_role {
 	TV_CAPTURE_ROLE_CLIENT = 2, /* connected sockets */
 };
 
+/* A running capture's counts for the metrics endpoint (--metrics-addr), published by the run
+ * loop every TV_CAPTURE_LIVE_PUBLISH_MS and once more at the end with tv_metric_set (common/
+ * metrics.h): another thread reads them with tv_metric_get. The same counts as struct
+ * tv_capture_result (the final summary line), so the two never disagree at the end. */
+struct tv_capture_live {
+	uint64_t events;          /* tv_capture_result.events */
+	uint64_t lost_ring_full, lost_map_full, lost_parser, events_truncated;
+	uint64_t lost_requests, responses_lost, parser_resyncs;
+	/* the kernel ring: its size, and the most unread bytes the loop found in it (sampled
+	 * before each drain) since the previous publish */
+	uint64_t ring_used_bytes, ring_size_bytes;
+};
+#define TV_CAPTURE_LIVE_PUBLISH_MS 100
+
 struct tv_capture_opts {
 	int mode;                    /* enum tv_capture_mode */
 	const char *interface;       /* sockfilter: NULL = "lo" (tracepoint: must be NULL) */
@@ -51,6 +65,7 @@ struct tv_capture_opts {
 				      * SIGINT/SIGTERM handler sets it); NULL: never */
 	int ready_fd;                /* >= 0: write "ready\n" here once the source is open
 				      * (tracepoint: attached and seeded; sockfilter: bound) */
+	struct tv_capture_live *live; /* NULL: none; else kept up to date (see above) */
 };
 
 /* What the capture saw and lost before the sink; what the sink stored or dropped is the sink's

@@ -678,6 +678,24 @@ static void sockfilter_free(void *impl)
 	tv_sockfilter_free(impl);
 }
 
+/* source.h's ring: the packet ring's blocks the kernel has handed over and we have not read
+ * (whole blocks: TPACKET_V3 gives a block to user space when it is full or times out) */
+static void sockfilter_ring(void *impl, uint64_t *used_bytes, uint64_t *size_bytes)
+{
+	struct tv_sockfilter *s = impl;
+	uint64_t used = 0;
+
+	for (uint32_t n = 0; n < s->block_nr; n++) {
+		const struct tpacket_block_desc *bd =
+			(const void *)(s->ring + (size_t)n * s->block_bytes);
+
+		if (__atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER)
+			used += s->block_bytes;
+	}
+	*used_bytes = used;
+	*size_bytes = s->ring_bytes;
+}
+
 void tv_sockfilter_source(struct tv_sockfilter *s, struct tv_capture_source *src)
 {
 	*src = (struct tv_capture_source){
@@ -686,6 +704,7 @@ void tv_sockfilter_source(struct tv_sockfilter *s, struct tv_capture_source *src
 		.finish = sockfilter_finish,
 		.lost = sockfilter_lost,
 		.gaps = sockfilter_gaps,
+		.ring = sockfilter_ring,
 		.free = sockfilter_free,
 	};
 }

@@ -25,6 +25,10 @@ struct tv_capture_source {
 	uint64_t (*lost)(void *impl, uint32_t reason);
 	/* Holes in reassembled streams (0 for a source that sees whole syscalls). */
 	void (*gaps)(void *impl, uint64_t *gaps, uint64_t *gap_bytes);
+	/* The kernel ring's size and the bytes in it not yet read by us, now (a snapshot, for the
+	 * ring fill metric): tracepoint the BPF ring buffer, sockfilter the packet ring's blocks
+	 * handed to us. */
+	void (*ring)(void *impl, uint64_t *used_bytes, uint64_t *size_bytes);
 	/* Release everything. Safe on NULL impl. */
 	void (*free)(void *impl);
 };

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/magic.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -43,6 +44,12 @@ struct tv_tracepoint {
 	void *ctx;
 	struct capture_bpf *skel;
 	struct ring_buffer *rb;
+	/* the ring's consumer and producer positions (its first two pages, mapped read-only
+	 * beside libbpf's mapping; NULL when that failed): the ring fill without libbpf 1.3's
+	 * ring__avail_data_size */
+	const void *pos;
+	size_t pos_len;
+	uint32_t ring_bytes;
 	int cg_fd; /* --cgroup directory, or -1 */
 	int ncpu;  /* possible CPUs: the length of lost_percpu */
 	uint64_t *lost_percpu; /* one lookup of the per-CPU `lost` map */
@@ -159,6 +166,19 @@ static int set_cgroup_filter(struct tv_tracepoint *t, int cg_fd, char *err, size
 	return 0;
 }
 
+
+/* Map the ring's two position pages read-only (the kernel allows any read-only mapping of a
+ * ring buffer map); a failure only leaves the fill metric at 0. */
+static void map_positions(struct tv_tracepoint *t)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	void *p;
+
+	t->pos_len = 2 * (size_t)page;
+	p = mmap(NULL, t->pos_len, PROT_READ, MAP_SHARED, bpf_map__fd(t->skel->maps.events), 0);
+	t->pos = p == MAP_FAILED ? NULL : p;
+}
+
 /* Connections open before the start have had their accept/connect already: put them in the
  * kernel's sockets map from /proc. Called once the tracepoints are attached (the order that
  * loses least: client/capture/preexisting.c). */
@@ -224,6 +244,7 @@ static int load_bpf(struct tv_tracepoint *t, char *err, size_t errlen)
 	t->skel->rodata->payload_bytes = t->o.payload_bytes ? t->o.payload_bytes
 							     : TV_CAPTURE_DEFAULT_PAYLOAD_BYTES;
 	ring_bytes = t->o.ring_bytes ? t->o.ring_bytes : TV_CAPTURE_RING_BYTES;
+	t->ring_bytes = ring_bytes;
 	/* a small ring (tests, --ring-bytes) must wake us well before it is full */
 	t->skel->rodata->wakeup_bytes = ring_bytes / 4 < TV_CAPTURE_WAKEUP_BYTES
 						? ring_bytes / 4
@@ -270,6 +291,7 @@ static int load_bpf(struct tv_tracepoint *t, char *err, size_t errlen)
 		snprintf(err, errlen, "opening the ring buffer: %s", strerror(-rc));
 		return rc;
 	}
+	map_positions(t);
 	return 0;
 }
 
@@ -352,6 +374,24 @@ static void tracepoint_finish(void *impl, uint64_t now_ns)
 		fprintf(stderr, "tracevault: draining the ring buffer failed\n");
 }
 
+/* source.h's ring: the BPF ring buffer's unread bytes (producer minus consumer position, the
+ * kernel's layout: consumer_pos in the map's first page, producer_pos in the second) */
+static void tracepoint_ring(void *impl, uint64_t *used_bytes, uint64_t *size_bytes)
+{
+	struct tv_tracepoint *t = impl;
+	long page = sysconf(_SC_PAGESIZE);
+	uint64_t cons, prod;
+
+	*size_bytes = t->ring_bytes;
+	*used_bytes = 0;
+	if (!t->pos)
+		return;
+	cons = __atomic_load_n((const unsigned long *)t->pos, __ATOMIC_ACQUIRE);
+	prod = __atomic_load_n((const unsigned long *)((const char *)t->pos + page),
+			       __ATOMIC_ACQUIRE);
+	*used_bytes = prod - cons <= t->ring_bytes ? prod - cons : t->ring_bytes;
+}
+
 /* source.h's gaps: syscalls deliver whole reads and writes, no stream holes to report */
 static void tracepoint_gaps(void *impl, uint64_t *gaps, uint64_t *gap_bytes)
 {
@@ -364,6 +404,8 @@ void tv_tracepoint_free(struct tv_tracepoint *t)
 	if (!t)
 		return;
 	ring_buffer__free(t->rb);
+	if (t->pos)
+		munmap((void *)t->pos, t->pos_len);
 	capture_bpf__destroy(t->skel);
 	if (t->cg_fd >= 0)
 		close(t->cg_fd);
@@ -384,6 +426,7 @@ void tv_tracepoint_source(struct tv_tracepoint *t, struct tv_capture_source *src
 		.finish = tracepoint_finish,
 		.lost = tracepoint_lost,
 		.gaps = tracepoint_gaps,
+		.ring = tracepoint_ring,
 		.free = tracepoint_free,
 	};
 }

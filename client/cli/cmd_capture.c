@@ -15,8 +15,10 @@
 #include "capture/limits.h" /* capture's bounds (payload, ring, names, duration), without bpf/ */
 #include "capture/sampler.h"
 #include "capture/tracepoint.h"
+#include "cli/capture_metrics.h"
 #include "cli/cli.h"
 #include "common/addr.h"
+#include "common/metrics_http.h"
 #include "cli/commands.h"
 #include "cli/tls_args.h"
 #include "common/size.h"
@@ -44,7 +46,7 @@ static const char *const capture_usage[] = {
 	"                          [--role server|client|both]\n"
 	"                          [--redact-query-params LIST] [--strip-query]\n"
 	"                          [--mode tracepoint|sockfilter] [--interface IF]\n"
-	"                          [--test-corrupt-chunk N]\n"
+	"                          [--metrics-addr HOST:PORT] [--test-corrupt-chunk N]\n"
 	"                          " TV_TLS_CLI_SYNOPSIS " [--tls-server-name NAME]\n"
 	"\n"
 	"Trace HTTP/1.x exchanges on local sockets (eBPF, needs CAP_BPF + CAP_PERFMON or root)\n"
@@ -132,6 +134,14 @@ static const char *const capture_usage[] = {
 	"                             (default 1): by W3C trace id as OpenTelemetry's\n"
 	"                             TraceIdRatioBased sampler decides, untraced ones by\n"
 	"                             connection; counted as sampled out, not lost\n"
+	"      --metrics-addr HOST:PORT\n"
+	"                             serve Prometheus metrics (text format 0.0.4) at\n"
+	"                             http://HOST:PORT/metrics while capturing: kernel events,\n"
+	"                             losses by reason, ring fill, records sent, block cache\n"
+	"                             bytes, segments failed. GET only, no TLS or auth (bind\n"
+	"                             it to loopback); port 0 picks a free one, named on\n"
+	"                             stderr: 'tracevault: metrics on http://HOST:PORT/metrics';\n"
+	"                             a port in use exits 1 (default: none)\n"
 	"      --test-corrupt-chunk N test only: corrupt the Nth chunk sent (server sees a\n"
 	"                             CRC mismatch, the segment fails),\n"
 	"                             1 to 9223372036854775807\n",
@@ -201,7 +211,18 @@ struct capture_cmd_opts {
 	struct tv_capture_opts capture;
 	struct tv_pipeline_opts pipeline;
 	struct tv_tls_args tls;
+	const char *metrics_addr; /* --metrics-addr, or NULL */
 };
+
+/* --metrics-addr: HOST:PORT as tracevaultd's (common/metrics_http.h) */
+static int parse_metrics_addr(const char *arg, void *field, char *why, size_t whylen)
+{
+	(void)why, (void)whylen;
+	if (tv_metrics_http_check_addr(arg))
+		return -EINVAL;
+	*(const char **)field = arg;
+	return 0;
+}
 
 #define CAP(field) offsetof(struct capture_cmd_opts, capture.field)
 #define PIPE(field) offsetof(struct capture_cmd_opts, pipeline.field)
@@ -244,6 +265,8 @@ static const struct tv_cli_opt capture_options[] = {
 	 NULL},
 	{"sample-ratio", 0, TV_CLI_ARG_CUSTOM, CAP(sample_ratio), NULL,
 	 "a decimal, 0 < R <= 1", parse_ratio},
+	{"metrics-addr", 0, TV_CLI_ARG_CUSTOM, offsetof(struct capture_cmd_opts, metrics_addr),
+	 NULL, "HOST:PORT or [IPv6]:PORT, port 0 to 65535", parse_metrics_addr},
 	TV_CLI_WRITER_OPTIONS(struct capture_cmd_opts, pipeline.),
 	TV_TLS_CLI_OPTIONS(struct capture_cmd_opts, tls),
 	{0},
@@ -273,21 +296,47 @@ static int check_sizes(const struct tv_pipeline_opts *po)
 /* Runs the capture into a new write pipeline and prints the one summary line (whenever the
  * capture ran at all, so a loss is never silent). The pipeline is made first: an unreachable
  * server fails before any probe is attached. Returns the exit code. */
-static int run_capture(const struct tv_capture_opts *o, const struct tv_pipeline_opts *po)
+static int run_capture(const struct tv_capture_opts *co, const struct tv_pipeline_opts *po,
+		       const char *metrics_addr)
 {
 	struct tv_capture_result res = {0};
 	struct tv_pipeline_stats ps = {0};
 	struct tv_pipeline *pipe = NULL;
 	struct tv_record_sink sink;
-	char err[TV_CLI_ERR_LEN] = "";
+	struct tv_capture_opts run_opts = *co;
+	const struct tv_capture_opts *o = &run_opts;
+	struct tv_capture_metrics *metrics = NULL;
+	struct tv_metrics_http *http = NULL;
+	char err[TV_CLI_ERR_LEN] = "", bound[300];
 	uint64_t lost;
 	int ret;
 
 	ret = tv_pipeline_new(&pipe, po, err, sizeof(err));
 	if (ret)
 		return tv_cli_runtime_error("%s", err[0] ? err : strerror(-ret));
+	if (metrics_addr) {
+		/* after the servers answered, before any probe is loaded: a port in use fails
+		 * the command before it touches the kernel */
+		metrics = malloc(sizeof(*metrics));
+		if (!metrics) {
+			tv_pipeline_free(pipe);
+			return tv_cli_runtime_error("--metrics-addr: out of memory");
+		}
+		tv_capture_metrics_init(metrics, pipe);
+		ret = tv_metrics_http_start(&http, metrics_addr, &metrics->reg, bound, sizeof(bound),
+					    err, sizeof(err));
+		if (ret) {
+			free(metrics);
+			tv_pipeline_free(pipe);
+			return tv_cli_runtime_error("%s", err);
+		}
+		fprintf(stderr, "tracevault: metrics on http://%s" TV_METRICS_PATH "\n", bound);
+		run_opts.live = &metrics->live;
+	}
 	tv_pipeline_sink(pipe, &sink);
 	ret = tv_capture_run(o, &sink, &res, err, sizeof(err));
+	tv_metrics_http_stop(http); /* before the pipeline its scrapes read */
+	free(metrics);
 	tv_pipeline_stats(pipe, &ps);
 	tv_pipeline_free(pipe);
 	lost = res.records_lost + ps.records_dropped_cache + ps.records_dropped_failed;
@@ -370,7 +419,7 @@ int tv_cmd_capture(int argc, char **argv)
 
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
-	ret = run_capture(o, po);
+	ret = run_capture(o, po, opts.metrics_addr);
 	tv_tls_args_free(&opts.tls);
 	return ret;
 }

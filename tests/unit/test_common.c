@@ -1,11 +1,13 @@
 /* cmocka tests of common/ (the code both binaries share): sizes and limits, HOST:PORT and
  * server lists, gRPC status names and queue shutdown, clocks. Edges included: the largest
- * size that fits in 64 bits, port 65535, every kind of empty list entry. */
+ * size that fits in 64 bits, port 65535, every kind of empty list entry; the metrics text
+ * exposition, byte for byte. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -14,6 +16,7 @@
 #include "common/clock.h"
 #include "common/grpc_util.h"
 #include "common/limit.h"
+#include "common/metrics.h"
 #include "common/size.h"
 #include "common/usage.h"
 
@@ -341,6 +344,64 @@ static void test_clocks(void **state)
 	assert_int_equal(ts.tv_nsec, 999999999);
 }
 
+static void collect_twice(void *arg)
+{
+	tv_metric_set(arg, 2 * tv_metric_get(arg));
+}
+
+/* The exposition format byte for byte: one HELP/TYPE per name (labelled series share it), the
+ * help escaped, cumulative buckets in exact seconds ending with +Inf == _count, the collect
+ * hook run first. */
+static void test_metrics_render_text_format(void **state)
+{
+	static const uint64_t bounds[] = { 500000, 1000000000, 2500000000ull };
+	uint64_t ring = 3, map = 0, fill = 21;
+	struct tv_histogram h;
+	struct tv_metric table[] = {
+		{ "tv_lost_total", "Lost \\ events\nby reason", TV_METRIC_COUNTER,
+		  "reason=\"ring_full\"", &ring, NULL },
+		{ "tv_lost_total", "unused", TV_METRIC_COUNTER, "reason=\"map_full\"", &map, NULL },
+		{ "tv_fill_bytes", "Fill.", TV_METRIC_GAUGE, NULL, &fill, NULL },
+		{ "tv_commit_seconds", "Commits.", TV_METRIC_HISTOGRAM, NULL, NULL, &h },
+	};
+	struct tv_metrics m = { table, 4, collect_twice, &fill };
+	char *out;
+	size_t len;
+
+	(void)state;
+	assert_int_equal(tv_histogram_init(&h, bounds, 3), 0);
+	tv_histogram_observe_ns(&h, 500000);      /* on a bound: in it */
+	tv_histogram_observe_ns(&h, 500001);
+	tv_histogram_observe_ns(&h, 3000000000ull); /* above all */
+	tv_metric_add(&ring, 4);
+	assert_int_equal(tv_metrics_render(&m, &out, &len), 0);
+	assert_string_equal(out,
+		"# HELP tv_lost_total Lost \\\\ events\\nby reason\n"
+		"# TYPE tv_lost_total counter\n"
+		"tv_lost_total{reason=\"ring_full\"} 7\n"
+		"tv_lost_total{reason=\"map_full\"} 0\n"
+		"# HELP tv_fill_bytes Fill.\n"
+		"# TYPE tv_fill_bytes gauge\n"
+		"tv_fill_bytes 42\n"
+		"# HELP tv_commit_seconds Commits.\n"
+		"# TYPE tv_commit_seconds histogram\n"
+		"tv_commit_seconds_bucket{le=\"0.0005\"} 1\n"
+		"tv_commit_seconds_bucket{le=\"1\"} 2\n"
+		"tv_commit_seconds_bucket{le=\"2.5\"} 2\n"
+		"tv_commit_seconds_bucket{le=\"+Inf\"} 3\n"
+		"tv_commit_seconds_sum 3.001000001\n"
+		"tv_commit_seconds_count 3\n");
+	assert_int_equal(len, strlen(out));
+	free(out);
+	/* a histogram entry without its histogram is refused, not dereferenced */
+	m.v = &table[3];
+	m.n = 1;
+	table[3].hist = NULL;
+	assert_int_equal(tv_metrics_render(&m, &out, &len), -EINVAL);
+	assert_int_equal(tv_histogram_init(&h, (const uint64_t[]){ 2, 1 }, 2), -EINVAL);
+	assert_int_equal(tv_histogram_init(&h, bounds, TV_HISTOGRAM_MAX_BOUNDS + 1), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -361,6 +422,7 @@ int main(void)
 		cmocka_unit_test(test_getopt_reasons_one_wording),
 		cmocka_unit_test(test_getopt_arg_inside_a_short_group),
 		cmocka_unit_test(test_clocks),
+		cmocka_unit_test(test_metrics_render_text_format),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -25,6 +25,8 @@ One module per concern; this package re-exports their public names, so tests use
   filters       FilterSpec: a Query filter as CLI options, as a QueryFilter, and the
                 reference predicate of PROTOCOL.md "Filters"; match_kind()
   runner        cases() and Results: a test file's cases, their lines and its exit code
+  metrics       the --metrics-addr endpoint: metrics_addr() from a log, Scrape (urllib +
+                prometheus_client's parser), http_get()
 
 Run only under ctest's PYTHONDONTWRITEBYTECODE=1 (or with sys.dont_write_bytecode set before
 the import), so that no __pycache__ is written into the source tree."""
@@ -37,6 +39,7 @@ from .capture import (CAPTURE_SUMMARY_KEYS, CAPTURE_SUMMARY_RE, Capture, capture
                       parse_capture_summary)
 from .cgroups import TempCgroup, cgroup2_mount
 from .filters import FilterSpec, match_kind
+from .metrics import METRICS_LINE_RE, Scrape, http_get, metrics_addr
 from .datadir import (block_files, block_name, block_path, catalog_blocks, quarantined,
                       segment_log_lines, tmp_files)
 from .grpc_client import (GrpcClient, WriteStream, grpc_modules, run_until_kill, trace_record,
@@ -62,6 +65,7 @@ __all__ = [
     "block_files", "block_name", "block_path", "catalog_blocks", "quarantined",
     "segment_log_lines", "tmp_files",
     "FilterSpec", "match_kind",
+    "METRICS_LINE_RE", "Scrape", "http_get", "metrics_addr",
     "GrpcClient", "WriteStream", "grpc_modules", "trace_record", "write_chunk", "write_chunks",
     "write_cmd",
     "WRK_RE", "RawHttp", "curl", "http_request", "wrk",

@@ -1,0 +1,249 @@
+/* The --metrics-addr HTTP endpoint (common/metrics_http.h) over libmicrohttpd. We bind the
+ * socket ourselves (so a port in use is reported as such, with the address) and hand it to
+ * libmicrohttpd, which runs its own epoll thread: the caller's gRPC loop and capture loop never
+ * wait on a scrape, and a scrape reads the counters through relaxed atomics only.
+ *
+ * Why dlopen: the tracevault CLI is linked from static archives so that a short query starts
+ * fast (CMakeLists.txt, bench/README.md). Debian's libmicrohttpd.a needs GnuTLS, whose p11-kit
+ * and libunistring ship no archive, so linking it in would map ~10 shared objects into every
+ * `tracevault query` (an empty main() linked with -lmicrohttpd: 12.5 ms task-clock against
+ * 4.6 ms, perf stat -r 40, this VM). Loaded here, only a process given --metrics-addr pays. The
+ * prototypes come from <microhttpd.h> through __typeof__, so the compiler checks every call. */
+#include "common/metrics_http.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "common/addr.h"
+
+#ifndef TV_MHD_SONAME
+#error "TV_MHD_SONAME: the build defines it from libmicrohttpd's SONAME (CMakeLists.txt)"
+#endif
+
+/* The libmicrohttpd functions used, resolved from the loaded library. */
+struct mhd_api {
+	__typeof__(MHD_start_daemon) *start_daemon;
+	__typeof__(MHD_stop_daemon) *stop_daemon;
+	__typeof__(MHD_create_response_from_buffer) *create_response_from_buffer;
+	__typeof__(MHD_add_response_header) *add_response_header;
+	__typeof__(MHD_queue_response) *queue_response;
+	__typeof__(MHD_destroy_response) *destroy_response;
+};
+
+struct tv_metrics_http {
+	void *lib; /* dlopen handle */
+	struct mhd_api api;
+	struct MHD_Daemon *daemon;
+	const struct tv_metrics *m;
+};
+
+#define LISTEN_BACKLOG 16
+
+int tv_metrics_http_check_addr(const char *s)
+{
+	char host[NI_MAXHOST];
+	unsigned port;
+
+	return tv_hostport_parse(s, host, sizeof(host), &port) ? -EINVAL : 0;
+}
+
+/* Answer with a copy of text (a short fixed body) or, when owned is set, with body itself,
+ * which the response frees. */
+static enum MHD_Result respond(struct tv_metrics_http *h, struct MHD_Connection *conn,
+			       unsigned status, char *body, size_t len, int owned,
+			       const char *content_type)
+{
+	struct MHD_Response *r;
+	enum MHD_Result ret;
+
+	r = h->api.create_response_from_buffer(len, body, owned ? MHD_RESPMEM_MUST_FREE :
+								  MHD_RESPMEM_MUST_COPY);
+	if (!r) {
+		if (owned)
+			free(body);
+		return MHD_NO; /* libmicrohttpd closes the connection */
+	}
+	if (h->api.add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type) != MHD_YES ||
+	    (status == MHD_HTTP_METHOD_NOT_ALLOWED &&
+	     h->api.add_response_header(r, MHD_HTTP_HEADER_ALLOW, MHD_HTTP_METHOD_GET) != MHD_YES)) {
+		h->api.destroy_response(r);
+		return MHD_NO;
+	}
+	ret = h->api.queue_response(conn, status, r);
+	h->api.destroy_response(r); /* the queue holds its own reference */
+	return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+				  const char *method, const char *version,
+				  const char *upload_data, size_t *upload_data_size, void **req_cls)
+{
+	static char not_allowed[] = "only GET\n", not_found[] = "not found: try /metrics\n",
+		    failed[] = "cannot render the metrics\n";
+	struct tv_metrics_http *h = cls;
+	char *body;
+	size_t len;
+
+	(void)version, (void)upload_data, (void)upload_data_size, (void)req_cls;
+	/* answered on the first call, before any request body: libmicrohttpd then discards the
+	 * body (or closes the connection) */
+	if (strcmp(method, MHD_HTTP_METHOD_GET))
+		return respond(h, conn, MHD_HTTP_METHOD_NOT_ALLOWED, not_allowed,
+			       sizeof(not_allowed) - 1, 0, "text/plain");
+	if (strcmp(url, TV_METRICS_PATH))
+		return respond(h, conn, MHD_HTTP_NOT_FOUND, not_found, sizeof(not_found) - 1, 0,
+			       "text/plain");
+	if (tv_metrics_render(h->m, &body, &len))
+		return respond(h, conn, MHD_HTTP_INTERNAL_SERVER_ERROR, failed,
+			       sizeof(failed) - 1, 0, "text/plain");
+	return respond(h, conn, MHD_HTTP_OK, body, len, 1, TV_METRICS_CONTENT_TYPE);
+}
+
+static int load_api(struct tv_metrics_http *h, char *err, size_t errlen)
+{
+	static const char *const NAMES[] = {
+		"MHD_start_daemon", "MHD_stop_daemon", "MHD_create_response_from_buffer",
+		"MHD_add_response_header", "MHD_queue_response", "MHD_destroy_response",
+	};
+	void **slot[] = {
+		(void **)&h->api.start_daemon, (void **)&h->api.stop_daemon,
+		(void **)&h->api.create_response_from_buffer,
+		(void **)&h->api.add_response_header, (void **)&h->api.queue_response,
+		(void **)&h->api.destroy_response,
+	};
+	_Static_assert(sizeof(NAMES) / sizeof(NAMES[0]) == sizeof(slot) / sizeof(slot[0]),
+		       "one name per function of struct mhd_api");
+
+	h->lib = dlopen(TV_MHD_SONAME, RTLD_NOW | RTLD_LOCAL);
+	if (!h->lib) {
+		snprintf(err, errlen, "cannot load %s for --metrics-addr (Debian package "
+			 "libmicrohttpd12): %s", TV_MHD_SONAME, dlerror());
+		return -ENOENT;
+	}
+	for (size_t i = 0; i < sizeof(NAMES) / sizeof(NAMES[0]); i++) {
+		/* POSIX: a function pointer and void * convert through the object (dlsym) */
+		*slot[i] = dlsym(h->lib, NAMES[i]);
+		if (!*slot[i]) {
+			snprintf(err, errlen, "%s lacks %s", TV_MHD_SONAME, NAMES[i]);
+			return -ENOENT;
+		}
+	}
+	return 0;
+}
+
+/* A listening TCP socket on hostport; *fd and the bound "HOST:PORT" in bound. */
+static int bind_listen(const char *hostport, int *fd, int *family, char *bound,
+		       size_t boundlen, char *err, size_t errlen)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_NUMERICSERV | AI_PASSIVE };
+	struct addrinfo *ai = NULL;
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss);
+	char host[NI_MAXHOST], port_s[8], bhost[NI_MAXHOST], bport[NI_MAXSERV];
+	unsigned port;
+	int s = -1, one = 1, ret, gai;
+
+	if (tv_hostport_parse(hostport, host, sizeof(host), &port)) {
+		snprintf(err, errlen, "invalid --metrics-addr: '%s'", hostport);
+		return -EINVAL;
+	}
+	snprintf(port_s, sizeof(port_s), "%u", port);
+	gai = getaddrinfo(host, port_s, &hints, &ai);
+	if (gai) {
+		snprintf(err, errlen, "--metrics-addr %s: cannot resolve %s: %s", hostport, host,
+			 gai_strerror(gai));
+		return -EINVAL;
+	}
+	s = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		goto sys_fail;
+	/* a restart binds again while the old connections sit in TIME_WAIT; a live listener
+	 * still makes bind fail (Linux) */
+	if (setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    bind(s, ai->ai_addr, ai->ai_addrlen) || listen(s, LISTEN_BACKLOG) ||
+	    getsockname(s, (struct sockaddr *)&ss, &sslen))
+		goto sys_fail;
+	*family = ai->ai_family;
+	freeaddrinfo(ai);
+	if (getnameinfo((struct sockaddr *)&ss, sslen, bhost, sizeof(bhost), bport, sizeof(bport),
+			NI_NUMERICHOST | NI_NUMERICSERV)) {
+		snprintf(bhost, sizeof(bhost), "%s", host);
+		snprintf(bport, sizeof(bport), "%u", port);
+	}
+	snprintf(bound, boundlen, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", bhost, bport);
+	*fd = s;
+	return 0;
+sys_fail:
+	ret = -errno;
+	snprintf(err, errlen, "--metrics-addr %s: %s: %s", hostport,
+		 s < 0 ? "socket" : ret == -EADDRINUSE ? "bind (port in use)" : "bind/listen",
+		 strerror(-ret));
+	if (s >= 0)
+		close(s);
+	freeaddrinfo(ai);
+	return ret;
+}
+
+int tv_metrics_http_start(struct tv_metrics_http **out, const char *hostport,
+			  const struct tv_metrics *m, char *bound, size_t boundlen, char *err,
+			  size_t errlen)
+{
+	struct tv_metrics_http *h;
+	int fd = -1, family = AF_INET, ret;
+	unsigned flags;
+
+	*out = NULL;
+	h = calloc(1, sizeof(*h));
+	if (!h) {
+		snprintf(err, errlen, "--metrics-addr: out of memory");
+		return -ENOMEM;
+	}
+	h->m = m;
+	ret = load_api(h, err, errlen);
+	if (ret)
+		goto fail;
+	ret = bind_listen(hostport, &fd, &family, bound, boundlen, err, errlen);
+	if (ret)
+		goto fail;
+	/* epoll, not select: the server raises RLIMIT_NOFILE and its descriptors pass 1024 */
+	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+		(family == AF_INET6 ? MHD_USE_IPv6 : 0);
+	h->daemon = h->api.start_daemon(flags, 0, NULL, NULL, on_request, h,
+					MHD_OPTION_LISTEN_SOCKET, fd,
+					MHD_OPTION_CONNECTION_LIMIT,
+					(unsigned)TV_METRICS_MAX_CONNECTIONS,
+					MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)TV_METRICS_TIMEOUT_S,
+					MHD_OPTION_END);
+	if (!h->daemon) {
+		close(fd);
+		snprintf(err, errlen, "--metrics-addr %s: libmicrohttpd did not start", hostport);
+		ret = -EIO;
+		goto fail;
+	}
+	*out = h; /* the daemon owns fd now and closes it when stopped */
+	return 0;
+fail:
+	if (h->lib)
+		dlclose(h->lib);
+	free(h);
+	return ret;
+}
+
+void tv_metrics_http_stop(struct tv_metrics_http *h)
+{
+	if (!h)
+		return;
+	if (h->daemon)
+		h->api.stop_daemon(h->daemon);
+	dlclose(h->lib);
+	free(h);
+}

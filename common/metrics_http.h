@@ -1,0 +1,41 @@
+/* The --metrics-addr endpoint of both binaries: GET /metrics answers the Prometheus text
+ * exposition of a struct tv_metrics (common/metrics.h), served by Debian's libmicrohttpd on its
+ * own thread beside the caller's loop. Any other method is 405, any other path 404. */
+#ifndef TV_COMMON_METRICS_HTTP_H
+#define TV_COMMON_METRICS_HTTP_H
+
+#include <stddef.h>
+
+#include "common/metrics.h"
+
+/* The path served, and the Content-Type of the text format it answers with. */
+#define TV_METRICS_PATH "/metrics"
+#define TV_METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+/* Scrapers connected at once; one more is refused by libmicrohttpd (a scrape is one short
+ * request: Prometheus holds one connection per target). */
+#define TV_METRICS_MAX_CONNECTIONS 16
+/* A connection idle this long is closed (a client that never sends its request). */
+#define TV_METRICS_TIMEOUT_S 10
+
+struct tv_metrics_http;
+
+/* 0 if s is HOST:PORT (common/addr.h, port 0 to 65535), else -EINVAL: the CLIs check
+ * --metrics-addr with it as a usage error before anything starts. */
+int tv_metrics_http_check_addr(const char *s);
+
+/* Bind hostport (resolved with getaddrinfo, its first address; port 0 picks a free one) and
+ * serve m from a thread of libmicrohttpd, which is loaded here (dlopen of TV_MHD_SONAME: the
+ * statically linked CLI pays for it and its GnuTLS only when it serves metrics). m must
+ * outlive the endpoint; its
+ * collect hook and value reads run on that thread. bound gets "HOST:PORT" with the bound port
+ * (boundlen bytes with the NUL). Returns 0, or a negative errno with a one-line reason in err
+ * naming the address: -EADDRINUSE when the port is taken, the resolver's or bind's failure,
+ * -ENOENT when libmicrohttpd cannot be loaded, -EIO when it does not start. */
+int tv_metrics_http_start(struct tv_metrics_http **out, const char *hostport,
+			  const struct tv_metrics *m, char *bound, size_t boundlen, char *err,
+			  size_t errlen);
+
+/* Stop serving (joins the thread, closes the socket) and free. Safe on NULL. */
+void tv_metrics_http_stop(struct tv_metrics_http *h);
+
+#endif

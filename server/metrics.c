@@ -1,0 +1,71 @@
+/* tracevaultd's metric table (server/metrics.h): names and help texts in one place, and the
+ * scrape-time reading of the data dir's free space. */
+#include "server/metrics.h"
+
+#include <string.h>
+#include <sys/statvfs.h>
+
+/* On the endpoint's thread, before each exposition: fstatvfs is thread-safe and cheap. */
+static void collect(void *arg)
+{
+	struct tv_server_metrics *m = arg;
+	struct statvfs sv;
+
+	if (fstatvfs(m->data_fd, &sv) == 0)
+		tv_metric_set(&m->disk_free_bytes, (uint64_t)sv.f_bavail * sv.f_frsize);
+}
+
+#define C(name, help, ptr) { "tracevault_server_" name, help, TV_METRIC_COUNTER, NULL, ptr, NULL }
+#define G(name, help, ptr) { "tracevault_server_" name, help, TV_METRIC_GAUGE, NULL, ptr, NULL }
+#define H(name, help, ptr) { "tracevault_server_" name, help, TV_METRIC_HISTOGRAM, NULL, NULL, ptr }
+
+void tv_server_metrics_init(struct tv_server_metrics *m, int data_fd,
+			    const struct tv_server_metrics_ext *ext)
+{
+	const struct tv_metric table[] = {
+		C("written_bytes_total", "Block bytes of committed segments (durable when counted).",
+		  &m->written_bytes),
+		C("written_records_total", "Records in the blocks of committed segments.",
+		  &m->written_records),
+		C("written_blocks_total", "Blocks of committed segments.", &m->written_blocks),
+		C("segments_committed_total", "Write streams whose segment was committed.",
+		  &m->segments_committed),
+		C("segments_aborted_total", "Opened segments given up uncommitted (cancelled, "
+		  "failed, deleted while open, stream ended without COMMIT).",
+		  &m->segments_aborted),
+		C("segments_deleted_total", "Delete calls that removed a segment.",
+		  &m->segments_deleted),
+		C("deleted_blocks_total", "Committed blocks removed by Delete calls.",
+		  &m->deleted_blocks),
+		H("commit_duration_seconds", "From a COMMIT's arrival to its reply, for committed "
+		  "segments (data already synced; the group's catalog transaction and fsyncs).",
+		  &m->commit_seconds),
+		H("query_duration_seconds", "Query calls, from the request to the status.",
+		  &m->query_seconds),
+		G("stored_blocks", "Committed blocks in the catalog.", &m->stored_blocks),
+		G("stored_bytes", "Bytes of the committed blocks in the catalog.", &m->stored_bytes),
+		C("quarantined_blocks_total", "Block files this process moved from blocks/ into "
+		  "quarantine/ (failed checks at start-up, scrub, query or summary).",
+		  ext->quarantined_blocks),
+		C("retention_removed_segments_total", "Segments removed by retention passes "
+		  "(--retain-time, --retain-bytes).", ext->retention_segments),
+		C("retention_removed_blocks_total", "Blocks removed by retention passes.",
+		  ext->retention_blocks),
+		C("retention_removed_bytes_total", "Block bytes removed by retention passes.",
+		  ext->retention_bytes),
+		G("data_dir_free_bytes", "Bytes available to tracevaultd on the data dir's file "
+		  "system (statvfs f_bavail * f_frsize, read at each scrape).", &m->disk_free_bytes),
+	};
+	_Static_assert(sizeof(table) / sizeof(table[0]) == TV_SERVER_METRICS_SERIES,
+		       "TV_SERVER_METRICS_SERIES counts the table");
+
+	memset(m, 0, sizeof(*m));
+	m->data_fd = data_fd;
+	/* the one latency table of common/metrics.h: within TV_HISTOGRAM_MAX_BOUNDS, ascending */
+	tv_histogram_init(&m->commit_seconds, tv_metrics_latency_bounds_ns,
+			  TV_METRICS_LATENCY_BOUNDS);
+	tv_histogram_init(&m->query_seconds, tv_metrics_latency_bounds_ns,
+			  TV_METRICS_LATENCY_BOUNDS);
+	memcpy(m->table, table, sizeof(table));
+	m->reg = (struct tv_metrics){ m->table, TV_SERVER_METRICS_SERIES, collect, m };
+}

@@ -1,0 +1,45 @@
+/* tracevaultd's metrics (--metrics-addr): the counters the server's modules bump where things
+ * happen (segment.c: writes, commits, aborts; delete_rpc.c: deletions; rpc_server.c: query
+ * latency and the stored totals), the counters other modules already keep (retention's removals,
+ * the store's quarantined blocks), and their exposition table (common/metrics.h). Written on the
+ * server's one thread with relaxed atomics, read by the metrics endpoint's thread. */
+#ifndef TV_SERVER_METRICS_H
+#define TV_SERVER_METRICS_H
+
+#include <stdint.h>
+
+#include "common/metrics.h"
+
+/* Series in the table (tv_server_metrics_init fills it). */
+#define TV_SERVER_METRICS_SERIES 16
+
+struct tv_server_metrics {
+	/* segment.c, at the commit reply: what became durable */
+	uint64_t written_bytes, written_records, written_blocks;
+	uint64_t segments_committed;
+	uint64_t segments_aborted;   /* opened segments given up: cancel, failure, Delete, end */
+	struct tv_histogram commit_seconds; /* COMMIT received to its reply (with its group) */
+	/* delete_rpc.c: Delete calls that removed a segment, and the blocks Delete removed */
+	uint64_t segments_deleted, deleted_blocks;
+	struct tv_histogram query_seconds; /* a Query call from its request to its status */
+	/* gauges: the catalog's totals (rpc_server.c refreshes them after each commit group and
+	 * every TV_RPC_IDLE_SCAN_MS), and the data dir's free bytes (at each scrape) */
+	uint64_t stored_blocks, stored_bytes;
+	uint64_t disk_free_bytes;
+	int data_fd; /* fstatvfs'd at scrape */
+	struct tv_metric table[TV_SERVER_METRICS_SERIES];
+	struct tv_metrics reg;
+};
+
+/* The counters other modules own, exposed as they are (each read with tv_metric_get). */
+struct tv_server_metrics_ext {
+	const uint64_t *quarantined_blocks;  /* tv_store_quarantined_blocks */
+	const uint64_t *retention_segments, *retention_blocks, *retention_bytes; /* retention */
+};
+
+/* Zero m and build its table over m's own fields and ext's. data_fd (the data dir, kept open
+ * by the caller while m is exposed) is what disk free is read from. */
+void tv_server_metrics_init(struct tv_server_metrics *m, int data_fd,
+			    const struct tv_server_metrics_ext *ext);
+
+#endif
