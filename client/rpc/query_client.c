@@ -63,6 +63,7 @@ struct stream {
 	size_t n_skip, skip_cap;
 	uint64_t last_ts_ns;
 	size_t skipped; /* blocks the server reported skipped: its DATA_LOSS status is expected */
+	bool status_waiting; /* the status came, not judged until every message before it is taken */
 };
 
 struct query_state {
@@ -321,6 +322,37 @@ static void read_ahead(struct query_state *q, struct stream *s)
 		post_recv(q, s);
 }
 
+/* A stream's status, judged once every message before it was taken: a message read ahead
+ * and not yet taken, or one still on its way, may hold the skipped blocks that make a
+ * DATA_LOSS expected, or the first message's features. */
+static void judge_status(struct query_state *q, struct stream *s)
+{
+	s->status_waiting = false;
+	/* DATA_LOSS after skipped blocks were reported: every other record came */
+	if (s->status == GRPC_STATUS_DATA_LOSS && s->skipped)
+		return;
+	/* a server that knows the fields always sends a first message */
+	if (s->status == GRPC_STATUS_OK && !s->first_seen && q->need_features && !q->stopping) {
+		fail_features(q, s, 0);
+		stop_all(q);
+		return;
+	}
+	if (s->status != GRPC_STATUS_OK && !q->stopping) {
+		char what[512];
+
+		tv_rpc_status_text(s->status, &s->details, what, sizeof(what));
+		fail_stream(q, s, tv_rpc_status_errno(s->status), what);
+		stop_all(q);
+	}
+}
+
+/* Judge s's status if it came and nothing of s is left to take. */
+static void judge_when_drained(struct query_state *q, struct stream *s)
+{
+	if (s->status_waiting && !s->next && !s->recv_busy)
+		judge_status(q, s);
+}
+
 /* A stream without a batch takes the message it read ahead, if any, and asks for the next. */
 static void refill(struct query_state *q, struct stream *s)
 {
@@ -330,6 +362,7 @@ static void refill(struct query_state *q, struct stream *s)
 		s->next = NULL;
 		if (q->fail_ret)
 			stop_all(q);
+		judge_when_drained(q, s);
 	}
 	read_ahead(q, s);
 }
@@ -351,7 +384,7 @@ static void emit_ready(struct query_state *q)
 			if (q->stopping)
 				return;
 			if (!s->n_recs) {
-				if (!s->ended || s->status_busy)
+				if (!s->ended || s->status_busy || s->recv_busy)
 					return; /* its next record may be the smallest */
 				continue;
 			}
@@ -432,29 +465,15 @@ static void on_event(struct query_state *q, const grpc_event *ev)
 		break;
 	case TAG_STATUS:
 		s->status_busy = false;
-		s->ended = true; /* no message comes after the status */
-		/* DATA_LOSS after skipped blocks were reported: every other record came */
-		if (s->status == GRPC_STATUS_DATA_LOSS && s->skipped)
-			break;
-		/* a server that knows the fields always sends a first message */
-		if (s->status == GRPC_STATUS_OK && !s->first_seen && q->need_features &&
-		    !q->stopping) {
-			fail_features(q, s, 0);
-			stop_all(q);
-			break;
-		}
-		if (s->status != GRPC_STATUS_OK && !q->stopping) {
-			char what[512];
-
-			tv_rpc_status_text(s->status, &s->details, what, sizeof(what));
-			fail_stream(q, s, tv_rpc_status_errno(s->status), what);
-			stop_all(q);
-		}
+		s->ended = true; /* no message is sent after the status */
+		s->status_waiting = true;
+		judge_when_drained(q, s);
 		break;
 	case TAG_RECV:
 		s->recv_busy = false;
 		if (!ev->success || !s->recv) {
 			s->ended = true; /* end of stream: the status follows */
+			judge_when_drained(q, s);
 			break;
 		}
 		/* s->recv is free before refill may post the next receive into it: gRPC can fill
