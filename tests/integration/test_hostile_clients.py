@@ -7,7 +7,10 @@ file, `--flood`), and a quick instance of every server-side kind the integrity i
 or within a bounded wait, the server never crashes, the valid client is served throughout
 (a refusal by a stream limit is retried and its wait bounded), and the server's peak RSS
 (VmHWM) stays under README's bound for the limits it runs with. Prints a summary table.
-Seeded: the seed is printed, TV_SEED=N reruns one. Budget: ~40-60 s on a loaded 2-core box."""
+Seeded: the seed is printed, TV_SEED=N reruns one. Budget: ~40-60 s on a loaded 2-core box.
+Not here, too slow for the suite: a segment of 65,537 blocks (empty v2 blocks on a tmpfs data
+dir, release build: RESOURCE_EXHAUSTED "more than 65536 blocks in one segment" after 30 s,
+VmHWM 44 MiB)."""
 import collections
 import json
 import os
@@ -58,7 +61,8 @@ TS_BOMB = 1_810_000_000 * 10**9    # rel-08's inflating blocks
 TS_BIG = 1_820_000_000 * 10**9     # a segment large enough that a reader can stall on it
 TS_REL = 1_830_000_000 * 10**9     # rel-05's segment
 FLOOD_STREAMS, FLOOD_CONNECTIONS, STALLED_QUERIES = 2000, 20, 40
-VALID_WAIT_S = 20.0                # longest a valid call may wait for a slot, retries included
+VALID_WAIT_S = 30.0  # longest a valid call may wait for a slot (seen: 10.5 s in ASan while
+#                      the flood held every Write slot: the limits have no per-client share)
 # a crash or a hang shows as one of these; every hostile call must end otherwise
 NEVER = {"UNKNOWN", "INTERNAL", "UNAVAILABLE", "DEADLINE_EXCEEDED_BY_CLIENT"}
 
