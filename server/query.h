@@ -18,6 +18,7 @@
 #include <grpc/status.h>
 
 #include "common/limit.h"
+#include "proto/block.h"
 #include "server/catalog.h"
 #include "server/filter.h"
 #include "server/store_uring.h"
@@ -25,6 +26,14 @@
 /* One QueryResponse holds at most this many records or (about) this many bytes. */
 #define TV_QUERY_BATCH_RECORDS 4096
 #define TV_QUERY_BATCH_BYTES (1u << 20)
+/* The largest QueryResponse: a batch closes after the record that reaches
+ * TV_QUERY_BATCH_BYTES, so it holds up to that plus one record (TV_BLOCK_MAX_RECORD_BYTES)
+ * plus its framing and skipped entries; twice the sum leaves room for them. The server sends
+ * messages up to the larger of this and --max-message-bytes (which bounds what it receives):
+ * with a smaller send limit a query of large records ended RESOURCE_EXHAUSTED "Sent message
+ * larger than max" halfway. Equal to client/cli/cli.h TV_CLI_READ_MIN_MESSAGE_BYTES, the least
+ * `tracevault query` reads with. */
+#define TV_QUERY_MAX_MESSAGE_BYTES (2 * (TV_QUERY_BATCH_BYTES + TV_BLOCK_MAX_RECORD_BYTES))
 /* ... except the first ones: the first holds at most this many records or bytes, and each
  * later one twice what the one before could, up to the limits above. A client can print
  * nothing before a whole message has arrived and been unpacked, and a full first message

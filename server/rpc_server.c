@@ -1009,7 +1009,10 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 			per_conn = 1;
 	}
 	args[0] = tv_grpc_int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, (int)o->max_message_bytes);
-	args[1] = tv_grpc_int_arg(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, (int)o->max_message_bytes);
+	/* a Query batch may pass a small receive limit (TV_QUERY_MAX_MESSAGE_BYTES) */
+	args[1] = tv_grpc_int_arg(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
+				  (int)(o->max_message_bytes > TV_QUERY_MAX_MESSAGE_BYTES ?
+						o->max_message_bytes : TV_QUERY_MAX_MESSAGE_BYTES));
 	/* with SO_REUSEPORT a second server could silently share our port */
 	args[2] = tv_grpc_int_arg(GRPC_ARG_ALLOW_REUSEPORT, 0);
 	args[3] = tv_grpc_int_arg(GRPC_ARG_MAX_CONCURRENT_STREAMS, (int)per_conn);

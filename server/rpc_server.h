@@ -54,7 +54,8 @@ extern const struct tv_limit tv_rpc_idle_timeout_ms_limit;
 
 struct tv_rpc_server_opts {
 	const char *listen_addr;  /* "HOST:PORT"; port 0 binds an ephemeral one */
-	size_t max_message_bytes; /* both directions */
+	size_t max_message_bytes; /* received; sent too, but Query batches may reach
+				   * TV_QUERY_MAX_MESSAGE_BYTES (server/query.h) */
 	/* the limits above; 0 takes the default */
 	unsigned max_write_streams, max_query_streams, max_streams_per_connection;
 	unsigned idle_timeout_ms;
