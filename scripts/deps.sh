@@ -27,6 +27,8 @@ PKGS=(
   # the Prometheus text-format parser the metrics tests read scrapes with (test_metrics.py)
   python3-prometheus-client
   iproute2 procps
+  # memcheck over tracevaultd in the suite and in make valgrind (tests/valgrind_suite.py)
+  valgrind
   # the read bench's peers (bench/read.sh)
   sqlite3 zstd
 )

@@ -16,10 +16,29 @@ BIN_DIR = os.environ.get("TV_BIN_DIR", os.path.join(os.path.dirname(os.path.dirn
                                                     "../../build"))
 GEN_DIR = os.environ.get("TV_GEN_DIR", os.path.join(BIN_DIR, "gen"))
 SKIP = 77  # ctest SKIP_RETURN_CODE
+# The valgrind run (tests/valgrind_suite.py): with TV_VALGRIND_DIR set, every Server runs the
+# tracevaultd at TV_VALGRIND_SERVER (a build without sanitizers: valgrind cannot run an ASan
+# binary) under memcheck, its report in TV_VALGRIND_DIR/tracevaultd-PID.log, and the waits on
+# its start and exit are VALGRIND_SLOWDOWN times longer.
+VALGRIND_DIR = os.environ.get("TV_VALGRIND_DIR")
+VALGRIND_SERVER = os.environ.get("TV_VALGRIND_SERVER")
+VALGRIND_SLOWDOWN = 10
+VALGRIND_ERROR_EXIT = 97  # what tracevaultd exits with when memcheck found an error
 
 
 def binary(name):
     return os.path.join(BIN_DIR, name)
+
+
+def server_command():
+    """argv[0:] that starts tracevaultd: the binary, or memcheck over it in the valgrind run
+    (invalid accesses, uses of undefined values and definite leaks are errors)."""
+    if not VALGRIND_DIR:
+        return [binary("tracevaultd")]
+    return ["valgrind", "--error-exitcode=%d" % VALGRIND_ERROR_EXIT, "--leak-check=full",
+            "--show-leak-kinds=definite", "--errors-for-leak-kinds=definite",
+            "--log-file=%s" % os.path.join(VALGRIND_DIR, "tracevaultd-%p.log"),
+            VALGRIND_SERVER or binary("tracevaultd")]
 
 
 def skip(reason):
@@ -106,9 +125,11 @@ class Server(Started):
         """Start the daemon and wait (at most timeout seconds: a hung daemon fails the test
         instead of hanging it) for its first stdout line, the readiness signal."""
         import select
+        if VALGRIND_DIR:
+            timeout *= VALGRIND_SLOWDOWN
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen(
-                [binary("tracevaultd"), "--data", self.data_dir, "--listen", self.listen]
+                server_command() + ["--data", self.data_dir, "--listen", self.listen]
                 + self.extra_args,
                 stdout=subprocess.PIPE, stderr=log, preexec_fn=self.preexec_fn)
         deadline = time.monotonic() + timeout
@@ -129,6 +150,8 @@ class Server(Started):
         return self
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
+        if VALGRIND_DIR:
+            timeout *= VALGRIND_SLOWDOWN
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
