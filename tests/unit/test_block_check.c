@@ -268,6 +268,52 @@ static void test_builder_blocks_pass(void **state)
 	tv_block_builder_free(bb);
 }
 
+/* The server checks every block of a segment with one context (server/segment.c). Found by
+ * tests/fuzz/fuzz_server_request: a version 3 block first made the context's zstd
+ * decompressor without its output buffer, and a version 2 zstd block after it was refused
+ * ("Operation made no progress ... output buffer being full", DATA_LOSS to the client). */
+static void test_context_reused_across_versions(void **state)
+{
+	static const struct {
+		unsigned version;
+		enum tv_codec codec;
+	} SEQ[] = { { 3, TV_CODEC_ZSTD }, { 2, TV_CODEC_ZSTD }, { 3, TV_CODEC_NONE },
+		    { 2, TV_CODEC_NONE }, { 2, TV_CODEC_ZSTD }, { 3, TV_CODEC_ZSTD } };
+	struct tv_block_check *c = tv_block_check_new();
+	struct tv_block_builder *bb = tv_block_builder_new();
+	Tracevault__V1__TraceRecord r;
+	char err[256];
+
+	(void)state;
+	assert_non_null(c);
+	assert_non_null(bb);
+	for (size_t k = 0; k < sizeof(SEQ) / sizeof(SEQ[0]); k++) {
+		struct tv_block_header h;
+		void *out;
+		size_t len;
+
+		for (int i = 0; i < 20; i++) {
+			tracevault__v1__trace_record__init(&r);
+			r.ts_ns = BASE_TS + (uint64_t)i;
+			r.path = "/x";
+			assert_int_equal(tv_block_builder_add(bb, &r), 0);
+		}
+		assert_int_equal(tv_block_builder_set_version(bb, SEQ[k].version), 0);
+		assert_int_equal(tv_block_builder_seal(bb, 100 + k, SEQ[k].codec, 3, &out, &len), 0);
+		assert_int_equal(tv_block_header_parse(out, len, &h, err, sizeof(err)), 0);
+		err[0] = '\0';
+		if (tv_block_check_begin(c, &h, err, sizeof(err)) ||
+		    tv_block_check_feed(c, (uint8_t *)out + h.header_bytes, h.payload_bytes, err,
+					sizeof(err)) ||
+		    tv_block_check_end(c, err, sizeof(err)))
+			fail_msg("block %zu (version %u, codec %d) after the others: %s", k,
+				 SEQ[k].version, (int)SEQ[k].codec, err);
+		free(out);
+	}
+	tv_block_builder_free(bb);
+	tv_block_check_free(c);
+}
+
 /* ---- version 3: every part of the payload is checked, damage is a clean error ---- */
 
 #define V3_N 5000
@@ -879,6 +925,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_builder_blocks_pass),
+		cmocka_unit_test(test_context_reused_across_versions),
 		cmocka_unit_test(test_v3_damage_is_refused),
 		cmocka_unit_test(test_v3_random_damage_behind_right_crcs),
 		cmocka_unit_test(test_record_ts_inside_header_range),
