@@ -17,6 +17,8 @@ PKGS=(
   libyajl-dev
   # tests and demo
   libcmocka-dev nginx-light curl wrk python3-grpcio python3-protobuf
+  # libFuzzer for clang's -fsanitize=fuzzer (the harnesses of tests/fuzz, make fuzz)
+  libfuzzer-14-dev
   # a second HTTP server for the capture tests (test_capture_load.py)
   lighttpd
   iproute2 procps
