@@ -5,12 +5,16 @@
  * Properties beyond "no crash": the reader accepts exactly the lines the reference accepts,
  * with the same record (byte-identical packed) and refuses the others with the reference's
  * message; its fast path alone never accepts a line the reference refuses nor reads one to
- * another record. */
+ * another record; an accepted record written back as `query --format jsonl` writes it
+ * (cli/record_out.c) reads back to the same record, and its table and csv rows render. */
 #include <errno.h>
 #include <string.h>
 
+#include "cli/out_buf.h"
 #include "cli/record_json.h"
+#include "cli/record_out.h"
 #include "cli/record_reader.h"
+#include "proto/record_wire.h"
 
 #include "fuzz_check.h"
 
@@ -37,6 +41,33 @@ static int same_record(const Tracevault__V1__TraceRecord *a, const Tracevault__V
 	return same;
 }
 
+/* r out through the query writers: jsonl reads back to r (the writer's promise) */
+static void check_written(const Tracevault__V1__TraceRecord *r)
+{
+	struct tv_out_buf b = { 0 };
+	struct tv_record_wire w;
+	struct tv_record_json back;
+	char err[256] = "";
+	size_t n;
+	uint8_t *bytes = packed(r, &n);
+
+	FUZZ_CHECK(tv_record_wire_parse(bytes, n, &w) == 0);
+	tv_record_jsonl(&b, &w);
+	FUZZ_CHECK(!b.failed && b.len > 0 && b.p[b.len - 1] == '\n');
+	if (tv_record_json_parse(&back, b.p, b.len - 1, err, sizeof(err)) != 0) {
+		fprintf(stderr, "jsonl line does not read back: %s\n%.*s", err, (int)b.len, b.p);
+		FUZZ_CHECK(!"written line reads back");
+	}
+	FUZZ_CHECK(same_record(r, &back.rec));
+	tv_record_json_release(&back);
+	b.len = 0;
+	tv_record_table_row(&b, &w);
+	tv_record_csv_row(&b, &w);
+	FUZZ_CHECK(!b.failed);
+	tv_out_free(&b);
+	free(bytes);
+}
+
 static void check_line(struct tv_record_reader *rd, struct tv_record_reader *fast_rd,
 		       const char *line, size_t len)
 {
@@ -61,8 +92,10 @@ static void check_line(struct tv_record_reader *rd, struct tv_record_reader *fas
 		if (ref == 0)
 			FUZZ_CHECK(same_record(&rj.rec, frec));
 	}
-	if (ref == 0)
+	if (ref == 0) {
+		check_written(&rj.rec);
 		tv_record_json_release(&rj);
+	}
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
