@@ -173,7 +173,9 @@ static int check_message(const ProtobufCMessageDescriptor *desc, const uint8_t *
 					       desc->short_name, field);
 			break;
 		case WT_LEN:
-			if (p[pos] < 0x80 && p[pos] < len - pos) { /* a length below 128 */
+			/* pos == len: the key was the last byte, the prefix is missing (the
+			 * varint read below refuses 0 bytes); p[len] is not ours to read */
+			if (pos < len && p[pos] < 0x80 && p[pos] < len - pos) { /* below 128 */
 				v = p[pos];
 				at = pos + 1;
 				elen = 1 + v;

@@ -314,6 +314,33 @@ static void test_context_reused_across_versions(void **state)
 	tv_block_check_free(c);
 }
 
+/* A record whose last byte is the key of a length-delimited field: the length prefix is
+ * missing. Found by tests/fuzz/fuzz_block (a record cut across pieces is collected into a
+ * buffer of exactly its length): the check read the byte after the record for the prefix. Each
+ * record here sits at the very end of its own allocation, so ASan sees such a read. */
+static void test_record_ending_in_a_length_key(void **state)
+{
+	static const uint8_t RECS[][4] = {
+		{ 0x08, 0x01, 0x2a },       /* ts_ns 1, then field 5 (comm) with no length */
+		{ 0x2a },                   /* only the key */
+		{ 0x08, 0x01, 0x82, 0x01 }, /* field 16 (req_headers), a two-byte key */
+	};
+	static const size_t LENS[] = { 3, 1, 4 };
+	char err[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(LENS) / sizeof(LENS[0]); i++) {
+		uint8_t *p = malloc(LENS[i]);
+		uint64_t ts;
+
+		assert_non_null(p);
+		memcpy(p, RECS[i], LENS[i]);
+		assert_int_equal(tv_block_check_record(p, LENS[i], &ts, err, sizeof(err)), -EBADMSG);
+		assert_non_null(strstr(err, "length prefix beyond the message"));
+		free(p);
+	}
+}
+
 /* ---- version 3: every part of the payload is checked, damage is a clean error ---- */
 
 #define V3_N 5000
@@ -926,6 +953,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_builder_blocks_pass),
 		cmocka_unit_test(test_context_reused_across_versions),
+		cmocka_unit_test(test_record_ending_in_a_length_key),
 		cmocka_unit_test(test_v3_damage_is_refused),
 		cmocka_unit_test(test_v3_random_damage_behind_right_crcs),
 		cmocka_unit_test(test_record_ts_inside_header_range),
