@@ -9,9 +9,10 @@
  * real blocks. Whatever an input commits is deleted again after it, and a Delete that names the
  * seeded segment or its blocks is checked but not carried out: every input sees the same data.
  * Input: calls, each a u8 kind (% 4: 0 Write, 1 Query, 2 Delete, 3 Stats) and a u16 length,
- * then that many bytes. A Write call's bytes are its messages, each a u16 length, a u8 split
- * (the message arrives as up to three gRPC slices cut there), then the message bytes; the
- * others' bytes are the request message.
+ * then that many bytes. A Write call's bytes are its messages, each a u16 (bits 0-14 the
+ * length, bit 15: a chunk's crc32c is made right for its data), a u8 split (the message
+ * arrives as up to three gRPC slices cut there), then the message bytes; the others' bytes
+ * are the request message.
  * Properties beyond "no crash, no leak": the chunk prefix parser reads exactly what protobuf-c
  * reads (block_id, offset, crc32c, data) whenever it takes a message; a stream ends with one
  * status; a Stats over everything counts the seeded blocks. */
@@ -202,11 +203,24 @@ static void write_stream(struct fuzz_in *in, bool check)
 
 	FUZZ_CHECK(seg);
 	while (in->n >= 3 && !st.finished) {
-		size_t n = (size_t)fuzz_uint(in, 2), len;
-		uint8_t split = fuzz_u8(in);
+		uint16_t word = (uint16_t)fuzz_uint(in, 2);
+		size_t n = word & 0x7fff, len;
+		uint8_t split = fuzz_u8(in), *fixed = NULL;
 		const uint8_t *p = fuzz_bytes(in, n, &len);
 		Tracevault__V1__WriteRequest *req = tracevault__v1__write_request__unpack(NULL, len, p);
-		grpc_byte_buffer *bb = buffer_of(p, len, split);
+		grpc_byte_buffer *bb;
+
+		/* bit 15 of the length: a chunk's crc32c is made right for its data (repacked),
+		 * so mutated chunks, offsets and command orders reach the segment's rules */
+		if ((word & 0x8000) && req &&
+		    req->value_case == TRACEVAULT__V1__WRITE_REQUEST__VALUE_CHUNK) {
+			req->chunk->crc32c = tv_crc32c(req->chunk->data.data, req->chunk->data.len);
+			fixed = malloc(tracevault__v1__write_request__get_packed_size(req) + 1);
+			FUZZ_CHECK(fixed);
+			len = tracevault__v1__write_request__pack(req, fixed);
+			p = fixed;
+		}
+		bb = buffer_of(p, len, split);
 
 		/* the segment id and token this stream opens, to delete it if it commits */
 		if (req && req->value_case == TRACEVAULT__V1__WRITE_REQUEST__VALUE_COMMAND &&
@@ -226,6 +240,7 @@ static void write_stream(struct fuzz_in *in, bool check)
 		if (!st.finished)
 			tv_segment_on_message(seg, bb);
 		grpc_byte_buffer_destroy(bb);
+		free(fixed);
 		settle();
 	}
 	if (!st.finished)
@@ -349,9 +364,14 @@ static void stats(struct fuzz_in *in)
 static size_t put_msg(uint8_t *out, const ProtobufCMessage *m)
 {
 	size_t n = protobuf_c_message_get_packed_size(m);
+	/* chunks ask for their crc32c to be made right (a no-op here; see write_stream) */
+	unsigned fix = m->descriptor == &tracevault__v1__write_request__descriptor &&
+		       ((const Tracevault__V1__WriteRequest *)m)->value_case ==
+			       TRACEVAULT__V1__WRITE_REQUEST__VALUE_CHUNK;
 
+	FUZZ_CHECK(n < 0x8000);
 	out[0] = (uint8_t)n;
-	out[1] = (uint8_t)(n >> 8);
+	out[1] = (uint8_t)(n >> 8 | fix << 7);
 	out[2] = 0x48; /* three slices */
 	return 3 + protobuf_c_message_pack(m, out + 3);
 }
