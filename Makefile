@@ -2,9 +2,11 @@
 # `make demo` and `make test` are the two commands a newcomer needs (see README.md).
 BUILD      ?= build
 TEST_BUILD ?= build-test
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps demo test valgrind bench clean
+.PHONY: all deps demo test valgrind bench fuzz fuzz-build clean
 
 all: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
@@ -20,6 +22,18 @@ test: all
 	      -DTV_VALGRIND_SERVER=$(abspath $(BUILD))/tracevaultd
 	cmake --build $(TEST_BUILD) -j$(JOBS)
 	ctest --test-dir $(TEST_BUILD) --output-on-failure --timeout 600
+	$(MAKE) fuzz-build
+	ctest --test-dir $(FUZZ_BUILD) --output-on-failure --timeout 600
+
+# The libFuzzer harnesses (tests/fuzz/README.md): a clang build of their libraries alone, every
+# one instrumented (-fsanitize=fuzzer-no-link,address,undefined). `make test` runs each for a
+# few seconds (ctest fuzz/NAME); `make fuzz` for FUZZ_SECONDS each and reports execs and crashes.
+fuzz-build:
+	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTV_FUZZ=ON
+	cmake --build $(FUZZ_BUILD) --target tv_fuzz -j$(JOBS)
+
+fuzz: deps fuzz-build
+	bash scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 # Every integration test once more, tracevaultd (the release build) under valgrind's memcheck;
 # the CLI and the tools stay the ASan build. Slow (tens of minutes): not part of make test,
@@ -38,4 +52,4 @@ bench: all
 	bash bench/run.sh $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(TEST_BUILD)
+	rm -rf $(BUILD) $(TEST_BUILD) $(FUZZ_BUILD)

@@ -173,7 +173,9 @@ static int check_message(const ProtobufCMessageDescriptor *desc, const uint8_t *
 					       desc->short_name, field);
 			break;
 		case WT_LEN:
-			if (p[pos] < 0x80 && p[pos] < len - pos) { /* a length below 128 */
+			/* pos == len: the key was the last byte, the prefix is missing (the
+			 * varint read below refuses 0 bytes); p[len] is not ours to read */
+			if (pos < len && p[pos] < 0x80 && p[pos] < len - pos) { /* below 128 */
 				v = p[pos];
 				at = pos + 1;
 				elen = 1 + v;
@@ -285,13 +287,16 @@ int tv_block_check_begin(struct tv_block_check *c, const struct tv_block_header 
 	if (h->codec == TV_CODEC_ZSTD) {
 		size_t r;
 
-		if (!c->dctx) {
+		/* each on its own: a version 3 block before this one made the decompressor
+		 * without the output buffer (v3 pages decompress into their work area) */
+		if (!c->dctx)
 			c->dctx = ZSTD_createDCtx();
+		if (!c->out) {
 			c->out_cap = ZSTD_DStreamOutSize();
 			c->out = malloc(c->out_cap);
-			if (!c->dctx || !c->out)
-				return -ENOMEM;
 		}
+		if (!c->dctx || !c->out)
+			return -ENOMEM;
 		r = ZSTD_DCtx_reset(c->dctx, ZSTD_reset_session_and_parameters);
 		if (!ZSTD_isError(r))
 			r = ZSTD_DCtx_setParameter(c->dctx, ZSTD_d_windowLogMax,

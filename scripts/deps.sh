@@ -20,6 +20,8 @@ PKGS=(
   libyajl-dev
   # tests and demo
   libcmocka-dev nginx-light curl wrk python3-grpcio python3-protobuf
+  # libFuzzer for clang's -fsanitize=fuzzer (the harnesses of tests/fuzz, make fuzz)
+  libfuzzer-14-dev
   # a second HTTP server for the capture tests (test_capture_load.py)
   lighttpd
   # the openssl CLI: test_tls.py makes its CA and certificates with it (README "TLS")

@@ -268,6 +268,79 @@ static void test_builder_blocks_pass(void **state)
 	tv_block_builder_free(bb);
 }
 
+/* The server checks every block of a segment with one context (server/segment.c). Found by
+ * tests/fuzz/fuzz_server_request: a version 3 block first made the context's zstd
+ * decompressor without its output buffer, and a version 2 zstd block after it was refused
+ * ("Operation made no progress ... output buffer being full", DATA_LOSS to the client). */
+static void test_context_reused_across_versions(void **state)
+{
+	static const struct {
+		unsigned version;
+		enum tv_codec codec;
+	} SEQ[] = { { 3, TV_CODEC_ZSTD }, { 2, TV_CODEC_ZSTD }, { 3, TV_CODEC_NONE },
+		    { 2, TV_CODEC_NONE }, { 2, TV_CODEC_ZSTD }, { 3, TV_CODEC_ZSTD } };
+	struct tv_block_check *c = tv_block_check_new();
+	struct tv_block_builder *bb = tv_block_builder_new();
+	Tracevault__V1__TraceRecord r;
+	char err[256];
+
+	(void)state;
+	assert_non_null(c);
+	assert_non_null(bb);
+	for (size_t k = 0; k < sizeof(SEQ) / sizeof(SEQ[0]); k++) {
+		struct tv_block_header h;
+		void *out;
+		size_t len;
+
+		for (int i = 0; i < 20; i++) {
+			tracevault__v1__trace_record__init(&r);
+			r.ts_ns = BASE_TS + (uint64_t)i;
+			r.path = "/x";
+			assert_int_equal(tv_block_builder_add(bb, &r), 0);
+		}
+		assert_int_equal(tv_block_builder_set_version(bb, SEQ[k].version), 0);
+		assert_int_equal(tv_block_builder_seal(bb, 100 + k, SEQ[k].codec, 3, &out, &len), 0);
+		assert_int_equal(tv_block_header_parse(out, len, &h, err, sizeof(err)), 0);
+		err[0] = '\0';
+		if (tv_block_check_begin(c, &h, err, sizeof(err)) ||
+		    tv_block_check_feed(c, (uint8_t *)out + h.header_bytes, h.payload_bytes, err,
+					sizeof(err)) ||
+		    tv_block_check_end(c, err, sizeof(err)))
+			fail_msg("block %zu (version %u, codec %d) after the others: %s", k,
+				 SEQ[k].version, (int)SEQ[k].codec, err);
+		free(out);
+	}
+	tv_block_builder_free(bb);
+	tv_block_check_free(c);
+}
+
+/* A record whose last byte is the key of a length-delimited field: the length prefix is
+ * missing. Found by tests/fuzz/fuzz_block (a record cut across pieces is collected into a
+ * buffer of exactly its length): the check read the byte after the record for the prefix. Each
+ * record here sits at the very end of its own allocation, so ASan sees such a read. */
+static void test_record_ending_in_a_length_key(void **state)
+{
+	static const uint8_t RECS[][4] = {
+		{ 0x08, 0x01, 0x2a },       /* ts_ns 1, then field 5 (comm) with no length */
+		{ 0x2a },                   /* only the key */
+		{ 0x08, 0x01, 0x82, 0x01 }, /* field 16 (req_headers), a two-byte key */
+	};
+	static const size_t LENS[] = { 3, 1, 4 };
+	char err[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(LENS) / sizeof(LENS[0]); i++) {
+		uint8_t *p = malloc(LENS[i]);
+		uint64_t ts;
+
+		assert_non_null(p);
+		memcpy(p, RECS[i], LENS[i]);
+		assert_int_equal(tv_block_check_record(p, LENS[i], &ts, err, sizeof(err)), -EBADMSG);
+		assert_non_null(strstr(err, "length prefix beyond the message"));
+		free(p);
+	}
+}
+
 /* ---- version 3: every part of the payload is checked, damage is a clean error ---- */
 
 #define V3_N 5000
@@ -879,6 +952,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_builder_blocks_pass),
+		cmocka_unit_test(test_context_reused_across_versions),
+		cmocka_unit_test(test_record_ending_in_a_length_key),
 		cmocka_unit_test(test_v3_damage_is_refused),
 		cmocka_unit_test(test_v3_random_damage_behind_right_crcs),
 		cmocka_unit_test(test_record_ts_inside_header_range),
