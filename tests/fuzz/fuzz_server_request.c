@@ -35,6 +35,7 @@
 #include "server/catalog.h"
 #include "server/chunk_view.h"
 #include "server/delete_rpc.h"
+#include "server/metrics.h"
 #include "server/filter.h"
 #include "server/query.h"
 #include "server/retention.h"
@@ -59,7 +60,8 @@ static struct tv_catalog *catalog;
 static struct tv_retention *retention;
 static struct tv_query_pool pool;
 static struct tv_commit_queue commit_q;
-static struct tv_segment_stats seg_stats;
+static struct tv_server_metrics metrics; /* counted into, never exposed */
+static struct tv_segment_stats seg_stats = { .metrics = &metrics };
 static uint64_t seed_block_ids[SEED_BLOCKS];
 
 /* what a stream's sink heard */
@@ -187,7 +189,7 @@ static void delete_segment(uint64_t segment_id, uint64_t token)
 	req.segment_id = segment_id;
 	req.writer_token = token;
 	FUZZ_CHECK(tv_delete_rpc_check(catalog, &req, msg, sizeof(msg)) == GRPC_STATUS_OK);
-	FUZZ_CHECK(tv_delete_rpc_apply(catalog, store, retention, &req, 0, &bb, msg,
+	FUZZ_CHECK(tv_delete_rpc_apply(catalog, store, &metrics, retention, &req, 0, &bb, msg,
 				       sizeof(msg)) == GRPC_STATUS_OK);
 	grpc_byte_buffer_destroy(bb);
 	settle();
@@ -337,7 +339,8 @@ static void delete_call(struct fuzz_in *in)
 			seeded = seeded || req->block_ids[i] == seed_block_ids[k];
 	if (seeded)
 		goto out;
-	code = tv_delete_rpc_apply(catalog, store, retention, req, 0, &bb, msg, sizeof(msg));
+	code = tv_delete_rpc_apply(catalog, store, &metrics, retention, req, 0, &bb, msg,
+				   sizeof(msg));
 	FUZZ_CHECK(code == GRPC_STATUS_OK ? bb != NULL : msg[0] != '\0');
 	if (bb)
 		grpc_byte_buffer_destroy(bb);
