@@ -13,6 +13,8 @@ PKGS=(
   liburing-dev libzstd-dev libsqlite3-dev libisal-dev libjansson-dev
   # SHA-256 for query --format otlp-json (OpenSSL's libcrypto, which gRPC links already)
   libssl-dev
+  # capture's check and drop of its capabilities (client/capture/privs.c)
+  libcap-dev
   # put's fast JSON Lines reader (client/cli/record_reader.c)
   libyajl-dev
   # tests and demo

@@ -25,6 +25,10 @@ struct tv_capture_source {
 	uint64_t (*lost)(void *impl, uint32_t reason);
 	/* Holes in reassembled streams (0 for a source that sees whole syscalls). */
 	void (*gaps)(void *impl, uint64_t *gaps, uint64_t *gap_bytes);
+	/* One of the calls the running loop makes that may need a privilege (tracepoint: a
+	 * read of a BPF map; NULL: none), run by privs.c without capabilities to learn whether
+	 * the loop still needs one: 0 or a negative errno (-EPERM: it does). */
+	int (*probe)(void *impl);
 	/* Release everything. Safe on NULL impl. */
 	void (*free)(void *impl);
 };
