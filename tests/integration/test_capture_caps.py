@@ -3,13 +3,18 @@ with one line naming the missing ones, before anything is loaded; with exactly t
 `--print-capabilities` names, as a non-root uid, it captures a real curl -> nginx exchange
 (and a connection open before the start, which needs /proc seeding), logs what it dropped,
 and /proc/PID/status of the running capture shows the reduced sets; run as root with every
-capability it drops them all, bounding set included. Runs as root (setpriv changes uid and
-sets); ~10 s. Loads eBPF: run under flock /work/capture-tests.lock (ctest: RESOURCE_LOCK)."""
+capability it drops them all, bounding set included; a run under strace makes only system
+calls contrib/tracevault-capture.service's SystemCallFilter allows. Runs as root (setpriv
+changes uid and sets); ~15 s. Loads eBPF: run under flock /work/capture-tests.lock (ctest:
+RESOURCE_LOCK ebpf_capture)."""
 import os
 import re
 import select
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -80,12 +85,13 @@ def test_missing_caps_one_line_per_mode():
     assert refused("tracepoint", [], uid=0)[1] == needed("tracepoint")
 
 
-def start_capture(prefix, srv, port):
+def start_capture(prefix, srv, port, env=None):
     r, w = os.pipe()
     try:
         p = subprocess.Popen(prefix + [tvtest.binary("tracevault"), "capture", "--server",
                              srv.addr, "--port", str(port), "--block-age-ms", "200",
-                             "--ready-fd", str(w)], pass_fds=(w,), stdout=subprocess.DEVNULL,
+                             "--ready-fd", str(w)], pass_fds=(w,), env=env,
+                             stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
     finally:
         os.close(w)
@@ -100,23 +106,32 @@ def start_capture(prefix, srv, port):
     return p
 
 
-def capture_exchange(prefix):
+def child_of(pid):
+    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+        return int(f.read().split()[0])
+
+
+def capture_exchange(prefix, traced=False):
     """A capture (command prefix) of an old keep-alive connection and a curl, against nginx.
-    Returns (records, capture stderr, /proc status of the running capture)."""
+    traced: the prefix ends in strace, which runs capture as its child. Returns (records,
+    capture stderr, /proc status of the running capture)."""
     with tvtest.Server() as srv, tvtest.Nginx({"index.html": b"caps\n"}) as ng:
         old = tvtest.RawHttp(ng.port)
         try:
             old.send(tvtest.http_request("GET", "/before-capture"))
             assert old.read_response()[0] == 404
             from_ns = time.time_ns()
-            p = start_capture(prefix, srv, ng.port)
+            # LeakSanitizer cannot run under ptrace (an ASan build's exit would fail)
+            env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0") if traced else None
+            p = start_capture(prefix, srv, ng.port, env)
             try:
-                st = status_caps(p.pid)
+                pid = child_of(p.pid) if traced else p.pid
+                st = status_caps(pid)
                 old.send(tvtest.http_request("GET", "/old-conn"))
                 assert old.read_response()[0] == 404
                 assert tvtest.curl("http://127.0.0.1:%d/index.html" % ng.port) == ["200"]
             finally:
-                p.send_signal(2)
+                os.kill(pid, signal.SIGINT)
                 _, err = p.communicate(timeout=60)
         finally:
             old.close()
@@ -153,10 +168,33 @@ def test_root_drops_everything():
     recs, err, st = capture_exchange([])
     check_records(recs, err)
     m = re.search(DROP_RE, err)
-    assert m and m.group(1) == "all held by root (uid 0 stays, its privileges go)", (m and m.group(1), err)
+    assert m and m.group(1) == "all held by root (uid 0 stays, its privileges go)", \
+        (m and m.group(1), err)
     assert "bounding set cleared, SECBIT_NOROOT locked" in err, err
     assert st["CapEff"] == 0 and st["CapPrm"] == 0 and st["CapBnd"] == 0, st
     assert st["CapAmb"] == 0 and st["NoNewPrivs"] == 1, st
+
+
+def test_capture_unit_syscall_filter_covers_a_run():
+    """Every system call of a capture run with the unit's capabilities is one the unit's
+    SystemCallFilter= allows (the filter's EPERM would otherwise fail it in production)."""
+    if not shutil.which("strace") or not shutil.which("systemd-analyze"):
+        raise tvtest.Unavailable("strace or systemd-analyze absent")
+    unit = "tracevault-capture.service"
+    caps = tvtest.systemd.read_unit(unit)["AmbientCapabilities"][0].split()
+    allowed = tvtest.systemd.unit_syscalls(unit)
+    with tempfile.TemporaryDirectory(prefix="tv-caps-") as tmp:
+        os.chmod(tmp, 0o755)
+        trace = os.path.join(tmp, "strace.log")
+        with open(trace, "w"):
+            os.chown(trace, NOBODY, NOBODY)
+        recs, err, st = capture_exchange(setpriv(caps) + tvtest.systemd.strace_prefix(trace),
+                                         traced=True)
+        check_records(recs, err)
+        assert st["CapEff"] == 0, st
+        made = tvtest.systemd.straced_syscalls(trace)
+    assert {"bpf", "perf_event_open", "capset"} <= made, sorted(made)
+    assert made <= allowed, "filtered by %s: %s" % (unit, sorted(made - allowed))
 
 
 def main():

@@ -8,6 +8,7 @@ laid out the same way. ~3 s; SKIP when systemd-analyze is absent."""
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -15,28 +16,11 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tvtest  # noqa: E402
 
-CONTRIB = os.path.join(os.environ.get("TV_SOURCE_DIR", os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "..")), "contrib")
 UNITS = ("tracevaultd.service", "tracevault-capture.service")
 INSTALL_DIR = "/usr/local/bin/"
 NOBODY = 65534
-
-
-def read_unit(name):
-    """{key: [values]} of the [Service] section (comments and other sections left out)."""
-    keys, section = {}, None
-    with open(os.path.join(CONTRIB, name)) as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            if line.startswith("["):
-                section = line
-                continue
-            k, _, v = line.partition("=")
-            if section == "[Service]":
-                keys.setdefault(k, []).append(v)
-    return keys
+CONTRIB = tvtest.systemd.CONTRIB
+read_unit = tvtest.systemd.read_unit
 
 
 def verify(tmp, texts):
@@ -51,24 +35,6 @@ def verify(tmp, texts):
                        timeout=60)
     out = (p.stdout + p.stderr).splitlines()
     return p.returncode, [ln for ln in out if any(n in ln for n in texts)]
-
-
-def syscalls(names, seen=None):
-    """The system calls of a SystemCallFilter= list, its @groups expanded (systemd-analyze
-    lists a group's own calls and the groups it includes)."""
-    seen = set() if seen is None else seen
-    out = set()
-    for n in names:
-        if not n.startswith("@"):
-            out.add(n)
-        elif n not in seen:
-            seen.add(n)
-            p = subprocess.run(["systemd-analyze", "syscall-filter", n], capture_output=True,
-                               text=True, timeout=60, check=True)
-            body = [ln.strip() for ln in p.stdout.splitlines()
-                    if ln.startswith("    ") and not ln.strip().startswith("#")]
-            out |= syscalls(body, seen)
-    return out
 
 
 def built(name):
@@ -101,6 +67,17 @@ def test_capture_unit_caps_are_the_codes():
     assert u["NoNewPrivileges"] == ["yes"], u
 
 
+def put_and_query(srv, d):
+    st = os.stat(d)
+    assert st.st_uid == NOBODY and st.st_mode & 0o777 == 0o700, oct(st.st_mode)
+    recs = "".join('{"ts_ns":%d,"method":"GET","path":"/u%d","status":200}\n'
+                   % (10**18 + i, i) for i in range(50))
+    tvtest.run(["put", "--server", srv.addr, "-"], input=recs, check=True)
+    q = tvtest.run(["query", "--server", srv.addr, "--from", "0", "--to", str(2 * 10**18),
+                    "--format", "jsonl"], check=True)
+    assert len(q.stdout.splitlines()) == 50, q.stdout
+
+
 def test_server_unit_no_caps_and_its_paths_work():
     u = read_unit("tracevaultd.service")
     assert u["CapabilityBoundingSet"] == [""] and u["AmbientCapabilities"] == [""], u
@@ -110,7 +87,7 @@ def test_server_unit_no_caps_and_its_paths_work():
     args = shlex.split(u["ExecStart"][0])
     data = args[args.index("--data") + 1]
     assert os.path.dirname(data) == state, (data, state)  # a subdirectory, not the symlink
-    allowed = syscalls(u["SystemCallFilter"][0].split())
+    allowed = tvtest.systemd.unit_syscalls("tracevaultd.service")
     assert {"io_uring_setup", "io_uring_enter"} <= allowed, "the store's io_uring is filtered"
     if os.geteuid() != 0:
         return  # the run as another uid below needs root
@@ -128,10 +105,25 @@ def test_server_unit_no_caps_and_its_paths_work():
             os.setgid(NOBODY)
             os.setuid(NOBODY)
             os.umask(0o077)
-        with tvtest.Server(data_dir=d, preexec_fn=as_nobody) as srv:
-            st = os.stat(d)
-            assert st.st_uid == NOBODY and st.st_mode & 0o777 == 0o700, oct(st.st_mode)
-            tvtest.run(["query", "--server", srv.addr, "--from", "0", "--to", "1"], check=True)
+        trace = os.path.join(root, "strace.log")
+        srv = tvtest.Server(data_dir=d, preexec_fn=as_nobody)
+        if shutil.which("strace"):  # every system call of a put and a query, by the filter
+            with open(trace, "w"):
+                os.chown(trace, NOBODY, NOBODY)  # strace runs as the daemon's uid
+            srv.prefix = tvtest.systemd.strace_prefix(trace)
+        with srv:
+            try:
+                put_and_query(srv, d)
+            finally:
+                if srv.prefix:  # strace does not pass SIGTERM on: the daemon gets it itself
+                    pid = srv.proc.pid
+                    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+                        os.kill(int(f.read().split()[0]), signal.SIGTERM)
+                    assert srv.proc.wait(20) == 0, srv.log()
+        if os.path.exists(trace):
+            made = tvtest.systemd.straced_syscalls(trace)
+            assert "io_uring_enter" in made, sorted(made)
+            assert made <= allowed, "filtered by the unit: %s" % sorted(made - allowed)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -25,6 +25,8 @@ One module per concern; this package re-exports their public names, so tests use
   filters       FilterSpec: a Query filter as CLI options, as a QueryFilter, and the
                 reference predicate of PROTOCOL.md "Filters"; match_kind()
   runner        cases() and Results: a test file's cases, their lines and its exit code
+  systemd       (as tvtest.systemd) the units of contrib/: their keys, the system calls
+                their SystemCallFilter allows, those a strace -f log shows
 
 Run only under ctest's PYTHONDONTWRITEBYTECODE=1 (or with sys.dont_write_bytecode set before
 the import), so that no __pycache__ is written into the source tree."""
@@ -47,6 +49,7 @@ from .runner import Results, cases
 from .procs import (BIN_DIR, GEN_DIR, SKIP, Server, binary, free_port, run, skip,
                     wait_accepting, wait_for)
 from .table import RECORD_FIELDS, TABLE_HEADER, TABLE_WIDTHS, check_table, rfc3339_ms, table_row
+from . import systemd
 from .tmpfs import mount_tmpfs, umount_tmpfs
 from .webservers import (LIGHTTPD_CONF, NGINX_CONF, HttpServer, Lighttpd, Nginx, PyHttp,
                          RawTcpServer)
