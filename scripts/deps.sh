@@ -16,6 +16,8 @@ PKGS=(
   # --metrics-addr's HTTP endpoint (common/metrics_http.c: the header to build, the library
   # loaded at run time)
   libmicrohttpd-dev
+  # capture's check and drop of its capabilities (client/capture/privs.c)
+  libcap-dev
   # put's fast JSON Lines reader (client/cli/record_reader.c)
   libyajl-dev
   # tests and demo

@@ -15,6 +15,7 @@
 #include "bpf/tv_event.h" /* enum tv_lost_reason */
 #include "capture/conn_table.h"
 #include "capture/limits.h"
+#include "capture/privs.h"
 #include "capture/sampler.h"
 #include "capture/sockfilter.h"
 #include "capture/source.h"
@@ -434,6 +435,8 @@ int tv_capture_run(const struct tv_capture_opts *o, const struct tv_record_sink 
 	tv_conn_table_set_headers(c.conns, o->headers, !o->redact);
 	tv_conn_table_set_body_bytes(c.conns, o->body_bytes);
 	rc = open_source(&c, err, errlen);
+	if (!rc && o->drop_caps)
+		rc = tv_capture_drop_caps(o->mode, &c.src, err, errlen);
 	if (rc)
 		goto cleanup;
 	signal_ready(o->ready_fd);

@@ -63,6 +63,8 @@ struct tv_capture_opts {
 	double sample_ratio;         /* (0, 1]: keep this share of exchanges (0 means 1) */
 	volatile sig_atomic_t *stop; /* the run ends once *stop is non-zero (the CLI's
 				      * SIGINT/SIGTERM handler sets it); NULL: never */
+	int drop_caps;               /* once the source is open, drop every capability the
+				      * loop does not need (privs.h: tv_capture_drop_caps) */
 	int ready_fd;                /* >= 0: write "ready\n" here once the source is open
 				      * (tracepoint: attached and seeded; sockfilter: bound) */
 	struct tv_capture_live *live; /* NULL: none; else kept up to date (see above) */

@@ -29,6 +29,10 @@ struct tv_capture_source {
 	 * ring fill metric): tracepoint the BPF ring buffer, sockfilter the packet ring's blocks
 	 * handed to us. */
 	void (*ring)(void *impl, uint64_t *used_bytes, uint64_t *size_bytes);
+	/* One of the calls the running loop makes that may need a privilege (tracepoint: a
+	 * read of a BPF map; NULL: none), run by privs.c without capabilities to learn whether
+	 * the loop still needs one: 0 or a negative errno (-EPERM: it does). */
+	int (*probe)(void *impl);
 	/* Release everything. Safe on NULL impl. */
 	void (*free)(void *impl);
 };

@@ -103,14 +103,22 @@ static int on_ring_event(void *ctx, void *data, size_t len)
 	return t->fn(t->ctx, data, len);
 }
 
+/* Whether path exists as this process sees it: AT_EACCESS, because plain access() checks
+ * with the real uid and, for a non-root uid, without capabilities, so a capture run by a
+ * service user with CAP_DAC_READ_SEARCH would find tracefs (mode 0700) missing. */
+static int visible(const char *path)
+{
+	return faccessat(AT_FDCWD, path, F_OK, AT_EACCESS) == 0;
+}
+
 /* libbpf attaches tracepoints through tracefs; some systems boot without it mounted. */
 static int ensure_tracefs(char *err, size_t errlen)
 {
-	if (access(TRACEFS_DIR "/events/syscalls", F_OK) == 0 ||
-	    access("/sys/kernel/debug/tracing/events/syscalls", F_OK) == 0)
+	if (visible(TRACEFS_DIR "/events/syscalls") ||
+	    visible("/sys/kernel/debug/tracing/events/syscalls"))
 		return 0;
 	if (mount("tracefs", TRACEFS_DIR, "tracefs", 0, NULL) == 0 &&
-	    access(TRACEFS_DIR "/events/syscalls", F_OK) == 0)
+	    visible(TRACEFS_DIR "/events/syscalls"))
 		return 0;
 	snprintf(err, errlen,
 		 "tracefs is not mounted and mounting it failed (mount -t tracefs tracefs %s): %s",
@@ -129,6 +137,17 @@ static uint64_t tracepoint_lost(void *impl, uint32_t reason)
 		for (int i = 0; i < t->ncpu; i++)
 			sum += t->lost_percpu[i];
 	return sum;
+}
+
+/* source.h's probe: the loop's own kind of bpf() call, a lookup in the `lost` map by fd */
+static int tracepoint_probe(void *impl)
+{
+	struct tv_tracepoint *t = impl;
+	uint32_t reason = TV_LOST_RING_FULL;
+
+	if (bpf_map_lookup_elem(bpf_map__fd(t->skel->maps.lost), &reason, t->lost_percpu))
+		return -errno;
+	return 0;
 }
 
 /* --cgroup: the kernel tests membership with bpf_current_task_under_cgroup, which needs an fd
@@ -427,6 +446,7 @@ void tv_tracepoint_source(struct tv_tracepoint *t, struct tv_capture_source *src
 		.lost = tracepoint_lost,
 		.gaps = tracepoint_gaps,
 		.ring = tracepoint_ring,
+		.probe = tracepoint_probe,
 		.free = tracepoint_free,
 	};
 }

@@ -13,6 +13,7 @@
 
 #include "capture/capture.h"
 #include "capture/limits.h" /* capture's bounds (payload, ring, names, duration), without bpf/ */
+#include "capture/privs.h"
 #include "capture/sampler.h"
 #include "capture/tracepoint.h"
 #include "cli/capture_metrics.h"
@@ -47,10 +48,13 @@ static const char *const capture_usage[] = {
 	"                          [--redact-query-params LIST] [--strip-query]\n"
 	"                          [--mode tracepoint|sockfilter] [--interface IF]\n"
 	"                          [--metrics-addr HOST:PORT] [--test-corrupt-chunk N]\n"
+	"                          [--print-capabilities]\n"
 	"                          " TV_TLS_CLI_SYNOPSIS " [--tls-server-name NAME]\n"
 	"\n"
-	"Trace HTTP/1.x exchanges on local sockets (eBPF, needs CAP_BPF + CAP_PERFMON or root)\n"
-	"and stream them to tracevaultd until Ctrl-C or the end of --duration.\n"
+	"Trace HTTP/1.x exchanges on local sockets (eBPF) and stream them to tracevaultd until\n"
+	"Ctrl-C or the end of --duration. Needs root or these capabilities (checked first):\n"
+	"tracepoint CAP_BPF CAP_PERFMON CAP_DAC_READ_SEARCH CAP_SYS_PTRACE, sockfilter CAP_BPF\n"
+	"CAP_NET_RAW; all are dropped once the probes are attached (README \"Capabilities\").\n"
 	"Records are packed into blocks, kept in a bounded cache and written in segments (the\n"
 	"blocks of one flush, committed atomically). A failed segment is not retried: it is\n"
 	"deleted on the servers, and its loss is logged and counted in the summary.\n"
@@ -146,6 +150,8 @@ static const char *const capture_usage[] = {
 	"                             CRC mismatch, the segment fails),\n"
 	"                             1 to 9223372036854775807\n",
 	TV_TLS_CLI_HELP,
+	"      --print-capabilities   print the capabilities --mode needs (as systemd's\n"
+	"                             CapabilityBoundingSet= takes them) and exit\n"
 	"  -h, --help                 this text\n"
 	"\n"
 	"Examples:\n"
@@ -212,6 +218,7 @@ struct capture_cmd_opts {
 	struct tv_pipeline_opts pipeline;
 	struct tv_tls_args tls;
 	const char *metrics_addr; /* --metrics-addr, or NULL */
+	int print_caps; /* --print-capabilities */
 };
 
 /* --metrics-addr: HOST:PORT as tracevaultd's (common/metrics_http.h) */
@@ -267,6 +274,8 @@ static const struct tv_cli_opt capture_options[] = {
 	 "a decimal, 0 < R <= 1", parse_ratio},
 	{"metrics-addr", 0, TV_CLI_ARG_CUSTOM, offsetof(struct capture_cmd_opts, metrics_addr),
 	 NULL, "HOST:PORT or [IPv6]:PORT, port 0 to 65535", parse_metrics_addr},
+	{"print-capabilities", 0, TV_CLI_ARG_SET, offsetof(struct capture_cmd_opts, print_caps),
+	 NULL, NULL, NULL},
 	TV_CLI_WRITER_OPTIONS(struct capture_cmd_opts, pipeline.),
 	TV_TLS_CLI_OPTIONS(struct capture_cmd_opts, tls),
 	{0},
@@ -387,7 +396,7 @@ static int run_capture(const struct tv_capture_opts *co, const struct tv_pipelin
 int tv_cmd_capture(int argc, char **argv)
 {
 	struct capture_cmd_opts opts = {
-		.capture = {.redact = 1, .ready_fd = -1, .stop = &exiting},
+		.capture = {.redact = 1, .ready_fd = -1, .stop = &exiting, .drop_caps = 1},
 	};
 	struct tv_capture_opts *o = &opts.capture;
 	struct tv_pipeline_opts *po = &opts.pipeline;
@@ -410,12 +419,23 @@ int tv_cmd_capture(int argc, char **argv)
 		return tv_cli_usage_error("%s", err);
 	if (tv_capture_query_rules(o, &rules, err, sizeof(err)))
 		return tv_cli_usage_error("%s", err);
+	if (opts.print_caps) { /* the one list the check, the unit and its test share */
+		if (tv_capture_caps_names(o->mode, err, sizeof(err)))
+			return tv_cli_runtime_error("unknown capture mode %d", o->mode);
+		printf("%s\n", err);
+		return EXIT_SUCCESS;
+	}
 	ret = check_sizes(po);
 	if (ret)
 		return ret;
 	ret = tv_tls_args_load(&opts.tls, &po->tls);
 	if (ret)
 		return ret;
+	/* before the pipeline connects and anything is loaded: one line naming what is missing */
+	if (tv_capture_check_caps(o->mode, err, sizeof(err))) {
+		tv_tls_args_free(&opts.tls);
+		return tv_cli_runtime_error("%s", err);
+	}
 
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);

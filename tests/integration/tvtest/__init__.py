@@ -27,6 +27,8 @@ One module per concern; this package re-exports their public names, so tests use
   runner        cases() and Results: a test file's cases, their lines and its exit code
   metrics       the --metrics-addr endpoint: metrics_addr() from a log, Scrape (urllib +
                 prometheus_client's parser), http_get()
+  systemd       (as tvtest.systemd) the units of contrib/: their keys, the system calls
+                their SystemCallFilter allows, those a strace -f log shows
 
 Run only under ctest's PYTHONDONTWRITEBYTECODE=1 (or with sys.dont_write_bytecode set before
 the import), so that no __pycache__ is written into the source tree."""
@@ -50,6 +52,7 @@ from .runner import Results, cases
 from .procs import (BIN_DIR, GEN_DIR, SKIP, Server, binary, free_port, run, skip,
                     wait_accepting, wait_for)
 from .table import RECORD_FIELDS, TABLE_HEADER, TABLE_WIDTHS, check_table, rfc3339_ms, table_row
+from . import systemd
 from .tmpfs import mount_tmpfs, umount_tmpfs
 from .webservers import (LIGHTTPD_CONF, NGINX_CONF, HttpServer, Lighttpd, Nginx, PyHttp,
                          RawTcpServer)

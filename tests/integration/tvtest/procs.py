@@ -112,6 +112,7 @@ class Server(Started):
         self.extra_args = list(extra_args)
         self.proc = None
         self.addr = None
+        self.prefix = []  # a command the daemon runs under (e.g. strace)
         # stderr goes to a file, not a pipe: a pipe nobody drains would block a chatty daemon
         fd, self.log_path = tempfile.mkstemp(prefix="tv-server-", suffix=".log")
         os.close(fd)
@@ -129,7 +130,8 @@ class Server(Started):
             timeout *= VALGRIND_SLOWDOWN
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen(
-                server_command() + ["--data", self.data_dir, "--listen", self.listen]
+                self.prefix + server_command() + ["--data", self.data_dir, "--listen",
+                                                  self.listen]
                 + self.extra_args,
                 stdout=subprocess.PIPE, stderr=log, preexec_fn=self.preexec_fn)
         deadline = time.monotonic() + timeout
