@@ -27,6 +27,11 @@ DAY0 = read_records.DAY_START_NS
 DAY1 = DAY0 + read_records.DAY_NS
 START_TIMEOUT_S = 120
 READ_BYTES = 1 << 20
+# The one buffer every Run reads its process's output into, made (and its pages touched) once
+# here: a fresh one per Run cost 256 page faults inside the timed span (~6 ms on this VM, on
+# both peers' small queries), and a fresh bytes object per read (os.read) a fault per 4 KiB of
+# output, most of the reader's CPU over a whole day.
+READ_BUF = bytearray(b"\n" * READ_BYTES)
 HZ = os.sysconf("SC_CLK_TCK")
 
 COLUMNS = ["ts_ns", "end_ns", "latency_ns", "pid", "comm", "local", "remote", "method", "path",
@@ -81,9 +86,7 @@ class Run:
         self.lines, self.first_s = 0, None
         fd = p.stdout.fileno()
         deadline = t0 + timeout_s
-        # one buffer read into over and over: os.read's fresh 1 MiB object a call cost the
-        # reader a page fault per 4 KiB (most of its CPU on this VM, and 2x apart between runs)
-        buf = bytearray(READ_BYTES)
+        buf = READ_BUF
         while True:
             k = os.readv(fd, [buf])
             if not k:
