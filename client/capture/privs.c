@@ -19,13 +19,17 @@
  * entries by fd and reads packet statistics: since 6.5 only BPF_PROG_LOAD and BPF_MAP_CREATE
  * check unprivileged_bpf_disabled, so on this kernel it needs nothing; an older kernel refuses
  * every bpf() without CAP_BPF, which the probe finds and CAP_BPF is kept. */
+#define _GNU_SOURCE /* gettid */
 #include "capture/privs.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <linux/securebits.h>
 #include <sys/capability.h>
 #include <sys/prctl.h>
@@ -168,9 +172,49 @@ static void permitted_names(cap_t c, cap_value_t keep, char *buf, size_t bufsize
 	}
 }
 
+/* Capabilities belong to each thread, and the drop above changes the calling one only: the
+ * threads started before it (gRPC's, the write pipeline's) keep theirs. Until the drop reaches
+ * them, the log line says so rather than claim more than was done: "" when no other thread
+ * holds a permitted capability, else a note with their count. */
+static const char *threads_still_privileged(void)
+{
+	static char note[160];
+	char path[300], line[128];
+	unsigned n = 0, all = 0;
+	struct dirent *e;
+	DIR *d = opendir("/proc/self/task");
+
+	if (!d)
+		return "";
+	while ((e = readdir(d))) {
+		FILE *f;
+
+		if (e->d_name[0] == '.' || atoi(e->d_name) == (int)gettid())
+			continue;
+		all++;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/status", e->d_name);
+		f = fopen(path, "re");
+		if (!f)
+			continue;
+		while (fgets(line, sizeof(line), f))
+			if (!strncmp(line, "CapPrm:", 7)) {
+				n += strtoull(line + 7, NULL, 16) != 0;
+				break;
+			}
+		fclose(f);
+	}
+	closedir(d);
+	if (!n)
+		return "";
+	snprintf(note, sizeof(note), "; for this thread only: %u of the %u other threads (gRPC's, "
+		 "the write pipeline's, started before the drop) still hold theirs", n, all);
+	return note;
+}
+
 int tv_capture_drop_caps(int mode, const struct tv_capture_source *src, char *err,
 			 size_t errlen)
 {
+	const char *others;
 	cap_t held = NULL, work = NULL;
 	cap_value_t keep = -1;
 	char dropped[160];
@@ -250,8 +294,9 @@ int tv_capture_drop_caps(int mode, const struct tv_capture_source *src, char *er
 	rc = set_proc(work, "final", err, errlen);
 	if (rc)
 		goto out;
+	others = threads_still_privileged();
 	fprintf(stderr, "tracevault: capabilities dropped after the %s: %s%s; kept: %s; "
-		"no_new_privs set%s\n",
+		"no_new_privs set%s%s\n",
 		mode == TV_CAPTURE_MODE_SOCKFILTER ? "load and the packet socket's bind"
 						   : "load, attach and /proc seeding",
 		ndropped > 8 ? "all held" : ndropped ? dropped : "none held",
@@ -260,7 +305,7 @@ int tv_capture_drop_caps(int mode, const struct tv_capture_source *src, char *er
 		: src->probe	? "none (the loop's ring and map reads need none on this kernel: "
 				  "probed)"
 				: "none (the loop reads only its packet ring and socket)",
-		setpcap ? ", bounding set cleared, SECBIT_NOROOT locked" : "");
+		setpcap ? ", bounding set cleared, SECBIT_NOROOT locked" : "", others);
 out:
 	cap_free(work);
 	cap_free(held);
