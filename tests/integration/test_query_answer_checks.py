@@ -15,19 +15,11 @@ from concurrent import futures
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tvtest  # noqa: E402
+from tvtest import varint  # noqa: E402
 
 grpc, pb = tvtest.grpc_modules()
 
 BASE = 1_800_000_000 * 10**9
-
-
-def varint(v):
-    out = bytearray()
-    while v >= 0x80:
-        out.append((v & 0x7f) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
 
 
 def field_varint(number, v):
