@@ -43,6 +43,9 @@ struct tv_metrics_http {
 	struct mhd_api api;
 	struct MHD_Daemon *daemon;
 	const struct tv_metrics *m;
+	int fd;     /* the bound socket until the daemon takes it; -1 after */
+	int family; /* its address family */
+	char hostport[300]; /* as given, for the messages of serve */
 };
 
 #define LISTEN_BACKLOG 16
@@ -193,13 +196,11 @@ sys_fail:
 	return ret;
 }
 
-int tv_metrics_http_start(struct tv_metrics_http **out, const char *hostport,
-			  const struct tv_metrics *m, char *bound, size_t boundlen, char *err,
-			  size_t errlen)
+int tv_metrics_http_bind(struct tv_metrics_http **out, const char *hostport, char *bound,
+			 size_t boundlen, char *err, size_t errlen)
 {
 	struct tv_metrics_http *h;
-	int fd = -1, family = AF_INET, ret;
-	unsigned flags;
+	int ret;
 
 	*out = NULL;
 	h = calloc(1, sizeof(*h));
@@ -207,34 +208,60 @@ int tv_metrics_http_start(struct tv_metrics_http **out, const char *hostport,
 		snprintf(err, errlen, "--metrics-addr: out of memory");
 		return -ENOMEM;
 	}
-	h->m = m;
+	h->fd = -1;
+	h->family = AF_INET;
+	snprintf(h->hostport, sizeof(h->hostport), "%s", hostport);
 	ret = load_api(h, err, errlen);
-	if (ret)
-		goto fail;
-	ret = bind_listen(hostport, &fd, &family, bound, boundlen, err, errlen);
-	if (ret)
-		goto fail;
+	if (!ret)
+		ret = bind_listen(hostport, &h->fd, &h->family, bound, boundlen, err, errlen);
+	if (ret) {
+		tv_metrics_http_stop(h);
+		return ret;
+	}
+	*out = h;
+	return 0;
+}
+
+int tv_metrics_http_serve(struct tv_metrics_http *h, const struct tv_metrics *m, char *err,
+			  size_t errlen)
+{
+	unsigned flags;
+
+	if (h->daemon || h->fd < 0) {
+		snprintf(err, errlen, "--metrics-addr %s: served already", h->hostport);
+		return -EINVAL;
+	}
+	h->m = m;
 	/* epoll, not select: the server raises RLIMIT_NOFILE and its descriptors pass 1024 */
 	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-		(family == AF_INET6 ? MHD_USE_IPv6 : 0);
+		(h->family == AF_INET6 ? MHD_USE_IPv6 : 0);
 	h->daemon = h->api.start_daemon(flags, 0, NULL, NULL, on_request, h,
-					MHD_OPTION_LISTEN_SOCKET, fd,
+					MHD_OPTION_LISTEN_SOCKET, h->fd,
 					MHD_OPTION_CONNECTION_LIMIT,
 					(unsigned)TV_METRICS_MAX_CONNECTIONS,
 					MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)TV_METRICS_TIMEOUT_S,
 					MHD_OPTION_END);
 	if (!h->daemon) {
-		close(fd);
-		snprintf(err, errlen, "--metrics-addr %s: libmicrohttpd did not start", hostport);
-		ret = -EIO;
-		goto fail;
+		snprintf(err, errlen, "--metrics-addr %s: libmicrohttpd did not start",
+			 h->hostport);
+		return -EIO;
 	}
-	*out = h; /* the daemon owns fd now and closes it when stopped */
+	h->fd = -1; /* the daemon owns it now and closes it when stopped */
 	return 0;
-fail:
-	if (h->lib)
-		dlclose(h->lib);
-	free(h);
+}
+
+int tv_metrics_http_start(struct tv_metrics_http **out, const char *hostport,
+			  const struct tv_metrics *m, char *bound, size_t boundlen, char *err,
+			  size_t errlen)
+{
+	int ret = tv_metrics_http_bind(out, hostport, bound, boundlen, err, errlen);
+
+	if (!ret)
+		ret = tv_metrics_http_serve(*out, m, err, errlen);
+	if (ret) {
+		tv_metrics_http_stop(*out);
+		*out = NULL;
+	}
 	return ret;
 }
 
@@ -244,6 +271,9 @@ void tv_metrics_http_stop(struct tv_metrics_http *h)
 		return;
 	if (h->daemon)
 		h->api.stop_daemon(h->daemon);
-	dlclose(h->lib);
+	if (h->fd >= 0)
+		close(h->fd);
+	if (h->lib)
+		dlclose(h->lib);
 	free(h);
 }

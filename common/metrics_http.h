@@ -35,6 +35,16 @@ int tv_metrics_http_start(struct tv_metrics_http **out, const char *hostport,
 			  const struct tv_metrics *m, char *bound, size_t boundlen, char *err,
 			  size_t errlen);
 
+/* tv_metrics_http_start in two steps, for a caller that must start no thread yet (capture,
+ * before its capability drop) but wants a port in use or a missing library to fail first:
+ * bind loads libmicrohttpd and binds the socket (no thread; the errors of start but -EIO);
+ * serve starts the thread serving m (m as for start; -EIO when libmicrohttpd does not start,
+ * -EINVAL when already serving). Free with tv_metrics_http_stop either way. */
+int tv_metrics_http_bind(struct tv_metrics_http **out, const char *hostport, char *bound,
+			 size_t boundlen, char *err, size_t errlen);
+int tv_metrics_http_serve(struct tv_metrics_http *h, const struct tv_metrics *m, char *err,
+			  size_t errlen);
+
 /* Stop serving (joins the thread, closes the socket) and free. Safe on NULL. */
 void tv_metrics_http_stop(struct tv_metrics_http *h);
 

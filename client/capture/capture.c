@@ -38,11 +38,15 @@ _Static_assert((int)TV_CAPTURE_ROLE_SERVER == (int)TV_ROLE_SERVER &&
 		       (int)TV_CAPTURE_ROLE_CLIENT == (int)TV_ROLE_CLIENT,
 	       "enum tv_capture_role mirrors enum tv_event_role");
 
-/* Everything one run owns; released in tv_capture_run's cleanup, in reverse order. */
-struct capture {
+/* Everything one capture owns, from tv_capture_open to tv_capture_free. */
+struct tv_capture {
+	struct tv_capture_opts o_copy; /* o points here */
 	const struct tv_capture_opts *o;
-	const struct tv_record_sink *sink;
-	struct tv_capture_result *res;
+	const struct tv_record_sink *sink; /* tv_capture_run's */
+	struct tv_capture_live *live;      /* tv_capture_run's, or NULL */
+	struct tv_capture_result *res;     /* tv_capture_run's; until then c->res_open */
+	struct tv_capture_result res_open;
+	struct tv_caps_dropped dropped; /* o->drop_caps: what the drop left */
 	struct tv_capture_source src; /* src.impl NULL until opened */
 	struct tv_conn_table *conns;
 	int64_t mono_to_real_ns; /* CLOCK_REALTIME - CLOCK_MONOTONIC, measured at start */
@@ -100,7 +104,7 @@ static size_t headers_view(const char *hdrs, size_t len, Tracevault__V1__Header 
 
 static void on_exchange(void *ctx, const struct tv_exchange *x)
 {
-	struct capture *c = ctx;
+	struct tv_capture *c = ctx;
 	Tracevault__V1__TraceRecord r = TRACEVAULT__V1__TRACE_RECORD__INIT;
 
 	/* sampled by trace id (OTel-consistent) or by connection; a choice, so not a loss */
@@ -146,7 +150,7 @@ static void on_exchange(void *ctx, const struct tv_exchange *x)
 
 static int on_event(void *ctx, void *data, size_t len)
 {
-	struct capture *c = ctx;
+	struct tv_capture *c = ctx;
 
 	c->res->events++;
 	tv_conn_table_event(c->conns, data, len);
@@ -154,7 +158,7 @@ static int on_event(void *ctx, void *data, size_t len)
 }
 
 /* The source of --mode, opened with on_event as its handler, behind c->src. */
-static int open_source(struct capture *c, char *err, size_t errlen)
+static int open_source(struct tv_capture *c, char *err, size_t errlen)
 {
 	const struct tv_capture_opts *o = c->o;
 	int rc;
@@ -195,7 +199,7 @@ static int open_source(struct capture *c, char *err, size_t errlen)
 
 /* Hand the kernel and parser loss totals to the sink, which stamps their increase into the
  * next block header (BLOCK.md v2), so the archive itself records the gaps. */
-static void note_loss(struct capture *c)
+static void note_loss(struct tv_capture *c)
 {
 	struct tv_block_loss total = {0};
 
@@ -225,7 +229,7 @@ static void signal_ready(int fd)
 
 /* The source's and the connection table's counts into *res (all but flush_error; events is
  * counted as they come, in c->res). */
-static void count(struct capture *c, struct tv_capture_result *res)
+static void count(struct tv_capture *c, struct tv_capture_result *res)
 {
 	const struct tv_conn_stats *cs = tv_conn_table_stats(c->conns);
 
@@ -252,11 +256,11 @@ static void count(struct capture *c, struct tv_capture_result *res)
 }
 
 /* The ring's unread bytes now, kept as the peak until the next publish. */
-static void sample_ring(struct capture *c)
+static void sample_ring(struct tv_capture *c)
 {
 	uint64_t used, size;
 
-	if (!c->o->live)
+	if (!c->live)
 		return;
 	c->src.ring(c->src.impl, &used, &size);
 	if (used > c->ring_peak_bytes)
@@ -265,9 +269,9 @@ static void sample_ring(struct capture *c)
 
 /* Every TV_CAPTURE_LIVE_PUBLISH_MS (or now, when final): the counts into o->live. The counts
  * cost a few map lookups, hence not on every turn of the loop. */
-static void publish(struct capture *c, uint64_t now_ns, int final)
+static void publish(struct tv_capture *c, uint64_t now_ns, int final)
 {
-	struct tv_capture_live *l = c->o->live;
+	struct tv_capture_live *l = c->live;
 	struct tv_capture_result r = { 0 };
 	uint64_t used, size;
 
@@ -290,7 +294,7 @@ static void publish(struct capture *c, uint64_t now_ns, int final)
 }
 
 /* Poll until stopped or the duration ends. Sealing by size and age happens in the sink. */
-static int poll_loop(struct capture *c, char *err, size_t errlen)
+static int poll_loop(struct tv_capture *c, char *err, size_t errlen)
 {
 	const struct tv_capture_opts *o = c->o;
 	uint64_t end_ns = 0;
@@ -317,7 +321,7 @@ static int poll_loop(struct capture *c, char *err, size_t errlen)
  * flush (its result in res->flush_error); then the counts. A segment the flush could not
  * store is counted and logged by the sink: whether that fails the run is the caller's call,
  * with the sink's counts at hand. */
-static void finish(struct capture *c)
+static void finish(struct tv_capture *c)
 {
 	uint64_t now_ns = tv_monotonic_ns();
 
@@ -399,16 +403,14 @@ int tv_capture_check_body_bytes(const struct tv_capture_opts *o, char *err, size
 	return -EINVAL;
 }
 
-int tv_capture_run(const struct tv_capture_opts *o, const struct tv_record_sink *sink,
-		   struct tv_capture_result *res, char *err, size_t errlen)
+int tv_capture_open(struct tv_capture **out, const struct tv_capture_opts *o, char *err,
+		    size_t errlen)
 {
-	struct capture c = { .o = o, .sink = sink, .res = res };
+	struct tv_capture *c;
 	int rc;
 
-	memset(res, 0, sizeof(*res));
+	*out = NULL;
 	rc = tv_capture_check_mode(o, err, errlen);
-	if (!rc)
-		rc = tv_capture_query_rules(o, &c.query, err, errlen);
 	if (!rc)
 		rc = tv_capture_check_body_bytes(o, err, errlen);
 	if (rc)
@@ -417,35 +419,82 @@ int tv_capture_run(const struct tv_capture_opts *o, const struct tv_record_sink 
 		snprintf(err, errlen, "unknown capture role %d", o->role);
 		return -EINVAL;
 	}
-	rc = tv_sampler_init(&c.sampler, o->sample_ratio > 0 ? o->sample_ratio : 1.0);
-	if (rc) {
-		snprintf(err, errlen, "invalid sample ratio %g: must be in (0, 1]", o->sample_ratio);
-		return rc;
-	}
-	c.mono_to_real_ns = measure_mono_to_real();
-	c.conns = tv_conn_table_new(on_exchange, &c);
-	if (!c.conns) {
+	c = calloc(1, sizeof(*c));
+	if (!c) {
 		snprintf(err, errlen, "out of memory setting up capture");
 		return -ENOMEM;
 	}
-	tv_conn_table_set_query_rules(c.conns, &c.query);
-	/* a head copied whole in one syscall is parsed whole */
-	tv_conn_table_set_head_limit(c.conns, tv_http_head_limit(
-		o->payload_bytes ? o->payload_bytes : TV_CAPTURE_DEFAULT_PAYLOAD_BYTES));
-	tv_conn_table_set_headers(c.conns, o->headers, !o->redact);
-	tv_conn_table_set_body_bytes(c.conns, o->body_bytes);
-	rc = open_source(&c, err, errlen);
-	if (!rc && o->drop_caps)
-		rc = tv_capture_drop_caps(o->mode, &c.src, err, errlen);
+	c->o_copy = *o;
+	c->o = &c->o_copy;
+	c->res = &c->res_open; /* events read before the run are none: the loop reads them */
+	rc = tv_capture_query_rules(o, &c->query, err, errlen);
 	if (rc)
-		goto cleanup;
-	signal_ready(o->ready_fd);
-
-	rc = poll_loop(&c, err, errlen);
-	finish(&c);
-cleanup:
-	if (c.src.impl)
-		c.src.free(c.src.impl);
-	tv_conn_table_free(c.conns);
+		goto fail;
+	rc = tv_sampler_init(&c->sampler, o->sample_ratio > 0 ? o->sample_ratio : 1.0);
+	if (rc) {
+		snprintf(err, errlen, "invalid sample ratio %g: must be in (0, 1]", o->sample_ratio);
+		goto fail;
+	}
+	c->mono_to_real_ns = measure_mono_to_real();
+	c->conns = tv_conn_table_new(on_exchange, c);
+	if (!c->conns) {
+		snprintf(err, errlen, "out of memory setting up capture");
+		rc = -ENOMEM;
+		goto fail;
+	}
+	tv_conn_table_set_query_rules(c->conns, &c->query);
+	/* a head copied whole in one syscall is parsed whole */
+	tv_conn_table_set_head_limit(c->conns, tv_http_head_limit(
+		o->payload_bytes ? o->payload_bytes : TV_CAPTURE_DEFAULT_PAYLOAD_BYTES));
+	tv_conn_table_set_headers(c->conns, o->headers, !o->redact);
+	tv_conn_table_set_body_bytes(c->conns, o->body_bytes);
+	rc = open_source(c, err, errlen);
+	if (!rc && o->drop_caps)
+		rc = tv_capture_drop_caps(o->mode, &c->src, &c->dropped, err, errlen);
+	if (rc)
+		goto fail;
+	*out = c;
+	return 0;
+fail:
+	tv_capture_free(c);
 	return rc;
+}
+
+int tv_capture_run(struct tv_capture *c, const struct tv_record_sink *sink,
+		   struct tv_capture_live *live, struct tv_capture_result *res, char *err,
+		   size_t errlen)
+{
+	unsigned nthreads;
+	int rc;
+
+	memset(res, 0, sizeof(*res));
+	if (c->sink) {
+		snprintf(err, errlen, "a capture runs once");
+		return -EINVAL;
+	}
+	/* the threads the caller started since the drop (gRPC's, the pipeline's, the metrics
+	 * endpoint's) copied the dropped sets: the kernel's word for it, before any untrusted
+	 * byte is parsed */
+	if (c->o->drop_caps) {
+		rc = tv_capture_check_threads(&c->dropped, &nthreads, err, errlen);
+		if (rc)
+			return rc;
+	}
+	c->sink = sink;
+	c->live = live;
+	c->res = res;
+	signal_ready(c->o->ready_fd);
+	rc = poll_loop(c, err, errlen);
+	finish(c);
+	return rc;
+}
+
+void tv_capture_free(struct tv_capture *c)
+{
+	if (!c)
+		return;
+	if (c->src.impl)
+		c->src.free(c->src.impl);
+	tv_conn_table_free(c->conns);
+	free(c);
 }

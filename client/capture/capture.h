@@ -1,6 +1,7 @@
-/* `tracevault capture`: opens the event source of --mode (tracepoint.h, sockfilter.h), turns
- * its socket events into HTTP exchange records (conn_table.h) and hands them to a record sink
- * (write/sink.h: the write pipeline in the CLI) until Ctrl-C or --duration. */
+/* `tracevault capture`: opens the event source of --mode (tracepoint.h, sockfilter.h) and
+ * drops its capabilities while the process has one thread (tv_capture_open), then turns its
+ * socket events into HTTP exchange records (conn_table.h) and hands them to a record sink
+ * (write/sink.h: the write pipeline in the CLI) until Ctrl-C or --duration (tv_capture_run). */
 #ifndef TV_CAPTURE_H
 #define TV_CAPTURE_H
 
@@ -64,10 +65,10 @@ struct tv_capture_opts {
 	volatile sig_atomic_t *stop; /* the run ends once *stop is non-zero (the CLI's
 				      * SIGINT/SIGTERM handler sets it); NULL: never */
 	int drop_caps;               /* once the source is open, drop every capability the
-				      * loop does not need (privs.h: tv_capture_drop_caps) */
+				      * loop does not need (privs.h: tv_capture_drop_caps; the
+				      * process must have one thread then) */
 	int ready_fd;                /* >= 0: write "ready\n" here once the source is open
 				      * (tracepoint: attached and seeded; sockfilter: bound) */
-	struct tv_capture_live *live; /* NULL: none; else kept up to date (see above) */
 };
 
 /* What the capture saw and lost before the sink; what the sink stored or dropped is the sink's
@@ -114,13 +115,13 @@ struct tv_capture_result {
 };
 
 /* The rules between --mode and the other options, owned here and checked by the CLI (as a usage
- * error) and by tv_capture_run: sockfilter sees packets, so --pid, --comm and --cgroup do not
+ * error) and by tv_capture_open: sockfilter sees packets, so --pid, --comm and --cgroup do not
  * apply and --ring-bytes must be whole packet-ring blocks (capture/limits.h); --interface
  * needs sockfilter. Returns 0, or -EINVAL with a one-line reason in err naming the option. */
 int tv_capture_check_mode(const struct tv_capture_opts *o, char *err, size_t errlen);
 
 /* The query rules of o's redact, strip_query and redact_query_params (query_redact.h) into
- * *out: the CLI checks them as usage errors, tv_capture_run uses them. --redact-query-params
+ * *out: the CLI checks them as usage errors, tv_capture_open uses them. --redact-query-params
  * with --strip-query or --no-redact has nothing to do: refused. Returns 0, or -EINVAL with a
  * one-line reason in err. */
 int tv_capture_query_rules(const struct tv_capture_opts *o, struct tv_query_rules *out,
@@ -131,14 +132,34 @@ int tv_capture_query_rules(const struct tv_capture_opts *o, struct tv_query_rule
  * reason in err naming both options. */
 int tv_capture_check_body_bytes(const struct tv_capture_opts *o, char *err, size_t errlen);
 
-/* Runs until *stop or the duration ends, then ends every connection, reports the final loss
- * totals and flushes the sink. *res is zeroed first and filled whenever the source was opened.
- * Returns 0, or a negative errno with a one-line reason in err: -EINVAL for options the mode
- * does not take, -EPERM when the source cannot be loaded for lack of privileges, the source's
- * open or poll error, -ENOMEM. The sink's flush result is res->flush_error, not the return:
- * what it stored or lost is the sink's to report (tv_pipeline_stats). sink must stay valid
- * until return. */
-int tv_capture_run(const struct tv_capture_opts *o, const struct tv_record_sink *sink,
-		   struct tv_capture_result *res, char *err, size_t errlen);
+struct tv_capture;
+
+/* Checks o, opens the source of o->mode (loads and attaches the eBPF programs and seeds the
+ * connections already open; sockfilter: binds the packet socket) and, with o->drop_caps,
+ * drops the capabilities (privs.h: tv_capture_drop_caps), which needs the calling thread to
+ * be the process's only one: start no thread before this returns. o is copied. Nothing is
+ * read from the source until tv_capture_run; events wait in its ring. Returns 0 and *out (free
+ * it with tv_capture_free), or a negative errno with a one-line reason in err: -EINVAL for
+ * options the mode does not take, -EPERM when the source cannot be loaded for lack of
+ * privileges, -EBUSY when another thread exists at the drop, the source's open error,
+ * -ENOMEM. */
+int tv_capture_open(struct tv_capture **out, const struct tv_capture_opts *o, char *err,
+		    size_t errlen);
+
+/* Once per capture: with o->drop_caps, first checks that every thread of the process (those
+ * the caller started since tv_capture_open too) holds nothing the drop removed (privs.h:
+ * tv_capture_check_threads: -EPERM otherwise, before any event is read); then writes "ready"
+ * to o->ready_fd and runs until *stop or the duration ends, then ends every connection,
+ * reports the final loss totals and flushes the sink. live (NULL: none) is kept up to date
+ * for a metrics endpoint. *res is zeroed first and filled whenever the loop ran. Returns 0, or
+ * a negative errno with a one-line reason in err: the check's, the source's poll error. The
+ * sink's flush result is res->flush_error, not the return: what it stored or lost is the
+ * sink's to report (tv_pipeline_stats). sink and live must stay valid until return. */
+int tv_capture_run(struct tv_capture *c, const struct tv_record_sink *sink,
+		   struct tv_capture_live *live, struct tv_capture_result *res, char *err,
+		   size_t errlen);
+
+/* Detaches and unloads the source and frees c. Safe on NULL. */
+void tv_capture_free(struct tv_capture *c);
 
 #endif

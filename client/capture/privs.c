@@ -19,12 +19,12 @@
  * entries by fd and reads packet statistics: since 6.5 only BPF_PROG_LOAD and BPF_MAP_CREATE
  * check unprivileged_bpf_disabled, so on this kernel it needs nothing; an older kernel refuses
  * every bpf() without CAP_BPF, which the probe finds and CAP_BPF is kept. */
-#define _GNU_SOURCE /* gettid */
 #include "capture/privs.h"
 
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,58 +172,136 @@ static void permitted_names(cap_t c, cap_value_t keep, char *buf, size_t bufsize
 	}
 }
 
-/* Capabilities belong to each thread, and the drop above changes the calling one only: the
- * threads started before it (gRPC's, the write pipeline's) keep theirs. Until the drop reaches
- * them, the log line says so rather than claim more than was done: "" when no other thread
- * holds a permitted capability, else a note with their count. */
-static const char *threads_still_privileged(void)
+/* One task's capability sets, from /proc/self/task/TID/status. */
+struct task_caps {
+	uint64_t inh, prm, eff, bnd, amb;
+	int no_new_privs;
+	char name[32];
+};
+
+/* Reads the status of task tid into *t. Returns 0, -ENOENT when the task ended meanwhile, or
+ * -EIO when a field is missing. */
+static int read_task_caps(const char *tid, struct task_caps *t)
 {
-	static char note[160];
 	char path[300], line[128];
-	unsigned n = 0, all = 0;
+	unsigned seen = 0;
+	FILE *f;
+
+	memset(t, 0, sizeof(*t));
+	snprintf(path, sizeof(path), "/proc/self/task/%s/status", tid);
+	f = fopen(path, "re");
+	if (!f)
+		return -ENOENT;
+	while (fgets(line, sizeof(line), f)) {
+		static const char *const keys[] = {"CapInh:", "CapPrm:", "CapEff:", "CapBnd:",
+						   "CapAmb:"};
+		uint64_t *fields[] = {&t->inh, &t->prm, &t->eff, &t->bnd, &t->amb};
+
+		if (!strncmp(line, "Name:", 5)) {
+			snprintf(t->name, sizeof(t->name), "%s", line + 5 + strspn(line + 5, "\t "));
+			t->name[strcspn(t->name, "\n")] = 0;
+		} else if (!strncmp(line, "NoNewPrivs:", 11)) {
+			t->no_new_privs = atoi(line + 11);
+			seen |= 1u << 5;
+		}
+		for (unsigned i = 0; i < 5; i++)
+			if (!strncmp(line, keys[i], 7)) {
+				*fields[i] = strtoull(line + 7, NULL, 16);
+				seen |= 1u << i;
+			}
+	}
+	fclose(f);
+	return seen == 0x3f ? 0 : -EIO;
+}
+
+int tv_capture_check_threads(const struct tv_caps_dropped *d, unsigned *nthreads, char *err,
+			     size_t errlen)
+{
 	struct dirent *e;
+	unsigned n = 0;
+	int rc = 0;
+	DIR *dir = opendir("/proc/self/task");
+
+	if (!dir) {
+		rc = -errno;
+		snprintf(err, errlen, "checking the capability drop: /proc/self/task: %s",
+			 strerror(-rc));
+		return rc;
+	}
+	while (!rc && (e = readdir(dir))) {
+		struct task_caps t;
+		const char *what = NULL;
+
+		if (e->d_name[0] == '.')
+			continue;
+		rc = read_task_caps(e->d_name, &t);
+		if (rc == -ENOENT) { /* a thread that ended: it holds nothing now */
+			rc = 0;
+			continue;
+		}
+		if (rc) {
+			snprintf(err, errlen, "checking the capability drop: /proc/self/task/%s/"
+				 "status lacks a capability line", e->d_name);
+			break;
+		}
+		n++;
+		if ((t.prm | t.eff | t.inh | t.amb) & ~d->kept_mask)
+			what = "capabilities";
+		else if (d->bounding_cleared && (t.bnd & ~d->kept_mask))
+			what = "a bounding set";
+		else if (!t.no_new_privs)
+			what = "no no_new_privs and";
+		if (what) {
+			snprintf(err, errlen, "thread %s (%s) still holds %s after the capability "
+				 "drop (CapPrm %016" PRIx64 ", CapEff %016" PRIx64 ", CapBnd %016"
+				 PRIx64 "): refusing to run", e->d_name, t.name, what, t.prm, t.eff,
+				 t.bnd);
+			rc = -EPERM;
+		}
+	}
+	closedir(dir);
+	if (!rc && nthreads)
+		*nthreads = n;
+	return rc;
+}
+
+/* How many tasks this process has (its threads, the caller included), or a negative errno. */
+static int count_threads(void)
+{
+	struct dirent *e;
+	int n = 0;
 	DIR *d = opendir("/proc/self/task");
 
 	if (!d)
-		return "";
-	while ((e = readdir(d))) {
-		FILE *f;
-
-		if (e->d_name[0] == '.' || atoi(e->d_name) == (int)gettid())
-			continue;
-		all++;
-		snprintf(path, sizeof(path), "/proc/self/task/%s/status", e->d_name);
-		f = fopen(path, "re");
-		if (!f)
-			continue;
-		while (fgets(line, sizeof(line), f))
-			if (!strncmp(line, "CapPrm:", 7)) {
-				n += strtoull(line + 7, NULL, 16) != 0;
-				break;
-			}
-		fclose(f);
-	}
+		return -errno;
+	while ((e = readdir(d)))
+		n += e->d_name[0] != '.';
 	closedir(d);
-	if (!n)
-		return "";
-	snprintf(note, sizeof(note), "; for this thread only: %u of the %u other threads (gRPC's, "
-		 "the write pipeline's, started before the drop) still hold theirs", n, all);
-	return note;
+	return n;
 }
 
-int tv_capture_drop_caps(int mode, const struct tv_capture_source *src, char *err,
-			 size_t errlen)
+int tv_capture_drop_caps(int mode, const struct tv_capture_source *src,
+			 struct tv_caps_dropped *out, char *err, size_t errlen)
 {
-	const char *others;
 	cap_t held = NULL, work = NULL;
 	cap_value_t keep = -1;
 	char dropped[160];
-	int rc, probe, ndropped;
+	int rc, probe, ndropped, nthreads;
 	bool setpcap;
 
 	if (!needs_of(mode, &(const struct need *){NULL})) {
 		snprintf(err, errlen, "unknown capture mode %d", mode);
 		return -EINVAL;
+	}
+	/* capabilities, the bounding set, securebits and no_new_privs are per thread: a thread
+	 * that exists now would keep them, one started later copies its creator's */
+	nthreads = count_threads();
+	if (nthreads != 1) {
+		snprintf(err, errlen, "dropping capabilities: %s%s", nthreads < 0 ?
+			 "/proc/self/task: " : "other threads exist, which would keep them (the "
+			 "drop must come before any thread starts)", nthreads < 0 ?
+			 strerror(-nthreads) : "");
+		return nthreads < 0 ? nthreads : -EBUSY;
 	}
 	held = cap_get_proc();
 	work = held ? cap_dup(held) : NULL;
@@ -294,9 +372,13 @@ int tv_capture_drop_caps(int mode, const struct tv_capture_source *src, char *er
 	rc = set_proc(work, "final", err, errlen);
 	if (rc)
 		goto out;
-	others = threads_still_privileged();
+	out->kept_mask = keep >= 0 ? 1ull << keep : 0;
+	out->bounding_cleared = setpcap;
+	rc = tv_capture_check_threads(out, NULL, err, errlen); /* what the kernel says now */
+	if (rc)
+		goto out;
 	fprintf(stderr, "tracevault: capabilities dropped after the %s: %s%s; kept: %s; "
-		"no_new_privs set%s%s\n",
+		"no_new_privs set%s; before any other thread started (each inherits this)\n",
 		mode == TV_CAPTURE_MODE_SOCKFILTER ? "load and the packet socket's bind"
 						   : "load, attach and /proc seeding",
 		ndropped > 8 ? "all held" : ndropped ? dropped : "none held",
@@ -305,7 +387,7 @@ int tv_capture_drop_caps(int mode, const struct tv_capture_source *src, char *er
 		: src->probe	? "none (the loop's ring and map reads need none on this kernel: "
 				  "probed)"
 				: "none (the loop reads only its packet ring and socket)",
-		setpcap ? ", bounding set cleared, SECBIT_NOROOT locked" : "", others);
+		setpcap ? ", bounding set cleared, SECBIT_NOROOT locked" : "");
 out:
 	cap_free(work);
 	cap_free(held);

@@ -1,5 +1,5 @@
-/* tracevault capture: options and --help of the capture command, then tv_capture_run until
- * Ctrl-C or --duration, and the summary of what was sent and lost. */
+/* tracevault capture: options and --help of the capture command, then tv_capture_open and
+ * tv_capture_run until Ctrl-C or --duration, and the summary of what was sent and lost. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -54,8 +54,8 @@ static const char *const capture_usage[] = {
 	"Trace HTTP/1.x exchanges on local sockets (eBPF) and stream them to tracevaultd until\n"
 	"Ctrl-C or the end of --duration. Needs root or these capabilities (checked first):\n"
 	"tracepoint CAP_BPF CAP_PERFMON CAP_DAC_READ_SEARCH CAP_SYS_PTRACE, sockfilter CAP_BPF\n"
-	"CAP_NET_RAW; the capturing thread drops all once the probes are attached (README\n"
-	"\"Capabilities\": threads started before keep theirs for now).\n"
+	"CAP_NET_RAW; all are dropped once the probes are attached, before any thread starts\n"
+	"(README \"Capabilities\").\n"
 	"Records are packed into blocks, kept in a bounded cache and written in segments (the\n"
 	"blocks of one flush, committed atomically). A failed segment is not retried: it is\n"
 	"deleted on the servers, and its loss is logged and counted in the summary.\n"
@@ -303,52 +303,62 @@ static int check_sizes(const struct tv_pipeline_opts *po)
 	return tv_cli_check_chunk_fits(po->chunk_bytes, po->max_message_bytes);
 }
 
-/* Runs the capture into a new write pipeline and prints the one summary line (whenever the
- * capture ran at all, so a loss is never silent). The pipeline is made first: an unreachable
- * server fails before any probe is attached. Returns the exit code. */
-static int run_capture(const struct tv_capture_opts *co, const struct tv_pipeline_opts *po,
+/* Opens the capture, then runs it into a new write pipeline and prints the one summary line
+ * (whenever the capture ran at all, so a loss is never silent). The order keeps the process
+ * single-threaded until the capability drop (capture/privs.h): the servers are probed from a
+ * child process and the metrics port bound, so an unreachable server or a port in use fails
+ * before any probe is loaded; then the capture opens and drops; only then start the threads:
+ * the pipeline's (and gRPC's) and the metrics endpoint's. Returns the exit code. */
+static int run_capture(const struct tv_capture_opts *o, const struct tv_pipeline_opts *po,
 		       const char *metrics_addr)
 {
 	struct tv_capture_result res = {0};
 	struct tv_pipeline_stats ps = {0};
 	struct tv_pipeline *pipe = NULL;
 	struct tv_record_sink sink;
-	struct tv_capture_opts run_opts = *co;
-	const struct tv_capture_opts *o = &run_opts;
+	struct tv_capture *cap = NULL;
 	struct tv_capture_metrics *metrics = NULL;
 	struct tv_metrics_http *http = NULL;
 	char err[TV_CLI_ERR_LEN] = "", bound[300];
 	uint64_t lost;
 	int ret;
 
-	ret = tv_pipeline_new(&pipe, po, err, sizeof(err));
-	if (ret)
-		return tv_cli_runtime_error("%s", err[0] ? err : strerror(-ret));
-	if (metrics_addr) {
-		/* after the servers answered, before any probe is loaded: a port in use fails
-		 * the command before it touches the kernel */
+	ret = tv_pipeline_probe_servers(po, err, sizeof(err));
+	if (!ret && metrics_addr)
+		ret = tv_metrics_http_bind(&http, metrics_addr, bound, sizeof(bound), err,
+					   sizeof(err));
+	if (!ret)
+		ret = tv_capture_open(&cap, o, err, sizeof(err));
+	if (!ret)
+		ret = tv_pipeline_new(&pipe, po, err, sizeof(err));
+	if (!ret && http) {
 		metrics = malloc(sizeof(*metrics));
 		if (!metrics) {
-			tv_pipeline_free(pipe);
-			return tv_cli_runtime_error("--metrics-addr: out of memory");
+			snprintf(err, sizeof(err), "--metrics-addr: out of memory");
+			ret = -ENOMEM;
 		}
+	}
+	if (!ret && http) {
 		tv_capture_metrics_init(metrics, pipe);
-		ret = tv_metrics_http_start(&http, metrics_addr, &metrics->reg, bound, sizeof(bound),
-					    err, sizeof(err));
-		if (ret) {
-			free(metrics);
-			tv_pipeline_free(pipe);
-			return tv_cli_runtime_error("%s", err);
-		}
-		fprintf(stderr, "tracevault: metrics on http://%s" TV_METRICS_PATH "\n", bound);
-		run_opts.live = &metrics->live;
+		ret = tv_metrics_http_serve(http, &metrics->reg, err, sizeof(err));
+		if (!ret)
+			fprintf(stderr, "tracevault: metrics on http://%s" TV_METRICS_PATH "\n",
+				bound);
+	}
+	if (ret) {
+		tv_metrics_http_stop(http);
+		free(metrics);
+		tv_pipeline_free(pipe);
+		tv_capture_free(cap);
+		return tv_cli_runtime_error("%s", err[0] ? err : strerror(-ret));
 	}
 	tv_pipeline_sink(pipe, &sink);
-	ret = tv_capture_run(o, &sink, &res, err, sizeof(err));
+	ret = tv_capture_run(cap, &sink, metrics ? &metrics->live : NULL, &res, err, sizeof(err));
 	tv_metrics_http_stop(http); /* before the pipeline its scrapes read */
 	free(metrics);
 	tv_pipeline_stats(pipe, &ps);
 	tv_pipeline_free(pipe);
+	tv_capture_free(cap);
 	lost = res.records_lost + ps.records_dropped_cache + ps.records_dropped_failed;
 	if (ret == 0 || res.events || ps.records_committed || lost)
 		fprintf(stderr, "captured %" PRIu64 " records, sent %" PRIu64 ", lost %" PRIu64

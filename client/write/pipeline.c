@@ -1,9 +1,11 @@
 /* The capture write path behind tv_pipeline_add: records are packed into a block under a mutex,
  * sealed by size into the bounded block cache (back-pressure, then drop and count), and a writer
  * thread ends a segment every block_age_ms or on flush and streams it with the no-retry rule. */
+#define _GNU_SOURCE /* pipe2 */
 #include "write/pipeline.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -12,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/wait.h>
 
 #include "common/clock.h"
 #include "proto/block.h"
@@ -463,6 +467,101 @@ static int validate(struct tv_pipeline_opts *o, char *err, size_t errlen)
 	return 0;
 }
 
+/* The writer's options of validated pipeline options o, its server list servers. */
+static void writer_opts(const struct tv_pipeline_opts *o, char *servers,
+			struct tv_writer_opts *wo)
+{
+	memset(wo, 0, sizeof(*wo));
+	wo->server = servers;
+	wo->tls = o->tls;
+	wo->max_message_bytes = o->max_message_bytes;
+	wo->chunk_bytes = o->chunk_bytes;
+	wo->timeout_ms = o->write_timeout_ms;
+	wo->window_bytes = o->window_bytes;
+	wo->no_zerocopy = o->no_zerocopy;
+	wo->delete_timeout_ms = o->delete_timeout_ms;
+	wo->test_corrupt_chunk = o->test_corrupt_chunk;
+}
+
+/* The child of tv_pipeline_probe_servers: probes as tv_pipeline_new does and sends the result
+ * (an int, then the reason's bytes) up fd. Never returns. */
+static void probe_child(const struct tv_pipeline_opts *o, int fd)
+{
+	struct tv_pipeline_opts v = *o;
+	struct tv_writer_opts wo;
+	struct tv_writer *w = NULL;
+	char err[ERR_BYTES] = "", *servers = NULL, msg[sizeof(int) + ERR_BYTES];
+	size_t len;
+	int ret = validate(&v, err, sizeof(err));
+
+	if (!ret) {
+		servers = strdup(o->servers);
+		writer_opts(&v, servers, &wo);
+		w = servers ? tv_writer_new(&wo) : NULL;
+		if (!w) {
+			snprintf(err, sizeof(err), "invalid server list '%s'", o->servers);
+			ret = -EINVAL;
+		}
+	}
+	if (!ret)
+		ret = tv_writer_probe(w, PROBE_TIMEOUT_MS, err, sizeof(err));
+	/* one write of at most ERR_BYTES + 4 bytes; the parent reads to EOF */
+	len = strnlen(err, sizeof(err) - 1);
+	memcpy(msg, &ret, sizeof(ret));
+	memcpy(msg + sizeof(ret), err, len);
+	if (write(fd, msg, sizeof(ret) + len) < 0)
+		_exit(2);
+	/* no teardown: gRPC's threads end with the process; _exit skips atexit handlers (and
+	 * a sanitizer's leak check of what the exit leaves allocated) */
+	_exit(0);
+}
+
+int tv_pipeline_probe_servers(const struct tv_pipeline_opts *o, char *err, size_t errlen)
+{
+	char buf[sizeof(int) + ERR_BYTES];
+	size_t got = 0;
+	int fds[2], status, ret;
+	ssize_t n;
+	pid_t pid;
+
+	if (pipe2(fds, O_CLOEXEC)) {
+		ret = -errno;
+		snprintf(err, errlen, "probing the servers: pipe: %s", strerror(-ret));
+		return ret;
+	}
+	fflush(NULL); /* the child must not write the parent's buffered output again */
+	pid = fork();
+	if (pid < 0) {
+		ret = -errno;
+		close(fds[0]);
+		close(fds[1]);
+		snprintf(err, errlen, "probing the servers: fork: %s", strerror(-ret));
+		return ret;
+	}
+	if (pid == 0) {
+		close(fds[0]);
+		probe_child(o, fds[1]);
+	}
+	close(fds[1]);
+	do {
+		n = read(fds[0], buf + got, sizeof(buf) - got);
+		if (n > 0)
+			got += (size_t)n;
+	} while ((n > 0 && got < sizeof(buf)) || (n < 0 && errno == EINTR));
+	close(fds[0]);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (got < sizeof(int)) {
+		snprintf(err, errlen, "probing the servers: the probe process ended without an "
+			 "answer (status %d)", status);
+		return -EIO;
+	}
+	memcpy(&ret, buf, sizeof(ret));
+	if (ret)
+		snprintf(err, errlen, "%.*s", (int)(got - sizeof(int)), buf + sizeof(int));
+	return ret;
+}
+
 int tv_pipeline_new(struct tv_pipeline **out, const struct tv_pipeline_opts *o, char *err,
 		    size_t errlen)
 {
@@ -491,15 +590,7 @@ int tv_pipeline_new(struct tv_pipeline **out, const struct tv_pipeline_opts *o, 
 	pthread_cond_init(&p->done, NULL);
 	p->servers_copy = strdup(o->servers);
 	p->o.servers = p->servers_copy;
-	wo.server = p->servers_copy;
-	wo.tls = p->o.tls;
-	wo.max_message_bytes = p->o.max_message_bytes;
-	wo.chunk_bytes = p->o.chunk_bytes;
-	wo.timeout_ms = p->o.write_timeout_ms;
-	wo.window_bytes = p->o.window_bytes;
-	wo.no_zerocopy = p->o.no_zerocopy;
-	wo.delete_timeout_ms = p->o.delete_timeout_ms;
-	wo.test_corrupt_chunk = p->o.test_corrupt_chunk;
+	writer_opts(&p->o, p->servers_copy, &wo);
 	p->cache = tv_block_cache_new(p->o.cache_bytes);
 	p->bb = tv_block_builder_new();
 	p->w = p->servers_copy ? tv_writer_new(&wo) : NULL;

@@ -72,6 +72,15 @@ struct tv_pipeline_stats {
 
 struct tv_pipeline;
 
+/* Validates options and probes every server as tv_pipeline_new does, from a child process
+ * (fork), so that the caller stays single-threaded: gRPC starts threads at its first use, and
+ * capture must drop its capabilities before any thread exists (capture/privs.h) yet wants an
+ * unreachable or refusing server to fail before it loads anything. The servers can change
+ * before tv_pipeline_new, which probes again. Returns 0, or tv_pipeline_new's negative errno and
+ * reason (err: "cannot reach server H:P: ...", a TLS refusal), or -EIO when the child gave no
+ * answer. */
+int tv_pipeline_probe_servers(const struct tv_pipeline_opts *o, char *err, size_t errlen);
+
 /* Validates options and probes every server (err: "cannot reach server H:P: ..."). Starts the
  * writer thread. Returns 0 or a negative errno with a one-line reason in err. */
 int tv_pipeline_new(struct tv_pipeline **out, const struct tv_pipeline_opts *o, char *err,

@@ -2,9 +2,10 @@
 with one line naming the missing ones, before anything is loaded; with exactly the set
 `--print-capabilities` names, as a non-root uid, it captures a real curl -> nginx exchange
 (and a connection open before the start, which needs /proc seeding), logs what it dropped,
-and /proc/PID/status of the running capture shows the reduced sets; run as root with every
-capability it drops them all, bounding set included; a run under strace makes only system
-calls contrib/tracevault-capture.service's SystemCallFilter allows. Runs as root (setpriv
+and /proc/PID/task/*/status of the running capture shows the reduced sets in every thread;
+run as root with every capability it drops them all, bounding set included; a run under
+strace makes only system calls contrib/tracevault-capture.service's SystemCallFilter
+allows. Runs as root (setpriv
 changes uid and sets); ~15 s. Loads eBPF: run under flock /work/capture-tests.lock (ctest:
 RESOURCE_LOCK ebpf_capture)."""
 import os
@@ -48,12 +49,24 @@ def setpriv(caps, uid=NOBODY):
 
 
 def status_caps(pid):
-    st = {}
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
+    """The capability sets of pid over all its threads (capabilities belong to each thread,
+    and gRPC's and the write pipeline's run beside the capturing one): each Cap* the union of
+    the threads' sets, NoNewPrivs the least; "threads" how many were read."""
+    st, n = {}, 0
+    for task in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/status" % (pid, task)) as f:
+                lines = f.readlines()
+        except FileNotFoundError:
+            continue  # a thread that ended meanwhile
+        n += 1
+        for line in lines:
             k, _, v = line.partition(":")
-            if k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs"):
-                st[k] = int(v.strip(), 16 if k.startswith("Cap") else 10)
+            if k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+                st[k] = st.get(k, 0) | int(v.strip(), 16)
+            elif k == "NoNewPrivs":
+                st[k] = min(st.get(k, 1), int(v.strip()))
+    st["threads"] = n
     return st
 
 
@@ -150,6 +163,13 @@ def check_records(recs, err):
     assert got == want, (got, err)
 
 
+def check_every_thread(st, err):
+    """The sets above are the union over the running capture's threads: gRPC's, the write
+    pipeline's and the capturing one at least, all started after the drop, which says so."""
+    assert st["threads"] >= 3, st
+    assert "; before any other thread started (each inherits this)" in err, err
+
+
 def test_exact_caps_non_root_captures_and_drops():
     caps = needed("tracepoint")
     recs, err, st = capture_exchange(setpriv(caps))
@@ -162,6 +182,7 @@ def test_exact_caps_non_root_captures_and_drops():
     assert st["CapEff"] == 0 and st["CapPrm"] == 0 and st["CapInh"] == 0, st
     assert st["CapAmb"] == 0 and st["NoNewPrivs"] == 1, st
     assert st["CapBnd"] == mask(caps), st
+    check_every_thread(st, err)
 
 
 def test_root_drops_everything():
@@ -173,6 +194,7 @@ def test_root_drops_everything():
     assert "bounding set cleared, SECBIT_NOROOT locked" in err, err
     assert st["CapEff"] == 0 and st["CapPrm"] == 0 and st["CapBnd"] == 0, st
     assert st["CapAmb"] == 0 and st["NoNewPrivs"] == 1, st
+    check_every_thread(st, err)
 
 
 def test_capture_unit_syscall_filter_covers_a_run():
