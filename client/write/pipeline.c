@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -492,10 +493,15 @@ static void probe_child(const struct tv_pipeline_opts *o, int fd)
 	struct tv_writer *w = NULL;
 	char err[ERR_BYTES] = "", *servers = NULL, msg[sizeof(int) + ERR_BYTES];
 	size_t len;
-	int ret = validate(&v, err, sizeof(err));
+	int ret;
 
+	/* Ctrl-C reaches the whole process group: the probe ends at once instead of running
+	 * to its timeout under the parent's flag-setting handler */
+	signal(SIGINT, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	ret = validate(&v, err, sizeof(err));
 	if (!ret) {
-		servers = strdup(o->servers);
+		servers = v.servers ? strdup(v.servers) : NULL;
 		writer_opts(&v, servers, &wo);
 		w = servers ? tv_writer_new(&wo) : NULL;
 		if (!w) {
@@ -520,7 +526,7 @@ int tv_pipeline_probe_servers(const struct tv_pipeline_opts *o, char *err, size_
 {
 	char buf[sizeof(int) + ERR_BYTES];
 	size_t got = 0;
-	int fds[2], status, ret;
+	int fds[2], status = 0, ret;
 	ssize_t n;
 	pid_t pid;
 
@@ -552,8 +558,12 @@ int tv_pipeline_probe_servers(const struct tv_pipeline_opts *o, char *err, size_
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
 	if (got < sizeof(int)) {
-		snprintf(err, errlen, "probing the servers: the probe process ended without an "
-			 "answer (status %d)", status);
+		if (WIFSIGNALED(status))
+			snprintf(err, errlen, "probing the servers: the probe process was killed by "
+				 "signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+		else
+			snprintf(err, errlen, "probing the servers: the probe process ended without "
+				 "an answer (exit status %d)", WEXITSTATUS(status));
 		return -EIO;
 	}
 	memcpy(&ret, buf, sizeof(ret));
