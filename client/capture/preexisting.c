@@ -292,7 +292,11 @@ static int netns_of(struct seed_ctx *x, const char *pid, struct netns **out)
 		x->n_ns--;
 		return rc;
 	}
-	qsort(ns->socks, ns->n_socks, sizeof(*ns->socks), cmp_inode);
+	/* a namespace without established connections has no table (NULL), which qsort must
+	 * not be given (a nonnull argument): capture seeds before its own connection to the
+	 * server exists, so on a quiet host there may be none */
+	if (ns->n_socks)
+		qsort(ns->socks, ns->n_socks, sizeof(*ns->socks), cmp_inode);
 	*out = ns;
 	return 0;
 }
