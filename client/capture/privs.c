@@ -246,16 +246,16 @@ int tv_capture_check_threads(const struct tv_caps_dropped *d, unsigned *nthreads
 		}
 		n++;
 		if ((t.prm | t.eff | t.inh | t.amb) & ~d->kept_mask)
-			what = "capabilities";
+			what = "still holds capabilities";
 		else if (d->bounding_cleared && (t.bnd & ~d->kept_mask))
-			what = "a bounding set";
+			what = "still has a bounding set";
 		else if (!t.no_new_privs)
-			what = "no no_new_privs and";
+			what = "lacks no_new_privs";
 		if (what) {
-			snprintf(err, errlen, "thread %s (%s) still holds %s after the capability "
-				 "drop (CapPrm %016" PRIx64 ", CapEff %016" PRIx64 ", CapBnd %016"
-				 PRIx64 "): refusing to run", e->d_name, t.name, what, t.prm, t.eff,
-				 t.bnd);
+			snprintf(err, errlen, "thread %s (%s) %s after the capability drop (CapPrm "
+				 "%016" PRIx64 ", CapEff %016" PRIx64 ", CapBnd %016" PRIx64
+				 ", NoNewPrivs %d): refusing to run", e->d_name, t.name, what, t.prm,
+				 t.eff, t.bnd, t.no_new_privs);
 			rc = -EPERM;
 		}
 	}
