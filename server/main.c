@@ -34,6 +34,7 @@
 #include "server/recovery.h"
 #include "server/query.h"
 #include "server/retention.h"
+#include "server/peers.h"
 #include "server/rpc_server.h"
 #include "server/scrub.h"
 #include "server/segment.h"
@@ -53,6 +54,7 @@ _Static_assert(TV_WIRE_MIN_MESSAGE_BYTES == 64u << 10 && TV_WIRE_MAX_MESSAGE_BYT
 _Static_assert(TV_RPC_MAX_STREAMS == 65536 && TV_RPC_DEFAULT_MAX_WRITE_STREAMS == 256 &&
 	       TV_RPC_DEFAULT_MAX_QUERY_STREAMS == 64 && TV_RPC_DEFAULT_STREAMS_PER_CONNECTION == 16,
 	       "update --help: streams 1 to 65536, defaults 256, 64, 16");
+_Static_assert(TV_PEERS_MAX_STREAMS == 65536, "update --help: per-peer streams 1 to 65536");
 _Static_assert(TV_STORE_MAX_OPEN_FILES_MAX == 1048576 && TV_SEGMENT_MAX_OPEN_FILES == 8,
 	       "update --help: block files 1 to 1048576, default 8 per Write stream");
 _Static_assert(TV_RPC_MIN_IDLE_TIMEOUT_MS == 100 && TV_RPC_MAX_IDLE_TIMEOUT_MS == 86400000 &&
@@ -97,6 +99,8 @@ static const struct option OPTIONS[] = {
 	{ "max-write-streams", required_argument, NULL, 'W' },
 	{ "max-query-streams", required_argument, NULL, 'Q' },
 	{ "max-streams-per-connection", required_argument, NULL, 'C' },
+	{ "max-write-streams-per-peer", required_argument, NULL, 'P' },
+	{ "max-query-streams-per-peer", required_argument, NULL, 'G' },
 	{ "max-open-files", required_argument, NULL, 'F' },
 	{ "idle-timeout-ms", required_argument, NULL, 'I' },
 	{ "rebuild-catalog", no_argument, NULL, 'R' },
@@ -122,6 +126,8 @@ static const struct option OPTIONS[] = {
 static const char USAGE[] =
 	"Usage: tracevaultd --data DIR [--listen HOST:PORT] [--max-message-bytes N]\n"
 	"                   [--max-write-streams N] [--max-query-streams N]\n"
+	"                   [--max-write-streams-per-peer N]\n"
+	"                   [--max-query-streams-per-peer N]\n"
 	"                   [--max-streams-per-connection N] [--max-open-files N]\n"
 	"                   [--idle-timeout-ms MS]\n"
 	"                   [--query-memory-bytes N] [--query-total-memory-bytes N]\n"
@@ -166,6 +172,14 @@ static const char USAGE_LIMITS_HEAD[] =
 	"  --max-write-streams N    Write streams in progress at once, 1 to 65536 (default\n"
 	"                           256); one more ends RESOURCE_EXHAUSTED\n"
 	"  --max-query-streams N    Query streams in progress at once, 1 to 65536 (default 64)\n"
+	"  --max-write-streams-per-peer N\n"
+	"                           Write streams one peer (an IPv4 address, an IPv6 /64)\n"
+	"                           holds at once, 1 to 65536 and at most --max-write-streams\n"
+	"                           (default half of it, at least 1): one more ends\n"
+	"                           RESOURCE_EXHAUSTED, so that no one client takes them all\n"
+	"  --max-query-streams-per-peer N\n"
+	"                           the same for Query streams, 1 to 65536 and at most\n"
+	"                           --max-query-streams (default half of it, at least 1)\n"
 	"  --max-streams-per-connection N\n"
 	"                           streams of one connection at once (HTTP/2; the client\n"
 	"                           queues more), 1 to 65536 (default 16, or half of\n"
@@ -387,7 +401,7 @@ int main(int argc, char **argv)
 	char listen_host[NI_MAXHOST];
 	unsigned listen_port;
 	struct tv_fd_plan plan = { 0 };
-	uint64_t per_conn = 0, idle_ms = 0;
+	uint64_t per_conn = 0, idle_ms = 0, write_per_peer = 0, query_per_peer = 0;
 
 	opterr = 0;
 	for (int before = optind; (opt = getopt_long(argc, argv, ":h", OPTIONS, &longidx)) != -1;
@@ -427,14 +441,19 @@ int main(int argc, char **argv)
 		case 'W':
 		case 'Q':
 		case 'C':
+		case 'P':
+		case 'G':
 		case 'F':
 		case 'I': {
 			const struct tv_limit *l = opt == 'F' ? &tv_store_max_files_limit :
 						   opt == 'I' ? &tv_rpc_idle_timeout_ms_limit :
+						   opt == 'P' || opt == 'G' ? &tv_peers_streams_limit :
 								&tv_rpc_streams_limit;
 			uint64_t *to = opt == 'W' ? &plan.write_streams :
 				       opt == 'Q' ? &plan.query_streams :
 				       opt == 'F' ? &plan.open_files :
+				       opt == 'P' ? &write_per_peer :
+				       opt == 'G' ? &query_per_peer :
 				       opt == 'C' ? &per_conn : &idle_ms;
 
 			if (parse_count(OPTIONS[longidx].name, optarg, l, to))
@@ -546,6 +565,25 @@ int main(int argc, char **argv)
 	if (mode != MODE_SERVE && (tls_cert || tls_key || tls_ca || require_client_cert || insecure))
 		return usage_error("--tls-* and --insecure serve; --rebuild-catalog and --scrub do "
 				   "not");
+	{
+		/* a peer's share within the server's limit (given, or its default before the
+		 * descriptor plan: one lowered there counts as the share's bound instead) */
+		uint64_t w = plan.write_streams ? plan.write_streams :
+						  TV_RPC_DEFAULT_MAX_WRITE_STREAMS;
+		uint64_t q = plan.query_streams ? plan.query_streams :
+						  TV_RPC_DEFAULT_MAX_QUERY_STREAMS;
+
+		if (write_per_peer > w)
+			return usage_error("--max-write-streams-per-peer %llu is above "
+					   "--max-write-streams %llu: a peer could never hold that "
+					   "many", (unsigned long long)write_per_peer,
+					   (unsigned long long)w);
+		if (query_per_peer > q)
+			return usage_error("--max-query-streams-per-peer %llu is above "
+					   "--max-query-streams %llu: a peer could never hold that "
+					   "many", (unsigned long long)query_per_peer,
+					   (unsigned long long)q);
+	}
 	rc = check_tls_options(o.listen_addr, listen_host, listen_set, tls_cert, tls_key, tls_ca,
 			       require_client_cert, insecure);
 	if (rc)
@@ -615,6 +653,8 @@ int main(int argc, char **argv)
 	o.max_write_streams = (unsigned)plan.write_streams;
 	o.max_query_streams = (unsigned)plan.query_streams;
 	o.max_streams_per_connection = (unsigned)per_conn;
+	o.max_write_streams_per_peer = (unsigned)write_per_peer;
+	o.max_query_streams_per_peer = (unsigned)query_per_peer;
 	o.idle_timeout_ms = (unsigned)idle_ms;
 	o.query_open_blocks = (size_t)plan.query_files;
 

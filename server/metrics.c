@@ -17,6 +17,12 @@ static void collect(void *arg)
 
 #define C(name, help, ptr) { "tracevault_server_" name, help, TV_METRIC_COUNTER, NULL, ptr, NULL }
 #define G(name, help, ptr) { "tracevault_server_" name, help, TV_METRIC_GAUGE, NULL, ptr, NULL }
+#define R(method, reason, ptr)                                                                \
+	{ "tracevault_server_streams_refused_total", "Write and Query streams refused "       \
+	  "RESOURCE_EXHAUSTED at their start: reason per_peer when their peer held its share "   \
+	  "(--max-write-streams-per-peer, --max-query-streams-per-peer), server_limit when the " \
+	  "server's limit was reached (--max-write-streams, --max-query-streams).",               \
+	  TV_METRIC_COUNTER, "method=\"" method "\",reason=\"" reason "\"", ptr, NULL }
 #define H(name, help, ptr) { "tracevault_server_" name, help, TV_METRIC_HISTOGRAM, NULL, NULL, ptr }
 
 void tv_server_metrics_init(struct tv_server_metrics *m, int data_fd,
@@ -42,6 +48,10 @@ void tv_server_metrics_init(struct tv_server_metrics *m, int data_fd,
 		  &m->commit_seconds),
 		H("query_duration_seconds", "Query calls, from the request to the status.",
 		  &m->query_seconds),
+		R("write", "per_peer", &m->streams_refused[0][TV_REFUSED_PER_PEER]),
+		R("write", "server_limit", &m->streams_refused[0][TV_REFUSED_SERVER]),
+		R("query", "per_peer", &m->streams_refused[1][TV_REFUSED_PER_PEER]),
+		R("query", "server_limit", &m->streams_refused[1][TV_REFUSED_SERVER]),
 		G("stored_blocks", "Committed blocks in the catalog.", &m->stored_blocks),
 		G("stored_bytes", "Bytes of the committed blocks in the catalog.", &m->stored_bytes),
 		C("quarantined_blocks_total", "Block files this process moved from blocks/ into "

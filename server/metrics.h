@@ -1,6 +1,6 @@
 /* tracevaultd's metrics (--metrics-addr): the counters the server's modules bump where things
  * happen (segment.c: writes, commits, aborts; delete_rpc.c: deletions; rpc_server.c: query
- * latency and the stored totals), the counters other modules already keep (retention's removals,
+ * latency, the stored totals and refused streams), the counters other modules already keep (retention's removals,
  * the store's quarantined blocks), and their exposition table (common/metrics.h). Written on the
  * server's one thread with relaxed atomics, read by the metrics endpoint's thread. */
 #ifndef TV_SERVER_METRICS_H
@@ -11,7 +11,14 @@
 #include "common/metrics.h"
 
 /* Series in the table (tv_server_metrics_init fills it). */
-#define TV_SERVER_METRICS_SERIES 16
+#define TV_SERVER_METRICS_SERIES 20
+
+/* Why a Write or Query stream was refused RESOURCE_EXHAUSTED at its start (rpc_server.c). */
+enum tv_refused_reason {
+	TV_REFUSED_PER_PEER, /* its peer held its share (--max-*-streams-per-peer) */
+	TV_REFUSED_SERVER,   /* the server's limit was reached (--max-*-streams) */
+	TV_REFUSED_REASONS,
+};
 
 struct tv_server_metrics {
 	/* segment.c, at the commit reply: what became durable */
@@ -22,6 +29,9 @@ struct tv_server_metrics {
 	/* delete_rpc.c: Delete calls that removed a segment, and the blocks Delete removed */
 	uint64_t segments_deleted, deleted_blocks;
 	struct tv_histogram query_seconds; /* a Query call from its request to its status */
+	/* rpc_server.c: streams refused at their start, [Write 0, Query 1][reason] (the
+	 * classes of server/peers.h) */
+	uint64_t streams_refused[2][TV_REFUSED_REASONS];
 	/* gauges: the catalog's totals (rpc_server.c refreshes them after each commit group and
 	 * every TV_RPC_IDLE_SCAN_MS), and the data dir's free bytes (at each scrape) */
 	uint64_t stored_blocks, stored_bytes;

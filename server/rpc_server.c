@@ -18,12 +18,14 @@
 
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
 #include "common/clock.h"
 #include "common/grpc_util.h"
 #include "common/metrics.h"
 #include "server/delete_rpc.h"
+#include "server/peers.h"
 #include "server/query.h"
 #include "server/segment.h"
 #include "server/status.h"
@@ -35,6 +37,18 @@ enum op { OP_REQUEST, OP_CLOSE, OP_RECV, OP_SEND, OP_STATUS, OP_COUNT, OP_SHUTDO
 
 static const char *const METHOD_NAME[M_COUNT] = { "Write", "Query", "Delete", "Stats",
 						  "Summary" };
+
+/* the peer table holds every counted stream: sized by the same bound */
+_Static_assert(TV_PEERS_MAX_STREAMS == TV_RPC_MAX_STREAMS, "one bound for stream counts");
+/* metrics.h indexes streams_refused by these */
+_Static_assert(TV_PEER_WRITE == 0 && TV_PEER_QUERY == 1 && TV_PEER_CLASSES == 2,
+	       "streams_refused[class]");
+
+/* The per-peer count of a counted method (Write or Query). */
+static enum tv_peer_class peer_class(enum method m)
+{
+	return m == M_WRITE ? TV_PEER_WRITE : TV_PEER_QUERY;
+}
 
 const struct tv_limit tv_rpc_streams_limit = { .min = 1, .max = TV_RPC_MAX_STREAMS };
 const struct tv_limit tv_rpc_idle_timeout_ms_limit = { .min = TV_RPC_MIN_IDLE_TIMEOUT_MS,
@@ -107,7 +121,9 @@ struct call {
 	int cancelled;
 	gpr_timespec eos_deadline; /* in C_EOS_WAIT: when the end of stream counts as half-close */
 	gpr_timespec active_at;    /* the client last made progress (see waits_on_client) */
-	bool counted;              /* holds one of the server's stream slots of its method */
+	bool counted;              /* holds one of the server's stream slots of its method,
+				    * and one of its peer's (srv->peers) */
+	struct tv_peer peer;       /* the client's address (set where counting begins) */
 	bool idle_ended;           /* idle_expire ended it: not again */
 	grpc_status_code code;    /* from C_FINISHING on */
 	grpc_slice details;
@@ -138,6 +154,8 @@ struct tv_rpc_server {
 	unsigned events_since_queued; /* gRPC events handled while commit_q was not empty */
 	unsigned max_streams[M_COUNT]; /* Write and Query; 0 for unlimited methods */
 	unsigned streams[M_COUNT];     /* calls with counted set, per method */
+	struct tv_peers *peers;        /* the same calls per peer, within each peer's share */
+	bool peer_unparsed_logged;     /* a peer string gRPC gave was not understood (once) */
 	unsigned idle_timeout_ms;
 	gpr_timespec next_idle_scan;
 	struct tv_query_pool query_pool; /* the limits and holdings of all queries */
@@ -252,8 +270,10 @@ static void call_free(struct call *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	srv->live--;
-	if (c->counted)
+	if (c->counted) {
 		srv->streams[c->m]--;
+		tv_peers_release(srv->peers, &c->peer, peer_class(c->m));
+	}
 	if (c->runnable)
 		run_unlink(srv, c);
 	tv_segment_free(c->seg); /* aborts a segment that was not committed */
@@ -779,25 +799,59 @@ static void summary_begin(struct call *c)
 	run_push(c->srv, c);
 }
 
-/* A Write or Query stream takes one of its method's slots, or ends RESOURCE_EXHAUSTED naming
- * the limit (true). */
+/* A Write or Query stream takes one of its method's slots and one of its peer's share of
+ * them, or ends RESOURCE_EXHAUSTED naming the limit it met (true): its peer's share first,
+ * so that a peer at its share learns that it is its own limit, whether or not the server's
+ * is reached too (a share as large as the server's limit is no limit of its own: the
+ * server's is named). Both are counted on this one thread, released in call_free. */
 static bool over_stream_limit(struct call *c)
 {
 	struct tv_rpc_server *srv = c->srv;
-	char msg[160];
+	enum tv_peer_class pc = peer_class(c->m);
+	char msg[200], who[TV_PEER_TEXT_LEN];
+	const char *opt = c->m == M_WRITE ? "write" : "query";
+	char *peer;
+	unsigned held;
+	int ret;
 
 	if (!srv->max_streams[c->m])
 		return false;
-	if (srv->streams[c->m] < srv->max_streams[c->m]) {
-		srv->streams[c->m]++;
-		c->counted = true;
-		return false;
+	peer = grpc_call_get_peer(c->call);
+	if (tv_peer_parse(peer, &c->peer) && !srv->peer_unparsed_logged) {
+		/* all such calls share one peer's share: fewer streams, never more */
+		fprintf(stderr, "tracevaultd: peer address '%s' not understood: calls from such "
+			"addresses share one peer's stream limits\n", peer ? peer : "(none)");
+		srv->peer_unparsed_logged = true;
 	}
-	snprintf(msg, sizeof(msg), "too many %s streams: %u in progress, the server's limit "
-		 "(--max-%s-streams)", METHOD_NAME[c->m], srv->streams[c->m],
-		 c->m == M_WRITE ? "write" : "query");
-	finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
-	return true;
+	gpr_free(peer);
+	held = tv_peers_held(srv->peers, &c->peer, pc);
+	if (held >= tv_peers_per_peer(srv->peers, pc) &&
+	    tv_peers_per_peer(srv->peers, pc) < srv->max_streams[c->m]) {
+		tv_metric_add(&srv->metrics.streams_refused[pc][TV_REFUSED_PER_PEER], 1);
+		snprintf(msg, sizeof(msg), "too many %s streams from peer %s: it holds %u, the "
+			 "limit per peer (--max-%s-streams-per-peer)", METHOD_NAME[c->m],
+			 tv_peer_format(&c->peer, who, sizeof(who)), held, opt);
+		finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+		return true;
+	}
+	if (srv->streams[c->m] >= srv->max_streams[c->m]) {
+		tv_metric_add(&srv->metrics.streams_refused[pc][TV_REFUSED_SERVER], 1);
+		snprintf(msg, sizeof(msg), "too many %s streams: %u in progress, the server's "
+			 "limit (--max-%s-streams)", METHOD_NAME[c->m], srv->streams[c->m], opt);
+		finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+		return true;
+	}
+	/* within the server's limit the table has room (sized for it), and within the share */
+	ret = tv_peers_acquire(srv->peers, &c->peer, pc, NULL);
+	if (ret) {
+		snprintf(msg, sizeof(msg), "cannot count the stream for its peer: %s",
+			 strerror(-ret));
+		finish(c, GRPC_STATUS_INTERNAL, msg);
+		return true;
+	}
+	srv->streams[c->m]++;
+	c->counted = true;
+	return false;
 }
 
 static void call_begin(struct call *c)
@@ -1000,6 +1054,21 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 							   TV_RPC_DEFAULT_MAX_QUERY_STREAMS;
 	srv->idle_timeout_ms = o->idle_timeout_ms ? o->idle_timeout_ms :
 						    TV_RPC_DEFAULT_IDLE_TIMEOUT_MS;
+	{
+		const unsigned max[TV_PEER_CLASSES] = { srv->max_streams[M_WRITE],
+							srv->max_streams[M_QUERY] };
+		const unsigned share[TV_PEER_CLASSES] = {
+			tv_peers_limit(o->max_write_streams_per_peer, max[TV_PEER_WRITE]),
+			tv_peers_limit(o->max_query_streams_per_peer, max[TV_PEER_QUERY]),
+		};
+
+		if (tv_peers_new(&srv->peers, max, share)) {
+			snprintf(err, errlen, "out of memory for the per-peer stream table");
+			tv_retention_free(srv->retention);
+			free(srv);
+			return -ENOMEM;
+		}
+	}
 	per_conn = o->max_streams_per_connection;
 	if (!per_conn) {
 		per_conn = srv->max_streams[M_WRITE] / 2;
@@ -1054,6 +1123,7 @@ fail:
 	tv_retention_free(srv->retention);
 	grpc_server_destroy(srv->server);
 	tv_grpc_cq_destroy(srv->cq); /* every tag was delivered: the server is destroyed */
+	tv_peers_free(srv->peers);
 	free(srv);
 	return -EADDRNOTAVAIL;
 }
@@ -1257,5 +1327,6 @@ void tv_rpc_server_free(struct tv_rpc_server *srv)
 	grpc_server_destroy(srv->server);
 	tv_grpc_cq_destroy(srv->cq); /* every tag was delivered: the server is destroyed */
 	tv_retention_free(srv->retention); /* every query has ended: what waits goes now */
+	tv_peers_free(srv->peers);
 	free(srv);
 }

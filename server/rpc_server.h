@@ -30,9 +30,9 @@
 #define TV_RPC_EOS_GRACE_MS 20
 
 /* Limits on what clients can make the server hold (tracevaultd options; the descriptors they
- * cost are planned in server/fd_plan.h). A stream beyond its limit ends RESOURCE_EXHAUSTED at
- * once, its message naming the option; Delete and Stats calls are answered at once and not
- * counted. Bounds: 1 to 65536 streams (HTTP/2 allows more per connection, no server here
+ * cost are planned in server/fd_plan.h). A stream beyond its limit, or beyond its peer's
+ * share of it (server/peers.h), ends RESOURCE_EXHAUSTED at once, its message naming the
+ * option; Delete and Stats calls are answered at once and not counted. Bounds: 1 to 65536 streams (HTTP/2 allows more per connection, no server here
  * needs more), an idle timeout of 100 ms to 24 h. */
 #define TV_RPC_DEFAULT_MAX_WRITE_STREAMS 256 /* Write streams in progress at once */
 #define TV_RPC_DEFAULT_MAX_QUERY_STREAMS 64  /* Query streams in progress at once */
@@ -58,6 +58,10 @@ struct tv_rpc_server_opts {
 				   * TV_QUERY_MAX_MESSAGE_BYTES (server/query.h) */
 	/* the limits above; 0 takes the default */
 	unsigned max_write_streams, max_query_streams, max_streams_per_connection;
+	/* each peer's share of the Write and Query streams (server/peers.h,
+	 * --max-write-streams-per-peer, --max-query-streams-per-peer): 0 takes the default (half
+	 * of the server's limit, at least 1); more than the server's limit counts as that */
+	unsigned max_write_streams_per_peer, max_query_streams_per_peer;
 	unsigned idle_timeout_ms;
 	/* query memory limits (server/query.h); 0 selects the defaults */
 	size_t query_memory_bytes, query_total_memory_bytes;

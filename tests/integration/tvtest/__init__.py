@@ -24,6 +24,8 @@ One module per concern; this package re-exports their public names, so tests use
                 run_until_kill(): a kill -9 round of writer and querier threads
   filters       FilterSpec: a Query filter as CLI options, as a QueryFilter, and the
                 reference predicate of PROTOCOL.md "Filters"; match_kind()
+  relay         Relay: a TCP relay child that connects on from another loopback address
+                (127.0.0.2), so a client is another peer to the server
   runner        cases() and Results: a test file's cases, their lines and its exit code
   metrics       the --metrics-addr endpoint: metrics_addr() from a log, Scrape (urllib +
                 prometheus_client's parser), http_get()
@@ -48,6 +50,7 @@ from .grpc_client import (GrpcClient, WriteStream, grpc_modules, run_until_kill,
                           write_chunk, write_chunks, write_cmd)
 from .http_clients import WRK_RE, RawHttp, curl, http_request, wrk
 from .loader import FAIL_LINE_RE, Loader, loader_path_key, place_block, query_keys
+from .relay import Relay
 from .runner import Results, cases
 from .procs import (BIN_DIR, GEN_DIR, SKIP, Server, binary, free_port, run, skip,
                     wait_accepting, wait_for)
@@ -73,7 +76,7 @@ __all__ = [
     "write_cmd",
     "WRK_RE", "RawHttp", "curl", "http_request", "wrk",
     "FAIL_LINE_RE", "Loader", "loader_path_key", "place_block", "query_keys",
-    "Results", "cases",
+    "Relay", "Results", "cases",
     "BIN_DIR", "GEN_DIR", "SKIP", "Server", "binary", "free_port", "run", "skip",
     "wait_accepting", "wait_for",
     "RECORD_FIELDS", "TABLE_HEADER", "TABLE_WIDTHS", "check_table", "rfc3339_ms", "table_row",
