@@ -174,12 +174,13 @@ static const char USAGE_LIMITS_HEAD[] =
 	"  --max-query-streams N    Query streams in progress at once, 1 to 65536 (default 64)\n"
 	"  --max-write-streams-per-peer N\n"
 	"                           Write streams one peer (an IPv4 address, an IPv6 /64)\n"
-	"                           holds at once, 1 to 65536 and at most --max-write-streams\n"
-	"                           (default half of it, at least 1): one more ends\n"
-	"                           RESOURCE_EXHAUSTED, so that no one client takes them all\n"
+	"                           holds at once, 1 to 65536, more counting as\n"
+	"                           --max-write-streams (default half of it, at least 1):\n"
+	"                           one more ends RESOURCE_EXHAUSTED, so that no one client\n"
+	"                           takes them all\n"
 	"  --max-query-streams-per-peer N\n"
-	"                           the same for Query streams, 1 to 65536 and at most\n"
-	"                           --max-query-streams (default half of it, at least 1)\n"
+	"                           the same for Query streams, 1 to 65536 (default half of\n"
+	"                           --max-query-streams, at least 1)\n"
 	"  --max-streams-per-connection N\n"
 	"                           streams of one connection at once (HTTP/2; the client\n"
 	"                           queues more), 1 to 65536 (default 16, or half of\n"
@@ -565,25 +566,6 @@ int main(int argc, char **argv)
 	if (mode != MODE_SERVE && (tls_cert || tls_key || tls_ca || require_client_cert || insecure))
 		return usage_error("--tls-* and --insecure serve; --rebuild-catalog and --scrub do "
 				   "not");
-	{
-		/* a peer's share within the server's limit (given, or its default before the
-		 * descriptor plan: one lowered there counts as the share's bound instead) */
-		uint64_t w = plan.write_streams ? plan.write_streams :
-						  TV_RPC_DEFAULT_MAX_WRITE_STREAMS;
-		uint64_t q = plan.query_streams ? plan.query_streams :
-						  TV_RPC_DEFAULT_MAX_QUERY_STREAMS;
-
-		if (write_per_peer > w)
-			return usage_error("--max-write-streams-per-peer %llu is above "
-					   "--max-write-streams %llu: a peer could never hold that "
-					   "many", (unsigned long long)write_per_peer,
-					   (unsigned long long)w);
-		if (query_per_peer > q)
-			return usage_error("--max-query-streams-per-peer %llu is above "
-					   "--max-query-streams %llu: a peer could never hold that "
-					   "many", (unsigned long long)query_per_peer,
-					   (unsigned long long)q);
-	}
 	rc = check_tls_options(o.listen_addr, listen_host, listen_set, tls_cert, tls_key, tls_ca,
 			       require_client_cert, insecure);
 	if (rc)

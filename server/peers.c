@@ -52,8 +52,8 @@ static int parse_ipv4(const char *s, struct tv_peer *out)
 	return 0;
 }
 
-/* "[ADDR]:PORT" or "[ADDR%25SCOPE]:PORT" (RFC 6874; gRPC before 1.50 wrote "%SCOPE"): the
- * scope names the interface, not the peer, and is dropped. */
+/* "[ADDR]:PORT" or "[ADDR%SCOPE]:PORT" (unescaped): the scope names the interface, not the
+ * peer, and is dropped. */
 static int parse_ipv6(const char *s, struct tv_peer *out)
 {
 	const char *close = strchr(s, ']'), *pct;
@@ -85,14 +85,42 @@ static int parse_ipv6(const char *s, struct tv_peer *out)
 	return 0;
 }
 
+static int hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
+	       c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* The URI's percent-escapes decoded into buf (len bytes with the NUL): gRPC 1.51 writes
+ * "ipv6:%5B::1%5D:5555", newer versions "ipv6:[::1]:5555"; a '%' not followed by two hex
+ * digits stays as it is (an older scope, "%2"). -EINVAL when it does not fit. */
+static int unescape(const char *s, char *buf, size_t len)
+{
+	size_t n = 0;
+
+	for (; *s; n++) {
+		if (n + 1 >= len)
+			return -EINVAL;
+		if (s[0] == '%' && hexval(s[1]) >= 0 && hexval(s[2]) >= 0) {
+			buf[n] = (char)(hexval(s[1]) << 4 | hexval(s[2]));
+			s += 3;
+		} else {
+			buf[n] = *s++;
+		}
+	}
+	buf[n] = '\0';
+	return 0;
+}
+
 int tv_peer_parse(const char *s, struct tv_peer *out)
 {
+	char buf[TV_PEER_MAX_STRING];
 	int ret = -EINVAL;
 
-	if (s && !strncmp(s, "ipv4:", 5))
-		ret = parse_ipv4(s + 5, out);
-	else if (s && !strncmp(s, "ipv6:", 5))
-		ret = parse_ipv6(s + 5, out);
+	if (s && !strncmp(s, "ipv4:", 5) && !unescape(s + 5, buf, sizeof(buf)))
+		ret = parse_ipv4(buf, out);
+	else if (s && !strncmp(s, "ipv6:", 5) && !unescape(s + 5, buf, sizeof(buf)))
+		ret = parse_ipv6(buf, out);
 	else if (s && (!strncmp(s, "unix:", 5) || !strncmp(s, "unix-abstract:", 14))) {
 		*out = (struct tv_peer){ TV_PEER_LOCAL, 0 };
 		ret = 0;

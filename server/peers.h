@@ -37,12 +37,17 @@ struct tv_peer {
 /* The longest text tv_peer_format writes, with its NUL ("ffff:ffff:ffff:ffff::/64"). */
 #define TV_PEER_TEXT_LEN 48
 
-/* Parse a peer string of gRPC C core (grpc_sockaddr_to_uri, 1.51):
- *   "ipv4:A.B.C.D:PORT", "ipv6:[ADDR]:PORT", "ipv6:[ADDR%25SCOPE]:PORT" (also "%SCOPE"),
+/* The longest address part (after "ipv4:" or "ipv6:", unescaped) tv_peer_parse reads. */
+#define TV_PEER_MAX_STRING 128
+
+/* Parse a peer string of gRPC C core (grpc_sockaddr_to_uri):
+ *   "ipv4:A.B.C.D:PORT", "ipv6:%5BADDR%5D:PORT" (1.51, as seen from a real ::1 client) or
+ *   "ipv6:[ADDR]:PORT" (later versions), a scope as "%25SCOPE" or "%SCOPE" after ADDR,
  *   "unix:PATH", "unix-abstract:NAME".
  * gRPC already writes a v4-mapped IPv6 address as ipv4:, but "ipv6:[::ffff:A.B.C.D]:PORT" is
  * taken as that IPv4 address too. Returns 0 with *out set, or -EINVAL (s NULL, another scheme,
- * a malformed address) with *out set to the one TV_PEER_UNKNOWN peer. */
+ * a malformed address, one longer than TV_PEER_MAX_STRING) with *out set to the one
+ * TV_PEER_UNKNOWN peer. */
 int tv_peer_parse(const char *s, struct tv_peer *out);
 
 /* The peer as a message names it: "127.0.0.2", "2001:db8:1:2::/64", "local (unix socket)",

@@ -1068,6 +1068,10 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 			free(srv);
 			return -ENOMEM;
 		}
+		fprintf(stderr, "tracevaultd: each peer (an IPv4 address, an IPv6 /64) holds at "
+			"most %u of the %u Write and %u of the %u Query streams\n",
+			share[TV_PEER_WRITE], max[TV_PEER_WRITE], share[TV_PEER_QUERY],
+			max[TV_PEER_QUERY]);
 	}
 	per_conn = o->max_streams_per_connection;
 	if (!per_conn) {

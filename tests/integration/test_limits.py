@@ -174,6 +174,8 @@ SERVER_LIMITS = [
     ("--max-write-streams", 1, 65536, "1 to 65536"),      # server/rpc_server.h
     ("--max-query-streams", 1, 65536, "1 to 65536"),
     ("--max-streams-per-connection", 1, 65536, "1 to 65536"),
+    ("--max-write-streams-per-peer", 1, 65536, "1 to 65536"),  # server/peers.h
+    ("--max-query-streams-per-peer", 1, 65536, "1 to 65536"),
     ("--max-open-files", 1, 1048576, "1 to 1048576"),     # server/store_uring.h
     ("--idle-timeout-ms", 100, 86400000, "100 to 86400000"),
 ]

@@ -2,7 +2,10 @@
 rel-06): descriptors never run out, whatever clients do, because gRPC 1.51's listener stops
 accepting for good after one accept fails with EMFILE. Each case runs its own daemon, most
 under a low RLIMIT_NOFILE (soft = hard, so start-up cannot raise it), and checks the limit's
-status and message, that nothing is left behind, and that a valid put works afterwards."""
+status and message, that nothing is left behind, and that a valid put works afterwards.
+Every client here is one peer (127.0.0.1): the cases that fill the server's Write limit give
+that peer all of it (--max-write-streams-per-peer; each peer's share by default is half,
+test_stream_fairness.py), else its share would be met first."""
 import os
 import re
 import resource
@@ -23,6 +26,11 @@ TS0 = 1767225600000000000  # 2026-01-01T00:00:00Z
 def nofile(n):
     """preexec_fn: the daemon alone runs with RLIMIT_NOFILE n (soft and hard)."""
     return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+
+# the share of the one peer here: the whole Write limit (a share above a lowered default
+# limit counts as that limit)
+WHOLE_SHARE = ["--max-write-streams-per-peer", "256"]
 
 
 def server(limit=None, extra=()):
@@ -122,7 +130,7 @@ def test_idle_streams_of_one_connection_leave_the_server_to_others():
     the descriptors stay far from the limit and a put and a query on other connections are
     served while the abuse lasts, and after it. (80: the smallest limit whose plan leaves
     more than one Write stream beside the queries' block files.)"""
-    with server(80) as srv:
+    with server(80, WHOLE_SHARE) as srv:
         log = srv.log()
         assert "RLIMIT_NOFILE 80 (hard 80)" in log and "defaults lowered to fit" in log, log
         cl = tvtest.GrpcClient(srv.addr, timeout_s=60)
@@ -147,7 +155,7 @@ def test_idle_streams_of_many_connections_get_resource_exhausted():
     stay below the limit, a Query is served meanwhile (its streams have their own limit), and
     once the idle streams are gone the listener still accepts and a put works (the permanent
     failure of rel-06 was an accept failing with EMFILE)."""
-    with server(140) as srv:
+    with server(140, WHOLE_SHARE) as srv:
         writes = int(re.search(r"up to (\d+) Write", srv.log()).group(1))
         # 4 per connection: its share of streams (half the Write limit); more would wait in
         # grpcio's queue behind refused streams, which it does not always release at once
@@ -183,7 +191,8 @@ def test_idle_streams_of_many_connections_get_resource_exhausted():
 def test_write_stream_limit_at_its_edge():
     """--max-write-streams 3: three idle streams are served, the fourth ends RESOURCE_EXHAUSTED
     with the limit in its message, and once one of the three is gone a put works."""
-    with server(extra=["--max-write-streams", "3", "--max-streams-per-connection", "16"]) as srv:
+    with server(extra=["--max-write-streams", "3", "--max-write-streams-per-peer", "3",
+                       "--max-streams-per-connection", "16"]) as srv:
         cl = tvtest.GrpcClient(srv.addr, timeout_s=60)
         streams = [idle_stream(cl, 0x300 + i, 0x3000 + i) for i in range(3)]
         try:

@@ -57,6 +57,10 @@ static void test_ipv6_peers_are_grouped_by_64(void **state)
 {
 	(void)state;
 	assert_string_equal(text("ipv6:[::1]:5555"), "::/64");
+	/* gRPC 1.51 escapes the brackets (seen from a real client of [::1]) */
+	assert_string_equal(text("ipv6:%5B::1%5D:55348"), "::/64");
+	assert_true(same_peer("ipv6:%5b2001:db8:1:2::1%5d:1", "ipv6:[2001:db8:1:2::7]:2"));
+	assert_true(same_peer("ipv6:%5Bfe80::1%252%5D:7070", "ipv6:[fe80::9]:7070"));
 	assert_string_equal(text("ipv6:[2001:db8:1:2:aaaa:bbbb:cccc:dddd]:443"), "2001:db8:1:2::/64");
 	/* one /64, any interface id, any port: one peer */
 	assert_true(same_peer("ipv6:[2001:db8:1:2::1]:1", "ipv6:[2001:db8:1:2:ffff:ffff:ffff:ffff]:2"));
@@ -101,6 +105,9 @@ static void test_garbage_is_refused_as_one_unknown_peer(void **state)
 		"ipv6:[1:2:3:4:5:6:7:8:9]:1", "IPV4:127.0.0.1:1", "vsock:3:1024", "fd:7",
 		"127.0.0.1:5555", "ipv4:127.0.0.1:5555 ", "ipv4: 127.0.0.1:5555",
 		"ipv6:[aaaa:aaaa:aaaa:aaaa:aaaa:aaaa:aaaa:aaaa:aaaa:aaaa:aaaa:aaaa]:1",
+		"ipv6:%5B::1:1", "ipv6:%5B::1%5D", "ipv6:%5::1%5D:1",
+		"ipv6:[::1]:1aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+		"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
 	};
 	struct tv_peer p = { TV_PEER_IPV4, 42 };
 	char buf[TV_PEER_TEXT_LEN];
