@@ -3,10 +3,14 @@ reading them back exactly (issue 13, Hardening): random bytes as the message of 
 Write framing with gaps, overlaps and lengths near 2^64, 2,000 idle Write streams over many
 connections and Query readers that never read (a flood run by a grpc.aio child process of this
 file, `--flood`), and a quick instance of every server-side kind the integrity issue fixed
-(shared cases rel-04, -05, -06, -08, -16, -18). Each hostile call must end with a gRPC status
-or within a bounded wait, the server never crashes, the valid client is served throughout
-(a refusal by a stream limit is retried and its wait bounded), and the server's peak RSS
-(VmHWM) stays under README's bound for the limits it runs with. Prints a summary table.
+(shared cases rel-04, -05, -06, -08, -16, -18). Every hostile call comes from another peer
+address than the valid client (127.0.0.2, through tvtest.Relay), as an attacker's would. Each
+hostile call must end with a gRPC status or within a bounded wait, the server never crashes,
+the valid client is served throughout and never refused (the hostile peer holds at most its
+share of the stream limits, --max-*-streams-per-peer, half of each by default; before the
+shares it held every Write slot and the valid client waited up to 10.5 s in ASan for one),
+and the server's peak RSS (VmHWM) stays under README's bound for the streams the two peers can
+hold. Prints a summary table.
 Seeded: the seed is printed, TV_SEED=N reruns one. Budget: ~40-60 s on a loaded 2-core box.
 Not here, too slow for the suite: a segment of 65,537 blocks (empty v2 blocks on a tmpfs data
 dir, release build: RESOURCE_EXHAUSTED "more than 65536 blocks in one segment" after 30 s,
@@ -29,6 +33,11 @@ MIB = 1 << 20
 MAX_MESSAGE = 1 * MIB  # Query batches may still be up to 4 MiB (test_query_batches_fit_...)
 WRITE_STREAMS = 32
 QUERY_STREAMS = 8
+# each peer's share (the defaults, half), and the streams the valid client holds at most: its
+# one call and the one just ended whose slot is not given back yet (a query: and the CLI's)
+WRITE_SHARE, QUERY_SHARE = WRITE_STREAMS // 2, QUERY_STREAMS // 2
+VALID_WRITES, VALID_QUERIES = 2, 3
+HOSTILE_PEER = "127.0.0.2"
 QUERY_MEMORY = 16 * MIB
 QUERY_TOTAL = 32 * MIB
 IDLE_MS = 2000  # 1000 ms: on a loaded 2-core box the valid client's own stream idled past it
@@ -50,9 +59,18 @@ def per_write_stream():
             + CHECK + PER_STREAM + BLOCK_ENTRY * MAX_BLOCKS)
 
 
+def held_streams():
+    """The Write and Query streams the server holds at most here: README's bound counts every
+    stream of the limits, but the two peers of this test hold at most the hostile one's share
+    and the valid client's few."""
+    return (min(WRITE_STREAMS, WRITE_SHARE + VALID_WRITES),
+            min(QUERY_STREAMS, QUERY_SHARE + VALID_QUERIES))
+
+
 def rss_bound_bytes(base):
-    return (base + WRITE_STREAMS * per_write_stream() + QUERY_TOTAL
-            + QUERY_STREAMS * (QUERY_BATCH + PER_STREAM))
+    writes, queries = held_streams()
+    return (base + writes * per_write_stream() + QUERY_TOTAL
+            + queries * (QUERY_BATCH + PER_STREAM))
 
 
 SEED = int(os.environ.get("TV_SEED", str(int.from_bytes(os.urandom(4), "little"))))
@@ -61,8 +79,9 @@ TS_BOMB = 1_810_000_000 * 10**9    # rel-08's inflating blocks
 TS_BIG = 1_820_000_000 * 10**9     # a segment large enough that a reader can stall on it
 TS_REL = 1_830_000_000 * 10**9     # rel-05's segment
 FLOOD_STREAMS, FLOOD_CONNECTIONS, STALLED_QUERIES = 2000, 20, 40
-VALID_WAIT_S = 30.0  # longest a valid call may wait for a slot (seen: 10.5 s in ASan while
-#                      the flood held every Write slot: the limits have no per-client share)
+VALID_WAIT_S = 5.0  # longest a valid round's call may take (it is never refused: the flood
+#                     holds only its peer's share; was 30 s while the flood could hold every
+#                     Write slot, seen 10.5 s in ASan)
 # a crash or a hang shows as one of these; every hostile call must end otherwise
 NEVER = {"UNKNOWN", "INTERNAL", "UNAVAILABLE", "DEADLINE_EXCEEDED_BY_CLIENT"}
 
@@ -185,8 +204,10 @@ def flood_main(addr, n_streams, n_conns, n_queries, big_from, big_to):
 
 class ValidClient(threading.Thread):
     """Commits 20-record segments in its own time range and reads each back exactly, until
-    stopped; a stream-limit refusal (RESOURCE_EXHAUSTED) is retried every 50 ms and the wait
-    counted. Any other failure, or a wrong answer, is recorded as an error."""
+    stopped. A stream-limit refusal (RESOURCE_EXHAUSTED) must not happen (the test fails on
+    it) but is retried every 50 ms and counted, so that a run on a server without per-peer
+    shares still completes and shows the waits. Any other failure, or a wrong answer, is
+    recorded as an error."""
 
     def __init__(self, addr, rng):
         super().__init__(daemon=True)
@@ -195,6 +216,7 @@ class ValidClient(threading.Thread):
         self.stop = threading.Event()
         self.errors, self.committed = [], []
         self.retries = collections.Counter()
+        self.refusals = []  # the first few refusals' messages
         self.max_wait = {"write": 0.0, "query": 0.0}
 
     def until_served(self, what, fn):
@@ -204,6 +226,8 @@ class ValidClient(threading.Thread):
             if code == "RESOURCE_EXHAUSTED" and "too many %s streams" % what.capitalize() \
                     in details and time.monotonic() - start < 60:
                 self.retries[what] += 1
+                if len(self.refusals) < 5:
+                    self.refusals.append(details)
                 time.sleep(0.05)
                 continue
             self.max_wait[what] = max(self.max_wait[what], time.monotonic() - start)
@@ -247,10 +271,11 @@ class ValidClient(threading.Thread):
 # ---- hostile kinds: each returns rows (kind, statuses seen, expected) ----
 
 class Hostile:
-    def __init__(self, srv, rng):
+    def __init__(self, srv, rng, addr):
+        """addr: where the hostile calls go (the relay: they come from HOSTILE_PEER)."""
         self.srv = srv
         self.rng = rng
-        self.cl = tvtest.GrpcClient(srv.addr, timeout_s=20, own_connection=True)
+        self.cl = tvtest.GrpcClient(addr, timeout_s=20, own_connection=True)
         self.grpc, self.pb = self.cl.grpc, self.cl.pb
         ch = self.cl.ch
         self.raw = {"Write": self.cl.write_raw, "Query": self.cl.query_raw}
@@ -496,7 +521,7 @@ def block_reqs(pb, blk, hdr_bytes, block_id, chunk_bytes, upto=None):
         for off, d, crc in payload_chunks(blk, hdr_bytes, chunk_bytes, upto or len(blk))]
 
 
-def window_streams(srv, pb, n):
+def window_streams(addr, pb, n):
     """n Write streams (n/8 connections) that each send all but the last 8 bytes of a zstd
     block whose frame asks for the largest window (8 MiB, BLOCK.md) and then nothing: every
     one makes the server's content check fill a window, held until the idle timeout ends it.
@@ -505,7 +530,7 @@ def window_streams(srv, pb, n):
                                                 path="/w/%d/" % i + "w" * (48 << 10))
             .SerializeToString()) for i in range(200)]
     blk = tvtest.encode_block_zstd(0xC00, None, level=1, window_log=23, raw_records=raw)
-    clients = [tvtest.GrpcClient(srv.addr, timeout_s=30, own_connection=True)
+    clients = [tvtest.GrpcClient(addr, timeout_s=30, own_connection=True)
                for _ in range((n + 7) // 8)]
     streams = []
     for i in range(n):
@@ -531,7 +556,7 @@ def window_streams(srv, pb, n):
     return counts
 
 
-def fast_writers(srv, pb, n, block_bytes):
+def fast_writers(addr, pb, n, block_bytes):
     """n Write streams at once, each a block of block_bytes in chunks of the message limit,
     sent as fast as the server takes them (its in-flight bound, then HTTP/2 flow control,
     hold them back), then COMMIT. Returns the Counter of their statuses."""
@@ -542,7 +567,7 @@ def fast_writers(srv, pb, n, block_bytes):
     payload_chunks(data, 64, MAX_MESSAGE - 64, len(data))  # once, before the threads
 
     def one(i):
-        cl = tvtest.GrpcClient(srv.addr, timeout_s=60, own_connection=True)
+        cl = tvtest.GrpcClient(addr, timeout_s=60, own_connection=True)
         bid = 0xF00 + i
         for _ in range(200):  # the flood may hold every Write slot for a while
             _, code, details = cl.write_requests(
@@ -591,9 +616,12 @@ def test_hostile_clients_beside_a_valid_one():
             os.environ["ASAN_OPTIONS"] = env_saved
     flood = None
     valid = None
+    relay = None
     try:
         pid = srv.proc.pid
-        h = Hostile(srv, rng)
+        # every hostile call comes from HOSTILE_PEER, the valid client from 127.0.0.1
+        relay = tvtest.Relay(srv.addr, HOSTILE_PEER).start()
+        h = Hostile(srv, rng, relay.addr)
         big = big_segment(h.cl, h.pb)
         bomb = h.bomb(copies=2)
         # warm: one of each call, then the base the bound starts from
@@ -603,7 +631,7 @@ def test_hostile_clients_beside_a_valid_one():
         valid.start()
         start = time.monotonic()
         flood = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--flood",
-                                  srv.addr, str(FLOOD_STREAMS), str(FLOOD_CONNECTIONS),
+                                  relay.addr, str(FLOOD_STREAMS), str(FLOOD_CONNECTIONS),
                                   str(STALLED_QUERIES), str(big[0]), str(big[1])],
                                  stdout=subprocess.PIPE, text=True,
                                  env=dict(os.environ, TV_SEED=str(SEED)))
@@ -668,11 +696,13 @@ def test_hostile_clients_beside_a_valid_one():
         # the memory each Write stream may make the server hold: a content check's zstd
         # window (rel-08's kind at Write), and chunks in flight
         phase("flood")
-        h.row("%d Write streams each holding an 8 MiB zstd window, then idle" % WRITE_STREAMS,
-              window_streams(srv, pb, WRITE_STREAMS), {"DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"})
+        h.row("%d Write streams each holding an 8 MiB zstd window, then idle (the peer's "
+              "share, %d, is held)" % (WRITE_STREAMS, WRITE_SHARE),
+              window_streams(relay.addr, pb, WRITE_STREAMS),
+              {"DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"})
         phase("zstd windows")
-        h.row("16 Write streams of a 16 MiB block in 1 MiB chunks, at once",
-              fast_writers(srv, pb, 16, 16 * MIB), {"OK"})
+        h.row("%d Write streams of a 16 MiB block in 1 MiB chunks, at once" % WRITE_SHARE,
+              fast_writers(relay.addr, pb, WRITE_SHARE, 16 * MIB), {"OK"})
         phase("fast writers")
         slow = max(res["slowest_s"].values())
         assert slow < 55, "a flood call took %.1f s to end" % slow
@@ -703,12 +733,15 @@ def test_hostile_clients_beside_a_valid_one():
         print("peak RSS after each phase (MiB): " + ", ".join(
             "%s %.1f" % (k, v / 1024) for k, v in hwm.items()))
         print("flood: slowest end %.2f s; server descriptors at most %d seen" % (slow, peak_fds))
-        print("RSS: base %.1f MiB, peak (VmHWM) %.1f MiB, bound %.1f MiB (README: base + "
-              "%d x %.1f MiB + %d MiB + %d x %.2f MiB)"
-              % (base_kib / 1024, hwm_kib / 1024, bound / MIB, WRITE_STREAMS,
-                 per_write_stream() / MIB, QUERY_TOTAL // MIB, QUERY_STREAMS,
-                 (QUERY_BATCH + PER_STREAM) / MIB))
+        print("RSS: base %.1f MiB, peak (VmHWM) %.1f MiB, bound %.1f MiB (README's with the "
+              "streams the two peers hold, %d Write and %d Query: base + %d x %.1f MiB + %d MiB "
+              "+ %d x %.2f MiB)"
+              % (base_kib / 1024, hwm_kib / 1024, bound / MIB, *held_streams(),
+                 held_streams()[0], per_write_stream() / MIB, QUERY_TOTAL // MIB,
+                 held_streams()[1], (QUERY_BATCH + PER_STREAM) / MIB))
         assert not valid.errors, valid.errors[:5]
+        assert not valid.retries, ("the valid client was refused", valid.retries,
+                                   valid.refusals)
         assert len(valid.committed) >= 10, len(valid.committed)
         assert max(valid.max_wait.values()) <= VALID_WAIT_S, valid.max_wait
         assert hwm_kib << 10 <= bound, "peak RSS %d KiB above the bound %d KiB" % (
@@ -721,6 +754,8 @@ def test_hostile_clients_beside_a_valid_one():
         if flood is not None and flood.poll() is None:
             flood.kill()
             flood.wait()
+        if relay is not None:
+            relay.stop()
         srv.cleanup()
 
 
