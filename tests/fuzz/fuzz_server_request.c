@@ -190,15 +190,24 @@ static void check_chunk_view(grpc_byte_buffer *bb, const uint8_t *p, size_t n)
 	tv_chunk_view_release(&v);
 }
 
-/* Delete what the stream committed (segment_id with its token), back to the seeded data. */
-static void delete_segment(uint64_t segment_id, uint64_t token)
+/* Delete what the stream committed, back to the seeded data: the segment with its token, or,
+ * when its OPEN_SEGMENT carried no token (a Delete of such a segment is refused: only its
+ * block ids remove it), the blocks the stream opened. */
+static void delete_segment(uint64_t segment_id, uint64_t token, uint64_t *block_ids,
+			   size_t n_block_ids)
 {
 	Tracevault__V1__DeleteRequest req = TRACEVAULT__V1__DELETE_REQUEST__INIT;
 	grpc_byte_buffer *bb = NULL;
 	char msg[256];
 
-	req.segment_id = segment_id;
+	req.segment_id = token ? segment_id : 0;
 	req.writer_token = token;
+	if (!token) {
+		if (!n_block_ids)
+			return; /* an empty segment without a token: nothing to delete */
+		req.n_block_ids = n_block_ids;
+		req.block_ids = block_ids;
+	}
 	FUZZ_CHECK(tv_delete_rpc_check(catalog, &req, msg, sizeof(msg)) == GRPC_STATUS_OK);
 	FUZZ_CHECK(tv_delete_rpc_apply(catalog, store, &metrics, retention, &req, 0, &bb, msg,
 				       sizeof(msg)) == GRPC_STATUS_OK);
@@ -212,7 +221,8 @@ static void write_stream(struct fuzz_in *in, bool check)
 	struct stream st = { 0 };
 	struct tv_segment *seg = tv_segment_new(catalog, store, MAX_MESSAGE_BYTES, &SINK, &st,
 						&seg_stats, &commit_q);
-	uint64_t seg_id = 0, token = 0;
+	uint64_t seg_id = 0, token = 0, *block_ids = NULL;
+	size_t n_block_ids = 0;
 
 	FUZZ_CHECK(seg);
 	while (in->n >= 3 && !st.finished) {
@@ -241,6 +251,15 @@ static void write_stream(struct fuzz_in *in, bool check)
 			seg_id = req->command->segment_id;
 			token = req->command->writer_token;
 		}
+		/* and the blocks it opens, to delete them when it has no token */
+		if (req && req->value_case == TRACEVAULT__V1__WRITE_REQUEST__VALUE_COMMAND &&
+		    req->command->type == TRACEVAULT__V1__COMMAND_TYPE__OPEN_BLOCK &&
+		    req->command->block_id != seed_block_ids[0] &&
+		    req->command->block_id != seed_block_ids[1]) {
+			block_ids = realloc(block_ids, (n_block_ids + 1) * sizeof(*block_ids));
+			FUZZ_CHECK(block_ids);
+			block_ids[n_block_ids++] = req->command->block_id;
+		}
 		if (req)
 			tracevault__v1__write_request__free_unpacked(req, NULL);
 		if (check)
@@ -262,7 +281,8 @@ static void write_stream(struct fuzz_in *in, bool check)
 	tv_segment_free(seg);
 	settle();
 	if (st.committed && check)
-		delete_segment(seg_id, token);
+		delete_segment(seg_id, token, block_ids, n_block_ids);
+	free(block_ids);
 }
 
 static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *d, struct fuzz_in *in)
