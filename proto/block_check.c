@@ -42,6 +42,13 @@ struct tv_block_check {
 	uint32_t seen;     /* records checked */
 	uint64_t last_ts_ns;
 	int failed;
+	/* zstd: the first record rule broken, kept (its errno and reason) until the frame is
+	 * read whole, so that a frame that does not decompress is what the check answers
+	 * whatever the pieces: ZSTD_decompressStream drops the output of a call that fails,
+	 * so the record bytes before a damaged zstd block are walked or not depending on
+	 * where the pieces were cut */
+	int pending;
+	char pending_why[192];
 	/* version 3: the payload's parts (directory, filter, each page) are collected whole,
 	 * each at most its bound (block_v3.h), then checked */
 	uint32_t part;     /* 0 directory, 1 filter, 2 + i page i, 2 + page_count: done */
@@ -259,6 +266,7 @@ int tv_block_check_begin(struct tv_block_check *c, const struct tv_block_header 
 	c->rec_len = c->rec_have = 0;
 	c->seen = 0;
 	c->last_ts_ns = 0;
+	c->pending = 0;
 	c->failed = 1; /* until every header rule passed */
 	if (h->block_id == 0)
 		return tv_errf(err, errlen, -EBADMSG, "block id 0");
@@ -604,9 +612,18 @@ static int inflate(struct tv_block_check *c, const uint8_t *p, size_t len, char 
 				       "block payload does not decompress: %s",
 				       ZSTD_getErrorName(r));
 		}
-		ret = walk(c, c->out, out.pos, err, errlen);
-		if (ret)
-			return ret;
+		/* decompressing past raw_bytes is the frame's fault, and bounds the work done
+		 * while a record rule is pending */
+		if (out.pos > c->h.raw_bytes - c->raw_seen)
+			return tv_errf(err, errlen, -EBADMSG,
+				       "payload decompresses to more than raw_bytes %llu",
+				       (unsigned long long)c->h.raw_bytes);
+		if (c->pending) {
+			c->raw_seen += out.pos;
+		} else if ((ret = walk(c, c->out, out.pos, err, errlen))) {
+			c->pending = ret;
+			snprintf(c->pending_why, sizeof(c->pending_why), "%s", err);
+		}
 		if (r == 0)
 			c->frame_done = 1;
 		/* a full output buffer may leave more to flush without new input */
@@ -649,6 +666,8 @@ int tv_block_check_end(struct tv_block_check *c, char *err, size_t errlen)
 		ret = 0; /* every page was checked whole as it completed */
 	else if (c->h.codec == TV_CODEC_ZSTD && !c->frame_done)
 		ret = tv_errf(err, errlen, -EBADMSG, "payload ends inside its zstd frame");
+	else if (c->pending)
+		ret = tv_errf(err, errlen, c->pending, "%s", c->pending_why);
 	else if (c->raw_seen != c->h.raw_bytes)
 		ret = tv_errf(
 			err, errlen, -EBADMSG,

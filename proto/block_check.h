@@ -45,7 +45,9 @@ int tv_block_check_begin(struct tv_block_check *c, const struct tv_block_header 
 			 size_t errlen);
 /* The next len bytes of the stored payload (the bytes after the header, as sent: compressed
  * for zstd), in order, in pieces of any size (0 included). Fails as soon as the bytes so far
- * break a rule. */
+ * break a rule, except a record rule in a zstd payload: that one is answered by
+ * tv_block_check_end once the frame was read whole, so that a frame that does not decompress
+ * is the answer (-EBADMSG) however the payload was cut into pieces. */
 int tv_block_check_feed(struct tv_block_check *c, const void *payload, size_t len, char *err,
 			size_t errlen);
 /* After the last payload byte: the rules about the whole (the frame ended, raw_bytes and

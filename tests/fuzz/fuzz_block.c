@@ -150,6 +150,8 @@ static int check_in_pieces(const uint8_t *b, size_t len, size_t piece)
 	if (!ret)
 		ret = tv_block_check_end(c, err, sizeof(err));
 out:
+	if (getenv("FUZZ_TRACE"))
+		fprintf(stderr, "in pieces of %zu: %d %s\n", piece, ret, ret ? err : "");
 	tv_block_check_free(c);
 	return ret;
 }

@@ -1,24 +1,33 @@
-/* libFuzzer harness: what tracevaultd does with the request messages of its four core rpcs,
- * driven directly (no network): a Write stream's messages through the zero-copy chunk prefix
- * parser (server/chunk_view.c) and the segment state machine (server/segment.c) over a real
- * store and catalog; Query, Delete and Stats requests unpacked and handled as rpc_server.c does
+/* libFuzzer harness: what tracevaultd does with the request messages of its five rpcs, driven
+ * directly (no network): a Write stream's messages through the zero-copy chunk prefix parser
+ * (server/chunk_view.c) and the segment state machine (server/segment.c) over a real store and
+ * catalog; Query, Delete, Stats and Summary requests unpacked and handled as rpc_server.c does
  * (range check, tv_filter_compile, tv_query_new/next to the end, tv_delete_rpc_check/apply,
- * tv_catalog_stats).
+ * tv_catalog_stats, tv_summary_new/step to the end/reply).
  * The data dir (a fresh temp dir, removed at exit) holds one committed segment written at start
- * through the same segment code: two blocks of 20 records (versions 3 and 2), so queries read
- * real blocks. Whatever an input commits is deleted again after it, and a Delete that names the
- * seeded segment or its blocks is checked but not carried out: every input sees the same data.
- * Input: calls, each a u8 kind (% 4: 0 Write, 1 Query, 2 Delete, 3 Stats) and a u16 length,
- * then that many bytes. A Write call's bytes are its messages, each a u16 (bits 0-14 the
- * length, bit 15: a chunk's crc32c is made right for its data), a u8 split (the message
- * arrives as up to three gRPC slices cut there), then the message bytes; the others' bytes
- * are the request message.
+ * through the same segment code: two blocks of 20 records (versions 3 and 2) whose fields vary
+ * (hosts in mixed case, paths with a query, remotes with and without a port, IPv6, no role,
+ * no response, flags, a latency of 0), so queries and summaries read real blocks. Whatever an
+ * input commits is deleted again after it, and a Delete that names the seeded segment or its
+ * blocks is checked but not carried out: every input sees the same data.
+ * Input: calls, each a u8 kind (% 5: 0 Write, 1 Query, 2 Delete, 3 Stats, 4 Summary; kinds
+ * 0-3 mean what they meant before Summary was added) and a u16 length, then that many bytes.
+ * A Write call's bytes are its messages, each a u16 (bits 0-14 the length, bit 15: a chunk's
+ * crc32c is made right for its data), a u8 split (the message arrives as up to three gRPC
+ * slices cut there), then the message bytes; the others' bytes are the request message.
  * Properties beyond "no crash, no leak": the chunk prefix parser reads exactly what protobuf-c
  * reads (block_id, offset, crc32c, data) whenever it takes a message; a stream ends with one
- * status; a Stats over everything counts the seeded blocks. */
+ * status; a Stats over everything counts the seeded blocks; a Summary refuses exactly the
+ * requests PROTOCOL.md calls invalid (and the filters Query refuses), and otherwise answers
+ * what the harness counts from a Query of the same window and filter: records, groups_total,
+ * the largest max_groups groups in order with their exact counts, latency min/max/sum and
+ * sketch buckets, each quantile within TV_SKETCH_ALPHA of the latency of its rank, the other
+ * groups summed in `other`; over everything without a filter, the seeded records. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +40,7 @@
 
 #include "proto/block.h"
 #include "proto/crc32c.h"
+#include "proto/latency_sketch.h"
 #include "proto/wire.h"
 #include "server/catalog.h"
 #include "server/chunk_view.h"
@@ -41,6 +51,7 @@
 #include "server/retention.h"
 #include "server/segment.h"
 #include "server/store_uring.h"
+#include "server/summary.h"
 #include "tracevault.pb-c.h"
 
 #include "fuzz_check.h"
@@ -179,15 +190,24 @@ static void check_chunk_view(grpc_byte_buffer *bb, const uint8_t *p, size_t n)
 	tv_chunk_view_release(&v);
 }
 
-/* Delete what the stream committed (segment_id with its token), back to the seeded data. */
-static void delete_segment(uint64_t segment_id, uint64_t token)
+/* Delete what the stream committed, back to the seeded data: the segment with its token, or,
+ * when its OPEN_SEGMENT carried no token (a Delete of such a segment is refused: only its
+ * block ids remove it), the blocks the stream opened. */
+static void delete_segment(uint64_t segment_id, uint64_t token, uint64_t *block_ids,
+			   size_t n_block_ids)
 {
 	Tracevault__V1__DeleteRequest req = TRACEVAULT__V1__DELETE_REQUEST__INIT;
 	grpc_byte_buffer *bb = NULL;
 	char msg[256];
 
-	req.segment_id = segment_id;
+	req.segment_id = token ? segment_id : 0;
 	req.writer_token = token;
+	if (!token) {
+		if (!n_block_ids)
+			return; /* an empty segment without a token: nothing to delete */
+		req.n_block_ids = n_block_ids;
+		req.block_ids = block_ids;
+	}
 	FUZZ_CHECK(tv_delete_rpc_check(catalog, &req, msg, sizeof(msg)) == GRPC_STATUS_OK);
 	FUZZ_CHECK(tv_delete_rpc_apply(catalog, store, &metrics, retention, &req, 0, &bb, msg,
 				       sizeof(msg)) == GRPC_STATUS_OK);
@@ -201,7 +221,8 @@ static void write_stream(struct fuzz_in *in, bool check)
 	struct stream st = { 0 };
 	struct tv_segment *seg = tv_segment_new(catalog, store, MAX_MESSAGE_BYTES, &SINK, &st,
 						&seg_stats, &commit_q);
-	uint64_t seg_id = 0, token = 0;
+	uint64_t seg_id = 0, token = 0, *block_ids = NULL;
+	size_t n_block_ids = 0;
 
 	FUZZ_CHECK(seg);
 	while (in->n >= 3 && !st.finished) {
@@ -230,6 +251,15 @@ static void write_stream(struct fuzz_in *in, bool check)
 			seg_id = req->command->segment_id;
 			token = req->command->writer_token;
 		}
+		/* and the blocks it opens, to delete them when it has no token */
+		if (req && req->value_case == TRACEVAULT__V1__WRITE_REQUEST__VALUE_COMMAND &&
+		    req->command->type == TRACEVAULT__V1__COMMAND_TYPE__OPEN_BLOCK &&
+		    req->command->block_id != seed_block_ids[0] &&
+		    req->command->block_id != seed_block_ids[1]) {
+			block_ids = realloc(block_ids, (n_block_ids + 1) * sizeof(*block_ids));
+			FUZZ_CHECK(block_ids);
+			block_ids[n_block_ids++] = req->command->block_id;
+		}
 		if (req)
 			tracevault__v1__write_request__free_unpacked(req, NULL);
 		if (check)
@@ -251,7 +281,8 @@ static void write_stream(struct fuzz_in *in, bool check)
 	tv_segment_free(seg);
 	settle();
 	if (st.committed && check)
-		delete_segment(seg_id, token);
+		delete_segment(seg_id, token, block_ids, n_block_ids);
+	free(block_ids);
 }
 
 static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *d, struct fuzz_in *in)
@@ -262,32 +293,20 @@ static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *d, struct fuzz
 	return protobuf_c_message_unpack(d, NULL, len, p);
 }
 
-static void query(struct fuzz_in *in)
+/* Plan a query of params and filter (taken) and read every batch to the end, each unpacked
+ * and handed to batch (which must not keep it). Returns 0 when the query ended (its end
+ * status read), or tv_query_new's or tv_query_next's error. */
+static int run_query(const struct tv_query_params *params, struct tv_filter *filter,
+		     void (*batch)(void *arg, const Tracevault__V1__QueryResponse *r), void *arg)
 {
-	Tracevault__V1__QueryRequest *req =
-		(void *)unpack(&tracevault__v1__query_request__descriptor, in);
-	struct tv_filter *filter = NULL;
 	struct tv_query *q = NULL;
-	struct tv_query_params params;
 	char err[TV_QUERY_ERR_LEN], details[256];
 	int ret, steps = 0;
 
-	if (!req)
-		return;
-	if (req->from_ns > req->to_ns) /* rpc_server.c's range_valid: INVALID_ARGUMENT */
-		goto out;
-	ret = tv_filter_compile(req->filter, &filter, err, sizeof(err));
+	ret = tv_query_new(&q, catalog, store, &pool, params, filter, err, sizeof(err));
 	if (ret) {
 		FUZZ_CHECK(ret < 0 && err[0]);
-		goto out;
-	}
-	params = (struct tv_query_params){ .from_ns = req->from_ns, .to_ns = req->to_ns,
-					   .limit = req->limit, .reverse = req->reverse,
-					   .features = req->filter ? 1 : 0, .silent = true };
-	ret = tv_query_new(&q, catalog, store, &pool, &params, filter, err, sizeof(err));
-	if (ret) {
-		FUZZ_CHECK(ret < 0 && err[0]);
-		goto out;
+		return ret;
 	}
 	do {
 		grpc_byte_buffer *bb = NULL;
@@ -301,10 +320,9 @@ static void query(struct fuzz_in *in)
 			FUZZ_CHECK(tv_wire_flatten(bb, 1u << 30, &flat, &len) == 0);
 			r = tracevault__v1__query_response__unpack(NULL, len, flat);
 			FUZZ_CHECK(r);
-			/* no more records than asked for, in one batch */
-			FUZZ_CHECK(!req->limit || r->n_records <= req->limit);
 			if (getenv("FUZZ_TRACE"))
 				fprintf(stderr, "query batch: %zu records\n", r->n_records);
+			batch(arg, r);
 			tracevault__v1__query_response__free_unpacked(r, NULL);
 			free(flat);
 			grpc_byte_buffer_destroy(bb);
@@ -314,6 +332,39 @@ static void query(struct fuzz_in *in)
 	if (ret == 0)
 		(void)tv_query_end_status(q, details, sizeof(details));
 	tv_query_free(q);
+	return ret;
+}
+
+/* no more records than asked for, in one batch */
+static void batch_within_limit(void *arg, const Tracevault__V1__QueryResponse *r)
+{
+	const uint64_t *limit = arg;
+
+	FUZZ_CHECK(!*limit || r->n_records <= *limit);
+}
+
+static void query(struct fuzz_in *in)
+{
+	Tracevault__V1__QueryRequest *req =
+		(void *)unpack(&tracevault__v1__query_request__descriptor, in);
+	struct tv_filter *filter = NULL;
+	struct tv_query_params params;
+	char err[TV_QUERY_ERR_LEN];
+	int ret;
+
+	if (!req)
+		return;
+	if (req->from_ns > req->to_ns) /* rpc_server.c's range_valid: INVALID_ARGUMENT */
+		goto out;
+	ret = tv_filter_compile(req->filter, &filter, err, sizeof(err));
+	if (ret) {
+		FUZZ_CHECK(ret < 0 && err[0]);
+		goto out;
+	}
+	params = (struct tv_query_params){ .from_ns = req->from_ns, .to_ns = req->to_ns,
+					   .limit = req->limit, .reverse = req->reverse,
+					   .features = req->filter ? 1 : 0, .silent = true };
+	(void)run_query(&params, filter, batch_within_limit, &req->limit);
 out:
 	tracevault__v1__query_request__free_unpacked(req, NULL);
 }
@@ -360,6 +411,318 @@ static void stats(struct fuzz_in *in)
 	if (req->from_ns <= req->to_ns)
 		FUZZ_CHECK(tv_catalog_stats(catalog, req->from_ns, req->to_ns, &st) == 0);
 	tracevault__v1__stats_request__free_unpacked(req, NULL);
+}
+
+/* ---- Summary, against the same window and filter counted from a Query's records ---- */
+
+/* A group as the reference counts it, from the records a Query returned */
+struct ref_group {
+	char *key;
+	size_t key_len;
+	uint64_t count, n_4xx, n_5xx, n_no_response, n_flagged;
+	uint64_t lat_count, lat_min_ns, lat_max_ns, lat_sum_ns;
+	uint64_t *lat; /* the latencies counted (status != 0), lat_count of them */
+	struct tv_sketch sk;
+};
+
+struct ref {
+	int by;
+	struct ref_group *g;
+	size_t n, cap;
+	uint64_t records, skipped;
+};
+
+/* The key of r under GroupBy by, as PROTOCOL.md words it (written apart from summary.c's):
+ * into buf (at least 24 bytes) or pointing into r. */
+static const char *ref_key(int by, const Tracevault__V1__TraceRecord *r, char *buf, size_t *len)
+{
+	const char *k = "", *colon;
+
+	switch (by) {
+	case TRACEVAULT__V1__GROUP_BY__GROUP_BY_PATH: /* before its first '?' */
+		k = r->path;
+		*len = strcspn(k, "?");
+		return k;
+	case TRACEVAULT__V1__GROUP_BY__GROUP_BY_HOST: /* ASCII-lowercased, port kept */
+		*len = strlen(r->host);
+		for (size_t i = 0; i < *len && i < 255; i++)
+			buf[i] = (char)(r->host[i] >= 'A' && r->host[i] <= 'Z' ? r->host[i] + 32 :
+										     r->host[i]);
+		FUZZ_CHECK(*len < 256);
+		return buf;
+	case TRACEVAULT__V1__GROUP_BY__GROUP_BY_METHOD:
+		k = r->method;
+		break;
+	case TRACEVAULT__V1__GROUP_BY__GROUP_BY_STATUS:
+		*len = (size_t)sprintf(buf, "%u", r->status);
+		return buf;
+	case TRACEVAULT__V1__GROUP_BY__GROUP_BY_COMM:
+		k = r->comm;
+		break;
+	case TRACEVAULT__V1__GROUP_BY__GROUP_BY_REMOTE: /* "[::1]:80" -> "::1", "a:80" -> "a" */
+		k = r->remote;
+		*len = strlen(k);
+		colon = strrchr(k, ':');
+		if (!colon || !colon[1] || strspn(colon + 1, "0123456789") != strlen(colon + 1))
+			return k; /* no port */
+		if (k[0] == '[' && colon > k + 1 && colon[-1] == ']') {
+			*len = (size_t)(colon - k) - 2;
+			return k + 1;
+		}
+		if (k[0] != '[' && memchr(k, ':', (size_t)(colon - k)) == NULL)
+			*len = (size_t)(colon - k);
+		return k;
+	case TRACEVAULT__V1__GROUP_BY__GROUP_BY_ROLE:
+		k = r->role;
+		break;
+	default:
+		break;
+	}
+	*len = strlen(k);
+	return k;
+}
+
+static void ref_batch(void *arg, const Tracevault__V1__QueryResponse *resp)
+{
+	struct ref *ref = arg;
+
+	ref->skipped += resp->n_skipped;
+	for (size_t i = 0; i < resp->n_records; i++) {
+		const Tracevault__V1__TraceRecord *r = resp->records[i];
+		char buf[256];
+		size_t len, k;
+		const char *key = ref_key(ref->by, r, buf, &len);
+		struct ref_group *g;
+
+		for (k = 0; k < ref->n; k++)
+			if (ref->g[k].key_len == len && memcmp(ref->g[k].key, key, len) == 0)
+				break;
+		if (k == ref->n) {
+			if (ref->n == ref->cap) {
+				ref->cap = ref->cap ? 2 * ref->cap : 16;
+				ref->g = realloc(ref->g, ref->cap * sizeof(*ref->g));
+				FUZZ_CHECK(ref->g);
+			}
+			ref->g[k] = (struct ref_group){ .key = malloc(len + 1), .key_len = len };
+			FUZZ_CHECK(ref->g[k].key);
+			memcpy(ref->g[k].key, key, len);
+			ref->g[k].key[len] = '\0';
+			ref->n++;
+		}
+		g = &ref->g[k];
+		g->count++;
+		g->n_4xx += r->status >= 400 && r->status <= 499;
+		g->n_5xx += r->status >= 500 && r->status <= 599;
+		g->n_no_response += r->status == 0;
+		g->n_flagged += r->flags != 0;
+		if (r->status) {
+			g->lat = realloc(g->lat, (g->lat_count + 1) * sizeof(*g->lat));
+			FUZZ_CHECK(g->lat && tv_sketch_add(&g->sk, r->latency_ns, 1, NULL) == 0);
+			g->lat[g->lat_count++] = r->latency_ns;
+			g->lat_min_ns = g->lat_count == 1 || r->latency_ns < g->lat_min_ns ?
+						r->latency_ns : g->lat_min_ns;
+			g->lat_max_ns = r->latency_ns > g->lat_max_ns ? r->latency_ns : g->lat_max_ns;
+			g->lat_sum_ns = g->lat_sum_ns > UINT64_MAX - r->latency_ns ?
+						UINT64_MAX : g->lat_sum_ns + r->latency_ns;
+		}
+		ref->records++;
+	}
+}
+
+/* PROTOCOL.md's order of groups: count descending, then key bytewise ascending */
+static int ref_order(const void *a, const void *b)
+{
+	const struct ref_group *x = a, *y = b;
+	int c = memcmp(x->key, y->key, x->key_len < y->key_len ? x->key_len : y->key_len);
+
+	if (x->count != y->count)
+		return x->count > y->count ? -1 : 1;
+	return c ? c : (x->key_len > y->key_len) - (x->key_len < y->key_len);
+}
+
+static int u64_order(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Add g's counts into o (the groups past the ones returned, which the reply sums in other). */
+static void ref_fold(struct ref_group *o, const struct ref_group *g)
+{
+	o->lat = realloc(o->lat, (o->lat_count + g->lat_count + 1) * sizeof(*o->lat));
+	FUZZ_CHECK(o->lat && tv_sketch_merge(&o->sk, &g->sk, NULL) == 0);
+	if (g->lat_count)
+		memcpy(o->lat + o->lat_count, g->lat, g->lat_count * sizeof(*g->lat));
+	if (g->lat_count && (o->lat_count == 0 || g->lat_min_ns < o->lat_min_ns))
+		o->lat_min_ns = g->lat_min_ns;
+	o->lat_max_ns = g->lat_max_ns > o->lat_max_ns ? g->lat_max_ns : o->lat_max_ns;
+	o->lat_sum_ns = o->lat_sum_ns > UINT64_MAX - g->lat_sum_ns ? UINT64_MAX :
+								    o->lat_sum_ns + g->lat_sum_ns;
+	o->lat_count += g->lat_count;
+	o->count += g->count;
+	o->n_4xx += g->n_4xx;
+	o->n_5xx += g->n_5xx;
+	o->n_no_response += g->n_no_response;
+	o->n_flagged += g->n_flagged;
+}
+
+/* A group of the reply is the reference's: the same counts and exact latency figures, the
+ * same sketch buckets, each quantile within TV_SKETCH_ALPHA of the latency of its rank
+ * (floor(q*(n-1)) of the sorted latencies: PROTOCOL.md's guarantee). */
+static void check_group(const Tracevault__V1__SummaryGroup *m, struct ref_group *g,
+			const double *qs, size_t nq)
+{
+	Tracevault__V1__LatencySketch want = TRACEVAULT__V1__LATENCY_SKETCH__INIT;
+
+	FUZZ_CHECK(strlen(m->key) == g->key_len && memcmp(m->key, g->key, g->key_len) == 0);
+	FUZZ_CHECK(m->count == g->count && m->count_4xx == g->n_4xx && m->count_5xx == g->n_5xx &&
+		   m->count_no_response == g->n_no_response && m->count_flagged == g->n_flagged);
+	FUZZ_CHECK(m->latency_count == g->lat_count && m->latency_sum_ns == g->lat_sum_ns);
+	FUZZ_CHECK(m->latency_min_ns == g->lat_min_ns && m->latency_max_ns == g->lat_max_ns);
+	tv_sketch_to_pb(&g->sk, &want);
+	FUZZ_CHECK(m->latency && m->latency->scale == TV_SKETCH_SCALE &&
+		   m->latency->zero_count == want.zero_count &&
+		   m->latency->offset == want.offset &&
+		   m->latency->n_bucket_counts == want.n_bucket_counts);
+	FUZZ_CHECK(!want.n_bucket_counts ||
+		   memcmp(m->latency->bucket_counts, want.bucket_counts,
+			  want.n_bucket_counts * sizeof(uint64_t)) == 0);
+	FUZZ_CHECK(m->n_quantile_ns == nq);
+	if (g->lat_count)
+		qsort(g->lat, g->lat_count, sizeof(*g->lat), u64_order);
+	for (size_t i = 0; i < nq; i++) {
+		double x = 0;
+
+		if (g->lat_count)
+			x = (double)g->lat[(uint64_t)floor(qs[i] * (double)(g->lat_count - 1))];
+		FUZZ_CHECK(fabs(m->quantile_ns[i] - x) <= TV_SKETCH_ALPHA * x * (1 + 1e-9) + 1e-6);
+	}
+}
+
+/* What Summary must refuse (INVALID_ARGUMENT), from PROTOCOL.md's words. */
+static bool summary_request_valid(const Tracevault__V1__SummaryRequest *req)
+{
+	if (req->from_ns > req->to_ns || (int)req->by < 0 ||
+	    (int)req->by > TRACEVAULT__V1__GROUP_BY__GROUP_BY_ROLE ||
+	    req->max_groups > TV_SUMMARY_MAX_GROUPS || req->n_quantiles > TV_SUMMARY_MAX_QUANTILES)
+		return false;
+	for (size_t i = 0; i < req->n_quantiles; i++)
+		if (!(req->quantiles[i] >= 0 && req->quantiles[i] <= 1))
+			return false;
+	return true;
+}
+
+/* tv_summary_free logs a line per summary on stderr: not one per execution (FUZZ_TRACE
+ * keeps it). */
+static void summary_free_quietly(struct tv_summary *s)
+{
+	int saved, null = -1;
+
+	if (!s)
+		return;
+	saved = getenv("FUZZ_TRACE") ? -1 : dup(2);
+
+	if (saved >= 0 && (null = open("/dev/null", O_WRONLY)) >= 0)
+		dup2(null, 2);
+	tv_summary_free(s);
+	if (null >= 0) {
+		dup2(saved, 2);
+		close(null);
+	}
+	if (saved >= 0)
+		close(saved);
+}
+
+static void summary(struct fuzz_in *in)
+{
+	static const double dflt[] = TV_SUMMARY_DEFAULT_QUANTILES;
+	Tracevault__V1__SummaryRequest *req =
+		(void *)unpack(&tracevault__v1__summary_request__descriptor, in);
+	Tracevault__V1__SummaryResponse *r = NULL;
+	struct tv_summary *s = NULL;
+	struct tv_filter *filter = NULL;
+	struct ref ref = { 0 };
+	struct ref_group other = { .key = (char *)"" };
+	struct tv_query_params params;
+	grpc_byte_buffer *bb = NULL;
+	char err[TV_QUERY_ERR_LEN] = "";
+	uint8_t *flat = NULL;
+	size_t len = 0, nq, max_groups, want_groups;
+	const double *qs;
+	int ret, fret, steps = 0;
+
+	if (!req)
+		return;
+	ret = tv_summary_new(&s, catalog, store, &pool, req, err, sizeof(err));
+	if (!summary_request_valid(req)) {
+		FUZZ_CHECK(ret == -EINVAL && err[0] && !s);
+		goto out;
+	}
+	/* a filter Query refuses, Summary refuses with the same errno */
+	fret = tv_filter_compile(req->filter, &filter, err, sizeof(err));
+	if (fret) {
+		FUZZ_CHECK(ret == fret && !s);
+		goto out;
+	}
+	FUZZ_CHECK(ret == 0 && s);
+	do
+		ret = tv_summary_step(s, err, sizeof(err));
+	while (ret == 1 && ++steps < MAX_QUERY_STEPS);
+	FUZZ_CHECK(ret == 0); /* the seeded blocks are whole: nothing can stop it */
+	FUZZ_CHECK(tv_summary_reply(s, TV_DEFAULT_MAX_MESSAGE_BYTES, &bb, err, sizeof(err)) == 0);
+	FUZZ_CHECK(tv_wire_flatten(bb, 1u << 30, &flat, &len) == 0);
+	r = tracevault__v1__summary_response__unpack(NULL, len, flat);
+	FUZZ_CHECK(r);
+
+	/* the reference: the same window and filter as a Query, every record */
+	ref.by = (int)req->by;
+	params = (struct tv_query_params){ .from_ns = req->from_ns, .to_ns = req->to_ns,
+					   .features = req->filter ? 1 : 0, .silent = true };
+	FUZZ_CHECK(run_query(&params, filter, ref_batch, &ref) == 0);
+	filter = NULL; /* the query took it */
+	if (getenv("FUZZ_TRACE"))
+		fprintf(stderr, "summary: %llu records in %zu groups (query: %llu in %zu)\n",
+			(unsigned long long)r->records, r->n_groups,
+			(unsigned long long)ref.records, ref.n);
+	FUZZ_CHECK(!r->n_skipped && !ref.skipped && !r->groups_overflowed);
+	FUZZ_CHECK(r->records == ref.records && r->groups_total == ref.n);
+	/* over everything, the seeded records exactly (as the Stats at the end counts them) */
+	if (req->from_ns == 0 && req->to_ns == UINT64_MAX && !req->filter)
+		FUZZ_CHECK(r->records == SEED_BLOCKS * SEED_RECORDS);
+
+	/* the largest max_groups groups in order, the rest summed in other */
+	if (ref.n)
+		qsort(ref.g, ref.n, sizeof(*ref.g), ref_order);
+	max_groups = req->max_groups ? req->max_groups : TV_SUMMARY_DEFAULT_GROUPS;
+	want_groups = ref.n < max_groups ? ref.n : max_groups;
+	nq = req->n_quantiles ? req->n_quantiles : sizeof(dflt) / sizeof(dflt[0]);
+	qs = req->n_quantiles ? req->quantiles : dflt;
+	FUZZ_CHECK(r->n_groups == want_groups);
+	for (size_t i = 0; i < want_groups; i++)
+		check_group(r->groups[i], &ref.g[i], qs, nq);
+	for (size_t i = want_groups; i < ref.n; i++)
+		ref_fold(&other, &ref.g[i]);
+	FUZZ_CHECK(!other.count == !r->other);
+	if (r->other)
+		check_group(r->other, &other, qs, nq);
+out:
+	for (size_t i = 0; i < ref.n; i++) {
+		free(ref.g[i].key);
+		free(ref.g[i].lat);
+		tv_sketch_free(&ref.g[i].sk);
+	}
+	free(ref.g);
+	free(other.lat);
+	tv_sketch_free(&other.sk);
+	tv_filter_free(filter);
+	if (r)
+		tracevault__v1__summary_response__free_unpacked(r, NULL);
+	free(flat);
+	if (bb)
+		grpc_byte_buffer_destroy(bb);
+	summary_free_quietly(s);
+	tracevault__v1__summary_request__free_unpacked(req, NULL);
 }
 
 /* ---- the seeded archive ---- */
@@ -423,17 +786,22 @@ static void *seal(unsigned version, uint64_t block_id, uint64_t t0, size_t *len)
 		Tracevault__V1__TraceRecord r = TRACEVAULT__V1__TRACE_RECORD__INIT;
 		char trace[33];
 
+		static const char *const remotes[] = { "127.0.0.1:5000", "[::1]:8080",
+						       "10.0.0.7:443", "::1" };
+		static const char *const hosts[] = { "example.com", "Example.COM:8080", "" };
+
 		r.ts_ns = t0 + i * 1000000ull;
-		r.latency_ns = 1000 + i;
-		r.end_ns = r.ts_ns + r.latency_ns;
+		r.latency_ns = i == 4 ? 0 : 1000 + i * i * 97;
 		r.pid = 100 + i % 3;
 		r.comm = i % 2 ? "nginx" : "curl";
-		r.remote = "127.0.0.1:5000";
-		r.method = i % 4 ? "GET" : "POST";
-		r.path = i % 3 ? "/api/items" : "/health";
-		r.status = i % 5 ? 200 : 500;
-		r.role = i % 2 ? "server" : "client";
-		r.host = "example.com";
+		r.remote = (char *)remotes[(i + 2) % 4];
+		r.method = i == 6 ? "DELETE" : i % 4 ? "GET" : "POST";
+		r.path = i % 3 ? i % 2 ? "/api/items?id=7" : "/api/items" : "/health";
+		r.status = i == 7 ? 404 : i == 11 ? 0 : i % 5 ? 200 : 500;
+		r.flags = i == 11 ? 1 /* NO_RESPONSE */ : i == 13 ? 2 /* PARTIAL */ : 0;
+		r.end_ns = r.ts_ns + r.latency_ns;
+		r.role = i == 9 ? "" : i % 2 ? "server" : "client";
+		r.host = (char *)hosts[i % 3];
 		snprintf(trace, sizeof(trace), "4bf92f3577b34da6a3ce929d0e0e%04x", i);
 		r.trace_id = trace;
 		FUZZ_CHECK(tv_block_builder_add(b, &r) == 0);
@@ -506,6 +874,8 @@ static void write_seeds(const char *d)
 	Tracevault__V1__Range *status[1] = { &st };
 	Tracevault__V1__DeleteRequest del = TRACEVAULT__V1__DELETE_REQUEST__INIT;
 	Tracevault__V1__StatsRequest sr = TRACEVAULT__V1__STATS_REQUEST__INIT;
+	Tracevault__V1__SummaryRequest sum = TRACEVAULT__V1__SUMMARY_REQUEST__INIT;
+	double quantiles[4] = { 0, 0.25, 0.5, 1 };
 	char *methods[2] = { "GET", "POST" }, *trace[1] = { "4BF92F3577B34DA6A3CE929D0E0E0003" };
 	char *remotes[2] = { "127.0.0.0/8", "::1" };
 	uint64_t del_ids[2] = { 0xfeed000000000001ull, 42 };
@@ -569,6 +939,30 @@ static void write_seeds(const char *d)
 	sr.from_ns = 5;
 	sr.to_ns = 4;
 	write_msg_seed(d, "stats_inverted", 3, &sr.base);
+	/* summaries: everything by path; a filtered window by remote with two groups and
+	 * quantiles; by host; an unknown GroupBy (refused) */
+	sum.to_ns = UINT64_MAX;
+	sum.by = TRACEVAULT__V1__GROUP_BY__GROUP_BY_PATH;
+	write_msg_seed(d, "summary_all_by_path", 4, &sum.base);
+	sum.from_ns = 1767225600000000000ull;
+	sum.to_ns = 1767225601010000000ull;
+	sum.by = TRACEVAULT__V1__GROUP_BY__GROUP_BY_REMOTE;
+	sum.max_groups = 2;
+	sum.n_quantiles = 4;
+	sum.quantiles = quantiles;
+	memset(&f, 0, sizeof(f));
+	tracevault__v1__query_filter__init(&f);
+	f.n_methods = 2;
+	f.methods = methods;
+	sum.filter = &f;
+	write_msg_seed(d, "summary_filter_by_remote_max_groups", 4, &sum.base);
+	sum.filter = NULL;
+	sum.max_groups = 0;
+	sum.n_quantiles = 0;
+	sum.by = TRACEVAULT__V1__GROUP_BY__GROUP_BY_HOST;
+	write_msg_seed(d, "summary_window_by_host", 4, &sum.base);
+	sum.by = 9;
+	write_msg_seed(d, "summary_unknown_group_by", 4, &sum.base);
 	exit(0);
 }
 
@@ -639,7 +1033,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	while (in.n) {
 		uint8_t kind = fuzz_u8(&in);
 
-		switch (kind % 4) {
+		switch (kind % 5) {
 		case 0: {
 			size_t n = (size_t)fuzz_uint(&in, 2), len;
 			struct fuzz_in w;
@@ -655,8 +1049,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 2:
 			delete_call(&in);
 			break;
-		default:
+		case 3:
 			stats(&in);
+			break;
+		default:
+			summary(&in);
 			break;
 		}
 	}
