@@ -240,6 +240,9 @@ static int lock_dir(struct tv_data_dir *d, const char *dir, char *err, size_t er
 			       : tv_errf(err, errlen, -1, "cannot lock data dir %s: %s", dir,
 					 strerror(errno));
 	fd = openat(d->dir_fd, TV_DATA_LOCK_FILE, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0 && errno == ELOOP) /* O_NOFOLLOW's answer for a symlink: say that */
+		return tv_errf(err, errlen, -1, "%s/lock is a symlink, not tracevaultd's lock file: "
+			       "remove it (tracevaultd makes the file again)", dir);
 	if (fd < 0)
 		return tv_errf(err, errlen, -1, "cannot open %s/lock: %s", dir, strerror(errno));
 	if (flock(fd, LOCK_EX | LOCK_NB)) {
@@ -419,10 +422,12 @@ static int enforce_perms(struct tv_data_dir *d, const char *dir, char *err, size
 	if (p.foreign) {
 		ret = tv_errf(err, errlen, -1,
 			      "%s/%s is owned by uid %u, not by tracevaultd's uid %u "
-			      "(%u entries so): chown them to uid %u, or run tracevaultd as their "
+			      "(%u such %s): chown %s to uid %u, or run tracevaultd as %s "
 			      "owner",
 			      dir, p.first_foreign, (unsigned)p.first_foreign_uid, (unsigned)p.uid,
-			      p.foreign, (unsigned)p.uid);
+			      p.foreign, p.foreign == 1 ? "entry" : "entries",
+			      p.foreign == 1 ? "it" : "them", (unsigned)p.uid,
+			      p.foreign == 1 ? "its" : "their");
 		goto out;
 	}
 	for (size_t i = 0; i < p.nfixes; i++) {

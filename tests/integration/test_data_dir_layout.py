@@ -4,7 +4,7 @@ a file of another owner is a refusal naming it, a directory that does not look l
 (someone's home: no FORMAT marker, names not of our layout) is refused before anything is
 written into it, a FORMAT of a newer version or foreign text is refused, a dir with our layout
 and no marker (made before the marker existed) is adopted and marked, and a symlink or a file
-where blocks/ should be is refused. Each refusal: exit 1, one line with the reason."""
+where blocks/ should be is refused, as is a symlink where the lock file should be. Each refusal: exit 1, one line with the reason."""
 import os
 import shutil
 import stat
@@ -133,9 +133,15 @@ def test_file_of_another_owner_is_refused():
         victim = os.path.join(d, "blocks", tvtest.block_name(0x20, 0x22))
         os.chown(victim, 12345, 12345)
         os.chmod(victim, 0o644)
-        refused(d, "%s/blocks/%s is owned by uid 12345, not by tracevaultd's uid 0 (1 entries "
-                   "so): chown them to uid 0, or run tracevaultd as their owner"
+        refused(d, "%s/blocks/%s is owned by uid 12345, not by tracevaultd's uid 0 (1 such "
+                   "entry): chown it to uid 0, or run tracevaultd as its owner"
                 % (d, tvtest.block_name(0x20, 0x22)))
+        other = os.path.join(d, "blocks", tvtest.block_name(0x20, 0x21))
+        os.chown(other, 12345, 12345)
+        p = run_tvd(d)
+        assert p.returncode == 1 and "(2 such entries): chown them to uid 0, or run " \
+            "tracevaultd as their owner\n" in p.stderr, p.stderr
+        os.chown(other, 0, 0)
         assert mode(victim) == 0o644 and os.stat(victim).st_uid == 12345  # nothing changed
         os.chown(d, 12345, 12345)
         refused(d, "data dir %s is owned by uid 12345, not by tracevaultd's uid 0: chown it, or "
@@ -285,6 +291,31 @@ def test_data_dir_symlink_is_refused():
         assert os.listdir(os.path.join(top, "real")) == []  # nothing made through it
     finally:
         shutil.rmtree(top)
+
+
+def test_lock_file_symlink_is_refused_as_such():
+    """DIR/lock a symlink (planted: the lock and the pid written into it would go where it
+    points) is refused with a line that says so, not as 'Too many levels of symbolic links';
+    the file it points to is untouched."""
+    srv = written_server()
+    elsewhere = tempfile.mkdtemp(prefix="tv-lock-target-")
+    try:
+        d = srv.data_dir
+        target = os.path.join(elsewhere, "victim")
+        with open(target, "w") as f:
+            f.write("keep\n")
+        os.unlink(os.path.join(d, "lock"))
+        os.symlink(target, os.path.join(d, "lock"))
+        refused(d, "%s/lock is a symlink, not tracevaultd's lock file: remove it (tracevaultd "
+                   "makes the file again)" % d)
+        with open(target) as f:
+            assert f.read() == "keep\n"
+        os.unlink(os.path.join(d, "lock"))
+        srv.start()
+        assert served(srv) == list(range(20))
+    finally:
+        srv.cleanup()
+        shutil.rmtree(elsewhere)
 
 
 def main():
