@@ -4,8 +4,10 @@ copy; a copy with an unknown key must warn, so the check can fail); the capture 
 capabilities are exactly `tracevault capture --print-capabilities` (the code's own list,
 client/capture/privs.c); tracevaultd's unit holds none, runs as a non-root user, and its --data
 (a subdirectory of a 0700 StateDirectory) works for tracevaultd run as another uid in a tree
-laid out the same way. ~3 s; SKIP when systemd-analyze is absent."""
+laid out the same way; README's recipe to verify them before they are installed works as
+written. ~3 s; SKIP when systemd-analyze is absent."""
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -52,6 +54,36 @@ def test_verify_passes_without_warnings():
         bad = built(UNITS[0]).replace("[Service]\n", "[Service]\nNoSuchKey=1\n")
         rc, lines = verify(tmp, {"tv-bad.service": bad})
         assert any("NoSuchKey" in ln for ln in lines), lines
+
+
+README = os.path.join(os.path.dirname(CONTRIB), "README.md")
+
+
+def test_readme_verify_recipe_works_before_install():
+    """README's "Running it as a service" says how to verify the units before the binaries
+    are installed (`systemd-analyze verify contrib/*.service` fails then: their ExecStart=
+    does not exist yet). Its sh block that runs systemd-analyze is run as written, from a
+    directory whose contrib/ and build/ are this tree's: exit 0, no line about a unit."""
+    with open(README) as f:
+        readme = f.read()
+    section = readme[readme.index("## Running it as a service"):]
+    section = section[:section.index("\n## ", 1)]
+    blocks = [b for b in re.findall(r"```sh\n(.*?)```", section, re.S)
+              if "systemd-analyze verify" in b]
+    assert len(blocks) == 1, "README has no sh block that runs systemd-analyze verify"
+    with tempfile.TemporaryDirectory(prefix="tv-readme-units-") as tmp:
+        os.symlink(CONTRIB, os.path.join(tmp, "contrib"))
+        os.symlink(tvtest.BIN_DIR.rstrip("/"), os.path.join(tmp, "build"))
+        p = subprocess.run(["bash", "-euc", blocks[0]], cwd=tmp, capture_output=True,
+                           text=True, timeout=60)
+        assert p.returncode == 0 and p.stdout + p.stderr == "", (blocks[0], p.returncode,
+                                                                 p.stdout, p.stderr)
+        # the control: what the recipe replaces fails while nothing is installed
+        if not any(os.path.exists(INSTALL_DIR + n) for n in ("tracevaultd", "tracevault")):
+            p = subprocess.run("systemd-analyze verify contrib/*.service", shell=True,
+                               cwd=tmp, capture_output=True, text=True, timeout=60)
+            assert p.returncode != 0 and "is not executable" in p.stdout + p.stderr, \
+                (p.returncode, p.stdout, p.stderr)
 
 
 def test_capture_unit_caps_are_the_codes():
