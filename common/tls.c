@@ -20,9 +20,11 @@
 #include "common/errf.h"
 
 /* Read the whole of path (a regular file of at most TV_TLS_MAX_FILE_BYTES) into a fresh
- * NUL-terminated buffer, *out, owned by the caller. opt names the option in messages. A key's
- * buffer is wiped by the caller; a failed read here wipes what it had read. */
-static int read_pem(const char *opt, const char *path, char **out, char *err, size_t errlen)
+ * NUL-terminated buffer, *out, owned by the caller, and its fstat into *stp. opt names the
+ * option in messages. A key's buffer is wiped by the caller; a failed read here wipes what it
+ * had read. */
+static int read_pem(const char *opt, const char *path, char **out, char *err, size_t errlen,
+		    struct stat *stp)
 {
 	struct stat st;
 	size_t len = 0;
@@ -77,6 +79,7 @@ static int read_pem(const char *opt, const char *path, char **out, char *err, si
 	}
 	*out = buf;
 	buf = NULL;
+	*stp = st;
 	ret = 0;
 out:
 	if (buf) {
@@ -85,6 +88,24 @@ out:
 	}
 	close(fd);
 	return ret;
+}
+
+/* The private key's file is not for others to read (PostgreSQL's rule for its ssl_key_file,
+ * which allows the Debian ssl-cert layout): owned by root, at most 0640 (a service's group may
+ * read it); owned by anyone else, at most 0600. The mode of the file read (fstat of the open
+ * descriptor), so a swap after the check cannot pass. */
+static int check_key_mode(const char *path, const struct stat *st, char *err, size_t errlen)
+{
+	mode_t m = st->st_mode & 07777;
+	mode_t bad = st->st_uid == 0 ? (mode_t)(S_IWGRP | S_IXGRP | S_IRWXO) :
+				       (mode_t)(S_IRWXG | S_IRWXO);
+
+	if (!(m & bad))
+		return 0;
+	return tv_errf(err, errlen, -EPERM,
+		       "--tls-key %s is mode %04o, open to %s: a private key must be at most 0600 "
+		       "(0640 when owned by root); chmod 600 %s", path, (unsigned)m,
+		       m & S_IRWXO ? "others" : "its group", path);
 }
 
 /* OpenSSL's reason for the last failure, without its queue: "no start line", "bad base64
@@ -173,6 +194,7 @@ out:
 int tv_tls_pem_load(struct tv_tls_pem *p, const char *ca_path, const char *cert_path,
 		    const char *key_path, char *err, size_t errlen)
 {
+	struct stat st;
 	int ret = 0;
 
 	memset(p, 0, sizeof(*p));
@@ -182,13 +204,14 @@ int tv_tls_pem_load(struct tv_tls_pem *p, const char *ca_path, const char *cert_
 	 * state: a SEGV at exit in about 1 of 40 refused TLS queries. The process is ending
 	 * anyway; the memory goes with it. */
 	OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL);
-	if (ca_path && ((ret = read_pem("tls-ca", ca_path, &p->ca, err, errlen)) ||
+	if (ca_path && ((ret = read_pem("tls-ca", ca_path, &p->ca, err, errlen, &st)) ||
 			(ret = check_ca(ca_path, p->ca, err, errlen))))
 		goto fail;
 	if (cert_path && key_path &&
-	    ((ret = read_pem("tls-cert", cert_path, &p->cert, err, errlen)) ||
-	     (ret = read_pem("tls-key", key_path, &p->key, err, errlen)) ||
-	     (ret = check_pair(cert_path, p->cert, key_path, p->key, err, errlen))))
+	    ((ret = read_pem("tls-cert", cert_path, &p->cert, err, errlen, &st)) ||
+	     (ret = read_pem("tls-key", key_path, &p->key, err, errlen, &st)) ||
+	     (ret = check_pair(cert_path, p->cert, key_path, p->key, err, errlen)) ||
+	     (ret = check_key_mode(key_path, &st, err, errlen))))
 		goto fail;
 	return 0;
 fail:

@@ -23,11 +23,13 @@ struct tv_tls_pem {
 /* Read ca_path, cert_path and key_path (each NULL when not given; cert and key both or
  * neither, which the CLIs check first) and check them: ca holds at least one certificate and
  * nothing else fails to parse; cert's first block is a certificate; key is a private key
- * matching it. Returns 0 with *p filled, or a negative errno with *p empty and one reason in
- * err naming the option and the file: "cannot read --tls-key FILE: Permission denied"
- * (-errno), "--tls-ca FILE: more than 1M" (-EFBIG), "invalid --tls-cert FILE: no PEM
- * certificate" (-EINVAL), "--tls-key FILE does not match the certificate of --tls-cert
- * FILE" (-EINVAL), -ENOMEM. A key's contents never appear in err. */
+ * matching it, in a file no other user may read (at most 0600, or 0640 when owned by root, as
+ * PostgreSQL requires of its key). Returns 0 with *p filled, or a negative errno with *p
+ * empty and one reason in err naming the option and the file: "cannot read --tls-key FILE:
+ * Permission denied" (-errno), "--tls-ca FILE: more than 1M" (-EFBIG), "--tls-key FILE is
+ * mode 0644, open to others: ..." (-EPERM), "invalid --tls-cert FILE: no PEM certificate"
+ * (-EINVAL), "--tls-key FILE does not match the certificate of --tls-cert FILE" (-EINVAL),
+ * -ENOMEM. A key's contents never appear in err. */
 int tv_tls_pem_load(struct tv_tls_pem *p, const char *ca_path, const char *cert_path,
 		    const char *key_path, char *err, size_t errlen);
 

@@ -34,7 +34,8 @@ struct tv_tls_args {
 	"                             --server (an IP as an IP subjectAltName)\n"               \
 	"      --tls-cert FILE        a client certificate (PEM chain, leaf first) for a\n"    \
 	"                             server that asks for one (mutual TLS); needs --tls-key\n" \
-	"      --tls-key FILE         its private key (unencrypted PEM; never logged)\n"       \
+	"      --tls-key FILE         its private key (unencrypted PEM, mode at most 0600 or\n" \
+	"                             root's 0640, else exit 1; never logged)\n"             \
 	"      --tls-server-name NAME the name the server's certificate must carry, instead\n" \
 	"                             of the HOST of --server\n"                               \
 	"                             (files at most 1M; a file that is missing, unreadable,\n" \

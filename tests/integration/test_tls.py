@@ -5,7 +5,8 @@ plaintext client, a client without a certificate and one with the other CA's are
 exit 1 with a line naming why (put, query, summary; capture too, whose refusal comes before
 any eBPF is loaded); so is a name the server's certificate does not carry; the Python
 grpcio client works with the same CA; tracevaultd refuses a plaintext non-loopback --listen
-unless --insecure; the option checks of both binaries; no key ever appears in any output.
+unless --insecure; the option checks of both binaries; a key file others may read is refused;
+no key ever appears in any output.
 Time budget: about 15 s (three servers, EC keys)."""
 import json
 import os
@@ -322,6 +323,47 @@ def test_option_errors(env):
         p = env.run(q + args)
         assert p.returncode == 1 and p.stderr.startswith("tracevault: " + want) and \
             p.stderr.count("\n") == 1, (args, p.returncode, p.stderr)
+
+
+def test_private_key_open_to_others_is_refused(env):
+    """A --tls-key file that others may read: exit 1, one line naming the file and its mode,
+    on tracevaultd and on a client; as PostgreSQL allows, a root-owned key may be 0640 (the
+    service's group reads it), one of another owner may not."""
+    data = tempfile.mkdtemp(prefix="tv-tls-")
+    loose = env.p("loose.key")
+    shutil.copy(env.p("server.key"), loose)
+    args = ["--data", os.path.join(data, "d"), "--listen", "127.0.0.1:0",
+            "--tls-cert", env.p("server.pem"), "--tls-key", loose]
+    try:
+        for mode, who in ((0o644, "others"), (0o604, "others"), (0o660, "its group")):
+            os.chmod(loose, mode)
+            p = daemon(args)
+            env.outputs += [p.stdout, p.stderr]
+            assert p.returncode == 1 and p.stdout == "" and p.stderr == (
+                "tracevaultd: --tls-key %s is mode %04o, open to %s: a private key must be at "
+                "most 0600 (0640 when owned by root); chmod 600 %s\n" % (loose, mode, who,
+                                                                         loose)), p.stderr
+            assert not os.path.exists(os.path.join(data, "d"))  # before the data dir
+        client_key = env.p("loose-client.key")
+        shutil.copy(env.p("client.key"), client_key)
+        os.chmod(client_key, 0o644)
+        p = env.run(["query", "--server", "127.0.0.1:1", "--from", "-1m", "--tls-ca",
+                     env.p("ca.pem"), "--tls-cert", env.p("client.pem"), "--tls-key",
+                     client_key])
+        assert p.returncode == 1 and p.stderr.startswith(
+            "tracevault: --tls-key %s is mode 0644, open to others" % client_key) and \
+            p.stderr.count("\n") == 1, p.stderr
+        if os.geteuid() == 0:
+            os.chmod(loose, 0o640)
+            os.chown(loose, 0, 0)
+            with tvtest.Server(extra_args=args[4:]) as srv:  # root's 0640: served
+                assert env.query(srv.addr, ["--tls-ca", env.p("ca.pem")]) == []
+            os.chown(loose, 65534, 0)  # another owner's 0640: refused
+            p = daemon(args)
+            assert p.returncode == 1 and "is mode 0640, open to its group" in p.stderr, \
+                p.stderr
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def test_help_documents_tls(env):
