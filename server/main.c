@@ -30,6 +30,7 @@
 #include "server/catalog.h"
 #include "server/data_dir.h"
 #include "server/fd_plan.h"
+#include "server/grpc_log.h"
 #include "server/raw_backfill.h"
 #include "server/recovery.h"
 #include "server/query.h"
@@ -644,6 +645,7 @@ int main(int argc, char **argv)
 	o.tls = &tls;
 	o.require_client_cert = require_client_cert;
 	grpc_init();
+	tv_grpc_log_install(); /* gRPC's lines rate-limited, its TLS failures counted */
 	if (tv_rpc_server_start(&srv, &o, catalog, store, &port, err, sizeof(err))) {
 		grpc_shutdown();
 		goto fail;
@@ -685,6 +687,7 @@ int main(int argc, char **argv)
 	tv_metrics_http_stop(metrics); /* before the counters it reads go */
 	tv_rpc_server_free(srv);
 	grpc_shutdown();
+	tv_grpc_log_tick(1); /* what the last window suppressed */
 	fprintf(stderr, "tracevaultd: stopped\n");
 	rc = 0;
 	goto out;

@@ -63,6 +63,9 @@ void tv_server_metrics_init(struct tv_server_metrics *m, int data_fd,
 		  ext->retention_blocks),
 		C("retention_removed_bytes_total", "Block bytes removed by retention passes.",
 		  ext->retention_bytes),
+		C("tls_handshake_failures_total", "TLS handshakes on the gRPC port that failed "
+		  "(gRPC's 'Handshake failed' log line: not TLS, bad certificates); 0 without "
+		  "--tls-cert.", ext->tls_handshake_failures),
 		G("data_dir_free_bytes", "Bytes available to tracevaultd on the data dir's file "
 		  "system (statvfs f_bavail * f_frsize, read at each scrape).", &m->disk_free_bytes),
 	};

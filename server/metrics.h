@@ -1,7 +1,8 @@
 /* tracevaultd's metrics (--metrics-addr): the counters the server's modules bump where things
  * happen (segment.c: writes, commits, aborts; delete_rpc.c: deletions; rpc_server.c: query
- * latency, the stored totals and refused streams), the counters other modules already keep (retention's removals,
- * the store's quarantined blocks), and their exposition table (common/metrics.h). Written on the
+ * latency, the stored totals and refused streams), the counters other modules already keep
+ * (retention's removals, the store's quarantined blocks, grpc_log.c's TLS handshake failures),
+ * and their exposition table (common/metrics.h). Written on the
  * server's one thread with relaxed atomics, read by the metrics endpoint's thread. */
 #ifndef TV_SERVER_METRICS_H
 #define TV_SERVER_METRICS_H
@@ -11,7 +12,7 @@
 #include "common/metrics.h"
 
 /* Series in the table (tv_server_metrics_init fills it). */
-#define TV_SERVER_METRICS_SERIES 20
+#define TV_SERVER_METRICS_SERIES 21
 
 /* Why a Write or Query stream was refused RESOURCE_EXHAUSTED at its start (rpc_server.c). */
 enum tv_refused_reason {
@@ -45,6 +46,7 @@ struct tv_server_metrics {
 struct tv_server_metrics_ext {
 	const uint64_t *quarantined_blocks;  /* tv_store_quarantined_blocks */
 	const uint64_t *retention_segments, *retention_blocks, *retention_bytes; /* retention */
+	const uint64_t *tls_handshake_failures; /* tv_grpc_log_tls_handshake_failures */
 };
 
 /* Zero m and build its table over m's own fields and ext's. data_fd (the data dir, kept open

@@ -25,6 +25,7 @@
 #include "common/grpc_util.h"
 #include "common/metrics.h"
 #include "server/delete_rpc.h"
+#include "server/grpc_log.h"
 #include "server/peers.h"
 #include "server/query.h"
 #include "server/segment.h"
@@ -1038,8 +1039,10 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 		return -EIO;
 	}
 	{
-		struct tv_server_metrics_ext ext = { .quarantined_blocks =
-							tv_store_quarantined_blocks(s) };
+		struct tv_server_metrics_ext ext = {
+			.quarantined_blocks = tv_store_quarantined_blocks(s),
+			.tls_handshake_failures = tv_grpc_log_tls_handshake_failures(),
+		};
 
 		tv_retention_counters(srv->retention, &ext.retention_segments,
 				      &ext.retention_blocks, &ext.retention_bytes);
@@ -1195,6 +1198,7 @@ static void idle_expire(struct tv_rpc_server *srv)
 	srv->next_idle_scan = gpr_time_add(now, gpr_time_from_millis(TV_RPC_IDLE_SCAN_MS,
 								      GPR_TIMESPAN));
 	refresh_stored(srv); /* Delete, retention and quarantine change them too */
+	tv_grpc_log_tick(0); /* a burst of gRPC log lines suppressed: say so once it ended */
 	for (struct call *c = srv->calls, *next; c; c = next) {
 		next = c->next; /* idle_end does not free c (its ops are still out), but be safe */
 		if (c->state == C_REQUESTED || c->state == C_DONE || c->idle_ended ||

@@ -6,16 +6,19 @@ exit 1 with a line naming why (put, query, summary; capture too, whose refusal c
 any eBPF is loaded); so is a name the server's certificate does not carry; the Python
 grpcio client works with the same CA; tracevaultd refuses a plaintext non-loopback --listen
 unless --insecure; the option checks of both binaries; a key file others may read is refused;
-no key ever appears in any output.
+garbage sent to the TLS port is counted and its log lines rate-limited; no key ever appears in
+any output.
 Time budget: about 15 s (three servers, EC keys)."""
 import json
 import os
 import random
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tvtest  # noqa: E402
@@ -323,6 +326,50 @@ def test_option_errors(env):
         p = env.run(q + args)
         assert p.returncode == 1 and p.stderr.startswith("tracevault: " + want) and \
             p.stderr.count("\n") == 1, (args, p.returncode, p.stderr)
+
+
+GARBAGE_CONNECTIONS = 30
+
+
+def garbage_connection(port):
+    """One peer that sends bytes that are not TLS to the TLS port, then waits for the close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        while s.recv(4096):
+            pass
+
+
+def test_garbage_on_the_tls_port_is_rate_limited_and_counted(env):
+    """Peers sending garbage to the TLS port: every failed handshake is counted
+    (tracevault_server_tls_handshake_failures_total), but gRPC's 'Handshake failed' line is
+    printed for the first TV_GRPC_LOG_WINDOW_LINES of a window only, then one line counts the
+    rest (at stop here: the window is 60 s); real clients are served meanwhile."""
+    with env.server("--metrics-addr", "127.0.0.1:0") as srv:
+        maddr = tvtest.metrics_addr(srv.log())
+        assert tvtest.Scrape(maddr).value(
+            "tracevault_server_tls_handshake_failures_total") == 0
+        port = int(srv.addr.rsplit(":", 1)[1])
+        for _ in range(GARBAGE_CONNECTIONS):
+            garbage_connection(port)
+        assert env.query(srv.addr, env.client_args()) == []
+        deadline = time.monotonic() + 10
+        while True:  # the count is bumped as gRPC logs, before it closes the connection
+            got = tvtest.Scrape(maddr).value("tracevault_server_tls_handshake_failures_total")
+            if got == GARBAGE_CONNECTIONS or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert got == GARBAGE_CONNECTIONS, got
+        assert srv.stop() == 0
+        log = srv.log()
+    env.outputs.append(log)
+    printed = [ln for ln in log.splitlines() if "Handshake failed" in ln]
+    assert all(GRPC_LOG.match(ln) for ln in printed), printed
+    m = re.findall(r"^tracevaultd: gRPC log: (\d+) more lines suppressed \(at most (\d+) per "
+                   r"60 s\), (\d+) of them TLS handshake failures", log, re.M)
+    assert len(m) == 1, log
+    suppressed, at_most, tls = (int(x) for x in m[0])
+    assert len(printed) == at_most < GARBAGE_CONNECTIONS, (len(printed), at_most, log)
+    assert suppressed == tls == GARBAGE_CONNECTIONS - at_most, (m, log)
 
 
 def test_private_key_open_to_others_is_refused(env):
