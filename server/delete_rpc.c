@@ -103,8 +103,8 @@ grpc_status_code tv_delete_rpc_apply(struct tv_catalog *c, struct tv_store *s,
 				     struct tv_server_metrics *metrics,
 				     struct tv_retention *r,
 				     const Tracevault__V1__DeleteRequest *req,
-				     uint64_t deleted_temp_blocks, grpc_byte_buffer **out, char *msg,
-				     size_t msglen)
+				     uint64_t aborted_streams, uint64_t deleted_temp_blocks,
+				     grpc_byte_buffer **out, char *msg, size_t msglen)
 {
 	Tracevault__V1__DeleteResponse resp = TRACEVAULT__V1__DELETE_RESPONSE__INIT;
 	struct targets t = { 0 };
@@ -162,9 +162,13 @@ grpc_status_code tv_delete_rpc_apply(struct tv_catalog *c, struct tv_store *s,
 	else if (resp.deleted_blocks)
 		fprintf(stderr, "delete %zu block ids: removed %llu blocks\n", req->n_block_ids,
 			(unsigned long long)resp.deleted_blocks);
-	/* removed whatever the reply's fate: the files and rows are gone */
+	/* removed whatever the reply's fate: the files and rows are gone. A segment Delete that
+	 * found nothing (its segment aborted, deleted or never written: a writer's cleanup after
+	 * a failure does that) is not a deleted segment */
 	if (req->segment_id)
-		tv_metric_add(&metrics->segments_deleted, 1);
+		tv_metric_add(seg_blocks || aborted_streams || deleted_temp_blocks ?
+				      &metrics->segments_deleted : &metrics->segment_deletes_noop,
+			      1);
 	tv_metric_add(&metrics->deleted_blocks, resp.deleted_blocks);
 	if (tv_wire_pack(&resp.base, out)) {
 		snprintf(msg, msglen, "out of memory packing the response");

@@ -28,16 +28,19 @@ grpc_status_code tv_delete_rpc_check(struct tv_catalog *c,
 
 /* Carry out req: its segment's committed blocks (segment_id != 0 with its writer_token: T1,
  * U and T2 of retention.h, so a crash never leaves part of the segment), then its block_ids
- * (files first, then rows); logs what was removed. deleted_temp_blocks (temp files of aborted in-flight streams) goes into the
- * response as is. Returns GRPC_STATUS_OK with *out the packed DeleteResponse (the caller owns
- * it), or the status to end the call with (server/status.h's table) and its reason in msg
- * (msglen bytes, always terminated; "" on OK). An OK Delete of a segment counts in
- * metrics->segments_deleted, its removed blocks in metrics->deleted_blocks. */
+ * (files first, then rows); logs what was removed. The caller aborted aborted_streams Write
+ * streams of the segment still in flight, which removed deleted_temp_blocks temp files (that
+ * count goes into the response as is). Returns GRPC_STATUS_OK with *out the packed
+ * DeleteResponse (the caller owns it), or the status to end the call with (server/status.h's
+ * table) and its reason in msg (msglen bytes, always terminated; "" on OK). An OK Delete of a
+ * segment counts in metrics->segments_deleted when it removed something (committed blocks, an
+ * in-flight stream, temp files), else in metrics->segment_deletes_noop; the blocks it removed
+ * count in metrics->deleted_blocks. */
 grpc_status_code tv_delete_rpc_apply(struct tv_catalog *c, struct tv_store *s,
 				     struct tv_server_metrics *metrics,
 				     struct tv_retention *r,
 				     const Tracevault__V1__DeleteRequest *req,
-				     uint64_t deleted_temp_blocks, grpc_byte_buffer **out, char *msg,
-				     size_t msglen);
+				     uint64_t aborted_streams, uint64_t deleted_temp_blocks,
+				     grpc_byte_buffer **out, char *msg, size_t msglen);
 
 #endif

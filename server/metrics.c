@@ -39,8 +39,12 @@ void tv_server_metrics_init(struct tv_server_metrics *m, int data_fd,
 		C("segments_aborted_total", "Opened segments given up uncommitted (cancelled, "
 		  "failed, deleted while open, stream ended without COMMIT).",
 		  &m->segments_aborted),
-		C("segments_deleted_total", "Delete calls that removed a segment.",
+		C("segments_deleted_total", "Delete calls that removed a segment: its committed "
+		  "blocks, a Write stream of it in flight or that stream's temp files.",
 		  &m->segments_deleted),
+		C("segment_deletes_noop_total", "Delete calls naming a segment that found nothing "
+		  "of it to remove (aborted, deleted or never written before).",
+		  &m->segment_deletes_noop),
 		C("deleted_blocks_total", "Committed blocks removed by Delete calls.",
 		  &m->deleted_blocks),
 		H("commit_duration_seconds", "From a COMMIT's arrival to its reply, for committed "

@@ -12,7 +12,7 @@
 #include "common/metrics.h"
 
 /* Series in the table (tv_server_metrics_init fills it). */
-#define TV_SERVER_METRICS_SERIES 21
+#define TV_SERVER_METRICS_SERIES 22
 
 /* Why a Write or Query stream was refused RESOURCE_EXHAUSTED at its start (rpc_server.c). */
 enum tv_refused_reason {
@@ -27,8 +27,10 @@ struct tv_server_metrics {
 	uint64_t segments_committed;
 	uint64_t segments_aborted;   /* opened segments given up: cancel, failure, Delete, end */
 	struct tv_histogram commit_seconds; /* COMMIT received to its reply (with its group) */
-	/* delete_rpc.c: Delete calls that removed a segment, and the blocks Delete removed */
-	uint64_t segments_deleted, deleted_blocks;
+	/* delete_rpc.c: Delete calls that removed a segment (committed blocks, a stream in
+	 * flight or its temp files), those that named a segment and found nothing of it, and
+	 * the blocks Delete removed */
+	uint64_t segments_deleted, segment_deletes_noop, deleted_blocks;
 	struct tv_histogram query_seconds; /* a Query call from its request to its status */
 	/* rpc_server.c: streams refused at their start, [Write 0, Query 1][reason] (the
 	 * classes of server/peers.h) */

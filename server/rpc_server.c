@@ -683,20 +683,23 @@ out:
 	tracevault__v1__query_request__free_unpacked(req, NULL);
 }
 
-/* In-flight streams of a deleted segment lose their temp data and end ABORTED. Returns the temp
- * files they removed. */
-static uint64_t abort_segment_streams(struct tv_rpc_server *srv, uint64_t segment_id)
+/* In-flight streams of a deleted segment lose their temp data and end ABORTED. Returns the
+ * streams aborted; *removed gets the temp files they removed. */
+static uint64_t abort_segment_streams(struct tv_rpc_server *srv, uint64_t segment_id,
+				      uint64_t *removed)
 {
-	uint64_t removed = 0;
+	uint64_t n = 0;
 
+	*removed = 0;
 	for (struct call *w = srv->calls; w; w = w->next) {
 		if (w->m != M_WRITE || !w->seg || status_decided(w) ||
 		    tv_segment_id(w->seg) != segment_id || !tv_segment_is_open(w->seg))
 			continue;
-		removed += tv_segment_abort(w->seg, "deleted by a Delete call");
+		*removed += tv_segment_abort(w->seg, "deleted by a Delete call");
 		finish(w, GRPC_STATUS_ABORTED, "segment deleted by a Delete call");
+		n++;
 	}
-	return removed;
+	return n;
 }
 
 static void delete_begin(struct call *c)
@@ -704,7 +707,7 @@ static void delete_begin(struct call *c)
 	struct tv_rpc_server *srv = c->srv;
 	Tracevault__V1__DeleteRequest *req;
 	grpc_byte_buffer *bb = NULL;
-	uint64_t temp_blocks = 0;
+	uint64_t temp_blocks = 0, streams = 0;
 	grpc_status_code code;
 	char msg[256];
 
@@ -719,9 +722,9 @@ static void delete_begin(struct call *c)
 		goto out;
 	}
 	if (req->segment_id)
-		temp_blocks = abort_segment_streams(srv, req->segment_id);
+		streams = abort_segment_streams(srv, req->segment_id, &temp_blocks);
 	code = tv_delete_rpc_apply(srv->catalog, srv->store, &srv->metrics, srv->retention, req,
-				   temp_blocks, &bb, msg, sizeof(msg));
+				   streams, temp_blocks, &bb, msg, sizeof(msg));
 	if (code == GRPC_STATUS_OK)
 		enqueue(c, bb);
 	finish(c, code, msg);

@@ -209,7 +209,7 @@ static void delete_segment(uint64_t segment_id, uint64_t token, uint64_t *block_
 		req.block_ids = block_ids;
 	}
 	FUZZ_CHECK(tv_delete_rpc_check(catalog, &req, msg, sizeof(msg)) == GRPC_STATUS_OK);
-	FUZZ_CHECK(tv_delete_rpc_apply(catalog, store, &metrics, retention, &req, 0, &bb, msg,
+	FUZZ_CHECK(tv_delete_rpc_apply(catalog, store, &metrics, retention, &req, 0, 0, &bb, msg,
 				       sizeof(msg)) == GRPC_STATUS_OK);
 	grpc_byte_buffer_destroy(bb);
 	settle();
@@ -390,7 +390,7 @@ static void delete_call(struct fuzz_in *in)
 			seeded = seeded || req->block_ids[i] == seed_block_ids[k];
 	if (seeded)
 		goto out;
-	code = tv_delete_rpc_apply(catalog, store, &metrics, retention, req, 0, &bb, msg,
+	code = tv_delete_rpc_apply(catalog, store, &metrics, retention, req, 0, 0, &bb, msg,
 				   sizeof(msg));
 	FUZZ_CHECK(code == GRPC_STATUS_OK ? bb != NULL : msg[0] != '\0');
 	if (bb)

@@ -5,7 +5,9 @@ the operations done here imply.
 - writes, queries, an aborted and a deleted segment: written records/blocks/bytes equal what
   was sent, committed segments and the commit histogram's _count equal the commits, the query
   histogram's _count the Query calls, aborted and deleted segments one each, the stored
-  gauges follow (commits up, the Delete down), disk free is the data dir's statvfs.
+  gauges follow (commits up, the Delete down), disk free is the data dir's statvfs; a Delete
+  of the aborted segment (a writer's cleanup) removes nothing and counts as a no-op, not as
+  a deleted segment.
 - retention and quarantine: removed segments/blocks/bytes equal what the retention log lines
   say and the stored gauges what is left; a block damaged on disk and met by a query is
   counted as quarantined.
@@ -121,20 +123,36 @@ def test_writes_queries_aborts_and_deletes_move_the_counters():
 
         # an opened segment cancelled: one abort, nothing written
         _, code, _ = cl.write_requests([
-            tvtest.write_cmd(pb.OPEN_SEGMENT, segment_id=0x999),
+            tvtest.write_cmd(pb.OPEN_SEGMENT, segment_id=0x999, writer_token=0x7999),
             tvtest.write_cmd(pb.OPEN_BLOCK, block_id=0x99901, length=100),
             tvtest.write_cmd(pb.CANCEL)])
         assert code == grpc.StatusCode.OK, code
         sc = tvtest.Scrape(addr)
         assert sc.value(S + "segments_aborted_total") == 1
         assert sc.value(S + "segments_committed_total") == 5
+        assert sc.value(S + "segment_deletes_noop_total") == 0
+        # its writer's cleanup Deletes it: nothing is left of it, so no segment was deleted
+        code, details, resp = cl.delete_segment(0x999, writer_token=0x7999)
+        assert code == grpc.StatusCode.OK and resp.deleted_blocks == 0 and \
+            resp.deleted_temp_blocks == 0, (code, details, resp)
+        sc = tvtest.Scrape(addr)
+        assert sc.value(S + "segments_deleted_total") == 0, sc.text
+        assert sc.value(S + "segment_deletes_noop_total") == 1, sc.text
+        assert sc.value(S + "deleted_blocks_total") == 0
 
         sid, blocks = segs[2]
         code, details, resp = cl.delete_segment(sid, writer_token=0x7000 + 2)
         assert code == grpc.StatusCode.OK and resp.deleted_blocks == len(blocks), (code, details)
         sc = wait_value(addr, S + "stored_blocks", sent_blocks - len(blocks))
         assert sc.value(S + "segments_deleted_total") == 1
+        assert sc.value(S + "segment_deletes_noop_total") == 1
         assert sc.value(S + "deleted_blocks_total") == len(blocks)
+        # the same Delete again: nothing left, a no-op
+        code, details, resp = cl.delete_segment(sid, writer_token=0x7000 + 2)
+        assert code == grpc.StatusCode.OK and resp.deleted_blocks == 0, (code, details)
+        sc = tvtest.Scrape(addr)
+        assert sc.value(S + "segments_deleted_total") == 1, sc.text
+        assert sc.value(S + "segment_deletes_noop_total") == 2, sc.text
         assert sc.value(S + "stored_bytes") == sent_bytes - sum(len(d) for _, d in blocks)
         # counters never go back
         assert sc.value(S + "written_records_total") == sent_records
