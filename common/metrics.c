@@ -18,6 +18,8 @@ const uint64_t tv_metrics_latency_bounds_ns[TV_METRICS_LATENCY_BOUNDS] = {
 	1000000000ull,  2500000000ull,  5000000000ull,  10000000000ull,
 };
 
+const uint64_t tv_metrics_build_info_value = 1;
+
 int tv_histogram_init(struct tv_histogram *h, const uint64_t *bounds_ns, size_t n)
 {
 	if (n > TV_HISTOGRAM_MAX_BOUNDS)

@@ -67,6 +67,15 @@ struct tv_metric {
 	const struct tv_histogram *hist; /* histogram */
 };
 
+/* The build's identity, the first series of both binaries' tables (the Prometheus *_build_info
+ * convention: a gauge of 1 whose labels a query joins onto other series):
+ * tracevault_build_info{version="X.Y.Z"} 1. TV_VERSION comes from the build. */
+extern const uint64_t tv_metrics_build_info_value; /* 1 */
+#define TV_METRICS_BUILD_INFO                                                              \
+	{ "tracevault_build_info", "The build of this process: its version in the label, "  \
+	  "value always 1.", TV_METRIC_GAUGE, "version=\"" TV_VERSION "\"",                   \
+	  &tv_metrics_build_info_value, NULL }
+
 /* What one endpoint exposes: a table (owned by the caller, outliving the endpoint) and an
  * optional hook run before each exposition on the endpoint's thread, for values read at scrape
  * time (a statvfs, another module's locked stats) that it stores into table fields. */

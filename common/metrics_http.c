@@ -49,6 +49,8 @@ struct tv_metrics_http {
 };
 
 #define LISTEN_BACKLOG 16
+/* the Allow header of a 405 */
+#define METHODS_ALLOWED MHD_HTTP_METHOD_GET ", " MHD_HTTP_METHOD_HEAD
 
 int tv_metrics_http_check_addr(const char *s)
 {
@@ -56,6 +58,15 @@ int tv_metrics_http_check_addr(const char *s)
 	unsigned port;
 
 	return tv_hostport_parse(s, host, sizeof(host), &port) ? -EINVAL : 0;
+}
+
+int tv_metrics_http_exposed(const char *hostport)
+{
+	char host[NI_MAXHOST];
+	unsigned port;
+
+	return !tv_hostport_parse(hostport, host, sizeof(host), &port) &&
+	       !tv_host_is_loopback(host);
 }
 
 /* Answer with a copy of text (a short fixed body) or, when owned is set, with body itself,
@@ -76,7 +87,7 @@ static enum MHD_Result respond(struct tv_metrics_http *h, struct MHD_Connection 
 	}
 	if (h->api.add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type) != MHD_YES ||
 	    (status == MHD_HTTP_METHOD_NOT_ALLOWED &&
-	     h->api.add_response_header(r, MHD_HTTP_HEADER_ALLOW, MHD_HTTP_METHOD_GET) != MHD_YES)) {
+	     h->api.add_response_header(r, MHD_HTTP_HEADER_ALLOW, METHODS_ALLOWED) != MHD_YES)) {
 		h->api.destroy_response(r);
 		return MHD_NO;
 	}
@@ -89,7 +100,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 				  const char *method, const char *version,
 				  const char *upload_data, size_t *upload_data_size, void **req_cls)
 {
-	static char not_allowed[] = "only GET\n", not_found[] = "not found: try /metrics\n",
+	static char not_allowed[] = "only GET and HEAD\n",
+		    not_found[] = "not found: try /metrics\n",
 		    failed[] = "cannot render the metrics\n";
 	struct tv_metrics_http *h = cls;
 	char *body;
@@ -97,8 +109,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 	(void)version, (void)upload_data, (void)upload_data_size, (void)req_cls;
 	/* answered on the first call, before any request body: libmicrohttpd then discards the
-	 * body (or closes the connection) */
-	if (strcmp(method, MHD_HTTP_METHOD_GET))
+	 * body (or closes the connection). HEAD gets GET's answer: libmicrohttpd sends its
+	 * headers (Content-Length included) without the body (RFC 9110 9.3.2). */
+	if (strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD))
 		return respond(h, conn, MHD_HTTP_METHOD_NOT_ALLOWED, not_allowed,
 			       sizeof(not_allowed) - 1, 0, "text/plain");
 	if (strcmp(url, TV_METRICS_PATH))
@@ -187,9 +200,12 @@ static int bind_listen(const char *hostport, int *fd, int *family, char *bound,
 	return 0;
 sys_fail:
 	ret = -errno;
-	snprintf(err, errlen, "--metrics-addr %s: %s: %s", hostport,
-		 s < 0 ? "socket" : ret == -EADDRINUSE ? "bind (port in use)" : "bind/listen",
-		 strerror(-ret));
+	/* one reason, once: strerror(EADDRINUSE) would say "in use" a second time */
+	if (ret == -EADDRINUSE)
+		snprintf(err, errlen, "--metrics-addr %s: the port is in use", hostport);
+	else
+		snprintf(err, errlen, "--metrics-addr %s: cannot %s: %s", hostport,
+			 s < 0 ? "make a socket" : "bind or listen", strerror(-ret));
 	if (s >= 0)
 		close(s);
 	freeaddrinfo(ai);

@@ -1,6 +1,7 @@
 /* The --metrics-addr endpoint of both binaries: GET /metrics answers the Prometheus text
  * exposition of a struct tv_metrics (common/metrics.h), served by Debian's libmicrohttpd on its
- * own thread beside the caller's loop. Any other method is 405, any other path 404. */
+ * own thread beside the caller's loop. HEAD /metrics answers GET's headers; any other method
+ * is 405, any other path 404. */
 #ifndef TV_COMMON_METRICS_HTTP_H
 #define TV_COMMON_METRICS_HTTP_H
 
@@ -19,6 +20,18 @@
 
 struct tv_metrics_http;
 
+/* The line both CLIs log after "metrics on ..." when tv_metrics_http_exposed: one %s, the
+ * bound HOST:PORT. */
+#define TV_METRICS_EXPOSED_WARNING                                                        \
+	"warning: metrics on http://%s" TV_METRICS_PATH " are reachable from the network "  \
+	"(not loopback; no TLS, no authentication)"
+
+/* 1 when hostport's host is not loopback (tv_host_is_loopback: 127.0.0.0/8, ::1, localhost;
+ * a name is not resolved), so the endpoint is reachable from the network: the metrics hold no
+ * secret but tell anyone who reaches them how the process runs. 0 for a loopback host or an
+ * address that does not parse. */
+int tv_metrics_http_exposed(const char *hostport);
+
 /* 0 if s is HOST:PORT (common/addr.h, port 0 to 65535), else -EINVAL: the CLIs check
  * --metrics-addr with it as a usage error before anything starts. */
 int tv_metrics_http_check_addr(const char *s);
@@ -29,7 +42,8 @@ int tv_metrics_http_check_addr(const char *s);
  * outlive the endpoint; its
  * collect hook and value reads run on that thread. bound gets "HOST:PORT" with the bound port
  * (boundlen bytes with the NUL). Returns 0, or a negative errno with a one-line reason in err
- * naming the address: -EADDRINUSE when the port is taken, the resolver's or bind's failure,
+ * naming the address ("--metrics-addr H:P: the port is in use" for -EADDRINUSE), the
+ * resolver's or bind's failure,
  * -ENOENT when libmicrohttpd cannot be loaded, -EIO when it does not start. */
 int tv_metrics_http_start(struct tv_metrics_http **out, const char *hostport,
 			  const struct tv_metrics *m, char *bound, size_t boundlen, char *err,

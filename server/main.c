@@ -1,4 +1,5 @@
-/* tracevaultd: the storage server. Parses options, raises RLIMIT_NOFILE, makes the data dir
+/* tracevaultd: the storage server. Parses options, raises RLIMIT_NOFILE, reads the TLS files
+ * and binds the metrics port (so that either fails before anything else), makes the data dir
  * its own (checked, locked, permissions enforced: data_dir.c), recovers from a crash or a lost
  * catalog (recovery.c), plans its descriptors (server/fd_plan.h), then serves TraceStore until
  * SIGTERM/SIGINT; or, with --rebuild-catalog or --scrub, does that one maintenance job and
@@ -263,12 +264,15 @@ _Static_assert(TV_METRICS_MAX_CONNECTIONS == 16 && TV_METRICS_TIMEOUT_S == 10,
 	       "update --help: 16 scrapers, 10 s");
 static const char USAGE_METRICS[] =
 	"  --metrics-addr HOST:PORT serve Prometheus metrics (text format 0.0.4) at\n"
-	"                           http://HOST:PORT/metrics (GET only; other paths 404), from\n"
-	"                           a thread of libmicrohttpd; port 0 picks a free port, named\n"
-	"                           on stderr: 'tracevaultd: metrics on http://HOST:PORT/metrics'.\n"
-	"                           16 connections at once, 10 s idle timeout. No TLS, no auth:\n"
-	"                           bind it to loopback or a trusted network. A port in use\n"
-	"                           exits 1. Default: no metrics endpoint\n"
+	"                           http://HOST:PORT/metrics (GET and HEAD; other paths 404),\n"
+	"                           from a thread of libmicrohttpd; port 0 picks a free port,\n"
+	"                           named on stderr: 'tracevaultd: metrics on\n"
+	"                           http://HOST:PORT/metrics'. 16 connections at once, 10 s\n"
+	"                           idle timeout. No TLS, no auth: bind it to loopback or a\n"
+	"                           trusted network (a HOST that is not loopback is logged as\n"
+	"                           reachable from the network). The port is bound first: in\n"
+	"                           use, it exits 1 before the data dir is touched. Default:\n"
+	"                           no metrics endpoint\n"
 	"\n";
 
 /* What this run does: serve, or one maintenance job on a data dir no server holds. */
@@ -393,7 +397,7 @@ int main(int argc, char **argv)
 	struct tv_scrub_report scrub;
 	const char *data_dir = NULL, *metrics_addr = NULL;
 	struct tv_metrics_http *metrics = NULL;
-	char err[ERR_LEN];
+	char err[ERR_LEN], metrics_bound[NI_MAXHOST + 16];
 	struct sigaction sa = { .sa_handler = on_signal };
 	enum mode mode = MODE_SERVE;
 	int opt, port = 0, rc = 1, listen_set = 0, retain_set = 0, longidx = 0;
@@ -609,6 +613,12 @@ int main(int argc, char **argv)
 	if (mode == MODE_SERVE && tv_tls_pem_load(&tls, tls_ca, tls_cert, tls_key, err,
 						  sizeof(err)))
 		goto fail;
+	/* the metrics port too, bound now and served once gRPC is up: a port in use (or no
+	 * libmicrohttpd) is one line and exit 1 before the data dir is made, locked or
+	 * recovered */
+	if (metrics_addr && tv_metrics_http_bind(&metrics, metrics_addr, metrics_bound,
+						 sizeof(metrics_bound), err, sizeof(err)))
+		goto fail;
 	if (open_data(data_dir, mode == MODE_REBUILD, &dd, &store, &catalog, &recovered, err,
 		      sizeof(err)))
 		goto fail;
@@ -651,17 +661,18 @@ int main(int argc, char **argv)
 		goto fail;
 	}
 	tv_tls_pem_free(&tls); /* gRPC holds its own copy; ours (the key) is wiped */
-	if (metrics_addr) {
-		char bound[NI_MAXHOST + 16];
-
+	if (metrics) {
 		/* before the readiness line: once it is read, the endpoint answers */
-		if (tv_metrics_http_start(&metrics, metrics_addr, tv_rpc_server_metrics(srv), bound,
-					  sizeof(bound), err, sizeof(err))) {
+		if (tv_metrics_http_serve(metrics, tv_rpc_server_metrics(srv), err, sizeof(err))) {
 			tv_rpc_server_free(srv);
 			grpc_shutdown();
 			goto fail;
 		}
-		fprintf(stderr, "tracevaultd: metrics on http://%s" TV_METRICS_PATH "\n", bound);
+		fprintf(stderr, "tracevaultd: metrics on http://%s" TV_METRICS_PATH "\n",
+			metrics_bound);
+		if (tv_metrics_http_exposed(metrics_addr))
+			fprintf(stderr, "tracevaultd: " TV_METRICS_EXPOSED_WARNING "\n",
+				metrics_bound);
 	}
 	{
 		/* name the bound port, not the requested one: with port 0 only the kernel knows it.
@@ -685,6 +696,7 @@ int main(int argc, char **argv)
 	}
 	tv_rpc_server_run(srv, &stop_requested);
 	tv_metrics_http_stop(metrics); /* before the counters it reads go */
+	metrics = NULL;
 	tv_rpc_server_free(srv);
 	grpc_shutdown();
 	tv_grpc_log_tick(1); /* what the last window suppressed */
@@ -694,6 +706,7 @@ int main(int argc, char **argv)
 fail:
 	fprintf(stderr, "tracevaultd: %s\n", err);
 out:
+	tv_metrics_http_stop(metrics); /* bound but never served: closes the port */
 	tv_tls_pem_free(&tls);
 	tv_catalog_close(catalog);
 	tv_store_close(store);

@@ -29,6 +29,7 @@ void tv_server_metrics_init(struct tv_server_metrics *m, int data_fd,
 			    const struct tv_server_metrics_ext *ext)
 {
 	const struct tv_metric table[] = {
+		TV_METRICS_BUILD_INFO,
 		C("written_bytes_total", "Block bytes of committed segments (durable when counted).",
 		  &m->written_bytes),
 		C("written_records_total", "Records in the blocks of committed segments.",

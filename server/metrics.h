@@ -12,7 +12,7 @@
 #include "common/metrics.h"
 
 /* Series in the table (tv_server_metrics_init fills it). */
-#define TV_SERVER_METRICS_SERIES 22
+#define TV_SERVER_METRICS_SERIES 23
 
 /* Why a Write or Query stream was refused RESOURCE_EXHAUSTED at its start (rpc_server.c). */
 enum tv_refused_reason {

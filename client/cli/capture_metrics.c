@@ -29,6 +29,7 @@ static void collect(void *arg)
 void tv_capture_metrics_init(struct tv_capture_metrics *m, struct tv_pipeline *pipe)
 {
 	const struct tv_metric table[] = {
+		TV_METRICS_BUILD_INFO,
 		{ P "kernel_events_total", "Events read from the kernel ring.", TV_METRIC_COUNTER,
 		  NULL, &m->live.events, NULL },
 		{ P "lost_total", LOST_HELP, TV_METRIC_COUNTER, "reason=\"ring_full\"",

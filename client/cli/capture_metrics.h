@@ -11,7 +11,7 @@
 #include "write/pipeline.h"
 
 /* Series in the table (tv_capture_metrics_init fills it). */
-#define TV_CAPTURE_METRICS_SERIES 15
+#define TV_CAPTURE_METRICS_SERIES 16
 
 struct tv_capture_metrics {
 	struct tv_capture_live live; /* tv_capture_opts.live points here */

@@ -143,10 +143,13 @@ static const char *const capture_usage[] = {
 	"                             serve Prometheus metrics (text format 0.0.4) at\n"
 	"                             http://HOST:PORT/metrics while capturing: kernel events,\n"
 	"                             losses by reason, ring fill, records sent, block cache\n"
-	"                             bytes, segments failed. GET only, no TLS or auth (bind\n"
-	"                             it to loopback); port 0 picks a free one, named on\n"
-	"                             stderr: 'tracevault: metrics on http://HOST:PORT/metrics';\n"
-	"                             a port in use exits 1 (default: none)\n"
+	"                             bytes, segments failed. GET and HEAD, no TLS or auth\n"
+	"                             (bind it to loopback; another HOST is logged as\n"
+	"                             reachable from the network); port 0 picks a free one,\n"
+	"                             named on stderr once it answers (after the capability\n"
+	"                             drop): 'tracevault: metrics on http://HOST:PORT/metrics';\n"
+	"                             it is bound before any probe loads: a port in use exits\n"
+	"                             1 (default: none)\n"
 	"      --test-corrupt-chunk N test only: corrupt the Nth chunk sent (server sees a\n"
 	"                             CRC mismatch, the segment fails),\n"
 	"                             1 to 9223372036854775807\n",
@@ -344,6 +347,8 @@ static int run_capture(const struct tv_capture_opts *o, const struct tv_pipeline
 		if (!ret)
 			fprintf(stderr, "tracevault: metrics on http://%s" TV_METRICS_PATH "\n",
 				bound);
+		if (!ret && tv_metrics_http_exposed(metrics_addr))
+			fprintf(stderr, "tracevault: " TV_METRICS_EXPOSED_WARNING "\n", bound);
 	}
 	if (ret) {
 		tv_metrics_http_stop(http);

@@ -2,8 +2,11 @@
 capture's endpoint is scraped (urllib, prometheus_client's parser). The records it says were
 sent grow to exactly the requests made, match tracevaultd's own written records and the
 capture's exit summary; kernel events grow; losses are exposed by reason (all 0 here); the
-ring's size is --ring-bytes (tracepoint's BPF ring, sockfilter's packet ring). A port in use
-exits 1 before any probe is loaded.
+ring's size is --ring-bytes (tracepoint's BPF ring, sockfilter's packet ring);
+tracevault_build_info carries --version's version. The 'metrics on' line comes once the
+endpoint answers, after the capability drop (README); a HOST that is not loopback adds a line
+saying the network reaches it. A port in use exits 1 with one line (its reason once) before
+any probe is loaded.
 A 4 KiB ring under wrk load shows ring fill and ring-full losses while it runs, and its last
 scrape's kernel and pipeline losses equal the exit summary's.
 Runs under the eBPF lock (test_capture_*). Time budget: ~20 s."""
@@ -56,6 +59,8 @@ def test_scraped_while_capturing_nginx():
             for reason in REASONS:
                 assert sc.value(C + "lost_total", reason=reason) == 0, (reason, sc.text)
             assert sc.value(C + "records_sent_total") == 0
+            version = tvtest.run(["--version"], check=True).stdout.split()[1]
+            assert sc.value("tracevault_build_info", version=version) == 1, sc.text
             events0 = sc.value(C + "kernel_events_total")
 
             sent = 0
@@ -82,6 +87,13 @@ def test_scraped_while_capturing_nginx():
             rc, err = cap.stop()
         assert rc == 0, "capture exited %s: %s" % (rc, err)
         assert ("tracevault: metrics on http://%s/metrics" % addr) in err, err
+        # README: the line comes once the endpoint answers, after the capability drop
+        lines = err.splitlines()
+        metrics_at = [i for i, ln in enumerate(lines) if "metrics on http://" in ln]
+        dropped_at = [i for i, ln in enumerate(lines) if "capabilities dropped" in ln]
+        assert len(metrics_at) == 1 and len(dropped_at) == 1 and \
+            dropped_at[0] < metrics_at[0], err
+        assert "reachable from the network" not in err, err
         summary = tvtest.parse_capture_summary(err)
         assert summary["sent"] == sent == last.value(C + "records_sent_total"), summary
         assert summary["events"] >= last.value(C + "kernel_events_total"), summary
@@ -164,13 +176,15 @@ def test_ring_full_losses_are_exposed_by_reason():
 
 
 def test_sockfilter_ring_and_records():
-    """--mode sockfilter: the packet ring's size (whole 1M blocks) and the records sent."""
+    """--mode sockfilter: the packet ring's size (whole 1M blocks) and the records sent; the
+    endpoint on 0.0.0.0 (scraped on 127.0.0.1) with its line saying the network reaches it."""
     with tvtest.Server() as srv, tvtest.Nginx({"index.html": b"sf\n"}) as ng:
-        addr = "127.0.0.1:%d" % tvtest.free_port()
+        port = tvtest.free_port()
+        addr = "127.0.0.1:%d" % port
         cap = tvtest.Capture(srv.addr, ["--mode", "sockfilter", "--port", str(ng.port),
                                         "--role", "server", "--ring-bytes", "2M",
                                         "--block-age-ms", "200", "--metrics-addr",
-                                        addr]).start()
+                                        "0.0.0.0:%d" % port]).start()
         try:
             for _ in range(5):
                 assert tvtest.curl("http://127.0.0.1:%d/index.html" % ng.port) == ["200"]
@@ -182,6 +196,8 @@ def test_sockfilter_ring_and_records():
             rc, err = cap.stop()
         assert rc == 0, err
         assert tvtest.parse_capture_summary(err)["sent"] == 5, err
+        assert ("tracevault: warning: metrics on http://0.0.0.0:%d/metrics are reachable from "
+                "the network (not loopback; no TLS, no authentication)\n" % port) in err, err
 
 
 def test_port_in_use_exits_1_before_loading():
@@ -191,8 +207,8 @@ def test_port_in_use_exits_1_before_loading():
                             "--duration", "5", "--metrics-addr", taken],
                            capture_output=True, text=True, timeout=30)
         assert p.returncode == 1, (p.returncode, p.stderr)
-        assert p.stderr.count("\n") == 1 and ("--metrics-addr %s" % taken) in p.stderr and \
-            "in use" in p.stderr, p.stderr
+        assert p.stderr == "tracevault: --metrics-addr %s: the port is in use\n" % taken, \
+            p.stderr
     p = subprocess.run([tvtest.binary("tracevault"), "capture", "--metrics-addr", "x:y"],
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and \

@@ -7,14 +7,16 @@ the operations done here imply.
   histogram's _count the Query calls, aborted and deleted segments one each, the stored
   gauges follow (commits up, the Delete down), disk free is the data dir's statvfs; a Delete
   of the aborted segment (a writer's cleanup) removes nothing and counts as a no-op, not as
-  a deleted segment.
+  a deleted segment; tracevault_build_info carries --version's version.
 - retention and quarantine: removed segments/blocks/bytes equal what the retention log lines
   say and the stored gauges what is left; a block damaged on disk and met by a query is
   counted as quarantined.
-- the endpoint itself: Content-Type of format 0.0.4, HELP and TYPE for every family, 405 for a
-  POST (Allow: GET), 404 for another path; [::1]:0 serves (where the machine has IPv6); a
-  port in use exits 1 naming it; a bad address and
-  --metrics-addr with --scrub are usage errors (exit 2, one line); --help shows it.
+- the endpoint itself: Content-Type of format 0.0.4, HELP and TYPE for every family, HEAD
+  answers as GET without a body, 405 for a POST (Allow: GET, HEAD), 404 for another path;
+  [::1]:0 serves (where the machine has IPv6); a port in use exits 1 with one line naming it
+  (the reason once) before the data dir is made; a HOST that is not loopback is logged as
+  reachable from the network, loopback is not; a bad address and --metrics-addr with --scrub
+  are usage errors (exit 2, one line); --help shows it.
 Time budget: ~10 s."""
 import os
 import re
@@ -88,6 +90,10 @@ def test_writes_queries_aborts_and_deletes_move_the_counters():
             assert fam.documentation, name
         assert sc.value(S + "written_records_total") == 0
         assert sc.value(S + "commit_duration_seconds_count") == 0
+        version = subprocess.run([tvtest.binary("tracevaultd"), "--version"], check=True,
+                                 capture_output=True, text=True).stdout.split()[1]
+        assert sc.type_of("tracevault_build_info") == "gauge"
+        assert sc.value("tracevault_build_info", version=version) == 1, (version, sc.text)
 
         sent_records = sent_bytes = sent_blocks = 0
         segs = []
@@ -209,8 +215,11 @@ def test_retention_and_quarantine_counters():
 def test_endpoint_methods_paths_and_errors():
     srv, addr = start_server()
     try:
+        status, headers, body = tvtest.http_get("http://%s/metrics" % addr, method="HEAD")
+        assert status == 200 and body == "" and headers.get("Content-Type") == \
+            "text/plain; version=0.0.4; charset=utf-8", (status, dict(headers), body)
         status, headers, _ = tvtest.http_get("http://%s/metrics" % addr, method="POST")
-        assert status == 405 and headers.get("Allow") == "GET", (status, dict(headers))
+        assert status == 405 and headers.get("Allow") == "GET, HEAD", (status, dict(headers))
         status, _, _ = tvtest.http_get("http://%s/metrics" % addr, method="DELETE")
         assert status == 405, status
         for path in ("/", "/metricsx", "/metrics/x"):
@@ -223,14 +232,16 @@ def test_endpoint_methods_paths_and_errors():
         finally:
             cl.close()
 
-        # the same port again: exit 1, one line naming the address and the cause
+        # the same port again: exit 1, one line naming the address and the cause (once),
+        # before the data dir is made (no recovery, no lock)
         p = subprocess.run([tvtest.binary("tracevaultd"), "--data", srv.data_dir + "-2",
                             "--listen", "127.0.0.1:0", "--metrics-addr", addr],
                            capture_output=True, text=True, timeout=30)
         assert p.returncode == 1, (p.returncode, p.stderr)
-        last = p.stderr.strip().splitlines()[-1]
-        assert ("--metrics-addr %s" % addr) in last and "in use" in last, p.stderr
+        assert p.stderr == "tracevaultd: --metrics-addr %s: the port is in use\n" % addr, \
+            p.stderr
         assert p.stdout == "", p.stdout  # never said it was listening
+        assert not os.path.exists(srv.data_dir + "-2"), os.listdir(srv.data_dir + "-2")
     finally:
         srv.cleanup()
         subprocess.run(["rm", "-rf", srv.data_dir + "-2"])
@@ -251,6 +262,26 @@ def test_endpoint_methods_paths_and_errors():
             assert tvtest.Scrape(addr).value(S + "written_records_total") == 0
         finally:
             srv.cleanup()
+
+    # a HOST that is not loopback: served, with one line saying the network reaches it
+    srv = tvtest.Server(extra_args=["--metrics-addr", "0.0.0.0:0"])
+    try:
+        srv.start()
+        addr = tvtest.metrics_addr(srv.log())
+        assert addr.startswith("0.0.0.0:"), srv.log()
+        warn = [ln for ln in srv.log().splitlines() if "reachable from the network" in ln]
+        assert warn == ["tracevaultd: warning: metrics on http://%s/metrics are reachable "
+                        "from the network (not loopback; no TLS, no authentication)" % addr], \
+            srv.log()
+        port = addr.rsplit(":", 1)[1]
+        assert tvtest.Scrape("127.0.0.1:" + port).value(S + "written_records_total") == 0
+    finally:
+        srv.cleanup()
+    srv, addr = start_server()  # loopback: no such line
+    try:
+        assert "reachable from the network" not in srv.log(), srv.log()
+    finally:
+        srv.cleanup()
 
     for arg in ("nope", "127.0.0.1:65536", "127.0.0.1:", ":80", "::1:80"):
         p = subprocess.run([tvtest.binary("tracevaultd"), "--data", "/nonexistent/x",
