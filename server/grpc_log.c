@@ -112,7 +112,10 @@ static void log_func(gpr_log_func_args *a)
 	pthread_mutex_lock(&g.mu);
 	if (tls)
 		tv_metric_add(&g.tls_failures, 1);
-	if (!strncmp(msg, ASSERT_FAILED, sizeof(ASSERT_FAILED) - 1)) {
+	/* INFO and DEBUG come only when the operator asked for them (GRPC_VERBOSITY): all of
+	 * them; so does GPR_ASSERT's line. The window is for ERROR, gRPC's default level */
+	if (a->severity != GPR_LOG_SEVERITY_ERROR ||
+	    !strncmp(msg, ASSERT_FAILED, sizeof(ASSERT_FAILED) - 1)) {
 		print = 1;
 		ended = ended_tls = 0;
 	} else {

@@ -1,8 +1,10 @@
 /* gRPC C core's own log lines in tracevaultd (gpr_log: its handshake failures, transport
- * errors), through a log function of ours: at most TV_GRPC_LOG_WINDOW_LINES lines per
- * TV_GRPC_LOG_WINDOW_MS, then one line counting what was suppressed, so that a peer sending
- * garbage to the TLS port (one "Handshake failed" line per connection) cannot fill the log;
- * and the count of failed TLS handshakes for tracevault_server_tls_handshake_failures_total.
+ * errors), through a log function of ours: at most TV_GRPC_LOG_WINDOW_LINES ERROR lines (the
+ * level gRPC prints by default; INFO and DEBUG, printed only when GRPC_VERBOSITY asks for them,
+ * pass unlimited) per TV_GRPC_LOG_WINDOW_MS, then one line counting what was suppressed, so
+ * that a peer sending garbage to the TLS port (one "Handshake failed" line per connection)
+ * cannot fill the log; and the count of failed TLS handshakes for
+ * tracevault_server_tls_handshake_failures_total.
  * main installs it after grpc_init; rpc_server.c's loop ticks it. */
 #ifndef TV_SERVER_GRPC_LOG_H
 #define TV_SERVER_GRPC_LOG_H
