@@ -266,21 +266,6 @@ int tv_metrics_http_serve(struct tv_metrics_http *h, const struct tv_metrics *m,
 	return 0;
 }
 
-int tv_metrics_http_start(struct tv_metrics_http **out, const char *hostport,
-			  const struct tv_metrics *m, char *bound, size_t boundlen, char *err,
-			  size_t errlen)
-{
-	int ret = tv_metrics_http_bind(out, hostport, bound, boundlen, err, errlen);
-
-	if (!ret)
-		ret = tv_metrics_http_serve(*out, m, err, errlen);
-	if (ret) {
-		tv_metrics_http_stop(*out);
-		*out = NULL;
-	}
-	return ret;
-}
-
 void tv_metrics_http_stop(struct tv_metrics_http *h)
 {
 	if (!h)

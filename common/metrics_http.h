@@ -36,24 +36,22 @@ int tv_metrics_http_exposed(const char *hostport);
  * --metrics-addr with it as a usage error before anything starts. */
 int tv_metrics_http_check_addr(const char *s);
 
-/* Bind hostport (resolved with getaddrinfo, its first address; port 0 picks a free one) and
- * serve m from a thread of libmicrohttpd, which is loaded here (dlopen of TV_MHD_SONAME: the
- * statically linked CLI pays for it and its GnuTLS only when it serves metrics). m must
- * outlive the endpoint; its
- * collect hook and value reads run on that thread. bound gets "HOST:PORT" with the bound port
- * (boundlen bytes with the NUL). Returns 0, or a negative errno with a one-line reason in err
- * naming the address ("--metrics-addr H:P: the port is in use" for -EADDRINUSE), the
- * resolver's or bind's failure,
- * -ENOENT when libmicrohttpd cannot be loaded, -EIO when it does not start. */
-int tv_metrics_http_start(struct tv_metrics_http **out, const char *hostport,
-			  const struct tv_metrics *m, char *bound, size_t boundlen, char *err,
-			  size_t errlen);
-
-/* tv_metrics_http_start in two steps, for a caller that must start no thread yet (capture,
- * before its capability drop) but wants a port in use or a missing library to fail first:
- * bind loads libmicrohttpd and binds the socket (no thread; the errors of start but -EIO);
- * serve starts the thread serving m (m as for start; -EIO when libmicrohttpd does not start,
- * -EINVAL when already serving). Free with tv_metrics_http_stop either way. */
+/* The endpoint in two steps, so that both binaries check the port before anything else
+ * starts and start the thread only when they are ready to be scraped: tracevaultd binds
+ * before it touches the data dir and serves once gRPC is up; capture binds before any probe
+ * loads and serves after its capability drop (no thread may exist before it).
+ *
+ * bind loads libmicrohttpd (dlopen of TV_MHD_SONAME: the statically linked CLI pays for it
+ * and its GnuTLS only when it serves metrics) and binds and listens on hostport (resolved
+ * with getaddrinfo, its first address; port 0 picks a free one); no thread. bound gets
+ * "HOST:PORT" with the bound port (boundlen bytes with the NUL). Returns 0 with *out set, or
+ * a negative errno with a one-line reason in err naming the address: -EADDRINUSE
+ * ("--metrics-addr H:P: the port is in use"), the resolver's or bind's failure, -ENOENT when
+ * libmicrohttpd cannot be loaded.
+ *
+ * serve starts libmicrohttpd's thread answering with m, which must outlive the endpoint (its
+ * collect hook and value reads run on that thread). Returns 0, -EIO when libmicrohttpd does
+ * not start, -EINVAL when already serving. Free with tv_metrics_http_stop either way. */
 int tv_metrics_http_bind(struct tv_metrics_http **out, const char *hostport, char *bound,
 			 size_t boundlen, char *err, size_t errlen);
 int tv_metrics_http_serve(struct tv_metrics_http *h, const struct tv_metrics *m, char *err,
