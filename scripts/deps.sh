@@ -3,6 +3,8 @@
 # Idempotent: asks apt-get only for what dpkg says is missing, and is quiet when nothing is.
 set -euo pipefail
 
+APT_LOCK_TIMEOUT_S=300 # how long to wait for dpkg's lock held by another apt-get
+
 PKGS=(
   # build
   build-essential cmake pkg-config make
@@ -35,6 +37,14 @@ PKGS=(
   valgrind
   # the read bench's peers (bench/read.sh)
   sqlite3 zstd
+  # the S3 under-store's client (server/under/): libcurl signs requests (CURLOPT_AWS_SIGV4),
+  # libxml2 reads the XML of S3 listings and errors
+  libcurl4-openssl-dev libxml2-dev
+  # a real S3 server on loopback for the under-store tests and for users to try it
+  # (scripts/s3-ceph.sh): the mon, the OSD (memstore), the RADOS Gateway; ceph-common has the
+  # ceph and radosgw-admin commands the script runs (a dependency of the others, named because
+  # the script calls it directly)
+  ceph-mon ceph-osd radosgw ceph-common
 )
 
 missing=()
@@ -56,5 +66,7 @@ fi
 
 echo "deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq >&2
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+# another apt-get (a parallel session, unattended-upgrades) may hold dpkg's lock: wait for it
+apt_lock=(-o "DPkg::Lock::Timeout=$APT_LOCK_TIMEOUT_S")
+apt-get "${apt_lock[@]}" update -qq >&2
+apt-get "${apt_lock[@]}" install -y -qq --no-install-recommends "${missing[@]}" >&2
