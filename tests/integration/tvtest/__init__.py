@@ -29,6 +29,9 @@ One module per concern; this package re-exports their public names, so tests use
   runner        cases() and Results: a test file's cases, their lines and its exit code
   metrics       the --metrics-addr endpoint: metrics_addr() from a log, Scrape (urllib +
                 prometheus_client's parser), http_get()
+  ceph          Ceph: a real S3 server (scripts/s3-ceph.sh's one-node Ceph cluster) in a temp
+                dir, its s3.env, rgw_stop()/rgw_start(), s3() (a SigV4 request by curl),
+                list_keys(); S3Response
   systemd       (as tvtest.systemd) the units of contrib/: their keys, the system calls
                 their SystemCallFilter allows, those a strace -f log shows
 
@@ -41,6 +44,7 @@ from .caps import (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, Unavailable, bpf_unavail
 from .capture import (CAPTURE_SUMMARY_KEYS, CAPTURE_SUMMARY_RE, Capture, capture_old_connection,
                       capture_records, compare_exchanges, parse_capture_limits,
                       parse_capture_summary)
+from .ceph import Ceph, S3Response
 from .cgroups import TempCgroup, cgroup2_mount
 from .filters import FilterSpec, match_kind
 from .metrics import METRICS_LINE_RE, Scrape, http_get, metrics_addr
@@ -67,6 +71,7 @@ __all__ = [
     "effective_caps",
     "CAPTURE_SUMMARY_KEYS", "CAPTURE_SUMMARY_RE", "Capture", "capture_old_connection",
     "capture_records", "compare_exchanges", "parse_capture_summary",
+    "Ceph", "S3Response",
     "TempCgroup", "cgroup2_mount",
     "block_files", "block_name", "block_path", "catalog_blocks", "quarantined",
     "segment_log_lines", "tmp_files",

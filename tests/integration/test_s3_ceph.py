@@ -1,0 +1,281 @@
+"""The real S3 server the S3 under-store tests run (scripts/s3-ceph.sh through tvtest.Ceph): a
+one-node Ceph cluster on loopback serves S3 to Debian's curl with SigV4 in s3.env's region —
+PUT then GET byte-exact (64 MiB), a range GET, a listing by a percent-encoded prefix, DELETE;
+a wrong secret is refused with 403 SignatureDoesNotMatch; rgw-stop makes requests fail with
+connection refused and rgw-start serves them again on the same endpoint; s3.env holds exactly
+its five keys, mode 0600; stop ends every daemon with SIGTERM alone, leaves no process, and a
+second stop is a no-op. Without a
+cluster: a start that cannot finish in time names the daemon with its log and leaves nothing
+running; the cluster stops itself when its --owner-pid exits; a missing package exits 77
+naming it; usage errors exit 2 with one line.
+Prints the start-up time, the daemons' RSS and the 64 MiB PUT's time.
+Time budget: about 40 s (two clusters and a failed start)."""
+import hashlib
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tvtest  # noqa: E402
+from tvtest import ceph as tvceph  # noqa: E402
+
+BIG_BYTES = 64 << 20
+STOP_WAIT_S = 60  # how long the owner-pid watchdog may take to stop a cluster
+
+
+def test_s3_env_file(ceph):
+    path = os.path.join(ceph.dir, "s3.env")
+    assert os.stat(path).st_mode & 0o777 == 0o600, oct(os.stat(path).st_mode)
+    assert tuple(ceph.env) == tvceph.ENV_KEYS, ceph.env
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", ceph.endpoint), ceph.endpoint
+    assert ceph.bucket == "tracevault"
+    assert re.fullmatch(r"[A-Z0-9]{20}", ceph.access_key)
+    assert re.fullmatch(r"[a-f0-9]{40}", ceph.secret_key)
+    # the region curl signs with is s3.env's: the bucket answers to it
+    r = ceph.s3("GET", query=[("list-type", 2), ("max-keys", 1)])
+    assert r.status == 200 and b"<ListBucketResult" in r.body, r
+
+
+def test_s3_put_get_exact(ceph):
+    rng = random.Random(14)
+    small = bytes(rng.getrandbits(8) for _ in range(100003))
+    r = ceph.s3("PUT", "exact/small.bin", data=small)
+    assert r.status == 200, r
+    r = ceph.s3("GET", "exact/small.bin")
+    assert r.status == 200 and r.body == small, r
+
+    with tempfile.NamedTemporaryFile(prefix="tv-s3-big-") as f:
+        big = os.urandom(BIG_BYTES)
+        f.write(big)
+        f.flush()
+        t0 = time.monotonic()
+        r = ceph.s3("PUT", "exact/big.bin", data=f.name)
+        put_s = time.monotonic() - t0
+        assert r.status == 200, r
+        t0 = time.monotonic()
+        r = ceph.s3("GET", "exact/big.bin")
+        get_s = time.monotonic() - t0
+        assert r.status == 200 and len(r.body) == BIG_BYTES, r
+        assert hashlib.sha256(r.body).digest() == hashlib.sha256(big).digest()
+    print("     64 MiB PUT %.2f s (%.0f MiB/s), GET %.2f s (%.0f MiB/s) with curl"
+          % (put_s, 64 / put_s, get_s, 64 / get_s))
+    print("     RSS after it: %s" % rss_line(ceph))
+
+
+def test_s3_range_get(ceph):
+    data = bytes(range(256)) * 64
+    assert ceph.s3("PUT", "range/obj", data=data).status == 200
+    r = ceph.s3("GET", "range/obj", headers=["Range: bytes=1000-4999"])
+    assert r.status == 206 and r.body == data[1000:5000], r
+    r = ceph.s3("GET", "range/obj", headers=["Range: bytes=16000-"])
+    assert r.status == 206 and r.body == data[16000:], r
+
+
+def test_s3_list_by_encoded_prefix(ceph):
+    keys = ["list/a/1", "list/a/2", "list/a/sub/3", "list/ab/4", "list/b/5"]
+    for k in keys:
+        assert ceph.s3("PUT", k, data=k.encode()).status == 200
+    # prefix=list%2Fa%2F: the "/" percent-encoded, as RGW checks the signature over it
+    assert ceph.key_url(query=[("prefix", "list/a/")]).endswith("?prefix=list%2Fa%2F")
+    assert sorted(ceph.list_keys("list/a/")) == ["list/a/1", "list/a/2", "list/a/sub/3"]
+    assert ceph.list_keys("list/a") == {k: len(k) for k in keys[:4]}
+    assert ceph.list_keys("list/c/") == {}
+    # the same listing with the prefix unencoded is refused, which is why s3() encodes it
+    r = ceph.s3("GET", query=[("list-type", 2)])
+    assert r.status == 200
+    raw = subprocess.run(
+        ["curl", "-s", "-K", "-", "-o", "/dev/null", "-w", "%{http_code}", "--aws-sigv4",
+         "aws:amz:%s:s3" % ceph.region, "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD",
+         "%s/%s?list-type=2&prefix=list/a/" % (ceph.endpoint, ceph.bucket)],
+        input='user = "%s:%s"\n' % (ceph.access_key, ceph.secret_key), capture_output=True,
+        text=True, timeout=60)
+    assert raw.stdout == "403", raw
+
+
+def test_s3_delete(ceph):
+    assert ceph.s3("PUT", "del/x", data=b"gone soon").status == 200
+    r = ceph.s3("DELETE", "del/x")
+    assert r.status == 204, r
+    r = ceph.s3("GET", "del/x")
+    assert r.status == 404 and r.code == "NoSuchKey", r
+    assert ceph.list_keys("del/") == {}
+
+
+def test_s3_wrong_secret_refused(ceph):
+    assert ceph.s3("PUT", "secret/x", data=b"x").status == 200
+    wrong = "0" * len(ceph.secret_key)
+    for method, data in (("GET", None), ("PUT", b"y")):
+        r = ceph.s3(method, "secret/x", data=data, secret=wrong)
+        assert r.status == 403 and r.code == "SignatureDoesNotMatch", r
+    assert ceph.s3("GET", "secret/x").body == b"x"  # the refused PUT changed nothing
+
+
+def test_s3_rgw_stop_start_same_endpoint(ceph):
+    assert ceph.s3("PUT", "restart/x", data=b"survives").status == 200
+    endpoint, pids = ceph.endpoint, ceph.pids()
+    ceph.rgw_stop()
+    r = ceph.s3("GET", "restart/x")
+    assert r.status == 0 and r.curl_exit == tvceph.CURL_CONNREFUSED, r
+    st = ceph.status()
+    assert st.returncode == 3 and "rgw stopped" in st.stdout, st.stdout
+    assert ceph.pids().keys() == pids.keys() - {"rgw"}
+    t0 = time.monotonic()
+    ceph.rgw_start()
+    restart_s = time.monotonic() - t0
+    assert tvceph.read_env(os.path.join(ceph.dir, "s3.env"))["S3_ENDPOINT"] == endpoint
+    r = ceph.s3("GET", "restart/x")
+    assert r.status == 200 and r.body == b"survives", r
+    assert ceph.s3("PUT", "restart/y", data=b"after").status == 200
+    assert ceph.status().returncode == 0
+    assert ceph.pids()["rgw"] != pids["rgw"]
+    print("     rgw-start answered again in %.1f s" % restart_s)
+
+
+def rss_line(ceph):
+    rss = ceph.rss_mib()
+    return "%s, total %.0f MiB" % (", ".join("%s %.0f" % kv for kv in sorted(rss.items())),
+                                   sum(rss.values()))
+
+
+def check_stop_leaves_nothing(ceph):
+    pids = ceph.pids()
+    t0 = time.monotonic()
+    p = tvceph.script("stop", ceph.dir)
+    print("     stop took %.1f s" % (time.monotonic() - t0))
+    # every daemon exits on SIGTERM: none needed SIGKILL (radosgw does, if stopped after the OSD)
+    assert p.returncode == 0 and p.stderr == "", p
+    assert p.stdout == "s3-ceph: stopped watchdog rgw osd mon\n", p.stdout
+    left = ceph.processes()
+    assert left == [], left
+    for name, pid in pids.items():
+        assert not os.path.exists("/proc/%d" % pid) or \
+            open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[0] == "Z", (name, pid)
+    assert ceph.pids() == {}
+    p = tvceph.script("stop", ceph.dir)  # idempotent: nothing to stop, nothing said
+    assert p.returncode == 0 and p.stdout == "" and p.stderr == "", p
+    assert tvceph.script("status", ceph.dir).returncode == 3
+
+
+# ---- cases without the shared cluster -------------------------------------------------------
+
+def test_script_usage_errors():
+    d = tempfile.mkdtemp(prefix="tv-ceph-usage-")
+    try:
+        for args, what in (([], "missing command"), (["frob", d], "unknown command 'frob'"),
+                           (["start"], "start: missing DIR"),
+                           (["stop", d, "extra"], "unexpected argument 'extra'"),
+                           (["start", d, "--bucket", "Bad_Name"], "invalid --bucket: 'Bad_Name'"),
+                           (["start", d, "--bucket"], "--bucket needs a NAME"),
+                           (["start", d, "--memstore-mib", "10"], "invalid --memstore-mib: '10'"),
+                           (["start", d, "--owner-pid", "0x1"], "invalid --owner-pid"),
+                           (["start", d, "--nope"], "unknown option '--nope'")):
+            p = tvceph.script(*args)
+            assert p.returncode == 2, (args, p)
+            assert p.stderr.count("\n") == 1 and what in p.stderr, (args, p.stderr)
+        assert os.listdir(d) == []
+        p = tvceph.script("--help")
+        assert p.returncode == 0 and "usage: s3-ceph.sh start DIR" in p.stdout
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_script_missing_package_skips():
+    """PATH holds every command but ceph-mon: exit 77, SKIP naming the package, nothing made."""
+    tmp = tempfile.mkdtemp(prefix="tv-ceph-path-")
+    try:
+        bin_dir, d = os.path.join(tmp, "bin"), os.path.join(tmp, "cluster")
+        os.mkdir(bin_dir)
+        for src in ("/usr/local/bin", "/usr/bin", "/usr/sbin"):
+            for name in os.listdir(src):
+                if name != "ceph-mon" and not os.path.exists(os.path.join(bin_dir, name)):
+                    os.symlink(os.path.join(src, name), os.path.join(bin_dir, name))
+        p = tvceph.script("start", d, env=dict(os.environ, PATH=bin_dir))
+        assert p.returncode == tvtest.SKIP, p
+        assert p.stderr.startswith("SKIP: ") and "ceph-mon (ceph-mon)" in p.stderr, p.stderr
+        assert not os.path.exists(d)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_script_failed_start_names_daemon():
+    """S3_CEPH_START_TIMEOUT_S=1: a daemon cannot be ready in time; the error names it with its
+    log, and the failed start stops what it had started."""
+    d = tempfile.mkdtemp(prefix="tv-ceph-fail-")
+    try:
+        p = tvceph.script("start", d, env=dict(os.environ, S3_CEPH_START_TIMEOUT_S="1"))
+        if p.returncode == tvtest.SKIP:
+            raise tvtest.Unavailable(p.stderr.strip())
+        assert p.returncode == 1, p
+        m = re.search(r"^s3-ceph\.sh: (mon|osd|rgw) did not .* within 1 s \(pid \d+\)$",
+                      p.stderr, re.M)
+        assert m, p.stderr
+        assert "--- " in p.stderr, p.stderr  # the daemon's log, or that it wrote none
+        left = [pid for pid in os.listdir("/proc") if pid.isdigit() and d in cmdline(pid)]
+        assert left == [], left
+        assert not any(f.endswith(".pid") for f in os.listdir(os.path.join(d, "run")))
+    finally:
+        tvceph.script("stop", d)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_script_owner_pid_stops_cluster():
+    """A cluster started with --owner-pid of a process stops itself once that process exits
+    (a test killed by ctest's timeout leaves nothing behind)."""
+    d = tempfile.mkdtemp(prefix="tv-ceph-owner-")
+    owner = subprocess.Popen(["sleep", "600"])
+    try:
+        p = tvceph.script("start", d, "--bucket", "owned", "--owner-pid", owner.pid)
+        if p.returncode == tvtest.SKIP:
+            raise tvtest.Unavailable(p.stderr.strip())
+        assert p.returncode == 0, p
+        assert tvceph.script("status", d).returncode == 0
+        owner.kill()
+        owner.wait()
+        tvtest.wait_for(lambda: not [pid for pid in os.listdir("/proc")
+                                     if pid.isdigit() and d in cmdline(pid)],
+                        "the cluster of a dead owner to stop", timeout_s=STOP_WAIT_S,
+                        interval_s=0.2)
+        assert tvceph.script("status", d).returncode == 3
+    finally:
+        owner.kill()
+        owner.wait()
+        tvceph.script("stop", d)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def cmdline(pid):
+    try:
+        with open("/proc/%s/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def main():
+    tests = tvtest.cases(globals())
+    with_cluster = [t for t in tests if t.__code__.co_argcount == 1]
+    alone = [t for t in tests if t.__code__.co_argcount == 0]
+    results = tvtest.Results(len(tests) + 1)  # + the stop check
+    try:
+        with tvtest.Ceph() as ceph:
+            print("     cluster up in %.1f s at %s; RSS %s"
+                  % (ceph.start_s, ceph.endpoint, rss_line(ceph)))
+            for t in with_cluster:
+                results.run(t, ceph)
+            results.run(check_stop_leaves_nothing, ceph)
+    except tvtest.Unavailable as e:
+        for t in with_cluster + [check_stop_leaves_nothing]:
+            results.skipped.append("%s: %s" % (t.__name__, e))
+            print("SKIP %s: %s" % (t.__name__, e))
+    for t in alone:
+        results.run(t)
+    return results.exit_code()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
