@@ -19,7 +19,8 @@
 set -euo pipefail
 
 PROG=s3-ceph.sh
-START_TIMEOUT_S=${S3_CEPH_START_TIMEOUT_S:-120} # bound on each daemon's start and on the first S3 answer
+# bound on each daemon's start and on the first S3 answer
+START_TIMEOUT_S=${S3_CEPH_START_TIMEOUT_S:-120}
 STOP_TIMEOUT_S=10                               # SIGTERM grace per daemon before SIGKILL
 MEMSTORE_MIB_DEFAULT=1024                       # the OSD's memstore: objects live in its RAM
 MEMSTORE_MIB_MIN=64
@@ -48,7 +49,8 @@ under DIR, to try tracevaultd's S3 under-store against a real S3 server.
     --memstore-mib N   the OSD's in-memory store, MiB ($MEMSTORE_MIB_MIN..$MEMSTORE_MIB_MAX, default
                        $MEMSTORE_MIB_DEFAULT): the bound on what the bucket holds, and on its RAM
     --owner-pid PID    stop the cluster when process PID exits (what the tests pass)
-  stop DIR         stop every daemon started in DIR (SIGTERM, ${STOP_TIMEOUT_S} s, SIGKILL); idempotent
+  stop DIR         stop every daemon started in DIR (SIGTERM, ${STOP_TIMEOUT_S} s, SIGKILL);
+                   idempotent
   status DIR       one line per daemon; exit 0 if all run, 3 if not
   rgw-stop DIR     stop only the gateway
   rgw-start DIR    start the gateway again on the same port
@@ -88,7 +90,8 @@ require_packages() {
 }
 
 free_port() {
-	/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+	/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
 }
 
 # ---- the paths under DIR ---------------------------------------------------------------------
@@ -115,14 +118,13 @@ ceph_log() {
 # The pid of daemon $1 if it still runs as ours (its command line names DIR's ceph.conf), else
 # nothing: a pid from a stale file may belong to another process by now.
 live_pid() {
-	local f pid
+	local f pid cmd
 	f=$(pid_file "$1")
 	[[ -f $f ]] || return 0
 	pid=$(<"$f")
 	[[ $pid =~ ^[0-9]+$ ]] || return 0
-	if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$CONF"; then
-		echo "$pid"
-	fi
+	cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 0
+	[[ $cmd != *"$CONF"* ]] || echo "$pid"
 }
 
 # alive PID: runs and is not a zombie (a dead daemon stays one until init reaps it)
@@ -160,6 +162,7 @@ cephcli() {
 spawn() {
 	local name=$1
 	shift
+	SPAWN_OFFSET=$(stat -c %s "$(out_file "$name")" 2>/dev/null || echo 0)
 	setsid "$@" </dev/null >>"$(out_file "$name")" 2>&1 &
 	echo $! >"$(pid_file "$name")"
 }
@@ -174,12 +177,16 @@ wait_ready() { # NAME WHAT CHECK
 			rm -f "$(pid_file "$name")"
 			return 1
 		fi
-		((SECONDS < deadline)) || daemon_failed "$name" "did not $what within ${START_TIMEOUT_S} s (pid $pid)"
+		((SECONDS < deadline)) ||
+			daemon_failed "$name" "did not $what within ${START_TIMEOUT_S} s (pid $pid)"
 		sleep 0.2
 	done
 }
 
-port_in_use_log() { grep -qsE 'Address already in use|bind.*(EADDRINUSE|98)' "$(out_file "$1")" "$(ceph_log "$1")"; }
+# port_in_use NAME: the last run of daemon NAME (its output since spawn) could not bind its port
+port_in_use() {
+	[[ $(tail -c +$((SPAWN_OFFSET + 1)) "$(out_file "$1")") == *"Address already in use"* ]]
+}
 
 # ---- start -----------------------------------------------------------------------------------
 write_conf() { # MON_PORT RGW_PORT MEMSTORE_BYTES
@@ -251,7 +258,7 @@ start_mon() {
 			daemon_failed mon "mkfs failed"
 		spawn mon ceph-mon -c "$CONF" -i a -f
 		wait_ready mon "answer" mon_answers && return 0
-		port_in_use_log mon || daemon_failed mon "exited during start-up"
+		port_in_use mon || daemon_failed mon "exited during start-up"
 		port=$(free_port)
 		sed -i "s/^mon host = .*/mon host = v2:127.0.0.1:$port/" "$CONF"
 		sed -i "s/^mon .*/mon $port/" "$PORTS_FILE"
@@ -259,7 +266,7 @@ start_mon() {
 	daemon_failed mon "could not bind a free port in $PORT_ATTEMPTS attempts"
 }
 
-osd_up() { cephcli osd dump 2>/dev/null | grep -qE '^osd\.0 up'; }
+osd_up() { [[ $(cephcli osd dump 2>/dev/null) =~ (^|$'\n')"osd.0 up" ]]; }
 
 start_osd() {
 	local id
@@ -275,7 +282,7 @@ start_osd() {
 
 # RGW answers S3: an anonymous GET / is its ListAllMyBuckets (200 with XML)
 rgw_answers() {
-	curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$(rgw_port)/" 2>/dev/null | grep -q '^200$'
+	[[ $(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$(rgw_port)/") == 200 ]]
 }
 
 start_rgw() { # the port in the conf; a new one only when ALLOW_NEW_PORT=1 and it was taken
@@ -283,9 +290,9 @@ start_rgw() { # the port in the conf; a new one only when ALLOW_NEW_PORT=1 and i
 	for ((attempt = 1; attempt <= PORT_ATTEMPTS; attempt++)); do
 		spawn rgw radosgw -c "$CONF" -n client.rgw.a -f
 		wait_ready rgw "answer S3 on 127.0.0.1:$(rgw_port)" rgw_answers && return 0
-		if ! port_in_use_log rgw || [[ ${ALLOW_NEW_PORT:-0} != 1 ]]; then
-			daemon_failed rgw "exited during start-up"
-		fi
+		port_in_use rgw || daemon_failed rgw "exited during start-up"
+		[[ ${ALLOW_NEW_PORT:-0} == 1 ]] ||
+			daemon_failed rgw "exited during start-up: another process holds its port $(rgw_port)"
 		port=$(free_port)
 		sed -i "s/^rgw frontends = .*/rgw frontends = beast endpoint=127.0.0.1:$port/" "$CONF"
 		sed -i "s/^rgw .*/rgw $port/" "$PORTS_FILE"
@@ -338,8 +345,9 @@ cmd_start() {
 	done
 	# S3 bucket names: 3-63 of a-z 0-9 . -, starting and ending with a letter or digit
 	[[ $bucket =~ ^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$ ]] ||
-		usage_error "invalid --bucket: '$bucket' (3-63 of a-z 0-9 . -, starting and ending with a-z or 0-9)"
-	if ! [[ $memstore_mib =~ ^[0-9]{1,6}$ ]] || ((memstore_mib < MEMSTORE_MIB_MIN || memstore_mib > MEMSTORE_MIB_MAX)); then
+		usage_error "invalid --bucket: '$bucket' (3-63 of a-z 0-9 . -, first and last a-z or 0-9)"
+	if ! [[ $memstore_mib =~ ^[0-9]{1,6}$ ]] ||
+		((memstore_mib < MEMSTORE_MIB_MIN || memstore_mib > MEMSTORE_MIB_MAX)); then
 		usage_error "invalid --memstore-mib: '$memstore_mib' ($MEMSTORE_MIB_MIN..$MEMSTORE_MIB_MAX)"
 	fi
 	if [[ -n $owner_pid ]]; then
@@ -349,7 +357,8 @@ cmd_start() {
 	fi
 	require_packages
 	for d in "${DAEMONS[@]}"; do
-		[[ -z $(live_pid "$d") ]] || fail "a cluster already runs in $DIR ($d pid $(live_pid "$d")); stop it first"
+		[[ -z $(live_pid "$d") ]] ||
+			fail "a cluster already runs in $DIR ($d pid $(live_pid "$d")); stop it first"
 	done
 	if [[ -e $DIR ]] && [[ -n $(ls -A -- "$DIR") ]]; then
 		# only a previous cluster of this script may be replaced, never someone else's files
@@ -381,7 +390,8 @@ cmd_start() {
 		--display-name "tracevault s3-ceph.sh" --access-key "$ACCESS_KEY" --secret "$SECRET_KEY" \
 		>/dev/null 2>>"$(out_file rgw)" || daemon_failed rgw "'radosgw-admin user create' failed"
 	code=$(s3_request PUT "/$bucket" -o "$LOG/bucket-create.xml" -w '%{http_code}') || true
-	[[ $code == 200 ]] || fail "creating bucket '$bucket' failed: HTTP ${code:-none} $(cat "$LOG/bucket-create.xml" 2>/dev/null)"
+	[[ $code == 200 ]] ||
+		fail "creating bucket '$bucket' failed: HTTP ${code:-none} $(cat "$LOG/bucket-create.xml" 2>/dev/null)"
 
 	(
 		umask 077
@@ -396,7 +406,8 @@ EOF
 	mv "$ENV_FILE.tmp" "$ENV_FILE"
 	steps+=", user+bucket $(elapsed_s "$t") s"
 	trap - EXIT
-	echo "s3-ceph: S3 at http://127.0.0.1:$(rgw_port), bucket $bucket, up in $(elapsed_s "$t0") s ($steps)"
+	echo "s3-ceph: S3 at http://127.0.0.1:$(rgw_port), bucket $bucket," \
+		"up in $(elapsed_s "$t0") s ($steps)"
 	echo "s3-ceph: use it: set -a; . $ENV_FILE; set +a   stop it: $0 stop $DIR"
 }
 
@@ -455,7 +466,8 @@ cmd_rgw_stop() { stop_daemons rgw; }
 cmd_rgw_start() {
 	[[ -f $CONF ]] || fail "no cluster in $DIR (no ceph.conf); run: $PROG start $DIR"
 	[[ -z $(live_pid rgw) ]] || fail "rgw already runs (pid $(live_pid rgw))"
-	[[ -n $(live_pid osd) && -n $(live_pid mon) ]] || fail "mon and osd must run to start rgw; see $PROG status $DIR"
+	[[ -n $(live_pid osd) && -n $(live_pid mon) ]] ||
+		fail "mon and osd must run to start rgw; see $PROG status $DIR"
 	require_packages
 	ALLOW_NEW_PORT=0 start_rgw
 	echo "s3-ceph: rgw answers again at http://127.0.0.1:$(rgw_port)"
