@@ -306,10 +306,6 @@ elapsed_s() { # since START_MS, in seconds with one decimal
 	printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100))
 }
 
-random_hex() { # N bytes as 2N hex digits
-	od -An -tx1 -N "$1" /dev/urandom | tr -d ' \n'
-}
-
 # s3_request METHOD PATH [curl args...]: a SigV4-signed request with the keys of s3.env; the keys
 # go to curl through a config on stdin, never on a command line.
 s3_request() {
@@ -333,7 +329,7 @@ start_watchdog() { # OWNER_PID
 }
 
 cmd_start() {
-	local bucket=tracevault memstore_mib=$MEMSTORE_MIB_DEFAULT owner_pid="" t0 code
+	local bucket=tracevault memstore_mib=$MEMSTORE_MIB_DEFAULT owner_pid="" t0 code user_json
 	t0=$(now_ms)
 	while (($#)); do
 		case $1 in
@@ -384,14 +380,20 @@ cmd_start() {
 	steps+=", rgw $(elapsed_s "$t") s"
 	t=$(now_ms)
 
-	ACCESS_KEY=$(random_hex 10 | tr a-f A-F)
-	SECRET_KEY=$(random_hex 20)
-	timeout "$CEPH_CMD_TIMEOUT_S" radosgw-admin -c "$CONF" user create --uid tracevault \
-		--display-name "tracevault s3-ceph.sh" --access-key "$ACCESS_KEY" --secret "$SECRET_KEY" \
-		>/dev/null 2>>"$(out_file rgw)" || daemon_failed rgw "'radosgw-admin user create' failed"
+	# RGW makes the keys (random: 20 and 40 of A-Z a-z 0-9), so that they are never on a command
+	# line; they come back in its JSON on stdout
+	user_json=$(timeout "$CEPH_CMD_TIMEOUT_S" radosgw-admin -c "$CONF" user create --uid tracevault \
+		--display-name "tracevault s3-ceph.sh" 2>>"$(out_file rgw)") ||
+		daemon_failed rgw "'radosgw-admin user create' failed"
+	read -r ACCESS_KEY SECRET_KEY < <(/usr/bin/python3 -c 'import json, sys
+k = json.load(sys.stdin)["keys"][0]
+print(k["access_key"], k["secret_key"])' <<<"$user_json") ||
+		fail "no S3 key in the output of 'radosgw-admin user create'"
+	unset user_json
 	code=$(s3_request PUT "/$bucket" -o "$LOG/bucket-create.xml" -w '%{http_code}') || true
 	[[ $code == 200 ]] ||
-		fail "creating bucket '$bucket' failed: HTTP ${code:-none} $(cat "$LOG/bucket-create.xml" 2>/dev/null)"
+		fail "creating bucket '$bucket' failed: HTTP ${code:-none}" \
+			"$(cat "$LOG/bucket-create.xml" 2>/dev/null)"
 
 	(
 		umask 077

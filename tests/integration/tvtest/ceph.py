@@ -208,16 +208,18 @@ class Ceph(Started):
         return self.endpoint + path
 
     def s3(self, method, key="", query=(), data=None, headers=(), secret=None, bucket=None,
-           timeout=CURL_TIMEOUT_S):
+           region=None, timeout=CURL_TIMEOUT_S):
         """One request by Debian's curl, SigV4-signed (--aws-sigv4 aws:amz:REGION:s3) with
-        the cluster's keys (secret: another secret key): METHOD on /BUCKET/KEY?QUERY; data:
-        bytes or a file path to upload. The keys go to curl on stdin, never on its command
-        line. Returns an S3Response; no HTTP answer gives status 0."""
+        the cluster's keys (secret: another secret key; region: another region to sign for):
+        METHOD on /BUCKET/KEY?QUERY; data: bytes or a file path to upload. The keys go to
+        curl on stdin, never on its command line. Returns an S3Response; no HTTP answer gives
+        status 0."""
         secret = self.secret_key if secret is None else secret
         with tempfile.TemporaryDirectory(prefix="tv-s3-") as tmp:
             body = os.path.join(tmp, "body")
             args = ["curl", "-s", "-K", "-", "-X", method, "-o", body, "-w", "%{http_code}",
-                    "--aws-sigv4", "aws:amz:%s:s3" % self.region, "-m", str(timeout),
+                    "--aws-sigv4", "aws:amz:%s:s3" % (region or self.region),
+                    "-m", str(timeout),
                     # RGW refuses curl 7.88's SigV4 without it (NOTES.md)
                     "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"]
             for h in headers:
