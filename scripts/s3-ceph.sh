@@ -25,6 +25,10 @@ STOP_TIMEOUT_S=10                               # SIGTERM grace per daemon befor
 MEMSTORE_MIB_DEFAULT=1024                       # the OSD's memstore: objects live in its RAM
 MEMSTORE_MIB_MIN=64
 MEMSTORE_MIB_MAX=65536
+# the user's bucket quota, % of the memstore: a PUT past it gets 403 QuotaExceeded at once, where
+# a full memstore makes the OSD stop taking writes and every PUT wait (room left for RGW's own
+# objects and for deleted data its garbage collector has not yet reclaimed)
+QUOTA_PERCENT=75
 CEPH_CMD_TIMEOUT_S=30 # bound on one ceph / radosgw-admin command
 LOG_TAIL_LINES=20     # lines of a failed daemon's log shown in the error
 PORT_ATTEMPTS=3       # a free port can be taken between choosing it and the bind: retry so often
@@ -47,7 +51,8 @@ under DIR, to try tracevaultd's S3 under-store against a real S3 server.
                    ${START_TIMEOUT_S} s per step (S3_CEPH_START_TIMEOUT_S)
     --bucket NAME      the bucket to create (default tracevault)
     --memstore-mib N   the OSD's in-memory store, MiB ($MEMSTORE_MIB_MIN..$MEMSTORE_MIB_MAX, default
-                       $MEMSTORE_MIB_DEFAULT): the bound on what the bucket holds, and on its RAM
+                       $MEMSTORE_MIB_DEFAULT): the bound on its RAM; the bucket's quota is
+                       ${QUOTA_PERCENT}% of it (a PUT past it: 403 QuotaExceeded)
     --owner-pid PID    stop the cluster when process PID exits (what the tests pass)
   stop DIR         stop every daemon started in DIR (SIGTERM, ${STOP_TIMEOUT_S} s, SIGKILL);
                    idempotent
@@ -238,6 +243,11 @@ rgw data = $DIR/rgw
 admin socket = \$run_dir/\$cluster-\$name.asok
 # no lifecycle rules here; its threads sleep 5 s at a time and make radosgw's stop wait for them
 rgw enable lc threads = false
+# deleted objects' tails wait for RGW's garbage collector: reclaim memstore space within about a
+# minute, not 2 hours (a tail is kept 30 s for GETs still reading it)
+rgw gc obj min wait = 30
+rgw gc processor period = 30
+rgw gc processor max time = 30
 EOF
 	printf 'mon %s\nrgw %s\n' "$1" "$2" >"$PORTS_FILE"
 }
@@ -330,6 +340,7 @@ start_watchdog() { # OWNER_PID
 
 cmd_start() {
 	local bucket=tracevault memstore_mib=$MEMSTORE_MIB_DEFAULT owner_pid="" t0 code user_json
+	local quota_bytes
 	t0=$(now_ms)
 	while (($#)); do
 		case $1 in
@@ -390,6 +401,13 @@ k = json.load(sys.stdin)["keys"][0]
 print(k["access_key"], k["secret_key"])' <<<"$user_json") ||
 		fail "no S3 key in the output of 'radosgw-admin user create'"
 	unset user_json
+	quota_bytes=$((memstore_mib * 1024 * 1024 * QUOTA_PERCENT / 100))
+	{
+		timeout "$CEPH_CMD_TIMEOUT_S" radosgw-admin -c "$CONF" quota set --quota-scope=bucket \
+			--uid tracevault --max-size="$quota_bytes" &&
+			timeout "$CEPH_CMD_TIMEOUT_S" radosgw-admin -c "$CONF" quota enable \
+				--quota-scope=bucket --uid tracevault
+	} >/dev/null 2>>"$(out_file rgw)" || daemon_failed rgw "'radosgw-admin quota' failed"
 	code=$(s3_request PUT "/$bucket" -o "$LOG/bucket-create.xml" -w '%{http_code}') || true
 	[[ $code == 200 ]] ||
 		fail "creating bucket '$bucket' failed: HTTP ${code:-none}" \
@@ -408,8 +426,8 @@ EOF
 	mv "$ENV_FILE.tmp" "$ENV_FILE"
 	steps+=", user+bucket $(elapsed_s "$t") s"
 	trap - EXIT
-	echo "s3-ceph: S3 at http://127.0.0.1:$(rgw_port), bucket $bucket," \
-		"up in $(elapsed_s "$t0") s ($steps)"
+	echo "s3-ceph: S3 at http://127.0.0.1:$(rgw_port), bucket $bucket" \
+		"(quota $((quota_bytes >> 20)) MiB), up in $(elapsed_s "$t0") s ($steps)"
 	echo "s3-ceph: use it: set -a; . $ENV_FILE; set +a   stop it: $0 stop $DIR"
 }
 

@@ -5,11 +5,12 @@ a wrong secret is refused with 403 SignatureDoesNotMatch; rgw-stop makes request
 connection refused and rgw-start serves them again on the same endpoint; s3.env holds exactly
 its five keys, mode 0600; stop ends every daemon with SIGTERM alone, leaves no process, and a
 second stop is a no-op. Without a
-cluster: a start that cannot finish in time names the daemon with its log and leaves nothing
+cluster: --memstore-mib 64 refuses a PUT past the bucket's quota with 403 QuotaExceeded (not
+a hang); a start that cannot finish in time names the daemon with its log and leaves nothing
 running; the cluster stops itself when its --owner-pid exits; a missing package exits 77
 naming it; usage errors exit 2 with one line.
 Prints the start-up time, the daemons' RSS and the 64 MiB PUT's time.
-Time budget: about 40 s (two clusters and a failed start)."""
+Time budget: about 45 s (three clusters and a failed start)."""
 import hashlib
 import os
 import random
@@ -249,6 +250,27 @@ def test_script_owner_pid_stops_cluster():
         owner.wait()
         tvceph.script("stop", d)
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_script_quota_bounds_the_memstore():
+    """--memstore-mib 64: the bucket's quota (75 %, 48 MiB) refuses a PUT past it at once with
+    403 QuotaExceeded, where a full memstore would make every PUT wait; the cluster still
+    serves what it holds, and a DELETE makes room again."""
+    obj = os.urandom(16 << 20)
+    with tvtest.Ceph(bucket="bounded", memstore_mib=64) as ceph:
+        accepted = []
+        for i in range(6):
+            r = ceph.s3("PUT", "q/%d" % i, data=obj, timeout=30)
+            if r.status != 200:
+                break
+            accepted.append(i)
+        assert r.status == 403 and r.code == "QuotaExceeded", r
+        assert 2 <= len(accepted) <= 3, accepted  # 48 MiB of quota: the 3rd or 4th is refused
+        assert ceph.s3("GET", "q/0").body == obj
+        assert ceph.s3("DELETE", "q/0").status == 204
+        assert ceph.s3("PUT", "q/after", data=obj, timeout=30).status == 200
+        print("     %d x 16 MiB accepted, then 403 QuotaExceeded; RSS %s"
+              % (len(accepted), rss_line(ceph)))
 
 
 def cmdline(pid):
