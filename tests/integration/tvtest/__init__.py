@@ -31,7 +31,7 @@ One module per concern; this package re-exports their public names, so tests use
                 prometheus_client's parser), http_get()
   ceph          Ceph: a real S3 server (scripts/s3-ceph.sh's one-node Ceph cluster) in a temp
                 dir, its s3.env, rgw_stop()/rgw_start(), s3() (a SigV4 request by curl),
-                list_keys(); S3Response
+                list_keys(), list_uploads(); S3Response
   systemd       (as tvtest.systemd) the units of contrib/: their keys, the system calls
                 their SystemCallFilter allows, those a strace -f log shows
 

@@ -258,6 +258,17 @@ class Ceph(Started):
                 return out
             token = root.findtext(S3_NS + "NextContinuationToken")
 
+    def list_uploads(self, prefix=""):
+        """[(key, upload id)] of the multipart uploads begun and neither completed nor aborted
+        under prefix (one page: up to 1000). Written `?uploads=`: with curl 7.88 a bare
+        `?uploads` is signed otherwise than RGW checks (403 SignatureDoesNotMatch)."""
+        r = self.s3("GET", query=[("uploads", ""), ("prefix", prefix)])
+        if r.status != 200:
+            raise AssertionError("list uploads %r: %r" % (prefix, r))
+        root = ET.fromstring(r.body)
+        return [(u.findtext(S3_NS + "Key"), u.findtext(S3_NS + "UploadId"))
+                for u in root.findall(S3_NS + "Upload")]
+
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None and exc_type is not Unavailable and self.dir:
             print("--- the RADOS Gateway's last log lines (%s):\n%s"
