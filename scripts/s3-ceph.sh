@@ -311,7 +311,7 @@ start_rgw() { # the port in the conf; a new one only when ALLOW_NEW_PORT=1 and i
 }
 
 now_ms() { echo $((${EPOCHREALTIME/./} / 1000)); }
-elapsed_s() { # since START_MS, in seconds with one decimal
+elapsed_s() { # START_MS: the time since then, in seconds with one decimal
 	local ms=$(($(now_ms) - $1))
 	printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100))
 }
