@@ -9,7 +9,8 @@ second stop is a no-op. Without a
 cluster: --memstore-mib 64 refuses a PUT past the bucket's quota with 403 QuotaExceeded (not
 a hang); a start that cannot finish in time names the daemon with its log and leaves nothing
 running; the cluster stops itself when its --owner-pid exits; a missing package exits 77
-naming it; usage errors exit 2 with one line.
+naming it, and tvtest.Ceph turns that into the case's SKIP (Unavailable); usage errors exit 2
+with one line.
 Prints the start-up time, the daemons' RSS and the 64 MiB PUT's time.
 Time budget: about 45 s (three clusters and a failed start)."""
 import hashlib
@@ -216,21 +217,49 @@ def test_script_usage_errors():
         shutil.rmtree(d, ignore_errors=True)
 
 
+def path_without(tmp, command):
+    """A directory of links to every command of /usr/local/bin, /usr/bin and /usr/sbin but
+    command: as PATH, a machine where its package is not installed."""
+    bin_dir = os.path.join(tmp, "bin")
+    os.mkdir(bin_dir)
+    for src in ("/usr/local/bin", "/usr/bin", "/usr/sbin"):
+        for name in os.listdir(src):
+            if name != command and not os.path.exists(os.path.join(bin_dir, name)):
+                os.symlink(os.path.join(src, name), os.path.join(bin_dir, name))
+    return bin_dir
+
+
 def test_script_missing_package_skips():
     """PATH holds every command but ceph-mon: exit 77, SKIP naming the package, nothing made."""
     tmp = tempfile.mkdtemp(prefix="tv-ceph-path-")
     try:
-        bin_dir, d = os.path.join(tmp, "bin"), os.path.join(tmp, "cluster")
-        os.mkdir(bin_dir)
-        for src in ("/usr/local/bin", "/usr/bin", "/usr/sbin"):
-            for name in os.listdir(src):
-                if name != "ceph-mon" and not os.path.exists(os.path.join(bin_dir, name)):
-                    os.symlink(os.path.join(src, name), os.path.join(bin_dir, name))
-        p = tvceph.script("start", d, env=dict(os.environ, PATH=bin_dir))
+        d = os.path.join(tmp, "cluster")
+        p = tvceph.script("start", d, env=dict(os.environ, PATH=path_without(tmp, "ceph-mon")))
         assert p.returncode == tvtest.SKIP, p
         assert p.stderr.startswith("SKIP: ") and "ceph-mon (ceph-mon)" in p.stderr, p.stderr
         assert not os.path.exists(d)
     finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_script_fixture_skips_without_packages():
+    """tvtest.Ceph where ceph-mon is missing raises Unavailable (the case's SKIP) naming it:
+    at once with install=False; with install=True after scripts/deps.sh (here a no-op, dpkg
+    has the package) and a second start still lacks it. Nothing is left behind."""
+    tmp = tempfile.mkdtemp(prefix="tv-ceph-path-")
+    old_path = os.environ["PATH"]
+    os.environ["PATH"] = path_without(tmp, "ceph-mon")
+    try:
+        for install in (False, True):
+            ceph = tvtest.Ceph(install=install)
+            try:
+                with ceph:
+                    raise AssertionError("started without ceph-mon: %s" % ceph.endpoint)
+            except tvtest.Unavailable as e:
+                assert "ceph-mon (ceph-mon)" in str(e), e
+            assert ceph.dir and not os.path.exists(ceph.dir), ceph.dir
+    finally:
+        os.environ["PATH"] = old_path
         shutil.rmtree(tmp, ignore_errors=True)
 
 
