@@ -4,7 +4,8 @@
  * this; without the variables it SKIPs (exit 77). Byte-exact put/get, ranges to the last byte
  * and past it, a file range streamed, multipart of 3 parts + a remainder under a lowered
  * threshold, an abort on a part's failure that leaves neither upload nor object, list paging,
- * idempotent deletes, and the refusals: wrong secret, missing bucket, closed port. Every key
+ * idempotent deletes, and the refusals: wrong secret, missing bucket, closed port, a server
+ * that never answers (TV_S3_LOW_SPEED_TIME_S, so this file takes that long). Every key
  * lives under a prefix of this run, deleted at the end. */
 #include <errno.h>
 #include <setjmp.h>
@@ -461,6 +462,34 @@ static void test_closed_port_is_a_connection_error(void **state)
 	tv_s3_close(down);
 }
 
+static void test_silent_server_times_out(void **state)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t alen = sizeof(a);
+	char url[64];
+	struct tv_s3 *hung;
+	time_t t0;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	(void)state;
+	/* a server that accepts (the kernel's backlog does) and never answers: the low-speed
+	 * limit ends the call after TV_S3_LOW_SPEED_TIME_S instead of never */
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(fd, 4), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u", ntohs(a.sin_port));
+	assert_int_equal(tv_s3_open(&hung, url, region, bucket, access_key, secret_key, err,
+				    sizeof(err)), 0);
+	t0 = time(NULL);
+	assert_int_equal(tv_s3_head_bucket(hung, err, sizeof(err)), -ETIMEDOUT);
+	assert_true(time(NULL) - t0 >= TV_S3_LOW_SPEED_TIME_S - 1);
+	assert_true(time(NULL) - t0 <= TV_S3_LOW_SPEED_TIME_S + 10);
+	assert_non_null(strstr(err, "GET s3://"));
+	tv_s3_close(hung);
+	close(fd);
+}
+
 static void test_open_refuses_malformed_arguments(void **state)
 {
 	struct tv_s3 *x;
@@ -519,6 +548,7 @@ int main(void)
 		cmocka_unit_test(test_wrong_secret_is_eacces),
 		cmocka_unit_test(test_missing_bucket_is_enoent),
 		cmocka_unit_test(test_closed_port_is_a_connection_error),
+		cmocka_unit_test(test_silent_server_times_out),
 	};
 	struct timespec now;
 
