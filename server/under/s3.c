@@ -138,6 +138,7 @@ struct req {
 	const char *key;    /* NULL: a request on the bucket */
 	const char *query;  /* canonical (sorted, encoded), without '?'; NULL for none */
 	const char *range;  /* a Range header value ("bytes=A-B"), or NULL */
+	char what[160];     /* which S3 call, in messages when the method does not say it */
 	/* the body sent: LEN bytes from BODY, or from FD at FD_OFF when BODY is NULL */
 	const unsigned char *body;
 	int fd;
@@ -376,18 +377,16 @@ static bool parse_error_body(struct req *r)
 static void __attribute__((format(printf, 5, 6)))
 req_err(const struct tv_s3 *c, const struct req *r, char *err, size_t errlen, const char *fmt, ...)
 {
-	char what[256];
+	char what[320];
 	va_list ap;
-	int n;
 
 	if (!err || !errlen)
 		return;
 	va_start(ap, fmt);
 	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
-	n = snprintf(err, errlen, "%s s3://%s%s%s: %s", r->method, c->bucket, r->key ? "/" : "",
-		     r->key ? r->key : "", what);
-	(void)n;
+	snprintf(err, errlen, "%s s3://%s%s%s%s%s: %s", r->method, c->bucket, r->key ? "/" : "",
+		 r->key ? r->key : "", r->what[0] ? " " : "", r->what, what);
 	one_line(err);
 }
 
@@ -551,8 +550,6 @@ static int perform(struct tv_s3 *c, struct req *r, const char *payload_sha256, c
 					: "no S3 error body");
 	}
 out:
-	/* the secret must not outlive the call in curl's handle longer than needed: it stays
-	 * in C only; curl_easy_reset at the next call drops curl's copy */
 	curl_slist_free_all(hdrs);
 	sb_free(&url);
 	sb_free(&line);
@@ -733,6 +730,7 @@ int tv_s3_head_bucket(struct tv_s3 *c, char *err, size_t errlen)
 	int rc;
 
 	req_init(&r, "GET", NULL);
+	snprintf(r.what, sizeof(r.what), "(bucket check)");
 	r.query = "list-type=2&max-keys=1";
 	rc = perform(c, &r, S3_EMPTY_SHA256, err, errlen);
 	req_free(&r);
@@ -818,6 +816,7 @@ int tv_s3_mpu_create(struct tv_s3 *c, const char *key, char upload_id[TV_S3_UPLO
 	if (rc)
 		return rc;
 	req_init(&r, "POST", key);
+	snprintf(r.what, sizeof(r.what), "(create multipart upload)");
 	r.query = "uploads=";
 	r.has_body = true;
 	r.body = (const unsigned char *)"";
@@ -858,6 +857,7 @@ int tv_s3_mpu_upload_part(struct tv_s3 *c, const char *key, const char *upload_i
 			(unsigned long long)TV_S3_PART_MAX_BYTES);
 		return -EINVAL;
 	}
+	snprintf(r.what, sizeof(r.what), "(part %u)", number);
 	sb_printf(&q, "partNumber=%u", number);
 	sb_param(&q, "uploadId", upload_id);
 	if (q.oom) {
@@ -875,7 +875,7 @@ int tv_s3_mpu_upload_part(struct tv_s3 *c, const char *key, const char *upload_i
 		goto out;
 	if (!r.etag[0]) {
 		rc = -EIO;
-		req_err(c, &r, err, errlen, "part %u: %ld without an ETag", number, r.status);
+		req_err(c, &r, err, errlen, "%ld without an ETag", r.status);
 		goto out;
 	}
 	part->number = number;
@@ -918,6 +918,7 @@ int tv_s3_mpu_complete(struct tv_s3 *c, const char *key, const char *upload_id,
 			TV_S3_MAX_PARTS);
 		return -EINVAL;
 	}
+	snprintf(r.what, sizeof(r.what), "(complete %zu parts)", nparts);
 	sb_param(&q, "uploadId", upload_id);
 	sb_str(&body, "<CompleteMultipartUpload>");
 	for (size_t i = 0; i < nparts; i++) {
@@ -961,6 +962,7 @@ int tv_s3_mpu_abort(struct tv_s3 *c, const char *key, const char *upload_id, cha
 	if (rc)
 		return rc;
 	req_init(&r, "DELETE", key);
+	snprintf(r.what, sizeof(r.what), "(abort multipart upload)");
 	sb_param(&q, "uploadId", upload_id);
 	if (q.oom) {
 		rc = -ENOMEM;
@@ -1080,6 +1082,7 @@ int tv_s3_list_multipart_uploads(struct tv_s3 *c, const char *prefix, tv_s3_uplo
 		struct req r;
 
 		req_init(&r, "GET", NULL);
+		snprintf(r.what, sizeof(r.what), "(list multipart uploads of '%s')", prefix);
 		sb_free(&q);
 		/* sorted by name: key-marker, prefix, upload-id-marker, uploads */
 		if (key_marker)
@@ -1264,6 +1267,7 @@ int tv_s3_list(struct tv_s3 *c, const char *prefix, unsigned page_keys, tv_s3_ob
 		struct req r;
 
 		req_init(&r, "GET", NULL);
+		snprintf(r.what, sizeof(r.what), "(list '%s')", prefix);
 		sb_free(&q);
 		/* sorted by name: continuation-token, list-type, max-keys, prefix */
 		if (token)
