@@ -152,8 +152,8 @@ int tv_s3_mpu_abort(struct tv_s3 *c, const char *key, const char *upload_id, cha
 		    size_t errlen);
 /* ListMultipartUploads under PREFIX ("" for all), every page: FN(arg, key, upload_id) for each
  * upload in progress (strings valid during the call only). FN returns 0 to go on or a negative
- * errno, which stops the listing and is returned. FN runs between requests, so it may call this
- * client (e.g. tv_s3_mpu_abort of what it is shown). */
+ * errno, which stops the listing and is returned (err as FN left it). FN runs between requests,
+ * so it may call this client (e.g. tv_s3_mpu_abort of what it is shown). */
 typedef int (*tv_s3_upload_fn)(void *arg, const char *key, const char *upload_id);
 int tv_s3_list_multipart_uploads(struct tv_s3 *c, const char *prefix, tv_s3_upload_fn fn,
 				 void *arg, char *err, size_t errlen);
@@ -177,7 +177,8 @@ int tv_s3_delete(struct tv_s3 *c, const char *key, char *err, size_t errlen);
  * TV_S3_LIST_PAGE_KEYS; at most that), following NextContinuationToken until IsTruncated is
  * false: FN(arg, key, size_bytes) for each object, in S3's order (UTF-8 binary). The key is
  * valid during the call only. FN returns 0 to go on or a negative errno, which stops the
- * listing and is returned; it runs between requests and may call this client. */
+ * listing and is returned (err as FN left it); it runs between requests and may call this
+ * client. */
 typedef int (*tv_s3_object_fn)(void *arg, const char *key, uint64_t size_bytes);
 int tv_s3_list(struct tv_s3 *c, const char *prefix, unsigned page_keys, tv_s3_object_fn fn,
 	       void *arg, char *err, size_t errlen);
