@@ -518,7 +518,7 @@ out:
 /* A listing walked page by page (ListObjectsV2, ListMultipartUploads): QUERY writes the next
  * page's canonical query from the markers the previous page left (none before the first),
  * ENTRY takes each element ITEM of a page, MARKERS keeps the page's markers for the next one
- * (-EIO when a truncated page lacks them). A page whose IsTruncated is not "true" is the last.
+ * (-EIO when a truncated page lacks them or repeats the previous ones). A page whose IsTruncated is not "true" is the last.
  * ENTRY runs between requests, so the caller's callback may use the client. */
 struct pager {
 	const char *root; /* the answer's root element */
@@ -571,8 +571,8 @@ static int walk_pages(struct tv_s3 *c, struct pager *pg, const char *what, char 
 		xmlFree(trunc);
 		rc = pg->markers(pg, root, more);
 		if (rc == -EIO)
-			tv_s3_req_err(c, &r, err, errlen, "a truncated %s without its next marker",
-				      pg->root);
+			tv_s3_req_err(c, &r, err, errlen,
+				      "a truncated %s without a new next marker", pg->root);
 		else if (rc)
 			tv_s3_req_err(c, &r, err, errlen, "out of memory");
 next:
@@ -581,6 +581,13 @@ next:
 	}
 	tv_s3_buf_free(&q);
 	return rc;
+}
+
+/* a truncated page's marker equal to the previous page's would ask for the same page again,
+ * forever: a listing must advance */
+static bool same_marker(const xmlChar *before, const xmlChar *now)
+{
+	return before && now && strcmp((const char *)before, (const char *)now) == 0;
 }
 
 struct upload_pager {
@@ -619,11 +626,15 @@ static int upload_markers(struct pager *pg, xmlNodePtr root, bool truncated)
 {
 	struct upload_pager *u = (struct upload_pager *)pg;
 
+	xmlChar *key = tv_s3_xml_dup(root, "NextKeyMarker");
+	xmlChar *id = tv_s3_xml_dup(root, "NextUploadIdMarker");
+	bool same = same_marker(u->key_marker, key) && same_marker(u->id_marker, id);
+
 	xmlFree(u->key_marker);
 	xmlFree(u->id_marker);
-	u->key_marker = tv_s3_xml_dup(root, "NextKeyMarker");
-	u->id_marker = tv_s3_xml_dup(root, "NextUploadIdMarker");
-	return truncated && (!u->key_marker || !*u->key_marker) ? -EIO : 0;
+	u->key_marker = key;
+	u->id_marker = id;
+	return truncated && (!key || !*key || same) ? -EIO : 0;
 }
 
 int tv_s3_list_multipart_uploads(struct tv_s3 *c, const char *prefix, tv_s3_upload_fn fn,
@@ -687,9 +698,12 @@ static int object_markers(struct pager *pg, xmlNodePtr root, bool truncated)
 {
 	struct object_pager *o = (struct object_pager *)pg;
 
+	xmlChar *token = tv_s3_xml_dup(root, "NextContinuationToken");
+	bool same = same_marker(o->token, token);
+
 	xmlFree(o->token);
-	o->token = tv_s3_xml_dup(root, "NextContinuationToken");
-	return truncated && (!o->token || !*o->token) ? -EIO : 0;
+	o->token = token;
+	return truncated && (!token || !*token || same) ? -EIO : 0;
 }
 
 int tv_s3_list(struct tv_s3 *c, const char *prefix, unsigned page_keys, tv_s3_object_fn fn,
