@@ -5,7 +5,8 @@ puts, abort on a part's failure, list paging, idempotent deletes, wrong secret, 
 closed port). Alone, test_s3 SKIPs: it needs the server this test gives it.
 
 The server comes from tvtest.Ceph when the tree has it (a context manager whose .env is a dict
-of S3_ENDPOINT, S3_REGION, S3_BUCKET, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), else from
+of S3_ENDPOINT, S3_REGION, S3_BUCKET, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; it raises
+tvtest.Unavailable, this test's SKIP, when the packages are missing), else from
 scripts/s3-ceph.sh: `start DIR --owner-pid PID` writes DIR/s3.env (KEY=VALUE lines, those five)
 and exits 0, or 77 with "SKIP: reason" when a package is missing; `stop DIR` stops it. Without
 either, or when the script says 77, this test SKIPs with the reason."""
@@ -81,8 +82,11 @@ def main():
     if not os.access(TEST_S3, os.X_OK):
         raise SystemExit("no %s: build the tests first" % TEST_S3)
     if hasattr(tvtest, "Ceph"):
-        with tvtest.Ceph() as ceph:
-            run_test_s3(ceph.env)
+        try:
+            with tvtest.Ceph() as ceph:
+                run_test_s3(ceph.env)
+        except tvtest.Unavailable as e:
+            tvtest.skip(str(e))
     else:
         with_script()
     print("test_s3_client: ok")
