@@ -27,7 +27,10 @@
  *
  * Retries: none, anywhere in this module. The caller decides: a client's write to tracevaultd
  * is never retried (its failure is the client's answer), reads and background persistence
- * may retry (the data is durable locally). A retry hidden here would break both rules.
+ * may retry (the data is durable locally). A retry hidden here would break both rules. (curl
+ * itself opens a fresh connection when the kept-alive one turns out closed by the server
+ * before the request went out, rewinding the body: that is not an S3 retry, no request was
+ * answered; checked here across a restart of RGW between two PUTs on one client.)
  *
  * Payload hash (x-amz-content-sha256, which Debian's curl 7.88 needs sent explicitly for RGW
  * to verify the signature, ../shared/NOTES.md): the SHA-256 of the body where the body is in
@@ -35,6 +38,10 @@
  * UNSIGNED-PAYLOAD where the body is streamed from a file descriptor (put_fd, upload_part,
  * put_file), because hashing it would read every byte from disk twice before the first byte
  * is sent. The headers and the request are signed either way; over https TLS protects the body.
+ *
+ * 100-continue: curl sends "Expect: 100-continue" before a body over 1 MiB, so a refusal (403,
+ * 404) comes before the body is sent. It cannot be turned off with an empty "Expect:" header:
+ * curl 7.88 signs that header, does not send it, and RGW answers SignatureDoesNotMatch.
  *
  * Keys: 1..TV_S3_KEY_MAX bytes, sent percent-encoded (every byte but A-Z a-z 0-9 - . _ ~ /).
  * Buckets: S3's DNS-style names (3..63 of a-z 0-9 . -), addressed path-style
