@@ -26,6 +26,10 @@ VIOLATIONS = [
     ("client/cli/cmd_query.c", '#include "../../bpf/tv_event.h"', "include by folder path"),
     ("client/cli/cmd_query.c", '#include "cli.h"', "include by folder path"),
     ("bpf/capture.bpf.c", '#include "capture/capture.h"', "bpf/ includes only"),
+    # the under-store sits below the server and above common only
+    ("server/under/s3.c", '#include "server/catalog.h"', "server/under may not include server/"),
+    ("server/under/s3.c", '#include "proto/block.h"', "server/under may not include proto/"),
+    ("common/clock.c", '#include "under/s3.h"', "common may not include under/"),
 ]
 
 
