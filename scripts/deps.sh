@@ -22,8 +22,6 @@ PKGS=(
   libcap-dev
   # put's fast JSON Lines reader (client/cli/record_reader.c)
   libyajl-dev
-  # the under-store's S3 client (server/under/s3.c): HTTP + SigV4 signing, the XML bodies
-  libcurl4-openssl-dev libxml2-dev
   # tests and demo
   libcmocka-dev nginx-light curl wrk python3-grpcio python3-protobuf
   # libFuzzer for clang's -fsanitize=fuzzer (the harnesses of tests/fuzz, make fuzz)
