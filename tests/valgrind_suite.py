@@ -23,6 +23,7 @@ import time
 
 SKIP = 77
 TEST_TIMEOUT_S = 3600  # one test script under memcheck, at most
+LOG_DIR_MODE = 0o1733  # sticky, writable and searchable by all, listable by its owner only
 
 
 def main():
@@ -44,6 +45,9 @@ def main():
     names = a.tests or sorted(os.path.basename(f)[:-3]
                               for f in glob.glob(os.path.join(integ, "test_*.py")))
     logs = tempfile.mkdtemp(prefix="tv-valgrind-")
+    # memcheck writes its report as the daemon's uid, which a test may make nobody
+    # (test_systemd_units): anyone may create a file here, none list or remove another's
+    os.chmod(logs, LOG_DIR_MODE)
     env = dict(os.environ, TV_BIN_DIR=a.test_build, TV_GEN_DIR=os.path.join(a.test_build, "gen"),
                TV_SOURCE_DIR=a.source, PYTHONDONTWRITEBYTECODE="1", TV_VALGRIND_DIR=logs,
                TV_VALGRIND_SERVER=os.path.abspath(a.server))
