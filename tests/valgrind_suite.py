@@ -61,8 +61,10 @@ def main():
                                timeout=TEST_TIMEOUT_S)
             state = {0: "ok", SKIP: "skip"}.get(r.returncode, "FAIL(%d)" % r.returncode)
             print("%-8s %-40s %6.1f s" % (state, name, time.monotonic() - t0), flush=True)
-            if r.returncode == SKIP:
+            if r.returncode == SKIP:  # the whole file or some of its cases: say which, why
                 skipped.append(name)
+                print("".join("         %s\n" % ln for ln in r.stdout.splitlines()
+                              if ln.startswith("SKIP:")), end="")
             elif r.returncode != 0:
                 failed.append(name)
                 print((r.stdout + r.stderr)[-4000:])
@@ -77,7 +79,8 @@ def main():
             if any(errors) or any(lost):
                 bad.append(f)
                 print("memcheck report %s:\n%s" % (f, text[-6000:]))
-        print("valgrind: %d tests (%d failed, %d skipped), %d tracevaultd runs under memcheck, "
+        print("valgrind: %d tests (%d failed, %d skipped in whole or in part), %d tracevaultd "
+              "runs under memcheck, "
               "%d with errors or definite leaks, %.0f s" % (
                   len(names), len(failed), len(skipped), servers, len(bad),
                   time.monotonic() - t_all))
