@@ -137,7 +137,8 @@ def flood_main(addr, n_streams, n_conns, n_queries, big_from, big_to):
     async def idle_write(ch, i):
         start = time.monotonic()
         call = ch.stream_stream(tvtest.grpc_client.WRITE, request_serializer=ser,
-                                response_deserializer=pb.WriteResponse.FromString)(timeout=60 * SLOW)
+                                response_deserializer=pb.WriteResponse.FromString)(
+                                    timeout=60 * SLOW)
         try:
             await call.write(tvtest.write_cmd(pb.OPEN_SEGMENT, segment_id=rng.getrandbits(63) | 1,
                                               writer_token=7))
@@ -658,7 +659,8 @@ def test_hostile_clients_beside_a_valid_one():
         # rel-08 under stalled readers (they hold query memory until the idle timeout) and
         # rel-18: cancelled queries over the same blocks
         grpc, pb = h.grpc, h.pb
-        stalled = [h.cl.query_rpc(pb.QueryRequest(from_ns=bomb[0], to_ns=bomb[1]), timeout=30 * SLOW)
+        stalled = [h.cl.query_rpc(pb.QueryRequest(from_ns=bomb[0], to_ns=bomb[1]),
+                                  timeout=30 * SLOW)
                    for _ in range(3)]
         first = collections.Counter()
         for q in stalled:
