@@ -40,7 +40,13 @@ VALID_WRITES, VALID_QUERIES = 2, 3
 HOSTILE_PEER = "127.0.0.2"
 QUERY_MEMORY = 16 * MIB
 QUERY_TOTAL = 32 * MIB
-IDLE_MS = 2000  # 1000 ms: on a loaded 2-core box the valid client's own stream idled past it
+# Every time bound below is times SLOW (tvtest.SLOWDOWN, 10 in the valgrind run): the idle
+# limit must stay far above the daemon's own latency (under memcheck, 16 streams of 1 MiB
+# chunks left some with no request read for 2000 ms: DEADLINE_EXCEEDED from the idle limit),
+# and the bounds derived from it grow with it. The deadlines rel-18 is about do not.
+SLOW = tvtest.SLOWDOWN
+IDLE_MS = 2000 * SLOW  # 1000 ms: on a loaded 2-core box the valid client's own stream idled
+#                        past it
 SERVER_ARGS = ["--max-message-bytes", "1M", "--max-write-streams", str(WRITE_STREAMS),
                "--max-query-streams", str(QUERY_STREAMS), "--idle-timeout-ms", str(IDLE_MS),
                "--query-memory-bytes", "16M", "--query-total-memory-bytes", "32M"]
@@ -79,7 +85,7 @@ TS_BOMB = 1_810_000_000 * 10**9    # rel-08's inflating blocks
 TS_BIG = 1_820_000_000 * 10**9     # a segment large enough that a reader can stall on it
 TS_REL = 1_830_000_000 * 10**9     # rel-05's segment
 FLOOD_STREAMS, FLOOD_CONNECTIONS, STALLED_QUERIES = 2000, 20, 40
-VALID_WAIT_S = 5.0  # longest a valid round's call may take (it is never refused: the flood
+VALID_WAIT_S = 5.0 * SLOW  # longest a valid round's call may take (it is never refused: the flood
 #                     holds only its peer's share; was 30 s while the flood could hold every
 #                     Write slot, seen 10.5 s in ASan)
 # a crash or a hang shows as one of these; every hostile call must end otherwise
@@ -131,7 +137,8 @@ def flood_main(addr, n_streams, n_conns, n_queries, big_from, big_to):
     async def idle_write(ch, i):
         start = time.monotonic()
         call = ch.stream_stream(tvtest.grpc_client.WRITE, request_serializer=ser,
-                                response_deserializer=pb.WriteResponse.FromString)(timeout=60)
+                                response_deserializer=pb.WriteResponse.FromString)(
+                                    timeout=60 * SLOW)
         try:
             await call.write(tvtest.write_cmd(pb.OPEN_SEGMENT, segment_id=rng.getrandbits(63) | 1,
                                               writer_token=7))
@@ -140,7 +147,7 @@ def flood_main(addr, n_streams, n_conns, n_queries, big_from, big_to):
         except Exception:  # refused before the writes went out: the status says why
             pass
         try:
-            code = (await asyncio.wait_for(call.code(), 45)).name
+            code = (await asyncio.wait_for(call.code(), 45 * SLOW)).name
             if code not in ("RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"):
                 details[code] = await call.details()
         except asyncio.TimeoutError:
@@ -152,7 +159,7 @@ def flood_main(addr, n_streams, n_conns, n_queries, big_from, big_to):
         start = time.monotonic()
         call = ch.unary_stream(tvtest.grpc_client.QUERY, request_serializer=ser,
                                response_deserializer=pb.QueryResponse.FromString)(
-            pb.QueryRequest(from_ns=big_from, to_ns=big_to), timeout=60)
+            pb.QueryRequest(from_ns=big_from, to_ns=big_to), timeout=60 * SLOW)
         # take nothing until the Write streams are done (this process is busy making them:
         # a call may reach the server late) and 2 idle timeouts more, then drain: grpc
         # delivers a status only after the messages before it are read, so one the server
@@ -160,9 +167,9 @@ def flood_main(addr, n_streams, n_conns, n_queries, big_from, big_to):
         await writes_done.wait()
         await asyncio.sleep(2 * IDLE_MS / 1000)
         try:
-            while await asyncio.wait_for(call.read(), 20) is not grpc.aio.EOF:
+            while await asyncio.wait_for(call.read(), 20 * SLOW) is not grpc.aio.EOF:
                 pass
-            code = (await asyncio.wait_for(call.code(), 20)).name
+            code = (await asyncio.wait_for(call.code(), 20 * SLOW)).name
         except grpc.aio.AioRpcError as e:
             code = e.code().name
         except asyncio.TimeoutError:
@@ -211,7 +218,7 @@ class ValidClient(threading.Thread):
 
     def __init__(self, addr, rng):
         super().__init__(daemon=True)
-        self.cl = tvtest.GrpcClient(addr, timeout_s=30, own_connection=True)
+        self.cl = tvtest.GrpcClient(addr, timeout_s=30 * SLOW, own_connection=True)
         self.rng = rng
         self.stop = threading.Event()
         self.errors, self.committed = [], []
@@ -224,7 +231,7 @@ class ValidClient(threading.Thread):
         while True:
             code, details, value = fn()
             if code == "RESOURCE_EXHAUSTED" and "too many %s streams" % what.capitalize() \
-                    in details and time.monotonic() - start < 60:
+                    in details and time.monotonic() - start < 60 * SLOW:
                 self.retries[what] += 1
                 if len(self.refusals) < 5:
                     self.refusals.append(details)
@@ -275,7 +282,7 @@ class Hostile:
         """addr: where the hostile calls go (the relay: they come from HOSTILE_PEER)."""
         self.srv = srv
         self.rng = rng
-        self.cl = tvtest.GrpcClient(addr, timeout_s=20, own_connection=True)
+        self.cl = tvtest.GrpcClient(addr, timeout_s=20 * SLOW, own_connection=True)
         self.grpc, self.pb = self.cl.grpc, self.cl.pb
         ch = self.cl.ch
         self.raw = {"Write": self.cl.write_raw, "Query": self.cl.query_raw}
@@ -300,11 +307,11 @@ class Hostile:
         hung on it). self.details is the last status message."""
         def once():
             if method == "Write":
-                list(self.raw[method](iter(payload), timeout=10))
+                list(self.raw[method](iter(payload), timeout=10 * SLOW))
             elif method == "Query":
-                list(self.raw[method](payload, timeout=10))
+                list(self.raw[method](payload, timeout=10 * SLOW))
             else:
-                self.raw[method](payload, timeout=10)
+                self.raw[method](payload, timeout=10 * SLOW)
         self.details = ""
         try:
             self.served(once)
@@ -319,7 +326,7 @@ class Hostile:
     def served(self, fn):
         """fn(), again every 50 ms (for at most 60 s) while it raises a stream limit's
         RESOURCE_EXHAUSTED ("too many Write streams", "too many Query streams")."""
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 60 * SLOW
         while True:
             try:
                 return fn()
@@ -530,7 +537,7 @@ def window_streams(addr, pb, n):
                                                 path="/w/%d/" % i + "w" * (48 << 10))
             .SerializeToString()) for i in range(200)]
     blk = tvtest.encode_block_zstd(0xC00, None, level=1, window_log=23, raw_records=raw)
-    clients = [tvtest.GrpcClient(addr, timeout_s=30, own_connection=True)
+    clients = [tvtest.GrpcClient(addr, timeout_s=30 * SLOW, own_connection=True)
                for _ in range((n + 7) // 8)]
     streams = []
     for i in range(n):
@@ -567,9 +574,9 @@ def fast_writers(addr, pb, n, block_bytes):
     payload_chunks(data, 64, MAX_MESSAGE - 64, len(data))  # once, before the threads
 
     def one(i):
-        cl = tvtest.GrpcClient(addr, timeout_s=60, own_connection=True)
+        cl = tvtest.GrpcClient(addr, timeout_s=60 * SLOW, own_connection=True)
         bid = 0xF00 + i
-        for _ in range(200):  # the flood may hold every Write slot for a while
+        for _ in range(200 * SLOW):  # the flood may hold every Write slot for a while
             _, code, details = cl.write_requests(
                 [tvtest.write_cmd(pb.OPEN_SEGMENT, segment_id=0xF000 + i, writer_token=3),
                  tvtest.write_cmd(pb.OPEN_BLOCK, block_id=bid, length=len(data))]
@@ -578,12 +585,14 @@ def fast_writers(addr, pb, n, block_bytes):
                 break
             time.sleep(0.05)
         counts[code.name] += 1
+        if code.name != "OK":
+            print("  fast writer %d: %s %s" % (i, code.name, details))
         cl.close()
     threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(120)
+        t.join(120 * SLOW)
     return counts
 
 
@@ -650,7 +659,8 @@ def test_hostile_clients_beside_a_valid_one():
         # rel-08 under stalled readers (they hold query memory until the idle timeout) and
         # rel-18: cancelled queries over the same blocks
         grpc, pb = h.grpc, h.pb
-        stalled = [h.cl.query_rpc(pb.QueryRequest(from_ns=bomb[0], to_ns=bomb[1]), timeout=30)
+        stalled = [h.cl.query_rpc(pb.QueryRequest(from_ns=bomb[0], to_ns=bomb[1]),
+                                  timeout=30 * SLOW)
                    for _ in range(3)]
         first = collections.Counter()
         for q in stalled:
@@ -677,7 +687,7 @@ def test_hostile_clients_beside_a_valid_one():
                "RESOURCE_EXHAUSTED"})
         phase("rel-08, rel-18")
         # the flood: 2,000 idle Write streams and readers that never read
-        out, _ = flood.communicate(timeout=120)
+        out, _ = flood.communicate(timeout=120 * SLOW)
         assert flood.returncode == 0, "flood child failed: %r" % out
         res = json.loads(out.strip().splitlines()[-1])
         writes = collections.Counter({k.split(" ", 1)[1]: v for k, v in res["counts"].items()
@@ -705,14 +715,14 @@ def test_hostile_clients_beside_a_valid_one():
               fast_writers(relay.addr, pb, WRITE_SHARE, 16 * MIB), {"OK"})
         phase("fast writers")
         slow = max(res["slowest_s"].values())
-        assert slow < 55, "a flood call took %.1f s to end" % slow
+        assert slow < 55 * SLOW, "a flood call took %.1f s to end" % slow
         peak_fds = max(peak_fds, fds(pid))
         # the listener still accepts: a new process's put and query
         p = tvtest.run(["query", "--server", srv.addr, "--from", str(TS_REL), "--to",
-                        str(TS_REL + 50)], timeout=60)
+                        str(TS_REL + 50)], timeout=60 * SLOW)
         assert p.returncode == 0 and len(p.stdout.splitlines()) == 50, p.stderr
         valid.stop.set()
-        valid.join(60)
+        valid.join(60 * SLOW)
         assert not valid.is_alive(), "the valid client hung"
         elapsed = time.monotonic() - start
         hwm_kib = status_kib(pid, "VmHWM")

@@ -23,22 +23,20 @@ cmd = tvtest.write_cmd
 TS0 = 1767225600000000000  # 2026-01-01T00:00:00Z
 
 
-def nofile(n):
-    """preexec_fn: the daemon alone runs with RLIMIT_NOFILE n (soft and hard)."""
-    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
-
-
 # the share of the one peer here: the whole Write limit (a share above a lowered default
 # limit counts as that limit)
 WHOLE_SHARE = ["--max-write-streams-per-peer", "256"]
 
 
 def server(limit=None, extra=()):
-    return tvtest.Server(extra_args=list(extra), preexec_fn=nofile(limit) if limit else None)
+    """tracevaultd with RLIMIT_NOFILE limit (soft and hard, as the daemon sees it; the daemon
+    alone), else the test's own."""
+    return tvtest.Server(extra_args=list(extra),
+                         preexec_fn=tvtest.rlimit_nofile(limit) if limit else None)
 
 
 def fds(srv):
-    return len(os.listdir("/proc/%d/fd" % srv.proc.pid))
+    return len(tvtest.daemon_fds(srv.proc.pid))
 
 
 def tmp_files(srv):
@@ -137,7 +135,7 @@ def test_idle_streams_of_one_connection_leave_the_server_to_others():
         streams = [idle_stream(cl, 0x100 + i, 0x1000 + i) for i in range(40)]
         try:
             tvtest.wait_for(lambda: opened(srv) >= 1, "an idle stream's segment to open")
-            time.sleep(0.5)  # give any others the chance to take descriptors
+            time.sleep(0.5 * tvtest.SLOWDOWN)  # give any others the chance to take descriptors
             assert fds(srv) < 60, "server holds %d of its 80 descriptors" % fds(srv)
             put_works(srv, TS0)
             assert srv.proc.poll() is None
@@ -157,19 +155,24 @@ def test_idle_streams_of_many_connections_get_resource_exhausted():
     failure of rel-06 was an accept failing with EMFILE)."""
     with server(140, WHOLE_SHARE) as srv:
         writes = int(re.search(r"up to (\d+) Write", srv.log()).group(1))
-        # 4 per connection: its share of streams (half the Write limit); more would wait in
+        # 8; 7 in the valgrind run: the daemon counts the descriptors open at its start in
+        # /proc/self/fd, and memcheck's own are there too (20 instead of 12)
+        assert writes == 8 or tvtest.VALGRIND, writes
+        # a connection's share of streams (half the Write limit) each; more would wait in
         # grpcio's queue behind refused streams, which it does not always release at once
-        assert writes // 2 == 4, writes
+        per_conn = writes // 2
+        n_conns = -(-100 // per_conn)
+        total = n_conns * per_conn  # 100 (25 x 4)
         clients = [tvtest.GrpcClient(srv.addr, timeout_s=60, own_connection=True)
-                   for _ in range(25)]
-        streams = [idle_stream(cl, 0x200 + 4 * i + j, 0x2000 + 4 * i + j)
-                   for i, cl in enumerate(clients) for j in range(4)]
+                   for _ in range(n_conns)]
+        streams = [idle_stream(cl, 0x200 + per_conn * i + j, 0x2000 + per_conn * i + j)
+                   for i, cl in enumerate(clients) for j in range(per_conn)]
         try:
             tvtest.wait_for(lambda: sum(not st.call.running() for st in streams) >=
-                            100 - writes, "%d streams to be refused" % (100 - writes))
-            time.sleep(0.5)  # no more than that many
+                            total - writes, "%d streams to be refused" % (total - writes))
+            time.sleep(0.5 * tvtest.SLOWDOWN)  # no more than that many
             ended = [status_of(st) for st in streams if not st.call.running()]
-            assert len(ended) == 100 - writes, (len(ended), writes)
+            assert len(ended) == total - writes, (len(ended), writes)
             for code, details in ended:
                 assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, (code, details)
                 assert details == ("too many Write streams: %d in progress, the server's "
@@ -357,6 +360,9 @@ def test_query_stream_limit_and_a_reader_that_stalls():
 
 def test_rlimit_nofile_raised_to_the_hard_limit():
     """Started with RLIMIT_NOFILE 256 soft, 4096 hard: the daemon runs with 4096 and says so."""
+    if tvtest.VALGRIND:
+        raise tvtest.Unavailable("valgrind gives the daemon a hard RLIMIT_NOFILE equal to its "
+                                 "soft one: there is no raise to test")
     pre = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096))  # noqa: E731
     with tvtest.Server(preexec_fn=pre) as srv:
         with open("/proc/%d/limits" % srv.proc.pid) as f:

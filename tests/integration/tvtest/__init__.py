@@ -3,7 +3,9 @@ ephemeral ports, run the tracevault CLI, and always stop what was started.
 
 One module per concern; this package re-exports their public names, so tests use `tvtest.X`
 (or `from tvtest import X`) without knowing which module X lives in:
-  procs         BIN_DIR, binary(), run(), skip(), Server (tracevaultd), free ports, waits
+  procs         BIN_DIR, binary(), run(), skip(), Server (tracevaultd), free ports, waits;
+                the valgrind run: VALGRIND, SLOWDOWN (the factor of every wait on the
+                daemon), rlimit_nofile(), daemon_fds()
   caps          effective capabilities, bpf_unavailable_reason(), Unavailable
   tmpfs         mount_tmpfs() / umount_tmpfs()
   cgroups       cgroup2_mount(), TempCgroup
@@ -56,8 +58,8 @@ from .http_clients import WRK_RE, RawHttp, curl, http_request, wrk
 from .loader import FAIL_LINE_RE, Loader, loader_path_key, place_block, query_keys
 from .relay import Relay
 from .runner import Results, cases
-from .procs import (BIN_DIR, GEN_DIR, SKIP, Server, binary, free_port, run, skip,
-                    wait_accepting, wait_for)
+from .procs import (BIN_DIR, GEN_DIR, SKIP, SLOWDOWN, VALGRIND, Server, binary, daemon_fds,
+                    free_port, rlimit_nofile, run, skip, wait_accepting, wait_for)
 from .table import RECORD_FIELDS, TABLE_HEADER, TABLE_WIDTHS, check_table, rfc3339_ms, table_row
 from . import systemd
 from .tmpfs import mount_tmpfs, umount_tmpfs
@@ -82,8 +84,8 @@ __all__ = [
     "WRK_RE", "RawHttp", "curl", "http_request", "wrk",
     "FAIL_LINE_RE", "Loader", "loader_path_key", "place_block", "query_keys",
     "Relay", "Results", "cases",
-    "BIN_DIR", "GEN_DIR", "SKIP", "Server", "binary", "free_port", "run", "skip",
-    "wait_accepting", "wait_for",
+    "BIN_DIR", "GEN_DIR", "SKIP", "SLOWDOWN", "VALGRIND", "Server", "binary", "daemon_fds",
+    "free_port", "rlimit_nofile", "run", "skip", "wait_accepting", "wait_for",
     "RECORD_FIELDS", "TABLE_HEADER", "TABLE_WIDTHS", "check_table", "rfc3339_ms", "table_row",
     "mount_tmpfs", "umount_tmpfs",
     "LIGHTTPD_CONF", "NGINX_CONF", "HttpServer", "Lighttpd", "Nginx", "PyHttp",

@@ -10,7 +10,7 @@ import threading
 import time
 
 from .blocks import crc32c, encode_block
-from .procs import GEN_DIR, skip
+from .procs import GEN_DIR, SLOWDOWN, skip
 
 WRITE = "/tracevault.v1.TraceStore/Write"
 QUERY = "/tracevault.v1.TraceStore/Query"
@@ -202,9 +202,10 @@ class WriteStream:
 def run_until_kill(srv, writers, writer, querier, state, kill_after_s, rng):
     """One round of the kill -9 tests: `writers` threads running writer(client, state, stop)
     and one running querier(client, stop) against srv, each on a GrpcClient of its own; srv is
-    SIGKILLed at a random moment in kill_after_s (seconds, a (lo, hi) pair drawn with rng),
-    then stop is set, every thread must end within 30 s and the clients are closed. What the
-    threads saw is theirs to record in state."""
+    SIGKILLed at a random moment in kill_after_s (seconds, a (lo, hi) pair drawn with rng;
+    times SLOWDOWN: memcheck's daemon does as much in that longer time), then stop is set,
+    every thread must end within 30 s and the clients are closed. What the threads saw is
+    theirs to record in state."""
     stop = threading.Event()
     clients = [GrpcClient(srv.addr, timeout_s=20) for _ in range(writers + 1)]
     threads = [threading.Thread(target=writer, args=(c, state, stop))
@@ -212,7 +213,7 @@ def run_until_kill(srv, writers, writer, querier, state, kill_after_s, rng):
     threads.append(threading.Thread(target=querier, args=(clients[-1], stop)))
     for t in threads:
         t.start()
-    time.sleep(rng.uniform(*kill_after_s))
+    time.sleep(rng.uniform(*kill_after_s) * SLOWDOWN)
     srv.proc.send_signal(signal.SIGKILL)
     srv.proc.wait(10)
     stop.set()

@@ -1,6 +1,9 @@
 """Processes the tests start and wait for: where the build's binaries are (BIN_DIR, GEN_DIR),
 run() for the tracevault CLI, the real tracevaultd (Server) on a temp data dir and an ephemeral
-port, free ports, the wait helpers, and skip() (ctest's SKIP exit code)."""
+port, free ports, the wait helpers, and skip() (ctest's SKIP exit code). The valgrind run
+(VALGRIND) runs every Server under memcheck: SLOWDOWN is what a test multiplies the bounds of
+its waits on the daemon by, rlimit_nofile() and daemon_fds() its descriptor limit and its open
+descriptors as the daemon itself has them."""
 import os
 import shutil
 import signal
@@ -18,12 +21,21 @@ GEN_DIR = os.environ.get("TV_GEN_DIR", os.path.join(BIN_DIR, "gen"))
 SKIP = 77  # ctest SKIP_RETURN_CODE
 # The valgrind run (tests/valgrind_suite.py): with TV_VALGRIND_DIR set, every Server runs the
 # tracevaultd at TV_VALGRIND_SERVER (a build without sanitizers: valgrind cannot run an ASan
-# binary) under memcheck, its report in TV_VALGRIND_DIR/tracevaultd-PID.log, and the waits on
-# its start and exit are VALGRIND_SLOWDOWN times longer.
+# binary) under memcheck, its report in TV_VALGRIND_DIR/tracevaultd-PID.log (a directory every
+# uid can create files in: a daemon may run as nobody).
 VALGRIND_DIR = os.environ.get("TV_VALGRIND_DIR")
 VALGRIND_SERVER = os.environ.get("TV_VALGRIND_SERVER")
-VALGRIND_SLOWDOWN = 10
+VALGRIND = bool(VALGRIND_DIR)
 VALGRIND_ERROR_EXIT = 97  # what tracevaultd exits with when memcheck found an error
+# How many times longer than in the tests' own builds the daemon takes to do a thing: every
+# bound on a wait for its work (start, stop, a deadline, a time-bounded loop) is multiplied by
+# it. Memcheck runs tracevaultd 10-50x slower; with 10 the whole suite passes under it
+# (tests/VALGRIND.md), most waits being far above what the work takes.
+SLOWDOWN = 10 if VALGRIND else 1
+# valgrind keeps the top 12 descriptors of RLIMIT_NOFILE for itself and gives the daemon
+# soft = hard = what is left; the daemon cannot raise it (valgrind 3.19, coregrind/m_main.c
+# setup_file_descriptors: N_RESERVED_FDS; syswrap-generic.c refuses a setrlimit above it).
+VALGRIND_RESERVED_FDS = 12
 
 
 def binary(name):
@@ -39,6 +51,34 @@ def server_command():
             "--show-leak-kinds=definite", "--errors-for-leak-kinds=definite",
             "--log-file=%s" % os.path.join(VALGRIND_DIR, "tracevaultd-%p.log"),
             VALGRIND_SERVER or binary("tracevaultd")]
+
+
+def rlimit_nofile(n):
+    """preexec_fn for Server: the daemon runs with RLIMIT_NOFILE n, soft and hard, as it sees
+    it (getrlimit). In the valgrind run the process gets n + VALGRIND_RESERVED_FDS, so that
+    the daemon under memcheck sees n too."""
+    import resource
+    real = n + VALGRIND_RESERVED_FDS if VALGRIND else n
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (real, real))
+
+
+def daemon_fds(pid):
+    """The descriptor numbers the daemon pid holds open, without valgrind's own in the
+    valgrind run: those at or above the limit it gives the daemon (RLIMIT_NOFILE's soft
+    value less VALGRIND_RESERVED_FDS) and its report file."""
+    fds = [int(n) for n in os.listdir("/proc/%d/fd" % pid)]
+    if not VALGRIND:
+        return fds
+    with open("/proc/%d/limits" % pid) as f:
+        soft = int([ln for ln in f if ln.startswith("Max open files")][0].split()[3])
+    own = []
+    for fd in fds:
+        try:
+            own.append(os.readlink("/proc/%d/fd/%d" % (pid, fd)).startswith(
+                VALGRIND_DIR.rstrip("/") + "/"))
+        except OSError:  # closed meanwhile
+            own.append(True)
+    return [fd for fd, vg in zip(fds, own) if fd < soft - VALGRIND_RESERVED_FDS and not vg]
 
 
 def skip(reason):
@@ -66,7 +106,9 @@ def wait_accepting(proc, port, timeout):
 
 
 def wait_for(pred, what, timeout_s=30, interval_s=0.01):
-    """Bounded poll, for the few signals that only exist as file content (a server log line)."""
+    """Bounded poll, for the few signals that only exist as file content (a server log line).
+    The bound is timeout_s x SLOWDOWN."""
+    timeout_s *= SLOWDOWN
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = pred()
@@ -126,8 +168,7 @@ class Server(Started):
         """Start the daemon and wait (at most timeout seconds: a hung daemon fails the test
         instead of hanging it) for its first stdout line, the readiness signal."""
         import select
-        if VALGRIND_DIR:
-            timeout *= VALGRIND_SLOWDOWN
+        timeout *= SLOWDOWN
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen(
                 self.prefix + server_command() + ["--data", self.data_dir, "--listen",
@@ -152,8 +193,7 @@ class Server(Started):
         return self
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
-        if VALGRIND_DIR:
-            timeout *= VALGRIND_SLOWDOWN
+        timeout *= SLOWDOWN
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
