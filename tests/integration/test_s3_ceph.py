@@ -264,11 +264,20 @@ def test_script_fixture_skips_without_packages():
 
 
 def test_script_failed_start_names_daemon():
-    """S3_CEPH_START_TIMEOUT_S=1: a daemon cannot be ready in time; the error names it with its
-    log, and the failed start stops what it had started."""
+    """S3_CEPH_START_TIMEOUT_S=1 and a radosgw on PATH that runs but never answers: a daemon
+    is not ready in time (rgw for sure; mon or osd when the machine is slow), the error names it
+    with its log, and the failed start stops what it had started. The fake radosgw makes the
+    failure certain: on an idle machine every real daemon is ready within 1 s."""
     d = tempfile.mkdtemp(prefix="tv-ceph-fail-")
+    tmp = tempfile.mkdtemp(prefix="tv-ceph-path-")
+    bin_dir = path_without(tmp, "radosgw")
+    with open(os.path.join(bin_dir, "radosgw"), "w") as f:
+        f.write("#!/bin/bash\necho 'fake radosgw: runs, never answers' >&2\n"
+                "while :; do sleep 0.2; done\n")
+    os.chmod(os.path.join(bin_dir, "radosgw"), 0o755)
     try:
-        p = tvceph.script("start", d, env=dict(os.environ, S3_CEPH_START_TIMEOUT_S="1"))
+        p = tvceph.script("start", d, env=dict(os.environ, S3_CEPH_START_TIMEOUT_S="1",
+                                               PATH=bin_dir))
         if p.returncode == tvtest.SKIP:
             raise tvtest.Unavailable(p.stderr.strip())
         assert p.returncode == 1, p
@@ -282,6 +291,7 @@ def test_script_failed_start_names_daemon():
     finally:
         tvceph.script("stop", d)
         shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_script_owner_pid_stops_cluster():
