@@ -75,6 +75,12 @@ struct tv_rpc_server_opts {
 	 * handshake of a client without one. Only read during tv_rpc_server_start. */
 	const struct tv_tls_pem *tls;
 	bool require_client_cert;
+	/* the under-store (--under with --write-type cache-through), or NULL: must-cache. Opened
+	 * and closed by the caller; the server watches its results and waits for them to drain
+	 * before tv_rpc_server_run returns. */
+	struct tv_persist *under;
+	/* its counters, exposed with or without it (the caller's, tv_persist_stats_init'd) */
+	const struct tv_persist_stats *under_stats;
 };
 
 struct tv_rpc_server;
