@@ -1060,6 +1060,7 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 		srv->seg_stats.metrics = &srv->metrics;
 		srv->seg_stats.under = o->under;
 		srv->under = o->under;
+		tv_retention_set_under(srv->retention, o->under);
 		refresh_stored(srv);
 	}
 	srv->shutdown_tag.op = OP_SHUTDOWN;

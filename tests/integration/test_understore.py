@@ -211,6 +211,35 @@ def test_kill9_after_acks(ceph):
         srv.cleanup()
 
 
+def test_delete_removes_objects(ceph):
+    """A Delete of a committed segment removes its objects from the bucket (manifest first);
+    another segment's stay."""
+    set_credentials(ceph)
+    rng = random.Random(6)
+    prefix = "delete"
+    srv = tvtest.Server(extra_args=under_args(ceph, prefix))
+    try:
+        srv.start(timeout=START_TIMEOUT_S)
+        c = tvtest.GrpcClient(srv.addr)
+        keep = make_segment(rng, BASE_NS + 20 * 10**12, 2, 20)
+        gone = make_segment(rng, BASE_NS + 21 * 10**12, 3, 20)
+        for seg, token in ((keep, 11), (gone, 12)):
+            assert c.write_encoded(seg[0], seg[1], writer_token=token).committed
+        keys = ceph.list_keys(prefix + "/")
+        check_segment_in_bucket(ceph, keys, prefix, gone[0], gone[1], gone[3])
+        code, details, resp = c.delete_segment(gone[0], writer_token=12)
+        assert code == c.grpc.StatusCode.OK, (code, details)
+        d = seg_dir(prefix, gone[0], gone[3])
+        tvtest.wait_for(lambda: not ceph.list_keys(d), "the deleted segment's objects gone",
+                        timeout_s=30, interval_s=0.1)
+        keys = ceph.list_keys(prefix + "/")
+        assert check_segment_in_bucket(ceph, keys, prefix, keep[0], keep[1], keep[3]) == \
+            len(keys) == 3, sorted(keys)
+        c.close()
+    finally:
+        srv.cleanup()
+
+
 def temp_files(srv):
     d = os.path.join(srv.data_dir, "tmp")
     return os.listdir(d) if os.path.isdir(d) else []
