@@ -275,7 +275,8 @@ int tv_segment_can_receive(const struct tv_segment *seg)
 
 size_t tv_segment_busy(const struct tv_segment *seg)
 {
-	return seg->inflight_ops;
+	/* a persist in flight counts: the stream waits on S3, not on its client */
+	return seg->inflight_ops + (seg->persist_job != NULL);
 }
 
 /* End the stream with an error: the segment's temp data goes, the message names the segment. */

@@ -343,10 +343,11 @@ def bench(ceph):
 
 
 def main():
-    res = tvtest.Results(len(tvtest.cases(globals())))
+    only = sys.argv[1:]  # test names to run (default: all)
+    res = tvtest.Results(len(tvtest.cases(globals(), only)))
     try:
         with tvtest.Ceph() as ceph:
-            for t in tvtest.cases(globals()):
+            for t in tvtest.cases(globals(), only):
                 res.run(t, ceph)
             if os.environ.get("TV_UNDER_BENCH"):
                 bench(ceph)
