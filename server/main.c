@@ -369,8 +369,11 @@ static void on_signal(int sig)
 /* --under's companions: each needs --under, --under needs an endpoint and the credentials in the
  * environment, and serves. 0 or a usage error's exit code. */
 static int check_under_options(int serve, const char *under, const char *endpoint,
-			       const char *region, const char *write_type)
+			       const char *region, const char *write_type, char *bucket,
+			       size_t bucket_len, char *prefix, size_t prefix_len)
 {
+	char why[ERR_LEN];
+
 	if (!under && (endpoint || region))
 		return usage_error("--s3-endpoint and --s3-region go with --under s3://BUCKET/PREFIX");
 	if (!under && write_type && strcmp(write_type, "must-cache"))
@@ -382,6 +385,8 @@ static int check_under_options(int serve, const char *under, const char *endpoin
 	if (write_type && !strcmp(write_type, "must-cache"))
 		return usage_error("--write-type must-cache keeps segments local: it does not go "
 				   "with --under");
+	if (tv_persist_parse_uri(under, bucket, bucket_len, prefix, prefix_len, why, sizeof(why)))
+		return usage_error("%s", why);
 	if (!endpoint)
 		return usage_error("--under needs --s3-endpoint URL");
 	if (!getenv("AWS_ACCESS_KEY_ID") || !*getenv("AWS_ACCESS_KEY_ID") ||
@@ -393,11 +398,11 @@ static int check_under_options(int serve, const char *under, const char *endpoin
 
 /* The persister of --under (server/under/persist.h), after its start-up check of the bucket.
  * 0, or -1 with err one line "--under URI: what S3 said (hint)", never the secret. */
-static int open_under(struct tv_persist **out, const char *under, const char *endpoint,
-		      const char *region, struct tv_persist_stats *stats, char *err,
-		      size_t errlen)
+static int open_under(struct tv_persist **out, const char *under, const char *bucket,
+		      const char *prefix, const char *endpoint, const char *region,
+		      struct tv_persist_stats *stats, char *err, size_t errlen)
 {
-	char bucket[64], prefix[TV_PERSIST_PREFIX_MAX + 1], why[ERR_LEN - 128];
+	char why[ERR_LEN - 128];
 	struct tv_persist_opts po = {
 		.endpoint = endpoint, .region = region ? region : TV_PERSIST_DEFAULT_REGION,
 		.bucket = bucket, .prefix = prefix,
@@ -408,11 +413,6 @@ static int open_under(struct tv_persist **out, const char *under, const char *en
 	const char *hint = "";
 	int ret;
 
-	if (tv_persist_parse_uri(under, bucket, sizeof(bucket), prefix, sizeof(prefix), why,
-				 sizeof(why))) {
-		snprintf(err, errlen, "%s", why);
-		return -1;
-	}
 	ret = tv_persist_open(out, &po, why, sizeof(why));
 	if (!ret) {
 		fprintf(stderr, "tracevaultd: under-store s3://%s/%s at %s (%s), write type "
@@ -501,6 +501,7 @@ int main(int argc, char **argv)
 	uint64_t per_conn = 0, idle_ms = 0, write_per_peer = 0, query_per_peer = 0;
 	/* --under: the URI, endpoint, region, write type; the persister and its counters */
 	const char *under = NULL, *s3_endpoint = NULL, *s3_region = NULL, *write_type = NULL;
+	char under_bucket[64], under_prefix[TV_PERSIST_PREFIX_MAX + 1];
 	struct tv_persist *persist = NULL;
 	static struct tv_persist_stats under_stats; /* read by the metrics thread until exit */
 
@@ -682,7 +683,9 @@ int main(int argc, char **argv)
 	if (mode != MODE_SERVE && (tls_cert || tls_key || tls_ca || require_client_cert || insecure))
 		return usage_error("--tls-* and --insecure serve; --rebuild-catalog and --scrub do "
 				   "not");
-	rc = check_under_options(mode == MODE_SERVE, under, s3_endpoint, s3_region, write_type);
+	rc = check_under_options(mode == MODE_SERVE, under, s3_endpoint, s3_region, write_type,
+				 under_bucket, sizeof(under_bucket), under_prefix,
+				 sizeof(under_prefix));
 	if (rc)
 		return rc;
 	rc = check_tls_options(o.listen_addr, listen_host, listen_set, tls_cert, tls_key, tls_ca,
@@ -735,8 +738,8 @@ int main(int argc, char **argv)
 	/* the bucket before the data dir too: bad credentials, a missing bucket or an unreachable
 	 * endpoint are one line and exit 1 before anything local is touched */
 	tv_persist_stats_init(&under_stats);
-	if (under && open_under(&persist, under, s3_endpoint, s3_region, &under_stats, err,
-				sizeof(err)))
+	if (under && open_under(&persist, under, under_bucket, under_prefix, s3_endpoint,
+				s3_region, &under_stats, err, sizeof(err)))
 		goto fail;
 	o.under = persist;
 	o.under_stats = &under_stats;
