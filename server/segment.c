@@ -1027,6 +1027,26 @@ out:
 /* The under-store's answer (tv_persist_done_fn, on the loop's thread): the segment's objects are
  * all in S3, and it joins the commit queue; or the persist failed, its objects are gone from S3
  * (persist.c undid them), and the segment fails with the S3 error, its temp files deleted. */
+/* The status of a segment whose copy to S3 failed (PROTOCOL.md): S3 down or slow is
+ * UNAVAILABLE (the client may write the segment again later), anything else INTERNAL. */
+static grpc_status_code under_code(int res)
+{
+	switch (res) {
+	case -ECONNREFUSED:
+	case -ECONNRESET:
+	case -ETIMEDOUT:
+	case -EHOSTUNREACH:
+	case -ENETUNREACH:
+	case -EIO:
+		return GRPC_STATUS_UNAVAILABLE;
+	case -EFBIG:
+	case -ENOMEM:
+		return GRPC_STATUS_RESOURCE_EXHAUSTED;
+	default:
+		return GRPC_STATUS_INTERNAL;
+	}
+}
+
 static void persist_done(void *arg, int res, const char *err)
 {
 	struct tv_segment *seg = arg;
@@ -1035,7 +1055,7 @@ static void persist_done(void *arg, int res, const char *err)
 	if (seg->state != SEG_OPEN) /* not reached: an abort detaches the job */
 		return;
 	if (res) {
-		fail(seg, errno_code(res), "under-store: %s", err);
+		fail(seg, under_code(res), "under-store: %s", err);
 	} else {
 		seg->persisted = 1;
 		seg->pending = PENDING_QUEUED; /* tv_segment_commit_group takes it from here */
