@@ -257,8 +257,8 @@ def test_rgw_stopped_mid_segment(ceph):
     try:
         srv.start(timeout=START_TIMEOUT_S)
         c = tvtest.GrpcClient(srv.addr, timeout_s=120)
-        # 24 blocks of ~4 MiB (records with 64 KiB paths): long enough to stop radosgw in
-        sid, blocks, _, oldest = make_segment(rng, BASE_NS + 5 * 10**12, 24, 64,
+        # 40 blocks of ~4 MiB (records with 64 KiB paths): long enough to stop radosgw in
+        sid, blocks, _, oldest = make_segment(rng, BASE_NS + 5 * 10**12, 40, 64,
                                               path_bytes=64 * 1024)
         d = seg_dir(prefix, sid, oldest)
         result = {}
