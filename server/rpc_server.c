@@ -1299,7 +1299,7 @@ int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop)
 		gpr_timespec deadline;
 		grpc_event ev;
 		struct tag *t;
-		int io;
+		int io, under_only;
 
 		under_arm(srv); /* a segment may have started a persist since the last turn */
 		io = tv_store_inflight(srv->store) > 0;
@@ -1316,12 +1316,17 @@ int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop)
 			tv_retention_tick(srv->retention);
 		/* a waiting commit group runs as soon as no gRPC event is ready (below); so does
 		 * the next slice of a runnable query */
-		deadline = io || srv->commit_q.n || srv->run_head ||
+		/* the only I/O in flight is the under-store's eventfd poll: S3 calls take
+		 * milliseconds, so block in gRPC for TV_RPC_UNDER_WAIT_MS rather than spin between
+		 * gRPC and a 50 us wait in io_uring for the whole of an upload */
+		under_only = io && srv->under_armed && tv_store_inflight(srv->store) == 1;
+		deadline = (io && !under_only) || srv->commit_q.n || srv->run_head ||
 				   tv_retention_due(srv->retention) ?
 				gpr_inf_past(GPR_CLOCK_MONOTONIC) :
 				gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-					     gpr_time_from_millis(srv->eos_waiting ? 1 : TV_RPC_POLL_MS,
-								  GPR_TIMESPAN));
+					     gpr_time_from_millis(under_only ? TV_RPC_UNDER_WAIT_MS :
+								  srv->eos_waiting ? 1 :
+								  TV_RPC_POLL_MS, GPR_TIMESPAN));
 		ev = grpc_completion_queue_next(srv->cq, deadline, NULL);
 		if (ev.type == GRPC_QUEUE_TIMEOUT) {
 			if (srv->commit_q.n) {
