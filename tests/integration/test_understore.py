@@ -312,6 +312,13 @@ def percentile(xs, p):
     return xs[min(len(xs) - 1, int(p * len(xs)))]
 
 
+def cpu_s(pid):
+    """User + system CPU seconds of a process so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def timed_commit(c, sid, blocks):
     """Write the segment, wait until its last block is acknowledged whole, then time COMMIT to
     its reply (s)."""
@@ -360,8 +367,9 @@ def bench(ceph):
                 lat.append(timed_commit(c, sid, blocks))
             el = time.monotonic() - t0
             line = ("  bench %-13s put %.1f MiB/s end to end; COMMIT to reply p50 %.1f ms "
-                    "p99 %.1f ms" % (mode, total / 2**20 / el, percentile(lat, 0.5) * 1e3,
-                                      percentile(lat, 0.99) * 1e3))
+                    "p99 %.1f ms; server CPU %.2f s" % (
+                        mode, total / 2**20 / el, percentile(lat, 0.5) * 1e3,
+                        percentile(lat, 0.99) * 1e3, cpu_s(srv.proc.pid)))
             if args:
                 scrape = tvtest.Scrape(tvtest.metrics_addr(srv.log()))
                 pb = scrape.value("tracevault_server_under_persisted_bytes_total")
