@@ -466,7 +466,7 @@ int tv_catalog_open(struct tv_catalog **out, const char *path, char *err, size_t
 	    prepare(c, "SELECT blocks, bytes FROM totals WHERE id = 1", &c->bytes) ||
 	    prepare(c, "INSERT OR REPLACE INTO retiring (segment_id, at_ns) VALUES (?1, ?2)",
 		    &c->retire_mark) ||
-	    prepare(c, "DELETE FROM blocks WHERE segment_id = ?1 RETURNING block_id, bytes",
+	    prepare(c, "DELETE FROM blocks WHERE segment_id = ?1 RETURNING block_id, bytes, min_ts_ns",
 		    &c->retire_rows) ||
 	    prepare(c, "DELETE FROM retiring WHERE segment_id = ?1", &c->retire_done) ||
 	    prepare(c, "SELECT segment_id FROM retiring ORDER BY segment_id", &c->retiring)) {
@@ -1291,7 +1291,8 @@ static int retire_one(struct tv_catalog *c, uint64_t segment_id, uint64_t writer
 	sqlite3_bind_int64(c->retire_rows, 1, (int64_t)segment_id);
 	while ((rc = sqlite3_step(c->retire_rows)) == SQLITE_ROW) {
 		ret = cb(segment_id, (uint64_t)sqlite3_column_int64(c->retire_rows, 0),
-			 (uint64_t)sqlite3_column_int64(c->retire_rows, 1), arg);
+			 (uint64_t)sqlite3_column_int64(c->retire_rows, 1),
+			 (uint64_t)sqlite3_column_int64(c->retire_rows, 2), arg);
 		if (ret)
 			break;
 	}

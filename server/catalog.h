@@ -190,13 +190,14 @@ int tv_catalog_segments_by_age(struct tv_catalog *c, tv_catalog_segment_cb cb, v
  * triggers keep with every change of the blocks table (O(1)). 0 or a negative errno. */
 int tv_catalog_size(struct tv_catalog *c, uint64_t *blocks, uint64_t *bytes);
 /* T1 for segment_ids[0..n) in ONE transaction: each gets a retiring row, loses all its blocks
- * rows (cb is called for each, with its block id and bytes: the files to unlink) and its
+ * rows (cb is called for each, with its block id, bytes and oldest record time: the files to
+ * unlink, and the under-store's keys, server/under/persist.h) and its
  * segments row becomes 'deleted' (with writer_token when it had none; a known token is kept).
  * The same transaction drops the retiring rows of done[0..ndone) (an earlier T2, folded in to
  * save its WAL fsync). A non-zero return of cb, or a SQLite failure, rolls everything back and
  * is returned (then nothing changed, whatever cb saw). 0 when committed. */
 typedef int (*tv_catalog_retired_cb)(uint64_t segment_id, uint64_t block_id, uint64_t bytes,
-				     void *arg);
+				     uint64_t min_ts_ns, void *arg);
 int tv_catalog_retire(struct tv_catalog *c, const uint64_t *segment_ids, size_t n,
 		      uint64_t writer_token, const uint64_t *done, size_t ndone,
 		      tv_catalog_retired_cb cb, void *arg);

@@ -41,6 +41,7 @@
 #include "server/scrub.h"
 #include "server/segment.h"
 #include "server/store_uring.h"
+#include "under/persist.h"
 #include "proto/wire.h"
 
 #define DEFAULT_LISTEN TV_DEFAULT_SERVER
@@ -120,6 +121,10 @@ static const struct option OPTIONS[] = {
 	{ "tls-require-client-cert", no_argument, NULL, 'r' },
 	{ "insecure", no_argument, NULL, 'N' },
 	{ "metrics-addr", required_argument, NULL, 'M' },
+	{ "under", required_argument, NULL, 'U' },
+	{ "s3-endpoint", required_argument, NULL, 'E' },
+	{ "s3-region", required_argument, NULL, 'Z' },
+	{ "write-type", required_argument, NULL, 'w' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -138,6 +143,8 @@ static const char USAGE[] =
 	"                   [--tls-cert FILE --tls-key FILE [--tls-ca FILE]\n"
 	"                    [--tls-require-client-cert]] [--insecure]\n"
 	"                   [--metrics-addr HOST:PORT]\n"
+	"                   [--under s3://BUCKET/PREFIX --s3-endpoint URL [--s3-region R]\n"
+	"                    [--write-type cache-through]]\n"
 	"       tracevaultd --data DIR --rebuild-catalog | --scrub\n"
 	"\n"
 	"Stores trace blocks written over gRPC (TraceStore Write) and serves time-range queries.\n"
@@ -275,6 +282,24 @@ static const char USAGE_METRICS[] =
 	"                           no metrics endpoint\n"
 	"\n";
 
+/* --under (server/under/UNDERSTORE.md); a fifth string for ISO C's 4095-byte literals */
+static const char USAGE_UNDER[] =
+	"Under-store (server/under/UNDERSTORE.md): committed segments also go to an S3 bucket.\n"
+	"Credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY only (never logged). At\n"
+	"start the bucket is listed once: bad credentials, a missing bucket or an unreachable\n"
+	"endpoint exit 1 naming the cause.\n"
+	"  --under s3://BUCKET/PREFIX\n"
+	"                           the bucket and key prefix (PREFIX at most 512 bytes);\n"
+	"                           objects go under PREFIX/v1/YYYY/MM/DD/HH/SEGMENT/\n"
+	"  --s3-endpoint URL        http(s)://HOST[:PORT] of the S3 service (needed)\n"
+	"  --s3-region R            the SigV4 signing region (default us-east-1)\n"
+	"  --write-type TYPE        must-cache: local only (the default without --under);\n"
+	"                           cache-through (the default with --under): a COMMIT is\n"
+	"                           answered once the segment's blocks and manifest are in S3\n"
+	"                           and in the local catalog; an S3 failure fails the segment\n"
+	"                           (never retried) and deletes what of it reached S3\n"
+	"\n";
+
 /* What this run does: serve, or one maintenance job on a data dir no server holds. */
 enum mode { MODE_SERVE, MODE_REBUILD, MODE_SCRUB };
 
@@ -339,6 +364,71 @@ static void on_signal(int sig)
 {
 	(void)sig;
 	stop_requested = 1;
+}
+
+/* --under's companions: each needs --under, --under needs an endpoint and the credentials in the
+ * environment, and serves. 0 or a usage error's exit code. */
+static int check_under_options(int serve, const char *under, const char *endpoint,
+			       const char *region, const char *write_type, char *bucket,
+			       size_t bucket_len, char *prefix, size_t prefix_len)
+{
+	char why[ERR_LEN];
+
+	if (!under && (endpoint || region))
+		return usage_error("--s3-endpoint and --s3-region go with --under s3://BUCKET/PREFIX");
+	if (!under && write_type && strcmp(write_type, "must-cache"))
+		return usage_error("--write-type %s needs --under s3://BUCKET/PREFIX", write_type);
+	if (!under)
+		return 0;
+	if (!serve)
+		return usage_error("--under serves; --rebuild-catalog and --scrub do not use it yet");
+	if (write_type && !strcmp(write_type, "must-cache"))
+		return usage_error("--write-type must-cache keeps segments local: it does not go "
+				   "with --under");
+	if (tv_persist_parse_uri(under, bucket, bucket_len, prefix, prefix_len, why, sizeof(why)))
+		return usage_error("%s", why);
+	if (!endpoint)
+		return usage_error("--under needs --s3-endpoint URL");
+	if (!getenv("AWS_ACCESS_KEY_ID") || !*getenv("AWS_ACCESS_KEY_ID") ||
+	    !getenv("AWS_SECRET_ACCESS_KEY") || !*getenv("AWS_SECRET_ACCESS_KEY"))
+		return usage_error("--under needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in "
+				   "the environment");
+	return 0;
+}
+
+/* The persister of --under (server/under/persist.h), after its start-up check of the bucket.
+ * 0, or -1 with err one line "--under URI: what S3 said (hint)", never the secret. */
+static int open_under(struct tv_persist **out, const char *under, const char *bucket,
+		      const char *prefix, const char *endpoint, const char *region,
+		      struct tv_persist_stats *stats, char *err, size_t errlen)
+{
+	char why[ERR_LEN - 128];
+	struct tv_persist_opts po = {
+		.endpoint = endpoint, .region = region ? region : TV_PERSIST_DEFAULT_REGION,
+		.bucket = bucket, .prefix = prefix,
+		.access_key = getenv("AWS_ACCESS_KEY_ID"),
+		.secret_key = getenv("AWS_SECRET_ACCESS_KEY"),
+		.put_limits = tv_s3_put_limits_default(), .stats = stats,
+	};
+	const char *hint = "";
+	int ret;
+
+	ret = tv_persist_open(out, &po, why, sizeof(why));
+	if (!ret) {
+		fprintf(stderr, "tracevaultd: under-store s3://%s/%s at %s (%s), write type "
+			"cache-through\n", bucket, prefix, endpoint, po.region);
+		return 0;
+	}
+	if (strstr(why, "SignatureDoesNotMatch"))
+		hint = " (check AWS_SECRET_ACCESS_KEY)";
+	else if (strstr(why, "InvalidAccessKeyId"))
+		hint = " (check AWS_ACCESS_KEY_ID)";
+	else if (ret == -ENOENT)
+		hint = " (no such bucket)";
+	else if (ret == -ECONNREFUSED || ret == -ETIMEDOUT || ret == -EHOSTUNREACH)
+		hint = " (check --s3-endpoint)";
+	snprintf(err, errlen, "--under %s: %s%s", under, why, hint);
+	return -1;
 }
 
 /* Everything before serving: the data dir (checked, locked, permissions), the store, the
@@ -409,6 +499,11 @@ int main(int argc, char **argv)
 	unsigned listen_port;
 	struct tv_fd_plan plan = { 0 };
 	uint64_t per_conn = 0, idle_ms = 0, write_per_peer = 0, query_per_peer = 0;
+	/* --under: the URI, endpoint, region, write type; the persister and its counters */
+	const char *under = NULL, *s3_endpoint = NULL, *s3_region = NULL, *write_type = NULL;
+	char under_bucket[64], under_prefix[TV_PERSIST_PREFIX_MAX + 1];
+	struct tv_persist *persist = NULL;
+	static struct tv_persist_stats under_stats; /* read by the metrics thread until exit */
 
 	opterr = 0;
 	for (int before = optind; (opt = getopt_long(argc, argv, ":h", OPTIONS, &longidx)) != -1;
@@ -539,6 +634,21 @@ int main(int argc, char **argv)
 						   "[IPv6]:PORT, port 0 to 65535)", optarg);
 			metrics_addr = optarg;
 			break;
+		case 'U':
+			under = optarg;
+			break;
+		case 'E':
+			s3_endpoint = optarg;
+			break;
+		case 'Z':
+			s3_region = optarg;
+			break;
+		case 'w':
+			if (strcmp(optarg, "must-cache") && strcmp(optarg, "cache-through"))
+				return usage_error("invalid --write-type: '%s' (must-cache or "
+						   "cache-through)", optarg);
+			write_type = optarg;
+			break;
 		case 'V':
 			puts("tracevaultd " TV_VERSION);
 			return 0;
@@ -548,6 +658,7 @@ int main(int argc, char **argv)
 			fputs(USAGE_RETENTION, stdout);
 			fputs(USAGE_TLS, stdout);
 			fputs(USAGE_METRICS, stdout);
+			fputs(USAGE_UNDER, stdout);
 			fputs(USAGE_LIMITS_TAIL, stdout);
 			return 0;
 		default: /* '?' or ':': the client's words (common/usage.h) */
@@ -572,6 +683,11 @@ int main(int argc, char **argv)
 	if (mode != MODE_SERVE && (tls_cert || tls_key || tls_ca || require_client_cert || insecure))
 		return usage_error("--tls-* and --insecure serve; --rebuild-catalog and --scrub do "
 				   "not");
+	rc = check_under_options(mode == MODE_SERVE, under, s3_endpoint, s3_region, write_type,
+				 under_bucket, sizeof(under_bucket), under_prefix,
+				 sizeof(under_prefix));
+	if (rc)
+		return rc;
 	rc = check_tls_options(o.listen_addr, listen_host, listen_set, tls_cert, tls_key, tls_ca,
 			       require_client_cert, insecure);
 	if (rc)
@@ -619,6 +735,14 @@ int main(int argc, char **argv)
 	if (metrics_addr && tv_metrics_http_bind(&metrics, metrics_addr, metrics_bound,
 						 sizeof(metrics_bound), err, sizeof(err)))
 		goto fail;
+	/* the bucket before the data dir too: bad credentials, a missing bucket or an unreachable
+	 * endpoint are one line and exit 1 before anything local is touched */
+	tv_persist_stats_init(&under_stats);
+	if (under && open_under(&persist, under, under_bucket, under_prefix, s3_endpoint,
+				s3_region, &under_stats, err, sizeof(err)))
+		goto fail;
+	o.under = persist;
+	o.under_stats = &under_stats;
 	if (open_data(data_dir, mode == MODE_REBUILD, &dd, &store, &catalog, &recovered, err,
 		      sizeof(err)))
 		goto fail;
@@ -707,6 +831,7 @@ fail:
 	fprintf(stderr, "tracevaultd: %s\n", err);
 out:
 	tv_metrics_http_stop(metrics); /* bound but never served: closes the port */
+	tv_persist_close(persist);     /* after the server: its persists have drained */
 	tv_tls_pem_free(&tls);
 	tv_catalog_close(catalog);
 	tv_store_close(store);

@@ -23,6 +23,11 @@ static void collect(void *arg)
 	  "(--max-write-streams-per-peer, --max-query-streams-per-peer), server_limit when the " \
 	  "server's limit was reached (--max-write-streams, --max-query-streams).",               \
 	  TV_METRIC_COUNTER, "method=\"" method "\",reason=\"" reason "\"", ptr, NULL }
+#define UF(reason, ptr)                                                                       \
+	{ "tracevault_server_under_persist_failures_total", "Segments whose copy to the "        \
+	  "under-store failed (cache-through: the segment failed), by reason: auth (403), "    \
+	  "unreachable, timeout, server (5xx), local (its temp file), other.", TV_METRIC_COUNTER, \
+	  "reason=\"" reason "\"", ptr, NULL }
 #define H(name, help, ptr) { "tracevault_server_" name, help, TV_METRIC_HISTOGRAM, NULL, NULL, ptr }
 
 void tv_server_metrics_init(struct tv_server_metrics *m, int data_fd,
@@ -71,6 +76,28 @@ void tv_server_metrics_init(struct tv_server_metrics *m, int data_fd,
 		C("tls_handshake_failures_total", "TLS handshakes on the gRPC port that failed "
 		  "(gRPC's 'Handshake failed' log line: not TLS, bad certificates); 0 without "
 		  "--tls-cert.", ext->tls_handshake_failures),
+		C("under_persisted_segments_total", "Segments whose blocks and manifest were "
+		  "written to the under-store (--under).", &ext->under->segments),
+		C("under_persisted_objects_total", "Objects written to the under-store (blocks and "
+		  "manifests of persisted segments).", &ext->under->objects),
+		C("under_persisted_bytes_total", "Bytes of the objects written to the under-store.",
+		  &ext->under->bytes),
+		UF("auth", &ext->under->failures[TV_PERSIST_FAIL_AUTH]),
+		UF("unreachable", &ext->under->failures[TV_PERSIST_FAIL_UNREACHABLE]),
+		UF("timeout", &ext->under->failures[TV_PERSIST_FAIL_TIMEOUT]),
+		UF("server", &ext->under->failures[TV_PERSIST_FAIL_SERVER]),
+		UF("local", &ext->under->failures[TV_PERSIST_FAIL_LOCAL]),
+		UF("other", &ext->under->failures[TV_PERSIST_FAIL_OTHER]),
+		C("under_deleted_segments_total", "Segments deleted from the under-store (failed, "
+		  "given up, or deleted).", &ext->under->deleted_segments),
+		C("under_delete_failures_total", "Attempts to delete a segment from the "
+		  "under-store that failed (each is retried).", &ext->under->delete_failures),
+		G("under_cleanup_pending", "Segments whose delete from the under-store waits for "
+		  "a retry.", &ext->under->cleanup_pending),
+		G("under_persist_queued", "Segments handed to the under-store and not yet done.",
+		  &ext->under->queued),
+		H("under_persist_duration_seconds", "A segment's copy to the under-store, from "
+		  "COMMIT to its manifest written.", &ext->under->persist_seconds),
 		G("data_dir_free_bytes", "Bytes available to tracevaultd on the data dir's file "
 		  "system (statvfs f_bavail * f_frsize, read at each scrape).", &m->disk_free_bytes),
 	};

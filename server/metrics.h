@@ -10,9 +10,10 @@
 #include <stdint.h>
 
 #include "common/metrics.h"
+#include "under/persist.h"
 
 /* Series in the table (tv_server_metrics_init fills it). */
-#define TV_SERVER_METRICS_SERIES 23
+#define TV_SERVER_METRICS_SERIES 37
 
 /* Why a Write or Query stream was refused RESOURCE_EXHAUSTED at its start (rpc_server.c). */
 enum tv_refused_reason {
@@ -49,6 +50,8 @@ struct tv_server_metrics_ext {
 	const uint64_t *quarantined_blocks;  /* tv_store_quarantined_blocks */
 	const uint64_t *retention_segments, *retention_blocks, *retention_bytes; /* retention */
 	const uint64_t *tls_handshake_failures; /* tv_grpc_log_tls_handshake_failures */
+	/* the under-store's counters (server/under/persist.h): main's, zero without --under */
+	const struct tv_persist_stats *under;
 };
 
 /* Zero m and build its table over m's own fields and ext's. data_fd (the data dir, kept open

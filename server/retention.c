@@ -37,6 +37,7 @@ struct batch {
 	uint64_t seq;          /* tv_query_pool.started at T1: older queries may list them */
 	uint64_t at_mono_ns;   /* T1, for the grace */
 	uint64_t *segs;
+	uint64_t *oldest;      /* per segment: its oldest record (UINT64_MAX: no block seen) */
 	size_t nsegs;
 	struct file *files;
 	size_t nfiles, files_cap;
@@ -52,6 +53,7 @@ struct tv_retention {
 	struct tv_catalog *c;
 	struct tv_store *s;
 	struct tv_query_pool *pool;
+	struct tv_persist *under; /* --under: removed segments are deleted from S3 too */
 	uint64_t next_check_mono_ns; /* the periodic check */
 	int again;                   /* the last pass hit TV_RETENTION_PASS_MAX_SEGMENTS */
 	uint64_t again_target;       /* and the byte target it had (0: none), for the next */
@@ -79,13 +81,19 @@ static void batch_free(struct batch *b)
 	if (!b)
 		return;
 	free(b->segs);
+	free(b->oldest);
 	free(b->files);
 	free(b);
 }
 
-static int add_file(uint64_t segment_id, uint64_t block_id, uint64_t bytes, void *arg)
+static int add_file(uint64_t segment_id, uint64_t block_id, uint64_t bytes, uint64_t min_ts_ns,
+		    void *arg)
 {
 	struct batch *b = arg;
+
+	for (size_t i = 0; i < b->nsegs; i++) /* at most TV_RETENTION_PASS_MAX_SEGMENTS */
+		if (b->segs[i] == segment_id && min_ts_ns < b->oldest[i])
+			b->oldest[i] = min_ts_ns;
 
 	if (b->nfiles == b->files_cap) {
 		size_t ncap = b->files_cap ? b->files_cap * 2 : 16;
@@ -257,11 +265,14 @@ static int retire(struct tv_retention *r, const uint64_t *segs, size_t n, uint64
 	if (!b)
 		return -ENOMEM;
 	b->segs = malloc((n ? n : 1) * sizeof(*b->segs));
-	if (!b->segs) {
+	b->oldest = malloc((n ? n : 1) * sizeof(*b->oldest));
+	if (!b->segs || !b->oldest) {
 		batch_free(b);
 		return -ENOMEM;
 	}
 	memcpy(b->segs, segs, n * sizeof(*segs));
+	for (size_t i = 0; i < n; i++)
+		b->oldest[i] = UINT64_MAX;
 	b->nsegs = n;
 	ndone = durable_done(r);
 	ret = tv_catalog_retire(r->c, segs, n, writer_token, r->ids, ndone, add_file, b);
@@ -270,6 +281,14 @@ static int retire(struct tv_retention *r, const uint64_t *segs, size_t n, uint64
 		return ret;
 	}
 	drop_done(r, ndone); /* their T2 was this transaction */
+	/* past the commit point: their objects go from the under-store too, manifest first
+	 * (persist.h), asynchronously and retried; a crash before that leaves them in the bucket
+	 * (UNDERSTORE.md "Delete and retention") */
+	for (size_t i = 0; r->under && i < n; i++)
+		if (b->oldest[i] != UINT64_MAX &&
+		    tv_persist_delete_segment(r->under, segs[i], b->oldest[i]))
+			fprintf(stderr, "tracevaultd: segment %016llx: cannot queue its delete from "
+				"the under-store: out of memory\n", (unsigned long long)segs[i]);
 	b->seq = r->pool->started;
 	b->at_mono_ns = tv_monotonic_ns();
 	*out = b;
@@ -341,6 +360,11 @@ int tv_retention_new(struct tv_retention **out, const struct tv_retention_opts *
 	r->next_check_mono_ns = tv_monotonic_ns(); /* a pass at the first turn of the loop */
 	*out = r;
 	return 0;
+}
+
+void tv_retention_set_under(struct tv_retention *r, struct tv_persist *under)
+{
+	r->under = under;
 }
 
 void tv_retention_counters(const struct tv_retention *r, const uint64_t **segments,

@@ -30,6 +30,7 @@
 #include "server/catalog.h"
 #include "server/query.h"
 #include "server/store_uring.h"
+#include "under/persist.h"
 
 /* Bounds of the options (tracevaultd --help states them; main.c checks it):
  *   --retain-time DURATION      1s to 36500d; off by default
@@ -90,6 +91,9 @@ int tv_retention_new(struct tv_retention **out, const struct tv_retention_opts *
 		     char *err, size_t errlen);
 /* Unlink what still waits (the caller has ended every query) and free. NULL is a no-op. */
 void tv_retention_free(struct tv_retention *r);
+/* The under-store (NULL: none), which must outlive r: a segment removed by a pass or a Delete
+ * is then deleted from S3 as well, after T1 (tv_persist_delete_segment). */
+void tv_retention_set_under(struct tv_retention *r, struct tv_persist *under);
 /* What retention passes removed so far (segments, blocks, block bytes; a Delete call's removal
  * is not counted here), for the metrics endpoint: valid until tv_retention_free, read with
  * tv_metric_get (common/metrics.h) from any thread. */

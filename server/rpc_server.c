@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,6 +166,11 @@ struct tv_rpc_server {
 	struct call *run_head, *run_tail;
 	struct tv_retention *retention;  /* passes, and the removal of whole segments */
 	struct tv_server_metrics metrics; /* --metrics-addr (server/metrics.h) */
+	/* the under-store, and the poll of its eventfd in the store's io_uring while persists are
+	 * outstanding (its results then wake the loop where it waits for I/O) */
+	struct tv_persist *under;
+	struct tv_store_op under_poll;
+	int under_armed;
 };
 
 /* The stored blocks and bytes gauges from the catalog's totals row (O(1)): after each commit
@@ -1045,12 +1051,16 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 		struct tv_server_metrics_ext ext = {
 			.quarantined_blocks = tv_store_quarantined_blocks(s),
 			.tls_handshake_failures = tv_grpc_log_tls_handshake_failures(),
+			.under = o->under_stats,
 		};
 
 		tv_retention_counters(srv->retention, &ext.retention_segments,
 				      &ext.retention_blocks, &ext.retention_bytes);
 		tv_server_metrics_init(&srv->metrics, tv_store_dir_fd(s), &ext);
 		srv->seg_stats.metrics = &srv->metrics;
+		srv->seg_stats.under = o->under;
+		srv->under = o->under;
+		tv_retention_set_under(srv->retention, o->under);
 		refresh_stored(srv);
 	}
 	srv->shutdown_tag.op = OP_SHUTDOWN;
@@ -1225,6 +1235,39 @@ static void idle_expire(struct tv_rpc_server *srv)
  *    each event or empty poll, round-robin, so Write acks wait at most one slice.
  * A second thread for completions would need a lock around every call and segment; the
  * polling costs a few wake-ups per write instead. */
+/* Watch the under-store's eventfd in the store's ring while any persist is outstanding: the
+ * loop then counts it as I/O in flight and waits in io_uring, where the worker's result wakes
+ * it at once; with none outstanding nothing is armed and the loop blocks in gRPC as before. */
+static void under_arm(struct tv_rpc_server *srv);
+
+static void under_polled(struct tv_store_op *op, int res)
+{
+	struct tv_rpc_server *srv =
+		(struct tv_rpc_server *)((char *)op - offsetof(struct tv_rpc_server, under_poll));
+
+	srv->under_armed = 0;
+	if (res < 0)
+		fprintf(stderr, "tracevaultd: under-store: poll of its eventfd: %s\n",
+			strerror(-res));
+	tv_persist_reap(srv->under); /* done callbacks: segments queue for commit, or fail */
+	under_arm(srv);
+}
+
+static void under_arm(struct tv_rpc_server *srv)
+{
+	int ret;
+
+	if (!srv->under || srv->under_armed || !tv_persist_outstanding(srv->under))
+		return;
+	srv->under_poll.done = under_polled;
+	ret = tv_store_submit_poll(srv->store, tv_persist_event_fd(srv->under), &srv->under_poll);
+	if (ret) { /* the ring is full: reaped at the next turn of the loop instead */
+		tv_persist_reap(srv->under);
+		return;
+	}
+	srv->under_armed = 1;
+}
+
 /* Commit the waiting segments as one group, then reap what the syncs let complete. */
 static void run_commit_group(struct tv_rpc_server *srv)
 {
@@ -1253,10 +1296,13 @@ static void run_one(struct tv_rpc_server *srv)
 int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop)
 {
 	while (!(srv->shutdown_done && srv->live == 0)) {
-		int io = tv_store_inflight(srv->store) > 0;
 		gpr_timespec deadline;
 		grpc_event ev;
 		struct tag *t;
+		int io, under_only;
+
+		under_arm(srv); /* a segment may have started a persist since the last turn */
+		io = tv_store_inflight(srv->store) > 0;
 
 		if (*stop && !srv->shutting_down) {
 			srv->shutting_down = 1;
@@ -1270,12 +1316,17 @@ int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop)
 			tv_retention_tick(srv->retention);
 		/* a waiting commit group runs as soon as no gRPC event is ready (below); so does
 		 * the next slice of a runnable query */
-		deadline = io || srv->commit_q.n || srv->run_head ||
+		/* the only I/O in flight is the under-store's eventfd poll: S3 calls take
+		 * milliseconds, so block in gRPC for TV_RPC_UNDER_WAIT_MS rather than spin between
+		 * gRPC and a 50 us wait in io_uring for the whole of an upload */
+		under_only = io && srv->under_armed && tv_store_inflight(srv->store) == 1;
+		deadline = (io && !under_only) || srv->commit_q.n || srv->run_head ||
 				   tv_retention_due(srv->retention) ?
 				gpr_inf_past(GPR_CLOCK_MONOTONIC) :
 				gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-					     gpr_time_from_millis(srv->eos_waiting ? 1 : TV_RPC_POLL_MS,
-								  GPR_TIMESPAN));
+					     gpr_time_from_millis(under_only ? TV_RPC_UNDER_WAIT_MS :
+								  srv->eos_waiting ? 1 :
+								  TV_RPC_POLL_MS, GPR_TIMESPAN));
 		ev = grpc_completion_queue_next(srv->cq, deadline, NULL);
 		if (ev.type == GRPC_QUEUE_TIMEOUT) {
 			if (srv->commit_q.n) {
@@ -1303,7 +1354,9 @@ int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop)
 		if (srv->run_head)
 			run_one(srv);
 	}
-	/* writes of streams already freed complete into unlinked files: wait for them */
+	/* writes of streams already freed complete into unlinked files, persists of segments
+	 * already given up into S3 (then deleted): wait for them */
+	under_arm(srv);
 	while (tv_store_inflight(srv->store))
 		tv_store_reap(srv->store, TV_RPC_POLL_MS * 1000L);
 	if (!srv->stopped && srv->commit_q.groups)

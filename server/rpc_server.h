@@ -19,6 +19,10 @@
 /* While disk I/O is in flight and gRPC is idle, how long to wait in io_uring before looking
  * at gRPC again (see tv_rpc_server_run). */
 #define TV_RPC_IO_WAIT_US 50
+/* While the only I/O in flight is the under-store's (an S3 upload on its worker thread), the
+ * loop blocks in gRPC this long at a time, then reaps: a persist's result waits at most this
+ * (its S3 calls take milliseconds), and the loop does not spin through the upload. */
+#define TV_RPC_UNDER_WAIT_MS 1
 /* Segments whose COMMIT is ready wait until no gRPC event is ready, then commit as one group
  * (tv_segment_commit_group); under a steady stream of events, after at most this many.
  * Measured (bench/commit.sh, 3 rounds A/B, 4 writers of 64 KiB segments): 8 gave 483
@@ -75,6 +79,12 @@ struct tv_rpc_server_opts {
 	 * handshake of a client without one. Only read during tv_rpc_server_start. */
 	const struct tv_tls_pem *tls;
 	bool require_client_cert;
+	/* the under-store (--under with --write-type cache-through), or NULL: must-cache. Opened
+	 * and closed by the caller; the server watches its results and waits for them to drain
+	 * before tv_rpc_server_run returns. */
+	struct tv_persist *under;
+	/* its counters, exposed with or without it (the caller's, tv_persist_stats_init'd) */
+	const struct tv_persist_stats *under_stats;
 };
 
 struct tv_rpc_server;

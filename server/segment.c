@@ -28,7 +28,9 @@
 enum seg_state { SEG_OPEN, SEG_COMMITTED, SEG_ABORTED };
 /* PENDING_QUEUED: COMMIT is ready and the segment waits in its tv_commit_queue (or is in the
  * group being committed) */
-enum pending { PENDING_NONE, PENDING_FLUSH, PENDING_COMMIT, PENDING_QUEUED };
+/* PENDING_PERSIST: COMMIT is ready and the segment's blocks and manifest are being copied to
+ * the under-store (cache-through); it joins the queue when they are all there */
+enum pending { PENDING_NONE, PENDING_FLUSH, PENDING_COMMIT, PENDING_PERSIST, PENDING_QUEUED };
 
 struct seg_block {
 	uint64_t block_id;
@@ -81,6 +83,12 @@ struct tv_segment {
 	struct tv_segment *q_prev, *q_next; /* in q while pending == PENDING_QUEUED */
 	int queued;
 	uint64_t commit_mono_ns; /* when COMMIT arrived (the commit latency metric) */
+	/* cache-through (UNDERSTORE.md "Write path"): the persist in flight (PENDING_PERSIST), and
+	 * whether the segment's objects are in S3, under the keys of oldest_ts_ns; a segment that
+	 * fails or is aborted after that has them deleted (tv_segment_abort) */
+	struct tv_persist_job *persist_job;
+	int persisted;
+	uint64_t oldest_ts_ns;
 };
 
 #define ERR_PREFIX_FMT "segment %016llx: "
@@ -180,6 +188,17 @@ size_t tv_segment_abort(struct tv_segment *seg, const char *why)
 	dequeue(seg); /* a queued segment aborted (cancel, Delete, shutdown) leaves its queue */
 	if (seg->state != SEG_OPEN)
 		return 0;
+	if (seg->persist_job) { /* its objects are deleted once the put is done */
+		tv_persist_detach(seg->persist_job);
+		seg->persist_job = NULL;
+	}
+	if (seg->persisted) { /* in S3, never acknowledged: nothing of it may stay there */
+		seg->persisted = 0;
+		if (tv_persist_delete_segment(seg->stats->under, seg->segment_id,
+					      seg->oldest_ts_ns))
+			fprintf(stderr, "segment %016llx: cannot queue its delete from S3: out of "
+				"memory\n", (unsigned long long)seg->segment_id);
+	}
 	removed = drop_temp_files(seg);
 	release_id(seg);
 	seg->state = SEG_ABORTED;
@@ -256,13 +275,14 @@ int tv_segment_can_receive(const struct tv_segment *seg)
 
 size_t tv_segment_busy(const struct tv_segment *seg)
 {
-	return seg->inflight_ops;
+	/* a persist in flight counts: the stream waits on S3, not on its client */
+	return seg->inflight_ops + (seg->persist_job != NULL);
 }
 
 /* End the stream with an error: the segment's temp data goes, the message names the segment. */
 static void fail(struct tv_segment *seg, grpc_status_code code, const char *fmt, ...)
 {
-	char reason[200], msg[256];
+	char reason[448], msg[512];
 	va_list ap;
 
 	va_start(ap, fmt);
@@ -1004,6 +1024,82 @@ out:
 		commit_set_free(&m[i].cs);
 }
 
+/* The under-store's answer (tv_persist_done_fn, on the loop's thread): the segment's objects are
+ * all in S3, and it joins the commit queue; or the persist failed, its objects are gone from S3
+ * (persist.c undid them), and the segment fails with the S3 error, its temp files deleted. */
+/* The status of a segment whose copy to S3 failed (PROTOCOL.md): S3 down or slow is
+ * UNAVAILABLE (the client may write the segment again later), anything else INTERNAL. */
+static grpc_status_code under_code(int res)
+{
+	switch (res) {
+	case -ECONNREFUSED:
+	case -ECONNRESET:
+	case -ETIMEDOUT:
+	case -EHOSTUNREACH:
+	case -ENETUNREACH:
+	case -EIO:
+		return GRPC_STATUS_UNAVAILABLE;
+	case -EFBIG:
+	case -ENOMEM:
+		return GRPC_STATUS_RESOURCE_EXHAUSTED;
+	default:
+		return GRPC_STATUS_INTERNAL;
+	}
+}
+
+static void persist_done(void *arg, int res, const char *err)
+{
+	struct tv_segment *seg = arg;
+
+	seg->persist_job = NULL;
+	if (seg->state != SEG_OPEN) /* not reached: an abort detaches the job */
+		return;
+	if (res) {
+		fail(seg, under_code(res), "under-store: %s", err);
+	} else {
+		seg->persisted = 1;
+		seg->pending = PENDING_QUEUED; /* tv_segment_commit_group takes it from here */
+		enqueue(seg);
+	}
+	seg->sink->wake(seg->arg);
+}
+
+/* cache-through: copy the segment's synced temp files and then its manifest to S3 before it
+ * may commit (UNDERSTORE.md "Write path"). */
+static void persist(struct tv_segment *seg)
+{
+	struct tv_persist_block *pb = calloc(seg->n, sizeof(*pb));
+	uint64_t oldest = UINT64_MAX;
+	int ret;
+
+	if (!pb) {
+		fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory at COMMIT");
+		return;
+	}
+	for (size_t i = 0; i < seg->n; i++) {
+		const struct seg_block *b = &seg->blocks[i];
+
+		pb[i] = (struct tv_persist_block){ .block_id = b->block_id,
+						   .bytes = b->length,
+						   .min_ts_ns = b->h.min_ts_ns,
+						   .max_ts_ns = b->h.max_ts_ns,
+						   .record_count = b->h.record_count,
+						   .header_bytes = b->hdr_bytes,
+						   .payload_crc32c = b->payload_crc };
+		snprintf(pb[i].name, sizeof(pb[i].name), "%s", tv_store_temp_name(b->file));
+		if (b->h.min_ts_ns < oldest)
+			oldest = b->h.min_ts_ns;
+	}
+	seg->oldest_ts_ns = oldest;
+	seg->pending = PENDING_PERSIST;
+	ret = tv_persist_put_segment(seg->stats->under, seg->segment_id, oldest,
+				     tv_store_tmp_dir_fd(seg->store), pb, seg->n, persist_done, seg,
+				     &seg->persist_job);
+	free(pb);
+	if (ret)
+		fail(seg, errno_code(ret), "under-store: queue the segment: %s", strerror(-ret));
+}
+
 /* A FLUSH or COMMIT waits here until the writes before it and the syncs of their blocks are
  * done: every complete block is then synced (its sync follows its last write, see retire). */
 static void advance(struct tv_segment *seg)
@@ -1011,11 +1107,13 @@ static void advance(struct tv_segment *seg)
 	enum pending p = seg->pending;
 
 	if (seg->state != SEG_OPEN || p == PENDING_NONE || p == PENDING_QUEUED ||
-	    seg->inflight_ops)
+	    p == PENDING_PERSIST || seg->inflight_ops)
 		return;
 	if (p == PENDING_FLUSH) {
 		seg->pending = PENDING_NONE;
 		respond(seg, durable_bytes(seg), NULL, 0);
+	} else if (seg->stats->under && seg->n) {
+		persist(seg);
 	} else {
 		seg->pending = PENDING_QUEUED; /* tv_segment_commit_group takes it from here */
 		enqueue(seg);

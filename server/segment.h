@@ -14,6 +14,7 @@
 #include "server/catalog.h"
 #include "server/metrics.h"
 #include "server/store_uring.h"
+#include "under/persist.h"
 
 /* More blocks than this in one segment is RESOURCE_EXHAUSTED: bounds per-stream state. */
 #define TV_SERVER_MAX_SEGMENT_BLOCKS TV_WIRE_MAX_SEGMENT_BLOCKS
@@ -52,6 +53,10 @@ struct tv_segment_stats {
 	uint64_t payload_bytes_copied;  /* user-space copies of chunk payload bytes on receive */
 	/* the server's exported counters (server/metrics.h): commits, aborts, commit latency */
 	struct tv_server_metrics *metrics;
+	/* the under-store (--under, --write-type cache-through: server/under/UNDERSTORE.md), or
+	 * NULL (must-cache: local only). With it, a COMMIT waits for the segment's blocks and
+	 * manifest to be in S3 before it joins the commit queue. */
+	struct tv_persist *under;
 };
 
 struct tv_segment;

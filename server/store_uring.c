@@ -7,6 +7,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -31,7 +32,7 @@
 #define LEGACY_NAME_LEN (ID_HEX_DIGITS + 4)
 _Static_assert(BLOCK_NAME_LEN + 1 <= TV_STORE_NAME_BYTES, "TV_STORE_NAME_BYTES too small");
 
-enum { OP_WRITEV = 1, OP_FDATASYNC, OP_FSYNC_DIR };
+enum { OP_WRITEV = 1, OP_FDATASYNC, OP_FSYNC_DIR, OP_POLL };
 
 const struct tv_limit tv_store_max_files_limit = { .min = 1, .max = TV_STORE_MAX_OPEN_FILES_MAX };
 
@@ -269,7 +270,9 @@ static int op_issue(struct tv_store *s, struct tv_store_op *op)
 
 	if (!sqe)
 		return -EBUSY;
-	if (op->kind == OP_WRITEV)
+	if (op->kind == OP_POLL)
+		io_uring_prep_poll_add(sqe, op->poll_fd, POLLIN);
+	else if (op->kind == OP_WRITEV)
 		io_uring_prep_writev(sqe, op->file->fd, op->iov,
 				     (unsigned)(op->iovcnt < IOV_MAX ? op->iovcnt : IOV_MAX),
 				     op->offset);
@@ -386,6 +389,32 @@ int tv_store_submit_fdatasync(struct tv_store *s, struct tv_store_file *f,
 			      struct tv_store_op *op)
 {
 	return submit_op(s, f, op, OP_FDATASYNC);
+}
+
+int tv_store_submit_poll(struct tv_store *s, int fd, struct tv_store_op *op)
+{
+	int ret;
+
+	op->file = NULL;
+	op->kind = OP_POLL;
+	op->poll_fd = fd;
+	op->res = 0;
+	op->next = NULL;
+	ret = op_issue(s, op);
+	if (ret)
+		return ret;
+	s->inflight++;
+	return 0;
+}
+
+int tv_store_tmp_dir_fd(const struct tv_store *s)
+{
+	return s->tmp_fd;
+}
+
+const char *tv_store_temp_name(const struct tv_store_file *f)
+{
+	return f->name;
 }
 
 size_t tv_store_inflight(const struct tv_store *s)

@@ -59,6 +59,7 @@ struct tv_store_op {
 	uint64_t offset;
 	size_t left;
 	struct tv_store_op *next; /* reaped while a synchronous call waited: dispatched later */
+	int poll_fd;              /* tv_store_submit_poll's */
 };
 
 /* One temp block file being written. Owned by the caller until tv_store_publish (which closes
@@ -102,6 +103,14 @@ int tv_store_pread_temp(struct tv_store *s, const struct tv_store_file *f, uint6
  * done will not run; -EBADF after tv_store_close_fd). */
 int tv_store_submit_writev(struct tv_store *s, struct tv_store_file *f, uint64_t offset,
 			   struct iovec *iov, int n, struct tv_store_op *op);
+/* Queue a one-shot poll for POLLIN on fd (not the store's: the under-store's eventfd, so that
+ * its worker's results wake the loop where it waits, in tv_store_reap). done gets 0 or a
+ * negative errno; the op counts in tv_store_inflight until then. */
+int tv_store_submit_poll(struct tv_store *s, int fd, struct tv_store_op *op);
+/* The store's tmp/ (owned by the store) and a temp file's name in it: the under-store's
+ * worker opens a synced temp file read-only by this name to copy it to S3. */
+int tv_store_tmp_dir_fd(const struct tv_store *s);
+const char *tv_store_temp_name(const struct tv_store_file *f);
 /* Queue an fdatasync of f (IORING_FSYNC_DATASYNC). Same contract as tv_store_submit_writev. */
 int tv_store_submit_fdatasync(struct tv_store *s, struct tv_store_file *f,
 			      struct tv_store_op *op);

@@ -569,19 +569,23 @@ static void assert_totals(struct tv_catalog *c, uint64_t blocks, uint64_t bytes)
 	assert_int_equal(nbytes, bytes);
 }
 
-static int count_retired(uint64_t segment_id, uint64_t block_id, uint64_t bytes, void *arg)
+static int count_retired(uint64_t segment_id, uint64_t block_id, uint64_t bytes,
+			 uint64_t min_ts_ns, void *arg)
 {
 	uint64_t *n = arg;
 
 	(void)segment_id;
 	(void)block_id;
+	(void)min_ts_ns;
 	n[0]++;
 	n[1] += bytes;
 	return 0;
 }
 
-static int refuse_retired(uint64_t segment_id, uint64_t block_id, uint64_t bytes, void *arg)
+static int refuse_retired(uint64_t segment_id, uint64_t block_id, uint64_t bytes,
+			  uint64_t min_ts_ns, void *arg)
 {
+	(void)min_ts_ns;
 	(void)segment_id;
 	(void)block_id;
 	(void)bytes;

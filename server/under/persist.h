@@ -1,0 +1,142 @@
+/* The under-store's persister (issue 14, server/under/UNDERSTORE.md): copies a segment's block
+ * files and then its manifest into S3 on a worker thread of its own, so that the server's
+ * one gRPC + io_uring thread never waits on the network, and hands each result back to that
+ * thread through an eventfd the server watches in its io_uring (tv_persist_event_fd). It also
+ * deletes segments from S3 (a failed or deleted segment), retrying only those deletes.
+ *
+ * Threads: every tv_persist_* call but the worker's own is made on the server's thread (the
+ * "loop"); a job's done callback runs there too, from tv_persist_reap. The worker owns its
+ * tv_s3 client (server/under/s3.h) and touches only the job it runs; the two meet in two
+ * lists under one mutex. Counters (struct tv_persist_stats) are relaxed atomics.
+ *
+ * Object keys (UNDERSTORE.md "Layout"), for a segment S whose oldest record is at time T (UTC):
+ *   PREFIX/v1/YYYY/MM/DD/HH/S/B.blk        one per block B (S, B: 16 lower-case hex digits)
+ *   PREFIX/v1/YYYY/MM/DD/HH/S/manifest.json   written last: the segment is complete iff it
+ *                                          exists and every block it lists has its size
+ * so both the write path and a later Delete compute every key from (S, T, block ids). */
+#ifndef TV_UNDER_PERSIST_H
+#define TV_UNDER_PERSIST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/metrics.h"
+#include "under/s3.h"
+
+/* The manifest's "format" and "version" (UNDERSTORE.md "Manifest"); a reader refuses others */
+#define TV_PERSIST_MANIFEST_FORMAT "tracevault-segment-manifest"
+#define TV_PERSIST_MANIFEST_VERSION 1
+/* The layout's version, the first path element under PREFIX */
+#define TV_PERSIST_LAYOUT "v1"
+/* --under s3://BUCKET/PREFIX: PREFIX at most this many bytes (the longest key it makes is
+ * PREFIX + 60 bytes, well within TV_S3_KEY_MAX) */
+#define TV_PERSIST_PREFIX_MAX 512
+/* --s3-region's default (the SigV4 signing region) */
+#define TV_PERSIST_DEFAULT_REGION "us-east-1"
+/* Room for any key this module makes, with its NUL */
+#define TV_PERSIST_KEY_LEN (TV_PERSIST_PREFIX_MAX + 80)
+/* A delete that failed (S3 down) is retried after this, doubling up to the max, for as long as
+ * the server runs; deletes are idempotent, and retrying them is not retrying a client's write */
+#define TV_PERSIST_CLEANUP_RETRY_MIN_MS 500
+#define TV_PERSIST_CLEANUP_RETRY_MAX_MS 30000
+/* Room for a job's error line */
+#define TV_PERSIST_ERR_LEN 384
+
+/* Why a persist failed (the metric's reason label): from the S3 call's errno */
+enum tv_persist_failure {
+	TV_PERSIST_FAIL_AUTH,        /* -EACCES: credentials, permissions, quota */
+	TV_PERSIST_FAIL_UNREACHABLE, /* -ECONNREFUSED, -ECONNRESET, -EHOSTUNREACH, -ENETUNREACH */
+	TV_PERSIST_FAIL_TIMEOUT,     /* -ETIMEDOUT */
+	TV_PERSIST_FAIL_SERVER,      /* -EIO: a 5xx, an error inside a 200 */
+	TV_PERSIST_FAIL_LOCAL,       /* the temp file: gone (segment aborted), unreadable */
+	TV_PERSIST_FAIL_OTHER,
+	TV_PERSIST_FAIL_REASONS,
+};
+
+/* What the persister counts; the server embeds it in its metrics (server/metrics.h) so that
+ * the series exist with or without --under. */
+struct tv_persist_stats {
+	uint64_t segments, objects, bytes;  /* persisted (manifest written) */
+	uint64_t failures[TV_PERSIST_FAIL_REASONS];
+	uint64_t deleted_segments;          /* segments whose objects are gone from S3 */
+	uint64_t delete_failures;           /* delete attempts that failed (each retry counts) */
+	uint64_t cleanup_pending;           /* gauge: segments whose delete waits for a retry */
+	uint64_t queued;                    /* gauge: persists submitted and not yet done */
+	struct tv_histogram persist_seconds; /* a segment's blocks + manifest, submit to done */
+};
+
+/* Zero st and set up its histogram (common/metrics.h's latency buckets). */
+void tv_persist_stats_init(struct tv_persist_stats *st);
+
+/* --under s3://BUCKET/PREFIX split into BUCKET (bucket_len bytes) and PREFIX (prefix_len bytes,
+ * no leading or trailing '/'; may be empty). 0, or -EINVAL with err naming what is wrong. */
+int tv_persist_parse_uri(const char *uri, char *bucket, size_t bucket_len, char *prefix,
+			 size_t prefix_len, char *err, size_t errlen);
+
+struct tv_persist_opts {
+	const char *endpoint, *region, *bucket, *prefix;
+	const char *access_key, *secret_key; /* copied into the clients; the caller wipes its own */
+	struct tv_s3_put_limits put_limits;
+	struct tv_persist_stats *stats;      /* the server's; outlives the persister */
+};
+
+struct tv_persist;
+
+/* Opens the persister: a client for the start-up check, which runs now (tv_s3_head_bucket:
+ * bad credentials, missing bucket and unreachable endpoint fail here, with err naming the
+ * cause), then the worker's client and thread. 0, or a negative errno and err (one line, never
+ * the secret). */
+int tv_persist_open(struct tv_persist **out, const struct tv_persist_opts *o, char *err,
+		    size_t errlen);
+/* Waits for the worker to finish every job queued (the loop has stopped submitting), tries the
+ * pending deletes once more, logs any still left (their keys), stops the worker, frees. NULL
+ * is a no-op. Done callbacks of jobs not reaped are not run. */
+void tv_persist_close(struct tv_persist *p);
+
+/* The descriptor that becomes readable when a job is done (an eventfd; tv_persist_reap reads
+ * it). Owned by the persister. */
+int tv_persist_event_fd(const struct tv_persist *p);
+/* Jobs submitted whose done callback has not run yet (the loop watches the eventfd while
+ * this is not 0). */
+size_t tv_persist_outstanding(const struct tv_persist *p);
+/* Runs the done callback of every finished job, on the caller's (the loop's) thread, and frees
+ * the jobs. Returns how many. */
+size_t tv_persist_reap(struct tv_persist *p);
+
+/* One block of a segment to persist: its temp file (tmp_fd + name, opened by the worker when
+ * it gets there, so that a segment of many blocks holds one descriptor at a time; a file
+ * unlinked meanwhile fails the job with -ENOENT), and what the manifest says of it. */
+struct tv_persist_block {
+	uint64_t block_id, bytes, min_ts_ns, max_ts_ns, record_count;
+	uint32_t header_bytes, payload_crc32c;
+	char name[64];
+};
+
+/* done(arg, res, err): res 0 when every block and then the manifest are in S3; else a negative
+ * errno, and err (one line) names the S3 call and what S3 said; the objects of the segment
+ * that reached S3 have then been deleted (or, when S3 does not answer, wait for a retried
+ * delete: err says so). */
+typedef void (*tv_persist_done_fn)(void *arg, int res, const char *err);
+struct tv_persist_job;
+
+/* Queue the persist of segment SEGMENT_ID: its N blocks (copied), read from TMP_FD (the
+ * store's tmp/, borrowed until done). oldest_ts_ns picks the key's hour. *JOB (for
+ * tv_persist_detach) stays valid until done runs. 0, -ENOMEM, -EINVAL (n == 0). */
+int tv_persist_put_segment(struct tv_persist *p, uint64_t segment_id, uint64_t oldest_ts_ns,
+			   int tmp_fd, const struct tv_persist_block *blocks, size_t n,
+			   tv_persist_done_fn done, void *arg, struct tv_persist_job **job);
+/* The segment behind JOB is gone (aborted, stream freed): its done will not run, and what the
+ * job put into S3 is deleted (a put that succeeds is undone). */
+void tv_persist_detach(struct tv_persist_job *job);
+/* Delete segment SEGMENT_ID's objects (the keys of oldest_ts_ns): the manifest first, so that a
+ * half-deleted segment is never read, then everything under its directory (blocks the caller
+ * may not know of), and the multipart uploads in progress there. Asynchronous, retried until
+ * it succeeds (TV_PERSIST_CLEANUP_RETRY_*), logged. 0 or -ENOMEM. */
+int tv_persist_delete_segment(struct tv_persist *p, uint64_t segment_id, uint64_t oldest_ts_ns);
+
+/* The key of block BLOCK_ID of the segment, or (block_id ignored, manifest 1) of its manifest,
+ * or (dir 1) of its directory with the trailing '/'; into key (TV_PERSIST_KEY_LEN bytes). */
+void tv_persist_key(const char *prefix, uint64_t segment_id, uint64_t oldest_ts_ns,
+		    uint64_t block_id, int manifest, int dir, char *key, size_t len);
+
+#endif
