@@ -76,7 +76,29 @@ static const char SCHEMA_SQL[] =
 	" block_id INTEGER PRIMARY KEY,"
 	" bloom BLOB NOT NULL);"
 	"CREATE TRIGGER IF NOT EXISTS trace_filters_delete AFTER DELETE ON blocks BEGIN"
-	" DELETE FROM trace_filters WHERE block_id = old.block_id; END;";
+	" DELETE FROM trace_filters WHERE block_id = old.block_id; END;"
+	/* The under-store (server/under/UNDERSTORE.md "Catalog state"). under_persisted: the
+	 * segments whose manifest is in the bucket (a cache-through COMMIT inserts the row in its
+	 * commit transaction, async-through once the manifest is written, --rebuild-catalog from
+	 * the bucket with evicted 1); evicted 1: its block files are not in blocks/ and a query
+	 * reads them from S3. oldest_ts_ns is the key's hour (tv_persist_key). The row goes with
+	 * the segment's last blocks row. */
+	"CREATE TABLE IF NOT EXISTS under_persisted ("
+	" segment_id INTEGER PRIMARY KEY,"
+	" oldest_ts_ns INTEGER NOT NULL,"
+	" evicted INTEGER NOT NULL DEFAULT 0 CHECK (evicted IN (0, 1)),"
+	" persisted_ns INTEGER NOT NULL);"
+	/* under_pending: the journal of segments that may have objects in the bucket the catalog
+	 * does not account for, each in its own small transaction before the S3 work starts:
+	 * 'uploading' (cache-through, not committed: start-up deletes its objects), 'queued'
+	 * (async-through, committed locally, not yet persisted: start-up queues it again),
+	 * 'deleting' (removed locally, the S3 delete not yet confirmed: start-up deletes again).
+	 * The row is deleted when the S3 side is settled. */
+	"CREATE TABLE IF NOT EXISTS under_pending ("
+	" segment_id INTEGER PRIMARY KEY,"
+	" oldest_ts_ns INTEGER NOT NULL,"
+	" state TEXT NOT NULL CHECK (state IN ('uploading', 'queued', 'deleting')),"
+	" at_ns INTEGER NOT NULL);";
 
 /* A segments row for every segment of the blocks table (catalog.h); deleted ones are kept. */
 static const char SYNC_SEGMENTS_SQL[] =
