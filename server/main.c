@@ -125,6 +125,8 @@ static const struct option OPTIONS[] = {
 	{ "s3-endpoint", required_argument, NULL, 'E' },
 	{ "s3-region", required_argument, NULL, 'Z' },
 	{ "write-type", required_argument, NULL, 'w' },
+	{ "s3-multipart-bytes", required_argument, NULL, 'x' },
+	{ "s3-part-bytes", required_argument, NULL, 'y' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -298,6 +300,11 @@ static const char USAGE_UNDER[] =
 	"                           answered once the segment's blocks and manifest are in S3\n"
 	"                           and in the local catalog; an S3 failure fails the segment\n"
 	"                           (never retried) and deletes what of it reached S3\n"
+	"  --s3-multipart-bytes SIZE\n"
+	"                           a block of at least SIZE goes as a multipart upload,\n"
+	"                           aborted on failure (default 64M; at least the part size,\n"
+	"                           at most 5G)\n"
+	"  --s3-part-bytes SIZE     the parts of a multipart upload (default 16M; 5M to 5G)\n"
 	"\n";
 
 /* What this run does: serve, or one maintenance job on a data dir no server holds. */
@@ -369,13 +376,19 @@ static void on_signal(int sig)
 /* --under's companions: each needs --under, --under needs an endpoint and the credentials in the
  * environment, and serves. 0 or a usage error's exit code. */
 static int check_under_options(int serve, const char *under, const char *endpoint,
-			       const char *region, const char *write_type, char *bucket,
-			       size_t bucket_len, char *prefix, size_t prefix_len)
+			       const char *region, const char *write_type,
+			       const struct tv_s3_put_limits *put_limits, bool put_limits_set,
+			       char *bucket, size_t bucket_len, char *prefix, size_t prefix_len)
 {
 	char why[ERR_LEN];
 
 	if (!under && (endpoint || region))
 		return usage_error("--s3-endpoint and --s3-region go with --under s3://BUCKET/PREFIX");
+	if (!under && put_limits_set)
+		return usage_error("--s3-multipart-bytes and --s3-part-bytes go with --under "
+				   "s3://BUCKET/PREFIX");
+	if (tv_s3_put_limits_check(put_limits, why, sizeof(why)))
+		return usage_error("invalid --s3-multipart-bytes / --s3-part-bytes: %s", why);
 	if (!under && write_type && strcmp(write_type, "must-cache"))
 		return usage_error("--write-type %s needs --under s3://BUCKET/PREFIX", write_type);
 	if (!under)
@@ -400,7 +413,8 @@ static int check_under_options(int serve, const char *under, const char *endpoin
  * 0, or -1 with err one line "--under URI: what S3 said (hint)", never the secret. */
 static int open_under(struct tv_persist **out, const char *under, const char *bucket,
 		      const char *prefix, const char *endpoint, const char *region,
-		      struct tv_persist_stats *stats, char *err, size_t errlen)
+		      const struct tv_s3_put_limits *put_limits, struct tv_persist_stats *stats,
+		      char *err, size_t errlen)
 {
 	char why[ERR_LEN - 128];
 	struct tv_persist_opts po = {
@@ -408,7 +422,7 @@ static int open_under(struct tv_persist **out, const char *under, const char *bu
 		.bucket = bucket, .prefix = prefix,
 		.access_key = getenv("AWS_ACCESS_KEY_ID"),
 		.secret_key = getenv("AWS_SECRET_ACCESS_KEY"),
-		.put_limits = tv_s3_put_limits_default(), .stats = stats,
+		.put_limits = *put_limits, .stats = stats,
 	};
 	const char *hint = "";
 	int ret;
@@ -504,6 +518,8 @@ int main(int argc, char **argv)
 	char under_bucket[64], under_prefix[TV_PERSIST_PREFIX_MAX + 1];
 	struct tv_persist *persist = NULL;
 	static struct tv_persist_stats under_stats; /* read by the metrics thread until exit */
+	struct tv_s3_put_limits put_limits = tv_s3_put_limits_default();
+	bool put_limits_set = false;
 
 	opterr = 0;
 	for (int before = optind; (opt = getopt_long(argc, argv, ":h", OPTIONS, &longidx)) != -1;
@@ -649,6 +665,15 @@ int main(int argc, char **argv)
 						   "cache-through)", optarg);
 			write_type = optarg;
 			break;
+		case 'x':
+		case 'y':
+			/* the bounds need both values: checked in check_under_options */
+			if (tv_size_parse(optarg, opt == 'x' ? &put_limits.multipart_bytes :
+						  &put_limits.part_bytes))
+				return usage_error("invalid --%s: '%s' (a size: 5M, 64M, 1G)",
+						   OPTIONS[longidx].name, optarg);
+			put_limits_set = true;
+			break;
 		case 'V':
 			puts("tracevaultd " TV_VERSION);
 			return 0;
@@ -684,7 +709,7 @@ int main(int argc, char **argv)
 		return usage_error("--tls-* and --insecure serve; --rebuild-catalog and --scrub do "
 				   "not");
 	rc = check_under_options(mode == MODE_SERVE, under, s3_endpoint, s3_region, write_type,
-				 under_bucket, sizeof(under_bucket), under_prefix,
+				 &put_limits, put_limits_set, under_bucket, sizeof(under_bucket), under_prefix,
 				 sizeof(under_prefix));
 	if (rc)
 		return rc;
@@ -739,7 +764,7 @@ int main(int argc, char **argv)
 	 * endpoint are one line and exit 1 before anything local is touched */
 	tv_persist_stats_init(&under_stats);
 	if (under && open_under(&persist, under, under_bucket, under_prefix, s3_endpoint,
-				s3_region, &under_stats, err, sizeof(err)))
+				s3_region, &put_limits, &under_stats, err, sizeof(err)))
 		goto fail;
 	o.under = persist;
 	o.under_stats = &under_stats;

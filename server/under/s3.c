@@ -498,14 +498,17 @@ int tv_s3_put_file(struct tv_s3 *c, const char *key, int fd, uint64_t offset, ui
 		goto out;
 abort: {
 	/* the first error stays the answer; a failed abort is said after it */
-	char aerr[160];
+	char aerr[512]; /* "DELETE s3://B/KEY (abort ...): cause": room for the cause after a long key */
 	int arc = tv_s3_mpu_abort(c, key, upload_id, aerr, sizeof(aerr));
 
 	if (arc && err && errlen) {
+		/* the key is in the first error already: of the abort's, only what S3 or curl said */
+		const char *cause = strstr(aerr, "): ");
 		size_t used = strlen(err);
 
 		if (used + 1 < errlen)
-			snprintf(err + used, errlen - used, "; abort failed too: %s", aerr);
+			snprintf(err + used, errlen - used, "; abort failed too: %s",
+				 cause ? cause + 3 : aerr);
 	}
 }
 out:
