@@ -127,6 +127,7 @@ static const struct option OPTIONS[] = {
 	{ "write-type", required_argument, NULL, 'w' },
 	{ "s3-multipart-bytes", required_argument, NULL, 'x' },
 	{ "s3-part-bytes", required_argument, NULL, 'y' },
+	{ "s3-connections", required_argument, NULL, 'j' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -305,6 +306,8 @@ static const char USAGE_UNDER[] =
 	"                           aborted on failure (default 64M; at least the part size,\n"
 	"                           at most 5G)\n"
 	"  --s3-part-bytes SIZE     the parts of a multipart upload (default 16M; 5M to 5G)\n"
+	"  --s3-connections N       a segment's blocks go up on at most N connections at once,\n"
+	"                           then its manifest (default 4; 1 to 16)\n"
 	"\n";
 
 /* What this run does: serve, or one maintenance job on a data dir no server holds. */
@@ -385,8 +388,8 @@ static int check_under_options(int serve, const char *under, const char *endpoin
 	if (!under && (endpoint || region))
 		return usage_error("--s3-endpoint and --s3-region go with --under s3://BUCKET/PREFIX");
 	if (!under && put_limits_set)
-		return usage_error("--s3-multipart-bytes and --s3-part-bytes go with --under "
-				   "s3://BUCKET/PREFIX");
+		return usage_error("--s3-multipart-bytes, --s3-part-bytes and --s3-connections go "
+				   "with --under s3://BUCKET/PREFIX");
 	if (tv_s3_put_limits_check(put_limits, why, sizeof(why)))
 		return usage_error("invalid --s3-multipart-bytes / --s3-part-bytes: %s", why);
 	if (!under && write_type && strcmp(write_type, "must-cache"))
@@ -413,8 +416,8 @@ static int check_under_options(int serve, const char *under, const char *endpoin
  * 0, or -1 with err one line "--under URI: what S3 said (hint)", never the secret. */
 static int open_under(struct tv_persist **out, const char *under, const char *bucket,
 		      const char *prefix, const char *endpoint, const char *region,
-		      const struct tv_s3_put_limits *put_limits, struct tv_persist_stats *stats,
-		      char *err, size_t errlen)
+		      const struct tv_s3_put_limits *put_limits, unsigned connections,
+		      struct tv_persist_stats *stats, char *err, size_t errlen)
 {
 	char why[ERR_LEN - 128];
 	struct tv_persist_opts po = {
@@ -422,7 +425,7 @@ static int open_under(struct tv_persist **out, const char *under, const char *bu
 		.bucket = bucket, .prefix = prefix,
 		.access_key = getenv("AWS_ACCESS_KEY_ID"),
 		.secret_key = getenv("AWS_SECRET_ACCESS_KEY"),
-		.put_limits = *put_limits, .stats = stats,
+		.put_limits = *put_limits, .connections = connections, .stats = stats,
 	};
 	const char *hint = "";
 	int ret;
@@ -519,7 +522,9 @@ int main(int argc, char **argv)
 	struct tv_persist *persist = NULL;
 	static struct tv_persist_stats under_stats; /* read by the metrics thread until exit */
 	struct tv_s3_put_limits put_limits = tv_s3_put_limits_default();
+	/* --s3-multipart-bytes, --s3-part-bytes, --s3-connections: each needs --under */
 	bool put_limits_set = false;
+	uint64_t s3_connections = TV_PERSIST_CONNECTIONS_DEFAULT;
 
 	opterr = 0;
 	for (int before = optind; (opt = getopt_long(argc, argv, ":h", OPTIONS, &longidx)) != -1;
@@ -674,6 +679,12 @@ int main(int argc, char **argv)
 						   OPTIONS[longidx].name, optarg);
 			put_limits_set = true;
 			break;
+		case 'j':
+			if (parse_count(OPTIONS[longidx].name, optarg, &tv_persist_connections_limit,
+					&s3_connections))
+				return EXIT_USAGE;
+			put_limits_set = true;
+			break;
 		case 'V':
 			puts("tracevaultd " TV_VERSION);
 			return 0;
@@ -764,7 +775,8 @@ int main(int argc, char **argv)
 	 * endpoint are one line and exit 1 before anything local is touched */
 	tv_persist_stats_init(&under_stats);
 	if (under && open_under(&persist, under, under_bucket, under_prefix, s3_endpoint,
-				s3_region, &put_limits, &under_stats, err, sizeof(err)))
+				s3_region, &put_limits, (unsigned)s3_connections, &under_stats, err,
+				sizeof(err)))
 		goto fail;
 	o.under = persist;
 	o.under_stats = &under_stats;

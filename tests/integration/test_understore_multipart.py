@@ -44,7 +44,14 @@ def test_usage(ceph):
     set_credentials(ceph)
     d = "/tmp/tv-under-multipart-usage"
     for args, msg in [
-        (["--s3-part-bytes", "5M"], "--s3-multipart-bytes and --s3-part-bytes go with --under"),
+        (["--s3-part-bytes", "5M"], "--s3-multipart-bytes, --s3-part-bytes and "
+         "--s3-connections go with --under"),
+        (["--s3-connections", "2"], "--s3-multipart-bytes, --s3-part-bytes and "
+         "--s3-connections go with --under"),
+        (under_args(ceph, "p") + ["--s3-connections", "0"],
+         "invalid --s3-connections: '0' (1 to 16)"),
+        (under_args(ceph, "p") + ["--s3-connections", "17"],
+         "invalid --s3-connections: '17' (1 to 16)"),
         (under_args(ceph, "p") + ["--s3-part-bytes", "1M"],
          "invalid --s3-multipart-bytes / --s3-part-bytes: s3 part size 1048576 bytes"),
         (under_args(ceph, "p") + ["--s3-multipart-bytes", "5M", "--s3-part-bytes", "6M"],
