@@ -1391,3 +1391,25 @@ int tv_catalog_retiring(struct tv_catalog *c, uint64_t **ids, size_t *n)
 	}
 	return ret;
 }
+
+/* ---- eviction and read-back of the under-store (catalog.h, one block) ---- */
+
+int tv_catalog_group_add_persisted(struct tv_catalog *c, uint64_t segment_id,
+				   uint64_t oldest_ts_ns)
+{
+	sqlite3_stmt *st;
+	int ret;
+
+	if (sqlite3_get_autocommit(c->db))
+		return -EIO; /* no group transaction: the row must share the blocks rows' fate */
+	ret = prepare(c, "INSERT OR REPLACE INTO under_persisted (segment_id, oldest_ts_ns, "
+			 "evicted, persisted_ns) VALUES (?1, ?2, 0, ?3)", &st);
+	if (ret)
+		return ret;
+	sqlite3_bind_int64(st, 1, (int64_t)segment_id);
+	sqlite3_bind_int64(st, 2, (int64_t)oldest_ts_ns);
+	sqlite3_bind_int64(st, 3, (int64_t)tv_realtime_ns());
+	ret = step_done(c, st);
+	sqlite3_finalize(st);
+	return ret;
+}

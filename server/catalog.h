@@ -254,4 +254,19 @@ int tv_catalog_trace_filter_check(struct tv_catalog *c, uint64_t block_id, const
 /* Drop block_id's copy (none: 0 too). 0 or the SQLite failure's errno. */
 int tv_catalog_trace_filter_drop(struct tv_catalog *c, uint64_t block_id);
 
+/*
+ * Eviction and read-back of the under-store (server/under/UNDERSTORE.md "Catalog state",
+ * "Eviction"): the rows of table under_persisted. One block, so that the helpers changing the
+ * catalog at once merge easily.
+ */
+/* COMMIT (cache-through): segment_id's manifest is in the bucket under the keys of
+ * oldest_ts_ns; its under_persisted row (evicted 0) goes into the open group transaction
+ * (tv_catalog_group_begin), after tv_catalog_group_add put its blocks rows in, so that the row
+ * is durable with them. Returns 0, -EIO (no group transaction open) or the SQLite failure's
+ * errno: the commit goes on without the row (the segment is then never evicted: the safe
+ * side), unless SQLite rolled the whole transaction back, which tv_catalog_group_commit
+ * reports. */
+int tv_catalog_group_add_persisted(struct tv_catalog *c, uint64_t segment_id,
+				   uint64_t oldest_ts_ns);
+
 #endif
