@@ -70,27 +70,30 @@ def seg_files(seg):
     return {"%016x-%016x.tvb" % (seg[0], bid) for bid, _ in seg[1]}
 
 
-def model_evictions(segs, persisted, local_bytes):
-    """The segments a pass after each commit evicts (server/evict.c): segs in commit order,
-    each its own commit group; persisted: the set of indexes with an under_persisted row.
-    Returns the set of evicted indexes."""
-    evicted, committed = set(), []
+def model_pass(segs, committed, persisted, evicted, local_bytes):
+    """One pass of server/evict.c over the committed indexes: adds what it evicts to evicted."""
     target = local_bytes - local_bytes // LOW_WATER_DIV
+    if sum(seg_bytes(segs[j]) for j in committed) <= local_bytes:
+        return
+    local = sum(seg_bytes(segs[j]) for j in committed if j not in evicted)
+    if local <= local_bytes:
+        return
+    # oldest first: by newest record, then segment id
+    for j in sorted(committed, key=lambda j: (segs[j][3], segs[j][0])):
+        if local <= target:
+            break
+        if j in persisted and j not in evicted:
+            evicted.add(j)
+            local -= seg_bytes(segs[j])
+
+
+def model_evictions(segs, persisted, local_bytes):
+    """The segments a pass after each commit evicts: segs in commit order, each its own
+    commit group; persisted: the set of indexes with an under_persisted row. Returns the set
+    of evicted indexes."""
+    evicted = set()
     for i in range(len(segs)):
-        committed.append(i)
-        total = sum(seg_bytes(segs[j]) for j in committed)
-        if total <= local_bytes:
-            continue
-        local = total - sum(seg_bytes(segs[j]) for j in evicted)
-        if local <= local_bytes:
-            continue
-        # oldest first: by newest record, then segment id
-        for j in sorted(committed, key=lambda j: (segs[j][3], segs[j][0])):
-            if local <= target:
-                break
-            if j in persisted and j not in evicted:
-                evicted.add(j)
-                local -= seg_bytes(segs[j])
+        model_pass(segs, list(range(i + 1)), persisted, evicted, local_bytes)
     return evicted
 
 
@@ -301,6 +304,52 @@ def test_unpersisted_never_evicted(ceph):
         srv.cleanup()
 
 
+def test_recache(ceph):
+    """--recache: a block read back is in blocks/ again and its segment no longer evicted (a
+    second query reads no S3); the next pass after a commit evicts it again by age."""
+    set_credentials(ceph)
+    rng = random.Random(16)
+    segs = [make_segment(rng, i, 2, 30) for i in range(5)]
+    local_bytes = seg_bytes(segs[2]) + seg_bytes(segs[3])
+    evicted = model_evictions(segs[:4], set(range(5)), local_bytes)
+    assert evicted == {0, 1}, evicted
+    srv = tvtest.Server(extra_args=under_args(ceph, "recache") + [
+        "--metrics-addr", "127.0.0.1:0", "--local-bytes", str(local_bytes), "--recache"])
+    try:
+        srv.start(timeout=START_TIMEOUT_S)
+        c = tvtest.GrpcClient(srv.addr)
+        write_all(c, segs[:4])
+        assert block_files(srv) == seg_files(segs[2]) | seg_files(segs[3])
+        want = [r.SerializeToString() for r in c.query(segs[0][2], segs[0][3] + 1)]
+        assert len(want) == 60
+        assert block_files(srv) == seg_files(segs[0]) | seg_files(segs[2]) | seg_files(segs[3])
+        m = scrape(srv)
+        assert m.value("tracevault_server_under_reads_total") == 2
+        assert m.value("tracevault_server_under_recached_blocks_total") == 2
+        assert m.value("tracevault_server_under_recached_segments_total") == 1
+        db = sqlite3.connect(os.path.join(srv.data_dir, "catalog.db"))
+        flags = dict(db.execute("SELECT segment_id, evicted FROM under_persisted").fetchall())
+        db.close()
+        assert flags == {segs[0][0]: 0, segs[1][0]: 1, segs[2][0]: 0, segs[3][0]: 0}, flags
+        assert [r.SerializeToString() for r in c.query(segs[0][2], segs[0][3] + 1)] == want
+        assert scrape(srv).value("tracevault_server_under_reads_total") == 2  # local now
+        # the next commit's pass: segment 0 is the oldest local one again
+        evicted.discard(0)
+        model_pass(segs, list(range(5)), set(range(5)), evicted, local_bytes)
+        assert 0 in evicted, evicted
+        write_all(c, segs[4:])
+        assert block_files(srv) == set().union(*(seg_files(s) for i, s in enumerate(segs)
+                                                 if i not in evicted))
+        assert scrape(srv).value("tracevault_server_under_evicted_segments_total") == \
+            2 + len(evicted - {1})
+        assert len(c.query(BASE_NS, BASE_NS + 10**15)) == 5 * 60
+        c.close()
+        print("  segment 0 re-cached (2 blocks), evicted again by the next pass (with %s)"
+              % sorted(evicted - {0, 1}))
+    finally:
+        srv.cleanup()
+
+
 def percentile(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(p * len(xs)))]
@@ -313,21 +362,25 @@ def bench(ceph):
     set_credentials(ceph)
     rng = random.Random(15)
     n = int(os.environ.get("TV_UNDER_BENCH_QUERIES", "30"))
-    segs = [make_segment(rng, i, 4, 16, path_bytes=32 * 1024) for i in range(2)]
+    segs = [make_segment(rng, i, 4, 16, path_bytes=64 * 1024) for i in range(2)]
     srv = tvtest.Server(extra_args=under_args(ceph, "bench-evict") + [
-        "--metrics-addr", "127.0.0.1:0", "--local-bytes", str(seg_bytes(segs[1]) + 1)])
+        "--metrics-addr", "127.0.0.1:0", "--local-bytes", str(seg_bytes(segs[0]) + seg_bytes(segs[1]) - 1)])
     try:
         srv.start(timeout=START_TIMEOUT_S)
         c = tvtest.GrpcClient(srv.addr, timeout_s=120)
         write_all(c, segs)
-        assert seg_files(segs[0]).isdisjoint(block_files(srv))
+        assert block_files(srv) == seg_files(segs[1])  # segment 0 evicted, 1 local
         for name, s in (("evicted", segs[0]), ("local", segs[1])):
             lat = []
+            reads = scrape(srv).value("tracevault_server_under_reads_total")
             for _ in range(n):
                 t = time.monotonic()
                 recs = c.query(s[2], s[3] + 1)
                 lat.append(time.monotonic() - t)
                 assert len(recs) == 64
+            # every query of the evicted segment read its 4 blocks back, none of the local
+            got = scrape(srv).value("tracevault_server_under_reads_total") - reads
+            assert got == (4 * n if name == "evicted" else 0), (name, got, srv.log()[-3000:])
             print("  bench query of one %s segment (4 blocks, %.1f MiB): p50 %.1f ms p99 %.1f "
                   "ms over %d queries" % (name, seg_bytes(s) / 2**20, percentile(lat, 0.5) * 1e3,
                                           percentile(lat, 0.99) * 1e3, n))
