@@ -19,6 +19,7 @@ import os
 import random
 import re
 import sqlite3
+import subprocess
 import sys
 import time
 
@@ -348,6 +349,28 @@ def test_recache(ceph):
               % sorted(evicted - {0, 1}))
     finally:
         srv.cleanup()
+
+
+def test_usage(ceph):
+    """--local-bytes and --recache: bad values and a missing --under are usage errors (exit
+    2, one line)."""
+    set_credentials(ceph)
+    d = "/tmp/tv-evict-usage"
+    for args, msg in [
+        (["--local-bytes", "1M"], "--local-bytes needs --under s3://BUCKET/PREFIX"),
+        (["--recache"], "--recache needs --under s3://BUCKET/PREFIX"),
+        (under_args(ceph, "p") + ["--local-bytes", "banana"],
+         "invalid --local-bytes: 'banana' (1 to 1048576G)"),
+        (under_args(ceph, "p") + ["--local-bytes", "0"],
+         "invalid --local-bytes: '0' (1 to 1048576G)"),
+        (under_args(ceph, "p") + ["--local-bytes", "1048577G"],
+         "invalid --local-bytes: '1048577G' (1 to 1048576G)"),
+    ]:
+        p = subprocess.run([tvtest.binary("tracevaultd"), "--data", d] + args,
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 2 and p.stderr.startswith("tracevaultd: " + msg) and \
+            p.stderr.count("\n") == 1, (args, p.returncode, p.stderr)
+    assert not os.path.exists(d)
 
 
 def percentile(xs, p):
