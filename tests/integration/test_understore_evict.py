@@ -210,6 +210,16 @@ def test_evict(ceph):
                     a, b = cli_query(ref.addr, frm, to, rev), cli_query(srv.addr, frm, to, rev)
                     assert a.returncode == 0 and b.returncode == 0, (a, b)
                     assert a.stdout == b.stdout, ("differs", frm, to, rev)
+            # Summary reads evicted blocks back too: the same answer as must-cache's
+            sums = []
+            for s in (ref, srv):
+                c = tvtest.GrpcClient(s.addr)
+                sums.append(c.summary(c.pb.SummaryRequest(
+                    from_ns=wins[0][0], to_ns=wins[0][1], by=c.pb.GROUP_BY_PATH),
+                    timeout=60))
+                c.close()
+            assert sums[0].records == sums[1].records == 1200 and not sums[1].skipped, sums[1]
+            assert sums[0].SerializeToString() == sums[1].SerializeToString()
             full = cli_query(srv.addr, wins[0][0], wins[0][1]).stdout.splitlines()
             assert len(full) == 10 * 2 * 60, len(full)
             assert [json.loads(x)["ts_ns"] for x in full] == \
@@ -259,10 +269,17 @@ def test_rgw_stopped(ceph):
             print("  radosgw stopped: %s; the CLI: %s" % (code, p.stderr.strip()))
             local = c.query(segs[2][2], segs[3][3] + 1)
             assert len(local) == 100, len(local)
+            try:
+                c.summary(c.pb.SummaryRequest(from_ns=segs[0][2], to_ns=segs[1][3] + 1,
+                                              by=c.pb.GROUP_BY_PATH), timeout=60)
+                raise AssertionError("Summary of an evicted range answered without S3")
+            except c.grpc.RpcError as e:
+                assert e.code() == c.grpc.StatusCode.UNAVAILABLE and "GET s3://" in \
+                    e.details(), (e.code(), e.details())
             m = scrape(srv)
-            assert m.value("tracevault_server_under_read_failures_total") == 2
+            assert m.value("tracevault_server_under_read_failures_total") == 3
             assert m.value("tracevault_server_under_read_retries_total") == \
-                2 * (READ_ATTEMPTS - 1)
+                3 * (READ_ATTEMPTS - 1)
             assert m.value("tracevault_server_under_reads_total") == 2  # want_old's
         finally:
             ceph.rgw_start()
