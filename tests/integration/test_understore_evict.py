@@ -368,6 +368,41 @@ def test_recache(ceph):
         srv.cleanup()
 
 
+def test_delete_evicted(ceph):
+    """A Delete of an evicted segment: OK, its records are gone from queries, its objects
+    from the bucket (manifest first), the other segments stay."""
+    set_credentials(ceph)
+    rng = random.Random(17)
+    prefix = "delete-evicted"
+    segs = [make_segment(rng, i, 2, 30) for i in range(3)]
+    # the low-water mark (63/64 of it) still holds segments 1 and 2
+    local_bytes = (seg_bytes(segs[1]) + seg_bytes(segs[2])) * LOW_WATER_DIV // \
+        (LOW_WATER_DIV - 1) + LOW_WATER_DIV
+    assert model_evictions(segs, set(range(3)), local_bytes) == {0}
+    srv = tvtest.Server(extra_args=under_args(ceph, prefix) + ["--local-bytes",
+                                                                str(local_bytes)])
+    try:
+        srv.start(timeout=START_TIMEOUT_S)
+        c = tvtest.GrpcClient(srv.addr)
+        for k, (sid, blocks, _, _) in enumerate(segs):
+            assert c.write_encoded(sid, blocks, writer_token=100 + k).committed
+        assert block_files(srv) == seg_files(segs[1]) | seg_files(segs[2])
+        d = "%s/v1/%s/%016x/" % (prefix, time.strftime("%Y/%m/%d/%H",
+                                                      time.gmtime(segs[0][2] // 10**9)),
+                                  segs[0][0])
+        assert len(ceph.list_keys(d)) == 3  # 2 blocks + manifest
+        code, details, _ = c.delete_segment(segs[0][0], writer_token=100)
+        assert code == c.grpc.StatusCode.OK, (code, details)
+        assert [r.ts_ns for r in c.query(BASE_NS, BASE_NS + 10**15)] == \
+            [s[2] + k for s in segs[1:] for k in range(60)]
+        tvtest.wait_for(lambda: not ceph.list_keys(d), "the evicted segment's objects gone",
+                        timeout_s=30, interval_s=0.1)
+        assert len(ceph.list_keys(prefix + "/")) == 2 * 3
+        c.close()
+    finally:
+        srv.cleanup()
+
+
 def test_usage(ceph):
     """--local-bytes and --recache: bad values and a missing --under are usage errors (exit
     2, one line)."""
