@@ -455,6 +455,44 @@ def test_kill9_while_evicting(ceph):
         srv.cleanup()
 
 
+def test_damaged_object(ceph):
+    """An evicted block whose object in the bucket was changed fails its checks when read
+    back: skipped and reported (DATA_LOSS, the other blocks' records sent), never served; its
+    row goes as a quarantined block's does, so the next query answers OK without it."""
+    set_credentials(ceph)
+    rng = random.Random(20)
+    prefix = "damaged"
+    segs = [make_segment(rng, i, 2, 30) for i in range(3)]
+    local_bytes = (seg_bytes(segs[1]) + seg_bytes(segs[2])) * LOW_WATER_DIV // \
+        (LOW_WATER_DIV - 1) + LOW_WATER_DIV
+    srv = tvtest.Server(extra_args=under_args(ceph, prefix) + ["--local-bytes",
+                                                                str(local_bytes)])
+    try:
+        srv.start(timeout=START_TIMEOUT_S)
+        c = tvtest.GrpcClient(srv.addr)
+        write_all(c, segs)
+        assert block_files(srv) == seg_files(segs[1]) | seg_files(segs[2])
+        bid, data = segs[0][1][1]
+        key = "%s/v1/%s/%016x/%016x.blk" % (
+            prefix, time.strftime("%Y/%m/%d/%H", time.gmtime(segs[0][2] // 10**9)),
+            segs[0][0], bid)
+        bad = bytearray(data)
+        bad[len(bad) // 2] ^= 1
+        assert ceph.s3("PUT", key, data=bytes(bad)).status == 200
+        recs, skipped, code, details, _ = c.query_all(BASE_NS, BASE_NS + 10**15)
+        assert code == c.grpc.StatusCode.DATA_LOSS, (code, details)
+        assert [sk.block_id for sk in skipped] == [bid], skipped
+        assert [r.ts_ns for r in recs] == \
+            [segs[0][2] + k for k in range(30)] + [s[2] + k for s in segs[1:] for k in range(60)]
+        print("  damaged object: %s: %s" % (code, details[:200]))
+        recs, skipped, code, details, _ = c.query_all(BASE_NS, BASE_NS + 10**15)
+        assert code == c.grpc.StatusCode.OK and not skipped, (code, details)
+        assert len(recs) == 30 + 120, len(recs)
+        c.close()
+    finally:
+        srv.cleanup()
+
+
 def test_usage(ceph):
     """--local-bytes and --recache: bad values and a missing --under are usage errors (exit
     2, one line)."""
