@@ -34,6 +34,7 @@ START_TIMEOUT_S = 60
 SEG_SPACING_NS = 10**12  # segment i's records start at BASE_NS + i * this
 LOW_WATER_DIV = 64  # server/evict.h TV_EVICT_LOW_WATER_DIV
 READ_ATTEMPTS = 3  # server/under/read.h TV_UNDER_READ_ATTEMPTS
+LOW_SPEED_TIME_S = 5  # server/under/read.h TV_UNDER_READ_LOW_SPEED_TIME_S
 
 
 def under_args(ceph, prefix):
@@ -288,6 +289,46 @@ def test_rgw_stopped(ceph):
         got = [r.SerializeToString() for r in c.query(segs[0][2], segs[1][3] + 1)]
         assert got == want_old
         assert scrape(srv).value("tracevault_server_under_reads_total") == 4
+        c.close()
+    finally:
+        srv.cleanup()
+
+
+def test_rgw_hung(ceph):
+    """radosgw stopped with SIGSTOP (connections accepted, nothing answered): a query of an
+    evicted range fails UNAVAILABLE after the reader's own bounds (3 attempts of
+    TV_UNDER_READ_LOW_SPEED_TIME_S, not the persister's 30 s each), naming the GET; after
+    SIGCONT it answers again."""
+    set_credentials(ceph)
+    rng = random.Random(21)
+    segs = [make_segment(rng, i, 1, 40) for i in range(3)]
+    local_bytes = (seg_bytes(segs[1]) + seg_bytes(segs[2])) * LOW_WATER_DIV // \
+        (LOW_WATER_DIV - 1) + LOW_WATER_DIV
+    srv = tvtest.Server(extra_args=under_args(ceph, "rgwhung") + [
+        "--metrics-addr", "127.0.0.1:0", "--local-bytes", str(local_bytes)])
+    rgw = ceph.pids()["rgw"]
+    try:
+        srv.start(timeout=START_TIMEOUT_S)
+        c = tvtest.GrpcClient(srv.addr, timeout_s=120)
+        write_all(c, segs)
+        assert block_files(srv) == seg_files(segs[1]) | seg_files(segs[2])
+        os.kill(rgw, signal.SIGSTOP)
+        try:
+            t = time.monotonic()
+            recs, _, code, details, _ = c.query_all(segs[0][2], segs[0][3] + 1, timeout_s=120)
+            el = time.monotonic() - t
+        finally:
+            os.kill(rgw, signal.SIGCONT)
+        assert code == c.grpc.StatusCode.UNAVAILABLE and recs == [], (code, details)
+        assert "GET s3://" in details and "(%d attempts)" % READ_ATTEMPTS in details, details
+        # 3 attempts of 5 s (LOW_SPEED_TIME_S) and 0.3 s of pauses; the persister's bounds
+        # would take 90 s
+        assert 3 * LOW_SPEED_TIME_S <= el < 3 * LOW_SPEED_TIME_S + 10, el
+        print("  radosgw hung: %s after %.1f s: %s" % (code, el, details[:200]))
+        assert len(c.query(segs[0][2], segs[0][3] + 1)) == 40
+        m = scrape(srv)
+        assert m.value("tracevault_server_under_read_failures_total") == 1
+        assert m.value("tracevault_server_under_read_retries_total") == READ_ATTEMPTS - 1
         c.close()
     finally:
         srv.cleanup()
