@@ -41,7 +41,9 @@
 #include "server/scrub.h"
 #include "server/segment.h"
 #include "server/store_uring.h"
+#include "server/evict.h"
 #include "under/persist.h"
+#include "under/read.h"
 #include "proto/wire.h"
 
 #define DEFAULT_LISTEN TV_DEFAULT_SERVER
@@ -112,6 +114,8 @@ static const struct option OPTIONS[] = {
 	{ "query-total-memory-bytes", required_argument, NULL, 'T' },
 	{ "retain-time", required_argument, NULL, 'a' },
 	{ "retain-bytes", required_argument, NULL, 'b' },
+	{ "local-bytes", required_argument, NULL, 'L' },
+	{ "recache", no_argument, NULL, 'K' },
 	{ "retain-interval", required_argument, NULL, 'i' },
 	{ "retain-query-grace", required_argument, NULL, 'g' },
 	{ "test-retention-unlink-delay-ms", required_argument, NULL, 'u' },
@@ -147,7 +151,8 @@ static const char USAGE[] =
 	"                    [--tls-require-client-cert]] [--insecure]\n"
 	"                   [--metrics-addr HOST:PORT]\n"
 	"                   [--under s3://BUCKET/PREFIX --s3-endpoint URL [--s3-region R]\n"
-	"                    [--write-type cache-through]]\n"
+	"                    [--write-type cache-through] [--local-bytes SIZE]\n"
+	"                    [--recache]]\n"
 	"       tracevaultd --data DIR --rebuild-catalog | --scrub\n"
 	"\n"
 	"Stores trace blocks written over gRPC (TraceStore Write) and serves time-range queries.\n"
@@ -308,6 +313,15 @@ static const char USAGE_UNDER[] =
 	"  --s3-part-bytes SIZE     the parts of a multipart upload (default 16M; 5M to 5G)\n"
 	"  --s3-connections N       a segment's blocks go up on at most N connections at once,\n"
 	"                           then its manifest (default 4; 1 to 16)\n"
+	"  --local-bytes SIZE       once the committed block files in blocks/ add up to more\n"
+	"                           than this, evict persisted segments, oldest first, down to\n"
+	"                           1/64 below it: their files are deleted, their catalog rows\n"
+	"                           stay, and a query reads their blocks back from S3\n"
+	"                           (1 to 1048576G, as --retain-bytes; off by default).\n"
+	"                           Segments not yet in S3 are never evicted\n"
+	"  --recache                a block read back from S3 is written to blocks/ again;\n"
+	"                           once all of its segment is, the segment is local again\n"
+	"                           (and may be evicted again by age)\n"
 	"\n";
 
 /* What this run does: serve, or one maintenance job on a data dir no server holds. */
@@ -448,6 +462,26 @@ static int open_under(struct tv_persist **out, const char *under, const char *bu
 	return -1;
 }
 
+/* The read-back client of --under (server/under/read.h): its own S3 connection, for the
+ * server's thread (the persister's is its worker's). 0, or -1 with err one line. */
+static int open_reader(struct tv_under_reader **out, const char *under, const char *bucket,
+		       const char *prefix, const char *endpoint, const char *region,
+		       struct tv_under_read_stats *stats, char *err, size_t errlen)
+{
+	char why[ERR_LEN - 128];
+	struct tv_persist_opts po = {
+		.endpoint = endpoint, .region = region ? region : TV_PERSIST_DEFAULT_REGION,
+		.bucket = bucket, .prefix = prefix,
+		.access_key = getenv("AWS_ACCESS_KEY_ID"),
+		.secret_key = getenv("AWS_SECRET_ACCESS_KEY"),
+	};
+
+	if (!tv_under_reader_open(out, &po, stats, why, sizeof(why)))
+		return 0;
+	snprintf(err, errlen, "--under %s: read-back client: %s", under, why);
+	return -1;
+}
+
 /* Everything before serving: the data dir (checked, locked, permissions), the store, the
  * catalog (moved aside and rebuilt when unusable or when rebuild is set), recovery, and the
  * FORMAT marker once all of that succeeded. Returns 0 or -1 with a reason in err. */
@@ -525,6 +559,12 @@ int main(int argc, char **argv)
 	/* --s3-multipart-bytes, --s3-part-bytes, --s3-connections: each needs --under */
 	bool put_limits_set = false;
 	uint64_t s3_connections = TV_PERSIST_CONNECTIONS_DEFAULT;
+	/* --local-bytes: eviction, and the read-back of evicted blocks (server/evict.h) */
+	uint64_t local_bytes = 0;
+	bool recache = false;
+	struct tv_under_reader *reader = NULL;
+	struct tv_evict *evict = NULL;
+	static struct tv_evict_stats evict_stats; /* read by the metrics thread until exit */
 
 	opterr = 0;
 	for (int before = optind; (opt = getopt_long(argc, argv, ":h", OPTIONS, &longidx)) != -1;
@@ -628,6 +668,20 @@ int main(int argc, char **argv)
 			retain_set = 1;
 			break;
 		}
+		case 'L': {
+			char bound[64];
+
+			if (tv_size_parse(optarg, &local_bytes) ||
+			    tv_limit_check(&tv_evict_local_bytes_limit, local_bytes)) {
+				tv_limit_format(&tv_evict_local_bytes_limit, true, bound,
+						sizeof(bound));
+				return usage_error("invalid --local-bytes: '%s' (%s)", optarg, bound);
+			}
+			break;
+		}
+		case 'K':
+			recache = true;
+			break;
 		case 'u':
 			if (parse_count(OPTIONS[longidx].name, optarg, &tv_retention_test_delay_limit,
 					&o.retention.test_unlink_delay_ms))
@@ -724,6 +778,12 @@ int main(int argc, char **argv)
 				 sizeof(under_prefix));
 	if (rc)
 		return rc;
+	if (recache && !under)
+		return usage_error("--recache needs --under s3://BUCKET/PREFIX (it re-caches blocks "
+				   "read back from it)");
+	if (local_bytes && !under)
+		return usage_error("--local-bytes needs --under s3://BUCKET/PREFIX (only segments "
+				   "in the under-store are evicted)");
 	rc = check_tls_options(o.listen_addr, listen_host, listen_set, tls_cert, tls_key, tls_ca,
 			       require_client_cert, insecure);
 	if (rc)
@@ -780,6 +840,10 @@ int main(int argc, char **argv)
 		goto fail;
 	o.under = persist;
 	o.under_stats = &under_stats;
+	if (under && open_reader(&reader, under, under_bucket, under_prefix, s3_endpoint,
+				 s3_region, &evict_stats.read, err, sizeof(err)))
+		goto fail;
+	o.evict_stats = &evict_stats;
 	if (open_data(data_dir, mode == MODE_REBUILD, &dd, &store, &catalog, &recovered, err,
 		      sizeof(err)))
 		goto fail;
@@ -799,6 +863,19 @@ int main(int argc, char **argv)
 		rc = scrub.damaged || scrub.missing || recovered.quarantined ||
 			     recovered.dropped_rows ? 1 : 0;
 		goto out;
+	}
+	{
+		struct tv_evict_opts eo = { .local_bytes = local_bytes, .reader = reader,
+					    .stats = &evict_stats, .recache = recache };
+
+		if (tv_evict_new(&evict, &eo, catalog, store, err, sizeof(err)))
+			goto fail;
+		o.evict = evict;
+		if (local_bytes)
+			fprintf(stderr, "tracevaultd: --local-bytes %llu: persisted segments beyond "
+				"it are evicted to the under-store\n",
+				(unsigned long long)local_bytes);
+		tv_evict_pass(evict); /* a lower --local-bytes than the last run's */
 	}
 	if (tv_fd_plan_make(&plan, err, sizeof(err)))
 		goto fail;
@@ -869,6 +946,8 @@ fail:
 out:
 	tv_metrics_http_stop(metrics); /* bound but never served: closes the port */
 	tv_persist_close(persist);     /* after the server: its persists have drained */
+	tv_evict_free(evict);
+	tv_under_reader_close(reader);
 	tv_tls_pem_free(&tls);
 	tv_catalog_close(catalog);
 	tv_store_close(store);
