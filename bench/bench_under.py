@@ -18,10 +18,18 @@ favour one side:
     tracevault_server_under_persist_duration_seconds: COMMIT to manifest written, per segment);
   - must-cache: the same without --under (the COMMIT latency the bucket adds to).
 Each figure: median of the rounds with min and max; the ratio persist / raw curl is taken
-within a round. TV_BENCH_QUICK=1: 2 segments, 2 rounds (make test keeps the step working).
+within a round.
+
+Then the read side: one tracevaultd with --local-bytes just below two segments of 4 blocks of
+~1 MiB, so that the older is evicted (its blocks only in the bucket) and the newer local; each
+of ROUNDS rounds queries each segment whole QUERIES times (alternating which goes first), timed
+from the request to the last record, checking that every query of the evicted one read its 4
+blocks back (tracevault_server_under_reads_total) and none of the local one did.
+
+TV_BENCH_QUICK=1: 2 segments, 2 rounds, 5 queries (make test keeps the step working).
 
 Environment: TV_BIN_DIR (bench/run.sh sets it), TV_BENCH_UNDER_SEGMENTS (default 16),
-TV_BENCH_UNDER_ROUNDS (default 5)."""
+TV_BENCH_UNDER_ROUNDS (default 5), TV_BENCH_UNDER_QUERIES (default 30)."""
 import os
 import random
 import statistics
@@ -36,10 +44,12 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree's tests/inte
 import tvtest  # noqa: E402
 from test_understore import (BASE_NS, START_TIMEOUT_S, make_segment, percentile,  # noqa: E402
                              set_credentials, timed_commit, under_args)
+import test_understore_evict as ev  # noqa: E402
 
 QUICK = os.environ.get("TV_BENCH_QUICK") == "1"
 SEGMENTS = int(os.environ.get("TV_BENCH_UNDER_SEGMENTS", "2" if QUICK else "16"))
 ROUNDS = int(os.environ.get("TV_BENCH_UNDER_ROUNDS", "2" if QUICK else "5"))
+QUERIES = int(os.environ.get("TV_BENCH_UNDER_QUERIES", "5" if QUICK else "30"))
 GOAL = 0.8  # issue 14: persist >= 0.8x a raw curl PUT of the same bytes
 CURL_TIMEOUT_S = 600
 
@@ -88,6 +98,41 @@ def tracevaultd(ceph, segs, extra):
         srv.cleanup()
 
 
+def read_back(ceph):
+    """Per round, {"evicted": (p50 ms, p99 ms), "local": (...)} of QUERIES whole-segment
+    queries each."""
+    rng = random.Random(15)
+    segs = [ev.make_segment(rng, i, 4, 16, path_bytes=64 * 1024) for i in range(2)]
+    srv = tvtest.Server(extra_args=under_args(ceph, "bench-evict") + [
+        "--metrics-addr", "127.0.0.1:0",
+        "--local-bytes", str(ev.seg_bytes(segs[0]) + ev.seg_bytes(segs[1]) - 1)])
+    rounds = []
+    try:
+        srv.start(timeout=START_TIMEOUT_S)
+        c = tvtest.GrpcClient(srv.addr, timeout_s=120)
+        ev.write_all(c, segs)
+        assert ev.block_files(srv) == ev.seg_files(segs[1]), "segment 0 not the evicted one"
+        for r in range(ROUNDS):
+            got = {}
+            order = (("evicted", segs[0]), ("local", segs[1]))
+            for name, seg in (order if r % 2 == 0 else order[::-1]):
+                lat = []
+                reads = ev.scrape(srv).value("tracevault_server_under_reads_total")
+                for _ in range(QUERIES):
+                    t = time.monotonic()
+                    recs = c.query(seg[2], seg[3] + 1)
+                    lat.append(time.monotonic() - t)
+                    assert len(recs) == 64, len(recs)
+                n = ev.scrape(srv).value("tracevault_server_under_reads_total") - reads
+                assert n == (4 * QUERIES if name == "evicted" else 0), (name, n)
+                got[name] = (percentile(lat, 0.5) * 1e3, percentile(lat, 0.99) * 1e3)
+            rounds.append(got)
+        c.close()
+        return rounds, ev.seg_bytes(segs[0])
+    finally:
+        srv.cleanup()
+
+
 def spread(xs, fmt="%.1f"):
     return (fmt + " (min " + fmt + ", max " + fmt + ")") % (
         statistics.median(xs), min(xs), max(xs))
@@ -117,6 +162,7 @@ def main():
         curl, persist, ratio, persist1, ratio1 = [], [], [], [], []
         ct50, ct99, mc50, mc99 = [], [], [], []
         with tempfile.TemporaryDirectory(prefix="tv-bench-under-") as tmp:
+            raw_curl(ceph, segs[:1], tmp, "warm-up")  # RGW's first PUTs are slow: not counted
             for r in range(ROUNDS):
                 order = ("curl", "ct", "ct1", "mc") if r % 2 == 0 else ("mc", "ct1", "ct", "curl")
                 got = {}
@@ -150,6 +196,14 @@ def main():
               % (spread(persist), spread(persist1), spread(curl)))
         print("COMMIT to reply, cache-through: p50 %s ms, p99 %s ms; must-cache: p50 %s ms, "
               "p99 %s ms" % (spread(ct50), spread(ct99), spread(mc50), spread(mc99)))
+        rounds, nbytes = read_back(ceph)
+        print("query of one whole segment (4 blocks, %.1f MiB), %d queries a round, %d rounds:"
+              % (nbytes / 2**20, QUERIES, ROUNDS))
+        for name in ("evicted", "local"):
+            print("  %-7s p50 %s ms, p99 %s ms" % (
+                name, spread([g[name][0] for g in rounds]), spread([g[name][1] for g in rounds])))
+        print("  evicted / local p50, same round: median %s" % spread(
+            [g["evicted"][0] / g["local"][0] for g in rounds], "%.1fx"))
         return 0
     finally:
         ceph.stop()

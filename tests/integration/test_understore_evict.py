@@ -13,7 +13,8 @@ query of an evicted range fails UNAVAILABLE naming the S3 request, a local range
 the retries and failure are counted exactly; radosgw back: the evicted range answers again);
 unpersisted segments (committed before --under) are never evicted.
 
-With TV_UNDER_BENCH=1 it also measures query latency of an evicted vs a local segment."""
+bench/bench_under.py (make bench) measures query latency of an evicted vs a local segment
+with this file's helpers."""
 import json
 import os
 import random
@@ -556,45 +557,6 @@ def test_usage(ceph):
     assert not os.path.exists(d)
 
 
-def percentile(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(p * len(xs)))]
-
-
-def bench(ceph):
-    """Query latency of a segment read back from S3 vs a local one: the same shape (4 blocks
-    of ~1 MiB), TV_UNDER_BENCH_QUERIES queries each, timed from the request to the last
-    record."""
-    set_credentials(ceph)
-    rng = random.Random(15)
-    n = int(os.environ.get("TV_UNDER_BENCH_QUERIES", "30"))
-    segs = [make_segment(rng, i, 4, 16, path_bytes=64 * 1024) for i in range(2)]
-    srv = tvtest.Server(extra_args=under_args(ceph, "bench-evict") + [
-        "--metrics-addr", "127.0.0.1:0", "--local-bytes", str(seg_bytes(segs[0]) + seg_bytes(segs[1]) - 1)])
-    try:
-        srv.start(timeout=START_TIMEOUT_S)
-        c = tvtest.GrpcClient(srv.addr, timeout_s=120)
-        write_all(c, segs)
-        assert block_files(srv) == seg_files(segs[1])  # segment 0 evicted, 1 local
-        for name, s in (("evicted", segs[0]), ("local", segs[1])):
-            lat = []
-            reads = scrape(srv).value("tracevault_server_under_reads_total")
-            for _ in range(n):
-                t = time.monotonic()
-                recs = c.query(s[2], s[3] + 1)
-                lat.append(time.monotonic() - t)
-                assert len(recs) == 64
-            # every query of the evicted segment read its 4 blocks back, none of the local
-            got = scrape(srv).value("tracevault_server_under_reads_total") - reads
-            assert got == (4 * n if name == "evicted" else 0), (name, got, srv.log()[-3000:])
-            print("  bench query of one %s segment (4 blocks, %.1f MiB): p50 %.1f ms p99 %.1f "
-                  "ms over %d queries" % (name, seg_bytes(s) / 2**20, percentile(lat, 0.5) * 1e3,
-                                          percentile(lat, 0.99) * 1e3, n))
-        c.close()
-    finally:
-        srv.cleanup()
-
-
 def main():
     only = sys.argv[1:]  # test names to run (default: all)
     res = tvtest.Results(len(tvtest.cases(globals(), only)))
@@ -602,8 +564,6 @@ def main():
         with tvtest.Ceph() as ceph:
             for t in tvtest.cases(globals(), only):
                 res.run(t, ceph)
-            if os.environ.get("TV_UNDER_BENCH"):
-                bench(ceph)
     except tvtest.Unavailable as e:
         tvtest.skip(str(e))
     return res.exit_code()
