@@ -1392,6 +1392,120 @@ int tv_catalog_retiring(struct tv_catalog *c, uint64_t **ids, size_t *n)
 	return ret;
 }
 
+/* ---- eviction and read-back of the under-store (catalog.h, one block) ---- */
+
+int tv_catalog_group_add_persisted(struct tv_catalog *c, uint64_t segment_id,
+				   uint64_t oldest_ts_ns)
+{
+	sqlite3_stmt *st;
+	int ret;
+
+	if (sqlite3_get_autocommit(c->db))
+		return -EIO; /* no group transaction: the row must share the blocks rows' fate */
+	ret = prepare(c, "INSERT OR REPLACE INTO under_persisted (segment_id, oldest_ts_ns, "
+			 "evicted, persisted_ns) VALUES (?1, ?2, 0, ?3)", &st);
+	if (ret)
+		return ret;
+	sqlite3_bind_int64(st, 1, (int64_t)segment_id);
+	sqlite3_bind_int64(st, 2, (int64_t)oldest_ts_ns);
+	sqlite3_bind_int64(st, 3, (int64_t)tv_realtime_ns());
+	ret = step_done(c, st);
+	sqlite3_finalize(st);
+	return ret;
+}
+
+int tv_catalog_under_state(struct tv_catalog *c, uint64_t segment_id, uint64_t *oldest_ts_ns,
+			   int *evicted)
+{
+	sqlite3_stmt *st;
+	int rc, ret;
+
+	ret = prepare(c, "SELECT oldest_ts_ns, evicted FROM under_persisted WHERE segment_id = ?1",
+		      &st);
+	if (ret)
+		return ret;
+	sqlite3_bind_int64(st, 1, (int64_t)segment_id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*oldest_ts_ns = (uint64_t)sqlite3_column_int64(st, 0);
+		*evicted = sqlite3_column_int(st, 1) != 0;
+		ret = 1;
+	} else {
+		ret = rc == SQLITE_DONE ? 0 : last_errno(c);
+	}
+	sqlite3_finalize(st);
+	return ret;
+}
+
+int tv_catalog_local_bytes(struct tv_catalog *c, uint64_t *local_bytes,
+			   uint64_t *evicted_bytes)
+{
+	uint64_t blocks, total;
+	int64_t ev = 0;
+	int ret;
+
+	*local_bytes = *evicted_bytes = 0;
+	ret = tv_catalog_size(c, &blocks, &total);
+	if (!ret)
+		ret = query_int(c, "SELECT COALESCE(SUM(b.bytes), 0) FROM under_persisted p JOIN "
+				   "blocks b ON b.segment_id = p.segment_id WHERE p.evicted = 1", &ev);
+	if (ret)
+		return ret;
+	*evicted_bytes = (uint64_t)ev;
+	*local_bytes = total > (uint64_t)ev ? total - (uint64_t)ev : 0;
+	return 0;
+}
+
+int tv_catalog_evictable(struct tv_catalog *c, tv_catalog_evictable_cb cb, void *arg)
+{
+	struct tv_catalog_evictable seg;
+	sqlite3_stmt *st;
+	int rc, ret;
+
+	ret = prepare(c, "SELECT p.segment_id, p.oldest_ts_ns, MAX(b.max_ts_ns) AS newest, "
+			 "SUM(b.bytes), COUNT(*) FROM under_persisted p JOIN blocks b ON "
+			 "b.segment_id = p.segment_id WHERE p.evicted = 0 GROUP BY p.segment_id "
+			 "ORDER BY newest, p.segment_id", &st);
+	if (ret)
+		return ret;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		seg.segment_id = (uint64_t)sqlite3_column_int64(st, 0);
+		seg.oldest_ts_ns = (uint64_t)sqlite3_column_int64(st, 1);
+		seg.newest_ts_ns = (uint64_t)sqlite3_column_int64(st, 2);
+		seg.bytes = (uint64_t)sqlite3_column_int64(st, 3);
+		seg.blocks = (uint64_t)sqlite3_column_int64(st, 4);
+		ret = cb(&seg, arg);
+		if (ret)
+			break;
+	}
+	if (!ret && rc != SQLITE_DONE)
+		ret = last_errno(c);
+	sqlite3_finalize(st);
+	return ret;
+}
+
+int tv_catalog_mark_evicted(struct tv_catalog *c, const uint64_t *segment_ids, size_t n)
+{
+	sqlite3_stmt *st = NULL;
+	int ret;
+
+	tv_catalog_trace_filter_release(c);
+	ret = exec(c, "BEGIN IMMEDIATE");
+	if (ret)
+		return ret;
+	ret = prepare(c, "UPDATE under_persisted SET evicted = 1 WHERE segment_id = ?1", &st);
+	for (size_t i = 0; i < n && !ret; i++) {
+		sqlite3_bind_int64(st, 1, (int64_t)segment_ids[i]);
+		ret = step_done(c, st);
+	}
+	sqlite3_finalize(st);
+	if (!ret)
+		ret = exec(c, "COMMIT");
+	if (ret && !sqlite3_get_autocommit(c->db))
+		exec(c, "ROLLBACK");
+	return ret;
+}
+
 /*
  * ---- --rebuild-catalog from the under-store's bucket (server/bucket_rebuild.c,
  * server/under/rebuild.h; UNDERSTORE.md "Rebuild from the bucket") ----

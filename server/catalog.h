@@ -255,6 +255,48 @@ int tv_catalog_trace_filter_check(struct tv_catalog *c, uint64_t block_id, const
 int tv_catalog_trace_filter_drop(struct tv_catalog *c, uint64_t block_id);
 
 /*
+ * Eviction and read-back of the under-store (server/under/UNDERSTORE.md "Catalog state",
+ * "Eviction"): the rows of table under_persisted. One block, so that the helpers changing the
+ * catalog at once merge easily.
+ */
+/* COMMIT (cache-through): segment_id's manifest is in the bucket under the keys of
+ * oldest_ts_ns; its under_persisted row (evicted 0) goes into the open group transaction
+ * (tv_catalog_group_begin), after tv_catalog_group_add put its blocks rows in, so that the row
+ * is durable with them. Returns 0, -EIO (no group transaction open) or the SQLite failure's
+ * errno: the commit goes on without the row (the segment is then never evicted: the safe
+ * side), unless SQLite rolled the whole transaction back, which tv_catalog_group_commit
+ * reports. */
+int tv_catalog_group_add_persisted(struct tv_catalog *c, uint64_t segment_id,
+				   uint64_t oldest_ts_ns);
+
+/* Read-back: 1 with *oldest_ts_ns and *evicted (0 or 1) when segment_id has an
+ * under_persisted row, 0 when it has none (never persisted: its files are only local), or a
+ * negative errno (SQLite failed). */
+int tv_catalog_under_state(struct tv_catalog *c, uint64_t segment_id, uint64_t *oldest_ts_ns,
+			   int *evicted);
+/* --local-bytes: the bytes of the committed blocks whose files are in blocks/, i.e. the
+ * catalog's total (tv_catalog_size, O(1)) less the blocks of evicted segments (*evicted_bytes:
+ * a SUM over those blocks' rows, O(evicted blocks)). 0 or a negative errno. */
+int tv_catalog_local_bytes(struct tv_catalog *c, uint64_t *local_bytes,
+			   uint64_t *evicted_bytes);
+/* A segment that may be evicted: persisted (an under_persisted row, evicted 0) and with
+ * blocks rows; its key's time, its newest record (the age order), bytes and blocks. */
+struct tv_catalog_evictable {
+	uint64_t segment_id, oldest_ts_ns, newest_ts_ns, bytes, blocks;
+};
+typedef int (*tv_catalog_evictable_cb)(const struct tv_catalog_evictable *seg, void *arg);
+/* Every evictable segment, oldest first (newest_ts_ns, then segment_id, as retention's
+ * order); unpersisted segments never appear. Stops when cb returns non-zero and returns that
+ * value; else 0 or a negative errno. One GROUP BY over the persisted, not evicted segments'
+ * blocks rows (the local ones). */
+int tv_catalog_evictable(struct tv_catalog *c, tv_catalog_evictable_cb cb, void *arg);
+/* Mark segment_ids[0..n) evicted, in ONE transaction (durable when it returns 0: before any
+ * of their files is unlinked, so a crash never leaves a row without its file and without
+ * the flag). A segment without a row, or evicted already, is left as it is. 0 or a negative
+ * errno (nothing marked). */
+int tv_catalog_mark_evicted(struct tv_catalog *c, const uint64_t *segment_ids, size_t n);
+
+/*
  * ---- --rebuild-catalog from the under-store's bucket (server/bucket_rebuild.c,
  * server/under/rebuild.h; UNDERSTORE.md "Rebuild from the bucket") ----
  */

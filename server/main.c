@@ -42,7 +42,9 @@
 #include "server/scrub.h"
 #include "server/segment.h"
 #include "server/store_uring.h"
+#include "server/evict.h"
 #include "under/persist.h"
+#include "under/read.h"
 #include "under/rebuild.h"
 #include "proto/wire.h"
 
@@ -114,6 +116,7 @@ static const struct option OPTIONS[] = {
 	{ "query-total-memory-bytes", required_argument, NULL, 'T' },
 	{ "retain-time", required_argument, NULL, 'a' },
 	{ "retain-bytes", required_argument, NULL, 'b' },
+	{ "local-bytes", required_argument, NULL, 'L' },
 	{ "retain-interval", required_argument, NULL, 'i' },
 	{ "retain-query-grace", required_argument, NULL, 'g' },
 	{ "test-retention-unlink-delay-ms", required_argument, NULL, 'u' },
@@ -146,7 +149,7 @@ static const char USAGE[] =
 	"                    [--tls-require-client-cert]] [--insecure]\n"
 	"                   [--metrics-addr HOST:PORT]\n"
 	"                   [--under s3://BUCKET/PREFIX --s3-endpoint URL [--s3-region R]\n"
-	"                    [--write-type cache-through]]\n"
+	"                    [--write-type cache-through] [--local-bytes SIZE]]\n"
 	"       tracevaultd --data DIR --rebuild-catalog | --scrub\n"
 	"       tracevaultd --data DIR --rebuild-catalog --under s3://BUCKET/PREFIX\n"
 	"                   --s3-endpoint URL [--s3-region R]\n"
@@ -304,8 +307,15 @@ static const char USAGE_UNDER[] =
 	"                           answered once the segment's blocks and manifest are in S3\n"
 	"                           and in the local catalog; an S3 failure fails the segment\n"
 	"                           (never retried) and deletes what of it reached S3; a\n"
-	"                           segment id whose manifest is in the bucket already with\n"
-	"                           other blocks (another server's) ends ALREADY_EXISTS\n"
+	"                           segment whose manifest key is in the bucket already\n"
+	"                           (another server's of that id, or it was written before)\n"
+	"                           ends ALREADY_EXISTS and nothing in S3 is deleted\n"
+	"  --local-bytes SIZE       once the committed block files in blocks/ add up to more\n"
+	"                           than this, evict persisted segments, oldest first, down to\n"
+	"                           1/64 below it: their files are deleted, their catalog rows\n"
+	"                           stay, and a query reads their blocks back from S3\n"
+	"                           (1 to 1048576G, as --retain-bytes; off by default).\n"
+	"                           Segments not yet in S3 are never evicted\n"
 	"  --rebuild-catalog --under s3://BUCKET/PREFIX\n"
 	"                           list PREFIX/v1/, check each manifest, its objects' sizes\n"
 	"                           and each block's header, and add the segments the catalog\n"
@@ -475,6 +485,26 @@ static int open_rebuild(struct tv_rebuild **out, const char *under, const char *
 	return -1;
 }
 
+/* The read-back client of --under (server/under/read.h): its own S3 connection, for the
+ * server's thread (the persister's is its worker's). 0, or -1 with err one line. */
+static int open_reader(struct tv_under_reader **out, const char *under, const char *bucket,
+		       const char *prefix, const char *endpoint, const char *region,
+		       struct tv_under_read_stats *stats, char *err, size_t errlen)
+{
+	char why[ERR_LEN - 128];
+	struct tv_persist_opts po = {
+		.endpoint = endpoint, .region = region ? region : TV_PERSIST_DEFAULT_REGION,
+		.bucket = bucket, .prefix = prefix,
+		.access_key = getenv("AWS_ACCESS_KEY_ID"),
+		.secret_key = getenv("AWS_SECRET_ACCESS_KEY"),
+	};
+
+	if (!tv_under_reader_open(out, &po, stats, why, sizeof(why)))
+		return 0;
+	snprintf(err, errlen, "--under %s: read-back client: %s", under, why);
+	return -1;
+}
+
 /* Everything before serving: the data dir (checked, locked, permissions), the store, the
  * catalog (moved aside and rebuilt when unusable or when rebuild is set), recovery, and the
  * FORMAT marker once all of that succeeded. Returns 0 or -1 with a reason in err. */
@@ -551,6 +581,11 @@ int main(int argc, char **argv)
 	/* --rebuild-catalog --under: the bucket's client and what the rebuild did */
 	struct tv_rebuild *rebuild = NULL;
 	struct tv_rebuild_report rebuilt = { 0 };
+	/* --local-bytes: eviction, and the read-back of evicted blocks (server/evict.h) */
+	uint64_t local_bytes = 0;
+	struct tv_under_reader *reader = NULL;
+	struct tv_evict *evict = NULL;
+	static struct tv_evict_stats evict_stats; /* read by the metrics thread until exit */
 
 	opterr = 0;
 	for (int before = optind; (opt = getopt_long(argc, argv, ":h", OPTIONS, &longidx)) != -1;
@@ -654,6 +689,17 @@ int main(int argc, char **argv)
 			retain_set = 1;
 			break;
 		}
+		case 'L': {
+			char bound[64];
+
+			if (tv_size_parse(optarg, &local_bytes) ||
+			    tv_limit_check(&tv_evict_local_bytes_limit, local_bytes)) {
+				tv_limit_format(&tv_evict_local_bytes_limit, true, bound,
+						sizeof(bound));
+				return usage_error("invalid --local-bytes: '%s' (%s)", optarg, bound);
+			}
+			break;
+		}
 		case 'u':
 			if (parse_count(OPTIONS[longidx].name, optarg, &tv_retention_test_delay_limit,
 					&o.retention.test_unlink_delay_ms))
@@ -735,6 +781,11 @@ int main(int argc, char **argv)
 				 sizeof(under_prefix));
 	if (rc)
 		return rc;
+	if (local_bytes && !under)
+		return usage_error("--local-bytes needs --under s3://BUCKET/PREFIX (only segments "
+				   "in the under-store are evicted)");
+	if (local_bytes && mode != MODE_SERVE)
+		return usage_error("--local-bytes serves; --rebuild-catalog does not");
 	rc = check_tls_options(o.listen_addr, listen_host, listen_set, tls_cert, tls_key, tls_ca,
 			       require_client_cert, insecure);
 	if (rc)
@@ -795,6 +846,11 @@ int main(int argc, char **argv)
 		goto fail;
 	o.under = persist;
 	o.under_stats = &under_stats;
+	if (under && mode == MODE_SERVE &&
+	    open_reader(&reader, under, under_bucket, under_prefix, s3_endpoint, s3_region,
+			&evict_stats.read, err, sizeof(err)))
+		goto fail;
+	o.evict_stats = &evict_stats;
 	/* from the bucket, the catalog is kept and merged into (UNDERSTORE.md "Rebuild from the
 	 * bucket"): only the local rebuild moves it aside */
 	if (open_data(data_dir, mode == MODE_REBUILD && !under, &dd, &store, &catalog, &recovered,
@@ -825,6 +881,19 @@ int main(int argc, char **argv)
 		rc = scrub.damaged || scrub.missing || recovered.quarantined ||
 			     recovered.dropped_rows ? 1 : 0;
 		goto out;
+	}
+	{
+		struct tv_evict_opts eo = { .local_bytes = local_bytes, .reader = reader,
+					    .stats = &evict_stats };
+
+		if (tv_evict_new(&evict, &eo, catalog, store, err, sizeof(err)))
+			goto fail;
+		o.evict = evict;
+		if (local_bytes)
+			fprintf(stderr, "tracevaultd: --local-bytes %llu: persisted segments beyond "
+				"it are evicted to the under-store\n",
+				(unsigned long long)local_bytes);
+		tv_evict_pass(evict); /* a lower --local-bytes than the last run's */
 	}
 	if (tv_fd_plan_make(&plan, err, sizeof(err)))
 		goto fail;
@@ -895,6 +964,8 @@ fail:
 out:
 	tv_metrics_http_stop(metrics); /* bound but never served: closes the port */
 	tv_persist_close(persist);     /* after the server: its persists have drained */
+	tv_evict_free(evict);
+	tv_under_reader_close(reader);
 	tv_rebuild_close(rebuild);
 	tv_rebuild_report_free(&rebuilt);
 	tv_tls_pem_free(&tls);

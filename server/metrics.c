@@ -2,6 +2,8 @@
  * scrape-time reading of the data dir's free space. */
 #include "server/metrics.h"
 
+#include "server/evict.h"
+
 #include <string.h>
 #include <sys/statvfs.h>
 
@@ -98,6 +100,20 @@ void tv_server_metrics_init(struct tv_server_metrics *m, int data_fd,
 		  &ext->under->queued),
 		H("under_persist_duration_seconds", "A segment's copy to the under-store, from "
 		  "COMMIT to its manifest written.", &ext->under->persist_seconds),
+		C("under_evicted_segments_total", "Persisted segments whose local block files "
+		  "were evicted (--local-bytes): their blocks are read from the under-store.",
+		  &ext->evict->evicted_segments),
+		C("under_evicted_bytes_total", "Block bytes evicted from the local disk "
+		  "(--local-bytes).", &ext->evict->evicted_bytes),
+		C("under_reads_total", "Blocks of evicted segments read back from the "
+		  "under-store for a query or a summary.", &ext->evict->read.reads),
+		C("under_read_bytes_total", "Bytes of the blocks read back from the under-store.",
+		  &ext->evict->read.read_bytes),
+		C("under_read_retries_total", "Range GETs of a read-back retried after a "
+		  "transient failure (unreachable, timeout, 5xx).", &ext->evict->read.read_retries),
+		C("under_read_failures_total", "Block read-backs that failed after their retries "
+		  "(the query or summary ended UNAVAILABLE or INTERNAL).",
+		  &ext->evict->read.read_failures),
 		G("data_dir_free_bytes", "Bytes available to tracevaultd on the data dir's file "
 		  "system (statvfs f_bavail * f_frsize, read at each scrape).", &m->disk_free_bytes),
 	};

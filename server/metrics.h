@@ -13,7 +13,7 @@
 #include "under/persist.h"
 
 /* Series in the table (tv_server_metrics_init fills it). */
-#define TV_SERVER_METRICS_SERIES 37
+#define TV_SERVER_METRICS_SERIES 43
 
 /* Why a Write or Query stream was refused RESOURCE_EXHAUSTED at its start (rpc_server.c). */
 enum tv_refused_reason {
@@ -21,6 +21,8 @@ enum tv_refused_reason {
 	TV_REFUSED_SERVER,   /* the server's limit was reached (--max-*-streams) */
 	TV_REFUSED_REASONS,
 };
+
+struct tv_evict_stats;
 
 struct tv_server_metrics {
 	/* segment.c, at the commit reply: what became durable */
@@ -52,6 +54,8 @@ struct tv_server_metrics_ext {
 	const uint64_t *tls_handshake_failures; /* tv_grpc_log_tls_handshake_failures */
 	/* the under-store's counters (server/under/persist.h): main's, zero without --under */
 	const struct tv_persist_stats *under;
+	/* eviction and read-back (server/evict.h): main's, zero without --under */
+	const struct tv_evict_stats *evict;
 };
 
 /* Zero m and build its table over m's own fields and ext's. data_fd (the data dir, kept open

@@ -62,6 +62,7 @@
 #include "proto/block_v3.h"
 #include "proto/varint.h"
 #include "proto/wire.h"
+#include "server/evict.h"
 #include "server/filter.h"
 #include "server/quarantine.h"
 #include "server/query_window.h"
@@ -888,7 +889,7 @@ static int open_block(struct tv_query *q, size_t bi, struct batch *b, char *err,
 	const char *ids = NULL;
 	bool known = false; /* the catalog's copy says the block may hold one of the ids */
 	size_t n;
-	int ret;
+	int ret, remote;
 
 	/* a trace-id query asks the catalog's copy of the block's filter first (catalog.h): a
 	 * block it rules out is never opened; without a copy the block's own filter decides,
@@ -921,7 +922,12 @@ static int open_block(struct tv_query *q, size_t bi, struct batch *b, char *err,
 	tv_query_window_init(&cur->w, &q->budget);
 	q->opened++;
 	q->slice_ticks += SLICE_CLOCK_EVERY; /* its CRC pass is work too */
-	ret = tv_store_open_block(q->store, meta->segment_id, meta->block_id, &cur->fd, &size);
+	ret = tv_evict_open_block(q->pool->evict, q->store, meta->segment_id, meta->block_id,
+				  meta->bytes, &cur->fd, &size, &remote, err, errlen);
+	if (ret && remote) { /* evicted, and S3 did not give it: the query cannot go on */
+		free(cur);
+		return ret;
+	}
 	if (ret) {
 		free(cur);
 		tv_block_open_reason(q->catalog, meta->block_id, ret, "query", why, sizeof(why));

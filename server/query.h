@@ -92,6 +92,9 @@ struct tv_query_pool {
 	 * retention.h): no query that could have listed them is left. */
 	uint64_t started;          /* queries planned so far */
 	struct tv_query *oldest, *newest;
+	/* eviction's read-back (server/evict.h): a block whose file was evicted is read from
+	 * the under-store; NULL: local files only */
+	struct tv_evict *evict;
 };
 
 /* 0 selects the default of either limit. */
@@ -100,6 +103,7 @@ void tv_query_pool_init(struct tv_query_pool *p, size_t memory_bytes, size_t tot
 uint64_t tv_query_pool_oldest(const struct tv_query_pool *p);
 
 struct tv_query;
+struct tv_evict;
 
 /* What a QueryRequest asks (PROTOCOL.md, Query). */
 struct tv_query_params {

@@ -24,6 +24,7 @@ struct tv_recovery_report {
 	uint64_t repaired;      /* rows whose segment id was taken from the file's name */
 	uint64_t quarantined;   /* files moved into quarantine/ */
 	uint64_t dropped_rows;  /* rows whose block file is missing */
+	uint64_t evicted;       /* rows without a file whose segment is evicted: kept */
 	uint64_t temp_removed;  /* uncommitted temp files unlinked */
 	uint64_t temp_finished; /* commits a crash interrupted after the catalog commit */
 	uint64_t retired;       /* segments with a retiring row (retention.h) finished */

@@ -26,6 +26,7 @@
 #include "common/grpc_util.h"
 #include "common/metrics.h"
 #include "server/delete_rpc.h"
+#include "server/evict.h"
 #include "server/grpc_log.h"
 #include "server/peers.h"
 #include "server/query.h"
@@ -1041,6 +1042,7 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 	tv_query_pool_init(&srv->query_pool, o->query_memory_bytes, o->query_total_memory_bytes);
 	if (o->query_open_blocks)
 		srv->query_pool.max_open_blocks = o->query_open_blocks;
+	srv->query_pool.evict = o->evict;
 	srv->commit_q.new_oldest_ts_ns = UINT64_MAX;
 	if (tv_retention_new(&srv->retention, &o->retention, c, s, &srv->query_pool, err,
 			     errlen)) {
@@ -1052,6 +1054,7 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 			.quarantined_blocks = tv_store_quarantined_blocks(s),
 			.tls_handshake_failures = tv_grpc_log_tls_handshake_failures(),
 			.under = o->under_stats,
+			.evict = o->evict_stats,
 		};
 
 		tv_retention_counters(srv->retention, &ext.retention_segments,
@@ -1280,6 +1283,9 @@ static void run_commit_group(struct tv_rpc_server *srv)
 		tv_retention_committed(srv->retention, srv->commit_q.new_oldest_ts_ns);
 		srv->commit_q.new_segments = 0;
 		srv->commit_q.new_oldest_ts_ns = UINT64_MAX;
+		/* then --local-bytes: O(1) unless the local files are above it */
+		if (srv->query_pool.evict)
+			tv_evict_pass(srv->query_pool.evict);
 	}
 }
 

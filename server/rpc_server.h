@@ -85,6 +85,11 @@ struct tv_rpc_server_opts {
 	struct tv_persist *under;
 	/* its counters, exposed with or without it (the caller's, tv_persist_stats_init'd) */
 	const struct tv_persist_stats *under_stats;
+	/* eviction (--local-bytes) and read-back of evicted blocks (server/evict.h), the
+	 * caller's, outlives the server; NULL: local files only. evict_stats are exposed with or
+	 * without it (the caller's, zeroed). */
+	struct tv_evict *evict;
+	const struct tv_evict_stats *evict_stats;
 };
 
 struct tv_rpc_server;

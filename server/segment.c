@@ -953,6 +953,13 @@ void tv_segment_commit_group(struct tv_commit_queue *q)
 			continue;
 		}
 		copy_filters(seg, &fb);
+		/* cache-through: its manifest is in the bucket, so it may be evicted later
+		 * (UNDERSTORE.md "Catalog state"); without the row it never is */
+		if (seg->persisted &&
+		    (ret = tv_catalog_group_add_persisted(cat, seg->segment_id, seg->oldest_ts_ns)))
+			fprintf(stderr, "segment %016llx: its under_persisted row is not written: "
+				"%s (the segment stays local: it is never evicted)\n",
+				(unsigned long long)seg->segment_id, strerror(-ret));
 	}
 	free(fb.p);
 	fb.p = NULL;

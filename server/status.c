@@ -20,6 +20,13 @@ grpc_status_code tv_status_from_errno(int err)
 	case -EEXIST:
 		return GRPC_STATUS_ALREADY_EXISTS;
 	case -EBUSY:
+	/* the under-store (server/under/read.h): S3 unreachable, not answering, or a 5xx */
+	case -ECONNREFUSED:
+	case -ECONNRESET:
+	case -ETIMEDOUT:
+	case -EHOSTUNREACH:
+	case -ENETUNREACH:
+	case -EREMOTEIO:
 		return GRPC_STATUS_UNAVAILABLE;
 	case -EBADMSG:
 		return GRPC_STATUS_DATA_LOSS;

@@ -12,7 +12,9 @@
  *   server/fd_plan.h, or the process's or system's limit), -ENOBUFS (a query's memory limit,
  *   server/query.h), -EMSGSIZE (a block above the block limit)        RESOURCE_EXHAUSTED
  *   -EEXIST (a block id already committed)                           ALREADY_EXISTS
- *   -EBUSY (catalog.db held by another process past the busy wait)   UNAVAILABLE
+ *   -EBUSY (catalog.db held by another process past the busy wait),
+ *   -ECONNREFUSED, -ECONNRESET, -ETIMEDOUT, -EHOSTUNREACH, -ENETUNREACH, -EREMOTEIO (the
+ *   under-store's S3 cannot be reached or answers 5xx: server/under/read.h)  UNAVAILABLE
  *   -EBADMSG (a stored block that fails its checks)                  DATA_LOSS
  *   anything else (-EIO, -EROFS, -EUCLEAN for a damaged catalog...)  INTERNAL
  * 0 gives OK. */

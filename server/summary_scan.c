@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "proto/block_stream.h"
+#include "server/evict.h"
 #include "server/quarantine.h"
 
 #define REASON_LEN 256
@@ -295,7 +296,7 @@ static int open_block(struct tv_summary_scan *s, size_t bi, char *err, size_t er
 	uint64_t size = 0;
 	const char *ids;
 	size_t n;
-	int ret;
+	int ret, remote;
 
 	if (s->pool->open_blocks >= s->pool->max_open_blocks) {
 		snprintf(err, errlen, "block %016llx: %zu block files are open in queries, the "
@@ -306,7 +307,12 @@ static int open_block(struct tv_summary_scan *s, size_t bi, char *err, size_t er
 	s->bi = bi;
 	s->served = 0;
 	s->opened++;
-	ret = tv_store_open_block(s->store, meta->segment_id, meta->block_id, &s->fd, &size);
+	ret = tv_evict_open_block(s->pool->evict, s->store, meta->segment_id, meta->block_id,
+				  meta->bytes, &s->fd, &size, &remote, err, errlen);
+	if (ret && remote) { /* evicted, and S3 did not give it: the scan cannot go on */
+		s->fd = -1;
+		return ret;
+	}
 	if (ret) {
 		s->fd = -1;
 		tv_block_open_reason(s->catalog, meta->block_id, ret, "summary", why, sizeof(why));

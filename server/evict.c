@@ -1,0 +1,176 @@
+/* --local-bytes: eviction passes (E1 the catalog's evicted flag, E2 the unlinks) and the
+ * read-back of evicted blocks for queries; the design is in evict.h and
+ * server/under/UNDERSTORE.md "Eviction and read-back". */
+#include "server/evict.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/metrics.h"
+
+const struct tv_limit tv_evict_local_bytes_limit = { .min = 1, .max = TV_EVICT_MAX_BYTES };
+
+struct tv_evict {
+	uint64_t local_bytes;
+	struct tv_under_reader *reader;
+	struct tv_evict_stats *st;
+	struct tv_catalog *c;
+	struct tv_store *s;
+};
+
+int tv_evict_new(struct tv_evict **out, const struct tv_evict_opts *o, struct tv_catalog *c,
+		 struct tv_store *s, char *err, size_t errlen)
+{
+	struct tv_evict *e = calloc(1, sizeof(*e));
+
+	*out = NULL;
+	if (!e) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	e->local_bytes = o->local_bytes;
+	e->reader = o->reader;
+	e->st = o->stats;
+	e->c = c;
+	e->s = s;
+	*out = e;
+	return 0;
+}
+
+void tv_evict_free(struct tv_evict *e)
+{
+	free(e);
+}
+
+/* The segments a pass picks, oldest first, until the local bytes reach the target. */
+struct pick {
+	uint64_t local, target;
+	uint64_t ids[TV_EVICT_PASS_MAX_SEGMENTS];
+	uint64_t bytes;
+	size_t n;
+};
+
+static int pick_one(const struct tv_catalog_evictable *seg, void *arg)
+{
+	struct pick *p = arg;
+
+	if (p->local <= p->target || p->n == TV_EVICT_PASS_MAX_SEGMENTS)
+		return 1; /* stop: enough, or the pass is full */
+	p->ids[p->n++] = seg->segment_id;
+	p->bytes += seg->bytes;
+	p->local = p->local > seg->bytes ? p->local - seg->bytes : 0;
+	return 0;
+}
+
+struct unlink_walk {
+	struct tv_store *s;
+	uint64_t files, failed;
+	int first_err;
+};
+
+/* E2 of one block: a file already gone is fine (a crash after an earlier E2). */
+static int unlink_one(const struct tv_catalog_block *b, void *arg)
+{
+	struct unlink_walk *w = arg;
+	int ret = tv_store_remove_block(w->s, b->segment_id, b->block_id);
+
+	if (!ret) {
+		w->files++;
+	} else if (ret != -ENOENT) {
+		w->failed++;
+		if (!w->first_err)
+			w->first_err = ret;
+	}
+	return 0;
+}
+
+int tv_evict_pass(struct tv_evict *e)
+{
+	struct pick *p;
+	struct unlink_walk w = { .s = e->s };
+	uint64_t blocks, total, evicted;
+	int ret;
+
+	if (!e->local_bytes)
+		return 0;
+	/* O(1) first: the catalog's total covers the local bytes */
+	ret = tv_catalog_size(e->c, &blocks, &total);
+	if (ret || total <= e->local_bytes)
+		return ret;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	ret = tv_catalog_local_bytes(e->c, &p->local, &evicted);
+	if (ret || p->local <= e->local_bytes)
+		goto out;
+	p->target = e->local_bytes - e->local_bytes / TV_EVICT_LOW_WATER_DIV;
+	ret = tv_catalog_evictable(e->c, pick_one, p);
+	if (ret < 0)
+		goto out;
+	ret = 0;
+	if (!p->n)
+		goto out; /* only unpersisted segments are local: they stay */
+	/* E1: durable before any file goes */
+	ret = tv_catalog_mark_evicted(e->c, p->ids, p->n);
+	if (ret) {
+		fprintf(stderr, "tracevaultd: eviction: catalog transaction marking %zu segments "
+			"evicted failed: %s (nothing evicted)\n", p->n, strerror(-ret));
+		goto out;
+	}
+	/* E2 */
+	for (size_t i = 0; i < p->n; i++) {
+		ret = tv_catalog_segment_blocks(e->c, p->ids[i], unlink_one, &w);
+		if (ret && !w.first_err)
+			w.first_err = ret;
+	}
+	tv_metric_add(&e->st->evicted_segments, p->n);
+	tv_metric_add(&e->st->evicted_bytes, p->bytes);
+	fprintf(stderr, "tracevaultd: eviction: %zu segments (%llu bytes, %llu files) evicted "
+		"to the under-store, %llu bytes local (--local-bytes %llu)%s%s\n", p->n,
+		(unsigned long long)p->bytes, (unsigned long long)w.files,
+		(unsigned long long)p->local, (unsigned long long)e->local_bytes,
+		w.first_err ? "; unlink failed: " : "",
+		w.first_err ? strerror(-w.first_err) : "");
+	ret = (int)p->n;
+out:
+	if (ret < 0)
+		fprintf(stderr, "tracevaultd: eviction pass: %s\n", strerror(-ret));
+	free(p);
+	return ret;
+}
+
+int tv_evict_open_block(struct tv_evict *e, struct tv_store *s, uint64_t segment_id,
+			uint64_t block_id, uint64_t bytes, int *fd, uint64_t *size, int *remote,
+			char *err, size_t errlen)
+{
+	char why[TV_UNDER_READ_ERR_LEN];
+	uint64_t oldest_ts_ns = 0;
+	int evicted = 0, ret, r;
+
+	*remote = 0;
+	ret = tv_store_open_block(s, segment_id, block_id, fd, size);
+	if (ret != -ENOENT || !e)
+		return ret;
+	r = tv_catalog_under_state(e->c, segment_id, &oldest_ts_ns, &evicted);
+	if (r <= 0 || !evicted)
+		return ret; /* not evicted (or the catalog cannot say): a missing local file */
+	*remote = 1;
+	if (!e->reader) {
+		snprintf(err, errlen, "block %016llx of segment %016llx is evicted to the "
+			 "under-store, and tracevaultd runs without --under: it cannot be read",
+			 (unsigned long long)block_id, (unsigned long long)segment_id);
+		return -ENOTCONN;
+	}
+	ret = tv_under_read_block(e->reader, segment_id, oldest_ts_ns, block_id, bytes,
+				  tv_store_tmp_dir_fd(s), fd, why, sizeof(why));
+	if (ret) {
+		snprintf(err, errlen, "block %016llx of segment %016llx (evicted): %s",
+			 (unsigned long long)block_id, (unsigned long long)segment_id, why);
+		return ret;
+	}
+	*size = bytes;
+	return 0;
+}

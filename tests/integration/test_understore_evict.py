@@ -1,0 +1,354 @@
+"""Eviction (tracevaultd --local-bytes) and read-back of evicted blocks from the under-store
+(issue 14, server/under/UNDERSTORE.md "Eviction and read-back") against a real S3 server:
+scripts/s3-ceph.sh's one-node Ceph with a RADOS Gateway on loopback (tvtest.Ceph), started once
+for the file and always stopped; the file SKIPs with the reason only if Ceph cannot be installed.
+
+Cases: read-back alone (segments marked evicted in the catalog and their files removed while
+the server is down: the restarted server keeps their rows and serves them from S3, exact);
+eviction (N segments cache-through with a --local-bytes that evicts most: exactly the segments
+a model of the pass predicts lose their files in blocks/, the evicted metrics count exactly
+them, `tracevault query` of the full range and of windows, forward and reverse, prints exactly
+what a must-cache server given the same data prints, also after a restart); radosgw stopped (a
+query of an evicted range fails UNAVAILABLE naming the S3 request, a local range still answers,
+the retries and failure are counted exactly; radosgw back: the evicted range answers again);
+unpersisted segments (committed before --under) are never evicted.
+
+With TV_UNDER_BENCH=1 it also measures query latency of an evicted vs a local segment."""
+import json
+import os
+import random
+import re
+import sqlite3
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tvtest  # noqa: E402
+from tvtest.blocks import encode_block  # noqa: E402
+
+BASE_NS = 1_764_000_000 * 10**9  # 2025-11-24T16:00:00Z
+START_TIMEOUT_S = 60
+SEG_SPACING_NS = 10**12  # segment i's records start at BASE_NS + i * this
+LOW_WATER_DIV = 64  # server/evict.h TV_EVICT_LOW_WATER_DIV
+READ_ATTEMPTS = 3  # server/under/read.h TV_UNDER_READ_ATTEMPTS
+
+
+def under_args(ceph, prefix):
+    return ["--under", "s3://%s/%s" % (ceph.bucket, prefix), "--s3-endpoint", ceph.endpoint,
+            "--s3-region", ceph.region]
+
+
+def set_credentials(ceph):
+    os.environ["AWS_ACCESS_KEY_ID"] = ceph.access_key
+    os.environ["AWS_SECRET_ACCESS_KEY"] = ceph.secret_key
+
+
+def make_segment(rng, i, nblocks, records_per_block, path_bytes=200):
+    """(sid, [(bid, bytes)], first ts, newest ts) of segment i: records with random paths (so
+    the blocks do not compress to nothing)."""
+    sid = rng.getrandbits(63) | 1
+    ts = BASE_NS + i * SEG_SPACING_NS
+    first, blocks = ts, []
+    for _ in range(nblocks):
+        recs = [tvtest.trace_record(ts + k, pid=7, path="/" + "%x" % rng.getrandbits(4 * path_bytes))
+                for k in range(records_per_block)]
+        ts += records_per_block
+        bid = rng.getrandbits(64) | 1
+        blocks.append((bid, encode_block(bid, recs)))
+    return sid, blocks, first, ts - 1
+
+
+def seg_bytes(seg):
+    return sum(len(d) for _, d in seg[1])
+
+
+def block_files(srv):
+    return set(os.listdir(os.path.join(srv.data_dir, "blocks")))
+
+
+def seg_files(seg):
+    return {"%016x-%016x.tvb" % (seg[0], bid) for bid, _ in seg[1]}
+
+
+def model_evictions(segs, persisted, local_bytes):
+    """The segments a pass after each commit evicts (server/evict.c): segs in commit order,
+    each its own commit group; persisted: the set of indexes with an under_persisted row.
+    Returns the set of evicted indexes."""
+    evicted, committed = set(), []
+    target = local_bytes - local_bytes // LOW_WATER_DIV
+    for i in range(len(segs)):
+        committed.append(i)
+        total = sum(seg_bytes(segs[j]) for j in committed)
+        if total <= local_bytes:
+            continue
+        local = total - sum(seg_bytes(segs[j]) for j in evicted)
+        if local <= local_bytes:
+            continue
+        # oldest first: by newest record, then segment id
+        for j in sorted(committed, key=lambda j: (segs[j][3], segs[j][0])):
+            if local <= target:
+                break
+            if j in persisted and j not in evicted:
+                evicted.add(j)
+                local -= seg_bytes(segs[j])
+    return evicted
+
+
+def cli_query(addr, frm, to, reverse=False):
+    args = ["query", "--server", addr, "--from", str(frm), "--to", str(to), "--format", "jsonl"]
+    if reverse:
+        args.append("--reverse")
+    return tvtest.run(args, timeout=120)
+
+
+def scrape(srv):
+    """The metrics of the server's current run (its log holds every run's address)."""
+    return tvtest.Scrape(re.findall(r"metrics on http://(\S+)/metrics", srv.log())[-1])
+
+
+def write_all(c, segs):
+    for sid, blocks, _, _ in segs:
+        r = c.write_encoded(sid, blocks, chunk_bytes=64 * 1024)
+        assert r.committed, r
+
+
+def windows(segs):
+    """The full range and windows across evicted/local boundaries, inside one block, empty."""
+    lo, hi = segs[0][2], segs[-1][3] + 1
+    mid = segs[len(segs) // 2]
+    return [(lo, hi), (lo, segs[1][3] + 1), (segs[1][2] + 5, segs[-2][2] + 7),
+            (mid[2] + 3, mid[2] + 40), (segs[-1][2], hi), (hi, hi + 10**9)]
+
+
+def test_read_back(ceph):
+    """Read-back alone: segments whose rows say evicted and whose files are gone are served
+    from S3, exact, and the restarted server kept their rows (recovery)."""
+    set_credentials(ceph)
+    rng = random.Random(11)
+    srv = tvtest.Server(extra_args=under_args(ceph, "readback") + ["--metrics-addr",
+                                                                    "127.0.0.1:0"])
+    try:
+        srv.start(timeout=START_TIMEOUT_S)
+        c = tvtest.GrpcClient(srv.addr)
+        segs = [make_segment(rng, i, 2, 40) for i in range(3)]
+        write_all(c, segs)
+        want = sorted(r.SerializeToString() for r in c.query(BASE_NS, BASE_NS + 10**15))
+        c.close()
+        assert srv.stop() == 0
+        db = sqlite3.connect(os.path.join(srv.data_dir, "catalog.db"))
+        rows = db.execute("SELECT segment_id, oldest_ts_ns, evicted FROM under_persisted "
+                          "ORDER BY oldest_ts_ns").fetchall()
+        assert [(r[0] & (2**64 - 1), r[1], r[2]) for r in rows] == \
+            [(s[0], s[2], 0) for s in segs], rows
+        with db:
+            db.execute("UPDATE under_persisted SET evicted = 1 WHERE segment_id IN (?, ?)",
+                       (segs[0][0], segs[2][0]))
+        db.close()
+        for s in (segs[0], segs[2]):
+            for f in seg_files(s):
+                os.unlink(os.path.join(srv.data_dir, "blocks", f))
+        srv.start(timeout=START_TIMEOUT_S)
+        assert "recovery: 4 blocks of evicted segments are in the under-store" in srv.log(), \
+            srv.log()
+        c = tvtest.GrpcClient(srv.addr)
+        got = sorted(r.SerializeToString() for r in c.query(BASE_NS, BASE_NS + 10**15))
+        assert got == want, "records read back differ"
+        m = scrape(srv)
+        assert m.value("tracevault_server_under_reads_total") == 4
+        assert m.value("tracevault_server_under_read_bytes_total") == \
+            seg_bytes(segs[0]) + seg_bytes(segs[2])
+        assert m.value("tracevault_server_under_read_failures_total") == 0
+        assert block_files(srv) == seg_files(segs[1]), "read-back must not re-cache"
+        c.close()
+        print("  %d records, 4 blocks read back from S3" % len(got))
+    finally:
+        srv.cleanup()
+
+
+def test_evict(ceph):
+    """N segments cache-through, --local-bytes evicting most: exactly the predicted segments
+    lose their files, the metrics count them, and every query prints what a must-cache server
+    prints for the same data, before and after a restart."""
+    set_credentials(ceph)
+    rng = random.Random(12)
+    segs = [make_segment(rng, i, 2, 60) for i in range(10)]
+    sizes = [seg_bytes(s) for s in segs]
+    local_bytes = sum(sizes[-3:])  # about three segments stay
+    evicted = model_evictions(segs, set(range(len(segs))), local_bytes)
+    assert 5 <= len(evicted) < len(segs) - 1, (evicted, sizes, local_bytes)
+    ref = tvtest.Server()
+    srv = tvtest.Server(extra_args=under_args(ceph, "evict") + [
+        "--metrics-addr", "127.0.0.1:0", "--local-bytes", str(local_bytes)])
+    try:
+        ref.start(timeout=START_TIMEOUT_S)
+        srv.start(timeout=START_TIMEOUT_S)
+        for s in (ref, srv):
+            c = tvtest.GrpcClient(s.addr)
+            write_all(c, segs)
+            c.close()
+        files = block_files(srv)
+        for i, s in enumerate(segs):
+            if i in evicted:
+                assert not (seg_files(s) & files), ("segment %d not evicted" % i, files)
+            else:
+                assert seg_files(s) <= files, ("segment %d evicted" % i, files)
+        assert files == set().union(*(seg_files(s) for i, s in enumerate(segs)
+                                      if i not in evicted)), files
+        m = scrape(srv)
+        assert m.value("tracevault_server_under_evicted_segments_total") == len(evicted)
+        assert m.value("tracevault_server_under_evicted_bytes_total") == \
+            sum(sizes[i] for i in evicted)
+        assert m.value("tracevault_server_under_reads_total") == 0
+        wins = windows(segs)
+        for run in ("serving", "restarted"):
+            for frm, to in wins:
+                for rev in (False, True):
+                    a, b = cli_query(ref.addr, frm, to, rev), cli_query(srv.addr, frm, to, rev)
+                    assert a.returncode == 0 and b.returncode == 0, (a, b)
+                    assert a.stdout == b.stdout, ("differs", frm, to, rev)
+            full = cli_query(srv.addr, wins[0][0], wins[0][1]).stdout.splitlines()
+            assert len(full) == 10 * 2 * 60, len(full)
+            assert [json.loads(x)["ts_ns"] for x in full] == \
+                [s[2] + k for s in segs for k in range(120)]
+            reads = scrape(srv).value("tracevault_server_under_reads_total")
+            assert reads > 0 and scrape(srv).value(
+                "tracevault_server_under_read_failures_total") == 0
+            print("  %s: %d of %d segments evicted, %d queries equal to must-cache's, %d "
+                  "blocks read back" % (run, len(evicted), len(segs), 2 * len(wins) + 1, reads))
+            if run == "serving":
+                assert srv.stop() == 0
+                srv.start(timeout=START_TIMEOUT_S)
+                assert block_files(srv) == files
+    finally:
+        srv.cleanup()
+        ref.cleanup()
+
+
+def test_rgw_stopped(ceph):
+    """radosgw stopped: a query of an evicted range fails UNAVAILABLE naming the S3 request
+    (after TV_UNDER_READ_ATTEMPTS, each retry counted), a local range still answers; radosgw
+    back: the evicted range answers again, exact."""
+    set_credentials(ceph)
+    rng = random.Random(13)
+    segs = [make_segment(rng, i, 1, 50) for i in range(4)]
+    local_bytes = seg_bytes(segs[-1]) + seg_bytes(segs[-2])
+    evicted = model_evictions(segs, set(range(4)), local_bytes)
+    assert evicted == {0, 1}, evicted
+    srv = tvtest.Server(extra_args=under_args(ceph, "rgwstop-evict") + [
+        "--metrics-addr", "127.0.0.1:0", "--local-bytes", str(local_bytes)])
+    try:
+        srv.start(timeout=START_TIMEOUT_S)
+        c = tvtest.GrpcClient(srv.addr)
+        write_all(c, segs)
+        want_old = [r.SerializeToString() for r in c.query(segs[0][2], segs[1][3] + 1)]
+        assert len(want_old) == 100
+        ceph.rgw_stop()
+        try:
+            recs, _, code, details, _ = c.query_all(segs[0][2], segs[1][3] + 1)
+            assert code == c.grpc.StatusCode.UNAVAILABLE, (code, details)
+            assert recs == [], len(recs)
+            assert "under-store" in details and "GET s3://%s/rgwstop-evict/v1/" % ceph.bucket \
+                in details and "(evicted)" in details and \
+                "(%d attempts)" % READ_ATTEMPTS in details, details
+            p = cli_query(srv.addr, segs[0][2], segs[1][3] + 1)
+            assert p.returncode == 1 and "s3://" in p.stderr and p.stdout == "", p
+            print("  radosgw stopped: %s; the CLI: %s" % (code, p.stderr.strip()))
+            local = c.query(segs[2][2], segs[3][3] + 1)
+            assert len(local) == 100, len(local)
+            m = scrape(srv)
+            assert m.value("tracevault_server_under_read_failures_total") == 2
+            assert m.value("tracevault_server_under_read_retries_total") == \
+                2 * (READ_ATTEMPTS - 1)
+            assert m.value("tracevault_server_under_reads_total") == 2  # want_old's
+        finally:
+            ceph.rgw_start()
+        got = [r.SerializeToString() for r in c.query(segs[0][2], segs[1][3] + 1)]
+        assert got == want_old
+        assert scrape(srv).value("tracevault_server_under_reads_total") == 4
+        c.close()
+    finally:
+        srv.cleanup()
+
+
+def test_unpersisted_never_evicted(ceph):
+    """Segments committed without --under have no under_persisted row: with --under and a
+    --local-bytes they are far above, only the persisted ones are evicted."""
+    set_credentials(ceph)
+    rng = random.Random(14)
+    old = [make_segment(rng, i, 2, 40) for i in range(3)]
+    new = [make_segment(rng, 3 + i, 2, 40) for i in range(3)]
+    srv = tvtest.Server(extra_args=["--metrics-addr", "127.0.0.1:0"])
+    try:
+        srv.start(timeout=START_TIMEOUT_S)
+        c = tvtest.GrpcClient(srv.addr)
+        write_all(c, old)
+        c.close()
+        assert srv.stop() == 0
+        srv.extra_args += under_args(ceph, "unpersisted") + ["--local-bytes", "1"]
+        srv.start(timeout=START_TIMEOUT_S)
+        c = tvtest.GrpcClient(srv.addr)
+        write_all(c, new)
+        files = block_files(srv)
+        assert files == set().union(*(seg_files(s) for s in old)), files
+        m = scrape(srv)
+        assert m.value("tracevault_server_under_evicted_segments_total") == 3
+        assert m.value("tracevault_server_under_evicted_bytes_total") == \
+            sum(seg_bytes(s) for s in new)
+        assert len(c.query(BASE_NS, BASE_NS + 10**15)) == 6 * 80
+        c.close()
+        print("  3 unpersisted segments kept, 3 persisted evicted (--local-bytes 1)")
+    finally:
+        srv.cleanup()
+
+
+def percentile(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p * len(xs)))]
+
+
+def bench(ceph):
+    """Query latency of a segment read back from S3 vs a local one: the same shape (4 blocks
+    of ~1 MiB), TV_UNDER_BENCH_QUERIES queries each, timed from the request to the last
+    record."""
+    set_credentials(ceph)
+    rng = random.Random(15)
+    n = int(os.environ.get("TV_UNDER_BENCH_QUERIES", "30"))
+    segs = [make_segment(rng, i, 4, 16, path_bytes=32 * 1024) for i in range(2)]
+    srv = tvtest.Server(extra_args=under_args(ceph, "bench-evict") + [
+        "--metrics-addr", "127.0.0.1:0", "--local-bytes", str(seg_bytes(segs[1]) + 1)])
+    try:
+        srv.start(timeout=START_TIMEOUT_S)
+        c = tvtest.GrpcClient(srv.addr, timeout_s=120)
+        write_all(c, segs)
+        assert seg_files(segs[0]).isdisjoint(block_files(srv))
+        for name, s in (("evicted", segs[0]), ("local", segs[1])):
+            lat = []
+            for _ in range(n):
+                t = time.monotonic()
+                recs = c.query(s[2], s[3] + 1)
+                lat.append(time.monotonic() - t)
+                assert len(recs) == 64
+            print("  bench query of one %s segment (4 blocks, %.1f MiB): p50 %.1f ms p99 %.1f "
+                  "ms over %d queries" % (name, seg_bytes(s) / 2**20, percentile(lat, 0.5) * 1e3,
+                                          percentile(lat, 0.99) * 1e3, n))
+        c.close()
+    finally:
+        srv.cleanup()
+
+
+def main():
+    only = sys.argv[1:]  # test names to run (default: all)
+    res = tvtest.Results(len(tvtest.cases(globals(), only)))
+    try:
+        with tvtest.Ceph() as ceph:
+            for t in tvtest.cases(globals(), only):
+                res.run(t, ceph)
+            if os.environ.get("TV_UNDER_BENCH"):
+                bench(ceph)
+    except tvtest.Unavailable as e:
+        tvtest.skip(str(e))
+    return res.exit_code()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
