@@ -316,8 +316,9 @@ enum tv_catalog_rebuild_result {
  * catalog, in one transaction: never replaces or removes a row. Sets each block's
  * committed_ns to NOW_NS (the rebuild's time: the bucket does not keep the original commit's)
  * and may reorder BLOCKS. Returns an enum tv_catalog_rebuild_result (err says why for DELETED
- * and CONFLICT), or a negative errno with err when SQLite failed (-EINVAL for segment id 0,
- * no block, a time beyond TV_CATALOG_MAX_TS_NS). */
+ * and CONFLICT), or a negative errno with err: -EINVAL for segment id 0, no block or an
+ * oldest_ts_ns beyond TV_CATALOG_MAX_TS_NS, -ERANGE for a block's ts_ns beyond it, else
+ * SQLite's failure (catalog.c's table). */
 int tv_catalog_rebuild_add_segment(struct tv_catalog *c, uint64_t segment_id,
 				   uint64_t oldest_ts_ns, struct tv_catalog_block *blocks,
 				   size_t n, int64_t now_ns, char *err, size_t errlen);
