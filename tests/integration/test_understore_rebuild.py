@@ -215,6 +215,7 @@ def test_incomplete_segments_skipped(ceph):
             "ignored, keys outside the layout: 1: %s/v1/README" % prefix,
             "ignored, objects in a segment directory its manifest does not list: 1",
         ], out
+        print("  " + "\n  ".join(out))
         for d, why in ((dirs[1], "2 objects and no manifest.json"),
                        (dirs[2], "%016x: its object is not in the bucket" % segs[2][1][1][0]),
                        (dirs[3], "its object has %d bytes, the manifest says %d"
@@ -510,6 +511,39 @@ def test_two_servers_serve_every_segment(ceph):
             srv.cleanup()
 
 
+def bench(ceph):
+    """TV_UNDER_BENCH=1: a rebuild of TV_UNDER_BENCH_SEGMENTS (default 200) segments of 4
+    blocks into an empty data dir, timed, and the first query of it (every block read back)."""
+    set_credentials(ceph)
+    rng = random.Random(18)
+    prefix = "bench-rebuild"
+    n = int(os.environ.get("TV_UNDER_BENCH_SEGMENTS", "200"))
+    segs = [segment(rng, BASE_NS + 200 * HOUR_NS + i * 10**10, 4, 50, kind=3) for i in range(n)]
+    srv = tvtest.Server(extra_args=under_args(ceph, prefix))
+    fresh = tvtest.Server(extra_args=under_args(ceph, prefix))
+    try:
+        srv.start(timeout=START_TIMEOUT_S)
+        write_all(srv, segs)
+        assert srv.stop() == 0
+        t0 = time.monotonic()
+        rc, out, err = rebuild(ceph, fresh.data_dir, prefix)
+        el = time.monotonic() - t0
+        assert rc == 0 and rows(fresh.data_dir) == rows(srv.data_dir), (rc, out, err)
+        fresh.start(timeout=START_TIMEOUT_S)
+        t0 = time.monotonic()
+        got = cli_ts(fresh.addr, BASE_NS, BASE_NS + 10**18)
+        q = time.monotonic() - t0
+        assert len(got) == n * 200
+        print("  bench rebuild: %d segments, %d blocks, %.1f MiB: %.2f s (%.0f blocks/s: a "
+              "range GET each, and the manifest per segment); then a query of all %d records "
+              "read back from S3: %.2f s" % (n, 4 * n, sum(len(d) for s in segs
+                                                           for _, d in s[1]) / 2**20,
+                                              el, 4 * n / el, len(got), q))
+    finally:
+        srv.cleanup()
+        fresh.cleanup()
+
+
 def main():
     only = sys.argv[1:]  # test names to run (default: all)
     res = tvtest.Results(len(tvtest.cases(globals(), only)))
@@ -517,6 +551,8 @@ def main():
         with tvtest.Ceph() as ceph:
             for t in tvtest.cases(globals(), only):
                 res.run(t, ceph)
+            if os.environ.get("TV_UNDER_BENCH"):
+                bench(ceph)
     except tvtest.Unavailable as e:
         tvtest.skip(str(e))
     return res.exit_code()
