@@ -112,8 +112,8 @@ int tv_s3_put_object(struct tv_s3 *c, const char *key, const void *buf, size_t l
 /* tv_s3_put_object with "If-None-Match: *": the object is stored only when KEY does not exist;
  * when it does, S3 answers 412 PreconditionFailed, the object is left as it was, and this
  * returns -EEXIST. S3 decides atomically: of two such PUTs of one key at once, one wins. (AWS
- * S3 since 2024-08, Ceph RGW: checked on 16.2 by tests/integration/test_understore_rebuild.py;
- * a store that ignores the header replaces the object, as tv_s3_put_object does.) */
+ * S3 since 2024-08; Ceph RGW: checked on 16.2 by unit/test_s3.c, run by test_s3_client; a
+ * store that ignores the header replaces the object, as tv_s3_put_object does.) */
 int tv_s3_put_object_if_absent(struct tv_s3 *c, const char *key, const void *buf, size_t len,
 			       char *err, size_t errlen);
 
