@@ -1506,6 +1506,21 @@ int tv_catalog_mark_evicted(struct tv_catalog *c, const uint64_t *segment_ids, s
 	return ret;
 }
 
+int tv_catalog_mark_cached(struct tv_catalog *c, uint64_t segment_id)
+{
+	sqlite3_stmt *st;
+	int ret;
+
+	tv_catalog_trace_filter_release(c);
+	ret = prepare(c, "UPDATE under_persisted SET evicted = 0 WHERE segment_id = ?1", &st);
+	if (ret)
+		return ret;
+	sqlite3_bind_int64(st, 1, (int64_t)segment_id);
+	ret = step_done(c, st); /* autocommit: its own transaction */
+	sqlite3_finalize(st);
+	return ret;
+}
+
 /*
  * ---- --rebuild-catalog from the under-store's bucket (server/bucket_rebuild.c,
  * server/under/rebuild.h; UNDERSTORE.md "Rebuild from the bucket") ----

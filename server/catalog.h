@@ -296,6 +296,11 @@ int tv_catalog_evictable(struct tv_catalog *c, tv_catalog_evictable_cb cb, void 
  * errno (nothing marked). */
 int tv_catalog_mark_evicted(struct tv_catalog *c, const uint64_t *segment_ids, size_t n);
 
+/* --recache: every block of segment_id has its file in blocks/ again (each fdatasync'd,
+ * blocks/ fsynced): clear its evicted flag (one transaction), so that it counts as local and
+ * may be evicted again. A segment without a row is left as it is. 0 or a negative errno. */
+int tv_catalog_mark_cached(struct tv_catalog *c, uint64_t segment_id);
+
 /*
  * ---- --rebuild-catalog from the under-store's bucket (server/bucket_rebuild.c,
  * server/under/rebuild.h; UNDERSTORE.md "Rebuild from the bucket") ----

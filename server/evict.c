@@ -19,6 +19,7 @@ struct tv_evict {
 	struct tv_evict_stats *st;
 	struct tv_catalog *c;
 	struct tv_store *s;
+	bool recache;
 };
 
 int tv_evict_new(struct tv_evict **out, const struct tv_evict_opts *o, struct tv_catalog *c,
@@ -36,6 +37,7 @@ int tv_evict_new(struct tv_evict **out, const struct tv_evict_opts *o, struct tv
 	e->st = o->stats;
 	e->c = c;
 	e->s = s;
+	e->recache = o->recache;
 	*out = e;
 	return 0;
 }
@@ -142,6 +144,60 @@ out:
 	return ret;
 }
 
+/* Whether every block of a segment has its file in blocks/. */
+struct local_walk {
+	struct tv_store *s;
+	int missing;
+};
+
+static int local_one(const struct tv_catalog_block *b, void *arg)
+{
+	struct local_walk *w = arg;
+	uint64_t size;
+	int fd, ret = tv_store_open_block(w->s, b->segment_id, b->block_id, &fd, &size);
+
+	if (ret) {
+		w->missing = 1;
+		return 1; /* stop: one is enough */
+	}
+	close(fd);
+	return 0;
+}
+
+/* --recache of block_id, read back into fd: durable in blocks/ first, then, when it was the
+ * segment's last block missing, the catalog's flag cleared. A failure leaves the segment
+ * evicted (a file linked anyway is only a local copy a query prefers: the same bytes). */
+static void recache(struct tv_evict *e, uint64_t segment_id, uint64_t block_id, int fd)
+{
+	struct local_walk w = { .s = e->s };
+	const char *what = "fdatasync the temp file";
+	int ret = fdatasync(fd) ? -errno : 0;
+
+	if (!ret) {
+		what = "link it into blocks/";
+		ret = tv_store_link_block(e->s, segment_id, block_id, fd);
+	}
+	if (!ret) {
+		tv_metric_add(&e->st->recached_blocks, 1);
+		what = "list the segment's blocks";
+		ret = tv_catalog_segment_blocks(e->c, segment_id, local_one, &w);
+		ret = ret == 1 ? 0 : ret;
+	}
+	if (!ret && !w.missing) {
+		what = "clear its evicted flag";
+		ret = tv_catalog_mark_cached(e->c, segment_id);
+		if (!ret) {
+			tv_metric_add(&e->st->recached_segments, 1);
+			fprintf(stderr, "tracevaultd: recache: segment %016llx is local again\n",
+				(unsigned long long)segment_id);
+		}
+	}
+	if (ret)
+		fprintf(stderr, "tracevaultd: recache: block %016llx of segment %016llx: cannot "
+			"%s: %s (the segment stays evicted)\n", (unsigned long long)block_id,
+			(unsigned long long)segment_id, what, strerror(-ret));
+}
+
 int tv_evict_open_block(struct tv_evict *e, struct tv_store *s, uint64_t segment_id,
 			uint64_t block_id, uint64_t bytes, int *fd, uint64_t *size, int *remote,
 			char *err, size_t errlen)
@@ -172,5 +228,7 @@ int tv_evict_open_block(struct tv_evict *e, struct tv_store *s, uint64_t segment
 		return ret;
 	}
 	*size = bytes;
+	if (e->recache)
+		recache(e, segment_id, block_id, *fd);
 	return 0;
 }

@@ -23,6 +23,7 @@
 #ifndef TV_SERVER_EVICT_H
 #define TV_SERVER_EVICT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,6 +47,7 @@ extern const struct tv_limit tv_evict_local_bytes_limit; /* bytes */
  * tracevault_server_under_read*_total): main's, zero without --under. */
 struct tv_evict_stats {
 	uint64_t evicted_segments, evicted_bytes;
+	uint64_t recached_blocks, recached_segments; /* --recache */
 	struct tv_under_read_stats read;
 };
 
@@ -53,6 +55,11 @@ struct tv_evict_opts {
 	uint64_t local_bytes;            /* 0: no eviction (read-back still works) */
 	struct tv_under_reader *reader;  /* NULL without --under: an evicted block then fails */
 	struct tv_evict_stats *stats;    /* the caller's, outlives the state */
+	/* --recache: a block read back is linked into blocks/ (fdatasync'd first, blocks/
+	 * fsynced after); once every block of its segment is local again, the segment's evicted
+	 * flag is cleared (tv_catalog_mark_cached) and it counts as local bytes again (so the
+	 * next pass above --local-bytes may evict it again: the pass goes by age, not by use) */
+	bool recache;
 };
 
 struct tv_evict;
@@ -75,7 +82,9 @@ int tv_evict_pass(struct tv_evict *e);
  * *remote 0: the local file's (tv_store_open_block's errors, the caller's usual handling);
  * *remote 1: the block is evicted and could not be read back: err (errlen bytes) says why,
  * naming the S3 request and what S3 said; the caller ends its call with it
- * (tv_status_from_errno: S3 unreachable or 5xx is UNAVAILABLE). */
+ * (tv_status_from_errno: S3 unreachable or 5xx is UNAVAILABLE). With --recache the block
+ * read back is then re-cached (see tv_evict_opts); a failure there is logged, the read goes
+ * on from the temp file. */
 int tv_evict_open_block(struct tv_evict *e, struct tv_store *s, uint64_t segment_id,
 			uint64_t block_id, uint64_t bytes, int *fd, uint64_t *size, int *remote,
 			char *err, size_t errlen);

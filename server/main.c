@@ -117,6 +117,7 @@ static const struct option OPTIONS[] = {
 	{ "retain-time", required_argument, NULL, 'a' },
 	{ "retain-bytes", required_argument, NULL, 'b' },
 	{ "local-bytes", required_argument, NULL, 'L' },
+	{ "recache", no_argument, NULL, 'K' },
 	{ "retain-interval", required_argument, NULL, 'i' },
 	{ "retain-query-grace", required_argument, NULL, 'g' },
 	{ "test-retention-unlink-delay-ms", required_argument, NULL, 'u' },
@@ -149,7 +150,8 @@ static const char USAGE[] =
 	"                    [--tls-require-client-cert]] [--insecure]\n"
 	"                   [--metrics-addr HOST:PORT]\n"
 	"                   [--under s3://BUCKET/PREFIX --s3-endpoint URL [--s3-region R]\n"
-	"                    [--write-type cache-through] [--local-bytes SIZE]]\n"
+	"                    [--write-type cache-through] [--local-bytes SIZE]\n"
+	"                    [--recache]]\n"
 	"       tracevaultd --data DIR --rebuild-catalog | --scrub\n"
 	"       tracevaultd --data DIR --rebuild-catalog --under s3://BUCKET/PREFIX\n"
 	"                   --s3-endpoint URL [--s3-region R]\n"
@@ -316,6 +318,9 @@ static const char USAGE_UNDER[] =
 	"                           stay, and a query reads their blocks back from S3\n"
 	"                           (1 to 1048576G, as --retain-bytes; off by default).\n"
 	"                           Segments not yet in S3 are never evicted\n"
+	"  --recache                a block read back from S3 is written to blocks/ again;\n"
+	"                           once all of its segment is, the segment is local again\n"
+	"                           (and may be evicted again by age)\n"
 	"  --rebuild-catalog --under s3://BUCKET/PREFIX\n"
 	"                           list PREFIX/v1/, check each manifest, its objects' sizes\n"
 	"                           and each block's header, and add the segments the catalog\n"
@@ -583,6 +588,7 @@ int main(int argc, char **argv)
 	struct tv_rebuild_report rebuilt = { 0 };
 	/* --local-bytes: eviction, and the read-back of evicted blocks (server/evict.h) */
 	uint64_t local_bytes = 0;
+	bool recache = false;
 	struct tv_under_reader *reader = NULL;
 	struct tv_evict *evict = NULL;
 	static struct tv_evict_stats evict_stats; /* read by the metrics thread until exit */
@@ -700,6 +706,9 @@ int main(int argc, char **argv)
 			}
 			break;
 		}
+		case 'K':
+			recache = true;
+			break;
 		case 'u':
 			if (parse_count(OPTIONS[longidx].name, optarg, &tv_retention_test_delay_limit,
 					&o.retention.test_unlink_delay_ms))
@@ -781,11 +790,15 @@ int main(int argc, char **argv)
 				 sizeof(under_prefix));
 	if (rc)
 		return rc;
+	if (recache && !under)
+		return usage_error("--recache needs --under s3://BUCKET/PREFIX (it re-caches blocks "
+				   "read back from it)");
 	if (local_bytes && !under)
 		return usage_error("--local-bytes needs --under s3://BUCKET/PREFIX (only segments "
 				   "in the under-store are evicted)");
-	if (local_bytes && mode != MODE_SERVE)
-		return usage_error("--local-bytes serves; --rebuild-catalog does not");
+	if ((local_bytes || recache) && mode != MODE_SERVE)
+		return usage_error("--%s serves; --rebuild-catalog does not",
+				   local_bytes ? "local-bytes" : "recache");
 	rc = check_tls_options(o.listen_addr, listen_host, listen_set, tls_cert, tls_key, tls_ca,
 			       require_client_cert, insecure);
 	if (rc)
@@ -884,7 +897,7 @@ int main(int argc, char **argv)
 	}
 	{
 		struct tv_evict_opts eo = { .local_bytes = local_bytes, .reader = reader,
-					    .stats = &evict_stats };
+					    .stats = &evict_stats, .recache = recache };
 
 		if (tv_evict_new(&evict, &eo, catalog, store, err, sizeof(err)))
 			goto fail;

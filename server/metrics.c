@@ -105,6 +105,10 @@ void tv_server_metrics_init(struct tv_server_metrics *m, int data_fd,
 		  &ext->evict->evicted_segments),
 		C("under_evicted_bytes_total", "Block bytes evicted from the local disk "
 		  "(--local-bytes).", &ext->evict->evicted_bytes),
+		C("under_recached_blocks_total", "Blocks read back from the under-store and "
+		  "linked into blocks/ again (--recache).", &ext->evict->recached_blocks),
+		C("under_recached_segments_total", "Evicted segments whose every block is local "
+		  "again (--recache): no longer evicted.", &ext->evict->recached_segments),
 		C("under_reads_total", "Blocks of evicted segments read back from the "
 		  "under-store for a query or a summary.", &ext->evict->read.reads),
 		C("under_read_bytes_total", "Bytes of the blocks read back from the under-store.",

@@ -1037,3 +1037,16 @@ int tv_store_quarantine(struct tv_store *s, enum tv_store_area area, const char 
 			tv_store_area_dir(area), name, strerror(-ret));
 	return 0;
 }
+
+int tv_store_link_block(struct tv_store *s, uint64_t segment_id, uint64_t block_id, int fd)
+{
+	char name[TEMP_NAME_MAX], path[64];
+
+	tv_store_block_name(segment_id, block_id, name, sizeof(name));
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	/* AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH; the /proc link is what linkat(2)
+	 * documents for an O_TMPFILE without it */
+	if (linkat(AT_FDCWD, path, s->blocks_fd, name, AT_SYMLINK_FOLLOW))
+		return -errno;
+	return sync_blocks(s);
+}

@@ -246,5 +246,11 @@ int tv_store_quarantine(struct tv_store *s, enum tv_store_area area, const char 
 const uint64_t *tv_store_quarantined_blocks(const struct tv_store *s);
 /* The data dir's O_DIRECTORY descriptor (owned by the store, open until tv_store_close). */
 int tv_store_dir_fd(const struct tv_store *s);
+/* Re-caching a block read back from the under-store (server/evict.h): give the anonymous
+ * file fd (O_TMPFILE, made in tmp/ so on blocks/'s file system; its data already fdatasync'd
+ * by the caller) the name of committed block (segment_id, block_id) in blocks/ (linkat through
+ * /proc/self/fd), then fsync blocks/. 0, -EEXIST when the name is taken, or a negative errno
+ * (nothing linked, or linked but not yet durable: the caller must not rely on it). */
+int tv_store_link_block(struct tv_store *s, uint64_t segment_id, uint64_t block_id, int fd);
 
 #endif

@@ -18,8 +18,11 @@ import json
 import os
 import random
 import re
+import signal
 import sqlite3
+import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -70,27 +73,30 @@ def seg_files(seg):
     return {"%016x-%016x.tvb" % (seg[0], bid) for bid, _ in seg[1]}
 
 
-def model_evictions(segs, persisted, local_bytes):
-    """The segments a pass after each commit evicts (server/evict.c): segs in commit order,
-    each its own commit group; persisted: the set of indexes with an under_persisted row.
-    Returns the set of evicted indexes."""
-    evicted, committed = set(), []
+def model_pass(segs, committed, persisted, evicted, local_bytes):
+    """One pass of server/evict.c over the committed indexes: adds what it evicts to evicted."""
     target = local_bytes - local_bytes // LOW_WATER_DIV
+    if sum(seg_bytes(segs[j]) for j in committed) <= local_bytes:
+        return
+    local = sum(seg_bytes(segs[j]) for j in committed if j not in evicted)
+    if local <= local_bytes:
+        return
+    # oldest first: by newest record, then segment id
+    for j in sorted(committed, key=lambda j: (segs[j][3], segs[j][0])):
+        if local <= target:
+            break
+        if j in persisted and j not in evicted:
+            evicted.add(j)
+            local -= seg_bytes(segs[j])
+
+
+def model_evictions(segs, persisted, local_bytes):
+    """The segments a pass after each commit evicts: segs in commit order, each its own
+    commit group; persisted: the set of indexes with an under_persisted row. Returns the set
+    of evicted indexes."""
+    evicted = set()
     for i in range(len(segs)):
-        committed.append(i)
-        total = sum(seg_bytes(segs[j]) for j in committed)
-        if total <= local_bytes:
-            continue
-        local = total - sum(seg_bytes(segs[j]) for j in evicted)
-        if local <= local_bytes:
-            continue
-        # oldest first: by newest record, then segment id
-        for j in sorted(committed, key=lambda j: (segs[j][3], segs[j][0])):
-            if local <= target:
-                break
-            if j in persisted and j not in evicted:
-                evicted.add(j)
-                local -= seg_bytes(segs[j])
+        model_pass(segs, list(range(i + 1)), persisted, evicted, local_bytes)
     return evicted
 
 
@@ -206,6 +212,16 @@ def test_evict(ceph):
                     a, b = cli_query(ref.addr, frm, to, rev), cli_query(srv.addr, frm, to, rev)
                     assert a.returncode == 0 and b.returncode == 0, (a, b)
                     assert a.stdout == b.stdout, ("differs", frm, to, rev)
+            # Summary reads evicted blocks back too: the same answer as must-cache's
+            sums = []
+            for s in (ref, srv):
+                c = tvtest.GrpcClient(s.addr)
+                sums.append(c.summary(c.pb.SummaryRequest(
+                    from_ns=wins[0][0], to_ns=wins[0][1], by=c.pb.GROUP_BY_PATH),
+                    timeout=60))
+                c.close()
+            assert sums[0].records == sums[1].records == 1200 and not sums[1].skipped, sums[1]
+            assert sums[0].SerializeToString() == sums[1].SerializeToString()
             full = cli_query(srv.addr, wins[0][0], wins[0][1]).stdout.splitlines()
             assert len(full) == 10 * 2 * 60, len(full)
             assert [json.loads(x)["ts_ns"] for x in full] == \
@@ -255,10 +271,17 @@ def test_rgw_stopped(ceph):
             print("  radosgw stopped: %s; the CLI: %s" % (code, p.stderr.strip()))
             local = c.query(segs[2][2], segs[3][3] + 1)
             assert len(local) == 100, len(local)
+            try:
+                c.summary(c.pb.SummaryRequest(from_ns=segs[0][2], to_ns=segs[1][3] + 1,
+                                              by=c.pb.GROUP_BY_PATH), timeout=60)
+                raise AssertionError("Summary of an evicted range answered without S3")
+            except c.grpc.RpcError as e:
+                assert e.code() == c.grpc.StatusCode.UNAVAILABLE and "GET s3://" in \
+                    e.details(), (e.code(), e.details())
             m = scrape(srv)
-            assert m.value("tracevault_server_under_read_failures_total") == 2
+            assert m.value("tracevault_server_under_read_failures_total") == 3
             assert m.value("tracevault_server_under_read_retries_total") == \
-                2 * (READ_ATTEMPTS - 1)
+                3 * (READ_ATTEMPTS - 1)
             assert m.value("tracevault_server_under_reads_total") == 2  # want_old's
         finally:
             ceph.rgw_start()
@@ -301,6 +324,159 @@ def test_unpersisted_never_evicted(ceph):
         srv.cleanup()
 
 
+def test_recache(ceph):
+    """--recache: a block read back is in blocks/ again and its segment no longer evicted (a
+    second query reads no S3); the next pass after a commit evicts it again by age."""
+    set_credentials(ceph)
+    rng = random.Random(16)
+    segs = [make_segment(rng, i, 2, 30) for i in range(5)]
+    local_bytes = seg_bytes(segs[2]) + seg_bytes(segs[3])
+    evicted = model_evictions(segs[:4], set(range(5)), local_bytes)
+    assert evicted == {0, 1}, evicted
+    srv = tvtest.Server(extra_args=under_args(ceph, "recache") + [
+        "--metrics-addr", "127.0.0.1:0", "--local-bytes", str(local_bytes), "--recache"])
+    try:
+        srv.start(timeout=START_TIMEOUT_S)
+        c = tvtest.GrpcClient(srv.addr)
+        write_all(c, segs[:4])
+        assert block_files(srv) == seg_files(segs[2]) | seg_files(segs[3])
+        want = [r.SerializeToString() for r in c.query(segs[0][2], segs[0][3] + 1)]
+        assert len(want) == 60
+        assert block_files(srv) == seg_files(segs[0]) | seg_files(segs[2]) | seg_files(segs[3])
+        m = scrape(srv)
+        assert m.value("tracevault_server_under_reads_total") == 2
+        assert m.value("tracevault_server_under_recached_blocks_total") == 2
+        assert m.value("tracevault_server_under_recached_segments_total") == 1
+        db = sqlite3.connect(os.path.join(srv.data_dir, "catalog.db"))
+        flags = dict(db.execute("SELECT segment_id, evicted FROM under_persisted").fetchall())
+        db.close()
+        assert flags == {segs[0][0]: 0, segs[1][0]: 1, segs[2][0]: 0, segs[3][0]: 0}, flags
+        assert [r.SerializeToString() for r in c.query(segs[0][2], segs[0][3] + 1)] == want
+        assert scrape(srv).value("tracevault_server_under_reads_total") == 2  # local now
+        # the next commit's pass: segment 0 is the oldest local one again
+        evicted.discard(0)
+        model_pass(segs, list(range(5)), set(range(5)), evicted, local_bytes)
+        assert 0 in evicted, evicted
+        write_all(c, segs[4:])
+        assert block_files(srv) == set().union(*(seg_files(s) for i, s in enumerate(segs)
+                                                 if i not in evicted))
+        assert scrape(srv).value("tracevault_server_under_evicted_segments_total") == \
+            2 + len(evicted - {1})
+        assert len(c.query(BASE_NS, BASE_NS + 10**15)) == 5 * 60
+        c.close()
+        print("  segment 0 re-cached (2 blocks), evicted again by the next pass (with %s)"
+              % sorted(evicted - {0, 1}))
+    finally:
+        srv.cleanup()
+
+
+def test_delete_evicted(ceph):
+    """A Delete of an evicted segment: OK, its records are gone from queries, its objects
+    from the bucket (manifest first), the other segments stay."""
+    set_credentials(ceph)
+    rng = random.Random(17)
+    prefix = "delete-evicted"
+    segs = [make_segment(rng, i, 2, 30) for i in range(3)]
+    # the low-water mark (63/64 of it) still holds segments 1 and 2
+    local_bytes = (seg_bytes(segs[1]) + seg_bytes(segs[2])) * LOW_WATER_DIV // \
+        (LOW_WATER_DIV - 1) + LOW_WATER_DIV
+    assert model_evictions(segs, set(range(3)), local_bytes) == {0}
+    srv = tvtest.Server(extra_args=under_args(ceph, prefix) + ["--local-bytes",
+                                                                str(local_bytes)])
+    try:
+        srv.start(timeout=START_TIMEOUT_S)
+        c = tvtest.GrpcClient(srv.addr)
+        for k, (sid, blocks, _, _) in enumerate(segs):
+            assert c.write_encoded(sid, blocks, writer_token=100 + k).committed
+        assert block_files(srv) == seg_files(segs[1]) | seg_files(segs[2])
+        d = "%s/v1/%s/%016x/" % (prefix, time.strftime("%Y/%m/%d/%H",
+                                                      time.gmtime(segs[0][2] // 10**9)),
+                                  segs[0][0])
+        assert len(ceph.list_keys(d)) == 3  # 2 blocks + manifest
+        code, details, _ = c.delete_segment(segs[0][0], writer_token=100)
+        assert code == c.grpc.StatusCode.OK, (code, details)
+        assert [r.ts_ns for r in c.query(BASE_NS, BASE_NS + 10**15)] == \
+            [s[2] + k for s in segs[1:] for k in range(60)]
+        tvtest.wait_for(lambda: not ceph.list_keys(d), "the evicted segment's objects gone",
+                        timeout_s=30, interval_s=0.1)
+        assert len(ceph.list_keys(prefix + "/")) == 2 * 3
+        c.close()
+    finally:
+        srv.cleanup()
+
+
+def test_kill9_while_evicting(ceph):
+    """kill -9 while segments commit and passes evict: after the restart every acknowledged
+    segment answers exactly (from blocks/ or read back), and no blocks row was dropped."""
+    set_credentials(ceph)
+    rng = random.Random(18)
+    segs = [make_segment(rng, i, 2, 20) for i in range(40)]
+    local_bytes = 3 * seg_bytes(segs[0])
+    srv = tvtest.Server(extra_args=under_args(ceph, "kill9-evict") + [
+        "--local-bytes", str(local_bytes)])
+    acked, stop = [], threading.Event()
+    try:
+        srv.start(timeout=START_TIMEOUT_S)
+        c = tvtest.GrpcClient(srv.addr)
+
+        def writer():
+            for seg in segs:
+                if stop.is_set():
+                    return
+                try:
+                    if c.write_encoded(seg[0], seg[1]).committed:
+                        acked.append(seg)
+                except c.grpc.RpcError:
+                    return
+        t = threading.Thread(target=writer)
+        t.start()
+        tvtest.wait_for(lambda: len(acked) >= 8, "8 acked segments", timeout_s=60)
+        time.sleep(random.Random(19).uniform(0.0, 0.3))
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait(10)
+        stop.set()
+        t.join(60)
+        c.close()
+        done = list(acked)
+        srv.start(timeout=START_TIMEOUT_S)
+        dropped = re.findall(r"(\d+) rows without a file dropped\)", srv.log())
+        assert len(dropped) == 2 and dropped[-1] == "0", srv.log()
+        c = tvtest.GrpcClient(srv.addr)
+        for seg in done:
+            got = [r.ts_ns for r in c.query(seg[2], seg[3] + 1)]
+            assert got == list(range(seg[2], seg[3] + 1)), ("segment lost", seg[0])
+        files = block_files(srv)
+        evicted = [s for s in done if not seg_files(s) <= files]
+        assert evicted, "nothing was evicted before the kill"
+        c.close()
+        print("  %d acked before kill -9, all answer after restart (%d evicted)"
+              % (len(done), len(evicted)))
+    finally:
+        srv.cleanup()
+
+
+def test_usage(ceph):
+    """--local-bytes and --recache: bad values and a missing --under are usage errors (exit
+    2, one line)."""
+    set_credentials(ceph)
+    d = "/tmp/tv-evict-usage"
+    for args, msg in [
+        (["--local-bytes", "1M"], "--local-bytes needs --under s3://BUCKET/PREFIX"),
+        (["--recache"], "--recache needs --under s3://BUCKET/PREFIX"),
+        (under_args(ceph, "p") + ["--local-bytes", "banana"],
+         "invalid --local-bytes: 'banana' (1 to 1048576G)"),
+        (under_args(ceph, "p") + ["--local-bytes", "0"],
+         "invalid --local-bytes: '0' (1 to 1048576G)"),
+        (under_args(ceph, "p") + ["--local-bytes", "1048577G"],
+         "invalid --local-bytes: '1048577G' (1 to 1048576G)"),
+    ]:
+        p = subprocess.run([tvtest.binary("tracevaultd"), "--data", d] + args,
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 2 and p.stderr.startswith("tracevaultd: " + msg) and \
+            p.stderr.count("\n") == 1, (args, p.returncode, p.stderr)
+    assert not os.path.exists(d)
+
+
 def percentile(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(p * len(xs)))]
@@ -313,21 +489,25 @@ def bench(ceph):
     set_credentials(ceph)
     rng = random.Random(15)
     n = int(os.environ.get("TV_UNDER_BENCH_QUERIES", "30"))
-    segs = [make_segment(rng, i, 4, 16, path_bytes=32 * 1024) for i in range(2)]
+    segs = [make_segment(rng, i, 4, 16, path_bytes=64 * 1024) for i in range(2)]
     srv = tvtest.Server(extra_args=under_args(ceph, "bench-evict") + [
-        "--metrics-addr", "127.0.0.1:0", "--local-bytes", str(seg_bytes(segs[1]) + 1)])
+        "--metrics-addr", "127.0.0.1:0", "--local-bytes", str(seg_bytes(segs[0]) + seg_bytes(segs[1]) - 1)])
     try:
         srv.start(timeout=START_TIMEOUT_S)
         c = tvtest.GrpcClient(srv.addr, timeout_s=120)
         write_all(c, segs)
-        assert seg_files(segs[0]).isdisjoint(block_files(srv))
+        assert block_files(srv) == seg_files(segs[1])  # segment 0 evicted, 1 local
         for name, s in (("evicted", segs[0]), ("local", segs[1])):
             lat = []
+            reads = scrape(srv).value("tracevault_server_under_reads_total")
             for _ in range(n):
                 t = time.monotonic()
                 recs = c.query(s[2], s[3] + 1)
                 lat.append(time.monotonic() - t)
                 assert len(recs) == 64
+            # every query of the evicted segment read its 4 blocks back, none of the local
+            got = scrape(srv).value("tracevault_server_under_reads_total") - reads
+            assert got == (4 * n if name == "evicted" else 0), (name, got, srv.log()[-3000:])
             print("  bench query of one %s segment (4 blocks, %.1f MiB): p50 %.1f ms p99 %.1f "
                   "ms over %d queries" % (name, seg_bytes(s) / 2**20, percentile(lat, 0.5) * 1e3,
                                           percentile(lat, 0.99) * 1e3, n))
