@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: our durable ingest beside the machine's ceilings measured in the same run
 # (raw loopback TCP, raw io_uring write + fdatasync), zero-copy and --no-zerocopy alternated;
-# then the capture bench (bench_capture.py) and the read bench (read.sh). Usage: run.sh [BUILD_DIR] (bench/README.md).
+# then the capture bench (bench_capture.py), the under-store bench (bench_under.py) and the
+# read bench (read.sh). Usage: run.sh [BUILD_DIR] (bench/README.md).
 set -euo pipefail
 
 BUILD=${1:-build}
@@ -86,6 +87,15 @@ awk -v zc="$sum_zc" -v nc="$sum_nc" -v czc="$cpu_zc" -v cnc="$cpu_nc" 'BEGIN {
 echo
 echo "tracevault capture bench (needs root or CAP_BPF+CAP_PERFMON for (i) and (ii))"
 TV_BIN_DIR="$BIN" /usr/bin/python3 "$(dirname "${BASH_SOURCE[0]}")/bench_capture.py"
+
+# under-store: cache-through persist beside a raw curl PUT of the same bytes to a real Ceph RGW
+# started for the step (bench/bench_under.py)
+echo
+if [[ ${TV_BENCH_UNDER:-1} == 0 ]]; then
+	echo "tracevault under-store bench: skipped (TV_BENCH_UNDER=0)"
+else
+	TV_BIN_DIR="$BIN" /usr/bin/python3 "$(dirname "${BASH_SOURCE[0]}")/bench_under.py"
+fi
 
 # read side: tracevault beside SQLite and zstd -3 on one generated archive (bench/read.sh)
 echo

@@ -131,6 +131,9 @@ static const struct option OPTIONS[] = {
 	{ "s3-endpoint", required_argument, NULL, 'E' },
 	{ "s3-region", required_argument, NULL, 'Z' },
 	{ "write-type", required_argument, NULL, 'w' },
+	{ "s3-multipart-bytes", required_argument, NULL, 'x' },
+	{ "s3-part-bytes", required_argument, NULL, 'y' },
+	{ "s3-connections", required_argument, NULL, 'j' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -312,6 +315,13 @@ static const char USAGE_UNDER[] =
 	"                           segment whose manifest key is in the bucket already\n"
 	"                           (another server's of that id, or it was written before)\n"
 	"                           ends ALREADY_EXISTS and nothing in S3 is deleted\n"
+	"  --s3-multipart-bytes SIZE\n"
+	"                           a block of at least SIZE goes as a multipart upload,\n"
+	"                           aborted on failure (default 64M; at least the part size,\n"
+	"                           at most 5G)\n"
+	"  --s3-part-bytes SIZE     the parts of a multipart upload (default 16M; 5M to 5G)\n"
+	"  --s3-connections N       a segment's blocks go up on at most N connections at once,\n"
+	"                           then its manifest (default 4; 1 to 16)\n"
 	"  --local-bytes SIZE       once the committed block files in blocks/ add up to more\n"
 	"                           than this, evict persisted segments, oldest first, down to\n"
 	"                           1/64 below it: their files are deleted, their catalog rows\n"
@@ -399,13 +409,19 @@ static void on_signal(int sig)
 /* --under's companions: each needs --under, --under needs an endpoint and the credentials in the
  * environment, and serves or rebuilds. 0 or a usage error's exit code. */
 static int check_under_options(enum mode mode, const char *under, const char *endpoint,
-			       const char *region, const char *write_type, char *bucket,
-			       size_t bucket_len, char *prefix, size_t prefix_len)
+			       const char *region, const char *write_type,
+			       const struct tv_s3_put_limits *put_limits, bool put_limits_set,
+			       char *bucket, size_t bucket_len, char *prefix, size_t prefix_len)
 {
 	char why[ERR_LEN];
 
 	if (!under && (endpoint || region))
 		return usage_error("--s3-endpoint and --s3-region go with --under s3://BUCKET/PREFIX");
+	if (!under && put_limits_set)
+		return usage_error("--s3-multipart-bytes, --s3-part-bytes and --s3-connections go "
+				   "with --under s3://BUCKET/PREFIX");
+	if (tv_s3_put_limits_check(put_limits, why, sizeof(why)))
+		return usage_error("invalid --s3-multipart-bytes / --s3-part-bytes: %s", why);
 	if (!under && write_type && strcmp(write_type, "must-cache"))
 		return usage_error("--write-type %s needs --under s3://BUCKET/PREFIX", write_type);
 	if (!under)
@@ -413,8 +429,10 @@ static int check_under_options(enum mode mode, const char *under, const char *en
 	if (mode == MODE_SCRUB)
 		return usage_error("--under serves or rebuilds (--rebuild-catalog); --scrub does "
 				   "not use it");
-	if (mode == MODE_REBUILD && write_type)
-		return usage_error("--write-type serves; --rebuild-catalog does not");
+	if (mode == MODE_REBUILD && (write_type || put_limits_set))
+		return usage_error("--%s serves; --rebuild-catalog does not",
+				   write_type ? "write-type" : "s3-multipart-bytes, --s3-part-bytes or "
+				   "--s3-connections");
 	if (write_type && !strcmp(write_type, "must-cache"))
 		return usage_error("--write-type must-cache keeps segments local: it does not go "
 				   "with --under");
@@ -447,6 +465,7 @@ static const char *under_hint(int ret, const char *why)
  * 0, or -1 with err one line "--under URI: what S3 said (hint)", never the secret. */
 static int open_under(struct tv_persist **out, const char *under, const char *bucket,
 		      const char *prefix, const char *endpoint, const char *region,
+		      const struct tv_s3_put_limits *put_limits, unsigned connections,
 		      struct tv_persist_stats *stats, char *err, size_t errlen)
 {
 	char why[ERR_LEN - 128];
@@ -455,7 +474,7 @@ static int open_under(struct tv_persist **out, const char *under, const char *bu
 		.bucket = bucket, .prefix = prefix,
 		.access_key = getenv("AWS_ACCESS_KEY_ID"),
 		.secret_key = getenv("AWS_SECRET_ACCESS_KEY"),
-		.put_limits = tv_s3_put_limits_default(), .stats = stats,
+		.put_limits = *put_limits, .connections = connections, .stats = stats,
 	};
 	int ret;
 
@@ -592,6 +611,10 @@ int main(int argc, char **argv)
 	struct tv_under_reader *reader = NULL;
 	struct tv_evict *evict = NULL;
 	static struct tv_evict_stats evict_stats; /* read by the metrics thread until exit */
+	struct tv_s3_put_limits put_limits = tv_s3_put_limits_default();
+	/* --s3-multipart-bytes, --s3-part-bytes, --s3-connections: each needs --under */
+	bool put_limits_set = false;
+	uint64_t s3_connections = TV_PERSIST_CONNECTIONS_DEFAULT;
 
 	opterr = 0;
 	for (int before = optind; (opt = getopt_long(argc, argv, ":h", OPTIONS, &longidx)) != -1;
@@ -751,6 +774,21 @@ int main(int argc, char **argv)
 						   "cache-through)", optarg);
 			write_type = optarg;
 			break;
+		case 'x':
+		case 'y':
+			/* the bounds need both values: checked in check_under_options */
+			if (tv_size_parse(optarg, opt == 'x' ? &put_limits.multipart_bytes :
+						  &put_limits.part_bytes))
+				return usage_error("invalid --%s: '%s' (a size: 5M, 64M, 1G)",
+						   OPTIONS[longidx].name, optarg);
+			put_limits_set = true;
+			break;
+		case 'j':
+			if (parse_count(OPTIONS[longidx].name, optarg, &tv_persist_connections_limit,
+					&s3_connections))
+				return EXIT_USAGE;
+			put_limits_set = true;
+			break;
 		case 'V':
 			puts("tracevaultd " TV_VERSION);
 			return 0;
@@ -785,8 +823,8 @@ int main(int argc, char **argv)
 	if (mode != MODE_SERVE && (tls_cert || tls_key || tls_ca || require_client_cert || insecure))
 		return usage_error("--tls-* and --insecure serve; --rebuild-catalog and --scrub do "
 				   "not");
-	rc = check_under_options(mode, under, s3_endpoint, s3_region, write_type,
-				 under_bucket, sizeof(under_bucket), under_prefix,
+	rc = check_under_options(mode, under, s3_endpoint, s3_region, write_type, &put_limits,
+				 put_limits_set, under_bucket, sizeof(under_bucket), under_prefix,
 				 sizeof(under_prefix));
 	if (rc)
 		return rc;
@@ -851,7 +889,7 @@ int main(int argc, char **argv)
 	tv_persist_stats_init(&under_stats);
 	if (under && mode == MODE_SERVE &&
 	    open_under(&persist, under, under_bucket, under_prefix, s3_endpoint, s3_region,
-		       &under_stats, err, sizeof(err)))
+		       &put_limits, (unsigned)s3_connections, &under_stats, err, sizeof(err)))
 		goto fail;
 	if (under && mode == MODE_REBUILD &&
 	    open_rebuild(&rebuild, under, under_bucket, under_prefix, s3_endpoint, s3_region, err,

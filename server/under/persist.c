@@ -43,8 +43,17 @@ struct tv_persist_job {
 	struct tv_persist_job *next;
 };
 
+/* --s3-connections' bound; more connections than this only queue in the S3 server */
+#define TV_PERSIST_CONNECTIONS_MAX 16
+const struct tv_limit tv_persist_connections_limit = { .min = 1,
+						       .max = TV_PERSIST_CONNECTIONS_MAX };
+
 struct tv_persist {
 	struct tv_s3 *s3; /* the worker's */
+	/* the other connections of a segment's block PUTs (lanes[1..nlanes-1]; lanes[0] is s3),
+	 * each used by one upload thread at a time (run_put) */
+	struct tv_s3 *lanes[TV_PERSIST_CONNECTIONS_MAX];
+	unsigned nlanes;
 	char prefix[TV_PERSIST_PREFIX_MAX + 1];
 	char bucket[64];
 	struct tv_s3_put_limits lim;
@@ -306,10 +315,118 @@ static int manifest_absent(struct tv_persist *p, const struct tv_persist_job *j,
 	return ret;
 }
 
-/* A PUT job: every block, then the manifest. On failure, what reached S3 is deleted (or left
- * to a retried delete when S3 does not answer), and j->err says what failed; except when the
- * segment's manifest key is another's (-EEXIST): then nothing is deleted, since the
- * directory is that segment's. */
+/* PUT block i of job j on client s3: its temp file, opened by name now, streamed. 0, or a
+ * negative errno with err naming what failed; *local 1 when it was the temp file. */
+static int put_block(struct tv_persist *p, struct tv_s3 *s3, const struct tv_persist_job *j,
+		     size_t i, char *err, size_t errlen, int *local)
+{
+	const struct tv_persist_block *b = &j->blocks[i];
+	char key[TV_PERSIST_KEY_LEN];
+	struct stat st;
+	int fd, ret = 0;
+
+	tv_persist_key(p->prefix, j->segment_id, j->oldest_ts_ns, b->block_id, 0, 0, key,
+		       sizeof(key));
+	/* O_NOFOLLOW: the name is the store's, but a symlink planted in tmp/ is not read
+	 * through */
+	fd = openat(j->tmp_fd, b->name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		ret = -errno;
+	else if (fstat(fd, &st))
+		ret = -errno;
+	else if ((uint64_t)st.st_size != b->bytes)
+		ret = -EIO;
+	if (ret) {
+		*local = 1;
+		errf(err, errlen, "block %016" PRIx64 ": temp file %s: %s", b->block_id, b->name,
+		     ret == -EIO && fd >= 0 ? "not the block's size" : strerror(-ret));
+		if (fd >= 0)
+			close(fd);
+		return ret;
+	}
+	ret = tv_s3_put_file(s3, key, fd, 0, b->bytes, &p->lim, err, errlen);
+	close(fd);
+	return ret;
+}
+
+/* The blocks of one PUT job, shared by its upload threads: each takes the next block not yet
+ * taken until none is left or one has failed. */
+struct put_blocks {
+	struct tv_persist *p;
+	struct tv_persist_job *j;
+	pthread_mutex_t mu;
+	size_t next;    /* under mu */
+	int ret, local; /* under mu: the first failure */
+	uint64_t bytes; /* under mu: bytes of the blocks in S3 */
+};
+
+struct put_lane {
+	struct put_blocks *pb;
+	struct tv_s3 *s3;
+	pthread_t thread;
+};
+
+static void *put_lane_main(void *arg)
+{
+	struct put_lane *l = arg;
+	struct put_blocks *pb = l->pb;
+	char e[TV_PERSIST_ERR_LEN];
+
+	for (;;) {
+		size_t i;
+		int ret, local = 0;
+
+		pthread_mutex_lock(&pb->mu);
+		if (pb->ret || pb->next >= pb->j->n) {
+			pthread_mutex_unlock(&pb->mu);
+			return NULL;
+		}
+		i = pb->next++;
+		pthread_mutex_unlock(&pb->mu);
+		ret = put_block(pb->p, l->s3, pb->j, i, e, sizeof(e), &local);
+		pthread_mutex_lock(&pb->mu);
+		if (!ret) {
+			pb->bytes += pb->j->blocks[i].bytes;
+		} else if (!pb->ret) {
+			pb->ret = ret;
+			pb->local = local;
+			snprintf(pb->j->err, sizeof(pb->j->err), "%s", e);
+		}
+		pthread_mutex_unlock(&pb->mu);
+	}
+}
+
+/* Every block of j in S3, on up to nlanes connections at once: the worker's thread is one
+ * lane, each other lane a thread of its own for this job (a thread that cannot be started
+ * leaves its blocks to the others). Returns after every PUT has ended, so that a cleanup that
+ * follows a failure never races a PUT still under way: 0, or the first failure (j->err, and
+ * *local as put_block), *bytes the bytes of the blocks stored. */
+static int put_blocks(struct tv_persist *p, struct tv_persist_job *j, uint64_t *bytes,
+		      int *local)
+{
+	struct put_blocks pb = { .p = p, .j = j };
+	struct put_lane lanes[TV_PERSIST_CONNECTIONS_MAX];
+	unsigned n = p->nlanes < j->n ? p->nlanes : (unsigned)j->n, started = 0;
+
+	pthread_mutex_init(&pb.mu, NULL);
+	for (unsigned k = 1; k < n; k++) {
+		lanes[started] = (struct put_lane){ .pb = &pb, .s3 = p->lanes[k] };
+		if (!pthread_create(&lanes[started].thread, NULL, put_lane_main, &lanes[started]))
+			started++;
+	}
+	put_lane_main(&(struct put_lane){ .pb = &pb, .s3 = p->s3 });
+	for (unsigned k = 0; k < started; k++)
+		pthread_join(lanes[k].thread, NULL);
+	pthread_mutex_destroy(&pb.mu);
+	*bytes = pb.bytes;
+	*local = pb.local;
+	return pb.ret;
+}
+
+/* A PUT job: every block (put_blocks), then the manifest. On failure, what reached S3 is
+ * deleted (or left to a retried delete when S3 does not answer), and j->err says what failed;
+ * except when the segment's manifest key is another's (-EEXIST): then nothing is deleted,
+ * since the directory is that segment's. */
 static void run_put(struct tv_persist *p, struct tv_persist_job *j)
 {
 	char key[TV_PERSIST_KEY_LEN], e[TV_PERSIST_ERR_LEN];
@@ -321,37 +438,9 @@ static void run_put(struct tv_persist *p, struct tv_persist_job *j)
 	/* checked before the first block goes: a block PUT could replace another segment's
 	 * object of the same key */
 	ret = manifest_absent(p, j, j->err, sizeof(j->err));
-	for (size_t i = 0; i < j->n && !ret; i++) {
-		const struct tv_persist_block *b = &j->blocks[i];
-		struct stat st;
-		int fd;
-
-		tv_persist_key(p->prefix, j->segment_id, j->oldest_ts_ns, b->block_id, 0, 0, key,
-			       sizeof(key));
-		/* O_NOFOLLOW: the name is the store's, but a symlink planted in tmp/ is not
-		 * read through */
-		fd = openat(j->tmp_fd, b->name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-		if (fd < 0)
-			ret = -errno;
-		else if (fstat(fd, &st))
-			ret = -errno;
-		else if ((uint64_t)st.st_size != b->bytes)
-			ret = -EIO;
-		if (ret) {
-			local = 1;
-			errf(j->err, sizeof(j->err), "block %016" PRIx64 ": temp file %s: %s",
-			     b->block_id, b->name, ret == -EIO && fd >= 0 ?
-			     "not the block's size" : strerror(-ret));
-			if (fd >= 0)
-				close(fd);
-			break;
-		}
+	if (!ret) {
 		touched = 1;
-		ret = tv_s3_put_file(p->s3, key, fd, 0, b->bytes, &p->lim, j->err, sizeof(j->err));
-		close(fd);
-		if (!ret) {
-			bytes += b->bytes;
-		}
+		ret = put_blocks(p, j, &bytes, &local);
 	}
 	if (!ret) {
 		ret = manifest_build(j, &manifest, &mlen);
@@ -380,9 +469,9 @@ static void run_put(struct tv_persist *p, struct tv_persist_job *j)
 		return;
 	}
 	tv_metric_add(&p->st->failures[local ? TV_PERSIST_FAIL_LOCAL : failure_reason(ret)], 1);
-	/* nothing of this job reached S3 (the manifest check or a first temp file failed); or
-	 * the directory is another segment's, which a delete would remove (block objects this job
-	 * put before a lost race stay there, listed by no manifest: readers ignore them) */
+	/* nothing of this job reached S3 (the manifest check failed); or the directory is another
+	 * segment's, which a delete would remove (block objects this job put before a lost race
+	 * stay there, listed by no manifest: readers ignore them) */
 	if (!touched || ret == -EEXIST)
 		return;
 	/* undo: nothing of a failed segment stays in the bucket */
@@ -530,6 +619,19 @@ int tv_persist_open(struct tv_persist **out, const struct tv_persist_opts *o, ch
 			 o->secret_key, err, errlen);
 	if (ret)
 		goto fail;
+	p->nlanes = o->connections ? o->connections : TV_PERSIST_CONNECTIONS_DEFAULT;
+	if (tv_limit_check(&tv_persist_connections_limit, p->nlanes)) {
+		ret = -EINVAL;
+		errf(err, errlen, "--s3-connections %u: want 1 to %d", p->nlanes,
+		     TV_PERSIST_CONNECTIONS_MAX);
+		goto fail;
+	}
+	for (unsigned k = 1; k < p->nlanes; k++) { /* no connection until the first PUT */
+		ret = tv_s3_open(&p->lanes[k], o->endpoint, o->region, o->bucket, o->access_key,
+				 o->secret_key, err, errlen);
+		if (ret)
+			goto fail;
+	}
 	p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (p->efd < 0) {
 		ret = -errno;
@@ -578,6 +680,8 @@ void tv_persist_close(struct tv_persist *p)
 		free(j);
 	}
 	tv_s3_close(p->s3);
+	for (unsigned k = 1; k < TV_PERSIST_CONNECTIONS_MAX; k++)
+		tv_s3_close(p->lanes[k]);
 	if (p->efd >= 0)
 		close(p->efd);
 	pthread_cond_destroy(&p->cv);

@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/limit.h"
 #include "common/metrics.h"
 #include "under/s3.h"
 
@@ -41,6 +42,12 @@
 #define TV_PERSIST_CLEANUP_RETRY_MAX_MS 30000
 /* Room for a job's error line */
 #define TV_PERSIST_ERR_LEN 384
+/* --s3-connections: the block PUTs of one segment run on up to this many connections at once
+ * (one tv_s3 client each, the worker's own among them); the manifest follows once every block
+ * is in. One connection makes each PUT wait for the one before it (measured in
+ * bench/bench_under.py: UNDERSTORE.md "Measured"). */
+#define TV_PERSIST_CONNECTIONS_DEFAULT 4
+extern const struct tv_limit tv_persist_connections_limit; /* 1 to 16 */
 
 /* Why a persist failed (the metric's reason label): from the S3 call's errno */
 enum tv_persist_failure {
@@ -77,6 +84,7 @@ struct tv_persist_opts {
 	const char *endpoint, *region, *bucket, *prefix;
 	const char *access_key, *secret_key; /* copied into the clients; the caller wipes its own */
 	struct tv_s3_put_limits put_limits;
+	unsigned connections;                /* tv_persist_connections_limit; 0: the default */
 	struct tv_persist_stats *stats;      /* the server's; outlives the persister */
 };
 

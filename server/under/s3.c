@@ -512,14 +512,18 @@ int tv_s3_put_file(struct tv_s3 *c, const char *key, int fd, uint64_t offset, ui
 		goto out;
 abort: {
 	/* the first error stays the answer; a failed abort is said after it */
-	char aerr[160];
+	/* "DELETE s3://B/KEY (abort multipart upload): cause": room for the cause after a key */
+	char aerr[512];
 	int arc = tv_s3_mpu_abort(c, key, upload_id, aerr, sizeof(aerr));
 
 	if (arc && err && errlen) {
+		/* the key is in the first error already: of the abort's, only what S3 said */
+		const char *cause = strstr(aerr, "): ");
 		size_t used = strlen(err);
 
 		if (used + 1 < errlen)
-			snprintf(err + used, errlen - used, "; abort failed too: %s", aerr);
+			snprintf(err + used, errlen - used, "; abort failed too: %s",
+				 cause ? cause + 3 : aerr);
 	}
 }
 out:

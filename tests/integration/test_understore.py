@@ -9,16 +9,14 @@ manifest and blocks are in the bucket); radosgw stopped while a segment is being
 (the segment fails naming the S3 error, nothing of it stays in the bucket, in its multipart
 uploads or in tmp/, and the next segment after radosgw returns commits).
 
-With TV_UNDER_BENCH=1 it also measures persist throughput and commit latency, cache-through
-vs must-cache, on the same data in the same run."""
+bench/bench_under.py (make bench) measures persist throughput and commit latency with this
+file's helpers (timed_commit, percentile)."""
 import json
 import os
 import random
 import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -313,13 +311,6 @@ def percentile(xs, p):
     return xs[min(len(xs) - 1, int(p * len(xs)))]
 
 
-def cpu_s(pid):
-    """User + system CPU seconds of a process so far."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def timed_commit(c, sid, blocks):
     """Write the segment, wait until its last block is acknowledged whole, then time COMMIT to
     its reply (s)."""
@@ -347,60 +338,6 @@ def timed_commit(c, sid, blocks):
     return lat
 
 
-def bench(ceph):
-    """Persist throughput and commit latency, cache-through vs must-cache, same data, and a
-    raw curl PUT of the same block bytes."""
-    set_credentials(ceph)
-    rng = random.Random(5)
-    segs = [make_segment(rng, BASE_NS + (100 + i) * 10**12, 4, 16, path_bytes=64 * 1024)
-            for i in range(int(os.environ.get("TV_UNDER_BENCH_SEGMENTS", "24")))]
-    total = sum(len(d) for s in segs for _, d in s[1])
-    print("  bench: %d segments of 4 blocks, %.1f MiB" % (len(segs), total / 2**20))
-    for mode, args in (("must-cache", []), ("cache-through", under_args(ceph, "bench")),
-                       ("must-cache", [])):
-        srv = tvtest.Server(extra_args=args + ["--metrics-addr", "127.0.0.1:0"])
-        try:
-            srv.start(timeout=START_TIMEOUT_S)
-            c = tvtest.GrpcClient(srv.addr, timeout_s=120)
-            lat = []
-            t0 = time.monotonic()
-            for sid, blocks, _, _ in segs:
-                lat.append(timed_commit(c, sid, blocks))
-            el = time.monotonic() - t0
-            line = ("  bench %-13s put %.1f MiB/s end to end; COMMIT to reply p50 %.1f ms "
-                    "p99 %.1f ms; server CPU %.2f s" % (
-                        mode, total / 2**20 / el, percentile(lat, 0.5) * 1e3,
-                        percentile(lat, 0.99) * 1e3, cpu_s(srv.proc.pid)))
-            if args:
-                scrape = tvtest.Scrape(tvtest.metrics_addr(srv.log()))
-                pb = scrape.value("tracevault_server_under_persisted_bytes_total")
-                ps = scrape.value("tracevault_server_under_persist_duration_seconds_sum")
-                line += "; persist %.1f MiB in %.2f s of persist time: %.1f MiB/s" % (
-                    pb / 2**20, ps, pb / 2**20 / ps)
-            print(line)
-            c.close()
-        finally:
-            srv.cleanup()
-    # the same bytes by one curl process: every block a -T FILE URL pair on one kept-alive
-    # connection, SigV4 as tracevaultd signs it (UNSIGNED-PAYLOAD); files written beforehand
-    with tempfile.TemporaryDirectory(prefix="tv-rawcurl-") as tmp:
-        args = ["curl", "-s", "-f", "-K", "-", "--aws-sigv4", "aws:amz:%s:s3" % ceph.region,
-                "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-o", "/dev/null"]
-        for sid, blocks, _, _ in segs:
-            for bid, data in blocks:
-                path = os.path.join(tmp, "%016x.blk" % bid)
-                with open(path, "wb") as f:
-                    f.write(data)
-                args += ["-T", path, ceph.key_url("rawcurl/%016x/%016x.blk" % (sid, bid))]
-        t0 = time.monotonic()
-        p = subprocess.run(args, input='user = "%s:%s"\n' % (ceph.access_key, ceph.secret_key),
-                           capture_output=True, text=True, timeout=600)
-        el = time.monotonic() - t0
-        assert p.returncode == 0, p
-    print("  bench raw curl PUT (one process, keep-alive, %d objects) %.1f MiB/s"
-          % (sum(len(s[1]) for s in segs), total / 2**20 / el))
-
-
 def main():
     only = sys.argv[1:]  # test names to run (default: all)
     res = tvtest.Results(len(tvtest.cases(globals(), only)))
@@ -408,8 +345,6 @@ def main():
         with tvtest.Ceph() as ceph:
             for t in tvtest.cases(globals(), only):
                 res.run(t, ceph)
-            if os.environ.get("TV_UNDER_BENCH"):
-                bench(ceph)
     except tvtest.Unavailable as e:
         tvtest.skip(str(e))
     return res.exit_code()
