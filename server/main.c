@@ -605,16 +605,16 @@ int main(int argc, char **argv)
 	/* --rebuild-catalog --under: the bucket's client and what the rebuild did */
 	struct tv_rebuild *rebuild = NULL;
 	struct tv_rebuild_report rebuilt = { 0 };
+	struct tv_s3_put_limits put_limits = tv_s3_put_limits_default();
+	/* --s3-multipart-bytes, --s3-part-bytes, --s3-connections: each needs --under */
+	bool put_limits_set = false;
+	uint64_t s3_connections = TV_PERSIST_CONNECTIONS_DEFAULT;
 	/* --local-bytes: eviction, and the read-back of evicted blocks (server/evict.h) */
 	uint64_t local_bytes = 0;
 	bool recache = false;
 	struct tv_under_reader *reader = NULL;
 	struct tv_evict *evict = NULL;
 	static struct tv_evict_stats evict_stats; /* read by the metrics thread until exit */
-	struct tv_s3_put_limits put_limits = tv_s3_put_limits_default();
-	/* --s3-multipart-bytes, --s3-part-bytes, --s3-connections: each needs --under */
-	bool put_limits_set = false;
-	uint64_t s3_connections = TV_PERSIST_CONNECTIONS_DEFAULT;
 
 	opterr = 0;
 	for (int before = optind; (opt = getopt_long(argc, argv, ":h", OPTIONS, &longidx)) != -1;

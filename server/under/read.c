@@ -43,6 +43,7 @@ int tv_under_reader_open(struct tv_under_reader **out, const struct tv_persist_o
 		free(r);
 		return ret;
 	}
+	tv_s3_set_timeouts(r->s3, TV_UNDER_READ_CONNECT_TIMEOUT_MS, TV_UNDER_READ_LOW_SPEED_TIME_S);
 	*out = r;
 	return 0;
 }

@@ -29,6 +29,13 @@
 /* ... pausing this long before the first retry, doubling before each next one (so a read of
  * an unreachable S3 fails after ~0.3 s of pauses plus the attempts themselves) */
 #define TV_UNDER_READ_RETRY_MS 100
+/* The reader's S3 calls block the server's thread, so they get tighter bounds than the
+ * persister's (tv_s3_set_timeouts): connect within this, and a transfer below
+ * TV_S3_LOW_SPEED_BYTES per second for TV_UNDER_READ_LOW_SPEED_TIME_S is abandoned
+ * (-ETIMEDOUT, retried as the others). An S3 that accepts and never answers then holds the
+ * thread at most TV_UNDER_READ_ATTEMPTS * 5 s plus the pauses per block, not 3 * 30 s. */
+#define TV_UNDER_READ_CONNECT_TIMEOUT_MS 2000
+#define TV_UNDER_READ_LOW_SPEED_TIME_S 5
 /* Room for a read-back's error line */
 #define TV_UNDER_READ_ERR_LEN 512
 

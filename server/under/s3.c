@@ -885,3 +885,9 @@ int tv_s3_delete_prefix(struct tv_s3 *c, const char *prefix, uint64_t *deleted, 
 		*deleted = w.deleted;
 	return rc;
 }
+
+void tv_s3_set_timeouts(struct tv_s3 *c, unsigned connect_ms, unsigned low_speed_time_s)
+{
+	c->connect_timeout_ms = (long)connect_ms;
+	c->low_speed_time_s = (long)low_speed_time_s;
+}

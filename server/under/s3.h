@@ -92,6 +92,11 @@ struct tv_s3;
 int tv_s3_open(struct tv_s3 **out, const char *endpoint_url, const char *region,
 	       const char *bucket, const char *access_key, const char *secret_key, char *err,
 	       size_t errlen);
+/* Tighter bounds than TV_S3_CONNECT_TIMEOUT_MS and TV_S3_LOW_SPEED_TIME_S for this client's
+ * later calls (a reader on a thread that cannot wait long, server/under/read.h): connect
+ * within CONNECT_MS, abandon a transfer below TV_S3_LOW_SPEED_BYTES per second for
+ * LOW_SPEED_TIME_S seconds (-ETIMEDOUT). 0 keeps either default. */
+void tv_s3_set_timeouts(struct tv_s3 *c, unsigned connect_ms, unsigned low_speed_time_s);
 /* Closes the connection and frees the client (the copied secret is zeroed first). NULL is a
  * no-op. */
 void tv_s3_close(struct tv_s3 *c);

@@ -451,9 +451,11 @@ int tv_s3_perform(struct tv_s3 *c, struct tv_s3_req *r, const char *payload_sha2
 	curl_easy_setopt(c->curl, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(c->curl, CURLOPT_PATH_AS_IS, 1L); /* a key's "./" is a key, not a path */
 	curl_easy_setopt(c->curl, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c->curl, CURLOPT_CONNECTTIMEOUT_MS, (long)TV_S3_CONNECT_TIMEOUT_MS);
+	curl_easy_setopt(c->curl, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms ?
+			 c->connect_timeout_ms : (long)TV_S3_CONNECT_TIMEOUT_MS);
 	curl_easy_setopt(c->curl, CURLOPT_LOW_SPEED_LIMIT, (long)TV_S3_LOW_SPEED_BYTES);
-	curl_easy_setopt(c->curl, CURLOPT_LOW_SPEED_TIME, (long)TV_S3_LOW_SPEED_TIME_S);
+	curl_easy_setopt(c->curl, CURLOPT_LOW_SPEED_TIME, c->low_speed_time_s ?
+			 c->low_speed_time_s : (long)TV_S3_LOW_SPEED_TIME_S);
 	curl_easy_setopt(c->curl, CURLOPT_AWS_SIGV4, c->sigv4);
 	curl_easy_setopt(c->curl, CURLOPT_USERNAME, c->access_key);
 	curl_easy_setopt(c->curl, CURLOPT_PASSWORD, c->secret_key);

@@ -27,6 +27,8 @@ struct tv_s3 {
 	char *access_key;
 	char *secret_key; /* zeroed before it is freed */
 	char curl_err[CURL_ERROR_SIZE];
+	/* tv_s3_set_timeouts: 0 takes TV_S3_CONNECT_TIMEOUT_MS / TV_S3_LOW_SPEED_TIME_S */
+	long connect_timeout_ms, low_speed_time_s;
 };
 
 /* a growable string or byte buffer; oom sticks, so a chain of appends is checked once */

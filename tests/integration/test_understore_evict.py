@@ -34,6 +34,7 @@ START_TIMEOUT_S = 60
 SEG_SPACING_NS = 10**12  # segment i's records start at BASE_NS + i * this
 LOW_WATER_DIV = 64  # server/evict.h TV_EVICT_LOW_WATER_DIV
 READ_ATTEMPTS = 3  # server/under/read.h TV_UNDER_READ_ATTEMPTS
+LOW_SPEED_TIME_S = 5  # server/under/read.h TV_UNDER_READ_LOW_SPEED_TIME_S
 
 
 def under_args(ceph, prefix):
@@ -293,6 +294,46 @@ def test_rgw_stopped(ceph):
         srv.cleanup()
 
 
+def test_rgw_hung(ceph):
+    """radosgw stopped with SIGSTOP (connections accepted, nothing answered): a query of an
+    evicted range fails UNAVAILABLE after the reader's own bounds (3 attempts of
+    TV_UNDER_READ_LOW_SPEED_TIME_S, not the persister's 30 s each), naming the GET; after
+    SIGCONT it answers again."""
+    set_credentials(ceph)
+    rng = random.Random(21)
+    segs = [make_segment(rng, i, 1, 40) for i in range(3)]
+    local_bytes = (seg_bytes(segs[1]) + seg_bytes(segs[2])) * LOW_WATER_DIV // \
+        (LOW_WATER_DIV - 1) + LOW_WATER_DIV
+    srv = tvtest.Server(extra_args=under_args(ceph, "rgwhung") + [
+        "--metrics-addr", "127.0.0.1:0", "--local-bytes", str(local_bytes)])
+    rgw = ceph.pids()["rgw"]
+    try:
+        srv.start(timeout=START_TIMEOUT_S)
+        c = tvtest.GrpcClient(srv.addr, timeout_s=120)
+        write_all(c, segs)
+        assert block_files(srv) == seg_files(segs[1]) | seg_files(segs[2])
+        os.kill(rgw, signal.SIGSTOP)
+        try:
+            t = time.monotonic()
+            recs, _, code, details, _ = c.query_all(segs[0][2], segs[0][3] + 1, timeout_s=120)
+            el = time.monotonic() - t
+        finally:
+            os.kill(rgw, signal.SIGCONT)
+        assert code == c.grpc.StatusCode.UNAVAILABLE and recs == [], (code, details)
+        assert "GET s3://" in details and "(%d attempts)" % READ_ATTEMPTS in details, details
+        # 3 attempts of 5 s (LOW_SPEED_TIME_S) and 0.3 s of pauses; the persister's bounds
+        # would take 90 s
+        assert 3 * LOW_SPEED_TIME_S <= el < 3 * LOW_SPEED_TIME_S + 10, el
+        print("  radosgw hung: %s after %.1f s: %s" % (code, el, details[:200]))
+        assert len(c.query(segs[0][2], segs[0][3] + 1)) == 40
+        m = scrape(srv)
+        assert m.value("tracevault_server_under_read_failures_total") == 1
+        assert m.value("tracevault_server_under_read_retries_total") == READ_ATTEMPTS - 1
+        c.close()
+    finally:
+        srv.cleanup()
+
+
 def test_unpersisted_never_evicted(ceph):
     """Segments committed without --under have no under_persisted row: with --under and a
     --local-bytes they are far above, only the persisted ones are evicted."""
@@ -451,6 +492,44 @@ def test_kill9_while_evicting(ceph):
         c.close()
         print("  %d acked before kill -9, all answer after restart (%d evicted)"
               % (len(done), len(evicted)))
+    finally:
+        srv.cleanup()
+
+
+def test_damaged_object(ceph):
+    """An evicted block whose object in the bucket was changed fails its checks when read
+    back: skipped and reported (DATA_LOSS, the other blocks' records sent), never served; its
+    row goes as a quarantined block's does, so the next query answers OK without it."""
+    set_credentials(ceph)
+    rng = random.Random(20)
+    prefix = "damaged"
+    segs = [make_segment(rng, i, 2, 30) for i in range(3)]
+    local_bytes = (seg_bytes(segs[1]) + seg_bytes(segs[2])) * LOW_WATER_DIV // \
+        (LOW_WATER_DIV - 1) + LOW_WATER_DIV
+    srv = tvtest.Server(extra_args=under_args(ceph, prefix) + ["--local-bytes",
+                                                                str(local_bytes)])
+    try:
+        srv.start(timeout=START_TIMEOUT_S)
+        c = tvtest.GrpcClient(srv.addr)
+        write_all(c, segs)
+        assert block_files(srv) == seg_files(segs[1]) | seg_files(segs[2])
+        bid, data = segs[0][1][1]
+        key = "%s/v1/%s/%016x/%016x.blk" % (
+            prefix, time.strftime("%Y/%m/%d/%H", time.gmtime(segs[0][2] // 10**9)),
+            segs[0][0], bid)
+        bad = bytearray(data)
+        bad[len(bad) // 2] ^= 1
+        assert ceph.s3("PUT", key, data=bytes(bad)).status == 200
+        recs, skipped, code, details, _ = c.query_all(BASE_NS, BASE_NS + 10**15)
+        assert code == c.grpc.StatusCode.DATA_LOSS, (code, details)
+        assert [sk.block_id for sk in skipped] == [bid], skipped
+        assert [r.ts_ns for r in recs] == \
+            [segs[0][2] + k for k in range(30)] + [s[2] + k for s in segs[1:] for k in range(60)]
+        print("  damaged object: %s: %s" % (code, details[:200]))
+        recs, skipped, code, details, _ = c.query_all(BASE_NS, BASE_NS + 10**15)
+        assert code == c.grpc.StatusCode.OK and not skipped, (code, details)
+        assert len(recs) == 30 + 120, len(recs)
+        c.close()
     finally:
         srv.cleanup()
 
