@@ -238,7 +238,9 @@ osd data = $DIR/osd/\$cluster-\$id
 osd objectstore = memstore
 memstore device bytes = $3
 [client.rgw.a]
-rgw frontends = beast endpoint=127.0.0.1:$2
+# tcp_nodelay: without it beast's small answers wait for the client's delayed ACK: a range
+# GET on a kept-alive connection took 43 ms instead of 1.4 ms (measured here, 16.2)
+rgw frontends = beast endpoint=127.0.0.1:$2 tcp_nodelay=1
 rgw data = $DIR/rgw
 admin socket = \$run_dir/\$cluster-\$name.asok
 # no lifecycle rules here; its threads sleep 5 s at a time and make radosgw's stop wait for them
@@ -304,7 +306,7 @@ start_rgw() { # the port in the conf; a new one only when ALLOW_NEW_PORT=1 and i
 		[[ ${ALLOW_NEW_PORT:-0} == 1 ]] ||
 			daemon_failed rgw "exited during start-up: another process holds its port $(rgw_port)"
 		port=$(free_port)
-		sed -i "s/^rgw frontends = .*/rgw frontends = beast endpoint=127.0.0.1:$port/" "$CONF"
+		sed -i "s/^rgw frontends = .*/rgw frontends = beast endpoint=127.0.0.1:$port tcp_nodelay=1/" "$CONF"
 		sed -i "s/^rgw .*/rgw $port/" "$PORTS_FILE"
 	done
 	daemon_failed rgw "could not bind a free port in $PORT_ATTEMPTS attempts"

@@ -1520,3 +1520,168 @@ int tv_catalog_mark_cached(struct tv_catalog *c, uint64_t segment_id)
 	sqlite3_finalize(st);
 	return ret;
 }
+
+/*
+ * ---- --rebuild-catalog from the under-store's bucket (server/bucket_rebuild.c,
+ * server/under/rebuild.h; UNDERSTORE.md "Rebuild from the bucket") ----
+ */
+
+/* a segment's local blocks rows, gathered by tv_catalog_segment_blocks */
+struct rebuild_rows {
+	struct tv_catalog_block *b;
+	size_t n, cap;
+};
+
+static int rebuild_gather(const struct tv_catalog_block *b, void *arg)
+{
+	struct rebuild_rows *r = arg;
+
+	if (r->n == r->cap) {
+		size_t cap = r->cap ? 2 * r->cap : 16;
+		struct tv_catalog_block *p = realloc(r->b, cap * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		r->b = p;
+		r->cap = cap;
+	}
+	r->b[r->n++] = *b;
+	return 0;
+}
+
+static int rebuild_cmp(const void *a, const void *b)
+{
+	const struct tv_catalog_block *x = a, *y = b;
+
+	return x->block_id < y->block_id ? -1 : x->block_id > y->block_id;
+}
+
+/* Do the local rows of the segment (r, any order) hold what the bucket's (blocks) say? The
+ * fields both have: ids, sizes, times, counts. Sorts both. */
+static int rebuild_same(struct rebuild_rows *r, struct tv_catalog_block *blocks, size_t n)
+{
+	if (r->n != n)
+		return 0;
+	qsort(r->b, r->n, sizeof(*r->b), rebuild_cmp);
+	qsort(blocks, n, sizeof(*blocks), rebuild_cmp);
+	for (size_t i = 0; i < n; i++)
+		if (r->b[i].block_id != blocks[i].block_id || r->b[i].bytes != blocks[i].bytes ||
+		    r->b[i].min_ts_ns != blocks[i].min_ts_ns ||
+		    r->b[i].max_ts_ns != blocks[i].max_ts_ns ||
+		    r->b[i].record_count != blocks[i].record_count)
+			return 0;
+	return 1;
+}
+
+/* INSERT OR IGNORE of the segment's under_persisted row */
+static int rebuild_persisted_row(struct tv_catalog *c, uint64_t segment_id,
+				 uint64_t oldest_ts_ns, int evicted, int64_t now_ns)
+{
+	sqlite3_stmt *st;
+	int ret;
+
+	ret = prepare(c, "INSERT OR IGNORE INTO under_persisted (segment_id, oldest_ts_ns, evicted,"
+			 " persisted_ns) VALUES (?1, ?2, ?3, ?4)", &st);
+	if (ret)
+		return ret;
+	sqlite3_bind_int64(st, 1, (int64_t)segment_id);
+	sqlite3_bind_int64(st, 2, (int64_t)oldest_ts_ns);
+	sqlite3_bind_int(st, 3, evicted);
+	sqlite3_bind_int64(st, 4, now_ns);
+	ret = step_done(c, st);
+	sqlite3_finalize(st);
+	return ret;
+}
+
+int tv_catalog_rebuild_add_segment(struct tv_catalog *c, uint64_t segment_id,
+				   uint64_t oldest_ts_ns, struct tv_catalog_block *blocks,
+				   size_t n, int64_t now_ns, char *err, size_t errlen)
+{
+	struct rebuild_rows local = { 0 };
+	struct tv_catalog_block other;
+	uint64_t token;
+	int deleted = 0, ret, result = TV_CATALOG_REBUILD_ADDED;
+
+	if (!segment_id || !n || oldest_ts_ns > TV_CATALOG_MAX_TS_NS) {
+		snprintf(err, errlen, "segment %016llx: id 0, no block, or oldest_ts_ns beyond "
+			 "2^63-1", (unsigned long long)segment_id);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < n; i++)
+		blocks[i].committed_ns = now_ns;
+	ret = exec(c, "BEGIN IMMEDIATE");
+	if (ret) {
+		sqlite_reason(c, ret, "catalog begin", err, errlen);
+		return ret;
+	}
+	ret = segment_row(c, segment_id, &deleted, &token);
+	if (ret < 0) {
+		sqlite_reason(c, ret, "catalog lookup of a segment", err, errlen);
+		goto rollback;
+	}
+	if (ret > 0 && deleted) {
+		snprintf(err, errlen, "segment %016llx was deleted here (a Delete, or retention): "
+			 "not brought back", (unsigned long long)segment_id);
+		result = TV_CATALOG_REBUILD_DELETED;
+		goto rollback;
+	}
+	if (ret > 0) {
+		ret = tv_catalog_segment_blocks(c, segment_id, rebuild_gather, &local);
+		if (ret) { /* -ENOMEM from rebuild_gather, or SQLite's */
+			sqlite_reason(c, ret, "catalog read of a segment's blocks", err, errlen);
+			goto rollback;
+		}
+		if (!rebuild_same(&local, blocks, n)) {
+			snprintf(err, errlen, "segment %016llx is committed here with %zu blocks that "
+				 "are not the bucket's %zu", (unsigned long long)segment_id,
+				 local.n, n);
+			result = TV_CATALOG_REBUILD_CONFLICT;
+			goto rollback;
+		}
+		/* the same segment, here with its files: persisted, not evicted */
+		ret = rebuild_persisted_row(c, segment_id, oldest_ts_ns, 0, now_ns);
+		if (ret) {
+			sqlite_reason(c, ret, "catalog insert into under_persisted", err, errlen);
+			goto rollback;
+		}
+		result = TV_CATALOG_REBUILD_PRESENT;
+		goto commit;
+	}
+	for (size_t i = 0; i < n; i++) {
+		ret = tv_catalog_get(c, blocks[i].block_id, &other);
+		if (ret < 0) {
+			sqlite_reason(c, ret, "catalog lookup of a block", err, errlen);
+			goto rollback;
+		}
+		if (ret > 0) {
+			snprintf(err, errlen, "block %016llx is segment %016llx's here",
+				 (unsigned long long)blocks[i].block_id,
+				 (unsigned long long)other.segment_id);
+			result = TV_CATALOG_REBUILD_CONFLICT;
+			goto rollback;
+		}
+	}
+	/* the segments row ('committed', writer token 0: unknown, so only a Delete of its block
+	 * ids removes it, PROTOCOL.md) and the blocks rows, as recovery's adopt makes them */
+	ret = insert_body(c, segment_id, 0, blocks, n, err, errlen);
+	if (ret)
+		goto rollback;
+	ret = rebuild_persisted_row(c, segment_id, oldest_ts_ns, 1, now_ns);
+	if (ret) {
+		sqlite_reason(c, ret, "catalog insert into under_persisted", err, errlen);
+		goto rollback;
+	}
+commit:
+	ret = exec(c, "COMMIT");
+	if (ret) {
+		sqlite_reason(c, ret, "catalog commit", err, errlen);
+		goto rollback;
+	}
+	free(local.b);
+	return result;
+rollback:
+	if (!sqlite3_get_autocommit(c->db))
+		exec(c, "ROLLBACK");
+	free(local.b);
+	return ret < 0 ? ret : result;
+}

@@ -301,4 +301,31 @@ int tv_catalog_mark_evicted(struct tv_catalog *c, const uint64_t *segment_ids, s
  * may be evicted again. A segment without a row is left as it is. 0 or a negative errno. */
 int tv_catalog_mark_cached(struct tv_catalog *c, uint64_t segment_id);
 
+/*
+ * ---- --rebuild-catalog from the under-store's bucket (server/bucket_rebuild.c,
+ * server/under/rebuild.h; UNDERSTORE.md "Rebuild from the bucket") ----
+ */
+/* What tv_catalog_rebuild_add_segment did with one complete segment of the bucket. */
+enum tv_catalog_rebuild_result {
+	TV_CATALOG_REBUILD_ADDED,    /* its blocks rows, segments row ('committed', writer token
+				      * 0) and under_persisted row (evicted 1) are in */
+	TV_CATALOG_REBUILD_PRESENT,  /* the catalog had it with the same blocks (ids, sizes,
+				      * times, counts): only an under_persisted row (evicted 0)
+				      * was added where it had none */
+	TV_CATALOG_REBUILD_DELETED,  /* its segments row is 'deleted': not brought back */
+	TV_CATALOG_REBUILD_CONFLICT, /* its id is committed here with other blocks, or one of
+				      * its block ids is another segment's: nothing changed */
+};
+/* Merge one segment of the bucket (SEGMENT_ID, the hour of OLDEST_TS_NS, its N BLOCKS with
+ * every column but committed_ns filled in from the manifest and the headers) into the
+ * catalog, in one transaction: never replaces or removes a row. Sets each block's
+ * committed_ns to NOW_NS (the rebuild's time: the bucket does not keep the original commit's)
+ * and may reorder BLOCKS. Returns an enum tv_catalog_rebuild_result (err says why for DELETED
+ * and CONFLICT), or a negative errno with err: -EINVAL for segment id 0, no block or an
+ * oldest_ts_ns beyond TV_CATALOG_MAX_TS_NS, -ERANGE for a block's ts_ns beyond it, else
+ * SQLite's failure (catalog.c's table). */
+int tv_catalog_rebuild_add_segment(struct tv_catalog *c, uint64_t segment_id,
+				   uint64_t oldest_ts_ns, struct tv_catalog_block *blocks,
+				   size_t n, int64_t now_ns, char *err, size_t errlen);
+
 #endif

@@ -28,6 +28,7 @@
 #include "common/size.h"
 #include "common/tls.h"
 #include "common/usage.h"
+#include "server/bucket_rebuild.h"
 #include "server/catalog.h"
 #include "server/data_dir.h"
 #include "server/fd_plan.h"
@@ -44,6 +45,7 @@
 #include "server/evict.h"
 #include "under/persist.h"
 #include "under/read.h"
+#include "under/rebuild.h"
 #include "proto/wire.h"
 
 #define DEFAULT_LISTEN TV_DEFAULT_SERVER
@@ -154,6 +156,8 @@ static const char USAGE[] =
 	"                    [--write-type cache-through] [--local-bytes SIZE]\n"
 	"                    [--recache]]\n"
 	"       tracevaultd --data DIR --rebuild-catalog | --scrub\n"
+	"       tracevaultd --data DIR --rebuild-catalog --under s3://BUCKET/PREFIX\n"
+	"                   --s3-endpoint URL [--s3-region R]\n"
 	"\n"
 	"Stores trace blocks written over gRPC (TraceStore Write) and serves time-range queries.\n"
 	"Every block is checked whole before it is acknowledged (proto/BLOCK.md): at most 64M a\n"
@@ -172,7 +176,9 @@ static const char USAGE[] =
 	"                           not verify goes to DIR/quarantine/ with a .reason file:\n"
 	"                           start-up never deletes a block file\n"
 	"  --rebuild-catalog        move catalog.db into quarantine/, rebuild it from the block\n"
-	"                           files, print the count, exit 0 (1 on failure)\n"
+	"                           files, print the count, exit 0 (1 on failure); with\n"
+	"                           --under: keep catalog.db and add to it every complete\n"
+	"                           segment of the bucket it lacks (below)\n"
 	"  --scrub                  read every block completely (checksums, decompression,\n"
 	"                           records) against its catalog row, quarantine what fails,\n"
 	"                           exit 0 when nothing was damaged or missing (also at the\n"
@@ -305,7 +311,10 @@ static const char USAGE_UNDER[] =
 	"                           cache-through (the default with --under): a COMMIT is\n"
 	"                           answered once the segment's blocks and manifest are in S3\n"
 	"                           and in the local catalog; an S3 failure fails the segment\n"
-	"                           (never retried) and deletes what of it reached S3\n"
+	"                           (never retried) and deletes what of it reached S3; a\n"
+	"                           segment whose manifest key is in the bucket already\n"
+	"                           (another server's of that id, or it was written before)\n"
+	"                           ends ALREADY_EXISTS and nothing in S3 is deleted\n"
 	"  --s3-multipart-bytes SIZE\n"
 	"                           a block of at least SIZE goes as a multipart upload,\n"
 	"                           aborted on failure (default 64M; at least the part size,\n"
@@ -322,6 +331,13 @@ static const char USAGE_UNDER[] =
 	"  --recache                a block read back from S3 is written to blocks/ again;\n"
 	"                           once all of its segment is, the segment is local again\n"
 	"                           (and may be evicted again by age)\n"
+	"  --rebuild-catalog --under s3://BUCKET/PREFIX\n"
+	"                           list PREFIX/v1/, check each manifest, its objects' sizes\n"
+	"                           and each block's header, and add the segments the catalog\n"
+	"                           lacks, evicted (read from S3); rows are never replaced or\n"
+	"                           removed. Prints a summary (one line per kind of skipped\n"
+	"                           segment); exit 0 when every segment with a manifest is in\n"
+	"                           the catalog, 1 when one was skipped or S3 failed\n"
 	"\n";
 
 /* What this run does: serve, or one maintenance job on a data dir no server holds. */
@@ -391,8 +407,8 @@ static void on_signal(int sig)
 }
 
 /* --under's companions: each needs --under, --under needs an endpoint and the credentials in the
- * environment, and serves. 0 or a usage error's exit code. */
-static int check_under_options(int serve, const char *under, const char *endpoint,
+ * environment, and serves or rebuilds. 0 or a usage error's exit code. */
+static int check_under_options(enum mode mode, const char *under, const char *endpoint,
 			       const char *region, const char *write_type,
 			       const struct tv_s3_put_limits *put_limits, bool put_limits_set,
 			       char *bucket, size_t bucket_len, char *prefix, size_t prefix_len)
@@ -410,8 +426,13 @@ static int check_under_options(int serve, const char *under, const char *endpoin
 		return usage_error("--write-type %s needs --under s3://BUCKET/PREFIX", write_type);
 	if (!under)
 		return 0;
-	if (!serve)
-		return usage_error("--under serves; --rebuild-catalog and --scrub do not use it yet");
+	if (mode == MODE_SCRUB)
+		return usage_error("--under serves or rebuilds (--rebuild-catalog); --scrub does "
+				   "not use it");
+	if (mode == MODE_REBUILD && (write_type || put_limits_set))
+		return usage_error("--%s serves; --rebuild-catalog does not",
+				   write_type ? "write-type" : "s3-multipart-bytes, --s3-part-bytes or "
+				   "--s3-connections");
 	if (write_type && !strcmp(write_type, "must-cache"))
 		return usage_error("--write-type must-cache keeps segments local: it does not go "
 				   "with --under");
@@ -424,6 +445,20 @@ static int check_under_options(int serve, const char *under, const char *endpoin
 		return usage_error("--under needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in "
 				   "the environment");
 	return 0;
+}
+
+/* The hint after a failed bucket check (RET, and WHY, what S3 said): the option to look at. */
+static const char *under_hint(int ret, const char *why)
+{
+	if (strstr(why, "SignatureDoesNotMatch"))
+		return " (check AWS_SECRET_ACCESS_KEY)";
+	if (strstr(why, "InvalidAccessKeyId"))
+		return " (check AWS_ACCESS_KEY_ID)";
+	if (ret == -ENOENT)
+		return " (no such bucket)";
+	if (ret == -ECONNREFUSED || ret == -ETIMEDOUT || ret == -EHOSTUNREACH)
+		return " (check --s3-endpoint)";
+	return "";
 }
 
 /* The persister of --under (server/under/persist.h), after its start-up check of the bucket.
@@ -441,7 +476,6 @@ static int open_under(struct tv_persist **out, const char *under, const char *bu
 		.secret_key = getenv("AWS_SECRET_ACCESS_KEY"),
 		.put_limits = *put_limits, .connections = connections, .stats = stats,
 	};
-	const char *hint = "";
 	int ret;
 
 	ret = tv_persist_open(out, &po, why, sizeof(why));
@@ -450,15 +484,28 @@ static int open_under(struct tv_persist **out, const char *under, const char *bu
 			"cache-through\n", bucket, prefix, endpoint, po.region);
 		return 0;
 	}
-	if (strstr(why, "SignatureDoesNotMatch"))
-		hint = " (check AWS_SECRET_ACCESS_KEY)";
-	else if (strstr(why, "InvalidAccessKeyId"))
-		hint = " (check AWS_ACCESS_KEY_ID)";
-	else if (ret == -ENOENT)
-		hint = " (no such bucket)";
-	else if (ret == -ECONNREFUSED || ret == -ETIMEDOUT || ret == -EHOSTUNREACH)
-		hint = " (check --s3-endpoint)";
-	snprintf(err, errlen, "--under %s: %s%s", under, why, hint);
+	snprintf(err, errlen, "--under %s: %s%s", under, why, under_hint(ret, why));
+	return -1;
+}
+
+/* --rebuild-catalog --under: the bucket's client, checked (listed once) before the data dir
+ * is touched. 0, or -1 with err as open_under's. */
+static int open_rebuild(struct tv_rebuild **out, const char *under, const char *bucket,
+			const char *prefix, const char *endpoint, const char *region, char *err,
+			size_t errlen)
+{
+	char why[ERR_LEN - 128];
+	struct tv_rebuild_opts ro = {
+		.endpoint = endpoint, .region = region ? region : TV_PERSIST_DEFAULT_REGION,
+		.bucket = bucket, .prefix = prefix,
+		.access_key = getenv("AWS_ACCESS_KEY_ID"),
+		.secret_key = getenv("AWS_SECRET_ACCESS_KEY"),
+	};
+	int ret = tv_rebuild_open(out, &ro, why, sizeof(why));
+
+	if (!ret)
+		return 0;
+	snprintf(err, errlen, "--under %s: %s%s", under, why, under_hint(ret, why));
 	return -1;
 }
 
@@ -555,6 +602,9 @@ int main(int argc, char **argv)
 	char under_bucket[64], under_prefix[TV_PERSIST_PREFIX_MAX + 1];
 	struct tv_persist *persist = NULL;
 	static struct tv_persist_stats under_stats; /* read by the metrics thread until exit */
+	/* --rebuild-catalog --under: the bucket's client and what the rebuild did */
+	struct tv_rebuild *rebuild = NULL;
+	struct tv_rebuild_report rebuilt = { 0 };
 	struct tv_s3_put_limits put_limits = tv_s3_put_limits_default();
 	/* --s3-multipart-bytes, --s3-part-bytes, --s3-connections: each needs --under */
 	bool put_limits_set = false;
@@ -773,8 +823,8 @@ int main(int argc, char **argv)
 	if (mode != MODE_SERVE && (tls_cert || tls_key || tls_ca || require_client_cert || insecure))
 		return usage_error("--tls-* and --insecure serve; --rebuild-catalog and --scrub do "
 				   "not");
-	rc = check_under_options(mode == MODE_SERVE, under, s3_endpoint, s3_region, write_type,
-				 &put_limits, put_limits_set, under_bucket, sizeof(under_bucket), under_prefix,
+	rc = check_under_options(mode, under, s3_endpoint, s3_region, write_type, &put_limits,
+				 put_limits_set, under_bucket, sizeof(under_bucket), under_prefix,
 				 sizeof(under_prefix));
 	if (rc)
 		return rc;
@@ -784,6 +834,9 @@ int main(int argc, char **argv)
 	if (local_bytes && !under)
 		return usage_error("--local-bytes needs --under s3://BUCKET/PREFIX (only segments "
 				   "in the under-store are evicted)");
+	if ((local_bytes || recache) && mode != MODE_SERVE)
+		return usage_error("--%s serves; --rebuild-catalog does not",
+				   local_bytes ? "local-bytes" : "recache");
 	rc = check_tls_options(o.listen_addr, listen_host, listen_set, tls_cert, tls_key, tls_ca,
 			       require_client_cert, insecure);
 	if (rc)
@@ -834,19 +887,35 @@ int main(int argc, char **argv)
 	/* the bucket before the data dir too: bad credentials, a missing bucket or an unreachable
 	 * endpoint are one line and exit 1 before anything local is touched */
 	tv_persist_stats_init(&under_stats);
-	if (under && open_under(&persist, under, under_bucket, under_prefix, s3_endpoint,
-				s3_region, &put_limits, (unsigned)s3_connections, &under_stats, err,
-				sizeof(err)))
+	if (under && mode == MODE_SERVE &&
+	    open_under(&persist, under, under_bucket, under_prefix, s3_endpoint, s3_region,
+		       &put_limits, (unsigned)s3_connections, &under_stats, err, sizeof(err)))
+		goto fail;
+	if (under && mode == MODE_REBUILD &&
+	    open_rebuild(&rebuild, under, under_bucket, under_prefix, s3_endpoint, s3_region, err,
+			 sizeof(err)))
 		goto fail;
 	o.under = persist;
 	o.under_stats = &under_stats;
-	if (under && open_reader(&reader, under, under_bucket, under_prefix, s3_endpoint,
-				 s3_region, &evict_stats.read, err, sizeof(err)))
+	if (under && mode == MODE_SERVE &&
+	    open_reader(&reader, under, under_bucket, under_prefix, s3_endpoint, s3_region,
+			&evict_stats.read, err, sizeof(err)))
 		goto fail;
 	o.evict_stats = &evict_stats;
-	if (open_data(data_dir, mode == MODE_REBUILD, &dd, &store, &catalog, &recovered, err,
-		      sizeof(err)))
+	/* from the bucket, the catalog is kept and merged into (UNDERSTORE.md "Rebuild from the
+	 * bucket"): only the local rebuild moves it aside */
+	if (open_data(data_dir, mode == MODE_REBUILD && !under, &dd, &store, &catalog, &recovered,
+		      err, sizeof(err)))
 		goto fail;
+	if (mode == MODE_REBUILD && rebuild) {
+		if (tv_bucket_rebuild(catalog, rebuild, &rebuilt, err, sizeof(err))) {
+			tv_rebuild_report_print(&rebuilt, stdout);
+			goto fail;
+		}
+		tv_rebuild_report_print(&rebuilt, stdout);
+		rc = tv_rebuild_report_complete(&rebuilt) ? 0 : 1;
+		goto out;
+	}
 	if (mode == MODE_REBUILD) {
 		rc = 0;
 		goto out;
@@ -948,6 +1017,8 @@ out:
 	tv_persist_close(persist);     /* after the server: its persists have drained */
 	tv_evict_free(evict);
 	tv_under_reader_close(reader);
+	tv_rebuild_close(rebuild);
+	tv_rebuild_report_free(&rebuilt);
 	tv_tls_pem_free(&tls);
 	tv_catalog_close(catalog);
 	tv_store_close(store);

@@ -1049,6 +1049,8 @@ static grpc_status_code under_code(int res)
 	case -EFBIG:
 	case -ENOMEM:
 		return GRPC_STATUS_RESOURCE_EXHAUSTED;
+	case -EEXIST: /* the segment id is used in the bucket (persist.c's manifest check) */
+		return GRPC_STATUS_ALREADY_EXISTS;
 	default:
 		return GRPC_STATUS_INTERNAL;
 	}

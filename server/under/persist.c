@@ -291,6 +291,30 @@ static void run_delete(struct tv_persist *p, struct tv_persist_job *d)
 	retry_later(p, d);
 }
 
+/* A segment id is used once in the bucket too (UNDERSTORE.md "Two servers, one bucket"): -EEXIST
+ * and err when the segment's manifest key exists already (another server's segment of this id
+ * and hour, an earlier attempt's complete upload, or a committed segment a client writes
+ * again), 0 when it does not, or the HEAD's error. */
+static int manifest_absent(struct tv_persist *p, const struct tv_persist_job *j, char *err,
+			   size_t errlen)
+{
+	char key[TV_PERSIST_KEY_LEN];
+	uint64_t size;
+	int ret;
+
+	tv_persist_key(p->prefix, j->segment_id, j->oldest_ts_ns, 0, 1, 0, key, sizeof(key));
+	ret = tv_s3_head(p->s3, key, &size, NULL, err, errlen);
+	if (ret == -ENOENT)
+		return 0;
+	if (ret == 0) {
+		errf(err, errlen, "s3://%s/%s exists already: segment id %016" PRIx64 " is used in "
+		     "the bucket (by another server on it, or an earlier write of this segment)",
+		     p->bucket, key, j->segment_id);
+		return -EEXIST;
+	}
+	return ret;
+}
+
 /* PUT block i of job j on client s3: its temp file, opened by name now, streamed. 0, or a
  * negative errno with err naming what failed; *local 1 when it was the temp file. */
 static int put_block(struct tv_persist *p, struct tv_s3 *s3, const struct tv_persist_job *j,
@@ -400,16 +424,24 @@ static int put_blocks(struct tv_persist *p, struct tv_persist_job *j, uint64_t *
 }
 
 /* A PUT job: every block (put_blocks), then the manifest. On failure, what reached S3 is
- * deleted (or left to a retried delete when S3 does not answer), and j->err says what failed. */
+ * deleted (or left to a retried delete when S3 does not answer), and j->err says what failed;
+ * except when the segment's manifest key is another's (-EEXIST): then nothing is deleted,
+ * since the directory is that segment's. */
 static void run_put(struct tv_persist *p, struct tv_persist_job *j)
 {
 	char key[TV_PERSIST_KEY_LEN], e[TV_PERSIST_ERR_LEN];
 	char *manifest = NULL;
 	size_t mlen = 0;
 	uint64_t bytes = 0;
-	int ret, local = 0;
+	int ret, local = 0, touched = 0;
 
-	ret = put_blocks(p, j, &bytes, &local);
+	/* checked before the first block goes: a block PUT could replace another segment's
+	 * object of the same key */
+	ret = manifest_absent(p, j, j->err, sizeof(j->err));
+	if (!ret) {
+		touched = 1;
+		ret = put_blocks(p, j, &bytes, &local);
+	}
 	if (!ret) {
 		ret = manifest_build(j, &manifest, &mlen);
 		if (ret)
@@ -418,7 +450,14 @@ static void run_put(struct tv_persist *p, struct tv_persist_job *j)
 	if (!ret) {
 		tv_persist_key(p->prefix, j->segment_id, j->oldest_ts_ns, 0, 1, 0, key,
 			       sizeof(key));
-		ret = tv_s3_put_object(p->s3, key, manifest, mlen, j->err, sizeof(j->err));
+		/* If-None-Match: *: of two servers that passed manifest_absent for one id at once,
+		 * one manifest wins and the other PUT fails with -EEXIST (412) */
+		ret = tv_s3_put_object_if_absent(p->s3, key, manifest, mlen, j->err,
+						 sizeof(j->err));
+		if (ret == -EEXIST)
+			errf(j->err, sizeof(j->err), "s3://%s/%s was written meanwhile (412): segment "
+			     "id %016" PRIx64 " is used in the bucket by another writer", p->bucket,
+			     key, j->segment_id);
 	}
 	free(manifest);
 	j->res = ret;
@@ -430,6 +469,11 @@ static void run_put(struct tv_persist *p, struct tv_persist_job *j)
 		return;
 	}
 	tv_metric_add(&p->st->failures[local ? TV_PERSIST_FAIL_LOCAL : failure_reason(ret)], 1);
+	/* nothing of this job reached S3 (the manifest check failed); or the directory is another
+	 * segment's, which a delete would remove (block objects this job put before a lost race
+	 * stay there, listed by no manifest: readers ignore them) */
+	if (!touched || ret == -EEXIST)
+		return;
 	/* undo: nothing of a failed segment stays in the bucket */
 	if (delete_segment_objects(p, j->segment_id, j->oldest_ts_ns, e, sizeof(e))) {
 		struct tv_persist_job *d = calloc(1, sizeof(*d));

@@ -200,8 +200,9 @@ int tv_s3_create_bucket(struct tv_s3 *c, char *err, size_t errlen)
 	return rc;
 }
 
-int tv_s3_put_object(struct tv_s3 *c, const char *key, const void *buf, size_t len, char *err,
-		     size_t errlen)
+/* PutObject of a body in memory; IF_ABSENT sends "If-None-Match: *" (s3.h) */
+static int put_object(struct tv_s3 *c, const char *key, const void *buf, size_t len,
+		      bool if_absent, char *err, size_t errlen)
 {
 	char sha[65];
 	struct tv_s3_req r;
@@ -211,6 +212,7 @@ int tv_s3_put_object(struct tv_s3 *c, const char *key, const void *buf, size_t l
 	if (rc)
 		return rc;
 	tv_s3_req_init(&r, "PUT", key);
+	r.if_none_match = if_absent;
 	if (len > TV_S3_PUT_MAX_BYTES) {
 		tv_s3_req_err(c, &r, err, errlen, "%zu bytes: above TV_S3_PUT_MAX_BYTES, use multipart",
 			len);
@@ -223,6 +225,18 @@ int tv_s3_put_object(struct tv_s3 *c, const char *key, const void *buf, size_t l
 	rc = tv_s3_perform(c, &r, sha, err, errlen);
 	tv_s3_req_free(&r);
 	return rc;
+}
+
+int tv_s3_put_object(struct tv_s3 *c, const char *key, const void *buf, size_t len, char *err,
+		     size_t errlen)
+{
+	return put_object(c, key, buf, len, false, err, errlen);
+}
+
+int tv_s3_put_object_if_absent(struct tv_s3 *c, const char *key, const void *buf, size_t len,
+			       char *err, size_t errlen)
+{
+	return put_object(c, key, buf, len, true, err, errlen);
 }
 
 int tv_s3_put_fd(struct tv_s3 *c, const char *key, int fd, uint64_t offset, uint64_t len,

@@ -14,6 +14,7 @@
  *   404 (NoSuchBucket, NoSuchKey, NoSuchUpload)                         -ENOENT
  *   416 InvalidRange, or a range past the object's end                  -ERANGE
  *   409 (BucketNotEmpty, OperationAborted)                              -EBUSY
+ *   412 PreconditionFailed (tv_s3_put_object_if_absent: the key exists)  -EEXIST
  *   413 EntityTooLarge                                                   -EFBIG
  *   other 4xx (InvalidArgument, EntityTooSmall, InvalidPart, ...)       -EINVAL
  *   5xx (InternalError, SlowDown, ServiceUnavailable), or an <Error>
@@ -113,6 +114,14 @@ int tv_s3_create_bucket(struct tv_s3 *c, char *err, size_t errlen);
  * body's SHA-256 is signed. Replaces an existing object. */
 int tv_s3_put_object(struct tv_s3 *c, const char *key, const void *buf, size_t len, char *err,
 		     size_t errlen);
+/* tv_s3_put_object with "If-None-Match: *": the object is stored only when KEY does not exist;
+ * when it does, S3 answers 412 PreconditionFailed, the object is left as it was, and this
+ * returns -EEXIST. S3 decides atomically: of two such PUTs of one key at once, one wins. (AWS
+ * S3 since 2024-08; Ceph RGW: checked on 16.2 by unit/test_s3.c, run by test_s3_client; a
+ * store that ignores the header replaces the object, as tv_s3_put_object does.) */
+int tv_s3_put_object_if_absent(struct tv_s3 *c, const char *key, const void *buf, size_t len,
+			       char *err, size_t errlen);
+
 /* PutObject of the LEN bytes of FD at OFFSET, read with pread as curl sends them (the file
  * position is not used or moved; nothing is held in memory beyond curl's upload buffer).
  * UNSIGNED-PAYLOAD. A pread error fails the call with its errno, a file shorter than

@@ -350,6 +350,8 @@ int tv_s3_errno_of_status(long status, const char *code)
 		return -ERANGE;
 	if (status == 409)
 		return -EBUSY;
+	if (status == 412)
+		return -EEXIST; /* PreconditionFailed: If-None-Match: * and the key exists */
 	if (status == 413 || strcmp(code, "EntityTooLarge") == 0)
 		return -EFBIG;
 	if (status >= 400 && status < 500)
@@ -430,6 +432,11 @@ int tv_s3_perform(struct tv_s3 *c, struct tv_s3_req *r, const char *payload_sha2
 		tv_s3_buf_str(&line, "Range: ");
 		tv_s3_buf_str(&line, r->range);
 		h = line.oom ? NULL : curl_slist_append(hdrs, line.p);
+	}
+	if (h && r->if_none_match) {
+		/* signed like every header curl sends (checked against RGW 16.2: 412 when the key
+		 * exists, the object unchanged) */
+		h = curl_slist_append(hdrs, "If-None-Match: *");
 	}
 	if (!h) {
 		rc = -ENOMEM;

@@ -54,6 +54,7 @@ struct tv_s3_req {
 	const char *key;    /* NULL: a request on the bucket */
 	const char *query;  /* canonical (sorted, encoded), without '?'; NULL for none */
 	const char *range;  /* a Range header value ("bytes=A-B"), or NULL */
+	bool if_none_match; /* send "If-None-Match: *": a PUT that must not replace an object */
 	char what[160];     /* which S3 call, in messages when the method does not say it */
 	/* the body sent: LEN bytes from BODY, or from FD at FD_OFF when BODY is NULL */
 	const unsigned char *body;

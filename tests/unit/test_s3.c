@@ -4,7 +4,8 @@
  * this; without the variables it SKIPs (exit 77). Byte-exact put/get, ranges to the last byte
  * and past it, a file range streamed, multipart of 3 parts + a remainder under a lowered
  * threshold, an abort on a part's failure that leaves neither upload nor object, list paging,
- * idempotent deletes, and the refusals: wrong secret, missing bucket, closed port, a server
+ * idempotent deletes, a conditional PUT (If-None-Match: *) refused on an existing key, and
+ * the refusals: wrong secret, missing bucket, closed port, a server
  * that never answers (TV_S3_LOW_SPEED_TIME_S, so this file takes that long). Every key
  * lives under a prefix of this run, deleted at the end. */
 #include <errno.h>
@@ -128,6 +129,27 @@ static void test_put_get_byte_exact(void **state)
 	assert_int_equal(tv_s3_head(s3, key_of("empty"), &size, NULL, err, sizeof(err)), 0);
 	assert_int_equal(size, 0);
 	free(buf);
+}
+
+/* If-None-Match: *: the first PUT stores, a second of the key is refused with -EEXIST (412
+ * PreconditionFailed) and the object keeps its first bytes; an unconditional PUT still
+ * replaces it (UNDERSTORE.md "Two servers, one bucket") */
+static void test_put_if_absent_refuses_an_existing_key(void **state)
+{
+	unsigned char first[300], second[200];
+
+	(void)state;
+	fill(first, sizeof(first), 21);
+	fill(second, sizeof(second), 22);
+	assert_int_equal(tv_s3_put_object_if_absent(s3, key_of("once"), first, sizeof(first), err,
+						    sizeof(err)), 0);
+	assert_int_equal(tv_s3_put_object_if_absent(s3, key_of("once"), second, sizeof(second),
+						    err, sizeof(err)), -EEXIST);
+	assert_non_null(strstr(err, "412 PreconditionFailed"));
+	assert_object(key_of("once"), first, sizeof(first));
+	assert_int_equal(tv_s3_put_object(s3, key_of("once"), second, sizeof(second), err,
+					  sizeof(err)), 0);
+	assert_object(key_of("once"), second, sizeof(second));
 }
 
 static void test_keys_with_reserved_characters(void **state)
@@ -536,6 +558,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_open_refuses_malformed_arguments),
 		cmocka_unit_test(test_put_get_byte_exact),
+		cmocka_unit_test(test_put_if_absent_refuses_an_existing_key),
 		cmocka_unit_test(test_keys_with_reserved_characters),
 		cmocka_unit_test(test_ranges),
 		cmocka_unit_test(test_put_fd_streams_a_range),
