@@ -125,6 +125,8 @@ static const struct option OPTIONS[] = {
 	{ "s3-endpoint", required_argument, NULL, 'E' },
 	{ "s3-region", required_argument, NULL, 'Z' },
 	{ "write-type", required_argument, NULL, 'w' },
+	{ "under-queue-segments", required_argument, NULL, 'J' },
+	{ "under-queue-bytes", required_argument, NULL, 'K' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -144,7 +146,8 @@ static const char USAGE[] =
 	"                    [--tls-require-client-cert]] [--insecure]\n"
 	"                   [--metrics-addr HOST:PORT]\n"
 	"                   [--under s3://BUCKET/PREFIX --s3-endpoint URL [--s3-region R]\n"
-	"                    [--write-type cache-through]]\n"
+	"                    [--write-type cache-through|async-through]\n"
+	"                    [--under-queue-segments N] [--under-queue-bytes SIZE]]\n"
 	"       tracevaultd --data DIR --rebuild-catalog | --scrub\n"
 	"\n"
 	"Stores trace blocks written over gRPC (TraceStore Write) and serves time-range queries.\n"
@@ -297,7 +300,17 @@ static const char USAGE_UNDER[] =
 	"                           cache-through (the default with --under): a COMMIT is\n"
 	"                           answered once the segment's blocks and manifest are in S3\n"
 	"                           and in the local catalog; an S3 failure fails the segment\n"
-	"                           (never retried) and deletes what of it reached S3\n"
+	"                           (never retried) and deletes what of it reached S3;\n"
+	"                           async-through: a COMMIT is answered once the segment is\n"
+	"                           committed locally, and it is uploaded in the background\n"
+	"                           (in commit order, retried with backoff while S3 fails;\n"
+	"                           a restart queues again what was not uploaded)\n"
+	"  --under-queue-segments N async-through: at most N committed segments wait for\n"
+	"                           their upload (1 to 1000000, default 1024); a COMMIT past\n"
+	"                           it waits unanswered until uploads make room\n"
+	"  --under-queue-bytes SIZE the same bound for their block bytes (1M to 1024G,\n"
+	"                           default 4G; a lone larger segment goes when the queue\n"
+	"                           is empty)\n"
 	"\n";
 
 /* What this run does: serve, or one maintenance job on a data dir no server holds. */
@@ -369,11 +382,14 @@ static void on_signal(int sig)
 /* --under's companions: each needs --under, --under needs an endpoint and the credentials in the
  * environment, and serves. 0 or a usage error's exit code. */
 static int check_under_options(int serve, const char *under, const char *endpoint,
-			       const char *region, const char *write_type, char *bucket,
-			       size_t bucket_len, char *prefix, size_t prefix_len)
+			       const char *region, const char *write_type, int queue_set,
+			       char *bucket, size_t bucket_len, char *prefix, size_t prefix_len)
 {
 	char why[ERR_LEN];
 
+	if (queue_set && (!write_type || strcmp(write_type, "async-through")))
+		return usage_error("--under-queue-segments and --under-queue-bytes go with "
+				   "--write-type async-through");
 	if (!under && (endpoint || region))
 		return usage_error("--s3-endpoint and --s3-region go with --under s3://BUCKET/PREFIX");
 	if (!under && write_type && strcmp(write_type, "must-cache"))
@@ -400,6 +416,7 @@ static int check_under_options(int serve, const char *under, const char *endpoin
  * 0, or -1 with err one line "--under URI: what S3 said (hint)", never the secret. */
 static int open_under(struct tv_persist **out, const char *under, const char *bucket,
 		      const char *prefix, const char *endpoint, const char *region,
+		      const char *write_type, uint64_t queue_segments, uint64_t queue_bytes,
 		      struct tv_persist_stats *stats, char *err, size_t errlen)
 {
 	char why[ERR_LEN - 128];
@@ -409,6 +426,8 @@ static int open_under(struct tv_persist **out, const char *under, const char *bu
 		.access_key = getenv("AWS_ACCESS_KEY_ID"),
 		.secret_key = getenv("AWS_SECRET_ACCESS_KEY"),
 		.put_limits = tv_s3_put_limits_default(), .stats = stats,
+		.async = write_type && !strcmp(write_type, "async-through"),
+		.queue_segments = queue_segments, .queue_bytes = queue_bytes,
 	};
 	const char *hint = "";
 	int ret;
@@ -416,7 +435,8 @@ static int open_under(struct tv_persist **out, const char *under, const char *bu
 	ret = tv_persist_open(out, &po, why, sizeof(why));
 	if (!ret) {
 		fprintf(stderr, "tracevaultd: under-store s3://%s/%s at %s (%s), write type "
-			"cache-through\n", bucket, prefix, endpoint, po.region);
+			"%s\n", bucket, prefix, endpoint, po.region,
+			po.async ? "async-through" : "cache-through");
 		return 0;
 	}
 	if (strstr(why, "SignatureDoesNotMatch"))
@@ -504,6 +524,7 @@ int main(int argc, char **argv)
 	char under_bucket[64], under_prefix[TV_PERSIST_PREFIX_MAX + 1];
 	struct tv_persist *persist = NULL;
 	static struct tv_persist_stats under_stats; /* read by the metrics thread until exit */
+	uint64_t under_queue_segments = 0, under_queue_bytes = 0; /* async-through's; 0: default */
 
 	opterr = 0;
 	for (int before = optind; (opt = getopt_long(argc, argv, ":h", OPTIONS, &longidx)) != -1;
@@ -644,11 +665,29 @@ int main(int argc, char **argv)
 			s3_region = optarg;
 			break;
 		case 'w':
-			if (strcmp(optarg, "must-cache") && strcmp(optarg, "cache-through"))
-				return usage_error("invalid --write-type: '%s' (must-cache or "
-						   "cache-through)", optarg);
+			if (strcmp(optarg, "must-cache") && strcmp(optarg, "cache-through") &&
+			    strcmp(optarg, "async-through"))
+				return usage_error("invalid --write-type: '%s' (must-cache, "
+						   "cache-through or async-through)", optarg);
 			write_type = optarg;
 			break;
+		case 'J':
+			if (parse_count(OPTIONS[longidx].name, optarg,
+					&tv_persist_queue_segments_limit, &under_queue_segments))
+				return EXIT_USAGE;
+			break;
+		case 'K': {
+			char bound[64];
+
+			if (tv_size_parse(optarg, &under_queue_bytes) ||
+			    tv_limit_check(&tv_persist_queue_bytes_limit, under_queue_bytes)) {
+				tv_limit_format(&tv_persist_queue_bytes_limit, true, bound,
+						sizeof(bound));
+				return usage_error("invalid --under-queue-bytes: '%s' (%s)", optarg,
+						   bound);
+			}
+			break;
+		}
 		case 'V':
 			puts("tracevaultd " TV_VERSION);
 			return 0;
@@ -684,8 +723,8 @@ int main(int argc, char **argv)
 		return usage_error("--tls-* and --insecure serve; --rebuild-catalog and --scrub do "
 				   "not");
 	rc = check_under_options(mode == MODE_SERVE, under, s3_endpoint, s3_region, write_type,
-				 under_bucket, sizeof(under_bucket), under_prefix,
-				 sizeof(under_prefix));
+				 under_queue_segments || under_queue_bytes, under_bucket,
+				 sizeof(under_bucket), under_prefix, sizeof(under_prefix));
 	if (rc)
 		return rc;
 	rc = check_tls_options(o.listen_addr, listen_host, listen_set, tls_cert, tls_key, tls_ca,
@@ -739,7 +778,8 @@ int main(int argc, char **argv)
 	 * endpoint are one line and exit 1 before anything local is touched */
 	tv_persist_stats_init(&under_stats);
 	if (under && open_under(&persist, under, under_bucket, under_prefix, s3_endpoint,
-				s3_region, &under_stats, err, sizeof(err)))
+				s3_region, write_type, under_queue_segments, under_queue_bytes,
+				&under_stats, err, sizeof(err)))
 		goto fail;
 	o.under = persist;
 	o.under_stats = &under_stats;

@@ -2,7 +2,10 @@
  * blocks and manifests into S3 and deletes segments from it, for the server's loop. The loop
  * queues jobs (todo), the worker runs them one at a time in order and moves each to done,
  * writing the eventfd; the loop's tv_persist_reap runs their callbacks. Deletes that S3 did
- * not answer wait in the worker's own retry list. */
+ * not answer wait in the worker's own retry list; confirmed ones go to the settled list for
+ * the loop's journal (tv_persist_settle). async-through's uploads wait in their own queue
+ * (aq), run when todo is empty, head first; a failed one stays at the head and is tried again
+ * after a backoff, so the queue keeps its order and one upload at a time probes S3. */
 #define _GNU_SOURCE
 #include "under/persist.h"
 
@@ -23,16 +26,23 @@
 
 #include "common/clock.h"
 
-enum job_kind { JOB_PUT, JOB_DELETE };
+enum job_kind { JOB_PUT, JOB_DELETE, JOB_ASYNC };
 
 struct tv_persist_job {
 	enum job_kind kind;
 	struct tv_persist *p;
 	uint64_t segment_id, oldest_ts_ns;
-	int tmp_fd;
-	struct tv_persist_block *blocks; /* JOB_PUT: n, owned */
+	int dir_fd;                      /* where the block files are: tmp/ (PUT), blocks/ (ASYNC) */
+	struct tv_persist_block *blocks; /* JOB_PUT, JOB_ASYNC: n, owned */
 	size_t n;
 	tv_persist_done_fn done; /* JOB_PUT: NULL once detached (loop only) */
+	/* JOB_ASYNC: its commit time (CLOCK_REALTIME), its blocks' bytes, given up (under mu:
+	 * a Delete of the segment while it runs), and the loop's list of the outstanding ones
+	 * (submission order: the head is the oldest) */
+	int64_t queued_ns;
+	uint64_t total_bytes;
+	int cancelled;
+	struct tv_persist_job *lprev, *lnext;
 	void *arg;
 	int res;
 	char err[TV_PERSIST_ERR_LEN];
@@ -45,6 +55,7 @@ struct tv_persist_job {
 
 struct tv_persist {
 	struct tv_s3 *s3; /* the worker's */
+	struct tv_s3 *s3_loop; /* the start-up check's, kept for tv_persist_delete_now (loop) */
 	char prefix[TV_PERSIST_PREFIX_MAX + 1];
 	char bucket[64];
 	struct tv_s3_put_limits lim;
@@ -59,7 +70,27 @@ struct tv_persist {
 	struct tv_persist_job *retry;                 /* the worker's own */
 	int efd;
 	size_t outstanding; /* the loop's */
+	struct tv_persist_local local; /* tv_persist_attach's; blocks_fd -1 before */
+	/* async-through */
+	int async;
+	uint64_t qsegments, qbytes;                 /* the queue's bounds */
+	struct tv_persist_job *aq_head, *aq_tail;   /* under mu: in order; the head may run */
+	int aq_running;                             /* under mu: the worker runs aq_head */
+	int async_stop;                             /* under mu: tv_persist_stop_async */
+	uint64_t aq_retry_at_ns;                    /* the worker's: the head's next try */
+	unsigned aq_retry_ms;                       /* the worker's: its backoff, 0: none */
+	size_t async_n;                             /* the loop's: queued, not reaped */
+	uint64_t async_bytes;
+	struct tv_persist_job *lhead, *ltail;       /* the loop's: those jobs, in order */
+	/* deletes confirmed, for the loop (under mu; nsettled read without it) */
+	struct tv_persist_job *settled;
+	uint64_t nsettled;
 };
+
+const struct tv_limit tv_persist_queue_segments_limit = { .min = 1,
+							  .max = TV_PERSIST_MAX_QUEUE_SEGMENTS };
+const struct tv_limit tv_persist_queue_bytes_limit = { .min = 1 << 20,
+						       .max = TV_PERSIST_MAX_QUEUE_BYTES };
 
 static void errf(char *err, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -260,7 +291,26 @@ static void retry_later(struct tv_persist *p, struct tv_persist_job *d)
 	tv_metric_add(&p->st->cleanup_pending, 1);
 }
 
-/* One delete attempt; the job is freed, or kept for a retry. */
+/* A delete is confirmed: D (a JOB_DELETE, or NULL: a new one for SEGMENT_ID) goes to the
+ * settled list, for the loop's journal. Without memory the journal row stays, and the next
+ * start deletes again (idempotent). */
+static void settle_push(struct tv_persist *p, struct tv_persist_job *d, uint64_t segment_id)
+{
+	if (!d) {
+		d = calloc(1, sizeof(*d));
+		if (!d)
+			return;
+		d->kind = JOB_DELETE;
+		d->segment_id = segment_id;
+	}
+	pthread_mutex_lock(&p->mu);
+	d->next = p->settled;
+	p->settled = d;
+	tv_metric_add(&p->nsettled, 1);
+	pthread_mutex_unlock(&p->mu);
+}
+
+/* One delete attempt; the job goes to the settled list, or is kept for a retry. */
 static void run_delete(struct tv_persist *p, struct tv_persist_job *d)
 {
 	char e[TV_PERSIST_ERR_LEN];
@@ -271,7 +321,7 @@ static void run_delete(struct tv_persist *p, struct tv_persist_job *d)
 		if (d->retry_ms)
 			fprintf(stderr, "tracevaultd: under-store: segment %016" PRIx64 " deleted "
 				"from s3://%s after a retry\n", d->segment_id, p->bucket);
-		free(d);
+		settle_push(p, d, d->segment_id);
 		return;
 	}
 	tv_metric_add(&p->st->delete_failures, 1);
@@ -282,16 +332,18 @@ static void run_delete(struct tv_persist *p, struct tv_persist_job *d)
 	retry_later(p, d);
 }
 
-/* A PUT job: every block, then the manifest. On failure, what reached S3 is deleted (or left
- * to a retried delete when S3 does not answer), and j->err says what failed. */
-static void run_put(struct tv_persist *p, struct tv_persist_job *j)
+/* Every block of J (opened by name in j->dir_fd), then the manifest. 0, or the first error
+ * with j->err naming it; *local 1 when the error is a block file's (gone, unreadable, not
+ * its size), not S3's. */
+static int put_objects(struct tv_persist *p, struct tv_persist_job *j, int *local)
 {
-	char key[TV_PERSIST_KEY_LEN], e[TV_PERSIST_ERR_LEN];
+	char key[TV_PERSIST_KEY_LEN];
 	char *manifest = NULL;
 	size_t mlen = 0;
 	uint64_t bytes = 0;
-	int ret = 0, local = 0;
+	int ret = 0;
 
+	*local = 0;
 	for (size_t i = 0; i < j->n && !ret; i++) {
 		const struct tv_persist_block *b = &j->blocks[i];
 		struct stat st;
@@ -299,9 +351,9 @@ static void run_put(struct tv_persist *p, struct tv_persist_job *j)
 
 		tv_persist_key(p->prefix, j->segment_id, j->oldest_ts_ns, b->block_id, 0, 0, key,
 			       sizeof(key));
-		/* O_NOFOLLOW: the name is the store's, but a symlink planted in tmp/ is not
-		 * read through */
-		fd = openat(j->tmp_fd, b->name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		/* O_NOFOLLOW: the name is the store's, but a symlink planted there is not read
+		 * through */
+		fd = openat(j->dir_fd, b->name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 		if (fd < 0)
 			ret = -errno;
 		else if (fstat(fd, &st))
@@ -309,19 +361,18 @@ static void run_put(struct tv_persist *p, struct tv_persist_job *j)
 		else if ((uint64_t)st.st_size != b->bytes)
 			ret = -EIO;
 		if (ret) {
-			local = 1;
-			errf(j->err, sizeof(j->err), "block %016" PRIx64 ": temp file %s: %s",
-			     b->block_id, b->name, ret == -EIO && fd >= 0 ?
-			     "not the block's size" : strerror(-ret));
+			*local = 1;
+			errf(j->err, sizeof(j->err), "block %016" PRIx64 ": %s file %s: %s",
+			     b->block_id, j->kind == JOB_ASYNC ? "block" : "temp", b->name,
+			     ret == -EIO && fd >= 0 ? "not the block's size" : strerror(-ret));
 			if (fd >= 0)
 				close(fd);
 			break;
 		}
 		ret = tv_s3_put_file(p->s3, key, fd, 0, b->bytes, &p->lim, j->err, sizeof(j->err));
 		close(fd);
-		if (!ret) {
+		if (!ret)
 			bytes += b->bytes;
-		}
 	}
 	if (!ret) {
 		ret = manifest_build(j, &manifest, &mlen);
@@ -334,14 +385,27 @@ static void run_put(struct tv_persist *p, struct tv_persist_job *j)
 		ret = tv_s3_put_object(p->s3, key, manifest, mlen, j->err, sizeof(j->err));
 	}
 	free(manifest);
-	j->res = ret;
 	if (!ret) {
 		tv_metric_add(&p->st->segments, 1);
 		tv_metric_add(&p->st->objects, j->n + 1);
 		tv_metric_add(&p->st->bytes, bytes + mlen);
 		tv_histogram_observe_ns(&p->st->persist_seconds, tv_monotonic_ns() - j->submit_ns);
-		return;
 	}
+	return ret;
+}
+
+/* A PUT job (cache-through): every block, then the manifest. On failure, what reached S3 is
+ * deleted (or left to a retried delete when S3 does not answer), and j->err says what
+ * failed. */
+static void run_put(struct tv_persist *p, struct tv_persist_job *j)
+{
+	char e[TV_PERSIST_ERR_LEN];
+	int ret, local;
+
+	ret = put_objects(p, j, &local);
+	j->res = ret;
+	if (!ret)
+		return;
 	tv_metric_add(&p->st->failures[local ? TV_PERSIST_FAIL_LOCAL : failure_reason(ret)], 1);
 	/* undo: nothing of a failed segment stays in the bucket */
 	if (delete_segment_objects(p, j->segment_id, j->oldest_ts_ns, e, sizeof(e))) {
@@ -360,7 +424,21 @@ static void run_put(struct tv_persist *p, struct tv_persist_job *j)
 		}
 	} else {
 		tv_metric_add(&p->st->deleted_segments, 1);
+		settle_push(p, NULL, j->segment_id);
 	}
+}
+
+/* One try of an async-through upload (the head of aq). 0 when its manifest is written; a
+ * local failure (the block file) is final; an S3 failure returns with *retry 1: nothing is
+ * deleted (the next try writes the same keys; without a manifest nothing is read). */
+static int run_async(struct tv_persist *p, struct tv_persist_job *j, int *retry)
+{
+	int local, ret = put_objects(p, j, &local);
+
+	*retry = ret && !local;
+	if (ret && local)
+		tv_metric_add(&p->st->failures[TV_PERSIST_FAIL_LOCAL], 1);
+	return ret;
 }
 
 /* Run the deletes whose retry time has come (all of them when force). */
@@ -390,6 +468,62 @@ static void run_retries(struct tv_persist *p, int force)
 	}
 }
 
+/* Worker (or loop), under mu: hand a finished job to the loop and wake it. */
+static void to_done(struct tv_persist *p, struct tv_persist_job *j)
+{
+	uint64_t one = 1;
+
+	j->next = NULL;
+	if (p->done_tail)
+		p->done_tail->next = j;
+	else
+		p->done_head = j;
+	p->done_tail = j;
+	if (write(p->efd, &one, sizeof(one)) < 0) {
+		/* an eventfd write fails only at a counter of 2^64-1: the loop is awake */
+	}
+}
+
+/* Worker, under mu, aq_head idle and due: one try of it (mu released meanwhile). A failure on
+ * the S3 side keeps it at the head for the next try, after the backoff. */
+static void async_turn(struct tv_persist *p)
+{
+	struct tv_persist_job *a = p->aq_head;
+	int retry, res;
+
+	p->aq_running = 1;
+	pthread_mutex_unlock(&p->mu);
+	res = run_async(p, a, &retry);
+	pthread_mutex_lock(&p->mu);
+	p->aq_running = 0;
+	if (retry && !a->cancelled && !p->async_stop) {
+		if (!p->aq_retry_ms)
+			fprintf(stderr, "tracevaultd: under-store: segment %016" PRIx64 ": upload "
+				"failed, retrying every %d..%d ms (it is committed locally): %s\n",
+				a->segment_id, TV_PERSIST_ASYNC_RETRY_MIN_MS,
+				TV_PERSIST_ASYNC_RETRY_MAX_MS, a->err);
+		p->aq_retry_ms = p->aq_retry_ms ? p->aq_retry_ms * 2 : TV_PERSIST_ASYNC_RETRY_MIN_MS;
+		if (p->aq_retry_ms > TV_PERSIST_ASYNC_RETRY_MAX_MS)
+			p->aq_retry_ms = TV_PERSIST_ASYNC_RETRY_MAX_MS;
+		p->aq_retry_at_ns = tv_monotonic_ns() + (uint64_t)p->aq_retry_ms * 1000000ull;
+		tv_metric_add(&p->st->retries, 1);
+		return;
+	}
+	if (p->aq_retry_ms && !res)
+		fprintf(stderr, "tracevaultd: under-store: segment %016" PRIx64 " uploaded after "
+			"retries: S3 answers again\n", a->segment_id);
+	p->aq_retry_ms = 0;
+	p->aq_retry_at_ns = 0;
+	p->aq_head = a->next; /* the running head is never unlinked by the loop */
+	if (!p->aq_head)
+		p->aq_tail = NULL;
+	a->res = a->cancelled ? -ECANCELED : res;
+	to_done(p, a);
+}
+
+/* The worker: todo first (cache-through puts, deletes), then the deletes whose retry is due,
+ * then the head of async-through's queue when its backoff is over; else it sleeps until the
+ * next of those times or a submit. */
 static void *worker_main(void *arg)
 {
 	struct tv_persist *p = arg;
@@ -397,53 +531,52 @@ static void *worker_main(void *arg)
 	pthread_mutex_lock(&p->mu);
 	for (;;) {
 		struct tv_persist_job *j = p->todo_head;
-		uint64_t one = 1;
+		uint64_t next = UINT64_MAX, now;
+		struct timespec ts;
 
-		if (!j) {
-			uint64_t next = UINT64_MAX;
-			struct timespec ts;
-
-			if (p->stopping)
-				break;
-			for (struct tv_persist_job *d = p->retry; d; d = d->next)
-				if (d->retry_at_ns < next)
-					next = d->retry_at_ns;
-			if (next == UINT64_MAX) {
-				pthread_cond_wait(&p->cv, &p->mu);
+		if (j) {
+			p->todo_head = j->next;
+			if (!p->todo_head)
+				p->todo_tail = NULL;
+			pthread_mutex_unlock(&p->mu);
+			if (j->kind == JOB_DELETE) {
+				run_delete(p, j); /* settles or keeps it; no done callback */
+				pthread_mutex_lock(&p->mu);
 				continue;
 			}
-			if (next > tv_monotonic_ns()) {
-				ts.tv_sec = (time_t)(next / 1000000000ull);
-				ts.tv_nsec = (long)(next % 1000000000ull);
-				pthread_cond_timedwait(&p->cv, &p->mu, &ts);
-				continue;
-			}
+			run_put(p, j);
+			run_retries(p, 0);
+			pthread_mutex_lock(&p->mu);
+			to_done(p, j);
+			continue;
+		}
+		if (p->stopping)
+			break;
+		now = tv_monotonic_ns();
+		for (struct tv_persist_job *d = p->retry; d; d = d->next)
+			if (d->retry_at_ns < next)
+				next = d->retry_at_ns;
+		if (next <= now) {
 			pthread_mutex_unlock(&p->mu);
 			run_retries(p, 0);
 			pthread_mutex_lock(&p->mu);
 			continue;
 		}
-		p->todo_head = j->next;
-		if (!p->todo_head)
-			p->todo_tail = NULL;
-		pthread_mutex_unlock(&p->mu);
-		if (j->kind == JOB_DELETE) {
-			run_delete(p, j); /* frees or keeps it; no done callback */
-			pthread_mutex_lock(&p->mu);
+		if (p->aq_head) {
+			if (p->aq_retry_at_ns <= now) {
+				async_turn(p);
+				continue;
+			}
+			if (p->aq_retry_at_ns < next)
+				next = p->aq_retry_at_ns;
+		}
+		if (next == UINT64_MAX) {
+			pthread_cond_wait(&p->cv, &p->mu);
 			continue;
 		}
-		run_put(p, j);
-		run_retries(p, 0);
-		pthread_mutex_lock(&p->mu);
-		j->next = NULL;
-		if (p->done_tail)
-			p->done_tail->next = j;
-		else
-			p->done_head = j;
-		p->done_tail = j;
-		if (write(p->efd, &one, sizeof(one)) < 0) {
-			/* an eventfd write fails only at a counter of 2^64-1: the loop is awake */
-		}
+		ts.tv_sec = (time_t)(next / 1000000000ull);
+		ts.tv_nsec = (long)(next % 1000000000ull);
+		pthread_cond_timedwait(&p->cv, &p->mu, &ts);
 	}
 	pthread_mutex_unlock(&p->mu);
 	run_retries(p, 1); /* once more at shutdown */
@@ -464,6 +597,10 @@ int tv_persist_open(struct tv_persist **out, const struct tv_persist_opts *o, ch
 	if (!p)
 		return -ENOMEM;
 	p->efd = -1;
+	p->local.blocks_fd = -1;
+	p->async = o->async;
+	p->qsegments = o->queue_segments ? o->queue_segments : TV_PERSIST_DEFAULT_QUEUE_SEGMENTS;
+	p->qbytes = o->queue_bytes ? o->queue_bytes : TV_PERSIST_DEFAULT_QUEUE_BYTES;
 	pthread_mutex_init(&p->mu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the retry times are monotonic */
@@ -480,8 +617,8 @@ int tv_persist_open(struct tv_persist **out, const struct tv_persist_opts *o, ch
 			 err, errlen);
 	if (ret)
 		goto fail;
+	p->s3_loop = check; /* kept for tv_persist_delete_now */
 	ret = tv_s3_head_bucket(check, err, errlen);
-	tv_s3_close(check);
 	if (ret)
 		goto fail;
 	ret = tv_s3_open(&p->s3, o->endpoint, o->region, o->bucket, o->access_key,
@@ -535,6 +672,23 @@ void tv_persist_close(struct tv_persist *p)
 		free(j->blocks);
 		free(j);
 	}
+	/* async uploads never run: their segments stay 'queued' in the journal */
+	while (p->aq_head) {
+		struct tv_persist_job *j = p->aq_head;
+
+		p->aq_head = j->next;
+		free(j->blocks);
+		free(j);
+	}
+	while (p->settled) {
+		struct tv_persist_job *d = p->settled;
+
+		p->settled = d->next;
+		free(d);
+	}
+	if (p->local.blocks_fd >= 0)
+		close(p->local.blocks_fd);
+	tv_s3_close(p->s3_loop);
 	tv_s3_close(p->s3);
 	if (p->efd >= 0)
 		close(p->efd);
@@ -587,7 +741,7 @@ int tv_persist_put_segment(struct tv_persist *p, uint64_t segment_id, uint64_t o
 	j->p = p;
 	j->segment_id = segment_id;
 	j->oldest_ts_ns = oldest_ts_ns;
-	j->tmp_fd = tmp_fd;
+	j->dir_fd = tmp_fd;
 	j->n = n;
 	j->done = done;
 	j->arg = arg;
@@ -604,6 +758,30 @@ void tv_persist_detach(struct tv_persist_job *job)
 	job->done = NULL;
 }
 
+/* Loop, under mu: give up segment_id's async upload: unlinked from aq and done with
+ * -ECANCELED, or (running) marked, to end so when its try ends. */
+static void purge_async(struct tv_persist *p, uint64_t segment_id)
+{
+	struct tv_persist_job **pp = &p->aq_head, *prev = NULL;
+
+	while (*pp) {
+		struct tv_persist_job *a = *pp;
+
+		if (a->segment_id != segment_id || (a == p->aq_head && p->aq_running)) {
+			if (a->segment_id == segment_id)
+				a->cancelled = 1;
+			prev = a;
+			pp = &a->next;
+			continue;
+		}
+		*pp = a->next;
+		if (p->aq_tail == a)
+			p->aq_tail = prev;
+		a->res = -ECANCELED;
+		to_done(p, a);
+	}
+}
+
 int tv_persist_delete_segment(struct tv_persist *p, uint64_t segment_id, uint64_t oldest_ts_ns)
 {
 	struct tv_persist_job *d = calloc(1, sizeof(*d));
@@ -614,8 +792,37 @@ int tv_persist_delete_segment(struct tv_persist *p, uint64_t segment_id, uint64_
 	d->p = p;
 	d->segment_id = segment_id;
 	d->oldest_ts_ns = oldest_ts_ns;
-	submit(p, d);
+	if (p->async_n) {
+		pthread_mutex_lock(&p->mu);
+		purge_async(p, segment_id);
+		pthread_mutex_unlock(&p->mu);
+	}
+	submit(p, d); /* after the upload running now, if one is: the worker takes todo next */
 	return 0;
+}
+
+/* Loop: the async gauges from the loop's list and counts. */
+static void async_gauges(struct tv_persist *p)
+{
+	tv_metric_set(&p->st->unpersisted_segments, p->async_n);
+	tv_metric_set(&p->st->unpersisted_bytes, p->async_bytes);
+	tv_metric_set(&p->st->oldest_unpersisted_ns, p->lhead ? (uint64_t)p->lhead->queued_ns : 0);
+}
+
+/* Loop: an async job reaped leaves the loop's list and counts. */
+static void async_unlink(struct tv_persist *p, struct tv_persist_job *j)
+{
+	if (j->lprev)
+		j->lprev->lnext = j->lnext;
+	else
+		p->lhead = j->lnext;
+	if (j->lnext)
+		j->lnext->lprev = j->lprev;
+	else
+		p->ltail = j->lprev;
+	p->async_n--;
+	p->async_bytes -= j->total_bytes;
+	async_gauges(p);
 }
 
 size_t tv_persist_reap(struct tv_persist *p)
@@ -635,7 +842,12 @@ size_t tv_persist_reap(struct tv_persist *p)
 		struct tv_persist_job *next = j->next;
 
 		p->outstanding--;
-		if (j->done)
+		if (j->kind == JOB_ASYNC) {
+			async_unlink(p, j);
+			if (p->local.async_done)
+				p->local.async_done(p->local.arg, j->segment_id, j->oldest_ts_ns,
+						    j->res, j->err);
+		} else if (j->done)
 			j->done(j->arg, j->res, j->err);
 		else if (!j->res && tv_persist_delete_segment(p, j->segment_id, j->oldest_ts_ns))
 			fprintf(stderr, "tracevaultd: under-store: segment %016" PRIx64 " was "
@@ -648,4 +860,138 @@ size_t tv_persist_reap(struct tv_persist *p)
 	}
 	tv_metric_set(&p->st->queued, p->outstanding);
 	return count;
+}
+
+/* ---- the journal and async-through (persist.h) ---- */
+
+void tv_persist_attach(struct tv_persist *p, const struct tv_persist_local *l)
+{
+	if (p->local.blocks_fd >= 0 && p->local.blocks_fd != l->blocks_fd)
+		close(p->local.blocks_fd);
+	p->local = *l;
+}
+
+int tv_persist_is_async(const struct tv_persist *p)
+{
+	return p->async;
+}
+
+int tv_persist_delete_now(struct tv_persist *p, uint64_t segment_id, uint64_t oldest_ts_ns,
+			  char *err, size_t errlen)
+{
+	struct tv_s3 *worker = p->s3;
+	int ret;
+
+	/* delete_segment_objects works with p->s3: the worker is idle (nothing was submitted
+	 * yet) and its client is not touched, the loop's own stands in for this call */
+	p->s3 = p->s3_loop;
+	ret = delete_segment_objects(p, segment_id, oldest_ts_ns, err, errlen);
+	p->s3 = worker;
+	if (!ret)
+		tv_metric_add(&p->st->deleted_segments, 1);
+	return ret;
+}
+
+size_t tv_persist_settle(struct tv_persist *p)
+{
+	struct tv_persist_job *d;
+	size_t n = 0;
+
+	if (!tv_metric_get(&p->nsettled))
+		return 0;
+	pthread_mutex_lock(&p->mu);
+	d = p->settled;
+	p->settled = NULL;
+	tv_metric_set(&p->nsettled, 0);
+	pthread_mutex_unlock(&p->mu);
+	while (d) {
+		struct tv_persist_job *next = d->next;
+
+		if (p->local.settled)
+			p->local.settled(p->local.arg, d->segment_id);
+		free(d);
+		d = next;
+		n++;
+	}
+	return n;
+}
+
+int tv_persist_queue_fits(const struct tv_persist *p, size_t nsegments, uint64_t bytes)
+{
+	if (!p->async_n && nsegments <= 1)
+		return 1; /* a lone segment goes whatever its size: it could never fit otherwise */
+	return p->async_n + nsegments <= p->qsegments && p->async_bytes + bytes <= p->qbytes;
+}
+
+int tv_persist_queue_segment(struct tv_persist *p, uint64_t segment_id, uint64_t oldest_ts_ns,
+			     int64_t queued_ns, const struct tv_persist_block *blocks, size_t n)
+{
+	struct tv_persist_job *j;
+
+	if (!n || p->local.blocks_fd < 0)
+		return -EINVAL;
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	j->blocks = malloc(n * sizeof(*blocks));
+	if (!j->blocks) {
+		free(j);
+		return -ENOMEM;
+	}
+	memcpy(j->blocks, blocks, n * sizeof(*blocks));
+	j->kind = JOB_ASYNC;
+	j->p = p;
+	j->segment_id = segment_id;
+	j->oldest_ts_ns = oldest_ts_ns;
+	j->dir_fd = p->local.blocks_fd;
+	j->n = n;
+	j->queued_ns = queued_ns;
+	for (size_t i = 0; i < n; i++)
+		j->total_bytes += blocks[i].bytes;
+	j->submit_ns = tv_monotonic_ns();
+	/* the loop's list and counts, until tv_persist_reap */
+	j->lprev = p->ltail;
+	if (p->ltail)
+		p->ltail->lnext = j;
+	else
+		p->lhead = j;
+	p->ltail = j;
+	p->async_n++;
+	p->async_bytes += j->total_bytes;
+	p->outstanding++;
+	async_gauges(p);
+	pthread_mutex_lock(&p->mu);
+	j->next = NULL;
+	if (p->aq_tail)
+		p->aq_tail->next = j;
+	else
+		p->aq_head = j;
+	p->aq_tail = j;
+	pthread_cond_signal(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+	return 0;
+}
+
+void tv_persist_stop_async(struct tv_persist *p)
+{
+	struct tv_persist_job *keep = NULL, *a;
+
+	pthread_mutex_lock(&p->mu);
+	p->async_stop = 1;
+	a = p->aq_head;
+	if (a && p->aq_running) { /* it ends with its try (async_turn) */
+		keep = a;
+		a = a->next;
+		keep->next = NULL;
+	}
+	p->aq_head = p->aq_tail = keep;
+	while (a) {
+		struct tv_persist_job *next = a->next;
+
+		a->res = -ECANCELED;
+		to_done(p, a);
+		a = next;
+	}
+	pthread_cond_signal(&p->cv);
+	pthread_mutex_unlock(&p->mu);
 }
