@@ -47,6 +47,17 @@ static void async_done(void *arg, uint64_t segment_id, uint64_t oldest_ts_ns, in
 			"%s\n", segment_id, strerror(-ret));
 }
 
+/* Manifest order for a segment rebuilt from the catalog: by oldest record, then block id (the
+ * order the client wrote them in is not kept; a reader does not depend on it). */
+static int by_time(const void *a, const void *b)
+{
+	const struct tv_persist_block *x = a, *y = b;
+
+	if (x->min_ts_ns != y->min_ts_ns)
+		return x->min_ts_ns < y->min_ts_ns ? -1 : 1;
+	return x->block_id < y->block_id ? -1 : x->block_id > y->block_id;
+}
+
 struct blocks_acc {
 	struct tv_catalog_block *rows;
 	size_t n, cap;
@@ -141,6 +152,7 @@ int tv_under_journal_blocks(struct tv_catalog *c, struct tv_store *s, uint64_t s
 		if (pb[i].min_ts_ns < *oldest_ts_ns)
 			*oldest_ts_ns = pb[i].min_ts_ns;
 	}
+	qsort(pb, a.n, sizeof(*pb), by_time);
 	*out = pb;
 	*n = a.n;
 	pb = NULL;
