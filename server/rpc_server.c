@@ -1282,10 +1282,12 @@ static void under_arm(struct tv_rpc_server *srv)
 }
 
 /* Segments wait in the commit queue, and not only for room in async-through's upload queue
- * (then a finished upload clears blocked: under_polled). */
+ * (a finished upload clears blocked: under_polled; with no upload outstanding there is room
+ * whatever blocked says, e.g. when the members of the group that filled it failed). */
 static int commit_ready(const struct tv_rpc_server *srv)
 {
-	return srv->commit_q.n && !srv->commit_q.blocked;
+	return srv->commit_q.n && (!srv->commit_q.blocked || !srv->under ||
+				   !tv_persist_outstanding(srv->under));
 }
 
 /* Commit the waiting segments as one group, then reap what the syncs let complete. */

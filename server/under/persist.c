@@ -253,30 +253,31 @@ out:
 /* Abort every multipart upload in progress under the segment's directory. */
 static int abort_upload(void *arg, const char *key, const char *upload_id)
 {
-	struct tv_persist *p = arg;
+	struct tv_s3 *s3 = arg;
 	char e[TV_PERSIST_ERR_LEN];
 
 	/* an abort that fails leaves the upload for the next attempt (the listing sees it) */
-	return tv_s3_mpu_abort(p->s3, key, upload_id, e, sizeof(e));
+	return tv_s3_mpu_abort(s3, key, upload_id, e, sizeof(e));
 }
 
-/* Delete the segment's manifest, then every object and upload under its directory. 0, or the
- * first error with err naming it. */
-static int delete_segment_objects(struct tv_persist *p, uint64_t segment_id, uint64_t oldest,
-				  char *err, size_t errlen)
+/* Delete the segment's manifest, then every object and upload under its directory, with the
+ * client S3 (the worker's, or the loop's at start-up: never one client on two threads). 0, or
+ * the first error with err naming it. */
+static int delete_segment_objects(struct tv_persist *p, struct tv_s3 *s3, uint64_t segment_id,
+				  uint64_t oldest, char *err, size_t errlen)
 {
 	char key[TV_PERSIST_KEY_LEN];
 	int ret;
 
 	tv_persist_key(p->prefix, segment_id, oldest, 0, 1, 0, key, sizeof(key));
-	ret = tv_s3_delete(p->s3, key, err, errlen);
+	ret = tv_s3_delete(s3, key, err, errlen);
 	if (ret)
 		return ret;
 	tv_persist_key(p->prefix, segment_id, oldest, 0, 0, 1, key, sizeof(key));
-	ret = tv_s3_delete_prefix(p->s3, key, NULL, err, errlen);
+	ret = tv_s3_delete_prefix(s3, key, NULL, err, errlen);
 	if (ret)
 		return ret;
-	return tv_s3_list_multipart_uploads(p->s3, key, abort_upload, p, err, errlen);
+	return tv_s3_list_multipart_uploads(s3, key, abort_upload, s3, err, errlen);
 }
 
 /* A delete that failed goes to the retry list (the worker's). */
@@ -314,7 +315,7 @@ static void settle_push(struct tv_persist *p, struct tv_persist_job *d, uint64_t
 static void run_delete(struct tv_persist *p, struct tv_persist_job *d)
 {
 	char e[TV_PERSIST_ERR_LEN];
-	int ret = delete_segment_objects(p, d->segment_id, d->oldest_ts_ns, e, sizeof(e));
+	int ret = delete_segment_objects(p, p->s3, d->segment_id, d->oldest_ts_ns, e, sizeof(e));
 
 	if (!ret) {
 		tv_metric_add(&p->st->deleted_segments, 1);
@@ -394,21 +395,60 @@ static int put_objects(struct tv_persist *p, struct tv_persist_job *j, int *loca
 	return ret;
 }
 
+/* A PUT of a segment whose delete waits in the retry list (an earlier attempt of the same
+ * segment id failed, and S3 did not answer its undo): that delete runs first, or the retry
+ * would delete the new objects later, under the same keys. 0, or its error (the PUT fails with
+ * it: S3 does not answer). */
+static int flush_delete(struct tv_persist *p, struct tv_persist_job *j)
+{
+	struct tv_persist_job **pp = &p->retry;
+
+	while (*pp && (*pp)->segment_id != j->segment_id)
+		pp = &(*pp)->next;
+	if (!*pp)
+		return 0;
+	{
+		struct tv_persist_job *d = *pp;
+		int ret = delete_segment_objects(p, p->s3, d->segment_id, d->oldest_ts_ns, j->err,
+						 sizeof(j->err));
+
+		if (ret) {
+			tv_metric_add(&p->st->delete_failures, 1);
+			return ret; /* d stays for its retry */
+		}
+		*pp = d->next;
+		tv_metric_set(&p->st->cleanup_pending, tv_metric_get(&p->st->cleanup_pending) - 1);
+		tv_metric_add(&p->st->deleted_segments, 1);
+		free(d); /* not settled: the new attempt's journal row is the segment's now */
+	}
+	return 0;
+}
+
 /* A PUT job (cache-through): every block, then the manifest. On failure, what reached S3 is
  * deleted (or left to a retried delete when S3 does not answer), and j->err says what
  * failed. */
 static void run_put(struct tv_persist *p, struct tv_persist_job *j)
 {
 	char e[TV_PERSIST_ERR_LEN];
-	int ret, local;
+	int ret, local = 0;
 
+	ret = flush_delete(p, j);
+	if (ret) { /* nothing of this attempt reached S3; the waiting delete covers the rest */
+		size_t l = strlen(j->err);
+
+		snprintf(j->err + l, sizeof(j->err) - l, " (the delete of an earlier attempt of "
+			 "the segment, retried)");
+		j->res = ret;
+		tv_metric_add(&p->st->failures[failure_reason(ret)], 1);
+		return;
+	}
 	ret = put_objects(p, j, &local);
 	j->res = ret;
 	if (!ret)
 		return;
 	tv_metric_add(&p->st->failures[local ? TV_PERSIST_FAIL_LOCAL : failure_reason(ret)], 1);
 	/* undo: nothing of a failed segment stays in the bucket */
-	if (delete_segment_objects(p, j->segment_id, j->oldest_ts_ns, e, sizeof(e))) {
+	if (delete_segment_objects(p, p->s3, j->segment_id, j->oldest_ts_ns, e, sizeof(e))) {
 		struct tv_persist_job *d = calloc(1, sizeof(*d));
 		size_t l = strlen(j->err);
 
@@ -879,14 +919,8 @@ int tv_persist_is_async(const struct tv_persist *p)
 int tv_persist_delete_now(struct tv_persist *p, uint64_t segment_id, uint64_t oldest_ts_ns,
 			  char *err, size_t errlen)
 {
-	struct tv_s3 *worker = p->s3;
-	int ret;
+	int ret = delete_segment_objects(p, p->s3_loop, segment_id, oldest_ts_ns, err, errlen);
 
-	/* delete_segment_objects works with p->s3: the worker is idle (nothing was submitted
-	 * yet) and its client is not touched, the loop's own stands in for this call */
-	p->s3 = p->s3_loop;
-	ret = delete_segment_objects(p, segment_id, oldest_ts_ns, err, errlen);
-	p->s3 = worker;
 	if (!ret)
 		tv_metric_add(&p->st->deleted_segments, 1);
 	return ret;
