@@ -204,6 +204,8 @@ def test_cache_through_end_to_end(ceph):
         scrape = tvtest.Scrape(tvtest.metrics_addr(srv.log()))
         assert scrape.value("tracevault_server_under_persisted_segments_total") == 3
         assert scrape.value("tracevault_server_under_persisted_objects_total") == len(keys)
+        # the journal: no row left, a persisted row per segment (in each COMMIT's transaction)
+        assert journal(srv) == ({}, sorted(s[0] for s in segs)), journal(srv)
         c.close()
         print("  3 segments, %d objects: %s" % (len(keys), sorted(keys)[0]))
     finally:
@@ -348,6 +350,9 @@ def test_rgw_stopped_mid_segment(ceph):
         assert r.committed, r
         check_segment_in_bucket(ceph, ceph.list_keys(prefix + "/"), prefix, seg[0], seg[1],
                                 seg[3])
+        # the failed segment's 'uploading' row went once S3 confirmed its delete
+        tvtest.wait_for(lambda: journal(srv) == ({}, [seg[0]]), "the journal settled",
+                        timeout_s=30, interval_s=0.1)
         c.close()
     finally:
         srv.cleanup()
