@@ -1281,6 +1281,17 @@ static void under_arm(struct tv_rpc_server *srv)
 	srv->under_armed = 1;
 }
 
+/* How long the loop blocks in gRPC while the under-store's eventfd poll is its only I/O:
+ * TV_RPC_UNDER_WAIT_MS when a COMMIT waits on the result (a cache-through persist, or room in
+ * async-through's queue), else TV_RPC_UNDER_ASYNC_WAIT_MS. */
+static long under_wait_ms(const struct tv_rpc_server *srv)
+{
+	int waited_on = srv->commit_q.blocked ||
+			tv_persist_outstanding(srv->under) > tv_persist_unpersisted(srv->under);
+
+	return waited_on ? TV_RPC_UNDER_WAIT_MS : TV_RPC_UNDER_ASYNC_WAIT_MS;
+}
+
 /* Segments wait in the commit queue, and not only for room in async-through's upload queue
  * (a finished upload clears blocked: under_polled; with no upload outstanding there is room
  * whatever blocked says, e.g. when the members of the group that filled it failed). */
@@ -1346,7 +1357,7 @@ int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop)
 				   tv_retention_due(srv->retention) ?
 				gpr_inf_past(GPR_CLOCK_MONOTONIC) :
 				gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-					     gpr_time_from_millis(under_only ? TV_RPC_UNDER_WAIT_MS :
+					     gpr_time_from_millis(under_only ? under_wait_ms(srv) :
 								  srv->eos_waiting ? 1 :
 								  TV_RPC_POLL_MS, GPR_TIMESPAN));
 		ev = grpc_completion_queue_next(srv->cq, deadline, NULL);

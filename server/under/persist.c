@@ -1006,6 +1006,11 @@ int tv_persist_queue_segment(struct tv_persist *p, uint64_t segment_id, uint64_t
 	return 0;
 }
 
+size_t tv_persist_unpersisted(const struct tv_persist *p)
+{
+	return p->async_n;
+}
+
 void tv_persist_stop_async(struct tv_persist *p)
 {
 	struct tv_persist_job *keep = NULL, *a;

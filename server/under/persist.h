@@ -201,6 +201,9 @@ int tv_persist_queue_fits(const struct tv_persist *p, size_t nsegments, uint64_t
  * 0, -ENOMEM, -EINVAL (n == 0, or before tv_persist_attach). */
 int tv_persist_queue_segment(struct tv_persist *p, uint64_t segment_id, uint64_t oldest_ts_ns,
 			     int64_t queued_ns, const struct tv_persist_block *blocks, size_t n);
+/* async-through's uploads queued or running whose result the loop has not reaped (among
+ * tv_persist_outstanding). */
+size_t tv_persist_unpersisted(const struct tv_persist *p);
 /* Shutdown: give up every async-through upload not running (async_done gets -ECANCELED; the
  * segments stay 'queued' in the journal for the next start), and the running one when it
  * ends, without a retry; so the loop has only bounded work left to wait for. */
