@@ -1457,12 +1457,12 @@ int tv_catalog_under_pending_put(struct tv_catalog *c, uint64_t segment_id,
 			  "at_ns, state) VALUES (?1, ?2, ?3, ?4)", v, 3, UNDER_STATE[state], NULL);
 }
 
-int tv_catalog_under_settled(struct tv_catalog *c, uint64_t segment_id)
+int tv_catalog_under_settled(struct tv_catalog *c, uint64_t segment_id, int64_t since_ns)
 {
-	const int64_t v[] = { (int64_t)segment_id };
+	const int64_t v[] = { (int64_t)segment_id, since_ns };
 
 	return under_exec(c, "DELETE FROM under_pending WHERE segment_id = ?1 AND "
-			  "state IN ('uploading', 'deleting')", v, 1, NULL, NULL);
+			  "state IN ('uploading', 'deleting') AND at_ns <= ?2", v, 2, NULL, NULL);
 }
 
 int tv_catalog_under_pending_drop(struct tv_catalog *c, uint64_t segment_id)

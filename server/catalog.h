@@ -276,8 +276,10 @@ enum tv_under_pending {
 int tv_catalog_under_pending_put(struct tv_catalog *c, uint64_t segment_id,
 				 uint64_t oldest_ts_ns, enum tv_under_pending state);
 /* The S3 delete of segment_id is confirmed: drop its row if it is 'uploading' or 'deleting'
- * (a 'queued' row stays: it is settled by tv_catalog_under_persisted). 0 or the errno. */
-int tv_catalog_under_settled(struct tv_catalog *c, uint64_t segment_id);
+ * and was written at or before since_ns (CLOCK_REALTIME; a later row is a later attempt of the
+ * same segment id, which that delete did not cover); a 'queued' row stays (it is settled by
+ * tv_catalog_under_persisted). 0 or the errno. */
+int tv_catalog_under_settled(struct tv_catalog *c, uint64_t segment_id, int64_t since_ns);
 /* Drop segment_id's journal row whatever its state (a 'queued' row whose segment has no
  * blocks rows left). 0 or the errno. */
 int tv_catalog_under_pending_drop(struct tv_catalog *c, uint64_t segment_id);

@@ -15,10 +15,10 @@
 #include "proto/block.h"
 
 /* The persister confirmed a delete from S3: the journal row may go. */
-static void settled(void *arg, uint64_t segment_id)
+static void settled(void *arg, uint64_t segment_id, int64_t since_ns)
 {
 	struct tv_catalog *c = arg;
-	int ret = tv_catalog_under_settled(c, segment_id);
+	int ret = tv_catalog_under_settled(c, segment_id, since_ns);
 
 	if (ret)
 		fprintf(stderr, "tracevaultd: under-store: segment %016" PRIx64 ": deleted from "
@@ -186,7 +186,7 @@ static int startup_row(uint64_t segment_id, uint64_t oldest_ts_ns, enum tv_under
 		ret = tv_persist_delete_now(st->p, segment_id, oldest_ts_ns, err, sizeof(err));
 		if (!ret) {
 			st->deleted++;
-			return tv_catalog_under_settled(st->c, segment_id);
+			return tv_catalog_under_settled(st->c, segment_id, INT64_MAX);
 		}
 		fprintf(stderr, "tracevaultd: under-store: segment %016" PRIx64 " (journal: %s): "
 			"delete from S3 failed, retried in the background: %s\n", segment_id,

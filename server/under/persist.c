@@ -47,6 +47,7 @@ struct tv_persist_job {
 	int res;
 	char err[TV_PERSIST_ERR_LEN];
 	uint64_t submit_ns;
+	int64_t submit_real_ns; /* CLOCK_REALTIME of the submit: what a settled delete covers */
 	/* JOB_DELETE waiting in the worker's retry list */
 	uint64_t retry_at_ns;
 	unsigned retry_ms;
@@ -295,7 +296,8 @@ static void retry_later(struct tv_persist *p, struct tv_persist_job *d)
 /* A delete is confirmed: D (a JOB_DELETE, or NULL: a new one for SEGMENT_ID) goes to the
  * settled list, for the loop's journal. Without memory the journal row stays, and the next
  * start deletes again (idempotent). */
-static void settle_push(struct tv_persist *p, struct tv_persist_job *d, uint64_t segment_id)
+static void settle_push(struct tv_persist *p, struct tv_persist_job *d, uint64_t segment_id,
+			int64_t submit_real_ns)
 {
 	if (!d) {
 		d = calloc(1, sizeof(*d));
@@ -303,6 +305,7 @@ static void settle_push(struct tv_persist *p, struct tv_persist_job *d, uint64_t
 			return;
 		d->kind = JOB_DELETE;
 		d->segment_id = segment_id;
+		d->submit_real_ns = submit_real_ns;
 	}
 	pthread_mutex_lock(&p->mu);
 	d->next = p->settled;
@@ -322,7 +325,7 @@ static void run_delete(struct tv_persist *p, struct tv_persist_job *d)
 		if (d->retry_ms)
 			fprintf(stderr, "tracevaultd: under-store: segment %016" PRIx64 " deleted "
 				"from s3://%s after a retry\n", d->segment_id, p->bucket);
-		settle_push(p, d, d->segment_id);
+		settle_push(p, d, d->segment_id, d->submit_real_ns);
 		return;
 	}
 	tv_metric_add(&p->st->delete_failures, 1);
@@ -460,11 +463,12 @@ static void run_put(struct tv_persist *p, struct tv_persist_job *j)
 			d->p = p;
 			d->segment_id = j->segment_id;
 			d->oldest_ts_ns = j->oldest_ts_ns;
+			d->submit_real_ns = j->submit_real_ns;
 			retry_later(p, d);
 		}
 	} else {
 		tv_metric_add(&p->st->deleted_segments, 1);
-		settle_push(p, NULL, j->segment_id);
+		settle_push(p, NULL, j->segment_id, j->submit_real_ns);
 	}
 }
 
@@ -786,6 +790,7 @@ int tv_persist_put_segment(struct tv_persist *p, uint64_t segment_id, uint64_t o
 	j->done = done;
 	j->arg = arg;
 	j->submit_ns = tv_monotonic_ns();
+	j->submit_real_ns = (int64_t)tv_realtime_ns();
 	p->outstanding++;
 	tv_metric_set(&p->st->queued, p->outstanding);
 	*job = j;
@@ -832,6 +837,7 @@ int tv_persist_delete_segment(struct tv_persist *p, uint64_t segment_id, uint64_
 	d->p = p;
 	d->segment_id = segment_id;
 	d->oldest_ts_ns = oldest_ts_ns;
+	d->submit_real_ns = (int64_t)tv_realtime_ns();
 	if (p->async_n) {
 		pthread_mutex_lock(&p->mu);
 		purge_async(p, segment_id);
@@ -942,7 +948,7 @@ size_t tv_persist_settle(struct tv_persist *p)
 		struct tv_persist_job *next = d->next;
 
 		if (p->local.settled)
-			p->local.settled(p->local.arg, d->segment_id);
+			p->local.settled(p->local.arg, d->segment_id, d->submit_real_ns);
 		free(d);
 		d = next;
 		n++;
