@@ -43,6 +43,9 @@ struct tv_persist_job {
 	uint64_t total_bytes;
 	int cancelled;
 	struct tv_persist_job *lprev, *lnext;
+	/* JOB_PUT, under mu: the worker has run it (finished), the loop gave its segment up
+	 * (detached); whichever comes second undoes a put that succeeded */
+	int finished, detached;
 	void *arg;
 	int res;
 	char err[TV_PERSIST_ERR_LEN];
@@ -430,9 +433,10 @@ static int flush_delete(struct tv_persist *p, struct tv_persist_job *j)
 /* A PUT job (cache-through): every block, then the manifest. On failure, what reached S3 is
  * deleted (or left to a retried delete when S3 does not answer), and j->err says what
  * failed. */
+static void undo_put(struct tv_persist *p, struct tv_persist_job *j);
+
 static void run_put(struct tv_persist *p, struct tv_persist_job *j)
 {
-	char e[TV_PERSIST_ERR_LEN];
 	int ret, local = 0;
 
 	ret = flush_delete(p, j);
@@ -450,7 +454,15 @@ static void run_put(struct tv_persist *p, struct tv_persist_job *j)
 	if (!ret)
 		return;
 	tv_metric_add(&p->st->failures[local ? TV_PERSIST_FAIL_LOCAL : failure_reason(ret)], 1);
-	/* undo: nothing of a failed segment stays in the bucket */
+	undo_put(p, j); /* nothing of a failed segment stays in the bucket */
+}
+
+/* Delete what put job J put into S3 (it failed, or its segment was given up), now, on the
+ * worker; when S3 does not answer, the delete waits in the retry list and j->err says so. */
+static void undo_put(struct tv_persist *p, struct tv_persist_job *j)
+{
+	char e[TV_PERSIST_ERR_LEN];
+
 	if (delete_segment_objects(p, p->s3, j->segment_id, j->oldest_ts_ns, e, sizeof(e))) {
 		struct tv_persist_job *d = calloc(1, sizeof(*d));
 		size_t l = strlen(j->err);
@@ -589,6 +601,16 @@ static void *worker_main(void *arg)
 				continue;
 			}
 			run_put(p, j);
+			pthread_mutex_lock(&p->mu);
+			j->finished = 1;
+			if (j->detached && !j->res) {
+				/* given up meanwhile: undone before the next job, which may be a
+				 * later attempt of the same segment id under the same keys */
+				pthread_mutex_unlock(&p->mu);
+				undo_put(p, j);
+				pthread_mutex_lock(&p->mu);
+			}
+			pthread_mutex_unlock(&p->mu);
 			run_retries(p, 0);
 			pthread_mutex_lock(&p->mu);
 			to_done(p, j);
@@ -800,7 +822,19 @@ int tv_persist_put_segment(struct tv_persist *p, uint64_t segment_id, uint64_t o
 
 void tv_persist_detach(struct tv_persist_job *job)
 {
+	struct tv_persist *p = job->p;
+	int undo;
+
 	job->done = NULL;
+	pthread_mutex_lock(&p->mu);
+	job->detached = 1;
+	undo = job->finished && !job->res; /* else the worker undoes it when it finishes */
+	pthread_mutex_unlock(&p->mu);
+	/* now, before the loop submits anything else (a later attempt of the segment id) */
+	if (undo && tv_persist_delete_segment(p, job->segment_id, job->oldest_ts_ns))
+		fprintf(stderr, "tracevaultd: under-store: segment %016" PRIx64 " was given up "
+			"after it was persisted, and its delete from S3 could not be queued (out of "
+			"memory)\n", job->segment_id);
 }
 
 /* Loop, under mu: give up segment_id's async upload: unlinked from aq and done with
@@ -893,12 +927,9 @@ size_t tv_persist_reap(struct tv_persist *p)
 			if (p->local.async_done)
 				p->local.async_done(p->local.arg, j->segment_id, j->oldest_ts_ns,
 						    j->res, j->err);
-		} else if (j->done)
+		} else if (j->done) {
 			j->done(j->arg, j->res, j->err);
-		else if (!j->res && tv_persist_delete_segment(p, j->segment_id, j->oldest_ts_ns))
-			fprintf(stderr, "tracevaultd: under-store: segment %016" PRIx64 " was "
-				"given up while it was persisted, and its delete from S3 could "
-				"not be queued (out of memory)\n", j->segment_id);
+		} /* detached: undone by the worker or by tv_persist_detach */
 		free(j->blocks);
 		free(j);
 		j = next;

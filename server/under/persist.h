@@ -152,7 +152,9 @@ int tv_persist_put_segment(struct tv_persist *p, uint64_t segment_id, uint64_t o
 			   int tmp_fd, const struct tv_persist_block *blocks, size_t n,
 			   tv_persist_done_fn done, void *arg, struct tv_persist_job **job);
 /* The segment behind JOB is gone (aborted, stream freed): its done will not run, and what the
- * job put into S3 is deleted (a put that succeeds is undone). */
+ * job put into S3 is deleted (a put that succeeds is undone): by the worker as soon as the put
+ * ends, before its next job, or, when it has ended already, by a delete queued now; either
+ * way before a later attempt of the same segment id, which the loop submits after this. */
 void tv_persist_detach(struct tv_persist_job *job);
 /* Delete segment SEGMENT_ID's objects (the keys of oldest_ts_ns): the manifest first, so that a
  * half-deleted segment is never read, then everything under its directory (blocks the caller

@@ -415,6 +415,62 @@ def test_journal_kill9_mid_upload(ceph):
         srv.cleanup()
 
 
+def test_cancel_mid_upload_then_same_id(ceph):
+    """A client cancels while its segment's blocks are being uploaded, and writes the same
+    segment id again at once (other blocks, the same directory): the cancelled attempt's
+    objects are deleted before the new attempt's upload, so the bucket ends with exactly the
+    new attempt's objects, and the journal with its persisted row only."""
+    set_credentials(ceph)
+    rng = random.Random(9)
+    prefix = "cancel"
+    srv = tvtest.Server(extra_args=under_args(ceph, prefix))
+    try:
+        srv.start(timeout=START_TIMEOUT_S)
+        c = tvtest.GrpcClient(srv.addr, timeout_s=120)
+        sid, blocks, _, oldest = make_segment(rng, BASE_NS + 33 * 10**12, 12, 64,
+                                              path_bytes=64 * 1024)
+        d = seg_dir(prefix, sid, oldest)
+        pb = c.pb
+        w = tvtest.WriteStream(c)
+        w.send(tvtest.write_cmd(pb.OPEN_SEGMENT, segment_id=sid))
+        for bid, data in blocks:
+            w.send(tvtest.write_cmd(pb.OPEN_BLOCK, block_id=bid, length=len(data)),
+                   *tvtest.write_chunks(bid, data, 1 << 20))
+        w.send(tvtest.write_cmd(pb.COMMIT, segment_id=sid))
+        tvtest.wait_for(lambda: any(k.endswith(".blk") for k in ceph.list_keys(d)),
+                        "the segment's first object in the bucket", timeout_s=60,
+                        interval_s=0.02)
+        w.call.cancel()
+        w.end()
+        again = (sid,) + make_segment(rng, oldest, 1, 20)[1:]  # same id, same directory
+        result = {}
+
+        def write_again():
+            try:
+                result["r"] = c.write_encoded(sid, again[1])
+                return True
+            except c.grpc.RpcError as e:  # the cancelled stream may still hold the id
+                assert e.code() == c.grpc.StatusCode.ALREADY_EXISTS, e
+                return False
+        tvtest.wait_for(write_again, "the same id written again", timeout_s=30,
+                        interval_s=0.02)
+        assert result["r"].committed, result
+        want = {d + "manifest.json", d + "%016x.blk" % again[1][0][0]}
+        tvtest.wait_for(lambda: set(ceph.list_keys(d)) == want and
+                        ceph.list_uploads(d) == [], "only the new attempt's objects",
+                        timeout_s=60, interval_s=0.1)
+        check_segment_in_bucket(ceph, ceph.list_keys(prefix + "/"), prefix, sid, again[1],
+                                oldest)
+        tvtest.wait_for(lambda: journal(srv) == ({}, [sid]), "the journal settled",
+                        timeout_s=30, interval_s=0.1)
+        got = sorted(r.ts_ns for r in c.query(BASE_NS, BASE_NS + 10**15))
+        assert got == again[2], "not the new attempt's records"
+        c.close()
+        stop_clean(srv)
+    finally:
+        srv.cleanup()
+
+
 def test_journal_delete_unconfirmed(ceph):
     """A Delete answered while radosgw is down leaves a 'deleting' journal row (the S3 delete
     is retried); after a kill -9 the restart deletes the segment's objects before serving
