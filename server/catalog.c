@@ -1490,8 +1490,8 @@ int tv_catalog_group_add_under(struct tv_catalog *c, uint64_t segment_id, uint64
 				 NULL, NULL);
 	else if (!ret)
 		ret = under_exec(c, "INSERT OR REPLACE INTO under_persisted (segment_id, "
-				 "oldest_ts_ns, evicted, persisted_ns) VALUES (?1, ?2, 0, ?3)", v, 3,
-				 NULL, NULL);
+				 "oldest_ts_ns, evicted, persisted_ns) VALUES (?1, ?2, 0, ?3)",
+				 v, 3, NULL, NULL);
 	if (ret)
 		sqlite_reason(c, ret, "catalog: the under-store's journal", err, errlen);
 	return ret;
@@ -1509,8 +1509,8 @@ int tv_catalog_under_persisted(struct tv_catalog *c, uint64_t segment_id, uint64
 			 "state = 'queued'", v, 1, NULL, &changes);
 	if (!ret && changes)
 		ret = under_exec(c, "INSERT OR REPLACE INTO under_persisted (segment_id, "
-				 "oldest_ts_ns, evicted, persisted_ns) VALUES (?1, ?2, 0, ?3)", v, 3,
-				 NULL, NULL);
+				 "oldest_ts_ns, evicted, persisted_ns) VALUES (?1, ?2, 0, ?3)",
+				 v, 3, NULL, NULL);
 	ret = under_end(c, own, ret);
 	return ret ? ret : changes ? 1 : 0;
 }
@@ -1592,7 +1592,8 @@ int tv_catalog_under_pending_list(struct tv_catalog *c, tv_catalog_pending_cb cb
 		ret = last_errno(c);
 	sqlite3_finalize(st);
 	for (size_t i = 0; i < n && !ret; i++)
-		ret = cb(rows[i].segment_id, rows[i].oldest_ts_ns, rows[i].state, rows[i].at_ns, arg);
+		ret = cb(rows[i].segment_id, rows[i].oldest_ts_ns, rows[i].state, rows[i].at_ns,
+			 arg);
 	free(rows);
 	return ret;
 }

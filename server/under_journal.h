@@ -25,8 +25,9 @@ int tv_under_journal_start(struct tv_persist *p, struct tv_catalog *c, struct tv
 
 /* A committed segment's tv_persist_block list: names in blocks/ (tv_store_block_name), the
  * header fields of blocks read from their headers there. *out malloc'd (the caller frees),
- * in order of their oldest record (then block id), *oldest_ts_ns the smallest min_ts_ns. 0, -ENOENT (no blocks rows: the segment is gone),
- * or another negative errno with err naming the block. */
+ * in order of their oldest record (then block id), *oldest_ts_ns the smallest min_ts_ns.
+ * 0, -ENOENT (no blocks rows: the segment is gone), or another negative errno with err naming
+ * the block. */
 int tv_under_journal_blocks(struct tv_catalog *c, struct tv_store *s, uint64_t segment_id,
 			    struct tv_persist_block **out, size_t *n, uint64_t *oldest_ts_ns,
 			    char *err, size_t errlen);

@@ -32,7 +32,7 @@ struct tv_persist_job {
 	enum job_kind kind;
 	struct tv_persist *p;
 	uint64_t segment_id, oldest_ts_ns;
-	int dir_fd;                      /* where the block files are: tmp/ (PUT), blocks/ (ASYNC) */
+	int dir_fd;                      /* the block files' dir: tmp/ (PUT), blocks/ (ASYNC) */
 	struct tv_persist_block *blocks; /* JOB_PUT, JOB_ASYNC: n, owned */
 	size_t n;
 	tv_persist_done_fn done; /* JOB_PUT: NULL once detached (loop only) */
@@ -558,7 +558,8 @@ static void async_turn(struct tv_persist *p)
 				"failed, retrying every %d..%d ms (it is committed locally): %s\n",
 				a->segment_id, TV_PERSIST_ASYNC_RETRY_MIN_MS,
 				TV_PERSIST_ASYNC_RETRY_MAX_MS, a->err);
-		p->aq_retry_ms = p->aq_retry_ms ? p->aq_retry_ms * 2 : TV_PERSIST_ASYNC_RETRY_MIN_MS;
+		p->aq_retry_ms = p->aq_retry_ms ? p->aq_retry_ms * 2 :
+						  TV_PERSIST_ASYNC_RETRY_MIN_MS;
 		if (p->aq_retry_ms > TV_PERSIST_ASYNC_RETRY_MAX_MS)
 			p->aq_retry_ms = TV_PERSIST_ASYNC_RETRY_MAX_MS;
 		p->aq_retry_at_ns = tv_monotonic_ns() + (uint64_t)p->aq_retry_ms * 1000000ull;
@@ -833,8 +834,8 @@ void tv_persist_detach(struct tv_persist_job *job)
 	/* now, before the loop submits anything else (a later attempt of the segment id) */
 	if (undo && tv_persist_delete_segment(p, job->segment_id, job->oldest_ts_ns))
 		fprintf(stderr, "tracevaultd: under-store: segment %016" PRIx64 " was given up "
-			"after it was persisted, and its delete from S3 could not be queued (out of "
-			"memory)\n", job->segment_id);
+			"after it was persisted, and its delete from S3 could not be queued "
+			"(out of memory)\n", job->segment_id);
 }
 
 /* Loop, under mu: give up segment_id's async upload: unlinked from aq and done with

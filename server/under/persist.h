@@ -168,15 +168,17 @@ int tv_persist_delete_segment(struct tv_persist *p, uint64_t segment_id, uint64_
  * The persister knows no catalog: the server attaches what its loop does with the results. */
 
 /* What the server's loop does with results, all called on the loop's thread (tv_persist_reap,
- * tv_persist_settle): settled(arg, S, since_ns) once a delete of segment S from S3 is
- * confirmed: its journal row may go if it was written at or before since_ns (CLOCK_REALTIME
- * of the delete's submit, or of the failed put it undid); a later row belongs to a later
- * attempt of the same segment id, which that delete does not cover; async_done(arg, S, T, res, err) for an async-through upload: res 0
- * when its manifest is written, -ECANCELED when it was given up (a Delete of the segment, or
- * the server stops: the segment stays queued in the journal), else a local failure that is
- * not retried (its block file is gone or not the block; err says which). blocks_fd: the
- * store's blocks/ directory, which async-through reads by name; owned by the persister from
- * tv_persist_attach on (closed by tv_persist_close). */
+ * tv_persist_settle):
+ *   settled(arg, S, since_ns)  a delete of segment S from S3 is confirmed: its journal row may
+ *        go if it was written at or before since_ns (CLOCK_REALTIME of the delete's submit,
+ *        or of the failed put it undid); a later row belongs to a later attempt of the same
+ *        segment id, which that delete does not cover
+ *   async_done(arg, S, T, res, err)  an async-through upload ended: res 0 when its manifest
+ *        is written, -ECANCELED when it was given up (a Delete of the segment, or the server
+ *        stops: the segment stays queued in the journal), else a local failure that is not
+ *        retried (its block file is gone or not the block; err says which)
+ * blocks_fd: the store's blocks/ directory, which async-through reads by name; owned by the
+ * persister from tv_persist_attach on (closed by tv_persist_close). */
 struct tv_persist_local {
 	int blocks_fd;
 	void (*settled)(void *arg, uint64_t segment_id, int64_t since_ns);
