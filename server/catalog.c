@@ -1299,6 +1299,8 @@ int tv_catalog_size(struct tv_catalog *c, uint64_t *blocks, uint64_t *bytes)
 	return ret;
 }
 
+static int under_retire(struct tv_catalog *c, uint64_t segment_id, int64_t now_ns);
+
 /* One segment's part of tv_catalog_retire, inside its transaction. */
 static int retire_one(struct tv_catalog *c, uint64_t segment_id, uint64_t writer_token,
 		      int64_t now_ns, tv_catalog_retired_cb cb, void *arg)
@@ -1308,6 +1310,8 @@ static int retire_one(struct tv_catalog *c, uint64_t segment_id, uint64_t writer
 	sqlite3_bind_int64(c->retire_mark, 1, (int64_t)segment_id);
 	sqlite3_bind_int64(c->retire_mark, 2, now_ns);
 	ret = step_done(c, c->retire_mark);
+	if (!ret) /* the under-store's journal: a 'deleting' row when it is in the bucket */
+		ret = under_retire(c, segment_id, now_ns);
 	if (ret)
 		return ret;
 	sqlite3_bind_int64(c->retire_rows, 1, (int64_t)segment_id);
@@ -1393,26 +1397,6 @@ int tv_catalog_retiring(struct tv_catalog *c, uint64_t **ids, size_t *n)
 }
 
 /* ---- eviction and read-back of the under-store (catalog.h, one block) ---- */
-
-int tv_catalog_group_add_persisted(struct tv_catalog *c, uint64_t segment_id,
-				   uint64_t oldest_ts_ns)
-{
-	sqlite3_stmt *st;
-	int ret;
-
-	if (sqlite3_get_autocommit(c->db))
-		return -EIO; /* no group transaction: the row must share the blocks rows' fate */
-	ret = prepare(c, "INSERT OR REPLACE INTO under_persisted (segment_id, oldest_ts_ns, "
-			 "evicted, persisted_ns) VALUES (?1, ?2, 0, ?3)", &st);
-	if (ret)
-		return ret;
-	sqlite3_bind_int64(st, 1, (int64_t)segment_id);
-	sqlite3_bind_int64(st, 2, (int64_t)oldest_ts_ns);
-	sqlite3_bind_int64(st, 3, (int64_t)tv_realtime_ns());
-	ret = step_done(c, st);
-	sqlite3_finalize(st);
-	return ret;
-}
 
 int tv_catalog_under_state(struct tv_catalog *c, uint64_t segment_id, uint64_t *oldest_ts_ns,
 			   int *evicted)
@@ -1684,4 +1668,218 @@ rollback:
 		exec(c, "ROLLBACK");
 	free(local.b);
 	return ret < 0 ? ret : result;
+}
+
+/*
+ * ---- The under-store's journal (catalog.h; server/under/UNDERSTORE.md "Catalog state") ----
+ * Tables under_pending and under_persisted. Statements are prepared per call: each runs once
+ * per segment next to a WAL fsync, so keeping them prepared would save nothing measurable.
+ */
+
+static const char *const UNDER_STATE[] = {
+	[TV_UNDER_UPLOADING] = "uploading",
+	[TV_UNDER_QUEUED] = "queued",
+	[TV_UNDER_DELETING] = "deleting",
+};
+
+/* Prepare sql, bind vals[0..n) as ?1..?n and text (when not NULL) as ?n+1, run it to
+ * completion; *changes (may be NULL) gets sqlite3_changes. 0 or the errno. */
+static int under_exec(struct tv_catalog *c, const char *sql, const int64_t *vals, int n,
+		      const char *text, int *changes)
+{
+	sqlite3_stmt *st;
+	int ret = prepare(c, sql, &st);
+
+	if (ret)
+		return ret;
+	for (int i = 0; i < n; i++)
+		sqlite3_bind_int64(st, i + 1, vals[i]);
+	if (text)
+		sqlite3_bind_text(st, n + 1, text, -1, SQLITE_STATIC);
+	ret = sqlite3_step(st) == SQLITE_DONE ? 0 : last_errno(c);
+	if (!ret && changes)
+		*changes = sqlite3_changes(c->db);
+	sqlite3_finalize(st);
+	return ret;
+}
+
+/* BEGIN IMMEDIATE, unless a transaction is open (then the caller's it is): *own 1 when begun. */
+static int under_begin(struct tv_catalog *c, int *own)
+{
+	*own = sqlite3_get_autocommit(c->db);
+	return *own ? exec(c, "BEGIN IMMEDIATE") : 0;
+}
+
+static int under_end(struct tv_catalog *c, int own, int ret)
+{
+	if (!own)
+		return ret;
+	if (!ret)
+		ret = exec(c, "COMMIT");
+	if (ret && !sqlite3_get_autocommit(c->db))
+		exec(c, "ROLLBACK");
+	return ret;
+}
+
+int tv_catalog_under_pending_put(struct tv_catalog *c, uint64_t segment_id,
+				 uint64_t oldest_ts_ns, enum tv_under_pending state)
+{
+	const int64_t v[] = { (int64_t)segment_id, (int64_t)oldest_ts_ns,
+			      (int64_t)tv_realtime_ns() };
+
+	return under_exec(c, "INSERT OR REPLACE INTO under_pending (segment_id, oldest_ts_ns, "
+			  "at_ns, state) VALUES (?1, ?2, ?3, ?4)", v, 3, UNDER_STATE[state], NULL);
+}
+
+int tv_catalog_under_settled(struct tv_catalog *c, uint64_t segment_id, int64_t since_ns)
+{
+	const int64_t v[] = { (int64_t)segment_id, since_ns };
+
+	return under_exec(c, "DELETE FROM under_pending WHERE segment_id = ?1 AND "
+			  "state IN ('uploading', 'deleting') AND at_ns <= ?2", v, 2, NULL, NULL);
+}
+
+int tv_catalog_under_pending_drop(struct tv_catalog *c, uint64_t segment_id)
+{
+	const int64_t v[] = { (int64_t)segment_id };
+
+	return under_exec(c, "DELETE FROM under_pending WHERE segment_id = ?1", v, 1, NULL, NULL);
+}
+
+int tv_catalog_group_add_under(struct tv_catalog *c, uint64_t segment_id, uint64_t oldest_ts_ns,
+			       int queued, char *err, size_t errlen)
+{
+	const int64_t v[] = { (int64_t)segment_id, (int64_t)oldest_ts_ns,
+			      (int64_t)tv_realtime_ns() };
+	int ret;
+
+	if (sqlite3_get_autocommit(c->db)) {
+		snprintf(err, errlen, "catalog: no group transaction open");
+		return -EIO;
+	}
+	ret = under_exec(c, "DELETE FROM under_pending WHERE segment_id = ?1", v, 1, NULL, NULL);
+	if (!ret && queued)
+		ret = under_exec(c, "INSERT OR REPLACE INTO under_pending (segment_id, "
+				 "oldest_ts_ns, at_ns, state) VALUES (?1, ?2, ?3, 'queued')", v, 3,
+				 NULL, NULL);
+	else if (!ret)
+		ret = under_exec(c, "INSERT OR REPLACE INTO under_persisted (segment_id, "
+				 "oldest_ts_ns, evicted, persisted_ns) VALUES (?1, ?2, 0, ?3)",
+				 v, 3, NULL, NULL);
+	if (ret)
+		sqlite_reason(c, ret, "catalog: the under-store's journal", err, errlen);
+	return ret;
+}
+
+int tv_catalog_under_persisted(struct tv_catalog *c, uint64_t segment_id, uint64_t oldest_ts_ns)
+{
+	const int64_t v[] = { (int64_t)segment_id, (int64_t)oldest_ts_ns,
+			      (int64_t)tv_realtime_ns() };
+	int own, changes = 0, ret = under_begin(c, &own);
+
+	if (ret)
+		return ret;
+	ret = under_exec(c, "DELETE FROM under_pending WHERE segment_id = ?1 AND "
+			 "state = 'queued'", v, 1, NULL, &changes);
+	if (!ret && changes)
+		ret = under_exec(c, "INSERT OR REPLACE INTO under_persisted (segment_id, "
+				 "oldest_ts_ns, evicted, persisted_ns) VALUES (?1, ?2, 0, ?3)",
+				 v, 3, NULL, NULL);
+	ret = under_end(c, own, ret);
+	return ret ? ret : changes ? 1 : 0;
+}
+
+int tv_catalog_under_deleting(struct tv_catalog *c, uint64_t segment_id, uint64_t oldest_ts_ns)
+{
+	const int64_t v[] = { (int64_t)segment_id };
+	int own, ret = under_begin(c, &own);
+
+	if (ret)
+		return ret;
+	ret = tv_catalog_under_pending_put(c, segment_id, oldest_ts_ns, TV_UNDER_DELETING);
+	if (!ret)
+		ret = under_exec(c, "DELETE FROM under_persisted WHERE segment_id = ?1", v, 1, NULL,
+				 NULL);
+	return under_end(c, own, ret);
+}
+
+/* T1's part (retire_one, inside its transaction): a retired segment that is in the bucket
+ * (an under_persisted row) or queued for it gets a 'deleting' row, and loses its
+ * under_persisted row; the caller deletes it from S3 after T1 (server/retention.c). */
+static int under_retire(struct tv_catalog *c, uint64_t segment_id, int64_t now_ns)
+{
+	const int64_t v[] = { (int64_t)segment_id, now_ns };
+	int ret;
+
+	ret = under_exec(c, "INSERT OR REPLACE INTO under_pending (segment_id, oldest_ts_ns, "
+			 "state, at_ns) SELECT segment_id, oldest_ts_ns, 'deleting', ?2 FROM "
+			 "under_persisted WHERE segment_id = ?1 UNION ALL SELECT segment_id, "
+			 "oldest_ts_ns, 'deleting', ?2 FROM under_pending WHERE segment_id = ?1 "
+			 "AND state = 'queued'", v, 2, NULL, NULL);
+	if (!ret)
+		ret = under_exec(c, "DELETE FROM under_persisted WHERE segment_id = ?1", v, 1, NULL,
+				 NULL);
+	return ret;
+}
+
+struct pending_row {
+	uint64_t segment_id, oldest_ts_ns;
+	enum tv_under_pending state;
+	int64_t at_ns;
+};
+
+int tv_catalog_under_pending_list(struct tv_catalog *c, tv_catalog_pending_cb cb, void *arg)
+{
+	struct pending_row *rows = NULL;
+	size_t n = 0, cap = 0;
+	sqlite3_stmt *st;
+	int rc, ret = prepare(c, "SELECT segment_id, oldest_ts_ns, state, at_ns FROM "
+			      "under_pending ORDER BY segment_id", &st);
+
+	if (ret)
+		return ret;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *s = (const char *)sqlite3_column_text(st, 2);
+
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 64;
+			struct pending_row *p = realloc(rows, ncap * sizeof(*p));
+
+			if (!p) {
+				ret = -ENOMEM;
+				break;
+			}
+			rows = p;
+			cap = ncap;
+		}
+		rows[n] = (struct pending_row){
+			.segment_id = (uint64_t)sqlite3_column_int64(st, 0),
+			.oldest_ts_ns = (uint64_t)sqlite3_column_int64(st, 1),
+			.state = s && !strcmp(s, "queued") ? TV_UNDER_QUEUED :
+				 s && !strcmp(s, "uploading") ? TV_UNDER_UPLOADING :
+								TV_UNDER_DELETING,
+			.at_ns = sqlite3_column_int64(st, 3),
+		};
+		n++;
+	}
+	if (!ret && rc != SQLITE_DONE)
+		ret = last_errno(c);
+	sqlite3_finalize(st);
+	for (size_t i = 0; i < n && !ret; i++)
+		ret = cb(rows[i].segment_id, rows[i].oldest_ts_ns, rows[i].state, rows[i].at_ns,
+			 arg);
+	free(rows);
+	return ret;
+}
+
+int tv_catalog_under_counts(struct tv_catalog *c, uint64_t *pending, uint64_t *persisted)
+{
+	int64_t a = 0, b = 0;
+	int ret = query_int(c, "SELECT COUNT(*) FROM under_pending", &a);
+
+	if (!ret)
+		ret = query_int(c, "SELECT COUNT(*) FROM under_persisted", &b);
+	*pending = (uint64_t)a;
+	*persisted = (uint64_t)b;
+	return ret;
 }

@@ -191,8 +191,10 @@ int tv_catalog_segments_by_age(struct tv_catalog *c, tv_catalog_segment_cb cb, v
 int tv_catalog_size(struct tv_catalog *c, uint64_t *blocks, uint64_t *bytes);
 /* T1 for segment_ids[0..n) in ONE transaction: each gets a retiring row, loses all its blocks
  * rows (cb is called for each, with its block id, bytes and oldest record time: the files to
- * unlink, and the under-store's keys, server/under/persist.h) and its
- * segments row becomes 'deleted' (with writer_token when it had none; a known token is kept).
+ * unlink, and the under-store's keys, server/under/persist.h), a segment in the bucket (an
+ * under_persisted row, or a 'queued' one) gets a 'deleting' journal row and loses its
+ * under_persisted row (the journal, below), and its segments row becomes 'deleted' (with
+ * writer_token when it had none; a known token is kept).
  * The same transaction drops the retiring rows of done[0..ndone) (an earlier T2, folded in to
  * save its WAL fsync). A non-zero return of cb, or a SQLite failure, rolls everything back and
  * is returned (then nothing changed, whatever cb saw). 0 when committed. */
@@ -259,16 +261,6 @@ int tv_catalog_trace_filter_drop(struct tv_catalog *c, uint64_t block_id);
  * "Eviction"): the rows of table under_persisted. One block, so that the helpers changing the
  * catalog at once merge easily.
  */
-/* COMMIT (cache-through): segment_id's manifest is in the bucket under the keys of
- * oldest_ts_ns; its under_persisted row (evicted 0) goes into the open group transaction
- * (tv_catalog_group_begin), after tv_catalog_group_add put its blocks rows in, so that the row
- * is durable with them. Returns 0, -EIO (no group transaction open) or the SQLite failure's
- * errno: the commit goes on without the row (the segment is then never evicted: the safe
- * side), unless SQLite rolled the whole transaction back, which tv_catalog_group_commit
- * reports. */
-int tv_catalog_group_add_persisted(struct tv_catalog *c, uint64_t segment_id,
-				   uint64_t oldest_ts_ns);
-
 /* Read-back: 1 with *oldest_ts_ns and *evicted (0 or 1) when segment_id has an
  * under_persisted row, 0 when it has none (never persisted: its files are only local), or a
  * negative errno (SQLite failed). */
@@ -327,5 +319,58 @@ enum tv_catalog_rebuild_result {
 int tv_catalog_rebuild_add_segment(struct tv_catalog *c, uint64_t segment_id,
 				   uint64_t oldest_ts_ns, struct tv_catalog_block *blocks,
 				   size_t n, int64_t now_ns, char *err, size_t errlen);
+
+/*
+ * The under-store's journal (server/under/UNDERSTORE.md "Catalog state"): the tables
+ * under_pending (segments that may have objects in the bucket the catalog does not account
+ * for) and under_persisted (segments whose manifest is in the bucket). The journal is written
+ * before any S3 work starts and its row deleted once the S3 side is settled, so a start-up
+ * after a crash knows every segment whose objects it must delete or upload again.
+ */
+/* A journal row's state (under_pending.state). */
+enum tv_under_pending {
+	TV_UNDER_UPLOADING, /* cache-through, not committed: start-up deletes its objects */
+	TV_UNDER_QUEUED,    /* async-through, committed locally, not yet in the bucket: start-up
+			     * queues it again */
+	TV_UNDER_DELETING,  /* removed locally (or never acknowledged), the S3 delete not yet
+			     * confirmed: start-up deletes its objects */
+};
+/* Put segment_id's journal row (oldest_ts_ns: the keys' hour, tv_persist_key), replacing
+ * one it has, at CLOCK_REALTIME now: its own transaction (one WAL fsync), or part of the
+ * open one. 0 or the SQLite failure's errno. */
+int tv_catalog_under_pending_put(struct tv_catalog *c, uint64_t segment_id,
+				 uint64_t oldest_ts_ns, enum tv_under_pending state);
+/* The S3 delete of segment_id is confirmed: drop its row if it is 'uploading' or 'deleting'
+ * and was written at or before since_ns (CLOCK_REALTIME; a later row is a later attempt of the
+ * same segment id, which that delete did not cover); a 'queued' row stays (it is settled by
+ * tv_catalog_under_persisted). 0 or the errno. */
+int tv_catalog_under_settled(struct tv_catalog *c, uint64_t segment_id, int64_t since_ns);
+/* Drop segment_id's journal row whatever its state (a 'queued' row whose segment has no
+ * blocks rows left). 0 or the errno. */
+int tv_catalog_under_pending_drop(struct tv_catalog *c, uint64_t segment_id);
+/* In the open group transaction (tv_catalog_group_begin), after segment_id's rows: its
+ * journal row goes, and with queued 0 (cache-through: the manifest is in the bucket) its
+ * under_persisted row (evicted 0) comes in, with queued 1 (async-through) its 'queued' row.
+ * 0, -EIO (no group transaction open), or the SQLite failure's errno (with err): the caller
+ * rolls the group back. */
+int tv_catalog_group_add_under(struct tv_catalog *c, uint64_t segment_id, uint64_t oldest_ts_ns,
+			       int queued, char *err, size_t errlen);
+/* async-through: segment_id's manifest is in the bucket. One transaction: its 'queued' row
+ * goes and its under_persisted row (evicted 0) comes in. Returns 1 when done, 0 when it had
+ * no 'queued' row (deleted meanwhile: its row is 'deleting', or it is gone; nothing
+ * changed), or the SQLite failure's errno. */
+int tv_catalog_under_persisted(struct tv_catalog *c, uint64_t segment_id, uint64_t oldest_ts_ns);
+/* segment_id's objects are to be deleted from the bucket (a cache-through segment given up
+ * after its manifest was written): one transaction, its row becomes 'deleting' and its
+ * under_persisted row goes. 0 or the errno. */
+int tv_catalog_under_deleting(struct tv_catalog *c, uint64_t segment_id, uint64_t oldest_ts_ns);
+/* Every journal row, by segment_id: cb(segment_id, oldest_ts_ns, state, at_ns, arg); stops
+ * when cb returns non-zero and returns it; else 0 or the errno. The rows are read into
+ * memory first, so cb may change the tables. */
+typedef int (*tv_catalog_pending_cb)(uint64_t segment_id, uint64_t oldest_ts_ns,
+				     enum tv_under_pending state, int64_t at_ns, void *arg);
+int tv_catalog_under_pending_list(struct tv_catalog *c, tv_catalog_pending_cb cb, void *arg);
+/* The number of under_pending and under_persisted rows (the tests, and logs). 0 or errno. */
+int tv_catalog_under_counts(struct tv_catalog *c, uint64_t *pending, uint64_t *persisted);
 
 #endif

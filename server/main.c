@@ -134,6 +134,8 @@ static const struct option OPTIONS[] = {
 	{ "s3-multipart-bytes", required_argument, NULL, 'x' },
 	{ "s3-part-bytes", required_argument, NULL, 'y' },
 	{ "s3-connections", required_argument, NULL, 'j' },
+	{ "under-queue-segments", required_argument, NULL, 'J' },
+	{ "under-queue-bytes", required_argument, NULL, 'O' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -153,8 +155,10 @@ static const char USAGE[] =
 	"                    [--tls-require-client-cert]] [--insecure]\n"
 	"                   [--metrics-addr HOST:PORT]\n"
 	"                   [--under s3://BUCKET/PREFIX --s3-endpoint URL [--s3-region R]\n"
-	"                    [--write-type cache-through] [--local-bytes SIZE]\n"
-	"                    [--recache]]\n"
+	"                    [--write-type cache-through|async-through]\n"
+	"                    [--under-queue-segments N] [--under-queue-bytes SIZE]\n"
+	"                    [--s3-multipart-bytes SIZE] [--s3-part-bytes SIZE]\n"
+	"                    [--s3-connections N] [--local-bytes SIZE] [--recache]]\n"
 	"       tracevaultd --data DIR --rebuild-catalog | --scrub\n"
 	"       tracevaultd --data DIR --rebuild-catalog --under s3://BUCKET/PREFIX\n"
 	"                   --s3-endpoint URL [--s3-region R]\n"
@@ -314,7 +318,17 @@ static const char USAGE_UNDER[] =
 	"                           (never retried) and deletes what of it reached S3; a\n"
 	"                           segment whose manifest key is in the bucket already\n"
 	"                           (another server's of that id, or it was written before)\n"
-	"                           ends ALREADY_EXISTS and nothing in S3 is deleted\n"
+	"                           ends ALREADY_EXISTS and nothing in S3 is deleted;\n"
+	"                           async-through: a COMMIT is answered once the segment is\n"
+	"                           committed locally, and it is uploaded in the background\n"
+	"                           (in commit order, retried with backoff while S3 fails;\n"
+	"                           a restart queues again what was not uploaded)\n"
+	"  --under-queue-segments N async-through: at most N committed segments wait for\n"
+	"                           their upload (1 to 1000000, default 1024); a COMMIT past\n"
+	"                           it waits unanswered until uploads make room\n"
+	"  --under-queue-bytes SIZE the same bound for their block bytes (1M to 1024G,\n"
+	"                           default 4G; a lone larger segment goes when the queue\n"
+	"                           is empty)\n"
 	"  --s3-multipart-bytes SIZE\n"
 	"                           a block of at least SIZE goes as a multipart upload,\n"
 	"                           aborted on failure (default 64M; at least the part size,\n"
@@ -409,12 +423,15 @@ static void on_signal(int sig)
 /* --under's companions: each needs --under, --under needs an endpoint and the credentials in the
  * environment, and serves or rebuilds. 0 or a usage error's exit code. */
 static int check_under_options(enum mode mode, const char *under, const char *endpoint,
-			       const char *region, const char *write_type,
+			       const char *region, const char *write_type, int queue_set,
 			       const struct tv_s3_put_limits *put_limits, bool put_limits_set,
 			       char *bucket, size_t bucket_len, char *prefix, size_t prefix_len)
 {
 	char why[ERR_LEN];
 
+	if (queue_set && (!write_type || strcmp(write_type, "async-through")))
+		return usage_error("--under-queue-segments and --under-queue-bytes go with "
+				   "--write-type async-through");
 	if (!under && (endpoint || region))
 		return usage_error("--s3-endpoint and --s3-region go with --under s3://BUCKET/PREFIX");
 	if (!under && put_limits_set)
@@ -465,6 +482,7 @@ static const char *under_hint(int ret, const char *why)
  * 0, or -1 with err one line "--under URI: what S3 said (hint)", never the secret. */
 static int open_under(struct tv_persist **out, const char *under, const char *bucket,
 		      const char *prefix, const char *endpoint, const char *region,
+		      const char *write_type, uint64_t queue_segments, uint64_t queue_bytes,
 		      const struct tv_s3_put_limits *put_limits, unsigned connections,
 		      struct tv_persist_stats *stats, char *err, size_t errlen)
 {
@@ -475,13 +493,16 @@ static int open_under(struct tv_persist **out, const char *under, const char *bu
 		.access_key = getenv("AWS_ACCESS_KEY_ID"),
 		.secret_key = getenv("AWS_SECRET_ACCESS_KEY"),
 		.put_limits = *put_limits, .connections = connections, .stats = stats,
+		.async = write_type && !strcmp(write_type, "async-through"),
+		.queue_segments = queue_segments, .queue_bytes = queue_bytes,
 	};
 	int ret;
 
 	ret = tv_persist_open(out, &po, why, sizeof(why));
 	if (!ret) {
 		fprintf(stderr, "tracevaultd: under-store s3://%s/%s at %s (%s), write type "
-			"cache-through\n", bucket, prefix, endpoint, po.region);
+			"%s\n", bucket, prefix, endpoint, po.region,
+			po.async ? "async-through" : "cache-through");
 		return 0;
 	}
 	snprintf(err, errlen, "--under %s: %s%s", under, why, under_hint(ret, why));
@@ -615,6 +636,7 @@ int main(int argc, char **argv)
 	struct tv_under_reader *reader = NULL;
 	struct tv_evict *evict = NULL;
 	static struct tv_evict_stats evict_stats; /* read by the metrics thread until exit */
+	uint64_t under_queue_segments = 0, under_queue_bytes = 0; /* async-through's; 0: default */
 
 	opterr = 0;
 	for (int before = optind; (opt = getopt_long(argc, argv, ":h", OPTIONS, &longidx)) != -1;
@@ -769,9 +791,10 @@ int main(int argc, char **argv)
 			s3_region = optarg;
 			break;
 		case 'w':
-			if (strcmp(optarg, "must-cache") && strcmp(optarg, "cache-through"))
-				return usage_error("invalid --write-type: '%s' (must-cache or "
-						   "cache-through)", optarg);
+			if (strcmp(optarg, "must-cache") && strcmp(optarg, "cache-through") &&
+			    strcmp(optarg, "async-through"))
+				return usage_error("invalid --write-type: '%s' (must-cache, "
+						   "cache-through or async-through)", optarg);
 			write_type = optarg;
 			break;
 		case 'x':
@@ -789,6 +812,23 @@ int main(int argc, char **argv)
 				return EXIT_USAGE;
 			put_limits_set = true;
 			break;
+		case 'J':
+			if (parse_count(OPTIONS[longidx].name, optarg,
+					&tv_persist_queue_segments_limit, &under_queue_segments))
+				return EXIT_USAGE;
+			break;
+		case 'O': {
+			char bound[64];
+
+			if (tv_size_parse(optarg, &under_queue_bytes) ||
+			    tv_limit_check(&tv_persist_queue_bytes_limit, under_queue_bytes)) {
+				tv_limit_format(&tv_persist_queue_bytes_limit, true, bound,
+						sizeof(bound));
+				return usage_error("invalid --under-queue-bytes: '%s' (%s)", optarg,
+						   bound);
+			}
+			break;
+		}
 		case 'V':
 			puts("tracevaultd " TV_VERSION);
 			return 0;
@@ -823,7 +863,8 @@ int main(int argc, char **argv)
 	if (mode != MODE_SERVE && (tls_cert || tls_key || tls_ca || require_client_cert || insecure))
 		return usage_error("--tls-* and --insecure serve; --rebuild-catalog and --scrub do "
 				   "not");
-	rc = check_under_options(mode, under, s3_endpoint, s3_region, write_type, &put_limits,
+	rc = check_under_options(mode, under, s3_endpoint, s3_region, write_type,
+				 under_queue_segments || under_queue_bytes, &put_limits,
 				 put_limits_set, under_bucket, sizeof(under_bucket), under_prefix,
 				 sizeof(under_prefix));
 	if (rc)
@@ -889,7 +930,8 @@ int main(int argc, char **argv)
 	tv_persist_stats_init(&under_stats);
 	if (under && mode == MODE_SERVE &&
 	    open_under(&persist, under, under_bucket, under_prefix, s3_endpoint, s3_region,
-		       &put_limits, (unsigned)s3_connections, &under_stats, err, sizeof(err)))
+		       write_type, under_queue_segments, under_queue_bytes, &put_limits,
+		       (unsigned)s3_connections, &under_stats, err, sizeof(err)))
 		goto fail;
 	if (under && mode == MODE_REBUILD &&
 	    open_rebuild(&rebuild, under, under_bucket, under_prefix, s3_endpoint, s3_region, err,

@@ -7,14 +7,22 @@
 #include <string.h>
 #include <sys/statvfs.h>
 
+#include "common/clock.h"
+
 /* On the endpoint's thread, before each exposition: fstatvfs is thread-safe and cheap. */
 static void collect(void *arg)
 {
 	struct tv_server_metrics *m = arg;
 	struct statvfs sv;
 
+	uint64_t oldest_ns = m->under ? tv_metric_get(&m->under->oldest_unpersisted_ns) : 0;
+	uint64_t now_ns = tv_realtime_ns();
+
 	if (fstatvfs(m->data_fd, &sv) == 0)
 		tv_metric_set(&m->disk_free_bytes, (uint64_t)sv.f_bavail * sv.f_frsize);
+	/* async-through: the age of the oldest segment not yet in the bucket, now */
+	tv_metric_set(&m->under_oldest_age_s, oldest_ns && now_ns > oldest_ns ?
+						      (now_ns - oldest_ns) / 1000000000ull : 0);
 }
 
 #define C(name, help, ptr) { "tracevault_server_" name, help, TV_METRIC_COUNTER, NULL, ptr, NULL }
@@ -118,6 +126,17 @@ void tv_server_metrics_init(struct tv_server_metrics *m, int data_fd,
 		C("under_read_failures_total", "Block read-backs that failed after their retries "
 		  "(the query or summary ended UNAVAILABLE or INTERNAL).",
 		  &ext->evict->read.read_failures),
+		G("under_unpersisted_segments", "async-through: segments committed locally and "
+		  "not yet in the under-store (queued or uploading).",
+		  &ext->under->unpersisted_segments),
+		G("under_unpersisted_bytes", "async-through: block bytes of those segments.",
+		  &ext->under->unpersisted_bytes),
+		C("under_persist_retries_total", "async-through: uploads tried again after a "
+		  "failure on the S3 side (with backoff; the segment is durable locally).",
+		  &ext->under->retries),
+		G("under_oldest_unpersisted_age_seconds", "async-through: seconds since the "
+		  "oldest segment not yet in the under-store was committed (0: none).",
+		  &m->under_oldest_age_s),
 		G("data_dir_free_bytes", "Bytes available to tracevaultd on the data dir's file "
 		  "system (statvfs f_bavail * f_frsize, read at each scrape).", &m->disk_free_bytes),
 	};
@@ -126,6 +145,7 @@ void tv_server_metrics_init(struct tv_server_metrics *m, int data_fd,
 
 	memset(m, 0, sizeof(*m));
 	m->data_fd = data_fd;
+	m->under = ext->under;
 	/* the one latency table of common/metrics.h: within TV_HISTOGRAM_MAX_BOUNDS, ascending */
 	tv_histogram_init(&m->commit_seconds, tv_metrics_latency_bounds_ns,
 			  TV_METRICS_LATENCY_BOUNDS);

@@ -13,7 +13,7 @@
 #include "under/persist.h"
 
 /* Series in the table (tv_server_metrics_init fills it). */
-#define TV_SERVER_METRICS_SERIES 45
+#define TV_SERVER_METRICS_SERIES 49
 
 /* Why a Write or Query stream was refused RESOURCE_EXHAUSTED at its start (rpc_server.c). */
 enum tv_refused_reason {
@@ -43,6 +43,10 @@ struct tv_server_metrics {
 	uint64_t stored_blocks, stored_bytes;
 	uint64_t disk_free_bytes;
 	int data_fd; /* fstatvfs'd at scrape */
+	/* the under-store's counters (ext->under), and the age of its oldest unpersisted
+	 * segment in seconds, computed at scrape */
+	const struct tv_persist_stats *under;
+	uint64_t under_oldest_age_s;
 	struct tv_metric table[TV_SERVER_METRICS_SERIES];
 	struct tv_metrics reg;
 };

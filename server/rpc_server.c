@@ -33,6 +33,7 @@
 #include "server/segment.h"
 #include "server/status.h"
 #include "server/summary.h"
+#include "server/under_journal.h"
 #include "proto/wire.h"
 
 enum method { M_WRITE, M_QUERY, M_DELETE, M_STATS, M_SUMMARY, M_COUNT };
@@ -1062,9 +1063,17 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 		tv_server_metrics_init(&srv->metrics, tv_store_dir_fd(s), &ext);
 		srv->seg_stats.metrics = &srv->metrics;
 		srv->seg_stats.under = o->under;
+		srv->seg_stats.under_async = o->under && tv_persist_is_async(o->under);
 		srv->under = o->under;
 		tv_retention_set_under(srv->retention, o->under);
 		refresh_stored(srv);
+	}
+	/* the under-store's journal: what the last run left (objects of segments never
+	 * acknowledged, deletes not confirmed, uploads queued), before anything is served */
+	if (o->under && tv_under_journal_start(o->under, c, s, err, errlen)) {
+		tv_retention_free(srv->retention);
+		free(srv);
+		return -EIO;
 	}
 	srv->shutdown_tag.op = OP_SHUTDOWN;
 	srv->max_streams[M_WRITE] = o->max_write_streams ? o->max_write_streams :
@@ -1253,6 +1262,7 @@ static void under_polled(struct tv_store_op *op, int res)
 		fprintf(stderr, "tracevaultd: under-store: poll of its eventfd: %s\n",
 			strerror(-res));
 	tv_persist_reap(srv->under); /* done callbacks: segments queue for commit, or fail */
+	srv->commit_q.blocked = 0; /* async-through: uploads may have made room */
 	under_arm(srv);
 }
 
@@ -1260,15 +1270,38 @@ static void under_arm(struct tv_rpc_server *srv)
 {
 	int ret;
 
+	if (srv->under) /* confirmed deletes: their journal rows go (cheap when none) */
+		tv_persist_settle(srv->under);
 	if (!srv->under || srv->under_armed || !tv_persist_outstanding(srv->under))
 		return;
 	srv->under_poll.done = under_polled;
 	ret = tv_store_submit_poll(srv->store, tv_persist_event_fd(srv->under), &srv->under_poll);
 	if (ret) { /* the ring is full: reaped at the next turn of the loop instead */
 		tv_persist_reap(srv->under);
+		srv->commit_q.blocked = 0;
 		return;
 	}
 	srv->under_armed = 1;
+}
+
+/* How long the loop blocks in gRPC while the under-store's eventfd poll is its only I/O:
+ * TV_RPC_UNDER_WAIT_MS when a COMMIT waits on the result (a cache-through persist, or room in
+ * async-through's queue), else TV_RPC_UNDER_ASYNC_WAIT_MS. */
+static long under_wait_ms(const struct tv_rpc_server *srv)
+{
+	int waited_on = srv->commit_q.blocked ||
+			tv_persist_outstanding(srv->under) > tv_persist_unpersisted(srv->under);
+
+	return waited_on ? TV_RPC_UNDER_WAIT_MS : TV_RPC_UNDER_ASYNC_WAIT_MS;
+}
+
+/* Segments wait in the commit queue, and not only for room in async-through's upload queue
+ * (a finished upload clears blocked: under_polled; with no upload outstanding there is room
+ * whatever blocked says, e.g. when the members of the group that filled it failed). */
+static int commit_ready(const struct tv_rpc_server *srv)
+{
+	return srv->commit_q.n && (!srv->commit_q.blocked || !srv->under ||
+				   !tv_persist_outstanding(srv->under));
 }
 
 /* Commit the waiting segments as one group, then reap what the syncs let complete. */
@@ -1326,16 +1359,16 @@ int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop)
 		 * milliseconds, so block in gRPC for TV_RPC_UNDER_WAIT_MS rather than spin between
 		 * gRPC and a 50 us wait in io_uring for the whole of an upload */
 		under_only = io && srv->under_armed && tv_store_inflight(srv->store) == 1;
-		deadline = (io && !under_only) || srv->commit_q.n || srv->run_head ||
+		deadline = (io && !under_only) || commit_ready(srv) || srv->run_head ||
 				   tv_retention_due(srv->retention) ?
 				gpr_inf_past(GPR_CLOCK_MONOTONIC) :
 				gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-					     gpr_time_from_millis(under_only ? TV_RPC_UNDER_WAIT_MS :
+					     gpr_time_from_millis(under_only ? under_wait_ms(srv) :
 								  srv->eos_waiting ? 1 :
 								  TV_RPC_POLL_MS, GPR_TIMESPAN));
 		ev = grpc_completion_queue_next(srv->cq, deadline, NULL);
 		if (ev.type == GRPC_QUEUE_TIMEOUT) {
-			if (srv->commit_q.n) {
+			if (commit_ready(srv)) {
 				run_commit_group(srv);
 				continue;
 			}
@@ -1353,7 +1386,7 @@ int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop)
 			on_event(srv, t, ev.success);
 		tv_store_reap(srv->store, 0);
 		/* under a steady stream of events the queue still gets its turn */
-		if (srv->commit_q.n && ++srv->events_since_queued >= TV_RPC_GROUP_MAX_EVENTS)
+		if (commit_ready(srv) && ++srv->events_since_queued >= TV_RPC_GROUP_MAX_EVENTS)
 			run_commit_group(srv);
 		/* one slice per event: a stream of events cannot starve the queries, nor a long
 		 * query the events (each waits at most one slice, TV_QUERY_SLICE_NS) */
@@ -1361,7 +1394,10 @@ int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop)
 			run_one(srv);
 	}
 	/* writes of streams already freed complete into unlinked files, persists of segments
-	 * already given up into S3 (then deleted): wait for them */
+	 * already given up into S3 (then deleted): wait for them; async-through's uploads not
+	 * started are given up (their segments stay queued in the journal for the next start) */
+	if (srv->under)
+		tv_persist_stop_async(srv->under);
 	under_arm(srv);
 	while (tv_store_inflight(srv->store))
 		tv_store_reap(srv->store, TV_RPC_POLL_MS * 1000L);

@@ -193,6 +193,12 @@ size_t tv_segment_abort(struct tv_segment *seg, const char *why)
 		seg->persist_job = NULL;
 	}
 	if (seg->persisted) { /* in S3, never acknowledged: nothing of it may stay there */
+		int jr = tv_catalog_under_deleting(seg->catalog, seg->segment_id,
+						   seg->oldest_ts_ns);
+
+		if (jr) /* its 'uploading' row stays: the next start deletes it all the same */
+			fprintf(stderr, "segment %016llx: the under-store's journal: %s\n",
+				(unsigned long long)seg->segment_id, strerror(-jr));
 		seg->persisted = 0;
 		if (tv_persist_delete_segment(seg->stats->under, seg->segment_id,
 					      seg->oldest_ts_ns))
@@ -882,6 +888,67 @@ static void count_commit(struct tv_segment *seg, const struct commit_set *cs)
 	tv_histogram_observe_ns(&mt->commit_seconds, tv_monotonic_ns() - seg->commit_mono_ns);
 }
 
+/* The segment's oldest record: the under-store's keys (tv_persist_key). */
+static uint64_t oldest_of(const struct tv_segment *seg)
+{
+	uint64_t oldest = UINT64_MAX;
+
+	for (size_t i = 0; i < seg->n; i++)
+		if (seg->blocks[i].h.min_ts_ns < oldest)
+			oldest = seg->blocks[i].h.min_ts_ns;
+	return oldest;
+}
+
+static uint64_t segment_bytes(const struct tv_segment *seg)
+{
+	uint64_t sum = 0;
+
+	for (size_t i = 0; i < seg->n; i++)
+		sum += seg->blocks[i].length;
+	return sum;
+}
+
+/* The persister's list of the segment's blocks (calloc'd; NULL without memory): names in
+ * tmp/ (cache-through, before the commit) or in blocks/ (async-through, after it). */
+static struct tv_persist_block *persist_blocks(const struct tv_segment *seg, int committed)
+{
+	struct tv_persist_block *pb = calloc(seg->n, sizeof(*pb));
+
+	for (size_t i = 0; pb && i < seg->n; i++) {
+		const struct seg_block *b = &seg->blocks[i];
+
+		pb[i] = (struct tv_persist_block){ .block_id = b->block_id,
+						   .bytes = b->length,
+						   .min_ts_ns = b->h.min_ts_ns,
+						   .max_ts_ns = b->h.max_ts_ns,
+						   .record_count = b->h.record_count,
+						   .header_bytes = b->hdr_bytes,
+						   .payload_crc32c = b->payload_crc };
+		if (committed)
+			tv_store_block_name(seg->segment_id, b->block_id, pb[i].name,
+					    sizeof(pb[i].name));
+		else
+			snprintf(pb[i].name, sizeof(pb[i].name), "%s", tv_store_temp_name(b->file));
+	}
+	return pb;
+}
+
+/* async-through, a committed segment (journaled 'queued' in its group's transaction): queue
+ * its upload. Out of memory it stays queued in the journal, for the next start. */
+static void queue_upload(struct tv_segment *seg)
+{
+	struct tv_persist_block *pb = persist_blocks(seg, 1);
+	int ret = pb ? tv_persist_queue_segment(seg->stats->under, seg->segment_id,
+						seg->oldest_ts_ns, tv_realtime_ns(), pb, seg->n) :
+		       -ENOMEM;
+
+	free(pb);
+	if (ret)
+		fprintf(stderr, "segment %016llx: committed, but its upload to the under-store "
+			"cannot be queued (%s): the next start queues it\n",
+			(unsigned long long)seg->segment_id, strerror(-ret));
+}
+
 /*
  * Group commit (RECOVERY.md "Group commit"). The order of one segment's commit is kept for the
  * group: data fdatasynced (before the segment was queued), then the catalog rows (the commit
@@ -899,11 +966,25 @@ void tv_segment_commit_group(struct tv_commit_queue *q)
 	char why[200], msg[256];
 	size_t n = 0, nok = 0;
 	uint64_t newest = 0; /* of one member */
+	uint64_t async_bytes = 0;
+	size_t async_n = 0;
 	int ret;
 
+	q->blocked = 0;
 	while (q->head && n < TV_COMMIT_GROUP_MAX_SEGMENTS) {
 		struct tv_segment *seg = q->head;
 
+		/* async-through: no more than its upload queue has room for; the rest wait,
+		 * unanswered, until uploads end (the server clears blocked then) */
+		if (seg->stats->under_async && seg->n) {
+			if (!tv_persist_queue_fits(seg->stats->under, async_n + 1,
+						   async_bytes + segment_bytes(seg))) {
+				q->blocked = 1;
+				break;
+			}
+			async_n++;
+			async_bytes += segment_bytes(seg);
+		}
 		dequeue(seg); /* pending stays PENDING_QUEUED: no request is received meanwhile */
 		m[n++] = (struct member){ .seg = seg, .ok = 1 };
 	}
@@ -953,13 +1034,20 @@ void tv_segment_commit_group(struct tv_commit_queue *q)
 			continue;
 		}
 		copy_filters(seg, &fb);
-		/* cache-through: its manifest is in the bucket, so it may be evicted later
-		 * (UNDERSTORE.md "Catalog state"); without the row it never is */
-		if (seg->persisted &&
-		    (ret = tv_catalog_group_add_persisted(cat, seg->segment_id, seg->oldest_ts_ns)))
-			fprintf(stderr, "segment %016llx: its under_persisted row is not written: "
-				"%s (the segment stays local: it is never evicted)\n",
-				(unsigned long long)seg->segment_id, strerror(-ret));
+		/* the under-store's journal, in the commit point: cache-through's 'uploading'
+		 * row becomes its under_persisted row, async-through's segment is 'queued' */
+		if (seg->stats->under && seg->n) {
+			seg->oldest_ts_ns = oldest_of(seg);
+			ret = tv_catalog_group_add_under(cat, seg->segment_id, seg->oldest_ts_ns,
+							 seg->stats->under_async, why,
+							 sizeof(why));
+			if (ret) { /* SQLite failed: the group's transaction is not to be trusted */
+				free(fb.p);
+				tv_catalog_group_rollback(cat);
+				fail_all(m, n, errno_code(ret), why, 0);
+				goto out;
+			}
+		}
 	}
 	free(fb.p);
 	fb.p = NULL;
@@ -1012,6 +1100,8 @@ void tv_segment_commit_group(struct tv_commit_queue *q)
 		release_id(seg);
 		seg->state = SEG_COMMITTED;
 		seg->pending = PENDING_NONE;
+		if (seg->stats->under_async && seg->n)
+			queue_upload(seg);
 		fprintf(stderr, "segment %016llx committed: %zu blocks, %llu bytes\n",
 			(unsigned long long)seg->segment_id, seg->n,
 			(unsigned long long)m[i].cs.total_bytes);
@@ -1077,27 +1167,23 @@ static void persist_done(void *arg, int res, const char *err)
  * may commit (UNDERSTORE.md "Write path"). */
 static void persist(struct tv_segment *seg)
 {
-	struct tv_persist_block *pb = calloc(seg->n, sizeof(*pb));
-	uint64_t oldest = UINT64_MAX;
+	struct tv_persist_block *pb = persist_blocks(seg, 0);
+	uint64_t oldest = oldest_of(seg);
 	int ret;
 
 	if (!pb) {
 		fail(seg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory at COMMIT");
 		return;
 	}
-	for (size_t i = 0; i < seg->n; i++) {
-		const struct seg_block *b = &seg->blocks[i];
-
-		pb[i] = (struct tv_persist_block){ .block_id = b->block_id,
-						   .bytes = b->length,
-						   .min_ts_ns = b->h.min_ts_ns,
-						   .max_ts_ns = b->h.max_ts_ns,
-						   .record_count = b->h.record_count,
-						   .header_bytes = b->hdr_bytes,
-						   .payload_crc32c = b->payload_crc };
-		snprintf(pb[i].name, sizeof(pb[i].name), "%s", tv_store_temp_name(b->file));
-		if (b->h.min_ts_ns < oldest)
-			oldest = b->h.min_ts_ns;
+	/* the journal first, in a transaction of its own: a crash from here on leaves a row
+	 * that makes the next start delete whatever of the segment reached S3 */
+	ret = tv_catalog_under_pending_put(seg->catalog, seg->segment_id, oldest,
+					   TV_UNDER_UPLOADING);
+	if (ret) {
+		free(pb);
+		fail(seg, errno_code(ret), "under-store: the catalog's journal: %s",
+		     strerror(-ret));
+		return;
 	}
 	seg->oldest_ts_ns = oldest;
 	seg->pending = PENDING_PERSIST;
@@ -1121,7 +1207,7 @@ static void advance(struct tv_segment *seg)
 	if (p == PENDING_FLUSH) {
 		seg->pending = PENDING_NONE;
 		respond(seg, durable_bytes(seg), NULL, 0);
-	} else if (seg->stats->under && seg->n) {
+	} else if (seg->stats->under && seg->n && !seg->stats->under_async) {
 		persist(seg);
 	} else {
 		seg->pending = PENDING_QUEUED; /* tv_segment_commit_group takes it from here */

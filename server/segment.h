@@ -57,6 +57,11 @@ struct tv_segment_stats {
 	 * NULL (must-cache: local only). With it, a COMMIT waits for the segment's blocks and
 	 * manifest to be in S3 before it joins the commit queue. */
 	struct tv_persist *under;
+	/* --write-type async-through (tv_persist_is_async): a COMMIT joins the commit queue at
+	 * once, its group's transaction journals it 'queued', and it is queued for upload
+	 * after its reply; the group takes no more segments than the upload queue has room
+	 * for (tv_persist_queue_fits) */
+	int under_async;
 };
 
 struct tv_segment;
@@ -74,6 +79,9 @@ struct tv_commit_queue {
 	 * many segments, and the oldest newest-record time among them (UINT64_MAX: none). The
 	 * server resets them after each group. */
 	uint64_t new_segments, new_oldest_ts_ns;
+	/* async-through: the head waits for room in the upload queue (back-pressure: its COMMIT
+	 * is not answered); the server clears it when uploads end (tv_persist_reap) */
+	int blocked;
 };
 
 /* The most segments one group takes; the rest wait for the next group. Bounds the loop's

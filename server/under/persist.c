@@ -2,7 +2,10 @@
  * blocks and manifests into S3 and deletes segments from it, for the server's loop. The loop
  * queues jobs (todo), the worker runs them one at a time in order and moves each to done,
  * writing the eventfd; the loop's tv_persist_reap runs their callbacks. Deletes that S3 did
- * not answer wait in the worker's own retry list. */
+ * not answer wait in the worker's own retry list; confirmed ones go to the settled list for
+ * the loop's journal (tv_persist_settle). async-through's uploads wait in their own queue
+ * (aq), run when todo is empty, head first; a failed one stays at the head and is tried again
+ * after a backoff, so the queue keeps its order and one upload at a time probes S3. */
 #define _GNU_SOURCE
 #include "under/persist.h"
 
@@ -23,20 +26,31 @@
 
 #include "common/clock.h"
 
-enum job_kind { JOB_PUT, JOB_DELETE };
+enum job_kind { JOB_PUT, JOB_DELETE, JOB_ASYNC };
 
 struct tv_persist_job {
 	enum job_kind kind;
 	struct tv_persist *p;
 	uint64_t segment_id, oldest_ts_ns;
-	int tmp_fd;
-	struct tv_persist_block *blocks; /* JOB_PUT: n, owned */
+	int dir_fd;                      /* the block files' dir: tmp/ (PUT), blocks/ (ASYNC) */
+	struct tv_persist_block *blocks; /* JOB_PUT, JOB_ASYNC: n, owned */
 	size_t n;
 	tv_persist_done_fn done; /* JOB_PUT: NULL once detached (loop only) */
+	/* JOB_ASYNC: its commit time (CLOCK_REALTIME), its blocks' bytes, given up (under mu:
+	 * a Delete of the segment while it runs), and the loop's list of the outstanding ones
+	 * (submission order: the head is the oldest) */
+	int64_t queued_ns;
+	uint64_t total_bytes;
+	int cancelled;
+	struct tv_persist_job *lprev, *lnext;
+	/* JOB_PUT, under mu: the worker has run it (finished), the loop gave its segment up
+	 * (detached); whichever comes second undoes a put that succeeded */
+	int finished, detached;
 	void *arg;
 	int res;
 	char err[TV_PERSIST_ERR_LEN];
 	uint64_t submit_ns;
+	int64_t submit_real_ns; /* CLOCK_REALTIME of the submit: what a settled delete covers */
 	/* JOB_DELETE waiting in the worker's retry list */
 	uint64_t retry_at_ns;
 	unsigned retry_ms;
@@ -51,9 +65,10 @@ const struct tv_limit tv_persist_connections_limit = { .min = 1,
 struct tv_persist {
 	struct tv_s3 *s3; /* the worker's */
 	/* the other connections of a segment's block PUTs (lanes[1..nlanes-1]; lanes[0] is s3),
-	 * each used by one upload thread at a time (run_put) */
+	 * each used by one upload thread at a time (put_blocks) */
 	struct tv_s3 *lanes[TV_PERSIST_CONNECTIONS_MAX];
 	unsigned nlanes;
+	struct tv_s3 *s3_loop; /* the start-up check's, kept for tv_persist_delete_now (loop) */
 	char prefix[TV_PERSIST_PREFIX_MAX + 1];
 	char bucket[64];
 	struct tv_s3_put_limits lim;
@@ -68,7 +83,27 @@ struct tv_persist {
 	struct tv_persist_job *retry;                 /* the worker's own */
 	int efd;
 	size_t outstanding; /* the loop's */
+	struct tv_persist_local local; /* tv_persist_attach's; blocks_fd -1 before */
+	/* async-through */
+	int async;
+	uint64_t qsegments, qbytes;                 /* the queue's bounds */
+	struct tv_persist_job *aq_head, *aq_tail;   /* under mu: in order; the head may run */
+	int aq_running;                             /* under mu: the worker runs aq_head */
+	int async_stop;                             /* under mu: tv_persist_stop_async */
+	uint64_t aq_retry_at_ns;                    /* the worker's: the head's next try */
+	unsigned aq_retry_ms;                       /* the worker's: its backoff, 0: none */
+	size_t async_n;                             /* the loop's: queued, not reaped */
+	uint64_t async_bytes;
+	struct tv_persist_job *lhead, *ltail;       /* the loop's: those jobs, in order */
+	/* deletes confirmed, for the loop (under mu; nsettled read without it) */
+	struct tv_persist_job *settled;
+	uint64_t nsettled;
 };
+
+const struct tv_limit tv_persist_queue_segments_limit = { .min = 1,
+							  .max = TV_PERSIST_MAX_QUEUE_SEGMENTS };
+const struct tv_limit tv_persist_queue_bytes_limit = { .min = 1 << 20,
+						       .max = TV_PERSIST_MAX_QUEUE_BYTES };
 
 static void errf(char *err, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -231,30 +266,31 @@ out:
 /* Abort every multipart upload in progress under the segment's directory. */
 static int abort_upload(void *arg, const char *key, const char *upload_id)
 {
-	struct tv_persist *p = arg;
+	struct tv_s3 *s3 = arg;
 	char e[TV_PERSIST_ERR_LEN];
 
 	/* an abort that fails leaves the upload for the next attempt (the listing sees it) */
-	return tv_s3_mpu_abort(p->s3, key, upload_id, e, sizeof(e));
+	return tv_s3_mpu_abort(s3, key, upload_id, e, sizeof(e));
 }
 
-/* Delete the segment's manifest, then every object and upload under its directory. 0, or the
- * first error with err naming it. */
-static int delete_segment_objects(struct tv_persist *p, uint64_t segment_id, uint64_t oldest,
-				  char *err, size_t errlen)
+/* Delete the segment's manifest, then every object and upload under its directory, with the
+ * client S3 (the worker's, or the loop's at start-up: never one client on two threads). 0, or
+ * the first error with err naming it. */
+static int delete_segment_objects(struct tv_persist *p, struct tv_s3 *s3, uint64_t segment_id,
+				  uint64_t oldest, char *err, size_t errlen)
 {
 	char key[TV_PERSIST_KEY_LEN];
 	int ret;
 
 	tv_persist_key(p->prefix, segment_id, oldest, 0, 1, 0, key, sizeof(key));
-	ret = tv_s3_delete(p->s3, key, err, errlen);
+	ret = tv_s3_delete(s3, key, err, errlen);
 	if (ret)
 		return ret;
 	tv_persist_key(p->prefix, segment_id, oldest, 0, 0, 1, key, sizeof(key));
-	ret = tv_s3_delete_prefix(p->s3, key, NULL, err, errlen);
+	ret = tv_s3_delete_prefix(s3, key, NULL, err, errlen);
 	if (ret)
 		return ret;
-	return tv_s3_list_multipart_uploads(p->s3, key, abort_upload, p, err, errlen);
+	return tv_s3_list_multipart_uploads(s3, key, abort_upload, s3, err, errlen);
 }
 
 /* A delete that failed goes to the retry list (the worker's). */
@@ -269,18 +305,39 @@ static void retry_later(struct tv_persist *p, struct tv_persist_job *d)
 	tv_metric_add(&p->st->cleanup_pending, 1);
 }
 
-/* One delete attempt; the job is freed, or kept for a retry. */
+/* A delete is confirmed: D (a JOB_DELETE, or NULL: a new one for SEGMENT_ID) goes to the
+ * settled list, for the loop's journal. Without memory the journal row stays, and the next
+ * start deletes again (idempotent). */
+static void settle_push(struct tv_persist *p, struct tv_persist_job *d, uint64_t segment_id,
+			int64_t submit_real_ns)
+{
+	if (!d) {
+		d = calloc(1, sizeof(*d));
+		if (!d)
+			return;
+		d->kind = JOB_DELETE;
+		d->segment_id = segment_id;
+		d->submit_real_ns = submit_real_ns;
+	}
+	pthread_mutex_lock(&p->mu);
+	d->next = p->settled;
+	p->settled = d;
+	tv_metric_add(&p->nsettled, 1);
+	pthread_mutex_unlock(&p->mu);
+}
+
+/* One delete attempt; the job goes to the settled list, or is kept for a retry. */
 static void run_delete(struct tv_persist *p, struct tv_persist_job *d)
 {
 	char e[TV_PERSIST_ERR_LEN];
-	int ret = delete_segment_objects(p, d->segment_id, d->oldest_ts_ns, e, sizeof(e));
+	int ret = delete_segment_objects(p, p->s3, d->segment_id, d->oldest_ts_ns, e, sizeof(e));
 
 	if (!ret) {
 		tv_metric_add(&p->st->deleted_segments, 1);
 		if (d->retry_ms)
 			fprintf(stderr, "tracevaultd: under-store: segment %016" PRIx64 " deleted "
 				"from s3://%s after a retry\n", d->segment_id, p->bucket);
-		free(d);
+		settle_push(p, d, d->segment_id, d->submit_real_ns);
 		return;
 	}
 	tv_metric_add(&p->st->delete_failures, 1);
@@ -315,8 +372,38 @@ static int manifest_absent(struct tv_persist *p, const struct tv_persist_job *j,
 	return ret;
 }
 
-/* PUT block i of job j on client s3: its temp file, opened by name now, streamed. 0, or a
- * negative errno with err naming what failed; *local 1 when it was the temp file. */
+/* An async-through upload whose manifest key exists (manifest_absent said -EEXIST): an earlier
+ * try of this very upload wrote it and the crash or the failure came before the catalog knew
+ * (1), or it is another writer's segment of the same id (0). Equal bytes decide: the manifest is
+ * a function of the segment's catalog rows (manifest_build). 1, 0, or a negative errno of
+ * the GET (j->err). */
+static int manifest_is_ours(struct tv_persist *p, struct tv_persist_job *j,
+			    const char *manifest, size_t mlen)
+{
+	char key[TV_PERSIST_KEY_LEN];
+	uint64_t size;
+	char *got;
+	int ret;
+
+	tv_persist_key(p->prefix, j->segment_id, j->oldest_ts_ns, 0, 1, 0, key, sizeof(key));
+	ret = tv_s3_head(p->s3, key, &size, NULL, j->err, sizeof(j->err));
+	if (ret)
+		return ret == -ENOENT ? 0 : ret;
+	if (size != mlen)
+		return 0;
+	got = malloc(mlen ? mlen : 1);
+	if (!got)
+		return -ENOMEM;
+	ret = tv_s3_get_range(p->s3, key, 0, mlen, got, j->err, sizeof(j->err));
+	if (!ret)
+		ret = memcmp(got, manifest, mlen) == 0;
+	free(got);
+	return ret;
+}
+
+/* PUT block i of job j on client s3: its file (j->dir_fd: tmp/ for cache-through, blocks/ for
+ * async-through), opened by name now, streamed. 0, or a negative errno with err naming what
+ * failed; *local 1 when it was the file. */
 static int put_block(struct tv_persist *p, struct tv_s3 *s3, const struct tv_persist_job *j,
 		     size_t i, char *err, size_t errlen, int *local)
 {
@@ -327,9 +414,8 @@ static int put_block(struct tv_persist *p, struct tv_s3 *s3, const struct tv_per
 
 	tv_persist_key(p->prefix, j->segment_id, j->oldest_ts_ns, b->block_id, 0, 0, key,
 		       sizeof(key));
-	/* O_NOFOLLOW: the name is the store's, but a symlink planted in tmp/ is not read
-	 * through */
-	fd = openat(j->tmp_fd, b->name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	/* O_NOFOLLOW: the name is the store's, but a symlink planted there is not read through */
+	fd = openat(j->dir_fd, b->name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		ret = -errno;
 	else if (fstat(fd, &st))
@@ -338,7 +424,8 @@ static int put_block(struct tv_persist *p, struct tv_s3 *s3, const struct tv_per
 		ret = -EIO;
 	if (ret) {
 		*local = 1;
-		errf(err, errlen, "block %016" PRIx64 ": temp file %s: %s", b->block_id, b->name,
+		errf(err, errlen, "block %016" PRIx64 ": %s file %s: %s", b->block_id,
+		     j->kind == JOB_ASYNC ? "block" : "temp", b->name,
 		     ret == -EIO && fd >= 0 ? "not the block's size" : strerror(-ret));
 		if (fd >= 0)
 			close(fd);
@@ -349,7 +436,7 @@ static int put_block(struct tv_persist *p, struct tv_s3 *s3, const struct tv_per
 	return ret;
 }
 
-/* The blocks of one PUT job, shared by its upload threads: each takes the next block not yet
+/* The blocks of one job, shared by its upload threads: each takes the next block not yet
  * taken until none is left or one has failed. */
 struct put_blocks {
 	struct tv_persist *p;
@@ -423,29 +510,44 @@ static int put_blocks(struct tv_persist *p, struct tv_persist_job *j, uint64_t *
 	return pb.ret;
 }
 
-/* A PUT job: every block (put_blocks), then the manifest. On failure, what reached S3 is
- * deleted (or left to a retried delete when S3 does not answer), and j->err says what failed;
- * except when the segment's manifest key is another's (-EEXIST): then nothing is deleted,
- * since the directory is that segment's. */
-static void run_put(struct tv_persist *p, struct tv_persist_job *j)
+/* Every block of J (opened by name in j->dir_fd; put_blocks), then the manifest, written with
+ * If-None-Match: * once a HEAD found its key free (manifest_absent). 0, or the first error with
+ * j->err naming it; *local 1 when the error is a block file's (gone, unreadable, not its
+ * size), not S3's; *touched 0 when nothing was PUT (the HEAD failed or found the key taken).
+ * -EEXIST: the segment id is another's in the bucket (nothing of its directory may be
+ * deleted); except that an async-through upload finding its own manifest (manifest_is_ours:
+ * an earlier try wrote it) is done, 0. */
+static int put_objects(struct tv_persist *p, struct tv_persist_job *j, int *local, int *touched)
 {
-	char key[TV_PERSIST_KEY_LEN], e[TV_PERSIST_ERR_LEN];
+	char key[TV_PERSIST_KEY_LEN];
 	char *manifest = NULL;
 	size_t mlen = 0;
 	uint64_t bytes = 0;
-	int ret, local = 0, touched = 0;
+	int ret;
 
+	*local = 0;
+	*touched = 0;
+	ret = manifest_build(j, &manifest, &mlen);
+	if (ret) {
+		errf(j->err, sizeof(j->err), "manifest: %s", strerror(-ret));
+		return ret;
+	}
 	/* checked before the first block goes: a block PUT could replace another segment's
 	 * object of the same key */
 	ret = manifest_absent(p, j, j->err, sizeof(j->err));
-	if (!ret) {
-		touched = 1;
-		ret = put_blocks(p, j, &bytes, &local);
+	if (ret == -EEXIST && j->kind == JOB_ASYNC) {
+		int ours = manifest_is_ours(p, j, manifest, mlen);
+
+		if (ours == 1) {
+			free(manifest);
+			return 0;
+		}
+		if (ours < 0)
+			ret = ours; /* the GET failed: an S3 error, retried */
 	}
 	if (!ret) {
-		ret = manifest_build(j, &manifest, &mlen);
-		if (ret)
-			errf(j->err, sizeof(j->err), "manifest: %s", strerror(-ret));
+		*touched = 1;
+		ret = put_blocks(p, j, &bytes, local);
 	}
 	if (!ret) {
 		tv_persist_key(p->prefix, j->segment_id, j->oldest_ts_ns, 0, 1, 0, key,
@@ -460,22 +562,86 @@ static void run_put(struct tv_persist *p, struct tv_persist_job *j)
 			     key, j->segment_id);
 	}
 	free(manifest);
-	j->res = ret;
 	if (!ret) {
 		tv_metric_add(&p->st->segments, 1);
 		tv_metric_add(&p->st->objects, j->n + 1);
 		tv_metric_add(&p->st->bytes, bytes + mlen);
 		tv_histogram_observe_ns(&p->st->persist_seconds, tv_monotonic_ns() - j->submit_ns);
+	}
+	return ret;
+}
+
+/* A PUT of a segment whose delete waits in the retry list (an earlier attempt of the same
+ * segment id failed, and S3 did not answer its undo): that delete runs first, or the retry
+ * would delete the new objects later, under the same keys. 0, or its error (the PUT fails with
+ * it: S3 does not answer). */
+static int flush_delete(struct tv_persist *p, struct tv_persist_job *j)
+{
+	struct tv_persist_job **pp = &p->retry;
+
+	while (*pp && (*pp)->segment_id != j->segment_id)
+		pp = &(*pp)->next;
+	if (!*pp)
+		return 0;
+	{
+		struct tv_persist_job *d = *pp;
+		int ret = delete_segment_objects(p, p->s3, d->segment_id, d->oldest_ts_ns, j->err,
+						 sizeof(j->err));
+
+		if (ret) {
+			tv_metric_add(&p->st->delete_failures, 1);
+			return ret; /* d stays for its retry */
+		}
+		*pp = d->next;
+		tv_metric_set(&p->st->cleanup_pending, tv_metric_get(&p->st->cleanup_pending) - 1);
+		tv_metric_add(&p->st->deleted_segments, 1);
+		free(d); /* not settled: the new attempt's journal row is the segment's now */
+	}
+	return 0;
+}
+
+/* A PUT job (cache-through): every block, then the manifest. On failure, what reached S3 is
+ * deleted (or left to a retried delete when S3 does not answer), and j->err says what
+ * failed. */
+static void undo_put(struct tv_persist *p, struct tv_persist_job *j);
+
+static void run_put(struct tv_persist *p, struct tv_persist_job *j)
+{
+	int ret, local = 0, touched = 0;
+
+	ret = flush_delete(p, j);
+	if (ret) { /* nothing of this attempt reached S3; the waiting delete covers the rest */
+		size_t l = strlen(j->err);
+
+		snprintf(j->err + l, sizeof(j->err) - l, " (the delete of an earlier attempt of "
+			 "the segment, retried)");
+		j->res = ret;
+		tv_metric_add(&p->st->failures[failure_reason(ret)], 1);
 		return;
 	}
+	ret = put_objects(p, j, &local, &touched);
+	j->res = ret;
+	if (!ret)
+		return;
 	tv_metric_add(&p->st->failures[local ? TV_PERSIST_FAIL_LOCAL : failure_reason(ret)], 1);
 	/* nothing of this job reached S3 (the manifest check failed); or the directory is another
 	 * segment's, which a delete would remove (block objects this job put before a lost race
-	 * stay there, listed by no manifest: readers ignore them) */
-	if (!touched || ret == -EEXIST)
+	 * stay there, listed by no manifest: readers ignore them). Either way the journal's
+	 * 'uploading' row is settled without a delete: at start-up it would delete the other's. */
+	if (!touched || ret == -EEXIST) {
+		settle_push(p, NULL, j->segment_id, j->submit_real_ns);
 		return;
-	/* undo: nothing of a failed segment stays in the bucket */
-	if (delete_segment_objects(p, j->segment_id, j->oldest_ts_ns, e, sizeof(e))) {
+	}
+	undo_put(p, j); /* nothing of a failed segment stays in the bucket */
+}
+
+/* Delete what put job J put into S3 (it failed, or its segment was given up), now, on the
+ * worker; when S3 does not answer, the delete waits in the retry list and j->err says so. */
+static void undo_put(struct tv_persist *p, struct tv_persist_job *j)
+{
+	char e[TV_PERSIST_ERR_LEN];
+
+	if (delete_segment_objects(p, p->s3, j->segment_id, j->oldest_ts_ns, e, sizeof(e))) {
 		struct tv_persist_job *d = calloc(1, sizeof(*d));
 		size_t l = strlen(j->err);
 
@@ -487,11 +653,28 @@ static void run_put(struct tv_persist *p, struct tv_persist_job *j)
 			d->p = p;
 			d->segment_id = j->segment_id;
 			d->oldest_ts_ns = j->oldest_ts_ns;
+			d->submit_real_ns = j->submit_real_ns;
 			retry_later(p, d);
 		}
 	} else {
 		tv_metric_add(&p->st->deleted_segments, 1);
+		settle_push(p, NULL, j->segment_id, j->submit_real_ns);
 	}
+}
+
+/* One try of an async-through upload (the head of aq). 0 when its manifest is written; a
+ * local failure (the block file) is final; an S3 failure returns with *retry 1: nothing is
+ * deleted (the next try writes the same keys; without a manifest nothing is read). */
+static int run_async(struct tv_persist *p, struct tv_persist_job *j, int *retry)
+{
+	int local, touched, ret = put_objects(p, j, &local, &touched);
+
+	/* -EEXIST: another writer's segment of this id, final like a local failure */
+	*retry = ret && !local && ret != -EEXIST;
+	if (ret && !*retry)
+		tv_metric_add(&p->st->failures[local ? TV_PERSIST_FAIL_LOCAL :
+					       failure_reason(ret)], 1);
+	return ret;
 }
 
 /* Run the deletes whose retry time has come (all of them when force). */
@@ -521,6 +704,63 @@ static void run_retries(struct tv_persist *p, int force)
 	}
 }
 
+/* Worker (or loop), under mu: hand a finished job to the loop and wake it. */
+static void to_done(struct tv_persist *p, struct tv_persist_job *j)
+{
+	uint64_t one = 1;
+
+	j->next = NULL;
+	if (p->done_tail)
+		p->done_tail->next = j;
+	else
+		p->done_head = j;
+	p->done_tail = j;
+	if (write(p->efd, &one, sizeof(one)) < 0) {
+		/* an eventfd write fails only at a counter of 2^64-1: the loop is awake */
+	}
+}
+
+/* Worker, under mu, aq_head idle and due: one try of it (mu released meanwhile). A failure on
+ * the S3 side keeps it at the head for the next try, after the backoff. */
+static void async_turn(struct tv_persist *p)
+{
+	struct tv_persist_job *a = p->aq_head;
+	int retry, res;
+
+	p->aq_running = 1;
+	pthread_mutex_unlock(&p->mu);
+	res = run_async(p, a, &retry);
+	pthread_mutex_lock(&p->mu);
+	p->aq_running = 0;
+	if (retry && !a->cancelled && !p->async_stop) {
+		if (!p->aq_retry_ms)
+			fprintf(stderr, "tracevaultd: under-store: segment %016" PRIx64 ": upload "
+				"failed, retrying every %d..%d ms (it is committed locally): %s\n",
+				a->segment_id, TV_PERSIST_ASYNC_RETRY_MIN_MS,
+				TV_PERSIST_ASYNC_RETRY_MAX_MS, a->err);
+		p->aq_retry_ms = p->aq_retry_ms ? p->aq_retry_ms * 2 :
+						  TV_PERSIST_ASYNC_RETRY_MIN_MS;
+		if (p->aq_retry_ms > TV_PERSIST_ASYNC_RETRY_MAX_MS)
+			p->aq_retry_ms = TV_PERSIST_ASYNC_RETRY_MAX_MS;
+		p->aq_retry_at_ns = tv_monotonic_ns() + (uint64_t)p->aq_retry_ms * 1000000ull;
+		tv_metric_add(&p->st->retries, 1);
+		return;
+	}
+	if (p->aq_retry_ms && !res)
+		fprintf(stderr, "tracevaultd: under-store: segment %016" PRIx64 " uploaded after "
+			"retries: S3 answers again\n", a->segment_id);
+	p->aq_retry_ms = 0;
+	p->aq_retry_at_ns = 0;
+	p->aq_head = a->next; /* the running head is never unlinked by the loop */
+	if (!p->aq_head)
+		p->aq_tail = NULL;
+	a->res = a->cancelled ? -ECANCELED : res;
+	to_done(p, a);
+}
+
+/* The worker: todo first (cache-through puts, deletes), then the deletes whose retry is due,
+ * then the head of async-through's queue when its backoff is over; else it sleeps until the
+ * next of those times or a submit. */
 static void *worker_main(void *arg)
 {
 	struct tv_persist *p = arg;
@@ -528,53 +768,62 @@ static void *worker_main(void *arg)
 	pthread_mutex_lock(&p->mu);
 	for (;;) {
 		struct tv_persist_job *j = p->todo_head;
-		uint64_t one = 1;
+		uint64_t next = UINT64_MAX, now;
+		struct timespec ts;
 
-		if (!j) {
-			uint64_t next = UINT64_MAX;
-			struct timespec ts;
-
-			if (p->stopping)
-				break;
-			for (struct tv_persist_job *d = p->retry; d; d = d->next)
-				if (d->retry_at_ns < next)
-					next = d->retry_at_ns;
-			if (next == UINT64_MAX) {
-				pthread_cond_wait(&p->cv, &p->mu);
+		if (j) {
+			p->todo_head = j->next;
+			if (!p->todo_head)
+				p->todo_tail = NULL;
+			pthread_mutex_unlock(&p->mu);
+			if (j->kind == JOB_DELETE) {
+				run_delete(p, j); /* settles or keeps it; no done callback */
+				pthread_mutex_lock(&p->mu);
 				continue;
 			}
-			if (next > tv_monotonic_ns()) {
-				ts.tv_sec = (time_t)(next / 1000000000ull);
-				ts.tv_nsec = (long)(next % 1000000000ull);
-				pthread_cond_timedwait(&p->cv, &p->mu, &ts);
-				continue;
+			run_put(p, j);
+			pthread_mutex_lock(&p->mu);
+			j->finished = 1;
+			if (j->detached && !j->res) {
+				/* given up meanwhile: undone before the next job, which may be a
+				 * later attempt of the same segment id under the same keys */
+				pthread_mutex_unlock(&p->mu);
+				undo_put(p, j);
+				pthread_mutex_lock(&p->mu);
 			}
+			pthread_mutex_unlock(&p->mu);
+			run_retries(p, 0);
+			pthread_mutex_lock(&p->mu);
+			to_done(p, j);
+			continue;
+		}
+		if (p->stopping)
+			break;
+		now = tv_monotonic_ns();
+		for (struct tv_persist_job *d = p->retry; d; d = d->next)
+			if (d->retry_at_ns < next)
+				next = d->retry_at_ns;
+		if (next <= now) {
 			pthread_mutex_unlock(&p->mu);
 			run_retries(p, 0);
 			pthread_mutex_lock(&p->mu);
 			continue;
 		}
-		p->todo_head = j->next;
-		if (!p->todo_head)
-			p->todo_tail = NULL;
-		pthread_mutex_unlock(&p->mu);
-		if (j->kind == JOB_DELETE) {
-			run_delete(p, j); /* frees or keeps it; no done callback */
-			pthread_mutex_lock(&p->mu);
+		if (p->aq_head) {
+			if (p->aq_retry_at_ns <= now) {
+				async_turn(p);
+				continue;
+			}
+			if (p->aq_retry_at_ns < next)
+				next = p->aq_retry_at_ns;
+		}
+		if (next == UINT64_MAX) {
+			pthread_cond_wait(&p->cv, &p->mu);
 			continue;
 		}
-		run_put(p, j);
-		run_retries(p, 0);
-		pthread_mutex_lock(&p->mu);
-		j->next = NULL;
-		if (p->done_tail)
-			p->done_tail->next = j;
-		else
-			p->done_head = j;
-		p->done_tail = j;
-		if (write(p->efd, &one, sizeof(one)) < 0) {
-			/* an eventfd write fails only at a counter of 2^64-1: the loop is awake */
-		}
+		ts.tv_sec = (time_t)(next / 1000000000ull);
+		ts.tv_nsec = (long)(next % 1000000000ull);
+		pthread_cond_timedwait(&p->cv, &p->mu, &ts);
 	}
 	pthread_mutex_unlock(&p->mu);
 	run_retries(p, 1); /* once more at shutdown */
@@ -595,6 +844,10 @@ int tv_persist_open(struct tv_persist **out, const struct tv_persist_opts *o, ch
 	if (!p)
 		return -ENOMEM;
 	p->efd = -1;
+	p->local.blocks_fd = -1;
+	p->async = o->async;
+	p->qsegments = o->queue_segments ? o->queue_segments : TV_PERSIST_DEFAULT_QUEUE_SEGMENTS;
+	p->qbytes = o->queue_bytes ? o->queue_bytes : TV_PERSIST_DEFAULT_QUEUE_BYTES;
 	pthread_mutex_init(&p->mu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the retry times are monotonic */
@@ -611,8 +864,8 @@ int tv_persist_open(struct tv_persist **out, const struct tv_persist_opts *o, ch
 			 err, errlen);
 	if (ret)
 		goto fail;
+	p->s3_loop = check; /* kept for tv_persist_delete_now */
 	ret = tv_s3_head_bucket(check, err, errlen);
-	tv_s3_close(check);
 	if (ret)
 		goto fail;
 	ret = tv_s3_open(&p->s3, o->endpoint, o->region, o->bucket, o->access_key,
@@ -679,6 +932,23 @@ void tv_persist_close(struct tv_persist *p)
 		free(j->blocks);
 		free(j);
 	}
+	/* async uploads never run: their segments stay 'queued' in the journal */
+	while (p->aq_head) {
+		struct tv_persist_job *j = p->aq_head;
+
+		p->aq_head = j->next;
+		free(j->blocks);
+		free(j);
+	}
+	while (p->settled) {
+		struct tv_persist_job *d = p->settled;
+
+		p->settled = d->next;
+		free(d);
+	}
+	if (p->local.blocks_fd >= 0)
+		close(p->local.blocks_fd);
+	tv_s3_close(p->s3_loop);
 	tv_s3_close(p->s3);
 	for (unsigned k = 1; k < TV_PERSIST_CONNECTIONS_MAX; k++)
 		tv_s3_close(p->lanes[k]);
@@ -733,11 +1003,12 @@ int tv_persist_put_segment(struct tv_persist *p, uint64_t segment_id, uint64_t o
 	j->p = p;
 	j->segment_id = segment_id;
 	j->oldest_ts_ns = oldest_ts_ns;
-	j->tmp_fd = tmp_fd;
+	j->dir_fd = tmp_fd;
 	j->n = n;
 	j->done = done;
 	j->arg = arg;
 	j->submit_ns = tv_monotonic_ns();
+	j->submit_real_ns = (int64_t)tv_realtime_ns();
 	p->outstanding++;
 	tv_metric_set(&p->st->queued, p->outstanding);
 	*job = j;
@@ -747,7 +1018,43 @@ int tv_persist_put_segment(struct tv_persist *p, uint64_t segment_id, uint64_t o
 
 void tv_persist_detach(struct tv_persist_job *job)
 {
+	struct tv_persist *p = job->p;
+	int undo;
+
 	job->done = NULL;
+	pthread_mutex_lock(&p->mu);
+	job->detached = 1;
+	undo = job->finished && !job->res; /* else the worker undoes it when it finishes */
+	pthread_mutex_unlock(&p->mu);
+	/* now, before the loop submits anything else (a later attempt of the segment id) */
+	if (undo && tv_persist_delete_segment(p, job->segment_id, job->oldest_ts_ns))
+		fprintf(stderr, "tracevaultd: under-store: segment %016" PRIx64 " was given up "
+			"after it was persisted, and its delete from S3 could not be queued "
+			"(out of memory)\n", job->segment_id);
+}
+
+/* Loop, under mu: give up segment_id's async upload: unlinked from aq and done with
+ * -ECANCELED, or (running) marked, to end so when its try ends. */
+static void purge_async(struct tv_persist *p, uint64_t segment_id)
+{
+	struct tv_persist_job **pp = &p->aq_head, *prev = NULL;
+
+	while (*pp) {
+		struct tv_persist_job *a = *pp;
+
+		if (a->segment_id != segment_id || (a == p->aq_head && p->aq_running)) {
+			if (a->segment_id == segment_id)
+				a->cancelled = 1;
+			prev = a;
+			pp = &a->next;
+			continue;
+		}
+		*pp = a->next;
+		if (p->aq_tail == a)
+			p->aq_tail = prev;
+		a->res = -ECANCELED;
+		to_done(p, a);
+	}
 }
 
 int tv_persist_delete_segment(struct tv_persist *p, uint64_t segment_id, uint64_t oldest_ts_ns)
@@ -760,8 +1067,38 @@ int tv_persist_delete_segment(struct tv_persist *p, uint64_t segment_id, uint64_
 	d->p = p;
 	d->segment_id = segment_id;
 	d->oldest_ts_ns = oldest_ts_ns;
-	submit(p, d);
+	d->submit_real_ns = (int64_t)tv_realtime_ns();
+	if (p->async_n) {
+		pthread_mutex_lock(&p->mu);
+		purge_async(p, segment_id);
+		pthread_mutex_unlock(&p->mu);
+	}
+	submit(p, d); /* after the upload running now, if one is: the worker takes todo next */
 	return 0;
+}
+
+/* Loop: the async gauges from the loop's list and counts. */
+static void async_gauges(struct tv_persist *p)
+{
+	tv_metric_set(&p->st->unpersisted_segments, p->async_n);
+	tv_metric_set(&p->st->unpersisted_bytes, p->async_bytes);
+	tv_metric_set(&p->st->oldest_unpersisted_ns, p->lhead ? (uint64_t)p->lhead->queued_ns : 0);
+}
+
+/* Loop: an async job reaped leaves the loop's list and counts. */
+static void async_unlink(struct tv_persist *p, struct tv_persist_job *j)
+{
+	if (j->lprev)
+		j->lprev->lnext = j->lnext;
+	else
+		p->lhead = j->lnext;
+	if (j->lnext)
+		j->lnext->lprev = j->lprev;
+	else
+		p->ltail = j->lprev;
+	p->async_n--;
+	p->async_bytes -= j->total_bytes;
+	async_gauges(p);
 }
 
 size_t tv_persist_reap(struct tv_persist *p)
@@ -781,12 +1118,14 @@ size_t tv_persist_reap(struct tv_persist *p)
 		struct tv_persist_job *next = j->next;
 
 		p->outstanding--;
-		if (j->done)
+		if (j->kind == JOB_ASYNC) {
+			async_unlink(p, j);
+			if (p->local.async_done)
+				p->local.async_done(p->local.arg, j->segment_id, j->oldest_ts_ns,
+						    j->res, j->err);
+		} else if (j->done) {
 			j->done(j->arg, j->res, j->err);
-		else if (!j->res && tv_persist_delete_segment(p, j->segment_id, j->oldest_ts_ns))
-			fprintf(stderr, "tracevaultd: under-store: segment %016" PRIx64 " was "
-				"given up while it was persisted, and its delete from S3 could "
-				"not be queued (out of memory)\n", j->segment_id);
+		} /* detached: undone by the worker or by tv_persist_detach */
 		free(j->blocks);
 		free(j);
 		j = next;
@@ -794,4 +1133,137 @@ size_t tv_persist_reap(struct tv_persist *p)
 	}
 	tv_metric_set(&p->st->queued, p->outstanding);
 	return count;
+}
+
+/* ---- the journal and async-through (persist.h) ---- */
+
+void tv_persist_attach(struct tv_persist *p, const struct tv_persist_local *l)
+{
+	if (p->local.blocks_fd >= 0 && p->local.blocks_fd != l->blocks_fd)
+		close(p->local.blocks_fd);
+	p->local = *l;
+}
+
+int tv_persist_is_async(const struct tv_persist *p)
+{
+	return p->async;
+}
+
+int tv_persist_delete_now(struct tv_persist *p, uint64_t segment_id, uint64_t oldest_ts_ns,
+			  char *err, size_t errlen)
+{
+	int ret = delete_segment_objects(p, p->s3_loop, segment_id, oldest_ts_ns, err, errlen);
+
+	if (!ret)
+		tv_metric_add(&p->st->deleted_segments, 1);
+	return ret;
+}
+
+size_t tv_persist_settle(struct tv_persist *p)
+{
+	struct tv_persist_job *d;
+	size_t n = 0;
+
+	if (!tv_metric_get(&p->nsettled))
+		return 0;
+	pthread_mutex_lock(&p->mu);
+	d = p->settled;
+	p->settled = NULL;
+	tv_metric_set(&p->nsettled, 0);
+	pthread_mutex_unlock(&p->mu);
+	while (d) {
+		struct tv_persist_job *next = d->next;
+
+		if (p->local.settled)
+			p->local.settled(p->local.arg, d->segment_id, d->submit_real_ns);
+		free(d);
+		d = next;
+		n++;
+	}
+	return n;
+}
+
+int tv_persist_queue_fits(const struct tv_persist *p, size_t nsegments, uint64_t bytes)
+{
+	if (!p->async_n && nsegments <= 1)
+		return 1; /* a lone segment goes whatever its size: it could never fit otherwise */
+	return p->async_n + nsegments <= p->qsegments && p->async_bytes + bytes <= p->qbytes;
+}
+
+int tv_persist_queue_segment(struct tv_persist *p, uint64_t segment_id, uint64_t oldest_ts_ns,
+			     int64_t queued_ns, const struct tv_persist_block *blocks, size_t n)
+{
+	struct tv_persist_job *j;
+
+	if (!n || p->local.blocks_fd < 0)
+		return -EINVAL;
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	j->blocks = malloc(n * sizeof(*blocks));
+	if (!j->blocks) {
+		free(j);
+		return -ENOMEM;
+	}
+	memcpy(j->blocks, blocks, n * sizeof(*blocks));
+	j->kind = JOB_ASYNC;
+	j->p = p;
+	j->segment_id = segment_id;
+	j->oldest_ts_ns = oldest_ts_ns;
+	j->dir_fd = p->local.blocks_fd;
+	j->n = n;
+	j->queued_ns = queued_ns;
+	for (size_t i = 0; i < n; i++)
+		j->total_bytes += blocks[i].bytes;
+	j->submit_ns = tv_monotonic_ns();
+	/* the loop's list and counts, until tv_persist_reap */
+	j->lprev = p->ltail;
+	if (p->ltail)
+		p->ltail->lnext = j;
+	else
+		p->lhead = j;
+	p->ltail = j;
+	p->async_n++;
+	p->async_bytes += j->total_bytes;
+	p->outstanding++;
+	async_gauges(p);
+	pthread_mutex_lock(&p->mu);
+	j->next = NULL;
+	if (p->aq_tail)
+		p->aq_tail->next = j;
+	else
+		p->aq_head = j;
+	p->aq_tail = j;
+	pthread_cond_signal(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+	return 0;
+}
+
+size_t tv_persist_unpersisted(const struct tv_persist *p)
+{
+	return p->async_n;
+}
+
+void tv_persist_stop_async(struct tv_persist *p)
+{
+	struct tv_persist_job *keep = NULL, *a;
+
+	pthread_mutex_lock(&p->mu);
+	p->async_stop = 1;
+	a = p->aq_head;
+	if (a && p->aq_running) { /* it ends with its try (async_turn) */
+		keep = a;
+		a = a->next;
+		keep->next = NULL;
+	}
+	p->aq_head = p->aq_tail = keep;
+	while (a) {
+		struct tv_persist_job *next = a->next;
+
+		a->res = -ECANCELED;
+		to_done(p, a);
+		a = next;
+	}
+	pthread_cond_signal(&p->cv);
+	pthread_mutex_unlock(&p->mu);
 }

@@ -48,6 +48,22 @@
  * bench/bench_under.py: UNDERSTORE.md "Measured"). */
 #define TV_PERSIST_CONNECTIONS_DEFAULT 4
 extern const struct tv_limit tv_persist_connections_limit; /* 1 to 16 */
+/* async-through (UNDERSTORE.md "Write path: async-through"): an upload that failed on the S3
+ * side is tried again after this, doubling up to the max, for as long as the server runs (the
+ * segment is durable locally; retrying our own background copy is not retrying a client's
+ * write); each retry counts in tracevault_server_under_persist_retries_total */
+#define TV_PERSIST_ASYNC_RETRY_MIN_MS 250
+#define TV_PERSIST_ASYNC_RETRY_MAX_MS 10000
+/* async-through's queue of committed segments not yet in the bucket: at most this many
+ * segments (--under-queue-segments) and bytes of their blocks (--under-queue-bytes); a COMMIT
+ * that would pass either waits until uploads make room (never dropped). A lone segment larger
+ * than the byte bound goes when the queue is empty. Checked with the limits below. */
+#define TV_PERSIST_DEFAULT_QUEUE_SEGMENTS 1024
+#define TV_PERSIST_MAX_QUEUE_SEGMENTS 1000000
+#define TV_PERSIST_DEFAULT_QUEUE_BYTES (4ull << 30)
+#define TV_PERSIST_MAX_QUEUE_BYTES (1ull << 40)
+extern const struct tv_limit tv_persist_queue_segments_limit;
+extern const struct tv_limit tv_persist_queue_bytes_limit;
 
 /* Why a persist failed (the metric's reason label): from the S3 call's errno */
 enum tv_persist_failure {
@@ -69,6 +85,11 @@ struct tv_persist_stats {
 	uint64_t delete_failures;           /* delete attempts that failed (each retry counts) */
 	uint64_t cleanup_pending;           /* gauge: segments whose delete waits for a retry */
 	uint64_t queued;                    /* gauge: persists submitted and not yet done */
+	/* async-through: gauges of the segments committed and not yet in the bucket (their
+	 * blocks' bytes, and CLOCK_REALTIME of the oldest one's commit, 0: none), and the
+	 * uploads tried again after a failure */
+	uint64_t unpersisted_segments, unpersisted_bytes, oldest_unpersisted_ns;
+	uint64_t retries;
 	struct tv_histogram persist_seconds; /* a segment's blocks + manifest, submit to done */
 };
 
@@ -86,6 +107,10 @@ struct tv_persist_opts {
 	struct tv_s3_put_limits put_limits;
 	unsigned connections;                /* tv_persist_connections_limit; 0: the default */
 	struct tv_persist_stats *stats;      /* the server's; outlives the persister */
+	/* --write-type async-through (0: cache-through), and its queue's bounds (0: the
+	 * defaults; else within the limits above) */
+	int async;
+	uint64_t queue_segments, queue_bytes;
 };
 
 struct tv_persist;
@@ -134,13 +159,68 @@ int tv_persist_put_segment(struct tv_persist *p, uint64_t segment_id, uint64_t o
 			   int tmp_fd, const struct tv_persist_block *blocks, size_t n,
 			   tv_persist_done_fn done, void *arg, struct tv_persist_job **job);
 /* The segment behind JOB is gone (aborted, stream freed): its done will not run, and what the
- * job put into S3 is deleted (a put that succeeds is undone). */
+ * job put into S3 is deleted (a put that succeeds is undone): by the worker as soon as the put
+ * ends, before its next job, or, when it has ended already, by a delete queued now; either
+ * way before a later attempt of the same segment id, which the loop submits after this. */
 void tv_persist_detach(struct tv_persist_job *job);
 /* Delete segment SEGMENT_ID's objects (the keys of oldest_ts_ns): the manifest first, so that a
  * half-deleted segment is never read, then everything under its directory (blocks the caller
  * may not know of), and the multipart uploads in progress there. Asynchronous, retried until
- * it succeeds (TV_PERSIST_CLEANUP_RETRY_*), logged. 0 or -ENOMEM. */
+ * it succeeds (TV_PERSIST_CLEANUP_RETRY_*), logged; settled() reports it. An async-through
+ * upload of the segment still queued is given up first (-ECANCELED); one running ends before
+ * the delete runs. 0 or -ENOMEM. */
 int tv_persist_delete_segment(struct tv_persist *p, uint64_t segment_id, uint64_t oldest_ts_ns);
+
+/* ---- the journal and async-through (UNDERSTORE.md "Catalog state") ----
+ * The persister knows no catalog: the server attaches what its loop does with the results. */
+
+/* What the server's loop does with results, all called on the loop's thread (tv_persist_reap,
+ * tv_persist_settle):
+ *   settled(arg, S, since_ns)  a delete of segment S from S3 is confirmed: its journal row may
+ *        go if it was written at or before since_ns (CLOCK_REALTIME of the delete's submit,
+ *        or of the failed put it undid); a later row belongs to a later attempt of the same
+ *        segment id, which that delete does not cover
+ *   async_done(arg, S, T, res, err)  an async-through upload ended: res 0 when its manifest
+ *        is written, -ECANCELED when it was given up (a Delete of the segment, or the server
+ *        stops: the segment stays queued in the journal), else a local failure that is not
+ *        retried (its block file is gone or not the block; err says which)
+ * blocks_fd: the store's blocks/ directory, which async-through reads by name; owned by the
+ * persister from tv_persist_attach on (closed by tv_persist_close). */
+struct tv_persist_local {
+	int blocks_fd;
+	void (*settled)(void *arg, uint64_t segment_id, int64_t since_ns);
+	void (*async_done)(void *arg, uint64_t segment_id, uint64_t oldest_ts_ns, int res,
+			   const char *err);
+	void *arg;
+};
+void tv_persist_attach(struct tv_persist *p, const struct tv_persist_local *l);
+/* 1 for --write-type async-through. */
+int tv_persist_is_async(const struct tv_persist *p);
+/* Start-up (before serving, nothing submitted yet): delete segment SEGMENT_ID's objects now,
+ * on the caller's thread, with the client of the start-up check, as a delete job does
+ * (manifest first). 0, or the S3 error (err names it). */
+int tv_persist_delete_now(struct tv_persist *p, uint64_t segment_id, uint64_t oldest_ts_ns,
+			  char *err, size_t errlen);
+/* Run settled() for the deletes confirmed since the last call. Returns how many. Cheap when
+ * there are none (an atomic load): the loop calls it every turn. */
+size_t tv_persist_settle(struct tv_persist *p);
+/* Would NSEGMENTS more segments of BYTES bytes in all fit in async-through's queue? 1 or 0. */
+int tv_persist_queue_fits(const struct tv_persist *p, size_t nsegments, uint64_t bytes);
+/* async-through: queue the upload of committed segment SEGMENT_ID (its N blocks, copied; each
+ * name relative to blocks_fd), committed at QUEUED_NS (CLOCK_REALTIME: the age gauge). It is
+ * uploaded in queue order, retried with backoff while S3 fails, and reported to async_done.
+ * Queued whether it fits or not (the caller checked tv_persist_queue_fits; start-up queues
+ * every 'queued' row, also under cache-through after a switch from async-through).
+ * 0, -ENOMEM, -EINVAL (n == 0, or before tv_persist_attach). */
+int tv_persist_queue_segment(struct tv_persist *p, uint64_t segment_id, uint64_t oldest_ts_ns,
+			     int64_t queued_ns, const struct tv_persist_block *blocks, size_t n);
+/* async-through's uploads queued or running whose result the loop has not reaped (among
+ * tv_persist_outstanding). */
+size_t tv_persist_unpersisted(const struct tv_persist *p);
+/* Shutdown: give up every async-through upload not running (async_done gets -ECANCELED; the
+ * segments stay 'queued' in the journal for the next start), and the running one when it
+ * ends, without a retry; so the loop has only bounded work left to wait for. */
+void tv_persist_stop_async(struct tv_persist *p);
 
 /* The key of block BLOCK_ID of the segment, or (block_id ignored, manifest 1) of its manifest,
  * or (dir 1) of its directory with the trailing '/'; into key (TV_PERSIST_KEY_LEN bytes). */

@@ -7,14 +7,19 @@ cache-through end to end (records back exact, the bucket holds the documented ke
 block sizes, the manifest lists them); kill -9 after acks (every acknowledged segment's
 manifest and blocks are in the bucket); radosgw stopped while a segment is being persisted
 (the segment fails naming the S3 error, nothing of it stays in the bucket, in its multipart
-uploads or in tmp/, and the next segment after radosgw returns commits).
+uploads or in tmp/, and the next segment after radosgw returns commits); the journal
+(UNDERSTORE.md "Catalog state"): kill -9 while a segment's blocks are being uploaded, and the
+restart deletes them before it serves; a Delete whose S3 delete radosgw did not answer before a
+kill -9 is finished by the restart; the journal (catalog.db's under_pending) is empty after.
 
 bench/bench_under.py (make bench) measures persist throughput and commit latency with this
 file's helpers (timed_commit, percentile)."""
 import json
 import os
 import random
+import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -45,6 +50,35 @@ def under_args(ceph, prefix, bucket=None):
 def set_credentials(ceph, secret=None):
     os.environ["AWS_ACCESS_KEY_ID"] = ceph.access_key
     os.environ["AWS_SECRET_ACCESS_KEY"] = secret or ceph.secret_key
+
+
+def journal(srv):
+    """(under_pending rows as {segment_id: state}, under_persisted segment ids) of the server's
+    catalog, read with SQLite itself (read-only; the server may be running: WAL)."""
+    db = sqlite3.connect("file:%s?mode=ro" % os.path.join(srv.data_dir, "catalog.db"),
+                         uri=True, timeout=10)
+    try:
+        pending = {sid & (2**64 - 1): state for sid, state in
+                   db.execute("SELECT segment_id, state FROM under_pending")}
+        persisted = sorted(sid & (2**64 - 1) for (sid,) in
+                           db.execute("SELECT segment_id FROM under_persisted"))
+    finally:
+        db.close()
+    return pending, persisted
+
+
+def stop_clean(srv):
+    """SIGTERM: the server exits 0 within the stop timeout, and (sanitized builds) reported
+    no error or leak."""
+    rc = srv.stop()
+    assert rc == 0, (rc, srv.log()[-3000:])
+    assert "Sanitizer" not in srv.log(), srv.log()[-6000:]
+
+
+def last_metrics_addr(srv):
+    """The metrics endpoint of the server's last run (its log holds every run's)."""
+    found = re.findall(r"metrics on http://(\S+)/metrics", srv.log())
+    return found[-1] if found else None
 
 
 def make_segment(rng, ts0, nblocks, records_per_block, path_bytes=16):
@@ -121,7 +155,15 @@ def test_usage(ceph):
     d = "/tmp/tv-under-usage"
     for args, msg in [
         (["--write-type", "cache-through"], "--write-type cache-through needs --under"),
-        (["--write-type", "async-through"], "invalid --write-type: 'async-through'"),
+        (["--write-type", "async-through"], "--write-type async-through needs --under"),
+        (["--write-type", "write-back"], "invalid --write-type: 'write-back' (must-cache, "
+         "cache-through or async-through)"),
+        (under_args(ceph, "p") + ["--under-queue-segments", "8"],
+         "--under-queue-segments and --under-queue-bytes go with --write-type async-through"),
+        (under_args(ceph, "p") + ["--write-type", "async-through", "--under-queue-segments",
+                                  "0"], "invalid --under-queue-segments: '0' (1 to 1000000)"),
+        (under_args(ceph, "p") + ["--write-type", "async-through", "--under-queue-bytes",
+                                  "1K"], "invalid --under-queue-bytes: '1K' (1M to 1024G)"),
         (["--s3-endpoint", ceph.endpoint], "--s3-endpoint and --s3-region go with --under"),
         (["--under", "s3://%s/p" % ceph.bucket], "--under needs --s3-endpoint URL"),
         (["--under", "gs://b/p", "--s3-endpoint", ceph.endpoint], "invalid --under: 'gs://b/p'"),
@@ -160,6 +202,8 @@ def test_cache_through_end_to_end(ceph):
         scrape = tvtest.Scrape(tvtest.metrics_addr(srv.log()))
         assert scrape.value("tracevault_server_under_persisted_segments_total") == 3
         assert scrape.value("tracevault_server_under_persisted_objects_total") == len(keys)
+        # the journal: no row left, a persisted row per segment (in each COMMIT's transaction)
+        assert journal(srv) == ({}, sorted(s[0] for s in segs)), journal(srv)
         c.close()
         print("  3 segments, %d objects: %s" % (len(keys), sorted(keys)[0]))
     finally:
@@ -234,6 +278,9 @@ def test_delete_removes_objects(ceph):
         keys = ceph.list_keys(prefix + "/")
         assert check_segment_in_bucket(ceph, keys, prefix, keep[0], keep[1], keep[3]) == \
             len(keys) == 3, sorted(keys)
+        # the journal: the 'deleting' row goes once S3 confirmed, the persisted row with T1
+        tvtest.wait_for(lambda: journal(srv) == ({}, [keep[0]]), "the journal settled",
+                        timeout_s=30, interval_s=0.1)
         c.close()
     finally:
         srv.cleanup()
@@ -301,7 +348,158 @@ def test_rgw_stopped_mid_segment(ceph):
         assert r.committed, r
         check_segment_in_bucket(ceph, ceph.list_keys(prefix + "/"), prefix, seg[0], seg[1],
                                 seg[3])
+        # the failed segment's 'uploading' row went once S3 confirmed its delete
+        tvtest.wait_for(lambda: journal(srv) == ({}, [seg[0]]), "the journal settled",
+                        timeout_s=30, interval_s=0.1)
         c.close()
+    finally:
+        srv.cleanup()
+
+
+def test_journal_kill9_mid_upload(ceph):
+    """kill -9 while a cache-through segment's blocks are being uploaded (block objects in the
+    bucket, no manifest yet, its 'uploading' journal row written): the restart deletes its
+    objects before it serves, the segment acknowledged before is whole in both places, and
+    the journal is empty."""
+    set_credentials(ceph)
+    rng = random.Random(7)
+    prefix = "jkill"
+    srv = tvtest.Server(extra_args=under_args(ceph, prefix))
+    try:
+        srv.start(timeout=START_TIMEOUT_S)
+        c = tvtest.GrpcClient(srv.addr, timeout_s=120)
+        acked = make_segment(rng, BASE_NS + 30 * 10**12, 2, 40)
+        assert c.write_encoded(acked[0], acked[1]).committed
+        assert journal(srv) == ({}, [acked[0]]), journal(srv)
+        # 12 blocks of ~4 MiB: long enough to catch between the first object and the manifest
+        sid, blocks, _, oldest = make_segment(rng, BASE_NS + 31 * 10**12, 12, 64,
+                                              path_bytes=64 * 1024)
+        d = seg_dir(prefix, sid, oldest)
+
+        def put():
+            try:
+                c.write_encoded(sid, blocks, chunk_bytes=1 << 20)
+            except c.grpc.RpcError:
+                pass  # the server is killed under it
+        t = threading.Thread(target=put)
+        t.start()
+        tvtest.wait_for(lambda: any(k.endswith(".blk") for k in ceph.list_keys(d)),
+                        "the segment's first object in the bucket", timeout_s=60,
+                        interval_s=0.02)
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait(10)
+        t.join(60)
+        c.close()
+        keys = ceph.list_keys(d)
+        assert keys and d + "manifest.json" not in keys, sorted(keys)
+        assert journal(srv) == ({sid: "uploading"}, [acked[0]]), journal(srv)
+        print("  killed with %d of its %d block objects in the bucket, no manifest"
+              % (len(keys), len(blocks)))
+
+        srv.start(timeout=START_TIMEOUT_S)  # same data dir
+        # already gone when it serves: the start-up pass runs before the port answers
+        assert ceph.list_keys(d) == {} and ceph.list_uploads(d) == [], sorted(ceph.list_keys(d))
+        assert journal(srv) == ({}, [acked[0]]), journal(srv)
+        assert "1 segments deleted from the bucket" in srv.log(), srv.log()
+        keys = ceph.list_keys(prefix + "/")
+        assert check_segment_in_bucket(ceph, keys, prefix, acked[0], acked[1], acked[3]) == \
+            len(keys) == 3, sorted(keys)
+        c = tvtest.GrpcClient(srv.addr)
+        got = sorted(r.ts_ns for r in c.query(BASE_NS, BASE_NS + 10**15))
+        assert got == acked[2], "the acknowledged segment's records are not back exact"
+        c.close()
+        stop_clean(srv)
+    finally:
+        srv.cleanup()
+
+
+def test_cancel_mid_upload_then_same_id(ceph):
+    """A client cancels while its segment's blocks are being uploaded, and writes the same
+    segment id again at once (other blocks, the same directory): the cancelled attempt's
+    objects are deleted before the new attempt's upload, so the bucket ends with exactly the
+    new attempt's objects, and the journal with its persisted row only."""
+    set_credentials(ceph)
+    rng = random.Random(9)
+    prefix = "cancel"
+    srv = tvtest.Server(extra_args=under_args(ceph, prefix))
+    try:
+        srv.start(timeout=START_TIMEOUT_S)
+        c = tvtest.GrpcClient(srv.addr, timeout_s=120)
+        sid, blocks, _, oldest = make_segment(rng, BASE_NS + 33 * 10**12, 12, 64,
+                                              path_bytes=64 * 1024)
+        d = seg_dir(prefix, sid, oldest)
+        pb = c.pb
+        w = tvtest.WriteStream(c)
+        w.send(tvtest.write_cmd(pb.OPEN_SEGMENT, segment_id=sid))
+        for bid, data in blocks:
+            w.send(tvtest.write_cmd(pb.OPEN_BLOCK, block_id=bid, length=len(data)),
+                   *tvtest.write_chunks(bid, data, 1 << 20))
+        w.send(tvtest.write_cmd(pb.COMMIT, segment_id=sid))
+        tvtest.wait_for(lambda: any(k.endswith(".blk") for k in ceph.list_keys(d)),
+                        "the segment's first object in the bucket", timeout_s=60,
+                        interval_s=0.02)
+        w.call.cancel()
+        w.end()
+        again = (sid,) + make_segment(rng, oldest, 1, 20)[1:]  # same id, same directory
+        result = {}
+
+        def write_again():
+            try:
+                result["r"] = c.write_encoded(sid, again[1])
+                return True
+            except c.grpc.RpcError as e:  # the cancelled stream may still hold the id
+                assert e.code() == c.grpc.StatusCode.ALREADY_EXISTS, e
+                return False
+        tvtest.wait_for(write_again, "the same id written again", timeout_s=30,
+                        interval_s=0.02)
+        assert result["r"].committed, result
+        want = {d + "manifest.json", d + "%016x.blk" % again[1][0][0]}
+        tvtest.wait_for(lambda: set(ceph.list_keys(d)) == want and
+                        ceph.list_uploads(d) == [], "only the new attempt's objects",
+                        timeout_s=60, interval_s=0.1)
+        check_segment_in_bucket(ceph, ceph.list_keys(prefix + "/"), prefix, sid, again[1],
+                                oldest)
+        tvtest.wait_for(lambda: journal(srv) == ({}, [sid]), "the journal settled",
+                        timeout_s=30, interval_s=0.1)
+        got = sorted(r.ts_ns for r in c.query(BASE_NS, BASE_NS + 10**15))
+        assert got == again[2], "not the new attempt's records"
+        c.close()
+        stop_clean(srv)
+    finally:
+        srv.cleanup()
+
+
+def test_journal_delete_unconfirmed(ceph):
+    """A Delete answered while radosgw is down leaves a 'deleting' journal row (the S3 delete
+    is retried); after a kill -9 the restart deletes the segment's objects before serving
+    and the journal is empty."""
+    set_credentials(ceph)
+    rng = random.Random(8)
+    prefix = "jdel"
+    srv = tvtest.Server(extra_args=under_args(ceph, prefix))
+    try:
+        srv.start(timeout=START_TIMEOUT_S)
+        c = tvtest.GrpcClient(srv.addr)
+        seg = make_segment(rng, BASE_NS + 32 * 10**12, 3, 20)
+        assert c.write_encoded(seg[0], seg[1], writer_token=5).committed
+        d = seg_dir(prefix, seg[0], seg[3])
+        assert len(ceph.list_keys(d)) == 4
+        ceph.rgw_stop()
+        try:
+            code, details, _ = c.delete_segment(seg[0], writer_token=5)
+            assert code == c.grpc.StatusCode.OK, (code, details)
+            assert journal(srv) == ({seg[0]: "deleting"}, []), journal(srv)
+            assert c.query(BASE_NS, BASE_NS + 10**15) == []
+            srv.proc.send_signal(signal.SIGKILL)
+            srv.proc.wait(10)
+        finally:
+            ceph.rgw_start()
+        c.close()
+        assert len(ceph.list_keys(d)) == 4  # nobody deleted them yet
+        srv.start(timeout=START_TIMEOUT_S)
+        assert ceph.list_keys(d) == {}, sorted(ceph.list_keys(d))
+        assert journal(srv) == ({}, []), journal(srv)
+        stop_clean(srv)
     finally:
         srv.cleanup()
 

@@ -781,6 +781,134 @@ static void test_trace_filter_copies_at_commit(void **state)
 	free(bloom);
 }
 
+/* ---- the under-store's journal (catalog.h, server/under/UNDERSTORE.md "Catalog state") ---- */
+
+struct pending_seen {
+	uint64_t ids[MAX_SEEN], oldest[MAX_SEEN];
+	enum tv_under_pending states[MAX_SEEN];
+	size_t n;
+};
+
+static int collect_pending(uint64_t segment_id, uint64_t oldest_ts_ns,
+			   enum tv_under_pending state, int64_t at_ns, void *arg)
+{
+	struct pending_seen *s = arg;
+
+	assert_true(s->n < MAX_SEEN);
+	assert_true(at_ns > 0);
+	s->ids[s->n] = segment_id;
+	s->oldest[s->n] = oldest_ts_ns;
+	s->states[s->n++] = state;
+	return 0;
+}
+
+static int retired_ok(uint64_t segment_id, uint64_t block_id, uint64_t bytes, uint64_t min_ts_ns,
+		      void *arg)
+{
+	(void)segment_id;
+	(void)block_id;
+	(void)bytes;
+	(void)min_ts_ns;
+	(void)arg;
+	return 0;
+}
+
+/* The journal's rows, by segment id: exactly n of them, with these ids and states. */
+static void assert_pending(struct tv_catalog *c, const uint64_t *ids,
+			   const enum tv_under_pending *states, size_t n)
+{
+	struct pending_seen s = { .n = 0 };
+
+	assert_int_equal(tv_catalog_under_pending_list(c, collect_pending, &s), 0);
+	assert_int_equal(s.n, n);
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(s.ids[i], ids[i]);
+		assert_int_equal(s.states[i], states[i]);
+	}
+}
+
+static void assert_under_counts(struct tv_catalog *c, uint64_t pending, uint64_t persisted)
+{
+	uint64_t p, q;
+
+	assert_int_equal(tv_catalog_under_counts(c, &p, &q), 0);
+	assert_int_equal(p, pending);
+	assert_int_equal(q, persisted);
+}
+
+/* Commit segment b[0].segment_id in a group with its journal change (queued: async-through). */
+static void commit_under(struct tv_catalog *c, struct tv_catalog_block *b, size_t n, int queued)
+{
+	char err[256] = "";
+
+	assert_int_equal(tv_catalog_group_begin(c, err, sizeof(err)), 0);
+	assert_int_equal(tv_catalog_group_add(c, b[0].segment_id, 0, b, n, err, sizeof(err)), 0);
+	assert_int_equal(tv_catalog_group_add_under(c, b[0].segment_id, b[0].min_ts_ns, queued,
+						    err, sizeof(err)), 0);
+	assert_int_equal(tv_catalog_group_commit(c, err, sizeof(err)), 0);
+}
+
+static void test_under_journal_states(void **state)
+{
+	struct fixture *f = *state;
+	struct tv_catalog_block a[] = { blk(1, 0xA, 100, 110) };
+	struct tv_catalog_block b[] = { blk(2, 0xB, 200, 210), blk(3, 0xB, 150, 160) };
+	struct tv_catalog_block cc[] = { blk(4, 0xC, 300, 310) };
+	struct tv_catalog_block local[] = { blk(5, 0xF, 400, 410) };
+	struct pending_seen s = { .n = 0 };
+	char err[256];
+
+	/* cache-through: 'uploading' before the first PUT; the COMMIT swaps it for persisted */
+	assert_int_equal(tv_catalog_under_pending_put(f->c, 0xA, 100, TV_UNDER_UPLOADING), 0);
+	assert_pending(f->c, (uint64_t[]){ 0xA }, (enum tv_under_pending[]){ TV_UNDER_UPLOADING },
+		       1);
+	assert_int_equal(tv_catalog_under_pending_list(f->c, collect_pending, &s), 0);
+	assert_int_equal(s.oldest[0], 100);
+	commit_under(f->c, a, 1, 0);
+	assert_under_counts(f->c, 0, 1);
+
+	/* async-through: 'queued' at COMMIT, persisted once uploaded, and only once */
+	commit_under(f->c, b, 2, 1);
+	commit_under(f->c, cc, 1, 1);
+	assert_pending(f->c, (uint64_t[]){ 0xB, 0xC },
+		       (enum tv_under_pending[]){ TV_UNDER_QUEUED, TV_UNDER_QUEUED }, 2);
+	assert_int_equal(tv_catalog_under_persisted(f->c, 0xB, 150), 1);
+	assert_int_equal(tv_catalog_under_persisted(f->c, 0xB, 150), 0);
+	assert_under_counts(f->c, 1, 2);
+	/* a confirmed delete does not settle a 'queued' row */
+	assert_int_equal(tv_catalog_under_settled(f->c, 0xC, INT64_MAX), 0);
+	assert_under_counts(f->c, 1, 2);
+
+	/* T1: a segment in the bucket (0xA, 0xB) or queued (0xC) gets 'deleting' and loses its
+	 * persisted row; one never in the bucket (0xF) gets nothing */
+	commit(f->c, local, 1);
+	assert_int_equal(tv_catalog_retire(f->c, (uint64_t[]){ 0xA, 0xC, 0xF }, 3, 0, NULL, 0,
+					   retired_ok, NULL), 0);
+	assert_pending(f->c, (uint64_t[]){ 0xA, 0xC },
+		       (enum tv_under_pending[]){ TV_UNDER_DELETING, TV_UNDER_DELETING }, 2);
+	assert_under_counts(f->c, 2, 1);
+	/* an upload that ends after the Delete inserts nothing */
+	assert_int_equal(tv_catalog_under_persisted(f->c, 0xC, 300), 0);
+	assert_under_counts(f->c, 2, 1);
+	/* the deletes confirmed: the rows go */
+	/* a delete submitted before the row was written does not cover it (a later attempt) */
+	assert_int_equal(tv_catalog_under_settled(f->c, 0xA, 1), 0);
+	assert_under_counts(f->c, 2, 1);
+	assert_int_equal(tv_catalog_under_settled(f->c, 0xA, INT64_MAX), 0);
+	assert_int_equal(tv_catalog_under_settled(f->c, 0xC, INT64_MAX), 0);
+	assert_under_counts(f->c, 0, 1);
+
+	/* a cache-through segment given up after its manifest: 'deleting', persisted row gone */
+	assert_int_equal(tv_catalog_under_deleting(f->c, 0xB, 150), 0);
+	assert_pending(f->c, (uint64_t[]){ 0xB }, (enum tv_under_pending[]){ TV_UNDER_DELETING },
+		       1);
+	assert_under_counts(f->c, 1, 0);
+	assert_int_equal(tv_catalog_under_pending_drop(f->c, 0xB), 0);
+	assert_under_counts(f->c, 0, 0);
+	/* outside a group the group's journal call refuses */
+	assert_int_equal(tv_catalog_group_add_under(f->c, 0xB, 150, 0, err, sizeof(err)), -EIO);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -804,6 +932,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_old_catalog_is_migrated, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segment_ids_are_used_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delete_needs_the_writer_token, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_under_journal_states, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
