@@ -35,6 +35,15 @@ static void async_done(void *arg, uint64_t segment_id, uint64_t oldest_ts_ns, in
 
 	if (res == -ECANCELED) /* deleted meanwhile, or the server stops: the journal says */
 		return;
+	if (res == -EEXIST) {
+		/* the directory is another writer's segment of this id (persist.c put_objects):
+		 * never uploaded into it, never retried; the segment stays local-only */
+		ret = tv_catalog_under_pending_drop(c, segment_id);
+		fprintf(stderr, "tracevaultd: under-store: segment %016" PRIx64 ": not uploaded: "
+			"%s (it stays local only%s)\n", segment_id, err,
+			ret ? "; its journal row stays, the next start tries again" : "");
+		return;
+	}
 	if (res) {
 		fprintf(stderr, "tracevaultd: under-store: segment %016" PRIx64 ": not uploaded: "
 			"%s (it stays queued; the next start tries again)\n", segment_id, err);

@@ -9,10 +9,12 @@ still acknowledged, the unpersisted gauges grow and retries count, and once rado
 everything persists); kill -9 with queued segments (the restart queues them again and persists
 them all); the queue's bound (--under-queue-segments 2: the third COMMIT waits unanswered while
 S3 is down, and nothing is dropped); a Delete of a queued segment (its upload is given up,
-nothing of it reaches the bucket, the journal settles)."""
+nothing of it reaches the bucket, the journal settles); an upload queued again whose manifest
+is in the bucket (its own: persisted without a PUT; another's: refused, final)."""
 import os
 import random
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -256,6 +258,69 @@ def test_async_delete_queued(ceph):
                         timeout_s=PERSIST_TIMEOUT_S, interval_s=0.2)
         assert ceph.list_keys(seg_dir(prefix, gone[0], gone[3])) == {}
         c.close()
+        stop_clean(srv)
+    finally:
+        srv.cleanup()
+
+
+def requeue_persisted(srv, sids):
+    """The server is stopped: turn the segments' under_persisted rows back into 'queued'
+    journal rows, as a crash between an upload's manifest and its catalog transaction leaves
+    them (UNDERSTORE.md "Two servers, one bucket": the rules)."""
+    db = sqlite3.connect(os.path.join(srv.data_dir, "catalog.db"), timeout=10)
+    try:
+        with db:
+            for sid in sids:
+                v = sid - (1 << 64) if sid >= 1 << 63 else sid  # SQLite's INTEGER is signed
+                row = db.execute("SELECT oldest_ts_ns FROM under_persisted WHERE segment_id = ?",
+                                 (v,)).fetchone()
+                assert row, "segment %016x has no under_persisted row" % sid
+                db.execute("DELETE FROM under_persisted WHERE segment_id = ?", (v,))
+                db.execute("INSERT INTO under_pending (segment_id, oldest_ts_ns, state, at_ns) "
+                           "VALUES (?, ?, 'queued', ?)", (v, row[0], time.time_ns()))
+    finally:
+        db.close()
+
+
+def test_async_requeue_finds_manifest(ceph):
+    """An upload queued again whose manifest is in the bucket already (the crash came after
+    the manifest, before the catalog knew): equal bytes, its own, so it is persisted without a
+    retry or a PUT; a manifest that differs (another writer's segment of that id) is refused,
+    final: not retried, its journal row dropped (it stays local only), the bucket left as it
+    is."""
+    set_credentials(ceph)
+    rng = random.Random(16)
+    prefix = "a-own"
+    srv = tvtest.Server(extra_args=under_args(ceph, prefix) + ASYNC)
+    try:
+        srv.start(timeout=START_TIMEOUT_S)
+        c = tvtest.GrpcClient(srv.addr)
+        own, other = [make_segment(rng, BASE_NS + (80 + i) * 10**12, 2, 20) for i in range(2)]
+        for s in (own, other):
+            assert c.write_encoded(s[0], s[1]).committed
+        wait_persisted(ceph, srv, prefix, [own, other])
+        c.close()
+        stop_clean(srv)
+        requeue_persisted(srv, [own[0], other[0]])
+        # the other's manifest: a different body under the same key
+        mkey = seg_dir(prefix, other[0], other[3]) + "manifest.json"
+        r = ceph.s3("GET", mkey)
+        assert r.status == 200, r
+        foreign = r.body.replace(b'"version":1', b'"version":1,"writer":"another"')
+        assert foreign != r.body and ceph.s3("PUT", mkey, data=foreign).status == 200
+        before = ceph.list_keys(prefix + "/")
+        srv.start(timeout=START_TIMEOUT_S)
+        assert "2 queued for upload again" in srv.log(), srv.log()
+        tvtest.wait_for(lambda: gauges(srv)["unpersisted_segments"] == 0 and
+                        journal(srv)[0] == {}, "both uploads ended", timeout_s=PERSIST_TIMEOUT_S,
+                        interval_s=0.1)
+        g = gauges(srv)
+        assert g["persist_retries_total"] == 0, g
+        pending, persisted = journal(srv)
+        assert own[0] in persisted and other[0] not in persisted, (pending, persisted)
+        assert ceph.list_keys(prefix + "/") == before, "the bucket changed"
+        assert ceph.s3("GET", mkey).body == foreign, "the other's manifest was replaced"
+        assert "%016x" % other[0] in srv.log() and "exists already" in srv.log(), srv.log()
         stop_clean(srv)
     finally:
         srv.cleanup()
