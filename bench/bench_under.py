@@ -16,7 +16,10 @@ favour one side:
     acknowledged; persist MiB/s = the server's persisted bytes / its persist seconds (the
     metrics tracevault_server_under_persisted_bytes_total and
     tracevault_server_under_persist_duration_seconds: COMMIT to manifest written, per segment);
-  - must-cache: the same without --under (the COMMIT latency the bucket adds to).
+  - must-cache: the same without --under (the COMMIT latency the bucket adds to);
+  - async-through: --write-type async-through (COMMIT answered at the local commit), and the
+    time from the last COMMIT's reply until every segment is in the bucket
+    (tracevault_server_under_unpersisted_segments back to 0).
 Each figure: median of the rounds with min and max; the ratio persist / raw curl is taken
 within a round.
 
@@ -76,15 +79,27 @@ def raw_curl(ceph, segs, tmp, tag):
     return total / 2**20 / el
 
 
+def unpersisted(srv):
+    return tvtest.Scrape(tvtest.metrics_addr(srv.log())).value(
+        "tracevault_server_under_unpersisted_segments")
+
+
 def tracevaultd(ceph, segs, extra):
-    """A fresh server: (COMMIT latencies s, persist MiB/s or None, server CPU s)."""
+    """A fresh server: (COMMIT latencies s, persist MiB/s or None, server CPU s); for
+    async-through the persist figure is the seconds from the last reply to all in the
+    bucket."""
     srv = tvtest.Server(extra_args=extra + ["--metrics-addr", "127.0.0.1:0"])
     try:
         srv.start(timeout=START_TIMEOUT_S)
         c = tvtest.GrpcClient(srv.addr, timeout_s=120)
         lat = [timed_commit(c, sid, blocks) for sid, blocks, _, _ in segs]
         persist = None
-        if extra:
+        if "async-through" in extra:
+            t0 = time.monotonic()
+            tvtest.wait_for(lambda: unpersisted(srv) == 0, "every segment in the bucket",
+                            timeout_s=300, interval_s=0.01)
+            persist = time.monotonic() - t0
+        elif extra:
             scrape = tvtest.Scrape(tvtest.metrics_addr(srv.log()))
             pb = scrape.value("tracevault_server_under_persisted_bytes_total")
             ps = scrape.value("tracevault_server_under_persist_duration_seconds_sum")
@@ -139,9 +154,9 @@ def spread(xs, fmt="%.1f"):
 
 
 def main():
-    # the objects of every run stay (3 runs a round): room for them twice over, within the
+    # the objects of every run stay (4 runs a round): room for them twice over, within the
     # bucket's quota (75% of the memstore, scripts/s3-ceph.sh)
-    run_mib = SEGMENTS * 4 * 4.1
+    run_mib = SEGMENTS * 4 * 4.1 * 4 / 3  # 4 runs a round put objects
     try:
         ceph = tvtest.Ceph(memstore_mib=max(1024, int(run_mib * 3 * ROUNDS * 2))).start()
     except tvtest.Unavailable as e:
@@ -160,11 +175,13 @@ def main():
             "round", "curl MiB/s", "persist", "ratio", "persist 1c", "ratio",
             "COMMIT p50/p99 c-t ms", "COMMIT p50/p99 m-c ms", "CPU c-t/m-c s"))
         curl, persist, ratio, persist1, ratio1 = [], [], [], [], []
-        ct50, ct99, mc50, mc99 = [], [], [], []
+        ct50, ct99, mc50, mc99, at50, at99, atlag = [], [], [], [], [], [], []
         with tempfile.TemporaryDirectory(prefix="tv-bench-under-") as tmp:
             raw_curl(ceph, segs[:1], tmp, "warm-up")  # RGW's first PUTs are slow: not counted
             for r in range(ROUNDS):
-                order = ("curl", "ct", "ct1", "mc") if r % 2 == 0 else ("mc", "ct1", "ct", "curl")
+                order = ("curl", "ct", "ct1", "mc", "at")
+                if r % 2:
+                    order = order[::-1]
                 got = {}
                 for what in order:
                     if what == "curl":
@@ -174,6 +191,9 @@ def main():
                     elif what == "ct1":
                         got[what] = tracevaultd(ceph, segs, under_args(ceph, "bench1/r%d" % r) +
                                                 ["--s3-connections", "1"])
+                    elif what == "at":
+                        got[what] = tracevaultd(ceph, segs, under_args(ceph, "bench-a/r%d" % r)
+                                                + ["--write-type", "async-through"])
                     else:
                         got[what] = tracevaultd(ceph, segs, [])
                 (lat_ct, p, cpu_ct), (lat_mc, _, cpu_mc) = got["ct"], got["mc"]
@@ -186,6 +206,9 @@ def main():
                 ct99.append(percentile(lat_ct, 0.99) * 1e3)
                 mc50.append(percentile(lat_mc, 0.5) * 1e3)
                 mc99.append(percentile(lat_mc, 0.99) * 1e3)
+                at50.append(percentile(got["at"][0], 0.5) * 1e3)
+                at99.append(percentile(got["at"][0], 0.99) * 1e3)
+                atlag.append(got["at"][1])
                 print("%-6d %11.1f %9.1f %6.2fx %11.1f %6.2fx %11.1f / %-8.1f %11.1f / %-8.1f "
                       "%5.2f/%.2f" % (r + 1, curl[-1], p, ratio[-1], persist1[-1], ratio1[-1],
                                       ct50[-1], ct99[-1], mc50[-1], mc99[-1], cpu_ct, cpu_mc))
@@ -196,6 +219,9 @@ def main():
               % (spread(persist), spread(persist1), spread(curl)))
         print("COMMIT to reply, cache-through: p50 %s ms, p99 %s ms; must-cache: p50 %s ms, "
               "p99 %s ms" % (spread(ct50), spread(ct99), spread(mc50), spread(mc99)))
+        print("COMMIT to reply, async-through: p50 %s ms, p99 %s ms; every segment in the "
+              "bucket %s s after the last reply" % (spread(at50), spread(at99),
+                                                   spread(atlag, "%.2f")))
         rounds, nbytes = read_back(ceph)
         print("query of one whole segment (4 blocks, %.1f MiB), %d queries a round, %d rounds:"
               % (nbytes / 2**20, QUERIES, ROUNDS))
