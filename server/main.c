@@ -311,7 +311,9 @@ static const char USAGE_UNDER[] =
 	"                           objects go under PREFIX/v1/YYYY/MM/DD/HH/SEGMENT/\n"
 	"  --s3-endpoint URL        http(s)://HOST[:PORT] of the S3 service (needed)\n"
 	"  --s3-region R            the SigV4 signing region (default us-east-1)\n"
-	"  --write-type TYPE        must-cache: local only (the default without --under);\n"
+	"  --write-type TYPE        must-cache: new segments local only (the default without\n"
+	"                           --under; with it, what is in the bucket is still read\n"
+	"                           and deleted with its segment);\n"
 	"                           cache-through (the default with --under): a COMMIT is\n"
 	"                           answered once the segment's blocks and manifest are in S3\n"
 	"                           and in the local catalog; an S3 failure fails the segment\n"
@@ -450,9 +452,6 @@ static int check_under_options(enum mode mode, const char *under, const char *en
 		return usage_error("--%s serves; --rebuild-catalog does not",
 				   write_type ? "write-type" : "s3-multipart-bytes, --s3-part-bytes or "
 				   "--s3-connections");
-	if (write_type && !strcmp(write_type, "must-cache"))
-		return usage_error("--write-type must-cache keeps segments local: it does not go "
-				   "with --under");
 	if (tv_persist_parse_uri(under, bucket, bucket_len, prefix, prefix_len, why, sizeof(why)))
 		return usage_error("%s", why);
 	if (!endpoint)
@@ -494,6 +493,7 @@ static int open_under(struct tv_persist **out, const char *under, const char *bu
 		.secret_key = getenv("AWS_SECRET_ACCESS_KEY"),
 		.put_limits = *put_limits, .connections = connections, .stats = stats,
 		.async = write_type && !strcmp(write_type, "async-through"),
+		.must_cache = write_type && !strcmp(write_type, "must-cache"),
 		.queue_segments = queue_segments, .queue_bytes = queue_bytes,
 	};
 	int ret;
@@ -502,7 +502,7 @@ static int open_under(struct tv_persist **out, const char *under, const char *bu
 	if (!ret) {
 		fprintf(stderr, "tracevaultd: under-store s3://%s/%s at %s (%s), write type "
 			"%s\n", bucket, prefix, endpoint, po.region,
-			po.async ? "async-through" : "cache-through");
+			po.async ? "async-through" : po.must_cache ? "must-cache" : "cache-through");
 		return 0;
 	}
 	snprintf(err, errlen, "--under %s: %s%s", under, why, under_hint(ret, why));

@@ -1064,6 +1064,7 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 		srv->seg_stats.metrics = &srv->metrics;
 		srv->seg_stats.under = o->under;
 		srv->seg_stats.under_async = o->under && tv_persist_is_async(o->under);
+		srv->seg_stats.under_must_cache = o->under && tv_persist_is_must_cache(o->under);
 		srv->under = o->under;
 		tv_retention_set_under(srv->retention, o->under);
 		refresh_stored(srv);

@@ -1036,7 +1036,7 @@ void tv_segment_commit_group(struct tv_commit_queue *q)
 		copy_filters(seg, &fb);
 		/* the under-store's journal, in the commit point: cache-through's 'uploading'
 		 * row becomes its under_persisted row, async-through's segment is 'queued' */
-		if (seg->stats->under && seg->n) {
+		if (seg->stats->under && seg->n && !seg->stats->under_must_cache) {
 			seg->oldest_ts_ns = oldest_of(seg);
 			ret = tv_catalog_group_add_under(cat, seg->segment_id, seg->oldest_ts_ns,
 							 seg->stats->under_async, why,
@@ -1207,7 +1207,8 @@ static void advance(struct tv_segment *seg)
 	if (p == PENDING_FLUSH) {
 		seg->pending = PENDING_NONE;
 		respond(seg, durable_bytes(seg), NULL, 0);
-	} else if (seg->stats->under && seg->n && !seg->stats->under_async) {
+	} else if (seg->stats->under && seg->n && !seg->stats->under_async &&
+		   !seg->stats->under_must_cache) {
 		persist(seg);
 	} else {
 		seg->pending = PENDING_QUEUED; /* tv_segment_commit_group takes it from here */

@@ -53,15 +53,18 @@ struct tv_segment_stats {
 	uint64_t payload_bytes_copied;  /* user-space copies of chunk payload bytes on receive */
 	/* the server's exported counters (server/metrics.h): commits, aborts, commit latency */
 	struct tv_server_metrics *metrics;
-	/* the under-store (--under, --write-type cache-through: server/under/UNDERSTORE.md), or
-	 * NULL (must-cache: local only). With it, a COMMIT waits for the segment's blocks and
-	 * manifest to be in S3 before it joins the commit queue. */
+	/* the under-store (--under: server/under/UNDERSTORE.md), or NULL (local only). With it
+	 * and cache-through, a COMMIT waits for the segment's blocks and manifest to be in S3
+	 * before it joins the commit queue. */
 	struct tv_persist *under;
 	/* --write-type async-through (tv_persist_is_async): a COMMIT joins the commit queue at
 	 * once, its group's transaction journals it 'queued', and it is queued for upload
 	 * after its reply; the group takes no more segments than the upload queue has room
 	 * for (tv_persist_queue_fits) */
 	int under_async;
+	/* --write-type must-cache with --under (tv_persist_is_must_cache): a COMMIT is local
+	 * only, as without --under; under is kept for deletes and evicted segments */
+	int under_must_cache;
 };
 
 struct tv_segment;

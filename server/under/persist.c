@@ -84,6 +84,7 @@ struct tv_persist {
 	int efd;
 	size_t outstanding; /* the loop's */
 	struct tv_persist_local local; /* tv_persist_attach's; blocks_fd -1 before */
+	int must_cache; /* --write-type must-cache: nothing is uploaded */
 	/* async-through */
 	int async;
 	uint64_t qsegments, qbytes;                 /* the queue's bounds */
@@ -846,6 +847,7 @@ int tv_persist_open(struct tv_persist **out, const struct tv_persist_opts *o, ch
 	p->efd = -1;
 	p->local.blocks_fd = -1;
 	p->async = o->async;
+	p->must_cache = o->must_cache;
 	p->qsegments = o->queue_segments ? o->queue_segments : TV_PERSIST_DEFAULT_QUEUE_SEGMENTS;
 	p->qbytes = o->queue_bytes ? o->queue_bytes : TV_PERSIST_DEFAULT_QUEUE_BYTES;
 	pthread_mutex_init(&p->mu, NULL);
@@ -1147,6 +1149,11 @@ void tv_persist_attach(struct tv_persist *p, const struct tv_persist_local *l)
 int tv_persist_is_async(const struct tv_persist *p)
 {
 	return p->async;
+}
+
+int tv_persist_is_must_cache(const struct tv_persist *p)
+{
+	return p->must_cache;
 }
 
 int tv_persist_delete_now(struct tv_persist *p, uint64_t segment_id, uint64_t oldest_ts_ns,

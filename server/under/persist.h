@@ -111,6 +111,7 @@ struct tv_persist_opts {
 	 * defaults; else within the limits above) */
 	int async;
 	uint64_t queue_segments, queue_bytes;
+	int must_cache; /* --write-type must-cache with --under (tv_persist_is_must_cache) */
 };
 
 struct tv_persist;
@@ -196,6 +197,10 @@ struct tv_persist_local {
 void tv_persist_attach(struct tv_persist *p, const struct tv_persist_local *l);
 /* 1 for --write-type async-through. */
 int tv_persist_is_async(const struct tv_persist *p);
+/* 1 for --write-type must-cache with --under: new segments stay local (no upload, no
+ * journal row); what is in the bucket is still read (evicted, rebuilt), and deleted with its
+ * segment. */
+int tv_persist_is_must_cache(const struct tv_persist *p);
 /* Start-up (before serving, nothing submitted yet): delete segment SEGMENT_ID's objects now,
  * on the caller's thread, with the client of the start-up check, as a delete job does
  * (manifest first). 0, or the S3 error (err names it). */

@@ -504,6 +504,50 @@ def test_journal_delete_unconfirmed(ceph):
         srv.cleanup()
 
 
+def test_must_cache_with_under(ceph):
+    """--write-type must-cache with --under: new segments stay local (nothing uploaded, no
+    journal row, never evictable); a segment persisted by an earlier cache-through run on the
+    same data dir is still deleted from the bucket by a Delete."""
+    set_credentials(ceph)
+    rng = random.Random(17)
+    prefix = "mustcache"
+    old = make_segment(rng, BASE_NS + 30 * 10**12, 2, 20)
+    new = make_segment(rng, BASE_NS + 31 * 10**12, 2, 20)
+    first = tvtest.Server(extra_args=under_args(ceph, prefix))  # owns the data dir
+    srv = None
+    try:
+        first.start(timeout=START_TIMEOUT_S)
+        c = tvtest.GrpcClient(first.addr)
+        assert c.write_encoded(old[0], old[1], writer_token=7).committed
+        c.close()
+        stop_clean(first)
+        before = ceph.list_keys(prefix + "/")
+        check_segment_in_bucket(ceph, before, prefix, old[0], old[1], old[3])
+        srv = tvtest.Server(data_dir=first.data_dir, extra_args=under_args(ceph, prefix) +
+                            ["--write-type", "must-cache", "--local-bytes", "1"])
+        srv.start(timeout=START_TIMEOUT_S)
+        assert "write type must-cache" in srv.log(), srv.log()
+        c = tvtest.GrpcClient(srv.addr)
+        assert c.write_encoded(new[0], new[1], writer_token=8).committed
+        assert ceph.list_keys(prefix + "/") == before, "must-cache uploaded something"
+        assert journal(srv) == ({}, [old[0]]), journal(srv)
+        # --local-bytes 1: the persisted segment is evicted and read back, the new one stays
+        files = set(os.listdir(os.path.join(srv.data_dir, "blocks")))
+        assert files == {"%016x-%016x.tvb" % (new[0], b) for b, _ in new[1]}, files
+        got = sorted(r.ts_ns for r in c.query(BASE_NS, BASE_NS + 10**15))
+        assert got == sorted(old[2] + new[2]), "records not back exact"
+        code, details, _ = c.delete_segment(old[0], writer_token=7)
+        assert code == c.grpc.StatusCode.OK, (code, details)
+        tvtest.wait_for(lambda: not ceph.list_keys(prefix + "/"), "the old segment's objects "
+                        "gone", timeout_s=30, interval_s=0.1)
+        c.close()
+        stop_clean(srv)
+    finally:
+        if srv:
+            srv.cleanup()
+        first.cleanup()
+
+
 def percentile(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(p * len(xs)))]
