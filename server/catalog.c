@@ -1746,6 +1746,14 @@ int tv_catalog_under_pending_drop(struct tv_catalog *c, uint64_t segment_id)
 	return under_exec(c, "DELETE FROM under_pending WHERE segment_id = ?1", v, 1, NULL, NULL);
 }
 
+int tv_catalog_under_unpersist(struct tv_catalog *c, uint64_t segment_id)
+{
+	const int64_t v[] = { (int64_t)segment_id };
+
+	return under_exec(c, "DELETE FROM under_persisted WHERE segment_id = ?1 AND evicted = 0",
+			  v, 1, NULL, NULL);
+}
+
 int tv_catalog_group_add_under(struct tv_catalog *c, uint64_t segment_id, uint64_t oldest_ts_ns,
 			       int queued, char *err, size_t errlen)
 {

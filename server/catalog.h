@@ -348,6 +348,10 @@ int tv_catalog_under_settled(struct tv_catalog *c, uint64_t segment_id, int64_t 
 /* Drop segment_id's journal row whatever its state (a 'queued' row whose segment has no
  * blocks rows left). 0 or the errno. */
 int tv_catalog_under_pending_drop(struct tv_catalog *c, uint64_t segment_id);
+/* segment_id is not (or no longer) whole in the bucket (eviction's check found an object
+ * missing): drop its under_persisted row unless it is evicted, so that it is never evicted
+ * and stays local only. 0 or the errno. */
+int tv_catalog_under_unpersist(struct tv_catalog *c, uint64_t segment_id);
 /* In the open group transaction (tv_catalog_group_begin), after segment_id's rows: its
  * journal row goes, and with queued 0 (cache-through: the manifest is in the bucket) its
  * under_persisted row (evicted 0) comes in, with queued 1 (async-through) its 'queued' row.

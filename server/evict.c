@@ -51,6 +51,7 @@ void tv_evict_free(struct tv_evict *e)
 struct pick {
 	uint64_t local, target;
 	uint64_t ids[TV_EVICT_PASS_MAX_SEGMENTS];
+	uint64_t seg_bytes[TV_EVICT_PASS_MAX_SEGMENTS]; /* of ids[i] */
 	uint64_t bytes;
 	size_t n;
 };
@@ -61,6 +62,7 @@ static int pick_one(const struct tv_catalog_evictable *seg, void *arg)
 
 	if (p->local <= p->target || p->n == TV_EVICT_PASS_MAX_SEGMENTS)
 		return 1; /* stop: enough, or the pass is full */
+	p->seg_bytes[p->n] = seg->bytes;
 	p->ids[p->n++] = seg->segment_id;
 	p->bytes += seg->bytes;
 	p->local = p->local > seg->bytes ? p->local - seg->bytes : 0;
@@ -89,6 +91,79 @@ static int unlink_one(const struct tv_catalog_block *b, void *arg)
 	return 0;
 }
 
+/* A segment's blocks as the bucket must hold them (check_picked). */
+struct objects_walk {
+	struct tv_under_object *o; /* cap, grown by doubling */
+	size_t n, cap;
+};
+
+static int object_one(const struct tv_catalog_block *b, void *arg)
+{
+	struct objects_walk *w = arg;
+
+	if (w->n == w->cap) {
+		size_t cap = w->cap ? w->cap * 2 : 16;
+		struct tv_under_object *o = realloc(w->o, cap * sizeof(*o));
+
+		if (!o)
+			return -ENOMEM;
+		w->o = o;
+		w->cap = cap;
+	}
+	w->o[w->n++] = (struct tv_under_object){ .block_id = b->block_id, .bytes = b->bytes };
+	return 0;
+}
+
+/* E0: keep in p only the picked segments that are whole in the bucket (one listing each,
+ * tv_under_check_segment): a segment with an object missing (a lifecycle rule, a delete
+ * behind the server's back) loses its under_persisted row and stays local, never evicted; when
+ * the check cannot answer (S3 down), it and the rest stay local this pass. On the loop, as
+ * read-back: one LIST per picked segment. Returns the count kept. */
+static size_t check_picked(struct tv_evict *e, struct pick *p)
+{
+	struct objects_walk w = { 0 };
+	size_t kept = 0;
+
+	p->bytes = 0;
+	for (size_t i = 0; i < p->n && e->reader; i++) {
+		char why[TV_UNDER_READ_ERR_LEN];
+		uint64_t oldest = 0;
+		int evicted = 0, ret;
+
+		w.n = 0;
+		ret = tv_catalog_under_state(e->c, p->ids[i], &oldest, &evicted);
+		if (ret == 1)
+			ret = tv_catalog_segment_blocks(e->c, p->ids[i], object_one, &w);
+		else if (ret == 0)
+			ret = -ENOENT;
+		if (ret < 0)
+			continue; /* the catalog cannot say: stays local */
+		ret = tv_under_check_segment(e->reader, p->ids[i], oldest, w.o, w.n, why,
+					     sizeof(why));
+		if (!ret) {
+			p->bytes += p->seg_bytes[i];
+			p->seg_bytes[kept] = p->seg_bytes[i];
+			p->ids[kept++] = p->ids[i];
+			continue;
+		}
+		if (ret == -ENOENT) {
+			int r = tv_catalog_under_unpersist(e->c, p->ids[i]);
+
+			tv_metric_add(&e->st->missing_segments, 1);
+			fprintf(stderr, "tracevaultd: eviction: segment %016llx is not whole in the "
+				"under-store (%s): its local files are its only copy, it is never "
+				"evicted%s\n", (unsigned long long)p->ids[i], why,
+				r ? "; dropping its persisted mark failed too" : "");
+		} else { /* S3 down or failing: the rest would fail alike, each after its timeouts */
+			fprintf(stderr, "tracevaultd: eviction: %zu segments stay local this pass: "
+				"their objects cannot be checked: %s\n", p->n - i, why);
+			break;
+		}
+	}
+	free(w.o);
+	return kept;
+}
+
 int tv_evict_pass(struct tv_evict *e)
 {
 	struct pick *p;
@@ -115,6 +190,10 @@ int tv_evict_pass(struct tv_evict *e)
 	ret = 0;
 	if (!p->n)
 		goto out; /* only unpersisted segments are local: they stay */
+	/* E0: each is whole in the bucket, or its local files are its only copy */
+	p->n = check_picked(e, p);
+	if (!p->n)
+		goto out;
 	/* E1: durable before any file goes */
 	ret = tv_catalog_mark_evicted(e->c, p->ids, p->n);
 	if (ret) {

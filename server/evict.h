@@ -47,6 +47,9 @@ extern const struct tv_limit tv_evict_local_bytes_limit; /* bytes */
  * tracevault_server_under_read*_total): main's, zero without --under. */
 struct tv_evict_stats {
 	uint64_t evicted_segments, evicted_bytes;
+	/* picked, but not whole in the bucket (an object missing): kept local, no longer
+	 * counted as persisted */
+	uint64_t missing_segments;
 	uint64_t recached_blocks, recached_segments; /* --recache */
 	struct tv_under_read_stats read;
 };

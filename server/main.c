@@ -456,6 +456,9 @@ static int check_under_options(enum mode mode, const char *under, const char *en
 		return usage_error("%s", why);
 	if (!endpoint)
 		return usage_error("--under needs --s3-endpoint URL");
+	if (tv_s3_check_endpoint(endpoint, region ? region : TV_PERSIST_DEFAULT_REGION, why,
+				 sizeof(why)))
+		return usage_error("invalid --s3-endpoint / --s3-region: %s", why);
 	if (!getenv("AWS_ACCESS_KEY_ID") || !*getenv("AWS_ACCESS_KEY_ID") ||
 	    !getenv("AWS_SECRET_ACCESS_KEY") || !*getenv("AWS_SECRET_ACCESS_KEY"))
 		return usage_error("--under needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in "

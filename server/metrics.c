@@ -113,6 +113,9 @@ void tv_server_metrics_init(struct tv_server_metrics *m, int data_fd,
 		  &ext->evict->evicted_segments),
 		C("under_evicted_bytes_total", "Block bytes evicted from the local disk "
 		  "(--local-bytes).", &ext->evict->evicted_bytes),
+		C("under_evict_missing_segments_total", "Segments eviction picked but found not "
+		  "whole in the under-store (an object missing or short): kept local, never "
+		  "evicted.", &ext->evict->missing_segments),
 		C("under_recached_blocks_total", "Blocks read back from the under-store and "
 		  "linked into blocks/ again (--recache).", &ext->evict->recached_blocks),
 		C("under_recached_segments_total", "Evicted segments whose every block is local "

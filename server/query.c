@@ -924,13 +924,20 @@ static int open_block(struct tv_query *q, size_t bi, struct batch *b, char *err,
 	q->slice_ticks += SLICE_CLOCK_EVERY; /* its CRC pass is work too */
 	ret = tv_evict_open_block(q->pool->evict, q->store, meta->segment_id, meta->block_id,
 				  meta->bytes, &cur->fd, &size, &remote, err, errlen);
-	if (ret && remote) { /* evicted, and S3 did not give it: the query cannot go on */
+	/* evicted, and S3 did not give it: the query cannot go on (S3 down or failing: asking
+	 * again later may work), unless S3 said the object is gone (404): then the block is lost
+	 * as a missing file is, skipped and reported (DATA_LOSS) while every other record goes */
+	if (ret && remote && ret != -ENOENT) {
 		free(cur);
 		return ret;
 	}
 	if (ret) {
 		free(cur);
-		tv_block_open_reason(q->catalog, meta->block_id, ret, "query", why, sizeof(why));
+		if (remote)
+			snprintf(why, sizeof(why), "%s", err);
+		else
+			tv_block_open_reason(q->catalog, meta->block_id, ret, "query", why,
+					     sizeof(why));
 		return block_fault(q, bi, ret, why, 0, b, err, errlen);
 	}
 	q->pool->open_blocks++;

@@ -309,13 +309,19 @@ static int open_block(struct tv_summary_scan *s, size_t bi, char *err, size_t er
 	s->opened++;
 	ret = tv_evict_open_block(s->pool->evict, s->store, meta->segment_id, meta->block_id,
 				  meta->bytes, &s->fd, &size, &remote, err, errlen);
-	if (ret && remote) { /* evicted, and S3 did not give it: the scan cannot go on */
+	/* evicted, and S3 did not give it: the scan cannot go on, unless S3 said the object
+	 * is gone (404): a lost block, skipped as a missing file is (query.c's open) */
+	if (ret && remote && ret != -ENOENT) {
 		s->fd = -1;
 		return ret;
 	}
 	if (ret) {
 		s->fd = -1;
-		tv_block_open_reason(s->catalog, meta->block_id, ret, "summary", why, sizeof(why));
+		if (remote)
+			snprintf(why, sizeof(why), "%s", err);
+		else
+			tv_block_open_reason(s->catalog, meta->block_id, ret, "summary", why,
+					     sizeof(why));
 		return block_fault(s, ret, why, err, errlen);
 	}
 	s->pool->open_blocks++;

@@ -1233,6 +1233,7 @@ int tv_persist_queue_segment(struct tv_persist *p, uint64_t segment_id, uint64_t
 	p->async_n++;
 	p->async_bytes += j->total_bytes;
 	p->outstanding++;
+	tv_metric_set(&p->st->queued, p->outstanding);
 	async_gauges(p);
 	pthread_mutex_lock(&p->mu);
 	j->next = NULL;

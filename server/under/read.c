@@ -108,6 +108,69 @@ static int get_chunk(struct tv_under_reader *r, const char *key, uint64_t off, s
 	return ret;
 }
 
+/* What one listing of a segment's directory found. */
+struct check_walk {
+	const char *dir; /* the directory's key prefix */
+	size_t dir_len;
+	const struct tv_under_object *blocks;
+	size_t n;
+	uint8_t *seen; /* n + 1: the blocks, then the manifest */
+};
+
+static int check_one(void *arg, const char *key, uint64_t size_bytes)
+{
+	struct check_walk *w = arg;
+	const char *name = key + w->dir_len;
+	unsigned long long id;
+	char tail;
+
+	if (strncmp(key, w->dir, w->dir_len))
+		return 0;
+	if (!strcmp(name, "manifest.json")) {
+		w->seen[w->n] = 1;
+		return 0;
+	}
+	if (sscanf(name, "%16llx.bl%c", &id, &tail) != 2 || tail != 'k')
+		return 0;
+	for (size_t i = 0; i < w->n; i++)
+		if (w->blocks[i].block_id == id && w->blocks[i].bytes == size_bytes)
+			w->seen[i] = 1;
+	return 0;
+}
+
+int tv_under_check_segment(struct tv_under_reader *r, uint64_t segment_id,
+			   uint64_t oldest_ts_ns, const struct tv_under_object *blocks, size_t n,
+			   char *err, size_t errlen)
+{
+	char dir[TV_PERSIST_KEY_LEN];
+	struct check_walk w = { .dir = dir, .blocks = blocks, .n = n };
+	int ret;
+
+	tv_persist_key(r->prefix, segment_id, oldest_ts_ns, 0, 0, 1, dir, sizeof(dir));
+	w.dir_len = strlen(dir);
+	w.seen = calloc(n + 1, 1);
+	if (!w.seen) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	ret = tv_s3_list(r->s3, dir, 0, check_one, &w, err, errlen);
+	if (!ret && !w.seen[n]) {
+		snprintf(err, errlen, "s3://%s/%smanifest.json is not in the bucket", r->bucket,
+			 dir);
+		ret = -ENOENT;
+	}
+	for (size_t i = 0; !ret && i < n; i++)
+		if (!w.seen[i]) {
+			snprintf(err, errlen, "s3://%s/%s%016llx.blk is not in the bucket with its "
+				 "%llu bytes", r->bucket, dir,
+				 (unsigned long long)blocks[i].block_id,
+				 (unsigned long long)blocks[i].bytes);
+			ret = -ENOENT;
+		}
+	free(w.seen);
+	return ret;
+}
+
 int tv_under_read_block(struct tv_under_reader *r, uint64_t segment_id, uint64_t oldest_ts_ns,
 			uint64_t block_id, uint64_t bytes, int dir_fd, int *fd, char *err,
 			size_t errlen)

@@ -67,4 +67,18 @@ int tv_under_read_block(struct tv_under_reader *r, uint64_t segment_id, uint64_t
 			uint64_t block_id, uint64_t bytes, int dir_fd, int *fd, char *err,
 			size_t errlen);
 
+/* One block the bucket must hold, for tv_under_check_segment. */
+struct tv_under_object {
+	uint64_t block_id, bytes;
+};
+/* Before eviction deletes a segment's only local copy: is the segment whole in the bucket?
+ * One listing of its directory (tv_s3_list of the segment's key prefix): its manifest and
+ * the N blocks' objects, each with its size. 0 when all are there; -ENOENT with err naming
+ * the first missing or short object (a bucket lifecycle rule, or a delete behind the
+ * server's back: the segment must not be evicted); or the listing's errno (S3 down: do not
+ * evict now). On the caller's thread, like tv_under_read_block. */
+int tv_under_check_segment(struct tv_under_reader *r, uint64_t segment_id,
+			   uint64_t oldest_ts_ns, const struct tv_under_object *blocks, size_t n,
+			   char *err, size_t errlen);
+
 #endif

@@ -66,20 +66,12 @@ static bool valid_region(const char *r)
 	return true;
 }
 
-int tv_s3_open(struct tv_s3 **out, const char *endpoint_url, const char *region,
-	       const char *bucket, const char *access_key, const char *secret_key, char *err,
-	       size_t errlen)
+int tv_s3_check_endpoint(const char *endpoint_url, const char *region, char *err,
+			 size_t errlen)
 {
-	struct tv_s3 *c = NULL;
 	const char *host;
 	size_t n;
-	int rc;
 
-	*out = NULL;
-	if (!endpoint_url || !region || !bucket || !access_key || !secret_key) {
-		set_err(err, errlen, "s3: endpoint, region, bucket and both keys are required");
-		return -EINVAL;
-	}
 	if (strncmp(endpoint_url, "http://", 7) == 0)
 		host = endpoint_url + 7;
 	else if (strncmp(endpoint_url, "https://", 8) == 0)
@@ -102,6 +94,25 @@ int tv_s3_open(struct tv_s3 **out, const char *endpoint_url, const char *region,
 		set_err(err, errlen, "s3 region '%s': want letters, digits and '-'", region);
 		return -EINVAL;
 	}
+	return 0;
+}
+
+int tv_s3_open(struct tv_s3 **out, const char *endpoint_url, const char *region,
+	       const char *bucket, const char *access_key, const char *secret_key, char *err,
+	       size_t errlen)
+{
+	struct tv_s3 *c = NULL;
+	size_t n;
+	int rc;
+
+	*out = NULL;
+	if (!endpoint_url || !region || !bucket || !access_key || !secret_key) {
+		set_err(err, errlen, "s3: endpoint, region, bucket and both keys are required");
+		return -EINVAL;
+	}
+	rc = tv_s3_check_endpoint(endpoint_url, region, err, errlen);
+	if (rc)
+		return rc;
 	if (!valid_bucket(bucket)) {
 		set_err(err, errlen, "s3 bucket '%s': want 3..63 of a-z 0-9 . -", bucket);
 		return -EINVAL;
@@ -119,7 +130,10 @@ int tv_s3_open(struct tv_s3 **out, const char *endpoint_url, const char *region,
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		goto fail;
-	c->endpoint = strndup(endpoint_url, (size_t)(host - endpoint_url) + n);
+	n = strlen(endpoint_url);
+	while (n && endpoint_url[n - 1] == '/') /* tv_s3_check_endpoint: only slashes follow */
+		n--;
+	c->endpoint = strndup(endpoint_url, n);
 	c->bucket = strdup(bucket);
 	c->access_key = strdup(access_key);
 	c->secret_key = strdup(secret_key);

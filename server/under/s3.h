@@ -92,6 +92,11 @@ struct tv_s3;
 int tv_s3_open(struct tv_s3 **out, const char *endpoint_url, const char *region,
 	       const char *bucket, const char *access_key, const char *secret_key, char *err,
 	       size_t errlen);
+/* tv_s3_open's checks of ENDPOINT_URL (http:// or https://, host[:port], no path, query or
+ * user@) and REGION (letters, digits, '-'), alone: what a CLI checks as a usage error before
+ * anything starts. 0, or -EINVAL with err naming which. */
+int tv_s3_check_endpoint(const char *endpoint_url, const char *region, char *err,
+			 size_t errlen);
 /* Tighter bounds than TV_S3_CONNECT_TIMEOUT_MS and TV_S3_LOW_SPEED_TIME_S for this client's
  * later calls (a reader on a thread that cannot wait long, server/under/read.h): connect
  * within CONNECT_MS, abandon a transfer below TV_S3_LOW_SPEED_BYTES per second for

@@ -167,6 +167,12 @@ def test_usage(ceph):
         (["--s3-endpoint", ceph.endpoint], "--s3-endpoint and --s3-region go with --under"),
         (["--under", "s3://%s/p" % ceph.bucket], "--under needs --s3-endpoint URL"),
         (["--under", "gs://b/p", "--s3-endpoint", ceph.endpoint], "invalid --under: 'gs://b/p'"),
+        (["--under", "s3://%s/p" % ceph.bucket, "--s3-endpoint", "127.0.0.1:1"],
+         "invalid --s3-endpoint / --s3-region: s3 endpoint '127.0.0.1:1': not an http://"),
+        (["--under", "s3://%s/p" % ceph.bucket, "--s3-endpoint", ceph.endpoint + "/a/path"],
+         "invalid --s3-endpoint / --s3-region: s3 endpoint: want scheme://host[:port]"),
+        (["--under", "s3://%s/p" % ceph.bucket, "--s3-endpoint", ceph.endpoint,
+          "--s3-region", ""], "invalid --s3-endpoint / --s3-region: s3 region ''"),
     ]:
         p = subprocess.run([tvtest.binary("tracevaultd"), "--data", d] + args,
                            capture_output=True, text=True, timeout=30)

@@ -109,6 +109,8 @@ def test_async_rgw_stopped(ceph):
             time.sleep(1.1)  # the oldest is at least a second old now
             g = gauges(srv)
             assert g["unpersisted_segments"] == 3, g
+            assert tvtest.Scrape(last_metrics_addr(srv)).value(
+                "tracevault_server_under_persist_queued") == 3
             assert g["unpersisted_bytes"] == sum(seg_bytes(s) for s in segs), g
             assert g["oldest_unpersisted_age_seconds"] >= 1, g
             assert journal(srv) == ({s[0]: "queued" for s in segs}, []), journal(srv)

@@ -535,6 +535,83 @@ def test_damaged_object(ceph):
         srv.cleanup()
 
 
+def obj_key(prefix, seg, bid):
+    return "%s/v1/%s/%016x/%016x.blk" % (
+        prefix, time.strftime("%Y/%m/%d/%H", time.gmtime(seg[2] // 10**9)), seg[0], bid)
+
+
+def test_missing_object_never_evicted(ceph):
+    """A segment whose object was deleted from the bucket behind the server's back (a
+    lifecycle rule, a hand) is not evicted when a pass picks it: its local files are its only
+    copy. It loses its persisted mark, is counted, logged, and every record stays exact."""
+    set_credentials(ceph)
+    rng = random.Random(21)
+    prefix = "missing"
+    segs = [make_segment(rng, i, 2, 30) for i in range(3)]
+    local_bytes = (seg_bytes(segs[1]) + seg_bytes(segs[2])) * LOW_WATER_DIV // \
+        (LOW_WATER_DIV - 1) + LOW_WATER_DIV
+    srv = tvtest.Server(extra_args=under_args(ceph, prefix) + [
+        "--local-bytes", str(local_bytes), "--metrics-addr", "127.0.0.1:0"])
+    try:
+        srv.start(timeout=START_TIMEOUT_S)
+        c = tvtest.GrpcClient(srv.addr)
+        write_all(c, segs[:1])
+        gone = obj_key(prefix, segs[0], segs[0][1][1][0])
+        assert ceph.s3("DELETE", gone).status == 204
+        write_all(c, segs[1:])  # the pass after these picks segment 0
+        assert block_files(srv) == seg_files(segs[0]) | seg_files(segs[1]) | \
+            seg_files(segs[2]), "a segment not whole in the bucket lost its local files"
+        m = scrape(srv)
+        assert m.value("tracevault_server_under_evict_missing_segments_total") == 1
+        assert m.value("tracevault_server_under_evicted_segments_total") == 0
+        assert "segment %016x is not whole in the under-store" % segs[0][0] in srv.log()
+        assert gone in srv.log(), srv.log()[-2000:]
+        recs, skipped, code, details, _ = c.query_all(BASE_NS, BASE_NS + 10**15)
+        assert code == c.grpc.StatusCode.OK and not skipped, (code, details)
+        assert len(recs) == 3 * 60, len(recs)
+        # one more commit: the segment is never picked again (no second count)
+        more = make_segment(rng, 3, 1, 5)
+        write_all(c, [more])
+        assert scrape(srv).value("tracevault_server_under_evict_missing_segments_total") == 1
+        c.close()
+    finally:
+        srv.cleanup()
+
+
+def test_evicted_object_gone(ceph):
+    """An evicted block whose object is then deleted from the bucket (404) is skipped and
+    reported as lost (DATA_LOSS, named), while every other record of the range is sent; not
+    the whole query failing."""
+    set_credentials(ceph)
+    rng = random.Random(22)
+    prefix = "gone404"
+    segs = [make_segment(rng, i, 2, 30) for i in range(3)]
+    local_bytes = (seg_bytes(segs[1]) + seg_bytes(segs[2])) * LOW_WATER_DIV // \
+        (LOW_WATER_DIV - 1) + LOW_WATER_DIV
+    srv = tvtest.Server(extra_args=under_args(ceph, prefix) + ["--local-bytes",
+                                                                str(local_bytes)])
+    try:
+        srv.start(timeout=START_TIMEOUT_S)
+        c = tvtest.GrpcClient(srv.addr)
+        write_all(c, segs)
+        assert block_files(srv) == seg_files(segs[1]) | seg_files(segs[2])
+        bid = segs[0][1][1][0]
+        assert ceph.s3("DELETE", obj_key(prefix, segs[0], bid)).status == 204
+        recs, skipped, code, details, _ = c.query_all(BASE_NS, BASE_NS + 10**15)
+        assert code == c.grpc.StatusCode.DATA_LOSS, (code, details)
+        assert [sk.block_id for sk in skipped] == [bid], skipped
+        assert "404" in details and "%016x" % bid in details, details
+        assert [r.ts_ns for r in recs] == \
+            [segs[0][2] + k for k in range(30)] + [s[2] + k for s in segs[1:] for k in range(60)]
+        p = cli_query(srv.addr, BASE_NS, BASE_NS + 10**15)
+        assert p.returncode == 3 and len(p.stdout.splitlines()) == 150, (p.returncode,
+                                                                         p.stderr)
+        print("  object gone: %s: %s" % (code, details[:200]))
+        c.close()
+    finally:
+        srv.cleanup()
+
+
 def test_usage(ceph):
     """--local-bytes and --recache: bad values and a missing --under are usage errors (exit
     2, one line)."""
