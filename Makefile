@@ -48,8 +48,11 @@ valgrind: all
 demo: all
 	bash scripts/demo.sh $(BUILD)
 
+# The benchmarks (bench/README.md): ingest, capture, under-store and read side, each step announced
+# as "bench step K/N: WHAT (elapsed S s)". `make bench QUICK=1` runs every step small
+# (TV_BENCH_QUICK=1: a minute or two on 2 cores), as make test does (integration/test_bench_quick).
 bench: all
-	bash bench/run.sh $(BUILD)
+	$(if $(filter 1,$(QUICK)),TV_BENCH_QUICK=1) bash bench/run.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(TEST_BUILD) $(FUZZ_BUILD)
