@@ -5,6 +5,9 @@
 # read bench (read.sh), each step announced by a progress line. TV_BENCH_QUICK=1 (make bench
 # QUICK=1) runs every step small, so that make test can run them all (bench/README.md).
 set -euo pipefail
+# a failure inside $(...) fails the step too: without this a dying bench_ingest left the
+# ingest step printing 0.0 and -nan and the run going on
+shopt -s inherit_errexit
 
 if (($# > 1)) || [[ ${1:-} == -* ]]; then
 	echo "usage: bench/run.sh [BUILD_DIR] (TV_BENCH_QUICK=1: every step small; bench/README.md)" >&2
@@ -56,6 +59,9 @@ hz=$(getconf CLK_TCK)
 
 # ingest MODE ARGS...: one fresh server, one bench_ingest run; prints "MBps client_s/GB server_s/GB copied"
 ingest() {
+	# called in $(...): a subshell, whose srv the main shell's EXIT trap never sees, so the
+	# subshell stops its own server when it exits, also on a failure
+	trap stop_server EXIT
 	local data="$work/data.$RANDOM"
 	"$BIN/tracevaultd" --data "$data" --listen 127.0.0.1:0 >"$work/server.out" 2>"$work/server.err" &
 	srv=$!
