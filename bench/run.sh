@@ -9,8 +9,13 @@ set -euo pipefail
 # ingest step printing 0.0 and -nan and the run going on
 shopt -s inherit_errexit
 
+USAGE="usage: bench/run.sh [BUILD_DIR] (TV_BENCH_QUICK=1: every step small; bench/README.md)"
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+	echo "$USAGE"
+	exit 0
+fi
 if (($# > 1)) || [[ ${1:-} == -* ]]; then
-	echo "usage: bench/run.sh [BUILD_DIR] (TV_BENCH_QUICK=1: every step small; bench/README.md)" >&2
+	echo "$USAGE" >&2
 	exit 2
 fi
 BUILD=${1:-build}
