@@ -22,7 +22,10 @@ BUILD=${1:-build}
 [[ -d $BUILD ]] || { echo "bench: no build dir '$BUILD' (build first: make)" >&2; exit 1; }
 BIN=$(cd "$BUILD" && pwd)
 QUICK=${TV_BENCH_QUICK:-0}
-[[ $QUICK == 0 || $QUICK == 1 ]] || { echo "bench: invalid TV_BENCH_QUICK: '$QUICK' (0 or 1)" >&2; exit 2; }
+[[ $QUICK == 0 || $QUICK == 1 ]] || {
+	echo "bench: invalid TV_BENCH_QUICK: '$QUICK' (0 or 1)" >&2
+	exit 2
+}
 # the ingest rounds' size: 64 MiB and 1 round in the quick run (seconds, not minutes)
 if [[ $QUICK == 1 ]]; then
 	MIB=${TV_BENCH_MIB:-64} ROUNDS=${TV_BENCH_ROUNDS:-1}
@@ -161,5 +164,7 @@ for ((k = 1; k <= ${#STEPS[@]}; k++)); do
 	echo "bench step $k/${#STEPS[@]}: ${step#*:} (elapsed $SECONDS s)"
 	"step_${step%%:*}"
 done
+quick_note=""
+[[ $QUICK == 0 ]] || quick_note=" (quick)"
 echo
-echo "bench done: ${#STEPS[@]} steps in $SECONDS s$([[ $QUICK == 1 ]] && echo ' (quick)' || true)"
+echo "bench done: ${#STEPS[@]} steps in $SECONDS s$quick_note"

@@ -31,7 +31,7 @@ RUN_SH = os.path.join(SRC, "bench", "run.sh")
 BENCH_BUILD = os.environ.get("TV_BENCH_BUILD") or os.path.join(SRC, "build")
 # the quick run takes ~50 s on an idle 2-core machine; room for a loaded one, under ctest's
 # TIMEOUT of this test (tests/CMakeLists.txt)
-RUN_TIMEOUT_S = 270
+RUN_TIMEOUT_S = 200
 DIES_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 20  # after a timeout: SIGTERM to the run's process group, then SIGKILL
 # binaries run.sh needs from the build dir
