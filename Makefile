@@ -16,10 +16,11 @@ deps:
 	@bash scripts/deps.sh
 
 # Tests run against an ASan/UBSan build of every binary. The release build (what make demo
-# and make bench run) is compiled too: -O2 finds warnings, -Werror ones, that -O0 does not.
+# and make bench run) is compiled too: -O2 finds warnings, -Werror ones, that -O0 does not;
+# integration/test_bench_quick runs make bench QUICK=1 on it (TV_BENCH_BUILD).
 test: all
 	cmake -S . -B $(TEST_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTV_SANITIZE=ON \
-	      -DTV_VALGRIND_SERVER=$(abspath $(BUILD))/tracevaultd
+	      -DTV_VALGRIND_SERVER=$(abspath $(BUILD))/tracevaultd -DTV_BENCH_BUILD=$(abspath $(BUILD))
 	cmake --build $(TEST_BUILD) -j$(JOBS)
 	ctest --test-dir $(TEST_BUILD) --output-on-failure --timeout 600
 	$(MAKE) fuzz-build
@@ -40,7 +41,7 @@ fuzz: deps fuzz-build
 # which runs two of them so (valgrind/server_tests).
 valgrind: all
 	cmake -S . -B $(TEST_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTV_SANITIZE=ON \
-	      -DTV_VALGRIND_SERVER=$(abspath $(BUILD))/tracevaultd
+	      -DTV_VALGRIND_SERVER=$(abspath $(BUILD))/tracevaultd -DTV_BENCH_BUILD=$(abspath $(BUILD))
 	cmake --build $(TEST_BUILD) -j$(JOBS)
 	/usr/bin/python3 tests/valgrind_suite.py --test-build $(abspath $(TEST_BUILD)) \
 	      --server $(abspath $(BUILD))/tracevaultd
@@ -48,8 +49,11 @@ valgrind: all
 demo: all
 	bash scripts/demo.sh $(BUILD)
 
+# The benchmarks (bench/README.md): ingest, capture, under-store and read side, each step announced
+# as "bench step K/N: WHAT (elapsed S s)". `make bench QUICK=1` runs every step small
+# (TV_BENCH_QUICK=1: a minute or two on 2 cores), as make test does (integration/test_bench_quick).
 bench: all
-	bash bench/run.sh $(BUILD)
+	$(if $(filter 1,$(QUICK)),TV_BENCH_QUICK=1) bash bench/run.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(TEST_BUILD) $(FUZZ_BUILD)

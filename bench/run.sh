@@ -2,13 +2,54 @@
 # `make bench`: our durable ingest beside the machine's ceilings measured in the same run
 # (raw loopback TCP, raw io_uring write + fdatasync), zero-copy and --no-zerocopy alternated;
 # then the capture bench (bench_capture.py), the under-store bench (bench_under.py) and the
-# read bench (read.sh). Usage: run.sh [BUILD_DIR] (bench/README.md).
+# read bench (read.sh), each step announced by a progress line. TV_BENCH_QUICK=1 (make bench
+# QUICK=1) runs every step small, so that make test can run them all (bench/README.md).
 set -euo pipefail
+# a failure inside $(...) fails the step too: without this a dying bench_ingest left the
+# ingest step printing 0.0 and -nan and the run going on
+shopt -s inherit_errexit
 
+USAGE="usage: bench/run.sh [BUILD_DIR] (TV_BENCH_QUICK=1: every step small; bench/README.md)"
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+	echo "$USAGE"
+	exit 0
+fi
+if (($# > 1)) || [[ ${1:-} == -* ]]; then
+	echo "$USAGE" >&2
+	exit 2
+fi
 BUILD=${1:-build}
+[[ -d $BUILD ]] || { echo "bench: no build dir '$BUILD' (build first: make)" >&2; exit 1; }
 BIN=$(cd "$BUILD" && pwd)
-MIB=${TV_BENCH_MIB:-1024}
-ROUNDS=${TV_BENCH_ROUNDS:-3}
+QUICK=${TV_BENCH_QUICK:-0}
+[[ $QUICK == 0 || $QUICK == 1 ]] || {
+	echo "bench: invalid TV_BENCH_QUICK: '$QUICK' (0 or 1)" >&2
+	exit 2
+}
+# the ingest rounds' size: 64 MiB and 1 round in the quick run (seconds, not minutes)
+if [[ $QUICK == 1 ]]; then
+	MIB=${TV_BENCH_MIB:-64} ROUNDS=${TV_BENCH_ROUNDS:-1}
+else
+	MIB=${TV_BENCH_MIB:-1024} ROUNDS=${TV_BENCH_ROUNDS:-3}
+fi
+[[ $MIB =~ ^[1-9][0-9]*$ && $ROUNDS =~ ^[1-9][0-9]*$ ]] || {
+	echo "bench: invalid TV_BENCH_MIB '$MIB' or TV_BENCH_ROUNDS '$ROUNDS' (positive integers)" >&2
+	exit 2
+}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+export PYTHONUNBUFFERED=1 # the Python steps' lines appear as they are printed, also into a pipe
+
+# The steps, in the order they run: NAME:WHAT, run by step_NAME below and announced as
+# "bench step K/N: WHAT (elapsed S s)". The one list of them: a new step is a line here and a
+# step_ function (and a pattern in tests/integration/test_bench_quick.py, which checks that
+# every step printed its figures).
+STEPS=(
+	"ingest:durable ingest beside the loopback TCP and io_uring disk ceilings"
+	"capture:nginx with eBPF capture off and on, eBPF time, lossless rate, parser replay"
+	"under:S3 under-store persist beside raw curl PUT, COMMIT latency, evicted vs local query"
+	"read:read side beside SQLite and zstd -3"
+)
+
 work=$(mktemp -d /tmp/tracevault-bench.XXXXXX)
 srv=""
 stop_server() {
@@ -26,6 +67,9 @@ hz=$(getconf CLK_TCK)
 
 # ingest MODE ARGS...: one fresh server, one bench_ingest run; prints "MBps client_s/GB server_s/GB copied"
 ingest() {
+	# called in $(...): a subshell, whose srv the main shell's EXIT trap never sees, so the
+	# subshell stops its own server when it exits, also on a failure
+	trap stop_server EXIT
 	local data="$work/data.$RANDOM"
 	"$BIN/tracevaultd" --data "$data" --listen 127.0.0.1:0 >"$work/server.out" 2>"$work/server.err" &
 	srv=$!
@@ -48,59 +92,79 @@ ingest() {
 	    'BEGIN { printf "%.1f %.3f %.3f %d\n", mbps, ccpu, scpu / hz / (bytes / 1e9), copied }'
 }
 
-echo "tracevault bench: $MIB MiB per measurement, $ROUNDS rounds, data under $work"
-echo "(disk speed here swings 2-4x within minutes: each round measures its own ceilings next to its runs)"
-printf "%-26s %9s %9s %9s %8s %12s %12s %11s\n" "round/mode" "MB/s" "TCP" "disk" "x bound" \
-	"client s/GB" "server s/GB" "copied"
-ratios_zc="" ratios_nc="" sum_zc=0 sum_nc=0 cpu_zc=0 cpu_nc=0
-for ((r = 1; r <= ROUNDS; r++)); do
-	tcp=$("$BIN/bench/ceiling_tcp" "$MIB" | val tcp_loopback_MBps)
-	# 32 MiB between fdatasyncs = one segment of 8 x 4 MiB blocks, as the ingest runs
-	disk=$("$BIN/bench/ceiling_uring" "$work" "$MIB" 32 | val uring_write_fdatasync_MBps)
-	bound=$(awk -v a="$tcp" -v b="$disk" 'BEGIN { print (a < b ? a : b) }')
-	for mode in zerocopy no-zerocopy; do
-		if [[ $mode == zerocopy ]]; then out=$(ingest); else out=$(ingest --no-zerocopy); fi
-		read -r mbps ccpu scpu copied <<<"$out"
-		ratio=$(awk -v a="$mbps" -v b="$bound" 'BEGIN { printf "%.2f", a / b }')
-		printf "%-26s %9.1f %9.1f %9.1f %8s %12.3f %12.3f %11d\n" "$r $mode" "$mbps" "$tcp" \
-			"$disk" "$ratio" "$ccpu" "$scpu" "$copied"
-		if [[ $mode == zerocopy ]]; then
-			ratios_zc+="$ratio "
-			sum_zc=$(awk -v a="$sum_zc" -v b="$mbps" 'BEGIN { print a + b }')
-			cpu_zc=$(awk -v a="$cpu_zc" -v c="$ccpu" -v s="$scpu" 'BEGIN { print a + c + s }')
-		else
-			ratios_nc+="$ratio "
-			sum_nc=$(awk -v a="$sum_nc" -v b="$mbps" 'BEGIN { print a + b }')
-			cpu_nc=$(awk -v a="$cpu_nc" -v c="$ccpu" -v s="$scpu" 'BEGIN { print a + c + s }')
-		fi
+# step_ingest: ROUNDS rounds, each its own ceilings, then zero-copy and --no-zerocopy ingest
+step_ingest() {
+	local r mode tcp disk bound out mbps ccpu scpu copied ratio
+	local ratios_zc ratios_nc sum_zc sum_nc cpu_zc cpu_nc
+	echo "tracevault bench: $MIB MiB per measurement, $ROUNDS rounds, data under $work"
+	echo "(disk speed here swings 2-4x within minutes: each round measures its own ceilings next to its runs)"
+	printf "%-26s %9s %9s %9s %8s %12s %12s %11s\n" "round/mode" "MB/s" "TCP" "disk" "x bound" \
+		"client s/GB" "server s/GB" "copied"
+	ratios_zc="" ratios_nc="" sum_zc=0 sum_nc=0 cpu_zc=0 cpu_nc=0
+	for ((r = 1; r <= ROUNDS; r++)); do
+		tcp=$("$BIN/bench/ceiling_tcp" "$MIB" | val tcp_loopback_MBps)
+		# 32 MiB between fdatasyncs = one segment of 8 x 4 MiB blocks, as the ingest runs
+		disk=$("$BIN/bench/ceiling_uring" "$work" "$MIB" 32 | val uring_write_fdatasync_MBps)
+		bound=$(awk -v a="$tcp" -v b="$disk" 'BEGIN { print (a < b ? a : b) }')
+		for mode in zerocopy no-zerocopy; do
+			if [[ $mode == zerocopy ]]; then out=$(ingest); else out=$(ingest --no-zerocopy); fi
+			read -r mbps ccpu scpu copied <<<"$out"
+			ratio=$(awk -v a="$mbps" -v b="$bound" 'BEGIN { printf "%.2f", a / b }')
+			printf "%-26s %9.1f %9.1f %9.1f %8s %12.3f %12.3f %11d\n" "$r $mode" "$mbps" "$tcp" \
+				"$disk" "$ratio" "$ccpu" "$scpu" "$copied"
+			if [[ $mode == zerocopy ]]; then
+				ratios_zc+="$ratio "
+				sum_zc=$(awk -v a="$sum_zc" -v b="$mbps" 'BEGIN { print a + b }')
+				cpu_zc=$(awk -v a="$cpu_zc" -v c="$ccpu" -v s="$scpu" 'BEGIN { print a + c + s }')
+			else
+				ratios_nc+="$ratio "
+				sum_nc=$(awk -v a="$sum_nc" -v b="$mbps" 'BEGIN { print a + b }')
+				cpu_nc=$(awk -v a="$cpu_nc" -v c="$ccpu" -v s="$scpu" 'BEGIN { print a + c + s }')
+			fi
+		done
 	done
-done
-median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
-echo "zero-copy ingest / min(TCP, disk) of its round: median $(median <<<"$ratios_zc")x (per round: $ratios_zc) goal >= 0.8x"
-awk -v zc="$sum_zc" -v nc="$sum_nc" -v czc="$cpu_zc" -v cnc="$cpu_nc" 'BEGIN {
-	printf "zero-copy vs --no-zerocopy: %.2fx throughput (mean); CPU per GB, client + server, summed over rounds: %.2f vs %.2f s (%+.0f%%)\n",
-		zc / nc, czc, cnc, 100 * (czc / cnc - 1)
-}'
+	median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+	echo "zero-copy ingest / min(TCP, disk) of its round: median $(median <<<"$ratios_zc")x (per round: $ratios_zc) goal >= 0.8x"
+	awk -v zc="$sum_zc" -v nc="$sum_nc" -v czc="$cpu_zc" -v cnc="$cpu_nc" 'BEGIN {
+		printf "zero-copy vs --no-zerocopy: %.2fx throughput (mean); CPU per GB, client + server, summed over rounds: %.2f vs %.2f s (%+.0f%%)\n",
+			zc / nc, czc, cnc, 100 * (czc / cnc - 1)
+	}'
+}
 
-# capture: nginx with eBPF capture off vs on, the lossless request rate, parser replay
+# step_capture: nginx with eBPF capture off vs on, the lossless request rate, parser replay
 # (bench/bench_capture.py reuses the integration tests' helpers to run nginx, tracevaultd, wrk)
-echo
-echo "tracevault capture bench (needs root or CAP_BPF+CAP_PERFMON for (i) and (ii))"
-TV_BIN_DIR="$BIN" /usr/bin/python3 "$(dirname "${BASH_SOURCE[0]}")/bench_capture.py"
+step_capture() {
+	echo "tracevault capture bench (needs root or CAP_BPF+CAP_PERFMON for (i), (i-b) and (ii))"
+	TV_BIN_DIR="$BIN" TV_GEN_DIR="$BIN/gen" /usr/bin/python3 "$HERE/bench_capture.py"
+}
 
-# under-store: cache-through persist beside a raw curl PUT of the same bytes to a real Ceph RGW
+# step_under: cache-through persist beside a raw curl PUT of the same bytes to a real Ceph RGW
 # started for the step (bench/bench_under.py)
-echo
-if [[ ${TV_BENCH_UNDER:-1} == 0 ]]; then
-	echo "tracevault under-store bench: skipped (TV_BENCH_UNDER=0)"
-else
-	TV_BIN_DIR="$BIN" /usr/bin/python3 "$(dirname "${BASH_SOURCE[0]}")/bench_under.py"
-fi
+step_under() {
+	if [[ ${TV_BENCH_UNDER:-1} == 0 ]]; then
+		echo "tracevault under-store bench: skipped (TV_BENCH_UNDER=0)"
+		return
+	fi
+	TV_BIN_DIR="$BIN" TV_GEN_DIR="$BIN/gen" /usr/bin/python3 "$HERE/bench_under.py"
+}
 
-# read side: tracevault beside SQLite and zstd -3 on one generated archive (bench/read.sh)
+# step_read: tracevault beside SQLite and zstd -3 on one generated archive (bench/read.sh)
+step_read() {
+	if [[ ${TV_BENCH_READ:-1} == 0 ]]; then
+		echo "tracevault read bench: skipped (TV_BENCH_READ=0)"
+		return
+	fi
+	bash "$HERE/read.sh" --build "$BIN"
+}
+
+SECONDS=0
+for ((k = 1; k <= ${#STEPS[@]}; k++)); do
+	step=${STEPS[k - 1]}
+	((k == 1)) || echo
+	echo "bench step $k/${#STEPS[@]}: ${step#*:} (elapsed $SECONDS s)"
+	"step_${step%%:*}"
+done
+quick_note=""
+[[ $QUICK == 0 ]] || quick_note=" (quick)"
 echo
-if [[ ${TV_BENCH_READ:-1} == 0 ]]; then
-	echo "tracevault read bench: skipped (TV_BENCH_READ=0)"
-else
-	bash "$(dirname "${BASH_SOURCE[0]}")/read.sh" --build "$BIN"
-fi
+echo "bench done: ${#STEPS[@]} steps in $SECONDS s$quick_note"

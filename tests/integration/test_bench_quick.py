@@ -1,0 +1,295 @@
+"""`make bench QUICK=1` once, so that benchmark code cannot rot unnoticed (issue 15): runs
+bench/run.sh with TV_BENCH_QUICK=1 against the release build (TV_BENCH_BUILD, which the
+Makefile's test target passes; make bench runs that build too) and checks that every step
+announced itself ("bench step K/N: WHAT (elapsed S s)", K = 1..N in order) and printed its
+figures: each step's summary lines, with numbers in them. Never a speed: the figures are
+reported, not judged. A step may print a SKIP line instead only when this machine lacks what
+it needs (eBPF privileges, wrk or nginx for the capture step; the Ceph packages for the
+under-store step); the test then reports SKIP (77) once the rest has passed. A SKIP that this
+machine does not explain fails the test.
+
+The checks themselves are checked: the real output with one step's figures cut out, or one
+progress line cut out, must fail them; and a run whose step dies (a bench_ingest that exits 1)
+must exit non-zero without its "bench done" line.
+
+Takes the ebpf_capture lock (tests/CMakeLists.txt): the capture step runs eBPF captures."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import tvtest  # noqa: E402
+
+SRC = os.environ.get("TV_SOURCE_DIR", os.path.join(HERE, "..", ".."))
+RUN_SH = os.path.join(SRC, "bench", "run.sh")
+BENCH_BUILD = os.environ.get("TV_BENCH_BUILD") or os.path.join(SRC, "build")
+# the quick run takes ~50 s on an idle 2-core machine; room for a loaded one, under ctest's
+# TIMEOUT of this test (tests/CMakeLists.txt)
+RUN_TIMEOUT_S = 200
+DIES_TIMEOUT_S = 60
+STOP_TIMEOUT_S = 20  # after a timeout: SIGTERM to the run's process group, then SIGKILL
+# binaries run.sh needs from the build dir
+NEEDED = ("tracevaultd", "tracevault", "bench/bench_ingest", "bench/ceiling_tcp",
+          "bench/ceiling_uring", "bench/bench_parser")
+
+N = r"[0-9]+(?:\.[0-9]+)?"  # a figure
+PROGRESS_RE = re.compile(r"^bench step ([0-9]+)/([0-9]+): (.+) \(elapsed ([0-9]+) s\)$", re.M)
+DONE_RE = re.compile(r"^bench done: ([0-9]+) steps in ([0-9]+) s \(quick\)$", re.M)
+CAPTURE_SKIP_RE = r"^capture bench \(i\), \(i-b\), \(ii\): SKIP: \S.*$"
+UNDER_SKIP_RE = r"^under-store bench: skipped: \S.*$"
+CAPTURE_MODES = ("tracepoint", "tp-port", "tp-port-server", "sockfilter")
+
+
+def ingest_figures():
+    row = r"\s+%s" % N
+    return [r"^1 zerocopy" + row * 6 + r"\s+[0-9]+$",
+            r"^1 no-zerocopy" + row * 6 + r"\s+[0-9]+$",
+            r"^zero-copy ingest / min\(TCP, disk\) of its round: median %sx" % N,
+            r"^zero-copy vs --no-zerocopy: %sx throughput .*: %s vs %s s" % (N, N, N)]
+
+
+def capture_figures():
+    return ([r"^\(iii\) parser replay .*: %s exchanges/s \(%s events/s" % (N, N)] +
+            [r"^capture on \(%s\) / off throughput: %sx median" % (m, N) for m in CAPTURE_MODES] +
+            [r"^\(i-b\) eBPF program time per request .*: %s us CPU per request" % N,
+             r"^  --ring-bytes \S+\s+%s ns per request \(%s program runs\)" % (N, N),
+             r"^  -t[0-9]+ -c[0-9]+\s+%s req/s\s+wrk\s+[0-9]+\s+nginx\s+[0-9]+\s+records\s+"
+             r"[0-9]+\s+lost\s+[0-9]+" % N,
+             r"^highest rate captured with lost 0: (%s req/s|none)" % N])
+
+
+def under_figures():
+    spread = r"%s \(min %s, max %s\)" % (N, N, N)
+    return [r"^persist \(cache-through\) / raw curl PUT, same round: median %sx" % N,
+            r"^the same with --s3-connections 1: median %sx" % N,
+            r"^persist MiB/s: %s" % spread,
+            r"^COMMIT to reply, cache-through: p50 %s ms, p99 %s ms; must-cache: p50 %s ms"
+            % (spread, spread, spread),
+            r"^COMMIT to reply, async-through: p50 %s ms.*bucket %s s" % (spread, spread),
+            r"^  evicted p50 %s ms, p99 %s ms" % (spread, spread),
+            r"^  local   p50 %s ms, p99 %s ms" % (spread, spread),
+            r"^  evicted / local p50, same round: median %sx" % N]
+
+
+def read_figures():
+    rng = r"%s \[%s-%s\]" % (N, N, N)
+    return [r"^tracevault read bench: 100000 records",  # the quick size, not the full run's
+            r"^  put / load, wall \(1 run each\)\s+%sk rec/s, RSS [0-9]+ MB\s+%sk rec/s" % (N, N),
+            r"^  stored bytes per record\s+%s B" % N,
+            r"^  1-min window p50 / p99 \(ms\)\s+%s / %s\s+%s / %s" % (rng, rng, rng, rng),
+            r"^  1-hour window, first record \(ms\)\s+%s\s+%s" % (rng, rng),
+            r"^  whole day, all records \(s\)\s+%s\s+%s" % (rng, rng),
+            r"^  --trace-id over the day p50 / p99 \(ms\)\s+%s / %s" % (rng, rng),
+            r"^  summary --by path, 1 hour \(ms\)\s+%s\s+%s" % (rng, rng),
+            r"^  restart: exec to listening / to 1st answer\s+%s / %s" % (rng, rng)]
+
+
+def capture_skip_reason():
+    """Why the capture step may print SKIP on this machine (None: it must run)."""
+    reason = tvtest.bpf_unavailable_reason()
+    if reason:
+        return reason
+    for tool in ("wrk", "nginx"):
+        if not (shutil.which(tool) or os.path.exists("/usr/sbin/" + tool)):
+            return "%s is not installed" % tool
+    return None
+
+
+def under_skip_reason():
+    """Why the under-store step may print its skip line (None: it must run): a Ceph package
+    missing (scripts/s3-ceph.sh's SKIP; tvtest.Ceph tries scripts/deps.sh first)."""
+    for cmd in ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "monmaptool"):
+        if not shutil.which(cmd):
+            return "%s is not installed" % cmd
+    return None
+
+
+# (a word of the step's WHAT in run.sh's STEPS, its figure patterns, the pattern of its SKIP
+# line, why this machine may skip it)
+STEP_CHECKS = [
+    ("ingest", ingest_figures(), None, lambda: None),
+    ("capture", capture_figures(), CAPTURE_SKIP_RE, capture_skip_reason),
+    ("under-store", under_figures(), UNDER_SKIP_RE, under_skip_reason),
+    ("read side", read_figures(), None, lambda: None),
+]
+
+
+def sections(out):
+    """[(K, N, WHAT, elapsed_s, the text up to the next progress line)] of a run's output."""
+    marks = list(PROGRESS_RE.finditer(out))
+    return [(int(m.group(1)), int(m.group(2)), m.group(3), int(m.group(4)),
+             out[m.end():marks[i + 1].start() if i + 1 < len(marks) else len(out)])
+            for i, m in enumerate(marks)]
+
+
+def check(out):
+    """(problems, skips) of one quick run's output: no problems when every step announced
+    itself in order and printed its figures or a SKIP this machine explains (one line in
+    skips for each such SKIP)."""
+    problems, skips = [], []
+    secs = sections(out)
+    if not secs:
+        return ["no progress line ('bench step K/N: WHAT (elapsed S s)')"], skips
+    n = secs[0][1]
+    if [s[0] for s in secs] != list(range(1, n + 1)) or any(s[1] != n for s in secs):
+        problems.append("progress lines are not steps 1..%d of %d in order: %s"
+                        % (n, n, ["%d/%d" % (s[0], s[1]) for s in secs]))
+    elapsed = [s[3] for s in secs]
+    if elapsed != sorted(elapsed):
+        problems.append("elapsed seconds go backwards: %s" % elapsed)
+    done = DONE_RE.search(out)
+    if not done or int(done.group(1)) != n:
+        problems.append("no final 'bench done: %d steps in S s (quick)' line" % n)
+    seen = set()
+    for k, _, what, _, text in secs:
+        known = [c for c in STEP_CHECKS if c[0] in what]
+        if len(known) != 1:
+            problems.append("step %d '%s': not exactly one of this test's steps %s (a new step "
+                            "needs its figure patterns here)" % (k, what,
+                                                                 [c[0] for c in STEP_CHECKS]))
+            continue
+        name, figures, skip_re, skip_reason = known[0]
+        seen.add(name)
+        skipped = skip_re and re.search(skip_re, text, re.M)
+        if skipped:
+            why = skip_reason()
+            if why is None:
+                problems.append("step %d (%s) skipped although this machine has what it needs: "
+                                "%s" % (k, name, skipped.group(0)))
+            else:
+                skips.append("step %d (%s) skipped, as this machine lacks what it needs (%s)"
+                             % (k, name, why))
+            continue
+        missing = [f for f in figures if not re.search(f, text, re.M)]
+        if missing:
+            problems.append("step %d (%s) printed no figures matching %s" % (k, name, missing))
+    for name in sorted({c[0] for c in STEP_CHECKS} - seen):
+        problems.append("step '%s' was not run" % name)
+    return problems, skips
+
+
+def quick_env():
+    """The caller's environment without any TV_BENCH_* size or skip, plus TV_BENCH_QUICK=1."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TV_BENCH_")}
+    env["TV_BENCH_QUICK"] = "1"
+    return env
+
+
+def test_quick_run_prints_every_steps_figures():
+    t0 = time.monotonic()
+    # its own process group: on a timeout, the steps' servers (tracevaultd, nginx, the Ceph
+    # start) go with it
+    p = subprocess.Popen(["bash", RUN_SH, BENCH_BUILD], env=quick_env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGTERM)
+        try:
+            out, err = p.communicate(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            out, err = p.communicate()
+        raise AssertionError("bench/run.sh (quick) did not finish within %d s; its output:\n%s"
+                             "\n%s" % (RUN_TIMEOUT_S, out, err[-4000:]))
+    took = time.monotonic() - t0
+    print(out)
+    assert p.returncode == 0, "bench/run.sh (quick) exited %d:\n%s" % (p.returncode,
+                                                                      err[-4000:])
+    problems, skips = check(out)
+    assert not problems, "quick bench output:\n  " + "\n  ".join(problems)
+    print("quick bench: %d steps, each with its figures or an explained SKIP, in %.0f s"
+          % (len(sections(out)), took))
+    return out, skips
+
+
+def test_checks_fail_without_a_steps_figures(out):
+    """Each step's figures cut out of the real output, and each progress line cut out: the
+    check must say so. Without this, a check whose patterns had stopped matching anything
+    would pass forever."""
+    marks = list(PROGRESS_RE.finditer(out))
+    for i, (k, _, what, _, _) in enumerate(sections(out)):
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(out)
+        cut = out[:marks[i].end()] + "\n" + out[end:]
+        problems, _ = check(cut)
+        assert any(p.startswith("step %d " % k) for p in problems), \
+            "step %d (%s) without its figures passes the check: %s" % (k, what, problems)
+    for m in PROGRESS_RE.finditer(out):
+        cut = out[:m.start()] + out[m.end():]
+        assert check(cut)[0], "the output without '%s' passes the check" % m.group(0)
+
+
+def processes_of(prefix):
+    """pids whose argv[0] starts with prefix."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv0 = f.read().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        if argv0.startswith(prefix):
+            pids.append(int(pid))
+    return pids
+
+
+def test_a_step_that_dies_fails_the_run():
+    """bench_ingest exiting 1 (a build dir of links to the real binaries, but for that one):
+    run.sh exits non-zero, never prints its "bench done" line, and leaves no tracevaultd
+    running (the ingest step's server is started in a $(...) subshell: it once printed 0.0
+    and -nan and went on)."""
+    tmp = tempfile.mkdtemp(prefix="tv-bench-dies-")
+    try:
+        os.mkdir(os.path.join(tmp, "bench"))
+        for name in NEEDED:
+            os.symlink(os.path.join(os.path.abspath(BENCH_BUILD), name), os.path.join(tmp, name))
+        fake = os.path.join(tmp, "bench", "bench_ingest")
+        os.unlink(fake)
+        with open(fake, "w") as f:
+            f.write("#!/bin/sh\necho 'bench_ingest: failing on purpose' >&2\nexit 1\n")
+        os.chmod(fake, 0o755)
+        p = subprocess.run(["bash", RUN_SH, tmp], env=quick_env(), capture_output=True,
+                           text=True, timeout=DIES_TIMEOUT_S)
+        assert p.returncode != 0 and not DONE_RE.search(p.stdout), \
+            "a dying step did not fail run.sh (exit %d):\n%s" % (p.returncode, p.stdout)
+        assert "failing on purpose" in p.stderr, p.stderr
+        left = processes_of(os.path.join(tmp, "tracevaultd"))
+        assert not left, "tracevaultd left running after the failed run: pids %s" % left
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_usage_error_exits_2():
+    p = subprocess.run(["bash", RUN_SH, BENCH_BUILD, "extra"], capture_output=True, text=True,
+                       timeout=DIES_TIMEOUT_S)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, (p.returncode,
+                                                                          p.stderr)
+
+
+def main():
+    if os.environ.get("TV_VALGRIND_DIR"):
+        tvtest.skip("the bench starts its own tracevaultd, not under memcheck, and times it: "
+                    "nothing for the valgrind run to check")
+    missing = [n for n in NEEDED if not os.access(os.path.join(BENCH_BUILD, n), os.X_OK)]
+    if missing:
+        tvtest.skip("no release build at %s (missing %s): make test builds it first, or pass "
+                    "-DTV_BENCH_BUILD=DIR" % (BENCH_BUILD, ", ".join(missing)))
+    test_usage_error_exits_2()
+    test_a_step_that_dies_fails_the_run()
+    out, skips = test_quick_run_prints_every_steps_figures()
+    test_checks_fail_without_a_steps_figures(out)
+    if skips:  # the other steps passed; ctest shows this run did not exercise them all
+        for why in skips:
+            print("SKIP: " + why)
+        sys.exit(tvtest.SKIP)
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()
