@@ -36,7 +36,8 @@ static void collect(void *arg)
 #define UF(reason, ptr)                                                                       \
 	{ "tracevault_server_under_persist_failures_total", "Segments whose copy to the "        \
 	  "under-store failed (cache-through: the segment failed), by reason: auth (403), "    \
-	  "unreachable, timeout, server (5xx), local (its temp file), other.", TV_METRIC_COUNTER, \
+	  "unreachable, timeout, server (5xx), local (its block file), conflict (its segment " \
+	  "id is another's in the bucket), other.", TV_METRIC_COUNTER,                          \
 	  "reason=\"" reason "\"", ptr, NULL }
 #define H(name, help, ptr) { "tracevault_server_" name, help, TV_METRIC_HISTOGRAM, NULL, NULL, ptr }
 
@@ -97,6 +98,7 @@ void tv_server_metrics_init(struct tv_server_metrics *m, int data_fd,
 		UF("timeout", &ext->under->failures[TV_PERSIST_FAIL_TIMEOUT]),
 		UF("server", &ext->under->failures[TV_PERSIST_FAIL_SERVER]),
 		UF("local", &ext->under->failures[TV_PERSIST_FAIL_LOCAL]),
+		UF("conflict", &ext->under->failures[TV_PERSIST_FAIL_CONFLICT]),
 		UF("other", &ext->under->failures[TV_PERSIST_FAIL_OTHER]),
 		C("under_deleted_segments_total", "Segments deleted from the under-store (failed, "
 		  "given up, or deleted).", &ext->under->deleted_segments),

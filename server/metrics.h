@@ -13,7 +13,7 @@
 #include "under/persist.h"
 
 /* Series in the table (tv_server_metrics_init fills it). */
-#define TV_SERVER_METRICS_SERIES 50
+#define TV_SERVER_METRICS_SERIES 51
 
 /* Why a Write or Query stream was refused RESOURCE_EXHAUSTED at its start (rpc_server.c). */
 enum tv_refused_reason {

@@ -207,6 +207,8 @@ static enum tv_persist_failure failure_reason(int res)
 		return TV_PERSIST_FAIL_TIMEOUT;
 	case -EIO:
 		return TV_PERSIST_FAIL_SERVER;
+	case -EEXIST:
+		return TV_PERSIST_FAIL_CONFLICT;
 	default:
 		return TV_PERSIST_FAIL_OTHER;
 	}

@@ -72,6 +72,7 @@ enum tv_persist_failure {
 	TV_PERSIST_FAIL_TIMEOUT,     /* -ETIMEDOUT */
 	TV_PERSIST_FAIL_SERVER,      /* -EIO: a 5xx, an error inside a 200 */
 	TV_PERSIST_FAIL_LOCAL,       /* the temp file: gone (segment aborted), unreadable */
+	TV_PERSIST_FAIL_CONFLICT,    /* -EEXIST: the segment id is another's in the bucket */
 	TV_PERSIST_FAIL_OTHER,
 	TV_PERSIST_FAIL_REASONS,
 };

@@ -346,7 +346,8 @@ def test_rgw_stopped_mid_segment(ceph):
         scrape = tvtest.Scrape(tvtest.metrics_addr(srv.log()))
         failures = sum(scrape.value("tracevault_server_under_persist_failures_total",
                                     reason=r)
-                       for r in ("auth", "unreachable", "timeout", "server", "local", "other"))
+                       for r in ("auth", "unreachable", "timeout", "server", "local",
+                                 "conflict", "other"))
         assert failures == 1, failures
         # the next segment commits, and is there
         seg = make_segment(rng, BASE_NS + 7 * 10**12, 2, 30)

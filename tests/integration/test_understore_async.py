@@ -323,6 +323,8 @@ def test_async_requeue_finds_manifest(ceph):
         assert ceph.list_keys(prefix + "/") == before, "the bucket changed"
         assert ceph.s3("GET", mkey).body == foreign, "the other's manifest was replaced"
         assert "%016x" % other[0] in srv.log() and "exists already" in srv.log(), srv.log()
+        assert tvtest.Scrape(last_metrics_addr(srv)).value(
+            "tracevault_server_under_persist_failures_total", reason="conflict") == 1
         stop_clean(srv)
     finally:
         srv.cleanup()
