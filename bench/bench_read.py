@@ -328,6 +328,8 @@ class Bench:
                                  lambda: self.sql_query(self.window_where(frm, to), limit))
                 tv.append(t.wall_s * 1e3)
                 sq.append(s.wall_s * 1e3)
+            if not limit:
+                self.save_samples(tv, sq)
             if len(tv) >= 2:
                 per["tv50"].append(pct(tv, 0.5))
                 per["tv99"].append(pct(tv, 0.99))
@@ -339,6 +341,17 @@ class Bench:
         self.row(name, "%s / %s" % (fmt(spread(per["tv50"]), "", 1), fmt(spread(per["tv99"]), "", 1)),
                  "%s / %s" % (fmt(spread(per["sq50"]), "", 1), fmt(spread(per["sq99"]), "", 1)),
                  goal + stopped)
+
+    @staticmethod
+    def save_samples(tv, sq):
+        """The 1-min windows' wall times, every sample, for bench/report.py's latency CDF:
+        appended to $TV_BENCH_RESULTS_DIR/read_window_ms.tsv (bench/run.sh sets it)."""
+        d = os.environ.get("TV_BENCH_RESULTS_DIR")
+        if not d:
+            return
+        with open(os.path.join(d, "read_window_ms.tsv"), "a") as f:
+            for peer, xs in (("tracevault", tv), ("SQLite", sq)):
+                f.writelines("%s\t%.3f\n" % (peer, x) for x in xs)
 
     def first_record(self):
         tv, sq = [], []

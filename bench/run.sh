@@ -157,14 +157,52 @@ step_read() {
 	bash "$HERE/read.sh" --build "$BIN"
 }
 
-SECONDS=0
-for ((k = 1; k <= ${#STEPS[@]}; k++)); do
-	step=${STEPS[k - 1]}
-	((k == 1)) || echo
-	echo "bench step $k/${#STEPS[@]}: ${step#*:} (elapsed $SECONDS s)"
-	"step_${step%%:*}"
-done
-quick_note=""
-[[ $QUICK == 0 ]] || quick_note=" (quick)"
+# The results (bench/README.md "Results"): RESULTS/<UTC date>-<host>.json, .log and the PNG
+# plots, written by bench/report.py from the run's log. A full run writes bench/results/, a
+# quick one BUILD_DIR/bench-results/ (never the source tree); TV_BENCH_RESULTS_DIR wins. The
+# steps see it as TV_BENCH_RESULTS_DIR (bench_read.py writes its raw window samples there).
+if [[ $QUICK == 1 ]]; then
+	RESULTS=${TV_BENCH_RESULTS_DIR:-$BIN/bench-results}
+else
+	RESULTS=${TV_BENCH_RESULTS_DIR:-$HERE/results}
+fi
+mkdir -p "$RESULTS"
+RESULTS=$(cd "$RESULTS" && pwd)
+export TV_BENCH_RESULTS_DIR=$RESULTS
+RUN_ID="$(date -u +%F)-$(hostname)"
+rm -f "$RESULTS/read_window_ms.tsv"
+
+# the command of each step, for the results' JSON ("commands"), with this run's sizes
+step_command() {
+	case $1 in
+	ingest) echo "ingest: per round bench/ceiling_tcp $MIB; bench/ceiling_uring DATA_DIR $MIB 32; bench/bench_ingest --server ADDR --mib $MIB [--no-zerocopy] against a fresh tracevaultd --data DIR --listen 127.0.0.1:0 ($ROUNDS rounds)" ;;
+	capture) echo "capture: TV_BIN_DIR=$BIN TV_GEN_DIR=$BIN/gen /usr/bin/python3 bench/bench_capture.py" ;;
+	under) echo "under: TV_BIN_DIR=$BIN TV_GEN_DIR=$BIN/gen /usr/bin/python3 bench/bench_under.py" ;;
+	read) echo "read: bash bench/read.sh --build $BIN" ;;
+	*) echo "$1: step_$1 in bench/run.sh" ;;
+	esac
+}
+
+run_steps() {
+	SECONDS=0
+	for ((k = 1; k <= ${#STEPS[@]}; k++)); do
+		step=${STEPS[k - 1]}
+		((k == 1)) || echo
+		echo "bench step $k/${#STEPS[@]}: ${step#*:} (elapsed $SECONDS s)"
+		"step_${step%%:*}"
+	done
+	quick_note=""
+	[[ $QUICK == 0 ]] || quick_note=" (quick)"
+	echo
+	echo "bench done: ${#STEPS[@]} steps in $SECONDS s$quick_note"
+}
+# the whole output also into the log report.py reads (pipefail: a failing step fails the run)
+run_steps | tee "$RESULTS/$RUN_ID.log"
+
+cmds=(--command "$({ env | grep '^TV_BENCH_' | grep -v '^TV_BENCH_RESULTS_DIR=' || true; } | sort | tr '\n' ' ')bash bench/run.sh $BUILD")
+for step in "${STEPS[@]}"; do cmds+=(--command "$(step_command "${step%%:*}")"); done
+quick_arg=()
+[[ $QUICK == 0 ]] || quick_arg=(--quick)
 echo
-echo "bench done: ${#STEPS[@]} steps in $SECONDS s$quick_note"
+/usr/bin/python3 "$HERE/report.py" --log "$RESULTS/$RUN_ID.log" --results-dir "$RESULTS" \
+	--run-id "$RUN_ID" --data-dir "$work" --data-dir "$BIN" "${cmds[@]}" "${quick_arg[@]}"

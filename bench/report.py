@@ -1,0 +1,459 @@
+#!/usr/bin/python3
+"""bench/report.py: the end of `make bench` (bench/run.sh runs it on the run's log): turns the
+steps' printed figures into RESULTS_DIR/<UTC date>-<host>.json (machine info, the exact
+commands, every figure as median/min/max/n), prints a Markdown table of them, and writes the
+gnuplot PNG plots beside the JSON (bench/README.md, "Results").
+
+Figures come from two kinds of lines in the log:
+  - "FIGURE <step> <name> <value> <unit> [min=<v> max=<v> n=<k>]": any step may print these;
+  - the steps' own summary lines (the same lines tests/integration/test_bench_quick.py pins
+    with regexes), parsed here per step, so the steps' human output is the one source.
+A step that printed SKIP is recorded as skipped, with its reason. Plots whose figures do not
+exist yet are listed in the JSON as waiting, with what they wait for.
+
+usage: report.py --log LOG --results-dir DIR [--run-id ID] [--data-dir DIR]... [--command CMD]...
+[--quick]"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+
+N = r"[0-9]+(?:\.[0-9]+)?"
+PROGRESS_RE = re.compile(r"^bench step ([0-9]+)/([0-9]+): (.+) \(elapsed ([0-9]+) s\)$", re.M)
+DONE_RE = re.compile(r"^bench done: ([0-9]+) steps in ([0-9]+) s", re.M)
+FIGURE_RE = re.compile(r"^FIGURE (\S+) (\S+) (\S+) (\S+)((?: \S+=\S+)*)\s*$", re.M)
+SKIP_RE = re.compile(r"^(?:capture bench \(i\), \(i-b\), \(ii\): SKIP: |under-store bench: "
+                     r"skipped: |tracevault \S+ bench: skipped )(.*)$", re.M)
+# the raw samples of the latency CDF (bench_read.py writes them when TV_BENCH_RESULTS_DIR is set)
+WINDOW_SAMPLES = "read_window_ms.tsv"
+
+
+def fig(name, unit, values=None, value=None, lo=None, hi=None):
+    """One figure: median/min/max/n of values, or a single value (with its own min/max)."""
+    if values:
+        return {"name": name, "value": statistics.median(values), "unit": unit,
+                "min": min(values), "max": max(values), "n": len(values)}
+    f = {"name": name, "value": value, "unit": unit}
+    if lo is not None:
+        f.update({"min": lo, "max": hi})
+    return f
+
+
+def slug(s):
+    return re.sub(r"_+", "_", re.sub(r"[^a-z0-9]+", "_", s.lower())).strip("_")
+
+
+def parse_ingest(text):
+    figs = []
+    cols = ("MBps", "tcp_MBps", "disk_MBps", "x_bound", "client_cpu_s_per_GB",
+            "server_cpu_s_per_GB")
+    rows = {}
+    for m in re.finditer(r"^[0-9]+ (zerocopy|no-zerocopy)((?:\s+%s){6})\s+([0-9]+)$" % N, text,
+                         re.M):
+        vals = [float(v) for v in m.group(2).split()]
+        r = rows.setdefault(m.group(1), {c: [] for c in cols + ("copied_bytes",)})
+        for c, v in zip(cols, vals):
+            r[c].append(v)
+        r["copied_bytes"].append(float(m.group(3)))
+    units = {"MBps": "MB/s", "tcp_MBps": "MB/s", "disk_MBps": "MB/s", "x_bound": "x",
+             "client_cpu_s_per_GB": "s/GB", "server_cpu_s_per_GB": "s/GB", "copied_bytes": "B"}
+    # the ceilings are measured once per round, printed on both modes' rows
+    for c in ("tcp_MBps", "disk_MBps"):
+        if "zerocopy" in rows:
+            figs.append(fig("ceiling_" + c, units[c], rows["zerocopy"][c]))
+    for mode, r in sorted(rows.items()):
+        for c in cols[:1] + cols[3:] + ("copied_bytes",):
+            figs.append(fig("ingest_%s_%s" % (slug(mode), c), units[c], r[c]))
+    m = re.search(r"^zero-copy vs --no-zerocopy: (%s)x throughput" % N, text, re.M)
+    if m:
+        figs.append(fig("zerocopy_vs_copy_throughput", "x", value=float(m.group(1))))
+    return figs
+
+
+def parse_capture(text):
+    figs = []
+    m = re.search(r"^\(iii\) parser replay .*: (%s) exchanges/s \((%s) events/s" % (N, N), text,
+                  re.M)
+    if m:
+        figs.append(fig("parser_exchanges_per_s", "1/s", value=float(m.group(1))))
+        figs.append(fig("parser_events_per_s", "1/s", value=float(m.group(2))))
+    off = [float(v) for v in re.findall(r"^  capture off:\s+(%s) req/s" % N, text, re.M)]
+    if off:
+        figs.append(fig("nginx_req_per_s_capture_off", "req/s", off))
+    for m in re.finditer(r"^capture on \((\S+)\) / off throughput: (%s)x median of rounds "
+                         r"((?:%s ?)+)" % (N, N), text, re.M):
+        rounds = [float(v) for v in m.group(3).split()]
+        figs.append(fig("capture_on_off_%s" % slug(m.group(1)), "x", value=float(m.group(2)),
+                        lo=min(rounds), hi=max(rounds)) | {"n": len(rounds)})
+    for m in re.finditer(r"^  --ring-bytes (\S+)\s+(%s) ns per request" % N, text, re.M):
+        figs.append(fig("ebpf_ns_per_request_ring_%s" % slug(m.group(1)), "ns",
+                        value=float(m.group(2))))
+    for m in re.finditer(r"^  -t([0-9]+) -c([0-9]+)\s+(%s) req/s.*lost\s+([0-9]+)\s+(\S+)" % N,
+                         text, re.M):
+        figs.append(fig("ramp_t%s_c%s_req_per_s" % (m.group(1), m.group(2)), "req/s",
+                        value=float(m.group(3))))
+    m = re.search(r"^highest rate captured with lost 0: (?:(%s) req/s|none)" % N, text, re.M)
+    if m:
+        figs.append(fig("lossless_req_per_s", "req/s",
+                        value=float(m.group(1)) if m.group(1) else 0.0))
+    return figs
+
+
+def spread_fig(name, unit, s):
+    """'M (min A, max B)' -> a figure."""
+    m = re.match(r"(%s)\S* \(min (%s)\S*, max (%s)\S*\)" % (N, N, N), s)
+    return fig(name, unit, value=float(m.group(1)), lo=float(m.group(2)), hi=float(m.group(3)))
+
+
+def parse_under(text):
+    sp = r"%s\S* \(min %s\S*, max %s\S*\)" % (N, N, N)
+    pats = [
+        (r"^persist \(cache-through\) / raw curl PUT, same round: median (%s)" % sp,
+         [("persist_over_curl_4conn", "x")]),
+        (r"^the same with --s3-connections 1: median (%s)" % sp,
+         [("persist_over_curl_1conn", "x")]),
+        (r"^persist MiB/s: (%s) \(1 connection: (%s)\); raw curl MiB/s: (%s)" % (sp, sp, sp),
+         [("persist_MiBps_4conn", "MiB/s"), ("persist_MiBps_1conn", "MiB/s"),
+          ("curl_put_MiBps", "MiB/s")]),
+        (r"^COMMIT to reply, cache-through: p50 (%s) ms, p99 (%s) ms; must-cache: p50 (%s) ms, "
+         r"p99 (%s) ms" % (sp, sp, sp, sp),
+         [("commit_p50_cache_through", "ms"), ("commit_p99_cache_through", "ms"),
+          ("commit_p50_must_cache", "ms"), ("commit_p99_must_cache", "ms")]),
+        (r"^COMMIT to reply, async-through: p50 (%s) ms, p99 (%s) ms; every segment in the "
+         r"bucket (%s) s" % (sp, sp, sp),
+         [("commit_p50_async_through", "ms"), ("commit_p99_async_through", "ms"),
+          ("async_all_in_bucket", "s")]),
+        (r"^  evicted p50 (%s) ms, p99 (%s) ms" % (sp, sp),
+         [("query_p50_evicted", "ms"), ("query_p99_evicted", "ms")]),
+        (r"^  local   p50 (%s) ms, p99 (%s) ms" % (sp, sp),
+         [("query_p50_local", "ms"), ("query_p99_local", "ms")]),
+        (r"^  evicted / local p50, same round: median (%s)" % sp,
+         [("query_evicted_over_local_p50", "x")]),
+    ]
+    figs = []
+    for pat, names in pats:
+        m = re.search(pat, text, re.M)
+        if m:
+            figs += [spread_fig(n, u, g) for (n, u), g in zip(names, m.groups())]
+    return figs
+
+
+READ_TOKEN = re.compile(r"(%s)(k?)(?: \[(%s)-(%s)\])?" % (N, N, N))
+
+
+def parse_read(text):
+    """The read bench's table rows: 'label  ours  peer  goal', columns apart by 2+ spaces;
+    each 'M [A-B]' (or 'M') of ours and of the peer is one figure."""
+    figs = []
+    rows = False
+    for line in text.splitlines():
+        if line.startswith("figure ") and "tracevault" in line:
+            rows = True
+            continue
+        if not rows or not line.startswith("  "):
+            if rows and line.strip() == "":
+                rows = False
+            continue
+        parts = re.split(r"\s{2,}", line.strip())
+        if len(parts) < 2:
+            continue
+        label = parts[0]
+        unit = "ms" if "(ms)" in label else "s" if "(s)" in label else ""
+        for who, cell in zip(("tracevault", "peer"), parts[1:3]):
+            for i, sub in enumerate(cell.split(" / ")):
+                m = READ_TOKEN.match(sub.strip())
+                if not m:
+                    continue
+                k = 1000.0 if m.group(2) else 1.0
+                u = unit or ("rec/s" if "rec/s" in sub else "B" if " B" in sub else "")
+                name = "read_%s_%s%s" % (slug(label), who, "_%d" % i if " / " in cell else "")
+                v = float(m.group(1)) * k
+                if m.group(3):
+                    figs.append(fig(name, u, value=v, lo=float(m.group(3)) * k,
+                                    hi=float(m.group(4)) * k))
+                else:
+                    figs.append(fig(name, u, value=v))
+    return figs
+
+
+PARSERS = [("ingest", parse_ingest), ("capture", parse_capture), ("under", parse_under),
+           ("read", parse_read)]
+
+
+def sections(log):
+    marks = list(PROGRESS_RE.finditer(log))
+    return [(int(m.group(1)), m.group(3), int(m.group(4)),
+             log[m.end():marks[i + 1].start() if i + 1 < len(marks) else len(log)])
+            for i, m in enumerate(marks)]
+
+
+def step_name(what):
+    """The step's key from its WHAT (run.sh's STEPS)."""
+    w = what.lower()
+    for key, words in (("ingest", "ingest"), ("capture", "capture"), ("under", "under-store"),
+                       ("read", "read side")):
+        if words in w:
+            return key
+    return slug(what.split(" ")[0])
+
+
+def sh(argv):
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def machine(data_dirs):
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            mem = f.readline().split(":", 1)[1].strip()
+    except OSError:
+        pass
+    fs = []
+    for d in data_dirs:
+        out = sh(["df", "-PT", d]).splitlines()
+        if len(out) >= 2:
+            p = out[1].split()
+            fs.append({"dir": d, "device": p[0], "type": p[1], "mount": p[-1]})
+    return {"host": socket.gethostname(), "cpu_model": cpu, "nproc": os.cpu_count(),
+            "kernel": platform.release(), "memory": mem, "filesystems": fs,
+            "load_average": list(os.getloadavg()), "python": platform.python_version()}
+
+
+def git_info(src):
+    return {"commit": sh(["git", "-C", src, "rev-parse", "HEAD"]),
+            "dirty": bool(sh(["git", "-C", src, "status", "--porcelain", "--untracked-files=no"]))}
+
+
+# ---------- plots ----------
+def gnuplot(script, out):
+    """Runs gnuplot; True when out is a PNG. pngcairo if this gnuplot has it, else png (gd)."""
+    term = "pngcairo size 900,560 noenhanced" if "pngcairo" in sh(
+        ["gnuplot", "-e", "set terminal"]) else "png size 900,560 noenhanced"
+    p = subprocess.run(["gnuplot"], input="set terminal %s\nset output '%s'\n%s" % (
+        term, out, script), capture_output=True, text=True, timeout=60)
+    if p.returncode != 0:
+        print("report: gnuplot failed for %s: %s" % (out, p.stderr.strip()), file=sys.stderr)
+        return False
+    with open(out, "rb") as f:
+        return f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def byname(figs):
+    return {f["name"]: f for f in figs}
+
+
+def plot_throughput(res, figs, path):
+    """Ingest MB/s per chunk size (error bars min-max), the ceilings as lines. Today one
+    chunk size: 4 MiB blocks."""
+    f = byname(figs.get("ingest", []))
+    if "ingest_zerocopy_MBps" not in f:
+        return None, "the ingest step's figures (none in this run)"
+    dat = path[:-4] + ".dat"
+    with open(dat, "w") as o:
+        o.write("# chunk_MiB mode median min max\n")
+        for i, mode in enumerate(("zerocopy", "no_zerocopy")):
+            g = f.get("ingest_%s_MBps" % mode)
+            if g:
+                o.write("%g %d %g %g %g\n" % (4 * (1.06 if i else 0.94), i, g["value"],
+                                              g["min"], g["max"]))
+    tcp, disk = f["ceiling_tcp_MBps"]["value"], f["ceiling_disk_MBps"]["value"]
+    ok = gnuplot("""set title 'durable ingest vs chunk size (%s)'
+set xlabel 'chunk (block) size, MiB'
+set ylabel 'MB/s'
+set logscale x 2
+set xrange [0.04:8]
+set yrange [0:*]
+set key outside bottom center horizontal
+set grid
+plot '%s' using ($2==0?$1:1/0):3:4:5 with yerrorbars pt 7 title 'zero-copy', \\
+     '%s' using ($2==1?$1:1/0):3:4:5 with yerrorbars pt 5 title '--no-zerocopy', \\
+     %g with lines lw 2 dt 2 title 'ceiling: loopback TCP', \\
+     %g with lines lw 2 dt 3 title 'ceiling: io_uring + fdatasync'
+""" % (res["run_id"], dat, dat, tcp, disk), path)
+    return ok, None
+
+
+def plot_cdf(res, results_dir, path):
+    samples = os.path.join(results_dir, WINDOW_SAMPLES)
+    if not os.path.exists(samples):
+        return None, "the read step's window samples (%s; not written in this run)" % (
+            WINDOW_SAMPLES)
+    peers = {}
+    with open(samples) as f:
+        for line in f:
+            if line.startswith("#") or not line.strip():
+                continue
+            peer, ms = line.split()
+            peers.setdefault(peer, []).append(float(ms))
+    if not peers:
+        return None, "the read step's window samples (%s is empty)" % WINDOW_SAMPLES
+    dat = path[:-4] + ".dat"
+    plots = []
+    with open(dat, "w") as o:
+        for i, (peer, xs) in enumerate(sorted(peers.items())):
+            xs.sort()
+            o.write("# %s\n" % peer)
+            for j, x in enumerate(xs):
+                o.write("%g %g\n" % (x, (j + 1) / len(xs)))
+            o.write("\n\n")
+            plots.append("'%s' index %d using 1:2 with steps lw 2 title '%s (%d samples)'"
+                         % (dat, i, peer, len(xs)))
+    ok = gnuplot("""set title '1-minute window query latency, whole process (%s)'
+set xlabel 'ms'
+set ylabel 'fraction of queries'
+set logscale x 10
+set yrange [0:1]
+set key bottom right
+set grid
+plot %s
+""" % (res["run_id"], ", \\\n     ".join(plots)), path)
+    return ok, None
+
+
+def plot_capture(res, figs, path):
+    f = [g for g in figs.get("capture", []) if g["name"].startswith("capture_on_off_")]
+    if not f:
+        return None, "the capture step's on/off figures (skipped or absent in this run)"
+    dat = path[:-4] + ".dat"
+    with open(dat, "w") as o:
+        o.write("# i mode median min max\n")
+        for i, g in enumerate(f):
+            o.write("%d %s %g %g %g\n" % (i, g["name"][len("capture_on_off_"):], g["value"],
+                                          g.get("min", g["value"]), g.get("max", g["value"])))
+    ok = gnuplot("""set title 'nginx req/s with capture on / off, per mode (%s)'
+set ylabel 'on / off (median of rounds, min-max)'
+set yrange [0:1.2]
+set xrange [-0.6:%g]
+set style fill solid 0.5
+set boxwidth 0.6
+set grid y
+set key outside bottom center horizontal
+plot '%s' using 1:3:xtic(2) with boxes title 'tracevault capture', \\
+     '%s' using 1:3:4:5 with yerrorbars pt 0 lc rgb 'black' notitle, \\
+     0.95 with lines dt 2 lw 2 title 'goal 0.95x'
+""" % (res["run_id"], len(f) - 0.4, dat, dat), path)
+    return ok, None
+
+
+PLOTS = [
+    ("throughput_vs_chunk", plot_throughput,
+     "ingest at chunk sizes 64 KiB ... 4 MiB (today one size, 4 MiB blocks) and the memcpy "
+     "ceiling (issue 15: not measured yet)"),
+    ("query_latency_cdf", plot_cdf,
+     "the zstdcat+filter baseline's window latencies (issue 15: not measured yet)"),
+    ("capture_overhead", plot_capture,
+     "the peers: tcpdump -w on the same nginx traffic (issue 15: not measured yet)"),
+]
+
+
+def table(res):
+    lines = ["| step | figure | median | min | max | n | unit |",
+             "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+
+    def num(v):
+        return "" if v is None else ("%.4g" % v if abs(v) < 1000 else "%.0f" % v)
+
+    for st in res["steps"]:
+        if st.get("skipped"):
+            lines.append("| %s | SKIP: %s | | | | | |" % (st["name"], st["skipped"]))
+        for g in res["figures"].get(st["name"], []):
+            lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                st["name"], g["name"], num(g["value"]), num(g.get("min")), num(g.get("max")),
+                g.get("n", ""), g["unit"]))
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--log", required=True)
+    ap.add_argument("--results-dir", required=True)
+    ap.add_argument("--data-dir", action="append", default=[])
+    ap.add_argument("--command", action="append", default=[])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--run-id", help="<UTC date>-<host> (default: now, this host)")
+    try:
+        a = ap.parse_args()
+    except SystemExit as e:
+        sys.exit(2 if e.code else 0)
+    with open(a.log, errors="replace") as f:
+        log = f.read()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    host = socket.gethostname()
+    run_id = a.run_id or "%s-%s" % (now.strftime("%Y-%m-%d"), host)
+    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    res = {"run_id": run_id, "utc": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "quick": a.quick,
+           "machine": machine(a.data_dir), "git": git_info(src), "commands": a.command,
+           "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("TV_BENCH_")},
+           "log": os.path.basename(a.log), "steps": [], "figures": {}, "plots": {}}
+    done = DONE_RE.search(log)
+    res["total_s"] = int(done.group(2)) if done else None
+    parsers = dict(PARSERS)
+    for k, what, elapsed, text in sections(log):
+        name = step_name(what)
+        skip = SKIP_RE.search(text)
+        figs = parsers[name](text) if name in parsers else []
+        for m in FIGURE_RE.finditer(text):
+            extra = dict(kv.split("=", 1) for kv in m.group(5).split())
+            g = {"name": m.group(2), "value": float(m.group(3)), "unit": m.group(4)}
+            g.update({kk: (int(v) if kk == "n" else float(v)) for kk, v in extra.items()})
+            figs = [x for x in figs if x["name"] != g["name"]] + [g]
+        res["steps"].append({"k": k, "name": name, "what": what, "elapsed_s": elapsed,
+                             "skipped": skip.group(1) if skip else None})
+        res["figures"][name] = figs
+    os.makedirs(a.results_dir, exist_ok=True)
+    have_gnuplot = shutil.which("gnuplot") is not None
+    for pname, fn, waits in PLOTS:
+        path = os.path.join(a.results_dir, "%s-%s.png" % (run_id, pname))
+        entry = {"file": os.path.basename(path), "waits_for": waits}
+        if not have_gnuplot:
+            entry.update({"file": None, "status": "not written: no gnuplot (scripts/deps.sh)"})
+        else:
+            args = (res, a.results_dir, path) if fn is plot_cdf else (res, res["figures"], path)
+            ok, missing = fn(*args)
+            if ok is None:
+                entry.update({"file": None, "status": "not written: waits for " + missing})
+            else:
+                entry["status"] = "written" if ok else "gnuplot failed"
+        res["plots"][pname] = entry
+    samples = os.path.join(a.results_dir, WINDOW_SAMPLES)
+    if os.path.exists(samples):  # kept beside the run's JSON, under the run's name
+        os.replace(samples, os.path.join(a.results_dir, "%s-%s" % (run_id, WINDOW_SAMPLES)))
+        res["samples"] = "%s-%s" % (run_id, WINDOW_SAMPLES)
+    out = os.path.join(a.results_dir, run_id + ".json")
+    with open(out + ".tmp", "w") as f:
+        json.dump(res, f, indent=1)
+        f.write("\n")
+    os.replace(out + ".tmp", out)
+    print("## bench results %s%s\n" % (run_id, " (quick: sizes too small to measure)"
+                                       if a.quick else ""))
+    print(table(res))
+    print()
+    for pname, e in res["plots"].items():
+        print("plot %s: %s%s; still missing: %s" % (
+            pname, e["status"], " (%s)" % e["file"] if e["file"] else "", e["waits_for"]))
+    print("results: %s" % out)
+    bad = [p for p, e in res["plots"].items() if e["status"] == "gnuplot failed"]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
