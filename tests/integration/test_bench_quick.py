@@ -12,6 +12,12 @@ The checks themselves are checked: the real output with one step's figures cut o
 progress line cut out, must fail them; and a run whose step dies (a bench_ingest that exits 1)
 must exit non-zero without its "bench done" line.
 
+Then the results bench/report.py wrote (to a temp TV_BENCH_RESULTS_DIR, never the source
+tree): the JSON parses and has the machine info, the commands, every step and each step's
+figures (those this test names below; a skipped step its reason); the Markdown table was
+printed; each plot the run's figures allow is a PNG file (magic bytes), the others say what
+they wait for.
+
 Takes the ebpf_capture lock (tests/CMakeLists.txt): the capture step runs eBPF captures."""
 import os
 import re
@@ -19,6 +25,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import glob
+import json
 import tempfile
 import time
 
@@ -88,6 +96,92 @@ def read_figures():
             r"^  --trace-id over the day p50 / p99 \(ms\)\s+%s / %s" % (rng, rng),
             r"^  summary --by path, 1 hour \(ms\)\s+%s\s+%s" % (rng, rng),
             r"^  restart: exec to listening / to 1st answer\s+%s / %s" % (rng, rng)]
+
+
+# per step (report.py's step names): figures the results' JSON must hold; for the capture
+# step those of (iii) always, the rest unless the step printed its SKIP
+JSON_FIGURES = {
+    "ingest": ["ceiling_tcp_MBps", "ceiling_disk_MBps", "ingest_zerocopy_MBps",
+               "ingest_no_zerocopy_MBps", "ingest_zerocopy_x_bound",
+               "ingest_zerocopy_client_cpu_s_per_GB", "ingest_zerocopy_server_cpu_s_per_GB",
+               "zerocopy_vs_copy_throughput"],
+    "capture": ["parser_exchanges_per_s"],
+    "under": ["persist_over_curl_4conn", "persist_over_curl_1conn", "persist_MiBps_4conn",
+              "curl_put_MiBps", "commit_p50_cache_through", "commit_p50_async_through",
+              "commit_p50_must_cache", "query_p50_evicted", "query_p50_local",
+              "query_evicted_over_local_p50"],
+    "read": ["read_put_load_wall_1_run_each_tracevault", "read_put_load_wall_1_run_each_peer",
+             "read_stored_bytes_per_record_tracevault", "read_1_min_window_p50_p99_ms_tracevault_0",
+             "read_1_min_window_p50_p99_ms_peer_0", "read_whole_day_all_records_s_tracevault",
+             "read_summary_by_path_1_hour_ms_tracevault"],
+}
+CAPTURE_RUN_FIGURES = ["capture_on_off_" + m.replace("-", "_") for m in CAPTURE_MODES] + [
+    "nginx_req_per_s_capture_off", "lossless_req_per_s"]
+TABLE_HEAD_RE = re.compile(r"^\| step \| figure \| median \| min \| max \| n \| unit \|$", re.M)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def check_results(results_dir, out):
+    """Problems of the results report.py wrote for one quick run (none: all there)."""
+    jsons = glob.glob(os.path.join(results_dir, "*.json"))
+    if len(jsons) != 1:
+        return ["not one results JSON in %s: %s" % (results_dir, os.listdir(results_dir))]
+    name = os.path.basename(jsons[0])
+    if not re.match(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}-\S+\.json$", name):
+        return ["results JSON not named <UTC date>-<host>.json: %s" % name]
+    try:
+        with open(jsons[0]) as f:
+            res = json.load(f)
+    except ValueError as e:
+        return ["%s does not parse: %s" % (name, e)]
+    problems = []
+    m = res.get("machine", {})
+    for key in ("cpu_model", "kernel", "nproc", "host"):
+        if not m.get(key):
+            problems.append("machine info without %s: %s" % (key, m))
+    if not m.get("filesystems") or not all(f.get("type") for f in m["filesystems"]):
+        problems.append("machine info without the data dirs' file systems: %s" % m)
+    cmds = res.get("commands", [])
+    if not cmds or "bench/run.sh" not in cmds[0]:
+        problems.append("no commands (the run.sh invocation first): %s" % cmds)
+    steps = {s["name"]: s for s in res.get("steps", [])}
+    for step, want in JSON_FIGURES.items():
+        if step not in steps:
+            problems.append("step %s not in the results JSON" % step)
+            continue
+        have = {f["name"] for f in res["figures"].get(step, [])
+                if isinstance(f.get("value"), (int, float))}
+        need = list(want)
+        if step == "capture" and not steps[step]["skipped"]:
+            need += CAPTURE_RUN_FIGURES
+        if steps[step]["skipped"] and step != "capture":
+            need = []
+        missing = [n for n in need if n not in have]
+        if missing:
+            problems.append("step %s: figures missing from the JSON: %s" % (step, missing))
+    if not TABLE_HEAD_RE.search(out) or not re.search(r"^\| read \| read_\S+ \| ", out, re.M):
+        problems.append("no Markdown table of the figures printed")
+    plots = res.get("plots", {})
+    must = {"throughput_vs_chunk", "query_latency_cdf"}
+    if not steps.get("capture", {}).get("skipped"):
+        must.add("capture_overhead")
+    for p in sorted(must - set(plots)):
+        problems.append("plot %s not in the JSON" % p)
+    for p, e in sorted(plots.items()):
+        if not e.get("waits_for"):
+            problems.append("plot %s does not say what it waits for" % p)
+        if p not in must and not e.get("file"):
+            continue
+        if e.get("status") != "written" or not e.get("file"):
+            problems.append("plot %s not written: %s" % (p, e.get("status")))
+            continue
+        try:
+            with open(os.path.join(results_dir, e["file"]), "rb") as f:
+                if f.read(8) != PNG_MAGIC:
+                    problems.append("plot %s (%s) is not a PNG" % (p, e["file"]))
+        except OSError as err:
+            problems.append("plot %s: %s" % (p, err))
+    return problems
 
 
 def capture_skip_reason():
@@ -181,11 +275,13 @@ def quick_env():
     return env
 
 
-def test_quick_run_prints_every_steps_figures():
+def test_quick_run_prints_every_steps_figures(results_dir):
     t0 = time.monotonic()
+    env = quick_env()
+    env["TV_BENCH_RESULTS_DIR"] = results_dir
     # its own process group: on a timeout, the steps' servers (tracevaultd, nginx, the Ceph
     # start) go with it
-    p = subprocess.Popen(["bash", RUN_SH, BENCH_BUILD], env=quick_env(), stdout=subprocess.PIPE,
+    p = subprocess.Popen(["bash", RUN_SH, BENCH_BUILD], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, err = p.communicate(timeout=RUN_TIMEOUT_S)
@@ -204,6 +300,9 @@ def test_quick_run_prints_every_steps_figures():
                                                                       err[-4000:])
     problems, skips = check(out)
     assert not problems, "quick bench output:\n  " + "\n  ".join(problems)
+    problems = check_results(results_dir, out)
+    assert not problems, "quick bench results in %s:\n  %s" % (results_dir,
+                                                               "\n  ".join(problems))
     print("quick bench: %d steps, each with its figures or an explained SKIP, in %.0f s"
           % (len(sections(out)), took))
     return out, skips
@@ -282,7 +381,13 @@ def main():
                     "-DTV_BENCH_BUILD=DIR" % (BENCH_BUILD, ", ".join(missing)))
     test_usage_error_exits_2()
     test_a_step_that_dies_fails_the_run()
-    out, skips = test_quick_run_prints_every_steps_figures()
+    if not shutil.which("gnuplot"):
+        tvtest.skip("no gnuplot for the results' plots (scripts/deps.sh installs gnuplot-nox)")
+    results_dir = tempfile.mkdtemp(prefix="tv-bench-results-")
+    try:
+        out, skips = test_quick_run_prints_every_steps_figures(results_dir)
+    finally:
+        shutil.rmtree(results_dir, ignore_errors=True)
     test_checks_fail_without_a_steps_figures(out)
     if skips:  # the other steps passed; ctest shows this run did not exercise them all
         for why in skips:
