@@ -184,6 +184,28 @@ def check_results(results_dir, out):
     return problems
 
 
+def test_results_checks_fail_when_damaged(results_dir, out):
+    """The results' checks checked: a figure cut from the JSON, a plot that is not a PNG,
+    the table cut from the output: each must be a problem."""
+    path = glob.glob(os.path.join(results_dir, "*.json"))[0]
+    with open(path) as f:
+        good = f.read()
+    res = json.loads(good)
+    try:
+        res["figures"]["ingest"] = res["figures"]["ingest"][1:]
+        with open(path, "w") as f:
+            json.dump(res, f)
+        assert check_results(results_dir, out), "a figure cut from the JSON passes the check"
+    finally:
+        with open(path, "w") as f:
+            f.write(good)
+    assert check_results(results_dir, TABLE_HEAD_RE.sub("", out)), "no table passes the check"
+    png = os.path.join(results_dir, res["plots"]["throughput_vs_chunk"]["file"])
+    with open(png, "r+b") as f:
+        f.write(b"GIF89a")
+    assert check_results(results_dir, out), "a plot that is not a PNG passes the check"
+
+
 def capture_skip_reason():
     """Why the capture step may print SKIP on this machine (None: it must run)."""
     reason = tvtest.bpf_unavailable_reason()
@@ -303,6 +325,7 @@ def test_quick_run_prints_every_steps_figures(results_dir):
     problems = check_results(results_dir, out)
     assert not problems, "quick bench results in %s:\n  %s" % (results_dir,
                                                                "\n  ".join(problems))
+    test_results_checks_fail_when_damaged(results_dir, out)
     print("quick bench: %d steps, each with its figures or an explained SKIP, in %.0f s"
           % (len(sections(out)), took))
     return out, skips
