@@ -390,10 +390,13 @@ def main():
     ap.add_argument("--command", action="append", default=[])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--run-id", help="<UTC date>-<host> (default: now, this host)")
-    try:
-        a = ap.parse_args()
-    except SystemExit as e:
-        sys.exit(2 if e.code else 0)
+    def usage_error(msg):  # one line, exit 2 (argparse's own prints the usage too)
+        print("usage: bench/report.py --log LOG --results-dir DIR [...] (--help): %s" % msg,
+              file=sys.stderr)
+        sys.exit(2)
+
+    ap.error = usage_error
+    a = ap.parse_args()
     with open(a.log, errors="replace") as f:
         log = f.read()
     now = datetime.datetime.now(datetime.timezone.utc)
