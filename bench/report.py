@@ -90,8 +90,9 @@ def parse_capture(text):
     for m in re.finditer(r"^capture on \((\S+)\) / off throughput: (%s)x median of rounds "
                          r"((?:%s ?)+)" % (N, N), text, re.M):
         rounds = [float(v) for v in m.group(3).split()]
-        figs.append(fig("capture_on_off_%s" % slug(m.group(1)), "x", value=float(m.group(2)),
-                        lo=min(rounds), hi=max(rounds)) | {"n": len(rounds)})
+        v = float(m.group(2))  # the rounds are printed to 2 digits, the median to 3
+        figs.append(fig("capture_on_off_%s" % slug(m.group(1)), "x", value=v,
+                        lo=min(rounds + [v]), hi=max(rounds + [v])) | {"n": len(rounds)})
     for m in re.finditer(r"^  --ring-bytes (\S+)\s+(%s) ns per request" % N, text, re.M):
         figs.append(fig("ebpf_ns_per_request_ring_%s" % slug(m.group(1)), "ns",
                         value=float(m.group(2))))
