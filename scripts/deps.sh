@@ -37,6 +37,8 @@ PKGS=(
   valgrind
   # the read bench's peers (bench/read.sh)
   sqlite3 zstd
+  # the ingest bench's cross-check of its disk ceiling (bench/run.sh, fio_blocks)
+  fio
   # the S3 under-store's client (server/under/): libcurl signs requests (CURLOPT_AWS_SIGV4),
   # libxml2 reads the XML of S3 listings and errors
   libcurl4-openssl-dev libxml2-dev
