@@ -82,7 +82,7 @@ static int one_file(const char *dir, long mib, long sync_mib)
 	struct io_uring ring;
 	char path[PATH_BYTES];
 	long sync_at = sync_mib, submitted = 0, done = 0;
-	uint64_t ud;
+	uint64_t ud = 0;
 	char *buf;
 	double t0, dt;
 	int fd, ret;
@@ -158,7 +158,7 @@ static int blocks(const char *dir, long mib, long block_mib, long per_seg)
 	int tmp_fd, blocks_fd, cat_fd, ret;
 	off_t cat_off = 0;
 	double t0, dt;
-	uint64_t ud;
+	uint64_t ud = 0;
 
 	if (nblocks < 1)
 		nblocks = 1;
