@@ -39,6 +39,8 @@ PKGS=(
   sqlite3 zstd
   # the bench results' PNG plots (bench/report.py, run at the end of make bench)
   gnuplot-nox
+  # the ingest bench's cross-check of its disk ceiling (bench/run.sh, fio_blocks)
+  fio
   # the S3 under-store's client (server/under/): libcurl signs requests (CURLOPT_AWS_SIGV4),
   # libxml2 reads the XML of S3 listings and errors
   libcurl4-openssl-dev libxml2-dev

@@ -44,7 +44,7 @@ DIES_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 20  # after a timeout: SIGTERM to the run's process group, then SIGKILL
 # binaries run.sh needs from the build dir
 NEEDED = ("tracevaultd", "tracevault", "bench/bench_ingest", "bench/ceiling_tcp",
-          "bench/ceiling_uring", "bench/bench_parser")
+          "bench/ceiling_uring", "bench/ceiling_memcpy", "bench/bench_parser")
 
 N = r"[0-9]+(?:\.[0-9]+)?"  # a figure
 PROGRESS_RE = re.compile(r"^bench step ([0-9]+)/([0-9]+): (.+) \(elapsed ([0-9]+) s\)$", re.M)
@@ -55,11 +55,15 @@ CAPTURE_MODES = ("tracepoint", "tp-port", "tp-port-server", "sockfilter")
 
 
 def ingest_figures():
-    row = r"\s+%s" % N
-    return [r"^1 zerocopy" + row * 6 + r"\s+[0-9]+$",
-            r"^1 no-zerocopy" + row * 6 + r"\s+[0-9]+$",
+    # MB/s, TCP, disk, fio ("-" without fio), the old one-file ceiling, memcpy, x bound,
+    # client s/GB, server s/GB, then the bytes copied
+    row = r"(?:\s+%s){3}\s+(?:%s|-)(?:\s+%s){5}\s+[0-9]+$" % (N, N, N)
+    return [r"^1 zerocopy" + row,
+            r"^1 no-zerocopy" + row,
             r"^zero-copy ingest / min\(TCP, disk\) of its round: median %sx" % N,
-            r"^zero-copy vs --no-zerocopy: %sx throughput .*: %s vs %s s" % (N, N, N)]
+            r"^zero-copy vs --no-zerocopy: %sx throughput .*: %s vs %s s" % (N, N, N),
+            r"^check: ingest / min\(TCP, disk\) <= 1\.0 in every run: (?:yes|NO.*) \(max %sx" % N,
+            r"^cross-check: disk ceiling / fio .*: (?:median %sx|SKIP: .*)" % N]
 
 
 def capture_figures():
