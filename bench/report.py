@@ -51,29 +51,39 @@ def slug(s):
 
 
 def parse_ingest(text):
+    """bench/run.sh's ingest rows: round/mode, MB/s, the TCP, disk (the server's sync
+    pattern), fio (the same pattern by fio, "-" without fio), 1file (the old one-file
+    pattern) and memcpy ceilings, x bound, client and server s/GB, copied bytes."""
     figs = []
-    cols = ("MBps", "tcp_MBps", "disk_MBps", "x_bound", "client_cpu_s_per_GB",
-            "server_cpu_s_per_GB")
+    cols = ("MBps", "tcp_MBps", "disk_MBps", "fio_MBps", "one_file_MBps", "memcpy_MBps",
+            "x_bound", "client_cpu_s_per_GB", "server_cpu_s_per_GB")
     rows = {}
-    for m in re.finditer(r"^[0-9]+ (zerocopy|no-zerocopy)((?:\s+%s){6})\s+([0-9]+)$" % N, text,
-                         re.M):
-        vals = [float(v) for v in m.group(2).split()]
+    for m in re.finditer(r"^[0-9]+ (zerocopy|no-zerocopy)\s+(%s)\s+(%s)\s+(%s)\s+(%s|-)"
+                         r"\s+(%s)\s+(%s)\s+(%s)\s+(%s)\s+(%s)\s+([0-9]+)$"
+                         % ((N,) * 4 + (N,) * 5), text, re.M):
         r = rows.setdefault(m.group(1), {c: [] for c in cols + ("copied_bytes",)})
-        for c, v in zip(cols, vals):
-            r[c].append(v)
-        r["copied_bytes"].append(float(m.group(3)))
-    units = {"MBps": "MB/s", "tcp_MBps": "MB/s", "disk_MBps": "MB/s", "x_bound": "x",
+        for c, v in zip(cols, m.groups()[1:10]):
+            if v != "-":
+                r[c].append(float(v))
+        r["copied_bytes"].append(float(m.group(11)))
+    units = {"MBps": "MB/s", "tcp_MBps": "MB/s", "disk_MBps": "MB/s", "fio_MBps": "MB/s",
+             "one_file_MBps": "MB/s", "memcpy_MBps": "MB/s", "x_bound": "x",
              "client_cpu_s_per_GB": "s/GB", "server_cpu_s_per_GB": "s/GB", "copied_bytes": "B"}
     # the ceilings are measured once per round, printed on both modes' rows
-    for c in ("tcp_MBps", "disk_MBps"):
-        if "zerocopy" in rows:
+    for c in ("tcp_MBps", "disk_MBps", "fio_MBps", "one_file_MBps", "memcpy_MBps"):
+        if "zerocopy" in rows and rows["zerocopy"][c]:
             figs.append(fig("ceiling_" + c, units[c], rows["zerocopy"][c]))
     for mode, r in sorted(rows.items()):
-        for c in cols[:1] + cols[3:] + ("copied_bytes",):
+        for c in ("MBps", "x_bound", "client_cpu_s_per_GB", "server_cpu_s_per_GB",
+                  "copied_bytes"):
             figs.append(fig("ingest_%s_%s" % (slug(mode), c), units[c], r[c]))
     m = re.search(r"^zero-copy vs --no-zerocopy: (%s)x throughput" % N, text, re.M)
     if m:
         figs.append(fig("zerocopy_vs_copy_throughput", "x", value=float(m.group(1))))
+    m = re.search(r"^check: ingest / min\(TCP, disk\) <= 1\.0 in every run: \S+ \(max (%s)x"
+                  % N, text, re.M)
+    if m:
+        figs.append(fig("ingest_over_bound_max", "x", value=float(m.group(1))))
     return figs
 
 
@@ -357,8 +367,7 @@ plot '%s' using 1:3:xtic(2) with boxes title 'tracevault capture', \\
 
 PLOTS = [
     ("throughput_vs_chunk", plot_throughput,
-     "ingest at chunk sizes 64 KiB ... 4 MiB (today one size, 4 MiB blocks) and the memcpy "
-     "ceiling (issue 15: not measured yet)"),
+     "ingest at chunk sizes 64 KiB ... 4 MiB (issue 15: today one size, 4 MiB blocks)"),
     ("query_latency_cdf", plot_cdf,
      "the zstdcat+filter baseline's window latencies (issue 15: not measured yet)"),
     ("capture_overhead", plot_capture,
