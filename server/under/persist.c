@@ -986,6 +986,31 @@ static void submit(struct tv_persist *p, struct tv_persist_job *j)
 	pthread_mutex_unlock(&p->mu);
 }
 
+/* A PUT or ASYNC job of segment_id with its own copy of blocks[0..n), read from dir_fd; NULL
+ * when out of memory. */
+static struct tv_persist_job *job_new(struct tv_persist *p, enum job_kind kind,
+				      uint64_t segment_id, uint64_t oldest_ts_ns, int dir_fd,
+				      const struct tv_persist_block *blocks, size_t n)
+{
+	struct tv_persist_job *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return NULL;
+	j->blocks = malloc(n * sizeof(*blocks));
+	if (!j->blocks) {
+		free(j);
+		return NULL;
+	}
+	memcpy(j->blocks, blocks, n * sizeof(*blocks));
+	j->kind = kind;
+	j->p = p;
+	j->segment_id = segment_id;
+	j->oldest_ts_ns = oldest_ts_ns;
+	j->dir_fd = dir_fd;
+	j->n = n;
+	return j;
+}
+
 int tv_persist_put_segment(struct tv_persist *p, uint64_t segment_id, uint64_t oldest_ts_ns,
 			   int tmp_fd, const struct tv_persist_block *blocks, size_t n,
 			   tv_persist_done_fn done, void *arg, struct tv_persist_job **job)
@@ -994,21 +1019,9 @@ int tv_persist_put_segment(struct tv_persist *p, uint64_t segment_id, uint64_t o
 
 	if (!n)
 		return -EINVAL;
-	j = calloc(1, sizeof(*j));
+	j = job_new(p, JOB_PUT, segment_id, oldest_ts_ns, tmp_fd, blocks, n);
 	if (!j)
 		return -ENOMEM;
-	j->blocks = malloc(n * sizeof(*blocks));
-	if (!j->blocks) {
-		free(j);
-		return -ENOMEM;
-	}
-	memcpy(j->blocks, blocks, n * sizeof(*blocks));
-	j->kind = JOB_PUT;
-	j->p = p;
-	j->segment_id = segment_id;
-	j->oldest_ts_ns = oldest_ts_ns;
-	j->dir_fd = tmp_fd;
-	j->n = n;
 	j->done = done;
 	j->arg = arg;
 	j->submit_ns = tv_monotonic_ns();
@@ -1206,21 +1219,9 @@ int tv_persist_queue_segment(struct tv_persist *p, uint64_t segment_id, uint64_t
 
 	if (!n || p->local.blocks_fd < 0)
 		return -EINVAL;
-	j = calloc(1, sizeof(*j));
+	j = job_new(p, JOB_ASYNC, segment_id, oldest_ts_ns, p->local.blocks_fd, blocks, n);
 	if (!j)
 		return -ENOMEM;
-	j->blocks = malloc(n * sizeof(*blocks));
-	if (!j->blocks) {
-		free(j);
-		return -ENOMEM;
-	}
-	memcpy(j->blocks, blocks, n * sizeof(*blocks));
-	j->kind = JOB_ASYNC;
-	j->p = p;
-	j->segment_id = segment_id;
-	j->oldest_ts_ns = oldest_ts_ns;
-	j->dir_fd = p->local.blocks_fd;
-	j->n = n;
 	j->queued_ns = queued_ns;
 	for (size_t i = 0; i < n; i++)
 		j->total_bytes += blocks[i].bytes;
