@@ -316,13 +316,7 @@ def test_rgw_stopped_mid_segment(ceph):
         result = {}
 
         def put():
-            pb = c.pb
-            reqs = [tvtest.write_cmd(pb.OPEN_SEGMENT, segment_id=sid)]
-            for bid, data in blocks:
-                reqs.append(tvtest.write_cmd(pb.OPEN_BLOCK, block_id=bid, length=len(data)))
-                reqs += tvtest.write_chunks(bid, data, 1 << 20)
-            reqs.append(tvtest.write_cmd(pb.COMMIT, segment_id=sid))
-            result["r"] = c.write_requests(reqs)
+            result["r"] = c.write_requests(c.encoded_requests(sid, blocks, 1 << 20))
         t = threading.Thread(target=put)
         t.start()
         # the first block object of the segment in the bucket: the copy is under way

@@ -110,14 +110,20 @@ class GrpcClient:
                                   [(block_id, encode_block(block_id, recs))
                                    for block_id, recs in blocks], chunk_bytes, writer_token)
 
-    def write_encoded(self, segment_id, blocks, chunk_bytes=4096, writer_token=0):
-        """Like write_segment, for blocks already encoded: [(block_id, bytes)]."""
+    def encoded_requests(self, segment_id, blocks, chunk_bytes=4096, writer_token=0):
+        """The Write requests of one whole segment of blocks already encoded, [(block_id,
+        bytes)]: OPEN_SEGMENT, each block's OPEN_BLOCK and chunks, COMMIT."""
         pb = self.pb
         reqs = [write_cmd(pb.OPEN_SEGMENT, segment_id=segment_id, writer_token=writer_token)]
         for block_id, data in blocks:
             reqs.append(write_cmd(pb.OPEN_BLOCK, block_id=block_id, length=len(data)))
             reqs += write_chunks(block_id, data, chunk_bytes)
         reqs.append(write_cmd(pb.COMMIT, segment_id=segment_id))
+        return reqs
+
+    def write_encoded(self, segment_id, blocks, chunk_bytes=4096, writer_token=0):
+        """Like write_segment, for blocks already encoded: [(block_id, bytes)]."""
+        reqs = self.encoded_requests(segment_id, blocks, chunk_bytes, writer_token)
         responses = list(self.write(iter(reqs), timeout=self.timeout_s))
         return responses[-1]
 
