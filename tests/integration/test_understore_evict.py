@@ -67,6 +67,13 @@ def seg_bytes(seg):
     return sum(len(d) for _, d in seg[1])
 
 
+def keeps_local(segs):
+    """A --local-bytes whose low-water mark (server/evict.h) still holds segs whole: a pass
+    evicts every older persisted segment and none of these."""
+    return sum(seg_bytes(s) for s in segs) * LOW_WATER_DIV // (LOW_WATER_DIV - 1) + \
+        LOW_WATER_DIV
+
+
 def block_files(srv):
     return set(os.listdir(os.path.join(srv.data_dir, "blocks")))
 
@@ -303,8 +310,7 @@ def test_rgw_hung(ceph):
     set_credentials(ceph)
     rng = random.Random(21)
     segs = [make_segment(rng, i, 1, 40) for i in range(3)]
-    local_bytes = (seg_bytes(segs[1]) + seg_bytes(segs[2])) * LOW_WATER_DIV // \
-        (LOW_WATER_DIV - 1) + LOW_WATER_DIV
+    local_bytes = keeps_local(segs[1:])
     srv = tvtest.Server(extra_args=under_args(ceph, "rgwhung") + [
         "--metrics-addr", "127.0.0.1:0", "--local-bytes", str(local_bytes)])
     rgw = ceph.pids()["rgw"]
@@ -420,8 +426,7 @@ def test_delete_evicted(ceph):
     prefix = "delete-evicted"
     segs = [make_segment(rng, i, 2, 30) for i in range(3)]
     # the low-water mark (63/64 of it) still holds segments 1 and 2
-    local_bytes = (seg_bytes(segs[1]) + seg_bytes(segs[2])) * LOW_WATER_DIV // \
-        (LOW_WATER_DIV - 1) + LOW_WATER_DIV
+    local_bytes = keeps_local(segs[1:])
     assert model_evictions(segs, set(range(3)), local_bytes) == {0}
     srv = tvtest.Server(extra_args=under_args(ceph, prefix) + ["--local-bytes",
                                                                 str(local_bytes)])
@@ -505,8 +510,7 @@ def test_damaged_object(ceph):
     rng = random.Random(20)
     prefix = "damaged"
     segs = [make_segment(rng, i, 2, 30) for i in range(3)]
-    local_bytes = (seg_bytes(segs[1]) + seg_bytes(segs[2])) * LOW_WATER_DIV // \
-        (LOW_WATER_DIV - 1) + LOW_WATER_DIV
+    local_bytes = keeps_local(segs[1:])
     srv = tvtest.Server(extra_args=under_args(ceph, prefix) + ["--local-bytes",
                                                                 str(local_bytes)])
     try:
@@ -548,8 +552,7 @@ def test_missing_object_never_evicted(ceph):
     rng = random.Random(21)
     prefix = "missing"
     segs = [make_segment(rng, i, 2, 30) for i in range(3)]
-    local_bytes = (seg_bytes(segs[1]) + seg_bytes(segs[2])) * LOW_WATER_DIV // \
-        (LOW_WATER_DIV - 1) + LOW_WATER_DIV
+    local_bytes = keeps_local(segs[1:])
     srv = tvtest.Server(extra_args=under_args(ceph, prefix) + [
         "--local-bytes", str(local_bytes), "--metrics-addr", "127.0.0.1:0"])
     try:
@@ -586,8 +589,7 @@ def test_evicted_object_gone(ceph):
     rng = random.Random(22)
     prefix = "gone404"
     segs = [make_segment(rng, i, 2, 30) for i in range(3)]
-    local_bytes = (seg_bytes(segs[1]) + seg_bytes(segs[2])) * LOW_WATER_DIV // \
-        (LOW_WATER_DIV - 1) + LOW_WATER_DIV
+    local_bytes = keeps_local(segs[1:])
     srv = tvtest.Server(extra_args=under_args(ceph, prefix) + ["--local-bytes",
                                                                 str(local_bytes)])
     try:
