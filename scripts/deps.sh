@@ -37,6 +37,10 @@ PKGS=(
   valgrind
   # the read bench's peers (bench/read.sh)
   sqlite3 zstd
+  # the capture bench's peers (bench/bench_capture.py): tcpdump -w on the same nginx traffic,
+  # tshark reading a minute back from its pcap (wireshark-common's debconf question, whether
+  # non-root users may capture, takes its default "no" under DEBIAN_FRONTEND=noninteractive)
+  tcpdump tshark
   # the bench results' PNG plots (bench/report.py, run at the end of make bench)
   gnuplot-nox
   # the ingest bench's cross-check of its disk ceiling (bench/run.sh, fio_blocks)
