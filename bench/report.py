@@ -29,8 +29,8 @@ N = r"[0-9]+(?:\.[0-9]+)?"
 PROGRESS_RE = re.compile(r"^bench step ([0-9]+)/([0-9]+): (.+) \(elapsed ([0-9]+) s\)$", re.M)
 DONE_RE = re.compile(r"^bench done: ([0-9]+) steps in ([0-9]+) s", re.M)
 FIGURE_RE = re.compile(r"^FIGURE (\S+) (\S+) (\S+) (\S+)((?: \S+=\S+)*)\s*$", re.M)
-SKIP_RE = re.compile(r"^(?:capture bench \(i\), \(i-b\), \(ii\): SKIP: |under-store bench: "
-                     r"skipped: |tracevault \S+ bench: skipped )(.*)$", re.M)
+SKIP_RE = re.compile(r"^(?:capture bench \(i\), \(i-b\), \(ii\), \(iv\): SKIP: |"
+                     r"under-store bench: skipped: |tracevault \S+ bench: skipped )(.*)$", re.M)
 # the raw samples of the latency CDF (bench_read.py writes them when TV_BENCH_RESULTS_DIR is set)
 WINDOW_SAMPLES = "read_window_ms.tsv"
 
@@ -87,25 +87,73 @@ def parse_ingest(text):
     return figs
 
 
+# bench_capture.py's "median M (min A, max B)", with the run count "(K runs)" its lines give
+CAP_SPREAD = r"median (%s) \(min (%s), max (%s)\)" % (N, N, N)
+CAPTURE_MODE_NAMES = {"off": "capture_off", "tcpdump-w": "tcpdump_w"}
+
+
 def parse_capture(text):
+    """bench_capture.py's summary lines: each figure the median of its runs with min, max and
+    n; a peer's SKIP line (tcpdump, tshark, zstd not installed) as that figure with no value
+    and its reason under "skipped"."""
     figs = []
-    m = re.search(r"^\(iii\) parser replay .*: (%s) exchanges/s \((%s) events/s" % (N, N), text,
-                  re.M)
+
+    def spread(name, unit, m, i, n):
+        """The figure of CAP_SPREAD's three groups from group i of match m, over n runs."""
+        figs.append(fig(name, unit, value=float(m.group(i)), lo=float(m.group(i + 1)),
+                        hi=float(m.group(i + 2))) | {"n": int(n)})
+
+    def skipped(names, unit, why):
+        figs.extend({"name": n, "value": None, "unit": unit, "skipped": why} for n in names)
+
+    m = re.search(r"^\(iii\) parser replay .*, ([0-9]+) runs of [0-9]+ s: %s "
+                  r"exchanges/s \((%s) events/s" % (CAP_SPREAD, N), text, re.M)
     if m:
-        figs.append(fig("parser_exchanges_per_s", "1/s", value=float(m.group(1))))
-        figs.append(fig("parser_events_per_s", "1/s", value=float(m.group(2))))
-    off = [float(v) for v in re.findall(r"^  capture off:\s+(%s) req/s" % N, text, re.M)]
-    if off:
-        figs.append(fig("nginx_req_per_s_capture_off", "req/s", off))
-    for m in re.finditer(r"^capture on \((\S+)\) / off throughput: (%s)x median of rounds "
-                         r"((?:%s ?)+)" % (N, N), text, re.M):
-        rounds = [float(v) for v in m.group(3).split()]
-        v = float(m.group(2))  # the rounds are printed to 2 digits, the median to 3
-        figs.append(fig("capture_on_off_%s" % slug(m.group(1)), "x", value=v,
-                        lo=min(rounds + [v]), hi=max(rounds + [v])) | {"n": len(rounds)})
-    for m in re.finditer(r"^  --ring-bytes (\S+)\s+(%s) ns per request" % N, text, re.M):
-        figs.append(fig("ebpf_ns_per_request_ring_%s" % slug(m.group(1)), "ns",
-                        value=float(m.group(2))))
+        spread("parser_exchanges_per_s", "1/s", m, 2, m.group(1))
+        figs.append(fig("parser_events_per_s", "1/s", value=float(m.group(5))) |
+                    {"n": int(m.group(1))})
+    for m in re.finditer(r"^req/s \((\S+)\) \(([0-9]+) runs\): %s$" % CAP_SPREAD, text, re.M):
+        mode = CAPTURE_MODE_NAMES.get(m.group(1), slug(m.group(1)))
+        spread("nginx_req_per_s_" + mode, "req/s", m, 3, m.group(2))
+    for m in re.finditer(r"^(?:capture on \((\S+)\)|peer (tcpdump -w)) / off throughput: (%s)x "
+                         r"median of rounds ((?:%s ?)+)" % (N, N), text, re.M):
+        rounds = [float(v) for v in m.group(4).split()]
+        v = float(m.group(3))  # the rounds are printed to 2 digits, the median to 3
+        name = ("capture_on_off_" + slug(m.group(1)) if m.group(1) else
+                "peer_%s_on_off" % slug(m.group(2)))
+        figs.append(fig(name, "x", value=v, lo=min(rounds + [v]), hi=max(rounds + [v])) |
+                    {"n": len(rounds)})
+    m = re.search(r"^peer tcpdump -w: SKIP: (.*)$", text, re.M)
+    if m:
+        skipped(["nginx_req_per_s_tcpdump_w"], "req/s", m.group(1))
+        skipped(["peer_tcpdump_w_on_off"], "x", m.group(1))
+    m = re.search(r"^tcpdump -w packets dropped by kernel \(([0-9]+) runs.*: %s" % CAP_SPREAD,
+                  text, re.M)
+    if m:
+        spread("tcpdump_w_dropped_packets", "packets", m, 2, m.group(1))
+    m = re.search(r"^bytes per exchange, tcpdump -w pcap(?: \(([0-9]+) runs\))?: (.*)$", text,
+                  re.M)
+    pcap_names = ["bytes_per_exchange_pcap_raw", "bytes_per_exchange_pcap_zstd3"]
+    if m and m.group(2).startswith("SKIP: "):
+        skipped(pcap_names, "B", m.group(2)[len("SKIP: "):])
+    elif m:
+        raw = re.search(r"raw %s B" % CAP_SPREAD, m.group(2))
+        z = re.search(r"zstd -3 (?:SKIP: (.*)|%s B)" % CAP_SPREAD, m.group(2))
+        if raw:
+            spread(pcap_names[0], "B", raw, 1, m.group(1))
+        if z and z.group(1):
+            skipped(pcap_names[1:], "B", z.group(1))
+        elif z:
+            spread(pcap_names[1], "B", z, 2, m.group(1))
+    for per in ("exchange", "record"):
+        m = re.search(r"^bytes per %s, tracevault blocks \+ catalog \(([0-9]+) runs\): (.*)$"
+                      % per, text, re.M)
+        for g in re.finditer(r"(\S+) %s B" % CAP_SPREAD, m.group(2) if m else ""):
+            spread("bytes_per_%s_tracevault_%s" % (per, slug(g.group(1))), "B", g, 2,
+                   m.group(1))
+    for m in re.finditer(r"^eBPF time per request, --ring-bytes (\S+) \(([0-9]+) runs\): %s ns"
+                         % CAP_SPREAD, text, re.M):
+        spread("ebpf_ns_per_request_ring_%s" % slug(m.group(1)), "ns", m, 3, m.group(2))
     for m in re.finditer(r"^  -t([0-9]+) -c([0-9]+)\s+(%s) req/s.*lost\s+([0-9]+)\s+(\S+)" % N,
                          text, re.M):
         figs.append(fig("ramp_t%s_c%s_req_per_s" % (m.group(1), m.group(2)), "req/s",
@@ -114,6 +162,26 @@ def parse_capture(text):
     if m:
         figs.append(fig("lossless_req_per_s", "req/s",
                         value=float(m.group(1)) if m.group(1) else 0.0))
+    # (iv): one window read back, tshark from tcpdump's pcap beside tracevault query
+    for who, key in (("tshark", "tshark"), ("tracevault query", "tracevault")):
+        m = re.search(r"^%s time to first record (?:\(([0-9]+) runs\): %s ms; to last: %s ms; "
+                      r"([0-9]+) .* in the window|: SKIP: (.*))$"
+                      % (who, CAP_SPREAD, CAP_SPREAD), text, re.M)
+        if not m:
+            continue
+        names = ["window_%s_first_record_ms" % key, "window_%s_last_record_ms" % key]
+        if m.group(9):
+            skipped(names, "ms", m.group(9))
+            skipped(["window_%s_records" % key], "records", m.group(9))
+            continue
+        spread(names[0], "ms", m, 2, m.group(1))
+        spread(names[1], "ms", m, 5, m.group(1))
+        figs.append(fig("window_%s_records" % key, "records", value=float(m.group(8))))
+    m = re.search(r"^tshark / tracevault query, same repeat \(([0-9]+) runs\): first record %sx, "
+                  r"last record %sx" % (CAP_SPREAD, CAP_SPREAD), text, re.M)
+    if m:
+        spread("window_tshark_over_tracevault_first", "x", m, 2, m.group(1))
+        spread("window_tshark_over_tracevault_last", "x", m, 5, m.group(1))
     return figs
 
 
@@ -340,28 +408,53 @@ plot %s
     return ok, None
 
 
+# the capture_overhead plot's bars, in the order the rounds run them: (figure suffix, x label,
+# kind: 0 no capture, 1 tracevault, 2 the peer)
+CAPTURE_BARS = [("capture_off", "off", 0), ("tracepoint", "tracepoint\\n--pid", 1),
+                ("tp_port", "tracepoint\\n--port", 1),
+                ("tp_port_server", "tracepoint --port\\n--role server", 1),
+                ("sockfilter", "sockfilter\\n--port", 1), ("tcpdump_w", "PEER:\\ntcpdump -w", 2)]
+
+
 def plot_capture(res, figs, path):
-    f = [g for g in figs.get("capture", []) if g["name"].startswith("capture_on_off_")]
-    if not f:
-        return None, "the capture step's on/off figures (skipped or absent in this run)"
+    """nginx req/s per capture mode (median of the rounds, min-max bars), capture off first
+    and the peer (tcpdump -w) in its own colour, each bar labelled with its median on / off
+    ratio of the same rounds."""
+    f = byname(figs.get("capture", []))
+    bars = [(i, label, kind, f["nginx_req_per_s_" + key], f.get("capture_on_off_" + key) or
+             f.get("peer_%s_on_off" % key))
+            for i, (key, label, kind) in enumerate(CAPTURE_BARS)
+            if f.get("nginx_req_per_s_" + key, {}).get("value") is not None]
+    if not bars or bars[0][2] != 0:
+        return None, "the capture step's req/s per mode (skipped or absent in this run)"
     dat = path[:-4] + ".dat"
     with open(dat, "w") as o:
-        o.write("# i mode median min max\n")
-        for i, g in enumerate(f):
-            o.write("%d %s %g %g %g\n" % (i, g["name"][len("capture_on_off_"):], g["value"],
-                                          g.get("min", g["value"]), g.get("max", g["value"])))
-    ok = gnuplot("""set title 'nginx req/s with capture on / off, per mode (%s)'
-set ylabel 'on / off (median of rounds, min-max)'
-set yrange [0:1.2]
+        o.write("# x kind median_req_per_s min max on_off_ratio label\n")
+        for x, (_, label, kind, g, r) in enumerate(bars):
+            o.write("%d %d %g %g %g %s \"%s\"\n" % (
+                x, kind, g["value"], g["min"], g["max"],
+                "%.2f" % r["value"] if r else "1.00", label.replace("\\n", " ")))
+    xtics = ", ".join("\"%s\" %d" % (label, x) for x, (_, label, _, _, _) in enumerate(bars))
+    n = bars[0][3].get("n", 1)
+    ok = gnuplot("""set title 'nginx req/s by capture mode, wrk -t2 -c50, median of %d rounds (%s)'
+set ylabel 'nginx req/s (bars: min-max of the rounds)'
+set yrange [0:*]
+set offsets 0, 0, graph 0.12, 0
 set xrange [-0.6:%g]
-set style fill solid 0.5
+set xtics (%s) scale 0
+set style fill solid 0.6 border -1
 set boxwidth 0.6
 set grid y
-set key outside bottom center horizontal
-plot '%s' using 1:3:xtic(2) with boxes title 'tracevault capture', \\
-     '%s' using 1:3:4:5 with yerrorbars pt 0 lc rgb 'black' notitle, \\
-     0.95 with lines dt 2 lw 2 title 'goal 0.95x'
-""" % (res["run_id"], len(f) - 0.4, dat, dat), path)
+set bmargin 6
+set key at screen 0.5, screen 0.04 center horizontal maxrows 1
+plot '%s' using 1:($2==0?$3:1/0) with boxes lc rgb '#9e9e9e' title 'capture off', \\
+     '%s' using 1:($2==1?$3:1/0) with boxes lc rgb '#3a78b5' title 'tracevault capture', \\
+     '%s' using 1:($2==2?$3:1/0) with boxes lc rgb '#e8871e' \\
+         title 'PEER: tcpdump -w (pcap on disk)', \\
+     '%s' using 1:3:4:5 with yerrorbars pt 0 lc rgb 'black' lw 1.5 notitle, \\
+     '%s' using 1:5:(sprintf("%%.0f\\n%%sx off", $3, stringcolumn(6))) \\
+         with labels offset 0,1.6 notitle
+""" % (n, res["run_id"], len(bars) - 0.4, xtics, dat, dat, dat, dat, dat), path)
     return ok, None
 
 
@@ -371,7 +464,7 @@ PLOTS = [
     ("query_latency_cdf", plot_cdf,
      "the zstdcat+filter baseline's window latencies (issue 15: not measured yet)"),
     ("capture_overhead", plot_capture,
-     "the peers: tcpdump -w on the same nginx traffic (issue 15: not measured yet)"),
+     "nothing: off, the tracevault modes and the peer tcpdump -w (without tcpdump: no peer bar)"),
 ]
 
 
@@ -386,6 +479,10 @@ def table(res):
         if st.get("skipped"):
             lines.append("| %s | SKIP: %s | | | | | |" % (st["name"], st["skipped"]))
         for g in res["figures"].get(st["name"], []):
+            if g.get("skipped"):  # a peer that is not installed: its reason, no number
+                lines.append("| %s | %s | SKIP: %s | | | | %s |" % (st["name"], g["name"],
+                                                                  g["skipped"], g["unit"]))
+                continue
             lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
                 st["name"], g["name"], num(g["value"]), num(g.get("min")), num(g.get("max")),
                 g.get("n", ""), g["unit"]))

@@ -46,7 +46,7 @@ export PYTHONUNBUFFERED=1 # the Python steps' lines appear as they are printed, 
 # every step printed its figures).
 STEPS=(
 	"ingest:durable ingest beside the loopback TCP and io_uring disk ceilings"
-	"capture:nginx with eBPF capture off and on, eBPF time, lossless rate, parser replay"
+	"capture:nginx with eBPF capture off and on beside tcpdump -w, eBPF time, lossless rate, parser replay, a window read back beside tshark"
 	"under:S3 under-store persist beside raw curl PUT, COMMIT latency, evicted vs local query"
 	"read:read side beside SQLite and zstd -3"
 )

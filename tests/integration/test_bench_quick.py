@@ -49,7 +49,7 @@ NEEDED = ("tracevaultd", "tracevault", "bench/bench_ingest", "bench/ceiling_tcp"
 N = r"[0-9]+(?:\.[0-9]+)?"  # a figure
 PROGRESS_RE = re.compile(r"^bench step ([0-9]+)/([0-9]+): (.+) \(elapsed ([0-9]+) s\)$", re.M)
 DONE_RE = re.compile(r"^bench done: ([0-9]+) steps in ([0-9]+) s \(quick\)$", re.M)
-CAPTURE_SKIP_RE = r"^capture bench \(i\), \(i-b\), \(ii\): SKIP: \S.*$"
+CAPTURE_SKIP_RE = r"^capture bench \(i\), \(i-b\), \(ii\), \(iv\): SKIP: \S.*$"
 UNDER_SKIP_RE = r"^under-store bench: skipped: \S.*$"
 CAPTURE_MODES = ("tracepoint", "tp-port", "tp-port-server", "sockfilter")
 
@@ -66,14 +66,62 @@ def ingest_figures():
             r"^cross-check: disk ceiling / fio .*: (?:median %sx|SKIP: .*)" % N]
 
 
+def peer_missing(name):
+    """Why the capture step may print a peer's SKIP line instead of its figure (None: the peer
+    is installed and its figure must be there)."""
+    found = shutil.which(name) or any(os.access(d + name, os.X_OK)
+                                      for d in ("/usr/sbin/", "/usr/bin/"))
+    return None if found else "%s is not installed" % name
+
+
+def peer_or_skip(name, figure, skip_prefix):
+    """The figure's pattern when the peer is installed, else its SKIP line's."""
+    if peer_missing(name):
+        return r"^%sSKIP: %s is not installed" % (skip_prefix, name)
+    return figure
+
+
 def capture_figures():
-    return ([r"^\(iii\) parser replay .*: %s exchanges/s \(%s events/s" % (N, N)] +
+    spread = r"median %s \(min %s, max %s\)" % (N, N, N)
+    tcpdump = peer_missing("tcpdump")
+    return ([r"^\(iii\) parser replay .*, [0-9]+ runs of [0-9]+ s: %s exchanges/s "
+             r"\(%s events/s" % (spread, N)] +
             [r"^capture on \(%s\) / off throughput: %sx median" % (m, N) for m in CAPTURE_MODES] +
-            [r"^\(i-b\) eBPF program time per request .*: %s us CPU per request" % N,
+            [r"^req/s \(%s\) \([0-9]+ runs\): %s$" % (m, spread)
+             for m in ("off",) + CAPTURE_MODES] +
+            [peer_or_skip("tcpdump", r"^req/s \(tcpdump-w\) \([0-9]+ runs\): %s$" % spread,
+                          r"peer tcpdump -w: "),
+             peer_or_skip("tcpdump", r"^peer tcpdump -w / off throughput: %sx median of rounds"
+                          % N, r"peer tcpdump -w: "),
+             peer_or_skip("tcpdump", r"^tcpdump -w packets dropped by kernel \([0-9]+ runs of "
+                          r"[0-9]+ s\): %s" % spread, r"peer tcpdump -w: "),
+             # zstd is a dependency of the read step too: here it must be installed
+             peer_or_skip("tcpdump", r"^bytes per exchange, tcpdump -w pcap \([0-9]+ runs\): "
+                          r"raw %s B, zstd -3 %s B$" % (spread, spread),
+                          r"bytes per exchange, tcpdump -w pcap: "),
+             r"^bytes per exchange, tracevault blocks \+ catalog \([0-9]+ runs\): %s$"
+             % ", ".join(r"%s %s B" % (m, spread) for m in CAPTURE_MODES),
+             r"^bytes per record, tracevault blocks \+ catalog \([0-9]+ runs\): %s$"
+             % ", ".join(r"%s %s B" % (m, spread) for m in CAPTURE_MODES),
+             r"^\(i-b\) eBPF program time per request .*: %s us CPU per request" % N,
              r"^  --ring-bytes \S+\s+%s ns per request \(%s program runs\)" % (N, N),
+             r"^eBPF time per request, --ring-bytes 16M \([0-9]+ runs\): %s ns$" % spread,
              r"^  -t[0-9]+ -c[0-9]+\s+%s req/s\s+wrk\s+[0-9]+\s+nginx\s+[0-9]+\s+records\s+"
              r"[0-9]+\s+lost\s+[0-9]+" % N,
-             r"^highest rate captured with lost 0: (%s req/s|none)" % N])
+             r"^highest rate captured with lost 0: (%s req/s|none)" % N,
+             r"^tracevault query time to first record \([0-9]+ runs\): %s ms; to last: %s ms; "
+             r"[1-9][0-9]* records in the window$" % (spread, spread)] +
+            ([r"^tshark time to first record: SKIP: tcpdump is not installed"] if tcpdump else
+             [peer_or_skip("tshark", r"^tshark time to first record \([0-9]+ runs\): %s ms; "
+                           r"to last: %s ms; [1-9][0-9]* HTTP requests in the window$"
+                           % (spread, spread), r"tshark time to first record: "),
+              peer_or_skip("tshark", r"^tshark / tracevault query, same repeat \([0-9]+ "
+                           r"runs\): first record %sx, last record %sx$" % (spread, spread),
+                           r"tshark time to first record: "),
+              peer_or_skip("tshark", r"^check: records in the window, tracevault [0-9]+ vs "
+                           r"tshark [0-9]+ \(tcpdump dropped [0-9]+ packets\): differ by "
+                           r"[0-9]+ \(%s%%\): (comparable|NOT comparable)" % N,
+                           r"tshark time to first record: ")]))
 
 
 def under_figures():
@@ -119,8 +167,21 @@ JSON_FIGURES = {
              "read_1_min_window_p50_p99_ms_peer_0", "read_whole_day_all_records_s_tracevault",
              "read_summary_by_path_1_hour_ms_tracevault"],
 }
-CAPTURE_RUN_FIGURES = ["capture_on_off_" + m.replace("-", "_") for m in CAPTURE_MODES] + [
-    "nginx_req_per_s_capture_off", "lossless_req_per_s"]
+CAPTURE_RUN_FIGURES = (
+    ["capture_on_off_" + m.replace("-", "_") for m in CAPTURE_MODES] +
+    ["nginx_req_per_s_" + m.replace("-", "_") for m in ("capture-off",) + CAPTURE_MODES] +
+    ["bytes_per_exchange_tracevault_" + m.replace("-", "_") for m in CAPTURE_MODES] +
+    ["lossless_req_per_s", "ebpf_ns_per_request_ring_16m", "window_tracevault_first_record_ms",
+     "window_tracevault_last_record_ms", "window_tracevault_records"])
+# the peers' figures, there when the peer is installed (else a SKIP line: not in the JSON)
+CAPTURE_PEER_FIGURES = {
+    "tcpdump": ["nginx_req_per_s_tcpdump_w", "peer_tcpdump_w_on_off",
+                "tcpdump_w_dropped_packets", "bytes_per_exchange_pcap_raw",
+                "bytes_per_exchange_pcap_zstd3"],
+    "tshark": ["window_tshark_first_record_ms", "window_tshark_last_record_ms",
+               "window_tshark_records", "window_tshark_over_tracevault_first",
+               "window_tshark_over_tracevault_last"],
+}
 TABLE_HEAD_RE = re.compile(r"^\| step \| figure \| median \| min \| max \| n \| unit \|$", re.M)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -158,6 +219,9 @@ def check_results(results_dir, out):
         need = list(want)
         if step == "capture" and not steps[step]["skipped"]:
             need += CAPTURE_RUN_FIGURES
+            # tshark reads tcpdump's pcap: without tcpdump, no tshark figures either
+            need += [f for peer, names in CAPTURE_PEER_FIGURES.items()
+                     if not peer_missing(peer) and not peer_missing("tcpdump") for f in names]
         if steps[step]["skipped"] and step != "capture":
             need = []
         missing = [n for n in need if n not in have]
