@@ -62,9 +62,11 @@ HZ = os.sysconf("SC_CLK_TCK")
 
 
 def tool(name):
-    """The path of a peer's command, or None when it is not installed."""
-    return shutil.which(name) or next((p for p in ("/usr/sbin/" + name, "/usr/bin/" + name)
-                                       if os.access(p, os.X_OK)), None)
+    """The path of a command on PATH (nginx: also /usr/sbin, where Debian puts it), or None
+    when it is not installed. PATH only, so that a run with a PATH without a peer shows the
+    peer's SKIP lines (tests/integration/test_bench_quick.py finds peers the same way)."""
+    return shutil.which(name) or (shutil.which(name, path="/usr/sbin") if name == "nginx"
+                                  else None)
 
 
 TCPDUMP, TSHARK, ZSTD = tool("tcpdump"), tool("tshark"), tool("zstd")
@@ -474,10 +476,11 @@ def read_back(ng, tmp):
     exchange, to its own tracevaultd) and by tcpdump -w; the window inside it read back ROUNDS
     times, tshark -r on the pcap and tracevault query interleaved (their order alternated)."""
     print("(iv) one window read back: wrk -t1 -c%d -d%ds captured at once by tracevault "
-          "capture --pid (its own tracevaultd) and tcpdump -w; the window = that traffic without "
-          "its first and last %d ms, read %d times by tshark -r PCAP -l -Y 'http.request && "
+          "capture --pid (its own tracevaultd) and %s; the window = that traffic without its "
+          "first and last %d ms, read %d times by tshark -r PCAP -l -Y 'http.request && "
           "frame.time_epoch in the window' and by tracevault query --from --to, interleaved"
-          % (WINDOW_CONNS, WINDOW_TRAFFIC_S, WINDOW_MARGIN_MS, ROUNDS))
+          % (WINDOW_CONNS, WINDOW_TRAFFIC_S, "tcpdump -w" if TCPDUMP else "no tcpdump",
+             WINDOW_MARGIN_MS, ROUNDS))
     pcap = os.path.join(tmp, "window.pcap")
     with tvtest.Server(data_dir=tempfile.mkdtemp(prefix="tv-bench-data-", dir=tmp)) as srv:
         td = Tcpdump(ng.port, pcap).start() if TCPDUMP else None

@@ -164,7 +164,7 @@ def parse_capture(text):
                         value=float(m.group(1)) if m.group(1) else 0.0))
     # (iv): one window read back, tshark from tcpdump's pcap beside tracevault query
     for who, key in (("tshark", "tshark"), ("tracevault query", "tracevault")):
-        m = re.search(r"^%s time to first record (?:\(([0-9]+) runs\): %s ms; to last: %s ms; "
+        m = re.search(r"^%s time to first record(?: \(([0-9]+) runs\): %s ms; to last: %s ms; "
                       r"([0-9]+) .* in the window|: SKIP: (.*))$"
                       % (who, CAP_SPREAD, CAP_SPREAD), text, re.M)
         if not m:
