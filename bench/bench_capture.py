@@ -39,8 +39,9 @@ def env_int(name, default):
     return int(v)
 
 
-DURATION_S = env_int("TV_BENCH_CAPTURE_S", 1 if QUICK else 4)  # each wrk run of (i), (i-b)
-RAMP_S = env_int("TV_BENCH_RAMP_S", 1 if QUICK else 3)
+DURATION_S = env_int("TV_BENCH_CAPTURE_S", 1 if QUICK else 4)  # each wrk run of (i)
+COST_S = env_int("TV_BENCH_COST_S", 1 if QUICK else 3)  # each wrk run of (i-b)
+RAMP_S = env_int("TV_BENCH_RAMP_S", 1 if QUICK else 2)
 # rounds of (i) (off, the tracevault modes, tcpdump -w), and repeats of (i-b), (iii) and (iv)
 ROUNDS = env_int("TV_BENCH_CAPTURE_ROUNDS", 1 if QUICK else 5)
 RAMP = ([(1, 1), (2, 16)] if QUICK else
@@ -49,10 +50,10 @@ CAPTURE_ARGS = ["--block-age-ms", "500"]  # the default ring (16M), as a user ge
 # (i-b): eBPF cost by --ring-bytes: the default ring only (64M and 4M were within 2% of it on
 # 2026-12-02: 1338 / 1360 / 1368 ns); TV_BENCH_COST_RINGS="64M 16M 4M" measures them again
 COST_RINGS = os.environ.get("TV_BENCH_COST_RINGS", "16M").split()
-PARSER_S = 1 if QUICK else 2  # (iii): seconds of each replay
+PARSER_S = 1  # (iii): seconds of each replay (millions of exchanges: enough for a rate)
 # (iv): the traffic read back: wrk -t1 -c1 for WINDOW_TRAFFIC_S, the window queried is that
 # traffic without WINDOW_MARGIN_MS at each end (bench/README.md says why not a whole minute)
-WINDOW_TRAFFIC_S = env_int("TV_BENCH_WINDOW_S", 1 if QUICK else 5)
+WINDOW_TRAFFIC_S = env_int("TV_BENCH_WINDOW_S", 1 if QUICK else 4)
 WINDOW_MARGIN_MS = 250 if QUICK else 1000
 WINDOW_CONNS = 1
 READ_TIMEOUT_S = 120  # one tshark or query run; bounded so a hung peer fails the step
@@ -361,11 +362,11 @@ def ebpf_cost(srv, ng):
     all (the slow syscall path, ~4-6% of nginx's CPU by perf) is not in it. ROUNDS repeats,
     the ring sizes interleaved in each."""
     stats_path = "/proc/sys/kernel/bpf_stats_enabled"
-    done, _, _, cpu = wrk_cpu(ng, 2, 50, DURATION_S)
+    done, _, _, cpu = wrk_cpu(ng, 2, 50, COST_S)
     off_us = cpu[0] * 1e6 / max(done, 1)
     print("(i-b) eBPF program time per request (kernel.bpf_stats_enabled), %d repeats of wrk "
           "-t2 -c50 -d%ds per ring size, nginx without capture: %.1f us CPU per request"
-          % (ROUNDS, DURATION_S, off_us))
+          % (ROUNDS, COST_S, off_us))
     ns_of = {ring: [] for ring in COST_RINGS}
     for _ in range(ROUNDS):
         for ring in COST_RINGS:
@@ -377,7 +378,7 @@ def ebpf_cost(srv, ng):
                     f.write("1")
                 try:
                     p0 = {i: v for i, v in bpf_programs().items() if i not in others}
-                    done, rps, bad, _ = wrk_cpu(ng, 2, 50, DURATION_S)
+                    done, rps, bad, _ = wrk_cpu(ng, 2, 50, COST_S)
                     p1 = {i: v for i, v in bpf_programs().items() if i in p0}
                 finally:
                     with open(stats_path, "w") as f:
@@ -559,7 +560,14 @@ def read_back(ng, tmp):
 
 def main():
     reason = tvtest.bpf_unavailable_reason()
-    parser()
+    took = []  # (part, seconds): where the step's time goes, printed last
+
+    def timed(part, fn, *args):
+        t0 = time.monotonic()
+        fn(*args)
+        took.append((part, time.monotonic() - t0))
+
+    timed("(iii)", parser)
     if reason:
         print("capture bench (i), (i-b), (ii), (iv): SKIP: " + reason)
         return
@@ -575,12 +583,14 @@ def main():
         with tvtest.Server() as srv, tvtest.Nginx({"index.html": BODY}) as ng:
             ng.url = "http://127.0.0.1:%d/index.html" % ng.port
             tvtest.wrk(ng.url, 2, 50, 1)  # warm-up, not reported
-            throughput(ng, tmp)
-            ebpf_cost(srv, ng)
-            ramp(srv, ng)
-            read_back(ng, tmp)
+            timed("(i)", throughput, ng, tmp)
+            timed("(i-b)", ebpf_cost, srv, ng)
+            timed("(ii)", ramp, srv, ng)
+            timed("(iv)", read_back, ng, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    print("capture bench parts, wall seconds: %s"
+          % ", ".join("%s %.0f" % (part, s) for part, s in took))
 
 
 if __name__ == "__main__":
