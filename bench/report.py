@@ -436,7 +436,8 @@ def plot_capture(res, figs, path):
                 "%.2f" % r["value"] if r else "1.00", label.replace("\\n", " ")))
     xtics = ", ".join("\"%s\" %d" % (label, x) for x, (_, label, _, _, _) in enumerate(bars))
     n = bars[0][3].get("n", 1)
-    ok = gnuplot("""set title 'nginx req/s by capture mode, wrk -t2 -c50, median of %d rounds (%s)'
+    ok = gnuplot("""set title "nginx req/s by capture mode, wrk -t2 -c50, median of %d rounds (%s)\\n\
+labels: median req/s, median of each round's on / off"
 set ylabel 'nginx req/s (bars: min-max of the rounds)'
 set yrange [0:*]
 set offsets 0, 0, graph 0.12, 0
