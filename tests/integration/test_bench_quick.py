@@ -6,7 +6,8 @@ figures: each step's summary lines, with numbers in them. Never a speed: the fig
 reported, not judged. A step may print a SKIP line instead only when this machine lacks what
 it needs (eBPF privileges, wrk or nginx for the capture step; the Ceph packages for the
 under-store step); the test then reports SKIP (77) once the rest has passed. A SKIP that this
-machine does not explain fails the test.
+machine does not explain fails the test. The capture step's peers (tcpdump -w, tshark) are
+checked so too: their figures when they are on PATH, else their SKIP lines.
 
 The checks themselves are checked: the real output with one step's figures cut out, or one
 progress line cut out, must fail them; and a run whose step dies (a bench_ingest that exits 1)
@@ -351,6 +352,10 @@ def check(out):
         missing = [f for f in figures if not re.search(f, text, re.M)]
         if missing:
             problems.append("step %d (%s) printed no figures matching %s" % (k, name, missing))
+        elif name == "capture":  # its peers' SKIP lines passed (capture_figures): say so
+            skips += ["step %d (capture): the peer %s printed SKIP, as this machine lacks it "
+                      "(%s)" % (k, peer, peer_missing(peer))
+                      for peer in ("tcpdump", "tshark") if peer_missing(peer)]
     for name in sorted({c[0] for c in STEP_CHECKS} - seen):
         problems.append("step '%s' was not run" % name)
     return problems, skips
