@@ -18,6 +18,8 @@
 #define TV_METHOD_DELETE "/tracevault.v1.TraceStore/Delete"
 #define TV_METHOD_STATS "/tracevault.v1.TraceStore/Stats"
 #define TV_METHOD_SUMMARY "/tracevault.v1.TraceStore/Summary"
+/* The OTLP trace service tracevaultd also serves on its port (PROTOCOL.md "OTLP ingest") */
+#define TV_METHOD_OTLP_EXPORT "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 /* Limit on one gRPC message, both directions: both binaries take it as --max-message-bytes
  * and check it against tv_wire_message_bytes_limit, so client and server accept the same
