@@ -46,6 +46,8 @@ extern const struct tv_limit tv_wire_message_bytes_limit;
  * announced on the first message of a Query that set one. 4 is taken by Summary. */
 #define TV_QUERY_FEATURE_FILTER 1u
 #define TV_QUERY_FEATURE_REVERSE 2u
+/* the filter's kind and services (span records), fields 15 and 16 of QueryFilter */
+#define TV_QUERY_FEATURE_SPANS 8u
 
 /* SummaryRequest (PROTOCOL.md "Summary"): max_groups when 0, and its bound; quantiles per
  * request. Past a bound the server answers INVALID_ARGUMENT naming the field; the CLI refuses

@@ -708,7 +708,9 @@ static void query_begin(struct call *c)
 		.reverse = req->reverse,
 		/* an older server ignores fields 4 and 5: the client needs to hear we did not */
 		.features = (req->filter ? TV_QUERY_FEATURE_FILTER : 0) |
-			    (req->reverse ? TV_QUERY_FEATURE_REVERSE : 0),
+			    (req->reverse ? TV_QUERY_FEATURE_REVERSE : 0) |
+			    (req->filter && (req->filter->kind || req->filter->n_services) ?
+				     TV_QUERY_FEATURE_SPANS : 0),
 	};
 	ret = tv_query_new(&c->query, c->srv->catalog, c->srv->store, &c->srv->query_pool,
 			   &params, filter, err, sizeof(err));

@@ -4,6 +4,7 @@ not from our own subset. Spans sent are read back through Query (TraceRecord.spa
 success counts the refused spans, malformed and oversized requests are refused whole, a server
 over its pending-bytes bound answers RESOURCE_EXHAUSTED with a google.rpc.RetryInfo, an
 answered Export survives kill -9, and the span counters show on /metrics."""
+import base64
 import os
 import random
 import signal
@@ -167,6 +168,98 @@ def test_limits_cut_and_count_attributes(srv_small_limits, otlp_small):
     assert r.span.attributes[0].string_value == "é" * 8, r  # 16 bytes: 8 two-byte chars
     assert r.span.name == "n" * 16, r
     assert r.span.dropped_attributes_count == 9, r
+
+
+def cli_query(srv, *args):
+    p = tvtest.run(["query", "--server", srv.addr, "--from", "0"] + list(args), check=True)
+    return p.stdout
+
+
+def test_query_kind_and_service_filters(srv, otlp):
+    """--kind span|exchange and --service NAME, evaluated by the server, beside exchanges."""
+    import json
+    rng = random.Random(9)
+    tid = rng.randbytes(16)
+    a = [otlp.span(tid, rng.randbytes(8), start=T0 + i) for i in range(3)]
+    b = [otlp.span(tid, rng.randbytes(8), start=T0 + 10 + i) for i in range(2)]
+    otlp.export(otlp.request({"filt-a": a, "filt-b": b}))
+    ex = [tvtest.trace_record(T0 + 5, pid=7, path="/x", trace_id=tid.hex(),
+                              span_id=a[0].span_id.hex())]
+    tvtest.GrpcClient(srv.addr).write_segment(random.getrandbits(63) + 1,
+                                              [(random.getrandbits(63) + 1, ex)])
+    def lines(*args):
+        return [json.loads(x) for x in cli_query(srv, "--trace-id", tid.hex(),
+                                                 *args).splitlines()]
+    every = lines()
+    assert len(every) == 6, every
+    spans = lines("--kind", "span")
+    assert sorted(x["span_id"] for x in spans) == sorted(s.span_id.hex() for s in a + b)
+    assert all("span" in x for x in spans), spans
+    exch = lines("--kind", "exchange")
+    assert len(exch) == 1 and "span" not in exch[0] and exch[0]["path"] == "/x", exch
+    assert len(lines("--kind", "span,exchange")) == 6
+    sa = lines("--service", "filt-a")
+    assert sorted(x["span_id"] for x in sa) == sorted(s.span_id.hex() for s in a), sa
+    assert all(x["span"]["service"] == "filt-a" for x in sa), sa
+    assert len(lines("--service", "filt-a,filt-b")) == 5
+    assert lines("--service", "nope") == []
+    assert lines("--kind", "exchange", "--service", "filt-a") == []
+    p = tvtest.run(["query", "--server", srv.addr, "--from", "0", "--kind", "spans"])
+    assert p.returncode == 2 and "--kind" in p.stderr, p
+
+
+def test_otlp_json_round_trip(srv, otlp, mods):
+    """query --format otlp-json of span records parses strictly into the published
+    ExportTraceServiceRequest and gives back each span as sent, less what is not stored
+    (events and links, counted; attributes without a scalar value, counted)."""
+    from google.protobuf import json_format
+    svc_pb = mods[0]
+    rng = random.Random(10)
+    tid = rng.randbytes(16)
+    root = otlp.span(tid, rng.randbytes(8), name="root é", kind=2, trace_state="a=1",
+                     flags=0x301, attrs={"s": "v\u00e9\n\"q", "i": -(2**63), "b": False,
+                                         "d": 1.5e-300, "arr": ["x"]})
+    root.status.code = 1
+    root.status.message = "fine"
+    root.events.add(name="e", time_unix_nano=T0)
+    child = otlp.span(tid, rng.randbytes(8), parent=root.span_id, name="child", kind=3,
+                      start=T0 + 7, dur=3, dropped_links_count=2)
+    other = otlp.span(tid, rng.randbytes(8), name="other", start=T0 + 9)
+    otlp.export(otlp.request({"rt-a": [root, child], "rt-b": [other]}))
+    got = {}
+    out = cli_query(srv, "--trace-id", tid.hex(), "--format", "otlp-json")
+    for line in out.splitlines():
+        req = json_format.Parse(line, svc_pb.ExportTraceServiceRequest())
+        for rs in req.resource_spans:
+            svc = [kv.value.string_value for kv in rs.resource.attributes
+                   if kv.key == "service.name"]
+            for ss in rs.scope_spans:
+                assert ss.scope.name == "test-scope" and ss.scope.version == "1.2.3", ss
+                for sp in ss.spans:
+                    # OTLP JSON carries ids as hex (the OTLP spec), which protobuf's own JSON
+                    # parser reads as base64: turn them back into the bytes
+                    for f in ("trace_id", "span_id", "parent_span_id"):
+                        raw = base64.b64encode(getattr(sp, f)).decode()
+                        setattr(sp, f, bytes.fromhex(raw))
+                    got[sp.span_id] = (svc, sp)
+    assert len(got) == 3, got.keys()
+    for want, svc in ((root, "rt-a"), (child, "rt-a"), (other, "rt-b")):
+        exp = type(want)()
+        exp.CopyFrom(want)
+        dropped_attrs = sum(1 for kv in exp.attributes if kv.value.WhichOneof("value")
+                            not in ("string_value", "bool_value", "int_value", "double_value"))
+        kept = [kv for kv in exp.attributes if kv.value.WhichOneof("value")
+                in ("string_value", "bool_value", "int_value", "double_value")]
+        del exp.attributes[:]
+        exp.attributes.extend(kept)
+        exp.dropped_attributes_count += dropped_attrs
+        exp.dropped_events_count += len(exp.events)
+        exp.dropped_links_count += len(exp.links)
+        del exp.events[:]
+        del exp.links[:]
+        g_svc, g = got[want.span_id]
+        assert g_svc == [svc], g_svc
+        assert g == exp, "got:\n%s\nwant:\n%s" % (g, exp)
 
 
 def test_malformed_is_invalid_argument(srv, otlp):
