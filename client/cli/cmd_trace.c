@@ -77,6 +77,9 @@ struct item {
 	char *role, *method, *host, *path, *comm; /* exchange */
 	uint32_t status, pid, flags;
 	bool printed;
+	/* the tree: the span this item hangs under (SIZE_MAX: none in the archive), and its own
+	 * items (child spans and exchanges) as a list in time order */
+	size_t owner, first, last, next;
 };
 
 struct trace {
@@ -185,13 +188,7 @@ static void print_exchange(const struct item *x, unsigned depth)
 	       x->flags ? " [flagged]" : "");
 }
 
-/* Does s's id equal id? (empty ids never match) */
-static bool id_is(const char *id, const char *s)
-{
-	return id && id[0] && s && strcmp(id, s) == 0;
-}
-
-/* Span sp at depth, then its children and exchanges in time order (items are sorted by ts). */
+/* Span sp at depth, then its items (children and exchanges) in time order. */
 static void print_span(struct trace *t, struct item *sp, unsigned depth)
 {
 	sp->printed = true;
@@ -202,15 +199,15 @@ static void print_span(struct trace *t, struct item *sp, unsigned depth)
 	print_ms(sp->latency_ns);
 	printf(" span %s%s\n", sp->span_id, sp->status_code == 2 ? " ERROR" : "");
 	if (depth >= TV_TRACE_MAX_DEPTH)
-		return; /* its children start trees of their own below */
-	for (size_t i = 0; i < t->n; i++) {
+		return; /* its children start trees of their own (print_trace's second pass) */
+	for (size_t i = sp->first; i != SIZE_MAX; i = t->items[i].next) {
 		struct item *c = &t->items[i];
 
 		if (c->printed)
 			continue;
-		if (c->span && id_is(sp->span_id, c->parent))
+		if (c->span) {
 			print_span(t, c, depth + 1);
-		else if (!c->span && id_is(sp->span_id, c->span_id)) {
+		} else {
 			c->printed = true;
 			print_exchange(c, depth + 1);
 		}
@@ -224,21 +221,73 @@ static int by_ts(const void *a, const void *b)
 	return x->ts_ns < y->ts_ns ? -1 : x->ts_ns > y->ts_ns;
 }
 
-/* The span whose id is id, or NULL. */
-static const struct item *span_of(const struct trace *t, const char *id)
+/* The spans' indexes sorted by span id, for span_of. */
+static const struct trace *sort_ctx;
+
+static int by_span_id(const void *a, const void *b)
 {
-	for (size_t i = 0; id && id[0] && i < t->n; i++)
-		if (t->items[i].span && strcmp(t->items[i].span_id, id) == 0)
-			return &t->items[i];
-	return NULL;
+	return strcmp(sort_ctx->items[*(const size_t *)a].span_id,
+		      sort_ctx->items[*(const size_t *)b].span_id);
 }
 
-static void print_trace(struct trace *t, const char *id)
+/* The index of the span whose id is id (in the sorted index idx of n spans), or SIZE_MAX. */
+static size_t span_of(const struct trace *t, const size_t *idx, size_t n, const char *id)
+{
+	size_t lo = 0, hi = n;
+
+	while (id && id[0] && lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(t->items[idx[mid]].span_id, id);
+
+		if (c == 0)
+			return idx[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return SIZE_MAX;
+}
+
+/* Link every item under its owner, in time order: O(n log n) for a trace of n records. */
+static int link_tree(struct trace *t)
+{
+	size_t *idx = malloc((t->n ? t->n : 1) * sizeof(*idx)), n = 0;
+
+	if (!idx)
+		return -ENOMEM;
+	for (size_t i = 0; i < t->n; i++) {
+		t->items[i].first = t->items[i].last = t->items[i].next = SIZE_MAX;
+		if (t->items[i].span)
+			idx[n++] = i;
+	}
+	sort_ctx = t;
+	qsort(idx, n, sizeof(*idx), by_span_id);
+	for (size_t i = 0; i < t->n; i++) { /* items are in time order: lists come out so */
+		struct item *it = &t->items[i];
+		size_t o = span_of(t, idx, n, it->span ? it->parent : it->span_id);
+
+		it->owner = o == i ? SIZE_MAX : o; /* a span naming itself as parent: a root */
+		if (it->owner == SIZE_MAX)
+			continue;
+		if (t->items[o].last == SIZE_MAX)
+			t->items[o].first = i;
+		else
+			t->items[t->items[o].last].next = i;
+		t->items[o].last = i;
+	}
+	free(idx);
+	return 0;
+}
+
+static int print_trace(struct trace *t, const char *id)
 {
 	size_t spans = 0, orphans = 0;
 	uint64_t first = UINT64_MAX, last = 0;
 
 	qsort(t->items, t->n, sizeof(*t->items), by_ts);
+	if (link_tree(t))
+		return -ENOMEM;
 	for (size_t i = 0; i < t->n; i++) {
 		spans += t->items[i].span;
 		first = t->items[i].ts_ns < first ? t->items[i].ts_ns : first;
@@ -253,7 +302,7 @@ static void print_trace(struct trace *t, const char *id)
 		for (size_t i = 0; i < t->n; i++) {
 			struct item *s = &t->items[i];
 
-			if (s->span && !s->printed && (pass || !span_of(t, s->parent)))
+			if (s->span && !s->printed && (pass || s->owner == SIZE_MAX))
 				print_span(t, s, 0);
 		}
 	for (size_t i = 0; i < t->n; i++)
@@ -263,6 +312,7 @@ static void print_trace(struct trace *t, const char *id)
 	for (size_t i = 0; i < t->n; i++)
 		if (!t->items[i].printed)
 			print_exchange(&t->items[i], 0);
+	return 0;
 }
 
 int tv_cmd_trace(int argc, char **argv)
@@ -324,8 +374,10 @@ int tv_cmd_trace(int argc, char **argv)
 	if (t.truncated)
 		fprintf(stderr, "tracevault: warning: trace %s has more than %d records: the tree "
 			"shows the first %d\n", id, TV_TRACE_MAX_RECORDS, TV_TRACE_MAX_RECORDS);
-	print_trace(&t, id);
+	ret = print_trace(&t, id);
 	free_trace(&t);
+	if (ret)
+		return tv_cli_runtime_error("trace: out of memory building the tree");
 	return fflush(stdout) ? tv_cli_runtime_error("write stdout: %s", strerror(errno)) :
 				EXIT_SUCCESS;
 }
