@@ -311,6 +311,38 @@ void tv_record_table_header(struct tv_out_buf *b)
 		tv_out_mem(b, line, (size_t)n);
 }
 
+/* A span record's row after the time: ROLE "span", METHOD its kind, HOST its service, PATH
+ * its name, STATUS its OTLP status code, the latency; no pid, comm or remote. false when the
+ * span does not parse (cannot happen: the record did). */
+static bool span_table_row(struct tv_out_buf *b, const struct tv_record_wire *r)
+{
+	/* within COL_METHOD (7) */
+	static const char *const kinds[] = { "-", "intern", "server", "client", "prod", "cons" };
+	struct tv_span_wire sw;
+	const char *kind;
+	char nums[NUM_TEXT_LEN];
+	int n;
+
+	if (tv_span_wire_parse((const uint8_t *)r->str[TV_REC_SPAN].p, r->str[TV_REC_SPAN].len,
+			       &sw))
+		return false;
+	kind = sw.num[TV_SPAN_KIND] < 6 ? kinds[sw.num[TV_SPAN_KIND]] : "?";
+	table_col(b, "span", 4, COL_ROLE, false);
+	table_col(b, kind, strlen(kind), COL_METHOD, false);
+	table_col(b, sw.str[TV_SPAN_SERVICE].p, sw.str[TV_SPAN_SERVICE].len, COL_HOST, false);
+	table_col(b, sw.str[TV_SPAN_NAME].p, sw.str[TV_SPAN_NAME].len, COL_PATH, false);
+	table_col(b, "", 0, COL_HTTP, false);
+	n = snprintf(nums, sizeof(nums), "%*" PRIu32 " %*.3f %*s ", COL_STATUS,
+		     (uint32_t)sw.num[TV_SPAN_STATUS_CODE], COL_LATENCY,
+		     (double)r->num[TV_REC_LATENCY_NS] / 1e6, COL_PID, "");
+	if (n > 0 && (size_t)n < sizeof(nums))
+		tv_out_mem(b, nums, (size_t)n);
+	table_col(b, "", 0, COL_COMM, false);
+	table_col(b, "", 0, 0, true);
+	tv_out_char(b, '\n');
+	return true;
+}
+
 void tv_record_table_row(struct tv_out_buf *b, const struct tv_record_wire *r)
 {
 	char when[TV_RFC3339_MS_LEN], nums[NUM_TEXT_LEN];
@@ -318,6 +350,8 @@ void tv_record_table_row(struct tv_out_buf *b, const struct tv_record_wire *r)
 
 	tv_format_rfc3339(r->num[TV_REC_TS_NS], when, sizeof(when));
 	table_col(b, when, strlen(when), COL_TIME, false);
+	if (r->str[TV_REC_SPAN].p && span_table_row(b, r))
+		return;
 	table_str(b, r, TV_REC_ROLE, COL_ROLE, false);
 	table_str(b, r, TV_REC_METHOD, COL_METHOD, false);
 	table_str(b, r, TV_REC_HOST, COL_HOST, false);

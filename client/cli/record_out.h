@@ -40,7 +40,9 @@ void tv_out_json_double(struct tv_out_buf *b, double d);
 
 /* Table: a header line, then one aligned row per record (UTC time with ms, role, method,
  * host, path, HTTP version, status, latency ms, pid, comm, remote). Non-printable bytes in
- * captured strings are shown as '?' so a hostile path cannot drive the terminal. */
+ * captured strings are shown as '?' so a hostile path cannot drive the terminal. A span record
+ * shows role "span", its kind, service and name in the method, host and path columns and its
+ * OTLP status code as the status. */
 void tv_record_table_header(struct tv_out_buf *b);
 void tv_record_table_row(struct tv_out_buf *b, const struct tv_record_wire *r);
 

@@ -204,6 +204,12 @@ def test_query_kind_and_service_filters(srv, otlp):
     assert len(lines("--service", "filt-a,filt-b")) == 5
     assert lines("--service", "nope") == []
     assert lines("--kind", "exchange", "--service", "filt-a") == []
+    table = cli_query(srv, "--trace-id", tid.hex(), "--format", "table").splitlines()
+    rows = [r.split() for r in table[1:]]
+    assert len(rows) == 6, table
+    spans_rows = [r for r in rows if r[1] == "span"]
+    assert len(spans_rows) == 5, table
+    assert all(r[2] == "-" and r[3] in ("filt-a", "filt-b") and r[4] == "op" for r in spans_rows), table
     p = tvtest.run(["query", "--server", srv.addr, "--from", "0", "--kind", "spans"])
     assert p.returncode == 2 and "--kind" in p.stderr, p
 
