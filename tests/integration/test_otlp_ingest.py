@@ -385,6 +385,24 @@ def test_answered_export_survives_kill9(mods):
         assert set(sent) <= set(got), len(set(sent) - set(got))
 
 
+def test_retention_removes_old_spans(mods):
+    """Spans fall under the same retention as exchanges: with --retain-time 1h, an Export of
+    spans that ended in 2023 is answered (durable), then removed at its commit, while spans of
+    now stay."""
+    import time
+    with tvtest.Server(extra_args=["--retain-time", "1h"]) as srv:
+        otlp = Otlp(srv.addr, mods)
+        rng = random.Random(11)
+        old = [otlp.span(*ids(rng)) for _ in range(5)]  # T0: 2023
+        new = [otlp.span(*ids(rng), start=time.time_ns()) for _ in range(5)]
+        otlp.export(otlp.request({"svc": old}))
+        otlp.export(otlp.request({"svc": new}))
+        tvtest.wait_for(lambda: not set(s.span_id.hex() for s in old) & set(spans_of(srv)),
+                        "retention to remove the old spans", timeout_s=20)
+        assert set(s.span_id.hex() for s in new) <= set(spans_of(srv))
+        assert "retention" in srv.log(), srv.log()[-2000:]
+
+
 def test_metrics_count_spans(mods):
     with tvtest.Server(extra_args=["--metrics-addr", "127.0.0.1:0"]) as srv:
         otlp = Otlp(srv.addr, mods)
