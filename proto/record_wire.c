@@ -9,7 +9,7 @@ _Static_assert(TV_REC_MAX_FIELD < 32, "tv_record_wire.set holds a bit per field 
 
 /* What protobuf-c makes of each TraceRecord field number: the wire type it requires and where
  * the value goes. Numbers past TV_REC_MAX_FIELD (and 0) are unknown fields: any wire type. */
-enum kind { K_UNKNOWN, K_U64, K_U32, K_STRING, K_BYTES, K_HEADER };
+enum kind { K_UNKNOWN, K_U64, K_U32, K_STRING, K_BYTES, K_HEADER, K_SPAN };
 
 static const uint8_t kinds[TV_REC_MAX_FIELD + 1] = {
 	[TV_REC_TS_NS] = K_U64,		   [TV_REC_END_NS] = K_U64,
@@ -25,6 +25,19 @@ static const uint8_t kinds[TV_REC_MAX_FIELD + 1] = {
 	[TV_REC_REQ_BODY] = K_BYTES,	   [TV_REC_RESP_BODY] = K_BYTES,
 	[TV_REC_REQ_CONTENT_TYPE] = K_STRING, [TV_REC_RESP_CONTENT_TYPE] = K_STRING,
 	[TV_REC_REQ_CONTENT_ENCODING] = K_STRING, [TV_REC_RESP_CONTENT_ENCODING] = K_STRING,
+	[TV_REC_SPAN] = K_SPAN,
+};
+
+/* Span's fields as protobuf-c sees them: K_U32, K_STRING, or K_HEADER standing for the
+ * attribute message. */
+static const uint8_t span_kinds[TV_SPAN_MAX_FIELD + 1] = {
+	[TV_SPAN_PARENT_SPAN_ID] = K_STRING, [TV_SPAN_NAME] = K_STRING,
+	[TV_SPAN_KIND] = K_U32,		     [TV_SPAN_STATUS_CODE] = K_U32,
+	[TV_SPAN_STATUS_MESSAGE] = K_STRING, [TV_SPAN_SERVICE] = K_STRING,
+	[TV_SPAN_ATTRIBUTES] = K_HEADER,     [TV_SPAN_DROPPED_ATTRIBUTES] = K_U32,
+	[TV_SPAN_DROPPED_EVENTS] = K_U32,    [TV_SPAN_DROPPED_LINKS] = K_U32,
+	[TV_SPAN_TRACE_STATE] = K_STRING,    [TV_SPAN_FLAGS] = K_U32,
+	[TV_SPAN_SCOPE_NAME] = K_STRING,     [TV_SPAN_SCOPE_VERSION] = K_STRING,
 };
 
 /* Up to this length a byte loop finds a NUL sooner than a call to memchr. */
@@ -65,6 +78,99 @@ static int header_parse(const uint8_t *m, size_t len, struct tv_wire_str *name,
 		*(f.number == 1 ? name : value) = c_string(&f);
 	}
 	return 0;
+}
+
+/* SpanAttribute {string key = 1; oneof {string 2; bool 3; int64 4; double 5}}: 0 with the
+ * last key and the last value set, or -EBADMSG. */
+static int attr_parse(const uint8_t *m, size_t len, struct tv_span_attr *a)
+{
+	struct tv_wire_field f;
+	size_t pos = 0;
+
+	*a = (struct tv_span_attr){ .type = TV_SPAN_ATTR_NONE };
+	while (pos < len) {
+		if (tv_wire_next_field(m, len, &pos, &f))
+			return -EBADMSG;
+		switch (f.number) {
+		case 1:
+		case TV_SPAN_ATTR_STRING:
+			if (f.wire_type != 2)
+				return -EBADMSG;
+			if (f.number == 1) {
+				a->key = c_string(&f);
+			} else {
+				a->type = TV_SPAN_ATTR_STRING;
+				a->s = c_string(&f);
+			}
+			break;
+		case TV_SPAN_ATTR_BOOL:
+		case TV_SPAN_ATTR_INT:
+			if (f.wire_type != 0)
+				return -EBADMSG;
+			a->type = (int)f.number;
+			a->u = f.number == TV_SPAN_ATTR_BOOL ? f.v != 0 : f.v;
+			break;
+		case TV_SPAN_ATTR_DOUBLE:
+			if (f.wire_type != 1)
+				return -EBADMSG;
+			a->type = TV_SPAN_ATTR_DOUBLE;
+			a->u = 0;
+			for (unsigned i = 0; i < 8; i++)
+				a->u |= (uint64_t)f.p[i] << (8 * i);
+			break;
+		default:
+			break;
+		}
+	}
+	return 0;
+}
+
+int tv_span_wire_parse(const uint8_t *p, size_t len, struct tv_span_wire *s)
+{
+	struct tv_wire_field f;
+	struct tv_span_attr a;
+	size_t pos = 0;
+
+	memset(s, 0, sizeof(*s));
+	s->p = p;
+	s->len = len;
+	while (pos < len) {
+		if (tv_wire_next_field(p, len, &pos, &f))
+			return -EBADMSG;
+		switch (f.number <= TV_SPAN_MAX_FIELD ? span_kinds[f.number] : K_UNKNOWN) {
+		case K_U32:
+			if (f.wire_type != 0)
+				return -EBADMSG;
+			s->num[f.number] = (uint32_t)f.v;
+			break;
+		case K_STRING:
+			if (f.wire_type != 2)
+				return -EBADMSG;
+			s->str[f.number] = c_string(&f);
+			break;
+		case K_HEADER:
+			if (f.wire_type != 2 || attr_parse(f.p, f.len, &a))
+				return -EBADMSG;
+			s->n_attributes++;
+			break;
+		default:
+			break;
+		}
+	}
+	return 0;
+}
+
+bool tv_span_wire_attribute(const struct tv_span_wire *s, size_t *pos, struct tv_span_attr *a)
+{
+	struct tv_wire_field f;
+
+	while (*pos < s->len) {
+		if (tv_wire_next_field(s->p, s->len, pos, &f))
+			return false; /* not after a successful parse */
+		if (f.number == TV_SPAN_ATTRIBUTES)
+			return attr_parse(f.p, f.len, a) == 0;
+	}
+	return false;
 }
 
 /* The pass under tv_record_wire_parse (w set) and tv_record_wire_check (w NULL: only the
@@ -124,6 +230,17 @@ static inline __attribute__((always_inline)) int walk(const uint8_t *rec, size_t
 			if (w)
 				w->n_headers[f.number - TV_REC_REQ_HEADERS]++;
 			break;
+		case K_SPAN: {
+			struct tv_span_wire sw;
+
+			if (f.wire_type != 2 || tv_span_wire_parse(f.p, f.len, &sw))
+				return -EBADMSG;
+			if (w) {
+				w->str[f.number] = (struct tv_wire_str){ (const char *)f.p, f.len };
+				*seen |= 1u << f.number;
+			}
+			break;
+		}
 		}
 	}
 	return 0;

@@ -42,7 +42,8 @@ enum tv_rec_field {
 	TV_REC_RESP_CONTENT_TYPE = 24,
 	TV_REC_REQ_CONTENT_ENCODING = 25,
 	TV_REC_RESP_CONTENT_ENCODING = 26,
-	TV_REC_MAX_FIELD = 26,
+	TV_REC_SPAN = 27, /* a span record's Span (BLOCK.md "Record kinds"): str[] holds its bytes */
+	TV_REC_MAX_FIELD = 27,
 };
 
 /* Bytes inside a record; p may be NULL when len is 0. Not NUL-terminated. */
@@ -53,8 +54,9 @@ struct tv_wire_str {
 
 /* One TraceRecord as read by tv_record_wire_parse. Indexed by field number: num[] holds the
  * varint fields (uint32 ones cut to their low 32 bits, as protobuf-c does), str[] the string
- * fields up to their first NUL and the two bytes fields whole; an absent field is 0 / empty,
- * a repeated one its last value. Headers are read back from rec with tv_record_wire_header.
+ * fields up to their first NUL and the two bytes fields whole, span its message bytes (read
+ * them with tv_span_wire_parse); an absent field is 0 / empty, a repeated one its last value
+ * (protobuf-c merges repeated span messages; our writers never repeat it). Headers are read back from rec with tv_record_wire_header.
  * Every pointer points into rec: valid while those bytes are. */
 struct tv_record_wire {
 	const uint8_t *rec;
@@ -84,6 +86,53 @@ int tv_record_wire_check(const uint8_t *rec, size_t len, uint64_t *ts_ns);
  * last. Only for a w that tv_record_wire_parse accepted. */
 bool tv_record_wire_header(const struct tv_record_wire *w, bool req, size_t *pos,
 			   struct tv_wire_str *name, struct tv_wire_str *value);
+
+/* Span's field numbers (proto/tracevault.proto message Span). */
+enum tv_span_field {
+	TV_SPAN_PARENT_SPAN_ID = 1,
+	TV_SPAN_NAME = 2,
+	TV_SPAN_KIND = 3,
+	TV_SPAN_STATUS_CODE = 4,
+	TV_SPAN_STATUS_MESSAGE = 5,
+	TV_SPAN_SERVICE = 6,
+	TV_SPAN_ATTRIBUTES = 7,
+	TV_SPAN_DROPPED_ATTRIBUTES = 8,
+	TV_SPAN_DROPPED_EVENTS = 9,
+	TV_SPAN_DROPPED_LINKS = 10,
+	TV_SPAN_TRACE_STATE = 11,
+	TV_SPAN_FLAGS = 12,
+	TV_SPAN_SCOPE_NAME = 13,
+	TV_SPAN_SCOPE_VERSION = 14,
+	TV_SPAN_MAX_FIELD = 14,
+};
+
+/* One Span read in place, as struct tv_record_wire reads a record: num[] the uint32 fields,
+ * str[] the strings (to their first NUL), n_attributes the attributes (read them with
+ * tv_span_wire_attribute). Pointers into the span bytes. */
+struct tv_span_wire {
+	const uint8_t *p;
+	size_t len;
+	uint64_t num[TV_SPAN_MAX_FIELD + 1];
+	struct tv_wire_str str[TV_SPAN_MAX_FIELD + 1];
+	size_t n_attributes;
+};
+
+/* A SpanAttribute: key, and its value by type (TV_SPAN_ATTR_*: the oneof's field number,
+ * 0 when it has none). */
+enum { TV_SPAN_ATTR_NONE = 0, TV_SPAN_ATTR_STRING = 2, TV_SPAN_ATTR_BOOL = 3,
+       TV_SPAN_ATTR_INT = 4, TV_SPAN_ATTR_DOUBLE = 5 };
+struct tv_span_attr {
+	struct tv_wire_str key;
+	int type;
+	struct tv_wire_str s;
+	uint64_t u; /* bool, int (two's complement) or the double's bits */
+};
+
+/* Read the Span message p[0, len) (a record's str[TV_REC_SPAN]): 0 or -EBADMSG where
+ * protobuf-c's unpack would refuse it. */
+int tv_span_wire_parse(const uint8_t *p, size_t len, struct tv_span_wire *s);
+/* The next attribute of s in the order sent: start with *pos = 0; false past the last. */
+bool tv_span_wire_attribute(const struct tv_span_wire *s, size_t *pos, struct tv_span_attr *a);
 
 /* ---- the scanner under both, for any message ---- */
 

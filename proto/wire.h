@@ -18,6 +18,8 @@
 #define TV_METHOD_DELETE "/tracevault.v1.TraceStore/Delete"
 #define TV_METHOD_STATS "/tracevault.v1.TraceStore/Stats"
 #define TV_METHOD_SUMMARY "/tracevault.v1.TraceStore/Summary"
+/* The OTLP trace service tracevaultd also serves on its port (PROTOCOL.md "OTLP ingest") */
+#define TV_METHOD_OTLP_EXPORT "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 /* Limit on one gRPC message, both directions: both binaries take it as --max-message-bytes
  * and check it against tv_wire_message_bytes_limit, so client and server accept the same
@@ -44,6 +46,8 @@ extern const struct tv_limit tv_wire_message_bytes_limit;
  * announced on the first message of a Query that set one. 4 is taken by Summary. */
 #define TV_QUERY_FEATURE_FILTER 1u
 #define TV_QUERY_FEATURE_REVERSE 2u
+/* the filter's kind and services (span records), fields 15 and 16 of QueryFilter */
+#define TV_QUERY_FEATURE_SPANS 8u
 
 /* SummaryRequest (PROTOCOL.md "Summary"): max_groups when 0, and its bound; quantiles per
  * request. Past a bound the server answers INVALID_ARGUMENT naming the field; the CLI refuses

@@ -63,6 +63,17 @@ for p in "${PKGS[@]}"; do
   fi
 done
 
+# Node.js and npm for the OpenTelemetry SDK test (tests/integration/test_capture_otel_node.py
+# installs the SDK's npm packages into the build dir): Debian's nodejs and npm, asked for only
+# when no node/npm is on PATH (a machine may have them from elsewhere, e.g. NodeSource's
+# nodejs, which ships npm and conflicts with Debian's npm package)
+if ! command -v node >/dev/null 2>&1; then
+  missing+=(nodejs)
+fi
+if ! command -v npm >/dev/null 2>&1; then
+  missing+=(npm)
+fi
+
 if ((${#missing[@]} == 0)); then
   exit 0
 fi

@@ -44,6 +44,9 @@ struct tv_filter {
 	struct range latency;
 	uint32_t flags_any, flags_all, flags_none;
 	bool paths_with_query;
+	int kind;          /* TRACEVAULT__V1__RECORD_KIND__* */
+	char **services;   /* span records of these services (exact) */
+	size_t nservices;
 };
 
 /* ---- glob ---- */
@@ -260,8 +263,28 @@ static int compile(const Tracevault__V1__QueryFilter *m, struct tv_filter *f, ch
 	    (ret = check_count("status", m->n_status, err, errlen)) ||
 	    (ret = check_count("pids", m->n_pids, err, errlen)) ||
 	    (ret = check_count("remotes", m->n_remotes, err, errlen)) ||
-	    (ret = check_count("trace_ids", m->n_trace_ids, err, errlen)))
+	    (ret = check_count("trace_ids", m->n_trace_ids, err, errlen)) ||
+	    (ret = check_count("services", m->n_services, err, errlen)))
 		return ret;
+	if (m->kind != TRACEVAULT__V1__RECORD_KIND__RECORD_KIND_ANY &&
+	    m->kind != TRACEVAULT__V1__RECORD_KIND__RECORD_KIND_EXCHANGE &&
+	    m->kind != TRACEVAULT__V1__RECORD_KIND__RECORD_KIND_SPAN) {
+		snprintf(err, errlen, "filter.kind: unknown record kind %d", (int)m->kind);
+		return -EINVAL;
+	}
+	f->kind = m->kind;
+	if (m->n_services) {
+		f->services = calloc(m->n_services, sizeof(*f->services));
+		if (!f->services)
+			return -ENOMEM;
+		f->nservices = m->n_services;
+		for (size_t i = 0; i < m->n_services; i++) {
+			if ((ret = check_value("services", i, m->services[i], err, errlen)))
+				return ret;
+			if (!(f->services[i] = strdup(m->services[i])))
+				return -ENOMEM;
+		}
+	}
 	if (m->n_methods) {
 		f->methods = calloc(m->n_methods, sizeof(*f->methods));
 		if (!f->methods)
@@ -358,7 +381,7 @@ static bool constrains(const struct tv_filter *f)
 {
 	return f->nmethods || f->nstatus || f->npaths || f->nhosts || f->ncomms || f->role ||
 	       f->npids || f->nremotes || f->ntrace_ids || f->has_latency || f->flags_any ||
-	       f->flags_all || f->flags_none;
+	       f->flags_all || f->flags_none || f->kind || f->nservices;
 }
 
 int tv_filter_compile(const Tracevault__V1__QueryFilter *m, struct tv_filter **out, char *err,
@@ -405,10 +428,57 @@ void tv_filter_free(struct tv_filter *f)
 	free(f->pids);
 	free(f->remotes);
 	free(f->trace_ids);
+	for (size_t i = 0; f->services && i < f->nservices; i++)
+		free(f->services[i]);
+	free(f->services);
 	free(f);
 }
 
 /* ---- evaluate ---- */
+
+/* The service (field 6, the last one) of the Span message p[0, len); "" when absent or when
+ * the bytes do not parse (the Write checks refuse such records). */
+static const char *span_service(const uint8_t *p, size_t len, size_t *out_len)
+{
+	const char *svc = "";
+	size_t i = 0, used;
+	uint64_t key, x;
+
+	*out_len = 0;
+	while (i < len) {
+		if (tv_varint_get(p + i, len - i, &key, &used))
+			return "";
+		i += used;
+		switch (key & 7) {
+		case 0:
+			if (tv_varint_get(p + i, len - i, &x, &used))
+				return "";
+			i += used;
+			break;
+		case 1:
+		case 5:
+			if (len - i < ((key & 7) == 1 ? 8u : 4u))
+				return "";
+			i += (key & 7) == 1 ? 8 : 4;
+			break;
+		case 2:
+			if (tv_varint_get(p + i, len - i, &x, &used))
+				return "";
+			i += used;
+			if (x > len - i)
+				return "";
+			if (key >> 3 == 6) {
+				svc = (const char *)p + i;
+				*out_len = (size_t)x;
+			}
+			i += x;
+			break;
+		default:
+			return "";
+		}
+	}
+	return svc;
+}
 
 /* One pass over the record's tags; the last occurrence of a field wins, as in protobuf. */
 bool tv_record_view_parse(const uint8_t *p, size_t len, struct tv_record_view *v)
@@ -417,7 +487,7 @@ bool tv_record_view_parse(const uint8_t *p, size_t len, struct tv_record_view *v
 	uint64_t key, x;
 
 	*v = (struct tv_record_view){ .comm = "", .remote = "", .method = "", .path = "",
-				      .trace_id = "", .role = "", .host = "" };
+				      .trace_id = "", .role = "", .host = "", .service = "" };
 	while (i < len) {
 		if (tv_varint_get(p + i, len - i, &key, &used))
 			return false;
@@ -461,6 +531,10 @@ bool tv_record_view_parse(const uint8_t *p, size_t len, struct tv_record_view *v
 			case 13: v->trace_id = s; v->trace_id_len = x; break;
 			case 18: v->role = s; v->role_len = x; break;
 			case 19: v->host = s; v->host_len = x; break;
+			case 27:
+				v->is_span = true;
+				v->service = span_service((const uint8_t *)s, x, &v->service_len);
+				break;
 			}
 			i += x;
 			break;
@@ -575,7 +649,8 @@ uint32_t tv_filter_fields(const struct tv_filter *f)
 	       (f->nmethods ? 1u << 8 : 0) | (f->npaths ? 1u << 9 : 0) |
 	       (f->nstatus ? 1u << 10 : 0) | (f->ntrace_ids ? 1u << 13 : 0) |
 	       (f->flags_any || f->flags_all || f->flags_none ? 1u << 15 : 0) |
-	       (f->role ? 1u << 18 : 0) | (f->nhosts ? 1u << 19 : 0);
+	       (f->role ? 1u << 18 : 0) | (f->nhosts ? 1u << 19 : 0) |
+	       (f->kind || f->nservices ? 1u << 27 : 0);
 }
 
 bool tv_filter_match(const struct tv_filter *f, const uint8_t *rec, size_t len)
@@ -612,6 +687,19 @@ bool tv_filter_match_numbers(const struct tv_filter *f, const struct tv_record_v
 	}
 	if (f->has_latency && (v->latency_ns < f->latency.lo || v->latency_ns > f->latency.hi))
 		return false;
+	/* the record kind and service are per record (field 27), never shared through a page
+	 * dictionary id: here, not with the strings whose answer a reader may reuse */
+	if (f->kind == TRACEVAULT__V1__RECORD_KIND__RECORD_KIND_SPAN ? !v->is_span :
+	    f->kind == TRACEVAULT__V1__RECORD_KIND__RECORD_KIND_EXCHANGE ? v->is_span : false)
+		return false;
+	if (f->nservices) {
+		ok = false;
+		for (size_t i = 0; i < f->nservices && !ok && v->is_span; i++)
+			ok = strlen(f->services[i]) == v->service_len &&
+			     memcmp(f->services[i], v->service, v->service_len) == 0;
+		if (!ok)
+			return false;
+	}
 	if (f->npids) {
 		ok = false;
 		for (size_t i = 0; i < f->npids && !ok; i++)

@@ -29,6 +29,9 @@ struct tv_record_view {
 	uint64_t latency_ns, pid, status, flags;
 	const char *comm, *remote, *method, *path, *trace_id, *role, *host;
 	size_t comm_len, remote_len, method_len, path_len, trace_id_len, role_len, host_len;
+	bool is_span;          /* field 27 present: a span record (BLOCK.md "Record kinds") */
+	const char *service;   /* its span.service */
+	size_t service_len;
 };
 
 /* Read v from the serialized TraceRecord of len bytes at rec in one pass over its tags (no
@@ -55,13 +58,14 @@ bool tv_glob_match(const char *pat, size_t plen, const char *s, size_t slen);
 bool tv_filter_match_view(const struct tv_filter *f, const struct tv_record_view *v);
 
 /* The TraceRecord fields f reads, as bits 1u << field number (latency_ns 3, pid 4, comm 5,
- * remote 7, method 8, path 9, status 10, trace_id 13, flags 15, role 18, host 19); 0 for
+ * remote 7, method 8, path 9, status 10, trace_id 13, flags 15, role 18, host 19, span 27
+ * for the record kind and service); 0 for
  * NULL. A reader that fills only these in a view gets the same answer from
  * tv_filter_match_view. */
 uint32_t tv_filter_fields(const struct tv_filter *f);
 
 /* tv_filter_match_view in two halves, true when both are: the numbers (latency, pid, status,
- * flags) and the strings (the fields of TV_FILTER_STRING_FIELDS). A reader that knows two
+ * flags, and the record kind and service of field 27) and the strings (the fields of TV_FILTER_STRING_FIELDS). A reader that knows two
  * records have the same strings (a page dictionary's ids) may reuse the strings' answer. */
 #define TV_FILTER_STRING_FIELDS                                                                \
 	(1u << 5 | 1u << 7 | 1u << 8 | 1u << 9 | 1u << 13 | 1u << 18 | 1u << 19)

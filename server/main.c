@@ -33,6 +33,7 @@
 #include "server/data_dir.h"
 #include "server/fd_plan.h"
 #include "server/grpc_log.h"
+#include "server/otlp_export.h"
 #include "server/raw_backfill.h"
 #include "server/recovery.h"
 #include "server/query.h"
@@ -99,6 +100,14 @@ const char *__asan_default_options(void)
 }
 #endif
 
+/* long-only options (no letter left that reads well) */
+enum {
+	OPT_OTLP_MAX_MESSAGE = 256,
+	OPT_OTLP_MAX_PENDING,
+	OPT_OTLP_MAX_ATTRIBUTES,
+	OPT_OTLP_MAX_ATTRIBUTE_BYTES,
+};
+
 static const struct option OPTIONS[] = {
 	{ "data", required_argument, NULL, 'd' },
 	{ "listen", required_argument, NULL, 'l' },
@@ -136,6 +145,10 @@ static const struct option OPTIONS[] = {
 	{ "s3-connections", required_argument, NULL, 'j' },
 	{ "under-queue-segments", required_argument, NULL, 'J' },
 	{ "under-queue-bytes", required_argument, NULL, 'O' },
+	{ "otlp-max-message-bytes", required_argument, NULL, OPT_OTLP_MAX_MESSAGE },
+	{ "otlp-max-pending-bytes", required_argument, NULL, OPT_OTLP_MAX_PENDING },
+	{ "otlp-max-attributes", required_argument, NULL, OPT_OTLP_MAX_ATTRIBUTES },
+	{ "otlp-max-attribute-bytes", required_argument, NULL, OPT_OTLP_MAX_ATTRIBUTE_BYTES },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -298,6 +311,30 @@ static const char USAGE_METRICS[] =
 	"                           reachable from the network). The port is bound first: in\n"
 	"                           use, it exits 1 before the data dir is touched. Default:\n"
 	"                           no metrics endpoint\n"
+	"\n";
+
+/* OTLP ingest (proto/PROTOCOL.md "OTLP ingest"): the bounds are proto/otlp_span.h's and
+ * server/otlp_export.h's */
+_Static_assert(TV_OTLP_DEFAULT_MAX_MESSAGE_BYTES == 4u << 20 &&
+	       TV_OTLP_DEFAULT_MAX_PENDING_BYTES == 64u << 20 &&
+	       TV_OTLP_DEFAULT_MAX_ATTRIBUTES == 32 && TV_OTLP_DEFAULT_MAX_ATTRIBUTE_BYTES == 1024 &&
+	       TV_OTLP_RETRY_DELAY_MS == 1000, "update --help: the OTLP defaults");
+static const char USAGE_OTLP[] =
+	"OTLP ingest: the gRPC port also serves the OpenTelemetry trace service\n"
+	"(opentelemetry.proto.collector.trace.v1.TraceService/Export); spans are stored\n"
+	"beside the exchanges, durable before the reply (query --kind span)\n"
+	"  --otlp-max-message-bytes N  largest Export request, 1K to 64M (default 4M; the\n"
+	"                           smaller of it and --max-message-bytes applies); a larger\n"
+	"                           one is RESOURCE_EXHAUSTED without a retry hint\n"
+	"  --otlp-max-pending-bytes N  Export request bytes in progress at once, 64K to 4G\n"
+	"                           (default 64M); past it RESOURCE_EXHAUSTED with a\n"
+	"                           RetryInfo of 1 s, which OTLP clients honour\n"
+	"  --otlp-max-attributes N  attributes stored per span, 0 to 256 (default 32); the\n"
+	"                           rest (and array, kvlist, bytes values) are counted in\n"
+	"                           dropped_attributes_count\n"
+	"  --otlp-max-attribute-bytes N  bytes kept of a string value (attribute, span name,\n"
+	"                           status message), 16 to 16K (default 1K), cut at a UTF-8\n"
+	"                           boundary\n"
 	"\n";
 
 /* --under (server/under/UNDERSTORE.md); a fifth string for ISO C's 4095-byte literals */
@@ -600,6 +637,8 @@ int main(int argc, char **argv)
 		.max_message_bytes = TV_DEFAULT_MAX_MESSAGE_BYTES,
 		.retention = { .interval_ns = TV_RETENTION_DEFAULT_INTERVAL_NS,
 			       .grace_ns = TV_RETENTION_DEFAULT_GRACE_NS },
+		.otlp_limits = { .max_attributes = TV_OTLP_DEFAULT_MAX_ATTRIBUTES,
+				 .max_attribute_bytes = TV_OTLP_DEFAULT_MAX_ATTRIBUTE_BYTES },
 	};
 	struct tv_rpc_server *srv = NULL;
 	struct tv_catalog *catalog = NULL;
@@ -696,6 +735,39 @@ int main(int argc, char **argv)
 
 			if (parse_count(OPTIONS[longidx].name, optarg, l, to))
 				return EXIT_USAGE;
+			break;
+		}
+		case OPT_OTLP_MAX_MESSAGE:
+		case OPT_OTLP_MAX_PENDING:
+		case OPT_OTLP_MAX_ATTRIBUTE_BYTES: {
+			const struct tv_limit *l = opt == OPT_OTLP_MAX_MESSAGE ?
+							   &tv_otlp_max_message_bytes_limit :
+						   opt == OPT_OTLP_MAX_PENDING ?
+							   &tv_otlp_max_pending_bytes_limit :
+							   &tv_otlp_max_attribute_bytes_limit;
+			uint64_t v;
+			char bound[64];
+
+			if (tv_size_parse(optarg, &v) || tv_limit_check(l, v)) {
+				tv_limit_format(l, true, bound, sizeof(bound));
+				return usage_error("invalid --%s: '%s' (%s)", OPTIONS[longidx].name,
+						   optarg, bound);
+			}
+			if (opt == OPT_OTLP_MAX_MESSAGE)
+				o.otlp_max_message_bytes = (size_t)v;
+			else if (opt == OPT_OTLP_MAX_PENDING)
+				o.otlp_max_pending_bytes = (size_t)v;
+			else
+				o.otlp_limits.max_attribute_bytes = (size_t)v;
+			break;
+		}
+		case OPT_OTLP_MAX_ATTRIBUTES: {
+			uint64_t v;
+
+			if (parse_count(OPTIONS[longidx].name, optarg, &tv_otlp_max_attributes_limit,
+					&v))
+				return EXIT_USAGE;
+			o.otlp_limits.max_attributes = (unsigned)v;
 			break;
 		}
 		case 'q':
@@ -841,6 +913,7 @@ int main(int argc, char **argv)
 			fputs(USAGE_RETENTION, stdout);
 			fputs(USAGE_TLS, stdout);
 			fputs(USAGE_METRICS, stdout);
+			fputs(USAGE_OTLP, stdout);
 			fputs(USAGE_UNDER, stdout);
 			fputs(USAGE_LIMITS_TAIL, stdout);
 			return 0;

@@ -73,6 +73,16 @@ void tv_server_metrics_init(struct tv_server_metrics *m, int data_fd,
 		R("write", "server_limit", &m->streams_refused[0][TV_REFUSED_SERVER]),
 		R("query", "per_peer", &m->streams_refused[1][TV_REFUSED_PER_PEER]),
 		R("query", "server_limit", &m->streams_refused[1][TV_REFUSED_SERVER]),
+		C("otlp_spans_accepted_total", "Spans of OTLP Export calls stored (durable when "
+		  "counted, at the Export's reply).", &m->otlp_spans_accepted),
+		C("otlp_spans_rejected_total", "Spans of OTLP Export calls refused one by one "
+		  "(partial success: a bad id or time, too large).", &m->otlp_spans_rejected),
+		C("otlp_exports_throttled_total", "OTLP Export calls refused RESOURCE_EXHAUSTED "
+		  "with a retry hint (over --otlp-max-pending-bytes).", &m->otlp_exports_throttled),
+		C("otlp_exports_invalid_total", "OTLP Export calls refused whole: not a valid "
+		  "request, or over --otlp-max-message-bytes.", &m->otlp_exports_invalid),
+		H("otlp_export_duration_seconds", "OTLP Export calls, from the request to the reply "
+		  "(the spans durable).", &m->otlp_export_seconds),
 		G("stored_blocks", "Committed blocks in the catalog.", &m->stored_blocks),
 		G("stored_bytes", "Bytes of the committed blocks in the catalog.", &m->stored_bytes),
 		C("quarantined_blocks_total", "Block files this process moved from blocks/ into "
@@ -155,6 +165,8 @@ void tv_server_metrics_init(struct tv_server_metrics *m, int data_fd,
 	tv_histogram_init(&m->commit_seconds, tv_metrics_latency_bounds_ns,
 			  TV_METRICS_LATENCY_BOUNDS);
 	tv_histogram_init(&m->query_seconds, tv_metrics_latency_bounds_ns,
+			  TV_METRICS_LATENCY_BOUNDS);
+	tv_histogram_init(&m->otlp_export_seconds, tv_metrics_latency_bounds_ns,
 			  TV_METRICS_LATENCY_BOUNDS);
 	memcpy(m->table, table, sizeof(table));
 	m->reg = (struct tv_metrics){ m->table, TV_SERVER_METRICS_SERIES, collect, m };

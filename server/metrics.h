@@ -13,7 +13,7 @@
 #include "under/persist.h"
 
 /* Series in the table (tv_server_metrics_init fills it). */
-#define TV_SERVER_METRICS_SERIES 51
+#define TV_SERVER_METRICS_SERIES 56
 
 /* Why a Write or Query stream was refused RESOURCE_EXHAUSTED at its start (rpc_server.c). */
 enum tv_refused_reason {
@@ -38,6 +38,13 @@ struct tv_server_metrics {
 	/* rpc_server.c: streams refused at their start, [Write 0, Query 1][reason] (the
 	 * classes of server/peers.h) */
 	uint64_t streams_refused[2][TV_REFUSED_REASONS];
+	/* rpc_server.c, OTLP Export calls (PROTOCOL.md "OTLP ingest"): spans stored (counted
+	 * when their Export is answered, durable), spans refused one by one (partial success),
+	 * Export calls refused whole: over --otlp-max-pending-bytes (RESOURCE_EXHAUSTED with a
+	 * retry hint) or not a valid request (INVALID_ARGUMENT, too large) */
+	uint64_t otlp_spans_accepted, otlp_spans_rejected;
+	uint64_t otlp_exports_throttled, otlp_exports_invalid;
+	struct tv_histogram otlp_export_seconds; /* an Export from its request to its reply */
 	/* gauges: the catalog's totals (rpc_server.c refreshes them after each commit group and
 	 * every TV_RPC_IDLE_SCAN_MS), and the data dir's free bytes (at each scrape) */
 	uint64_t stored_blocks, stored_bytes;

@@ -4,7 +4,9 @@
  * are counted against their limits, and a call left waiting on its client past the idle
  * timeout is ended (idle_expire).
  * Write calls delegate the protocol to segment.c, Query calls to query.c, Delete to
- * delete_rpc.c; Stats sums catalog rows here. */
+ * delete_rpc.c; Stats sums catalog rows here. OTLP Export calls (PROTOCOL.md "OTLP ingest") feed
+ * the segment of their spans the Write requests otlp_export.c builds, and are answered from
+ * its commit. */
 #include "server/rpc_server.h"
 
 #include <errno.h>
@@ -28,6 +30,7 @@
 #include "server/delete_rpc.h"
 #include "server/evict.h"
 #include "server/grpc_log.h"
+#include "server/otlp_export.h"
 #include "server/peers.h"
 #include "server/query.h"
 #include "server/segment.h"
@@ -36,11 +39,11 @@
 #include "server/under_journal.h"
 #include "proto/wire.h"
 
-enum method { M_WRITE, M_QUERY, M_DELETE, M_STATS, M_SUMMARY, M_COUNT };
+enum method { M_WRITE, M_QUERY, M_DELETE, M_STATS, M_SUMMARY, M_EXPORT, M_COUNT };
 enum op { OP_REQUEST, OP_CLOSE, OP_RECV, OP_SEND, OP_STATUS, OP_COUNT, OP_SHUTDOWN };
 
 static const char *const METHOD_NAME[M_COUNT] = { "Write", "Query", "Delete", "Stats",
-						  "Summary" };
+						  "Summary", "Export" };
 
 /* the peer table holds every counted stream: sized by the same bound */
 _Static_assert(TV_PEERS_MAX_STREAMS == TV_RPC_MAX_STREAMS, "one bound for stream counts");
@@ -139,6 +142,17 @@ struct call {
 				   * Summary still counting) */
 	struct call *run_next;
 	struct call *prev, *next; /* live calls of the server (Delete looks for segments) */
+	/* an OTLP Export: the Write requests of its spans' segment (fed as the segment can take
+	 * them), what its reply will say, the request bytes it holds of the server's pending
+	 * bound, when it began, and a throttled reply's grpc-status-details-bin */
+	struct tv_otlp_write ow;
+	uint64_t otlp_accepted, otlp_rejected;
+	char *otlp_msg;
+	size_t otlp_bytes;
+	bool otlp_committed;
+	uint64_t export_mono_ns;
+	grpc_metadata status_md;
+	bool status_md_set;
 };
 
 struct tv_rpc_server {
@@ -173,6 +187,10 @@ struct tv_rpc_server {
 	struct tv_persist *under;
 	struct tv_store_op under_poll;
 	int under_armed;
+	/* OTLP ingest (otlp_export.h): the request bytes of Exports in progress and its bound,
+	 * the largest request, the span limits */
+	size_t otlp_pending_bytes, otlp_max_pending_bytes, otlp_max_message_bytes;
+	struct tv_otlp_limits otlp_limits;
 };
 
 /* The stored blocks and bytes gauges from the catalog's totals row (O(1)): after each commit
@@ -286,6 +304,11 @@ static void call_free(struct call *c)
 	if (c->runnable)
 		run_unlink(srv, c);
 	tv_segment_free(c->seg); /* aborts a segment that was not committed */
+	tv_otlp_write_free(&c->ow);
+	free(c->otlp_msg);
+	srv->otlp_pending_bytes -= c->otlp_bytes;
+	if (c->status_md_set)
+		grpc_slice_unref(c->status_md.value);
 	tv_query_free(c->query);
 	tv_summary_free(c->summary);
 	drop_queue(c);
@@ -351,6 +374,9 @@ static void finish(struct call *c, grpc_status_code code, const char *msg)
 	if (c->query_mono_ns)
 		tv_histogram_observe_ns(&c->srv->metrics.query_seconds,
 					tv_monotonic_ns() - c->query_mono_ns);
+	if (c->export_mono_ns)
+		tv_histogram_observe_ns(&c->srv->metrics.otlp_export_seconds,
+					tv_monotonic_ns() - c->export_mono_ns);
 	/* a query's blocks and memory go back to the pool now, not when grpc frees the call */
 	tv_query_free(c->query);
 	c->query = NULL;
@@ -501,6 +527,10 @@ static void pump(struct call *c)
 		op.op = GRPC_OP_SEND_STATUS_FROM_SERVER;
 		op.data.send_status_from_server.status = c->code;
 		op.data.send_status_from_server.status_details = &c->details;
+		if (c->status_md_set) {
+			op.data.send_status_from_server.trailing_metadata_count = 1;
+			op.data.send_status_from_server.trailing_metadata = &c->status_md;
+		}
 		if (start_batch(c, OP_STATUS, &op, 1))
 			set_state(c, C_DONE);
 	}
@@ -678,7 +708,9 @@ static void query_begin(struct call *c)
 		.reverse = req->reverse,
 		/* an older server ignores fields 4 and 5: the client needs to hear we did not */
 		.features = (req->filter ? TV_QUERY_FEATURE_FILTER : 0) |
-			    (req->reverse ? TV_QUERY_FEATURE_REVERSE : 0),
+			    (req->reverse ? TV_QUERY_FEATURE_REVERSE : 0) |
+			    (req->filter && (req->filter->kind || req->filter->n_services) ?
+				     TV_QUERY_FEATURE_SPANS : 0),
 	};
 	ret = tv_query_new(&c->query, c->srv->catalog, c->srv->store, &c->srv->query_pool,
 			   &params, filter, err, sizeof(err));
@@ -811,6 +843,177 @@ static void summary_begin(struct call *c)
 	run_push(c->srv, c);
 }
 
+/* ---- OTLP Export: spans stored through a segment of their own (otlp_export.h) ---- */
+
+/* Hand the segment the next Write requests while it can take them; each is freed once
+ * taken (the segment holds its own refs on the slices it writes from). */
+static void export_feed(struct call *c)
+{
+	grpc_byte_buffer *bb;
+
+	while (c->state == C_OPEN && c->seg && tv_segment_is_open(c->seg) &&
+	       tv_segment_can_receive(c->seg) && (bb = tv_otlp_write_next(&c->ow))) {
+		c->ow.msgs[c->ow.next - 1] = NULL;
+		tv_segment_on_message(c->seg, bb);
+		grpc_byte_buffer_destroy(bb);
+	}
+}
+
+/* The Export's reply (the spans stored, the refused counted), then OK. */
+static void export_answer(struct call *c)
+{
+	struct tv_server_metrics *m = &c->srv->metrics;
+	grpc_byte_buffer *bb = NULL;
+
+	if (tv_otlp_pack_response(c->otlp_rejected, c->otlp_msg ? c->otlp_msg : "", &bb)) {
+		finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory packing the reply");
+		return;
+	}
+	tv_metric_add(&m->otlp_spans_accepted, c->otlp_accepted);
+	tv_metric_add(&m->otlp_spans_rejected, c->otlp_rejected);
+	enqueue(c, bb);
+	finish(c, GRPC_STATUS_OK, "");
+}
+
+static void export_ack(void *arg, uint64_t block_id, uint64_t offset)
+{
+	(void)arg, (void)block_id, (void)offset; /* the block's progress: nobody waits on it */
+}
+
+static void export_reply(void *arg, grpc_byte_buffer *bb)
+{
+	struct call *c = arg;
+
+	/* the only reply a segment sends us is COMMIT's (no FLUSH is fed): durable */
+	grpc_byte_buffer_destroy(bb);
+	c->otlp_committed = true;
+}
+
+static void export_finish(void *arg, grpc_status_code code, const char *msg)
+{
+	struct call *c = arg;
+	char why[300];
+
+	if (code == GRPC_STATUS_OK && c->otlp_committed) {
+		export_answer(c);
+		return;
+	}
+	snprintf(why, sizeof(why), "spans not stored: %s", msg);
+	finish(c, code == GRPC_STATUS_OK ? GRPC_STATUS_INTERNAL : code, why);
+}
+
+static void export_wake(void *arg)
+{
+	struct call *c = arg;
+
+	export_feed(c);
+	pump(c);
+}
+
+static const struct tv_segment_sink EXPORT_SINK = {
+	.ack = export_ack, .reply = export_reply, .finish = export_finish, .wake = export_wake,
+};
+
+/* RESOURCE_EXHAUSTED with the OTLP throttling hint: a google.rpc.RetryInfo in
+ * grpc-status-details-bin (OTLP clients wait retry_delay, then send the request again). */
+static void export_throttle(struct call *c, const char *msg)
+{
+	grpc_slice details;
+
+	tv_metric_add(&c->srv->metrics.otlp_exports_throttled, 1);
+	if (!tv_otlp_retry_details(msg, TV_OTLP_RETRY_DELAY_MS, &details)) {
+		c->status_md.key = grpc_slice_from_static_string("grpc-status-details-bin");
+		c->status_md.value = details;
+		c->status_md_set = true;
+	}
+	finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+}
+
+static void export_invalid(struct call *c, grpc_status_code code, const char *msg)
+{
+	tv_metric_add(&c->srv->metrics.otlp_exports_invalid, 1);
+	finish(c, code, msg);
+}
+
+static void export_begin(struct call *c)
+{
+	struct tv_rpc_server *srv = c->srv;
+	struct tv_otlp_spans spans;
+	uint8_t *flat = NULL;
+	size_t len = 0;
+	char msg[300];
+	int ret;
+
+	c->export_mono_ns = tv_monotonic_ns();
+	if (!c->payload) {
+		export_invalid(c, GRPC_STATUS_INVALID_ARGUMENT, "no request message");
+		return;
+	}
+	len = grpc_byte_buffer_length(c->payload);
+	if (len > srv->otlp_max_message_bytes) {
+		snprintf(msg, sizeof(msg), "Export request of %zu bytes is above the server's "
+			 "limit of %zu (--otlp-max-message-bytes): send smaller batches", len,
+			 srv->otlp_max_message_bytes);
+		export_invalid(c, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+		return;
+	}
+	/* one request is always taken when none is in progress, so no size can starve */
+	if (srv->otlp_pending_bytes && srv->otlp_pending_bytes + len > srv->otlp_max_pending_bytes) {
+		snprintf(msg, sizeof(msg), "server busy: %zu bytes of Export requests in progress, "
+			 "the limit is %zu (--otlp-max-pending-bytes); retry after %u ms",
+			 srv->otlp_pending_bytes, srv->otlp_max_pending_bytes,
+			 TV_OTLP_RETRY_DELAY_MS);
+		export_throttle(c, msg);
+		return;
+	}
+	c->otlp_bytes = len;
+	srv->otlp_pending_bytes += len;
+	if (tv_wire_flatten(c->payload, srv->otlp_max_message_bytes, &flat, &len)) {
+		finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "cannot read request message");
+		return;
+	}
+	grpc_byte_buffer_destroy(c->payload);
+	c->payload = NULL;
+	ret = tv_otlp_spans_decode(flat, len, &srv->otlp_limits, &spans);
+	free(flat);
+	if (ret == -EBADMSG) {
+		snprintf(msg, sizeof(msg), "request is not a valid ExportTraceServiceRequest "
+			 "protobuf (%zu bytes)", len);
+		tv_otlp_spans_free(&spans);
+		export_invalid(c, GRPC_STATUS_INVALID_ARGUMENT, msg);
+		return;
+	}
+	if (ret) {
+		tv_otlp_spans_free(&spans);
+		finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory decoding the request");
+		return;
+	}
+	if (spans.n)
+		ret = tv_otlp_write_build(&spans, srv->max_message_bytes, &c->ow, msg,
+					  sizeof(msg));
+	c->otlp_rejected = spans.rejected;
+	c->otlp_accepted = spans.received - spans.rejected;
+	if (spans.rejected && !(c->otlp_msg = strdup(spans.reject_msg)))
+		ret = -ENOMEM;
+	tv_otlp_spans_free(&spans); /* the block is sealed: the records are not needed */
+	if (ret) {
+		finish(c, tv_status_from_errno(ret), ret == -ENOMEM ? "out of memory" : msg);
+		return;
+	}
+	if (c->ow.n == 0) { /* no span to store */
+		export_answer(c);
+		return;
+	}
+	c->seg = tv_segment_new(srv->catalog, srv->store, srv->max_message_bytes, &EXPORT_SINK,
+				c, &srv->seg_stats, &srv->commit_q);
+	if (!c->seg) {
+		finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
+	export_feed(c);
+	pump(c);
+}
+
 /* A Write or Query stream takes one of its method's slots and one of its peer's share of
  * them, or ends RESOURCE_EXHAUSTED naming the limit it met (true): its peer's share first,
  * so that a peer at its share learns that it is its own limit, whether or not the server's
@@ -900,6 +1103,9 @@ static void call_begin(struct call *c)
 		break;
 	case M_SUMMARY:
 		summary_begin(c);
+		break;
+	case M_EXPORT:
+		export_begin(c);
 		break;
 	default:
 		delete_begin(c);
@@ -1022,7 +1228,7 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 {
 	static const char *const paths[M_COUNT] = { TV_METHOD_WRITE, TV_METHOD_QUERY,
 						    TV_METHOD_DELETE, TV_METHOD_STATS,
-						    TV_METHOD_SUMMARY };
+						    TV_METHOD_SUMMARY, TV_METHOD_OTLP_EXPORT };
 	grpc_arg args[5];
 	grpc_channel_args ch_args = { .num_args = 5, .args = args };
 	unsigned per_conn;
@@ -1040,6 +1246,16 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 	srv->catalog = c;
 	srv->store = s;
 	srv->max_message_bytes = o->max_message_bytes;
+	srv->otlp_max_message_bytes = o->otlp_max_message_bytes ? o->otlp_max_message_bytes :
+							      TV_OTLP_DEFAULT_MAX_MESSAGE_BYTES;
+	srv->otlp_max_pending_bytes = o->otlp_max_pending_bytes ? o->otlp_max_pending_bytes :
+							      TV_OTLP_DEFAULT_MAX_PENDING_BYTES;
+	srv->otlp_limits = o->otlp_limits;
+	if (!srv->otlp_limits.max_attribute_bytes)
+		srv->otlp_limits = (struct tv_otlp_limits){
+			.max_attributes = TV_OTLP_DEFAULT_MAX_ATTRIBUTES,
+			.max_attribute_bytes = TV_OTLP_DEFAULT_MAX_ATTRIBUTE_BYTES,
+		};
 	tv_query_pool_init(&srv->query_pool, o->query_memory_bytes, o->query_total_memory_bytes);
 	if (o->query_open_blocks)
 		srv->query_pool.max_open_blocks = o->query_open_blocks;

@@ -10,6 +10,7 @@
 #include "common/limit.h"
 #include "common/tls.h"
 #include "common/metrics.h"
+#include "proto/otlp_span.h"
 #include "server/catalog.h"
 #include "server/retention.h"
 #include "server/store_uring.h"
@@ -94,6 +95,12 @@ struct tv_rpc_server_opts {
 	 * without it (the caller's, zeroed). */
 	struct tv_evict *evict;
 	const struct tv_evict_stats *evict_stats;
+	/* OTLP ingest (server/otlp_export.h, proto/otlp_span.h): the largest Export request
+	 * (--otlp-max-message-bytes) and the request bytes in progress at once
+	 * (--otlp-max-pending-bytes), 0 taking the defaults; the span limits, all-zero taking
+	 * the defaults */
+	size_t otlp_max_message_bytes, otlp_max_pending_bytes;
+	struct tv_otlp_limits otlp_limits;
 };
 
 struct tv_rpc_server;

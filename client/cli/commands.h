@@ -1,5 +1,5 @@
 /* tracevault's subcommands, one file each (cmd_capture.c, cmd_put.c, cmd_query.c,
- * cmd_summary.c); main.c dispatches to them. Each takes its own argv (argv[0] is the command name). */
+ * cmd_summary.c, cmd_trace.c); main.c dispatches to them. Each takes its own argv (argv[0] is the command name). */
 #ifndef TV_COMMANDS_H
 #define TV_COMMANDS_H
 
@@ -8,5 +8,6 @@ int tv_cmd_capture(int argc, char **argv);
 int tv_cmd_put(int argc, char **argv);
 int tv_cmd_query(int argc, char **argv);
 int tv_cmd_summary(int argc, char **argv);
+int tv_cmd_trace(int argc, char **argv);
 
 #endif

@@ -376,6 +376,51 @@ static int arg_trace_id(const char *arg, void *field, char *why, size_t whylen)
 	return each_item(arg, one_trace_id, f, why, whylen);
 }
 
+static int one_kind(struct tv_filter_args *f, const char *s, size_t n, char *why,
+		    size_t whylen)
+{
+	if (n == 4 && memcmp(s, "span", 4) == 0)
+		f->kinds |= 1u << TRACEVAULT__V1__RECORD_KIND__RECORD_KIND_SPAN;
+	else if (n == 8 && memcmp(s, "exchange", 8) == 0)
+		f->kinds |= 1u << TRACEVAULT__V1__RECORD_KIND__RECORD_KIND_EXCHANGE;
+	else {
+		snprintf(why, whylen, "'%.*s' is not span or exchange", (int)n, s);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* QueryFilter.kind holds one value; both kinds given is no constraint (tv_filter_args_finish) */
+static int arg_kind(const char *arg, void *field, char *why, size_t whylen)
+{
+	struct tv_filter_args *f = field;
+
+	f->used = true;
+	return each_item(arg, one_kind, f, why, whylen);
+}
+
+static int one_service(struct tv_filter_args *f, const char *s, size_t n, char *why,
+		       size_t whylen)
+{
+	char *d;
+
+	if (room(f->m.n_services, why, whylen))
+		return -EINVAL;
+	if (!(d = dup_item(s, n, why, whylen)))
+		return -EINVAL;
+	f->services[f->m.n_services++] = d;
+	return 0;
+}
+
+static int arg_service(const char *arg, void *field, char *why, size_t whylen)
+{
+	struct tv_filter_args *f = field;
+
+	f->used = true;
+	f->m.services = f->services;
+	return each_item(arg, one_service, f, why, whylen);
+}
+
 int tv_parse_latency_ns(const char *s, uint64_t *ns, char *why, size_t whylen)
 {
 	static const struct {
@@ -564,6 +609,16 @@ int tv_filter_arg_flags(const char *arg, void *field, char *why, size_t whylen)
 	return named(arg_flags(arg, field, why, whylen), "flags", why, whylen);
 }
 
+int tv_filter_arg_kind(const char *arg, void *field, char *why, size_t whylen)
+{
+	return named(arg_kind(arg, field, why, whylen), "kind", why, whylen);
+}
+
+int tv_filter_arg_service(const char *arg, void *field, char *why, size_t whylen)
+{
+	return named(arg_service(arg, field, why, whylen), "service", why, whylen);
+}
+
 int tv_filter_args_finish(struct tv_filter_args *f, const Tracevault__V1__QueryFilter **out,
 			  char *why, size_t whylen)
 {
@@ -587,6 +642,12 @@ int tv_filter_args_finish(struct tv_filter_args *f, const Tracevault__V1__QueryF
 		f->m.role = TRACEVAULT__V1__ROLE__ROLE_SERVER_OR_CLIENT;
 	else
 		f->m.role = TRACEVAULT__V1__ROLE__ROLE_ANY;
+	if (f->kinds == 1u << TRACEVAULT__V1__RECORD_KIND__RECORD_KIND_SPAN)
+		f->m.kind = TRACEVAULT__V1__RECORD_KIND__RECORD_KIND_SPAN;
+	else if (f->kinds == 1u << TRACEVAULT__V1__RECORD_KIND__RECORD_KIND_EXCHANGE)
+		f->m.kind = TRACEVAULT__V1__RECORD_KIND__RECORD_KIND_EXCHANGE;
+	else
+		f->m.kind = TRACEVAULT__V1__RECORD_KIND__RECORD_KIND_ANY;
 	if (f->min_latency || f->max_latency) {
 		f->latency.base = rinit.base;
 		if (!f->max_latency)

@@ -28,6 +28,8 @@ struct tv_filter_args {
 	bool min_latency, max_latency;
 	unsigned roles; /* --role values given: bit 1 << ROLE_SERVER, 1 << ROLE_CLIENT */
 	int path_with_query; /* --path-with-query (a TV_CLI_ARG_SET field) */
+	unsigned kinds; /* --kind values given: bit 1 << RECORD_KIND_EXCHANGE, 1 << ..._SPAN */
+	char *services[TV_FILTER_MAX_ENTRIES];
 };
 
 /* The filter options' table entries (struct tv_cli_opt, cli/cli.h) for a command whose
@@ -57,7 +59,10 @@ struct tv_filter_args {
 	 tv_filter_arg_min_latency},                                                            \
 	{"max-latency", 0, TV_CLI_ARG_CUSTOM, offsetof(type, field), NULL, NULL,               \
 	 tv_filter_arg_max_latency},                                                            \
-	{"flags", 0, TV_CLI_ARG_CUSTOM, offsetof(type, field), NULL, NULL, tv_filter_arg_flags}
+	{"flags", 0, TV_CLI_ARG_CUSTOM, offsetof(type, field), NULL, NULL, tv_filter_arg_flags}, \
+	{"kind", 0, TV_CLI_ARG_CUSTOM, offsetof(type, field), NULL, NULL, tv_filter_arg_kind},  \
+	{"service", 0, TV_CLI_ARG_CUSTOM, offsetof(type, field), NULL, NULL,                   \
+	 tv_filter_arg_service}
 
 #define TV_FILTER_CLI_HELP                                                                     \
 	"      --method M             GET, POST, ... (exact, case-sensitive)\n"                \
@@ -75,7 +80,9 @@ struct tv_filter_args {
 	"      --min-latency D        at least D: N[.N] with ns, us, ms, s, m or h (250ms)\n"  \
 	"      --max-latency D        at most D\n"                                             \
 	"      --flags F              no_response, partial, lost, cut, unseen: any of them;\n" \
-	"                             all:LIST: all of them; clean: none\n"
+	"                             all:LIST: all of them; clean: none\n"                   \
+	"      --kind K               span (received over OTLP) or exchange (captured, put)\n" \
+	"      --service S            spans of this service.name (exact; exchanges have none)\n"
 
 /* tv_cli_opt CUSTOM parsers; field is the struct tv_filter_args. 0 or -EINVAL with a reason
  * in why. Values are not copied: arg must outlive the filter (argv does). Lists take a,b or
@@ -92,6 +99,8 @@ int tv_filter_arg_trace_id(const char *arg, void *field, char *why, size_t whyle
 int tv_filter_arg_min_latency(const char *arg, void *field, char *why, size_t whylen);
 int tv_filter_arg_max_latency(const char *arg, void *field, char *why, size_t whylen);
 int tv_filter_arg_flags(const char *arg, void *field, char *why, size_t whylen);
+int tv_filter_arg_kind(const char *arg, void *field, char *why, size_t whylen);
+int tv_filter_arg_service(const char *arg, void *field, char *why, size_t whylen);
 
 /* Parse a latency: N[.N] followed by ns, us, µs, ms, s, m or h (the unit is required).
  * Returns 0 with *ns, or -EINVAL (also on overflow) with a reason in why. */

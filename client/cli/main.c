@@ -25,6 +25,7 @@ static const char main_usage[] =
 	"  put       import JSON Lines records as one atomic segment\n"
 	"  query     print the records of a time range, ordered by ts_ns\n"
 	"  summary   per path, host, status...: count, error rates, latency quantiles\n"
+	"  trace     one trace: its spans (OTLP) as a tree, captured exchanges under them\n"
 	"\n"
 	"Run 'tracevault <command> --help' for the options of a command, 'tracevault --version'\n"
 	"for the version. Without --server, commands use $" TV_SERVER_ENV ", else " TV_DEFAULT_SERVER ".\n"
@@ -48,7 +49,7 @@ int main(int argc, char **argv)
 	mallopt(M_TRIM_THRESHOLD, BLOCK_TRIM_THRESHOLD_BYTES);
 	opterr = 0; /* we print exactly one line per usage error ourselves */
 	if (argc < 2)
-		return tv_cli_usage_error("missing command (capture, put, query or summary; see --help)");
+		return tv_cli_usage_error("missing command (capture, put, query, summary or trace; see --help)");
 	cmd = argv[1];
 	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
 		fputs(main_usage, stdout);
@@ -69,6 +70,8 @@ int main(int argc, char **argv)
 		return tv_cmd_query(argc - 1, argv + 1);
 	if (strcmp(cmd, "summary") == 0)
 		return tv_cmd_summary(argc - 1, argv + 1);
+	if (strcmp(cmd, "trace") == 0)
+		return tv_cmd_trace(argc - 1, argv + 1);
 	if (cmd[0] == '-')
 		return tv_cli_usage_error("unknown option '%s' (expected a command first)", cmd);
 	return tv_cli_usage_error("unknown command '%s'", cmd);

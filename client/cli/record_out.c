@@ -82,6 +82,102 @@ static size_t jsonl_bound(const struct tv_record_wire *r)
 	       (r->n_headers[0] + r->n_headers[1]) * JSONL_HEADER_BYTES;
 }
 
+/* A double as JSON: shortest round-trip text; NaN and the infinities as the strings
+ * protobuf's JSON mapping uses. */
+void tv_out_json_double(struct tv_out_buf *b, double d)
+{
+	char num[40];
+
+	if (d != d)
+		tv_out_lit(b, "\"NaN\"");
+	else if (d > 1.7976931348623157e308)
+		tv_out_lit(b, "\"Infinity\"");
+	else if (d < -1.7976931348623157e308)
+		tv_out_lit(b, "\"-Infinity\"");
+	else {
+		/* the fewest digits that read back as d (17 always do) */
+		for (int prec = 15; prec <= 17; prec++) {
+			snprintf(num, sizeof(num), "%.*g", prec, d);
+			if (strtod(num, NULL) == d)
+				break;
+		}
+		tv_out_str(b, num);
+	}
+}
+
+static void span_key_str(struct tv_out_buf *b, const char *key, struct tv_wire_str s)
+{
+	tv_out_str(b, key);
+	tv_out_json_bytes(b, s.p, s.len);
+}
+
+static void span_key_u64(struct tv_out_buf *b, const char *key, uint64_t v)
+{
+	tv_out_str(b, key);
+	tv_out_u64(b, v);
+}
+
+/* A span record's span (BLOCK.md "Record kinds") as the jsonl line's "span" object: every
+ * field, attributes as {"key":K,"string_value"|"bool_value"|"int_value"|"double_value":V}
+ * (int_value a JSON number, exact up to 2^53 in readers that use doubles). */
+static void span_jsonl(struct tv_out_buf *b, struct tv_wire_str bytes)
+{
+	struct tv_span_wire sw;
+	struct tv_span_attr a;
+	size_t pos = 0;
+	bool first = true;
+
+	if (tv_span_wire_parse((const uint8_t *)bytes.p, bytes.len, &sw)) {
+		b->failed = true; /* the record parsed: cannot happen */
+		return;
+	}
+	span_key_str(b, ",\"span\":{\"parent_span_id\":", sw.str[TV_SPAN_PARENT_SPAN_ID]);
+	span_key_str(b, ",\"name\":", sw.str[TV_SPAN_NAME]);
+	span_key_u64(b, ",\"kind\":", sw.num[TV_SPAN_KIND]);
+	span_key_u64(b, ",\"status_code\":", sw.num[TV_SPAN_STATUS_CODE]);
+	span_key_str(b, ",\"status_message\":", sw.str[TV_SPAN_STATUS_MESSAGE]);
+	span_key_str(b, ",\"service\":", sw.str[TV_SPAN_SERVICE]);
+	tv_out_lit(b, ",\"attributes\":[");
+	while (tv_span_wire_attribute(&sw, &pos, &a)) {
+		double d;
+
+		span_key_str(b, first ? "{\"key\":" : ",{\"key\":", a.key);
+		first = false;
+		switch (a.type) {
+		case TV_SPAN_ATTR_STRING:
+			span_key_str(b, ",\"string_value\":", a.s);
+			break;
+		case TV_SPAN_ATTR_BOOL:
+			tv_out_str(b, a.u ? ",\"bool_value\":true" : ",\"bool_value\":false");
+			break;
+		case TV_SPAN_ATTR_INT: {
+			char num[64];
+
+			snprintf(num, sizeof(num), ",\"int_value\":%lld", (long long)a.u);
+			tv_out_str(b, num);
+			break;
+		}
+		case TV_SPAN_ATTR_DOUBLE:
+			memcpy(&d, &a.u, sizeof(d));
+			tv_out_lit(b, ",\"double_value\":");
+			tv_out_json_double(b, d);
+			break;
+		default:
+			break;
+		}
+		tv_out_char(b, '}');
+	}
+	tv_out_char(b, ']');
+	span_key_u64(b, ",\"dropped_attributes_count\":", sw.num[TV_SPAN_DROPPED_ATTRIBUTES]);
+	span_key_u64(b, ",\"dropped_events_count\":", sw.num[TV_SPAN_DROPPED_EVENTS]);
+	span_key_u64(b, ",\"dropped_links_count\":", sw.num[TV_SPAN_DROPPED_LINKS]);
+	span_key_str(b, ",\"trace_state\":", sw.str[TV_SPAN_TRACE_STATE]);
+	span_key_u64(b, ",\"flags\":", sw.num[TV_SPAN_FLAGS]);
+	span_key_str(b, ",\"scope_name\":", sw.str[TV_SPAN_SCOPE_NAME]);
+	span_key_str(b, ",\"scope_version\":", sw.str[TV_SPAN_SCOPE_VERSION]);
+	tv_out_char(b, '}');
+}
+
 void tv_record_jsonl(struct tv_out_buf *b, const struct tv_record_wire *r)
 {
 	size_t bound = jsonl_bound(r);
@@ -144,6 +240,13 @@ void tv_record_jsonl(struct tv_out_buf *b, const struct tv_record_wire *r)
 			continue;
 		o = put_key(o, f->name, false);
 		o = tv_put_json(o, r->str[f->number].p, r->str[f->number].len);
+	}
+	if (r->str[TV_REC_SPAN].p) { /* a span record: its span last, through the growing writers */
+		assert((size_t)(o - start) <= bound);
+		b->len += (size_t)(o - start);
+		span_jsonl(b, r->str[TV_REC_SPAN]);
+		tv_out_lit(b, "}\n");
+		return;
 	}
 	*o++ = '}';
 	*o++ = '\n';
@@ -208,6 +311,38 @@ void tv_record_table_header(struct tv_out_buf *b)
 		tv_out_mem(b, line, (size_t)n);
 }
 
+/* A span record's row after the time: ROLE "span", METHOD its kind, HOST its service, PATH
+ * its name, STATUS its OTLP status code, the latency; no pid, comm or remote. false when the
+ * span does not parse (cannot happen: the record did). */
+static bool span_table_row(struct tv_out_buf *b, const struct tv_record_wire *r)
+{
+	/* within COL_METHOD (7) */
+	static const char *const kinds[] = { "-", "intern", "server", "client", "prod", "cons" };
+	struct tv_span_wire sw;
+	const char *kind;
+	char nums[NUM_TEXT_LEN];
+	int n;
+
+	if (tv_span_wire_parse((const uint8_t *)r->str[TV_REC_SPAN].p, r->str[TV_REC_SPAN].len,
+			       &sw))
+		return false;
+	kind = sw.num[TV_SPAN_KIND] < 6 ? kinds[sw.num[TV_SPAN_KIND]] : "?";
+	table_col(b, "span", 4, COL_ROLE, false);
+	table_col(b, kind, strlen(kind), COL_METHOD, false);
+	table_col(b, sw.str[TV_SPAN_SERVICE].p, sw.str[TV_SPAN_SERVICE].len, COL_HOST, false);
+	table_col(b, sw.str[TV_SPAN_NAME].p, sw.str[TV_SPAN_NAME].len, COL_PATH, false);
+	table_col(b, "", 0, COL_HTTP, false);
+	n = snprintf(nums, sizeof(nums), "%*" PRIu32 " %*.3f %*s ", COL_STATUS,
+		     (uint32_t)sw.num[TV_SPAN_STATUS_CODE], COL_LATENCY,
+		     (double)r->num[TV_REC_LATENCY_NS] / 1e6, COL_PID, "");
+	if (n > 0 && (size_t)n < sizeof(nums))
+		tv_out_mem(b, nums, (size_t)n);
+	table_col(b, "", 0, COL_COMM, false);
+	table_col(b, "", 0, 0, true);
+	tv_out_char(b, '\n');
+	return true;
+}
+
 void tv_record_table_row(struct tv_out_buf *b, const struct tv_record_wire *r)
 {
 	char when[TV_RFC3339_MS_LEN], nums[NUM_TEXT_LEN];
@@ -215,6 +350,8 @@ void tv_record_table_row(struct tv_out_buf *b, const struct tv_record_wire *r)
 
 	tv_format_rfc3339(r->num[TV_REC_TS_NS], when, sizeof(when));
 	table_col(b, when, strlen(when), COL_TIME, false);
+	if (r->str[TV_REC_SPAN].p && span_table_row(b, r))
+		return;
 	table_str(b, r, TV_REC_ROLE, COL_ROLE, false);
 	table_str(b, r, TV_REC_METHOD, COL_METHOD, false);
 	table_str(b, r, TV_REC_HOST, COL_HOST, false);

@@ -30,12 +30,19 @@ enum tv_out_format {
  * fields of capture --body-bytes only when not empty: the content type and encoding strings,
  * and each body as req_body / resp_body when it is valid UTF-8 without NUL (a JSON string of
  * those bytes), else as req_body_base64 / resp_body_base64 (the key is the encoding marker).
- * Every line reads back with tv_record_json_parse (cli/record_json.h). */
+ * Every exchange line reads back with tv_record_json_parse (cli/record_json.h); a span record
+ * (BLOCK.md "Record kinds") ends with a "span" object of its Span fields, which put does not
+ * read (spans come in over OTLP). */
 void tv_record_jsonl(struct tv_out_buf *b, const struct tv_record_wire *r);
+/* A double as JSON (shortest round-trip digits; "NaN", "Infinity", "-Infinity" as strings,
+ * as protobuf's JSON mapping writes them). */
+void tv_out_json_double(struct tv_out_buf *b, double d);
 
 /* Table: a header line, then one aligned row per record (UTC time with ms, role, method,
  * host, path, HTTP version, status, latency ms, pid, comm, remote). Non-printable bytes in
- * captured strings are shown as '?' so a hostile path cannot drive the terminal. */
+ * captured strings are shown as '?' so a hostile path cannot drive the terminal. A span record
+ * shows role "span", its kind, service and name in the method, host and path columns and its
+ * OTLP status code as the status. */
 void tv_record_table_header(struct tv_out_buf *b);
 void tv_record_table_row(struct tv_out_buf *b, const struct tv_record_wire *r);
 

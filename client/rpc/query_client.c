@@ -119,7 +119,8 @@ static void fail_features(struct query_state *q, struct stream *s, uint32_t have
 	char what[256];
 
 	snprintf(what, sizeof(what), "server %s does not evaluate %s%s%s: upgrade tracevaultd",
-		 s->server, miss & TV_QUERY_FEATURE_FILTER ? "filters" : "",
+		 s->server, miss & TV_QUERY_FEATURE_FILTER ? "filters" :
+			    miss & TV_QUERY_FEATURE_SPANS ? "--kind/--service filters" : "",
 		 (miss & TV_QUERY_FEATURE_FILTER) && (miss & TV_QUERY_FEATURE_REVERSE) ? " or " : "",
 		 miss & TV_QUERY_FEATURE_REVERSE ? "reverse (--reverse)" : "");
 	fail_stream(q, s, -EPROTO, what);
@@ -590,7 +591,9 @@ int tv_query(const char *server, const struct tv_rpc_tls *tls, uint64_t from_ns,
 		.from_ns = from_ns, .to_ns = to_ns, .limit = limit, .filter = filter, .cb = cb,
 		.reverse = reverse, .tls = tls,
 		.need_features = (filter ? TV_QUERY_FEATURE_FILTER : 0) |
-				 (reverse ? TV_QUERY_FEATURE_REVERSE : 0),
+				 (reverse ? TV_QUERY_FEATURE_REVERSE : 0) |
+				 (filter && (filter->kind || filter->n_services) ?
+					  TV_QUERY_FEATURE_SPANS : 0),
 		.skip_cb = skip_cb,
 		.idle_cb = idle_cb,
 		.arg = arg,

@@ -209,7 +209,7 @@ static void case_unknown_fields(struct rec *r)
 {
 	static const uint8_t f64[8] = { 1, 2, 3, 4, 5, 6, 7, 8 }, f32[4] = { 9, 9, 9, 9 };
 
-	put_u(r, 27, 77);
+	put_u(r, 28, 77);
 	put_typical(r);
 	put_u(r, 1000, 1);
 	put_tag(r, 999, 1);
@@ -439,7 +439,7 @@ static void rnd_record(struct rec *r)
 			}
 			put_bytes(r, 21 + rnd_below(2), body, n);
 		} else { /* an unknown field, each wire type */
-			uint64_t field = 27 + rnd_below(5000);
+			uint64_t field = 28 + rnd_below(5000); /* 27: span */
 			uint8_t raw[8];
 
 			for (size_t k = 0; k < 8; k++)

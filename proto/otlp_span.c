@@ -1,0 +1,253 @@
+/* OTLP ExportTraceServiceRequest -> span records (see otlp_span.h). protobuf-c unpacks the
+ * request with the subset schema of proto/otlp_trace.proto, whose nested values (arrays,
+ * kvlists, events, links) are opaque bytes, so the unpack never recurses past the fixed depth
+ * of request > resource_spans > scope_spans > span > attribute > value. Each kept span becomes
+ * one TraceRecord whose strings point into the unpacked request or into hex[] here. */
+#include "proto/otlp_span.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const struct tv_limit tv_otlp_max_attributes_limit = { .min = 0, .max = 256 };
+const struct tv_limit tv_otlp_max_attribute_bytes_limit = { .min = 16, .max = 16u << 10 };
+const struct tv_limit tv_otlp_max_message_bytes_limit = { .min = 1u << 10, .max = 64u << 20 };
+
+#define HEX_STRIDE 33
+
+static void to_hex(const uint8_t *b, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[b[i] >> 4];
+		out[2 * i + 1] = digits[b[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+static int all_zero(const uint8_t *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (b[i])
+			return 0;
+	return 1;
+}
+
+/* Cut the NUL-terminated s (protobuf-c's copy, ours to change) to at most max bytes, at a
+ * UTF-8 character boundary: never in the middle of a multi-byte sequence. */
+static void cut_utf8(char *s, size_t max)
+{
+	size_t n = strlen(s);
+
+	if (n <= max)
+		return;
+	n = max;
+	while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+		n--;
+	s[n] = '\0';
+}
+
+/* The resource's service.name (a string value), or "". */
+static const char *service_name(const Tracevault__Otlp__V1__Resource *r)
+{
+	if (!r)
+		return "";
+	for (size_t i = 0; i < r->n_attributes; i++) {
+		const Tracevault__Otlp__V1__KeyValue *kv = r->attributes[i];
+
+		if (kv->key && strcmp(kv->key, "service.name") == 0 && kv->value &&
+		    kv->value->value_case == TRACEVAULT__OTLP__V1__ANY_VALUE__VALUE_STRING_VALUE)
+			return kv->value->string_value;
+	}
+	return "";
+}
+
+static void reject(struct tv_otlp_spans *s, uint64_t index, const char *why)
+{
+	if (!s->rejected)
+		snprintf(s->reject_msg, sizeof(s->reject_msg), "span %llu: %s; %s",
+			 (unsigned long long)index, why, "spans like it were rejected");
+	s->rejected++;
+}
+
+/* Why span sp cannot be stored, or NULL. */
+static const char *invalid(const Tracevault__Otlp__V1__Span *sp, char *buf, size_t len)
+{
+	if (sp->trace_id.len != 16) {
+		snprintf(buf, len, "trace_id is %zu bytes, not 16", sp->trace_id.len);
+		return buf;
+	}
+	if (all_zero(sp->trace_id.data, 16))
+		return "trace_id is all zero";
+	if (sp->span_id.len != 8) {
+		snprintf(buf, len, "span_id is %zu bytes, not 8", sp->span_id.len);
+		return buf;
+	}
+	if (all_zero(sp->span_id.data, 8))
+		return "span_id is all zero";
+	if (sp->parent_span_id.len != 0 && sp->parent_span_id.len != 8) {
+		snprintf(buf, len, "parent_span_id is %zu bytes, not 0 or 8",
+			 sp->parent_span_id.len);
+		return buf;
+	}
+	if (sp->start_time_unix_nano == 0)
+		return "start_time_unix_nano is 0";
+	if (sp->end_time_unix_nano < sp->start_time_unix_nano)
+		return "end_time_unix_nano is before start_time_unix_nano";
+	return NULL;
+}
+
+/* Fill record i from sp (valid), its attributes from attrs[*na...]. */
+static void fill(struct tv_otlp_spans *s, size_t i, Tracevault__Otlp__V1__Span *sp,
+		 const char *service, const Tracevault__Otlp__V1__InstrumentationScope *scope,
+		 const struct tv_otlp_limits *lim, size_t *na)
+{
+	Tracevault__V1__TraceRecord *r = &s->recs[i];
+	Tracevault__V1__Span *x = &s->spans[i];
+	char *hex = s->hex + 3 * HEX_STRIDE * i;
+	uint32_t dropped = sp->dropped_attributes_count;
+
+	tracevault__v1__trace_record__init(r);
+	tracevault__v1__span__init(x);
+	to_hex(sp->trace_id.data, 16, hex);
+	to_hex(sp->span_id.data, 8, hex + HEX_STRIDE);
+	if (sp->parent_span_id.len == 8)
+		to_hex(sp->parent_span_id.data, 8, hex + 2 * HEX_STRIDE);
+	else
+		hex[2 * HEX_STRIDE] = '\0';
+	r->ts_ns = sp->start_time_unix_nano;
+	r->end_ns = sp->end_time_unix_nano;
+	r->latency_ns = sp->end_time_unix_nano - sp->start_time_unix_nano;
+	r->trace_id = hex;
+	r->span_id = hex + HEX_STRIDE;
+	r->span = x;
+	x->parent_span_id = hex + 2 * HEX_STRIDE;
+	cut_utf8(sp->name, lim->max_attribute_bytes);
+	x->name = sp->name;
+	x->kind = sp->kind;
+	if (sp->status) {
+		x->status_code = sp->status->code;
+		cut_utf8(sp->status->message, lim->max_attribute_bytes);
+		x->status_message = sp->status->message;
+	}
+	x->service = (char *)service;
+	cut_utf8(sp->trace_state, lim->max_attribute_bytes);
+	x->trace_state = sp->trace_state;
+	x->flags = sp->flags;
+	if (scope) {
+		x->scope_name = scope->name;
+		x->scope_version = scope->version;
+	}
+	x->attributes = s->attr_ptrs + *na;
+	for (size_t k = 0; k < sp->n_attributes; k++) {
+		Tracevault__Otlp__V1__KeyValue *kv = sp->attributes[k];
+		Tracevault__V1__SpanAttribute *a = &s->attrs[*na];
+		const Tracevault__Otlp__V1__AnyValue *v = kv->value;
+
+		if (x->n_attributes >= lim->max_attributes || !v) {
+			dropped++;
+			continue;
+		}
+		tracevault__v1__span_attribute__init(a);
+		switch (v->value_case) {
+		case TRACEVAULT__OTLP__V1__ANY_VALUE__VALUE_STRING_VALUE:
+			cut_utf8(v->string_value, lim->max_attribute_bytes);
+			a->value_case = TRACEVAULT__V1__SPAN_ATTRIBUTE__VALUE_STRING_VALUE;
+			a->string_value = v->string_value;
+			break;
+		case TRACEVAULT__OTLP__V1__ANY_VALUE__VALUE_BOOL_VALUE:
+			a->value_case = TRACEVAULT__V1__SPAN_ATTRIBUTE__VALUE_BOOL_VALUE;
+			a->bool_value = v->bool_value;
+			break;
+		case TRACEVAULT__OTLP__V1__ANY_VALUE__VALUE_INT_VALUE:
+			a->value_case = TRACEVAULT__V1__SPAN_ATTRIBUTE__VALUE_INT_VALUE;
+			a->int_value = v->int_value;
+			break;
+		case TRACEVAULT__OTLP__V1__ANY_VALUE__VALUE_DOUBLE_VALUE:
+			a->value_case = TRACEVAULT__V1__SPAN_ATTRIBUTE__VALUE_DOUBLE_VALUE;
+			a->double_value = v->double_value;
+			break;
+		default: /* array, kvlist, bytes, or no value: not stored */
+			dropped++;
+			continue;
+		}
+		cut_utf8(kv->key, lim->max_attribute_bytes);
+		a->key = kv->key;
+		s->attr_ptrs[*na] = a;
+		(*na)++;
+		x->n_attributes++;
+	}
+	x->dropped_attributes_count = dropped;
+	x->dropped_events_count = sp->dropped_events_count + (uint32_t)sp->n_events;
+	x->dropped_links_count = sp->dropped_links_count + (uint32_t)sp->n_links;
+}
+
+int tv_otlp_spans_decode(const uint8_t *msg, size_t len, const struct tv_otlp_limits *lim,
+			 struct tv_otlp_spans *out)
+{
+	Tracevault__Otlp__V1__ExportTraceServiceRequest *req;
+	size_t total = 0, nattrs = 0, n = 0, na = 0;
+	char why[96];
+
+	memset(out, 0, sizeof(*out));
+	req = tracevault__otlp__v1__export_trace_service_request__unpack(NULL, len, msg);
+	if (!req)
+		return -EBADMSG;
+	out->req = req;
+	for (size_t r = 0; r < req->n_resource_spans; r++)
+		for (size_t c = 0; c < req->resource_spans[r]->n_scope_spans; c++) {
+			const Tracevault__Otlp__V1__ScopeSpans *ss =
+				req->resource_spans[r]->scope_spans[c];
+
+			total += ss->n_spans;
+			for (size_t k = 0; k < ss->n_spans; k++)
+				nattrs += ss->spans[k]->n_attributes;
+		}
+	out->received = total;
+	if (total) {
+		out->recs = calloc(total, sizeof(*out->recs));
+		out->spans = calloc(total, sizeof(*out->spans));
+		out->hex = malloc(total * 3 * HEX_STRIDE);
+		out->attrs = calloc(nattrs ? nattrs : 1, sizeof(*out->attrs));
+		out->attr_ptrs = calloc(nattrs ? nattrs : 1, sizeof(*out->attr_ptrs));
+		if (!out->recs || !out->spans || !out->hex || !out->attrs || !out->attr_ptrs)
+			return -ENOMEM;
+	}
+	for (size_t r = 0; r < req->n_resource_spans; r++) {
+		const Tracevault__Otlp__V1__ResourceSpans *rs = req->resource_spans[r];
+		const char *service = service_name(rs->resource);
+
+		for (size_t c = 0; c < rs->n_scope_spans; c++) {
+			const Tracevault__Otlp__V1__ScopeSpans *ss = rs->scope_spans[c];
+
+			for (size_t k = 0; k < ss->n_spans; k++) {
+				const char *bad = invalid(ss->spans[k], why, sizeof(why));
+
+				if (bad) {
+					reject(out, n + out->rejected, bad);
+					continue;
+				}
+				fill(out, n, ss->spans[k], service, ss->scope, lim, &na);
+				n++;
+			}
+		}
+	}
+	out->n = n;
+	return 0;
+}
+
+void tv_otlp_spans_free(struct tv_otlp_spans *s)
+{
+	if (!s)
+		return;
+	if (s->req)
+		tracevault__otlp__v1__export_trace_service_request__free_unpacked(s->req, NULL);
+	free(s->recs);
+	free(s->spans);
+	free(s->hex);
+	free(s->attrs);
+	free(s->attr_ptrs);
+	memset(s, 0, sizeof(*s));
+}
