@@ -316,8 +316,8 @@ static const char USAGE_TLS[] =
 _Static_assert(TV_METRICS_MAX_CONNECTIONS == 16 && TV_METRICS_TIMEOUT_S == 10,
 	       "update --help: 16 scrapers, 10 s");
 static const char USAGE_METRICS[] =
-	"  --http-addr HOST:PORT    (also --metrics-addr, its older name) serve Prometheus\n"
-	"                           metrics (text format 0.0.4) at http://HOST:PORT/metrics,\n"
+	"  --http-addr HOST:PORT    serve Prometheus metrics (text format 0.0.4) at\n"
+	"                           http://HOST:PORT/metrics,\n"
 	"                           the Jaeger query API (/api/services, /api/traces, ...),\n"
 	"                           the page's routes (/api/tracevault/...) and the page at\n"
 	"                           / (README \"HTTP API\"; GET and HEAD, other paths 404),\n"
@@ -329,6 +329,7 @@ static const char USAGE_METRICS[] =
 	"                           reachable from the network). The port is bound first: in\n"
 	"                           use, it exits 1 before the data dir is touched. Default:\n"
 	"                           no HTTP port\n"
+	"  --metrics-addr HOST:PORT the older name of --http-addr, kept working\n"
 	"  --service-name COMM=NAME an exchange of process COMM is a span of service NAME in\n"
 	"                           the HTTP API (default: its comm); repeatable, 64 at most\n"
 	"  --http-max-spans N       records one HTTP request reads, 1 to 10000000\n"
@@ -1197,6 +1198,11 @@ int main(int argc, char **argv)
 		if (tv_metrics_http_exposed(metrics_addr))
 			fprintf(stderr, "tracevaultd: " TV_METRICS_EXPOSED_WARNING "\n",
 				metrics_bound);
+		/* the API serves records (paths, addresses, headers): more than metrics */
+		if (tv_metrics_http_exposed(metrics_addr))
+			fprintf(stderr, "tracevaultd: warning: the HTTP API on http://%s serves the "
+				"archive's records to anyone who reaches it (no TLS, no "
+				"authentication)\n", metrics_bound);
 	}
 	{
 		/* name the bound port, not the requested one: with port 0 only the kernel knows it.
