@@ -465,7 +465,8 @@ static int fetch_traces(struct hreq *h, char **ids, size_t n, uint64_t from, uin
 	}
 	if (ret)
 		goto out;
-	qsort(s.v, s.n, sizeof(*s.v), cmp_start);
+	if (s.n) /* qsort of NULL is undefined, even for 0 elements */
+		qsort(s.v, s.n, sizeof(*s.v), cmp_start);
 	idx = malloc((s.n + (known ? known->n : 0) + 1) * sizeof(*idx));
 	if (!idx) {
 		ret = -ENOMEM;
@@ -663,7 +664,8 @@ static int route_search(struct hreq *h)
 		goto out;
 	}
 	/* newest first across both scans: the traces of the most recent matching spans */
-	qsort(s.v, s.n, sizeof(*s.v), cmp_start);
+	if (s.n) /* qsort of NULL is undefined, even for 0 elements */
+		qsort(s.v, s.n, sizeof(*s.v), cmp_start);
 	for (size_t i = s.n; i-- > 0 && n_ids < limit;) {
 		struct jspan *j = &s.v[i];
 		const char *k;
