@@ -620,7 +620,7 @@ static bool tag_matches(const json_t *tags, const char *key, const char *want)
 static int route_search(struct hreq *h)
 {
 	const char *svc = tv_http_arg(h->rq, "service"), *op = tv_http_arg(h->rq, "operation");
-	uint64_t from, to, limit = DEFAULT_LIMIT, min_ns = 0, max_ns = UINT64_MAX;
+	uint64_t from, to, limit = 0, min_ns = 0, max_ns = UINT64_MAX;
 	bool has_min, has_max;
 	Tracevault__V1__Range lat = TRACEVAULT__V1__RANGE__INIT;
 	struct spans s = { 0 };
@@ -641,8 +641,8 @@ static int route_search(struct hreq *h)
 		json_decref(want);
 		return tv_http_error(h, 400, "service is required");
 	}
-	if (limit == 0)
-		limit = DEFAULT_LIMIT;
+	if (limit == 0) /* absent or 0: Jaeger's default, within our bound */
+		limit = DEFAULT_LIMIT < h->a->o.max_traces ? DEFAULT_LIMIT : h->a->o.max_traces;
 	if (limit > h->a->o.max_traces) {
 		json_decref(want);
 		return tv_http_error(h, 400, "invalid limit: %llu is above --http-max-traces (%u)",

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -56,8 +57,9 @@ SPAN_KEYS = {"traceID", "spanID", "operationName", "references", "startTime", "d
 TAG_TYPES = {"string": str, "bool": bool, "int64": int, "float64": float}
 
 
-def get(base, path, **params):
-    """(status, parsed JSON) of GET base+path?params."""
+def get(base, path, /, **params):
+    """(status, parsed JSON) of GET base+path?params (positional-only: a parameter may be
+    called path)."""
     url = "http://%s%s" % (base, path)
     if params:
         url += "?" + urllib.parse.urlencode(params)
@@ -68,7 +70,7 @@ def get(base, path, **params):
         return e.code, json.loads(e.read())
 
 
-def ok_data(base, path, **params):
+def ok_data(base, path, /, **params):
     status, body = get(base, path, **params)
     assert status == 200, (path, params, status, body)
     assert set(body) == ENVELOPE, body.keys()
@@ -273,6 +275,80 @@ def test_page_served(http):
         assert r.status == 200 and r.headers["Content-Type"].startswith("text/html")
     with open(os.path.join(os.environ["TV_SOURCE_DIR"], "web", "index.html")) as f:
         assert body == f.read()
+
+
+def test_hostile_parameters(http):
+    """Random and oversized parameters on every route: each answer is 200, 400 or 404 with a
+    JSON body, and the server keeps answering (a crash would end the run)."""
+    rng = random.Random(7)
+    routes = ["/api/services", "/api/services/nginx/operations", "/api/operations",
+              "/api/traces", "/api/traces/" + TRACE_A, "/api/tracevault/summary",
+              "/api/tracevault/rates", "/api/tracevault/exchanges"]
+    names = ["service", "operation", "tags", "tag", "start", "end", "lookback", "minDuration",
+             "maxDuration", "limit", "offset", "step", "by", "status", "path", "role",
+             "method", "host", "trace_id", "spanKind"]
+    values = ["", "-1", "0", "1", "18446744073709551615", "18446744073709551616", "1e308",
+              "nan", "inf", "1.5ms", "2x", "{", "{\"a\":1}", "[]", "\x00", "%", "*", "[a-",
+              "5xx", "999-1", "ü" * 300, "a" * 5000, "custom", "nginx", ":", "k:v"]
+    for i in range(300):
+        params = {rng.choice(names): rng.choice(values) for _ in range(rng.randint(1, 4))}
+        path = rng.choice(routes)
+        status, body = get(http, path, **params)
+        assert status in (200, 400, 404), (path, params, status, body)
+        assert isinstance(body, dict), body
+    assert ok_data(http, "/api/services") == ["checkout", "frontend", "nginx"]
+
+
+def test_concurrent_requests(http):
+    """8 clients at once (the API's thread pool is 4): every answer whole and the same."""
+    import concurrent.futures
+    want = ok_data(http, "/api/traces", service="nginx")
+
+    def one(_):
+        return ok_data(http, "/api/traces", service="nginx")
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        got = list(ex.map(one, range(40)))
+    assert all(g == want for g in got)
+
+
+def test_bounds():
+    """--http-max-spans: a search sees the newest N spans only; --http-max-response-bytes:
+    413 past it, with the error shape; --http-max-traces: a larger limit is 400; a bad
+    --service-name or an --http-* option without --http-addr is a usage error (exit 2)."""
+    with tvtest.Server(extra_args=["--http-addr", "127.0.0.1:0", "--http-max-spans", "1"]) as srv:
+        http = tvtest.metrics_addr(srv.log())
+        put_exchanges(srv.addr)
+        want_derived, _ = derived_ids(EXCHANGES[2])
+        # one span read: the newest, nginx's login (its trace is that one span)
+        assert [t["traceID"] for t in ok_data(http, "/api/traces", service="nginx")] == [
+            want_derived]
+        status, body = get(http, "/api/tracevault/exchanges", limit=2)
+        assert status == 400 and "--http-max-spans" in body["errors"][0]["msg"], body
+        assert srv.stop() == 0, srv.log()[-2000:]
+    with tvtest.Server(extra_args=["--http-addr", "127.0.0.1:0", "--http-max-response-bytes",
+                                   "4K", "--http-max-traces", "5"]) as srv:
+        http = tvtest.metrics_addr(srv.log())
+        put_exchanges(srv.addr)
+        # trace A (2 spans) fits in 4 KiB, both of nginx's traces (3 spans) do not
+        assert len(json.dumps(ok_data(http, "/api/traces/" + TRACE_A))) < 4096
+        status, body = get(http, "/api/traces", service="nginx")
+        assert status == 413 and "--http-max-response-bytes" in body["errors"][0]["msg"], body
+        assert set(body) == ENVELOPE
+        status, body = get(http, "/api/traces", service="nginx", limit=6)
+        assert status == 400 and "--http-max-traces (5)" in body["errors"][0]["msg"], body
+        assert srv.stop() == 0, srv.log()[-2000:]
+    for args in (["--service-name", "nosign"], ["--service-name", "=x"],
+                 ["--http-max-spans", "0"], ["--http-timeout-ms", "5"],
+                 ["--http-max-response-bytes", "1K"]):
+        p = subprocess.run(
+            [tvtest.binary("tracevaultd"), "--data", "/nonexistent", "--http-addr",
+             "127.0.0.1:0"] + args, capture_output=True, text=True, timeout=30)
+        assert p.returncode == 2 and p.stderr.count("\n") == 1, (args, p.returncode, p.stderr)
+    p = subprocess.run([tvtest.binary("tracevaultd"), "--data", "/nonexistent",
+                                     "--service-name", "a=b"],
+                                    capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "need --http-addr" in p.stderr, p.stderr
 
 
 def put_exchanges(addr):
