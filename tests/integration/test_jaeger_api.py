@@ -351,12 +351,30 @@ def test_bounds():
     assert p.returncode == 2 and "need --http-addr" in p.stderr, p.stderr
 
 
-def put_exchanges(addr):
+def test_api_of_a_tls_server_that_requires_client_certs():
+    """The API reads through the server's private unix socket (server/local_rpc.h), so it
+    answers when --listen takes only TLS clients with certificates."""
+    from test_tls import make_certs
+    d = tempfile.mkdtemp(prefix="tv-jaeger-tls-")
+    make_certs(d)
+    p = lambda n: os.path.join(d, n)  # noqa: E731
+    with tvtest.Server(extra_args=["--tls-cert", p("server.pem"), "--tls-key", p("server.key"),
+                                   "--tls-ca", p("ca.pem"), "--tls-require-client-cert",
+                                   "--http-addr", "127.0.0.1:0"]) as srv:
+        http = tvtest.metrics_addr(srv.log())
+        put_exchanges(srv.addr, ["--tls-ca", p("ca.pem"), "--tls-cert", p("client.pem"),
+                                 "--tls-key", p("client.key")])
+        assert ok_data(http, "/api/services") == ["curl", "nginx"]
+        assert ok_data(http, "/api/traces/" + TRACE_A)[0]["traceID"] == TRACE_A
+        assert srv.stop() == 0, srv.log()[-2000:]
+
+
+def put_exchanges(addr, extra=()):
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
         for r in EXCHANGES:
             f.write(json.dumps(r) + "\n")
     try:
-        tvtest.run(["put", "--server", addr, f.name], check=True)
+        tvtest.run(["put", "--server", addr, f.name] + list(extra), check=True)
     finally:
         os.unlink(f.name)
 
