@@ -36,6 +36,7 @@ struct mhd_api {
 	__typeof__(MHD_add_response_header) *add_response_header;
 	__typeof__(MHD_queue_response) *queue_response;
 	__typeof__(MHD_destroy_response) *destroy_response;
+	__typeof__(MHD_lookup_connection_value) *lookup_connection_value;
 };
 
 struct tv_metrics_http {
@@ -43,6 +44,8 @@ struct tv_metrics_http {
 	struct mhd_api api;
 	struct MHD_Daemon *daemon;
 	const struct tv_metrics *m;
+	tv_http_handler handler; /* other paths, or NULL: 404 */
+	void *handler_arg;
 	int fd;     /* the bound socket until the daemon takes it; -1 after */
 	int family; /* its address family */
 	char hostport[300]; /* as given, for the messages of serve */
@@ -96,12 +99,51 @@ static enum MHD_Result respond(struct tv_metrics_http *h, struct MHD_Connection 
 	return ret;
 }
 
+struct tv_http_req {
+	struct tv_metrics_http *h;
+	struct MHD_Connection *conn;
+};
+
+const char *tv_http_arg(const struct tv_http_req *rq, const char *name)
+{
+	return rq->h->api.lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+void tv_metrics_http_set_handler(struct tv_metrics_http *h, tv_http_handler fn, void *arg)
+{
+	h->handler = fn;
+	h->handler_arg = arg;
+}
+
+/* A path other than /metrics: the handler's answer, or 404. */
+static enum MHD_Result on_other(struct tv_metrics_http *h, struct MHD_Connection *conn,
+				const char *url)
+{
+	static char not_found[] = "not found: try /metrics\n", failed[] = "internal error\n";
+	struct tv_http_req rq = { h, conn };
+	struct tv_http_reply out = { 0 };
+	int ret;
+
+	if (!h->handler)
+		return respond(h, conn, MHD_HTTP_NOT_FOUND, not_found, sizeof(not_found) - 1, 0,
+			       "text/plain");
+	ret = h->handler(h->handler_arg, url, &rq, &out);
+	if (ret == -ENOENT)
+		return respond(h, conn, MHD_HTTP_NOT_FOUND, not_found, sizeof(not_found) - 1, 0,
+			       "text/plain");
+	if (ret)
+		return respond(h, conn, MHD_HTTP_INTERNAL_SERVER_ERROR, failed,
+			       sizeof(failed) - 1, 0, "text/plain");
+	if (out.body_static) /* copied: respond's owned flag is for malloc'd bodies */
+		return respond(h, conn, out.status, out.body, out.len, 0, out.content_type);
+	return respond(h, conn, out.status, out.body, out.len, 1, out.content_type);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
 				  const char *method, const char *version,
 				  const char *upload_data, size_t *upload_data_size, void **req_cls)
 {
 	static char not_allowed[] = "only GET and HEAD\n",
-		    not_found[] = "not found: try /metrics\n",
 		    failed[] = "cannot render the metrics\n";
 	struct tv_metrics_http *h = cls;
 	char *body;
@@ -115,8 +157,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		return respond(h, conn, MHD_HTTP_METHOD_NOT_ALLOWED, not_allowed,
 			       sizeof(not_allowed) - 1, 0, "text/plain");
 	if (strcmp(url, TV_METRICS_PATH))
-		return respond(h, conn, MHD_HTTP_NOT_FOUND, not_found, sizeof(not_found) - 1, 0,
-			       "text/plain");
+		return on_other(h, conn, url);
 	if (tv_metrics_render(h->m, &body, &len))
 		return respond(h, conn, MHD_HTTP_INTERNAL_SERVER_ERROR, failed,
 			       sizeof(failed) - 1, 0, "text/plain");
@@ -128,12 +169,13 @@ static int load_api(struct tv_metrics_http *h, char *err, size_t errlen)
 	static const char *const NAMES[] = {
 		"MHD_start_daemon", "MHD_stop_daemon", "MHD_create_response_from_buffer",
 		"MHD_add_response_header", "MHD_queue_response", "MHD_destroy_response",
+		"MHD_lookup_connection_value",
 	};
 	void **slot[] = {
 		(void **)&h->api.start_daemon, (void **)&h->api.stop_daemon,
 		(void **)&h->api.create_response_from_buffer,
 		(void **)&h->api.add_response_header, (void **)&h->api.queue_response,
-		(void **)&h->api.destroy_response,
+		(void **)&h->api.destroy_response, (void **)&h->api.lookup_connection_value,
 	};
 	_Static_assert(sizeof(NAMES) / sizeof(NAMES[0]) == sizeof(slot) / sizeof(slot[0]),
 		       "one name per function of struct mhd_api");
@@ -256,6 +298,9 @@ int tv_metrics_http_serve(struct tv_metrics_http *h, const struct tv_metrics *m,
 					MHD_OPTION_CONNECTION_LIMIT,
 					(unsigned)TV_METRICS_MAX_CONNECTIONS,
 					MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)TV_METRICS_TIMEOUT_S,
+					/* one thread while only metrics are served */
+					MHD_OPTION_THREAD_POOL_SIZE,
+					(unsigned)(h->handler ? TV_HTTP_THREADS : 1),
 					MHD_OPTION_END);
 	if (!h->daemon) {
 		snprintf(err, errlen, "--metrics-addr %s: libmicrohttpd did not start",

@@ -57,6 +57,35 @@ int tv_metrics_http_bind(struct tv_metrics_http **out, const char *hostport, cha
 int tv_metrics_http_serve(struct tv_metrics_http *h, const struct tv_metrics *m, char *err,
 			  size_t errlen);
 
+/* ---- other paths: the HTTP API (server/http_api.h) ----
+ * With a handler set (before serve), every GET or HEAD of a path other than /metrics goes to
+ * it, on one of TV_HTTP_THREADS libmicrohttpd threads: a handler may block (it waits on
+ * gRPC calls) without holding up the others or a scrape for longer than that. */
+#define TV_HTTP_THREADS 4
+
+/* One request as the handler sees it. */
+struct tv_http_req;
+/* The value of the query argument name (percent-decoded by libmicrohttpd), or NULL. Valid
+ * during the handler's call. */
+const char *tv_http_arg(const struct tv_http_req *rq, const char *name);
+
+/* The handler's answer: status, body (malloc'd and handed over, freed by the endpoint; or a
+ * static string with body_static set) of len bytes, content_type a static string. */
+struct tv_http_reply {
+	unsigned status;
+	char *body;
+	size_t len;
+	int body_static;
+	const char *content_type;
+};
+
+/* Answer url (the path, percent-decoded, without the query). 0 with *out filled, -ENOENT
+ * for a path it does not serve (404), or another negative errno (500). Called from several
+ * threads at once. */
+typedef int (*tv_http_handler)(void *arg, const char *url, const struct tv_http_req *rq,
+			       struct tv_http_reply *out);
+void tv_metrics_http_set_handler(struct tv_metrics_http *h, tv_http_handler fn, void *arg);
+
 /* Stop serving (joins the thread, closes the socket) and free. Safe on NULL. */
 void tv_metrics_http_stop(struct tv_metrics_http *h);
 

@@ -53,6 +53,8 @@ PKGS=(
   # ceph and radosgw-admin commands the script runs (a dependency of the others, named because
   # the script calls it directly)
   ceph-mon ceph-osd radosgw ceph-common
+  # the browser the page's test drives with playwright-core (tests/integration/test_web_page.py)
+  chromium
 )
 
 missing=()

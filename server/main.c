@@ -25,6 +25,8 @@
 #include "common/duration.h"
 #include "common/limit.h"
 #include "common/metrics_http.h"
+#include "server/http_api.h"
+#include "server/local_rpc.h"
 #include "common/size.h"
 #include "common/tls.h"
 #include "common/usage.h"
@@ -106,6 +108,11 @@ enum {
 	OPT_OTLP_MAX_PENDING,
 	OPT_OTLP_MAX_ATTRIBUTES,
 	OPT_OTLP_MAX_ATTRIBUTE_BYTES,
+	OPT_SERVICE_NAME,
+	OPT_HTTP_MAX_SPANS,
+	OPT_HTTP_MAX_TRACES,
+	OPT_HTTP_TIMEOUT_MS,
+	OPT_HTTP_MAX_RESPONSE_BYTES,
 };
 
 static const struct option OPTIONS[] = {
@@ -135,7 +142,13 @@ static const struct option OPTIONS[] = {
 	{ "tls-ca", required_argument, NULL, 'A' },
 	{ "tls-require-client-cert", no_argument, NULL, 'r' },
 	{ "insecure", no_argument, NULL, 'N' },
-	{ "metrics-addr", required_argument, NULL, 'M' },
+	{ "http-addr", required_argument, NULL, 'M' },
+	{ "metrics-addr", required_argument, NULL, 'M' }, /* the older name of --http-addr */
+	{ "service-name", required_argument, NULL, OPT_SERVICE_NAME },
+	{ "http-max-spans", required_argument, NULL, OPT_HTTP_MAX_SPANS },
+	{ "http-max-traces", required_argument, NULL, OPT_HTTP_MAX_TRACES },
+	{ "http-timeout-ms", required_argument, NULL, OPT_HTTP_TIMEOUT_MS },
+	{ "http-max-response-bytes", required_argument, NULL, OPT_HTTP_MAX_RESPONSE_BYTES },
 	{ "under", required_argument, NULL, 'U' },
 	{ "s3-endpoint", required_argument, NULL, 'E' },
 	{ "s3-region", required_argument, NULL, 'Z' },
@@ -166,7 +179,9 @@ static const char USAGE[] =
 	"                   [--retain-interval DURATION] [--retain-query-grace DURATION]\n"
 	"                   [--tls-cert FILE --tls-key FILE [--tls-ca FILE]\n"
 	"                    [--tls-require-client-cert]] [--insecure]\n"
-	"                   [--metrics-addr HOST:PORT]\n"
+	"                   [--http-addr HOST:PORT [--service-name COMM=NAME]...\n"
+	"                    [--http-max-spans N] [--http-max-traces N]\n"
+	"                    [--http-timeout-ms MS] [--http-max-response-bytes SIZE]]\n"
 	"                   [--under s3://BUCKET/PREFIX --s3-endpoint URL [--s3-region R]\n"
 	"                    [--write-type cache-through|async-through]\n"
 	"                    [--under-queue-segments N] [--under-queue-bytes SIZE]\n"
@@ -301,8 +316,11 @@ static const char USAGE_TLS[] =
 _Static_assert(TV_METRICS_MAX_CONNECTIONS == 16 && TV_METRICS_TIMEOUT_S == 10,
 	       "update --help: 16 scrapers, 10 s");
 static const char USAGE_METRICS[] =
-	"  --metrics-addr HOST:PORT serve Prometheus metrics (text format 0.0.4) at\n"
-	"                           http://HOST:PORT/metrics (GET and HEAD; other paths 404),\n"
+	"  --http-addr HOST:PORT    serve Prometheus metrics (text format 0.0.4) at\n"
+	"                           http://HOST:PORT/metrics,\n"
+	"                           the Jaeger query API (/api/services, /api/traces, ...),\n"
+	"                           the page's routes (/api/tracevault/...) and the page at\n"
+	"                           / (README \"HTTP API\"; GET and HEAD, other paths 404),\n"
 	"                           from a thread of libmicrohttpd; port 0 picks a free port,\n"
 	"                           named on stderr: 'tracevaultd: metrics on\n"
 	"                           http://HOST:PORT/metrics'. 16 connections at once, 10 s\n"
@@ -310,7 +328,18 @@ static const char USAGE_METRICS[] =
 	"                           trusted network (a HOST that is not loopback is logged as\n"
 	"                           reachable from the network). The port is bound first: in\n"
 	"                           use, it exits 1 before the data dir is touched. Default:\n"
-	"                           no metrics endpoint\n"
+	"                           no HTTP port\n"
+	"  --metrics-addr HOST:PORT the older name of --http-addr, kept working\n"
+	"  --service-name COMM=NAME an exchange of process COMM is a span of service NAME in\n"
+	"                           the HTTP API (default: its comm); repeatable, 64 at most\n"
+	"  --http-max-spans N       records one HTTP request reads, 1 to 10000000\n"
+	"                           (default 100000); a search past it sees the newest N\n"
+	"  --http-max-traces N      traces one search may ask for (limit), 1 to 100000\n"
+	"                           (default 1000)\n"
+	"  --http-timeout-ms MS     deadline of an HTTP request's calls, 100 to 600000\n"
+	"                           (default 10000): past it 504\n"
+	"  --http-max-response-bytes SIZE  largest HTTP answer, 4K to 1G (default 16M):\n"
+	"                           past it 413\n"
 	"\n";
 
 /* OTLP ingest (proto/PROTOCOL.md "OTLP ingest"): the bounds are proto/otlp_span.h's and
@@ -649,6 +678,12 @@ int main(int argc, char **argv)
 	const char *data_dir = NULL, *metrics_addr = NULL;
 	struct tv_metrics_http *metrics = NULL;
 	char err[ERR_LEN], metrics_bound[NI_MAXHOST + 16];
+	/* the HTTP API (server/http_api.h) on the --http-addr port, its own gRPC socket */
+	static const char *service_names[TV_HTTP_MAX_SERVICE_NAMES];
+	struct tv_http_api_opts http_o = { .service_names = service_names };
+	struct tv_http_api *http_api = NULL;
+	const char *metrics_opt = "http-addr";
+	struct tv_local_rpc_dir local_dir = { 0 };
 	struct sigaction sa = { .sa_handler = on_signal };
 	enum mode mode = MODE_SERVE;
 	int opt, port = 0, rc = 1, listen_set = 0, retain_set = 0, longidx = 0;
@@ -852,10 +887,53 @@ int main(int argc, char **argv)
 			break;
 		case 'M':
 			if (tv_metrics_http_check_addr(optarg))
-				return usage_error("invalid --metrics-addr: '%s' (HOST:PORT or "
-						   "[IPv6]:PORT, port 0 to 65535)", optarg);
+				return usage_error("invalid --%s: '%s' (HOST:PORT or "
+						   "[IPv6]:PORT, port 0 to 65535)",
+						   OPTIONS[longidx].name, optarg);
 			metrics_addr = optarg;
+			metrics_opt = OPTIONS[longidx].name; /* messages name it as given */
 			break;
+		case OPT_SERVICE_NAME:
+			if (tv_http_check_service_name(optarg))
+				return usage_error("invalid --service-name: '%s' (COMM=NAME, each 1 "
+						   "to 255 bytes)", optarg);
+			if (http_o.n_service_names == TV_HTTP_MAX_SERVICE_NAMES)
+				return usage_error("--service-name: more than %d",
+						   TV_HTTP_MAX_SERVICE_NAMES);
+			service_names[http_o.n_service_names++] = optarg;
+			break;
+		case OPT_HTTP_MAX_SPANS:
+		case OPT_HTTP_MAX_TRACES:
+		case OPT_HTTP_TIMEOUT_MS: {
+			uint64_t v;
+
+			if (parse_count(OPTIONS[longidx].name, optarg,
+					opt == OPT_HTTP_MAX_SPANS ? &tv_http_max_spans_limit :
+					opt == OPT_HTTP_MAX_TRACES ? &tv_http_max_traces_limit :
+								      &tv_http_timeout_ms_limit, &v))
+				return EXIT_USAGE;
+			if (opt == OPT_HTTP_MAX_SPANS)
+				http_o.max_spans = v;
+			else if (opt == OPT_HTTP_MAX_TRACES)
+				http_o.max_traces = (unsigned)v;
+			else
+				http_o.timeout_ms = (unsigned)v;
+			break;
+		}
+		case OPT_HTTP_MAX_RESPONSE_BYTES: {
+			uint64_t v;
+			char bound[64];
+
+			if (tv_size_parse(optarg, &v) ||
+			    tv_limit_check(&tv_http_max_response_bytes_limit, v)) {
+				tv_limit_format(&tv_http_max_response_bytes_limit, true, bound,
+						sizeof(bound));
+				return usage_error("invalid --%s: '%s' (%s)", OPTIONS[longidx].name,
+						   optarg, bound);
+			}
+			http_o.max_response_bytes = (size_t)v;
+			break;
+		}
 		case 'U':
 			under = optarg;
 			break;
@@ -932,7 +1010,11 @@ int main(int argc, char **argv)
 	if (mode != MODE_SERVE && listen_set)
 		return usage_error("--listen serves; --rebuild-catalog and --scrub do not");
 	if (mode != MODE_SERVE && metrics_addr)
-		return usage_error("--metrics-addr serves; --rebuild-catalog and --scrub do not");
+		return usage_error("--%s serves; --rebuild-catalog and --scrub do not",
+				   metrics_opt);
+	if (!metrics_addr && (http_o.n_service_names || http_o.max_spans || http_o.max_traces ||
+			      http_o.timeout_ms || http_o.max_response_bytes))
+		return usage_error("--service-name and --http-* options need --http-addr");
 	if (mode != MODE_SERVE && retain_set)
 		return usage_error("--retain-* options serve; --rebuild-catalog and --scrub do "
 				   "not");
@@ -1081,9 +1163,27 @@ int main(int argc, char **argv)
 	o.require_client_cert = require_client_cert;
 	grpc_init();
 	tv_grpc_log_install(); /* gRPC's lines rate-limited, its TLS failures counted */
+	if (metrics) {
+		if (tv_local_rpc_dir_new(&local_dir, err, sizeof(err))) {
+			grpc_shutdown();
+			goto fail;
+		}
+		o.local_addr = local_dir.addr;
+	}
 	if (tv_rpc_server_start(&srv, &o, catalog, store, &port, err, sizeof(err))) {
 		grpc_shutdown();
 		goto fail;
+	}
+	if (metrics) {
+		http_o.rpc_addr = local_dir.addr;
+		http_o.max_message_bytes = o.max_message_bytes > TV_QUERY_MAX_MESSAGE_BYTES ?
+						   o.max_message_bytes : TV_QUERY_MAX_MESSAGE_BYTES;
+		if (tv_http_api_new(&http_api, &http_o, err, sizeof(err))) {
+			tv_rpc_server_free(srv);
+			grpc_shutdown();
+			goto fail;
+		}
+		tv_metrics_http_set_handler(metrics, tv_http_api_handle, http_api);
 	}
 	tv_tls_pem_free(&tls); /* gRPC holds its own copy; ours (the key) is wiped */
 	if (metrics) {
@@ -1098,6 +1198,11 @@ int main(int argc, char **argv)
 		if (tv_metrics_http_exposed(metrics_addr))
 			fprintf(stderr, "tracevaultd: " TV_METRICS_EXPOSED_WARNING "\n",
 				metrics_bound);
+		/* the API serves records (paths, addresses, headers): more than metrics */
+		if (tv_metrics_http_exposed(metrics_addr))
+			fprintf(stderr, "tracevaultd: warning: the HTTP API on http://%s serves the "
+				"archive's records to anyone who reaches it (no TLS, no "
+				"authentication)\n", metrics_bound);
 	}
 	{
 		/* name the bound port, not the requested one: with port 0 only the kernel knows it.
@@ -1122,6 +1227,8 @@ int main(int argc, char **argv)
 	tv_rpc_server_run(srv, &stop_requested);
 	tv_metrics_http_stop(metrics); /* before the counters it reads go */
 	metrics = NULL;
+	tv_http_api_free(http_api); /* its channel, before gRPC shuts down */
+	http_api = NULL;
 	tv_rpc_server_free(srv);
 	grpc_shutdown();
 	tv_grpc_log_tick(1); /* what the last window suppressed */
@@ -1132,6 +1239,8 @@ fail:
 	fprintf(stderr, "tracevaultd: %s\n", err);
 out:
 	tv_metrics_http_stop(metrics); /* bound but never served: closes the port */
+	tv_http_api_free(http_api);
+	tv_local_rpc_dir_free(&local_dir);
 	tv_persist_close(persist);     /* after the server: its persists have drained */
 	tv_evict_free(evict);
 	tv_under_reader_close(reader);

@@ -1361,10 +1361,20 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 			 bind_error(o->listen_addr, why, sizeof(why)));
 		goto fail;
 	}
+	*bound_port = port;
+	/* the HTTP API's own socket: plaintext, reachable by this user only (local_rpc.h) */
+	if (o->local_addr) {
+		creds = grpc_insecure_server_credentials_create();
+		port = grpc_server_add_http2_port(srv->server, o->local_addr, creds);
+		grpc_server_credentials_release(creds);
+		if (port <= 0) {
+			snprintf(err, errlen, "cannot listen on %s", o->local_addr);
+			goto fail;
+		}
+	}
 	grpc_server_start(srv->server);
 	for (int m = 0; m < M_COUNT; m++)
 		post_request(srv, (enum method)m);
-	*bound_port = port;
 	*out = srv;
 	return 0;
 fail:

@@ -63,6 +63,9 @@ extern const struct tv_limit tv_rpc_idle_timeout_ms_limit;
 
 struct tv_rpc_server_opts {
 	const char *listen_addr;  /* "HOST:PORT"; port 0 binds an ephemeral one */
+	/* a second, plaintext port for this process's own HTTP API (server/local_rpc.h: a
+	 * "unix:PATH" in a private directory), or NULL */
+	const char *local_addr;
 	size_t max_message_bytes; /* received; sent too, but Query batches may reach
 				   * TV_QUERY_MAX_MESSAGE_BYTES (server/query.h) */
 	/* the limits above; 0 takes the default */

@@ -13,122 +13,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/sha.h>
-
 #include "capture/conn_table.h" /* TV_RECORD_FLAG_* */
 #include "cli/record_out.h" /* tv_out_json_double */
+#include "proto/exchange_span.h"
 
-/* OTLP trace.proto enum values, written as integers. */
-enum { SPAN_KIND_UNSPECIFIED = 0, SPAN_KIND_SERVER = 2, SPAN_KIND_CLIENT = 3 };
-enum { STATUS_CODE_ERROR = 2 };
-
-#define TRACE_ID_HEX 32
-#define SPAN_ID_HEX 16
-#define ID_DOMAIN "tv1" /* versions the derivation: a new rule gets a new prefix */
-
-/* The HTTP methods semconv knows (RFC 9110 and PATCH); others are "_OTHER". */
-static const char *const KNOWN_METHODS[] = {
-	"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE",
-};
-
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* s is exactly 2n hex digits, not all zero (W3C trace-context: an all-zero id is invalid):
- * true with the bytes in out. */
-static bool parse_id(const char *s, uint8_t *out, size_t n)
-{
-	bool nonzero = false;
-
-	if (!s || strlen(s) != 2 * n)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-			return false;
-		out[i] = (uint8_t)(hi << 4 | lo);
-		nonzero |= out[i] != 0;
-	}
-	return nonzero;
-}
-
-static void nonzero_id(uint8_t *id, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (id[i])
-			return;
-	id[n - 1] = 1;
-}
+_Static_assert(TV_RECORD_FLAG_NO_RESPONSE == TV_XSPAN_FLAG_NO_RESPONSE,
+	       "proto/exchange_span.h reads the capture's NO_RESPONSE bit");
 
 static const char *nz(const char *s)
 {
 	return s ? s : "";
-}
-
-/* The exchange identity's digest (record_otlp.h). */
-static int identity_digest(const Tracevault__V1__TraceRecord *r, uint8_t md[SHA256_DIGEST_LENGTH])
-{
-	struct tv_out_buf b = { 0 };
-	int ret = 0;
-
-	tv_out_lit(&b, ID_DOMAIN "\0");
-	tv_out_u64(&b, r->ts_ns);
-	tv_out_char(&b, '\0');
-	tv_out_u64(&b, r->pid);
-	tv_out_char(&b, '\0');
-	tv_out_str(&b, r->role);
-	tv_out_char(&b, '\0');
-	tv_out_str(&b, r->local);
-	tv_out_char(&b, '\0');
-	tv_out_str(&b, r->remote);
-	if (b.failed)
-		ret = -ENOMEM;
-	else if (!SHA256((const unsigned char *)b.p, b.len, md))
-		ret = -EIO;
-	tv_out_free(&b);
-	return ret;
-}
-
-int tv_otlp_span_ids(const Tracevault__V1__TraceRecord *r, struct tv_otlp_ids *ids)
-{
-	uint8_t md[SHA256_DIGEST_LENGTH], sent[8];
-	bool client = r->role && strcmp(r->role, "client") == 0;
-	bool has_span = parse_id(r->span_id, sent, sizeof(sent));
-	int ret;
-
-	memset(ids, 0, sizeof(*ids));
-	if (!parse_id(r->trace_id, ids->trace_id, sizeof(ids->trace_id)))
-		ids->derived_trace_id = true;
-	/* a traceparent without a valid trace id is not one: its span id means nothing */
-	if (ids->derived_trace_id)
-		has_span = false;
-	if (client && has_span) {
-		memcpy(ids->span_id, sent, sizeof(sent));
-		return 0;
-	}
-	ret = identity_digest(r, md);
-	if (ret)
-		return ret;
-	if (ids->derived_trace_id) {
-		memcpy(ids->trace_id, md, sizeof(ids->trace_id));
-		nonzero_id(ids->trace_id, sizeof(ids->trace_id));
-	}
-	memcpy(ids->span_id, md + 16, sizeof(ids->span_id));
-	nonzero_id(ids->span_id, sizeof(ids->span_id));
-	if (!client && has_span) {
-		memcpy(ids->parent_span_id, sent, sizeof(sent));
-		ids->has_parent = true;
-	}
-	return 0;
 }
 
 /* ---- JSON pieces ---- */
@@ -196,147 +90,50 @@ static void attr_bool(struct tv_out_buf *b, bool *first, const char *key, bool v
 		tv_out_lit(b, "\"boolValue\":false}}");
 }
 
-/* "host:port", "[v6]:port", "host", "v6" (several colons, no brackets): the address (brackets
- * dropped) and the port, -1 when none or not a valid one. */
-struct hostport {
-	const char *addr;
-	size_t addr_len;
-	int port;
-};
-
-static struct hostport split_hostport(const char *s)
-{
-	struct hostport hp = { s, strlen(s), -1 };
-	const char *colon, *p;
-	long port = 0;
-
-	if (s[0] == '[') {
-		const char *close = strchr(s, ']');
-
-		if (!close)
-			return hp;
-		hp.addr = s + 1;
-		hp.addr_len = (size_t)(close - s - 1);
-		colon = close[1] == ':' ? close + 1 : NULL;
-	} else {
-		colon = strrchr(s, ':');
-		if (colon && memchr(s, ':', (size_t)(colon - s)))
-			return hp; /* a bare IPv6 address */
-		if (colon)
-			hp.addr_len = (size_t)(colon - s);
-	}
-	if (!colon || !colon[1])
-		return hp;
-	for (p = colon + 1; *p; p++) {
-		if (*p < '0' || *p > '9' || port > 65535)
-			return hp;
-		port = port * 10 + (*p - '0');
-	}
-	if (port <= 65535)
-		hp.port = (int)port;
-	return hp;
-}
-
-static void attr_addr(struct tv_out_buf *b, bool *first, const char *addr_key,
-		      const char *port_key, struct hostport hp)
-{
-	if (hp.addr_len)
-		attr_strn(b, first, addr_key, hp.addr, hp.addr_len);
-	if (hp.port >= 0)
-		attr_int(b, first, port_key, (uint64_t)hp.port);
-}
-
-static bool known_method(const char *m)
-{
-	for (size_t i = 0; i < sizeof(KNOWN_METHODS) / sizeof(KNOWN_METHODS[0]); i++)
-		if (strcmp(m, KNOWN_METHODS[i]) == 0)
-			return true;
-	return false;
-}
-
 void tv_otlp_span(struct tv_out_buf *b, const Tracevault__V1__TraceRecord *r)
 {
-	const char *role = nz(r->role), *method = nz(r->method), *path = nz(r->path);
-	const char *host = nz(r->host), *q = strchr(path, '?');
-	bool server = strcmp(role, "server") == 0, client = strcmp(role, "client") == 0;
-	bool known = known_method(method), first = true;
-	struct hostport local = split_hostport(nz(r->local));
-	struct hostport remote = split_hostport(nz(r->remote));
-	struct hostport authority = host[0] ? split_hostport(host) : (client ? remote : local);
-	struct tv_otlp_ids ids;
-	char code[16];
-	const char *error = NULL;
+	struct tv_xspan x;
+	bool first = true;
 
-	if (tv_otlp_span_ids(r, &ids)) {
+	if (tv_xspan_of(r, &x)) {
 		b->failed = true;
 		return;
 	}
-	if (r->status >= 500 || (client && r->status >= 400)) {
-		snprintf(code, sizeof(code), "%u", (unsigned)r->status);
-		error = code;
-	} else if (r->status == 0 && (r->flags & TV_RECORD_FLAG_NO_RESPONSE)) {
-		error = "tracevault.no_response";
-	}
 	tv_out_char(b, '{');
-	hex_id(b, true, "traceId", ids.trace_id, sizeof(ids.trace_id));
-	hex_id(b, false, "spanId", ids.span_id, sizeof(ids.span_id));
-	if (ids.has_parent)
-		hex_id(b, false, "parentSpanId", ids.parent_span_id, sizeof(ids.parent_span_id));
+	hex_id(b, true, "traceId", x.ids.trace_id, sizeof(x.ids.trace_id));
+	hex_id(b, false, "spanId", x.ids.span_id, sizeof(x.ids.span_id));
+	if (x.ids.has_parent)
+		hex_id(b, false, "parentSpanId", x.ids.parent_span_id,
+		       sizeof(x.ids.parent_span_id));
 	tv_out_lit(b, ",\"name\":");
-	tv_out_json_str(b, known ? method : "HTTP");
+	tv_out_json_str(b, x.name);
 	tv_out_lit(b, ",\"kind\":");
-	tv_out_u64(b, server ? SPAN_KIND_SERVER : client ? SPAN_KIND_CLIENT : SPAN_KIND_UNSPECIFIED);
+	tv_out_u64(b, x.kind);
 	tv_out_lit(b, ",\"startTimeUnixNano\":\"");
 	tv_out_u64(b, r->ts_ns);
 	tv_out_lit(b, "\",\"endTimeUnixNano\":\"");
 	tv_out_u64(b, r->end_ns >= r->ts_ns ? r->end_ns : r->ts_ns);
 	tv_out_lit(b, "\",\"attributes\":[");
+	for (size_t i = 0; i < x.n_attrs; i++) {
+		const struct tv_xattr *a = &x.attrs[i];
 
-	if (method[0]) {
-		attr_str(b, &first, "http.request.method", known ? method : "_OTHER");
-		if (!known)
-			attr_str(b, &first, "http.request.method_original", method);
+		switch (a->type) {
+		case TV_XATTR_STRING:
+			attr_strn(b, &first, a->key, a->s, a->n);
+			break;
+		case TV_XATTR_INT:
+			attr_int(b, &first, a->key, a->i);
+			break;
+		case TV_XATTR_BOOL:
+			attr_bool(b, &first, a->key, a->b);
+			break;
+		}
 	}
-	if (path[0] == '/') {
-		attr_strn(b, &first, "url.path", path, q ? (size_t)(q - path) : strlen(path));
-		if (q)
-			attr_str(b, &first, "url.query", q + 1);
-	}
-	attr_str(b, &first, "url.scheme", "http");
-	if (client && authority.addr_len) {
-		struct tv_out_buf full = { 0 };
-
-		tv_out_lit(&full, "http://");
-		tv_out_str(&full, host[0] ? host : nz(r->remote));
-		if (path[0] == '/')
-			tv_out_str(&full, path);
-		if (!full.failed)
-			attr_strn(b, &first, "url.full", full.p, full.len);
-		tv_out_free(&full);
-	}
-	if (r->status)
-		attr_int(b, &first, "http.response.status_code", r->status);
-	attr_addr(b, &first, "server.address", "server.port", authority);
-	if (server)
-		attr_addr(b, &first, "client.address", "client.port", remote);
-	attr_addr(b, &first, "network.peer.address", "network.peer.port", remote);
-	attr_addr(b, &first, "network.local.address", "network.local.port", local);
-	attr_str(b, &first, "network.protocol.name", "http");
-	if (r->http_version && r->http_version[0])
-		attr_str(b, &first, "network.protocol.version", r->http_version);
-	attr_int(b, &first, "http.request.body.size", r->req_body_bytes);
-	if (r->status)
-		attr_int(b, &first, "http.response.body.size", r->resp_body_bytes);
-	if (error)
-		attr_str(b, &first, "error.type", error);
-	if (r->flags)
-		attr_int(b, &first, "tracevault.flags", r->flags);
-	if (ids.derived_trace_id)
-		attr_bool(b, &first, "tracevault.trace_id_derived", true);
 	tv_out_char(b, ']');
-	if (error)
+	if (x.error)
 		tv_out_lit(b, ",\"status\":{\"code\":2}");
 	tv_out_char(b, '}');
+	tv_xspan_free(&x);
 }
 
 /* A span record (BLOCK.md "Record kinds") back as the OTLP span it was received as: its ids,

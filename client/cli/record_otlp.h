@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "cli/out_buf.h"
+#include "proto/exchange_span.h" /* the mapping: ids, name, kind, attributes */
 #include "tracevault.pb-c.h"
 
 /* Spans per output line: each line is one ExportTraceServiceRequest (opentelemetry-proto
@@ -14,28 +15,6 @@
 #define TV_OTLP_BATCH_SPANS 1000
 /* Scope name of every span (InstrumentationScope.name); its version is TV_VERSION. */
 #define TV_OTLP_SCOPE_NAME "tracevault"
-
-/* Ids of a record's span (OTLP Span.trace_id / span_id / parent_span_id). */
-struct tv_otlp_ids {
-	uint8_t trace_id[16];
-	uint8_t span_id[8];
-	uint8_t parent_span_id[8];
-	bool has_parent;
-	bool derived_trace_id; /* no valid traceparent: the trace id is derived */
-};
-
-/* The span ids of r (the record's trace_id / span_id are the W3C traceparent's trace-id and
- * parent-id, 32 and 16 hex digits):
- *   - role client: the traceparent the client sent names its own span: span id = span_id,
- *     no parent;
- *   - role server (or none): the span_id is the caller's span: parent = span_id, span id
- *     derived.
- * Derived values come from SHA-256 of the exchange's identity, "tv1\0" ts_ns "\0" pid "\0"
- * role "\0" local "\0" remote (numbers in decimal): trace id = bytes 0-15 when the record has
- * no valid trace_id (32 hex digits, not all zero), span id = bytes 16-23 when needed; an
- * all-zero derived id (invalid in W3C and OTLP) gets its last byte set to 1. Deterministic:
- * the same record gives the same ids in every run. 0, or -EIO when the digest failed. */
-int tv_otlp_span_ids(const Tracevault__V1__TraceRecord *r, struct tv_otlp_ids *ids);
 
 /* One span as an OTLP JSON Span object (kind, name, times, status, HTTP semantic-convention
  * attributes; README has the table). */

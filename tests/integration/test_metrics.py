@@ -222,7 +222,8 @@ def test_endpoint_methods_paths_and_errors():
         assert status == 405 and headers.get("Allow") == "GET, HEAD", (status, dict(headers))
         status, _, _ = tvtest.http_get("http://%s/metrics" % addr, method="DELETE")
         assert status == 405, status
-        for path in ("/", "/metricsx", "/metrics/x"):
+        # "/" is the page (README "HTTP API"), tested by test_jaeger_api
+        for path in ("/nothing", "/metricsx", "/metrics/x"):
             status, _, _ = tvtest.http_get("http://%s%s" % (addr, path))
             assert status == 404, (path, status)
         # the gRPC port is still served while scrapes come and go

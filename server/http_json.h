@@ -1,0 +1,78 @@
+/* What the HTTP API's two route files (server/http_api.c: dispatch, the page and its
+ * /api/tracevault routes; server/jaeger_api.c: the Jaeger routes) share: the API's state,
+ * JSON answers and errors, parameters, the service <-> comm mapping and the bounded scan of
+ * records through the local Query call. Internal to those two files. */
+#ifndef TV_SERVER_HTTP_JSON_H
+#define TV_SERVER_HTTP_JSON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "server/http_api.h"
+#include "server/local_rpc.h"
+#include "tracevault.pb-c.h"
+
+/* The service of an exchange without comm (OTel's default for an unnamed service). */
+#define TV_HTTP_UNKNOWN_SERVICE "unknown_service"
+
+struct tv_http_api {
+	struct tv_http_api_opts o;
+	struct tv_local_rpc *rpc;
+	char *map_comm[TV_HTTP_MAX_SERVICE_NAMES], *map_name[TV_HTTP_MAX_SERVICE_NAMES];
+	size_t n_map;
+};
+
+/* One request being answered. */
+struct hreq {
+	struct tv_http_api *a;
+	const struct tv_http_req *rq;
+	struct tv_http_reply *out;
+};
+
+/* Answer j (taken) as JSON with status; 413 when it exceeds --http-max-response-bytes. 0 or
+ * -ENOMEM. */
+int tv_http_json(struct hreq *h, unsigned status, json_t *j);
+/* Answer status with the Jaeger error shape {"data":null,...,"errors":[{"code","msg"}]}. */
+int tv_http_error(struct hreq *h, unsigned status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* A failed local call (ret, err) as its HTTP status: 400 for INVALID_ARGUMENT, 504 for the
+ * deadline, 503 for RESOURCE_EXHAUSTED, else 502. */
+int tv_http_rpc_error(struct hreq *h, int ret, const char *err);
+
+/* A JSON string of s[0..n): bytes that are not valid UTF-8 become '?'. Never NULL unless
+ * out of memory. */
+json_t *tv_http_jstr(const char *s, size_t n);
+
+/* Parameters. Each returns 0 (absent: *v untouched, *present false when given), or -EINVAL
+ * with a message naming the parameter in err. */
+int tv_http_param_u64(struct hreq *h, const char *name, uint64_t *v, bool *present, char *err,
+		      size_t errlen);
+/* A duration: "1.5s", "100ms", "250us", "2m", "1h", "1d", or a bare number of microseconds:
+ * nanoseconds in *ns. */
+int tv_http_param_duration(struct hreq *h, const char *name, uint64_t *ns, bool *present,
+			   char *err, size_t errlen);
+/* The window [*from_ns, *to_ns) of start/end (unix microseconds) or lookback (a duration,
+ * back from end or now), default: the last default_ns. */
+int tv_http_window(struct hreq *h, uint64_t default_ns, uint64_t *from_ns, uint64_t *to_ns,
+		   char *err, size_t errlen);
+
+/* The service of an exchange by its comm; the comms of a service into comms (at most
+ * max, pointers into the API's map or to svc), their count. */
+const char *tv_http_service_of_comm(const struct tv_http_api *a, const char *comm);
+size_t tv_http_comms_of_service(const struct tv_http_api *a, const char *svc,
+				const char **comms, size_t max);
+
+/* The records of [from_ns, to_ns) passing f (may be NULL), newest first when reverse, at most
+ * min(limit, --http-max-spans) (limit 0: that bound), to cb. *truncated is set when the bound
+ * stopped it. Returns 0 or an error for tv_http_rpc_error. */
+int tv_http_scan(struct tv_http_api *a, uint64_t from_ns, uint64_t to_ns,
+		 const Tracevault__V1__QueryFilter *f, bool reverse, uint64_t limit,
+		 tv_local_record_cb cb, void *arg, bool *truncated, char *err, size_t errlen);
+
+/* The Jaeger routes (jaeger_api.c): url under /api/ other than /api/tracevault/. */
+int tv_jaeger_route(struct hreq *h, const char *url);
+
+#endif

@@ -1,0 +1,727 @@
+/* The Jaeger query HTTP JSON API (jaegertracing/jaeger cmd/query/app/http_handler.go, the
+ * model/json shapes) over the archive, as Jaeger UI and Grafana's Jaeger data source call it:
+ *   GET /api/services                          {"data": [service...]}
+ *   GET /api/services/{service}/operations     {"data": [operation...]}
+ *   GET /api/operations?service=&spanKind=     {"data": [{"name","spanKind"}...]}
+ *   GET /api/traces?service=&operation=&tags=&start=&end=&lookback=&minDuration=
+ *                   &maxDuration=&limit=       {"data": [trace...]}
+ *   GET /api/traces/{traceID}[?start=&end=]    {"data": [trace]} or 404
+ * every answer in the envelope {"data","total","limit","offset","errors"}. Spans are the
+ * span records received over OTLP as they were sent, and the captured exchanges through the
+ * one exchange -> span mapping (proto/exchange_span.h): service = --service-name's name for
+ * the comm, or the comm; operation = method and path (without the query); span.kind from
+ * the role; the HTTP attributes as tags. README "Jaeger query API" has the table. */
+#define _GNU_SOURCE /* asprintf */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto/exchange_span.h"
+#include "server/http_json.h"
+
+#define NS_PER_US 1000ull
+#define DEFAULT_LIMIT 20
+/* trace ids one Query asks for (QueryFilter's repeated-field bound) */
+#define IDS_PER_QUERY 64
+
+/* A span as the search and the answer need it. */
+struct jspan {
+	char trace_id[33], span_id[17], parent[17];
+	char *service, *op;
+	uint64_t start_ns, dur_ns;
+	const char *kind; /* "server", "client", ... or "" */
+	uint32_t pid;
+	bool exchange;
+	json_t *tags;  /* Jaeger KeyValues */
+	json_t *ptags; /* the process's */
+};
+
+struct spans {
+	struct jspan *v;
+	size_t n, cap;
+};
+
+static void spans_free(struct spans *s)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		free(s->v[i].service);
+		free(s->v[i].op);
+		json_decref(s->v[i].tags);
+		json_decref(s->v[i].ptags);
+	}
+	free(s->v);
+	memset(s, 0, sizeof(*s));
+}
+
+static const char *KIND_NAMES[] = { "", "internal", "server", "client", "producer", "consumer" };
+
+static const char *kind_name(uint32_t k)
+{
+	return k < sizeof(KIND_NAMES) / sizeof(KIND_NAMES[0]) ? KIND_NAMES[k] : "";
+}
+
+static void hex(char *out, const uint8_t *id, size_t n)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[id[i] >> 4];
+		out[2 * i + 1] = digits[id[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+static json_t *kv(const char *key, const char *type, json_t *value)
+{
+	return json_pack("{s:s,s:s,s:o}", "key", key, "type", type, "value", value);
+}
+
+static int add_tag(json_t *tags, const char *key, const char *type, json_t *value)
+{
+	json_t *t = value ? kv(key, type, value) : NULL;
+
+	return t ? json_array_append_new(tags, t) : -ENOMEM;
+}
+
+/* A record as a jspan into s (appended). */
+static int add_span(struct tv_http_api *a, struct spans *s, const Tracevault__V1__TraceRecord *r)
+{
+	struct jspan *j;
+	int ret = 0;
+
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? 2 * s->cap : 64;
+		struct jspan *v = realloc(s->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		s->v = v;
+		s->cap = cap;
+	}
+	j = &s->v[s->n];
+	memset(j, 0, sizeof(*j));
+	j->tags = json_array();
+	j->ptags = json_array();
+	j->start_ns = r->ts_ns;
+	j->dur_ns = r->end_ns > r->ts_ns ? r->end_ns - r->ts_ns : 0;
+	if (!j->tags || !j->ptags)
+		goto oom;
+	s->n++; /* from here spans_free releases it */
+	if (r->span) {
+		const Tracevault__V1__Span *sp = r->span;
+
+		snprintf(j->trace_id, sizeof(j->trace_id), "%s", r->trace_id);
+		snprintf(j->span_id, sizeof(j->span_id), "%s", r->span_id);
+		snprintf(j->parent, sizeof(j->parent), "%s", sp->parent_span_id);
+		j->service = strdup(sp->service[0] ? sp->service : TV_HTTP_UNKNOWN_SERVICE);
+		j->op = strdup(sp->name);
+		j->kind = kind_name(sp->kind);
+		for (size_t i = 0; i < sp->n_attributes && !ret; i++) {
+			const Tracevault__V1__SpanAttribute *at = sp->attributes[i];
+
+			switch (at->value_case) {
+			case TRACEVAULT__V1__SPAN_ATTRIBUTE__VALUE_STRING_VALUE:
+				ret = add_tag(j->tags, at->key, "string",
+					      tv_http_jstr(at->string_value,
+							   strlen(at->string_value)));
+				break;
+			case TRACEVAULT__V1__SPAN_ATTRIBUTE__VALUE_BOOL_VALUE:
+				ret = add_tag(j->tags, at->key, "bool",
+					      json_boolean(at->bool_value));
+				break;
+			case TRACEVAULT__V1__SPAN_ATTRIBUTE__VALUE_INT_VALUE:
+				ret = add_tag(j->tags, at->key, "int64",
+					      json_integer(at->int_value));
+				break;
+			case TRACEVAULT__V1__SPAN_ATTRIBUTE__VALUE_DOUBLE_VALUE:
+				ret = add_tag(j->tags, at->key, "float64",
+					      json_real(at->double_value));
+				break;
+			default:
+				break;
+			}
+		}
+		if (!ret && sp->status_code == 2)
+			ret = add_tag(j->tags, "error", "bool", json_true());
+		if (!ret && sp->status_code)
+			ret = add_tag(j->tags, "otel.status_code", "string",
+				      json_string(sp->status_code == 2 ? "ERROR" : "OK"));
+		if (!ret && sp->status_message[0])
+			ret = add_tag(j->tags, "otel.status_description", "string",
+				      tv_http_jstr(sp->status_message,
+						   strlen(sp->status_message)));
+		if (!ret && sp->scope_name[0])
+			ret = add_tag(j->tags, "otel.scope.name", "string",
+				      tv_http_jstr(sp->scope_name, strlen(sp->scope_name)));
+		if (!ret && sp->scope_version[0])
+			ret = add_tag(j->tags, "otel.scope.version", "string",
+				      tv_http_jstr(sp->scope_version,
+						   strlen(sp->scope_version)));
+	} else {
+		struct tv_xspan x;
+		const char *path = r->path ? r->path : "";
+		size_t plen = tv_xspan_path_len(path), mlen = strlen(r->method);
+
+		ret = tv_xspan_of(r, &x);
+		if (ret)
+			return ret;
+		hex(j->trace_id, x.ids.trace_id, sizeof(x.ids.trace_id));
+		hex(j->span_id, x.ids.span_id, sizeof(x.ids.span_id));
+		if (x.ids.has_parent)
+			hex(j->parent, x.ids.parent_span_id, sizeof(x.ids.parent_span_id));
+		j->exchange = true;
+		j->pid = r->pid;
+		j->service = strdup(tv_http_service_of_comm(a, r->comm));
+		/* operation = method + path without its query ("GET /api/users") */
+		j->op = malloc(mlen + plen + 2);
+		if (j->op)
+			snprintf(j->op, mlen + plen + 2, "%s%s%.*s", r->method,
+				 mlen && plen ? " " : "", (int)plen, path);
+		j->kind = kind_name(x.kind);
+		for (size_t i = 0; i < x.n_attrs && !ret; i++) {
+			const struct tv_xattr *at = &x.attrs[i];
+
+			ret = at->type == TV_XATTR_STRING ?
+				add_tag(j->tags, at->key, "string", tv_http_jstr(at->s, at->n)) :
+			      at->type == TV_XATTR_INT ?
+				add_tag(j->tags, at->key, "int64", json_integer((json_int_t)at->i)) :
+				add_tag(j->tags, at->key, "bool", json_boolean(at->b));
+		}
+		if (!ret && x.error)
+			ret = add_tag(j->tags, "error", "bool", json_true());
+		if (!ret && x.error)
+			ret = add_tag(j->tags, "otel.status_code", "string", json_string("ERROR"));
+		if (!ret)
+			ret = add_tag(j->ptags, "process.pid", "int64", json_integer(r->pid));
+		if (!ret && r->comm[0])
+			ret = add_tag(j->ptags, "process.executable.name", "string",
+				      tv_http_jstr(r->comm, strlen(r->comm)));
+		tv_xspan_free(&x);
+	}
+	if (!ret && j->kind[0])
+		ret = add_tag(j->tags, "span.kind", "string", json_string(j->kind));
+	if (!ret && (!j->service || !j->op))
+		ret = -ENOMEM;
+	return ret;
+oom:
+	json_decref(j->tags);
+	json_decref(j->ptags);
+	return -ENOMEM;
+}
+
+/* ---- scans ---- */
+
+struct collect {
+	struct tv_http_api *a;
+	struct spans *s;
+};
+
+static int collect_cb(const Tracevault__V1__TraceRecord *r, void *arg)
+{
+	struct collect *c = arg;
+
+	return add_span(c->a, c->s, r);
+}
+
+/* The spans of service svc (NULL: all) in [from, to), newest first: span records whose
+ * span.service is svc, then exchanges whose comm maps to it, each at most --http-max-spans.
+ * latency: a Range on the span's duration, or NULL. */
+static int service_spans(struct hreq *h, const char *svc, uint64_t from, uint64_t to,
+			 Tracevault__V1__Range *latency, struct spans *out, char *err,
+			 size_t errlen)
+{
+	Tracevault__V1__QueryFilter f = TRACEVAULT__V1__QUERY_FILTER__INIT;
+	Tracevault__V1__StringMatch m[64], *mp[64];
+	const char *comms[64];
+	char *services[1] = { (char *)svc };
+	struct collect c = { h->a, out };
+	size_t n;
+	int ret;
+
+	f.latency_ns = latency;
+	f.kind = TRACEVAULT__V1__RECORD_KIND__RECORD_KIND_SPAN;
+	if (svc) {
+		f.n_services = 1;
+		f.services = services;
+	}
+	ret = tv_http_scan(h->a, from, to, &f, true, 0, collect_cb, &c, NULL, err, errlen);
+	if (ret)
+		return ret;
+	f.n_services = 0;
+	f.services = NULL;
+	f.kind = TRACEVAULT__V1__RECORD_KIND__RECORD_KIND_EXCHANGE;
+	if (svc) {
+		n = tv_http_comms_of_service(h->a, svc, comms, 64);
+		if (!n)
+			return 0;
+		for (size_t i = 0; i < n; i++) {
+			Tracevault__V1__StringMatch init = TRACEVAULT__V1__STRING_MATCH__INIT;
+
+			m[i] = init;
+			m[i].value = (char *)comms[i];
+			mp[i] = &m[i];
+		}
+		f.n_comms = n;
+		f.comms = mp;
+	}
+	return tv_http_scan(h->a, from, to, &f, true, 0, collect_cb, &c, NULL, err, errlen);
+}
+
+static int envelope(struct hreq *h, json_t *data)
+{
+	size_t n = json_is_array(data) ? json_array_size(data) : 0;
+
+	return tv_http_json(h, 200, json_pack("{s:o,s:I,s:i,s:i,s:n}", "data", data, "total",
+					      (json_int_t)n, "limit", 0, "offset", 0,
+					      "errors"));
+}
+
+static int cmp_str(const void *x, const void *y)
+{
+	return strcmp(*(const char *const *)x, *(const char *const *)y);
+}
+
+/* data: the distinct strings of a sorted list */
+static json_t *distinct(const char **v, size_t n)
+{
+	json_t *arr = json_array();
+
+	qsort(v, n, sizeof(*v), cmp_str);
+	for (size_t i = 0; arr && i < n; i++)
+		if (i == 0 || strcmp(v[i], v[i - 1]))
+			json_array_append_new(arr, tv_http_jstr(v[i], strlen(v[i])));
+	return arr;
+}
+
+static int route_services(struct hreq *h)
+{
+	struct spans s = { 0 };
+	uint64_t from, to;
+	char err[512];
+	const char **names;
+	int ret;
+
+	if ((ret = tv_http_window(h, TV_HTTP_SERVICES_LOOKBACK_NS, &from, &to, err, sizeof(err))))
+		return tv_http_error(h, 400, "%s", err);
+	ret = service_spans(h, NULL, from, to, NULL, &s, err, sizeof(err));
+	if (ret) {
+		spans_free(&s);
+		return tv_http_rpc_error(h, ret, err);
+	}
+	names = malloc((s.n + 1) * sizeof(*names));
+	if (!names) {
+		spans_free(&s);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < s.n; i++)
+		names[i] = s.v[i].service;
+	ret = envelope(h, distinct(names, s.n));
+	free(names);
+	spans_free(&s);
+	return ret;
+}
+
+/* /api/services/{svc}/operations (plain names) or /api/operations (name and spanKind). */
+static int route_operations(struct hreq *h, const char *svc, bool with_kind)
+{
+	const char *kind = with_kind ? tv_http_arg(h->rq, "spanKind") : NULL;
+	struct spans s = { 0 };
+	uint64_t from, to;
+	char err[512];
+	const char **keys;
+	json_t *data;
+	int ret;
+
+	if (!svc || !svc[0])
+		return tv_http_error(h, 400, "service is required");
+	if ((ret = tv_http_window(h, TV_HTTP_SERVICES_LOOKBACK_NS, &from, &to, err, sizeof(err))))
+		return tv_http_error(h, 400, "%s", err);
+	ret = service_spans(h, svc, from, to, NULL, &s, err, sizeof(err));
+	if (ret) {
+		spans_free(&s);
+		return tv_http_rpc_error(h, ret, err);
+	}
+	keys = malloc((s.n + 1) * sizeof(*keys));
+	if (!keys) {
+		spans_free(&s);
+		return -ENOMEM;
+	}
+	/* "op\x1fkind" keys sort and dedupe both at once */
+	size_t n = 0;
+	for (size_t i = 0; i < s.n; i++) {
+		char *k;
+
+		if (kind && kind[0] && strcmp(kind, s.v[i].kind))
+			continue;
+		if (asprintf(&k, "%s\x1f%s", s.v[i].op, with_kind ? s.v[i].kind : "") < 0)
+			continue;
+		free(s.v[i].op);
+		s.v[i].op = k; /* freed with the spans */
+		keys[n++] = k;
+	}
+	qsort(keys, n, sizeof(*keys), cmp_str);
+	data = json_array();
+	for (size_t i = 0; data && i < n; i++) {
+		const char *sep = strchr(keys[i], '\x1f');
+
+		if (i && !strcmp(keys[i], keys[i - 1]))
+			continue;
+		if (with_kind)
+			json_array_append_new(data, json_pack("{s:o,s:s}", "name",
+				tv_http_jstr(keys[i], (size_t)(sep - keys[i])), "spanKind", sep + 1));
+		else
+			json_array_append_new(data, tv_http_jstr(keys[i], (size_t)(sep - keys[i])));
+	}
+	free(keys);
+	spans_free(&s);
+	return envelope(h, data);
+}
+
+/* ---- traces ---- */
+
+static int cmp_start(const void *x, const void *y)
+{
+	const struct jspan *a = x, *b = y;
+
+	return a->start_ns < b->start_ns ? -1 : a->start_ns > b->start_ns;
+}
+
+/* The trace of the spans s->v[idx[0..n)] in Jaeger's shape. */
+static json_t *trace_json(struct spans *s, const size_t *idx, size_t n)
+{
+	json_t *t = json_object(), *spans = json_array(), *procs = json_object();
+	char key[32];
+	size_t np = 0;
+
+	if (!t || !spans || !procs)
+		goto oom;
+	for (size_t k = 0; k < n; k++) {
+		struct jspan *j = &s->v[idx[k]];
+		const char *pid = NULL, *pk;
+		json_t *p, *sp, *refs = json_array();
+
+		/* one process per service (and pid, for exchanges) */
+		json_object_foreach(procs, pk, p) {
+			if (!strcmp(json_string_value(json_object_get(p, "serviceName")),
+				    j->service) && json_equal(json_object_get(p, "tags"), j->ptags)) {
+				pid = pk;
+				break;
+			}
+		}
+		if (!pid) {
+			snprintf(key, sizeof(key), "p%zu", ++np);
+			json_object_set_new(procs, key, json_pack("{s:s,s:O}", "serviceName",
+								  j->service, "tags", j->ptags));
+			pid = key;
+		}
+		if (refs && j->parent[0])
+			json_array_append_new(refs, json_pack("{s:s,s:s,s:s}", "refType",
+							      "CHILD_OF", "traceID", j->trace_id,
+							      "spanID", j->parent));
+		sp = json_pack("{s:s,s:s,s:i,s:s,s:o,s:I,s:I,s:O,s:[],s:s,s:n}",
+			       "traceID", j->trace_id, "spanID", j->span_id, "flags", 1,
+			       "operationName", j->op, "references", refs ? refs : json_array(),
+			       "startTime", (json_int_t)(j->start_ns / NS_PER_US),
+			       "duration", (json_int_t)(j->dur_ns / NS_PER_US), "tags", j->tags,
+			       "logs", "processID", pid, "warnings");
+		if (!sp)
+			goto oom;
+		json_array_append_new(spans, sp);
+	}
+	json_object_set_new(t, "traceID", json_string(n ? s->v[idx[0]].trace_id : ""));
+	json_object_set_new(t, "spans", spans);
+	json_object_set_new(t, "processes", procs);
+	json_object_set_new(t, "warnings", json_null());
+	return t;
+oom:
+	json_decref(t);
+	json_decref(spans);
+	json_decref(procs);
+	return NULL;
+}
+
+/* The traces of ids[0..n) (in that order) from [from, to): data array; an id with no span
+ * gives no trace. A derived trace id (an exchange without traceparent) is in no record, so
+ * no Query filter finds it: such a trace is its one span, taken from known (the search's
+ * spans; NULL: none). */
+static int fetch_traces(struct hreq *h, char **ids, size_t n, uint64_t from, uint64_t to,
+			struct spans *known, json_t **data, char *err, size_t errlen)
+{
+	struct spans s = { 0 };
+	struct collect c = { h->a, &s };
+	size_t *idx = NULL;
+	int ret = 0;
+
+	*data = json_array();
+	if (!*data)
+		return -ENOMEM;
+	for (size_t i = 0; i < n && !ret; i += IDS_PER_QUERY) {
+		Tracevault__V1__QueryFilter f = TRACEVAULT__V1__QUERY_FILTER__INIT;
+
+		f.trace_ids = ids + i;
+		f.n_trace_ids = n - i < IDS_PER_QUERY ? n - i : IDS_PER_QUERY;
+		ret = tv_http_scan(h->a, from, to, &f, false, 0, collect_cb, &c, NULL, err, errlen);
+	}
+	if (ret)
+		goto out;
+	if (s.n) /* qsort of NULL is undefined, even for 0 elements */
+		qsort(s.v, s.n, sizeof(*s.v), cmp_start);
+	idx = malloc((s.n + (known ? known->n : 0) + 1) * sizeof(*idx));
+	if (!idx) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct spans *from_s = &s;
+		size_t m = 0;
+		json_t *t;
+
+		for (size_t k = 0; k < s.n; k++)
+			if (!strcasecmp(s.v[k].trace_id, ids[i]))
+				idx[m++] = k;
+		if (!m && known) {
+			from_s = known;
+			for (size_t k = 0; k < known->n; k++)
+				if (!strcmp(known->v[k].trace_id, ids[i]))
+					idx[m++] = k;
+		}
+		if (!m)
+			continue;
+		t = trace_json(from_s, idx, m);
+		if (!t || json_array_append_new(*data, t)) {
+			ret = -ENOMEM;
+			goto out;
+		}
+	}
+out:
+	free(idx);
+	spans_free(&s);
+	if (ret) {
+		json_decref(*data);
+		*data = NULL;
+	}
+	return ret;
+}
+
+static bool is_hex_id(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 32)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!strchr("0123456789abcdefABCDEF", s[i]))
+			return false;
+	return true;
+}
+
+static int route_trace(struct hreq *h, const char *id)
+{
+	char padded[33], err[512], *ids[1] = { padded };
+	uint64_t from = 0, to = UINT64_MAX;
+	json_t *data;
+	int ret;
+
+	if (!is_hex_id(id))
+		return tv_http_error(h, 400, "invalid trace id: '%.40s' (up to 32 hex digits)", id);
+	/* Jaeger ids may come without leading zeros; ours are 32 lower-case digits */
+	memset(padded, '0', 32 - strlen(id));
+	memcpy(padded + 32 - strlen(id), id, strlen(id) + 1);
+	for (char *p = padded; *p; p++)
+		*p = (char)(*p >= 'A' && *p <= 'F' ? *p - 'A' + 'a' : *p);
+	if (tv_http_arg(h->rq, "start") || tv_http_arg(h->rq, "end")) {
+		if ((ret = tv_http_window(h, UINT64_MAX, &from, &to, err, sizeof(err))))
+			return tv_http_error(h, 400, "%s", err);
+	}
+	ret = fetch_traces(h, ids, 1, from, to, NULL, &data, err, sizeof(err));
+	if (ret)
+		return ret == -ENOMEM ? ret : tv_http_rpc_error(h, ret, err);
+	if (json_array_size(data) == 0) {
+		json_decref(data);
+		return tv_http_error(h, 404, "trace not found");
+	}
+	return envelope(h, data);
+}
+
+/* The tags a search asks for: tags={"k":"v",...} (Jaeger UI) and tag=k:v. */
+static int search_tags(struct hreq *h, json_t **want, char *err, size_t errlen)
+{
+	const char *tags = tv_http_arg(h->rq, "tags"), *tag = tv_http_arg(h->rq, "tag");
+	json_error_t jerr;
+
+	*want = json_object();
+	if (!*want)
+		return -ENOMEM;
+	if (tags && tags[0]) {
+		json_t *t = json_loads(tags, 0, &jerr);
+		const char *k;
+		json_t *v;
+
+		if (!json_is_object(t)) {
+			json_decref(t);
+			snprintf(err, errlen, "invalid tags: a JSON object of strings, as "
+				 "{\"http.response.status_code\":\"500\"}");
+			return -EINVAL;
+		}
+		json_object_foreach(t, k, v) {
+			if (!json_is_string(v)) {
+				json_decref(t);
+				snprintf(err, errlen, "invalid tags: the value of '%.64s' is not a "
+					 "string", k);
+				return -EINVAL;
+			}
+			json_object_set(*want, k, v);
+		}
+		json_decref(t);
+	}
+	if (tag && tag[0]) {
+		const char *colon = strchr(tag, ':');
+		char key[256];
+
+		if (!colon || colon == tag || (size_t)(colon - tag) >= sizeof(key)) {
+			snprintf(err, errlen, "invalid tag: '%.64s' (key:value)", tag);
+			return -EINVAL;
+		}
+		snprintf(key, sizeof(key), "%.*s", (int)(colon - tag), tag);
+		json_object_set_new(*want, key, json_string(colon + 1));
+	}
+	return 0;
+}
+
+/* A tag's value as the text a search compares with: strings as they are, numbers and bools
+ * as Jaeger prints them. */
+static bool tag_matches(const json_t *tags, const char *key, const char *want)
+{
+	size_t i;
+	json_t *t;
+	char buf[64];
+
+	json_array_foreach(tags, i, t) {
+		json_t *v = json_object_get(t, "value");
+		const char *s = buf;
+
+		if (strcmp(json_string_value(json_object_get(t, "key")), key))
+			continue;
+		if (json_is_string(v))
+			s = json_string_value(v);
+		else if (json_is_integer(v))
+			snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(v));
+		else if (json_is_boolean(v))
+			s = json_is_true(v) ? "true" : "false";
+		else if (json_is_real(v))
+			snprintf(buf, sizeof(buf), "%g", json_real_value(v));
+		if (!strcmp(s, want))
+			return true;
+	}
+	return false;
+}
+
+static int route_search(struct hreq *h)
+{
+	const char *svc = tv_http_arg(h->rq, "service"), *op = tv_http_arg(h->rq, "operation");
+	uint64_t from, to, limit = 0, min_ns = 0, max_ns = UINT64_MAX;
+	bool has_min, has_max;
+	Tracevault__V1__Range lat = TRACEVAULT__V1__RANGE__INIT;
+	struct spans s = { 0 };
+	json_t *want = NULL, *data = NULL;
+	char err[512], **ids = NULL;
+	size_t n_ids = 0;
+	int ret;
+
+	if ((ret = tv_http_window(h, TV_HTTP_DEFAULT_LOOKBACK_NS, &from, &to, err, sizeof(err))) ||
+	    (ret = tv_http_param_u64(h, "limit", &limit, NULL, err, sizeof(err))) ||
+	    (ret = tv_http_param_duration(h, "minDuration", &min_ns, &has_min, err, sizeof(err))) ||
+	    (ret = tv_http_param_duration(h, "maxDuration", &max_ns, &has_max, err, sizeof(err))) ||
+	    (ret = search_tags(h, &want, err, sizeof(err)))) {
+		json_decref(want);
+		return ret == -ENOMEM ? ret : tv_http_error(h, 400, "%s", err);
+	}
+	if (!svc || !svc[0]) {
+		json_decref(want);
+		return tv_http_error(h, 400, "service is required");
+	}
+	if (limit == 0) /* absent or 0: Jaeger's default, within our bound */
+		limit = DEFAULT_LIMIT < h->a->o.max_traces ? DEFAULT_LIMIT : h->a->o.max_traces;
+	if (limit > h->a->o.max_traces) {
+		json_decref(want);
+		return tv_http_error(h, 400, "invalid limit: %llu is above --http-max-traces (%u)",
+				     (unsigned long long)limit, h->a->o.max_traces);
+	}
+	if (min_ns > max_ns) {
+		json_decref(want);
+		return tv_http_error(h, 400, "minDuration is above maxDuration");
+	}
+	lat.lo = min_ns;
+	lat.hi = max_ns;
+	ret = service_spans(h, svc, from, to, has_min || has_max ? &lat : NULL, &s, err,
+			    sizeof(err));
+	if (ret)
+		goto rpc_fail;
+	ids = calloc(limit, sizeof(*ids));
+	if (!ids) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	/* newest first across both scans: the traces of the most recent matching spans */
+	if (s.n) /* qsort of NULL is undefined, even for 0 elements */
+		qsort(s.v, s.n, sizeof(*s.v), cmp_start);
+	for (size_t i = s.n; i-- > 0 && n_ids < limit;) {
+		struct jspan *j = &s.v[i];
+		const char *k;
+		json_t *v;
+		bool ok = !(op && op[0] && strcmp(op, j->op));
+
+		json_object_foreach(want, k, v) {
+			if (ok && !tag_matches(j->tags, k, json_string_value(v)))
+				ok = false;
+		}
+		for (size_t k2 = 0; ok && k2 < n_ids; k2++)
+			if (!strcmp(ids[k2], j->trace_id))
+				ok = false;
+		if (ok)
+			ids[n_ids++] = j->trace_id;
+	}
+	ret = fetch_traces(h, ids, n_ids, from > TV_HTTP_TRACE_MARGIN_NS ?
+			   from - TV_HTTP_TRACE_MARGIN_NS : 0,
+			   to < UINT64_MAX - TV_HTTP_TRACE_MARGIN_NS ?
+			   to + TV_HTTP_TRACE_MARGIN_NS : UINT64_MAX, &s, &data, err,
+			   sizeof(err));
+	if (ret)
+		goto rpc_fail;
+	ret = envelope(h, data);
+	goto out;
+rpc_fail:
+	ret = ret == -ENOMEM ? ret : tv_http_rpc_error(h, ret, err);
+out:
+	free(ids);
+	spans_free(&s);
+	json_decref(want);
+	return ret;
+}
+
+int tv_jaeger_route(struct hreq *h, const char *url)
+{
+	static const char SERVICES[] = "/api/services", TRACES[] = "/api/traces";
+	static const char OPS_SUFFIX[] = "/operations";
+
+	if (!strcmp(url, SERVICES))
+		return route_services(h);
+	if (!strncmp(url, SERVICES, sizeof(SERVICES) - 1) && url[sizeof(SERVICES) - 1] == '/') {
+		const char *svc = url + sizeof(SERVICES);
+		size_t n = strlen(svc), sl = sizeof(OPS_SUFFIX) - 1;
+		char name[512];
+
+		if (n <= sl || strcmp(svc + n - sl, OPS_SUFFIX) || n - sl >= sizeof(name))
+			return -ENOENT;
+		snprintf(name, sizeof(name), "%.*s", (int)(n - sl), svc);
+		return route_operations(h, name, false);
+	}
+	if (!strcmp(url, "/api/operations"))
+		return route_operations(h, tv_http_arg(h->rq, "service"), true);
+	if (!strcmp(url, TRACES))
+		return route_search(h);
+	if (!strncmp(url, TRACES, sizeof(TRACES) - 1) && url[sizeof(TRACES) - 1] == '/')
+		return route_trace(h, url + sizeof(TRACES));
+	return -ENOENT;
+}

@@ -1,0 +1,420 @@
+"""tracevaultd's HTTP API (README "HTTP API") read by a client written from the published
+shapes, not from our code: the Jaeger query API as jaegertracing/jaeger's
+cmd/query/app/http_handler.go and model/json define it (the {"data","total","limit","offset",
+"errors"} envelope; traces {traceID, spans, processes, warnings}; spans {traceID, spanID,
+operationName, references, startTime, duration (us), tags [{key,type,value}], logs,
+processID, warnings}), and the page's /api/tracevault routes. The archive holds known
+records: exchanges put with `tracevault put` and OTLP spans sent over gRPC Export with the
+published opentelemetry-proto messages. Expected values are computed here by hand, the
+derived trace id with hashlib (README "Exchanges as spans")."""
+import hashlib
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tvtest  # noqa: E402
+from test_otlp_ingest import Otlp, otlp_modules  # noqa: E402
+
+US = 1000
+# the records' times: whole microseconds, ten minutes ago (inside the default 1 h lookback)
+T0 = (time.time_ns() // 1_000_000_000 - 600) * 1_000_000_000
+TRACE_A = "0af7651916cd43dd8448eb211c80319c"
+SPAN_CLIENT = "b7ad6b7169203331"
+
+EXCHANGES = [
+    # curl (--service-name curl=frontend) calls nginx: the client's own span id is SPAN_CLIENT
+    {"ts_ns": T0, "end_ns": T0 + 5_000_000, "latency_ns": 5_000_000, "pid": 42,
+     "comm": "curl", "local": "127.0.0.1:50000", "remote": "127.0.0.1:8080",
+     "method": "GET", "path": "/api/users?id=3", "status": 200, "role": "client",
+     "host": "localhost:8080", "trace_id": TRACE_A, "span_id": SPAN_CLIENT,
+     "http_version": "1.1"},
+    # nginx answers it 503: its span is a child of the client's
+    {"ts_ns": T0 + 1_000_000, "end_ns": T0 + 4_000_000, "latency_ns": 3_000_000, "pid": 43,
+     "comm": "nginx", "local": "127.0.0.1:8080", "remote": "127.0.0.1:50000",
+     "method": "GET", "path": "/api/users?id=3", "status": 503, "role": "server",
+     "host": "localhost:8080", "trace_id": TRACE_A, "span_id": SPAN_CLIENT,
+     "http_version": "1.1"},
+    # a later request without traceparent: its trace id is derived
+    {"ts_ns": T0 + 60_000_000_000, "end_ns": T0 + 60_000_000_000 + 8_000_000,
+     "latency_ns": 8_000_000, "pid": 43, "comm": "nginx", "local": "127.0.0.1:8080",
+     "remote": "127.0.0.1:50002", "method": "POST", "path": "/login", "status": 200,
+     "role": "server", "host": "localhost:8080", "http_version": "1.1"},
+]
+
+# the published envelope and shapes (model/json)
+ENVELOPE = {"data", "total", "limit", "offset", "errors"}
+TRACE_KEYS = {"traceID", "spans", "processes", "warnings"}
+SPAN_KEYS = {"traceID", "spanID", "operationName", "references", "startTime", "duration",
+             "tags", "logs", "processID", "warnings"}
+TAG_TYPES = {"string": str, "bool": bool, "int64": int, "float64": float}
+
+
+def get(base, path, /, **params):
+    """(status, parsed JSON) of GET base+path?params (positional-only: a parameter may be
+    called path)."""
+    url = "http://%s%s" % (base, path)
+    if params:
+        url += "?" + urllib.parse.urlencode(params)
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def ok_data(base, path, /, **params):
+    status, body = get(base, path, **params)
+    assert status == 200, (path, params, status, body)
+    assert set(body) == ENVELOPE, body.keys()
+    assert body["errors"] is None, body
+    return body["data"]
+
+
+def check_trace_shape(t):
+    """Every key and type the published model/json trace has."""
+    assert set(t) == TRACE_KEYS, t.keys()
+    for sp in t["spans"]:
+        assert SPAN_KEYS <= set(sp), sp.keys()
+        assert sp["traceID"] == t["traceID"]
+        assert len(sp["spanID"]) == 16 and int(sp["spanID"], 16) >= 0
+        assert isinstance(sp["startTime"], int) and isinstance(sp["duration"], int)
+        assert sp["processID"] in t["processes"], (sp["processID"], t["processes"])
+        assert sp["logs"] == []
+        for ref in sp["references"]:
+            assert set(ref) == {"refType", "traceID", "spanID"} and ref["refType"] == "CHILD_OF"
+        for tag in sp["tags"]:
+            assert set(tag) == {"key", "type", "value"}, tag
+            assert isinstance(tag["value"], TAG_TYPES[tag["type"]]), tag
+    for p in t["processes"].values():
+        assert set(p) == {"serviceName", "tags"}, p
+
+
+def tags_of(sp):
+    return {t["key"]: t["value"] for t in sp["tags"]}
+
+
+def derived_ids(r):
+    """README "Exchanges as spans": SHA-256 of "tv1\\0" ts "\\0" pid "\\0" role "\\0" local
+    "\\0" remote; trace id bytes 0-15, span id bytes 16-23."""
+    ident = b"\0".join(s.encode() for s in ("tv1", str(r["ts_ns"]), str(r["pid"]), r["role"],
+                                             r["local"], r["remote"]))
+    d = hashlib.sha256(ident).digest()
+    return d[:16].hex(), d[16:24].hex()
+
+
+def test_services(http):
+    data = ok_data(http, "/api/services")
+    assert data == ["checkout", "frontend", "nginx"], data
+
+
+def test_operations(http):
+    assert ok_data(http, "/api/services/nginx/operations") == ["GET /api/users", "POST /login"]
+    assert ok_data(http, "/api/services/frontend/operations") == ["GET /api/users"]
+    # the comm of a mapped service is not a service of its own
+    assert ok_data(http, "/api/services/curl/operations") == []
+    assert ok_data(http, "/api/operations", service="checkout") == [
+        {"name": "POST /pay", "spanKind": "server"}, {"name": "SELECT", "spanKind": "client"}]
+    assert ok_data(http, "/api/operations", service="checkout", spanKind="client") == [
+        {"name": "SELECT", "spanKind": "client"}]
+
+
+def test_trace_by_id_exchanges(http):
+    data = ok_data(http, "/api/traces/" + TRACE_A)
+    assert len(data) == 1
+    t = data[0]
+    check_trace_shape(t)
+    assert t["traceID"] == TRACE_A
+    by_op = {(sp["operationName"], tags_of(sp)["span.kind"]): sp for sp in t["spans"]}
+    assert set(by_op) == {("GET /api/users", "client"), ("GET /api/users", "server")}
+    cli, srv = by_op[("GET /api/users", "client")], by_op[("GET /api/users", "server")]
+    # client: its traceparent names its own span; server: child of it
+    assert cli["spanID"] == SPAN_CLIENT and cli["references"] == []
+    assert srv["references"] == [{"refType": "CHILD_OF", "traceID": TRACE_A,
+                                  "spanID": SPAN_CLIENT}]
+    _, want_span = derived_ids(EXCHANGES[1])
+    assert srv["spanID"] == want_span, (srv["spanID"], want_span)
+    assert cli["startTime"] == T0 // US and cli["duration"] == 5000
+    assert srv["startTime"] == (T0 + 1_000_000) // US and srv["duration"] == 3000
+    assert t["processes"][cli["processID"]]["serviceName"] == "frontend"
+    assert t["processes"][srv["processID"]]["serviceName"] == "nginx"
+    ct, st = tags_of(cli), tags_of(srv)
+    assert ct["http.request.method"] == "GET" and ct["url.path"] == "/api/users"
+    assert ct["url.query"] == "id=3" and ct["http.response.status_code"] == 200
+    assert ct["url.full"] == "http://localhost:8080/api/users?id=3"
+    assert "error" not in ct
+    assert st["http.response.status_code"] == 503 and st["error"] is True
+    assert st["error.type"] == "503" and st["client.port"] == 50000
+    # the trace id in any case, and without leading zeros padding, finds it
+    assert ok_data(http, "/api/traces/" + TRACE_A.upper())[0]["traceID"] == TRACE_A
+
+
+def test_trace_by_id_otlp_spans(http, trace_b):
+    tid, root, child = trace_b
+    t = ok_data(http, "/api/traces/" + tid)[0]
+    check_trace_shape(t)
+    spans = {sp["spanID"]: sp for sp in t["spans"]}
+    assert set(spans) == {root, child}
+    r, c = spans[root], spans[child]
+    assert r["operationName"] == "POST /pay" and r["references"] == []
+    assert r["startTime"] == (T0 + 2_000_000) // US and r["duration"] == 2000
+    assert c["references"] == [{"refType": "CHILD_OF", "traceID": tid, "spanID": root}]
+    assert c["startTime"] == (T0 + 2_500_000) // US and c["duration"] == 700
+    rt, ctags = tags_of(r), tags_of(c)
+    assert rt["span.kind"] == "server" and rt["http.route"] == "/pay"
+    assert rt["http.response.status_code"] == 201 and rt["retry"] is False
+    assert rt["ratio"] == 0.25
+    assert ctags["span.kind"] == "client" and ctags["error"] is True
+    assert ctags["otel.status_code"] == "ERROR" and ctags["otel.status_description"] == "timeout"
+    assert ctags["otel.scope.name"] == "test-scope"
+    assert t["processes"][r["processID"]]["serviceName"] == "checkout"
+
+
+def test_search(http, trace_b):
+    # newest first: the derived trace (a minute later) before trace A
+    data = ok_data(http, "/api/traces", service="nginx")
+    want_derived, _ = derived_ids(EXCHANGES[2])
+    assert [t["traceID"] for t in data] == [want_derived, TRACE_A], [t["traceID"] for t in data]
+    for t in data:
+        check_trace_shape(t)
+    # the search found nginx's span; the trace holds every span of it (frontend's too)
+    assert len(data[1]["spans"]) == 2
+    assert [t["traceID"] for t in ok_data(http, "/api/traces", service="nginx", limit=1)] == [
+        want_derived]
+    assert [t["traceID"] for t in ok_data(http, "/api/traces", service="nginx",
+                                          operation="GET /api/users")] == [TRACE_A]
+    # tags as Jaeger UI sends them (a JSON object) and as tag=k:v
+    assert [t["traceID"] for t in ok_data(
+        http, "/api/traces", service="nginx",
+        tags=json.dumps({"http.response.status_code": "503"}))] == [TRACE_A]
+    assert [t["traceID"] for t in ok_data(http, "/api/traces", service="nginx",
+                                          tag="error:true")] == [TRACE_A]
+    assert ok_data(http, "/api/traces", service="nginx", tag="error:false") == []
+    # durations: nginx's spans last 3 ms and 8 ms
+    assert [t["traceID"] for t in ok_data(http, "/api/traces", service="nginx",
+                                          minDuration="4ms")] == [want_derived]
+    assert [t["traceID"] for t in ok_data(http, "/api/traces", service="nginx",
+                                          maxDuration="3000us")] == [TRACE_A]
+    # a window (start/end in microseconds, end inclusive) that holds only trace A's span
+    assert [t["traceID"] for t in ok_data(
+        http, "/api/traces", service="nginx", start=(T0 + 1_000_000) // US,
+        end=(T0 + 1_000_000) // US, lookback="custom")] == [TRACE_A]
+    assert ok_data(http, "/api/traces", service="nginx", start=(T0 + 2_000_000) // US,
+                   end=(T0 + 3_000_000) // US) == []
+    # an OTLP service
+    tid, _, _ = trace_b
+    assert [t["traceID"] for t in ok_data(http, "/api/traces", service="checkout",
+                                          operation="SELECT")] == [tid]
+
+
+def test_errors(http):
+    """Bad parameters: 400 with the error shape and a message naming the parameter."""
+    cases = [("/api/traces", {"service": "nginx", "minDuration": "banana"}, "minDuration"),
+             ("/api/traces", {"service": "nginx", "limit": "-1"}, "limit"),
+             ("/api/traces", {"service": "nginx", "limit": "100000"}, "--http-max-traces"),
+             ("/api/traces", {"service": "nginx", "start": "20", "end": "10"}, "after"),
+             ("/api/traces", {"service": "nginx", "tags": "{not json"}, "tags"),
+             ("/api/traces", {}, "service"),
+             ("/api/traces/xyz", {}, "trace id"),
+             ("/api/operations", {}, "service"),
+             ("/api/tracevault/summary", {"by": "colour"}, "by"),
+             ("/api/tracevault/exchanges", {"status": "6xxx"}, "status"),
+             ("/api/tracevault/rates", {"step": "1us"}, "buckets")]
+    for path, params, word in cases:
+        status, body = get(http, path, **params)
+        assert status == 400, (path, params, status, body)
+        assert set(body) == ENVELOPE and body["data"] is None, body
+        assert body["errors"][0]["code"] == 400 and word in body["errors"][0]["msg"], body
+    status, body = get(http, "/api/traces/" + "1" * 32)
+    assert status == 404 and body["errors"][0]["msg"] == "trace not found", body
+    req = urllib.request.Request("http://%s/api/nothing" % http)
+    try:
+        urllib.request.urlopen(req, timeout=10)
+        raise AssertionError("/api/nothing answered")
+    except urllib.error.HTTPError as e:
+        assert e.code == 404
+
+
+def test_page_routes(http):
+    """The page's routes: summary, rates, a page of exchanges, against the records."""
+    # end is inclusive: the window is [T0, T0 + 120 s) exactly
+    w = {"start": T0 // US, "end": (T0 + 120_000_000_000) // US - 1}
+    s = get(http, "/api/tracevault/summary", by="path", **w)[1]
+    groups = {g["key"]: g for g in s["groups"]}
+    assert s["records"] == 3 and set(groups) == {"/api/users", "/login"}, s
+    assert groups["/api/users"]["count"] == 2 and groups["/api/users"]["count_5xx"] == 1
+    assert groups["/api/users"]["errors"] == 1 and groups["/login"]["errors"] == 0
+    assert groups["/api/users"]["max_us"] == 5000 and groups["/login"]["max_us"] == 8000
+    s = get(http, "/api/tracevault/summary", by="status", service="nginx", **w)[1]
+    assert {g["key"]: g["count"] for g in s["groups"]} == {"503": 1, "200": 1}, s
+    # rates: two 60 s buckets: trace A's two exchanges, then the login
+    r = get(http, "/api/tracevault/rates", step="60s", **w)[1]
+    assert [b["count"] for b in r["buckets"]] == [2, 1], r
+    assert [b["errors"] for b in r["buckets"]] == [1, 0]
+    assert r["buckets"][1]["start"] == T0 // US + 60_000_000
+    # exchanges: newest first, paged
+    e = get(http, "/api/tracevault/exchanges", limit=2, **w)[1]
+    assert [x["path"] for x in e["data"]] == ["/login", "/api/users?id=3"], e
+    assert e["data"][0]["ts_ns"] == EXCHANGES[2]["ts_ns"] and e["data"][1]["status"] == 503
+    e = get(http, "/api/tracevault/exchanges", limit=2, offset=2, **w)[1]
+    assert [x["service"] for x in e["data"]] == ["frontend"], e
+    e = get(http, "/api/tracevault/exchanges", status="5xx", **w)[1]
+    assert [x["status"] for x in e["data"]] == [503]
+
+
+def test_page_served(http):
+    with urllib.request.urlopen("http://%s/" % http, timeout=10) as r:
+        body = r.read().decode()
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/html")
+    with open(os.path.join(os.environ["TV_SOURCE_DIR"], "web", "index.html")) as f:
+        assert body == f.read()
+
+
+def test_hostile_parameters(http):
+    """Random and oversized parameters on every route: each answer is 200, 400 or 404 with a
+    JSON body, and the server keeps answering (a crash would end the run)."""
+    rng = random.Random(7)
+    routes = ["/api/services", "/api/services/nginx/operations", "/api/operations",
+              "/api/traces", "/api/traces/" + TRACE_A, "/api/tracevault/summary",
+              "/api/tracevault/rates", "/api/tracevault/exchanges"]
+    names = ["service", "operation", "tags", "tag", "start", "end", "lookback", "minDuration",
+             "maxDuration", "limit", "offset", "step", "by", "status", "path", "role",
+             "method", "host", "trace_id", "spanKind"]
+    values = ["", "-1", "0", "1", "18446744073709551615", "18446744073709551616", "1e308",
+              "nan", "inf", "1.5ms", "2x", "{", "{\"a\":1}", "[]", "\x00", "%", "*", "[a-",
+              "5xx", "999-1", "ü" * 300, "a" * 5000, "custom", "nginx", ":", "k:v"]
+    for i in range(300):
+        params = {rng.choice(names): rng.choice(values) for _ in range(rng.randint(1, 4))}
+        path = rng.choice(routes)
+        status, body = get(http, path, **params)
+        assert status in (200, 400, 404), (path, params, status, body)
+        assert isinstance(body, dict), body
+    assert ok_data(http, "/api/services") == ["checkout", "frontend", "nginx"]
+
+
+def test_concurrent_requests(http):
+    """8 clients at once (the API's thread pool is 4): every answer whole and the same."""
+    import concurrent.futures
+    want = ok_data(http, "/api/traces", service="nginx")
+
+    def one(_):
+        return ok_data(http, "/api/traces", service="nginx")
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        got = list(ex.map(one, range(40)))
+    assert all(g == want for g in got)
+
+
+def test_bounds():
+    """--http-max-spans: a search sees the newest N spans only; --http-max-response-bytes:
+    413 past it, with the error shape; --http-max-traces: a larger limit is 400; a bad
+    --service-name or an --http-* option without --http-addr is a usage error (exit 2)."""
+    with tvtest.Server(extra_args=["--http-addr", "127.0.0.1:0", "--http-max-spans", "1"]) as srv:
+        http = tvtest.metrics_addr(srv.log())
+        put_exchanges(srv.addr)
+        want_derived, _ = derived_ids(EXCHANGES[2])
+        # one span read: the newest, nginx's login (its trace is that one span)
+        assert [t["traceID"] for t in ok_data(http, "/api/traces", service="nginx")] == [
+            want_derived]
+        status, body = get(http, "/api/tracevault/exchanges", limit=2)
+        assert status == 400 and "--http-max-spans" in body["errors"][0]["msg"], body
+        assert srv.stop() == 0, srv.log()[-2000:]
+    with tvtest.Server(extra_args=["--http-addr", "127.0.0.1:0", "--http-max-response-bytes",
+                                   "4K", "--http-max-traces", "5"]) as srv:
+        http = tvtest.metrics_addr(srv.log())
+        put_exchanges(srv.addr)
+        # trace A (2 spans) fits in 4 KiB, both of nginx's traces (3 spans) do not
+        assert len(json.dumps(ok_data(http, "/api/traces/" + TRACE_A))) < 4096
+        status, body = get(http, "/api/traces", service="nginx")
+        assert status == 413 and "--http-max-response-bytes" in body["errors"][0]["msg"], body
+        assert set(body) == ENVELOPE
+        status, body = get(http, "/api/traces", service="nginx", limit=6)
+        assert status == 400 and "--http-max-traces (5)" in body["errors"][0]["msg"], body
+        assert srv.stop() == 0, srv.log()[-2000:]
+    for args in (["--service-name", "nosign"], ["--service-name", "=x"],
+                 ["--http-max-spans", "0"], ["--http-timeout-ms", "5"],
+                 ["--http-max-response-bytes", "1K"]):
+        p = subprocess.run(
+            [tvtest.binary("tracevaultd"), "--data", "/nonexistent", "--http-addr",
+             "127.0.0.1:0"] + args, capture_output=True, text=True, timeout=30)
+        assert p.returncode == 2 and p.stderr.count("\n") == 1, (args, p.returncode, p.stderr)
+    p = subprocess.run([tvtest.binary("tracevaultd"), "--data", "/nonexistent",
+                                     "--service-name", "a=b"],
+                                    capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "need --http-addr" in p.stderr, p.stderr
+
+
+def test_api_of_a_tls_server_that_requires_client_certs():
+    """The API reads through the server's private unix socket (server/local_rpc.h), so it
+    answers when --listen takes only TLS clients with certificates."""
+    from test_tls import make_certs
+    d = tempfile.mkdtemp(prefix="tv-jaeger-tls-")
+    make_certs(d)
+    p = lambda n: os.path.join(d, n)  # noqa: E731
+    with tvtest.Server(extra_args=["--tls-cert", p("server.pem"), "--tls-key", p("server.key"),
+                                   "--tls-ca", p("ca.pem"), "--tls-require-client-cert",
+                                   "--http-addr", "127.0.0.1:0"]) as srv:
+        http = tvtest.metrics_addr(srv.log())
+        put_exchanges(srv.addr, ["--tls-ca", p("ca.pem"), "--tls-cert", p("client.pem"),
+                                 "--tls-key", p("client.key")])
+        assert ok_data(http, "/api/services") == ["curl", "nginx"]
+        assert ok_data(http, "/api/traces/" + TRACE_A)[0]["traceID"] == TRACE_A
+        assert srv.stop() == 0, srv.log()[-2000:]
+
+
+def put_exchanges(addr, extra=()):
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+        for r in EXCHANGES:
+            f.write(json.dumps(r) + "\n")
+    try:
+        tvtest.run(["put", "--server", addr, f.name] + list(extra), check=True)
+    finally:
+        os.unlink(f.name)
+
+
+def send_spans(addr):
+    """Trace B from service checkout over OTLP: a server span and its failing client child."""
+    mods = otlp_modules(tempfile.mkdtemp(prefix="tv-otlp-py-"))
+    otlp = Otlp(addr, mods)
+    rng = random.Random(16)
+    tid, root, child = rng.randbytes(16), rng.randbytes(8), rng.randbytes(8)
+    r = otlp.span(tid, root, name="POST /pay", kind=2, start=T0 + 2_000_000, dur=2_000_000,
+                  attrs={"http.route": "/pay", "http.response.status_code": 201,
+                         "retry": False, "ratio": 0.25})
+    c = otlp.span(tid, child, parent=root, name="SELECT", kind=3, start=T0 + 2_500_000,
+                  dur=700_000)
+    c.status.code = 2
+    c.status.message = "timeout"
+    resp = otlp.export(otlp.request({"checkout": [r, c]}))
+    assert resp.partial_success.rejected_spans == 0
+    return tid.hex(), root.hex(), child.hex()
+
+
+def main():
+    only = sys.argv[1:]
+    with tvtest.Server(extra_args=["--http-addr", "127.0.0.1:0",
+                                   "--service-name", "curl=frontend"]) as srv:
+        http = tvtest.metrics_addr(srv.log())
+        assert http, srv.log()
+        put_exchanges(srv.addr)
+        trace_b = send_spans(srv.addr)
+        args = {"http": http, "trace_b": trace_b}
+        cases = tvtest.cases(globals(), only)
+        res = tvtest.Results(len(cases))
+        for t in cases:
+            names = t.__code__.co_varnames[:t.__code__.co_argcount]
+            res.run(t, *[args[n] for n in names])
+        if srv.stop() != 0:
+            res.fail("tracevaultd exit status: " + srv.log()[-2000:])
+    return res.exit_code()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

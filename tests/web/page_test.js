@@ -1,0 +1,91 @@
+// The page (web/index.html) in a real browser: Debian's chromium driven by playwright-core
+// (tests/integration/test_web_page.py installs it into BUILD and runs this with NODE_PATH).
+// Input from the environment: PAGE_URL, EXPECT (JSON: the window, the filter and the
+// figures the records give, computed by the Python test), SCREENSHOT (a PNG path). The
+// browser runs in TZ (not UTC) so that local and UTC times differ; node runs in the same TZ
+// and formats the expected local times itself. Exit 0 when every check holds, 1 naming the
+// first that does not.
+"use strict";
+const { chromium } = require("playwright-core");
+
+const E = JSON.parse(process.env.EXPECT);
+const pad = (n, w = 2) => String(n).padStart(w, "0");
+// "YYYY-MM-DDTHH:MM:SS" in node's (= the browser's) zone: what a user types into the inputs
+function inputValue(ms) {
+  const d = new Date(ms);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T` +
+    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+function check(what, got, want) {
+  if (JSON.stringify(got) !== JSON.stringify(want))
+    throw new Error(`${what}: got ${JSON.stringify(got)}, want ${JSON.stringify(want)}`);
+  console.log(`ok ${what}: ${JSON.stringify(got)}`);
+}
+async function loaded(page) {
+  await page.waitForSelector('body[data-loaded="1"]', { timeout: 30000 });
+}
+
+(async () => {
+  const browser = await chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    timeout: 60000,
+  });
+  let rc = 0;
+  try {
+    const ctx = await browser.newContext({ timezoneId: process.env.TZ, viewport: { width: 1400, height: 1000 } });
+    const page = await ctx.newPage();
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(String(e)));
+    await page.goto(process.env.PAGE_URL);
+    await loaded(page);
+    // the services list comes from /api/services
+    await page.waitForSelector(`#service option[value="${E.service}"]`, { state: "attached" });
+    // a window and a filter, as a user sets them
+    await page.selectOption("#range", "custom");
+    await page.fill("#from", inputValue(E.start_ms));
+    await page.fill("#to", inputValue(E.end_ms));
+    await page.selectOption("#service", E.service);
+    await page.click("#apply");
+    await loaded(page);
+    check("status line", await page.textContent("#status"), "");
+    check("requests", await page.textContent("#total"), String(E.total));
+    check("errors", await page.textContent("#errors"), String(E.errors));
+    check("error rate", await page.textContent("#error-rate"), E.error_rate);
+    // the window in the browser's zone and in UTC
+    const win = await page.textContent("#window");
+    for (const s of E.window_texts)
+      if (!win.includes(s)) throw new Error(`window text ${JSON.stringify(win)} lacks ${s}`);
+    console.log(`ok window: ${win}`);
+    const endpoints = await page.$$eval("#endpoints tbody tr", (rows) => rows.map((r) =>
+      [r.cells[0].textContent, Number(r.cells[1].textContent), Number(r.cells[2].textContent)]));
+    check("top endpoints by count", endpoints, E.endpoints_by_count);
+    await page.click('a[data-sort="errors"]');
+    const byErr = await page.$$eval("#endpoints tbody tr", (rows) => rows.map((r) => r.cells[0].textContent));
+    check("top endpoints by errors", byErr, E.endpoints_by_errors);
+    // the charts: one polyline per series, as many points as buckets
+    const pts = await page.$$eval("#rate-chart polyline", (ls) => ls.map((l) => l.getAttribute("points").split(" ").length));
+    check("rate chart series and points", pts.length, 2);
+    // the exchanges: newest first, paged by 20
+    const rows = await page.$$eval("#exchanges tbody tr", (rs) => rs.map((r) =>
+      [r.cells[0].textContent, r.cells[3].textContent, r.cells[4].textContent]));
+    check("exchanges on page 1", rows.length, Math.min(E.total, 20));
+    check("newest exchange", rows[0], [E.newest_local + E.newest_utc, E.newest_path, String(E.newest_status)]);
+    // the trace view: the span tree with the captured exchange under the span that called it
+    await page.click(`a[data-trace="${E.trace_id}"]`);
+    await page.waitForSelector("#trace-section:not([hidden]) #trace-view tbody tr");
+    const tree = await page.$$eval("#trace-view tbody tr", (rs) => rs.map((r) =>
+      [Number(r.dataset.depth), r.cells[0].textContent, r.cells[1].textContent]));
+    check("trace tree", tree, E.trace_tree);
+    await page.screenshot({ path: process.env.SCREENSHOT, fullPage: true });
+    console.log(`screenshot: ${process.env.SCREENSHOT}`);
+    check("page errors", errors, []);
+  } catch (e) {
+    console.error(`FAIL ${e.message}`);
+    rc = 1;
+  } finally {
+    await browser.close();
+  }
+  process.exit(rc);
+})();
