@@ -42,8 +42,8 @@ def env_int(name, default):
 
 
 ROUNDS = env_int("TV_BENCH_OTLP_ROUNDS", 1 if QUICK else 5)
-BATCHES = env_int("TV_BENCH_OTLP_BATCHES", 16 if QUICK else 48)  # per C run, 512 spans each
-NODE_SPANS = env_int("TV_BENCH_OTLP_NODE_SPANS", 2048 if QUICK else 8192)
+BATCHES = env_int("TV_BENCH_OTLP_BATCHES", 12 if QUICK else 48)  # per C run, 512 spans each
+NODE_SPANS = env_int("TV_BENCH_OTLP_NODE_SPANS", 1024 if QUICK else 8192)
 SPANS = 512
 RUN_TIMEOUT_S = 120  # one client run; the whole step stays bounded by ROUNDS runs of it
 HZ = os.sysconf("SC_CLK_TCK")
