@@ -262,8 +262,55 @@ def parse_read(text):
     return figs
 
 
+OTLP_SP = r"%s \[%s-%s\]" % (N, N, N)
+
+
+def parse_otlp(text):
+    """bench/bench_otlp.py's summary lines: each 'M [A-B]' is a figure (median, min, max) over
+    the rounds it names; the Node SDK's SKIP line gives its figures with the reason."""
+    figs = []
+
+    def add(name, unit, s, n):
+        m = re.match(r"(%s) \[(%s)-(%s)\]" % (N, N, N), s)
+        g = fig(name, unit, value=float(m.group(1)), lo=float(m.group(2)), hi=float(m.group(3)))
+        g["n"] = n
+        figs.append(g)
+
+    sp = OTLP_SP
+    for m in re.finditer(r"^otlp C generator, ([0-9]+) in flight: (%s) spans/s, (%s) spans per "
+                         r"server CPU-s, Export p50 (%s) ms, p99 (%s) ms \(([0-9]+) rounds\)"
+                         % (sp, sp, sp, sp), text, re.M):
+        k, n = m.group(1), int(m.group(6))
+        for (name, unit), g in zip((("spans_per_s", "spans/s"),
+                                    ("spans_per_server_cpu_s", "spans/CPU-s"),
+                                    ("export_p50_ms", "ms"), ("export_p99_ms", "ms")),
+                                   m.groups()[1:5]):
+            add("otlp_c%s_%s" % (k, name), unit, g, n)
+        c = re.search(r"^otlp C generator, %s in flight / ingest ceiling, same round: (%s)x of "
+                      r"(%s) MB/s \(stored (%s) MB/s" % (k, sp, sp, sp), text, re.M)
+        if c:
+            for (name, unit), g in zip((("x_ingest_ceiling", "x"), ("ceiling_MBps", "MB/s"),
+                                        ("stored_MBps", "MB/s")), c.groups()):
+                add("otlp_c%s_%s" % (k, name), unit, g, n)
+    m = re.search(r"^otlp Node SDK, batches of [0-9]+: (%s) spans/s, (%s) spans per server "
+                  r"CPU-s, SDK process CPU / wall (%s) \(([0-9]+) rounds\)" % (sp, sp, sp),
+                  text, re.M)
+    node = (("otlp_node_spans_per_s", "spans/s"),
+            ("otlp_node_spans_per_server_cpu_s", "spans/CPU-s"),
+            ("otlp_node_sdk_cpu_over_wall", "x"))
+    if m:
+        for (name, unit), g in zip(node, m.groups()[:3]):
+            add(name, unit, g, int(m.group(4)))
+    skip = re.search(r"^otlp Node SDK: SKIP: (.*)$", text, re.M)
+    if skip:
+        figs += [{"name": name, "value": None, "unit": unit, "skipped": skip.group(1)}
+                 for name, unit in node]
+    return figs
+
+
 PARSERS = [("ingest", parse_ingest), ("capture", parse_capture), ("under", parse_under),
            ("read", parse_read)]
+PARSERS.append(("otlp", parse_otlp))  # bench/bench_otlp.py's step
 
 
 def sections(log):

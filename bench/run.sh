@@ -49,6 +49,7 @@ STEPS=(
 	"capture:nginx with eBPF capture off and on beside tcpdump -w, eBPF time, lossless rate, parser replay, a window read back beside tshark"
 	"under:S3 under-store persist beside raw curl PUT, COMMIT latency, evicted vs local query"
 	"read:read side beside SQLite and zstd -3"
+	"otlp:OTLP Export over gRPC, spans/s and per server CPU-second, C generator and Node SDK, beside durable block writes of the same size"
 )
 
 work=$(mktemp -d /tmp/tracevault-bench.XXXXXX)
@@ -193,6 +194,17 @@ step_read() {
 	bash "$HERE/read.sh" --build "$BIN"
 }
 
+# step_otlp: OTLP/gRPC Export from bench/otlp_load (C, 1 and 4 in flight) and the Node SDK
+# (bench/otlp_node.js), spans per server CPU-second, beside bench_ingest writing blocks of the
+# same size in the same round (bench/bench_otlp.py)
+step_otlp() {
+	if [[ ${TV_BENCH_OTLP:-1} == 0 ]]; then
+		echo "tracevault otlp bench: skipped (TV_BENCH_OTLP=0)"
+		return
+	fi
+	TV_BIN_DIR="$BIN" TV_GEN_DIR="$BIN/gen" /usr/bin/python3 "$HERE/bench_otlp.py"
+}
+
 # The results (bench/README.md "Results"): RESULTS/<UTC date>-<host>.json, .log and the PNG
 # plots, written by bench/report.py from the run's log. A full run writes bench/results/, a
 # quick one BUILD_DIR/bench-results/ (never the source tree); TV_BENCH_RESULTS_DIR wins. The
@@ -215,6 +227,7 @@ step_command() {
 	capture) echo "capture: TV_BIN_DIR=$BIN TV_GEN_DIR=$BIN/gen /usr/bin/python3 bench/bench_capture.py" ;;
 	under) echo "under: TV_BIN_DIR=$BIN TV_GEN_DIR=$BIN/gen /usr/bin/python3 bench/bench_under.py" ;;
 	read) echo "read: bash bench/read.sh --build $BIN" ;;
+	otlp) echo "otlp: TV_BIN_DIR=$BIN TV_GEN_DIR=$BIN/gen /usr/bin/python3 bench/bench_otlp.py (bench/otlp_load, bench/otlp_node.js, bench/bench_ingest)" ;;
 	*) echo "$1: step_$1 in bench/run.sh" ;;
 	esac
 }

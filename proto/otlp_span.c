@@ -16,6 +16,60 @@ const struct tv_limit tv_otlp_max_message_bytes_limit = { .min = 1u << 10, .max 
 
 #define HEX_STRIDE 33
 
+/* The unpack's arena: blocks of ARENA_FIRST(len) bytes, then each twice the last up to
+ * ARENA_MAX_BLOCK (an allocation larger than that gets a block of its own). 4 x the message
+ * holds a typical request's unpacked structs and strings in one block. */
+#define ARENA_FIRST(len) ((len) < (4u << 20) ? 4 * (len) + 4096 : (16u << 20))
+#define ARENA_MAX_BLOCK (64u << 20)
+#define ARENA_ALIGN 16
+
+struct tv_otlp_arena_block {
+	struct tv_otlp_arena_block *next;
+	size_t used, cap;
+	_Alignas(ARENA_ALIGN) unsigned char data[];
+};
+
+struct arena {
+	struct tv_otlp_spans *s; /* its arena list and count */
+	size_t next_cap;
+};
+
+/* ProtobufCAllocator.alloc: a bump allocation from the newest block, or a new block. */
+static void *arena_alloc(void *data, size_t size)
+{
+	struct arena *a = data;
+	struct tv_otlp_arena_block *b = a->s->arena;
+	size_t need = (size + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+	void *p;
+
+	if (need < size)
+		return NULL;
+	if (!b || b->cap - b->used < need) {
+		size_t cap = a->next_cap > need ? a->next_cap : need;
+
+		b = malloc(sizeof(*b) + cap);
+		if (!b)
+			return NULL;
+		b->used = 0;
+		b->cap = cap;
+		b->next = a->s->arena;
+		a->s->arena = b;
+		a->s->arena_blocks++;
+		if (a->next_cap < ARENA_MAX_BLOCK / 2)
+			a->next_cap *= 2;
+	}
+	p = b->data + b->used;
+	b->used += need;
+	return p;
+}
+
+/* ProtobufCAllocator.free: nothing; the whole arena goes in tv_otlp_spans_free. */
+static void arena_free(void *data, void *ptr)
+{
+	(void)data;
+	(void)ptr;
+}
+
 static void to_hex(const uint8_t *b, size_t n, char *out)
 {
 	static const char digits[] = "0123456789abcdef";
@@ -190,9 +244,12 @@ int tv_otlp_spans_decode(const uint8_t *msg, size_t len, const struct tv_otlp_li
 	Tracevault__Otlp__V1__ExportTraceServiceRequest *req;
 	size_t total = 0, nattrs = 0, n = 0, na = 0;
 	char why[96];
+	struct arena a = { .s = out, .next_cap = ARENA_FIRST(len) };
+	ProtobufCAllocator alloc = { .alloc = arena_alloc, .free = arena_free,
+				     .allocator_data = &a };
 
 	memset(out, 0, sizeof(*out));
-	req = tracevault__otlp__v1__export_trace_service_request__unpack(NULL, len, msg);
+	req = tracevault__otlp__v1__export_trace_service_request__unpack(&alloc, len, msg);
 	if (!req)
 		return -EBADMSG;
 	out->req = req;
@@ -242,8 +299,13 @@ void tv_otlp_spans_free(struct tv_otlp_spans *s)
 {
 	if (!s)
 		return;
-	if (s->req)
-		tracevault__otlp__v1__export_trace_service_request__free_unpacked(s->req, NULL);
+	/* s->req lives in the arena: no free_unpacked */
+	while (s->arena) {
+		struct tv_otlp_arena_block *b = s->arena;
+
+		s->arena = b->next;
+		free(b);
+	}
 	free(s->recs);
 	free(s->spans);
 	free(s->hex);

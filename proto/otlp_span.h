@@ -48,6 +48,11 @@ struct tv_otlp_spans {
 	Tracevault__V1__SpanAttribute *attrs;
 	Tracevault__V1__SpanAttribute **attr_ptrs;
 	char *hex; /* 3 x 33 bytes per record: trace_id, span_id, parent_span_id */
+	/* The arena req is unpacked into: a few large blocks instead of one malloc per span,
+	 * attribute, value and string (those mallocs and their frees were a fifth of the
+	 * server's CPU per span, bench/README.md "OTLP ingest"). Freed whole. */
+	struct tv_otlp_arena_block *arena;
+	size_t arena_blocks; /* blocks malloc'd for the unpack (a 512-span request: 1 or 2) */
 };
 
 /* Decode the ExportTraceServiceRequest msg[0, len) into span records under lim. A span is

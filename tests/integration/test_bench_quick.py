@@ -46,6 +46,7 @@ STOP_TIMEOUT_S = 20  # after a timeout: SIGTERM to the run's process group, then
 # binaries run.sh needs from the build dir
 NEEDED = ("tracevaultd", "tracevault", "bench/bench_ingest", "bench/ceiling_tcp",
           "bench/ceiling_uring", "bench/ceiling_memcpy", "bench/bench_parser")
+NEEDED += ("bench/otlp_load",)  # the otlp step's
 
 N = r"[0-9]+(?:\.[0-9]+)?"  # a figure
 PROGRESS_RE = re.compile(r"^bench step ([0-9]+)/([0-9]+): (.+) \(elapsed ([0-9]+) s\)$", re.M)
@@ -149,6 +150,32 @@ def read_figures():
             r"^  restart: exec to listening / to 1st answer\s+%s / %s" % (rng, rng)]
 
 
+def node_missing():
+    """Why the otlp step may print the Node SDK's SKIP line (None: node and npm are on PATH and
+    its figures must be there), as tests/integration/test_capture_otel_node.py looks for them."""
+    if not shutil.which("node") or not shutil.which("npm"):
+        return "node/npm not installed"
+    return None
+
+
+def otlp_figures():
+    rng = r"%s \[%s-%s\]" % (N, N, N)
+    return ([r"^otlp C generator, %d in flight: %s spans/s, %s spans per server CPU-s, Export "
+             r"p50 %s ms, p99 %s ms \(1 rounds\)$" % (k, rng, rng, rng, rng) for k in (1, 4)] +
+            [r"^otlp C generator, %d in flight / ingest ceiling, same round: %sx of %s MB/s "
+             r"\(stored %s MB/s, blocks of %s B\)$" % (k, rng, rng, rng, rng) for k in (1, 4)] +
+            [r"^otlp Node SDK: SKIP: node/npm not installed" if node_missing() else
+             r"^otlp Node SDK, batches of 512: %s spans/s, %s spans per server CPU-s, SDK "
+             r"process CPU / wall %s \(1 rounds\)$" % (rng, rng, rng)])
+
+
+OTLP_JSON_FIGURES = ["otlp_c%d_%s" % (k, n) for k in (1, 4)
+                     for n in ("spans_per_s", "spans_per_server_cpu_s", "export_p50_ms",
+                               "export_p99_ms", "x_ingest_ceiling", "ceiling_MBps")]
+OTLP_NODE_JSON_FIGURES = ["otlp_node_spans_per_s", "otlp_node_spans_per_server_cpu_s",
+                          "otlp_node_sdk_cpu_over_wall"]
+
+
 # per step (report.py's step names): figures the results' JSON must hold; for the capture
 # step those of (iii) always, the rest unless the step printed its SKIP
 JSON_FIGURES = {
@@ -166,6 +193,7 @@ JSON_FIGURES = {
              "read_1_min_window_p50_p99_ms_peer_0", "read_whole_day_all_records_s_tracevault",
              "read_summary_by_path_1_hour_ms_tracevault"],
 }
+JSON_FIGURES["otlp"] = OTLP_JSON_FIGURES + ([] if node_missing() else OTLP_NODE_JSON_FIGURES)
 CAPTURE_RUN_FIGURES = (
     ["capture_on_off_" + m.replace("-", "_") for m in CAPTURE_MODES] +
     ["nginx_req_per_s_" + m.replace("-", "_") for m in ("capture-off",) + CAPTURE_MODES] +
@@ -301,6 +329,7 @@ STEP_CHECKS = [
     ("under-store", under_figures(), UNDER_SKIP_RE, under_skip_reason),
     ("read side", read_figures(), None, lambda: None),
 ]
+STEP_CHECKS.append(("OTLP", otlp_figures(), None, lambda: None))  # bench/bench_otlp.py
 
 
 def sections(out):
