@@ -222,6 +222,7 @@ class Bench:
         self.loads = []
         self.trace_ids = []
         self.zst_mb = 0.0
+        self.t_run = time.perf_counter()  # the step's start, for the loads line
         # samples where zstdcat + filter printed as many records as tracevault and SQLite
         self.counts = {"window": 0, "trace": 0, "day": 0}
         self.zst_samples = 0  # rotates the three peers' order (trio)
@@ -232,8 +233,10 @@ class Bench:
         self.rows.append((figure, ours, peer, zst, goal))
         log("  " + "  ".join(c.ljust(w) for c, w in zip((figure, ours, peer, zst), CELL_WIDTHS))
             + "  " + goal)
-        # other work on a shared machine moves every figure: say how loaded it was
-        self.loads.append("%s %.1f" % (figure.split(" ")[0], os.getloadavg()[0]))
+        # other work on a shared machine moves every figure: say how loaded it was, and
+        # when (seconds since the start: what each figure costs of the step's time budget)
+        self.loads.append("%s %.1f @%.0fs" % (figure.split(" ")[0], os.getloadavg()[0],
+                                             time.perf_counter() - self.t_run))
 
     def budget_left(self, t0):
         return time.perf_counter() - t0 < self.a.budget_s
@@ -664,8 +667,8 @@ class Bench:
                 self.counts["window"], self.counts["trace"], self.counts["day"]))
         for n in self.notes:
             log(n)
-        log("load average (1 min) after each figure: %s (%d cores)" % (", ".join(self.loads),
-                                                                       os.cpu_count()))
+        log("load average (1 min) after each figure, @ seconds since the start: %s (%d cores)"
+            % (", ".join(self.loads), os.cpu_count()))
 
 
 def main():
