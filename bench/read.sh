@@ -36,7 +36,7 @@ Needs sqlite3, zstd (zstdcat), mawk, grep and /usr/bin/python3.
   --rounds R         interleaved rounds per figure (default 5; \$TV_BENCH_READ_ROUNDS,
                      else \$TV_BENCH_ROUNDS)
   --windows W        random 1-minute windows per round (default 50)
-  --trace-lookups T  --trace-id lookups per round (default 10)
+  --trace-lookups T  --trace-id lookups per round (default 8)
   --zstdcat-windows Z  of a round's windows, how many zstdcat + mawk also runs
                      (default 1: each is a whole decompress + scan, seconds)
   --budget-s S       time bound of each figure's loop, seconds (default 300); a loop
@@ -57,7 +57,7 @@ build=build
 records=${TV_BENCH_READ_RECORDS:-5000000}
 rounds=${TV_BENCH_READ_ROUNDS:-${TV_BENCH_ROUNDS:-5}}
 windows=50
-trace_lookups=10
+trace_lookups=8
 zstdcat_windows=1
 budget=300
 seed=12

@@ -253,14 +253,14 @@ def parse_read(text):
             continue
         label = parts[0]
         unit = "ms" if "(ms)" in label or label.startswith("restart") else \
-            "s" if "(s)" in label else "rec/CPU-s" if "per CPU-s" in label else ""
-        per_k = 1000.0 if "k rec per CPU-s" in label else 1.0  # that row's cells count in k
+            "s" if "(s)" in label else "k rec/CPU-s" if "k rec per CPU-s" in label else \
+            "rec/CPU-s" if "per CPU-s" in label else ""
         for who, cell in zip(who_cols, parts[1:1 + len(who_cols)]):
             for i, sub in enumerate(cell.split(" / ")):
                 m = READ_TOKEN.match(sub.strip())
                 if not m:
                     continue
-                k = 1000.0 if m.group(2) else per_k
+                k = 1000.0 if m.group(2) else 1.0
                 u = unit or ("rec/s" if "rec/s" in sub else "B" if " B" in sub else "")
                 name = "read_%s_%s%s" % (slug(label), who, "_%d" % i if " / " in cell else "")
                 v = float(m.group(1)) * k
