@@ -54,6 +54,18 @@ SQL_LOAD = SQL_SCHEMA + (
     " INSERT INTO records SELECT %s;\nEND;\n"
     "BEGIN;\n.mode ascii\n.separator \"\\037\" \"\\n\"\n.import %%s jsonl\nCOMMIT;\n") % ",".join(
     "json_extract(NEW.line,'$.%s')" % c for c in COLUMNS)
+# The third peer, "zstdcat + filter" (bench/README.md): what a user without a database runs on
+# the JSON Lines kept as `zstd -3` compressed them (the stored-bytes figure's file): every
+# query decompresses and scans the whole file. The time window is mawk comparing the 19 digits
+# after "ts_ns": as strings, wherever the key is in the line: every ts_ns from 2001 to 2286 has
+# 19 digits, so string order is number order, and exact (awk's and jq's numbers are doubles,
+# which round a ts_ns by up to 128 ns; jq 1.6 also prints it rounded). Each match is flushed:
+# mawk block-buffers a pipe, which would hide its time to the last record until its exit.
+# The trace id is `grep -F` (32 hex digits occur in no other field).
+ZST_WINDOW_AWK = ('{ t = substr($0, index($0, "\\"ts_ns\\":") + 8, 19) } '
+                  't >= "%d" && t < "%d" { print; fflush() }')
+# printed cells are at least this wide, two spaces apart (report.py splits on 2+ spaces)
+CELL_WIDTHS = (44, 36, 36, 30)
 
 
 def log(msg):
@@ -76,41 +88,64 @@ def hwm_kb_of(pid):
 
 
 class Run:
-    """One whole process: wall seconds from before the spawn to its exit, the lines it printed
-    (read through a pipe and counted), its own CPU seconds and peak RSS (wait4), and with
-    first_line_only the seconds to its first complete line (it is then killed)."""
+    """One whole process, or a pipeline of them as a shell's `a | b` runs it (argv a list of
+    argvs: each stage's stdout into the next one's stdin, the last one's read here): wall
+    seconds from before the first spawn to the last exit, the lines the last stage printed
+    (read through a pipe and counted), the seconds to the first and to the last read that
+    brought a complete line (first_s, last_s: what a user watching the output sees), CPU
+    seconds summed over the stages and the largest peak RSS (wait4); with first_line_only
+    every stage is killed at the first complete line."""
 
     def __init__(self, argv, first_line_only=False, timeout_s=3600):
+        stages = argv if isinstance(argv[0], list) else [argv]
         t0 = time.perf_counter()
-        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.lines, self.first_s = 0, None
-        fd = p.stdout.fileno()
+        procs, prev = [], None
+        for a in stages:
+            p = subprocess.Popen(a, stdin=prev, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            if prev is not None:
+                prev.close()  # the next stage holds it now: its exit is the writer's EPIPE
+            prev = p.stdout
+            procs.append(p)
+        self.lines, self.first_s, self.last_s = 0, None, None
+        fd = prev.fileno()
         deadline = t0 + timeout_s
         buf = READ_BUF
+        killed = False
         while True:
             k = os.readv(fd, [buf])
             if not k:
                 break
             n = buf.count(b"\n", 0, k)
-            if n and self.first_s is None:
-                self.first_s = time.perf_counter() - t0
-                if first_line_only:
-                    p.kill()
+            if n:
+                self.last_s = time.perf_counter() - t0
+                if self.first_s is None:
+                    self.first_s = self.last_s
+                    if first_line_only:
+                        for p in procs:
+                            p.kill()
+                        killed = True
             self.lines += n
             if time.perf_counter() > deadline:
-                p.kill()
-                raise RuntimeError("%s ran longer than %d s" % (argv[0], timeout_s))
-        _, status, ru = os.wait4(p.pid, 0)
-        p.returncode = os.waitstatus_to_exitcode(status)
+                for p in procs:
+                    p.kill()
+                raise RuntimeError("%s ran longer than %d s" % (stages[-1][0], timeout_s))
+        self.cpu_s, self.maxrss_kb, codes = 0.0, 0, []
+        for p in procs:
+            _, status, ru = os.wait4(p.pid, 0)
+            p.returncode = os.waitstatus_to_exitcode(status)
+            codes.append(p.returncode)
+            self.cpu_s += ru.ru_utime + ru.ru_stime
+            self.maxrss_kb = max(self.maxrss_kb, ru.ru_maxrss)
         self.wall_s = time.perf_counter() - t0
-        self.err = p.stderr.read().decode(errors="replace")
-        p.stdout.close()
-        p.stderr.close()
-        self.cpu_s = ru.ru_utime + ru.ru_stime
-        self.maxrss_kb = ru.ru_maxrss
-        if p.returncode != 0 and not (first_line_only and self.first_s is not None):
-            raise RuntimeError("%s exited %d: %s" % (" ".join(argv[:3]), p.returncode,
-                                                     self.err.strip()[:300]))
+        self.err = "".join(p.stderr.read().decode(errors="replace") for p in procs)
+        prev.close()
+        for p in procs:
+            p.stderr.close()
+        if not killed:
+            for a, code in zip(stages, codes):
+                if code != 0:
+                    raise RuntimeError("%s exited %d: %s" % (" ".join(a[:3]), code,
+                                                             self.err.strip()[:300]))
 
 
 class Server:
@@ -154,6 +189,11 @@ def spread(xs):
     return (statistics.median(xs), min(xs), max(xs))
 
 
+def fmt_n(xs, digits=0):
+    """'median [min-max] n=K' of samples (the zstdcat peer's cells: its own sample count)."""
+    return fmt(spread(xs), "", digits) + " n=%d" % len(xs) if xs else "-"
+
+
 def fmt(sp, unit, digits=1):
     if sp is None:
         return "-"
@@ -174,18 +214,29 @@ class Bench:
         self.jsonl = os.path.join(self.work, "records.jsonl")
         self.ids_file = os.path.join(self.work, "trace_ids.txt")
         self.db = os.path.join(self.work, "records.db")
+        self.zst = self.jsonl + ".zst"  # zstd -3 of the JSON Lines: sizes() writes it
         self.server = Server(self.tvd, os.path.join(self.work, "data"))
         self.rnd = random.Random(a.seed + 1)
         self.rows = []  # (figure, ours, peer, goal)
         self.notes = []
         self.loads = []
         self.trace_ids = []
+        self.zst_mb = 0.0
+        self.t_run = time.perf_counter()  # the step's start, for the loads line
+        # samples where zstdcat + filter printed as many records as tracevault and SQLite
+        self.counts = {"window": 0, "trace": 0, "day": 0}
+        self.zst_samples = 0  # rotates the three peers' order (trio)
 
-    def row(self, figure, ours, peer, goal):
-        self.rows.append((figure, ours, peer, goal))
-        log("  %-44s %-36s %-36s %s" % (figure, ours, peer, goal))
-        # other work on a shared machine moves every figure: say how loaded it was
-        self.loads.append("%s %.1f" % (figure.split(" ")[0], os.getloadavg()[0]))
+    def row(self, figure, ours, peer, goal, zst="-"):
+        """One line of the table: figure, tracevault, SQLite (or zstd -3), zstdcat + filter,
+        goal; each cell padded and two spaces apart, however long (report.py parse_read)."""
+        self.rows.append((figure, ours, peer, zst, goal))
+        log("  " + "  ".join(c.ljust(w) for c, w in zip((figure, ours, peer, zst), CELL_WIDTHS))
+            + "  " + goal)
+        # other work on a shared machine moves every figure: say how loaded it was, and
+        # when (seconds since the start: what each figure costs of the step's time budget)
+        self.loads.append("%s %.1f @%.0fs" % (figure.split(" ")[0], os.getloadavg()[0],
+                                             time.perf_counter() - self.t_run))
 
     def budget_left(self, t0):
         return time.perf_counter() - t0 < self.a.budget_s
@@ -199,6 +250,13 @@ class Bench:
         sql = "SELECT %s FROM records WHERE %s ORDER BY ts_ns%s;" % (
             SQL_JSON, where, " LIMIT %d" % limit if limit else "")
         return Run(["sqlite3", "-readonly", "-batch", self.db, sql], first_line_only=first)
+
+    def zst_query(self, *filters):
+        """zstdcat of the zstd -3 JSON Lines, piped through each filter's argv in turn."""
+        return Run([["zstdcat", self.zst]] + [list(f) for f in filters])
+
+    def zst_window(self, frm, to):
+        return self.zst_query(["mawk", ZST_WINDOW_AWK % (frm, to)])
 
     @staticmethod
     def window_where(frm, to):
@@ -214,6 +272,21 @@ class Bench:
             raise RuntimeError("tracevault printed %d records, SQLite %d (sample %d)" %
                                (t.lines, s.lines, i))
         return t, s
+
+    def trio(self, what, tv_fn, sql_fn, zst_fn):
+        """The three peers for one sample, their order rotated from one such sample to the
+        next; their record counts must agree (a baseline that prints other records is none)."""
+        fns, out = (tv_fn, sql_fn, zst_fn), [None, None, None]
+        for k in range(3):
+            j = (self.zst_samples + k) % 3
+            out[j] = fns[j]()
+        self.zst_samples += 1
+        t, s, z = out
+        if not t.lines == s.lines == z.lines:
+            raise RuntimeError("%s: tracevault printed %d records, SQLite %d, zstdcat + filter %d"
+                               % (what, t.lines, s.lines, z.lines))
+        self.counts[what] += 1
+        return t, s, z
 
     # ---------- the steps ----------
     def generate(self):
@@ -296,12 +369,11 @@ class Bench:
         catalog = sum(os.path.getsize(os.path.join(self.server.data, f))
                       for f in os.listdir(self.server.data) if f.startswith("catalog.db"))
         js = os.path.getsize(self.jsonl)
+        # kept on disk: the zstdcat + filter peer reads it
         t0 = time.perf_counter()
-        with open(self.jsonl, "rb") as f:
-            z = subprocess.run(["zstd", "-3", "-T1", "-c"], stdin=f, stdout=subprocess.PIPE,
-                               check=True).stdout
-        zs, zs_s = len(z), time.perf_counter() - t0
-        del z
+        subprocess.run(["zstd", "-3", "-T1", "-q", "-f", self.jsonl, "-o", self.zst], check=True)
+        zs, zs_s = os.path.getsize(self.zst), time.perf_counter() - t0
+        self.zst_mb = zs / 1e6
         db = os.path.getsize(self.db)
         self.row("stored bytes per record", "%.1f B (JSON/%.1f, %.2fx zstd)" % (
             (ours + catalog) / n, js / (ours + catalog), (ours + catalog) / zs),
@@ -311,12 +383,19 @@ class Bench:
                           "%d in %.1f s; SQLite file %d" % (ours, catalog, js, js / n, zs, zs_s, db))
 
     def windows(self, limit):
+        """--windows random 1-minute windows per round, tracevault and SQLite alternated;
+        without --limit, --zstdcat-windows of them per round (spread over the round) also
+        run by zstdcat + mawk, the three in a rotating order, their counts checked."""
         name = "1-min window%s p50 / p99 (ms)" % (" --limit %d" % limit if limit else "")
-        per = {"tv50": [], "tv99": [], "sq50": [], "sq99": []}
+        per = {k: [] for k in ("tv50", "tv99", "sq50", "sq99", "tvf", "tvl", "sqf", "sql")}
+        zst = {"wall": [], "first": [], "last": [], "x_tv": []}
+        nz = 0 if limit else self.a.zstdcat_windows
+        z_at = {(k + 1) * self.a.windows // (nz + 1) for k in range(nz)}
         t_start = time.perf_counter()
         stopped = ""
         for r in range(self.a.rounds):
-            tv, sq = [], []
+            tv, sq, zw = [], [], []
+            tvf, tvl, sqf, sql = [], [], [], []
             for i in range(self.a.windows):
                 if not self.budget_left(t_start):
                     stopped = " (time budget: stopped in round %d at window %d)" % (r + 1, i)
@@ -324,33 +403,66 @@ class Bench:
                 frm = self.rnd.randrange(DAY0, DAY1 - MINUTE_NS)
                 to = frm + MINUTE_NS
                 extra = ["--limit", str(limit)] if limit else []
-                t, s = self.pair(i, lambda: self.tv_query(frm, to, extra),
-                                 lambda: self.sql_query(self.window_where(frm, to), limit))
+
+                def tv_fn():
+                    return self.tv_query(frm, to, extra)
+
+                def sql_fn():
+                    return self.sql_query(self.window_where(frm, to), limit)
+                if i in z_at:
+                    t, s, z = self.trio("window", tv_fn, sql_fn, lambda: self.zst_window(frm, to))
+                    zw.append(z.wall_s * 1e3)
+                    zst["x_tv"].append(z.wall_s / t.wall_s)
+                    if z.first_s is not None:
+                        zst["first"].append(z.first_s * 1e3)
+                        zst["last"].append(z.last_s * 1e3)
+                else:
+                    t, s = self.pair(i, tv_fn, sql_fn)
                 tv.append(t.wall_s * 1e3)
                 sq.append(s.wall_s * 1e3)
+                if t.first_s is not None:  # an empty window has neither
+                    tvf.append(t.first_s * 1e3)
+                    tvl.append(t.last_s * 1e3)
+                    sqf.append(s.first_s * 1e3)
+                    sql.append(s.last_s * 1e3)
             if not limit:
-                self.save_samples(tv, sq)
+                self.save_samples(tv, sq, zw)
+            zst["wall"] += zw
             if len(tv) >= 2:
                 per["tv50"].append(pct(tv, 0.5))
                 per["tv99"].append(pct(tv, 0.99))
                 per["sq50"].append(pct(sq, 0.5))
                 per["sq99"].append(pct(sq, 0.99))
+            if len(tvf) >= 2:
+                per["tvf"].append(pct(tvf, 0.5))
+                per["tvl"].append(pct(tvl, 0.5))
+                per["sqf"].append(pct(sqf, 0.5))
+                per["sql"].append(pct(sql, 0.5))
             if stopped:
                 break
+
+        def both(a, b, digits=1):
+            return "%s / %s" % (fmt(spread(per[a]), "", digits), fmt(spread(per[b]), "", digits))
         goal = "p99 <= 10 ms" if limit else "p99 <= 50 ms, p50 <= SQLite p50 / 2"
-        self.row(name, "%s / %s" % (fmt(spread(per["tv50"]), "", 1), fmt(spread(per["tv99"]), "", 1)),
-                 "%s / %s" % (fmt(spread(per["sq50"]), "", 1), fmt(spread(per["sq99"]), "", 1)),
-                 goal + stopped)
+        if zst["x_tv"]:
+            goal += " (zstdcat / tracevault, same window: median %.0fx)" % statistics.median(
+                zst["x_tv"])
+        self.row(name, both("tv50", "tv99"), both("sq50", "sq99"), goal + stopped,
+                 fmt_n(zst["wall"]) if nz else "-")
+        if not limit:
+            self.row("1-min window, first / last record p50 (ms)", both("tvf", "tvl"),
+                     both("sqf", "sql"), "reported (zstdcat: its median; mawk flushes each match)",
+                     "%s / %s" % (fmt_n(zst["first"]), fmt_n(zst["last"])))
 
     @staticmethod
-    def save_samples(tv, sq):
+    def save_samples(tv, sq, zst):
         """The 1-min windows' wall times, every sample, for bench/report.py's latency CDF:
         appended to $TV_BENCH_RESULTS_DIR/read_window_ms.tsv (bench/run.sh sets it)."""
         d = os.environ.get("TV_BENCH_RESULTS_DIR")
         if not d:
             return
         with open(os.path.join(d, "read_window_ms.tsv"), "a") as f:
-            for peer, xs in (("tracevault", tv), ("SQLite", sq)):
+            for peer, xs in (("tracevault", tv), ("SQLite", sq), ("zstdcat+mawk", zst)):
                 f.writelines("%s\t%.3f\n" % (peer, x) for x in xs)
 
     def first_record(self):
@@ -374,7 +486,9 @@ class Bench:
                  fmt(spread(sq), "", 1), "<= 5 ms after the process starts")
 
     def whole_day(self):
-        tv, sq, tv_rate, sq_rate, srv_rate = [], [], [], [], []
+        """Every record, once per round by each of the three (zstdcat alone: its whole
+        output is the day), in a rotating order."""
+        tv, sq, tv_rate, sq_rate, srv_rate, zs, zs_rate = [], [], [], [], [], [], []
         t_start = time.perf_counter()
         for r in range(self.a.day_rounds):
             if not self.budget_left(t_start):
@@ -386,22 +500,30 @@ class Bench:
                 run = self.tv_query(DAY0, DAY1)
                 box["srv"] = cpu_s_of(self.server.proc.pid) - s0
                 return run
-            t, s = self.pair(r, tv_fn, lambda: self.sql_query("1"))
+            t, s, z = self.trio("day", tv_fn, lambda: self.sql_query("1"), self.zst_query)
             if t.lines != self.a.records:
                 raise RuntimeError("whole day: %d records of %d" % (t.lines, self.a.records))
             tv.append(t.wall_s)
             sq.append(s.wall_s)
+            zs.append(z.wall_s)
+            zs_rate.append(z.lines / z.cpu_s / 1e3)
             tv_rate.append(t.lines / (t.cpu_s + box["srv"]) / 1e3)
             srv_rate.append(t.lines / box["srv"] / 1e3)
             sq_rate.append(s.lines / s.cpu_s / 1e3)
+        # the ratios within each round, then their median
         self.row("whole day, all records (s)", fmt(spread(tv), "", 2), fmt(spread(sq), "", 2),
-                 ">= 2.5x faster than SQLite (%.2fx)" % (statistics.median(sq) / statistics.median(tv)))
+                 ">= 2.5x faster than SQLite (%.2fx; zstdcat %.2fx; medians of the rounds' "
+                 "ratios)" % (statistics.median(s / t for s, t in zip(sq, tv)),
+                              statistics.median(z / t for z, t in zip(zs, tv))), fmt_n(zs, 2))
         self.row("full-day scan, k rec per CPU-s", "%s (server alone %s)" % (
             fmt(spread(tv_rate), "", 0), fmt(spread(srv_rate), "", 0)), fmt(spread(sq_rate), "", 0),
-            "reported (query + tracevaultd CPU)")
+            "reported (query + tracevaultd CPU; zstdcat's CPU)", fmt_n(zs_rate))
 
     def trace_lookup(self):
-        tv50, tv99, sq50, sq99 = [], [], [], []
+        """--trace-lookups random trace ids per round, tracevault and SQLite alternated; the
+        middle one of each round also by zstdcat | grep -F, the three in a rotating order."""
+        tv50, tv99, sq50, sq99, zs, zs_x = [], [], [], [], [], []
+        z_at = self.a.trace_lookups // 2
         t_start = time.perf_counter()
         stopped = ""
         ids = list(self.trace_ids)
@@ -412,8 +534,18 @@ class Bench:
                     stopped = " (time budget: %d lookups in round %d)" % (i, r + 1)
                     break
                 tid = self.rnd.choice(ids)
-                t, s = self.pair(i, lambda: self.tv_query(DAY0, DAY1, ["--trace-id", tid]),
-                                 lambda: self.sql_query("trace_id = '%s'" % tid))
+                def tv_fn():
+                    return self.tv_query(DAY0, DAY1, ["--trace-id", tid])
+
+                def sql_fn():
+                    return self.sql_query("trace_id = '%s'" % tid)
+                if i == z_at:
+                    t, s, z = self.trio("trace", tv_fn, sql_fn,
+                                        lambda: self.zst_query(["grep", "-F", tid]))
+                    zs.append(z.wall_s * 1e3)
+                    zs_x.append(z.wall_s / t.wall_s)
+                else:
+                    t, s = self.pair(i, tv_fn, sql_fn)
                 if t.lines == 0:
                     raise RuntimeError("trace id %s found no record" % tid)
                 tv.append(t.wall_s * 1e3)
@@ -428,7 +560,9 @@ class Bench:
         self.row("--trace-id over the day p50 / p99 (ms)", "%s / %s" % (
             fmt(spread(tv50), "", 0), fmt(spread(tv99), "", 0)),
             "%s / %s" % (fmt(spread(sq50), "", 0), fmt(spread(sq99), "", 0)),
-            "p99 <= 50 ms (SQLite: no index on trace_id)" + stopped)
+            "p99 <= 50 ms (SQLite: no index on trace_id%s)%s" % (
+                "; zstdcat / tracevault, same id: median %.0fx" % statistics.median(zs_x)
+                if zs_x else "", stopped), fmt_n(zs))
 
     def summary(self):
         probe = subprocess.run([self.tv, "summary", "--help"], capture_output=True)
@@ -493,17 +627,22 @@ class Bench:
         floor = []
         for i in range(2 * self.a.rounds * 5):
             floor.append(self.tv_query(DAY0, DAY0).wall_s * 1e3)
-        self.row("empty window: start + gRPC + connect (ms)", fmt(spread(floor), "", 1), "",
+        self.row("empty window: start + gRPC + connect (ms)",
+                 "%s n=%d" % (fmt(spread(floor), "", 1), len(floor)), "-",
                  "(the floor under the figures below; no Query call)")
 
     def run(self):
         a = self.a
-        log("tracevault read bench: %d records, seed %d, %d rounds, %d windows, budget %d s per "
-            "figure; data under %s" % (a.records, a.seed, a.rounds, a.windows, a.budget_s, self.work))
+        log("tracevault read bench: %d records, seed %d, %d rounds, %d windows (%d by zstdcat), "
+            "%d trace lookups (1 by zstdcat) per round, budget %d s per figure; data under %s" % (
+                a.records, a.seed, a.rounds, a.windows, a.zstdcat_windows, a.trace_lookups,
+                a.budget_s, self.work))
         try:
             if not a.reuse:
                 self.generate()
-            log("%-46s %-36s %-36s %s" % ("figure", "tracevault", "SQLite / zstd", "goal (issue 12)"))
+            log("  ".join(c.ljust(w) for c, w in zip(
+                ("figure", "tracevault", "SQLite / zstd", "zstdcat + filter"),
+                (CELL_WIDTHS[0] + 2,) + CELL_WIDTHS[1:])) + "  goal (issue 12)")
             if a.reuse:
                 self.reuse()
             else:
@@ -526,22 +665,31 @@ class Bench:
         log("")
         log("per-round figures: median [min-max] over %d interleaved rounds; p99 is nearest-rank"
             % a.rounds)
+        log("zstdcat + filter: median [min-max] of its n samples, each a whole decompress + scan "
+            "of %s (%.0f MB): %d 1-min window(s) per round (zstdcat | mawk '%s'), the middle "
+            "--trace-id lookup of each round (zstdcat | grep -F ID), each round's whole day "
+            "(zstdcat alone)" % (os.path.basename(self.zst), self.zst_mb, a.zstdcat_windows,
+                                 ZST_WINDOW_AWK.replace("%d", "FROM", 1).replace("%d", "TO")))
+        log("counts check: zstdcat + filter printed as many records as tracevault and SQLite "
+            "in every sample: %d 1-min windows, %d --trace-id lookups, %d whole days" % (
+                self.counts["window"], self.counts["trace"], self.counts["day"]))
         for n in self.notes:
             log(n)
-        log("load average (1 min) after each figure: %s (%d cores)" % (", ".join(self.loads),
-                                                                       os.cpu_count()))
+        log("load average (1 min) after each figure, @ seconds since the start: %s (%d cores)"
+            % (", ".join(self.loads), os.cpu_count()))
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--build", required=True)
-    p.add_argument("--records", type=int, default=10_000_000)
+    p.add_argument("--records", type=int, default=5_000_000)
     p.add_argument("--seed", type=int, default=12)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--windows", type=int, default=50)
     p.add_argument("--first-samples", type=int, default=5)
-    p.add_argument("--day-rounds", type=int, default=3)
+    p.add_argument("--day-rounds", type=int, default=5)
     p.add_argument("--trace-lookups", type=int, default=20)
+    p.add_argument("--zstdcat-windows", type=int, default=1)
     p.add_argument("--budget-s", type=int, default=300)
     p.add_argument("--keep", action="store_true")
     p.add_argument("--reuse")

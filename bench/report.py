@@ -224,17 +224,25 @@ def parse_under(text):
     return figs
 
 
-READ_TOKEN = re.compile(r"(%s)(k?)(?: \[(%s)-(%s)\])?" % (N, N, N))
+READ_TOKEN = re.compile(r"(%s)(k?)(?: \[(%s)-(%s)\])?(?: n=([0-9]+))?" % (N, N, N))
+READ_ROUNDS_RE = re.compile(r"^per-round figures: median \[min-max\] over ([0-9]+) interleaved "
+                            r"rounds", re.M)
 
 
 def parse_read(text):
-    """The read bench's table rows: 'label  ours  peer  goal', columns apart by 2+ spaces;
-    each 'M [A-B]' (or 'M') of ours and of the peer is one figure."""
+    """The read bench's table rows: 'label  ours  peer  [zstdcat]  goal', columns apart by 2+
+    spaces (the zstdcat + filter column when the header names it); each 'M [A-B]' (or 'M') of
+    each peer is one figure, its n the cell's own 'n=K' (zstdcat's samples) or else, with a
+    range, the rounds of the 'per-round figures' line."""
     figs = []
     rows = False
+    m = READ_ROUNDS_RE.search(text)
+    rounds = int(m.group(1)) if m else None
+    who_cols = ("tracevault", "peer")
     for line in text.splitlines():
         if line.startswith("figure ") and "tracevault" in line:
             rows = True
+            who_cols = ("tracevault", "peer", "zstdcat") if "zstdcat" in line else who_cols
             continue
         if not rows or not line.startswith("  "):
             if rows and line.strip() == "":
@@ -244,8 +252,10 @@ def parse_read(text):
         if len(parts) < 2:
             continue
         label = parts[0]
-        unit = "ms" if "(ms)" in label else "s" if "(s)" in label else ""
-        for who, cell in zip(("tracevault", "peer"), parts[1:3]):
+        unit = "ms" if "(ms)" in label or label.startswith("restart") else \
+            "s" if "(s)" in label else "k rec/CPU-s" if "k rec per CPU-s" in label else \
+            "rec/CPU-s" if "per CPU-s" in label else ""
+        for who, cell in zip(who_cols, parts[1:1 + len(who_cols)]):
             for i, sub in enumerate(cell.split(" / ")):
                 m = READ_TOKEN.match(sub.strip())
                 if not m:
@@ -255,8 +265,11 @@ def parse_read(text):
                 name = "read_%s_%s%s" % (slug(label), who, "_%d" % i if " / " in cell else "")
                 v = float(m.group(1)) * k
                 if m.group(3):
-                    figs.append(fig(name, u, value=v, lo=float(m.group(3)) * k,
-                                    hi=float(m.group(4)) * k))
+                    g = fig(name, u, value=v, lo=float(m.group(3)) * k, hi=float(m.group(4)) * k)
+                    n = int(m.group(5)) if m.group(5) else rounds
+                    if n:
+                        g["n"] = n
+                    figs.append(g)
                 else:
                     figs.append(fig(name, u, value=v))
     return figs
@@ -418,6 +431,9 @@ plot '%s' using ($2==0?$1:1/0):3:4:5 with yerrorbars pt 7 title 'zero-copy', \\
     return ok, None
 
 
+CDF_MIN_SAMPLES = 5  # a peer with fewer window samples is left out of the CDF, with a note
+
+
 def plot_cdf(res, results_dir, path):
     samples = os.path.join(results_dir, WINDOW_SAMPLES)
     if not os.path.exists(samples):
@@ -432,6 +448,14 @@ def plot_cdf(res, results_dir, path):
             peers.setdefault(peer, []).append(float(ms))
     if not peers:
         return None, "the read step's window samples (%s is empty)" % WINDOW_SAMPLES
+    few = {p: len(xs) for p, xs in peers.items() if len(xs) < CDF_MIN_SAMPLES}
+    if few:
+        res.setdefault("plot_notes", {})["query_latency_cdf"] = "left out, fewer than %d " \
+            "samples: %s" % (CDF_MIN_SAMPLES, ", ".join("%s (%d)" % kv for kv in sorted(few.items())))
+        peers = {p: xs for p, xs in peers.items() if p not in few}
+        if not peers:
+            return None, "the read step's window samples (%s)" % \
+                res["plot_notes"].pop("query_latency_cdf")
     dat = path[:-4] + ".dat"
     plots = []
     with open(dat, "w") as o:
@@ -443,7 +467,8 @@ def plot_cdf(res, results_dir, path):
             o.write("\n\n")
             plots.append("'%s' index %d using 1:2 with steps lw 2 title '%s (%d samples)'"
                          % (dat, i, peer, len(xs)))
-    ok = gnuplot("""set title '1-minute window query latency, whole process (%s)'
+    note = res.get("plot_notes", {}).get("query_latency_cdf")
+    ok = gnuplot("""set title "1-minute window query latency, whole process (%s)%s"
 set xlabel 'ms'
 set ylabel 'fraction of queries'
 set logscale x 10
@@ -451,7 +476,7 @@ set yrange [0:1]
 set key bottom right
 set grid
 plot %s
-""" % (res["run_id"], ", \\\n     ".join(plots)), path)
+""" % (res["run_id"], "\\n" + note if note else "", ", \\\n     ".join(plots)), path)
     return ok, None
 
 
@@ -510,7 +535,8 @@ PLOTS = [
     ("throughput_vs_chunk", plot_throughput,
      "ingest at chunk sizes 64 KiB ... 4 MiB (issue 15: today one size, 4 MiB blocks)"),
     ("query_latency_cdf", plot_cdf,
-     "the zstdcat+filter baseline's window latencies (issue 15: not measured yet)"),
+     "nothing (tracevault, SQLite and zstdcat + mawk windows; a peer with fewer than %d "
+     "samples is left out and named in its note)" % CDF_MIN_SAMPLES),
     ("capture_overhead", plot_capture,
      "nothing: off, the tracevault modes and the peer tcpdump -w (without tcpdump: no peer bar)"),
 ]
@@ -591,7 +617,11 @@ def main():
                 entry.update({"file": None, "status": "not written: waits for " + missing})
             else:
                 entry["status"] = "written" if ok else "gnuplot failed"
+        note = res.get("plot_notes", {}).pop(pname, None)  # what a plot left out, and why
+        if note:
+            entry["note"] = note
         res["plots"][pname] = entry
+    res.pop("plot_notes", None)
     samples = os.path.join(a.results_dir, WINDOW_SAMPLES)
     if os.path.exists(samples):  # kept beside the run's JSON, under the run's name
         os.replace(samples, os.path.join(a.results_dir, "%s-%s" % (run_id, WINDOW_SAMPLES)))

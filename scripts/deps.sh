@@ -35,8 +35,9 @@ PKGS=(
   iproute2 procps
   # memcheck over tracevaultd in the suite and in make valgrind (tests/valgrind_suite.py)
   valgrind
-  # the read bench's peers (bench/read.sh)
-  sqlite3 zstd
+  # the read bench's peers (bench/read.sh): SQLite, zstd -3 and zstdcat + mawk (Debian's default
+  # awk, named because the zstdcat peer runs it by name)
+  sqlite3 zstd mawk
   # the capture bench's peers (bench/bench_capture.py): tcpdump -w on the same nginx traffic,
   # tshark reading a minute back from its pcap (wireshark-common's debconf question, whether
   # non-root users may capture, takes its default "no" under DEBIAN_FRONTEND=noninteractive)

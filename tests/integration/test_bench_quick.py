@@ -139,13 +139,25 @@ def under_figures():
 
 def read_figures():
     rng = r"%s \[%s-%s\]" % (N, N, N)
+    # the zstdcat + filter column: median [min-max] of its own n samples (one sample: no range)
+    zst = r"%s(?: \[%s-%s\])? n=[1-9][0-9]*" % (N, N, N)
     return [r"^tracevault read bench: 100000 records",  # the quick size, not the full run's
             r"^  put / load, wall \(1 run each\)\s+%sk rec/s, RSS [0-9]+ MB\s+%sk rec/s" % (N, N),
             r"^  stored bytes per record\s+%s B" % N,
-            r"^  1-min window p50 / p99 \(ms\)\s+%s / %s\s+%s / %s" % (rng, rng, rng, rng),
+            r"^  1-min window p50 / p99 \(ms\)\s+%s / %s\s+%s / %s\s+%s  " % (rng, rng, rng, rng,
+                                                                          zst),
+            r"^  1-min window, first / last record p50 \(ms\)\s+%s / %s\s+%s / %s\s+%s / %s  "
+            % (rng, rng, rng, rng, zst, zst),
             r"^  1-hour window, first record \(ms\)\s+%s\s+%s" % (rng, rng),
-            r"^  whole day, all records \(s\)\s+%s\s+%s" % (rng, rng),
-            r"^  --trace-id over the day p50 / p99 \(ms\)\s+%s / %s" % (rng, rng),
+            r"^  whole day, all records \(s\)\s+%s\s+%s\s+%s  " % (rng, rng, zst),
+            r"^  full-day scan, k rec per CPU-s\s+%s \(server alone %s\)\s+%s\s+%s  "
+            % (rng, rng, rng, zst),
+            r"^  --trace-id over the day p50 / p99 \(ms\)\s+%s / %s\s+%s / %s\s+%s  "
+            % (rng, rng, rng, rng, zst),
+            # zstdcat + filter is a baseline only if it printed the same records
+            r"^counts check: zstdcat \+ filter printed as many records as tracevault and SQLite "
+            r"in every sample: [1-9][0-9]* 1-min windows, [1-9][0-9]* --trace-id lookups, "
+            r"[1-9][0-9]* whole days$",
             r"^  summary --by path, 1 hour \(ms\)\s+%s\s+%s" % (rng, rng),
             r"^  restart: exec to listening / to 1st answer\s+%s / %s" % (rng, rng)]
 
@@ -191,7 +203,13 @@ JSON_FIGURES = {
     "read": ["read_put_load_wall_1_run_each_tracevault", "read_put_load_wall_1_run_each_peer",
              "read_stored_bytes_per_record_tracevault", "read_1_min_window_p50_p99_ms_tracevault_0",
              "read_1_min_window_p50_p99_ms_peer_0", "read_whole_day_all_records_s_tracevault",
-             "read_summary_by_path_1_hour_ms_tracevault"],
+             "read_summary_by_path_1_hour_ms_tracevault",
+             # zstdcat + filter (issue 15): each with its own n (check_read_results)
+             "read_1_min_window_p50_p99_ms_zstdcat",
+             "read_1_min_window_first_last_record_p50_ms_zstdcat_0",
+             "read_1_min_window_first_last_record_p50_ms_zstdcat_1",
+             "read_whole_day_all_records_s_zstdcat", "read_trace_id_over_the_day_p50_p99_ms_zstdcat",
+             "read_full_day_scan_k_rec_per_cpu_s_zstdcat"],
 }
 JSON_FIGURES["otlp"] = OTLP_JSON_FIGURES + ([] if node_missing() else OTLP_NODE_JSON_FIGURES)
 CAPTURE_RUN_FIGURES = (
@@ -211,6 +229,25 @@ CAPTURE_PEER_FIGURES = {
 }
 TABLE_HEAD_RE = re.compile(r"^\| step \| figure \| median \| min \| max \| n \| unit \|$", re.M)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def check_read_results(res, results_dir):
+    """Problems of the read step's results: every zstdcat figure says its n, and the latency
+    CDF has zstdcat's windows in it (the quick run takes enough samples for it)."""
+    problems = []
+    for f in res.get("figures", {}).get("read", []):
+        if "zstdcat" in f["name"] and not f.get("n"):
+            problems.append("read figure %s without its sample count n" % f["name"])
+    cdf = res.get("plots", {}).get("query_latency_cdf", {})
+    if cdf.get("file"):
+        try:
+            with open(os.path.join(results_dir, cdf["file"][:-4] + ".dat")) as f:
+                if "# zstdcat+mawk" not in f.read():
+                    problems.append("query_latency_cdf without zstdcat's windows: %s"
+                                    % cdf.get("note"))
+        except OSError as err:
+            problems.append("query_latency_cdf's data: %s" % err)
+    return problems
 
 
 def check_results(results_dir, out):
@@ -254,6 +291,8 @@ def check_results(results_dir, out):
         missing = [n for n in need if n not in have]
         if missing:
             problems.append("step %s: figures missing from the JSON: %s" % (step, missing))
+    if "read" in steps and not steps["read"]["skipped"]:
+        problems += check_read_results(res, results_dir)
     if not TABLE_HEAD_RE.search(out) or not re.search(r"^\| read \| read_\S+ \| ", out, re.M):
         problems.append("no Markdown table of the figures printed")
     plots = res.get("plots", {})
