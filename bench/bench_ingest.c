@@ -13,6 +13,8 @@
 
 #include "common/clock.h"
 #include "proto/block.h"
+#include "proto/wire.h"
+#include "write/chunker.h"
 #include "write/grpc_writer.h"
 
 #define DEFAULT_MIB 1024
@@ -305,6 +307,10 @@ int main(int argc, char **argv)
 	qsort(lat, nseg, sizeof(*lat), cmp_u64);
 	dt = end_s - t0;
 	printf("writers %zu\n", nwriters);
+	/* the chunk size the writers used: --chunk-bytes, or the writer's default for the default
+	 * message size (bench/run.sh labels its runs with it) */
+	printf("chunk_bytes %zu\n",
+	       wo.chunk_bytes ? wo.chunk_bytes : tv_chunk_default_bytes(TV_DEFAULT_MAX_MESSAGE_BYTES));
 	printf("ingest_bytes %zu\n", total);
 	printf("ingest_seconds %.3f\n", dt);
 	printf("ingest_MBps %.1f\n", total / dt / 1e6);
