@@ -110,9 +110,9 @@ def parse_ingest(text):
             figs.append(fig("zerocopy_vs_copy_sweep", "x", value=float(g[5]), lo=float(g[6]),
                             hi=float(g[7])))
     m = re.search(r"^4 vs 1 writers, MB/s same round and chunk: (.*)$", text, re.M)
-    for mode, sp in re.findall(r"(zero-copy|--no-zerocopy) (%s x? \[%s-%s\])"
-                               % (N, N, N), m.group(1) if m else ""):
-        g = re.match(INGEST_SP, sp.replace(" x", "x")).groups()
+    for mode, sp in re.findall(r"(zero-copy|--no-zerocopy) (%sx \[%s-%s\])" % (N, N, N),
+                               m.group(1) if m else ""):
+        g = re.match(INGEST_SP, sp).groups()
         figs.append(fig("writers_4_vs_1_%s" % INGEST_MODES[mode], "x", value=float(g[0]),
                         lo=float(g[1]), hi=float(g[2])))
     for mode, w, chunk, mbps in re.findall(r"^  (zero-copy|--no-zerocopy), ([0-9]+) writers?: "
