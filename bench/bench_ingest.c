@@ -73,11 +73,35 @@ static int make_block(struct tv_block_builder *b, uint64_t *ts, size_t block_byt
 	return 0;
 }
 
+/* --sealed-block-bytes: seal one block as the runs do and print its size. Blocks are filled
+ * to block_bytes of raw records (as the capture's --block-bytes); the block format stores them
+ * in fewer bytes, and those are what the server writes per block file: bench/run.sh gives the
+ * disk ceiling files of this size. Returns main's exit code. */
+static int print_sealed_block_bytes(size_t block_bytes, enum tv_codec codec)
+{
+	struct tv_block_builder *b = tv_block_builder_new();
+	struct tv_block_buf blk = { 0 };
+	uint64_t ts = 1700000000000000000ull;
+	int err = b ? make_block(b, &ts, block_bytes, codec, &blk) : -ENOMEM;
+
+	tv_block_builder_free(b);
+	if (err) {
+		fprintf(stderr, "bench_ingest: seal block: %s\n", strerror(-err));
+		return 1;
+	}
+	printf("sealed_block_bytes %zu\n", blk.len);
+	printf("raw_block_bytes %zu\n", block_bytes);
+	free((void *)blk.data);
+	return 0;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: bench_ingest --server ADDR [--mib N] [--block-bytes N] "
 		   "[--blocks-per-segment N] [--chunk-bytes N] [--writers N (1-%d)] "
-		   "[--no-zerocopy] [--cold] [--zstd]\n", MAX_WRITERS);
+		   "[--no-zerocopy] [--cold] [--zstd]\n"
+		   "       bench_ingest --sealed-block-bytes [--block-bytes N] [--zstd]: the size one "
+		   "block seals to (what the server stores per block file), no server\n", MAX_WRITERS);
 }
 
 /* One writer thread: its own tv_writer, block pool and slice of the --mib total. */
@@ -192,6 +216,7 @@ int main(int argc, char **argv)
 		{ "no-zerocopy", no_argument, NULL, 'Z' },
 		{ "cold", no_argument, NULL, 'C' },
 		{ "zstd", no_argument, NULL, 'z' },
+		{ "sealed-block-bytes", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -204,7 +229,7 @@ int main(int argc, char **argv)
 	pthread_t tid[MAX_WRITERS];
 	pthread_barrier_t start;
 	double t0, c0, dt, dc, end_s = 0;
-	int c, cold = 0, ret = 1;
+	int c, cold = 0, sealed_only = 0, ret = 1;
 
 	/* the same block-memory reuse policy as the tracevault CLI (client/cli/main.c) */
 	mallopt(M_MMAP_THRESHOLD, 64 << 20);
@@ -217,7 +242,7 @@ int main(int argc, char **argv)
 			usage(stderr);
 			return 2;
 		}
-		if (c != 's' && c != 'h' && c != 'Z' && c != 'C' && c != 'z') {
+		if (c != 's' && c != 'h' && c != 'Z' && c != 'C' && c != 'z' && c != 'S') {
 			errno = 0;
 			v = strtoull(optarg, &end, 10);
 			if (errno || *end || v == 0 || (c == 'w' && v > MAX_WRITERS)) {
@@ -240,33 +265,39 @@ int main(int argc, char **argv)
 		case 'Z': wo.no_zerocopy = 1; break;
 		case 'C': cold = 1; break;
 		case 'z': codec = TV_CODEC_ZSTD; break;
+		case 'S': sealed_only = 1; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
-	if (!wo.server || block_bytes < 4096) {
+	if ((!wo.server && !sealed_only) || block_bytes < 4096) {
 		fprintf(stderr, "bench_ingest: %s\n",
-			!wo.server ? "--server is required" : "--block-bytes must be >= 4096");
+			block_bytes < 4096 ? "--block-bytes must be >= 4096" : "--server is required");
 		return 2;
 	}
-	/* --mib is the total of all writers, split in whole segments */
+	if (sealed_only)
+		return print_sealed_block_bytes(block_bytes, codec);
+	/* --mib is the total of all writers, its blocks split evenly between them, each writer's
+	 * in segments of per_seg blocks with a short last one where they do not divide: so that
+	 * every writer writes even when there are fewer whole segments than writers (a small
+	 * run: bench/run.sh's quick mode, 8 blocks for 4 writers) */
 	nblocks = (mib << 20) / block_bytes;
 	if (nblocks == 0)
 		nblocks = 1;
+	if (nwriters > nblocks) {
+		fprintf(stderr, "bench_ingest: --writers %zu is more than the %zu blocks of --mib %zu\n",
+			nwriters, nblocks, mib);
+		return 2;
+	}
 	bw = calloc(nwriters, sizeof(*bw));
 	if (!bw || pthread_barrier_init(&start, NULL, (unsigned)nwriters + 1)) {
 		fprintf(stderr, "bench_ingest: out of memory\n");
 		return 1;
 	}
 	for (size_t i = 0; i < nwriters; i++) {
-		size_t nseg_all = (nblocks + per_seg - 1) / per_seg;
-		size_t segs = nseg_all / nwriters + (i < nseg_all % nwriters);
-
 		bw[i].wo = wo;
 		bw[i].per_seg = per_seg;
-		bw[i].nblocks = segs * per_seg;
-		if (i == 0 && nseg_all * per_seg > nblocks)
-			bw[i].nblocks -= nseg_all * per_seg - nblocks; /* the short last segment */
+		bw[i].nblocks = nblocks / nwriters + (i < nblocks % nwriters);
 		bw[i].block_bytes = block_bytes;
 		bw[i].codec = codec;
 		bw[i].cold = cold;

@@ -129,17 +129,20 @@ ingest() {
 	    'BEGIN { printf "%.1f %.3f %.3f %d %d %d\n", mbps, ccpu, scpu / hz / (bytes / 1e9), copied, writers, chunk }'
 }
 
-# fio_blocks DIR MIB: fio's run of the server's sync pattern as far as fio can express it (a
-# fresh file per 4 MiB block, 1 MiB writes through io_uring at depth 8, an fdatasync per file
-# once its 4 writes are done; no renames, no directory fsyncs): prints MB/s, or "-" without fio
+# fio_blocks DIR NFILES FILE_KIB: fio's run of the server's sync pattern as far as fio can
+# express it (a fresh file per block, of the size a block seals to, written in two writes
+# through io_uring at depth 8, an fdatasync per file once both are done; no renames, no
+# directory fsyncs): prints MB/s, or "-" without fio. fio writes only whole --bs, so the two
+# writes are FILE_KIB / 2 rounded up to 4 KiB each (the file up to 8 KiB larger).
 fio_blocks() {
 	if ! command -v fio >/dev/null; then
 		echo "-"
 		return
 	fi
+	local half=$((($3 / 2 + 3) / 4 * 4))
 	mkdir -p "$1"
-	fio --name=blocks --directory="$1" --ioengine=io_uring --rw=write --bs=1M --iodepth=8 \
-	    --nrfiles=$(($2 / 4 > 0 ? $2 / 4 : 1)) --filesize=4M --size="$2M" --fdatasync=4 \
+	fio --name=blocks --directory="$1" --ioengine=io_uring --rw=write --bs="${half}k" --iodepth=8 \
+	    --nrfiles="$2" --filesize="$((2 * half))k" --size="$((2 * half * $2))k" --fdatasync=2 \
 	    --file_service_type=sequential --create_on_open=1 --fallocate=none --openfiles=8 \
 	    --unlink=1 --output-format=json |
 		/usr/bin/python3 -c 'import json, sys; print("%.1f" % (json.load(sys.stdin)["jobs"][0]["write"]["bw_bytes"] / 1e6))'
@@ -169,8 +172,17 @@ step_ingest() {
 	done
 	n=${#configs[@]}
 	stride=$(((n + ROUNDS - 1) / ROUNDS))
+	# Blocks are filled to 4 MiB of raw records (as the capture's --block-bytes) and seal to
+	# fewer bytes (the block format): the server stores one file of that size per block, so
+	# the disk ceilings write files of that size, as many as the headline run has blocks.
+	local sealed sealed_k nblocks ceil_mib
+	sealed=$("$BIN/bench/bench_ingest" --sealed-block-bytes | val sealed_block_bytes)
+	sealed_k=$(((sealed + 1023) / 1024))
+	nblocks=$((MIB / 4 > 0 ? MIB / 4 : 1))
+	ceil_mib=$(((nblocks * sealed_k + 1023) / 1024))
 	echo "tracevault bench: $ROUNDS rounds of $n runs: headline zero-copy and --no-zerocopy (1 writer, default chunk) $MIB MiB each; sweep zero-copy | --no-zerocopy x 1 | 4 writers x chunk $CHUNKS, $SWEEP_MIB MiB each; data under $work"
 	echo "data dir's file system: $(df --output=fstype,source "$work" | tail -1 | awk '{ print $1 " on " $2 }'); disk ceiling = the server's sync pattern (ceiling_uring --blocks) in the same file system"
+	echo "blocks: 4 MiB of raw records (MiB below counts them), sealed to $sealed bytes each (MB/s counts sealed bytes); the disk ceilings write $nblocks files of ${sealed_k} KiB ($ceil_mib MiB), as the headline run stores"
 	echo "(disk speed here swings 2-4x within minutes: each round measures its own ceilings, then runs every configuration once, the order rotated by round)"
 	: >"$rows"
 	printf "%-5s %-24s %7s %5s %5s %9s %8s %12s %12s %11s\n" "round" "config" "writers" "chunk" \
@@ -179,10 +191,10 @@ step_ingest() {
 		tcp=$("$BIN/bench/ceiling_tcp" "$MIB" | val tcp_loopback_MBps)
 		# the server's own pattern: a file per 4 MiB block fdatasynced as written, a rename +
 		# directory fsyncs + a catalog page per segment of 8 blocks (bench/README.md)
-		disk=$("$BIN/bench/ceiling_uring" --blocks "$work" "$MIB" 4 8 | val uring_blocks_fdatasync_MBps)
-		fio=$(fio_blocks "$work/fio" "$MIB")
+		disk=$("$BIN/bench/ceiling_uring" --blocks "$work" "$ceil_mib" "${sealed_k}K" 8 | val uring_blocks_fdatasync_MBps)
+		fio=$(fio_blocks "$work/fio" "$nblocks" "$sealed_k")
 		# the old "ceiling", for comparison only: one file, an fdatasync per 32 MiB
-		old=$("$BIN/bench/ceiling_uring" --one-file "$work" "$MIB" 32 | val uring_write_fdatasync_MBps)
+		old=$("$BIN/bench/ceiling_uring" --one-file "$work" "$ceil_mib" 32 | val uring_write_fdatasync_MBps)
 		mem=$("$BIN/bench/ceiling_memcpy" "$MEMCPY_MIB" | val memcpy_MBps)
 		bound=$(awk -v a="$tcp" -v b="$disk" 'BEGIN { print (a < b ? a : b) }')
 		echo "round $r ceilings, MB/s: TCP $tcp disk $disk fio $fio 1file $old memcpy $mem; bound min(TCP, disk) $bound" | tee -a "$rows"
@@ -249,7 +261,7 @@ rm -f "$RESULTS/read_window_ms.tsv"
 # the command of each step, for the results' JSON ("commands"), with this run's sizes
 step_command() {
 	case $1 in
-	ingest) echo "ingest: per round bench/ceiling_tcp $MIB; bench/ceiling_uring --blocks DATA_DIR $MIB 4 8; fio (bench/run.sh fio_blocks) $MIB MiB; bench/ceiling_uring --one-file DATA_DIR $MIB 32; bench/ceiling_memcpy $MEMCPY_MIB; then, each against a fresh tracevaultd --data DIR --listen 127.0.0.1:0, bench/bench_ingest --server ADDR --mib $MIB --writers 1 [--no-zerocopy] and, for each chunk in $CHUNKS, bench/bench_ingest --server ADDR --mib $SWEEP_MIB --writers 1|4 --chunk-bytes CHUNK [--no-zerocopy] ($ROUNDS rounds, order rotated by round); bench/ingest_summary.py" ;;
+	ingest) echo "ingest: bench/bench_ingest --sealed-block-bytes (S); per round bench/ceiling_tcp $MIB; bench/ceiling_uring --blocks DATA_DIR $MIB/4*S/MiB S/KiB 8; fio (bench/run.sh fio_blocks) $MIB/4 files of S; bench/ceiling_uring --one-file DATA_DIR $MIB/4*S/MiB 32; bench/ceiling_memcpy $MEMCPY_MIB; then, each against a fresh tracevaultd --data DIR --listen 127.0.0.1:0, bench/bench_ingest --server ADDR --mib $MIB --writers 1 [--no-zerocopy] and, for each chunk in $CHUNKS, bench/bench_ingest --server ADDR --mib $SWEEP_MIB --writers 1|4 --chunk-bytes CHUNK [--no-zerocopy] ($ROUNDS rounds, order rotated by round); bench/ingest_summary.py" ;;
 	capture) echo "capture: TV_BIN_DIR=$BIN TV_GEN_DIR=$BIN/gen /usr/bin/python3 bench/bench_capture.py" ;;
 	under) echo "under: TV_BIN_DIR=$BIN TV_GEN_DIR=$BIN/gen /usr/bin/python3 bench/bench_under.py" ;;
 	read) echo "read: bash bench/read.sh --build $BIN" ;;
