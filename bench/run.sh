@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: our durable ingest beside the machine's ceilings measured in the same run
 # (raw loopback TCP, io_uring write + fdatasync in the server's sync pattern cross-checked with
-# fio, memcpy), zero-copy and --no-zerocopy alternated;
+# fio, memcpy), zero-copy | --no-zerocopy x 1 | 4 writers x chunk sizes in interleaved rounds;
 # then the capture bench (bench_capture.py), the under-store bench (bench_under.py) and the
 # read bench (read.sh), each step announced by a progress line. TV_BENCH_QUICK=1 (make bench
 # QUICK=1) runs every step small, so that make test can run them all (bench/README.md).
@@ -160,7 +160,7 @@ size_of() { awk -v b="$1" 'BEGIN { print (b % 1048576 == 0 ? b / 1048576 "M" : b
 # line goes to the log; bench/ingest_summary.py then prints median [min-max] per configuration
 # and the comparisons (bench/README.md "Ingest rounds").
 step_ingest() {
-	local r i k n stride cfg label mode writers chunk mib tcp disk old fio mem bound out
+	local r i k n stride label mode writers chunk mib tcp disk old fio mem bound out
 	local mbps ccpu scpu copied w c ratio args rows="$work/ingest.rows"
 	local configs=("zerocopy 1 - $MIB" "no-zerocopy 1 - $MIB")
 	for chunk in $CHUNKS; do
