@@ -13,6 +13,8 @@
 
 #include "common/clock.h"
 #include "proto/block.h"
+#include "proto/wire.h"
+#include "write/chunker.h"
 #include "write/grpc_writer.h"
 
 #define DEFAULT_MIB 1024
@@ -71,11 +73,49 @@ static int make_block(struct tv_block_builder *b, uint64_t *ts, size_t block_byt
 	return 0;
 }
 
+/* --sealed-block-bytes: seal one block as the runs do and print its size. Blocks are filled
+ * to block_bytes of raw records (as the capture's --block-bytes); the block format stores them
+ * in fewer bytes, and those are what the server writes per block file: bench/run.sh gives the
+ * disk ceiling files of this size. Returns main's exit code. */
+static int print_sealed_block_bytes(size_t block_bytes, enum tv_codec codec)
+{
+	struct tv_block_builder *b = tv_block_builder_new();
+	struct tv_block_buf blk = { 0 };
+	uint64_t ts = 1700000000000000000ull;
+	int err = b ? make_block(b, &ts, block_bytes, codec, &blk) : -ENOMEM;
+
+	tv_block_builder_free(b);
+	if (err) {
+		fprintf(stderr, "bench_ingest: seal block: %s\n", strerror(-err));
+		return 1;
+	}
+	printf("sealed_block_bytes %zu\n", blk.len);
+	printf("raw_block_bytes %zu\n", block_bytes);
+	free((void *)blk.data);
+	return 0;
+}
+
+/* A private copy of a sealed block (malloc'd data, owned by *out): each block of a pool, and
+ * each writer's pool, gets its own memory to restamp block ids in. Returns 0 or -ENOMEM. */
+static int copy_block(const struct tv_block_buf *in, struct tv_block_buf *out)
+{
+	void *data = malloc(in->len);
+
+	if (!data)
+		return -ENOMEM;
+	memcpy(data, in->data, in->len);
+	*out = *in;
+	out->data = data;
+	return 0;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: bench_ingest --server ADDR [--mib N] [--block-bytes N] "
 		   "[--blocks-per-segment N] [--chunk-bytes N] [--writers N (1-%d)] "
-		   "[--no-zerocopy] [--cold] [--zstd]\n", MAX_WRITERS);
+		   "[--no-zerocopy] [--cold] [--zstd]\n"
+		   "       bench_ingest --sealed-block-bytes [--block-bytes N] [--zstd]: the size one "
+		   "block seals to (what the server stores per block file), no server\n", MAX_WRITERS);
 }
 
 /* One writer thread: its own tv_writer, block pool and slice of the --mib total. */
@@ -84,7 +124,8 @@ struct bench_writer {
 	size_t nblocks, per_seg, block_bytes;
 	enum tv_codec codec;
 	int cold;
-	uint64_t ts;                 /* first record timestamp, distinct per writer */
+	uint64_t ts;                 /* first record timestamp, distinct per writer (--cold) */
+	const struct tv_block_buf *sealed; /* not --cold: the pool main sealed, copied per writer */
 	pthread_barrier_t *start;    /* every writer probed and sealed: start timing together */
 	/* results */
 	size_t total, nseg;
@@ -114,7 +155,8 @@ static void *run_writer(void *arg)
 	 * never timed; the timed loop runs without gaps, so its fsyncs get no free idle time. */
 	pool = bw->cold ? bw->nblocks : (bw->per_seg < bw->nblocks ? bw->per_seg : bw->nblocks);
 	for (size_t i = 0; i < pool; i++) {
-		int e = make_block(b, &bw->ts, bw->block_bytes, bw->codec, &blocks[i]);
+		int e = bw->sealed ? copy_block(&bw->sealed[i], &blocks[i])
+				   : make_block(b, &bw->ts, bw->block_bytes, bw->codec, &blocks[i]);
 
 		if (e) {
 			snprintf(bw->err, sizeof(bw->err), "seal block: %s", strerror(-e));
@@ -190,6 +232,7 @@ int main(int argc, char **argv)
 		{ "no-zerocopy", no_argument, NULL, 'Z' },
 		{ "cold", no_argument, NULL, 'C' },
 		{ "zstd", no_argument, NULL, 'z' },
+		{ "sealed-block-bytes", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -199,10 +242,12 @@ int main(int argc, char **argv)
 	uint64_t records = 0, *lat = NULL;
 	enum tv_codec codec = TV_CODEC_NONE;
 	struct bench_writer *bw = NULL;
+	struct tv_block_buf *pool = NULL;
+	size_t npool = 0;
 	pthread_t tid[MAX_WRITERS];
 	pthread_barrier_t start;
 	double t0, c0, dt, dc, end_s = 0;
-	int c, cold = 0, ret = 1;
+	int c, cold = 0, sealed_only = 0, ret = 1;
 
 	/* the same block-memory reuse policy as the tracevault CLI (client/cli/main.c) */
 	mallopt(M_MMAP_THRESHOLD, 64 << 20);
@@ -215,7 +260,7 @@ int main(int argc, char **argv)
 			usage(stderr);
 			return 2;
 		}
-		if (c != 's' && c != 'h' && c != 'Z' && c != 'C' && c != 'z') {
+		if (c != 's' && c != 'h' && c != 'Z' && c != 'C' && c != 'z' && c != 'S') {
 			errno = 0;
 			v = strtoull(optarg, &end, 10);
 			if (errno || *end || v == 0 || (c == 'w' && v > MAX_WRITERS)) {
@@ -238,36 +283,67 @@ int main(int argc, char **argv)
 		case 'Z': wo.no_zerocopy = 1; break;
 		case 'C': cold = 1; break;
 		case 'z': codec = TV_CODEC_ZSTD; break;
+		case 'S': sealed_only = 1; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
-	if (!wo.server || block_bytes < 4096) {
+	if ((!wo.server && !sealed_only) || block_bytes < 4096) {
 		fprintf(stderr, "bench_ingest: %s\n",
-			!wo.server ? "--server is required" : "--block-bytes must be >= 4096");
+			block_bytes < 4096 ? "--block-bytes must be >= 4096" : "--server is required");
 		return 2;
 	}
-	/* --mib is the total of all writers, split in whole segments */
+	if (sealed_only)
+		return print_sealed_block_bytes(block_bytes, codec);
+	/* --mib is the total of all writers, its blocks split evenly between them, each writer's
+	 * in segments of per_seg blocks with a short last one where they do not divide: so that
+	 * every writer writes even when there are fewer whole segments than writers (a small
+	 * run: bench/run.sh's quick mode, 8 blocks for 4 writers) */
 	nblocks = (mib << 20) / block_bytes;
 	if (nblocks == 0)
 		nblocks = 1;
+	if (nwriters > nblocks) {
+		fprintf(stderr, "bench_ingest: --writers %zu is more than the %zu blocks of --mib %zu\n",
+			nwriters, nblocks, mib);
+		return 2;
+	}
 	bw = calloc(nwriters, sizeof(*bw));
 	if (!bw || pthread_barrier_init(&start, NULL, (unsigned)nwriters + 1)) {
 		fprintf(stderr, "bench_ingest: out of memory\n");
 		return 1;
 	}
-	for (size_t i = 0; i < nwriters; i++) {
-		size_t nseg_all = (nblocks + per_seg - 1) / per_seg;
-		size_t segs = nseg_all / nwriters + (i < nseg_all % nwriters);
+	/* Not --cold: one block sealed here once and copied into a segment's worth of blocks,
+	 * each writer re-sending its own copy of them (the same records under fresh block ids,
+	 * as one writer already did from segment to segment): sealing is never timed, but at
+	 * ~60 ms a block it was most of a small run's wall time */
+	if (!cold) {
+		size_t first = nblocks / nwriters + (nblocks % nwriters != 0); /* writer 0's */
+		struct tv_block_builder *b = tv_block_builder_new();
+		uint64_t ts = 1700000000000000000ull;
+		int err = 0;
 
+		npool = per_seg < first ? per_seg : first;
+		pool = calloc(npool, sizeof(*pool));
+		if (!b || !pool)
+			err = -ENOMEM;
+		if (!err)
+			err = make_block(b, &ts, block_bytes, codec, &pool[0]);
+		for (size_t i = 1; i < npool && !err; i++)
+			err = copy_block(&pool[0], &pool[i]);
+		tv_block_builder_free(b);
+		if (err) {
+			fprintf(stderr, "bench_ingest: seal block: %s\n", strerror(-err));
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < nwriters; i++) {
 		bw[i].wo = wo;
 		bw[i].per_seg = per_seg;
-		bw[i].nblocks = segs * per_seg;
-		if (i == 0 && nseg_all * per_seg > nblocks)
-			bw[i].nblocks -= nseg_all * per_seg - nblocks; /* the short last segment */
+		bw[i].nblocks = nblocks / nwriters + (i < nblocks % nwriters);
 		bw[i].block_bytes = block_bytes;
 		bw[i].codec = codec;
 		bw[i].cold = cold;
+		bw[i].sealed = pool;
 		bw[i].ts = 1700000000000000000ull + (uint64_t)i * 1000000000000ull;
 		bw[i].start = &start;
 		if (pthread_create(&tid[i], NULL, run_writer, &bw[i])) {
@@ -305,6 +381,10 @@ int main(int argc, char **argv)
 	qsort(lat, nseg, sizeof(*lat), cmp_u64);
 	dt = end_s - t0;
 	printf("writers %zu\n", nwriters);
+	/* the chunk size the writers used: --chunk-bytes, or the writer's default for the default
+	 * message size (bench/run.sh labels its runs with it) */
+	printf("chunk_bytes %zu\n",
+	       wo.chunk_bytes ? wo.chunk_bytes : tv_chunk_default_bytes(TV_DEFAULT_MAX_MESSAGE_BYTES));
 	printf("ingest_bytes %zu\n", total);
 	printf("ingest_seconds %.3f\n", dt);
 	printf("ingest_MBps %.1f\n", total / dt / 1e6);
@@ -319,6 +399,9 @@ int main(int argc, char **argv)
 	printf("payload_bytes_copied %zu\n", copied);
 	ret = 0;
 out:
+	for (size_t i = 0; pool && i < npool; i++)
+		free((void *)pool[i].data);
+	free(pool);
 	for (size_t i = 0; i < nwriters; i++)
 		free(bw[i].commit_ns);
 	free(bw);

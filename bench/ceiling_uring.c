@@ -1,8 +1,9 @@
 /* Raw io_uring disk write ceilings for bench/run.sh, without any protocol, in two modes.
  *
  * --blocks (what run.sh's ingest step bounds ingest with): the server's own sync pattern
- * (server/store_uring.c, server/segment.c). Per block of BLOCK_MIB (4) a fresh file in
- * DIR/tmp/, written in 1 MiB writes through io_uring (at most QUEUE_DEPTH in flight, across
+ * (server/store_uring.c, server/segment.c). Per block of BLOCK_SIZE (4 MiB; "1563K" for the
+ * size a sealed block really has on disk: bench/run.sh passes it) a fresh file in DIR/tmp/,
+ * written in 1 MiB writes (the last one shorter when the size is not whole MiB) through io_uring (at most QUEUE_DEPTH in flight, across
  * blocks), fdatasynced by one io_uring op as soon as its writes are done (overlapping the next
  * blocks' writes) and closed; per segment of BLOCKS_PER_SEGMENT (8) blocks, once every block is
  * synced: rename each into DIR/blocks/, fsync blocks/ and tmp/, and append one 4 KiB page to a
@@ -28,7 +29,7 @@
 #define QUEUE_DEPTH 8              /* writes in flight at most */
 #define RING_ENTRIES 64            /* writes + one fdatasync per block of a segment */
 #define DEFAULT_SYNC_MIB 32        /* --one-file: a segment's bytes per fdatasync */
-#define DEFAULT_BLOCK_MIB 4        /* --blocks: the client's block size */
+#define DEFAULT_BLOCK_MIB 4        /* --blocks: the client's block size (raw records) */
 #define DEFAULT_BLOCKS_PER_SEG 8   /* --blocks: the client's blocks per segment */
 #define MAX_BLOCKS_PER_SEG 32      /* user_data keeps the block index in 8 bits; a sane bound */
 #define MAX_BLOCK_MIB 1024
@@ -38,7 +39,7 @@
 #define OP_WRITE 1u
 #define OP_SYNC 2u
 
-#define USAGE "usage: ceiling_uring --blocks DIR MIB [BLOCK_MIB [BLOCKS_PER_SEGMENT]] | " \
+#define USAGE "usage: ceiling_uring --blocks DIR MIB [BLOCK_MIB|BLOCK_KIBK [BLOCKS_PER_SEGMENT]] | " \
 	      "ceiling_uring [--one-file] DIR MIB [SYNC_MIB]\n"
 
 static int fail(const char *what, int err)
@@ -59,8 +60,16 @@ static long parse_pos(const char *s, long max)
 	return v;
 }
 
-/* Waits for one completion; returns its user_data through *ud, or a negative errno. */
-static int reap(struct io_uring *ring, uint64_t *ud, int expect)
+/* A write's user_data: OP_WRITE, the block index (bits 8-31), its length (bits 32-63), so that
+ * a completion can be checked against the length it was submitted with. */
+static uint64_t write_ud(uint64_t index, uint64_t len)
+{
+	return OP_WRITE | index << 8 | len << 32;
+}
+
+/* Waits for one completion; returns its user_data through *ud, or a negative errno (-EIO for
+ * a write shorter than submitted). */
+static int reap(struct io_uring *ring, uint64_t *ud)
 {
 	struct io_uring_cqe *cqe;
 	int ret = io_uring_wait_cqe(ring, &cqe);
@@ -72,9 +81,27 @@ static int reap(struct io_uring *ring, uint64_t *ud, int expect)
 	io_uring_cqe_seen(ring, cqe);
 	if (ret < 0)
 		return ret;
-	if ((*ud & 0xffu) == OP_WRITE && ret != expect)
+	if ((*ud & 0xffu) == OP_WRITE && (uint64_t)ret != *ud >> 32)
 		return -EIO; /* a short write: a full disk, in practice */
 	return 0;
+}
+
+/* --blocks' BLOCK_SIZE: MiB ("4"), or KiB with a K suffix ("1563K"); bytes, or -1 when it is
+ * not a size from 4 KiB to MAX_BLOCK_MIB MiB. */
+static long parse_block_bytes(const char *s)
+{
+	size_t n = strlen(s);
+	char num[32];
+	long v;
+
+	if (n > 1 && n < sizeof(num) && s[n - 1] == 'K') {
+		memcpy(num, s, n - 1);
+		num[n - 1] = 0;
+		v = parse_pos(num, MAX_BLOCK_MIB * 1024L);
+		return v < 4 ? -1 : v * 1024;
+	}
+	v = parse_pos(s, MAX_BLOCK_MIB);
+	return v < 0 ? -1 : v * (long)BUF_BYTES;
 }
 
 static int one_file(const char *dir, long mib, long sync_mib)
@@ -105,11 +132,11 @@ static int one_file(const char *dir, long mib, long sync_mib)
 			struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
 
 			io_uring_prep_write(sqe, fd, buf, BUF_BYTES, (off_t)submitted * BUF_BYTES);
-			sqe->user_data = OP_WRITE;
+			sqe->user_data = write_ud(0, BUF_BYTES);
 			submitted++;
 		}
 		io_uring_submit(&ring);
-		ret = reap(&ring, &ud, (int)BUF_BYTES);
+		ret = reap(&ring, &ud);
 		if (ret)
 			return fail("write", -ret);
 		done++;
@@ -131,7 +158,7 @@ static int one_file(const char *dir, long mib, long sync_mib)
 
 struct blk {
 	int fd;
-	long written; /* MiB whose writes completed */
+	long written; /* writes (of 1 MiB, the last maybe shorter) completed */
 	long submitted;
 	int synced;
 	char name[NAME_BYTES];
@@ -149,12 +176,14 @@ static int open_dir(const char *dir, const char *sub)
 	return fd < 0 ? -errno : fd;
 }
 
-static int blocks(const char *dir, long mib, long block_mib, long per_seg)
+/* block_bytes per block file: writes of BUF_BYTES, the last one shorter if need be. */
+static int blocks(const char *dir, long mib, long block_bytes, long per_seg)
 {
 	struct io_uring ring;
 	struct blk b[MAX_BLOCKS_PER_SEG];
 	char name[NAME_BYTES], *buf, *page;
-	long nblocks = mib / block_mib, blocks_done = 0, seg = 0, files = 0, inflight;
+	long nblocks = mib * (long)BUF_BYTES / block_bytes, blocks_done = 0, seg = 0, files = 0;
+	long inflight, writes = (block_bytes + BUF_BYTES - 1) / BUF_BYTES; /* per block */
 	int tmp_fd, blocks_fd, cat_fd, ret;
 	off_t cat_off = 0;
 	double t0, dt;
@@ -197,19 +226,21 @@ static int blocks(const char *dir, long mib, long block_mib, long per_seg)
 			/* writes in block order, QUEUE_DEPTH of them in flight at most */
 			while (next < n && inflight < QUEUE_DEPTH) {
 				struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+				off_t off = (off_t)b[next].submitted * BUF_BYTES;
+				unsigned len = block_bytes - off < BUF_BYTES ? block_bytes - off
+									     : BUF_BYTES;
 
-				io_uring_prep_write(sqe, b[next].fd, buf, BUF_BYTES,
-						    (off_t)b[next].submitted * BUF_BYTES);
-				sqe->user_data = OP_WRITE | (uint64_t)next << 8;
+				io_uring_prep_write(sqe, b[next].fd, buf, len, off);
+				sqe->user_data = write_ud((uint64_t)next, len);
 				inflight++;
-				if (++b[next].submitted == block_mib)
+				if (++b[next].submitted == writes)
 					next++;
 			}
 			io_uring_submit(&ring);
-			ret = reap(&ring, &ud, (int)BUF_BYTES);
+			ret = reap(&ring, &ud);
 			if (ret)
 				return fail((ud & 0xffu) == OP_SYNC ? "fdatasync" : "write", -ret);
-			long i = (long)(ud >> 8);
+			long i = (long)(ud >> 8 & 0xffffffu);
 
 			if ((ud & 0xffu) == OP_SYNC) {
 				b[i].synced = 1;
@@ -218,7 +249,7 @@ static int blocks(const char *dir, long mib, long block_mib, long per_seg)
 				continue;
 			}
 			inflight--;
-			if (++b[i].written == block_mib) {
+			if (++b[i].written == writes) {
 				/* the block's last write is done: fdatasync it now, one io_uring op */
 				struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
 
@@ -242,7 +273,7 @@ static int blocks(const char *dir, long mib, long block_mib, long per_seg)
 	}
 	dt = tv_monotonic_ns() / 1e9 - t0;
 	printf("uring_blocks_fdatasync_MBps %.1f\n",
-	       nblocks * block_mib * (double)BUF_BYTES / dt / 1e6);
+	       nblocks * (double)block_bytes / dt / 1e6);
 	printf("uring_blocks_files %ld\n", files);
 	printf("uring_blocks_segments %ld\n", seg);
 	/* cleanup, untimed */
@@ -280,13 +311,14 @@ int main(int argc, char **argv)
 		a = 2;
 	if (argc - a < 2 || argc - a > (mode_blocks ? 4 : 3) ||
 	    (mib = parse_pos(argv[a + 1], LONG_MAX / BUF_BYTES)) < 0 ||
-	    (argc - a > 2 && (x = parse_pos(argv[a + 2], MAX_BLOCK_MIB)) < 0) ||
+	    (argc - a > 2 && (x = mode_blocks ? parse_block_bytes(argv[a + 2])
+					      : parse_pos(argv[a + 2], MAX_BLOCK_MIB)) < 0) ||
 	    (argc - a > 3 && (y = parse_pos(argv[a + 3], MAX_BLOCKS_PER_SEG)) < 0)) {
 		fputs(USAGE, stderr);
 		return 2;
 	}
 	if (mode_blocks)
-		return blocks(argv[a], mib, x ? x : DEFAULT_BLOCK_MIB,
+		return blocks(argv[a], mib, x ? x : DEFAULT_BLOCK_MIB * (long)BUF_BYTES,
 			      y ? y : DEFAULT_BLOCKS_PER_SEG);
 	return one_file(argv[a], mib, x ? x : DEFAULT_SYNC_MIB);
 }

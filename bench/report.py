@@ -50,40 +50,86 @@ def slug(s):
     return re.sub(r"_+", "_", re.sub(r"[^a-z0-9]+", "_", s.lower())).strip("_")
 
 
+INGEST_SP = r"(%s)x? \[(%s)-(%s)\]" % (N, N, N)  # bench/ingest_summary.py's median [min-max]
+INGEST_MODES = {"zero-copy": "zerocopy", "--no-zerocopy": "no_zerocopy"}  # printed -> named
+INGEST_COLS = (("MBps", "MB/s"), ("x_bound", "x"), ("client_cpu_s_per_GB", "s/GB"),
+               ("server_cpu_s_per_GB", "s/GB"))
+
+
+def size_bytes(s):
+    """64K, 1M or bytes -> bytes."""
+    return int(s[:-1]) * {"K": 1 << 10, "M": 1 << 20}[s[-1]] if s[-1] in "KM" else int(s)
+
+
+def size_name(b):
+    """bytes -> 64K, 1M or the bytes (as bench/run.sh writes chunk sizes)."""
+    return "%dM" % (b >> 20) if b and b % (1 << 20) == 0 else "%dK" % (b >> 10) if b and \
+        b % 1024 == 0 else str(b)
+
+
 def parse_ingest(text):
-    """bench/run.sh's ingest rows: round/mode, MB/s, the TCP, disk (the server's sync
-    pattern), fio (the same pattern by fio, "-" without fio), 1file (the old one-file
-    pattern) and memcpy ceilings, x bound, client and server s/GB, copied bytes."""
+    """bench/ingest_summary.py's lines (the end of run.sh's ingest step): per configuration
+    median [min-max] of MB/s, x bound, client and server CPU s/GB over the rounds, and the copied
+    bytes; the ceilings; zero-copy vs --no-zerocopy, 4 vs 1 writers, the best chunk size, the
+    bound check and the fio cross-check. A sweep point's figures carry "config" (mode, writers,
+    chunk_bytes, mib): the table shows them apart (ingest_sweep_table), the plot draws them."""
     figs = []
-    cols = ("MBps", "tcp_MBps", "disk_MBps", "fio_MBps", "one_file_MBps", "memcpy_MBps",
-            "x_bound", "client_cpu_s_per_GB", "server_cpu_s_per_GB")
-    rows = {}
-    for m in re.finditer(r"^[0-9]+ (zerocopy|no-zerocopy)\s+(%s)\s+(%s)\s+(%s)\s+(%s|-)"
-                         r"\s+(%s)\s+(%s)\s+(%s)\s+(%s)\s+(%s)\s+([0-9]+)$"
-                         % ((N,) * 4 + (N,) * 5), text, re.M):
-        r = rows.setdefault(m.group(1), {c: [] for c in cols + ("copied_bytes",)})
-        for c, v in zip(cols, m.groups()[1:10]):
-            if v != "-":
-                r[c].append(float(v))
-        r["copied_bytes"].append(float(m.group(11)))
-    units = {"MBps": "MB/s", "tcp_MBps": "MB/s", "disk_MBps": "MB/s", "fio_MBps": "MB/s",
-             "one_file_MBps": "MB/s", "memcpy_MBps": "MB/s", "x_bound": "x",
-             "client_cpu_s_per_GB": "s/GB", "server_cpu_s_per_GB": "s/GB", "copied_bytes": "B"}
-    # the ceilings are measured once per round, printed on both modes' rows
-    for c in ("tcp_MBps", "disk_MBps", "fio_MBps", "one_file_MBps", "memcpy_MBps"):
-        if "zerocopy" in rows and rows["zerocopy"][c]:
-            figs.append(fig("ceiling_" + c, units[c], rows["zerocopy"][c]))
-    for mode, r in sorted(rows.items()):
-        for c in ("MBps", "x_bound", "client_cpu_s_per_GB", "server_cpu_s_per_GB",
-                  "copied_bytes"):
-            figs.append(fig("ingest_%s_%s" % (slug(mode), c), units[c], r[c]))
-    m = re.search(r"^zero-copy vs --no-zerocopy: (%s)x throughput" % N, text, re.M)
+    m = re.search(r"^ingest summary: median \[min-max\] over ([0-9]+) rounds", text, re.M)
+    n = {"n": int(m.group(1))} if m else {}
+
+    def spread(name, unit, g):
+        return fig(name, unit, value=float(g[0]), lo=float(g[1]), hi=float(g[2])) | n
+
+    for m in re.finditer(r"^  (\S+)\s+([0-9]+)w\s+([0-9]+[KM]?)\s+([0-9]+)\s+%s\s+([0-9]+)$"
+                         % r"\s+".join([INGEST_SP] * len(INGEST_COLS)), text, re.M):
+        label, g = m.group(1), m.groups()
+        conf = {"mode": label.split("/")[0], "writers": int(g[1]),
+                "chunk_bytes": size_bytes(g[2]), "mib": int(g[3])}
+        row = [spread("ingest_%s_%s" % (slug(label), c), u, g[4 + 3 * i:7 + 3 * i])
+               for i, (c, u) in enumerate(INGEST_COLS)]
+        row.append(fig("ingest_%s_copied_bytes" % slug(label), "B", value=float(g[-1])) | n)
+        for f in row:  # a sweep point's "config", the headline's "headline": same keys
+            f["config" if "/" in label else "headline"] = conf
+        figs += row
+    m = re.search(r"^ceilings over the rounds, MB/s: TCP %s, disk %s, fio (?:%s|-), 1file %s, "
+                  r"memcpy %s$" % ((INGEST_SP,) * 5), text, re.M)
     if m:
-        figs.append(fig("zerocopy_vs_copy_throughput", "x", value=float(m.group(1))))
-    m = re.search(r"^check: ingest / min\(TCP, disk\) <= 1\.0 in every run: \S+ \(max (%s)x"
+        g = m.groups()
+        for i, c in enumerate(("tcp", "disk", "fio", "one_file", "memcpy")):
+            if g[3 * i] is not None:
+                figs.append(spread("ceiling_%s_MBps" % c, "MB/s", g[3 * i:3 * i + 3]))
+    m = re.search(r"^zero-copy vs --no-zerocopy, same round: %s MB/s at the headline .*: (%s) vs "
+                  r"(%s) s .*every sweep point: (?:%s|none)" % (INGEST_SP, N, N, INGEST_SP),
+                  text, re.M)
+    if m:
+        g = m.groups()
+        figs.append(spread("zerocopy_vs_copy_throughput", "x", g[0:3]))
+        figs.append(fig("zerocopy_cpu_s_per_GB_client_server", "s/GB", value=float(g[3])))
+        figs.append(fig("no_zerocopy_cpu_s_per_GB_client_server", "s/GB", value=float(g[4])))
+        if g[5] is not None:  # every (writers, chunk) pair of every round: n is not the rounds
+            figs.append(fig("zerocopy_vs_copy_sweep", "x", value=float(g[5]), lo=float(g[6]),
+                            hi=float(g[7])))
+    m = re.search(r"^4 vs 1 writers, MB/s same round and chunk: (.*)$", text, re.M)
+    for mode, sp in re.findall(r"(zero-copy|--no-zerocopy) (%sx \[%s-%s\])" % (N, N, N),
+                               m.group(1) if m else ""):
+        g = re.match(INGEST_SP, sp).groups()
+        figs.append(fig("writers_4_vs_1_%s" % INGEST_MODES[mode], "x", value=float(g[0]),
+                        lo=float(g[1]), hi=float(g[2])))
+    for mode, w, chunk, mbps in re.findall(r"^  (zero-copy|--no-zerocopy), ([0-9]+) writers?: "
+                                           r"([0-9]+[KM]?) (%s) MB/s" % N, text, re.M):
+        figs.append(fig("best_chunk_bytes_%s_%sw" % (INGEST_MODES[mode], w), "B",
+                        value=float(size_bytes(chunk))))
+    m = re.search(r"^check: ingest / min\(TCP, disk\) <= 1\.0 in every run: \S+ \(max (%s)x "
+                  r"over ([0-9]+) runs" % N, text, re.M)
+    if m:
+        figs.append(fig("ingest_over_bound_max", "x", value=float(m.group(1))) |
+                    {"n": int(m.group(2))})
+    m = re.search(r"^cross-check: disk ceiling / fio .*: median (%s)x \(per round: ([0-9. ]+)\)"
                   % N, text, re.M)
     if m:
-        figs.append(fig("ingest_over_bound_max", "x", value=float(m.group(1))))
+        per = [float(v) for v in m.group(2).split()]
+        figs.append(fig("disk_over_fio", "x", value=float(m.group(1)), lo=min(per),
+                        hi=max(per)) | {"n": len(per)})
     return figs
 
 
@@ -383,10 +429,10 @@ def git_info(src):
 
 
 # ---------- plots ----------
-def gnuplot(script, out):
+def gnuplot(script, out, size="900,560"):
     """Runs gnuplot; True when out is a PNG. pngcairo if this gnuplot has it, else png (gd)."""
-    term = "pngcairo size 900,560 noenhanced" if "pngcairo" in sh(
-        ["gnuplot", "-e", "set terminal"]) else "png size 900,560 noenhanced"
+    term = ("pngcairo size %s noenhanced" if "pngcairo" in sh(
+        ["gnuplot", "-e", "set terminal"]) else "png size %s noenhanced") % size
     p = subprocess.run(["gnuplot"], input="set terminal %s\nset output '%s'\n%s" % (
         term, out, script), capture_output=True, text=True, timeout=60)
     if p.returncode != 0:
@@ -401,33 +447,78 @@ def byname(figs):
 
 
 def plot_throughput(res, figs, path):
-    """Ingest MB/s per chunk size (error bars min-max), the ceilings as lines. Today one
-    chunk size: 4 MiB blocks."""
+    """Ingest MB/s vs chunk size: one line per zero-copy | --no-zerocopy x 1 | 4 writers (the
+    sweep; median, min-max bars), the headline runs as open points, the ceilings that fit the
+    scale as horizontal lines (those far above, loopback TCP and memcpy as a rule, are named in
+    the title with their MB/s instead)."""
     f = byname(figs.get("ingest", []))
-    if "ingest_zerocopy_MBps" not in f:
-        return None, "the ingest step's figures (none in this run)"
+    sweep = [g for g in figs.get("ingest", []) if g.get("config") and g["name"].endswith("_MBps")]
+    if not sweep:
+        return None, "the ingest step's sweep figures (none in this run)"
     dat = path[:-4] + ".dat"
+    series = sorted({(g["config"]["mode"], g["config"]["writers"]) for g in sweep},
+                    key=lambda s: (s[0] != "zerocopy", s[1]))
+    top = 0
+    plots = []
     with open(dat, "w") as o:
-        o.write("# chunk_MiB mode median min max\n")
-        for i, mode in enumerate(("zerocopy", "no_zerocopy")):
+        # x is spread a little per series so that the error bars do not hide each other
+        for i, (mode, w) in enumerate(series):
+            shift = 1 + 0.04 * (i - (len(series) - 1) / 2)
+            o.write("# %s, %d writer(s): chunk_MiB median min max\n" % (mode, w))
+            for g in sorted((g for g in sweep if g["config"]["mode"] == mode and
+                             g["config"]["writers"] == w), key=lambda g: g["config"]["chunk_bytes"]):
+                o.write("%g %g %g %g\n" % (g["config"]["chunk_bytes"] / 2 ** 20 * shift,
+                                           g["value"], g["min"], g["max"]))
+                top = max(top, g["max"])
+            o.write("\n\n")
+            plots.append("'%s' index %d using 1:2:3:4 with yerrorlines lw 2 pt %d ps 1.2 "
+                         "title '%s, %d writer%s'" % (
+                             dat, i, (7, 5, 9, 13)[i % 4], "zero-copy" if mode == "zerocopy"
+                             else "--no-zerocopy", w, "s" if w > 1 else ""))
+        o.write("# headline: chunk_MiB median min max\n")
+        heads = []
+        for j, mode in enumerate(("zerocopy", "no_zerocopy")):
             g = f.get("ingest_%s_MBps" % mode)
-            if g:
-                o.write("%g %d %g %g %g\n" % (4 * (1.06 if i else 0.94), i, g["value"],
-                                              g["min"], g["max"]))
-    tcp, disk = f["ceiling_tcp_MBps"]["value"], f["ceiling_disk_MBps"]["value"]
-    ok = gnuplot("""set title 'durable ingest vs chunk size (%s)'
-set xlabel 'chunk (block) size, MiB'
-set ylabel 'MB/s'
+            if g:  # at the headline's chunk size, the two modes a little apart
+                heads.append(g)
+                x = g.get("headline", {}).get("chunk_bytes", 2 ** 20) / 2 ** 20
+                o.write("%g %g %g %g\n" % (x * (0.92, 1.08)[j], g["value"], g["min"], g["max"]))
+                top = max(top, g["max"])
+    sizes = "sweep %d MiB a run" % sweep[0]["config"]["mib"]
+    if heads:
+        h = heads[0].get("headline", {})
+        sizes += "; headline %s MiB a run, 1 writer, %s chunk" % (
+            h.get("mib", "?"), size_name(h.get("chunk_bytes", 0)))
+        plots.append("'%s' index %d using 1:2:3:4 with yerrorbars pt 6 ps 1.8 lw 1.5 "
+                     "lc rgb 'black' title 'headline: zero-copy (left), --no-zerocopy (right)'"
+                     % (dat, len(series)))
+    ceil = [(c, f["ceiling_%s_MBps" % c]["value"]) for c in ("disk", "tcp", "memcpy")
+            if "ceiling_%s_MBps" % c in f]
+    names = {"disk": "disk, as the server syncs", "tcp": "loopback TCP", "memcpy": "memcpy"}
+    bound = min([v for c, v in ceil if c in ("disk", "tcp")] or [top])
+    ymax = 1.12 * max(top, bound)  # the bound, min(TCP, disk), is always on the plot
+    off = []
+    for k, (c, v) in enumerate(ceil):
+        if v <= ymax:
+            plots.append("%g with lines lw 2 dt %d lc rgb '%s' title 'ceiling: %s (%.0f)'"
+                         % (v, 2 + k, ("dark-red", "dark-blue", "dark-green")[k], names[c], v))
+        else:
+            off.append("%s %.0f" % (names[c], v))
+    title = "durable ingest vs chunk size: median, min-max of %s rounds (%s)\\n%s" % (
+        sweep[0].get("n", "?"), res["run_id"], sizes)
+    if off:
+        title += "\\nceilings (medians, MB/s) above this scale: " + ", ".join(off)
+    ok = gnuplot("""set title "%s"
+set xlabel 'chunk size (bench_ingest --chunk-bytes; blocks of 4 MiB)'
+set ylabel 'MB/s, every byte fdatasynced and in the catalog'
 set logscale x 2
-set xrange [0.04:8]
-set yrange [0:*]
-set key outside bottom center horizontal
+set xrange [0.045:5.5]
+set xtics ('64K' 0.0625, '128K' 0.125, '256K' 0.25, '512K' 0.5, '1M' 1, '2M' 2, '4M' 4)
+set yrange [0:%g]
+set key outside below center horizontal maxcols 2 font ',10'
 set grid
-plot '%s' using ($2==0?$1:1/0):3:4:5 with yerrorbars pt 7 title 'zero-copy', \\
-     '%s' using ($2==1?$1:1/0):3:4:5 with yerrorbars pt 5 title '--no-zerocopy', \\
-     %g with lines lw 2 dt 2 title 'ceiling: loopback TCP', \\
-     %g with lines lw 2 dt 3 title 'ceiling: io_uring + fdatasync'
-""" % (res["run_id"], dat, dat, tcp, disk), path)
+plot %s
+""" % (title, ymax, ", \\\n     ".join(plots)), path, size="1000,680")
     return ok, None
 
 
@@ -533,7 +624,8 @@ plot '%s' using 1:($2==0?$3:1/0) with boxes lc rgb '#9e9e9e' title 'capture off'
 
 PLOTS = [
     ("throughput_vs_chunk", plot_throughput,
-     "ingest at chunk sizes 64 KiB ... 4 MiB (issue 15: today one size, 4 MiB blocks)"),
+     "nothing: every figure issue 15 asks for is drawn (chunk sizes 64 KiB ... 4 MiB, "
+     "zero-copy | --no-zerocopy x 1 | 4 writers, the ceilings)"),
     ("query_latency_cdf", plot_cdf,
      "nothing (tracevault, SQLite and zstdcat + mawk windows; a peer with fewer than %d "
      "samples is left out and named in its note)" % CDF_MIN_SAMPLES),
@@ -553,6 +645,8 @@ def table(res):
         if st.get("skipped"):
             lines.append("| %s | SKIP: %s | | | | | |" % (st["name"], st["skipped"]))
         for g in res["figures"].get(st["name"], []):
+            if g.get("config"):  # an ingest sweep point: its own table (ingest_sweep_table)
+                continue
             if g.get("skipped"):  # a peer that is not installed: its reason, no number
                 lines.append("| %s | %s | SKIP: %s | | | | %s |" % (st["name"], g["name"],
                                                                   g["skipped"], g["unit"]))
@@ -560,6 +654,40 @@ def table(res):
             lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
                 st["name"], g["name"], num(g["value"]), num(g.get("min")), num(g.get("max")),
                 g.get("n", ""), g["unit"]))
+    return "\n".join(lines)
+
+
+def ingest_sweep_table(res):
+    """The ingest sweep as its own Markdown table, one row per configuration: median [min-max]
+    of MB/s, x bound, client and server CPU s/GB (their figures in the JSON carry "config").
+    Empty when the run has no sweep."""
+    rows = {}  # (mode, writers, chunk) -> the config and its figures
+    for g in res["figures"].get("ingest", []):
+        c = g.get("config")
+        if c:
+            key = (c["mode"] != "zerocopy", c["writers"], c["chunk_bytes"])
+            rows.setdefault(key, {"c": c, "figs": []})["figs"].append(g)
+    if not rows:
+        return ""
+
+    def cell(g):
+        return "%.4g [%.4g-%.4g]" % (g["value"], g["min"], g["max"]) if g else ""
+
+    n = rows[min(rows)]["figs"][0].get("n", "")
+    lines = ["ingest sweep: median [min-max] of %s rounds; x bound = MB/s / min(TCP, disk) of "
+             "the same round" % n, "",
+             "| mode | writers | chunk | MiB | MB/s | x bound | client s/GB | server s/GB |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for key in sorted(rows):
+        c, figs = rows[key]["c"], rows[key]["figs"]
+
+        def get(suffix):
+            return next((g for g in figs if g["name"].endswith(suffix)), None)
+
+        lines.append("| %s | %d | %s | %d | %s | %s | %s | %s |" % (
+            c["mode"], c["writers"], size_name(c["chunk_bytes"]), c["mib"], cell(get("_MBps")),
+            cell(get("_x_bound")), cell(get("_client_cpu_s_per_GB")),
+            cell(get("_server_cpu_s_per_GB"))))
     return "\n".join(lines)
 
 
@@ -635,6 +763,10 @@ def main():
                                        if a.quick else ""))
     print(table(res))
     print()
+    sweep = ingest_sweep_table(res)
+    if sweep:
+        print(sweep)
+        print()
     for pname, e in res["plots"].items():
         print("plot %s: %s%s; still missing: %s" % (
             pname, e["status"], " (%s)" % e["file"] if e["file"] else "", e["waits_for"]))

@@ -56,16 +56,35 @@ UNDER_SKIP_RE = r"^under-store bench: skipped: \S.*$"
 CAPTURE_MODES = ("tracepoint", "tp-port", "tp-port-server", "sockfilter")
 
 
+# the quick run's ingest configurations: the headline runs and the sweep at run.sh's quick
+# chunk sizes (64K, 4M), each in both modes and with 1 and 4 writers
+INGEST_CONFIGS = ["zerocopy", "no-zerocopy"] + ["%s/%dw/%s" % (m, w, c) for c in ("64K", "4M")
+                                                for w in (1, 4)
+                                                for m in ("zerocopy", "no-zerocopy")]
+
+
 def ingest_figures():
-    # MB/s, TCP, disk, fio ("-" without fio), the old one-file ceiling, memcpy, x bound,
-    # client s/GB, server s/GB, then the bytes copied
-    row = r"(?:\s+%s){3}\s+(?:%s|-)(?:\s+%s){5}\s+[0-9]+$" % (N, N, N)
-    return [r"^1 zerocopy" + row,
-            r"^1 no-zerocopy" + row,
-            r"^zero-copy ingest / min\(TCP, disk\) of its round: median %sx" % N,
-            r"^zero-copy vs --no-zerocopy: %sx throughput .*: %s vs %s s" % (N, N, N),
-            r"^check: ingest / min\(TCP, disk\) <= 1\.0 in every run: (?:yes|NO.*) \(max %sx" % N,
-            r"^cross-check: disk ceiling / fio .*: (?:median %sx|SKIP: .*)" % N]
+    sp = r"%s \[%s-%s\]" % (N, N, N)
+    # per run: writers, chunk, MiB, MB/s, x bound, client s/GB, server s/GB, copied bytes
+    row = r"\s+[14]w\s+[0-9]+[KM]?\s+[0-9]+(?:\s+%s){4}\s+[0-9]+$" % N
+    # per configuration: writers, chunk, MiB, then median [min-max] of those four, copied
+    line = r"\s+[14]w\s+[0-9]+[KM]?\s+[0-9]+(?:\s+%s){4}\s+[0-9]+$" % sp
+    return ([r"^round 1 ceilings, MB/s: TCP %s disk %s fio (?:%s|-) 1file %s memcpy %s; bound "
+             r"min\(TCP, disk\) %s$" % ((N,) * 6)] +
+            [r"^1\s+%s%s" % (re.escape(c), row) for c in INGEST_CONFIGS] +
+            [r"^  %s%s" % (re.escape(c), line) for c in INGEST_CONFIGS] +
+            [r"^ceilings over the rounds, MB/s: TCP %s, disk %s, fio (?:%s|-), 1file %s, "
+             r"memcpy %s$" % ((sp,) * 5),
+             r"^zero-copy ingest / min\(TCP, disk\) of its round: median %sx" % N,
+             r"^zero-copy vs --no-zerocopy, same round: %sx \[%s-%s\] MB/s at the headline .*: "
+             r"%s vs %s s .*every sweep point: %sx \[" % ((N,) * 6),
+             r"^4 vs 1 writers, MB/s same round and chunk: zero-copy %sx \[%s-%s\], "
+             r"--no-zerocopy %sx \[" % ((N,) * 4)] +
+            [r"^  %s, %s: (?:64K|4M) %s MB/s \(64K %s, 4M %s\)$" % (m, w, N, N, N)
+             for m in ("zero-copy", "--no-zerocopy") for w in ("1 writer", "4 writers")] +
+            [r"^check: ingest / min\(TCP, disk\) <= 1\.0 in every run: (?:yes|NO.*) \(max %sx "
+             r"over 10 runs" % N,
+             r"^cross-check: disk ceiling / fio .*: (?:median %sx|SKIP: .*)" % N])
 
 
 def peer_missing(name):
@@ -191,10 +210,14 @@ OTLP_NODE_JSON_FIGURES = ["otlp_node_spans_per_s", "otlp_node_spans_per_server_c
 # per step (report.py's step names): figures the results' JSON must hold; for the capture
 # step those of (iii) always, the rest unless the step printed its SKIP
 JSON_FIGURES = {
-    "ingest": ["ceiling_tcp_MBps", "ceiling_disk_MBps", "ingest_zerocopy_MBps",
-               "ingest_no_zerocopy_MBps", "ingest_zerocopy_x_bound",
-               "ingest_zerocopy_client_cpu_s_per_GB", "ingest_zerocopy_server_cpu_s_per_GB",
-               "zerocopy_vs_copy_throughput"],
+    "ingest": ["ceiling_tcp_MBps", "ceiling_disk_MBps", "ceiling_memcpy_MBps",
+               "zerocopy_vs_copy_throughput", "zerocopy_vs_copy_sweep",
+               "writers_4_vs_1_zerocopy", "writers_4_vs_1_no_zerocopy",
+               "best_chunk_bytes_zerocopy_1w", "best_chunk_bytes_no_zerocopy_4w",
+               "ingest_over_bound_max"] +
+              ["ingest_%s_%s" % (re.sub(r"[^a-z0-9]+", "_", c.lower()), f)
+               for c in INGEST_CONFIGS
+               for f in ("MBps", "x_bound", "client_cpu_s_per_GB", "server_cpu_s_per_GB")],
     "capture": ["parser_exchanges_per_s"],
     "under": ["persist_over_curl_4conn", "persist_over_curl_1conn", "persist_MiBps_4conn",
               "curl_put_MiBps", "commit_p50_cache_through", "commit_p50_async_through",
@@ -295,6 +318,11 @@ def check_results(results_dir, out):
         problems += check_read_results(res, results_dir)
     if not TABLE_HEAD_RE.search(out) or not re.search(r"^\| read \| read_\S+ \| ", out, re.M):
         problems.append("no Markdown table of the figures printed")
+    # the ingest sweep's own table (report.py ingest_sweep_table): a row per sweep point
+    for mode, w, chunk in (("zerocopy", 4, "64K"), ("no-zerocopy", 1, "4M")):
+        if not re.search(r"^\| %s \| %d \| %s \| [0-9]+ \| %s \[" % (mode, w, chunk, N), out,
+                         re.M):
+            problems.append("no ingest sweep table row for %s, %d writers, %s" % (mode, w, chunk))
     plots = res.get("plots", {})
     must = {"throughput_vs_chunk", "query_latency_cdf"}
     if not steps.get("capture", {}).get("skipped"):
