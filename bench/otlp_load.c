@@ -203,7 +203,7 @@ struct load {
 	size_t done, failed;          /* under mu */
 	uint64_t rejected;            /* under mu: partial_success.rejected_spans summed */
 	uint64_t *lat_ns;             /* under mu: done entries */
-	char first_err[512];          /* under mu */
+	char first_err[640];          /* under mu */
 };
 
 static void record_failure(struct load *L, const char *msg)
