@@ -36,6 +36,7 @@
 #include "server/fd_plan.h"
 #include "server/grpc_log.h"
 #include "server/otlp_export.h"
+#include "server/otlp_http.h"
 #include "server/raw_backfill.h"
 #include "server/recovery.h"
 #include "server/query.h"
@@ -682,6 +683,7 @@ int main(int argc, char **argv)
 	static const char *service_names[TV_HTTP_MAX_SERVICE_NAMES];
 	struct tv_http_api_opts http_o = { .service_names = service_names };
 	struct tv_http_api *http_api = NULL;
+	struct tv_otlp_http *otlp_http = NULL; /* POST /v1/traces on the same port */
 	const char *metrics_opt = "http-addr";
 	struct tv_local_rpc_dir local_dir = { 0 };
 	struct sigaction sa = { .sa_handler = on_signal };
@@ -1184,6 +1186,22 @@ int main(int argc, char **argv)
 			goto fail;
 		}
 		tv_metrics_http_set_handler(metrics, tv_http_api_handle, http_api);
+		{
+			struct tv_otlp_http_opts ox = {
+				.rpc_addr = local_dir.addr,
+				.max_message_bytes = o.otlp_max_message_bytes ?
+					o.otlp_max_message_bytes : TV_OTLP_DEFAULT_MAX_MESSAGE_BYTES,
+				.timeout_ms = http_o.timeout_ms ? http_o.timeout_ms :
+					TV_HTTP_DEFAULT_TIMEOUT_MS,
+			};
+
+			if (tv_otlp_http_new(&otlp_http, &ox, err, sizeof(err))) {
+				tv_rpc_server_free(srv);
+				grpc_shutdown();
+				goto fail;
+			}
+			tv_otlp_http_attach(otlp_http, metrics);
+		}
 	}
 	tv_tls_pem_free(&tls); /* gRPC holds its own copy; ours (the key) is wiped */
 	if (metrics) {
@@ -1229,6 +1247,8 @@ int main(int argc, char **argv)
 	metrics = NULL;
 	tv_http_api_free(http_api); /* its channel, before gRPC shuts down */
 	http_api = NULL;
+	tv_otlp_http_free(otlp_http);
+	otlp_http = NULL;
 	tv_rpc_server_free(srv);
 	grpc_shutdown();
 	tv_grpc_log_tick(1); /* what the last window suppressed */
@@ -1240,6 +1260,7 @@ fail:
 out:
 	tv_metrics_http_stop(metrics); /* bound but never served: closes the port */
 	tv_http_api_free(http_api);
+	tv_otlp_http_free(otlp_http);
 	tv_local_rpc_dir_free(&local_dir);
 	tv_persist_close(persist);     /* after the server: its persists have drained */
 	tv_evict_free(evict);
