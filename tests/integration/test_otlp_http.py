@@ -328,27 +328,31 @@ def npm_modules():
 
 def test_otel_sdk_proto_exporter(srv, tmp):
     """The OpenTelemetry SDK for Node.js, @opentelemetry/exporter-trace-otlp-proto to
-    http://HOST:PORT/v1/traces: every span its exporter reported exported is in the archive
-    exactly once, with its ids, parent, name and service."""
+    http://HOST:PORT/v1/traces, plain and gzip-compressed: every span its exporter reported
+    exported is in the archive exactly once, with its ids, parent, name and kind."""
     modules = npm_modules()
-    out = os.path.join(tmp, "exported.jsonl")
-    env = dict(os.environ, NODE_PATH=modules, OUT=out, N="200",
-               OTLP_URL="http://%s%s" % (http_addr(srv), PATH), SERVICE="node-http")
-    p = subprocess.run(["node", SDK_APP], env=env, capture_output=True, text=True,
-                       timeout=120)
-    assert p.returncode == 0, p.stderr[-3000:]
-    with open(out) as f:
-        exported = [json.loads(x) for x in f if x.strip()]
-    assert len(exported) == 200, (len(exported), p.stderr[-2000:])
-    recs = tvtest.GrpcClient(srv.addr).query(0, 2**64 - 1)
-    mine = [r for r in recs if r.HasField("span") and r.span.service == "node-http"]
-    assert len(mine) == len(exported), (len(mine), len(exported))  # exactly once
-    by_id = {r.span_id: r for r in mine}
-    for s in exported:
-        r = by_id[s["span_id"]]
-        assert r.trace_id == s["trace_id"] and r.span.name == s["name"], (r, s)
-        assert r.span.parent_span_id == s["parent_span_id"], (r, s)
-        assert r.span.kind == s["kind"] + 1, (r, s)  # the JS API's kinds are OTLP's minus 1
+    recs = None
+    for compression in ("none", "gzip"):
+        service = "node-http-" + compression
+        out = os.path.join(tmp, "exported-%s.jsonl" % compression)
+        env = dict(os.environ, NODE_PATH=modules, OUT=out, N="200", COMPRESSION=compression,
+                   OTLP_URL="http://%s%s" % (http_addr(srv), PATH), SERVICE=service)
+        p = subprocess.run(["node", SDK_APP], env=env, capture_output=True, text=True,
+                           timeout=120)
+        assert p.returncode == 0, p.stderr[-3000:]
+        with open(out) as f:
+            exported = [json.loads(x) for x in f if x.strip()]
+        assert len(exported) == 200, (len(exported), p.stderr[-2000:])
+        recs = tvtest.GrpcClient(srv.addr).query(0, 2**64 - 1)
+        mine = [r for r in recs if r.HasField("span") and r.span.service == service]
+        assert len(mine) == len(exported), (compression, len(mine), len(exported))  # once
+        by_id = {r.span_id: r for r in mine}
+        assert len(by_id) == len(mine), compression
+        for s in exported:
+            r = by_id[s["span_id"]]
+            assert r.trace_id == s["trace_id"] and r.span.name == s["name"], (r, s)
+            assert r.span.parent_span_id == s["parent_span_id"], (r, s)
+            assert r.span.kind == s["kind"] + 1, (r, s)  # the JS API's kinds: OTLP's minus 1
 
 
 def main():

@@ -1,6 +1,7 @@
 // The OpenTelemetry SDK for Node.js exporting over OTLP/HTTP protobuf
 // (@opentelemetry/exporter-trace-otlp-proto) to OTLP_URL (tracevaultd's /v1/traces), for
-// tests/integration/test_otlp_http.py. Makes N spans of service SERVICE (roots with one child
+// tests/integration/test_otlp_http.py, its bodies gzip-compressed when COMPRESSION is 'gzip'
+// ('none': plain). Makes N spans of service SERVICE (roots with one child
 // each), flushed by a BatchSpanProcessor in batches of 64, then writes to OUT one JSON line
 // per span the exporter reported as exported: the test's list of what must be in the
 // archive, exactly once. Modules come from NODE_PATH (the build dir's npm install).
@@ -8,7 +9,8 @@
 
 const fs = require('fs');
 const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-proto');
-const { BasicTracerProvider, BatchSpanProcessor } = require('@opentelemetry/sdk-trace');
+// sdk-trace 3.x names the provider TracerProvider (2.x: BasicTracerProvider)
+const { TracerProvider, BatchSpanProcessor } = require('@opentelemetry/sdk-trace');
 const { resourceFromAttributes } = require('@opentelemetry/resources');
 const api = require('@opentelemetry/api');
 
@@ -38,10 +40,11 @@ class RecordingExporter {
   forceFlush() { return this.inner.forceFlush ? this.inner.forceFlush() : Promise.resolve(); }
 }
 
-const provider = new BasicTracerProvider({
+const provider = new TracerProvider({
   resource: resourceFromAttributes({ 'service.name': service }),
   spanProcessors: [new BatchSpanProcessor({
-    exporter: new RecordingExporter(new OTLPTraceExporter({ url: process.env.OTLP_URL })),
+    exporter: new RecordingExporter(new OTLPTraceExporter({
+      url: process.env.OTLP_URL, compression: process.env.COMPRESSION })),
     maxExportBatchSize: 64,
     scheduledDelayMillis: 100,
   })],
