@@ -16,11 +16,11 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tvtest  # noqa: E402
@@ -201,6 +201,14 @@ def test_too_large_is_413(srv_small, otlp):
         assert_status_body(st, hdrs, body, 413, "--otlp-max-message-bytes")
         st, hdrs, body = post(addr, b"\xff" * (cap * 4), chunked=chunked)
         assert_status_body(st, hdrs, body, 413, "--otlp-max-message-bytes")
+    # a Content-Length past the cap is refused before a byte of the body is read: the
+    # answer comes though the body is never sent
+    host, port = addr.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sk:
+        sk.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: " + PROTO.encode() +
+                   b"\r\nContent-Length: %d\r\n\r\n" % (100 << 20))
+        head = sk.recv(4096)
+    assert head.startswith(b"HTTP/1.1 413 "), head
     bomb = gzip.compress(b"\0" * (1 << 20))
     assert len(bomb) < 2048, len(bomb)
     st, hdrs, body = post(addr, bomb, encoding="gzip")
