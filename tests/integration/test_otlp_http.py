@@ -313,6 +313,19 @@ def test_200_survives_kill9(mods):
         assert set(sent) <= set(got), len(set(sent) - set(got))
 
 
+def test_grpc_gzip_as_the_collector_sends(srv, otlp):
+    """The Collector's otlp (gRPC) exporter compresses with gzip by default (README's Collector
+    snippet): a gzip-compressed gRPC Export is stored like a plain one."""
+    import grpc
+    rng = random.Random(29)
+    spans = [otlp.span(*ids(rng), name="grpc-gz") for _ in range(40)]
+    resp = otlp.export_raw(otlp.request({"grpc-gz": spans}).SerializeToString(),
+                           timeout=TIMEOUT_S, compression=grpc.Compression.Gzip)
+    assert not resp.HasField("partial_success"), resp
+    got = spans_of(srv)
+    assert all(s.span_id.hex() in got for s in spans)
+
+
 def npm_modules():
     """BUILD/npm-otlp-http/node_modules with NPM_PACKAGES installed (once per build dir), or
     SKIP."""
