@@ -322,6 +322,8 @@ static const char USAGE_METRICS[] =
 	"                           the Jaeger query API (/api/services, /api/traces, ...),\n"
 	"                           the page's routes (/api/tracevault/...) and the page at\n"
 	"                           / (README \"HTTP API\"; GET and HEAD, other paths 404),\n"
+	"                           and OTLP/HTTP ingest: POST /v1/traces (README \"OTLP\n"
+	"                           ingest\"),\n"
 	"                           from a thread of libmicrohttpd; port 0 picks a free port,\n"
 	"                           named on stderr: 'tracevaultd: metrics on\n"
 	"                           http://HOST:PORT/metrics'. 16 connections at once, 10 s\n"
@@ -355,7 +357,8 @@ static const char USAGE_OTLP[] =
 	"beside the exchanges, durable before the reply (query --kind span)\n"
 	"  --otlp-max-message-bytes N  largest Export request, 1K to 64M (default 4M; the\n"
 	"                           smaller of it and --max-message-bytes applies); a larger\n"
-	"                           one is RESOURCE_EXHAUSTED without a retry hint\n"
+	"                           one is RESOURCE_EXHAUSTED without a retry hint (OTLP/HTTP:\n"
+	"                           413, also for a gzip body that inflates past it)\n"
 	"  --otlp-max-pending-bytes N  Export request bytes in progress at once, 64K to 4G\n"
 	"                           (default 64M); past it RESOURCE_EXHAUSTED with a\n"
 	"                           RetryInfo of 1 s, which OTLP clients honour\n"
@@ -658,6 +661,11 @@ static int open_data(const char *data_dir, int rebuild, struct tv_data_dir *dd,
 		printf("catalog rebuilt: %llu blocks, %llu files quarantined\n",
 		       (unsigned long long)rep->blocks, (unsigned long long)rep->quarantined);
 	return 0;
+}
+
+static size_t min_size(size_t a, size_t b)
+{
+	return a < b ? a : b;
 }
 
 int main(int argc, char **argv)
@@ -1189,8 +1197,10 @@ int main(int argc, char **argv)
 		{
 			struct tv_otlp_http_opts ox = {
 				.rpc_addr = local_dir.addr,
-				.max_message_bytes = o.otlp_max_message_bytes ?
+				/* as the gRPC path: the smaller of the two applies */
+				.max_message_bytes = min_size(o.otlp_max_message_bytes ?
 					o.otlp_max_message_bytes : TV_OTLP_DEFAULT_MAX_MESSAGE_BYTES,
+					o.max_message_bytes),
 				.timeout_ms = http_o.timeout_ms ? http_o.timeout_ms :
 					TV_HTTP_DEFAULT_TIMEOUT_MS,
 			};
