@@ -14,6 +14,8 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <netdb.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +48,10 @@ struct tv_metrics_http {
 	const struct tv_metrics *m;
 	tv_http_handler handler; /* other paths, or NULL: 404 */
 	void *handler_arg;
+	const char *post_path; /* the POST path (tv_metrics_http_set_post), or NULL */
+	size_t post_max;
+	tv_http_post_handler post_fn;
+	void *post_arg;
 	int fd;     /* the bound socket until the daemon takes it; -1 after */
 	int family; /* its address family */
 	char hostport[300]; /* as given, for the messages of serve */
@@ -73,13 +79,16 @@ int tv_metrics_http_exposed(const char *hostport)
 }
 
 /* Answer with a copy of text (a short fixed body) or, when owned is set, with body itself,
- * which the response frees. */
-static enum MHD_Result respond(struct tv_metrics_http *h, struct MHD_Connection *conn,
-			       unsigned status, char *body, size_t len, int owned,
-			       const char *content_type)
+ * which the response frees; allow is the Allow header of a 405 (NULL: GET, HEAD),
+ * retry_after_s > 0 a Retry-After header. */
+static enum MHD_Result respond_ex(struct tv_metrics_http *h, struct MHD_Connection *conn,
+				  unsigned status, char *body, size_t len, int owned,
+				  const char *content_type, const char *allow,
+				  unsigned retry_after_s)
 {
 	struct MHD_Response *r;
 	enum MHD_Result ret;
+	char retry[16];
 
 	r = h->api.create_response_from_buffer(len, body, owned ? MHD_RESPMEM_MUST_FREE :
 								  MHD_RESPMEM_MUST_COPY);
@@ -88,15 +97,34 @@ static enum MHD_Result respond(struct tv_metrics_http *h, struct MHD_Connection 
 			free(body);
 		return MHD_NO; /* libmicrohttpd closes the connection */
 	}
+	snprintf(retry, sizeof(retry), "%u", retry_after_s);
 	if (h->api.add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type) != MHD_YES ||
 	    (status == MHD_HTTP_METHOD_NOT_ALLOWED &&
-	     h->api.add_response_header(r, MHD_HTTP_HEADER_ALLOW, METHODS_ALLOWED) != MHD_YES)) {
+	     h->api.add_response_header(r, MHD_HTTP_HEADER_ALLOW,
+					allow ? allow : METHODS_ALLOWED) != MHD_YES) ||
+	    (retry_after_s &&
+	     h->api.add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, retry) != MHD_YES)) {
 		h->api.destroy_response(r);
 		return MHD_NO;
 	}
 	ret = h->api.queue_response(conn, status, r);
 	h->api.destroy_response(r); /* the queue holds its own reference */
 	return ret;
+}
+
+static enum MHD_Result respond(struct tv_metrics_http *h, struct MHD_Connection *conn,
+			       unsigned status, char *body, size_t len, int owned,
+			       const char *content_type)
+{
+	return respond_ex(h, conn, status, body, len, owned, content_type, NULL, 0);
+}
+
+/* Answer with a handler's reply (its body handed over unless static). */
+static enum MHD_Result respond_reply(struct tv_metrics_http *h, struct MHD_Connection *conn,
+				     const struct tv_http_reply *out, const char *allow)
+{
+	return respond_ex(h, conn, out->status, out->body, out->len, !out->body_static,
+			  out->content_type, allow, out->retry_after_s);
 }
 
 struct tv_http_req {
@@ -107,6 +135,20 @@ struct tv_http_req {
 const char *tv_http_arg(const struct tv_http_req *rq, const char *name)
 {
 	return rq->h->api.lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *tv_http_header(const struct tv_http_req *rq, const char *name)
+{
+	return rq->h->api.lookup_connection_value(rq->conn, MHD_HEADER_KIND, name);
+}
+
+void tv_metrics_http_set_post(struct tv_metrics_http *h, const char *path,
+			      size_t max_body_bytes, tv_http_post_handler fn, void *arg)
+{
+	h->post_path = path;
+	h->post_max = max_body_bytes;
+	h->post_fn = fn;
+	h->post_arg = arg;
 }
 
 void tv_metrics_http_set_handler(struct tv_metrics_http *h, tv_http_handler fn, void *arg)
@@ -134,9 +176,118 @@ static enum MHD_Result on_other(struct tv_metrics_http *h, struct MHD_Connection
 	if (ret)
 		return respond(h, conn, MHD_HTTP_INTERNAL_SERVER_ERROR, failed,
 			       sizeof(failed) - 1, 0, "text/plain");
-	if (out.body_static) /* copied: respond's owned flag is for malloc'd bodies */
-		return respond(h, conn, out.status, out.body, out.len, 0, out.content_type);
-	return respond(h, conn, out.status, out.body, out.len, 1, out.content_type);
+	/* a static body is copied: respond's owned flag is for malloc'd bodies */
+	return respond_reply(h, conn, &out, NULL);
+}
+
+/* One POST request's state (libmicrohttpd's per-request pointer), freed when the request
+ * ends (on_completed). */
+struct post_req {
+	uint8_t *buf; /* the body so far: len bytes of cap */
+	size_t len, cap;
+	size_t dropped;  /* bytes read and dropped past post_max */
+	bool too_large;  /* past post_max: the body is not kept */
+	bool answered;   /* a response is queued */
+};
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+			 enum MHD_RequestTerminationCode why)
+{
+	struct post_req *p = *req_cls;
+
+	(void)cls, (void)conn, (void)why;
+	if (p) {
+		free(p->buf);
+		free(p);
+		*req_cls = NULL;
+	}
+}
+
+/* Keep n more body bytes (the buffer doubles, up to post_max); past post_max drop them.
+ * false: out of memory, or more than TV_HTTP_DISCARD_BYTES dropped (close the connection). */
+static bool post_append(struct tv_metrics_http *h, struct post_req *p, const char *data,
+			size_t n)
+{
+	if (!p->too_large && n > h->post_max - p->len) {
+		p->too_large = true; /* the body is refused whole: no need to keep any of it */
+		free(p->buf);
+		p->buf = NULL;
+		p->len = p->cap = 0;
+	}
+	if (p->too_large) {
+		p->dropped += n;
+		return p->dropped <= TV_HTTP_DISCARD_BYTES;
+	}
+	if (p->len + n > p->cap) {
+		size_t cap = p->cap ? p->cap : 64u << 10;
+		uint8_t *b;
+
+		while (cap < p->len + n)
+			cap *= 2;
+		if (cap > h->post_max)
+			cap = h->post_max;
+		b = realloc(p->buf, cap);
+		if (!b)
+			return false;
+		p->buf = b;
+		p->cap = cap;
+	}
+	memcpy(p->buf + p->len, data, n);
+	p->len += n;
+	return true;
+}
+
+/* The POST path: 405 for another method; otherwise the body read into a post_req and
+ * handed to the post handler (common/metrics_http.h). */
+static enum MHD_Result on_post(struct tv_metrics_http *h, struct MHD_Connection *conn,
+			       const char *method, const char *upload_data,
+			       size_t *upload_data_size, void **req_cls)
+{
+	static char not_allowed[] = "only POST\n", failed[] = "internal error\n";
+	struct tv_http_req rq = { h, conn };
+	struct tv_http_reply out = { 0 };
+	struct post_req *p = *req_cls;
+	enum tv_http_post_phase phase;
+	const char *cl;
+	int ret;
+
+	if (strcmp(method, MHD_HTTP_METHOD_POST))
+		return respond_ex(h, conn, MHD_HTTP_METHOD_NOT_ALLOWED, not_allowed,
+				  sizeof(not_allowed) - 1, 0, "text/plain", MHD_HTTP_METHOD_POST,
+				  0);
+	if (!p) { /* the first call: headers only */
+		unsigned long long n;
+		char *end;
+
+		p = calloc(1, sizeof(*p));
+		if (!p)
+			return MHD_NO;
+		*req_cls = p;
+		cl = h->api.lookup_connection_value(conn, MHD_HEADER_KIND,
+						    MHD_HTTP_HEADER_CONTENT_LENGTH);
+		phase = TV_HTTP_POST_HEADERS;
+		if (cl && (n = strtoull(cl, &end, 10), !*end) && n > h->post_max)
+			phase = TV_HTTP_POST_TOO_LARGE; /* refused before a byte is read */
+	} else if (p->answered) {
+		*upload_data_size = 0; /* answered already: drop what follows */
+		return MHD_YES;
+	} else if (*upload_data_size) {
+		if (!post_append(h, p, upload_data, *upload_data_size))
+			return MHD_NO; /* libmicrohttpd closes the connection */
+		*upload_data_size = 0;
+		return MHD_YES;
+	} else {
+		phase = p->too_large ? TV_HTTP_POST_TOO_LARGE : TV_HTTP_POST_BODY;
+	}
+	ret = h->post_fn(h->post_arg, &rq, phase, phase == TV_HTTP_POST_BODY ?
+			 (p->buf ? (const void *)p->buf : "") : NULL, p->len, &out);
+	if (ret)
+		return respond(h, conn, MHD_HTTP_INTERNAL_SERVER_ERROR, failed,
+			       sizeof(failed) - 1, 0, "text/plain");
+	if (phase == TV_HTTP_POST_HEADERS && !out.status)
+		return MHD_YES; /* read the body */
+	p->answered = true;
+	return respond_reply(h, conn, &out, NULL);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -149,7 +300,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	char *body;
 	size_t len;
 
-	(void)version, (void)upload_data, (void)upload_data_size, (void)req_cls;
+	(void)version;
+	if (h->post_path && !strcmp(url, h->post_path))
+		return on_post(h, conn, method, upload_data, upload_data_size, req_cls);
 	/* answered on the first call, before any request body: libmicrohttpd then discards the
 	 * body (or closes the connection). HEAD gets GET's answer: libmicrohttpd sends its
 	 * headers (Content-Length included) without the body (RFC 9110 9.3.2). */
@@ -301,6 +454,7 @@ int tv_metrics_http_serve(struct tv_metrics_http *h, const struct tv_metrics *m,
 					/* one thread while only metrics are served */
 					MHD_OPTION_THREAD_POOL_SIZE,
 					(unsigned)(h->handler ? TV_HTTP_THREADS : 1),
+					MHD_OPTION_NOTIFY_COMPLETED, on_completed, (void *)NULL,
 					MHD_OPTION_END);
 	if (!h->daemon) {
 		snprintf(err, errlen, "--metrics-addr %s: libmicrohttpd did not start",

@@ -69,14 +69,20 @@ struct tv_http_req;
  * during the handler's call. */
 const char *tv_http_arg(const struct tv_http_req *rq, const char *name);
 
+/* The value of the request header name (case-insensitive), or NULL. Valid during the
+ * handler's call. */
+const char *tv_http_header(const struct tv_http_req *rq, const char *name);
+
 /* The handler's answer: status, body (malloc'd and handed over, freed by the endpoint; or a
- * static string with body_static set) of len bytes, content_type a static string. */
+ * static string with body_static set) of len bytes, content_type a static string;
+ * retry_after_s > 0 adds "Retry-After: N" (seconds, RFC 9110 10.2.3). */
 struct tv_http_reply {
 	unsigned status;
 	char *body;
 	size_t len;
 	int body_static;
 	const char *content_type;
+	unsigned retry_after_s;
 };
 
 /* Answer url (the path, percent-decoded, without the query). 0 with *out filled, -ENOENT
@@ -85,6 +91,26 @@ struct tv_http_reply {
 typedef int (*tv_http_handler)(void *arg, const char *url, const struct tv_http_req *rq,
 			       struct tv_http_reply *out);
 void tv_metrics_http_set_handler(struct tv_metrics_http *h, tv_http_handler fn, void *arg);
+
+/* ---- one POST path with a body: OTLP/HTTP (server/otlp_http.h) ----
+ * A request for path goes to the post handler, any other method on it is 405 with
+ * "Allow: POST". The handler is called up to twice, on a libmicrohttpd thread:
+ *   TV_HTTP_POST_HEADERS before the body is read (body NULL): it may answer at once (out's
+ *     status set, e.g. 415 for a Content-Type it does not take) or leave status 0 to read on;
+ *   TV_HTTP_POST_BODY with the whole body (len bytes, at most max_body_bytes; body is valid
+ *     during the call, not NUL-terminated), or
+ *   TV_HTTP_POST_TOO_LARGE (body NULL) when Content-Length or the bytes received pass
+ *     max_body_bytes: the body is not kept (read on and dropped, up to TV_HTTP_DISCARD_BYTES
+ *     more, then the connection is closed).
+ * Returns as tv_http_handler (0 with *out filled, or a negative errno: 500). */
+enum tv_http_post_phase { TV_HTTP_POST_HEADERS, TV_HTTP_POST_BODY, TV_HTTP_POST_TOO_LARGE };
+#define TV_HTTP_DISCARD_BYTES (16u << 20)
+typedef int (*tv_http_post_handler)(void *arg, const struct tv_http_req *rq,
+				    enum tv_http_post_phase phase, const void *body, size_t len,
+				    struct tv_http_reply *out);
+/* Set before serve; path must outlive the endpoint. */
+void tv_metrics_http_set_post(struct tv_metrics_http *h, const char *path,
+			      size_t max_body_bytes, tv_http_post_handler fn, void *arg);
 
 /* Stop serving (joins the thread, closes the socket) and free. Safe on NULL. */
 void tv_metrics_http_stop(struct tv_metrics_http *h);

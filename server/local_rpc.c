@@ -1,5 +1,5 @@
-/* The HTTP API's gRPC client of its own server (local_rpc.h): a Query (server streaming) or
- * Summary (unary) call over the private unix socket, on grpc C core's completion-queue API
+/* The HTTP API's gRPC client of its own server (local_rpc.h): a Query (server streaming),
+ * Summary or Export (unary) call over the private unix socket, on grpc C core's completion-queue API
  * with a queue per call (one batch in flight at a time), so any number of HTTP threads call
  * at once. */
 #include "server/local_rpc.h"
@@ -170,11 +170,11 @@ static int recv_message(struct call *c, uint8_t **buf, size_t *len, int first)
 	return *buf ? 0 : -ENOMEM;
 }
 
-/* The call's status into a return value and err; the call and queue freed. */
-static int finish(struct call *c, int ret, char *err, size_t errlen)
+/* Receive the call's status into c->status, c->details and c->trail_md (cancelled first
+ * when ret is set). */
+static void recv_status(struct call *c, int ret)
 {
 	grpc_op op;
-	char *details;
 
 	memset(&op, 0, sizeof(op));
 	op.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
@@ -186,6 +186,24 @@ static int finish(struct call *c, int ret, char *err, size_t errlen)
 	if (grpc_call_start_batch(c->call, &op, 1, &c->tag, NULL) != GRPC_CALL_OK ||
 	    wait_batch(c))
 		c->status = GRPC_STATUS_INTERNAL;
+}
+
+/* The call and its queue freed. */
+static void call_free(struct call *c)
+{
+	grpc_slice_unref(c->details);
+	grpc_metadata_array_destroy(&c->init_md);
+	grpc_metadata_array_destroy(&c->trail_md);
+	grpc_call_unref(c->call);
+	tv_grpc_cq_destroy(c->cq);
+}
+
+/* The call's status into a return value and err; the call and queue freed. */
+static int finish(struct call *c, int ret, char *err, size_t errlen)
+{
+	char *details;
+
+	recv_status(c, ret);
 	details = grpc_slice_to_c_string(c->details);
 	if (!ret && c->status != GRPC_STATUS_OK && c->status != GRPC_STATUS_DATA_LOSS) {
 		snprintf(err, errlen, "%s: %s", tv_grpc_status_name(c->status), details);
@@ -194,11 +212,7 @@ static int finish(struct call *c, int ret, char *err, size_t errlen)
 		      c->status == GRPC_STATUS_RESOURCE_EXHAUSTED ? -ENOBUFS : -EIO;
 	}
 	gpr_free(details);
-	grpc_slice_unref(c->details);
-	grpc_metadata_array_destroy(&c->init_md);
-	grpc_metadata_array_destroy(&c->trail_md);
-	grpc_call_unref(c->call);
-	tv_grpc_cq_destroy(c->cq);
+	call_free(c);
 	return ret;
 }
 
@@ -275,4 +289,52 @@ int tv_local_summary(struct tv_local_rpc *rpc, const Tracevault__V1__SummaryRequ
 		*out = NULL;
 	}
 	return ret;
+}
+
+int tv_local_export(struct tv_local_rpc *rpc, const void *req, size_t len, unsigned timeout_ms,
+		    struct tv_local_export_status *st)
+{
+	struct call c = { 0 };
+	char *details;
+	int ret;
+
+	memset(st, 0, sizeof(*st));
+	start(&c, rpc, TV_METHOD_OTLP_EXPORT, req, len, timeout_ms);
+	ret = recv_message(&c, &st->reply, &st->reply_len, 1);
+	recv_status(&c, 0); /* a failed receive: the status says why */
+	st->code = c.status;
+	details = grpc_slice_to_c_string(c.details);
+	snprintf(st->message, sizeof(st->message), "%s", details);
+	gpr_free(details);
+	for (size_t i = 0; i < c.trail_md.count && ret != -ENOMEM; i++) {
+		const grpc_metadata *md = &c.trail_md.metadata[i];
+		size_t n = GRPC_SLICE_LENGTH(md->value);
+
+		if (grpc_slice_str_cmp(md->key, "grpc-status-details-bin") || st->details)
+			continue;
+		st->details = malloc(n ? n : 1);
+		if (!st->details) {
+			ret = -ENOMEM;
+			break;
+		}
+		memcpy(st->details, GRPC_SLICE_START_PTR(md->value), n);
+		st->details_len = n;
+	}
+	call_free(&c);
+	if (ret == -ENOMEM) {
+		tv_local_export_status_free(st);
+		return ret;
+	}
+	if (st->code == GRPC_STATUS_OK && !st->reply) {
+		st->code = GRPC_STATUS_INTERNAL;
+		snprintf(st->message, sizeof(st->message), "Export answered OK without a reply");
+	}
+	return 0;
+}
+
+void tv_local_export_status_free(struct tv_local_export_status *st)
+{
+	free(st->details);
+	free(st->reply);
+	memset(st, 0, sizeof(*st));
 }

@@ -53,4 +53,23 @@ int tv_local_summary(struct tv_local_rpc *c, const Tracevault__V1__SummaryReques
 		     unsigned timeout_ms, Tracevault__V1__SummaryResponse **out, char *err,
 		     size_t errlen);
 
+/* One OTLP Export call (opentelemetry.proto.collector.trace.v1.TraceService/Export, the
+ * gRPC path's handler, server/otlp_export.h) with req (len bytes of a serialized
+ * ExportTraceServiceRequest, sent as is), ended within timeout_ms. The call's outcome in *st:
+ * its gRPC status code and message, and the grpc-status-details-bin trailer (a
+ * google.rpc.Status; the RetryInfo of a throttled Export), malloc'd or NULL; with code OK,
+ * reply (malloc'd, reply_len bytes) is the ExportTraceServiceResponse as the server packed
+ * it. Free with tv_local_export_status_free. 0 whatever the status, -ENOMEM. */
+struct tv_local_export_status {
+	int code;          /* grpc_status_code */
+	char message[300];
+	uint8_t *details;  /* grpc-status-details-bin, or NULL */
+	size_t details_len;
+	uint8_t *reply;
+	size_t reply_len;
+};
+int tv_local_export(struct tv_local_rpc *c, const void *req, size_t len, unsigned timeout_ms,
+		    struct tv_local_export_status *st);
+void tv_local_export_status_free(struct tv_local_export_status *st);
+
 #endif

@@ -36,6 +36,7 @@
 #include "server/fd_plan.h"
 #include "server/grpc_log.h"
 #include "server/otlp_export.h"
+#include "server/otlp_http.h"
 #include "server/raw_backfill.h"
 #include "server/recovery.h"
 #include "server/query.h"
@@ -321,6 +322,8 @@ static const char USAGE_METRICS[] =
 	"                           the Jaeger query API (/api/services, /api/traces, ...),\n"
 	"                           the page's routes (/api/tracevault/...) and the page at\n"
 	"                           / (README \"HTTP API\"; GET and HEAD, other paths 404),\n"
+	"                           and OTLP/HTTP ingest: POST /v1/traces (README \"OTLP\n"
+	"                           ingest\"),\n"
 	"                           from a thread of libmicrohttpd; port 0 picks a free port,\n"
 	"                           named on stderr: 'tracevaultd: metrics on\n"
 	"                           http://HOST:PORT/metrics'. 16 connections at once, 10 s\n"
@@ -354,7 +357,8 @@ static const char USAGE_OTLP[] =
 	"beside the exchanges, durable before the reply (query --kind span)\n"
 	"  --otlp-max-message-bytes N  largest Export request, 1K to 64M (default 4M; the\n"
 	"                           smaller of it and --max-message-bytes applies); a larger\n"
-	"                           one is RESOURCE_EXHAUSTED without a retry hint\n"
+	"                           one is RESOURCE_EXHAUSTED without a retry hint (OTLP/HTTP:\n"
+	"                           413, also for a gzip body that inflates past it)\n"
 	"  --otlp-max-pending-bytes N  Export request bytes in progress at once, 64K to 4G\n"
 	"                           (default 64M); past it RESOURCE_EXHAUSTED with a\n"
 	"                           RetryInfo of 1 s, which OTLP clients honour\n"
@@ -659,6 +663,11 @@ static int open_data(const char *data_dir, int rebuild, struct tv_data_dir *dd,
 	return 0;
 }
 
+static size_t min_size(size_t a, size_t b)
+{
+	return a < b ? a : b;
+}
+
 int main(int argc, char **argv)
 {
 	struct tv_rpc_server_opts o = {
@@ -682,6 +691,7 @@ int main(int argc, char **argv)
 	static const char *service_names[TV_HTTP_MAX_SERVICE_NAMES];
 	struct tv_http_api_opts http_o = { .service_names = service_names };
 	struct tv_http_api *http_api = NULL;
+	struct tv_otlp_http *otlp_http = NULL; /* POST /v1/traces on the same port */
 	const char *metrics_opt = "http-addr";
 	struct tv_local_rpc_dir local_dir = { 0 };
 	struct sigaction sa = { .sa_handler = on_signal };
@@ -1184,6 +1194,24 @@ int main(int argc, char **argv)
 			goto fail;
 		}
 		tv_metrics_http_set_handler(metrics, tv_http_api_handle, http_api);
+		{
+			struct tv_otlp_http_opts ox = {
+				.rpc_addr = local_dir.addr,
+				/* as the gRPC path: the smaller of the two applies */
+				.max_message_bytes = min_size(o.otlp_max_message_bytes ?
+					o.otlp_max_message_bytes : TV_OTLP_DEFAULT_MAX_MESSAGE_BYTES,
+					o.max_message_bytes),
+				.timeout_ms = http_o.timeout_ms ? http_o.timeout_ms :
+					TV_HTTP_DEFAULT_TIMEOUT_MS,
+			};
+
+			if (tv_otlp_http_new(&otlp_http, &ox, err, sizeof(err))) {
+				tv_rpc_server_free(srv);
+				grpc_shutdown();
+				goto fail;
+			}
+			tv_otlp_http_attach(otlp_http, metrics);
+		}
 	}
 	tv_tls_pem_free(&tls); /* gRPC holds its own copy; ours (the key) is wiped */
 	if (metrics) {
@@ -1229,6 +1257,8 @@ int main(int argc, char **argv)
 	metrics = NULL;
 	tv_http_api_free(http_api); /* its channel, before gRPC shuts down */
 	http_api = NULL;
+	tv_otlp_http_free(otlp_http);
+	otlp_http = NULL;
 	tv_rpc_server_free(srv);
 	grpc_shutdown();
 	tv_grpc_log_tick(1); /* what the last window suppressed */
@@ -1240,6 +1270,7 @@ fail:
 out:
 	tv_metrics_http_stop(metrics); /* bound but never served: closes the port */
 	tv_http_api_free(http_api);
+	tv_otlp_http_free(otlp_http);
 	tv_local_rpc_dir_free(&local_dir);
 	tv_persist_close(persist);     /* after the server: its persists have drained */
 	tv_evict_free(evict);
