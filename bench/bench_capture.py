@@ -39,7 +39,7 @@ def env_int(name, default):
     return int(v)
 
 
-DURATION_S = env_int("TV_BENCH_CAPTURE_S", 1 if QUICK else 4)  # each wrk run of (i)
+DURATION_S = env_int("TV_BENCH_CAPTURE_S", 1 if QUICK else 3)  # each wrk run of (i)
 COST_S = env_int("TV_BENCH_COST_S", 1 if QUICK else 3)  # each wrk run of (i-b)
 RAMP_S = env_int("TV_BENCH_RAMP_S", 1 if QUICK else 2)
 # rounds of (i) (off, the tracevault modes, tcpdump -w), and repeats of (i-b), (iii) and (iv)
