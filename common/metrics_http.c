@@ -39,6 +39,7 @@ struct mhd_api {
 	__typeof__(MHD_queue_response) *queue_response;
 	__typeof__(MHD_destroy_response) *destroy_response;
 	__typeof__(MHD_lookup_connection_value) *lookup_connection_value;
+	__typeof__(MHD_get_connection_values) *get_connection_values;
 };
 
 struct tv_metrics_http {
@@ -135,6 +136,35 @@ struct tv_http_req {
 const char *tv_http_arg(const struct tv_http_req *rq, const char *name)
 {
 	return rq->h->api.lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+struct args_walk {
+	const char *name;
+	const char **values;
+	size_t n, max, total;
+};
+
+static enum MHD_Result args_walk_cb(void *cls, enum MHD_ValueKind kind, const char *key,
+				    const char *value)
+{
+	struct args_walk *w = cls;
+
+	(void)kind;
+	if (key && !strcmp(key, w->name)) {
+		if (w->n < w->max)
+			w->values[w->n++] = value ? value : "";
+		w->total++;
+	}
+	return MHD_YES;
+}
+
+size_t tv_http_args(const struct tv_http_req *rq, const char *name, const char **values,
+		    size_t max)
+{
+	struct args_walk w = { name, values, 0, max, 0 };
+
+	rq->h->api.get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND, args_walk_cb, &w);
+	return w.total;
 }
 
 const char *tv_http_header(const struct tv_http_req *rq, const char *name)
@@ -322,13 +352,14 @@ static int load_api(struct tv_metrics_http *h, char *err, size_t errlen)
 	static const char *const NAMES[] = {
 		"MHD_start_daemon", "MHD_stop_daemon", "MHD_create_response_from_buffer",
 		"MHD_add_response_header", "MHD_queue_response", "MHD_destroy_response",
-		"MHD_lookup_connection_value",
+		"MHD_lookup_connection_value", "MHD_get_connection_values",
 	};
 	void **slot[] = {
 		(void **)&h->api.start_daemon, (void **)&h->api.stop_daemon,
 		(void **)&h->api.create_response_from_buffer,
 		(void **)&h->api.add_response_header, (void **)&h->api.queue_response,
 		(void **)&h->api.destroy_response, (void **)&h->api.lookup_connection_value,
+		(void **)&h->api.get_connection_values,
 	};
 	_Static_assert(sizeof(NAMES) / sizeof(NAMES[0]) == sizeof(slot) / sizeof(slot[0]),
 		       "one name per function of struct mhd_api");

@@ -69,6 +69,12 @@ struct tv_http_req;
  * during the handler's call. */
 const char *tv_http_arg(const struct tv_http_req *rq, const char *name);
 
+/* Every value of the repeatable query argument name ("?traceID=a&traceID=b"), in request
+ * order: the first max into values (pointers valid during the handler's call). Returns how
+ * many the request has (may be above max). */
+size_t tv_http_args(const struct tv_http_req *rq, const char *name, const char **values,
+		    size_t max);
+
 /* The value of the request header name (case-insensitive), or NULL. Valid during the
  * handler's call. */
 const char *tv_http_header(const struct tv_http_req *rq, const char *name);

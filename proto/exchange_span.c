@@ -169,6 +169,13 @@ static bool known_method(const char *m)
 	return false;
 }
 
+uint64_t tv_xspan_end_ns(uint64_t ts_ns, uint64_t end_ns, uint64_t latency_ns)
+{
+	if (end_ns > ts_ns)
+		return end_ns;
+	return latency_ns > UINT64_MAX - ts_ns ? UINT64_MAX : ts_ns + latency_ns;
+}
+
 size_t tv_xspan_path_len(const char *path)
 {
 	const char *q = strchr(nz(path), '?');

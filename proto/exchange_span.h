@@ -83,6 +83,12 @@ struct tv_xspan {
 int tv_xspan_of(const Tracevault__V1__TraceRecord *r, struct tv_xspan *x);
 void tv_xspan_free(struct tv_xspan *x);
 
+/* The end of an exchange's span, unix ns: end_ns when the record has one past ts_ns, else
+ * ts_ns + latency_ns (an exchange put without end_ns: the latency the Query's latency_ns
+ * filter, Summary and Jaeger's minDuration/maxDuration use), else ts_ns. Saturates at
+ * 2^64-1. The Jaeger API and the CLI's otlp-json output take a span's duration from it. */
+uint64_t tv_xspan_end_ns(uint64_t ts_ns, uint64_t end_ns, uint64_t latency_ns);
+
 /* The path of a record's target without its query ("/a/b?x=1" -> "/a/b"): its length. */
 size_t tv_xspan_path_len(const char *path);
 

@@ -106,8 +106,9 @@ int tv_http_json(struct hreq *h, unsigned status, json_t *j)
 	if (n > h->a->o.max_response_bytes) {
 		free(s);
 		return tv_http_error(h, 413, "the answer (%zu bytes) is above "
-				     "--http-max-response-bytes (%zu): narrow the window or "
-				     "lower the limit", n, h->a->o.max_response_bytes);
+				     "--http-max-response-bytes (%zu): %s", n,
+				     h->a->o.max_response_bytes, h->too_large_advice ?
+				     h->too_large_advice : "narrow the window or lower the limit");
 	}
 	*h->out = (struct tv_http_reply){ .status = status, .body = s, .len = n,
 					  .content_type = "application/json" };
@@ -749,12 +750,19 @@ static int route_exchanges(struct hreq *h)
 int tv_http_api_handle(void *arg, const char *url, const struct tv_http_req *rq,
 		       struct tv_http_reply *out)
 {
-	struct hreq h = { arg, rq, out };
+	struct hreq h = { arg, rq, out, NULL };
 
 	if (!strcmp(url, "/") || !strcmp(url, "/index.html")) {
 		*out = (struct tv_http_reply){ .status = 200, .body = (char *)tv_web_index_html,
 					       .len = tv_web_index_html_len, .body_static = 1,
 					       .content_type = "text/html; charset=utf-8" };
+		return 0;
+	}
+	if (!strcmp(url, "/favicon.ico")) {
+		/* browsers ask for it on every page load: no icon, and no 404 in their console
+		 * (the page itself names an empty one) */
+		*out = (struct tv_http_reply){ .status = 204, .body = (char *)"", .len = 0,
+					       .body_static = 1, .content_type = "image/x-icon" };
 		return 0;
 	}
 	if (!strcmp(url, "/api/tracevault/summary"))

@@ -26,6 +26,11 @@
 #define TV_HTTP_DEFAULT_LOOKBACK_NS (3600ull * 1000000000ull)
 /* /api/services and operations look back this far (Jaeger's have no window). */
 #define TV_HTTP_SERVICES_LOOKBACK_NS (7ull * 24 * 3600 * 1000000000ull)
+/* Their lists: the exchanges' names come from Summary calls (exact); the span records' from
+ * one Query reading at most this many times --http-max-spans span records, newest first (a
+ * cut is said in the answer's errors); at most TV_HTTP_MAX_NAMES names per answer. */
+#define TV_HTTP_NAMES_SCAN_FACTOR 10u
+#define TV_HTTP_MAX_NAMES 10000u
 /* The spans of a trace a search found are fetched from its window widened by this much
  * on each side (a trace's spans may start before or after the one that matched). */
 #define TV_HTTP_TRACE_MARGIN_NS (3600ull * 1000000000ull)

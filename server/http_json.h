@@ -30,6 +30,9 @@ struct hreq {
 	struct tv_http_api *a;
 	const struct tv_http_req *rq;
 	struct tv_http_reply *out;
+	/* what a 413 (an answer above --http-max-response-bytes) advises; NULL: "narrow the
+	 * window or lower the limit" */
+	const char *too_large_advice;
 };
 
 /* Answer j (taken) as JSON with status; 413 when it exceeds --http-max-response-bytes. 0 or

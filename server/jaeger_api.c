@@ -13,11 +13,14 @@
  * the role; the HTTP attributes as tags. README "Jaeger query API" has the table. */
 #define _GNU_SOURCE /* asprintf */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "proto/exchange_span.h"
+#include "proto/wire.h"
 #include "server/http_json.h"
 
 #define NS_PER_US 1000ull
@@ -166,6 +169,7 @@ static int add_span(struct tv_http_api *a, struct spans *s, const Tracevault__V1
 		ret = tv_xspan_of(r, &x);
 		if (ret)
 			return ret;
+		j->dur_ns = tv_xspan_end_ns(r->ts_ns, r->end_ns, r->latency_ns) - r->ts_ns;
 		hex(j->trace_id, x.ids.trace_id, sizeof(x.ids.trace_id));
 		hex(j->span_id, x.ids.span_id, sizeof(x.ids.span_id));
 		if (x.ids.has_parent)
@@ -277,105 +281,362 @@ static int envelope(struct hreq *h, json_t *data)
 					      "errors"));
 }
 
+/* ---- service and operation lists: exact over their window, bounded, cuts reported ---- */
+
+/* Distinct names (services, or "operation\x1fspanKind" keys) as a jansson object used as a
+ * hash set, at most TV_HTTP_MAX_NAMES; a name past that bound sets cut. */
+struct nameset {
+	json_t *set;
+	bool cut;
+	bool ops;            /* keys are span names and kinds, else services */
+	const char *kind;    /* ops: only spans of this kind ("server", ...), or NULL */
+	uint64_t seen;       /* records read by the scan */
+};
+
+static int nameset_add(struct nameset *ns, const char *key)
+{
+	if (json_object_get(ns->set, key))
+		return 0;
+	if (json_object_size(ns->set) >= TV_HTTP_MAX_NAMES) {
+		ns->cut = true;
+		return 0;
+	}
+	return json_object_set_new_nocheck(ns->set, key, json_null()) ? -ENOMEM : 0;
+}
+
+/* A span record's service, or its "name\x1fkind" key, into the set (exchanges skipped). */
+static int nameset_cb(const Tracevault__V1__TraceRecord *r, void *arg)
+{
+	struct nameset *ns = arg;
+	const Tracevault__V1__Span *sp = r->span;
+	const char *kind;
+	char *k;
+	int ret;
+
+	ns->seen++;
+	if (!sp)
+		return 0;
+	if (!ns->ops)
+		return nameset_add(ns, sp->service[0] ? sp->service : TV_HTTP_UNKNOWN_SERVICE);
+	kind = kind_name(sp->kind);
+	if (ns->kind && ns->kind[0] && strcmp(ns->kind, kind))
+		return 0;
+	if (asprintf(&k, "%s\x1f%s", sp->name, kind) < 0)
+		return -ENOMEM;
+	ret = nameset_add(ns, k);
+	free(k);
+	return ret;
+}
+
+/* Add a warning {"code":206,"msg":...} to *errors (a JSON array made on first use). */
+static int warn(json_t **errors, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int warn(json_t **errors, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (!*errors && !(*errors = json_array()))
+		return -ENOMEM;
+	return json_array_append_new(*errors, json_pack("{s:i,s:s}", "code", 206, "msg", msg)) ?
+		       -ENOMEM : 0;
+}
+
+/* The span records of [from, to) (of service svc, or all when NULL) into ns: one Query
+ * reading at most TV_HTTP_NAMES_SCAN_FACTOR x --http-max-spans span records, newest first;
+ * a cut is reported in *errors. */
+static int span_names(struct hreq *h, const char *svc, uint64_t from, uint64_t to,
+		      struct nameset *ns, json_t **errors, char *err, size_t errlen)
+{
+	Tracevault__V1__QueryRequest req = TRACEVAULT__V1__QUERY_REQUEST__INIT;
+	Tracevault__V1__QueryFilter f = TRACEVAULT__V1__QUERY_FILTER__INIT;
+	char *services[1] = { (char *)svc };
+	uint64_t skipped = 0, bound = h->a->o.max_spans * TV_HTTP_NAMES_SCAN_FACTOR;
+	int ret;
+
+	f.kind = TRACEVAULT__V1__RECORD_KIND__RECORD_KIND_SPAN;
+	if (svc) {
+		f.n_services = 1;
+		f.services = services;
+	}
+	req.from_ns = from;
+	req.to_ns = to;
+	req.limit = bound;
+	req.filter = &f;
+	req.reverse = true;
+	ns->seen = 0;
+	ret = tv_local_query(h->a->rpc, &req, h->a->o.timeout_ms, nameset_cb, ns, &skipped, err,
+			     errlen);
+	if (ret)
+		return ret;
+	if (ns->seen >= bound)
+		ret = warn(errors, "only the newest %llu span records of the window were read "
+			   "(%u x --http-max-spans): names seen only in older spans are missing; "
+			   "narrow the window (lookback, start, end)", (unsigned long long)bound,
+			   TV_HTTP_NAMES_SCAN_FACTOR);
+	if (!ret && skipped)
+		ret = warn(errors, "%llu damaged blocks were skipped: their names are missing",
+			   (unsigned long long)skipped);
+	return ret;
+}
+
+/* One Summary of the exchanges of [from, to) passing f grouped by, at most
+ * TV_SUMMARY_MAX_GROUPS groups; a cut is reported in *errors. */
+static int xsummary(struct hreq *h, uint64_t from, uint64_t to, Tracevault__V1__QueryFilter *f,
+		    Tracevault__V1__GroupBy by, Tracevault__V1__SummaryResponse **resp,
+		    json_t **errors, char *err, size_t errlen)
+{
+	Tracevault__V1__SummaryRequest req = TRACEVAULT__V1__SUMMARY_REQUEST__INIT;
+	double q[1] = { 0.5 };
+	int ret;
+
+	f->kind = TRACEVAULT__V1__RECORD_KIND__RECORD_KIND_EXCHANGE;
+	req.from_ns = from;
+	req.to_ns = to;
+	req.filter = f;
+	req.by = by;
+	req.max_groups = TV_SUMMARY_MAX_GROUPS;
+	req.n_quantiles = 1; /* the fewest the call takes: only the keys are used */
+	req.quantiles = q;
+	ret = tv_local_summary(h->a->rpc, &req, h->a->o.timeout_ms, resp, err, errlen);
+	if (!ret && (*resp)->groups_total > (*resp)->n_groups)
+		ret = warn(errors, "%llu of %llu exchange groups were cut (Summary's bound of "
+			   "%u groups or its message size)",
+			   (unsigned long long)((*resp)->groups_total - (*resp)->n_groups),
+			   (unsigned long long)(*resp)->groups_total, TV_SUMMARY_MAX_GROUPS);
+	if (ret && *resp) {
+		tracevault__v1__summary_response__free_unpacked(*resp, NULL);
+		*resp = NULL;
+	}
+	return ret;
+}
+
 static int cmp_str(const void *x, const void *y)
 {
 	return strcmp(*(const char *const *)x, *(const char *const *)y);
 }
 
-/* data: the distinct strings of a sorted list */
-static json_t *distinct(const char **v, size_t n)
+/* The envelope of a name list: data (taken), total, and errors (taken; NULL: null). */
+static int names_envelope(struct hreq *h, json_t *data, json_t *errors)
 {
-	json_t *arr = json_array();
+	size_t n = json_is_array(data) ? json_array_size(data) : 0;
 
-	qsort(v, n, sizeof(*v), cmp_str);
-	for (size_t i = 0; arr && i < n; i++)
-		if (i == 0 || strcmp(v[i], v[i - 1]))
-			json_array_append_new(arr, tv_http_jstr(v[i], strlen(v[i])));
+	return tv_http_json(h, 200, json_pack("{s:o,s:I,s:i,s:i,s:o}", "data", data, "total",
+					      (json_int_t)n, "limit", 0, "offset", 0, "errors",
+					      errors ? errors : json_null()));
+}
+
+/* The set's keys, sorted, into a new array of strings (ops: "name\x1fkind" keys, as plain
+ * names or {"name","spanKind"} objects when with_kind). */
+static json_t *sorted_names(struct nameset *ns, bool with_kind)
+{
+	size_t n = json_object_size(ns->set), i = 0;
+	const char **keys = malloc((n + 1) * sizeof(*keys)), *k;
+	json_t *v, *arr = json_array();
+
+	if (!keys || !arr) {
+		free(keys);
+		json_decref(arr);
+		return NULL;
+	}
+	json_object_foreach(ns->set, k, v)
+		keys[i++] = k;
+	qsort(keys, n, sizeof(*keys), cmp_str);
+	for (i = 0; i < n; i++) {
+		const char *sep = ns->ops ? strchr(keys[i], '\x1f') : NULL;
+		size_t len = sep ? (size_t)(sep - keys[i]) : strlen(keys[i]);
+
+		/* without kinds, "op\x1fserver" and "op\x1fclient" are one name */
+		if (ns->ops && !with_kind && i && !strncmp(keys[i - 1], keys[i], len + 1))
+			continue;
+		if (ns->ops && with_kind)
+			json_array_append_new(arr, json_pack("{s:o,s:s}", "name",
+							     tv_http_jstr(keys[i], len),
+							     "spanKind", sep + 1));
+		else
+			json_array_append_new(arr, tv_http_jstr(keys[i], len));
+	}
+	free(keys);
 	return arr;
 }
 
+/* /api/services: the services of the window's span records and exchanges, every one (a
+ * Summary of the exchanges by comm is exact; the span records are read by one bounded
+ * Query). kind=exchange: the exchanges' services only (the page's filters select
+ * exchanges); kind=span: the span records' only. */
 static int route_services(struct hreq *h)
 {
-	struct spans s = { 0 };
+	const char *kind = tv_http_arg(h->rq, "kind");
+	struct nameset ns = { .set = json_object() };
+	Tracevault__V1__SummaryResponse *resp = NULL;
+	Tracevault__V1__QueryFilter f = TRACEVAULT__V1__QUERY_FILTER__INIT;
+	json_t *errors = NULL, *data;
 	uint64_t from, to;
 	char err[512];
-	const char **names;
 	int ret;
 
-	if ((ret = tv_http_window(h, TV_HTTP_SERVICES_LOOKBACK_NS, &from, &to, err, sizeof(err))))
-		return tv_http_error(h, 400, "%s", err);
-	ret = service_spans(h, NULL, from, to, NULL, &s, err, sizeof(err));
-	if (ret) {
-		spans_free(&s);
-		return tv_http_rpc_error(h, ret, err);
-	}
-	names = malloc((s.n + 1) * sizeof(*names));
-	if (!names) {
-		spans_free(&s);
+	if (!ns.set)
 		return -ENOMEM;
+	if (kind && kind[0] && strcmp(kind, "exchange") && strcmp(kind, "span")) {
+		json_decref(ns.set);
+		return tv_http_error(h, 400, "invalid kind: '%.32s' (exchange or span)", kind);
 	}
-	for (size_t i = 0; i < s.n; i++)
-		names[i] = s.v[i].service;
-	ret = envelope(h, distinct(names, s.n));
-	free(names);
-	spans_free(&s);
+	if ((ret = tv_http_window(h, TV_HTTP_SERVICES_LOOKBACK_NS, &from, &to, err,
+				  sizeof(err)))) {
+		json_decref(ns.set);
+		return tv_http_error(h, 400, "%s", err);
+	}
+	if (!kind || strcmp(kind, "exchange")) {
+		ret = span_names(h, NULL, from, to, &ns, &errors, err, sizeof(err));
+		if (ret)
+			goto fail;
+	}
+	if (!kind || strcmp(kind, "span")) {
+		ret = xsummary(h, from, to, &f, TRACEVAULT__V1__GROUP_BY__GROUP_BY_COMM, &resp,
+			       &errors, err, sizeof(err));
+		if (ret)
+			goto fail;
+		for (size_t i = 0; i < resp->n_groups && !ret; i++)
+			ret = nameset_add(&ns, tv_http_service_of_comm(h->a, resp->groups[i]->key));
+		tracevault__v1__summary_response__free_unpacked(resp, NULL);
+		if (ret)
+			goto fail;
+	}
+	if (ns.cut && (ret = warn(&errors, "more than %u services: the list is cut",
+				  TV_HTTP_MAX_NAMES)))
+		goto fail;
+	data = sorted_names(&ns, false);
+	json_decref(ns.set);
+	return data ? names_envelope(h, data, errors) : (json_decref(errors), -ENOMEM);
+fail:
+	json_decref(ns.set);
+	json_decref(errors);
+	return ret == -ENOMEM ? ret : tv_http_rpc_error(h, ret, err);
+}
+
+/* Add "METHOD path\x1fkind" (as the exchange -> span mapping names the operation) to ns,
+ * unless ns asks for another kind. */
+static int add_op(struct nameset *ns, const char *method, const char *path, const char *kind)
+{
+	size_t ml = strlen(method), pl = strlen(path);
+	char *key;
+	int ret;
+
+	if (ns->kind && ns->kind[0] && strcmp(ns->kind, kind))
+		return 0;
+	if (asprintf(&key, "%s%s%s\x1f%s", method, ml && pl ? " " : "", path, kind) < 0)
+		return -ENOMEM;
+	ret = nameset_add(ns, key);
+	free(key);
 	return ret;
 }
 
-/* /api/services/{svc}/operations (plain names) or /api/operations (name and spanKind). */
+/* The operations of the exchanges of comms[0..n) in [from, to) into ns: a Summary by method,
+ * then for each method one by path (with kinds: one per role, server and client, then one
+ * of any role whose count past those two is the exchanges without a role, kind ""). */
+static int exchange_ops(struct hreq *h, const char **comms, size_t n, uint64_t from,
+			uint64_t to, struct nameset *ns, bool with_kind, json_t **errors,
+			char *err, size_t errlen)
+{
+	static const struct { Tracevault__V1__Role role; const char *kind; } ROLES[] = {
+		{ TRACEVAULT__V1__ROLE__ROLE_SERVER, "server" },
+		{ TRACEVAULT__V1__ROLE__ROLE_CLIENT, "client" },
+		{ TRACEVAULT__V1__ROLE__ROLE_ANY, "" },
+	};
+	Tracevault__V1__StringMatch m[64], *mp[64];
+	Tracevault__V1__QueryFilter f = TRACEVAULT__V1__QUERY_FILTER__INIT;
+	Tracevault__V1__SummaryResponse *methods = NULL;
+	int ret;
+
+	for (size_t i = 0; i < n && i < 64; i++) {
+		Tracevault__V1__StringMatch init = TRACEVAULT__V1__STRING_MATCH__INIT;
+
+		m[i] = init;
+		m[i].value = (char *)comms[i];
+		mp[i] = &m[i];
+	}
+	f.n_comms = n < 64 ? n : 64;
+	f.comms = mp;
+	ret = xsummary(h, from, to, &f, TRACEVAULT__V1__GROUP_BY__GROUP_BY_METHOD, &methods,
+		       errors, err, errlen);
+	for (size_t i = 0; !ret && i < methods->n_groups; i++) {
+		char *method[1] = { methods->groups[i]->key };
+		json_t *counted = json_object(); /* path -> exchanges with a role */
+
+		if (!counted) {
+			ret = -ENOMEM;
+			break;
+		}
+		f.n_methods = 1;
+		f.methods = method;
+		for (size_t r = with_kind ? 0 : 2; !ret && r < 3; r++) {
+			Tracevault__V1__SummaryResponse *paths = NULL;
+
+			f.role = ROLES[r].role;
+			ret = xsummary(h, from, to, &f, TRACEVAULT__V1__GROUP_BY__GROUP_BY_PATH,
+				       &paths, errors, err, errlen);
+			for (size_t k = 0; !ret && k < paths->n_groups; k++) {
+				const Tracevault__V1__SummaryGroup *g = paths->groups[k];
+				json_t *c = json_object_get(counted, g->key);
+				uint64_t with_role = c ? (uint64_t)json_integer_value(c) : 0;
+
+				if (r < 2)
+					ret = json_object_set_new_nocheck(counted, g->key,
+						json_integer((json_int_t)(with_role + g->count)));
+				else if (with_kind && g->count <= with_role)
+					continue; /* every one has a role: no kind "" */
+				if (!ret)
+					ret = add_op(ns, method[0], g->key, ROLES[r].kind) ;
+			}
+			if (paths)
+				tracevault__v1__summary_response__free_unpacked(paths, NULL);
+		}
+		json_decref(counted);
+	}
+	if (methods)
+		tracevault__v1__summary_response__free_unpacked(methods, NULL);
+	return ret ? (ret < 0 ? ret : -ENOMEM) : 0;
+}
+
+/* /api/services/{svc}/operations (plain names) or /api/operations (name and spanKind): the
+ * operations of the service's span records (one bounded Query) and of its exchanges
+ * (Summaries: exact). */
 static int route_operations(struct hreq *h, const char *svc, bool with_kind)
 {
-	const char *kind = with_kind ? tv_http_arg(h->rq, "spanKind") : NULL;
-	struct spans s = { 0 };
+	struct nameset ns = { .ops = true };
+	const char *comms[64];
+	json_t *errors = NULL, *data;
 	uint64_t from, to;
 	char err[512];
-	const char **keys;
-	json_t *data;
+	size_t n;
 	int ret;
 
 	if (!svc || !svc[0])
 		return tv_http_error(h, 400, "service is required");
 	if ((ret = tv_http_window(h, TV_HTTP_SERVICES_LOOKBACK_NS, &from, &to, err, sizeof(err))))
 		return tv_http_error(h, 400, "%s", err);
-	ret = service_spans(h, svc, from, to, NULL, &s, err, sizeof(err));
-	if (ret) {
-		spans_free(&s);
-		return tv_http_rpc_error(h, ret, err);
-	}
-	keys = malloc((s.n + 1) * sizeof(*keys));
-	if (!keys) {
-		spans_free(&s);
+	ns.kind = with_kind ? tv_http_arg(h->rq, "spanKind") : NULL;
+	ns.set = json_object();
+	if (!ns.set)
 		return -ENOMEM;
+	ret = span_names(h, svc, from, to, &ns, &errors, err, sizeof(err));
+	n = tv_http_comms_of_service(h->a, svc, comms, 64);
+	if (!ret && n)
+		ret = exchange_ops(h, comms, n, from, to, &ns, with_kind, &errors, err,
+				   sizeof(err));
+	if (!ret && ns.cut)
+		ret = warn(&errors, "more than %u operations: the list is cut",
+			   TV_HTTP_MAX_NAMES);
+	if (ret) {
+		json_decref(ns.set);
+		json_decref(errors);
+		return ret == -ENOMEM ? ret : tv_http_rpc_error(h, ret, err);
 	}
-	/* "op\x1fkind" keys sort and dedupe both at once */
-	size_t n = 0;
-	for (size_t i = 0; i < s.n; i++) {
-		char *k;
-
-		if (kind && kind[0] && strcmp(kind, s.v[i].kind))
-			continue;
-		if (asprintf(&k, "%s\x1f%s", s.v[i].op, with_kind ? s.v[i].kind : "") < 0)
-			continue;
-		free(s.v[i].op);
-		s.v[i].op = k; /* freed with the spans */
-		keys[n++] = k;
-	}
-	qsort(keys, n, sizeof(*keys), cmp_str);
-	data = json_array();
-	for (size_t i = 0; data && i < n; i++) {
-		const char *sep = strchr(keys[i], '\x1f');
-
-		if (i && !strcmp(keys[i], keys[i - 1]))
-			continue;
-		if (with_kind)
-			json_array_append_new(data, json_pack("{s:o,s:s}", "name",
-				tv_http_jstr(keys[i], (size_t)(sep - keys[i])), "spanKind", sep + 1));
-		else
-			json_array_append_new(data, tv_http_jstr(keys[i], (size_t)(sep - keys[i])));
-	}
-	free(keys);
-	spans_free(&s);
-	return envelope(h, data);
+	data = sorted_names(&ns, with_kind);
+	json_decref(ns.set);
+	return data ? names_envelope(h, data, errors) : (json_decref(errors), -ENOMEM);
 }
 
 /* ---- traces ---- */
@@ -516,6 +777,21 @@ static bool is_hex_id(const char *s)
 	return true;
 }
 
+/* A Jaeger trace id (up to 32 hex digits, any case, maybe without leading zeros) as ours
+ * in out: 32 lower-case digits. -EINVAL when it is not one. */
+static int pad_id(const char *id, char out[33])
+{
+	size_t n = strlen(id);
+
+	if (!is_hex_id(id))
+		return -EINVAL;
+	memset(out, '0', 32 - n);
+	memcpy(out + 32 - n, id, n + 1);
+	for (char *p = out; *p; p++)
+		*p = (char)(*p >= 'A' && *p <= 'F' ? *p - 'A' + 'a' : *p);
+	return 0;
+}
+
 static int route_trace(struct hreq *h, const char *id)
 {
 	char padded[33], err[512], *ids[1] = { padded };
@@ -523,13 +799,8 @@ static int route_trace(struct hreq *h, const char *id)
 	json_t *data;
 	int ret;
 
-	if (!is_hex_id(id))
+	if (pad_id(id, padded))
 		return tv_http_error(h, 400, "invalid trace id: '%.40s' (up to 32 hex digits)", id);
-	/* Jaeger ids may come without leading zeros; ours are 32 lower-case digits */
-	memset(padded, '0', 32 - strlen(id));
-	memcpy(padded + 32 - strlen(id), id, strlen(id) + 1);
-	for (char *p = padded; *p; p++)
-		*p = (char)(*p >= 'A' && *p <= 'F' ? *p - 'A' + 'a' : *p);
 	if (tv_http_arg(h->rq, "start") || tv_http_arg(h->rq, "end")) {
 		if ((ret = tv_http_window(h, UINT64_MAX, &from, &to, err, sizeof(err))))
 			return tv_http_error(h, 400, "%s", err);
@@ -537,11 +808,78 @@ static int route_trace(struct hreq *h, const char *id)
 	ret = fetch_traces(h, ids, 1, from, to, NULL, &data, err, sizeof(err));
 	if (ret)
 		return ret == -ENOMEM ? ret : tv_http_rpc_error(h, ret, err);
+	h->too_large_advice = "the trace is larger than one answer may be: raise "
+			      "--http-max-response-bytes, or print it with `tracevault trace ID`";
 	if (json_array_size(data) == 0) {
 		json_decref(data);
 		return tv_http_error(h, 404, "trace not found");
 	}
 	return envelope(h, data);
+}
+
+/* /api/traces?traceID=ID[&traceID=ID...]: exactly those traces, as Jaeger's search answers
+ * it (cmd/query/app/http_handler.go: with trace ids the other search parameters are not
+ * applied and service is not required): each trace whole, from the whole archive, in the
+ * order asked; an id with no span is not an error of the call but an entry of errors
+ * {"msg": "trace not found", "traceID": ID}. At most --http-max-traces ids. */
+static int search_by_ids(struct hreq *h, size_t n)
+{
+	const char **v = calloc(n, sizeof(*v));
+	char (*padded)[33] = calloc(n, sizeof(*padded)), **ids = calloc(n, sizeof(*ids)), err[512];
+	json_t *data = NULL, *errors = NULL;
+	size_t m = 0;
+	int ret;
+
+	if (!v || !padded || !ids) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	tv_http_args(h->rq, "traceID", v, n);
+	for (size_t i = 0; i < n; i++) {
+		bool dup = false;
+
+		if (pad_id(v[i], padded[m])) {
+			ret = tv_http_error(h, 400, "invalid traceID: '%.40s' (up to 32 hex digits)",
+					    v[i]);
+			goto out;
+		}
+		for (size_t k = 0; k < m && !dup; k++)
+			dup = !strcmp(ids[k], padded[m]);
+		if (!dup) {
+			ids[m] = padded[m];
+			m++;
+		}
+	}
+	ret = fetch_traces(h, ids, m, 0, UINT64_MAX, NULL, &data, err, sizeof(err));
+	if (ret) {
+		ret = ret == -ENOMEM ? ret : tv_http_rpc_error(h, ret, err);
+		goto out;
+	}
+	/* fetch_traces keeps the order asked: the ids it has no trace for are the gaps */
+	for (size_t i = 0, k = 0; i < m; i++) {
+		json_t *t = json_array_get(data, k);
+
+		if (t && !strcasecmp(json_string_value(json_object_get(t, "traceID")), ids[i])) {
+			k++;
+			continue;
+		}
+		if (!errors && !(errors = json_array())) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		json_array_append_new(errors, json_pack("{s:s,s:s}", "msg", "trace not found",
+							"traceID", ids[i]));
+	}
+	h->too_large_advice = "ask for fewer traceID at once, or raise --http-max-response-bytes";
+	ret = names_envelope(h, data, errors);
+	data = errors = NULL;
+out:
+	json_decref(data);
+	json_decref(errors);
+	free(v);
+	free(padded);
+	free(ids);
+	return ret;
 }
 
 /* The tags a search asks for: tags={"k":"v",...} (Jaeger UI) and tag=k:v. */
@@ -637,9 +975,21 @@ static int route_search(struct hreq *h)
 		json_decref(want);
 		return ret == -ENOMEM ? ret : tv_http_error(h, 400, "%s", err);
 	}
+	if (min_ns > max_ns) {
+		json_decref(want);
+		return tv_http_error(h, 400, "minDuration is above maxDuration");
+	}
+	n_ids = tv_http_args(h->rq, "traceID", NULL, 0);
+	if (n_ids) {
+		json_decref(want);
+		if (n_ids > h->a->o.max_traces)
+			return tv_http_error(h, 400, "%zu traceID parameters: at most "
+					     "--http-max-traces (%u)", n_ids, h->a->o.max_traces);
+		return search_by_ids(h, n_ids);
+	}
 	if (!svc || !svc[0]) {
 		json_decref(want);
-		return tv_http_error(h, 400, "service is required");
+		return tv_http_error(h, 400, "service is required (or traceID)");
 	}
 	if (limit == 0) /* absent or 0: Jaeger's default, within our bound */
 		limit = DEFAULT_LIMIT < h->a->o.max_traces ? DEFAULT_LIMIT : h->a->o.max_traces;
@@ -716,6 +1066,13 @@ int tv_jaeger_route(struct hreq *h, const char *url)
 			return -ENOENT;
 		snprintf(name, sizeof(name), "%.*s", (int)(n - sl), svc);
 		return route_operations(h, name, false);
+	}
+	if (!strcmp(url, "/api/dependencies")) {
+		/* Jaeger UI's System Architecture tab: no dependency links are derived here, so
+		 * the answer Jaeger gives when it has none */
+		json_t *none = json_array();
+
+		return none ? envelope(h, none) : -ENOMEM;
 	}
 	if (!strcmp(url, "/api/operations"))
 		return route_operations(h, tv_http_arg(h->rq, "service"), true);

@@ -325,8 +325,9 @@ static const char USAGE_METRICS[] =
 	"                           and OTLP/HTTP ingest: POST /v1/traces (README \"OTLP\n"
 	"                           ingest\"),\n"
 	"                           from a thread of libmicrohttpd; port 0 picks a free port,\n"
-	"                           named on stderr: 'tracevaultd: metrics on\n"
-	"                           http://HOST:PORT/metrics'. 16 connections at once, 10 s\n"
+	"                           named on stderr: 'tracevaultd: http on\n"
+	"                           http://HOST:PORT (/metrics, /api, /, /v1/traces)'. 16\n"
+	"                           connections at once, 10 s\n"
 	"                           idle timeout. No TLS, no auth: bind it to loopback or a\n"
 	"                           trusted network (a HOST that is not loopback is logged as\n"
 	"                           reachable from the network). The port is bound first: in\n"
@@ -1221,8 +1222,9 @@ int main(int argc, char **argv)
 			grpc_shutdown();
 			goto fail;
 		}
-		fprintf(stderr, "tracevaultd: metrics on http://%s" TV_METRICS_PATH "\n",
-			metrics_bound);
+		/* one line naming everything the port serves (tests read the address from it) */
+		fprintf(stderr, "tracevaultd: http on http://%s (" TV_METRICS_PATH ", /api, /, "
+			"/v1/traces)\n", metrics_bound);
 		if (tv_metrics_http_exposed(metrics_addr))
 			fprintf(stderr, "tracevaultd: " TV_METRICS_EXPOSED_WARNING "\n",
 				metrics_bound);

@@ -242,6 +242,145 @@ def test_errors(http):
         assert e.code == 404
 
 
+def test_search_by_trace_ids(http, trace_b):
+    """traceID (repeatable), as Jaeger's search takes it: exactly those traces, in the order
+    asked, without service; with service (or other search parameters) given too, Jaeger
+    applies none of them, so neither do we; an id with no span is an entry of errors."""
+    tid_b, _, _ = trace_b
+    missing = "2" * 32
+
+    def search(*pairs):
+        return get(http, "/api/traces?" + urllib.parse.urlencode(pairs))
+
+    status, body = search(("traceID", TRACE_A))
+    assert status == 200 and body["errors"] is None, body
+    assert [t["traceID"] for t in body["data"]] == [TRACE_A] and body["total"] == 1, body
+    assert len(body["data"][0]["spans"]) == 2
+    check_trace_shape(body["data"][0])
+    status, body = search(("traceID", tid_b), ("traceID", TRACE_A.upper()))
+    assert [t["traceID"] for t in body["data"]] == [tid_b, TRACE_A], body
+    # service and operation are not applied with trace ids (Jaeger's tracesByIDs)
+    status, body = search(("service", "checkout"), ("operation", "SELECT"),
+                          ("traceID", TRACE_A))
+    assert status == 200 and [t["traceID"] for t in body["data"]] == [TRACE_A], body
+    status, body = search(("traceID", missing), ("traceID", TRACE_A))
+    assert status == 200 and [t["traceID"] for t in body["data"]] == [TRACE_A], body
+    assert body["errors"] == [{"msg": "trace not found", "traceID": missing}], body
+    # not hex: 400 naming the parameter
+    status, body = search(("traceID", "xyz"))
+    assert status == 400 and "traceID" in body["errors"][0]["msg"], body
+
+
+def test_dependencies_and_favicon(http):
+    """Jaeger UI's dependencies tab gets Jaeger's empty answer; /favicon.ico is 204."""
+    status, body = get(http, "/api/dependencies", endTs=int(time.time() * 1000),
+                       lookback=3600000)
+    assert status == 200 and body == {"data": [], "total": 0, "limit": 0, "offset": 0,
+                                      "errors": None}, body
+    with urllib.request.urlopen("http://%s/favicon.ico" % http, timeout=10) as r:
+        assert r.status == 204 and r.read() == b""
+
+
+def socket_dirs_of(pid):
+    """The directories of the unix sockets process pid listens on (from /proc)."""
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            t = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if t.startswith("socket:["):
+            inodes.add(t[8:-1])
+    dirs = set()
+    with open("/proc/net/unix") as f:
+        next(f)
+        for ln in f:
+            parts = ln.split()
+            if len(parts) >= 8 and parts[6] in inodes and parts[7].startswith("/"):
+                dirs.add(os.path.dirname(parts[7]))
+    return dirs
+
+
+def test_names_exact():
+    """/api/services and operations list every service and operation of their window, not
+    those of the newest --http-max-spans records: the exchanges' from Summary calls (exact at
+    any count), the span records' from a Query of at most 10 x --http-max-spans of them,
+    whose cut is said in errors. With --http-max-spans 5: 30 exchanges of one comm, a few of
+    others; span records of a busy service and of a rare one. Also: an exchange put without
+    end_ns lasts its latency_ns in Jaeger's answer, as minDuration/maxDuration select it; a
+    trace above --http-max-response-bytes is 413 with advice that fits /api/traces/ID; the
+    private socket directory is gone after SIGTERM."""
+    def x(i, comm, path, role, **kw):
+        ts = T0 + i * 1_000_000
+        r = {"ts_ns": ts, "end_ns": ts + 1_000_000, "latency_ns": 1_000_000, "pid": 7,
+             "comm": comm, "local": "127.0.0.1:8080", "remote": "127.0.0.1:%d" % (40000 + i),
+             "method": "GET", "path": path, "status": 200, "role": role}
+        r.update(kw)
+        return r
+
+    # rare first (oldest), then 30 of busy: 3 paths, server/client/no role
+    recs = [x(0, "rare", "/r", "server")]
+    recs += [x(1 + i, "busy", "/p%d?q=%d" % (i % 3, i), ["server", "client", ""][i % 3])
+             for i in range(30)]
+    noend = x(40, "noend", "/slow", "server", latency_ns=2_000_000)
+    del noend["end_ns"]
+    recs.append(noend)
+    with tvtest.Server(extra_args=["--http-addr", "127.0.0.1:0", "--http-max-spans", "5",
+                                   "--http-max-response-bytes", "4K"]) as srv:
+        http = tvtest.metrics_addr(srv.log())
+        with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+            for r in recs:
+                f.write(json.dumps(r) + "\n")
+        tvtest.run(["put", "--server", srv.addr, f.name], check=True)
+        os.unlink(f.name)
+        otlp = Otlp(srv.addr, otlp_modules(tempfile.mkdtemp(prefix="tv-otlp-py-")))
+        rng = random.Random(5)
+        tid = rng.randbytes(16)
+        rare = otlp.span(rng.randbytes(16), rng.randbytes(8), name="tick", kind=1, start=T0)
+        busy = [otlp.span(tid, rng.randbytes(8), name="work %d" % (i % 2), kind=2,
+                          start=T0 + 1_000_000 + i * 1000, attrs={"note": "x" * 1000})
+                for i in range(40)]
+        assert otlp.export(otlp.request({"rare-span": [rare], "busy-span": busy})
+                           ).partial_success.rejected_spans == 0
+        # 41 span records: under the bound of 50, every name, no error
+        assert ok_data(http, "/api/services") == ["busy", "busy-span", "noend", "rare",
+                                                  "rare-span"]
+        assert ok_data(http, "/api/services", kind="exchange") == ["busy", "noend", "rare"]
+        assert ok_data(http, "/api/services", kind="span") == ["busy-span", "rare-span"]
+        assert ok_data(http, "/api/services/busy/operations") == [
+            "GET /p0", "GET /p1", "GET /p2"]
+        # p0: server, p1: client, p2: no role (spanKind "")
+        assert ok_data(http, "/api/operations", service="busy") == [
+            {"name": "GET /p0", "spanKind": "server"}, {"name": "GET /p1", "spanKind": "client"},
+            {"name": "GET /p2", "spanKind": ""}]
+        assert ok_data(http, "/api/operations", service="busy", spanKind="client") == [
+            {"name": "GET /p1", "spanKind": "client"}]
+        assert ok_data(http, "/api/services/busy-span/operations") == ["work 0", "work 1"]
+        assert ok_data(http, "/api/services/rare/operations") == ["GET /r"]
+        # an exchange without end_ns: a 2 ms span, found by minDuration 1ms, not by max 1ms
+        data = ok_data(http, "/api/traces", service="noend", minDuration="1ms")
+        assert [sp["duration"] for t in data for sp in t["spans"]] == [2000], data
+        assert ok_data(http, "/api/traces", service="noend", maxDuration="1ms") == []
+        # the trace (its newest 5 spans of 1 KiB each) does not fit in 4 KiB: the advice
+        # names what helps for one trace
+        status, body = get(http, "/api/traces/" + tid.hex())
+        assert status == 413 and "tracevault trace" in body["errors"][0]["msg"], body
+        # 20 more busy spans: 61 > 50 span records, the rare span service is past the bound
+        more = [otlp.span(tid, rng.randbytes(8), name="work 0", kind=2,
+                          start=T0 + 2_000_000 + i * 1000) for i in range(20)]
+        assert otlp.export(otlp.request({"busy-span": more})).partial_success.rejected_spans == 0
+        status, body = get(http, "/api/services")
+        assert status == 200 and "rare-span" not in body["data"], body
+        # ... and the answer says so; the exchanges' services stay exact
+        assert body["errors"] and "--http-max-spans" in body["errors"][0]["msg"], body
+        assert {"busy", "noend", "rare", "busy-span"} <= set(body["data"]), body
+        assert ok_data(http, "/api/services", kind="exchange") == ["busy", "noend", "rare"]
+        dirs = [d for d in socket_dirs_of(srv.proc.pid) if "tracevaultd-http." in d]
+        assert len(dirs) == 1 and os.path.isdir(dirs[0]), dirs
+        assert srv.stop() == 0, srv.log()[-2000:]
+        assert not os.path.exists(dirs[0]), "%s left after SIGTERM" % dirs[0]
+
+
 def test_page_routes(http):
     """The page's routes: summary, rates, a page of exchanges, against the records."""
     # end is inclusive: the window is [T0, T0 + 120 s) exactly

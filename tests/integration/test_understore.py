@@ -17,7 +17,6 @@ file's helpers (timed_commit, percentile)."""
 import json
 import os
 import random
-import re
 import signal
 import sqlite3
 import subprocess
@@ -77,7 +76,7 @@ def stop_clean(srv):
 
 def last_metrics_addr(srv):
     """The metrics endpoint of the server's last run (its log holds every run's)."""
-    found = re.findall(r"metrics on http://(\S+)/metrics", srv.log())
+    found = tvtest.METRICS_LINE_RE.findall(srv.log())
     return found[-1] if found else None
 
 

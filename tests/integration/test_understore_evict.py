@@ -118,7 +118,7 @@ def cli_query(addr, frm, to, reverse=False):
 
 def scrape(srv):
     """The metrics of the server's current run (its log holds every run's address)."""
-    return tvtest.Scrape(re.findall(r"metrics on http://(\S+)/metrics", srv.log())[-1])
+    return tvtest.Scrape(tvtest.METRICS_LINE_RE.findall(srv.log())[-1])
 
 
 def write_all(c, segs):

@@ -29,6 +29,11 @@ SEC = 1_000_000_000
 W0 = (time.time_ns() // SEC // 60 - 30) * 60 * SEC
 W1 = W0 + 600 * SEC
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+# odd but valid span trees the trace view must show whole: a parent cycle (A -> B -> A, C its
+# own parent) and a parent chain deeper than a recursive walk survives
+CYCLE = "cccccccccccccccccccccccccccccccc"
+CHAIN = "dddddddddddddddddddddddddddddddd"
+CHAIN_DEPTH = 3000
 
 
 def exchange(i, comm, path, status, latency_ms, **kw):
@@ -96,6 +101,12 @@ def expected():
         # captured exchange under the client span whose id its traceparent carried
         "trace_tree": [[0, "POST /checkout", "shop"], [1, "GET /api/users", "shop"],
                        [2, "GET /api/users", "nginx"]],
+        # as `tracevault trace` prints it: C (its own parent) is a root; A and B, which no
+        # root reaches, start a tree at the earliest of them, A, with B under it
+        "cycle": {"id": CYCLE, "tree": [[0, "C"], [0, "A"], [1, "B"]]},
+        # every span once, each one level below its parent
+        "chain": {"id": CHAIN, "n": CHAIN_DEPTH, "first": [0, "chain 0"],
+                  "last": [CHAIN_DEPTH - 1, "chain %d" % (CHAIN_DEPTH - 1)]},
     }
 
 
@@ -124,6 +135,20 @@ def send_trace(addr):
     c = otlp.span(tid, bytes.fromhex("00f067aa0ba902b7"), parent=root, name="GET /api/users",
                   kind=3, start=ts - 1_000_000, dur=9_000_000)
     assert otlp.export(otlp.request({"shop": [r, c]})).partial_success.rejected_spans == 0
+    # the cycle: A's parent B, B's parent A, C's parent C
+    t0 = RECORDS[0]["ts_ns"]
+    cyc = bytes.fromhex(CYCLE)
+    a, b, c = (bytes([0xa0 + i] * 8) for i in range(3))
+    spans = [otlp.span(cyc, a, parent=b, name="A", start=t0, dur=3_000_000),
+             otlp.span(cyc, b, parent=a, name="B", start=t0 + 1_000_000, dur=1_000_000),
+             otlp.span(cyc, c, parent=c, name="C", start=t0 + 2_000_000, dur=1_000_000)]
+    assert otlp.export(otlp.request({"loop": spans})).partial_success.rejected_spans == 0
+    # the chain: span i's parent is span i - 1
+    chain, ids = bytes.fromhex(CHAIN), [(i + 1).to_bytes(8, "big") for i in range(CHAIN_DEPTH)]
+    spans = [otlp.span(chain, ids[i], parent=ids[i - 1] if i else b"", name="chain %d" % i,
+                       start=t0 + i * 1000, dur=(CHAIN_DEPTH - i) * 1000)
+             for i in range(CHAIN_DEPTH)]
+    assert otlp.export(otlp.request({"deep": spans})).partial_success.rejected_spans == 0
 
 
 def main():

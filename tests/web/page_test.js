@@ -78,6 +78,20 @@ async function loaded(page) {
     const tree = await page.$$eval("#trace-view tbody tr", (rs) => rs.map((r) =>
       [Number(r.dataset.depth), r.cells[0].textContent, r.cells[1].textContent]));
     check("trace tree", tree, E.trace_tree);
+    // odd trees: a parent cycle and a deep chain, every span shown once, no page error
+    const open = async (id) => {
+      await page.evaluate((i) => openTrace(i), id);
+      await page.waitForFunction((i) => document.getElementById("trace-id").textContent.startsWith(i), id);
+      return page.$$eval("#trace-view tbody tr", (rs) => rs.map((r) => [Number(r.dataset.depth), r.cells[0].textContent]));
+    };
+    check("cycle tree", await open(E.cycle.id), E.cycle.tree);
+    const chain = await open(E.chain.id);
+    check("chain rows", chain.length, E.chain.n);
+    check("chain first", chain[0], E.chain.first);
+    check("chain last", chain[chain.length - 1], E.chain.last);
+    check("chain depths", chain.every(([d], i) => d === i), true);
+    // back to the first trace for the screenshot
+    check("trace tree again", await open(E.trace_id), E.trace_tree.map(([d, n]) => [d, n]));
     await page.screenshot({ path: process.env.SCREENSHOT, fullPage: true });
     console.log(`screenshot: ${process.env.SCREENSHOT}`);
     check("page errors", errors, []);

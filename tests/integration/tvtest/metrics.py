@@ -7,8 +7,10 @@ import urllib.request
 
 from .procs import skip
 
-# tracevaultd / tracevault capture log this line once the endpoint answers
-METRICS_LINE_RE = re.compile(r"metrics on http://(\S+)/metrics")
+# tracevault capture logs 'metrics on http://HOST:PORT/metrics' once the endpoint answers;
+# tracevaultd 'http on http://HOST:PORT (/metrics, /api, /, /v1/traces)' (its port serves the
+# API, the page and OTLP/HTTP too)
+METRICS_LINE_RE = re.compile(r"(?:metrics|http) on http://([^\s/]+)")
 
 
 def parser():
@@ -21,7 +23,8 @@ def parser():
 
 
 def metrics_addr(log):
-    """HOST:PORT from the 'metrics on http://HOST:PORT/metrics' line of a log, or None."""
+    """HOST:PORT from the 'metrics on' (capture) or 'http on' (tracevaultd) line of a log, or
+    None."""
     m = METRICS_LINE_RE.search(log)
     return m.group(1) if m else None
 
