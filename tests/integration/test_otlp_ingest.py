@@ -155,6 +155,80 @@ def test_partial_success_counts_refused_spans(srv, otlp):
     assert not any(b.span_id.hex() in got for b in bad if len(b.span_id) == 8)
 
 
+def test_unstorable_times_refused_alone(mods):
+    """A span with a time beyond 2^63-1 ns (the catalog's range) or a start more than
+    --otlp-max-future-skew ahead of the server's clock is refused alone, counted in
+    partial_success and otlp_spans_rejected_total; the rest of the Export is stored. A span
+    within the skew is stored; the refused far-future one no longer holds the old ones past
+    --retain-time."""
+    import time
+    with tvtest.Server(extra_args=["--metrics-addr", "127.0.0.1:0", "--retain-time", "1h",
+                                   "--otlp-max-future-skew", "10m"]) as srv:
+        otlp = Otlp(srv.addr, mods)
+        rng = random.Random(12)
+        now = time.time_ns()
+        beyond = otlp.span(*ids(rng), start=2**63, dur=5)       # start past 2^63-1
+        end_beyond = otlp.span(*ids(rng), start=now, dur=2**63)  # its end past 2^63-1
+        future = otlp.span(*ids(rng), start=now + 2 * 3600 * 10**9)  # 2 h ahead
+        near = otlp.span(*ids(rng), start=now + 5 * 60 * 10**9)       # 5 min ahead: kept
+        old = [otlp.span(*ids(rng)) for _ in range(3)]                 # 2023: retention's
+        # one Export, one block: the old spans with the three that cannot be kept
+        resp = otlp.export(otlp.request({"svc": [beyond] + old + [end_beyond, future]}))
+        assert resp.partial_success.rejected_spans == 3, resp
+        assert "span 0: a time beyond 2^63-1" in resp.partial_success.error_message, resp
+        assert not otlp.export(otlp.request({"svc": [near]})).HasField("partial_success")
+        resp = otlp.export(otlp.request({"svc": [future]}))
+        assert resp.partial_success.rejected_spans == 1, resp
+        assert "ahead of the server's clock" in resp.partial_success.error_message, resp
+        assert "--otlp-max-future-skew 600 s" in resp.partial_success.error_message, resp
+        sc = tvmetrics.Scrape(tvmetrics.metrics_addr(srv.log()))
+        assert sc.value("tracevault_server_otlp_spans_rejected_total") == 4, sc.text
+        assert sc.value("tracevault_server_otlp_spans_accepted_total") == 4, sc.text
+        assert sc.value("tracevault_server_otlp_exports_invalid_total") == 0, sc.text
+        # the old spans go at their commit: no far-future record holds their block
+        tvtest.wait_for(lambda: not set(s.span_id.hex() for s in old) & set(spans_of(srv)),
+                        "retention to remove the old spans", timeout_s=20)
+        got = spans_of(srv)
+        assert near.span_id.hex() in got, got.keys()
+        assert not {s.span_id.hex() for s in (beyond, end_beyond, future)} & set(got)
+    p = subprocess.run([tvtest.binary("tracevaultd"), "--otlp-max-future-skew", "0s"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "--otlp-max-future-skew" in p.stderr, p
+
+
+def test_nul_in_kept_strings_refused_alone(srv, otlp):
+    """A NUL byte (valid UTF-8) in a string the record keeps refuses that span alone, named;
+    a NUL in what is not kept as a string (a bytes value, another resource attribute) does
+    not. Nothing is stored cut at the NUL."""
+    rng = random.Random(13)
+    tid = rng.randbytes(16)
+    name = otlp.span(tid, rng.randbytes(8), name="a\x00b")
+    attr_val = otlp.span(tid, rng.randbytes(8), attrs={"k": "v\x00w"})
+    attr_key = otlp.span(tid, rng.randbytes(8), attrs={"k\x00x": "v"})
+    status = otlp.span(tid, rng.randbytes(8))
+    status.status.message = "bad\x00"
+    state = otlp.span(tid, rng.randbytes(8), trace_state="a=1\x00")
+    fine = otlp.span(tid, rng.randbytes(8), name="fine", attrs={"blob": b"\x00\x00"})
+    svc_nul = otlp.span(tid, rng.randbytes(8))
+    req = otlp.request({"svc-nul": [name, attr_val, fine, attr_key, status, state],
+                        "ctl\x00svc": [svc_nul]})
+    req.resource_spans[0].resource.attributes.append(otlp.kv("host.note", "x\x00y"))
+    resp = otlp.export(req)
+    assert resp.partial_success.rejected_spans == 6, resp
+    assert "span 0:" in resp.partial_success.error_message, resp
+    assert "NUL" in resp.partial_success.error_message, resp
+    # a NUL in the scope's name refuses the scope's spans
+    scoped = otlp.span(tid, rng.randbytes(8))
+    req = otlp.request({"svc-nul": [scoped]})
+    req.resource_spans[0].scope_spans[0].scope.name = "sc\x00ope"
+    assert otlp.export(req).partial_success.rejected_spans == 1
+    got = spans_of(srv)
+    assert fine.span_id.hex() in got, got.keys()
+    assert got[fine.span_id.hex()].span.service == "svc-nul"
+    for sp in (name, attr_val, attr_key, status, state, svc_nul, scoped):
+        assert sp.span_id.hex() not in got, sp
+
+
 def test_limits_cut_and_count_attributes(srv_small_limits, otlp_small):
     """--otlp-max-attributes 2 --otlp-max-attribute-bytes 16: two attributes kept, a long
     UTF-8 value cut at a character boundary, the rest counted."""
