@@ -10,9 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto/varint.h"
+
 const struct tv_limit tv_otlp_max_attributes_limit = { .min = 0, .max = 256 };
 const struct tv_limit tv_otlp_max_attribute_bytes_limit = { .min = 16, .max = 16u << 10 };
 const struct tv_limit tv_otlp_max_message_bytes_limit = { .min = 1u << 10, .max = 64u << 20 };
+const struct tv_limit tv_otlp_max_future_skew_limit = { .min = 1000000000ull,
+							.max = 36500ull * 86400 * 1000000000ull };
 
 #define HEX_STRIDE 33
 
@@ -126,8 +130,9 @@ static void reject(struct tv_otlp_spans *s, uint64_t index, const char *why)
 	s->rejected++;
 }
 
-/* Why span sp cannot be stored, or NULL. */
-static const char *invalid(const Tracevault__Otlp__V1__Span *sp, char *buf, size_t len)
+/* Why span sp cannot be stored, or NULL; now_ns the server's clock (unix ns). */
+static const char *invalid(const Tracevault__Otlp__V1__Span *sp, const struct tv_otlp_limits *lim,
+			   uint64_t now_ns, char *buf, size_t len)
 {
 	if (sp->trace_id.len != 16) {
 		snprintf(buf, len, "trace_id is %zu bytes, not 16", sp->trace_id.len);
@@ -150,7 +155,183 @@ static const char *invalid(const Tracevault__Otlp__V1__Span *sp, char *buf, size
 		return "start_time_unix_nano is 0";
 	if (sp->end_time_unix_nano < sp->start_time_unix_nano)
 		return "end_time_unix_nano is before start_time_unix_nano";
+	/* the catalog refuses a block whose times pass 2^63-1: the whole Export would fail */
+	if (sp->end_time_unix_nano > TV_OTLP_MAX_TIME_NS)
+		return "a time beyond 2^63-1 ns (year 2262), the store's range";
+	if (lim->max_future_skew_ns && sp->start_time_unix_nano > now_ns &&
+	    sp->start_time_unix_nano - now_ns > lim->max_future_skew_ns) {
+		snprintf(buf, len, "start_time_unix_nano is %llu s ahead of the server's clock, "
+			 "more than --otlp-max-future-skew %llu s",
+			 (unsigned long long)((sp->start_time_unix_nano - now_ns) / 1000000000ull),
+			 (unsigned long long)(lim->max_future_skew_ns / 1000000000ull));
+		return buf;
+	}
 	return NULL;
+}
+
+/* ---- NUL bytes: protobuf-c gives strings as char *, cut at their first NUL, so the raw
+ * message is walked once more to find the spans whose kept strings hold one ---- */
+
+/* The field at p[*pos, len): its number, wire type and, length-delimited, its bytes. Returns
+ * 0, or -1 at a malformed field (protobuf-c unpacked the message, so only a defence). */
+static int next_field(const uint8_t *p, size_t len, size_t *pos, uint32_t *num, unsigned *wt,
+		      const uint8_t **val, size_t *vlen)
+{
+	uint64_t key, v;
+	size_t used, n;
+
+	if (tv_varint_get(p + *pos, len - *pos, &key, &used))
+		return -1;
+	*pos += used;
+	*num = (uint32_t)(key >> 3);
+	*wt = key & 7;
+	switch (*wt) {
+	case 0:
+		if (tv_varint_get(p + *pos, len - *pos, &v, &used))
+			return -1;
+		*pos += used;
+		return 0;
+	case 1:
+	case 5:
+		n = *wt == 1 ? 8 : 4;
+		if (len - *pos < n)
+			return -1;
+		*pos += n;
+		return 0;
+	case 2:
+		if (tv_varint_get(p + *pos, len - *pos, &v, &used) || v > len - *pos - used)
+			return -1;
+		*val = p + *pos + used;
+		*vlen = (size_t)v;
+		*pos += used + (size_t)v;
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+/* 1 when a string field of the message d at p[0, len), or of one nested in it, holds a NUL. */
+static int has_nul(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len)
+{
+	size_t pos = 0, vlen = 0;
+	const uint8_t *val = NULL;
+	uint32_t num;
+	unsigned wt;
+
+	while (pos < len) {
+		const ProtobufCFieldDescriptor *f;
+
+		if (next_field(p, len, &pos, &num, &wt, &val, &vlen))
+			return 0;
+		if (wt != 2 || !(f = protobuf_c_message_descriptor_get_field(d, num)))
+			continue;
+		if (f->type == PROTOBUF_C_TYPE_STRING && memchr(val, 0, vlen))
+			return 1;
+		if (f->type == PROTOBUF_C_TYPE_MESSAGE && has_nul(f->descriptor, val, vlen))
+			return 1;
+	}
+	return 0;
+}
+
+/* 1 when the Resource at p[0, len) has a service.name attribute (its key read up to a NUL,
+ * as protobuf-c gives it) whose key or string value holds a NUL. */
+static int service_has_nul(const uint8_t *p, size_t len)
+{
+	static const char SN[] = "service.name";
+	const size_t sn = sizeof(SN) - 1;
+	size_t pos = 0, vlen = 0, klen, kpos;
+	const uint8_t *val = NULL, *kv;
+	uint32_t num;
+	unsigned wt;
+
+	while (pos < len) {
+		if (next_field(p, len, &pos, &num, &wt, &val, &vlen))
+			return 0;
+		if (num != 1 || wt != 2) /* Resource.attributes: a KeyValue */
+			continue;
+		kv = val;
+		klen = vlen;
+		for (kpos = 0; kpos < klen;) {
+			if (next_field(kv, klen, &kpos, &num, &wt, &val, &vlen))
+				break;
+			if (num != 1 || wt != 2 || vlen < sn || memcmp(val, SN, sn) != 0 ||
+			    (vlen > sn && val[sn] != 0))
+				continue; /* not the key service.name */
+			if (vlen > sn || has_nul(&tracevault__otlp__v1__key_value__descriptor, kv,
+						  klen))
+				return 1;
+		}
+	}
+	return 0;
+}
+
+/* bad[i] = 1 for each span i (in the request's order: resource_spans, scope_spans, spans)
+ * whose record would keep a string holding a NUL; at most total spans. */
+static void mark_nul(const uint8_t *msg, size_t len, uint8_t *bad, size_t total)
+{
+	size_t pos = 0, i = 0, vlen = 0;
+	const uint8_t *val = NULL;
+	uint32_t num;
+	unsigned wt;
+
+	while (pos < len) {
+		const uint8_t *rs;
+		size_t rs_len, p2;
+		int res_bad = 0;
+
+		if (next_field(msg, len, &pos, &num, &wt, &val, &vlen))
+			return;
+		if (num != 1 || wt != 2) /* ExportTraceServiceRequest.resource_spans */
+			continue;
+		rs = val;
+		rs_len = vlen;
+		/* the resource may follow its scope_spans: read it first */
+		for (p2 = 0; p2 < rs_len;) {
+			if (next_field(rs, rs_len, &p2, &num, &wt, &val, &vlen))
+				return;
+			if (num == 1 && wt == 2 && service_has_nul(val, vlen))
+				res_bad = 1;
+		}
+		for (p2 = 0; p2 < rs_len;) {
+			const uint8_t *ss;
+			size_t ss_len, p3;
+			int scope_bad = res_bad;
+
+			if (next_field(rs, rs_len, &p2, &num, &wt, &val, &vlen))
+				return;
+			if (num != 2 || wt != 2) /* ResourceSpans.scope_spans */
+				continue;
+			ss = val;
+			ss_len = vlen;
+			for (p3 = 0; p3 < ss_len;) { /* the scope: its name and version are kept */
+				const uint8_t *sc;
+				size_t sc_len, p4;
+
+				if (next_field(ss, ss_len, &p3, &num, &wt, &val, &vlen))
+					return;
+				if (num != 1 || wt != 2)
+					continue;
+				sc = val;
+				sc_len = vlen;
+				for (p4 = 0; p4 < sc_len;) {
+					if (next_field(sc, sc_len, &p4, &num, &wt, &val, &vlen))
+						return;
+					if ((num == 1 || num == 2) && wt == 2 && memchr(val, 0, vlen))
+						scope_bad = 1;
+				}
+			}
+			for (p3 = 0; p3 < ss_len;) {
+				if (next_field(ss, ss_len, &p3, &num, &wt, &val, &vlen))
+					return;
+				if (num != 2 || wt != 2) /* ScopeSpans.spans */
+					continue;
+				if (i == total)
+					return;
+				bad[i++] = scope_bad ||
+					   has_nul(&tracevault__otlp__v1__span__descriptor, val, vlen);
+			}
+		}
+	}
 }
 
 /* Fill record i from sp (valid), its attributes from attrs[*na...]. */
@@ -239,11 +420,12 @@ static void fill(struct tv_otlp_spans *s, size_t i, Tracevault__Otlp__V1__Span *
 }
 
 int tv_otlp_spans_decode(const uint8_t *msg, size_t len, const struct tv_otlp_limits *lim,
-			 struct tv_otlp_spans *out)
+			 uint64_t now_ns, struct tv_otlp_spans *out)
 {
 	Tracevault__Otlp__V1__ExportTraceServiceRequest *req;
-	size_t total = 0, nattrs = 0, n = 0, na = 0;
-	char why[96];
+	size_t total = 0, nattrs = 0, n = 0, na = 0, idx = 0;
+	uint8_t *nul = NULL;
+	char why[160];
 	struct arena a = { .s = out, .next_cap = ARENA_FIRST(len) };
 	ProtobufCAllocator alloc = { .alloc = arena_alloc, .free = arena_free,
 				     .allocator_data = &a };
@@ -269,8 +451,13 @@ int tv_otlp_spans_decode(const uint8_t *msg, size_t len, const struct tv_otlp_li
 		out->hex = malloc(total * 3 * HEX_STRIDE);
 		out->attrs = calloc(nattrs ? nattrs : 1, sizeof(*out->attrs));
 		out->attr_ptrs = calloc(nattrs ? nattrs : 1, sizeof(*out->attr_ptrs));
-		if (!out->recs || !out->spans || !out->hex || !out->attrs || !out->attr_ptrs)
+		nul = calloc(total, 1);
+		if (!out->recs || !out->spans || !out->hex || !out->attrs || !out->attr_ptrs ||
+		    !nul) {
+			free(nul);
 			return -ENOMEM;
+		}
+		mark_nul(msg, len, nul, total);
 	}
 	for (size_t r = 0; r < req->n_resource_spans; r++) {
 		const Tracevault__Otlp__V1__ResourceSpans *rs = req->resource_spans[r];
@@ -280,7 +467,14 @@ int tv_otlp_spans_decode(const uint8_t *msg, size_t len, const struct tv_otlp_li
 			const Tracevault__Otlp__V1__ScopeSpans *ss = rs->scope_spans[c];
 
 			for (size_t k = 0; k < ss->n_spans; k++) {
-				const char *bad = invalid(ss->spans[k], why, sizeof(why));
+				const char *bad = invalid(ss->spans[k], lim, now_ns, why,
+							  sizeof(why));
+
+				if (!bad && nul[idx])
+					bad = "a string (name, trace state, status message, "
+					      "attribute, scope, service.name) holds a NUL byte, "
+					      "which the store cannot keep";
+				idx++;
 
 				if (bad) {
 					reject(out, n + out->rejected, bad);
@@ -292,6 +486,7 @@ int tv_otlp_spans_decode(const uint8_t *msg, size_t len, const struct tv_otlp_li
 		}
 	}
 	out->n = n;
+	free(nul);
 	return 0;
 }
 

@@ -108,6 +108,7 @@ enum {
 	OPT_OTLP_MAX_MESSAGE = 256,
 	OPT_OTLP_MAX_PENDING,
 	OPT_OTLP_MAX_ATTRIBUTES,
+	OPT_OTLP_MAX_FUTURE_SKEW,
 	OPT_OTLP_MAX_ATTRIBUTE_BYTES,
 	OPT_SERVICE_NAME,
 	OPT_HTTP_MAX_SPANS,
@@ -162,6 +163,7 @@ static const struct option OPTIONS[] = {
 	{ "otlp-max-message-bytes", required_argument, NULL, OPT_OTLP_MAX_MESSAGE },
 	{ "otlp-max-pending-bytes", required_argument, NULL, OPT_OTLP_MAX_PENDING },
 	{ "otlp-max-attributes", required_argument, NULL, OPT_OTLP_MAX_ATTRIBUTES },
+	{ "otlp-max-future-skew", required_argument, NULL, OPT_OTLP_MAX_FUTURE_SKEW },
 	{ "otlp-max-attribute-bytes", required_argument, NULL, OPT_OTLP_MAX_ATTRIBUTE_BYTES },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
@@ -351,7 +353,9 @@ static const char USAGE_METRICS[] =
 _Static_assert(TV_OTLP_DEFAULT_MAX_MESSAGE_BYTES == 4u << 20 &&
 	       TV_OTLP_DEFAULT_MAX_PENDING_BYTES == 64u << 20 &&
 	       TV_OTLP_DEFAULT_MAX_ATTRIBUTES == 32 && TV_OTLP_DEFAULT_MAX_ATTRIBUTE_BYTES == 1024 &&
-	       TV_OTLP_RETRY_DELAY_MS == 1000, "update --help: the OTLP defaults");
+	       TV_OTLP_RETRY_DELAY_MS == 1000 &&
+	       TV_OTLP_DEFAULT_MAX_FUTURE_SKEW_NS == 3600ull * 1000000000ull,
+	       "update --help: the OTLP defaults");
 static const char USAGE_OTLP[] =
 	"OTLP ingest: the gRPC port also serves the OpenTelemetry trace service\n"
 	"(opentelemetry.proto.collector.trace.v1.TraceService/Export); spans are stored\n"
@@ -369,6 +373,11 @@ static const char USAGE_OTLP[] =
 	"  --otlp-max-attribute-bytes N  bytes kept of a string value (attribute, span name,\n"
 	"                           status message), 16 to 16K (default 1K), cut at a UTF-8\n"
 	"                           boundary\n"
+	"  --otlp-max-future-skew DURATION  how far ahead of this server's clock a span may\n"
+	"                           start, 1s to 36500d (default 1h); a later one is refused\n"
+	"                           alone (partial success): it would hold its Export's block\n"
+	"                           past --retain-time. Spans with a time beyond 2^63-1 ns or a\n"
+	"                           NUL byte in a kept string are refused alone too\n"
 	"\n";
 
 /* --under (server/under/UNDERSTORE.md); a fifth string for ISO C's 4095-byte literals */
@@ -677,7 +686,8 @@ int main(int argc, char **argv)
 		.retention = { .interval_ns = TV_RETENTION_DEFAULT_INTERVAL_NS,
 			       .grace_ns = TV_RETENTION_DEFAULT_GRACE_NS },
 		.otlp_limits = { .max_attributes = TV_OTLP_DEFAULT_MAX_ATTRIBUTES,
-				 .max_attribute_bytes = TV_OTLP_DEFAULT_MAX_ATTRIBUTE_BYTES },
+				 .max_attribute_bytes = TV_OTLP_DEFAULT_MAX_ATTRIBUTE_BYTES,
+				 .max_future_skew_ns = TV_OTLP_DEFAULT_MAX_FUTURE_SKEW_NS },
 	};
 	struct tv_rpc_server *srv = NULL;
 	struct tv_catalog *catalog = NULL;
@@ -805,6 +815,16 @@ int main(int argc, char **argv)
 				o.otlp_max_pending_bytes = (size_t)v;
 			else
 				o.otlp_limits.max_attribute_bytes = (size_t)v;
+			break;
+		}
+		case OPT_OTLP_MAX_FUTURE_SKEW: {
+			uint64_t v;
+
+			if (tv_duration_parse(optarg, &v) ||
+			    tv_limit_check(&tv_otlp_max_future_skew_limit, v))
+				return usage_error("invalid --otlp-max-future-skew: '%s' (1s to "
+						   "36500d)", optarg);
+			o.otlp_limits.max_future_skew_ns = v;
 			break;
 		}
 		case OPT_OTLP_MAX_ATTRIBUTES: {

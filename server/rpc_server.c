@@ -974,7 +974,7 @@ static void export_begin(struct call *c)
 	}
 	grpc_byte_buffer_destroy(c->payload);
 	c->payload = NULL;
-	ret = tv_otlp_spans_decode(flat, len, &srv->otlp_limits, &spans);
+	ret = tv_otlp_spans_decode(flat, len, &srv->otlp_limits, tv_realtime_ns(), &spans);
 	free(flat);
 	if (ret == -EBADMSG) {
 		snprintf(msg, sizeof(msg), "request is not a valid ExportTraceServiceRequest "
@@ -1255,6 +1255,7 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 		srv->otlp_limits = (struct tv_otlp_limits){
 			.max_attributes = TV_OTLP_DEFAULT_MAX_ATTRIBUTES,
 			.max_attribute_bytes = TV_OTLP_DEFAULT_MAX_ATTRIBUTE_BYTES,
+			.max_future_skew_ns = TV_OTLP_DEFAULT_MAX_FUTURE_SKEW_NS,
 		};
 	tv_query_pool_init(&srv->query_pool, o->query_memory_bytes, o->query_total_memory_bytes);
 	if (o->query_open_blocks)

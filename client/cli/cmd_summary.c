@@ -203,13 +203,23 @@ static void format_latency(double ns, char *buf, size_t len)
 		 unit[u]);
 }
 
-/* A key shown in a terminal: bytes outside printable ASCII as '?', as query's table does. */
+/* A key shown in a terminal as query's table shows strings (tv_term_char): printable UTF-8
+ * as it is, control characters and bytes that are not UTF-8 each as '?'; padded to width
+ * characters. */
 static void put_safe(const char *s, int width)
 {
+	const unsigned char *u = (const unsigned char *)s;
+	size_t len = strlen(s), skip;
 	int n = 0;
 
-	for (; *s; s++, n++)
-		putchar((unsigned char)*s < 0x20 || (unsigned char)*s == 0x7f ? '?' : *s);
+	for (size_t i = 0; i < len; i += skip, n++) {
+		size_t k = tv_term_char(u + i, len - i, &skip);
+
+		if (k)
+			fwrite(s + i, 1, k, stdout);
+		else
+			putchar('?');
+	}
 	for (; n < width; n++)
 		putchar(' ');
 }

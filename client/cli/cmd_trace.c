@@ -15,6 +15,7 @@
 
 #include "cli/cli.h"
 #include "cli/commands.h"
+#include "cli/out_buf.h"
 #include "cli/tls_args.h"
 #include "common/addr.h"
 #include "common/clock.h"
@@ -172,6 +173,33 @@ static void print_ms(uint64_t ns)
 	printf("%" PRIu64 ".%03" PRIu64 " ms", ns / 1000000, ns / 1000 % 1000);
 }
 
+/* s (a string from the archive: any OTLP sender's or capture's bytes) as a terminal may show
+ * it: printable UTF-8 as is, control characters and invalid bytes each as '?' (tv_term_char,
+ * as query --format table), so no escape sequence or newline reaches the terminal. */
+static void put_safe(const char *s)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t n = strlen(s), skip;
+
+	for (size_t i = 0; i < n; i += skip) {
+		size_t len = tv_term_char(u + i, n - i, &skip);
+
+		if (len)
+			fwrite(s + i, 1, len, stdout);
+		else
+			putchar('?');
+	}
+}
+
+/* A record's end: end_ns, or ts_ns + latency_ns when end_ns is absent (an exchange put
+ * without it), the duration its line prints. */
+static uint64_t end_of(const struct item *it)
+{
+	if (it->end_ns)
+		return it->end_ns;
+	return it->latency_ns > UINT64_MAX - it->ts_ns ? UINT64_MAX : it->ts_ns + it->latency_ns;
+}
+
 static void indent(unsigned depth)
 {
 	for (unsigned i = 0; i <= depth; i++)
@@ -181,11 +209,17 @@ static void indent(unsigned depth)
 static void print_exchange(const struct item *x, unsigned depth)
 {
 	indent(depth);
-	printf("%s %s %s%s -> %" PRIu32 " ", x->role[0] ? x->role : "exchange",
-	       x->method[0] ? x->method : "?", x->host, x->path, x->status);
+	put_safe(x->role[0] ? x->role : "exchange");
+	putchar(' ');
+	put_safe(x->method[0] ? x->method : "?");
+	putchar(' ');
+	put_safe(x->host);
+	put_safe(x->path);
+	printf(" -> %" PRIu32 " ", x->status);
 	print_ms(x->latency_ns);
-	printf(" (captured, pid %" PRIu32 " %s)%s\n", x->pid, x->comm,
-	       x->flags ? " [flagged]" : "");
+	printf(" (captured, pid %" PRIu32 " ", x->pid);
+	put_safe(x->comm);
+	printf(")%s\n", x->flags ? " [flagged]" : "");
 }
 
 /* Span sp at depth, then its items (children and exchanges) in time order. */
@@ -193,11 +227,14 @@ static void print_span(struct trace *t, struct item *sp, unsigned depth)
 {
 	sp->printed = true;
 	indent(depth);
-	printf("%s [%s, %s] ", sp->name[0] ? sp->name : "(no name)",
-	       sp->service[0] ? sp->service : "no service",
-	       sp->kind < 6 ? KIND_NAME[sp->kind] : "kind?");
+	put_safe(sp->name[0] ? sp->name : "(no name)");
+	fputs(" [", stdout);
+	put_safe(sp->service[0] ? sp->service : "no service");
+	printf(", %s] ", sp->kind < 6 ? KIND_NAME[sp->kind] : "kind?");
 	print_ms(sp->latency_ns);
-	printf(" span %s%s\n", sp->span_id, sp->status_code == 2 ? " ERROR" : "");
+	fputs(" span ", stdout);
+	put_safe(sp->span_id);
+	printf("%s\n", sp->status_code == 2 ? " ERROR" : "");
 	if (depth >= TV_TRACE_MAX_DEPTH)
 		return; /* its children start trees of their own (print_trace's second pass) */
 	for (size_t i = sp->first; i != SIZE_MAX; i = t->items[i].next) {
@@ -291,9 +328,10 @@ static int print_trace(struct trace *t, const char *id)
 	for (size_t i = 0; i < t->n; i++) {
 		spans += t->items[i].span;
 		first = t->items[i].ts_ns < first ? t->items[i].ts_ns : first;
-		last = t->items[i].end_ns > last ? t->items[i].end_ns : last;
+		last = end_of(&t->items[i]) > last ? end_of(&t->items[i]) : last;
 	}
-	printf("trace %s: %zu spans, %zu exchanges, ", id, spans, t->n - spans);
+	printf("trace %s: %zu span%s, %zu exchange%s, ", id, spans, spans == 1 ? "" : "s",
+	       t->n - spans, t->n - spans == 1 ? "" : "s");
 	print_ms(last > first ? last - first : 0);
 	printf("\n");
 	/* roots: spans without their parent here; then spans not reached (a parent cycle, or

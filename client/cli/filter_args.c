@@ -648,6 +648,13 @@ int tv_filter_args_finish(struct tv_filter_args *f, const Tracevault__V1__QueryF
 		f->m.kind = TRACEVAULT__V1__RECORD_KIND__RECORD_KIND_EXCHANGE;
 	else
 		f->m.kind = TRACEVAULT__V1__RECORD_KIND__RECORD_KIND_ANY;
+	/* --service is a span's service.name (the server's filter, PROTOCOL.md "Filters"): an
+	 * exchange has none, so with exchanges alone nothing could ever match */
+	if (f->m.n_services && f->m.kind == TRACEVAULT__V1__RECORD_KIND__RECORD_KIND_EXCHANGE) {
+		snprintf(why, whylen, "--service matches spans only: with --kind exchange "
+			 "nothing can match (exchanges: --comm)");
+		return -EINVAL;
+	}
 	if (f->min_latency || f->max_latency) {
 		f->latency.base = rinit.base;
 		if (!f->max_latency)

@@ -82,7 +82,8 @@ struct tv_filter_args {
 	"      --flags F              no_response, partial, lost, cut, unseen: any of them;\n" \
 	"                             all:LIST: all of them; clean: none\n"                   \
 	"      --kind K               span (received over OTLP) or exchange (captured, put)\n" \
-	"      --service S            spans of this service.name (exact; exchanges have none)\n"
+	"      --service S            spans of this service.name (exact; exchanges have none:\n" \
+	"                             with --kind exchange a usage error; use --comm)\n"
 
 /* tv_cli_opt CUSTOM parsers; field is the struct tv_filter_args. 0 or -EINVAL with a reason
  * in why. Values are not copied: arg must outlive the filter (argv does). Lists take a,b or

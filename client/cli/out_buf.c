@@ -162,6 +162,22 @@ size_t tv_utf8_seq(const unsigned char *s, size_t n)
 	return len;
 }
 
+size_t tv_term_char(const unsigned char *s, size_t n, size_t *skip)
+{
+	size_t len = tv_utf8_seq(s, n);
+
+	*skip = len ? len : 1;
+	if (len == 1)
+		return s[0] >= 0x20 && s[0] < 0x7f;
+	if (len == 2 && s[0] == 0xc2 && s[1] < 0xa0) /* C1 controls, U+0080-U+009F */
+		return 0;
+	if (len == 3 && s[0] == 0xe2 &&
+	    ((s[1] == 0x80 && s[2] >= 0xa8 && s[2] <= 0xae) ||  /* U+2028-U+202E */
+	     (s[1] == 0x81 && s[2] >= 0xa6 && s[2] <= 0xa9)))   /* U+2066-U+2069 */
+		return 0;
+	return len;
+}
+
 /* Bytes a JSON string can hold as they are: printable ASCII but '"' and '\\'. */
 static inline bool json_plain(unsigned char c)
 {

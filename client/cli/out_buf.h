@@ -60,6 +60,14 @@ void tv_out_repeat(struct tv_out_buf *b, char c, size_t n);
  * (overlong, surrogate, past U+10FFFF, truncated): RFC 3629. */
 size_t tv_utf8_seq(const unsigned char *s, size_t n);
 
+/* The character at s (n > 0 bytes left) as a terminal is to show it: returns its length when
+ * it may be written as is (valid UTF-8, not a control: C0, DEL, C1, nor a line or paragraph
+ * separator or bidirectional override/isolate, U+2028-U+202E and U+2066-U+2069, which break
+ * or reorder what follows), 0 when it is to be shown as one '?'. *skip gets the bytes it
+ * stands for: 1 for a byte that is not valid UTF-8, else the sequence's length. query's
+ * table and `tracevault trace` write strings from the archive through it. */
+size_t tv_term_char(const unsigned char *s, size_t n, size_t *skip);
+
 /* s[0, n) as a JSON string literal, quotes included (RFC 8259): '"', '\\' and control bytes
  * escaped, bytes that are not valid UTF-8 each become \ufffd, so the text is valid JSON
  * whatever bytes the capture saw. */

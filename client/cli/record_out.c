@@ -269,21 +269,32 @@ void tv_record_jsonl(struct tv_out_buf *b, const struct tv_record_wire *r)
 #define TRUNC_MARK "..."
 #define NUM_TEXT_LEN 48 /* a right-aligned number column's text, NUL included */
 
-/* s[0, n), printable bytes only, cut to width (ending in "...") and padded to width and a
- * space unless last. */
+/* s[0, n) as a terminal may show it (tv_term_char: printable UTF-8 kept, controls and
+ * invalid bytes each one '?'), cut to width characters (ending in "...") and padded to width
+ * and a space unless last. A width counts characters (a wide CJK one takes two columns:
+ * such a row is that much wider). */
 static void table_col(struct tv_out_buf *b, const char *s, size_t n, size_t width, bool last)
 {
-	size_t show = n;
-	bool cut = width > 0 && n > width;
+	const unsigned char *u = (const unsigned char *)s;
+	size_t total = 0, show, skip, i;
+	bool cut;
 
-	if (cut)
-		show = width - strlen(TRUNC_MARK);
-	if (tv_out_reserve(b, show))
+	for (i = 0; i < n; i += skip, total++)
+		tv_term_char(u + i, n - i, &skip);
+	cut = width > 0 && total > width;
+	show = cut ? width - strlen(TRUNC_MARK) : total;
+	if (tv_out_reserve(b, n)) /* each character takes at most its own bytes */
 		return;
-	for (size_t i = 0; i < show; i++) {
-		unsigned char c = (unsigned char)s[i];
+	i = 0;
+	for (size_t c = 0; c < show; c++, i += skip) {
+		size_t len = tv_term_char(u + i, n - i, &skip);
 
-		b->p[b->len++] = (char)(c >= 0x20 && c < 0x7f ? c : '?');
+		if (len) {
+			memcpy(b->p + b->len, s + i, len);
+			b->len += len;
+		} else {
+			b->p[b->len++] = '?';
+		}
 	}
 	if (cut)
 		tv_out_lit(b, TRUNC_MARK);
@@ -372,6 +383,12 @@ void tv_record_table_row(struct tv_out_buf *b, const struct tv_record_wire *r)
 
 #define CSV_EOL "\r\n" /* RFC 4180 §2.1 */
 
+/* The span columns after the record's fields (record_out.h), empty in an exchange's row */
+static const char *const CSV_SPAN_COLUMNS[] = { "span_parent_span_id", "span_name",
+						"span_kind", "span_status_code",
+						"span_status_message", "span_service" };
+#define N_CSV_SPAN_COLUMNS (sizeof(CSV_SPAN_COLUMNS) / sizeof(CSV_SPAN_COLUMNS[0]))
+
 void tv_record_csv_header(struct tv_out_buf *b)
 {
 	for (size_t i = 0; i < TV_RECORD_N_FIELDS; i++) {
@@ -379,11 +396,16 @@ void tv_record_csv_header(struct tv_out_buf *b)
 			tv_out_char(b, ',');
 		tv_out_str(b, tv_record_fields[i].name);
 	}
+	for (size_t i = 0; i < N_CSV_SPAN_COLUMNS; i++) {
+		tv_out_char(b, ',');
+		tv_out_str(b, CSV_SPAN_COLUMNS[i]);
+	}
 	tv_out_lit(b, CSV_EOL);
 }
 
 /* A csv row's bytes past its strings' (3 bytes a byte at most): numbers, commas, quotes. */
-#define CSV_FIXED_BYTES (TV_RECORD_N_FIELDS * (TV_U64_MAX_DIGITS + 3) + sizeof(CSV_EOL))
+#define CSV_FIXED_BYTES                                                                       \
+	((TV_RECORD_N_FIELDS + N_CSV_SPAN_COLUMNS) * (TV_U64_MAX_DIGITS + 3) + sizeof(CSV_EOL))
 
 void tv_record_csv_row(struct tv_out_buf *b, const struct tv_record_wire *r)
 {
@@ -402,6 +424,32 @@ void tv_record_csv_row(struct tv_out_buf *b, const struct tv_record_wire *r)
 			o = tv_put_csv_str(o, r->str[f->number].p, r->str[f->number].len);
 		else
 			o = tv_put_u64(o, r->num[f->number]);
+	}
+	if (r->str[TV_REC_SPAN].p) { /* its strings are inside the record: within the bound */
+		struct tv_span_wire sw;
+
+		if (tv_span_wire_parse((const uint8_t *)r->str[TV_REC_SPAN].p,
+				       r->str[TV_REC_SPAN].len, &sw)) {
+			b->failed = true; /* the record parsed: cannot happen */
+			return;
+		}
+		*o++ = ',';
+		o = tv_put_csv_str(o, sw.str[TV_SPAN_PARENT_SPAN_ID].p,
+				   sw.str[TV_SPAN_PARENT_SPAN_ID].len);
+		*o++ = ',';
+		o = tv_put_csv_str(o, sw.str[TV_SPAN_NAME].p, sw.str[TV_SPAN_NAME].len);
+		*o++ = ',';
+		o = tv_put_u64(o, sw.num[TV_SPAN_KIND]);
+		*o++ = ',';
+		o = tv_put_u64(o, sw.num[TV_SPAN_STATUS_CODE]);
+		*o++ = ',';
+		o = tv_put_csv_str(o, sw.str[TV_SPAN_STATUS_MESSAGE].p,
+				   sw.str[TV_SPAN_STATUS_MESSAGE].len);
+		*o++ = ',';
+		o = tv_put_csv_str(o, sw.str[TV_SPAN_SERVICE].p, sw.str[TV_SPAN_SERVICE].len);
+	} else {
+		for (size_t i = 0; i < N_CSV_SPAN_COLUMNS; i++)
+			*o++ = ',';
 	}
 	memcpy(o, CSV_EOL, sizeof(CSV_EOL) - 1);
 	o += sizeof(CSV_EOL) - 1;

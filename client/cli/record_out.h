@@ -39,8 +39,9 @@ void tv_record_jsonl(struct tv_out_buf *b, const struct tv_record_wire *r);
 void tv_out_json_double(struct tv_out_buf *b, double d);
 
 /* Table: a header line, then one aligned row per record (UTC time with ms, role, method,
- * host, path, HTTP version, status, latency ms, pid, comm, remote). Non-printable bytes in
- * captured strings are shown as '?' so a hostile path cannot drive the terminal. A span record
+ * host, path, HTTP version, status, latency ms, pid, comm, remote). Control characters and
+ * bytes that are not UTF-8 in captured strings are shown as '?' (tv_term_char) so a hostile
+ * path cannot drive the terminal; printable non-ASCII UTF-8 is shown as it is. A span record
  * shows role "span", its kind, service and name in the method, host and path columns and its
  * OTLP status code as the status. */
 void tv_record_table_header(struct tv_out_buf *b);
@@ -50,7 +51,9 @@ void tv_record_table_row(struct tv_out_buf *b, const struct tv_record_wire *r);
  * http_version), then one row per record with the same values as jsonl: numbers in decimal,
  * strings as UTF-8 (bytes that are not valid UTF-8 as U+FFFD, like jsonl), a field holding
  * ',', '"', CR or LF quoted with '"' doubled; lines end CRLF. Headers and bodies are in
- * jsonl only. */
+ * jsonl only. After those columns, a span record's span_parent_span_id, span_name,
+ * span_kind, span_status_code, span_status_message, span_service (all empty in an
+ * exchange's row). */
 void tv_record_csv_header(struct tv_out_buf *b);
 void tv_record_csv_row(struct tv_out_buf *b, const struct tv_record_wire *r);
 

@@ -155,6 +155,80 @@ def test_partial_success_counts_refused_spans(srv, otlp):
     assert not any(b.span_id.hex() in got for b in bad if len(b.span_id) == 8)
 
 
+def test_unstorable_times_refused_alone(mods):
+    """A span with a time beyond 2^63-1 ns (the catalog's range) or a start more than
+    --otlp-max-future-skew ahead of the server's clock is refused alone, counted in
+    partial_success and otlp_spans_rejected_total; the rest of the Export is stored. A span
+    within the skew is stored; the refused far-future one no longer holds the old ones past
+    --retain-time."""
+    import time
+    with tvtest.Server(extra_args=["--metrics-addr", "127.0.0.1:0", "--retain-time", "1h",
+                                   "--otlp-max-future-skew", "10m"]) as srv:
+        otlp = Otlp(srv.addr, mods)
+        rng = random.Random(12)
+        now = time.time_ns()
+        beyond = otlp.span(*ids(rng), start=2**63, dur=5)       # start past 2^63-1
+        end_beyond = otlp.span(*ids(rng), start=now, dur=2**63)  # its end past 2^63-1
+        future = otlp.span(*ids(rng), start=now + 2 * 3600 * 10**9)  # 2 h ahead
+        near = otlp.span(*ids(rng), start=now + 5 * 60 * 10**9)       # 5 min ahead: kept
+        old = [otlp.span(*ids(rng)) for _ in range(3)]                 # 2023: retention's
+        # one Export, one block: the old spans with the three that cannot be kept
+        resp = otlp.export(otlp.request({"svc": [beyond] + old + [end_beyond, future]}))
+        assert resp.partial_success.rejected_spans == 3, resp
+        assert "span 0: a time beyond 2^63-1" in resp.partial_success.error_message, resp
+        assert not otlp.export(otlp.request({"svc": [near]})).HasField("partial_success")
+        resp = otlp.export(otlp.request({"svc": [future]}))
+        assert resp.partial_success.rejected_spans == 1, resp
+        assert "ahead of the server's clock" in resp.partial_success.error_message, resp
+        assert "--otlp-max-future-skew 600 s" in resp.partial_success.error_message, resp
+        sc = tvmetrics.Scrape(tvmetrics.metrics_addr(srv.log()))
+        assert sc.value("tracevault_server_otlp_spans_rejected_total") == 4, sc.text
+        assert sc.value("tracevault_server_otlp_spans_accepted_total") == 4, sc.text
+        assert sc.value("tracevault_server_otlp_exports_invalid_total") == 0, sc.text
+        # the old spans go at their commit: no far-future record holds their block
+        tvtest.wait_for(lambda: not set(s.span_id.hex() for s in old) & set(spans_of(srv)),
+                        "retention to remove the old spans", timeout_s=20)
+        got = spans_of(srv)
+        assert near.span_id.hex() in got, got.keys()
+        assert not {s.span_id.hex() for s in (beyond, end_beyond, future)} & set(got)
+    p = subprocess.run([tvtest.binary("tracevaultd"), "--otlp-max-future-skew", "0s"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "--otlp-max-future-skew" in p.stderr, p
+
+
+def test_nul_in_kept_strings_refused_alone(srv, otlp):
+    """A NUL byte (valid UTF-8) in a string the record keeps refuses that span alone, named;
+    a NUL in what is not kept as a string (a bytes value, another resource attribute) does
+    not. Nothing is stored cut at the NUL."""
+    rng = random.Random(13)
+    tid = rng.randbytes(16)
+    name = otlp.span(tid, rng.randbytes(8), name="a\x00b")
+    attr_val = otlp.span(tid, rng.randbytes(8), attrs={"k": "v\x00w"})
+    attr_key = otlp.span(tid, rng.randbytes(8), attrs={"k\x00x": "v"})
+    status = otlp.span(tid, rng.randbytes(8))
+    status.status.message = "bad\x00"
+    state = otlp.span(tid, rng.randbytes(8), trace_state="a=1\x00")
+    fine = otlp.span(tid, rng.randbytes(8), name="fine", attrs={"blob": b"\x00\x00"})
+    svc_nul = otlp.span(tid, rng.randbytes(8))
+    req = otlp.request({"svc-nul": [name, attr_val, fine, attr_key, status, state],
+                        "ctl\x00svc": [svc_nul]})
+    req.resource_spans[0].resource.attributes.append(otlp.kv("host.note", "x\x00y"))
+    resp = otlp.export(req)
+    assert resp.partial_success.rejected_spans == 6, resp
+    assert "span 0:" in resp.partial_success.error_message, resp
+    assert "NUL" in resp.partial_success.error_message, resp
+    # a NUL in the scope's name refuses the scope's spans
+    scoped = otlp.span(tid, rng.randbytes(8))
+    req = otlp.request({"svc-nul": [scoped]})
+    req.resource_spans[0].scope_spans[0].scope.name = "sc\x00ope"
+    assert otlp.export(req).partial_success.rejected_spans == 1
+    got = spans_of(srv)
+    assert fine.span_id.hex() in got, got.keys()
+    assert got[fine.span_id.hex()].span.service == "svc-nul"
+    for sp in (name, attr_val, attr_key, status, state, svc_nul, scoped):
+        assert sp.span_id.hex() not in got, sp
+
+
 def test_limits_cut_and_count_attributes(srv_small_limits, otlp_small):
     """--otlp-max-attributes 2 --otlp-max-attribute-bytes 16: two attributes kept, a long
     UTF-8 value cut at a character boundary, the rest counted."""
@@ -203,7 +277,10 @@ def test_query_kind_and_service_filters(srv, otlp):
     assert all(x["span"]["service"] == "filt-a" for x in sa), sa
     assert len(lines("--service", "filt-a,filt-b")) == 5
     assert lines("--service", "nope") == []
-    assert lines("--kind", "exchange", "--service", "filt-a") == []
+    # exchanges have no service.name: the combination is refused, not silently empty
+    p = tvtest.run(["query", "--server", srv.addr, "--from", "0", "--kind", "exchange",
+                    "--service", "filt-a"])
+    assert p.returncode == 2 and "--service" in p.stderr and "--comm" in p.stderr, p
     table = cli_query(srv, "--trace-id", tid.hex(), "--format", "table").splitlines()
     rows = [r.split() for r in table[1:]]
     assert len(rows) == 6, table
@@ -212,6 +289,86 @@ def test_query_kind_and_service_filters(srv, otlp):
     assert all(r[2] == "-" and r[3] in ("filt-a", "filt-b") and r[4] == "op" for r in spans_rows), table
     p = tvtest.run(["query", "--server", srv.addr, "--from", "0", "--kind", "spans"])
     assert p.returncode == 2 and "--kind" in p.stderr, p
+
+
+def test_csv_span_columns(srv, otlp):
+    """query --format csv: the record's columns as before (same names, same order), then the
+    span's parent, name, kind, status code and message and service; empty for an exchange."""
+    import csv
+    import io
+    rng = random.Random(15)
+    tid = rng.randbytes(16)
+    root = otlp.span(tid, rng.randbytes(8), name='GET /a,"b"', kind=2)
+    root.status.code = 2
+    root.status.message = "boom\nline"
+    child = otlp.span(tid, rng.randbytes(8), parent=root.span_id, name="db", kind=3,
+                      start=T0 + 5)
+    otlp.export(otlp.request({"csv-svc": [root, child]}))
+    ex = [tvtest.trace_record(T0 + 9, pid=3, path="/x", trace_id=tid.hex(),
+                              span_id=child.span_id.hex())]
+    tvtest.GrpcClient(srv.addr).write_segment(random.getrandbits(63) + 1,
+                                              [(random.getrandbits(63) + 1, ex)])
+    out = cli_query(srv, "--trace-id", tid.hex(), "--format", "csv")
+    rows = list(csv.reader(io.StringIO(out, newline="")))
+    span_cols = ["span_parent_span_id", "span_name", "span_kind", "span_status_code",
+                 "span_status_message", "span_service"]
+    head = rows[0]
+    assert head[0] == "ts_ns" and head[-6:] == span_cols, head
+    assert head[:-6][-1] == "http_version", head  # the old columns end where they did
+    recs = [dict(zip(head, r)) for r in rows[1:]]
+    assert len(recs) == 3 and all(len(r) == len(head) for r in rows), rows
+    by_span = {r["span_id"]: r for r in recs if r["span_name"]}
+    r = by_span[root.span_id.hex()]
+    assert r["span_name"] == 'GET /a,"b"' and r["span_kind"] == "2", r
+    assert r["span_status_code"] == "2" and r["span_status_message"] == "boom\nline", r
+    assert r["span_service"] == "csv-svc" and r["span_parent_span_id"] == "", r
+    c = by_span[child.span_id.hex()]
+    assert c["span_parent_span_id"] == root.span_id.hex() and c["span_kind"] == "3", c
+    x = [r for r in recs if r["path"] == "/x"]
+    assert len(x) == 1 and all(x[0][k] == "" for k in span_cols), x
+
+
+def test_trace_cli_escapes_and_header(srv, otlp):
+    """`tracevault trace` shows names from the archive as a terminal may: control characters
+    (escape sequences, CR, LF, BEL) and bytes that are not UTF-8 as '?', printable non-ASCII
+    UTF-8 as it is; its header's duration follows the lines' rule (latency when an exchange has
+    no end_ns) and counts in the singular for one."""
+    rng = random.Random(14)
+    tid = rng.randbytes(16)
+    root = otlp.span(tid, rng.randbytes(8), name="evil\x1b]0;pwn\x07\nnext\r", dur=2000)
+    child = otlp.span(tid, rng.randbytes(8), parent=root.span_id, name="naïve é\u202eright",
+                      start=T0 + 10)
+    bad = otlp.span(tid, rng.randbytes(8), parent=root.span_id, name="QQQQ", start=T0 + 20)
+    raw = otlp.request({"svc\x1b[31m": [root, child, bad]}).SerializeToString()
+    assert raw.count(b"QQQQ") == 1
+    otlp.export(raw.replace(b"QQQQ", b"Q\xff\xfeQ"))  # not UTF-8: only raw bytes carry it
+    p = subprocess.run([tvtest.binary("tracevault"), "trace", "--server", srv.addr, tid.hex()],
+                       capture_output=True, timeout=60)
+    assert p.returncode == 0, p
+    out = p.stdout
+    assert all(c >= 0x20 for c in out.replace(b"\n", b"")), out
+    text = out.decode("utf-8")  # strict: an invalid byte would fail here
+    lines = text.splitlines()
+    assert len(lines) == 4, text
+    assert lines[0].startswith("trace %s: 3 spans, 0 exchanges, " % tid.hex()), text
+    assert "evil?]0;pwn??next? [svc?[31m, unspecified]" in text, text
+    assert "naïve é?right" in text, text
+    assert "Q??Q" in text, text
+    # query --format table: the same rule (it used to show non-ASCII as '?' byte by byte)
+    table = cli_query(srv, "--trace-id", tid.hex(), "--format", "table")
+    assert "naïve é?right" in table and "evil?]0;pwn??next?" in table, table
+    assert "\x1b" not in table and "\r" not in table, table
+    # one exchange without end_ns: the header's duration is its latency, as its line says
+    tid2, sid2 = ids(rng)
+    ex = tvtest.trace_record(T0, latency_ns=1_000_000, trace_id=tid2.hex(), span_id=sid2.hex(),
+                             comm="cu\x1brl")
+    ex.end_ns = 0
+    tvtest.GrpcClient(srv.addr).write_segment(random.getrandbits(63) + 1,
+                                              [(random.getrandbits(63) + 1, [ex])])
+    p = tvtest.run(["trace", "--server", srv.addr, tid2.hex()], check=True)
+    lines = p.stdout.splitlines()
+    assert lines[0] == "trace %s: 0 spans, 1 exchange, 1.000 ms" % tid2.hex(), p.stdout
+    assert "1.000 ms" in lines[2] and "cu?rl" in lines[2], p.stdout
 
 
 def test_otlp_json_round_trip(srv, otlp, mods):

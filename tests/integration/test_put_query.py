@@ -201,7 +201,7 @@ def main():
         assert out == tvtest.TABLE_HEADER + "\n", out
 
         # put - reads stdin; its records are the edge cases of each table column: cut method,
-        # path and comm, control bytes and UTF-8 shown as '?', wide numbers, IPv6 remote
+        # path and comm, control bytes shown as "?" and printable UTF-8 as it is, wide numbers, IPv6 remote
         edge = [dict(make_record(rng, EDGE_NS + i), **e) for i, e in enumerate(EDGES)]
         p = tvtest.run(["put", "--server", srv.addr, "-"], check=True,
                        input="".join(json.dumps(r) + "\n" for r in edge))

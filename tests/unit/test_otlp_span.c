@@ -99,7 +99,7 @@ static void test_batch_decodes_from_a_few_blocks(void **state)
 	char want[24];
 
 	(void)state;
-	assert_int_equal(tv_otlp_spans_decode(msg, len, &lim, &s), 0);
+	assert_int_equal(tv_otlp_spans_decode(msg, len, &lim, 0, &s), 0);
 	assert_int_equal(s.received, NSPANS);
 	assert_int_equal(s.n, NSPANS);
 	assert_int_equal(s.rejected, 0);
@@ -130,7 +130,7 @@ static void test_damaged_request_refused_and_freed(void **state)
 	uint8_t *msg = build(&len);
 
 	(void)state;
-	assert_int_equal(tv_otlp_spans_decode(msg, len - 3, &lim, &s), -EBADMSG);
+	assert_int_equal(tv_otlp_spans_decode(msg, len - 3, &lim, 0, &s), -EBADMSG);
 	tv_otlp_spans_free(&s);
 	assert_null(s.arena);
 	free(msg);

@@ -73,8 +73,43 @@ static void test_csv_quotes_and_invalid_utf8(void **state)
 					  "path,status,"));
 	assert_non_null(strstr(row, ",4242,x\xc3\xa9y,127.0.0.1:8080,[::1]:50000,GET,"
 				    "\"/a\"\"b,c\xef\xbf\xbd\",200,"));
-	assert_non_null(strstr(row, ",server,plain,\r\n"));
+	assert_non_null(strstr(row, ",server,plain,,,,,,,\r\n")); /* no span columns */
 	tv_out_free(&b);
+}
+
+/* table: printable UTF-8 kept (one column per character), controls and bytes that are not
+ * UTF-8 one '?' each, so columns stay aligned and no escape reaches the terminal. */
+static void test_table_utf8_and_controls(void **state)
+{
+	Tracevault__V1__TraceRecord r;
+	struct tv_out_buf b = { 0 };
+	struct tv_record_wire w;
+	const char *t, *row;
+	uint8_t *bytes;
+	size_t skip;
+
+	(void)state;
+	fill(&r);
+	r.comm = "caf\xc3\xa9";               /* 4 characters, 5 bytes */
+	r.path = "/\x1b[2J\xff\xc2\x9b\xe2\x80\xaex\n"; /* ESC, invalid, C1, U+202E, LF */
+	tv_record_table_header(&b);
+	record_wire_of(&r, &w, &bytes);
+	tv_record_table_row(&b, &w);
+	free(bytes);
+	t = text(&b);
+	row = strchr(t, '\n') + 1;
+	assert_non_null(strstr(row, " /?[2J???x? "));
+	/* COMM is 16 columns: "café" then 12 spaces, as "nginx" gets 11 */
+	assert_non_null(strstr(row, " caf\xc3\xa9            "));
+	for (const char *c = row; *c && *c != '\n'; c++)
+		assert_true((unsigned char)*c >= 0x20 && (unsigned char)*c != 0x7f);
+	tv_out_free(&b);
+	assert_int_equal(tv_term_char((const unsigned char *)"\xe2\x81\xa6", 3, &skip), 0);
+	assert_int_equal(skip, 3);
+	assert_int_equal(tv_term_char((const unsigned char *)"\xc2\xa0", 2, &skip), 2);
+	assert_int_equal(tv_term_char((const unsigned char *)"\xf0\x9f\x98\x80", 4, &skip), 4);
+	assert_int_equal(tv_term_char((const unsigned char *)"\xe2\x82", 2, &skip), 0);
+	assert_int_equal(skip, 1);
 }
 
 static void test_otlp_ids(void **state)
@@ -301,6 +336,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_csv_quotes_and_invalid_utf8),
+		cmocka_unit_test(test_table_utf8_and_controls),
 		cmocka_unit_test(test_otlp_ids),
 		cmocka_unit_test(test_otlp_batches_and_resources),
 		cmocka_unit_test(test_out_buf_growth_and_json),

@@ -12,12 +12,22 @@ TABLE_HEADER = ("%-24s %-6s %-7s %-24s %-40s %-4s %6s %12s %8s %-16s %s"
                 % tuple([n for n, _ in TABLE_WIDTHS] + ["REMOTE"]))
 
 
+def _shown(ch):
+    """A character as the table shows it: printable ones as they are; controls (C0, DEL, C1)
+    and the line separators and bidirectional overrides/isolates U+2028-U+202E and
+    U+2066-U+2069 as '?' (a byte that is not UTF-8, which a jsonl string cannot carry, is
+    one '?' too)."""
+    c = ord(ch)
+    if c < 0x20 or 0x7F <= c < 0xA0 or 0x2028 <= c <= 0x202E or 0x2066 <= c <= 0x2069:
+        return "?"
+    return ch
+
+
 def _table_col(s, width, last=False):
-    """A text column: its bytes, each outside printable ASCII shown as '?', cut to width with
-    a '...' ending, padded to width plus one space unless it is the last column."""
-    b = s.encode("utf-8")
-    cut = width > 0 and len(b) > width
-    out = "".join(chr(c) if 0x20 <= c < 0x7F else "?" for c in b[:width - 3 if cut else len(b)])
+    """A text column: its characters (each control shown as '?'), cut to width characters
+    with a '...' ending, padded to width plus one space unless it is the last column."""
+    cut = width > 0 and len(s) > width
+    out = "".join(_shown(ch) for ch in s[:width - 3 if cut else len(s)])
     if cut:
         out += "..."
     return out if last else out + " " * (width - len(out)) + " "
