@@ -112,7 +112,7 @@ void tv_otlp_span(struct tv_out_buf *b, const Tracevault__V1__TraceRecord *r)
 	tv_out_lit(b, ",\"startTimeUnixNano\":\"");
 	tv_out_u64(b, r->ts_ns);
 	tv_out_lit(b, "\",\"endTimeUnixNano\":\"");
-	tv_out_u64(b, r->end_ns >= r->ts_ns ? r->end_ns : r->ts_ns);
+	tv_out_u64(b, tv_xspan_end_ns(r->ts_ns, r->end_ns, r->latency_ns));
 	tv_out_lit(b, "\",\"attributes\":[");
 	for (size_t i = 0; i < x.n_attrs; i++) {
 		const struct tv_xattr *a = &x.attrs[i];

@@ -97,6 +97,12 @@ def nonzero(b):
     return b if any(b) else b[:-1] + b"\x01"
 
 
+# csv: the record's fields, then a span's (client/cli/record_out.h; empty for an exchange)
+SPAN_CSV_FIELDS = ["span_parent_span_id", "span_name", "span_kind", "span_status_code",
+                   "span_status_message", "span_service"]
+CSV_FIELDS = tvtest.RECORD_FIELDS + SPAN_CSV_FIELDS
+
+
 def test_csv_equals_jsonl(srv):
     """Every csv row holds the jsonl line's scalar values in the header's order (Python's csv
     reads the quoting back); lines end CRLF; an empty window is the header alone."""
@@ -105,17 +111,19 @@ def test_csv_equals_jsonl(srv):
     raw = query_bytes(srv.addr, "csv", frm, to)
     assert len(jl) == len(special_records()) + N_BULK, len(jl)
     rows = list(csv.reader(io.StringIO(raw.decode("utf-8"), newline="")))
-    assert rows[0] == tvtest.RECORD_FIELDS, rows[0]
+    assert rows[0] == CSV_FIELDS, rows[0]
     assert len(rows) == len(jl) + 1, (len(rows), len(jl))
     for row, j in zip(rows[1:], jl):
-        assert row == [str(j[k]) for k in tvtest.RECORD_FIELDS], (row, j)
+        # an exchange's span columns are empty (test_otlp_ingest checks a span's)
+        assert row == [str(j[k]) for k in tvtest.RECORD_FIELDS] + [""] * len(SPAN_CSV_FIELDS), \
+            (row, j)
     assert raw.startswith(b"ts_ns,end_ns,") and raw.endswith(b"\r\n")
     # quoting exactly where RFC 4180 needs it: the comma/quote path, the CR/LF path
     assert b'"/a,b?x=""1""&y=2"' in raw, raw[:400]
     assert b'"/line\nbreak\rcr"' in raw
     assert str(U64_MAX).encode() in raw
     empty = query_bytes(srv.addr, "csv", BASE - 10, BASE - 5)
-    assert empty == (",".join(tvtest.RECORD_FIELDS) + "\r\n").encode(), empty
+    assert empty == (",".join(CSV_FIELDS) + "\r\n").encode(), empty
 
 
 def check_encoding(line_obj):
@@ -357,6 +365,27 @@ def test_pipe_grown(srv):
         assert size == max(before, 1024 * 1024), (before, size)
 
 
+NO_END_BASE = BASE + 6 * 10**9  # the window of the record without end_ns below
+
+
+def no_end_record():
+    """An exchange as `tracevault put` may store it: latency_ns but no end_ns."""
+    r = rec(NO_END_BASE, 21, path="/no-end", role="server", status=200, latency_ns=1500000)
+    r.end_ns = 0
+    return r
+
+
+def test_otlp_end_without_end_ns(srv):
+    """otlp-json's endTimeUnixNano of an exchange without end_ns is ts_ns + latency_ns, the
+    duration the latency filters and the Jaeger API use (proto/exchange_span.h
+    tv_xspan_end_ns), not ts_ns (a span of length 0)."""
+    lines = query(srv.addr, "otlp-json", NO_END_BASE, NO_END_BASE + 1).splitlines()
+    spans = [sp for line in lines for sp in check_encoding(json.loads(line))]
+    assert len(spans) == 1, spans
+    assert int(spans[0]["startTimeUnixNano"]) == NO_END_BASE, spans
+    assert int(spans[0]["endTimeUnixNano"]) == NO_END_BASE + 1500000, spans
+
+
 def test_usage_errors(srv):
     p = tvtest.run(["query", "--server", srv.addr, "--from", "0", "--format", "xml"])
     assert p.returncode == 2 and len(p.stderr.splitlines()) == 1, p
@@ -375,13 +404,15 @@ def main():
         cl.write_segment(0xF2, [(0xF20 + i // 1000, bulk[i:i + 1000])
                                 for i in range(0, len(bulk), 1000)])
         cl.write_encoded(0xF3, [(0xF31, odd_block())])
-        res = tvtest.Results(7)
+        cl.write_segment(0xF4, [(0xF40, [no_end_record()])])
+        res = tvtest.Results(8)
         res.run(test_csv_equals_jsonl, srv)
         res.run(test_otlp_json_loads_strictly, srv, otlp)
         res.run(test_otlp_pair_mapping, srv)
         res.run(test_two_runs_identical, srv)
         res.run(test_pipe_grown, srv)
         res.run(test_summary_csv_writes_a_key_as_query_csv_does, srv)
+        res.run(test_otlp_end_without_end_ns, srv)
         res.run(test_usage_errors, srv)
         return res.exit_code()
 
