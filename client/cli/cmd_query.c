@@ -82,6 +82,7 @@ static const char *const query_usage[] = {
 	"                        [--remote ADDR|CIDR,..] [--trace-id HEX32,..]\n"
 	"                        [--min-latency D] [--max-latency D]\n"
 	"                        [--flags LIST|all:LIST|clean]\n"
+	"                        [--kind span|exchange] [--service NAME,..]\n"
 	"                        [--max-message-bytes N]\n"
 	"                        " TV_TLS_CLI_SYNOPSIS " [--tls-server-name NAME]\n"
 	"\n"
