@@ -648,8 +648,10 @@ static int cmp_start(const void *x, const void *y)
 	return a->start_ns < b->start_ns ? -1 : a->start_ns > b->start_ns;
 }
 
-/* The trace of the spans s->v[idx[0..n)] in Jaeger's shape. */
-static json_t *trace_json(struct spans *s, const size_t *idx, size_t n)
+/* The trace of the spans s->v[idx[0..n)] in Jaeger's shape. cut_at: 0, or the
+ * --http-max-spans bound the read of these spans stopped at (the trace may lack spans past
+ * it: its "warnings" say so, never a silent cut). */
+static json_t *trace_json(struct spans *s, const size_t *idx, size_t n, uint64_t cut_at)
 {
 	json_t *t = json_object(), *spans = json_array(), *procs = json_object();
 	char key[32];
@@ -693,7 +695,16 @@ static json_t *trace_json(struct spans *s, const size_t *idx, size_t n)
 	json_object_set_new(t, "traceID", json_string(n ? s->v[idx[0]].trace_id : ""));
 	json_object_set_new(t, "spans", spans);
 	json_object_set_new(t, "processes", procs);
-	json_object_set_new(t, "warnings", json_null());
+	if (cut_at) {
+		char msg[192];
+
+		snprintf(msg, sizeof(msg), "tracevault: the read of this trace stopped at "
+			 "--http-max-spans (%llu records): it may lack spans",
+			 (unsigned long long)cut_at);
+		json_object_set_new(t, "warnings", json_pack("[s]", msg));
+	} else {
+		json_object_set_new(t, "warnings", json_null());
+	}
 	return t;
 oom:
 	json_decref(t);
@@ -712,6 +723,7 @@ static int fetch_traces(struct hreq *h, char **ids, size_t n, uint64_t from, uin
 	struct spans s = { 0 };
 	struct collect c = { h->a, &s };
 	size_t *idx = NULL;
+	bool cut = false;
 	int ret = 0;
 
 	*data = json_array();
@@ -722,7 +734,10 @@ static int fetch_traces(struct hreq *h, char **ids, size_t n, uint64_t from, uin
 
 		f.trace_ids = ids + i;
 		f.n_trace_ids = n - i < IDS_PER_QUERY ? n - i : IDS_PER_QUERY;
-		ret = tv_http_scan(h->a, from, to, &f, false, 0, collect_cb, &c, NULL, err, errlen);
+		bool t = false;
+
+		ret = tv_http_scan(h->a, from, to, &f, false, 0, collect_cb, &c, &t, err, errlen);
+		cut |= t;
 	}
 	if (ret)
 		goto out;
@@ -749,7 +764,7 @@ static int fetch_traces(struct hreq *h, char **ids, size_t n, uint64_t from, uin
 		}
 		if (!m)
 			continue;
-		t = trace_json(from_s, idx, m);
+		t = trace_json(from_s, idx, m, cut && from_s == &s ? h->a->o.max_spans : 0);
 		if (!t || json_array_append_new(*data, t)) {
 			ret = -ENOMEM;
 			goto out;

@@ -365,6 +365,17 @@ def test_names_exact():
         # names what helps for one trace
         status, body = get(http, "/api/traces/" + tid.hex())
         assert status == 413 and "tracevault trace" in body["errors"][0]["msg"], body
+        # a trace of 8 small spans read with --http-max-spans 5: 5 spans, and its warnings say
+        # the read was cut (never a silent cut); a trace within the bound has none
+        tid8 = rng.randbytes(16)
+        eight = [otlp.span(tid8, rng.randbytes(8), name="step", kind=1,
+                           start=T0 + 3_000_000 + i * 1000) for i in range(8)]
+        assert otlp.export(otlp.request({"eight": eight})).partial_success.rejected_spans == 0
+        [t8] = ok_data(http, "/api/traces/" + tid8.hex())
+        assert len(t8["spans"]) == 5, t8
+        assert t8["warnings"] and "--http-max-spans" in t8["warnings"][0], t8
+        [t1] = ok_data(http, "/api/traces/" + rare.trace_id.hex())
+        assert len(t1["spans"]) == 1 and t1["warnings"] is None, t1
         # 20 more busy spans: 61 > 50 span records, the rare span service is past the bound
         more = [otlp.span(tid, rng.randbytes(8), name="work 0", kind=2,
                           start=T0 + 2_000_000 + i * 1000) for i in range(20)]
