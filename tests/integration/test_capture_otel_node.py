@@ -15,7 +15,6 @@ run under flock /work/capture-tests.lock (ctest: RESOURCE_LOCK ebpf_capture)."""
 import collections
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,22 +35,7 @@ SPAN_KIND_CLIENT = 3  # OTLP SpanKind (the JS API's CLIENT is 2: OTLP's minus on
 
 def npm_modules():
     """BUILD/npm/node_modules with NPM_PACKAGES installed (once per build dir), or SKIP."""
-    if not shutil.which("node") or not shutil.which("npm"):
-        raise tvtest.Unavailable("node/npm not installed (scripts/deps.sh installs them)")
-    prefix = os.path.join(os.environ["TV_BIN_DIR"], "npm")
-    stamp = os.path.join(prefix, "installed.txt")
-    want = "\n".join(NPM_PACKAGES) + "\n"
-    if os.path.exists(stamp) and open(stamp).read() == want:
-        return os.path.join(prefix, "node_modules")
-    p = subprocess.run(["npm", "install", "--prefix", prefix, "--no-audit", "--no-fund",
-                        "--prefer-offline"] + NPM_PACKAGES,
-                       capture_output=True, text=True, timeout=240)
-    if p.returncode != 0:
-        raise tvtest.Unavailable("npm install of the OpenTelemetry SDK failed: %s"
-                                 % p.stderr.strip().splitlines()[-1:])
-    with open(stamp, "w") as f:
-        f.write(want)
-    return os.path.join(prefix, "node_modules")
+    return tvtest.npm_modules("npm", NPM_PACKAGES, "the OpenTelemetry SDK")
 
 
 def node_env(modules, srv, **kw):

@@ -14,7 +14,6 @@ import http.client
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
@@ -327,24 +326,8 @@ def test_grpc_gzip_as_the_collector_sends(srv, otlp):
 
 
 def npm_modules():
-    """BUILD/npm-otlp-http/node_modules with NPM_PACKAGES installed (once per build dir), or
-    SKIP."""
-    if not shutil.which("node") or not shutil.which("npm"):
-        raise tvtest.Unavailable("node/npm not installed (scripts/deps.sh installs them)")
-    prefix = os.path.join(os.environ["TV_BIN_DIR"], "npm-otlp-http")
-    stamp = os.path.join(prefix, "installed.txt")
-    want = "\n".join(NPM_PACKAGES) + "\n"
-    if os.path.exists(stamp) and open(stamp).read() == want:
-        return os.path.join(prefix, "node_modules")
-    p = subprocess.run(["npm", "install", "--prefix", prefix, "--no-audit", "--no-fund",
-                        "--prefer-offline"] + NPM_PACKAGES,
-                       capture_output=True, text=True, timeout=240)
-    if p.returncode != 0:
-        raise tvtest.Unavailable("npm install of the OTLP/HTTP exporter failed: %s"
-                                 % p.stderr.strip().splitlines()[-1:])
-    with open(stamp, "w") as f:
-        f.write(want)
-    return os.path.join(prefix, "node_modules")
+    """BUILD/npm-otlp-http/node_modules with NPM_PACKAGES installed (once per build dir), or SKIP."""
+    return tvtest.npm_modules("npm-otlp-http", NPM_PACKAGES, "the OTLP/HTTP exporter")
 
 
 def test_otel_sdk_proto_exporter(srv, tmp):

@@ -56,6 +56,7 @@ from .grpc_client import (GrpcClient, WriteStream, grpc_modules, run_until_kill,
                           write_chunk, write_chunks, write_cmd)
 from .http_clients import WRK_RE, RawHttp, curl, http_request, wrk
 from .loader import FAIL_LINE_RE, Loader, loader_path_key, place_block, query_keys
+from .npm import npm_modules
 from .relay import Relay
 from .runner import Results, cases
 from .procs import (BIN_DIR, GEN_DIR, SKIP, SLOWDOWN, VALGRIND, Server, binary, daemon_fds,
@@ -70,7 +71,7 @@ __all__ = [
     "crc32c", "encode_block", "encode_block_as", "encode_block_v2", "encode_block_zstd", "varint",
     "zstd_compress",
     "CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN", "Unavailable", "bpf_unavailable_reason",
-    "effective_caps",
+    "effective_caps", "npm_modules",
     "CAPTURE_SUMMARY_KEYS", "CAPTURE_SUMMARY_RE", "Capture", "capture_old_connection",
     "capture_records", "compare_exchanges", "parse_capture_summary",
     "Ceph", "S3Response",
