@@ -4,8 +4,11 @@ against a tracevaultd holding known records: it sets a window and a service filt
 page's controls, checks the figures shown (requests, errors, error rate, the top endpoints in
 both sort orders, the newest exchange with its local and UTC times) against the values
 computed here from the records, opens a trace (OTLP spans with a captured exchange under the
-span that called it) and keeps a screenshot, BUILD/test-artifacts/web_page.png (the path is
-printed). SKIP only when /usr/bin/chromium is absent (scripts/deps.sh installs it)."""
+span that called it), checks the layout from the elements' boxes (no panel's content wider than
+the panel; each timeline bar inside the trace panel where the span times sent here put it; a
+deep span's name still in its cell) and keeps a screenshot, BUILD/test-artifacts/web_page.png
+(the path is printed; docs/web_page.png is a copy of it). SKIP only when /usr/bin/chromium is
+absent (scripts/deps.sh installs it)."""
 import datetime
 import json
 import os
@@ -67,6 +70,17 @@ RECORDS = [
              span_id="00f067aa0ba902b7"),
 ]
 BEFORE = exchange(-3, "nginx", "/api/users", 500, 3)  # ts W0 - 60 s
+# trace TRACE's OTLP spans: (start, duration) in ns, the start from the newest exchange's ts
+TRACE_ROOT = (RECORDS[-1]["ts_ns"] - 2_000_000, 12_000_000)     # POST /checkout
+TRACE_CLIENT = (RECORDS[-1]["ts_ns"] - 1_000_000, 9_000_000)    # GET /api/users
+
+
+def bars(spans):
+    """[(start ns, duration ns)] -> [[left, right]]: each span's place on a timeline from the
+    earliest start to the latest end, as fractions of it."""
+    t0 = min(a for a, _ in spans)
+    t1 = max(a + d for a, d in spans)
+    return [[(a - t0) / (t1 - t0), (a + d - t0) / (t1 - t0)] for a, d in spans]
 
 
 def expected():
@@ -101,6 +115,10 @@ def expected():
         # captured exchange under the client span whose id its traceparent carried
         "trace_tree": [[0, "POST /checkout", "shop"], [1, "GET /api/users", "shop"],
                        [2, "GET /api/users", "nginx"]],
+        # where each of those rows' timeline bar starts and ends, as fractions of its track
+        # (the trace's first start to its last end); the root's bar spans the whole track
+        "trace_bars": bars([TRACE_ROOT, TRACE_CLIENT,
+                            (RECORDS[-1]["ts_ns"], RECORDS[-1]["latency_ns"])]),
         # as `tracevault trace` prints it: C (its own parent) is a root; A and B, which no
         # root reaches, start a tree at the earliest of them, A, with B under it
         "cycle": {"id": CYCLE, "tree": [[0, "C"], [0, "A"], [1, "B"]]},
@@ -130,10 +148,10 @@ def send_trace(addr):
     (client, span 00f067aa0ba902b7, the id nginx's exchange carries as its parent)."""
     otlp = Otlp(addr, otlp_modules(tempfile.mkdtemp(prefix="tv-otlp-py-")))
     tid, root = bytes.fromhex(TRACE), random.Random(3).randbytes(8)
-    ts = RECORDS[-1]["ts_ns"]
-    r = otlp.span(tid, root, name="POST /checkout", kind=2, start=ts - 2_000_000, dur=12_000_000)
+    r = otlp.span(tid, root, name="POST /checkout", kind=2, start=TRACE_ROOT[0],
+                  dur=TRACE_ROOT[1])
     c = otlp.span(tid, bytes.fromhex("00f067aa0ba902b7"), parent=root, name="GET /api/users",
-                  kind=3, start=ts - 1_000_000, dur=9_000_000)
+                  kind=3, start=TRACE_CLIENT[0], dur=TRACE_CLIENT[1])
     assert otlp.export(otlp.request({"shop": [r, c]})).partial_success.rejected_spans == 0
     # the cycle: A's parent B, B's parent A, C's parent C
     t0 = RECORDS[0]["ts_ns"]

@@ -24,6 +24,57 @@ function check(what, got, want) {
 async function loaded(page) {
   await page.waitForSelector('body[data-loaded="1"]', { timeout: 30000 });
 }
+// The layout as drawn, from the elements' boxes (CSS px, the viewport's): nothing sticks out
+// of its panel. The page and every shown panel (a <section>) no wider than their boxes
+// (scrollWidth counts content that overflows a box even when it is not clipped), and in the
+// trace panel every timeline track and its bar inside the panel's box, the bar inside its
+// track, and each span name's first letter inside its cell. `bars` (optional, the rows' [left, right] as fractions of the trace's span): each
+// bar's edges where those put them on its track, within 1 px. A box edge may sit half a pixel
+// out (layout rounds to 1/64 px, scrollWidth to whole px). Throws naming the first problems.
+async function checkLayout(page, what, bars) {
+  const bad = await page.evaluate((bars) => {
+    const out = [];
+    const edges = (b) => `[${b.left.toFixed(1)}, ${b.right.toFixed(1)}]`;
+    const de = document.documentElement;
+    if (de.scrollWidth > de.clientWidth)
+      out.push(`page scrollWidth ${de.scrollWidth} > clientWidth ${de.clientWidth}`);
+    for (const s of document.querySelectorAll("main > section:not([hidden])"))
+      if (s.scrollWidth > s.clientWidth)
+        out.push(`panel "${s.querySelector("h2").firstChild.textContent.trim()}": scrollWidth ` +
+                 `${s.scrollWidth} > clientWidth ${s.clientWidth}`);
+    const p = document.getElementById("trace-section").getBoundingClientRect();
+    const inside = (b, o) => b.left >= o.left - 0.5 && b.right <= o.right + 0.5 &&
+                             b.top >= o.top - 0.5 && b.bottom <= o.bottom + 0.5;
+    // each span's name starts inside its cell, however deep the span (its indent is cut)
+    document.querySelectorAll("#trace-view tbody td:first-child").forEach((td, i) => {
+      const c = td.getBoundingClientRect(), r = document.createRange();
+      const text = document.createTreeWalker(td, NodeFilter.SHOW_TEXT).nextNode();
+      if (!text || !text.length) return out.push(`row ${i}: no span name`);
+      r.setStart(text, 0);
+      r.setEnd(text, 1);
+      const g = r.getBoundingClientRect();
+      if (g.left < c.left - 0.5 || g.right > c.right + 0.5)
+        out.push(`row ${i}: its name's first letter ${edges(g)} outside its cell ${edges(c)}`);
+    });
+    const tracks = document.querySelectorAll("#trace-view tbody .timeline");
+    if (bars && tracks.length !== bars.length) out.push(`${tracks.length} timelines, want ${bars.length}`);
+    tracks.forEach((t, i) => {
+      const tb = t.getBoundingClientRect(), bb = t.firstElementChild.getBoundingClientRect();
+      if (!inside(tb, p)) out.push(`row ${i}: track ${edges(tb)} outside the trace panel ${edges(p)}`);
+      if (!inside(bb, p)) out.push(`row ${i}: bar ${edges(bb)} outside the trace panel ${edges(p)}`);
+      if (!inside(bb, tb)) out.push(`row ${i}: bar ${edges(bb)} outside its track ${edges(tb)}`);
+      if (bars && bars[i]) {
+        const want = { left: tb.left + bars[i][0] * tb.width, right: tb.left + bars[i][1] * tb.width };
+        if (Math.abs(bb.left - want.left) > 1 || Math.abs(bb.right - want.right) > 1)
+          out.push(`row ${i}: bar ${edges(bb)}, want ${edges(want)} on track ${edges(tb)}`);
+      }
+    });
+    return out;
+  }, bars || null);
+  if (bad.length)
+    throw new Error(`layout (${what}): ${bad.length} problems: ${bad.slice(0, 6).join("; ")}`);
+  console.log(`ok layout (${what})`);
+}
 
 (async () => {
   const browser = await chromium.launch({
@@ -78,6 +129,7 @@ async function loaded(page) {
     const tree = await page.$$eval("#trace-view tbody tr", (rs) => rs.map((r) =>
       [Number(r.dataset.depth), r.cells[0].textContent, r.cells[1].textContent]));
     check("trace tree", tree, E.trace_tree);
+    await checkLayout(page, "trace " + E.trace_id, E.trace_bars);
     // odd trees: a parent cycle and a deep chain, every span shown once, no page error
     const open = async (id) => {
       await page.evaluate((i) => openTrace(i), id);
@@ -85,13 +137,16 @@ async function loaded(page) {
       return page.$$eval("#trace-view tbody tr", (rs) => rs.map((r) => [Number(r.dataset.depth), r.cells[0].textContent]));
     };
     check("cycle tree", await open(E.cycle.id), E.cycle.tree);
+    await checkLayout(page, "trace " + E.cycle.id);
     const chain = await open(E.chain.id);
+    await checkLayout(page, "trace " + E.chain.id);
     check("chain rows", chain.length, E.chain.n);
     check("chain first", chain[0], E.chain.first);
     check("chain last", chain[chain.length - 1], E.chain.last);
     check("chain depths", chain.every(([d], i) => d === i), true);
     // back to the first trace for the screenshot
     check("trace tree again", await open(E.trace_id), E.trace_tree.map(([d, n]) => [d, n]));
+    await checkLayout(page, "trace " + E.trace_id + " again", E.trace_bars);
     await page.screenshot({ path: process.env.SCREENSHOT, fullPage: true });
     console.log(`screenshot: ${process.env.SCREENSHOT}`);
     check("page errors", errors, []);
