@@ -118,6 +118,14 @@ async function checkLayout(page, what, bars) {
     // the charts: one polyline per series, as many points as buckets
     const pts = await page.$$eval("#rate-chart polyline", (ls) => ls.map((l) => l.getAttribute("points").split(" ").length));
     check("rate chart series and points", pts.length, 2);
+    // no line runs through the legend band at the top (the names and the scale's maximum)
+    for (const id of ["rate-chart", "latency-chart"]) {
+      const top = await page.$$eval(`#${id} polyline`, (ls) => Math.min(...ls.flatMap((l) =>
+        l.getAttribute("points").split(" ").map((p) => Number(p.split(",")[1])))));
+      const band = await page.evaluate(() => LEGEND_PX);
+      if (!(top >= band)) throw new Error(`${id}: a line reaches y=${top}, inside the legend band (0-${band})`);
+      console.log(`ok ${id}: lines below the legend band (top y=${top})`);
+    }
     // the exchanges: newest first, paged by 20
     const rows = await page.$$eval("#exchanges tbody tr", (rs) => rs.map((r) =>
       [r.cells[0].textContent, r.cells[3].textContent, r.cells[4].textContent]));
