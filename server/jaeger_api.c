@@ -259,15 +259,8 @@ static int service_spans(struct hreq *h, const char *svc, uint64_t from, uint64_
 		n = tv_http_comms_of_service(h->a, svc, comms, 64);
 		if (!n)
 			return 0;
-		for (size_t i = 0; i < n; i++) {
-			Tracevault__V1__StringMatch init = TRACEVAULT__V1__STRING_MATCH__INIT;
-
-			m[i] = init;
-			m[i].value = (char *)comms[i];
-			mp[i] = &m[i];
-		}
 		f.n_comms = n;
-		f.comms = mp;
+		f.comms = tv_http_matches(m, mp, comms, n, TRACEVAULT__V1__MATCH_KIND__MATCH_EXACT);
 	}
 	return tv_http_scan(h->a, from, to, &f, true, 0, collect_cb, &c, NULL, err, errlen);
 }
@@ -468,32 +461,33 @@ static json_t *sorted_names(struct nameset *ns, bool with_kind)
  * exchanges); kind=span: the span records' only. */
 static int route_services(struct hreq *h)
 {
-	const char *kind = tv_http_arg(h->rq, "kind");
+	enum { ALL, EXCHANGES, SPANS };
+	static const struct tv_http_word KINDS[] = {
+		{ "", ALL }, { "exchange", EXCHANGES }, { "span", SPANS },
+	};
 	struct nameset ns = { .set = json_object() };
 	Tracevault__V1__SummaryResponse *resp = NULL;
 	Tracevault__V1__QueryFilter f = TRACEVAULT__V1__QUERY_FILTER__INIT;
 	json_t *errors = NULL, *data;
 	uint64_t from, to;
 	char err[512];
-	int ret;
+	int kind = ALL, ret;
 
 	if (!ns.set)
 		return -ENOMEM;
-	if (kind && kind[0] && strcmp(kind, "exchange") && strcmp(kind, "span")) {
-		json_decref(ns.set);
-		return tv_http_error(h, 400, "invalid kind: '%.32s' (exchange or span)", kind);
-	}
-	if ((ret = tv_http_window(h, TV_HTTP_SERVICES_LOOKBACK_NS, &from, &to, err,
+	if ((ret = tv_http_param_word(h, "kind", KINDS, sizeof(KINDS) / sizeof(KINDS[0]),
+				      "exchange or span", &kind, err, sizeof(err))) ||
+	    (ret = tv_http_window(h, TV_HTTP_SERVICES_LOOKBACK_NS, &from, &to, err,
 				  sizeof(err)))) {
 		json_decref(ns.set);
 		return tv_http_error(h, 400, "%s", err);
 	}
-	if (!kind || strcmp(kind, "exchange")) {
+	if (kind != EXCHANGES) {
 		ret = span_names(h, NULL, from, to, &ns, &errors, err, sizeof(err));
 		if (ret)
 			goto fail;
 	}
-	if (!kind || strcmp(kind, "span")) {
+	if (kind != SPANS) {
 		ret = xsummary(h, from, to, &f, TRACEVAULT__V1__GROUP_BY__GROUP_BY_COMM, &resp,
 			       &errors, err, sizeof(err));
 		if (ret)
@@ -550,15 +544,8 @@ static int exchange_ops(struct hreq *h, const char **comms, size_t n, uint64_t f
 	Tracevault__V1__SummaryResponse *methods = NULL;
 	int ret;
 
-	for (size_t i = 0; i < n && i < 64; i++) {
-		Tracevault__V1__StringMatch init = TRACEVAULT__V1__STRING_MATCH__INIT;
-
-		m[i] = init;
-		m[i].value = (char *)comms[i];
-		mp[i] = &m[i];
-	}
 	f.n_comms = n < 64 ? n : 64;
-	f.comms = mp;
+	f.comms = tv_http_matches(m, mp, comms, f.n_comms, TRACEVAULT__V1__MATCH_KIND__MATCH_EXACT);
 	ret = xsummary(h, from, to, &f, TRACEVAULT__V1__GROUP_BY__GROUP_BY_METHOD, &methods,
 		       errors, err, errlen);
 	for (size_t i = 0; !ret && i < methods->n_groups; i++) {
@@ -1012,10 +999,6 @@ static int route_search(struct hreq *h)
 		json_decref(want);
 		return tv_http_error(h, 400, "invalid limit: %llu is above --http-max-traces (%u)",
 				     (unsigned long long)limit, h->a->o.max_traces);
-	}
-	if (min_ns > max_ns) {
-		json_decref(want);
-		return tv_http_error(h, 400, "minDuration is above maxDuration");
 	}
 	lat.lo = min_ns;
 	lat.hi = max_ns;
