@@ -265,13 +265,14 @@ static int service_spans(struct hreq *h, const char *svc, uint64_t from, uint64_
 	return tv_http_scan(h->a, from, to, &f, true, 0, collect_cb, &c, NULL, err, errlen);
 }
 
-static int envelope(struct hreq *h, json_t *data)
+/* The envelope of an answer: data (taken), total, and errors (taken; NULL: null). */
+static int envelope(struct hreq *h, json_t *data, json_t *errors)
 {
 	size_t n = json_is_array(data) ? json_array_size(data) : 0;
 
-	return tv_http_json(h, 200, json_pack("{s:o,s:I,s:i,s:i,s:n}", "data", data, "total",
-					      (json_int_t)n, "limit", 0, "offset", 0,
-					      "errors"));
+	return tv_http_json(h, 200, json_pack("{s:o,s:I,s:i,s:i,s:o}", "data", data, "total",
+					      (json_int_t)n, "limit", 0, "offset", 0, "errors",
+					      errors ? errors : json_null()));
 }
 
 /* ---- service and operation lists: exact over their window, bounded, cuts reported ---- */
@@ -411,16 +412,6 @@ static int cmp_str(const void *x, const void *y)
 	return strcmp(*(const char *const *)x, *(const char *const *)y);
 }
 
-/* The envelope of a name list: data (taken), total, and errors (taken; NULL: null). */
-static int names_envelope(struct hreq *h, json_t *data, json_t *errors)
-{
-	size_t n = json_is_array(data) ? json_array_size(data) : 0;
-
-	return tv_http_json(h, 200, json_pack("{s:o,s:I,s:i,s:i,s:o}", "data", data, "total",
-					      (json_int_t)n, "limit", 0, "offset", 0, "errors",
-					      errors ? errors : json_null()));
-}
-
 /* The set's keys, sorted, into a new array of strings (ops: "name\x1fkind" keys, as plain
  * names or {"name","spanKind"} objects when with_kind). */
 static json_t *sorted_names(struct nameset *ns, bool with_kind)
@@ -503,7 +494,7 @@ static int route_services(struct hreq *h)
 		goto fail;
 	data = sorted_names(&ns, false);
 	json_decref(ns.set);
-	return data ? names_envelope(h, data, errors) : (json_decref(errors), -ENOMEM);
+	return data ? envelope(h, data, errors) : (json_decref(errors), -ENOMEM);
 fail:
 	json_decref(ns.set);
 	json_decref(errors);
@@ -623,7 +614,7 @@ static int route_operations(struct hreq *h, const char *svc, bool with_kind)
 	}
 	data = sorted_names(&ns, with_kind);
 	json_decref(ns.set);
-	return data ? names_envelope(h, data, errors) : (json_decref(errors), -ENOMEM);
+	return data ? envelope(h, data, errors) : (json_decref(errors), -ENOMEM);
 }
 
 /* ---- traces ---- */
@@ -816,7 +807,7 @@ static int route_trace(struct hreq *h, const char *id)
 		json_decref(data);
 		return tv_http_error(h, 404, "trace not found");
 	}
-	return envelope(h, data);
+	return envelope(h, data, NULL);
 }
 
 /* /api/traces?traceID=ID[&traceID=ID...]: exactly those traces, as Jaeger's search answers
@@ -873,7 +864,7 @@ static int search_by_ids(struct hreq *h, size_t n)
 							"traceID", ids[i]));
 	}
 	h->too_large_advice = "ask for fewer traceID at once, or raise --http-max-response-bytes";
-	ret = names_envelope(h, data, errors);
+	ret = envelope(h, data, errors);
 	data = errors = NULL;
 out:
 	json_decref(data);
@@ -1037,7 +1028,7 @@ static int route_search(struct hreq *h)
 			   sizeof(err));
 	if (ret)
 		goto rpc_fail;
-	ret = envelope(h, data);
+	ret = envelope(h, data, NULL);
 	goto out;
 rpc_fail:
 	ret = ret == -ENOMEM ? ret : tv_http_rpc_error(h, ret, err);
@@ -1070,7 +1061,7 @@ int tv_jaeger_route(struct hreq *h, const char *url)
 		 * the answer Jaeger gives when it has none */
 		json_t *none = json_array();
 
-		return none ? envelope(h, none) : -ENOMEM;
+		return none ? envelope(h, none, NULL) : -ENOMEM;
 	}
 	if (!strcmp(url, "/api/operations"))
 		return route_operations(h, tv_http_arg(h->rq, "service"), true);
