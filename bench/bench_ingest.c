@@ -9,8 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 
+#include "bench_util.h"
 #include "common/clock.h"
 #include "proto/block.h"
 #include "proto/wire.h"
@@ -21,15 +21,6 @@
 #define DEFAULT_BLOCK_BYTES (4u << 20)
 #define DEFAULT_BLOCKS_PER_SEGMENT 8
 #define MAX_WRITERS 64 /* --writers: threads, each with its own gRPC channel */
-
-static double cpu_s(void)
-{
-	struct rusage ru;
-
-	getrusage(RUSAGE_SELF, &ru);
-	return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
-	       ru.ru_stime.tv_usec / 1e6;
-}
 
 /* Seal one block of about block_bytes of synthetic records. Uncompressed by default: the
  * benchmark measures moving and storing bytes, not zstd; --zstd seals as the capture does, so
@@ -205,21 +196,6 @@ out:
 	return NULL;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile (p in (0, 100]) of a sorted array of n > 0 values. */
-static uint64_t pct(const uint64_t *v, size_t n, double p)
-{
-	size_t k = (size_t)(p / 100.0 * n + 0.999999);
-
-	return v[k ? (k > n ? n : k) - 1 : 0];
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -248,38 +224,28 @@ int main(int argc, char **argv)
 	pthread_barrier_t start;
 	double t0, c0, dt, dc, end_s = 0;
 	int c, cold = 0, sealed_only = 0, ret = 1;
+	const struct tv_bench_num nums[] = {
+		{ 'm', 1, SIZE_MAX, &mib },
+		{ 'b', 1, SIZE_MAX, &block_bytes },
+		{ 'k', 1, SIZE_MAX, &per_seg },
+		{ 'c', 1, SIZE_MAX, &wo.chunk_bytes },
+		{ 'w', 1, MAX_WRITERS, &nwriters },
+	};
 
 	/* the same block-memory reuse policy as the tracevault CLI (client/cli/main.c) */
 	mallopt(M_MMAP_THRESHOLD, 64 << 20);
 	mallopt(M_TRIM_THRESHOLD, 512 << 20);
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		char *end;
-		unsigned long long v = 0;
+		/* '?' (getopt said why) is no numeric option: usage below */
+		int num = tv_bench_num_opt("bench_ingest", opts, nums,
+					   sizeof(nums) / sizeof(nums[0]), c, optarg);
 
-		if (c == '?') { /* getopt said why; optarg is not set */
-			usage(stderr);
+		if (num < 0)
 			return 2;
-		}
-		if (c != 's' && c != 'h' && c != 'Z' && c != 'C' && c != 'z' && c != 'S') {
-			errno = 0;
-			v = strtoull(optarg, &end, 10);
-			if (errno || *end || v == 0 || (c == 'w' && v > MAX_WRITERS)) {
-				const char *name = "?";
-
-				for (size_t i = 0; opts[i].name; i++)
-					if (opts[i].val == c)
-						name = opts[i].name;
-				fprintf(stderr, "bench_ingest: invalid --%s: '%s'\n", name, optarg);
-				return 2;
-			}
-		}
+		if (num)
+			continue;
 		switch (c) {
 		case 's': wo.server = optarg; break;
-		case 'm': mib = v; break;
-		case 'b': block_bytes = v; break;
-		case 'k': per_seg = v; break;
-		case 'c': wo.chunk_bytes = v; break;
-		case 'w': nwriters = v; break;
 		case 'Z': wo.no_zerocopy = 1; break;
 		case 'C': cold = 1; break;
 		case 'z': codec = TV_CODEC_ZSTD; break;
@@ -353,10 +319,10 @@ int main(int argc, char **argv)
 	}
 	pthread_barrier_wait(&start);
 	t0 = tv_monotonic_ns() / 1e9;
-	c0 = cpu_s();
+	c0 = tv_bench_cpu_s();
 	for (size_t i = 0; i < nwriters; i++)
 		pthread_join(tid[i], NULL);
-	dc = cpu_s() - c0;
+	dc = tv_bench_cpu_s() - c0;
 	for (size_t i = 0; i < nwriters; i++) {
 		if (bw[i].failed) {
 			fprintf(stderr, "bench_ingest: writer %zu: %s\n", i, bw[i].err);
@@ -378,7 +344,6 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < nwriters; i++)
 		for (size_t j = 0; j < bw[i].nseg; j++)
 			lat[nseg++] = bw[i].commit_ns[j];
-	qsort(lat, nseg, sizeof(*lat), cmp_u64);
 	dt = end_s - t0;
 	printf("writers %zu\n", nwriters);
 	/* the chunk size the writers used: --chunk-bytes, or the writer's default for the default
@@ -392,9 +357,7 @@ int main(int argc, char **argv)
 	printf("segments %zu\n", nseg);
 	printf("segments_per_s %.1f\n", nseg / dt);
 	/* COMMIT sent -> commit reply, per segment (tv_writer_stats.last_commit_ns) */
-	printf("commit_p50_us %.0f\n", pct(lat, nseg, 50) / 1e3);
-	printf("commit_p99_us %.0f\n", pct(lat, nseg, 99) / 1e3);
-	printf("commit_max_us %.0f\n", lat[nseg - 1] / 1e3);
+	tv_bench_print_latency("commit", lat, nseg);
 	printf("client_cpu_s_per_GB %.3f\n", dc / (total / 1e9));
 	printf("payload_bytes_copied %zu\n", copied);
 	ret = 0;

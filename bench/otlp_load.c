@@ -16,12 +16,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 
 #include <grpc/grpc.h>
 #include <grpc/byte_buffer.h>
 #include <grpc/support/time.h>
 
+#include "bench_util.h"
 #include "common/clock.h"
 #include "otlp_trace.pb-c.h"
 #include "proto/wire.h"
@@ -40,15 +40,6 @@ static void usage(FILE *f)
 	fprintf(f, "usage: otlp_load --server ADDR [--batches N (1-%d)] [--spans N (1-%d)] "
 		   "[--in-flight N (1-%d)] [--max-seconds S] [--seed N]\n",
 		MAX_BATCHES, MAX_SPANS, MAX_IN_FLIGHT);
-}
-
-static double cpu_s(void)
-{
-	struct rusage ru;
-
-	getrusage(RUSAGE_SELF, &ru);
-	return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
-	       ru.ru_stime.tv_usec / 1e6;
 }
 
 /* xorshift64*: the ids and durations, reproducible from --seed */
@@ -350,36 +341,6 @@ static void *caller(void *arg)
 	return NULL;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile (p in (0, 100]) of a sorted array of n > 0 values. */
-static uint64_t pct(const uint64_t *v, size_t n, double p)
-{
-	size_t k = (size_t)(p / 100.0 * n + 0.999999);
-
-	return v[k ? (k > n ? n : k) - 1 : 0];
-}
-
-static int parse_size(const char *name, const char *s, size_t lo, size_t hi, size_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || *end || !*s || *s == '-' || v < lo || v > hi) {
-		fprintf(stderr, "otlp_load: invalid --%s: '%s' (%zu to %zu)\n", name, s, lo, hi);
-		return -EINVAL;
-	}
-	*out = v;
-	return 0;
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -402,15 +363,24 @@ int main(int argc, char **argv)
 	double c0, c1, dt;
 	char err[640];
 	int c, ret = 1;
+	const struct tv_bench_num nums[] = {
+		{ 'b', 1, MAX_BATCHES, &batches },
+		{ 'n', 1, MAX_SPANS, &L.nspans },
+		{ 'c', 1, MAX_IN_FLIGHT, &in_flight },
+		{ 't', 1, 3600, &max_s },
+		{ 'r', 1, SIZE_MAX, &seed_arg },
+	};
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		int num = tv_bench_num_opt("otlp_load", opts, nums, sizeof(nums) / sizeof(nums[0]),
+					   c, optarg);
+
+		if (num < 0)
+			return 2;
+		if (num)
+			continue;
 		switch (c) {
 		case 's': server = optarg; break;
-		case 'b': if (parse_size("batches", optarg, 1, MAX_BATCHES, &batches)) return 2; break;
-		case 'n': if (parse_size("spans", optarg, 1, MAX_SPANS, &L.nspans)) return 2; break;
-		case 'c': if (parse_size("in-flight", optarg, 1, MAX_IN_FLIGHT, &in_flight)) return 2; break;
-		case 't': if (parse_size("max-seconds", optarg, 1, 3600, &max_s)) return 2; break;
-		case 'r': if (parse_size("seed", optarg, 1, SIZE_MAX, &seed_arg)) return 2; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -453,7 +423,7 @@ int main(int argc, char **argv)
 		goto shutdown;
 	}
 	pthread_mutex_init(&L.mu, NULL);
-	c0 = cpu_s();
+	c0 = tv_bench_cpu_s();
 	t_start = tv_monotonic_ns();
 	L.deadline_ns = t_start + (uint64_t)max_s * 1000000000ull;
 	for (; started < in_flight; started++)
@@ -464,7 +434,7 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < started; i++)
 		pthread_join(th[i], NULL);
 	t_end = tv_monotonic_ns();
-	c1 = cpu_s();
+	c1 = tv_bench_cpu_s();
 	pthread_mutex_destroy(&L.mu);
 	if (started < in_flight)
 		goto shutdown;
@@ -478,12 +448,8 @@ int main(int argc, char **argv)
 	printf("spans_stored %llu\n", (unsigned long long)(L.done * L.nspans - L.rejected));
 	printf("seconds %.3f\n", dt);
 	printf("spans_per_s %.0f\n", (L.done * L.nspans - L.rejected) / dt);
-	if (L.done) {
-		qsort(L.lat_ns, L.done, sizeof(*L.lat_ns), cmp_u64);
-		printf("export_p50_us %.0f\n", pct(L.lat_ns, L.done, 50) / 1e3);
-		printf("export_p99_us %.0f\n", pct(L.lat_ns, L.done, 99) / 1e3);
-		printf("export_max_us %.0f\n", L.lat_ns[L.done - 1] / 1e3);
-	}
+	if (L.done)
+		tv_bench_print_latency("export", L.lat_ns, L.done);
 	printf("client_cpu_s %.3f\n", c1 - c0);
 	if (L.failed || L.rejected) {
 		fprintf(stderr, "otlp_load: %zu Export calls failed, %llu spans rejected; first: %s\n",

@@ -265,6 +265,23 @@ bad:
 	return -EINVAL;
 }
 
+int tv_http_param_word(struct hreq *h, const char *name, const struct tv_http_word *words,
+		       size_t n, const char *expect, int *v, char *err, size_t errlen)
+{
+	const char *s = tv_http_arg(h->rq, name);
+
+	if (!s)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!strcmp(s, words[i].word)) {
+			*v = words[i].value;
+			return 0;
+		}
+	}
+	snprintf(err, errlen, "invalid %s: '%.32s' (%s)", name, s, expect);
+	return -EINVAL;
+}
+
 static uint64_t now_ns(void)
 {
 	struct timespec ts;
@@ -327,6 +344,22 @@ size_t tv_http_comms_of_service(const struct tv_http_api *a, const char *svc,
 	if (!mapped_away && n < max)
 		comms[n++] = strcmp(svc, TV_HTTP_UNKNOWN_SERVICE) ? svc : "";
 	return n;
+}
+
+Tracevault__V1__StringMatch **tv_http_matches(Tracevault__V1__StringMatch *m,
+					      Tracevault__V1__StringMatch **mp,
+					      const char *const *values, size_t n,
+					      Tracevault__V1__MatchKind kind)
+{
+	for (size_t i = 0; i < n; i++) {
+		Tracevault__V1__StringMatch init = TRACEVAULT__V1__STRING_MATCH__INIT;
+
+		m[i] = init;
+		m[i].kind = kind;
+		m[i].value = (char *)values[i];
+		mp[i] = &m[i];
+	}
+	return mp;
 }
 
 struct scan {
@@ -401,14 +434,41 @@ static int parse_status(const char *s, Tracevault__V1__Range *r)
 	return -EINVAL;
 }
 
+/* A parameter's value v, unless absent or empty, as the one string of a repeated field
+ * (*n, *field); slot holds it (borrowed, not copied). */
+static void one_string(char **slot, const char *v, size_t *n, char ***field)
+{
+	if (!v || !v[0])
+		return;
+	slot[0] = (char *)v;
+	*n = 1;
+	*field = slot;
+}
+
+/* A parameter's value v, unless absent or empty, as the one StringMatch of kind of a repeated
+ * field (*n, *field); m and slot hold it (v borrowed, not copied). */
+static void one_match(Tracevault__V1__StringMatch *m, Tracevault__V1__StringMatch **slot,
+		      const char *v, Tracevault__V1__MatchKind kind, size_t *n,
+		      Tracevault__V1__StringMatch ***field)
+{
+	if (!v || !v[0])
+		return;
+	*field = tv_http_matches(m, slot, &v, 1, kind);
+	*n = 1;
+}
+
 /* The exchanges the page's parameters select (kind exchange always). */
 static int page_filter(struct hreq *h, struct fbuf *b, char *err, size_t errlen)
 {
-	const char *svc = tv_http_arg(h->rq, "service"), *method = tv_http_arg(h->rq, "method");
-	const char *status = tv_http_arg(h->rq, "status"), *path = tv_http_arg(h->rq, "path");
-	const char *host = tv_http_arg(h->rq, "host"), *role = tv_http_arg(h->rq, "role");
-	const char *tid = tv_http_arg(h->rq, "trace_id");
+	static const struct tv_http_word ROLES[] = {
+		{ "", TRACEVAULT__V1__ROLE__ROLE_ANY },
+		{ "server", TRACEVAULT__V1__ROLE__ROLE_SERVER },
+		{ "client", TRACEVAULT__V1__ROLE__ROLE_CLIENT },
+	};
+	const char *svc = tv_http_arg(h->rq, "service"), *status = tv_http_arg(h->rq, "status");
+	const char *path = tv_http_arg(h->rq, "path");
 	Tracevault__V1__QueryFilter init = TRACEVAULT__V1__QUERY_FILTER__INIT;
+	int role = TRACEVAULT__V1__ROLE__ROLE_ANY, ret;
 
 	memset(b, 0, sizeof(*b));
 	b->f = init;
@@ -417,21 +477,10 @@ static int page_filter(struct hreq *h, struct fbuf *b, char *err, size_t errlen)
 		const char *comms[MAX_COMMS];
 		size_t n = tv_http_comms_of_service(h->a, svc, comms, MAX_COMMS);
 
-		for (size_t i = 0; i < n; i++) {
-			Tracevault__V1__StringMatch m = TRACEVAULT__V1__STRING_MATCH__INIT;
-
-			b->comm[i] = m;
-			b->comm[i].value = (char *)comms[i];
-			b->comm_p[i] = &b->comm[i];
-		}
+		b->f.comms = tv_http_matches(b->comm, b->comm_p, comms, n,
+					     TRACEVAULT__V1__MATCH_KIND__MATCH_EXACT);
 		b->f.n_comms = n;
-		b->f.comms = b->comm_p;
 		b->none = n == 0;
-	}
-	if (method && method[0]) {
-		b->methods[0] = (char *)method;
-		b->f.n_methods = 1;
-		b->f.methods = b->methods;
 	}
 	if (status && status[0]) {
 		Tracevault__V1__Range r = TRACEVAULT__V1__RANGE__INIT;
@@ -446,48 +495,25 @@ static int page_filter(struct hreq *h, struct fbuf *b, char *err, size_t errlen)
 		b->f.n_status = 1;
 		b->f.status = b->status_p;
 	}
-	if (path && path[0]) {
-		Tracevault__V1__StringMatch m = TRACEVAULT__V1__STRING_MATCH__INIT;
-
-		b->path = m;
-		b->path.value = (char *)path;
-		/* a pattern with a wildcard is a glob, else a prefix */
-		b->path.kind = strpbrk(path, "*?[") ? TRACEVAULT__V1__MATCH_KIND__MATCH_GLOB :
-						      TRACEVAULT__V1__MATCH_KIND__MATCH_PREFIX;
-		b->path_p[0] = &b->path;
-		b->f.n_paths = 1;
-		b->f.paths = b->path_p;
-	}
-	if (host && host[0]) {
-		Tracevault__V1__StringMatch m = TRACEVAULT__V1__STRING_MATCH__INIT;
-
-		b->host = m;
-		b->host.value = (char *)host;
-		b->host_p[0] = &b->host;
-		b->f.n_hosts = 1;
-		b->f.hosts = b->host_p;
-	}
-	if (role && role[0]) {
-		if (!strcmp(role, "server"))
-			b->f.role = TRACEVAULT__V1__ROLE__ROLE_SERVER;
-		else if (!strcmp(role, "client"))
-			b->f.role = TRACEVAULT__V1__ROLE__ROLE_CLIENT;
-		else {
-			snprintf(err, errlen, "invalid role: '%.32s' (server or client)", role);
-			return -EINVAL;
-		}
-	}
-	if (tid && tid[0]) {
-		b->trace_ids[0] = (char *)tid;
-		b->f.n_trace_ids = 1;
-		b->f.trace_ids = b->trace_ids;
-	}
+	if ((ret = tv_http_param_word(h, "role", ROLES, sizeof(ROLES) / sizeof(ROLES[0]),
+				      "server or client", &role, err, errlen)))
+		return ret;
+	b->f.role = (Tracevault__V1__Role)role;
+	one_string(b->methods, tv_http_arg(h->rq, "method"), &b->f.n_methods, &b->f.methods);
+	/* a path pattern with a wildcard is a glob, else a prefix */
+	one_match(&b->path, b->path_p, path, path && strpbrk(path, "*?[") ?
+		  TRACEVAULT__V1__MATCH_KIND__MATCH_GLOB : TRACEVAULT__V1__MATCH_KIND__MATCH_PREFIX,
+		  &b->f.n_paths, &b->f.paths);
+	one_match(&b->host, b->host_p, tv_http_arg(h->rq, "host"),
+		  TRACEVAULT__V1__MATCH_KIND__MATCH_EXACT, &b->f.n_hosts, &b->f.hosts);
+	one_string(b->trace_ids, tv_http_arg(h->rq, "trace_id"), &b->f.n_trace_ids,
+		   &b->f.trace_ids);
 	return 0;
 }
 
 /* ---- /api/tracevault/summary and rates ---- */
 
-static const struct { const char *name; Tracevault__V1__GroupBy by; } GROUP_BY[] = {
+static const struct tv_http_word GROUP_BY[] = {
 	{ "none", TRACEVAULT__V1__GROUP_BY__GROUP_BY_NONE },
 	{ "path", TRACEVAULT__V1__GROUP_BY__GROUP_BY_PATH },
 	{ "host", TRACEVAULT__V1__GROUP_BY__GROUP_BY_HOST },
@@ -546,25 +572,17 @@ static int summary_call(struct hreq *h, uint64_t from_ns, uint64_t to_ns, struct
 
 static int route_summary(struct hreq *h)
 {
-	const char *by_s = tv_http_arg(h->rq, "by");
-	Tracevault__V1__GroupBy by = TRACEVAULT__V1__GROUP_BY__GROUP_BY_PATH;
+	int by = TRACEVAULT__V1__GROUP_BY__GROUP_BY_PATH, ret;
 	Tracevault__V1__SummaryResponse *resp = NULL;
 	uint64_t from, to, limit = 20;
 	struct fbuf fb;
 	char err[512];
 	json_t *j, *groups;
-	bool found = !by_s;
-	int ret;
 
-	for (size_t i = 0; by_s && i < sizeof(GROUP_BY) / sizeof(GROUP_BY[0]); i++)
-		if (!strcmp(by_s, GROUP_BY[i].name)) {
-			by = GROUP_BY[i].by;
-			found = true;
-		}
-	if (!found)
-		return tv_http_error(h, 400, "invalid by: '%.32s' (none, path, host, method, "
-				     "status, comm, remote, role)", by_s);
-	if ((ret = tv_http_window(h, TV_HTTP_DEFAULT_LOOKBACK_NS, &from, &to, err, sizeof(err))) ||
+	if ((ret = tv_http_param_word(h, "by", GROUP_BY, sizeof(GROUP_BY) / sizeof(GROUP_BY[0]),
+				      "none, path, host, method, status, comm, remote, role", &by,
+				      err, sizeof(err))) ||
+	    (ret = tv_http_window(h, TV_HTTP_DEFAULT_LOOKBACK_NS, &from, &to, err, sizeof(err))) ||
 	    (ret = tv_http_param_u64(h, "limit", &limit, NULL, err, sizeof(err))) ||
 	    (ret = page_filter(h, &fb, err, sizeof(err))))
 		return tv_http_error(h, 400, "%s", err);
@@ -580,7 +598,8 @@ static int route_summary(struct hreq *h)
 	}
 	json_object_set_new(j, "groups", groups);
 	if (!fb.none) {
-		ret = summary_call(h, from, to, &fb, by, (uint32_t)limit, &resp, err, sizeof(err));
+		ret = summary_call(h, from, to, &fb, (Tracevault__V1__GroupBy)by, (uint32_t)limit,
+				   &resp, err, sizeof(err));
 		if (ret) {
 			json_decref(j);
 			return tv_http_rpc_error(h, ret, err);

@@ -57,6 +57,15 @@ int tv_http_param_u64(struct hreq *h, const char *name, uint64_t *v, bool *prese
  * nanoseconds in *ns. */
 int tv_http_param_duration(struct hreq *h, const char *name, uint64_t *ns, bool *present,
 			   char *err, size_t errlen);
+/* A keyword parameter: one of n words (words[i].word: "" is the parameter given empty) into
+ * *v as words[i].value; absent: *v untouched. Any other value is -EINVAL with "invalid NAME:
+ * 'VALUE' (expect)" in err (expect: the words as the message lists them). */
+struct tv_http_word {
+	const char *word;
+	int value;
+};
+int tv_http_param_word(struct hreq *h, const char *name, const struct tv_http_word *words,
+		       size_t n, const char *expect, int *v, char *err, size_t errlen);
 /* The window [*from_ns, *to_ns) of start/end (unix microseconds) or lookback (a duration,
  * back from end or now), default: the last default_ns. */
 int tv_http_window(struct hreq *h, uint64_t default_ns, uint64_t *from_ns, uint64_t *to_ns,
@@ -67,6 +76,14 @@ int tv_http_window(struct hreq *h, uint64_t default_ns, uint64_t *from_ns, uint6
 const char *tv_http_service_of_comm(const struct tv_http_api *a, const char *comm);
 size_t tv_http_comms_of_service(const struct tv_http_api *a, const char *svc,
 				const char **comms, size_t max);
+
+/* values[0..n) as StringMatches of kind in m[0..n), their pointers in mp[0..n), which is
+ * returned: the array a QueryFilter's repeated StringMatch field points to. m and mp hold n
+ * each; the values are borrowed, not copied (they must outlive the filter). */
+Tracevault__V1__StringMatch **tv_http_matches(Tracevault__V1__StringMatch *m,
+					      Tracevault__V1__StringMatch **mp,
+					      const char *const *values, size_t n,
+					      Tracevault__V1__MatchKind kind);
 
 /* The records of [from_ns, to_ns) passing f (may be NULL), newest first when reverse, at most
  * min(limit, --http-max-spans) (limit 0: that bound), to cb. *truncated is set when the bound

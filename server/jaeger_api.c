@@ -259,26 +259,20 @@ static int service_spans(struct hreq *h, const char *svc, uint64_t from, uint64_
 		n = tv_http_comms_of_service(h->a, svc, comms, 64);
 		if (!n)
 			return 0;
-		for (size_t i = 0; i < n; i++) {
-			Tracevault__V1__StringMatch init = TRACEVAULT__V1__STRING_MATCH__INIT;
-
-			m[i] = init;
-			m[i].value = (char *)comms[i];
-			mp[i] = &m[i];
-		}
 		f.n_comms = n;
-		f.comms = mp;
+		f.comms = tv_http_matches(m, mp, comms, n, TRACEVAULT__V1__MATCH_KIND__MATCH_EXACT);
 	}
 	return tv_http_scan(h->a, from, to, &f, true, 0, collect_cb, &c, NULL, err, errlen);
 }
 
-static int envelope(struct hreq *h, json_t *data)
+/* The envelope of an answer: data (taken), total, and errors (taken; NULL: null). */
+static int envelope(struct hreq *h, json_t *data, json_t *errors)
 {
 	size_t n = json_is_array(data) ? json_array_size(data) : 0;
 
-	return tv_http_json(h, 200, json_pack("{s:o,s:I,s:i,s:i,s:n}", "data", data, "total",
-					      (json_int_t)n, "limit", 0, "offset", 0,
-					      "errors"));
+	return tv_http_json(h, 200, json_pack("{s:o,s:I,s:i,s:i,s:o}", "data", data, "total",
+					      (json_int_t)n, "limit", 0, "offset", 0, "errors",
+					      errors ? errors : json_null()));
 }
 
 /* ---- service and operation lists: exact over their window, bounded, cuts reported ---- */
@@ -418,16 +412,6 @@ static int cmp_str(const void *x, const void *y)
 	return strcmp(*(const char *const *)x, *(const char *const *)y);
 }
 
-/* The envelope of a name list: data (taken), total, and errors (taken; NULL: null). */
-static int names_envelope(struct hreq *h, json_t *data, json_t *errors)
-{
-	size_t n = json_is_array(data) ? json_array_size(data) : 0;
-
-	return tv_http_json(h, 200, json_pack("{s:o,s:I,s:i,s:i,s:o}", "data", data, "total",
-					      (json_int_t)n, "limit", 0, "offset", 0, "errors",
-					      errors ? errors : json_null()));
-}
-
 /* The set's keys, sorted, into a new array of strings (ops: "name\x1fkind" keys, as plain
  * names or {"name","spanKind"} objects when with_kind). */
 static json_t *sorted_names(struct nameset *ns, bool with_kind)
@@ -468,32 +452,33 @@ static json_t *sorted_names(struct nameset *ns, bool with_kind)
  * exchanges); kind=span: the span records' only. */
 static int route_services(struct hreq *h)
 {
-	const char *kind = tv_http_arg(h->rq, "kind");
+	enum { ALL, EXCHANGES, SPANS };
+	static const struct tv_http_word KINDS[] = {
+		{ "", ALL }, { "exchange", EXCHANGES }, { "span", SPANS },
+	};
 	struct nameset ns = { .set = json_object() };
 	Tracevault__V1__SummaryResponse *resp = NULL;
 	Tracevault__V1__QueryFilter f = TRACEVAULT__V1__QUERY_FILTER__INIT;
 	json_t *errors = NULL, *data;
 	uint64_t from, to;
 	char err[512];
-	int ret;
+	int kind = ALL, ret;
 
 	if (!ns.set)
 		return -ENOMEM;
-	if (kind && kind[0] && strcmp(kind, "exchange") && strcmp(kind, "span")) {
-		json_decref(ns.set);
-		return tv_http_error(h, 400, "invalid kind: '%.32s' (exchange or span)", kind);
-	}
-	if ((ret = tv_http_window(h, TV_HTTP_SERVICES_LOOKBACK_NS, &from, &to, err,
+	if ((ret = tv_http_param_word(h, "kind", KINDS, sizeof(KINDS) / sizeof(KINDS[0]),
+				      "exchange or span", &kind, err, sizeof(err))) ||
+	    (ret = tv_http_window(h, TV_HTTP_SERVICES_LOOKBACK_NS, &from, &to, err,
 				  sizeof(err)))) {
 		json_decref(ns.set);
 		return tv_http_error(h, 400, "%s", err);
 	}
-	if (!kind || strcmp(kind, "exchange")) {
+	if (kind != EXCHANGES) {
 		ret = span_names(h, NULL, from, to, &ns, &errors, err, sizeof(err));
 		if (ret)
 			goto fail;
 	}
-	if (!kind || strcmp(kind, "span")) {
+	if (kind != SPANS) {
 		ret = xsummary(h, from, to, &f, TRACEVAULT__V1__GROUP_BY__GROUP_BY_COMM, &resp,
 			       &errors, err, sizeof(err));
 		if (ret)
@@ -509,7 +494,7 @@ static int route_services(struct hreq *h)
 		goto fail;
 	data = sorted_names(&ns, false);
 	json_decref(ns.set);
-	return data ? names_envelope(h, data, errors) : (json_decref(errors), -ENOMEM);
+	return data ? envelope(h, data, errors) : (json_decref(errors), -ENOMEM);
 fail:
 	json_decref(ns.set);
 	json_decref(errors);
@@ -550,15 +535,8 @@ static int exchange_ops(struct hreq *h, const char **comms, size_t n, uint64_t f
 	Tracevault__V1__SummaryResponse *methods = NULL;
 	int ret;
 
-	for (size_t i = 0; i < n && i < 64; i++) {
-		Tracevault__V1__StringMatch init = TRACEVAULT__V1__STRING_MATCH__INIT;
-
-		m[i] = init;
-		m[i].value = (char *)comms[i];
-		mp[i] = &m[i];
-	}
 	f.n_comms = n < 64 ? n : 64;
-	f.comms = mp;
+	f.comms = tv_http_matches(m, mp, comms, f.n_comms, TRACEVAULT__V1__MATCH_KIND__MATCH_EXACT);
 	ret = xsummary(h, from, to, &f, TRACEVAULT__V1__GROUP_BY__GROUP_BY_METHOD, &methods,
 		       errors, err, errlen);
 	for (size_t i = 0; !ret && i < methods->n_groups; i++) {
@@ -636,7 +614,7 @@ static int route_operations(struct hreq *h, const char *svc, bool with_kind)
 	}
 	data = sorted_names(&ns, with_kind);
 	json_decref(ns.set);
-	return data ? names_envelope(h, data, errors) : (json_decref(errors), -ENOMEM);
+	return data ? envelope(h, data, errors) : (json_decref(errors), -ENOMEM);
 }
 
 /* ---- traces ---- */
@@ -829,7 +807,7 @@ static int route_trace(struct hreq *h, const char *id)
 		json_decref(data);
 		return tv_http_error(h, 404, "trace not found");
 	}
-	return envelope(h, data);
+	return envelope(h, data, NULL);
 }
 
 /* /api/traces?traceID=ID[&traceID=ID...]: exactly those traces, as Jaeger's search answers
@@ -886,7 +864,7 @@ static int search_by_ids(struct hreq *h, size_t n)
 							"traceID", ids[i]));
 	}
 	h->too_large_advice = "ask for fewer traceID at once, or raise --http-max-response-bytes";
-	ret = names_envelope(h, data, errors);
+	ret = envelope(h, data, errors);
 	data = errors = NULL;
 out:
 	json_decref(data);
@@ -1013,10 +991,6 @@ static int route_search(struct hreq *h)
 		return tv_http_error(h, 400, "invalid limit: %llu is above --http-max-traces (%u)",
 				     (unsigned long long)limit, h->a->o.max_traces);
 	}
-	if (min_ns > max_ns) {
-		json_decref(want);
-		return tv_http_error(h, 400, "minDuration is above maxDuration");
-	}
 	lat.lo = min_ns;
 	lat.hi = max_ns;
 	ret = service_spans(h, svc, from, to, has_min || has_max ? &lat : NULL, &s, err,
@@ -1054,7 +1028,7 @@ static int route_search(struct hreq *h)
 			   sizeof(err));
 	if (ret)
 		goto rpc_fail;
-	ret = envelope(h, data);
+	ret = envelope(h, data, NULL);
 	goto out;
 rpc_fail:
 	ret = ret == -ENOMEM ? ret : tv_http_rpc_error(h, ret, err);
@@ -1087,7 +1061,7 @@ int tv_jaeger_route(struct hreq *h, const char *url)
 		 * the answer Jaeger gives when it has none */
 		json_t *none = json_array();
 
-		return none ? envelope(h, none) : -ENOMEM;
+		return none ? envelope(h, none, NULL) : -ENOMEM;
 	}
 	if (!strcmp(url, "/api/operations"))
 		return route_operations(h, tv_http_arg(h->rq, "service"), true);

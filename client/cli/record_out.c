@@ -21,6 +21,34 @@
 #include "cli/record_otlp.h"
 #include "cli/timespec.h"
 
+/* ---- a span record's span (BLOCK.md "Record kinds"): its fields in jsonl and csv ---- */
+
+struct span_field {
+	const char *name; /* the key in jsonl's "span" object; csv's column is span_NAME */
+	unsigned number;  /* TV_SPAN_*: its index in tv_span_wire.str or .num */
+	bool str;         /* a string, else a number */
+};
+
+/* In jsonl's order; its attributes come after the first N_SPAN_COLUMNS, which are also csv's
+ * span columns after the record's fields (record_out.h), empty in an exchange's row. */
+static const struct span_field SPAN_FIELDS[] = {
+	{ "parent_span_id", TV_SPAN_PARENT_SPAN_ID, true },
+	{ "name", TV_SPAN_NAME, true },
+	{ "kind", TV_SPAN_KIND, false },
+	{ "status_code", TV_SPAN_STATUS_CODE, false },
+	{ "status_message", TV_SPAN_STATUS_MESSAGE, true },
+	{ "service", TV_SPAN_SERVICE, true },
+	{ "dropped_attributes_count", TV_SPAN_DROPPED_ATTRIBUTES, false },
+	{ "dropped_events_count", TV_SPAN_DROPPED_EVENTS, false },
+	{ "dropped_links_count", TV_SPAN_DROPPED_LINKS, false },
+	{ "trace_state", TV_SPAN_TRACE_STATE, true },
+	{ "flags", TV_SPAN_FLAGS, false },
+	{ "scope_name", TV_SPAN_SCOPE_NAME, true },
+	{ "scope_version", TV_SPAN_SCOPE_VERSION, true },
+};
+#define N_SPAN_FIELDS (sizeof(SPAN_FIELDS) / sizeof(SPAN_FIELDS[0]))
+#define N_SPAN_COLUMNS 6
+
 /* ---- jsonl ---- */
 
 /* 1 when b[0, n) is valid UTF-8 without NUL: it can be a JSON string of exactly those bytes. */
@@ -111,10 +139,20 @@ static void span_key_str(struct tv_out_buf *b, const char *key, struct tv_wire_s
 	tv_out_json_bytes(b, s.p, s.len);
 }
 
-static void span_key_u64(struct tv_out_buf *b, const char *key, uint64_t v)
+/* The fields f[0, n) of sw as "key":value pairs, each after ',' but the first after first. */
+static void span_fields_jsonl(struct tv_out_buf *b, const struct tv_span_wire *sw,
+			      const struct span_field *f, size_t n, const char *first)
 {
-	tv_out_str(b, key);
-	tv_out_u64(b, v);
+	for (size_t i = 0; i < n; i++) {
+		tv_out_str(b, i ? "," : first);
+		tv_out_char(b, '"');
+		tv_out_str(b, f[i].name);
+		tv_out_lit(b, "\":");
+		if (f[i].str)
+			tv_out_json_bytes(b, sw->str[f[i].number].p, sw->str[f[i].number].len);
+		else
+			tv_out_u64(b, sw->num[f[i].number]);
+	}
 }
 
 /* A span record's span (BLOCK.md "Record kinds") as the jsonl line's "span" object: every
@@ -131,12 +169,7 @@ static void span_jsonl(struct tv_out_buf *b, struct tv_wire_str bytes)
 		b->failed = true; /* the record parsed: cannot happen */
 		return;
 	}
-	span_key_str(b, ",\"span\":{\"parent_span_id\":", sw.str[TV_SPAN_PARENT_SPAN_ID]);
-	span_key_str(b, ",\"name\":", sw.str[TV_SPAN_NAME]);
-	span_key_u64(b, ",\"kind\":", sw.num[TV_SPAN_KIND]);
-	span_key_u64(b, ",\"status_code\":", sw.num[TV_SPAN_STATUS_CODE]);
-	span_key_str(b, ",\"status_message\":", sw.str[TV_SPAN_STATUS_MESSAGE]);
-	span_key_str(b, ",\"service\":", sw.str[TV_SPAN_SERVICE]);
+	span_fields_jsonl(b, &sw, SPAN_FIELDS, N_SPAN_COLUMNS, ",\"span\":{");
 	tv_out_lit(b, ",\"attributes\":[");
 	while (tv_span_wire_attribute(&sw, &pos, &a)) {
 		double d;
@@ -168,13 +201,8 @@ static void span_jsonl(struct tv_out_buf *b, struct tv_wire_str bytes)
 		tv_out_char(b, '}');
 	}
 	tv_out_char(b, ']');
-	span_key_u64(b, ",\"dropped_attributes_count\":", sw.num[TV_SPAN_DROPPED_ATTRIBUTES]);
-	span_key_u64(b, ",\"dropped_events_count\":", sw.num[TV_SPAN_DROPPED_EVENTS]);
-	span_key_u64(b, ",\"dropped_links_count\":", sw.num[TV_SPAN_DROPPED_LINKS]);
-	span_key_str(b, ",\"trace_state\":", sw.str[TV_SPAN_TRACE_STATE]);
-	span_key_u64(b, ",\"flags\":", sw.num[TV_SPAN_FLAGS]);
-	span_key_str(b, ",\"scope_name\":", sw.str[TV_SPAN_SCOPE_NAME]);
-	span_key_str(b, ",\"scope_version\":", sw.str[TV_SPAN_SCOPE_VERSION]);
+	span_fields_jsonl(b, &sw, SPAN_FIELDS + N_SPAN_COLUMNS, N_SPAN_FIELDS - N_SPAN_COLUMNS,
+			  ",");
 	tv_out_char(b, '}');
 }
 
@@ -383,12 +411,6 @@ void tv_record_table_row(struct tv_out_buf *b, const struct tv_record_wire *r)
 
 #define CSV_EOL "\r\n" /* RFC 4180 §2.1 */
 
-/* The span columns after the record's fields (record_out.h), empty in an exchange's row */
-static const char *const CSV_SPAN_COLUMNS[] = { "span_parent_span_id", "span_name",
-						"span_kind", "span_status_code",
-						"span_status_message", "span_service" };
-#define N_CSV_SPAN_COLUMNS (sizeof(CSV_SPAN_COLUMNS) / sizeof(CSV_SPAN_COLUMNS[0]))
-
 void tv_record_csv_header(struct tv_out_buf *b)
 {
 	for (size_t i = 0; i < TV_RECORD_N_FIELDS; i++) {
@@ -396,20 +418,22 @@ void tv_record_csv_header(struct tv_out_buf *b)
 			tv_out_char(b, ',');
 		tv_out_str(b, tv_record_fields[i].name);
 	}
-	for (size_t i = 0; i < N_CSV_SPAN_COLUMNS; i++) {
-		tv_out_char(b, ',');
-		tv_out_str(b, CSV_SPAN_COLUMNS[i]);
+	for (size_t i = 0; i < N_SPAN_COLUMNS; i++) {
+		tv_out_lit(b, ",span_");
+		tv_out_str(b, SPAN_FIELDS[i].name);
 	}
 	tv_out_lit(b, CSV_EOL);
 }
 
 /* A csv row's bytes past its strings' (3 bytes a byte at most): numbers, commas, quotes. */
 #define CSV_FIXED_BYTES                                                                       \
-	((TV_RECORD_N_FIELDS + N_CSV_SPAN_COLUMNS) * (TV_U64_MAX_DIGITS + 3) + sizeof(CSV_EOL))
+	((TV_RECORD_N_FIELDS + N_SPAN_COLUMNS) * (TV_U64_MAX_DIGITS + 3) + sizeof(CSV_EOL))
 
 void tv_record_csv_row(struct tv_out_buf *b, const struct tv_record_wire *r)
 {
 	size_t bound = CSV_FIXED_BYTES + 3 * r->len;
+	bool span = r->str[TV_REC_SPAN].p != NULL;
+	struct tv_span_wire sw;
 	char *o, *start;
 
 	if (r->len > (SIZE_MAX - CSV_FIXED_BYTES) / 3 || tv_out_reserve(b, bound))
@@ -425,31 +449,20 @@ void tv_record_csv_row(struct tv_out_buf *b, const struct tv_record_wire *r)
 		else
 			o = tv_put_u64(o, r->num[f->number]);
 	}
-	if (r->str[TV_REC_SPAN].p) { /* its strings are inside the record: within the bound */
-		struct tv_span_wire sw;
-
-		if (tv_span_wire_parse((const uint8_t *)r->str[TV_REC_SPAN].p,
+	if (span && tv_span_wire_parse((const uint8_t *)r->str[TV_REC_SPAN].p,
 				       r->str[TV_REC_SPAN].len, &sw)) {
-			b->failed = true; /* the record parsed: cannot happen */
-			return;
-		}
+		b->failed = true; /* the record parsed: cannot happen */
+		return;
+	}
+	/* a span's strings are inside the record: within the bound */
+	for (size_t i = 0; i < N_SPAN_COLUMNS; i++) {
+		const struct span_field *f = &SPAN_FIELDS[i];
+
 		*o++ = ',';
-		o = tv_put_csv_str(o, sw.str[TV_SPAN_PARENT_SPAN_ID].p,
-				   sw.str[TV_SPAN_PARENT_SPAN_ID].len);
-		*o++ = ',';
-		o = tv_put_csv_str(o, sw.str[TV_SPAN_NAME].p, sw.str[TV_SPAN_NAME].len);
-		*o++ = ',';
-		o = tv_put_u64(o, sw.num[TV_SPAN_KIND]);
-		*o++ = ',';
-		o = tv_put_u64(o, sw.num[TV_SPAN_STATUS_CODE]);
-		*o++ = ',';
-		o = tv_put_csv_str(o, sw.str[TV_SPAN_STATUS_MESSAGE].p,
-				   sw.str[TV_SPAN_STATUS_MESSAGE].len);
-		*o++ = ',';
-		o = tv_put_csv_str(o, sw.str[TV_SPAN_SERVICE].p, sw.str[TV_SPAN_SERVICE].len);
-	} else {
-		for (size_t i = 0; i < N_CSV_SPAN_COLUMNS; i++)
-			*o++ = ',';
+		if (span && f->str)
+			o = tv_put_csv_str(o, sw.str[f->number].p, sw.str[f->number].len);
+		else if (span)
+			o = tv_put_u64(o, sw.num[f->number]);
 	}
 	memcpy(o, CSV_EOL, sizeof(CSV_EOL) - 1);
 	o += sizeof(CSV_EOL) - 1;
