@@ -41,7 +41,7 @@ fuzz: deps fuzz-build
 
 # Every integration test once more, tracevaultd (the release build) under valgrind's memcheck;
 # the CLI and the tools stay the ASan build. Slow (tens of minutes): not part of make test,
-# which runs two of them so (valgrind/server_tests).
+# which runs four of them so (valgrind/server_tests).
 valgrind: all
 	cmake -S . -B $(TEST_BUILD) -DCMAKE_BUILD_TYPE=Debug -DTV_SANITIZE=ON \
 	      -DTV_VALGRIND_SERVER=$(abspath $(BUILD))/tracevaultd -DTV_BENCH_BUILD=$(abspath $(BUILD))
