@@ -271,6 +271,7 @@ def parse_under(text):
 
 
 READ_TOKEN = re.compile(r"(%s)(k?)(?: \[(%s)-(%s)\])?(?: n=([0-9]+))?" % (N, N, N))
+READ_NAMED = re.compile(r"([A-Za-z][A-Za-z0-9 -]*?) (%s) (B)(?:,|$)" % N)
 READ_ROUNDS_RE = re.compile(r"^per-round figures: median \[min-max\] over ([0-9]+) interleaved "
                             r"rounds", re.M)
 
@@ -302,6 +303,12 @@ def parse_read(text):
             "s" if "(s)" in label else "k rec/CPU-s" if "k rec per CPU-s" in label else \
             "rec/CPU-s" if "per CPU-s" in label else ""
         for who, cell in zip(who_cols, parts[1:1 + len(who_cols)]):
+            # a cell of named figures, 'zstd -3 53.5 B, SQLite 183.4 B': one figure each
+            named = READ_NAMED.findall(cell)
+            if named and not READ_TOKEN.match(cell):
+                for peer, v, u in named:
+                    figs.append(fig("read_%s_%s" % (slug(label), slug(peer)), u, value=float(v)))
+                continue
             for i, sub in enumerate(cell.split(" / ")):
                 m = READ_TOKEN.match(sub.strip())
                 if not m:
