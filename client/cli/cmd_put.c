@@ -1,6 +1,7 @@
 /* tracevault put: reads JSON Lines and streams the sealed blocks to the servers as one atomic
- * segment while it parses (memory bounded by --cache-bytes); a bad line cancels the segment,
- * so a bad file leaves nothing on the servers. */
+ * segment while it parses (memory bounded by --cache-bytes); a bad line (one the parser or
+ * tv_record_check refuses, cli/record_json.h) cancels the segment, so a bad file leaves
+ * nothing on the servers. */
 #define _GNU_SOURCE /* pthread_setname_np */
 #include <errno.h>
 #include <getopt.h>
@@ -61,8 +62,10 @@ static const char *const put_usage[] = {
 	"Import JSON Lines records (the fields `tracevault query --format jsonl` prints; ts_ns\n"
 	"required, others default to 0 or \"\") as one atomic segment, sent while it is read and\n"
 	"committed at the end of the input (with several servers: two-phase, FLUSH on all, then\n"
-	"COMMIT on all). A bad line cancels the import with its line number and nothing is\n"
-	"committed. Sizes N take a K, M or G suffix.\n"
+	"COMMIT on all). Each line is checked as the store holds records: ts_ns at most\n"
+	"2^63-1; status 0 or 100 to 999; trace_id and span_id \"\" or 32 and 16 hex digits, not\n"
+	"all zeros (stored lower-case). A bad line cancels the import with FILE:LINE: reason\n"
+	"(exit 1) and nothing is committed. Sizes N take a K, M or G suffix.\n"
 	"\n"
 	"  -s, --server LIST          tracevaultd(s) to write to, comma-separated (default:\n"
 	"                             $" TV_SERVER_ENV ", else " TV_DEFAULT_SERVER ")\n"

@@ -324,6 +324,59 @@ static int number_field(const json_t *val, const struct tv_record_field *f, cons
 	return 0;
 }
 
+/* ---- tv_record_check: what a stored record holds ---- */
+
+#define HEX_DIGITS "0123456789abcdefABCDEF"
+
+/* Id field name (*id its value, digits its length) checked and lower-cased into out
+ * (digits + 1 bytes), *id then pointing at out; "" passes. */
+static int check_id(const char *name, char **id, char *out, size_t digits, char *err,
+		    size_t errlen)
+{
+	char shown[MAX_KEY_SHOWN + 1];
+	size_t n = *id ? strlen(*id) : 0;
+
+	if (n == 0)
+		return 0;
+	if (n != digits || strspn(*id, HEX_DIGITS) != n) {
+		shown_key(shown, sizeof(shown), *id);
+		snprintf(err, errlen, "field '%s' must be \"\" or %zu hex digits: '%s'%s", name,
+			 digits, shown, n > MAX_KEY_SHOWN ? "..." : "");
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < n; i++)
+		out[i] = (char)((*id)[i] >= 'A' && (*id)[i] <= 'F' ? (*id)[i] - 'A' + 'a'
+								      : (*id)[i]);
+	out[n] = '\0';
+	if (strspn(out, "0") == n) {
+		snprintf(err, errlen, "field '%s' is all zeros, an invalid id (W3C Trace Context)",
+			 name);
+		return -EINVAL;
+	}
+	*id = out;
+	return 0;
+}
+
+int tv_record_check(Tracevault__V1__TraceRecord *rec, struct tv_record_ids *ids, char *err,
+		    size_t errlen)
+{
+	/* tracevaultd refuses a block (and so the whole segment) whose times pass it */
+	if (rec->ts_ns > TV_RECORD_MAX_TS_NS) {
+		snprintf(err, errlen, "field 'ts_ns' %" PRIu64 " is beyond 2^63-1 ns (year 2262), "
+			 "the store's range", rec->ts_ns);
+		return -EINVAL;
+	}
+	if (rec->status != 0 && (rec->status < 100 || rec->status > 999)) {
+		snprintf(err, errlen, "field 'status' %" PRIu32 " is not 0 (no response) or an HTTP "
+			 "status code (100 to 999)", rec->status);
+		return -EINVAL;
+	}
+	if (check_id("trace_id", &rec->trace_id, ids->trace_id, 32, err, errlen) ||
+	    check_id("span_id", &rec->span_id, ids->span_id, 16, err, errlen))
+		return -EINVAL;
+	return 0;
+}
+
 /* true when the line has a bare positive integer above INT64_MAX (no leading zero, not the
  * start of a real): jansson would refuse it ("too big integer") only after parsing the line up
  * to it, and the line would then be rewritten and parsed again. Such values are common in put
@@ -379,6 +432,7 @@ int tv_record_json_parse(struct tv_record_json *rj, const char *line, size_t len
 	json_t *root, *val;
 
 	rj->body_mem[0] = rj->body_mem[1] = NULL; /* freed on every failure */
+	rj->hdr_mem = NULL;
 	/* No JSON_ALLOW_NUL: a string with \u0000 is rejected, so every string is a C string. */
 	root = NULL;
 	if (has_int_beyond_int64(line, len)) {
@@ -416,7 +470,6 @@ int tv_record_json_parse(struct tv_record_json *rj, const char *line, size_t len
 		goto fail;
 	}
 	rj->rec = init;
-	rj->hdr_mem = NULL;
 	json_object_foreach(root, key, val) {
 		const struct tv_record_field *f = find_field(key);
 		char *dst;
@@ -501,12 +554,16 @@ next_key:;
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
+	if (tv_record_check(&rj->rec, &rj->ids, err, errlen))
+		goto fail;
 	rj->doc = root;
 	return 0;
 fail:
 	free(rj->body_mem[0]);
 	free(rj->body_mem[1]);
 	rj->body_mem[0] = rj->body_mem[1] = NULL;
+	free(rj->hdr_mem);
+	rj->hdr_mem = NULL;
 	json_decref(root);
 	return -EINVAL;
 }

@@ -10,26 +10,57 @@
 #include "proto/record_wire.h"
 #include "tracevault.pb-c.h"
 
-/* One parsed line. rec's strings point into the parsed JSON document held in doc; they stay
- * valid until tv_record_json_release (which must be called after every successful parse). */
+/* Room for a record's ids in lower-case hex, NUL included: trace_id 32 digits, span_id 16
+ * (W3C Trace Context's trace-id and parent-id). */
+#define TV_RECORD_TRACE_ID_BYTES 33
+#define TV_RECORD_SPAN_ID_BYTES 17
+/* The ids tv_record_check gives a record: its own hex, lower-cased (what the capture and OTLP
+ * ingest store). */
+struct tv_record_ids {
+	char trace_id[TV_RECORD_TRACE_ID_BYTES];
+	char span_id[TV_RECORD_SPAN_ID_BYTES];
+};
+
+/* One parsed line. rec's strings point into the parsed JSON document held in doc (its ids
+ * into ids); they stay valid until tv_record_json_release (which must be called after every
+ * successful parse). */
 struct tv_record_json {
 	Tracevault__V1__TraceRecord rec;
 	void *doc; /* json_t *, owned */
 	void *hdr_mem; /* req/resp Header arrays of rec (one malloc'd block), owned */
 	void *body_mem[2]; /* req/resp body decoded from *_body_base64 (malloc'd), owned */
+	struct tv_record_ids ids;
 };
 
 /* Parse one JSON object (len bytes, no NUL needed) with exactly the query output fields: ts_ns is
  * required, others default to 0 / "". req_headers / resp_headers, when present, are arrays of
  * {"name": string, "value": string} objects. A body is req_body / resp_body (its bytes as a
- * string: UTF-8 text) or req_body_base64 / resp_body_base64 (RFC 4648 base64), not both. Rejects invalid JSON, a non-object, unknown or
- * duplicate keys, wrong types, negative or out-of-range numbers, with a one-line reason in err.
+ * string: UTF-8 text) or req_body_base64 / resp_body_base64 (RFC 4648 base64), not both.
+ * Rejects invalid JSON, a non-object, unknown or duplicate keys, wrong types, negative or
+ * out-of-range numbers, and a record tv_record_check refuses, with a one-line reason in err.
  * Every u64 field reads its whole range (0 to 2^64-1, beyond jansson's int64), so every line
- * tv_record_jsonl writes reads back.
+ * tv_record_jsonl writes of a record tv_record_check accepts reads back to the same record.
  * Returns 0 or -EINVAL. On error nothing needs releasing. */
 int tv_record_json_parse(struct tv_record_json *rj, const char *line, size_t len, char *err,
 			 size_t errlen);
 void tv_record_json_release(struct tv_record_json *rj);
+
+/* Whether rec may be stored as `tracevault put` sends it: the one place the client mirrors
+ * what the store and its producers hold a record to, so that a bad line is refused with its
+ * FILE:LINE before anything is sent (a record tracevaultd refuses fails its whole segment).
+ * Every record:
+ *   - ts_ns at most 2^63-1 (TV_RECORD_MAX_TS_NS: tracevaultd refuses a block past it);
+ *   - status 0 (no response) or 100 to 999: the three digits of a status-line (RFC 9112
+ *     section 4), what the capture reads and so what query may print (RFC 9110 section 15
+ *     calls 600-999 invalid, yet servers send them; --status selects 100-599);
+ *   - trace_id "" or 32 hex digits, span_id "" or 16, neither all zeros (W3C Trace Context
+ *     traceparent, as the capture takes it).
+ * Ids in upper case are accepted and stored lower-case: they are copied into ids (owned by the
+ * caller, living as long as rec) and rec points at the copies. Returns 0, or -EINVAL with
+ * a one-line reason naming the field in err. */
+#define TV_RECORD_MAX_TS_NS ((uint64_t)INT64_MAX)
+int tv_record_check(Tracevault__V1__TraceRecord *rec, struct tv_record_ids *ids, char *err,
+		    size_t errlen);
 
 /* The fields of a record's JSON form, shared by the parser and the jsonl / csv writers
  * (cli/record_out.h) so that the two directions cannot drift apart. */

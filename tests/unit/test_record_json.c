@@ -1,6 +1,6 @@
 /* JSON Lines <-> TraceRecord (client/cli/record_json.c, record_out.c): a full round trip through
- * the writer and the parser, string escaping (quotes, control bytes, invalid UTF-8), the table form, and every
- * rejection. */
+ * the writer and the parser, string escaping (quotes, control
+ * bytes, invalid UTF-8), the table form, and every rejection, tv_record_check's among them. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <setjmp.h>
@@ -265,6 +265,73 @@ static void test_rejections(void **state)
 	assert_rejects("{\"ts_ns\": 1, \"a\\u001bb\": 2}", "unknown field 'a?b'");
 }
 
+/* ---- tv_record_check ---- */
+
+static void assert_accepts(const char *line)
+{
+	struct tv_record_json rj;
+	char err[256] = "";
+
+	if (tv_record_json_parse(&rj, line, strlen(line), err, sizeof(err)))
+		fail_msg("line %.200s... refused: %s", line, err);
+	tv_record_json_release(&rj);
+}
+
+#define TID "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\""
+/* Bug 5: what the store and its producers cannot hold is refused with the field named, on the
+ * line, before put sends anything. */
+static void test_check_exchange_fields(void **state)
+{
+	struct tv_record_json rj;
+	char err[256];
+	const char *up = "{\"ts_ns\":1,\"trace_id\":\"4BF92F3577B34DA6A3CE929D0E0E4736\","
+			 "\"span_id\":\"00F067AA0BA902B7\"}";
+
+	(void)state;
+	/* ts_ns: 2^63-1 is the store's last instant */
+	assert_accepts("{\"ts_ns\":9223372036854775807}");
+	assert_rejects("{\"ts_ns\":9223372036854775808}",
+			     "field 'ts_ns' 9223372036854775808 is beyond 2^63-1 ns");
+	assert_rejects("{\"ts_ns\":18446744073709551615}", "beyond 2^63-1");
+	/* end_ns of an exchange is not a time the store keys on: any u64 */
+	assert_accepts("{\"ts_ns\":1,\"end_ns\":18446744073709551615}");
+	/* status: 0 or three digits */
+	assert_accepts("{\"ts_ns\":1,\"status\":0}");
+	assert_accepts("{\"ts_ns\":1,\"status\":100}");
+	assert_accepts("{\"ts_ns\":1,\"status\":599}");
+	assert_accepts("{\"ts_ns\":1,\"status\":999}");
+	assert_rejects("{\"ts_ns\":1,\"status\":70000}",
+			     "field 'status' 70000 is not 0 (no response) or an HTTP status code "
+			     "(100 to 999)");
+	assert_rejects("{\"ts_ns\":1,\"status\":99}", "field 'status' 99");
+	assert_rejects("{\"ts_ns\":1,\"status\":1000}", "field 'status' 1000");
+	assert_rejects("{\"ts_ns\":1,\"status\":4294967295}", "field 'status' 4294967295");
+	/* trace_id / span_id: "" or W3C hex */
+	assert_accepts("{\"ts_ns\":1,\"trace_id\":\"\",\"span_id\":\"\"}");
+	assert_accepts("{\"ts_ns\":1," TID "}");
+	assert_rejects("{\"ts_ns\":1,\"trace_id\":\"xyz\"}",
+			     "field 'trace_id' must be \"\" or 32 hex digits: 'xyz'");
+	assert_rejects("{\"ts_ns\":1,\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e473\"}",
+			     "field 'trace_id' must be");
+	assert_rejects("{\"ts_ns\":1,\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e47361\"}",
+			     "field 'trace_id' must be");
+	assert_rejects("{\"ts_ns\":1,\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e473g\"}",
+			     "field 'trace_id' must be");
+	assert_rejects("{\"ts_ns\":1,\"trace_id\":\"00000000000000000000000000000000\"}",
+			     "field 'trace_id' is all zeros");
+	assert_rejects("{\"ts_ns\":1,\"span_id\":\"00f067aa0ba902b\"}",
+			     "field 'span_id' must be \"\" or 16 hex digits: '00f067aa0ba902b'");
+	assert_rejects("{\"ts_ns\":1,\"span_id\":\"0000000000000000\"}",
+			     "field 'span_id' is all zeros");
+	/* a shown id is printable and bounded */
+	assert_rejects("{\"ts_ns\":1,\"trace_id\":\"a\\u001bb\"}", "'a?b'");
+	/* upper case is stored lower case, as the capture and OTLP ingest store ids */
+	assert_int_equal(tv_record_json_parse(&rj, up, strlen(up), err, sizeof(err)), 0);
+	assert_string_equal(rj.rec.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+	assert_string_equal(rj.rec.span_id, "00f067aa0ba902b7");
+	tv_record_json_release(&rj);
+}
+
 /* TIME, ROLE, METHOD, HOST, PATH, HTTP columns (24, 6, 7, 24, 40, 4 wide, a space after
  * each), then STATUS (6 wide) */
 #define STATUS_COL_END (24 + 1 + 6 + 1 + 7 + 1 + 24 + 1 + 40 + 1 + 4 + 1 + 6)
@@ -430,6 +497,7 @@ int main(void)
 		cmocka_unit_test(test_defaults_and_minimal),
 		cmocka_unit_test(test_rejections),
 		cmocka_unit_test(test_table),
+		cmocka_unit_test(test_check_exchange_fields),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
