@@ -23,7 +23,8 @@
  *   exactly {"name": string, "value": string}; a body given twice; base64 that does not
  *   decode; no ts_ns; a record tv_record_check refuses (it runs on the record read here
  *   too, so an id in upper case is lower-cased alike). All of these are refused lines (the
- *   reference words the reason). */
+ *   reference words the reason);
+ * - with a "span" (a span record): rare in put's input, left to the reference. */
 #include "cli/record_reader.h"
 
 #include <errno.h>

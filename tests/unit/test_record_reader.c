@@ -200,7 +200,7 @@ static const char *const SNIPPETS[] = {
 	",\"req_headers\":[{\"name\":\"a\"}]", ",\"req_headers\":[{\"name\":\"a\",\"value\":1}]",
 	",\"req_headers\":[{\"value\":\"b\",\"name\":\"a\"}]",
 	",\"resp_headers\":[{\"name\":\"a\",\"value\":\"b\",\"name\":\"c\"}]",
-	",\"status\":70000", ",\"trace_id\":\"00000000000000000000000000000000\"",
+	",\"span\":{}", ",\"status\":70000", ",\"trace_id\":\"00000000000000000000000000000000\"",
 	",\"req_body\":\"x\"", ",\"req_body_base64\":\"eA==\"", ",\"resp_body_base64\":\"eA=\"",
 	",\"resp_body_base64\":\"\"", ",\"req_body\":\"\"", "\xc3\xa9", "\xc0\xaf", "\xed\xa0\x80",
 	"\xf4\x90\x80\x80", "\xf0\x9f\x98\x80", "\xe2\x82", "\xff", " ", "\t", "\r", "\n", "\x0b",
@@ -392,6 +392,10 @@ static void test_edges_match_reference(void **state)
 		{"{\"ts_ns\":1,\"status\":70000}", 0},
 		{"{\"ts_ns\":1,\"trace_id\":\"xyz\"}", 0},
 		{"{\"ts_ns\":1,\"span_id\":\"0000000000000000\"}", 0},
+		/* a span record: the reference reads it */
+		{"{\"ts_ns\":1,\"end_ns\":1,\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\","
+		 "\"span_id\":\"00f067aa0ba902b7\",\"span\":{\"name\":\"a\"}}", 0},
+		{"{\"ts_ns\":1,\"span\":{}}", 0},
 		{"{\"ts_ns\":1,\"pid\":4294967296}", 0},
 		{"{\"ts_ns\":01}", 0},
 		{"{\"ts_ns\":1,\"ts_ns\":1}", 0},
