@@ -371,6 +371,34 @@ def test_trace_cli_escapes_and_header(srv, otlp):
     assert "1.000 ms" in lines[2] and "cu?rl" in lines[2], p.stdout
 
 
+def test_trace_cli_not_found_names_window(srv, otlp):
+    """`tracevault trace` of a trace with no record where it looked: exit 1 saying where. With
+    --from/--to given, the window [from, to) (the trace's records may lie outside it: it used to
+    say "no record in the archive"); by default the archive up to now + 1h."""
+    rng = random.Random(17)
+    tid, sid = ids(rng)
+    otlp.export(otlp.request({"svc": [otlp.span(tid, sid, start=T0 + 10**9)]}))
+    assert tvtest.run(["trace", "--server", srv.addr, tid.hex()]).returncode == 0
+
+    def fails(*args):
+        p = tvtest.run(["trace", "--server", srv.addr] + list(args))
+        assert p.returncode == 1 and p.stdout == "" and len(p.stderr.splitlines()) == 1, p
+        return p.stderr.strip()
+    got = fails("--to", "0", tid.hex())
+    assert got == ("tracevault: trace %s: no record in the window [1970-01-01T00:00:00.000000000Z,"
+                   " 1970-01-01T00:00:00.000000000Z) (--from 0 (the default), --to 0); records "
+                   "outside it were not searched" % tid.hex()), got
+    got = fails("--from", str(T0 + 10**9 + 1), tid.hex())
+    assert got.startswith("tracevault: trace %s: no record in the window "
+                          "[2023-11-14T22:13:21.000000001Z, " % tid.hex()), got
+    assert got.endswith(") (--from %d, --to now + 1h (the default)); records outside it were "
+                        "not searched" % (T0 + 10**9 + 1)), got
+    other = "ab" * 16
+    got = fails(other)
+    assert got.startswith("tracevault: trace %s: no record in the archive up to now + 1h (" %
+                          other) and got.endswith("Z, the default --to)"), got
+
+
 def test_otlp_json_round_trip(srv, otlp, mods):
     """query --format otlp-json of span records parses strictly into the published
     ExportTraceServiceRequest and gives back each span as sent, less what is not stored
