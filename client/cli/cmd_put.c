@@ -1,6 +1,7 @@
 /* tracevault put: reads JSON Lines and streams the sealed blocks to the servers as one atomic
- * segment while it parses (memory bounded by --cache-bytes); a bad line cancels the segment,
- * so a bad file leaves nothing on the servers. */
+ * segment while it parses (memory bounded by --cache-bytes); a bad line (one the parser or
+ * tv_record_check refuses, cli/record_json.h) cancels the segment, so a bad file leaves
+ * nothing on the servers. */
 #define _GNU_SOURCE /* pthread_setname_np */
 #include <errno.h>
 #include <getopt.h>
@@ -58,11 +59,15 @@ static const char *const put_usage[] = {
 	"                      " TV_TLS_CLI_SYNOPSIS " [--tls-server-name NAME]\n"
 	"                      FILE|-\n"
 	"\n"
-	"Import JSON Lines records (the fields `tracevault query --format jsonl` prints; ts_ns\n"
-	"required, others default to 0 or \"\") as one atomic segment, sent while it is read and\n"
-	"committed at the end of the input (with several servers: two-phase, FLUSH on all, then\n"
-	"COMMIT on all). A bad line cancels the import with its line number and nothing is\n"
-	"committed. Sizes N take a K, M or G suffix.\n"
+	"Import JSON Lines records (the fields `tracevault query --format jsonl` prints, span\n"
+	"records' \"span\" included; ts_ns required, others default to 0 or \"\") as one atomic\n"
+	"segment, sent while it is read and committed at the end of the input (with several\n"
+	"servers: two-phase, FLUSH on all, then COMMIT on all). Each line is checked as the\n"
+	"store holds records: ts_ns at most 2^63-1; status 0 or 100 to 999; trace_id and\n"
+	"span_id \"\" or 32 and 16 hex digits, not all zeros (stored lower-case); a span record\n"
+	"as OTLP ingest keeps one (ids set, end_ns not before ts_ns, no exchange fields, at most\n"
+	"256 attributes, strings of at most 16K). A bad line cancels the import with\n"
+	"FILE:LINE: reason (exit 1) and nothing is committed. Sizes N take a K, M or G suffix.\n"
 	"\n"
 	"  -s, --server LIST          tracevaultd(s) to write to, comma-separated (default:\n"
 	"                             $" TV_SERVER_ENV ", else " TV_DEFAULT_SERVER ")\n"

@@ -16,6 +16,7 @@
 #include "cli/cli.h"
 #include "cli/commands.h"
 #include "cli/out_buf.h"
+#include "cli/timespec.h"
 #include "cli/tls_args.h"
 #include "common/addr.h"
 #include "common/clock.h"
@@ -54,7 +55,8 @@ static const char *const trace_usage[] = {
 	"its traceparent carried (the client span that sent it). TRACE_ID is 32 hex digits.\n"
 	"Spans whose parent is not in the archive start trees of their own; exchanges without\n"
 	"their span are listed last. At most 100000 records are read (a warning says so).\n"
-	"Exit 0: printed; 1: the query failed or the trace has no record; 2: usage.\n"
+	"Exit 0: printed; 1: the query failed or the trace has no record in the window (the\n"
+	"message names the window [from, to) searched); 2: usage.\n"
 	"\n"
 	"  -s, --server LIST          tracevaultd(s) to read from (default: $" TV_SERVER_ENV ",\n"
 	"                             else " TV_DEFAULT_SERVER ")\n"
@@ -353,6 +355,35 @@ static int print_trace(struct trace *t, const char *id)
 	return 0;
 }
 
+/* ts_ns as RFC 3339 UTC with all nine digits of the fraction (a window's bound is exact). */
+static void rfc3339_ns(uint64_t ts_ns, char *buf, size_t len)
+{
+	char ms[TV_RFC3339_MS_LEN];
+	int n = tv_format_rfc3339(ts_ns, ms, sizeof(ms));
+
+	/* its seconds ("....T..:..:.." without ".mmmZ"), then the nanoseconds */
+	snprintf(buf, len, "%.*s.%09" PRIu64 "Z", n > 5 ? n - 5 : 0, ms, ts_ns % 1000000000u);
+}
+
+/* The error for a trace without a record in the window searched: with the default window the
+ * archive up to now + 1h; with --from or --to the window [from, to) as searched and as given,
+ * since the trace may have records outside it. Returns tv_cli_runtime_error's exit code. */
+static int no_record(const char *id, const char *from_arg, const char *to_arg, uint64_t from_ns,
+		     uint64_t to_ns)
+{
+	char from[TV_RFC3339_MS_LEN + 8], to[TV_RFC3339_MS_LEN + 8];
+
+	rfc3339_ns(from_ns, from, sizeof(from));
+	rfc3339_ns(to_ns, to, sizeof(to));
+	if (!from_arg && !to_arg)
+		return tv_cli_runtime_error("trace %s: no record in the archive up to now + 1h "
+					    "(%s, the default --to)", id, to);
+	return tv_cli_runtime_error("trace %s: no record in the window [%s, %s) (--from %s, "
+				    "--to %s); records outside it were not searched", id, from, to,
+				    from_arg ? from_arg : "0 (the default)",
+				    to_arg ? to_arg : "now + 1h (the default)");
+}
+
 int tv_cmd_trace(int argc, char **argv)
 {
 	static struct trace_args a;
@@ -362,13 +393,17 @@ int tv_cmd_trace(int argc, char **argv)
 	uint64_t now_ns = tv_realtime_ns(), from_ns, to_ns;
 	struct trace t = { 0 };
 	char err[TV_CLI_ERR_LEN], to_default[32], id[33];
-	const char *arg;
+	const char *arg, *from_arg, *to_arg;
 	int ret;
 
-	a = (struct trace_args){ .from = "0" };
+	a = (struct trace_args){ 0 };
 	ret = tv_cli_parse(argc, argv, trace_options, trace_usage, &a);
 	if (ret != TV_CLI_PARSED)
 		return ret;
+	from_arg = a.from; /* NULL: the default, said so when the trace is not found */
+	to_arg = a.to;
+	if (!a.from)
+		a.from = "0";
 	if (optind >= argc)
 		return tv_cli_usage_error("trace: missing TRACE_ID (32 hex digits)");
 	if (optind + 1 < argc)
@@ -407,7 +442,7 @@ int tv_cmd_trace(int argc, char **argv)
 	}
 	if (t.n == 0) {
 		free_trace(&t);
-		return tv_cli_runtime_error("trace %s: no record in the archive", id);
+		return no_record(id, from_arg, to_arg, from_ns, to_ns);
 	}
 	if (t.truncated)
 		fprintf(stderr, "tracevault: warning: trace %s has more than %d records: the tree "

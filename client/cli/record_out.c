@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -20,34 +21,6 @@
 #include "cli/record_json.h"
 #include "cli/record_otlp.h"
 #include "cli/timespec.h"
-
-/* ---- a span record's span (BLOCK.md "Record kinds"): its fields in jsonl and csv ---- */
-
-struct span_field {
-	const char *name; /* the key in jsonl's "span" object; csv's column is span_NAME */
-	unsigned number;  /* TV_SPAN_*: its index in tv_span_wire.str or .num */
-	bool str;         /* a string, else a number */
-};
-
-/* In jsonl's order; its attributes come after the first N_SPAN_COLUMNS, which are also csv's
- * span columns after the record's fields (record_out.h), empty in an exchange's row. */
-static const struct span_field SPAN_FIELDS[] = {
-	{ "parent_span_id", TV_SPAN_PARENT_SPAN_ID, true },
-	{ "name", TV_SPAN_NAME, true },
-	{ "kind", TV_SPAN_KIND, false },
-	{ "status_code", TV_SPAN_STATUS_CODE, false },
-	{ "status_message", TV_SPAN_STATUS_MESSAGE, true },
-	{ "service", TV_SPAN_SERVICE, true },
-	{ "dropped_attributes_count", TV_SPAN_DROPPED_ATTRIBUTES, false },
-	{ "dropped_events_count", TV_SPAN_DROPPED_EVENTS, false },
-	{ "dropped_links_count", TV_SPAN_DROPPED_LINKS, false },
-	{ "trace_state", TV_SPAN_TRACE_STATE, true },
-	{ "flags", TV_SPAN_FLAGS, false },
-	{ "scope_name", TV_SPAN_SCOPE_NAME, true },
-	{ "scope_version", TV_SPAN_SCOPE_VERSION, true },
-};
-#define N_SPAN_FIELDS (sizeof(SPAN_FIELDS) / sizeof(SPAN_FIELDS[0]))
-#define N_SPAN_COLUMNS 6
 
 /* ---- jsonl ---- */
 
@@ -118,6 +91,8 @@ void tv_out_json_double(struct tv_out_buf *b, double d)
 
 	if (d != d)
 		tv_out_lit(b, "\"NaN\"");
+	else if (d == 0 && signbit(d))
+		tv_out_lit(b, "-0.0"); /* "%g"'s "-0" reads back as the integer 0, +0.0 */
 	else if (d > 1.7976931348623157e308)
 		tv_out_lit(b, "\"Infinity\"");
 	else if (d < -1.7976931348623157e308)
@@ -141,14 +116,14 @@ static void span_key_str(struct tv_out_buf *b, const char *key, struct tv_wire_s
 
 /* The fields f[0, n) of sw as "key":value pairs, each after ',' but the first after first. */
 static void span_fields_jsonl(struct tv_out_buf *b, const struct tv_span_wire *sw,
-			      const struct span_field *f, size_t n, const char *first)
+			      const struct tv_span_json_field *f, size_t n, const char *first)
 {
 	for (size_t i = 0; i < n; i++) {
 		tv_out_str(b, i ? "," : first);
 		tv_out_char(b, '"');
 		tv_out_str(b, f[i].name);
 		tv_out_lit(b, "\":");
-		if (f[i].str)
+		if (f[i].type == TV_FIELD_STR)
 			tv_out_json_bytes(b, sw->str[f[i].number].p, sw->str[f[i].number].len);
 		else
 			tv_out_u64(b, sw->num[f[i].number]);
@@ -169,7 +144,7 @@ static void span_jsonl(struct tv_out_buf *b, struct tv_wire_str bytes)
 		b->failed = true; /* the record parsed: cannot happen */
 		return;
 	}
-	span_fields_jsonl(b, &sw, SPAN_FIELDS, N_SPAN_COLUMNS, ",\"span\":{");
+	span_fields_jsonl(b, &sw, tv_span_fields, TV_SPAN_N_COLUMNS, ",\"" TV_RECORD_SPAN_KEY "\":{");
 	tv_out_lit(b, ",\"attributes\":[");
 	while (tv_span_wire_attribute(&sw, &pos, &a)) {
 		double d;
@@ -201,8 +176,8 @@ static void span_jsonl(struct tv_out_buf *b, struct tv_wire_str bytes)
 		tv_out_char(b, '}');
 	}
 	tv_out_char(b, ']');
-	span_fields_jsonl(b, &sw, SPAN_FIELDS + N_SPAN_COLUMNS, N_SPAN_FIELDS - N_SPAN_COLUMNS,
-			  ",");
+	span_fields_jsonl(b, &sw, tv_span_fields + TV_SPAN_N_COLUMNS,
+			  TV_SPAN_N_FIELDS - TV_SPAN_N_COLUMNS, ",");
 	tv_out_char(b, '}');
 }
 
@@ -418,16 +393,16 @@ void tv_record_csv_header(struct tv_out_buf *b)
 			tv_out_char(b, ',');
 		tv_out_str(b, tv_record_fields[i].name);
 	}
-	for (size_t i = 0; i < N_SPAN_COLUMNS; i++) {
+	for (size_t i = 0; i < TV_SPAN_N_COLUMNS; i++) {
 		tv_out_lit(b, ",span_");
-		tv_out_str(b, SPAN_FIELDS[i].name);
+		tv_out_str(b, tv_span_fields[i].name);
 	}
 	tv_out_lit(b, CSV_EOL);
 }
 
 /* A csv row's bytes past its strings' (3 bytes a byte at most): numbers, commas, quotes. */
 #define CSV_FIXED_BYTES                                                                       \
-	((TV_RECORD_N_FIELDS + N_SPAN_COLUMNS) * (TV_U64_MAX_DIGITS + 3) + sizeof(CSV_EOL))
+	((TV_RECORD_N_FIELDS + TV_SPAN_N_COLUMNS) * (TV_U64_MAX_DIGITS + 3) + sizeof(CSV_EOL))
 
 void tv_record_csv_row(struct tv_out_buf *b, const struct tv_record_wire *r)
 {
@@ -455,11 +430,11 @@ void tv_record_csv_row(struct tv_out_buf *b, const struct tv_record_wire *r)
 		return;
 	}
 	/* a span's strings are inside the record: within the bound */
-	for (size_t i = 0; i < N_SPAN_COLUMNS; i++) {
-		const struct span_field *f = &SPAN_FIELDS[i];
+	for (size_t i = 0; i < TV_SPAN_N_COLUMNS; i++) {
+		const struct tv_span_json_field *f = &tv_span_fields[i];
 
 		*o++ = ',';
-		if (span && f->str)
+		if (span && f->type == TV_FIELD_STR)
 			o = tv_put_csv_str(o, sw.str[f->number].p, sw.str[f->number].len);
 		else if (span)
 			o = tv_put_u64(o, sw.num[f->number]);

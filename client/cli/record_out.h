@@ -30,12 +30,16 @@ enum tv_out_format {
  * fields of capture --body-bytes only when not empty: the content type and encoding strings,
  * and each body as req_body / resp_body when it is valid UTF-8 without NUL (a JSON string of
  * those bytes), else as req_body_base64 / resp_body_base64 (the key is the encoding marker).
- * Every exchange line reads back with tv_record_json_parse (cli/record_json.h); a span record
- * (BLOCK.md "Record kinds") ends with a "span" object of its Span fields, which put does not
- * read (spans come in over OTLP). */
+ * A span record (BLOCK.md "Record kinds") ends with a "span" object of its Span fields
+ * (cli/record_json.h tv_span_fields, "attributes" after the first TV_SPAN_N_COLUMNS). Every
+ * line of a record tv_record_check accepts reads back with tv_record_json_parse
+ * (cli/record_json.h) to the same record, so put of query's output stores what was read, and
+ * the line it then writes is the same (strings that were not valid UTF-8 excepted: they come
+ * out with U+FFFD, escaped the first time, as the character itself the second). */
 void tv_record_jsonl(struct tv_out_buf *b, const struct tv_record_wire *r);
-/* A double as JSON (shortest round-trip digits; "NaN", "Infinity", "-Infinity" as strings,
- * as protobuf's JSON mapping writes them). */
+/* A double as JSON (shortest round-trip digits, an integral value without a fraction, -0 as
+ * "-0.0" so that it reads back as a real; "NaN", "Infinity", "-Infinity" as strings, as
+ * protobuf's JSON mapping writes them). */
 void tv_out_json_double(struct tv_out_buf *b, double d);
 
 /* Table: a header line, then one aligned row per record (UTC time with ms, role, method,

@@ -371,6 +371,34 @@ def test_trace_cli_escapes_and_header(srv, otlp):
     assert "1.000 ms" in lines[2] and "cu?rl" in lines[2], p.stdout
 
 
+def test_trace_cli_not_found_names_window(srv, otlp):
+    """`tracevault trace` of a trace with no record where it looked: exit 1 saying where. With
+    --from/--to given, the window [from, to) (the trace's records may lie outside it: it used to
+    say "no record in the archive"); by default the archive up to now + 1h."""
+    rng = random.Random(17)
+    tid, sid = ids(rng)
+    otlp.export(otlp.request({"svc": [otlp.span(tid, sid, start=T0 + 10**9)]}))
+    assert tvtest.run(["trace", "--server", srv.addr, tid.hex()]).returncode == 0
+
+    def fails(*args):
+        p = tvtest.run(["trace", "--server", srv.addr] + list(args))
+        assert p.returncode == 1 and p.stdout == "" and len(p.stderr.splitlines()) == 1, p
+        return p.stderr.strip()
+    got = fails("--to", "0", tid.hex())
+    assert got == ("tracevault: trace %s: no record in the window [1970-01-01T00:00:00.000000000Z,"
+                   " 1970-01-01T00:00:00.000000000Z) (--from 0 (the default), --to 0); records "
+                   "outside it were not searched" % tid.hex()), got
+    got = fails("--from", str(T0 + 10**9 + 1), tid.hex())
+    assert got.startswith("tracevault: trace %s: no record in the window "
+                          "[2023-11-14T22:13:21.000000001Z, " % tid.hex()), got
+    assert got.endswith(") (--from %d, --to now + 1h (the default)); records outside it were "
+                        "not searched" % (T0 + 10**9 + 1)), got
+    other = "ab" * 16
+    got = fails(other)
+    assert got.startswith("tracevault: trace %s: no record in the archive up to now + 1h (" %
+                          other) and got.endswith("Z, the default --to)"), got
+
+
 def test_otlp_json_round_trip(srv, otlp, mods):
     """query --format otlp-json of span records parses strictly into the published
     ExportTraceServiceRequest and gives back each span as sent, less what is not stored
@@ -423,6 +451,59 @@ def test_otlp_json_round_trip(srv, otlp, mods):
         g_svc, g = got[want.span_id]
         assert g_svc == [svc], g_svc
         assert g == exp, "got:\n%s\nwant:\n%s" % (g, exp)
+
+
+def test_put_reads_query_jsonl_back(srv, otlp):
+    """README: put reads query's jsonl back. Spans sent over OTLP (every Span field, each
+    attribute type at its edges, events and links counted, a root and a child, a span of no
+    duration) and exchanges of the same trace (headers, a text and a binary body), queried as
+    jsonl, put to a second tracevaultd and queried there: the same lines, byte for byte. put
+    refused the first span line before ("unknown field 'span'")."""
+    rng = random.Random(16)
+    tid = rng.randbytes(16)
+    root = otlp.span(tid, rng.randbytes(8), name="GET /rt é \"q\"", kind=2, dur=9000,
+                     trace_state="a=1,b=2", flags=0x301, dropped_attributes_count=2,
+                     attrs={"s": "vé\n\"q\t", "i": -(2**63), "imax": 2**63 - 1,
+                            "b": False, "t": True, "d": 1.5e-300, "dneg0": -0.0,
+                            "dint": 100.0, "dmax": 1.7976931348623157e308,
+                            "dinf": float("inf"), "dninf": float("-inf"),
+                            "dnan": float("nan"), "arr": ["x"], "blob": b"\x00"})
+    root.status.code = 2
+    root.status.message = "boom\nline"
+    root.events.add(name="e", time_unix_nano=T0 + 1)
+    root.links.add(trace_id=tid, span_id=rng.randbytes(8))
+    child = otlp.span(tid, rng.randbytes(8), parent=root.span_id, name="child", kind=3,
+                      start=T0 + 7, dur=3, dropped_links_count=2, dropped_events_count=5)
+    instant = otlp.span(tid, rng.randbytes(8), parent=child.span_id, name="", kind=1,
+                        start=T0 + 8, dur=0)
+    resp = otlp.export(otlp.request({"rt-put-a": [root, child], "rt-put-b": [instant]}))
+    assert not resp.HasField("partial_success"), resp
+    ex = tvtest.trace_record(T0 + 5, pid=9, path="/x?q=1", latency_ns=2,
+                             trace_id=tid.hex(), span_id=child.span_id.hex(), role="client",
+                             host="h:1", http_version="1.1", flags=2,
+                             req_headers=[pb.Header(name="Host", value="h:1")],
+                             resp_headers=[pb.Header(name="X-A", value="\"b\"")],
+                             req_body=b"text \xc3\xa9", resp_body=b"\x1f\x8b\x00\xff",
+                             resp_content_type="application/gzip")
+    tvtest.GrpcClient(srv.addr).write_segment(random.getrandbits(63) + 1,
+                                              [(random.getrandbits(63) + 1, [ex])])
+    first = cli_query(srv, "--trace-id", tid.hex())
+    lines = first.splitlines()
+    assert len(lines) == 4 and sum('"span":{' in x for x in lines) == 3, first
+    with tvtest.Server() as other:
+        p = tvtest.run(["put", "--server", other.addr, "-"], input=first)
+        assert p.returncode == 0 and "put 4 records in 1 block" in p.stderr, p
+        again = cli_query(other)
+        assert again == first, "put + query changed the lines:\n%s\n%s" % (first, again)
+        # the edges the lines carry (-0 as a real: "-0" would read back as +0)
+        for want in ('"double_value":"NaN"', '"double_value":"-Infinity"',
+                     '"double_value":-0.0', '"int_value":-9223372036854775808',
+                     '"double_value":100}', '"resp_body_base64":'):
+            assert want in first, (want, first)
+        # and once more: the second server's lines read back to themselves too
+        p = tvtest.run(["put", "--server", other.addr, "-"], input=again, check=True)
+        assert cli_query(other) == "".join(x + "\n" + x + "\n" for x in lines)
+        assert other.stop() == 0, other.log()[-2000:]
 
 
 def test_malformed_is_invalid_argument(srv, otlp):

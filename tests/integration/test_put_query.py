@@ -1,6 +1,8 @@
 """put + query against the real tracevaultd: 100k generated records imported in random order,
 several time windows compared with a reference computed here (exact records, order, fields),
-the same answers after a restart on the same data dir, appends, --limit and the table form."""
+the same answers after a restart on the same data dir, appends, --limit and the table form;
+lines the store cannot hold (ts_ns past 2^63-1, a status no response carries, a trace id that
+is not W3C hex) refused by put with FILE:LINE, the whole file with them."""
 import datetime
 import json
 import os
@@ -30,7 +32,7 @@ EDGES = [
     {"method": "OPTIONS", "comm": "exactly-16-bytes", "path": "/" + "q" * 40},
     {"method": "", "comm": "", "path": "", "remote": "", "status": 0, "pid": 0, "latency_ns": 0},
     {"method": "G\tT", "comm": "w\u00f6rker", "path": "/caf\u00e9\x01", "remote": "[::1]:443"},
-    {"status": 2**32 - 1, "pid": 2**32 - 1, "latency_ns": 123456789012345, "remote":
+    {"status": 999, "pid": 2**32 - 1, "latency_ns": 123456789012345, "remote":
      "[2001:db8::1234:5678:9abc]:65535"},
     {"latency_ns": 1499, "path": "/" + "\u20ac" * 20},
     # a host wider than its column (24) is cut; one of exactly 24 is not
@@ -56,7 +58,7 @@ def make_record(rng, ts_ns):
         "method": rng.choice(["GET", "POST", "PUT", "DELETE", "HEAD"]),
         "path": rng.choice(ODD_PATHS) if rng.random() < 0.05
         else "/item/%d?x=%d" % (rng.randrange(10**6), rng.randrange(10**9)),
-        "status": rng.choice([200, 201, 204, 301, 404, 500, 0, 2**32 - 1]),
+        "status": rng.choice([200, 201, 204, 301, 404, 500, 0, 100, 999]),
         "req_body_bytes": rng.randrange(0, 2**40),
         "resp_body_bytes": rng.choice([0, rng.randrange(0, 2**64)]),
         "trace_id": "%032x" % rng.getrandbits(128) if trace else "",
@@ -130,6 +132,44 @@ def windows(records):
     ]
 
 
+# (line, reason): what the store cannot hold, refused by put on its line (README "put"); a ts_ns
+# past 2^63-1 used to pass put and fail the whole segment on the server instead
+REFUSED = [
+    ('{"ts_ns": %d}' % 2**63, "field 'ts_ns' 9223372036854775808 is beyond 2^63-1 ns"),
+    ('{"ts_ns": %d, "status": 70000}' % (EDGE_NS - 10), "field 'status' 70000 is not 0"),
+    ('{"ts_ns": %d, "trace_id": "xyz"}' % (EDGE_NS - 10),
+     "field 'trace_id' must be \"\" or 32 hex digits: 'xyz'"),
+    ('{"ts_ns": %d, "span_id": "0000000000000000"}' % (EDGE_NS - 10),
+     "field 'span_id' is all zeros"),
+]
+
+
+def check_refused_lines(srv, tmp):
+    """A file of good lines and one refused line (line 7): exit 1 with one stderr line
+    FILE:7: reason, and none of the file's lines stored (README: the whole file is refused)."""
+    frm, to = EDGE_NS - 1000, EDGE_NS - 900  # before every record of the test
+    for n, (line, reason) in enumerate(REFUSED):
+        path = os.path.join(tmp, "refused%d.jsonl" % n)
+        good = [json.dumps({"ts_ns": frm + i, "path": "/r%d" % i}) for i in range(10)]
+        lines = good[:6] + [line] + good[6:]
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        p = tvtest.run(["put", "--server", srv.addr, path])
+        want = "tracevault: %s:7: %s" % (path, reason)
+        assert p.returncode == 1 and len(p.stderr.splitlines()) == 1 and \
+            p.stderr.startswith(want), (want, p.returncode, p.stderr)
+        assert query(srv.addr, frm, to) == "", "a refused file left records"
+        print("ok refused: %s" % p.stderr.strip())
+    # the same lines with the bad one fixed go in whole
+    path = os.path.join(tmp, "fixed.jsonl")
+    with open(path, "w") as f:
+        f.write("".join(json.dumps({"ts_ns": frm + i, "trace_id": "AB" * 16}) + "\n"
+                        for i in range(3)))
+    tvtest.run(["put", "--server", srv.addr, path], check=True)
+    got = [json.loads(x)["trace_id"] for x in query(srv.addr, frm, to).splitlines()]
+    assert got == ["ab" * 16] * 3, got  # upper-case ids are stored lower-case
+
+
 def main():
     rng = random.Random(20260101)
     tss = rng.sample(range(BASE_NS, BASE_NS + SPAN_NS), N_RECORDS)  # unique, random order
@@ -191,7 +231,7 @@ def main():
             check_window(srv.addr, records, frm, to, "after append: " + label)
 
         # table: a header and one row per record, every column of every row equal to the
-        # reference (1000 rows: the odd paths, every comm, 0 and 2^32-1 statuses among them)
+        # reference (1000 rows: the odd paths, every comm, statuses 0 and 999 among them)
         ts = sorted(r["ts_ns"] for r in records)
         frm, to = ts[500], ts[1500]
         want = reference(records, frm, to)
@@ -210,6 +250,8 @@ def main():
         tvtest.check_table(query(srv.addr, EDGE_NS, EDGE_NS + len(edge), fmt="table"), edge,
                            "table of edge records")
         print("ok table")
+
+        check_refused_lines(srv, tmp)
     finally:
         srv.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,8 +1,9 @@
 /* JSON Lines <-> TraceRecord (client/cli/record_json.c, record_out.c): a full round trip through
- * the writer and the parser, string escaping (quotes, control bytes, invalid UTF-8), the table form, and every
- * rejection. */
+ * the writer and the parser (exchanges and span records), string escaping (quotes, control
+ * bytes, invalid UTF-8), the table form, and every rejection, tv_record_check's among them. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -265,6 +266,322 @@ static void test_rejections(void **state)
 	assert_rejects("{\"ts_ns\": 1, \"a\\u001bb\": 2}", "unknown field 'a?b'");
 }
 
+/* ---- span records and tv_record_check ---- */
+
+/* A span record with every Span field and each attribute type at its edges. */
+struct span_store {
+	Tracevault__V1__Span sp;
+	Tracevault__V1__SpanAttribute a[9], *ap[9];
+};
+
+static void fill_span(Tracevault__V1__TraceRecord *r, struct span_store *st)
+{
+	static const double doubles[] = { 0.1, -0.0, 100.0, 1.5e-300, -1.7976931348623157e308 };
+	Tracevault__V1__TraceRecord init = TRACEVAULT__V1__TRACE_RECORD__INIT;
+	size_t n = 0;
+
+	*r = init;
+	r->ts_ns = 1767225600123456789ull;
+	r->end_ns = 1767225600123466789ull;
+	r->latency_ns = 10000;
+	r->trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+	r->span_id = "00f067aa0ba902b7";
+	tracevault__v1__span__init(&st->sp);
+	st->sp.parent_span_id = "0102030405060708";
+	st->sp.name = "GET /a \"q\" caf\xc3\xa9";
+	st->sp.kind = 2;
+	st->sp.status_code = 2;
+	st->sp.status_message = "boom\nline";
+	st->sp.service = "svc-a";
+	st->sp.dropped_attributes_count = 4294967295u;
+	st->sp.dropped_events_count = 3;
+	st->sp.dropped_links_count = 1;
+	st->sp.trace_state = "k=v";
+	st->sp.flags = 0x301;
+	st->sp.scope_name = "scope";
+	st->sp.scope_version = "1.2.3";
+	for (size_t i = 0; i < 9; i++) {
+		tracevault__v1__span_attribute__init(&st->a[i]);
+		st->ap[i] = &st->a[i];
+	}
+	st->a[n].key = "s";
+	st->a[n].value_case = TRACEVAULT__V1__SPAN_ATTRIBUTE__VALUE_STRING_VALUE;
+	st->a[n++].string_value = "v\xc3\xa9\t\"";
+	st->a[n].key = "b";
+	st->a[n].value_case = TRACEVAULT__V1__SPAN_ATTRIBUTE__VALUE_BOOL_VALUE;
+	st->a[n++].bool_value = 1;
+	st->a[n].key = "i";
+	st->a[n].value_case = TRACEVAULT__V1__SPAN_ATTRIBUTE__VALUE_INT_VALUE;
+	st->a[n++].int_value = INT64_MIN;
+	st->a[n].key = "i2";
+	st->a[n].value_case = TRACEVAULT__V1__SPAN_ATTRIBUTE__VALUE_INT_VALUE;
+	st->a[n++].int_value = INT64_MAX;
+	for (size_t i = 0; i < sizeof(doubles) / sizeof(doubles[0]); i++) {
+		st->a[n].key = "d";
+		st->a[n].value_case = TRACEVAULT__V1__SPAN_ATTRIBUTE__VALUE_DOUBLE_VALUE;
+		st->a[n++].double_value = doubles[i];
+	}
+	st->sp.attributes = st->ap;
+	st->sp.n_attributes = n;
+	r->span = &st->sp;
+}
+
+static uint8_t *packed_record(const Tracevault__V1__TraceRecord *r, size_t *len)
+{
+	uint8_t *buf;
+
+	*len = tracevault__v1__trace_record__get_packed_size(r);
+	buf = malloc(*len + 1);
+	assert_non_null(buf);
+	assert_int_equal(tracevault__v1__trace_record__pack(r, buf), *len);
+	return buf;
+}
+
+/* s parses to a record that packs to the bytes of r and writes s again. */
+static void assert_reads_back(const Tracevault__V1__TraceRecord *r, const char *s)
+{
+	struct tv_record_json rj;
+	char err[256] = "", *s2;
+	uint8_t *a, *b;
+	size_t la, lb;
+
+	if (tv_record_json_parse(&rj, s, strlen(s) - 1, err, sizeof(err)))
+		fail_msg("line %s refused: %s", s, err);
+	a = packed_record(r, &la);
+	b = packed_record(&rj.rec, &lb);
+	assert_int_equal(la, lb);
+	assert_memory_equal(a, b, la);
+	s2 = to_jsonl(&rj.rec);
+	assert_string_equal(s, s2);
+	free(a);
+	free(b);
+	free(s2);
+	tv_record_json_release(&rj);
+}
+
+/* query's jsonl of a span record reads back to the same record (Bug 4: put refused "span"):
+ * every Span field, int64's ends, doubles that print as integers, -0, the largest double,
+ * and NaN / the infinities as protobuf's JSON strings. */
+static void test_span_round_trip(void **state)
+{
+	Tracevault__V1__TraceRecord r;
+	struct span_store st;
+	double special[] = { NAN, INFINITY, -INFINITY };
+	char *s;
+
+	(void)state;
+	fill_span(&r, &st);
+	s = to_jsonl(&r);
+	assert_non_null(strstr(s, ",\"span\":{\"parent_span_id\":\"0102030405060708\","));
+	assert_non_null(strstr(s, "{\"key\":\"i\",\"int_value\":-9223372036854775808}"));
+	assert_non_null(strstr(s, "{\"key\":\"d\",\"double_value\":-0.0}"));
+	assert_non_null(strstr(s, "{\"key\":\"d\",\"double_value\":100}"));
+	assert_reads_back(&r, s);
+	free(s);
+	/* the store's last instant, 19 digits like int64's ends beside it */
+	st.sp.n_attributes = 4;
+	r.ts_ns = 9223372036854775802ull;
+	r.end_ns = 9223372036854775807ull;
+	r.latency_ns = 5;
+	s = to_jsonl(&r);
+	assert_reads_back(&r, s);
+	free(s);
+	for (size_t i = 0; i < 3; i++) {
+		fill_span(&r, &st);
+		st.a[0].value_case = TRACEVAULT__V1__SPAN_ATTRIBUTE__VALUE_DOUBLE_VALUE;
+		st.a[0].double_value = special[i];
+		st.sp.n_attributes = 1;
+		s = to_jsonl(&r);
+		assert_reads_back(&r, s);
+		free(s);
+	}
+	/* a root span without attributes, all numbers 0 */
+	fill_span(&r, &st);
+	st.sp = (Tracevault__V1__Span)TRACEVAULT__V1__SPAN__INIT;
+	s = to_jsonl(&r);
+	assert_non_null(strstr(s, "\"attributes\":[]"));
+	assert_reads_back(&r, s);
+	free(s);
+}
+
+static void assert_accepts(const char *line)
+{
+	struct tv_record_json rj;
+	char err[256] = "";
+
+	if (tv_record_json_parse(&rj, line, strlen(line), err, sizeof(err)))
+		fail_msg("line %.200s... refused: %s", line, err);
+	tv_record_json_release(&rj);
+}
+
+#define TID "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\""
+#define SID "\"span_id\":\"00f067aa0ba902b7\""
+/* a valid span record line with extra ("," then keys) before the span, span_extra in it */
+#define SPAN_LINE(extra, span_extra)                                                           \
+	"{\"ts_ns\":10,\"end_ns\":15,\"latency_ns\":5," TID "," SID extra                       \
+	",\"span\":{\"name\":\"op\"" span_extra "}}"
+
+/* Bug 5: what the store and its producers cannot hold is refused with the field named, on the
+ * line, before put sends anything. */
+static void test_check_exchange_fields(void **state)
+{
+	struct tv_record_json rj;
+	char err[256];
+	const char *up = "{\"ts_ns\":1,\"trace_id\":\"4BF92F3577B34DA6A3CE929D0E0E4736\","
+			 "\"span_id\":\"00F067AA0BA902B7\"}";
+
+	(void)state;
+	/* ts_ns: 2^63-1 is the store's last instant */
+	assert_accepts("{\"ts_ns\":9223372036854775807}");
+	assert_rejects("{\"ts_ns\":9223372036854775808}",
+			     "field 'ts_ns' 9223372036854775808 is beyond 2^63-1 ns");
+	assert_rejects("{\"ts_ns\":18446744073709551615}", "beyond 2^63-1");
+	/* end_ns of an exchange is not a time the store keys on: any u64 */
+	assert_accepts("{\"ts_ns\":1,\"end_ns\":18446744073709551615}");
+	/* status: 0 or three digits */
+	assert_accepts("{\"ts_ns\":1,\"status\":0}");
+	assert_accepts("{\"ts_ns\":1,\"status\":100}");
+	assert_accepts("{\"ts_ns\":1,\"status\":599}");
+	assert_accepts("{\"ts_ns\":1,\"status\":999}");
+	assert_rejects("{\"ts_ns\":1,\"status\":70000}",
+			     "field 'status' 70000 is not 0 (no response) or an HTTP status code "
+			     "(100 to 999)");
+	assert_rejects("{\"ts_ns\":1,\"status\":99}", "field 'status' 99");
+	assert_rejects("{\"ts_ns\":1,\"status\":1000}", "field 'status' 1000");
+	assert_rejects("{\"ts_ns\":1,\"status\":4294967295}", "field 'status' 4294967295");
+	/* trace_id / span_id: "" or W3C hex */
+	assert_accepts("{\"ts_ns\":1,\"trace_id\":\"\",\"span_id\":\"\"}");
+	assert_accepts("{\"ts_ns\":1," TID "}");
+	assert_rejects("{\"ts_ns\":1,\"trace_id\":\"xyz\"}",
+			     "field 'trace_id' must be \"\" or 32 hex digits: 'xyz'");
+	assert_rejects("{\"ts_ns\":1,\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e473\"}",
+			     "field 'trace_id' must be");
+	assert_rejects("{\"ts_ns\":1,\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e47361\"}",
+			     "field 'trace_id' must be");
+	assert_rejects("{\"ts_ns\":1,\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e473g\"}",
+			     "field 'trace_id' must be");
+	assert_rejects("{\"ts_ns\":1,\"trace_id\":\"00000000000000000000000000000000\"}",
+			     "field 'trace_id' is all zeros");
+	assert_rejects("{\"ts_ns\":1,\"span_id\":\"00f067aa0ba902b\"}",
+			     "field 'span_id' must be \"\" or 16 hex digits: '00f067aa0ba902b'");
+	assert_rejects("{\"ts_ns\":1,\"span_id\":\"0000000000000000\"}",
+			     "field 'span_id' is all zeros");
+	/* a shown id is printable and bounded */
+	assert_rejects("{\"ts_ns\":1,\"trace_id\":\"a\\u001bb\"}", "'a?b'");
+	/* upper case is stored lower case, as the capture and OTLP ingest store ids */
+	assert_int_equal(tv_record_json_parse(&rj, up, strlen(up), err, sizeof(err)), 0);
+	assert_string_equal(rj.rec.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+	assert_string_equal(rj.rec.span_id, "00f067aa0ba902b7");
+	tv_record_json_release(&rj);
+}
+
+/* A span record as OTLP ingest would hold it (PROTOCOL.md "OTLP ingest"), else refused. */
+static void test_check_span_records(void **state)
+{
+	char line[40000];
+	size_t n;
+
+	(void)state;
+	assert_accepts(SPAN_LINE("", ""));
+	assert_accepts(SPAN_LINE("", ",\"parent_span_id\":\"0000000000000000\""));
+	assert_accepts(SPAN_LINE(",\"pid\":0,\"comm\":\"\",\"status\":0", ",\"attributes\":[]"));
+	/* ids */
+	assert_rejects("{\"ts_ns\":10,\"end_ns\":10," SID ",\"span\":{}}",
+			     "field 'trace_id' is required in a span record");
+	assert_rejects("{\"ts_ns\":10,\"end_ns\":10," TID ",\"span\":{}}",
+			     "field 'span_id' is required in a span record");
+	assert_rejects(SPAN_LINE("", ",\"parent_span_id\":\"0102\""),
+			     "field 'span.parent_span_id' must be \"\" or 16 hex digits: '0102'");
+	/* times */
+	assert_rejects("{\"ts_ns\":10,\"end_ns\":9,\"latency_ns\":0," TID "," SID
+			     ",\"span\":{}}",
+			     "field 'end_ns' 9 is before 'ts_ns' 10: a span cannot end before it "
+			     "starts");
+	assert_rejects("{\"ts_ns\":0," TID "," SID ",\"span\":{}}",
+			     "field 'ts_ns' (a span's start) must not be 0");
+	assert_rejects("{\"ts_ns\":10,\"end_ns\":9223372036854775808,\"latency_ns\":"
+			     "9223372036854775798," TID "," SID ",\"span\":{}}",
+			     "field 'end_ns' 9223372036854775808 is beyond 2^63-1");
+	assert_rejects("{\"ts_ns\":10,\"end_ns\":15,\"latency_ns\":4," TID "," SID
+			     ",\"span\":{}}",
+			     "field 'latency_ns' 4 is not end_ns - ts_ns = 5");
+	/* exchange fields */
+	assert_rejects(SPAN_LINE(",\"pid\":7", ""), "field 'pid' is an exchange's");
+	assert_rejects(SPAN_LINE(",\"method\":\"GET\"", ""), "field 'method' is an exchange's");
+	assert_rejects(SPAN_LINE(",\"status\":200", ""), "field 'status' is an exchange's");
+	assert_rejects(SPAN_LINE(",\"flags\":1", ""), "field 'flags' is an exchange's");
+	assert_rejects(SPAN_LINE(",\"http_version\":\"1.1\"", ""),
+			     "field 'http_version' is an exchange's");
+	assert_rejects(SPAN_LINE(",\"req_headers\":[{\"name\":\"a\",\"value\":\"b\"}]", ""),
+			     "field 'req_headers' is an exchange's");
+	assert_rejects(SPAN_LINE(",\"resp_body\":\"x\"", ""),
+			     "field 'resp_body' is an exchange's");
+	assert_rejects(SPAN_LINE(",\"resp_content_type\":\"text/plain\"", ""),
+			     "field 'resp_content_type' is an exchange's");
+	/* the span object's shape */
+	assert_rejects("{\"ts_ns\":10," TID "," SID ",\"span\":[]}",
+			     "field 'span' must be an object");
+	assert_rejects(SPAN_LINE("", ",\"events\":[]"), "field 'span': unknown field 'events'");
+	assert_rejects(SPAN_LINE("", ",\"kind\":\"server\""),
+			     "field 'span.kind' must be an integer");
+	assert_rejects(SPAN_LINE("", ",\"kind\":4294967296"), "field 'span.kind' out of range");
+	assert_rejects(SPAN_LINE("", ",\"flags\":-1"), "field 'span.flags' must not be negative");
+	assert_rejects(SPAN_LINE("", ",\"service\":5"), "field 'span.service' must be a string");
+	assert_rejects(SPAN_LINE("", ",\"name\":\"x\""), "invalid JSON"); /* duplicate */
+	assert_rejects(SPAN_LINE("", ",\"attributes\":{}"),
+			     "field 'span.attributes' must be an array");
+	assert_rejects(SPAN_LINE("", ",\"attributes\":[{\"key\":\"k\"}]"),
+			     "field 'span.attributes': element 0 must be");
+	assert_rejects(SPAN_LINE("", ",\"attributes\":[{\"key\":\"k\",\"int_value\":1},"
+				       "{\"key\":\"k\",\"bytes_value\":\"\"}]"),
+			     "field 'span.attributes': element 1 must be");
+	assert_rejects(SPAN_LINE("", ",\"attributes\":[{\"key\":1,\"int_value\":1}]"),
+			     "element 0 must be");
+	assert_rejects(SPAN_LINE("", ",\"attributes\":[{\"key\":\"k\",\"int_value\":1,"
+				       "\"bool_value\":true}]"), "element 0 must be");
+	assert_rejects(SPAN_LINE("", ",\"attributes\":[{\"key\":\"k\",\"int_value\":1.5}]"),
+			     "field 'span.attributes[0].int_value' must be an integer");
+	assert_rejects(SPAN_LINE("", ",\"attributes\":[{\"key\":\"k\",\"int_value\":"
+				       "9223372036854775808}]"),
+			     "field 'span.attributes[0].int_value' out of range");
+	assert_rejects(SPAN_LINE("", ",\"attributes\":[{\"key\":\"k\",\"int_value\":"
+				       "-9223372036854775809}]"),
+			     "field 'span.attributes[0].int_value' out of range");
+	assert_rejects(SPAN_LINE("", ",\"attributes\":[{\"key\":\"k\",\"bool_value\":1}]"),
+			     "field 'span.attributes[0].bool_value' must be true or false");
+	assert_rejects(SPAN_LINE("", ",\"attributes\":[{\"key\":\"k\",\"double_value\":"
+				       "\"nan\"}]"),
+			     "field 'span.attributes[0].double_value' must be a number");
+	assert_rejects(SPAN_LINE("", ",\"attributes\":[{\"key\":\"k\",\"string_value\":1}]"),
+			     "field 'span.attributes[0].string_value' must be a string");
+	/* OTLP ingest's limits at their largest: 256 attributes, 16 KiB strings */
+	n = (size_t)snprintf(line, sizeof(line), SPAN_LINE("", ",\"attributes\":[%s"), "");
+	line[n - 2] = '\0'; /* drop "}}" to go on with the array */
+	n -= 2;
+	for (int i = 0; i < 257; i++)
+		n += (size_t)snprintf(line + n, sizeof(line) - n, "%s{\"key\":\"k\",\"int_value\":%d}",
+				      i ? "," : "", i);
+	memcpy(line + n, "]}}", 4);
+	assert_rejects(line, "field 'span.attributes' holds 257 attributes, above 256");
+	while (memcmp(line + n, ",{", 2) != 0) /* back to the start of the last attribute */
+		n--;
+	memcpy(line + n, "]}}", 4); /* 256 */
+	assert_accepts(line);
+	n = (size_t)snprintf(line, sizeof(line), "{\"ts_ns\":10,\"end_ns\":15,\"latency_ns\":5,"
+			     TID "," SID ",\"span\":{\"name\":\"");
+	memset(line + n, 'n', 16385);
+	memcpy(line + n + 16385, "\"}}", 4);
+	assert_rejects(line, "field 'span.name' is 16385 bytes, above 16384");
+	memcpy(line + n + 16384, "\"}}", 4);
+	assert_accepts(line);
+	n = (size_t)snprintf(line, sizeof(line), "{\"ts_ns\":10,\"end_ns\":15,\"latency_ns\":5,"
+			     TID "," SID ",\"span\":{\"attributes\":[{\"key\":\"k\","
+			     "\"string_value\":\"");
+	memset(line + n, 'v', 16385);
+	memcpy(line + n + 16385, "\"}]}}", 6);
+	assert_rejects(line, "field 'span.attributes[0].string_value' is 16385 bytes");
+}
+
 /* TIME, ROLE, METHOD, HOST, PATH, HTTP columns (24, 6, 7, 24, 40, 4 wide, a space after
  * each), then STATUS (6 wide) */
 #define STATUS_COL_END (24 + 1 + 6 + 1 + 7 + 1 + 24 + 1 + 40 + 1 + 4 + 1 + 6)
@@ -430,6 +747,9 @@ int main(void)
 		cmocka_unit_test(test_defaults_and_minimal),
 		cmocka_unit_test(test_rejections),
 		cmocka_unit_test(test_table),
+		cmocka_unit_test(test_span_round_trip),
+		cmocka_unit_test(test_check_exchange_fields),
+		cmocka_unit_test(test_check_span_records),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -83,9 +83,36 @@ static char *rnd_str(char *buf, size_t cap)
 	return buf;
 }
 
+/* "" (a third of the time) or an id of n hex digits (n + 1 bytes in buf), not all zeros,
+ * upper case now and then (put lower-cases it on both paths) */
+static char *rnd_id(char *buf, size_t n)
+{
+	static const char hex[] = "0123456789abcdef0123456789ABCDEF";
+
+	buf[0] = '\0';
+	if (rnd_below(3) == 0)
+		return buf;
+	for (size_t i = 0; i < n; i++)
+		buf[i] = hex[rnd_below(rnd_below(8) ? 16 : 32)];
+	buf[n] = '\0';
+	if (strspn(buf, "0") == n)
+		buf[n - 1] = '1';
+	return buf;
+}
+
+/* a status tv_record_check takes: 0 or 100..999, its edges often */
+static uint32_t rnd_status(void)
+{
+	static const uint32_t edge[] = { 0, 100, 101, 200, 404, 599, 600, 999 };
+
+	return rnd_below(2) ? edge[rnd_below(sizeof(edge) / sizeof(edge[0]))]
+			    : 100 + (uint32_t)rnd_below(900);
+}
+
 #define STR_CAP 96
 struct rec_store {
 	char s[32][STR_CAP];
+	char trace_id[33], span_id[17];
 	uint8_t body[2][64];
 	Tracevault__V1__Header h[6], *hp[6];
 };
@@ -94,21 +121,23 @@ struct rec_store {
 static void rnd_record(Tracevault__V1__TraceRecord *r, struct rec_store *st)
 {
 	Tracevault__V1__TraceRecord init = TRACEVAULT__V1__TRACE_RECORD__INIT;
-	char **strs[] = { &r->comm, &r->local, &r->remote, &r->method, &r->path, &r->trace_id,
-			  &r->span_id, &r->role, &r->host, &r->http_version,
+	char **strs[] = { &r->comm, &r->local, &r->remote, &r->method, &r->path, &r->role,
+			  &r->host, &r->http_version,
 			  &r->req_content_type, &r->resp_content_type, &r->req_content_encoding,
 			  &r->resp_content_encoding };
 	size_t k = 0;
 
 	*r = init;
-	r->ts_ns = rnd_u64();
+	r->ts_ns = rnd_u64() & INT64_MAX; /* the store's range (tv_record_check) */
 	r->end_ns = rnd_u64();
 	r->latency_ns = rnd_u64();
 	r->req_body_bytes = rnd_u64();
 	r->resp_body_bytes = rnd_u64();
 	r->pid = (uint32_t)rnd_u64();
-	r->status = (uint32_t)rnd_u64();
+	r->status = rnd_status();
 	r->flags = (uint32_t)rnd_u64();
+	r->trace_id = rnd_id(st->trace_id, 32);
+	r->span_id = rnd_id(st->span_id, 16);
 	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
 		if (rnd_below(3))
 			*strs[i] = rnd_str(st->s[k++], STR_CAP);
@@ -171,6 +200,7 @@ static const char *const SNIPPETS[] = {
 	",\"req_headers\":[{\"name\":\"a\"}]", ",\"req_headers\":[{\"name\":\"a\",\"value\":1}]",
 	",\"req_headers\":[{\"value\":\"b\",\"name\":\"a\"}]",
 	",\"resp_headers\":[{\"name\":\"a\",\"value\":\"b\",\"name\":\"c\"}]",
+	",\"span\":{}", ",\"status\":70000", ",\"trace_id\":\"00000000000000000000000000000000\"",
 	",\"req_body\":\"x\"", ",\"req_body_base64\":\"eA==\"", ",\"resp_body_base64\":\"eA=\"",
 	",\"resp_body_base64\":\"\"", ",\"req_body\":\"\"", "\xc3\xa9", "\xc0\xaf", "\xed\xa0\x80",
 	"\xf4\x90\x80\x80", "\xf0\x9f\x98\x80", "\xe2\x82", "\xff", " ", "\t", "\r", "\n", "\x0b",
@@ -327,7 +357,11 @@ static void test_edges_match_reference(void **state)
 	} cases[] = {
 		{"{\"ts_ns\":1}", 1},
 		{" {\"ts_ns\" : 1 } \t", 1},
-		{"{\"ts_ns\":18446744073709551615,\"pid\":4294967295}", 1},
+		{"{\"ts_ns\":9223372036854775807,\"end_ns\":18446744073709551615,"
+		 "\"pid\":4294967295}", 1},
+		/* upper-case ids: lower-cased by tv_record_check on both paths */
+		{"{\"ts_ns\":1,\"trace_id\":\"4BF92F3577B34DA6A3CE929D0E0E4736\","
+		 "\"span_id\":\"00F067AA0BA902B7\"}", 1},
 		{"{\"ts_ns\":1,\"path\":\"caf\xc3\xa9 \\u00e9 \\\" \\\\ \\/ \\b\\f\\n\\r\\t\"}", 1},
 		{"{\"ts_ns\":1,\"req_headers\":[],\"resp_headers\":[{\"value\":\"v\",\"name\":\"n\"}]}",
 		 1},
@@ -353,6 +387,15 @@ static void test_edges_match_reference(void **state)
 		{"{\"ts_ns\":1.0}", 0},
 		{"{\"ts_ns\":1e3}", 0},
 		{"{\"ts_ns\":18446744073709551616}", 0},
+		/* read by the fast path, refused by tv_record_check: declined */
+		{"{\"ts_ns\":9223372036854775808}", 0},
+		{"{\"ts_ns\":1,\"status\":70000}", 0},
+		{"{\"ts_ns\":1,\"trace_id\":\"xyz\"}", 0},
+		{"{\"ts_ns\":1,\"span_id\":\"0000000000000000\"}", 0},
+		/* a span record: the reference reads it */
+		{"{\"ts_ns\":1,\"end_ns\":1,\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\","
+		 "\"span_id\":\"00f067aa0ba902b7\",\"span\":{\"name\":\"a\"}}", 0},
+		{"{\"ts_ns\":1,\"span\":{}}", 0},
 		{"{\"ts_ns\":1,\"pid\":4294967296}", 0},
 		{"{\"ts_ns\":01}", 0},
 		{"{\"ts_ns\":1,\"ts_ns\":1}", 0},
