@@ -177,9 +177,22 @@ static size_t utf8_len(const unsigned char *s, size_t n)
 	return len;
 }
 
+void tv_http_utf8_fix(char *s, size_t n)
+{
+	unsigned char *u = (unsigned char *)s;
+
+	for (size_t i = 0; i < n;) {
+		size_t l = u[i] ? utf8_len(u + i, n - i) : 0;
+
+		if (!l)
+			u[i++] = '?';
+		else
+			i += l;
+	}
+}
+
 json_t *tv_http_jstr(const char *s, size_t n)
 {
-	const unsigned char *u = (const unsigned char *)s;
 	char *copy;
 	json_t *j;
 
@@ -191,19 +204,20 @@ json_t *tv_http_jstr(const char *s, size_t n)
 	copy = malloc(n + 1);
 	if (!copy)
 		return NULL;
-	for (size_t i = 0; i < n;) {
-		size_t l = u[i] ? utf8_len(u + i, n - i) : 0;
-
-		if (!l) {
-			copy[i++] = '?';
-			continue;
-		}
-		memcpy(copy + i, s + i, l);
-		i += l;
-	}
+	memcpy(copy, s, n);
+	tv_http_utf8_fix(copy, n);
 	j = json_stringn(copy, n);
 	free(copy);
 	return j;
+}
+
+char *tv_http_utf8_dup(const char *s)
+{
+	char *copy = strdup(s ? s : "");
+
+	if (copy)
+		tv_http_utf8_fix(copy, strlen(copy));
+	return copy;
 }
 
 int tv_http_param_u64(struct hreq *h, const char *name, uint64_t *v, bool *present, char *err,
@@ -691,13 +705,14 @@ struct page {
 static json_t *exchange_json(struct tv_http_api *a, const Tracevault__V1__TraceRecord *r)
 {
 	json_t *j = json_object();
+	const char *service = tv_http_service_of_comm(a, r->comm);
 
 	if (!j)
 		return NULL;
 	json_object_set_new(j, "ts_us", json_integer((json_int_t)(r->ts_ns / NS_PER_US)));
 	json_object_set_new(j, "ts_ns", json_integer((json_int_t)r->ts_ns));
 	json_object_set_new(j, "latency_us", json_real((double)r->latency_ns / 1e3));
-	json_object_set_new(j, "service", json_string(tv_http_service_of_comm(a, r->comm)));
+	json_object_set_new(j, "service", tv_http_jstr(service, strlen(service)));
 	json_object_set_new(j, "comm", tv_http_jstr(r->comm, strlen(r->comm)));
 	json_object_set_new(j, "pid", json_integer(r->pid));
 	json_object_set_new(j, "method", tv_http_jstr(r->method, strlen(r->method)));

@@ -75,9 +75,16 @@ static void hex(char *out, const uint8_t *id, size_t n)
 	out[2 * n] = '\0';
 }
 
+/* A KeyValue {key, type, value} (value taken; key from a record: made UTF-8). */
 static json_t *kv(const char *key, const char *type, json_t *value)
 {
-	return json_pack("{s:s,s:s,s:o}", "key", key, "type", type, "value", value);
+	json_t *k = tv_http_jstr(key, strlen(key));
+
+	if (!k) {
+		json_decref(value);
+		return NULL;
+	}
+	return json_pack("{s:o,s:s,s:o}", "key", k, "type", type, "value", value);
 }
 
 static int add_tag(json_t *tags, const char *key, const char *type, json_t *value)
@@ -117,8 +124,10 @@ static int add_span(struct tv_http_api *a, struct spans *s, const Tracevault__V1
 		snprintf(j->trace_id, sizeof(j->trace_id), "%s", r->trace_id);
 		snprintf(j->span_id, sizeof(j->span_id), "%s", r->span_id);
 		snprintf(j->parent, sizeof(j->parent), "%s", sp->parent_span_id);
-		j->service = strdup(sp->service[0] ? sp->service : TV_HTTP_UNKNOWN_SERVICE);
-		j->op = strdup(sp->name);
+		/* names are compared and answered as they are shown: valid UTF-8 */
+		j->service = tv_http_utf8_dup(sp->service[0] ? sp->service :
+					      TV_HTTP_UNKNOWN_SERVICE);
+		j->op = tv_http_utf8_dup(sp->name);
 		j->kind = kind_name(sp->kind);
 		for (size_t i = 0; i < sp->n_attributes && !ret; i++) {
 			const Tracevault__V1__SpanAttribute *at = sp->attributes[i];
@@ -176,12 +185,14 @@ static int add_span(struct tv_http_api *a, struct spans *s, const Tracevault__V1
 			hex(j->parent, x.ids.parent_span_id, sizeof(x.ids.parent_span_id));
 		j->exchange = true;
 		j->pid = r->pid;
-		j->service = strdup(tv_http_service_of_comm(a, r->comm));
+		j->service = tv_http_utf8_dup(tv_http_service_of_comm(a, r->comm));
 		/* operation = method + path without its query ("GET /api/users") */
 		j->op = malloc(mlen + plen + 2);
-		if (j->op)
+		if (j->op) {
 			snprintf(j->op, mlen + plen + 2, "%s%s%.*s", r->method,
 				 mlen && plen ? " " : "", (int)plen, path);
+			tv_http_utf8_fix(j->op, strlen(j->op));
+		}
 		j->kind = kind_name(x.kind);
 		for (size_t i = 0; i < x.n_attrs && !ret; i++) {
 			const struct tv_xattr *at = &x.attrs[i];
@@ -287,15 +298,25 @@ struct nameset {
 	uint64_t seen;       /* records read by the scan */
 };
 
-static int nameset_add(struct nameset *ns, const char *key)
+/* key (from records) is made valid UTF-8 first: two names that differ only in bytes that
+ * are not are one name in the answer, as a search by that name sees them (add_span). */
+static int nameset_add(struct nameset *ns, const char *raw)
 {
+	char *key = tv_http_utf8_dup(raw);
+	int ret = 0;
+
+	if (!key)
+		return -ENOMEM;
 	if (json_object_get(ns->set, key))
-		return 0;
+		goto out;
 	if (json_object_size(ns->set) >= TV_HTTP_MAX_NAMES) {
 		ns->cut = true;
-		return 0;
+		goto out;
 	}
-	return json_object_set_new_nocheck(ns->set, key, json_null()) ? -ENOMEM : 0;
+	ret = json_object_set_new_nocheck(ns->set, key, json_null()) ? -ENOMEM : 0;
+out:
+	free(key);
+	return ret;
 }
 
 /* A span record's service, or its "name\x1fkind" key, into the set (exchanges skipped). */
@@ -637,11 +658,14 @@ static json_t *trace_json(struct spans *s, const size_t *idx, size_t n, uint64_t
 
 	if (!t || !spans || !procs)
 		goto oom;
+	/* every piece is checked: a span must never name a process the answer lacks */
 	for (size_t k = 0; k < n; k++) {
 		struct jspan *j = &s->v[idx[k]];
 		const char *pid = NULL, *pk;
 		json_t *p, *sp, *refs = json_array();
 
+		if (!refs)
+			goto oom;
 		/* one process per service (and pid, for exchanges) */
 		json_object_foreach(procs, pk, p) {
 			if (!strcmp(json_string_value(json_object_get(p, "serviceName")),
@@ -652,36 +676,46 @@ static json_t *trace_json(struct spans *s, const size_t *idx, size_t n, uint64_t
 		}
 		if (!pid) {
 			snprintf(key, sizeof(key), "p%zu", ++np);
-			json_object_set_new(procs, key, json_pack("{s:s,s:O}", "serviceName",
-								  j->service, "tags", j->ptags));
+			if (json_object_set_new(procs, key,
+						json_pack("{s:s,s:O}", "serviceName", j->service,
+							  "tags", j->ptags))) {
+				json_decref(refs);
+				goto oom;
+			}
 			pid = key;
 		}
-		if (refs && j->parent[0])
-			json_array_append_new(refs, json_pack("{s:s,s:s,s:s}", "refType",
-							      "CHILD_OF", "traceID", j->trace_id,
-							      "spanID", j->parent));
+		if (j->parent[0] &&
+		    json_array_append_new(refs, json_pack("{s:s,s:s,s:s}", "refType", "CHILD_OF",
+							  "traceID", j->trace_id, "spanID",
+							  j->parent))) {
+			json_decref(refs);
+			goto oom;
+		}
 		sp = json_pack("{s:s,s:s,s:i,s:s,s:o,s:I,s:I,s:O,s:[],s:s,s:n}",
 			       "traceID", j->trace_id, "spanID", j->span_id, "flags", 1,
-			       "operationName", j->op, "references", refs ? refs : json_array(),
+			       "operationName", j->op, "references", refs,
 			       "startTime", (json_int_t)(j->start_ns / NS_PER_US),
 			       "duration", (json_int_t)(j->dur_ns / NS_PER_US), "tags", j->tags,
 			       "logs", "processID", pid, "warnings");
-		if (!sp)
+		if (!sp || json_array_append_new(spans, sp))
 			goto oom;
-		json_array_append_new(spans, sp);
 	}
-	json_object_set_new(t, "traceID", json_string(n ? s->v[idx[0]].trace_id : ""));
-	json_object_set_new(t, "spans", spans);
-	json_object_set_new(t, "processes", procs);
+	if (json_object_set_new(t, "traceID", json_string(n ? s->v[idx[0]].trace_id : "")) ||
+	    json_object_set(t, "spans", spans) || json_object_set(t, "processes", procs))
+		goto oom;
+	json_decref(spans);
+	json_decref(procs);
+	spans = procs = NULL;
 	if (cut_at) {
 		char msg[192];
 
 		snprintf(msg, sizeof(msg), "tracevault: the read of this trace stopped at "
 			 "--http-max-spans (%llu records): it may lack spans",
 			 (unsigned long long)cut_at);
-		json_object_set_new(t, "warnings", json_pack("[s]", msg));
-	} else {
-		json_object_set_new(t, "warnings", json_null());
+		if (json_object_set_new(t, "warnings", json_pack("[s]", msg)))
+			goto oom;
+	} else if (json_object_set_new(t, "warnings", json_null())) {
+		goto oom;
 	}
 	return t;
 oom:

@@ -519,6 +519,82 @@ def test_api_of_a_tls_server_that_requires_client_certs():
         assert srv.stop() == 0, srv.log()[-2000:]
 
 
+def test_names_not_utf8():
+    """Names that are not valid UTF-8 (a span name, a service.name, an attribute key and
+    value sent over OTLP; an exchange's path, host and comm as a capture may store them)
+    reach every Jaeger answer as valid JSON with each such byte as '?', as
+    /api/tracevault/exchanges shows them: no 500, and every processID in "processes". They
+    used to give 500 (trace, search) or a span whose process was missing."""
+    with tvtest.Server(extra_args=["--http-addr", "127.0.0.1:0"]) as srv:
+        http = tvtest.metrics_addr(srv.log())
+        otlp = Otlp(srv.addr, otlp_modules(tempfile.mkdtemp(prefix="tv-otlp-py-")))
+        rng = random.Random(21)
+        tid, root, child = rng.randbytes(16), rng.randbytes(8), rng.randbytes(8)
+        r = otlp.span(tid, root, name="NNNN", kind=2, start=T0, dur=3_000_000,
+                      attrs={"KKKK": "VVVV", "plain": "ok"})
+        c = otlp.span(tid, child, parent=root, name="child", kind=3, start=T0 + 1_000_000,
+                      dur=1_000_000)
+        raw = otlp.request({"shop": [r], "SSSS": [c]}).SerializeToString()
+        # bytes only raw protobuf can carry (the messages refuse str that is not UTF-8);
+        # same lengths, so every length prefix stays right
+        swaps = {b"NNNN": b"N\xff\xfeN", b"SSSS": b"S\xc3(S", b"KKKK": b"K\xed\xa0\x80",
+                 b"VVVV": b"V\xf8\x88V"}
+        for old, new in swaps.items():
+            assert raw.count(old) == 1, old
+            raw = raw.replace(old, new)
+        assert otlp.export(raw).partial_success.rejected_spans == 0
+        # an exchange of the same trace (its traceparent names the root span) whose path,
+        # host and comm are not UTF-8, written as a block
+        rec = tvtest.trace_record(T0 + 1_500_000, pid=77, path="/bad/PPPP?q=1",
+                                  latency_ns=1_000_000, comm="CCCC", host="HHHH",
+                                  role="server", trace_id=tid.hex(),
+                                  span_id=root.hex()).SerializeToString()
+        for old, new in {b"PPPP": b"P\xff\xfeP", b"CCCC": b"C\x80\x80C",
+                         b"HHHH": b"H\xc0\xafH"}.items():
+            assert rec.count(old) == 1, old
+            rec = rec.replace(old, new)
+        tvtest.GrpcClient(srv.addr).write_encoded(
+            random.getrandbits(63) + 1,
+            [(5, tvtest.encode_block_as(5, [rec], min_ts=T0 + 1_500_000, max_ts=T0 + 1_500_000))])
+
+        # the page's route already showed them so: the Jaeger routes must agree with it
+        e = get(http, "/api/tracevault/exchanges", lookback="1h")
+        assert e[0] == 200, e
+        assert [(z["path"], z["host"], z["comm"], z["service"]) for z in e[1]["data"]] == [
+            ("/bad/P??P?q=1", "H??H", "C??C", "C??C")], e
+        assert ok_data(http, "/api/services") == ["C??C", "S?(S", "shop"]
+        assert ok_data(http, "/api/services/shop/operations") == ["N??N"]
+        assert ok_data(http, "/api/operations", service="shop") == [
+            {"name": "N??N", "spanKind": "server"}]
+        assert ok_data(http, "/api/operations", service="shop", spanKind="server") == [
+            {"name": "N??N", "spanKind": "server"}]
+
+        def check_trace(t):
+            check_trace_shape(t)
+            by_op = {sp["operationName"]: sp for sp in t["spans"]}
+            assert set(by_op) == {"N??N", "child", "GET /bad/P??P"}, by_op
+            assert tags_of(by_op["N??N"])["K???"] == "V??V", by_op["N??N"]["tags"]
+            procs = {k: p["serviceName"] for k, p in t["processes"].items()}
+            assert procs[by_op["N??N"]["processID"]] == "shop", procs
+            assert procs[by_op["child"]["processID"]] == "S?(S", procs
+            # the exchange: operation from the path without its query, process from comm
+            x = by_op["GET /bad/P??P"]
+            assert procs[x["processID"]] == "C??C", procs
+            assert tags_of(x)["url.path"] == "/bad/P??P", x["tags"]
+            assert tags_of(x)["url.query"] == "q=1" and tags_of(x)["server.address"] == "H??H"
+            assert t["processes"][x["processID"]]["tags"] == [
+                {"key": "process.pid", "type": "int64", "value": 77},
+                {"key": "process.executable.name", "type": "string", "value": "C??C"}], t
+        traces = ok_data(http, "/api/traces", service="shop")
+        assert len(traces) == 1, traces
+        check_trace(traces[0])
+        check_trace(ok_data(http, "/api/traces/" + tid.hex())[0])
+        check_trace(ok_data(http, "/api/traces", traceID=tid.hex())[0])
+        traces = ok_data(http, "/api/traces", service="shop", operation="N??N")
+        assert [t["traceID"] for t in traces] == [tid.hex()], traces
+        assert srv.stop() == 0, srv.log()[-2000:]
+
+
 def put_exchanges(addr, extra=()):
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
         for r in EXCHANGES:
