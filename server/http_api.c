@@ -14,6 +14,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/status_range.h"
+#include "proto/wire.h"
 #include "server/http_json.h"
 #include "server/web_page.h"
 
@@ -418,34 +420,44 @@ int tv_http_scan(struct tv_http_api *a, uint64_t from_ns, uint64_t to_ns,
 struct fbuf {
 	Tracevault__V1__QueryFilter f;
 	char *methods[1], *trace_ids[1];
-	Tracevault__V1__Range status, *status_p[1];
+	Tracevault__V1__Range status[TV_FILTER_MAX_ENTRIES], *status_p[TV_FILTER_MAX_ENTRIES];
 	Tracevault__V1__StringMatch path, *path_p[1], host, *host_p[1];
 	Tracevault__V1__StringMatch comm[MAX_COMMS], *comm_p[MAX_COMMS];
 	bool none; /* the service has no comm: nothing can match */
 };
 
-/* status: "5xx", "404", "400-499" into r. */
-static int parse_status(const char *s, Tracevault__V1__Range *r)
+/* status: a comma-separated list of what --status takes (common/status_range.h: "5xx",
+ * "404", "400-499", "none"), at most TV_FILTER_MAX_ENTRIES items, into b's ranges. -EINVAL
+ * with the reason in err for anything else: the page must not widen or wrap a value the
+ * CLI refuses. */
+static int parse_status(const char *s, struct fbuf *b, char *err, size_t errlen)
 {
-	unsigned lo, hi;
-	char x1, x2, extra;
+	const char *p = s;
 
-	if (sscanf(s, "%1u%c%c%c", &lo, &x1, &x2, &extra) == 3 && x1 == 'x' && x2 == 'x' &&
-	    lo >= 1 && lo <= 5) {
-		r->lo = lo * 100;
-		r->hi = lo * 100 + 99;
-		return 0;
-	}
-	if (sscanf(s, "%3u-%3u%c", &lo, &hi, &extra) == 2 && lo <= hi) {
+	for (;;) {
+		const char *c = strchr(p, ',');
+		size_t n = c ? (size_t)(c - p) : strlen(p);
+		Tracevault__V1__Range *r = &b->status[b->f.n_status];
+		unsigned lo, hi;
+
+		if (b->f.n_status == TV_FILTER_MAX_ENTRIES) {
+			snprintf(err, errlen, "invalid status: more than %d values",
+				 TV_FILTER_MAX_ENTRIES);
+			return -EINVAL;
+		}
+		if (tv_status_range_parse(p, n, &lo, &hi)) {
+			snprintf(err, errlen, "invalid status: '%.*s' is not "
+				 TV_STATUS_RANGE_FORMS, (int)(n < 32 ? n : 32), p);
+			return -EINVAL;
+		}
+		*r = (Tracevault__V1__Range)TRACEVAULT__V1__RANGE__INIT;
 		r->lo = lo;
 		r->hi = hi;
-		return 0;
+		b->status_p[b->f.n_status++] = r;
+		if (!c)
+			return 0;
+		p = c + 1;
 	}
-	if (sscanf(s, "%3u%c", &lo, &extra) == 1) {
-		r->lo = r->hi = lo;
-		return 0;
-	}
-	return -EINVAL;
 }
 
 /* A parameter's value v, unless absent or empty, as the one string of a repeated field
@@ -497,16 +509,8 @@ static int page_filter(struct hreq *h, struct fbuf *b, char *err, size_t errlen)
 		b->none = n == 0;
 	}
 	if (status && status[0]) {
-		Tracevault__V1__Range r = TRACEVAULT__V1__RANGE__INIT;
-
-		b->status = r;
-		if (parse_status(status, &b->status)) {
-			snprintf(err, errlen, "invalid status: '%.32s' (404, 5xx or 400-499)",
-				 status);
-			return -EINVAL;
-		}
-		b->status_p[0] = &b->status;
-		b->f.n_status = 1;
+		if ((ret = parse_status(status, b, err, errlen)))
+			return ret;
 		b->f.status = b->status_p;
 	}
 	if ((ret = tv_http_param_word(h, "role", ROLES, sizeof(ROLES) / sizeof(ROLES[0]),

@@ -23,6 +23,7 @@
 #include "common/metrics.h"
 #include "common/metrics_http.h"
 #include "common/size.h"
+#include "common/status_range.h"
 #include "common/usage.h"
 
 static uint64_t size_of(const char *s)
@@ -407,6 +408,39 @@ static void test_metrics_render_text_format(void **state)
 	assert_int_equal(tv_histogram_init(&h, bounds, TV_HISTOGRAM_MAX_BOUNDS + 1), -EINVAL);
 }
 
+/* The status selector of --status and the HTTP API's status= (one parser for both). */
+static void test_status_range_parse(void **state)
+{
+	static const struct { const char *s; unsigned lo, hi; } OK[] = {
+		{ "none", 0, 0 }, { "1xx", 100, 199 }, { "5xx", 500, 599 }, { "100", 100, 100 },
+		{ "599", 599, 599 }, { "404", 404, 404 }, { "400-499", 400, 499 },
+		{ "200-200", 200, 200 }, { "100-599", 100, 599 },
+	};
+	static const char *const BAD[] = {
+		"", "999", "600", "099", "000", "-1", " 404", "404 ", "+404", "4044", "40", "40x",
+		"4x", "6xx", "0xx", "xxx", "599-100", "99-100", "100-600", "400-4999", "4xx-5xx",
+		"None", "nonE", "none ", "4294967700", "404,500",
+	};
+	unsigned lo, hi;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(OK) / sizeof(OK[0]); i++) {
+		lo = hi = 12345;
+		assert_int_equal(tv_status_range_parse(OK[i].s, strlen(OK[i].s), &lo, &hi), 0);
+		assert_int_equal(lo, OK[i].lo);
+		assert_int_equal(hi, OK[i].hi);
+	}
+	for (size_t i = 0; i < sizeof(BAD) / sizeof(BAD[0]); i++) {
+		lo = hi = 12345;
+		assert_int_equal(tv_status_range_parse(BAD[i], strlen(BAD[i]), &lo, &hi), -EINVAL);
+		assert_int_equal(lo, 12345);
+		assert_int_equal(hi, 12345);
+	}
+	/* the length bounds the item: "404" out of "404,5xx" */
+	assert_int_equal(tv_status_range_parse("404,5xx", 3, &lo, &hi), 0);
+	assert_int_equal(lo, 404);
+}
+
 static int failing_handler(void *arg, const char *url, const struct tv_http_req *rq,
 			   struct tv_http_reply *out)
 {
@@ -480,6 +514,7 @@ int main(void)
 		cmocka_unit_test(test_getopt_arg_inside_a_short_group),
 		cmocka_unit_test(test_clocks),
 		cmocka_unit_test(test_metrics_render_text_format),
+		cmocka_unit_test(test_status_range_parse),
 		cmocka_unit_test(test_http_500_is_logged),
 	};
 
