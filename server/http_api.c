@@ -213,6 +213,17 @@ json_t *tv_http_jstr(const char *s, size_t n)
 	return j;
 }
 
+bool tv_http_utf8_valid(const char *s)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t n = strlen(s), l;
+
+	for (size_t i = 0; i < n; i += l)
+		if (!(l = utf8_len(u + i, n - i)))
+			return false;
+	return true;
+}
+
 char *tv_http_utf8_dup(const char *s)
 {
 	char *copy = strdup(s ? s : "");

@@ -59,6 +59,9 @@ json_t *tv_http_jstr(const char *s, size_t n);
  * used as a JSON object key before it is answered; the caller frees it. NULL when out of
  * memory. */
 char *tv_http_utf8_dup(const char *s);
+/* Whether the C string s is valid UTF-8 (a name a client sends: every name the API answers
+ * is). */
+bool tv_http_utf8_valid(const char *s);
 
 /* Parameters. Each returns 0 (absent: *v untouched, *present false when given), or -EINVAL
  * with a message naming the parameter in err. */

@@ -614,9 +614,27 @@ static int route_operations(struct hreq *h, const char *svc, bool with_kind)
 
 	if (!svc || !svc[0])
 		return tv_http_error(h, 400, "service is required");
+	if (!tv_http_utf8_valid(svc))
+		return tv_http_error(h, 400, "invalid service: not UTF-8 (every service name "
+				     "this API lists is)");
 	if ((ret = tv_http_window(h, TV_HTTP_SERVICES_LOOKBACK_NS, &from, &to, err, sizeof(err))))
 		return tv_http_error(h, 400, "%s", err);
-	ns.kind = with_kind ? tv_http_arg(h->rq, "spanKind") : NULL;
+	if (with_kind) {
+		/* Jaeger's span kinds (model.SpanKind; "" is any): another is a mistake, not a
+		 * kind without operations */
+		static const struct tv_http_word KINDS[] = {
+			{ "", 0 }, { "internal", 1 }, { "server", 2 }, { "client", 3 },
+			{ "producer", 4 }, { "consumer", 5 },
+		};
+		int k = 0;
+
+		if ((ret = tv_http_param_word(h, "spanKind", KINDS,
+					      sizeof(KINDS) / sizeof(KINDS[0]),
+					      "server, client, producer, consumer, internal or "
+					      "empty", &k, err, sizeof(err))))
+			return tv_http_error(h, 400, "%s", err);
+		ns.kind = kind_name((uint32_t)k);
+	}
 	ns.set = json_object();
 	if (!ns.set)
 		return -ENOMEM;
@@ -1017,6 +1035,11 @@ static int route_search(struct hreq *h)
 	if (!svc || !svc[0]) {
 		json_decref(want);
 		return tv_http_error(h, 400, "service is required (or traceID)");
+	}
+	if (!tv_http_utf8_valid(svc)) {
+		json_decref(want);
+		return tv_http_error(h, 400, "invalid service: not UTF-8 (every service name this "
+				     "API lists is)");
 	}
 	if (limit == 0) /* absent or 0: Jaeger's default, within our bound */
 		limit = DEFAULT_LIMIT < h->a->o.max_traces ? DEFAULT_LIMIT : h->a->o.max_traces;

@@ -447,6 +447,21 @@ def test_hostile_parameters(http):
         assert status in (200, 400, 404), (path, params, status, body)
         assert isinstance(body, dict), body
     assert ok_data(http, "/api/services") == ["checkout", "frontend", "nginx"]
+    # values that name nothing Jaeger knows are refused with the reason, not an empty 200:
+    # an unknown span kind, a service name that is not UTF-8 (every name the API lists is)
+    status, body = get(http, "/api/operations", service="nginx", spanKind="bogus")
+    assert status == 400 and "invalid spanKind: 'bogus'" in body["errors"][0]["msg"], body
+    for path in ("/api/services/%FF%FE/operations", "/api/operations?service=%FF%FE",
+                 "/api/traces?service=%FF%FE"):
+        status, body = get(http, path)
+        assert status == 400 and "not UTF-8" in body["errors"][0]["msg"], (path, body)
+    for kind, names in (("server", ["POST /pay"]), ("client", ["SELECT"]), ("producer", []),
+                        ("consumer", []), ("internal", []), ("", ["POST /pay", "SELECT"])):
+        got = ok_data(http, "/api/operations", service="checkout", spanKind=kind)
+        assert [o["name"] for o in got] == names, (kind, got)
+    # an unknown but well-formed service: Jaeger's answer, 200 with no data
+    assert ok_data(http, "/api/services/nosuch/operations") == []
+    assert ok_data(http, "/api/services/%C3%BC/operations") == []  # "ü": UTF-8, unknown
 
 
 def test_status_parameter(http):
