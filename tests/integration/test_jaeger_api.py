@@ -636,6 +636,19 @@ def test_names_not_utf8():
         check_trace(ok_data(http, "/api/traces", traceID=tid.hex())[0])
         traces = ok_data(http, "/api/traces", service="shop", operation="N??N")
         assert [t["traceID"] for t in traces] == [tid.hex()], traces
+        # a listed name selects what it was listed for: the stored names shown as it
+        assert ok_data(http, "/api/services/S%3F%28S/operations") == ["child"]
+        assert ok_data(http, "/api/services/C%3F%3FC/operations") == ["GET /bad/P??P"]
+        assert ok_data(http, "/api/operations", service="C??C") == [
+            {"name": "GET /bad/P??P", "spanKind": "server"}]
+        for svc in ("S?(S", "C??C"):
+            traces = ok_data(http, "/api/traces", service=svc)
+            assert len(traces) == 1, (svc, traces)
+            check_trace(traces[0])
+        # ... and nothing else: '?' there is no wildcard for valid names of its length
+        assert ok_data(http, "/api/services/S%3F%3FS/operations") == []
+        assert ok_data(http, "/api/services/shop%3F/operations") == []
+        assert ok_data(http, "/api/traces", service="s?op") == []
         assert srv.stop() == 0, srv.log()[-2000:]
 
 
