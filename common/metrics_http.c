@@ -9,6 +9,7 @@
  * `tracevault query` (an empty main() linked with -lmicrohttpd: 12.5 ms task-clock against
  * 4.6 ms, perf stat -r 40, this VM). Loaded here, only a process given --metrics-addr pays. The
  * prototypes come from <microhttpd.h> through __typeof__, so the compiler checks every call. */
+#define _GNU_SOURCE /* program_invocation_short_name */
 #include "common/metrics_http.h"
 
 #include <dlfcn.h>
@@ -187,9 +188,25 @@ void tv_metrics_http_set_handler(struct tv_metrics_http *h, tv_http_handler fn, 
 	h->handler_arg = arg;
 }
 
+/* The one line a 500 leaves in the log (stderr): the program, the request and the errno the
+ * handler failed with, so an internal failure is never silent. The URL is the client's: its
+ * bytes outside printable ASCII are shown as '?' (no terminal escapes in the log), at most 200
+ * of them. */
+static void log_failure(const char *method, const char *url, int ret)
+{
+	char shown[201];
+	size_t i;
+
+	for (i = 0; url && url[i] && i < sizeof(shown) - 1; i++)
+		shown[i] = url[i] >= 0x20 && url[i] < 0x7f ? url[i] : '?';
+	shown[i] = '\0';
+	fprintf(stderr, "%s: HTTP %s %s%s: answered 500: %s\n", program_invocation_short_name,
+		method, shown, url && url[i] ? "..." : "", strerror(ret < 0 ? -ret : ret));
+}
+
 /* A path other than /metrics: the handler's answer, or 404. */
 static enum MHD_Result on_other(struct tv_metrics_http *h, struct MHD_Connection *conn,
-				const char *url)
+				const char *method, const char *url)
 {
 	static char not_found[] = "not found: try /metrics\n", failed[] = "internal error\n";
 	struct tv_http_req rq = { h, conn };
@@ -203,9 +220,11 @@ static enum MHD_Result on_other(struct tv_metrics_http *h, struct MHD_Connection
 	if (ret == -ENOENT)
 		return respond(h, conn, MHD_HTTP_NOT_FOUND, not_found, sizeof(not_found) - 1, 0,
 			       "text/plain");
-	if (ret)
+	if (ret) {
+		log_failure(method, url, ret);
 		return respond(h, conn, MHD_HTTP_INTERNAL_SERVER_ERROR, failed,
 			       sizeof(failed) - 1, 0, "text/plain");
+	}
 	/* a static body is copied: respond's owned flag is for malloc'd bodies */
 	return respond_reply(h, conn, &out, NULL);
 }
@@ -311,9 +330,11 @@ static enum MHD_Result on_post(struct tv_metrics_http *h, struct MHD_Connection 
 	}
 	ret = h->post_fn(h->post_arg, &rq, phase, phase == TV_HTTP_POST_BODY ?
 			 (p->buf ? (const void *)p->buf : "") : NULL, p->len, &out);
-	if (ret)
+	if (ret) {
+		log_failure("POST", h->post_path, ret);
 		return respond(h, conn, MHD_HTTP_INTERNAL_SERVER_ERROR, failed,
 			       sizeof(failed) - 1, 0, "text/plain");
+	}
 	if (phase == TV_HTTP_POST_HEADERS && !out.status)
 		return MHD_YES; /* read the body */
 	p->answered = true;
@@ -329,6 +350,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	struct tv_metrics_http *h = cls;
 	char *body;
 	size_t len;
+	int ret;
 
 	(void)version;
 	if (h->post_path && !strcmp(url, h->post_path))
@@ -340,10 +362,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		return respond(h, conn, MHD_HTTP_METHOD_NOT_ALLOWED, not_allowed,
 			       sizeof(not_allowed) - 1, 0, "text/plain");
 	if (strcmp(url, TV_METRICS_PATH))
-		return on_other(h, conn, url);
-	if (tv_metrics_render(h->m, &body, &len))
+		return on_other(h, conn, method, url);
+	if ((ret = tv_metrics_render(h->m, &body, &len))) {
+		log_failure(method, url, ret);
 		return respond(h, conn, MHD_HTTP_INTERNAL_SERVER_ERROR, failed,
 			       sizeof(failed) - 1, 0, "text/plain");
+	}
 	return respond(h, conn, MHD_HTTP_OK, body, len, 1, TV_METRICS_CONTENT_TYPE);
 }
 

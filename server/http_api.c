@@ -14,6 +14,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/status_range.h"
+#include "proto/wire.h"
 #include "server/http_json.h"
 #include "server/web_page.h"
 
@@ -177,9 +179,22 @@ static size_t utf8_len(const unsigned char *s, size_t n)
 	return len;
 }
 
+void tv_http_utf8_fix(char *s, size_t n)
+{
+	unsigned char *u = (unsigned char *)s;
+
+	for (size_t i = 0; i < n;) {
+		size_t l = u[i] ? utf8_len(u + i, n - i) : 0;
+
+		if (!l)
+			u[i++] = '?';
+		else
+			i += l;
+	}
+}
+
 json_t *tv_http_jstr(const char *s, size_t n)
 {
-	const unsigned char *u = (const unsigned char *)s;
 	char *copy;
 	json_t *j;
 
@@ -191,19 +206,31 @@ json_t *tv_http_jstr(const char *s, size_t n)
 	copy = malloc(n + 1);
 	if (!copy)
 		return NULL;
-	for (size_t i = 0; i < n;) {
-		size_t l = u[i] ? utf8_len(u + i, n - i) : 0;
-
-		if (!l) {
-			copy[i++] = '?';
-			continue;
-		}
-		memcpy(copy + i, s + i, l);
-		i += l;
-	}
+	memcpy(copy, s, n);
+	tv_http_utf8_fix(copy, n);
 	j = json_stringn(copy, n);
 	free(copy);
 	return j;
+}
+
+bool tv_http_utf8_valid(const char *s)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t n = strlen(s), l;
+
+	for (size_t i = 0; i < n; i += l)
+		if (!(l = utf8_len(u + i, n - i)))
+			return false;
+	return true;
+}
+
+char *tv_http_utf8_dup(const char *s)
+{
+	char *copy = strdup(s ? s : "");
+
+	if (copy)
+		tv_http_utf8_fix(copy, strlen(copy));
+	return copy;
 }
 
 int tv_http_param_u64(struct hreq *h, const char *name, uint64_t *v, bool *present, char *err,
@@ -404,34 +431,44 @@ int tv_http_scan(struct tv_http_api *a, uint64_t from_ns, uint64_t to_ns,
 struct fbuf {
 	Tracevault__V1__QueryFilter f;
 	char *methods[1], *trace_ids[1];
-	Tracevault__V1__Range status, *status_p[1];
+	Tracevault__V1__Range status[TV_FILTER_MAX_ENTRIES], *status_p[TV_FILTER_MAX_ENTRIES];
 	Tracevault__V1__StringMatch path, *path_p[1], host, *host_p[1];
 	Tracevault__V1__StringMatch comm[MAX_COMMS], *comm_p[MAX_COMMS];
 	bool none; /* the service has no comm: nothing can match */
 };
 
-/* status: "5xx", "404", "400-499" into r. */
-static int parse_status(const char *s, Tracevault__V1__Range *r)
+/* status: a comma-separated list of what --status takes (common/status_range.h: "5xx",
+ * "404", "400-499", "none"), at most TV_FILTER_MAX_ENTRIES items, into b's ranges. -EINVAL
+ * with the reason in err for anything else: the page must not widen or wrap a value the
+ * CLI refuses. */
+static int parse_status(const char *s, struct fbuf *b, char *err, size_t errlen)
 {
-	unsigned lo, hi;
-	char x1, x2, extra;
+	const char *p = s;
 
-	if (sscanf(s, "%1u%c%c%c", &lo, &x1, &x2, &extra) == 3 && x1 == 'x' && x2 == 'x' &&
-	    lo >= 1 && lo <= 5) {
-		r->lo = lo * 100;
-		r->hi = lo * 100 + 99;
-		return 0;
-	}
-	if (sscanf(s, "%3u-%3u%c", &lo, &hi, &extra) == 2 && lo <= hi) {
+	for (;;) {
+		const char *c = strchr(p, ',');
+		size_t n = c ? (size_t)(c - p) : strlen(p);
+		Tracevault__V1__Range *r = &b->status[b->f.n_status];
+		unsigned lo, hi;
+
+		if (b->f.n_status == TV_FILTER_MAX_ENTRIES) {
+			snprintf(err, errlen, "invalid status: more than %d values",
+				 TV_FILTER_MAX_ENTRIES);
+			return -EINVAL;
+		}
+		if (tv_status_range_parse(p, n, &lo, &hi)) {
+			snprintf(err, errlen, "invalid status: '%.*s' is not "
+				 TV_STATUS_RANGE_FORMS, (int)(n < 32 ? n : 32), p);
+			return -EINVAL;
+		}
+		*r = (Tracevault__V1__Range)TRACEVAULT__V1__RANGE__INIT;
 		r->lo = lo;
 		r->hi = hi;
-		return 0;
+		b->status_p[b->f.n_status++] = r;
+		if (!c)
+			return 0;
+		p = c + 1;
 	}
-	if (sscanf(s, "%3u%c", &lo, &extra) == 1) {
-		r->lo = r->hi = lo;
-		return 0;
-	}
-	return -EINVAL;
 }
 
 /* A parameter's value v, unless absent or empty, as the one string of a repeated field
@@ -483,16 +520,8 @@ static int page_filter(struct hreq *h, struct fbuf *b, char *err, size_t errlen)
 		b->none = n == 0;
 	}
 	if (status && status[0]) {
-		Tracevault__V1__Range r = TRACEVAULT__V1__RANGE__INIT;
-
-		b->status = r;
-		if (parse_status(status, &b->status)) {
-			snprintf(err, errlen, "invalid status: '%.32s' (404, 5xx or 400-499)",
-				 status);
-			return -EINVAL;
-		}
-		b->status_p[0] = &b->status;
-		b->f.n_status = 1;
+		if ((ret = parse_status(status, b, err, errlen)))
+			return ret;
 		b->f.status = b->status_p;
 	}
 	if ((ret = tv_http_param_word(h, "role", ROLES, sizeof(ROLES) / sizeof(ROLES[0]),
@@ -691,13 +720,14 @@ struct page {
 static json_t *exchange_json(struct tv_http_api *a, const Tracevault__V1__TraceRecord *r)
 {
 	json_t *j = json_object();
+	const char *service = tv_http_service_of_comm(a, r->comm);
 
 	if (!j)
 		return NULL;
 	json_object_set_new(j, "ts_us", json_integer((json_int_t)(r->ts_ns / NS_PER_US)));
 	json_object_set_new(j, "ts_ns", json_integer((json_int_t)r->ts_ns));
 	json_object_set_new(j, "latency_us", json_real((double)r->latency_ns / 1e3));
-	json_object_set_new(j, "service", json_string(tv_http_service_of_comm(a, r->comm)));
+	json_object_set_new(j, "service", tv_http_jstr(service, strlen(service)));
 	json_object_set_new(j, "comm", tv_http_jstr(r->comm, strlen(r->comm)));
 	json_object_set_new(j, "pid", json_integer(r->pid));
 	json_object_set_new(j, "method", tv_http_jstr(r->method, strlen(r->method)));

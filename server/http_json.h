@@ -45,9 +45,23 @@ int tv_http_error(struct hreq *h, unsigned status, const char *fmt, ...)
  * deadline, 503 for RESOURCE_EXHAUSTED, else 502. */
 int tv_http_rpc_error(struct hreq *h, int ret, const char *err);
 
-/* A JSON string of s[0..n): bytes that are not valid UTF-8 become '?'. Never NULL unless
- * out of memory. */
+/* ---- strings from records or the network (span and service names, paths, hosts, comms,
+ * attribute keys and values) reach a JSON answer only through these: jansson refuses a
+ * string that is not UTF-8 (RFC 8259 section 8.1), so each byte that does not start a valid
+ * UTF-8 sequence (RFC 3629: no overlong forms, surrogates, values past U+10FFFF; nor NUL)
+ * becomes '?', the way every route shows it, and the length stays the same. ---- */
+
+/* s[0..n) made valid UTF-8 in place. */
+void tv_http_utf8_fix(char *s, size_t n);
+/* A JSON string of s[0..n) made valid (s NULL: ""). Never NULL unless out of memory. */
 json_t *tv_http_jstr(const char *s, size_t n);
+/* A malloc'd copy of the C string s (NULL: "") made valid, for a name that is compared or
+ * used as a JSON object key before it is answered; the caller frees it. NULL when out of
+ * memory. */
+char *tv_http_utf8_dup(const char *s);
+/* Whether the C string s is valid UTF-8 (a name a client sends: every name the API answers
+ * is). */
+bool tv_http_utf8_valid(const char *s);
 
 /* Parameters. Each returns 0 (absent: *v untouched, *present false when given), or -EINVAL
  * with a message naming the parameter in err. */

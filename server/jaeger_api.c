@@ -57,6 +57,27 @@ static void spans_free(struct spans *s)
 	memset(s, 0, sizeof(*s));
 }
 
+/* The stored names a service name of the lists stands for (svc_resolve): span records'
+ * service.name values and exchanges' comms, at most SVC_ALIASES of each. */
+#define SVC_ALIASES 64
+struct svc_names {
+	char *services[SVC_ALIASES]; /* malloc'd */
+	size_t n_services;
+	const char *comms[SVC_ALIASES]; /* into the API's map, the request, or own */
+	size_t n_comms;
+	char *own[SVC_ALIASES]; /* the malloc'd comms */
+	size_t n_own;
+};
+
+static void svc_names_free(struct svc_names *sn)
+{
+	for (size_t i = 0; i < sn->n_services; i++)
+		free(sn->services[i]);
+	for (size_t i = 0; i < sn->n_own; i++)
+		free(sn->own[i]);
+	memset(sn, 0, sizeof(*sn));
+}
+
 static const char *KIND_NAMES[] = { "", "internal", "server", "client", "producer", "consumer" };
 
 static const char *kind_name(uint32_t k)
@@ -75,9 +96,16 @@ static void hex(char *out, const uint8_t *id, size_t n)
 	out[2 * n] = '\0';
 }
 
+/* A KeyValue {key, type, value} (value taken; key from a record: made UTF-8). */
 static json_t *kv(const char *key, const char *type, json_t *value)
 {
-	return json_pack("{s:s,s:s,s:o}", "key", key, "type", type, "value", value);
+	json_t *k = tv_http_jstr(key, strlen(key));
+
+	if (!k) {
+		json_decref(value);
+		return NULL;
+	}
+	return json_pack("{s:o,s:s,s:o}", "key", k, "type", type, "value", value);
 }
 
 static int add_tag(json_t *tags, const char *key, const char *type, json_t *value)
@@ -117,8 +145,10 @@ static int add_span(struct tv_http_api *a, struct spans *s, const Tracevault__V1
 		snprintf(j->trace_id, sizeof(j->trace_id), "%s", r->trace_id);
 		snprintf(j->span_id, sizeof(j->span_id), "%s", r->span_id);
 		snprintf(j->parent, sizeof(j->parent), "%s", sp->parent_span_id);
-		j->service = strdup(sp->service[0] ? sp->service : TV_HTTP_UNKNOWN_SERVICE);
-		j->op = strdup(sp->name);
+		/* names are compared and answered as they are shown: valid UTF-8 */
+		j->service = tv_http_utf8_dup(sp->service[0] ? sp->service :
+					      TV_HTTP_UNKNOWN_SERVICE);
+		j->op = tv_http_utf8_dup(sp->name);
 		j->kind = kind_name(sp->kind);
 		for (size_t i = 0; i < sp->n_attributes && !ret; i++) {
 			const Tracevault__V1__SpanAttribute *at = sp->attributes[i];
@@ -176,12 +206,14 @@ static int add_span(struct tv_http_api *a, struct spans *s, const Tracevault__V1
 			hex(j->parent, x.ids.parent_span_id, sizeof(x.ids.parent_span_id));
 		j->exchange = true;
 		j->pid = r->pid;
-		j->service = strdup(tv_http_service_of_comm(a, r->comm));
+		j->service = tv_http_utf8_dup(tv_http_service_of_comm(a, r->comm));
 		/* operation = method + path without its query ("GET /api/users") */
 		j->op = malloc(mlen + plen + 2);
-		if (j->op)
+		if (j->op) {
 			snprintf(j->op, mlen + plen + 2, "%s%s%.*s", r->method,
 				 mlen && plen ? " " : "", (int)plen, path);
+			tv_http_utf8_fix(j->op, strlen(j->op));
+		}
 		j->kind = kind_name(x.kind);
 		for (size_t i = 0; i < x.n_attrs && !ret; i++) {
 			const struct tv_xattr *at = &x.attrs[i];
@@ -228,40 +260,33 @@ static int collect_cb(const Tracevault__V1__TraceRecord *r, void *arg)
 	return add_span(c->a, c->s, r);
 }
 
-/* The spans of service svc (NULL: all) in [from, to), newest first: span records whose
- * span.service is svc, then exchanges whose comm maps to it, each at most --http-max-spans.
- * latency: a Range on the span's duration, or NULL. */
-static int service_spans(struct hreq *h, const char *svc, uint64_t from, uint64_t to,
+/* The spans of the service sn names in [from, to), newest first: span records whose
+ * span.service is one of its services, then exchanges of its comms, each at most
+ * --http-max-spans. latency: a Range on the span's duration, or NULL. */
+static int service_spans(struct hreq *h, struct svc_names *sn, uint64_t from, uint64_t to,
 			 Tracevault__V1__Range *latency, struct spans *out, char *err,
 			 size_t errlen)
 {
 	Tracevault__V1__QueryFilter f = TRACEVAULT__V1__QUERY_FILTER__INIT;
-	Tracevault__V1__StringMatch m[64], *mp[64];
-	const char *comms[64];
-	char *services[1] = { (char *)svc };
+	Tracevault__V1__StringMatch m[SVC_ALIASES], *mp[SVC_ALIASES];
 	struct collect c = { h->a, out };
-	size_t n;
 	int ret;
 
 	f.latency_ns = latency;
 	f.kind = TRACEVAULT__V1__RECORD_KIND__RECORD_KIND_SPAN;
-	if (svc) {
-		f.n_services = 1;
-		f.services = services;
-	}
+	f.n_services = sn->n_services;
+	f.services = sn->services;
 	ret = tv_http_scan(h->a, from, to, &f, true, 0, collect_cb, &c, NULL, err, errlen);
 	if (ret)
 		return ret;
 	f.n_services = 0;
 	f.services = NULL;
 	f.kind = TRACEVAULT__V1__RECORD_KIND__RECORD_KIND_EXCHANGE;
-	if (svc) {
-		n = tv_http_comms_of_service(h->a, svc, comms, 64);
-		if (!n)
-			return 0;
-		f.n_comms = n;
-		f.comms = tv_http_matches(m, mp, comms, n, TRACEVAULT__V1__MATCH_KIND__MATCH_EXACT);
-	}
+	if (!sn->n_comms)
+		return 0;
+	f.n_comms = sn->n_comms;
+	f.comms = tv_http_matches(m, mp, sn->comms, sn->n_comms,
+				  TRACEVAULT__V1__MATCH_KIND__MATCH_EXACT);
 	return tv_http_scan(h->a, from, to, &f, true, 0, collect_cb, &c, NULL, err, errlen);
 }
 
@@ -287,15 +312,25 @@ struct nameset {
 	uint64_t seen;       /* records read by the scan */
 };
 
-static int nameset_add(struct nameset *ns, const char *key)
+/* key (from records) is made valid UTF-8 first: two names that differ only in bytes that
+ * are not are one name in the answer, as a search by that name sees them (add_span). */
+static int nameset_add(struct nameset *ns, const char *raw)
 {
+	char *key = tv_http_utf8_dup(raw);
+	int ret = 0;
+
+	if (!key)
+		return -ENOMEM;
 	if (json_object_get(ns->set, key))
-		return 0;
+		goto out;
 	if (json_object_size(ns->set) >= TV_HTTP_MAX_NAMES) {
 		ns->cut = true;
-		return 0;
+		goto out;
 	}
-	return json_object_set_new_nocheck(ns->set, key, json_null()) ? -ENOMEM : 0;
+	ret = json_object_set_new_nocheck(ns->set, key, json_null()) ? -ENOMEM : 0;
+out:
+	free(key);
+	return ret;
 }
 
 /* A span record's service, or its "name\x1fkind" key, into the set (exchanges skipped). */
@@ -338,23 +373,20 @@ static int warn(json_t **errors, const char *fmt, ...)
 		       -ENOMEM : 0;
 }
 
-/* The span records of [from, to) (of service svc, or all when NULL) into ns: one Query
- * reading at most TV_HTTP_NAMES_SCAN_FACTOR x --http-max-spans span records, newest first;
- * a cut is reported in *errors. */
-static int span_names(struct hreq *h, const char *svc, uint64_t from, uint64_t to,
+/* The span records of [from, to) (of services[0..n), or all when n is 0) into ns: one
+ * Query reading at most TV_HTTP_NAMES_SCAN_FACTOR x --http-max-spans span records, newest
+ * first; a cut is reported in *errors. */
+static int span_names(struct hreq *h, char **services, size_t n, uint64_t from, uint64_t to,
 		      struct nameset *ns, json_t **errors, char *err, size_t errlen)
 {
 	Tracevault__V1__QueryRequest req = TRACEVAULT__V1__QUERY_REQUEST__INIT;
 	Tracevault__V1__QueryFilter f = TRACEVAULT__V1__QUERY_FILTER__INIT;
-	char *services[1] = { (char *)svc };
 	uint64_t skipped = 0, bound = h->a->o.max_spans * TV_HTTP_NAMES_SCAN_FACTOR;
 	int ret;
 
 	f.kind = TRACEVAULT__V1__RECORD_KIND__RECORD_KIND_SPAN;
-	if (svc) {
-		f.n_services = 1;
-		f.services = services;
-	}
+	f.n_services = n;
+	f.services = services;
 	req.from_ns = from;
 	req.to_ns = to;
 	req.limit = bound;
@@ -405,6 +437,112 @@ static int xsummary(struct hreq *h, uint64_t from, uint64_t to, Tracevault__V1__
 		*resp = NULL;
 	}
 	return ret;
+}
+
+/* ---- a listed service name back to the stored names ---- */
+
+/* 1 when the stored name raw is shown as svc (tv_http_utf8_dup) without being svc itself, 0
+ * when not, -ENOMEM. */
+static int shown_as(const char *raw, const char *svc)
+{
+	char *shown;
+	int ret;
+
+	if (!strcmp(raw, svc) || strlen(raw) != strlen(svc))
+		return 0;
+	if (!(shown = tv_http_utf8_dup(raw)))
+		return -ENOMEM;
+	ret = !strcmp(shown, svc);
+	free(shown);
+	return ret;
+}
+
+/* Add a malloc'd copy of name to v[0..*n) (at most SVC_ALIASES), unless there. */
+static int add_alias(char **v, size_t *n, const char *name)
+{
+	for (size_t i = 0; i < *n; i++)
+		if (!strcmp(v[i], name))
+			return 0;
+	if (*n == SVC_ALIASES)
+		return 0;
+	if (!(v[*n] = strdup(name)))
+		return -ENOMEM;
+	(*n)++;
+	return 0;
+}
+
+struct alias_scan {
+	const char *svc;
+	struct svc_names *sn;
+};
+
+static int alias_cb(const Tracevault__V1__TraceRecord *r, void *arg)
+{
+	struct alias_scan *as = arg;
+	int ret;
+
+	if (!r->span)
+		return 0;
+	ret = shown_as(r->span->service, as->svc);
+	return ret > 0 ? add_alias(as->sn->services, &as->sn->n_services, r->span->service) :
+			 ret;
+}
+
+/* The stored names behind the service name svc in [from, to) into sn (freed with
+ * svc_names_free, also on error). The lists show a byte that is not UTF-8 as '?', so a
+ * name with a '?' also stands for the stored names shown as it: found among the services of
+ * the window's span records (one Query of at most TV_HTTP_NAMES_SCAN_FACTOR x
+ * --http-max-spans of them, as the list reads) and the comms of its exchanges (one Summary
+ * by comm; its cut is reported in *errors), at most SVC_ALIASES of each. Without a '?' it
+ * is svc and the comms --service-name maps to it, no call made. */
+static int svc_resolve(struct hreq *h, const char *svc, uint64_t from, uint64_t to,
+		       struct svc_names *sn, json_t **errors, char *err, size_t errlen)
+{
+	Tracevault__V1__QueryRequest req = TRACEVAULT__V1__QUERY_REQUEST__INIT;
+	Tracevault__V1__QueryFilter f = TRACEVAULT__V1__QUERY_FILTER__INIT;
+	Tracevault__V1__SummaryResponse *resp = NULL;
+	struct alias_scan as = { svc, sn };
+	uint64_t skipped = 0;
+	int ret;
+
+	memset(sn, 0, sizeof(*sn));
+	if ((ret = add_alias(sn->services, &sn->n_services, svc)))
+		return ret;
+	sn->n_comms = tv_http_comms_of_service(h->a, svc, sn->comms, SVC_ALIASES);
+	if (!strchr(svc, '?'))
+		return 0;
+	f.kind = TRACEVAULT__V1__RECORD_KIND__RECORD_KIND_SPAN;
+	req.from_ns = from;
+	req.to_ns = to;
+	req.limit = h->a->o.max_spans * TV_HTTP_NAMES_SCAN_FACTOR;
+	req.filter = &f;
+	req.reverse = true;
+	ret = tv_local_query(h->a->rpc, &req, h->a->o.timeout_ms, alias_cb, &as, &skipped, err,
+			     errlen);
+	if (ret)
+		return ret;
+	f = (Tracevault__V1__QueryFilter)TRACEVAULT__V1__QUERY_FILTER__INIT;
+	ret = xsummary(h, from, to, &f, TRACEVAULT__V1__GROUP_BY__GROUP_BY_COMM, &resp, errors,
+		       err, errlen);
+	for (size_t i = 0; !ret && i < resp->n_groups; i++) {
+		const char *comm = resp->groups[i]->key;
+
+		char *copy;
+
+		/* a Summary's keys are distinct: no comm is added twice */
+		ret = shown_as(tv_http_service_of_comm(h->a, comm), svc);
+		if (ret <= 0 || sn->n_comms == SVC_ALIASES)
+			continue;
+		if (!(copy = strdup(comm))) {
+			ret = -ENOMEM;
+			break;
+		}
+		sn->own[sn->n_own++] = copy;
+		sn->comms[sn->n_comms++] = copy;
+	}
+	if (resp)
+		tracevault__v1__summary_response__free_unpacked(resp, NULL);
+	return ret < 0 ? ret : 0;
 }
 
 static int cmp_str(const void *x, const void *y)
@@ -474,7 +612,7 @@ static int route_services(struct hreq *h)
 		return tv_http_error(h, 400, "%s", err);
 	}
 	if (kind != EXCHANGES) {
-		ret = span_names(h, NULL, from, to, &ns, &errors, err, sizeof(err));
+		ret = span_names(h, NULL, 0, from, to, &ns, &errors, err, sizeof(err));
 		if (ret)
 			goto fail;
 	}
@@ -584,26 +722,46 @@ static int exchange_ops(struct hreq *h, const char **comms, size_t n, uint64_t f
 static int route_operations(struct hreq *h, const char *svc, bool with_kind)
 {
 	struct nameset ns = { .ops = true };
-	const char *comms[64];
+	struct svc_names sn;
 	json_t *errors = NULL, *data;
 	uint64_t from, to;
 	char err[512];
-	size_t n;
 	int ret;
 
 	if (!svc || !svc[0])
 		return tv_http_error(h, 400, "service is required");
+	if (!tv_http_utf8_valid(svc))
+		return tv_http_error(h, 400, "invalid service: not UTF-8 (every service name "
+				     "this API lists is)");
 	if ((ret = tv_http_window(h, TV_HTTP_SERVICES_LOOKBACK_NS, &from, &to, err, sizeof(err))))
 		return tv_http_error(h, 400, "%s", err);
-	ns.kind = with_kind ? tv_http_arg(h->rq, "spanKind") : NULL;
+	if (with_kind) {
+		/* Jaeger's span kinds (model.SpanKind; "" is any): another is a mistake, not a
+		 * kind without operations */
+		static const struct tv_http_word KINDS[] = {
+			{ "", 0 }, { "internal", 1 }, { "server", 2 }, { "client", 3 },
+			{ "producer", 4 }, { "consumer", 5 },
+		};
+		int k = 0;
+
+		if ((ret = tv_http_param_word(h, "spanKind", KINDS,
+					      sizeof(KINDS) / sizeof(KINDS[0]),
+					      "server, client, producer, consumer, internal or "
+					      "empty", &k, err, sizeof(err))))
+			return tv_http_error(h, 400, "%s", err);
+		ns.kind = kind_name((uint32_t)k);
+	}
 	ns.set = json_object();
 	if (!ns.set)
 		return -ENOMEM;
-	ret = span_names(h, svc, from, to, &ns, &errors, err, sizeof(err));
-	n = tv_http_comms_of_service(h->a, svc, comms, 64);
-	if (!ret && n)
-		ret = exchange_ops(h, comms, n, from, to, &ns, with_kind, &errors, err,
-				   sizeof(err));
+	ret = svc_resolve(h, svc, from, to, &sn, &errors, err, sizeof(err));
+	if (!ret)
+		ret = span_names(h, sn.services, sn.n_services, from, to, &ns, &errors, err,
+				 sizeof(err));
+	if (!ret && sn.n_comms)
+		ret = exchange_ops(h, sn.comms, sn.n_comms, from, to, &ns, with_kind, &errors,
+				   err, sizeof(err));
+	svc_names_free(&sn);
 	if (!ret && ns.cut)
 		ret = warn(&errors, "more than %u operations: the list is cut",
 			   TV_HTTP_MAX_NAMES);
@@ -637,11 +795,14 @@ static json_t *trace_json(struct spans *s, const size_t *idx, size_t n, uint64_t
 
 	if (!t || !spans || !procs)
 		goto oom;
+	/* every piece is checked: a span must never name a process the answer lacks */
 	for (size_t k = 0; k < n; k++) {
 		struct jspan *j = &s->v[idx[k]];
 		const char *pid = NULL, *pk;
 		json_t *p, *sp, *refs = json_array();
 
+		if (!refs)
+			goto oom;
 		/* one process per service (and pid, for exchanges) */
 		json_object_foreach(procs, pk, p) {
 			if (!strcmp(json_string_value(json_object_get(p, "serviceName")),
@@ -652,36 +813,46 @@ static json_t *trace_json(struct spans *s, const size_t *idx, size_t n, uint64_t
 		}
 		if (!pid) {
 			snprintf(key, sizeof(key), "p%zu", ++np);
-			json_object_set_new(procs, key, json_pack("{s:s,s:O}", "serviceName",
-								  j->service, "tags", j->ptags));
+			if (json_object_set_new(procs, key,
+						json_pack("{s:s,s:O}", "serviceName", j->service,
+							  "tags", j->ptags))) {
+				json_decref(refs);
+				goto oom;
+			}
 			pid = key;
 		}
-		if (refs && j->parent[0])
-			json_array_append_new(refs, json_pack("{s:s,s:s,s:s}", "refType",
-							      "CHILD_OF", "traceID", j->trace_id,
-							      "spanID", j->parent));
+		if (j->parent[0] &&
+		    json_array_append_new(refs, json_pack("{s:s,s:s,s:s}", "refType", "CHILD_OF",
+							  "traceID", j->trace_id, "spanID",
+							  j->parent))) {
+			json_decref(refs);
+			goto oom;
+		}
 		sp = json_pack("{s:s,s:s,s:i,s:s,s:o,s:I,s:I,s:O,s:[],s:s,s:n}",
 			       "traceID", j->trace_id, "spanID", j->span_id, "flags", 1,
-			       "operationName", j->op, "references", refs ? refs : json_array(),
+			       "operationName", j->op, "references", refs,
 			       "startTime", (json_int_t)(j->start_ns / NS_PER_US),
 			       "duration", (json_int_t)(j->dur_ns / NS_PER_US), "tags", j->tags,
 			       "logs", "processID", pid, "warnings");
-		if (!sp)
+		if (!sp || json_array_append_new(spans, sp))
 			goto oom;
-		json_array_append_new(spans, sp);
 	}
-	json_object_set_new(t, "traceID", json_string(n ? s->v[idx[0]].trace_id : ""));
-	json_object_set_new(t, "spans", spans);
-	json_object_set_new(t, "processes", procs);
+	if (json_object_set_new(t, "traceID", json_string(n ? s->v[idx[0]].trace_id : "")) ||
+	    json_object_set(t, "spans", spans) || json_object_set(t, "processes", procs))
+		goto oom;
+	json_decref(spans);
+	json_decref(procs);
+	spans = procs = NULL;
 	if (cut_at) {
 		char msg[192];
 
 		snprintf(msg, sizeof(msg), "tracevault: the read of this trace stopped at "
 			 "--http-max-spans (%llu records): it may lack spans",
 			 (unsigned long long)cut_at);
-		json_object_set_new(t, "warnings", json_pack("[s]", msg));
-	} else {
-		json_object_set_new(t, "warnings", json_null());
+		if (json_object_set_new(t, "warnings", json_pack("[s]", msg)))
+			goto oom;
+	} else if (json_object_set_new(t, "warnings", json_null())) {
+		goto oom;
 	}
 	return t;
 oom:
@@ -955,7 +1126,8 @@ static int route_search(struct hreq *h)
 	bool has_min, has_max;
 	Tracevault__V1__Range lat = TRACEVAULT__V1__RANGE__INIT;
 	struct spans s = { 0 };
-	json_t *want = NULL, *data = NULL;
+	struct svc_names sn;
+	json_t *want = NULL, *data = NULL, *errors = NULL;
 	char err[512], **ids = NULL;
 	size_t n_ids = 0;
 	int ret;
@@ -984,6 +1156,11 @@ static int route_search(struct hreq *h)
 		json_decref(want);
 		return tv_http_error(h, 400, "service is required (or traceID)");
 	}
+	if (!tv_http_utf8_valid(svc)) {
+		json_decref(want);
+		return tv_http_error(h, 400, "invalid service: not UTF-8 (every service name this "
+				     "API lists is)");
+	}
 	if (limit == 0) /* absent or 0: Jaeger's default, within our bound */
 		limit = DEFAULT_LIMIT < h->a->o.max_traces ? DEFAULT_LIMIT : h->a->o.max_traces;
 	if (limit > h->a->o.max_traces) {
@@ -993,8 +1170,11 @@ static int route_search(struct hreq *h)
 	}
 	lat.lo = min_ns;
 	lat.hi = max_ns;
-	ret = service_spans(h, svc, from, to, has_min || has_max ? &lat : NULL, &s, err,
-			    sizeof(err));
+	ret = svc_resolve(h, svc, from, to, &sn, &errors, err, sizeof(err));
+	if (!ret)
+		ret = service_spans(h, &sn, from, to, has_min || has_max ? &lat : NULL, &s, err,
+				    sizeof(err));
+	svc_names_free(&sn);
 	if (ret)
 		goto rpc_fail;
 	ids = calloc(limit, sizeof(*ids));
@@ -1028,7 +1208,8 @@ static int route_search(struct hreq *h)
 			   sizeof(err));
 	if (ret)
 		goto rpc_fail;
-	ret = envelope(h, data, NULL);
+	ret = envelope(h, data, errors);
+	errors = NULL;
 	goto out;
 rpc_fail:
 	ret = ret == -ENOMEM ? ret : tv_http_rpc_error(h, ret, err);
@@ -1036,6 +1217,7 @@ out:
 	free(ids);
 	spans_free(&s);
 	json_decref(want);
+	json_decref(errors);
 	return ret;
 }
 

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/status_range.h"
+
 /* Split arg at ',' calling one(item, len) for each; an empty item is an error. */
 static int each_item(const char *arg, int (*one)(struct tv_filter_args *, const char *, size_t,
 						 char *, size_t),
@@ -77,15 +79,6 @@ static int arg_method(const char *arg, void *field, char *why, size_t whylen)
 	return each_item(arg, one_method, f, why, whylen);
 }
 
-/* A status code 100..599 of exactly three digits. */
-static int code3(const char *s, unsigned *v)
-{
-	if (s[0] < '1' || s[0] > '5' || s[1] < '0' || s[1] > '9' || s[2] < '0' || s[2] > '9')
-		return -EINVAL;
-	*v = (unsigned)((s[0] - '0') * 100 + (s[1] - '0') * 10 + (s[2] - '0'));
-	return 0;
-}
-
 static int one_status(struct tv_filter_args *f, const char *s, size_t n, char *why,
 		      size_t whylen)
 {
@@ -93,19 +86,8 @@ static int one_status(struct tv_filter_args *f, const char *s, size_t n, char *w
 
 	if (room(f->m.n_status, why, whylen))
 		return -EINVAL;
-	if (n == 4 && strncmp(s, "none", 4) == 0) {
-		lo = hi = 0;
-	} else if (n == 3 && s[0] >= '1' && s[0] <= '5' && s[1] == 'x' && s[2] == 'x') {
-		lo = (unsigned)(s[0] - '0') * 100;
-		hi = lo + 99;
-	} else if (n == 3 && code3(s, &lo) == 0) {
-		hi = lo;
-	} else if (n == 7 && s[3] == '-' && code3(s, &lo) == 0 && code3(s + 4, &hi) == 0 &&
-		   lo <= hi) {
-		;
-	} else {
-		snprintf(why, whylen, "'%.*s' is not Nxx, NNN, NNN-NNN (100 to 599) or none",
-			 (int)n, s);
+	if (tv_status_range_parse(s, n, &lo, &hi)) {
+		snprintf(why, whylen, "'%.*s' is not " TV_STATUS_RANGE_FORMS, (int)n, s);
 		return -EINVAL;
 	}
 	f->status[f->m.n_status] = (Tracevault__V1__Range)TRACEVAULT__V1__RANGE__INIT;

@@ -447,6 +447,50 @@ def test_hostile_parameters(http):
         assert status in (200, 400, 404), (path, params, status, body)
         assert isinstance(body, dict), body
     assert ok_data(http, "/api/services") == ["checkout", "frontend", "nginx"]
+    # values that name nothing Jaeger knows are refused with the reason, not an empty 200:
+    # an unknown span kind, a service name that is not UTF-8 (every name the API lists is)
+    status, body = get(http, "/api/operations", service="nginx", spanKind="bogus")
+    assert status == 400 and "invalid spanKind: 'bogus'" in body["errors"][0]["msg"], body
+    for path in ("/api/services/%FF%FE/operations", "/api/operations?service=%FF%FE",
+                 "/api/traces?service=%FF%FE"):
+        status, body = get(http, path)
+        assert status == 400 and "not UTF-8" in body["errors"][0]["msg"], (path, body)
+    for kind, names in (("server", ["POST /pay"]), ("client", ["SELECT"]), ("producer", []),
+                        ("consumer", []), ("internal", []), ("", ["POST /pay", "SELECT"])):
+        got = ok_data(http, "/api/operations", service="checkout", spanKind=kind)
+        assert [o["name"] for o in got] == names, (kind, got)
+    # an unknown but well-formed service: Jaeger's answer, 200 with no data
+    assert ok_data(http, "/api/services/nosuch/operations") == []
+    assert ok_data(http, "/api/services/%C3%BC/operations") == []  # "ü": UTF-8, unknown
+
+
+def test_status_parameter(http):
+    """status= of the page's routes takes exactly what the CLI's --status takes
+    (common/status_range.h: Nxx, NNN, NNN-NNN within 100 to 599, none, comma-separated) and
+    refuses the rest with 400 and the reason; it used to take 999, -1 (wrapped), ' 404',
+    '4044' (as 404) and 599-100 (as nothing)."""
+    w = {"start": T0 // US, "end": (T0 + 120_000_000_000) // US - 1}
+    for bad in ("999", "-1", " 404", "404 ", "4044", "40x", "599-100", "099", "600", "6xx",
+                "404,", ",404", "4xx-5xx", "+404", "0", "none1", "%d" % (2 ** 32 + 404)):
+        for route in ("/api/tracevault/summary", "/api/tracevault/exchanges",
+                      "/api/tracevault/rates"):
+            status, body = get(http, route, status=bad, **w)
+            assert status == 400, (route, bad, status, body)
+            msg = body["errors"][0]["msg"]
+            assert msg.startswith("invalid status: ") and "100 to 599" in msg, (bad, msg)
+
+    def statuses(value):
+        e = get(http, "/api/tracevault/exchanges", status=value, **w)
+        assert e[0] == 200, (value, e)
+        return sorted(x["status"] for x in e[1]["data"])
+    assert statuses("5xx") == statuses("503") == statuses("500-599") == [503]
+    assert statuses("200") == statuses("2xx") == statuses("100-299") == [200, 200]
+    assert statuses("404") == statuses("none") == []
+    assert statuses("503,200") == statuses("2xx,5xx") == [200, 200, 503]
+    # the CLI refuses what the API refuses: one parser
+    p = subprocess.run([tvtest.binary("tracevault"), "query", "--server", "127.0.0.1:1",
+                        "--status", "999"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "Nxx, NNN, NNN-NNN (100 to 599) or none" in p.stderr, p
 
 
 def test_concurrent_requests(http):
@@ -516,6 +560,95 @@ def test_api_of_a_tls_server_that_requires_client_certs():
                                  "--tls-key", p("client.key")])
         assert ok_data(http, "/api/services") == ["curl", "nginx"]
         assert ok_data(http, "/api/traces/" + TRACE_A)[0]["traceID"] == TRACE_A
+        assert srv.stop() == 0, srv.log()[-2000:]
+
+
+def test_names_not_utf8():
+    """Names that are not valid UTF-8 (a span name, a service.name, an attribute key and
+    value sent over OTLP; an exchange's path, host and comm as a capture may store them)
+    reach every Jaeger answer as valid JSON with each such byte as '?', as
+    /api/tracevault/exchanges shows them: no 500, and every processID in "processes". They
+    used to give 500 (trace, search) or a span whose process was missing."""
+    with tvtest.Server(extra_args=["--http-addr", "127.0.0.1:0"]) as srv:
+        http = tvtest.metrics_addr(srv.log())
+        otlp = Otlp(srv.addr, otlp_modules(tempfile.mkdtemp(prefix="tv-otlp-py-")))
+        rng = random.Random(21)
+        tid, root, child = rng.randbytes(16), rng.randbytes(8), rng.randbytes(8)
+        r = otlp.span(tid, root, name="NNNN", kind=2, start=T0, dur=3_000_000,
+                      attrs={"KKKK": "VVVV", "plain": "ok"})
+        c = otlp.span(tid, child, parent=root, name="child", kind=3, start=T0 + 1_000_000,
+                      dur=1_000_000)
+        raw = otlp.request({"shop": [r], "SSSS": [c]}).SerializeToString()
+        # bytes only raw protobuf can carry (the messages refuse str that is not UTF-8);
+        # same lengths, so every length prefix stays right
+        swaps = {b"NNNN": b"N\xff\xfeN", b"SSSS": b"S\xc3(S", b"KKKK": b"K\xed\xa0\x80",
+                 b"VVVV": b"V\xf8\x88V"}
+        for old, new in swaps.items():
+            assert raw.count(old) == 1, old
+            raw = raw.replace(old, new)
+        assert otlp.export(raw).partial_success.rejected_spans == 0
+        # an exchange of the same trace (its traceparent names the root span) whose path,
+        # host and comm are not UTF-8, written as a block
+        rec = tvtest.trace_record(T0 + 1_500_000, pid=77, path="/bad/PPPP?q=1",
+                                  latency_ns=1_000_000, comm="CCCC", host="HHHH",
+                                  role="server", trace_id=tid.hex(),
+                                  span_id=root.hex()).SerializeToString()
+        for old, new in {b"PPPP": b"P\xff\xfeP", b"CCCC": b"C\x80\x80C",
+                         b"HHHH": b"H\xc0\xafH"}.items():
+            assert rec.count(old) == 1, old
+            rec = rec.replace(old, new)
+        tvtest.GrpcClient(srv.addr).write_encoded(
+            random.getrandbits(63) + 1,
+            [(5, tvtest.encode_block_as(5, [rec], min_ts=T0 + 1_500_000, max_ts=T0 + 1_500_000))])
+
+        # the page's route already showed them so: the Jaeger routes must agree with it
+        e = get(http, "/api/tracevault/exchanges", lookback="1h")
+        assert e[0] == 200, e
+        assert [(z["path"], z["host"], z["comm"], z["service"]) for z in e[1]["data"]] == [
+            ("/bad/P??P?q=1", "H??H", "C??C", "C??C")], e
+        assert ok_data(http, "/api/services") == ["C??C", "S?(S", "shop"]
+        assert ok_data(http, "/api/services/shop/operations") == ["N??N"]
+        assert ok_data(http, "/api/operations", service="shop") == [
+            {"name": "N??N", "spanKind": "server"}]
+        assert ok_data(http, "/api/operations", service="shop", spanKind="server") == [
+            {"name": "N??N", "spanKind": "server"}]
+
+        def check_trace(t):
+            check_trace_shape(t)
+            by_op = {sp["operationName"]: sp for sp in t["spans"]}
+            assert set(by_op) == {"N??N", "child", "GET /bad/P??P"}, by_op
+            assert tags_of(by_op["N??N"])["K???"] == "V??V", by_op["N??N"]["tags"]
+            procs = {k: p["serviceName"] for k, p in t["processes"].items()}
+            assert procs[by_op["N??N"]["processID"]] == "shop", procs
+            assert procs[by_op["child"]["processID"]] == "S?(S", procs
+            # the exchange: operation from the path without its query, process from comm
+            x = by_op["GET /bad/P??P"]
+            assert procs[x["processID"]] == "C??C", procs
+            assert tags_of(x)["url.path"] == "/bad/P??P", x["tags"]
+            assert tags_of(x)["url.query"] == "q=1" and tags_of(x)["server.address"] == "H??H"
+            assert t["processes"][x["processID"]]["tags"] == [
+                {"key": "process.pid", "type": "int64", "value": 77},
+                {"key": "process.executable.name", "type": "string", "value": "C??C"}], t
+        traces = ok_data(http, "/api/traces", service="shop")
+        assert len(traces) == 1, traces
+        check_trace(traces[0])
+        check_trace(ok_data(http, "/api/traces/" + tid.hex())[0])
+        check_trace(ok_data(http, "/api/traces", traceID=tid.hex())[0])
+        traces = ok_data(http, "/api/traces", service="shop", operation="N??N")
+        assert [t["traceID"] for t in traces] == [tid.hex()], traces
+        # a listed name selects what it was listed for: the stored names shown as it
+        assert ok_data(http, "/api/services/S%3F%28S/operations") == ["child"]
+        assert ok_data(http, "/api/services/C%3F%3FC/operations") == ["GET /bad/P??P"]
+        assert ok_data(http, "/api/operations", service="C??C") == [
+            {"name": "GET /bad/P??P", "spanKind": "server"}]
+        for svc in ("S?(S", "C??C"):
+            traces = ok_data(http, "/api/traces", service=svc)
+            assert len(traces) == 1, (svc, traces)
+            check_trace(traces[0])
+        # ... and nothing else: '?' there is no wildcard for valid names of its length
+        assert ok_data(http, "/api/services/S%3F%3FS/operations") == []
+        assert ok_data(http, "/api/services/shop%3F/operations") == []
+        assert ok_data(http, "/api/traces", service="s?op") == []
         assert srv.stop() == 0, srv.log()[-2000:]
 
 

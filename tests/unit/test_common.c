@@ -3,12 +3,16 @@
  * size that fits in 64 bits, port 65535, every kind of empty list entry; the metrics text
  * exposition, byte for byte. */
 #include <errno.h>
+#include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -17,7 +21,9 @@
 #include "common/grpc_util.h"
 #include "common/limit.h"
 #include "common/metrics.h"
+#include "common/metrics_http.h"
 #include "common/size.h"
+#include "common/status_range.h"
 #include "common/usage.h"
 
 static uint64_t size_of(const char *s)
@@ -402,6 +408,91 @@ static void test_metrics_render_text_format(void **state)
 	assert_int_equal(tv_histogram_init(&h, bounds, TV_HISTOGRAM_MAX_BOUNDS + 1), -EINVAL);
 }
 
+/* The status selector of --status and the HTTP API's status= (one parser for both). */
+static void test_status_range_parse(void **state)
+{
+	static const struct { const char *s; unsigned lo, hi; } OK[] = {
+		{ "none", 0, 0 }, { "1xx", 100, 199 }, { "5xx", 500, 599 }, { "100", 100, 100 },
+		{ "599", 599, 599 }, { "404", 404, 404 }, { "400-499", 400, 499 },
+		{ "200-200", 200, 200 }, { "100-599", 100, 599 },
+	};
+	static const char *const BAD[] = {
+		"", "999", "600", "099", "000", "-1", " 404", "404 ", "+404", "4044", "40", "40x",
+		"4x", "6xx", "0xx", "xxx", "599-100", "99-100", "100-600", "400-4999", "4xx-5xx",
+		"None", "nonE", "none ", "4294967700", "404,500",
+	};
+	unsigned lo, hi;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(OK) / sizeof(OK[0]); i++) {
+		lo = hi = 12345;
+		assert_int_equal(tv_status_range_parse(OK[i].s, strlen(OK[i].s), &lo, &hi), 0);
+		assert_int_equal(lo, OK[i].lo);
+		assert_int_equal(hi, OK[i].hi);
+	}
+	for (size_t i = 0; i < sizeof(BAD) / sizeof(BAD[0]); i++) {
+		lo = hi = 12345;
+		assert_int_equal(tv_status_range_parse(BAD[i], strlen(BAD[i]), &lo, &hi), -EINVAL);
+		assert_int_equal(lo, 12345);
+		assert_int_equal(hi, 12345);
+	}
+	/* the length bounds the item: "404" out of "404,5xx" */
+	assert_int_equal(tv_status_range_parse("404,5xx", 3, &lo, &hi), 0);
+	assert_int_equal(lo, 404);
+}
+
+static int failing_handler(void *arg, const char *url, const struct tv_http_req *rq,
+			   struct tv_http_reply *out)
+{
+	(void)arg, (void)url, (void)rq, (void)out;
+	return -ENOMEM;
+}
+
+/* A handler's failure is answered 500 and leaves one line in the log (stderr) naming the
+ * request and the error, with the client's control bytes shown as '?'. */
+static void test_http_500_is_logged(void **state)
+{
+	static const struct tv_metrics m = { 0 };
+	static const char req[] = "GET /api/x%1b%5b31m HTTP/1.0\r\n\r\n";
+	struct tv_metrics_http *h = NULL;
+	char bound[64], err[256], resp[512] = { 0 }, log[1024] = { 0 };
+	FILE *tmp = tmpfile();
+	int saved = dup(2), fd, port;
+	size_t n = 0;
+	ssize_t k;
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+
+	(void)state;
+	assert_non_null(tmp);
+	assert_true(saved >= 0);
+	assert_int_equal(tv_metrics_http_bind(&h, "127.0.0.1:0", bound, sizeof(bound), err,
+					      sizeof(err)), 0);
+	tv_metrics_http_set_handler(h, failing_handler, NULL);
+	assert_int_equal(tv_metrics_http_serve(h, &m, err, sizeof(err)), 0);
+	port = atoi(strrchr(bound, ':') + 1);
+	a.sin_port = htons((uint16_t)port);
+	fflush(stderr);
+	assert_true(dup2(fileno(tmp), 2) == 2);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(write(fd, req, sizeof(req) - 1), (ssize_t)(sizeof(req) - 1));
+	while (n < sizeof(resp) - 1 && (k = read(fd, resp + n, sizeof(resp) - 1 - n)) > 0)
+		n += (size_t)k;
+	close(fd);
+	tv_metrics_http_stop(h);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	rewind(tmp);
+	n = fread(log, 1, sizeof(log) - 1, tmp);
+	fclose(tmp);
+	assert_non_null(strstr(resp, " 500 "));
+	assert_non_null(strstr(log, ": HTTP GET /api/x?[31m: answered 500: "));
+	assert_non_null(strstr(log, strerror(ENOMEM)));
+	assert_ptr_equal(strchr(log, '\n'), log + n - 1); /* one line */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -423,6 +514,8 @@ int main(void)
 		cmocka_unit_test(test_getopt_arg_inside_a_short_group),
 		cmocka_unit_test(test_clocks),
 		cmocka_unit_test(test_metrics_render_text_format),
+		cmocka_unit_test(test_status_range_parse),
+		cmocka_unit_test(test_http_500_is_logged),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
