@@ -316,8 +316,9 @@ static const char USAGE_TLS[] =
 
 /* --metrics-addr (common/metrics_http.h, server/metrics.h); a fourth string for ISO C's
  * 4095-byte literals */
-_Static_assert(TV_METRICS_MAX_CONNECTIONS == 16 && TV_METRICS_TIMEOUT_S == 10,
-	       "update --help: 16 scrapers, 10 s");
+_Static_assert(TV_METRICS_MAX_CONNECTIONS == 64 && TV_METRICS_MAX_CONNECTIONS_PER_IP == 16 &&
+	       TV_METRICS_REQUEST_TIMEOUT_S == 10 && TV_METRICS_TIMEOUT_S == 10,
+	       "update --help: 64 connections, 16 per address, 10 s, 10 s");
 static const char USAGE_METRICS[] =
 	"  --http-addr HOST:PORT    serve Prometheus metrics (text format 0.0.4) at\n"
 	"                           http://HOST:PORT/metrics,\n"
@@ -328,9 +329,12 @@ static const char USAGE_METRICS[] =
 	"                           ingest\"),\n"
 	"                           from a thread of libmicrohttpd; port 0 picks a free port,\n"
 	"                           named on stderr: 'tracevaultd: http on\n"
-	"                           http://HOST:PORT (/metrics, /api, /, /v1/traces)'. 16\n"
-	"                           connections at once, 10 s\n"
-	"                           idle timeout. No TLS, no auth: bind it to loopback or a\n"
+	"                           http://HOST:PORT (/metrics, /api, /, /v1/traces)'. 64\n"
+	"                           connections at once (more wait), 16 of them from one\n"
+	"                           address when HOST is not loopback; a request not received\n"
+	"                           whole 10 s after its connection's accept (or the previous\n"
+	"                           request's end) is cut; 10 s idle timeout. No TLS, no\n"
+	"                           auth: bind it to loopback or a\n"
 	"                           trusted network (a HOST that is not loopback is logged as\n"
 	"                           reachable from the network). The port is bound first: in\n"
 	"                           use, it exits 1 before the data dir is touched. Default:\n"
