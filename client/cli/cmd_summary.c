@@ -124,7 +124,7 @@ static const struct tv_cli_opt summary_options[] = {
 
 static const char *const summary_usage[] = {
 	"Usage: tracevault summary [--server HOST:PORT[,HOST:PORT...]] --from T [--to T]\n"
-	"                          [--by path|host|method|status|comm|remote|role]\n"
+	"                          [--by none|path|host|method|status|comm|remote|role]\n"
 	"                          [--top N] [--quantiles Q,..] [--format table|jsonl|csv]\n"
 	"                          [filters as for query] [--max-message-bytes N]\n"
 	"                          " TV_TLS_CLI_SYNOPSIS " [--tls-server-name NAME]\n"
