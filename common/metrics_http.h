@@ -34,6 +34,10 @@
 #define TV_METRICS_LISTEN_BACKLOG 128
 #define TV_METRICS_REQUEST_TIMEOUT_S 10
 #define TV_METRICS_TIMEOUT_S 10
+/* Descriptors the endpoint may hold once serving, beside its listen socket: its connections,
+ * and an epoll and an eventfd for each thread of the pool and for its master (tracevaultd's
+ * descriptor plan reserves them, server/fd_plan.h). */
+#define TV_METRICS_MAX_FDS (TV_METRICS_MAX_CONNECTIONS + 2 * (TV_HTTP_THREADS + 1))
 
 struct tv_metrics_http;
 

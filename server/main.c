@@ -268,8 +268,9 @@ static const char USAGE_LIMITS_TAIL[] =
 	"  --version                the version, then exit\n"
 	"\n"
 	"At start the soft RLIMIT_NOFILE is raised to the hard limit and logged. The stream\n"
-	"and block-file limits, one connection per stream and a reserve of 32 must fit in it:\n"
-	"defaults are lowered to fit (and logged), given values that do not fit exit 1.\n"
+	"and block-file limits, one connection per stream and a reserve of 32 (106 with\n"
+	"--http-addr: its connections and threads) must fit in it: defaults are lowered to\n"
+	"fit (and logged), given values that do not fit exit 1.\n"
 	"\n"
 	"Examples:\n"
 	"  tracevaultd --data /var/lib/tracevault\n"
@@ -321,6 +322,7 @@ static const char USAGE_TLS[] =
 
 /* --metrics-addr (common/metrics_http.h, server/metrics.h); a fourth string for ISO C's
  * 4095-byte literals */
+_Static_assert(TV_FD_PLAN_RESERVE + TV_METRICS_MAX_FDS == 106, "update --help: 106 reserved");
 _Static_assert(TV_METRICS_MAX_CONNECTIONS == 64 && TV_METRICS_MAX_CONNECTIONS_PER_IP == 16 &&
 	       TV_METRICS_REQUEST_TIMEOUT_S == 10 && TV_METRICS_TIMEOUT_S == 10,
 	       "update --help: 64 connections, 16 per address, 10 s, 10 s");
@@ -1187,6 +1189,7 @@ int main(int argc, char **argv)
 				(unsigned long long)local_bytes);
 		tv_evict_pass(evict); /* a lower --local-bytes than the last run's */
 	}
+	plan.http_fds = metrics ? TV_METRICS_MAX_FDS : 0;
 	if (tv_fd_plan_make(&plan, err, sizeof(err)))
 		goto fail;
 	tv_fd_plan_describe(&plan, err, sizeof(err));

@@ -12,6 +12,9 @@ each byte), so /metrics, the Jaeger API and the page went unanswered.
 - every slow connection was closed by the server (EOF or reset), none answered.
 - a request sent whole at once on a fresh connection is answered at once while slow ones are
   fewer than the pool (nothing else waits on them).
+- the descriptor plan (server/fd_plan.h) reserves the port's connections and its threads'
+  descriptors: 'N reserved' grows by TV_METRICS_MAX_FDS with --http-addr, so a full pool
+  cannot take the descriptors gRPC's listener needs.
 Bounded: SLOW connections, one line per second each, for at most TRICKLE_S seconds.
 Time budget: ~15 s."""
 import os
@@ -78,10 +81,19 @@ def get(addr, path, timeout):
         return r.status
 
 
+def reserved(log):
+    return int(re.search(r"descriptors open, (\d+) reserved", log).group(1))
+
+
 def main():
+    with tvtest.Server() as plain:
+        without = reserved(plain.log())
     srv = tvtest.Server(extra_args=["--http-addr", "127.0.0.1:0"])
     srv.start()
     try:
+        fds = POOL + 2 * (define("TV_HTTP_THREADS") + 1)  # TV_METRICS_MAX_FDS
+        assert reserved(srv.log()) == without + fds, (without, srv.log())
+        print("ok the descriptor plan reserves %d more for the HTTP port" % fds)
         addr = tvtest.metrics_addr(srv.log())
         assert addr and addr.startswith("127.0.0.1:"), srv.log()
         # a few slow ones: the others are served at once
