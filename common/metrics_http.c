@@ -1,7 +1,8 @@
 /* The --metrics-addr HTTP endpoint (common/metrics_http.h) over libmicrohttpd. We bind the
  * socket ourselves (so a port in use is reported as such, with the address) and hand it to
  * libmicrohttpd, which runs its own epoll thread: the caller's gRPC loop and capture loop never
- * wait on a scrape, and a scrape reads the counters through relaxed atomics only.
+ * wait on a scrape, and a scrape reads the counters through relaxed atomics only. A watchdog
+ * thread of ours adds the request deadline libmicrohttpd lacks (metrics_http.h: slow clients).
  *
  * Why dlopen: the tracevault CLI is linked from static archives so that a short query starts
  * fast (CMakeLists.txt, bench/README.md). Debian's libmicrohttpd.a needs GnuTLS, whose p11-kit
@@ -15,12 +16,14 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <microhttpd.h>
@@ -41,6 +44,24 @@ struct mhd_api {
 	__typeof__(MHD_destroy_response) *destroy_response;
 	__typeof__(MHD_lookup_connection_value) *lookup_connection_value;
 	__typeof__(MHD_get_connection_values) *get_connection_values;
+	__typeof__(MHD_get_connection_info) *get_connection_info;
+};
+
+/* One connection as the request deadline sees it (TV_METRICS_REQUEST_TIMEOUT_S): an entry
+ * of the endpoint's list from libmicrohttpd's STARTED notice to its CLOSED one, which comes
+ * before libmicrohttpd closes fd, so fd is this connection's while it is listed. */
+enum conn_step {
+	CONN_RECEIVING, /* waiting on the client for a request, since since_ms */
+	CONN_HANDLING,  /* in our access handler: the server's time, not the client's */
+	CONN_ANSWERED,  /* a response is queued: the idle timeout bounds the rest */
+};
+
+struct conn {
+	struct conn *prev, *next;
+	int fd;
+	enum conn_step step;
+	uint64_t since_ms; /* CLOCK_MONOTONIC: the accept, or the previous request's end */
+	bool cut;          /* shut down by the watchdog */
 };
 
 struct tv_metrics_http {
@@ -57,9 +78,19 @@ struct tv_metrics_http {
 	int fd;     /* the bound socket until the daemon takes it; -1 after */
 	int family; /* its address family */
 	char hostport[300]; /* as given, for the messages of serve */
+	/* the request deadline: the connections (lock), and the watchdog thread that shuts
+	 * down those past it, woken early by stop (wake) */
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	struct conn *conns;
+	bool stopping;
+	bool watchdog_running;
+	bool sync_ready; /* lock and wake made */
+	pthread_t watchdog;
 };
 
-#define LISTEN_BACKLOG 16
+/* How often the watchdog looks at the connections: a slow one is cut at most this late. */
+#define DEADLINE_CHECK_MS 250
 /* the Allow header of a 405 */
 #define METHODS_ALLOWED MHD_HTTP_METHOD_GET ", " MHD_HTTP_METHOD_HEAD
 
@@ -78,6 +109,115 @@ int tv_metrics_http_exposed(const char *hostport)
 
 	return !tv_hostport_parse(hostport, host, sizeof(host), &port) &&
 	       !tv_host_is_loopback(host);
+}
+
+/* ---- the request deadline (TV_METRICS_REQUEST_TIMEOUT_S) ---- */
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* The list entry of conn, or NULL (its STARTED notice found no memory: it has no deadline,
+ * the idle timeout still bounds it). */
+static struct conn *conn_of(struct tv_metrics_http *h, struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci =
+		h->api.get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return ci ? ci->socket_context : NULL;
+}
+
+/* Move c from step from (any step when from is -1) to step to; a request's end (to
+ * CONN_RECEIVING from any step) restarts its clock. */
+static void conn_step(struct tv_metrics_http *h, struct conn *c, int from, enum conn_step to)
+{
+	if (!c)
+		return;
+	pthread_mutex_lock(&h->lock);
+	if (from < 0 || c->step == (enum conn_step)from) {
+		if (from < 0)
+			c->since_ms = now_ms();
+		c->step = to;
+	}
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* libmicrohttpd's notice of a connection's start (list it) and end (unlist it: the notice
+ * comes before libmicrohttpd closes the socket, so the watchdog never touches a descriptor
+ * number reused by another file). Runs on the pool's threads. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+			  enum MHD_ConnectionNotificationCode toe)
+{
+	struct tv_metrics_http *h = cls;
+	struct conn *c = *socket_context;
+
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *ci =
+			h->api.get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+		c = ci ? calloc(1, sizeof(*c)) : NULL;
+		if (!c)
+			return; /* no deadline for this one (conn_of) */
+		c->fd = ci->connect_fd;
+		c->step = CONN_RECEIVING;
+		c->since_ms = now_ms();
+		pthread_mutex_lock(&h->lock);
+		c->next = h->conns;
+		if (h->conns)
+			h->conns->prev = c;
+		h->conns = c;
+		pthread_mutex_unlock(&h->lock);
+		*socket_context = c;
+		return;
+	}
+	if (!c)
+		return;
+	pthread_mutex_lock(&h->lock);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		h->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	pthread_mutex_unlock(&h->lock);
+	free(c);
+	*socket_context = NULL;
+}
+
+/* The watchdog thread: every DEADLINE_CHECK_MS, shut down the connections that have waited on
+ * their client for a request longer than TV_METRICS_REQUEST_TIMEOUT_S. libmicrohttpd 0.9.75
+ * has no call to close a connection from outside its callbacks, and its callbacks run only
+ * when bytes arrive; shutdown(2) makes the socket readable at its end, so libmicrohttpd's
+ * next read sees it and closes the connection through its usual path (CLOSED notice, then
+ * close). */
+static void *watchdog_main(void *arg)
+{
+	struct tv_metrics_http *h = arg;
+	const uint64_t deadline_ms = (uint64_t)TV_METRICS_REQUEST_TIMEOUT_S * 1000u;
+
+	pthread_mutex_lock(&h->lock);
+	while (!h->stopping) {
+		uint64_t now = now_ms();
+		struct timespec ts;
+
+		for (struct conn *c = h->conns; c; c = c->next)
+			if (c->step == CONN_RECEIVING && !c->cut && now - c->since_ms >= deadline_ms) {
+				/* ENOTCONN (the client left already) needs nothing more */
+				(void)shutdown(c->fd, SHUT_RDWR);
+				c->cut = true;
+			}
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_nsec += DEADLINE_CHECK_MS * 1000000L;
+		ts.tv_sec += ts.tv_nsec / 1000000000L;
+		ts.tv_nsec %= 1000000000L;
+		pthread_cond_timedwait(&h->wake, &h->lock, &ts);
+	}
+	pthread_mutex_unlock(&h->lock);
+	return NULL;
 }
 
 /* Answer with a copy of text (a short fixed body) or, when owned is set, with body itself,
@@ -111,6 +251,8 @@ static enum MHD_Result respond_ex(struct tv_metrics_http *h, struct MHD_Connecti
 	}
 	ret = h->api.queue_response(conn, status, r);
 	h->api.destroy_response(r); /* the queue holds its own reference */
+	if (ret == MHD_YES) /* the request was received whole: its deadline is over */
+		conn_step(h, conn_of(h, conn), CONN_HANDLING, CONN_ANSWERED);
 	return ret;
 }
 
@@ -242,9 +384,12 @@ struct post_req {
 static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 			 enum MHD_RequestTerminationCode why)
 {
+	struct tv_metrics_http *h = cls;
 	struct post_req *p = *req_cls;
 
-	(void)cls, (void)conn, (void)why;
+	(void)why;
+	/* a keep-alive connection waits on its client for the next request from now */
+	conn_step(h, conn_of(h, conn), -1, CONN_RECEIVING);
 	if (p) {
 		free(p->buf);
 		free(p);
@@ -341,18 +486,16 @@ static enum MHD_Result on_post(struct tv_metrics_http *h, struct MHD_Connection 
 	return respond_reply(h, conn, &out, NULL);
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-				  const char *method, const char *version,
-				  const char *upload_data, size_t *upload_data_size, void **req_cls)
+static enum MHD_Result route(struct tv_metrics_http *h, struct MHD_Connection *conn,
+			    const char *url, const char *method, const char *upload_data,
+			    size_t *upload_data_size, void **req_cls)
 {
 	static char not_allowed[] = "only GET and HEAD\n",
 		    failed[] = "cannot render the metrics\n";
-	struct tv_metrics_http *h = cls;
 	char *body;
 	size_t len;
 	int ret;
 
-	(void)version;
 	if (h->post_path && !strcmp(url, h->post_path))
 		return on_post(h, conn, method, upload_data, upload_data_size, req_cls);
 	/* answered on the first call, before any request body: libmicrohttpd then discards the
@@ -371,19 +514,38 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	return respond(h, conn, MHD_HTTP_OK, body, len, 1, TV_METRICS_CONTENT_TYPE);
 }
 
+/* libmicrohttpd's access handler: route. A connection is never cut while we handle it (a
+ * handler's gRPC calls, an Export): the deadline is on what the client sends. */
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+				  const char *method, const char *version,
+				  const char *upload_data, size_t *upload_data_size, void **req_cls)
+{
+	struct tv_metrics_http *h = cls;
+	struct conn *c = conn_of(h, conn);
+	enum MHD_Result ret;
+
+	(void)version;
+	conn_step(h, c, CONN_RECEIVING, CONN_HANDLING);
+	ret = route(h, conn, url, method, upload_data, upload_data_size, req_cls);
+	/* not answered yet (a POST body to read): the client's time again */
+	conn_step(h, c, CONN_HANDLING, CONN_RECEIVING);
+	return ret;
+}
+
 static int load_api(struct tv_metrics_http *h, char *err, size_t errlen)
 {
 	static const char *const NAMES[] = {
 		"MHD_start_daemon", "MHD_stop_daemon", "MHD_create_response_from_buffer",
 		"MHD_add_response_header", "MHD_queue_response", "MHD_destroy_response",
 		"MHD_lookup_connection_value", "MHD_get_connection_values",
+		"MHD_get_connection_info",
 	};
 	void **slot[] = {
 		(void **)&h->api.start_daemon, (void **)&h->api.stop_daemon,
 		(void **)&h->api.create_response_from_buffer,
 		(void **)&h->api.add_response_header, (void **)&h->api.queue_response,
 		(void **)&h->api.destroy_response, (void **)&h->api.lookup_connection_value,
-		(void **)&h->api.get_connection_values,
+		(void **)&h->api.get_connection_values, (void **)&h->api.get_connection_info,
 	};
 	_Static_assert(sizeof(NAMES) / sizeof(NAMES[0]) == sizeof(slot) / sizeof(slot[0]),
 		       "one name per function of struct mhd_api");
@@ -435,7 +597,7 @@ static int bind_listen(const char *hostport, int *fd, int *family, char *bound,
 	/* a restart binds again while the old connections sit in TIME_WAIT; a live listener
 	 * still makes bind fail (Linux) */
 	if (setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
-	    bind(s, ai->ai_addr, ai->ai_addrlen) || listen(s, LISTEN_BACKLOG) ||
+	    bind(s, ai->ai_addr, ai->ai_addrlen) || listen(s, TV_METRICS_LISTEN_BACKLOG) ||
 	    getsockname(s, (struct sockaddr *)&ss, &sslen))
 		goto sys_fail;
 	*family = ai->ai_family;
@@ -462,6 +624,33 @@ sys_fail:
 	return ret;
 }
 
+/* The watchdog's lock and its condition variable (on CLOCK_MONOTONIC, as its waits). */
+static int sync_init(struct tv_metrics_http *h, char *err, size_t errlen)
+{
+	pthread_condattr_t ca;
+	int ret;
+
+	ret = pthread_mutex_init(&h->lock, NULL);
+	if (ret)
+		goto fail;
+	ret = pthread_condattr_init(&ca);
+	if (ret)
+		goto fail_mutex;
+	ret = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	if (!ret)
+		ret = pthread_cond_init(&h->wake, &ca);
+	pthread_condattr_destroy(&ca);
+	if (ret)
+		goto fail_mutex;
+	h->sync_ready = true;
+	return 0;
+fail_mutex:
+	pthread_mutex_destroy(&h->lock);
+fail:
+	snprintf(err, errlen, "--metrics-addr: cannot make a lock: %s", strerror(ret));
+	return -ret;
+}
+
 int tv_metrics_http_bind(struct tv_metrics_http **out, const char *hostport, char *bound,
 			 size_t boundlen, char *err, size_t errlen)
 {
@@ -477,7 +666,9 @@ int tv_metrics_http_bind(struct tv_metrics_http **out, const char *hostport, cha
 	h->fd = -1;
 	h->family = AF_INET;
 	snprintf(h->hostport, sizeof(h->hostport), "%s", hostport);
-	ret = load_api(h, err, errlen);
+	ret = sync_init(h, err, errlen);
+	if (!ret)
+		ret = load_api(h, err, errlen);
 	if (!ret)
 		ret = bind_listen(hostport, &h->fd, &h->family, bound, boundlen, err, errlen);
 	if (ret) {
@@ -492,6 +683,7 @@ int tv_metrics_http_serve(struct tv_metrics_http *h, const struct tv_metrics *m,
 			  size_t errlen)
 {
 	unsigned flags;
+	int ret;
 
 	if (h->daemon || h->fd < 0) {
 		snprintf(err, errlen, "--metrics-addr %s: served already", h->hostport);
@@ -501,34 +693,65 @@ int tv_metrics_http_serve(struct tv_metrics_http *h, const struct tv_metrics *m,
 	/* epoll, not select: the server raises RLIMIT_NOFILE and its descriptors pass 1024 */
 	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
 		(h->family == AF_INET6 ? MHD_USE_IPv6 : 0);
+	ret = pthread_create(&h->watchdog, NULL, watchdog_main, h);
+	if (ret) {
+		snprintf(err, errlen, "--metrics-addr %s: cannot start a thread: %s", h->hostport,
+			 strerror(ret));
+		return -ret;
+	}
+	h->watchdog_running = true;
+	/* the connection bounds of common/metrics_http.h; libmicrohttpd shares
+	 * CONNECTION_LIMIT among the pool's threads, each polling the listen socket */
 	h->daemon = h->api.start_daemon(flags, 0, NULL, NULL, on_request, h,
 					MHD_OPTION_LISTEN_SOCKET, h->fd,
 					MHD_OPTION_CONNECTION_LIMIT,
 					(unsigned)TV_METRICS_MAX_CONNECTIONS,
+					MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+					(unsigned)(tv_metrics_http_exposed(h->hostport) ?
+						   TV_METRICS_MAX_CONNECTIONS_PER_IP : 0),
 					MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)TV_METRICS_TIMEOUT_S,
 					/* one thread while only metrics are served */
 					MHD_OPTION_THREAD_POOL_SIZE,
 					(unsigned)(h->handler ? TV_HTTP_THREADS : 1),
-					MHD_OPTION_NOTIFY_COMPLETED, on_completed, (void *)NULL,
+					MHD_OPTION_NOTIFY_COMPLETED, on_completed, (void *)h,
+					MHD_OPTION_NOTIFY_CONNECTION, on_connection, (void *)h,
 					MHD_OPTION_END);
 	if (!h->daemon) {
 		snprintf(err, errlen, "--metrics-addr %s: libmicrohttpd did not start",
 			 h->hostport);
-		return -EIO;
+		return -EIO; /* tv_metrics_http_stop ends the watchdog */
 	}
 	h->fd = -1; /* the daemon owns it now and closes it when stopped */
 	return 0;
+}
+
+/* End the watchdog thread (before the daemon stops: no shutdown during its teardown). */
+static void watchdog_stop(struct tv_metrics_http *h)
+{
+	if (!h->watchdog_running)
+		return;
+	pthread_mutex_lock(&h->lock);
+	h->stopping = true;
+	pthread_cond_signal(&h->wake);
+	pthread_mutex_unlock(&h->lock);
+	pthread_join(h->watchdog, NULL);
+	h->watchdog_running = false;
 }
 
 void tv_metrics_http_stop(struct tv_metrics_http *h)
 {
 	if (!h)
 		return;
+	watchdog_stop(h);
 	if (h->daemon)
-		h->api.stop_daemon(h->daemon);
+		h->api.stop_daemon(h->daemon); /* its CLOSED notices empty the list */
 	if (h->fd >= 0)
 		close(h->fd);
 	if (h->lib)
 		dlclose(h->lib);
+	if (h->sync_ready) {
+		pthread_cond_destroy(&h->wake);
+		pthread_mutex_destroy(&h->lock);
+	}
 	free(h);
 }

@@ -12,11 +12,32 @@
 /* The path served, and the Content-Type of the text format it answers with. */
 #define TV_METRICS_PATH "/metrics"
 #define TV_METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
-/* Scrapers connected at once; one more is refused by libmicrohttpd (a scrape is one short
- * request: Prometheus holds one connection per target). */
-#define TV_METRICS_MAX_CONNECTIONS 16
-/* A connection idle this long is closed (a client that never sends its request). */
+/* The port's connection bounds, so that slow or stuck clients cannot keep the others out
+ * (tests/integration/test_http_slow_clients.py):
+ * - at most TV_METRICS_MAX_CONNECTIONS at once; more wait in the listen queue
+ *   (TV_METRICS_LISTEN_BACKLOG) until one ends. A connection costs a descriptor and
+ *   libmicrohttpd's 32 KiB pool, nothing else (no thread: the pool's threads poll them all).
+ * - at most TV_METRICS_MAX_CONNECTIONS_PER_IP of them from one client address, more being
+ *   closed at accept, when the port is reachable from the network (tv_metrics_http_exposed):
+ *   a remote client then cannot take every slot from Prometheus or a browser. On a loopback
+ *   port every client is 127.0.0.1 (or ::1): a cap per address would be a smaller pool for
+ *   all of them, turning a wait into a refusal, so there is none.
+ * - every request is received whole (headers, and a POST's body) within
+ *   TV_METRICS_REQUEST_TIMEOUT_S of its connection's accept or of the previous request's
+ *   end, else the connection is shut down: a client trickling bytes holds a slot that long,
+ *   not as long as it keeps trickling (libmicrohttpd 0.9.75 has no such deadline of its own;
+ *   OTLP exporters give up on a request after 10 s by default anyway).
+ * - a connection on which nothing moves for TV_METRICS_TIMEOUT_S is closed (libmicrohttpd's
+ *   idle timeout: also an answer the client does not read). */
+#define TV_METRICS_MAX_CONNECTIONS 64
+#define TV_METRICS_MAX_CONNECTIONS_PER_IP 16
+#define TV_METRICS_LISTEN_BACKLOG 128
+#define TV_METRICS_REQUEST_TIMEOUT_S 10
 #define TV_METRICS_TIMEOUT_S 10
+/* Descriptors the endpoint may hold once serving, beside its listen socket: its connections,
+ * and an epoll and an eventfd for each thread of the pool and for its master (tracevaultd's
+ * descriptor plan reserves them, server/fd_plan.h). */
+#define TV_METRICS_MAX_FDS (TV_METRICS_MAX_CONNECTIONS + 2 * (TV_HTTP_THREADS + 1))
 
 struct tv_metrics_http;
 

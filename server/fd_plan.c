@@ -83,8 +83,8 @@ int tv_fd_plan_make(struct tv_fd_plan *p, char *err, size_t errlen)
 
 	p->scaled = 0;
 	p->in_use = count_open_fds(p->nofile);
-	if (p->nofile > p->in_use + TV_FD_PLAN_RESERVE)
-		avail = p->nofile - p->in_use - TV_FD_PLAN_RESERVE;
+	if (p->nofile > p->in_use + TV_FD_PLAN_RESERVE + p->http_fds)
+		avail = p->nofile - p->in_use - TV_FD_PLAN_RESERVE - p->http_fds;
 	if (!p->write_streams)
 		p->write_streams = TV_RPC_DEFAULT_MAX_WRITE_STREAMS;
 	if (!p->query_streams)
@@ -113,10 +113,12 @@ int tv_fd_plan_make(struct tv_fd_plan *p, char *err, size_t errlen)
 			snprintf(term[i], sizeof(term[i]), given[i] ? "%s %llu" : "%s (at least 1)",
 				 name[i], (unsigned long long)*v[i]);
 		snprintf(err, errlen, "descriptors: RLIMIT_NOFILE %llu (hard %llu) leaves %llu after "
-			 "the %llu open and %d reserved: too few for %s + %s (a connection per "
+			 "the %llu open and %llu reserved: too few for %s + %s (a connection per "
 			 "stream) + %s + %s", (unsigned long long)p->nofile,
 			 (unsigned long long)p->nofile_hard, (unsigned long long)avail,
-			 (unsigned long long)p->in_use, TV_FD_PLAN_RESERVE, term[0], term[1], term[2], term[3]);
+			 (unsigned long long)p->in_use,
+			 (unsigned long long)(TV_FD_PLAN_RESERVE + p->http_fds), term[0], term[1],
+			 term[2], term[3]);
 		return -EMFILE;
 	}
 	/* lower the defaults in proportion to what is left, each at least 1 */
@@ -151,10 +153,11 @@ void tv_fd_plan_describe(const struct tv_fd_plan *p, char *buf, size_t len)
 	if (p->nofile != p->nofile_before)
 		snprintf(raised, sizeof(raised), "raised from %llu, ",
 			 (unsigned long long)p->nofile_before);
-	snprintf(buf, len, "RLIMIT_NOFILE %llu (%shard %llu): %llu descriptors open, %d reserved, "
+	snprintf(buf, len, "RLIMIT_NOFILE %llu (%shard %llu): %llu descriptors open, %llu reserved, "
 		 "up to %llu Write + %llu Query streams, %llu block files and %llu in queries%s",
 		 (unsigned long long)p->nofile, raised, (unsigned long long)p->nofile_hard,
-		 (unsigned long long)p->in_use, TV_FD_PLAN_RESERVE,
+		 (unsigned long long)p->in_use,
+		 (unsigned long long)(TV_FD_PLAN_RESERVE + p->http_fds),
 		 (unsigned long long)p->write_streams, (unsigned long long)p->query_streams,
 		 (unsigned long long)p->open_files, (unsigned long long)p->query_files,
 		 p->scaled ? " (defaults lowered to fit RLIMIT_NOFILE)" : "");

@@ -7,6 +7,7 @@
  *   descriptors open when the plan is made (stdio, data dir, catalog, ring)
  * + TV_FD_PLAN_RESERVE   gRPC's own (listener, epoll, eventfds), a Query's block read,
  *                        SQLite's transient files, connections before their first call
+ * + http_fds             the --http-addr port's connections and pool (TV_METRICS_MAX_FDS)
  * + Write + Query stream limits   one connection each at worst (rpc_server.h)
  * + the block-file budget          --max-open-files (store_uring.h; a Write stream holds
  *                                  up to TV_SEGMENT_MAX_OPEN_FILES, segment.h)
@@ -28,6 +29,7 @@ struct tv_fd_plan {
 	/* In: what the operator set, 0 for "derive". Out: the limits to run with. */
 	uint64_t write_streams, query_streams, open_files;
 	uint64_t query_files; /* block files open in queries: always derived (0 in) */
+	uint64_t http_fds;    /* In: what the HTTP port may hold (0: no --http-addr) */
 	int scaled; /* defaults were lowered to fit RLIMIT_NOFILE */
 };
 

@@ -182,11 +182,16 @@ static const char USAGE[] =
 	"                   [--retain-interval DURATION] [--retain-query-grace DURATION]\n"
 	"                   [--tls-cert FILE --tls-key FILE [--tls-ca FILE]\n"
 	"                    [--tls-require-client-cert]] [--insecure]\n"
-	"                   [--http-addr HOST:PORT [--service-name COMM=NAME]...\n"
+	"                   [--otlp-max-message-bytes N] [--otlp-max-pending-bytes N]\n"
+	"                   [--otlp-max-attributes N] [--otlp-max-attribute-bytes N]\n"
+	"                   [--otlp-max-future-skew DURATION]\n"
+	"                   [--http-addr|--metrics-addr HOST:PORT\n"
+	"                    [--service-name COMM=NAME]...\n"
 	"                    [--http-max-spans N] [--http-max-traces N]\n"
 	"                    [--http-timeout-ms MS] [--http-max-response-bytes SIZE]]\n"
+	"                   [--write-type must-cache]\n"
 	"                   [--under s3://BUCKET/PREFIX --s3-endpoint URL [--s3-region R]\n"
-	"                    [--write-type cache-through|async-through]\n"
+	"                    [--write-type cache-through|async-through|must-cache]\n"
 	"                    [--under-queue-segments N] [--under-queue-bytes SIZE]\n"
 	"                    [--s3-multipart-bytes SIZE] [--s3-part-bytes SIZE]\n"
 	"                    [--s3-connections N] [--local-bytes SIZE] [--recache]]\n"
@@ -263,8 +268,9 @@ static const char USAGE_LIMITS_TAIL[] =
 	"  --version                the version, then exit\n"
 	"\n"
 	"At start the soft RLIMIT_NOFILE is raised to the hard limit and logged. The stream\n"
-	"and block-file limits, one connection per stream and a reserve of 32 must fit in it:\n"
-	"defaults are lowered to fit (and logged), given values that do not fit exit 1.\n"
+	"and block-file limits, one connection per stream and a reserve of 32 (106 with\n"
+	"--http-addr: its connections and threads) must fit in it: defaults are lowered to\n"
+	"fit (and logged), given values that do not fit exit 1.\n"
 	"\n"
 	"Examples:\n"
 	"  tracevaultd --data /var/lib/tracevault\n"
@@ -316,21 +322,27 @@ static const char USAGE_TLS[] =
 
 /* --metrics-addr (common/metrics_http.h, server/metrics.h); a fourth string for ISO C's
  * 4095-byte literals */
-_Static_assert(TV_METRICS_MAX_CONNECTIONS == 16 && TV_METRICS_TIMEOUT_S == 10,
-	       "update --help: 16 scrapers, 10 s");
+_Static_assert(TV_FD_PLAN_RESERVE + TV_METRICS_MAX_FDS == 106, "update --help: 106 reserved");
+_Static_assert(TV_METRICS_MAX_CONNECTIONS == 64 && TV_METRICS_MAX_CONNECTIONS_PER_IP == 16 &&
+	       TV_METRICS_REQUEST_TIMEOUT_S == 10 && TV_METRICS_TIMEOUT_S == 10,
+	       "update --help: 64 connections, 16 per address, 10 s, 10 s");
 static const char USAGE_METRICS[] =
 	"  --http-addr HOST:PORT    serve Prometheus metrics (text format 0.0.4) at\n"
 	"                           http://HOST:PORT/metrics,\n"
 	"                           the Jaeger query API (/api/services, /api/traces, ...),\n"
 	"                           the page's routes (/api/tracevault/...) and the page at\n"
-	"                           / (README \"HTTP API\"; GET and HEAD, other paths 404),\n"
+	"                           / (README \"HTTP API\"; GET and HEAD, else 405; other\n"
+	"                           paths 404),\n"
 	"                           and OTLP/HTTP ingest: POST /v1/traces (README \"OTLP\n"
 	"                           ingest\"),\n"
 	"                           from a thread of libmicrohttpd; port 0 picks a free port,\n"
 	"                           named on stderr: 'tracevaultd: http on\n"
-	"                           http://HOST:PORT (/metrics, /api, /, /v1/traces)'. 16\n"
-	"                           connections at once, 10 s\n"
-	"                           idle timeout. No TLS, no auth: bind it to loopback or a\n"
+	"                           http://HOST:PORT (/metrics, /api, /, /v1/traces)'. 64\n"
+	"                           connections at once (more wait), 16 of them from one\n"
+	"                           address when HOST is not loopback; a request not received\n"
+	"                           whole 10 s after its connection's accept (or the previous\n"
+	"                           request's end) is cut; 10 s idle timeout. No TLS, no\n"
+	"                           auth: bind it to loopback or a\n"
 	"                           trusted network (a HOST that is not loopback is logged as\n"
 	"                           reachable from the network). The port is bound first: in\n"
 	"                           use, it exits 1 before the data dir is touched. Default:\n"
@@ -1177,6 +1189,7 @@ int main(int argc, char **argv)
 				(unsigned long long)local_bytes);
 		tv_evict_pass(evict); /* a lower --local-bytes than the last run's */
 	}
+	plan.http_fds = metrics ? TV_METRICS_MAX_FDS : 0;
 	if (tv_fd_plan_make(&plan, err, sizeof(err)))
 		goto fail;
 	tv_fd_plan_describe(&plan, err, sizeof(err));

@@ -383,11 +383,12 @@ void tv_retention_free(struct tv_retention *r)
 	sweep(r, 0);
 	retired_now(r);
 	if (r->passes)
-		fprintf(stderr, "tracevaultd: retention: %llu passes removed %llu segments (%llu "
-			"blocks, %llu bytes); %.2f ms per pass on average, %.2f ms the longest\n",
-			(unsigned long long)r->passes, (unsigned long long)r->segments,
-			(unsigned long long)r->blocks, (unsigned long long)r->removed_bytes,
-			(double)r->pass_ns / 1e6 / (double)r->passes, (double)r->max_pass_ns / 1e6);
+		fprintf(stderr, "tracevaultd: retention: %llu pass%s removed %llu segment%s (%llu "
+			"block%s, %llu bytes); %.2f ms per pass on average, %.2f ms the longest\n",
+			(unsigned long long)r->passes, r->passes == 1 ? "" : "es",
+			(unsigned long long)r->segments, r->segments == 1 ? "" : "s",
+			(unsigned long long)r->blocks, r->blocks == 1 ? "" : "s",
+			(unsigned long long)r->removed_bytes, (double)r->pass_ns / 1e6 / (double)r->passes, (double)r->max_pass_ns / 1e6);
 	free(r->done);
 	free(r->ids);
 	free(r);

@@ -124,7 +124,7 @@ static const struct tv_cli_opt summary_options[] = {
 
 static const char *const summary_usage[] = {
 	"Usage: tracevault summary [--server HOST:PORT[,HOST:PORT...]] --from T [--to T]\n"
-	"                          [--by path|host|method|status|comm|remote|role]\n"
+	"                          [--by none|path|host|method|status|comm|remote|role]\n"
 	"                          [--top N] [--quantiles Q,..] [--format table|jsonl|csv]\n"
 	"                          [filters as for query] [--max-message-bytes N]\n"
 	"                          " TV_TLS_CLI_SYNOPSIS " [--tls-server-name NAME]\n"
@@ -203,6 +203,32 @@ static void format_latency(double ns, char *buf, size_t len)
 		 unit[u]);
 }
 
+/* A rate per second in the table's RATE/S column (RATE_WIDTH characters): 1234.56 up to
+ * RATE_PLAIN_MAX, then with an SI suffix (12.3M, 4.00G: a window of a few ns makes rates of
+ * billions, which %.2f printed wider than the column, pushing the row out of line), past
+ * the suffixes in e-notation. jsonl and csv carry the number itself. */
+#define RATE_WIDTH 10
+#define RATE_PLAIN_MAX 1e6 /* below it %.2f fits, rounding included: 999999.99 */
+static void format_rate(double r, char *buf, size_t len)
+{
+	static const char SI[] = "kMGTPE";
+	size_t u = 0;
+
+	if (r < RATE_PLAIN_MAX) {
+		snprintf(buf, len, "%.2f", r);
+		return;
+	}
+	while (u < sizeof(SI) - 1 && r >= 999.5) { /* 999.7M prints as 1.00G, not 1000M */
+		r /= 1000;
+		u++;
+	}
+	if (r >= 999.5) { /* past E: 1e21/s and more */
+		snprintf(buf, len, "%.2e", r * 1e18);
+		return;
+	}
+	snprintf(buf, len, r < 10 ? "%.2f%c" : r < 100 ? "%.1f%c" : "%.0f%c", r, SI[u - 1]);
+}
+
 /* A key shown in a terminal as query's table shows strings (tv_term_char): printable UTF-8
  * as it is, control characters and bytes that are not UTF-8 each as '?'; padded to width
  * characters. */
@@ -240,8 +266,8 @@ static void table_header(const struct out *o, int keyw)
 
 	for (size_t i = 0; BY_NAME[o->by][i] && i + 1 < sizeof(up); i++, up[i] = '\0')
 		up[i] = (char)(BY_NAME[o->by][i] - 'a' + 'A');
-	printf("%-*s %10s %10s %7s %7s", keyw, o->by ? up : "ALL", "COUNT", "RATE/S", "5XX%",
-	       "4XX%");
+	printf("%-*s %10s %*s %7s %7s", keyw, o->by ? up : "ALL", "COUNT", RATE_WIDTH, "RATE/S",
+	       "5XX%", "4XX%");
 	for (size_t i = 0; i < o->q->n; i++) {
 		quantile_name(o->q->v[i], name, sizeof(name));
 		for (char *c = name; *c; c++)
@@ -309,14 +335,16 @@ static void print_group(const struct out *o, const struct tv_summary_group *g, b
 	double e4 = g->count ? (double)g->count_4xx / (double)g->count : 0;
 	bool lat = g->latency_count > 0;
 	double qv[TV_SUMMARY_MAX_QUANTILES];
-	char buf[32], name[40];
+	char buf[32], name[40], rate_s[32];
 
 	for (size_t i = 0; i < o->q->n; i++)
 		qv[i] = tv_sketch_quantile(&g->latency, o->q->v[i], g->latency_min_ns,
 					   g->latency_max_ns);
 	if (o->format == SUM_TABLE) {
 		put_safe(display_key(o, g, other), keyw);
-		printf(" %10" PRIu64 " %10.2f %6.2f%% %6.2f%%", g->count, rate, e5 * 100, e4 * 100);
+		format_rate(rate, rate_s, sizeof(rate_s));
+		printf(" %10" PRIu64 " %*s %6.2f%% %6.2f%%", g->count, RATE_WIDTH, rate_s, e5 * 100,
+		       e4 * 100);
 		for (size_t i = 0; i <= o->q->n; i++) {
 			if (lat)
 				format_latency(i < o->q->n ? qv[i] : (double)g->latency_max_ns, buf,

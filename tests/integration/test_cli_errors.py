@@ -238,6 +238,12 @@ def check_version_and_default_server(good):
     # neither: tracevaultd's default address (served or not on this machine)
     p = run_env(["query", "--stats", "--from", "-1m"], None)
     assert p.returncode == 0 or (p.returncode == 1 and "127.0.0.1:7070" in p.stderr), p
+    # an empty TRACEVAULT_SERVER counts as unset (as `TRACEVAULT_SERVER= cmd` clears it in a
+    # shell): the default address, as --help and README say
+    p = run_env(["query", "--stats", "--from", "-1m"], "")
+    assert p.returncode == 0 or (p.returncode == 1 and "127.0.0.1:7070" in p.stderr), p
+    assert "TRACEVAULT_SERVER" not in p.stderr, p
+    assert "an empty one counts as unset" in " ".join(run_env(["--help"], None).stdout.split())
     print("ok --version; TRACEVAULT_SERVER, then 127.0.0.1:7070, when --server is not given")
 
 

@@ -158,8 +158,17 @@ def check_readme():
                        timeout=30)
     assert synopsis(p.stdout, "Usage: tracevaultd") == synopsis(readme, "tracevaultd --data DIR"), \
         p.stdout
+    # every option tracevaultd takes is in its synopsis, but those of the other two forms and
+    # --help/--version (the OTLP limits and --metrics-addr were missing once)
+    listed = set(synopsis(p.stdout, "Usage: tracevaultd")) | {
+        "--rebuild-catalog", "--scrub", "--help", "--version",
+        "--test-retention-unlink-delay-ms"}
+    taken = set(re.findall(r"^  (--[a-z][a-z-]*)", p.stdout, re.M))
+    assert taken <= listed, "tracevaultd's synopsis lacks %s" % sorted(taken - listed)
+    for option, bound in SERVER_BOUNDS:
+        assert bound in p.stdout, (option, bound)
     bounds = [(option, bound) for cmd, option, lo, hi, bound, extra, fmt in LIMITS] + \
-        [(option, bound) for option, lo, hi, bound in SERVER_LIMITS]
+        [(option, bound) for option, lo, hi, bound in SERVER_LIMITS] + SERVER_BOUNDS
     for option, bound in bounds:
         row = [line for line in readme.splitlines() if line.startswith("| `%s`" % option) or
                ("`%s`" % option in line and line.startswith("| `"))]
@@ -178,6 +187,17 @@ SERVER_LIMITS = [
     ("--max-query-streams-per-peer", 1, 65536, "1 to 65536"),
     ("--max-open-files", 1, 1048576, "1 to 1048576"),     # server/store_uring.h
     ("--idle-timeout-ms", 100, 86400000, "100 to 86400000"),
+    ("--http-max-spans", 1, 10000000, "1 to 10000000"),    # server/http_api.h
+    ("--http-max-traces", 1, 100000, "1 to 100000"),
+    ("--http-timeout-ms", 100, 600000, "100 to 600000"),
+]
+# what an option needs beside it to be taken (the --http-* options go with --http-addr)
+NEEDS = {o: ["--http-addr", "127.0.0.1:0"] for o in
+         ("--http-max-spans", "--http-max-traces", "--http-timeout-ms")}
+# bounds only checked against README's table and --help (sizes: the edges are the
+# --max-message-bytes kind, checked above for the shared parser)
+SERVER_BOUNDS = [
+    ("--http-max-response-bytes", "4K to 1G"),              # server/http_api.h
 ]
 
 
@@ -185,7 +205,7 @@ def server_accepts(option, value):
     """The value passes option parsing: tracevaultd listens, or (a limit too large for this
     machine's RLIMIT_NOFILE) goes on to plan its descriptors and exits 1 saying why, with the
     value kept as given."""
-    srv = tvtest.Server(extra_args=[option, str(value)])
+    srv = tvtest.Server(extra_args=NEEDS.get(option, []) + [option, str(value)])
     try:
         try:
             srv.start()
@@ -210,8 +230,9 @@ def check_server_limits(helped):
             outcomes = [server_accepts(option, v) for v in (lo, hi)]
             for v in (lo - 1, hi + 1, "12x", "-1", "1K", ""):
                 p = subprocess.run(
-                    [tvtest.binary("tracevaultd"), "--data", d, "--listen", "127.0.0.1:0",
-                     option, str(v)], capture_output=True, text=True, timeout=30)
+                    [tvtest.binary("tracevaultd"), "--data", d, "--listen", "127.0.0.1:0"] +
+                    NEEDS.get(option, []) + [option, str(v)],
+                    capture_output=True, text=True, timeout=30)
                 assert p.returncode == 2 and p.stderr == (
                     "tracevaultd: invalid %s: '%s' (%s)\n" % (option, v, bound)), \
                     (option, v, p.returncode, p.stderr)

@@ -324,6 +324,25 @@ def test_summary_csv_writes_a_key_as_query_csv_does(srv):
     assert [(r["key"], r["count"]) for r in row] == [('/odd,"\ufffd\ufffd(\ufffd\ufffdx', "3")], row
 
 
+def test_summary_table_columns_stay_aligned(srv):
+    """summary's table keeps every column under its header whatever the rate: a window of
+    1 ns makes the rate 1e9/s per record, which once printed as 1000000000.00, wider than
+    RATE/S, pushing the row out of line (tryout nit 3). The rate then shows with an SI suffix
+    (1.00G); over a window of a second in plain decimals (1.00)."""
+    for to, fmt in ((ODD_BASE + 1, "%.2fG"), (ODD_BASE + 10**9, "%.2f")):
+        p = subprocess.run([tvtest.binary("tracevault"), "summary", "--server", srv.addr,
+                            "--from", str(ODD_BASE), "--to", str(to), "--format", "table"],
+                           capture_output=True, text=True, check=True).stdout
+        head, row = p.splitlines()
+        # each header word ends where its column's value ends (right-aligned columns)
+        for word in ("COUNT", "RATE/S", "5XX%", "4XX%", "P50", "MAX"):
+            end = head.index(word) + len(word)
+            assert row[end - 1] != " " and (end == len(row) or row[end] == " "), \
+                (word, head, row)
+        count = int(row.split()[1])  # 1 to 3: the odd block's records in the window
+        assert row.split()[2] == fmt % count, (to, row)
+
+
 def test_two_runs_identical(srv):
     frm, to = BASE, BASE + 10**9
     for fmt in ("otlp-json", "csv", "jsonl", "table"):
@@ -405,13 +424,14 @@ def main():
                                 for i in range(0, len(bulk), 1000)])
         cl.write_encoded(0xF3, [(0xF31, odd_block())])
         cl.write_segment(0xF4, [(0xF40, [no_end_record()])])
-        res = tvtest.Results(8)
+        res = tvtest.Results(9)
         res.run(test_csv_equals_jsonl, srv)
         res.run(test_otlp_json_loads_strictly, srv, otlp)
         res.run(test_otlp_pair_mapping, srv)
         res.run(test_two_runs_identical, srv)
         res.run(test_pipe_grown, srv)
         res.run(test_summary_csv_writes_a_key_as_query_csv_does, srv)
+        res.run(test_summary_table_columns_stay_aligned, srv)
         res.run(test_otlp_end_without_end_ns, srv)
         res.run(test_usage_errors, srv)
         return res.exit_code()
