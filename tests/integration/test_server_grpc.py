@@ -499,6 +499,10 @@ def test_unknown_methods_are_unimplemented(srv):
         details = expect_error(lambda: cl.ch.unary_unary(long_path)(b"", timeout=deadline_s),
                                unimpl, "unknown method /foo.Bar/aaa")
         assert "... (%d bytes)" % len(long_path) in details and len(details) < 300, details
+        # bytes that are no printable ASCII are escaped, a backslash doubled
+        details = expect_error(
+            lambda: cl.ch.unary_unary("/foo.Bar/\x01\u00e9\\")(b"", timeout=deadline_s), unimpl)
+        assert details == "unknown method /foo.Bar/\\x01\\xc3\\xa9\\\\", repr(details)
         # a bounded loop of them: each answered, none left waiting in the server
         nope = cl.ch.unary_unary("/foo.Bar/Baz")
         t_end = time.monotonic() + 120 * tvtest.SLOWDOWN
