@@ -18,7 +18,8 @@
 #define TV_GRPC_LOG_WINDOW_MS 60000
 
 /* The rate limit itself, pure (no clock, no lock: the caller holds both), for the log
- * function and its unit test. Zero it to begin. */
+ * function and its unit test, and for rpc_server.c's lines about calls to unknown methods.
+ * Zero it to begin. */
 struct tv_log_limit {
 	uint64_t start_ns;      /* the window's first line (monotonic ns); 0: no window open */
 	unsigned printed;       /* lines printed in it */

@@ -6,7 +6,8 @@
  * Write calls delegate the protocol to segment.c, Query calls to query.c, Delete to
  * delete_rpc.c; Stats sums catalog rows here. OTLP Export calls (PROTOCOL.md "OTLP ingest") feed
  * the segment of their spans the Write requests otlp_export.c builds, and are answered from
- * its commit. */
+ * its commit. A call to any other path (an unknown service or method) is answered UNIMPLEMENTED
+ * at once, as gRPC's C++ server does (unknown_begin). */
 #include "server/rpc_server.h"
 
 #include <errno.h>
@@ -39,11 +40,20 @@
 #include "server/under_journal.h"
 #include "proto/wire.h"
 
-enum method { M_WRITE, M_QUERY, M_DELETE, M_STATS, M_SUMMARY, M_EXPORT, M_COUNT };
+/* The registered methods, then M_UNKNOWN: a call to any path none of them has, requested with
+ * grpc_server_request_call. gRPC C core hands such calls only to that request and, while none is
+ * posted, keeps them queued until their deadline (forever without one): one is always posted. */
+enum method { M_WRITE, M_QUERY, M_DELETE, M_STATS, M_SUMMARY, M_EXPORT, M_UNKNOWN, M_COUNT };
 enum op { OP_REQUEST, OP_CLOSE, OP_RECV, OP_SEND, OP_STATUS, OP_COUNT, OP_SHUTDOWN };
 
 static const char *const METHOD_NAME[M_COUNT] = { "Write", "Query", "Delete", "Stats",
-						  "Summary", "Export" };
+						  "Summary", "Export", "unknown method" };
+
+/* How much of an unknown method's path its status message and log line show: the bytes shown
+ * (each at most 4 characters escaped), then "... (N bytes)". gRPC bounds the path itself only
+ * by its metadata limit (8 KiB by default). */
+#define PATH_SHOWN_BYTES 128
+#define PATH_TEXT_LEN (PATH_SHOWN_BYTES * 4 + 32)
 
 /* the peer table holds every counted stream: sized by the same bound */
 _Static_assert(TV_PEERS_MAX_STREAMS == TV_RPC_MAX_STREAMS, "one bound for stream counts");
@@ -80,7 +90,8 @@ struct msg_node {
  *
  *   state          what holds                                 leaves on                -> to
  *   C_REQUESTED    a slot posted with request_registered_call OP_REQUEST ok            -> C_OPEN
- *                  (no call from a client yet)                OP_REQUEST !ok (shutdown)-> C_DONE
+ *                  (request_call: M_UNKNOWN)                  OP_REQUEST !ok (shutdown)-> C_DONE
+ *                  (no call from a client yet)
  *   C_OPEN         the method runs; no status decided yet     finish()                 -> C_FINISHING
  *                                                             Write: end of stream     -> C_EOS_WAIT
  *                                                             close op not startable   -> C_DONE
@@ -112,6 +123,7 @@ struct call {
 	grpc_call *call;
 	gpr_timespec deadline;
 	grpc_metadata_array req_md;
+	grpc_call_details details_in; /* M_UNKNOWN: the path and host the client called */
 	grpc_byte_buffer *payload; /* first request message (Query, Delete) */
 	grpc_byte_buffer *recv_bb; /* target of the outstanding RECV_MESSAGE (Write) */
 	grpc_byte_buffer *send_bb; /* the one outstanding SEND_MESSAGE */
@@ -158,7 +170,7 @@ struct call {
 struct tv_rpc_server {
 	grpc_server *server;
 	grpc_completion_queue *cq;
-	void *method[M_COUNT];
+	void *method[M_COUNT]; /* from grpc_server_register_method; NULL for M_UNKNOWN */
 	struct tv_catalog *catalog;
 	struct tv_store *store;
 	size_t max_message_bytes;
@@ -191,6 +203,10 @@ struct tv_rpc_server {
 	 * the largest request, the span limits */
 	size_t otlp_pending_bytes, otlp_max_pending_bytes, otlp_max_message_bytes;
 	struct tv_otlp_limits otlp_limits;
+	/* the log lines of calls to unknown methods: a client that keeps calling one (a health
+	 * or reflection probe, a scanner) gets TV_GRPC_LOG_WINDOW_LINES per window, then one
+	 * line counting the rest (unknown_log_expire) */
+	struct tv_log_limit unknown_log;
 };
 
 /* The stored blocks and bytes gauges from the catalog's totals row (O(1)): after each commit
@@ -219,6 +235,7 @@ static struct call *call_new(struct tv_rpc_server *srv, enum method m)
 	for (int i = 0; i < OP_COUNT; i++)
 		c->tags[i] = (struct tag){ .call = c, .op = (enum op)i };
 	grpc_metadata_array_init(&c->req_md);
+	grpc_call_details_init(&c->details_in);
 	c->details = grpc_empty_slice();
 	c->next = srv->calls;
 	if (srv->calls)
@@ -319,6 +336,7 @@ static void call_free(struct call *c)
 	if (c->send_bb)
 		grpc_byte_buffer_destroy(c->send_bb);
 	grpc_metadata_array_destroy(&c->req_md);
+	grpc_call_details_destroy(&c->details_in);
 	grpc_slice_unref(c->details);
 	if (c->call)
 		grpc_call_unref(c->call);
@@ -347,13 +365,17 @@ static void post_request(struct tv_rpc_server *srv, enum method m)
 		fprintf(stderr, "%s: out of memory posting a request slot\n", METHOD_NAME[m]);
 		return;
 	}
-	e = grpc_server_request_registered_call(srv->server, srv->method[m], &c->call,
-						&c->deadline, &c->req_md,
-						m == M_WRITE ? NULL : &c->payload, srv->cq, srv->cq,
-						&c->tags[OP_REQUEST]);
+	/* an unknown method's message is never read: gRPC drops it with the call */
+	e = m == M_UNKNOWN ?
+		    grpc_server_request_call(srv->server, &c->call, &c->details_in, &c->req_md,
+					     srv->cq, srv->cq, &c->tags[OP_REQUEST]) :
+		    grpc_server_request_registered_call(srv->server, srv->method[m], &c->call,
+							&c->deadline, &c->req_md,
+							m == M_WRITE ? NULL : &c->payload, srv->cq,
+							srv->cq, &c->tags[OP_REQUEST]);
 	if (e != GRPC_CALL_OK) {
-		fprintf(stderr, "%s: grpc_server_request_registered_call failed: %d\n",
-			METHOD_NAME[m], (int)e);
+		fprintf(stderr, "%s: grpc_server_request%s_call failed: %d\n", METHOD_NAME[m],
+			m == M_UNKNOWN ? "" : "_registered", (int)e);
 		call_free(c);
 		return;
 	}
@@ -387,7 +409,8 @@ static void finish(struct call *c, grpc_status_code code, const char *msg)
 	c->details = grpc_slice_from_copied_string(msg);
 	if (code != GRPC_STATUS_OK) {
 		drop_queue(c); /* an error status goes out without the acks still queued */
-		if (code != GRPC_STATUS_CANCELLED)
+		/* an unknown method's line is rate-limited: unknown_begin prints it */
+		if (code != GRPC_STATUS_CANCELLED && c->m != M_UNKNOWN)
 			fprintf(stderr, "%s failed: %s: %s\n", METHOD_NAME[c->m], tv_grpc_status_name(code),
 				msg);
 	}
@@ -1014,6 +1037,75 @@ static void export_begin(struct call *c)
 	pump(c);
 }
 
+/* ---- calls to unknown methods ---- */
+
+/* path as text fit for a log line and a status message: printable ASCII as it is but '\\'
+ * doubled, any other byte as \xHH; at most PATH_SHOWN_BYTES bytes of it, then "... (N bytes)"
+ * when it is longer. out has PATH_TEXT_LEN bytes; returns out. */
+static const char *path_text(grpc_slice path, char out[PATH_TEXT_LEN])
+{
+	const unsigned char *p = GRPC_SLICE_START_PTR(path);
+	size_t len = GRPC_SLICE_LENGTH(path), shown = len < PATH_SHOWN_BYTES ? len :
+								      PATH_SHOWN_BYTES;
+	size_t o = 0;
+
+	for (size_t i = 0; i < shown; i++) {
+		if (p[i] == '\\') {
+			out[o++] = '\\';
+			out[o++] = '\\';
+		} else if (p[i] >= 0x20 && p[i] < 0x7f) {
+			out[o++] = (char)p[i];
+		} else {
+			o += (size_t)snprintf(out + o, PATH_TEXT_LEN - o, "\\x%02x", p[i]);
+		}
+	}
+	if (shown < len)
+		snprintf(out + o, PATH_TEXT_LEN - o, "... (%zu bytes)", len);
+	else
+		out[o] = '\0';
+	return out;
+}
+
+/* The line for the unknown-method lines a window suppressed (none: nothing). */
+static void unknown_log_report(uint64_t suppressed)
+{
+	if (suppressed)
+		fprintf(stderr, "tracevaultd: %llu more calls to unknown methods answered "
+			"UNIMPLEMENTED, not logged (at most %d lines per %d s)\n",
+			(unsigned long long)suppressed, TV_GRPC_LOG_WINDOW_LINES,
+			TV_GRPC_LOG_WINDOW_MS / 1000);
+}
+
+/* Report a window of unknown-method lines that has ended by now, or (force, at stop) the one
+ * still open. */
+static void unknown_log_expire(struct tv_rpc_server *srv, int force)
+{
+	uint64_t suppressed, unused;
+
+	tv_log_limit_expire(&srv->unknown_log, tv_monotonic_ns(), force, &suppressed, &unused);
+	unknown_log_report(suppressed);
+}
+
+/* UNIMPLEMENTED "unknown method PATH" for a call to a path no method has, as gRPC's C++ server
+ * answers one (server_cc.cc, UnimplementedAsyncRequest): initial metadata (sent by call_begin
+ * with the close op, whose return is what frees the call with the status's) and the status,
+ * no message read. Logged within the rate limit. */
+static void unknown_begin(struct call *c)
+{
+	struct tv_rpc_server *srv = c->srv;
+	char path[PATH_TEXT_LEN], msg[PATH_TEXT_LEN + 32];
+	uint64_t suppressed, unused;
+	int admitted;
+
+	snprintf(msg, sizeof(msg), "unknown method %s", path_text(c->details_in.method, path));
+	admitted = tv_log_limit_admit(&srv->unknown_log, tv_monotonic_ns(), 0, &suppressed,
+				      &unused);
+	unknown_log_report(suppressed); /* the window before this line's, when one ended */
+	if (admitted)
+		fprintf(stderr, "call failed: UNIMPLEMENTED: %s\n", msg);
+	finish(c, GRPC_STATUS_UNIMPLEMENTED, msg);
+}
+
 /* A Write or Query stream takes one of its method's slots and one of its peer's share of
  * them, or ends RESOURCE_EXHAUSTED naming the limit it met (true): its peer's share first,
  * so that a peer at its share learns that it is its own limit, whether or not the server's
@@ -1106,6 +1198,9 @@ static void call_begin(struct call *c)
 		break;
 	case M_EXPORT:
 		export_begin(c);
+		break;
+	case M_UNKNOWN:
+		unknown_begin(c);
 		break;
 	default:
 		delete_begin(c);
@@ -1226,9 +1321,9 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 			struct tv_catalog *c, struct tv_store *s, int *bound_port, char *err,
 			size_t errlen)
 {
-	static const char *const paths[M_COUNT] = { TV_METHOD_WRITE, TV_METHOD_QUERY,
-						    TV_METHOD_DELETE, TV_METHOD_STATS,
-						    TV_METHOD_SUMMARY, TV_METHOD_OTLP_EXPORT };
+	static const char *const paths[M_UNKNOWN] = { TV_METHOD_WRITE, TV_METHOD_QUERY,
+						      TV_METHOD_DELETE, TV_METHOD_STATS,
+						      TV_METHOD_SUMMARY, TV_METHOD_OTLP_EXPORT };
 	grpc_arg args[5];
 	grpc_channel_args ch_args = { .num_args = 5, .args = args };
 	unsigned per_conn;
@@ -1340,7 +1435,7 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 	srv->server = grpc_server_create(&ch_args, NULL);
 	srv->cq = grpc_completion_queue_create_for_next(NULL);
 	grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
-	for (int m = 0; m < M_COUNT; m++) {
+	for (int m = 0; m < M_UNKNOWN; m++) {
 		srv->method[m] = grpc_server_register_method(
 			srv->server, paths[m], NULL,
 			m == M_WRITE ? GRPC_SRM_PAYLOAD_NONE : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
@@ -1374,6 +1469,7 @@ int tv_rpc_server_start(struct tv_rpc_server **out, const struct tv_rpc_server_o
 		}
 	}
 	grpc_server_start(srv->server);
+	/* one request per method, M_UNKNOWN's too: each is posted again when its call comes */
 	for (int m = 0; m < M_COUNT; m++)
 		post_request(srv, (enum method)m);
 	*out = srv;
@@ -1452,6 +1548,7 @@ static void idle_expire(struct tv_rpc_server *srv)
 								      GPR_TIMESPAN));
 	refresh_stored(srv); /* Delete, retention and quarantine change them too */
 	tv_grpc_log_tick(0); /* a burst of gRPC log lines suppressed: say so once it ended */
+	unknown_log_expire(srv, 0); /* and of unknown-method lines */
 	for (struct call *c = srv->calls, *next; c; c = next) {
 		next = c->next; /* idle_end does not free c (its ops are still out), but be safe */
 		if (c->state == C_REQUESTED || c->state == C_DONE || c->idle_ended ||
@@ -1629,6 +1726,8 @@ int tv_rpc_server_run(struct tv_rpc_server *srv, volatile sig_atomic_t *stop)
 	under_arm(srv);
 	while (tv_store_inflight(srv->store))
 		tv_store_reap(srv->store, TV_RPC_POLL_MS * 1000L);
+	if (!srv->stopped)
+		unknown_log_expire(srv, 1);
 	if (!srv->stopped && srv->commit_q.groups)
 		fprintf(stderr, "tracevaultd: group commit: %llu segments in %llu groups, largest "
 			"%llu\n", (unsigned long long)srv->commit_q.segments,

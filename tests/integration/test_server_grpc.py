@@ -473,6 +473,62 @@ def test_garbage_requests_are_invalid_and_server_survives(srv):
     cl.close()
 
 
+def test_unknown_methods_are_unimplemented(srv):
+    """A path no method of ours serves — an unknown method of our service, an unknown service,
+    a method OTLP's TraceService does not have, of any call kind — ends UNIMPLEMENTED "unknown
+    method PATH" at once. Before, the server requested no call for unregistered paths: they
+    waited in gRPC's queue until their deadline (DEADLINE_EXCEEDED after 90 s in the report; a
+    client without a deadline hung; 3000 such calls grew the daemon by ~8 MB). 200 in a row
+    leave it serving normal calls. The deadline below bounds the wait; it is no speed check.
+    Malformed bytes to the known unary methods still end INVALID_ARGUMENT."""
+    cl = tvtest.GrpcClient(srv.addr)
+    deadline_s = 5 * tvtest.SLOWDOWN
+    unimpl = grpc.StatusCode.UNIMPLEMENTED
+    try:
+        for path in ("/tracevault.v1.TraceStore/Nope", "/foo.Bar/Baz",
+                     "/opentelemetry.proto.collector.trace.v1.TraceService/Nope"):
+            unary = cl.ch.unary_unary(path)
+            expect_error(lambda: unary(b"", timeout=deadline_s), unimpl, "unknown method " + path)
+        # the other call kinds, with messages the server never reads
+        server_stream = cl.ch.unary_stream("/tracevault.v1.TraceStore/Nope")
+        expect_error(lambda: list(server_stream(b"\x08\x01", timeout=deadline_s)), unimpl)
+        bidi = cl.ch.stream_stream("/foo.Bar/Stream")
+        expect_error(lambda: list(bidi(iter([b"x"] * 3), timeout=deadline_s)), unimpl)
+        # a long path is cut in the message (and the log line), its length given
+        long_path = "/foo.Bar/" + "a" * 2000
+        details = expect_error(lambda: cl.ch.unary_unary(long_path)(b"", timeout=deadline_s),
+                               unimpl, "unknown method /foo.Bar/aaa")
+        assert "... (%d bytes)" % len(long_path) in details and len(details) < 300, details
+        # bytes that are no printable ASCII are escaped, a backslash doubled
+        details = expect_error(
+            lambda: cl.ch.unary_unary("/foo.Bar/\x01\u00e9\\")(b"", timeout=deadline_s), unimpl)
+        assert details == "unknown method /foo.Bar/\\x01\\xc3\\xa9\\\\", repr(details)
+        # a bounded loop of them: each answered, none left waiting in the server
+        nope = cl.ch.unary_unary("/foo.Bar/Baz")
+        t_end = time.monotonic() + 120 * tvtest.SLOWDOWN
+        for i in range(200):
+            assert time.monotonic() < t_end, "only %d of 200 calls in the time bound" % i
+            expect_error(lambda: nope(b"\x01\x02", timeout=deadline_s), unimpl)
+        # normal calls still served, on the same connection
+        assert isinstance(cl.query(0, 1), list)
+        stats = cl.ch.unary_unary("/tracevault.v1.TraceStore/Stats",
+                                  request_serializer=lambda m: m.SerializeToString(),
+                                  response_deserializer=pb.StatsResponse.FromString)
+        assert isinstance(stats(pb.StatsRequest(from_ns=0, to_ns=1), timeout=TIMEOUT_S),
+                          pb.StatsResponse)
+        # known unary methods, malformed request bytes: INVALID_ARGUMENT, not UNIMPLEMENTED
+        for name in ("Stats", "Delete", "Summary"):
+            raw = cl.ch.unary_unary("/tracevault.v1.TraceStore/" + name)
+            expect_error(lambda: raw(b"\x0a\xff\xff", timeout=TIMEOUT_S),
+                         grpc.StatusCode.INVALID_ARGUMENT, "not a valid")
+        export = cl.ch.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        expect_error(lambda: export(b"\x0a\xff\xff", timeout=TIMEOUT_S),
+                     grpc.StatusCode.INVALID_ARGUMENT, "not a valid")
+        assert srv.proc.poll() is None
+    finally:
+        cl.close()
+
+
 def test_query_from_after_to_is_invalid(srv):
     cl = tvtest.GrpcClient(srv.addr)
     expect_error(lambda: cl.query(10, 9), grpc.StatusCode.INVALID_ARGUMENT, "after")
