@@ -172,10 +172,11 @@ static void format_ms(uint64_t ms, char *buf, size_t len)
 		snprintf(buf, len, "%" PRIu64 "ms", ms);
 }
 
-/* The bound of o in the syntax of its argument: "1K to 32M", "1ms to 24h", "1 to 15 bytes". */
+/* The bound of o in the syntax of its argument: "1K to 32M", "1ms to 24h", "1s to 1h, a
+ * multiple of 1s" (a step: tv_limit_format's wording), "1 to 15 bytes". */
 static void format_bound(const struct tv_cli_opt *o, char *buf, size_t len)
 {
-	char lo[32], hi[32];
+	char lo[32], hi[32], step[32] = "";
 
 	switch (o->arg) {
 	case TV_CLI_ARG_SIZE:
@@ -186,7 +187,9 @@ static void format_bound(const struct tv_cli_opt *o, char *buf, size_t len)
 	case TV_CLI_ARG_SECONDS:
 		format_ms(o->limit->min, lo, sizeof(lo));
 		format_ms(o->limit->max, hi, sizeof(hi));
-		snprintf(buf, len, "%s to %s", lo, hi);
+		if (o->limit->step)
+			format_ms(o->limit->step, step, sizeof(step));
+		snprintf(buf, len, "%s to %s%s%s", lo, hi, step[0] ? ", a multiple of " : "", step);
 		break;
 	case TV_CLI_ARG_STRING:
 		tv_limit_format(o->limit, false, buf, len);

@@ -102,6 +102,7 @@ static void test_limit_check_edges(void **state)
 {
 	const struct tv_limit l = {.min = 1024, .max = 32u << 20};
 	const struct tv_limit p = {.min = 4096, .max = 1u << 30, .pow2 = true};
+	const struct tv_limit s = {.min = 1000, .max = 3600000, .step = 1000};
 
 	(void)state;
 	assert_int_equal(tv_limit_check(&l, 1023), -ERANGE);
@@ -115,6 +116,14 @@ static void test_limit_check_edges(void **state)
 	assert_int_equal(tv_limit_check(&p, 3 * 4096), -ERANGE);
 	assert_int_equal(tv_limit_check(&p, 1u << 30), 0);
 	assert_int_equal(tv_limit_check(&p, 2u << 30), -ERANGE);
+	/* a step: whole seconds of a bound in ms (the HTTP port's idle timeout) */
+	assert_int_equal(tv_limit_check(&s, 0), -ERANGE);
+	assert_int_equal(tv_limit_check(&s, 999), -ERANGE);
+	assert_int_equal(tv_limit_check(&s, 1000), 0);
+	assert_int_equal(tv_limit_check(&s, 1500), -ERANGE);
+	assert_int_equal(tv_limit_check(&s, 2000), 0);
+	assert_int_equal(tv_limit_check(&s, 3600000), 0);
+	assert_int_equal(tv_limit_check(&s, 3601000), -ERANGE);
 }
 
 static void test_limit_format_in_sizes_or_numbers(void **state)
@@ -122,6 +131,8 @@ static void test_limit_format_in_sizes_or_numbers(void **state)
 	const struct tv_limit l = {.min = 1024, .max = 32u << 20};
 	const struct tv_limit p = {.min = 4096, .max = 1u << 30, .pow2 = true};
 	const struct tv_limit ms = {.min = 1, .max = 86400000};
+	const struct tv_limit st = {.min = 1000, .max = 3600000, .step = 1000};
+	const struct tv_limit sb = {.min = 4096, .max = 1u << 30, .step = 4096};
 	char buf[64];
 
 	(void)state;
@@ -131,6 +142,10 @@ static void test_limit_format_in_sizes_or_numbers(void **state)
 	assert_string_equal(buf, "a power of two, 4K to 1G");
 	tv_limit_format(&ms, false, buf, sizeof(buf));
 	assert_string_equal(buf, "1 to 86400000");
+	tv_limit_format(&st, false, buf, sizeof(buf));
+	assert_string_equal(buf, "1000 to 3600000, a multiple of 1000");
+	tv_limit_format(&sb, true, buf, sizeof(buf));
+	assert_string_equal(buf, "4K to 1G, a multiple of 4K");
 	assert_int_equal(tv_limit_format(&l, true, buf, 5), -ENOSPC);
 	assert_string_equal(buf, "");
 }
