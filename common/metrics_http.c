@@ -47,7 +47,7 @@ struct mhd_api {
 	__typeof__(MHD_get_connection_info) *get_connection_info;
 };
 
-/* One connection as the request deadline sees it (TV_METRICS_REQUEST_TIMEOUT_S): an entry
+/* One connection as the request deadline sees it (limits.request_timeout_ms): an entry
  * of the endpoint's list from libmicrohttpd's STARTED notice to its CLOSED one, which comes
  * before libmicrohttpd closes fd, so fd is this connection's while it is listed. */
 enum conn_step {
@@ -78,6 +78,7 @@ struct tv_metrics_http {
 	int fd;     /* the bound socket until the daemon takes it; -1 after */
 	int family; /* its address family */
 	char hostport[300]; /* as given, for the messages of serve */
+	struct tv_metrics_http_limits limits; /* the connection bounds serve applies */
 	/* the request deadline: the connections (lock), and the watchdog thread that shuts
 	 * down those past it, woken early by stop (wake) */
 	pthread_mutex_t lock;
@@ -89,8 +90,57 @@ struct tv_metrics_http {
 	pthread_t watchdog;
 };
 
-/* How often the watchdog looks at the connections: a slow one is cut at most this late. */
+/* How often the watchdog looks at the connections: a slow one is cut at most this late
+ * (common/metrics_http.h states it). */
 #define DEADLINE_CHECK_MS 250
+
+const struct tv_limit tv_metrics_max_connections_limit = {
+	.min = TV_HTTP_THREADS, .max = TV_METRICS_MAX_CONNECTIONS_MAX };
+const struct tv_limit tv_metrics_max_connections_per_ip_limit = {
+	.min = 0, .max = TV_METRICS_MAX_CONNECTIONS_MAX };
+const struct tv_limit tv_metrics_request_timeout_ms_limit = {
+	.min = TV_METRICS_MIN_TIMEOUT_MS, .max = TV_METRICS_MAX_TIMEOUT_MS };
+/* libmicrohttpd's MHD_OPTION_CONNECTION_TIMEOUT is in seconds */
+const struct tv_limit tv_metrics_idle_timeout_ms_limit = {
+	.min = TV_METRICS_MIN_TIMEOUT_MS, .max = TV_METRICS_MAX_TIMEOUT_MS, .step = 1000 };
+
+struct tv_metrics_http_limits tv_metrics_http_limits_default(void)
+{
+	return (struct tv_metrics_http_limits){
+		.max_connections = TV_METRICS_DEFAULT_MAX_CONNECTIONS,
+		.max_connections_per_ip = TV_METRICS_DEFAULT_MAX_CONNECTIONS_PER_IP,
+		.request_timeout_ms = TV_METRICS_DEFAULT_REQUEST_TIMEOUT_MS,
+		.idle_timeout_ms = TV_METRICS_DEFAULT_IDLE_TIMEOUT_MS,
+	};
+}
+
+int tv_metrics_http_limits_check(const struct tv_metrics_http_limits *l, char *why,
+				 size_t whylen)
+{
+	const struct {
+		const char *name;
+		int v;
+		const struct tv_limit *limit;
+	} f[] = {
+		{ "max_connections", l->max_connections, &tv_metrics_max_connections_limit },
+		{ "max_connections_per_ip", l->max_connections_per_ip,
+		  &tv_metrics_max_connections_per_ip_limit },
+		{ "request_timeout_ms", l->request_timeout_ms,
+		  &tv_metrics_request_timeout_ms_limit },
+		{ "idle_timeout_ms", l->idle_timeout_ms, &tv_metrics_idle_timeout_ms_limit },
+	};
+
+	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+		char bound[64];
+
+		if (f[i].v >= 0 && tv_limit_check(f[i].limit, (uint64_t)f[i].v) == 0)
+			continue;
+		tv_limit_format(f[i].limit, false, bound, sizeof(bound));
+		snprintf(why, whylen, "%s %d: want %s", f[i].name, f[i].v, bound);
+		return -ERANGE;
+	}
+	return 0;
+}
 /* the Allow header of a 405 */
 #define METHODS_ALLOWED MHD_HTTP_METHOD_GET ", " MHD_HTTP_METHOD_HEAD
 
@@ -111,7 +161,7 @@ int tv_metrics_http_exposed(const char *hostport)
 	       !tv_host_is_loopback(host);
 }
 
-/* ---- the request deadline (TV_METRICS_REQUEST_TIMEOUT_S) ---- */
+/* ---- the request deadline (limits.request_timeout_ms) ---- */
 
 static uint64_t now_ms(void)
 {
@@ -189,7 +239,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 }
 
 /* The watchdog thread: every DEADLINE_CHECK_MS, shut down the connections that have waited on
- * their client for a request longer than TV_METRICS_REQUEST_TIMEOUT_S. libmicrohttpd 0.9.75
+ * their client for a request longer than limits.request_timeout_ms. libmicrohttpd 0.9.75
  * has no call to close a connection from outside its callbacks, and its callbacks run only
  * when bytes arrive; shutdown(2) makes the socket readable at its end, so libmicrohttpd's
  * next read sees it and closes the connection through its usual path (CLOSED notice, then
@@ -197,7 +247,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 static void *watchdog_main(void *arg)
 {
 	struct tv_metrics_http *h = arg;
-	const uint64_t deadline_ms = (uint64_t)TV_METRICS_REQUEST_TIMEOUT_S * 1000u;
+	const uint64_t deadline_ms = (uint64_t)h->limits.request_timeout_ms;
 
 	pthread_mutex_lock(&h->lock);
 	while (!h->stopping) {
@@ -651,13 +701,19 @@ fail:
 	return -ret;
 }
 
-int tv_metrics_http_bind(struct tv_metrics_http **out, const char *hostport, char *bound,
-			 size_t boundlen, char *err, size_t errlen)
+int tv_metrics_http_bind(struct tv_metrics_http **out, const char *hostport,
+			 const struct tv_metrics_http_limits *limits, char *bound, size_t boundlen,
+			 char *err, size_t errlen)
 {
 	struct tv_metrics_http *h;
+	char why[128];
 	int ret;
 
 	*out = NULL;
+	if (limits && tv_metrics_http_limits_check(limits, why, sizeof(why))) {
+		snprintf(err, errlen, "--metrics-addr %s: %s", hostport, why);
+		return -ERANGE;
+	}
 	h = calloc(1, sizeof(*h));
 	if (!h) {
 		snprintf(err, errlen, "--metrics-addr: out of memory");
@@ -665,6 +721,7 @@ int tv_metrics_http_bind(struct tv_metrics_http **out, const char *hostport, cha
 	}
 	h->fd = -1;
 	h->family = AF_INET;
+	h->limits = limits ? *limits : tv_metrics_http_limits_default();
 	snprintf(h->hostport, sizeof(h->hostport), "%s", hostport);
 	ret = sync_init(h, err, errlen);
 	if (!ret)
@@ -701,15 +758,17 @@ int tv_metrics_http_serve(struct tv_metrics_http *h, const struct tv_metrics *m,
 	}
 	h->watchdog_running = true;
 	/* the connection bounds of common/metrics_http.h; libmicrohttpd shares
-	 * CONNECTION_LIMIT among the pool's threads, each polling the listen socket */
+	 * CONNECTION_LIMIT among the pool's threads, each polling the listen socket (hence at
+	 * least one per thread: tv_metrics_max_connections_limit) */
 	h->daemon = h->api.start_daemon(flags, 0, NULL, NULL, on_request, h,
 					MHD_OPTION_LISTEN_SOCKET, h->fd,
 					MHD_OPTION_CONNECTION_LIMIT,
-					(unsigned)TV_METRICS_MAX_CONNECTIONS,
+					(unsigned)h->limits.max_connections,
 					MHD_OPTION_PER_IP_CONNECTION_LIMIT,
 					(unsigned)(tv_metrics_http_exposed(h->hostport) ?
-						   TV_METRICS_MAX_CONNECTIONS_PER_IP : 0),
-					MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)TV_METRICS_TIMEOUT_S,
+						   h->limits.max_connections_per_ip : 0),
+					MHD_OPTION_CONNECTION_TIMEOUT,
+					(unsigned)(h->limits.idle_timeout_ms / 1000),
 					/* one thread while only metrics are served */
 					MHD_OPTION_THREAD_POOL_SIZE,
 					(unsigned)(h->handler ? TV_HTTP_THREADS : 1),

@@ -7,37 +7,76 @@
 
 #include <stddef.h>
 
+#include "common/limit.h"
 #include "common/metrics.h"
 
 /* The path served, and the Content-Type of the text format it answers with. */
 #define TV_METRICS_PATH "/metrics"
 #define TV_METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 /* The port's connection bounds, so that slow or stuck clients cannot keep the others out
- * (tests/integration/test_http_slow_clients.py):
- * - at most TV_METRICS_MAX_CONNECTIONS at once; more wait in the listen queue
+ * (tests/integration/test_http_slow_clients.py). Each is an option of both binaries, named
+ * after the option that opens the port (tracevaultd --http-max-connections and so on beside
+ * --http-addr; capture --metrics-max-connections and so on beside --metrics-addr), checked
+ * against the tv_limit below, which the CLIs' messages and --help state:
+ * - at most max_connections at once (TV_METRICS_DEFAULT_MAX_CONNECTIONS; at least one per
+ *   thread of the pool, TV_HTTP_THREADS: libmicrohttpd 0.9.75 splits the limit among its
+ *   threads, and a thread given none never ends, hanging tv_metrics_http_stop; at most
+ *   TV_METRICS_MAX_CONNECTIONS_MAX); more wait in the listen queue
  *   (TV_METRICS_LISTEN_BACKLOG) until one ends. A connection costs a descriptor and
  *   libmicrohttpd's 32 KiB pool, nothing else (no thread: the pool's threads poll them all).
- * - at most TV_METRICS_MAX_CONNECTIONS_PER_IP of them from one client address, more being
+ * - at most max_connections_per_ip of them from one client address (0: no cap), more being
  *   closed at accept, when the port is reachable from the network (tv_metrics_http_exposed):
  *   a remote client then cannot take every slot from Prometheus or a browser. On a loopback
  *   port every client is 127.0.0.1 (or ::1): a cap per address would be a smaller pool for
- *   all of them, turning a wait into a refusal, so there is none.
- * - every request is received whole (headers, and a POST's body) within
- *   TV_METRICS_REQUEST_TIMEOUT_S of its connection's accept or of the previous request's
- *   end, else the connection is shut down: a client trickling bytes holds a slot that long,
- *   not as long as it keeps trickling (libmicrohttpd 0.9.75 has no such deadline of its own;
- *   OTLP exporters give up on a request after 10 s by default anyway).
- * - a connection on which nothing moves for TV_METRICS_TIMEOUT_S is closed (libmicrohttpd's
- *   idle timeout: also an answer the client does not read). */
-#define TV_METRICS_MAX_CONNECTIONS 64
-#define TV_METRICS_MAX_CONNECTIONS_PER_IP 16
+ *   all of them, turning a wait into a refusal, so there is none, whatever the option says.
+ * - every request is received whole (headers, and a POST's body) within request_timeout_ms
+ *   of its connection's accept or of the previous request's end, else the connection is
+ *   shut down: a client trickling bytes holds a slot that long, not as long as it keeps
+ *   trickling (libmicrohttpd 0.9.75 has no such deadline of its own; OTLP exporters give up
+ *   on a request after 10 s by default anyway). The watchdog looks every 250 ms, so a cut
+ *   comes up to that much late.
+ * - a connection on which nothing moves for idle_timeout_ms is closed (libmicrohttpd's idle
+ *   timeout: also an answer the client does not read). libmicrohttpd counts it in whole
+ *   seconds, so its bound has a step of 1000 ms. */
+#define TV_METRICS_DEFAULT_MAX_CONNECTIONS 64
+#define TV_METRICS_MAX_CONNECTIONS_MAX 1024
+#define TV_METRICS_DEFAULT_MAX_CONNECTIONS_PER_IP 16
 #define TV_METRICS_LISTEN_BACKLOG 128
-#define TV_METRICS_REQUEST_TIMEOUT_S 10
-#define TV_METRICS_TIMEOUT_S 10
-/* Descriptors the endpoint may hold once serving, beside its listen socket: its connections,
- * and an epoll and an eventfd for each thread of the pool and for its master (tracevaultd's
- * descriptor plan reserves them, server/fd_plan.h). */
-#define TV_METRICS_MAX_FDS (TV_METRICS_MAX_CONNECTIONS + 2 * (TV_HTTP_THREADS + 1))
+#define TV_METRICS_DEFAULT_REQUEST_TIMEOUT_MS 10000
+#define TV_METRICS_DEFAULT_IDLE_TIMEOUT_MS 10000
+/* both timeouts: 1 s to 1 h */
+#define TV_METRICS_MIN_TIMEOUT_MS 1000
+#define TV_METRICS_MAX_TIMEOUT_MS (3600 * 1000)
+/* max_connections TV_HTTP_THREADS to TV_METRICS_MAX_CONNECTIONS_MAX; max_connections_per_ip
+ * 0 to TV_METRICS_MAX_CONNECTIONS_MAX (at or above max_connections it caps nothing more);
+ * request_timeout_ms TV_METRICS_MIN_TIMEOUT_MS to TV_METRICS_MAX_TIMEOUT_MS; idle_timeout_ms
+ * the same in whole seconds */
+extern const struct tv_limit tv_metrics_max_connections_limit,
+	tv_metrics_max_connections_per_ip_limit, tv_metrics_request_timeout_ms_limit,
+	tv_metrics_idle_timeout_ms_limit;
+
+/* The bounds one endpoint applies. int fields: the CLIs' option tables store counts and ms
+ * durations as int (client/cli/cli.h). */
+struct tv_metrics_http_limits {
+	int max_connections;
+	int max_connections_per_ip; /* 0: no cap; applied only when tv_metrics_http_exposed */
+	int request_timeout_ms;
+	int idle_timeout_ms;
+};
+
+/* The defaults above. */
+struct tv_metrics_http_limits tv_metrics_http_limits_default(void);
+
+/* 0 if every field of l is within its tv_limit, else -ERANGE with the first one out of bound
+ * named in why ("max_connections 2: want 4 to 1024"): the CLIs check each option as they
+ * parse it, this is the endpoint's own check of what it is handed. */
+int tv_metrics_http_limits_check(const struct tv_metrics_http_limits *l, char *why,
+				 size_t whylen);
+
+/* Descriptors the endpoint may hold once serving with max_connections, beside its listen
+ * socket: its connections, and an epoll and an eventfd for each thread of the pool and for
+ * its master (tracevaultd's descriptor plan reserves them, server/fd_plan.h). */
+#define TV_METRICS_MAX_FDS(max_connections) ((max_connections) + 2 * (TV_HTTP_THREADS + 1))
 
 struct tv_metrics_http;
 
@@ -64,17 +103,20 @@ int tv_metrics_http_check_addr(const char *s);
  *
  * bind loads libmicrohttpd (dlopen of TV_MHD_SONAME: the statically linked CLI pays for it
  * and its GnuTLS only when it serves metrics) and binds and listens on hostport (resolved
- * with getaddrinfo, its first address; port 0 picks a free one); no thread. bound gets
- * "HOST:PORT" with the bound port (boundlen bytes with the NUL). Returns 0 with *out set, or
- * a negative errno with a one-line reason in err naming the address: -EADDRINUSE
+ * with getaddrinfo, its first address; port 0 picks a free one); no thread. limits are the
+ * connection bounds serve applies (copied; NULL: tv_metrics_http_limits_default()). bound
+ * gets "HOST:PORT" with the bound port (boundlen bytes with the NUL). Returns 0 with *out
+ * set, or a negative errno with a one-line reason in err naming the address: -EADDRINUSE
  * ("--metrics-addr H:P: the port is in use"), the resolver's or bind's failure, -ENOENT when
- * libmicrohttpd cannot be loaded.
+ * libmicrohttpd cannot be loaded, -ERANGE for limits out of bound
+ * (tv_metrics_http_limits_check).
  *
  * serve starts libmicrohttpd's thread answering with m, which must outlive the endpoint (its
  * collect hook and value reads run on that thread). Returns 0, -EIO when libmicrohttpd does
  * not start, -EINVAL when already serving. Free with tv_metrics_http_stop either way. */
-int tv_metrics_http_bind(struct tv_metrics_http **out, const char *hostport, char *bound,
-			 size_t boundlen, char *err, size_t errlen);
+int tv_metrics_http_bind(struct tv_metrics_http **out, const char *hostport,
+			 const struct tv_metrics_http_limits *limits, char *bound, size_t boundlen,
+			 char *err, size_t errlen);
 int tv_metrics_http_serve(struct tv_metrics_http *h, const struct tv_metrics *m, char *err,
 			  size_t errlen);
 

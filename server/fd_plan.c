@@ -1,5 +1,6 @@
 /* server/fd_plan.h: raising RLIMIT_NOFILE and dividing it between streams (one connection
- * each at worst), block files and a fixed reserve, lowering the defaults when they do not fit. */
+ * each at worst), block files and a reserve (fixed, plus the HTTP port's connections and
+ * threads with --http-addr), lowering the defaults when they do not fit. */
 #include "server/fd_plan.h"
 
 #include <dirent.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "common/metrics_http.h"
 #include "server/query.h"
 #include "server/rpc_server.h"
 #include "server/segment.h"
@@ -73,18 +75,24 @@ static uint64_t count_open_fds(uint64_t nofile)
 	return n;
 }
 
+uint64_t tv_fd_plan_reserved(const struct tv_fd_plan *p)
+{
+	return TV_FD_PLAN_RESERVE + (p->http_connections ? TV_METRICS_MAX_FDS(p->http_connections)
+							 : 0);
+}
+
 int tv_fd_plan_make(struct tv_fd_plan *p, char *err, size_t errlen)
 {
 	uint64_t *v[4] = { &p->write_streams, &p->query_streams, &p->open_files,
 			   &p->query_files };
 	int given[4] = { p->write_streams != 0, p->query_streams != 0, p->open_files != 0, 0 };
-	uint64_t avail = 0, fixed = 0, flex = 0, sum = 0;
+	uint64_t avail = 0, fixed = 0, flex = 0, sum = 0, reserved = tv_fd_plan_reserved(p);
 	int nflex = 0;
 
 	p->scaled = 0;
 	p->in_use = count_open_fds(p->nofile);
-	if (p->nofile > p->in_use + TV_FD_PLAN_RESERVE + p->http_fds)
-		avail = p->nofile - p->in_use - TV_FD_PLAN_RESERVE - p->http_fds;
+	if (p->nofile > p->in_use + reserved)
+		avail = p->nofile - p->in_use - reserved;
 	if (!p->write_streams)
 		p->write_streams = TV_RPC_DEFAULT_MAX_WRITE_STREAMS;
 	if (!p->query_streams)
@@ -107,18 +115,23 @@ int tv_fd_plan_make(struct tv_fd_plan *p, char *err, size_t errlen)
 	if (fixed + (uint64_t)nflex > avail) {
 		static const char *const name[4] = { "--max-write-streams", "--max-query-streams",
 						     "--max-open-files", "the block files of queries" };
-		char term[4][48];
+		char term[4][48], http[96] = "";
 
 		for (int i = 0; i < 4; i++)
 			snprintf(term[i], sizeof(term[i]), given[i] ? "%s %llu" : "%s (at least 1)",
 				 name[i], (unsigned long long)*v[i]);
+		/* the HTTP port's share is an option too: name it */
+		if (p->http_connections)
+			snprintf(http, sizeof(http), " (%d + --http-max-connections %llu + %llu for "
+				 "its threads)", TV_FD_PLAN_RESERVE,
+				 (unsigned long long)p->http_connections,
+				 (unsigned long long)TV_METRICS_MAX_FDS(0));
 		snprintf(err, errlen, "descriptors: RLIMIT_NOFILE %llu (hard %llu) leaves %llu after "
-			 "the %llu open and %llu reserved: too few for %s + %s (a connection per "
+			 "the %llu open and %llu reserved%s: too few for %s + %s (a connection per "
 			 "stream) + %s + %s", (unsigned long long)p->nofile,
 			 (unsigned long long)p->nofile_hard, (unsigned long long)avail,
-			 (unsigned long long)p->in_use,
-			 (unsigned long long)(TV_FD_PLAN_RESERVE + p->http_fds), term[0], term[1],
-			 term[2], term[3]);
+			 (unsigned long long)p->in_use, (unsigned long long)reserved, http, term[0],
+			 term[1], term[2], term[3]);
 		return -EMFILE;
 	}
 	/* lower the defaults in proportion to what is left, each at least 1 */
@@ -157,7 +170,7 @@ void tv_fd_plan_describe(const struct tv_fd_plan *p, char *buf, size_t len)
 		 "up to %llu Write + %llu Query streams, %llu block files and %llu in queries%s",
 		 (unsigned long long)p->nofile, raised, (unsigned long long)p->nofile_hard,
 		 (unsigned long long)p->in_use,
-		 (unsigned long long)(TV_FD_PLAN_RESERVE + p->http_fds),
+		 (unsigned long long)tv_fd_plan_reserved(p),
 		 (unsigned long long)p->write_streams, (unsigned long long)p->query_streams,
 		 (unsigned long long)p->open_files, (unsigned long long)p->query_files,
 		 p->scaled ? " (defaults lowered to fit RLIMIT_NOFILE)" : "");

@@ -7,7 +7,8 @@
  *   descriptors open when the plan is made (stdio, data dir, catalog, ring)
  * + TV_FD_PLAN_RESERVE   gRPC's own (listener, epoll, eventfds), a Query's block read,
  *                        SQLite's transient files, connections before their first call
- * + http_fds             the --http-addr port's connections and pool (TV_METRICS_MAX_FDS)
+ * + the HTTP port's      --http-max-connections and its pool's epoll and eventfds
+ *                        (TV_METRICS_MAX_FDS, common/metrics_http.h), with --http-addr
  * + Write + Query stream limits   one connection each at worst (rpc_server.h)
  * + the block-file budget          --max-open-files (store_uring.h; a Write stream holds
  *                                  up to TV_SEGMENT_MAX_OPEN_FILES, segment.h)
@@ -29,7 +30,9 @@ struct tv_fd_plan {
 	/* In: what the operator set, 0 for "derive". Out: the limits to run with. */
 	uint64_t write_streams, query_streams, open_files;
 	uint64_t query_files; /* block files open in queries: always derived (0 in) */
-	uint64_t http_fds;    /* In: what the HTTP port may hold (0: no --http-addr) */
+	/* In: --http-max-connections (0: no --http-addr); the plan reserves
+	 * TV_METRICS_MAX_FDS of it */
+	uint64_t http_connections;
 	int scaled; /* defaults were lowered to fit RLIMIT_NOFILE */
 };
 
@@ -37,6 +40,9 @@ struct tv_fd_plan {
  * unlimited) and record both in p. Call first thing: recovery benefits too. A refusal of the
  * kernel leaves the soft limit as it was (the plan then fits in it). Never fails. */
 void tv_fd_plan_raise(struct tv_fd_plan *p);
+
+/* The descriptors p reserves beside the limits: TV_FD_PLAN_RESERVE and the HTTP port's. */
+uint64_t tv_fd_plan_reserved(const struct tv_fd_plan *p);
 
 /* Count the descriptors open now and settle the limits in p. Values the operator gave are
  * kept; the others default (rpc_server.h; block files TV_SEGMENT_MAX_OPEN_FILES per Write

@@ -115,6 +115,10 @@ enum {
 	OPT_HTTP_MAX_TRACES,
 	OPT_HTTP_TIMEOUT_MS,
 	OPT_HTTP_MAX_RESPONSE_BYTES,
+	OPT_HTTP_MAX_CONNECTIONS,
+	OPT_HTTP_MAX_CONNECTIONS_PER_IP,
+	OPT_HTTP_REQUEST_TIMEOUT,
+	OPT_HTTP_IDLE_TIMEOUT,
 };
 
 static const struct option OPTIONS[] = {
@@ -151,6 +155,10 @@ static const struct option OPTIONS[] = {
 	{ "http-max-traces", required_argument, NULL, OPT_HTTP_MAX_TRACES },
 	{ "http-timeout-ms", required_argument, NULL, OPT_HTTP_TIMEOUT_MS },
 	{ "http-max-response-bytes", required_argument, NULL, OPT_HTTP_MAX_RESPONSE_BYTES },
+	{ "http-max-connections", required_argument, NULL, OPT_HTTP_MAX_CONNECTIONS },
+	{ "http-max-connections-per-ip", required_argument, NULL, OPT_HTTP_MAX_CONNECTIONS_PER_IP },
+	{ "http-request-timeout", required_argument, NULL, OPT_HTTP_REQUEST_TIMEOUT },
+	{ "http-idle-timeout", required_argument, NULL, OPT_HTTP_IDLE_TIMEOUT },
 	{ "under", required_argument, NULL, 'U' },
 	{ "s3-endpoint", required_argument, NULL, 'E' },
 	{ "s3-region", required_argument, NULL, 'Z' },
@@ -188,7 +196,10 @@ static const char USAGE[] =
 	"                   [--http-addr|--metrics-addr HOST:PORT\n"
 	"                    [--service-name COMM=NAME]...\n"
 	"                    [--http-max-spans N] [--http-max-traces N]\n"
-	"                    [--http-timeout-ms MS] [--http-max-response-bytes SIZE]]\n"
+	"                    [--http-timeout-ms MS] [--http-max-response-bytes SIZE]\n"
+	"                    [--http-max-connections N] [--http-max-connections-per-ip N]\n"
+	"                    [--http-request-timeout DURATION]\n"
+	"                    [--http-idle-timeout DURATION]]\n"
 	"                   [--write-type must-cache]\n"
 	"                   [--under s3://BUCKET/PREFIX --s3-endpoint URL [--s3-region R]\n"
 	"                    [--write-type cache-through|async-through|must-cache]\n"
@@ -268,9 +279,10 @@ static const char USAGE_LIMITS_TAIL[] =
 	"  --version                the version, then exit\n"
 	"\n"
 	"At start the soft RLIMIT_NOFILE is raised to the hard limit and logged. The stream\n"
-	"and block-file limits, one connection per stream and a reserve of 32 (106 with\n"
-	"--http-addr: its connections and threads) must fit in it: defaults are lowered to\n"
-	"fit (and logged), given values that do not fit exit 1.\n"
+	"and block-file limits, one connection per stream and a reserve of 32 (with\n"
+	"--http-addr, plus --http-max-connections and 10 for its threads: 106 by default)\n"
+	"must fit in it: defaults are lowered to fit (and logged), given values that do not\n"
+	"fit exit 1.\n"
 	"\n"
 	"Examples:\n"
 	"  tracevaultd --data /var/lib/tracevault\n"
@@ -322,10 +334,17 @@ static const char USAGE_TLS[] =
 
 /* --metrics-addr (common/metrics_http.h, server/metrics.h); a fourth string for ISO C's
  * 4095-byte literals */
-_Static_assert(TV_FD_PLAN_RESERVE + TV_METRICS_MAX_FDS == 106, "update --help: 106 reserved");
-_Static_assert(TV_METRICS_MAX_CONNECTIONS == 64 && TV_METRICS_MAX_CONNECTIONS_PER_IP == 16 &&
-	       TV_METRICS_REQUEST_TIMEOUT_S == 10 && TV_METRICS_TIMEOUT_S == 10,
-	       "update --help: 64 connections, 16 per address, 10 s, 10 s");
+_Static_assert(TV_FD_PLAN_RESERVE == 32 && TV_METRICS_MAX_FDS(0) == 10 &&
+	       TV_FD_PLAN_RESERVE + TV_METRICS_MAX_FDS(TV_METRICS_DEFAULT_MAX_CONNECTIONS) == 106,
+	       "update --help: 32 reserved, + --http-max-connections + 10, 106 by default");
+_Static_assert(TV_HTTP_THREADS == 4 && TV_METRICS_MAX_CONNECTIONS_MAX == 1024 &&
+	       TV_METRICS_DEFAULT_MAX_CONNECTIONS == 64 &&
+	       TV_METRICS_DEFAULT_MAX_CONNECTIONS_PER_IP == 16 && TV_METRICS_LISTEN_BACKLOG == 128 &&
+	       TV_METRICS_MIN_TIMEOUT_MS == 1000 && TV_METRICS_MAX_TIMEOUT_MS == 3600000 &&
+	       TV_METRICS_DEFAULT_REQUEST_TIMEOUT_MS == 10000 &&
+	       TV_METRICS_DEFAULT_IDLE_TIMEOUT_MS == 10000,
+	       "update --help and the messages: connections 4 to 1024 (64), per address 0 to "
+	       "1024 (16), a queue of 128, timeouts 1s to 1h (10s)");
 static const char USAGE_METRICS[] =
 	"  --http-addr HOST:PORT    serve Prometheus metrics (text format 0.0.4) at\n"
 	"                           http://HOST:PORT/metrics,\n"
@@ -337,16 +356,14 @@ static const char USAGE_METRICS[] =
 	"                           ingest\"),\n"
 	"                           from a thread of libmicrohttpd; port 0 picks a free port,\n"
 	"                           named on stderr: 'tracevaultd: http on\n"
-	"                           http://HOST:PORT (/metrics, /api, /, /v1/traces)'. 64\n"
-	"                           connections at once (more wait), 16 of them from one\n"
-	"                           address when HOST is not loopback; a request not received\n"
-	"                           whole 10 s after its connection's accept (or the previous\n"
-	"                           request's end) is cut; 10 s idle timeout. No TLS, no\n"
-	"                           auth: bind it to loopback or a\n"
-	"                           trusted network (a HOST that is not loopback is logged as\n"
-	"                           reachable from the network). The port is bound first: in\n"
-	"                           use, it exits 1 before the data dir is touched. Default:\n"
-	"                           no HTTP port\n"
+	"                           http://HOST:PORT (/metrics, /api, /, /v1/traces)'. Slow\n"
+	"                           clients are bounded by --http-max-connections,\n"
+	"                           --http-max-connections-per-ip, --http-request-timeout\n"
+	"                           and --http-idle-timeout (below). No TLS, no auth: bind\n"
+	"                           it to loopback or a trusted network (a HOST that is not\n"
+	"                           loopback is logged as reachable from the network). The\n"
+	"                           port is bound first: in use, it exits 1 before the data\n"
+	"                           dir is touched. Default: no HTTP port\n"
 	"  --metrics-addr HOST:PORT the older name of --http-addr, kept working\n"
 	"  --service-name COMM=NAME an exchange of process COMM is a span of service NAME in\n"
 	"                           the HTTP API (default: its comm); repeatable, 64 at most\n"
@@ -358,6 +375,22 @@ static const char USAGE_METRICS[] =
 	"                           (default 10000): past it 504\n"
 	"  --http-max-response-bytes SIZE  largest HTTP answer, 4K to 1G (default 16M):\n"
 	"                           past it 413\n"
+	"  --http-max-connections N HTTP connections at once, 4 to 1024 (default 64; at least\n"
+	"                           one per libmicrohttpd thread); more wait in a listen\n"
+	"                           queue of 128. Each takes a descriptor of the plan below\n"
+	"  --http-max-connections-per-ip N\n"
+	"                           of those, at most N from one client address, 0 to 1024\n"
+	"                           (default 16; 0: no cap), only when HOST is not loopback\n"
+	"                           (there every client is 127.0.0.1 or ::1)\n"
+	"  --http-request-timeout DURATION\n"
+	"                           a request (headers and body) not received whole this\n"
+	"                           long after its connection's accept or the previous\n"
+	"                           request's end is cut, however slowly it keeps sending,\n"
+	"                           1s to 1h (default 10s); not the server's own time\n"
+	"                           (--http-timeout-ms)\n"
+	"  --http-idle-timeout DURATION\n"
+	"                           close a connection on which nothing moves this long,\n"
+	"                           1s to 1h, a multiple of 1s (default 10s)\n"
 	"\n";
 
 /* OTLP ingest (proto/PROTOCOL.md "OTLP ingest"): the bounds are proto/otlp_span.h's and
@@ -715,6 +748,10 @@ int main(int argc, char **argv)
 	struct tv_http_api_opts http_o = { .service_names = service_names };
 	struct tv_http_api *http_api = NULL;
 	struct tv_otlp_http *otlp_http = NULL; /* POST /v1/traces on the same port */
+	/* the port's connection bounds (--http-max-connections and the rest): each needs
+	 * --http-addr */
+	struct tv_metrics_http_limits http_limits = tv_metrics_http_limits_default();
+	bool http_limits_set = false;
 	const char *metrics_opt = "http-addr";
 	struct tv_local_rpc_dir local_dir = { 0 };
 	struct sigaction sa = { .sa_handler = on_signal };
@@ -963,6 +1000,40 @@ int main(int argc, char **argv)
 				http_o.timeout_ms = (unsigned)v;
 			break;
 		}
+		case OPT_HTTP_MAX_CONNECTIONS:
+		case OPT_HTTP_MAX_CONNECTIONS_PER_IP: {
+			/* common/metrics_http.h owns both bounds */
+			uint64_t v;
+
+			if (parse_count(OPTIONS[longidx].name, optarg,
+					opt == OPT_HTTP_MAX_CONNECTIONS ?
+						&tv_metrics_max_connections_limit :
+						&tv_metrics_max_connections_per_ip_limit, &v))
+				return EXIT_USAGE;
+			*(opt == OPT_HTTP_MAX_CONNECTIONS ? &http_limits.max_connections :
+							    &http_limits.max_connections_per_ip) = (int)v;
+			http_limits_set = true;
+			break;
+		}
+		case OPT_HTTP_REQUEST_TIMEOUT:
+		case OPT_HTTP_IDLE_TIMEOUT: {
+			/* a DURATION as --retain-*'s; the bound (common/metrics_http.h) is in ms,
+			 * which every unit of common/duration.h is a whole number of */
+			const struct tv_limit *l = opt == OPT_HTTP_REQUEST_TIMEOUT ?
+							   &tv_metrics_request_timeout_ms_limit :
+							   &tv_metrics_idle_timeout_ms_limit;
+			uint64_t ns;
+
+			if (tv_duration_parse(optarg, &ns) || tv_limit_check(l, ns / 1000000u))
+				return usage_error("invalid --%s: '%s' (%s)", OPTIONS[longidx].name,
+						   optarg, opt == OPT_HTTP_REQUEST_TIMEOUT ?
+						   "1s to 1h" : "1s to 1h, a multiple of 1s");
+			*(opt == OPT_HTTP_REQUEST_TIMEOUT ? &http_limits.request_timeout_ms :
+							    &http_limits.idle_timeout_ms) =
+				(int)(ns / 1000000u);
+			http_limits_set = true;
+			break;
+		}
 		case OPT_HTTP_MAX_RESPONSE_BYTES: {
 			uint64_t v;
 			char bound[64];
@@ -1056,7 +1127,7 @@ int main(int argc, char **argv)
 		return usage_error("--%s serves; --rebuild-catalog and --scrub do not",
 				   metrics_opt);
 	if (!metrics_addr && (http_o.n_service_names || http_o.max_spans || http_o.max_traces ||
-			      http_o.timeout_ms || http_o.max_response_bytes))
+			      http_o.timeout_ms || http_o.max_response_bytes || http_limits_set))
 		return usage_error("--service-name and --http-* options need --http-addr");
 	if (mode != MODE_SERVE && retain_set)
 		return usage_error("--retain-* options serve; --rebuild-catalog and --scrub do "
@@ -1123,8 +1194,9 @@ int main(int argc, char **argv)
 	/* the metrics port too, bound now and served once gRPC is up: a port in use (or no
 	 * libmicrohttpd) is one line and exit 1 before the data dir is made, locked or
 	 * recovered */
-	if (metrics_addr && tv_metrics_http_bind(&metrics, metrics_addr, metrics_bound,
-						 sizeof(metrics_bound), err, sizeof(err)))
+	if (metrics_addr && tv_metrics_http_bind(&metrics, metrics_addr, &http_limits,
+						 metrics_bound, sizeof(metrics_bound), err,
+						 sizeof(err)))
 		goto fail;
 	/* the bucket before the data dir too: bad credentials, a missing bucket or an unreachable
 	 * endpoint are one line and exit 1 before anything local is touched */
@@ -1189,7 +1261,7 @@ int main(int argc, char **argv)
 				(unsigned long long)local_bytes);
 		tv_evict_pass(evict); /* a lower --local-bytes than the last run's */
 	}
-	plan.http_fds = metrics ? TV_METRICS_MAX_FDS : 0;
+	plan.http_connections = metrics ? (uint64_t)http_limits.max_connections : 0;
 	if (tv_fd_plan_make(&plan, err, sizeof(err)))
 		goto fail;
 	tv_fd_plan_describe(&plan, err, sizeof(err));

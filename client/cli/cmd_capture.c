@@ -47,8 +47,12 @@ static const char *const capture_usage[] = {
 	"                          [--role server|client|both]\n"
 	"                          [--redact-query-params LIST] [--strip-query]\n"
 	"                          [--mode tracepoint|sockfilter] [--interface IF]\n"
-	"                          [--metrics-addr HOST:PORT] [--test-corrupt-chunk N]\n"
-	"                          [--print-capabilities]\n"
+	"                          [--metrics-addr HOST:PORT\n"
+	"                           [--metrics-max-connections N]\n"
+	"                           [--metrics-max-connections-per-ip N]\n"
+	"                           [--metrics-request-timeout DURATION]\n"
+	"                           [--metrics-idle-timeout DURATION]]\n"
+	"                          [--test-corrupt-chunk N] [--print-capabilities]\n"
 	"                          " TV_TLS_CLI_SYNOPSIS " [--tls-server-name NAME]\n"
 	"\n"
 	"Trace HTTP/1.x exchanges on local sockets (eBPF) and stream them to tracevaultd until\n"
@@ -138,7 +142,7 @@ static const char *const capture_usage[] = {
 	"      --sample-ratio R       keep this share of exchanges, a decimal, 0 < R <= 1\n"
 	"                             (default 1): by W3C trace id as OpenTelemetry's\n"
 	"                             TraceIdRatioBased sampler decides, untraced ones by\n"
-	"                             connection; counted as sampled out, not lost\n"
+	"                             connection; counted as sampled out, not lost\n",
 	"      --metrics-addr HOST:PORT\n"
 	"                             serve Prometheus metrics (text format 0.0.4) at\n"
 	"                             http://HOST:PORT/metrics while capturing: kernel events,\n"
@@ -149,7 +153,22 @@ static const char *const capture_usage[] = {
 	"                             named on stderr once it answers (after the capability\n"
 	"                             drop): 'tracevault: metrics on http://HOST:PORT/metrics';\n"
 	"                             it is bound before any probe loads: a port in use exits\n"
-	"                             1 (default: none)\n"
+	"                             1 (default: none). Its connection bounds below go with\n"
+	"                             --metrics-addr (the bounds of tracevaultd's\n"
+	"                             --http-max-connections and the like):\n"
+	"      --metrics-max-connections N\n"
+	"                             connections at once, 4 to 1024 (default 64); more\n"
+	"                             wait in a listen queue of 128\n"
+	"      --metrics-max-connections-per-ip N\n"
+	"                             of those, at most N from one client address, 0 to 1024\n"
+	"                             (default 16; 0: no cap), only when HOST is not loopback\n"
+	"      --metrics-request-timeout DURATION\n"
+	"                             a request not received whole this long after its\n"
+	"                             connection's accept (or the previous request's end) is\n"
+	"                             cut, 1s to 1h (default 10s)\n"
+	"      --metrics-idle-timeout DURATION\n"
+	"                             close a connection on which nothing moves this long,\n"
+	"                             1s to 1h, a multiple of 1s (default 10s)\n"
 	"      --test-corrupt-chunk N test only: corrupt the Nth chunk sent (server sees a\n"
 	"                             CRC mismatch, the segment fails),\n"
 	"                             1 to 9223372036854775807\n",
@@ -222,8 +241,12 @@ struct capture_cmd_opts {
 	struct tv_pipeline_opts pipeline;
 	struct tv_tls_args tls;
 	const char *metrics_addr; /* --metrics-addr, or NULL */
+	/* its connection bounds (common/metrics_http.h); a field still METRICS_UNSET after
+	 * parsing was not given and takes the default */
+	struct tv_metrics_http_limits metrics_limits;
 	int print_caps; /* --print-capabilities */
 };
+#define METRICS_UNSET (-1)
 
 /* --metrics-addr: HOST:PORT as tracevaultd's (common/metrics_http.h) */
 static int parse_metrics_addr(const char *arg, void *field, char *why, size_t whylen)
@@ -237,6 +260,31 @@ static int parse_metrics_addr(const char *arg, void *field, char *why, size_t wh
 
 #define CAP(field) offsetof(struct capture_cmd_opts, capture.field)
 #define PIPE(field) offsetof(struct capture_cmd_opts, pipeline.field)
+#define METRICS(field) offsetof(struct capture_cmd_opts, metrics_limits.field)
+
+/* The --metrics-* bounds as given, the defaults for the others. Returns 0, or the usage exit
+ * code when one is given without --metrics-addr (as tracevaultd's --http-* need
+ * --http-addr). */
+static int settle_metrics_limits(struct capture_cmd_opts *opts)
+{
+	const struct tv_metrics_http_limits def = tv_metrics_http_limits_default();
+	struct tv_metrics_http_limits *l = &opts->metrics_limits;
+	int *field[] = { &l->max_connections, &l->max_connections_per_ip,
+			 &l->request_timeout_ms, &l->idle_timeout_ms };
+	const int dflt[] = { def.max_connections, def.max_connections_per_ip,
+			     def.request_timeout_ms, def.idle_timeout_ms };
+
+	for (size_t i = 0; i < sizeof(field) / sizeof(field[0]); i++) {
+		if (*field[i] == METRICS_UNSET)
+			*field[i] = dflt[i];
+		else if (!opts->metrics_addr)
+			return tv_cli_usage_error("--metrics-max-connections, "
+						  "--metrics-max-connections-per-ip, "
+						  "--metrics-request-timeout and "
+						  "--metrics-idle-timeout need --metrics-addr");
+	}
+	return 0;
+}
 
 /* Every option of capture: where it goes and whose bound it has (capture's for the kernel
  * side, the filters and the run, the pipeline's for blocks, cache and times; the writer rows
@@ -278,6 +326,14 @@ static const struct tv_cli_opt capture_options[] = {
 	 "a decimal, 0 < R <= 1", parse_ratio},
 	{"metrics-addr", 0, TV_CLI_ARG_CUSTOM, offsetof(struct capture_cmd_opts, metrics_addr),
 	 NULL, "HOST:PORT or [IPv6]:PORT, port 0 to 65535", parse_metrics_addr},
+	{"metrics-max-connections", 0, TV_CLI_ARG_INT, METRICS(max_connections),
+	 &tv_metrics_max_connections_limit, NULL, NULL},
+	{"metrics-max-connections-per-ip", 0, TV_CLI_ARG_INT, METRICS(max_connections_per_ip),
+	 &tv_metrics_max_connections_per_ip_limit, NULL, NULL},
+	{"metrics-request-timeout", 0, TV_CLI_ARG_DURATION_MS, METRICS(request_timeout_ms),
+	 &tv_metrics_request_timeout_ms_limit, NULL, NULL},
+	{"metrics-idle-timeout", 0, TV_CLI_ARG_DURATION_MS, METRICS(idle_timeout_ms),
+	 &tv_metrics_idle_timeout_ms_limit, NULL, NULL},
 	{"print-capabilities", 0, TV_CLI_ARG_SET, offsetof(struct capture_cmd_opts, print_caps),
 	 NULL, NULL, NULL},
 	TV_CLI_WRITER_OPTIONS(struct capture_cmd_opts, pipeline.),
@@ -313,7 +369,7 @@ static int check_sizes(const struct tv_pipeline_opts *po)
  * before any probe is loaded; then the capture opens and drops; only then start the threads:
  * the pipeline's (and gRPC's) and the metrics endpoint's. Returns the exit code. */
 static int run_capture(const struct tv_capture_opts *o, const struct tv_pipeline_opts *po,
-		       const char *metrics_addr)
+		       const char *metrics_addr, const struct tv_metrics_http_limits *limits)
 {
 	struct tv_capture_result res = {0};
 	struct tv_pipeline_stats ps = {0};
@@ -328,7 +384,7 @@ static int run_capture(const struct tv_capture_opts *o, const struct tv_pipeline
 
 	ret = tv_pipeline_probe_servers(po, err, sizeof(err));
 	if (!ret && metrics_addr)
-		ret = tv_metrics_http_bind(&http, metrics_addr, bound, sizeof(bound), err,
+		ret = tv_metrics_http_bind(&http, metrics_addr, limits, bound, sizeof(bound), err,
 					   sizeof(err));
 	if (!ret)
 		ret = tv_capture_open(&cap, o, err, sizeof(err));
@@ -413,6 +469,7 @@ int tv_cmd_capture(int argc, char **argv)
 {
 	struct capture_cmd_opts opts = {
 		.capture = {.redact = 1, .ready_fd = -1, .stop = &exiting, .drop_caps = 1},
+		.metrics_limits = {METRICS_UNSET, METRICS_UNSET, METRICS_UNSET, METRICS_UNSET},
 	};
 	struct tv_capture_opts *o = &opts.capture;
 	struct tv_pipeline_opts *po = &opts.pipeline;
@@ -426,6 +483,9 @@ int tv_cmd_capture(int argc, char **argv)
 		return ret;
 	if (optind < argc)
 		return tv_cli_usage_error("capture: unexpected argument '%s'", argv[optind]);
+	ret = settle_metrics_limits(&opts);
+	if (ret)
+		return ret;
 	ret = tv_cli_check_servers(&po->servers);
 	if (ret)
 		return ret;
@@ -455,7 +515,7 @@ int tv_cmd_capture(int argc, char **argv)
 
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
-	ret = run_capture(o, po, opts.metrics_addr);
+	ret = run_capture(o, po, opts.metrics_addr, &opts.metrics_limits);
 	tv_tls_args_free(&opts.tls);
 	return ret;
 }

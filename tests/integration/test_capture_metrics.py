@@ -6,12 +6,13 @@ ring's size is --ring-bytes (tracepoint's BPF ring, sockfilter's packet ring);
 tracevault_build_info carries --version's version. The 'metrics on' line comes once the
 endpoint answers, after the capability drop (README); a HOST that is not loopback adds a line
 saying the network reaches it. A port in use exits 1 with one line (its reason once) before
-any probe is loaded.
+any probe is loaded. --metrics-request-timeout cuts a trickling request at its deadline.
 A 4 KiB ring under wrk load shows ring fill and ring-full losses while it runs, and its last
 scrape's kernel and pipeline losses equal the exit summary's.
 Runs under the eBPF lock (test_capture_*). Time budget: ~20 s."""
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -209,6 +210,49 @@ def test_sockfilter_ring_and_records():
         assert tvtest.parse_capture_summary(err)["sent"] == 5, err
         assert ("tracevault: warning: metrics on http://0.0.0.0:%d/metrics are reachable from "
                 "the network (not loopback; no TLS, no authentication)\n" % port) in err, err
+
+
+def test_request_timeout_is_an_option():
+    """--metrics-request-timeout 1s (common/metrics_http.h, the bound tracevaultd's
+    --http-request-timeout has): a connection trickling a request a header line every 0.2 s
+    (the idle timeout never fires) is cut by the endpoint at least 1 s after our connect and
+    well before the 10 s default (up to SLACK_S late: a bound, not a speed assertion)."""
+    slack_s = 5
+    with tvtest.Server() as srv:
+        addr = "127.0.0.1:%d" % tvtest.free_port()
+        cap = tvtest.Capture(srv.addr, ["--metrics-addr", addr, "--metrics-request-timeout",
+                                        "1s", "--metrics-max-connections", "4"]).start()
+        try:
+            host, port = addr.rsplit(":", 1)
+            t0 = time.monotonic()
+            s = socket.create_connection((host, int(port)), timeout=5)
+            s.settimeout(0.2)
+            closed_after = None
+            try:
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+                for n in range(5 * (1 + slack_s)):  # bounded: 0.2 s a turn
+                    try:
+                        data = s.recv(4096)
+                        assert not data, data  # never answered: the request is not whole
+                        closed_after = time.monotonic() - t0
+                        break
+                    except socket.timeout:
+                        pass
+                    except ConnectionResetError:
+                        closed_after = time.monotonic() - t0
+                        break
+                    try:
+                        s.sendall(b"X-Slow-%d: %d\r\n" % (n, n))
+                    except (ConnectionResetError, BrokenPipeError):
+                        closed_after = time.monotonic() - t0
+                        break
+            finally:
+                s.close()
+            assert closed_after is not None and 1 <= closed_after <= 1 + slack_s, closed_after
+            assert tvtest.Scrape(addr).value(C + "kernel_events_total") >= 0  # still serving
+        finally:
+            rc, err = cap.stop()
+        assert rc == 0, err
 
 
 def test_port_in_use_exits_1_before_loading():

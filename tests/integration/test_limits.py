@@ -29,6 +29,9 @@ def ms(v):
     return "%dms" % v
 
 
+# the --metrics-* bounds of capture go with --metrics-addr (common/metrics_http.h)
+METRICS = ["--metrics-addr", "127.0.0.1:0"]
+
 LIMITS = [
     ("capture", "--block-bytes", K, 32 * M, "1K to 32M", [], SIZE),
     ("capture", "--cache-bytes", 2 * K, 1024 * G, "2K to 1024G", ["--block-bytes", "1K"], SIZE),
@@ -52,6 +55,12 @@ LIMITS = [
     ("put", "--window-bytes", 1, 1024 * G, "1 to 1024G", [], SIZE),
     ("put", "--max-message-bytes", 64 * K, G, "64K to 1G", [], SIZE),
     ("query", "--max-message-bytes", 4 * M, G, "4M to 1G", [], SIZE),
+    # the metrics port's connection bounds (common/metrics_http.h; tracevaultd's --http-*)
+    ("capture", "--metrics-max-connections", 4, 1024, "4 to 1024", METRICS, str),
+    ("capture", "--metrics-max-connections-per-ip", 0, 1024, "0 to 1024", METRICS, str),
+    ("capture", "--metrics-request-timeout", 1000, 3600 * 1000, "1s to 1h", METRICS, ms),
+    ("capture", "--metrics-idle-timeout", 1000, 3600 * 1000, "1s to 1h, a multiple of 1s",
+     METRICS, ms),
 ]
 # --comm and --interface bound a length: (min, max) bytes; --interface needs sockfilter
 COMM = (1, 15, "1 to 15 bytes")
@@ -128,6 +137,18 @@ def check_client(good_file):
     for v in ("64M", "200M", "33M"):
         rejected(argv("capture", ["--block-bytes", v], good_file), "--block-bytes", "1K to 32M")
     print("ok ring power of two, --block-bytes 64M/200M/33M all '(1K to 32M)'")
+    # libmicrohttpd counts the idle timeout in whole seconds: a fraction inside the bound is
+    # refused too; the --metrics-* options need --metrics-addr
+    accepted(argv("capture", METRICS + ["--metrics-idle-timeout", "2s"], good_file))
+    for v in ("1500ms", "1.5s"):
+        rejected(argv("capture", METRICS + ["--metrics-idle-timeout", v], good_file),
+                 "--metrics-idle-timeout", "1s to 1h, a multiple of 1s")
+    p = tvtest.run(argv("capture", ["--metrics-request-timeout", "2s"], good_file))
+    assert p.returncode == 2 and p.stderr == (
+        "tracevault: --metrics-max-connections, --metrics-max-connections-per-ip, "
+        "--metrics-request-timeout and --metrics-idle-timeout need --metrics-addr\n"), \
+        (p.returncode, p.stderr)
+    print("ok capture --metrics-idle-timeout whole seconds; --metrics-* need --metrics-addr")
 
 
 README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "README.md")
@@ -168,7 +189,8 @@ def check_readme():
     for option, bound in SERVER_BOUNDS:
         assert bound in p.stdout, (option, bound)
     bounds = [(option, bound) for cmd, option, lo, hi, bound, extra, fmt in LIMITS] + \
-        [(option, bound) for option, lo, hi, bound in SERVER_LIMITS] + SERVER_BOUNDS
+        [(option, bound) for option, lo, hi, bound in SERVER_LIMITS + SERVER_DURATIONS] + \
+        SERVER_BOUNDS
     for option, bound in bounds:
         row = [line for line in readme.splitlines() if line.startswith("| `%s`" % option) or
                ("`%s`" % option in line and line.startswith("| `"))]
@@ -190,10 +212,19 @@ SERVER_LIMITS = [
     ("--http-max-spans", 1, 10000000, "1 to 10000000"),    # server/http_api.h
     ("--http-max-traces", 1, 100000, "1 to 100000"),
     ("--http-timeout-ms", 100, 600000, "100 to 600000"),
+    ("--http-max-connections", 4, 1024, "4 to 1024"),     # common/metrics_http.h
+    ("--http-max-connections-per-ip", 0, 1024, "0 to 1024"),
+]
+# tracevaultd's durations in ms: (option, min, max, the bound its message and --help state)
+SERVER_DURATIONS = [
+    ("--http-request-timeout", 1000, 3600 * 1000, "1s to 1h"),    # common/metrics_http.h
+    ("--http-idle-timeout", 1000, 3600 * 1000, "1s to 1h, a multiple of 1s"),
 ]
 # what an option needs beside it to be taken (the --http-* options go with --http-addr)
 NEEDS = {o: ["--http-addr", "127.0.0.1:0"] for o in
-         ("--http-max-spans", "--http-max-traces", "--http-timeout-ms")}
+         ("--http-max-spans", "--http-max-traces", "--http-timeout-ms",
+          "--http-max-connections", "--http-max-connections-per-ip", "--http-request-timeout",
+          "--http-idle-timeout")}
 # bounds only checked against README's table and --help (sizes: the edges are the
 # --max-message-bytes kind, checked above for the shared parser)
 SERVER_BOUNDS = [
@@ -216,7 +247,7 @@ def server_accepts(option, value):
         # the failure is the last line; start-up's recovery summary may come before it
         last = err.splitlines()[-1] if err else ""
         assert srv.proc.wait(20) == 1 and last.startswith(
-            "tracevaultd: descriptors: RLIMIT_NOFILE ") and "%s %d" % (option, value) in last, \
+            "tracevaultd: descriptors: RLIMIT_NOFILE ") and "%s %s" % (option, value) in last, \
             (option, value, srv.proc.returncode, err)
         return "too many for RLIMIT_NOFILE"
     finally:
@@ -226,9 +257,15 @@ def server_accepts(option, value):
 def check_server_limits(helped):
     d = tempfile.mkdtemp(prefix="tv-limits-")
     try:
-        for option, lo, hi, bound in SERVER_LIMITS:
-            outcomes = [server_accepts(option, v) for v in (lo, hi)]
-            for v in (lo - 1, hi + 1, "12x", "-1", "1K", ""):
+        for option, lo, hi, bound in SERVER_LIMITS + SERVER_DURATIONS:
+            fmt = ms if (option, lo, hi, bound) in SERVER_DURATIONS else str
+            outcomes = [server_accepts(option, fmt(v)) for v in (lo, hi)]
+            bad = [fmt(lo - 1), fmt(hi + 1), "12x", "-1", "1K", ""]
+            if fmt is ms:  # a duration needs its unit (common/duration.h): no bare number
+                bad += [str(lo)]
+            if option == "--http-idle-timeout":  # whole seconds: libmicrohttpd's unit
+                bad += ["1500ms"]
+            for v in bad:
                 p = subprocess.run(
                     [tvtest.binary("tracevaultd"), "--data", d, "--listen", "127.0.0.1:0"] +
                     NEEDS.get(option, []) + [option, str(v)],
@@ -238,7 +275,7 @@ def check_server_limits(helped):
                     (option, v, p.returncode, p.stderr)
             assert bound in helped, "tracevaultd --help does not state %s's bound %r" % (
                 option, bound)
-            print("ok tracevaultd %-30s [%d, %d] %s (%s)" % (option, lo, hi, bound,
+            print("ok tracevaultd %-30s [%s, %s] %s (%s)" % (option, fmt(lo), fmt(hi), bound,
                                                               ", ".join(outcomes)))
     finally:
         shutil.rmtree(d, ignore_errors=True)
@@ -268,6 +305,15 @@ def check_server():
         shutil.rmtree(d, ignore_errors=True)
     print("ok tracevaultd --max-message-bytes [64K, 1G], suffixes accepted")
     check_server_limits(p.stdout)
+    # the HTTP port's bounds go with --http-addr, as capture's --metrics-* with --metrics-addr
+    for option, value in (("--http-max-connections", "8"), ("--http-max-connections-per-ip", "0"),
+                          ("--http-request-timeout", "2s"), ("--http-idle-timeout", "2s")):
+        p = subprocess.run([tvtest.binary("tracevaultd"), "--data", "/nonexistent", option,
+                            value], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 2 and p.stderr == (
+            "tracevaultd: --service-name and --http-* options need --http-addr\n"), \
+            (option, p.returncode, p.stderr)
+    print("ok tracevaultd --http-max-connections* and --http-*-timeout need --http-addr")
     # the query memory limits (server/query.h): bounds, suffixes, and total >= per query
     for args in (["--query-memory-bytes", "16M"],
                  ["--query-memory-bytes", "16M", "--query-total-memory-bytes", "16777216"],

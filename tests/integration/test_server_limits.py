@@ -392,6 +392,31 @@ def test_limits_that_do_not_fit_the_rlimit_exit_1():
         srv.cleanup()
 
 
+def test_http_connections_are_reserved_from_the_rlimit():
+    """--http-max-connections is taken from the descriptor plan (TV_METRICS_MAX_FDS): 1024
+    of them under RLIMIT_NOFILE 512 leave no room, exit 1 naming the option; 64 (the default)
+    fit, the streams' defaults lowered to the rest."""
+    srv = server(512, ["--http-addr", "127.0.0.1:0", "--http-max-connections", "1024"])
+    try:
+        try:
+            srv.start()
+        except AssertionError:
+            pass
+        assert srv.proc.wait(20) == 1
+        last = srv.log().splitlines()[-1]
+        assert last.startswith("tracevaultd: descriptors: RLIMIT_NOFILE 512 (hard 512) leaves ") \
+            and "reserved (32 + --http-max-connections 1024 + 10 for its threads): too few" \
+            in last, last
+    finally:
+        srv.cleanup()
+    srv = server(512, ["--http-addr", "127.0.0.1:0"])
+    try:
+        srv.start()
+        assert "106 reserved" in srv.log() and "defaults lowered to fit" in srv.log(), srv.log()
+    finally:
+        srv.cleanup()
+
+
 def main():
     tests = tvtest.cases(globals(), only=sys.argv[1:])
     results = tvtest.Results(len(tests))

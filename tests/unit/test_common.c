@@ -480,7 +480,7 @@ static void test_http_500_is_logged(void **state)
 	(void)state;
 	assert_non_null(tmp);
 	assert_true(saved >= 0);
-	assert_int_equal(tv_metrics_http_bind(&h, "127.0.0.1:0", bound, sizeof(bound), err,
+	assert_int_equal(tv_metrics_http_bind(&h, "127.0.0.1:0", NULL, bound, sizeof(bound), err,
 					      sizeof(err)), 0);
 	tv_metrics_http_set_handler(h, failing_handler, NULL);
 	assert_int_equal(tv_metrics_http_serve(h, &m, err, sizeof(err)), 0);
@@ -508,10 +508,53 @@ static void test_http_500_is_logged(void **state)
 	assert_ptr_equal(strchr(log, '\n'), log + n - 1); /* one line */
 }
 
+/* The HTTP port's bounds: the defaults pass their own check, each field is checked at both
+ * edges (connections at least one per thread of the pool, the idle timeout in whole seconds),
+ * and bind refuses limits out of bound before it touches a socket. */
+static void test_http_limits_checked_at_both_edges(void **state)
+{
+	struct tv_metrics_http_limits l = tv_metrics_http_limits_default();
+	struct tv_metrics_http *h = NULL;
+	char why[128], bound[64];
+
+	(void)state;
+	assert_int_equal(l.max_connections, TV_METRICS_DEFAULT_MAX_CONNECTIONS);
+	assert_int_equal(tv_metrics_http_limits_check(&l, why, sizeof(why)), 0);
+	l.max_connections = TV_HTTP_THREADS;
+	l.max_connections_per_ip = 0;
+	l.request_timeout_ms = 1000;
+	l.idle_timeout_ms = 3600000;
+	assert_int_equal(tv_metrics_http_limits_check(&l, why, sizeof(why)), 0);
+	l.max_connections = TV_HTTP_THREADS - 1;
+	assert_int_equal(tv_metrics_http_limits_check(&l, why, sizeof(why)), -ERANGE);
+	assert_string_equal(why, "max_connections 3: want 4 to 1024");
+	l.max_connections = TV_METRICS_MAX_CONNECTIONS_MAX;
+	l.max_connections_per_ip = -1;
+	assert_int_equal(tv_metrics_http_limits_check(&l, why, sizeof(why)), -ERANGE);
+	l.max_connections_per_ip = TV_METRICS_MAX_CONNECTIONS_MAX + 1;
+	assert_int_equal(tv_metrics_http_limits_check(&l, why, sizeof(why)), -ERANGE);
+	l.max_connections_per_ip = TV_METRICS_MAX_CONNECTIONS_MAX;
+	l.request_timeout_ms = 999;
+	assert_int_equal(tv_metrics_http_limits_check(&l, why, sizeof(why)), -ERANGE);
+	l.request_timeout_ms = 3600001;
+	assert_int_equal(tv_metrics_http_limits_check(&l, why, sizeof(why)), -ERANGE);
+	l.request_timeout_ms = 1500; /* the watchdog counts ms */
+	assert_int_equal(tv_metrics_http_limits_check(&l, why, sizeof(why)), 0);
+	l.idle_timeout_ms = 1500; /* libmicrohttpd counts whole seconds */
+	assert_int_equal(tv_metrics_http_limits_check(&l, why, sizeof(why)), -ERANGE);
+	assert_string_equal(why, "idle_timeout_ms 1500: want 1000 to 3600000, a multiple of 1000");
+	assert_int_equal(tv_metrics_http_bind(&h, "127.0.0.1:0", &l, bound, sizeof(bound), why,
+					      sizeof(why)), -ERANGE);
+	assert_null(h);
+	/* the descriptors the server's plan reserves follow the connections */
+	assert_int_equal(TV_METRICS_MAX_FDS(8) - TV_METRICS_MAX_FDS(0), 8);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_size_parse_accepts_digits_and_binary_suffixes),
+		cmocka_unit_test(test_http_limits_checked_at_both_edges),
 		cmocka_unit_test(test_size_parse_rejects_what_is_not_a_size),
 		cmocka_unit_test(test_size_parse_reports_overflow),
 		cmocka_unit_test(test_size_format_uses_the_largest_exact_suffix),
