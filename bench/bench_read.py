@@ -183,10 +183,10 @@ def pct(xs, q):
 
 
 def spread(xs):
-    """'median [min-max]' of per-round figures."""
+    """(median, min, max, n) of per-round figures, for fmt."""
     if not xs:
         return None
-    return (statistics.median(xs), min(xs), max(xs))
+    return (statistics.median(xs), min(xs), max(xs), len(xs))
 
 
 def fmt_n(xs, digits=0):
@@ -197,10 +197,13 @@ def fmt_n(xs, digits=0):
 def fmt(sp, unit, digits=1):
     if sp is None:
         return "-"
-    m, lo, hi = sp
+    """'median [min-max]' of a spread; one sample has no range. Equal samples keep theirs
+    ('3333 [3333-3333]': CPU time in 10 ms ticks often repeats), so that every cell of a column
+    has one shape and the reader sees that the rounds agreed."""
+    m, lo, hi, n = sp
     f = "%%.%df" % digits
     u = " " + unit if unit else ""
-    if lo == hi:
+    if n == 1:
         return (f + u) % m
     return (f + u + " [" + f + "-" + f + "]") % (m, lo, hi)
 
