@@ -43,7 +43,7 @@ struct mhd_api {
 	__typeof__(MHD_queue_response) *queue_response;
 	__typeof__(MHD_destroy_response) *destroy_response;
 	__typeof__(MHD_lookup_connection_value) *lookup_connection_value;
-	__typeof__(MHD_get_connection_values) *get_connection_values;
+	__typeof__(MHD_get_connection_values_n) *get_connection_values_n;
 	__typeof__(MHD_get_connection_info) *get_connection_info;
 };
 
@@ -338,11 +338,13 @@ struct args_walk {
 };
 
 static enum MHD_Result args_walk_cb(void *cls, enum MHD_ValueKind kind, const char *key,
-				    const char *value)
+				    size_t key_size, const char *value, size_t value_size)
 {
 	struct args_walk *w = cls;
 
 	(void)kind;
+	(void)key_size;
+	(void)value_size;
 	if (key && !strcmp(key, w->name)) {
 		if (w->n < w->max)
 			w->values[w->n++] = value ? value : "";
@@ -356,8 +358,77 @@ size_t tv_http_args(const struct tv_http_req *rq, const char *name, const char *
 {
 	struct args_walk w = { name, values, 0, max, 0 };
 
-	rq->h->api.get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND, args_walk_cb, &w);
+	rq->h->api.get_connection_values_n(rq->conn, MHD_GET_ARGUMENT_KIND, args_walk_cb, &w);
 	return w.total;
+}
+
+/* The walk of tv_http_args_check: every name (up to TV_HTTP_MAX_ARGS), and the first one
+ * holding a NUL byte. */
+struct args_check {
+	const char *names[TV_HTTP_MAX_ARGS];
+	size_t n, total;
+	const char *nul_in; /* the name whose name or value holds a NUL, or NULL */
+};
+
+static enum MHD_Result args_check_cb(void *cls, enum MHD_ValueKind kind, const char *key,
+				     size_t key_size, const char *value, size_t value_size)
+{
+	struct args_check *c = cls;
+
+	(void)kind;
+	if (!key)
+		return MHD_YES;
+	if (!c->nul_in && (strlen(key) != key_size || (value && strlen(value) != value_size)))
+		c->nul_in = key;
+	if (c->n < TV_HTTP_MAX_ARGS)
+		c->names[c->n++] = key;
+	c->total++;
+	return MHD_YES;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int tv_http_args_check(const struct tv_http_req *rq, const char *const *multi, char *err,
+		       size_t errlen)
+{
+	struct args_check *c = calloc(1, sizeof(*c));
+	int ret = 0;
+
+	if (!c)
+		return -ENOMEM;
+	rq->h->api.get_connection_values_n(rq->conn, MHD_GET_ARGUMENT_KIND, args_check_cb, c);
+	if (c->total > TV_HTTP_MAX_ARGS) {
+		snprintf(err, errlen, "%zu query arguments: at most %d (TV_HTTP_MAX_ARGS)",
+			 c->total, TV_HTTP_MAX_ARGS);
+		ret = -EINVAL;
+		goto out;
+	}
+	if (c->nul_in) {
+		snprintf(err, errlen, "query argument '%.64s' holds a NUL byte (%%00)", c->nul_in);
+		ret = -EINVAL;
+		goto out;
+	}
+	qsort(c->names, c->n, sizeof(c->names[0]), cmp_names);
+	for (size_t i = 1; i < c->n; i++) {
+		const char *const *m;
+
+		if (strcmp(c->names[i - 1], c->names[i]))
+			continue;
+		for (m = multi; m && *m && strcmp(*m, c->names[i]); m++)
+			;
+		if (m && *m)
+			continue;
+		snprintf(err, errlen, "query argument '%.64s' given more than once; it takes "
+			 "one value", c->names[i]);
+		ret = -EINVAL;
+		goto out;
+	}
+out:
+	free(c);
+	return ret;
 }
 
 const char *tv_http_header(const struct tv_http_req *rq, const char *name)
@@ -587,7 +658,7 @@ static int load_api(struct tv_metrics_http *h, char *err, size_t errlen)
 	static const char *const NAMES[] = {
 		"MHD_start_daemon", "MHD_stop_daemon", "MHD_create_response_from_buffer",
 		"MHD_add_response_header", "MHD_queue_response", "MHD_destroy_response",
-		"MHD_lookup_connection_value", "MHD_get_connection_values",
+		"MHD_lookup_connection_value", "MHD_get_connection_values_n",
 		"MHD_get_connection_info",
 	};
 	void **slot[] = {
@@ -595,7 +666,7 @@ static int load_api(struct tv_metrics_http *h, char *err, size_t errlen)
 		(void **)&h->api.create_response_from_buffer,
 		(void **)&h->api.add_response_header, (void **)&h->api.queue_response,
 		(void **)&h->api.destroy_response, (void **)&h->api.lookup_connection_value,
-		(void **)&h->api.get_connection_values, (void **)&h->api.get_connection_info,
+		(void **)&h->api.get_connection_values_n, (void **)&h->api.get_connection_info,
 	};
 	_Static_assert(sizeof(NAMES) / sizeof(NAMES[0]) == sizeof(slot) / sizeof(slot[0]),
 		       "one name per function of struct mhd_api");

@@ -138,6 +138,20 @@ const char *tv_http_arg(const struct tv_http_req *rq, const char *name);
 size_t tv_http_args(const struct tv_http_req *rq, const char *name, const char **values,
 		    size_t max);
 
+/* At most this many query arguments in one request: tv_http_args_check refuses more. A URL
+ * fits in libmicrohttpd's per-connection memory (32 KiB), so this only bounds the check's own
+ * array; no query of the HTTP API needs more than a dozen. */
+#define TV_HTTP_MAX_ARGS 256
+
+/* Are the request's query arguments well formed for a handler that reads each name once
+ * (tv_http_arg), except the names in multi (NULL-terminated; read with tv_http_args)? A
+ * name or value holding a NUL byte ("status=404%00x": C strings would end at the NUL and
+ * the rest be ignored), a single-valued name given twice ("status=5xx&status=404": which one
+ * wins would be a guess) and more than TV_HTTP_MAX_ARGS arguments are refused. 0, or -EINVAL
+ * with a one-line reason in err (errlen bytes). */
+int tv_http_args_check(const struct tv_http_req *rq, const char *const *multi, char *err,
+		       size_t errlen);
+
 /* The value of the request header name (case-insensitive), or NULL. Valid during the
  * handler's call. */
 const char *tv_http_header(const struct tv_http_req *rq, const char *name);

@@ -141,6 +141,18 @@ int tv_http_error(struct hreq *h, unsigned status, const char *fmt, ...)
 	return 0;
 }
 
+const char *tv_http_keep(struct hreq *h, const char *s)
+{
+	json_t *v;
+
+	if (!h->kept && !(h->kept = json_array()))
+		return NULL;
+	/* jansson keeps its own copy; the pointer lives while the array does */
+	if (!(v = json_string_nocheck(s)) || json_array_append_new(h->kept, v))
+		return NULL;
+	return json_string_value(v);
+}
+
 int tv_http_rpc_error(struct hreq *h, int ret, const char *err)
 {
 	if (ret == -ENOMEM)
@@ -494,8 +506,11 @@ static void one_match(Tracevault__V1__StringMatch *m, Tracevault__V1__StringMatc
 	*n = 1;
 }
 
-/* The exchanges the page's parameters select (kind exchange always). */
-static int page_filter(struct hreq *h, struct fbuf *b, char *err, size_t errlen)
+/* The exchanges of [from, to) the page's parameters select (kind exchange always). A service
+ * with a '?' also selects the comms shown as it (tv_http_comms_shown_as: the page lists
+ * /api/services?kind=exchange, where a byte that is not UTF-8 is shown as '?'). */
+static int page_filter(struct hreq *h, uint64_t from, uint64_t to, struct fbuf *b, char *err,
+		       size_t errlen)
 {
 	static const struct tv_http_word ROLES[] = {
 		{ "", TRACEVAULT__V1__ROLE__ROLE_ANY },
@@ -514,6 +529,10 @@ static int page_filter(struct hreq *h, struct fbuf *b, char *err, size_t errlen)
 		const char *comms[MAX_COMMS];
 		size_t n = tv_http_comms_of_service(h->a, svc, comms, MAX_COMMS);
 
+		if (strchr(svc, '?') &&
+		    (ret = tv_http_comms_shown_as(h, svc, from, to, comms, &n, MAX_COMMS, NULL,
+						  err, errlen)))
+			return ret;
 		b->f.comms = tv_http_matches(b->comm, b->comm_p, comms, n,
 					     TRACEVAULT__V1__MATCH_KIND__MATCH_EXACT);
 		b->f.n_comms = n;
@@ -613,7 +632,7 @@ static int route_summary(struct hreq *h)
 				      err, sizeof(err))) ||
 	    (ret = tv_http_window(h, TV_HTTP_DEFAULT_LOOKBACK_NS, &from, &to, err, sizeof(err))) ||
 	    (ret = tv_http_param_u64(h, "limit", &limit, NULL, err, sizeof(err))) ||
-	    (ret = page_filter(h, &fb, err, sizeof(err))))
+	    (ret = page_filter(h, from, to, &fb, err, sizeof(err))))
 		return tv_http_error(h, 400, "%s", err);
 	if (limit < 1 || limit > 1000)
 		return tv_http_error(h, 400, "invalid limit: %llu (1 to 1000)",
@@ -661,7 +680,7 @@ static int route_rates(struct hreq *h)
 
 	if ((ret = tv_http_window(h, TV_HTTP_DEFAULT_LOOKBACK_NS, &from, &to, err, sizeof(err))) ||
 	    (ret = tv_http_param_duration(h, "step", &step_ns, &has_step, err, sizeof(err))) ||
-	    (ret = page_filter(h, &fb, err, sizeof(err))))
+	    (ret = page_filter(h, from, to, &fb, err, sizeof(err))))
 		return tv_http_error(h, 400, "%s", err);
 	if (!has_step)
 		step_ns = (to - from) / 60 + 1;
@@ -768,7 +787,7 @@ static int route_exchanges(struct hreq *h)
 	if ((ret = tv_http_window(h, TV_HTTP_DEFAULT_LOOKBACK_NS, &from, &to, err, sizeof(err))) ||
 	    (ret = tv_http_param_u64(h, "limit", &limit, NULL, err, sizeof(err))) ||
 	    (ret = tv_http_param_u64(h, "offset", &offset, NULL, err, sizeof(err))) ||
-	    (ret = page_filter(h, &fb, err, sizeof(err))))
+	    (ret = page_filter(h, from, to, &fb, err, sizeof(err))))
 		return tv_http_error(h, 400, "%s", err);
 	if (limit < 1 || limit > MAX_PAGE)
 		return tv_http_error(h, 400, "invalid limit: %llu (1 to %u)",
@@ -799,7 +818,10 @@ static int route_exchanges(struct hreq *h)
 int tv_http_api_handle(void *arg, const char *url, const struct tv_http_req *rq,
 		       struct tv_http_reply *out)
 {
-	struct hreq h = { arg, rq, out, NULL };
+	static const char *const MULTI_ARGS[] = { "traceID", NULL };
+	struct hreq h = { arg, rq, out, NULL, NULL };
+	char err[160];
+	int ret;
 
 	if (!strcmp(url, "/") || !strcmp(url, "/index.html")) {
 		*out = (struct tv_http_reply){ .status = 200, .body = (char *)tv_web_index_html,
@@ -814,13 +836,19 @@ int tv_http_api_handle(void *arg, const char *url, const struct tv_http_req *rq,
 					       .body_static = 1, .content_type = "image/x-icon" };
 		return 0;
 	}
+	if (strncmp(url, "/api/", 5))
+		return -ENOENT;
+	/* every route reads each argument once, except the Jaeger trace lookup's traceID */
+	if ((ret = tv_http_args_check(rq, MULTI_ARGS, err, sizeof(err))))
+		return ret == -EINVAL ? tv_http_error(&h, 400, "%s", err) : ret;
 	if (!strcmp(url, "/api/tracevault/summary"))
-		return route_summary(&h);
-	if (!strcmp(url, "/api/tracevault/rates"))
-		return route_rates(&h);
-	if (!strcmp(url, "/api/tracevault/exchanges"))
-		return route_exchanges(&h);
-	if (!strncmp(url, "/api/", 5))
-		return tv_jaeger_route(&h, url);
-	return -ENOENT;
+		ret = route_summary(&h);
+	else if (!strcmp(url, "/api/tracevault/rates"))
+		ret = route_rates(&h);
+	else if (!strcmp(url, "/api/tracevault/exchanges"))
+		ret = route_exchanges(&h);
+	else
+		ret = tv_jaeger_route(&h, url);
+	json_decref(h.kept); /* the answer is rendered: nothing borrows them any more */
+	return ret;
 }

@@ -33,7 +33,13 @@ struct hreq {
 	/* what a 413 (an answer above --http-max-response-bytes) advises; NULL: "narrow the
 	 * window or lower the limit" */
 	const char *too_large_advice;
+	/* strings kept until the answer is sent (tv_http_keep): a JSON array, or NULL */
+	json_t *kept;
 };
+
+/* A copy of s that lives as long as the request (freed by tv_http_api_handle), or NULL
+ * when out of memory: for strings a QueryFilter borrows. */
+const char *tv_http_keep(struct hreq *h, const char *s);
 
 /* Answer j (taken) as JSON with status; 413 when it exceeds --http-max-response-bytes. 0 or
  * -ENOMEM. */
@@ -90,6 +96,14 @@ int tv_http_window(struct hreq *h, uint64_t default_ns, uint64_t *from_ns, uint6
 const char *tv_http_service_of_comm(const struct tv_http_api *a, const char *comm);
 size_t tv_http_comms_of_service(const struct tv_http_api *a, const char *svc,
 				const char **comms, size_t max);
+/* The lists show a byte that is not UTF-8 as '?' (tv_http_utf8_dup), so a service name with a
+ * '?' also stands for the comms of [from, to)'s exchanges whose service is shown as svc
+ * without being svc: found by one Summary by comm, appended to comms[*n..max) (copies kept by
+ * tv_http_keep). More than fit, or a cut Summary, is said in *errors (Jaeger's envelope;
+ * NULL: not said). 0, -ENOMEM, or the call's error with err. */
+int tv_http_comms_shown_as(struct hreq *h, const char *svc, uint64_t from, uint64_t to,
+			   const char **comms, size_t *n, size_t max, json_t **errors, char *err,
+			   size_t errlen);
 
 /* values[0..n) as StringMatches of kind in m[0..n), their pointers in mp[0..n), which is
  * returned: the array a QueryFilter's repeated StringMatch field points to. m and mp hold n

@@ -63,18 +63,15 @@ static void spans_free(struct spans *s)
 struct svc_names {
 	char *services[SVC_ALIASES]; /* malloc'd */
 	size_t n_services;
-	const char *comms[SVC_ALIASES]; /* into the API's map, the request, or own */
+	const char *comms[SVC_ALIASES]; /* into the API's map, the request, or kept by it */
 	size_t n_comms;
-	char *own[SVC_ALIASES]; /* the malloc'd comms */
-	size_t n_own;
+	bool services_cut; /* more stored service names than SVC_ALIASES were shown as it */
 };
 
 static void svc_names_free(struct svc_names *sn)
 {
 	for (size_t i = 0; i < sn->n_services; i++)
 		free(sn->services[i]);
-	for (size_t i = 0; i < sn->n_own; i++)
-		free(sn->own[i]);
 	memset(sn, 0, sizeof(*sn));
 }
 
@@ -457,14 +454,17 @@ static int shown_as(const char *raw, const char *svc)
 	return ret;
 }
 
-/* Add a malloc'd copy of name to v[0..*n) (at most SVC_ALIASES), unless there. */
-static int add_alias(char **v, size_t *n, const char *name)
+/* Add a malloc'd copy of name to v[0..*n) (at most SVC_ALIASES; *cut set past that), unless
+ * there. */
+static int add_alias(char **v, size_t *n, const char *name, bool *cut)
 {
 	for (size_t i = 0; i < *n; i++)
 		if (!strcmp(v[i], name))
 			return 0;
-	if (*n == SVC_ALIASES)
+	if (*n == SVC_ALIASES) {
+		*cut = true;
 		return 0;
+	}
 	if (!(v[*n] = strdup(name)))
 		return -ENOMEM;
 	(*n)++;
@@ -484,8 +484,8 @@ static int alias_cb(const Tracevault__V1__TraceRecord *r, void *arg)
 	if (!r->span)
 		return 0;
 	ret = shown_as(r->span->service, as->svc);
-	return ret > 0 ? add_alias(as->sn->services, &as->sn->n_services, r->span->service) :
-			 ret;
+	return ret > 0 ? add_alias(as->sn->services, &as->sn->n_services, r->span->service,
+				   &as->sn->services_cut) : ret;
 }
 
 /* The stored names behind the service name svc in [from, to) into sn (freed with
@@ -500,13 +500,12 @@ static int svc_resolve(struct hreq *h, const char *svc, uint64_t from, uint64_t 
 {
 	Tracevault__V1__QueryRequest req = TRACEVAULT__V1__QUERY_REQUEST__INIT;
 	Tracevault__V1__QueryFilter f = TRACEVAULT__V1__QUERY_FILTER__INIT;
-	Tracevault__V1__SummaryResponse *resp = NULL;
 	struct alias_scan as = { svc, sn };
 	uint64_t skipped = 0;
 	int ret;
 
 	memset(sn, 0, sizeof(*sn));
-	if ((ret = add_alias(sn->services, &sn->n_services, svc)))
+	if ((ret = add_alias(sn->services, &sn->n_services, svc, &sn->services_cut)))
 		return ret;
 	sn->n_comms = tv_http_comms_of_service(h->a, svc, sn->comms, SVC_ALIASES);
 	if (!strchr(svc, '?'))
@@ -521,28 +520,53 @@ static int svc_resolve(struct hreq *h, const char *svc, uint64_t from, uint64_t 
 			     errlen);
 	if (ret)
 		return ret;
-	f = (Tracevault__V1__QueryFilter)TRACEVAULT__V1__QUERY_FILTER__INIT;
+	if (sn->services_cut &&
+	    (ret = warn(errors, "more than %d stored service names are shown as '%s': the "
+			"first %d are selected", SVC_ALIASES, svc, SVC_ALIASES)))
+		return ret;
+	return tv_http_comms_shown_as(h, svc, from, to, sn->comms, &sn->n_comms, SVC_ALIASES,
+				      errors, err, errlen);
+}
+
+int tv_http_comms_shown_as(struct hreq *h, const char *svc, uint64_t from, uint64_t to,
+			   const char **comms, size_t *n, size_t max, json_t **errors, char *err,
+			   size_t errlen)
+{
+	Tracevault__V1__QueryFilter f = TRACEVAULT__V1__QUERY_FILTER__INIT;
+	Tracevault__V1__SummaryResponse *resp = NULL;
+	json_t *dropped = NULL; /* the warnings of a caller without errors */
+	bool cut = false;
+	int ret;
+
+	if (!errors)
+		errors = &dropped;
 	ret = xsummary(h, from, to, &f, TRACEVAULT__V1__GROUP_BY__GROUP_BY_COMM, &resp, errors,
 		       err, errlen);
 	for (size_t i = 0; !ret && i < resp->n_groups; i++) {
-		const char *comm = resp->groups[i]->key;
-
-		char *copy;
-
 		/* a Summary's keys are distinct: no comm is added twice */
+		const char *comm = resp->groups[i]->key, *copy;
+
 		ret = shown_as(tv_http_service_of_comm(h->a, comm), svc);
-		if (ret <= 0 || sn->n_comms == SVC_ALIASES)
+		if (ret <= 0)
 			continue;
-		if (!(copy = strdup(comm))) {
+		ret = 0;
+		if (*n == max) {
+			cut = true;
+			continue;
+		}
+		if (!(copy = tv_http_keep(h, comm))) {
 			ret = -ENOMEM;
 			break;
 		}
-		sn->own[sn->n_own++] = copy;
-		sn->comms[sn->n_comms++] = copy;
+		comms[(*n)++] = copy;
 	}
 	if (resp)
 		tracevault__v1__summary_response__free_unpacked(resp, NULL);
-	return ret < 0 ? ret : 0;
+	if (!ret && cut)
+		ret = warn(errors, "more than %zu comms are shown as service '%s': the first %zu "
+			   "are selected", max, svc, max);
+	json_decref(dropped);
+	return ret;
 }
 
 static int cmp_str(const void *x, const void *y)
@@ -1231,12 +1255,18 @@ int tv_jaeger_route(struct hreq *h, const char *url)
 	if (!strncmp(url, SERVICES, sizeof(SERVICES) - 1) && url[sizeof(SERVICES) - 1] == '/') {
 		const char *svc = url + sizeof(SERVICES);
 		size_t n = strlen(svc), sl = sizeof(OPS_SUFFIX) - 1;
-		char name[512];
+		char *name;
+		int ret;
 
-		if (n <= sl || strcmp(svc + n - sl, OPS_SUFFIX) || n - sl >= sizeof(name))
+		if (n <= sl || strcmp(svc + n - sl, OPS_SUFFIX))
 			return -ENOENT;
-		snprintf(name, sizeof(name), "%.*s", (int)(n - sl), svc);
-		return route_operations(h, name, false);
+		/* any length the lists show (a service.name is up to --otlp-max-attribute-bytes):
+		 * the URL's own bound is libmicrohttpd's */
+		if (!(name = strndup(svc, n - sl)))
+			return -ENOMEM;
+		ret = route_operations(h, name, false);
+		free(name);
+		return ret;
 	}
 	if (!strcmp(url, "/api/dependencies")) {
 		/* Jaeger UI's System Architecture tab: no dependency links are derived here, so

@@ -493,6 +493,35 @@ def test_status_parameter(http):
     assert p.returncode == 2 and "Nxx, NNN, NNN-NNN (100 to 599) or none" in p.stderr, p
 
 
+def test_argument_shape(http):
+    """Arguments a route reads once must come once and whole: 'status=404%00x' used to pass as
+    404 (a C string ends at the NUL) and 'status=5xx&status=404' as 5xx (the first won).
+    Both are 400 with the argument named, on every route; traceID alone repeats."""
+    w = "start=%d&end=%d" % (T0 // US, (T0 + 120_000_000_000) // US - 1)
+    routes = ("/api/tracevault/summary", "/api/tracevault/exchanges", "/api/tracevault/rates",
+              "/api/traces", "/api/services", "/api/operations")
+    for route in routes:
+        for query, want in (("status=404%00x", "'status' holds a NUL byte"),
+                            ("service=ngi%00nx", "'service' holds a NUL byte"),
+                            ("x%00y=1", "holds a NUL byte"),
+                            ("status=5xx&status=404", "'status' given more than once"),
+                            ("service=a&service=b", "'service' given more than once"),
+                            ("limit=1&limit=2", "'limit' given more than once"),
+                            ("&".join("a%d=1" % i for i in range(257)),
+                             "query arguments: at most 256")):
+            status, body = get(http, "%s?%s&%s" % (route, w, query))
+            assert status == 400, (route, query, status, body)
+            msg = body["errors"][0]["msg"]
+            assert want in msg, (route, query, msg)
+    # the limit is on the count, not the shape: 256 distinct arguments pass the check
+    many = "&".join("a%d=1" % i for i in range(250))
+    assert get(http, "/api/services?" + many)[0] == 200
+    # traceID is the one argument that repeats (Jaeger's multi-trace lookup, checked whole in
+    # test_search_by_trace_ids)
+    got = ok_data(http, "/api/traces?traceID=%s&traceID=%s" % (TRACE_A, TRACE_A))
+    assert [t["traceID"] for t in got] == [TRACE_A], got
+
+
 def test_concurrent_requests(http):
     """8 clients at once (the API's thread pool is 4): every answer whole and the same."""
     import concurrent.futures
@@ -649,6 +678,16 @@ def test_names_not_utf8():
         assert ok_data(http, "/api/services/S%3F%3FS/operations") == []
         assert ok_data(http, "/api/services/shop%3F/operations") == []
         assert ok_data(http, "/api/traces", service="s?op") == []
+        # the page picks services from /api/services?kind=exchange: its routes select what a
+        # listed '?' name was listed for too (they used to select nothing)
+        assert ok_data(http, "/api/services", kind="exchange") == ["C??C"]
+        for svc, n in (("C??C", 1), ("C?C?", 0), ("C??", 0)):
+            e = get(http, "/api/tracevault/exchanges", lookback="1h", service=svc)
+            assert e[0] == 200 and [z["comm"] for z in e[1]["data"]] == ["C??C"] * n, (svc, e)
+            s = get(http, "/api/tracevault/summary", lookback="1h", service=svc)
+            assert s[0] == 200 and s[1]["records"] == n, (svc, s)
+            r = get(http, "/api/tracevault/rates", lookback="1h", service=svc)
+            assert r[0] == 200 and sum(b["count"] for b in r[1]["buckets"]) == n, (svc, r)
         assert srv.stop() == 0, srv.log()[-2000:]
 
 
