@@ -437,7 +437,7 @@ int tv_http_scan(struct tv_http_api *a, uint64_t from_ns, uint64_t to_ns,
 
 /* ---- the page's filters: service, method, status, path, host, role, trace_id ---- */
 
-#define MAX_COMMS 64
+#define MAX_COMMS TV_FILTER_MAX_ENTRIES /* what one QueryFilter field takes */
 
 /* A QueryFilter and the storage its pointers point into. */
 struct fbuf {

@@ -59,7 +59,7 @@ static void spans_free(struct spans *s)
 
 /* The stored names a service name of the lists stands for (svc_resolve): span records'
  * service.name values and exchanges' comms, at most SVC_ALIASES of each. */
-#define SVC_ALIASES 64
+#define SVC_ALIASES TV_FILTER_MAX_ENTRIES /* what one QueryFilter field takes */
 struct svc_names {
 	char *services[SVC_ALIASES]; /* malloc'd */
 	size_t n_services;
@@ -521,8 +521,9 @@ static int svc_resolve(struct hreq *h, const char *svc, uint64_t from, uint64_t 
 	if (ret)
 		return ret;
 	if (sn->services_cut &&
-	    (ret = warn(errors, "more than %d stored service names are shown as '%s': the "
-			"first %d are selected", SVC_ALIASES, svc, SVC_ALIASES)))
+	    (ret = warn(errors, "more stored service names are shown as '%s' than one filter "
+			"takes (%d with the name itself): some are not selected", svc,
+			SVC_ALIASES)))
 		return ret;
 	return tv_http_comms_shown_as(h, svc, from, to, sn->comms, &sn->n_comms, SVC_ALIASES,
 				      errors, err, errlen);
@@ -563,8 +564,9 @@ int tv_http_comms_shown_as(struct hreq *h, const char *svc, uint64_t from, uint6
 	if (resp)
 		tracevault__v1__summary_response__free_unpacked(resp, NULL);
 	if (!ret && cut)
-		ret = warn(errors, "more than %zu comms are shown as service '%s': the first %zu "
-			   "are selected", max, svc, max);
+		ret = warn(errors, "more comms are shown as service '%s' than one filter takes "
+			   "(%zu with the name itself and --service-name's): some are not selected",
+			   svc, max);
 	json_decref(dropped);
 	return ret;
 }

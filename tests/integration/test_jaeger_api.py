@@ -691,6 +691,38 @@ def test_names_not_utf8():
         assert srv.stop() == 0, srv.log()[-2000:]
 
 
+def test_names_shown_alike():
+    """66 comms that differ only in a byte that is not UTF-8 ("C\\x80C" ... "C\\xc1C") are
+    all listed as "C?C". Selecting it selects 63 of them: one filter takes 64 comms
+    (TV_FILTER_MAX_ENTRIES), the name "C?C" itself one of them. The Jaeger search says so in
+    errors (it used to cut silently); the page's routes take the same 63.
+    A service path of any length the lists show is routed (it was 404 past 511 bytes)."""
+    comms = [b"C" + bytes([b]) + b"C" for b in range(0x80, 0xC2)]
+    with tvtest.Server(extra_args=["--http-addr", "127.0.0.1:0"]) as srv:
+        http = tvtest.metrics_addr(srv.log())
+        recs = []
+        for i, comm in enumerate(comms):
+            rec = tvtest.trace_record(T0 + i * 1000, pid=100 + i, path="/x", comm="C~C",
+                                      role="server").SerializeToString()
+            assert rec.count(b"C~C") == 1
+            recs.append(rec.replace(b"C~C", comm))
+        tvtest.GrpcClient(srv.addr).write_encoded(
+            random.getrandbits(63) + 1,
+            [(7, tvtest.encode_block_as(7, recs, min_ts=T0, max_ts=T0 + 1000 * (len(recs) - 1)))])
+        assert ok_data(http, "/api/services", kind="exchange") == ["C?C"]
+        status, body = get(http, "/api/traces", service="C?C", lookback="1h", limit=100)
+        assert status == 200 and len(body["data"]) == 63, (status, len(body["data"]))
+        msgs = [e["msg"] for e in body["errors"] or []]
+        assert any("more comms are shown as service 'C?C' than one filter takes (64" in m
+                   for m in msgs), msgs
+        e = get(http, "/api/tracevault/exchanges", lookback="1h", service="C?C", limit=100)
+        assert e[0] == 200 and len(e[1]["data"]) == 63, e[0]
+        assert get(http, "/api/tracevault/summary", lookback="1h",
+                   service="C?C")[1]["records"] == 63
+        assert ok_data(http, "/api/services/%s/operations" % ("a" * 600)) == []
+        assert srv.stop() == 0, srv.log()[-2000:]
+
+
 def put_exchanges(addr, extra=()):
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
         for r in EXCHANGES:
