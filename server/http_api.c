@@ -633,7 +633,7 @@ static int route_summary(struct hreq *h)
 	    (ret = tv_http_window(h, TV_HTTP_DEFAULT_LOOKBACK_NS, &from, &to, err, sizeof(err))) ||
 	    (ret = tv_http_param_u64(h, "limit", &limit, NULL, err, sizeof(err))) ||
 	    (ret = page_filter(h, from, to, &fb, err, sizeof(err))))
-		return tv_http_error(h, 400, "%s", err);
+		return tv_http_rpc_error(h, ret, err); /* -EINVAL: 400 naming the parameter */
 	if (limit < 1 || limit > 1000)
 		return tv_http_error(h, 400, "invalid limit: %llu (1 to 1000)",
 				     (unsigned long long)limit);
@@ -681,7 +681,7 @@ static int route_rates(struct hreq *h)
 	if ((ret = tv_http_window(h, TV_HTTP_DEFAULT_LOOKBACK_NS, &from, &to, err, sizeof(err))) ||
 	    (ret = tv_http_param_duration(h, "step", &step_ns, &has_step, err, sizeof(err))) ||
 	    (ret = page_filter(h, from, to, &fb, err, sizeof(err))))
-		return tv_http_error(h, 400, "%s", err);
+		return tv_http_rpc_error(h, ret, err); /* -EINVAL: 400 naming the parameter */
 	if (!has_step)
 		step_ns = (to - from) / 60 + 1;
 	if (step_ns == 0)
@@ -788,7 +788,7 @@ static int route_exchanges(struct hreq *h)
 	    (ret = tv_http_param_u64(h, "limit", &limit, NULL, err, sizeof(err))) ||
 	    (ret = tv_http_param_u64(h, "offset", &offset, NULL, err, sizeof(err))) ||
 	    (ret = page_filter(h, from, to, &fb, err, sizeof(err))))
-		return tv_http_error(h, 400, "%s", err);
+		return tv_http_rpc_error(h, ret, err); /* -EINVAL: 400 naming the parameter */
 	if (limit < 1 || limit > MAX_PAGE)
 		return tv_http_error(h, 400, "invalid limit: %llu (1 to %u)",
 				     (unsigned long long)limit, MAX_PAGE);

@@ -47,8 +47,9 @@ int tv_http_json(struct hreq *h, unsigned status, json_t *j);
 /* Answer status with the Jaeger error shape {"data":null,...,"errors":[{"code","msg"}]}. */
 int tv_http_error(struct hreq *h, unsigned status, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-/* A failed local call (ret, err) as its HTTP status: 400 for INVALID_ARGUMENT, 504 for the
- * deadline, 503 for RESOURCE_EXHAUSTED, else 502. */
+/* A failed local call or parameter check (ret, err) as its HTTP status: 400 for -EINVAL
+ * (INVALID_ARGUMENT, a bad parameter), 504 for the deadline, 503 for RESOURCE_EXHAUSTED, else
+ * 502; -ENOMEM is returned as is (the endpoint answers 500). */
 int tv_http_rpc_error(struct hreq *h, int ret, const char *err);
 
 /* ---- strings from records or the network (span and service names, paths, hosts, comms,
