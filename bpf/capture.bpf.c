@@ -467,6 +467,26 @@ static __always_inline void drop_seed(__u64 sk_addr)
 		__sync_fetch_and_add(&seeds_left, -1);
 }
 
+/* A data syscall found the entry at its struct sock's address holding another socket (another
+ * inode): the entry's socket was freed while its entry stayed, and a new socket, of any
+ * process, got its memory. That happens to a held CLOSE's entry (TV_SOCK_CLOSED), kept for the
+ * loader to delete TV_CONN_CLOSE_GRACE_NS after its event arrives, or never when the ring had
+ * no room for that event. Counting the new socket's syscalls in the old connection invented
+ * exchanges there and, its TCP counters being unrelated, billions of unseen bytes (an unhooked
+ * request counted for a request its own server logged). A closed entry is deleted here (with
+ * its filter slot): its socket is gone, so no late data syscall of its holder can come. One
+ * not closed is left alone, its event skipped all the same: a live socket's entry cannot be at
+ * another live socket's address. */
+static __always_inline void forget_reused(struct tv_sock_info *si, __u64 key)
+{
+	__u64 ino = si->ino;
+
+	if (!(si->flags & TV_SOCK_CLOSED))
+		return;
+	if (!bpf_map_delete_elem(&sockets, &key))
+		__sync_fetch_and_add(sock_slot(ino), -1);
+}
+
 /* ---- new sockets: accept / connect ---- */
 
 static __always_inline int is_v4_mapped(const __u8 a[16])
@@ -705,7 +725,7 @@ static __always_inline int data_event(long ret, int fd, struct pt_regs *regs, __
 	struct scratch *s;
 	struct file *f;
 	struct sock *sk;
-	__u64 key, bytes = ret;
+	__u64 key, ino, bytes = ret;
 	__u32 n = 0;
 	int complete = 1;
 
@@ -721,12 +741,19 @@ static __always_inline int data_event(long ret, int fd, struct pt_regs *regs, __
 	    (target_port && sk->__sk_common.skc_num != target_port &&
 	     bpf_ntohs(sk->__sk_common.skc_dport) != target_port))
 		return 0;
-	if (!maybe_tracked(f->f_inode->i_ino))
+	ino = f->f_inode->i_ino;
+	if (!maybe_tracked(ino))
 		return 0;
 	key = (__u64)sk;
 	si = bpf_map_lookup_elem(&sockets, &key);
 	if (!si && !(si = adopt_seed(f, key)))
 		return 0; /* not a tracked socket: never copied */
+	if (si->ino != ino) {
+		/* the entry is a freed socket's whose struct sock this one reuses (TCP's slab
+		 * hands it out again at once): its bytes are not that connection's */
+		forget_reused(si, key);
+		return 0;
+	}
 	if (peek_arg == 2 && (PT_REGS_PARM3_CORE_SYSCALL(regs) & MSG_PEEK))
 		return 1;
 	if (peek_arg == 3 && (PT_REGS_PARM4_CORE_SYSCALL(regs) & MSG_PEEK))
@@ -854,6 +881,12 @@ int sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
 			drop_seed(key);
 		return 0;
 	}
+	/* a closed socket's entry, kept for its holder's late data events (TV_SOCK_CLOSED): no
+	 * state change after TCP_CLOSE is its own (a socket connecting again is tracked anew at
+	 * its connect). Its memory may already be another socket's, whose FIN here would end the
+	 * old connection again with that socket's TCP counters taken for unseen bytes. */
+	if (si->flags & TV_SOCK_CLOSED)
+		return 0;
 	if (state == TCP_ESTABLISHED) {
 		if (!(si->flags & TV_SOCK_SEQ_VALID))
 			seq_account(si, key, 0, 0);
@@ -865,8 +898,6 @@ int sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		 * which would make its bytes look unseen (seen under wrk: an RST at its end) */
 		__u64 ino = si->ino;
 
-		if (si->flags & TV_SOCK_CLOSED)
-			return 0;
 		if (KCAST(struct sock, key)->sk_socket) {
 			/* held: its holder's last data program may be behind us; the loader
 			 * deletes the entry later (TV_EV_FLAG_HELD) */

@@ -2,6 +2,7 @@
 --pid/--port/--comm/--cgroup exclude other traffic, IPv6 and v4-mapped addresses, fd reuse never
 merges connections, and a tiny ring buffer under load counts its losses instead of hiding them."""
 import collections
+import json
 import os
 import subprocess
 import sys
@@ -165,20 +166,35 @@ def test_loss(srv):
                                 "http://127.0.0.1:%d/" % ng.port],
                                capture_output=True, text=True, timeout=60)
             assert p.returncode == 0, p.stderr
-        recs, nums, err = capture(srv, ["--pid", str(ng.pid), "--ring-bytes", "4096"], run)
+        pid = ng.pid
+        recs, nums, err = capture(srv, ["--pid", str(pid), "--ring-bytes", "4096"], run)
         ng.stop()
         requests = len(ng.access_log())
     assert requests > 1000, "wrk made only %d requests" % requests
     assert nums["ring_full"] > 0, "a 4 KiB ring under wrk load lost nothing? %s" % err
     assert nums["lost_requests"] > 0, err
     assert nums["lost"] >= nums["ring_full"] + nums["map_full"], err
-    assert len(recs) + nums["lost_requests"] + nums["parser"] == requests, \
-        (len(recs), nums, requests)
+    if len(recs) + nums["lost_requests"] + nums["parser"] != requests:
+        # the summary breaks parser down (unparsed heads, unhooked requests and bytes); the
+        # records that are not plain 200s show which connections the count went wrong on
+        # (another process's or unknown paths first: a socket taken for nginx's)
+        odd = sorted((r for r in recs if r["status"] != 200 or r["flags"] != 0 or
+                      r["pid"] != pid or r["path"] not in sizes),
+                     key=lambda r: (r["pid"] == pid and r["path"] in sizes, r["ts_ns"]))
+        raise AssertionError(
+            "%d records + %d requests in lost events + %d parser drops != %d requests "
+            "logged (off by %+d)\nsummary: %s\ncapture stderr:\n%s\nfirst %d of %d records "
+            "not plain 200s:\n%s"
+            % (len(recs), nums["lost_requests"], nums["parser"], requests,
+               len(recs) + nums["lost_requests"] + nums["parser"] - requests, nums,
+               err.strip(), min(len(odd), 10), len(odd),
+               "\n".join(json.dumps(r, sort_keys=True) for r in odd[:10])))
     # Nothing invented, nothing shifted: each record is answered in full with its own path's
     # size, or has its response lost (LOST, status 0), or a lost sendfile/close left it
     # PARTIAL (its count a lower bound).
     lost = [r for r in recs if r["flags"] & 4]
-    bad = [r for r in recs if r["method"] != "GET" or r["path"] not in sizes or not (
+    bad = [r for r in recs if r["method"] != "GET" or r["path"] not in sizes or
+           r["pid"] != pid or not (
         (r["flags"] == 0 and (r["status"], r["resp_body_bytes"]) == (200, sizes[r["path"]])) or
         (r["flags"] & 4 and r["status"] == 0) or
         (r["flags"] & 3 and r["status"] in (0, 200) and
