@@ -25,9 +25,10 @@ struct tv_capture_source {
 	uint64_t (*lost)(void *impl, uint32_t reason);
 	/* Holes in reassembled streams (0 for a source that sees whole syscalls). */
 	void (*gaps)(void *impl, uint64_t *gaps, uint64_t *gap_bytes);
-	/* The kernel ring's size and the bytes in it not yet read by us, now (a snapshot, for the
-	 * ring fill metric): tracepoint the BPF ring buffer, sockfilter the packet ring's blocks
-	 * handed to us. */
+	/* The kernel ring's size and the bytes in it not yet read by us (the ring fill metric):
+	 * tracepoint the BPF ring buffer, the most of now and of what its polls found before
+	 * each drain since the last call; sockfilter the packet ring's blocks handed to us,
+	 * now. */
 	void (*ring)(void *impl, uint64_t *used_bytes, uint64_t *size_bytes);
 	/* One of the calls the running loop makes that may need a privilege (tracepoint: a
 	 * read of a BPF map; NULL: none), run by privs.c without capabilities to learn whether

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/magic.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/vfs.h>
@@ -50,6 +51,7 @@ struct tv_tracepoint {
 	const void *pos;
 	size_t pos_len;
 	uint32_t ring_bytes;
+	uint64_t fill_peak; /* the most unread bytes found before a drain since the last ring() */
 	int cg_fd; /* --cgroup directory, or -1 */
 	int ncpu;  /* possible CPUs: the length of lost_percpu */
 	uint64_t *lost_percpu; /* one lookup of the per-CPU `lost` map */
@@ -364,15 +366,41 @@ fail:
 	return rc;
 }
 
+/* The ring's unread bytes now: producer minus consumer position (the kernel's layout:
+ * consumer_pos in the map's first page, producer_pos in the second); 0 without the mapping. */
+static uint64_t ring_fill(const struct tv_tracepoint *t)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	uint64_t cons, prod;
+
+	if (!t->pos)
+		return 0;
+	cons = __atomic_load_n((const unsigned long *)t->pos, __ATOMIC_ACQUIRE);
+	prod = __atomic_load_n((const unsigned long *)((const char *)t->pos + page),
+			       __ATOMIC_ACQUIRE);
+	return prod - cons <= t->ring_bytes ? prod - cons : t->ring_bytes;
+}
+
 /* source.h's poll: wait up to timeout_ms, then drain the ring (events queued below the
- * wake-up threshold raise no epoll event). */
+ * wake-up threshold raise no epoll event). The wait is libbpf's epoll descriptor polled here
+ * rather than ring_buffer__poll, which drains as it wakes: the fill is read between the two,
+ * when it is highest (after a drain the ring is nearly always empty, so a metric read there
+ * showed 0 under loads that overflowed it). */
 static int tracepoint_poll(void *impl, int timeout_ms, char *err, size_t errlen)
 {
 	struct tv_tracepoint *t = impl;
-	int rc = ring_buffer__poll(t->rb, timeout_ms);
+	struct pollfd pfd = { .fd = ring_buffer__epoll_fd(t->rb), .events = POLLIN };
+	uint64_t fill;
+	int rc = poll(&pfd, 1, timeout_ms);
 
-	if (rc >= 0)
+	if (rc < 0) {
+		rc = -errno;
+	} else {
+		fill = ring_fill(t);
+		if (fill > t->fill_peak)
+			t->fill_peak = fill;
 		rc = ring_buffer__consume(t->rb);
+	}
 	if (rc < 0 && rc != -EINTR) {
 		snprintf(err, errlen, "polling the ring buffer: %s", strerror(-rc));
 		return rc;
@@ -393,22 +421,16 @@ static void tracepoint_finish(void *impl, uint64_t now_ns)
 		fprintf(stderr, "tracevault: draining the ring buffer failed\n");
 }
 
-/* source.h's ring: the BPF ring buffer's unread bytes (producer minus consumer position, the
- * kernel's layout: consumer_pos in the map's first page, producer_pos in the second) */
+/* source.h's ring: the BPF ring buffer's unread bytes, the most of now and of what each poll
+ * found before its drain since the last call */
 static void tracepoint_ring(void *impl, uint64_t *used_bytes, uint64_t *size_bytes)
 {
 	struct tv_tracepoint *t = impl;
-	long page = sysconf(_SC_PAGESIZE);
-	uint64_t cons, prod;
+	uint64_t now = ring_fill(t);
 
 	*size_bytes = t->ring_bytes;
-	*used_bytes = 0;
-	if (!t->pos)
-		return;
-	cons = __atomic_load_n((const unsigned long *)t->pos, __ATOMIC_ACQUIRE);
-	prod = __atomic_load_n((const unsigned long *)((const char *)t->pos + page),
-			       __ATOMIC_ACQUIRE);
-	*used_bytes = prod - cons <= t->ring_bytes ? prod - cons : t->ring_bytes;
+	*used_bytes = now > t->fill_peak ? now : t->fill_peak;
+	t->fill_peak = 0;
 }
 
 /* source.h's gaps: syscalls deliver whole reads and writes, no stream holes to report */
