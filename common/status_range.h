@@ -7,13 +7,15 @@
 #include <stddef.h>
 
 /* The accepted forms, as an error message lists them. */
-#define TV_STATUS_RANGE_FORMS "Nxx, NNN, NNN-NNN (100 to 599) or none"
+#define TV_STATUS_RANGE_FORMS "Nxx, NNN, NNN-NNN (100 to 999) or none"
 
 /* Parse one item s[0..n) (not NUL-terminated; nothing around it: no space, no sign) into the
- * inclusive range [*lo, *hi] of HTTP status codes (RFC 9110 section 15: three digits, 100 to
- * 599): "none" is [0, 0] (an exchange without a response), "5xx" is [500, 599], "404" is
- * [404, 404], "400-499" is [400, 499] (lo <= hi). Returns 0, or -EINVAL for anything else
- * (*lo and *hi then untouched). */
+ * inclusive range [*lo, *hi] of HTTP status codes (RFC 9110 section 15.1: three digits; the
+ * registered classes are 1xx to 5xx, but a status line may carry any of 100 to 999 and the
+ * capture and put store what it carried, so each stored code can be selected): "none" is
+ * [0, 0] (an exchange without a response), "5xx" is [500, 599], "404" is [404, 404],
+ * "400-499" is [400, 499] (lo <= hi). Returns 0, or -EINVAL for anything else (*lo and *hi
+ * then untouched). */
 int tv_status_range_parse(const char *s, size_t n, unsigned *lo, unsigned *hi);
 
 #endif

@@ -66,7 +66,7 @@ struct tv_filter_args {
 
 #define TV_FILTER_CLI_HELP                                                                     \
 	"      --method M             GET, POST, ... (exact, case-sensitive)\n"                \
-	"      --status S             5xx, 404, 500-599 (100 to 599), none (no response)\n"     \
+	"      --status S             5xx, 404, 500-599 (100 to 999), none (no response)\n"     \
 	"      --path P               the path before its ?query; a glob when P holds *, ? or [\n" \
 	"                             (fnmatch: * also crosses /, [*] is a literal *); taken\n" \
 	"                             whole, ',' included: repeat --path for several\n"        \

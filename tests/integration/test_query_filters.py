@@ -32,7 +32,8 @@ FEATURE_FILTER, FEATURE_REVERSE = 1, 2
 TIME_BUDGET_S = 240
 
 METHODS = ["GET", "POST", "PUT", "DELETE", "get", "PATCH"]
-STATUSES = [0, 101, 200, 201, 204, 301, 404, 418, 499, 500, 503, 599]
+# 600 to 999: past the registered classes, but a status line may carry them (stored, selectable)
+STATUSES = [0, 101, 200, 201, 204, 301, 404, 418, 499, 500, 503, 599, 600, 799, 999]
 PATHS = ["/", "/api/v1/users", "/api/v1/users?id=3", "/api/v2/orders/17?x=/api/v1",
          "/static/a.png", "/static/b[1].png", "/x*y", "/caf\u00e9/menu", "/api", "/apix?q"]
 HOSTS = ["Shop.Example", "shop.example:8080", "cdn.example", "", "[::1]:8080", "10.0.0.1:80",
@@ -90,7 +91,8 @@ def random_spec(rng, records):
             s.methods = rng.sample(METHODS + ["OPTIONS"], rng.randrange(1, 3))
         elif f == 1:
             s.status = rng.sample(["5xx", "4xx", "2xx", "1xx", "404", "500-503", "none", "200",
-                                   "300-399"], rng.randrange(1, 3))
+                                   "300-399", "6xx", "9xx", "599-799", "999"],
+                                  rng.randrange(1, 3))
         elif f == 2:
             s.paths = [rng.choice([sample.path.split("?")[0], "/api/*", "/api/v?/*", "*.png",
                                    "/static/b[[]1].png", "/x[*]y", "/nothere", "/api",
@@ -404,7 +406,7 @@ def test_invalid_filters(cl):
 
 
 def test_usage_errors(srv):
-    for opt, val in (("--status", "6xx"), ("--status", "99"), ("--status", "500-400"),
+    for opt, val in (("--status", "0xx"), ("--status", "99"), ("--status", "500-400"),
                      ("--min-latency", "250"), ("--max-latency", "1.5parsecs"),
                      ("--remote", "10.0.0.0/33"), ("--trace-id", "abc"), ("--pid", "-1"),
                      ("--role", "proxy"), ("--flags", "weird"), ("--method", "GET,,PUT"),
