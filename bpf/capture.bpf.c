@@ -300,7 +300,13 @@ static __always_inline void send_event(struct tv_event *ev, __u64 size, __u32 pa
 	ev->lost_in_bytes = si->lost_bytes[0] + unseen_in;
 	ev->lost_out_bytes = si->lost_bytes[1] + unseen_out;
 	ev->pad2 = 0;
-	if (ev->lost_in_events | ev->lost_out_events)
+	/* Any of the counts, not only the events: note_lost_data on another CPU (a softirq
+	 * CLOSE beside its holder's syscall) may add between these reads, so a loss can arrive
+	 * split over two events, its bytes and head in the one that has no event count. Without
+	 * the flag user space would drop them, and the lost request's place in the FIFO with
+	 * them (every later response paired one request off). */
+	if (ev->lost_in_events | ev->lost_out_events | ev->lost_in_heads | ev->lost_out_heads |
+	    ev->lost_in_bytes | ev->lost_out_bytes)
 		ev->flags |= TV_EV_FLAG_GAP;
 	if (unseen_in | unseen_out)
 		ev->flags |= TV_EV_FLAG_UNSEEN;

@@ -173,7 +173,9 @@ struct tv_event {
 	__u8 pad;
 	/* TV_EV_FLAG_GAP: data events of this connection lost since the previous event that
 	 * reached user space, by direction (IN = received): how many, how many of them began an
-	 * HTTP message (a request method or "HTTP/1." at their first byte), and their bytes. */
+	 * HTTP message (a request method or "HTTP/1." at their first byte), and their bytes. A
+	 * loss noted on another CPU while this event was built may arrive split over two
+	 * events (the flag is set when any count is non-zero, the event count perhaps 0). */
 	__u32 lost_in_events, lost_out_events;
 	__u32 lost_in_heads, lost_out_heads;
 	__u32 pad2;
