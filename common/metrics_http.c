@@ -362,13 +362,22 @@ size_t tv_http_args(const struct tv_http_req *rq, const char *name, const char *
 	return w.total;
 }
 
-/* The walk of tv_http_args_check: every name (up to TV_HTTP_MAX_ARGS), and the first one
- * holding a NUL byte. */
+/* The walk of tv_http_args_check: every single-valued name (up to TV_HTTP_MAX_ARGS), and the
+ * first one holding a NUL byte. */
 struct args_check {
+	const char *const *multi;
 	const char *names[TV_HTTP_MAX_ARGS];
 	size_t n, total;
 	const char *nul_in; /* the name whose name or value holds a NUL, or NULL */
 };
+
+static bool is_multi(const char *const *multi, const char *name)
+{
+	for (; multi && *multi; multi++)
+		if (!strcmp(*multi, name))
+			return true;
+	return false;
+}
 
 static enum MHD_Result args_check_cb(void *cls, enum MHD_ValueKind kind, const char *key,
 				     size_t key_size, const char *value, size_t value_size)
@@ -376,10 +385,12 @@ static enum MHD_Result args_check_cb(void *cls, enum MHD_ValueKind kind, const c
 	struct args_check *c = cls;
 
 	(void)kind;
-	if (!key)
-		return MHD_YES;
+	if (!key || key_size == 0)
+		return MHD_YES; /* an empty piece, or "=x": no route reads a nameless argument */
 	if (!c->nul_in && (strlen(key) != key_size || (value && strlen(value) != value_size)))
 		c->nul_in = key;
+	if (is_multi(c->multi, key))
+		return MHD_YES;
 	if (c->n < TV_HTTP_MAX_ARGS)
 		c->names[c->n++] = key;
 	c->total++;
@@ -399,6 +410,7 @@ int tv_http_args_check(const struct tv_http_req *rq, const char *const *multi, c
 
 	if (!c)
 		return -ENOMEM;
+	c->multi = multi;
 	rq->h->api.get_connection_values_n(rq->conn, MHD_GET_ARGUMENT_KIND, args_check_cb, c);
 	if (c->total > TV_HTTP_MAX_ARGS) {
 		snprintf(err, errlen, "%zu query arguments: at most %d (TV_HTTP_MAX_ARGS)",
@@ -413,13 +425,7 @@ int tv_http_args_check(const struct tv_http_req *rq, const char *const *multi, c
 	}
 	qsort(c->names, c->n, sizeof(c->names[0]), cmp_names);
 	for (size_t i = 1; i < c->n; i++) {
-		const char *const *m;
-
 		if (strcmp(c->names[i - 1], c->names[i]))
-			continue;
-		for (m = multi; m && *m && strcmp(*m, c->names[i]); m++)
-			;
-		if (m && *m)
 			continue;
 		snprintf(err, errlen, "query argument '%.64s' given more than once; it takes "
 			 "one value", c->names[i]);
@@ -840,6 +846,8 @@ int tv_metrics_http_serve(struct tv_metrics_http *h, const struct tv_metrics *m,
 						   h->limits.max_connections_per_ip : 0),
 					MHD_OPTION_CONNECTION_TIMEOUT,
 					(unsigned)(h->limits.idle_timeout_ms / 1000),
+					MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+					(size_t)TV_HTTP_CONNECTION_MEMORY_BYTES,
 					/* one thread while only metrics are served */
 					MHD_OPTION_THREAD_POOL_SIZE,
 					(unsigned)(h->handler ? TV_HTTP_THREADS : 1),

@@ -138,17 +138,26 @@ const char *tv_http_arg(const struct tv_http_req *rq, const char *name);
 size_t tv_http_args(const struct tv_http_req *rq, const char *name, const char **values,
 		    size_t max);
 
-/* At most this many query arguments in one request: tv_http_args_check refuses more. A URL
- * fits in libmicrohttpd's per-connection memory (32 KiB), so this only bounds the check's own
- * array; no query of the HTTP API needs more than a dozen. */
+/* libmicrohttpd's memory per connection (MHD_OPTION_CONNECTION_MEMORY_LIMIT; its default is
+ * 32 KiB): the request line and headers and the list of its arguments live in it, and a
+ * request that does not fit is cut (414, or the connection closed without an answer when the
+ * argument list overflows it: ~600 arguments at 32 KiB). 128 KiB holds a Jaeger lookup of
+ * the default --http-max-traces (1000 traceID, ~90 bytes each). Touched only as used. */
+#define TV_HTTP_CONNECTION_MEMORY_BYTES (128u << 10)
+
+/* At most this many single-valued query arguments in one request (the names not in
+ * tv_http_args_check's multi): it refuses more. No route reads more than a dozen; the bound
+ * is the check's own array. A repeatable name is bounded by its route (traceID: by
+ * --http-max-traces) and the URL by TV_HTTP_CONNECTION_MEMORY_BYTES. */
 #define TV_HTTP_MAX_ARGS 256
 
 /* Are the request's query arguments well formed for a handler that reads each name once
  * (tv_http_arg), except the names in multi (NULL-terminated; read with tv_http_args)? A
  * name or value holding a NUL byte ("status=404%00x": C strings would end at the NUL and
  * the rest be ignored), a single-valued name given twice ("status=5xx&status=404": which one
- * wins would be a guess) and more than TV_HTTP_MAX_ARGS arguments are refused. 0, or -EINVAL
- * with a one-line reason in err (errlen bytes). */
+ * wins would be a guess) and more than TV_HTTP_MAX_ARGS single-valued arguments are refused.
+ * Empty pieces ("a=1&&b=2": an argument without a name) are skipped, as Go's url.ParseQuery
+ * (Jaeger's) skips them. 0, or -EINVAL with a one-line reason in err (errlen bytes). */
 int tv_http_args_check(const struct tv_http_req *rq, const char *const *multi, char *err,
 		       size_t errlen);
 

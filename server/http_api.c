@@ -380,8 +380,12 @@ size_t tv_http_comms_of_service(const struct tv_http_api *a, const char *svc,
 		if (!strcmp(a->map_comm[i], svc))
 			mapped_away = true; /* that comm is another service's */
 	}
+	/* unknown_service is the empty comm's name (--service-name cannot map an empty comm),
+	 * and a comm may also be called so */
+	if (!strcmp(svc, TV_HTTP_UNKNOWN_SERVICE) && n < max)
+		comms[n++] = "";
 	if (!mapped_away && n < max)
-		comms[n++] = strcmp(svc, TV_HTTP_UNKNOWN_SERVICE) ? svc : "";
+		comms[n++] = svc;
 	return n;
 }
 
@@ -525,6 +529,12 @@ static int page_filter(struct hreq *h, uint64_t from, uint64_t to, struct fbuf *
 	memset(b, 0, sizeof(*b));
 	b->f = init;
 	b->f.kind = TRACEVAULT__V1__RECORD_KIND__RECORD_KIND_EXCHANGE;
+	if (svc && svc[0] && !tv_http_utf8_valid(svc)) {
+		/* as the Jaeger routes: the lists show no such name (bytes not UTF-8 as '?') */
+		snprintf(err, errlen, "invalid service: not UTF-8 (every service name the lists "
+			 "show is)");
+		return -EINVAL;
+	}
 	if (svc && svc[0]) {
 		const char *comms[MAX_COMMS];
 		size_t n = tv_http_comms_of_service(h->a, svc, comms, MAX_COMMS);
@@ -818,7 +828,9 @@ static int route_exchanges(struct hreq *h)
 int tv_http_api_handle(void *arg, const char *url, const struct tv_http_req *rq,
 		       struct tv_http_reply *out)
 {
-	static const char *const MULTI_ARGS[] = { "traceID", NULL };
+	/* Jaeger's repeatable arguments: traceID (a lookup of several traces), tag and tags
+	 * (cmd/query/app/query_parser.go reads each as a list) */
+	static const char *const MULTI_ARGS[] = { "traceID", "tag", "tags", NULL };
 	struct hreq h = { arg, rq, out, NULL, NULL };
 	char err[160];
 	int ret;
@@ -838,7 +850,7 @@ int tv_http_api_handle(void *arg, const char *url, const struct tv_http_req *rq,
 	}
 	if (strncmp(url, "/api/", 5))
 		return -ENOENT;
-	/* every route reads each argument once, except the Jaeger trace lookup's traceID */
+	/* every route reads each argument once, except MULTI_ARGS */
 	if ((ret = tv_http_args_check(rq, MULTI_ARGS, err, sizeof(err))))
 		return ret == -EINVAL ? tv_http_error(&h, 400, "%s", err) : ret;
 	if (!strcmp(url, "/api/tracevault/summary"))

@@ -36,6 +36,8 @@
 #define TV_HTTP_TRACE_MARGIN_NS (3600ull * 1000000000ull)
 /* The rates route's buckets per answer, at most. */
 #define TV_HTTP_MAX_BUCKETS 500
+/* A search's tags and tag arguments together, at most (both repeat, as in Jaeger). */
+#define TV_HTTP_MAX_TAG_ARGS 64
 /* --service-name entries at most. */
 #define TV_HTTP_MAX_SERVICE_NAMES 64
 extern const struct tv_limit tv_http_max_spans_limit, tv_http_timeout_ms_limit,

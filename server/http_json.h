@@ -93,7 +93,8 @@ int tv_http_window(struct hreq *h, uint64_t default_ns, uint64_t *from_ns, uint6
 		   char *err, size_t errlen);
 
 /* The service of an exchange by its comm; the comms of a service into comms (at most
- * max, pointers into the API's map or to svc), their count. */
+ * max, pointers into the API's map, to svc or to ""), their count: those --service-name
+ * maps to it, svc itself unless mapped to another, and for unknown_service the empty comm. */
 const char *tv_http_service_of_comm(const struct tv_http_api *a, const char *comm);
 size_t tv_http_comms_of_service(const struct tv_http_api *a, const char *svc,
 				const char **comms, size_t max);

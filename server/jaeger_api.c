@@ -1072,47 +1072,80 @@ out:
 	return ret;
 }
 
-/* The tags a search asks for: tags={"k":"v",...} (Jaeger UI) and tag=k:v. */
+/* One tags={"k":"v",...} merged into want (a key given again takes the later value). */
+static int search_tags_json(const char *tags, json_t *want, char *err, size_t errlen)
+{
+	json_error_t jerr;
+	json_t *t = json_loads(tags, 0, &jerr), *v;
+	const char *k;
+
+	if (!json_is_object(t)) {
+		json_decref(t);
+		snprintf(err, errlen, "invalid tags: a JSON object of strings, as "
+			 "{\"http.response.status_code\":\"500\"}");
+		return -EINVAL;
+	}
+	json_object_foreach(t, k, v) {
+		if (!json_is_string(v)) {
+			json_decref(t);
+			snprintf(err, errlen, "invalid tags: the value of '%.64s' is not a string", k);
+			return -EINVAL;
+		}
+		if (json_object_set(want, k, v)) {
+			json_decref(t);
+			return -ENOMEM;
+		}
+	}
+	json_decref(t);
+	return 0;
+}
+
+/* The tags a search asks for: every tags={"k":"v",...} (the Jaeger UI sends one) and every
+ * tag=k:v, merged as Jaeger's query parser merges them (cmd/query/app/query_parser.go
+ * parseTags: both repeatable, a key given again takes the later value). */
 static int search_tags(struct hreq *h, json_t **want, char *err, size_t errlen)
 {
-	const char *tags = tv_http_arg(h->rq, "tags"), *tag = tv_http_arg(h->rq, "tag");
-	json_error_t jerr;
+	const char *v_tags[TV_HTTP_MAX_TAG_ARGS], *v_tag[TV_HTTP_MAX_TAG_ARGS];
+	size_t n_tags = tv_http_args(h->rq, "tags", v_tags, TV_HTTP_MAX_TAG_ARGS);
+	size_t n_tag = tv_http_args(h->rq, "tag", v_tag, TV_HTTP_MAX_TAG_ARGS);
 
+	if (n_tags + n_tag > TV_HTTP_MAX_TAG_ARGS) {
+		snprintf(err, errlen, "%zu tags and tag arguments: at most %d", n_tags + n_tag,
+			 TV_HTTP_MAX_TAG_ARGS);
+		return -EINVAL;
+	}
 	*want = json_object();
 	if (!*want)
 		return -ENOMEM;
-	if (tags && tags[0]) {
-		json_t *t = json_loads(tags, 0, &jerr);
-		const char *k;
-		json_t *v;
+	for (size_t i = 0; i < n_tags; i++) {
+		const char *tags = v_tags[i];
+		int ret = 0;
 
-		if (!json_is_object(t)) {
-			json_decref(t);
-			snprintf(err, errlen, "invalid tags: a JSON object of strings, as "
-				 "{\"http.response.status_code\":\"500\"}");
-			return -EINVAL;
-		}
-		json_object_foreach(t, k, v) {
-			if (!json_is_string(v)) {
-				json_decref(t);
-				snprintf(err, errlen, "invalid tags: the value of '%.64s' is not a "
-					 "string", k);
-				return -EINVAL;
-			}
-			json_object_set(*want, k, v);
-		}
-		json_decref(t);
+		if (tags[0])
+			ret = search_tags_json(tags, *want, err, errlen);
+		if (ret)
+			return ret;
 	}
-	if (tag && tag[0]) {
-		const char *colon = strchr(tag, ':');
+	for (size_t i = 0; i < n_tag; i++) {
+		const char *tag = v_tag[i], *colon = strchr(tag, ':');
 		char key[256];
+		json_t *val;
 
+		if (!tag[0])
+			continue;
 		if (!colon || colon == tag || (size_t)(colon - tag) >= sizeof(key)) {
 			snprintf(err, errlen, "invalid tag: '%.64s' (key:value)", tag);
 			return -EINVAL;
 		}
 		snprintf(key, sizeof(key), "%.*s", (int)(colon - tag), tag);
-		json_object_set_new(*want, key, json_string(colon + 1));
+		if (!(val = json_string(colon + 1))) {
+			snprintf(err, errlen, "invalid tag: '%.64s' is not UTF-8", tag);
+			return -EINVAL;
+		}
+		if (json_object_set_new(*want, key, val)) {
+			snprintf(err, errlen, "invalid tag: '%.64s' (the key is not UTF-8)", tag);
+			return -EINVAL;
+		}
 	}
 	return 0;
 }

@@ -517,6 +517,32 @@ def test_argument_shape(http):
     # the limit is on the count, not the shape: 256 distinct arguments pass the check
     many = "&".join("a%d=1" % i for i in range(250))
     assert get(http, "/api/services?" + many)[0] == 200
+    # empty pieces are no arguments (Go's url.ParseQuery, Jaeger's, skips them), however
+    # many: 600 of them overflowed libmicrohttpd's default 32 KiB and got no answer at all
+    for query in ("lookback=1h&&kind=exchange", "a=1&&b=2&&c=3", "&" * 600, "=x&=y"):
+        assert get(http, "/api/services?" + query)[0] == 200, query
+    # tag and tags repeat, as in Jaeger (query_parser.go parseTags): every one applies
+    w1h = "service=nginx&start=%d&end=%d" % (T0 // US, (T0 + 120_000_000_000) // US)
+    for query, n in (("tag=http.response.status_code:503&tag=http.request.method:GET", 1),
+                     ("tag=http.response.status_code:503&tag=http.request.method:POST", 0),
+                     ("tags=%7B%22error%22%3A%22true%22%7D&tags=%7B%22url.path%22%3A"
+                      "%22%2Fapi%2Fusers%22%7D", 1),
+                     ("tags=%7B%22error%22%3A%22true%22%7D&tags=%7B%22url.path%22%3A"
+                      "%22%2Flogin%22%7D", 0),
+                     ("tags=%7B%22url.path%22%3A%22%2Flogin%22%7D&tag=url.path:/api/users", 1)):
+        got = ok_data(http, "/api/traces?%s&%s" % (w1h, query))
+        assert len(got) == n, (query, [t["traceID"] for t in got])
+    status, body = get(http, "/api/traces?%s&%s" % (w1h, "&".join(["tag=a:b"] * 65)))
+    assert status == 400 and "at most 64" in body["errors"][0]["msg"], body
+    # traceID repeats up to --http-max-traces (1000), not TV_HTTP_MAX_ARGS: the URL (41 KB
+    # here) fits TV_HTTP_CONNECTION_MEMORY_BYTES
+    ids = ["%032x" % (i + 0x1000) for i in range(1000)]
+    status, body = get(http, "/api/traces?" + "&".join("traceID=" + x for x in ids))
+    assert status == 200 and len(body["errors"]) == 1000, (status, str(body)[:300])
+    # a service name that is not UTF-8 is 400 on the page's routes too (no list shows one)
+    for route in routes[:3]:
+        status, body = get(http, "%s?%s&service=%%FF" % (route, w))
+        assert status == 400 and "not UTF-8" in body["errors"][0]["msg"], (route, body)
     # traceID is the one argument that repeats (Jaeger's multi-trace lookup, checked whole in
     # test_search_by_trace_ids)
     got = ok_data(http, "/api/traces?traceID=%s&traceID=%s" % (TRACE_A, TRACE_A))
@@ -721,6 +747,26 @@ def test_names_shown_alike():
         assert get(http, "/api/tracevault/summary", lookback="1h",
                    service="C?C")[1]["records"] == 63
         assert ok_data(http, "/api/services/%s/operations" % ("a" * 600)) == []
+        assert srv.stop() == 0, srv.log()[-2000:]
+
+
+def test_unknown_service():
+    """unknown_service names the exchanges without a comm and those of a comm called so:
+    selecting it selects both (it used to select only the first), on the page's routes and
+    the Jaeger search alike."""
+    with tvtest.Server(extra_args=["--http-addr", "127.0.0.1:0"]) as srv:
+        http = tvtest.metrics_addr(srv.log())
+        recs = [tvtest.trace_record(T0 + i * 1000, pid=200 + i, path="/u", comm=comm,
+                                    role="server").SerializeToString()
+                for i, comm in enumerate(("", "unknown_service", "other"))]
+        tvtest.GrpcClient(srv.addr).write_encoded(
+            random.getrandbits(63) + 1,
+            [(8, tvtest.encode_block_as(8, recs, min_ts=T0, max_ts=T0 + 2000))])
+        assert ok_data(http, "/api/services", kind="exchange") == ["other", "unknown_service"]
+        e = get(http, "/api/tracevault/exchanges", lookback="1h", service="unknown_service")
+        assert e[0] == 200 and sorted(z["pid"] for z in e[1]["data"]) == [200, 201], e
+        traces = ok_data(http, "/api/traces", service="unknown_service", lookback="1h")
+        assert len(traces) == 2, traces
         assert srv.stop() == 0, srv.log()[-2000:]
 
 
