@@ -45,6 +45,7 @@ struct mhd_api {
 	__typeof__(MHD_lookup_connection_value) *lookup_connection_value;
 	__typeof__(MHD_get_connection_values_n) *get_connection_values_n;
 	__typeof__(MHD_get_connection_info) *get_connection_info;
+	__typeof__(MHD_http_unescape) *http_unescape;
 };
 
 /* One connection as the request deadline sees it (limits.request_timeout_ms): an entry
@@ -56,12 +57,18 @@ enum conn_step {
 	CONN_ANSWERED,  /* a response is queued: the idle timeout bounds the rest */
 };
 
+#define NUL_TRACKED 4
+
 struct conn {
 	struct conn *prev, *next;
 	int fd;
 	enum conn_step step;
 	uint64_t since_ms; /* CLOCK_MONOTONIC: the accept, or the previous request's end */
 	bool cut;          /* shut down by the watchdog */
+	/* the current request's strings whose %-decoding made a NUL byte (unescape): its path
+	 * is refused when it is one of them; more than NUL_TRACKED: all of the request's */
+	const char *nul_at[NUL_TRACKED];
+	unsigned n_nul;
 };
 
 struct tv_metrics_http {
@@ -513,10 +520,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 {
 	struct tv_metrics_http *h = cls;
 	struct post_req *p = *req_cls;
+	struct conn *c = conn_of(h, conn);
 
 	(void)why;
 	/* a keep-alive connection waits on its client for the next request from now */
-	conn_step(h, conn_of(h, conn), -1, CONN_RECEIVING);
+	conn_step(h, c, -1, CONN_RECEIVING);
+	if (c)
+		c->n_nul = 0; /* the next request's strings are unescaped after this */
 	if (p) {
 		free(p->buf);
 		free(p);
@@ -643,6 +653,41 @@ static enum MHD_Result route(struct tv_metrics_http *h, struct MHD_Connection *c
 
 /* libmicrohttpd's access handler: route. A connection is never cut while we handle it (a
  * handler's gRPC calls, an Export): the deadline is on what the client sends. */
+/* libmicrohttpd's unescaper for the path and every argument (MHD_OPTION_UNESCAPE_CALLBACK):
+ * its own %HH decoding, noting each string where that made a NUL byte. An argument keeps
+ * its length (tv_http_args_check refuses it by name); the path is handed over as a C
+ * string, cut at the NUL ("/api/traces/ID%00junk" answered ID's trace), so route refuses
+ * a request whose path is noted. */
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+	struct tv_metrics_http *h = cls;
+	size_t n = h->api.http_unescape(s);
+	struct conn *c;
+
+	if (memchr(s, '\0', n) && (c = conn_of(h, conn)) != NULL) {
+		if (c->n_nul < NUL_TRACKED)
+			c->nul_at[c->n_nul] = s;
+		c->n_nul++;
+	}
+	return n;
+}
+
+/* Does the request's path hold a NUL byte (unescape)? */
+static bool path_has_nul(struct tv_metrics_http *h, struct MHD_Connection *conn,
+			 const char *url)
+{
+	struct conn *c = conn_of(h, conn);
+
+	if (!c || !c->n_nul)
+		return false;
+	if (c->n_nul > NUL_TRACKED)
+		return true; /* not told apart: refused all the same */
+	for (unsigned i = 0; i < c->n_nul; i++)
+		if (c->nul_at[i] == url)
+			return true;
+	return false;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
 				  const char *method, const char *version,
 				  const char *upload_data, size_t *upload_data_size, void **req_cls)
@@ -653,6 +698,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 	(void)version;
 	conn_step(h, c, CONN_RECEIVING, CONN_HANDLING);
+	if (!*req_cls && path_has_nul(h, conn, url)) {
+		static char nul[] = "bad request: the path holds a NUL byte (%00)\n";
+
+		/* answered before any body: libmicrohttpd discards it (or closes) */
+		return respond(h, conn, MHD_HTTP_BAD_REQUEST, nul, sizeof(nul) - 1, 0,
+			       "text/plain");
+	}
 	ret = route(h, conn, url, method, upload_data, upload_data_size, req_cls);
 	/* not answered yet (a POST body to read): the client's time again */
 	conn_step(h, c, CONN_HANDLING, CONN_RECEIVING);
@@ -665,7 +717,7 @@ static int load_api(struct tv_metrics_http *h, char *err, size_t errlen)
 		"MHD_start_daemon", "MHD_stop_daemon", "MHD_create_response_from_buffer",
 		"MHD_add_response_header", "MHD_queue_response", "MHD_destroy_response",
 		"MHD_lookup_connection_value", "MHD_get_connection_values_n",
-		"MHD_get_connection_info",
+		"MHD_get_connection_info", "MHD_http_unescape",
 	};
 	void **slot[] = {
 		(void **)&h->api.start_daemon, (void **)&h->api.stop_daemon,
@@ -673,6 +725,7 @@ static int load_api(struct tv_metrics_http *h, char *err, size_t errlen)
 		(void **)&h->api.add_response_header, (void **)&h->api.queue_response,
 		(void **)&h->api.destroy_response, (void **)&h->api.lookup_connection_value,
 		(void **)&h->api.get_connection_values_n, (void **)&h->api.get_connection_info,
+		(void **)&h->api.http_unescape,
 	};
 	_Static_assert(sizeof(NAMES) / sizeof(NAMES[0]) == sizeof(slot) / sizeof(slot[0]),
 		       "one name per function of struct mhd_api");
@@ -848,6 +901,7 @@ int tv_metrics_http_serve(struct tv_metrics_http *h, const struct tv_metrics *m,
 					(unsigned)(h->limits.idle_timeout_ms / 1000),
 					MHD_OPTION_CONNECTION_MEMORY_LIMIT,
 					(size_t)TV_HTTP_CONNECTION_MEMORY_BYTES,
+					MHD_OPTION_UNESCAPE_CALLBACK, unescape, (void *)h,
 					/* one thread while only metrics are served */
 					MHD_OPTION_THREAD_POOL_SIZE,
 					(unsigned)(h->handler ? TV_HTTP_THREADS : 1),

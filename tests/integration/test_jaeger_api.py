@@ -514,6 +514,31 @@ def test_argument_shape(http):
             assert status == 400, (route, query, status, body)
             msg = body["errors"][0]["msg"]
             assert want in msg, (route, query, msg)
+    # a NUL in the path: a C string ended there, so "/api/traces/ID%00junk" answered ID's
+    # trace and "/api/tracevault/exchanges%00x" the exchanges; now 400 before any route
+    for path in ("/api/traces/%s%%00junk" % TRACE_A, "/api/tracevault/exchanges%00x",
+                 "/api/dependencies%00", "/metrics%00", "/%00", "/v1/traces%00"):
+        try:
+            with urllib.request.urlopen("http://%s%s" % (http, path), timeout=30) as r:
+                raise AssertionError("%s answered %d" % (path, r.status))
+        except urllib.error.HTTPError as e:
+            assert e.code == 400 and b"NUL byte" in e.read(), (path, e.code)
+    # ... while the same paths without it still answer; on one keep-alive connection a
+    # request after one with a NUL (path or argument) is judged on its own
+    from http.client import HTTPConnection
+    host, port = http.rsplit(":", 1)
+    c = HTTPConnection(host, int(port), timeout=30)
+    try:
+        for path, want in (("/api/traces/%s%%00junk" % TRACE_A, 400),
+                           ("/api/traces/" + TRACE_A, 200), ("/api/services?x=%00", 400),
+                           ("/api/services", 200), ("/api/services%00", 400),
+                           ("/api/services", 200)):
+            c.request("GET", path)
+            r = c.getresponse()
+            r.read()
+            assert r.status == want, (path, r.status)
+    finally:
+        c.close()
     # the limit is on the count, not the shape: 256 distinct arguments pass the check
     many = "&".join("a%d=1" % i for i in range(250))
     assert get(http, "/api/services?" + many)[0] == 200
