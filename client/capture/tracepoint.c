@@ -66,9 +66,21 @@ static void held_delete(struct tv_tracepoint *t, const struct held *h)
 	int fd = bpf_map__fd(t->skel->maps.sockets);
 	struct tv_sock_info si;
 
+	/* Already another socket's (TCP's slab hands a freed struct sock straight to the next
+	 * socket, whose entry takes the key): left alone. */
 	if (bpf_map_lookup_elem(fd, &h->key, &si) || si.gen != h->gen ||
-	    !(si.flags & TV_SOCK_CLOSED) || bpf_map_delete_elem(fd, &h->key))
+	    !(si.flags & TV_SOCK_CLOSED))
 		return;
+	/* Taken out in one step: a plain delete could remove the entry a new socket put there
+	 * since the lookup, leaving that live connection untracked for good. */
+	if (bpf_map_lookup_and_delete_elem(fd, &h->key, &si))
+		return;
+	if (si.gen != h->gen) {
+		/* replaced in those microseconds: back in (NOEXIST: unless the kernel put a newer
+		 * one there); an event of it in between found no entry, not the whole connection */
+		(void)bpf_map_update_elem(fd, &h->key, &si, BPF_NOEXIST);
+		return;
+	}
 	__atomic_fetch_sub(&t->skel->bss->sock_filter[tv_sock_filter_slot(si.ino)], 1,
 			   __ATOMIC_SEQ_CST);
 }
