@@ -1100,9 +1100,9 @@ static int search_tags_json(const char *tags, json_t *want, char *err, size_t er
 	return 0;
 }
 
-/* The tags a search asks for: every tags={"k":"v",...} (the Jaeger UI sends one) and every
- * tag=k:v, merged as Jaeger's query parser merges them (cmd/query/app/query_parser.go
- * parseTags: both repeatable, a key given again takes the later value). */
+/* The tags a search asks for: every tag=k:v, then every tags={"k":"v",...} (the Jaeger UI
+ * sends one), merged as Jaeger's query parser merges them (cmd/query/app/query_parser.go
+ * parseTags: both repeatable, in that order, a key given again takes the later value). */
 static int search_tags(struct hreq *h, json_t **want, char *err, size_t errlen)
 {
 	const char *v_tags[TV_HTTP_MAX_TAG_ARGS], *v_tag[TV_HTTP_MAX_TAG_ARGS];
@@ -1117,15 +1117,6 @@ static int search_tags(struct hreq *h, json_t **want, char *err, size_t errlen)
 	*want = json_object();
 	if (!*want)
 		return -ENOMEM;
-	for (size_t i = 0; i < n_tags; i++) {
-		const char *tags = v_tags[i];
-		int ret = 0;
-
-		if (tags[0])
-			ret = search_tags_json(tags, *want, err, errlen);
-		if (ret)
-			return ret;
-	}
 	for (size_t i = 0; i < n_tag; i++) {
 		const char *tag = v_tag[i], *colon = strchr(tag, ':');
 		char key[256];
@@ -1146,6 +1137,15 @@ static int search_tags(struct hreq *h, json_t **want, char *err, size_t errlen)
 			snprintf(err, errlen, "invalid tag: '%.64s' (the key is not UTF-8)", tag);
 			return -EINVAL;
 		}
+	}
+	for (size_t i = 0; i < n_tags; i++) {
+		const char *tags = v_tags[i];
+		int ret = 0;
+
+		if (tags[0])
+			ret = search_tags_json(tags, *want, err, errlen);
+		if (ret)
+			return ret;
 	}
 	return 0;
 }

@@ -548,15 +548,21 @@ def test_argument_shape(http):
         assert get(http, "/api/services?" + query)[0] == 200, query
     # tag and tags repeat, as in Jaeger (query_parser.go parseTags): every one applies
     w1h = "service=nginx&start=%d&end=%d" % (T0 // US, (T0 + 120_000_000_000) // US)
-    for query, n in (("tag=http.response.status_code:503&tag=http.request.method:GET", 1),
-                     ("tag=http.response.status_code:503&tag=http.request.method:POST", 0),
-                     ("tags=%7B%22error%22%3A%22true%22%7D&tags=%7B%22url.path%22%3A"
-                      "%22%2Fapi%2Fusers%22%7D", 1),
-                     ("tags=%7B%22error%22%3A%22true%22%7D&tags=%7B%22url.path%22%3A"
-                      "%22%2Flogin%22%7D", 0),
-                     ("tags=%7B%22url.path%22%3A%22%2Flogin%22%7D&tag=url.path:/api/users", 1)):
+    # (query, the traces found: TRACE_A's ("A"), the /login request's ("L"))
+    for query, want in (("tag=http.response.status_code:503&tag=http.request.method:GET", "A"),
+                        ("tag=http.response.status_code:503&tag=http.request.method:POST", ""),
+                        ("tags=%7B%22error%22%3A%22true%22%7D&tags=%7B%22url.path%22%3A"
+                         "%22%2Fapi%2Fusers%22%7D", "A"),
+                        ("tags=%7B%22error%22%3A%22true%22%7D&tags=%7B%22url.path%22%3A"
+                         "%22%2Flogin%22%7D", ""),
+                        # a key in both: tags wins, as Jaeger reads it after tag
+                        ("tags=%7B%22url.path%22%3A%22%2Flogin%22%7D&tag=url.path:/api/users",
+                         "L"),
+                        ("tags=%7B%22url.path%22%3A%22%2Fapi%2Fusers%22%7D&tag=url.path:/login",
+                         "A")):
         got = ok_data(http, "/api/traces?%s&%s" % (w1h, query))
-        assert len(got) == n, (query, [t["traceID"] for t in got])
+        found = "".join(sorted("A" if t["traceID"] == TRACE_A else "L" for t in got))
+        assert found == want, (query, [t["traceID"] for t in got])
     status, body = get(http, "/api/traces?%s&%s" % (w1h, "&".join(["tag=a:b"] * 65)))
     assert status == 400 and "at most 64" in body["errors"][0]["msg"], body
     # traceID repeats up to --http-max-traces (1000), not TV_HTTP_MAX_ARGS: the URL (41 KB
